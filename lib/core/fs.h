@@ -1,0 +1,37 @@
+/* File helpers: atomic state writes, bounded reads, directory trees.
+ * All fds are O_CLOEXEC. Functions return < 0 and fill err on failure. */
+#ifndef PE_CORE_FS_H
+#define PE_CORE_FS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "pocketenv/err.h"
+
+/* Write data to path atomically: tmp file in the same directory, fsync,
+ * rename, fsync of the directory. mode applies to the new file. */
+int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
+
+/* Read a whole file of at most max bytes into a NUL-terminated malloc'd
+ * buffer. A larger file is an error (E2BIG), never truncated silently. */
+int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, pe_err *err);
+
+/* mkdir -p with mode for the directories it creates. */
+int pe_fs_mkdir_p(const char *path, mode_t mode, pe_err *err);
+
+/* Remove a directory tree without following symlinks and without crossing
+ * into other mounts (a mount point inside is an error, not a traversal). */
+int pe_fs_rm_rf(const char *path, pe_err *err);
+
+/* Write a short string to a file that already exists (cgroup, proc knobs). */
+int pe_fs_write_str(const char *path, const char *s, pe_err *err);
+
+/* Parse "512", "64k", "512m", "1.5g", "2G" into bytes. Returns -1 on junk,
+ * negative or overflowing values. */
+int pe_parse_size(const char *s, long long *out);
+
+/* Sandbox and image names: 1..63 chars of [A-Za-z0-9_.-], starting with an
+ * alphanumeric; so never "/", "..", or an empty string. */
+int pe_name_valid(const char *s);
+
+#endif
