@@ -1,1 +1,131 @@
-/* placeholder: being written */
+/* pocketenv image ...: build, import, list and remove base images. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "image/image.h"
+
+enum { OPT_NAME = 1, OPT_MIRROR };
+
+static const pe_opt image_opts[] = {
+    {"name", 0, true, OPT_NAME, "NAME", "build: name of the image (default: the builder's)"},
+    {"mirror", 0, true, OPT_MIRROR, "URL", "build debian: package mirror"},
+    {"json", 0, false, OPT_JSON, NULL, "ls: print JSON"},
+    {"help", 'h', false, OPT_HELP, NULL, "show this help"},
+    {NULL, 0, false, 0, NULL, NULL},
+};
+
+struct image_args {
+    const char *pos[3];
+    int npos;
+    const char *name, *mirror;
+    bool json, help;
+};
+
+static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
+{
+    struct image_args *a = ctx;
+    switch (id) {
+    case 0:
+        if (a->npos >= 2)
+            return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
+        a->pos[a->npos++] = arg;
+        return 0;
+    case OPT_NAME:
+        a->name = arg;
+        return 0;
+    case OPT_MIRROR:
+        a->mirror = arg;
+        return 0;
+    case OPT_JSON:
+        a->json = true;
+        return 0;
+    default:
+        a->help = true;
+        return 0;
+    }
+}
+
+static void usage(void)
+{
+    printf("usage: pocketenv image COMMAND ...\n\n"
+           "  build debian|busybox [--name NAME] [--mirror URL]\n"
+           "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
+           "  import NAME FILE     import a root filesystem tarball (.tar, .tar.gz, .tar.zst)\n"
+           "  ls [--json]          list images\n"
+           "  rm NAME              remove an image no sandbox uses\n");
+}
+
+static int list(pe_runtime *rt, bool json, pe_err *err)
+{
+    pe_image_info *v = NULL;
+    size_t n = 0;
+
+    if (pe_image_list(rt->data_dir, &v, &n, err) < 0)
+        return -1;
+    if (json)
+        printf("[");
+    else
+        printf("%-20s %-10s %-20s %s\n", "NAME", "SIZE", "CREATED", "SOURCE");
+    for (size_t i = 0; i < n; i++) {
+        time_t t = (time_t)v[i].created;
+        struct tm tm;
+        char when[32];
+
+        localtime_r(&t, &tm);
+        strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
+        if (json)
+            printf("%s{\"name\":\"%s\",\"size\":%lld,\"created\":%lld}", i ? "," : "",
+                   v[i].name, (long long)v[i].size, (long long)v[i].created);
+        else
+            printf("%-20s %-10.1fM %-20s %s\n", v[i].name, (double)v[i].size / 1048576.0, when,
+                   v[i].source ? v[i].source : "");
+    }
+    if (json)
+        printf("]\n");
+    pe_image_info_free(v, n);
+    return 0;
+}
+
+int pe_cmd_image(int argc, char **argv)
+{
+    struct image_args a;
+    pe_runtime rt;
+    pe_err err;
+    const char *sub;
+    int idx = 2, r;
+
+    pe_err_clear(&err);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage();
+        return argc < 2 ? 2 : 0;
+    }
+    sub = argv[1];
+    memset(&a, 0, sizeof(a));
+    if (pe_opts_parse(image_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0)
+        return pe_cli_fail(&err);
+    if (a.help) {
+        usage();
+        return 0;
+    }
+    if (pe_cli_open_runtime(&rt, &err) < 0)
+        return pe_cli_fail(&err);
+    if (strcmp(sub, "build") == 0 && a.npos == 1)
+        r = pe_image_build(rt.data_dir, a.pos[0], a.name ? a.name : a.pos[0], a.mirror, &err);
+    else if (strcmp(sub, "import") == 0 && a.npos == 2)
+        r = pe_image_import(rt.data_dir, a.pos[0], a.pos[1], &err);
+    else if (strcmp(sub, "ls") == 0 && a.npos == 0)
+        r = list(&rt, a.json, &err);
+    else if (strcmp(sub, "rm") == 0 && a.npos == 1) {
+        r = pe_runtime_image_in_use(&rt, a.pos[0], &err);
+        if (r > 0)
+            r = pe_err_set(&err, PE_ESTATE, 0, "image %s is used by a sandbox; remove it first",
+                           a.pos[0]);
+        if (r == 0)
+            r = pe_image_remove(rt.data_dir, a.pos[0], &err);
+    } else
+        r = pe_err_set(&err, PE_EINVAL, 0, "usage: pocketenv image build|import|ls|rm (see --help)");
+    pe_runtime_close(&rt);
+    return r < 0 ? pe_cli_fail(&err) : 0;
+}

@@ -1,1 +1,77 @@
-/* placeholder: being written */
+/* pocketenv: entry point and command dispatch. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/log.h"
+
+const char *pe_cli_data_dir;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: pocketenv [--data DIR] COMMAND [ARGS...]\n"
+               "\n"
+               "Disposable, isolated Linux sandboxes.\n"
+               "\n"
+               "Commands:\n"
+               "  run [OPTIONS] -- CMD [ARGS...]   run CMD in a fresh sandbox, then remove it\n"
+               "  runtime create|start|exec|stop|pause|resume|rm|ls|inspect|gc\n"
+               "                                   manage persistent local sandboxes\n"
+               "  image build|import|ls|rm          manage base images\n"
+               "\n"
+               "Global options:\n"
+               "  --data DIR   state directory (default /var/lib/pocketenv as root,\n"
+               "               $XDG_DATA_HOME/pocketenv otherwise; env POCKETENV_DATA)\n"
+               "\n"
+               "Run 'pocketenv COMMAND --help' for a command's options.\n");
+}
+
+int pe_cli_fail(const pe_err *err)
+{
+    fprintf(stderr, "pocketenv: %s\n", err->msg[0] ? err->msg : "failed");
+    if (err->code == PE_ENOEXEC)
+        return err->errnum == 2 /* ENOENT */ ? 127 : 126;
+    return PE_EXIT_FAIL;
+}
+
+int pe_cli_open_runtime(pe_runtime *rt, pe_err *err)
+{
+    return pe_runtime_open(rt, pe_cli_data_dir, err);
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+
+    pe_log_init();
+    while (i < argc && argv[i][0] == '-') {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+            pe_cli_data_dir = argv[i + 1];
+            i += 2;
+        } else if (strncmp(argv[i], "--data=", 7) == 0) {
+            pe_cli_data_dir = argv[i] + 7;
+            i++;
+        } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--version") == 0) {
+            printf("pocketenv 0.1.0\n");
+            return 0;
+        } else {
+            fprintf(stderr, "pocketenv: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[i], "run") == 0)
+        return pe_cmd_run(argc - i, argv + i);
+    if (strcmp(argv[i], "runtime") == 0)
+        return pe_cmd_runtime(argc - i, argv + i);
+    if (strcmp(argv[i], "image") == 0)
+        return pe_cmd_image(argc - i, argv + i);
+    fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[i]);
+    return 2;
+}

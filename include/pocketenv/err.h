@@ -22,6 +22,7 @@ enum pe_err_code {
     PE_ESTATE,   /* operation not valid in the sandbox's current state */
     PE_ESYS,     /* a system call failed */
     PE_EUNSUP,   /* not supported on this host */
+    PE_ENOEXEC,  /* the command to run was not found or not executable */
 };
 
 typedef struct pe_err {

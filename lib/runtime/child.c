@@ -1,1 +1,592 @@
-/* placeholder: being written */
+/* The sandbox side of clone: everything between clone and exec.
+ *
+ * This code runs in the clone child, possibly of a multi-threaded parent,
+ * so it only makes system calls and formats into stack buffers: every path
+ * and string it needs was prepared before clone (child.h). It is the one
+ * place allowed to die: a failure is reported to the parent as
+ * {stage, errno, text} over the sync socket, then _exit (STYLE rule 7).
+ *
+ * Filesystem assembly (see docs/design/runtime.md):
+ *   - the parent sends detached mounts (open_tree) of the image (idmapped
+ *     to this sandbox's user namespace), of the persistent disk dir and of
+ *     each volume; the child never resolves a host path that the sandbox's
+ *     ids could not traverse, and never resolves a path inside the image
+ *     without RESOLVE_IN_ROOT, so a symlink planted in an image cannot
+ *     redirect a mount to the host;
+ *   - a private tmpfs holds lower/, upper/, work/ (one-shot) and merged/;
+ *   - overlay(lower, upper) becomes the root, with a fresh /proc (masked),
+ *     a minimal /dev, a read-only /sys and the volumes, then pivot_root
+ *     and a lazy unmount of the old root leave nothing of the host. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/mount.h>
+#include <linux/openat2.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "runtime/child.h"
+#include "runtime/internal.h"
+#include "runtime/security.h"
+#include "runtime/sync.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+static int g_sync_fd = -1;
+
+__attribute__((format(printf, 2, 3))) _Noreturn static void die(int errnum, const char *fmt, ...)
+{
+    char text[200];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof(text), fmt, ap);
+    va_end(ap);
+    pe__sync_send(g_sync_fd, PE_SYNC_ERROR, errnum, 0, text, NULL, 0);
+    _exit(1);
+}
+
+#define DIE_SYS(...) die(errno, __VA_ARGS__)
+
+static void fdpath(char *buf, size_t len, int fd)
+{
+    snprintf(buf, len, "/proc/self/fd/%d", fd);
+}
+
+static int mount_on_fd(const char *src, int fd, const char *type, unsigned long flags,
+                       const char *data)
+{
+    char p[64];
+    fdpath(p, sizeof(p), fd);
+    return mount(src, p, type, flags, data);
+}
+
+static int open_in_root(int root, const char *path, int flags)
+{
+    struct open_how how = {
+        .flags = (uint64_t)(flags | O_CLOEXEC),
+        .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    int fd;
+    do
+        fd = (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+    while (fd < 0 && errno == EAGAIN);
+    return fd;
+}
+
+/* Return an O_PATH fd for path inside root, creating missing directories
+ * (and, when !dir, the final file). Every component is resolved with
+ * RESOLVE_IN_ROOT, so symlinks in the image stay inside the image. */
+static int make_in_root(int root, const char *path, bool dir)
+{
+    char buf[4096];
+    size_t len = strlen(path), i;
+    int fd;
+
+    if (len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    fd = open_in_root(root, buf, O_PATH);
+    if (fd >= 0)
+        return fd;
+    if (errno != ENOENT)
+        return -errno;
+    for (i = 1; i <= len; i++) {
+        char saved = buf[i];
+        int parent, r;
+        char *name;
+
+        if (saved != '/' && saved != '\0')
+            continue;
+        buf[i] = '\0';
+        fd = open_in_root(root, buf, O_PATH);
+        if (fd >= 0) {
+            if (saved == '\0')
+                return fd;
+            close(fd);
+            buf[i] = saved;
+            continue;
+        }
+        if (errno != ENOENT)
+            return -errno;
+        name = strrchr(buf, '/');
+        if (name == NULL || name == buf) {
+            parent = open_in_root(root, "/", O_PATH | O_DIRECTORY);
+        } else {
+            *name = '\0';
+            parent = open_in_root(root, buf, O_PATH | O_DIRECTORY);
+            *name = '/';
+        }
+        if (parent < 0)
+            return -errno;
+        name = name ? name + 1 : buf;
+        if (saved == '\0' && !dir) {
+            r = openat(parent, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+            if (r >= 0)
+                close(r);
+        } else {
+            r = mkdirat(parent, name, 0755);
+        }
+        if (r < 0 && errno != EEXIST) {
+            r = -errno;
+            close(parent);
+            return r;
+        }
+        close(parent);
+        fd = open_in_root(root, buf, O_PATH);
+        if (fd < 0)
+            return -errno;
+        if (saved == '\0')
+            return fd;
+        close(fd);
+        buf[i] = saved;
+    }
+    return -ENOENT;
+}
+
+static int move_mount_fd(int from, int to_dir, const char *to_path)
+{
+    unsigned int flags = MOVE_MOUNT_F_EMPTY_PATH;
+    if (to_path == NULL || *to_path == '\0') {
+        to_path = "";
+        flags |= MOVE_MOUNT_T_EMPTY_PATH;
+    }
+    return (int)syscall(SYS_move_mount, from, "", to_dir, to_path, flags);
+}
+
+/* A private tmpfs for the staging directories, attached somewhere in our
+ * own mount namespace (invisible to the host) so mounts can target it. */
+static int make_stage(const struct pe_child_ctx *ctx)
+{
+    static const char *const spots[] = {"/tmp", "/mnt", "/"};
+    char size[64];
+    int fs, mnt;
+
+    fs = (int)syscall(SYS_fsopen, "tmpfs", FSOPEN_CLOEXEC);
+    if (fs < 0)
+        DIE_SYS("fsopen tmpfs");
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "mode", "0755", 0) < 0)
+        DIE_SYS("tmpfs mode");
+    if (ctx->disk_bytes > 0) {
+        snprintf(size, sizeof(size), "%lld", (long long)ctx->disk_bytes);
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "size", size, 0) < 0)
+            DIE_SYS("tmpfs size %s", size);
+    }
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
+        DIE_SYS("create tmpfs");
+    mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID);
+    if (mnt < 0)
+        DIE_SYS("fsmount tmpfs");
+    close(fs);
+    for (size_t i = 0; i < sizeof(spots) / sizeof(spots[0]); i++)
+        if (move_mount_fd(mnt, AT_FDCWD, spots[i]) == 0)
+            return mnt;
+    DIE_SYS("attach staging tmpfs");
+}
+
+static int mount_root(const struct pe_child_ctx *ctx, int stage, const int *fds)
+{
+    char opts[512];
+    char target[64];
+    int merged;
+
+    if (mkdirat(stage, "lower", 0755) < 0 || mkdirat(stage, "merged", 0755) < 0)
+        DIE_SYS("mkdir in staging tmpfs");
+    if (move_mount_fd(fds[PE_FD_LOWER], stage, "lower") < 0)
+        DIE_SYS("attach image");
+    if (ctx->has_disk) {
+        if (mkdirat(stage, "disk", 0755) < 0)
+            DIE_SYS("mkdir disk");
+        if (move_mount_fd(fds[PE_FD_DISK], stage, "disk") < 0)
+            DIE_SYS("attach sandbox disk");
+        snprintf(opts, sizeof(opts),
+                 "lowerdir=/proc/self/fd/%d/lower,upperdir=/proc/self/fd/%d/disk/upper,"
+                 "workdir=/proc/self/fd/%d/disk/work%s",
+                 stage, stage, stage, ctx->userns ? ",userxattr" : "");
+    } else {
+        if (mkdirat(stage, "upper", 0755) < 0 || mkdirat(stage, "work", 0755) < 0)
+            DIE_SYS("mkdir upper");
+        snprintf(opts, sizeof(opts),
+                 "lowerdir=/proc/self/fd/%d/lower,upperdir=/proc/self/fd/%d/upper,"
+                 "workdir=/proc/self/fd/%d/work%s",
+                 stage, stage, stage, ctx->userns ? ",userxattr" : "");
+    }
+    snprintf(target, sizeof(target), "/proc/self/fd/%d/merged", stage);
+    if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0)
+        DIE_SYS("mount overlay root");
+    merged = openat(stage, "merged", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (merged < 0)
+        DIE_SYS("open overlay root");
+    return merged;
+}
+
+/* Paths of /proc a sandbox must not read (host kernel memory, keys,
+ * timers) or write (sysctls, sysrq), after Docker's masked and read-only
+ * path lists. Missing entries are skipped. */
+static void setup_proc(int root)
+{
+    static const char *const masked_files[] = {
+        "kcore", "keys", "timer_list", "sched_debug", "latency_stats", "kallsyms",
+        "sysrq-trigger", "config.gz",
+    };
+    static const char *const masked_dirs[] = {"acpi", "scsi", "asound", "driver"};
+    static const char *const readonly[] = {"sys", "irq", "bus", "fs"};
+    int at, proc;
+
+    at = make_in_root(root, "/proc", true);
+    if (at < 0)
+        die(-at, "create /proc");
+    if (mount_on_fd("proc", at, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        DIE_SYS("mount /proc");
+    close(at);
+    proc = open_in_root(root, "/proc", O_PATH | O_DIRECTORY);
+    if (proc < 0)
+        DIE_SYS("open /proc");
+    for (size_t i = 0; i < sizeof(masked_files) / sizeof(masked_files[0]); i++) {
+        int fd = openat(proc, masked_files[i], O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (mount_on_fd("/dev/null", fd, NULL, MS_BIND, NULL) < 0)
+            DIE_SYS("mask /proc/%s", masked_files[i]);
+        close(fd);
+    }
+    for (size_t i = 0; i < sizeof(masked_dirs) / sizeof(masked_dirs[0]); i++) {
+        int fd = openat(proc, masked_dirs[i], O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (mount_on_fd("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        "size=0") < 0)
+            DIE_SYS("mask /proc/%s", masked_dirs[i]);
+        close(fd);
+    }
+    for (size_t i = 0; i < sizeof(readonly) / sizeof(readonly[0]); i++) {
+        char p[64];
+        int fd = openat(proc, readonly[i], O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        fdpath(p, sizeof(p), fd);
+        if (mount(p, p, NULL, MS_BIND | MS_REC, NULL) < 0)
+            DIE_SYS("bind /proc/%s", readonly[i]);
+        close(fd);
+        fd = openat(proc, readonly[i], O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0 || mount_on_fd(NULL, fd, NULL,
+                                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV |
+                                      MS_NOEXEC,
+                                  NULL) < 0)
+            DIE_SYS("make /proc/%s read-only", readonly[i]);
+        close(fd);
+    }
+    close(proc);
+}
+
+static void setup_dev(int root)
+{
+    static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    static const char *const links[][2] = {
+        {"ptmx", "pts/ptmx"},       {"fd", "/proc/self/fd"},
+        {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
+        {"stderr", "/proc/self/fd/2"},
+    };
+    int at, dev, fd;
+
+    at = make_in_root(root, "/dev", true);
+    if (at < 0)
+        die(-at, "create /dev");
+    if (mount_on_fd("tmpfs", at, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=64k") < 0)
+        DIE_SYS("mount /dev");
+    close(at);
+    dev = open_in_root(root, "/dev", O_PATH | O_DIRECTORY);
+    if (dev < 0)
+        DIE_SYS("open /dev");
+    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]) + 1; i++) {
+        const char *name = i < sizeof(nodes) / sizeof(nodes[0]) ? nodes[i] : "console";
+        char src[32];
+        snprintf(src, sizeof(src), "/dev/%s", i < sizeof(nodes) / sizeof(nodes[0]) ? name : "null");
+        fd = openat(dev, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666);
+        if (fd < 0)
+            DIE_SYS("create /dev/%s", name);
+        close(fd);
+        fd = openat(dev, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || mount_on_fd(src, fd, NULL, MS_BIND, NULL) < 0)
+            DIE_SYS("bind /dev/%s", name);
+        close(fd);
+    }
+    if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0 ||
+        mkdirat(dev, "mqueue", 0755) < 0)
+        DIE_SYS("mkdir in /dev");
+    fd = openat(dev, "pts", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || mount_on_fd("devpts", fd, "devpts", MS_NOSUID | MS_NOEXEC,
+                              "newinstance,ptmxmode=0666,mode=0620,gid=5") < 0)
+        DIE_SYS("mount /dev/pts");
+    close(fd);
+    fd = openat(dev, "shm", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || mount_on_fd("shm", fd, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                              "mode=1777,size=65536k") < 0)
+        DIE_SYS("mount /dev/shm");
+    close(fd);
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+        if (symlinkat(links[i][1], dev, links[i][0]) < 0)
+            DIE_SYS("symlink /dev/%s", links[i][0]);
+    close(dev);
+}
+
+static void setup_sys(int root)
+{
+    int at = make_in_root(root, "/sys", true);
+    const unsigned long ro = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+
+    if (at < 0)
+        die(-at, "create /sys");
+    if (mount_on_fd("sysfs", at, "sysfs", ro, NULL) < 0) {
+        /* No sysfs of our own (e.g. a network namespace we do not own):
+         * fall back to a read-only view of the host's. */
+        if (mount_on_fd("/sys", at, NULL, MS_BIND | MS_REC, NULL) < 0)
+            DIE_SYS("mount /sys");
+        close(at);
+        at = open_in_root(root, "/sys", O_PATH | O_DIRECTORY);
+        if (at < 0 || mount_on_fd(NULL, at, NULL, MS_BIND | MS_REMOUNT | ro, NULL) < 0)
+            DIE_SYS("make /sys read-only");
+    }
+    close(at);
+}
+
+static void setup_binds(const struct pe_child_ctx *ctx, int root, const int *fds)
+{
+    for (size_t i = 0; i < ctx->n_binds; i++) {
+        int at = make_in_root(root, ctx->bind_dests[i], ctx->bind_is_dir[i]);
+        if (at < 0)
+            die(-at, "create mount point %s", ctx->bind_dests[i]);
+        if (move_mount_fd(fds[PE_FD_BINDS + i], at, NULL) < 0)
+            DIE_SYS("mount volume on %s", ctx->bind_dests[i]);
+        close(at);
+    }
+}
+
+static void loopback_up(void)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (s < 0)
+        DIE_SYS("socket");
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        DIE_SYS("get lo flags");
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        DIE_SYS("bring lo up");
+    close(s);
+}
+
+static void enter_root(int merged)
+{
+    if (fchdir(merged) < 0)
+        DIE_SYS("chdir to new root");
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        DIE_SYS("pivot_root");
+    if (umount2(".", MNT_DETACH) < 0)
+        DIE_SYS("detach old root");
+    if (chdir("/") < 0)
+        DIE_SYS("chdir /");
+}
+
+static void chdir_workdir(const char *dir)
+{
+    char buf[4096];
+    size_t len;
+
+    if (dir == NULL || chdir(dir) == 0)
+        return;
+    len = strlen(dir);
+    if (errno != ENOENT || len >= sizeof(buf))
+        DIE_SYS("working directory %s", dir);
+    memcpy(buf, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char saved = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
+            DIE_SYS("create working directory %s", buf);
+        buf[i] = saved;
+    }
+    if (chdir(dir) < 0)
+        DIE_SYS("working directory %s", dir);
+}
+
+/* Open a PTY in the sandbox's own devpts, hand the master to the parent
+ * and make the peer our stdio. */
+static void setup_tty(bool make_ctty)
+{
+    int master = pe__pty_open_master(), peer;
+
+    if (master < 0)
+        die(-master, "open /dev/ptmx");
+    peer = pe__pty_open_peer(master);
+    if (peer < 0)
+        die(-peer, "open pty peer");
+    if (pe__sync_send(g_sync_fd, PE_SYNC_PTY, 0, 0, NULL, &master, 1) < 0)
+        DIE_SYS("send pty");
+    close(master);
+    if (make_ctty) {
+        setsid();
+        if (ioctl(peer, TIOCSCTTY, 0) < 0)
+            DIE_SYS("set controlling terminal");
+    }
+    for (int i = 0; i < 3; i++)
+        if (dup2(peer, i) < 0)
+            DIE_SYS("dup2 pty");
+    if (peer > 2)
+        close(peer);
+}
+
+static void become_root_in_userns(void)
+{
+    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+        DIE_SYS("become root in the user namespace");
+}
+
+/* Last steps before exec, common to sandbox start and exec: capabilities,
+ * no_new_privs and the seccomp filter, in that order (the filter denies
+ * what the steps before need). */
+static void lock_down(const struct sock_fprog *prog, uint64_t caps, long uid, long gid)
+{
+    int r = pe_caps_apply(caps, 0);
+
+    if (r < 0)
+        die(-r, "drop capabilities");
+    if (gid >= 0 && setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
+        DIE_SYS("setgid %ld", gid);
+    if (uid >= 0 && setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+        DIE_SYS("setuid %ld", uid);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        DIE_SYS("no_new_privs");
+    r = pe_seccomp_load(prog);
+    if (r < 0)
+        die(-r, "load seccomp filter");
+}
+
+_Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
+{
+    pe_sync_msg m;
+    int fds[PE_FD_BINDS + PE_MAX_BINDS];
+    int nfds = 0, stage, merged, r, init_fd, sync_fd;
+
+    g_sync_fd = ctx->sync_fd;
+    r = pe__sync_recv(ctx->sync_fd, &m, fds, (int)(sizeof(fds) / sizeof(fds[0])), &nfds);
+    if (r <= 0 || m.type != PE_SYNC_GO)
+        _exit(1);
+    if (nfds != PE_FD_BINDS + (int)ctx->n_binds)
+        die(EINVAL, "expected %zu mounts from the runtime, got %d", ctx->n_binds + 2, nfds);
+    if (ctx->userns)
+        become_root_in_userns();
+    if (setgroups(0, NULL) < 0)
+        DIE_SYS("drop supplementary groups");
+    if (unshare(CLONE_NEWCGROUP) < 0)
+        DIE_SYS("new cgroup namespace");
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        DIE_SYS("make mounts private");
+
+    stage = make_stage(ctx);
+    merged = mount_root(ctx, stage, fds);
+    setup_proc(merged);
+    setup_dev(merged);
+    setup_sys(merged);
+    setup_binds(ctx, merged, fds);
+    if (ctx->hostname && sethostname(ctx->hostname, strlen(ctx->hostname)) < 0)
+        DIE_SYS("set hostname");
+    loopback_up();
+    enter_root(merged);
+    chdir_workdir(ctx->workdir);
+
+    if (ctx->tty) {
+        setup_tty(false);
+    } else {
+        for (int i = 0; i < 3; i++)
+            if (ctx->stdio[i] >= 0 && dup2(ctx->stdio[i], i) < 0)
+                DIE_SYS("dup2 stdio");
+    }
+    /* init finds the sync socket at fd 3; nothing else crosses exec. */
+    init_fd = fcntl(ctx->init_fd, F_DUPFD_CLOEXEC, 10);
+    sync_fd = fcntl(ctx->sync_fd, F_DUPFD_CLOEXEC, 10);
+    if (init_fd < 0 || sync_fd < 0)
+        DIE_SYS("dup");
+    g_sync_fd = sync_fd;
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        DIE_SYS("close_range");
+    if (dup2(sync_fd, 3) < 0)
+        DIE_SYS("dup2 sync fd");
+    if (!ctx->persist && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        DIE_SYS("parent death signal");
+    lock_down(ctx->seccomp, ctx->caps, -1, -1);
+    syscall(SYS_execveat, init_fd, "", ctx->init_argv, ctx->envp, AT_EMPTY_PATH);
+    DIE_SYS("exec pocketenv-init");
+}
+
+/* ---- exec into a running sandbox ---- */
+
+_Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
+{
+    extern char **environ;
+
+    if (ctx->userns)
+        become_root_in_userns();
+    if (setgroups(0, NULL) < 0)
+        DIE_SYS("drop supplementary groups");
+    chdir_workdir(ctx->workdir);
+    if (ctx->tty)
+        setup_tty(true);
+    else
+        setsid();
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        DIE_SYS("close_range");
+    lock_down(ctx->seccomp, ctx->caps, ctx->uid, ctx->gid);
+    environ = (char **)ctx->envp;
+    execvp(ctx->argv[0], ctx->argv);
+    pe__sync_send(g_sync_fd, PE_SYNC_EXEC_FAILED, errno, 0, ctx->argv[0], NULL, 0);
+    _exit(127);
+}
+
+_Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
+{
+    struct clone_args args;
+    pe_sync_msg m;
+    int nfds = 0, ns;
+    long pid;
+
+    g_sync_fd = ctx->sync_fd;
+    if (pe__sync_recv(ctx->sync_fd, &m, NULL, 0, &nfds) <= 0 || m.type != PE_SYNC_GO)
+        _exit(1);
+    ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
+    if (ctx->userns)
+        ns |= CLONE_NEWUSER;
+    if (setns(ctx->target_pidfd, ns) < 0)
+        DIE_SYS("enter sandbox namespaces");
+    /* setns(CLONE_NEWPID) applies to children only: clone once more, as a
+     * sibling (CLONE_PARENT) so the caller can wait for it directly. */
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_PARENT;
+    args.exit_signal = SIGCHLD;
+    pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0)
+        DIE_SYS("clone into sandbox");
+    if (pid == 0)
+        exec_grandchild(ctx);
+    pe__sync_send(ctx->sync_fd, PE_SYNC_PID, 0, (int)pid, NULL, NULL, 0);
+    _exit(0);
+}

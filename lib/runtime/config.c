@@ -1,1 +1,130 @@
-/* placeholder: being written */
+/* Sandbox configuration: defaults, freeing, and the JSON form kept in the
+ * state file. The JSON is the persistent contract between runtime
+ * versions: unknown keys are ignored, missing ones take defaults. */
+#include <jansson.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "runtime/internal.h"
+
+void pe_sandbox_cfg_init(pe_sandbox_cfg *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->userns = true;
+    cfg->net = PE_NET_NONE;
+}
+
+static void free_strv(char **v)
+{
+    if (v == NULL)
+        return;
+    for (char **p = v; *p; p++)
+        free(*p);
+    free(v);
+}
+
+void pe_sandbox_cfg_clear(pe_sandbox_cfg *cfg)
+{
+    free(cfg->name);
+    free(cfg->image);
+    free(cfg->hostname);
+    free(cfg->workdir);
+    free_strv(cfg->env);
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        free(cfg->binds[i].host);
+        free(cfg->binds[i].dest);
+    }
+    free(cfg->binds);
+    pe_sandbox_cfg_init(cfg);
+}
+
+static json_t *strv_to_json(char **v)
+{
+    json_t *a = json_array();
+    for (; v != NULL && *v != NULL; v++)
+        json_array_append_new(a, json_string(*v));
+    return a;
+}
+
+static char **json_to_strv(json_t *a)
+{
+    size_t n = json_is_array(a) ? json_array_size(a) : 0, i, k = 0;
+    char **v = pe_xcalloc(n + 1, sizeof(char *));
+
+    for (i = 0; i < n; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (s != NULL)
+            v[k++] = pe_xstrdup(s);
+    }
+    return v;
+}
+
+json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg)
+{
+    json_t *o = json_object();
+    json_t *binds = json_array();
+
+    for (size_t i = 0; i < cfg->n_binds; i++)
+        json_array_append_new(binds, json_pack("{s:s, s:s, s:b}", "host", cfg->binds[i].host,
+                                               "dest", cfg->binds[i].dest, "ro", cfg->binds[i].ro));
+    if (cfg->name)
+        json_object_set_new(o, "name", json_string(cfg->name));
+    json_object_set_new(o, "image", json_string(cfg->image ? cfg->image : PE_DEFAULT_IMAGE));
+    json_object_set_new(o, "memory", json_integer(cfg->memory_bytes));
+    json_object_set_new(o, "cpuMillis", json_integer(cfg->cpu_millis));
+    json_object_set_new(o, "pids", json_integer(cfg->pids_max));
+    json_object_set_new(o, "disk", json_integer(cfg->disk_bytes));
+    json_object_set_new(o, "env", strv_to_json(cfg->env));
+    json_object_set_new(o, "volumes", binds);
+    if (cfg->hostname)
+        json_object_set_new(o, "hostname", json_string(cfg->hostname));
+    if (cfg->workdir)
+        json_object_set_new(o, "workdir", json_string(cfg->workdir));
+    json_object_set_new(o, "uid", json_integer(cfg->uid));
+    json_object_set_new(o, "gid", json_integer(cfg->gid));
+    json_object_set_new(o, "userns", json_boolean(cfg->userns));
+    json_object_set_new(o, "net", json_string("none"));
+    return o;
+}
+
+static char *dup_opt(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? pe_xstrdup(s) : NULL;
+}
+
+int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err)
+{
+    json_t *binds;
+    size_t i;
+
+    if (!json_is_object(o))
+        return pe_err_set(err, PE_ESYS, 0, "sandbox config is not a JSON object");
+    pe_sandbox_cfg_init(cfg);
+    cfg->name = dup_opt(o, "name");
+    cfg->image = dup_opt(o, "image");
+    cfg->hostname = dup_opt(o, "hostname");
+    cfg->workdir = dup_opt(o, "workdir");
+    cfg->memory_bytes = json_integer_value(json_object_get(o, "memory"));
+    cfg->cpu_millis = json_integer_value(json_object_get(o, "cpuMillis"));
+    cfg->pids_max = json_integer_value(json_object_get(o, "pids"));
+    cfg->disk_bytes = json_integer_value(json_object_get(o, "disk"));
+    cfg->env = json_to_strv(json_object_get(o, "env"));
+    cfg->uid = (uint32_t)json_integer_value(json_object_get(o, "uid"));
+    cfg->gid = (uint32_t)json_integer_value(json_object_get(o, "gid"));
+    cfg->userns = !json_is_false(json_object_get(o, "userns"));
+    binds = json_object_get(o, "volumes");
+    cfg->n_binds = json_is_array(binds) ? json_array_size(binds) : 0;
+    cfg->binds = pe_xcalloc(cfg->n_binds + 1, sizeof(pe_bind));
+    for (i = 0; i < cfg->n_binds; i++) {
+        json_t *b = json_array_get(binds, i);
+        cfg->binds[i].host = dup_opt(b, "host");
+        cfg->binds[i].dest = dup_opt(b, "dest");
+        cfg->binds[i].ro = json_is_true(json_object_get(b, "ro"));
+        if (cfg->binds[i].host == NULL || cfg->binds[i].dest == NULL) {
+            pe_sandbox_cfg_clear(cfg);
+            return pe_err_set(err, PE_ESYS, 0, "sandbox config: volume %zu is incomplete", i);
+        }
+    }
+    return 0;
+}

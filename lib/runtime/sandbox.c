@@ -1,1 +1,915 @@
-/* placeholder: being written */
+/* Sandbox operations: one-shot run and the persistent lifecycle.
+ *
+ * Layout of the data directory:
+ *   images/<name>/         base images (lib/image)
+ *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
+ *   run/<key>/             one-shot runs in progress: lock (held by the
+ *                          running command), idbase
+ *   idmap/<slot>           claimed user id ranges (idmap.c)
+ *
+ * Lifecycle of a persistent sandbox (state persisted before the call
+ * returns): created -> running <-> paused, running/paused -> stopped ->
+ * running, any -> removed. A sandbox whose init died on its own reads as
+ * "stopped"; the next state change cleans up its cgroup.
+ *
+ * Crash safety: a one-shot run holds an flock on run/<key>/lock for its
+ * whole life and its processes die with it (PR_SET_PDEATHSIG on init, whose
+ * death ends the pid namespace; mounts live only in that namespace). What
+ * can remain after a SIGKILL (the run dir, an empty cgroup, the id range)
+ * is found by pe_runtime_gc through the unlocked lock file. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "image/image.h"
+#include "runtime/internal.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+static int64_t unix_now(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static char *find_init(void)
+{
+    const char *env = getenv("POCKETENV_INIT");
+    char exe[PATH_MAX];
+    ssize_t n;
+    char *slash, *p;
+
+    if (env != NULL && *env)
+        return pe_xstrdup(env);
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return pe_xstrdup("/usr/libexec/pocketenv-init");
+    exe[n] = '\0';
+    slash = strrchr(exe, '/');
+    *slash = '\0';
+    p = pe_xasprintf("%s/pocketenv-init", exe);
+    if (access(p, X_OK) == 0)
+        return p;
+    free(p);
+    return pe_xasprintf("%s/../libexec/pocketenv-init", exe);
+}
+
+static char *default_data_dir(void)
+{
+    const char *env = getenv("POCKETENV_DATA");
+    const char *xdg = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+
+    if (env != NULL && *env)
+        return pe_xstrdup(env);
+    if (geteuid() == 0)
+        return pe_xstrdup("/var/lib/pocketenv");
+    if (xdg != NULL && *xdg)
+        return pe_xasprintf("%s/pocketenv", xdg);
+    return pe_xasprintf("%s/.local/share/pocketenv", home ? home : "/tmp");
+}
+
+int pe_runtime_open(pe_runtime *rt, const char *data_dir, pe_err *err)
+{
+    static const char *const subdirs[] = {"images", "sandboxes", "run", "idmap"};
+    char real[PATH_MAX];
+
+    memset(rt, 0, sizeof(*rt));
+    rt->data_dir = data_dir ? pe_xstrdup(data_dir) : default_data_dir();
+    if (pe_fs_mkdir_p(rt->data_dir, 0711, err) < 0)
+        goto fail;
+    if (realpath(rt->data_dir, real) == NULL) {
+        pe_err_sys(err, "data directory %s", rt->data_dir);
+        goto fail;
+    }
+    free(rt->data_dir);
+    rt->data_dir = pe_xstrdup(real);
+    for (size_t i = 0; i < PE_ARRAY_LEN(subdirs); i++) {
+        cleanup_free char *p = pe_xasprintf("%s/%s", rt->data_dir, subdirs[i]);
+        if (pe_fs_mkdir_p(p, 0711, err) < 0)
+            goto fail;
+    }
+    rt->init_path = find_init();
+    if (access(rt->init_path, R_OK) < 0) {
+        pe_err_sys(err, "sandbox init %s", rt->init_path);
+        goto fail;
+    }
+    pe_runtime_gc(rt, NULL);
+    return 0;
+fail:
+    pe_err_prefix(err, "open runtime");
+    pe_runtime_close(rt);
+    return -1;
+}
+
+void pe_runtime_close(pe_runtime *rt)
+{
+    free(rt->data_dir);
+    free(rt->init_path);
+    memset(rt, 0, sizeof(*rt));
+}
+
+/* ---- validation and environment ---- */
+
+static int validate_path(const char *what, const char *p, pe_err *err)
+{
+    if (p == NULL || p[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "%s must be an absolute path: %s", what,
+                          p ? p : "(none)");
+    for (const char *s = p; (s = strstr(s, "..")) != NULL; s += 2)
+        if ((s == p || s[-1] == '/') && (s[2] == '/' || s[2] == '\0'))
+            return pe_err_set(err, PE_EINVAL, 0, "%s must not contain '..': %s", what, p);
+    if (strlen(p) >= 4096)
+        return pe_err_set(err, PE_EINVAL, 0, "%s is too long", what);
+    return 0;
+}
+
+static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    if (cfg->n_binds > PE_MAX_BINDS)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        struct stat st;
+        if (validate_path("volume destination", cfg->binds[i].dest, err) < 0)
+            return -1;
+        if (strcmp(cfg->binds[i].dest, "/") == 0)
+            return pe_err_set(err, PE_EINVAL, 0, "a volume cannot replace /");
+        if (cfg->binds[i].host == NULL || stat(cfg->binds[i].host, &st) < 0)
+            return pe_err_set(err, PE_EINVAL, errno, "volume source %s",
+                              cfg->binds[i].host ? cfg->binds[i].host : "(none)");
+    }
+    if (cfg->workdir && validate_path("working directory", cfg->workdir, err) < 0)
+        return -1;
+    if (cfg->hostname && (strlen(cfg->hostname) == 0 || strlen(cfg->hostname) > 63))
+        return pe_err_set(err, PE_EINVAL, 0, "hostname must be 1 to 63 characters");
+    for (char **e = cfg->env; e && *e; e++)
+        if (strchr(*e, '=') == NULL || **e == '=')
+            return pe_err_set(err, PE_EINVAL, 0, "environment entry must be KEY=VALUE: %s", *e);
+    if (cfg->memory_bytes < 0 || cfg->cpu_millis < 0 || cfg->pids_max < 0 || cfg->disk_bytes < 0)
+        return pe_err_set(err, PE_EINVAL, 0, "limits must not be negative");
+    if (cfg->memory_bytes > 0 && cfg->memory_bytes < 4 * 1024 * 1024)
+        return pe_err_set(err, PE_EINVAL, 0, "memory limit must be at least 4m");
+    return 0;
+}
+
+/* Environment of a process: defaults, the sandbox's, then the process's;
+ * a later KEY= replaces an earlier one. */
+static char **build_env(const pe_sandbox_cfg *cfg, char **extra, bool tty, uint32_t uid)
+{
+    size_t n = 4, k = 0;
+    char **out;
+
+    for (char **e = cfg->env; e && *e; e++)
+        n++;
+    for (char **e = extra; e && *e; e++)
+        n++;
+    out = pe_xcalloc(n + 1, sizeof(char *));
+    out[k++] = pe_xstrdup("PATH=" DEFAULT_PATH);
+    out[k++] = pe_xstrdup(uid == 0 ? "HOME=/root" : "HOME=/");
+    out[k++] = pe_xasprintf("HOSTNAME=%s", cfg->hostname ? cfg->hostname : "sandbox");
+    if (tty)
+        out[k++] = pe_xstrdup("TERM=xterm-256color");
+    for (int pass = 0; pass < 2; pass++) {
+        for (char **e = pass ? extra : cfg->env; e && *e; e++) {
+            size_t klen = (size_t)(strchr(*e, '=') - *e) + 1;
+            size_t j;
+            for (j = 0; j < k; j++)
+                if (strncmp(out[j], *e, klen) == 0)
+                    break;
+            if (j < k)
+                free(out[j]);
+            out[j] = pe_xstrdup(*e);
+            if (j == k)
+                k++;
+        }
+    }
+    return out;
+}
+
+static void free_strv(char **v)
+{
+    for (char **p = v; p && *p; p++)
+        free(*p);
+    free(v);
+}
+
+static void limits_of(const pe_sandbox_cfg *cfg, pe_cgroup_limits *l)
+{
+    l->memory_bytes = cfg->memory_bytes;
+    l->cpu_millis = cfg->cpu_millis;
+    l->pids_max = cfg->pids_max;
+}
+
+/* argv for pocketenv-init; the sync socket is always fd 3 there. */
+static char **init_argv(bool persist, bool tty, long uid, long gid, char *const *cmd)
+{
+    size_t n = 0, k = 0;
+    char **v;
+
+    for (char *const *c = cmd; c && *c; c++)
+        n++;
+    v = pe_xcalloc(n + 12, sizeof(char *));
+    v[k++] = pe_xstrdup("pocketenv-init");
+    v[k++] = pe_xstrdup("--sync");
+    v[k++] = pe_xstrdup("3");
+    if (uid >= 0) {
+        v[k++] = pe_xstrdup("--uid");
+        v[k++] = pe_xasprintf("%ld", uid);
+    }
+    if (gid >= 0) {
+        v[k++] = pe_xstrdup("--gid");
+        v[k++] = pe_xasprintf("%ld", gid);
+    }
+    if (tty)
+        v[k++] = pe_xstrdup("--tty");
+    if (persist)
+        v[k++] = pe_xstrdup("--persist");
+    v[k++] = pe_xstrdup("--");
+    for (char *const *c = cmd; c && *c; c++)
+        v[k++] = pe_xstrdup(*c);
+    return v;
+}
+
+/* ---- one-shot ---- */
+
+/* Create run/<key> already locked: it is made as .new-<key>, locked, then
+ * renamed, so gc (which only looks at run-*) never sees it unlocked. */
+static int claim_run_dir(const char *data_dir, const char *key, const char *dir, pe_err *err)
+{
+    cleanup_free char *tmp = pe_xasprintf("%s/run/.new-%s", data_dir, key + 4);
+    int lock;
+
+    if (mkdir(tmp, 0700) < 0)
+        return pe_err_sys(err, "create %s", tmp);
+    lock = pe__lock_file(tmp, LOCK_EX, err);
+    if (lock < 0) {
+        rmdir(tmp);
+        return -1;
+    }
+    if (rename(tmp, dir) < 0) {
+        pe_err_sys(err, "create %s", dir);
+        close(lock);
+        rmdir(tmp);
+        return -1;
+    }
+    return lock;
+}
+
+int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_opts *proc,
+                   pe_proc_result *res, pe_err *err)
+{
+    pe_sandbox_cfg cfg = *cfg_in;
+    char key[32] = "run-";
+    cleanup_free char *dir = NULL;
+    cleanup_free char *rootfs = NULL;
+    cleanup_fd int lock = -1;
+    pe_cgroup *cg = NULL;
+    pe_cgroup_limits lim;
+    pe_spawn_req req;
+    pe_spawn_res sp;
+    char **envp = NULL, **argv = NULL;
+    uint32_t base = 0;
+    long uid = proc->has_user ? (long)proc->uid : -1;
+    long gid = proc->has_user ? (long)proc->gid : -1;
+    int ret = -1, init_fd;
+
+    if (proc->argv == NULL || proc->argv[0] == NULL || proc->argv[0][0] == '\0')
+        return pe_err_set(err, PE_EINVAL, 0, "no command given");
+    if (validate_cfg(&cfg, err) < 0)
+        return -1;
+    if (pe_image_resolve(rt->data_dir, cfg.image ? cfg.image : PE_DEFAULT_IMAGE, &rootfs, err) < 0)
+        return -1;
+    init_fd = pe__init_memfd(rt->init_path, err);
+    if (init_fd < 0)
+        return -1;
+    pe__random_hex(key + 4, 6);
+    dir = pe_xasprintf("%s/run/%s", rt->data_dir, key);
+    lock = claim_run_dir(rt->data_dir, key, dir, err);
+    if (lock < 0)
+        return -1;
+    if (cfg.userns) {
+        cleanup_free char *owner = pe_xasprintf("run:%s", key);
+        cleanup_free char *bfile = pe_xasprintf("%s/idbase", dir);
+        char buf[16];
+        if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
+            goto out;
+        snprintf(buf, sizeof(buf), "%u", base);
+        if (pe_fs_write_atomic(bfile, buf, strlen(buf), 0600, err) < 0)
+            goto out;
+    }
+    limits_of(&cfg, &lim);
+    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
+        goto out;
+    if (cfg.hostname == NULL)
+        cfg.hostname = (char *)"sandbox";
+    envp = build_env(&cfg, proc->env, proc->tty, proc->has_user ? proc->uid : 0);
+    argv = init_argv(false, proc->tty, uid, gid, proc->argv);
+
+    memset(&req, 0, sizeof(req));
+    req.cfg = &cfg;
+    req.rootfs = rootfs;
+    req.id_base = base;
+    req.cg = cg;
+    req.argv = argv;
+    req.envp = envp;
+    req.workdir = proc->workdir ? proc->workdir : (cfg.workdir ? cfg.workdir : "/");
+    req.tty = proc->tty;
+    req.uid = uid;
+    req.gid = gid;
+    req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
+    req.init_fd = init_fd;
+    if (pe__spawn_sandbox(&req, &sp, err) < 0)
+        goto out;
+    ret = pe__wait_process(&sp, proc->timeout, res, err);
+out:
+    if (ret < 0)
+        pe_err_prefix(err, "run");
+    if (cg != NULL) {
+        pe_err e2;
+        if (pe_cgroup_destroy(cg, &e2) < 0)
+            pe_log_warn("%s", e2.msg);
+        pe_cgroup_free(cg);
+    }
+    if (base)
+        pe__idmap_release(rt->data_dir, base);
+    pe_fs_rm_rf(dir, NULL);
+    free_strv(envp);
+    free_strv(argv);
+    return ret;
+}
+
+/* ---- persistent sandboxes ---- */
+
+static char *sandbox_dir(pe_runtime *rt, const char *name)
+{
+    return pe_xasprintf("%s/sandboxes/%s", rt->data_dir, name);
+}
+
+/* Lock and load sandbox `name`. Returns the lock fd (caller closes). */
+static int open_locked(pe_runtime *rt, const char *name, pe_state *st, char **dir_out, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    cleanup_free char *lockp = NULL;
+    struct stat sb;
+    int lock;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (stat(dir, &sb) < 0)
+        return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+    lockp = pe_xasprintf("%s/lock", dir);
+    lock = pe__lock_file(lockp, LOCK_EX, err);
+    if (lock < 0)
+        return -1;
+    if (pe__state_load(dir, st, err) < 0) {
+        close(lock);
+        /* Removed while we waited for the lock. */
+        if (stat(dir, &sb) < 0)
+            return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+        return -1;
+    }
+    *dir_out = pe_steal_ptr(&dir);
+    return lock;
+}
+
+static void set_status(pe_state *st, const char *status)
+{
+    free(st->status);
+    st->status = pe_xstrdup(status);
+}
+
+static bool is_up(const pe_state *st)
+{
+    return strcmp(st->status, "running") == 0 || strcmp(st->status, "paused") == 0;
+}
+
+/* A sandbox that claims to run but whose init is gone is stopped. */
+static void reconcile(pe_state *st)
+{
+    if (is_up(st) && !pe__state_alive(st)) {
+        pe_cgroup_destroy_key(st->id, NULL);
+        set_status(st, "stopped");
+        st->pid = 0;
+        st->start_time = 0;
+    }
+}
+
+static int open_pidfd(const pe_state *st, pe_err *err)
+{
+    int fd = (int)syscall(SYS_pidfd_open, st->pid, 0);
+    if (fd < 0 || pe__proc_start_time(st->pid) != st->start_time) {
+        if (fd >= 0)
+            close(fd);
+        return pe_err_set(err, PE_ESTATE, 0, "sandbox %s is not running", st->cfg.name);
+    }
+    return fd;
+}
+
+int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    cleanup_free char *disk = NULL;
+    cleanup_free char *rootfs = NULL;
+    cleanup_free char *owner = NULL;
+    pe_state st;
+    char id[32];
+    uint32_t base = 0;
+
+    if (cfg->name == NULL || !pe_name_valid(cfg->name))
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "invalid sandbox name '%s': use 1-63 letters, digits, '-', '_', '.'",
+                          cfg->name ? cfg->name : "");
+    if (validate_cfg(cfg, err) < 0)
+        return -1;
+    if (cfg->disk_bytes > 0)
+        return pe_err_set(err, PE_EUNSUP, 0,
+                          "--disk is only supported for one-shot runs on this filesystem");
+    if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs,
+                         err) < 0)
+        return -1;
+    dir = sandbox_dir(rt, cfg->name);
+    if (mkdir(dir, 0711) < 0)
+        return errno == EEXIST ? pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists",
+                                            cfg->name)
+                               : pe_err_sys(err, "create %s", dir);
+    pe__random_hex(id, 8);
+    memset(&st, 0, sizeof(st));
+    if (cfg->userns) {
+        owner = pe_xasprintf("sandbox:%s:%s", cfg->name, id);
+        if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
+            goto fail;
+    }
+    disk = pe_xasprintf("%s/disk", dir);
+    for (int i = 0; i < 3; i++) {
+        cleanup_free char *p = i == 0 ? pe_xstrdup(disk)
+                                      : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
+        if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0)) {
+            pe_err_sys(err, "create %s", p);
+            goto fail;
+        }
+    }
+    /* Build the state from a deep copy of cfg through its JSON form. */
+    {
+        json_t *j = pe__cfg_to_json(cfg);
+        int r = pe__cfg_from_json(j, &st.cfg, err);
+        json_decref(j);
+        if (r < 0)
+            goto fail;
+    }
+    if (st.cfg.hostname == NULL)
+        st.cfg.hostname = pe_xstrdup(cfg->name);
+    st.id = pe_xstrdup(id);
+    st.status = pe_xstrdup("created");
+    st.rootfs = pe_steal_ptr(&rootfs);
+    st.id_base = base;
+    st.created = unix_now();
+    if (pe__state_save(dir, &st, err) < 0)
+        goto fail;
+    pe__state_clear(&st);
+    return 0;
+fail:
+    pe__state_clear(&st);
+    if (base)
+        pe__idmap_release(rt->data_dir, base);
+    pe_fs_rm_rf(dir, NULL);
+    return pe_err_prefix(err, "create sandbox %s", cfg->name);
+}
+
+static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *err)
+{
+    cleanup_free char *disk = pe_xasprintf("%s/disk", dir);
+    cleanup_fd int devnull = -1;
+    pe_cgroup *cg = NULL;
+    pe_cgroup_limits lim;
+    pe_spawn_req req;
+    pe_spawn_res sp;
+    char **envp = NULL, **argv = NULL;
+    int init_fd, ret = -1;
+
+    init_fd = pe__init_memfd(rt->init_path, err);
+    if (init_fd < 0)
+        return -1;
+    if (access(st->rootfs, F_OK) < 0)
+        return pe_err_set(err, PE_ENOENT, errno, "image %s of sandbox %s",
+                          st->cfg.image ? st->cfg.image : "", st->cfg.name);
+    devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (devnull < 0)
+        return pe_err_sys(err, "open /dev/null");
+    limits_of(&st->cfg, &lim);
+    if (pe_cgroup_create(st->id, &lim, &cg, err) < 0)
+        return -1;
+    envp = build_env(&st->cfg, NULL, false, st->cfg.uid);
+    argv = init_argv(true, false, -1, -1, NULL);
+    memset(&req, 0, sizeof(req));
+    req.cfg = &st->cfg;
+    req.rootfs = st->rootfs;
+    req.disk_dir = disk;
+    req.id_base = st->id_base;
+    req.cg = cg;
+    req.persist = true;
+    req.argv = argv;
+    req.envp = envp;
+    req.workdir = "/";
+    req.uid = req.gid = -1;
+    req.stdio[0] = req.stdio[1] = req.stdio[2] = devnull;
+    req.init_fd = init_fd;
+    if (pe__spawn_sandbox(&req, &sp, err) < 0) {
+        pe_cgroup_destroy(cg, NULL);
+        goto out;
+    }
+    close(sp.pidfd);
+    set_status(st, "running");
+    st->pid = sp.pid;
+    st->start_time = sp.start_time;
+    st->started = unix_now();
+    free(st->error);
+    st->error = NULL;
+    ret = pe__state_save(dir, st, err);
+out:
+    pe_cgroup_free(cg);
+    free_strv(envp);
+    free_strv(argv);
+    return ret;
+}
+
+int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+    int lock, ret;
+
+    lock = open_locked(rt, name, &st, &dir, err);
+    if (lock < 0)
+        return -1;
+    reconcile(&st);
+    if (is_up(&st))
+        ret = pe_err_set(err, PE_ESTATE, 0, "sandbox %s is already %s", name, st.status);
+    else
+        ret = start_locked(rt, dir, &st, err);
+    if (ret < 0)
+        pe_err_prefix(err, "start sandbox %s", name);
+    pe__state_clear(&st);
+    close(lock);
+    return ret;
+}
+
+/* Wait until the process behind pidfd has exited, at most `timeout` s. */
+static bool wait_exit(int pidfd, double timeout)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    int ms = timeout <= 0 ? 0 : (int)(timeout * 1000);
+    return poll(&p, 1, ms) == 1;
+}
+
+/* Stop what runs: SIGTERM to init (which passes it on), SIGKILL after
+ * timeout, then empty and remove the cgroup. Thaws a paused sandbox first:
+ * frozen processes cannot act on SIGTERM. */
+static int stop_locked(pe_state *st, double timeout, pe_err *err)
+{
+    pe_cgroup *cg = NULL;
+    cleanup_fd int pidfd = -1;
+
+    if (pe_cgroup_open(st->id, &cg, NULL) == 0 && strcmp(st->status, "paused") == 0)
+        pe_cgroup_freeze(cg, false, NULL);
+    pidfd = (int)syscall(SYS_pidfd_open, st->pid, 0);
+    if (pidfd >= 0 && pe__proc_start_time(st->pid) == st->start_time) {
+        if (timeout > 0)
+            syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, NULL, 0);
+        if (timeout <= 0 || !wait_exit(pidfd, timeout)) {
+            syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+            wait_exit(pidfd, 5);
+        }
+    }
+    if (cg != NULL) {
+        if (pe_cgroup_destroy(cg, err) < 0) {
+            pe_cgroup_free(cg);
+            return -1;
+        }
+        pe_cgroup_free(cg);
+    }
+    set_status(st, "stopped");
+    st->pid = 0;
+    st->start_time = 0;
+    return 0;
+}
+
+int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+    int lock, ret = 0;
+
+    lock = open_locked(rt, name, &st, &dir, err);
+    if (lock < 0)
+        return -1;
+    reconcile(&st);
+    if (is_up(&st))
+        ret = stop_locked(&st, timeout, err);
+    if (ret == 0)
+        ret = pe__state_save(dir, &st, err);
+    if (ret < 0)
+        pe_err_prefix(err, "stop sandbox %s", name);
+    pe__state_clear(&st);
+    close(lock);
+    return ret;
+}
+
+static int freeze(pe_runtime *rt, const char *name, bool frozen, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_cgroup *cg = NULL;
+    pe_state st;
+    int lock, ret = -1;
+    const char *want = frozen ? "running" : "paused";
+
+    lock = open_locked(rt, name, &st, &dir, err);
+    if (lock < 0)
+        return -1;
+    reconcile(&st);
+    if (strcmp(st.status, want) != 0) {
+        pe_err_set(err, PE_ESTATE, 0, "sandbox %s is %s, not %s", name, st.status, want);
+        goto out;
+    }
+    if (pe_cgroup_open(st.id, &cg, err) < 0 || pe_cgroup_freeze(cg, frozen, err) < 0)
+        goto out;
+    set_status(&st, frozen ? "paused" : "running");
+    ret = pe__state_save(dir, &st, err);
+out:
+    if (ret < 0)
+        pe_err_prefix(err, "%s sandbox %s", frozen ? "pause" : "resume", name);
+    pe_cgroup_free(cg);
+    pe__state_clear(&st);
+    close(lock);
+    return ret;
+}
+
+int pe_runtime_pause(pe_runtime *rt, const char *name, pe_err *err)
+{
+    return freeze(rt, name, true, err);
+}
+
+int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err)
+{
+    return freeze(rt, name, false, err);
+}
+
+int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    cleanup_free char *gone = NULL;
+    pe_state st;
+    int lock, ret = -1;
+
+    lock = open_locked(rt, name, &st, &dir, err);
+    if (lock < 0)
+        return -1;
+    reconcile(&st);
+    if (is_up(&st) && stop_locked(&st, 0, err) < 0)
+        goto out;
+    pe_cgroup_destroy_key(st.id, NULL);
+    /* Rename first so the name is free at once and a crash mid-removal
+     * leaves a directory that gc finishes, not a half sandbox. */
+    gone = pe_xasprintf("%s/sandboxes/.rm-%s-%s", rt->data_dir, name, st.id);
+    if (rename(dir, gone) < 0) {
+        pe_err_sys(err, "remove %s", dir);
+        goto out;
+    }
+    if (st.id_base)
+        pe__idmap_release(rt->data_dir, st.id_base);
+    ret = pe_fs_rm_rf(gone, err);
+out:
+    if (ret < 0)
+        pe_err_prefix(err, "remove sandbox %s", name);
+    pe__state_clear(&st);
+    close(lock);
+    return ret;
+}
+
+int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                    pe_proc_result *res, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_cgroup *cg = NULL;
+    pe_state st;
+    pe_exec_req req;
+    pe_spawn_res sp;
+    char **envp = NULL;
+    int lock, pidfd = -1, ret = -1;
+
+    if (proc->argv == NULL || proc->argv[0] == NULL || proc->argv[0][0] == '\0')
+        return pe_err_set(err, PE_EINVAL, 0, "no command given");
+    if (proc->workdir && validate_path("working directory", proc->workdir, err) < 0)
+        return -1;
+    lock = open_locked(rt, name, &st, &dir, err);
+    if (lock < 0)
+        return -1;
+    reconcile(&st);
+    if (strcmp(st.status, "running") != 0) {
+        pe_err_set(err, PE_ESTATE, 0, "sandbox %s is %s", name, st.status);
+        goto out;
+    }
+    pidfd = open_pidfd(&st, err);
+    if (pidfd < 0 || pe_cgroup_open(st.id, &cg, err) < 0)
+        goto out;
+    /* The process runs unlocked: exec may take hours; stop/rm must not wait. */
+    close(lock);
+    lock = -1;
+    envp = build_env(&st.cfg, proc->env, proc->tty, proc->has_user ? proc->uid : st.cfg.uid);
+    memset(&req, 0, sizeof(req));
+    req.target_pidfd = pidfd;
+    req.userns = st.cfg.userns;
+    req.cg = cg;
+    req.argv = proc->argv;
+    req.envp = envp;
+    req.workdir = proc->workdir ? proc->workdir : (st.cfg.workdir ? st.cfg.workdir : "/");
+    req.tty = proc->tty;
+    req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
+    req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
+    if (pe__spawn_exec(&req, &sp, err) < 0)
+        goto out;
+    ret = pe__wait_process(&sp, proc->timeout, res, err);
+out:
+    if (ret < 0)
+        pe_err_prefix(err, "exec in sandbox %s", name);
+    if (pidfd >= 0)
+        close(pidfd);
+    pe_cgroup_free(cg);
+    free_strv(envp);
+    pe__state_clear(&st);
+    if (lock >= 0)
+        close(lock);
+    return ret;
+}
+
+/* ---- listing ---- */
+
+static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
+{
+    cleanup_free char *dir = sandbox_dir(rt, name);
+    pe_state st;
+    json_t *o;
+
+    if (pe__state_load(dir, &st, err) < 0)
+        return NULL;
+    if (is_up(&st) && !pe__state_alive(&st)) {
+        set_status(&st, "stopped");
+        st.pid = 0;
+    }
+    o = pe__state_to_json(&st);
+    pe__state_clear(&st);
+    return o;
+}
+
+int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    struct stat sb;
+    json_t *o;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (stat(dir, &sb) < 0)
+        return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+    o = describe(rt, name, err);
+    if (o == NULL)
+        return -1;
+    *json_out = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(o);
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int pe_runtime_list(pe_runtime *rt, char **json_out, pe_err *err)
+{
+    cleanup_free char *base = pe_xasprintf("%s/sandboxes", rt->data_dir);
+    json_t *arr = json_array();
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    DIR *d = opendir(base);
+
+    if (d == NULL) {
+        json_decref(arr);
+        return pe_err_sys(err, "list %s", base);
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (!pe_name_valid(de->d_name))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            names = pe_xrealloc(names, cap * sizeof(char *));
+        }
+        names[n++] = pe_xstrdup(de->d_name);
+    }
+    closedir(d);
+    if (n > 0)
+        qsort(names, n, sizeof(char *), cmp_names);
+    for (size_t i = 0; i < n; i++) {
+        pe_err e2;
+        json_t *o = describe(rt, names[i], &e2);
+        if (o != NULL)
+            json_array_append_new(arr, o);
+        free(names[i]);
+    }
+    free(names);
+    *json_out = json_dumps(arr, JSON_INDENT(2));
+    json_decref(arr);
+    return 0;
+}
+
+int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err)
+{
+    char *text = NULL;
+    json_t *arr;
+    int used = 0;
+    size_t i;
+
+    if (pe_runtime_list(rt, &text, err) < 0)
+        return -1;
+    arr = json_loads(text, 0, NULL);
+    free(text);
+    for (i = 0; arr && i < json_array_size(arr); i++) {
+        const char *im = json_string_value(json_object_get(json_array_get(arr, i), "image"));
+        if (im && strcmp(im, image) == 0)
+            used = 1;
+    }
+    json_decref(arr);
+    return used;
+}
+
+/* ---- crash cleanup ---- */
+
+static void gc_run_dirs(pe_runtime *rt)
+{
+    cleanup_free char *base = pe_xasprintf("%s/run", rt->data_dir);
+    struct dirent *de;
+    DIR *d = opendir(base);
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        cleanup_free char *dir = NULL;
+        cleanup_free char *idfile = NULL;
+        char *text = NULL;
+        int lock;
+
+        if (strncmp(de->d_name, "run-", 4) != 0)
+            continue;
+        dir = pe_xasprintf("%s/%s", base, de->d_name);
+        lock = pe__lock_file(dir, LOCK_EX | LOCK_NB, NULL);
+        if (lock < 0)
+            continue; /* busy: a run in progress (or gone already) */
+        pe_log_info("cleaning up after crashed run %s", de->d_name);
+        pe_cgroup_destroy_key(de->d_name, NULL);
+        idfile = pe_xasprintf("%s/idbase", dir);
+        if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
+            pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
+            free(text);
+        }
+        pe_fs_rm_rf(dir, NULL);
+        close(lock);
+    }
+    closedir(d);
+}
+
+static void gc_removed(pe_runtime *rt)
+{
+    cleanup_free char *base = pe_xasprintf("%s/sandboxes", rt->data_dir);
+    struct dirent *de;
+    DIR *d = opendir(base);
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        if (strncmp(de->d_name, ".rm-", 4) == 0) {
+            cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
+            pe_fs_rm_rf(p, NULL);
+        }
+    }
+    closedir(d);
+}
+
+int pe_runtime_gc(pe_runtime *rt, pe_err *err)
+{
+    gc_run_dirs(rt);
+    gc_removed(rt);
+    return pe_image_gc(rt->data_dir, err);
+}

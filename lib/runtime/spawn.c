@@ -1,1 +1,556 @@
-/* placeholder: being written */
+/* The parent side of starting a sandbox, or a process in one.
+ *
+ * pe__spawn_sandbox: prepare everything the child needs (detached mounts
+ * of the image, disk and volumes; argv/env; the seccomp program), clone3
+ * into new mount/pid/uts/ipc/net(/user) namespaces with a pidfd, write the
+ * id maps, idmap the image to the child's user namespace, attach the child
+ * to its cgroup, then send GO and wait for STARTED (or a reported error).
+ *
+ * pe__spawn_exec: fork a helper, attach it to the sandbox's cgroup, let it
+ * setns(pidfd) into the sandbox and clone the target process as our own
+ * child (CLONE_PARENT), so we can wait for it like any child.
+ *
+ * pe__wait_process: one poll loop for the caller's terminal, the PTY, the
+ * process's pidfd, forwarded signals and the timeout.
+ *
+ * Processes are addressed by pidfd only, so a recycled pid is never
+ * signalled. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/mount.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/util.h"
+#include "runtime/child.h"
+#include "runtime/internal.h"
+#include "runtime/security.h"
+#include "runtime/sync.h"
+
+int pe__sync_send(int fd, int type, int errnum, int value, const char *text, const int *fds,
+                  int nfds)
+{
+    pe_sync_msg m;
+    struct iovec iov;
+    struct msghdr mh;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        struct cmsghdr align;
+    } ctl;
+    ssize_t r;
+
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    m.errnum = errnum;
+    m.value = value;
+    if (text != NULL) {
+        size_t n = strlen(text);
+        if (n >= sizeof(m.text))
+            n = sizeof(m.text) - 1;
+        memcpy(m.text, text, n);
+    }
+    iov.iov_base = &m;
+    iov.iov_len = sizeof(m);
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds > 0) {
+        struct cmsghdr *c;
+        if (nfds > 4)
+            return -EINVAL;
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    do
+        r = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : 0;
+}
+
+/* Send GO with many fds: SCM_RIGHTS in one message, sized for the maximum. */
+static int send_go(int fd, const int *fds, int nfds)
+{
+    pe_sync_msg m;
+    struct iovec iov;
+    struct msghdr mh;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
+        struct cmsghdr align;
+    } ctl;
+    struct cmsghdr *c;
+    ssize_t r;
+
+    memset(&m, 0, sizeof(m));
+    m.type = PE_SYNC_GO;
+    iov.iov_base = &m;
+    iov.iov_len = sizeof(m);
+    memset(&mh, 0, sizeof(mh));
+    memset(&ctl, 0, sizeof(ctl));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds > 0) {
+        mh.msg_control = ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    do
+        r = sendmsg(fd, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r < 0 ? -1 : 0;
+}
+
+int pe__sync_recv(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    struct msghdr mh;
+    ssize_t r;
+
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    *nfds = 0;
+    do
+        r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        return 0;
+    if ((size_t)r != sizeof(*m)) {
+        errno = EPROTO;
+        return -1;
+    }
+    m->text[sizeof(m->text) - 1] = '\0';
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        int n, *p;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        p = (int *)CMSG_DATA(c);
+        for (int i = 0; i < n; i++) {
+            if (fds != NULL && *nfds < max_fds)
+                fds[(*nfds)++] = p[i];
+            else
+                close(p[i]);
+        }
+    }
+    return 1;
+}
+
+uint64_t pe__proc_start_time(pid_t pid)
+{
+    char path[64], buf[1024];
+    cleanup_fd int fd = -1;
+    unsigned long long v = 0;
+    ssize_t n;
+    char *p;
+    int field = 2;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    /* comm (field 2) may contain spaces and parens: skip to the last ')'. */
+    p = strrchr(buf, ')');
+    if (p == NULL)
+        return 0;
+    for (p++; *p && field < 22; p++)
+        if (*p == ' ')
+            field++;
+    while (*p >= '0' && *p <= '9')
+        v = v * 10 + (unsigned long long)(*p++ - '0');
+    return v;
+}
+
+int pe__init_memfd(const char *init_path, pe_err *err)
+{
+    static int cached = -1;
+    cleanup_fd int src = -1;
+    cleanup_fd int mfd = -1;
+    struct stat st;
+    off_t off = 0;
+
+    if (cached >= 0)
+        return cached;
+    src = open(init_path, O_RDONLY | O_CLOEXEC);
+    if (src < 0 || fstat(src, &st) < 0)
+        return pe_err_sys(err, "open %s", init_path);
+    mfd = memfd_create("pocketenv-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0)
+        return pe_err_sys(err, "memfd_create");
+    while (off < st.st_size) {
+        ssize_t r = sendfile(mfd, src, &off, (size_t)(st.st_size - off));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return pe_err_sys(err, "copy %s", init_path);
+    }
+    if (fcntl(mfd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+        return pe_err_sys(err, "seal init memfd");
+    cached = pe_steal_fd(&mfd);
+    return cached;
+}
+
+static int write_map(pid_t pid, const char *which, uint32_t base, pe_err *err)
+{
+    char path[64], line[64];
+    snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, which);
+    snprintf(line, sizeof(line), "0 %u %u\n", base, PE_IDMAP_SIZE);
+    return pe_fs_write_str(path, line, err);
+}
+
+static int set_mount_attr(int fd, uint64_t set, int userns_fd, bool recursive)
+{
+    struct mount_attr attr;
+    memset(&attr, 0, sizeof(attr));
+    attr.attr_set = set;
+    if (userns_fd >= 0) {
+        attr.attr_set |= MOUNT_ATTR_IDMAP;
+        attr.userns_fd = (uint64_t)userns_fd;
+    }
+    return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0),
+                        &attr, sizeof(attr));
+}
+
+static int clone_tree(const char *path, bool recursive)
+{
+    unsigned int flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
+    return (int)syscall(SYS_open_tree, AT_FDCWD, path, flags);
+}
+
+static void close_fds(int *fds, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (fds[i] >= 0) {
+            close(fds[i]);
+            fds[i] = -1;
+        }
+}
+
+/* Detached mounts for the child: image, disk dir, volumes. */
+static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_err *err)
+{
+    const pe_sandbox_cfg *cfg = req->cfg;
+
+    fds[PE_FD_LOWER] = clone_tree(req->rootfs, false);
+    if (fds[PE_FD_LOWER] < 0)
+        return pe_err_sys(err, "open image %s", req->rootfs);
+    fds[PE_FD_DISK] = -1;
+    if (req->disk_dir != NULL) {
+        fds[PE_FD_DISK] = clone_tree(req->disk_dir, false);
+        if (fds[PE_FD_DISK] < 0)
+            return pe_err_sys(err, "open sandbox disk %s", req->disk_dir);
+    } else {
+        /* Keep the fd slots fixed: a harmless placeholder. */
+        fds[PE_FD_DISK] = open("/", O_PATH | O_CLOEXEC);
+    }
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        const pe_bind *b = &cfg->binds[i];
+        struct stat st;
+        int fd;
+
+        if (stat(b->host, &st) < 0)
+            return pe_err_set(err, PE_EINVAL, errno, "volume %s", b->host);
+        is_dir[i] = S_ISDIR(st.st_mode);
+        fd = clone_tree(b->host, true);
+        if (fd < 0)
+            return pe_err_sys(err, "open volume %s", b->host);
+        fds[PE_FD_BINDS + i] = fd;
+        /* Volumes never carry setuid binaries or device nodes into a
+         * sandbox; read-only applies to every submount too. */
+        if (set_mount_attr(fd, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0),
+                           -1, true) < 0)
+            return pe_err_sys(err, "set volume %s options", b->host);
+    }
+    return 0;
+}
+
+/* Read messages until STARTED (or failure). Keeps a PTY master if sent. */
+static int await_started(int sync_fd, const char *what, int *pty, pe_err *err)
+{
+    for (;;) {
+        pe_sync_msg m;
+        int fds[1], nfds = 0;
+        int r = pe__sync_recv(sync_fd, &m, fds, 1, &nfds);
+
+        if (r < 0)
+            return pe_err_sys(err, "%s: read from sandbox", what);
+        if (r == 0)
+            return pe_err_set(err, PE_ESYS, 0, "%s: sandbox setup ended unexpectedly", what);
+        switch (m.type) {
+        case PE_SYNC_PTY:
+            if (nfds == 1)
+                *pty = fds[0];
+            break;
+        case PE_SYNC_STARTED:
+            return 0;
+        case PE_SYNC_ERROR:
+            return pe_err_set(err, PE_ESYS, m.errnum, "%s: %s", what, m.text);
+        case PE_SYNC_EXEC_FAILED:
+            return pe_err_set(err, PE_ENOEXEC, m.errnum, "%s: cannot run the command", what);
+        default:
+            for (int i = 0; i < nfds; i++)
+                close(fds[i]);
+            break;
+        }
+    }
+}
+
+int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
+{
+    const pe_sandbox_cfg *cfg = req->cfg;
+    const struct sock_fprog *prog = NULL;
+    int fds[PE_FD_BINDS + PE_MAX_BINDS];
+    bool is_dir[PE_MAX_BINDS];
+    char *dests[PE_MAX_BINDS + 1];
+    int sp[2] = {-1, -1};
+    int nfds = PE_FD_BINDS + (int)cfg->n_binds;
+    cleanup_fd int pidfd = -1;
+    struct clone_args args;
+    struct pe_child_ctx ctx;
+    long pid;
+
+    memset(res, 0, sizeof(*res));
+    res->pidfd = res->sync_fd = res->pty_master = -1;
+    if (cfg->n_binds > PE_MAX_BINDS)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
+    for (int i = 0; i < nfds; i++)
+        fds[i] = -1;
+    if (pe_seccomp_default_prog(&prog, err) < 0)
+        return -1;
+    if (prepare_mounts(req, fds, is_dir, err) < 0)
+        goto fail;
+    for (size_t i = 0; i < cfg->n_binds; i++)
+        dests[i] = cfg->binds[i].dest;
+    dests[cfg->n_binds] = NULL;
+
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.userns = cfg->userns;
+    ctx.persist = req->persist;
+    ctx.tty = req->tty;
+    ctx.has_disk = req->disk_dir != NULL;
+    ctx.hostname = cfg->hostname;
+    ctx.workdir = req->workdir;
+    ctx.disk_bytes = req->disk_dir ? 0 : cfg->disk_bytes;
+    ctx.n_binds = cfg->n_binds;
+    ctx.bind_dests = dests;
+    ctx.bind_is_dir = is_dir;
+    ctx.seccomp = prog;
+    ctx.caps = pe_caps_default_mask();
+    memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
+    ctx.init_fd = req->init_fd;
+    ctx.init_argv = req->argv;
+    ctx.envp = req->envp;
+
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+        pe_err_sys(err, "socketpair");
+        goto fail;
+    }
+    ctx.sync_fd = sp[1];
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                 CLONE_PIDFD | (cfg->userns ? CLONE_NEWUSER : 0);
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid < 0) {
+        pe_err_sys(err, "clone3 sandbox");
+        goto fail;
+    }
+    if (pid == 0) {
+        close(sp[0]);
+        pe__child_main(&ctx);
+    }
+    close(sp[1]);
+    sp[1] = -1;
+
+    if (cfg->userns) {
+        char path[64];
+        cleanup_fd int userns = -1;
+        if (write_map((pid_t)pid, "uid_map", req->id_base, err) < 0 ||
+            write_map((pid_t)pid, "gid_map", req->id_base, err) < 0)
+            goto kill;
+        snprintf(path, sizeof(path), "/proc/%ld/ns/user", pid);
+        userns = open(path, O_RDONLY | O_CLOEXEC);
+        if (userns < 0 || set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, userns, false) < 0) {
+            pe_err_sys(err, "idmap image %s", req->rootfs);
+            goto kill;
+        }
+    } else if (set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, -1, false) < 0) {
+        pe_err_sys(err, "make image read-only");
+        goto kill;
+    }
+    if (req->cg != NULL && pe_cgroup_attach(req->cg, (pid_t)pid, err) < 0)
+        goto kill;
+    if (send_go(sp[0], fds, nfds) < 0) {
+        pe_err_sys(err, "start sandbox");
+        goto kill;
+    }
+    close_fds(fds, nfds);
+    if (await_started(sp[0], "start sandbox", &res->pty_master, err) < 0)
+        goto kill;
+
+    res->pid = (pid_t)pid;
+    res->pidfd = pe_steal_fd(&pidfd);
+    res->start_time = pe__proc_start_time((pid_t)pid);
+    if (req->persist)
+        close(sp[0]);
+    else
+        res->sync_fd = sp[0];
+    return 0;
+
+kill:
+    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    waitpid((pid_t)pid, NULL, 0);
+    if (res->pty_master >= 0)
+        close(res->pty_master);
+    res->pty_master = -1;
+fail:
+    close_fds(fds, nfds);
+    if (sp[0] >= 0)
+        close(sp[0]);
+    if (sp[1] >= 0)
+        close(sp[1]);
+    return -1;
+}
+
+int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
+{
+    const struct sock_fprog *prog = NULL;
+    struct pe_exec_ctx ctx;
+    int sp[2] = {-1, -1};
+    pid_t helper, target = -1;
+    int status;
+
+    memset(res, 0, sizeof(*res));
+    res->pidfd = res->sync_fd = res->pty_master = -1;
+    if (pe_seccomp_default_prog(&prog, err) < 0)
+        return -1;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.target_pidfd = req->target_pidfd;
+    ctx.userns = req->userns;
+    ctx.tty = req->tty;
+    ctx.workdir = req->workdir;
+    ctx.uid = req->uid;
+    ctx.gid = req->gid;
+    ctx.seccomp = prog;
+    ctx.caps = pe_caps_default_mask();
+    ctx.argv = req->argv;
+    ctx.envp = req->envp;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
+        return pe_err_sys(err, "socketpair");
+    ctx.sync_fd = sp[1];
+    helper = fork();
+    if (helper < 0) {
+        pe_err_sys(err, "fork");
+        goto fail;
+    }
+    if (helper == 0) {
+        close(sp[0]);
+        pe__exec_child_main(&ctx);
+    }
+    close(sp[1]);
+    sp[1] = -1;
+    if (req->cg != NULL && pe_cgroup_attach(req->cg, helper, err) < 0)
+        goto kill;
+    if (pe__sync_send(sp[0], PE_SYNC_GO, 0, 0, NULL, NULL, 0) < 0) {
+        pe_err_sys(err, "exec");
+        goto kill;
+    }
+    for (;;) {
+        pe_sync_msg m;
+        int fds[1], nfds = 0;
+        int r = pe__sync_recv(sp[0], &m, fds, 1, &nfds);
+
+        if (r < 0) {
+            pe_err_sys(err, "exec: read from sandbox");
+            goto kill;
+        }
+        if (r == 0)
+            break; /* every copy of the child end closed: exec happened */
+        if (m.type == PE_SYNC_PID) {
+            target = (pid_t)m.value;
+        } else if (m.type == PE_SYNC_PTY && nfds == 1) {
+            res->pty_master = fds[0];
+        } else if (m.type == PE_SYNC_ERROR) {
+            pe_err_set(err, PE_ESYS, m.errnum, "exec: %s", m.text);
+            goto kill;
+        } else if (m.type == PE_SYNC_EXEC_FAILED) {
+            pe_err_set(err, PE_ENOEXEC, m.errnum, "exec %s", m.text);
+            goto kill;
+        }
+    }
+    waitpid(helper, &status, 0);
+    helper = -1;
+    if (target <= 0) {
+        pe_err_set(err, PE_ESYS, 0, "exec: the sandbox did not start the process");
+        goto fail;
+    }
+    res->pid = target;
+    res->pidfd = (int)syscall(SYS_pidfd_open, target, 0);
+    if (res->pidfd < 0) {
+        pe_err_sys(err, "pidfd_open");
+        goto fail;
+    }
+    close(sp[0]);
+    return 0;
+
+kill:
+    if (target > 0) {
+        kill(target, SIGKILL);
+        waitpid(target, NULL, 0);
+        target = -1;
+    }
+    if (helper > 0) {
+        kill(helper, SIGKILL);
+        waitpid(helper, NULL, 0);
+    }
+fail:
+    if (target > 0) {
+        kill(target, SIGKILL);
+        waitpid(target, NULL, 0);
+    }
+    if (res->pty_master >= 0)
+        close(res->pty_master);
+    res->pty_master = -1;
+    if (sp[0] >= 0)
+        close(sp[0]);
+    if (sp[1] >= 0)
+        close(sp[1]);
+    return -1;
+}

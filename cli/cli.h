@@ -1,0 +1,64 @@
+/* The pocketenv command line: shared declarations of the front end.
+ * Each command lives in its own cmd-*.c file; options are parsed from
+ * tables (opts.c). Errors print one line to stderr and give exit code
+ * 125 (our failure), 126/127 (command not executable / not found) or the
+ * sandboxed command's own code. */
+#ifndef PE_CLI_H
+#define PE_CLI_H
+
+#include <stdbool.h>
+
+#include "pocketenv/err.h"
+#include "pocketenv/runtime.h"
+
+#define PE_EXIT_FAIL 125
+
+typedef struct pe_opt {
+    const char *name; /* long name without "--" */
+    char short_name;  /* 0 if none */
+    bool has_arg;
+    int id;
+    const char *arg_name;
+    const char *help;
+} pe_opt;
+
+/* Parse options of `table` from argv[*idx...]. Stops at "--" (consumed), at
+ * the first positional argument when stop_at_positional, or at the end.
+ * Positional arguments before that are passed to on() with id 0. */
+typedef int (*pe_opt_fn)(int id, const char *arg, void *ctx, pe_err *err);
+int pe_opts_parse(const pe_opt *table, int argc, char **argv, int *idx, bool stop_at_positional,
+                  pe_opt_fn on, void *ctx, pe_err *err);
+void pe_opts_help(const pe_opt *table);
+
+/* Sandbox options shared by `run` and `runtime create`. */
+enum {
+    OPT_IMAGE = 100, OPT_MEMORY, OPT_CPUS, OPT_PIDS, OPT_DISK, OPT_ENV, OPT_VOLUME, OPT_HOSTNAME,
+    OPT_WORKDIR, OPT_TTY, OPT_USER, OPT_TIMEOUT, OPT_NET, OPT_USERNS, OPT_JSON, OPT_HELP,
+};
+extern const pe_opt pe_sandbox_opts[];
+
+typedef struct pe_cli_sandbox {
+    pe_sandbox_cfg cfg;
+    pe_proc_opts proc;
+    char **envs;   /* collected -e values */
+    int n_env;
+} pe_cli_sandbox;
+
+void pe_cli_sandbox_init(pe_cli_sandbox *s);
+void pe_cli_sandbox_clear(pe_cli_sandbox *s);
+/* Handle one option of pe_sandbox_opts (and -t/--user/--timeout/-w). */
+int pe_cli_sandbox_opt(int id, const char *arg, pe_cli_sandbox *s, pe_err *err);
+int pe_cli_parse_user(const char *s, uint32_t *uid, uint32_t *gid, pe_err *err);
+int pe_cli_parse_seconds(const char *s, double *out, pe_err *err);
+
+/* Report err on stderr; returns the exit code to use for it. */
+int pe_cli_fail(const pe_err *err);
+int pe_cli_open_runtime(pe_runtime *rt, pe_err *err);
+
+extern const char *pe_cli_data_dir;
+
+int pe_cmd_run(int argc, char **argv);
+int pe_cmd_runtime(int argc, char **argv);
+int pe_cmd_image(int argc, char **argv);
+
+#endif

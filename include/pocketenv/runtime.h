@@ -1,0 +1,107 @@
+/* The local sandbox runtime: Linux namespaces, an overlay root filesystem,
+ * cgroups, seccomp and a reduced capability set around a small PID 1.
+ *
+ * Two ways to use it:
+ *  - one-shot (pe_runtime_run): create, run a command with the caller's
+ *    stdio (or a PTY), return its exit status, remove everything;
+ *  - persistent (pe_runtime_create/start/exec/stop/pause/resume/remove):
+ *    a named sandbox whose state lives in DATA/sandboxes/<name>/ and whose
+ *    processes keep running without any daemon after the call returns.
+ *
+ * All functions return < 0 and fill err on failure. State changes of one
+ * sandbox are serialised with a lock file, so concurrent commands on the
+ * same sandbox are safe; distinct sandboxes never block each other. */
+#ifndef POCKETENV_RUNTIME_H
+#define POCKETENV_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pocketenv/err.h"
+
+enum pe_net_mode {
+    PE_NET_NONE = 0, /* own network namespace with loopback only */
+};
+
+typedef struct pe_bind {
+    char *host;  /* absolute host path, must exist */
+    char *dest;  /* absolute path inside the sandbox */
+    bool ro;
+} pe_bind;
+
+typedef struct pe_sandbox_cfg {
+    char *name;       /* persistent sandboxes only */
+    char *image;      /* image name or directory, default "debian" */
+    int64_t memory_bytes;
+    int64_t cpu_millis;
+    int64_t pids_max;
+    int64_t disk_bytes;
+    char **env;       /* "K=V", NULL-terminated; later entries win */
+    pe_bind *binds;
+    size_t n_binds;
+    char *hostname;   /* default: the name, or "sandbox" */
+    char *workdir;    /* default "/" (or the user's home for exec) */
+    uint32_t uid, gid;
+    bool userns;      /* default true: sandbox root is an unprivileged host id */
+    int net;          /* enum pe_net_mode */
+} pe_sandbox_cfg;
+
+/* Options of one process started in a sandbox (run or exec). */
+typedef struct pe_proc_opts {
+    char **argv;      /* NULL-terminated, argv[0] looked up in PATH inside */
+    char **env;       /* extra "K=V" on top of the sandbox's, may be NULL */
+    const char *workdir; /* NULL: the sandbox's */
+    bool tty;         /* run on a PTY relayed to the caller's terminal */
+    bool has_user;
+    uint32_t uid, gid;
+    double timeout;   /* seconds, 0 = none; on expiry the process is killed */
+} pe_proc_opts;
+
+/* Result of a process: exit code as a shell reports it (code, or 128+signal),
+ * and whether the timeout killed it. */
+typedef struct pe_proc_result {
+    int exit_code;
+    bool timed_out;
+} pe_proc_result;
+
+typedef struct pe_runtime {
+    char *data_dir;
+    char *init_path;
+} pe_runtime;
+
+void pe_sandbox_cfg_init(pe_sandbox_cfg *cfg);
+void pe_sandbox_cfg_clear(pe_sandbox_cfg *cfg);
+
+/* data_dir NULL = default (/var/lib/pocketenv as root, else
+ * $XDG_DATA_HOME/pocketenv); POCKETENV_DATA overrides the default. Creates the
+ * directory layout and collects leftovers of crashed one-shot runs. */
+int pe_runtime_open(pe_runtime *rt, const char *data_dir, pe_err *err);
+void pe_runtime_close(pe_runtime *rt);
+
+/* Remove what crashed commands left behind (one-shot state, cgroups,
+ * id ranges of vanished sandboxes). Called by pe_runtime_open. */
+int pe_runtime_gc(pe_runtime *rt, pe_err *err);
+
+int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
+                   pe_proc_result *res, pe_err *err);
+
+int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
+int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);
+int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                    pe_proc_result *res, pe_err *err);
+int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *err);
+int pe_runtime_pause(pe_runtime *rt, const char *name, pe_err *err);
+int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err);
+int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err);
+
+/* JSON text (malloc'd) describing one sandbox / all sandboxes:
+ * {"name","status","image","pid","created","started","config":{...}} */
+int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err);
+int pe_runtime_list(pe_runtime *rt, char **json_out, pe_err *err);
+
+/* True if some sandbox (running or not) uses image name. */
+int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err);
+
+#endif

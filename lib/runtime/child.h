@@ -1,0 +1,50 @@
+/* What the clone child needs to build the sandbox. Prepared by the parent
+ * before clone, so the child allocates nothing (it may be the child of a
+ * multi-threaded daemon, where only async-signal-safe calls are allowed). */
+#ifndef PE_RUNTIME_CHILD_H
+#define PE_RUNTIME_CHILD_H
+
+#include <linux/filter.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Order of the fds the parent sends with GO. */
+enum { PE_FD_LOWER = 0, PE_FD_DISK = 1, PE_FD_BINDS = 2 };
+
+struct pe_child_ctx {
+    int sync_fd;
+    bool userns;
+    bool persist;
+    bool tty;
+    bool has_disk;            /* upper/ and work/ arrive as a mount (persistent) */
+    const char *hostname;
+    const char *workdir;
+    int64_t disk_bytes;       /* tmpfs upper size, 0 = default */
+    size_t n_binds;
+    char *const *bind_dests;
+    const bool *bind_is_dir;
+    const struct sock_fprog *seccomp;
+    uint64_t caps;
+    int stdio[3];
+    int init_fd;
+    char *const *init_argv;
+    char *const *envp;
+};
+
+/* For `exec`: the first child enters the sandbox and clones the process. */
+struct pe_exec_ctx {
+    int sync_fd;
+    int target_pidfd;
+    bool userns;
+    bool tty;
+    const char *workdir;
+    long uid, gid;
+    const struct sock_fprog *seccomp;
+    uint64_t caps;
+    char *const *argv;
+    char *const *envp;
+};
+
+_Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx);
+
+#endif

@@ -1,0 +1,124 @@
+/* Runtime internals shared by the files of lib/runtime/ (not installed). */
+#ifndef PE_RUNTIME_INTERNAL_H
+#define PE_RUNTIME_INTERNAL_H
+
+#include <jansson.h>
+#include <linux/filter.h>
+#include <stdint.h>
+
+#include "pocketenv/runtime.h"
+#include "runtime/cgroup.h"
+#include "runtime/sync.h"
+
+#define PE_DEFAULT_IMAGE "debian"
+#define PE_MAX_BINDS 64
+#define PE_IDMAP_FIRST 0x10000000u /* first host id given to sandboxes */
+#define PE_IDMAP_SIZE 65536u
+#define PE_IDMAP_SLOTS 32768u
+
+json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg);
+int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
+
+/* ---- spawn: parent side of starting a sandbox or a process in one ---- */
+
+typedef struct pe_spawn_req {
+    const pe_sandbox_cfg *cfg;
+    const char *rootfs;     /* image directory: read-only lower layer */
+    const char *disk_dir;   /* dir holding upper/ and work/; NULL: tmpfs */
+    uint32_t id_base;       /* userns: host id of sandbox root */
+    pe_cgroup *cg;          /* may be NULL */
+    bool persist;           /* no command: init waits for exec/stop */
+    char *const *argv;      /* one-shot command */
+    char *const *envp;      /* complete environment for init and command */
+    const char *workdir;    /* one-shot: cwd of the command */
+    bool tty;
+    long uid, gid;          /* -1: stay sandbox root */
+    int stdio[3];           /* fds for 0,1,2 of init; -1 = inherit */
+    int init_fd;            /* sealed memfd of pocketenv-init */
+} pe_spawn_req;
+
+typedef struct pe_spawn_res {
+    pid_t pid;        /* host pid of the sandbox's init */
+    int pidfd;
+    int sync_fd;      /* one-shot: EXIT arrives here; else -1 */
+    int pty_master;   /* -1 unless tty */
+    uint64_t start_time;
+} pe_spawn_res;
+
+int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err);
+
+typedef struct pe_exec_req {
+    int target_pidfd;       /* init of the sandbox */
+    bool userns;
+    pe_cgroup *cg;
+    char *const *argv;
+    char *const *envp;
+    const char *workdir;
+    bool tty;
+    long uid, gid;
+} pe_exec_req;
+
+/* Start argv inside a running sandbox. On success res->pid/pidfd is the
+ * process (a child of the caller), res->pty_master its PTY when tty. */
+int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
+
+/* Wait for a started process: relays the PTY with the caller's terminal,
+ * forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, resizes on SIGWINCH, kills on
+ * timeout. Closes the fds in sp. */
+int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_err *err);
+
+/* Sealed memfd holding a copy of pocketenv-init (so a sandbox can never
+ * write to the host's binary through /proc/1/exe). Cached per process. */
+int pe__init_memfd(const char *init_path, pe_err *err);
+
+/* The child's side, in child.c. Never returns. */
+struct pe_child_ctx;
+_Noreturn void pe__child_main(const struct pe_child_ctx *ctx);
+
+/* Kernel start time of pid (field 22 of /proc/pid/stat), 0 if gone. */
+uint64_t pe__proc_start_time(pid_t pid);
+
+/* ---- sync socket helpers (sync.c-like, in spawn.c) ---- */
+int pe__sync_send(int fd, int type, int errnum, int value, const char *text, const int *fds,
+                  int nfds);
+/* Receive one message; *fds gets up to max_fds passed fds (count in
+ * *nfds). Returns 1 on a message, 0 on EOF, -1 on error. */
+int pe__sync_recv(int fd, struct pe_sync_msg *m, int *fds, int max_fds, int *nfds);
+
+/* ---- id ranges for user namespaces ---- */
+int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_err *err);
+void pe__idmap_release(const char *data_dir, uint32_t base);
+
+/* ---- PTY ---- */
+int pe__pty_open_master(void);              /* async-signal-safe; -errno */
+int pe__pty_open_peer(int master);          /* async-signal-safe; -errno */
+
+#endif
+
+/* ---- persistent state of a sandbox (state.c) ---- */
+
+typedef struct pe_state {
+    char *id;          /* unique key: cgroup name, id range owner */
+    char *status;      /* "created", "running", "paused", "stopped" */
+    char *rootfs;      /* resolved image directory */
+    char *error;       /* last failure, or NULL */
+    uint32_t id_base;  /* 0 without a user namespace */
+    pid_t pid;         /* init's host pid while running */
+    uint64_t start_time;
+    int64_t created, started;
+    pe_sandbox_cfg cfg;
+} pe_state;
+
+int pe__state_load(const char *dir, pe_state *st, pe_err *err);
+int pe__state_save(const char *dir, const pe_state *st, pe_err *err);
+void pe__state_clear(pe_state *st);
+json_t *pe__state_to_json(const pe_state *st);
+
+/* True if the state's init process is the one alive now (pid + start time). */
+bool pe__state_alive(const pe_state *st);
+
+/* Open (creating) path and flock it; returns the fd or -1 with err. */
+int pe__lock_file(const char *path, int op, pe_err *err);
+
+/* Random lowercase hex id of 2*nbytes characters. */
+void pe__random_hex(char *out, size_t nbytes);
