@@ -84,6 +84,12 @@ int pe_cgroup_list_keys(void (*fn)(const char *key, void *arg), void *arg, pe_er
  * unified one on v2), e.g. for tests and inspect output. Owned by cg. */
 const char *pe_cgroup_path(const pe_cgroup *cg);
 
+/* Directory holding the files of one controller ("memory", "pids", "cpu",
+ * "cpuacct", "freezer") for this cgroup: its own hierarchy on v1, the single
+ * cgroup dir on v2. NULL if the host cannot use that controller here.
+ * Owned by cg. */
+const char *pe_cgroup_controller_path(const pe_cgroup *cg, const char *controller);
+
 void pe_cgroup_free(pe_cgroup *cg);
 
 #endif
