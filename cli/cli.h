@@ -32,15 +32,29 @@ void pe_opts_help(const pe_opt *table);
 
 /* Sandbox options shared by `run` and `runtime create`. */
 enum {
-    OPT_IMAGE = 100, OPT_MEMORY, OPT_CPUS, OPT_PIDS, OPT_DISK, OPT_ENV, OPT_VOLUME, OPT_HOSTNAME,
-    OPT_WORKDIR, OPT_TTY, OPT_USER, OPT_TIMEOUT, OPT_NET, OPT_USERNS, OPT_JSON, OPT_HELP,
+    OPT_IMAGE = 100,
+    OPT_MEMORY,
+    OPT_CPUS,
+    OPT_PIDS,
+    OPT_DISK,
+    OPT_ENV,
+    OPT_VOLUME,
+    OPT_HOSTNAME,
+    OPT_WORKDIR,
+    OPT_TTY,
+    OPT_USER,
+    OPT_TIMEOUT,
+    OPT_NET,
+    OPT_USERNS,
+    OPT_JSON,
+    OPT_HELP,
 };
 extern const pe_opt pe_sandbox_opts[];
 
 typedef struct pe_cli_sandbox {
     pe_sandbox_cfg cfg;
     pe_proc_opts proc;
-    char **envs;   /* collected -e values */
+    char **envs; /* collected -e values */
     int n_env;
 } pe_cli_sandbox;
 

@@ -76,8 +76,8 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
         localtime_r(&t, &tm);
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", &tm);
         if (json)
-            printf("%s{\"name\":\"%s\",\"size\":%lld,\"created\":%lld}", i ? "," : "",
-                   v[i].name, (long long)v[i].size, (long long)v[i].created);
+            printf("%s{\"name\":\"%s\",\"size\":%lld,\"created\":%lld}", i ? "," : "", v[i].name,
+                   (long long)v[i].size, (long long)v[i].created);
         else
             printf("%-20s %-10.1fM %-20s %s\n", v[i].name, (double)v[i].size / 1048576.0, when,
                    v[i].source ? v[i].source : "");
@@ -125,7 +125,8 @@ int pe_cmd_image(int argc, char **argv)
         if (r == 0)
             r = pe_image_remove(rt.data_dir, a.pos[0], &err);
     } else
-        r = pe_err_set(&err, PE_EINVAL, 0, "usage: pocketenv image build|import|ls|rm (see --help)");
+        r = pe_err_set(&err, PE_EINVAL, 0,
+                       "usage: pocketenv image build|import|ls|rm (see --help)");
     pe_runtime_close(&rt);
     return r < 0 ? pe_cli_fail(&err) : 0;
 }

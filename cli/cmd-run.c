@@ -37,7 +37,8 @@ int pe_cmd_run(int argc, char **argv)
     }
     if (idx >= argc) {
         pe_cli_sandbox_clear(&s);
-        fprintf(stderr, "pocketenv: run: no command given (usage: pocketenv run [OPTIONS] -- CMD)\n");
+        fprintf(stderr,
+                "pocketenv: run: no command given (usage: pocketenv run [OPTIONS] -- CMD)\n");
         return PE_EXIT_FAIL;
     }
     s.proc.argv = argv + idx;

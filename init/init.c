@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -82,7 +83,8 @@ static pid_t spawn_command(char **argv, const sigset_t *oldmask, int tty, long u
         setsid();
         if (tty)
             ioctl(0, TIOCSCTTY, 0);
-        if (gid >= 0 && (setgroups(0, NULL) < 0 || setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0))
+        if (gid >= 0 &&
+            (setgroups(0, NULL) < 0 || setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0))
             goto fail;
         if (uid >= 0 && setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
             goto fail;
@@ -144,6 +146,8 @@ int main(int argc, char **argv)
     pid_t main_pid = -1;
     int i;
 
+    /* Exec'd from a memfd, our comm would be the fd number. */
+    prctl(PR_SET_NAME, "pocketenv-init", 0, 0, 0);
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sync") == 0 && i + 1 < argc)
             sync_fd = (int)parse_num(argv[++i]);
@@ -163,6 +167,9 @@ int main(int argc, char **argv)
             return 125;
         }
     }
+    /* The sync socket is ours alone: never inherited by what we run. */
+    if (sync_fd >= 0)
+        fcntl(sync_fd, F_SETFD, FD_CLOEXEC);
     if (!persist && i >= argc) {
         fprintf(stderr, "pocketenv-init: no command\n");
         return 125;

@@ -16,17 +16,17 @@
  * later, to XRPC error names. errnum keeps the precise cause. */
 enum pe_err_code {
     PE_OK = 0,
-    PE_EINVAL,   /* bad input from the user: name, size, option */
-    PE_ENOENT,   /* unknown sandbox, image, path */
-    PE_EEXIST,   /* name already taken */
-    PE_ESTATE,   /* operation not valid in the sandbox's current state */
-    PE_ESYS,     /* a system call failed */
-    PE_EUNSUP,   /* not supported on this host */
-    PE_ENOEXEC,  /* the command to run was not found or not executable */
+    PE_EINVAL,  /* bad input from the user: name, size, option */
+    PE_ENOENT,  /* unknown sandbox, image, path */
+    PE_EEXIST,  /* name already taken */
+    PE_ESTATE,  /* operation not valid in the sandbox's current state */
+    PE_ESYS,    /* a system call failed */
+    PE_EUNSUP,  /* not supported on this host */
+    PE_ENOEXEC, /* the command to run was not found or not executable */
 };
 
 typedef struct pe_err {
-    int code;  /* enum pe_err_code */
+    int code;   /* enum pe_err_code */
     int errnum; /* errno of the underlying failure, 0 if none */
     char msg[PE_ERR_MSG_MAX];
 } pe_err;

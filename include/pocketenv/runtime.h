@@ -26,37 +26,37 @@ enum pe_net_mode {
 };
 
 typedef struct pe_bind {
-    char *host;  /* absolute host path, must exist */
-    char *dest;  /* absolute path inside the sandbox */
+    char *host; /* absolute host path, must exist */
+    char *dest; /* absolute path inside the sandbox */
     bool ro;
 } pe_bind;
 
 typedef struct pe_sandbox_cfg {
-    char *name;       /* persistent sandboxes only */
-    char *image;      /* image name or directory, default "debian" */
+    char *name;  /* persistent sandboxes only */
+    char *image; /* image name or directory, default "debian" */
     int64_t memory_bytes;
     int64_t cpu_millis;
     int64_t pids_max;
     int64_t disk_bytes;
-    char **env;       /* "K=V", NULL-terminated; later entries win */
+    char **env; /* "K=V", NULL-terminated; later entries win */
     pe_bind *binds;
     size_t n_binds;
-    char *hostname;   /* default: the name, or "sandbox" */
-    char *workdir;    /* default "/" (or the user's home for exec) */
+    char *hostname; /* default: the name, or "sandbox" */
+    char *workdir;  /* default "/" (or the user's home for exec) */
     uint32_t uid, gid;
-    bool userns;      /* default true: sandbox root is an unprivileged host id */
-    int net;          /* enum pe_net_mode */
+    bool userns; /* default true: sandbox root is an unprivileged host id */
+    int net;     /* enum pe_net_mode */
 } pe_sandbox_cfg;
 
 /* Options of one process started in a sandbox (run or exec). */
 typedef struct pe_proc_opts {
-    char **argv;      /* NULL-terminated, argv[0] looked up in PATH inside */
-    char **env;       /* extra "K=V" on top of the sandbox's, may be NULL */
+    char **argv;         /* NULL-terminated, argv[0] looked up in PATH inside */
+    char **env;          /* extra "K=V" on top of the sandbox's, may be NULL */
     const char *workdir; /* NULL: the sandbox's */
-    bool tty;         /* run on a PTY relayed to the caller's terminal */
+    bool tty;            /* run on a PTY relayed to the caller's terminal */
     bool has_user;
     uint32_t uid, gid;
-    double timeout;   /* seconds, 0 = none; on expiry the process is killed */
+    double timeout; /* seconds, 0 = none; on expiry the process is killed */
 } pe_proc_opts;
 
 /* Result of a process: exit code as a shell reports it (code, or 128+signal),
@@ -89,8 +89,8 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts
 
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);
-int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                    pe_proc_result *res, pe_err *err);
+int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
+                    pe_err *err);
 int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *err);
 int pe_runtime_pause(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err);

@@ -22,7 +22,6 @@
 #include <grp.h>
 #include <linux/mount.h>
 #include <linux/openat2.h>
-#include <linux/sched.h>
 #include <net/if.h>
 #include <sched.h>
 #include <signal.h>
@@ -32,6 +31,8 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -88,10 +89,43 @@ static int open_in_root(int root, const char *path, int flags)
     return fd;
 }
 
+static int make_in_root_depth(int root, const char *path, bool dir, int depth);
+
+/* path names an existing dangling symlink: create what it points to,
+ * interpreted inside root (as the sandbox itself would resolve it). */
+static int make_link_target(int root, const char *path, int parent, const char *name, bool dir,
+                            int depth)
+{
+    char target[4096], next[4096];
+    ssize_t n = readlinkat(parent, name, target, sizeof(target) - 1);
+    size_t plen;
+
+    if (n <= 0)
+        return -ENOENT;
+    target[n] = '\0';
+    if (target[0] == '/') {
+        memcpy(next, target, (size_t)n + 1);
+    } else {
+        plen = (size_t)(strrchr(path, '/') - path);
+        if (plen + 1 + (size_t)n + 1 > sizeof(next))
+            return -ENAMETOOLONG;
+        memcpy(next, path, plen);
+        next[plen] = '/';
+        memcpy(next + plen + 1, target, (size_t)n + 1);
+    }
+    return make_in_root_depth(root, next, dir, depth + 1);
+}
+
 /* Return an O_PATH fd for path inside root, creating missing directories
  * (and, when !dir, the final file). Every component is resolved with
- * RESOLVE_IN_ROOT, so symlinks in the image stay inside the image. */
+ * RESOLVE_IN_ROOT, so symlinks in the image stay inside the image; a
+ * dangling symlink gets its target created, inside the image. */
 static int make_in_root(int root, const char *path, bool dir)
+{
+    return make_in_root_depth(root, path, dir, 0);
+}
+
+static int make_in_root_depth(int root, const char *path, bool dir, int depth)
 {
     char buf[4096];
     size_t len = strlen(path), i;
@@ -99,6 +133,8 @@ static int make_in_root(int root, const char *path, bool dir)
 
     if (len >= sizeof(buf))
         return -ENAMETOOLONG;
+    if (depth > 8)
+        return -ELOOP;
     memcpy(buf, path, len + 1);
     fd = open_in_root(root, buf, O_PATH);
     if (fd >= 0)
@@ -146,10 +182,14 @@ static int make_in_root(int root, const char *path, bool dir)
             close(parent);
             return r;
         }
-        close(parent);
         fd = open_in_root(root, buf, O_PATH);
+        if (fd < 0 && errno == ENOENT && r < 0)
+            fd = make_link_target(root, buf, parent, name, saved == '\0' ? dir : true, depth);
+        else if (fd < 0)
+            fd = -errno;
+        close(parent);
         if (fd < 0)
-            return -errno;
+            return fd;
         if (saved == '\0')
             return fd;
         close(fd);
@@ -240,8 +280,8 @@ static int mount_root(const struct pe_child_ctx *ctx, int stage, const int *fds)
 static void setup_proc(int root)
 {
     static const char *const masked_files[] = {
-        "kcore", "keys", "timer_list", "sched_debug", "latency_stats", "kallsyms",
-        "sysrq-trigger", "config.gz",
+        "kcore",         "keys",     "timer_list",    "sched_debug",
+        "latency_stats", "kallsyms", "sysrq-trigger", "config.gz",
     };
     static const char *const masked_dirs[] = {"acpi", "scsi", "asound", "driver"};
     static const char *const readonly[] = {"sys", "irq", "bus", "fs"};
@@ -283,10 +323,10 @@ static void setup_proc(int root)
             DIE_SYS("bind /proc/%s", readonly[i]);
         close(fd);
         fd = openat(proc, readonly[i], O_PATH | O_NOFOLLOW | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || mount_on_fd(NULL, fd, NULL,
-                                  MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV |
-                                      MS_NOEXEC,
-                                  NULL) < 0)
+        if (fd < 0 ||
+            mount_on_fd(NULL, fd, NULL,
+                        MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                        NULL) < 0)
             DIE_SYS("make /proc/%s read-only", readonly[i]);
         close(fd);
     }
@@ -297,9 +337,8 @@ static void setup_dev(int root)
 {
     static const char *const nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
     static const char *const links[][2] = {
-        {"ptmx", "pts/ptmx"},       {"fd", "/proc/self/fd"},
-        {"stdin", "/proc/self/fd/0"}, {"stdout", "/proc/self/fd/1"},
-        {"stderr", "/proc/self/fd/2"},
+        {"ptmx", "pts/ptmx"},          {"fd", "/proc/self/fd"},       {"stdin", "/proc/self/fd/0"},
+        {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
     };
     int at, dev, fd;
 
@@ -564,10 +603,11 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
 
 _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
 {
-    struct clone_args args;
+    static const int quiet[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU};
     pe_sync_msg m;
-    int nfds = 0, ns;
-    long pid;
+    struct rlimit nocore = {0, 0};
+    int nfds = 0, ns, status;
+    pid_t pid;
 
     g_sync_fd = ctx->sync_fd;
     if (pe__sync_recv(ctx->sync_fd, &m, NULL, 0, &nfds) <= 0 || m.type != PE_SYNC_GO)
@@ -577,16 +617,32 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
         ns |= CLONE_NEWUSER;
     if (setns(ctx->target_pidfd, ns) < 0)
         DIE_SYS("enter sandbox namespaces");
-    /* setns(CLONE_NEWPID) applies to children only: clone once more, as a
-     * sibling (CLONE_PARENT) so the caller can wait for it directly. */
-    memset(&args, 0, sizeof(args));
-    args.flags = CLONE_PARENT;
-    args.exit_signal = SIGCHLD;
-    pid = syscall(SYS_clone3, &args, sizeof(args));
+    /* setns(CLONE_NEWPID) applies to children only, and the kernel forbids
+     * CLONE_PARENT into another pid namespace: fork the process here and
+     * stay behind as a thin waiter that passes its fate on to the caller. */
+    pid = fork();
     if (pid < 0)
-        DIE_SYS("clone into sandbox");
+        DIE_SYS("fork into sandbox");
     if (pid == 0)
         exec_grandchild(ctx);
+    for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++)
+        signal(quiet[i], SIG_IGN);
     pe__sync_send(ctx->sync_fd, PE_SYNC_PID, 0, (int)pid, NULL, NULL, 0);
-    _exit(0);
+    close(ctx->sync_fd);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            _exit(126);
+    if (WIFEXITED(status))
+        _exit(WEXITSTATUS(status));
+    /* Die of the same signal, without a core of this waiter. */
+    setrlimit(RLIMIT_CORE, &nocore);
+    signal(WTERMSIG(status), SIG_DFL);
+    {
+        sigset_t all;
+        sigemptyset(&all);
+        sigaddset(&all, WTERMSIG(status));
+        sigprocmask(SIG_UNBLOCK, &all, NULL);
+    }
+    kill(getpid(), WTERMSIG(status));
+    _exit(128 + WTERMSIG(status));
 }

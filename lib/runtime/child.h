@@ -16,10 +16,10 @@ struct pe_child_ctx {
     bool userns;
     bool persist;
     bool tty;
-    bool has_disk;            /* upper/ and work/ arrive as a mount (persistent) */
+    bool has_disk; /* upper/ and work/ arrive as a mount (persistent) */
     const char *hostname;
     const char *workdir;
-    int64_t disk_bytes;       /* tmpfs upper size, 0 = default */
+    int64_t disk_bytes; /* tmpfs upper size, 0 = default */
     size_t n_binds;
     char *const *bind_dests;
     const bool *bind_is_dir;

@@ -23,23 +23,24 @@ int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
 
 typedef struct pe_spawn_req {
     const pe_sandbox_cfg *cfg;
-    const char *rootfs;     /* image directory: read-only lower layer */
-    const char *disk_dir;   /* dir holding upper/ and work/; NULL: tmpfs */
-    uint32_t id_base;       /* userns: host id of sandbox root */
-    pe_cgroup *cg;          /* may be NULL */
-    bool persist;           /* no command: init waits for exec/stop */
-    char *const *argv;      /* one-shot command */
-    char *const *envp;      /* complete environment for init and command */
-    const char *workdir;    /* one-shot: cwd of the command */
+    const char *rootfs;   /* image directory: read-only lower layer */
+    const char *disk_dir; /* dir holding upper/ and work/; NULL: tmpfs */
+    uint32_t id_base;     /* userns: host id of sandbox root */
+    pe_cgroup *cg;        /* may be NULL */
+    bool persist;         /* no command: init waits for exec/stop */
+    char *const *argv;    /* one-shot command */
+    char *const *envp;    /* complete environment for init and command */
+    const char *workdir;  /* one-shot: cwd of the command */
     bool tty;
-    long uid, gid;          /* -1: stay sandbox root */
-    int stdio[3];           /* fds for 0,1,2 of init; -1 = inherit */
-    int init_fd;            /* sealed memfd of pocketenv-init */
+    long uid, gid; /* -1: stay sandbox root */
+    int stdio[3];  /* fds for 0,1,2 of init; -1 = inherit */
+    int init_fd;   /* sealed memfd of pocketenv-init */
 } pe_spawn_req;
 
 typedef struct pe_spawn_res {
-    pid_t pid;        /* host pid of the sandbox's init */
+    pid_t pid; /* host pid of the sandbox's init */
     int pidfd;
+    int signal_pidfd; /* where forwarded signals go; -1: pidfd */
     int sync_fd;      /* one-shot: EXIT arrives here; else -1 */
     int pty_master;   /* -1 unless tty */
     uint64_t start_time;
@@ -48,7 +49,7 @@ typedef struct pe_spawn_res {
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err);
 
 typedef struct pe_exec_req {
-    int target_pidfd;       /* init of the sandbox */
+    int target_pidfd; /* init of the sandbox */
     bool userns;
     pe_cgroup *cg;
     char *const *argv;
@@ -90,20 +91,20 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 void pe__idmap_release(const char *data_dir, uint32_t base);
 
 /* ---- PTY ---- */
-int pe__pty_open_master(void);              /* async-signal-safe; -errno */
-int pe__pty_open_peer(int master);          /* async-signal-safe; -errno */
+int pe__pty_open_master(void);     /* async-signal-safe; -errno */
+int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
 
 #endif
 
 /* ---- persistent state of a sandbox (state.c) ---- */
 
 typedef struct pe_state {
-    char *id;          /* unique key: cgroup name, id range owner */
-    char *status;      /* "created", "running", "paused", "stopped" */
-    char *rootfs;      /* resolved image directory */
-    char *error;       /* last failure, or NULL */
-    uint32_t id_base;  /* 0 without a user namespace */
-    pid_t pid;         /* init's host pid while running */
+    char *id;         /* unique key: cgroup name, id range owner */
+    char *status;     /* "created", "running", "paused", "stopped" */
+    char *rootfs;     /* resolved image directory */
+    char *error;      /* last failure, or NULL */
+    uint32_t id_base; /* 0 without a user namespace */
+    pid_t pid;        /* init's host pid while running */
     uint64_t start_time;
     int64_t created, started;
     pe_sandbox_cfg cfg;

@@ -437,14 +437,14 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     if (cfg->disk_bytes > 0)
         return pe_err_set(err, PE_EUNSUP, 0,
                           "--disk is only supported for one-shot runs on this filesystem");
-    if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs,
-                         err) < 0)
+    if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs, err) <
+        0)
         return -1;
     dir = sandbox_dir(rt, cfg->name);
     if (mkdir(dir, 0711) < 0)
-        return errno == EEXIST ? pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists",
-                                            cfg->name)
-                               : pe_err_sys(err, "create %s", dir);
+        return errno == EEXIST
+                   ? pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name)
+                   : pe_err_sys(err, "create %s", dir);
     pe__random_hex(id, 8);
     memset(&st, 0, sizeof(st));
     if (cfg->userns) {
@@ -454,8 +454,8 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     }
     disk = pe_xasprintf("%s/disk", dir);
     for (int i = 0; i < 3; i++) {
-        cleanup_free char *p = i == 0 ? pe_xstrdup(disk)
-                                      : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
+        cleanup_free char *p =
+            i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
         if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0)) {
             pe_err_sys(err, "create %s", p);
             goto fail;
@@ -698,8 +698,8 @@ out:
     return ret;
 }
 
-int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                    pe_proc_result *res, pe_err *err)
+int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
+                    pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_cgroup *cg = NULL;

@@ -293,7 +293,8 @@ static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_er
         fds[PE_FD_BINDS + i] = fd;
         /* Volumes never carry setuid binaries or device nodes into a
          * sandbox; read-only applies to every submount too. */
-        if (set_mount_attr(fd, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0),
+        if (set_mount_attr(fd,
+                           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0),
                            -1, true) < 0)
             return pe_err_sys(err, "set volume %s options", b->host);
     }
@@ -346,7 +347,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     long pid;
 
     memset(res, 0, sizeof(*res));
-    res->pidfd = res->sync_fd = res->pty_master = -1;
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
     if (cfg->n_binds > PE_MAX_BINDS)
         return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
     for (int i = 0; i < nfds; i++)
@@ -458,7 +459,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     int status;
 
     memset(res, 0, sizeof(*res));
-    res->pidfd = res->sync_fd = res->pty_master = -1;
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
     if (pe_seccomp_default_prog(&prog, err) < 0)
         return -1;
     memset(&ctx, 0, sizeof(ctx));
@@ -515,36 +516,35 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
             goto kill;
         }
     }
-    waitpid(helper, &status, 0);
-    helper = -1;
     if (target <= 0) {
         pe_err_set(err, PE_ESYS, 0, "exec: the sandbox did not start the process");
-        goto fail;
+        goto kill;
     }
-    res->pid = target;
-    res->pidfd = (int)syscall(SYS_pidfd_open, target, 0);
-    if (res->pidfd < 0) {
+    /* We wait for the helper (our child), which mirrors the process's exit;
+     * signals go straight to the process. */
+    res->pid = helper;
+    res->pidfd = (int)syscall(SYS_pidfd_open, helper, 0);
+    res->signal_pidfd = (int)syscall(SYS_pidfd_open, target, 0);
+    if (res->pidfd < 0 || res->signal_pidfd < 0) {
         pe_err_sys(err, "pidfd_open");
-        goto fail;
+        goto kill;
     }
     close(sp[0]);
     return 0;
 
 kill:
-    if (target > 0) {
+    if (target > 0)
         kill(target, SIGKILL);
-        waitpid(target, NULL, 0);
-        target = -1;
-    }
     if (helper > 0) {
         kill(helper, SIGKILL);
-        waitpid(helper, NULL, 0);
+        waitpid(helper, &status, 0);
     }
 fail:
-    if (target > 0) {
-        kill(target, SIGKILL);
-        waitpid(target, NULL, 0);
-    }
+    if (res->pidfd >= 0)
+        close(res->pidfd);
+    if (res->signal_pidfd >= 0)
+        close(res->signal_pidfd);
+    res->pidfd = res->signal_pidfd = -1;
     if (res->pty_master >= 0)
         close(res->pty_master);
     res->pty_master = -1;

@@ -84,6 +84,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
     sigset_t mask, oldmask;
     double deadline = timeout > 0 ? now() + timeout : 0;
     int sfd, status = 0, ret = 0;
+    int sig_fd = sp->signal_pidfd >= 0 ? sp->signal_pidfd : sp->pidfd;
 
     res->exit_code = -1;
     res->timed_out = false;
@@ -131,7 +132,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
         }
         if (deadline > 0 && !res->timed_out && now() >= deadline) {
             res->timed_out = true;
-            syscall(SYS_pidfd_send_signal, sp->pidfd, SIGKILL, NULL, 0);
+            syscall(SYS_pidfd_send_signal, sig_fd, SIGKILL, NULL, 0);
         }
         if (p[i_sig].revents & POLLIN) {
             struct signalfd_siginfo si;
@@ -139,7 +140,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
                 if (si.ssi_signo == SIGWINCH && sp->pty_master >= 0)
                     copy_winsize(sp->pty_master);
                 else if (si.ssi_signo != SIGWINCH)
-                    syscall(SYS_pidfd_send_signal, sp->pidfd, (int)si.ssi_signo, NULL, 0);
+                    syscall(SYS_pidfd_send_signal, sig_fd, (int)si.ssi_signo, NULL, 0);
             }
         }
         if (i_pty >= 0 && p[i_pty].revents) {
@@ -175,8 +176,10 @@ out:
         close(sp->pty_master);
     if (sp->pidfd >= 0)
         close(sp->pidfd);
+    if (sp->signal_pidfd >= 0)
+        close(sp->signal_pidfd);
     if (sp->sync_fd >= 0)
         close(sp->sync_fd);
-    sp->pty_master = sp->pidfd = sp->sync_fd = -1;
+    sp->pty_master = sp->pidfd = sp->signal_pidfd = sp->sync_fd = -1;
     return ret;
 }

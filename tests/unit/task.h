@@ -133,7 +133,8 @@ static inline int pe_test_run(const pe_test_case *const *cases, size_t n)
 #define PE_FOREACH_14(m, x, ...) m(x) PE_FOREACH_13(m, __VA_ARGS__)
 #define PE_FOREACH_15(m, x, ...) m(x) PE_FOREACH_14(m, __VA_ARGS__)
 #define PE_FOREACH_16(m, x, ...) m(x) PE_FOREACH_15(m, __VA_ARGS__)
-#define PE_GET_FE(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, NAME, ...) \
+#define PE_GET_FE(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, NAME,     \
+                  ...)                                                                             \
     NAME
 #define PE_FOREACH(m, ...)                                                                         \
     PE_GET_FE(__VA_ARGS__, PE_FOREACH_16, PE_FOREACH_15, PE_FOREACH_14, PE_FOREACH_13,             \
@@ -145,7 +146,7 @@ static inline int pe_test_run(const pe_test_case *const *cases, size_t n)
 /* Up to 16 cases per RUN_TESTS call. */
 #define RUN_TESTS(...)                                                                             \
     ({                                                                                             \
-        static const pe_test_case *const all_[] = {PE_FOREACH(PE_TC_PTR, __VA_ARGS__)};           \
+        static const pe_test_case *const all_[] = {PE_FOREACH(PE_TC_PTR, __VA_ARGS__)};            \
         pe_test_run(all_, sizeof(all_) / sizeof(all_[0]));                                         \
     })
 

@@ -1,0 +1,163 @@
+"""Integration-test harness: drives the built `pocketenv` binary.
+
+Every test gets its own data directory (so its sandboxes, state and id
+ranges are its own) and uses a tiny busybox image built once per session
+with our own `pocketenv image build busybox`, plus our static test helpers
+copied into it. After every test the harness removes what the test left
+and then checks that nothing leaked: no sandbox processes, no cgroups of
+ours, no mounts that mention the data directory, no one-shot state.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
+BIN = os.path.join(BUILD, "pocketenv")
+HELPERS = ["pe-try-syscall", "pe-escape-probe"]
+CGROUP_ROOT = "/sys/fs/cgroup"
+ID_FIRST = 0x10000000
+
+
+def wait_for(cond, timeout=10.0, what="condition"):
+    """Poll cond() until it returns a truthy value or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+class Pocketenv:
+    """Runs the CLI against one data directory."""
+
+    def __init__(self, data, image):
+        self.data = data
+        self.image = image
+
+    def cmd(self, *args):
+        return [BIN, "--data", self.data, *args]
+
+    def run(self, *args, timeout=60, input=None, check=False, env=None):
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        p = subprocess.run(self.cmd(*args), capture_output=True, text=True,
+                           timeout=timeout, input=input, env=e)
+        if check and p.returncode != 0:
+            raise AssertionError(f"{args} failed ({p.returncode}): {p.stderr}")
+        return p
+
+    def sh(self, script, *opts, **kw):
+        """One-shot: run a shell script in a fresh sandbox of the test image."""
+        return self.run("run", "--image", self.image, *opts, "--", "/bin/sh", "-c", script, **kw)
+
+    def create(self, name, *opts):
+        return self.run("runtime", "create", name, "--image", self.image, *opts, check=True)
+
+    def start(self, name):
+        return self.run("runtime", "start", name, check=True)
+
+    def exec(self, name, *cmd, opts=(), **kw):
+        return self.run("runtime", "exec", name, *opts, "--", *cmd, **kw)
+
+    def inspect(self, name):
+        p = self.run("runtime", "inspect", name, "--json", check=True)
+        return json.loads(p.stdout)
+
+    def ls(self):
+        return json.loads(self.run("runtime", "ls", "--json", check=True).stdout)
+
+
+def our_cgroups():
+    """Cgroups the runtime made (skipping the cgroup unit tests' own)."""
+    found = []
+    for ctrl in os.listdir(CGROUP_ROOT):
+        parent = os.path.join(CGROUP_ROOT, ctrl, "pocketenv")
+        if not os.path.isdir(parent):
+            continue
+        for name in os.listdir(parent):
+            if name.startswith("pocketenv-") and not name.startswith("pocketenv-test"):
+                found.append(os.path.join(parent, name))
+    return found
+
+
+def sandbox_processes():
+    """Host pids that belong to a sandbox: ids in our range, or our init."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = os.stat(f"/proc/{d}")
+            exe = ""
+            try:
+                exe = os.readlink(f"/proc/{d}/exe")
+            except OSError:
+                pass
+            if st.st_uid >= ID_FIRST or "pocketenv-init" in exe:
+                pids.append(int(d))
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def mounts_mentioning(path):
+    with open("/proc/self/mountinfo") as f:
+        return [l for l in f if path in l]
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory):
+    assert os.path.exists(BIN), f"build first: {BIN} missing"
+    data = str(tmp_path_factory.mktemp("imgdata"))
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    root = os.path.join(data, "images", "busybox", "rootfs")
+    for h in HELPERS:
+        dst = os.path.join(root, "usr", "bin", h)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        shutil.copy(os.path.join(BUILD, "tests", h), dst)
+    os.makedirs(os.path.join(root, "home", "user"), exist_ok=True)
+    os.chown(os.path.join(root, "home", "user"), 1000, 1000)
+    return root
+
+
+@pytest.fixture
+def pe(tmp_path, image_dir):
+    data = str(tmp_path / "data")
+    p = Pocketenv(data, image_dir)
+    # What exists before the test is not the test's (e.g. a benchmark run).
+    before_procs = set(sandbox_processes())
+    before_cgroups = set(our_cgroups())
+    yield p
+    # Remove what the test left, then check that nothing leaked.
+    if os.path.isdir(os.path.join(data, "sandboxes")):
+        for sb in p.ls():
+            p.run("runtime", "rm", sb["name"])
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+    p.run("runtime", "gc")
+    assert set(our_cgroups()) - before_cgroups == set()
+    assert mounts_mentioning(data) == []
+    run_dir = os.path.join(data, "run")
+    assert not os.path.isdir(run_dir) or os.listdir(run_dir) == []
+    idmap = os.path.join(data, "idmap")
+    assert not os.path.isdir(idmap) or os.listdir(idmap) == []
+
+
+def kill_tree(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

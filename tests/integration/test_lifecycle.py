@@ -1,0 +1,144 @@
+"""Persistent sandboxes: create, start, exec, stop, pause, resume, rm."""
+import json
+import os
+import subprocess
+import threading
+
+from conftest import sandbox_processes, wait_for
+
+
+def test_full_lifecycle_and_persistence(pe):
+    pe.create("box1", "-e", "GREETING=hello")
+    assert pe.inspect("box1")["status"] == "created"
+    pe.start("box1")
+    info = pe.inspect("box1")
+    assert info["status"] == "running" and info["pid"] > 0
+    # The sandbox outlives the command that started it.
+    p = pe.exec("box1", "/bin/sh", "-c", "echo $GREETING; hostname; echo kept > /root/file")
+    assert p.returncode == 0 and p.stdout.split() == ["hello", "box1"]
+    pe.run("runtime", "stop", "box1", check=True)
+    assert pe.inspect("box1")["status"] == "stopped"
+    assert pe.exec("box1", "true").returncode != 0
+    pe.start("box1")
+    p = pe.exec("box1", "cat", "/root/file")
+    assert p.stdout == "kept\n"
+    pe.run("runtime", "rm", "box1", check=True)
+    assert pe.ls() == []
+    assert not os.path.exists(os.path.join(pe.data, "sandboxes", "box1"))
+
+
+def test_exec_options_and_exit_codes(pe):
+    pe.create("box2")
+    pe.start("box2")
+    p = pe.exec("box2", "/bin/sh", "-c", "echo $X; pwd; id -u; echo err >&2; exit 7",
+                opts=("-e", "X=1", "-w", "/tmp/w", "--user", "1000"))
+    assert p.returncode == 7
+    assert p.stdout.split() == ["1", "/tmp/w", "1000"]
+    assert p.stderr == "err\n"
+    assert pe.exec("box2", "/nope").returncode == 127
+    p = pe.exec("box2", "sleep", "30", opts=("--timeout", "0.3"))
+    assert p.returncode == 124
+
+
+def test_exec_sees_the_same_sandbox(pe):
+    pe.create("box3")
+    pe.start("box3")
+    pe.exec("box3", "/bin/sh", "-c", "echo shared > /tmp/x", check=True)
+    p = pe.exec("box3", "/bin/sh", "-c", "cat /tmp/x; cat /proc/1/comm")
+    assert p.stdout.split() == ["shared", "pocketenv-init"]
+
+
+def test_stop_escalates_to_sigkill(pe):
+    pe.create("box4")
+    pe.start("box4")
+    # A process that ignores SIGTERM keeps init waiting; stop must still end.
+    bg = subprocess.Popen(pe.cmd("runtime", "exec", "box4", "--", "/bin/sh", "-c",
+                                 "trap '' TERM; echo ready; while true; do sleep 1; done"),
+                          stdout=subprocess.PIPE, text=True)
+    assert bg.stdout.readline() == "ready\n"
+    p = pe.run("runtime", "stop", "box4", "--timeout", "0.5", check=True)
+    assert p.returncode == 0
+    bg.wait(10)
+    assert pe.inspect("box4")["status"] == "stopped"
+    wait_for(lambda: not sandbox_processes(), 10, "processes gone after stop")
+
+
+def test_pause_and_resume(pe, tmp_path):
+    vol = tmp_path / "v"
+    vol.mkdir()
+    vol.chmod(0o777)
+    pe.create("box5", "-v", f"{vol}:/v")
+    pe.start("box5")
+    bg = subprocess.Popen(pe.cmd("runtime", "exec", "box5", "--", "/bin/sh", "-c",
+                                 "i=0; while true; do i=$((i+1)); echo $i > /v/n; done"))
+    counter = vol / "n"
+
+    def value():
+        try:
+            return int(counter.read_text())
+        except (ValueError, FileNotFoundError):
+            return 0
+
+    wait_for(lambda: value() > 0, 10, "counter to run")
+    pe.run("runtime", "pause", "box5", check=True)
+    assert pe.inspect("box5")["status"] == "paused"
+    # Frozen: every sandbox process is in the refrigerator (state D / frozen).
+    pid = pe.inspect("box5")["pid"]
+    assert pe.exec("box5", "true").returncode != 0
+    frozen = value()
+    procs = [p for p in sandbox_processes() if p != pid]
+    assert procs
+    pe.run("runtime", "resume", "box5", check=True)
+    wait_for(lambda: value() > frozen + 10, 10, "counter to advance after resume")
+    pe.run("runtime", "rm", "box5", check=True)
+    bg.wait(10)
+
+
+def test_init_reaps_orphans(pe):
+    pe.create("box6")
+    pe.start("box6")
+    pe.exec("box6", "/bin/sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.01 &) ; done", check=True)
+
+    def no_zombies():
+        p = pe.exec("box6", "/bin/sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null")
+        states = [l.rsplit(")", 1)[1].split()[0] for l in p.stdout.splitlines()]
+        return "Z" not in states and len(states) <= 3
+
+    wait_for(no_zombies, 10, "orphans to be reaped")
+
+
+def test_ls_and_inspect(pe):
+    pe.create("a1")
+    pe.create("b2", "--memory", "64m", "--cpus", "0.5", "--pids", "100")
+    pe.start("b2")
+    names = [(s["name"], s["status"]) for s in pe.ls()]
+    assert names == [("a1", "created"), ("b2", "running")]
+    cfg = pe.inspect("b2")["config"]
+    assert cfg["memory"] == 64 << 20 and cfg["cpuMillis"] == 500 and cfg["pids"] == 100
+    table = pe.run("runtime", "ls", check=True).stdout
+    assert "a1" in table and "running" in table
+
+
+def test_concurrent_create_same_name(pe):
+    results = []
+
+    def create():
+        results.append(pe.run("runtime", "create", "dup", "--image", pe.image).returncode)
+
+    ts = [threading.Thread(target=create) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sorted(results) == [0, 125, 125, 125]
+    assert [s["name"] for s in pe.ls()] == ["dup"]
+
+
+def test_state_survives_a_killed_sandbox(pe):
+    """If init dies behind our back, the sandbox reads as stopped and starts again."""
+    pe.create("box7")
+    pe.start("box7")
+    os.kill(pe.inspect("box7")["pid"], 9)
+    wait_for(lambda: pe.inspect("box7")["status"] == "stopped", 10, "stopped status")
+    pe.start("box7")
+    assert pe.exec("box7", "true").returncode == 0

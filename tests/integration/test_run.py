@@ -1,0 +1,141 @@
+"""One-shot `pocketenv run`: what a user sees from the command they ran."""
+import os
+import pty
+import select
+import subprocess
+import time
+
+from conftest import BIN, wait_for
+
+
+def test_output_and_exit_code(pe):
+    p = pe.sh("echo out; echo err >&2; exit 3")
+    assert p.returncode == 3
+    assert p.stdout == "out\n"
+    assert p.stderr == "err\n"
+
+
+def test_killed_by_signal_gives_128_plus_signal(pe):
+    p = pe.sh("kill -9 $$")
+    assert p.returncode == 137
+
+
+def test_stdin_reaches_the_command(pe):
+    p = pe.run("run", "--image", pe.image, "--", "cat", input="hello\nworld\n")
+    assert p.returncode == 0
+    assert p.stdout == "hello\nworld\n"
+
+
+def test_environment_hostname_workdir(pe):
+    p = pe.sh('echo "$FOO|$PATH|$HOME"; hostname; pwd', "-e", "FOO=bar baz",
+              "--hostname", "box1", "-w", "/srv/app")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("bar baz|/usr/local/sbin:")
+    assert lines[0].endswith("|/root")
+    assert lines[1] == "box1"
+    assert lines[2] == "/srv/app"
+
+
+def test_default_hostname_and_pid_one_is_init(pe):
+    p = pe.sh("hostname; echo $$; cat /proc/1/comm")
+    assert p.stdout.split() == ["sandbox", "2", "pocketenv-init"]
+
+
+def test_user_option(pe):
+    p = pe.sh("id -u; id -g", "--user", "1000:1001")
+    assert p.stdout.split() == ["1000", "1001"]
+
+
+def test_missing_command_is_127(pe):
+    p = pe.run("run", "--image", pe.image, "--", "/no/such/cmd")
+    assert p.returncode == 127
+    assert "/no/such/cmd" in p.stderr
+    assert p.stderr.count("\n") == 1
+
+
+def test_timeout_kills_and_exits_124(pe):
+    t0 = time.monotonic()
+    p = pe.sh("sleep 30", "--timeout", "0.5")
+    assert p.returncode == 124
+    assert "timed out" in p.stderr
+    assert time.monotonic() - t0 < 10
+
+
+def test_writes_do_not_reach_the_image(pe):
+    p = pe.sh("echo changed > /etc/hostname && cat /etc/hostname && rm /bin/ls")
+    assert p.returncode == 0 and p.stdout == "changed\n"
+    assert os.path.exists(os.path.join(pe.image, "bin", "ls"))
+    with open(os.path.join(pe.image, "etc", "hostname")) as f:
+        assert "changed" not in f.read()
+
+
+def test_volumes_rw_and_ro(pe, tmp_path):
+    rw = tmp_path / "rw"
+    ro = tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    rw.chmod(0o777)
+    (ro / "f").write_text("readonly\n")
+    p = pe.sh("echo written > /mnt/rw/new && cat /mnt/ro/f && ! touch /mnt/ro/x",
+              "-v", f"{rw}:/mnt/rw", "-v", f"{ro}:/mnt/ro:ro")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "readonly\n"
+    assert (rw / "new").read_text() == "written\n"
+    assert not (ro / "x").exists()
+
+
+def test_disk_limit_on_writable_layer(pe):
+    p = pe.sh("dd if=/dev/zero of=/big bs=1M count=20 2>&1; echo rc=$?", "--disk", "4m")
+    assert "rc=1" in p.stdout
+    assert "No space left" in p.stdout
+
+
+def test_tty_mode(pe):
+    """With -t the command gets a terminal of the sandbox's own devpts, and
+    the caller's window size."""
+    master, slave = pty.openpty()
+    import fcntl, struct, termios
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+    proc = subprocess.Popen(pe.cmd("run", "-t", "--image", pe.image, "--", "/bin/sh", "-c",
+                                   "tty; stty size; echo done"),
+                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.5)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        if b"done" in out and proc.poll() is not None:
+            break
+    proc.wait(10)
+    os.close(master)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "/dev/pts/0" in text
+    assert "33 101" in text
+
+
+def test_crashed_run_leaves_nothing(pe):
+    """SIGKILL the CLI mid-run: the sandbox dies with it, and what is left on
+    disk (state, cgroup) is collected by the next command (the fixture
+    checks it after `runtime gc`)."""
+    proc = subprocess.Popen(pe.cmd("run", "--image", pe.image, "--", "sleep", "100"))
+    run_dir = os.path.join(pe.data, "run")
+    wait_for(lambda: os.path.isdir(run_dir) and
+             any(n.startswith("run-") for n in os.listdir(run_dir)), 10, "run to start")
+    from conftest import sandbox_processes
+    wait_for(lambda: sandbox_processes(), 10, "sandbox processes")
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not sandbox_processes(), 10, "sandbox to die with its CLI")
+    assert any(n.startswith("run-") for n in os.listdir(run_dir))
+    pe.run("runtime", "gc", check=True)
+    assert os.listdir(run_dir) == []
