@@ -1,0 +1,70 @@
+"""Images through the CLI: build, import, run, list, remove."""
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+
+def test_busybox_build_list_remove(pe):
+    pe.run("image", "build", "busybox", "--name", "bb", check=True)
+    images = json.loads(pe.run("image", "ls", "--json", check=True).stdout)
+    assert [i["name"] for i in images] == ["bb"] and images[0]["size"] > 0
+    p = pe.run("run", "--image", "bb", "--", "/bin/sh", "-c", "echo ok")
+    assert p.stdout == "ok\n"
+    p = pe.run("image", "build", "busybox", "--name", "bb")
+    assert p.returncode == 125 and "already exists" in p.stderr
+    pe.run("runtime", "create", "user", "--image", "bb", check=True)
+    p = pe.run("image", "rm", "bb")
+    assert p.returncode == 125 and "used by a sandbox" in p.stderr
+    pe.run("runtime", "rm", "user", check=True)
+    pe.run("image", "rm", "bb", check=True)
+    assert json.loads(pe.run("image", "ls", "--json", check=True).stdout) == []
+    assert pe.run("image", "rm", "bb").returncode == 125
+
+
+def make_tar(path, entries):
+    with tarfile.open(path, "w:gz") as t:
+        for name, data, mode in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = mode
+            t.addfile(info, io.BytesIO(data))
+
+
+def test_import_and_run(pe, tmp_path, image_dir):
+    with open(os.path.join(image_dir, "bin", "busybox"), "rb") as f:
+        bb = f.read()
+    tar = tmp_path / "img.tar.gz"
+    make_tar(tar, [("bin/busybox", bb, 0o755), ("etc/motd", b"imported\n", 0o644)])
+    pe.run("image", "import", "mine", str(tar), check=True)
+    p = pe.run("run", "--image", "mine", "--", "/bin/busybox", "cat", "/etc/motd")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "imported\n"
+
+
+def test_hostile_import_writes_nothing_outside(pe, tmp_path):
+    tar = tmp_path / "evil.tar.gz"
+    make_tar(tar, [("../../evil", b"x", 0o644)])
+    p = pe.run("image", "import", "evil", str(tar))
+    assert p.returncode == 125
+    assert not (tmp_path / "evil").exists()
+    assert json.loads(pe.run("image", "ls", "--json", check=True).stdout) == []
+    p = pe.run("image", "import", "broken", "/etc/hostname")
+    assert p.returncode == 125
+
+
+@pytest.mark.slow
+def test_debian_image_is_built_on_first_use(pe):
+    """The default image: built with mmdebstrap from Debian's archive the
+    first time a sandbox needs it, then a real Debian userland runs."""
+    p = pe.run("run", "--", "bash", "-c",
+               "cat /etc/debian_version; git --version; ls -ln /etc/passwd; "
+               "echo x > /etc/new && chown root:root /etc/new && id -un", timeout=900)
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("12.")
+    assert lines[1].startswith("git version")
+    assert " 0 " in lines[2]
+    assert lines[3] == "root"
