@@ -1,9 +1,14 @@
 /* pocketenv image ...: build, import, list and remove base images. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
 #include "cli.h"
+#include "core/util.h"
 #include "image/image.h"
 
 enum { OPT_NAME = 1, OPT_MIRROR };
@@ -88,6 +93,42 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
     return 0;
 }
 
+/* Import runs in pocketenv-import, next to this binary (or in libexec):
+ * see cli/import-main.c for why. */
+static int run_import(pe_runtime *rt, const char *name, const char *file, pe_err *err)
+{
+    char *const argv[] = {(char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file,
+                          NULL};
+    char *dir = pe_xstrdup(rt->init_path);
+    char *slash = strrchr(dir, '/');
+    char *path;
+    int status;
+    pid_t pid;
+
+    if (slash != NULL)
+        *slash = '\0';
+    path = pe_xasprintf("%s/pocketenv-import", slash ? dir : ".");
+    free(dir);
+    pid = fork();
+    if (pid < 0) {
+        free(path);
+        return pe_err_sys(err, "fork");
+    }
+    if (pid == 0) {
+        execv(path, argv);
+        fprintf(stderr, "pocketenv: run %s: %s\n", path, strerror(errno));
+        _exit(125);
+    }
+    free(path);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return pe_err_sys(err, "wait for import");
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    /* The importer already said what went wrong. */
+    exit(WIFEXITED(status) ? WEXITSTATUS(status) : PE_EXIT_FAIL);
+}
+
 int pe_cmd_image(int argc, char **argv)
 {
     struct image_args a;
@@ -114,7 +155,7 @@ int pe_cmd_image(int argc, char **argv)
     if (strcmp(sub, "build") == 0 && a.npos == 1)
         r = pe_image_build(rt.data_dir, a.pos[0], a.name ? a.name : a.pos[0], a.mirror, &err);
     else if (strcmp(sub, "import") == 0 && a.npos == 2)
-        r = pe_image_import(rt.data_dir, a.pos[0], a.pos[1], &err);
+        r = run_import(&rt, a.pos[0], a.pos[1], &err);
     else if (strcmp(sub, "ls") == 0 && a.npos == 0)
         r = list(&rt, a.json, &err);
     else if (strcmp(sub, "rm") == 0 && a.npos == 1) {

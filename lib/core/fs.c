@@ -54,6 +54,19 @@ fail:
     return -1;
 }
 
+int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    cleanup_fd int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+    ssize_t w;
+
+    if (fd < 0)
+        return pe_err_sys(err, "create %s", path);
+    w = write(fd, data, len);
+    if (w < 0 || (size_t)w != len)
+        return pe_err_sys(err, "write %s", path);
+    return 0;
+}
+
 int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, pe_err *err)
 {
     cleanup_fd int fd = open(path, O_RDONLY | O_CLOEXEC);

@@ -12,6 +12,10 @@
  * rename, fsync of the directory. mode applies to the new file. */
 int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
 
+/* Create path (which must not exist) with data, without fsync: for
+ * bookkeeping that only matters while this boot lasts. */
+int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
+
 /* Read a whole file of at most max bytes into a NUL-terminated malloc'd
  * buffer. A larger file is an error (E2BIG), never truncated silently. */
 int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, pe_err *err);

@@ -57,38 +57,6 @@ typedef struct import {
     int64_t bytes;
 } import;
 
-int pe__image_member_path(const char *name, char **out)
-{
-    char *res;
-    size_t len = 0;
-
-    *out = NULL;
-    if (name == NULL || name[0] == '/')
-        return -1;
-    res = pe_xmalloc(strlen(name) + 1);
-    for (const char *p = name; *p;) {
-        const char *slash = strchr(p, '/');
-        size_t n = slash ? (size_t)(slash - p) : strlen(p);
-
-        if (n == 2 && p[0] == '.' && p[1] == '.') {
-            free(res);
-            return -1;
-        }
-        if (n > 0 && !(n == 1 && p[0] == '.')) {
-            if (len > 0)
-                res[len++] = '/';
-            memcpy(res + len, p, n);
-            len += n;
-        }
-        p += n;
-        if (*p == '/')
-            p++;
-    }
-    res[len] = '\0';
-    *out = res;
-    return 0;
-}
-
 static const char *archive_msg(struct archive *a)
 {
     const char *s = archive_error_string(a);

@@ -92,4 +92,9 @@ const char *pe_cgroup_controller_path(const pe_cgroup *cg, const char *controlle
 
 void pe_cgroup_free(pe_cgroup *cg);
 
+/* Query (enable < 0) or set the host-wide cgroup2 "favordynmods" option that
+ * removes the RCU wait from every cgroup attach (cgroup-tune.c). Returns the
+ * resulting state (0/1) or -1 with err. Never called implicitly. */
+int pe_cgroup_favordynmods(int enable, pe_err *err);
+
 #endif

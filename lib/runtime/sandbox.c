@@ -306,7 +306,7 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
         if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
             goto out;
         snprintf(buf, sizeof(buf), "%u", base);
-        if (pe_fs_write_atomic(bfile, buf, strlen(buf), 0600, err) < 0)
+        if (pe_fs_write_new(bfile, buf, strlen(buf), 0600, err) < 0)
             goto out;
     }
     limits_of(&cfg, &lim);
