@@ -173,10 +173,14 @@ static int cmd_exec(pe_runtime *rt, int argc, char **argv, pe_err *err, int *cod
     int idx = 1, r;
 
     pe_cli_sandbox_init(&s);
-    /* NAME comes first, then options, then "--" CMD. */
-    if (idx < argc && argv[idx][0] != '-')
+    /* Options and NAME in any order, then CMD (after "--", or the first
+     * word once NAME is known). */
+    for (;;) {
+        r = pe_opts_parse(exec_opts, argc, argv, &idx, true, on_exec, &s, err);
+        if (r != 0 || idx >= argc || s.cfg.name != NULL || strcmp(argv[idx - 1], "--") == 0)
+            break;
         s.cfg.name = pe_xstrdup(argv[idx++]);
-    r = pe_opts_parse(exec_opts, argc, argv, &idx, true, on_exec, &s, err);
+    }
     if (r == 0 && s.cfg.name == NULL)
         r = pe_err_set(err, PE_EINVAL, 0, "exec: missing NAME");
     if (r == 0 && idx >= argc)

@@ -156,6 +156,37 @@ def pe(tmp_path, image_dir):
     assert not os.path.isdir(idmap) or os.listdir(idmap) == []
 
 
+def run_on_pty(cmd, rows=24, cols=80, timeout=20):
+    """Run cmd with a fresh pseudo-terminal of rows x cols as its stdio, as
+    a user at a terminal would; returns (exit code, everything it printed)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the last writer closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        elif proc.poll() is not None:
+            break
+    proc.wait(10)
+    os.close(master)
+    return proc.returncode, out.decode(errors="replace")
+
+
 def kill_tree(proc):
     try:
         os.killpg(proc.pid, signal.SIGKILL)

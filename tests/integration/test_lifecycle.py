@@ -4,7 +4,7 @@ import os
 import subprocess
 import threading
 
-from conftest import sandbox_processes, wait_for
+from conftest import run_on_pty, sandbox_processes, wait_for
 
 
 def test_full_lifecycle_and_persistence(pe):
@@ -143,3 +143,12 @@ def test_state_survives_a_killed_sandbox(pe):
     wait_for(lambda: pe.inspect("box7")["status"] == "stopped", 10, "stopped status")
     pe.start("box7")
     assert pe.exec("box7", "true").returncode == 0
+
+
+def test_exec_with_tty(pe):
+    pe.create("tty1")
+    pe.start("tty1")
+    code, text = run_on_pty(pe.cmd("runtime", "exec", "-t", "tty1", "--", "/bin/sh", "-c",
+                                   "tty; stty size; echo $TERM; exit 5"), rows=40, cols=132)
+    assert code == 5, text
+    assert "/dev/pts/" in text and "40 132" in text and "xterm-256color" in text

@@ -5,7 +5,7 @@ import select
 import subprocess
 import time
 
-from conftest import BIN, wait_for
+from conftest import BIN, run_on_pty, wait_for
 
 
 def test_output_and_exit_code(pe):
@@ -94,31 +94,9 @@ def test_disk_limit_on_writable_layer(pe):
 def test_tty_mode(pe):
     """With -t the command gets a terminal of the sandbox's own devpts, and
     the caller's window size."""
-    master, slave = pty.openpty()
-    import fcntl, struct, termios
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
-    proc = subprocess.Popen(pe.cmd("run", "-t", "--image", pe.image, "--", "/bin/sh", "-c",
-                                   "tty; stty size; echo done"),
-                            stdin=slave, stdout=slave, stderr=slave, close_fds=True)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([master], [], [], 0.5)
-        if r:
-            try:
-                chunk = os.read(master, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-        if b"done" in out and proc.poll() is not None:
-            break
-    proc.wait(10)
-    os.close(master)
-    text = out.decode(errors="replace")
-    assert proc.returncode == 0, text
+    code, text = run_on_pty(pe.cmd("run", "-t", "--image", pe.image, "--", "/bin/sh", "-c",
+                                   "tty; stty size; echo done"), rows=33, cols=101)
+    assert code == 0, text
     assert "/dev/pts/0" in text
     assert "33 101" in text
 
