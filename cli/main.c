@@ -1,9 +1,14 @@
 /* pocketenv: entry point and command dispatch. */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "cli.h"
 #include "core/log.h"
+#include "core/util.h"
+#include "runtime/security.h"
 
 const char *pe_cli_data_dir;
 
@@ -36,7 +41,16 @@ int pe_cli_fail(const pe_err *err)
 
 int pe_cli_open_runtime(pe_runtime *rt, pe_err *err)
 {
-    return pe_runtime_open(rt, pe_cli_data_dir, err);
+    char *cache;
+
+    if (pe_runtime_open(rt, pe_cli_data_dir, err) < 0)
+        return -1;
+    /* DATA/cache is root's: the compiled seccomp program lives there. */
+    cache = pe_xasprintf("%s/cache", rt->data_dir);
+    if (mkdir(cache, 0700) == 0 || errno == EEXIST)
+        pe_seccomp_set_cache_dir(cache);
+    free(cache);
+    return 0;
 }
 
 int main(int argc, char **argv)

@@ -22,13 +22,16 @@
 #include <sched.h>
 #include <stddef.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <linux/seccomp.h>
 #include <seccomp.h>
 
+#include "core/fs.h"
 #include "core/util.h"
 #include "runtime/security.h"
 
@@ -337,11 +340,67 @@ static int export_ctx(scmp_filter_ctx ctx, size_t prefix_len, pe_err *err)
     return 0;
 }
 
+/* ---- on-disk cache of the compiled program ----
+ * Compiling costs ~0.35 ms, a twentieth of a whole sandbox start from the
+ * CLI. The program depends only on this binary and on libseccomp, so it is
+ * cached in a file named after both (identity of /proc/self/exe and
+ * libseccomp's version); a rebuilt binary or an upgraded library simply
+ * gets a new file. The cache directory belongs to root (the data dir). */
+
+static char cache_path[4096];
+
+void pe_seccomp_set_cache_dir(const char *dir)
+{
+    const struct scmp_version *v = seccomp_version();
+    struct stat st;
+
+    cache_path[0] = '\0';
+    if (dir == NULL || stat("/proc/self/exe", &st) < 0)
+        return;
+    snprintf(cache_path, sizeof(cache_path), "%s/seccomp-%llx-%llx-%llx-%lld.%ld-%u.%u.%u.bpf", dir,
+             (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
+             (unsigned long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+             v ? v->major : 0, v ? v->minor : 0, v ? v->micro : 0);
+}
+
+static int load_cached(void)
+{
+    cleanup_fd int fd = -1;
+    struct stat st;
+    ssize_t r;
+
+    if (cache_path[0] == '\0')
+        return -1;
+    fd = open(cache_path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022) != 0)
+        return -1;
+    if (st.st_size <= 0 || st.st_size > (off_t)sizeof(prog_insns) ||
+        st.st_size % (off_t)sizeof(struct sock_filter) != 0)
+        return -1;
+    r = read(fd, prog_insns, (size_t)st.st_size);
+    if (r != st.st_size)
+        return -1;
+    prog.len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
+    prog.filter = prog_insns;
+    return 0;
+}
+
+static void save_cached(void)
+{
+    if (cache_path[0] == '\0')
+        return;
+    /* Best effort: a failed write only costs the next run a compile. */
+    pe_fs_write_atomic(cache_path, prog_insns, prog.len * sizeof(struct sock_filter), 0600, NULL);
+}
+
 static void build_prog(void)
 {
-    __attribute__((cleanup(release_ctx))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    __attribute__((cleanup(release_ctx))) scmp_filter_ctx ctx = NULL;
     size_t prefix_len;
 
+    if (load_cached() == 0)
+        return;
+    ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (ctx == NULL)
         prog_rc = pe_err_set(&prog_err, PE_ESYS, ENOMEM, "seccomp_init");
     else
@@ -354,6 +413,8 @@ static void build_prog(void)
     }
     if (prog_rc < 0)
         pe_err_prefix(&prog_err, "build seccomp profile");
+    else
+        save_cached();
 }
 
 int pe_seccomp_default_prog(const struct sock_fprog **out, pe_err *err)

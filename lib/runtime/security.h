@@ -25,6 +25,11 @@
  * library and valid for the life of the process. Thread-safe. */
 int pe_seccomp_default_prog(const struct sock_fprog **out, pe_err *err);
 
+/* Cache the compiled program in dir (must be private to root) so later
+ * processes skip compiling it. Call before the first
+ * pe_seccomp_default_prog; NULL disables the cache. */
+void pe_seccomp_set_cache_dir(const char *dir);
+
 /* Load prog into the calling thread with SECCOMP_FILTER_FLAG_TSYNC off.
  * Must run after PR_SET_NO_NEW_PRIVS. Async-signal-safe: no allocation,
  * returns -errno. For use in the child between clone and exec. */

@@ -161,3 +161,20 @@ def test_cgroup_namespace_hides_host_paths(pe):
     p = pe.sh("cat /proc/self/cgroup")
     for line in p.stdout.splitlines():
         assert line.split(":", 2)[2] == "/", line
+
+
+def test_cached_seccomp_program_still_blocks(pe):
+    """The compiled filter is cached in DATA/cache; a later start that loads
+    it (or finds the file damaged, and compiles again) enforces the same."""
+    probes = ["keyctl", "bpf", "mount", "ptrace", "getpid"]
+    first = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", *probes)
+    cache = os.path.join(pe.data, "cache")
+    files = [f for f in os.listdir(cache) if f.startswith("seccomp-")]
+    assert len(files) == 1
+    second = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", *probes)
+    assert first.stdout == second.stdout
+    assert "keyctl errno=EPERM" in second.stdout and "getpid errno=0" in second.stdout
+    with open(os.path.join(cache, files[0]), "r+b") as f:
+        f.truncate(13)  # not a whole number of BPF instructions
+    third = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", *probes)
+    assert third.stdout == first.stdout
