@@ -16,6 +16,7 @@
  * Processes are addressed by pidfd only, so a recycled pid is never
  * signalled. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
@@ -366,6 +367,11 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.tty = req->tty;
     ctx.has_disk = req->disk_dir != NULL;
     ctx.hostname = cfg->hostname;
+    if (req->net != NULL) {
+        ctx.net_addr = htonl(req->net->addr);
+        ctx.net_gateway = htonl(req->net->gateway);
+        ctx.net_prefix = req->net->prefix;
+    }
     ctx.workdir = req->workdir;
     ctx.disk_bytes = req->disk_dir ? 0 : cfg->disk_bytes;
     ctx.n_binds = cfg->n_binds;
@@ -417,6 +423,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         goto kill;
     }
     if (req->cg != NULL && pe_cgroup_attach(req->cg, (pid_t)pid, err) < 0)
+        goto kill;
+    if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
         goto kill;
     if (send_go(sp[0], fds, nfds) < 0) {
         pe_err_sys(err, "start sandbox");
@@ -504,8 +512,9 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
         }
         if (r == 0)
             break; /* every copy of the child end closed: exec happened */
-        if (m.type == PE_SYNC_PID) {
+        if (m.type == PE_SYNC_PID && nfds == 1) {
             target = (pid_t)m.value;
+            res->signal_pidfd = fds[0];
         } else if (m.type == PE_SYNC_PTY && nfds == 1) {
             res->pty_master = fds[0];
         } else if (m.type == PE_SYNC_ERROR) {
@@ -524,8 +533,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
      * signals go straight to the process. */
     res->pid = helper;
     res->pidfd = (int)syscall(SYS_pidfd_open, helper, 0);
-    res->signal_pidfd = (int)syscall(SYS_pidfd_open, target, 0);
-    if (res->pidfd < 0 || res->signal_pidfd < 0) {
+    if (res->pidfd < 0) {
         pe_err_sys(err, "pidfd_open");
         goto kill;
     }
