@@ -152,3 +152,13 @@ def test_exec_with_tty(pe):
                                    "tty; stty size; echo $TERM; exit 5"), rows=40, cols=132)
     assert code == 5, text
     assert "/dev/pts/" in text and "40 132" in text and "xterm-256color" in text
+
+
+def test_many_short_execs_all_succeed(pe):
+    """A command that exits at once must never lose its exit status (a race
+    between the helper reaping it and the caller opening its pidfd once
+    failed about 1 exec in 30)."""
+    pe.create("fast")
+    pe.start("fast")
+    codes = [pe.exec("fast", "/bin/sh", "-c", f"exit {i % 7}").returncode for i in range(150)]
+    assert codes == [i % 7 for i in range(150)]
