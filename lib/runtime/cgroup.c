@@ -563,8 +563,20 @@ static int remove_dirs(pe_cgroup *cg, pe_err *err)
     return 0;
 }
 
+/* The common case, a sandbox whose processes are all gone: the directories
+ * go at once, without freezing and signalling an empty cgroup. */
+static bool remove_dirs_if_empty(pe_cgroup *cg)
+{
+    for (size_t i = cg->ndirs; i-- > 0;)
+        if (rmdir(cg->dirs[i]) < 0 && errno != ENOENT)
+            return false;
+    return true;
+}
+
 int pe_cgroup_destroy(pe_cgroup *cg, pe_err *err)
 {
+    if (remove_dirs_if_empty(cg))
+        return 0;
     if (kill_procs(cg, err) < 0 || remove_dirs(cg, err) < 0)
         return pe_err_prefix(err, "cgroup %s: destroy %s", cg->ops->name, cg->key);
     return 0;
@@ -584,7 +596,10 @@ int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup 
      * of its own: empty it; set_limits below rewrites every knob. */
     if (existed && kill_procs(cg, err) < 0)
         goto fail;
-    if (cg->ops->set_limits(cg, limits, err) < 0)
+    /* A new cgroup starts unlimited: writing "unlimited" again costs ~6
+     * kernfs writes on every sandbox start for nothing. */
+    if ((existed || limits->memory_bytes || limits->cpu_millis || limits->pids_max) &&
+        cg->ops->set_limits(cg, limits, err) < 0)
         goto fail;
     *out = cg;
     return 0;
