@@ -45,6 +45,8 @@ enum {
     OPT_USER,
     OPT_TIMEOUT,
     OPT_NET,
+    OPT_PUBLISH,
+    OPT_NET_ALLOW_HOST,
     OPT_USERNS,
     OPT_JSON,
     OPT_HELP,

@@ -98,6 +98,27 @@ static void print_table(const char *json)
     json_decref(arr);
 }
 
+/* After start: where the published ports are, one line each. */
+static void print_published(pe_runtime *rt, const char *name)
+{
+    char *text = NULL;
+    json_t *o, *ports;
+    pe_err err;
+
+    if (pe_runtime_inspect(rt, name, &text, &err) < 0)
+        return;
+    o = json_loads(text, 0, NULL);
+    free(text);
+    ports = json_object_get(json_object_get(o, "network"), "ports");
+    for (size_t i = 0; json_is_array(ports) && i < json_array_size(ports); i++) {
+        json_t *p = json_array_get(ports, i);
+        printf("published 127.0.0.1:%lld -> %s:%lld\n",
+               (long long)json_integer_value(json_object_get(p, "host")), name,
+               (long long)json_integer_value(json_object_get(p, "port")));
+    }
+    json_decref(o);
+}
+
 static int cmd_create(pe_runtime *rt, int argc, char **argv, pe_err *err);
 static int cmd_exec(pe_runtime *rt, int argc, char **argv, pe_err *err, int *code);
 
@@ -125,6 +146,9 @@ static int cmd_create(pe_runtime *rt, int argc, char **argv, pe_err *err)
     int idx = 1, r;
 
     pe_cli_sandbox_init(&s);
+    /* Persistent sandboxes are for work that needs the network (clone,
+     * install, serve); one-shot `run` stays offline unless asked. */
+    s.cfg.net = PE_NET_NAT;
     r = pe_opts_parse(pe_sandbox_opts, argc, argv, &idx, false, on_create, &s, err);
     if (r == 0 && s.cfg.name == NULL)
         r = pe_err_set(err, PE_EINVAL, 0, "create: missing NAME");
@@ -269,9 +293,11 @@ int pe_cmd_runtime(int argc, char **argv)
         r = pe_err_set(&err, PE_EINVAL, 0, "%s: missing NAME", sub);
         goto out;
     }
-    if (strcmp(sub, "start") == 0)
+    if (strcmp(sub, "start") == 0) {
         r = pe_runtime_start(&rt, a.name, &err);
-    else if (strcmp(sub, "stop") == 0)
+        if (r == 0)
+            print_published(&rt, a.name);
+    } else if (strcmp(sub, "stop") == 0)
         r = pe_runtime_stop(&rt, a.name, a.timeout, &err);
     else if (strcmp(sub, "pause") == 0)
         r = pe_runtime_pause(&rt, a.name, &err);

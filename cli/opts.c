@@ -23,7 +23,13 @@ const pe_opt pe_sandbox_opts[] = {
     {"tty", 't', false, OPT_TTY, NULL, "run the command on a terminal"},
     {"user", 'u', true, OPT_USER, "UID[:GID]", "run as this user"},
     {"timeout", 0, true, OPT_TIMEOUT, "S", "kill the command after S seconds (exit 124)"},
-    {"net", 0, true, OPT_NET, "none", "network: none (loopback only)"},
+    {"net", 0, true, OPT_NET, "none|nat",
+     "network: none (loopback only) or nat (own address, egress through the host);\n"
+     "                                 default: nat for `runtime create`, none for `run`"},
+    {"publish", 'p', true, OPT_PUBLISH, "[HOSTPORT:]PORT",
+     "publish tcp PORT on the host (any free HOSTPORT if omitted; nat only)"},
+    {"net-allow-host", 0, false, OPT_NET_ALLOW_HOST, NULL,
+     "let the sandbox open connections to the host (nat only)"},
     {"userns", 0, true, OPT_USERNS, "private|host", "user namespace (default private)"},
     {"help", 'h', false, OPT_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
@@ -177,6 +183,38 @@ static int parse_volume(const char *arg, pe_sandbox_cfg *cfg, pe_err *err)
     return 0;
 }
 
+static int parse_port(const char *s, size_t len, uint16_t *out)
+{
+    unsigned long v = 0;
+
+    if (len == 0 || len > 5)
+        return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (unsigned long)(s[i] - '0');
+    }
+    if (v == 0 || v > 65535)
+        return -1;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+/* -p PORT or -p HOSTPORT:PORT (tcp). */
+static int parse_publish(const char *arg, pe_sandbox_cfg *cfg, pe_err *err)
+{
+    const char *colon = strchr(arg, ':');
+    pe_port p = {0, 0};
+
+    if (colon != NULL ? parse_port(arg, (size_t)(colon - arg), &p.host_port) < 0 ||
+                            parse_port(colon + 1, strlen(colon + 1), &p.port) < 0
+                      : parse_port(arg, strlen(arg), &p.port) < 0)
+        return pe_err_set(err, PE_EINVAL, 0, "publish wants [HOSTPORT:]PORT, 1-65535: %s", arg);
+    cfg->ports = pe_xrealloc(cfg->ports, (cfg->n_ports + 1) * sizeof(pe_port));
+    cfg->ports[cfg->n_ports++] = p;
+    return 0;
+}
+
 static int parse_count(const char *what, const char *arg, int64_t *out, pe_err *err)
 {
     char *end = NULL;
@@ -246,10 +284,17 @@ int pe_cli_sandbox_opt(int id, const char *arg, pe_cli_sandbox *s, pe_err *err)
     case OPT_TIMEOUT:
         return pe_cli_parse_seconds(arg, &s->proc.timeout, err);
     case OPT_NET:
-        if (strcmp(arg, "none") != 0)
-            return pe_err_set(err, PE_EINVAL, 0, "unknown network mode '%s' (supported: none)",
-                              arg);
-        cfg->net = PE_NET_NONE;
+        if (strcmp(arg, "none") == 0)
+            cfg->net = PE_NET_NONE;
+        else if (strcmp(arg, "nat") == 0)
+            cfg->net = PE_NET_NAT;
+        else
+            return pe_err_set(err, PE_EINVAL, 0, "unknown network mode '%s' (none or nat)", arg);
+        return 0;
+    case OPT_PUBLISH:
+        return parse_publish(arg, cfg, err);
+    case OPT_NET_ALLOW_HOST:
+        cfg->net_allow_host = true;
         return 0;
     case OPT_USERNS:
         if (strcmp(arg, "host") == 0)

@@ -23,7 +23,16 @@
 
 enum pe_net_mode {
     PE_NET_NONE = 0, /* own network namespace with loopback only */
+    PE_NET_NAT = 1,  /* + veth to the host bridge, NAT egress (docs/design/network.md) */
 };
+
+/* A published TCP port: connections to host_port on the host's addresses
+ * (127.0.0.1 included) reach port inside the sandbox. host_port 0 in a
+ * config means "choose one when the sandbox starts". */
+typedef struct pe_port {
+    uint16_t host_port;
+    uint16_t port;
+} pe_port;
 
 typedef struct pe_bind {
     char *host; /* absolute host path, must exist */
@@ -44,8 +53,11 @@ typedef struct pe_sandbox_cfg {
     char *hostname; /* default: the name, or "sandbox" */
     char *workdir;  /* default "/" (or the user's home for exec) */
     uint32_t uid, gid;
-    bool userns; /* default true: sandbox root is an unprivileged host id */
-    int net;     /* enum pe_net_mode */
+    bool userns;    /* default true: sandbox root is an unprivileged host id */
+    int net;        /* enum pe_net_mode; default PE_NET_NONE */
+    pe_port *ports; /* published ports (PE_NET_NAT only) */
+    size_t n_ports;
+    bool net_allow_host; /* PE_NET_NAT: may open connections to the host */
 } pe_sandbox_cfg;
 
 /* Options of one process started in a sandbox (run or exec). */

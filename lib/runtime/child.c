@@ -23,6 +23,8 @@
 #include <linux/mount.h>
 #include <linux/openat2.h>
 #include <net/if.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -432,6 +434,54 @@ static void loopback_up(void)
     close(s);
 }
 
+static void set_inet(struct sockaddr *sa, uint32_t addr_be)
+{
+    struct sockaddr_in sin;
+
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = addr_be;
+    memcpy(sa, &sin, sizeof(sin));
+}
+
+/* --net nat: the runtime created our end of the veth as eth0 in this
+ * namespace (down, no address); configure it as root of the namespace's
+ * owning user namespace. ioctls: no allocation, no netlink parsing here. */
+static void eth0_up(const struct pe_child_ctx *ctx)
+{
+    struct ifreq ifr;
+    struct rtentry rt;
+    uint32_t mask = ctx->net_prefix ? htonl(~0u << (32 - ctx->net_prefix)) : 0;
+    int s;
+
+    if (ctx->net_addr == 0)
+        return;
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        DIE_SYS("socket");
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "eth0", 5);
+    set_inet(&ifr.ifr_addr, ctx->net_addr);
+    if (ioctl(s, SIOCSIFADDR, &ifr) < 0)
+        DIE_SYS("set eth0 address");
+    set_inet(&ifr.ifr_netmask, mask);
+    if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0)
+        DIE_SYS("set eth0 netmask");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+        DIE_SYS("get eth0 flags");
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+        DIE_SYS("bring eth0 up");
+    memset(&rt, 0, sizeof(rt));
+    set_inet(&rt.rt_dst, 0);
+    set_inet(&rt.rt_genmask, 0);
+    set_inet(&rt.rt_gateway, ctx->net_gateway);
+    rt.rt_flags = RTF_UP | RTF_GATEWAY;
+    if (ioctl(s, SIOCADDRT, &rt) < 0)
+        DIE_SYS("add default route");
+    close(s);
+}
+
 static void enter_root(int merged)
 {
     if (fchdir(merged) < 0)
@@ -550,6 +600,7 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
     if (ctx->hostname && sethostname(ctx->hostname, strlen(ctx->hostname)) < 0)
         DIE_SYS("set hostname");
     loopback_up();
+    eth0_up(ctx);
     enter_root(merged);
     chdir_workdir(ctx->workdir);
 

@@ -18,6 +18,8 @@ struct pe_child_ctx {
     bool tty;
     bool has_disk; /* upper/ and work/ arrive as a mount (persistent) */
     const char *hostname;
+    uint32_t net_addr, net_gateway; /* network order; 0: no eth0 (--net none) */
+    int net_prefix;
     const char *workdir;
     int64_t disk_bytes; /* tmpfs upper size, 0 = default */
     size_t n_binds;

@@ -35,6 +35,7 @@ void pe_sandbox_cfg_clear(pe_sandbox_cfg *cfg)
         free(cfg->binds[i].dest);
     }
     free(cfg->binds);
+    free(cfg->ports);
     pe_sandbox_cfg_init(cfg);
 }
 
@@ -57,6 +58,30 @@ static char **json_to_strv(json_t *a)
             v[k++] = pe_xstrdup(s);
     }
     return v;
+}
+
+static json_t *ports_to_json(const pe_sandbox_cfg *cfg)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < cfg->n_ports; i++)
+        json_array_append_new(a, json_pack("{s:i, s:i}", "host", cfg->ports[i].host_port, "port",
+                                           cfg->ports[i].port));
+    return a;
+}
+
+/* Ports out of range read as 0 and are rejected when the sandbox starts. */
+static void ports_from_json(json_t *a, pe_sandbox_cfg *cfg)
+{
+    size_t n = json_is_array(a) ? json_array_size(a) : 0;
+
+    cfg->ports = pe_xcalloc(n + 1, sizeof(pe_port));
+    for (size_t i = 0; i < n; i++) {
+        json_int_t h = json_integer_value(json_object_get(json_array_get(a, i), "host"));
+        json_int_t p = json_integer_value(json_object_get(json_array_get(a, i), "port"));
+        cfg->ports[i].host_port = (uint16_t)(h > 0 && h < 65536 ? h : 0);
+        cfg->ports[i].port = (uint16_t)(p > 0 && p < 65536 ? p : 0);
+    }
+    cfg->n_ports = n;
 }
 
 json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg)
@@ -83,8 +108,15 @@ json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg)
     json_object_set_new(o, "uid", json_integer(cfg->uid));
     json_object_set_new(o, "gid", json_integer(cfg->gid));
     json_object_set_new(o, "userns", json_boolean(cfg->userns));
-    json_object_set_new(o, "net", json_string("none"));
+    json_object_set_new(o, "net", json_string(cfg->net == PE_NET_NAT ? "nat" : "none"));
+    json_object_set_new(o, "publish", ports_to_json(cfg));
+    json_object_set_new(o, "netAllowHost", json_boolean(cfg->net_allow_host));
     return o;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+    return a != NULL && strcmp(a, b) == 0;
 }
 
 static char *dup_opt(json_t *o, const char *key)
@@ -113,6 +145,11 @@ int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err)
     cfg->uid = (uint32_t)json_integer_value(json_object_get(o, "uid"));
     cfg->gid = (uint32_t)json_integer_value(json_object_get(o, "gid"));
     cfg->userns = !json_is_false(json_object_get(o, "userns"));
+    /* Missing (state from before networking): none, what it ran with. */
+    cfg->net =
+        str_eq(json_string_value(json_object_get(o, "net")), "nat") ? PE_NET_NAT : PE_NET_NONE;
+    cfg->net_allow_host = json_is_true(json_object_get(o, "netAllowHost"));
+    ports_from_json(json_object_get(o, "publish"), cfg);
     binds = json_object_get(o, "volumes");
     cfg->n_binds = json_is_array(binds) ? json_array_size(binds) : 0;
     cfg->binds = pe_xcalloc(cfg->n_binds + 1, sizeof(pe_bind));

@@ -8,6 +8,7 @@
 
 #include "pocketenv/runtime.h"
 #include "runtime/cgroup.h"
+#include "runtime/net.h"
 #include "runtime/sync.h"
 
 #define PE_DEFAULT_IMAGE "debian"
@@ -32,9 +33,10 @@ typedef struct pe_spawn_req {
     char *const *envp;    /* complete environment for init and command */
     const char *workdir;  /* one-shot: cwd of the command */
     bool tty;
-    long uid, gid; /* -1: stay sandbox root */
-    int stdio[3];  /* fds for 0,1,2 of init; -1 = inherit */
-    int init_fd;   /* sealed memfd of pocketenv-init */
+    long uid, gid;           /* -1: stay sandbox root */
+    int stdio[3];            /* fds for 0,1,2 of init; -1 = inherit */
+    int init_fd;             /* sealed memfd of pocketenv-init */
+    const pe_net_lease *net; /* --net nat: attached between clone and GO */
 } pe_spawn_req;
 
 typedef struct pe_spawn_res {
@@ -107,6 +109,7 @@ typedef struct pe_state {
     pid_t pid;        /* init's host pid while running */
     uint64_t start_time;
     int64_t created, started;
+    pe_net_lease net; /* while running with --net nat */
     pe_sandbox_cfg cfg;
 } pe_state;
 

@@ -6,6 +6,7 @@
  *   run/<key>/             one-shot runs in progress: lock (held by the
  *                          running command), idbase
  *   idmap/<slot>           claimed user id ranges (idmap.c)
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c).
  *
  * Lifecycle of a persistent sandbox (state persisted before the call
  * returns): created -> running <-> paused, running/paused -> stopped ->
@@ -136,6 +137,23 @@ static int validate_path(const char *what, const char *p, pe_err *err)
     return 0;
 }
 
+static int validate_net(const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    if (cfg->net != PE_NET_NONE && cfg->net != PE_NET_NAT)
+        return pe_err_set(err, PE_EINVAL, 0, "unknown network mode %d", cfg->net);
+    if (cfg->net != PE_NET_NAT && (cfg->n_ports > 0 || cfg->net_allow_host))
+        return pe_err_set(err, PE_EINVAL, 0, "--publish and --net-allow-host need --net nat");
+    if (cfg->n_ports > PE_NET_MAX_PORTS)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d published ports", PE_NET_MAX_PORTS);
+    for (size_t i = 0; i < cfg->n_ports; i++)
+        if (cfg->ports[i].port == 0)
+            return pe_err_set(err, PE_EINVAL, 0, "published port %zu: port 0", i);
+    /* resolv.conf and hosts take two mount slots. */
+    if (cfg->net == PE_NET_NAT && cfg->n_binds > PE_MAX_BINDS - 2)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes with --net nat", PE_MAX_BINDS - 2);
+    return 0;
+}
+
 static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
 {
     if (cfg->n_binds > PE_MAX_BINDS)
@@ -161,7 +179,7 @@ static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
         return pe_err_set(err, PE_EINVAL, 0, "limits must not be negative");
     if (cfg->memory_bytes > 0 && cfg->memory_bytes < 4 * 1024 * 1024)
         return pe_err_set(err, PE_EINVAL, 0, "memory limit must be at least 4m");
-    return 0;
+    return validate_net(cfg, err);
 }
 
 /* Environment of a process: defaults, the sandbox's, then the process's;
@@ -242,6 +260,51 @@ static char **init_argv(bool persist, bool tty, long uid, long gid, char *const 
     return v;
 }
 
+/* ---- networking ---- */
+
+/* --net nat: lease an address (and host ports) for sandbox `key`, and
+ * write resolv.conf and hosts into dir, bound read-only over the image's.
+ * *out is cfg with those two binds appended; free it with net_cfg_free. */
+static int net_prepare(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *dir, const char *key,
+                       pe_net_lease *l, pe_sandbox_cfg *out, pe_err *err)
+{
+    static const char *const files[] = {"resolv.conf", "hosts"};
+    size_t n = cfg->n_binds;
+
+    *out = *cfg;
+    memset(l, 0, sizeof(*l));
+    if (cfg->net != PE_NET_NAT)
+        return 0;
+    if (pe__net_acquire(cfg, rt->data_dir, key, l, err) < 0)
+        return -1;
+    if (pe__net_write_etc(dir, cfg->hostname ? cfg->hostname : "sandbox", l, err) < 0) {
+        pe__net_release(l);
+        return -1;
+    }
+    out->binds = pe_xcalloc(n + 2, sizeof(pe_bind));
+    if (n > 0)
+        memcpy(out->binds, cfg->binds, n * sizeof(pe_bind));
+    for (size_t i = 0; i < 2; i++) {
+        out->binds[n + i].host = pe_xasprintf("%s/%s", dir, files[i]);
+        out->binds[n + i].dest = pe_xasprintf("/etc/%s", files[i]);
+        out->binds[n + i].ro = true;
+    }
+    out->n_binds = n + 2;
+    return 0;
+}
+
+static void net_cfg_free(const pe_sandbox_cfg *cfg, pe_sandbox_cfg *out)
+{
+    if (out->binds == cfg->binds)
+        return;
+    for (size_t i = cfg->n_binds; i < out->n_binds; i++) {
+        free(out->binds[i].host);
+        free(out->binds[i].dest);
+    }
+    free(out->binds);
+    out->binds = cfg->binds;
+}
+
 /* ---- one-shot ---- */
 
 /* Create run/<key> already locked: it is made as .new-<key>, locked, then
@@ -270,7 +333,8 @@ static int claim_run_dir(const char *data_dir, const char *key, const char *dir,
 int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_opts *proc,
                    pe_proc_result *res, pe_err *err)
 {
-    pe_sandbox_cfg cfg = *cfg_in;
+    pe_sandbox_cfg cfg = *cfg_in, ncfg = *cfg_in;
+    pe_net_lease lease = {0};
     char key[32] = "run-";
     cleanup_free char *dir = NULL;
     cleanup_free char *rootfs = NULL;
@@ -314,12 +378,15 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
+    if (net_prepare(rt, &cfg, dir, key + 4, &lease, &ncfg, err) < 0)
+        goto out;
     envp = build_env(&cfg, proc->env, proc->tty, proc->has_user ? proc->uid : 0);
     argv = init_argv(false, proc->tty, uid, gid, proc->argv);
 
     memset(&req, 0, sizeof(req));
-    req.cfg = &cfg;
+    req.cfg = &ncfg;
     req.rootfs = rootfs;
+    req.net = lease.addr ? &lease : NULL;
     req.id_base = base;
     req.cg = cg;
     req.argv = argv;
@@ -342,6 +409,8 @@ out:
             pe_log_warn("%s", e2.msg);
         pe_cgroup_free(cg);
     }
+    pe__net_release(&lease);
+    net_cfg_free(&cfg, &ncfg);
     if (base)
         pe__idmap_release(rt->data_dir, base);
     pe_fs_rm_rf(dir, NULL);
@@ -401,6 +470,7 @@ static void reconcile(pe_state *st)
 {
     if (is_up(st) && !pe__state_alive(st)) {
         pe_cgroup_destroy_key(st->id, NULL);
+        pe__net_release(&st->net);
         set_status(st, "stopped");
         st->pid = 0;
         st->start_time = 0;
@@ -496,6 +566,8 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     pe_cgroup_limits lim;
     pe_spawn_req req;
     pe_spawn_res sp;
+    pe_sandbox_cfg ncfg;
+    pe_net_lease lease;
     char **envp = NULL, **argv = NULL;
     int init_fd, ret = -1;
 
@@ -509,12 +581,18 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
     limits_of(&st->cfg, &lim);
-    if (pe_cgroup_create(st->id, &lim, &cg, err) < 0)
+    if (net_prepare(rt, &st->cfg, dir, st->id, &lease, &ncfg, err) < 0)
         return -1;
+    if (pe_cgroup_create(st->id, &lim, &cg, err) < 0) {
+        pe__net_release(&lease);
+        net_cfg_free(&st->cfg, &ncfg);
+        return -1;
+    }
     envp = build_env(&st->cfg, NULL, false, st->cfg.uid);
     argv = init_argv(true, false, -1, -1, NULL);
     memset(&req, 0, sizeof(req));
-    req.cfg = &st->cfg;
+    req.cfg = &ncfg;
+    req.net = lease.addr ? &lease : NULL;
     req.rootfs = st->rootfs;
     req.disk_dir = disk;
     req.id_base = st->id_base;
@@ -528,9 +606,11 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     req.init_fd = init_fd;
     if (pe__spawn_sandbox(&req, &sp, err) < 0) {
         pe_cgroup_destroy(cg, NULL);
+        pe__net_release(&lease);
         goto out;
     }
     close(sp.pidfd);
+    st->net = lease;
     set_status(st, "running");
     st->pid = sp.pid;
     st->start_time = sp.start_time;
@@ -539,6 +619,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     st->error = NULL;
     ret = pe__state_save(dir, st, err);
 out:
+    net_cfg_free(&st->cfg, &ncfg);
     pe_cgroup_free(cg);
     free_strv(envp);
     free_strv(argv);
@@ -600,6 +681,8 @@ static int stop_locked(pe_state *st, double timeout, pe_err *err)
         }
         pe_cgroup_free(cg);
     }
+    /* The veth dies with the namespace; only our claims go now. */
+    pe__net_release(&st->net);
     set_status(st, "stopped");
     st->pid = 0;
     st->start_time = 0;
@@ -911,5 +994,6 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err)
 {
     gc_run_dirs(rt);
     gc_removed(rt);
+    pe__net_gc();
     return pe_image_gc(rt->data_dir, err);
 }

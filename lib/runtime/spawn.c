@@ -16,6 +16,7 @@
  * Processes are addressed by pidfd only, so a recycled pid is never
  * signalled. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <linux/mount.h>
 #include <linux/sched.h>
@@ -366,6 +367,11 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.tty = req->tty;
     ctx.has_disk = req->disk_dir != NULL;
     ctx.hostname = cfg->hostname;
+    if (req->net != NULL) {
+        ctx.net_addr = htonl(req->net->addr);
+        ctx.net_gateway = htonl(req->net->gateway);
+        ctx.net_prefix = req->net->prefix;
+    }
     ctx.workdir = req->workdir;
     ctx.disk_bytes = req->disk_dir ? 0 : cfg->disk_bytes;
     ctx.n_binds = cfg->n_binds;
@@ -417,6 +423,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         goto kill;
     }
     if (req->cg != NULL && pe_cgroup_attach(req->cg, (pid_t)pid, err) < 0)
+        goto kill;
+    if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
         goto kill;
     if (send_go(sp[0], fds, nfds) < 0) {
         pe_err_sys(err, "start sandbox");

@@ -43,6 +43,7 @@ json_t *pe__state_to_json(const pe_state *st)
     json_object_set_new(o, "started", json_integer(st->started));
     json_object_set_new(o, "error", st->error ? json_string(st->error) : json_null());
     json_object_set_new(o, "config", pe__cfg_to_json(&st->cfg));
+    json_object_set_new(o, "network", st->net.addr ? pe__net_lease_to_json(&st->net) : json_null());
     return o;
 }
 
@@ -76,6 +77,7 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     st->start_time = (uint64_t)json_integer_value(json_object_get(o, "startTime"));
     st->created = json_integer_value(json_object_get(o, "created"));
     st->started = json_integer_value(json_object_get(o, "started"));
+    pe__net_lease_from_json(json_object_get(o, "network"), &st->net);
     r = pe__cfg_from_json(json_object_get(o, "config"), &st->cfg, err);
     json_decref(o);
     if (r < 0 || st->id == NULL || st->status == NULL) {

@@ -1,0 +1,157 @@
+/* Our nftables table, through libnftables (no `nft` process).
+ *
+ * Everything Pocketenv adds to the host firewall lives in one table,
+ * `table inet pocketenv`; nothing else is ever read or changed. Chains run
+ * one priority step before the standard ones so our verdicts come first:
+ *
+ *   input        replies to the host's own connections pass; the pool may
+ *                reach the host only from @allow_host; all else from the
+ *                bridge is dropped (the host's services, the daemon's API)
+ *   forward      nothing is routed bridge -> bridge (sandbox to sandbox,
+ *                also via a published port); into the bridge only replies
+ *                and published-port (DNAT) traffic
+ *   prerouting,  tcp to a local address and a port in @ports is DNATed to
+ *   output       the sandbox (output: connections from the host itself,
+ *                127.0.0.1 included)
+ *   postrouting  pool -> elsewhere is masqueraded (egress NAT); DNATed
+ *                connections from 127.0.0.0/8 are masqueraded to the
+ *                gateway so the sandbox can answer them
+ *
+ * Per-sandbox state is only set/map elements: adding and removing a
+ * sandbox never rewrites rules, and the leak check is "no element names
+ * its address". The rules are rewritten (flush + add, atomically with the
+ * sandbox's elements) at every attach, so a table damaged by hand heals. */
+#include <errno.h>
+#include <nftables/libnftables.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "runtime/net.h"
+
+#define T "inet pocketenv"
+
+static const char *const chains[] = {
+    "input { type filter hook input priority -1; policy accept; }",
+    "forward { type filter hook forward priority -1; policy accept; }",
+    "prerouting { type nat hook prerouting priority -101; policy accept; }",
+    "output { type nat hook output priority -101; policy accept; }",
+    "postrouting { type nat hook postrouting priority 99; policy accept; }",
+};
+
+/* Rules; $BR and $POOL are defined at the top of the script. */
+static const char *const rules[] = {
+    "input iifname $BR ct state established,related accept",
+    "input iifname $BR ip saddr @allow_host accept",
+    "input iifname $BR drop",
+    "forward iifname $BR oifname $BR drop",
+    "forward oifname $BR ct state established,related accept",
+    "forward oifname $BR ct status dnat accept",
+    "forward oifname $BR drop",
+    "prerouting fib daddr type local dnat ip to tcp dport map @ports",
+    "output fib daddr type local dnat ip to tcp dport map @ports",
+    "postrouting oifname $BR ct status dnat ip saddr 127.0.0.0/8 masquerade",
+    "postrouting ip saddr $POOL oifname != $BR masquerade",
+};
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+} buf;
+
+__attribute__((format(printf, 2, 3))) static void bprintf(buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (b->p && (size_t)n < b->cap - b->len)
+            break;
+        b->cap = b->cap * 2 + (size_t)n + 256;
+        b->p = pe_xrealloc(b->p, b->cap);
+    }
+    b->len += (size_t)n;
+}
+
+/* Run an nft script; on failure err gets libnftables' message. */
+static int nft_run(const char *script, pe_err *err)
+{
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    int r;
+
+    if (ctx == NULL)
+        return pe_err_set(err, PE_ESYS, ENOMEM, "nftables context");
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    r = nft_run_cmd_from_buffer(ctx, script);
+    if (r != 0) {
+        const char *msg = nft_ctx_get_error_buffer(ctx);
+        char line[256];
+        size_t n = msg ? strcspn(msg, "\n") : 0;
+
+        snprintf(line, sizeof(line), "%.*s", (int)(n < 200 ? n : 200), msg ? msg : "");
+        pe_err_set(err, PE_ESYS, 0, "nftables: %s", line[0] ? line : "failed");
+    }
+    nft_ctx_free(ctx);
+    return r != 0 ? -1 : 0;
+}
+
+static void put_elements(buf *b, const char *verb, const pe_net_lease *l)
+{
+    char a[16];
+
+    pe__net_ntoa(l->addr, a);
+    if (l->allow_host)
+        bprintf(b, "%s element " T " allow_host { %s }\n", verb, a);
+    for (size_t i = 0; i < l->n_ports; i++)
+        bprintf(b, "%s element " T " ports { %u : %s . %u }\n", verb, l->ports[i].host_port, a,
+                l->ports[i].port);
+}
+
+int pe__nft_attach(const pe_net_lease *l, const char *pool, pe_err *err)
+{
+    buf b = {NULL, 0, 0};
+    int r;
+
+    bprintf(&b, "define BR = \"%s\"\ndefine POOL = %s\n", PE_NET_BRIDGE, pool);
+    bprintf(&b, "add table " T "\n");
+    bprintf(&b, "add set " T " allow_host { type ipv4_addr; }\n");
+    bprintf(&b, "add map " T " ports { type inet_service : ipv4_addr . inet_service; }\n");
+    for (size_t i = 0; i < PE_ARRAY_LEN(chains); i++)
+        bprintf(&b, "add chain " T " %s\n", chains[i]);
+    for (size_t i = 0; i < PE_ARRAY_LEN(chains); i++)
+        bprintf(&b, "flush chain " T " %.*s\n", (int)strcspn(chains[i], " "), chains[i]);
+    for (size_t i = 0; i < PE_ARRAY_LEN(rules); i++)
+        bprintf(&b, "add rule " T " %s\n", rules[i]);
+    put_elements(&b, "add", l);
+    r = nft_run(b.p, err);
+    free(b.p);
+    return r < 0 ? pe_err_prefix(err, "set up table " T) : 0;
+}
+
+void pe__nft_detach(const pe_net_lease *l)
+{
+    buf b = {NULL, 0, 0};
+    pe_err err;
+
+    if (!l->allow_host && l->n_ports == 0)
+        return;
+    put_elements(&b, "delete", l);
+    if (nft_run(b.p, &err) < 0)
+        pe_log_warn("remove sandbox from table " T ": %s", err.msg);
+    free(b.p);
+}
+
+void pe__nft_drop_table(void)
+{
+    pe_err err;
+
+    /* `destroy` (no error if absent) needs nftables >= 1.0.8; add first. */
+    if (nft_run("add table " T "\ndelete table " T "\n", &err) < 0)
+        pe_log_warn("delete table " T ": %s", err.msg);
+}
