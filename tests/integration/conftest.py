@@ -5,10 +5,13 @@ ranges are its own) and uses a tiny busybox image built once per session
 with our own `pocketenv image build busybox`, plus our static test helpers
 copied into it. After every test the harness removes what the test left
 and then checks that nothing leaked: no sandbox processes, no cgroups of
-ours, no mounts that mention the data directory, no one-shot state.
+ours, no mounts that mention the data directory, no one-shot state, and
+no network leftovers: no lease of the data directory, no pe-* veth and no
+element of our nft table that no lease accounts for.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -22,6 +25,7 @@ BIN = os.path.join(BUILD, "pocketenv")
 HELPERS = ["pe-try-syscall", "pe-escape-probe"]
 CGROUP_ROOT = "/sys/fs/cgroup"
 ID_FIRST = 0x10000000
+NET_STATE = "/run/pocketenv/net"
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -112,6 +116,66 @@ def sandbox_processes():
     return pids
 
 
+def net_leases(data=None):
+    """Network leases (all data directories, or one)."""
+    out = []
+    try:
+        names = os.listdir(NET_STATE)
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if not n.startswith("ip-"):
+            continue
+        try:
+            with open(os.path.join(NET_STATE, n)) as f:
+                o = json.load(f)
+        except (FileNotFoundError, ValueError):
+            continue
+        if data is None or o.get("data") == data:
+            out.append(o)
+    return out
+
+
+def port_claims():
+    try:
+        return [n for n in os.listdir(NET_STATE) if n.startswith("port-")]
+    except FileNotFoundError:
+        return []
+
+
+def our_veths():
+    """Host-side veths the runtime makes: pe-<12 hex>."""
+    names = os.listdir("/sys/class/net")
+    return [n for n in names if re.fullmatch(r"pe-[0-9a-f]{12}", n)]
+
+
+def nft_elements():
+    """(set name, element text) of our table, [] if it does not exist."""
+    p = subprocess.run(["nft", "-j", "list", "table", "inet", "pocketenv"],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        return []
+    out = []
+    for item in json.loads(p.stdout)["nftables"]:
+        for kind in ("set", "map"):
+            if kind in item:
+                for e in item[kind].get("elem", []):
+                    out.append((item[kind]["name"], json.dumps(e)))
+    return out
+
+
+def unaccounted_network():
+    """Veths, nft elements and port claims that no live lease explains."""
+    leases = [o["lease"] for o in net_leases()]
+    veths = {l["veth"] for l in leases}
+    addrs = {l["address"] for l in leases}
+    ports = {f"port-{p['host']}" for l in leases for p in l["ports"]}
+    bad = [v for v in our_veths() if v not in veths]
+    bad += [e for e in nft_elements() if not any(f'"{a}"' in e[1] for a in addrs)]
+    bad += [c for c in port_claims() if c not in ports]
+    return bad
+
+
 def mounts_mentioning(path):
     with open("/proc/self/mountinfo") as f:
         return [l for l in f if path in l]
@@ -148,6 +212,12 @@ def pe(tmp_path, image_dir):
     wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
              "sandbox processes to exit")
     p.run("runtime", "gc")
+    # A stopped sandbox's veth goes when the kernel finishes destroying its
+    # network namespace, asynchronously: gc again until everything is gone.
+    def net_clean():
+        p.run("runtime", "gc")
+        return not net_leases(data) and not unaccounted_network()
+    wait_for(net_clean, 10, "network leases, veths and nft elements to go")
     assert set(our_cgroups()) - before_cgroups == set()
     assert mounts_mentioning(data) == []
     run_dir = os.path.join(data, "run")
