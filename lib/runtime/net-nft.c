@@ -19,11 +19,12 @@
  *
  * Per-sandbox state is only set/map elements: adding and removing a
  * sandbox never rewrites rules, and the leak check is "no element names
- * its address". The rules are rewritten (flush + add, atomically with the
- * sandbox's elements) at every attach, so a table damaged by hand heals. */
+ * its address". The table is created whole, in one transaction, by the
+ * first attach that does not find it. */
 #include <errno.h>
 #include <nftables/libnftables.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -113,23 +114,50 @@ static void put_elements(buf *b, const char *verb, const pe_net_lease *l)
                 l->ports[i].port);
 }
 
+/* The table and its sets; `add` is a no-op for what exists. */
+static void put_sets(buf *b)
+{
+    bprintf(b, "add table " T "\n");
+    bprintf(b, "add set " T " allow_host { type ipv4_addr; }\n");
+    bprintf(b, "add map " T " ports { type inet_service : ipv4_addr . inet_service; }\n");
+}
+
+/* Deleting anything (a flushed rule, an element) makes closing the
+ * nftables socket wait for an RCU grace period (7-15 ms here: the kernel
+ * flushes its transaction destroy work on NETLINK_URELEASE). So a start
+ * only ever adds: the table is made whole once, and a start that finds it
+ * (its last chain, made in the same transaction) leaves it alone. */
+static bool table_exists(void)
+{
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    int r;
+
+    if (ctx == NULL)
+        return false;
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    r = nft_run_cmd_from_buffer(ctx, "list chain " T " postrouting\n");
+    nft_ctx_free(ctx);
+    return r == 0;
+}
+
 int pe__nft_attach(const pe_net_lease *l, const char *pool, pe_err *err)
 {
     buf b = {NULL, 0, 0};
-    int r;
+    bool exists = table_exists();
+    int r = 0;
 
-    bprintf(&b, "define BR = \"%s\"\ndefine POOL = %s\n", PE_NET_BRIDGE, pool);
-    bprintf(&b, "add table " T "\n");
-    bprintf(&b, "add set " T " allow_host { type ipv4_addr; }\n");
-    bprintf(&b, "add map " T " ports { type inet_service : ipv4_addr . inet_service; }\n");
-    for (size_t i = 0; i < PE_ARRAY_LEN(chains); i++)
-        bprintf(&b, "add chain " T " %s\n", chains[i]);
-    for (size_t i = 0; i < PE_ARRAY_LEN(chains); i++)
-        bprintf(&b, "flush chain " T " %.*s\n", (int)strcspn(chains[i], " "), chains[i]);
-    for (size_t i = 0; i < PE_ARRAY_LEN(rules); i++)
-        bprintf(&b, "add rule " T " %s\n", rules[i]);
+    if (!exists) {
+        bprintf(&b, "define BR = \"%s\"\ndefine POOL = %s\n", PE_NET_BRIDGE, pool);
+        put_sets(&b);
+        for (size_t i = 0; i < PE_ARRAY_LEN(chains); i++)
+            bprintf(&b, "add chain " T " %s\n", chains[i]);
+        for (size_t i = 0; i < PE_ARRAY_LEN(rules); i++)
+            bprintf(&b, "add rule " T " %s\n", rules[i]);
+    }
     put_elements(&b, "add", l);
-    r = nft_run(b.p, err);
+    if (b.p != NULL)
+        r = nft_run(b.p, err);
     free(b.p);
     return r < 0 ? pe_err_prefix(err, "set up table " T) : 0;
 }
@@ -141,6 +169,12 @@ void pe__nft_detach(const pe_net_lease *l)
 
     if (!l->allow_host && l->n_ports == 0)
         return;
+    /* Add first, so the delete cannot fail on an element that never made
+     * it in (a start that failed before attach): nftables 1.0.6 has no
+     * `destroy`. The claim files say these keys are ours, so the add never
+     * collides with another sandbox's element. */
+    put_sets(&b);
+    put_elements(&b, "add", l);
     put_elements(&b, "delete", l);
     if (nft_run(b.p, &err) < 0)
         pe_log_warn("remove sandbox from table " T ": %s", err.msg);

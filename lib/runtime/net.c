@@ -329,6 +329,41 @@ static int net_lock(void)
     return pe__lock_file(path, LOCK_EX, NULL);
 }
 
+/* In a detached grandchild (fork twice, the middle one reaped now), run
+ * work that waits on RCU. Returns true in the grandchild, whose stdio is
+ * /dev/null and which holds no other fd: a caller's pipe must not stay
+ * open (a test reading our output would wait for the reaper). */
+static bool detached_child(void)
+{
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        if (fork() != 0)
+            _exit(0);
+        int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+        for (int i = 0; fd >= 0 && i < 3; i++)
+            dup2(fd, i);
+        close_range(3, ~0u, 0);
+        return true;
+    }
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+    return false;
+}
+
+/* Deleting the table unregisters its hooks: two RCU grace periods that
+ * no stop or run should wait for. A detached grandchild takes the lock,
+ * checks again that no lease appeared meanwhile, and drops it. */
+static void drop_table_later(void)
+{
+    if (detached_child()) {
+        int lock = net_lock();
+        if (lock >= 0 && !any_lease_left())
+            pe__nft_drop_table();
+        _exit(0);
+    }
+}
+
 void pe__net_release(pe_net_lease *l)
 {
     cleanup_free char *path = NULL;
@@ -346,7 +381,7 @@ void pe__net_release(pe_net_lease *l)
             unlink_port_if_ours(l->ports[i].host_port, l->veth);
         unlink(path);
         if (!any_lease_left())
-            pe__nft_drop_table();
+            drop_table_later();
     } else {
         /* Ports claimed before the lease recorded them (a failed acquire). */
         for (size_t i = 0; i < l->n_ports; i++)
@@ -420,20 +455,11 @@ static bool owner_alive(json_t *o, const char *veth)
  * waits for RCU (tens of ms) and no command should wait for that. */
 static void reap_links(char (*names)[PE_NET_IFNAME_MAX], int n)
 {
-    pid_t pid;
-
-    if (n == 0)
-        return;
-    pid = fork();
-    if (pid == 0) {
-        if (fork() == 0) {
-            for (int i = 0; i < n; i++)
-                pe__nl_link_del(names[i]);
-        }
+    if (n > 0 && detached_child()) {
+        for (int i = 0; i < n; i++)
+            pe__nl_link_del(names[i]);
         _exit(0);
     }
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
 }
 
 static bool is_our_veth(const char *name)

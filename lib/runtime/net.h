@@ -61,8 +61,7 @@ const char *pe__net_ntoa(uint32_t addr, char *buf);
 
 /* ---- net-nft.c: the `table inet pocketenv` ---- */
 
-/* Create or refresh the table (chains and rules; sets keep their
- * elements) and add the lease's elements, in one transaction. */
+/* Create the table if it is missing, and add the lease's elements. */
 int pe__nft_attach(const pe_net_lease *l, const char *pool, pe_err *err);
 /* Remove the lease's elements (errors ignored: they may be gone). */
 void pe__nft_detach(const pe_net_lease *l);
