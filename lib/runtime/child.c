@@ -520,7 +520,7 @@ static void chdir_workdir(const char *dir)
 
 /* Open a PTY in the sandbox's own devpts, hand the master to the parent
  * and make the peer our stdio. */
-static void setup_tty(bool make_ctty)
+static void setup_tty(bool make_ctty, const struct winsize *ws)
 {
     int master = pe__pty_open_master(), peer;
 
@@ -529,6 +529,10 @@ static void setup_tty(bool make_ctty)
     peer = pe__pty_open_peer(master);
     if (peer < 0)
         die(-peer, "open pty peer");
+    /* The size is set before the command runs, so its first look at the
+     * terminal (stty size, a full-screen program) is already right. */
+    if (ws->ws_row > 0 && ws->ws_col > 0 && ioctl(master, TIOCSWINSZ, ws) < 0)
+        DIE_SYS("set window size");
     if (pe__sync_send(g_sync_fd, PE_SYNC_PTY, 0, 0, NULL, &master, 1) < 0)
         DIE_SYS("send pty");
     close(master);
@@ -605,7 +609,7 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
     chdir_workdir(ctx->workdir);
 
     if (ctx->tty) {
-        setup_tty(false);
+        setup_tty(false, &ctx->winsize);
     } else {
         for (int i = 0; i < 3; i++)
             if (ctx->stdio[i] >= 0 && dup2(ctx->stdio[i], i) < 0)
@@ -640,7 +644,7 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
         DIE_SYS("drop supplementary groups");
     chdir_workdir(ctx->workdir);
     if (ctx->tty)
-        setup_tty(true);
+        setup_tty(true, &ctx->winsize);
     else
         setsid();
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)

@@ -7,6 +7,7 @@
 #include <linux/filter.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/ioctl.h>
 
 /* Order of the fds the parent sends with GO. */
 enum { PE_FD_LOWER = 0, PE_FD_DISK = 1, PE_FD_BINDS = 2 };
@@ -28,6 +29,7 @@ struct pe_child_ctx {
     const struct sock_fprog *seccomp;
     uint64_t caps;
     int stdio[3];
+    struct winsize winsize; /* of the PTY when tty; 0x0: leave unset */
     int init_fd;
     char *const *init_argv;
     char *const *envp;
@@ -40,6 +42,7 @@ struct pe_exec_ctx {
     bool userns;
     bool tty;
     const char *workdir;
+    struct winsize winsize;
     long uid, gid;
     const struct sock_fprog *seccomp;
     uint64_t caps;

@@ -227,6 +227,15 @@ int pe__init_memfd(const char *init_path, pe_err *err)
     return cached;
 }
 
+/* The caller's terminal size, for a PTY the process gets (0x0 if the
+ * caller has no terminal). */
+static void caller_winsize(struct winsize *ws)
+{
+    memset(ws, 0, sizeof(*ws));
+    if (ioctl(STDIN_FILENO, TIOCGWINSZ, ws) < 0 && ioctl(STDOUT_FILENO, TIOCGWINSZ, ws) < 0)
+        memset(ws, 0, sizeof(*ws));
+}
+
 static int write_map(pid_t pid, const char *which, uint32_t base, pe_err *err)
 {
     char path[64], line[64];
@@ -380,6 +389,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.seccomp = prog;
     ctx.caps = pe_caps_default_mask();
     memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
+    if (req->tty)
+        caller_winsize(&ctx.winsize);
     ctx.init_fd = req->init_fd;
     ctx.init_argv = req->argv;
     ctx.envp = req->envp;
@@ -474,6 +485,8 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.target_pidfd = req->target_pidfd;
     ctx.userns = req->userns;
     ctx.tty = req->tty;
+    if (req->tty)
+        caller_winsize(&ctx.winsize);
     ctx.workdir = req->workdir;
     ctx.uid = req->uid;
     ctx.gid = req->gid;
