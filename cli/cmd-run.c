@@ -1,6 +1,7 @@
 /* pocketenv run: one-shot sandbox. Exit code is the command's (128+signal
  * when it was killed, 124 on --timeout); 125 when pocketenv itself fails. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -15,7 +16,7 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         pe_opts_help(pe_sandbox_opts);
         printf("\nExamples:\n  pocketenv run --image busybox -- sh -c 'echo hello'\n"
                "  pocketenv run -t --memory 512m -v $PWD:/work -w /work -- bash\n");
-        return 1;
+        exit(0);
     }
     return pe_cli_sandbox_opt(id, arg, s, err);
 }

@@ -21,8 +21,10 @@
  * sandbox never rewrites rules, and the leak check is "no element names
  * its address". The table is created whole, in one transaction, by the
  * first attach that does not find it. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <nftables/libnftables.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -31,6 +33,54 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "runtime/net.h"
+
+/* libnftables is opened on first use, not linked: it brings in a dozen
+ * libraries whose loading would add ~1 ms to every pocketenv command,
+ * including the many that never touch the firewall. */
+static struct {
+    struct nft_ctx *(*ctx_new)(uint32_t flags);
+    void (*ctx_free)(struct nft_ctx *ctx);
+    int (*buffer_output)(struct nft_ctx *ctx);
+    int (*buffer_error)(struct nft_ctx *ctx);
+    const char *(*get_error_buffer)(struct nft_ctx *ctx);
+    int (*run_cmd_from_buffer)(struct nft_ctx *nft, const char *buf);
+} nftlib;
+static pthread_once_t nftlib_once = PTHREAD_ONCE_INIT;
+static bool nftlib_ok;
+
+static void nftlib_load(void)
+{
+    void *h = dlopen("libnftables.so.1", RTLD_NOW | RTLD_LOCAL);
+
+    if (h == NULL) {
+        pe_log_error("load libnftables: %s", dlerror());
+        return;
+    }
+    *(void **)&nftlib.ctx_new = dlsym(h, "nft_ctx_new");
+    *(void **)&nftlib.ctx_free = dlsym(h, "nft_ctx_free");
+    *(void **)&nftlib.buffer_output = dlsym(h, "nft_ctx_buffer_output");
+    *(void **)&nftlib.buffer_error = dlsym(h, "nft_ctx_buffer_error");
+    *(void **)&nftlib.get_error_buffer = dlsym(h, "nft_ctx_get_error_buffer");
+    *(void **)&nftlib.run_cmd_from_buffer = dlsym(h, "nft_run_cmd_from_buffer");
+    nftlib_ok = nftlib.ctx_new && nftlib.ctx_free && nftlib.buffer_output && nftlib.buffer_error &&
+                nftlib.get_error_buffer && nftlib.run_cmd_from_buffer;
+    if (!nftlib_ok)
+        pe_log_error("libnftables lacks a function pocketenv needs");
+}
+
+/* Every use starts with a context, so loading there covers the rest. */
+static struct nft_ctx *nft_ctx_open(uint32_t flags)
+{
+    pthread_once(&nftlib_once, nftlib_load);
+    return nftlib_ok ? nftlib.ctx_new(flags) : NULL;
+}
+
+#define nft_ctx_new(flags) nft_ctx_open(flags)
+#define nft_ctx_free(ctx) nftlib.ctx_free(ctx)
+#define nft_ctx_buffer_output(ctx) nftlib.buffer_output(ctx)
+#define nft_ctx_buffer_error(ctx) nftlib.buffer_error(ctx)
+#define nft_ctx_get_error_buffer(ctx) nftlib.get_error_buffer(ctx)
+#define nft_run_cmd_from_buffer(ctx, buf) nftlib.run_cmd_from_buffer(ctx, buf)
 
 #define T "inet pocketenv"
 

@@ -117,3 +117,10 @@ def test_crashed_run_leaves_nothing(pe):
     assert any(n.startswith("run-") for n in os.listdir(run_dir))
     pe.run("runtime", "gc", check=True)
     assert os.listdir(run_dir) == []
+
+
+def test_help_is_printed_and_succeeds(pe):
+    for args in (["run", "--help"], ["runtime", "--help"], ["image", "--help"], ["--help"]):
+        p = pe.run(*args)
+        assert p.returncode == 0, (args, p.stderr)
+        assert p.stdout.startswith("usage: pocketenv") and p.stderr == ""
