@@ -25,6 +25,7 @@
 #include <net/if.h>
 #include <net/route.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -548,6 +549,19 @@ static void setup_tty(bool make_ctty, const struct winsize *ws)
         close(peer);
 }
 
+/* A one-shot sandbox dies with the command that runs it. The signal is
+ * armed after the last change of our ids (a change disarms it), and a
+ * parent that died before that shows as a hang-up on the sync socket. */
+static void die_with_parent(int sync_fd)
+{
+    struct pollfd p = {.fd = sync_fd, .events = POLLIN};
+
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
+        DIE_SYS("parent death signal");
+    if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+        _exit(1);
+}
+
 static void become_root_in_userns(void)
 {
     if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
@@ -590,6 +604,8 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
         become_root_in_userns();
     if (setgroups(0, NULL) < 0)
         DIE_SYS("drop supplementary groups");
+    if (!ctx->persist)
+        die_with_parent(ctx->sync_fd);
     if (unshare(CLONE_NEWCGROUP) < 0)
         DIE_SYS("new cgroup namespace");
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -625,8 +641,6 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
         DIE_SYS("close_range");
     if (dup2(sync_fd, 3) < 0)
         DIE_SYS("dup2 sync fd");
-    if (!ctx->persist && prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0)
-        DIE_SYS("parent death signal");
     lock_down(ctx->seccomp, ctx->caps, -1, -1);
     syscall(SYS_execveat, init_fd, "", ctx->init_argv, ctx->envp, AT_EMPTY_PATH);
     DIE_SYS("exec pocketenv-init");

@@ -374,7 +374,11 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
             goto out;
     }
     limits_of(&cfg, &lim);
-    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
+    /* Without limits a one-shot sandbox needs no cgroup of its own: its
+     * processes all die with its pid namespace, and it is accounted to
+     * the caller's cgroup. That saves ~15 kernfs operations per run. */
+    if ((lim.memory_bytes || lim.cpu_millis || lim.pids_max) &&
+        pe_cgroup_create(key, &lim, &cg, err) < 0)
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
