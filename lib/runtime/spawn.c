@@ -50,11 +50,13 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
     struct iovec iov;
     struct msghdr mh;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
         struct cmsghdr align;
     } ctl;
     ssize_t r;
 
+    if (nfds < 0 || nfds > PE_FD_BINDS + PE_MAX_BINDS)
+        return -1;
     memset(&m, 0, sizeof(m));
     m.type = type;
     m.errnum = errnum;
@@ -72,45 +74,7 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
     mh.msg_iovlen = 1;
     if (nfds > 0) {
         struct cmsghdr *c;
-        if (nfds > 4)
-            return -EINVAL;
         memset(&ctl, 0, sizeof(ctl));
-        mh.msg_control = ctl.buf;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    do
-        r = sendmsg(fd, &mh, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r < 0 ? -1 : 0;
-}
-
-/* Send GO with many fds: SCM_RIGHTS in one message, sized for the maximum. */
-static int send_go(int fd, const int *fds, int nfds)
-{
-    pe_sync_msg m;
-    struct iovec iov;
-    struct msghdr mh;
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
-        struct cmsghdr align;
-    } ctl;
-    struct cmsghdr *c;
-    ssize_t r;
-
-    memset(&m, 0, sizeof(m));
-    m.type = PE_SYNC_GO;
-    iov.iov_base = &m;
-    iov.iov_len = sizeof(m);
-    memset(&mh, 0, sizeof(mh));
-    memset(&ctl, 0, sizeof(ctl));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (nfds > 0) {
         mh.msg_control = ctl.buf;
         mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
         c = CMSG_FIRSTHDR(&mh);
@@ -437,7 +401,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         goto kill;
     if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
         goto kill;
-    if (send_go(sp[0], fds, nfds) < 0) {
+    if (pe__sync_send(sp[0], PE_SYNC_GO, 0, 0, NULL, fds, nfds) < 0) {
         pe_err_sys(err, "start sandbox");
         goto kill;
     }
