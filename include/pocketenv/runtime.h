@@ -69,7 +69,20 @@ typedef struct pe_proc_opts {
     bool has_user;
     uint32_t uid, gid;
     double timeout; /* seconds, 0 = none; on expiry the process is killed */
+    bool capture;   /* exec_start: pipes for stdin/stdout/stderr (not with tty) */
 } pe_proc_opts;
+
+/* A process started in a sandbox by pe_runtime_exec_start, for callers
+ * with an event loop of their own (the daemon). */
+typedef struct pe_proc {
+    pid_t pid;        /* our child; it exits with the process's status */
+    int pidfd;        /* of pid: readable once the process has ended */
+    int signal_pidfd; /* of the process itself: where signals go */
+    int stdin_fd;     /* our ends of its pipes when capture, else -1 */
+    int stdout_fd;
+    int stderr_fd;
+    int pty_fd; /* PTY master when tty, else -1 */
+} pe_proc;
 
 /* Result of a process: exit code as a shell reports it (code, or 128+signal),
  * and whether the timeout killed it. */
@@ -103,6 +116,15 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
                     pe_err *err);
+/* Start proc in sandbox `name` and return at once (no terminal relay, no
+ * signal forwarding, no timeout: the caller owns all of that). */
+int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc *out,
+                          pe_err *err);
+/* Wait (blocking) for p to end; *exit_code as a shell reports it. */
+int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err);
+int pe_proc_signal(pe_proc *p, int sig);
+/* Close every fd of p (does not wait or kill). */
+void pe_proc_close(pe_proc *p);
 int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *err);
 int pe_runtime_pause(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err);

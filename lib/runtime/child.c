@@ -657,10 +657,14 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
     if (setgroups(0, NULL) < 0)
         DIE_SYS("drop supplementary groups");
     chdir_workdir(ctx->workdir);
-    if (ctx->tty)
+    if (ctx->tty) {
         setup_tty(true, &ctx->winsize);
-    else
+    } else {
         setsid();
+        for (int i = 0; i < 3; i++)
+            if (ctx->stdio[i] >= 0 && dup2(ctx->stdio[i], i) < 0)
+                DIE_SYS("dup2 stdio");
+    }
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         DIE_SYS("close_range");
     lock_down(ctx->seccomp, ctx->caps, ctx->uid, ctx->gid);
@@ -696,14 +700,16 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
         exec_grandchild(ctx);
     for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++)
         signal(quiet[i], SIG_IGN);
+
     /* The caller gets a pidfd, not just the pid: we reap the process, so a
      * short command could be gone before the caller opened one itself. */
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0)
         DIE_SYS("pidfd_open");
     pe__sync_send(ctx->sync_fd, PE_SYNC_PID, 0, (int)pid, NULL, &pidfd, 1);
-    close(pidfd);
-    close(ctx->sync_fd);
+    /* Hold nothing of the caller's while waiting: its pipes to the process
+     * would never see EOF while a copy stays open here. */
+    syscall(SYS_close_range, 3, ~0U, 0);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
             _exit(126);

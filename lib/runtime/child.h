@@ -43,6 +43,7 @@ struct pe_exec_ctx {
     bool tty;
     const char *workdir;
     struct winsize winsize;
+    int stdio[3]; /* -1: keep the caller's */
     long uid, gid;
     const struct sock_fprog *seccomp;
     uint64_t caps;

@@ -59,6 +59,7 @@ typedef struct pe_exec_req {
     const char *workdir;
     bool tty;
     long uid, gid;
+    int stdio[3]; /* the process's 0,1,2 when not tty; -1 = the caller's */
 } pe_exec_req;
 
 /* Start argv inside a running sandbox. On success res->pid/pidfd is the

@@ -29,6 +29,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -785,14 +786,14 @@ out:
     return ret;
 }
 
-int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
-                    pe_err *err)
+/* Start proc in sandbox name; stdio[i] >= 0 become its 0,1,2. */
+static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                      const int stdio[3], pe_spawn_res *sp, pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_cgroup *cg = NULL;
     pe_state st;
     pe_exec_req req;
-    pe_spawn_res sp;
     char **envp = NULL;
     int lock, pidfd = -1, ret = -1;
 
@@ -825,9 +826,8 @@ int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, 
     req.tty = proc->tty;
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
-    if (pe__spawn_exec(&req, &sp, err) < 0)
-        goto out;
-    ret = pe__wait_process(&sp, proc->timeout, res, err);
+    memcpy(req.stdio, stdio, sizeof(req.stdio));
+    ret = pe__spawn_exec(&req, sp, err);
 out:
     if (ret < 0)
         pe_err_prefix(err, "exec in sandbox %s", name);
@@ -839,6 +839,94 @@ out:
     if (lock >= 0)
         close(lock);
     return ret;
+}
+
+int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
+                    pe_err *err)
+{
+    static const int inherit[3] = {-1, -1, -1};
+    pe_spawn_res sp;
+
+    if (exec_spawn(rt, name, proc, inherit, &sp, err) < 0)
+        return -1;
+    if (pe__wait_process(&sp, proc->timeout, res, err) < 0)
+        return pe_err_prefix(err, "exec in sandbox %s", name);
+    return 0;
+}
+
+static void close_pipes(int pipes[3][2])
+{
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++)
+            if (pipes[i][j] >= 0)
+                close(pipes[i][j]);
+}
+
+int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc *out,
+                          pe_err *err)
+{
+    int pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    int stdio[3] = {-1, -1, -1};
+    bool capture = proc->capture && !proc->tty;
+    pe_spawn_res sp;
+
+    for (int i = 0; capture && i < 3; i++) {
+        if (pipe2(pipes[i], O_CLOEXEC) < 0) {
+            close_pipes(pipes);
+            return pe_err_sys(err, "pipe");
+        }
+        /* The process reads fd 0 and writes 1 and 2. */
+        stdio[i] = pipes[i][i == 0 ? 0 : 1];
+    }
+    if (exec_spawn(rt, name, proc, stdio, &sp, err) < 0) {
+        close_pipes(pipes);
+        return -1;
+    }
+    for (int i = 0; capture && i < 3; i++) {
+        close(stdio[i]);
+        pipes[i][i == 0 ? 0 : 1] = -1;
+    }
+    out->pid = sp.pid;
+    out->pidfd = sp.pidfd;
+    out->signal_pidfd = sp.signal_pidfd;
+    out->pty_fd = sp.pty_master;
+    out->stdin_fd = pipes[0][1];
+    out->stdout_fd = pipes[1][0];
+    out->stderr_fd = pipes[2][0];
+    return 0;
+}
+
+int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err)
+{
+    int status;
+
+    while (waitpid(p->pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return pe_err_sys(err, "wait for process %d", (int)p->pid);
+    if (WIFEXITED(status))
+        *exit_code = WEXITSTATUS(status);
+    else if (WIFSIGNALED(status))
+        *exit_code = 128 + WTERMSIG(status);
+    else
+        *exit_code = 255;
+    return 0;
+}
+
+int pe_proc_signal(pe_proc *p, int sig)
+{
+    int fd = p->signal_pidfd >= 0 ? p->signal_pidfd : p->pidfd;
+    return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
+}
+
+void pe_proc_close(pe_proc *p)
+{
+    int *fds[] = {&p->pidfd,     &p->signal_pidfd, &p->stdin_fd,
+                  &p->stdout_fd, &p->stderr_fd,    &p->pty_fd};
+    for (size_t i = 0; i < PE_ARRAY_LEN(fds); i++) {
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+        *fds[i] = -1;
+    }
 }
 
 /* ---- listing ---- */

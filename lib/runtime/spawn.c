@@ -458,6 +458,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.caps = pe_caps_default_mask();
     ctx.argv = req->argv;
     ctx.envp = req->envp;
+    memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
         return pe_err_sys(err, "socketpair");
     ctx.sync_fd = sp[1];
