@@ -1,0 +1,188 @@
+/* The daemon's store: users, sandboxes and what hangs off a sandbox.
+ *
+ * Two backends behind one interface: embedded SQLite (the default,
+ * "sqlite:PATH" or a plain path) and PostgreSQL ("postgres://..." or
+ * "postgresql://..."). Both apply the same versioned migrations at open.
+ *
+ * Threading: a pe_store is a single connection and is NOT thread-safe.
+ * Use one pe_store per thread (the daemon opens one per worker); handles on
+ * the same database see each other's committed writes.
+ *
+ * Conventions:
+ * - Functions return 0 (or a count) on success and < 0 with err filled on
+ *   failure. An unknown row is PE_ENOENT, a taken unique name PE_EEXIST, a
+ *   rejected value PE_EINVAL, anything else (I/O, connection) PE_ESYS.
+ * - Timestamps are int64 unix milliseconds (UTC); 0 means "not set" for
+ *   optional ones (started_at) and "now" for created_at on insert.
+ * - Strings in structs the store fills are malloc'd and owned by the
+ *   struct (const only so that input structs can point at literals and
+ *   parsed JSON): free them with the matching *_clear function. Structs
+ *   passed as input are only read. NULL string = SQL NULL.
+ * - Error messages never contain values (sealed secrets travel through
+ *   here), only table and constraint names. */
+#ifndef POCKETENV_STORE_H
+#define POCKETENV_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pocketenv/err.h"
+
+typedef struct pe_store pe_store;
+
+/* Open (creating if needed) the store at url and bring its schema to the
+ * latest version. Concurrent opens of one database are safe: migrations
+ * run under the database's write lock (SQLite) or an advisory lock (PG). */
+pe_store *pe_store_open(const char *url, pe_err *err);
+void pe_store_close(pe_store *s);
+
+/* "sqlite" or "postgres". */
+const char *pe_store_backend(const pe_store *s);
+
+/* Latest migration applied to the database, or < 0 on error. */
+int pe_store_schema_version(pe_store *s, pe_err *err);
+
+/* Latest migration this build knows. */
+int pe_store_schema_latest(void);
+
+/* A fresh id: prefix + base62 of 16 random bytes (22 chars), like
+ * upstream's "sbx_..." ids. Caller frees. */
+char *pe_store_new_id(const char *prefix);
+
+/* Current time in unix milliseconds, as stored. */
+int64_t pe_store_now_ms(void);
+
+/* ---- users ---- */
+
+typedef struct pe_store_user {
+    const char *did; /* primary key */
+    const char *handle;
+    const char *display_name;
+    const char *avatar;
+    int64_t created_at;
+    int64_t updated_at;
+    /* Tokens issued (iat, ms) before this are refused: revocation of all
+     * of a user's tokens without keeping a list. 0 = none revoked. */
+    int64_t tokens_valid_after;
+} pe_store_user;
+
+void pe_store_user_clear(pe_store_user *u);
+
+/* Insert the user or update handle, display_name and avatar of an existing
+ * one (created_at and tokens_valid_after are kept). */
+int pe_store_user_upsert(pe_store *s, const pe_store_user *u, pe_err *err);
+int pe_store_user_get(pe_store *s, const char *did, pe_store_user *out, pe_err *err);
+int pe_store_user_revoke_tokens(pe_store *s, const char *did, int64_t before_ms, pe_err *err);
+
+/* ---- sandboxes ---- */
+
+enum pe_store_status {
+    PE_STORE_INITIALIZING = 0,
+    PE_STORE_RUNNING,
+    PE_STORE_STOPPED,
+    PE_STORE_FAILED,
+};
+
+/* "INITIALIZING", ... ; NULL for an out-of-range value. */
+const char *pe_store_status_name(int status);
+/* Status from its name, or -1. */
+int pe_store_status_parse(const char *name);
+
+typedef struct pe_store_sandbox {
+    const char *id;        /* "sbx_...", from pe_store_new_id("sbx_") */
+    const char *owner_did; /* users.did, required */
+    const char *name;      /* unique per owner */
+    const char *display_name;
+    const char *description;
+    const char *base;        /* template / image name */
+    const char *provider;    /* NULL on insert = "local" */
+    const char *provider_id; /* the provider's instance id */
+    int status;              /* enum pe_store_status */
+    const char *status_reason;
+    const char *repo;
+    const char *topics; /* JSON array text, as given */
+    const char *logo;
+    const char *readme;
+    const char *uri;
+    const char *public_key; /* the sealing key clients used at creation */
+    int64_t vcpus;          /* 0 = unset (NULL in the store) */
+    int64_t memory;         /* GB, as the lexicon; 0 = unset */
+    int64_t disk;           /* GB; 0 = unset */
+    int keep_alive;
+    int64_t idle_timeout; /* seconds; 0 = daemon default */
+    int64_t installs;
+    int64_t created_at;
+    int64_t updated_at;
+    int64_t started_at; /* last move to RUNNING; 0 = never */
+} pe_store_sandbox;
+
+void pe_store_sandbox_clear(pe_store_sandbox *sb);
+void pe_store_sandbox_list_free(pe_store_sandbox *list, size_t n);
+
+/* Insert sb (id and owner_did required, owner must exist: PE_ENOENT if not).
+ * A name the owner already uses is PE_EEXIST. */
+int pe_store_sandbox_insert(pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+int pe_store_sandbox_get(pe_store *s, const char *id, pe_store_sandbox *out, pe_err *err);
+int pe_store_sandbox_get_by_name(pe_store *s, const char *owner_did, const char *name,
+                                 pe_store_sandbox *out, pe_err *err);
+
+/* Page of sandboxes, newest first. owner_did NULL lists every owner's (for
+ * reconciliation at start). *out is an array of *n entries (free with
+ * pe_store_sandbox_list_free); *total, if not NULL, counts all matches. */
+int pe_store_sandbox_list(pe_store *s, const char *owner_did, int64_t limit, int64_t offset,
+                          pe_store_sandbox **out, size_t *n, int64_t *total, pe_err *err);
+
+/* Set status and reason (NULL clears it). A move to RUNNING sets started_at.
+ * expect >= 0 makes it a compare-and-set: PE_ESTATE if the current status
+ * differs. Unknown id: PE_ENOENT. */
+int pe_store_sandbox_set_status(pe_store *s, const char *id, int status, const char *reason,
+                                int expect, pe_err *err);
+int pe_store_sandbox_set_provider(pe_store *s, const char *id, const char *provider,
+                                  const char *provider_id, pe_err *err);
+
+/* Rewrite the user-editable fields of sb->id: name, display_name,
+ * description, base, repo, topics, logo, readme, uri, vcpus, memory, disk,
+ * keep_alive, idle_timeout. Owner, status and timestamps are untouched. */
+int pe_store_sandbox_update(pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+
+/* Delete the sandbox and, through ON DELETE CASCADE, every row that
+ * belongs to it (variables, secrets, files, volume mounts, ports,
+ * services, keys, backups, provider credentials). */
+int pe_store_sandbox_delete(pe_store *s, const char *id, pe_err *err);
+
+/* ---- per-sandbox named values: variables, secrets, files ----
+ *
+ * Key is the variable or secret name, or the file path; value is the plain
+ * variable value, or the sealed (crypto_box_seal, base64url) secret value or
+ * file content. Typed helpers for the other child tables come with their
+ * endpoints. */
+
+enum pe_store_kv_kind {
+    PE_STORE_VARIABLE = 0,
+    PE_STORE_SECRET,
+    PE_STORE_FILE,
+};
+
+typedef struct pe_store_kv {
+    const char *id;
+    const char *sandbox_id;
+    const char *key;
+    const char *value;
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_kv;
+
+void pe_store_kv_clear(pe_store_kv *kv);
+void pe_store_kv_list_free(pe_store_kv *list, size_t n);
+
+/* Insert or replace the value of key. Unknown sandbox: PE_ENOENT. */
+int pe_store_kv_put(pe_store *s, int kind, const char *sandbox_id, const char *key,
+                    const char *value, pe_err *err);
+int pe_store_kv_get(pe_store *s, int kind, const char *sandbox_id, const char *key,
+                    pe_store_kv *out, pe_err *err);
+/* Every entry of the sandbox, ordered by key. */
+int pe_store_kv_list(pe_store *s, int kind, const char *sandbox_id, pe_store_kv **out, size_t *n,
+                     pe_err *err);
+int pe_store_kv_delete(pe_store *s, int kind, const char *sandbox_id, const char *key, pe_err *err);
+
+#endif

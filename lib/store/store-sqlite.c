@@ -1,0 +1,236 @@
+/* SQLite backend of the store: one sqlite3 connection per pe_store.
+ *
+ * The database runs in WAL mode so readers on other handles (other worker
+ * threads, other processes) never block on a writer, with synchronous=NORMAL
+ * (a crash may lose the last transactions, never corrupt the file) and
+ * foreign keys on (SQLite leaves them off by default, and the cascades are
+ * what keeps deleted sandboxes from leaving rows behind). Lock waits go
+ * through busy_timeout rather than failing with SQLITE_BUSY.
+ *
+ * The file is created 0600 before SQLite opens it: it holds sealed secrets,
+ * and SQLite gives its -wal and -shm files the database file's mode.
+ *
+ * Threading: the connection is opened NOMUTEX; a pe_store is used by one
+ * thread at a time (pocketenv/store.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+#include <sqlite3.h>
+
+#include "core/util.h"
+#include "store-internal.h"
+
+#define BUSY_TIMEOUT_MS 10000
+
+static sqlite3 *db_of(pe_store *s)
+{
+    return s->impl;
+}
+
+static int fail(sqlite3 *db, int rc, const char *what, pe_err *err)
+{
+    int code = PE_ESYS;
+
+    switch (sqlite3_extended_errcode(db)) {
+    case SQLITE_CONSTRAINT_UNIQUE:
+    case SQLITE_CONSTRAINT_PRIMARYKEY:
+        code = PE_EEXIST;
+        break;
+    case SQLITE_CONSTRAINT_FOREIGNKEY:
+        code = PE_ENOENT;
+        break;
+    case SQLITE_CONSTRAINT_CHECK:
+    case SQLITE_CONSTRAINT_NOTNULL:
+        code = PE_EINVAL;
+        break;
+    default:
+        break;
+    }
+    /* sqlite3_errmsg names tables and columns, never bound values. */
+    return pe_err_set(err, code, 0, "sqlite %s: %s (%d)", what, sqlite3_errmsg(db), rc);
+}
+
+/* $N placeholders become ?N; everything else is copied, and quoted
+ * literals are skipped so a '$' inside one is left alone. */
+static char *rewrite_params(const char *sql)
+{
+    char *out = pe_xstrdup(sql);
+    char quote = 0;
+
+    for (char *p = out; *p; p++) {
+        if (quote) {
+            if (*p == quote)
+                quote = 0;
+        } else if (*p == '\'' || *p == '"') {
+            quote = *p;
+        } else if (*p == '$' && p[1] >= '0' && p[1] <= '9') {
+            *p = '?';
+        }
+    }
+    return out;
+}
+
+static int bind_args(sqlite3_stmt *st, const pe__sql_arg *args, size_t nargs)
+{
+    for (size_t i = 0; i < nargs; i++) {
+        int idx = (int)i + 1, rc;
+
+        switch (args[i].type) {
+        case PE__SQL_TEXT:
+            rc = sqlite3_bind_text(st, idx, args[i].text, -1, SQLITE_STATIC);
+            break;
+        case PE__SQL_INT:
+            rc = sqlite3_bind_int64(st, idx, args[i].i);
+            break;
+        default:
+            rc = sqlite3_bind_null(st, idx);
+            break;
+        }
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+static void append_row(sqlite3_stmt *st, pe__sql_res *res, size_t *cap)
+{
+    size_t base = res->nrows * res->ncols;
+
+    if (res->ncols == 0)
+        return;
+    if (base + res->ncols > *cap) {
+        *cap = *cap ? *cap * 2 : res->ncols * 8;
+        while (*cap < base + res->ncols)
+            *cap *= 2;
+        res->cells = pe_xrealloc(res->cells, *cap * sizeof(char *));
+    }
+    for (size_t c = 0; c < res->ncols; c++) {
+        char *cell = NULL;
+
+        if (sqlite3_column_type(st, (int)c) != SQLITE_NULL) {
+            const unsigned char *t = sqlite3_column_text(st, (int)c);
+            size_t len = (size_t)sqlite3_column_bytes(st, (int)c);
+
+            cell = pe_xmalloc(len + 1);
+            memcpy(cell, t ? (const void *)t : "", len);
+            cell[len] = '\0';
+        }
+        res->cells[base + c] = cell;
+    }
+    res->nrows++;
+}
+
+static int sqlite_query(pe_store *s, const char *sql, const pe__sql_arg *args, size_t nargs,
+                        pe__sql_res *res, pe_err *err)
+{
+    sqlite3 *db = db_of(s);
+    cleanup_free char *text = rewrite_params(sql);
+    sqlite3_stmt *st = NULL;
+    size_t cap = 0;
+    int rc;
+
+    memset(res, 0, sizeof(*res));
+    rc = sqlite3_prepare_v2(db, text, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return fail(db, rc, "prepare", err);
+    rc = bind_args(st, args, nargs);
+    if (rc != SQLITE_OK) {
+        fail(db, rc, "bind", err);
+        sqlite3_finalize(st);
+        return -1;
+    }
+    res->ncols = (size_t)sqlite3_column_count(st);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        append_row(st, res, &cap);
+    if (rc != SQLITE_DONE) {
+        fail(db, rc, "step", err);
+        sqlite3_finalize(st);
+        pe__sql_res_clear(res);
+        return -1;
+    }
+    res->changes = sqlite3_stmt_readonly(st) ? 0 : sqlite3_changes64(db);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+static int sqlite_exec_script(pe_store *s, const char *sql, pe_err *err)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db_of(s), sql, NULL, NULL, &msg);
+
+    if (rc != SQLITE_OK) {
+        pe_err_set(err, PE_ESYS, 0, "sqlite exec: %s (%d)", msg ? msg : sqlite3_errstr(rc), rc);
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int sqlite_begin_write(pe_store *s, pe_err *err)
+{
+    /* IMMEDIATE takes the write lock now (waiting through busy_timeout),
+     * so two migrators cannot both read version N and both apply N+1. */
+    return sqlite_exec_script(s, "BEGIN IMMEDIATE", err);
+}
+
+static int sqlite_lock_migrations(pe_store *s, pe_err *err)
+{
+    return 0; /* BEGIN IMMEDIATE already serialises writers */
+}
+
+static void sqlite_close(pe_store *s)
+{
+    sqlite3_close_v2(db_of(s));
+    s->impl = NULL;
+}
+
+static const struct pe__store_ops sqlite_ops = {
+    .name = "sqlite",
+    .query = sqlite_query,
+    .exec_script = sqlite_exec_script,
+    .begin_write = sqlite_begin_write,
+    .lock_migrations = sqlite_lock_migrations,
+    .close = sqlite_close,
+};
+
+static int create_private(const char *path, pe_err *err)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+
+    if (fd < 0)
+        return pe_err_sys(err, "open store %s", path);
+    close(fd);
+    return 0;
+}
+
+int pe__store_sqlite_open(pe_store *s, const char *path, pe_err *err)
+{
+    sqlite3 *db = NULL;
+    int rc;
+
+    if (*path == '\0')
+        return pe_err_set(err, PE_EINVAL, 0, "open store: empty SQLite path");
+    if (strcmp(path, ":memory:") != 0 && create_private(path, err) < 0)
+        return -1;
+    rc = sqlite3_open_v2(path, &db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        pe_err_set(err, PE_ESYS, 0, "open store %s: %s", path,
+                   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close_v2(db);
+        return -1;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
+    s->ops = &sqlite_ops;
+    s->impl = db;
+    if (sqlite_exec_script(s,
+                           "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+                           "PRAGMA foreign_keys = ON;",
+                           err) < 0) {
+        sqlite_close(s);
+        return pe_err_prefix(err, "open store %s", path);
+    }
+    return 0;
+}

@@ -1,0 +1,931 @@
+/* Unit tests of lib/store, run against every backend.
+ *
+ * Each scenario runs twice: as sqlite_<name> on a fresh database file and
+ * as pg_<name> on a fresh schema of a PostgreSQL server. The server is
+ * PE_TEST_PG_URL when set; otherwise main() starts a throwaway cluster from
+ * /usr/lib/postgresql/<ver>/bin as the 'postgres' user, listening only on a
+ * unix socket in a temporary directory, and removes it after the cases.
+ * Without PostgreSQL binaries the pg_ cases skip, saying why; binaries that
+ * are present but fail to start a server fail them. */
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <libpq-fe.h>
+
+#include "core/fs.h"
+#include "core/util.h"
+#include "pocketenv/store.h"
+#include "store/store-internal.h"
+#include "task.h"
+
+static char g_tmp[PATH_MAX];     /* per-run scratch, SQLite files */
+static char g_pg_dir[PATH_MAX];  /* cluster we started, "" if none */
+static char g_pg_bin[PATH_MAX];  /* its bin directory */
+static char *g_pg_url;           /* server to test against */
+static const char *g_pg_missing; /* why the pg_ cases skip */
+static const char *g_pg_broken;  /* why the pg_ cases fail */
+
+/* ---- PostgreSQL server for the run ---- */
+
+/* fork + exec argv (no shell) as pw (NULL: as ourselves), output to log. */
+static int run_as(const struct passwd *pw, const char *const argv[], const char *log)
+{
+    int status = 0;
+    pid_t pid;
+
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        if (pw && (setgroups(0, NULL) < 0 || setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
+                   setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0))
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) < 0)
+        return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void dump_file(const char *path)
+{
+    cleanup_free char *text = NULL;
+    size_t len = 0;
+
+    if (pe_fs_read_file(path, 1 << 16, &text, &len, NULL) == 0)
+        fprintf(stderr, "---- %s\n%s----\n", path, text);
+}
+
+static const struct passwd *pg_user(void)
+{
+    return geteuid() == 0 ? getpwnam("postgres") : NULL;
+}
+
+static void pg_stop(void)
+{
+    char data[PATH_MAX + 8], log[PATH_MAX + 16], pg_ctl[PATH_MAX + 8];
+
+    if (g_pg_dir[0] == '\0')
+        return;
+    snprintf(data, sizeof(data), "%s/data", g_pg_dir);
+    snprintf(log, sizeof(log), "%s/setup.log", g_pg_dir);
+    snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", g_pg_bin);
+    run_as(pg_user(),
+           (const char *const[]){pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", NULL}, log);
+    pe_fs_rm_rf(g_pg_dir, NULL);
+    g_pg_dir[0] = '\0';
+}
+
+static int pg_configure(const char *data)
+{
+    cleanup_free char *conf = pe_xasprintf("%s/postgresql.conf", data);
+    /* Loopback is not even needed: a unix socket in our own directory.
+     * Durability is off: the cluster lives for one test run. */
+    cleanup_free char *extra = pe_xasprintf("\nlisten_addresses = ''\n"
+                                            "unix_socket_directories = '%s'\n"
+                                            "fsync = off\nsynchronous_commit = off\n"
+                                            "full_page_writes = off\nmax_connections = 40\n",
+                                            g_pg_dir);
+    int fd = open(conf, O_WRONLY | O_APPEND | O_CLOEXEC);
+    ssize_t n;
+
+    if (fd < 0)
+        return -1;
+    n = write(fd, extra, strlen(extra));
+    close(fd);
+    return n == (ssize_t)strlen(extra) ? 0 : -1;
+}
+
+static void pg_start(void)
+{
+    const struct passwd *pw = pg_user();
+    char data[PATH_MAX + 8], log[PATH_MAX + 16], slog[PATH_MAX + 16];
+    char initdb[PATH_MAX + 8], pg_ctl[PATH_MAX + 8];
+    glob_t g = {0};
+
+    if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) != 0 || g.gl_pathc == 0) {
+        g_pg_missing = "PostgreSQL not found under /usr/lib/postgresql/*/bin and PE_TEST_PG_URL "
+                       "unset: install postgresql to run the pg_ cases";
+        globfree(&g);
+        return;
+    }
+    snprintf(g_pg_bin, sizeof(g_pg_bin), "%.*s", (int)(strlen(g.gl_pathv[g.gl_pathc - 1]) - 7),
+             g.gl_pathv[g.gl_pathc - 1]);
+    globfree(&g);
+    if (geteuid() == 0 && pw == NULL) {
+        g_pg_broken = "running as root and there is no 'postgres' user to run initdb as";
+        return;
+    }
+    snprintf(g_pg_dir, sizeof(g_pg_dir), "/tmp/pe-test-pg-XXXXXX");
+    if (mkdtemp(g_pg_dir) == NULL) {
+        g_pg_dir[0] = '\0';
+        g_pg_broken = "mkdtemp for the PostgreSQL cluster failed";
+        return;
+    }
+    if (pw && chown(g_pg_dir, pw->pw_uid, pw->pw_gid) < 0) {
+        g_pg_broken = "chown of the cluster directory to postgres failed";
+        return;
+    }
+    snprintf(data, sizeof(data), "%s/data", g_pg_dir);
+    snprintf(log, sizeof(log), "%s/setup.log", g_pg_dir);
+    snprintf(slog, sizeof(slog), "%s/server.log", g_pg_dir);
+    snprintf(initdb, sizeof(initdb), "%s/initdb", g_pg_bin);
+    snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", g_pg_bin);
+    if (run_as(pw,
+               (const char *const[]){initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E",
+                                     "UTF8", "--locale=C", "--no-sync", "--no-instructions", NULL},
+               log) != 0) {
+        g_pg_broken = "initdb failed (log above)";
+        dump_file(log);
+        return;
+    }
+    if (pg_configure(data) < 0 || run_as(pw,
+                                         (const char *const[]){pg_ctl, "-D", data, "-l", slog, "-w",
+                                                               "-t", "30", "start", NULL},
+                                         log) != 0) {
+        g_pg_broken = "pg_ctl start failed (logs above)";
+        dump_file(log);
+        dump_file(slog);
+        return;
+    }
+    g_pg_url = pe_xasprintf("postgresql:///postgres?host=%s&user=postgres", g_pg_dir);
+    printf("# PostgreSQL from %s, socket in %s\n", g_pg_bin, g_pg_dir);
+}
+
+/* ---- per-case databases ---- */
+
+/* A fresh SQLite file, or a fresh PostgreSQL schema reached through
+ * search_path; caller frees. Skips or fails the case when PG is absent. */
+static char *case_url(int pg)
+{
+    static int counter;
+    counter++;
+    if (!pg) {
+        cleanup_free char *dir = pe_xasprintf("%s/case-XXXXXX", g_tmp);
+        if (mkdtemp(dir) == NULL)
+            TEST_FAIL("mkdtemp: %s", strerror(errno));
+        return pe_xasprintf("sqlite:%s/pocketenv.db", dir);
+    }
+    if (g_pg_broken)
+        TEST_FAIL("PostgreSQL: %s", g_pg_broken);
+    if (g_pg_url == NULL)
+        TEST_SKIP("%s", g_pg_missing);
+
+    /* Straight libpq: opening a pe_store here would migrate the admin
+     * database's own schema. */
+    cleanup_free char *schema = pe_xasprintf("t_%d_%d", (int)getpid(), counter);
+    cleanup_free char *sql = pe_xasprintf("CREATE SCHEMA %s", schema);
+    PGconn *conn = PQconnectdb(g_pg_url);
+    PGresult *res;
+    if (PQstatus(conn) != CONNECTION_OK)
+        TEST_FAIL("connect to %s: %s", g_pg_url, PQerrorMessage(conn));
+    res = PQexec(conn, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        TEST_FAIL("%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+    PQfinish(conn);
+    return pe_xasprintf("%s%soptions=-csearch_path%%3D%s", g_pg_url,
+                        strchr(g_pg_url, '?') ? "&" : "?", schema);
+}
+
+static pe_store *open_ok(const char *url)
+{
+    pe_err err = {0};
+    pe_store *s = pe_store_open(url, &err);
+
+    if (s == NULL)
+        TEST_FAIL("open %s: %s", url, err.msg);
+    return s;
+}
+
+static int64_t count_rows(pe_store *s, const char *table)
+{
+    cleanup_free char *sql = pe_xasprintf("SELECT COUNT(*) FROM %s", table);
+    pe__sql_res r = {0};
+    pe_err err = {0};
+    int64_t n;
+
+    if (pe__store_query(s, sql, NULL, 0, &r, &err) < 0)
+        TEST_FAIL("%s: %s", sql, err.msg);
+    n = pe__sql_int(&r, 0, 0);
+    pe__sql_res_clear(&r);
+    return n;
+}
+
+static void exec_ok(pe_store *s, const char *sql, const pe__sql_arg *args, size_t n)
+{
+    pe_err err = {0};
+
+    if (pe__store_query(s, sql, args, n, NULL, &err) < 0)
+        TEST_FAIL("%s: %s", sql, err.msg);
+}
+
+static void add_user(pe_store *s, const char *did, const char *handle)
+{
+    pe_err err = {0};
+    pe_store_user u = {.did = did, .handle = handle};
+
+    if (pe_store_user_upsert(s, &u, &err) < 0)
+        TEST_FAIL("upsert %s: %s", did, err.msg);
+}
+
+/* Insert a sandbox named name for owner; returns its id (caller frees). */
+static char *add_sandbox(pe_store *s, const char *owner, const char *name, int64_t created)
+{
+    pe_err err = {0};
+    char *id = pe_store_new_id("sbx_");
+    pe_store_sandbox sb = {
+        .id = id, .owner_did = owner, .name = name, .base = "openclaw", .created_at = created};
+
+    if (pe_store_sandbox_insert(s, &sb, &err) < 0)
+        TEST_FAIL("insert %s: %s", name, err.msg);
+    return id;
+}
+
+#define BOTH(name)                                                                                 \
+    static void scenario_##name(const char *url);                                                  \
+    TEST_CASE(sqlite_##name)                                                                       \
+    {                                                                                              \
+        cleanup_free char *url = case_url(0);                                                      \
+        scenario_##name(url);                                                                      \
+    }                                                                                              \
+    TEST_CASE(pg_##name)                                                                           \
+    {                                                                                              \
+        cleanup_free char *url = case_url(1);                                                      \
+        scenario_##name(url);                                                                      \
+    }                                                                                              \
+    static void scenario_##name(const char *url)
+
+/* ---- scenarios ---- */
+
+BOTH(migrations)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    int latest = pe_store_schema_latest();
+
+    ASSERT(latest >= 1);
+    ASSERT_EQ_INT(pe_store_schema_version(s, &err), latest);
+    ASSERT_EQ_INT(count_rows(s, "schema_migrations"), latest);
+    ASSERT_EQ_STR(pe_store_backend(s), strncmp(url, "sqlite:", 7) == 0 ? "sqlite" : "postgres");
+    add_user(s, "did:key:z1", "one");
+    pe_store_close(s);
+
+    /* Re-open: nothing applied again, data kept. */
+    s = open_ok(url);
+    ASSERT_EQ_INT(pe_store_schema_version(s, &err), latest);
+    ASSERT_EQ_INT(count_rows(s, "schema_migrations"), latest);
+    ASSERT_EQ_INT(count_rows(s, "users"), 1);
+    pe_store_close(s);
+}
+
+BOTH(concurrent_open)
+{
+    enum { N = 6 };
+    pid_t pids[N];
+    int go[2];
+    pe_store *s;
+
+    ASSERT_EQ_INT(pipe2(go, O_CLOEXEC), 0);
+    for (int i = 0; i < N; i++) {
+        pids[i] = fork();
+        ASSERT(pids[i] >= 0);
+        if (pids[i] == 0) {
+            char c;
+            pe_err err = {0};
+            close(go[1]);
+            if (read(go[0], &c, 1) < 0) /* returns 0 when the parent closes: all start */
+                _exit(3);
+            pe_store *cs = pe_store_open(url, &err);
+            if (cs == NULL) {
+                fprintf(stderr, "  child %d: %s\n", i, err.msg);
+                _exit(1);
+            }
+            pe_store_close(cs);
+            _exit(0);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (int i = 0; i < N; i++) {
+        int status = 0;
+        ASSERT_EQ_INT(waitpid(pids[i], &status, 0), pids[i]);
+        ASSERT(WIFEXITED(status));
+        ASSERT_EQ_INT(WEXITSTATUS(status), 0);
+    }
+    s = open_ok(url);
+    ASSERT_EQ_INT(count_rows(s, "schema_migrations"), pe_store_schema_latest());
+    pe_store_close(s);
+}
+
+BOTH(users)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_user u = {0};
+    pe_store_user in = {
+        .did = "did:key:zAlice", .handle = "alice.test", .avatar = "https://a/x.png"};
+
+    ASSERT_EQ_INT(pe_store_user_upsert(s, &in, &err), 0);
+    ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zAlice", &u, &err), 0);
+    ASSERT_EQ_STR(u.handle, "alice.test");
+    ASSERT(u.display_name == NULL);
+    ASSERT_EQ_STR(u.avatar, "https://a/x.png");
+    ASSERT(u.created_at > 1600000000000LL);
+    ASSERT_EQ_INT(u.tokens_valid_after, 0);
+    int64_t created = u.created_at;
+    pe_store_user_clear(&u);
+
+    in.handle = "alice2.test";
+    in.display_name = "Alice";
+    in.created_at = 5; /* ignored on update */
+    ASSERT_EQ_INT(pe_store_user_upsert(s, &in, &err), 0);
+    ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zAlice", &u, &err), 0);
+    ASSERT_EQ_STR(u.handle, "alice2.test");
+    ASSERT_EQ_STR(u.display_name, "Alice");
+    ASSERT_EQ_INT(u.created_at, created);
+    pe_store_user_clear(&u);
+
+    ASSERT_EQ_INT(pe_store_user_revoke_tokens(s, "did:key:zAlice", 12345, &err), 0);
+    ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zAlice", &u, &err), 0);
+    ASSERT_EQ_INT(u.tokens_valid_after, 12345);
+    pe_store_user_clear(&u);
+
+    ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zNobody", &u, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_user_revoke_tokens(s, "did:key:zNobody", 1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(count_rows(s, "users"), 1);
+    pe_store_close(s);
+}
+
+BOTH(sandbox_crud)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_sandbox sb = {0}, *list = NULL;
+    size_t n = 0;
+    int64_t total = -1;
+    char *ids[5];
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    for (int i = 0; i < 5; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "box-%d", i);
+        ids[i] = add_sandbox(s, "did:key:zA", name, 1000 + i);
+    }
+    free(add_sandbox(s, "did:key:zB", "other", 2000));
+
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, ids[2], &sb, &err), 0);
+    ASSERT_EQ_STR(sb.id, ids[2]);
+    ASSERT_EQ_STR(sb.name, "box-2");
+    ASSERT_EQ_STR(sb.owner_did, "did:key:zA");
+    ASSERT_EQ_STR(sb.base, "openclaw");
+    ASSERT_EQ_STR(sb.provider, "local");
+    ASSERT_EQ_INT(sb.status, PE_STORE_INITIALIZING);
+    ASSERT_EQ_INT(sb.created_at, 1002);
+    ASSERT_EQ_INT(sb.started_at, 0);
+    ASSERT_EQ_INT(sb.vcpus, 0);
+    ASSERT(sb.description == NULL);
+    pe_store_sandbox_clear(&sb);
+
+    ASSERT_EQ_INT(pe_store_sandbox_get_by_name(s, "did:key:zA", "box-4", &sb, &err), 0);
+    ASSERT_EQ_STR(sb.id, ids[4]);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_get_by_name(s, "did:key:zB", "box-4", &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    /* Newest first, pages of 2: 4 3 | 2 1 | 0. */
+    ASSERT_EQ_INT(pe_store_sandbox_list(s, "did:key:zA", 2, 0, &list, &n, &total, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    ASSERT_EQ_INT(total, 5);
+    ASSERT_EQ_STR(list[0].id, ids[4]);
+    ASSERT_EQ_STR(list[1].id, ids[3]);
+    pe_store_sandbox_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_sandbox_list(s, "did:key:zA", 2, 4, &list, &n, &total, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_INT(total, 5);
+    ASSERT_EQ_STR(list[0].id, ids[0]);
+    pe_store_sandbox_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_sandbox_list(s, "did:key:zA", 2, 10, &list, &n, &total, &err), 0);
+    ASSERT_EQ_INT(n, 0);
+    ASSERT_EQ_INT(total, 5);
+    pe_store_sandbox_list_free(list, n);
+    /* Every owner, for reconciliation. */
+    ASSERT_EQ_INT(pe_store_sandbox_list(s, NULL, 100, 0, &list, &n, &total, &err), 0);
+    ASSERT_EQ_INT(n, 6);
+    ASSERT_EQ_INT(total, 6);
+    ASSERT_EQ_STR(list[0].name, "other");
+    pe_store_sandbox_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_sandbox_list(s, "did:key:zA", 0, 0, &list, &n, &total, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+
+    /* Editable fields. */
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, ids[0], &sb, &err), 0);
+    pe_store_sandbox upd = sb;
+    upd.description = "described";
+    upd.name = "renamed";
+    upd.vcpus = 2;
+    upd.memory = 4;
+    upd.disk = 10;
+    upd.keep_alive = 1;
+    upd.idle_timeout = 600;
+    ASSERT_EQ_INT(pe_store_sandbox_update(s, &upd, &err), 0);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_get_by_name(s, "did:key:zA", "renamed", &sb, &err), 0);
+    ASSERT_EQ_STR(sb.description, "described");
+    ASSERT_EQ_INT(sb.vcpus, 2);
+    ASSERT_EQ_INT(sb.memory, 4);
+    ASSERT_EQ_INT(sb.disk, 10);
+    ASSERT_EQ_INT(sb.keep_alive, 1);
+    ASSERT_EQ_INT(sb.idle_timeout, 600);
+    ASSERT_EQ_INT(sb.created_at, 1000);
+    pe_store_sandbox_clear(&sb);
+
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, ids[1], &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, ids[1], &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(count_rows(s, "sandboxes"), 5);
+    for (int i = 0; i < 5; i++)
+        free(ids[i]);
+    pe_store_close(s);
+}
+
+BOTH(duplicate_name)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_sandbox sb = {.id = "sbx_dup", .owner_did = "did:key:zA", .name = "same"};
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    free(add_sandbox(s, "did:key:zA", "same", 0));
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_CONTAINS(err.msg, "already taken");
+    /* Another owner may use the name. */
+    free(add_sandbox(s, "did:key:zB", "same", 0));
+    /* Duplicate id is EEXIST too. */
+    sb.owner_did = "did:key:zB";
+    sb.name = "fresh";
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), 0);
+    sb.name = "fresher";
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    /* Renaming onto a taken name. */
+    sb.name = "same";
+    ASSERT_EQ_INT(pe_store_sandbox_update(s, &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    /* Unknown owner. */
+    sb.id = "sbx_orphan";
+    sb.owner_did = "did:key:zNobody";
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(count_rows(s, "sandboxes"), 3);
+    pe_store_close(s);
+}
+
+BOTH(status)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_sandbox sb = {0};
+    cleanup_free char *id = NULL;
+
+    add_user(s, "did:key:zA", "a");
+    id = add_sandbox(s, "did:key:zA", "box", 0);
+    ASSERT_EQ_INT(
+        pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.status, PE_STORE_RUNNING);
+    ASSERT(sb.started_at > 0);
+    int64_t started = sb.started_at;
+    pe_store_sandbox_clear(&sb);
+
+    /* Compare-and-set that loses. */
+    ASSERT_EQ_INT(
+        pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_STOPPED, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ESTATE);
+    ASSERT_CONTAINS(err.msg, "RUNNING");
+
+    ASSERT_EQ_INT(
+        pe_store_sandbox_set_status(s, id, PE_STORE_FAILED, "mount overlay: EPERM", -1, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.status, PE_STORE_FAILED);
+    ASSERT_EQ_STR(sb.status_reason, "mount overlay: EPERM");
+    ASSERT_EQ_INT(sb.started_at, started);
+    pe_store_sandbox_clear(&sb);
+
+    ASSERT_EQ_INT(pe_store_sandbox_set_status(s, id, PE_STORE_STOPPED, NULL, -1, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_set_provider(s, id, "daytona", "dt-123", &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.status, PE_STORE_STOPPED);
+    ASSERT(sb.status_reason == NULL);
+    ASSERT_EQ_STR(sb.provider, "daytona");
+    ASSERT_EQ_STR(sb.provider_id, "dt-123");
+    pe_store_sandbox_clear(&sb);
+
+    ASSERT_EQ_INT(pe_store_sandbox_set_status(s, id, 42, NULL, -1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    pe_store_close(s);
+}
+
+BOTH(not_found)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_sandbox sb = {0};
+    pe_store_kv kv = {0};
+
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, "sbx_nope", &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_CONTAINS(err.msg, "sbx_nope");
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, "sbx_nope", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_sandbox_set_status(s, "sbx_nope", PE_STORE_RUNNING, NULL, -1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(
+        pe_store_sandbox_set_status(s, "sbx_nope", PE_STORE_RUNNING, NULL, PE_STORE_STOPPED, &err),
+        -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_sandbox_set_provider(s, "sbx_nope", "local", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_SECRET, "sbx_nope", "K", "v", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_kv_get(s, PE_STORE_SECRET, "sbx_nope", "K", &kv, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_kv_delete(s, PE_STORE_FILE, "sbx_nope", "/x", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(count_rows(s, "secrets"), 0);
+    pe_store_close(s);
+}
+
+BOTH(kv)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL;
+    pe_store_kv kv = {0}, *list = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    b = add_sandbox(s, "did:key:zA", "b", 0);
+    for (int kind = PE_STORE_VARIABLE; kind <= PE_STORE_FILE; kind++) {
+        ASSERT_EQ_INT(pe_store_kv_put(s, kind, a, "ZED", "1", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_put(s, kind, a, "ALPHA", "2", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_put(s, kind, b, "ALPHA", "other", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_get(s, kind, a, "ALPHA", &kv, &err), 0);
+        ASSERT_EQ_STR(kv.value, "2");
+        ASSERT_EQ_STR(kv.sandbox_id, a);
+        cleanup_free char *first_id = pe_xstrdup(kv.id);
+        pe_store_kv_clear(&kv);
+
+        /* Overwrite keeps the row (and its id). */
+        ASSERT_EQ_INT(pe_store_kv_put(s, kind, a, "ALPHA", "3", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_get(s, kind, a, "ALPHA", &kv, &err), 0);
+        ASSERT_EQ_STR(kv.value, "3");
+        ASSERT_EQ_STR(kv.id, first_id);
+        pe_store_kv_clear(&kv);
+
+        ASSERT_EQ_INT(pe_store_kv_list(s, kind, a, &list, &n, &err), 0);
+        ASSERT_EQ_INT(n, 2);
+        ASSERT_EQ_STR(list[0].key, "ALPHA");
+        ASSERT_EQ_STR(list[1].key, "ZED");
+        pe_store_kv_list_free(list, n);
+
+        ASSERT_EQ_INT(pe_store_kv_delete(s, kind, a, "ZED", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_delete(s, kind, a, "ZED", &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+        ASSERT_EQ_INT(pe_store_kv_get(s, kind, b, "ALPHA", &kv, &err), 0);
+        ASSERT_EQ_STR(kv.value, "other");
+        pe_store_kv_clear(&kv);
+    }
+    ASSERT_EQ_INT(pe_store_kv_put(s, 99, a, "K", "v", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    pe_store_close(s);
+}
+
+/* Every table with a sandbox_id column must be in pe__store_sandbox_children
+ * (so the cascade test below covers it). */
+static void check_children_listed(pe_store *s)
+{
+    pe__sql_res r = {0};
+    pe_err err = {0};
+    const char *sql = strcmp(pe_store_backend(s), "sqlite") == 0
+                          ? "SELECT m.name FROM sqlite_master m, pragma_table_info(m.name) p "
+                            "WHERE m.type = 'table' AND p.name = 'sandbox_id'"
+                          : "SELECT table_name FROM information_schema.columns "
+                            "WHERE table_schema = current_schema() AND column_name = 'sandbox_id'";
+    size_t listed = 0;
+
+    if (pe__store_query(s, sql, NULL, 0, &r, &err) < 0)
+        TEST_FAIL("%s", err.msg);
+    for (const char *const *t = pe__store_sandbox_children; *t; t++)
+        listed++;
+    for (size_t i = 0; i < r.nrows; i++) {
+        int found = 0;
+        for (const char *const *t = pe__store_sandbox_children; *t; t++)
+            found |= strcmp(*t, pe__sql_cell(&r, i, 0)) == 0;
+        if (!found)
+            TEST_FAIL("table %s has sandbox_id but is not in pe__store_sandbox_children",
+                      pe__sql_cell(&r, i, 0));
+    }
+    ASSERT_EQ_INT(r.nrows, listed);
+    pe__sql_res_clear(&r);
+}
+
+BOTH(delete_cascades)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *id = NULL, *keep = NULL;
+    int64_t now = pe_store_now_ms();
+
+    check_children_listed(s);
+    add_user(s, "did:key:zA", "a");
+    id = add_sandbox(s, "did:key:zA", "doomed", 0);
+    keep = add_sandbox(s, "did:key:zA", "kept", 0);
+    for (int pass = 0; pass < 2; pass++) {
+        const char *sbx = pass ? keep : id;
+        pe__sql_arg a[] = {SQL_TEXT(sbx), SQL_INT(now), SQL_INT(pass)};
+
+        ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_VARIABLE, sbx, "V", "v", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_SECRET, sbx, "S", "sealed", &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_FILE, sbx, "/f", "sealed", &err), 0);
+        exec_ok(s,
+                "INSERT INTO volumes (id, owner_did, name, created_at, updated_at) "
+                "VALUES ('vol_' || $1, 'did:key:zA', 'data' || $1, $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO sandbox_volumes (id, sandbox_id, volume_id, path, created_at, "
+                "updated_at) VALUES ('sv_' || $1, $1, 'vol_' || $1, '/data', $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO services (id, sandbox_id, name, command, created_at, updated_at) "
+                "VALUES ('svc_' || $1, $1, 'web', 'python -m http.server', $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO sandbox_ports (id, sandbox_id, port, service_id, created_at, "
+                "updated_at) VALUES ('port_' || $1, $1, 8000, 'svc_' || $1, $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO ssh_keys (id, sandbox_id, public_key, private_key, created_at, "
+                "updated_at) VALUES ('ssh_' || $1, $1, 'ssh-ed25519 AAAA', 'sealed', $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO tailscale_keys (id, sandbox_id, auth_key, redacted, created_at, "
+                "updated_at) VALUES ('ts_' || $1, $1, 'sealed', 'tskey-****', $2, $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO backups (id, sandbox_id, backup_id, directory, created_at) "
+                "VALUES ('bak_' || $1, $1, 'b1', '/root', $2)",
+                a, 2);
+        exec_ok(s,
+                "INSERT INTO provider_credentials (id, sandbox_id, owner_did, provider, sealed, "
+                "redacted, created_at, updated_at) VALUES ('pc_' || $1, $1, 'did:key:zA', "
+                "'daytona', 'sealed', '{}', $2, $2)",
+                a, 2);
+    }
+    for (const char *const *t = pe__store_sandbox_children; *t; t++)
+        if (count_rows(s, *t) != 2)
+            TEST_FAIL("%s: expected one row per sandbox before delete, got %lld", *t,
+                      (long long)count_rows(s, *t));
+
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, id, &err), 0);
+    for (const char *const *t = pe__store_sandbox_children; *t; t++) {
+        cleanup_free char *sql = pe_xasprintf("SELECT COUNT(*) FROM %s WHERE sandbox_id = $1", *t);
+        pe__sql_res r = {0};
+
+        ASSERT_EQ_INT(pe__store_query(s, sql, (pe__sql_arg[]){SQL_TEXT(id)}, 1, &r, &err), 0);
+        if (pe__sql_int(&r, 0, 0) != 0)
+            TEST_FAIL("%s keeps %lld rows of the deleted sandbox", *t,
+                      (long long)pe__sql_int(&r, 0, 0));
+        pe__sql_res_clear(&r);
+        /* The other sandbox's rows are untouched. */
+        ASSERT_EQ_INT(count_rows(s, *t), 1);
+    }
+    /* Volumes belong to the user, not the sandbox. */
+    ASSERT_EQ_INT(count_rows(s, "volumes"), 2);
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, id, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(s);
+}
+
+static char *big_value(void)
+{
+    enum { LEN = 10 * 1024 };
+    char *v = pe_xmalloc(LEN + 8);
+    size_t i = 0;
+
+    /* Printable ASCII, quotes, and a 3-byte UTF-8 character, repeated. */
+    while (i + 3 < LEN) {
+        if (i % 97 == 0) {
+            memcpy(v + i, "\xe2\x9c\x93", 3); /* U+2713 */
+            i += 3;
+        } else {
+            v[i] = (char)(' ' + (i % 95));
+            i++;
+        }
+    }
+    v[i] = '\0';
+    return v;
+}
+
+BOTH(hostile_strings)
+{
+    static const char *const hostile[] = {
+        "'; DROP TABLE sandboxes; --",
+        "\"double\" 'single' `back` ''''",
+        "$1 ?1 ?2 :name @x %s %n \\ \\\\ \\x00 E'\\n'",
+        "tab\tnewline\ncr\r bell\a esc\x1b del\x7f",
+        "\xc3\xbcnic\xc3\xb8"
+        "de \xe2\x9c\x93 \xf0\x9f\x98\x80 \xf0\x9d\x84\x9e \xe4\xb8\xad",
+        "\x01\x02\x03\x1f",
+        " leading and trailing spaces ",
+    };
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *big = big_value();
+    pe_store_sandbox sb = {0};
+    pe_store_user u = {0};
+    pe_store_kv kv = {0};
+
+    ASSERT(strlen(big) >= 10000);
+    for (size_t i = 0; i < PE_ARRAY_LEN(hostile) + 1; i++) {
+        const char *h = i < PE_ARRAY_LEN(hostile) ? hostile[i] : big;
+        cleanup_free char *did = pe_xasprintf("did:key:z%zu", i);
+        cleanup_free char *sid = pe_store_new_id("sbx_");
+        pe_store_user in = {.did = did, .handle = h, .display_name = h};
+        pe_store_sandbox sin = {.id = sid,
+                                .owner_did = did,
+                                .name = h,
+                                .description = h,
+                                .topics = h,
+                                .status_reason = h};
+
+        ASSERT_EQ_INT(pe_store_user_upsert(s, &in, &err), 0);
+        ASSERT_EQ_INT(pe_store_user_get(s, did, &u, &err), 0);
+        ASSERT_EQ_STR(u.handle, h);
+        ASSERT_EQ_STR(u.display_name, h);
+        pe_store_user_clear(&u);
+
+        ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sin, &err), 0);
+        ASSERT_EQ_INT(pe_store_sandbox_get_by_name(s, did, h, &sb, &err), 0);
+        ASSERT_EQ_STR(sb.id, sin.id);
+        ASSERT_EQ_STR(sb.name, h);
+        ASSERT_EQ_STR(sb.description, h);
+        ASSERT_EQ_STR(sb.topics, h);
+        ASSERT_EQ_STR(sb.status_reason, h);
+        pe_store_sandbox_clear(&sb);
+
+        ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_SECRET, sin.id, h, h, &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_get(s, PE_STORE_SECRET, sin.id, h, &kv, &err), 0);
+        ASSERT_EQ_STR(kv.key, h);
+        ASSERT_EQ_STR(kv.value, h);
+        pe_store_kv_clear(&kv);
+    }
+    /* The injection attempts did nothing. */
+    ASSERT_EQ_INT(count_rows(s, "sandboxes"), PE_ARRAY_LEN(hostile) + 1);
+    ASSERT_EQ_INT(count_rows(s, "secrets"), PE_ARRAY_LEN(hostile) + 1);
+    pe_store_close(s);
+}
+
+BOTH(two_handles)
+{
+    pe_err err = {0};
+    pe_store *a = open_ok(url), *b = open_ok(url);
+    pe_store_sandbox sb = {0};
+    pe_store_kv kv = {0};
+    cleanup_free char *id = NULL;
+
+    if (strcmp(pe_store_backend(a), "sqlite") == 0) {
+        pe__sql_res r = {0};
+        ASSERT_EQ_INT(pe__store_query(a, "PRAGMA journal_mode", NULL, 0, &r, &err), 0);
+        ASSERT_EQ_STR(pe__sql_cell(&r, 0, 0), "wal");
+        pe__sql_res_clear(&r);
+        ASSERT_EQ_INT(pe__store_query(a, "PRAGMA foreign_keys", NULL, 0, &r, &err), 0);
+        ASSERT_EQ_STR(pe__sql_cell(&r, 0, 0), "1");
+        pe__sql_res_clear(&r);
+    }
+    add_user(a, "did:key:zA", "a");
+    id = add_sandbox(a, "did:key:zA", "shared", 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(b, id, &sb, &err), 0);
+    ASSERT_EQ_STR(sb.name, "shared");
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_set_status(b, id, PE_STORE_RUNNING, NULL, -1, &err), 0);
+    ASSERT_EQ_INT(pe_store_kv_put(b, PE_STORE_VARIABLE, id, "K", "from b", &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(a, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.status, PE_STORE_RUNNING);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_kv_get(a, PE_STORE_VARIABLE, id, "K", &kv, &err), 0);
+    ASSERT_EQ_STR(kv.value, "from b");
+    pe_store_kv_clear(&kv);
+    ASSERT_EQ_INT(pe_store_sandbox_delete(a, id, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(b, id, &sb, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(a);
+    pe_store_close(b);
+}
+
+/* ---- backend-independent ---- */
+
+TEST_CASE(new_id)
+{
+    char *prev = NULL;
+
+    for (int i = 0; i < 200; i++) {
+        char *id = pe_store_new_id("sbx_");
+        ASSERT_EQ_INT(strlen(id), 4 + 22);
+        ASSERT(strncmp(id, "sbx_", 4) == 0);
+        for (const char *p = id + 4; *p; p++)
+            ASSERT((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= 'a' && *p <= 'z'));
+        if (prev)
+            ASSERT(strcmp(prev, id) != 0);
+        free(prev);
+        prev = id;
+    }
+    free(prev);
+}
+
+TEST_CASE(open_errors)
+{
+    pe_err err = {0};
+    cleanup_free char *missing = pe_xasprintf("sqlite:%s/no/such/dir/db", g_tmp);
+    cleanup_free char *dir = pe_xasprintf("%s/plain-XXXXXX", g_tmp);
+    cleanup_free char *plain = NULL;
+    struct stat st;
+    pe_store *s;
+
+    ASSERT(pe_store_open("mysql://x/y", &err) == NULL);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    ASSERT(pe_store_open("", &err) == NULL);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    ASSERT(pe_store_open(missing, &err) == NULL);
+    ASSERT_EQ_INT(err.code, PE_ESYS);
+    /* Nothing listens there: a clean error, not a hang or a crash. */
+    ASSERT(pe_store_open("postgresql:///x?host=/nonexistent-pe-dir&connect_timeout=2", &err) ==
+           NULL);
+    ASSERT_EQ_INT(err.code, PE_ESYS);
+
+    /* A plain path is SQLite, created private. */
+    ASSERT(mkdtemp(dir) != NULL);
+    plain = pe_xasprintf("%s/pocketenv.db", dir);
+    s = open_ok(plain);
+    ASSERT_EQ_STR(pe_store_backend(s), "sqlite");
+    pe_store_close(s);
+    ASSERT_EQ_INT(stat(plain, &st), 0);
+    ASSERT_EQ_INT(st.st_mode & 0777, 0600);
+}
+
+int main(void)
+{
+    int failed = 0;
+    const char *url = getenv("PE_TEST_PG_URL");
+
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_tmp, sizeof(g_tmp), "/tmp/pe-test-store-XXXXXX");
+    if (mkdtemp(g_tmp) == NULL) {
+        perror("mkdtemp");
+        return 1;
+    }
+    if (url && *url) {
+        g_pg_url = pe_xstrdup(url);
+        printf("# PostgreSQL from PE_TEST_PG_URL\n");
+    } else {
+        pg_start();
+    }
+    if (g_pg_missing)
+        printf("# pg_ cases skip: %s\n", g_pg_missing);
+
+    failed |=
+        RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open, sqlite_users,
+                  sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status, sqlite_not_found,
+                  sqlite_kv, sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
+    failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
+                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_delete_cascades,
+                        pg_hostile_strings, pg_two_handles);
+
+    pg_stop();
+    free(g_pg_url);
+    pe_fs_rm_rf(g_tmp, NULL);
+    return failed;
+}
