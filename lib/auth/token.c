@@ -1,0 +1,297 @@
+/* HS256 API and terminal tokens, and the CLI's token file.
+ *
+ * Tokens are minted and verified with libjwt 1.10 (Debian bookworm). That
+ * version has no validation API (jwt_valid_* came in 1.12), so expiry, iat
+ * and scope are checked here, and it picks the algorithm from the token's
+ * own header, so before libjwt sees a token we decode the header ourselves
+ * and refuse anything but "alg": "HS256": "none" (which libjwt 1.10 would
+ * accept without a key), RS256/ES256 with our secret passed as a "public
+ * key", and HS384/HS512 never reach it. jwt_get_alg is checked again after
+ * decoding. Debian's 1.10.2-1+deb12u1 compares the HMAC in constant time
+ * (CVE-2024-25189).
+ *
+ * Upstream ignores expiry and signs every token kind with one secret, so a
+ * leaked terminal token works forever as a user token (reference §4.1,
+ * §9.2). Here every token carries exp and a "scope" claim, and the verifier
+ * is told which scopes an endpoint accepts.
+ *
+ * Stateless and thread-safe: all state is in the caller's pe_auth.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <jwt.h>
+#include <sodium.h>
+
+#include "auth/auth-internal.h"
+#include "core/fs.h"
+#include "core/util.h"
+
+static const struct {
+    int bit;
+    const char *name;
+} scopes[] = {
+    {PE_AUTH_SCOPE_API, "api"},
+    {PE_AUTH_SCOPE_TERMINAL, "terminal"},
+};
+
+static const char *const result_names[] = {
+    [PE_AUTH_OK] = "ok",
+    [PE_AUTH_MALFORMED] = "malformed",
+    [PE_AUTH_BAD_ALG] = "bad_alg",
+    [PE_AUTH_BAD_SIGNATURE] = "bad_signature",
+    [PE_AUTH_BAD_CLAIMS] = "bad_claims",
+    [PE_AUTH_EXPIRED] = "expired",
+    [PE_AUTH_NOT_YET_VALID] = "not_yet_valid",
+    [PE_AUTH_WRONG_SCOPE] = "wrong_scope",
+};
+
+const char *pe_auth_result_name(enum pe_auth_result r)
+{
+    if ((size_t)r >= PE_ARRAY_LEN(result_names) || result_names[r] == NULL)
+        return "unknown";
+    return result_names[r];
+}
+
+static const char *scope_name(int bit)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(scopes); i++)
+        if (scopes[i].bit == bit)
+            return scopes[i].name;
+    return NULL;
+}
+
+static int scope_bit(const char *name)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(scopes); i++)
+        if (strcmp(scopes[i].name, name) == 0)
+            return scopes[i].bit;
+    return 0;
+}
+
+/* "did:" then printable ASCII without spaces: enough to keep log lines and
+ * SQL parameters sane; the DID method itself is not our business here. */
+static int did_valid(const char *did)
+{
+    size_t n = strnlen(did, PE_AUTH_DID_MAX);
+
+    if (n >= PE_AUTH_DID_MAX || n <= 4 || strncmp(did, "did:", 4) != 0)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (did[i] <= ' ' || did[i] > '~')
+            return 0;
+    return 1;
+}
+
+int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                          time_t now, char **jwt, pe_err *err)
+{
+    const char *sname = scope_name(scope);
+    jwt_t *j = NULL;
+    char *s = NULL;
+
+    if (did == NULL || !did_valid(did))
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: invalid did");
+    if (sname == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: unknown scope %d", scope);
+    if (ttl_seconds <= 0 || ttl_seconds > PE_AUTH_TTL_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: ttl %lld s not in 1..%lld", ttl_seconds,
+                          (long long)PE_AUTH_TTL_MAX);
+    if (now < 0)
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: clock before 1970");
+    if (jwt_new(&j) != 0)
+        return pe_err_set(err, PE_ESYS, ENOMEM, "mint token");
+    if (jwt_add_grant(j, "did", did) != 0 || jwt_add_grant(j, "sub", did) != 0 ||
+        jwt_add_grant(j, "scope", sname) != 0 || jwt_add_grant_int(j, "iat", (long)now) != 0 ||
+        jwt_add_grant_int(j, "exp", (long)(now + ttl_seconds)) != 0 ||
+        jwt_set_alg(j, JWT_ALG_HS256, auth->keys->jwt_secret, PE__AUTH_JWT_SECRET_BYTES) != 0)
+        goto fail;
+    s = jwt_encode_str(j);
+    if (s == NULL)
+        goto fail;
+    jwt_free(j);
+    *jwt = s;
+    return 0;
+fail:
+    jwt_free(j);
+    return pe_err_set(err, PE_ESYS, ENOMEM, "mint token");
+}
+
+int pe_auth_token_mint(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                       char **jwt, pe_err *err)
+{
+    return pe_auth_token_mint_at(auth, did, ttl_seconds, scope, time(NULL), jwt, err);
+}
+
+static enum pe_auth_result reject(pe_err *err, enum pe_auth_result r, const char *why)
+{
+    pe_err_set(err, PE_EINVAL, 0, "token rejected (%s): %s", pe_auth_result_name(r), why);
+    return r;
+}
+
+/* Decode one base64url part (no padding, canonical, as every JWT encoder
+ * writes it) and parse it as a JSON object with no duplicate keys. */
+static json_t *decode_part(const char *b64, size_t len)
+{
+    unsigned char buf[PE_AUTH_TOKEN_MAX];
+    size_t n = 0;
+
+    if (len == 0 || sodium_base642bin(buf, sizeof(buf), b64, len, NULL, &n, NULL,
+                                      sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0)
+        return NULL;
+    json_t *obj = json_loadb((const char *)buf, n, JSON_REJECT_DUPLICATES, NULL);
+    if (obj != NULL && !json_is_object(obj)) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* Our own look at the token before libjwt's: shape, header, payload.
+ * *payload is set on PE_AUTH_OK. */
+static enum pe_auth_result precheck(const char *jwt, json_t **payload, pe_err *err)
+{
+    size_t len = strnlen(jwt, PE_AUTH_TOKEN_MAX + 1);
+    const char *dot1, *dot2;
+    json_t *head;
+    const char *alg, *typ;
+    unsigned char mac[crypto_auth_hmacsha256_BYTES];
+    size_t mac_len = 0;
+
+    if (len > PE_AUTH_TOKEN_MAX)
+        return reject(err, PE_AUTH_MALFORMED, "longer than 4096 bytes");
+    dot1 = memchr(jwt, '.', len);
+    dot2 = dot1 ? memchr(dot1 + 1, '.', len - (size_t)(dot1 + 1 - jwt)) : NULL;
+    if (dot2 == NULL || memchr(dot2 + 1, '.', len - (size_t)(dot2 + 1 - jwt)) != NULL ||
+        dot2 + 1 == jwt + len)
+        return reject(err, PE_AUTH_MALFORMED, "not three non-empty parts");
+    head = decode_part(jwt, (size_t)(dot1 - jwt));
+    if (head == NULL)
+        return reject(err, PE_AUTH_MALFORMED, "header is not base64url JSON");
+    alg = json_string_value(json_object_get(head, "alg"));
+    typ = json_string_value(json_object_get(head, "typ"));
+    if (alg == NULL || strcmp(alg, "HS256") != 0) {
+        json_decref(head);
+        return reject(err, PE_AUTH_BAD_ALG, "alg is not HS256");
+    }
+    if ((json_object_get(head, "typ") != NULL && (typ == NULL || strcmp(typ, "JWT") != 0)) ||
+        json_object_get(head, "crit") != NULL) {
+        json_decref(head);
+        return reject(err, PE_AUTH_MALFORMED, "unsupported typ or crit header");
+    }
+    json_decref(head);
+    /* libjwt compares base64 text; decoding here as well pins the signature
+     * to its one canonical 32-byte encoding. */
+    if (sodium_base642bin(mac, sizeof(mac), dot2 + 1, len - (size_t)(dot2 + 1 - jwt), NULL,
+                          &mac_len, NULL, sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        mac_len != sizeof(mac))
+        return reject(err, PE_AUTH_MALFORMED, "signature is not 32 bytes of base64url");
+    *payload = decode_part(dot1 + 1, (size_t)(dot2 - dot1 - 1));
+    if (*payload == NULL)
+        return reject(err, PE_AUTH_MALFORMED, "payload is not base64url JSON");
+    return PE_AUTH_OK;
+}
+
+/* A claim that must be a non-negative JSON integer. */
+static int int_claim(jwt_t *j, const char *name, long *out)
+{
+    long v = jwt_get_grant_int(j, name);
+
+    if (errno != 0 || v < 0)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static enum pe_auth_result check_claims(jwt_t *j, json_t *payload, int accepted, time_t now,
+                                        const char **did_out, pe_err *err)
+{
+    const char *did = jwt_get_grant(j, "did");
+    const char *scope = jwt_get_grant(j, "scope");
+    json_t *sub = json_object_get(payload, "sub");
+    long iat = 0, exp = 0;
+    int bit;
+
+    if (did == NULL || !did_valid(did))
+        return reject(err, PE_AUTH_BAD_CLAIMS, "did missing or invalid");
+    if (sub != NULL && (!json_is_string(sub) || strcmp(json_string_value(sub), did) != 0))
+        return reject(err, PE_AUTH_BAD_CLAIMS, "sub differs from did");
+    if (int_claim(j, "iat", &iat) < 0 || int_claim(j, "exp", &exp) < 0 || exp <= iat)
+        return reject(err, PE_AUTH_BAD_CLAIMS, "iat/exp missing or invalid");
+    bit = scope ? scope_bit(scope) : 0;
+    if (bit == 0)
+        return reject(err, PE_AUTH_BAD_CLAIMS, "scope missing or unknown");
+    /* Written so that no sum can overflow: exp and iat come from the token. */
+    if (now - PE_AUTH_CLOCK_SKEW >= exp)
+        return reject(err, PE_AUTH_EXPIRED, "expired");
+    if (iat > now + PE_AUTH_CLOCK_SKEW)
+        return reject(err, PE_AUTH_NOT_YET_VALID, "issued in the future");
+    if ((bit & accepted) == 0)
+        return reject(err, PE_AUTH_WRONG_SCOPE, "scope not accepted here");
+    *did_out = did;
+    return PE_AUTH_OK;
+}
+
+enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt,
+                                            int accepted_scopes, time_t now, char **did_out,
+                                            pe_err *err)
+{
+    json_t *payload = NULL;
+    jwt_t *j = NULL;
+    const char *did = NULL;
+    enum pe_auth_result r;
+
+    if (jwt == NULL)
+        return reject(err, PE_AUTH_MALFORMED, "no token");
+    r = precheck(jwt, &payload, err);
+    if (r != PE_AUTH_OK)
+        return r;
+    if (jwt_decode(&j, jwt, auth->keys->jwt_secret, PE__AUTH_JWT_SECRET_BYTES) != 0) {
+        /* Shape, header and payload passed precheck: what is left is the
+         * signature (or something libjwt finds stricter than we do). */
+        json_decref(payload);
+        return reject(err, PE_AUTH_BAD_SIGNATURE, "signature does not verify");
+    }
+    if (jwt_get_alg(j) != JWT_ALG_HS256)
+        r = reject(err, PE_AUTH_BAD_ALG, "alg is not HS256");
+    else
+        r = check_claims(j, payload, accepted_scopes, now, &did, err);
+    if (r == PE_AUTH_OK && did_out != NULL)
+        *did_out = pe_xstrdup(did);
+    jwt_free(j);
+    json_decref(payload);
+    return r;
+}
+
+enum pe_auth_result pe_auth_token_verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
+                                         char **did_out, pe_err *err)
+{
+    return pe_auth_token_verify_at(auth, jwt, accepted_scopes, time(NULL), did_out, err);
+}
+
+int pe_auth_write_token_file(const char *path, const char *jwt, pe_err *err)
+{
+    cleanup_free char *dir = pe_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    json_t *obj;
+    char *text;
+    int ret;
+
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        if (pe_fs_mkdir_p(dir, 0700, err) < 0)
+            return pe_err_prefix(err, "write token file");
+    }
+    obj = json_pack("{s:s}", "token", jwt);
+    if (obj == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "write token file %s: token is not a string", path);
+    text = json_dumps(obj, 0);
+    json_decref(obj);
+    if (text == NULL)
+        return pe_err_set(err, PE_ESYS, ENOMEM, "write token file %s", path);
+    ret = pe_fs_write_atomic(path, text, strlen(text), 0600, err);
+    sodium_memzero(text, strlen(text));
+    free(text);
+    return ret;
+}
