@@ -1,0 +1,127 @@
+/* The HTTP server and its XRPC conventions (reference §1.1).
+ *
+ * A server is libmicrohttpd driven from a pe_ev_loop: no MHD thread, every
+ * callback (handlers included) runs on the loop's thread. Routes:
+ *
+ *   GET /                 banner (text/plain, or HTML <pre> for Accept: text/html)
+ *   GET /healthz          200 "ok"
+ *   GET /metrics          Prometheus text: requests by nsid and status,
+ *                         latency histogram, plus the metrics hook's lines
+ *   OPTIONS *             CORS preflight, 204
+ *   GET  /xrpc/<query>    }  parameters and body validated against the
+ *   POST /xrpc/<procedure>}  lexicon table (lib/http/xrpc-table.c)
+ *
+ * XRPC errors are always JSON {"error": Name, "message": text}:
+ *   400 InvalidRequest       bad nsid, bad parameter or body, wrong
+ *                            Content-Type, wrong HTTP method for the nsid
+ *                            (upstream's "Incorrect HTTP method (PUT)
+ *                            expected POST"; upstream answers 400, not 405)
+ *   404 XRPCNotSupported     nsid not in the lexicons (upstream's 404 name)
+ *   413 PayloadTooLarge      body over max_json_body
+ *   429 RateLimitExceeded    token bucket empty; Retry-After set
+ *   501 MethodNotImplemented lexicon method with no registered handler
+ * and whatever pe__xrpc_error_for maps a handler's pe_err code to.
+ *
+ * Every response carries Access-Control-Allow-Origin: *. */
+#ifndef POCKETENV_HTTP_H
+#define POCKETENV_HTTP_H
+
+#include <stddef.h>
+#include <stdio.h>
+#include <jansson.h>
+
+#include "pocketenv/err.h"
+#include "pocketenv/ev.h"
+
+enum pe_xrpc_kind {
+    PE_XRPC_QUERY = 1,
+    PE_XRPC_PROCEDURE = 2,
+};
+
+/* Error codes for pe_err.code beyond err.h's, for failures only the API
+ * has. Kept well above err.h's range so both can grow. */
+enum pe_xrpc_err_code {
+    PE_XRPC_EAUTH = 100, /* 401 AuthenticationRequired */
+    PE_XRPC_EFORBIDDEN,  /* 403 Forbidden */
+    PE_XRPC_EUPSTREAM,   /* 502 UpstreamFailure */
+    PE_XRPC_EBUSY,       /* 503 ServiceUnavailable: queue full, shutting down */
+    PE_XRPC_ENOTIMPL,    /* 501 MethodNotImplemented */
+    PE_XRPC_ETOOBIG,     /* 413 PayloadTooLarge */
+    PE_XRPC_ERATE,       /* 429 RateLimitExceeded */
+    PE_XRPC_ENOMETHOD,   /* 404 XRPCNotSupported: nsid not in the lexicons */
+};
+
+typedef struct pe_http_config {
+    const char *host;         /* listen address, numeric IPv4/IPv6 (default "127.0.0.1") */
+    unsigned port;            /* 0: any free port, see pe_http_server_port */
+    size_t max_header_bytes;  /* per-connection buffer for the request line + headers (32 KiB) */
+    size_t max_json_body;     /* JSON body limit (100 KiB, as upstream) */
+    unsigned max_connections; /* all clients (1024) */
+    unsigned max_per_ip;      /* connections per client address (64) */
+    unsigned timeout_s;       /* idle connection timeout (30 s) */
+    double rate_per_s;        /* token bucket refill rate (500 / 30 s, as upstream) */
+    double rate_burst;        /* bucket size (500); 0 disables rate limiting */
+    unsigned rate_max_keys;   /* buckets kept at most (65536) */
+    const char *banner;       /* GET / text (default: a short banner) */
+} pe_http_config;
+
+void pe_http_config_init(pe_http_config *cfg);
+
+typedef struct pe_http_server pe_http_server;
+
+/* Listen and register with loop. cfg is copied (strings too). */
+pe_http_server *pe_http_server_new(pe_ev_loop *loop, const pe_http_config *cfg, pe_err *err);
+/* The port actually bound (useful with port 0). */
+unsigned pe_http_server_port(const pe_http_server *srv);
+/* Stop listening, answer every still-deferred request with 503, close all
+ * connections. Requests handed out become invalid: complete or cancel the
+ * work that holds them before calling this. */
+void pe_http_server_free(pe_http_server *srv);
+
+/* The request a handler receives. Everything is borrowed and lives until
+ * the request is answered. */
+typedef struct pe_xrpc_request {
+    int kind; /* enum pe_xrpc_kind */
+    const char *nsid;
+    json_t *params;            /* validated and coerced; {} when none */
+    json_t *body;              /* validated input, NULL when the lexicon has none */
+    const char *authorization; /* Authorization header value, NULL if absent */
+    const char *client_addr;   /* numeric address of the peer */
+} pe_xrpc_request;
+
+/* A handler answers exactly once: before returning with pe_xrpc_respond*,
+ * or later after pe_http_response_defer. */
+typedef void (*pe_xrpc_handler)(pe_xrpc_request *req, void *ud);
+
+/* Serve nsid (which must be in the lexicon table) with fn. Replaces an
+ * earlier registration. Fails with PE_ENOENT for an nsid not in the table. */
+int pe_xrpc_register(pe_http_server *srv, const char *nsid, pe_xrpc_handler fn, void *ud,
+                     pe_err *err);
+
+/* 200 with out as the JSON body; steals out. NULL: 200 with an empty body
+ * (procedures without output, as upstream). */
+void pe_xrpc_respond(pe_xrpc_request *req, json_t *out);
+/* The XRPC error that err->code maps to, with err->msg as the message.
+ * Messages of 5xx errors are logged, not sent: they may name paths. */
+void pe_xrpc_respond_err(pe_xrpc_request *req, const pe_err *err);
+/* Same status as pe_xrpc_respond_err, with a custom error name, for the
+ * handler-specific names clients match on ("SandboxNotFound"). */
+void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const char *name);
+
+/* Called by a handler that will answer later (from a pe_ev done callback,
+ * on the loop thread). The connection is suspended until the answer. */
+void pe_http_response_defer(pe_xrpc_request *req);
+
+/* Rate-limit key for a request that carries an Authorization header: fill
+ * key (e.g. with the token's verified subject) and return 1, or return 0
+ * to have the request limited by client address like an anonymous one.
+ * Without a hook the header value itself is the key. */
+typedef int (*pe_http_rate_key_fn)(const char *authorization, char *key, size_t key_size, void *ud);
+void pe_http_set_rate_key(pe_http_server *srv, pe_http_rate_key_fn fn, void *ud);
+
+/* Extra lines for GET /metrics (e.g. sandboxes by state), written after
+ * the server's own, in Prometheus text format. */
+typedef void (*pe_http_metrics_fn)(FILE *out, void *ud);
+void pe_http_set_metrics_hook(pe_http_server *srv, pe_http_metrics_fn fn, void *ud);
+
+#endif

@@ -1,0 +1,499 @@
+/* The event loop: epoll over fds, timerfds, signalfds and one eventfd that
+ * the worker pool (and pe_ev_post) write to when a completion is ready.
+ *
+ * Every watcher is a struct with a common head registered in epoll with
+ * its address as data.ptr. Stopping removes it from epoll at once but only
+ * marks it dead; dead watchers are freed at the end of the dispatch round,
+ * because the round's event array may still point at them.
+ *
+ * The pool: a fixed number of threads started on first submit, a bounded
+ * FIFO of pending items (mutex + condvar), and a completion list guarded by
+ * its own mutex; the eventfd wakes the loop, which runs the done callbacks
+ * in completion order. Threads block all signals so signalfds see them. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/timerfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pocketenv/ev.h"
+#include "core/util.h"
+
+enum watcher_kind { W_IO, W_TIMER, W_SIGNAL, W_WAKE };
+
+struct watcher {
+    int kind;
+    int fd;
+    bool dead;
+    pe_ev_loop *loop;
+    struct watcher *next; /* all watchers, for free */
+};
+
+struct pe_ev_io {
+    struct watcher w;
+    pe_ev_io_cb cb;
+    void *ud;
+};
+
+struct pe_ev_timer {
+    struct watcher w;
+    pe_ev_timer_cb cb;
+    void *ud;
+};
+
+struct pe_ev_signal {
+    struct watcher w;
+    int signo;
+    pe_ev_signal_cb cb;
+    void *ud;
+};
+
+struct work {
+    pe_ev_work_cb work;
+    pe_ev_done_cb done;
+    void *ud;
+    struct work *next;
+};
+
+struct pe_ev_loop {
+    int epfd;
+    bool stop;
+    struct watcher *watchers;
+    struct watcher wake; /* eventfd: completions and pe_ev_stop */
+
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;
+    struct work *queue_head, *queue_tail;
+    unsigned queued, max_queued;
+    struct work *done_head, *done_tail;
+    bool quit;      /* pe_ev_stop was called */
+    bool quit_pool; /* pe_ev_loop_free: workers drain the queue and exit */
+    pthread_t *threads;
+    unsigned n_threads, want_threads;
+};
+
+uint64_t pe_ev_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int watch(pe_ev_loop *loop, struct watcher *w, int kind, int fd, uint32_t events,
+                 pe_err *err)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+
+    w->kind = kind;
+    w->fd = fd;
+    w->loop = loop;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        return pe_err_sys(err, "epoll_ctl add fd %d", fd);
+    if (w != &loop->wake) {
+        w->next = loop->watchers;
+        loop->watchers = w;
+    }
+    return 0;
+}
+
+static void unwatch(struct watcher *w)
+{
+    if (w == NULL || w->dead)
+        return;
+    epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    w->dead = true;
+}
+
+pe_ev_loop *pe_ev_loop_new(unsigned workers, unsigned max_queued, pe_err *err)
+{
+    pe_ev_loop *loop = pe_xcalloc(1, sizeof(*loop));
+    int efd = -1;
+
+    loop->want_threads = workers ? workers : 4;
+    loop->max_queued = max_queued ? max_queued : 1024;
+    pthread_mutex_init(&loop->mu, NULL);
+    pthread_cond_init(&loop->cv, NULL);
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        pe_err_sys(err, "epoll_create1");
+        goto fail;
+    }
+    efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (efd < 0) {
+        pe_err_sys(err, "eventfd");
+        goto fail;
+    }
+    if (watch(loop, &loop->wake, W_WAKE, efd, EPOLLIN, err) < 0)
+        goto fail;
+    return loop;
+fail:
+    if (efd >= 0)
+        close(efd);
+    if (loop->epfd >= 0)
+        close(loop->epfd);
+    free(loop);
+    return NULL;
+}
+
+static void wake(pe_ev_loop *loop)
+{
+    uint64_t one = 1;
+    ssize_t n = write(loop->wake.fd, &one, sizeof(one));
+    (void)n; /* EAGAIN means the counter is already non-zero: awake anyway */
+}
+
+static void free_watcher(struct watcher *w)
+{
+    if (w->kind != W_IO)
+        close(w->fd); /* timers and signals own their fd; io watchers do not */
+    free(w);
+}
+
+static void reap_dead(pe_ev_loop *loop)
+{
+    struct watcher **pp = &loop->watchers;
+
+    while (*pp) {
+        struct watcher *w = *pp;
+        if (w->dead) {
+            *pp = w->next;
+            free_watcher(w);
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+static void run_completions(pe_ev_loop *loop)
+{
+    uint64_t v;
+    struct work *list;
+
+    if (read(loop->wake.fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+        return;
+    pthread_mutex_lock(&loop->mu);
+    list = loop->done_head;
+    loop->done_head = loop->done_tail = NULL;
+    pthread_mutex_unlock(&loop->mu);
+    while (list) {
+        struct work *next = list->next;
+        if (list->done)
+            list->done(list->ud);
+        free(list);
+        list = next;
+    }
+}
+
+static void dispatch(struct watcher *w, uint32_t events)
+{
+    uint64_t ticks;
+    struct signalfd_siginfo si;
+
+    if (w->dead)
+        return;
+    switch (w->kind) {
+    case W_IO: {
+        pe_ev_io *io = (pe_ev_io *)w;
+        io->cb(io, w->fd, events, io->ud);
+        break;
+    }
+    case W_TIMER: {
+        pe_ev_timer *t = (pe_ev_timer *)w;
+        if (read(w->fd, &ticks, sizeof(ticks)) != sizeof(ticks))
+            return; /* re-armed or disarmed since the event: nothing to deliver */
+        t->cb(t, t->ud);
+        break;
+    }
+    case W_SIGNAL: {
+        pe_ev_signal *s = (pe_ev_signal *)w;
+        while (!w->dead && read(w->fd, &si, sizeof(si)) == sizeof(si))
+            s->cb(s, (int)si.ssi_signo, s->ud);
+        break;
+    }
+    case W_WAKE:
+        run_completions(w->loop);
+        break;
+    }
+}
+
+int pe_ev_run(pe_ev_loop *loop, pe_err *err)
+{
+    struct epoll_event evs[64];
+
+    loop->stop = false;
+    while (!loop->stop) {
+        int n = epoll_wait(loop->epfd, evs, (int)PE_ARRAY_LEN(evs), -1);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return pe_err_sys(err, "epoll_wait");
+        }
+        for (int i = 0; i < n; i++)
+            dispatch(evs[i].data.ptr, evs[i].events);
+        reap_dead(loop);
+        pthread_mutex_lock(&loop->mu);
+        if (loop->quit)
+            loop->stop = true;
+        pthread_mutex_unlock(&loop->mu);
+    }
+    pthread_mutex_lock(&loop->mu);
+    loop->quit = false;
+    pthread_mutex_unlock(&loop->mu);
+    return 0;
+}
+
+void pe_ev_stop(pe_ev_loop *loop)
+{
+    pthread_mutex_lock(&loop->mu);
+    loop->quit = true;
+    pthread_mutex_unlock(&loop->mu);
+    wake(loop);
+}
+
+pe_ev_io *pe_ev_io_start(pe_ev_loop *loop, int fd, uint32_t events, pe_ev_io_cb cb, void *ud,
+                         pe_err *err)
+{
+    pe_ev_io *io = pe_xcalloc(1, sizeof(*io));
+
+    io->cb = cb;
+    io->ud = ud;
+    if (watch(loop, &io->w, W_IO, fd, events, err) < 0) {
+        free(io);
+        return NULL;
+    }
+    return io;
+}
+
+int pe_ev_io_modify(pe_ev_io *io, uint32_t events, pe_err *err)
+{
+    struct epoll_event ev = {.events = events, .data.ptr = &io->w};
+
+    if (epoll_ctl(io->w.loop->epfd, EPOLL_CTL_MOD, io->w.fd, &ev) < 0)
+        return pe_err_sys(err, "epoll_ctl mod fd %d", io->w.fd);
+    return 0;
+}
+
+void pe_ev_io_stop(pe_ev_io *io)
+{
+    if (io)
+        unwatch(&io->w);
+}
+
+static void ns_to_ts(uint64_t ns, struct timespec *ts)
+{
+    ts->tv_sec = (time_t)(ns / 1000000000ull);
+    ts->tv_nsec = (long)(ns % 1000000000ull);
+}
+
+int pe_ev_timer_set(pe_ev_timer *t, uint64_t first_ns, uint64_t interval_ns, pe_err *err)
+{
+    struct itimerspec its = {0};
+
+    ns_to_ts(first_ns, &its.it_value);
+    ns_to_ts(interval_ns, &its.it_interval);
+    if (timerfd_settime(t->w.fd, 0, &its, NULL) < 0)
+        return pe_err_sys(err, "timerfd_settime");
+    return 0;
+}
+
+pe_ev_timer *pe_ev_timer_start(pe_ev_loop *loop, uint64_t first_ns, uint64_t interval_ns,
+                               pe_ev_timer_cb cb, void *ud, pe_err *err)
+{
+    cleanup_fd int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    pe_ev_timer *t = NULL;
+
+    if (fd < 0) {
+        pe_err_sys(err, "timerfd_create");
+        return NULL;
+    }
+    t = pe_xcalloc(1, sizeof(*t));
+    t->cb = cb;
+    t->ud = ud;
+    t->w.fd = fd;
+    if (pe_ev_timer_set(t, first_ns, interval_ns, err) < 0 ||
+        watch(loop, &t->w, W_TIMER, fd, EPOLLIN, err) < 0) {
+        free(t);
+        return NULL;
+    }
+    pe_steal_fd(&fd);
+    return t;
+}
+
+void pe_ev_timer_stop(pe_ev_timer *t)
+{
+    if (t)
+        unwatch(&t->w);
+}
+
+pe_ev_signal *pe_ev_signal_start(pe_ev_loop *loop, int signo, pe_ev_signal_cb cb, void *ud,
+                                 pe_err *err)
+{
+    sigset_t set;
+    cleanup_fd int fd = -1;
+    pe_ev_signal *s = NULL;
+
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+        pe_err_set(err, PE_ESYS, 0, "block signal %d", signo);
+        return NULL;
+    }
+    fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (fd < 0) {
+        pe_err_sys(err, "signalfd %d", signo);
+        return NULL;
+    }
+    s = pe_xcalloc(1, sizeof(*s));
+    s->signo = signo;
+    s->cb = cb;
+    s->ud = ud;
+    if (watch(loop, &s->w, W_SIGNAL, fd, EPOLLIN, err) < 0) {
+        free(s);
+        return NULL;
+    }
+    pe_steal_fd(&fd);
+    return s;
+}
+
+void pe_ev_signal_stop(pe_ev_signal *s)
+{
+    if (s)
+        unwatch(&s->w);
+}
+
+static void post_done(pe_ev_loop *loop, struct work *w)
+{
+    pthread_mutex_lock(&loop->mu);
+    w->next = NULL;
+    if (loop->done_tail)
+        loop->done_tail->next = w;
+    else
+        loop->done_head = w;
+    loop->done_tail = w;
+    pthread_mutex_unlock(&loop->mu);
+    wake(loop);
+}
+
+static void *worker_main(void *arg)
+{
+    pe_ev_loop *loop = arg;
+
+    for (;;) {
+        struct work *w;
+
+        pthread_mutex_lock(&loop->mu);
+        while (loop->queue_head == NULL && !loop->quit_pool)
+            pthread_cond_wait(&loop->cv, &loop->mu);
+        w = loop->queue_head;
+        if (w == NULL) { /* shutting down and nothing left */
+            pthread_mutex_unlock(&loop->mu);
+            return NULL;
+        }
+        loop->queue_head = w->next;
+        if (loop->queue_head == NULL)
+            loop->queue_tail = NULL;
+        loop->queued--;
+        pthread_mutex_unlock(&loop->mu);
+        w->work(w->ud);
+        post_done(loop, w);
+    }
+}
+
+/* Called with mu held. Threads start with every signal blocked: they
+ * inherit the mask of the creating thread, so block, create, restore. */
+static int start_pool(pe_ev_loop *loop, pe_err *err)
+{
+    sigset_t all, old;
+
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    loop->threads = pe_xcalloc(loop->want_threads, sizeof(pthread_t));
+    for (unsigned i = 0; i < loop->want_threads; i++) {
+        int rc = pthread_create(&loop->threads[i], NULL, worker_main, loop);
+        if (rc != 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            if (loop->n_threads > 0)
+                break; /* run with fewer threads rather than none */
+            return pe_err_set(err, PE_ESYS, rc, "start worker thread");
+        }
+        loop->n_threads++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return 0;
+}
+
+int pe_ev_submit(pe_ev_loop *loop, pe_ev_work_cb work, pe_ev_done_cb done, void *ud, pe_err *err)
+{
+    struct work *w;
+
+    if (work == NULL) {
+        pe_ev_post(loop, done, ud);
+        return 0;
+    }
+    pthread_mutex_lock(&loop->mu);
+    if (loop->threads == NULL && start_pool(loop, err) < 0) {
+        pthread_mutex_unlock(&loop->mu);
+        return -1;
+    }
+    if (loop->queued >= loop->max_queued) {
+        pthread_mutex_unlock(&loop->mu);
+        return pe_err_set(err, PE_ESYS, EAGAIN, "worker queue full (%u items)", loop->max_queued);
+    }
+    w = pe_xcalloc(1, sizeof(*w));
+    w->work = work;
+    w->done = done;
+    w->ud = ud;
+    if (loop->queue_tail)
+        loop->queue_tail->next = w;
+    else
+        loop->queue_head = w;
+    loop->queue_tail = w;
+    loop->queued++;
+    pthread_cond_signal(&loop->cv);
+    pthread_mutex_unlock(&loop->mu);
+    return 0;
+}
+
+void pe_ev_post(pe_ev_loop *loop, pe_ev_done_cb done, void *ud)
+{
+    struct work *w = pe_xcalloc(1, sizeof(*w));
+
+    w->done = done;
+    w->ud = ud;
+    post_done(loop, w);
+}
+
+void pe_ev_loop_free(pe_ev_loop *loop)
+{
+    struct watcher *w;
+
+    if (loop == NULL)
+        return;
+    pthread_mutex_lock(&loop->mu);
+    loop->quit_pool = true;
+    pthread_cond_broadcast(&loop->cv);
+    pthread_mutex_unlock(&loop->mu);
+    /* Queued items still run: their done callbacks own memory the callers
+     * expect back. Then the completions are delivered one last time. */
+    for (unsigned i = 0; i < loop->n_threads; i++)
+        pthread_join(loop->threads[i], NULL);
+    free(loop->threads);
+    run_completions(loop);
+    while ((w = loop->watchers)) {
+        loop->watchers = w->next;
+        if (!w->dead)
+            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        free_watcher(w);
+    }
+    close(loop->wake.fd);
+    close(loop->epfd);
+    pthread_cond_destroy(&loop->cv);
+    pthread_mutex_destroy(&loop->mu);
+    free(loop);
+}

@@ -1,0 +1,904 @@
+/* The HTTP server: libmicrohttpd in external-epoll mode on a pe_ev_loop.
+ *
+ * MHD runs no thread of its own. Its epoll fd sits in our loop; when it is
+ * readable, or when MHD's timeout (connection idle limit) expires, we call
+ * MHD_run, which accepts, reads, calls on_access and writes. So every
+ * handler runs on the loop thread and must not block: slow work goes to
+ * the loop's worker pool and the handler defers its answer.
+ *
+ * A request's state is a struct conn in MHD's per-request pointer, created
+ * on the first on_access call and freed in on_completed. Deferral suspends
+ * the MHD connection; the answer is stored in the conn and the connection
+ * resumed, and MHD calls on_access once more to queue it. MHD_run is never
+ * entered recursively: an answer that arrives while MHD_run is on the stack
+ * (a handler completing another request) only asks for one more round.
+ *
+ * Limits (STYLE rule 8): MHD's per-connection memory pool bounds the
+ * request line and headers (431 beyond it), the body buffer stops at
+ * max_json_body (413), the rate-limit table at rate_max_keys, the metrics
+ * table at METRIC_ROWS (nsids come from the lexicon table, unknown ones
+ * share one row), and MHD enforces connection counts and idle timeouts. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "http/xrpc-internal.h"
+#include "pocketenv/http.h"
+
+#define MAX_ARGS 64
+#define METRIC_ROWS 512
+#define JSON_TYPE "application/json; charset=utf-8"
+#define DEFAULT_BANNER "Pocketenv: sandboxes over XRPC (/xrpc/io.pocketenv.*)\n"
+
+static const double latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+#define N_BUCKETS PE_ARRAY_LEN(latency_buckets)
+
+struct handler_slot {
+    pe_xrpc_handler fn;
+    void *ud;
+};
+
+struct rate_entry {
+    struct rate_entry *next;
+    uint64_t hash;
+    double tokens;
+    uint64_t last_ns;
+    char key[];
+};
+
+struct metric_row {
+    const char *label; /* static: an nsid from the table or a route name */
+    unsigned status;
+    uint64_t count;
+};
+
+struct conn;
+
+struct pe_http_server {
+    pe_ev_loop *loop;
+    struct MHD_Daemon *mhd;
+    pe_ev_io *io;
+    pe_ev_timer *timer;
+    pe_http_config cfg;
+    char *host, *banner, *banner_html;
+    unsigned port;
+    struct handler_slot *handlers; /* indexed like pe__xrpc_methods */
+    bool in_mhd, need_run;
+    struct conn *deferred; /* suspended connections, for shutdown */
+
+    struct rate_entry **rate_tab;
+    size_t rate_nbuckets, rate_count;
+    uint64_t rate_seed;
+    pe_http_rate_key_fn rate_key;
+    void *rate_key_ud;
+
+    struct metric_row rows[METRIC_ROWS];
+    size_t n_rows;
+    uint64_t hist[N_BUCKETS + 1];
+    uint64_t hist_count;
+    double hist_sum;
+    pe_http_metrics_fn metrics_fn;
+    void *metrics_ud;
+};
+
+struct conn {
+    pe_xrpc_request req; /* first: handlers get &conn->req */
+    pe_http_server *srv;
+    struct MHD_Connection *mc;
+    uint64_t start_ns;
+    const pe_xrpc_method *method;
+    const char *label;
+    const char *content_type;
+    char *body;
+    size_t body_len, body_cap;
+    bool too_big, in_handler, deferred, dispatched;
+    struct MHD_Response *resp;
+    unsigned status;
+    bool rl_set;
+    long rl_limit, rl_remaining;
+    long long rl_reset;
+    unsigned retry_after;
+    struct conn *dnext, *dprev;
+    char client[INET6_ADDRSTRLEN];
+};
+
+void pe_http_config_init(pe_http_config *cfg)
+{
+    *cfg = (pe_http_config){
+        .host = "127.0.0.1",
+        .port = 8789,
+        .max_header_bytes = 32 * 1024,
+        .max_json_body = 100 * 1024,
+        .max_connections = 1024,
+        .max_per_ip = 64,
+        .timeout_s = 30,
+        .rate_per_s = 500.0 / 30.0,
+        .rate_burst = 500,
+        .rate_max_keys = 65536,
+        .banner = NULL,
+    };
+}
+
+/* ---- responses ---------------------------------------------------------- */
+
+static void set_response(struct conn *c, unsigned status, const char *ctype, char *body, size_t len)
+{
+    struct MHD_Response *r;
+    char num[32];
+
+    if (body)
+        r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    else
+        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (r == NULL)
+        abort(); /* MHD only fails here on allocation failure */
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    MHD_add_response_header(r, "Access-Control-Expose-Headers",
+                            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
+                            "Retry-After");
+    if (ctype)
+        MHD_add_response_header(r, "Content-Type", ctype);
+    if (c->rl_set) {
+        snprintf(num, sizeof(num), "%ld", c->rl_limit);
+        MHD_add_response_header(r, "X-RateLimit-Limit", num);
+        snprintf(num, sizeof(num), "%ld", c->rl_remaining);
+        MHD_add_response_header(r, "X-RateLimit-Remaining", num);
+        snprintf(num, sizeof(num), "%lld", c->rl_reset);
+        MHD_add_response_header(r, "X-RateLimit-Reset", num);
+    }
+    if (status == 429) {
+        snprintf(num, sizeof(num), "%u", c->retry_after);
+        MHD_add_response_header(r, "Retry-After", num);
+    }
+    if (c->resp)
+        MHD_destroy_response(c->resp);
+    c->resp = r;
+    c->status = status;
+}
+
+static void set_text(struct conn *c, unsigned status, const char *ctype, const char *text)
+{
+    set_response(c, status, ctype, pe_xstrdup(text), strlen(text));
+}
+
+static void set_json(struct conn *c, unsigned status, json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    json_decref(v);
+    if (s == NULL)
+        abort(); /* jansson fails only on allocation failure for valid values */
+    set_response(c, status, JSON_TYPE, s, strlen(s));
+}
+
+/* Every XRPC error goes through here, so through pe__xrpc_error_for. */
+static void set_error(struct conn *c, int code, const char *name, const char *message)
+{
+    pe_xrpc_error e = pe__xrpc_error_for(code);
+    json_t *msg = json_string(message);
+
+    if (msg == NULL) /* the message quoted invalid UTF-8 from the request */
+        msg = json_string("request contains invalid UTF-8");
+    set_json(c, e.status, json_pack("{s:s,s:o}", "error", name ? name : e.name, "message", msg));
+}
+
+/* ---- running MHD from the loop ------------------------------------------ */
+
+static void arm_timer(pe_http_server *s)
+{
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    uint64_t ns = 0;
+
+    if (MHD_get_timeout(s->mhd, &ms) == MHD_YES)
+        ns = ms ? (uint64_t)ms * 1000000ull : 1; /* 0 would disarm the timerfd */
+    pe_ev_timer_set(s->timer, ns, 0, NULL);
+}
+
+static void run_mhd(pe_http_server *s)
+{
+    if (s->in_mhd) {
+        s->need_run = true;
+        return;
+    }
+    do {
+        s->need_run = false;
+        s->in_mhd = true;
+        MHD_run(s->mhd);
+        s->in_mhd = false;
+    } while (s->need_run);
+    arm_timer(s);
+}
+
+static void on_mhd_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    run_mhd(ud);
+}
+
+static void on_mhd_timer(pe_ev_timer *t, void *ud)
+{
+    run_mhd(ud);
+}
+
+/* ---- metrics ------------------------------------------------------------ */
+
+static void metrics_record(pe_http_server *s, const char *label, unsigned status, double secs)
+{
+    size_t i, b;
+
+    for (i = 0; i < s->n_rows; i++)
+        if (s->rows[i].label == label && s->rows[i].status == status)
+            break;
+    if (i == s->n_rows) {
+        if (s->n_rows == METRIC_ROWS)
+            i = METRIC_ROWS - 1; /* full: fold into the last row rather than grow */
+        else
+            s->rows[s->n_rows++] = (struct metric_row){label, status, 0};
+    }
+    s->rows[i].count++;
+    for (b = 0; b < N_BUCKETS && secs > latency_buckets[b]; b++)
+        ;
+    s->hist[b]++;
+    s->hist_count++;
+    s->hist_sum += secs;
+}
+
+static void metrics_write(pe_http_server *s, FILE *f)
+{
+    uint64_t cum = 0;
+
+    fputs("# HELP pocketenv_http_requests_total HTTP requests by XRPC method (or route) and "
+          "status.\n# TYPE pocketenv_http_requests_total counter\n",
+          f);
+    for (size_t i = 0; i < s->n_rows; i++)
+        fprintf(f, "pocketenv_http_requests_total{nsid=\"%s\",status=\"%u\"} %llu\n",
+                s->rows[i].label, s->rows[i].status, (unsigned long long)s->rows[i].count);
+    fputs("# HELP pocketenv_http_request_duration_seconds Time from request headers to the "
+          "end of the response.\n# TYPE pocketenv_http_request_duration_seconds histogram\n",
+          f);
+    for (size_t b = 0; b < N_BUCKETS; b++) {
+        cum += s->hist[b];
+        fprintf(f, "pocketenv_http_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                latency_buckets[b], (unsigned long long)cum);
+    }
+    fprintf(f, "pocketenv_http_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+            (unsigned long long)s->hist_count);
+    fprintf(f, "pocketenv_http_request_duration_seconds_sum %.6f\n", s->hist_sum);
+    fprintf(f, "pocketenv_http_request_duration_seconds_count %llu\n",
+            (unsigned long long)s->hist_count);
+    if (s->metrics_fn)
+        s->metrics_fn(f, s->metrics_ud);
+}
+
+static void serve_metrics(struct conn *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+
+    if (f == NULL)
+        abort();
+    metrics_write(c->srv, f);
+    fclose(f);
+    set_response(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---- rate limiting: a token bucket per key ------------------------------ */
+
+static uint64_t hash_key(uint64_t seed, const char *key)
+{
+    uint64_t h = 1469598103934665603ull ^ seed;
+
+    for (; *key; key++) {
+        h ^= (unsigned char)*key;
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+/* Drop buckets that have refilled: they are indistinguishable from new
+ * ones. If every bucket is in use, drop them all: failing open, as upstream
+ * does when its Redis fails, beats refusing every new client. */
+static void rate_sweep(pe_http_server *s, uint64_t now)
+{
+    bool all = s->rate_count >= s->cfg.rate_max_keys;
+
+    for (int pass = 0; pass < 2 && all; pass++) {
+        for (size_t i = 0; i < s->rate_nbuckets; i++) {
+            struct rate_entry **pp = &s->rate_tab[i];
+            while (*pp) {
+                struct rate_entry *e = *pp;
+                double t = e->tokens + (double)(now - e->last_ns) / 1e9 * s->cfg.rate_per_s;
+                if (pass == 1 || t >= s->cfg.rate_burst) {
+                    *pp = e->next;
+                    free(e);
+                    s->rate_count--;
+                } else {
+                    pp = &e->next;
+                }
+            }
+        }
+        all = s->rate_count >= s->cfg.rate_max_keys;
+    }
+}
+
+static struct rate_entry *rate_find(pe_http_server *s, const char *key, uint64_t now)
+{
+    uint64_t h = hash_key(s->rate_seed, key);
+    struct rate_entry **head = &s->rate_tab[h & (s->rate_nbuckets - 1)], *e;
+    size_t klen = strlen(key);
+
+    for (e = *head; e; e = e->next)
+        if (e->hash == h && strcmp(e->key, key) == 0)
+            return e;
+    rate_sweep(s, now);
+    head = &s->rate_tab[h & (s->rate_nbuckets - 1)];
+    e = pe_xmalloc(sizeof(*e) + klen + 1);
+    memcpy(e->key, key, klen + 1);
+    e->hash = h;
+    e->tokens = s->cfg.rate_burst;
+    e->last_ns = now;
+    e->next = *head;
+    *head = e;
+    s->rate_count++;
+    return e;
+}
+
+/* Take one token for this request; false when the bucket is empty. */
+static bool rate_take(struct conn *c)
+{
+    pe_http_server *s = c->srv;
+    char key[512];
+    uint64_t now = pe_ev_now_ns();
+    struct rate_entry *e;
+    double missing;
+
+    if (s->cfg.rate_burst <= 0)
+        return true;
+    if (c->req.authorization && s->rate_key &&
+        s->rate_key(c->req.authorization, key + 4, sizeof(key) - 4, s->rate_key_ud) == 1)
+        memcpy(key, "tok:", 4);
+    else if (c->req.authorization && !s->rate_key)
+        snprintf(key, sizeof(key), "tok:%s", c->req.authorization);
+    else
+        snprintf(key, sizeof(key), "ip:%s", c->client);
+    e = rate_find(s, key, now);
+    e->tokens += (double)(now - e->last_ns) / 1e9 * s->cfg.rate_per_s;
+    if (e->tokens > s->cfg.rate_burst)
+        e->tokens = s->cfg.rate_burst;
+    e->last_ns = now;
+    c->rl_set = true;
+    c->rl_limit = (long)s->cfg.rate_burst;
+    missing = s->cfg.rate_burst - e->tokens;
+    c->rl_reset = (long long)time(NULL) + (long long)ceil(missing / s->cfg.rate_per_s);
+    if (e->tokens < 1.0) {
+        c->rl_remaining = 0;
+        c->retry_after = (unsigned)ceil((1.0 - e->tokens) / s->cfg.rate_per_s);
+        return false;
+    }
+    e->tokens -= 1.0;
+    c->rl_remaining = (long)e->tokens;
+    return true;
+}
+
+/* ---- XRPC dispatch ------------------------------------------------------ */
+
+struct arg_list {
+    pe_xrpc_arg args[MAX_ARGS];
+    size_t n;
+};
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct arg_list *l = cls;
+
+    if (l->n == MAX_ARGS)
+        return MHD_NO; /* more are ignored; a declared one past 64 reads as absent */
+    l->args[l->n++] = (pe_xrpc_arg){key, value};
+    return MHD_YES;
+}
+
+static struct conn *conn_of(pe_xrpc_request *req)
+{
+    return (struct conn *)req;
+}
+
+static void deferred_unlink(struct conn *c)
+{
+    pe_http_server *s = c->srv;
+
+    if (c->dprev)
+        c->dprev->dnext = c->dnext;
+    else
+        s->deferred = c->dnext;
+    if (c->dnext)
+        c->dnext->dprev = c->dprev;
+    c->dnext = c->dprev = NULL;
+}
+
+/* An answer was stored: if the connection was suspended, wake it. */
+static void answered(struct conn *c)
+{
+    if (c->in_handler || !c->deferred)
+        return; /* on_access queues it when the handler returns */
+    c->deferred = false;
+    deferred_unlink(c);
+    MHD_resume_connection(c->mc);
+    run_mhd(c->srv);
+}
+
+static bool check_answer_once(struct conn *c)
+{
+    if (c->resp == NULL && c->dispatched && (c->in_handler || c->deferred))
+        return true;
+    pe_log_error("http: %s answered twice or after it was closed", c->label);
+    return false;
+}
+
+void pe_xrpc_respond(pe_xrpc_request *req, json_t *out)
+{
+    struct conn *c = conn_of(req);
+
+    if (!check_answer_once(c)) {
+        json_decref(out);
+        return;
+    }
+    if (out)
+        set_json(c, 200, out);
+    else
+        set_response(c, 200, NULL, NULL, 0);
+    answered(c);
+}
+
+void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const char *name)
+{
+    struct conn *c = conn_of(req);
+    pe_xrpc_error e = pe__xrpc_error_for(err->code);
+
+    if (!check_answer_once(c))
+        return;
+    if (e.status >= 500) {
+        pe_log_error("%s: %s", c->label, err->msg);
+        set_error(c, err->code, name, e.name);
+    } else {
+        set_error(c, err->code, name, err->msg);
+    }
+    answered(c);
+}
+
+void pe_xrpc_respond_err(pe_xrpc_request *req, const pe_err *err)
+{
+    pe_xrpc_respond_err_named(req, err, NULL);
+}
+
+void pe_http_response_defer(pe_xrpc_request *req)
+{
+    struct conn *c = conn_of(req);
+
+    if (c->in_handler && c->resp == NULL)
+        c->deferred = true;
+}
+
+/* The request is complete (body read): validate the body, run the handler. */
+static void xrpc_dispatch(struct conn *c)
+{
+    pe_http_server *s = c->srv;
+    const struct handler_slot *h = &s->handlers[c->method - pe__xrpc_methods];
+    char msg[512];
+    json_t *body = NULL;
+
+    if (c->too_big) {
+        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
+        return;
+    }
+    if (pe__xrpc_body(c->method, c->content_type, c->body, c->body_len, &body, msg, sizeof(msg)) <
+        0) {
+        set_error(c, PE_EINVAL, NULL, msg);
+        return;
+    }
+    c->req.body = body;
+    c->dispatched = true;
+    c->in_handler = true;
+    h->fn(&c->req, h->ud);
+    c->in_handler = false;
+    if (c->resp == NULL && !c->deferred) {
+        pe_log_error("http: handler for %s returned without an answer", c->label);
+        set_error(c, PE_ESYS, NULL, "Internal Server Error");
+    }
+}
+
+/* Headers are in: everything that can be decided before the body. */
+static void xrpc_start(struct conn *c, const char *nsid, const char *method)
+{
+    pe_http_server *s = c->srv;
+    struct arg_list args = {.n = 0};
+    const char *want, *len_hdr;
+    char msg[512];
+
+    c->label = "xrpc-unknown";
+    if (!pe__xrpc_nsid_valid(nsid)) {
+        set_error(c, PE_EINVAL, NULL, "invalid xrpc path");
+        return;
+    }
+    c->method = pe__xrpc_lookup(nsid);
+    if (c->method == NULL) {
+        set_error(c, PE_XRPC_ENOMETHOD, NULL, "Method Not Implemented");
+        return;
+    }
+    c->label = c->req.nsid = c->method->nsid;
+    c->req.kind = c->method->kind;
+    want = c->method->kind == PE_XRPC_QUERY ? "GET" : "POST";
+    if (strcmp(method, want) != 0 &&
+        !(c->method->kind == PE_XRPC_QUERY && !strcmp(method, "HEAD"))) {
+        snprintf(msg, sizeof(msg), "Incorrect HTTP method (%s) expected %s", method, want);
+        {
+            set_error(c, PE_EINVAL, NULL, msg);
+            return;
+        }
+    }
+    if (!rate_take(c)) {
+        set_error(c, PE_XRPC_ERATE, NULL, "Too many requests, please try again later.");
+        return;
+    }
+    if (s->handlers[c->method - pe__xrpc_methods].fn == NULL) {
+        set_error(c, PE_XRPC_ENOTIMPL, NULL, "Method Not Implemented");
+        return;
+    }
+    MHD_get_connection_values(c->mc, MHD_GET_ARGUMENT_KIND, collect_arg, &args);
+    if (pe__xrpc_params(c->method, args.args, args.n, &c->req.params, msg, sizeof(msg)) < 0) {
+        set_error(c, PE_EINVAL, NULL, msg);
+        return;
+    }
+    c->content_type = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Type");
+    len_hdr = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Length");
+    if (len_hdr && strlen(len_hdr) > 15)
+        c->too_big = true;
+    else if (len_hdr && strtoull(len_hdr, NULL, 10) > s->cfg.max_json_body)
+        c->too_big = true;
+    if (c->too_big) /* answer now: MHD then closes instead of reading the body */
+        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
+}
+
+static void body_append(struct conn *c, const char *data, size_t len)
+{
+    size_t limit = c->srv->cfg.max_json_body;
+
+    if (c->too_big || len > limit - c->body_len) {
+        c->too_big = true; /* keep reading (and dropping) to answer cleanly */
+        return;
+    }
+    if (c->body_len + len > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap * 2 : 4096;
+        while (cap < c->body_len + len)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        c->body = pe_xrealloc(c->body, cap);
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, data, len);
+    c->body_len += len;
+}
+
+/* ---- routes ------------------------------------------------------------- */
+
+static void serve_preflight(struct conn *c)
+{
+    set_response(c, 204, NULL, NULL, 0);
+    MHD_add_response_header(c->resp, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
+    MHD_add_response_header(c->resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(c->resp, "Access-Control-Max-Age", "86400");
+}
+
+static void serve_banner(struct conn *c)
+{
+    const char *accept = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Accept");
+
+    if (accept && strstr(accept, "text/html"))
+        set_text(c, 200, "text/html; charset=utf-8", c->srv->banner_html);
+    else
+        set_text(c, 200, "text/plain; charset=utf-8", c->srv->banner);
+}
+
+static void route(struct conn *c, const char *url, const char *method)
+{
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+
+    c->label = "other";
+    if (!strcmp(method, "OPTIONS")) {
+        c->label = "preflight";
+        serve_preflight(c);
+    } else if (!strncmp(url, "/xrpc/", 6)) {
+        xrpc_start(c, url + 6, method);
+    } else if (!strcmp(url, "/") && get) {
+        c->label = "/";
+        serve_banner(c);
+    } else if (!strcmp(url, "/healthz") && get) {
+        c->label = "/healthz";
+        set_text(c, 200, "text/plain; charset=utf-8", "ok");
+    } else if (!strcmp(url, "/metrics") && get) {
+        c->label = "/metrics";
+        serve_metrics(c);
+    } else {
+        set_error(c, PE_ENOENT, NULL, "Not Found");
+    }
+}
+
+static struct conn *conn_new(pe_http_server *s, struct MHD_Connection *mc)
+{
+    struct conn *c = pe_xcalloc(1, sizeof(*c));
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+
+    c->srv = s;
+    c->mc = mc;
+    c->start_ns = pe_ev_now_ns();
+    snprintf(c->client, sizeof(c->client), "unknown");
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, c->client,
+                  sizeof(c->client));
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->client,
+                  sizeof(c->client));
+    c->req.client_addr = c->client;
+    c->req.authorization = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
+    return c;
+}
+
+static enum MHD_Result queue(struct conn *c)
+{
+    enum MHD_Result r = MHD_queue_response(c->mc, c->status, c->resp);
+
+    MHD_destroy_response(c->resp);
+    c->resp = NULL;
+    return r;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const char *url,
+                                 const char *method, const char *version, const char *data,
+                                 size_t *data_size, void **con_cls)
+{
+    struct conn *c = *con_cls;
+
+    if (c == NULL) {
+        c = conn_new(cls, mc);
+        *con_cls = c;
+        route(c, url, method);
+        return c->resp ? queue(c) : MHD_YES;
+    }
+    if (c->resp) /* an early error, or a deferred answer after resume */
+        return queue(c);
+    if (*data_size) {
+        body_append(c, data, *data_size);
+        *data_size = 0;
+        return MHD_YES;
+    }
+    if (c->dispatched)
+        return MHD_YES; /* resumed without an answer cannot happen; stay put */
+    xrpc_dispatch(c);
+    if (c->resp)
+        return queue(c);
+    c->dnext = c->srv->deferred;
+    if (c->dnext)
+        c->dnext->dprev = c;
+    c->srv->deferred = c;
+    MHD_suspend_connection(mc);
+    return MHD_YES;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    pe_http_server *s = cls;
+    struct conn *c = *con_cls;
+
+    if (c == NULL)
+        return;
+    *con_cls = NULL;
+    if (c->status) {
+        double secs = (double)(pe_ev_now_ns() - c->start_ns) / 1e9;
+        metrics_record(s, c->label, c->status, secs);
+        pe_log_info("http %s %s %u %.2fms%s", c->client, c->label, c->status, secs * 1e3,
+                    toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
+    }
+    if (c->deferred)
+        deferred_unlink(c);
+    if (c->resp)
+        MHD_destroy_response(c->resp);
+    json_decref(c->req.params);
+    json_decref(c->req.body);
+    free(c->body);
+    free(c);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    buf[strcspn(buf, "\n")] = '\0';
+    pe_log_debug("microhttpd: %s", buf);
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+static char *html_banner(const char *text)
+{
+    size_t cap = strlen(text) * 6 + 64, n = 0;
+    char *out = pe_xmalloc(cap);
+
+    n += (size_t)snprintf(out, cap, "<!doctype html><pre>");
+    for (; *text; text++) {
+        const char *rep = *text == '<'   ? "&lt;"
+                          : *text == '>' ? "&gt;"
+                          : *text == '&' ? "&amp;"
+                                         : NULL;
+        if (rep) {
+            memcpy(out + n, rep, strlen(rep));
+            n += strlen(rep);
+        } else {
+            out[n++] = *text;
+        }
+    }
+    snprintf(out + n, cap - n, "</pre>\n");
+    return out;
+}
+
+static int parse_listen(const pe_http_config *cfg, struct sockaddr_storage *ss, pe_err *err)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+
+    memset(ss, 0, sizeof(*ss));
+    if (cfg->port > 65535)
+        return pe_err_set(err, PE_EINVAL, 0, "listen port %u out of range", cfg->port);
+    if (inet_pton(AF_INET, cfg->host, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)cfg->port);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, cfg->host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)cfg->port);
+        return 0;
+    }
+    return pe_err_set(err, PE_EINVAL, 0, "listen address %s is not a numeric IP address",
+                      cfg->host);
+}
+
+static int start_mhd(pe_http_server *s, pe_err *err)
+{
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    const union MHD_DaemonInfo *info;
+
+    if (parse_listen(&s->cfg, &ss, err) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    s->mhd = MHD_start_daemon(
+        flags, (uint16_t)s->cfg.port, NULL, NULL, on_access, s, MHD_OPTION_SOCK_ADDR, &ss,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->cfg.max_header_bytes, MHD_OPTION_CONNECTION_LIMIT,
+        s->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
+        s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+    if (s->mhd == NULL)
+        return pe_err_set(err, PE_ESYS, errno, "listen on %s port %u", s->cfg.host, s->cfg.port);
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : s->cfg.port;
+    info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+    if (info == NULL)
+        return pe_err_set(err, PE_EUNSUP, 0, "libmicrohttpd has no epoll support");
+    s->io = pe_ev_io_start(s->loop, info->epoll_fd, EPOLLIN, on_mhd_io, s, err);
+    if (s->io == NULL)
+        return -1;
+    s->timer = pe_ev_timer_start(s->loop, 0, 0, on_mhd_timer, s, err);
+    if (s->timer == NULL)
+        return -1;
+    arm_timer(s);
+    return 0;
+}
+
+pe_http_server *pe_http_server_new(pe_ev_loop *loop, const pe_http_config *cfg, pe_err *err)
+{
+    pe_http_server *s = pe_xcalloc(1, sizeof(*s));
+    size_t n = 1;
+
+    s->loop = loop;
+    s->cfg = *cfg;
+    s->host = pe_xstrdup(cfg->host ? cfg->host : "127.0.0.1");
+    s->cfg.host = s->host;
+    s->banner = pe_xstrdup(cfg->banner ? cfg->banner : DEFAULT_BANNER);
+    s->cfg.banner = s->banner;
+    s->banner_html = html_banner(s->banner);
+    s->handlers = pe_xcalloc(pe__xrpc_n_methods, sizeof(*s->handlers));
+    if (s->cfg.rate_max_keys == 0)
+        s->cfg.rate_max_keys = 1;
+    while (n < s->cfg.rate_max_keys && n < (1u << 20))
+        n <<= 1;
+    s->rate_nbuckets = n;
+    s->rate_tab = pe_xcalloc(n, sizeof(*s->rate_tab));
+    if (getrandom(&s->rate_seed, sizeof(s->rate_seed), GRND_NONBLOCK) != sizeof(s->rate_seed))
+        s->rate_seed = pe_ev_now_ns();
+    if (s->cfg.rate_per_s <= 0)
+        s->cfg.rate_per_s = 1e-9;
+    if (start_mhd(s, err) < 0) {
+        pe_err_prefix(err, "start HTTP server");
+        pe_http_server_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+unsigned pe_http_server_port(const pe_http_server *srv)
+{
+    return srv->port;
+}
+
+int pe_xrpc_register(pe_http_server *srv, const char *nsid, pe_xrpc_handler fn, void *ud,
+                     pe_err *err)
+{
+    const pe_xrpc_method *m = pe__xrpc_lookup(nsid);
+
+    if (m == NULL)
+        return pe_err_set(err, PE_ENOENT, 0, "register %s: not in the lexicons", nsid);
+    srv->handlers[m - pe__xrpc_methods] = (struct handler_slot){fn, ud};
+    return 0;
+}
+
+void pe_http_set_rate_key(pe_http_server *srv, pe_http_rate_key_fn fn, void *ud)
+{
+    srv->rate_key = fn;
+    srv->rate_key_ud = ud;
+}
+
+void pe_http_set_metrics_hook(pe_http_server *srv, pe_http_metrics_fn fn, void *ud)
+{
+    srv->metrics_fn = fn;
+    srv->metrics_ud = ud;
+}
+
+void pe_http_server_free(pe_http_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->mhd) {
+        /* MHD must not be stopped with suspended connections: answer them. */
+        while (s->deferred) {
+            struct conn *c = s->deferred;
+            set_error(c, PE_XRPC_EBUSY, NULL, "server shutting down");
+            answered(c);
+        }
+        run_mhd(s);
+        MHD_stop_daemon(s->mhd);
+    }
+    pe_ev_io_stop(s->io);
+    pe_ev_timer_stop(s->timer);
+    for (size_t i = 0; i < s->rate_nbuckets; i++) {
+        while (s->rate_tab[i]) {
+            struct rate_entry *e = s->rate_tab[i];
+            s->rate_tab[i] = e->next;
+            free(e);
+        }
+    }
+    free(s->rate_tab);
+    free(s->handlers);
+    free(s->host);
+    free(s->banner);
+    free(s->banner_html);
+    free(s);
+}

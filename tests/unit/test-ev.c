@@ -1,0 +1,174 @@
+/* Unit tests for the event loop (lib/ev/ev.c): fd watchers, timers,
+ * signals, the worker pool and cross-thread posts. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+#include "task.h"
+#include "pocketenv/ev.h"
+
+static pe_ev_loop *new_loop(void)
+{
+    pe_err err = {0};
+    pe_ev_loop *loop = pe_ev_loop_new(2, 4, &err);
+    if (loop == NULL)
+        TEST_FAIL("loop: %s", err.msg);
+    return loop;
+}
+
+static int count;
+
+static void on_readable(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    char buf[16];
+    ASSERT(events & EPOLLIN);
+    ASSERT(read(fd, buf, sizeof(buf)) == 1);
+    count++;
+    pe_ev_io_stop(io); /* stopping from inside the callback is allowed */
+    pe_ev_stop(ud);
+}
+
+TEST_CASE(io_watcher)
+{
+    pe_ev_loop *loop = new_loop();
+    int p[2];
+
+    ASSERT_EQ_INT(pipe(p), 0);
+    ASSERT(pe_ev_io_start(loop, p[0], EPOLLIN, on_readable, loop, NULL) != NULL);
+    ASSERT_EQ_INT(write(p[1], "x", 1), 1);
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    ASSERT_EQ_INT(count, 1);
+    pe_ev_loop_free(loop);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void on_tick(pe_ev_timer *t, void *ud)
+{
+    if (++count == 3) {
+        pe_ev_timer_stop(t);
+        pe_ev_stop(ud);
+    }
+}
+
+TEST_CASE(repeating_timer)
+{
+    pe_ev_loop *loop = new_loop();
+
+    ASSERT(pe_ev_timer_start(loop, 1000000, 1000000, on_tick, loop, NULL) != NULL);
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    ASSERT_EQ_INT(count, 3);
+    pe_ev_loop_free(loop);
+}
+
+static void on_signal(pe_ev_signal *s, int signo, void *ud)
+{
+    ASSERT_EQ_INT(signo, SIGUSR1);
+    count++;
+    pe_ev_stop(ud);
+}
+
+TEST_CASE(signal_watcher)
+{
+    pe_ev_loop *loop = new_loop();
+
+    ASSERT(pe_ev_signal_start(loop, SIGUSR1, on_signal, loop, NULL) != NULL);
+    ASSERT_EQ_INT(kill(getpid(), SIGUSR1), 0);
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    ASSERT_EQ_INT(count, 1);
+    pe_ev_loop_free(loop);
+}
+
+struct job {
+    pe_ev_loop *loop;
+    pthread_t loop_thread, work_thread;
+    int done;
+};
+
+static struct job jobs[4];
+
+static void job_work(void *ud)
+{
+    struct job *j = ud;
+    j->work_thread = pthread_self();
+    usleep(10000);
+}
+
+static void job_done(void *ud)
+{
+    struct job *j = ud;
+    ASSERT(pthread_equal(pthread_self(), j->loop_thread));
+    ASSERT(!pthread_equal(j->work_thread, j->loop_thread));
+    j->done = 1;
+    if (++count == 4)
+        pe_ev_stop(j->loop);
+}
+
+TEST_CASE(worker_pool_completions_run_on_loop)
+{
+    pe_ev_loop *loop = new_loop();
+    pe_err err = {0};
+
+    for (int i = 0; i < 4; i++) {
+        jobs[i] = (struct job){.loop = loop, .loop_thread = pthread_self()};
+        ASSERT_EQ_INT(pe_ev_submit(loop, job_work, job_done, &jobs[i], &err), 0);
+    }
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    for (int i = 0; i < 4; i++)
+        ASSERT_EQ_INT(jobs[i].done, 1);
+    pe_ev_loop_free(loop);
+}
+
+static void block_work(void *ud)
+{
+    usleep(50000);
+}
+
+static void noop_done(void *ud)
+{
+}
+
+TEST_CASE(worker_queue_is_bounded)
+{
+    pe_ev_loop *loop = new_loop(); /* 2 threads, 4 queued */
+    pe_err err = {0};
+    int rc = 0, i;
+
+    for (i = 0; i < 100 && rc == 0; i++)
+        rc = pe_ev_submit(loop, block_work, noop_done, NULL, &err);
+    ASSERT_EQ_INT(rc, -1);
+    ASSERT_EQ_INT(err.errnum, EAGAIN);
+    ASSERT(i <= 7);
+    pe_ev_loop_free(loop); /* drains what was queued */
+}
+
+static void stop_loop(void *ud)
+{
+    pe_ev_stop(ud);
+}
+
+static void *poster(void *arg)
+{
+    pe_ev_post(arg, stop_loop, arg);
+    return NULL;
+}
+
+TEST_CASE(post_from_other_thread)
+{
+    pe_ev_loop *loop = new_loop();
+    pthread_t th;
+
+    ASSERT_EQ_INT(pthread_create(&th, NULL, poster, loop), 0);
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    pthread_join(th, NULL);
+    pe_ev_loop_free(loop);
+}
+
+int main(void)
+{
+    return RUN_TESTS(io_watcher, repeating_timer, signal_watcher,
+                     worker_pool_completions_run_on_loop, worker_queue_is_bounded,
+                     post_from_other_thread);
+}

@@ -1,0 +1,183 @@
+/* Unit tests for the XRPC validators (lib/http/xrpc.c) over the generated
+ * lexicon table: every kind of validation error, and the error mapping. */
+#include <string.h>
+
+#include "task.h"
+#include "http/xrpc-internal.h"
+
+#define ARGS(...) ((const pe_xrpc_arg[]){__VA_ARGS__})
+#define NARGS(...) (sizeof((const pe_xrpc_arg[]){__VA_ARGS__}) / sizeof(pe_xrpc_arg))
+
+static const pe_xrpc_method *method(const char *nsid)
+{
+    const pe_xrpc_method *m = pe__xrpc_lookup(nsid);
+    if (m == NULL)
+        TEST_FAIL("%s not in the table", nsid);
+    return m;
+}
+
+/* Parse params; returns the message on failure, NULL on success. */
+static const char *params_err(const char *nsid, const pe_xrpc_arg *args, size_t n, json_t **out)
+{
+    static char msg[512];
+    json_t *tmp = NULL;
+
+    if (pe__xrpc_params(method(nsid), args, n, out ? out : &tmp, msg, sizeof(msg)) < 0)
+        return msg;
+    json_decref(tmp);
+    return NULL;
+}
+
+static const char *body_err(const char *nsid, const char *ctype, const char *body)
+{
+    static char msg[512];
+    json_t *out = NULL;
+
+    if (pe__xrpc_body(method(nsid), ctype, body, body ? strlen(body) : 0, &out, msg, sizeof(msg)) <
+        0)
+        return msg;
+    json_decref(out);
+    return NULL;
+}
+
+TEST_CASE(table_sorted_and_lookup)
+{
+    for (size_t i = 1; i < pe__xrpc_n_methods; i++)
+        ASSERT(strcmp(pe__xrpc_methods[i - 1].nsid, pe__xrpc_methods[i].nsid) < 0);
+    ASSERT_EQ_INT(method("io.pocketenv.sandbox.getSandbox")->kind, PE_XRPC_QUERY);
+    ASSERT_EQ_INT(method("io.pocketenv.sandbox.createSandbox")->kind, PE_XRPC_PROCEDURE);
+    ASSERT(pe__xrpc_lookup("io.pocketenv.sandbox.nope") == NULL);
+    ASSERT(pe__xrpc_lookup("io.pocketenv.sandbox.defs") == NULL);
+}
+
+TEST_CASE(nsid_syntax)
+{
+    ASSERT(pe__xrpc_nsid_valid("io.pocketenv.sandbox.getSandbox"));
+    ASSERT(pe__xrpc_nsid_valid("a.b.c"));
+    ASSERT(!pe__xrpc_nsid_valid("a.b"));
+    ASSERT(!pe__xrpc_nsid_valid(""));
+    ASSERT(!pe__xrpc_nsid_valid("a..b.c"));
+    ASSERT(!pe__xrpc_nsid_valid("a.b.c."));
+    ASSERT(!pe__xrpc_nsid_valid("a.b/c.d"));
+    ASSERT(!pe__xrpc_nsid_valid("a.b.c%00"));
+}
+
+TEST_CASE(params_ok_and_coerced)
+{
+    json_t *out = NULL;
+    const char *e = params_err("io.pocketenv.actor.getActorSandboxes",
+                               ARGS({"did", "did:key:z"}, {"limit", "5"}, {"offset", "0"},
+                                    {"isRunning", "true"}, {"unknown", "x"}),
+                               5, &out);
+    ASSERT(e == NULL);
+    ASSERT_EQ_STR(json_string_value(json_object_get(out, "did")), "did:key:z");
+    ASSERT_EQ_INT(json_integer_value(json_object_get(out, "limit")), 5);
+    ASSERT(json_is_true(json_object_get(out, "isRunning")));
+    ASSERT(json_object_get(out, "unknown") == NULL);
+    json_decref(out);
+}
+
+TEST_CASE(params_errors)
+{
+    const char *nsid = "io.pocketenv.actor.getActorSandboxes";
+
+    ASSERT_CONTAINS(params_err(nsid, NULL, 0, NULL), "must have the property \"did\"");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "abc"}), 2, NULL),
+                    "Params/limit must be an integer");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "1.5"}), 2, NULL),
+                    "must be an integer");
+    ASSERT_CONTAINS(
+        params_err(nsid, ARGS({"did", "x"}, {"limit", "99999999999999999999"}), 2, NULL),
+        "must be an integer");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "0"}), 2, NULL),
+                    "Params/limit can not be less than 1");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"offset", "-1"}), 2, NULL),
+                    "can not be less than 0");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"isRunning", "yes"}), 2, NULL),
+                    "Params/isRunning must be a boolean");
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", NULL}, {"isRunning", NULL}), 2, NULL),
+                    "must be a boolean");
+}
+
+TEST_CASE(body_ok_unknown_properties_allowed)
+{
+    ASSERT(body_err("io.pocketenv.sandbox.createSandbox", "application/json",
+                    "{\"base\":\"openclaw\",\"vcpus\":2,\"provider\":\"daytona\","
+                    "\"topics\":[\"a\"],\"somethingNew\":{\"x\":1}}") == NULL);
+    ASSERT(body_err("io.pocketenv.sandbox.createSandbox", "Application/JSON; charset=utf-8",
+                    "{\"base\":\"x\"}") == NULL);
+    /* No input declared: a body is ignored, whatever it is. */
+    ASSERT(body_err("io.pocketenv.sandbox.stopSandbox", NULL, "garbage") == NULL);
+}
+
+TEST_CASE(body_errors)
+{
+    const char *cs = "io.pocketenv.sandbox.createSandbox";
+
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":"), "Malformed JSON");
+    ASSERT_CONTAINS(body_err(cs, "text/plain", "{\"base\":\"x\"}"), "Wrong request encoding");
+    ASSERT_CONTAINS(body_err(cs, NULL, "{\"base\":\"x\"}"), "Wrong request encoding");
+    ASSERT_CONTAINS(body_err(cs, "application/json", NULL), "request body is expected");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "[1]"), "Input must be an object");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{}"),
+                    "Input must have the property \"base\"");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":1}"),
+                    "Input/base must be a string");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"vcpus\":0}"),
+                    "Input/vcpus can not be less than 1");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"vcpus\":1.5}"),
+                    "Input/vcpus must be an integer");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"keepAlive\":\"yes\"}"),
+                    "Input/keepAlive must be a boolean");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"provider\":\"aws\"}"),
+                    "Input/provider must be one of (daytona|vercel|");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"name\":\"\"}"),
+                    "Input/name must not be shorter than 1 characters");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"topics\":\"a\"}"),
+                    "Input/topics must be an array");
+    ASSERT_CONTAINS(body_err(cs, "application/json",
+                             "{\"base\":\"x\",\"topics\":[\"ok\",\"0123456789012345678901234567890"
+                             "12345678901234567890\"]}"),
+                    "Input/topics/1 must not be longer than 50 characters");
+}
+
+TEST_CASE(body_max_and_nested_refs)
+{
+    ASSERT_CONTAINS(
+        body_err("io.pocketenv.sandbox.exposePort", "application/json", "{\"port\":65536}"),
+        "Input/port can not be greater than 65535");
+    ASSERT(body_err("io.pocketenv.sandbox.exposePort", "application/json", "{\"port\":8080}") ==
+           NULL);
+    /* file is a ref to io.pocketenv.file.defs#file, resolved by the generator */
+    ASSERT_CONTAINS(
+        body_err("io.pocketenv.file.addFile", "application/json", "{\"file\":{\"path\":\"/a\"}}"),
+        "Input/file must have the property \"content\"");
+    ASSERT(body_err("io.pocketenv.file.addFile", "application/json",
+                    "{\"file\":{\"path\":\"/a\",\"content\":\"x\"}}") == NULL);
+    ASSERT_CONTAINS(body_err("io.pocketenv.file.addFile", "application/json", "{\"file\":null}"),
+                    "Input/file must be an object");
+}
+
+TEST_CASE(error_mapping)
+{
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_EINVAL).status, 400);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_EINVAL).name, "InvalidRequest");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_EAUTH).status, 401);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_XRPC_EAUTH).name, "AuthenticationRequired");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_EFORBIDDEN).status, 403);
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_ENOENT).status, 404);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_XRPC_ENOMETHOD).name, "XRPCNotSupported");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_ETOOBIG).status, 413);
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_ERATE).status, 429);
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_ESYS).status, 500);
+    ASSERT_EQ_INT(pe__xrpc_error_for(12345).status, 500);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_XRPC_ENOTIMPL).name, "MethodNotImplemented");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_EUPSTREAM).status, 502);
+}
+
+int main(void)
+{
+    return RUN_TESTS(table_sorted_and_lookup, nsid_syntax, params_ok_and_coerced, params_errors,
+                     body_ok_unknown_properties_allowed, body_errors, body_max_and_nested_refs,
+                     error_mapping);
+}
