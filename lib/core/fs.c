@@ -27,6 +27,10 @@ int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mo
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
     if (fd < 0)
         return pe_err_sys(err, "create %s", tmp);
+    /* A leftover tmp file of a crashed writer keeps its old mode through
+     * O_TRUNC; the file must never appear with looser bits than asked. */
+    if (fchmod(fd, mode) < 0)
+        goto fail;
     while (len > 0) {
         ssize_t w = write(fd, p, len);
         if (w < 0 && errno == EINTR)

@@ -68,6 +68,18 @@ TEST_CASE(atomic_write_and_bounded_read)
     ASSERT_EQ_STR(text, "world!");
     ASSERT_EQ_INT(len, 6);
     free(text);
+    {
+        /* A stale, world-readable tmp file does not loosen the result. */
+        cleanup_free char *stale = pe_xasprintf("%s.tmp.%d", p, (int)getpid());
+        struct stat st;
+        int fd = open(stale, O_WRONLY | O_CREAT, 0644);
+        ASSERT(fd >= 0);
+        close(fd);
+        ASSERT_EQ_INT(chmod(stale, 0644), 0);
+        ASSERT_EQ_INT(pe_fs_write_atomic(p, "again", 5, 0600, &e), 0);
+        ASSERT_EQ_INT(stat(p, &st), 0);
+        ASSERT_EQ_INT(st.st_mode & 0777, 0600);
+    }
     ASSERT_EQ_INT(pe_fs_read_file(p, 3, &text, &len, &e), -1);
     ASSERT_EQ_INT(e.errnum, E2BIG);
     ASSERT_EQ_INT(pe_fs_rm_rf(dir, &e), 0);
