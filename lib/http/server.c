@@ -529,6 +529,12 @@ static void xrpc_start(struct conn *c, const char *nsid, const char *method)
     char msg[512];
 
     c->label = "xrpc-unknown";
+    /* First, so that even requests for unknown methods count (as upstream's
+     * global limiter does). */
+    if (!rate_take(c)) {
+        set_error(c, PE_XRPC_ERATE, NULL, "Too many requests, please try again later.");
+        return;
+    }
     if (!pe__xrpc_nsid_valid(nsid)) {
         set_error(c, PE_EINVAL, NULL, "invalid xrpc path");
         return;
@@ -544,13 +550,7 @@ static void xrpc_start(struct conn *c, const char *nsid, const char *method)
     if (strcmp(method, want) != 0 &&
         !(c->method->kind == PE_XRPC_QUERY && !strcmp(method, "HEAD"))) {
         snprintf(msg, sizeof(msg), "Incorrect HTTP method (%s) expected %s", method, want);
-        {
-            set_error(c, PE_EINVAL, NULL, msg);
-            return;
-        }
-    }
-    if (!rate_take(c)) {
-        set_error(c, PE_XRPC_ERATE, NULL, "Too many requests, please try again later.");
+        set_error(c, PE_EINVAL, NULL, msg);
         return;
     }
     if (s->handlers[c->method - pe__xrpc_methods].fn == NULL) {

@@ -427,6 +427,24 @@ TEST_CASE(deferred_response_completes)
     stop();
 }
 
+TEST_CASE(keep_alive_pipelined)
+{
+    const char *two = "GET /xrpc/io.pocketenv.sandbox.getSandbox?id=one HTTP/1.1\r\nHost: x\r\n\r\n"
+                      "GET /xrpc/io.pocketenv.sandbox.getSandbox?id=two HTTP/1.1\r\nHost: x\r\n"
+                      "Connection: close\r\n\r\n";
+    const char *second;
+
+    start();
+    raw(two, strlen(two));
+    ASSERT_STATUS(resp, 200);
+    ASSERT_CONTAINS(resp, "\"id\":\"one\"");
+    second = strstr(resp + 1, "HTTP/1.1 ");
+    ASSERT(second != NULL);
+    ASSERT_STATUS(second, 200);
+    ASSERT_CONTAINS(second, "\"id\":\"two\"");
+    stop();
+}
+
 TEST_CASE(two_hundred_concurrent_connections)
 {
     enum { N = 200 };
@@ -653,10 +671,11 @@ TEST_CASE(data_files)
 
 int main(void)
 {
-    int rc = RUN_TESTS(banner_healthz_and_unknown_route, xrpc_routing, handler_errors_are_mapped,
-                       validation_errors, oversized_body_413, cors_preflight,
-                       metrics_count_requests, rate_limit_429, deferred_response_completes,
-                       two_hundred_concurrent_connections, connections_per_ip_limited,
-                       slowloris_closed_by_timeout, hostile_input_server_stays_up, data_files);
+    int rc =
+        RUN_TESTS(keep_alive_pipelined, banner_healthz_and_unknown_route, xrpc_routing,
+                  handler_errors_are_mapped, validation_errors, oversized_body_413, cors_preflight,
+                  metrics_count_requests, rate_limit_429, deferred_response_completes,
+                  two_hundred_concurrent_connections, connections_per_ip_limited,
+                  slowloris_closed_by_timeout, hostile_input_server_stays_up, data_files);
     return rc;
 }
