@@ -573,8 +573,16 @@ static void become_root_in_userns(void)
  * what the steps before need). */
 static void lock_down(const struct sock_fprog *prog, uint64_t caps, long uid, long gid)
 {
-    int r = pe_caps_apply(caps, 0);
+    sigset_t none;
+    int r;
 
+    /* The signal mask and ignored signals survive exec. The daemon starts
+     * sandboxes from worker threads that block every signal, and ignores
+     * SIGPIPE: without this, sandbox processes would inherit both. */
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    r = pe_caps_apply(caps, 0);
     if (r < 0)
         die(-r, "drop capabilities");
     if (gid >= 0 && setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
