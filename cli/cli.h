@@ -76,5 +76,7 @@ extern const char *pe_cli_data_dir;
 int pe_cmd_run(int argc, char **argv);
 int pe_cmd_runtime(int argc, char **argv);
 int pe_cmd_image(int argc, char **argv);
+/* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */
+int pe_cmd_serve(int argc, char **argv);
 
 #endif

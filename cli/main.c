@@ -23,6 +23,9 @@ static void usage(FILE *f)
                "  runtime create|start|exec|stop|pause|resume|rm|ls|inspect|gc\n"
                "                                   manage persistent local sandboxes\n"
                "  image build|import|ls|rm          manage base images\n"
+               "  serve [--listen HOST:PORT] [--store URL]\n"
+               "                                   serve the XRPC API (the daemon)\n"
+               "  token create --did DID [--ttl S]  mint an API token for a user\n"
                "\n"
                "Global options:\n"
                "  --data DIR   state directory (default /var/lib/pocketenv as root,\n"
@@ -86,6 +89,8 @@ int main(int argc, char **argv)
         return pe_cmd_runtime(argc - i, argv + i);
     if (strcmp(argv[i], "image") == 0)
         return pe_cmd_image(argc - i, argv + i);
+    if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "token") == 0)
+        return pe_cmd_serve(argc - i, argv + i);
     fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[i]);
     return 2;
 }

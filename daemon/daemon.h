@@ -1,0 +1,99 @@
+/* `pocketenv serve`: what the daemon's pieces share.
+ *
+ * One pe_daemon per process. Its loop thread runs the HTTP server and every
+ * handler; store and runtime work runs on the loop's worker pool as a
+ * pe_daemon_job, whose done callback (loop thread again) answers the
+ * request. Each worker thread opens its own pe_store on first use
+ * (pe_daemon_store): a store handle is not thread-safe. */
+#ifndef PE_DAEMON_H
+#define PE_DAEMON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "pocketenv/auth.h"
+#include "pocketenv/err.h"
+#include "pocketenv/ev.h"
+#include "pocketenv/http.h"
+#include "pocketenv/runtime.h"
+#include "pocketenv/store.h"
+
+typedef struct pe_daemon {
+    pe_ev_loop *loop;
+    pe_http_server *srv;
+    pe_auth *auth;
+    pe_runtime rt;
+    char *store_url;
+    unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
+    bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
+    double exec_timeout;
+} pe_daemon;
+
+typedef struct pe_daemon_job pe_daemon_job;
+typedef void (*pe_daemon_work_fn)(pe_daemon_job *job, pe_store *store);
+
+/* A unit of blocking work for one request (req may be NULL for background
+ * work). work runs on a pool thread with that thread's store and fills
+ * either out (steals into the reply) or err (+ err_name). Strings are
+ * copied in on the loop thread: workers never read the request. */
+struct pe_daemon_job {
+    pe_daemon *d;
+    pe_xrpc_request *req;
+    pe_daemon_work_fn work;
+    /* called on the loop after the answer was sent, e.g. to chain work */
+    void (*after)(pe_daemon_job *job);
+    char *did;   /* the caller */
+    char *id;    /* sandbox id or name from the parameters */
+    json_t *in;  /* copy of the body, or handler-specific input */
+    json_t *out; /* reply on success (NULL: empty 200) */
+    pe_err err;
+    bool failed;
+    const char *err_name; /* custom error name for err, or NULL */
+    int init_pidfd;       /* a started sandbox's init, to reap (-1: none) */
+};
+
+/* New job for req (NULL: background) by the caller did (copied). */
+pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char *did,
+                                 pe_daemon_work_fn work);
+/* Queue job; the request is answered when it is done. On a full queue or a
+ * draining daemon the request is answered 503 at once and job freed. */
+void pe_daemon_job_submit(pe_daemon_job *job);
+/* Fail job with err (copied) and an optional error name. Returns -1. */
+int pe_daemon_job_fail(pe_daemon_job *job, const pe_err *err, const char *name);
+
+/* This worker thread's store, opened on first use; NULL with err set if the
+ * store cannot be opened. Closed when the thread ends. */
+pe_store *pe_daemon_store(pe_daemon *d, pe_err *err);
+
+/* Watch a sandbox's init (our child: the runtime clones it from the
+ * daemon) and reap it when it exits. Takes ownership of pidfd. */
+void pe_daemon_watch_init(pe_daemon *d, int pidfd);
+
+/* Auth middleware: the caller's DID from "Authorization: Bearer <jwt>"
+ * (API scope). On failure answers req with 401 and returns NULL. The
+ * returned string is malloc'd. */
+char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
+/* Rate-limit key hook: the token's verified subject. */
+int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
+
+/* ISO 8601 UTC with milliseconds, as upstream's createdAt; json null for 0. */
+json_t *pe_daemon_time_json(int64_t ms);
+
+/* The JSON view of a sandbox that clients read (reference §1.4). */
+json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb);
+
+/* The caller's user row, created (handle "handle.invalid", as atproto
+ * names an unknown handle) if this DID never called before. */
+int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err);
+
+/* Handlers, registered on d->srv. */
+int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
+int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
+
+/* Sandbox runtime work, shared by create (background) and start. */
+int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
+
+int pe_daemon_serve_main(int argc, char **argv);
+int pe_daemon_token_main(int argc, char **argv);
+
+#endif

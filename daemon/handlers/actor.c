@@ -1,0 +1,157 @@
+/* io.pocketenv.actor.*: the caller's profile and sandbox listing.
+ *
+ * Every method needs a valid API token. A caller only ever sees itself: a
+ * profile or listing asked for another DID or handle answers as if that
+ * actor had nothing (NotFound / an empty page), so nothing about other
+ * users leaks (upstream lists anyone's sandboxes without auth, §9.2). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "daemon.h"
+
+#define LIST_DEFAULT 30
+#define LIST_MAX 100
+#define LIST_SCAN_MAX 1000 /* newest rows an isRunning filter scans (the store's page max) */
+
+int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err)
+{
+    pe_store_user u = {.did = did, .handle = "handle.invalid"};
+
+    memset(out, 0, sizeof(*out));
+    if (pe_store_user_get(s, did, out, err) == 0)
+        return 0;
+    if (err->code != PE_ENOENT)
+        return -1;
+    if (pe_store_user_upsert(s, &u, err) < 0)
+        return -1;
+    return pe_store_user_get(s, did, out, err);
+}
+
+/* Is `who` (a DID or handle from the parameters; NULL = self) the caller? */
+static bool is_self(const char *who, const pe_store_user *u)
+{
+    return who == NULL || strcmp(who, u->did) == 0 || (u->handle && strcmp(who, u->handle) == 0);
+}
+
+static json_t *profile_view(const pe_store_user *u)
+{
+    json_t *o = json_pack("{s:s, s:s}", "did", u->did, "handle", u->handle);
+
+    if (u->display_name)
+        json_object_set_new(o, "displayName", json_string(u->display_name));
+    if (u->avatar)
+        json_object_set_new(o, "avatar", json_string(u->avatar));
+    json_object_set_new(o, "createdAt", pe_daemon_time_json(u->created_at));
+    json_object_set_new(o, "updatedAt", pe_daemon_time_json(u->updated_at));
+    return o;
+}
+
+static void profile_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_user u;
+
+    if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    if (is_self(job->id, &u))
+        job->out = profile_view(&u);
+    else
+        pe_daemon_job_fail(job, &(pe_err){.code = PE_ENOENT, .msg = "profile not found"},
+                           "ProfileNotFound");
+    pe_store_user_clear(&u);
+}
+
+static void get_profile(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *who = json_string_value(json_object_get(req->params, "did"));
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, profile_work);
+    job->id = who ? pe_xstrdup(who) : NULL;
+    pe_daemon_job_submit(job);
+}
+
+/* job->in: {limit, offset, isRunning?} */
+static void list_work(pe_daemon_job *job, pe_store *s)
+{
+    json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
+    json_int_t offset = json_integer_value(json_object_get(job->in, "offset"));
+    json_t *running = json_object_get(job->in, "isRunning");
+    json_t *arr = json_array();
+    pe_store_sandbox *list = NULL;
+    pe_store_user u;
+    int64_t total = 0;
+    size_t n = 0;
+
+    job->out = json_pack("{s:o, s:I}", "sandboxes", arr, "total", (json_int_t)0);
+    if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    if (!is_self(job->id, &u)) {
+        pe_store_user_clear(&u);
+        return; /* someone else's: nothing to see */
+    }
+    pe_store_user_clear(&u);
+    if (running == NULL) {
+        if (pe_store_sandbox_list(s, job->did, limit, offset, &list, &n, &total, &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, pe_daemon_sandbox_view(&list[i]));
+    } else {
+        /* upstream: true = RUNNING, false = STOPPED. The store pages by
+         * owner only, so filter a bounded scan here. */
+        int want = json_is_true(running) ? PE_STORE_RUNNING : PE_STORE_STOPPED;
+        if (pe_store_sandbox_list(s, job->did, LIST_SCAN_MAX, 0, &list, &n, NULL, &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (list[i].status != want)
+                continue;
+            if (total >= offset && total < offset + limit)
+                json_array_append_new(arr, pe_daemon_sandbox_view(&list[i]));
+            total++;
+        }
+    }
+    pe_store_sandbox_list_free(list, n);
+    json_object_set_new(job->out, "total", json_integer(total));
+}
+
+static void get_actor_sandboxes(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *limit = json_object_get(req->params, "limit");
+    json_t *offset = json_object_get(req->params, "offset");
+    json_t *running = json_object_get(req->params, "isRunning");
+    json_int_t l = limit ? json_integer_value(limit) : LIST_DEFAULT;
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, list_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "did")));
+    job->in = json_pack("{s:I, s:I}", "limit", l > LIST_MAX ? (json_int_t)LIST_MAX : l, "offset",
+                        offset ? json_integer_value(offset) : (json_int_t)0);
+    if (running)
+        json_object_set_new(job->in, "isRunning", json_boolean(json_is_true(running)));
+    pe_daemon_job_submit(job);
+}
+
+int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
+{
+    if (pe_xrpc_register(d->srv, "io.pocketenv.actor.getProfile", get_profile, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.actor.getActorSandboxes", get_actor_sandboxes, d,
+                         err) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,590 @@
+/* io.pocketenv.sandbox.*: create, get, start, stop, delete, exec.
+ *
+ * Handlers run on the loop thread: they authenticate, copy what the work
+ * needs out of the request and queue a job; the store and the runtime are
+ * only touched on worker threads. Ownership is checked in every job:
+ * another user's sandbox (by id or by name) answers exactly as a missing
+ * one does, SandboxNotFound, so ids cannot be probed.
+ *
+ * Lifecycle (docs/design/daemon.md): create writes the row INITIALIZING and
+ * answers; a background job then creates and starts the runtime sandbox
+ * (named by the row's id) and moves the row to RUNNING, or FAILED with the
+ * reason. A row deleted meanwhile makes that job remove what it made. */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+
+#define NAME_MAX_LEN 50
+#define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
+#define STOP_TIMEOUT 10.0
+#define NOT_FOUND "SandboxNotFound"
+
+static const char TRUNCATED[] = "\n[output truncated]\n";
+
+/* ---- views ---- */
+
+static void set_str(json_t *o, const char *k, const char *v)
+{
+    json_object_set_new(o, k, v ? json_string(v) : json_null());
+}
+
+static void set_int(json_t *o, const char *k, int64_t v)
+{
+    json_object_set_new(o, k, v ? json_integer(v) : json_null());
+}
+
+json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
+{
+    json_t *o = json_object();
+    json_t *topics = sb->topics ? json_loads(sb->topics, 0, NULL) : NULL;
+
+    set_str(o, "id", sb->id);
+    set_str(o, "name", sb->name);
+    set_str(o, "provider", sb->provider ? sb->provider : "local");
+    set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
+    set_str(o, "description", sb->description);
+    json_object_set_new(o, "topics", json_is_array(topics) ? json_incref(topics) : json_array());
+    json_decref(topics);
+    set_str(o, "baseSandbox", sb->base);
+    set_str(o, "status", pe_store_status_name(sb->status));
+    if (sb->status_reason)
+        set_str(o, "statusReason", sb->status_reason);
+    set_str(o, "repo", sb->repo);
+    set_str(o, "logo", sb->logo);
+    set_str(o, "readme", sb->readme);
+    json_object_set_new(o, "installs", json_integer(sb->installs));
+    set_str(o, "uri", sb->uri);
+    set_int(o, "vcpus", sb->vcpus);
+    set_int(o, "memory", sb->memory);
+    set_int(o, "disk", sb->disk);
+    json_object_set_new(o, "keepAlive", json_boolean(sb->keep_alive));
+    json_object_set_new(o, "createdAt", pe_daemon_time_json(sb->created_at));
+    json_object_set_new(o, "startedAt", pe_daemon_time_json(sb->started_at));
+    return o;
+}
+
+/* ---- names ---- */
+
+/* Names are slugs: they end up in hostnames, URLs and log lines. */
+static int check_name(const char *name, pe_err *err)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > NAME_MAX_LEN)
+        return pe_err_set(err, PE_EINVAL, 0, "name must be 1 to %d characters", NAME_MAX_LEN);
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0)))
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "name must be lower-case letters, digits and '-', "
+                              "starting with a letter or digit");
+    }
+    return 0;
+}
+
+/* adjective-noun-xxxx, as upstream names sandboxes (reference §0.4). */
+static char *slug_name(void)
+{
+    static const char *const adj[] = {"amber",  "brave",  "calm",  "clever", "crisp", "eager",
+                                      "fancy",  "gentle", "happy", "jolly",  "keen",  "lucky",
+                                      "mellow", "nimble", "proud", "quiet",  "rapid", "shiny",
+                                      "sunny",  "swift",  "tidy",  "vivid",  "witty", "zesty"};
+    static const char *const noun[] = {"otter",  "falcon", "maple",  "comet",   "harbor", "meadow",
+                                       "pebble", "river",  "summit", "tiger",   "walrus", "willow",
+                                       "badger", "cedar",  "dune",   "ember",   "fjord",  "lagoon",
+                                       "panda",  "quartz", "raven",  "sparrow", "tulip",  "yak"};
+    static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    unsigned char r[6];
+    char suffix[5];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        abort(); /* the kernel's CSPRNG does not fail once booted */
+    for (int i = 0; i < 4; i++)
+        suffix[i] = b36[r[2 + i] % 36];
+    suffix[4] = '\0';
+    return pe_xasprintf("%s-%s-%s", adj[r[0] % PE_ARRAY_LEN(adj)], noun[r[1] % PE_ARRAY_LEN(noun)],
+                        suffix);
+}
+
+/* The caller's sandbox by id (sbx_…) or name; anything else is not found. */
+static int find_owned(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
+                      pe_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (strncmp(id, "sbx_", 4) == 0) {
+        if (pe_store_sandbox_get(s, id, out, err) == 0) {
+            if (strcmp(out->owner_did, did) == 0)
+                return 0;
+            pe_store_sandbox_clear(out);
+        } else if (err->code != PE_ENOENT) {
+            return -1;
+        }
+    } else if (pe_store_sandbox_get_by_name(s, did, id, out, err) == 0) {
+        return 0;
+    } else if (err->code != PE_ENOENT) {
+        return -1;
+    }
+    /* One message for missing and not-yours: nothing to tell them apart. */
+    return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
+}
+
+/* ---- runtime ---- */
+
+int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err)
+{
+    pe_sandbox_cfg cfg;
+    char *json = NULL;
+    json_t *info;
+    pid_t pid;
+    int r;
+
+    pe_sandbox_cfg_init(&cfg);
+    cfg.name = pe_xstrdup(sb->id);
+    cfg.image = pe_xstrdup(sb->base);
+    /* Loopback only for now: NAT needs nftables and host settings
+     * (docs/design/network.md) that a default daemon must not assume. */
+    cfg.net = PE_NET_NONE;
+    if (sb->vcpus > 0)
+        cfg.cpu_millis = sb->vcpus * 1000;
+    if (sb->memory > 0)
+        cfg.memory_bytes = sb->memory * 1024 * 1024 * 1024;
+    r = pe_runtime_create(&d->rt, &cfg, err);
+    pe_sandbox_cfg_clear(&cfg);
+    if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
+        return -1;
+    if (pe_runtime_start(&d->rt, sb->id, err) < 0)
+        return -1;
+    /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
+    if (pe_runtime_inspect(&d->rt, sb->id, &json, err) < 0)
+        return 0;
+    info = json_loads(json, 0, NULL);
+    free(json);
+    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
+    json_decref(info);
+    if (pid > 0)
+        *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    return 0;
+}
+
+/* Background: make the runtime sandbox of a new row and record the outcome. */
+static void run_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    pe_err err;
+
+    if (pe_store_sandbox_get(s, job->id, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    pe_err_clear(&err);
+    if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &err) < 0) {
+        pe_log_warn("sandbox %s failed to start: %s", sb.id, err.msg);
+        if (pe_store_sandbox_set_status(s, sb.id, PE_STORE_FAILED, err.msg, PE_STORE_INITIALIZING,
+                                        &job->err) < 0)
+            pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
+                                           &job->err) < 0) {
+        /* Deleted (or changed) while we were starting it: undo. */
+        pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
+        pe_runtime_remove(&job->d->rt, sb.id, &err);
+    }
+    pe_store_sandbox_clear(&sb);
+}
+
+/* ---- createSandbox ---- */
+
+static void create_work(pe_daemon_job *job, pe_store *s)
+{
+    json_t *in = job->in;
+    cleanup_free char *id = pe_store_new_id("sbx_");
+    cleanup_free char *name = NULL;
+    cleanup_free char *topics = NULL;
+    const char *given = json_string_value(json_object_get(in, "name"));
+    pe_store_sandbox sb = {0}, got;
+    pe_store_user u;
+    int r;
+
+    if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    pe_store_user_clear(&u);
+    if (json_object_get(in, "topics"))
+        topics = json_dumps(json_object_get(in, "topics"), JSON_COMPACT);
+    sb.id = id;
+    sb.owner_did = job->did;
+    sb.base = json_string_value(json_object_get(in, "base"));
+    sb.description = json_string_value(json_object_get(in, "description"));
+    sb.repo = json_string_value(json_object_get(in, "repo"));
+    sb.readme = json_string_value(json_object_get(in, "readme"));
+    sb.topics = topics;
+    sb.provider = "local";
+    sb.status = PE_STORE_INITIALIZING;
+    sb.vcpus = json_integer_value(json_object_get(in, "vcpus"));
+    sb.memory = json_integer_value(json_object_get(in, "memory"));
+    sb.disk = json_integer_value(json_object_get(in, "disk"));
+    sb.keep_alive = json_is_true(json_object_get(in, "keepAlive"));
+    /* A generated name can collide: draw again a few times. */
+    for (int tries = 0;; tries++) {
+        free(name);
+        name = given ? pe_xstrdup(given) : slug_name();
+        sb.name = name;
+        r = pe_store_sandbox_insert(s, &sb, &job->err);
+        if (r == 0 || given || job->err.code != PE_EEXIST || tries == 8)
+            break;
+    }
+    if (r < 0) {
+        if (job->err.code == PE_EEXIST)
+            pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    job->out = pe_daemon_sandbox_view(&got);
+    pe_store_sandbox_clear(&got);
+    free(job->id);
+    job->id = pe_steal_ptr(&id);
+}
+
+static void create_after(pe_daemon_job *job)
+{
+    pe_daemon_job *run;
+
+    if (job->failed || job->id == NULL)
+        return;
+    run = pe_daemon_job_new(job->d, NULL, job->did, run_work);
+    run->id = pe_steal_ptr(&job->id);
+    pe_daemon_job_submit(run);
+}
+
+static void create_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *name = json_string_value(json_object_get(req->body, "name"));
+    const char *base = json_string_value(json_object_get(req->body, "base"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (name && check_name(name, &err) < 0) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    /* base names an image of DATA/images, never a host path. */
+    if (base == NULL || base[0] == '\0' || base[0] == '.' || strchr(base, '/')) {
+        pe_err_set(&err, PE_EINVAL, 0, "base must be an image name");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, create_work);
+    job->in = json_deep_copy(req->body);
+    job->after = create_after;
+    pe_daemon_job_submit(job);
+}
+
+/* ---- getSandbox, startSandbox, stopSandbox, deleteSandbox ---- */
+
+static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
+{
+    if (find_owned(s, job->did, job->id, sb, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? NOT_FOUND : NULL);
+    return false;
+}
+
+static void get_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!lookup(job, s, &sb))
+        return;
+    job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
+    pe_store_sandbox_clear(&sb);
+}
+
+static void start_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!lookup(job, s, &sb))
+        return;
+    job->out = json_object();
+    if (sb.status == PE_STORE_INITIALIZING) {
+        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is still being created", sb.name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (sb.status != PE_STORE_RUNNING) {
+        if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &job->err) < 0 ||
+            pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
+            pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    pe_store_sandbox_clear(&sb);
+}
+
+static void stop_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!lookup(job, s, &sb))
+        return;
+    job->out = json_object();
+    if (sb.status == PE_STORE_INITIALIZING) {
+        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is still being created", sb.name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (sb.status == PE_STORE_RUNNING) {
+        if ((pe_runtime_stop(&job->d->rt, sb.id, STOP_TIMEOUT, &job->err) < 0 &&
+             job->err.code != PE_ESTATE) ||
+            pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
+            pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    pe_store_sandbox_clear(&sb);
+}
+
+static void delete_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!lookup(job, s, &sb))
+        return;
+    /* Runtime first: a row must never vanish while its processes live. */
+    if ((pe_runtime_remove(&job->d->rt, sb.id, &job->err) < 0 && job->err.code != PE_ENOENT) ||
+        pe_store_sandbox_delete(s, sb.id, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    else
+        job->out = json_object();
+    pe_store_sandbox_clear(&sb);
+}
+
+/* ---- exec ---- */
+
+typedef struct outbuf {
+    char *data;
+    size_t len;
+    bool cut;
+    int fd;
+} outbuf;
+
+/* Read what fd has now; false at EOF or error. Past the cap, output is
+ * read and dropped so the process never blocks on a full pipe. */
+static bool drain(outbuf *b)
+{
+    char tmp[16384];
+
+    for (;;) {
+        ssize_t n = read(b->fd, tmp, sizeof(tmp));
+        if (n == 0)
+            return false;
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR;
+        size_t room = EXEC_OUTPUT_MAX - b->len, take = (size_t)n < room ? (size_t)n : room;
+        if (take < (size_t)n)
+            b->cut = true;
+        if (take > 0) {
+            b->data = pe_xrealloc(b->data, b->len + take + 1);
+            memcpy(b->data + b->len, tmp, take);
+            b->len += take;
+        }
+    }
+}
+
+/* Collect both streams until the process ends (then what is left in the
+ * pipes: a background child holding them open does not stall us), killing
+ * it at the deadline. */
+static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool *timed_out)
+{
+    struct timespec ts;
+    double deadline;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    deadline = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + timeout;
+    out->fd = p->stdout_fd;
+    errb->fd = p->stderr_fd;
+    fcntl(out->fd, F_SETFL, O_NONBLOCK);
+    fcntl(errb->fd, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct pollfd fds[3] = {{p->pidfd, POLLIN, 0}, {out->fd, POLLIN, 0}, {errb->fd, POLLIN, 0}};
+        double now, left;
+        int ms;
+
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        left = deadline - now;
+        if (left <= 0 && !*timed_out) {
+            *timed_out = true;
+            pe_proc_signal(p, SIGKILL);
+            deadline = now + 5; /* the kill is prompt; bound the wait anyway */
+            left = 5;
+        } else if (left <= 0) {
+            break;
+        }
+        ms = (int)(left * 1000) + 1;
+        if (poll(fds, out->fd >= 0 || errb->fd >= 0 ? 3 : 1, ms) < 0 && errno != EINTR)
+            break;
+        if (fds[1].revents && out->fd >= 0 && !drain(out))
+            out->fd = -1;
+        if (fds[2].revents && errb->fd >= 0 && !drain(errb))
+            errb->fd = -1;
+        if (fds[0].revents & POLLIN) {
+            if (out->fd >= 0)
+                drain(out);
+            if (errb->fd >= 0)
+                drain(errb);
+            break;
+        }
+        /* poll ignores negative fds, so a closed stream just drops out */
+        fds[1].fd = out->fd;
+        fds[2].fd = errb->fd;
+    }
+}
+
+/* Valid UTF-8 for JSON: each byte that does not start a well-formed
+ * sequence becomes U+FFFD. */
+static json_t *text_json(const char *s, size_t len, bool cut, const char *extra)
+{
+    size_t cap = len * 3 + sizeof(TRUNCATED) + (extra ? strlen(extra) : 0) + 1, o = 0;
+    char *buf = pe_xmalloc(cap);
+    json_t *j;
+
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = n > 0 && i + n <= len && !(n == 2 && c < 0xc2) && !(n == 4 && c > 0xf4);
+        for (size_t k = 1; ok && k < n; k++)
+            ok = ((unsigned char)s[i + k] >> 6) == 2;
+        if (ok && n == 3) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xe0 && c1 < 0xa0) && !(c == 0xed && c1 >= 0xa0);
+        }
+        if (ok && n == 4) {
+            unsigned char c1 = (unsigned char)s[i + 1];
+            ok = !(c == 0xf0 && c1 < 0x90) && !(c == 0xf4 && c1 >= 0x90);
+        }
+        if (ok) {
+            memcpy(buf + o, s + i, n);
+            o += n;
+            i += n;
+        } else {
+            memcpy(buf + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    if (cut) {
+        memcpy(buf + o, TRUNCATED, sizeof(TRUNCATED) - 1);
+        o += sizeof(TRUNCATED) - 1;
+    }
+    if (extra) {
+        memcpy(buf + o, extra, strlen(extra));
+        o += strlen(extra);
+    }
+    j = json_stringn(buf, o);
+    free(buf);
+    return j;
+}
+
+static void exec_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *cmd = json_string_value(json_object_get(job->in, "command"));
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL};
+    pe_proc_opts opts = {.argv = argv, .capture = true};
+    outbuf out = {.fd = -1}, errb = {.fd = -1};
+    char note[64];
+    bool timed_out = false;
+    pe_store_sandbox sb;
+    pe_proc p;
+    int code = -1;
+
+    if (!lookup(job, s, &sb))
+        return;
+    if (sb.status != PE_STORE_RUNNING) {
+        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is not running", sb.name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    if (pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    pe_store_sandbox_clear(&sb);
+    close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
+    p.stdin_fd = -1;
+    collect(&p, job->d->exec_timeout, &out, &errb, &timed_out);
+    if (pe_proc_wait(&p, &code, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    pe_proc_close(&p);
+    if (!job->failed) {
+        snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
+        job->out =
+            json_pack("{s:o, s:o, s:i}", "stdout", text_json(out.data, out.len, out.cut, NULL),
+                      "stderr", text_json(errb.data, errb.len, errb.cut, timed_out ? note : NULL),
+                      "exitCode", timed_out ? 124 : code);
+    }
+    free(out.data);
+    free(errb.data);
+}
+
+/* ---- registration ---- */
+
+/* Handlers that take the sandbox from the id parameter. */
+static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
+{
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    if (req->body)
+        job->in = json_deep_copy(req->body);
+    pe_daemon_job_submit(job);
+}
+
+#define BY_ID(fn, work)                                                                            \
+    static void fn(pe_xrpc_request *req, void *ud)                                                 \
+    {                                                                                              \
+        by_id(req, ud, work);                                                                      \
+    }
+BY_ID(get_sandbox, get_work)
+BY_ID(start_sandbox, start_work)
+BY_ID(stop_sandbox, stop_work)
+BY_ID(delete_sandbox, delete_work)
+BY_ID(exec_sandbox, exec_work)
+
+int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err)
+{
+    static const struct {
+        const char *nsid;
+        pe_xrpc_handler fn;
+    } routes[] = {
+        {"io.pocketenv.sandbox.createSandbox", create_sandbox},
+        {"io.pocketenv.sandbox.getSandbox", get_sandbox},
+        {"io.pocketenv.sandbox.startSandbox", start_sandbox},
+        {"io.pocketenv.sandbox.stopSandbox", stop_sandbox},
+        {"io.pocketenv.sandbox.deleteSandbox", delete_sandbox},
+        {"io.pocketenv.sandbox.exec", exec_sandbox},
+    };
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(routes); i++)
+        if (pe_xrpc_register(d->srv, routes[i].nsid, routes[i].fn, d, err) < 0)
+            return -1;
+    return 0;
+}

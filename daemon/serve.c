@@ -1,0 +1,263 @@
+/* `pocketenv serve`: start-up, the loop, and shutdown of the daemon.
+ *
+ * Start-up opens the runtime, the store (migrating it), the keys; makes
+ * sure the owner exists and writes the owner's API token where upstream's
+ * CLI reads it. Then one loop thread serves HTTP until SIGTERM/SIGINT,
+ * which drains: new requests get 503, and the loop stops once every
+ * accepted request (and background job) has finished, so no answer is
+ * lost and no sandbox is left half-made by us. Exit status 0 then. */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "runtime/security.h"
+
+#define DEFAULT_LISTEN "127.0.0.1:8789"
+#define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
+#define DEFAULT_EXEC_TIMEOUT 300.0
+
+enum {
+    O_LISTEN = 1,
+    O_DATA,
+    O_STORE,
+    O_HANDLE,
+    O_TOKEN_FILE,
+    O_TOKEN_TTL,
+    O_EXEC_TIMEOUT,
+    O_HELP,
+};
+
+static const pe_opt serve_opts[] = {
+    {"listen", 'l', true, O_LISTEN, "HOST:PORT", "address to listen on (" DEFAULT_LISTEN ")"},
+    {"data", 0, true, O_DATA, "DIR", "state directory (as the global --data)"},
+    {"store", 0, true, O_STORE, "URL", "sqlite:PATH or postgres://... (DATA/pocketenv.db)"},
+    {"handle", 0, true, O_HANDLE, "HANDLE", "the owner's handle (owner.local)"},
+    {"token-file", 0, true, O_TOKEN_FILE, "PATH",
+     "where to write the owner's token (~/.pocketenv/token.json)"},
+    {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
+    {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
+    {"help", 'h', false, O_HELP, NULL, "show this help"},
+    {NULL, 0, false, 0, NULL, NULL},
+};
+
+struct serve_args {
+    const char *listen, *data, *store, *handle, *token_file;
+    long long token_ttl;
+    double exec_timeout;
+    bool help;
+};
+
+static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
+{
+    struct serve_args *a = ctx;
+    char *end;
+
+    switch (id) {
+    case O_LISTEN:
+        a->listen = arg;
+        return 0;
+    case O_DATA:
+        a->data = arg;
+        return 0;
+    case O_STORE:
+        a->store = arg;
+        return 0;
+    case O_HANDLE:
+        a->handle = arg;
+        return 0;
+    case O_TOKEN_FILE:
+        a->token_file = arg;
+        return 0;
+    case O_TOKEN_TTL:
+        errno = 0;
+        a->token_ttl = strtoll(arg, &end, 10);
+        if (errno || end == arg || *end || a->token_ttl <= 0 || a->token_ttl > PE_AUTH_TTL_MAX)
+            return pe_err_set(err, PE_EINVAL, 0, "--token-ttl: seconds in 1..%lld",
+                              (long long)PE_AUTH_TTL_MAX);
+        return 0;
+    case O_EXEC_TIMEOUT:
+        return pe_cli_parse_seconds(arg, &a->exec_timeout, err);
+    case O_HELP:
+        a->help = true;
+        return 0;
+    default:
+        return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
+    }
+}
+
+/* "HOST:PORT" or "[V6]:PORT" into cfg (host points into buf). */
+static int parse_listen(const char *s, char *buf, size_t size, pe_http_config *cfg, pe_err *err)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    unsigned long port;
+    size_t hl;
+
+    if (colon == NULL || colon == s)
+        return pe_err_set(err, PE_EINVAL, 0, "--listen: want HOST:PORT, got '%s'", s);
+    port = strtoul(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port > 65535)
+        return pe_err_set(err, PE_EINVAL, 0, "--listen: bad port in '%s'", s);
+    hl = (size_t)(colon - s);
+    if (s[0] == '[' && hl >= 2 && s[hl - 1] == ']')
+        s++, hl -= 2;
+    if (hl >= size)
+        return pe_err_set(err, PE_EINVAL, 0, "--listen: host too long");
+    memcpy(buf, s, hl);
+    buf[hl] = '\0';
+    cfg->host = buf;
+    cfg->port = (unsigned)port;
+    return 0;
+}
+
+static void on_signal(pe_ev_signal *s, int signo, void *ud)
+{
+    pe_daemon *d = ud;
+
+    if (!d->draining)
+        pe_log_info("event=shutdown signal=%s inflight=%u", signo == SIGTERM ? "TERM" : "INT",
+                    d->inflight);
+    d->draining = true;
+    if (d->inflight == 0)
+        pe_ev_stop(d->loop);
+}
+
+/* The owner's row and a fresh owner token in the token file. */
+static int setup_owner(pe_daemon *d, const struct serve_args *a, pe_err *err)
+{
+    const char *did = pe_auth_owner_did(d->auth);
+    pe_store_user u = {.did = did, .handle = a->handle ? a->handle : "owner.local"};
+    cleanup_free char *path = NULL;
+    char *jwt = NULL;
+    pe_store *s;
+    int r;
+
+    s = pe_store_open(d->store_url, err);
+    if (s == NULL)
+        return pe_err_prefix(err, "open store");
+    r = pe_store_user_upsert(s, &u, err);
+    pe_store_close(s);
+    if (r < 0)
+        return pe_err_prefix(err, "owner %s", did);
+    if (a->token_file)
+        path = pe_xstrdup(a->token_file);
+    else if (getenv("HOME"))
+        path = pe_xasprintf("%s/.pocketenv/token.json", getenv("HOME"));
+    else
+        return pe_err_set(err, PE_EINVAL, 0, "HOME is not set: pass --token-file");
+    if (pe_auth_token_mint(d->auth, did, a->token_ttl, PE_AUTH_SCOPE_API, &jwt, err) < 0)
+        return -1;
+    r = pe_auth_write_token_file(path, jwt, err);
+    free(jwt);
+    if (r < 0)
+        return -1;
+    pe_log_info("event=owner did=%s handle=%s token_file=%s", did, u.handle, path);
+    return 0;
+}
+
+static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
+{
+    cleanup_free char *cache = NULL;
+
+    if (pe_runtime_open(&d->rt, a->data, err) < 0)
+        return -1;
+    cache = pe_xasprintf("%s/cache", d->rt.data_dir);
+    if (pe_fs_mkdir_p(cache, 0700, NULL) == 0)
+        pe_seccomp_set_cache_dir(cache);
+    d->store_url =
+        a->store ? pe_xstrdup(a->store) : pe_xasprintf("sqlite:%s/pocketenv.db", d->rt.data_dir);
+    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0)
+        return -1;
+    return setup_owner(d, a, err);
+}
+
+/* Never log the store URL itself: a PostgreSQL one may hold a password. */
+static const char *backend_name(const char *url)
+{
+    return strncmp(url, "postgres", 8) == 0 ? "postgres" : "sqlite";
+}
+
+static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
+{
+    char host[256];
+    cleanup_free char *banner = NULL;
+    pe_http_config cfg;
+
+    pe_http_config_init(&cfg);
+    if (parse_listen(a->listen, host, sizeof(host), &cfg, err) < 0)
+        return -1;
+    if (open_all(d, a, err) < 0)
+        return -1;
+    d->loop = pe_ev_loop_new(0, 0, err);
+    if (d->loop == NULL)
+        return -1;
+    /* Before any thread exists: the signals must stay blocked everywhere. */
+    if (pe_ev_signal_start(d->loop, SIGTERM, on_signal, d, err) == NULL ||
+        pe_ev_signal_start(d->loop, SIGINT, on_signal, d, err) == NULL)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    banner = pe_xasprintf("pocketenv %s\nowner: %s\npublic key: %s\n", "0.1.0",
+                          pe_auth_owner_did(d->auth), pe_auth_public_key_hex(d->auth));
+    cfg.banner = banner;
+    d->srv = pe_http_server_new(d->loop, &cfg, err);
+    if (d->srv == NULL)
+        return -1;
+    pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
+    if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0)
+        return -1;
+    pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
+                pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));
+    if (pe_ev_run(d->loop, err) < 0)
+        return -1;
+    pe_log_info("event=stopped");
+    return 0;
+}
+
+static void teardown(pe_daemon *d)
+{
+    /* Server first (no deferred request is left after a drain), then the
+     * pool (its threads close their stores), then what they used. */
+    if (d->srv)
+        pe_http_server_free(d->srv);
+    if (d->loop)
+        pe_ev_loop_free(d->loop);
+    pe_auth_close(d->auth);
+    if (d->rt.data_dir)
+        pe_runtime_close(&d->rt);
+    free(d->store_url);
+}
+
+int pe_daemon_serve_main(int argc, char **argv)
+{
+    struct serve_args a = {.listen = DEFAULT_LISTEN,
+                           .token_ttl = DEFAULT_TOKEN_TTL,
+                           .exec_timeout = DEFAULT_EXEC_TIMEOUT};
+    pe_daemon d;
+    pe_err err;
+    int idx = 1, r;
+
+    memset(&d, 0, sizeof(d));
+    pe_err_clear(&err);
+    if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0)
+        return pe_cli_fail(&err);
+    if (a.help) {
+        printf("usage: pocketenv serve [OPTIONS]\n\nServe the io.pocketenv.* XRPC API.\n\n");
+        pe_opts_help(serve_opts);
+        return 0;
+    }
+    if (a.data == NULL)
+        a.data = pe_cli_data_dir;
+    d.exec_timeout = a.exec_timeout > 0 ? a.exec_timeout : DEFAULT_EXEC_TIMEOUT;
+    r = serve(&d, &a, &err);
+    teardown(&d);
+    if (r < 0)
+        return pe_cli_fail(&err);
+    return 0;
+}

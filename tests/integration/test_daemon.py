@@ -1,0 +1,321 @@
+"""`pocketenv serve`: the XRPC API as a client sees it.
+
+One daemon per module, on a free loopback port and its own data
+directory, with the busybox image built into it. Teardown deletes what is
+left through the API, stops the daemon with SIGTERM (it must exit 0) and
+checks that no sandbox process or cgroup of ours is left behind.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import socket
+import stat
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import BIN, our_cgroups, sandbox_processes, wait_for
+
+SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, data, port, token_file):
+        self.data = data
+        self.url = f"http://127.0.0.1:{port}"
+        self.token_file = token_file
+        self.proc = None
+        self.token = None
+
+    def call(self, nsid, params=None, body=None, token="owner", raw=None, post=None,
+             headers=None):
+        """(status, parsed JSON or None). token: "owner", None, or a JWT."""
+        if token == "owner":
+            token = self.token
+        q = "?" + urllib.parse.urlencode(params) if params else ""
+        if post is None:
+            post = body is not None or raw is not None
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None
+                                             else None)
+        if post and data is None:
+            data = b""
+        req = urllib.request.Request(f"{self.url}/xrpc/{nsid}{q}", data=data,
+                                     method="POST" if post else "GET")
+        if data:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status, text = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, text = e.code, e.read()
+        return status, (json.loads(text) if text else None)
+
+    def sandbox(self, method, ident, body=None, token="owner"):
+        nsid = f"io.pocketenv.sandbox.{method}"
+        post = method != "getSandbox"
+        if method == "exec" and body is None:
+            body = {"command": "true"}
+        if method == "startSandbox" and body is None:
+            body = {}  # the lexicon declares an input: a body is required
+        return self.call(nsid, {"id": ident}, body, token=token, post=post)
+
+    def healthy(self):
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def token_for(self, did, ttl=600):
+        p = subprocess.run([BIN, "--data", self.data, "token", "create", "--did", did,
+                            "--ttl", str(ttl)], capture_output=True, text=True, check=True)
+        return p.stdout.strip()
+
+    def jwt(self, claims, key=None):
+        """A token signed with the daemon's own HS256 key (or key)."""
+        if key is None:
+            with open(os.path.join(self.data, "keys", "jwt-hs256.key"), "rb") as f:
+                key = f.read()
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = b64(json.dumps(claims).encode())
+        sig = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
+        return (head + b"." + body + b"." + sig).decode()
+
+    def wait_status(self, ident, want, timeout=20, token="owner"):
+        def check():
+            st, o = self.sandbox("getSandbox", ident, token=token)
+            return o["sandbox"] if st == 200 and o["sandbox"]["status"] in want else None
+        return wait_for(check, timeout, f"sandbox {ident} to be {want}")
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("daemon")
+    data = str(tmp / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    before_procs = set(sandbox_processes())
+    before_cgroups = set(our_cgroups())
+    d = Daemon(data, free_port(), str(tmp / "token.json"))
+    log = open(tmp / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        assert d.proc.poll() is None, open(tmp / "daemon.log").read()
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        yield d
+    finally:
+        # Delete what the tests left, through the API, then stop.
+        if d.proc.poll() is None and d.token:
+            st, o = d.call("io.pocketenv.actor.getActorSandboxes",
+                           {"did": "owner.local", "limit": 100})
+            for sb in (o or {}).get("sandboxes", []):
+                d.sandbox("deleteSandbox", sb["id"])
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        log.close()
+        assert rc == 0, open(tmp / "daemon.log").read()
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+    assert set(our_cgroups()) - before_cgroups == set()
+    ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"], capture_output=True,
+                        text=True, check=True)
+    assert json.loads(ls.stdout) == []
+
+
+def test_token_file_is_private_and_works(daemon):
+    st = os.stat(daemon.token_file)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    status, prof = daemon.call("io.pocketenv.actor.getProfile")
+    assert status == 200, prof
+    assert prof["did"].startswith("did:key:z6Mk")
+    assert prof["handle"] == "owner.local"
+    # Asking for oneself by handle or DID is the same profile.
+    assert daemon.call("io.pocketenv.actor.getProfile", {"did": prof["did"]})[1] == prof
+
+
+def test_lifecycle(daemon):
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "life"})
+    assert status == 200, sb
+    assert re.fullmatch(r"sbx_[0-9A-Za-z]{22}", sb["id"])
+    assert sb["name"] == "life" and sb["status"] in ("INITIALIZING", "RUNNING")
+    got = daemon.wait_status(sb["id"], ["RUNNING", "FAILED"])
+    assert got["status"] == "RUNNING", got
+    assert got["startedAt"]
+
+    status, out = daemon.sandbox("exec", "life", {"command": "echo hi"})
+    assert status == 200 and out == {"stdout": "hi\n", "stderr": "", "exitCode": 0}, out
+    status, out = daemon.sandbox("exec", sb["id"], {"command": "echo oops >&2; exit 3"})
+    assert out == {"stdout": "", "stderr": "oops\n", "exitCode": 3}
+
+    status, out = daemon.sandbox("stopSandbox", "life")
+    assert status == 200, out
+    assert daemon.sandbox("getSandbox", "life")[1]["sandbox"]["status"] == "STOPPED"
+    status, out = daemon.sandbox("exec", "life", {"command": "echo hi"})
+    assert status == 400 and out["error"] == "InvalidRequest"
+
+    assert daemon.sandbox("startSandbox", "life", {})[0] == 200
+    assert daemon.sandbox("getSandbox", "life")[1]["sandbox"]["status"] == "RUNNING"
+    assert daemon.sandbox("exec", "life", {"command": "echo again"})[1]["stdout"] == "again\n"
+
+    status, out = daemon.sandbox("deleteSandbox", "life")
+    assert status == 200, out
+    status, out = daemon.sandbox("getSandbox", sb["id"])
+    assert status == 404 and out["error"] == "SandboxNotFound"
+
+
+def test_exec_output_is_capped(daemon):
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "chatty"})
+    assert status == 200
+    daemon.wait_status("chatty", ["RUNNING"])
+    status, out = daemon.sandbox("exec", "chatty",
+                                 {"command": "yes abcdefghi | head -c 3000000; echo done >&2"})
+    assert status == 200, out
+    assert out["stdout"].endswith("\n[output truncated]\n")
+    assert len(out["stdout"]) == 1024 * 1024 + len("\n[output truncated]\n")
+    assert out["stderr"] == "done\n" and out["exitCode"] == 0
+    # Bytes that are not UTF-8 still make valid JSON.
+    status, out = daemon.sandbox("exec", "chatty", {"command": "printf 'a\\377b'"})
+    assert status == 200 and out["stdout"] == "a\ufffdb"
+    assert daemon.sandbox("deleteSandbox", "chatty")[0] == 200
+
+
+def test_names(daemon):
+    status, a = daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": "no-such-image"})
+    assert status == 200
+    assert re.fullmatch(r"[a-z]+-[a-z]+-[0-9a-z]{4}", a["name"]), a["name"]
+    # A missing image is a FAILED sandbox with the reason, not a stuck one.
+    got = daemon.wait_status(a["id"], ["FAILED"])
+    assert "no-such-image" in got["statusReason"]
+    status, b = daemon.call("io.pocketenv.sandbox.createSandbox",
+                            body={"base": "no-such-image", "name": a["name"]})
+    assert status == 409 and b["error"] == "AlreadyExists"
+    for bad in ["Upper", "has space", "-dash", "x" * 51, "sbx_abc"]:
+        status, b = daemon.call("io.pocketenv.sandbox.createSandbox",
+                                body={"base": "busybox", "name": bad})
+        assert status == 400 and b["error"] == "InvalidRequest", bad
+    for bad in ["/", "../images/busybox", "/tmp"]:
+        status, b = daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": bad})
+        assert status == 400, bad
+    assert daemon.sandbox("deleteSandbox", a["id"])[0] == 200
+
+
+def test_actor_sandboxes_paging(daemon):
+    did = "did:key:zPagingUser"
+    tok = daemon.token_for(did)
+    ids = []
+    for i in range(5):
+        status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                                 body={"base": "no-such-image", "name": f"page{i}"}, token=tok)
+        assert status == 200, sb
+        ids.append(sb["id"])
+    seen = []
+    for offset in (0, 2, 4):
+        status, page = daemon.call("io.pocketenv.actor.getActorSandboxes",
+                                   {"did": did, "limit": 2, "offset": offset}, token=tok)
+        assert status == 200 and page["total"] == 5
+        assert len(page["sandboxes"]) == (2 if offset < 4 else 1)
+        seen += [s["id"] for s in page["sandboxes"]]
+    assert seen == ids[::-1]  # newest first, each exactly once
+    for i in ids:
+        daemon.wait_status(i, ["FAILED"], token=tok)
+    status, page = daemon.call("io.pocketenv.actor.getActorSandboxes",
+                               {"did": did, "isRunning": "true"}, token=tok)
+    assert page == {"sandboxes": [], "total": 0}
+    for i in ids:
+        assert daemon.sandbox("deleteSandbox", i, token=tok)[0] == 200
+    status, page = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": did}, token=tok)
+    assert page["total"] == 0
+
+
+def test_authz_matrix(daemon):
+    status, mine = daemon.call("io.pocketenv.sandbox.createSandbox",
+                               body={"base": "busybox", "name": "private"})
+    assert status == 200
+    daemon.wait_status("private", ["RUNNING"])
+    owner = daemon.call("io.pocketenv.actor.getProfile")[1]["did"]
+    now = int(time.time())
+    other = daemon.token_for("did:key:zSomeoneElse")
+    expired = daemon.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now - 7200,
+                          "exp": now - 3600})
+    forged = daemon.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now,
+                         "exp": now + 600}, key=os.urandom(32))
+    bad = {None: (401, "AuthenticationRequired"), expired: (401, "ExpiredToken"),
+           forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken")}
+    answers = []
+
+    def check(status, out, want):
+        answers.append(json.dumps(out))
+        assert (status, (out or {}).get("error")) == want, out
+
+    for tok, want in bad.items():
+        check(*daemon.call("io.pocketenv.actor.getProfile", token=tok), want)
+        check(*daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": owner}, token=tok),
+              want)
+        check(*daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"},
+                           token=tok), want)
+        for m in SANDBOX_METHODS:
+            for ident in (mine["id"], "private"):
+                check(*daemon.sandbox(m, ident, token=tok), want)
+
+    # Another user: the owner's sandbox does not exist for them.
+    for m in SANDBOX_METHODS:
+        for ident in (mine["id"], "private"):
+            check(*daemon.sandbox(m, ident, token=other), (404, "SandboxNotFound"))
+    status, out = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": owner},
+                              token=other)
+    assert (status, out) == (200, {"sandboxes": [], "total": 0})
+    status, out = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"},
+                              token=other)
+    assert (status, out) == (200, {"sandboxes": [], "total": 0})
+    status, out = daemon.call("io.pocketenv.actor.getProfile", {"did": owner}, token=other)
+    assert status == 404
+    answers.append(json.dumps(out))
+    # Their own sandbox of the same name is theirs alone.
+    status, theirs = daemon.call("io.pocketenv.sandbox.createSandbox",
+                                 body={"base": "no-such-image", "name": "private"}, token=other)
+    assert status == 200 and theirs["id"] != mine["id"]
+    assert daemon.sandbox("deleteSandbox", "private", token=other)[0] == 200
+
+    # Zero leaks: no answer names the sandbox or the owner, and it is untouched.
+    for a in answers:
+        assert mine["id"] not in a and owner not in a, a
+    got = daemon.sandbox("getSandbox", "private")[1]["sandbox"]
+    assert got["id"] == mine["id"] and got["status"] == "RUNNING"
+    assert daemon.sandbox("exec", "private", {"command": "echo still"})[1]["stdout"] == "still\n"
+    assert daemon.sandbox("deleteSandbox", "private")[0] == 200
+
+
+def test_bad_bodies(daemon):
+    nsid = "io.pocketenv.sandbox.createSandbox"
+    status, out = daemon.call(nsid, raw=b'{"base": "busybox",')
+    assert status == 400 and out["error"] == "InvalidRequest"
+    status, out = daemon.call(nsid, body={"name": "nobase"})
+    assert status == 400 and out["error"] == "InvalidRequest"
+    status, out = daemon.call(nsid, raw=json.dumps({"base": "x" * 200000}).encode())
+    assert status == 413
+    assert daemon.healthy()
+    assert daemon.call("io.pocketenv.actor.getProfile")[0] == 200
