@@ -122,19 +122,24 @@ static void print_published(pe_runtime *rt, const char *name)
 static int cmd_create(pe_runtime *rt, int argc, char **argv, pe_err *err);
 static int cmd_exec(pe_runtime *rt, int argc, char **argv, pe_err *err, int *code);
 
-static int on_create(int id, const char *arg, void *ctx, pe_err *err)
+/* NAME (the one positional argument) and --help, common to create and exec. */
+static int on_name_or_help(int id, const char *arg, pe_cli_sandbox *s, pe_err *err)
 {
-    pe_cli_sandbox *s = ctx;
-    if (id == 0) {
-        if (s->cfg.name != NULL)
-            return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
-        s->cfg.name = pe_xstrdup(arg);
-        return 0;
-    }
     if (id == OPT_HELP) {
         usage();
         exit(0);
     }
+    if (s->cfg.name != NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
+    s->cfg.name = pe_xstrdup(arg);
+    return 0;
+}
+
+static int on_create(int id, const char *arg, void *ctx, pe_err *err)
+{
+    pe_cli_sandbox *s = ctx;
+    if (id == 0 || id == OPT_HELP)
+        return on_name_or_help(id, arg, s, err);
     if (id == OPT_TTY || id == OPT_TIMEOUT)
         return pe_err_set(err, PE_EINVAL, 0, "this option belongs to 'exec', not 'create'");
     return pe_cli_sandbox_opt(id, arg, s, err);
@@ -163,16 +168,8 @@ static int cmd_create(pe_runtime *rt, int argc, char **argv, pe_err *err)
 static int on_exec(int id, const char *arg, void *ctx, pe_err *err)
 {
     pe_cli_sandbox *s = ctx;
-    if (id == 0) {
-        if (s->cfg.name != NULL)
-            return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
-        s->cfg.name = pe_xstrdup(arg);
-        return 0;
-    }
-    if (id == OPT_HELP) {
-        usage();
-        exit(0);
-    }
+    if (id == 0 || id == OPT_HELP)
+        return on_name_or_help(id, arg, s, err);
     if (id == OPT_ENV) {
         if (strchr(arg, '=') == NULL || arg[0] == '=')
             return pe_err_set(err, PE_EINVAL, 0, "environment must be KEY=VALUE: %s", arg);

@@ -10,6 +10,7 @@
  * answers; a background job then creates and starts the runtime sandbox
  * (named by the row's id) and moves the row to RUNNING, or FAILED with the
  * reason. A row deleted meanwhile makes that job remove what it made. */
+#include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -319,6 +320,16 @@ static void get_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
+/* Start and stop wait until create has finished with the sandbox. */
+static bool still_creating(pe_daemon_job *job, const pe_store_sandbox *sb)
+{
+    if (sb->status != PE_STORE_INITIALIZING)
+        return false;
+    pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is still being created", sb->name);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return true;
+}
+
 static void start_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
@@ -326,10 +337,7 @@ static void start_work(pe_daemon_job *job, pe_store *s)
     if (!lookup(job, s, &sb))
         return;
     job->out = json_object();
-    if (sb.status == PE_STORE_INITIALIZING) {
-        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is still being created", sb.name);
-        pe_daemon_job_fail(job, &job->err, NULL);
-    } else if (sb.status != PE_STORE_RUNNING) {
+    if (!still_creating(job, &sb) && sb.status != PE_STORE_RUNNING) {
         if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &job->err) < 0 ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
@@ -344,10 +352,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
     if (!lookup(job, s, &sb))
         return;
     job->out = json_object();
-    if (sb.status == PE_STORE_INITIALIZING) {
-        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is still being created", sb.name);
-        pe_daemon_job_fail(job, &job->err, NULL);
-    } else if (sb.status == PE_STORE_RUNNING) {
+    if (!still_creating(job, &sb) && sb.status == PE_STORE_RUNNING) {
         if ((pe_runtime_stop(&job->d->rt, sb.id, STOP_TIMEOUT, &job->err) < 0 &&
              job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
