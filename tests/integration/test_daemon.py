@@ -238,8 +238,12 @@ def test_actor_sandboxes_paging(daemon):
                                    {"did": did, "limit": 2, "offset": offset}, token=tok)
         assert status == 200 and page["total"] == 5
         assert len(page["sandboxes"]) == (2 if offset < 4 else 1)
-        seen += [s["id"] for s in page["sandboxes"]]
-    assert seen == ids[::-1]  # newest first, each exactly once
+        seen += page["sandboxes"]
+    # Each exactly once, newest first (creates within one millisecond tie on
+    # the timestamp and are then ordered by id, which is stable across pages).
+    assert sorted(s["id"] for s in seen) == sorted(ids)
+    created = [s["createdAt"] for s in seen]
+    assert created == sorted(created, reverse=True)
     for i in ids:
         daemon.wait_status(i, ["FAILED"], token=tok)
     status, page = daemon.call("io.pocketenv.actor.getActorSandboxes",
