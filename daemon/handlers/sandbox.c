@@ -413,27 +413,21 @@ static bool drain(outbuf *b)
  * it at the deadline. */
 static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool *timed_out)
 {
-    struct timespec ts;
-    double deadline;
+    double deadline = pe_monotonic_s() + timeout;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    deadline = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + timeout;
     out->fd = p->stdout_fd;
     errb->fd = p->stderr_fd;
     fcntl(out->fd, F_SETFL, O_NONBLOCK);
     fcntl(errb->fd, F_SETFL, O_NONBLOCK);
     for (;;) {
         struct pollfd fds[3] = {{p->pidfd, POLLIN, 0}, {out->fd, POLLIN, 0}, {errb->fd, POLLIN, 0}};
-        double now, left;
+        double left = deadline - pe_monotonic_s();
         int ms;
 
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-        left = deadline - now;
         if (left <= 0 && !*timed_out) {
             *timed_out = true;
             pe_proc_signal(p, SIGKILL);
-            deadline = now + 5; /* the kill is prompt; bound the wait anyway */
+            deadline = pe_monotonic_s() + 5; /* the kill is prompt; bound the wait anyway */
             left = 5;
         } else if (left <= 0) {
             break;
@@ -452,9 +446,6 @@ static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool 
                 drain(errb);
             break;
         }
-        /* poll ignores negative fds, so a closed stream just drops out */
-        fds[1].fd = out->fd;
-        fds[2].fd = errb->fd;
     }
 }
 

@@ -6,6 +6,7 @@
 #ifndef PE_CORE_UTIL_H
 #define PE_CORE_UTIL_H
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 #include <errno.h>
@@ -53,5 +54,16 @@ void *pe_xcalloc(size_t n, size_t size);
 void *pe_xrealloc(void *p, size_t n);
 char *pe_xstrdup(const char *s);
 char *pe_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* CLOCK_MONOTONIC, for deadlines and durations. */
+uint64_t pe_monotonic_ns(void);
+static inline int64_t pe_monotonic_ms(void)
+{
+    return (int64_t)(pe_monotonic_ns() / 1000000u);
+}
+static inline double pe_monotonic_s(void)
+{
+    return (double)pe_monotonic_ns() / 1e9;
+}
 
 #endif

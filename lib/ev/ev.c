@@ -80,9 +80,7 @@ struct pe_ev_loop {
 
 uint64_t pe_ev_now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return pe_monotonic_ns();
 }
 
 static int watch(pe_ev_loop *loop, struct watcher *w, int kind, int fd, uint32_t events,

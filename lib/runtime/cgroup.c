@@ -31,14 +31,6 @@
 
 /* ---- small helpers shared with the backends ---------------------------- */
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void backoff(unsigned attempt)
 {
     long us = 250L << (attempt < 6 ? attempt : 6);
@@ -51,13 +43,13 @@ static void backoff(unsigned attempt)
 int pe__cgroup_poll(int (*cond)(pe_cgroup *cg, void *arg, pe_err *err), pe_cgroup *cg, void *arg,
                     int64_t timeout_ms, pe_err *err)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = pe_monotonic_ms() + timeout_ms;
 
     for (unsigned attempt = 0;; attempt++) {
         int r = cond(cg, arg, err);
         if (r != 0)
             return r;
-        if (now_ms() >= deadline)
+        if (pe_monotonic_ms() >= deadline)
             return 0;
         backoff(attempt);
     }

@@ -19,14 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "runtime/internal.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int write_all(int fd, const char *p, size_t n)
 {
@@ -82,7 +76,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
     struct termios saved;
     bool raw = false, exited = false, stdin_open = sp->pty_master >= 0;
     sigset_t mask, oldmask;
-    double deadline = timeout > 0 ? now() + timeout : 0;
+    double deadline = timeout > 0 ? pe_monotonic_s() + timeout : 0;
     int sfd, status = 0, ret = 0;
     int sig_fd = sp->signal_pidfd >= 0 ? sp->signal_pidfd : sp->pidfd;
 
@@ -121,7 +115,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
         if (stdin_open)
             p[n].fd = STDIN_FILENO, p[n].events = POLLIN, i_in = n++;
         if (deadline > 0 && !res->timed_out) {
-            double left = deadline - now();
+            double left = deadline - pe_monotonic_s();
             ms = left > 0 ? (int)(left * 1000) + 1 : 0;
         }
         if (poll(p, (nfds_t)n, ms) < 0) {
@@ -130,7 +124,7 @@ int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_e
             ret = pe_err_sys(err, "poll");
             goto out;
         }
-        if (deadline > 0 && !res->timed_out && now() >= deadline) {
+        if (deadline > 0 && !res->timed_out && pe_monotonic_s() >= deadline) {
             res->timed_out = true;
             syscall(SYS_pidfd_send_signal, sig_fd, SIGKILL, NULL, 0);
         }

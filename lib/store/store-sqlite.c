@@ -204,6 +204,34 @@ static int create_private(const char *path, pe_err *err)
     return 0;
 }
 
+/* Switching a new file to WAL needs an exclusive lock, and SQLite answers
+ * SQLITE_BUSY at once, without the busy handler, when two connections
+ * opening the same fresh file would otherwise deadlock on it. So retry
+ * until the busy timeout has passed. */
+static int set_wal(sqlite3 *db, pe_err *err)
+{
+    int64_t deadline = pe_monotonic_ms() + BUSY_TIMEOUT_MS;
+    unsigned delay_us = 1000;
+
+    for (;;) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL, NULL, &msg);
+
+        if (rc == SQLITE_OK)
+            return 0;
+        if ((rc & 0xff) != SQLITE_BUSY || pe_monotonic_ms() >= deadline) {
+            pe_err_set(err, PE_ESYS, 0, "sqlite journal_mode: %s (%d)",
+                       msg ? msg : sqlite3_errstr(rc), rc);
+            sqlite3_free(msg);
+            return -1;
+        }
+        sqlite3_free(msg);
+        usleep(delay_us);
+        if (delay_us < 50000)
+            delay_us *= 2;
+    }
+}
+
 int pe__store_sqlite_open(pe_store *s, const char *path, pe_err *err)
 {
     sqlite3 *db = NULL;
@@ -225,10 +253,8 @@ int pe__store_sqlite_open(pe_store *s, const char *path, pe_err *err)
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     s->ops = &sqlite_ops;
     s->impl = db;
-    if (sqlite_exec_script(s,
-                           "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
-                           "PRAGMA foreign_keys = ON;",
-                           err) < 0) {
+    if (set_wal(db, err) < 0 ||
+        sqlite_exec_script(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err) < 0) {
         sqlite_close(s);
         return pe_err_prefix(err, "open store %s", path);
     }
