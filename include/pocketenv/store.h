@@ -185,4 +185,33 @@ int pe_store_kv_list(pe_store *s, int kind, const char *sandbox_id, pe_store_kv 
                      pe_err *err);
 int pe_store_kv_delete(pe_store *s, int kind, const char *sandbox_id, const char *key, pe_err *err);
 
+/* ---- resources by id, as the API addresses them (store-resources.c) ----
+ *
+ * Variables, secrets and files of pe_store_kv_* again, addressed by their
+ * row id and scoped to the sandbox owner: get and list answer PE_ENOENT /
+ * nothing for another user's rows, as for missing ones. */
+
+/* Insert key = value for the sandbox. A taken key is PE_EEXIST (never a
+ * replace), an unknown sandbox PE_ENOENT. *id_out (may be NULL) is the new
+ * row's malloc'd id. */
+int pe_store_res_add(pe_store *s, int kind, const char *sandbox_id, const char *key,
+                     const char *value, char **id_out, pe_err *err);
+/* The row id if its sandbox belongs to owner_did, else PE_ENOENT. */
+int pe_store_res_get(pe_store *s, int kind, const char *owner_did, const char *id, pe_store_kv *out,
+                     pe_err *err);
+/* A page (limit 1..1000, offset >= 0) of owner_did's rows, of one sandbox
+ * or (sandbox_id NULL) of all their sandboxes, ordered by key. *total (if
+ * not NULL) counts every match. Free *out with pe_store_kv_list_free. */
+int pe_store_res_list(pe_store *s, int kind, const char *owner_did, const char *sandbox_id,
+                      int64_t limit, int64_t offset, pe_store_kv **out, size_t *n, int64_t *total,
+                      pe_err *err);
+/* Rows of a sandbox. */
+int pe_store_res_count(pe_store *s, int kind, const char *sandbox_id, int64_t *count, pe_err *err);
+/* Set key and/or value (NULL keeps it) of row id. PE_EEXIST if the new key
+ * is taken in its sandbox, PE_ENOENT if the row is gone. No owner check:
+ * fetch the row with pe_store_res_get first. */
+int pe_store_res_update(pe_store *s, int kind, const char *id, const char *key, const char *value,
+                        pe_err *err);
+int pe_store_res_delete(pe_store *s, int kind, const char *id, pe_err *err);
+
 #endif
