@@ -17,6 +17,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resources.h"
 #include "runtime/security.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
@@ -211,6 +212,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0)
+        return -1;
+    if (pe_daemon_register_resources(d, err) < 0)
         return -1;
     pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
                 pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));

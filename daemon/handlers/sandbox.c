@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resources.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
@@ -164,7 +165,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
-    if (pe_runtime_start(&d->rt, sb->id, err) < 0)
+    if (pe_daemon_sandbox_start(d, sb, err) < 0) /* with its variables, secrets, volumes */
         return -1;
     /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
     if (pe_runtime_inspect(&d->rt, sb->id, &json, err) < 0)
@@ -175,6 +176,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     json_decref(info);
     if (pid > 0)
         *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    pe_daemon_sandbox_place_files(d, sb);
     return 0;
 }
 
@@ -251,6 +253,11 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0) {
+        pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -291,6 +298,10 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     /* base names an image of DATA/images, never a host path. */
     if (base == NULL || base[0] == '\0' || base[0] == '.' || strchr(base, '/')) {
         pe_err_set(&err, PE_EINVAL, 0, "base must be an image name");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    if (pe_daemon_create_resources_check(d, req->body, &err) < 0) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
@@ -514,11 +525,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
-    if (pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+    if (pe_daemon_sandbox_env(job->d, s, sb.id, &opts.env, &job->err) < 0 ||
+        pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+        pe_daemon_env_free(opts.env);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
+    pe_daemon_env_free(opts.env);
     pe_store_sandbox_clear(&sb);
     close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
     p.stdin_fd = -1;

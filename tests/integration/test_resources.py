@@ -1,0 +1,447 @@
+"""A sandbox's resources through the API (issue 5): variables, secrets, files.
+
+One daemon per module (the fixture pattern of test_daemon.py), with the
+busybox image. Values are checked where a user sees them: inside the
+sandbox (exec, PID 1's environment), in listings, and, for secrets, nowhere
+else: not in the daemon's log, not in the data directory (store included).
+"""
+import base64
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from conftest import BIN, our_cgroups, sandbox_processes, wait_for
+from test_daemon import Daemon, free_port
+
+V = "io.pocketenv.variable."
+S = "io.pocketenv.secret."
+F = "io.pocketenv.file."
+
+
+class ResDaemon(Daemon):
+    def seal(self, plain, key=None):
+        if isinstance(plain, str):
+            plain = plain.encode()
+        box = SealedBox(PublicKey(bytes.fromhex(key or self.public_key)))
+        return base64.urlsafe_b64encode(box.encrypt(plain)).rstrip(b"=").decode()
+
+    def sh(self, ident, command, token="owner"):
+        st, out = self.sandbox("exec", ident, {"command": command}, token=token)
+        assert st == 200, out
+        return out
+
+    def create(self, name, token="owner", **extra):
+        st, sb = self.call("io.pocketenv.sandbox.createSandbox",
+                           body={"base": "busybox", "name": name, **extra}, token=token)
+        assert st == 200, sb
+        got = self.wait_status(sb["id"], ["RUNNING", "FAILED"], token=token)
+        assert got["status"] == "RUNNING", got
+        return sb["id"]
+
+    def log_text(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("resources")
+    data = str(tmp / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    before_procs = set(sandbox_processes())
+    before_cgroups = set(our_cgroups())
+    d = ResDaemon(data, free_port(), str(tmp / "token.json"))
+    d.log_path = str(tmp / "daemon.log")
+    log = open(d.log_path, "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        assert d.proc.poll() is None, d.log_text()
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        with urllib.request.urlopen(d.url + "/", timeout=5) as r:
+            banner = r.read().decode()
+        d.public_key = re.search(r"public key: ([0-9a-f]{64})", banner).group(1)
+        yield d
+    finally:
+        if d.proc.poll() is None and d.token:
+            for tok in [d.token] + list(getattr(d, "others", [])):
+                st, o = d.call("io.pocketenv.actor.getActorSandboxes",
+                               {"did": "owner.local", "limit": 100}, token=tok)
+                for sb in (o or {}).get("sandboxes", []):
+                    d.sandbox("deleteSandbox", sb["id"], token=tok)
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        log.close()
+        assert rc == 0, d.log_text()
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+    assert set(our_cgroups()) - before_cgroups == set()
+
+
+def environ_of_pid1(d, ident):
+    out = d.sh(ident, "tr '\\0' '\\n' < /proc/1/environ")["stdout"]
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+# ---- variables ----
+
+def test_variables_end_to_end(daemon):
+    d = daemon
+    sid = d.create("vars", envs=[{"name": "FROM_CREATE", "value": "c1"}])
+    # createSandbox's envs: a variable row, in PID 1 and in exec.
+    assert d.sh("vars", "echo $FROM_CREATE")["stdout"] == "c1\n"
+    assert environ_of_pid1(d, "vars")["FROM_CREATE"] == "c1"
+
+    st, out = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": "vars", "name": "GREETING", "value": "hello world"}})
+    assert st == 200, out
+    var = out["variable"]
+    assert re.fullmatch(r"var_[0-9A-Za-z]{22}", var["id"])
+    assert (var["name"], var["value"], var["sandboxId"]) == ("GREETING", "hello world", sid)
+    assert var["createdAt"] and var["updatedAt"]
+    # Live: the next exec sees it, no restart.
+    assert d.sh(sid, "echo \"$GREETING\"")["stdout"] == "hello world\n"
+
+    st, out = d.call(V + "getVariable", {"id": var["id"]})
+    assert st == 200 and out == {"variable": var}
+
+    # Unique per sandbox; names are shell names; values bounded.
+    st, out = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": sid, "name": "GREETING", "value": "again"}})
+    assert st == 409 and out["error"] == "AlreadyExists", out
+    for bad in ["", "1ABC", "A-B", "A B", "X" * 129, "A=B", "ü"]:
+        st, out = d.call(V + "addVariable", body={"variable": {
+            "sandboxId": sid, "name": bad, "value": "v"}})
+        assert st == 400 and out["error"] == "InvalidRequest", (bad, out)
+    st, out = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": sid, "name": "BIG", "value": "x" * 9000}})
+    assert st == 400 and "8192" in out["message"]
+    st, out = d.call(V + "addVariable", body={"variable": {"name": "NOBOX", "value": "v"}})
+    assert st == 400 and "sandboxId" in out["message"]
+    st, out = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": "sbx_nosuchsandbox", "name": "X", "value": "v"}})
+    assert st == 404 and out["error"] == "SandboxNotFound"
+    st, out = d.call(V + "addVariable", body={"variable": {"sandboxId": sid, "name": "X"}})
+    assert st == 400
+
+    # Paging with a total, ordered by name.
+    for i in range(3):
+        assert d.call(V + "addVariable", body={"variable": {
+            "sandboxId": sid, "name": f"PAGE{i}", "value": str(i)}})[0] == 200
+    names = []
+    for offset in (0, 2, 4):
+        st, page = d.call(V + "getVariables", {"sandboxId": sid, "limit": 2, "offset": offset})
+        assert st == 200 and page["total"] == 5, page
+        names += [v["name"] for v in page["variables"]]
+    assert names == sorted(["FROM_CREATE", "GREETING", "PAGE0", "PAGE1", "PAGE2"])
+    st, page = d.call(V + "getVariables", {"sandboxId": "vars"})
+    assert page["total"] == 5 and len(page["variables"]) == 5
+    st, page = d.call(V + "getVariables")  # every sandbox of the caller
+    assert st == 200 and page["total"] >= 5
+    st, page = d.call(V + "getVariables", {"sandboxId": sid, "limit": 0})
+    assert st == 400
+
+    # Update: rename and revalue; the next exec sees the change.
+    st, out = d.call(V + "updateVariable", body={"id": var["id"], "variable": {
+        "name": "GREETING2", "value": "bye"}})
+    assert st == 200 and out["variable"]["name"] == "GREETING2", out
+    r = d.sh(sid, "echo \"${GREETING:-unset} $GREETING2\"")
+    assert r["stdout"] == "unset bye\n"
+    st, out = d.call(V + "updateVariable", body={"id": var["id"], "variable": {
+        "name": "PAGE0", "value": "clash"}})
+    assert st == 409
+    st, out = d.call(V + "updateVariable", body={"id": "var_nope", "variable": {
+        "name": "A", "value": "b"}})
+    assert st == 404 and out["error"] == "VariableNotFound"
+
+    # Survives stop/start: PID 1's environment again.
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    assert d.sandbox("startSandbox", sid, {})[0] == 200
+    env = environ_of_pid1(d, sid)
+    assert env["GREETING2"] == "bye" and env["PAGE2"] == "2" and env["FROM_CREATE"] == "c1"
+
+    st, out = d.call(V + "deleteVariable", {"id": var["id"]}, post=True)
+    assert st == 200, out
+    assert d.sh(sid, "echo ${GREETING2:-gone}")["stdout"] == "gone\n"
+    st, out = d.call(V + "getVariable", {"id": var["id"]})
+    assert st == 404 and out["error"] == "VariableNotFound"
+    st, out = d.call(V + "deleteVariable", {"id": var["id"]}, post=True)
+    assert st == 404
+
+    # Deleting the sandbox deletes its variables.
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    st, out = d.call(V + "getVariables", {"sandboxId": sid})
+    assert st == 404 and out["error"] == "SandboxNotFound"
+
+
+def test_create_envs_rejected_whole(daemon):
+    d = daemon
+    before = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]["total"]
+    for envs in [[{"name": "1X", "value": "v"}], "notalist", [{"name": "A"}],
+                 [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}],
+                 [{"name": f"N{i}", "value": "v"} for i in range(65)]]:
+        st, out = d.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "envs": envs})
+        assert st == 400 and out["error"] == "InvalidRequest", (envs, out)
+    after = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]["total"]
+    assert after == before
+
+
+# ---- secrets ----
+
+def test_secrets_end_to_end(daemon):
+    d = daemon
+    plain = "s3cr3t-" + os.urandom(8).hex()
+    at_create = "c-" + os.urandom(8).hex()
+    sid = d.create("secrets", secrets=[{"name": "AT_CREATE", "value": d.seal(at_create)}],
+                   envs=[{"name": "TOKEN", "value": "variable-loses"}])
+    assert d.sh(sid, "echo $AT_CREATE")["stdout"] == at_create + "\n"
+
+    st, out = d.call(S + "addSecret", body={"secret": {
+        "sandboxId": sid, "name": "TOKEN", "value": d.seal(plain)}, "redacted": "s3c***"})
+    assert st == 200, out
+    sec = out["secret"]
+    assert set(sec) == {"id", "name", "sandboxId", "createdAt", "updatedAt"}
+    assert re.fullmatch(r"secret_[0-9A-Za-z]{22}", sec["id"])
+    # Injected like a variable, live; a secret wins over a variable of its name.
+    assert d.sh(sid, "echo $TOKEN")["stdout"] == plain + "\n"
+
+    st, out = d.call(S + "getSecrets", {"sandboxId": sid})
+    assert st == 200 and out["total"] == 2
+    assert sorted(s["name"] for s in out["secrets"]) == ["AT_CREATE", "TOKEN"]
+    assert all("value" not in s for s in out["secrets"])
+    st, out = d.call(S + "getSecret", {"id": sec["id"]})
+    assert st == 200 and out == {"secret": sec}
+
+    # Values that do not open are refused, without quoting them.
+    other_key = bytes(PrivateKey.generate().public_key).hex()
+    for bad in ["plain-" + plain, d.seal(plain, key=other_key), d.seal(plain)[:-4], "",
+                d.seal(b"nul\x00inside"), d.seal("x" * 9000)]:
+        st, out = d.call(S + "addSecret", body={"secret": {
+            "sandboxId": sid, "name": "BAD", "value": bad}})
+        assert st == 400 and out["error"] == "InvalidRequest", out
+        assert plain not in json.dumps(out) and (not bad or bad not in json.dumps(out))
+    st, out = d.call("io.pocketenv.sandbox.createSandbox", body={
+        "base": "busybox", "name": "never", "secrets": [{"name": "X", "value": "notsealed"}]})
+    assert st == 400
+    assert d.sandbox("getSandbox", "never")[0] == 404
+
+    # Update: a new value, live.
+    plain2 = "rotated-" + os.urandom(8).hex()
+    st, out = d.call(S + "updateSecret", body={"id": sec["id"], "secret": {
+        "name": "TOKEN", "value": d.seal(plain2)}})
+    assert st == 200, out
+    assert d.sh(sid, "echo $TOKEN")["stdout"] == plain2 + "\n"
+    st, out = d.call(S + "updateSecret", body={"id": sec["id"], "secret": {
+        "name": "TOKEN", "value": "not-sealed"}})
+    assert st == 400
+    assert d.sh(sid, "echo $TOKEN")["stdout"] == plain2 + "\n"
+
+    # Restart: in PID 1's environment.
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    assert d.sandbox("startSandbox", sid, {})[0] == 200
+    assert environ_of_pid1(d, sid)["TOKEN"] == plain2
+
+    # The plaintexts rest nowhere: not in the log, not in the data dir.
+    for p in (plain, plain2, at_create):
+        assert p not in d.log_text()
+        found = subprocess.run(["grep", "-rlF", p, d.data], capture_output=True, text=True)
+        assert found.stdout == "", found.stdout
+    # ... and the store holds the sealed value as sent.
+    found = subprocess.run(["grep", "-rlF", "TOKEN", d.data], capture_output=True, text=True)
+    assert "pocketenv.db" in found.stdout
+
+    st, out = d.call(S + "deleteSecret", {"id": sec["id"]}, post=True)
+    assert st == 200
+    # The variable of the same name shows again.
+    assert d.sh(sid, "echo $TOKEN")["stdout"] == "variable-loses\n"
+    st, out = d.call(S + "getSecret", {"id": sec["id"]})
+    assert st == 404 and out["error"] == "SecretNotFound"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+# ---- files ----
+
+def add_file(d, sandbox, path, content, token="owner"):
+    return d.call(F + "addFile", body={"file": {
+        "sandboxId": sandbox, "path": path, "content": d.seal(content)}}, token=token)
+
+
+def test_files_end_to_end(daemon):
+    d = daemon
+    sid = d.create("files")
+    st, out = add_file(d, sid, "/opt/app/conf.json", '{"a": 1}\n')
+    assert st == 200, out
+    f = out["file"]
+    assert set(f) == {"id", "path", "sandboxId", "createdAt", "updatedAt"}
+    # Written at once into the running sandbox, directories made.
+    r = d.sh(sid, "cat /opt/app/conf.json; stat -c '%a %u' /opt/app/conf.json /opt/app")
+    assert r["stdout"] == '{"a": 1}\n600 0\n755 0\n', r
+
+    st, out = d.call(F + "updateFile", body={"id": f["id"], "file": {
+        "path": "/opt/app/conf.json", "content": d.seal("v2\n")}})
+    assert st == 200, out
+    assert d.sh(sid, "cat /opt/app/conf.json")["stdout"] == "v2\n"
+    # An existing file keeps its mode and owner.
+    d.sh(sid, "chmod 644 /opt/app/conf.json")
+    d.call(F + "updateFile", body={"id": f["id"], "file": {
+        "path": "/opt/app/conf.json", "content": d.seal("v3\n")}})
+    assert d.sh(sid, "stat -c %a /opt/app/conf.json")["stdout"] == "644\n"
+
+    st, out = d.call(F + "getFiles", {"sandboxId": sid})
+    assert st == 200 and out["total"] == 1 and "content" not in out["files"][0]
+    st, out = add_file(d, sid, "/opt/app/conf.json", "dup")
+    assert st == 409
+
+    # Stopped: stored, placed at the next start; binary-safe.
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    st, out = add_file(d, sid, "/root/later.bin", b"\x00\x01\xffend")
+    assert st == 200, out
+    assert d.sandbox("startSandbox", sid, {})[0] == 200
+    r = d.sh(sid, "od -An -tx1 /root/later.bin; cat /opt/app/conf.json")
+    assert r["stdout"].split() == ["00", "01", "ff", "65", "6e", "64", "v3"], r
+
+    for bad in ["relative", "/", "/a/../b", "/a/./b", "//a", "/a/", "/a\nb", "/" + "x" * 1100]:
+        st, out = add_file(d, sid, bad, "x")
+        assert st == 400 and out["error"] == "InvalidRequest", (bad, out)
+    st, out = d.call(F + "addFile", body={"file": {
+        "sandboxId": sid, "path": "/x", "content": "not-sealed"}})
+    assert st == 400 and "sealed" in out["message"]
+    st, out = add_file(d, sid, "/root", "a directory is there")
+    assert st == 400 and "directory" in out["message"]
+
+    st, out = d.call(F + "deleteFile", {"id": f["id"]}, post=True)
+    assert st == 200
+    st, out = d.call(F + "getFile", {"id": f["id"]})
+    assert st == 404 and out["error"] == "FileNotFound"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_files_never_escape_the_sandbox(daemon, tmp_path):
+    """Symlinks planted inside the sandbox resolve inside it, never on the host."""
+    d = daemon
+    host_dir = tmp_path / "host-target"
+    host_dir.mkdir()
+    host_file = tmp_path / "host-file"
+    host_file.write_text("host original\n")
+    sid = d.create("hostile")
+    # The same path exists inside the sandbox: that one is where writes land.
+    d.sh(sid, f"mkdir -p /etc {host_dir} && ln -s {host_dir} /etc/x && "
+              f"ln -s ../../../../../../../..{host_dir} /etc/y && "
+              f"ln -s {host_file} /etc/z && ln -s /proc/sys/kernel /etc/k && "
+              f"ln -s /proc/1/root /etc/m")
+    for path in ["/etc/x/pwned", "/etc/y/pwned2", "/etc/x/deep/er/pwned3"]:
+        st, out = add_file(d, sid, path, "gotcha\n")
+        assert st == 200, (path, out)
+    # A link to a host path the sandbox does not have: refused, nothing made.
+    d.sh(sid, f"ln -s {tmp_path}/elsewhere /etc/w")
+    st, out = add_file(d, sid, "/etc/w/pwned", "gotcha\n")
+    assert st == 400 and "gotcha" not in json.dumps(out), out
+    assert not os.path.exists(tmp_path / "elsewhere")
+    # The final component a symlink: replaced by the file, not followed.
+    st, out = add_file(d, sid, "/etc/z", "replaced\n")
+    assert st == 200, out
+    assert os.listdir(host_dir) == []
+    assert host_file.read_text() == "host original\n"
+    # Where the files went: the sandbox's own paths of those names.
+    r = d.sh(sid, f"cat {host_dir}/pwned {host_dir}/pwned2 {host_dir}/deep/er/pwned3; "
+                  f"test -L /etc/z || cat /etc/z")
+    assert r["stdout"] == "gotcha\n" * 3 + "replaced\n", r
+
+    # Kernel interfaces and magic links are refused (the daemon is host root).
+    domain = open("/proc/sys/kernel/domainname").read()
+    try:
+        for path in ["/etc/k/domainname", "/proc/sys/kernel/domainname", "/etc/m/etc/passwd",
+                     "/sys/kernel/x"]:
+            st, out = add_file(d, sid, path, "pwned\n")
+            assert st == 400, (path, out)
+    finally:
+        if open("/proc/sys/kernel/domainname").read() != domain:
+            with open("/proc/sys/kernel/domainname", "w") as f:
+                f.write(domain)
+            pytest.fail("the host's domainname was written")
+    assert os.listdir(host_dir) == []
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    assert os.listdir(host_dir) == [] and host_file.read_text() == "host original\n"
+
+
+# ---- authorization ----
+
+def test_authz_matrix(daemon):
+    d = daemon
+    sid = d.create("guarded")
+    var = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": sid, "name": "MINE", "value": "owner-value"}})[1]["variable"]
+    sec = d.call(S + "addSecret", body={"secret": {
+        "sandboxId": sid, "name": "MYSECRET", "value": d.seal("owner-secret")}})[1]["secret"]
+    fil = add_file(d, sid, "/owner/file", "owner-file\n")[1]["file"]
+    owner = d.call("io.pocketenv.actor.getProfile")[1]["did"]
+    other = d.token_for("did:key:zResourceThief")
+    d.others = [other]
+    now = int(time.time())
+    expired = d.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now - 7200,
+                     "exp": now - 3600})
+    forged = d.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now, "exp": now + 600},
+                   key=os.urandom(32))
+
+    def calls(tok):
+        """Every method of the three namespaces, aimed at the owner's things."""
+        yield "add", d.call(V + "addVariable", body={"variable": {
+            "sandboxId": sid, "name": "EVIL", "value": "x"}}, token=tok)
+        yield "add", d.call(V + "addVariable", body={"variable": {
+            "sandboxId": "guarded", "name": "EVIL", "value": "x"}}, token=tok)
+        yield "list", d.call(V + "getVariables", {"sandboxId": sid}, token=tok)
+        yield "row", d.call(V + "getVariable", {"id": var["id"]}, token=tok)
+        yield "row", d.call(V + "updateVariable", body={"id": var["id"], "variable": {
+            "name": "MINE", "value": "stolen"}}, token=tok)
+        yield "row", d.call(V + "deleteVariable", {"id": var["id"]}, post=True, token=tok)
+        yield "add", d.call(S + "addSecret", body={"secret": {
+            "sandboxId": sid, "name": "EVIL", "value": d.seal("x")}}, token=tok)
+        yield "list", d.call(S + "getSecrets", {"sandboxId": sid}, token=tok)
+        yield "row", d.call(S + "getSecret", {"id": sec["id"]}, token=tok)
+        yield "row", d.call(S + "updateSecret", body={"id": sec["id"], "secret": {
+            "name": "MYSECRET", "value": d.seal("stolen")}}, token=tok)
+        yield "row", d.call(S + "deleteSecret", {"id": sec["id"]}, post=True, token=tok)
+        yield "add", add_file(d, sid, "/evil", "x", token=tok)
+        yield "list", d.call(F + "getFiles", {"sandboxId": sid}, token=tok)
+        yield "row", d.call(F + "getFile", {"id": fil["id"]}, token=tok)
+        yield "row", d.call(F + "updateFile", body={"id": fil["id"], "file": {
+            "path": "/owner/file", "content": d.seal("stolen")}}, token=tok)
+        yield "row", d.call(F + "deleteFile", {"id": fil["id"]}, post=True, token=tok)
+
+    answers = []
+    for tok, want in [(None, "AuthenticationRequired"), (expired, "ExpiredToken"),
+                      (forged, "InvalidToken"), ("not-a-jwt", "InvalidToken")]:
+        for kind, (st, out) in calls(tok):
+            answers.append(json.dumps(out))
+            assert (st, out["error"]) == (401, want), out
+    for kind, (st, out) in calls(other):
+        answers.append(json.dumps(out))
+        assert st == 404, out
+        assert out["error"] in ("SandboxNotFound", "VariableNotFound", "SecretNotFound",
+                                "FileNotFound"), out
+    # Their listings of everything hold nothing of the owner's.
+    for nsid, key in [(V + "getVariables", "variables"), (S + "getSecrets", "secrets"),
+                      (F + "getFiles", "files")]:
+        st, out = d.call(nsid, token=other)
+        assert (st, out) == (200, {key: [], "total": 0})
+    for a in answers:
+        for leak in (sid, owner, var["id"], sec["id"], fil["id"], "owner-value"):
+            assert leak not in a, a
+    # Nothing of the owner's changed.
+    r = d.sh(sid, "echo $MINE $MYSECRET ${EVIL:-none}; cat /owner/file; ls /evil 2>&1")
+    assert r["stdout"].startswith("owner-value owner-secret none\nowner-file\n"), r
+    assert d.call(V + "getVariables", {"sandboxId": sid})[1]["total"] == 1
+    assert d.call(S + "getSecrets", {"sandboxId": sid})[1]["total"] == 1
+    assert d.call(F + "getFiles", {"sandboxId": sid})[1]["total"] == 1
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
