@@ -707,6 +707,85 @@ BOTH(resources)
     pe_store_close(s);
 }
 
+/* Volumes belong to users; mounts to sandboxes. Deleting a sandbox drops
+ * its mounts and keeps the volume. */
+BOTH(volumes)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL, *v1 = NULL, *v2 = NULL, *theirs = NULL;
+    pe_store_volume v = {0}, *vl = NULL;
+    pe_store_mount *ml = NULL;
+    int64_t total = -1;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    b = add_sandbox(s, "did:key:zA", "b", 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "data", &v1, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "cache", &v2, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zB", "data", &theirs, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "data", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zNobody", "x", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
+    ASSERT_EQ_STR(v.name, "data");
+    pe_store_volume_clear(&v);
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", theirs, &v, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_volume_get_by_name(s, "did:key:zB", "data", &v, &err), 0);
+    ASSERT_EQ_STR(v.id, theirs);
+    pe_store_volume_clear(&v);
+    ASSERT_EQ_INT(pe_store_volume_list(s, "did:key:zA", 1, 1, &vl, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 2);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_STR(vl[0].name, "data");
+    pe_store_volume_list_free(vl, n);
+
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v1, "/data", 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v2, "/data", 0, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v2, "/cache", 1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v1, "/moved", 0, &err), 0); /* replaces /data */
+    ASSERT_EQ_INT(pe_store_mount_put(s, b, v1, "/data", 1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_sandbox(s, a, 10, 0, &ml, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 2);
+    ASSERT_EQ_STR(ml[0].path, "/cache");
+    ASSERT_EQ_INT(ml[0].read_only, 1);
+    ASSERT_EQ_STR(ml[0].volume_name, "cache");
+    ASSERT_EQ_STR(ml[1].path, "/moved");
+    ASSERT_EQ_INT(ml[1].sandbox_status, PE_STORE_INITIALIZING);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_mount_list_volume(s, v1, &ml, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    pe_store_mount_list_free(ml, n);
+
+    /* A sandbox's deletion drops its mounts, not the volume. */
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, b, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_volume(s, v1, &ml, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
+    pe_store_volume_clear(&v);
+
+    ASSERT_EQ_INT(pe_store_volume_rename(s, v2, "data", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_volume_rename(s, v2, "cache2", &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_delete(s, a, v2, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_delete(s, a, v2, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_volume_delete(s, v1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_sandbox(s, a, 10, 0, &ml, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 0);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_volume_delete(s, v1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(s);
+}
+
 /* Every table with a sandbox_id column must be in pe__store_sandbox_children
  * (so the cascade test below covers it). */
 static void check_children_listed(pe_store *s)
@@ -1003,10 +1082,10 @@ int main(void)
 
     failed |= RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open,
                         sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
-                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_delete_cascades,
-                        sqlite_hostile_strings, sqlite_two_handles);
+                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
+                        sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
-                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
+                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
                         pg_delete_cascades, pg_hostile_strings, pg_two_handles);
 
     pg_stop();
