@@ -38,6 +38,11 @@ typedef struct pe_bind {
     char *host; /* absolute host path, must exist */
     char *dest; /* absolute path inside the sandbox */
     bool ro;
+    /* Idmapped into the sandbox's user namespace, as the image is: files
+     * owned by host ids 0.. appear owned by sandbox ids 0.., whichever
+     * sandbox mounts them (the daemon's volumes). Not kept in the state
+     * file: only for pe_runtime_start_with's extra binds. */
+    bool idmap;
 } pe_bind;
 
 typedef struct pe_sandbox_cfg {
