@@ -14,7 +14,9 @@
 
 #include "daemon.h"
 
+/* Every handler of the four namespaces (volumes: pe_daemon_register_volumes). */
 int pe_daemon_register_resources(pe_daemon *d, pe_err *err);
+int pe_daemon_register_volumes(pe_daemon *d, pe_err *err);
 
 /* The sandbox's environment from the store: "NAME=value" for every
  * variable, then every secret (opened here; a secret wins over a variable

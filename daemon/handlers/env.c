@@ -495,22 +495,3 @@ int pe_daemon_create_resources_store(pe_store *s, const char *sandbox_id, const 
     }
     return 0;
 }
-
-/* ---- volumes (handlers/volume.c once volumes are served) ---- */
-
-int pe_daemon_volume_binds(pe_daemon *d, pe_store *s, const char *sandbox_id, pe_bind **binds,
-                           size_t *n, pe_err *err)
-{
-    *binds = NULL;
-    *n = 0;
-    return 0;
-}
-
-void pe_daemon_binds_free(pe_bind *binds, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(binds[i].host);
-        free(binds[i].dest);
-    }
-    free(binds);
-}

@@ -445,3 +445,159 @@ def test_authz_matrix(daemon):
     assert d.call(S + "getSecrets", {"sandboxId": sid})[1]["total"] == 1
     assert d.call(F + "getFiles", {"sandboxId": sid})[1]["total"] == 1
     assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+# ---- volumes ----
+
+VOL = "io.pocketenv.volume."
+
+
+def restart(d, ident, token="owner"):
+    assert d.sandbox("stopSandbox", ident, token=token)[0] == 200
+    st, out = d.sandbox("startSandbox", ident, {}, token=token)
+    assert st == 200, out
+
+
+def test_volumes_end_to_end(daemon):
+    d = daemon
+    sid = d.create("vol1")
+    st, out = d.call(VOL + "addVolume", body={"volume": {
+        "name": "data", "sandboxId": "vol1", "path": "/data"}})
+    assert st == 200, out
+    vol = out["volume"]
+    assert re.fullmatch(r"vol_[0-9A-Za-z]{22}", vol["id"])
+    assert (vol["name"], vol["path"], vol["readOnly"], vol["sandboxId"]) == \
+        ("data", "/data", False, sid)
+    st, out = d.call(VOL + "addVolume", body={"volume": {
+        "name": "ro", "sandboxId": sid, "path": "/srv/ro", "readOnly": True}})
+    assert st == 200, out
+    ro = out["volume"]
+
+    # Mounted at the next start, owned by the sandbox's root, writable.
+    restart(d, sid)
+    r = d.sh(sid, "echo hello > /data/f && stat -c '%u %g' /data /data/f && "
+                  "touch /srv/ro/x; echo rc=$?")
+    assert r["stdout"] == "0 0\n0 0\nrc=1\n", r
+    # Survives stop/start.
+    restart(d, sid)
+    assert d.sh(sid, "cat /data/f")["stdout"] == "hello\n"
+
+    st, out = d.call(VOL + "getVolumes", {"sandboxId": sid})
+    assert st == 200 and out["total"] == 2
+    assert [(v["name"], v["path"], v["readOnly"]) for v in out["volumes"]] == \
+        [("data", "/data", False), ("ro", "/srv/ro", True)]
+
+    # A running sandbox's volume cannot be deleted.
+    st, out = d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)
+    assert st == 400 and "running" in out["message"], out
+
+    # The sandbox goes, the volume stays, with its data.
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    st, out = d.call(VOL + "getVolume", {"id": vol["id"]})
+    assert st == 200 and out["volume"]["mounts"] == [] and out["volume"]["name"] == "data"
+    st, out = d.call(VOL + "getVolumes")
+    assert st == 200 and {v["name"] for v in out["volumes"]} >= {"data", "ro"}
+
+    # A new sandbox (another id range) mounts it by name: same volume,
+    # same data, still root's inside.
+    sid2 = d.create("vol2")
+    st, out = d.call(VOL + "addVolume", body={"volume": {
+        "name": "data", "sandboxId": sid2, "path": "/mnt/d"}})
+    assert st == 200 and out["volume"]["id"] == vol["id"], out
+    restart(d, sid2)
+    r = d.sh(sid2, "cat /mnt/d/f && stat -c %u /mnt/d/f && echo more >> /mnt/d/f && echo ok")
+    assert r["stdout"] == "hello\n0\nok\n", r
+
+    # Unmount (updateVolume without a path), then delete: the data goes.
+    st, out = d.call(VOL + "updateVolume", body={"id": vol["id"], "volume": {
+        "name": "data", "sandboxId": sid2}})
+    assert st == 200 and out["volume"]["mounts"] == [], out
+    st, out = d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)
+    assert st == 200, out
+    assert not os.path.exists(os.path.join(d.data, "volumes", vol["id"]))
+    st, out = d.call(VOL + "getVolume", {"id": vol["id"]})
+    assert st == 404 and out["error"] == "VolumeNotFound"
+    # Rename and remount through updateVolume.
+    st, out = d.call(VOL + "updateVolume", body={"id": ro["id"], "volume": {
+        "name": "ro2", "sandboxId": sid2, "path": "/ro2"}})
+    assert st == 200 and out["volume"]["name"] == "ro2"
+    assert out["volume"]["mounts"] == [{"sandboxId": sid2, "path": "/ro2", "readOnly": False}]
+    assert d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)[0] == 400
+    assert d.sandbox("deleteSandbox", sid2)[0] == 200
+    assert d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)[0] == 200
+
+
+def test_volume_bad_input(daemon):
+    d = daemon
+    sid = d.create("volbad")
+    bad = [{"name": "Bad Name", "sandboxId": sid, "path": "/x"},
+           {"name": "", "sandboxId": sid, "path": "/x"},
+           {"name": "-x", "sandboxId": sid, "path": "/x"},
+           {"name": "ok", "sandboxId": sid, "path": "/proc/x"},
+           {"name": "ok", "sandboxId": sid, "path": "/dev"},
+           {"name": "ok", "sandboxId": sid, "path": "relative"},
+           {"name": "ok", "sandboxId": sid, "path": "/a/../b"},
+           {"name": "ok", "sandboxId": sid, "path": "/"},
+           {"name": "ok", "path": "/x"},
+           {"name": "ok", "sandboxId": sid},
+           {"sandboxId": sid, "path": "/x"}]
+    for v in bad:
+        st, out = d.call(VOL + "addVolume", body={"volume": v})
+        assert st == 400 and out["error"] == "InvalidRequest", (v, out)
+    assert d.call(VOL + "addVolume", body={"volume": {"name": "solo"}})[0] == 200
+    st, out = d.call(VOL + "addVolume", body={"volume": {"name": "solo"}})
+    assert st == 409 and out["error"] == "AlreadyExists"
+    assert d.call(VOL + "addVolume", body={"volume": {
+        "name": "one", "sandboxId": sid, "path": "/same"}})[0] == 200
+    st, out = d.call(VOL + "addVolume", body={"volume": {
+        "name": "two", "sandboxId": sid, "path": "/same"}})
+    assert st == 409, out
+    st, out = d.call(VOL + "getVolumes", {"limit": 1, "offset": 0})
+    assert st == 200 and len(out["volumes"]) == 1 and out["total"] >= 3
+    for name in ("solo", "one", "two"):
+        vs = d.call(VOL + "getVolumes", {"limit": 100})[1]["volumes"]
+        for v in vs:
+            if v["name"] == name:
+                d.call(VOL + "updateVolume", body={"id": v["id"], "volume": {
+                    "name": name, "sandboxId": sid}})
+                assert d.call(VOL + "deleteVolume", {"id": v["id"]}, post=True)[0] == 200
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_volume_authz(daemon):
+    d = daemon
+    sid = d.create("volauth")
+    vol = d.call(VOL + "addVolume", body={"volume": {
+        "name": "private", "sandboxId": sid, "path": "/p"}})[1]["volume"]
+    other = d.token_for("did:key:zVolumeThief")
+    d.others = list(getattr(d, "others", [])) + [other]
+    owner = d.call("io.pocketenv.actor.getProfile")[1]["did"]
+    answers = []
+    for tok in (None, "not-a-jwt"):
+        for st, out in [d.call(VOL + "getVolume", {"id": vol["id"]}, token=tok),
+                        d.call(VOL + "getVolumes", token=tok),
+                        d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True, token=tok)]:
+            assert st == 401, out
+    for st, out in [
+            d.call(VOL + "getVolume", {"id": vol["id"]}, token=other),
+            d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True, token=other),
+            d.call(VOL + "updateVolume", body={"id": vol["id"], "volume": {
+                "name": "mine-now"}}, token=other),
+            d.call(VOL + "addVolume", body={"volume": {
+                "name": "x", "sandboxId": sid, "path": "/x"}}, token=other),
+            d.call(VOL + "getVolumes", {"sandboxId": sid}, token=other)]:
+        answers.append(json.dumps(out))
+        assert st == 404 and out["error"] in ("VolumeNotFound", "SandboxNotFound"), out
+    st, out = d.call(VOL + "getVolumes", token=other)
+    assert (st, out) == (200, {"volumes": [], "total": 0})
+    # Their own volume of the same name is another volume.
+    st, out = d.call(VOL + "addVolume", body={"volume": {"name": "private"}}, token=other)
+    assert st == 200 and out["volume"]["id"] != vol["id"], out
+    assert d.call(VOL + "deleteVolume", {"id": out["volume"]["id"]}, post=True,
+                  token=other)[0] == 200
+    for a in answers:
+        assert vol["id"] not in a and sid not in a and owner not in a, a
+    st, out = d.call(VOL + "getVolume", {"id": vol["id"]})
+    assert st == 200 and out["volume"]["name"] == "private"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    assert d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)[0] == 200
