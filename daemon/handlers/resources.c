@@ -156,6 +156,26 @@ static bool lookup_row(const kind_desc *k, pe_daemon_job *job, pe_store *s, pe_s
     return false;
 }
 
+/* A taken key answers 409 before anything is written into the sandbox
+ * (the store would refuse it after, too late for the file). self is the
+ * row being updated, NULL on add. */
+static int key_free(const kind_desc *k, pe_daemon_job *job, pe_store *s, const char *sandbox_id,
+                    const char *key, const char *self)
+{
+    pe_store_kv other;
+    int taken;
+
+    if (pe_store_kv_get(s, k->kind, sandbox_id, key, &other, &job->err) < 0)
+        return job->err.code == PE_ENOENT ? 0 : pe_daemon_job_fail(job, &job->err, NULL);
+    taken = self == NULL || strcmp(other.id, self) != 0;
+    pe_store_kv_clear(&other);
+    if (!taken)
+        return 0;
+    pe_err_set(&job->err, PE_EEXIST, 0, "the sandbox already has a %s %s %s", k->ns,
+               k->kind == PE_STORE_FILE ? "at" : "named", key);
+    return pe_daemon_job_fail(job, &job->err, NULL);
+}
+
 /* A file of a running sandbox goes in at once. A sandbox the runtime does
  * not run (stopped behind the store's back) gets it at its next start. */
 static int place_now(const kind_desc *k, pe_daemon_job *job, const pe_store_sandbox *sb,
@@ -205,7 +225,8 @@ static void add_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
                    k->plural);
         pe_daemon_job_fail(job, &job->err, NULL);
     }
-    if (job->failed || place_now(k, job, &sb, key, value) < 0) {
+    if (job->failed || key_free(k, job, s, sb.id, key, NULL) < 0 ||
+        place_now(k, job, &sb, key, value) < 0) {
         pe_store_sandbox_clear(&sb);
         return;
     }
@@ -271,7 +292,8 @@ static void update_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
     if (move && strcmp(move, sb.id) != 0 && strcmp(move, sb.name) != 0) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a %s cannot move to another sandbox", k->ns);
         pe_daemon_job_fail(job, &job->err, NULL);
-    } else if (place_now(k, job, &sb, key, value) == 0) {
+    } else if (key_free(k, job, s, sb.id, key, kv.id) == 0 &&
+               place_now(k, job, &sb, key, value) == 0) {
         if (pe_store_res_update(s, k->kind, kv.id, key, value, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? k->not_found : NULL);
         else

@@ -302,6 +302,14 @@ def test_files_end_to_end(daemon):
     assert st == 200 and out["total"] == 1 and "content" not in out["files"][0]
     st, out = add_file(d, sid, "/opt/app/conf.json", "dup")
     assert st == 409
+    # A rename onto another file's path is refused before anything is written.
+    st, other = add_file(d, sid, "/opt/other", "other\n")
+    assert st == 200
+    st, out = d.call(F + "updateFile", body={"id": other["file"]["id"], "file": {
+        "path": "/opt/app/conf.json", "content": d.seal("clobber\n")}})
+    assert st == 409, out
+    assert d.sh(sid, "cat /opt/app/conf.json")["stdout"] == "v3\n"
+    assert d.call(F + "deleteFile", {"id": other["file"]["id"]}, post=True)[0] == 200
 
     # Stopped: stored, placed at the next start; binary-safe.
     assert d.sandbox("stopSandbox", sid)[0] == 200
