@@ -153,9 +153,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_init(&cfg);
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);
-    /* Loopback only for now: NAT needs nftables and host settings
-     * (docs/design/network.md) that a default daemon must not assume. */
-    cfg.net = PE_NET_NONE;
+    cfg.net = d->sandbox_net;
     if (sb->vcpus > 0)
         cfg.cpu_millis = sb->vcpus * 1000;
     if (sb->memory > 0)
@@ -231,6 +229,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     sb.readme = json_string_value(json_object_get(in, "readme"));
     sb.topics = topics;
     sb.provider = "local";
+    sb.provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
     sb.status = PE_STORE_INITIALIZING;
     sb.vcpus = json_integer_value(json_object_get(in, "vcpus"));
     sb.memory = json_integer_value(json_object_get(in, "memory"));
@@ -261,15 +260,18 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     job->id = pe_steal_ptr(&id);
 }
 
+void pe_daemon_sandbox_resume(pe_daemon *d, const char *id)
+{
+    pe_daemon_job *run = pe_daemon_job_new(d, NULL, NULL, run_work);
+
+    run->id = pe_xstrdup(id);
+    pe_daemon_job_submit(run);
+}
+
 static void create_after(pe_daemon_job *job)
 {
-    pe_daemon_job *run;
-
-    if (job->failed || job->id == NULL)
-        return;
-    run = pe_daemon_job_new(job->d, NULL, job->did, run_work);
-    run->id = pe_steal_ptr(&job->id);
-    pe_daemon_job_submit(run);
+    if (!job->failed && job->id != NULL)
+        pe_daemon_sandbox_resume(job->d, job->id);
 }
 
 static void create_sandbox(pe_xrpc_request *req, void *ud)
@@ -514,18 +516,21 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
+    pe_daemon_hold(job->d, sb.id);
     if (pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+        pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
-    pe_store_sandbox_clear(&sb);
     close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
     p.stdin_fd = -1;
     collect(&p, job->d->exec_timeout, &out, &errb, &timed_out);
     if (pe_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_proc_close(&p);
+    pe_daemon_release(job->d, sb.id);
+    pe_store_sandbox_clear(&sb);
     if (!job->failed) {
         snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
         job->out =
