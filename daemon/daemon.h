@@ -18,6 +18,9 @@
 #include "pocketenv/runtime.h"
 #include "pocketenv/store.h"
 
+/* Lifetime of actor.getTerminalToken's tokens: enough to open a terminal. */
+#define PE_DAEMON_TERMINAL_TOKEN_TTL 120
+
 typedef struct pe_daemon {
     pe_ev_loop *loop;
     pe_http_server *srv;

@@ -25,6 +25,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "image/image.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
@@ -542,6 +543,85 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     free(errb.data);
 }
 
+/* ---- getSandboxes: the template catalog ----
+ *
+ * Upstream lists the sandboxes of its catalog account. Locally the
+ * templates are the images a sandbox can be made from: those built in
+ * DATA/images, plus the two that are built on first use. The id of a
+ * template is its image name, which is what createSandbox's base takes. */
+
+static const struct {
+    const char *name, *description;
+} builtin_images[] = {
+    {"busybox", "BusyBox userland: a tiny image for quick, disposable sandboxes"},
+    {"debian", "Debian 12 (bookworm), minimal, with apt: built on first use"},
+};
+
+static json_t *template_view(const char *name, const char *description, int64_t created_s)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName",
+                          name, "provider", "local", "installs", (json_int_t)0);
+
+    json_object_set_new(o, "description", description ? json_string(description) : json_null());
+    json_object_set_new(o, "createdAt", pe_daemon_time_json(created_s * 1000));
+    return o;
+}
+
+static void catalog_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_image_info *imgs = NULL;
+    size_t n = 0;
+    json_t *all = json_array(), *page = json_array();
+    json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
+    json_int_t offset = json_integer_value(json_object_get(job->in, "offset"));
+
+    if (pe_image_list(job->d->rt.data_dir, &imgs, &n, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        json_decref(all);
+        json_decref(page);
+        return;
+    }
+    for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++) {
+        int64_t created = 0;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(imgs[k].name, builtin_images[i].name) == 0)
+                created = imgs[k].created;
+        json_array_append_new(
+            all, template_view(builtin_images[i].name, builtin_images[i].description, created));
+    }
+    for (size_t k = 0; k < n; k++) {
+        bool builtin = false;
+        for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++)
+            builtin |= strcmp(imgs[k].name, builtin_images[i].name) == 0;
+        if (!builtin)
+            json_array_append_new(all,
+                                  template_view(imgs[k].name, imgs[k].source, imgs[k].created));
+    }
+    pe_image_info_free(imgs, n);
+    for (size_t i = (size_t)offset; i < json_array_size(all) && i < (size_t)(offset + limit); i++)
+        json_array_append(page, json_array_get(all, i));
+    job->out =
+        json_pack("{s:o, s:I}", "sandboxes", page, "total", (json_int_t)json_array_size(all));
+    json_decref(all);
+}
+
+static void get_sandboxes(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *limit = json_object_get(req->params, "limit");
+    json_t *offset = json_object_get(req->params, "offset");
+    json_int_t l = limit ? json_integer_value(limit) : 30;
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, catalog_work);
+    job->in = json_pack("{s:I, s:I}", "limit", l > 100 ? (json_int_t)100 : l, "offset",
+                        offset ? json_integer_value(offset) : (json_int_t)0);
+    pe_daemon_job_submit(job);
+}
+
 /* ---- registration ---- */
 
 /* Handlers that take the sandbox from the id parameter. */
@@ -582,6 +662,7 @@ int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err)
         {"io.pocketenv.sandbox.stopSandbox", stop_sandbox},
         {"io.pocketenv.sandbox.deleteSandbox", delete_sandbox},
         {"io.pocketenv.sandbox.exec", exec_sandbox},
+        {"io.pocketenv.sandbox.getSandboxes", get_sandboxes},
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(routes); i++)

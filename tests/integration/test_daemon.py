@@ -267,8 +267,10 @@ def test_authz_matrix(daemon):
                           "exp": now - 3600})
     forged = daemon.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now,
                          "exp": now + 600}, key=os.urandom(32))
+    terminal = daemon.call("io.pocketenv.actor.getTerminalToken")[1]["token"]
     bad = {None: (401, "AuthenticationRequired"), expired: (401, "ExpiredToken"),
-           forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken")}
+           forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken"),
+           terminal: (401, "InvalidToken")}  # terminal tokens open terminals, nothing else
     answers = []
 
     def check(status, out, want):
@@ -323,3 +325,55 @@ def test_bad_bodies(daemon):
     assert status == 413
     assert daemon.healthy()
     assert daemon.call("io.pocketenv.actor.getProfile")[0] == 200
+
+
+def jwt_claims(token):
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_terminal_token_is_short_lived_and_mine(daemon):
+    status, out = daemon.call("io.pocketenv.actor.getTerminalToken")
+    assert status == 200, out
+    claims = jwt_claims(out["token"])
+    owner = daemon.call("io.pocketenv.actor.getProfile")[1]["did"]
+    assert claims["sub"] == owner and claims["scope"] == "terminal"
+    assert 0 < claims["exp"] - claims["iat"] <= 300
+    assert daemon.call("io.pocketenv.actor.getTerminalToken", token=None)[0] == 401
+
+
+def test_public_key_is_published(daemon):
+    status, out = daemon.call("io.pocketenv.server.getPublicKey", token=None)
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{64}", out["publicKey"]), out
+    with urllib.request.urlopen(daemon.url + "/", timeout=5) as r:
+        assert out["publicKey"] in r.read().decode()
+
+
+def test_template_catalog(daemon):
+    status, out = daemon.call("io.pocketenv.sandbox.getSandboxes")
+    assert status == 200, out
+    names = [t["name"] for t in out["sandboxes"]]
+    assert names[:2] == ["busybox", "debian"] and out["total"] == len(names)
+    busybox = out["sandboxes"][0]
+    assert busybox["id"] == "busybox" and busybox["createdAt"]  # built by the fixture
+    status, page = daemon.call("io.pocketenv.sandbox.getSandboxes", {"limit": 1, "offset": 1})
+    assert [t["name"] for t in page["sandboxes"]] == ["debian"] and page["total"] == out["total"]
+    assert daemon.call("io.pocketenv.sandbox.getSandboxes", token=None)[0] == 401
+
+
+def test_sandboxes_get_nat_networking(daemon):
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "networked"})
+    assert status == 200
+    daemon.wait_status("networked", ["RUNNING"])
+    status, out = daemon.sandbox("exec", "networked", {"command": "ip -4 addr show eth0; ip route"})
+    assert status == 200 and out["exitCode"] == 0, out
+    assert re.search(r"inet 10\.89\.\d+\.\d+/", out["stdout"]), out
+    assert "default via 10.89." in out["stdout"], out
+    assert daemon.sandbox("deleteSandbox", "networked")[0] == 200
+
+
+def test_claim_is_not_served_locally(daemon):
+    # Every local sandbox has an owner from its creation: nothing to claim.
+    status, out = daemon.call("io.pocketenv.sandbox.claimSandbox", {"id": "sbx_x"}, body={})
+    assert status == 501 and out["error"] == "MethodNotImplemented", out
