@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "pocketenv/auth.h"
 #include "pocketenv/err.h"
@@ -104,6 +105,19 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
 /* Queue the background half of a create again (an INITIALIZING row found
  * at start: the daemon died while making it). */
 void pe_daemon_sandbox_resume(pe_daemon *d, const char *id);
+
+/* Repos (handlers/repo.c). The git URL for a sandbox's `repo` (shorthands
+ * expanded) and the directory it clones into, or NULL with err (PE_EINVAL)
+ * for anything git could read as an option or a shell as syntax. */
+char *pe_daemon_repo_url(const char *repo, char **dir_out, pe_err *err);
+static inline bool pe_daemon_repo_check(const char *repo, pe_err *err)
+{
+    char *url = pe_daemon_repo_url(repo, NULL, err);
+    free(url);
+    return url != NULL;
+}
+/* Queue `git clone` of repo inside running sandbox id (loop thread). */
+void pe_daemon_repo_clone_later(pe_daemon *d, const char *sandbox_id, const char *repo);
 
 /* Housekeeping (housekeeping.c). */
 int pe_daemon_node_id(pe_daemon *d, pe_err *err);

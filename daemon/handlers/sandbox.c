@@ -198,8 +198,19 @@ static void run_work(pe_daemon_job *job, pe_store *s)
         /* Deleted (or changed) while we were starting it: undo. */
         pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
         pe_runtime_remove(&job->d->rt, sb.id, &err);
+    } else if (sb.repo) {
+        job->in = json_pack("{s:s}", "repo", sb.repo); /* cloned by run_after */
     }
     pe_store_sandbox_clear(&sb);
+}
+
+/* Loop thread: a repo to clone now that the sandbox runs (repo.c). */
+static void clone_after(pe_daemon_job *job)
+{
+    const char *repo = json_string_value(json_object_get(job->in, "repo"));
+
+    if (!job->failed && repo && job->id)
+        pe_daemon_repo_clone_later(job->d, job->id, repo);
 }
 
 /* ---- createSandbox ---- */
@@ -266,6 +277,7 @@ void pe_daemon_sandbox_resume(pe_daemon *d, const char *id)
     pe_daemon_job *run = pe_daemon_job_new(d, NULL, NULL, run_work);
 
     run->id = pe_xstrdup(id);
+    run->after = clone_after;
     pe_daemon_job_submit(run);
 }
 
@@ -281,6 +293,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *name = json_string_value(json_object_get(req->body, "name"));
     const char *base = json_string_value(json_object_get(req->body, "base"));
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
     pe_daemon_job *job;
     pe_err err;
 
@@ -288,6 +301,10 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         return;
     pe_err_clear(&err);
     if (name && check_name(name, &err) < 0) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
@@ -345,6 +362,8 @@ static void start_work(pe_daemon_job *job, pe_store *s)
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }
+    free(job->id); /* the id, not the name, for clone_after */
+    job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -622,6 +641,30 @@ static void get_sandboxes(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+static void start_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = NULL;
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    did = pe_daemon_auth(d, req);
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, start_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    if (req->body)
+        job->in = json_deep_copy(req->body);
+    job->after = clone_after;
+    pe_daemon_job_submit(job);
+}
+
 /* ---- registration ---- */
 
 /* Handlers that take the sandbox from the id parameter. */
@@ -645,7 +688,6 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
         by_id(req, ud, work);                                                                      \
     }
 BY_ID(get_sandbox, get_work)
-BY_ID(start_sandbox, start_work)
 BY_ID(stop_sandbox, stop_work)
 BY_ID(delete_sandbox, delete_work)
 BY_ID(exec_sandbox, exec_work)
