@@ -5,8 +5,8 @@
  *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
  *   run/<key>/             one-shot runs in progress: lock (held by the
  *                          running command), idbase
- *   idmap/<slot>           claimed user id ranges (idmap.c)
- * and, host-wide, /run/pocketenv/net/ for network leases (net.c).
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
+ * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
  * Lifecycle of a persistent sandbox (state persisted before the call
  * returns): created -> running <-> paused, running/paused -> stopped ->
