@@ -284,6 +284,8 @@ def test_authz_matrix(daemon):
               want)
         check(*daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"},
                            token=tok), want)
+        check(*daemon.call("io.pocketenv.sandbox.getSandboxes", token=tok), want)
+        check(*daemon.call("io.pocketenv.actor.getTerminalToken", token=tok), want)
         for m in SANDBOX_METHODS:
             for ident in (mine["id"], "private"):
                 check(*daemon.sandbox(m, ident, token=tok), want)
