@@ -5,8 +5,8 @@
  *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
  *   run/<key>/             one-shot runs in progress: lock (held by the
  *                          running command), idbase
- *   idmap/<slot>           claimed user id ranges (idmap.c)
- * and, host-wide, /run/pocketenv/net/ for network leases (net.c).
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
+ * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
  * Lifecycle of a persistent sandbox (state persisted before the call
  * returns): created -> running <-> paused, running/paused -> stopped ->
@@ -493,12 +493,18 @@ static int open_pidfd(const pe_state *st, pe_err *err)
     return fd;
 }
 
+/* A sandbox is built in a staging directory, sandboxes/.new-<id>, locked
+ * while it is made, and renamed to its name (RENAME_NOREPLACE) only when
+ * complete: a create killed half-way leaves no sandbox that cannot start,
+ * just a staging directory that pe_runtime_gc removes (its lock is free). */
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
 {
     cleanup_free char *dir = NULL;
+    cleanup_free char *stage = NULL;
     cleanup_free char *disk = NULL;
     cleanup_free char *rootfs = NULL;
     cleanup_free char *owner = NULL;
+    cleanup_fd int lock = -1;
     pe_state st;
     char id[32];
     uint32_t base = 0;
@@ -516,18 +522,31 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         0)
         return -1;
     dir = sandbox_dir(rt, cfg->name);
-    if (mkdir(dir, 0711) < 0)
-        return errno == EEXIST
-                   ? pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name)
-                   : pe_err_sys(err, "create %s", dir);
+    if (access(dir, F_OK) == 0)
+        return pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name);
     pe__random_hex(id, 8);
+    stage = pe_xasprintf("%s/sandboxes/.new-%s", rt->data_dir, id);
+    if (mkdir(stage, 0711) < 0)
+        return pe_err_sys(err, "create %s", stage);
+    lock = pe__lock_file(stage, LOCK_EX, err);
+    if (lock < 0) {
+        rmdir(stage);
+        return -1;
+    }
     memset(&st, 0, sizeof(st));
     if (cfg->userns) {
+        char num[16];
         owner = pe_xasprintf("sandbox:%s:%s", cfg->name, id);
         if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
             goto fail;
+        /* for pe_runtime_gc, should this create die before the rename */
+        snprintf(num, sizeof(num), "%u", base);
+        disk = pe_xasprintf("%s/idbase", stage);
+        if (pe_fs_write_new(disk, num, strlen(num), 0600, err) < 0)
+            goto fail;
+        free(disk);
     }
-    disk = pe_xasprintf("%s/disk", dir);
+    disk = pe_xasprintf("%s/disk", stage);
     for (int i = 0; i < 3; i++) {
         cleanup_free char *p =
             i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
@@ -551,16 +570,27 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     st.rootfs = pe_steal_ptr(&rootfs);
     st.id_base = base;
     st.created = unix_now();
-    if (pe__state_save(dir, &st, err) < 0)
+    if (pe__state_save(stage, &st, err) < 0)
         goto fail;
+    if (renameat2(AT_FDCWD, stage, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
+        if (errno == EEXIST)
+            pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name);
+        else
+            pe_err_sys(err, "rename %s", stage);
+        goto fail;
+    }
+    if (base) {
+        cleanup_free char *idfile = pe_xasprintf("%s/idbase", dir);
+        unlink(idfile);
+    }
     pe__state_clear(&st);
     return 0;
 fail:
     pe__state_clear(&st);
     if (base)
         pe__idmap_release(rt->data_dir, base);
-    pe_fs_rm_rf(dir, NULL);
-    return pe_err_prefix(err, "create sandbox %s", cfg->name);
+    pe_fs_rm_rf(stage, NULL);
+    return err->code == PE_EEXIST ? -1 : pe_err_prefix(err, "create sandbox %s", cfg->name);
 }
 
 /* The stored config with a start's extra binds appended, in *out (which
@@ -1116,6 +1146,21 @@ static void gc_removed(pe_runtime *rt)
         if (strncmp(de->d_name, ".rm-", 4) == 0) {
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
             pe_fs_rm_rf(p, NULL);
+        } else if (strncmp(de->d_name, ".new-", 5) == 0) {
+            /* a create that died before its rename (pe_runtime_create) */
+            cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
+            cleanup_free char *idfile = pe_xasprintf("%s/idbase", p);
+            char *text = NULL;
+            int lock = pe__lock_file(p, LOCK_EX | LOCK_NB, NULL);
+
+            if (lock < 0)
+                continue; /* still being made */
+            if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
+                pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
+                free(text);
+            }
+            pe_fs_rm_rf(p, NULL);
+            close(lock);
         }
     }
     closedir(d);
