@@ -19,18 +19,30 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from conftest import BIN, our_cgroups, sandbox_processes, wait_for
 from test_daemon import Daemon, free_port
+from test_daemon_postgres import pg  # noqa: F401 (fixture)
+from test_daemon_restart import served  # noqa: F401 (fixture)
 
 V = "io.pocketenv.variable."
 S = "io.pocketenv.secret."
 F = "io.pocketenv.file."
 
 
+def seal(public_key_hex, plain):
+    """crypto_box_seal to the daemon's key, base64url without padding, as clients send."""
+    if isinstance(plain, str):
+        plain = plain.encode()
+    box = SealedBox(PublicKey(bytes.fromhex(public_key_hex)))
+    return base64.urlsafe_b64encode(box.encrypt(plain)).rstrip(b"=").decode()
+
+
+def banner_key(d):
+    with urllib.request.urlopen(d.url + "/", timeout=5) as r:
+        return re.search(r"public key: ([0-9a-f]{64})", r.read().decode()).group(1)
+
+
 class ResDaemon(Daemon):
     def seal(self, plain, key=None):
-        if isinstance(plain, str):
-            plain = plain.encode()
-        box = SealedBox(PublicKey(bytes.fromhex(key or self.public_key)))
-        return base64.urlsafe_b64encode(box.encrypt(plain)).rstrip(b"=").decode()
+        return seal(key or self.public_key, plain)
 
     def sh(self, ident, command, token="owner"):
         st, out = self.sandbox("exec", ident, {"command": command}, token=token)
@@ -62,15 +74,14 @@ def daemon(tmp_path_factory):
     d.log_path = str(tmp / "daemon.log")
     log = open(d.log_path, "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file], stderr=log)
+                               "--token-file", d.token_file, "--sandbox-net", "none",
+                               "--rate-limit", "0"], stderr=log)
     try:
         wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
         assert d.proc.poll() is None, d.log_text()
         with open(d.token_file) as f:
             d.token = json.load(f)["token"]
-        with urllib.request.urlopen(d.url + "/", timeout=5) as r:
-            banner = r.read().decode()
-        d.public_key = re.search(r"public key: ([0-9a-f]{64})", banner).group(1)
+        d.public_key = banner_key(d)
         yield d
     finally:
         if d.proc.poll() is None and d.token:
@@ -609,3 +620,42 @@ def test_volume_authz(daemon):
     assert st == 200 and out["volume"]["name"] == "private"
     assert d.sandbox("deleteSandbox", sid)[0] == 200
     assert d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)[0] == 200
+
+
+# ---- the same on PostgreSQL ----
+
+def test_resources_on_postgres(pg, served):
+    """Every kind through a daemon whose store is a real PostgreSQL."""
+    url = pg()
+    s = served(["--sandbox-net", "none", "--store", url])
+    d = s.start()
+    pk = banner_key(d)
+    plain = "pg-secret-" + os.urandom(8).hex()
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={
+        "base": "busybox", "name": "pgres", "envs": [{"name": "A", "value": "1"}],
+        "secrets": [{"name": "S", "value": seal(pk, plain)}]})
+    assert st == 200, sb
+    assert d.wait_status(sb["id"], ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    st, out = d.call(V + "addVariable", body={"variable": {
+        "sandboxId": "pgres", "name": "B", "value": "2"}})
+    assert st == 200, out
+    st, out = d.call(F + "addFile", body={"file": {
+        "sandboxId": "pgres", "path": "/etc/pg.conf", "content": seal(pk, "pg file\n")}})
+    assert st == 200, out
+    st, out = d.call(VOL + "addVolume", body={"volume": {
+        "name": "pgvol", "sandboxId": "pgres", "path": "/v"}})
+    assert st == 200, out
+    vol = out["volume"]["id"]
+    assert d.sandbox("stopSandbox", "pgres")[0] == 200
+    assert d.sandbox("startSandbox", "pgres", {})[0] == 200
+    st, out = d.sandbox("exec", "pgres", {
+        "command": "echo $A $B $S; cat /etc/pg.conf; touch /v/x && echo vol"})
+    assert out["stdout"] == f"1 2 {plain}\npg file\nvol\n", out
+    for nsid, key, n in [(V + "getVariables", "variables", 2), (S + "getSecrets", "secrets", 1),
+                         (F + "getFiles", "files", 1), (VOL + "getVolumes", "volumes", 1)]:
+        st, out = d.call(nsid, {"sandboxId": sb["id"]})
+        assert st == 200 and out["total"] == n and len(out[key]) == n, (nsid, out)
+    assert plain not in s.log_text()
+    assert not os.path.exists(os.path.join(s.data, "pocketenv.db"))
+    assert d.sandbox("deleteSandbox", "pgres")[0] == 200
+    assert d.call(VOL + "deleteVolume", {"id": vol}, post=True)[0] == 200
