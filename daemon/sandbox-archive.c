@@ -82,7 +82,7 @@ static int box_open(pe_daemon *d, const char *id, struct box *b, pe_err *err)
 
     b->target = -1;
     if (pe_runtime_inspect(&d->rt, id, &text, err) < 0)
-        return -1;
+        return pe_err_set(err, PE_ESTATE, 0, "the sandbox has no files (never made, or gone)");
     info = json_loads(text, 0, NULL);
     free(text);
     status = json_string_value(json_object_get(info, "status"));
@@ -427,11 +427,18 @@ static _Noreturn void child_main(const struct box *b, int data, int msgp, int sy
     char msg[MSG_MAX] = "";
     int r;
 
+    const int src[] = {data, msgp, sync_in, sync_out, b->target};
+    int high[PE_ARRAY_LEN(src)];
+
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     prctl(PR_SET_DUMPABLE, 0);
-    if (dup2(data, FD_DATA) < 0 || dup2(msgp, FD_MSG) < 0 || dup2(sync_in, FD_SYNC_IN) < 0 ||
-        dup2(sync_out, FD_SYNC_OUT) < 0 || dup2(b->target, FD_TARGET) < 0)
-        _exit(3);
+    /* Out of the way first: a source may sit on a target number. */
+    for (size_t i = 0; i < PE_ARRAY_LEN(src); i++)
+        if ((high[i] = fcntl(src[i], F_DUPFD, 64)) < 0)
+            _exit(3);
+    for (size_t i = 0; i < PE_ARRAY_LEN(src); i++)
+        if (dup2(high[i], FD_DATA + (int)i) < 0)
+            _exit(3);
     syscall(SYS_close_range, FD_FIRST_FREE, ~0U, 0);
     r = enter(b->running, msg);
     if (r == 0)
@@ -447,7 +454,7 @@ static _Noreturn void child_main(const struct box *b, int data, int msgp, int sy
 static int run_child(pe_daemon *d, const char *id, int data, const struct pack_args *pa,
                      const struct unpack_args *ua, pe_err *err)
 {
-    struct box b;
+    struct box b = {.target = -1};
     int msgp[2] = {-1, -1}, to_child[2] = {-1, -1}, from_child[2] = {-1, -1};
     char msg[MSG_MAX + 1];
     size_t got = 0;

@@ -36,10 +36,11 @@
 #define TTL_MAX (365LL * 24 * 3600)
 #define DESCRIPTION_MAX 1000
 #define PER_SANDBOX_MAX 32
-#define ARCHIVE_MAX (4LL << 30)    /* compressed size of one backup */
+#define ARCHIVE_MAX (2LL << 30)    /* compressed size of one backup */
 #define RESTORE_BYTES (64LL << 30) /* what one restore may unpack */
 #define RESTORE_ENTRIES 2000000
 #define STRAY_AGE_S 3600 /* temporary files older than this are leftovers */
+#define SWEEP_EVERY_S 60 /* how often the tick looks for archives without a row */
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define BACKUP_NOT_FOUND "BackupNotFound"
 
@@ -352,6 +353,8 @@ static void sweep_files(pe_daemon *d, pe_store *s)
     closedir(dh);
 }
 
+static time_t last_sweep;
+
 void pe_daemon_backups_expire(pe_daemon *d, pe_store *s)
 {
     pe_store_backup *list = NULL;
@@ -373,7 +376,12 @@ void pe_daemon_backups_expire(pe_daemon *d, pe_store *s)
         pe_log_info("event=backup_expired backup=%s sandbox=%s", list[i].id, list[i].sandbox_id);
     }
     pe_store_backup_list_free(list, n);
-    sweep_files(d, s);
+    /* One store query per archive: not at every tick. Only the tick's
+     * job calls this, one at a time. */
+    if (time(NULL) - last_sweep >= SWEEP_EVERY_S) {
+        last_sweep = time(NULL);
+        sweep_files(d, s);
+    }
 }
 
 int pe_daemon_register_backups(pe_daemon *d, pe_err *err)

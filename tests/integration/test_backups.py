@@ -161,6 +161,12 @@ def test_bad_input(daemon):
     assert st == 404 and out["error"] == "DirectoryNotFound", out
     st, out = backup(d, sid, "/proc")
     assert st == 400, out
+    st, out = d.call(SB + "createSandbox", body={"base": "no-such-image", "name": "bkfailed"})
+    assert st == 200
+    d.wait_status("bkfailed", ["FAILED"])
+    st, out = backup(d, "bkfailed", "/tmp")
+    assert st == 400 and out["error"] == "InvalidRequest", out
+    assert d.sandbox("deleteSandbox", "bkfailed")[0] == 200
     st, out = backup(d, "sbx_nosuchsandbox", "/tmp")
     assert st == 404 and out["error"] == "SandboxNotFound"
     st, out = restore(d, "bak_nosuchbackup")
