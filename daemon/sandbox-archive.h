@@ -1,6 +1,6 @@
 /* Archives of a sandbox's directories: backups (tar + zstd) and copies
- * (tar + gzip), made and unpacked by a child process that holds only the
- * sandbox root's powers (daemon/archive.c explains how).
+ * (tar + gzip), made and unpacked by a helper process that holds only the
+ * sandbox root's powers (daemon/sandbox-archive.c explains how).
  *
  * Every function blocks: call them on a worker thread. */
 #ifndef PE_DAEMON_ARCHIVE_H
@@ -9,18 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "archive-proto.h"
 #include "daemon.h"
-
-enum pe_archive_fmt {
-    PE_ARCHIVE_ZSTD = 1, /* backups */
-    PE_ARCHIVE_GZIP = 2, /* /cp objects, as upstream's tar.gz */
-};
-
-/* What an unpacked archive may hold. */
-typedef struct pe_archive_limits {
-    int64_t max_bytes;   /* sum of the regular files' sizes */
-    int64_t max_entries; /* entries of any kind */
-} pe_archive_limits;
 
 /* Archive directory dir (absolute, normalized, or "/") of sandbox id into
  * out_fd (a fresh file: written from its offset 0). A running (or paused)
@@ -36,9 +26,10 @@ int pe_daemon_archive_dir(pe_daemon *d, const char *id, const char *dir, int fmt
 /* Read the whole archive at in_fd (tar, plain, gzip or zstd) and refuse,
  * with PE_EINVAL and the entry's name, anything that could escape or
  * surprise: absolute paths, ".." components, entries below a symlink of
- * the archive, hard links out of it, device nodes, FIFOs, sockets, more
- * than the limits, a broken stream. Nothing is written anywhere. */
-int pe_daemon_archive_check(int in_fd, const pe_archive_limits *lim, pe_err *err);
+ * the archive, hard links with such targets, device nodes, FIFOs,
+ * sockets, more than the limits, a broken stream. Nothing is written
+ * anywhere; the parsing runs in a child process as nobody. */
+int pe_daemon_archive_check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, pe_err *err);
 
 /* Unpack the archive at in_fd (checked first with lim) into dir of
  * sandbox id, creating dir if missing; files already there and not in the

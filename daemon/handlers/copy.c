@@ -393,7 +393,7 @@ static void upload_work(pe_daemon_job *job, pe_store *s)
         }
         off += (size_t)w;
     }
-    if (job->err.code != PE_OK || pe_daemon_archive_check(fd, &lim, &job->err) < 0 ||
+    if (job->err.code != PE_OK || pe_daemon_archive_check(job->d, fd, &lim, &job->err) < 0 ||
         commit_object(job->d, fd, tmp, job->did, uuid, &job->err) < 0) {
         unlink(tmp);
         raw_fail(job, NULL);
