@@ -399,6 +399,7 @@ static void upload_work(pe_daemon_job *job, pe_store *s)
         raw_fail(job, NULL);
     } else {
         job->out = json_pack("{s:s}", "uuid", uuid);
+        pe_log_info("event=cp_upload uuid=%s bytes=%zu", uuid, len);
     }
     close(fd);
 }
@@ -456,10 +457,12 @@ static void take_work(pe_daemon_job *job, pe_store *s)
 {
     int fd = take_object(job->d, job->did, job->id, &job->err);
 
-    if (fd < 0)
+    if (fd < 0) {
         raw_fail(job, OBJECT_NOT_FOUND);
-    else
-        job->out = json_integer(fd);
+        return;
+    }
+    job->out = json_integer(fd);
+    pe_log_info("event=cp_download uuid=%s", job->id);
 }
 
 static void download_after(pe_daemon_job *job)
@@ -565,6 +568,7 @@ static void push_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
     } else {
         job->out = json_pack("{s:s}", "uuid", uuid);
+        pe_log_info("event=push sandbox=%s directory=%s uuid=%s", sb.id, dir, uuid);
     }
     close(fd);
     pe_store_sandbox_clear(&sb);
@@ -590,6 +594,8 @@ static void pull_work(pe_daemon_job *job, pe_store *s)
     if (pe_daemon_archive_unpack(job->d, sb.id, dir, fd, &lim, false, &job->err) < 0) {
         pe_err_prefix(&job->err, "pull into %s", dir);
         pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        pe_log_info("event=pull sandbox=%s directory=%s uuid=%s", sb.id, dir, uuid);
     }
     pe_daemon_release(job->d, sb.id);
     close(fd);
