@@ -17,6 +17,8 @@ import pytest
 
 from conftest import BIN, our_cgroups, sandbox_processes, wait_for
 from test_daemon import free_port
+from test_daemon_postgres import pg  # noqa: F401 (fixture)
+from test_daemon_restart import served  # noqa: F401 (fixture)
 from test_resources import ResDaemon, banner_key
 
 SB = "io.pocketenv.sandbox."
@@ -266,3 +268,27 @@ def test_authz_matrix(daemon):
     assert [b["id"] for b in out["backups"]] == [bid]
     assert restore(d, bid)[0] == 200
     assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_backups_on_postgres(pg, served):
+    """Rows in a real PostgreSQL; expiry and restart through it."""
+    s = served(["--sandbox-net", "none", "--store", pg(), "--tick", "0.5"])
+    d = s.start()
+    st, sb = d.call(SB + "createSandbox", body={"base": "busybox", "name": "pgbk"})
+    assert st == 200, sb
+    assert d.wait_status(sb["id"], ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    d.sandbox("exec", "pgbk", {"command": "mkdir -p /w && echo pg > /w/f"})
+    st, keep = backup(d, "pgbk", "/w", description="kept")
+    assert st == 200, keep
+    st, short = backup(d, "pgbk", "/w", ttl=1)
+    assert st == 200, short
+    wait_for(lambda: [b["id"] for b in d.call(SB + "getBackups", {"id": "pgbk"})[1]["backups"]]
+             == [keep["backup"]["id"]], 15, "the short backup to expire")
+    # A restarted daemon still has the backup, and restores it.
+    s.stop()
+    d = s.start()
+    d.sandbox("exec", "pgbk", {"command": "rm -rf /w"})
+    assert restore(d, keep["backup"]["id"])[0] == 200
+    assert d.sandbox("exec", "pgbk", {"command": "cat /w/f"})[1]["stdout"] == "pg\n"
+    assert not os.path.exists(os.path.join(s.data, "pocketenv.db"))
+    assert d.sandbox("deleteSandbox", "pgbk")[0] == 200

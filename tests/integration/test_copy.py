@@ -8,11 +8,13 @@ the answers; and nothing outside the sandbox or in the store of objects
 changes when an archive is refused.
 """
 import gzip
+import hashlib
 import http.client
 import io
 import json
 import os
 import tarfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -312,4 +314,36 @@ def test_authz_matrix(daemon):
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
         assert t.extractfile("f").read() == b"secret\n"
     assert cp_http(d, "GET", f"/cp/{theirs['uuid']}", token=other)[0] == 200
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_single_use_under_concurrency_and_big_objects(daemon):
+    d = daemon
+    sid = d.create("cpbig")
+    # 6 MiB of noise: the download is streamed past the server's queue limit.
+    d.sh(sid, "mkdir -p /big && dd if=/dev/urandom of=/big/noise bs=1024 count=6144 2>/dev/null"
+              " && sha256sum /big/noise > /big/sum")
+    st, out = push(d, sid, "/big")
+    assert st == 200, out
+    results = []
+
+    def fetch():
+        results.append(cp_http(d, "GET", f"/cp/{out['uuid']}"))
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(r[0] for r in results) == [200, 404, 404, 404]
+    body = next(r[2] for r in results if r[0] == 200)
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        noise = t.extractfile("./noise").read()
+        want = t.extractfile("./sum").read().split()[0].decode()
+    assert len(noise) == 6 << 20 and hashlib.sha256(noise).hexdigest() == want
+    # And back into another directory, byte for byte.
+    st, up = upload(d, body)
+    assert st == 200, up
+    assert pull(d, sid, up["uuid"], "/big2")[0] == 200
+    assert d.sh(sid, "cd /big2 && sha256sum noise")["stdout"].split()[0] == want
+    assert objects(d) == []
     assert d.sandbox("deleteSandbox", sid)[0] == 200
