@@ -27,6 +27,7 @@ typedef struct pe_daemon {
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
     double exec_timeout;
+    struct pe_web *web; /* the web page's files, NULL: text banner only */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;

@@ -7,10 +7,12 @@
  * accepted request (and background job) has finished, so no answer is
  * lost and no sandbox is left half-made by us. Exit status 0 then. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "core/fs.h"
@@ -18,6 +20,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "runtime/security.h"
+#include "web.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
@@ -31,6 +34,7 @@ enum {
     O_TOKEN_FILE,
     O_TOKEN_TTL,
     O_EXEC_TIMEOUT,
+    O_WEB,
     O_HELP,
 };
 
@@ -43,12 +47,14 @@ static const pe_opt serve_opts[] = {
      "where to write the owner's token (~/.pocketenv/token.json)"},
     {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
+    {"web", 0, true, O_WEB, "DIR",
+     "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct serve_args {
-    const char *listen, *data, *store, *handle, *token_file;
+    const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
     double exec_timeout;
     bool help;
@@ -84,6 +90,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_EXEC_TIMEOUT:
         return pe_cli_parse_seconds(arg, &a->exec_timeout, err);
+    case O_WEB:
+        a->web = arg;
+        return 0;
     case O_HELP:
         a->help = true;
         return 0;
@@ -184,6 +193,34 @@ static const char *backend_name(const char *url)
     return strncmp(url, "postgres", 8) == 0 ? "postgres" : "sqlite";
 }
 
+/* The web page: --web DIR must load; without it, the build tree's web/
+ * next to this program or the installed share/pocketenv/web, and a daemon
+ * without either serves only the text banner at / (and says so). */
+static int load_web(pe_daemon *d, const struct serve_args *a, const char *banner, pe_err *err)
+{
+    char exe[PATH_MAX];
+    ssize_t n;
+    char *slash;
+    cleanup_free char *here = NULL, *shared = NULL;
+
+    if (a->web) {
+        d->web = pe_web_load(a->web, banner, err);
+        return d->web ? 0 : pe_err_prefix(err, "--web");
+    }
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0 || (exe[n] = '\0', slash = strrchr(exe, '/')) == NULL)
+        return 0;
+    *slash = '\0';
+    here = pe_xasprintf("%s/web", exe);
+    shared = pe_xasprintf("%s/../share/pocketenv/web", exe);
+    d->web = pe_web_load(access(here, F_OK) == 0 ? here : shared, banner, err);
+    if (d->web == NULL) {
+        pe_log_warn("event=no_web_page reason=\"%s\"", err->msg);
+        pe_err_clear(err);
+    }
+    return 0;
+}
+
 static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
 {
     char host[256];
@@ -206,6 +243,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     banner = pe_xasprintf("pocketenv %s\nowner: %s\npublic key: %s\n", "0.1.0",
                           pe_auth_owner_did(d->auth), pe_auth_public_key_hex(d->auth));
     cfg.banner = banner;
+    if (load_web(d, a, banner, err) < 0)
+        return -1;
     d->srv = pe_http_server_new(d->loop, &cfg, err);
     if (d->srv == NULL)
         return -1;
@@ -228,6 +267,7 @@ static void teardown(pe_daemon *d)
         pe_http_server_free(d->srv);
     if (d->loop)
         pe_ev_loop_free(d->loop);
+    pe_web_free(d->web);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);
