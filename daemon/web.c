@@ -19,6 +19,7 @@
 #include "web.h"
 
 struct pe_web {
+    char *banner;
     pe_web_file files[PE_WEB_MAX_FILES];
     size_t n;
 };
@@ -200,6 +201,7 @@ pe_web *pe_web_load(const char *path, const char *banner, pe_err *err)
         free(w);
         return NULL;
     }
+    w->banner = banner ? pe_xstrdup(banner) : NULL;
     r = load_dir(w, dir, path, banner, err);
     closedir(dir);
     if (r == 0 && pe_web_lookup(w, "/") == NULL)
@@ -219,7 +221,13 @@ void pe_web_free(pe_web *w)
         free(w->files[i].name);
         free(w->files[i].body);
     }
+    free(w->banner);
     free(w);
+}
+
+const char *pe_web_banner(const pe_web *w)
+{
+    return w->banner;
 }
 
 const pe_web_file *pe_web_lookup(const pe_web *w, const char *url_path)

@@ -35,6 +35,10 @@ typedef struct pe_web pe_web;
 pe_web *pe_web_load(const char *dir, const char *banner, pe_err *err);
 void pe_web_free(pe_web *w);
 
+/* The banner given to pe_web_load (NULL if none), for clients that do not
+ * want the page. */
+const char *pe_web_banner(const pe_web *w);
+
 /* The file for a URL path ("/" is index.html), or NULL. The path is the
  * request's, without query string; it is matched, never resolved. */
 const pe_web_file *pe_web_lookup(const pe_web *w, const char *url_path);

@@ -89,6 +89,7 @@ TEST_CASE(banner_is_escaped_into_index)
 
     ASSERT_EQ_STR(f->body, "<pre>owner: did:key:z6Mk&lt;&amp;&gt;&quot;x&quot;</pre>");
     ASSERT_EQ_INT(f->len, strlen(f->body));
+    ASSERT_EQ_STR(pe_web_banner(w), "owner: did:key:z6Mk<&>\"x\"");
     pe_web_free(w);
     cleanup();
 }
