@@ -77,6 +77,9 @@ char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
 /* Rate-limit key hook: the token's verified subject. */
 int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
 
+/* Serve the web page (d->web) at / (daemon/web-http.c); nothing without it. */
+int pe_daemon_register_web(pe_daemon *d, pe_err *err);
+
 /* ISO 8601 UTC with milliseconds, as upstream's createdAt; json null for 0. */
 json_t *pe_daemon_time_json(int64_t ms);
 

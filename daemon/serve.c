@@ -249,7 +249,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (d->srv == NULL)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
-    if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0)
+    if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
+        pe_daemon_register_web(d, err) < 0)
         return -1;
     pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
                 pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));
