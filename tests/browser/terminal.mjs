@@ -27,8 +27,17 @@ async function main() {
   try {
     const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
     page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+    // Failed requests are judged by their responses below, not by
+    // chromium's "Failed to load resource" console line.
     page.on("console", (m) => {
-      if (m.type() === "error") problems.push(`console error: ${m.text()}`);
+      if (m.type() === "error" && !m.text().startsWith("Failed to load resource"))
+        problems.push(`console error: ${m.text()}`);
+    });
+    // A server error is a problem, except the page's probe for
+    // getTerminalToken on a daemon that does not implement it (501).
+    page.on("response", (r) => {
+      if (r.status() >= 500 && !(r.status() === 501 && r.url().includes("getTerminalToken")))
+        problems.push(`${r.status()} from ${r.url()}`);
     });
     await run(page);
   } finally {
@@ -97,7 +106,6 @@ async function run(page) {
   await page.click("#signin-form button[type=submit]");
   await page.waitForFunction(() => /sign in again|failed/i.test(document.querySelector("#message").textContent), null, WAIT);
   if (await page.isVisible("#sandboxes")) throw new Error("a wrong token was let in");
-  problems.length = 0; // the refused request is logged by chromium as an error
 
   step = "sign in";
   await page.fill("#token", cfg.token);
