@@ -27,7 +27,9 @@ typedef struct pe_daemon {
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
     double exec_timeout;
-    struct pe_web *web; /* the web page's files, NULL: text banner only */
+    struct pe_web *web;         /* the web page's files, NULL: text banner only */
+    double terminal_idle;       /* end a terminal session this long without viewers */
+    struct pe_terminals *terms; /* terminal sessions (daemon/terminal.c) */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;
@@ -93,6 +95,11 @@ int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_e
 /* Handlers, registered on d->srv. */
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
+/* Terminal gateways /tty, /pty and /v1/sandboxes/:id/ws/terminal. */
+int pe_daemon_register_terminal(pe_daemon *d, pe_err *err);
+/* End every terminal session (shells killed, viewers closed). Before the
+ * server is freed. */
+void pe_daemon_terminal_shutdown(pe_daemon *d);
 
 /* Sandbox runtime work, shared by create (background) and start. */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);

@@ -25,6 +25,7 @@
 #define DEFAULT_LISTEN "127.0.0.1:8789"
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
 #define DEFAULT_EXEC_TIMEOUT 300.0
+#define DEFAULT_TERMINAL_IDLE 300.0
 
 enum {
     O_LISTEN = 1,
@@ -35,6 +36,7 @@ enum {
     O_TOKEN_TTL,
     O_EXEC_TIMEOUT,
     O_WEB,
+    O_TERMINAL_IDLE,
     O_HELP,
 };
 
@@ -49,6 +51,8 @@ static const pe_opt serve_opts[] = {
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
     {"web", 0, true, O_WEB, "DIR",
      "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
+    {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
+     "end a terminal session S seconds after its last viewer left (300)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -56,7 +60,7 @@ static const pe_opt serve_opts[] = {
 struct serve_args {
     const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
-    double exec_timeout;
+    double exec_timeout, terminal_idle;
     bool help;
 };
 
@@ -93,6 +97,8 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_WEB:
         a->web = arg;
         return 0;
+    case O_TERMINAL_IDLE:
+        return pe_cli_parse_seconds(arg, &a->terminal_idle, err);
     case O_HELP:
         a->help = true;
         return 0;
@@ -250,7 +256,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
-        pe_daemon_register_web(d, err) < 0)
+        pe_daemon_register_terminal(d, err) < 0 || pe_daemon_register_web(d, err) < 0)
         return -1;
     pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
                 pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));
@@ -264,6 +270,7 @@ static void teardown(pe_daemon *d)
 {
     /* Server first (no deferred request is left after a drain), then the
      * pool (its threads close their stores), then what they used. */
+    pe_daemon_terminal_shutdown(d);
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)
@@ -279,7 +286,8 @@ int pe_daemon_serve_main(int argc, char **argv)
 {
     struct serve_args a = {.listen = DEFAULT_LISTEN,
                            .token_ttl = DEFAULT_TOKEN_TTL,
-                           .exec_timeout = DEFAULT_EXEC_TIMEOUT};
+                           .exec_timeout = DEFAULT_EXEC_TIMEOUT,
+                           .terminal_idle = DEFAULT_TERMINAL_IDLE};
     pe_daemon d;
     pe_err err;
     int idx = 1, r;
@@ -296,6 +304,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     if (a.data == NULL)
         a.data = pe_cli_data_dir;
     d.exec_timeout = a.exec_timeout > 0 ? a.exec_timeout : DEFAULT_EXEC_TIMEOUT;
+    d.terminal_idle = a.terminal_idle > 0 ? a.terminal_idle : DEFAULT_TERMINAL_IDLE;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)
