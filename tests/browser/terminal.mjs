@@ -189,6 +189,19 @@ async function terminal(page) {
   step = "close the terminal";
   await page.click("#terminal-close");
   await page.waitForSelector("#terminal-panel", { state: "hidden", ...WAIT });
+
+  // The tab's session outlives its viewer: opening the terminal again
+  // shows the earlier output (replayed), and the shell still answers.
+  step = "reopen the terminal";
+  await row(page, "webbox").getByRole("button", { name: "Terminal" }).click();
+  await page.waitForFunction(() => document.querySelector("#terminal-state").textContent === "connected", null, WAIT);
+  await waitLine(page, /^hi$/, "the replayed hi");
+  await page.click("#terminal");
+  await page.keyboard.type("echo again\n");
+  await waitLine(page, /^again$/, "again");
+  log("reopened: earlier output replayed, shell answers");
+  await page.click("#terminal-close");
+  await page.waitForSelector("#terminal-panel", { state: "hidden", ...WAIT });
   await page.setViewportSize({ width: 1100, height: 800 });
 }
 
