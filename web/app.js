@@ -211,16 +211,12 @@ function sessionFor(id) {
   return s;
 }
 
-// A short-lived terminal token keeps the API token out of URLs (and logs);
-// a daemon without getTerminalToken takes the API token itself.
+// The WebSocket authenticates with a short-lived terminal token (a browser
+// cannot set headers on it): the API token never goes into a URL.
 async function terminalToken() {
-  try {
-    const out = await xrpc("io.pocketenv.actor.getTerminalToken");
-    if (out && out.token) return out.token;
-  } catch (e) {
-    if (e.status === 401) throw e;
-  }
-  return token;
+  const out = await xrpc("io.pocketenv.actor.getTerminalToken");
+  if (!out || !out.token) throw new Error("no terminal token in the answer");
+  return out.token;
 }
 
 function termState(text) {
@@ -239,12 +235,7 @@ async function openTerminal(sb) {
   fit.fit();
   const t = (term = { sandbox: sb, xterm, fit, ws: null, ready: false, observer: null });
 
-  let tok;
-  try {
-    tok = await terminalToken();
-  } catch {
-    return;
-  }
+  const tok = await terminalToken();
   if (term !== t) return; // closed meanwhile
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const q = new URLSearchParams({ session: sessionFor(sb.id), t: tok });

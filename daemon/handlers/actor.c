@@ -1,4 +1,5 @@
-/* io.pocketenv.actor.*: the caller's profile and sandbox listing.
+/* io.pocketenv.actor.*: the caller's profile, sandbox listing and
+ * terminal tokens.
  *
  * Every method needs a valid API token. A caller only ever sees itself: a
  * profile or listing asked for another DID or handle answers as if that
@@ -12,6 +13,9 @@
 
 #define LIST_DEFAULT 30
 #define LIST_MAX 100
+/* Terminal tokens only open a connection (the page asks for one each
+ * time), so they need not outlive that; unlike upstream's, they expire. */
+#define TERMINAL_TOKEN_TTL 120
 #define LIST_SCAN_MAX 1000 /* newest rows an isRunning filter scans (the store's page max) */
 
 int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err)
@@ -147,10 +151,36 @@ static void get_actor_sandboxes(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+/* A short-lived token of terminal scope for the caller: it opens the
+ * caller's terminals (?t= on the WebSocket URL, where a browser cannot set
+ * a header) and nothing else, so the API token stays out of URLs. Minting
+ * is an HMAC: done here, on the loop. Needs an API token: a terminal token
+ * cannot renew itself. */
+static void get_terminal_token(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    char *jwt = NULL;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (pe_auth_token_mint(d->auth, did, TERMINAL_TOKEN_TTL, PE_AUTH_SCOPE_TERMINAL, &jwt, &err) <
+        0) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    pe_xrpc_respond(req, json_pack("{s:s}", "token", jwt));
+    free(jwt);
+}
+
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.actor.getProfile", get_profile, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.actor.getActorSandboxes", get_actor_sandboxes, d,
+                         err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.actor.getTerminalToken", get_terminal_token, d,
                          err) < 0)
         return -1;
     return 0;
