@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 
 import pytest
@@ -114,6 +115,18 @@ def test_static_files(daemon):
     with open(os.path.join(ROOT, "node_modules", "@xterm", "xterm", "lib", "xterm.mjs"),
               "rb") as f:
         assert get(daemon.url + "/xterm.mjs")[2] == f.read()
+
+    # Only GET and HEAD: the page's files are read-only.
+    req = urllib.request.Request(daemon.url + "/app.js", data=b"x", method="POST")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        assert False, "POST /app.js was accepted"
+    except urllib.error.HTTPError as e:
+        assert e.code == 405
+    req = urllib.request.Request(daemon.url + "/app.js", method="HEAD")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+        assert r.read() == b""
 
     for path in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
                  "//etc/passwd", "/web/index.html", "/meson.build", "/vendor.sh",
