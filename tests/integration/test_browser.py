@@ -54,6 +54,9 @@ def daemon(tmp_path):
     wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
              "sandbox processes to exit")
     assert set(our_cgroups()) - before_cgroups == set()
+    ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"], capture_output=True,
+                        text=True, check=True)
+    assert json.loads(ls.stdout) == []
 
 
 def get(url, accept=None, headers=None):
