@@ -76,6 +76,9 @@ extern const char *pe_cli_data_dir;
 int pe_cmd_run(int argc, char **argv);
 int pe_cmd_runtime(int argc, char **argv);
 int pe_cmd_image(int argc, char **argv);
+/* The API commands (cli/cmd-api.c): argv[0] is the command's name.
+ * Returns -1 if it is not one of them. */
+int pe_cmd_api(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */
 int pe_cmd_serve(int argc, char **argv);
 

@@ -13,12 +13,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "cli.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resources.h"
 #include "runtime/security.h"
 #include "web.h"
 
@@ -26,6 +28,8 @@
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
 #define DEFAULT_EXEC_TIMEOUT 300.0
 #define DEFAULT_TERMINAL_IDLE 300.0
+#define DEFAULT_IDLE_TIMEOUT 1800.0
+#define DEFAULT_TICK 10.0
 
 enum {
     O_LISTEN = 1,
@@ -37,6 +41,10 @@ enum {
     O_EXEC_TIMEOUT,
     O_WEB,
     O_TERMINAL_IDLE,
+    O_IDLE_TIMEOUT,
+    O_TICK,
+    O_RATE_LIMIT,
+    O_SANDBOX_NET,
     O_HELP,
 };
 
@@ -53,6 +61,13 @@ static const pe_opt serve_opts[] = {
      "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
     {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
      "end a terminal session S seconds after its last viewer left (300)"},
+    {"idle-timeout", 0, true, O_IDLE_TIMEOUT, "S",
+     "stop sandboxes unused for S seconds unless keepAlive; 0 = never (1800)"},
+    {"tick", 0, true, O_TICK, "S", "housekeeping period: idle stops, dead sandboxes (10)"},
+    {"rate-limit", 0, true, O_RATE_LIMIT, "N",
+     "requests per 30 s per token or client address; 0 = unlimited (500)"},
+    {"sandbox-net", 0, true, O_SANDBOX_NET, "nat|none",
+     "network of the sandboxes: NAT egress, or loopback only (nat)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -60,7 +75,9 @@ static const pe_opt serve_opts[] = {
 struct serve_args {
     const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
-    double exec_timeout, terminal_idle;
+    double exec_timeout, terminal_idle, idle_timeout, tick;
+    long rate_limit;
+    int sandbox_net;
     bool help;
 };
 
@@ -99,6 +116,28 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_TERMINAL_IDLE:
         return pe_cli_parse_seconds(arg, &a->terminal_idle, err);
+    case O_IDLE_TIMEOUT:
+        return pe_cli_parse_seconds(arg, &a->idle_timeout, err);
+    case O_TICK:
+        if (pe_cli_parse_seconds(arg, &a->tick, err) < 0)
+            return -1;
+        if (a->tick < 0.05)
+            return pe_err_set(err, PE_EINVAL, 0, "--tick: at least 0.05 seconds");
+        return 0;
+    case O_RATE_LIMIT:
+        errno = 0;
+        a->rate_limit = strtol(arg, &end, 10);
+        if (errno || end == arg || *end || a->rate_limit < 0)
+            return pe_err_set(err, PE_EINVAL, 0, "--rate-limit: a count of requests, 0 or more");
+        return 0;
+    case O_SANDBOX_NET:
+        if (strcmp(arg, "nat") == 0)
+            a->sandbox_net = PE_NET_NAT;
+        else if (strcmp(arg, "none") == 0)
+            a->sandbox_net = PE_NET_NONE;
+        else
+            return pe_err_set(err, PE_EINVAL, 0, "--sandbox-net: nat or none, not '%s'", arg);
+        return 0;
     case O_HELP:
         a->help = true;
         return 0;
@@ -140,6 +179,7 @@ static void on_signal(pe_ev_signal *s, int signo, void *ud)
         pe_log_info("event=shutdown signal=%s inflight=%u", signo == SIGTERM ? "TERM" : "INT",
                     d->inflight);
     d->draining = true;
+    sd_notify(0, "STOPPING=1");
     if (d->inflight == 0)
         pe_ev_stop(d->loop);
 }
@@ -188,7 +228,7 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_seccomp_set_cache_dir(cache);
     d->store_url =
         a->store ? pe_xstrdup(a->store) : pe_xasprintf("sqlite:%s/pocketenv.db", d->rt.data_dir);
-    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0)
+    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0)
         return -1;
     return setup_owner(d, a, err);
 }
@@ -231,16 +271,26 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
 {
     char host[256];
     cleanup_free char *banner = NULL;
+    json_t *resume = json_array();
     pe_http_config cfg;
+    size_t i;
+    json_t *v;
 
     pe_http_config_init(&cfg);
-    if (parse_listen(a->listen, host, sizeof(host), &cfg, err) < 0)
+    if (a->rate_limit >= 0) {
+        cfg.rate_burst = (double)a->rate_limit;
+        cfg.rate_per_s = (double)a->rate_limit / 30.0;
+    }
+    if (parse_listen(a->listen, host, sizeof(host), &cfg, err) < 0 || open_all(d, a, err) < 0 ||
+        pe_daemon_reconcile(d, resume, err) < 0) {
+        json_decref(resume);
         return -1;
-    if (open_all(d, a, err) < 0)
-        return -1;
+    }
     d->loop = pe_ev_loop_new(0, 0, err);
-    if (d->loop == NULL)
+    if (d->loop == NULL) {
+        json_decref(resume);
         return -1;
+    }
     /* Before any thread exists: the signals must stay blocked everywhere. */
     if (pe_ev_signal_start(d->loop, SIGTERM, on_signal, d, err) == NULL ||
         pe_ev_signal_start(d->loop, SIGINT, on_signal, d, err) == NULL)
@@ -256,10 +306,18 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
-        pe_daemon_register_terminal(d, err) < 0 || pe_daemon_register_web(d, err) < 0)
+        pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
+        pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        json_decref(resume);
         return -1;
-    pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
-                pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));
+    }
+    json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, json_string_value(v));
+    json_decref(resume);
+    pe_log_info("event=listening addr=%s:%u data=%s store=%s node=%s", cfg.host,
+                pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url), d->node);
+    /* Under systemd (Type=notify): ready once the socket is bound and the
+     * store reconciled. Without NOTIFY_SOCKET this does nothing. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s:%u", cfg.host, pe_http_server_port(d->srv));
     if (pe_ev_run(d->loop, err) < 0)
         return -1;
     pe_log_info("event=stopped");
@@ -280,6 +338,8 @@ static void teardown(pe_daemon *d)
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);
     free(d->store_url);
+    free(d->node);
+    pe_daemon_housekeeping_free();
 }
 
 int pe_daemon_serve_main(int argc, char **argv)
@@ -287,7 +347,11 @@ int pe_daemon_serve_main(int argc, char **argv)
     struct serve_args a = {.listen = DEFAULT_LISTEN,
                            .token_ttl = DEFAULT_TOKEN_TTL,
                            .exec_timeout = DEFAULT_EXEC_TIMEOUT,
-                           .terminal_idle = DEFAULT_TERMINAL_IDLE};
+                           .terminal_idle = DEFAULT_TERMINAL_IDLE,
+                           .idle_timeout = DEFAULT_IDLE_TIMEOUT,
+                           .tick = DEFAULT_TICK,
+                           .rate_limit = -1,
+                           .sandbox_net = PE_NET_NAT};
     pe_daemon d;
     pe_err err;
     int idx = 1, r;
@@ -305,6 +369,9 @@ int pe_daemon_serve_main(int argc, char **argv)
         a.data = pe_cli_data_dir;
     d.exec_timeout = a.exec_timeout > 0 ? a.exec_timeout : DEFAULT_EXEC_TIMEOUT;
     d.terminal_idle = a.terminal_idle > 0 ? a.terminal_idle : DEFAULT_TERMINAL_IDLE;
+    d.idle_timeout = a.idle_timeout;
+    d.tick_s = a.tick;
+    d.sandbox_net = a.sandbox_net;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)

@@ -1,5 +1,4 @@
-/* io.pocketenv.actor.*: the caller's profile, sandbox listing and
- * terminal tokens.
+/* io.pocketenv.actor.*: the caller's profile and sandbox listing.
  *
  * Every method needs a valid API token. A caller only ever sees itself: a
  * profile or listing asked for another DID or handle answers as if that
@@ -13,9 +12,6 @@
 
 #define LIST_DEFAULT 30
 #define LIST_MAX 100
-/* Terminal tokens only open a connection (the page asks for one each
- * time), so they need not outlive that; unlike upstream's, they expire. */
-#define TERMINAL_TOKEN_TTL 120
 #define LIST_SCAN_MAX 1000 /* newest rows an isRunning filter scans (the store's page max) */
 
 int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err)
@@ -151,11 +147,8 @@ static void get_actor_sandboxes(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
-/* A short-lived token of terminal scope for the caller: it opens the
- * caller's terminals (?t= on the WebSocket URL, where a browser cannot set
- * a header) and nothing else, so the API token stays out of URLs. Minting
- * is an HMAC: done here, on the loop. Needs an API token: a terminal token
- * cannot renew itself. */
+/* A short-lived token for terminals only (the ?t= of the terminal
+ * WebSocket). Unlike upstream's, it expires and cannot call the API. */
 static void get_terminal_token(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
@@ -166,13 +159,22 @@ static void get_terminal_token(pe_xrpc_request *req, void *ud)
     if (did == NULL)
         return;
     pe_err_clear(&err);
-    if (pe_auth_token_mint(d->auth, did, TERMINAL_TOKEN_TTL, PE_AUTH_SCOPE_TERMINAL, &jwt, &err) <
-        0) {
+    if (pe_auth_token_mint(d->auth, did, PE_DAEMON_TERMINAL_TOKEN_TTL, PE_AUTH_SCOPE_TERMINAL, &jwt,
+                           &err) < 0) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
     pe_xrpc_respond(req, json_pack("{s:s}", "token", jwt));
     free(jwt);
+}
+
+/* The sealing key, for anyone: it is public, and a client needs it before
+ * it can send its first secret. */
+static void get_public_key(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+
+    pe_xrpc_respond(req, json_pack("{s:s}", "publicKey", pe_auth_public_key_hex(d->auth)));
 }
 
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
@@ -181,7 +183,8 @@ int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.actor.getActorSandboxes", get_actor_sandboxes, d,
                          err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.actor.getTerminalToken", get_terminal_token, d,
-                         err) < 0)
+                         err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.server.getPublicKey", get_public_key, d, err) < 0)
         return -1;
     return 0;
 }

@@ -150,19 +150,3 @@ def raw_get(base, path):
     body = r.read()
     c.close()
     return r.status, body
-
-
-def test_terminal_token(daemon):
-    """getTerminalToken: a short-lived token that opens terminals only, so
-    the page never puts the API token in a WebSocket URL."""
-    import base64
-    st, out = daemon.call("io.pocketenv.actor.getTerminalToken")
-    assert st == 200, out
-    tok = out["token"]
-    payload = tok.split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    assert 0 < claims["exp"] - claims["iat"] <= 300, claims
-    # Not an API token: no XRPC method takes it, not even this one.
-    assert daemon.call("io.pocketenv.actor.getProfile", token=tok)[0] == 401
-    assert daemon.call("io.pocketenv.actor.getTerminalToken", token=tok)[0] == 401
-    assert daemon.call("io.pocketenv.actor.getTerminalToken", token=None)[0] == 401
