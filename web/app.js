@@ -68,7 +68,27 @@ async function signIn(t) {
   $("signout").hidden = false;
   $("sandboxes").hidden = false;
   say("");
+  loadImages();
   await refresh();
+}
+
+// The images a sandbox can start from (the template catalog), offered as
+// suggestions; any other image name can still be typed.
+async function loadImages() {
+  let out;
+  try {
+    out = await xrpc("io.pocketenv.sandbox.getSandboxes", { params: { limit: 100 } });
+  } catch {
+    return; // suggestions only
+  }
+  $("images").replaceChildren(
+    ...(out.sandboxes || []).map((t) => {
+      const o = document.createElement("option");
+      o.value = t.name;
+      if (t.description) o.label = t.description;
+      return o;
+    }),
+  );
 }
 
 function signOut(why) {

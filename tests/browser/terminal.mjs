@@ -121,6 +121,13 @@ async function run(page) {
   await page.reload();
   await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
 
+  step = "the image field suggests the catalog";
+  await page.waitForFunction(
+    ([img]) => Array.from(document.querySelectorAll("#images option"), (o) => o.value).includes(img),
+    [cfg.image],
+    WAIT,
+  );
+
   step = "create a sandbox";
   await page.fill("#create-name", "webbox");
   await page.fill("#create-base", cfg.image);
