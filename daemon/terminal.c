@@ -205,10 +205,15 @@ static void viewer_unlink(viewer *v)
     session_check_flow(s);
 }
 
-/* Close v's connection with a reason and detach it. */
+/* Close v's connection with a reason and detach it. A slow viewer's close
+ * frame jumps its backlog, or it would never see it. */
 static void viewer_drop(viewer *v, unsigned code, const char *reason)
 {
-    if (v->ws) {
+    bool slow = code == 1008 && strcmp(reason, "viewer too slow") == 0;
+
+    if (v->ws && slow) {
+        pe_http_ws_abort(v->ws, code, reason);
+    } else if (v->ws) {
         if (v->proto == PE_TERM_WS_CF && code != 1000)
             cf_control(v, json_pack("{s:s,s:s}", "type", "error", "message", reason));
         pe_http_ws_close(v->ws, code, reason);
