@@ -59,7 +59,9 @@ async function signIn(t) {
   try {
     profile = await xrpc("io.pocketenv.actor.getProfile");
   } catch (e) {
-    if (e.status !== 401) signOut(`Sign-in failed: ${e.message}`);
+    // 401: xrpc has signed out. Anything else (the daemon restarting, a
+    // network error) keeps a stored token: the form is prefilled to retry.
+    if (e.status !== 401) showSignIn(`Sign-in failed: ${e.message}`, t);
     return;
   }
   localStorage.setItem(TOKEN_KEY, t);
@@ -92,16 +94,21 @@ async function loadImages() {
 }
 
 function signOut(why) {
+  localStorage.removeItem(TOKEN_KEY);
+  showSignIn(why, "");
+}
+
+// The sign-in form; value prefills the token field.
+function showSignIn(why, value) {
   closeTerminal();
   clearTimeout(pollTimer);
   token = null;
   profile = null;
-  localStorage.removeItem(TOKEN_KEY);
   $("who").textContent = "";
   $("signout").hidden = true;
   $("sandboxes").hidden = true;
   $("signin").hidden = false;
-  $("token").value = "";
+  $("token").value = value;
   say(why || "");
 }
 
