@@ -121,6 +121,17 @@ async function run(page) {
   await page.reload();
   await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
 
+  // The daemon out of reach (say, restarting) is no reason to forget it.
+  step = "an unreachable daemon keeps the token";
+  const profileUrl = "**/xrpc/io.pocketenv.actor.getProfile*";
+  await page.route(profileUrl, (r) => r.abort());
+  await page.reload();
+  await page.waitForFunction(() => /Sign-in failed/.test(document.querySelector("#message").textContent), null, WAIT);
+  if ((await page.inputValue("#token")) !== cfg.token) throw new Error("the token field is not prefilled");
+  await page.unroute(profileUrl);
+  await page.click("#signin-form button[type=submit]");
+  await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
+
   step = "the image field suggests the catalog";
   await page.waitForFunction(
     ([img]) => Array.from(document.querySelectorAll("#images option"), (o) => o.value).includes(img),
