@@ -37,7 +37,7 @@
 #include "core/util.h"
 
 #define DETACH_KEY 0x1d /* Ctrl-] */
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC11B65"
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define HANDSHAKE_MAX 8192
 #define EXIT_API 1
 
