@@ -95,7 +95,8 @@ def test_raw_terminal_resize_and_detach(logged_in, box):
     t.type("stty size\r")
     t.read_until("40 120")
     # Raw mode: Ctrl-C goes to the sandbox's shell, not to the console.
-    t.type("sleep 30\r")
+    t.type("echo zz$((1+1)); sleep 30\r")
+    t.read_until("zz2\r\n")  # the line was read: the shell runs it now
     t.type(b"\x03")  # were it not delivered, the echo below would wait 30 s
     t.type("echo after-interrupt\r")
     t.read_until("after-interrupt\r\n")
