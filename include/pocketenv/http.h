@@ -239,5 +239,8 @@ size_t pe_http_ws_pending(const pe_http_ws *ws);
  * the socket after a few seconds) on its own. ws is invalid afterwards and
  * no callback fires any more. */
 void pe_http_ws_close(pe_http_ws *ws, unsigned code, const char *reason);
+/* Like pe_http_ws_close, but the close frame goes ahead of what is queued
+ * (which is dropped): for a peer that is not reading, e.g. too slow. */
+void pe_http_ws_abort(pe_http_ws *ws, unsigned code, const char *reason);
 
 #endif

@@ -26,8 +26,9 @@
 #include "http/server-internal.h"
 
 #define DEFAULT_MAX_MESSAGE (1024 * 1024)
-/* After our close frame, how long the peer has to answer with its own. */
-#define LINGER_NS (3ull * 1000000000ull)
+/* After pe_http_ws_close, how long the peer has to take what is queued
+ * and answer our close frame with its own. */
+#define LINGER_NS (10ull * 1000000000ull)
 
 struct pe_http_ws {
     pe_http_server *srv;
@@ -44,6 +45,11 @@ struct pe_http_ws {
     bool user_closed; /* the owner let go: no more callbacks */
     bool in_recv;     /* inside wslay_event_recv: messages are being delivered */
     bool ended;
+    /* wslay sends control frames ahead of queued messages: a graceful close
+     * is queued only once the messages before it are out. */
+    bool close_pending;
+    uint16_t close_code;
+    char close_reason[124];
     pe_http_ws *next, *prev; /* the server's list */
 };
 
@@ -181,6 +187,15 @@ static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
     if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) < 0) {
         ws_end(ws);
         return;
+    }
+    if (ws->close_pending && wslay_event_get_queued_msg_count(ws->ctx) == 0) {
+        ws->close_pending = false;
+        wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason,
+                                strlen(ws->close_reason));
+        if (wslay_event_send(ws->ctx) < 0) {
+            ws_end(ws);
+            return;
+        }
     }
     if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) {
         ws_end(ws);
@@ -320,8 +335,30 @@ void pe_http_ws_close(pe_http_ws *ws, unsigned code, const char *reason)
     if (ws == NULL || ws->user_closed)
         return;
     ws->user_closed = true;
+    if (rlen > sizeof(ws->close_reason) - 1)
+        rlen = sizeof(ws->close_reason) - 1;
+    memcpy(ws->close_reason, reason ? reason : "", rlen);
+    ws->close_reason[rlen] = '\0';
+    ws->close_code = (uint16_t)code;
+    if (wslay_event_get_queued_msg_count(ws->ctx) == 0)
+        wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason, rlen);
+    else
+        ws->close_pending = true;
+    want_output(ws);
+    arm_linger(ws);
+}
+
+void pe_http_ws_abort(pe_http_ws *ws, unsigned code, const char *reason)
+{
+    size_t rlen = reason ? strlen(reason) : 0;
+
+    if (ws == NULL || ws->user_closed)
+        return;
+    ws->user_closed = true;
     if (rlen > 120)
         rlen = 120;
+    /* A control frame: wslay sends it before the queued messages, and
+     * nothing after it. */
     wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rlen);
     want_output(ws);
     arm_linger(ws);

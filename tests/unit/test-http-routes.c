@@ -508,6 +508,25 @@ TEST_CASE(ws_echo_text_binary_fragmented_ping)
     stop();
 }
 
+/* After the close handshake (or the linger without one) the socket is
+ * really closed: the client reads EOF. */
+TEST_CASE(ws_socket_closed_after_close)
+{
+    char head[4096], buf[256];
+    size_t len;
+    int fd;
+
+    start();
+    fd = ws_connect("/ws", head, sizeof(head));
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 1);
+    ws_send_frame(fd, 1, 1, "close", 5, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 8);
+    ws_send_frame(fd, 1, 8, "\x0f\xa0", 2, true); /* answer: the server closes at once */
+    ASSERT_EQ_INT(recv(fd, buf, sizeof(buf), 0), 0);
+    close(fd);
+    stop();
+}
+
 TEST_CASE(ws_bad_handshake)
 {
     start();
@@ -599,6 +618,7 @@ int main(void)
 {
     return RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
                      stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
-                     ws_echo_text_binary_fragmented_ping, ws_bad_handshake,
-                     ws_broken_frames_close_codes, ws_many_and_abrupt_disconnects);
+                     ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
+                     ws_bad_handshake, ws_broken_frames_close_codes,
+                     ws_many_and_abrupt_disconnects);
 }
