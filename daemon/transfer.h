@@ -19,9 +19,9 @@ void pe_daemon_backups_expire(pe_daemon *d, pe_store *s);
 void pe_daemon_copy_expire(pe_daemon *d);
 
 /* The caller's sandbox by id or name (another user's answers PE_ENOENT
- * "sandbox not found"), run by this daemon and past INITIALIZING
- * (PE_ESTATE otherwise). */
+ * "sandbox not found"); unless any_state, also run by this daemon and
+ * past INITIALIZING (PE_ESTATE otherwise). */
 int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
-                               pe_store_sandbox *out, pe_err *err);
+                               bool any_state, pe_store_sandbox *out, pe_err *err);
 
 #endif

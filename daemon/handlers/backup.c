@@ -50,7 +50,7 @@ static char *backups_dir(pe_daemon *d)
 }
 
 int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
-                               pe_store_sandbox *out, pe_err *err)
+                               bool any_state, pe_store_sandbox *out, pe_err *err)
 {
     int r;
 
@@ -65,6 +65,8 @@ int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const
     }
     if (r < 0)
         return err->code == PE_ENOENT ? pe_err_set(err, PE_ENOENT, 0, "sandbox not found") : -1;
+    if (any_state)
+        return 0;
     if (!pe_daemon_is_mine(d, out))
         r = pe_err_set(err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
     else if (out->status == PE_STORE_INITIALIZING)
@@ -74,9 +76,10 @@ int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const
     return r;
 }
 
-static bool lookup_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
+static bool lookup_sandbox(pe_daemon_job *job, pe_store *s, const char *id, bool any_state,
+                           pe_store_sandbox *sb)
 {
-    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, sb, &job->err) == 0)
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, any_state, sb, &job->err) == 0)
         return true;
     pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
     return false;
@@ -148,7 +151,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     pe_store_backup b = {0};
     int64_t count = 0, now = pe_store_now_ms();
 
-    if (!lookup_sandbox(job, s, job->id, &sb))
+    if (!lookup_sandbox(job, s, job->id, false, &sb))
         return;
     if (pe_store_backup_count(s, sb.id, &count, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -224,7 +227,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
     size_t n = 0;
     json_t *arr;
 
-    if (!lookup_sandbox(job, s, job->id, &sb))
+    if (!lookup_sandbox(job, s, job->id, true, &sb))
         return;
     if (pe_store_backup_list(s, sb.id, &list, &n, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -266,7 +269,7 @@ static void restore_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? BACKUP_NOT_FOUND : NULL);
         return;
     }
-    if (!lookup_sandbox(job, s, b.sandbox_id, &sb)) {
+    if (!lookup_sandbox(job, s, b.sandbox_id, false, &sb)) {
         pe_store_backup_clear(&b);
         return;
     }

@@ -530,7 +530,7 @@ static void cp_route(pe_http_request *req, void *ud)
 
 static bool running_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
 {
-    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, sb, &job->err) < 0) {
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, false, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
         return false;
     }

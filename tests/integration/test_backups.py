@@ -168,6 +168,7 @@ def test_bad_input(daemon):
     d.wait_status("bkfailed", ["FAILED"])
     st, out = backup(d, "bkfailed", "/tmp")
     assert st == 400 and out["error"] == "InvalidRequest", out
+    assert d.call(SB + "getBackups", {"id": "bkfailed"}) == (200, {"backups": []})
     assert d.sandbox("deleteSandbox", "bkfailed")[0] == 200
     st, out = backup(d, "sbx_nosuchsandbox", "/tmp")
     assert st == 404 and out["error"] == "SandboxNotFound"
