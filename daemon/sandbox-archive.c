@@ -217,7 +217,7 @@ static void find_helper(void)
 }
 
 static _Noreturn void child_exec(int data, int msgp, int sync_in, int sync_out, int target,
-                                 const char **argv)
+                                 const char **argv, const char **envp)
 {
     const int src[] = {data, msgp, sync_in, sync_out, target >= 0 ? target : data};
     int high[PE_ARRAY_LEN(src)];
@@ -237,7 +237,7 @@ static _Noreturn void child_exec(int data, int msgp, int sync_in, int sync_out, 
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
     }
-    execv(helper_path, (char *const *)argv);
+    execve(helper_path, (char *const *)argv, (char *const *)envp);
     if (write(FD_MSG, "cannot run pocketenv-archive", 28) < 0)
         _exit(4);
     _exit(4);
@@ -255,6 +255,17 @@ static int run_child(pe_daemon *d, const char *id, int data, const char **argv, 
     pid_t pid;
     char c;
 
+    /* The helper gets none of the daemon's environment (it may hold a
+     * store password), only what sanitizer builds read. Built before the
+     * fork: the child must not allocate. */
+    cleanup_free char *asan = NULL, *ubsan = NULL;
+    const char *envp[3] = {NULL, NULL, NULL};
+    size_t ne = 0;
+
+    if (getenv("ASAN_OPTIONS"))
+        envp[ne++] = asan = pe_xasprintf("ASAN_OPTIONS=%s", getenv("ASAN_OPTIONS"));
+    if (getenv("UBSAN_OPTIONS"))
+        envp[ne++] = ubsan = pe_xasprintf("UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
     pthread_once(&helper_once, find_helper);
     if (id && box_open(d, id, &b, err) < 0)
         return -1;
@@ -271,7 +282,7 @@ static int run_child(pe_daemon *d, const char *id, int data, const char **argv, 
         goto out;
     }
     if (pid == 0)
-        child_exec(data, msgp[1], to_child[0], from_child[1], b.target, argv);
+        child_exec(data, msgp[1], to_child[0], from_child[1], b.target, argv, envp);
     close(msgp[1]);
     close(to_child[0]);
     close(from_child[1]);
