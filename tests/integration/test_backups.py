@@ -285,11 +285,13 @@ def test_backups_on_postgres(pg, served):
     assert st == 200, short
     wait_for(lambda: [b["id"] for b in d.call(SB + "getBackups", {"id": "pgbk"})[1]["backups"]]
              == [keep["backup"]["id"]], 15, "the short backup to expire")
-    # A restarted daemon still has the backup, and restores it.
+    # A restarted daemon still has the backup, and restores it (stopped).
+    d.sandbox("exec", "pgbk", {"command": "rm -rf /w"})
+    assert d.sandbox("stopSandbox", "pgbk")[0] == 200
     s.stop()
     d = s.start()
-    d.sandbox("exec", "pgbk", {"command": "rm -rf /w"})
     assert restore(d, keep["backup"]["id"])[0] == 200
+    assert d.sandbox("startSandbox", "pgbk")[0] == 200
     assert d.sandbox("exec", "pgbk", {"command": "cat /w/f"})[1]["stdout"] == "pg\n"
     assert not os.path.exists(os.path.join(s.data, "pocketenv.db"))
     assert d.sandbox("deleteSandbox", "pgbk")[0] == 200
