@@ -406,172 +406,40 @@ typedef struct options {
 static void usage(FILE *f)
 {
     fputs(
-        "usage: daemonbench -p PORT -T TOKEN_FILE create [-r N] [-w N] [-i MS] [-B BASE] [-o CSV]\n"
+        "usage: daemonbench -p PORT -T TOKEN_FILE create [-r N] [-w N] [-i MS] [-B BASE] [-f FILE]"
+        " [-o CSV]\n"
         "       daemonbench -p PORT -T TOKEN_FILE exec -s ID [-r N] [-w N] [-f FILE] [-b VAR]"
         " [-o CSV]\n"
         "  -r N     measured rounds (create: 50, exec: 400); -w N warm-up rounds (5, 20)\n"
         "  -i MS    create: wait between exec/getSandbox retries (0.5)\n"
         "  -B BASE  create: the image to create from (busybox)\n"
         "  -s ID    exec: the running sandbox (id or name)\n"
-        "  -f FILE  exec: more variants, \"[label] command args\" per line\n"
-        "  -b VAR   exec: the baseline's label (the first variant)\n"
+        "  -f FILE  more variants, one per line: \"[label] CMD ARGS [&& CMD ARGS]... [;; "
+        "CLEANUP]\"\n"
+        "           (split on blanks, no shell; the commands before ';;' are timed, in sequence,\n"
+        "           each must exit 0; those after it run untimed after every sample)\n"
+        "  -b VAR   the baseline's label (default: the first variant)\n"
         "  -o CSV   every sample as CSV\n",
         f);
 }
 
-/* ---- create -> first exec ----------------------------------------------- */
+/* ---- variants: API calls and command lines ------------------------------ */
 
-enum { V_RETRY, V_POLL, N_CREATE };
+enum { API_EXEC, API_GET, API_PUBKEY, API_CREATE_RETRY, API_CREATE_POLL, CMD };
 
-static const char *const create_label[N_CREATE] = {"exec-retry", "poll-getSandbox"};
-
-typedef struct create_sample {
-    double total, created, ready, exec, requests;
-} create_sample;
-
-static bool is_running(const answer *a)
-{
-    if (a->status != 200)
-        die("getSandbox: HTTP %d: %s", a->status, a->body);
-    if (strstr(a->body, "\"status\":\"FAILED\""))
-        die("the sandbox failed to start: %s", a->body);
-    return strstr(a->body, "\"status\":\"RUNNING\"") != NULL;
-}
-
-/* One create -> first successful exec of `true`; the sandbox is deleted
- * afterwards, outside the timed part. */
-static create_sample create_once(client *c, const options *o, int how)
-{
-    char body[256], path[512];
-    create_sample s = {0};
-    double t0, t_send;
-    answer a;
-    char *id;
-
-    snprintf(body, sizeof(body), "{\"base\":\"%s\"}", o->base);
-    t0 = now_ms();
-    request(c, "POST", "/xrpc/io.pocketenv.sandbox.createSandbox", body, &a);
-    s.created = now_ms() - t0;
-    s.requests = 1;
-    if (a.status != 200 || (id = json_str(a.body, "id")) == NULL)
-        die("createSandbox: HTTP %d: %s", a.status, a.body);
-    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.getSandbox?id=%s", id);
-    while (how == V_POLL) {
-        request(c, "GET", path, NULL, &a);
-        s.requests++;
-        if (is_running(&a))
-            break;
-        if (now_ms() - t0 > READY_TIMEOUT_MS)
-            die("sandbox %s not RUNNING after %.0f ms", id, READY_TIMEOUT_MS);
-        sleep_ms(o->poll_ms);
-    }
-    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.exec?id=%s", id);
-    for (;;) {
-        t_send = now_ms();
-        request(c, "POST", path, "{\"command\":\"true\"}", &a);
-        s.requests++;
-        if (a.status == 200)
-            break;
-        if (how == V_POLL || a.status == 404 || a.status == 401 || a.status == 500)
-            die("exec into %s: HTTP %d: %s", id, a.status, a.body);
-        if (now_ms() - t0 > READY_TIMEOUT_MS)
-            die("exec into %s still failing after %.0f ms: HTTP %d: %s", id, READY_TIMEOUT_MS,
-                a.status, a.body);
-        sleep_ms(o->poll_ms);
-    }
-    s.total = now_ms() - t0;
-    s.exec = s.total - (t_send - t0);
-    s.ready = t_send - t0;
-    if (!strstr(a.body, "\"exitCode\":0"))
-        die("exec of true into %s: %s", id, a.body);
-    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.deleteSandbox?id=%s", id);
-    request(c, "POST", path, "{}", &a);
-    if (a.status != 200)
-        die("deleteSandbox %s: HTTP %d: %s", id, a.status, a.body);
-    free(id);
-    return s;
-}
-
-static void print_create(const options *o, create_sample *all[N_CREATE], unsigned connects,
-                         const char *l0, const char *l1)
-{
-    double *v = xrealloc(NULL, o->rounds * sizeof(double));
-
-    printf("daemonbench create: base %s, %lu rounds (+%lu warm-up), both variants every round in "
-           "a shuffled order, seed %llu, retry interval %.2f ms; load avg %s at start, %s at end; "
-           "%u TCP connection(s)\n\n",
-           o->base, o->rounds, o->warmup, (unsigned long long)o->seed, o->poll_ms, l0, l1,
-           connects);
-    printf("| variant | p50 ms | p10 | p90 | mean | create answered (p50) | last request sent "
-           "(p50) | exec answer (p50) | requests (p50) |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
-    for (int k = 0; k < N_CREATE; k++) {
-        summary t, parts[4];
-        for (int f = 0; f < 4; f++) {
-            for (unsigned long r = 0; r < o->rounds; r++) {
-                const create_sample *s = &all[k][r];
-                v[r] = f == 0 ? s->created : f == 1 ? s->ready : f == 2 ? s->exec : s->requests;
-            }
-            parts[f] = summarize(v, o->rounds);
-        }
-        for (unsigned long r = 0; r < o->rounds; r++)
-            v[r] = all[k][r].total;
-        t = summarize(v, o->rounds);
-        printf("| %s | **%.3f** | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.0f |\n",
-               create_label[k], t.p50, t.p10, t.p90, t.mean, parts[0].p50, parts[1].p50,
-               parts[2].p50, parts[3].p50);
-    }
-    free(v);
-}
-
-static void write_create_raw(const options *o, create_sample *all[N_CREATE])
-{
-    FILE *f = fopen(o->raw, "we");
-
-    if (f == NULL)
-        die("open %s: %s", o->raw, strerror(errno));
-    fprintf(f, "variant,round,total_ms,created_ms,ready_ms,exec_ms,requests\n");
-    for (int k = 0; k < N_CREATE; k++)
-        for (unsigned long r = 0; r < o->rounds; r++) {
-            const create_sample *s = &all[k][r];
-            fprintf(f, "%s,%lu,%.6f,%.6f,%.6f,%.6f,%.0f\n", create_label[k], r + 1, s->total,
-                    s->created, s->ready, s->exec, s->requests);
-        }
-    if (fclose(f) != 0)
-        die("write %s: %s", o->raw, strerror(errno));
-}
-
-static void run_create(client *c, options *o)
-{
-    create_sample *all[N_CREATE];
-    uint64_t st = o->seed;
-    size_t order[N_CREATE];
-    char l0[64], l1[64];
-
-    for (int k = 0; k < N_CREATE; k++)
-        all[k] = xrealloc(NULL, o->rounds * sizeof(create_sample));
-    loadavg(l0, sizeof(l0));
-    for (unsigned long r = 0; r < o->warmup + o->rounds; r++) {
-        shuffle(order, N_CREATE, &st);
-        for (size_t i = 0; i < N_CREATE; i++) {
-            create_sample s = create_once(c, o, (int)order[i]);
-            if (r >= o->warmup)
-                all[order[i]][r - o->warmup] = s;
-        }
-    }
-    loadavg(l1, sizeof(l1));
-    print_create(o, all, c->connects, l0, l1);
-    if (o->raw)
-        write_create_raw(o, all);
-}
-
-/* ---- exec round trip, with peers ---------------------------------------- */
+typedef struct sample {
+    double total, created, ready, exec, requests; /* the parts: create variants only */
+} sample;
 
 typedef struct variant {
+    int kind;
     char *label, *line;
-    char *argv[MAX_ARGS + 1]; /* a command; argv[0] NULL for an API call */
-    const char *method, *path, *body;
-    double *ms;
+    /* CMD: the tokens, each command ended by a NULL ("&&"); from
+     * argv[cleanup] on (if > 0) the untimed cleanup */
+    char *argv[MAX_ARGS + 1];
+    size_t nargs, cleanup;
+    char *path; /* API_EXEC, API_GET */
+    sample *s;
 } variant;
 
 static bool is_blank(char ch)
@@ -579,11 +447,28 @@ static bool is_blank(char ch)
     return ch == ' ' || ch == '\t';
 }
 
-/* "[label] cmd args..." split on blanks, as altbench does. */
+static void add_token(variant *v, const char *s, size_t len, const char *line)
+{
+    if (v->nargs == MAX_ARGS)
+        die("more than %d words in \"%s\"", MAX_ARGS, line);
+    if (len == 2 && memcmp(s, "&&", 2) == 0) {
+        v->argv[v->nargs++] = NULL;
+    } else if (len == 2 && memcmp(s, ";;", 2) == 0) {
+        if (v->cleanup)
+            die("two ';;' in \"%s\"", line);
+        v->argv[v->nargs++] = NULL;
+        v->cleanup = v->nargs;
+    } else {
+        v->argv[v->nargs++] = xstrndup(s, len);
+    }
+}
+
+/* "[label] cmd args [&& cmd args]... [;; cleanup]" split on blanks. */
 static void parse_command(variant *v, const char *s, size_t len)
 {
-    size_t i = 0, argc = 0;
+    size_t i = 0;
 
+    v->kind = CMD;
     while (i < len && is_blank(s[i]))
         i++;
     if (i < len && s[i] == '[') {
@@ -600,14 +485,16 @@ static void parse_command(variant *v, const char *s, size_t len)
         size_t start = i;
         while (i < len && !is_blank(s[i]))
             i++;
-        if (argc == MAX_ARGS)
-            die("more than %d arguments in \"%.*s\"", MAX_ARGS, (int)len, s);
-        v->argv[argc++] = xstrndup(s + start, i - start);
+        add_token(v, s + start, i - start, v->line);
         while (i < len && is_blank(s[i]))
             i++;
     }
-    if (argc == 0)
+    v->argv[v->nargs] = NULL;
+    if (v->nargs == 0 || v->argv[0] == NULL || v->argv[v->nargs - 1] == NULL)
         die("empty command in \"%.*s\"", (int)len, s);
+    for (size_t k = 1; k < v->nargs; k++)
+        if (v->argv[k] == NULL && v->argv[k - 1] == NULL)
+            die("empty command in \"%.*s\"", (int)len, s);
     if (v->label == NULL)
         v->label = xstrndup(v->line, strlen(v->line));
 }
@@ -635,9 +522,9 @@ static size_t read_commands(variant *v, size_t n, const char *path)
     return n;
 }
 
-static double run_command(const variant *v, int devnull)
+/* fork -> execvp -> waitpid of argv (up to its NULL); must exit 0. */
+static void run_one(const variant *v, char **argv, int devnull)
 {
-    double t0 = now_ms(), t1;
     int status = 0;
     pid_t pid = fork();
 
@@ -646,119 +533,273 @@ static double run_command(const variant *v, int devnull)
     if (pid == 0) {
         if (dup2(devnull, 0) < 0 || dup2(devnull, 1) < 0)
             _exit(126);
-        execvp(v->argv[0], v->argv);
-        dprintf(2, "daemonbench: exec %s: %s\n", v->argv[0], strerror(errno));
+        execvp(argv[0], argv);
+        dprintf(2, "daemonbench: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
     }
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
             die("waitpid: %s", strerror(errno));
-    t1 = now_ms();
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        die("\"%s\" (%s) failed with status 0x%x", v->label, v->line, (unsigned)status);
-    return t1 - t0;
+        die("\"%s\" (%s) failed with status 0x%x", v->label, argv[0], (unsigned)status);
 }
 
-static double run_api(client *c, const variant *v)
+/* The commands in argv[from, to), one after the other. */
+static void run_seq(const variant *v, size_t from, size_t to, int devnull)
 {
-    double t0 = now_ms(), t1;
+    for (size_t k = from; k < to; k++) {
+        run_one(v, (char **)&v->argv[k], devnull);
+        while (k < to && v->argv[k] != NULL)
+            k++;
+    }
+}
+
+static sample run_command(const variant *v, int devnull)
+{
+    double t0 = now_ms();
+    sample s = {0};
+
+    run_seq(v, 0, v->cleanup ? v->cleanup - 1 : v->nargs, devnull);
+    s.total = now_ms() - t0;
+    if (v->cleanup)
+        run_seq(v, v->cleanup, v->nargs, devnull);
+    return s;
+}
+
+/* ---- create -> first exec ----------------------------------------------- */
+
+static bool is_running(const answer *a)
+{
+    if (a->status != 200)
+        die("getSandbox: HTTP %d: %s", a->status, a->body);
+    if (strstr(a->body, "\"status\":\"FAILED\""))
+        die("the sandbox failed to start: %s", a->body);
+    return strstr(a->body, "\"status\":\"RUNNING\"") != NULL;
+}
+
+/* One create -> first successful exec of `true`; the sandbox is deleted
+ * afterwards, outside the timed part. */
+static sample create_once(client *c, const options *o, int kind)
+{
+    char body[256], path[512];
+    sample s = {0};
+    double t0, t_send;
+    answer a;
+    char *id;
+
+    snprintf(body, sizeof(body), "{\"base\":\"%s\"}", o->base);
+    t0 = now_ms();
+    request(c, "POST", "/xrpc/io.pocketenv.sandbox.createSandbox", body, &a);
+    s.created = now_ms() - t0;
+    s.requests = 1;
+    if (a.status != 200 || (id = json_str(a.body, "id")) == NULL)
+        die("createSandbox: HTTP %d: %s", a.status, a.body);
+    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.getSandbox?id=%s", id);
+    while (kind == API_CREATE_POLL) {
+        request(c, "GET", path, NULL, &a);
+        s.requests++;
+        if (is_running(&a))
+            break;
+        if (now_ms() - t0 > READY_TIMEOUT_MS)
+            die("sandbox %s not RUNNING after %.0f ms", id, READY_TIMEOUT_MS);
+        sleep_ms(o->poll_ms);
+    }
+    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.exec?id=%s", id);
+    for (;;) {
+        t_send = now_ms();
+        request(c, "POST", path, "{\"command\":\"true\"}", &a);
+        s.requests++;
+        if (a.status == 200)
+            break;
+        /* 400 "not running" is the only answer that means "not yet" */
+        if (kind == API_CREATE_POLL || a.status != 400)
+            die("exec into %s: HTTP %d: %s", id, a.status, a.body);
+        if (now_ms() - t0 > READY_TIMEOUT_MS)
+            die("exec into %s still failing after %.0f ms: HTTP %d: %s", id, READY_TIMEOUT_MS,
+                a.status, a.body);
+        sleep_ms(o->poll_ms);
+    }
+    s.total = now_ms() - t0;
+    s.exec = s.total - (t_send - t0);
+    s.ready = t_send - t0;
+    if (!strstr(a.body, "\"exitCode\":0"))
+        die("exec of true into %s: %s", id, a.body);
+    snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.deleteSandbox?id=%s", id);
+    request(c, "POST", path, "{}", &a);
+    if (a.status != 200)
+        die("deleteSandbox %s: HTTP %d: %s", id, a.status, a.body);
+    free(id);
+    return s;
+}
+
+/* ---- exec round trip ---------------------------------------------------- */
+
+static sample run_api(client *c, const variant *v)
+{
+    const char *method = v->kind == API_EXEC ? "POST" : "GET";
+    const char *body = v->kind == API_EXEC ? "{\"command\":\"true\"}" : NULL;
+    double t0 = now_ms();
+    sample s = {0};
     answer a;
 
-    request(c, v->method, v->path, v->body, &a);
-    t1 = now_ms();
+    request(c, method, v->path, body, &a);
+    s.total = now_ms() - t0;
     if (a.status != 200)
         die("%s: HTTP %d: %s", v->label, a.status, a.body);
-    if (v->body && !strstr(a.body, "\"exitCode\":0"))
+    if (body && !strstr(a.body, "\"exitCode\":0"))
         die("%s: %s", v->label, a.body);
-    return t1 - t0;
+    return s;
 }
 
-static size_t api_variants(variant *v, const char *id)
+static void api_variant(variant *v, int kind, const char *label, const char *id)
 {
     char buf[512];
 
-    v[0].label = xstrndup("API exec `true`", 15);
-    v[0].method = "POST";
-    snprintf(buf, sizeof(buf), "/xrpc/io.pocketenv.sandbox.exec?id=%s", id);
-    v[0].path = xstrndup(buf, strlen(buf));
-    v[0].body = "{\"command\":\"true\"}";
-    v[1].label = xstrndup("API getSandbox", 14);
-    v[1].method = "GET";
-    snprintf(buf, sizeof(buf), "/xrpc/io.pocketenv.sandbox.getSandbox?id=%s", id);
-    v[1].path = xstrndup(buf, strlen(buf));
-    v[2].label = xstrndup("API getPublicKey (loop thread only)", 35);
-    v[2].method = "GET";
-    v[2].path = "/xrpc/io.pocketenv.server.getPublicKey";
-    for (int i = 0; i < 3; i++) {
-        snprintf(buf, sizeof(buf), "%s %s%s%s", v[i].method, v[i].path, v[i].body ? " " : "",
-                 v[i].body ? v[i].body : "");
-        v[i].line = xstrndup(buf, strlen(buf));
+    v->kind = kind;
+    v->label = xstrndup(label, strlen(label));
+    switch (kind) {
+    case API_EXEC:
+        snprintf(buf, sizeof(buf), "/xrpc/io.pocketenv.sandbox.exec?id=%s", id);
+        v->path = xstrndup(buf, strlen(buf));
+        snprintf(buf, sizeof(buf), "POST %s {\"command\":\"true\"}", v->path);
+        break;
+    case API_GET:
+        snprintf(buf, sizeof(buf), "/xrpc/io.pocketenv.sandbox.getSandbox?id=%s", id);
+        v->path = xstrndup(buf, strlen(buf));
+        snprintf(buf, sizeof(buf), "GET %s", v->path);
+        break;
+    case API_PUBKEY:
+        v->path = xstrndup("/xrpc/io.pocketenv.server.getPublicKey", 38);
+        snprintf(buf, sizeof(buf), "GET %s", v->path);
+        break;
+    case API_CREATE_RETRY:
+        snprintf(buf, sizeof(buf),
+                 "POST createSandbox {\"base\":\"%s\"}, then POST exec "
+                 "{\"command\":\"true\"} until 200",
+                 id);
+        break;
+    default:
+        snprintf(buf, sizeof(buf),
+                 "POST createSandbox {\"base\":\"%s\"}, GET getSandbox until "
+                 "RUNNING, POST exec {\"command\":\"true\"}",
+                 id);
+        break;
     }
-    return 3;
+    v->line = xstrndup(buf, strlen(buf));
 }
 
-static void print_exec(const options *o, variant *v, size_t n, unsigned connects, const char *l0,
-                       const char *l1)
+/* ---- the run ------------------------------------------------------------ */
+
+static void print_table(const options *o, variant *v, size_t n, bool parts)
 {
+    double *x = xrealloc(NULL, o->rounds * sizeof(double));
     size_t base = 0;
-    summary sb;
+    summary sb, t, p[4];
 
     for (size_t i = 0; o->baseline && i < n; i++)
         if (strcmp(v[i].label, o->baseline) == 0)
             base = i;
-    sb = summarize(v[base].ms, o->rounds);
-    printf("daemonbench exec: %zu variants, %lu rounds (+%lu warm-up), interleaved and shuffled, "
-           "seed %llu; load avg %s at start, %s at end; %u TCP connection(s) for the API rows\n\n",
-           n, o->rounds, o->warmup, (unsigned long long)o->seed, l0, l1, connects);
-    printf("| variant | p50 ms | p10 | p90 | p99 | mean | × %s |\n", v[base].label);
-    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    for (unsigned long r = 0; r < o->rounds; r++)
+        x[r] = v[base].s[r].total;
+    sb = summarize(x, o->rounds);
+    printf("| variant | p50 ms | p10 | p90 | p99 | mean | × %s |%s\n", v[base].label,
+           parts ? " create answered (p50) | last request sent (p50) | its answer took (p50) | "
+                   "requests (p50) |"
+                 : "");
+    printf("|---|---:|---:|---:|---:|---:|---:|%s\n", parts ? "---:|---:|---:|---:|" : "");
     for (size_t i = 0; i < n; i++) {
-        summary s = summarize(v[i].ms, o->rounds);
-        printf("| %s | %.3f | %.3f | %.3f | %.3f | %.3f | %.2f |\n", v[i].label, s.p50, s.p10,
-               s.p90, s.p99, s.mean, s.p50 / sb.p50);
+        for (int f = 0; f < 5; f++) {
+            for (unsigned long r = 0; r < o->rounds; r++) {
+                const sample *s = &v[i].s[r];
+                x[r] = f == 0   ? s->total
+                       : f == 1 ? s->created
+                       : f == 2 ? s->ready
+                       : f == 3 ? s->exec
+                                : s->requests;
+            }
+            if (f == 0)
+                t = summarize(x, o->rounds);
+            else
+                p[f - 1] = summarize(x, o->rounds);
+        }
+        printf("| %s | **%.3f** | %.3f | %.3f | %.3f | %.3f | %.2f |", v[i].label, t.p50, t.p10,
+               t.p90, t.p99, t.mean, t.p50 / sb.p50);
+        if (parts && v[i].kind == CMD)
+            printf(" — | — | — | — |");
+        else if (parts)
+            printf(" %.3f | %.3f | %.3f | %.0f |", p[0].p50, p[1].p50, p[2].p50, p[3].p50);
+        putchar('\n');
     }
-    printf("\n| variant | request or command |\n|---|---|\n");
+    printf("\n| variant | requests or commands |\n|---|---|\n");
     for (size_t i = 0; i < n; i++)
         printf("| %s | `%s` |\n", v[i].label, v[i].line);
+    free(x);
 }
 
-static void run_exec(client *c, options *o)
+static void write_raw(const options *o, const variant *v, size_t n)
+{
+    FILE *f = fopen(o->raw, "we");
+
+    if (f == NULL)
+        die("open %s: %s", o->raw, strerror(errno));
+    fprintf(f, "variant,label,round,total_ms,created_ms,ready_ms,exec_ms,requests\n");
+    for (size_t i = 0; i < n; i++)
+        for (unsigned long r = 0; r < o->rounds; r++) {
+            const sample *s = &v[i].s[r];
+            fprintf(f, "%zu,\"%s\",%lu,%.6f,%.6f,%.6f,%.6f,%.0f\n", i + 1, v[i].label, r + 1,
+                    s->total, s->created, s->ready, s->exec, s->requests);
+        }
+    if (fclose(f) != 0)
+        die("write %s: %s", o->raw, strerror(errno));
+}
+
+/* Every round runs every variant once, in a fresh shuffled order. */
+static void run(client *c, options *o, bool create)
 {
     static variant v[MAX_VARIANTS];
-    size_t n = api_variants(v, o->sandbox), order[MAX_VARIANTS];
+    size_t n = 0, order[MAX_VARIANTS];
     uint64_t st = o->seed;
     int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     char l0[64], l1[64];
 
     if (devnull < 0)
         die("open /dev/null: %s", strerror(errno));
+    if (create) {
+        api_variant(&v[n++], API_CREATE_RETRY, "API create -> exec (exec-retry)", o->base);
+        api_variant(&v[n++], API_CREATE_POLL, "API create -> exec (poll-getSandbox)", o->base);
+    } else {
+        api_variant(&v[n++], API_EXEC, "API exec `true`", o->sandbox);
+        api_variant(&v[n++], API_GET, "API getSandbox", o->sandbox);
+        api_variant(&v[n++], API_PUBKEY, "API getPublicKey (loop thread only)", o->sandbox);
+    }
     if (o->file)
         n = read_commands(v, n, o->file);
     for (size_t i = 0; i < n; i++)
-        v[i].ms = xrealloc(NULL, o->rounds * sizeof(double));
+        v[i].s = xrealloc(NULL, o->rounds * sizeof(sample));
     loadavg(l0, sizeof(l0));
     for (unsigned long r = 0; r < o->warmup + o->rounds; r++) {
         shuffle(order, n, &st);
         for (size_t k = 0; k < n; k++) {
             variant *x = &v[order[k]];
-            double ms = x->argv[0] ? run_command(x, devnull) : run_api(c, x);
+            sample s = x->kind == CMD ? run_command(x, devnull)
+                       : x->kind == API_CREATE_RETRY || x->kind == API_CREATE_POLL
+                           ? create_once(c, o, x->kind)
+                           : run_api(c, x);
             if (r >= o->warmup)
-                x->ms[r - o->warmup] = ms;
+                x->s[r - o->warmup] = s;
         }
     }
     loadavg(l1, sizeof(l1));
-    print_exec(o, v, n, c->connects, l0, l1);
-    if (o->raw) {
-        FILE *f = fopen(o->raw, "we");
-        if (f == NULL)
-            die("open %s: %s", o->raw, strerror(errno));
-        fprintf(f, "variant,label,round,ms\n");
-        for (size_t i = 0; i < n; i++)
-            for (unsigned long r = 0; r < o->rounds; r++)
-                fprintf(f, "%zu,\"%s\",%lu,%.6f\n", i + 1, v[i].label, r + 1, v[i].ms[r]);
-        if (fclose(f) != 0)
-            die("write %s: %s", o->raw, strerror(errno));
-    }
+    printf("daemonbench %s: %zu variants, %lu rounds (+%lu warm-up), interleaved and shuffled, "
+           "seed %llu; load avg %s at start, %s at end; %u TCP connection(s) for the API rows",
+           create ? "create" : "exec", n, o->rounds, o->warmup, (unsigned long long)o->seed, l0, l1,
+           c->connects);
+    if (create)
+        printf("; retry interval %.2f ms", o->poll_ms);
+    printf("\n\n");
+    print_table(o, v, n, create);
+    if (o->raw)
+        write_raw(o, v, n);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -835,13 +876,13 @@ int main(int argc, char **argv)
         o.warmup = warmup_set ? o.warmup : 5;
         if (o.rounds == 0)
             die("-r must be at least 1");
-        run_create(&c, &o);
+        run(&c, &o, true);
     } else if (strcmp(mode, "exec") == 0) {
         o.rounds = rounds_set ? o.rounds : 400;
         o.warmup = warmup_set ? o.warmup : 20;
         if (o.sandbox == NULL || o.rounds == 0)
             die("exec needs -s ID and at least one round");
-        run_exec(&c, &o);
+        run(&c, &o, false);
     } else {
         die("unknown mode %s: create or exec", mode);
     }

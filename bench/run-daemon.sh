@@ -2,6 +2,8 @@
 # The daemon's benchmarks (issue 4): `pocketenv serve` on a free 127.0.0.1
 # port with its own data dir, then
 #   1. create -> first exec via the API (build/bench/daemonbench create),
+#      next to the same through the CLI without the daemon (runtime create
+#      + start + exec; a one-shot `pocketenv run`),
 #   2. the exec round trip via the API next to its peers: `pocketenv
 #      runtime exec` (CLI, no daemon), `nsenter -a`, `runc exec`, host
 #      /bin/sh (daemonbench exec, all interleaved),
@@ -137,6 +139,17 @@ api() {
     fi
 }
 
+# create_peers NET: the same work without the daemon, for daemonbench -f:
+# runtime create + start + exec (then rm, untimed) in the daemon's data
+# dir under a name the daemon leaves alone, and a one-shot run.
+create_peers() {
+    local pe="$PE --data $DDATA"
+    cat >"create-peers-$1" <<EOF
+[CLI create + start + exec (no daemon)] $pe runtime create pebench-cli --image busybox --net $1 && $pe runtime start pebench-cli && $pe runtime exec pebench-cli -- /bin/sh -c true ;; $pe runtime rm pebench-cli
+[CLI one-shot run (no daemon)] $pe run --image busybox --net $1 -- /bin/sh -c true
+EOF
+}
+
 mem_row() {
     local st=/proc/$DPID/status
     awk -v what="$1" '
@@ -151,17 +164,32 @@ mem_note() {
     MEM_TABLE+=$(mem_row "$1")$'\n'
 }
 
+# CPU ticks of the daemon: all threads, and the loop (main) thread alone.
+cpu_ticks() {
+    echo "$(awk '{ print $14 + $15 }' "/proc/$DPID/stat") $(awk '{ print $14 + $15 }' "/proc/$DPID/task/$DPID/stat")"
+}
+
+# wrk_run LABEL PATH: one wrk run; prints a tab-separated line: label,
+# req/s, latency p50 p90 p99, non-2xx, socket errors, daemon CPU us per
+# request (all threads, loop thread), wrk's CPU us per request.
 wrk_run() {
-    local label=$1 path=$2 out
-    out=$(wrk -t2 -c"$CONNS" -d"${WRK_SECONDS}s" --latency \
-        -H "Authorization: Bearer $(jq -r .token "$TOKEN_FILE")" "http://127.0.0.1:$PORT$path")
-    [ -z "$OUTDIR" ] || printf '%s\n' "$out" >>"$OUTDIR/wrk-${label// /_}.txt"
-    # label, req/s, p50, p90, p99 latency, non-2xx, socket errors
-    printf '%s\n' "$out" | awk -v l="$label" '
+    local label=$1 path=$2 out c0 c1
+    c0=$(cpu_ticks)
+    out=$( { TIMEFORMAT='WRKCPU %U %S'; time wrk -t2 -c"$CONNS" -d"${WRK_SECONDS}s" --latency \
+        -H "Authorization: Bearer $(jq -r .token "$TOKEN_FILE")" "http://127.0.0.1:$PORT$path"; } 2>&1)
+    c1=$(cpu_ticks)
+    [ -z "$OUTDIR" ] || printf '%s\n' "$out" >>"$OUTDIR/wrk-${label//\//}.txt"
+    printf '%s\n' "$out" | awk -v l="$label" -v c0="$c0" -v c1="$c1" -v hz="$(getconf CLK_TCK)" '
+        / requests in / { n = $1 }
         /Requests\/sec/ { rps = $2 }
         $1 == "50%" { p50 = $2 } $1 == "90%" { p90 = $2 } $1 == "99%" { p99 = $2 }
         /Non-2xx/ { bad = $NF } /Socket errors/ { sock = $0; sub(/.*errors: /, "", sock) }
-        END { printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l, rps, p50, p90, p99, bad + 0, sock ? sock : "none" }'
+        /^WRKCPU/ { wrk = $2 + $3 }
+        END {
+            split(c0, a, " "); split(c1, b, " ")
+            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.0f\t%.0f\t%.0f\n", l, rps, p50, p90, p99, bad + 0,
+                sock ? sock : "none", (b[1] - a[1]) / hz * 1e6 / n, (b[2] - a[2]) / hz * 1e6 / n, wrk * 1e6 / n
+        }'
 }
 
 echo "## Daemon benchmarks (issue 4)"
@@ -178,8 +206,9 @@ mem_note "idle, 1 s after start"
 echo
 echo "### 1. createSandbox -> first successful exec of \`true\` (busybox image already built)"
 echo
-"$DB" -p "$PORT" -T "$TOKEN_FILE" create -r "$CREATE_ROUNDS" -i "$RETRY_MS" \
-    ${OUTDIR:+-o "$OUTDIR/create-none.csv"}
+create_peers none
+"$DB" -p "$PORT" -T "$TOKEN_FILE" create -r "$CREATE_ROUNDS" -i "$RETRY_MS" -f create-peers-none \
+    -b "CLI create + start + exec (no daemon)" ${OUTDIR:+-o "$OUTDIR/create-none.csv"}
 mem_note "after step 1 ($((CREATE_ROUNDS * 2 + 10)) creates + deletes)"
 
 echo
@@ -232,8 +261,8 @@ for ((k = 1; k <= WRK_ROUNDS; k++)); do
         esac
     done
 done
-echo "| endpoint | req/s (median of rounds) | req/s per round | latency p50 | p90 | p99 (round of the median) | non-2xx | socket errors |"
-echo "|---|---:|---|---:|---:|---:|---:|---|"
+echo "| endpoint | req/s (median of rounds) | req/s per round | latency p50 | p90 | p99 | daemon CPU µs/req (loop thread) | wrk CPU µs/req | non-2xx | socket errors |"
+echo "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"
 for l in /healthz getPublicKey getSandbox; do
     printf '%s' "$WRK_ALL" | awk -F'\t' -v l="$l" '
         $1 == l { n++; rps[n] = $2; line[n] = $0; bad += $6; if ($7 != "none") sock = sock $7 "; " }
@@ -243,9 +272,13 @@ for l in /healthz getPublicKey getSandbox; do
                 if (s[j] < s[i]) { t = s[i]; s[i] = s[j]; s[j] = t; t = idx[i]; idx[i] = idx[j]; idx[j] = t }
             m = idx[int((n + 1) / 2)]; split(line[m], f, "\t")
             all = ""; for (i = 1; i <= n; i++) all = all (i > 1 ? ", " : "") sprintf("%.0f", rps[i])
-            printf "| %s | **%.0f** | %s | %s | %s | %s | %d | %s |\n", l, f[2], all, f[3], f[4], f[5], bad, sock ? sock : "none"
+            printf "| %s | **%.0f** | %s | %s | %s | %s | %s (%s) | %s | %d | %s |\n", l, f[2], all, f[3], f[4],
+                f[5], f[8], f[9], f[10], bad, sock ? sock : "none"
         }'
 done
+echo
+echo "Latency and CPU columns are from the round with the median req/s. CPU per request: the"
+echo "daemon's utime+stime (/proc, clock ticks) and wrk's, over the run, divided by its requests."
 mem_note "after step 3 (wrk)"
 sleep 2
 mem_note "idle again, 2 s later"
@@ -267,7 +300,8 @@ if [ "$NAT" = 1 ]; then
     echo
     echo "### 1b. createSandbox -> first exec, second daemon with --sandbox-net nat (pid $DPID)"
     echo
-    "$DB" -p "$PORT" -T "$TOKEN_FILE" create -r "$CREATE_ROUNDS" -i "$RETRY_MS" \
-        ${OUTDIR:+-o "$OUTDIR/create-nat.csv"}
+    create_peers nat
+    "$DB" -p "$PORT" -T "$TOKEN_FILE" create -r "$CREATE_ROUNDS" -i "$RETRY_MS" -f create-peers-nat \
+        -b "CLI create + start + exec (no daemon)" ${OUTDIR:+-o "$OUTDIR/create-nat.csv"}
     stop_daemon
 fi
