@@ -196,7 +196,8 @@ echo "## Daemon benchmarks (issue 4)"
 echo
 machine_info
 echo "- daemon: \`pocketenv serve --listen 127.0.0.1:0 --rate-limit 0 --idle-timeout 0 --sandbox-net none\`,"
-echo "  own --data dir, SQLite store; $(dpkg-query -W -f='libmicrohttpd ${Version}' libmicrohttpd12 2>/dev/null); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+echo "  pocketenv-serve sha256 $(sha256sum bin/pocketenv-serve | cut -c1-12), own --data dir, SQLite store;"
+echo "  $(dpkg-query -W -f='libmicrohttpd ${Version}' libmicrohttpd12 2>/dev/null); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
 
 start_daemon none data-none
 echo "- daemon pid $DPID on 127.0.0.1:$PORT"
