@@ -26,6 +26,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "image/image.h"
+#include "resources.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
@@ -163,7 +164,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
-    if (pe_runtime_start(&d->rt, sb->id, err) < 0)
+    if (pe_daemon_sandbox_start(d, sb, err) < 0) /* with its variables, secrets, volumes */
         return -1;
     /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
     if (pe_runtime_inspect(&d->rt, sb->id, &json, err) < 0)
@@ -174,6 +175,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     json_decref(info);
     if (pid > 0)
         *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    pe_daemon_sandbox_place_files(d, sb);
     return 0;
 }
 
@@ -198,8 +200,19 @@ static void run_work(pe_daemon_job *job, pe_store *s)
         /* Deleted (or changed) while we were starting it: undo. */
         pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
         pe_runtime_remove(&job->d->rt, sb.id, &err);
+    } else if (sb.repo) {
+        job->in = json_pack("{s:s}", "repo", sb.repo); /* cloned by run_after */
     }
     pe_store_sandbox_clear(&sb);
+}
+
+/* Loop thread: a repo to clone now that the sandbox runs (repo.c). */
+static void clone_after(pe_daemon_job *job)
+{
+    const char *repo = json_string_value(json_object_get(job->in, "repo"));
+
+    if (!job->failed && repo && job->id)
+        pe_daemon_repo_clone_later(job->d, job->id, repo);
 }
 
 /* ---- createSandbox ---- */
@@ -251,6 +264,11 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0) {
+        pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -266,6 +284,7 @@ void pe_daemon_sandbox_resume(pe_daemon *d, const char *id)
     pe_daemon_job *run = pe_daemon_job_new(d, NULL, NULL, run_work);
 
     run->id = pe_xstrdup(id);
+    run->after = clone_after;
     pe_daemon_job_submit(run);
 }
 
@@ -281,6 +300,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *name = json_string_value(json_object_get(req->body, "name"));
     const char *base = json_string_value(json_object_get(req->body, "base"));
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
     pe_daemon_job *job;
     pe_err err;
 
@@ -291,9 +311,17 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
     /* base names an image of DATA/images, never a host path. */
     if (base == NULL || base[0] == '\0' || base[0] == '.' || strchr(base, '/')) {
         pe_err_set(&err, PE_EINVAL, 0, "base must be an image name");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    if (pe_daemon_create_resources_check(d, req->body, &err) < 0) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
@@ -345,6 +373,8 @@ static void start_work(pe_daemon_job *job, pe_store *s)
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }
+    free(job->id); /* the id, not the name, for clone_after */
+    job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -518,12 +548,15 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
-    if (pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+    if (pe_daemon_sandbox_env(job->d, s, sb.id, &opts.env, &job->err) < 0 ||
+        pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+        pe_daemon_env_free(opts.env);
         pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
+    pe_daemon_env_free(opts.env);
     close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
     p.stdin_fd = -1;
     collect(&p, job->d->exec_timeout, &out, &errb, &timed_out);
@@ -622,6 +655,30 @@ static void get_sandboxes(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+static void start_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = NULL;
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    did = pe_daemon_auth(d, req);
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, start_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    if (req->body)
+        job->in = json_deep_copy(req->body);
+    job->after = clone_after;
+    pe_daemon_job_submit(job);
+}
+
 /* ---- registration ---- */
 
 /* Handlers that take the sandbox from the id parameter. */
@@ -645,7 +702,6 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
         by_id(req, ud, work);                                                                      \
     }
 BY_ID(get_sandbox, get_work)
-BY_ID(start_sandbox, start_work)
 BY_ID(stop_sandbox, stop_work)
 BY_ID(delete_sandbox, delete_work)
 BY_ID(exec_sandbox, exec_work)

@@ -5,8 +5,8 @@
  *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
  *   run/<key>/             one-shot runs in progress: lock (held by the
  *                          running command), idbase
- *   idmap/<slot>           claimed user id ranges (idmap.c)
- * and, host-wide, /run/pocketenv/net/ for network leases (net.c).
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
+ * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
  * Lifecycle of a persistent sandbox (state persisted before the call
  * returns): created -> running <-> paused, running/paused -> stopped ->
@@ -593,7 +593,32 @@ fail:
     return err->code == PE_EEXIST ? -1 : pe_err_prefix(err, "create sandbox %s", cfg->name);
 }
 
-static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *err)
+/* The stored config with a start's extra binds appended, in *out (which
+ * borrows every string; free only out->binds). Extra binds are checked as
+ * create checks stored ones. */
+static int with_extra_binds(const pe_sandbox_cfg *cfg, const pe_start_extra *x, pe_sandbox_cfg *out,
+                            pe_err *err)
+{
+    *out = *cfg;
+    if (x == NULL || x->n_binds == 0)
+        return 0;
+    if (cfg->n_binds + x->n_binds > PE_MAX_BINDS)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
+    out->binds = pe_xcalloc(cfg->n_binds + x->n_binds, sizeof(pe_bind));
+    if (cfg->n_binds > 0)
+        memcpy(out->binds, cfg->binds, cfg->n_binds * sizeof(pe_bind));
+    memcpy(out->binds + cfg->n_binds, x->binds, x->n_binds * sizeof(pe_bind));
+    out->n_binds = cfg->n_binds + x->n_binds;
+    if (validate_cfg(out, err) < 0) {
+        free(out->binds);
+        out->binds = cfg->binds;
+        return -1;
+    }
+    return 0;
+}
+
+static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_start_extra *x,
+                        pe_err *err)
 {
     cleanup_free char *disk = pe_xasprintf("%s/disk", dir);
     cleanup_fd int devnull = -1;
@@ -601,7 +626,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     pe_cgroup_limits lim;
     pe_spawn_req req;
     pe_spawn_res sp;
-    pe_sandbox_cfg ncfg;
+    pe_sandbox_cfg ncfg, xcfg;
     pe_net_lease lease;
     char **envp = NULL, **argv = NULL;
     int init_fd, ret = -1;
@@ -616,14 +641,16 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
     limits_of(&st->cfg, &lim);
-    if (net_prepare(rt, &st->cfg, dir, st->id, &lease, &ncfg, err) < 0)
+    if (with_extra_binds(&st->cfg, x, &xcfg, err) < 0)
         return -1;
+    if (net_prepare(rt, &xcfg, dir, st->id, &lease, &ncfg, err) < 0)
+        goto out_binds;
     if (pe_cgroup_create(st->id, &lim, &cg, err) < 0) {
         pe__net_release(&lease);
-        net_cfg_free(&st->cfg, &ncfg);
-        return -1;
+        net_cfg_free(&xcfg, &ncfg);
+        goto out_binds;
     }
-    envp = build_env(&st->cfg, NULL, false, st->cfg.uid);
+    envp = build_env(&st->cfg, x ? x->env : NULL, false, st->cfg.uid);
     argv = init_argv(true, false, -1, -1, NULL);
     memset(&req, 0, sizeof(req));
     req.cfg = &ncfg;
@@ -654,14 +681,26 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     st->error = NULL;
     ret = pe__state_save(dir, st, err);
 out:
-    net_cfg_free(&st->cfg, &ncfg);
+    net_cfg_free(&xcfg, &ncfg);
     pe_cgroup_free(cg);
+    /* envp may hold a start's secrets: wipe before freeing. */
+    for (char **e = envp; e && *e; e++)
+        explicit_bzero(*e, strlen(*e));
     free_strv(envp);
     free_strv(argv);
+out_binds:
+    if (xcfg.binds != st->cfg.binds)
+        free(xcfg.binds);
     return ret;
 }
 
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err)
+{
+    return pe_runtime_start_with(rt, name, NULL, err);
+}
+
+int pe_runtime_start_with(pe_runtime *rt, const char *name, const pe_start_extra *extra,
+                          pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_state st;
@@ -674,7 +713,7 @@ int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err)
     if (is_up(&st))
         ret = pe_err_set(err, PE_ESTATE, 0, "sandbox %s is already %s", name, st.status);
     else
-        ret = start_locked(rt, dir, &st, err);
+        ret = start_locked(rt, dir, &st, extra, err);
     if (ret < 0)
         pe_err_prefix(err, "start sandbox %s", name);
     pe__state_clear(&st);
@@ -854,6 +893,8 @@ static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc
     req.envp = envp;
     req.workdir = proc->workdir ? proc->workdir : (st.cfg.workdir ? st.cfg.workdir : "/");
     req.tty = proc->tty;
+    req.tty_cols = proc->tty_cols;
+    req.tty_rows = proc->tty_rows;
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
     memcpy(req.stdio, stdio, sizeof(req.stdio));

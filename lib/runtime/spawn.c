@@ -393,6 +393,11 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
             pe_err_sys(err, "idmap image %s", req->rootfs);
             goto kill;
         }
+        for (size_t i = 0; i < cfg->n_binds; i++)
+            if (cfg->binds[i].idmap && set_mount_attr(fds[PE_FD_BINDS + i], 0, userns, false) < 0) {
+                pe_err_sys(err, "idmap volume %s", cfg->binds[i].host);
+                goto kill;
+            }
     } else if (set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, -1, false) < 0) {
         pe_err_sys(err, "make image read-only");
         goto kill;
@@ -451,6 +456,10 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.tty = req->tty;
     if (req->tty)
         caller_winsize(&ctx.winsize);
+    if (req->tty && req->tty_cols > 0 && req->tty_rows > 0) {
+        ctx.winsize.ws_col = req->tty_cols;
+        ctx.winsize.ws_row = req->tty_rows;
+    }
     ctx.workdir = req->workdir;
     ctx.uid = req->uid;
     ctx.gid = req->gid;

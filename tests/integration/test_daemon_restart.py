@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, our_cgroups, sandbox_processes, wait_for
+from conftest import BIN, idmap_claims, our_cgroups, sandbox_processes, wait_for
 from test_daemon import Daemon, free_port
 
 
@@ -91,8 +91,7 @@ def served(tmp_path):
         # nothing half-made is left: no staging directory, no user id range
         sbdir = os.path.join(s.data, "sandboxes")
         assert not os.path.isdir(sbdir) or os.listdir(sbdir) == []
-        idmap = os.path.join(s.data, "idmap")
-        assert not os.path.isdir(idmap) or os.listdir(idmap) == []
+        assert idmap_claims(s.data) == []
     wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
              "sandbox processes to exit")
     assert set(our_cgroups()) - before_cgroups == set()
