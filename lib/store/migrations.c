@@ -196,6 +196,11 @@ static const char *const migrations[] = {
     "  UNIQUE (sandbox_id, owner_did, provider)"
     ");"
     "CREATE INDEX provider_credentials_owner ON provider_credentials(owner_did);",
+
+    /* 2: preview access of exposed ports (daemon/proxy.c): a port is
+     * private (owner's token or its secret) unless public. */
+    "ALTER TABLE sandbox_ports ADD COLUMN public INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sandbox_ports ADD COLUMN secret TEXT;",
 };
 
 const char *const pe__store_sandbox_children[] = {

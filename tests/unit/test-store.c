@@ -22,6 +22,7 @@
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
+#include "pocketenv/store-ports.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
 #include "task.h"
@@ -1140,6 +1141,61 @@ BOTH(backups)
     pe_store_close(s);
 }
 
+/* Ports: one row per (sandbox, port), a second exposure is PE_EEXIST, the
+ * access columns round-trip, and deleting the sandbox drops its ports. */
+BOTH(ports)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL;
+    pe_store_port got = {0}, *list = NULL;
+    size_t n = 0;
+    pe_store_port p1 = {.id = "port_1",
+                        .port = 8080,
+                        .description = "web",
+                        .preview_url = "http://x/",
+                        .secret = "s3cr3t"};
+    pe_store_port p2 = {.id = "port_2", .port = 1025, .public_access = true};
+
+    add_user(s, "did:key:zA", "a");
+    a = add_sandbox(s, "did:key:zA", "mine", 0);
+    p1.sandbox_id = a;
+    p2.sandbox_id = a;
+    ASSERT_EQ_INT(pe_store_port_add(s, &p1, &err), 0);
+    ASSERT_EQ_INT(pe_store_port_add(s, &p2, &err), 0);
+    p1.id = "port_3";
+    ASSERT_EQ_INT(pe_store_port_add(s, &p1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    p1.sandbox_id = "sbx_nope";
+    ASSERT_EQ_INT(pe_store_port_add(s, &p1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_port_get(s, a, 8080, &got, &err), 0);
+    ASSERT_EQ_STR(got.id, "port_1");
+    ASSERT_EQ_STR(got.description, "web");
+    ASSERT_EQ_STR(got.preview_url, "http://x/");
+    ASSERT_EQ_STR(got.secret, "s3cr3t");
+    ASSERT(!got.public_access && got.created_at > 0);
+    pe_store_port_clear(&got);
+    ASSERT_EQ_INT(pe_store_port_get(s, a, 9, &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_port_list(s, a, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 2);
+    ASSERT_EQ_INT(list[0].port, 1025);
+    ASSERT(list[0].public_access && list[0].secret == NULL && list[0].description == NULL);
+    ASSERT_EQ_INT(list[1].port, 8080);
+    pe_store_port_list_free(list, n);
+
+    ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), 0);
+    ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, a, &err), 0);
+    ASSERT_EQ_INT(pe_store_port_list(s, a, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    pe_store_close(s);
+}
+
 int main(void)
 {
     int failed = 0;
@@ -1166,6 +1222,7 @@ int main(void)
                   sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status, sqlite_not_found,
                   sqlite_kv, sqlite_resources, sqlite_volumes, sqlite_delete_cascades,
                   sqlite_hostile_strings, sqlite_two_handles, sqlite_backups);
+    failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
                         pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
                         pg_delete_cascades, pg_hostile_strings, pg_two_handles, pg_backups);

@@ -1,0 +1,130 @@
+/* The store's typed operations for exposed ports (pocketenv/store-ports.h).
+ *
+ * Rows of sandbox_ports: the unique (sandbox_id, port) constraint makes a
+ * second exposure of one port PE_EEXIST, which the API answers 409 (where
+ * upstream lets the database error through as a 500). Every value is a
+ * bound parameter. Threading: none; one pe_store per thread. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "pocketenv/store-ports.h"
+#include "store-internal.h"
+
+#define PORT_COLS "id, sandbox_id, port, description, preview_url, public, secret, created_at"
+
+void pe_store_port_clear(pe_store_port *p)
+{
+    if (p == NULL)
+        return;
+    free((char *)p->id);
+    free((char *)p->sandbox_id);
+    free((char *)p->description);
+    free((char *)p->preview_url);
+    free((char *)p->secret);
+    memset(p, 0, sizeof(*p));
+}
+
+void pe_store_port_list_free(pe_store_port *list, size_t n)
+{
+    for (size_t i = 0; list && i < n; i++)
+        pe_store_port_clear(&list[i]);
+    free(list);
+}
+
+static void row_to_port(const pe__sql_res *r, size_t row, pe_store_port *p)
+{
+    p->id = pe__sql_dup(r, row, 0);
+    p->sandbox_id = pe__sql_dup(r, row, 1);
+    p->port = (int)pe__sql_int(r, row, 2);
+    p->description = pe__sql_dup(r, row, 3);
+    p->preview_url = pe__sql_dup(r, row, 4);
+    p->public_access = pe__sql_int(r, row, 5) != 0;
+    p->secret = pe__sql_dup(r, row, 6);
+    p->created_at = pe__sql_int(r, row, 7);
+}
+
+int pe_store_port_add(pe_store *s, const pe_store_port *p, pe_err *err)
+{
+    int64_t now = p->created_at ? p->created_at : pe_store_now_ms();
+
+    if (p->id == NULL || p->sandbox_id == NULL || p->port < 1 || p->port > 65535)
+        return pe_err_set(err, PE_EINVAL, 0, "add port: id, sandbox and a port 1-65535 needed");
+    if (pe__store_query(s,
+                        "INSERT INTO sandbox_ports (id, sandbox_id, port, description, "
+                        "preview_url, public, secret, created_at, updated_at) "
+                        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                        (pe__sql_arg[]){SQL_TEXT(p->id), SQL_TEXT(p->sandbox_id), SQL_INT(p->port),
+                                        SQL_TEXT(p->description), SQL_TEXT(p->preview_url),
+                                        SQL_INT(p->public_access ? 1 : 0), SQL_TEXT(p->secret),
+                                        SQL_INT(now)},
+                        8, NULL, err) < 0) {
+        if (err && err->code == PE_EEXIST)
+            return pe_err_set(err, PE_EEXIST, 0, "port %d is already exposed", p->port);
+        if (err && err->code == PE_ENOENT)
+            return pe_err_set(err, PE_ENOENT, 0, "add port: sandbox %s not found", p->sandbox_id);
+        return pe_err_prefix(err, "add port %d", p->port);
+    }
+    return 0;
+}
+
+static int select_rows(pe_store *s, const char *sql, const pe__sql_arg *args, size_t nargs,
+                       pe_store_port **out, size_t *n, pe_err *err)
+{
+    pe__sql_res r = {0};
+
+    *out = NULL;
+    *n = 0;
+    if (pe__store_query(s, sql, args, nargs, &r, err) < 0)
+        return pe_err_prefix(err, "list ports");
+    if (r.nrows > 0)
+        *out = pe_xcalloc(r.nrows, sizeof(**out));
+    for (size_t i = 0; i < r.nrows; i++)
+        row_to_port(&r, i, &(*out)[i]);
+    *n = r.nrows;
+    pe__sql_res_clear(&r);
+    return 0;
+}
+
+int pe_store_port_get(pe_store *s, const char *sandbox_id, int port, pe_store_port *out,
+                      pe_err *err)
+{
+    pe_store_port *list = NULL;
+    size_t n = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (select_rows(s,
+                    "SELECT " PORT_COLS " FROM sandbox_ports WHERE sandbox_id = $1 AND port = $2",
+                    (pe__sql_arg[]){SQL_TEXT(sandbox_id), SQL_INT(port)}, 2, &list, &n, err) < 0)
+        return -1;
+    if (n == 0)
+        return pe_err_set(err, PE_ENOENT, 0, "port %d is not exposed", port);
+    *out = list[0];
+    memset(&list[0], 0, sizeof(list[0]));
+    pe_store_port_list_free(list, n);
+    return 0;
+}
+
+int pe_store_port_list(pe_store *s, const char *sandbox_id, pe_store_port **out, size_t *n,
+                       pe_err *err)
+{
+    return select_rows(s,
+                       "SELECT " PORT_COLS " FROM sandbox_ports WHERE sandbox_id = $1 "
+                       "ORDER BY port",
+                       (pe__sql_arg[]){SQL_TEXT(sandbox_id)}, 1, out, n, err);
+}
+
+int pe_store_port_delete(pe_store *s, const char *sandbox_id, int port, pe_err *err)
+{
+    pe__sql_res r = {0};
+
+    if (pe__store_query(s, "DELETE FROM sandbox_ports WHERE sandbox_id = $1 AND port = $2",
+                        (pe__sql_arg[]){SQL_TEXT(sandbox_id), SQL_INT(port)}, 2, &r, err) < 0)
+        return pe_err_prefix(err, "delete port %d", port);
+    if (r.changes == 0) {
+        pe__sql_res_clear(&r);
+        return pe_err_set(err, PE_ENOENT, 0, "port %d is not exposed", port);
+    }
+    pe__sql_res_clear(&r);
+    return 0;
+}
