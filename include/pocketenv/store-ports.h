@@ -24,6 +24,7 @@ typedef struct pe_store_port {
     bool public_access; /* anyone with the URL, no token or secret */
     const char *secret; /* per-port secret that opens a private preview */
     int64_t created_at;
+    const char *owner_did; /* the sandbox's owner: filled by pe_store_port_find only */
 } pe_store_port;
 
 void pe_store_port_clear(pe_store_port *p);
@@ -37,6 +38,11 @@ int pe_store_port_get(pe_store *s, const char *sandbox_id, int port, pe_store_po
                       pe_err *err);
 /* Every port of sandbox_id, by port number. */
 int pe_store_port_list(pe_store *s, const char *sandbox_id, pe_store_port **out, size_t *n,
+                       pe_err *err);
+/* The rows of port on every sandbox whose id is ident or whose name is
+ * ident, whoever owns it (names are unique per owner only): the preview
+ * proxy picks among them by the caller's credentials. */
+int pe_store_port_find(pe_store *s, const char *ident, int port, pe_store_port **out, size_t *n,
                        pe_err *err);
 /* Remove (sandbox_id, port); PE_ENOENT if it was not exposed. */
 int pe_store_port_delete(pe_store *s, const char *sandbox_id, int port, pe_err *err);

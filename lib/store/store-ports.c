@@ -22,6 +22,7 @@ void pe_store_port_clear(pe_store_port *p)
     free((char *)p->description);
     free((char *)p->preview_url);
     free((char *)p->secret);
+    free((char *)p->owner_did);
     memset(p, 0, sizeof(*p));
 }
 
@@ -42,6 +43,8 @@ static void row_to_port(const pe__sql_res *r, size_t row, pe_store_port *p)
     p->public_access = pe__sql_int(r, row, 5) != 0;
     p->secret = pe__sql_dup(r, row, 6);
     p->created_at = pe__sql_int(r, row, 7);
+    if (r->ncols > 8)
+        p->owner_did = pe__sql_dup(r, row, 8);
 }
 
 int pe_store_port_add(pe_store *s, const pe_store_port *p, pe_err *err)
@@ -112,6 +115,17 @@ int pe_store_port_list(pe_store *s, const char *sandbox_id, pe_store_port **out,
                        "SELECT " PORT_COLS " FROM sandbox_ports WHERE sandbox_id = $1 "
                        "ORDER BY port",
                        (pe__sql_arg[]){SQL_TEXT(sandbox_id)}, 1, out, n, err);
+}
+
+int pe_store_port_find(pe_store *s, const char *ident, int port, pe_store_port **out, size_t *n,
+                       pe_err *err)
+{
+    return select_rows(s,
+                       "SELECT p.id, p.sandbox_id, p.port, p.description, p.preview_url, "
+                       "p.public, p.secret, p.created_at, x.owner_did FROM sandbox_ports p "
+                       "JOIN sandboxes x ON x.id = p.sandbox_id "
+                       "WHERE (x.id = $1 OR x.name = $1) AND p.port = $2 ORDER BY p.created_at",
+                       (pe__sql_arg[]){SQL_TEXT(ident), SQL_INT(port)}, 2, out, n, err);
 }
 
 int pe_store_port_delete(pe_store *s, const char *sandbox_id, int port, pe_err *err)

@@ -1187,6 +1187,17 @@ BOTH(ports)
     ASSERT_EQ_INT(list[1].port, 8080);
     pe_store_port_list_free(list, n);
 
+    ASSERT_EQ_INT(pe_store_port_find(s, "mine", 8080, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 1);
+    ASSERT_EQ_STR(list[0].owner_did, "did:key:zA");
+    ASSERT_EQ_STR(list[0].sandbox_id, a);
+    pe_store_port_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_port_find(s, a, 1025, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 1);
+    pe_store_port_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_port_find(s, "mine", 9999, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+
     ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), 0);
     ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
