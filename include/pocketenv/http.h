@@ -160,6 +160,19 @@ typedef void (*pe_http_handler)(pe_http_request *req, void *ud);
 int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
                   void *ud, pe_err *err);
 
+/* Serve every request whose Host header (without its port) ends with
+ * suffix (".localhost"), with at least one character before it, with fn,
+ * whatever its path: such requests never reach /xrpc/ or the path routes.
+ * req->rest is the whole path. For preview URLs of a reverse proxy. */
+int pe_http_route_host(pe_http_server *srv, const char *suffix, size_t max_body, pe_http_handler fn,
+                       void *ud, pe_err *err);
+
+/* Every header (name, value) or every query argument (decoded name, value;
+ * value NULL for an argument without '='), in the order received. */
+typedef void (*pe_http_each_fn)(const char *name, const char *value, void *ud);
+void pe_http_header_each(pe_http_request *req, pe_http_each_fn fn, void *ud);
+void pe_http_query_each(pe_http_request *req, pe_http_each_fn fn, void *ud);
+
 /* A query argument (decoded) or header of the request, NULL if absent.
  * Valid while the request is unanswered. */
 const char *pe_http_query(pe_http_request *req, const char *key);
@@ -242,5 +255,27 @@ void pe_http_ws_close(pe_http_ws *ws, unsigned code, const char *reason);
 /* Like pe_http_ws_close, but the close frame goes ahead of what is queued
  * (which is dropped): for a peer that is not reading, e.g. too slow. */
 void pe_http_ws_abort(pe_http_ws *ws, unsigned code, const char *reason);
+
+/* -- raw upgrades --
+ *
+ * For a program that relays an upgraded connection's bytes itself (a
+ * reverse proxy passing a WebSocket through): answer 101 with headers
+ * (which must include Upgrade; MHD adds Connection: Upgrade), then the
+ * client's socket is the program's until pe_http_raw_close. */
+typedef struct pe_http_raw pe_http_raw;
+
+typedef struct pe_http_raw_callbacks {
+    /* The socket (blocking mode as accepted; not to be closed by the
+     * program) and the bytes the server had read past the request. */
+    void (*on_socket)(pe_http_raw *raw, int fd, const char *extra, size_t extra_len, void *ud);
+    /* The upgrade never happened (client gone) or the server is shutting
+     * down: stop using the socket at once. raw is invalid afterwards. */
+    void (*on_close)(pe_http_raw *raw, void *ud);
+} pe_http_raw_callbacks;
+
+pe_http_raw *pe_http_upgrade_raw(pe_http_request *req, const char *const *headers,
+                                 const pe_http_raw_callbacks *cb, void *ud);
+/* Done with the socket: the server closes it. No callback fires after. */
+void pe_http_raw_close(pe_http_raw *raw);
 
 #endif

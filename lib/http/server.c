@@ -72,8 +72,9 @@ struct rate_entry {
 };
 
 struct route {
-    char *prefix;
+    char *prefix; /* a path prefix, or a host suffix when by_host */
     size_t plen, max_body;
+    bool by_host;
     pe_http_handler fn;
     void *ud;
 };
@@ -115,6 +116,7 @@ struct pe_http_server {
     size_t n_routes;
     struct pe_http_stream *streams; /* live streams, for shutdown */
     pe_http_ws *ws_list;            /* live WebSockets (ws.c), for shutdown */
+    struct pe_http_raw *raws;       /* live raw upgrades, for shutdown */
 
     struct rate_entry **rate_tab;
     size_t rate_nbuckets, rate_count;
@@ -156,6 +158,17 @@ struct conn {
     size_t body_limit;
     struct pe_http_stream *stream; /* answered with a stream */
     pe_http_ws *ws;                /* answered 101, socket not handed over yet */
+    struct pe_http_raw *raw;       /* raw upgrade answered, socket not handed over yet */
+};
+
+/* A raw upgrade (pe_http_upgrade_raw): the socket belongs to the owner
+ * between on_socket and pe_http_raw_close. */
+struct pe_http_raw {
+    pe_http_server *srv;
+    struct MHD_UpgradeResponseHandle *urh;
+    pe_http_raw_callbacks cb;
+    void *ud;
+    struct pe_http_raw *next, *prev; /* srv->raws */
 };
 
 void pe_http_config_init(pe_http_config *cfg)
@@ -660,10 +673,31 @@ static const struct route *route_find(pe_http_server *s, const char *url)
 
     for (size_t i = 0; i < s->n_routes; i++) {
         const struct route *r = &s->routes[i];
-        if (strncmp(url, r->prefix, r->plen) == 0 && (best == NULL || r->plen > best->plen))
+        if (!r->by_host && strncmp(url, r->prefix, r->plen) == 0 &&
+            (best == NULL || r->plen > best->plen))
             best = r;
     }
     return best;
+}
+
+/* The host route whose suffix ends the Host header (port left out), with
+ * at least one character before it: "8080-box.localhost:8789" matches
+ * ".localhost"; "localhost:8789" does not. */
+static const struct route *host_route_find(pe_http_server *s, const char *host)
+{
+    size_t hl;
+    const char *colon;
+
+    if (host == NULL)
+        return NULL;
+    colon = strrchr(host, ':');
+    hl = colon ? (size_t)(colon - host) : strlen(host);
+    for (size_t i = 0; i < s->n_routes; i++) {
+        const struct route *r = &s->routes[i];
+        if (r->by_host && hl > r->plen && strncasecmp(host + hl - r->plen, r->prefix, r->plen) == 0)
+            return r;
+    }
+    return NULL;
 }
 
 /* Headers are in: everything that can be decided before the body. */
@@ -677,7 +711,7 @@ static void custom_start(struct conn *c, const struct route *r, const char *url,
     c->hreq = (pe_http_request){
         .method = method,
         .path = url,
-        .rest = url + r->plen,
+        .rest = r->by_host ? url : url + r->plen,
         .authorization = c->req.authorization,
         .client_addr = c->client,
         .body = "",
@@ -709,15 +743,13 @@ static void custom_dispatch(struct conn *c)
     }
 }
 
-int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
-                  void *ud, pe_err *err)
+static int add_route(pe_http_server *srv, const char *prefix, bool by_host, size_t max_body,
+                     pe_http_handler fn, void *ud, pe_err *err)
 {
     struct route *r = NULL;
 
-    if (prefix == NULL || prefix[0] != '/')
-        return pe_err_set(err, PE_EINVAL, 0, "route prefix must start with '/'");
     for (size_t i = 0; i < srv->n_routes; i++)
-        if (strcmp(srv->routes[i].prefix, prefix) == 0)
+        if (srv->routes[i].by_host == by_host && strcmp(srv->routes[i].prefix, prefix) == 0)
             r = &srv->routes[i];
     if (r == NULL) {
         if (srv->n_routes == MAX_ROUTES)
@@ -726,11 +758,56 @@ int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_h
         r = &srv->routes[srv->n_routes++];
         r->prefix = pe_xstrdup(prefix);
         r->plen = strlen(prefix);
+        r->by_host = by_host;
     }
     r->max_body = max_body ? max_body : srv->cfg.max_json_body;
     r->fn = fn;
     r->ud = ud;
     return 0;
+}
+
+int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
+                  void *ud, pe_err *err)
+{
+    if (prefix == NULL || prefix[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "route prefix must start with '/'");
+    return add_route(srv, prefix, false, max_body, fn, ud, err);
+}
+
+int pe_http_route_host(pe_http_server *srv, const char *suffix, size_t max_body, pe_http_handler fn,
+                       void *ud, pe_err *err)
+{
+    if (suffix == NULL || suffix[0] != '.' || suffix[1] == '\0')
+        return pe_err_set(err, PE_EINVAL, 0, "host route suffix must start with '.'");
+    return add_route(srv, suffix, true, max_body, fn, ud, err);
+}
+
+struct each_ctx {
+    pe_http_each_fn fn;
+    void *ud;
+};
+
+static enum MHD_Result each_value(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  const char *value)
+{
+    struct each_ctx *e = cls;
+
+    e->fn(key, value, e->ud);
+    return MHD_YES;
+}
+
+void pe_http_header_each(pe_http_request *req, pe_http_each_fn fn, void *ud)
+{
+    struct each_ctx e = {fn, ud};
+
+    MHD_get_connection_values(conn_of_http(req)->mc, MHD_HEADER_KIND, each_value, &e);
+}
+
+void pe_http_query_each(pe_http_request *req, pe_http_each_fn fn, void *ud)
+{
+    struct each_ctx e = {fn, ud};
+
+    MHD_get_connection_values(conn_of_http(req)->mc, MHD_GET_ARGUMENT_KIND, each_value, &e);
 }
 
 const char *pe_http_query(pe_http_request *req, const char *key)
@@ -1019,6 +1096,90 @@ pe_http_ws *pe_http_upgrade_ws(pe_http_request *req, const pe_http_ws_callbacks 
     return ws;
 }
 
+/* ---- raw upgrades (a proxy relays the bytes itself) --------------------- */
+
+static void raw_unlink(struct pe_http_raw *raw)
+{
+    pe_http_server *s = raw->srv;
+
+    if (raw->prev)
+        raw->prev->next = raw->next;
+    else if (s->raws == raw)
+        s->raws = raw->next;
+    if (raw->next)
+        raw->next->prev = raw->prev;
+    raw->next = raw->prev = NULL;
+}
+
+static void on_raw_upgrade(void *cls, struct MHD_Connection *mc, void *con_cls,
+                           const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                           struct MHD_UpgradeResponseHandle *urh)
+{
+    struct pe_http_raw *raw = cls;
+    struct conn *c = con_cls;
+
+    if (c)
+        c->raw = NULL;
+    raw->urh = urh;
+    raw->cb.on_socket(raw, sock, extra_in, extra_in_size, raw->ud);
+}
+
+pe_http_raw *pe_http_upgrade_raw(pe_http_request *req, const char *const *headers,
+                                 const pe_http_raw_callbacks *cb, void *ud)
+{
+    struct conn *c = conn_of_http(req);
+    struct pe_http_raw *raw;
+    struct MHD_Response *r;
+
+    if (!check_answer_once(c))
+        return NULL;
+    raw = pe_xcalloc(1, sizeof(*raw));
+    raw->srv = c->srv;
+    raw->cb = *cb;
+    raw->ud = ud;
+    r = MHD_create_response_for_upgrade(on_raw_upgrade, raw);
+    if (r == NULL)
+        abort(); /* allocation failure */
+    add_headers(r, headers);
+    raw->next = c->srv->raws;
+    if (raw->next)
+        raw->next->prev = raw;
+    c->srv->raws = raw;
+    c->resp = r;
+    c->status = 101;
+    c->raw = raw;
+    answered(c);
+    return raw;
+}
+
+void pe_http_raw_close(pe_http_raw *raw)
+{
+    pe_http_server *s;
+
+    if (raw == NULL)
+        return;
+    s = raw->srv;
+    raw_unlink(raw);
+    if (raw->urh) {
+        MHD_upgrade_action(raw->urh, MHD_UPGRADE_ACTION_CLOSE);
+        kick(s);
+    }
+    free(raw);
+}
+
+/* The owner is told (on_close) and must stop using the socket; the server
+ * then gives it back to MHD. */
+static void raw_end(struct pe_http_raw *raw)
+{
+    raw_unlink(raw);
+    raw->next = raw->prev = NULL;
+    if (raw->cb.on_close)
+        raw->cb.on_close(raw, raw->ud);
+    if (raw->urh)
+        MHD_upgrade_action(raw->urh, MHD_UPGRADE_ACTION_CLOSE);
+    free(raw);
+}
+
 pe_ev_loop *pe__http_loop(pe_http_server *srv)
 {
     return srv->loop;
@@ -1060,7 +1221,10 @@ static void route(struct conn *c, const char *url, const char *method)
     const struct route *r;
 
     c->label = "other";
-    if (!strcmp(method, "OPTIONS")) {
+    if ((r = host_route_find(
+             c->srv, MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host"))) != NULL) {
+        custom_start(c, r, url, method);
+    } else if (!strcmp(method, "OPTIONS")) {
         c->label = "preflight";
         serve_preflight(c);
     } else if (!strncmp(url, "/xrpc/", 6)) {
@@ -1181,6 +1345,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         stream_gone(c->stream);
     if (c->ws) /* answered 101 but the upgrade never happened */
         pe__ws_abort(pe_steal_ptr(&c->ws));
+    if (c->raw) /* same for a raw upgrade */
+        raw_end(pe_steal_ptr(&c->raw));
     if (c->resp)
         MHD_destroy_response(c->resp);
     json_decref(c->req.params);
@@ -1356,6 +1522,8 @@ void pe_http_server_free(pe_http_server *s)
             }
         }
         pe__ws_close_all(s);
+        while (s->raws)
+            raw_end(s->raws);
         run_mhd(s);
         MHD_stop_daemon(s->mhd);
     }
