@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "ports.h"
 #include "resources.h"
 #include "transfer.h"
 #include "runtime/security.h"
@@ -308,8 +309,9 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
-        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
-        pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_ports(d, err) < 0 ||
+        pe_daemon_register_terminal(d, err) < 0 || pe_daemon_register_web(d, err) < 0 ||
+        pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
     }

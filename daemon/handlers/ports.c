@@ -1,0 +1,335 @@
+/* io.pocketenv.sandbox.exposePort, unexposePort, getExposedPorts,
+ * exposeVscode (reference §1.4, §3.5): a port of a sandbox made reachable
+ * through the daemon's own reverse proxy (daemon/proxy.c).
+ *
+ * A row of sandbox_ports is the whole state: the proxy reads it on every
+ * request, so unexposePort takes effect at once. previewUrl is the Host
+ * form http://<port>-<name>.localhost:<daemon port>/ (docs/design/ports.md
+ * says why not the path form). A port is private unless the body says
+ * "public": true (our extension); a private port opens with the owner's
+ * token or with its secret, which exposePort and getExposedPorts hand the
+ * owner as shareUrl (previewUrl + ?pe_secret=...).
+ *
+ * Handlers check input on the loop thread and do store and runtime work
+ * on a worker. Another user's sandbox answers as a missing one. */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "ports.h"
+#include "pocketenv/store-ports.h"
+#include "transfer.h"
+
+#define SANDBOX_NOT_FOUND "SandboxNotFound"
+#define DESCRIPTION_MAX 1000
+#define PER_SANDBOX_MAX 64
+#define VSCODE_PORT 1024 /* upstream's */
+#define VSCODE_SETTLE_MS 1000
+
+char *pe_daemon_preview_url(pe_daemon *d, const char *name, int port)
+{
+    return pe_xasprintf("http://%d-%s.localhost:%u/", port, name, pe_http_server_port(d->srv));
+}
+
+static json_t *port_view(pe_daemon *d, const char *name, const pe_store_port *p)
+{
+    cleanup_free char *url = pe_daemon_preview_url(d, name, p->port);
+    json_t *o = json_pack("{s:i, s:s, s:b}", "port", p->port, "previewUrl", url, "public",
+                          p->public_access);
+
+    if (p->description)
+        json_object_set_new(o, "description", json_string(p->description));
+    if (!p->public_access && p->secret)
+        json_object_set_new(o, "shareUrl", json_sprintf("%s?pe_secret=%s", url, p->secret));
+    return o;
+}
+
+static bool lookup(pe_daemon_job *job, pe_store *s, bool running, pe_store_sandbox *sb)
+{
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, !running, sb, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    return false;
+}
+
+static char *new_secret(void)
+{
+    unsigned char raw[16];
+    char *hex = pe_xmalloc(sizeof(raw) * 2 + 1);
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        abort(); /* the kernel's CSPRNG does not fail for 16 bytes */
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return hex;
+}
+
+/* Insert the row for port; the reply is {previewUrl, shareUrl?, ...}. An
+ * existing row is PE_EEXIST unless reuse (exposeVscode: answer it). */
+static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, int port,
+                    const char *desc, bool pub, bool reuse)
+{
+    cleanup_free char *id = pe_store_new_id("port_"), *secret = new_secret();
+    cleanup_free char *url = pe_daemon_preview_url(job->d, sb->name, port);
+    pe_store_port p = {.id = id,
+                       .sandbox_id = sb->id,
+                       .port = port,
+                       .description = desc,
+                       .preview_url = url,
+                       .public_access = pub,
+                       .secret = secret};
+    pe_store_port *list = NULL, got = {0};
+    size_t n = 0;
+
+    if (pe_store_port_list(s, sb->id, &list, &n, &job->err) < 0)
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    pe_store_port_list_free(list, n);
+    if (n >= PER_SANDBOX_MAX) {
+        pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox exposes at most %d ports", PER_SANDBOX_MAX);
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    if (pe_store_port_add(s, &p, &job->err) < 0) {
+        if (!(reuse && job->err.code == PE_EEXIST))
+            return pe_daemon_job_fail(job, &job->err,
+                                      job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        if (pe_store_port_get(s, sb->id, port, &got, &job->err) < 0)
+            return pe_daemon_job_fail(job, &job->err, NULL);
+        job->out = port_view(job->d, sb->name, &got);
+        pe_store_port_clear(&got);
+        return 0;
+    }
+    job->out = port_view(job->d, sb->name, &p);
+    pe_log_info("event=expose sandbox=%s port=%d public=%d", sb->id, port, pub);
+    return 0;
+}
+
+/* ---- exposePort ---- */
+
+static void expose_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    int port = (int)json_integer_value(json_object_get(job->in, "port"));
+
+    if (!lookup(job, s, false, &sb))
+        return;
+    add_port(job, s, &sb, port, json_string_value(json_object_get(job->in, "description")),
+             json_is_true(json_object_get(job->in, "public")), false);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void submit(pe_daemon *d, pe_xrpc_request *req, char *did, pe_daemon_work_fn work)
+{
+    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
+
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = req->body ? json_deep_copy(req->body) : json_object();
+    pe_daemon_job_submit(job);
+}
+
+static void expose_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *desc = json_string_value(json_object_get(req->body, "description"));
+    json_t *pub = json_object_get(req->body, "public");
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if ((desc && strlen(desc) > DESCRIPTION_MAX &&
+         pe_err_set(&err, PE_EINVAL, 0, "description longer than %d bytes", DESCRIPTION_MAX)) ||
+        (pub && !json_is_boolean(pub) &&
+         pe_err_set(&err, PE_EINVAL, 0, "public must be a boolean"))) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    submit(d, req, did, expose_work);
+}
+
+/* ---- unexposePort ---- */
+
+static void unexpose_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    int port = (int)json_integer_value(json_object_get(job->in, "port"));
+
+    if (!lookup(job, s, false, &sb))
+        return;
+    if (pe_store_port_delete(s, sb.id, port, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "PortNotFound" : NULL);
+    else
+        pe_log_info("event=unexpose sandbox=%s port=%d", sb.id, port);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void unexpose_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    char *did = pe_daemon_auth(d, req);
+
+    if (did)
+        submit(d, req, pe_steal_ptr(&did), unexpose_work);
+}
+
+/* ---- getExposedPorts ---- */
+
+static void list_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    pe_store_port *list = NULL;
+    size_t n = 0;
+    json_t *arr;
+
+    if (!lookup(job, s, false, &sb))
+        return;
+    if (pe_store_port_list(s, sb.id, &list, &n, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        arr = json_array();
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, port_view(job->d, sb.name, &list[i]));
+        job->out = json_pack("{s:o}", "ports", arr);
+    }
+    pe_store_port_list_free(list, n);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void list_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    char *did = pe_daemon_auth(d, req);
+
+    if (did)
+        submit(d, req, pe_steal_ptr(&did), list_work);
+}
+
+/* ---- exposeVscode ---- */
+
+/* Does something accept connections on addr:port? (blocking, short) */
+static bool listening(const char *addr, int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct pollfd pfd;
+    int fd, soerr = 0;
+    socklen_t sl = sizeof(soerr);
+    bool ok = false;
+
+    if (addr == NULL || inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
+        return false;
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        ok = true;
+    } else if (errno == EINPROGRESS) {
+        pfd = (struct pollfd){.fd = fd, .events = POLLOUT};
+        ok = poll(&pfd, 1, 500) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 &&
+             soerr == 0;
+    }
+    close(fd);
+    return ok;
+}
+
+static int no_code_server(pe_err *err)
+{
+    return pe_err_set(err, PE_EINVAL, 0,
+                      "the sandbox's image has no code-server (install it, e.g. from "
+                      "https://github.com/coder/code-server, then call exposeVscode again)");
+}
+
+/* Start code-server in sb as upstream does (--bind-addr 0.0.0.0:1024
+ * --auth none: the preview proxy does the access control), argv only, no
+ * shell. It is our child: job->init_pidfd hands its pidfd to the reaper.
+ * A missing binary is a 400 that says so. */
+static int start_vscode(pe_daemon_job *job, const pe_store_sandbox *sb)
+{
+    char *argv[] = {(char *)"code-server", (char *)"--bind-addr", (char *)"0.0.0.0:1024",
+                    (char *)"--auth",      (char *)"none",        NULL};
+    pe_proc_opts opts = {.argv = argv};
+    pe_proc p = {.pid = -1,
+                 .pidfd = -1,
+                 .signal_pidfd = -1,
+                 .stdin_fd = -1,
+                 .stdout_fd = -1,
+                 .stderr_fd = -1,
+                 .pty_fd = -1};
+    struct pollfd pfd;
+    int code = 0;
+
+    if (pe_runtime_exec_start(&job->d->rt, sb->id, &opts, &p, &job->err) < 0) {
+        if (job->err.errnum == ENOENT)
+            return no_code_server(&job->err);
+        return pe_err_prefix(&job->err, "start code-server");
+    }
+    pfd = (struct pollfd){.fd = p.pidfd, .events = POLLIN};
+    if (poll(&pfd, 1, VSCODE_SETTLE_MS) == 1) { /* ended at once: why? */
+        if (pe_proc_wait(&p, &code, &job->err) < 0) {
+            pe_proc_close(&p);
+            return -1;
+        }
+        pe_proc_close(&p);
+        if (code == 127)
+            return no_code_server(&job->err);
+        return pe_err_set(&job->err, PE_XRPC_EUPSTREAM, 0, "code-server exited with status %d",
+                          code);
+    }
+    job->init_pidfd = pe_steal_fd(&p.pidfd);
+    pe_proc_close(&p);
+    pe_log_info("event=vscode_start sandbox=%s", sb->id);
+    return 0;
+}
+
+static void vscode_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    char *addr = NULL;
+
+    if (!lookup(job, s, true, &sb))
+        return;
+    if (sb.status != PE_STORE_RUNNING) {
+        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is not running", sb.name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (pe_daemon_sandbox_address(job->d, sb.id, &addr, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (!listening(addr, VSCODE_PORT) && start_vscode(job, &sb) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        pe_daemon_touch(job->d, sb.id);
+        add_port(job, s, &sb, VSCODE_PORT, "VS Code Server", false, true);
+    }
+    free(addr);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void vscode_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    char *did = pe_daemon_auth(d, req);
+
+    if (did)
+        submit(d, req, pe_steal_ptr(&did), vscode_work);
+}
+
+int pe_daemon_register_ports(pe_daemon *d, pe_err *err)
+{
+    if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.exposePort", expose_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.unexposePort", unexpose_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getExposedPorts", list_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.exposeVscode", vscode_handler, d, err) < 0)
+        return -1;
+    return pe_daemon_register_proxy(d, err);
+}

@@ -1,0 +1,952 @@
+/* The preview proxy: HTTP and WebSocket from a preview URL to a port of a
+ * sandbox (issue 5; docs/design/ports.md).
+ *
+ *   http://<port>-<name>.localhost:<daemon port>/<path>   (Host form, previewUrl)
+ *   http://<daemon host:port>/p/<name or id>/<port>/<path> (path form)
+ *
+ * One struct preq per request, on the loop thread throughout:
+ *   handler: parse the target, read credentials (Bearer, ?pe_token=,
+ *            ?pe_secret=, their cookies), build the upstream request head
+ *   worker:  the store says which exposed port that is and whether these
+ *            credentials open it; the runtime gives the sandbox's address
+ *   loop:    non-blocking connect, write the request, read the answer's
+ *            head, then stream the body back (pe_http_respond_stream) or,
+ *            on 101, splice both directions (pe_http_upgrade_raw).
+ *
+ * Why a hand-written HTTP/1.1 client: libmicrohttpd serves but does not
+ * proxy, and libcurl's easy/multi interface does not hand over the socket
+ * after a 101. We parse only the answer's head (status line and header
+ * lines, at most HEAD_MAX bytes). Requests go out as HTTP/1.0 with
+ * Connection: close (what nginx's proxy does by default), so the answer's
+ * body is delimited by Content-Length or by the close and never chunked;
+ * WebSocket upgrades go out as HTTP/1.1, as they must, and a non-101
+ * answer to them that is chunked is refused with 502.
+ *
+ * Limits: the request body is buffered by lib/http up to BODY_MAX (413
+ * beyond); the answer's head up to HEAD_MAX (502 beyond); the answer's
+ * body is streamed with backpressure (upstream reads stop while more than
+ * PENDING_MAX bytes wait for the client); connect + head within
+ * HEAD_TIMEOUT_S (504). Nothing here can take the daemon down: every
+ * failure ends this request only. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "ports.h"
+#include "pocketenv/store-ports.h"
+
+#define BODY_MAX (10 * 1024 * 1024)
+#define HEAD_MAX (64 * 1024)
+#define READ_BLOCK (64 * 1024)
+#define PENDING_MAX (1024 * 1024)
+#define HEAD_TIMEOUT_S 60
+#define MAX_RESP_HEADERS 100
+#define HOST_SUFFIX ".localhost"
+#define TOKEN_PARAM "pe_token"
+#define SECRET_PARAM "pe_secret"
+
+static char *xstrndup(const char *s, size_t n)
+{
+    char *r = pe_xmalloc(n + 1);
+
+    memcpy(r, s, n);
+    r[n] = '\0';
+    return r;
+}
+
+struct buf {
+    char *data;
+    size_t len, off, cap;
+};
+
+enum phase { PH_CONNECT, PH_SEND, PH_HEAD, PH_BODY, PH_RELAY };
+
+struct preq {
+    pe_daemon *d;
+    enum phase phase;
+    pe_http_request *req; /* NULL once answered */
+    char *ident;          /* sandbox name or id from the URL */
+    int port;
+    char *scope; /* cookie Path: "/" (Host form) or "/p/<ident>/<port>/" */
+    char *did;   /* a verified owner token's subject, or NULL */
+    bool bad_token;
+    char *secret; /* presented secret, or NULL */
+    char *set_cookie;
+    bool upgrade;
+    bool head_only; /* HEAD: no body whatever the headers say */
+    struct buf out; /* the request to send upstream */
+    /* the worker's verdict */
+    unsigned status; /* 0: go ahead */
+    char *err_name, *err_msg;
+    char *addr;
+    /* upstream */
+    int fd;
+    pe_ev_io *io;
+    pe_ev_timer *timer;
+    struct buf in;     /* answer head, then body bytes read with it */
+    int64_t remaining; /* body bytes still due; -1: until close */
+    pe_http_stream *st;
+    /* raw upgrade */
+    pe_http_raw *raw;
+    int cfd; /* the client's socket after the 101 */
+    pe_ev_io *cio;
+    struct buf to_up, to_client;
+    bool up_eof, client_eof;
+};
+
+static void buf_add(struct buf *b, const void *data, size_t len)
+{
+    if (b->len + len > b->cap) {
+        b->cap = (b->len + len) * 2 + 256;
+        b->data = pe_xrealloc(b->data, b->cap);
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static void buf_str(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+static void preq_free(struct preq *p)
+{
+    pe_ev_io_stop(p->io);
+    pe_ev_io_stop(p->cio);
+    pe_ev_timer_stop(p->timer);
+    if (p->fd >= 0)
+        close(p->fd);
+    if (p->raw)
+        pe_http_raw_close(p->raw);
+    free(p->ident);
+    free(p->scope);
+    free(p->did);
+    free(p->secret);
+    free(p->set_cookie);
+    free(p->err_name);
+    free(p->err_msg);
+    free(p->addr);
+    buf_free(&p->out);
+    buf_free(&p->in);
+    buf_free(&p->to_up);
+    buf_free(&p->to_client);
+    free(p);
+}
+
+/* Answer with a JSON error and end the request (before any stream). */
+static void fail(struct preq *p, unsigned status, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void fail(struct preq *p, unsigned status, const char *name, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (p->req)
+        pe_http_respond_error(p->req, status, name, msg);
+    p->req = NULL;
+    preq_free(p);
+}
+
+/* ---- the request: target and credentials -------------------------------- */
+
+/* Characters sent as they are in a path or query; everything else is
+ * percent-encoded again (lib/http hands us the decoded path). */
+static void put_encoded(struct buf *b, const char *s, bool path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            strchr("-._~!$'()*,;:@", c) ||
+            (path && (c == '/' || c == '&' || c == '=' || c == '+'))) {
+            buf_add(b, s, 1);
+        } else {
+            char e[3] = {'%', hex[c >> 4], hex[c & 15]};
+            buf_add(b, e, 3);
+        }
+    }
+}
+
+struct query_ctx {
+    struct buf *b;
+    bool first;
+};
+
+static void put_arg(const char *name, const char *value, void *ud)
+{
+    struct query_ctx *q = ud;
+
+    if (strcmp(name, TOKEN_PARAM) == 0 || strcmp(name, SECRET_PARAM) == 0)
+        return; /* ours: never forwarded */
+    buf_str(q->b, q->first ? "?" : "&");
+    q->first = false;
+    put_encoded(q->b, name, false);
+    if (value) {
+        buf_str(q->b, "=");
+        put_encoded(q->b, value, false);
+    }
+}
+
+/* The value of cookie name in a Cookie header, malloc'd, or NULL. */
+static char *cookie_get(const char *header, const char *name)
+{
+    size_t nl = strlen(name);
+
+    for (const char *c = header; c && *c;) {
+        while (*c == ' ' || *c == ';')
+            c++;
+        const char *end = strchr(c, ';');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len > nl && strncmp(c, name, nl) == 0 && c[nl] == '=')
+            return xstrndup(c + nl + 1, len - nl - 1);
+        c = end;
+    }
+    return NULL;
+}
+
+/* The Cookie header without our cookies; NULL if nothing is left. */
+static char *cookie_filter(const char *header)
+{
+    struct buf b = {0};
+    char nul = '\0';
+
+    for (const char *c = header; c && *c;) {
+        while (*c == ' ' || *c == ';')
+            c++;
+        const char *end = strchr(c, ';');
+        size_t len = end ? (size_t)(end - c) : strlen(c);
+        if (len && strncmp(c, TOKEN_PARAM "=", strlen(TOKEN_PARAM) + 1) != 0 &&
+            strncmp(c, SECRET_PARAM "=", strlen(SECRET_PARAM) + 1) != 0) {
+            if (b.len)
+                buf_str(&b, "; ");
+            buf_add(&b, c, len);
+        }
+        c = end;
+    }
+    if (b.len == 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    buf_add(&b, &nul, 1);
+    return b.data;
+}
+
+static bool hop_by_hop(const char *name, const char *connection)
+{
+    static const char *const hop[] = {"Connection",          "Keep-Alive", "Proxy-Authenticate",
+                                      "Proxy-Authorization", "TE",         "Trailer",
+                                      "Transfer-Encoding",   "Upgrade",    "Proxy-Connection"};
+    size_t nl = strlen(name);
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(hop); i++)
+        if (strcasecmp(name, hop[i]) == 0)
+            return true;
+    /* and every header the Connection header names */
+    for (const char *c = connection; c && *c;) {
+        while (*c == ' ' || *c == ',')
+            c++;
+        if (strncasecmp(c, name, nl) == 0 && (c[nl] == '\0' || c[nl] == ',' || c[nl] == ' '))
+            return true;
+        c = strchr(c, ',');
+    }
+    return false;
+}
+
+struct head_ctx {
+    struct preq *p;
+    const char *connection;
+    bool via_bearer;
+    const char *xff;
+};
+
+static void put_header(const char *name, const char *value, void *ud)
+{
+    struct head_ctx *h = ud;
+    struct buf *b = &h->p->out;
+    cleanup_free char *kept = NULL;
+
+    if (hop_by_hop(name, h->connection) || strcasecmp(name, "Content-Length") == 0 ||
+        strncasecmp(name, "X-Forwarded-", 12) == 0 || strcasecmp(name, "Forwarded") == 0 ||
+        (h->via_bearer && strcasecmp(name, "Authorization") == 0))
+        return;
+    if (strcasecmp(name, "Cookie") == 0) {
+        kept = cookie_filter(value);
+        if (kept == NULL)
+            return;
+        value = kept;
+    }
+    if (strpbrk(value, "\r\n") || strpbrk(name, "\r\n: "))
+        return; /* MHD refuses these already; never let one split the head */
+    buf_str(b, name);
+    buf_str(b, ": ");
+    buf_str(b, value);
+    buf_str(b, "\r\n");
+}
+
+/* Credentials: a valid owner token (Bearer, ?pe_token=, cookie) or a
+ * port secret (?pe_secret=, cookie). One from the URL becomes a cookie
+ * scoped to this preview, so the browser's next requests carry it. */
+static bool read_credentials(struct preq *p, pe_http_request *req, bool *via_bearer)
+{
+    const char *auth = req->authorization, *cookies = pe_http_header(req, "Cookie");
+    const char *qtok = pe_http_query(req, TOKEN_PARAM), *qsec = pe_http_query(req, SECRET_PARAM);
+    cleanup_free char *ctok = cookie_get(cookies, TOKEN_PARAM);
+    cleanup_free char *csec = cookie_get(cookies, SECRET_PARAM);
+    const char *jwt = NULL;
+
+    *via_bearer = false;
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        jwt = auth + 7;
+        *via_bearer = true;
+    } else if (qtok) {
+        jwt = qtok;
+    } else if (ctok) {
+        jwt = ctok;
+    }
+    if (jwt) {
+        if (pe_auth_token_verify(p->d->auth, jwt, PE_AUTH_SCOPE_API, &p->did, NULL) != PE_AUTH_OK) {
+            p->bad_token = true;
+            p->did = NULL;
+        } else if (jwt == qtok) {
+            p->set_cookie =
+                pe_xasprintf(TOKEN_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax", jwt, p->scope);
+        }
+    }
+    if (qsec || csec) {
+        p->secret = pe_xstrdup(qsec ? qsec : csec);
+        if (qsec && strspn(qsec, "0123456789abcdef") == strlen(qsec) && p->set_cookie == NULL)
+            p->set_cookie =
+                pe_xasprintf(SECRET_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax", qsec, p->scope);
+    }
+    return true;
+}
+
+static void build_request(struct preq *p, pe_http_request *req, const char *path, bool via_bearer)
+{
+    struct query_ctx q = {&p->out, true};
+    struct head_ctx h = {p, pe_http_header(req, "Connection"), via_bearer,
+                         pe_http_header(req, "X-Forwarded-For")};
+    const char *host = pe_http_header(req, "Host");
+    const char *up = pe_http_header(req, "Upgrade");
+    char num[32];
+
+    buf_str(&p->out, req->method);
+    buf_str(&p->out, " ");
+    put_encoded(&p->out, path[0] == '/' ? path : "/", true);
+    if (path[0] != '/' && path[0])
+        put_encoded(&p->out, path, true);
+    pe_http_query_each(req, put_arg, &q);
+    buf_str(&p->out, p->upgrade ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
+    pe_http_header_each(req, put_header, &h);
+    if (p->upgrade) {
+        buf_str(&p->out, "Connection: Upgrade\r\nUpgrade: ");
+        buf_str(&p->out, up);
+        buf_str(&p->out, "\r\n");
+    } else {
+        buf_str(&p->out, "Connection: close\r\n");
+    }
+    buf_str(&p->out, "X-Forwarded-For: ");
+    if (h.xff && !strpbrk(h.xff, "\r\n")) {
+        buf_str(&p->out, h.xff);
+        buf_str(&p->out, ", ");
+    }
+    buf_str(&p->out, req->client_addr);
+    buf_str(&p->out, "\r\nX-Forwarded-Proto: http\r\n");
+    if (host && !strpbrk(host, "\r\n")) {
+        buf_str(&p->out, "X-Forwarded-Host: ");
+        buf_str(&p->out, host);
+        buf_str(&p->out, "\r\n");
+    }
+    if (strcmp(p->scope, "/") != 0) {
+        buf_str(&p->out, "X-Forwarded-Prefix: ");
+        buf_add(&p->out, p->scope, strlen(p->scope) - 1);
+        buf_str(&p->out, "\r\n");
+    }
+    if (req->body_len > 0 || !strcmp(req->method, "POST") || !strcmp(req->method, "PUT") ||
+        !strcmp(req->method, "PATCH")) {
+        snprintf(num, sizeof(num), "Content-Length: %zu\r\n", req->body_len);
+        buf_str(&p->out, num);
+    }
+    buf_str(&p->out, "\r\n");
+    buf_add(&p->out, req->body, req->body_len);
+}
+
+/* ---- the worker: which port, may this caller, where is it --------------- */
+
+static bool secret_eq(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+
+    for (size_t i = 0; i < la && i < lb; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+static void verdict(struct preq *p, unsigned status, const char *name, const char *msg)
+{
+    p->status = status;
+    p->err_name = pe_xstrdup(name);
+    p->err_msg = pe_xstrdup(msg);
+}
+
+static void check_work(pe_daemon_job *job, pe_store *s)
+{
+    struct preq *p = job->ud;
+    pe_store_port *rows = NULL;
+    const pe_store_port *hit = NULL;
+    size_t n = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_port_find(s, p->ident, p->port, &rows, &n, &err) < 0) {
+        pe_log_error("proxy: %s", err.msg);
+        verdict(p, 500, "InternalServerError", "Internal Server Error");
+        return;
+    }
+    for (size_t i = 0; i < n && !hit; i++)
+        if ((p->did && strcmp(rows[i].owner_did, p->did) == 0) ||
+            (p->secret && rows[i].secret && secret_eq(rows[i].secret, p->secret)) ||
+            rows[i].public_access)
+            hit = &rows[i];
+    if (hit == NULL) {
+        if (p->did || (p->secret && n == 0))
+            verdict(p, 404, "NotFound", "no such exposed port"); /* another user's: as missing */
+        else if (p->secret)
+            verdict(p, 403, "Forbidden", "wrong secret for this port");
+        else if (p->bad_token)
+            verdict(p, 401, "InvalidToken", "invalid or expired token");
+        else
+            verdict(p, 401, "AuthenticationRequired",
+                    "this preview is private: send the owner's token (Authorization: Bearer, "
+                    "or ?" TOKEN_PARAM "=) or open its share URL (?" SECRET_PARAM "=)");
+    } else if (pe_daemon_sandbox_address(job->d, hit->sandbox_id, &p->addr, &err) < 0) {
+        verdict(p, 502, "SandboxNotRunning", err.msg);
+    } else {
+        pe_daemon_touch(job->d, hit->sandbox_id);
+    }
+    pe_store_port_list_free(rows, n);
+}
+
+/* ---- upstream: connect, send, read the head ----------------------------- */
+
+static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud);
+static void raw_socket(pe_http_raw *raw, int fd, const char *extra, size_t extra_len, void *ud);
+static void raw_gone(pe_http_raw *raw, void *ud);
+
+static void on_head_timeout(pe_ev_timer *t, void *ud)
+{
+    struct preq *p = ud;
+
+    fail(p, 504, "UpstreamTimeout", "port %d of %s did not answer within %d s", p->port, p->ident,
+         HEAD_TIMEOUT_S);
+}
+
+static void connect_upstream(struct preq *p)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (inet_pton(AF_INET, p->addr, &sa.sin_addr) != 1) {
+        fail(p, 502, "UpstreamFailure", "sandbox %s has no network address", p->ident);
+        return;
+    }
+    p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->fd < 0 ||
+        (connect(p->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 && errno != EINPROGRESS)) {
+        fail(p, 502, "UpstreamFailure", "connect to port %d of %s: %s", p->port, p->ident,
+             strerror(errno));
+        return;
+    }
+    p->io = pe_ev_io_start(p->d->loop, p->fd, EPOLLOUT, on_upstream, p, &err);
+    p->timer = p->io ? pe_ev_timer_start(p->d->loop, (uint64_t)HEAD_TIMEOUT_S * 1000000000ull, 0,
+                                         on_head_timeout, p, &err)
+                     : NULL;
+    if (p->timer == NULL)
+        fail(p, 502, "UpstreamFailure", "%s", err.msg);
+}
+
+static void check_done(pe_daemon_job *job)
+{
+    struct preq *p = job->ud;
+
+    if (p->status)
+        fail(p, p->status, p->err_name, "%s", p->err_msg);
+    else
+        connect_upstream(p);
+}
+
+/* Parse the answer's head in p->in (ending at head_len). Fills status and
+ * a NULL-terminated {name, value, ...} list pointing into p->in (lines
+ * are cut in place). Returns false on a malformed head. */
+static bool parse_head(struct preq *p, size_t head_len, unsigned *status, const char **hdrs,
+                       size_t max, int64_t *clen, bool *chunked)
+{
+    char *s = p->in.data, *end = s + head_len, *line, *eol, *colon;
+    size_t n = 0;
+
+    *clen = -1;
+    *chunked = false;
+    eol = memchr(s, '\n', (size_t)(end - s));
+    if (eol == NULL || end - s < 12 || strncmp(s, "HTTP/1.", 7) != 0 || s[8] != ' ')
+        return false;
+    if (s[9] < '1' || s[9] > '5' || s[10] < '0' || s[10] > '9' || s[11] < '0' || s[11] > '9')
+        return false;
+    *status = (unsigned)((s[9] - '0') * 100 + (s[10] - '0') * 10 + (s[11] - '0'));
+    for (line = eol + 1; line < end; line = eol + 1) {
+        eol = memchr(line, '\n', (size_t)(end - line));
+        if (eol == NULL)
+            break;
+        *eol = '\0';
+        if (eol > line && eol[-1] == '\r')
+            eol[-1] = '\0';
+        if (*line == '\0')
+            break;
+        colon = strchr(line, ':');
+        if (colon == NULL || colon == line)
+            return false;
+        *colon = '\0';
+        for (colon++; *colon == ' ' || *colon == '\t'; colon++)
+            ;
+        if (strcasecmp(line, "Content-Length") == 0) {
+            char *e;
+            errno = 0;
+            long long v = strtoll(colon, &e, 10);
+            if (errno || e == colon || *e || v < 0)
+                return false;
+            *clen = v;
+        } else if (strcasecmp(line, "Transfer-Encoding") == 0) {
+            *chunked = true;
+        }
+        if (n + 2 < max) {
+            hdrs[n++] = line;
+            hdrs[n++] = colon;
+        }
+    }
+    hdrs[n] = NULL;
+    return true;
+}
+
+static void stream_drain(pe_http_stream *st, void *ud)
+{
+    struct preq *p = ud;
+
+    if (p->io)
+        pe_ev_io_modify(p->io, EPOLLIN, NULL);
+}
+
+static void stream_gone(pe_http_stream *st, void *ud)
+{
+    struct preq *p = ud;
+
+    p->st = NULL;
+    preq_free(p); /* the client left: drop the upstream connection */
+}
+
+static void finish_stream(struct preq *p)
+{
+    pe_http_stream_close(p->st);
+    p->st = NULL;
+    preq_free(p);
+}
+
+/* Body bytes from upstream to the client, within what is still due. */
+static bool relay_body(struct preq *p, const char *data, size_t len)
+{
+    if (p->remaining >= 0 && (int64_t)len > p->remaining)
+        len = (size_t)p->remaining;
+    if (len && pe_http_stream_write(p->st, data, len) < 0)
+        return false;
+    if (p->remaining >= 0)
+        p->remaining -= (int64_t)len;
+    return p->remaining != 0;
+}
+
+static void on_head(struct preq *p, size_t head_len)
+{
+    const char *hdrs[2 * MAX_RESP_HEADERS + 4];
+    const char *out[2 * MAX_RESP_HEADERS + 4];
+    unsigned status;
+    int64_t clen;
+    bool chunked;
+    size_t n = 0;
+    static const pe_http_stream_callbacks cb = {.on_drain = stream_drain, .on_close = stream_gone};
+
+    pe_ev_timer_stop(p->timer);
+    p->timer = NULL;
+    if (!parse_head(p, head_len, &status, hdrs, PE_ARRAY_LEN(hdrs) - 2, &clen, &chunked)) {
+        fail(p, 502, "UpstreamFailure", "port %d of %s answered something that is not HTTP",
+             p->port, p->ident);
+        return;
+    }
+    for (size_t i = 0; hdrs[i]; i += 2) {
+        if (strcasecmp(hdrs[i], "Content-Length") == 0 ||
+            strcasecmp(hdrs[i], "Access-Control-Allow-Origin") == 0 ||
+            (hop_by_hop(hdrs[i], NULL) && !(status == 101 && !strcasecmp(hdrs[i], "Upgrade"))))
+            continue;
+        out[n++] = hdrs[i];
+        out[n++] = hdrs[i + 1];
+    }
+    if (p->set_cookie) {
+        out[n++] = "Set-Cookie";
+        out[n++] = p->set_cookie;
+    }
+    out[n] = NULL;
+    if (status == 101 && p->upgrade) {
+        static const pe_http_raw_callbacks rcb = {.on_socket = raw_socket, .on_close = raw_gone};
+        buf_add(&p->to_client, p->in.data + head_len, p->in.len - head_len);
+        p->phase = PH_RELAY;
+        pe_ev_io_modify(p->io, 0, NULL); /* until the client's socket comes */
+        p->raw = pe_http_upgrade_raw(p->req, out, &rcb, p);
+        p->req = NULL;
+        if (p->raw == NULL)
+            preq_free(p);
+        return;
+    }
+    if (chunked || status < 200) {
+        fail(p, 502, "UpstreamFailure",
+             "port %d of %s answered %u with a framing the proxy "
+             "does not relay",
+             p->port, p->ident, status);
+        return;
+    }
+    p->remaining = (p->head_only || status == 204 || status == 304) ? 0 : clen;
+    p->phase = PH_BODY;
+    p->st = pe_http_respond_stream(p->req, status, NULL, out, &cb, p);
+    p->req = NULL;
+    /* body bytes that came with the head */
+    size_t extra = p->in.len - head_len;
+    if (!relay_body(p, p->in.data + head_len, extra)) {
+        finish_stream(p);
+        return;
+    }
+    p->in.len = 0;
+    pe_ev_io_modify(p->io, EPOLLIN, NULL);
+}
+
+/* ---- upstream I/O by phase ---------------------------------------------- */
+
+static void upstream_send(struct preq *p)
+{
+    while (p->out.off < p->out.len) {
+        ssize_t w = send(p->fd, p->out.data + p->out.off, p->out.len - p->out.off, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (w < 0) {
+            fail(p, 502, "UpstreamFailure", "send to port %d of %s: %s", p->port, p->ident,
+                 strerror(errno));
+            return;
+        }
+        p->out.off += (size_t)w;
+    }
+    p->phase = PH_HEAD;
+    pe_ev_io_modify(p->io, EPOLLIN, NULL);
+}
+
+static void upstream_head(struct preq *p)
+{
+    char tmp[READ_BLOCK];
+    ssize_t r = recv(p->fd, tmp, sizeof(tmp), 0);
+    char *end;
+
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r <= 0) {
+        fail(p, 502, "UpstreamFailure", "port %d of %s closed the connection without an answer",
+             p->port, p->ident);
+        return;
+    }
+    buf_add(&p->in, tmp, (size_t)r);
+    end = memmem(p->in.data, p->in.len, "\r\n\r\n", 4);
+    if (end) {
+        on_head(p, (size_t)(end - p->in.data) + 4);
+        return;
+    }
+    end = memmem(p->in.data, p->in.len, "\n\n", 2);
+    if (end)
+        on_head(p, (size_t)(end - p->in.data) + 2);
+    else if (p->in.len > HEAD_MAX)
+        fail(p, 502, "UpstreamFailure", "the answer of port %d of %s has a head over %d bytes",
+             p->port, p->ident, HEAD_MAX);
+}
+
+static void upstream_body(struct preq *p)
+{
+    char tmp[READ_BLOCK];
+    ssize_t r = recv(p->fd, tmp, sizeof(tmp), 0);
+
+    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (r <= 0 || !relay_body(p, tmp, (size_t)r)) {
+        finish_stream(p);
+        return;
+    }
+    if (pe_http_stream_pending(p->st) > PENDING_MAX)
+        pe_ev_io_modify(p->io, 0, NULL); /* resumed by stream_drain */
+}
+
+static void relay_update(struct preq *p);
+
+static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    struct preq *p = ud;
+    int soerr = 0;
+    socklen_t sl = sizeof(soerr);
+
+    switch (p->phase) {
+    case PH_CONNECT:
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr) {
+            fail(p, 502, "UpstreamFailure", "port %d of %s: %s%s", p->port, p->ident,
+                 strerror(soerr),
+                 soerr == ECONNREFUSED ? " (is a server listening on 0.0.0.0 there?)" : "");
+            return;
+        }
+        p->phase = PH_SEND;
+        upstream_send(p);
+        return;
+    case PH_SEND:
+        upstream_send(p);
+        return;
+    case PH_HEAD:
+        upstream_head(p);
+        return;
+    case PH_BODY:
+        upstream_body(p);
+        return;
+    case PH_RELAY:
+        relay_update(p);
+        return;
+    }
+}
+
+/* ---- WebSocket (any upgrade) pass-through ------------------------------- *
+ *
+ * After the upstream's 101 the two sockets are spliced: bytes read from
+ * one wait in a buffer of at most READ_BLOCK until the other takes them,
+ * and a side is read only while its buffer is empty (backpressure). When
+ * either side ends or fails, what is buffered is dropped and both close:
+ * a WebSocket's own close handshake has gone through as data by then. */
+
+static bool pump(int from, int to, struct buf *b, bool *eof)
+{
+    ssize_t r;
+
+    for (;;) {
+        if (b->off < b->len) {
+            r = send(to, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+            if (r < 0)
+                return errno == EAGAIN || errno == EINTR;
+            b->off += (size_t)r;
+            continue;
+        }
+        b->off = b->len = 0;
+        if (*eof)
+            return false;
+        if (b->cap < READ_BLOCK) {
+            b->cap = READ_BLOCK;
+            b->data = pe_xrealloc(b->data, b->cap);
+        }
+        r = recv(from, b->data, b->cap, 0);
+        if (r == 0) {
+            *eof = true;
+            return false;
+        }
+        if (r < 0)
+            return errno == EAGAIN || errno == EINTR;
+        b->len = (size_t)r;
+    }
+}
+
+static void relay_update(struct preq *p)
+{
+    uint32_t up_ev, c_ev;
+
+    if (p->cfd < 0)
+        return; /* the client's socket has not come yet */
+    if (!pump(p->cfd, p->fd, &p->to_up, &p->client_eof) ||
+        !pump(p->fd, p->cfd, &p->to_client, &p->up_eof)) {
+        preq_free(p);
+        return;
+    }
+    up_ev = (p->to_up.len > p->to_up.off ? EPOLLOUT : 0) |
+            (p->to_client.len > p->to_client.off ? 0 : EPOLLIN);
+    c_ev = (p->to_client.len > p->to_client.off ? EPOLLOUT : 0) |
+           (p->to_up.len > p->to_up.off ? 0 : EPOLLIN);
+    pe_ev_io_modify(p->io, up_ev, NULL);
+    pe_ev_io_modify(p->cio, c_ev, NULL);
+}
+
+static void on_client(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    relay_update(ud);
+}
+
+static void raw_socket(pe_http_raw *raw, int fd, const char *extra, size_t extra_len, void *ud)
+{
+    struct preq *p = ud;
+    pe_err err;
+
+    pe_err_clear(&err);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    p->cfd = fd;
+    buf_add(&p->to_up, extra, extra_len);
+    /* Both watched for writing first: the first round runs from the loop,
+     * not inside libmicrohttpd's callback. */
+    p->cio = pe_ev_io_start(p->d->loop, fd, EPOLLOUT, on_client, p, &err);
+    if (p->cio == NULL) {
+        pe_log_warn("proxy: %s", err.msg);
+        p->cfd = -1;
+        preq_free(p);
+        return;
+    }
+    pe_ev_io_modify(p->io, EPOLLOUT, NULL);
+}
+
+static void raw_gone(pe_http_raw *raw, void *ud)
+{
+    struct preq *p = ud;
+
+    p->raw = NULL; /* the server takes the socket back itself */
+    p->cfd = -1;
+    preq_free(p);
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t ident_len, int port,
+                  const char *path, char *scope)
+{
+    struct preq *p = pe_xcalloc(1, sizeof(*p));
+    const char *up = pe_http_header(req, "Upgrade");
+    pe_daemon_job *job;
+    bool via_bearer;
+
+    p->d = d;
+    p->req = req;
+    p->fd = p->cfd = -1;
+    p->ident = xstrndup(ident, ident_len);
+    p->port = port;
+    p->scope = scope;
+    p->head_only = strcmp(req->method, "HEAD") == 0;
+    p->upgrade = up && *up && !strpbrk(up, "\r\n");
+    read_credentials(p, req, &via_bearer);
+    build_request(p, req, path, via_bearer);
+    job = pe_daemon_job_new(d, NULL, NULL, check_work);
+    job->ud = p;
+    job->after = check_done;
+    pe_http_defer(req);
+    if (pe_daemon_job_submit(job) < 0)
+        fail(p, 503, "ServiceUnavailable", "the daemon is busy or shutting down");
+}
+
+static bool parse_port(const char *s, size_t len, int *port)
+{
+    int v = 0;
+
+    if (len == 0 || len > 5)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *port = v;
+    return v >= 1 && v <= 65535;
+}
+
+/* /p/<ident>/<port>/<path> */
+static void on_path(pe_http_request *req, void *ud)
+{
+    const char *rest = req->rest, *slash = strchr(rest, '/'), *pend;
+    int port;
+
+    if (slash == NULL || slash == rest) {
+        pe_http_respond_error(req, 404, "NotFound", "preview paths are /p/<sandbox>/<port>/");
+        return;
+    }
+    pend = strchr(slash + 1, '/');
+    if (!parse_port(slash + 1, pend ? (size_t)(pend - slash - 1) : strlen(slash + 1), &port)) {
+        pe_http_respond_error(req, 404, "NotFound", "preview paths are /p/<sandbox>/<port>/");
+        return;
+    }
+    if (pend == NULL) { /* relative links of the page need the slash */
+        cleanup_free char *loc = pe_xasprintf("%s/", req->path);
+        const char *hdr[] = {"Location", loc, NULL};
+        pe_http_respond(req, 308, NULL, NULL, 0, hdr);
+        return;
+    }
+    start(ud, req, rest, (size_t)(slash - rest), port, pend,
+          pe_xasprintf("/p/%.*s/%d/", (int)(slash - rest), rest, port));
+}
+
+/* Host: <port>-<name>.localhost[:daemon port] */
+static void on_host(pe_http_request *req, void *ud)
+{
+    const char *host = pe_http_header(req, "Host"), *dash, *dot;
+    int port;
+
+    dash = host ? strchr(host, '-') : NULL;
+    dot = dash ? strstr(dash, HOST_SUFFIX) : NULL;
+    if (dash == NULL || dot == NULL || dot == dash + 1 ||
+        !parse_port(host, (size_t)(dash - host), &port)) {
+        pe_http_respond_error(req, 404, "NotFound",
+                              "preview hosts are <port>-<sandbox>" HOST_SUFFIX);
+        return;
+    }
+    start(ud, req, dash + 1, (size_t)(dot - dash - 1), port, req->path, pe_xstrdup("/"));
+}
+
+int pe_daemon_register_proxy(pe_daemon *d, pe_err *err)
+{
+    if (pe_http_route(d->srv, "/p/", BODY_MAX, on_path, d, err) < 0 ||
+        pe_http_route_host(d->srv, HOST_SUFFIX, BODY_MAX, on_host, d, err) < 0)
+        return -1;
+    return 0;
+}
+
+int pe_daemon_sandbox_address(pe_daemon *d, const char *id, char **addr, pe_err *err)
+{
+    char *text = NULL;
+    json_t *info;
+    const char *status, *a;
+
+    *addr = NULL;
+    if (pe_runtime_inspect(&d->rt, id, &text, err) < 0)
+        return err->code == PE_ENOENT ? pe_err_set(err, PE_ESTATE, 0, "sandbox is not running")
+                                      : -1;
+    info = json_loads(text, 0, NULL);
+    free(text);
+    status = json_string_value(json_object_get(info, "status"));
+    a = json_string_value(json_object_get(json_object_get(info, "network"), "address"));
+    if (status == NULL || strcmp(status, "running") != 0)
+        pe_err_set(err, PE_ESTATE, 0, "sandbox is not running");
+    else if (a == NULL)
+        pe_err_set(err, PE_ESTATE, 0, "sandbox has no network of its own (--sandbox-net none)");
+    else
+        *addr = pe_xstrdup(a);
+    json_decref(info);
+    return *addr ? 0 : -1;
+}

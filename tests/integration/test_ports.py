@@ -1,0 +1,349 @@
+"""Exposed ports and the daemon's preview proxy (issue 5, Ports).
+
+One daemon per module (the daemon's default NAT networking), an image
+"webby" made from busybox with a page under /www, a CGI echo, a stand-in
+`code-server` (busybox httpd on the port it is given) and a WebSocket
+echo (busybox nc + a handshake script). Every connection goes to
+127.0.0.1 (the daemon) or, from the daemon, to the sandbox's own address
+on the test daemon's bridge.
+"""
+import base64
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from conftest import BIN, our_cgroups, sandbox_processes, wait_for
+from test_daemon import Daemon, free_port
+
+PAGE = "hello from the sandbox\n"
+
+CGI = """#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+echo "$REQUEST_METHOD $QUERY_STRING"
+head -c "${CONTENT_LENGTH:-0}"
+"""
+
+# Stand-in for code-server: serves /vscode on the --bind-addr port.
+CODE_SERVER = """#!/bin/sh
+port=8080
+while [ $# -gt 0 ]; do
+  case "$1" in --bind-addr) port=${2##*:}; shift;; esac
+  shift
+done
+exec httpd -f -p "$port" -h /vscode
+"""
+
+# A WebSocket endpoint: answers the handshake (a correct
+# Sec-WebSocket-Accept), then echoes every byte it receives.
+WS_ECHO = """#!/bin/sh
+key=
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\\r')
+  case "$line" in
+    Sec-WebSocket-Key:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
+    "") break;;
+  esac
+done
+acc=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -d' ' -f1 \\
+      | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n'
+printf 'Sec-WebSocket-Accept: %s\\r\\n\\r\\n' "$acc"
+exec cat
+"""
+
+
+def write(root, path, text, mode=0o644):
+    full = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(text)
+    os.chmod(full, mode)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ports")
+    data = str(tmp / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    images = os.path.join(data, "images")
+    shutil.copytree(os.path.join(images, "busybox"), os.path.join(images, "webby"),
+                    symlinks=True)
+    root = os.path.join(images, "webby", "rootfs")
+    write(root, "/www/index.html", PAGE)
+    write(root, "/www/cgi-bin/echo", CGI, 0o755)
+    write(root, "/vscode/index.html", "code-server stand-in\n")
+    write(root, "/usr/bin/code-server", CODE_SERVER, 0o755)
+    write(root, "/usr/bin/ws-echo", WS_ECHO, 0o755)
+    before_procs = set(sandbox_processes())
+    before_cgroups = set(our_cgroups())
+    d = Daemon(data, free_port(), str(tmp / "token.json"))
+    d.port = int(d.url.rsplit(":", 1)[1])
+    log = open(tmp / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        assert d.proc.poll() is None, open(tmp / "daemon.log").read()
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        yield d
+    finally:
+        if d.proc.poll() is None and d.token:
+            st, o = d.call("io.pocketenv.actor.getActorSandboxes",
+                           {"did": "owner.local", "limit": 100})
+            for sb in (o or {}).get("sandboxes", []):
+                d.sandbox("deleteSandbox", sb["id"])
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        log.close()
+        assert rc == 0, open(tmp / "daemon.log").read()
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+    assert set(our_cgroups()) - before_cgroups == set()
+
+
+def get(d, path, host=None, token=None, headers=None, method="GET", body=None):
+    """(status, headers dict, body bytes) of one request to the daemon."""
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+    h = dict(headers or {})
+    if host:
+        h["Host"] = host
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    c.close()
+    return out
+
+
+def expose(d, ident, port, token="owner", **extra):
+    return d.call("io.pocketenv.sandbox.exposePort", {"id": ident}, {"port": port, **extra},
+                  token=token)
+
+
+def run(d, ident, command):
+    st, out = d.sandbox("exec", ident, {"command": command})
+    assert st == 200 and out["exitCode"] == 0, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def web(daemon):
+    """A running sandbox "web" serving /www on 8080 and a WebSocket echo on 9000."""
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "webby", "name": "web"})
+    assert st == 200, sb
+    assert daemon.wait_status("web", ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    run(daemon, "web", "httpd -p 8080 -h /www")
+    run(daemon, "web", "nc -ll -p 9000 -e /usr/bin/ws-echo >/dev/null 2>&1 </dev/null &")
+    sb["host"] = f"8080-web.localhost:{daemon.port}"
+    return sb
+
+
+def test_expose_and_fetch_through_both_forms(daemon, web):
+    st, out = expose(daemon, "web", 8080, description="site")
+    assert st == 200, out
+    assert out["previewUrl"] == f"http://8080-web.localhost:{daemon.port}/"
+    # Host form, with the owner's token.
+    st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+        get(daemon, "/index.html", host=web["host"], token=daemon.token)), 10, "preview")
+    assert body.decode() == PAGE
+    # Path form, by name and by id.
+    for ident in ("web", web["id"]):
+        st, h, body = get(daemon, f"/p/{ident}/8080/index.html", token=daemon.token)
+        assert st == 200 and body.decode() == PAGE
+    # The bare path form redirects to the slash form.
+    st, h, _ = get(daemon, "/p/web/8080", token=daemon.token)
+    assert st == 308 and h["location"] == "/p/web/8080/"
+    st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
+    assert st == 200
+    assert [(p["port"], p["description"], p["previewUrl"]) for p in ports["ports"]] == [
+        (8080, "site", out["previewUrl"])]
+
+
+def test_private_by_default_authz_matrix(daemon, web):
+    st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
+    share = [p for p in ports["ports"] if p["port"] == 8080][0]["shareUrl"]
+    secret = share.split("pe_secret=", 1)[1]
+    other = daemon.token_for("did:key:z6MkOtherUserOfPorts")
+    host = web["host"]
+    for form in ({"host": host, "path": "/index.html"},
+                 {"host": None, "path": "/p/web/8080/index.html"}):
+        g = lambda **kw: get(daemon, form["path"] + kw.pop("q", ""), host=form["host"], **kw)
+        assert g()[0] == 401                                   # nobody
+        assert g(token="not.a.jwt")[0] == 401                  # junk token
+        assert g(token=other)[0] == 404                        # another user: as missing
+        assert g(q="?pe_secret=" + "0" * 32)[0] == 403         # wrong secret
+        st, h, body = g(q="?pe_secret=" + secret)              # the share URL
+        assert st == 200 and body.decode() == PAGE
+        cookie = h["set-cookie"].split(";", 1)[0]
+        assert cookie == "pe_secret=" + secret and "HttpOnly" in h["set-cookie"]
+        assert g(headers={"Cookie": cookie})[0] == 200         # the browser's next request
+        st, h, body = g(q="?pe_token=" + daemon.token)         # owner token in the URL
+        assert st == 200 and h["set-cookie"].startswith("pe_token=")
+        assert g(headers={"Cookie": h["set-cookie"].split(";", 1)[0]})[0] == 200
+    # Another user cannot list, expose or unexpose the owner's ports.
+    assert daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"},
+                       token=other)[0] == 404
+    assert expose(daemon, "web", 8081, token=other)[0] == 404
+    assert daemon.call("io.pocketenv.sandbox.unexposePort", {"id": "web"}, {"port": 8080},
+                       token=other)[0] == 404
+    assert expose(daemon, "web", 8082, token=None)[0] == 401
+
+
+def test_public_port_needs_no_credentials(daemon, web):
+    st, out = expose(daemon, "web", 8090, public=True)
+    assert st == 200 and "shareUrl" not in out
+    run(daemon, "web", "httpd -p 8090 -h /www")
+    st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+        get(daemon, "/", host=f"8090-web.localhost:{daemon.port}")), 10, "public preview")
+    assert body.decode() == PAGE
+    assert expose(daemon, "web", 8091, public="yes")[0] == 400
+
+
+def test_request_is_forwarded_with_body_and_query(daemon, web):
+    st, h, body = get(daemon, "/cgi-bin/echo?a=1&b=x%20y&pe_token=" + daemon.token,
+                      host=web["host"], method="POST", body=b"payload-123")
+    assert st == 200, body
+    assert body.decode() == "POST a=1&b=x%20y\npayload-123"  # our parameter never reaches it
+    assert h["content-type"].startswith("text/plain")
+
+
+def test_bad_input_and_duplicates(daemon, web):
+    st, out = expose(daemon, "web", 8080)
+    assert st == 409 and out["error"] == "AlreadyExists", out
+    for bad in (80, 1024, 65536, -1, "x"):
+        st, out = expose(daemon, "web", bad)
+        assert st == 400 and out["error"] == "InvalidRequest", (bad, out)
+    assert expose(daemon, "nope", 8080)[0] == 404
+    st, out = expose(daemon, "web", 8085, description="d" * 2000)
+    assert st == 400
+    # Hostile preview URLs: clean errors, the daemon stays up.
+    for path, host in (("/p/", None), ("/p/web/", None), ("/p/web/x/", None),
+                       ("/p/web/99999/", None), ("/", f"web.localhost:{daemon.port}"),
+                       ("/", f"x-web.localhost:{daemon.port}"),
+                       ("/", f"8080-.localhost:{daemon.port}")):
+        assert get(daemon, path, host=host, token=daemon.token)[0] == 404, (path, host)
+    assert daemon.healthy()
+
+
+def test_unknown_refused_and_stopped(daemon, web):
+    # Not exposed: 404. Exposed but nothing listens: 502 that says so.
+    assert get(daemon, "/", host=f"8081-web.localhost:{daemon.port}",
+               token=daemon.token)[0] == 404
+    assert get(daemon, "/", host=f"8080-nope.localhost:{daemon.port}",
+               token=daemon.token)[0] == 404
+    assert expose(daemon, "web", 9999)[0] == 200
+    st, h, body = get(daemon, "/", host=f"9999-web.localhost:{daemon.port}", token=daemon.token)
+    assert st == 502 and b"refused" in body, body
+    assert daemon.healthy()
+
+
+def test_websocket_passes_through(daemon, web):
+    assert expose(daemon, "web", 9000)[0] == 200
+    key = base64.b64encode(os.urandom(16)).decode()
+    req = (f"GET /chat HTTP/1.1\r\nHost: 9000-web.localhost:{daemon.port}\r\n"
+           f"Authorization: Bearer {daemon.token}\r\nUpgrade: websocket\r\n"
+           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+           f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
+
+    def attempt():
+        s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+        s.sendall(req)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            head += chunk
+        if not head.startswith(b"HTTP/1.1 101"):
+            s.close()
+            return None
+        return s, head
+
+    s, head = wait_for(attempt, 10, "WebSocket upgrade through the proxy")
+    import hashlib
+    want = base64.b64encode(hashlib.sha1(
+        (key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()).decode()
+    assert f"sec-websocket-accept: {want}".encode() in head.lower().replace(
+        want.lower().encode(), want.encode())
+    # A masked text frame "hello"; the echo sends the same bytes back.
+    mask = os.urandom(4)
+    payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"hello"))
+    frame = bytes([0x81, 0x80 | 5]) + mask + payload
+    rest = head.split(b"\r\n\r\n", 1)[1]
+    s.sendall(frame)
+    got = rest
+    while len(got) < len(frame):
+        chunk = s.recv(4096)
+        assert chunk, "connection closed"
+        got += chunk
+    assert got == frame
+    big = os.urandom(300000)  # both directions under backpressure
+    s.sendall(big)
+    got = b""
+    while len(got) < len(big):
+        chunk = s.recv(65536)
+        assert chunk
+        got += chunk
+    assert got == big
+    s.close()
+    assert daemon.healthy()
+
+
+def test_unexpose(daemon, web):
+    assert expose(daemon, "web", 8095)[0] == 200
+    run(daemon, "web", "httpd -p 8095 -h /www")
+    host = f"8095-web.localhost:{daemon.port}"
+    wait_for(lambda: get(daemon, "/", host=host, token=daemon.token)[0] == 200, 10, "preview")
+    st, out = daemon.call("io.pocketenv.sandbox.unexposePort", {"id": "web"}, {"port": 8095})
+    assert st == 200, out
+    assert get(daemon, "/", host=host, token=daemon.token)[0] == 404
+    st, out = daemon.call("io.pocketenv.sandbox.unexposePort", {"id": "web"}, {"port": 8095})
+    assert st == 404
+    ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})[1]["ports"]
+    assert 8095 not in [p["port"] for p in ports]
+
+
+def test_vscode(daemon, web):
+    st, out = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "web"}, post=True)
+    assert st == 200, out
+    assert out["previewUrl"] == f"http://1024-web.localhost:{daemon.port}/"
+    host = f"1024-web.localhost:{daemon.port}"
+    st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+        get(daemon, "/", host=host, token=daemon.token)), 15, "code-server preview")
+    assert body == b"code-server stand-in\n"
+    # Again: the same URL, code-server is not started twice.
+    st, again = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "web"}, post=True)
+    assert st == 200 and again["previewUrl"] == out["previewUrl"]
+    out = run(daemon, "web", "ps | grep -c '[h]ttpd -f -p 1024'")
+    assert out["stdout"].strip() == "1"
+    # An image without code-server: a 400 that says so.
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "plain"})
+    assert daemon.wait_status("plain", ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    st, out = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "plain"}, post=True)
+    assert st == 400 and "no code-server" in out["message"], out
+    assert daemon.call("io.pocketenv.sandbox.getExposedPorts",
+                       {"id": "plain"})[1]["ports"] == []
+
+
+def test_stopped_sandbox_is_502(daemon, web):
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "webby", "name": "sleepy"})
+    assert daemon.wait_status("sleepy", ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    assert expose(daemon, "sleepy", 8080)[0] == 200
+    assert daemon.sandbox("stopSandbox", "sleepy")[0] == 200
+    st, h, body = get(daemon, "/", host=f"8080-sleepy.localhost:{daemon.port}",
+                      token=daemon.token)
+    assert st == 502 and b"not running" in body, body
+    assert daemon.healthy()
