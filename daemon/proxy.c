@@ -55,6 +55,7 @@
 #define HOST_SUFFIX ".localhost"
 #define TOKEN_PARAM "pe_token"
 #define SECRET_PARAM "pe_secret"
+#define PATH_FORM_CSP "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 static char *xstrndup(const char *s, size_t n)
 {
@@ -326,8 +327,10 @@ static bool read_credentials(struct preq *p, pe_http_request *req, bool *via_bea
     }
     if (jwt) {
         if (pe_auth_token_verify(p->d->auth, jwt, PE_AUTH_SCOPE_API, &p->did, NULL) != PE_AUTH_OK) {
+            /* not ours: an Authorization header then belongs to the app */
             p->bad_token = true;
             p->did = NULL;
+            *via_bearer = false;
         } else if (jwt == qtok) {
             p->set_cookie =
                 pe_xasprintf(TOKEN_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax", jwt, p->scope);
@@ -612,6 +615,12 @@ static void on_head(struct preq *p, size_t head_len)
     if (p->set_cookie) {
         out[n++] = "Set-Cookie";
         out[n++] = p->set_cookie;
+    }
+    if (strcmp(p->scope, "/") != 0) {
+        /* The path form shares the daemon's origin, where the web page
+         * keeps the API token: its pages run in an opaque origin. */
+        out[n++] = "Content-Security-Policy";
+        out[n++] = PATH_FORM_CSP;
     }
     out[n] = NULL;
     if (status == 101 && p->upgrade) {

@@ -58,6 +58,19 @@ printf 'Sec-WebSocket-Accept: %s\\r\\n\\r\\n' "$acc"
 exec cat
 """
 
+# Answers with the request head it received, as plain text.
+HEAD_ECHO = """#!/bin/sh
+head=
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\\r')
+  [ -z "$line" ] && break
+  head="$head$line
+"
+done
+printf 'HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\nConnection: close\\r\\n'
+printf 'X-Hop: 1\\r\\n\\r\\n%s' "$head"
+"""
+
 
 def write(root, path, text, mode=0o644):
     full = os.path.join(root, path.lstrip("/"))
@@ -82,6 +95,7 @@ def daemon(tmp_path_factory):
     write(root, "/vscode/index.html", "code-server stand-in\n")
     write(root, "/usr/bin/code-server", CODE_SERVER, 0o755)
     write(root, "/usr/bin/ws-echo", WS_ECHO, 0o755)
+    write(root, "/usr/bin/head-echo", HEAD_ECHO, 0o755)
     before_procs = set(sandbox_processes())
     before_cgroups = set(our_cgroups())
     d = Daemon(data, free_port(), str(tmp / "token.json"))
@@ -145,6 +159,7 @@ def web(daemon):
     assert daemon.wait_status("web", ["RUNNING", "FAILED"])["status"] == "RUNNING"
     run(daemon, "web", "httpd -p 8080 -h /www")
     run(daemon, "web", "nc -ll -p 9000 -e /usr/bin/ws-echo >/dev/null 2>&1 </dev/null &")
+    run(daemon, "web", "nc -ll -p 9100 -e /usr/bin/head-echo >/dev/null 2>&1 </dev/null &")
     sb["host"] = f"8080-web.localhost:{daemon.port}"
     return sb
 
@@ -161,6 +176,8 @@ def test_expose_and_fetch_through_both_forms(daemon, web):
     for ident in ("web", web["id"]):
         st, h, body = get(daemon, f"/p/{ident}/8080/index.html", token=daemon.token)
         assert st == 200 and body.decode() == PAGE
+        # Same origin as the daemon's web page: the page gets an opaque one.
+        assert h["content-security-policy"].startswith("sandbox ")
     # The bare path form redirects to the slash form.
     st, h, _ = get(daemon, "/p/web/8080", token=daemon.token)
     assert st == 308 and h["location"] == "/p/web/8080/"
@@ -216,6 +233,49 @@ def test_request_is_forwarded_with_body_and_query(daemon, web):
     assert st == 200, body
     assert body.decode() == "POST a=1&b=x%20y\npayload-123"  # our parameter never reaches it
     assert h["content-type"].startswith("text/plain")
+    # An Authorization header that is not our token is the app's: passed on,
+    # while a secret cookie opens the preview.
+    st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
+    secret = [p for p in ports["ports"] if p["port"] == 8080][0]["shareUrl"].split("=", 1)[1]
+    st, h, body = get(daemon, "/cgi-bin/echo?x", host=web["host"],
+                      headers={"Authorization": "Bearer app-token",
+                               "Cookie": f"theme=dark; pe_secret={secret}"})
+    assert st == 200 and body.decode() == "GET x\n", body
+
+
+def test_forwarded_head(daemon, web):
+    """What the sandbox's server receives: our credentials and hop-by-hop
+    headers gone, the app's own kept, X-Forwarded-* set."""
+    assert expose(daemon, "web", 9100)[0] == 200
+    st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
+    secret = [p for p in ports["ports"] if p["port"] == 9100][0]["shareUrl"].split("=", 1)[1]
+    host = f"9100-web.localhost:{daemon.port}"
+
+    def fetch(**kw):
+        r = get(daemon, "/a%20b/c?q=1&pe_secret=" + secret, host=host, **kw)
+        return r if r[0] == 200 else None
+    st, h, body = wait_for(lambda: fetch(headers={
+        "Authorization": "Bearer app-token", "Cookie": "theme=dark; pe_token=x",
+        "Keep-Alive": "timeout=5", "Connection": "keep-alive, X-Private",
+        "X-Private": "drop me", "X-App": "keep me", "X-Forwarded-For": "1.2.3.4"}),
+        10, "head echo")
+    lines = body.decode().splitlines()
+    assert lines[0] == "GET /a%20b/c?q=1 HTTP/1.0", lines
+    head = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+    assert head["host"] == host
+    assert head["authorization"] == "Bearer app-token"  # not our token: the app's
+    assert head["cookie"] == "theme=dark"                # our cookies never leave
+    assert head["x-app"] == "keep me"
+    assert "x-private" not in head and "keep-alive" not in head
+    assert head["connection"] == "close"
+    assert head["x-forwarded-for"] == "1.2.3.4, 127.0.0.1"
+    assert head["x-forwarded-host"] == host and head["x-forwarded-proto"] == "http"
+    assert h["x-hop"] == "1"  # the app's answer headers come back
+    # With the owner's token as Bearer: that header is ours and stays here.
+    st, h, body = get(daemon, "/p/web/9100/x", token=daemon.token)
+    assert st == 200
+    head = body.decode().lower()
+    assert "authorization" not in head and "x-forwarded-prefix: /p/web/9100" in head
 
 
 def test_bad_input_and_duplicates(daemon, web):
