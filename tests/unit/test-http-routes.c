@@ -134,6 +134,52 @@ static void h_ws(pe_http_request *req, void *ud)
 
 /* ---- fixture ------------------------------------------------------------- */
 
+/* Host routes: every header and query argument, in order. */
+static void each_line(const char *name, const char *value, void *ud)
+{
+    fprintf(ud, "%s=%s;", name, value ? value : "(null)");
+}
+
+static void h_host(pe_http_request *req, void *ud)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+
+    fprintf(f, "host-route %s rest=%s q:", req->path, req->rest);
+    pe_http_query_each(req, each_line, f);
+    fprintf(f, " h:");
+    pe_http_header_each(req, each_line, f);
+    fclose(f);
+    pe_http_respond(req, 200, "text/plain", out, len, NULL);
+    free(out);
+}
+
+/* Raw upgrades: say "raw!" on the socket, then let go (or keep it open
+ * for "/raw/keep", to be ended by the server's shutdown). */
+static volatile int raw_closed_seen;
+
+static void raw_socket(pe_http_raw *raw, int fd, const char *extra, size_t extra_len, void *ud)
+{
+    ASSERT(write(fd, "raw!", 4) == 4);
+    if (ud == NULL)
+        pe_http_raw_close(raw);
+}
+
+static void raw_closed(pe_http_raw *raw, void *ud)
+{
+    raw_closed_seen = 1;
+}
+
+static void h_raw(pe_http_request *req, void *ud)
+{
+    static const char *const hdrs[] = {"Upgrade", "test", NULL};
+    static const pe_http_raw_callbacks cb = {.on_socket = raw_socket, .on_close = raw_closed};
+
+    ASSERT(pe_http_upgrade_raw(req, hdrs, &cb, strcmp(req->rest, "keep") == 0 ? &fx : NULL) !=
+           NULL);
+}
+
 static void *loop_main(void *arg)
 {
     pe_ev_run(fx.loop, NULL);
@@ -160,6 +206,9 @@ static void start(void)
     ASSERT_EQ_INT(pe_http_route(fx.srv, "/stream/", 0, h_stream, NULL, &err), 0);
     ASSERT_EQ_INT(pe_http_route(fx.srv, "/ws", 0, h_ws, NULL, &err), 0);
     ASSERT_EQ_INT(pe_http_route(fx.srv, "relative", 0, h_ws, NULL, &err), -1);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/raw/", 0, h_raw, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route_host(fx.srv, ".preview.test", 0, h_host, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route_host(fx.srv, "preview.test", 0, h_host, NULL, &err), -1);
     ASSERT_EQ_INT(pthread_create(&fx.th, NULL, loop_main, NULL), 0);
 }
 
@@ -614,11 +663,63 @@ TEST_CASE(ws_many_and_abrupt_disconnects)
     }
 }
 
+TEST_CASE(host_route_wins_over_paths)
+{
+    const char *r;
+
+    start();
+    r = request("GET /xrpc/x?b=2&a&c=x%20y HTTP/1.1\r\nHost: 80-box.PREVIEW.test:8789\r\n"
+                "X-One: 1\r\n",
+                "");
+    ASSERT_EQ_INT(status_of(r), 200);
+    ASSERT_EQ_STR(body_of(r),
+                  "host-route /xrpc/x rest=/xrpc/x q:b=2;a=(null);c=x y; "
+                  "h:Host=80-box.PREVIEW.test:8789;X-One=1;Connection=close;Content-Length=0;");
+    /* the bare suffix, or another host, is an ordinary request */
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: preview.test\r\n", "")), 200);
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: .preview.test\r\n", "")), 200);
+    ASSERT_EQ_INT(status_of(request("GET /e/x HTTP/1.1\r\nHost: a.preview.testx\r\n", "")), 200);
+    stop();
+}
+
+TEST_CASE(raw_upgrade_hands_over_the_socket)
+{
+    char head[4096], buf[16];
+    int fd;
+    size_t n;
+
+    start();
+    fd = connect_server();
+    send_all(
+        fd, "GET /raw/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n",
+        strlen("GET /raw/x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n"));
+    read_head(fd, head, sizeof(head));
+    ASSERT_EQ_INT(status_of(head), 101);
+    ASSERT_CONTAINS(head, "Upgrade: test");
+    n = recv_all(fd, buf, sizeof(buf) - 1);
+    buf[n] = '\0';
+    ASSERT_EQ_STR(buf, "raw!"); /* then EOF: the server closed it */
+    close(fd);
+    /* One kept open ends with the server: on_close, socket closed. */
+    raw_closed_seen = 0;
+    fd = connect_server();
+    send_all(
+        fd, "GET /raw/keep HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n",
+        strlen(
+            "GET /raw/keep HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n"));
+    read_head(fd, head, sizeof(head));
+    ASSERT(recv_exact(fd, buf, 4));
+    stop();
+    ASSERT_EQ_INT(raw_closed_seen, 1);
+    ASSERT_EQ_INT((int)recv(fd, buf, sizeof(buf), 0), 0);
+    close(fd);
+}
+
 int main(void)
 {
     return RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
                      stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
                      ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
-                     ws_bad_handshake, ws_broken_frames_close_codes,
-                     ws_many_and_abrupt_disconnects);
+                     ws_bad_handshake, ws_broken_frames_close_codes, ws_many_and_abrupt_disconnects,
+                     host_route_wins_over_paths, raw_upgrade_hands_over_the_socket);
 }
