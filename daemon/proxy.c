@@ -84,6 +84,7 @@ struct preq {
     bool bad_token;
     char *secret; /* presented secret, or NULL */
     char *set_cookie;
+    char *location; /* a rewritten Location of the answer */
     bool upgrade;
     bool head_only; /* HEAD: no body whatever the headers say */
     struct buf out; /* the request to send upstream */
@@ -141,6 +142,7 @@ static void preq_free(struct preq *p)
     free(p->did);
     free(p->secret);
     free(p->set_cookie);
+    free(p->location);
     free(p->err_name);
     free(p->err_msg);
     free(p->addr);
@@ -590,7 +592,7 @@ static bool relay_body(struct preq *p, const char *data, size_t len)
 static void on_head(struct preq *p, size_t head_len)
 {
     const char *hdrs[2 * MAX_RESP_HEADERS + 4];
-    const char *out[2 * MAX_RESP_HEADERS + 4];
+    const char *out[2 * MAX_RESP_HEADERS + 8]; /* + Set-Cookie, CSP, NULL */
     unsigned status;
     int64_t clen;
     bool chunked;
@@ -611,6 +613,12 @@ static void on_head(struct preq *p, size_t head_len)
             continue;
         out[n++] = hdrs[i];
         out[n++] = hdrs[i + 1];
+        /* path form: an absolute-path redirect stays under the prefix */
+        if (strcasecmp(hdrs[i], "Location") == 0 && strcmp(p->scope, "/") != 0 &&
+            hdrs[i + 1][0] == '/' && hdrs[i + 1][1] != '/' && p->location == NULL) {
+            p->location = pe_xasprintf("%.*s%s", (int)strlen(p->scope) - 1, p->scope, hdrs[i + 1]);
+            out[n - 1] = p->location;
+        }
     }
     if (p->set_cookie) {
         out[n++] = "Set-Cookie";

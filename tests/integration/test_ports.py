@@ -181,6 +181,11 @@ def test_expose_and_fetch_through_both_forms(daemon, web):
     # The bare path form redirects to the slash form.
     st, h, _ = get(daemon, "/p/web/8080", token=daemon.token)
     assert st == 308 and h["location"] == "/p/web/8080/"
+    # The app's own redirects stay under the prefix (httpd: /cgi-bin -> /cgi-bin/).
+    st, h, _ = get(daemon, "/p/web/8080/cgi-bin", token=daemon.token)
+    assert st in (301, 302) and h["location"].startswith("/p/web/8080/cgi-bin/"), (st, h)
+    st, h, _ = get(daemon, "/cgi-bin", host=web["host"], token=daemon.token)
+    assert h["location"].startswith("/cgi-bin/"), h
     st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
     assert st == 200
     assert [(p["port"], p["description"], p["previewUrl"]) for p in ports["ports"]] == [
