@@ -20,6 +20,7 @@
 #include "daemon.h"
 #include "resources.h"
 #include "runtime/security.h"
+#include "supervise.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
@@ -261,7 +262,9 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
-        pe_daemon_register_resources(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
+        pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
+        pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
     }
@@ -282,6 +285,7 @@ static void teardown(pe_daemon *d)
 {
     /* Server first (no deferred request is left after a drain), then the
      * pool (its threads close their stores), then what they used. */
+    pe_daemon_units_detach();
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)
