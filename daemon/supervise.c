@@ -443,6 +443,28 @@ void pe_daemon_unit_stop_sandbox(const char *sandbox_id)
     }
 }
 
+void pe_daemon_unit_forget_sandbox(const char *sandbox_id)
+{
+    char **keys = NULL;
+    size_t n = 0;
+
+    /* The keys first, then each forgotten once: a unit whose process
+     * outlives SIGKILL stays registered rather than being spun on. */
+    pthread_mutex_lock(&mu);
+    for (unit *u = units; u; u = u->next) {
+        if (strcmp(u->sandbox_id, sandbox_id) != 0)
+            continue;
+        keys = pe_xrealloc(keys, (n + 1) * sizeof(char *));
+        keys[n++] = pe_xstrdup(u->key);
+    }
+    pthread_mutex_unlock(&mu);
+    for (size_t i = 0; i < n; i++) {
+        pe_daemon_unit_forget(keys[i]);
+        free(keys[i]);
+    }
+    free(keys);
+}
+
 bool pe_daemon_unit_state(const char *key, pe_unit_state *out)
 {
     unit *u;

@@ -31,6 +31,8 @@ int pe_daemon_unit_stop(const char *key, double timeout);
 void pe_daemon_unit_stop_sandbox(const char *sandbox_id);
 /* Stop unit key and drop its state and logs. */
 void pe_daemon_unit_forget(const char *key);
+/* Forget every unit of a sandbox (its deletion). */
+void pe_daemon_unit_forget_sandbox(const char *sandbox_id);
 /* The unit's state; false if the daemon has never run it. */
 bool pe_daemon_unit_state(const char *key, pe_unit_state *out);
 /* A copy of its output ring (malloc'd, NUL-terminated after *len), NULL

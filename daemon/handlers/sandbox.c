@@ -403,7 +403,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup(job, s, &sb))
         return;
-    pe_daemon_unit_stop_sandbox(sb.id);
+    pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_runtime_remove(&job->d->rt, sb.id, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0)

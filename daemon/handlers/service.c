@@ -425,37 +425,47 @@ HANDLER(get_service_logs, logs_work, "serviceId", false)
 /* Sandboxes that kept running while no daemon was up: what an earlier
  * daemon supervised in them is killed (its output pipes are gone) and
  * started again, with keys and tailscale as at a start. */
-static void adopt_work(pe_daemon_job *job, pe_store *s)
+static void adopt_one(pe_daemon_job *job, const pe_store_sandbox *sb)
 {
-    pe_store_sandbox *list = NULL;
-    size_t n = 0;
+    char *text = NULL;
+    json_t *info;
+    pid_t pid;
+    int killed;
 
-    if (pe_store_sandbox_list(s, NULL, 100000, 0, &list, &n, NULL, &job->err) < 0) {
-        pe_daemon_job_fail(job, &job->err, NULL);
+    if (sb->status != PE_STORE_RUNNING || !pe_daemon_is_mine(job->d, sb) ||
+        pe_runtime_inspect(&job->d->rt, sb->id, &text, &job->err) < 0) {
+        pe_err_clear(&job->err);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        char *text = NULL;
-        json_t *info;
-        pid_t pid;
+    info = json_loads(text, 0, NULL);
+    free(text);
+    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
+    json_decref(info);
+    if (pid <= 0)
+        return;
+    killed = pe_daemon_unit_kill_leftovers(pid);
+    if (killed)
+        pe_log_info("event=adopt sandbox=%s leftovers_killed=%d", sb->id, killed);
+    pe_daemon_sandbox_started(job->d, sb);
+}
 
-        if (list[i].status != PE_STORE_RUNNING || !pe_daemon_is_mine(job->d, &list[i]) ||
-            pe_runtime_inspect(&job->d->rt, list[i].id, &text, &job->err) < 0) {
-            pe_err_clear(&job->err);
-            continue;
+static void adopt_work(pe_daemon_job *job, pe_store *s)
+{
+    for (int64_t offset = 0;;) {
+        pe_store_sandbox *list = NULL;
+        size_t n = 0;
+
+        if (pe_store_sandbox_list(s, NULL, 1000, offset, &list, &n, NULL, &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
         }
-        info = json_loads(text, 0, NULL);
-        free(text);
-        pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
-        json_decref(info);
-        if (pid <= 0)
-            continue;
-        int killed = pe_daemon_unit_kill_leftovers(pid);
-        if (killed)
-            pe_log_info("event=adopt sandbox=%s leftovers_killed=%d", list[i].id, killed);
-        pe_daemon_sandbox_started(job->d, &list[i]);
+        for (size_t i = 0; i < n; i++)
+            adopt_one(job, &list[i]);
+        pe_store_sandbox_list_free(list, n);
+        if (n < 1000)
+            return;
+        offset += (int64_t)n;
     }
-    pe_store_sandbox_list_free(list, n);
 }
 
 int pe_daemon_register_services(pe_daemon *d, pe_err *err)

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import time
 
-import pytest
 
 from conftest import wait_for
 from test_resources import daemon, restart  # noqa: F401 (fixture)
