@@ -249,7 +249,10 @@ static void *unit_main(void *arg)
         u->exit_code = code;
         if (u->stop || detached || code == 0 || !u->restart_on_failure) {
             u->state = u->stop || code == 0 ? PE_STORE_STOPPED : PE_STORE_FAILED;
-            note(u, "[pocketenv] exited with status %d\n", code);
+            if (u->stop)
+                note(u, "[pocketenv] stopped\n");
+            else
+                note(u, "[pocketenv] exited with status %d\n", code);
             break;
         }
         if (pe_monotonic_s() - started >= PE_UNIT_STABLE_S)

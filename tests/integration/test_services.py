@@ -13,8 +13,9 @@ import time
 
 
 from conftest import wait_for
+from test_daemon_postgres import pg  # noqa: F401 (fixture)
 from test_daemon_restart import served  # noqa: F401 (fixture)
-from test_resources import daemon, restart  # noqa: F401 (fixture)
+from test_resources import banner_key, daemon, restart, seal  # noqa: F401 (fixture)
 
 SV = "io.pocketenv.service."
 
@@ -277,3 +278,56 @@ def test_services_come_back_after_a_daemon_restart(served):
     st, out = d.call(SV + "getServices", {"sandboxId": "persist"})
     assert out["services"][0]["status"] == "RUNNING", out
     assert "leftovers_killed=1" in s.log_text()
+
+
+def test_keys_services_preferences_on_postgres(pg, served):  # noqa: F811
+    """Keys, services and preferences through a daemon whose store is a real
+    PostgreSQL: the upserts, the service rows and their ports."""
+    s = served(["--sandbox-net", "none", "--store", pg()])
+    d = s.start()
+    pk = banner_key(d)
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox",
+                                                                 "name": "pgkeys"})
+    assert st == 200, sb
+    assert d.wait_status(sb["id"], ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    st, k = d.call("io.pocketenv.sandbox.getSshKeys", {"id": "pgkeys"})
+    assert st == 200 and k["publicKey"].startswith("ssh-ed25519 "), k
+    key = "tskey-auth-" + os.urandom(16).hex()
+    st, v = d.call("io.pocketenv.sandbox.putTailscaleAuthKey",
+                   body={"id": "pgkeys", "authKey": seal(pk, key)})
+    assert st == 200 and v["redacted"].startswith("tskey-auth-*"), v
+    st, v2 = d.call("io.pocketenv.sandbox.putTailscaleAuthKey",
+                    body={"id": "pgkeys", "authKey": seal(pk, key + "x")})
+    assert st == 200 and v2["id"] == v["id"] and v2["redacted"].endswith(key[-2:] + "x")
+    st, out = d.call(SV + "addService", {"sandboxId": "pgkeys"}, body={"service": {
+        "name": "pgsvc", "command": "echo pg; exec sleep 3333", "ports": [7000]}})
+    assert st == 200, out
+    assert d.call(SV + "addService", {"sandboxId": "pgkeys"}, body={"service": {
+        "name": "pgsvc", "command": "x"}})[0] == 409
+    wait_for(lambda: d.call(SV + "getServiceLogs", {"serviceId": out["service"]["id"]})[1]
+             ["logs"] == "pg\n", 10, "the service's first run")
+    restart_ok = d.sandbox("stopSandbox", "pgkeys")[0] == 200 and \
+        d.sandbox("startSandbox", "pgkeys", {})[0] == 200
+    assert restart_ok
+    # The ring spans the service's runs: both are there.
+    seen = []
+
+    def both_runs():
+        seen.append(d.call(SV + "getServiceLogs", {"serviceId": out["service"]["id"]})[1])
+        return seen[-1]["logs"] == "pg\n[pocketenv] stopped\npg\n"
+    try:
+        wait_for(both_runs, 10, "the service after the restart")
+    except AssertionError:
+        raise AssertionError(seen[-1])
+    got = d.call(SV + "getServices", {"sandboxId": "pgkeys"})[1]
+    assert got["total"] == 1 and got["services"][0]["ports"] == [7000], got
+    api = "pgapikey-" + os.urandom(8).hex()
+    assert d.call("io.pocketenv.sandbox.putPreferences", body={"sandboxId": sb["id"], "preferences": [
+        {"$type": "io.pocketenv.sandbox.defs#sandboxProviderPref", "name": "e2b",
+         "e2bApiKey": seal(pk, api)}]})[0] == 200
+    st, prefs = d.call("io.pocketenv.sandbox.getPreferences", {"id": "pgkeys"})
+    assert st == 200 and prefs[0]["redactedE2bApiKey"] == api[:11] + "*" * 24 + api[-3:]
+    log = s.log_text()
+    assert key not in log and api not in log
+    assert not os.path.exists(os.path.join(s.data, "pocketenv.db"))
+    assert d.sandbox("deleteSandbox", "pgkeys")[0] == 200
