@@ -107,10 +107,24 @@ static int check_details(const json_t *p, pe_err *err)
         const char *key;
         json_int_t min;
     } nums[] = {{"vcpus", 1}, {"memory", 1}, {"disk", 3}};
+    static const struct {
+        const char *key;
+        bool nullable;
+    } strs[] = {{"name", false}, {"description", true}, {"repo", true}, {"readme", false}};
     size_t i;
 
+    /* Unions are "any" to the lexicon table: every type is checked here. */
+    for (i = 0; i < PE_ARRAY_LEN(strs); i++) {
+        const json_t *v = json_object_get(p, strs[i].key);
+        if (v && !json_is_string(v) && !(strs[i].nullable && json_is_null(v)))
+            return pe_err_set(err, PE_EINVAL, 0, "%s must be a string%s", strs[i].key,
+                              strs[i].nullable ? " or null" : "");
+    }
     if (name && check_slug(name, err) < 0)
         return -1;
+    if (json_string_value(json_object_get(p, "readme")) &&
+        strlen(json_string_value(json_object_get(p, "readme"))) > 2048)
+        return pe_err_set(err, PE_EINVAL, 0, "readme longer than 2048 bytes");
     if (desc && strlen(desc) > DESCRIPTION_MAX)
         return pe_err_set(err, PE_EINVAL, 0, "description longer than %d bytes", DESCRIPTION_MAX);
     if (repo && !pe_daemon_repo_check(repo, err))
@@ -323,6 +337,33 @@ static int apply_kv(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                            &job->err);
 }
 
+/* A new name that another of the caller's sandboxes has: refused before
+ * anything is applied, so the request changes all or nothing. */
+static bool name_taken(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                       const json_t *prefs)
+{
+    const json_t *p;
+    size_t i;
+
+    json_array_foreach(prefs, i, p)
+    {
+        const char *name = json_string_value(json_object_get(p, "name"));
+        pe_store_sandbox other;
+
+        if (kind_of(p) != K_DETAILS || name == NULL || strcmp(name, sb->name) == 0)
+            continue;
+        if (pe_store_sandbox_get_by_name(s, job->did, name, &other, &job->err) == 0) {
+            pe_store_sandbox_clear(&other);
+            pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", name);
+            return true;
+        }
+        if (job->err.code != PE_ENOENT)
+            return true;
+        pe_err_clear(&job->err);
+    }
+    return false;
+}
+
 static void put_work(pe_daemon_job *job, pe_store *s)
 {
     const json_t *prefs = json_object_get(job->in, "preferences"), *p;
@@ -332,6 +373,11 @@ static void put_work(pe_daemon_job *job, pe_store *s)
 
     if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
+    if (name_taken(job, s, &sb, prefs)) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     json_array_foreach(prefs, i, p)
     {
         switch (kind_of(p)) {

@@ -338,6 +338,9 @@ def test_preferences(daemon):
     for bad in [
         {"$type": PREF + "sandboxDetailsPref", "name": "Bad Name"},
         {"$type": PREF + "sandboxDetailsPref", "vcpus": 0},
+        {"$type": PREF + "sandboxDetailsPref", "name": 5},
+        {"$type": PREF + "sandboxDetailsPref", "readme": None},
+        {"$type": PREF + "sandboxDetailsPref", "topics": "a,b"},
         {"$type": PREF + "sandboxProviderPref", "name": "nosuch"},
         {"$type": PREF + "sandboxProviderPref", "name": "e2b", "e2bApiKey": "plain"},
         {"$type": PREF + "variablePref", "name": "1BAD", "value": "v"},
@@ -350,6 +353,14 @@ def test_preferences(daemon):
         assert st == 400 and out["error"] == "InvalidRequest", (bad, out)
         assert "preferences[1]" in out["message"], out
     assert d.sandbox("getSandbox", sid)[1]["sandbox"]["description"] == "hello"
+    # A taken name is 409, and nothing else of the request applies.
+    d.create("prefother")
+    st, out = d.call(SB + "putPreferences", body={"sandboxId": sid, "preferences": [
+        {"$type": PREF + "sandboxDetailsPref", "description": "changed"},
+        {"$type": PREF + "sandboxDetailsPref", "name": "prefother"}]})
+    assert (st, out["error"]) == (409, "AlreadyExists"), out
+    assert d.sandbox("getSandbox", sid)[1]["sandbox"]["description"] == "hello"
+    assert d.sandbox("deleteSandbox", "prefother")[0] == 200
     # "cloudflare" forgets the stored credentials, as upstream does.
     st, _ = d.call(SB + "putPreferences", body={"sandboxId": sid, "preferences": [
         {"$type": PREF + "sandboxProviderPref", "name": "cloudflare"}]})
