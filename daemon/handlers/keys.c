@@ -175,14 +175,19 @@ int pe_daemon_ssh_generate(const char *comment, char **priv_out, char **pub_out)
     text = b64(all.p, all.len);
     n = strlen(text);
     pem = pe_xmalloc(sizeof(OPENSSH_BEGIN) + sizeof(OPENSSH_END) + n + n / 70 + 4);
-    o += (size_t)sprintf(pem, "%s\n", OPENSSH_BEGIN);
+    memcpy(pem, OPENSSH_BEGIN, sizeof(OPENSSH_BEGIN) - 1);
+    o = sizeof(OPENSSH_BEGIN) - 1;
+    pem[o++] = '\n';
     for (size_t i = 0; i < n; i += 70) {
         size_t k = n - i < 70 ? n - i : 70;
         memcpy(pem + o, text + i, k);
         o += k;
         pem[o++] = '\n';
     }
-    o += (size_t)sprintf(pem + o, "%s\n", OPENSSH_END);
+    memcpy(pem + o, OPENSSH_END, sizeof(OPENSSH_END) - 1);
+    o += sizeof(OPENSSH_END) - 1;
+    pem[o++] = '\n';
+    pem[o] = '\0';
     sodium_memzero(text, n);
     free(text);
     text = b64(blob.p, blob.len);
