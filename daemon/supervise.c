@@ -327,10 +327,11 @@ static void join_locked(unit *u, double timeout)
         pthread_cond_timedwait(&u->cond, &mu, &until);
     }
     if (!u->thread_live && u->thread) {
-        pthread_mutex_unlock(&mu);
-        pthread_join(u->thread, NULL);
-        pthread_mutex_lock(&mu);
+        pthread_t t = u->thread;
         u->thread = 0;
+        pthread_mutex_unlock(&mu);
+        pthread_join(t, NULL);
+        pthread_mutex_lock(&mu);
     }
 }
 
@@ -348,10 +349,17 @@ int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, 
         return 0; /* running (or restarting): nothing to do */
     }
     if (u && u->thread) {
-        pthread_mutex_unlock(&mu);
-        pthread_join(u->thread, NULL);
-        pthread_mutex_lock(&mu);
+        /* Ended, not joined yet: taken out under the lock, so two starts
+         * never join one thread. */
+        pthread_t t = u->thread;
         u->thread = 0;
+        pthread_mutex_unlock(&mu);
+        pthread_join(t, NULL);
+        pthread_mutex_lock(&mu);
+        if (u->thread_live) { /* another start won meanwhile */
+            pthread_mutex_unlock(&mu);
+            return 0;
+        }
     }
     if (u == NULL) {
         u = pe_xcalloc(1, sizeof(*u));
