@@ -88,6 +88,9 @@ bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_s
  * auth key and the image has tailscale, and its services. Failures are
  * logged, never fatal to the start. */
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb);
+/* The daemon exits: wait for a Tailscale bring-up in progress, start no
+ * other (teardown, before the runtime and keys are freed). */
+void pe_daemon_tailscale_quiesce(void);
 /* Start every service of sb that its owner wants running. */
 void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
 

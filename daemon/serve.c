@@ -286,6 +286,7 @@ static void teardown(pe_daemon *d)
     /* Server first (no deferred request is left after a drain), then the
      * pool (its threads close their stores), then what they used. */
     pe_daemon_units_detach();
+    pe_daemon_tailscale_quiesce();
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -510,10 +511,75 @@ static void ts_up(pe_daemon *d, const pe_store_sandbox *sb, const unsigned char 
     }
 }
 
-static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+/* Bringing Tailscale up can take `tailscale up`'s whole timeout (three
+ * times): it runs on a thread of its own, so a start or a put is answered
+ * without waiting; the outcome is logged. One bring-up at a time: two
+ * would share the key file. The thread carries the sealed key and opens it
+ * itself, so no plaintext waits in a queue. */
+struct ts_job {
+    pe_daemon *d;
+    pe_store_sandbox sb; /* id and name only */
+    char *sealed;
+};
+
+static pthread_mutex_t ts_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool ts_closed; /* the daemon exits: bring nothing more up (under ts_mu) */
+
+void pe_daemon_tailscale_quiesce(void)
 {
+    pthread_mutex_lock(&ts_mu); /* waits for a bring-up in progress */
+    ts_closed = true;
+    pthread_mutex_unlock(&ts_mu);
+}
+
+static void *ts_thread(void *arg)
+{
+    struct ts_job *t = arg;
     unsigned char *plain = NULL;
     size_t len = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    pthread_mutex_lock(&ts_mu);
+    if (ts_closed)
+        ;
+    else if (pe_auth_unseal(t->d->auth, t->sealed, &plain, &len, &err) < 0)
+        pe_log_warn("sandbox %s: tailscale key does not open: %s", t->sb.id, err.msg);
+    else
+        ts_up(t->d, &t->sb, plain, len);
+    pthread_mutex_unlock(&ts_mu);
+    pe_auth_plain_free(plain);
+    free((char *)t->sb.id);
+    free((char *)t->sb.name);
+    free(t->sealed);
+    free(t);
+    return NULL;
+}
+
+static void ts_up_later(pe_daemon *d, const pe_store_sandbox *sb, const char *sealed)
+{
+    struct ts_job *t = pe_xcalloc(1, sizeof(*t));
+    pthread_attr_t attr;
+    pthread_t th;
+
+    t->d = d;
+    t->sb.id = pe_xstrdup(sb->id);
+    t->sb.name = pe_xstrdup(sb->name);
+    t->sealed = pe_xstrdup(sealed);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, ts_thread, t) != 0) {
+        pe_log_warn("sandbox %s: tailscale not started: no thread", sb->id);
+        free((char *)t->sb.id);
+        free((char *)t->sb.name);
+        free(t->sealed);
+        free(t);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
     pe_store_key k;
     pe_err err;
 
@@ -523,11 +589,7 @@ static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
             pe_log_warn("sandbox %s: tailscale: %s", sb->id, err.msg);
         return;
     }
-    if (pe_auth_unseal(d->auth, k.sealed, &plain, &len, &err) < 0)
-        pe_log_warn("sandbox %s: tailscale key does not open: %s", sb->id, err.msg);
-    else
-        ts_up(d, sb, plain, len);
-    pe_auth_plain_free(plain);
+    ts_up_later(d, sb, k.sealed);
     pe_store_key_clear(&k);
 }
 
@@ -654,7 +716,7 @@ static void put_ts_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
         if (sb.status == PE_STORE_RUNNING) /* outcome in the log, as a clone's */
-            ts_up(job->d, &sb, plain, len);
+            ts_up_later(job->d, &sb, sealed);
         reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
     }
     pe_auth_plain_free(plain);

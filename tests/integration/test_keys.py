@@ -257,8 +257,10 @@ def test_tailscale_key_end_to_end(daemon):
     assert set(v) == {"id", "authKey", "redacted", "createdAt", "updatedAt"}
     assert d.call(SB + "getTailscaleAuthKey", {"id": sid}) == (200, v)
     # Brought up at once: tailscaled runs, `tailscale up` got the key by file.
+    # (in the background: the put is answered without waiting for `up`)
     wait_for(lambda: d.sh(sid, "ps | grep -c '[s]leep 100000'")["stdout"] == "1\n", 10,
              "tailscaled")
+    wait_for(lambda: "event=tailscale sandbox=" + sid in d.log_text(), 10, "tailscale up")
     out = d.sh(sid, "cat /tmp/tsd-args /tmp/ts-args /tmp/ts-key-seen; "
                     "ls -A /run/pocketenv/ | wc -l; ps | grep -c '[s]leep 100000'")["stdout"]
     lines = out.splitlines()
@@ -273,7 +275,9 @@ def test_tailscale_key_end_to_end(daemon):
     assert files_and_log_hold(d, key) is None
     # Every start brings it up again.
     restart(d, sid)
-    assert d.sh(sid, "cat /tmp/ts-key-seen")["stdout"] == key + "\n" + key + "\n"
+    wait_for(lambda: d.sh(sid, "cat /tmp/ts-key-seen")["stdout"] == key + "\n" + key + "\n"
+             and d.log_text().count("event=tailscale sandbox=" + sid) == 2, 10,
+             "tailscale up at the start")
     wait_for(lambda: d.sh(sid, "ps | grep -c '[s]leep 100000'")["stdout"] == "1\n", 10,
              "tailscaled after the restart")
     assert cmdlines_hold(key) == []
