@@ -261,11 +261,53 @@ static int parse_create(const char *cmd, int argc, char **argv, struct create_ar
         pe_opts_help(create_opts);
         return -1;
     }
-    if (c->ssh) {
-        fprintf(stderr, "pocketenv: --ssh needs `pocketenv console`, which is not built yet\n");
-        return EXIT_USAGE;
-    }
     return 0;
+}
+
+/* --ssh: wait (up to 10 minutes: a first debian image is being built)
+ * until the sandbox runs, then open a terminal in it. */
+static int then_console(const char *name)
+{
+    char *args[] = {(char *)"console", (char *)name, NULL};
+    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
+    time_t deadline = time(NULL) + 600;
+    const char *status = "";
+    pe_api a;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        json_decref(params);
+        return fail(&err);
+    }
+    for (;;) {
+        json_decref(out);
+        out = NULL;
+        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
+            break;
+        status = str(json_object_get(out, "sandbox"), "status");
+        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
+            break;
+        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
+    }
+    json_decref(params);
+    pe_api_close(&a);
+    if (err.msg[0]) {
+        json_decref(out);
+        return fail(&err);
+    }
+    if (strcmp(status, "RUNNING") != 0) {
+        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name, status,
+                json_is_string(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
+                    ? ": "
+                    : "",
+                json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
+                    ?: "");
+        json_decref(out);
+        return EXIT_API;
+    }
+    json_decref(out);
+    return pe_cmd_console(2, args);
 }
 
 static int cmd_create(int argc, char **argv)
@@ -299,6 +341,12 @@ static int cmd_create(int argc, char **argv)
     if (r < 0)
         return fail(&err);
     printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), str(out, "name"));
+    fflush(stdout);
+    if (c.ssh) {
+        cleanup_free char *name = pe_xstrdup(str(out, "name"));
+        json_decref(out);
+        return then_console(name);
+    }
     json_decref(out);
     return 0;
 }
@@ -357,6 +405,10 @@ static int cmd_start(int argc, char **argv)
     r = by_id("usage: pocketenv start SANDBOX", "io.pocketenv.sandbox.startSandbox", 2, args, body,
               "started");
     json_decref(body);
+    if (r == 0 && c.ssh) {
+        fflush(stdout);
+        return then_console(c.name);
+    }
     if (r == 0)
         printf("Run `pocketenv console %s` to open a terminal in it.\n", c.name);
     return r;

@@ -33,6 +33,8 @@ static void usage(FILE *f)
                "  create|new [NAME] [-b BASE] [-r REPO] [-k]   start SANDBOX [-r REPO] [-k]\n"
                "  stop SANDBOX   rm|delete|remove SANDBOX   ls   ps\n"
                "  exec SANDBOX COMMAND...        run COMMAND, exit with its exit code\n"
+               "  console|shell|ssh|s [SANDBOX]  a terminal in it (Ctrl-] detaches)\n"
+               "  env|secret|file|volume put|list|delete ...   a sandbox's resources\n"
                "\n"
                "Global options:\n"
                "  --data DIR   state directory (default /var/lib/pocketenv as root,\n"
@@ -98,8 +100,13 @@ int main(int argc, char **argv)
         return pe_cmd_image(argc - i, argv + i);
     if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "token") == 0)
         return pe_cmd_serve(argc - i, argv + i);
+    if (strcmp(argv[i], "console") == 0 || strcmp(argv[i], "shell") == 0 ||
+        strcmp(argv[i], "ssh") == 0 || strcmp(argv[i], "s") == 0)
+        return pe_cmd_console(argc - i, argv + i);
     {
         int r = pe_cmd_api(argc - i, argv + i);
+        if (r < 0)
+            r = pe_cmd_res(argc - i, argv + i);
         if (r >= 0)
             return r;
     }

@@ -31,11 +31,14 @@ typedef struct pe_daemon {
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
     double exec_timeout;
-    double idle_timeout; /* default seconds before an idle sandbox stops; 0 = never */
-    double tick_s;       /* housekeeping period */
-    int sandbox_net;     /* enum pe_net_mode for the sandboxes it runs */
-    char *node;          /* this daemon's node id (DATA/node-id) */
-    bool tick_busy;      /* a housekeeping pass is queued or running */
+    struct pe_web *web;         /* the web page's files, NULL: text banner only */
+    double terminal_idle;       /* end a terminal session this long without viewers */
+    struct pe_terminals *terms; /* terminal sessions (daemon/terminal.c) */
+    double idle_timeout;        /* default seconds before an idle sandbox stops; 0 = never */
+    double tick_s;              /* housekeeping period */
+    int sandbox_net;            /* enum pe_net_mode for the sandboxes it runs */
+    char *node;                 /* this daemon's node id (DATA/node-id) */
+    bool tick_busy;             /* a housekeeping pass is queued or running */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;
@@ -86,6 +89,9 @@ char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
 /* Rate-limit key hook: the token's verified subject. */
 int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
 
+/* Serve the web page (d->web) at / (daemon/web-http.c); nothing without it. */
+int pe_daemon_register_web(pe_daemon *d, pe_err *err);
+
 /* ISO 8601 UTC with milliseconds, as upstream's createdAt; json null for 0. */
 json_t *pe_daemon_time_json(int64_t ms);
 
@@ -99,6 +105,11 @@ int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_e
 /* Handlers, registered on d->srv. */
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
+/* Terminal gateways /tty, /pty and /v1/sandboxes/:id/ws/terminal. */
+int pe_daemon_register_terminal(pe_daemon *d, pe_err *err);
+/* End every terminal session (shells killed, viewers closed). Before the
+ * server is freed. */
+void pe_daemon_terminal_shutdown(pe_daemon *d);
 
 /* Sandbox runtime work, shared by create (background) and start. */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);

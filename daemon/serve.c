@@ -7,10 +7,12 @@
  * accepted request (and background job) has finished, so no answer is
  * lost and no sandbox is left half-made by us. Exit status 0 then. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "cli.h"
@@ -21,10 +23,12 @@
 #include "resources.h"
 #include "runtime/security.h"
 #include "supervise.h"
+#include "web.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
 #define DEFAULT_EXEC_TIMEOUT 300.0
+#define DEFAULT_TERMINAL_IDLE 300.0
 #define DEFAULT_IDLE_TIMEOUT 1800.0
 #define DEFAULT_TICK 10.0
 
@@ -36,6 +40,8 @@ enum {
     O_TOKEN_FILE,
     O_TOKEN_TTL,
     O_EXEC_TIMEOUT,
+    O_WEB,
+    O_TERMINAL_IDLE,
     O_IDLE_TIMEOUT,
     O_TICK,
     O_RATE_LIMIT,
@@ -52,6 +58,10 @@ static const pe_opt serve_opts[] = {
      "where to write the owner's token (~/.pocketenv/token.json)"},
     {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
+    {"web", 0, true, O_WEB, "DIR",
+     "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
+    {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
+     "end a terminal session S seconds after its last viewer left (300)"},
     {"idle-timeout", 0, true, O_IDLE_TIMEOUT, "S",
      "stop sandboxes unused for S seconds unless keepAlive; 0 = never (1800)"},
     {"tick", 0, true, O_TICK, "S", "housekeeping period: idle stops, dead sandboxes (10)"},
@@ -64,9 +74,9 @@ static const pe_opt serve_opts[] = {
 };
 
 struct serve_args {
-    const char *listen, *data, *store, *handle, *token_file;
+    const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
-    double exec_timeout, idle_timeout, tick;
+    double exec_timeout, terminal_idle, idle_timeout, tick;
     long rate_limit;
     int sandbox_net;
     bool help;
@@ -102,6 +112,11 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_EXEC_TIMEOUT:
         return pe_cli_parse_seconds(arg, &a->exec_timeout, err);
+    case O_WEB:
+        a->web = arg;
+        return 0;
+    case O_TERMINAL_IDLE:
+        return pe_cli_parse_seconds(arg, &a->terminal_idle, err);
     case O_IDLE_TIMEOUT:
         return pe_cli_parse_seconds(arg, &a->idle_timeout, err);
     case O_TICK:
@@ -225,6 +240,34 @@ static const char *backend_name(const char *url)
     return strncmp(url, "postgres", 8) == 0 ? "postgres" : "sqlite";
 }
 
+/* The web page: --web DIR must load; without it, the build tree's web/
+ * next to this program or the installed share/pocketenv/web, and a daemon
+ * without either serves only the text banner at / (and says so). */
+static int load_web(pe_daemon *d, const struct serve_args *a, const char *banner, pe_err *err)
+{
+    char exe[PATH_MAX];
+    ssize_t n;
+    char *slash;
+    cleanup_free char *here = NULL, *shared = NULL;
+
+    if (a->web) {
+        d->web = pe_web_load(a->web, banner, err);
+        return d->web ? 0 : pe_err_prefix(err, "--web");
+    }
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0 || (exe[n] = '\0', slash = strrchr(exe, '/')) == NULL)
+        return 0;
+    *slash = '\0';
+    here = pe_xasprintf("%s/web", exe);
+    shared = pe_xasprintf("%s/../share/pocketenv/web", exe);
+    d->web = pe_web_load(access(here, F_OK) == 0 ? here : shared, banner, err);
+    if (d->web == NULL) {
+        pe_log_warn("event=no_web_page reason=\"%s\"", err->msg);
+        pe_err_clear(err);
+    }
+    return 0;
+}
+
 static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
 {
     char host[256];
@@ -257,6 +300,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     banner = pe_xasprintf("pocketenv %s\nowner: %s\npublic key: %s\n", "0.1.0",
                           pe_auth_owner_did(d->auth), pe_auth_public_key_hex(d->auth));
     cfg.banner = banner;
+    if (load_web(d, a, banner, err) < 0)
+        return -1;
     d->srv = pe_http_server_new(d->loop, &cfg, err);
     if (d->srv == NULL)
         return -1;
@@ -264,6 +309,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
         pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
+        pe_daemon_register_terminal(d, err) < 0 || pe_daemon_register_web(d, err) < 0 ||
         pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
@@ -285,12 +331,14 @@ static void teardown(pe_daemon *d)
 {
     /* Server first (no deferred request is left after a drain), then the
      * pool (its threads close their stores), then what they used. */
+    pe_daemon_terminal_shutdown(d);
     pe_daemon_units_detach();
     pe_daemon_tailscale_quiesce();
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)
         pe_ev_loop_free(d->loop);
+    pe_web_free(d->web);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);
@@ -304,6 +352,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     struct serve_args a = {.listen = DEFAULT_LISTEN,
                            .token_ttl = DEFAULT_TOKEN_TTL,
                            .exec_timeout = DEFAULT_EXEC_TIMEOUT,
+                           .terminal_idle = DEFAULT_TERMINAL_IDLE,
                            .idle_timeout = DEFAULT_IDLE_TIMEOUT,
                            .tick = DEFAULT_TICK,
                            .rate_limit = -1,
@@ -324,6 +373,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     if (a.data == NULL)
         a.data = pe_cli_data_dir;
     d.exec_timeout = a.exec_timeout > 0 ? a.exec_timeout : DEFAULT_EXEC_TIMEOUT;
+    d.terminal_idle = a.terminal_idle > 0 ? a.terminal_idle : DEFAULT_TERMINAL_IDLE;
     d.idle_timeout = a.idle_timeout;
     d.tick_s = a.tick;
     d.sandbox_net = a.sandbox_net;

@@ -22,10 +22,18 @@
  *   501 MethodNotImplemented lexicon method with no registered handler
  * and whatever pe__xrpc_error_for maps a handler's pe_err code to.
  *
- * Every response carries Access-Control-Allow-Origin: *. */
+ * Every response carries Access-Control-Allow-Origin: *.
+ *
+ * Besides XRPC, a program may serve its own paths (terminals, a web page)
+ * with pe_http_route: a handler per path prefix gets the method, path,
+ * query, headers and the raw body, and answers with a full response, later
+ * (deferred), with a stream (Server-Sent Events), or by upgrading to a
+ * WebSocket that the loop then drives (lib/http/ws.c, framing by wslay).
+ * These routes are not rate-limited: their handlers authenticate. */
 #ifndef POCKETENV_HTTP_H
 #define POCKETENV_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <jansson.h>
@@ -123,5 +131,116 @@ void pe_http_set_rate_key(pe_http_server *srv, pe_http_rate_key_fn fn, void *ud)
  * the server's own, in Prometheus text format. */
 typedef void (*pe_http_metrics_fn)(FILE *out, void *ud);
 void pe_http_set_metrics_hook(pe_http_server *srv, pe_http_metrics_fn fn, void *ud);
+
+/* ---- routes outside /xrpc ------------------------------------------------
+ *
+ * Everything below runs on the loop thread, like the XRPC handlers. */
+
+/* A request to a registered prefix. Strings are borrowed and live until the
+ * request is answered (for an upgrade or a stream: until that call). */
+typedef struct pe_http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* percent-decoded path, without the query */
+    const char *rest;   /* path after the registered prefix */
+    const char *authorization;
+    const char *client_addr;
+    const char *body; /* raw body, NUL-terminated; "" when none */
+    size_t body_len;
+} pe_http_request;
+
+/* Answers exactly once, like an XRPC handler: pe_http_respond,
+ * pe_http_respond_stream or pe_http_upgrade_ws, before returning or after
+ * pe_http_defer. The handler runs once the whole body has arrived; a body
+ * over the route's max_body is answered 413 without calling it. */
+typedef void (*pe_http_handler)(pe_http_request *req, void *ud);
+
+/* Serve every path starting with prefix (e.g. "/tty/") with fn; the
+ * longest matching prefix wins; /xrpc/, /healthz and /metrics stay the
+ * server's. max_body 0: cfg.max_json_body. At most 16 routes (PE_EINVAL beyond). */
+int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
+                  void *ud, pe_err *err);
+
+/* A query argument (decoded) or header of the request, NULL if absent.
+ * Valid while the request is unanswered. */
+const char *pe_http_query(pe_http_request *req, const char *key);
+const char *pe_http_header(pe_http_request *req, const char *name);
+
+/* The answer: status, Content-Type (NULL: none), len bytes of body (copied)
+ * and extra headers as {"Name", "value", ..., NULL} (NULL: none). */
+void pe_http_respond(pe_http_request *req, unsigned status, const char *content_type,
+                     const void *body, size_t len, const char *const *headers);
+/* pe_http_respond with a JSON body {"error": name, "message": message}. */
+void pe_http_respond_error(pe_http_request *req, unsigned status, const char *name,
+                           const char *message);
+/* The handler answers later (on the loop thread); the connection waits. */
+void pe_http_defer(pe_http_request *req);
+
+/* -- streaming (Server-Sent Events and the like) --
+ *
+ * The response is sent chunked as the program writes. The server buffers
+ * what the client has not taken yet; pe_http_stream_pending tells how much,
+ * so the writer can bound it. A client that goes away is noticed on the next
+ * write (the connection is parked while nothing is queued), so a writer that
+ * must notice promptly writes periodically (SSE's ": ping"). */
+typedef struct pe_http_stream pe_http_stream;
+
+typedef struct pe_http_stream_callbacks {
+    /* Optional: everything queued has been handed to the socket. */
+    void (*on_drain)(pe_http_stream *st, void *ud);
+    /* The client went away or the server is shutting down. Called once,
+     * never after pe_http_stream_close; st is invalid after it returns. */
+    void (*on_close)(pe_http_stream *st, void *ud);
+} pe_http_stream_callbacks;
+
+/* Start a streaming answer; the callbacks struct is copied. */
+pe_http_stream *pe_http_respond_stream(pe_http_request *req, unsigned status,
+                                       const char *content_type, const char *const *headers,
+                                       const pe_http_stream_callbacks *cb, void *ud);
+/* Queue len bytes (copied). -1 once the stream is over. */
+int pe_http_stream_write(pe_http_stream *st, const void *data, size_t len);
+size_t pe_http_stream_pending(const pe_http_stream *st);
+/* Finish the response after what is queued; st is invalid afterwards and
+ * no callback fires any more. */
+void pe_http_stream_close(pe_http_stream *st);
+
+/* -- WebSocket (RFC 6455) --
+ *
+ * After the 101 answer the socket leaves libmicrohttpd: the loop watches it
+ * and wslay frames it. Pings are answered, fragmented messages reassembled,
+ * and protocol errors close the connection with the RFC's code: 1002 for a
+ * broken frame, 1007 for a text message that is not UTF-8, 1009 for a
+ * message over max_message. */
+typedef struct pe_http_ws pe_http_ws;
+
+typedef struct pe_http_ws_callbacks {
+    /* A whole message (text: valid UTF-8). */
+    void (*on_message)(pe_http_ws *ws, bool binary, const char *data, size_t len, void *ud);
+    /* Optional: the output queue became empty. */
+    void (*on_drain)(pe_http_ws *ws, void *ud);
+    /* The connection ended: code is the close code received or sent (1006
+     * when it just dropped). Called once, never after pe_http_ws_close; ws
+     * is invalid after it returns. */
+    void (*on_close)(pe_http_ws *ws, unsigned code, void *ud);
+} pe_http_ws_callbacks;
+
+/* Check the handshake (GET, Upgrade: websocket, Sec-WebSocket-Key,
+ * version 13) and answer 101; on a bad handshake answer 400 (426 without
+ * an Upgrade header) and return NULL, the request then being answered.
+ * max_message 0: 1 MiB. Messages may be queued at once; they go out after
+ * the 101. The callbacks struct is copied. */
+pe_http_ws *pe_http_upgrade_ws(pe_http_request *req, const pe_http_ws_callbacks *cb,
+                               size_t max_message, void *ud);
+/* Queue one message (copied). -1 once the connection is closing. */
+int pe_http_ws_send(pe_http_ws *ws, bool binary, const void *data, size_t len);
+/* Bytes queued and not yet written to the socket. */
+size_t pe_http_ws_pending(const pe_http_ws *ws);
+/* Send a close frame after what is queued (reason: short UTF-8, may be
+ * NULL) and let go: the server finishes the closing handshake (or drops
+ * the socket after a few seconds) on its own. ws is invalid afterwards and
+ * no callback fires any more. */
+void pe_http_ws_close(pe_http_ws *ws, unsigned code, const char *reason);
+/* Like pe_http_ws_close, but the close frame goes ahead of what is queued
+ * (which is dropped): for a peer that is not reading, e.g. too slow. */
+void pe_http_ws_abort(pe_http_ws *ws, unsigned code, const char *reason);
 
 #endif

@@ -71,6 +71,9 @@ typedef struct pe_proc_opts {
     char **env;          /* extra "K=V" on top of the sandbox's, may be NULL */
     const char *workdir; /* NULL: the sandbox's */
     bool tty;            /* run on a PTY relayed to the caller's terminal */
+    /* exec: the PTY's size when the process starts (0: the caller's
+     * terminal's, as with tty); a daemon has no terminal of its own. */
+    unsigned short tty_cols, tty_rows;
     bool has_user;
     uint32_t uid, gid;
     double timeout; /* seconds, 0 = none; on expiry the process is killed */

@@ -13,6 +13,13 @@
  * entered recursively: an answer that arrives while MHD_run is on the stack
  * (a handler completing another request) only asks for one more round.
  *
+ * Routes outside /xrpc (pe_http_route) share the request machinery: the
+ * handler runs once the body is in, and may answer in full, defer, start
+ * a stream, or upgrade to a WebSocket. A stream's body is pulled by MHD
+ * through stream_read; with nothing queued the connection is suspended
+ * ("parked") and the next write resumes it. An upgraded socket leaves MHD
+ * for ws.c; MHD keeps only its slot until ws.c gives it back.
+ *
  * Limits (STYLE rule 8): MHD's per-connection memory pool bounds the
  * request line and headers (431 beyond it), the body buffer stops at
  * max_json_body (413), the rate-limit table at rate_max_keys, the metrics
@@ -23,6 +30,8 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <nettle/base64.h>
+#include <nettle/sha1.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -34,10 +43,13 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "http/server-internal.h"
 #include "http/xrpc-internal.h"
 #include "pocketenv/http.h"
 
 #define MAX_ARGS 64
+#define MAX_ROUTES 16
+#define STREAM_BLOCK (64 * 1024)
 #define METRIC_ROWS 512
 #define JSON_TYPE "application/json; charset=utf-8"
 #define DEFAULT_BANNER "Pocketenv: sandboxes over XRPC (/xrpc/io.pocketenv.*)\n"
@@ -59,6 +71,27 @@ struct rate_entry {
     char key[];
 };
 
+struct route {
+    char *prefix;
+    size_t plen, max_body;
+    pe_http_handler fn;
+    void *ud;
+};
+
+struct pe_http_stream {
+    pe_http_server *srv;
+    struct conn *c; /* NULL once the connection is gone */
+    char *buf;      /* queued bytes: [off, len) */
+    size_t off, len, cap;
+    bool parked;      /* connection suspended: nothing was queued */
+    bool user_closed; /* pe_http_stream_close: end after the queue, no callbacks */
+    bool gone;        /* on_close delivered (or owed no more) */
+    bool ending;      /* server shutdown: end after the queue */
+    pe_http_stream_callbacks cb;
+    void *ud;
+    struct pe_http_stream *next, *prev; /* srv->streams */
+};
+
 struct metric_row {
     const char *label; /* static: an nsid from the table or a route name */
     unsigned status;
@@ -78,6 +111,10 @@ struct pe_http_server {
     struct handler_slot *handlers; /* indexed like pe__xrpc_methods */
     bool in_mhd, need_run;
     struct conn *deferred; /* suspended connections, for shutdown */
+    struct route routes[MAX_ROUTES];
+    size_t n_routes;
+    struct pe_http_stream *streams; /* live streams, for shutdown */
+    pe_http_ws *ws_list;            /* live WebSockets (ws.c), for shutdown */
 
     struct rate_entry **rate_tab;
     size_t rate_nbuckets, rate_count;
@@ -113,6 +150,12 @@ struct conn {
     unsigned retry_after;
     struct conn *dnext, *dprev;
     char client[INET6_ADDRSTRLEN];
+    /* routes outside /xrpc */
+    pe_http_request hreq;
+    const struct route *route;
+    size_t body_limit;
+    struct pe_http_stream *stream; /* answered with a stream */
+    pe_http_ws *ws;                /* answered 101, socket not handed over yet */
 };
 
 void pe_http_config_init(pe_http_config *cfg)
@@ -220,6 +263,17 @@ static void run_mhd(pe_http_server *s)
         s->in_mhd = false;
     } while (s->need_run);
     arm_timer(s);
+}
+
+/* Have MHD run soon from the loop, not on the caller's stack: an answer or
+ * a stream write must never call back into its caller (on_close, on_drain)
+ * before it returns. The MHD timer doubles as the kick. */
+static void kick(pe_http_server *s)
+{
+    if (s->in_mhd)
+        s->need_run = true;
+    else
+        pe_ev_timer_set(s->timer, 1, 0, NULL);
 }
 
 static void on_mhd_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
@@ -437,7 +491,7 @@ static void answered(struct conn *c)
     c->deferred = false;
     deferred_unlink(c);
     MHD_resume_connection(c->mc);
-    run_mhd(c->srv);
+    kick(c->srv);
 }
 
 static bool check_answer_once(struct conn *c)
@@ -574,7 +628,7 @@ static void xrpc_start(struct conn *c, const char *nsid, const char *method)
 
 static void body_append(struct conn *c, const char *data, size_t len)
 {
-    size_t limit = c->srv->cfg.max_json_body;
+    size_t limit = c->body_limit;
 
     if (c->too_big || len > limit - c->body_len) {
         c->too_big = true; /* keep reading (and dropping) to answer cleanly */
@@ -586,11 +640,398 @@ static void body_append(struct conn *c, const char *data, size_t len)
             cap *= 2;
         if (cap > limit)
             cap = limit;
-        c->body = pe_xrealloc(c->body, cap);
+        c->body = pe_xrealloc(c->body, cap + 1); /* + NUL for pe_http_request.body */
         c->body_cap = cap;
     }
     memcpy(c->body + c->body_len, data, len);
     c->body_len += len;
+}
+
+/* ---- routes outside /xrpc ----------------------------------------------- */
+
+static struct conn *conn_of_http(pe_http_request *req)
+{
+    return (struct conn *)((char *)req - offsetof(struct conn, hreq));
+}
+
+static const struct route *route_find(pe_http_server *s, const char *url)
+{
+    const struct route *best = NULL;
+
+    for (size_t i = 0; i < s->n_routes; i++) {
+        const struct route *r = &s->routes[i];
+        if (strncmp(url, r->prefix, r->plen) == 0 && (best == NULL || r->plen > best->plen))
+            best = r;
+    }
+    return best;
+}
+
+/* Headers are in: everything that can be decided before the body. */
+static void custom_start(struct conn *c, const struct route *r, const char *url, const char *method)
+{
+    const char *len_hdr = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Length");
+
+    c->route = r;
+    c->label = r->prefix;
+    c->body_limit = r->max_body;
+    c->hreq = (pe_http_request){
+        .method = method,
+        .path = url,
+        .rest = url + r->plen,
+        .authorization = c->req.authorization,
+        .client_addr = c->client,
+        .body = "",
+    };
+    if (len_hdr && (strlen(len_hdr) > 15 || strtoull(len_hdr, NULL, 10) > r->max_body)) {
+        c->too_big = true;
+        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
+    }
+}
+
+static void custom_dispatch(struct conn *c)
+{
+    if (c->too_big) {
+        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
+        return;
+    }
+    if (c->body) {
+        c->body[c->body_len] = '\0';
+        c->hreq.body = c->body;
+        c->hreq.body_len = c->body_len;
+    }
+    c->dispatched = true;
+    c->in_handler = true;
+    c->route->fn(&c->hreq, c->route->ud);
+    c->in_handler = false;
+    if (c->resp == NULL && !c->deferred) {
+        pe_log_error("http: handler for %s returned without an answer", c->label);
+        set_error(c, PE_ESYS, NULL, "Internal Server Error");
+    }
+}
+
+int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
+                  void *ud, pe_err *err)
+{
+    struct route *r = NULL;
+
+    if (prefix == NULL || prefix[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "route prefix must start with '/'");
+    for (size_t i = 0; i < srv->n_routes; i++)
+        if (strcmp(srv->routes[i].prefix, prefix) == 0)
+            r = &srv->routes[i];
+    if (r == NULL) {
+        if (srv->n_routes == MAX_ROUTES)
+            return pe_err_set(err, PE_EINVAL, 0, "route %s: more than %d routes", prefix,
+                              MAX_ROUTES);
+        r = &srv->routes[srv->n_routes++];
+        r->prefix = pe_xstrdup(prefix);
+        r->plen = strlen(prefix);
+    }
+    r->max_body = max_body ? max_body : srv->cfg.max_json_body;
+    r->fn = fn;
+    r->ud = ud;
+    return 0;
+}
+
+const char *pe_http_query(pe_http_request *req, const char *key)
+{
+    return MHD_lookup_connection_value(conn_of_http(req)->mc, MHD_GET_ARGUMENT_KIND, key);
+}
+
+const char *pe_http_header(pe_http_request *req, const char *name)
+{
+    return MHD_lookup_connection_value(conn_of_http(req)->mc, MHD_HEADER_KIND, name);
+}
+
+static void add_headers(struct MHD_Response *r, const char *const *headers)
+{
+    for (; headers && headers[0] && headers[1]; headers += 2)
+        MHD_add_response_header(r, headers[0], headers[1]);
+}
+
+void pe_http_respond(pe_http_request *req, unsigned status, const char *content_type,
+                     const void *body, size_t len, const char *const *headers)
+{
+    struct conn *c = conn_of_http(req);
+    char *copy = NULL;
+
+    if (!check_answer_once(c))
+        return;
+    if (len > 0) {
+        copy = pe_xmalloc(len);
+        memcpy(copy, body, len);
+    }
+    set_response(c, status, content_type, copy, len);
+    add_headers(c->resp, headers);
+    answered(c);
+}
+
+void pe_http_respond_error(pe_http_request *req, unsigned status, const char *name,
+                           const char *message)
+{
+    json_t *msg = json_string(message);
+
+    if (msg == NULL)
+        msg = json_string("request contains invalid UTF-8");
+    json_t *v = json_pack("{s:s,s:o}", "error", name, "message", msg);
+    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+    json_decref(v);
+    if (text == NULL)
+        abort(); /* allocation failure */
+    pe_http_respond(req, status, JSON_TYPE, text, strlen(text), NULL);
+    free(text);
+}
+
+void pe_http_defer(pe_http_request *req)
+{
+    struct conn *c = conn_of_http(req);
+
+    if (c->in_handler && c->resp == NULL)
+        c->deferred = true;
+}
+
+/* ---- streams ------------------------------------------------------------ */
+
+static void stream_unlink(struct pe_http_stream *st)
+{
+    pe_http_server *s = st->srv;
+
+    if (st->prev)
+        st->prev->next = st->next;
+    else if (s->streams == st)
+        s->streams = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    st->next = st->prev = NULL;
+}
+
+/* The connection is over: tell the owner once, unless it let go. */
+static void stream_gone(struct pe_http_stream *st)
+{
+    if (st->c) {
+        st->c->stream = NULL;
+        st->c = NULL;
+    }
+    if (st->gone)
+        return;
+    st->gone = true;
+    stream_unlink(st);
+    if (!st->user_closed && st->cb.on_close)
+        st->cb.on_close(st, st->ud);
+}
+
+static void stream_unpark(struct pe_http_stream *st)
+{
+    if (!st->parked || st->c == NULL)
+        return;
+    st->parked = false;
+    MHD_resume_connection(st->c->mc);
+    kick(st->srv);
+}
+
+/* MHD pulls the body: hand it what is queued, or park the connection
+ * (suspend) until the next write, so an idle stream costs no wakeups. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct pe_http_stream *st = cls;
+    size_t n;
+
+    if (st->len > st->off) {
+        n = st->len - st->off < max ? st->len - st->off : max;
+        memcpy(buf, st->buf + st->off, n);
+        st->off += n;
+        if (st->off == st->len) {
+            st->off = st->len = 0;
+            if (!st->user_closed && !st->gone && st->cb.on_drain)
+                st->cb.on_drain(st, st->ud);
+        }
+        return (ssize_t)n;
+    }
+    if (st->user_closed || st->ending || st->c == NULL)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    st->parked = true;
+    MHD_suspend_connection(st->c->mc);
+    return 0;
+}
+
+static void stream_free(void *cls)
+{
+    struct pe_http_stream *st = cls;
+
+    stream_gone(st);
+    free(st->buf);
+    free(st);
+}
+
+pe_http_stream *pe_http_respond_stream(pe_http_request *req, unsigned status,
+                                       const char *content_type, const char *const *headers,
+                                       const pe_http_stream_callbacks *cb, void *ud)
+{
+    struct conn *c = conn_of_http(req);
+    struct pe_http_stream *st;
+    struct MHD_Response *r;
+
+    if (!check_answer_once(c))
+        return NULL;
+    st = pe_xcalloc(1, sizeof(*st));
+    st->srv = c->srv;
+    st->c = c;
+    st->cb = *cb;
+    st->ud = ud;
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, st,
+                                          stream_free);
+    if (r == NULL)
+        abort(); /* allocation failure */
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
+    if (content_type)
+        MHD_add_response_header(r, "Content-Type", content_type);
+    add_headers(r, headers);
+    c->resp = r;
+    c->status = status;
+    c->stream = st;
+    st->next = c->srv->streams;
+    if (st->next)
+        st->next->prev = st;
+    c->srv->streams = st;
+    answered(c);
+    return st;
+}
+
+int pe_http_stream_write(pe_http_stream *st, const void *data, size_t len)
+{
+    if (st->user_closed || st->c == NULL)
+        return -1;
+    if (st->off > 0 && st->off == st->len)
+        st->off = st->len = 0;
+    if (st->len + len > st->cap) {
+        if (st->off > 0) { /* compact before growing */
+            memmove(st->buf, st->buf + st->off, st->len - st->off);
+            st->len -= st->off;
+            st->off = 0;
+        }
+        if (st->len + len > st->cap) {
+            st->cap = (st->len + len) * 2;
+            st->buf = pe_xrealloc(st->buf, st->cap);
+        }
+    }
+    memcpy(st->buf + st->len, data, len);
+    st->len += len;
+    stream_unpark(st);
+    return 0;
+}
+
+size_t pe_http_stream_pending(const pe_http_stream *st)
+{
+    return st->len - st->off;
+}
+
+void pe_http_stream_close(pe_http_stream *st)
+{
+    if (st == NULL || st->user_closed)
+        return;
+    st->user_closed = true;
+    if (st->c == NULL)
+        return; /* already gone: freed with its response */
+    stream_unpark(st);
+}
+
+/* ---- WebSocket handshake (the framing is ws.c's) ------------------------ */
+
+static void on_upgrade(void *cls, struct MHD_Connection *mc, void *con_cls, const char *extra_in,
+                       size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    struct conn *c = con_cls;
+
+    if (c)
+        c->ws = NULL;
+    pe__ws_attach(cls, sock, extra_in, extra_in_size, urh);
+}
+
+/* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC's GUID)). */
+static void ws_accept_key(const char *key, char out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1])
+{
+    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    struct sha1_ctx ctx;
+    uint8_t digest[SHA1_DIGEST_SIZE];
+
+    sha1_init(&ctx);
+    sha1_update(&ctx, strlen(key), (const uint8_t *)key);
+    sha1_update(&ctx, sizeof(guid) - 1, (const uint8_t *)guid);
+    sha1_digest(&ctx, sizeof(digest), digest);
+    base64_encode_raw(out, sizeof(digest), digest);
+    out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
+}
+
+static bool has_token(const char *list, const char *token)
+{
+    size_t n = strlen(token);
+
+    for (const char *p = list; p && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (strncasecmp(p, token, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
+            return true;
+        p = strchr(p, ',');
+    }
+    return false;
+}
+
+pe_http_ws *pe_http_upgrade_ws(pe_http_request *req, const pe_http_ws_callbacks *cb,
+                               size_t max_message, void *ud)
+{
+    static const char *const need_ws[] = {"Upgrade", "websocket", NULL};
+    static const char *const need_13[] = {"Sec-WebSocket-Version", "13", NULL};
+    struct conn *c = conn_of_http(req);
+    const char *upgrade = pe_http_header(req, "Upgrade");
+    const char *connection = pe_http_header(req, "Connection");
+    const char *key = pe_http_header(req, "Sec-WebSocket-Key");
+    const char *version = pe_http_header(req, "Sec-WebSocket-Version");
+    char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
+    struct MHD_Response *r;
+    pe_http_ws *ws;
+
+    if (!check_answer_once(c))
+        return NULL;
+    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0) {
+        static const char msg[] = "{\"error\":\"UpgradeRequired\",\"message\":\"WebSocket only\"}";
+        pe_http_respond(req, 426, JSON_TYPE, msg, sizeof(msg) - 1, need_ws);
+        return NULL;
+    }
+    if (strcmp(c->hreq.method, "GET") != 0 || !has_token(connection, "upgrade") || key == NULL ||
+        strlen(key) != 24 || version == NULL || strcmp(version, "13") != 0) {
+        static const char msg[] = "{\"error\":\"InvalidRequest\","
+                                  "\"message\":\"bad WebSocket handshake\"}";
+        pe_http_respond(req, 400, JSON_TYPE, msg, sizeof(msg) - 1, need_13);
+        return NULL;
+    }
+    ws_accept_key(key, accept);
+    ws = pe__ws_new(c->srv, cb, max_message, ud);
+    r = MHD_create_response_for_upgrade(on_upgrade, ws);
+    if (r == NULL)
+        abort(); /* allocation failure */
+    MHD_add_response_header(r, "Upgrade", "websocket");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    c->resp = r;
+    c->status = 101;
+    c->ws = ws;
+    answered(c);
+    return ws;
+}
+
+pe_ev_loop *pe__http_loop(pe_http_server *srv)
+{
+    return srv->loop;
+}
+
+void pe__http_run(pe_http_server *srv)
+{
+    run_mhd(srv);
+}
+
+pe_http_ws **pe__http_ws_list(pe_http_server *srv)
+{
+    return &srv->ws_list;
 }
 
 /* ---- routes ------------------------------------------------------------- */
@@ -616,6 +1057,7 @@ static void serve_banner(struct conn *c)
 static void route(struct conn *c, const char *url, const char *method)
 {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    const struct route *r;
 
     c->label = "other";
     if (!strcmp(method, "OPTIONS")) {
@@ -623,15 +1065,17 @@ static void route(struct conn *c, const char *url, const char *method)
         serve_preflight(c);
     } else if (!strncmp(url, "/xrpc/", 6)) {
         xrpc_start(c, url + 6, method);
-    } else if (!strcmp(url, "/") && get) {
-        c->label = "/";
-        serve_banner(c);
     } else if (!strcmp(url, "/healthz") && get) {
         c->label = "/healthz";
         set_text(c, 200, "text/plain; charset=utf-8", "ok");
     } else if (!strcmp(url, "/metrics") && get) {
         c->label = "/metrics";
         serve_metrics(c);
+    } else if ((r = route_find(c->srv, url)) != NULL) {
+        custom_start(c, r, url, method);
+    } else if (!strcmp(url, "/") && get) {
+        c->label = "/";
+        serve_banner(c);
     } else {
         set_error(c, PE_ENOENT, NULL, "Not Found");
     }
@@ -655,6 +1099,7 @@ static struct conn *conn_new(pe_http_server *s, struct MHD_Connection *mc)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, c->client,
                   sizeof(c->client));
     c->req.client_addr = c->client;
+    c->body_limit = s->cfg.max_json_body;
     c->req.authorization = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
     return c;
 }
@@ -678,7 +1123,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         c = conn_new(cls, mc);
         *con_cls = c;
         route(c, url, method);
-        return c->resp ? queue(c) : MHD_YES;
+        /* An answer queued before MHD has read the whole request makes it
+         * close the connection afterwards (it cannot tell whether a body
+         * follows): so answer on the next call, when the request is in,
+         * and keep-alive works. Only a body too large to read is answered
+         * now, and that connection closes. */
+        return c->resp && c->too_big ? queue(c) : MHD_YES;
+    }
+    if (c->resp && *data_size && c->body_len + *data_size <= c->srv->cfg.max_json_body) {
+        /* An early answer (an error found from the head): read and drop
+         * the body first, so the connection stays usable. */
+        c->body_len += *data_size;
+        *data_size = 0;
+        return MHD_YES;
     }
     if (c->resp) /* an early error, or a deferred answer after resume */
         return queue(c);
@@ -689,7 +1146,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
     }
     if (c->dispatched)
         return MHD_YES; /* resumed without an answer cannot happen; stay put */
-    xrpc_dispatch(c);
+    if (c->route)
+        custom_dispatch(c);
+    else
+        xrpc_dispatch(c);
     if (c->resp)
         return queue(c);
     c->dnext = c->srv->deferred;
@@ -717,6 +1177,10 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
     }
     if (c->deferred)
         deferred_unlink(c);
+    if (c->stream)
+        stream_gone(c->stream);
+    if (c->ws) /* answered 101 but the upgrade never happened */
+        pe__ws_abort(pe_steal_ptr(&c->ws));
     if (c->resp)
         MHD_destroy_response(c->resp);
     json_decref(c->req.params);
@@ -783,7 +1247,7 @@ static int parse_listen(const pe_http_config *cfg, struct sockaddr_storage *ss, 
 static int start_mhd(pe_http_server *s, pe_err *err)
 {
     struct sockaddr_storage ss;
-    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE;
     const union MHD_DaemonInfo *info;
 
     if (parse_listen(&s->cfg, &ss, err) < 0)
@@ -883,6 +1347,15 @@ void pe_http_server_free(pe_http_server *s)
             set_error(c, PE_XRPC_EBUSY, NULL, "server shutting down");
             answered(c);
         }
+        /* Parked streams too: they end after what is queued. */
+        for (struct pe_http_stream *st = s->streams; st; st = st->next) {
+            st->ending = true;
+            if (st->c && st->parked) {
+                st->parked = false;
+                MHD_resume_connection(st->c->mc);
+            }
+        }
+        pe__ws_close_all(s);
         run_mhd(s);
         MHD_stop_daemon(s->mhd);
     }
@@ -897,6 +1370,8 @@ void pe_http_server_free(pe_http_server *s)
     }
     free(s->rate_tab);
     free(s->handlers);
+    for (size_t i = 0; i < s->n_routes; i++)
+        free(s->routes[i].prefix);
     free(s->host);
     free(s->banner);
     free(s->banner_html);

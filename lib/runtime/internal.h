@@ -59,6 +59,7 @@ typedef struct pe_exec_req {
     char *const *envp;
     const char *workdir;
     bool tty;
+    unsigned short tty_cols, tty_rows; /* 0: the caller's terminal's size */
     long uid, gid;
     int stdio[3]; /* the process's 0,1,2 when not tty; -1 = the caller's */
 } pe_exec_req;

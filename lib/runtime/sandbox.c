@@ -893,6 +893,8 @@ static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc
     req.envp = envp;
     req.workdir = proc->workdir ? proc->workdir : (st.cfg.workdir ? st.cfg.workdir : "/");
     req.tty = proc->tty;
+    req.tty_cols = proc->tty_cols;
+    req.tty_rows = proc->tty_rows;
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
     memcpy(req.stdio, stdio, sizeof(req.stdio));

@@ -456,6 +456,10 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.tty = req->tty;
     if (req->tty)
         caller_winsize(&ctx.winsize);
+    if (req->tty && req->tty_cols > 0 && req->tty_rows > 0) {
+        ctx.winsize.ws_col = req->tty_cols;
+        ctx.winsize.ws_row = req->tty_rows;
+    }
     ctx.workdir = req->workdir;
     ctx.uid = req->uid;
     ctx.gid = req->gid;

@@ -106,3 +106,46 @@ def test_errors_are_clear(cli, daemon):
     assert cli("stop").returncode == 2
     assert cli("exec", "onlyname").returncode == 2
     assert cli("create", "--help").returncode == 0
+
+
+def test_resource_commands(cli, daemon, tmp_path):
+    assert cli("login", "--token", daemon.token).returncode == 0
+    assert cli("create", "resbox", "-b", "busybox").returncode == 0
+    daemon.wait_status("resbox", ["RUNNING"])
+
+    p = cli("env", "put", "resbox", "GREETING", "hello world")
+    assert (p.returncode, p.stdout) == (0, "Variable updated successfully\n"), p.stderr
+    assert cli("env", "put", "resbox", "GREETING", "hello again").returncode == 0  # replaces
+    rows = [l.split() for l in cli("env", "ls", "resbox").stdout.splitlines()[1:]]
+    assert len(rows) == 1 and rows[0][1:4] == ["GREETING", "hello", "again"], rows
+    var_id = rows[0][0]
+
+    # The secret comes on stdin, never in argv; it is sealed before it leaves.
+    p = cli("secret", "put", "resbox", "TOKEN", input="s3cr3t-value\n")
+    assert p.returncode == 0, p.stderr
+    listing = cli("secret", "list", "resbox").stdout
+    assert "TOKEN" in listing and "s3cr3t" not in listing
+
+    local = tmp_path / "motd"
+    local.write_text("from a local file\n")
+    assert cli("file", "put", "resbox", "/etc/motd", str(local)).returncode == 0
+    assert cli("file", "put", "resbox", "/tmp/piped", input="piped content\n").returncode == 0
+    assert "/etc/motd" in cli("file", "ls", "resbox").stdout
+
+    out = cli("exec", "resbox", 'echo "$GREETING/$TOKEN"; cat /etc/motd /tmp/piped')
+    assert out.stdout == "hello again/s3cr3t-value\nfrom a local file\npiped content", out
+
+    assert cli("env", "delete", var_id).stdout == f"Variable {var_id} deleted\n"
+    assert cli("env", "ls", "resbox").stdout.count("\n") == 1
+    p = cli("env", "rm", var_id)
+    assert p.returncode == 1 and "not found" in p.stderr
+
+    p = cli("volume", "put", "resbox", "cache", "/cache")
+    assert p.returncode == 0 and "Volume cache mounted in resbox at /cache" in p.stdout, p.stderr
+    vol = [l.split() for l in cli("volume", "ls", "resbox").stdout.splitlines()[1:]]
+    assert vol and vol[0][1:3] == ["cache", "/cache"]
+    p = cli("env", "put", "nosuchbox", "A", "b")
+    assert p.returncode == 1 and "sandbox nosuchbox not found" in p.stderr
+    assert cli("secret", "put", "resbox").returncode == 2
+    assert cli("rm", "resbox").returncode == 0
+    assert cli("volume", "rm", vol[0][0]).returncode == 0

@@ -1,0 +1,882 @@
+/* Terminal sessions: a shell on a PTY in a sandbox, shared by its viewers.
+ *
+ * Owns: the session table, each session's shell process, PTY, scrollback
+ * ring and viewers. Threading: loop thread only; the one blocking step,
+ * starting the shell inside the sandbox (pe_runtime_exec_start forks into
+ * its namespaces), runs as a worker job whose done callback brings the
+ * session to RUNNING. The PTY master and the shell's pidfd are then watched
+ * by the loop; the PTY is non-blocking, so reads and writes never stall it.
+ *
+ * States: STARTING (shell being started; viewers attach, input is kept)
+ * -> RUNNING -> ENDING (shell exited, was killed, or failed to start:
+ * viewers are told and closed) -> freed once the shell is reaped.
+ *
+ * Output goes to the scrollback ring (replayed to every new viewer, so
+ * nothing is lost while nobody watched) and to every viewer. Text viewers
+ * get valid UTF-8 only: a character split across two PTY reads is held
+ * back until it is complete (carry), and invalid bytes become U+FFFD.
+ * Binary viewers (Cloudflare protocol) get the bytes as they are.
+ *
+ * Backpressure (STYLE rule 15), per viewer: the HTTP layer queues what the
+ * client has not taken. While every viewer is above HIGH_WATER the PTY is
+ * not read, so the shell blocks on its terminal as it would on a slow local
+ * one; any viewer draining resumes it. A viewer that falls more than
+ * VIEWER_MAX behind the others is dropped (WebSocket close 1008 "viewer
+ * too slow", or an SSE error event), so it never holds the rest back.
+ * Input to the shell is bounded by INPUT_MAX. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "terminal.h"
+
+#define RING_SIZE (64 * 1024)
+#define READ_CHUNK (64 * 1024)
+#define READS_PER_WAKEUP 4 /* then let the loop serve others */
+#define HIGH_WATER (256 * 1024)
+#define VIEWER_MAX (1024 * 1024)
+#define INPUT_MAX (256 * 1024)
+#define MAX_SESSIONS 1024
+#define MAX_VIEWERS 64
+#define WS_MESSAGE_MAX (256 * 1024)
+#define SSE_PING_NS (15ull * 1000000000ull)
+
+enum { ST_STARTING, ST_RUNNING, ST_ENDING };
+
+typedef struct viewer {
+    pe_term_session *s;
+    int proto;
+    pe_http_ws *ws;
+    pe_http_stream *st;
+    pe_ev_timer *ping;
+    struct viewer *next, *prev;
+} viewer;
+
+struct pe_term_session {
+    pe_daemon *d;
+    char *key, *sandbox_id;
+    int state;
+    pe_proc proc;
+    bool starting; /* the start job has not reported back */
+    bool have_proc, reaped;
+    pe_ev_io *pty_io, *pid_io;
+    uint32_t pty_events;
+    bool pty_eof;
+    unsigned cols, rows;
+    unsigned char ring[RING_SIZE];
+    size_t ring_start, ring_len;
+    unsigned char carry[4];
+    size_t carry_len;
+    char *in;
+    size_t in_len;
+    viewer *viewers;
+    unsigned n_viewers;
+    pe_ev_timer *idle;
+    int exit_code;
+    pe_term_session *next, *prev;
+};
+
+struct pe_terminals {
+    pe_term_session *head;
+    unsigned n;
+};
+
+static struct pe_terminals *table(pe_daemon *d)
+{
+    if (d->terms == NULL)
+        d->terms = pe_xcalloc(1, sizeof(*d->terms));
+    return d->terms;
+}
+
+/* ---- UTF-8 -------------------------------------------------------------- */
+
+/* Length of the well-formed sequence at p (1..4), 0 if invalid, -1 if
+ * it is a valid start cut short by the end of the buffer. */
+static int utf8_seq(const unsigned char *p, size_t avail)
+{
+    unsigned char c = p[0];
+    int n = c < 0x80                 ? 1
+            : c >= 0xc2 && c <= 0xdf ? 2
+            : (c & 0xf0) == 0xe0     ? 3
+            : c >= 0xf0 && c <= 0xf4 ? 4
+                                     : 0;
+
+    if (n <= 1)
+        return n;
+    for (int k = 1; k < n; k++) {
+        if ((size_t)k >= avail)
+            return -1;
+        unsigned char ck = p[k];
+        if ((ck & 0xc0) != 0x80)
+            return 0;
+        if (k == 1 && ((c == 0xe0 && ck < 0xa0) || (c == 0xed && ck >= 0xa0) ||
+                       (c == 0xf0 && ck < 0x90) || (c == 0xf4 && ck >= 0x90)))
+            return 0;
+    }
+    return n;
+}
+
+size_t pe__term_utf8_text(const unsigned char *data, size_t len, bool final, char *out,
+                          size_t *used)
+{
+    size_t i = 0, o = 0;
+
+    while (i < len) {
+        int n = utf8_seq(data + i, len - i);
+        if (n < 0 && !final)
+            break; /* unfinished character: keep for the next read */
+        if (n > 0) {
+            memcpy(out + o, data + i, (size_t)n);
+            o += (size_t)n;
+            i += (size_t)n;
+        } else {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        }
+    }
+    *used = i;
+    return o;
+}
+
+/* ---- viewers ------------------------------------------------------------ */
+
+static void session_check_flow(pe_term_session *s);
+static void session_maybe_free(pe_term_session *s);
+
+static size_t viewer_pending(const viewer *v)
+{
+    if (v->ws)
+        return pe_http_ws_pending(v->ws);
+    if (v->st)
+        return pe_http_stream_pending(v->st);
+    return 0;
+}
+
+static void sse_event(viewer *v, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    char *msg;
+
+    json_decref(data);
+    if (text == NULL)
+        abort(); /* allocation failure: the strings are valid UTF-8 */
+    msg = pe_xasprintf("event: %s\ndata: %s\n\n", event, text);
+    pe_http_stream_write(v->st, msg, strlen(msg));
+    free(msg);
+    free(text);
+}
+
+static void cf_control(viewer *v, json_t *msg)
+{
+    char *text = json_dumps(msg, JSON_COMPACT);
+
+    json_decref(msg);
+    if (text == NULL)
+        abort();
+    pe_http_ws_send(v->ws, false, text, strlen(text));
+    free(text);
+}
+
+/* Detach v from its session; the connection is the caller's concern. */
+static void viewer_unlink(viewer *v)
+{
+    pe_term_session *s = v->s;
+
+    if (v->prev)
+        v->prev->next = v->next;
+    else
+        s->viewers = v->next;
+    if (v->next)
+        v->next->prev = v->prev;
+    s->n_viewers--;
+    pe_ev_timer_stop(v->ping);
+    free(v);
+    if (s->n_viewers == 0 && s->state != ST_ENDING && s->idle)
+        pe_ev_timer_set(s->idle, (uint64_t)(s->d->terminal_idle * 1e9) + 1, 0, NULL);
+    session_check_flow(s);
+}
+
+/* Close v's connection with a reason and detach it. A slow viewer's close
+ * frame jumps its backlog, or it would never see it. */
+static void viewer_drop(viewer *v, unsigned code, const char *reason)
+{
+    bool slow = code == 1008 && strcmp(reason, "viewer too slow") == 0;
+
+    if (v->ws && slow) {
+        pe_http_ws_abort(v->ws, code, reason);
+    } else if (v->ws) {
+        if (v->proto == PE_TERM_WS_CF && code != 1000)
+            cf_control(v, json_pack("{s:s,s:s}", "type", "error", "message", reason));
+        pe_http_ws_close(v->ws, code, reason);
+    } else if (v->st) {
+        if (code != 1000)
+            sse_event(v, "error", json_pack("{s:s}", "message", reason));
+        pe_http_stream_close(v->st);
+    }
+    viewer_unlink(v);
+}
+
+/* One chunk of output to one viewer; raw for binary, text for the rest. */
+static void viewer_output(viewer *v, const unsigned char *raw, size_t raw_len, const char *text,
+                          size_t text_len)
+{
+    if (v->proto == PE_TERM_WS_CF) {
+        if (raw_len)
+            pe_http_ws_send(v->ws, true, raw, raw_len);
+    } else if (v->proto == PE_TERM_WS_TEXT) {
+        if (text_len)
+            pe_http_ws_send(v->ws, false, text, text_len);
+    } else if (text_len) {
+        sse_event(v, "output", json_pack("{s:s%}", "data", text, text_len));
+    }
+}
+
+/* ---- the ring ----------------------------------------------------------- */
+
+static void ring_append(pe_term_session *s, const unsigned char *p, size_t n)
+{
+    if (n >= RING_SIZE) {
+        memcpy(s->ring, p + n - RING_SIZE, RING_SIZE);
+        s->ring_start = 0;
+        s->ring_len = RING_SIZE;
+        return;
+    }
+    for (size_t i = 0; i < n;) {
+        size_t end = (s->ring_start + s->ring_len) % RING_SIZE;
+        size_t room = RING_SIZE - end, take = n - i < room ? n - i : room;
+        memcpy(s->ring + end, p + i, take);
+        i += take;
+        s->ring_len += take;
+        if (s->ring_len > RING_SIZE) {
+            s->ring_start = (s->ring_start + s->ring_len - RING_SIZE) % RING_SIZE;
+            s->ring_len = RING_SIZE;
+        }
+    }
+}
+
+/* The ring in order, from its first character boundary. malloc'd. */
+static unsigned char *ring_copy(pe_term_session *s, size_t *len)
+{
+    unsigned char *out = pe_xmalloc(s->ring_len + 1);
+    size_t first =
+        RING_SIZE - s->ring_start < s->ring_len ? RING_SIZE - s->ring_start : s->ring_len;
+    size_t skip = 0;
+
+    memcpy(out, s->ring + s->ring_start, first);
+    memcpy(out + first, s->ring, s->ring_len - first);
+    /* The oldest bytes may be the tail of a character cut by the wrap. */
+    while (skip < 3 && skip < s->ring_len && (out[skip] & 0xc0) == 0x80)
+        skip++;
+    memmove(out, out + skip, s->ring_len - skip);
+    *len = s->ring_len - skip;
+    return out;
+}
+
+static void viewer_replay(pe_term_session *s, viewer *v)
+{
+    size_t len, used, tlen;
+    unsigned char *raw = ring_copy(s, &len);
+    char *text;
+
+    if (len == 0) {
+        free(raw);
+        return;
+    }
+    if (v->proto == PE_TERM_WS_CF) {
+        viewer_output(v, raw, len, NULL, 0);
+    } else {
+        /* The unfinished tail is in the carry: the next chunk completes it. */
+        size_t n = len >= s->carry_len ? len - s->carry_len : 0;
+        text = pe_xmalloc(3 * n + 1);
+        tlen = pe__term_utf8_text(raw, n, true, text, &used);
+        viewer_output(v, NULL, 0, text, tlen);
+        free(text);
+    }
+    free(raw);
+}
+
+/* ---- output ------------------------------------------------------------- */
+
+static void session_output(pe_term_session *s, const unsigned char *p, size_t n)
+{
+    unsigned char buf[4 + READ_CHUNK];
+    char *text = NULL;
+    size_t tlen = 0, used = 0, all;
+    viewer *v, *next;
+
+    ring_append(s, p, n);
+    /* Text: carry + new bytes, up to the last whole character. */
+    memcpy(buf, s->carry, s->carry_len);
+    memcpy(buf + s->carry_len, p, n);
+    all = s->carry_len + n;
+    /* Computed even without a text viewer: the carry must stay right for
+     * one that attaches later. */
+    text = pe_xmalloc(3 * all + 1);
+    tlen = pe__term_utf8_text(buf, all, false, text, &used);
+    s->carry_len = all - used;
+    memcpy(s->carry, buf + used, s->carry_len);
+    for (v = s->viewers; v; v = next) {
+        next = v->next;
+        viewer_output(v, p, n, text, tlen);
+        if (viewer_pending(v) > VIEWER_MAX) {
+            pe_log_info("terminal %s: dropping a viewer %zu bytes behind", s->sandbox_id,
+                        viewer_pending(v));
+            viewer_drop(v, 1008, "viewer too slow");
+        }
+    }
+    free(text);
+}
+
+/* ---- the PTY ------------------------------------------------------------ */
+
+static void pty_watch(pe_term_session *s)
+{
+    uint32_t want = 0;
+    bool all_full = s->n_viewers > 0;
+
+    for (viewer *v = s->viewers; v && all_full; v = v->next)
+        all_full = viewer_pending(v) > HIGH_WATER;
+    if (!s->pty_eof && !all_full)
+        want |= EPOLLIN;
+    if (s->in_len > 0)
+        want |= EPOLLOUT;
+    if (s->pty_io && want != s->pty_events) {
+        pe_ev_io_modify(s->pty_io, want, NULL);
+        s->pty_events = want;
+    }
+}
+
+static void session_check_flow(pe_term_session *s)
+{
+    if (s->state == ST_RUNNING)
+        pty_watch(s);
+}
+
+static void pty_flush_input(pe_term_session *s)
+{
+    while (s->in_len > 0) {
+        ssize_t n = write(s->proc.pty_fd, s->in, s->in_len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            if (errno != EAGAIN)
+                s->in_len = 0; /* the shell is gone: its exit is on its way */
+            break;
+        }
+        memmove(s->in, s->in + n, s->in_len - (size_t)n);
+        s->in_len -= (size_t)n;
+    }
+}
+
+enum { PTY_MORE = 1, PTY_EMPTY = 0, PTY_EOF = -1 };
+
+/* Read what the PTY has, at most READS_PER_WAKEUP chunks. */
+static int pty_read(pe_term_session *s)
+{
+    static unsigned char buf[READ_CHUNK]; /* loop thread only */
+
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        ssize_t n = read(s->proc.pty_fd, buf, sizeof(buf));
+        if (n > 0) {
+            session_output(s, buf, (size_t)n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        /* EIO: every slave fd is closed (the shell exited). */
+        return n < 0 && errno == EAGAIN ? PTY_EMPTY : PTY_EOF;
+    }
+    return PTY_MORE;
+}
+
+static void on_pty(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    pe_term_session *s = ud;
+
+    if (events & EPOLLOUT)
+        pty_flush_input(s);
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (pty_read(s) == PTY_EOF || (events & (EPOLLHUP | EPOLLERR) && !(events & EPOLLIN))) {
+            /* Nothing more will come; stop watching, or HUP would spin.
+             * The pidfd tells when the shell is gone. */
+            s->pty_eof = true;
+            pe_ev_io_stop(s->pty_io);
+            s->pty_io = NULL;
+            return;
+        }
+    }
+    if (s->state == ST_RUNNING)
+        pty_watch(s);
+}
+
+/* ---- ending ------------------------------------------------------------- */
+
+static const char *signal_name(int code)
+{
+    const char *abbrev = code > 128 ? sigabbrev_np(code - 128) : NULL;
+    static char buf[32];
+
+    if (abbrev == NULL)
+        return NULL;
+    snprintf(buf, sizeof(buf), "SIG%s", abbrev);
+    return buf;
+}
+
+/* Tell every viewer why the session ends and close them. */
+static void session_close_viewers(pe_term_session *s, bool exited, const char *why)
+{
+    char reason[64];
+
+    snprintf(reason, sizeof(reason), "exit %d", s->exit_code);
+    while (s->viewers) {
+        viewer *v = s->viewers;
+        if (!exited) {
+            viewer_drop(v, s->d->draining ? 1001 : 1011, why);
+            continue;
+        }
+        if (v->proto == PE_TERM_WS_CF) {
+            json_t *m = json_pack("{s:s,s:i}", "type", "exit", "code", s->exit_code);
+            if (signal_name(s->exit_code))
+                json_object_set_new(m, "signal", json_string(signal_name(s->exit_code)));
+            cf_control(v, m);
+        } else if (v->proto == PE_TERM_SSE) {
+            sse_event(v, "exit", json_pack("{s:i}", "code", s->exit_code));
+        }
+        viewer_drop(v, 1000, reason);
+    }
+}
+
+static void session_unlink(pe_term_session *s)
+{
+    struct pe_terminals *t = table(s->d);
+
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (t->head == s)
+        t->head = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    t->n--;
+}
+
+/* Free once nothing refers to s any more: ended, and the shell reaped (or
+ * never started, and the exec job done). */
+static void session_maybe_free(pe_term_session *s)
+{
+    if (s->state != ST_ENDING || s->starting || (s->have_proc && !s->reaped))
+        return;
+    pe_ev_io_stop(s->pty_io);
+    pe_ev_io_stop(s->pid_io);
+    pe_ev_timer_stop(s->idle);
+    if (s->have_proc)
+        pe_proc_close(&s->proc);
+    free(s->in);
+    free(s->key);
+    free(s->sandbox_id);
+    free(s);
+}
+
+/* Leave the table (a new viewer of the key gets a new shell) and close
+ * the viewers. exited: with the shell's exit code; else with why. */
+static void session_end(pe_term_session *s, bool exited, const char *why)
+{
+    if (s->state == ST_ENDING)
+        return;
+    s->state = ST_ENDING;
+    session_unlink(s);
+    session_close_viewers(s, exited, why);
+    pe_ev_timer_stop(s->idle);
+    s->idle = NULL;
+    if (s->have_proc && !s->reaped)
+        pe_proc_signal(&s->proc, SIGKILL); /* no-op if it already exited */
+    session_maybe_free(s);
+}
+
+static void on_shell_exit(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    pe_term_session *s = ud;
+    pe_err err;
+    int code = -1;
+
+    /* The last output first: the shell's final words come before its exit. */
+    if (s->pty_io && !s->pty_eof)
+        while (pty_read(s) == PTY_MORE)
+            ;
+    pe_ev_io_stop(s->pid_io);
+    s->pid_io = NULL;
+    if (pe_proc_wait(&s->proc, &code, &err) < 0)
+        pe_log_warn("terminal %s: %s", s->sandbox_id, err.msg);
+    s->reaped = true;
+    s->exit_code = code;
+    pe_log_info("terminal %s: shell exited with %d", s->sandbox_id, code);
+    if (s->state != ST_ENDING)
+        session_end(s, true, NULL);
+    else
+        session_maybe_free(s);
+}
+
+static void on_idle(pe_ev_timer *t, void *ud)
+{
+    pe_term_session *s = ud;
+
+    if (s->n_viewers > 0)
+        return;
+    pe_log_info("terminal %s: no viewer for %gs, ending the session", s->sandbox_id,
+                s->d->terminal_idle);
+    session_end(s, false, "idle");
+}
+
+/* ---- starting the shell (worker) ---------------------------------------- */
+
+struct start_job {
+    pe_daemon *d;
+    pe_term_session *s;
+    char *sandbox_id;
+    unsigned cols, rows;
+    pe_proc proc;
+    bool ok;
+    pe_err err;
+};
+
+/* The sandbox's variables and secrets as "K=V", plus TERM. */
+static char **shell_env(pe_daemon *d, const char *sandbox_id)
+{
+    size_t cap = 2, n = 0;
+    char **env = pe_xcalloc(cap, sizeof(*env));
+    pe_err err;
+    pe_store *st = pe_daemon_store(d, &err);
+
+    env[n++] = pe_xstrdup("TERM=xterm-256color");
+    for (int kind = PE_STORE_VARIABLE; st && kind <= PE_STORE_SECRET; kind++) {
+        pe_store_kv *list = NULL;
+        size_t k = 0;
+        if (pe_store_kv_list(st, kind, sandbox_id, &list, &k, &err) < 0)
+            continue;
+        env = pe_xrealloc(env, (cap = n + k + 1) * sizeof(*env));
+        for (size_t i = 0; i < k; i++) {
+            unsigned char *plain = NULL;
+            size_t plen = 0;
+            if (list[i].key[0] == '\0' || strchr(list[i].key, '='))
+                continue;
+            if (kind == PE_STORE_VARIABLE) {
+                env[n++] = pe_xasprintf("%s=%s", list[i].key, list[i].value);
+            } else if (pe_auth_unseal(d->auth, list[i].value, &plain, &plen, &err) == 0) {
+                env[n++] = pe_xasprintf("%s=%s", list[i].key, (const char *)plain);
+                pe_auth_plain_free(plain);
+            }
+        }
+        pe_store_kv_list_free(list, k);
+    }
+    env[n] = NULL;
+    return env;
+}
+
+static void start_work(void *ud)
+{
+    struct start_job *j = ud;
+    /* bash -i where the image has it, else sh -i; exec keeps one process. */
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c",
+                    (char *)"if command -v bash >/dev/null 2>&1; then exec bash -i; "
+                            "else exec sh -i; fi",
+                    NULL};
+    char **env = shell_env(j->d, j->sandbox_id);
+    pe_proc_opts opts = {.argv = argv,
+                         .env = env,
+                         .tty = true,
+                         .tty_cols = (unsigned short)j->cols,
+                         .tty_rows = (unsigned short)j->rows};
+
+    pe_err_clear(&j->err);
+    j->ok = pe_runtime_exec_start(&j->d->rt, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
+    for (char **e = env; *e; e++) {
+        memset(*e, 0, strlen(*e)); /* secrets */
+        free(*e);
+    }
+    free(env);
+}
+
+static void session_running(pe_term_session *s, pe_proc *p)
+{
+    struct winsize ws = {.ws_row = (unsigned short)s->rows, .ws_col = (unsigned short)s->cols};
+    pe_err err;
+
+    s->proc = *p;
+    s->have_proc = true;
+    fcntl(s->proc.pty_fd, F_SETFL, fcntl(s->proc.pty_fd, F_GETFL) | O_NONBLOCK);
+    ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws); /* a resize while it started */
+    s->pid_io = pe_ev_io_start(s->d->loop, s->proc.pidfd, EPOLLIN, on_shell_exit, s, &err);
+    s->pty_events = EPOLLIN;
+    s->pty_io = pe_ev_io_start(s->d->loop, s->proc.pty_fd, EPOLLIN, on_pty, s, &err);
+    if (s->pid_io == NULL || s->pty_io == NULL) {
+        pe_log_warn("terminal %s: %s", s->sandbox_id, err.msg);
+        session_end(s, false, "Session error");
+        return;
+    }
+    s->state = ST_RUNNING;
+    for (viewer *v = s->viewers; v; v = v->next)
+        if (v->proto == PE_TERM_WS_CF)
+            cf_control(v, json_pack("{s:s}", "type", "ready"));
+    pty_flush_input(s);
+    pty_watch(s);
+}
+
+static void start_done(void *ud)
+{
+    struct start_job *j = ud;
+    pe_term_session *s = j->s;
+    pe_daemon *d = j->d;
+    char why[PE_ERR_MSG_MAX + 16];
+
+    s->starting = false;
+    if (!j->ok) {
+        pe_log_warn("terminal %s: start shell: %s", j->sandbox_id, j->err.msg);
+        snprintf(why, sizeof(why), "Session error: %.100s", j->err.msg);
+        if (s->state == ST_ENDING)
+            session_maybe_free(s);
+        else
+            session_end(s, false, why);
+    } else if (s->state == ST_ENDING) {
+        /* Ended while starting (idle, shutdown): nobody wants this shell. */
+        s->proc = j->proc;
+        s->have_proc = true;
+        pe_proc_signal(&s->proc, SIGKILL);
+        pe_proc_wait(&s->proc, &s->exit_code, &j->err);
+        s->reaped = true;
+        session_maybe_free(s);
+    } else {
+        session_running(s, &j->proc);
+    }
+    free(j->sandbox_id);
+    free(j);
+    if (--d->inflight == 0 && d->draining)
+        pe_ev_stop(d->loop);
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+pe_term_session *pe__term_find(pe_daemon *d, const char *key)
+{
+    for (pe_term_session *s = table(d)->head; s; s = s->next)
+        if (strcmp(s->key, key) == 0)
+            return s;
+    return NULL;
+}
+
+pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sandbox_id,
+                                 unsigned cols, unsigned rows, pe_err *err)
+{
+    struct pe_terminals *t = table(d);
+    pe_term_session *s;
+    struct start_job *j;
+
+    if (t->n >= MAX_SESSIONS) {
+        pe_err_set(err, PE_XRPC_EBUSY, 0, "too many terminal sessions (%d)", MAX_SESSIONS);
+        return NULL;
+    }
+    s = pe_xcalloc(1, sizeof(*s));
+    s->d = d;
+    s->key = pe_xstrdup(key);
+    s->sandbox_id = pe_xstrdup(sandbox_id);
+    s->cols = cols ? cols : 80;
+    s->rows = rows ? rows : 24;
+    s->state = ST_STARTING;
+    s->starting = true;
+    s->proc.pty_fd = s->proc.pidfd = s->proc.signal_pidfd = -1;
+    s->idle = pe_ev_timer_start(d->loop, 0, 0, on_idle, s, err);
+    j = pe_xcalloc(1, sizeof(*j));
+    j->d = d;
+    j->s = s;
+    j->sandbox_id = pe_xstrdup(sandbox_id);
+    j->cols = s->cols;
+    j->rows = s->rows;
+    if (s->idle == NULL || pe_ev_submit(d->loop, start_work, start_done, j, err) < 0) {
+        pe_ev_timer_stop(s->idle);
+        free(j->sandbox_id);
+        free(j);
+        free(s->key);
+        free(s->sandbox_id);
+        free(s);
+        err->code = PE_XRPC_EBUSY;
+        return NULL;
+    }
+    d->inflight++;
+    s->next = t->head;
+    if (s->next)
+        s->next->prev = s;
+    t->head = s;
+    t->n++;
+    return s;
+}
+
+int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err)
+{
+    if (s->state == ST_ENDING)
+        return pe_err_set(err, PE_ESTATE, 0, "the session has ended");
+    if (len > INPUT_MAX - s->in_len)
+        return pe_err_set(err, PE_XRPC_EBUSY, 0, "the shell is not reading its input");
+    s->in = pe_xrealloc(s->in, s->in_len + len + 1);
+    memcpy(s->in + s->in_len, data, len);
+    s->in_len += len;
+    if (s->state == ST_RUNNING) {
+        pty_flush_input(s);
+        pty_watch(s);
+    }
+    return 0;
+}
+
+void pe__term_resize(pe_term_session *s, unsigned cols, unsigned rows)
+{
+    struct winsize ws = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
+
+    s->cols = cols;
+    s->rows = rows;
+    /* TIOCSWINSZ also sends SIGWINCH to the shell's foreground job. */
+    if (s->state == ST_RUNNING && ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws) < 0)
+        pe_log_warn("terminal %s: resize: %s", s->sandbox_id, strerror(errno));
+}
+
+bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigned *cols,
+                           unsigned *rows)
+{
+    json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
+    json_t *c = json_object_get(o, "cols"), *r = json_object_get(o, "rows");
+    const char *type = json_string_value(json_object_get(o, "type"));
+    bool ok = json_is_object(o) && json_is_integer(c) && json_is_integer(r) &&
+              (!need_type || (type && strcmp(type, "resize") == 0));
+
+    if (ok) {
+        json_int_t cv = json_integer_value(c), rv = json_integer_value(r);
+        ok = cv >= 1 && cv <= PE_TERM_COLS_MAX && rv >= 1 && rv <= PE_TERM_ROWS_MAX;
+        *cols = (unsigned)cv;
+        *rows = (unsigned)rv;
+    }
+    json_decref(o);
+    return ok;
+}
+
+/* ---- attaching ---------------------------------------------------------- */
+
+static void on_ws_message(pe_http_ws *ws, bool binary, const char *data, size_t len, void *ud)
+{
+    viewer *v = ud;
+    pe_term_session *s = v->s;
+    unsigned cols, rows;
+    pe_err err;
+
+    if (v->proto == PE_TERM_WS_CF && !binary) {
+        /* Control frames; only resize is defined for clients. */
+        if (pe__term_parse_resize(data, len, true, &cols, &rows))
+            pe__term_resize(s, cols, rows);
+        else
+            cf_control(v, json_pack("{s:s,s:s}", "type", "error", "message",
+                                    "expected {\"type\":\"resize\",\"cols\",\"rows\"}"));
+        return;
+    }
+    /* /tty, /pty: a resize object, or keystrokes (upstream: anything else). */
+    if (v->proto == PE_TERM_WS_TEXT && len > 0 && data[0] == '{' &&
+        pe__term_parse_resize(data, len, true, &cols, &rows)) {
+        pe__term_resize(s, cols, rows);
+        return;
+    }
+    if (pe__term_input(s, data, len, &err) < 0 && s->state != ST_ENDING)
+        viewer_drop(v, 1008, "input backlog full");
+}
+
+static void on_ws_drain(pe_http_ws *ws, void *ud)
+{
+    session_check_flow(((viewer *)ud)->s);
+}
+
+static void on_ws_close(pe_http_ws *ws, unsigned code, void *ud)
+{
+    viewer_unlink(ud);
+}
+
+static void on_sse_drain(pe_http_stream *st, void *ud)
+{
+    session_check_flow(((viewer *)ud)->s);
+}
+
+static void on_sse_close(pe_http_stream *st, void *ud)
+{
+    viewer_unlink(ud);
+}
+
+static void on_sse_ping(pe_ev_timer *t, void *ud)
+{
+    viewer *v = ud;
+
+    pe_http_stream_write(v->st, ": ping\n\n", 8);
+}
+
+void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto)
+{
+    static const pe_http_ws_callbacks wcb = {
+        .on_message = on_ws_message, .on_drain = on_ws_drain, .on_close = on_ws_close};
+    static const pe_http_stream_callbacks scb = {.on_drain = on_sse_drain,
+                                                 .on_close = on_sse_close};
+    static const char *const sse_headers[] = {"Cache-Control", "no-cache, no-transform",
+                                              "X-Accel-Buffering", "no", NULL};
+    viewer *v;
+
+    if (s->n_viewers >= MAX_VIEWERS) {
+        pe_http_respond_error(req, 503, "ServiceUnavailable", "too many viewers of this session");
+        return;
+    }
+    v = pe_xcalloc(1, sizeof(*v));
+    v->s = s;
+    v->proto = proto;
+    if (proto == PE_TERM_SSE) {
+        v->st = pe_http_respond_stream(req, 200, "text/event-stream", sse_headers, &scb, v);
+        v->ping = pe_ev_timer_start(s->d->loop, SSE_PING_NS, SSE_PING_NS, on_sse_ping, v, NULL);
+    } else {
+        v->ws = pe_http_upgrade_ws(req, &wcb, WS_MESSAGE_MAX, v);
+    }
+    if (v->st == NULL && v->ws == NULL) {
+        pe_ev_timer_stop(v->ping);
+        free(v);
+        return;
+    }
+    v->next = s->viewers;
+    if (v->next)
+        v->next->prev = v;
+    s->viewers = v;
+    s->n_viewers++;
+    if (s->idle)
+        pe_ev_timer_set(s->idle, 0, 0, NULL);
+    if (proto == PE_TERM_WS_CF && s->state == ST_RUNNING)
+        cf_control(v, json_pack("{s:s}", "type", "ready"));
+    viewer_replay(s, v);
+}
+
+void pe_daemon_terminal_shutdown(pe_daemon *d)
+{
+    struct pe_terminals *t = d->terms;
+
+    if (t == NULL)
+        return;
+    while (t->head) {
+        pe_term_session *s = t->head;
+        bool wait = s->have_proc && !s->reaped;
+        session_end(s, false, "daemon shutting down");
+        /* The loop is stopped: reap here (SIGKILL was sent, it is quick). */
+        if (wait) {
+            pe_err err;
+            pe_proc_wait(&s->proc, &s->exit_code, &err);
+            s->reaped = true;
+            session_maybe_free(s);
+        }
+    }
+    free(t);
+    d->terms = NULL;
+}

@@ -1,0 +1,365 @@
+/* WebSocket connections after the upgrade: wslay frames them, our loop
+ * drives the socket.
+ *
+ * server.c answers the handshake (101) and creates the pe_http_ws at once,
+ * so a handler can queue messages before libmicrohttpd hands the socket
+ * over (pe__ws_attach); from then on MHD only holds the connection's slot
+ * until we give it back with MHD_upgrade_action(CLOSE).
+ *
+ * Threading and lifetime: loop thread only. Nothing here frees a
+ * pe_http_ws on a call stack that started in the owner's code: sending only
+ * queues and asks for EPOLLOUT, and the end of a connection (error, close
+ * handshake done, linger timeout) is always reached from one of our own
+ * watchers, which then calls on_close (unless the owner let go with
+ * pe_http_ws_close) and frees. Limits (STYLE rule 8): wslay refuses
+ * messages over max_message (1009); the output queue is the owner's to
+ * bound with pe_http_ws_pending. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <wslay/wslay.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "http/server-internal.h"
+
+#define DEFAULT_MAX_MESSAGE (1024 * 1024)
+/* After pe_http_ws_close, how long the peer has to take what is queued
+ * and answer our close frame with its own. */
+#define LINGER_NS (10ull * 1000000000ull)
+
+struct pe_http_ws {
+    pe_http_server *srv;
+    wslay_event_context_ptr ctx;
+    int fd; /* -1 until attached, and after the end */
+    pe_ev_io *io;
+    uint32_t watching;
+    pe_ev_timer *linger;
+    struct MHD_UpgradeResponseHandle *urh;
+    char *extra; /* bytes MHD read past the handshake: frames already */
+    size_t extra_len, extra_off;
+    pe_http_ws_callbacks cb;
+    void *ud;
+    bool user_closed; /* the owner let go: no more callbacks */
+    bool in_recv;     /* inside wslay_event_recv: messages are being delivered */
+    bool ended;
+    /* wslay sends control frames ahead of queued messages: a graceful close
+     * is queued only once the messages before it are out. */
+    bool close_pending;
+    uint16_t close_code;
+    char close_reason[124];
+    pe_http_ws *next, *prev; /* the server's list */
+};
+
+static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
+{
+    pe_http_ws *ws = ud;
+    ssize_t n;
+
+    if (ws->extra_off < ws->extra_len) {
+        n = (ssize_t)(ws->extra_len - ws->extra_off < len ? ws->extra_len - ws->extra_off : len);
+        memcpy(buf, ws->extra + ws->extra_off, (size_t)n);
+        ws->extra_off += (size_t)n;
+        return n;
+    }
+    n = recv(ws->fd, buf, len, 0);
+    if (n > 0)
+        return n;
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    else
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE); /* EOF or reset */
+    return -1;
+}
+
+static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
+                       void *ud)
+{
+    pe_http_ws *ws = ud;
+    ssize_t n = send(ws->fd, data, len, MSG_NOSIGNAL | (flags & WSLAY_MSG_MORE ? MSG_MORE : 0));
+
+    if (n >= 0)
+        return n;
+    if (errno == EAGAIN || errno == EINTR)
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    else
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    return -1;
+}
+
+static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                   void *ud)
+{
+    pe_http_ws *ws = ud;
+
+    if (ws->user_closed || ws->cb.on_message == NULL)
+        return;
+    if (arg->opcode == WSLAY_TEXT_FRAME || arg->opcode == WSLAY_BINARY_FRAME)
+        ws->cb.on_message(ws, arg->opcode == WSLAY_BINARY_FRAME, (const char *)arg->msg,
+                          arg->msg_length, ws->ud);
+}
+
+static void ws_unlink(pe_http_ws *ws)
+{
+    pe_http_ws **head = pe__http_ws_list(ws->srv);
+
+    if (ws->prev)
+        ws->prev->next = ws->next;
+    else if (*head == ws)
+        *head = ws->next;
+    if (ws->next)
+        ws->next->prev = ws->prev;
+    ws->next = ws->prev = NULL;
+}
+
+static void ws_free(pe_http_ws *ws)
+{
+    ws_unlink(ws);
+    pe_ev_timer_stop(ws->linger);
+    wslay_event_context_free(ws->ctx);
+    free(ws->extra);
+    free(ws);
+}
+
+/* The close code of a finished connection: the one we sent (a protocol
+ * error we detected, or our own close), else the peer's, else 1006. */
+static unsigned end_code(pe_http_ws *ws)
+{
+    if (wslay_event_get_close_sent(ws->ctx))
+        return wslay_event_get_status_code_sent(ws->ctx);
+    if (wslay_event_get_close_received(ws->ctx))
+        return wslay_event_get_status_code_received(ws->ctx);
+    return WSLAY_CODE_ABNORMAL_CLOSURE;
+}
+
+/* Give the socket back to MHD (which closes it), tell the owner, free. */
+static void ws_end(pe_http_ws *ws)
+{
+    unsigned code = end_code(ws);
+
+    if (ws->ended)
+        return;
+    ws->ended = true;
+    pe_ev_io_stop(ws->io);
+    ws->io = NULL;
+    if (ws->urh) {
+        MHD_upgrade_action(ws->urh, MHD_UPGRADE_ACTION_CLOSE);
+        ws->urh = NULL;
+        ws->fd = -1;
+        pe__http_run(ws->srv);
+    }
+    if (!ws->user_closed && ws->cb.on_close)
+        ws->cb.on_close(ws, code, ws->ud);
+    ws_free(ws);
+}
+
+static void ws_watch(pe_http_ws *ws)
+{
+    uint32_t want = 0;
+
+    if (wslay_event_want_read(ws->ctx))
+        want |= EPOLLIN;
+    if (wslay_event_want_write(ws->ctx))
+        want |= EPOLLOUT;
+    if (want != ws->watching && ws->io) {
+        pe_ev_io_modify(ws->io, want, NULL);
+        ws->watching = want;
+    }
+}
+
+static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    pe_http_ws *ws = ud;
+    bool had_output = wslay_event_get_queued_msg_count(ws->ctx) > 0;
+
+    if (wslay_event_want_read(ws->ctx) &&
+        (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || ws->extra_off < ws->extra_len)) {
+        ws->in_recv = true;
+        int r = wslay_event_recv(ws->ctx);
+        ws->in_recv = false;
+        if (r < 0) {
+            ws_end(ws);
+            return;
+        }
+    }
+    if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) < 0) {
+        ws_end(ws);
+        return;
+    }
+    if (ws->close_pending && wslay_event_get_queued_msg_count(ws->ctx) == 0) {
+        ws->close_pending = false;
+        wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason,
+                                strlen(ws->close_reason));
+        if (wslay_event_send(ws->ctx) < 0) {
+            ws_end(ws);
+            return;
+        }
+    }
+    if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) {
+        ws_end(ws);
+        return;
+    }
+    ws_watch(ws);
+    if (had_output && wslay_event_get_queued_msg_count(ws->ctx) == 0 && !ws->user_closed &&
+        ws->cb.on_drain)
+        ws->cb.on_drain(ws, ws->ud);
+}
+
+static void on_linger(pe_ev_timer *t, void *ud)
+{
+    ws_end(ud);
+}
+
+/* Bound the closing handshake; only once attached (before, the pending
+ * upgrade still points at ws). */
+static void arm_linger(pe_http_ws *ws)
+{
+    pe_err err;
+
+    if (ws->linger || ws->fd < 0)
+        return;
+    ws->linger = pe_ev_timer_start(pe__http_loop(ws->srv), LINGER_NS, 0, on_linger, ws, &err);
+    if (ws->linger == NULL)
+        pe_log_warn("websocket: %s", err.msg);
+}
+
+/* Something was queued: have the loop write it (never here, see top). */
+static void want_output(pe_http_ws *ws)
+{
+    if (ws->io && !(ws->watching & EPOLLOUT) && !ws->in_recv) {
+        ws->watching |= EPOLLOUT;
+        pe_ev_io_modify(ws->io, ws->watching, NULL);
+    }
+}
+
+pe_http_ws *pe__ws_new(pe_http_server *srv, const pe_http_ws_callbacks *cb, size_t max_message,
+                       void *ud)
+{
+    static const struct wslay_event_callbacks wcb = {
+        .recv_callback = recv_cb,
+        .send_callback = send_cb,
+        .on_msg_recv_callback = on_msg,
+    };
+    pe_http_ws *ws = pe_xcalloc(1, sizeof(*ws));
+    pe_http_ws **head = pe__http_ws_list(srv);
+
+    ws->srv = srv;
+    ws->fd = -1;
+    ws->cb = *cb;
+    ws->ud = ud;
+    if (wslay_event_context_server_init(&ws->ctx, &wcb, ws) != 0)
+        abort(); /* allocation failure */
+    wslay_event_config_set_max_recv_msg_length(ws->ctx,
+                                               max_message ? max_message : DEFAULT_MAX_MESSAGE);
+    ws->next = *head;
+    if (ws->next)
+        ws->next->prev = ws;
+    *head = ws;
+    return ws;
+}
+
+void pe__ws_attach(pe_http_ws *ws, int fd, const char *extra, size_t extra_len,
+                   struct MHD_UpgradeResponseHandle *urh)
+{
+    pe_err err;
+
+    ws->fd = fd;
+    ws->urh = urh;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    if (extra_len > 0) {
+        ws->extra = pe_xmalloc(extra_len);
+        memcpy(ws->extra, extra, extra_len);
+        ws->extra_len = extra_len;
+    }
+    /* EPOLLOUT fires at once on a fresh socket: the first round (extra
+     * bytes, queued messages) runs from the loop, not inside MHD_run. */
+    ws->watching = EPOLLIN | EPOLLOUT;
+    ws->io = pe_ev_io_start(pe__http_loop(ws->srv), fd, ws->watching, on_io, ws, &err);
+    if (ws->io == NULL) {
+        pe_log_warn("websocket: %s", err.msg);
+        ws_end(ws);
+        return;
+    }
+    if (ws->user_closed)
+        arm_linger(ws);
+}
+
+void pe__ws_abort(pe_http_ws *ws)
+{
+    ws->ended = true;
+    if (!ws->user_closed && ws->cb.on_close)
+        ws->cb.on_close(ws, WSLAY_CODE_ABNORMAL_CLOSURE, ws->ud);
+    ws_free(ws);
+}
+
+void pe__ws_close_all(pe_http_server *srv)
+{
+    pe_http_ws **head = pe__http_ws_list(srv);
+    pe_http_ws *ws = *head, *next;
+
+    for (; ws; ws = next) {
+        next = ws->next;
+        if (ws->fd < 0)
+            continue; /* not attached: MHD's shutdown aborts it */
+        wslay_event_queue_close(ws->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+        wslay_event_send(ws->ctx); /* best effort: the socket closes next */
+        ws_end(ws);
+    }
+}
+
+int pe_http_ws_send(pe_http_ws *ws, bool binary, const void *data, size_t len)
+{
+    struct wslay_event_msg msg = {
+        .opcode = binary ? WSLAY_BINARY_FRAME : WSLAY_TEXT_FRAME,
+        .msg = data,
+        .msg_length = len,
+    };
+
+    if (ws->user_closed || ws->ended || wslay_event_queue_msg(ws->ctx, &msg) != 0)
+        return -1;
+    want_output(ws);
+    return 0;
+}
+
+size_t pe_http_ws_pending(const pe_http_ws *ws)
+{
+    return wslay_event_get_queued_msg_length(ws->ctx);
+}
+
+void pe_http_ws_close(pe_http_ws *ws, unsigned code, const char *reason)
+{
+    size_t rlen = reason ? strlen(reason) : 0;
+
+    if (ws == NULL || ws->user_closed)
+        return;
+    ws->user_closed = true;
+    if (rlen > sizeof(ws->close_reason) - 1)
+        rlen = sizeof(ws->close_reason) - 1;
+    memcpy(ws->close_reason, reason ? reason : "", rlen);
+    ws->close_reason[rlen] = '\0';
+    ws->close_code = (uint16_t)code;
+    if (wslay_event_get_queued_msg_count(ws->ctx) == 0)
+        wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason, rlen);
+    else
+        ws->close_pending = true;
+    want_output(ws);
+    arm_linger(ws);
+}
+
+void pe_http_ws_abort(pe_http_ws *ws, unsigned code, const char *reason)
+{
+    size_t rlen = reason ? strlen(reason) : 0;
+
+    if (ws == NULL || ws->user_closed)
+        return;
+    ws->user_closed = true;
+    if (rlen > 120)
+        rlen = 120;
+    /* A control frame: wslay sends it before the queued messages, and
+     * nothing after it. */
+    wslay_event_queue_close(ws->ctx, (uint16_t)code, (const uint8_t *)reason, rlen);
+    want_output(ws);
+    arm_linger(ws);
+}

@@ -1,0 +1,363 @@
+"""Terminals: shells in sandboxes over WebSocket and SSE (issue 6).
+
+One daemon per module (as test_daemon.py), with one running busybox
+sandbox; the clients (wsclient.py) use only the standard library (socket,
+handshake, framing) so that broken frames can be sent on purpose. Every
+wait has a deadline; nothing sleeps and hopes.
+"""
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, sandbox_processes, wait_for
+from test_daemon import Daemon, free_port
+from wsclient import SSE, WS
+
+IDLE = 3  # --terminal-idle of the daemon under test
+
+
+# ---- fixture ---------------------------------------------------------------
+
+class TermDaemon(Daemon):
+    def __init__(self, data, port, token_file):
+        super().__init__(data, port, token_file)
+        self.port = port
+
+    def http(self, method, path, body=b"", token="owner", headers=None):
+        if token == "owner":
+            token = self.token
+        req = urllib.request.Request(self.url + path, data=body if method == "POST" else None,
+                                     method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def ws(self, path, token="owner", **kw):
+        if token == "owner":
+            token = self.token
+        if token:
+            path += ("&" if "?" in path else "?") + "token=" + token
+        return WS(self.port, path, **kw)
+
+    def sse(self, path, token="owner"):
+        if token == "owner":
+            token = self.token
+        return SSE(self.port, path, {"Authorization": f"Bearer {token}"} if token else None)
+
+    def pids(self, sid):
+        st, o = self.sandbox("exec", sid, {"command": "ps -o pid"})
+        assert st == 200, o
+        return o["stdout"].split()
+
+    def shells(self, sid):
+        """Interactive shells running in the sandbox, seen from inside."""
+        st, o = self.sandbox("exec", sid, {"command": "ps -o args"})
+        assert st == 200, o
+        return sum(1 for line in o["stdout"].splitlines() if line.strip() == "sh -i")
+
+
+@pytest.fixture(scope="module")
+def td(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("term")
+    data = str(tmp / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    before_procs = set(sandbox_processes())
+    d = TermDaemon(data, free_port(), str(tmp / "token.json"))
+    log = open(tmp / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file, "--terminal-idle", str(IDLE)],
+                              stderr=log)
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        assert d.proc.poll() is None, open(tmp / "daemon.log").read()
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        st, o = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox",
+                                                                    "name": "term"})
+        assert st == 200, o
+        d.sid = o["id"]
+        d.wait_status(d.sid, ["RUNNING"], timeout=30)
+        d.log_path = tmp / "daemon.log"
+        yield d
+    finally:
+        if d.proc.poll() is None and d.token:
+            st, o = d.call("io.pocketenv.actor.getActorSandboxes",
+                           {"did": "owner.local", "limit": 100})
+            for sb in (o or {}).get("sandboxes", []):
+                d.sandbox("deleteSandbox", sb["id"])
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        log.close()
+        assert rc == 0, open(tmp / "daemon.log").read()[-5000:]
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+
+
+def has(s):
+    return s
+
+
+# ---- tests -----------------------------------------------------------------
+
+def test_ws_echo_round_trip(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=echo")
+    assert ws.status == 101, ws.head
+    ws.send("echo $((6*7))x\n")
+    ws.read_until(has("42x"))
+    # /pty is the same protocol; and the sandbox's name works as its id
+    ws2 = td.ws("/pty/term/ws?sessionId=echo")
+    assert ws2.status == 101
+    ws2.send("echo $((6*8))y\n")
+    ws2.read_until(has("48y"))
+    ws.read_until(has("48y"))
+    ws.close()
+    ws2.close()
+
+
+def test_sse_stream_and_post_input(td):
+    sse = td.sse(f"/tty/{td.sid}/stream?sessionId=sse")
+    assert sse.status == 200, sse.head
+    assert "text/event-stream" in sse.head
+    st, _ = td.http("POST", f"/tty/{td.sid}/input?sessionId=sse", b"echo $((5*5))y\n")
+    assert st == 204
+    sse.read_output_until("25y")
+    # input for a session nobody opened
+    st, body = td.http("POST", f"/tty/{td.sid}/input?sessionId=nobody", b"x")
+    assert st == 404 and b"Session not found" in body
+    sse.close()
+
+
+def test_cloudflare_protocol(td):
+    ws = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=cf&t=" + td.token)
+    assert ws.status == 101, ws.head
+    op, p = ws.recv()
+    assert op == 1 and json.loads(p) == {"type": "ready"}
+    ws.send(json.dumps({"type": "resize", "cols": 90, "rows": 33}))
+    ws.send(b"stty size; echo $((9*9))k\n")  # binary keystrokes
+    out = ws.read_until(has("81k"))
+    assert b"33 90" in out
+    ws.send("not json")
+    op = 2
+    while op == 2:  # output (the prompt) may come first
+        op, p = ws.recv()
+    assert op == 1 and json.loads(p)["type"] == "error"
+    ws.send(b"exit 3\n")
+    code, reason, frames = ws.wait_close()
+    controls = [json.loads(p) for op, p in frames if op == 1]
+    assert {"type": "exit", "code": 3} in controls
+    assert code == 1000
+    # a plain GET is refused before anything starts
+    st, body = td.http("GET", f"/v1/sandboxes/{td.sid}/ws/terminal")
+    assert st == 426
+
+
+def test_two_viewers_see_the_same_bytes(td):
+    a = td.ws(f"/tty/{td.sid}/ws?sessionId=two")
+    b = td.ws(f"/tty/{td.sid}/ws?sessionId=two")
+    c = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=two&t=" + td.token)
+    assert (a.status, b.status, c.status) == (101, 101, 101)
+    b.send("echo st''art; seq 1 300; echo e''nd$((1+1))\n")
+    outs = [v.read_until(has("end2")) for v in (a, b, c)]
+    segs = [o[o.rindex(b"start"):o.rindex(b"end2")] for o in outs]
+    assert segs[0] == segs[1] == segs[2]
+    assert b"\r\n150\r\n" in segs[0]
+    # typing from the other viewer works too
+    a.send("echo $((2*21))q\n")
+    for v in (a, b, c):
+        v.read_until(has("42q"))
+    for v in (a, b, c):
+        v.close()
+
+
+def test_replay_on_late_attach(td):
+    a = td.ws(f"/tty/{td.sid}/ws?sessionId=late")
+    a.send("echo $((7*9))z\n")
+    a.read_until(has("63z"))
+    a.close()
+    # nobody watches: the output is kept; a new viewer sees it at once
+    b = td.ws(f"/pty/{td.sid}/ws?sessionId=late")
+    b.read_until(has("63z"), timeout=5)
+    sse = td.sse(f"/tty/{td.sid}/stream?sessionId=late")
+    sse.read_output_until("63z", timeout=5)
+    b.close()
+    sse.close()
+
+
+def test_resize_changes_stty_size(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=size&cols=100&rows=30")
+    ws.send("stty size; echo e''nd1\n")
+    assert b"30 100" in ws.read_until(has("end1"))
+    ws.send(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
+    ws.send("stty size; echo e''nd2\n")
+    assert b"45 123" in ws.read_until(has("end2"))
+    st, _ = td.http("POST", f"/tty/{td.sid}/resize?sessionId=size",
+                    json.dumps({"cols": 77, "rows": 22}).encode())
+    assert st == 204
+    ws.send("stty size; echo e''nd3\n")
+    assert b"22 77" in ws.read_until(has("end3"))
+    for bad in [{"cols": 0, "rows": 10}, {"cols": "80", "rows": 24}, {"cols": 80},
+                {"cols": 5000, "rows": 10}]:
+        st, body = td.http("POST", f"/tty/{td.sid}/resize?sessionId=size",
+                           json.dumps(bad).encode())
+        assert st == 400 and b"Invalid cols/rows" in body, (bad, st, body)
+    st, _ = td.http("POST", f"/tty/{td.sid}/resize?sessionId=size", b"not json")
+    assert st == 400
+    ws.close()
+
+
+def test_exit_code_delivered(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=exit")
+    sse = td.sse(f"/tty/{td.sid}/stream?sessionId=exit")
+    ws.send("echo bye; exit 7\n")
+    code, reason, frames = ws.wait_close()
+    assert (code, reason) == (1000, "exit 7")
+    evs = list(sse.events())
+    assert ("exit", {"code": 7}) in evs
+    assert sse.ended
+    # the session is over: a new viewer gets a fresh shell, no replay of it
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=exit")
+    ws.send("echo $((3*3))n\n")
+    out = ws.read_until(has("9n"))
+    assert b"bye" not in out
+    ws.send("kill -9 $$\n")
+    code, reason, _ = ws.wait_close()
+    assert (code, reason) == (1000, "exit 137")
+
+
+def test_utf8_split_across_reads_stays_whole(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=utf8")
+    sse = td.sse(f"/tty/{td.sid}/stream?sessionId=utf8")
+    ws.send("yes 'é€😀x' | head -n 5000; echo e''nd$((4*4))\n")
+    out = ws.read_until(has("end16"), timeout=30).decode("utf-8")  # each frame was valid too
+    assert out.count("é€😀x\r\n") == 5000
+    assert "\ufffd" not in out
+    text = sse.read_output_until("end16", timeout=30)
+    assert text.count("é€😀x\r\n") == 5000
+    ws.close()
+    sse.close()
+
+
+def test_refused_before_a_shell_starts(td):
+    base = td.shells(td.sid)
+    other = td.token_for("did:example:mallory")
+    with open(td.token_file) as f:
+        owner = json.load(f)["token"]
+    owner_did = json.loads(base64.urlsafe_b64decode(owner.split(".")[1] + "=="))["did"]
+    expired = td.jwt({"did": owner_did, "sub": owner_did, "scope": "api",
+                      "iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600})
+    forged = td.jwt({"did": owner_did, "sub": owner_did, "scope": "api",
+                     "iat": int(time.time()), "exp": int(time.time()) + 600}, key=b"x" * 32)
+    cases = [(None, 401, "AuthenticationRequired"), ("garbage", 401, "InvalidToken"),
+             (expired, 401, "ExpiredToken"), (forged, 401, "InvalidToken"),
+             (other, 404, "SandboxNotFound")]
+    for tok, want, name in cases:
+        for path in [f"/tty/{td.sid}/ws?sessionId=deny", "/pty/term/ws?sessionId=deny",
+                     f"/v1/sandboxes/{td.sid}/ws/terminal?session=deny"]:
+            ws = td.ws(path, token=tok)
+            assert ws.status == want, (tok, path, ws.head)
+            assert name.encode() in ws.body or ws.body == b"", ws.body
+            ws.close()
+        sse = td.sse(f"/tty/{td.sid}/stream?sessionId=deny", token=tok)
+        assert sse.status == want
+        sse.close()
+        st, body = td.http("POST", f"/tty/{td.sid}/input?sessionId=deny", b"id\n", token=tok)
+        assert st == want and name.encode() in body, (st, body)
+    # a terminal-scope token of the owner works like the API token
+    term = td.jwt({"did": owner_did, "sub": owner_did, "scope": "terminal",
+                   "iat": int(time.time()), "exp": int(time.time()) + 600})
+    ws = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=deny2&t={term}")
+    assert ws.status == 101
+    ws.close()
+    # unknown sandbox, unknown route, wrong method
+    assert td.ws("/tty/sbx_nope/ws").status == 404
+    assert td.http("GET", f"/tty/{td.sid}/bogus")[0] == 404
+    assert td.http("GET", f"/tty/{td.sid}/input")[0] == 405
+    # no shell was started for any refused request (deny2 was allowed)
+    assert td.shells(td.sid) <= base + 1
+
+
+def test_malformed_frames_closed_with_the_right_code(td):
+    def fresh():
+        ws = td.ws(f"/tty/{td.sid}/ws?sessionId=bad")
+        assert ws.status == 101
+        return ws
+    ws = fresh()
+    ws.send(b"echo hi\n", opcode=1, mask=False)
+    assert ws.wait_close()[0] == 1002
+    ws = fresh()
+    ws.send(b"x", opcode=0)  # continuation of nothing
+    assert ws.wait_close()[0] == 1002
+    ws = fresh()
+    ws.send(b"echo \xc3\x28\n", opcode=1)
+    assert ws.wait_close()[0] == 1007
+    ws = fresh()
+    ws.send(b"x" * (300 * 1024))
+    assert ws.wait_close()[0] == 1009
+    assert td.healthy()
+    # the session itself is unharmed
+    ws = fresh()
+    ws.send("echo $((8*8))m\n")
+    ws.read_until(has("64m"))
+    ws.close()
+
+
+def test_slow_viewer_dropped_others_unaffected(td):
+    slow = td.ws(f"/tty/{td.sid}/ws?sessionId=slow")
+    fast = td.ws(f"/tty/{td.sid}/ws?sessionId=slow")
+    fast.send("head -c 30000000 /dev/zero | tr '\\0' a; echo; echo e''nd$((5*5))\n")
+    # the fast viewer gets everything although the slow one never reads
+    fast.read_until(has("end25"), timeout=120)
+    code, reason, _ = slow.wait_close(timeout=60)
+    assert (code, reason) == (1008, "viewer too slow")
+    fast.close()
+    slow.close()
+
+
+def test_idle_session_ends(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=idle")
+    ws.send("echo pid$((1-1))=$$=ok\n")
+    pid = ws.read_match(rb"pid0=(\d+)=ok").group(1).decode()
+    assert pid.isdigit()
+    assert pid in td.pids(td.sid)
+    ws.close()
+    # no viewer: the shell ends after --terminal-idle
+    wait_for(lambda: pid not in td.pids(td.sid), IDLE + 10, "the idle shell to end")
+
+
+def test_many_concurrent_sessions(td):
+    n = int(os.environ.get("PE_TERM_SESSIONS", "200"))
+    t0 = time.monotonic()
+    viewers = []
+    # The daemon allows 64 connections per client address: spread the
+    # clients over loopback addresses as distinct users' machines would be.
+    for i in range(n):
+        src = f"127.0.0.{2 + i // 50}"
+        viewers.append(td.ws(f"/tty/{td.sid}/ws?sessionId=many{i}", src=src))
+    assert all(v.status == 101 for v in viewers)
+    for i, v in enumerate(viewers):
+        v.send(f"echo $(({i}*3))q\n")
+    for i, v in enumerate(viewers):
+        v.read_until(has(f"{i * 3}q"), timeout=60)
+    elapsed = time.monotonic() - t0
+    print(f"{n} sessions opened and answered in {elapsed:.1f}s")
+    assert td.shells(td.sid) >= n
+    for v in viewers:
+        v.send("exit\n")
+    for v in viewers:
+        assert v.wait_close(timeout=60)[0] == 1000
+        v.close()
+    assert td.healthy()

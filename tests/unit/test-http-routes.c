@@ -1,0 +1,624 @@
+/* Routes outside /xrpc, streams and WebSockets of lib/http, end to end in
+ * process: the loop runs on a thread, the test speaks raw HTTP/1.1 and
+ * hand-built WebSocket frames to 127.0.0.1 (so that broken frames can be
+ * sent on purpose). Loopback only. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "task.h"
+#include "pocketenv/http.h"
+
+struct fixture {
+    pe_ev_loop *loop;
+    pe_http_server *srv;
+    pthread_t th;
+    unsigned port;
+};
+
+static struct fixture fx;
+
+/* ---- handlers (loop thread) ---------------------------------------------- */
+
+/* Echo what the request looked like. */
+static void h_echo(pe_http_request *req, void *ud)
+{
+    static const char *const hdrs[] = {"X-Route", "echo", NULL};
+    const char *q = pe_http_query(req, "q");
+    const char *h = pe_http_header(req, "X-Test");
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+
+    fprintf(f, "%s %s rest=%s q=%s h=%s auth=%s body=%zu:%s", req->method, req->path, req->rest,
+            q ? q : "-", h ? h : "-", req->authorization ? req->authorization : "-", req->body_len,
+            req->body);
+    fclose(f);
+    pe_http_respond(req, strcmp(req->rest, "teapot") == 0 ? 418 : 200, "text/plain", out, len,
+                    hdrs);
+    free(out);
+}
+
+static void h_longer(pe_http_request *req, void *ud)
+{
+    pe_http_respond(req, 200, "text/plain", "longer", 6, NULL);
+}
+
+static void deferred_done(void *ud)
+{
+    pe_http_respond_error(ud, 404, "NotFound", "later");
+}
+
+static void h_defer(pe_http_request *req, void *ud)
+{
+    pe_http_defer(req);
+    pe_ev_submit(fx.loop, NULL, deferred_done, req, NULL);
+}
+
+/* Streams: write "tick N\n" from a timer, close after 3; /stream/forever
+ * never closes, and records the client going away. */
+struct ticker {
+    pe_http_stream *st;
+    pe_ev_timer *t;
+    int n, max;
+};
+
+static volatile int stream_closed_seen;
+
+#define FOREVER "GET /stream/forever HTTP/1.1\r\nHost: x\r\n\r\n"
+
+static void tick(pe_ev_timer *t, void *ud)
+{
+    struct ticker *tk = ud;
+    char line[32];
+    int n = snprintf(line, sizeof(line), "tick %d\n", tk->n++);
+
+    if (pe_http_stream_write(tk->st, line, (size_t)n) < 0)
+        return;
+    if (tk->max && tk->n == tk->max) {
+        pe_http_stream_close(tk->st);
+        pe_ev_timer_stop(t);
+        free(tk);
+    }
+}
+
+static void stream_closed(pe_http_stream *st, void *ud)
+{
+    struct ticker *tk = ud;
+
+    stream_closed_seen = 1;
+    pe_ev_timer_stop(tk->t);
+    free(tk);
+}
+
+static void h_stream(pe_http_request *req, void *ud)
+{
+    static const pe_http_stream_callbacks cb = {.on_close = stream_closed};
+    static const char *const hdrs[] = {"Cache-Control", "no-cache", NULL};
+    struct ticker *tk = calloc(1, sizeof(*tk));
+
+    tk->max = strcmp(req->rest, "forever") == 0 ? 0 : 3;
+    tk->st = pe_http_respond_stream(req, 200, "text/event-stream", hdrs, &cb, tk);
+    pe_http_stream_write(tk->st, ": hello\n", 8);
+    tk->t = pe_ev_timer_start(fx.loop, 10000000, 10000000, tick, tk, NULL);
+}
+
+/* WebSocket echo: each message back with its type; "close" closes 4000. */
+static void ws_msg(pe_http_ws *ws, bool binary, const char *data, size_t len, void *ud)
+{
+    if (len == 5 && memcmp(data, "close", 5) == 0) {
+        pe_http_ws_close(ws, 4000, "bye");
+        return;
+    }
+    pe_http_ws_send(ws, binary, data, len);
+}
+
+static void ws_closed(pe_http_ws *ws, unsigned code, void *ud)
+{
+}
+
+static void h_ws(pe_http_request *req, void *ud)
+{
+    static const pe_http_ws_callbacks cb = {.on_message = ws_msg, .on_close = ws_closed};
+    pe_http_ws *ws = pe_http_upgrade_ws(req, &cb, 1000, NULL);
+
+    if (ws)
+        pe_http_ws_send(ws, false, "hello", 5); /* queued before the socket arrives */
+}
+
+/* ---- fixture ------------------------------------------------------------- */
+
+static void *loop_main(void *arg)
+{
+    pe_ev_run(fx.loop, NULL);
+    return NULL;
+}
+
+static void start(void)
+{
+    pe_http_config cfg;
+    pe_err err = {0};
+
+    pe_http_config_init(&cfg);
+    cfg.port = 0;
+    cfg.timeout_s = 5;
+    fx.loop = pe_ev_loop_new(2, 0, &err);
+    ASSERT(fx.loop != NULL);
+    fx.srv = pe_http_server_new(fx.loop, &cfg, &err);
+    if (fx.srv == NULL)
+        TEST_FAIL("server: %s", err.msg);
+    fx.port = pe_http_server_port(fx.srv);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/e/", 64, h_echo, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/e/longer/", 0, h_longer, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/defer", 0, h_defer, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/stream/", 0, h_stream, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/ws", 0, h_ws, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "relative", 0, h_ws, NULL, &err), -1);
+    ASSERT_EQ_INT(pthread_create(&fx.th, NULL, loop_main, NULL), 0);
+}
+
+static void stop(void)
+{
+    pe_ev_stop(fx.loop);
+    pthread_join(fx.th, NULL);
+    pe_http_server_free(fx.srv);
+    pe_ev_loop_free(fx.loop);
+}
+
+/* ---- raw client ---------------------------------------------------------- */
+
+static int connect_server(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
+    struct timeval tv = {.tv_sec = 10};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ASSERT(fd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        TEST_FAIL("connect: %s", strerror(errno));
+    return fd;
+}
+
+static void send_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n <= 0)
+            return;
+        p += n;
+        len -= (size_t)n;
+    }
+}
+
+static size_t recv_all(int fd, char *buf, size_t cap)
+{
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+static char resp[64 * 1024];
+
+static const char *request(const char *head, const char *body)
+{
+    char buf[16384];
+    int fd = connect_server();
+    int n = snprintf(buf, sizeof(buf), "%sConnection: close\r\nContent-Length: %zu\r\n\r\n%s", head,
+                     strlen(body), body);
+
+    send_all(fd, buf, (size_t)n);
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    return resp;
+}
+
+static int status_of(const char *r)
+{
+    if (strncmp(r, "HTTP/1.1 ", 9) != 0)
+        return 0;
+    return (r[9] - '0') * 100 + (r[10] - '0') * 10 + (r[11] - '0');
+}
+
+static const char *body_of(const char *r)
+{
+    const char *b = strstr(r, "\r\n\r\n");
+    return b ? b + 4 : "";
+}
+
+/* Read up to the end of the response head; returns bytes after it in *rest. */
+static void read_head(int fd, char *head, size_t cap)
+{
+    size_t len = 0;
+
+    while (len + 1 < cap) {
+        ssize_t n = recv(fd, head + len, 1, 0);
+        if (n <= 0)
+            break;
+        len++;
+        head[len] = '\0';
+        if (len >= 4 && memcmp(head + len - 4, "\r\n\r\n", 4) == 0)
+            return;
+    }
+    head[len] = '\0';
+}
+
+/* ---- WebSocket client ---------------------------------------------------- */
+
+static int ws_connect(const char *path, char *head, size_t cap)
+{
+    char buf[1024];
+    int fd = connect_server();
+    int n = snprintf(buf, sizeof(buf),
+                     "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     path);
+
+    send_all(fd, buf, (size_t)n);
+    read_head(fd, head, cap);
+    return fd;
+}
+
+/* One frame, masked as a client must (mask false: broken on purpose). */
+static void ws_send_frame(int fd, int fin, int opcode, const void *data, size_t len, bool mask)
+{
+    static const uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    uint8_t *f = malloc(len + 14);
+    size_t h = 0;
+
+    f[h++] = (uint8_t)((fin ? 0x80 : 0) | opcode);
+    if (len < 126) {
+        f[h++] = (uint8_t)((mask ? 0x80 : 0) | len);
+    } else if (len < 65536) {
+        f[h++] = (uint8_t)((mask ? 0x80 : 0) | 126);
+        f[h++] = (uint8_t)(len >> 8);
+        f[h++] = (uint8_t)len;
+    } else {
+        f[h++] = (uint8_t)((mask ? 0x80 : 0) | 127);
+        for (int i = 7; i >= 0; i--)
+            f[h++] = (uint8_t)((uint64_t)len >> (8 * i));
+    }
+    if (mask) {
+        memcpy(f + h, key, 4);
+        h += 4;
+    }
+    for (size_t i = 0; i < len; i++)
+        f[h + i] = (uint8_t)(((const uint8_t *)data)[i] ^ (mask ? key[i % 4] : 0));
+    send_all(fd, f, h + len);
+    free(f);
+}
+
+static bool recv_exact(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+
+    while (got < len) {
+        ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+        if (n <= 0)
+            return false;
+        got += (size_t)n;
+    }
+    return true;
+}
+
+/* Next frame from the server: opcode (-1 at EOF), payload in buf. */
+static int ws_recv_frame(int fd, char *buf, size_t cap, size_t *len)
+{
+    uint8_t h[2], ext[8];
+    uint64_t n;
+
+    if (!recv_exact(fd, h, 2))
+        return -1;
+    n = h[1] & 0x7f;
+    ASSERT((h[1] & 0x80) == 0); /* servers never mask */
+    if (n == 126) {
+        ASSERT(recv_exact(fd, ext, 2));
+        n = (uint64_t)ext[0] << 8 | ext[1];
+    } else if (n == 127) {
+        ASSERT(recv_exact(fd, ext, 8));
+        n = 0;
+        for (int i = 0; i < 8; i++)
+            n = n << 8 | ext[i];
+    }
+    ASSERT(n < cap);
+    ASSERT(recv_exact(fd, buf, (size_t)n));
+    buf[n] = '\0';
+    *len = (size_t)n;
+    return h[0] & 0x0f;
+}
+
+/* Read frames until a close frame; its code (-1 at EOF without one). */
+static int ws_close_code(int fd)
+{
+    char buf[70000];
+    size_t len;
+    int op;
+
+    while ((op = ws_recv_frame(fd, buf, sizeof(buf), &len)) >= 0)
+        if (op == 8)
+            return len >= 2 ? ((uint8_t)buf[0] << 8 | (uint8_t)buf[1]) : 1005;
+    return -1;
+}
+
+/* ---- cases --------------------------------------------------------------- */
+
+TEST_CASE(routes_prefix_query_headers_body)
+{
+    const char *r;
+
+    start();
+    r = request("POST /e/abc?q=x%20y HTTP/1.1\r\nHost: x\r\nX-Test: 1\r\n"
+                "Authorization: Bearer tok\r\n",
+                "raw body");
+    ASSERT_EQ_INT(status_of(r), 200);
+    ASSERT_CONTAINS(r, "X-Route: echo");
+    ASSERT_CONTAINS(r, "Content-Type: text/plain");
+    ASSERT_EQ_STR(body_of(r), "POST /e/abc rest=abc q=x y h=1 auth=Bearer tok body=8:raw body");
+    ASSERT_EQ_INT(status_of(request("GET /e/teapot HTTP/1.1\r\nHost: x\r\n", "")), 418);
+    ASSERT_CONTAINS(body_of(resp), "body=0:");
+    r = request("GET /e/longer/x HTTP/1.1\r\nHost: x\r\n", "");
+    ASSERT_EQ_STR(body_of(r), "longer");
+    /* built-in routes stay, unknown paths are 404 */
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    ASSERT_EQ_INT(status_of(request("GET /nope HTTP/1.1\r\nHost: x\r\n", "")), 404);
+    r = request("GET /defer HTTP/1.1\r\nHost: x\r\n", "");
+    ASSERT_EQ_INT(status_of(r), 404);
+    ASSERT_EQ_STR(body_of(r), "{\"error\":\"NotFound\",\"message\":\"later\"}");
+    stop();
+}
+
+TEST_CASE(route_body_limit_413)
+{
+    char body[200];
+
+    start();
+    memset(body, 'a', sizeof(body) - 1);
+    body[sizeof(body) - 1] = '\0';
+    ASSERT_EQ_INT(status_of(request("POST /e/x HTTP/1.1\r\nHost: x\r\n", body)), 413);
+    ASSERT_CONTAINS(body_of(resp), "PayloadTooLarge");
+    body[64] = '\0'; /* exactly the limit is fine */
+    ASSERT_EQ_INT(status_of(request("POST /e/x HTTP/1.1\r\nHost: x\r\n", body)), 200);
+    {
+        /* chunked: no Content-Length, the limit hits while reading */
+        static const char chunked[] = "POST /e/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                                      "Transfer-Encoding: chunked\r\n\r\n"
+                                      "40\r\naaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                                      "aaaaaaaaaa\r\n2\r\nbb\r\n0\r\n\r\n";
+        int fd = connect_server();
+        send_all(fd, chunked, sizeof(chunked) - 1);
+        recv_all(fd, resp, sizeof(resp));
+        close(fd);
+        ASSERT_EQ_INT(status_of(resp), 413);
+    }
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    stop();
+}
+
+TEST_CASE(stream_chunks_then_end)
+{
+    const char *r;
+
+    start();
+    r = request("GET /stream/x HTTP/1.1\r\nHost: x\r\n", "");
+    ASSERT_EQ_INT(status_of(r), 200);
+    ASSERT_CONTAINS(r, "Content-Type: text/event-stream");
+    ASSERT_CONTAINS(r, "Cache-Control: no-cache");
+    ASSERT_CONTAINS(r, "Transfer-Encoding: chunked");
+    ASSERT_CONTAINS(body_of(r), ": hello\n");
+    ASSERT_CONTAINS(body_of(r), "tick 0\n");
+    ASSERT_CONTAINS(body_of(r), "tick 2\n");
+    ASSERT(strstr(body_of(r), "tick 3") == NULL);
+    ASSERT_CONTAINS(body_of(r), "\r\n0\r\n\r\n"); /* the chunked body ended */
+    stop();
+}
+
+TEST_CASE(stream_client_gone_is_noticed)
+{
+    char head[4096];
+    int fd;
+
+    start();
+    fd = connect_server();
+    send_all(fd, FOREVER, strlen(FOREVER));
+    read_head(fd, head, sizeof(head));
+    ASSERT_EQ_INT(status_of(head), 200);
+    ASSERT(recv(fd, head, sizeof(head), 0) > 0);
+    close(fd);
+    /* the next ticks hit the closed socket; on_close runs on the loop */
+    for (int i = 0; i < 500 && !stream_closed_seen; i++)
+        usleep(10000);
+    ASSERT_EQ_INT(stream_closed_seen, 1);
+    stop();
+}
+
+TEST_CASE(stream_server_shutdown_ends_it)
+{
+    char head[4096];
+    int fd;
+
+    start();
+    fd = connect_server();
+    send_all(fd, FOREVER, strlen(FOREVER));
+    read_head(fd, head, sizeof(head));
+    ASSERT_EQ_INT(status_of(head), 200);
+    stop();
+    ASSERT_EQ_INT(stream_closed_seen, 1);
+    close(fd);
+}
+
+TEST_CASE(ws_echo_text_binary_fragmented_ping)
+{
+    char head[4096], buf[70000];
+    size_t len;
+    int fd;
+
+    start();
+    fd = ws_connect("/ws", head, sizeof(head));
+    ASSERT_EQ_INT(status_of(head), 101);
+    ASSERT_CONTAINS(head, "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 1);
+    ASSERT_EQ_STR(buf, "hello");
+    ws_send_frame(fd, 1, 1, "héllo", 6, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 1);
+    ASSERT_EQ_STR(buf, "héllo");
+    ws_send_frame(fd, 1, 2, "\x00\x01\xff", 3, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 2);
+    ASSERT_EQ_INT(len, 3);
+    ASSERT(memcmp(buf, "\x00\x01\xff", 3) == 0);
+    /* fragments, with a ping in between */
+    ws_send_frame(fd, 0, 1, "ab", 2, true);
+    ws_send_frame(fd, 1, 9, "p", 1, true);
+    ws_send_frame(fd, 1, 0, "cd", 2, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 10);
+    ASSERT_EQ_STR(buf, "p");
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 1);
+    ASSERT_EQ_STR(buf, "abcd");
+    /* a message of exactly the limit passes */
+    memset(buf, 'x', 1000);
+    ws_send_frame(fd, 1, 2, buf, 1000, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 2);
+    ASSERT_EQ_INT(len, 1000);
+    /* the server's close */
+    ws_send_frame(fd, 1, 1, "close", 5, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 4000);
+    close(fd);
+    /* client-initiated close is echoed */
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 8, "\x03\xe8", 2, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1000);
+    close(fd);
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    stop();
+}
+
+/* After the close handshake (or the linger without one) the socket is
+ * really closed: the client reads EOF. */
+TEST_CASE(ws_socket_closed_after_close)
+{
+    char head[4096], buf[256];
+    size_t len;
+    int fd;
+
+    start();
+    fd = ws_connect("/ws", head, sizeof(head));
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 1);
+    ws_send_frame(fd, 1, 1, "close", 5, true);
+    ASSERT_EQ_INT(ws_recv_frame(fd, buf, sizeof(buf), &len), 8);
+    ws_send_frame(fd, 1, 8, "\x0f\xa0", 2, true); /* answer: the server closes at once */
+    ASSERT_EQ_INT(recv(fd, buf, sizeof(buf), 0), 0);
+    close(fd);
+    stop();
+}
+
+TEST_CASE(ws_bad_handshake)
+{
+    start();
+    ASSERT_EQ_INT(status_of(request("GET /ws HTTP/1.1\r\nHost: x\r\n", "")), 426);
+    ASSERT_CONTAINS(resp, "Upgrade: websocket");
+    ASSERT_EQ_INT(status_of(request("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                    "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n",
+                                    "")),
+                  400);
+    ASSERT_EQ_INT(status_of(request("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                    "Connection: Upgrade\r\nSec-WebSocket-Version: 8\r\n"
+                                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                                    "")),
+                  400);
+    ASSERT_CONTAINS(resp, "Sec-WebSocket-Version: 13");
+    stop();
+}
+
+/* Broken input closes with the RFC's code, and the server stays up. */
+TEST_CASE(ws_broken_frames_close_codes)
+{
+    char head[4096], big[2000];
+    int fd;
+
+    start();
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 1, "unmasked", 8, false);
+    ASSERT_EQ_INT(ws_close_code(fd), 1002);
+    close(fd);
+
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 3, "x", 1, true); /* reserved opcode */
+    ASSERT_EQ_INT(ws_close_code(fd), 1002);
+    close(fd);
+
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 0, "x", 1, true); /* continuation of nothing */
+    ASSERT_EQ_INT(ws_close_code(fd), 1002);
+    close(fd);
+
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 1, "ok \xc3\x28 no", 8, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1007);
+    close(fd);
+
+    fd = ws_connect("/ws", head, sizeof(head));
+    memset(big, 'x', sizeof(big));
+    ws_send_frame(fd, 1, 2, big, sizeof(big), true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1009);
+    close(fd);
+
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 0, 2, big, 600, true); /* too big only once reassembled */
+    ws_send_frame(fd, 1, 0, big, 600, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1009);
+    close(fd);
+
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    stop();
+}
+
+TEST_CASE(ws_many_and_abrupt_disconnects)
+{
+    char head[4096], buf[256];
+    size_t len;
+    int fds[50];
+
+    start();
+    for (int i = 0; i < 50; i++) {
+        fds[i] = ws_connect("/ws", head, sizeof(head));
+        ASSERT_EQ_INT(status_of(head), 101);
+    }
+    for (int i = 0; i < 50; i += 2)
+        close(fds[i]); /* no close frame */
+    for (int i = 1; i < 50; i += 2) {
+        ASSERT_EQ_INT(ws_recv_frame(fds[i], buf, sizeof(buf), &len), 1);
+        ws_send_frame(fds[i], 1, 1, "x", 1, true);
+        ASSERT_EQ_INT(ws_recv_frame(fds[i], buf, sizeof(buf), &len), 1);
+        ASSERT_EQ_STR(buf, "x");
+    }
+    stop(); /* closes the rest with 1001 */
+    for (int i = 1; i < 50; i += 2) {
+        ASSERT_EQ_INT(ws_close_code(fds[i]), 1001);
+        close(fds[i]);
+    }
+}
+
+int main(void)
+{
+    return RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
+                     stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
+                     ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
+                     ws_bad_handshake, ws_broken_frames_close_codes,
+                     ws_many_and_abrupt_disconnects);
+}
