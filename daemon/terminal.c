@@ -40,7 +40,7 @@
 
 #define RING_SIZE (64 * 1024)
 #define READ_CHUNK (64 * 1024)
-#define READS_PER_WAKEUP 4 /* then let the loop serve others */
+#define MAX_READS 64 /* per wakeup, gathered into one chunk; then the loop serves others */
 #define HIGH_WATER (256 * 1024)
 #define VIEWER_MAX (1024 * 1024)
 #define INPUT_MAX (256 * 1024)
@@ -312,16 +312,30 @@ static void session_output(pe_term_session *s, const unsigned char *p, size_t n)
     char *text = NULL;
     size_t tlen = 0, used = 0, all;
     viewer *v, *next;
+    bool any_text = false;
 
     ring_append(s, p, n);
+    for (v = s->viewers; v; v = v->next)
+        any_text |= v->proto != PE_TERM_WS_CF;
     /* Text: carry + new bytes, up to the last whole character. */
     memcpy(buf, s->carry, s->carry_len);
     memcpy(buf + s->carry_len, p, n);
     all = s->carry_len + n;
-    /* Computed even without a text viewer: the carry must stay right for
-     * one that attaches later. */
-    text = pe_xmalloc(3 * all + 1);
-    tlen = pe__term_utf8_text(buf, all, false, text, &used);
+    if (any_text) {
+        text = pe_xmalloc(3 * all + 1);
+        tlen = pe__term_utf8_text(buf, all, false, text, &used);
+    } else {
+        /* Only the carry, which must stay right for a text viewer that
+         * attaches later: an unfinished character at the very end. */
+        used = all;
+        for (size_t back = 1; back <= 3 && back <= all; back++) {
+            if ((buf[all - back] & 0xc0) == 0x80)
+                continue;
+            if (utf8_seq(buf + all - back, back) < 0)
+                used = all - back;
+            break;
+        }
+    }
     s->carry_len = all - used;
     memcpy(s->carry, buf + used, s->carry_len);
     for (v = s->viewers; v; v = next) {
@@ -379,23 +393,30 @@ static void pty_flush_input(pe_term_session *s)
 
 enum { PTY_MORE = 1, PTY_EMPTY = 0, PTY_EOF = -1 };
 
-/* Read what the PTY has, at most READS_PER_WAKEUP chunks. */
+/* Read what the PTY has now, up to one READ_CHUNK. */
 static int pty_read(pe_term_session *s)
 {
     static unsigned char buf[READ_CHUNK]; /* loop thread only */
+    size_t len = 0;
+    int r = PTY_MORE;
 
-    for (int i = 0; i < READS_PER_WAKEUP; i++) {
-        ssize_t n = read(s->proc.pty_fd, buf, sizeof(buf));
+    /* A PTY hands out about 4 KiB per read: gather up to READ_CHUNK into
+     * one message per viewer rather than one per read. */
+    for (int i = 0; i < MAX_READS && len < sizeof(buf); i++) {
+        ssize_t n = read(s->proc.pty_fd, buf + len, sizeof(buf) - len);
         if (n > 0) {
-            session_output(s, buf, (size_t)n);
+            len += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
         /* EIO: every slave fd is closed (the shell exited). */
-        return n < 0 && errno == EAGAIN ? PTY_EMPTY : PTY_EOF;
+        r = n < 0 && errno == EAGAIN ? PTY_EMPTY : PTY_EOF;
+        break;
     }
-    return PTY_MORE;
+    if (len > 0)
+        session_output(s, buf, len);
+    return r;
 }
 
 static void on_pty(pe_ev_io *io, int fd, uint32_t events, void *ud)
