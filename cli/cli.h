@@ -76,6 +76,13 @@ extern const char *pe_cli_data_dir;
 int pe_cmd_run(int argc, char **argv);
 int pe_cmd_runtime(int argc, char **argv);
 int pe_cmd_image(int argc, char **argv);
+/* The API commands (cli/cmd-api.c): argv[0] is the command's name.
+ * Returns -1 if it is not one of them. */
+int pe_cmd_api(int argc, char **argv);
+/* env, secret, file, volume (cli/cmd-res.c); -1 if argv[0] is none. */
+int pe_cmd_res(int argc, char **argv);
+/* console|shell|ssh|s (cli/cmd-console.c) */
+int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */
 int pe_cmd_serve(int argc, char **argv);
 

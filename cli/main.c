@@ -27,6 +27,15 @@ static void usage(FILE *f)
                "                                   serve the XRPC API (the daemon)\n"
                "  token create --did DID [--ttl S]  mint an API token for a user\n"
                "\n"
+               "Commands that talk to the daemon ($POCKETENV_API_URL, default\n"
+               "http://127.0.0.1:8789; token from $POCKETENV_TOKEN or ~/.pocketenv/token.json):\n"
+               "  login [--token T] | logout | whoami\n"
+               "  create|new [NAME] [-b BASE] [-r REPO] [-k]   start SANDBOX [-r REPO] [-k]\n"
+               "  stop SANDBOX   rm|delete|remove SANDBOX   ls   ps\n"
+               "  exec SANDBOX COMMAND...        run COMMAND, exit with its exit code\n"
+               "  console|shell|ssh|s [SANDBOX]  a terminal in it (Ctrl-] detaches)\n"
+               "  env|secret|file|volume put|list|delete ...   a sandbox's resources\n"
+               "\n"
                "Global options:\n"
                "  --data DIR   state directory (default /var/lib/pocketenv as root,\n"
                "               $XDG_DATA_HOME/pocketenv otherwise; env POCKETENV_DATA)\n"
@@ -91,6 +100,16 @@ int main(int argc, char **argv)
         return pe_cmd_image(argc - i, argv + i);
     if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "token") == 0)
         return pe_cmd_serve(argc - i, argv + i);
+    if (strcmp(argv[i], "console") == 0 || strcmp(argv[i], "shell") == 0 ||
+        strcmp(argv[i], "ssh") == 0 || strcmp(argv[i], "s") == 0)
+        return pe_cmd_console(argc - i, argv + i);
+    {
+        int r = pe_cmd_api(argc - i, argv + i);
+        if (r < 0)
+            r = pe_cmd_res(argc - i, argv + i);
+        if (r >= 0)
+            return r;
+    }
     fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[i]);
     return 2;
 }

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdlib.h>
 
 #include "pocketenv/auth.h"
 #include "pocketenv/err.h"
@@ -17,6 +18,9 @@
 #include "pocketenv/http.h"
 #include "pocketenv/runtime.h"
 #include "pocketenv/store.h"
+
+/* Lifetime of actor.getTerminalToken's tokens: enough to open a terminal. */
+#define PE_DAEMON_TERMINAL_TOKEN_TTL 120
 
 typedef struct pe_daemon {
     pe_ev_loop *loop;
@@ -27,8 +31,14 @@ typedef struct pe_daemon {
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
     double exec_timeout;
+    struct pe_web *web;         /* the web page's files, NULL: text banner only */
     double terminal_idle;       /* end a terminal session this long without viewers */
     struct pe_terminals *terms; /* terminal sessions (daemon/terminal.c) */
+    double idle_timeout;        /* default seconds before an idle sandbox stops; 0 = never */
+    double tick_s;              /* housekeeping period */
+    int sandbox_net;            /* enum pe_net_mode for the sandboxes it runs */
+    char *node;                 /* this daemon's node id (DATA/node-id) */
+    bool tick_busy;             /* a housekeeping pass is queued or running */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;
@@ -58,8 +68,9 @@ struct pe_daemon_job {
 pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char *did,
                                  pe_daemon_work_fn work);
 /* Queue job; the request is answered when it is done. On a full queue or a
- * draining daemon the request is answered 503 at once and job freed. */
-void pe_daemon_job_submit(pe_daemon_job *job);
+ * draining daemon the request is answered 503 at once, job is freed (its
+ * after callback is not called) and -1 returned. */
+int pe_daemon_job_submit(pe_daemon_job *job);
 /* Fail job with err (copied) and an optional error name. Returns -1. */
 int pe_daemon_job_fail(pe_daemon_job *job, const pe_err *err, const char *name);
 
@@ -77,6 +88,9 @@ void pe_daemon_watch_init(pe_daemon *d, int pidfd);
 char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
 /* Rate-limit key hook: the token's verified subject. */
 int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
+
+/* Serve the web page (d->web) at / (daemon/web-http.c); nothing without it. */
+int pe_daemon_register_web(pe_daemon *d, pe_err *err);
 
 /* ISO 8601 UTC with milliseconds, as upstream's createdAt; json null for 0. */
 json_t *pe_daemon_time_json(int64_t ms);
@@ -99,6 +113,40 @@ void pe_daemon_terminal_shutdown(pe_daemon *d);
 
 /* Sandbox runtime work, shared by create (background) and start. */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
+/* Queue the background half of a create again (an INITIALIZING row found
+ * at start: the daemon died while making it). */
+void pe_daemon_sandbox_resume(pe_daemon *d, const char *id);
+
+/* Repos (handlers/repo.c). The git URL for a sandbox's `repo` (shorthands
+ * expanded) and the directory it clones into, or NULL with err (PE_EINVAL)
+ * for anything git could read as an option or a shell as syntax. */
+char *pe_daemon_repo_url(const char *repo, char **dir_out, pe_err *err);
+static inline bool pe_daemon_repo_check(const char *repo, pe_err *err)
+{
+    char *url = pe_daemon_repo_url(repo, NULL, err);
+    free(url);
+    return url != NULL;
+}
+/* Queue `git clone` of repo inside running sandbox id (loop thread). */
+void pe_daemon_repo_clone_later(pe_daemon *d, const char *sandbox_id, const char *repo);
+
+/* Housekeeping (housekeeping.c). */
+int pe_daemon_node_id(pe_daemon *d, pe_err *err);
+/* Is sb run by this daemon (a local sandbox of this node)? */
+bool pe_daemon_is_mine(const pe_daemon *d, const pe_store_sandbox *sb);
+/* Join store and runtime once, at start, before serving; ids of rows
+ * whose create must be resumed are appended to resume (a JSON array). */
+int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err);
+/* The periodic tick (idle stops, dead inits, /metrics counts). */
+int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err);
+void pe_daemon_housekeeping_free(void);
+/* Record use of sandbox id now (exec, terminal input): resets its idle
+ * clock. Any thread. */
+void pe_daemon_touch(pe_daemon *d, const char *id);
+/* Mark sandbox id in use (an exec or terminal runs) until the matching
+ * release: the idle stop never takes a sandbox that is in use. */
+void pe_daemon_hold(pe_daemon *d, const char *id);
+void pe_daemon_release(pe_daemon *d, const char *id);
 
 int pe_daemon_serve_main(int argc, char **argv);
 int pe_daemon_token_main(int argc, char **argv);

@@ -122,7 +122,7 @@ static void job_done(void *ud)
         pe_ev_stop(d->loop);
 }
 
-void pe_daemon_job_submit(pe_daemon_job *job)
+int pe_daemon_job_submit(pe_daemon_job *job)
 {
     pe_daemon *d = job->d;
     pe_err err;
@@ -134,7 +134,7 @@ void pe_daemon_job_submit(pe_daemon_job *job)
         if (job->req)
             pe_http_response_defer(job->req);
         d->inflight++;
-        return;
+        return 0;
     } else
         err.code = PE_XRPC_EBUSY;
     if (job->req)
@@ -142,6 +142,7 @@ void pe_daemon_job_submit(pe_daemon_job *job)
     else
         pe_log_warn("background job dropped: %s", err.msg);
     job_free(job);
+    return -1;
 }
 
 /* ---- reaping sandbox inits ----

@@ -7,22 +7,29 @@
  * accepted request (and background job) has finished, so no answer is
  * lost and no sandbox is left half-made by us. Exit status 0 then. */
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <systemd/sd-daemon.h>
 
 #include "cli.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resources.h"
 #include "runtime/security.h"
+#include "web.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
 #define DEFAULT_TOKEN_TTL (30LL * 24 * 3600)
 #define DEFAULT_EXEC_TIMEOUT 300.0
 #define DEFAULT_TERMINAL_IDLE 300.0
+#define DEFAULT_IDLE_TIMEOUT 1800.0
+#define DEFAULT_TICK 10.0
 
 enum {
     O_LISTEN = 1,
@@ -32,7 +39,12 @@ enum {
     O_TOKEN_FILE,
     O_TOKEN_TTL,
     O_EXEC_TIMEOUT,
+    O_WEB,
     O_TERMINAL_IDLE,
+    O_IDLE_TIMEOUT,
+    O_TICK,
+    O_RATE_LIMIT,
+    O_SANDBOX_NET,
     O_HELP,
 };
 
@@ -45,16 +57,27 @@ static const pe_opt serve_opts[] = {
      "where to write the owner's token (~/.pocketenv/token.json)"},
     {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
+    {"web", 0, true, O_WEB, "DIR",
+     "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
     {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
      "end a terminal session S seconds after its last viewer left (300)"},
+    {"idle-timeout", 0, true, O_IDLE_TIMEOUT, "S",
+     "stop sandboxes unused for S seconds unless keepAlive; 0 = never (1800)"},
+    {"tick", 0, true, O_TICK, "S", "housekeeping period: idle stops, dead sandboxes (10)"},
+    {"rate-limit", 0, true, O_RATE_LIMIT, "N",
+     "requests per 30 s per token or client address; 0 = unlimited (500)"},
+    {"sandbox-net", 0, true, O_SANDBOX_NET, "nat|none",
+     "network of the sandboxes: NAT egress, or loopback only (nat)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct serve_args {
-    const char *listen, *data, *store, *handle, *token_file;
+    const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
-    double exec_timeout, terminal_idle;
+    double exec_timeout, terminal_idle, idle_timeout, tick;
+    long rate_limit;
+    int sandbox_net;
     bool help;
 };
 
@@ -88,8 +111,33 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_EXEC_TIMEOUT:
         return pe_cli_parse_seconds(arg, &a->exec_timeout, err);
+    case O_WEB:
+        a->web = arg;
+        return 0;
     case O_TERMINAL_IDLE:
         return pe_cli_parse_seconds(arg, &a->terminal_idle, err);
+    case O_IDLE_TIMEOUT:
+        return pe_cli_parse_seconds(arg, &a->idle_timeout, err);
+    case O_TICK:
+        if (pe_cli_parse_seconds(arg, &a->tick, err) < 0)
+            return -1;
+        if (a->tick < 0.05)
+            return pe_err_set(err, PE_EINVAL, 0, "--tick: at least 0.05 seconds");
+        return 0;
+    case O_RATE_LIMIT:
+        errno = 0;
+        a->rate_limit = strtol(arg, &end, 10);
+        if (errno || end == arg || *end || a->rate_limit < 0)
+            return pe_err_set(err, PE_EINVAL, 0, "--rate-limit: a count of requests, 0 or more");
+        return 0;
+    case O_SANDBOX_NET:
+        if (strcmp(arg, "nat") == 0)
+            a->sandbox_net = PE_NET_NAT;
+        else if (strcmp(arg, "none") == 0)
+            a->sandbox_net = PE_NET_NONE;
+        else
+            return pe_err_set(err, PE_EINVAL, 0, "--sandbox-net: nat or none, not '%s'", arg);
+        return 0;
     case O_HELP:
         a->help = true;
         return 0;
@@ -131,6 +179,7 @@ static void on_signal(pe_ev_signal *s, int signo, void *ud)
         pe_log_info("event=shutdown signal=%s inflight=%u", signo == SIGTERM ? "TERM" : "INT",
                     d->inflight);
     d->draining = true;
+    sd_notify(0, "STOPPING=1");
     if (d->inflight == 0)
         pe_ev_stop(d->loop);
 }
@@ -179,7 +228,7 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_seccomp_set_cache_dir(cache);
     d->store_url =
         a->store ? pe_xstrdup(a->store) : pe_xasprintf("sqlite:%s/pocketenv.db", d->rt.data_dir);
-    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0)
+    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0)
         return -1;
     return setup_owner(d, a, err);
 }
@@ -190,20 +239,58 @@ static const char *backend_name(const char *url)
     return strncmp(url, "postgres", 8) == 0 ? "postgres" : "sqlite";
 }
 
+/* The web page: --web DIR must load; without it, the build tree's web/
+ * next to this program or the installed share/pocketenv/web, and a daemon
+ * without either serves only the text banner at / (and says so). */
+static int load_web(pe_daemon *d, const struct serve_args *a, const char *banner, pe_err *err)
+{
+    char exe[PATH_MAX];
+    ssize_t n;
+    char *slash;
+    cleanup_free char *here = NULL, *shared = NULL;
+
+    if (a->web) {
+        d->web = pe_web_load(a->web, banner, err);
+        return d->web ? 0 : pe_err_prefix(err, "--web");
+    }
+    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0 || (exe[n] = '\0', slash = strrchr(exe, '/')) == NULL)
+        return 0;
+    *slash = '\0';
+    here = pe_xasprintf("%s/web", exe);
+    shared = pe_xasprintf("%s/../share/pocketenv/web", exe);
+    d->web = pe_web_load(access(here, F_OK) == 0 ? here : shared, banner, err);
+    if (d->web == NULL) {
+        pe_log_warn("event=no_web_page reason=\"%s\"", err->msg);
+        pe_err_clear(err);
+    }
+    return 0;
+}
+
 static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
 {
     char host[256];
     cleanup_free char *banner = NULL;
+    json_t *resume = json_array();
     pe_http_config cfg;
+    size_t i;
+    json_t *v;
 
     pe_http_config_init(&cfg);
-    if (parse_listen(a->listen, host, sizeof(host), &cfg, err) < 0)
+    if (a->rate_limit >= 0) {
+        cfg.rate_burst = (double)a->rate_limit;
+        cfg.rate_per_s = (double)a->rate_limit / 30.0;
+    }
+    if (parse_listen(a->listen, host, sizeof(host), &cfg, err) < 0 || open_all(d, a, err) < 0 ||
+        pe_daemon_reconcile(d, resume, err) < 0) {
+        json_decref(resume);
         return -1;
-    if (open_all(d, a, err) < 0)
-        return -1;
+    }
     d->loop = pe_ev_loop_new(0, 0, err);
-    if (d->loop == NULL)
+    if (d->loop == NULL) {
+        json_decref(resume);
         return -1;
+    }
     /* Before any thread exists: the signals must stay blocked everywhere. */
     if (pe_ev_signal_start(d->loop, SIGTERM, on_signal, d, err) == NULL ||
         pe_ev_signal_start(d->loop, SIGINT, on_signal, d, err) == NULL)
@@ -212,15 +299,25 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     banner = pe_xasprintf("pocketenv %s\nowner: %s\npublic key: %s\n", "0.1.0",
                           pe_auth_owner_did(d->auth), pe_auth_public_key_hex(d->auth));
     cfg.banner = banner;
+    if (load_web(d, a, banner, err) < 0)
+        return -1;
     d->srv = pe_http_server_new(d->loop, &cfg, err);
     if (d->srv == NULL)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
-        pe_daemon_register_terminal(d, err) < 0)
+        pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
+        pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        json_decref(resume);
         return -1;
-    pe_log_info("event=listening addr=%s:%u data=%s store=%s", cfg.host,
-                pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url));
+    }
+    json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, json_string_value(v));
+    json_decref(resume);
+    pe_log_info("event=listening addr=%s:%u data=%s store=%s node=%s", cfg.host,
+                pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url), d->node);
+    /* Under systemd (Type=notify): ready once the socket is bound and the
+     * store reconciled. Without NOTIFY_SOCKET this does nothing. */
+    sd_notifyf(0, "READY=1\nSTATUS=serving on %s:%u", cfg.host, pe_http_server_port(d->srv));
     if (pe_ev_run(d->loop, err) < 0)
         return -1;
     pe_log_info("event=stopped");
@@ -236,10 +333,13 @@ static void teardown(pe_daemon *d)
         pe_http_server_free(d->srv);
     if (d->loop)
         pe_ev_loop_free(d->loop);
+    pe_web_free(d->web);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);
     free(d->store_url);
+    free(d->node);
+    pe_daemon_housekeeping_free();
 }
 
 int pe_daemon_serve_main(int argc, char **argv)
@@ -247,7 +347,11 @@ int pe_daemon_serve_main(int argc, char **argv)
     struct serve_args a = {.listen = DEFAULT_LISTEN,
                            .token_ttl = DEFAULT_TOKEN_TTL,
                            .exec_timeout = DEFAULT_EXEC_TIMEOUT,
-                           .terminal_idle = DEFAULT_TERMINAL_IDLE};
+                           .terminal_idle = DEFAULT_TERMINAL_IDLE,
+                           .idle_timeout = DEFAULT_IDLE_TIMEOUT,
+                           .tick = DEFAULT_TICK,
+                           .rate_limit = -1,
+                           .sandbox_net = PE_NET_NAT};
     pe_daemon d;
     pe_err err;
     int idx = 1, r;
@@ -265,6 +369,9 @@ int pe_daemon_serve_main(int argc, char **argv)
         a.data = pe_cli_data_dir;
     d.exec_timeout = a.exec_timeout > 0 ? a.exec_timeout : DEFAULT_EXEC_TIMEOUT;
     d.terminal_idle = a.terminal_idle > 0 ? a.terminal_idle : DEFAULT_TERMINAL_IDLE;
+    d.idle_timeout = a.idle_timeout;
+    d.tick_s = a.tick;
+    d.sandbox_net = a.sandbox_net;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)

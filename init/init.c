@@ -80,6 +80,7 @@ static pid_t spawn_command(char **argv, const sigset_t *oldmask, int tty, long u
         int e;
         close(pfd[0]);
         sigprocmask(SIG_SETMASK, oldmask, NULL);
+        signal(SIGPIPE, SIG_DFL); /* ignored by init, not by its command */
         setsid();
         if (tty)
             ioctl(0, TIOCSCTTY, 0);

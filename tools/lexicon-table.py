@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Generate lib/http/xrpc-table.c from the io.pocketenv.* lexicons.
 
-The lexicons (../shared/lexicons) are the source of truth for the API
-(STYLE rule 5): this script turns every query and procedure into one row of
+The lexicons (../shared/lexicons, plus our extensions in lexicons/) are the
+source of truth for the API (STYLE rule 5): this script turns every query
+and procedure into one row of
 the XRPC route and validation table that lib/http/xrpc.c walks. The output
 is committed, so the build never needs the lexicons; tests regenerate it in
 memory and compare, so a lexicon change without a regenerated table fails.
@@ -27,6 +28,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LEXICONS = os.path.join(ROOT, "..", "shared", "lexicons")
 DEFAULT_OUT = os.path.join(ROOT, "lib", "http", "xrpc-table.c")
+# Our extensions (lexicons/README.md): methods upstream's lexicons lack.
+EXTENSIONS = os.path.join(ROOT, "lexicons")
 MAX_DEPTH = 8
 
 TYPES = {
@@ -146,8 +149,19 @@ class Emitter:
         return self.define("props", "{\n    " + ",\n    ".join(rows) + ",\n}"), len(rows)
 
 
-def generate(lexdir):
+def load_all(lexdir):
+    """Upstream's lexicons plus our extensions; an id in both is an error."""
     docs = load_docs(lexdir)
+    ext = load_docs(EXTENSIONS) if os.path.isdir(EXTENSIONS) else {}
+    both = sorted(set(docs) & set(ext))
+    if both:
+        raise SystemExit("lexicons defined upstream and as extensions: " + ", ".join(both))
+    docs.update(ext)
+    return docs
+
+
+def generate(lexdir):
+    docs = load_all(lexdir)
     em = Emitter(docs)
     methods = []
     for nsid in sorted(docs):

@@ -147,11 +147,44 @@ static void get_actor_sandboxes(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+/* A short-lived token for terminals only (the ?t= of the terminal
+ * WebSocket). Unlike upstream's, it expires and cannot call the API. */
+static void get_terminal_token(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    char *jwt = NULL;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (pe_auth_token_mint(d->auth, did, PE_DAEMON_TERMINAL_TOKEN_TTL, PE_AUTH_SCOPE_TERMINAL, &jwt,
+                           &err) < 0) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    pe_xrpc_respond(req, json_pack("{s:s}", "token", jwt));
+    free(jwt);
+}
+
+/* The sealing key, for anyone: it is public, and a client needs it before
+ * it can send its first secret. */
+static void get_public_key(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+
+    pe_xrpc_respond(req, json_pack("{s:s}", "publicKey", pe_auth_public_key_hex(d->auth)));
+}
+
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.actor.getProfile", get_profile, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.actor.getActorSandboxes", get_actor_sandboxes, d,
-                         err) < 0)
+                         err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.actor.getTerminalToken", get_terminal_token, d,
+                         err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.server.getPublicKey", get_public_key, d, err) < 0)
         return -1;
     return 0;
 }

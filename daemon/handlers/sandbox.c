@@ -25,6 +25,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "image/image.h"
+#include "resources.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
@@ -153,9 +155,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_init(&cfg);
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);
-    /* Loopback only for now: NAT needs nftables and host settings
-     * (docs/design/network.md) that a default daemon must not assume. */
-    cfg.net = PE_NET_NONE;
+    cfg.net = d->sandbox_net;
     if (sb->vcpus > 0)
         cfg.cpu_millis = sb->vcpus * 1000;
     if (sb->memory > 0)
@@ -164,7 +164,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
-    if (pe_runtime_start(&d->rt, sb->id, err) < 0)
+    if (pe_daemon_sandbox_start(d, sb, err) < 0) /* with its variables, secrets, volumes */
         return -1;
     /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
     if (pe_runtime_inspect(&d->rt, sb->id, &json, err) < 0)
@@ -175,6 +175,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     json_decref(info);
     if (pid > 0)
         *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    pe_daemon_sandbox_place_files(d, sb);
     return 0;
 }
 
@@ -199,8 +200,19 @@ static void run_work(pe_daemon_job *job, pe_store *s)
         /* Deleted (or changed) while we were starting it: undo. */
         pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
         pe_runtime_remove(&job->d->rt, sb.id, &err);
+    } else if (sb.repo) {
+        job->in = json_pack("{s:s}", "repo", sb.repo); /* cloned by run_after */
     }
     pe_store_sandbox_clear(&sb);
+}
+
+/* Loop thread: a repo to clone now that the sandbox runs (repo.c). */
+static void clone_after(pe_daemon_job *job)
+{
+    const char *repo = json_string_value(json_object_get(job->in, "repo"));
+
+    if (!job->failed && repo && job->id)
+        pe_daemon_repo_clone_later(job->d, job->id, repo);
 }
 
 /* ---- createSandbox ---- */
@@ -231,6 +243,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     sb.readme = json_string_value(json_object_get(in, "readme"));
     sb.topics = topics;
     sb.provider = "local";
+    sb.provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
     sb.status = PE_STORE_INITIALIZING;
     sb.vcpus = json_integer_value(json_object_get(in, "vcpus"));
     sb.memory = json_integer_value(json_object_get(in, "memory"));
@@ -251,6 +264,11 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0) {
+        pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -261,15 +279,19 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     job->id = pe_steal_ptr(&id);
 }
 
+void pe_daemon_sandbox_resume(pe_daemon *d, const char *id)
+{
+    pe_daemon_job *run = pe_daemon_job_new(d, NULL, NULL, run_work);
+
+    run->id = pe_xstrdup(id);
+    run->after = clone_after;
+    pe_daemon_job_submit(run);
+}
+
 static void create_after(pe_daemon_job *job)
 {
-    pe_daemon_job *run;
-
-    if (job->failed || job->id == NULL)
-        return;
-    run = pe_daemon_job_new(job->d, NULL, job->did, run_work);
-    run->id = pe_steal_ptr(&job->id);
-    pe_daemon_job_submit(run);
+    if (!job->failed && job->id != NULL)
+        pe_daemon_sandbox_resume(job->d, job->id);
 }
 
 static void create_sandbox(pe_xrpc_request *req, void *ud)
@@ -278,6 +300,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *name = json_string_value(json_object_get(req->body, "name"));
     const char *base = json_string_value(json_object_get(req->body, "base"));
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
     pe_daemon_job *job;
     pe_err err;
 
@@ -288,9 +311,17 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
     /* base names an image of DATA/images, never a host path. */
     if (base == NULL || base[0] == '\0' || base[0] == '.' || strchr(base, '/')) {
         pe_err_set(&err, PE_EINVAL, 0, "base must be an image name");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    if (pe_daemon_create_resources_check(d, req->body, &err) < 0) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
@@ -342,6 +373,8 @@ static void start_work(pe_daemon_job *job, pe_store *s)
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }
+    free(job->id); /* the id, not the name, for clone_after */
+    job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -514,18 +547,24 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
-    if (pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+    pe_daemon_hold(job->d, sb.id);
+    if (pe_daemon_sandbox_env(job->d, s, sb.id, &opts.env, &job->err) < 0 ||
+        pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
+        pe_daemon_env_free(opts.env);
+        pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
-    pe_store_sandbox_clear(&sb);
+    pe_daemon_env_free(opts.env);
     close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
     p.stdin_fd = -1;
     collect(&p, job->d->exec_timeout, &out, &errb, &timed_out);
     if (pe_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_proc_close(&p);
+    pe_daemon_release(job->d, sb.id);
+    pe_store_sandbox_clear(&sb);
     if (!job->failed) {
         snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
         job->out =
@@ -535,6 +574,109 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     }
     free(out.data);
     free(errb.data);
+}
+
+/* ---- getSandboxes: the template catalog ----
+ *
+ * Upstream lists the sandboxes of its catalog account. Locally the
+ * templates are the images a sandbox can be made from: those built in
+ * DATA/images, plus the two that are built on first use. The id of a
+ * template is its image name, which is what createSandbox's base takes. */
+
+static const struct {
+    const char *name, *description;
+} builtin_images[] = {
+    {"busybox", "BusyBox userland: a tiny image for quick, disposable sandboxes"},
+    {"debian", "Debian 12 (bookworm), minimal, with apt: built on first use"},
+};
+
+static json_t *template_view(const char *name, const char *description, int64_t created_s)
+{
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName",
+                          name, "provider", "local", "installs", (json_int_t)0);
+
+    json_object_set_new(o, "description", description ? json_string(description) : json_null());
+    json_object_set_new(o, "createdAt", pe_daemon_time_json(created_s * 1000));
+    return o;
+}
+
+static void catalog_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_image_info *imgs = NULL;
+    size_t n = 0;
+    json_t *all = json_array(), *page = json_array();
+    json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
+    json_int_t offset = json_integer_value(json_object_get(job->in, "offset"));
+
+    if (pe_image_list(job->d->rt.data_dir, &imgs, &n, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        json_decref(all);
+        json_decref(page);
+        return;
+    }
+    for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++) {
+        int64_t created = 0;
+        for (size_t k = 0; k < n; k++)
+            if (strcmp(imgs[k].name, builtin_images[i].name) == 0)
+                created = imgs[k].created;
+        json_array_append_new(
+            all, template_view(builtin_images[i].name, builtin_images[i].description, created));
+    }
+    for (size_t k = 0; k < n; k++) {
+        bool builtin = false;
+        for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++)
+            builtin |= strcmp(imgs[k].name, builtin_images[i].name) == 0;
+        if (!builtin)
+            json_array_append_new(all,
+                                  template_view(imgs[k].name, imgs[k].source, imgs[k].created));
+    }
+    pe_image_info_free(imgs, n);
+    for (size_t i = (size_t)offset; i < json_array_size(all) && i < (size_t)(offset + limit); i++)
+        json_array_append(page, json_array_get(all, i));
+    job->out =
+        json_pack("{s:o, s:I}", "sandboxes", page, "total", (json_int_t)json_array_size(all));
+    json_decref(all);
+}
+
+static void get_sandboxes(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *limit = json_object_get(req->params, "limit");
+    json_t *offset = json_object_get(req->params, "offset");
+    json_int_t l = limit ? json_integer_value(limit) : 30;
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, catalog_work);
+    job->in = json_pack("{s:I, s:I}", "limit", l > 100 ? (json_int_t)100 : l, "offset",
+                        offset ? json_integer_value(offset) : (json_int_t)0);
+    pe_daemon_job_submit(job);
+}
+
+static void start_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = NULL;
+    const char *repo = json_string_value(json_object_get(req->body, "repo"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (repo && !pe_daemon_repo_check(repo, &err)) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    did = pe_daemon_auth(d, req);
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, start_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    if (req->body)
+        job->in = json_deep_copy(req->body);
+    job->after = clone_after;
+    pe_daemon_job_submit(job);
 }
 
 /* ---- registration ---- */
@@ -560,7 +702,6 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
         by_id(req, ud, work);                                                                      \
     }
 BY_ID(get_sandbox, get_work)
-BY_ID(start_sandbox, start_work)
 BY_ID(stop_sandbox, stop_work)
 BY_ID(delete_sandbox, delete_work)
 BY_ID(exec_sandbox, exec_work)
@@ -577,6 +718,7 @@ int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err)
         {"io.pocketenv.sandbox.stopSandbox", stop_sandbox},
         {"io.pocketenv.sandbox.deleteSandbox", delete_sandbox},
         {"io.pocketenv.sandbox.exec", exec_sandbox},
+        {"io.pocketenv.sandbox.getSandboxes", get_sandboxes},
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(routes); i++)

@@ -38,6 +38,11 @@ typedef struct pe_bind {
     char *host; /* absolute host path, must exist */
     char *dest; /* absolute path inside the sandbox */
     bool ro;
+    /* Idmapped into the sandbox's user namespace, as the image is: files
+     * owned by host ids 0.. appear owned by sandbox ids 0.., whichever
+     * sandbox mounts them (the daemon's volumes). Not kept in the state
+     * file: only for pe_runtime_start_with's extra binds. */
+    bool idmap;
 } pe_bind;
 
 typedef struct pe_sandbox_cfg {
@@ -117,6 +122,22 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts
 
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);
+
+/* What one start adds to a persistent sandbox's stored config, for this
+ * run only: nothing of it is written to the sandbox's state file (the
+ * daemon passes decrypted secrets here, which must not rest on disk).
+ * env entries ("K=V") go into PID 1's environment after the stored ones
+ * (later entries win); binds are mounted after the stored volumes. Every
+ * pointer is borrowed for the call. */
+typedef struct pe_start_extra {
+    char **env; /* NULL-terminated, or NULL */
+    const pe_bind *binds;
+    size_t n_binds;
+} pe_start_extra;
+
+/* pe_runtime_start with extra (NULL: the same as pe_runtime_start). */
+int pe_runtime_start_with(pe_runtime *rt, const char *name, const pe_start_extra *extra,
+                          pe_err *err);
 int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
                     pe_err *err);
 /* Start proc in sandbox `name` and return at once (no terminal relay, no

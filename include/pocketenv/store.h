@@ -185,4 +185,89 @@ int pe_store_kv_list(pe_store *s, int kind, const char *sandbox_id, pe_store_kv 
                      pe_err *err);
 int pe_store_kv_delete(pe_store *s, int kind, const char *sandbox_id, const char *key, pe_err *err);
 
+/* ---- resources by id, as the API addresses them (store-resources.c) ----
+ *
+ * Variables, secrets and files of pe_store_kv_* again, addressed by their
+ * row id and scoped to the sandbox owner: get and list answer PE_ENOENT /
+ * nothing for another user's rows, as for missing ones. */
+
+/* Insert key = value for the sandbox. A taken key is PE_EEXIST (never a
+ * replace), an unknown sandbox PE_ENOENT. *id_out (may be NULL) is the new
+ * row's malloc'd id. */
+int pe_store_res_add(pe_store *s, int kind, const char *sandbox_id, const char *key,
+                     const char *value, char **id_out, pe_err *err);
+/* The row id if its sandbox belongs to owner_did, else PE_ENOENT. */
+int pe_store_res_get(pe_store *s, int kind, const char *owner_did, const char *id, pe_store_kv *out,
+                     pe_err *err);
+/* A page (limit 1..1000, offset >= 0) of owner_did's rows, of one sandbox
+ * or (sandbox_id NULL) of all their sandboxes, ordered by key. *total (if
+ * not NULL) counts every match. Free *out with pe_store_kv_list_free. */
+int pe_store_res_list(pe_store *s, int kind, const char *owner_did, const char *sandbox_id,
+                      int64_t limit, int64_t offset, pe_store_kv **out, size_t *n, int64_t *total,
+                      pe_err *err);
+/* Rows of a sandbox. */
+int pe_store_res_count(pe_store *s, int kind, const char *sandbox_id, int64_t *count, pe_err *err);
+/* Set key and/or value (NULL keeps it) of row id. PE_EEXIST if the new key
+ * is taken in its sandbox, PE_ENOENT if the row is gone. No owner check:
+ * fetch the row with pe_store_res_get first. */
+int pe_store_res_update(pe_store *s, int kind, const char *id, const char *key, const char *value,
+                        pe_err *err);
+int pe_store_res_delete(pe_store *s, int kind, const char *id, pe_err *err);
+
+/* ---- volumes (store-volumes.c) ----
+ *
+ * A volume belongs to a user (name unique per user) and is mounted into
+ * sandboxes at a path (unique per sandbox; one mount per volume and
+ * sandbox). Deleting a sandbox drops its mounts, never the volume. */
+
+typedef struct pe_store_volume {
+    const char *id; /* "vol_..." */
+    const char *owner_did;
+    const char *name;
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_volume;
+
+typedef struct pe_store_mount {
+    const char *volume_id;
+    const char *volume_name;
+    const char *sandbox_id;
+    const char *path;
+    int read_only;
+    int sandbox_status; /* enum pe_store_status of the sandbox */
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_mount;
+
+void pe_store_volume_clear(pe_store_volume *v);
+void pe_store_volume_list_free(pe_store_volume *list, size_t n);
+void pe_store_mount_clear(pe_store_mount *m);
+void pe_store_mount_list_free(pe_store_mount *list, size_t n);
+
+/* New volume; a name the owner uses is PE_EEXIST. *id_out may be NULL. */
+int pe_store_volume_add(pe_store *s, const char *owner_did, const char *name, char **id_out,
+                        pe_err *err);
+/* The owner's volume by id or name; another user's is PE_ENOENT. */
+int pe_store_volume_get(pe_store *s, const char *owner_did, const char *id, pe_store_volume *out,
+                        pe_err *err);
+int pe_store_volume_get_by_name(pe_store *s, const char *owner_did, const char *name,
+                                pe_store_volume *out, pe_err *err);
+/* A page of the owner's volumes by name; *total (may be NULL) counts all. */
+int pe_store_volume_list(pe_store *s, const char *owner_did, int64_t limit, int64_t offset,
+                         pe_store_volume **out, size_t *n, int64_t *total, pe_err *err);
+int pe_store_volume_rename(pe_store *s, const char *id, const char *name, pe_err *err);
+/* Delete the volume and (cascade) its mounts. */
+int pe_store_volume_delete(pe_store *s, const char *id, pe_err *err);
+
+/* Mount volume_id in sandbox_id at path, replacing its earlier mount in
+ * that sandbox. A path another volume holds there is PE_EEXIST. */
+int pe_store_mount_put(pe_store *s, const char *sandbox_id, const char *volume_id, const char *path,
+                       int read_only, pe_err *err);
+int pe_store_mount_delete(pe_store *s, const char *sandbox_id, const char *volume_id, pe_err *err);
+/* Mounts of a sandbox (a page, by path) or of a volume (all). */
+int pe_store_mount_list_sandbox(pe_store *s, const char *sandbox_id, int64_t limit, int64_t offset,
+                                pe_store_mount **out, size_t *n, int64_t *total, pe_err *err);
+int pe_store_mount_list_volume(pe_store *s, const char *volume_id, pe_store_mount **out, size_t *n,
+                               pe_err *err);
+
 #endif

@@ -599,10 +599,14 @@ static void lock_down(const struct sock_fprog *prog, uint64_t caps, long uid, lo
 
     /* The signal mask and ignored signals survive exec. The daemon starts
      * sandboxes from worker threads that block every signal, and ignores
-     * SIGPIPE: without this, sandbox processes would inherit both. */
+     * SIGPIPE; a daemon or CLI started as a background job of a shell
+     * ignores SIGINT and SIGQUIT (so Ctrl-C in a sandbox's terminal did
+     * nothing). A sandbox process starts with every signal at its default. */
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    signal(SIGPIPE, SIG_DFL);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
     r = pe_caps_apply(caps, 0);
     if (r < 0)
         die(-r, "drop capabilities");

@@ -2,13 +2,23 @@
  *
  * Each sandbox gets its own range of PE_IDMAP_SIZE host ids (sandbox id 0
  * is host id base), so root in one sandbox owns nothing of the host's nor
- * of another sandbox's files. A range is claimed by creating
- * DATA/idmap/<slot> with O_EXCL (the file holds the owner), which makes
- * allocation race-free between concurrent commands without a global lock;
- * release unlinks it. Slots start at a random point to keep probing short. */
+ * of another sandbox's files. Ranges are host-wide: every data directory
+ * claims from one directory, PE_IDMAP_DIR (or $POCKETENV_IDMAP_DIR, which
+ * every pocketenv process of a host must then agree on), so sandboxes of
+ * two data directories (a daemon's and a user's) never share host ids.
+ * It is on disk, not under /run: the files of a stopped sandbox stay owned
+ * by its range across reboots.
+ *
+ * A range is claimed by creating <dir>/<slot> with O_EXCL, which makes
+ * allocation race-free between concurrent commands without a global lock.
+ * The file says who holds it: the data directory on the first line, then
+ * the owner ("sandbox:NAME:ID", "run:KEY"). Release unlinks it, only for
+ * the data directory that holds it. Slots start at a random point to keep
+ * probing short. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <unistd.h>
@@ -17,9 +27,24 @@
 #include "core/util.h"
 #include "runtime/internal.h"
 
+char *pe__idmap_dir(void)
+{
+    const char *env = getenv("POCKETENV_IDMAP_DIR");
+
+    return pe_xstrdup(env && *env ? env : PE_IDMAP_DIR);
+}
+
+static char *slot_path(uint32_t slot)
+{
+    cleanup_free char *dir = pe__idmap_dir();
+
+    return pe_xasprintf("%s/%u", dir, slot);
+}
+
 int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_err *err)
 {
-    cleanup_free char *dir = pe_xasprintf("%s/idmap", data_dir);
+    cleanup_free char *dir = pe__idmap_dir();
+    cleanup_free char *text = pe_xasprintf("%s\n%s\n", data_dir, owner);
     uint32_t start = 0;
 
     if (pe_fs_mkdir_p(dir, 0700, err) < 0)
@@ -37,7 +62,7 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
             continue;
         if (fd < 0)
             return pe_err_sys(err, "claim id range %s", path);
-        if (write(fd, owner, strlen(owner)) < 0) {
+        if (write(fd, text, strlen(text)) < 0) {
             close(fd);
             unlink(path);
             return pe_err_sys(err, "claim id range %s", path);
@@ -51,10 +76,17 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 
 void pe__idmap_release(const char *data_dir, uint32_t base)
 {
-    char path[4096];
+    cleanup_free char *path = NULL;
+    char *text = NULL;
+    size_t n = strlen(data_dir);
 
     if (base < PE_IDMAP_FIRST)
         return;
-    snprintf(path, sizeof(path), "%s/idmap/%u", data_dir, (base - PE_IDMAP_FIRST) / PE_IDMAP_SIZE);
-    unlink(path);
+    path = slot_path((base - PE_IDMAP_FIRST) / PE_IDMAP_SIZE);
+    if (pe_fs_read_file(path, 8192, &text, NULL, NULL) < 0)
+        return;
+    /* Never free another data directory's range (a stale release). */
+    if (strncmp(text, data_dir, n) == 0 && text[n] == '\n')
+        unlink(path);
+    free(text);
 }

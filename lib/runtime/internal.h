@@ -16,6 +16,7 @@
 #define PE_IDMAP_FIRST 0x10000000u /* first host id given to sandboxes */
 #define PE_IDMAP_SIZE 65536u
 #define PE_IDMAP_SLOTS 32768u
+#define PE_IDMAP_DIR "/var/lib/pocketenv/idmap" /* host-wide claims: idmap.c */
 
 json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg);
 int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
@@ -92,6 +93,8 @@ int pe__sync_recv(int fd, struct pe_sync_msg *m, int *fds, int max_fds, int *nfd
 
 /* ---- id ranges for user namespaces ---- */
 int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_err *err);
+/* Where claims live (malloc'd). */
+char *pe__idmap_dir(void);
 void pe__idmap_release(const char *data_dir, uint32_t base);
 
 /* ---- PTY ---- */

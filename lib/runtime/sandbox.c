@@ -5,8 +5,8 @@
  *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
  *   run/<key>/             one-shot runs in progress: lock (held by the
  *                          running command), idbase
- *   idmap/<slot>           claimed user id ranges (idmap.c)
- * and, host-wide, /run/pocketenv/net/ for network leases (net.c).
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
+ * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
  * Lifecycle of a persistent sandbox (state persisted before the call
  * returns): created -> running <-> paused, running/paused -> stopped ->
@@ -493,12 +493,18 @@ static int open_pidfd(const pe_state *st, pe_err *err)
     return fd;
 }
 
+/* A sandbox is built in a staging directory, sandboxes/.new-<id>, locked
+ * while it is made, and renamed to its name (RENAME_NOREPLACE) only when
+ * complete: a create killed half-way leaves no sandbox that cannot start,
+ * just a staging directory that pe_runtime_gc removes (its lock is free). */
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
 {
     cleanup_free char *dir = NULL;
+    cleanup_free char *stage = NULL;
     cleanup_free char *disk = NULL;
     cleanup_free char *rootfs = NULL;
     cleanup_free char *owner = NULL;
+    cleanup_fd int lock = -1;
     pe_state st;
     char id[32];
     uint32_t base = 0;
@@ -516,18 +522,31 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         0)
         return -1;
     dir = sandbox_dir(rt, cfg->name);
-    if (mkdir(dir, 0711) < 0)
-        return errno == EEXIST
-                   ? pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name)
-                   : pe_err_sys(err, "create %s", dir);
+    if (access(dir, F_OK) == 0)
+        return pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name);
     pe__random_hex(id, 8);
+    stage = pe_xasprintf("%s/sandboxes/.new-%s", rt->data_dir, id);
+    if (mkdir(stage, 0711) < 0)
+        return pe_err_sys(err, "create %s", stage);
+    lock = pe__lock_file(stage, LOCK_EX, err);
+    if (lock < 0) {
+        rmdir(stage);
+        return -1;
+    }
     memset(&st, 0, sizeof(st));
     if (cfg->userns) {
+        char num[16];
         owner = pe_xasprintf("sandbox:%s:%s", cfg->name, id);
         if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
             goto fail;
+        /* for pe_runtime_gc, should this create die before the rename */
+        snprintf(num, sizeof(num), "%u", base);
+        disk = pe_xasprintf("%s/idbase", stage);
+        if (pe_fs_write_new(disk, num, strlen(num), 0600, err) < 0)
+            goto fail;
+        free(disk);
     }
-    disk = pe_xasprintf("%s/disk", dir);
+    disk = pe_xasprintf("%s/disk", stage);
     for (int i = 0; i < 3; i++) {
         cleanup_free char *p =
             i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
@@ -551,19 +570,55 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     st.rootfs = pe_steal_ptr(&rootfs);
     st.id_base = base;
     st.created = unix_now();
-    if (pe__state_save(dir, &st, err) < 0)
+    if (pe__state_save(stage, &st, err) < 0)
         goto fail;
+    if (renameat2(AT_FDCWD, stage, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
+        if (errno == EEXIST)
+            pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name);
+        else
+            pe_err_sys(err, "rename %s", stage);
+        goto fail;
+    }
+    if (base) {
+        cleanup_free char *idfile = pe_xasprintf("%s/idbase", dir);
+        unlink(idfile);
+    }
     pe__state_clear(&st);
     return 0;
 fail:
     pe__state_clear(&st);
     if (base)
         pe__idmap_release(rt->data_dir, base);
-    pe_fs_rm_rf(dir, NULL);
-    return pe_err_prefix(err, "create sandbox %s", cfg->name);
+    pe_fs_rm_rf(stage, NULL);
+    return err->code == PE_EEXIST ? -1 : pe_err_prefix(err, "create sandbox %s", cfg->name);
 }
 
-static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *err)
+/* The stored config with a start's extra binds appended, in *out (which
+ * borrows every string; free only out->binds). Extra binds are checked as
+ * create checks stored ones. */
+static int with_extra_binds(const pe_sandbox_cfg *cfg, const pe_start_extra *x, pe_sandbox_cfg *out,
+                            pe_err *err)
+{
+    *out = *cfg;
+    if (x == NULL || x->n_binds == 0)
+        return 0;
+    if (cfg->n_binds + x->n_binds > PE_MAX_BINDS)
+        return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
+    out->binds = pe_xcalloc(cfg->n_binds + x->n_binds, sizeof(pe_bind));
+    if (cfg->n_binds > 0)
+        memcpy(out->binds, cfg->binds, cfg->n_binds * sizeof(pe_bind));
+    memcpy(out->binds + cfg->n_binds, x->binds, x->n_binds * sizeof(pe_bind));
+    out->n_binds = cfg->n_binds + x->n_binds;
+    if (validate_cfg(out, err) < 0) {
+        free(out->binds);
+        out->binds = cfg->binds;
+        return -1;
+    }
+    return 0;
+}
+
+static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_start_extra *x,
+                        pe_err *err)
 {
     cleanup_free char *disk = pe_xasprintf("%s/disk", dir);
     cleanup_fd int devnull = -1;
@@ -571,7 +626,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     pe_cgroup_limits lim;
     pe_spawn_req req;
     pe_spawn_res sp;
-    pe_sandbox_cfg ncfg;
+    pe_sandbox_cfg ncfg, xcfg;
     pe_net_lease lease;
     char **envp = NULL, **argv = NULL;
     int init_fd, ret = -1;
@@ -586,14 +641,16 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
     limits_of(&st->cfg, &lim);
-    if (net_prepare(rt, &st->cfg, dir, st->id, &lease, &ncfg, err) < 0)
+    if (with_extra_binds(&st->cfg, x, &xcfg, err) < 0)
         return -1;
+    if (net_prepare(rt, &xcfg, dir, st->id, &lease, &ncfg, err) < 0)
+        goto out_binds;
     if (pe_cgroup_create(st->id, &lim, &cg, err) < 0) {
         pe__net_release(&lease);
-        net_cfg_free(&st->cfg, &ncfg);
-        return -1;
+        net_cfg_free(&xcfg, &ncfg);
+        goto out_binds;
     }
-    envp = build_env(&st->cfg, NULL, false, st->cfg.uid);
+    envp = build_env(&st->cfg, x ? x->env : NULL, false, st->cfg.uid);
     argv = init_argv(true, false, -1, -1, NULL);
     memset(&req, 0, sizeof(req));
     req.cfg = &ncfg;
@@ -624,14 +681,26 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, pe_err *e
     st->error = NULL;
     ret = pe__state_save(dir, st, err);
 out:
-    net_cfg_free(&st->cfg, &ncfg);
+    net_cfg_free(&xcfg, &ncfg);
     pe_cgroup_free(cg);
+    /* envp may hold a start's secrets: wipe before freeing. */
+    for (char **e = envp; e && *e; e++)
+        explicit_bzero(*e, strlen(*e));
     free_strv(envp);
     free_strv(argv);
+out_binds:
+    if (xcfg.binds != st->cfg.binds)
+        free(xcfg.binds);
     return ret;
 }
 
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err)
+{
+    return pe_runtime_start_with(rt, name, NULL, err);
+}
+
+int pe_runtime_start_with(pe_runtime *rt, const char *name, const pe_start_extra *extra,
+                          pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_state st;
@@ -644,7 +713,7 @@ int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err)
     if (is_up(&st))
         ret = pe_err_set(err, PE_ESTATE, 0, "sandbox %s is already %s", name, st.status);
     else
-        ret = start_locked(rt, dir, &st, err);
+        ret = start_locked(rt, dir, &st, extra, err);
     if (ret < 0)
         pe_err_prefix(err, "start sandbox %s", name);
     pe__state_clear(&st);
@@ -1079,6 +1148,21 @@ static void gc_removed(pe_runtime *rt)
         if (strncmp(de->d_name, ".rm-", 4) == 0) {
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
             pe_fs_rm_rf(p, NULL);
+        } else if (strncmp(de->d_name, ".new-", 5) == 0) {
+            /* a create that died before its rename (pe_runtime_create) */
+            cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
+            cleanup_free char *idfile = pe_xasprintf("%s/idbase", p);
+            char *text = NULL;
+            int lock = pe__lock_file(p, LOCK_EX | LOCK_NB, NULL);
+
+            if (lock < 0)
+                continue; /* still being made */
+            if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
+                pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
+                free(text);
+            }
+            pe_fs_rm_rf(p, NULL);
+            close(lock);
         }
     }
     closedir(d);

@@ -393,6 +393,11 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
             pe_err_sys(err, "idmap image %s", req->rootfs);
             goto kill;
         }
+        for (size_t i = 0; i < cfg->n_binds; i++)
+            if (cfg->binds[i].idmap && set_mount_attr(fds[PE_FD_BINDS + i], 0, userns, false) < 0) {
+                pe_err_sys(err, "idmap volume %s", cfg->binds[i].host);
+                goto kill;
+            }
     } else if (set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, -1, false) < 0) {
         pe_err_sys(err, "make image read-only");
         goto kill;

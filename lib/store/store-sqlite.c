@@ -10,6 +10,11 @@
  * The file is created 0600 before SQLite opens it: it holds sealed secrets,
  * and SQLite gives its -wal and -shm files the database file's mode.
  *
+ * Statements are prepared once per connection and kept (a small cache
+ * keyed by the SQL text, SQLITE_PREPARE_PERSISTENT): the daemon runs the
+ * same few queries for every request, and preparing one costs more than
+ * running it.
+ *
  * Threading: the connection is opened NOMUTEX; a pe_store is used by one
  * thread at a time (pocketenv/store.h). */
 #include <errno.h>
@@ -22,10 +27,20 @@
 #include "store-internal.h"
 
 #define BUSY_TIMEOUT_MS 10000
+#define STMT_CACHE 48
+
+typedef struct sq_conn {
+    sqlite3 *db;
+    struct {
+        char *sql; /* as given (before rewrite_params) */
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+    unsigned next; /* slot to reuse when full (round robin) */
+} sq_conn;
 
 static sqlite3 *db_of(pe_store *s)
 {
-    return s->impl;
+    return ((sq_conn *)s->impl)->db;
 }
 
 static int fail(sqlite3 *db, int rc, const char *what, pe_err *err)
@@ -121,37 +136,64 @@ static void append_row(sqlite3_stmt *st, pe__sql_res *res, size_t *cap)
     res->nrows++;
 }
 
+/* The prepared statement for sql, from the cache or made now. */
+static int prepare(sq_conn *c, const char *sql, sqlite3_stmt **out, pe_err *err)
+{
+    cleanup_free char *text = NULL;
+    unsigned slot;
+    int rc;
+
+    for (unsigned i = 0; i < STMT_CACHE && c->cache[i].sql; i++) {
+        if (strcmp(c->cache[i].sql, sql) == 0) {
+            *out = c->cache[i].st;
+            return 0;
+        }
+    }
+    text = rewrite_params(sql);
+    rc = sqlite3_prepare_v3(c->db, text, -1, SQLITE_PREPARE_PERSISTENT, out, NULL);
+    if (rc != SQLITE_OK)
+        return fail(c->db, rc, "prepare", err);
+    slot = c->next;
+    c->next = (c->next + 1) % STMT_CACHE;
+    if (c->cache[slot].sql) {
+        free(c->cache[slot].sql);
+        sqlite3_finalize(c->cache[slot].st);
+    }
+    c->cache[slot].sql = pe_xstrdup(sql);
+    c->cache[slot].st = *out;
+    return 0;
+}
+
 static int sqlite_query(pe_store *s, const char *sql, const pe__sql_arg *args, size_t nargs,
                         pe__sql_res *res, pe_err *err)
 {
-    sqlite3 *db = db_of(s);
-    cleanup_free char *text = rewrite_params(sql);
+    sq_conn *c = s->impl;
     sqlite3_stmt *st = NULL;
     size_t cap = 0;
-    int rc;
+    int rc, ret = 0;
 
     memset(res, 0, sizeof(*res));
-    rc = sqlite3_prepare_v2(db, text, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return fail(db, rc, "prepare", err);
+    if (prepare(c, sql, &st, err) < 0)
+        return -1;
     rc = bind_args(st, args, nargs);
     if (rc != SQLITE_OK) {
-        fail(db, rc, "bind", err);
-        sqlite3_finalize(st);
-        return -1;
+        ret = fail(c->db, rc, "bind", err);
+        goto out;
     }
     res->ncols = (size_t)sqlite3_column_count(st);
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         append_row(st, res, &cap);
     if (rc != SQLITE_DONE) {
-        fail(db, rc, "step", err);
-        sqlite3_finalize(st);
+        ret = fail(c->db, rc, "step", err);
         pe__sql_res_clear(res);
-        return -1;
+        goto out;
     }
-    res->changes = sqlite3_stmt_readonly(st) ? 0 : sqlite3_changes64(db);
-    sqlite3_finalize(st);
-    return 0;
+    res->changes = sqlite3_stmt_readonly(st) ? 0 : sqlite3_changes64(c->db);
+out:
+    /* Ready for the next use; bound text is SQLITE_STATIC: drop it now. */
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return ret;
 }
 
 static int sqlite_exec_script(pe_store *s, const char *sql, pe_err *err)
@@ -181,7 +223,14 @@ static int sqlite_lock_migrations(pe_store *s, pe_err *err)
 
 static void sqlite_close(pe_store *s)
 {
-    sqlite3_close_v2(db_of(s));
+    sq_conn *c = s->impl;
+
+    for (unsigned i = 0; i < STMT_CACHE; i++) {
+        free(c->cache[i].sql);
+        sqlite3_finalize(c->cache[i].st);
+    }
+    sqlite3_close_v2(c->db);
+    free(c);
     s->impl = NULL;
 }
 
@@ -252,7 +301,8 @@ int pe__store_sqlite_open(pe_store *s, const char *path, pe_err *err)
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, BUSY_TIMEOUT_MS);
     s->ops = &sqlite_ops;
-    s->impl = db;
+    s->impl = pe_xcalloc(1, sizeof(sq_conn));
+    ((sq_conn *)s->impl)->db = db;
     if (set_wal(db, err) < 0 ||
         sqlite_exec_script(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err) < 0) {
         sqlite_close(s);

@@ -3,14 +3,16 @@ import os
 
 import pytest
 
+from conftest import idmap_claims
+
 
 def leftovers(pe):
     out = []
-    for sub in ("sandboxes", "run", "idmap"):
+    for sub in ("sandboxes", "run"):
         d = os.path.join(pe.data, sub)
         if os.path.isdir(d):
             out += os.listdir(d)
-    return out
+    return out + idmap_claims(pe.data)
 
 
 @pytest.mark.parametrize("args,message", [

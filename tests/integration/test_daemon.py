@@ -11,6 +11,7 @@ import hmac
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import stat
@@ -267,8 +268,10 @@ def test_authz_matrix(daemon):
                           "exp": now - 3600})
     forged = daemon.jwt({"did": owner, "sub": owner, "scope": "api", "iat": now,
                          "exp": now + 600}, key=os.urandom(32))
+    terminal = daemon.call("io.pocketenv.actor.getTerminalToken")[1]["token"]
     bad = {None: (401, "AuthenticationRequired"), expired: (401, "ExpiredToken"),
-           forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken")}
+           forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken"),
+           terminal: (401, "InvalidToken")}  # terminal tokens open terminals, nothing else
     answers = []
 
     def check(status, out, want):
@@ -281,6 +284,8 @@ def test_authz_matrix(daemon):
               want)
         check(*daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"},
                            token=tok), want)
+        check(*daemon.call("io.pocketenv.sandbox.getSandboxes", token=tok), want)
+        check(*daemon.call("io.pocketenv.actor.getTerminalToken", token=tok), want)
         for m in SANDBOX_METHODS:
             for ident in (mine["id"], "private"):
                 check(*daemon.sandbox(m, ident, token=tok), want)
@@ -323,3 +328,118 @@ def test_bad_bodies(daemon):
     assert status == 413
     assert daemon.healthy()
     assert daemon.call("io.pocketenv.actor.getProfile")[0] == 200
+
+
+def jwt_claims(token):
+    body = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+
+
+def test_terminal_token_is_short_lived_and_mine(daemon):
+    status, out = daemon.call("io.pocketenv.actor.getTerminalToken")
+    assert status == 200, out
+    claims = jwt_claims(out["token"])
+    owner = daemon.call("io.pocketenv.actor.getProfile")[1]["did"]
+    assert claims["sub"] == owner and claims["scope"] == "terminal"
+    assert 0 < claims["exp"] - claims["iat"] <= 300
+    assert daemon.call("io.pocketenv.actor.getTerminalToken", token=None)[0] == 401
+
+
+def test_public_key_is_published(daemon):
+    status, out = daemon.call("io.pocketenv.server.getPublicKey", token=None)
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{64}", out["publicKey"]), out
+    with urllib.request.urlopen(daemon.url + "/", timeout=5) as r:
+        assert out["publicKey"] in r.read().decode()
+
+
+def test_template_catalog(daemon):
+    status, out = daemon.call("io.pocketenv.sandbox.getSandboxes")
+    assert status == 200, out
+    names = [t["name"] for t in out["sandboxes"]]
+    assert names[:2] == ["busybox", "debian"] and out["total"] == len(names)
+    busybox = out["sandboxes"][0]
+    assert busybox["id"] == "busybox" and busybox["createdAt"]  # built by the fixture
+    status, page = daemon.call("io.pocketenv.sandbox.getSandboxes", {"limit": 1, "offset": 1})
+    assert [t["name"] for t in page["sandboxes"]] == ["debian"] and page["total"] == out["total"]
+    assert daemon.call("io.pocketenv.sandbox.getSandboxes", token=None)[0] == 401
+
+
+def test_sandboxes_get_nat_networking(daemon):
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "networked"})
+    assert status == 200
+    daemon.wait_status("networked", ["RUNNING"])
+    status, out = daemon.sandbox("exec", "networked", {"command": "ip -4 addr show eth0; ip route"})
+    assert status == 200 and out["exitCode"] == 0, out
+    assert re.search(r"inet 10\.89\.\d+\.\d+/", out["stdout"]), out
+    assert "default via 10.89." in out["stdout"], out
+    assert daemon.sandbox("deleteSandbox", "networked")[0] == 200
+
+
+def test_claim_is_not_served_locally(daemon):
+    # Every local sandbox has an owner from its creation: nothing to claim.
+    status, out = daemon.call("io.pocketenv.sandbox.claimSandbox", {"id": "sbx_x"}, body={})
+    assert status == 501 and out["error"] == "MethodNotImplemented", out
+
+
+FAKE_GIT = """#!/bin/sh
+# stands in for git: records its arguments, fails for one URL
+echo "$*" >> /tmp/git-args
+case "$3" in *broken*) echo "fatal: repository 'x' not found" >&2; exit 128;; esac
+mkdir -p "$4"
+"""
+
+
+def test_repo_is_cloned_on_start_without_a_shell(daemon):
+    # An image with a stand-in git (no network): what matters is the argv.
+    images = os.path.join(daemon.data, "images")
+    if not os.path.isdir(os.path.join(images, "gitty")):
+        shutil.copytree(os.path.join(images, "busybox"), os.path.join(images, "gitty"),
+                        symlinks=True)
+        with open(os.path.join(images, "gitty", "rootfs", "usr", "bin", "git"), "w") as f:
+            f.write(FAKE_GIT)
+        os.chmod(os.path.join(images, "gitty", "rootfs", "usr", "bin", "git"), 0o755)
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "gitty", "name": "cloned", "repo": "github:octo/hello"})
+    assert status == 200, sb
+
+    def reason():
+        got = daemon.sandbox("getSandbox", "cloned")[1]["sandbox"]
+        return got["status"] == "RUNNING" and got.get("statusReason")
+    assert wait_for(reason, 20, "clone outcome").startswith("cloned https://github.com/octo/hello")
+    out = daemon.sandbox("exec", "cloned", {"command": "cat /tmp/git-args; ls -d hello"})[1]
+    assert out["stdout"] == "clone -- https://github.com/octo/hello hello\nhello\n", out
+
+    # startSandbox's repo, failing: git's complaint shows in statusReason.
+    assert daemon.sandbox("stopSandbox", "cloned")[0] == 200
+    assert daemon.sandbox("startSandbox", "cloned",
+                          {"repo": "https://git.example/team/broken.git"})[0] == 200
+    assert "not found" in wait_for(lambda: "not cloned" in (reason() or "") and reason(), 20,
+                                   "failed clone reported")
+
+    # Anything git or a shell could misread is refused before anything runs.
+    for bad in ["$(touch /pwned)", "--upload-pack=touch /tmp/x", "https://a.example/x y",
+                "ext::sh -c touch% /tmp/pwned", "file:///etc/passwd", "github:../etc",
+                "https://a.example/..", "-oProxyCommand=x@h:p"]:
+        status, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                                  body={"base": "gitty", "repo": bad})
+        assert status == 400 and out["error"] == "InvalidRequest", (bad, out)
+        status, out = daemon.sandbox("startSandbox", "cloned", {"repo": bad})
+        assert status == 400, (bad, out)
+    out = daemon.sandbox("exec", "cloned", {"command": "cat /tmp/git-args"})[1]["stdout"]
+    # the two clones asked for, and nothing from the refused ones
+    assert out == ("clone -- https://github.com/octo/hello hello\n"
+                   "clone -- https://git.example/team/broken.git broken\n"), out
+    assert daemon.sandbox("deleteSandbox", "cloned")[0] == 200
+
+
+def test_repo_without_git_in_the_image_is_reported(daemon):
+    status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "nogit", "repo": "github:o/r"})
+    assert status == 200
+
+    def reason():
+        got = daemon.sandbox("getSandbox", "nogit")[1]["sandbox"]
+        return got["status"] == "RUNNING" and got.get("statusReason")
+    assert "no git" in wait_for(reason, 20, "clone outcome")
+    assert daemon.sandbox("deleteSandbox", "nogit")[0] == 200

@@ -1,9 +1,12 @@
 """Isolation promises, each tested by trying to break it from inside."""
 import os
+import subprocess
 import socket
 import threading
 
 import pytest
+
+from conftest import BIN
 
 DOCKER_CAPS = (1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 |
                1 << 10 | 1 << 13 | 1 << 18 | 1 << 27 | 1 << 29 | 1 << 31)
@@ -178,3 +181,34 @@ def test_cached_seccomp_program_still_blocks(pe):
         f.truncate(13)  # not a whole number of BPF instructions
     third = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", *probes)
     assert third.stdout == first.stdout
+
+
+def test_two_data_directories_never_share_host_ids(pe, tmp_path):
+    """Id ranges are claimed host-wide. With one range left and held by a
+    sandbox of one data directory, another data directory gets none (each
+    data directory used to keep claims of its own, and would have reused it)."""
+    claims = tmp_path / "idmap"
+    claims.mkdir(mode=0o700)
+    free = 4242
+    for slot in range(32768):
+        if slot != free:
+            (claims / str(slot)).write_text("/elsewhere\nsandbox:x:y\n")
+    env = {"POCKETENV_IDMAP_DIR": str(claims)}
+    other = str(tmp_path / "other-data")
+    pe.run("runtime", "create", "holder", "--image", pe.image, env=env, check=True)
+    assert (claims / str(free)).read_text().startswith(os.path.realpath(pe.data) + "\n")
+    p = subprocess.run([BIN, "--data", other, "runtime", "create", "intruder", "--image",
+                        pe.image], capture_output=True, text=True, env=dict(os.environ, **env))
+    assert p.returncode != 0 and "no free user id range" in p.stderr, p.stderr
+    # A release from the wrong data directory frees nothing.
+    subprocess.run([BIN, "--data", other, "runtime", "gc"], env=dict(os.environ, **env),
+                   check=True, capture_output=True)
+    assert (claims / str(free)).exists()
+    pe.run("runtime", "rm", "holder", env=env, check=True)
+    assert not (claims / str(free)).exists()
+    p = subprocess.run([BIN, "--data", other, "runtime", "create", "intruder", "--image",
+                        pe.image], capture_output=True, text=True, env=dict(os.environ, **env))
+    assert p.returncode == 0, p.stderr
+    subprocess.run([BIN, "--data", other, "runtime", "rm", "intruder"],
+                   env=dict(os.environ, **env), check=True, capture_output=True)
+    assert sorted(os.listdir(claims)) == sorted(str(s) for s in range(32768) if s != free)

@@ -15,6 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LEXICONS = os.path.join(ROOT, "..", "shared", "lexicons")
+EXTENSIONS = os.path.join(ROOT, "lexicons")  # ours: lexicons/README.md
 TABLE = os.path.join(ROOT, "lib", "http", "xrpc-table.c")
 GENERATOR = os.path.join(ROOT, "tools", "lexicon-table.py")
 
@@ -31,7 +32,7 @@ def load_generator():
 
 def lexicon_methods():
     out = {}
-    for dirpath, _, files in os.walk(LEXICONS):
+    for dirpath, _, files in [w for d in (LEXICONS, EXTENSIONS) for w in os.walk(d)]:
         for name in files:
             if not name.endswith(".json"):
                 continue

@@ -2,6 +2,7 @@
 import os
 import pty
 import select
+import signal
 import subprocess
 import time
 
@@ -124,3 +125,25 @@ def test_help_is_printed_and_succeeds(pe):
         p = pe.run(*args)
         assert p.returncode == 0, (args, p.stderr)
         assert p.stdout.startswith("usage: pocketenv") and p.stderr == ""
+
+
+def ignoring(*signals):
+    def pre():
+        for s in signals:
+            signal.signal(s, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1, signal.SIGTERM})
+    return pre
+
+
+def test_sandbox_processes_start_with_default_signals(pe):
+    """Started from a shell's background job (SIGINT and SIGQUIT ignored)
+    with signals blocked, pocketenv still gives the sandbox's processes
+    every signal at its default: Ctrl-C must work in there."""
+    p = subprocess.run([BIN, "--data", pe.data, "run", "--image", pe.image, "--", "/bin/sh",
+                        "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status; kill -INT $$; "
+                        "echo survived"],
+                       capture_output=True, text=True, timeout=60,
+                       preexec_fn=ignoring(signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE))
+    assert "SigBlk:\t0000000000000000" in p.stdout, p.stdout
+    assert "SigIgn:\t0000000000000000" in p.stdout, p.stdout
+    assert "survived" not in p.stdout and p.returncode == 130  # SIGINT ended the shell

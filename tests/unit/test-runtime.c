@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -108,7 +109,72 @@ TEST_CASE(exec_start_signal_and_unknown_command)
     teardown(&rt);
 }
 
+/* Exec sh -c script in t1 and return its stdout (caller frees). */
+static char *sh_out(pe_runtime *rt, const char *script)
+{
+    char sh[] = "/bin/sh", c[] = "-c";
+    char *argv[] = {sh, c, (char *)script, NULL};
+    pe_proc_opts po = {.argv = argv, .capture = true};
+    pe_proc p;
+    pe_err e;
+    int code = -1;
+    char *out;
+
+    if (pe_runtime_exec_start(rt, "t1", &po, &p, &e) < 0)
+        TEST_FAIL("exec_start: %s", e.msg);
+    close(p.stdin_fd);
+    p.stdin_fd = -1;
+    out = read_all(p.stdout_fd);
+    ASSERT_EQ_INT(pe_proc_wait(&p, &code, &e), 0);
+    pe_proc_close(&p);
+    return out;
+}
+
+/* A start's extra env and binds reach PID 1 and the mounts, idmapped when
+ * asked, and are forgotten by the next plain start (never stored). */
+TEST_CASE(start_with_extra_env_and_binds)
+{
+    char env1[] = "EXTRA_SECRET=s3cret", env2[] = "HOME=/elsewhere";
+    char *env[] = {env1, env2, NULL};
+    cleanup_free char *vol = NULL, *file = NULL, *json = NULL;
+    pe_bind binds[2];
+    pe_start_extra x = {.env = env, .binds = binds, .n_binds = 2};
+    pe_runtime rt;
+    pe_err e;
+
+    setup(&rt);
+    vol = pe_xasprintf("%s/vol", data);
+    file = pe_xasprintf("%s/vol/f", data);
+    ASSERT_EQ_INT(mkdir(vol, 0755), 0);
+    ASSERT_EQ_INT(pe_fs_write_atomic(file, "v\n", 2, 0644, &e), 0);
+    binds[0] = (pe_bind){.host = vol, .dest = (char *)"/vol", .ro = false, .idmap = true};
+    binds[1] = (pe_bind){.host = vol, .dest = (char *)"/ro", .ro = true, .idmap = false};
+    if (pe_runtime_stop(&rt, "t1", 5, &e) < 0 || pe_runtime_start_with(&rt, "t1", &x, &e) < 0)
+        TEST_FAIL("restart with extra: %s", e.msg);
+    cleanup_free char *out = sh_out(&rt, "tr '\\0' '\\n' < /proc/1/environ | grep -E "
+                                         "'^(EXTRA_SECRET|HOME)='; stat -c %u /vol/f /ro/f; "
+                                         "touch /vol/g && echo rw; touch /ro/h || echo ro");
+    ASSERT_EQ_STR(out, "HOME=/elsewhere\nEXTRA_SECRET=s3cret\n0\n65534\nrw\nro\n");
+    ASSERT_EQ_INT(pe_runtime_inspect(&rt, "t1", &json, &e), 0);
+    ASSERT(strstr(json, "s3cret") == NULL && strstr(json, "/vol") == NULL);
+
+    /* Bad extra binds are refused like stored ones. */
+    binds[1].dest = (char *)"relative";
+    ASSERT_EQ_INT(pe_runtime_stop(&rt, "t1", 5, &e), 0);
+    ASSERT_EQ_INT(pe_runtime_start_with(&rt, "t1", &x, &e), -1);
+    ASSERT_EQ_INT(e.code, PE_EINVAL);
+
+    if (pe_runtime_start(&rt, "t1", &e) < 0)
+        TEST_FAIL("plain start: %s", e.msg);
+    cleanup_free char *out2 =
+        sh_out(&rt, "grep -c EXTRA_SECRET /proc/1/environ; ls /vol/f 2>/dev/null "
+                    "|| echo novol");
+    ASSERT_EQ_STR(out2, "0\nnovol\n");
+    teardown(&rt);
+}
+
 int main(void)
 {
-    return RUN_TESTS(exec_start_captures_stdio, exec_start_signal_and_unknown_command);
+    return RUN_TESTS(exec_start_captures_stdio, exec_start_signal_and_unknown_command,
+                     start_with_extra_env_and_binds);
 }

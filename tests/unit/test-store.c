@@ -622,6 +622,170 @@ BOTH(kv)
     pe_store_close(s);
 }
 
+/* The API's view of variables, secrets and files: by id, owner-scoped,
+ * paged with a total; add never replaces, rename respects uniqueness. */
+BOTH(resources)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL, *c = NULL;
+    pe_store_kv kv = {0}, *list = NULL;
+    int64_t total = -1;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    b = add_sandbox(s, "did:key:zA", "b", 0);
+    c = add_sandbox(s, "did:key:zB", "c", 0);
+    for (int kind = PE_STORE_VARIABLE; kind <= PE_STORE_FILE; kind++) {
+        cleanup_free char *id1 = NULL, *id2 = NULL, *id3 = NULL, *theirs = NULL;
+
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, a, "K1", "v1", &id1, &err), 0);
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, a, "K2", "v2", &id2, &err), 0);
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, b, "K1", "b1", &id3, &err), 0);
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, c, "K1", "c1", &theirs, &err), 0);
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, a, "K1", "again", NULL, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_EEXIST);
+        ASSERT_EQ_INT(pe_store_res_add(s, kind, "sbx_missing", "K", "v", NULL, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+        ASSERT_EQ_INT(pe_store_res_get(s, kind, "did:key:zA", id1, &kv, &err), 0);
+        ASSERT_EQ_STR(kv.key, "K1");
+        ASSERT_EQ_STR(kv.value, "v1");
+        ASSERT_EQ_STR(kv.sandbox_id, a);
+        pe_store_kv_clear(&kv);
+        /* Another owner's row is not found, like a missing one. */
+        ASSERT_EQ_INT(pe_store_res_get(s, kind, "did:key:zA", theirs, &kv, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+        ASSERT_EQ_INT(pe_store_res_get(s, kind, "did:key:zA", "nope", &kv, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+        if (pe_store_res_list(s, kind, "did:key:zA", a, 1, 1, &list, &n, &total, &err) < 0)
+            TEST_FAIL("%s", err.msg);
+        ASSERT_EQ_INT(0, 0);
+        ASSERT_EQ_INT(total, 2);
+        ASSERT_EQ_INT(n, 1);
+        ASSERT_EQ_STR(list[0].key, "K2");
+        pe_store_kv_list_free(list, n);
+        ASSERT_EQ_INT(
+            pe_store_res_list(s, kind, "did:key:zA", NULL, 10, 0, &list, &n, &total, &err), 0);
+        ASSERT_EQ_INT(total, 3);
+        ASSERT_EQ_INT(n, 3);
+        pe_store_kv_list_free(list, n);
+        ASSERT_EQ_INT(pe_store_res_list(s, kind, "did:key:zB", a, 10, 0, &list, &n, &total, &err),
+                      0);
+        ASSERT_EQ_INT(total, 0);
+        ASSERT_EQ_INT(n, 0);
+        pe_store_kv_list_free(list, n);
+        ASSERT_EQ_INT(pe_store_res_list(s, kind, "did:key:zA", a, 0, 0, &list, &n, NULL, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_EINVAL);
+
+        /* Rename onto a taken key fails and changes nothing. */
+        ASSERT_EQ_INT(pe_store_res_update(s, kind, id2, "K1", "x", &err), -1);
+        ASSERT_EQ_INT(err.code, PE_EEXIST);
+        ASSERT_EQ_INT(pe_store_res_update(s, kind, id2, NULL, "v2b", &err), 0);
+        ASSERT_EQ_INT(pe_store_res_update(s, kind, id1, "K0", NULL, &err), 0);
+        ASSERT_EQ_INT(pe_store_kv_get(s, kind, a, "K0", &kv, &err), 0);
+        ASSERT_EQ_STR(kv.value, "v1");
+        pe_store_kv_clear(&kv);
+        ASSERT_EQ_INT(pe_store_kv_get(s, kind, a, "K2", &kv, &err), 0);
+        ASSERT_EQ_STR(kv.value, "v2b");
+        pe_store_kv_clear(&kv);
+
+        int64_t cnt = 0;
+        ASSERT_EQ_INT(pe_store_res_count(s, kind, a, &cnt, &err), 0);
+        ASSERT_EQ_INT(cnt, 2);
+        ASSERT_EQ_INT(pe_store_res_delete(s, kind, id1, &err), 0);
+        ASSERT_EQ_INT(pe_store_res_delete(s, kind, id1, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+        ASSERT_EQ_INT(pe_store_res_update(s, kind, id1, "K9", "v", &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ENOENT);
+        ASSERT_EQ_INT(pe_store_res_count(s, kind, a, &cnt, &err), 0);
+        ASSERT_EQ_INT(cnt, 1);
+    }
+    pe_store_close(s);
+}
+
+/* Volumes belong to users; mounts to sandboxes. Deleting a sandbox drops
+ * its mounts and keeps the volume. */
+BOTH(volumes)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL, *v1 = NULL, *v2 = NULL, *theirs = NULL;
+    pe_store_volume v = {0}, *vl = NULL;
+    pe_store_mount *ml = NULL;
+    int64_t total = -1;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    b = add_sandbox(s, "did:key:zA", "b", 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "data", &v1, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "cache", &v2, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zB", "data", &theirs, &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zA", "data", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_volume_add(s, "did:key:zNobody", "x", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
+    ASSERT_EQ_STR(v.name, "data");
+    pe_store_volume_clear(&v);
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", theirs, &v, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_volume_get_by_name(s, "did:key:zB", "data", &v, &err), 0);
+    ASSERT_EQ_STR(v.id, theirs);
+    pe_store_volume_clear(&v);
+    ASSERT_EQ_INT(pe_store_volume_list(s, "did:key:zA", 1, 1, &vl, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 2);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_STR(vl[0].name, "data");
+    pe_store_volume_list_free(vl, n);
+
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v1, "/data", 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v2, "/data", 0, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v2, "/cache", 1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_put(s, a, v1, "/moved", 0, &err), 0); /* replaces /data */
+    ASSERT_EQ_INT(pe_store_mount_put(s, b, v1, "/data", 1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_sandbox(s, a, 10, 0, &ml, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 2);
+    ASSERT_EQ_STR(ml[0].path, "/cache");
+    ASSERT_EQ_INT(ml[0].read_only, 1);
+    ASSERT_EQ_STR(ml[0].volume_name, "cache");
+    ASSERT_EQ_STR(ml[1].path, "/moved");
+    ASSERT_EQ_INT(ml[1].sandbox_status, PE_STORE_INITIALIZING);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_mount_list_volume(s, v1, &ml, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    pe_store_mount_list_free(ml, n);
+
+    /* A sandbox's deletion drops its mounts, not the volume. */
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, b, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_volume(s, v1, &ml, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
+    pe_store_volume_clear(&v);
+
+    ASSERT_EQ_INT(pe_store_volume_rename(s, v2, "data", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_volume_rename(s, v2, "cache2", &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_delete(s, a, v2, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_delete(s, a, v2, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_volume_delete(s, v1, &err), 0);
+    ASSERT_EQ_INT(pe_store_mount_list_sandbox(s, a, 10, 0, &ml, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 0);
+    pe_store_mount_list_free(ml, n);
+    ASSERT_EQ_INT(pe_store_volume_delete(s, v1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(s);
+}
+
 /* Every table with a sandbox_id column must be in pe__store_sandbox_children
  * (so the cascade test below covers it). */
 static void check_children_listed(pe_store *s)
@@ -916,13 +1080,13 @@ int main(void)
     if (g_pg_missing)
         printf("# pg_ cases skip: %s\n", g_pg_missing);
 
-    failed |=
-        RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open, sqlite_users,
-                  sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status, sqlite_not_found,
-                  sqlite_kv, sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
+    failed |= RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open,
+                        sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
+                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
+                        sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
-                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_delete_cascades,
-                        pg_hostile_strings, pg_two_handles);
+                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
+                        pg_delete_cascades, pg_hostile_strings, pg_two_handles);
 
     pg_stop();
     free(g_pg_url);

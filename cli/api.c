@@ -1,0 +1,207 @@
+/* XRPC client of the CLI: see api.h. */
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "core/fs.h"
+#include "core/util.h"
+
+#define ANSWER_MAX (64u << 20) /* exec output is capped at 1 MiB per stream */
+#define TOKEN_FILE_MAX 65536
+
+typedef struct buf {
+    char *data;
+    size_t len;
+    bool too_big;
+} buf;
+
+static size_t on_data(char *p, size_t size, size_t n, void *ud)
+{
+    buf *b = ud;
+    size_t len = size * n;
+
+    if (b->len + len > ANSWER_MAX) {
+        b->too_big = true;
+        return 0; /* aborts the transfer */
+    }
+    b->data = pe_xrealloc(b->data, b->len + len + 1);
+    memcpy(b->data + b->len, p, len);
+    b->len += len;
+    b->data[b->len] = '\0';
+    return len;
+}
+
+char *pe_api_token_path(void)
+{
+    const char *home = getenv("HOME");
+
+    return home && *home ? pe_xasprintf("%s/.pocketenv/token.json", home) : NULL;
+}
+
+static char *read_token(pe_err *err)
+{
+    const char *env = getenv("POCKETENV_TOKEN");
+    cleanup_free char *path = NULL;
+    char *text = NULL;
+    json_t *j;
+    char *tok = NULL;
+
+    if (env && *env)
+        return pe_xstrdup(env);
+    path = pe_api_token_path();
+    if (path == NULL || pe_fs_read_file(path, TOKEN_FILE_MAX, &text, NULL, err) < 0) {
+        pe_err_clear(err);
+        return NULL;
+    }
+    j = json_loads(text, 0, NULL);
+    free(text);
+    if (json_is_string(json_object_get(j, "token")))
+        tok = pe_xstrdup(json_string_value(json_object_get(j, "token")));
+    json_decref(j);
+    return tok;
+}
+
+int pe_api_open(pe_api *a, bool need_token, pe_err *err)
+{
+    const char *url = getenv("POCKETENV_API_URL");
+    size_t n;
+
+    memset(a, 0, sizeof(*a));
+    a->url = pe_xstrdup(url && *url ? url : PE_API_DEFAULT_URL);
+    n = strlen(a->url);
+    while (n > 0 && a->url[n - 1] == '/')
+        a->url[--n] = '\0';
+    a->token = read_token(err);
+    if (need_token && a->token == NULL) {
+        pe_api_close(a);
+        return pe_err_set(err, PE_API_ELOGIN, 0,
+                          "not logged in: run 'pocketenv login --token TOKEN' (or set "
+                          "POCKETENV_TOKEN)");
+    }
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (a->curl = curl_easy_init()) == NULL) {
+        pe_api_close(a);
+        return pe_err_set(err, PE_ESYS, 0, "cannot initialise libcurl");
+    }
+    return 0;
+}
+
+void pe_api_close(pe_api *a)
+{
+    if (a->curl)
+        curl_easy_cleanup(a->curl);
+    free(a->url);
+    if (a->token) {
+        explicit_bzero(a->token, strlen(a->token));
+        free(a->token);
+    }
+    memset(a, 0, sizeof(*a));
+}
+
+/* "?k=v&..." with each value escaped. */
+static char *query_string(CURL *c, json_t *params)
+{
+    const char *k;
+    json_t *v;
+    size_t len = 0;
+    char *q = pe_xstrdup("");
+
+    json_object_foreach(params, k, v)
+    {
+        char num[32], *ek, *ev, *next;
+        const char *s = num;
+
+        if (json_is_string(v))
+            s = json_string_value(v);
+        else if (json_is_integer(v))
+            snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v));
+        else if (json_is_boolean(v))
+            s = json_is_true(v) ? "true" : "false";
+        else
+            continue;
+        ek = curl_easy_escape(c, k, 0);
+        ev = curl_easy_escape(c, s, 0);
+        next = pe_xasprintf("%s%c%s=%s", q, len ? '&' : '?', ek, ev);
+        curl_free(ek);
+        curl_free(ev);
+        free(q);
+        q = next;
+        len = strlen(q);
+    }
+    return q;
+}
+
+int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_t **out,
+                pe_err *err)
+{
+    CURL *c = a->curl;
+    cleanup_free char *q = params ? query_string(c, params) : pe_xstrdup("");
+    cleanup_free char *url = pe_xasprintf("%s/xrpc/%s%s", a->url, nsid, q);
+    cleanup_free char *auth = NULL;
+    cleanup_free char *payload = NULL;
+    struct curl_slist *headers = NULL;
+    char curl_err[CURL_ERROR_SIZE] = "";
+    buf b = {0};
+    json_t *j = NULL;
+    CURLcode rc;
+
+    *out = NULL;
+    a->status = 0;
+    a->error_name[0] = '\0';
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    /* exec may run for the daemon's --exec-timeout (300 s by default) */
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 900L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (a->token) {
+        auth = pe_xasprintf("Authorization: Bearer %s", a->token);
+        headers = curl_slist_append(headers, auth);
+    }
+    if (body) {
+        payload = json_dumps(body, JSON_COMPACT);
+        headers = curl_slist_append(headers, "Content-Type: application/json");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, payload);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    rc = curl_easy_perform(c);
+    curl_slist_free_all(headers);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
+    if (rc != CURLE_OK) {
+        free(b.data);
+        if (b.too_big)
+            return pe_err_set(err, PE_EINVAL, 0, "%s: answer larger than %u MiB", nsid,
+                              ANSWER_MAX >> 20);
+        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the daemon at %s: %s", a->url,
+                          curl_err[0] ? curl_err : curl_easy_strerror(rc));
+    }
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
+    if (b.len > 0)
+        j = json_loadb(b.data, b.len, 0, NULL);
+    free(b.data);
+    if (a->status >= 200 && a->status < 300) {
+        if (b.len > 0 && j == NULL)
+            return pe_err_set(err, PE_EINVAL, 0, "%s: the daemon's answer is not JSON", nsid);
+        *out = j;
+        return 0;
+    }
+    {
+        const char *name = json_string_value(json_object_get(j, "error"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+
+        snprintf(a->error_name, sizeof(a->error_name), "%s", name ? name : "");
+        pe_err_set(err, PE_API_EHTTP, 0, "%s", msg ? msg : name ? name : "request failed");
+        if (a->status == 401 && !(name && strcmp(name, "ExpiredToken") == 0))
+            pe_err_prefix(err, "not logged in (%s)", a->token ? "token refused" : "no token");
+        else if (name && strcmp(name, "ExpiredToken") == 0)
+            pe_err_prefix(err, "your token has expired; log in again");
+        json_decref(j);
+    }
+    return -1;
+}

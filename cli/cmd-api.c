@@ -1,0 +1,567 @@
+/* The API commands: login, logout, whoami, create, start, stop, rm, ls, ps,
+ * exec. Each is a client of the daemon (api.h), as upstream's CLI is
+ * (reference §6.2): same names, aliases, arguments and messages, with
+ * these differences, all for a local daemon:
+ *   - login takes a token (--token, or the daemon's token file); AT
+ *     Protocol login is not served by a local daemon;
+ *   - create's defaults are provider "local" and base "debian";
+ *   - exec writes the command's output exactly as it came (no newline
+ *     added) and exits with the command's exit code.
+ * Exit codes: 0, the remote command's for exec, 1 for an API error (as
+ * upstream), 2 for a usage error. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "cli.h"
+#include "core/util.h"
+#include "pocketenv/auth.h"
+
+#define EXIT_API 1
+#define EXIT_USAGE 2
+
+static bool color_on(void)
+{
+    const char *nc = getenv("NO_COLOR");
+    return isatty(1) && !(nc && *nc);
+}
+
+static const char *c_ok(void)
+{
+    return color_on() ? "\033[38;2;0;232;198m" : "";
+}
+static const char *c_hi(void)
+{
+    return color_on() ? "\033[38;2;100;232;130m" : "";
+}
+static const char *c_off(void)
+{
+    return color_on() ? "\033[0m" : "";
+}
+
+static int fail(const pe_err *err)
+{
+    fprintf(stderr, "pocketenv: %s\n", err->msg[0] ? err->msg : "failed");
+    return err->code == PE_EINVAL ? EXIT_USAGE : EXIT_API;
+}
+
+static int usage_error(const char *text)
+{
+    fprintf(stderr, "pocketenv: %s\n", text);
+    return EXIT_USAGE;
+}
+
+static bool is_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
+}
+
+/* "3 minutes ago" / "3 minutes" from an ISO 8601 UTC time. */
+static void relative(const char *iso, bool ago, char *out, size_t size)
+{
+    struct tm tm;
+    long long d;
+    const char *unit;
+
+    memset(&tm, 0, sizeof(tm));
+    if (iso == NULL || strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) == NULL) {
+        snprintf(out, size, "-");
+        return;
+    }
+    d = (long long)(time(NULL) - timegm(&tm));
+    if (d < 0)
+        d = 0;
+    if (d < 60)
+        unit = "second";
+    else if (d < 3600)
+        d /= 60, unit = "minute";
+    else if (d < 86400)
+        d /= 3600, unit = "hour";
+    else
+        d /= 86400, unit = "day";
+    snprintf(out, size, "%lld %s%s%s", d, unit, d == 1 ? "" : "s", ago ? " ago" : "");
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+/* ---- login, logout, whoami ---- */
+
+static int whoami_with(pe_api *a)
+{
+    json_t *prof = NULL;
+    pe_err err;
+    int r;
+
+    pe_err_clear(&err);
+    r = pe_api_call(a, "io.pocketenv.actor.getProfile", NULL, NULL, &prof, &err);
+    if (r < 0)
+        return fail(&err);
+    const char *dn = json_string_value(json_object_get(prof, "displayName"));
+    printf("You are logged in as %s@%s%s", c_ok(), str(prof, "handle"), c_off());
+    if (dn && *dn)
+        printf(" (%s)", dn);
+    printf(".\n");
+    json_decref(prof);
+    return 0;
+}
+
+static int cmd_login(int argc, char **argv)
+{
+    const char *token = NULL;
+    cleanup_free char *path = pe_api_token_path();
+    pe_api a;
+    pe_err err;
+    int r;
+
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv login [--token TOKEN]\n\n"
+               "Log in to the daemon at $POCKETENV_API_URL (%s) with an API token\n"
+               "(from `pocketenv token create`, or the one `pocketenv serve` writes for its\n"
+               "owner). Without --token, checks the token already in ~/.pocketenv/token.json.\n",
+               PE_API_DEFAULT_URL);
+        return 0;
+    }
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
+            token = argv[++i];
+        else if (strncmp(argv[i], "--token=", 8) == 0)
+            token = argv[i] + 8;
+        else if (argv[i][0] != '-')
+            return usage_error("login with a handle (AT Protocol) is not served by a local "
+                               "daemon: use 'pocketenv login --token TOKEN'");
+        else
+            return usage_error("usage: pocketenv login [--token TOKEN]");
+    }
+    pe_err_clear(&err);
+    if (path == NULL)
+        return usage_error("HOME is not set: nowhere to keep the token");
+    if (token != NULL)
+        setenv("POCKETENV_TOKEN", token, 1); /* check it before keeping it */
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    r = whoami_with(&a);
+    pe_api_close(&a);
+    if (r != 0 || token == NULL)
+        return r;
+    if (pe_auth_write_token_file(path, token, &err) < 0)
+        return fail(&err);
+    printf("%sLogin successful!%s Token saved in %s\n", c_ok(), c_off(), path);
+    return 0;
+}
+
+static int cmd_logout(int argc, char **argv)
+{
+    cleanup_free char *path = pe_api_token_path();
+
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv logout\n\nForget the token in ~/.pocketenv/token.json.\n");
+        return 0;
+    }
+    if (path && unlink(path) < 0 && errno != ENOENT) {
+        fprintf(stderr, "pocketenv: remove %s: %s\n", path, strerror(errno));
+        return EXIT_API;
+    }
+    printf("Logged out successfully\n");
+    return 0;
+}
+
+static int cmd_whoami(int argc, char **argv)
+{
+    pe_api a;
+    pe_err err;
+    int r;
+
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv whoami\n\nShow who the saved token logs you in as.\n");
+        return 0;
+    }
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    r = whoami_with(&a);
+    pe_api_close(&a);
+    return r;
+}
+
+/* ---- create, start, stop, rm ---- */
+
+enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE, O_HELP_ };
+
+static const pe_opt create_opts[] = {
+    {"base", 'b', true, O_BASE, "BASE", "template (image) to start from (debian)"},
+    {"provider", 'p', true, O_PROVIDER, "NAME", "where it runs (local)"},
+    {"repo", 'r', true, O_REPO, "REPO", "git repository to clone in it (URL or github:o/r)"},
+    {"keep-alive", 'k', false, O_KEEP_ALIVE, NULL, "never stop it for being idle"},
+    {"ssh", 's', false, O_SSH, NULL, "open a terminal in it once it runs"},
+    {"help", 'h', false, O_HELP_, NULL, "show this help"},
+    {NULL, 0, false, 0, NULL, NULL},
+};
+
+struct create_args {
+    const char *name, *base, *provider, *repo;
+    bool ssh, keep_alive, help, extra;
+};
+
+static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
+{
+    struct create_args *c = ctx;
+
+    switch (id) {
+    case 0:
+        if (c->name)
+            return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
+        c->name = arg;
+        return 0;
+    case O_BASE:
+        c->base = arg;
+        return 0;
+    case O_PROVIDER:
+        c->provider = arg;
+        return 0;
+    case O_REPO:
+        c->repo = arg;
+        return 0;
+    case O_SSH:
+        c->ssh = true;
+        return 0;
+    case O_KEEP_ALIVE:
+        c->keep_alive = true;
+        return 0;
+    default:
+        c->help = true;
+        return 0;
+    }
+}
+
+static int parse_create(const char *cmd, int argc, char **argv, struct create_args *c)
+{
+    pe_err err;
+    int idx = 1;
+
+    pe_err_clear(&err);
+    if (pe_opts_parse(create_opts, argc, argv, &idx, false, on_create_opt, c, &err) < 0)
+        return fail(&err);
+    if (c->help) {
+        if (strcmp(cmd, "create") == 0)
+            printf("usage: pocketenv create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] "
+                   "[-s]\n\nCreate a sandbox.\n\n");
+        else
+            printf("usage: pocketenv start SANDBOX [-r REPO] [-k] [-s]\n\nStart a sandbox.\n\n");
+        pe_opts_help(create_opts);
+        return -1;
+    }
+    return 0;
+}
+
+/* --ssh: wait (up to 10 minutes: a first debian image is being built)
+ * until the sandbox runs, then open a terminal in it. */
+static int then_console(const char *name)
+{
+    char *args[] = {(char *)"console", (char *)name, NULL};
+    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
+    time_t deadline = time(NULL) + 600;
+    const char *status = "";
+    pe_api a;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        json_decref(params);
+        return fail(&err);
+    }
+    for (;;) {
+        json_decref(out);
+        out = NULL;
+        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
+            break;
+        status = str(json_object_get(out, "sandbox"), "status");
+        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
+            break;
+        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
+    }
+    json_decref(params);
+    pe_api_close(&a);
+    if (err.msg[0]) {
+        json_decref(out);
+        return fail(&err);
+    }
+    if (strcmp(status, "RUNNING") != 0) {
+        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name, status,
+                json_is_string(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
+                    ? ": "
+                    : "",
+                json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
+                    ?: "");
+        json_decref(out);
+        return EXIT_API;
+    }
+    json_decref(out);
+    return pe_cmd_console(2, args);
+}
+
+static int cmd_create(int argc, char **argv)
+{
+    struct create_args c = {0};
+    json_t *body, *out = NULL;
+    pe_api a;
+    pe_err err;
+    int r;
+
+    r = parse_create("create", argc, argv, &c);
+    if (r != 0)
+        return r < 0 ? 0 : r;
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    body = json_pack("{s:s}", "base", c.base ? c.base : "debian");
+    /* "local" is ours and not in the lexicon's provider enum: it is what an
+     * absent provider means. */
+    if (c.provider && strcmp(c.provider, "local") != 0)
+        json_object_set_new(body, "provider", json_string(c.provider));
+    if (c.name)
+        json_object_set_new(body, "name", json_string(c.name));
+    if (c.repo)
+        json_object_set_new(body, "repo", json_string(c.repo));
+    if (c.keep_alive)
+        json_object_set_new(body, "keepAlive", json_true());
+    r = pe_api_call(&a, "io.pocketenv.sandbox.createSandbox", NULL, body, &out, &err);
+    json_decref(body);
+    pe_api_close(&a);
+    if (r < 0)
+        return fail(&err);
+    printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), str(out, "name"));
+    fflush(stdout);
+    if (c.ssh) {
+        cleanup_free char *name = pe_xstrdup(str(out, "name"));
+        json_decref(out);
+        return then_console(name);
+    }
+    json_decref(out);
+    return 0;
+}
+
+/* Call a by-id procedure on the sandbox named on the command line. */
+static int by_id(const char *usage, const char *nsid, int argc, char **argv, json_t *body,
+                 const char *done)
+{
+    json_t *params, *out = NULL, *empty = body ? NULL : json_object();
+    pe_api a;
+    pe_err err;
+    int r;
+
+    if (argc != 2 || argv[1][0] == '-') {
+        json_decref(empty);
+        return usage_error(usage);
+    }
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        json_decref(empty);
+        return fail(&err);
+    }
+    params = json_pack("{s:s}", "id", argv[1]);
+    r = pe_api_call(&a, nsid, params, body ? body : empty, &out, &err);
+    json_decref(empty);
+    json_decref(params);
+    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
+        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
+    pe_api_close(&a);
+    json_decref(out);
+    if (r < 0)
+        return fail(&err);
+    printf("%sSandbox %s %s%s\n", c_ok(), argv[1], done, c_off());
+    return 0;
+}
+
+static int cmd_start(int argc, char **argv)
+{
+    struct create_args c = {0};
+    json_t *body;
+    char *args[2];
+    int r;
+
+    r = parse_create("start", argc, argv, &c);
+    if (r != 0)
+        return r < 0 ? 0 : r;
+    if (c.name == NULL || c.base || c.provider)
+        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k]");
+    body = json_object();
+    if (c.repo)
+        json_object_set_new(body, "repo", json_string(c.repo));
+    if (c.keep_alive)
+        json_object_set_new(body, "keepAlive", json_true());
+    args[0] = argv[0];
+    args[1] = (char *)c.name;
+    r = by_id("usage: pocketenv start SANDBOX", "io.pocketenv.sandbox.startSandbox", 2, args, body,
+              "started");
+    json_decref(body);
+    if (r == 0 && c.ssh) {
+        fflush(stdout);
+        return then_console(c.name);
+    }
+    if (r == 0)
+        printf("Run `pocketenv console %s` to open a terminal in it.\n", c.name);
+    return r;
+}
+
+static int cmd_stop(int argc, char **argv)
+{
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv stop SANDBOX\n\nStop a sandbox (its files are kept).\n");
+        return 0;
+    }
+    return by_id("usage: pocketenv stop SANDBOX", "io.pocketenv.sandbox.stopSandbox", argc, argv,
+                 NULL, "stopped");
+}
+
+static int cmd_rm(int argc, char **argv)
+{
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv rm|delete|remove SANDBOX\n\nDelete a sandbox and its files.\n");
+        return 0;
+    }
+    return by_id("usage: pocketenv rm SANDBOX", "io.pocketenv.sandbox.deleteSandbox", argc, argv,
+                 NULL, "deleted successfully");
+}
+
+/* ---- ls, ps ---- */
+
+static int list(int argc, char **argv, bool running)
+{
+    json_t *params, *out = NULL, *prof = NULL, *sb;
+    pe_api a;
+    pe_err err;
+    size_t i;
+    int r;
+
+    if (is_help(argc, argv)) {
+        printf("usage: pocketenv %s\n\n%s\n", running ? "ps" : "ls",
+               running ? "List running sandboxes." : "List your sandboxes.");
+        return 0;
+    }
+    if (argc != 1)
+        return usage_error(running ? "usage: pocketenv ps" : "usage: pocketenv ls");
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    /* as upstream: whose sandboxes is the profile's did */
+    r = pe_api_call(&a, "io.pocketenv.actor.getProfile", NULL, NULL, &prof, &err);
+    if (r == 0) {
+        params = json_pack("{s:s, s:i}", "did", str(prof, "did"), "limit", 100);
+        if (running)
+            json_object_set_new(params, "isRunning", json_true());
+        r = pe_api_call(&a, "io.pocketenv.actor.getActorSandboxes", params, NULL, &out, &err);
+        json_decref(params);
+        json_decref(prof);
+    }
+    pe_api_close(&a);
+    if (r < 0)
+        return fail(&err);
+    if (running)
+        printf("%-28s %-12s %-10s %s\n", "NAME", "BASE", "PROVIDER", "STATUS");
+    else
+        printf("%-28s %-12s %-10s %-13s %s\n", "NAME", "BASE", "PROVIDER", "STATUS", "CREATED AT");
+    json_array_foreach(json_object_get(out, "sandboxes"), i, sb)
+    {
+        const char *status = str(sb, "status");
+        char when[48];
+
+        if (running) {
+            relative(json_string_value(json_object_get(sb, "startedAt")), false, when,
+                     sizeof(when));
+            printf("%-28s %-12s %-10s %sUp %s%s\n", str(sb, "name"), str(sb, "baseSandbox"),
+                   str(sb, "provider"), c_hi(), when, c_off());
+        } else {
+            relative(json_string_value(json_object_get(sb, "createdAt")), true, when, sizeof(when));
+            printf("%-28s %-12s %-10s %s%-13s%s %s\n", str(sb, "name"), str(sb, "baseSandbox"),
+                   str(sb, "provider"), strcmp(status, "RUNNING") == 0 ? c_hi() : "", status,
+                   c_off(), when);
+        }
+    }
+    json_decref(out);
+    return 0;
+}
+
+/* ---- exec ---- */
+
+static int cmd_exec(int argc, char **argv)
+{
+    json_t *params, *body, *out = NULL;
+    cleanup_free char *command = NULL;
+    const char *so, *se;
+    size_t len = 0;
+    pe_api a;
+    pe_err err;
+    int r, code;
+
+    if (argc < 3 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: pocketenv exec SANDBOX COMMAND [ARGS...]\n\n"
+               "Run COMMAND (its words joined by spaces, run by the sandbox's /bin/sh) in a\n"
+               "running sandbox; print its output and exit with its exit code.\n");
+        return argc < 3 ? EXIT_USAGE : 0;
+    }
+    for (int i = 2; i < argc; i++)
+        len += strlen(argv[i]) + 1;
+    command = pe_xmalloc(len + 1);
+    command[0] = '\0';
+    for (int i = 2; i < argc; i++) {
+        if (i > 2)
+            strcat(command, " ");
+        strcat(command, argv[i]);
+    }
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    params = json_pack("{s:s}", "id", argv[1]);
+    body = json_pack("{s:s}", "command", command);
+    r = pe_api_call(&a, "io.pocketenv.sandbox.exec", params, body, &out, &err);
+    json_decref(params);
+    json_decref(body);
+    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
+        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
+    pe_api_close(&a);
+    if (r < 0)
+        return fail(&err);
+    so = json_string_value(json_object_get(out, "stdout"));
+    se = json_string_value(json_object_get(out, "stderr"));
+    code = (int)json_integer_value(json_object_get(out, "exitCode"));
+    if (so)
+        fwrite(so, 1, json_string_length(json_object_get(out, "stdout")), stdout);
+    fflush(stdout);
+    if (se)
+        fwrite(se, 1, json_string_length(json_object_get(out, "stderr")), stderr);
+    json_decref(out);
+    return code < 0 || code > 255 ? EXIT_API : code;
+}
+
+/* ---- dispatch ---- */
+
+int pe_cmd_api(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        int (*fn)(int, char **);
+    } cmds[] = {
+        {"login", cmd_login},   {"logout", cmd_logout}, {"whoami", cmd_whoami},
+        {"create", cmd_create}, {"new", cmd_create},    {"start", cmd_start},
+        {"stop", cmd_stop},     {"rm", cmd_rm},         {"delete", cmd_rm},
+        {"remove", cmd_rm},     {"exec", cmd_exec},
+    };
+
+    if (strcmp(argv[0], "ls") == 0 || strcmp(argv[0], "ps") == 0)
+        return list(argc, argv, argv[0][0] == 'p');
+    for (size_t i = 0; i < PE_ARRAY_LEN(cmds); i++)
+        if (strcmp(argv[0], cmds[i].name) == 0)
+            return cmds[i].fn(argc, argv);
+    return -1;
+}

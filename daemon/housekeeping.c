@@ -1,0 +1,404 @@
+/* Keeping the store true to the runtime: reconciliation at start, and a
+ * periodic tick that stops idle sandboxes and notices dead ones.
+ *
+ * The daemon may be restarted, or killed -9, at any moment. Sandboxes keep
+ * running without it (their inits are reparented), so on start it joins
+ * the store's rows of this node with the runtime's list:
+ *
+ *   row             runtime       becomes
+ *   INITIALIZING    any           create resumed (run job queued again)
+ *   RUNNING         not up        STOPPED, with the reason
+ *   RUNNING         up            adopted: RUNNING, idle clock restarts
+ *   STOPPED/FAILED  up            RUNNING (a start got that far)
+ *   (no row)        sbx_* any     removed (a delete got that far)
+ *
+ * Runtime sandboxes whose names are not store ids belong to someone using
+ * `pocketenv runtime` with the same data directory and are left alone.
+ *
+ * "This node": local rows carry the node id (DATA/node-id) as provider_id,
+ * so daemons sharing one PostgreSQL store each reconcile only their own.
+ * Rows from before node ids (provider_id NULL) count as this node's.
+ *
+ * The tick runs the same join on a worker every tick_s seconds, minus the
+ * start-only moves (a start or create in flight would look the same), plus
+ * idle stops: a RUNNING sandbox without keepAlive whose last activity (its
+ * start, an exec, a terminal; pe_daemon_touch) is older than its
+ * idle_timeout (or the daemon's --idle-timeout) is stopped. It also counts
+ * sandboxes by status for /metrics. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+
+#define PAGE 500
+#define STOP_TIMEOUT 10.0
+
+/* ---- activity: last use of each sandbox, in memory ---- */
+
+struct activity {
+    char *id;
+    int64_t ms;
+    unsigned busy; /* execs and terminals in progress: never idle */
+};
+
+static pthread_mutex_t activity_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct activity *activity;
+static size_t activity_n, activity_cap;
+
+static struct activity *activity_find(const char *id)
+{
+    for (size_t i = 0; i < activity_n; i++)
+        if (strcmp(activity[i].id, id) == 0)
+            return &activity[i];
+    return NULL;
+}
+
+static void activity_update(const char *id, int busy_delta)
+{
+    struct activity *a;
+
+    pthread_mutex_lock(&activity_lock);
+    a = activity_find(id);
+    if (a == NULL) {
+        if (activity_n == activity_cap) {
+            activity_cap = activity_cap ? activity_cap * 2 : 64;
+            activity = pe_xrealloc(activity, activity_cap * sizeof(*activity));
+        }
+        a = &activity[activity_n++];
+        a->id = pe_xstrdup(id);
+        a->busy = 0;
+    }
+    a->ms = pe_store_now_ms();
+    if (busy_delta > 0 || a->busy > 0)
+        a->busy += (unsigned)busy_delta;
+    pthread_mutex_unlock(&activity_lock);
+}
+
+void pe_daemon_touch(pe_daemon *d, const char *id)
+{
+    activity_update(id, 0);
+}
+
+void pe_daemon_hold(pe_daemon *d, const char *id)
+{
+    activity_update(id, 1);
+}
+
+void pe_daemon_release(pe_daemon *d, const char *id)
+{
+    activity_update(id, -1);
+}
+
+/* Last use in ms, or INT64_MAX while in use. */
+static int64_t last_activity(const char *id)
+{
+    struct activity *a;
+    int64_t ms;
+
+    pthread_mutex_lock(&activity_lock);
+    a = activity_find(id);
+    ms = a == NULL ? 0 : a->busy ? INT64_MAX : a->ms;
+    pthread_mutex_unlock(&activity_lock);
+    return ms;
+}
+
+static void forget(const char *id)
+{
+    pthread_mutex_lock(&activity_lock);
+    for (size_t i = 0; i < activity_n; i++) {
+        if (strcmp(activity[i].id, id) == 0 && activity[i].busy == 0) {
+            free(activity[i].id);
+            activity[i] = activity[--activity_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&activity_lock);
+}
+
+static void activity_free(void)
+{
+    for (size_t i = 0; i < activity_n; i++)
+        free(activity[i].id);
+    free(activity);
+    activity = NULL;
+    activity_n = activity_cap = 0;
+}
+
+/* ---- counts for /metrics ---- */
+
+static pthread_mutex_t counts_lock = PTHREAD_MUTEX_INITIALIZER;
+static int64_t counts[PE_STORE_FAILED + 1];
+static bool counts_known;
+
+static void on_metrics(FILE *out, void *ud)
+{
+    int64_t c[PE_STORE_FAILED + 1];
+    bool known;
+
+    pthread_mutex_lock(&counts_lock);
+    memcpy(c, counts, sizeof(c));
+    known = counts_known;
+    pthread_mutex_unlock(&counts_lock);
+    if (!known)
+        return;
+    fputs("# HELP pocketenv_sandboxes Sandboxes of this node by status (as of the last tick).\n"
+          "# TYPE pocketenv_sandboxes gauge\n",
+          out);
+    for (int st = 0; st <= PE_STORE_FAILED; st++)
+        fprintf(out, "pocketenv_sandboxes{status=\"%s\"} %lld\n", pe_store_status_name(st),
+                (long long)c[st]);
+}
+
+/* ---- node id ---- */
+
+int pe_daemon_node_id(pe_daemon *d, pe_err *err)
+{
+    cleanup_free char *path = pe_xasprintf("%s/node-id", d->rt.data_dir);
+    char *text = NULL, buf[17];
+    unsigned char r[8];
+
+    if (pe_fs_read_file(path, 64, &text, NULL, err) == 0) {
+        text[strcspn(text, "\n")] = '\0';
+        if (strlen(text) < 8) {
+            free(text);
+            return pe_err_set(err, PE_EINVAL, 0, "%s: not a node id", path);
+        }
+        d->node = text;
+        return 0;
+    }
+    if (err->errnum != ENOENT)
+        return -1;
+    pe_err_clear(err);
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        return pe_err_sys(err, "getrandom");
+    for (size_t i = 0; i < sizeof(r); i++)
+        snprintf(buf + 2 * i, 3, "%02x", r[i]);
+    if (pe_fs_write_atomic(path, buf, strlen(buf), 0600, err) < 0)
+        return -1;
+    d->node = pe_xstrdup(buf);
+    return 0;
+}
+
+/* ---- the join ---- */
+
+bool pe_daemon_is_mine(const pe_daemon *d, const pe_store_sandbox *sb)
+{
+    if (sb->provider && strcmp(sb->provider, "local") != 0)
+        return false;
+    return sb->provider_id == NULL || strcmp(sb->provider_id, d->node) == 0;
+}
+
+/* The runtime's sandboxes as {name: status}. */
+static json_t *runtime_states(pe_daemon *d, pe_err *err)
+{
+    char *text = NULL;
+    json_t *list, *map, *v;
+    size_t i;
+
+    if (pe_runtime_list(&d->rt, &text, err) < 0)
+        return NULL;
+    list = json_loads(text, 0, NULL);
+    free(text);
+    if (!json_is_array(list)) {
+        json_decref(list);
+        pe_err_set(err, PE_ESYS, 0, "runtime list: not a JSON array");
+        return NULL;
+    }
+    map = json_object();
+    json_array_foreach(list, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        const char *st = json_string_value(json_object_get(v, "status"));
+        if (name && st)
+            json_object_set_new(map, name, json_string(st));
+    }
+    json_decref(list);
+    return map;
+}
+
+static bool up(json_t *states, const char *id)
+{
+    const char *st = json_string_value(json_object_get(states, id));
+
+    return st && (strcmp(st, "running") == 0 || strcmp(st, "paused") == 0);
+}
+
+static void set_status(pe_store *s, const pe_store_sandbox *sb, int status, const char *reason)
+{
+    pe_err err;
+
+    pe_err_clear(&err);
+    /* Compare-and-set: a request that moved the row meanwhile wins. */
+    if (pe_store_sandbox_set_status(s, sb->id, status, reason, sb->status, &err) == 0)
+        pe_log_info("event=reconcile sandbox=%s from=%s to=%s%s%s", sb->id,
+                    pe_store_status_name(sb->status), pe_store_status_name(status),
+                    reason ? " reason=" : "", reason ? reason : "");
+    else if (err.code != PE_ESTATE)
+        pe_log_warn("reconcile %s: %s", sb->id, err.msg);
+}
+
+static void idle_stop(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int64_t now)
+{
+    int64_t timeout = sb->idle_timeout > 0 ? sb->idle_timeout : (int64_t)d->idle_timeout;
+    int64_t last = last_activity(sb->id);
+    char reason[80];
+    pe_err err;
+
+    if (sb->keep_alive || timeout <= 0)
+        return;
+    if (sb->started_at > last)
+        last = sb->started_at;
+    if (last == INT64_MAX || now - last < timeout * 1000)
+        return;
+    pe_err_clear(&err);
+    if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &err) < 0 && err.code != PE_ESTATE) {
+        pe_log_warn("idle stop %s: %s", sb->id, err.msg);
+        return;
+    }
+    snprintf(reason, sizeof(reason), "stopped after %llds without activity", (long long)timeout);
+    set_status(s, sb, PE_STORE_STOPPED, reason);
+    forget(sb->id);
+}
+
+/* One pass over this node's rows. resume (start only) collects the ids of
+ * INITIALIZING rows, whose creates must be run again. */
+static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, pe_err *err)
+{
+    int64_t c[PE_STORE_FAILED + 1] = {0};
+    int64_t now = pe_store_now_ms(), total = 0;
+    json_t *states = runtime_states(d, err);
+
+    if (states == NULL)
+        return -1;
+    for (int64_t off = 0;; off += PAGE) {
+        pe_store_sandbox *list = NULL;
+        size_t n = 0;
+
+        if (pe_store_sandbox_list(s, NULL, PAGE, off, &list, &n, &total, err) < 0) {
+            json_decref(states);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            pe_store_sandbox *sb = &list[i];
+            bool is_up = up(states, sb->id);
+
+            json_object_del(states, sb->id); /* seen: not an orphan */
+            if (!pe_daemon_is_mine(d, sb))
+                continue;
+            if (sb->status == PE_STORE_INITIALIZING && at_start) {
+                json_array_append_new(resume, json_string(sb->id));
+            } else if (sb->status == PE_STORE_RUNNING && !is_up) {
+                set_status(s, sb, PE_STORE_STOPPED,
+                           at_start ? "stopped while pocketenv serve was not running"
+                                    : "its init process exited");
+                sb->status = PE_STORE_STOPPED;
+            } else if (sb->status == PE_STORE_RUNNING && at_start) {
+                pe_daemon_touch(d, sb->id); /* adopted: the idle clock restarts */
+            } else if (sb->status == PE_STORE_RUNNING) {
+                idle_stop(d, s, sb, now);
+            } else if (is_up && at_start) {
+                set_status(s, sb, PE_STORE_RUNNING, NULL);
+                sb->status = PE_STORE_RUNNING;
+            }
+            if (sb->status >= 0 && sb->status <= PE_STORE_FAILED)
+                c[sb->status]++;
+        }
+        pe_store_sandbox_list_free(list, n);
+        if ((int64_t)n < PAGE)
+            break;
+    }
+    if (at_start) {
+        const char *name;
+        json_t *v;
+        pe_err rerr;
+
+        /* Left in states: runtime sandboxes with no row. Only names shaped
+         * like store ids are ours to remove. */
+        json_object_foreach(states, name, v)
+        {
+            if (strncmp(name, "sbx_", 4) != 0)
+                continue;
+            pe_err_clear(&rerr);
+            if (pe_runtime_remove(&d->rt, name, &rerr) < 0)
+                pe_log_warn("reconcile: remove orphan %s: %s", name, rerr.msg);
+            else
+                pe_log_info("event=reconcile sandbox=%s orphan=removed", name);
+        }
+    }
+    json_decref(states);
+    pthread_mutex_lock(&counts_lock);
+    memcpy(counts, c, sizeof(c));
+    counts_known = true;
+    pthread_mutex_unlock(&counts_lock);
+    return 0;
+}
+
+/* ---- start ---- */
+
+int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err)
+{
+    pe_store *s = pe_store_open(d->store_url, err);
+    int r;
+
+    if (s == NULL)
+        return pe_err_prefix(err, "open store");
+    r = sync_store(d, s, true, resume, err);
+    pe_store_close(s);
+    if (r < 0)
+        return pe_err_prefix(err, "reconcile");
+    pe_log_info("event=reconciled resumed=%zu", json_array_size(resume));
+    return 0;
+}
+
+/* ---- the tick ---- */
+
+static void tick_work(pe_daemon_job *job, pe_store *s)
+{
+    if (sync_store(job->d, s, false, NULL, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+}
+
+static void tick_after(pe_daemon_job *job)
+{
+    job->d->tick_busy = false;
+}
+
+static void on_tick(pe_ev_timer *t, void *ud)
+{
+    pe_daemon *d = ud;
+    pe_daemon_job *job;
+
+    if (d->tick_busy || d->draining)
+        return; /* the last pass is still going (slow stops) */
+    d->tick_busy = true;
+    job = pe_daemon_job_new(d, NULL, NULL, tick_work);
+    job->after = tick_after;
+    if (pe_daemon_job_submit(job) < 0)
+        d->tick_busy = false;
+}
+
+int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err)
+{
+    uint64_t ns = (uint64_t)(d->tick_s * 1e9);
+
+    pe_http_set_metrics_hook(d->srv, on_metrics, d);
+    if (pe_ev_timer_start(d->loop, ns, ns, on_tick, d, err) == NULL)
+        return -1;
+    return 0;
+}
+
+void pe_daemon_housekeeping_free(void)
+{
+    pthread_mutex_lock(&activity_lock);
+    activity_free();
+    pthread_mutex_unlock(&activity_lock);
+}

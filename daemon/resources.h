@@ -1,0 +1,62 @@
+/* A sandbox's resources (issue 5): variables, secrets, files, volumes.
+ *
+ * The API handlers live in handlers/resources.c and handlers/volume.c; what
+ * the sandbox lifecycle (handlers/sandbox.c) needs from them is here: the
+ * environment of PID 1 and of every exec, files placed at start, volumes
+ * mounted at start, and the envs/secrets inputs of createSandbox.
+ *
+ * Everything below except pe_daemon_create_resources_check runs on a
+ * worker thread with that thread's store. */
+#ifndef PE_DAEMON_RESOURCES_H
+#define PE_DAEMON_RESOURCES_H
+
+#include <jansson.h>
+
+#include "daemon.h"
+
+/* Every handler of the four namespaces (volumes: pe_daemon_register_volumes). */
+int pe_daemon_register_resources(pe_daemon *d, pe_err *err);
+int pe_daemon_register_volumes(pe_daemon *d, pe_err *err);
+
+/* The sandbox's environment from the store: "NAME=value" for every
+ * variable, then every secret (opened here; a secret wins over a variable
+ * of the same name). *env is NULL-terminated; release it with
+ * pe_daemon_env_free, which wipes the strings. A secret that no longer
+ * opens is left out and logged by name. */
+int pe_daemon_sandbox_env(pe_daemon *d, pe_store *s, const char *sandbox_id, char ***env,
+                          pe_err *err);
+void pe_daemon_env_free(char **env);
+
+/* Start the runtime sandbox of sb with its environment and volumes. */
+int pe_daemon_sandbox_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err);
+
+/* Write every file of the running sandbox sb into it. A file that cannot
+ * be written is logged (path and reason, never content) and skipped: a
+ * bad file does not keep a sandbox from starting. */
+void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb);
+
+/* Write len bytes at the absolute path inside running sandbox id (see
+ * handlers/env.c for how the path is resolved). PE_ESTATE if the sandbox
+ * is not running. */
+int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
+                                 const unsigned char *data, size_t len, pe_err *err);
+
+/* createSandbox's "envs" ([{name, value}]) and "secrets" ([{name, value
+ * (sealed)}]): check (loop thread, before anything is stored), then store
+ * as the new sandbox's rows. */
+int pe_daemon_create_resources_check(pe_daemon *d, const json_t *body, pe_err *err);
+int pe_daemon_create_resources_store(pe_store *s, const char *sandbox_id, const json_t *body,
+                                     pe_err *err);
+
+/* Shared by the resource handlers: names of variables and secrets (as the
+ * shell accepts them), absolute file and mount paths. */
+int pe_daemon_check_env_name(const char *what, const char *name, pe_err *err);
+int pe_daemon_check_sandbox_path(const char *what, const char *path, pe_err *err);
+
+/* Volume mounts of a sandbox for its start (handlers/volume.c): *binds is
+ * an array of *n (free with pe_daemon_binds_free). */
+int pe_daemon_volume_binds(pe_daemon *d, pe_store *s, const char *sandbox_id, pe_bind **binds,
+                           size_t *n, pe_err *err);
+void pe_daemon_binds_free(pe_bind *binds, size_t n);
+
+#endif

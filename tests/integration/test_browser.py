@@ -1,0 +1,152 @@
+"""The web page in Debian's chromium (headless), driven by playwright-core.
+
+A real daemon (free loopback port, own data directory, the busybox image)
+serves the page; tests/browser/terminal.mjs signs in with the owner's
+token, creates, starts, stops and deletes a sandbox, and in its terminal
+types `echo hi` and checks `stty size` follows a window resize. Its
+screenshots land in the test's tmp directory. Needs what scripts/setup
+installs: chromium and the npm packages (npm ci).
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, ROOT, our_cgroups, sandbox_processes, wait_for
+from test_daemon import Daemon, free_port
+
+CHROMIUM = "/usr/bin/chromium"
+SCRIPT = os.path.join(ROOT, "tests", "browser", "terminal.mjs")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    data = str(tmp_path / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    before_procs = set(sandbox_processes())
+    before_cgroups = set(our_cgroups())
+    d = Daemon(data, free_port(), str(tmp_path / "token.json"))
+    log = open(tmp_path / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        assert d.proc.poll() is None, open(tmp_path / "daemon.log").read()
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        yield d
+    finally:
+        if d.proc.poll() is None and d.token:
+            st, o = d.call("io.pocketenv.actor.getActorSandboxes",
+                           {"did": "owner.local", "limit": 100})
+            for sb in (o or {}).get("sandboxes", []):
+                d.sandbox("deleteSandbox", sb["id"])
+        d.proc.send_signal(signal.SIGTERM)
+        rc = d.proc.wait(timeout=30)
+        log.close()
+        assert rc == 0, open(tmp_path / "daemon.log").read()
+    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+             "sandbox processes to exit")
+    assert set(our_cgroups()) - before_cgroups == set()
+    ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"], capture_output=True,
+                        text=True, check=True)
+    assert json.loads(ls.stdout) == []
+
+
+def get(url, accept=None, headers=None):
+    req = urllib.request.Request(url)
+    if accept:
+        req.add_header("Accept", accept)
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_page_and_terminal_in_chromium(daemon, tmp_path):
+    node = shutil.which("node")
+    assert node, "node is missing: run scripts/setup"
+    assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
+    assert os.path.isdir(os.path.join(ROOT, "node_modules", "playwright-core")), \
+        "npm packages are missing: run scripts/setup (npm ci)"
+    cfg = {"url": daemon.url + "/", "token": daemon.token, "image": "busybox",
+           "out": str(tmp_path), "chromium": CHROMIUM,
+           "terminal": os.environ.get("PE_BROWSER_TERMINAL", "1") == "1"}
+    env = dict(os.environ, PE_BROWSER=json.dumps(cfg))
+    p = subprocess.run([node, SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
+    shots = ["sandboxes.png"] + (["terminal.png"] if cfg["terminal"] else [])
+    for s in shots:
+        assert os.path.getsize(tmp_path / s) > 1000, s
+
+
+def test_static_files(daemon):
+    """Content types, cache validation, the text banner, and no way out of
+    the page's folder."""
+    # curl and other clients that do not ask for HTML keep the text banner.
+    st, h, body = get(daemon.url + "/")
+    assert st == 200 and h["Content-Type"].startswith("text/plain")
+    assert b"owner: did:key:" in body and b"public key: " in body
+    st, h, page = get(daemon.url + "/", accept="text/html,*/*;q=0.8")
+    assert st == 200 and h["Content-Type"] == "text/html; charset=utf-8"
+    assert b"<title>Pocketenv</title>" in page and b"owner: did:key:" in page
+    assert "frame-ancestors 'none'" in h["Content-Security-Policy"]
+    assert h["X-Content-Type-Options"] == "nosniff"
+
+    want = {"/index.html": "text/html", "/app.js": "text/javascript",
+            "/xterm.mjs": "text/javascript", "/addon-fit.mjs": "text/javascript",
+            "/xterm.css": "text/css", "/app.css": "text/css"}
+    for path, ctype in want.items():
+        st, h, body = get(daemon.url + path)
+        assert st == 200, path
+        assert h["Content-Type"].startswith(ctype + ";"), (path, h["Content-Type"])
+        assert h["Cache-Control"] == "no-cache", path
+        assert len(body) == int(h["Content-Length"]) and body, path
+        # The browser's copy is revalidated: same ETag, 304 and no body.
+        st2, h2, body2 = get(daemon.url + path, headers={"If-None-Match": h["ETag"]})
+        assert (st2, body2, h2["ETag"]) == (304, b"", h["ETag"]), path
+    # The npm package's file, byte for byte.
+    with open(os.path.join(ROOT, "node_modules", "@xterm", "xterm", "lib", "xterm.mjs"),
+              "rb") as f:
+        assert get(daemon.url + "/xterm.mjs")[2] == f.read()
+
+    # Only GET and HEAD: the page's files are read-only.
+    req = urllib.request.Request(daemon.url + "/app.js", data=b"x", method="POST")
+    try:
+        urllib.request.urlopen(req, timeout=10)
+        assert False, "POST /app.js was accepted"
+    except urllib.error.HTTPError as e:
+        assert e.code == 405
+    req = urllib.request.Request(daemon.url + "/app.js", method="HEAD")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/javascript")
+        assert r.read() == b""
+
+    for path in ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/..%2f..%2fetc%2fpasswd",
+                 "//etc/passwd", "/web/index.html", "/meson.build", "/vendor.sh",
+                 "/.gitignore", "/app.js/..", "/node_modules/", "/xterm.mjs.map"]:
+        st, body = raw_get(daemon.url, path)
+        assert st == 404, (path, st)
+        assert b"root:" not in body
+
+
+def raw_get(base, path):
+    """GET with the path sent exactly as given (urllib would normalise)."""
+    import http.client
+    host = base[len("http://"):]
+    c = http.client.HTTPConnection(host, timeout=10)
+    c.putrequest("GET", path, skip_accept_encoding=True)
+    c.endheaders()
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
