@@ -23,7 +23,11 @@
  * one; any viewer draining resumes it. A viewer that falls more than
  * VIEWER_MAX behind the others is dropped (WebSocket close 1008 "viewer
  * too slow", or an SSE error event), so it never holds the rest back.
- * Input to the shell is bounded by INPUT_MAX. */
+ * Input to the shell is bounded by INPUT_MAX.
+ *
+ * A session holds its sandbox (pe_daemon_hold) from creation to free, so
+ * the idle stop never takes a sandbox with a live terminal; input touches
+ * it. A session without viewers ends after --terminal-idle. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -501,6 +505,7 @@ static void session_maybe_free(pe_term_session *s)
     pe_ev_timer_stop(s->idle);
     if (s->have_proc)
         pe_proc_close(&s->proc);
+    pe_daemon_release(s->d, s->sandbox_id);
     free(s->in);
     free(s->key);
     free(s->sandbox_id);
@@ -731,6 +736,8 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sand
         return NULL;
     }
     d->inflight++;
+    /* The idle stop leaves a sandbox alone while a session of it lives. */
+    pe_daemon_hold(d, sandbox_id);
     s->next = t->head;
     if (s->next)
         s->next->prev = s;
@@ -745,6 +752,7 @@ int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err
         return pe_err_set(err, PE_ESTATE, 0, "the session has ended");
     if (len > INPUT_MAX - s->in_len)
         return pe_err_set(err, PE_XRPC_EBUSY, 0, "the shell is not reading its input");
+    pe_daemon_touch(s->d, s->sandbox_id);
     s->in = pe_xrealloc(s->in, s->in_len + len + 1);
     memcpy(s->in + s->in_len, data, len);
     s->in_len += len;
