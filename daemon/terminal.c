@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/utf8.h"
 #include "core/util.h"
 #include "terminal.h"
 
@@ -98,57 +99,6 @@ static struct pe_terminals *table(pe_daemon *d)
     if (d->terms == NULL)
         d->terms = pe_xcalloc(1, sizeof(*d->terms));
     return d->terms;
-}
-
-/* ---- UTF-8 -------------------------------------------------------------- */
-
-/* Length of the well-formed sequence at p (1..4), 0 if invalid, -1 if
- * it is a valid start cut short by the end of the buffer. */
-static int utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    int n = c < 0x80                 ? 1
-            : c >= 0xc2 && c <= 0xdf ? 2
-            : (c & 0xf0) == 0xe0     ? 3
-            : c >= 0xf0 && c <= 0xf4 ? 4
-                                     : 0;
-
-    if (n <= 1)
-        return n;
-    for (int k = 1; k < n; k++) {
-        if ((size_t)k >= avail)
-            return -1;
-        unsigned char ck = p[k];
-        if ((ck & 0xc0) != 0x80)
-            return 0;
-        if (k == 1 && ((c == 0xe0 && ck < 0xa0) || (c == 0xed && ck >= 0xa0) ||
-                       (c == 0xf0 && ck < 0x90) || (c == 0xf4 && ck >= 0x90)))
-            return 0;
-    }
-    return n;
-}
-
-size_t pe__term_utf8_text(const unsigned char *data, size_t len, bool final, char *out,
-                          size_t *used)
-{
-    size_t i = 0, o = 0;
-
-    while (i < len) {
-        int n = utf8_seq(data + i, len - i);
-        if (n < 0 && !final)
-            break; /* unfinished character: keep for the next read */
-        if (n > 0) {
-            memcpy(out + o, data + i, (size_t)n);
-            o += (size_t)n;
-            i += (size_t)n;
-        } else {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-    }
-    *used = i;
-    return o;
 }
 
 /* ---- viewers ------------------------------------------------------------ */
@@ -301,7 +251,7 @@ static void viewer_replay(pe_term_session *s, viewer *v)
         /* The unfinished tail is in the carry: the next chunk completes it. */
         size_t n = len >= s->carry_len ? len - s->carry_len : 0;
         text = pe_xmalloc(3 * n + 1);
-        tlen = pe__term_utf8_text(raw, n, true, text, &used);
+        tlen = pe_utf8_sanitize(raw, n, true, text, &used);
         viewer_output(v, NULL, 0, text, tlen);
         free(text);
     }
@@ -327,18 +277,11 @@ static void session_output(pe_term_session *s, const unsigned char *p, size_t n)
     all = s->carry_len + n;
     if (any_text) {
         text = pe_xmalloc(3 * all + 1);
-        tlen = pe__term_utf8_text(buf, all, false, text, &used);
+        tlen = pe_utf8_sanitize(buf, all, false, text, &used);
     } else {
         /* Only the carry, which must stay right for a text viewer that
          * attaches later: an unfinished character at the very end. */
-        used = all;
-        for (size_t back = 1; back <= 3 && back <= all; back++) {
-            if ((buf[all - back] & 0xc0) == 0x80)
-                continue;
-            if (utf8_seq(buf + all - back, back) < 0)
-                used = all - back;
-            break;
-        }
+        used = all - pe_utf8_unfinished(buf, all);
     }
     s->carry_len = all - used;
     memcpy(s->carry, buf + used, s->carry_len);
