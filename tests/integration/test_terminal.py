@@ -361,3 +361,45 @@ def test_many_concurrent_sessions(td):
         assert v.wait_close(timeout=60)[0] == 1000
         v.close()
     assert td.healthy()
+
+
+def test_daemon_shutdown_closes_viewers(tmp_path):
+    """SIGTERM with live terminals: viewers are told (1001, SSE error), the
+    shells are killed, the daemon exits 0."""
+    data = str(tmp_path / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    before = set(sandbox_processes())
+    d = TermDaemon(data, free_port(), str(tmp_path / "token.json"))
+    log = open(tmp_path / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    sid = None
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        st, o = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})
+        assert st == 200, o
+        sid = o["id"]
+        d.wait_status(sid, ["RUNNING"], timeout=30)
+        ws = d.ws(f"/tty/{sid}/ws")
+        ws.send("echo $((4*4))s\n")
+        ws.read_until("16s")
+        sse = d.sse(f"/tty/{sid}/stream")
+        sse.read_output_until("16s")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) == 0, open(tmp_path / "daemon.log").read()[-3000:]
+        code, reason, _ = ws.wait_close()
+        assert (code, reason) == (1001, "daemon shutting down")
+        evs = list(sse.events())
+        assert ("error", {"message": "daemon shutting down"}) in evs and sse.ended
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        log.close()
+        # the sandbox itself outlives the daemon (by design); remove it
+        if sid:
+            subprocess.run([BIN, "--data", data, "runtime", "rm", sid], capture_output=True)
+    wait_for(lambda: not set(sandbox_processes()) - before, 10, "sandbox processes to exit")
