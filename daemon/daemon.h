@@ -81,6 +81,8 @@ pe_store *pe_daemon_store(pe_daemon *d, pe_err *err);
 /* Watch a sandbox's init (our child: the runtime clones it from the
  * daemon) and reap it when it exits. Takes ownership of pidfd. */
 void pe_daemon_watch_init(pe_daemon *d, int pidfd);
+/* At exit, after the loop is freed: forget the inits still running. */
+void pe_daemon_watch_free(void);
 
 /* Auth middleware: the caller's DID from "Authorization: Bearer <jwt>"
  * (API scope). On failure answers req with 401 and returns NULL. The

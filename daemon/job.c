@@ -155,7 +155,22 @@ int pe_daemon_job_submit(pe_daemon_job *job)
 struct init_watch {
     pe_ev_io *io;
     int pidfd;
+    struct init_watch *next, *prev; /* inits still running, for shutdown */
 };
+
+static struct init_watch *watches; /* loop thread only */
+
+static void watch_free(struct init_watch *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        watches = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    close(w->pidfd);
+    free(w);
+}
 
 static void on_init_exit(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
@@ -167,8 +182,7 @@ static void on_init_exit(pe_ev_io *io, int fd, uint32_t events, void *ud)
     if (waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
         return; /* not exited yet: spurious wakeup */
     pe_ev_io_stop(io);
-    close(w->pidfd);
-    free(w);
+    watch_free(w);
 }
 
 void pe_daemon_watch_init(pe_daemon *d, int pidfd)
@@ -182,7 +196,19 @@ void pe_daemon_watch_init(pe_daemon *d, int pidfd)
         pe_log_warn("watch sandbox init: %s", err.msg);
         close(pidfd);
         free(w);
+        return;
     }
+    w->next = watches;
+    if (w->next)
+        w->next->prev = w;
+    watches = w;
+}
+
+void pe_daemon_watch_free(void)
+{
+    /* The sandboxes keep running; their watchers went with the loop. */
+    while (watches)
+        watch_free(watches);
 }
 
 json_t *pe_daemon_time_json(int64_t ms)

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, sandbox_processes, wait_for
+from conftest import BIN, wait_for
 from test_daemon import Daemon, free_port
 from wsclient import SSE, WS
 
@@ -69,14 +69,34 @@ class TermDaemon(Daemon):
         return sum(1 for line in o["stdout"].splitlines() if line.strip() == "sh -i")
 
 
+def sandbox_pidns(data, sid):
+    """The pid namespace of a running sandbox (its init's)."""
+    p = subprocess.run([BIN, "--data", data, "runtime", "inspect", sid], capture_output=True,
+                       text=True, check=True)
+    return os.readlink(f"/proc/{json.loads(p.stdout)['pid']}/ns/pid")
+
+
+def procs_in(ns):
+    """Host pids in pid namespace ns: what is left of one sandbox. Specific
+    to it, so sandboxes of tests running beside ours do not count."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.readlink(f"/proc/{d}/ns/pid") == ns:
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
 @pytest.fixture(scope="module")
 def td(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("term")
     data = str(tmp / "data")
     subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
                    capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
     d = TermDaemon(data, free_port(), str(tmp / "token.json"))
+    ns = None
     log = open(tmp / "daemon.log", "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
                                "--token-file", d.token_file, "--terminal-idle", str(IDLE)],
@@ -91,7 +111,7 @@ def td(tmp_path_factory):
         assert st == 200, o
         d.sid = o["id"]
         d.wait_status(d.sid, ["RUNNING"], timeout=30)
-        d.log_path = tmp / "daemon.log"
+        ns = sandbox_pidns(data, d.sid)
         yield d
     finally:
         if d.proc.poll() is None and d.token:
@@ -103,8 +123,8 @@ def td(tmp_path_factory):
         rc = d.proc.wait(timeout=30)
         log.close()
         assert rc == 0, open(tmp / "daemon.log").read()[-5000:]
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
-             "sandbox processes to exit")
+    if ns:
+        wait_for(lambda: not procs_in(ns), 10, "the sandbox's processes to exit")
 
 
 def has(s):
@@ -369,12 +389,11 @@ def test_daemon_shutdown_closes_viewers(tmp_path):
     data = str(tmp_path / "data")
     subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
                    capture_output=True, text=True)
-    before = set(sandbox_processes())
     d = TermDaemon(data, free_port(), str(tmp_path / "token.json"))
     log = open(tmp_path / "daemon.log", "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
                                "--token-file", d.token_file], stderr=log)
-    sid = None
+    sid = ns = None
     try:
         wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
         with open(d.token_file) as f:
@@ -383,6 +402,7 @@ def test_daemon_shutdown_closes_viewers(tmp_path):
         assert st == 200, o
         sid = o["id"]
         d.wait_status(sid, ["RUNNING"], timeout=30)
+        ns = sandbox_pidns(data, sid)
         ws = d.ws(f"/tty/{sid}/ws")
         ws.send("echo $((4*4))s\n")
         ws.read_until("16s")
@@ -394,6 +414,8 @@ def test_daemon_shutdown_closes_viewers(tmp_path):
         assert (code, reason) == (1001, "daemon shutting down")
         evs = list(sse.events())
         assert ("error", {"message": "daemon shutting down"}) in evs and sse.ended
+        # the sandbox outlives the daemon (by design), its shells do not
+        wait_for(lambda: len(procs_in(ns)) == 1, 10, "only the sandbox's init to be left")
     finally:
         if d.proc.poll() is None:
             d.proc.kill()
@@ -402,4 +424,5 @@ def test_daemon_shutdown_closes_viewers(tmp_path):
         # the sandbox itself outlives the daemon (by design); remove it
         if sid:
             subprocess.run([BIN, "--data", data, "runtime", "rm", sid], capture_output=True)
-    wait_for(lambda: not set(sandbox_processes()) - before, 10, "sandbox processes to exit")
+    if ns:
+        wait_for(lambda: not procs_in(ns), 10, "the sandbox's processes to exit")
