@@ -426,3 +426,23 @@ def test_daemon_shutdown_closes_viewers(tmp_path):
             subprocess.run([BIN, "--data", data, "runtime", "rm", sid], capture_output=True)
     if ns:
         wait_for(lambda: not procs_in(ns), 10, "the sandbox's processes to exit")
+
+
+def test_stopped_sandbox_ends_and_refuses_terminals(td):
+    st, o = td.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox",
+                                                                "name": "term-stop"})
+    assert st == 200, o
+    sid = o["id"]
+    td.wait_status(sid, ["RUNNING"], timeout=30)
+    ws = td.ws(f"/tty/{sid}/ws")
+    ws.send("echo $((5*7))t\n")
+    ws.read_until("35t")
+    st, o = td.sandbox("stopSandbox", sid)
+    assert st == 200, o
+    code, reason, _ = ws.wait_close()
+    assert code == 1000 and reason.startswith("exit "), (code, reason)
+    ws = td.ws(f"/tty/{sid}/ws")
+    assert ws.status == 400 and b"SandboxNotRunning" in ws.body, ws.head
+    st, body = td.http("POST", f"/tty/{sid}/input", b"x")
+    assert st == 400
+    assert td.sandbox("deleteSandbox", sid)[0] == 200
