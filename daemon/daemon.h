@@ -62,6 +62,7 @@ struct pe_daemon_job {
     bool failed;
     const char *err_name; /* custom error name for err, or NULL */
     int init_pidfd;       /* a started sandbox's init, to reap (-1: none) */
+    void *ud;             /* the handler's own (e.g. a raw HTTP request); not freed */
 };
 
 /* New job for req (NULL: background) by the caller did (copied). */

@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "transfer.h"
 
 #define PAGE 500
 #define STOP_TIMEOUT 10.0
@@ -365,6 +366,8 @@ static void tick_work(pe_daemon_job *job, pe_store *s)
 {
     if (sync_store(job->d, s, false, NULL, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
+    pe_daemon_backups_expire(job->d, s);
+    pe_daemon_copy_expire(job->d);
 }
 
 static void tick_after(pe_daemon_job *job)

@@ -21,6 +21,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "resources.h"
+#include "transfer.h"
 #include "runtime/security.h"
 #include "web.h"
 
@@ -306,7 +307,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
-        pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
+        pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
+        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;

@@ -1123,7 +1123,19 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
         c = conn_new(cls, mc);
         *con_cls = c;
         route(c, url, method);
-        return c->resp ? queue(c) : MHD_YES;
+        /* An answer queued before MHD has read the whole request makes it
+         * close the connection afterwards (it cannot tell whether a body
+         * follows): so answer on the next call, when the request is in,
+         * and keep-alive works. Only a body too large to read is answered
+         * now, and that connection closes. */
+        return c->resp && c->too_big ? queue(c) : MHD_YES;
+    }
+    if (c->resp && *data_size && c->body_len + *data_size <= c->srv->cfg.max_json_body) {
+        /* An early answer (an error found from the head): read and drop
+         * the body first, so the connection stays usable. */
+        c->body_len += *data_size;
+        *data_size = 0;
+        return MHD_YES;
     }
     if (c->resp) /* an early error, or a deferred answer after resume */
         return queue(c);

@@ -443,3 +443,28 @@ def test_repo_without_git_in_the_image_is_reported(daemon):
         return got["status"] == "RUNNING" and got.get("statusReason")
     assert "no git" in wait_for(reason, 20, "clone outcome")
     assert daemon.sandbox("deleteSandbox", "nogit")[0] == 200
+
+
+def test_connections_are_kept_alive(daemon):
+    """One connection serves many requests, errors included (a client such
+    as wrk or upstream's SDK otherwise pays a TCP handshake each time)."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", int(daemon.url.rsplit(":", 1)[1]), timeout=10)
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    asks = [("GET", "/healthz", None, 200),
+            ("GET", "/xrpc/io.pocketenv.actor.getProfile", None, 200),
+            ("GET", "/xrpc/io.pocketenv.sandbox.getSandbox?id=nosuch", None, 404),
+            ("POST", "/xrpc/io.pocketenv.sandbox.updateSandboxSettings", b"{}", 501),
+            ("POST", "/xrpc/io.pocketenv.sandbox.getSandbox?id=x", b"{}", 400),
+            ("GET", "/metrics", None, 200)]
+    sock = None
+    for method, path, body, want in asks:
+        conn.request(method, path, body=body,
+                     headers=dict(auth, **({"Content-Type": "application/json"} if body else {})))
+        r = conn.getresponse()
+        r.read()
+        assert r.status == want, (path, r.status)
+        assert (r.getheader("Connection") or "").lower() != "close", path
+        sock = sock or conn.sock
+        assert conn.sock is sock, f"{path}: the connection was not reused"
+    conn.close()

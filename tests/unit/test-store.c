@@ -21,6 +21,7 @@
 
 #include "core/fs.h"
 #include "core/util.h"
+#include "pocketenv/store-backups.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
 #include "task.h"
@@ -1059,6 +1060,86 @@ TEST_CASE(open_errors)
     ASSERT_EQ_INT(st.st_mode & 0777, 0600);
 }
 
+/* Backups belong to a sandbox and, through it, to its owner: another
+ * user's backup reads as missing; expiry lists only rows past their time;
+ * deleting the sandbox drops its backups. */
+BOTH(backups)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL;
+    pe_store_backup got = {0}, *list = NULL;
+    size_t n = 0;
+    int64_t now = pe_store_now_ms(), cnt = -1;
+    pe_store_backup b1 = {.id = "bak_1",
+                          .sandbox_id = NULL,
+                          .archive = "bak_1.tar.zst",
+                          .directory = "/work",
+                          .description = "first",
+                          .expires_at = now - 1,
+                          .created_at = now - 10};
+    pe_store_backup b2 = {.id = "bak_2",
+                          .archive = "bak_2.tar.zst",
+                          .directory = "/",
+                          .expires_at = now + 60000,
+                          .created_at = now - 5};
+    pe_store_backup b3 = {.id = "bak_3", .archive = "bak_3.tar.zst", .directory = "/x'); --"};
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "mine", 0);
+    b = add_sandbox(s, "did:key:zB", "theirs", 0);
+    b1.sandbox_id = a;
+    b2.sandbox_id = a;
+    b3.sandbox_id = b;
+    ASSERT_EQ_INT(pe_store_backup_add(s, &b1, &err), 0);
+    ASSERT_EQ_INT(pe_store_backup_add(s, &b2, &err), 0);
+    ASSERT_EQ_INT(pe_store_backup_add(s, &b3, &err), 0);
+    ASSERT_EQ_INT(pe_store_backup_add(s, &b3, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    b3.id = "bak_4";
+    b3.sandbox_id = "sbx_nope";
+    ASSERT_EQ_INT(pe_store_backup_add(s, &b3, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_backup_get(s, "did:key:zA", "bak_1", &got, &err), 0);
+    ASSERT_EQ_STR(got.sandbox_id, a);
+    ASSERT_EQ_STR(got.archive, "bak_1.tar.zst");
+    ASSERT_EQ_STR(got.directory, "/work");
+    ASSERT_EQ_STR(got.description, "first");
+    ASSERT(got.expires_at == now - 1 && got.created_at == now - 10);
+    pe_store_backup_clear(&got);
+    ASSERT_EQ_INT(pe_store_backup_get(s, "did:key:zB", "bak_1", &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_backup_get(s, NULL, "bak_3", &got, &err), 0);
+    ASSERT_EQ_STR(got.directory, "/x'); --");
+    ASSERT(got.description == NULL && got.expires_at == 0);
+    pe_store_backup_clear(&got);
+
+    ASSERT_EQ_INT(pe_store_backup_list(s, a, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 2);
+    ASSERT_EQ_STR(list[0].id, "bak_2"); /* newest first */
+    ASSERT_EQ_STR(list[1].id, "bak_1");
+    pe_store_backup_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_backup_count(s, a, &cnt, &err), 0);
+    ASSERT(cnt == 2);
+
+    ASSERT_EQ_INT(pe_store_backup_expired(s, now, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 1);
+    ASSERT_EQ_STR(list[0].id, "bak_1");
+    pe_store_backup_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_backup_delete(s, "bak_1", &err), 0);
+    ASSERT_EQ_INT(pe_store_backup_delete(s, "bak_1", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, a, &err), 0);
+    ASSERT_EQ_INT(pe_store_backup_get(s, NULL, "bak_2", &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_backup_count(s, b, &cnt, &err), 0);
+    ASSERT(cnt == 1);
+    pe_store_close(s);
+}
+
 int main(void)
 {
     int failed = 0;
@@ -1080,13 +1161,14 @@ int main(void)
     if (g_pg_missing)
         printf("# pg_ cases skip: %s\n", g_pg_missing);
 
-    failed |= RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open,
-                        sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
-                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
-                        sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
+    failed |=
+        RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open, sqlite_users,
+                  sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status, sqlite_not_found,
+                  sqlite_kv, sqlite_resources, sqlite_volumes, sqlite_delete_cascades,
+                  sqlite_hostile_strings, sqlite_two_handles, sqlite_backups);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
                         pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
-                        pg_delete_cascades, pg_hostile_strings, pg_two_handles);
+                        pg_delete_cascades, pg_hostile_strings, pg_two_handles, pg_backups);
 
     pg_stop();
     free(g_pg_url);

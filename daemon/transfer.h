@@ -1,0 +1,27 @@
+/* Backups and copies of a sandbox's directories (issue 5):
+ * io.pocketenv.sandbox.createBackup / getBackups / restoreBackup
+ * (handlers/backup.c), pushDirectory / pullDirectory and the /cp transfer
+ * store (handlers/copy.c). docs/design/transfer.md says what a user sees. */
+#ifndef PE_DAEMON_TRANSFER_H
+#define PE_DAEMON_TRANSFER_H
+
+#include "daemon.h"
+
+/* The three backup methods, and pushDirectory, pullDirectory, POST /cp,
+ * GET /cp/<uuid>. Loop thread, at start. */
+int pe_daemon_register_backups(pe_daemon *d, pe_err *err);
+int pe_daemon_register_copy(pe_daemon *d, pe_err *err);
+
+/* Housekeeping, on a worker (the tick): remove expired backups (row and
+ * archive) and archives whose row is gone (a deleted sandbox); remove /cp
+ * objects never downloaded before their expiry. */
+void pe_daemon_backups_expire(pe_daemon *d, pe_store *s);
+void pe_daemon_copy_expire(pe_daemon *d);
+
+/* The caller's sandbox by id or name (another user's answers PE_ENOENT
+ * "sandbox not found"); unless any_state, also run by this daemon and
+ * past INITIALIZING (PE_ESTATE otherwise). */
+int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
+                               bool any_state, pe_store_sandbox *out, pe_err *err);
+
+#endif
