@@ -446,3 +446,26 @@ def test_stopped_sandbox_ends_and_refuses_terminals(td):
     st, body = td.http("POST", f"/tty/{sid}/input", b"x")
     assert st == 400
     assert td.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_ctrl_c_and_raw_control_keys(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=keys")
+    ws.send("sleep 4242; echo not''interrupted\n")
+
+    def running(what):
+        st, o = td.sandbox("exec", td.sid, {"command": "ps -o args"})
+        return what in o["stdout"]
+    wait_for(lambda: running("sleep 4242"), 10, "sleep to run in the foreground")
+    ws.send("\x03")  # Ctrl-C reaches the foreground job through the PTY
+    ws.send("echo after$((2+2))\n")
+    out = ws.read_until("after4", timeout=10)
+    assert b"notinterrupted" not in out
+    # A program in raw mode (as full-screen programs are) gets control keys
+    # as bytes: Ctrl-C, Ctrl-D, Escape, and UTF-8.
+    ws.send("stty raw -echo; dd bs=1 count=5 2>/dev/null | od -An -tx1; stty sane; "
+            "echo e''nd$((3+3))\n")
+    wait_for(lambda: running("od -An"), 10, "dd | od to read the terminal")
+    ws.send("\x03\x04\x1bé")
+    out = ws.read_until("end6", timeout=10)
+    assert b"03 04 1b c3 a9" in out, out
+    ws.close()
