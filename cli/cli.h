@@ -84,6 +84,9 @@ int pe_cmd_res(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */
+/* The API commands: exec pocketenv-client (cli/cmd-serve.c). */
+bool pe_cli_is_client(const char *cmd);
+int pe_cmd_client(int argc, char **argv);
 int pe_cmd_serve(int argc, char **argv);
 
 #endif

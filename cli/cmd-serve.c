@@ -1,5 +1,7 @@
-/* pocketenv serve | token: exec pocketenv-serve, next to this binary (or in
- * ../libexec), which carries the daemon's libraries (see daemon/main.c). */
+/* Commands that live in helper programs, next to this binary (or in
+ * ../libexec), which carry libraries `pocketenv` must not load:
+ *   serve, token      -> pocketenv-serve (the daemon's, see daemon/main.c)
+ *   the API commands  -> pocketenv-client (libcurl & co, cli/client-main.c) */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -10,34 +12,48 @@
 #include "cli.h"
 #include "core/util.h"
 
-static char *helper_path(void)
+static char *helper_path(const char *name)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     char *slash, *p;
 
     if (n <= 0)
-        return pe_xstrdup("/usr/libexec/pocketenv-serve");
+        return pe_xasprintf("/usr/libexec/%s", name);
     exe[n] = '\0';
     slash = strrchr(exe, '/');
     *slash = '\0';
-    p = pe_xasprintf("%s/pocketenv-serve", exe);
+    p = pe_xasprintf("%s/%s", exe, name);
     if (access(p, X_OK) == 0)
         return p;
     free(p);
-    return pe_xasprintf("%s/../libexec/pocketenv-serve", exe);
+    return pe_xasprintf("%s/../libexec/%s", exe, name);
 }
 
-/* argv[0] is the command ("serve" or "token"); the process becomes the
- * helper, so signals (SIGTERM to the daemon) reach it directly. */
-int pe_cmd_serve(int argc, char **argv)
+bool pe_cli_is_client(const char *cmd)
+{
+    static const char *const names[] = {
+        "login", "logout", "whoami", "create", "new",    "start", "stop",
+        "rm",    "delete", "remove", "ls",     "ps",     "exec",  "console",
+        "shell", "ssh",    "s",      "env",    "secret", "file",  "volume",
+    };
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(names); i++)
+        if (strcmp(cmd, names[i]) == 0)
+            return true;
+    return false;
+}
+
+/* The process becomes the helper, so signals (SIGTERM to the daemon,
+ * SIGWINCH to a console) reach it directly. */
+static int exec_helper(const char *name, int argc, char **argv, bool pass_data)
 {
     char **args = pe_xcalloc((size_t)argc + 4, sizeof(char *));
-    char *path = helper_path();
+    char *path = helper_path(name);
     int n = 0;
 
-    args[n++] = (char *)"pocketenv-serve";
-    if (pe_cli_data_dir) {
+    args[n++] = (char *)name;
+    if (pass_data && pe_cli_data_dir) {
         args[n++] = (char *)"--data";
         args[n++] = (char *)pe_cli_data_dir;
     }
@@ -49,4 +65,16 @@ int pe_cmd_serve(int argc, char **argv)
     free(path);
     free(args);
     return PE_EXIT_FAIL;
+}
+
+/* argv[0] is the command ("serve" or "token"). */
+int pe_cmd_serve(int argc, char **argv)
+{
+    return exec_helper("pocketenv-serve", argc, argv, true);
+}
+
+/* argv[0] is one of pe_cli_is_client's commands. */
+int pe_cmd_client(int argc, char **argv)
+{
+    return exec_helper("pocketenv-client", argc, argv, false);
 }

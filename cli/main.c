@@ -100,16 +100,8 @@ int main(int argc, char **argv)
         return pe_cmd_image(argc - i, argv + i);
     if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "token") == 0)
         return pe_cmd_serve(argc - i, argv + i);
-    if (strcmp(argv[i], "console") == 0 || strcmp(argv[i], "shell") == 0 ||
-        strcmp(argv[i], "ssh") == 0 || strcmp(argv[i], "s") == 0)
-        return pe_cmd_console(argc - i, argv + i);
-    {
-        int r = pe_cmd_api(argc - i, argv + i);
-        if (r < 0)
-            r = pe_cmd_res(argc - i, argv + i);
-        if (r >= 0)
-            return r;
-    }
+    if (pe_cli_is_client(argv[i]))
+        return pe_cmd_client(argc - i, argv + i);
     fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[i]);
     return 2;
 }

@@ -39,6 +39,7 @@ typedef struct pe_daemon {
     int sandbox_net;            /* enum pe_net_mode for the sandboxes it runs */
     char *node;                 /* this daemon's node id (DATA/node-id) */
     bool tick_busy;             /* a housekeeping pass is queued or running */
+    struct init_watch *watches; /* inits of sandboxes we started (job.c) */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;
@@ -82,8 +83,8 @@ pe_store *pe_daemon_store(pe_daemon *d, pe_err *err);
 /* Watch a sandbox's init (our child: the runtime clones it from the
  * daemon) and reap it when it exits. Takes ownership of pidfd. */
 void pe_daemon_watch_init(pe_daemon *d, int pidfd);
-/* At exit, after the loop is freed: forget the inits still running. */
-void pe_daemon_watch_free(void);
+/* Stop watching every init (shutdown, before the loop is freed). */
+void pe_daemon_watch_free_all(pe_daemon *d);
 
 /* Auth middleware: the caller's DID from "Authorization: Bearer <jwt>"
  * (API scope). On failure answers req with 401 and returns NULL. The

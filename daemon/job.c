@@ -155,19 +155,19 @@ int pe_daemon_job_submit(pe_daemon_job *job)
 struct init_watch {
     pe_ev_io *io;
     int pidfd;
-    struct init_watch *next, *prev; /* inits still running, for shutdown */
+    pe_daemon *d;
+    struct init_watch *next, *prev; /* d->watches: freed at shutdown */
 };
 
-static struct init_watch *watches; /* loop thread only */
-
-static void watch_free(struct init_watch *w)
+static void watch_free(pe_daemon *d, struct init_watch *w)
 {
     if (w->prev)
         w->prev->next = w->next;
     else
-        watches = w->next;
+        d->watches = w->next;
     if (w->next)
         w->next->prev = w->prev;
+    pe_ev_io_stop(w->io);
     close(w->pidfd);
     free(w);
 }
@@ -181,8 +181,7 @@ static void on_init_exit(pe_ev_io *io, int fd, uint32_t events, void *ud)
     /* ECHILD: not our child (adopted from an earlier daemon); nothing to reap. */
     if (waitid((idtype_t)P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 && si.si_pid == 0)
         return; /* not exited yet: spurious wakeup */
-    pe_ev_io_stop(io);
-    watch_free(w);
+    watch_free(w->d, w);
 }
 
 void pe_daemon_watch_init(pe_daemon *d, int pidfd)
@@ -191,6 +190,7 @@ void pe_daemon_watch_init(pe_daemon *d, int pidfd)
     pe_err err;
 
     w->pidfd = pidfd;
+    w->d = d;
     w->io = pe_ev_io_start(d->loop, pidfd, EPOLLIN, on_init_exit, w, &err);
     if (w->io == NULL) {
         pe_log_warn("watch sandbox init: %s", err.msg);
@@ -198,17 +198,18 @@ void pe_daemon_watch_init(pe_daemon *d, int pidfd)
         free(w);
         return;
     }
-    w->next = watches;
+    w->next = d->watches;
     if (w->next)
         w->next->prev = w;
-    watches = w;
+    d->watches = w;
 }
 
-void pe_daemon_watch_free(void)
+/* Shutdown: sandboxes outlive the daemon (the next one adopts them), so
+ * their inits are simply no longer watched. */
+void pe_daemon_watch_free_all(pe_daemon *d)
 {
-    /* The sandboxes keep running; their watchers went with the loop. */
-    while (watches)
-        watch_free(watches);
+    while (d->watches)
+        watch_free(d, d->watches);
 }
 
 json_t *pe_daemon_time_json(int64_t ms)

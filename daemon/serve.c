@@ -334,8 +334,9 @@ static void teardown(pe_daemon *d)
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)
+        pe_daemon_watch_free_all(d);
+    if (d->loop)
         pe_ev_loop_free(d->loop);
-    pe_daemon_watch_free();
     pe_web_free(d->web);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)

@@ -1,0 +1,44 @@
+/* pocketenv-client: the commands that talk to the daemon's API.
+ *
+ * They need libcurl, libwslay, nettle and libsodium; loaded by `pocketenv`
+ * itself those cost about 9 ms at every start, runtime commands and
+ * sandbox starts included (bench/README.md). So `pocketenv` execs this
+ * program for them (cli/cmd-serve.c), as it does pocketenv-serve for the
+ * daemon.
+ *
+ *   pocketenv-client COMMAND ARGS...   (the commands of pe_cli_is_client) */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "core/log.h"
+
+const char *pe_cli_data_dir;
+
+int pe_cli_fail(const pe_err *err)
+{
+    fprintf(stderr, "pocketenv: %s\n", err->msg[0] ? err->msg : "failed");
+    return PE_EXIT_FAIL;
+}
+
+int main(int argc, char **argv)
+{
+    int r;
+
+    pe_log_init();
+    if (argc < 2) {
+        fprintf(stderr, "usage: pocketenv-client COMMAND ARGS...\n");
+        return 2;
+    }
+    if (strcmp(argv[1], "console") == 0 || strcmp(argv[1], "shell") == 0 ||
+        strcmp(argv[1], "ssh") == 0 || strcmp(argv[1], "s") == 0)
+        return pe_cmd_console(argc - 1, argv + 1);
+    r = pe_cmd_api(argc - 1, argv + 1);
+    if (r < 0)
+        r = pe_cmd_res(argc - 1, argv + 1);
+    if (r < 0) {
+        fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[1]);
+        return 2;
+    }
+    return r;
+}
