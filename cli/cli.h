@@ -81,6 +81,8 @@ int pe_cmd_image(int argc, char **argv);
 int pe_cmd_api(int argc, char **argv);
 /* env, secret, file, volume (cli/cmd-res.c); -1 if argv[0] is none. */
 int pe_cmd_res(int argc, char **argv);
+/* expose, unexpose, ports, vscode (cli/cmd-ports.c); -1 if none. */
+int pe_cmd_ports(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */

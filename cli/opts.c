@@ -177,6 +177,7 @@ static int parse_volume(const char *arg, pe_sandbox_cfg *cfg, pe_err *err)
         return pe_err_set(err, PE_EINVAL, 0, "volume paths must be absolute: %s", arg);
     cfg->binds = pe_xrealloc(cfg->binds, (cfg->n_binds + 1) * sizeof(pe_bind));
     b = &cfg->binds[cfg->n_binds++];
+    memset(b, 0, sizeof(*b)); /* every field, including ones added later */
     b->host = pe_xstrdup(host);
     b->dest = pe_xstrdup(dest);
     b->ro = mode != NULL && strcmp(mode, "ro") == 0;

@@ -39,6 +39,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "transfer.h"
+#include "supervise.h"
 
 #define PAGE 500
 #define STOP_TIMEOUT 10.0
@@ -261,6 +262,7 @@ static void idle_stop(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int
     if (last == INT64_MAX || now - last < timeout * 1000)
         return;
     pe_err_clear(&err);
+    pe_daemon_unit_stop_sandbox(sb->id); /* its services first, as stopSandbox does */
     if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &err) < 0 && err.code != PE_ESTATE) {
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;

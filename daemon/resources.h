@@ -11,6 +11,7 @@
 #define PE_DAEMON_RESOURCES_H
 
 #include <jansson.h>
+#include <sys/types.h>
 
 #include "daemon.h"
 
@@ -40,6 +41,15 @@ void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb);
  * is not running. */
 int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
                                  const unsigned char *data, size_t len, pe_err *err);
+/* The same with a fixed mode (e.g. 0600 for a private key): the file is
+ * the sandbox root's with exactly that mode, even if one was there, and
+ * missing directories are made 0700. mode 0 is pe_daemon_sandbox_write_file. */
+int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *path,
+                                      const unsigned char *data, size_t len, mode_t mode,
+                                      pe_err *err);
+/* Remove the file at path inside running sandbox id (resolved as writes
+ * are); a missing file is fine. */
+int pe_daemon_sandbox_remove_file(pe_daemon *d, const char *id, const char *path, pe_err *err);
 
 /* createSandbox's "envs" ([{name, value}]) and "secrets" ([{name, value
  * (sealed)}]): check (loop thread, before anything is stored), then store
@@ -58,5 +68,36 @@ int pe_daemon_check_sandbox_path(const char *what, const char *path, pe_err *err
 int pe_daemon_volume_binds(pe_daemon *d, pe_store *s, const char *sandbox_id, pe_bind **binds,
                            size_t *n, pe_err *err);
 void pe_daemon_binds_free(pe_bind *binds, size_t n);
+
+/* ---- keys, services, preferences (handlers/keys.c, service.c, prefs.c) ---- */
+
+int pe_daemon_register_keys(pe_daemon *d, pe_err *err);
+/* Also queues the re-adoption of services after a daemon restart. */
+int pe_daemon_register_services(pe_daemon *d, pe_err *err);
+int pe_daemon_register_prefs(pe_daemon *d, pe_err *err);
+
+/* The caller did's sandbox by id (sbx_...) or name; another user's is
+ * PE_ENOENT exactly like a missing one. */
+int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
+                           pe_err *err);
+/* The same for a job: on failure the job is failed (SandboxNotFound). */
+bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb);
+
+/* What follows a sandbox's start, after its files are placed: its SSH key
+ * pair (a default one generated if it has none), Tailscale if it has an
+ * auth key and the image has tailscale, and its services. Failures are
+ * logged, never fatal to the start. */
+void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb);
+/* The daemon exits: wait for a Tailscale bring-up in progress, start no
+ * other (teardown, before the runtime and keys are freed). */
+void pe_daemon_tailscale_quiesce(void);
+/* Start every service of sb that its owner wants running. */
+void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
+
+/* A new Ed25519 key pair in OpenSSH's formats: *priv the private key file
+ * (wipe before free), *pub "ssh-ed25519 BASE64 comment". */
+int pe_daemon_ssh_generate(const char *comment, char **priv, char **pub);
+/* Upstream's redacted form of an OpenSSH private key (reference §5). */
+char *pe_daemon_ssh_redact(const char *priv);
 
 #endif

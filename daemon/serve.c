@@ -24,6 +24,7 @@
 #include "resources.h"
 #include "transfer.h"
 #include "runtime/security.h"
+#include "supervise.h"
 #include "web.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
@@ -309,9 +310,10 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
-        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_ports(d, err) < 0 ||
-        pe_daemon_register_terminal(d, err) < 0 || pe_daemon_register_web(d, err) < 0 ||
-        pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
+        pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
+        pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
+        pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
     }
@@ -333,6 +335,8 @@ static void teardown(pe_daemon *d)
     /* Server first (no deferred request is left after a drain), then the
      * pool (its threads close their stores), then what they used. */
     pe_daemon_terminal_shutdown(d);
+    pe_daemon_units_detach();
+    pe_daemon_tailscale_quiesce();
     if (d->srv)
         pe_http_server_free(d->srv);
     if (d->loop)

@@ -23,7 +23,11 @@
  * one; any viewer draining resumes it. A viewer that falls more than
  * VIEWER_MAX behind the others is dropped (WebSocket close 1008 "viewer
  * too slow", or an SSE error event), so it never holds the rest back.
- * Input to the shell is bounded by INPUT_MAX. */
+ * Input to the shell is bounded by INPUT_MAX.
+ *
+ * A session holds its sandbox (pe_daemon_hold) from creation to free, so
+ * the idle stop never takes a sandbox with a live terminal; input touches
+ * it. A session without viewers ends after --terminal-idle. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -35,12 +39,13 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/utf8.h"
 #include "core/util.h"
 #include "terminal.h"
 
 #define RING_SIZE (64 * 1024)
 #define READ_CHUNK (64 * 1024)
-#define READS_PER_WAKEUP 4 /* then let the loop serve others */
+#define MAX_READS 64 /* per wakeup, gathered into one chunk; then the loop serves others */
 #define HIGH_WATER (256 * 1024)
 #define VIEWER_MAX (1024 * 1024)
 #define INPUT_MAX (256 * 1024)
@@ -94,57 +99,6 @@ static struct pe_terminals *table(pe_daemon *d)
     if (d->terms == NULL)
         d->terms = pe_xcalloc(1, sizeof(*d->terms));
     return d->terms;
-}
-
-/* ---- UTF-8 -------------------------------------------------------------- */
-
-/* Length of the well-formed sequence at p (1..4), 0 if invalid, -1 if
- * it is a valid start cut short by the end of the buffer. */
-static int utf8_seq(const unsigned char *p, size_t avail)
-{
-    unsigned char c = p[0];
-    int n = c < 0x80                 ? 1
-            : c >= 0xc2 && c <= 0xdf ? 2
-            : (c & 0xf0) == 0xe0     ? 3
-            : c >= 0xf0 && c <= 0xf4 ? 4
-                                     : 0;
-
-    if (n <= 1)
-        return n;
-    for (int k = 1; k < n; k++) {
-        if ((size_t)k >= avail)
-            return -1;
-        unsigned char ck = p[k];
-        if ((ck & 0xc0) != 0x80)
-            return 0;
-        if (k == 1 && ((c == 0xe0 && ck < 0xa0) || (c == 0xed && ck >= 0xa0) ||
-                       (c == 0xf0 && ck < 0x90) || (c == 0xf4 && ck >= 0x90)))
-            return 0;
-    }
-    return n;
-}
-
-size_t pe__term_utf8_text(const unsigned char *data, size_t len, bool final, char *out,
-                          size_t *used)
-{
-    size_t i = 0, o = 0;
-
-    while (i < len) {
-        int n = utf8_seq(data + i, len - i);
-        if (n < 0 && !final)
-            break; /* unfinished character: keep for the next read */
-        if (n > 0) {
-            memcpy(out + o, data + i, (size_t)n);
-            o += (size_t)n;
-            i += (size_t)n;
-        } else {
-            memcpy(out + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            i++;
-        }
-    }
-    *used = i;
-    return o;
 }
 
 /* ---- viewers ------------------------------------------------------------ */
@@ -297,7 +251,7 @@ static void viewer_replay(pe_term_session *s, viewer *v)
         /* The unfinished tail is in the carry: the next chunk completes it. */
         size_t n = len >= s->carry_len ? len - s->carry_len : 0;
         text = pe_xmalloc(3 * n + 1);
-        tlen = pe__term_utf8_text(raw, n, true, text, &used);
+        tlen = pe_utf8_sanitize(raw, n, true, text, &used);
         viewer_output(v, NULL, 0, text, tlen);
         free(text);
     }
@@ -312,16 +266,23 @@ static void session_output(pe_term_session *s, const unsigned char *p, size_t n)
     char *text = NULL;
     size_t tlen = 0, used = 0, all;
     viewer *v, *next;
+    bool any_text = false;
 
     ring_append(s, p, n);
+    for (v = s->viewers; v; v = v->next)
+        any_text |= v->proto != PE_TERM_WS_CF;
     /* Text: carry + new bytes, up to the last whole character. */
     memcpy(buf, s->carry, s->carry_len);
     memcpy(buf + s->carry_len, p, n);
     all = s->carry_len + n;
-    /* Computed even without a text viewer: the carry must stay right for
-     * one that attaches later. */
-    text = pe_xmalloc(3 * all + 1);
-    tlen = pe__term_utf8_text(buf, all, false, text, &used);
+    if (any_text) {
+        text = pe_xmalloc(3 * all + 1);
+        tlen = pe_utf8_sanitize(buf, all, false, text, &used);
+    } else {
+        /* Only the carry, which must stay right for a text viewer that
+         * attaches later: an unfinished character at the very end. */
+        used = all - pe_utf8_unfinished(buf, all);
+    }
     s->carry_len = all - used;
     memcpy(s->carry, buf + used, s->carry_len);
     for (v = s->viewers; v; v = next) {
@@ -379,23 +340,30 @@ static void pty_flush_input(pe_term_session *s)
 
 enum { PTY_MORE = 1, PTY_EMPTY = 0, PTY_EOF = -1 };
 
-/* Read what the PTY has, at most READS_PER_WAKEUP chunks. */
+/* Read what the PTY has now, up to one READ_CHUNK. */
 static int pty_read(pe_term_session *s)
 {
     static unsigned char buf[READ_CHUNK]; /* loop thread only */
+    size_t len = 0;
+    int r = PTY_MORE;
 
-    for (int i = 0; i < READS_PER_WAKEUP; i++) {
-        ssize_t n = read(s->proc.pty_fd, buf, sizeof(buf));
+    /* A PTY hands out about 4 KiB per read: gather up to READ_CHUNK into
+     * one message per viewer rather than one per read. */
+    for (int i = 0; i < MAX_READS && len < sizeof(buf); i++) {
+        ssize_t n = read(s->proc.pty_fd, buf + len, sizeof(buf) - len);
         if (n > 0) {
-            session_output(s, buf, (size_t)n);
+            len += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
             continue;
         /* EIO: every slave fd is closed (the shell exited). */
-        return n < 0 && errno == EAGAIN ? PTY_EMPTY : PTY_EOF;
+        r = n < 0 && errno == EAGAIN ? PTY_EMPTY : PTY_EOF;
+        break;
     }
-    return PTY_MORE;
+    if (len > 0)
+        session_output(s, buf, len);
+    return r;
 }
 
 static void on_pty(pe_ev_io *io, int fd, uint32_t events, void *ud)
@@ -480,6 +448,7 @@ static void session_maybe_free(pe_term_session *s)
     pe_ev_timer_stop(s->idle);
     if (s->have_proc)
         pe_proc_close(&s->proc);
+    pe_daemon_release(s->d, s->sandbox_id);
     free(s->in);
     free(s->key);
     free(s->sandbox_id);
@@ -710,6 +679,8 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sand
         return NULL;
     }
     d->inflight++;
+    /* The idle stop leaves a sandbox alone while a session of it lives. */
+    pe_daemon_hold(d, sandbox_id);
     s->next = t->head;
     if (s->next)
         s->next->prev = s;
@@ -724,6 +695,7 @@ int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err
         return pe_err_set(err, PE_ESTATE, 0, "the session has ended");
     if (len > INPUT_MAX - s->in_len)
         return pe_err_set(err, PE_XRPC_EBUSY, 0, "the shell is not reading its input");
+    pe_daemon_touch(s->d, s->sandbox_id);
     s->in = pe_xrealloc(s->in, s->in_len + len + 1);
     memcpy(s->in + s->in_len, data, len);
     s->in_len += len;

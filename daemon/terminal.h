@@ -43,11 +43,4 @@ void pe__term_resize(pe_term_session *s, unsigned cols, unsigned rows);
 bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigned *cols,
                            unsigned *rows);
 
-/* UTF-8 for text frames: the longest prefix of data that ends on a
- * character boundary (at most 3 bytes of an unfinished character are left
- * for the next read), with every invalid sequence replaced by U+FFFD.
- * out needs 3 * len bytes; returns bytes written. *used: input consumed. */
-size_t pe__term_utf8_text(const unsigned char *data, size_t len, bool final, char *out,
-                          size_t *used);
-
 #endif

@@ -243,8 +243,8 @@ static int open_in_root(int root, const char *path)
 }
 
 /* The directory part of path (absolute, normalized) opened inside root,
- * creating missing directories (0755, owned by the sandbox's root). */
-static int open_parent(const struct init_root *ir, const char *path, pe_err *err)
+ * creating missing directories (dir_mode, owned by the sandbox's root). */
+static int open_parent(const struct init_root *ir, const char *path, mode_t dir_mode, pe_err *err)
 {
     cleanup_free char *dir = pe_xstrdup(path);
     char *slash = strrchr(dir, '/');
@@ -278,7 +278,7 @@ static int open_parent(const struct init_root *ir, const char *path, pe_err *err
             *name = '/';
             if (parent < 0)
                 return pe_err_set(err, PE_EINVAL, errno, "cannot open %s in the sandbox", dir);
-            if (mkdirat(parent, name + 1, 0755) < 0 && errno != EEXIST) {
+            if (mkdirat(parent, name + 1, dir_mode) < 0 && errno != EEXIST) {
                 int e = errno;
                 close(parent);
                 return pe_err_set(err, PE_EINVAL, e, "cannot create directory %s in the sandbox",
@@ -330,12 +330,12 @@ static int write_all(int fd, const unsigned char *data, size_t len)
 
 /* tmp + rename inside parent; name is the final component. */
 static int replace_file(const struct init_root *ir, int parent, const char *name,
-                        const unsigned char *data, size_t len, pe_err *err)
+                        const unsigned char *data, size_t len, mode_t want, pe_err *err)
 {
     char tmp[64];
     unsigned char rnd[8];
     struct stat old;
-    mode_t mode = 0600;
+    mode_t mode = want ? want : 0600;
     uid_t uid = ir->uid;
     gid_t gid = ir->uid;
     int fd, e;
@@ -343,11 +343,12 @@ static int replace_file(const struct init_root *ir, int parent, const char *name
     if (fstatat(parent, name, &old, AT_SYMLINK_NOFOLLOW) == 0) {
         if (S_ISDIR(old.st_mode))
             return pe_err_set(err, PE_EINVAL, EISDIR, "a directory is in the way");
-        if (S_ISREG(old.st_mode)) {
+        if (S_ISREG(old.st_mode) && want == 0) {
             mode = old.st_mode & 0777;
             uid = old.st_uid;
             gid = old.st_gid;
         }
+        /* want != 0 (keys): the file is the sandbox root's, with that mode. */
     }
     if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
         return pe_err_sys(err, "getrandom");
@@ -371,8 +372,9 @@ static int replace_file(const struct init_root *ir, int parent, const char *name
     return 0;
 }
 
-int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
-                                 const unsigned char *data, size_t len, pe_err *err)
+int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *path,
+                                      const unsigned char *data, size_t len, mode_t mode,
+                                      pe_err *err)
 {
     struct init_root ir;
     int parent, r;
@@ -386,20 +388,52 @@ int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
      * that escaped would still have none of host root's file powers. */
     setfsgid(ir.uid);
     setfsuid(ir.uid);
-    parent = open_parent(&ir, path, err);
+    parent = open_parent(&ir, path, mode ? 0700 : 0755, err);
     close(ir.root);
     if (parent < 0) {
         r = -1;
     } else if (pseudo_fs(parent)) {
         r = pe_err_set(err, PE_EINVAL, 0, "not a regular filesystem");
     } else {
-        r = replace_file(&ir, parent, strrchr(path, '/') + 1, data, len, err);
+        r = replace_file(&ir, parent, strrchr(path, '/') + 1, data, len, mode, err);
     }
     if (parent >= 0)
         close(parent);
     setfsuid(0);
     setfsgid(0);
     return r < 0 ? pe_err_prefix(err, "write %s", path) : 0;
+}
+
+int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
+                                 const unsigned char *data, size_t len, pe_err *err)
+{
+    return pe_daemon_sandbox_write_file_mode(d, id, path, data, len, 0, err);
+}
+
+int pe_daemon_sandbox_remove_file(pe_daemon *d, const char *id, const char *path, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    struct init_root ir;
+    int parent, r = 0;
+
+    if (pe_daemon_check_sandbox_path("path", path, err) < 0 || open_init_root(d, id, &ir, err) < 0)
+        return -1;
+    dir = pe_xasprintf("%.*s", (int)(strrchr(path, '/') - path), path);
+    setfsgid(ir.uid);
+    setfsuid(ir.uid);
+    /* The directory resolved inside the root; unlinkat never follows the
+     * final name, so a symlink there is removed, not its target. */
+    parent = open_in_root(ir.root, dir[0] ? dir : "/");
+    close(ir.root);
+    if (parent < 0)
+        r = errno == ENOENT ? 0 : pe_err_set(err, PE_EINVAL, errno, "remove %s", path);
+    else if (unlinkat(parent, strrchr(path, '/') + 1, 0) < 0 && errno != ENOENT)
+        r = pe_err_set(err, PE_EINVAL, errno, "remove %s", path);
+    if (parent >= 0)
+        close(parent);
+    setfsuid(0);
+    setfsgid(0);
+    return r;
 }
 
 void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)

@@ -27,6 +27,7 @@
 #include "daemon.h"
 #include "image/image.h"
 #include "resources.h"
+#include "supervise.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
@@ -176,6 +177,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     if (pid > 0)
         *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     pe_daemon_sandbox_place_files(d, sb);
+    pe_daemon_sandbox_started(d, sb); /* keys, tailscale, services */
     return 0;
 }
 
@@ -386,6 +388,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
         return;
     job->out = json_object();
     if (!still_creating(job, &sb) && sb.status == PE_STORE_RUNNING) {
+        pe_daemon_unit_stop_sandbox(sb.id); /* its services, before the sandbox */
         if ((pe_runtime_stop(&job->d->rt, sb.id, STOP_TIMEOUT, &job->err) < 0 &&
              job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
@@ -400,6 +403,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup(job, s, &sb))
         return;
+    pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_runtime_remove(&job->d->rt, sb.id, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0)

@@ -270,4 +270,100 @@ int pe_store_mount_list_sandbox(pe_store *s, const char *sandbox_id, int64_t lim
 int pe_store_mount_list_volume(pe_store *s, const char *volume_id, pe_store_mount **out, size_t *n,
                                pe_err *err);
 
+/* ---- keys and credentials (store-keys.c) ----
+ *
+ * A sandbox has at most one SSH key pair and one Tailscale auth key; the
+ * secret part is stored sealed (crypto_box_seal, base64url) with a redacted
+ * copy for listings. Provider credentials (sandboxProviderPref) are one
+ * row per (sandbox, owner, provider): a sealed JSON document and its
+ * redacted JSON. No owner check: pass a sandbox the caller owns. */
+
+enum pe_store_key_kind {
+    PE_STORE_SSH_KEY = 0,
+    PE_STORE_TAILSCALE_KEY,
+};
+
+typedef struct pe_store_key {
+    const char *id;
+    const char *sandbox_id;
+    const char *public_key; /* SSH: the public key line; Tailscale: NULL */
+    const char *sealed;     /* the private key / auth key, sealed */
+    const char *redacted;
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_key;
+
+void pe_store_key_clear(pe_store_key *k);
+/* Set the sandbox's key (replacing the one it had; the row keeps its id
+ * and created_at). public_key is required for PE_STORE_SSH_KEY and ignored
+ * otherwise. Unknown sandbox: PE_ENOENT. */
+int pe_store_key_put(pe_store *s, int kind, const char *sandbox_id, const char *public_key,
+                     const char *sealed, const char *redacted, pe_err *err);
+/* The sandbox's key, PE_ENOENT if it has none. */
+int pe_store_key_get(pe_store *s, int kind, const char *sandbox_id, pe_store_key *out, pe_err *err);
+
+typedef struct pe_store_cred {
+    const char *id;
+    const char *sandbox_id;
+    const char *owner_did;
+    const char *provider;
+    const char *sealed;   /* sealed JSON of the credential fields */
+    const char *redacted; /* JSON: redacted copies and public ids */
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_cred;
+
+void pe_store_cred_clear(pe_store_cred *c);
+void pe_store_cred_list_free(pe_store_cred *list, size_t n);
+/* Insert or replace owner_did's credentials for provider in the sandbox. */
+int pe_store_cred_put(pe_store *s, const char *sandbox_id, const char *owner_did,
+                      const char *provider, const char *sealed, const char *redacted, pe_err *err);
+/* Every provider's credentials of owner_did in the sandbox, newest first. */
+int pe_store_cred_list(pe_store *s, const char *sandbox_id, const char *owner_did,
+                       pe_store_cred **out, size_t *n, pe_err *err);
+int pe_store_cred_delete_all(pe_store *s, const char *sandbox_id, const char *owner_did,
+                             pe_err *err);
+
+/* ---- services (store-services.c) ----
+ *
+ * A named command of a sandbox (name unique per sandbox). status is what
+ * the owner asked for: PE_STORE_RUNNING (run it with the sandbox) or
+ * PE_STORE_STOPPED; what the process does is the daemon's to know. The
+ * ports a service declares are sandbox_ports rows with its service_id. */
+
+typedef struct pe_store_service {
+    const char *id; /* "svc_..." */
+    const char *sandbox_id;
+    const char *name;
+    const char *command;
+    const char *description;
+    int status; /* enum pe_store_status: RUNNING or STOPPED */
+    int64_t created_at;
+    int64_t updated_at;
+} pe_store_service;
+
+void pe_store_service_clear(pe_store_service *v);
+void pe_store_service_list_free(pe_store_service *list, size_t n);
+/* A taken name is PE_EEXIST, an unknown sandbox PE_ENOENT. */
+int pe_store_service_add(pe_store *s, const char *sandbox_id, const char *name, const char *command,
+                         const char *description, int status, char **id_out, pe_err *err);
+/* The service if its sandbox belongs to owner_did (NULL: any owner). */
+int pe_store_service_get(pe_store *s, const char *owner_did, const char *id, pe_store_service *out,
+                         pe_err *err);
+/* A page of the sandbox's services by name; *total (may be NULL) counts all. */
+int pe_store_service_list(pe_store *s, const char *sandbox_id, int64_t limit, int64_t offset,
+                          pe_store_service **out, size_t *n, int64_t *total, pe_err *err);
+int pe_store_service_update(pe_store *s, const char *id, const char *name, const char *command,
+                            const char *description, pe_err *err);
+int pe_store_service_set_status(pe_store *s, const char *id, int status, pe_err *err);
+int pe_store_service_delete(pe_store *s, const char *id, pe_err *err);
+/* Replace the service's port rows with ports[0..n). A port another row of
+ * the sandbox holds is PE_EEXIST. */
+int pe_store_service_set_ports(pe_store *s, const char *sandbox_id, const char *service_id,
+                               const char *service_name, const int64_t *ports, size_t n,
+                               pe_err *err);
+/* The service's ports, ascending; *ports is malloc'd. */
+int pe_store_service_ports(pe_store *s, const char *service_id, int64_t **ports, size_t *n,
+                           pe_err *err);
+
 #endif

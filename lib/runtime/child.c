@@ -562,9 +562,30 @@ static void die_with_parent(int sync_fd)
         _exit(1);
 }
 
+/* Raw system calls for ids and groups here: glibc's setresuid/setgroups
+ * wrappers apply the change to every thread of the process (a signal to
+ * each, then a wait for each). We were cloned from a possibly
+ * multi-threaded parent (the daemon's workers), so glibc's thread list
+ * names threads that do not exist in this process, and that wait hangs
+ * forever. The kernel calls act on this thread, all this process has. */
+static int set_resgid(gid_t r, gid_t e, gid_t s)
+{
+    return (int)syscall(SYS_setresgid, r, e, s);
+}
+
+static int set_resuid(uid_t r, uid_t e, uid_t s)
+{
+    return (int)syscall(SYS_setresuid, r, e, s);
+}
+
+static int drop_groups(void)
+{
+    return (int)syscall(SYS_setgroups, 0, NULL);
+}
+
 static void become_root_in_userns(void)
 {
-    if (setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0)
+    if (set_resgid(0, 0, 0) < 0 || set_resuid(0, 0, 0) < 0)
         DIE_SYS("become root in the user namespace");
 }
 
@@ -589,9 +610,9 @@ static void lock_down(const struct sock_fprog *prog, uint64_t caps, long uid, lo
     r = pe_caps_apply(caps, 0);
     if (r < 0)
         die(-r, "drop capabilities");
-    if (gid >= 0 && setresgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
+    if (gid >= 0 && set_resgid((gid_t)gid, (gid_t)gid, (gid_t)gid) < 0)
         DIE_SYS("setgid %ld", gid);
-    if (uid >= 0 && setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
+    if (uid >= 0 && set_resuid((uid_t)uid, (uid_t)uid, (uid_t)uid) < 0)
         DIE_SYS("setuid %ld", uid);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
         DIE_SYS("no_new_privs");
@@ -614,7 +635,7 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
         die(EINVAL, "expected %zu mounts from the runtime, got %d", ctx->n_binds + 2, nfds);
     if (ctx->userns)
         become_root_in_userns();
-    if (setgroups(0, NULL) < 0)
+    if (drop_groups() < 0)
         DIE_SYS("drop supplementary groups");
     if (!ctx->persist)
         die_with_parent(ctx->sync_fd);
@@ -666,7 +687,7 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
 
     if (ctx->userns)
         become_root_in_userns();
-    if (setgroups(0, NULL) < 0)
+    if (drop_groups() < 0)
         DIE_SYS("drop supplementary groups");
     chdir_workdir(ctx->workdir);
     if (ctx->tty) {

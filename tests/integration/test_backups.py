@@ -9,14 +9,12 @@ the sandbox is ever touched.
 """
 import json
 import os
-import signal
-import subprocess
 import time
 
 import pytest
 
-from conftest import BIN, our_cgroups, sandbox_processes, wait_for
-from test_daemon import free_port
+from conftest import wait_for
+from test_daemon import serving
 from test_daemon_postgres import pg  # noqa: F401 (fixture)
 from test_daemon_restart import served  # noqa: F401 (fixture)
 from test_resources import ResDaemon, banner_key
@@ -26,39 +24,10 @@ SB = "io.pocketenv.sandbox."
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("backups")
-    data = str(tmp / "data")
-    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
-                   capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
-    before_cgroups = set(our_cgroups())
-    d = ResDaemon(data, free_port(), str(tmp / "token.json"))
-    d.tmp = tmp
-    d.log_path = str(tmp / "daemon.log")
-    log = open(d.log_path, "w")
-    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file, "--sandbox-net", "none",
-                               "--rate-limit", "0", "--tick", "0.5"], stderr=log)
-    try:
-        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
-        assert d.proc.poll() is None, d.log_text()
-        with open(d.token_file) as f:
-            d.token = json.load(f)["token"]
+    with serving(tmp_path_factory.mktemp("backups"), ResDaemon,
+                 ["--sandbox-net", "none", "--rate-limit", "0", "--tick", "0.5"]) as d:
         d.public_key = banner_key(d)
         yield d
-    finally:
-        if d.proc.poll() is None and d.token:
-            st, o = d.call(SB.replace("sandbox.", "actor.") + "getActorSandboxes",
-                           {"did": "owner.local", "limit": 100})
-            for sb in (o or {}).get("sandboxes", []):
-                d.sandbox("deleteSandbox", sb["id"])
-        d.proc.send_signal(signal.SIGTERM)
-        rc = d.proc.wait(timeout=30)
-        log.close()
-        assert rc == 0, d.log_text()
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
-             "sandbox processes to exit")
-    assert set(our_cgroups()) - before_cgroups == set()
 
 
 def backup(d, ident, directory, token="owner", **extra):

@@ -10,15 +10,14 @@ installs: chromium and the npm packages (npm ci).
 import json
 import os
 import shutil
-import signal
 import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import BIN, ROOT, our_cgroups, sandbox_processes, wait_for
-from test_daemon import Daemon, free_port
+from conftest import ROOT
+from test_daemon import serving
 
 CHROMIUM = "/usr/bin/chromium"
 SCRIPT = os.path.join(ROOT, "tests", "browser", "terminal.mjs")
@@ -26,37 +25,8 @@ SCRIPT = os.path.join(ROOT, "tests", "browser", "terminal.mjs")
 
 @pytest.fixture
 def daemon(tmp_path):
-    data = str(tmp_path / "data")
-    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
-                   capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
-    before_cgroups = set(our_cgroups())
-    d = Daemon(data, free_port(), str(tmp_path / "token.json"))
-    log = open(tmp_path / "daemon.log", "w")
-    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file], stderr=log)
-    try:
-        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
-        assert d.proc.poll() is None, open(tmp_path / "daemon.log").read()
-        with open(d.token_file) as f:
-            d.token = json.load(f)["token"]
+    with serving(tmp_path) as d:
         yield d
-    finally:
-        if d.proc.poll() is None and d.token:
-            st, o = d.call("io.pocketenv.actor.getActorSandboxes",
-                           {"did": "owner.local", "limit": 100})
-            for sb in (o or {}).get("sandboxes", []):
-                d.sandbox("deleteSandbox", sb["id"])
-        d.proc.send_signal(signal.SIGTERM)
-        rc = d.proc.wait(timeout=30)
-        log.close()
-        assert rc == 0, open(tmp_path / "daemon.log").read()
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
-             "sandbox processes to exit")
-    assert set(our_cgroups()) - before_cgroups == set()
-    ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"], capture_output=True,
-                        text=True, check=True)
-    assert json.loads(ls.stdout) == []
 
 
 def get(url, accept=None, headers=None):

@@ -9,7 +9,6 @@ import base64
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import urllib.request
@@ -17,15 +16,13 @@ import urllib.request
 import pytest
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from conftest import BIN, our_cgroups, sandbox_processes, wait_for
-from test_daemon import Daemon, free_port
+from test_daemon import Daemon, serving
 from test_daemon_postgres import pg  # noqa: F401 (fixture)
 from test_daemon_restart import served  # noqa: F401 (fixture)
 
 V = "io.pocketenv.variable."
 S = "io.pocketenv.secret."
 F = "io.pocketenv.file."
-
 
 def seal(public_key_hex, plain):
     """crypto_box_seal to the daemon's key, base64url without padding, as clients send."""
@@ -34,11 +31,9 @@ def seal(public_key_hex, plain):
     box = SealedBox(PublicKey(bytes.fromhex(public_key_hex)))
     return base64.urlsafe_b64encode(box.encrypt(plain)).rstrip(b"=").decode()
 
-
 def banner_key(d):
     with urllib.request.urlopen(d.url + "/", timeout=5) as r:
         return re.search(r"public key: ([0-9a-f]{64})", r.read().decode()).group(1)
-
 
 class ResDaemon(Daemon):
     def seal(self, plain, key=None):
@@ -61,48 +56,16 @@ class ResDaemon(Daemon):
         with open(self.log_path, errors="replace") as f:
             return f.read()
 
-
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("resources")
-    data = str(tmp / "data")
-    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
-                   capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
-    before_cgroups = set(our_cgroups())
-    d = ResDaemon(data, free_port(), str(tmp / "token.json"))
-    d.log_path = str(tmp / "daemon.log")
-    log = open(d.log_path, "w")
-    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file, "--sandbox-net", "none",
-                               "--rate-limit", "0"], stderr=log)
-    try:
-        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
-        assert d.proc.poll() is None, d.log_text()
-        with open(d.token_file) as f:
-            d.token = json.load(f)["token"]
+    with serving(tmp_path_factory.mktemp("resources"), ResDaemon,
+                 ["--sandbox-net", "none", "--rate-limit", "0"]) as d:
         d.public_key = banner_key(d)
         yield d
-    finally:
-        if d.proc.poll() is None and d.token:
-            for tok in [d.token] + list(getattr(d, "others", [])):
-                st, o = d.call("io.pocketenv.actor.getActorSandboxes",
-                               {"did": "owner.local", "limit": 100}, token=tok)
-                for sb in (o or {}).get("sandboxes", []):
-                    d.sandbox("deleteSandbox", sb["id"], token=tok)
-        d.proc.send_signal(signal.SIGTERM)
-        rc = d.proc.wait(timeout=30)
-        log.close()
-        assert rc == 0, d.log_text()
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
-             "sandbox processes to exit")
-    assert set(our_cgroups()) - before_cgroups == set()
-
 
 def environ_of_pid1(d, ident):
     out = d.sh(ident, "tr '\\0' '\\n' < /proc/1/environ")["stdout"]
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
 
 # ---- variables ----
 
@@ -194,7 +157,6 @@ def test_variables_end_to_end(daemon):
     st, out = d.call(V + "getVariables", {"sandboxId": sid})
     assert st == 404 and out["error"] == "SandboxNotFound"
 
-
 def test_create_envs_rejected_whole(daemon):
     d = daemon
     before = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]["total"]
@@ -206,7 +168,6 @@ def test_create_envs_rejected_whole(daemon):
         assert st == 400 and out["error"] == "InvalidRequest", (envs, out)
     after = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]["total"]
     assert after == before
-
 
 # ---- secrets ----
 
@@ -280,13 +241,11 @@ def test_secrets_end_to_end(daemon):
     assert st == 404 and out["error"] == "SecretNotFound"
     assert d.sandbox("deleteSandbox", sid)[0] == 200
 
-
 # ---- files ----
 
 def add_file(d, sandbox, path, content, token="owner"):
     return d.call(F + "addFile", body={"file": {
         "sandboxId": sandbox, "path": path, "content": d.seal(content)}}, token=token)
-
 
 def test_files_end_to_end(daemon):
     d = daemon
@@ -345,7 +304,6 @@ def test_files_end_to_end(daemon):
     assert st == 404 and out["error"] == "FileNotFound"
     assert d.sandbox("deleteSandbox", sid)[0] == 200
 
-
 def test_files_never_escape_the_sandbox(daemon, tmp_path):
     """Symlinks planted inside the sandbox resolve inside it, never on the host."""
     d = daemon
@@ -392,7 +350,6 @@ def test_files_never_escape_the_sandbox(daemon, tmp_path):
     assert os.listdir(host_dir) == []
     assert d.sandbox("deleteSandbox", sid)[0] == 200
     assert os.listdir(host_dir) == [] and host_file.read_text() == "host original\n"
-
 
 # ---- authorization ----
 
@@ -465,17 +422,14 @@ def test_authz_matrix(daemon):
     assert d.call(F + "getFiles", {"sandboxId": sid})[1]["total"] == 1
     assert d.sandbox("deleteSandbox", sid)[0] == 200
 
-
 # ---- volumes ----
 
 VOL = "io.pocketenv.volume."
-
 
 def restart(d, ident, token="owner"):
     assert d.sandbox("stopSandbox", ident, token=token)[0] == 200
     st, out = d.sandbox("startSandbox", ident, {}, token=token)
     assert st == 200, out
-
 
 def test_volumes_end_to_end(daemon):
     d = daemon
@@ -545,7 +499,6 @@ def test_volumes_end_to_end(daemon):
     assert d.sandbox("deleteSandbox", sid2)[0] == 200
     assert d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)[0] == 200
 
-
 def test_volume_bad_input(daemon):
     d = daemon
     sid = d.create("volbad")
@@ -581,7 +534,6 @@ def test_volume_bad_input(daemon):
                     "name": name, "sandboxId": sid}})
                 assert d.call(VOL + "deleteVolume", {"id": v["id"]}, post=True)[0] == 200
     assert d.sandbox("deleteSandbox", sid)[0] == 200
-
 
 def test_volume_authz(daemon):
     d = daemon
@@ -620,7 +572,6 @@ def test_volume_authz(daemon):
     assert st == 200 and out["volume"]["name"] == "private"
     assert d.sandbox("deleteSandbox", sid)[0] == 200
     assert d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)[0] == 200
-
 
 # ---- the same on PostgreSQL ----
 

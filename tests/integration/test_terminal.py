@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, sandbox_processes, wait_for
+from conftest import BIN, wait_for
 from test_daemon import Daemon, free_port
 from wsclient import SSE, WS
 
@@ -69,14 +69,34 @@ class TermDaemon(Daemon):
         return sum(1 for line in o["stdout"].splitlines() if line.strip() == "sh -i")
 
 
+def sandbox_pidns(data, sid):
+    """The pid namespace of a running sandbox (its init's)."""
+    p = subprocess.run([BIN, "--data", data, "runtime", "inspect", sid], capture_output=True,
+                       text=True, check=True)
+    return os.readlink(f"/proc/{json.loads(p.stdout)['pid']}/ns/pid")
+
+
+def procs_in(ns):
+    """Host pids in pid namespace ns: what is left of one sandbox. Specific
+    to it, so sandboxes of tests running beside ours do not count."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and os.readlink(f"/proc/{d}/ns/pid") == ns:
+                found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
 @pytest.fixture(scope="module")
 def td(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("term")
     data = str(tmp / "data")
     subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
                    capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
     d = TermDaemon(data, free_port(), str(tmp / "token.json"))
+    ns = None
     log = open(tmp / "daemon.log", "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
                                "--token-file", d.token_file, "--terminal-idle", str(IDLE)],
@@ -91,7 +111,7 @@ def td(tmp_path_factory):
         assert st == 200, o
         d.sid = o["id"]
         d.wait_status(d.sid, ["RUNNING"], timeout=30)
-        d.log_path = tmp / "daemon.log"
+        ns = sandbox_pidns(data, d.sid)
         yield d
     finally:
         if d.proc.poll() is None and d.token:
@@ -103,8 +123,8 @@ def td(tmp_path_factory):
         rc = d.proc.wait(timeout=30)
         log.close()
         assert rc == 0, open(tmp / "daemon.log").read()[-5000:]
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
-             "sandbox processes to exit")
+    if ns:
+        wait_for(lambda: not procs_in(ns), 10, "the sandbox's processes to exit")
 
 
 def has(s):
@@ -361,3 +381,91 @@ def test_many_concurrent_sessions(td):
         assert v.wait_close(timeout=60)[0] == 1000
         v.close()
     assert td.healthy()
+
+
+def test_daemon_shutdown_closes_viewers(tmp_path):
+    """SIGTERM with live terminals: viewers are told (1001, SSE error), the
+    shells are killed, the daemon exits 0."""
+    data = str(tmp_path / "data")
+    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                   capture_output=True, text=True)
+    d = TermDaemon(data, free_port(), str(tmp_path / "token.json"))
+    log = open(tmp_path / "daemon.log", "w")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
+                               "--token-file", d.token_file], stderr=log)
+    sid = ns = None
+    try:
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+        with open(d.token_file) as f:
+            d.token = json.load(f)["token"]
+        st, o = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})
+        assert st == 200, o
+        sid = o["id"]
+        d.wait_status(sid, ["RUNNING"], timeout=30)
+        ns = sandbox_pidns(data, sid)
+        ws = d.ws(f"/tty/{sid}/ws")
+        ws.send("echo $((4*4))s\n")
+        ws.read_until("16s")
+        sse = d.sse(f"/tty/{sid}/stream")
+        sse.read_output_until("16s")
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=30) == 0, open(tmp_path / "daemon.log").read()[-3000:]
+        code, reason, _ = ws.wait_close()
+        assert (code, reason) == (1001, "daemon shutting down")
+        evs = list(sse.events())
+        assert ("error", {"message": "daemon shutting down"}) in evs and sse.ended
+        # the sandbox outlives the daemon (by design), its shells do not
+        wait_for(lambda: len(procs_in(ns)) == 1, 10, "only the sandbox's init to be left")
+    finally:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait()
+        log.close()
+        # the sandbox itself outlives the daemon (by design); remove it
+        if sid:
+            subprocess.run([BIN, "--data", data, "runtime", "rm", sid], capture_output=True)
+    if ns:
+        wait_for(lambda: not procs_in(ns), 10, "the sandbox's processes to exit")
+
+
+def test_stopped_sandbox_ends_and_refuses_terminals(td):
+    st, o = td.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox",
+                                                                "name": "term-stop"})
+    assert st == 200, o
+    sid = o["id"]
+    td.wait_status(sid, ["RUNNING"], timeout=30)
+    ws = td.ws(f"/tty/{sid}/ws")
+    ws.send("echo $((5*7))t\n")
+    ws.read_until("35t")
+    st, o = td.sandbox("stopSandbox", sid)
+    assert st == 200, o
+    code, reason, _ = ws.wait_close()
+    assert code == 1000 and reason.startswith("exit "), (code, reason)
+    ws = td.ws(f"/tty/{sid}/ws")
+    assert ws.status == 400 and b"SandboxNotRunning" in ws.body, ws.head
+    st, body = td.http("POST", f"/tty/{sid}/input", b"x")
+    assert st == 400
+    assert td.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_ctrl_c_and_raw_control_keys(td):
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=keys")
+    ws.send("sleep 4242; echo not''interrupted\n")
+
+    def running(what):
+        st, o = td.sandbox("exec", td.sid, {"command": "ps -o args"})
+        return what in o["stdout"]
+    wait_for(lambda: running("sleep 4242"), 10, "sleep to run in the foreground")
+    ws.send("\x03")  # Ctrl-C reaches the foreground job through the PTY
+    ws.send("echo after$((2+2))\n")
+    out = ws.read_until("after4", timeout=10)
+    assert b"notinterrupted" not in out
+    # A program in raw mode (as full-screen programs are) gets control keys
+    # as bytes: Ctrl-C, Ctrl-D, Escape, and UTF-8.
+    ws.send("stty raw -echo; dd bs=1 count=5 2>/dev/null | od -An -tx1; stty sane; "
+            "echo e''nd$((3+3))\n")
+    wait_for(lambda: running("od -An"), 10, "dd | od to read the terminal")
+    ws.send("\x03\x04\x1bé")
+    out = ws.read_until("end6", timeout=10)
+    assert b"03 04 1b c3 a9" in out, out
+    ws.close()

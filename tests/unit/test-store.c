@@ -709,6 +709,119 @@ BOTH(resources)
     pe_store_close(s);
 }
 
+/* Keys: one per sandbox, a second put replaces it and keeps the row. */
+BOTH(keys)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL;
+    cleanup_free char *first = NULL;
+    pe_store_key k = {0};
+
+    add_user(s, "did:key:zA", "a");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    ASSERT_EQ_INT(pe_store_key_get(s, PE_STORE_SSH_KEY, a, &k, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(
+        pe_store_key_put(s, PE_STORE_SSH_KEY, a, "ssh-ed25519 AAA1", "sealed1", "r1", &err), 0);
+    ASSERT_EQ_INT(pe_store_key_get(s, PE_STORE_SSH_KEY, a, &k, &err), 0);
+    ASSERT_EQ_STR(k.public_key, "ssh-ed25519 AAA1");
+    ASSERT_EQ_STR(k.sealed, "sealed1");
+    first = pe_xstrdup(k.id);
+    pe_store_key_clear(&k);
+    ASSERT_EQ_INT(
+        pe_store_key_put(s, PE_STORE_SSH_KEY, a, "ssh-ed25519 AAA2", "sealed2", "r2", &err), 0);
+    ASSERT_EQ_INT(pe_store_key_get(s, PE_STORE_SSH_KEY, a, &k, &err), 0);
+    ASSERT_EQ_STR(k.id, first);
+    ASSERT_EQ_STR(k.public_key, "ssh-ed25519 AAA2");
+    ASSERT_EQ_STR(k.redacted, "r2");
+    pe_store_key_clear(&k);
+    ASSERT_EQ_INT(
+        pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, a, NULL, "ts", "tskey-auth-***", &err), 0);
+    ASSERT_EQ_INT(pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, a, &k, &err), 0);
+    ASSERT(k.public_key == NULL);
+    ASSERT_EQ_STR(k.sealed, "ts");
+    pe_store_key_clear(&k);
+    ASSERT_EQ_INT(pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, "sbx_missing", NULL, "x", "y", &err),
+                  -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(s);
+}
+
+/* Services: unique names, owner-scoped get, ports that collide. */
+BOTH(services)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL, *id1 = NULL, *id2 = NULL;
+    pe_store_service v = {0}, *list = NULL;
+    int64_t ports[] = {8080, 9090}, *got = NULL, total = 0;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    b = add_sandbox(s, "did:key:zB", "b", 0);
+    ASSERT_EQ_INT(pe_store_service_add(s, a, "web", "serve", NULL, PE_STORE_RUNNING, &id1, &err),
+                  0);
+    ASSERT_EQ_INT(pe_store_service_add(s, a, "web", "x", NULL, PE_STORE_RUNNING, NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_service_add(s, a, "db", "x", "d", PE_STORE_STOPPED, &id2, &err), 0);
+    ASSERT_EQ_INT(pe_store_service_get(s, "did:key:zB", id1, &v, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_service_get(s, "did:key:zA", id1, &v, &err), 0);
+    ASSERT_EQ_STR(v.command, "serve");
+    ASSERT_EQ_INT(v.status, PE_STORE_RUNNING);
+    pe_store_service_clear(&v);
+    ASSERT_EQ_INT(pe_store_service_list(s, a, 10, 0, &list, &n, &total, &err), 0);
+    ASSERT_EQ_INT(total, 2);
+    ASSERT_EQ_STR(list[0].name, "db");
+    pe_store_service_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_service_set_ports(s, a, id1, "web", ports, 2, &err), 0);
+    ASSERT_EQ_INT(pe_store_service_set_ports(s, a, id2, "db", ports + 1, 1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_service_ports(s, id1, &got, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    ASSERT_EQ_INT(got[1], 9090);
+    free(got);
+    ASSERT_EQ_INT(pe_store_service_update(s, id1, "db", "x", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    ASSERT_EQ_INT(pe_store_service_set_status(s, id1, PE_STORE_STOPPED, &err), 0);
+    ASSERT_EQ_INT(pe_store_service_delete(s, id1, &err), 0);
+    ASSERT_EQ_INT(pe_store_service_ports(s, id1, &got, &n, &err), 0);
+    ASSERT_EQ_INT(n, 0); /* its ports went with it */
+    free(got);
+    ASSERT_EQ_INT(pe_store_service_add(s, b, "web", "x", NULL, PE_STORE_RUNNING, NULL, &err), 0);
+    pe_store_close(s);
+}
+
+/* Provider credentials: per (sandbox, owner, provider), replaced on put. */
+BOTH(credentials)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL;
+    pe_store_cred *list = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    a = add_sandbox(s, "did:key:zA", "a", 0);
+    ASSERT_EQ_INT(pe_store_cred_put(s, a, "did:key:zA", "daytona", "{}", "{\"a\":1}", &err), 0);
+    ASSERT_EQ_INT(pe_store_cred_put(s, a, "did:key:zA", "daytona", "{}", "{\"a\":2}", &err), 0);
+    ASSERT_EQ_INT(pe_store_cred_put(s, a, "did:key:zA", "e2b", "{}", "{}", &err), 0);
+    ASSERT_EQ_INT(pe_store_cred_list(s, a, "did:key:zA", &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    pe_store_cred_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_cred_list(s, a, "did:key:zB", &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 0);
+    pe_store_cred_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_cred_delete_all(s, a, "did:key:zA", &err), 0);
+    ASSERT_EQ_INT(pe_store_cred_list(s, a, "did:key:zA", &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 0);
+    pe_store_cred_list_free(list, n);
+    pe_store_close(s);
+}
+
 /* Volumes belong to users; mounts to sandboxes. Deleting a sandbox drops
  * its mounts and keeps the volume. */
 BOTH(volumes)
@@ -1228,15 +1341,16 @@ int main(void)
     if (g_pg_missing)
         printf("# pg_ cases skip: %s\n", g_pg_missing);
 
-    failed |=
-        RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open, sqlite_users,
-                  sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status, sqlite_not_found,
-                  sqlite_kv, sqlite_resources, sqlite_volumes, sqlite_delete_cascades,
-                  sqlite_hostile_strings, sqlite_two_handles, sqlite_backups);
+    failed |= RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open,
+                        sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
+                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
+                        sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
+    failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
                         pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
-                        pg_delete_cascades, pg_hostile_strings, pg_two_handles, pg_backups);
+                        pg_delete_cascades, pg_hostile_strings, pg_two_handles);
+    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups);
 
     pg_stop();
     free(g_pg_url);

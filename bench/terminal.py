@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Terminal gateway benchmark (issue 6), run by bench/run-terminal.sh.
+
+Against a real `pocketenv serve` on loopback with one busybox sandbox:
+
+1. keystroke -> echo latency over the WebSocket (/tty/:id/ws): one byte
+   sent, time until its echo comes back, with `cat >/dev/null` reading the
+   terminal (so the echo is the PTY's own). Floor: the same on a host PTY
+   (os.openpty + cat), which has no sandbox, daemon or socket in between.
+2. output throughput: `cat` of a large file in the sandbox to 1 and to 10
+   viewers (Cloudflare protocol: binary frames, nothing decoded), time from
+   the command to the last viewer seeing the end marker. Floor: bench/ptycat,
+   the same command on a PTY started the way the daemon starts shells,
+   read directly.
+
+Prints markdown. Measures and prints only; asserts nothing (STYLE rule 21).
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+from wsclient import WS  # noqa: E402
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    def __init__(self, pe, data):
+        self.pe, self.data = pe, data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tf = os.path.join(data, "token.json")
+        self.log = open(os.path.join(data, "daemon.log"), "w")
+        self.proc = subprocess.Popen([pe, "serve", "--listen", f"127.0.0.1:{self.port}",
+                                      "--data", data, "--token-file", tf], stderr=self.log)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise SystemExit("daemon did not start")
+                time.sleep(0.05)
+        with open(tf) as f:
+            self.token = json.load(f)["token"]
+
+    def xrpc(self, nsid, params=None, body=None):
+        q = "?" + "&".join(f"{k}={v}" for k, v in (params or {}).items()) if params else ""
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.url}/xrpc/{nsid}{q}", data=data,
+                                     method="POST" if data is not None else "GET")
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=120) as r:
+            text = r.read()
+        return json.loads(text) if text else None
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def keystroke_latency(ws, n):
+    ws.send("cat >/dev/null\n")
+    ws.read_until("cat >/dev/null\r\n")
+    # The shell may flush input typed while it hands the terminal to cat:
+    # probe until an echo comes back, then measure.
+    for _ in range(100):
+        ws.send(b"x")
+        try:
+            ws.read_until(b"x", timeout=0.2)
+            break
+        except TimeoutError:
+            pass
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        ws.send(b"x")
+        ws.read_until(b"x")
+        samples.append(time.perf_counter() - t0)
+        if i % 100 == 99:
+            ws.send(b"\n")
+            ws.read_until(b"\r\n")
+    ws.send(b"\x03")  # Ctrl-C ends cat
+    return samples
+
+
+def host_pty_latency(n):
+    master, slave = os.openpty()
+    p = subprocess.Popen(["cat"], stdin=slave, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True)
+    os.close(slave)
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        os.write(master, b"x")
+        got = b""
+        while b"x" not in got:
+            got += os.read(master, 4096)
+        samples.append(time.perf_counter() - t0)
+        if i % 100 == 99:
+            os.write(master, b"\n")
+            got = b""
+            while b"\n" not in got:
+                got += os.read(master, 4096)
+    p.kill()
+    p.wait()
+    os.close(master)
+    return samples
+
+
+def viewer_proc(port, path, conn):
+    """One viewer in its own process (no GIL shared with the others):
+    attach, sync, then read binary frames until the end marker."""
+    ws = WS(port, path)
+    while ws.recv()[0] != 1:  # {"type":"ready"}
+        pass
+    conn.send("attached")
+    ws.read_until(b"ready\r\n")
+    conn.send("synced")
+    total, tail, marker = 0, b"", b"END\r\n"
+    while marker not in tail:
+        op, p = ws.recv(timeout=300)
+        if op == 8:
+            conn.send(("closed", ws.closed))
+            return
+        total += len(p)
+        tail = tail[-len(marker):] + p
+    conn.send((total, time.perf_counter()))  # CLOCK_MONOTONIC: same clock in every process
+    ws.close()
+
+
+def post_input(d, sid, session, data):
+    req = urllib.request.Request(f"{d.url}/tty/{sid}/input?sessionId={session}", data=data,
+                                 method="POST")
+    req.add_header("Authorization", f"Bearer {d.token}")
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 204
+
+
+def throughput(d, sid, viewers, session):
+    path = f"/v1/sandboxes/{sid}/ws/terminal?session={session}&t={d.token}"
+    procs, conns = [], []
+    for _ in range(viewers):
+        parent, child = multiprocessing.Pipe()
+        p = multiprocessing.Process(target=viewer_proc, args=(d.port, path, child))
+        p.start()
+        procs.append(p)
+        conns.append(parent)
+    for c in conns:
+        assert c.recv() == "attached"
+    post_input(d, sid, session, b"echo re''ady\n")
+    for c in conns:
+        assert c.recv() == "synced"
+    t0 = time.perf_counter()
+    post_input(d, sid, session, b"cat /tmp/big; echo E''ND; exit\n")
+    results = [c.recv() for c in conns]
+    for p in procs:
+        p.join()
+    dropped = [r for r in results if r[0] == "closed"]
+    if dropped:
+        raise SystemExit(f"{len(dropped)} of {viewers} viewers were dropped: {dropped[0][1]}")
+    return min(b for b, _ in results), max(t for _, t in results) - t0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True, help="directory with pocketenv and ptycat")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--keys", type=int, default=2000, help="latency samples")
+    ap.add_argument("--mb", type=int, default=64, help="size of the file cat prints (MiB)")
+    ap.add_argument("--reps", type=int, default=5, help="throughput repetitions")
+    a = ap.parse_args()
+    pe = os.path.join(a.bin, "pocketenv")
+    subprocess.run([pe, "--data", a.data, "image", "build", "busybox"], check=True,
+                   capture_output=True)
+    d = Daemon(pe, a.data)
+    try:
+        sid = d.xrpc("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})["id"]
+        deadline = time.monotonic() + 60
+        while d.xrpc("io.pocketenv.sandbox.getSandbox", {"id": sid})["sandbox"]["status"] \
+                != "RUNNING":
+            if time.monotonic() > deadline:
+                raise SystemExit("sandbox did not start")
+            time.sleep(0.05)
+        size = a.mb * 1024 * 1024
+        d.xrpc("io.pocketenv.sandbox.exec", {"id": sid},
+               {"command": "yes 'the quick brown fox jumps over the lazy dog 0123456789' | "
+                           f"head -c {size} > /tmp/big"})
+
+        print(f"## Terminal gateway ({os.uname().release}, {os.cpu_count()} CPUs)\n")
+        ws = WS(d.port, f"/tty/{sid}/ws?sessionId=lat&token={d.token}")
+        ws.send(b"echo re''ady\n")
+        ws.read_until(b"ready\r\n")
+        lat = keystroke_latency(ws, a.keys)
+        ws.close()
+        host = host_pty_latency(a.keys)
+        print(f"Keystroke -> echo, {a.keys} keys, one at a time:\n")
+        print("| path | p50 | p99 | max |\n|---|---|---|---|")
+        for name, xs in [("WebSocket /tty/:id/ws (daemon + sandbox PTY)", lat),
+                         ("host PTY, no daemon (floor)", host)]:
+            print(f"| {name} | {pct(xs, 50) * 1e3:.3f} ms | {pct(xs, 99) * 1e3:.3f} ms "
+                  f"| {max(xs) * 1e3:.3f} ms |")
+
+        rows = {"ptycat (PTY read directly)": [], "1 viewer": [], "10 viewers": []}
+        for rep in range(a.reps):
+            # interleaved, so drift of the host affects every variant alike
+            out = subprocess.run([os.path.join(a.bin, "ptycat"), a.data, sid, "cat", "/tmp/big"],
+                                 capture_output=True, text=True, check=True).stdout.split()
+            rows["ptycat (PTY read directly)"].append((int(out[0]), float(out[1])))
+            rows["1 viewer"].append(throughput(d, sid, 1, f"tp1x{rep}"))
+            rows["10 viewers"].append(throughput(d, sid, 10, f"tp10x{rep}"))
+        print(f"\n`cat` of a {a.mb} MiB text file, median of {a.reps} interleaved runs "
+              "(MB/s of terminal output each viewer received):\n")
+        print("| reader | MB/s | vs direct |\n|---|---|---|")
+        base = None
+        for name, runs in rows.items():
+            mbs = statistics.median(b / t / 1e6 for b, t in runs)
+            base = base or mbs
+            print(f"| {name} | {mbs:.0f} | {mbs / base * 100:.0f} % |")
+    finally:
+        d.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,832 @@
+/* io.pocketenv.sandbox.putSshKeys / getSshKeys and putTailscaleAuthKey /
+ * getTailscaleAuthKey (reference §1.4, §5), and what they do to a sandbox.
+ *
+ * SSH: one key pair per sandbox. The private key arrives sealed, is
+ * opened once on the loop thread to check it (an OpenSSH private key whose
+ * embedded public key is the publicKey given) and stored as sent; the
+ * redacted copy that listings show is computed here from the plaintext by
+ * upstream's rule (§5), never taken from the client, whose "redacted"
+ * could carry anything. The pair is installed as /root/.ssh/id_ed25519
+ * (0600) and id_ed25519.pub (0644): every process the daemon runs in a
+ * sandbox (exec, services, PID 1) runs as its root with HOME=/root. It is
+ * installed at every start and at once when put on a running sandbox,
+ * through the same file placement as files (handlers/env.c: openat2
+ * RESOLVE_IN_ROOT under /proc/<init>/root, no shell). A sandbox without a
+ * key gets one at its first start: an Ed25519 pair generated here with
+ * libsodium, written in OpenSSH's format (below), and stored sealed to
+ * our own key like a client's, so getSshKeys shows its public half.
+ *
+ * Tailscale: the auth key arrives sealed, must start with "tskey-auth-",
+ * is stored sealed with upstream's redaction. At start (and at once when
+ * put on a running sandbox) an image that has tailscale gets tailscaled
+ * (userspace networking, supervised, supervise.c) and `tailscale up
+ * --auth-key=file:PATH`: the key travels in a 0600 file that is removed
+ * when `up` returns, never on a command line or in an environment.
+ *
+ * Threading: handlers on the loop thread, jobs on workers. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "resources.h"
+#include "supervise.h"
+
+#define SSH_PRIV_MAX (16 * 1024)
+#define SSH_PUB_MAX 8192
+#define TS_KEY_MAX 256
+#define SSH_DIR "/root/.ssh"
+#define TS_KEY_FILE "/run/pocketenv/tailscale-authkey"
+#define TS_UP_TIMEOUT 30.0
+#define SANDBOX_NOT_FOUND "SandboxNotFound"
+
+static const char OPENSSH_BEGIN[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
+static const char OPENSSH_END[] = "-----END OPENSSH PRIVATE KEY-----";
+static const char OPENSSH_MAGIC[] = "openssh-key-v1"; /* and its NUL */
+
+/* ---- the caller's sandbox ---- */
+
+int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
+                           pe_err *err)
+{
+    memset(out, 0, sizeof(*out));
+    if (id == NULL || id[0] == '\0')
+        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
+    if (strncmp(id, "sbx_", 4) == 0) {
+        if (pe_store_sandbox_get(s, id, out, err) == 0) {
+            if (strcmp(out->owner_did, did) == 0)
+                return 0;
+            pe_store_sandbox_clear(out);
+        } else if (err->code != PE_ENOENT) {
+            return -1;
+        }
+    } else if (pe_store_sandbox_get_by_name(s, did, id, out, err) == 0) {
+        return 0;
+    } else if (err->code != PE_ENOENT) {
+        return -1;
+    }
+    return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
+}
+
+bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
+{
+    if (pe_daemon_find_sandbox(s, job->did, id, sb, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    return false;
+}
+
+/* ---- OpenSSH key format ----
+ *
+ * Written by hand: libsodium makes the Ed25519 pair, but no library in
+ * Debian writes OpenSSH's "openssh-key-v1" container short of linking
+ * libssh or running ssh-keygen (which an image may lack). The format
+ * (OpenSSH's PROTOCOL.key) is a few length-prefixed strings:
+ *   "openssh-key-v1\0" string(cipher "none") string(kdf "none")
+ *   string(kdf options "") uint32(1 key) string(public key blob)
+ *   string(private section)
+ * public key blob: string("ssh-ed25519") string(32-byte public key)
+ * private section: uint32 check, the same uint32 again, string(key type),
+ *   string(public key), string(64-byte seed || public key),
+ *   string(comment), then 1, 2, 3, ... up to a multiple of 8 bytes.
+ * The whole is base64 (with padding) in lines of 70 between the BEGIN and
+ * END lines. */
+
+typedef struct buf {
+    unsigned char *p;
+    size_t len, cap;
+} buf;
+
+static void buf_put(buf *b, const void *data, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = (b->len + n) * 2;
+        unsigned char *p = sodium_malloc(cap);
+        if (p == NULL)
+            abort();
+        if (b->p) {
+            memcpy(p, b->p, b->len);
+            sodium_free(b->p); /* wipes */
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+}
+
+static void buf_u32(buf *b, uint32_t v)
+{
+    unsigned char be[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 8), (unsigned char)v};
+    buf_put(b, be, 4);
+}
+
+static void buf_str(buf *b, const void *data, size_t n)
+{
+    buf_u32(b, (uint32_t)n);
+    buf_put(b, data, n);
+}
+
+static char *b64(const unsigned char *p, size_t n)
+{
+    size_t size = sodium_base64_encoded_len(n, sodium_base64_VARIANT_ORIGINAL);
+    char *out = pe_xmalloc(size);
+
+    sodium_bin2base64(out, size, p, n, sodium_base64_VARIANT_ORIGINAL);
+    return out;
+}
+
+int pe_daemon_ssh_generate(const char *comment, char **priv_out, char **pub_out)
+{
+    unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    buf blob = {0}, sec = {0}, all = {0};
+    uint32_t check = randombytes_random();
+    char *text, *pem;
+    size_t n, o = 0;
+
+    crypto_sign_keypair(pk, sk); /* sk = seed || pk, as OpenSSH stores it */
+    buf_str(&blob, "ssh-ed25519", 11);
+    buf_str(&blob, pk, sizeof(pk));
+    buf_u32(&sec, check);
+    buf_u32(&sec, check);
+    buf_str(&sec, "ssh-ed25519", 11);
+    buf_str(&sec, pk, sizeof(pk));
+    buf_str(&sec, sk, sizeof(sk));
+    buf_str(&sec, comment, strlen(comment));
+    for (unsigned char pad = 1; sec.len % 8; pad++)
+        buf_put(&sec, &pad, 1);
+    buf_put(&all, OPENSSH_MAGIC, sizeof(OPENSSH_MAGIC));
+    buf_str(&all, "none", 4);
+    buf_str(&all, "none", 4);
+    buf_str(&all, "", 0);
+    buf_u32(&all, 1);
+    buf_str(&all, blob.p, blob.len);
+    buf_str(&all, sec.p, sec.len);
+    sodium_memzero(sk, sizeof(sk));
+    text = b64(all.p, all.len);
+    n = strlen(text);
+    pem = pe_xmalloc(sizeof(OPENSSH_BEGIN) + sizeof(OPENSSH_END) + n + n / 70 + 4);
+    memcpy(pem, OPENSSH_BEGIN, sizeof(OPENSSH_BEGIN) - 1);
+    o = sizeof(OPENSSH_BEGIN) - 1;
+    pem[o++] = '\n';
+    for (size_t i = 0; i < n; i += 70) {
+        size_t k = n - i < 70 ? n - i : 70;
+        memcpy(pem + o, text + i, k);
+        o += k;
+        pem[o++] = '\n';
+    }
+    memcpy(pem + o, OPENSSH_END, sizeof(OPENSSH_END) - 1);
+    o += sizeof(OPENSSH_END) - 1;
+    pem[o++] = '\n';
+    pem[o] = '\0';
+    sodium_memzero(text, n);
+    free(text);
+    text = b64(blob.p, blob.len);
+    *pub_out = pe_xasprintf("ssh-ed25519 %s %s", text, comment);
+    *priv_out = pem;
+    free(text);
+    sodium_free(blob.p);
+    sodium_free(sec.p);
+    sodium_free(all.p);
+    return 0;
+}
+
+/* Read string i of an SSH wire buffer at *off; false if it runs past n. */
+static bool wire_str(const unsigned char *p, size_t n, size_t *off, const unsigned char **s,
+                     size_t *len)
+{
+    uint32_t l;
+
+    if (n - *off < 4)
+        return false;
+    l = (uint32_t)p[*off] << 24 | (uint32_t)p[*off + 1] << 16 | (uint32_t)p[*off + 2] << 8 |
+        p[*off + 3];
+    *off += 4;
+    if (n - *off < l)
+        return false;
+    *s = p + *off;
+    *len = l;
+    *off += l;
+    return true;
+}
+
+/* The public key blob inside an OpenSSH private key (it is not encrypted
+ * even when the private part is). *blob points into *raw (sodium_malloc'd,
+ * the caller frees it). */
+static int ssh_priv_blob(const char *priv, size_t len, unsigned char **raw,
+                         const unsigned char **blob, size_t *blen, pe_err *err)
+{
+    const char *begin = strstr(priv, OPENSSH_BEGIN), *end;
+    const unsigned char *s;
+    size_t rlen = 0, off = sizeof(OPENSSH_MAGIC), l;
+    unsigned char *r;
+
+    *raw = NULL;
+    if (begin == NULL || (end = strstr(begin, OPENSSH_END)) == NULL)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "privateKey must be an OpenSSH private key (-----BEGIN OPENSSH "
+                          "PRIVATE KEY-----)");
+    begin += sizeof(OPENSSH_BEGIN) - 1;
+    r = sodium_malloc(len + 1);
+    if (r == NULL)
+        abort();
+    if (sodium_base642bin(r, len, begin, (size_t)(end - begin), " \t\r\n", &rlen, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        rlen < off || memcmp(r, OPENSSH_MAGIC, sizeof(OPENSSH_MAGIC)) != 0) {
+        sodium_free(r);
+        return pe_err_set(err, PE_EINVAL, 0, "privateKey is not a readable OpenSSH private key");
+    }
+    for (int i = 0; i < 3; i++) /* cipher, kdf, kdf options */
+        if (!wire_str(r, rlen, &off, &s, &l))
+            goto bad;
+    if (rlen - off < 4 || r[off] || r[off + 1] || r[off + 2] || r[off + 3] != 1)
+        goto bad; /* one key */
+    off += 4;
+    if (!wire_str(r, rlen, &off, blob, blen))
+        goto bad;
+    *raw = r;
+    return 0;
+bad:
+    sodium_free(r);
+    return pe_err_set(err, PE_EINVAL, 0, "privateKey must hold exactly one OpenSSH key");
+}
+
+/* privateKey (plaintext) and publicKey: an OpenSSH private key whose
+ * embedded public key is publicKey's. */
+static int check_ssh_pair(const char *priv, size_t len, const char *pub, pe_err *err)
+{
+    const unsigned char *blob;
+    unsigned char *raw = NULL, pubbin[SSH_PUB_MAX];
+    const char *sp, *b, *e;
+    size_t blen, plen = strlen(pub), bin = 0;
+    int r = 0;
+
+    if (len > SSH_PRIV_MAX || strlen(priv) != len)
+        return pe_err_set(err, PE_EINVAL, 0, "privateKey must be at most %d bytes of text",
+                          SSH_PRIV_MAX);
+    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
+        plen--;
+    if (plen == 0 || plen > SSH_PUB_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "publicKey must be one line of at most %d bytes",
+                          SSH_PUB_MAX);
+    for (size_t i = 0; i < plen; i++)
+        if ((unsigned char)pub[i] < 0x20 || pub[i] == 0x7f)
+            return pe_err_set(err, PE_EINVAL, 0, "publicKey must be one line of text");
+    sp = memchr(pub, ' ', plen);
+    if (sp == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "publicKey must be \"TYPE BASE64 [COMMENT]\"");
+    b = sp + 1;
+    e = memchr(b, ' ', plen - (size_t)(b - pub));
+    e = e ? e : pub + plen;
+    if (sodium_base642bin(pubbin, sizeof(pubbin), b, (size_t)(e - b), NULL, &bin, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "publicKey is not base64");
+    if (ssh_priv_blob(priv, len, &raw, &blob, &blen, err) < 0)
+        return -1;
+    if (blen < 4 || blen != bin || memcmp(blob, pubbin, bin) != 0 ||
+        (size_t)(sp - pub) != (size_t)blob[3] || memcmp(pub, blob + 4, (size_t)(sp - pub)) != 0)
+        r = pe_err_set(err, PE_EINVAL, 0, "publicKey is not the public half of privateKey");
+    sodium_free(raw);
+    return r;
+}
+
+/* Upstream's redaction (§5): between the OpenSSH header and footer, every
+ * character but newlines, the first 10 and the last 5 becomes '*' (when
+ * there are more than 15); newlines are then written as the two
+ * characters '\' 'n'. */
+char *pe_daemon_ssh_redact(const char *priv)
+{
+    const char *begin = strstr(priv, OPENSSH_BEGIN),
+               *end = begin ? strstr(begin, OPENSSH_END) : NULL;
+    size_t n = strlen(priv), count = 0, k = 0, o = 0;
+    char *out = pe_xmalloc(2 * n + 1);
+
+    if (begin == NULL || end == NULL) { /* never stored: checked on put */
+        free(out);
+        return pe_xstrdup("");
+    }
+    begin += sizeof(OPENSSH_BEGIN) - 1;
+    for (const char *p = begin; p < end; p++)
+        count += *p != '\n' && *p != '\r';
+    for (const char *p = priv; *p; p++) {
+        bool body = p >= begin && p < end && *p != '\n' && *p != '\r';
+        if (*p == '\r')
+            continue;
+        if (*p == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+            continue;
+        }
+        out[o++] = body && count > 15 && k >= 10 && k < count - 5 ? '*' : *p;
+        k += body;
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Tailscale's (and the generic) rule: first 11, a '*' for each of the
+ * middle characters, last 3. */
+static char *ts_redact(const char *key)
+{
+    size_t n = strlen(key);
+    char *out = pe_xstrdup(key);
+
+    for (size_t i = 11; n > 14 && i < n - 3; i++)
+        out[i] = '*';
+    return out;
+}
+
+static int check_ts_key(const char *key, size_t len, pe_err *err)
+{
+    static const char prefix[] = "tskey-auth-";
+
+    if (len < sizeof(prefix) + 8 || len > TS_KEY_MAX || strlen(key) != len ||
+        strncmp(key, prefix, sizeof(prefix) - 1) != 0)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "authKey must be a Tailscale auth key (tskey-auth-...), at most %d "
+                          "bytes",
+                          TS_KEY_MAX);
+    for (size_t i = 0; i < len; i++)
+        if (!(key[i] >= 'a' && key[i] <= 'z') && !(key[i] >= 'A' && key[i] <= 'Z') &&
+            !(key[i] >= '0' && key[i] <= '9') && key[i] != '-' && key[i] != '_')
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "authKey must be letters, digits, '-' and '_' only");
+    return 0;
+}
+
+/* ---- installing into a sandbox ---- */
+
+static int install_ssh(pe_daemon *d, const char *id, const char *priv, size_t len, const char *pub,
+                       pe_err *err)
+{
+    cleanup_free char *publine = NULL;
+    size_t plen = strlen(pub);
+    unsigned char *withnl = NULL;
+    int r;
+
+    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
+        plen--;
+    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
+    /* ssh reads a key only up to a final newline: add one if missing. */
+    if (len == 0 || priv[len - 1] != '\n') {
+        withnl = sodium_malloc(len + 1);
+        if (withnl == NULL)
+            abort();
+        memcpy(withnl, priv, len);
+        withnl[len++] = '\n';
+    }
+    r = pe_daemon_sandbox_write_file_mode(d, id, SSH_DIR "/id_ed25519",
+                                          withnl ? withnl : (const unsigned char *)priv, len, 0600,
+                                          err);
+    if (withnl)
+        sodium_free(withnl);
+    if (r < 0)
+        return -1;
+    return pe_daemon_sandbox_write_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
+                                             (const unsigned char *)publine, strlen(publine), 0644,
+                                             err);
+}
+
+/* The sandbox's stored pair, or a new default one (stored first, so the
+ * pair getSshKeys shows is the one installed), into the sandbox. */
+static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_key k;
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0) {
+        cleanup_free char *comment = pe_xasprintf("root@%s", sb->name);
+        char *priv = NULL, *pub = NULL, *sealed = NULL, *red = NULL;
+        if (err.code != PE_ENOENT)
+            goto fail;
+        pe_err_clear(&err);
+        pe_daemon_ssh_generate(comment, &priv, &pub);
+        red = pe_daemon_ssh_redact(priv);
+        if (pe_auth_seal(pe_auth_public_key_hex(d->auth), priv, strlen(priv), &sealed, &err) == 0 &&
+            pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, pub, sealed, red, &err) == 0)
+            pe_log_info("event=ssh_key sandbox=%s generated=1", sb->id);
+        sodium_memzero(priv, strlen(priv));
+        free(priv);
+        free(pub);
+        free(sealed);
+        free(red);
+        if (err.code || pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0)
+            goto fail;
+    }
+    if (pe_auth_unseal(d->auth, k.sealed, &plain, &len, &err) == 0)
+        install_ssh(d, sb->id, (const char *)plain, len, k.public_key, &err);
+    pe_auth_plain_free(plain);
+    pe_store_key_clear(&k);
+    if (err.code == 0)
+        return;
+fail:
+    pe_log_warn("sandbox %s: ssh key not installed: %s", sb->id, err.msg);
+}
+
+/* Run argv in the sandbox, output discarded, killed after timeout; its
+ * exit code (127: not found, -1: not started). */
+static int run_quiet(pe_daemon *d, const char *id, char **argv, double timeout)
+{
+    pe_proc_opts opts = {.argv = argv, .capture = true};
+    double deadline = pe_monotonic_s() + timeout;
+    char sink[4096];
+    pe_proc p;
+    pe_err err;
+    int code = -1;
+
+    pe_err_clear(&err);
+    if (pe_runtime_exec_start(&d->rt, id, &opts, &p, &err) < 0)
+        return err.errnum == ENOENT ? 127 : -1;
+    close(p.stdin_fd);
+    p.stdin_fd = -1;
+    /* Nothing it says is kept: a stand-in could echo what it was given. */
+    fcntl(p.stdout_fd, F_SETFL, O_NONBLOCK);
+    fcntl(p.stderr_fd, F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct pollfd pf[3] = {
+            {p.pidfd, POLLIN, 0}, {p.stdout_fd, POLLIN, 0}, {p.stderr_fd, POLLIN, 0}};
+        double left = deadline - pe_monotonic_s();
+        if (left <= 0) {
+            pe_proc_signal(&p, SIGKILL);
+            break;
+        }
+        if (poll(pf, 3, (int)(left * 1000) + 1) < 0 && errno != EINTR)
+            break;
+        for (int i = 1; i < 3; i++)
+            if (pf[i].revents && read(pf[i].fd, sink, sizeof(sink)) <= 0)
+                pf[i].fd = -1;
+        if (pf[0].revents & POLLIN)
+            break;
+    }
+    if (pe_proc_wait(&p, &code, &err) < 0)
+        code = -1;
+    pe_proc_close(&p);
+    return code;
+}
+
+static void ts_up(pe_daemon *d, const pe_store_sandbox *sb, const unsigned char *key, size_t len)
+{
+    static char *tailscaled[] = {(char *)"tailscaled", (char *)"--tun=userspace-networking",
+                                 (char *)"--statedir=/var/lib/tailscale", NULL};
+    cleanup_free char *unit = pe_xasprintf("tailscaled:%s", sb->id);
+    cleanup_free char *host = pe_xasprintf("--hostname=%s", sb->name);
+    char *up[] = {(char *)"tailscale", (char *)"up", (char *)"--auth-key=file:" TS_KEY_FILE, host,
+                  NULL};
+    pe_err err;
+    int code = -1;
+
+    pe_err_clear(&err);
+    if (pe_daemon_sandbox_write_file_mode(d, sb->id, TS_KEY_FILE, key, len, 0600, &err) < 0) {
+        pe_log_warn("sandbox %s: tailscale not started: %s", sb->id, err.msg);
+        return;
+    }
+    if (pe_daemon_unit_start(d, unit, sb->id, tailscaled, true, &err) < 0)
+        pe_log_warn("sandbox %s: tailscaled: %s", sb->id, err.msg);
+    /* tailscaled may take a moment to listen: a few tries. */
+    for (int i = 0; i < 3 && code != 0 && code != 127; i++) {
+        if (i > 0)
+            sleep(1);
+        code = run_quiet(d, sb->id, up, TS_UP_TIMEOUT);
+    }
+    if (pe_daemon_sandbox_remove_file(d, sb->id, TS_KEY_FILE, &err) < 0)
+        pe_log_warn("sandbox %s: %s", sb->id, err.msg);
+    if (code == 127) {
+        pe_daemon_unit_forget(unit);
+        pe_log_info("event=tailscale sandbox=%s outcome=\"no tailscale in the image\"", sb->id);
+    } else {
+        pe_log_info("event=tailscale sandbox=%s up_exit=%d", sb->id, code);
+    }
+}
+
+/* Bringing Tailscale up can take `tailscale up`'s whole timeout (three
+ * times): it runs on a thread of its own, so a start or a put is answered
+ * without waiting; the outcome is logged. One bring-up at a time: two
+ * would share the key file. The thread carries the sealed key and opens it
+ * itself, so no plaintext waits in a queue. */
+struct ts_job {
+    pe_daemon *d;
+    pe_store_sandbox sb; /* id and name only */
+    char *sealed;
+};
+
+static pthread_mutex_t ts_mu = PTHREAD_MUTEX_INITIALIZER;
+static bool ts_closed; /* the daemon exits: bring nothing more up (under ts_mu) */
+
+void pe_daemon_tailscale_quiesce(void)
+{
+    pthread_mutex_lock(&ts_mu); /* waits for a bring-up in progress */
+    ts_closed = true;
+    pthread_mutex_unlock(&ts_mu);
+}
+
+static void *ts_thread(void *arg)
+{
+    struct ts_job *t = arg;
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    pthread_mutex_lock(&ts_mu);
+    if (ts_closed)
+        ;
+    else if (pe_auth_unseal(t->d->auth, t->sealed, &plain, &len, &err) < 0)
+        pe_log_warn("sandbox %s: tailscale key does not open: %s", t->sb.id, err.msg);
+    else
+        ts_up(t->d, &t->sb, plain, len);
+    pthread_mutex_unlock(&ts_mu);
+    pe_auth_plain_free(plain);
+    free((char *)t->sb.id);
+    free((char *)t->sb.name);
+    free(t->sealed);
+    free(t);
+    return NULL;
+}
+
+static void ts_up_later(pe_daemon *d, const pe_store_sandbox *sb, const char *sealed)
+{
+    struct ts_job *t = pe_xcalloc(1, sizeof(*t));
+    pthread_attr_t attr;
+    pthread_t th;
+
+    t->d = d;
+    t->sb.id = pe_xstrdup(sb->id);
+    t->sb.name = pe_xstrdup(sb->name);
+    t->sealed = pe_xstrdup(sealed);
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, ts_thread, t) != 0) {
+        pe_log_warn("sandbox %s: tailscale not started: no thread", sb->id);
+        free((char *)t->sb.id);
+        free((char *)t->sb.name);
+        free(t->sealed);
+        free(t);
+    }
+    pthread_attr_destroy(&attr);
+}
+
+static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_key k;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &err) < 0) {
+        if (err.code != PE_ENOENT)
+            pe_log_warn("sandbox %s: tailscale: %s", sb->id, err.msg);
+        return;
+    }
+    ts_up_later(d, sb, k.sealed);
+    pe_store_key_clear(&k);
+}
+
+void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
+{
+    pe_store *s;
+    pe_err err;
+
+    pe_err_clear(&err);
+    s = pe_daemon_store(d, &err);
+    if (s == NULL) {
+        pe_log_warn("sandbox %s: keys and services not started: %s", sb->id, err.msg);
+        return;
+    }
+    place_ssh(d, s, sb);
+    place_tailscale(d, s, sb);
+    pe_daemon_services_start(d, s, sb);
+}
+
+/* ---- views ---- */
+
+static json_t *ssh_view(const pe_store_key *k)
+{
+    return json_pack("{s:s, s:s, s:s, s:o, s:o}", "id", k->id, "publicKey", k->public_key,
+                     "privateKey", k->redacted ? k->redacted : "", "createdAt",
+                     pe_daemon_time_json(k->created_at), "updatedAt",
+                     pe_daemon_time_json(k->updated_at));
+}
+
+static json_t *ts_view(const pe_store_key *k)
+{
+    return json_pack("{s:s, s:s, s:s, s:o, s:o}", "id", k->id, "authKey", k->redacted, "redacted",
+                     k->redacted, "createdAt", pe_daemon_time_json(k->created_at), "updatedAt",
+                     pe_daemon_time_json(k->updated_at));
+}
+
+/* ---- jobs ---- */
+
+static void reply_key(pe_daemon_job *job, pe_store *s, int kind, const char *sandbox_id)
+{
+    pe_store_key k;
+
+    if (pe_store_key_get(s, kind, sandbox_id, &k, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code != PE_ENOENT ? NULL
+                           : kind == PE_STORE_SSH_KEY ? "SshKeysNotFound"
+                                                      : "TailscaleAuthKeyNotFound");
+        return;
+    }
+    job->out = kind == PE_STORE_SSH_KEY ? ssh_view(&k) : ts_view(&k);
+    pe_store_key_clear(&k);
+}
+
+static void get_ssh_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    reply_key(job, s, PE_STORE_SSH_KEY, sb.id);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void get_ts_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* Installed first when the sandbox runs (a key that cannot be installed
+ * is the answer, and nothing is stored), then stored. */
+static void put_ssh_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *sealed = json_string_value(json_object_get(job->in, "privateKey"));
+    const char *pub = json_string_value(json_object_get(job->in, "publicKey"));
+    unsigned char *plain = NULL;
+    cleanup_free char *red = NULL;
+    pe_store_sandbox sb;
+    size_t len = 0;
+    int r = 0;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (pe_auth_unseal(job->d->auth, sealed, &plain, &len, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    red = pe_daemon_ssh_redact((const char *)plain);
+    if (sb.status == PE_STORE_RUNNING) {
+        r = install_ssh(job->d, sb.id, (const char *)plain, len, pub, &job->err);
+        if (r < 0 && job->err.code == PE_ESTATE) /* stopped meanwhile: at its next start */
+            r = 0;
+    }
+    pe_auth_plain_free(plain);
+    if (r < 0 || pe_store_key_put(s, PE_STORE_SSH_KEY, sb.id, pub, sealed, red, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    else
+        reply_key(job, s, PE_STORE_SSH_KEY, sb.id);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void put_ts_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *sealed = json_string_value(json_object_get(job->in, "authKey"));
+    unsigned char *plain = NULL;
+    cleanup_free char *red = NULL;
+    pe_store_sandbox sb;
+    size_t len = 0;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (pe_auth_unseal(job->d->auth, sealed, &plain, &len, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    red = ts_redact((const char *)plain);
+    if (pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, sb.id, NULL, sealed, red, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        if (sb.status == PE_STORE_RUNNING) /* outcome in the log, as a clone's */
+            ts_up_later(job->d, &sb, sealed);
+        reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
+    }
+    pe_auth_plain_free(plain);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* ---- handlers ---- */
+
+static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
+                   const char *id, json_t *in)
+{
+    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
+
+    job->id = pe_xstrdup(id);
+    job->in = in;
+    pe_daemon_job_submit(job);
+}
+
+static void get_ssh(pe_xrpc_request *req, void *ud)
+{
+    cleanup_free char *did = pe_daemon_auth(ud, req);
+
+    if (did)
+        submit(ud, req, did, get_ssh_work, json_string_value(json_object_get(req->params, "id")),
+               NULL);
+}
+
+static void get_ts(pe_xrpc_request *req, void *ud)
+{
+    cleanup_free char *did = pe_daemon_auth(ud, req);
+
+    if (did)
+        submit(ud, req, did, get_ts_work, json_string_value(json_object_get(req->params, "id")),
+               NULL);
+}
+
+/* The sealed value of field opened, checked by check, wiped. */
+static int check_sealed(pe_daemon *d, const json_t *body, const char *field,
+                        int (*check)(const char *plain, size_t len, const json_t *body,
+                                     pe_err *err),
+                        pe_err *err)
+{
+    const char *sealed = json_string_value(json_object_get(body, field));
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    int r;
+
+    if (sealed == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "%s is required", field);
+    if (pe_auth_unseal(d->auth, sealed, &plain, &len, err) < 0)
+        return pe_err_prefix(err, "%s must be sealed to this server's public key", field);
+    r = check((const char *)plain, len, body, err);
+    pe_auth_plain_free(plain);
+    return r;
+}
+
+static int ssh_check(const char *plain, size_t len, const json_t *body, pe_err *err)
+{
+    return check_ssh_pair(plain, len, json_string_value(json_object_get(body, "publicKey")), err);
+}
+
+static int ts_check(const char *plain, size_t len, const json_t *body, pe_err *err)
+{
+    return check_ts_key(plain, len, err);
+}
+
+static void put_handler(pe_xrpc_request *req, pe_daemon *d, const char *field,
+                        int (*check)(const char *, size_t, const json_t *, pe_err *),
+                        pe_daemon_work_fn work)
+{
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->body, "id"));
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (id == NULL || id[0] == '\0')
+        pe_err_set(&err, PE_EINVAL, 0, "id is required");
+    else if (check_sealed(d, req->body, field, check, &err) == 0) {
+        submit(d, req, did, work, id, json_deep_copy(req->body));
+        return;
+    }
+    pe_xrpc_respond_err(req, &err);
+}
+
+static void put_ssh(pe_xrpc_request *req, void *ud)
+{
+    put_handler(req, ud, "privateKey", ssh_check, put_ssh_work);
+}
+
+static void put_ts(pe_xrpc_request *req, void *ud)
+{
+    put_handler(req, ud, "authKey", ts_check, put_ts_work);
+}
+
+int pe_daemon_register_keys(pe_daemon *d, pe_err *err)
+{
+    static const struct {
+        const char *nsid;
+        pe_xrpc_handler fn;
+    } routes[] = {
+        {"io.pocketenv.sandbox.putSshKeys", put_ssh},
+        {"io.pocketenv.sandbox.getSshKeys", get_ssh},
+        {"io.pocketenv.sandbox.putTailscaleAuthKey", put_ts},
+        {"io.pocketenv.sandbox.getTailscaleAuthKey", get_ts},
+    };
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(routes); i++)
+        if (pe_xrpc_register(d->srv, routes[i].nsid, routes[i].fn, d, err) < 0)
+            return -1;
+    return 0;
+}
