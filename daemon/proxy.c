@@ -92,6 +92,7 @@ struct preq {
     unsigned status; /* 0: go ahead */
     char *err_name, *err_msg;
     char *addr;
+    char *sandbox_id; /* held busy (no idle stop) while connected */
     /* upstream */
     int fd;
     pe_ev_io *io;
@@ -130,6 +131,9 @@ static void buf_free(struct buf *b)
 
 static void preq_free(struct preq *p)
 {
+    if (p->sandbox_id)
+        pe_daemon_release(p->d, p->sandbox_id);
+    free(p->sandbox_id);
     pe_ev_io_stop(p->io);
     pe_ev_io_stop(p->cio);
     pe_ev_timer_stop(p->timer);
@@ -450,6 +454,8 @@ static void check_work(pe_daemon_job *job, pe_store *s)
         verdict(p, 502, "SandboxNotRunning", err.msg);
     } else {
         pe_daemon_touch(job->d, hit->sandbox_id);
+        p->sandbox_id = pe_xstrdup(hit->sandbox_id);
+        pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
     }
     pe_store_port_list_free(rows, n);
 }
