@@ -110,6 +110,8 @@ struct preq {
 
 static void buf_add(struct buf *b, const void *data, size_t len)
 {
+    if (len == 0)
+        return;
     if (b->len + len > b->cap) {
         b->cap = (b->len + len) * 2 + 256;
         b->data = pe_xrealloc(b->data, b->cap);

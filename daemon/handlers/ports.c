@@ -128,7 +128,7 @@ static void expose_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
-static void submit(pe_daemon *d, pe_xrpc_request *req, char *did, pe_daemon_work_fn work)
+static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work)
 {
     pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
 
@@ -177,10 +177,10 @@ static void unexpose_work(pe_daemon_job *job, pe_store *s)
 static void unexpose_handler(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
-    char *did = pe_daemon_auth(d, req);
+    cleanup_free char *did = pe_daemon_auth(d, req);
 
     if (did)
-        submit(d, req, pe_steal_ptr(&did), unexpose_work);
+        submit(d, req, did, unexpose_work);
 }
 
 /* ---- getExposedPorts ---- */
@@ -209,10 +209,10 @@ static void list_work(pe_daemon_job *job, pe_store *s)
 static void list_handler(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
-    char *did = pe_daemon_auth(d, req);
+    cleanup_free char *did = pe_daemon_auth(d, req);
 
     if (did)
-        submit(d, req, pe_steal_ptr(&did), list_work);
+        submit(d, req, did, list_work);
 }
 
 /* ---- exposeVscode ---- */
@@ -316,10 +316,10 @@ static void vscode_work(pe_daemon_job *job, pe_store *s)
 static void vscode_handler(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
-    char *did = pe_daemon_auth(d, req);
+    cleanup_free char *did = pe_daemon_auth(d, req);
 
     if (did)
-        submit(d, req, pe_steal_ptr(&did), vscode_work);
+        submit(d, req, did, vscode_work);
 }
 
 int pe_daemon_register_ports(pe_daemon *d, pe_err *err)
