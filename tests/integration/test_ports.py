@@ -240,10 +240,8 @@ def test_large_answer_is_streamed(daemon, web):
 
 
 def test_cli_expose_ports_unexpose(daemon, web):
-    # pocketenv-client directly: `pocketenv expose` does not reach it yet
-    # (cli/cmd-serve.c's list of client commands lacks the port commands).
     env = dict(os.environ, POCKETENV_API_URL=daemon.url, POCKETENV_TOKEN=daemon.token)
-    cli = lambda *a: subprocess.run([BIN + "-client", *a], env=env, capture_output=True, text=True,
+    cli = lambda *a: subprocess.run([BIN, *a], env=env, capture_output=True, text=True,
                                     timeout=30)
     p = cli("expose", "web", "8097", "cli port")
     assert p.returncode == 0, p.stderr
@@ -252,6 +250,11 @@ def test_cli_expose_ports_unexpose(daemon, web):
     assert p.returncode == 0 and "8097" in p.stdout and "cli port" in p.stdout, p.stdout
     assert cli("unexpose", "web", "8097").returncode == 0
     assert "8097" not in cli("ports", "web").stdout
+    p = cli("expose", "web", "http")
+    assert p.returncode == 2 and "port must be an integer" in p.stderr
+    p = cli("vscode", "web")  # the test image has a stand-in code-server
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"VS Code Server: http://1024-web.localhost:{daemon.port}/\n"
 
 
 def test_forwarded_head(daemon, web):
