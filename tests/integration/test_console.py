@@ -40,6 +40,25 @@ def test_piped_input_and_exit_code(logged_in, box):
     assert "hi-from-console" in p.stdout
 
 
+def foreground_sleep():
+    """A `sleep 31` that is its terminal's foreground process group."""
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if f.read() != b"sleep\x0031\x00":
+                    continue
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pgrp, tpgid = int(fields[2]), int(fields[5])
+        if pgrp == tpgid:
+            return True
+    return False
+
+
 class Terminal:
     """pocketenv console on a fresh pty of rows x cols."""
 
@@ -95,9 +114,12 @@ def test_raw_terminal_resize_and_detach(logged_in, box):
     t.type("stty size\r")
     t.read_until("40 120")
     # Raw mode: Ctrl-C goes to the sandbox's shell, not to the console.
-    t.type("echo zz$((1+1)); sleep 30\r")
-    t.read_until("zz2\r\n")  # the line was read: the shell runs it now
-    t.type(b"\x03")  # were it not delivered, the echo below would wait 30 s
+    t.type("echo zz$((1+1)); sleep 31\r")
+    t.read_until("zz2\r\n")
+    # Ctrl-C goes to the terminal's foreground job: wait until that is the
+    # sleep, not the shell still setting the job up.
+    wait_for(foreground_sleep, 10, "sleep 31 to be the terminal's foreground job")
+    t.type(b"\x03")  # were it not delivered, the echo below would wait 31 s
     t.type("echo after-interrupt\r")
     t.read_until("after-interrupt\r\n")
     assert t.proc.poll() is None
