@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "core/fs.h"
@@ -204,4 +205,103 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
         json_decref(j);
     }
     return -1;
+}
+
+/* ---- raw routes ---- */
+
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    const char *what = ud;
+    curl_off_t now = ultotal > 0 ? ulnow : dlnow;
+
+    fprintf(stderr, "\r%s %.1f MiB", what, (double)now / (1024.0 * 1024.0));
+    return 0;
+}
+
+static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b, pe_err *err)
+{
+    CURL *c = a->curl;
+    cleanup_free char *url = pe_xasprintf("%s%s", a->url, path);
+    cleanup_free char *auth = a->token ? pe_xasprintf("Authorization: Bearer %s", a->token) : NULL;
+    struct curl_slist *headers = NULL;
+    char curl_err[CURL_ERROR_SIZE] = "";
+    bool tty = isatty(2);
+    CURLcode rc;
+
+    a->status = 0;
+    a->error_name[0] = '\0';
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (auth)
+        headers = curl_slist_append(headers, auth);
+    if (data) {
+        headers = curl_slist_append(headers, "Content-Type: application/gzip");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    }
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+    if (tty) {
+        curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, data ? "sent" : "received");
+    }
+    rc = curl_easy_perform(c);
+    if (tty)
+        fputs("\r\033[K", stderr);
+    curl_slist_free_all(headers);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
+    if (rc != CURLE_OK)
+        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the daemon at %s: %s", a->url,
+                          curl_err[0] ? curl_err : curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
+    if (a->status >= 200 && a->status < 300)
+        return 0;
+    {
+        json_t *j = b->len ? json_loadb(b->data, b->len, 0, NULL) : NULL;
+        const char *name = json_string_value(json_object_get(j, "error"));
+        const char *msg = json_string_value(json_object_get(j, "message"));
+
+        snprintf(a->error_name, sizeof(a->error_name), "%s", name ? name : "");
+        pe_err_set(err, PE_API_EHTTP, 0, "%s", msg ? msg : name ? name : "request failed");
+        json_decref(j);
+    }
+    return -1;
+}
+
+int pe_api_post_raw(pe_api *a, const char *path, const void *data, size_t len, json_t **out,
+                    pe_err *err)
+{
+    buf b = {0};
+    int r = raw(a, path, data ? data : "", len, &b, err);
+
+    *out = NULL;
+    if (r == 0) {
+        *out = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+        if (*out == NULL)
+            r = pe_err_set(err, PE_EINVAL, 0, "%s: the daemon's answer is not JSON", path);
+    }
+    free(b.data);
+    return r;
+}
+
+int pe_api_get_raw(pe_api *a, const char *path, char **data, size_t *len, pe_err *err)
+{
+    buf b = {0};
+    int r = raw(a, path, NULL, 0, &b, err);
+
+    if (r < 0) {
+        free(b.data);
+        return -1;
+    }
+    *data = b.data;
+    *len = b.len;
+    return 0;
 }

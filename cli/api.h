@@ -41,6 +41,13 @@ void pe_api_close(pe_api *a);
 int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_t **out,
                 pe_err *err);
 
+/* Raw routes outside the XRPC prefix (the cp transfer store). POST data to path
+ * and parse the JSON answer into *out; GET path into *data, *len
+ * (malloc'd). A progress line goes to stderr when it is a terminal. */
+int pe_api_post_raw(pe_api *a, const char *path, const void *data, size_t len, json_t **out,
+                    pe_err *err);
+int pe_api_get_raw(pe_api *a, const char *path, char **data, size_t *len, pe_err *err);
+
 /* Path of the token file (malloc'd), or NULL if HOME is unset. */
 char *pe_api_token_path(void);
 

@@ -1,0 +1,113 @@
+"""`pocketenv cp` and `pocketenv backup` against a real daemon: files go
+local -> sandbox -> sandbox -> local through the daemon's /cp store,
+honouring ignore files; backups are made, listed and restored."""
+import os
+import stat
+
+import pytest
+
+from test_cli import Cli
+from test_daemon import daemon  # noqa: F401 (fixture)
+
+
+@pytest.fixture
+def cli(daemon, tmp_path):
+    c = Cli(daemon.url, tmp_path / "home")
+    os.makedirs(c.home)
+    assert c("login", "--token", daemon.token).returncode == 0
+    return c
+
+
+@pytest.fixture
+def boxes(daemon, cli):
+    for n in ("cpa", "cpb"):
+        assert cli("create", n, "-b", "busybox").returncode == 0
+    for n in ("cpa", "cpb"):
+        daemon.wait_status(n, ["RUNNING"])
+    yield "cpa", "cpb"
+    for n in ("cpa", "cpb"):
+        daemon.sandbox("deleteSandbox", n)
+
+
+def tree(root):
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, root)] = (open(p, "rb").read(),
+                                             stat.S_IMODE(os.stat(p).st_mode))
+    return out
+
+
+def test_copy_round_trip_with_ignore_files(cli, boxes, tmp_path):
+    src = tmp_path / "project"
+    (src / "sub" / "deep").mkdir(parents=True)
+    (src / "node_modules" / "pkg").mkdir(parents=True)
+    (src / "hello.txt").write_text("hello\n")
+    (src / "run.sh").write_text("#!/bin/sh\necho ran\n")
+    os.chmod(src / "run.sh", 0o755)
+    (src / "sub" / "deep" / "data.bin").write_bytes(bytes(range(256)) * 40)
+    (src / "node_modules" / "pkg" / "index.js").write_text("x")
+    (src / "debug.log").write_text("noise")
+    (src / "sub" / "nested.log").write_text("ignored too: *.log matches at any depth")
+    (src / "sub" / "secret.env").write_text("TOKEN=1")
+    (src / ".gitignore").write_text("node_modules/\n# a comment\n*.log\n")
+    (src / "sub" / ".dockerignore").write_text("secret.env\n")
+    os.symlink("/etc/passwd", src / "link")  # symlinks are not copied
+
+    p = cli("cp", str(src), "cpa:/work")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"Copied files from {src} to cpa:/work\n"
+    out = cli("exec", "cpa", "cd /work && find . -type f | sort && ./run.sh").stdout
+    files = out.split()
+    assert "./hello.txt" in files and "./sub/deep/data.bin" in files and "ran" in files
+    assert not any("node_modules" in f or f.endswith(".log") or "secret.env" in f
+                   or f == "./link" for f in files), out
+
+    assert cli("cp", "cpa:/work", "cpb:/copied").returncode == 0
+    assert cli("exec", "cpb", "cat /copied/hello.txt").stdout == "hello\n"
+
+    back = tmp_path / "back"
+    p = cli("cp", "cpb:/copied", str(back))
+    assert p.returncode == 0, p.stderr
+    got = tree(back)
+    assert got["hello.txt"] == (b"hello\n", 0o644)
+    assert got["run.sh"][1] == 0o755
+    assert got["sub/deep/data.bin"][0] == bytes(range(256)) * 40
+    assert ".gitignore" in got and "debug.log" not in got and "sub/secret.env" not in got
+
+    # one file
+    assert cli("cp", str(src / "hello.txt"), "cpb:/single").returncode == 0
+    assert cli("exec", "cpb", "cat /single/hello.txt").stdout == "hello\n"
+
+
+def test_copy_errors(cli, boxes, tmp_path):
+    p = cli("cp", str(tmp_path / "missing"), "cpa:/x")
+    assert p.returncode == 2 and "No such file" in p.stderr
+    (tmp_path / "f").write_text("x")
+    p = cli("cp", str(tmp_path / "f"), "nosuchbox:/x")
+    assert p.returncode == 1 and "sandbox nosuchbox not found" in p.stderr
+    p = cli("cp", str(tmp_path / "f"), str(tmp_path / "g"))
+    assert p.returncode == 2 and "NAME:/path" in p.stderr
+    assert cli("stop", "cpb").returncode == 0
+    p = cli("cp", str(tmp_path / "f"), "cpb:/x")
+    assert p.returncode == 1 and "running" in p.stderr, p.stderr
+
+
+def test_backup_commands(cli, boxes):
+    assert cli("exec", "cpa", "mkdir -p /data && echo v1 > /data/f").returncode == 0
+    p = cli("backup", "create", "cpa", "/data", "-d", "first", "-t", "2h")
+    assert p.returncode == 0, p.stderr
+    backup_id = p.stdout.split()[1]
+    assert p.stdout.startswith(f"Backup {backup_id} of cpa:/data created\n")
+    rows = cli("backup", "ls", "cpa").stdout.splitlines()
+    assert rows[0].split() == ["BACKUP", "ID", "DIRECTORY", "CREATED", "AT", "EXPIRES", "AT"]
+    assert rows[1].split()[:2] == [backup_id, "/data"]
+    assert cli("exec", "cpa", "echo v2 > /data/f").returncode == 0
+    p = cli("backup", "restore", backup_id)
+    assert (p.returncode, p.stdout) == (0, f"Backup {backup_id} restored\n"), p.stderr
+    assert cli("exec", "cpa", "cat /data/f").stdout == "v1\n"
+    p = cli("backup", "create", "cpa", "/data", "-t", "soon")
+    assert p.returncode == 2 and "--ttl" in p.stderr
+    p = cli("backup", "ls", "nosuchbox")
+    assert p.returncode == 1 and "sandbox nosuchbox not found" in p.stderr
