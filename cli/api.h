@@ -48,6 +48,12 @@ int pe_api_post_raw(pe_api *a, const char *path, const void *data, size_t len, j
                     pe_err *err);
 int pe_api_get_raw(pe_api *a, const char *path, char **data, size_t *len, pe_err *err);
 
+/* A secret value: piped standard input, or a prompt that does not echo
+ * on a terminal; trailing whitespace trimmed (cli/cmd-res.c). */
+char *pe_cli_read_secret(const char *name, size_t *len, pe_err *err);
+/* plain sealed (crypto_box_seal, base64url) to the daemon's public key. */
+char *pe_cli_seal(pe_api *a, const char *plain, size_t len, pe_err *err);
+
 /* Path of the token file (malloc'd), or NULL if HOME is unset. */
 char *pe_api_token_path(void);
 

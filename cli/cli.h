@@ -85,6 +85,8 @@ int pe_cmd_res(int argc, char **argv);
 int pe_cmd_ports(int argc, char **argv);
 /* cp|copy, backup (cli/cmd-cp.c); -1 if argv[0] is neither. */
 int pe_cmd_cp(int argc, char **argv);
+/* sshkeys, tailscale, service (cli/cmd-keys.c); -1 if none. */
+int pe_cmd_keys(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */

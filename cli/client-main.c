@@ -40,6 +40,8 @@ int main(int argc, char **argv)
         r = pe_cmd_ports(argc - 1, argv + 1);
     if (r < 0)
         r = pe_cmd_cp(argc - 1, argv + 1);
+    if (r < 0)
+        r = pe_cmd_keys(argc - 1, argv + 1);
     if (r < 0) {
         fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[1]);
         return 2;

@@ -128,6 +128,15 @@ static char *prompt_secret(const char *name, size_t *len, pe_err *err)
     return line;
 }
 
+char *pe_cli_read_secret(const char *name, size_t *len, pe_err *err)
+{
+    char *v = isatty(0) ? prompt_secret(name, len, err) : read_all(stdin, len, err);
+
+    if (v)
+        trim_right(v, len);
+    return v;
+}
+
 static char *public_key(pe_api *a, pe_err *err)
 {
     const char *env = getenv("POCKETENV_PUBLIC_KEY");
@@ -143,7 +152,7 @@ static char *public_key(pe_api *a, pe_err *err)
     return key;
 }
 
-static char *seal(pe_api *a, const char *plain, size_t len, pe_err *err)
+char *pe_cli_seal(pe_api *a, const char *plain, size_t len, pe_err *err)
 {
     cleanup_free char *key = public_key(a, err);
     char *b64 = NULL;
@@ -225,7 +234,7 @@ static int put(const kind *k, int argc, char **argv)
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
     if (k->sealed) {
-        sealed = seal(&a, owned, len, &err);
+        sealed = pe_cli_seal(&a, owned, len, &err);
         if (owned)
             explicit_bzero(owned, len);
         if (sealed == NULL) {

@@ -94,9 +94,6 @@ void pe_daemon_tailscale_quiesce(void);
 /* Start every service of sb that its owner wants running. */
 void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
 
-/* A new Ed25519 key pair in OpenSSH's formats: *priv the private key file
- * (wipe before free), *pub "ssh-ed25519 BASE64 comment". */
-int pe_daemon_ssh_generate(const char *comment, char **priv, char **pub);
 /* Upstream's redacted form of an OpenSSH private key (reference §5). */
 char *pe_daemon_ssh_redact(const char *priv);
 

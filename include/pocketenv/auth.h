@@ -149,4 +149,9 @@ void pe_auth_plain_free(unsigned char *plain);
 int pe_auth_seal(const char *public_key_hex, const void *plain, size_t len, char **b64url,
                  pe_err *err);
 
+/* A new Ed25519 key pair in OpenSSH's formats: *priv_out the private key
+ * file (PEM-armoured "openssh-key-v1", unencrypted), *pub_out the
+ * authorized_keys line with comment. Both malloc'd; wipe priv after use. */
+int pe_auth_ssh_generate(const char *comment, char **priv_out, char **pub_out);
+
 #endif

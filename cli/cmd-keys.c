@@ -1,0 +1,340 @@
+/* sshkeys, tailscale, service: as upstream's commands (reference §6.2).
+ *
+ *   sshkeys put SANDBOX (--private-key F --public-key F | -g|--generate)
+ *   sshkeys get SANDBOX
+ *   tailscale put SANDBOX           key on stdin or a prompt without echo
+ *   tailscale get SANDBOX
+ *   service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]
+ *   service list|ls SANDBOX
+ *   service start|stop|restart|delete|rm|remove SERVICE_ID
+ *   service logs SERVICE_ID        (io.pocketenv.service.getServiceLogs, ours)
+ *
+ * Private keys and auth keys are sealed here with the daemon's public key;
+ * --generate makes an Ed25519 pair locally (lib/auth) and prints its public
+ * half to add to a git host. No editor is opened (upstream's fallback):
+ * give the files. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "cli.h"
+#include "core/fs.h"
+#include "core/util.h"
+#include "pocketenv/auth.h"
+
+#define EXIT_API 1
+#define EXIT_USAGE 2
+#define KEY_MAX (64 * 1024)
+
+static int usage(const char *text)
+{
+    fprintf(stderr, "usage: %s\n", text);
+    return EXIT_USAGE;
+}
+
+/* Call nsid; print err on failure, naming a missing sandbox. */
+static int call(const char *nsid, json_t *params, json_t *body, json_t **out, const char *sb)
+{
+    pe_api a;
+    pe_err err;
+    int r;
+
+    pe_err_clear(&err);
+    *out = NULL;
+    if (pe_api_open(&a, true, &err) < 0) {
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return EXIT_API;
+    }
+    r = pe_api_call(&a, nsid, params, body, out, &err);
+    if (r < 0) {
+        if (sb && strcmp(a.error_name, "SandboxNotFound") == 0)
+            fprintf(stderr, "pocketenv: sandbox %s not found\n", sb);
+        else
+            fprintf(stderr, "pocketenv: %s\n", err.msg);
+        r = EXIT_API;
+    }
+    pe_api_close(&a);
+    return r;
+}
+
+/* Seal plain with the daemon's key (opens its own API handle). */
+static char *seal(const char *plain, size_t len)
+{
+    pe_api a;
+    pe_err err;
+    char *s;
+
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return NULL;
+    }
+    s = pe_cli_seal(&a, plain, len, &err);
+    pe_api_close(&a);
+    if (s == NULL)
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+    return s;
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+/* ---- sshkeys ---- */
+
+static int sshkeys(int argc, char **argv)
+{
+    const char *priv_path = NULL, *pub_path = NULL;
+    cleanup_free char *priv = NULL;
+    cleanup_free char *pub = NULL;
+    cleanup_free char *sealed = NULL;
+    bool generate = false;
+    json_t *body, *out = NULL;
+    size_t plen = 0;
+    pe_err err;
+    int r;
+
+    if (argc == 3 && strcmp(argv[1], "get") == 0) {
+        json_t *params = json_pack("{s:s}", "id", argv[2]);
+        r = call("io.pocketenv.sandbox.getSshKeys", params, NULL, &out, argv[2]);
+        json_decref(params);
+        if (r == 0)
+            printf("Private Key: %s\nPublic Key: %s\n", str(out, "privateKey"),
+                   str(out, "publicKey"));
+        json_decref(out);
+        return r;
+    }
+    if (argc < 3 || strcmp(argv[1], "put") != 0)
+        return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | "
+                     "--generate)\n       pocketenv sshkeys get SANDBOX");
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--private-key") == 0 && i + 1 < argc)
+            priv_path = argv[++i];
+        else if (strcmp(argv[i], "--public-key") == 0 && i + 1 < argc)
+            pub_path = argv[++i];
+        else if (strcmp(argv[i], "-g") == 0 || strcmp(argv[i], "--generate") == 0)
+            generate = true;
+        else
+            return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | -g)");
+    }
+    pe_err_clear(&err);
+    if (generate) {
+        if (pe_auth_ssh_generate("pocketenv", &priv, &pub) < 0) {
+            fprintf(stderr, "pocketenv: could not generate a key pair\n");
+            return EXIT_API;
+        }
+        plen = strlen(priv);
+    } else if (priv_path && pub_path) {
+        size_t n;
+        if (pe_fs_read_file(priv_path, KEY_MAX, &priv, &plen, &err) < 0 ||
+            pe_fs_read_file(pub_path, KEY_MAX, &pub, &n, &err) < 0) {
+            fprintf(stderr, "pocketenv: %s\n", err.msg);
+            return EXIT_USAGE;
+        }
+        pub[strcspn(pub, "\r\n")] = '\0';
+        if (strstr(priv, "-----BEGIN ") == NULL || strstr(priv, "PRIVATE KEY-----") == NULL) {
+            fprintf(stderr, "pocketenv: %s is not a PEM private key\n", priv_path);
+            return EXIT_USAGE;
+        }
+    } else {
+        return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | -g)");
+    }
+    sealed = seal(priv, plen);
+    explicit_bzero(priv, plen);
+    if (sealed == NULL)
+        return EXIT_API;
+    body = json_pack("{s:s, s:s, s:s}", "id", argv[2], "privateKey", sealed, "publicKey", pub);
+    r = call("io.pocketenv.sandbox.putSshKeys", NULL, body, &out, argv[2]);
+    json_decref(body);
+    json_decref(out);
+    if (r == 0) {
+        printf("SSH keys of %s saved\n", argv[2]);
+        if (generate)
+            printf("Public key (add it to your git host):\n%s\n", pub);
+    }
+    return r;
+}
+
+/* ---- tailscale ---- */
+
+static int tailscale(int argc, char **argv)
+{
+    cleanup_free char *key = NULL;
+    cleanup_free char *sealed = NULL;
+    json_t *body, *params, *out = NULL;
+    size_t len = 0;
+    pe_err err;
+    int r;
+
+    if (argc == 3 && strcmp(argv[1], "get") == 0) {
+        params = json_pack("{s:s}", "id", argv[2]);
+        r = call("io.pocketenv.sandbox.getTailscaleAuthKey", params, NULL, &out, argv[2]);
+        json_decref(params);
+        if (r == 0)
+            printf("Tailscale auth key: %s\n", str(out, "authKey"));
+        json_decref(out);
+        return r;
+    }
+    if (argc != 3 || strcmp(argv[1], "put") != 0)
+        return usage("pocketenv tailscale put SANDBOX   (the key on stdin or at the prompt)\n"
+                     "       pocketenv tailscale get SANDBOX");
+    pe_err_clear(&err);
+    key = pe_cli_read_secret("the Tailscale auth key", &len, &err);
+    if (key == NULL) {
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return EXIT_USAGE;
+    }
+    if (strncmp(key, "tskey-auth-", 11) != 0) {
+        explicit_bzero(key, len);
+        fprintf(stderr, "pocketenv: a Tailscale auth key starts with tskey-auth-\n");
+        return EXIT_USAGE;
+    }
+    sealed = seal(key, len);
+    explicit_bzero(key, len);
+    if (sealed == NULL)
+        return EXIT_API;
+    body = json_pack("{s:s, s:s}", "id", argv[2], "authKey", sealed);
+    r = call("io.pocketenv.sandbox.putTailscaleAuthKey", NULL, body, &out, argv[2]);
+    json_decref(body);
+    json_decref(out);
+    if (r == 0)
+        printf("Tailscale auth key of %s saved\n", argv[2]);
+    return r;
+}
+
+/* ---- service ---- */
+
+static int service_create(int argc, char **argv)
+{
+    json_t *svc, *ports = json_array(), *params, *body, *out = NULL;
+    cleanup_free char *command = pe_xstrdup("");
+    const char *desc = NULL;
+    int r;
+
+    if (argc < 5) {
+        json_decref(ports);
+        return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]");
+    }
+    for (int i = 4; i < argc; i++) {
+        if ((strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--description") == 0) && i + 1 < argc) {
+            desc = argv[++i];
+        } else if (strcmp(argv[i], "-p") == 0 || strcmp(argv[i], "--ports") == 0) {
+            char *end;
+            long p;
+            while (i + 1 < argc && (errno = 0, p = strtol(argv[i + 1], &end, 10), !errno) &&
+                   *end == '\0' && end != argv[i + 1]) {
+                if (p < 1 || p > 65535) {
+                    json_decref(ports);
+                    fprintf(stderr, "pocketenv: port %ld out of range\n", p);
+                    return EXIT_USAGE;
+                }
+                json_array_append_new(ports, json_integer(p));
+                i++;
+            }
+        } else {
+            char *next = pe_xasprintf("%s%s%s", command, *command ? " " : "", argv[i]);
+            free(command);
+            command = next;
+        }
+    }
+    if (*command == '\0') {
+        json_decref(ports);
+        return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]");
+    }
+    svc = json_pack("{s:s, s:s}", "name", argv[3], "command", command);
+    if (desc)
+        json_object_set_new(svc, "description", json_string(desc));
+    if (json_array_size(ports))
+        json_object_set(svc, "ports", ports);
+    json_decref(ports);
+    params = json_pack("{s:s}", "sandboxId", argv[2]);
+    body = json_pack("{s:o}", "service", svc);
+    r = call("io.pocketenv.service.addService", params, body, &out, argv[2]);
+    json_decref(params);
+    json_decref(body);
+    if (r == 0) {
+        json_t *v = json_object_get(out, "service");
+        printf("Service %s created in %s", argv[3], argv[2]);
+        if (json_is_string(json_object_get(v ? v : out, "id")))
+            printf(": %s", str(v ? v : out, "id"));
+        printf("\n");
+    }
+    json_decref(out);
+    return r;
+}
+
+static int service(int argc, char **argv)
+{
+    static const struct {
+        const char *verb, *nsid, *done;
+    } by_id[] = {
+        {"start", "io.pocketenv.service.startService", "started"},
+        {"stop", "io.pocketenv.service.stopService", "stopped"},
+        {"restart", "io.pocketenv.service.restartService", "restarted"},
+        {"delete", "io.pocketenv.service.deleteService", "deleted"},
+        {"rm", "io.pocketenv.service.deleteService", "deleted"},
+        {"remove", "io.pocketenv.service.deleteService", "deleted"},
+    };
+    const char *verb = argc > 1 ? argv[1] : "";
+    json_t *params, *out = NULL, *s;
+    size_t i;
+    int r;
+
+    if (strcmp(verb, "create") == 0)
+        return service_create(argc, argv);
+    if ((strcmp(verb, "list") == 0 || strcmp(verb, "ls") == 0) && argc == 3) {
+        params = json_pack("{s:s}", "sandboxId", argv[2]);
+        r = call("io.pocketenv.service.getServices", params, NULL, &out, argv[2]);
+        json_decref(params);
+        if (r != 0)
+            return r;
+        printf("%-28s %-16s %-30s %-10s %s\n", "ID", "NAME", "COMMAND", "STATUS", "CREATED AT");
+        json_array_foreach(json_object_get(out, "services"), i, s)
+        {
+            printf("%-28s %-16s %-30s %-10s %s\n", str(s, "id"), str(s, "name"), str(s, "command"),
+                   str(s, "status"), str(s, "createdAt"));
+        }
+        json_decref(out);
+        return 0;
+    }
+    if (strcmp(verb, "logs") == 0 && argc == 3) {
+        params = json_pack("{s:s}", "serviceId", argv[2]);
+        r = call("io.pocketenv.service.getServiceLogs", params, NULL, &out, NULL);
+        json_decref(params);
+        if (r == 0)
+            fputs(json_string_value(json_object_get(out, "logs")) ?: "", stdout);
+        json_decref(out);
+        return r;
+    }
+    for (size_t k = 0; k < PE_ARRAY_LEN(by_id); k++) {
+        if (strcmp(verb, by_id[k].verb) == 0 && argc == 3) {
+            json_t *empty = json_object();
+            params = json_pack("{s:s}", "serviceId", argv[2]);
+            r = call(by_id[k].nsid, params, empty, &out, NULL);
+            json_decref(params);
+            json_decref(empty);
+            json_decref(out);
+            if (r == 0)
+                printf("Service %s %s\n", argv[2], by_id[k].done);
+            return r;
+        }
+    }
+    return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]\n"
+                 "       pocketenv service list|ls SANDBOX\n"
+                 "       pocketenv service start|stop|restart|delete|logs SERVICE_ID");
+}
+
+int pe_cmd_keys(int argc, char **argv)
+{
+    if (strcmp(argv[0], "sshkeys") == 0)
+        return sshkeys(argc, argv);
+    if (strcmp(argv[0], "tailscale") == 0)
+        return tailscale(argc, argv);
+    if (strcmp(argv[0], "service") == 0)
+        return service(argc, argv);
+    return -1;
+}
