@@ -129,5 +129,9 @@ bool pe__state_alive(const pe_state *st);
 /* Open (creating) path and flock it; returns the fd or -1 with err. */
 int pe__lock_file(const char *path, int op, pe_err *err);
 
+/* Held (take = true) around cloning a sandbox's init, released after:
+ * no clone may inherit the network lock of another thread (net.c). */
+void pe__fork_guard(bool take);
+
 /* Random lowercase hex id of 2*nbytes characters. */
 void pe__random_hex(char *out, size_t nbytes);

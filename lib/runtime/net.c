@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <netinet/in.h>
@@ -329,6 +330,45 @@ static int net_lock(void)
     return pe__lock_file(path, LOCK_EX, NULL);
 }
 
+/* A flock belongs to the open file, which a child cloned meanwhile shares
+ * until it execs. A sandbox's init, cloned by one daemon thread while
+ * another held the lock, kept it held while it waited for its parent, and
+ * its parent waited for the lock to attach the sandbox's network: every
+ * create of the daemon hung. So threads take the lock under net_mu, and
+ * the sandbox clone takes net_mu too (pe__fork_guard): no clone inherits
+ * it. Single-threaded children (the detached grandchild) use net_lock. */
+static pthread_mutex_t net_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int net_lock_mt(void)
+{
+    int fd;
+
+    pthread_mutex_lock(&net_mu);
+    fd = net_lock();
+    if (fd < 0)
+        pthread_mutex_unlock(&net_mu);
+    return fd;
+}
+
+static void net_unlock_mt(int *fd)
+{
+    if (*fd < 0)
+        return;
+    close(*fd);
+    *fd = -1;
+    pthread_mutex_unlock(&net_mu);
+}
+
+#define cleanup_net_lock __attribute__((cleanup(net_unlock_mt)))
+
+void pe__fork_guard(bool take)
+{
+    if (take)
+        pthread_mutex_lock(&net_mu);
+    else
+        pthread_mutex_unlock(&net_mu);
+}
+
 /* In a detached grandchild (fork twice, the middle one reaped now), run
  * work that waits on RCU. Returns true in the grandchild, whose stdio is
  * /dev/null and which holds no other fd: a caller's pipe must not stay
@@ -367,11 +407,11 @@ static void drop_table_later(void)
 void pe__net_release(pe_net_lease *l)
 {
     cleanup_free char *path = NULL;
-    cleanup_fd int lock = -1;
+    cleanup_net_lock int lock = -1;
 
     if (l->addr == 0)
         return;
-    lock = net_lock();
+    lock = net_lock_mt();
     path = ip_path(l->addr);
     /* gc may have released it already, and the address may be someone
      * else's now: touch nothing that is not ours. */
@@ -407,7 +447,7 @@ static void sysctl_on(const char *path)
 static int host_side(const pe_net_lease *l, pe_err *err)
 {
     char net[16], pool[24];
-    cleanup_fd int lock = net_lock();
+    cleanup_net_lock int lock = net_lock_mt();
 
     if (lock < 0)
         return pe_err_sys(err, "lock %s", PE_NET_STATE_DIR);

@@ -369,7 +369,10 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
                  CLONE_PIDFD | (cfg->userns ? CLONE_NEWUSER : 0);
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = SIGCHLD;
+    pe__fork_guard(true);
     pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid != 0)
+        pe__fork_guard(false); /* the child's copy stays taken: it never uses it */
     if (pid < 0) {
         pe_err_sys(err, "clone3 sandbox");
         goto fail;
