@@ -486,3 +486,28 @@ def test_connections_are_kept_alive(daemon):
         sock = sock or conn.sock
         assert conn.sock is sock, f"{path}: the connection was not reused"
     conn.close()
+
+
+def test_concurrent_creates_with_networking_all_run(daemon):
+    """Six creates at once, NAT networking (the default): each start takes
+    the host's network lock while other sandboxes are being cloned. A clone
+    that inherited that lock once hung every create of the daemon."""
+    import threading
+    ids, lock = [], threading.Lock()
+
+    def one(i):
+        st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": f"rush-{i}"})
+        assert st == 200, sb
+        with lock:
+            ids.append(sb["id"])
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(ids) == 6
+    for ident in ids:
+        assert daemon.wait_status(ident, ["RUNNING", "FAILED"], timeout=30)["status"] == "RUNNING"
+    for ident in ids:
+        assert daemon.sandbox("deleteSandbox", ident)[0] == 200
