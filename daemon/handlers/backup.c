@@ -52,19 +52,10 @@ static char *backups_dir(pe_daemon *d)
 int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
                                bool any_state, pe_store_sandbox *out, pe_err *err)
 {
-    int r;
+    int r = 0;
 
-    if (strncmp(id, "sbx_", 4) == 0) {
-        r = pe_store_sandbox_get(s, id, out, err);
-        if (r == 0 && strcmp(out->owner_did, did) != 0) {
-            pe_store_sandbox_clear(out);
-            r = pe_err_set(err, PE_ENOENT, 0, "x");
-        }
-    } else {
-        r = pe_store_sandbox_get_by_name(s, did, id, out, err);
-    }
-    if (r < 0)
-        return err->code == PE_ENOENT ? pe_err_set(err, PE_ENOENT, 0, "sandbox not found") : -1;
+    if (pe_daemon_find_sandbox(s, did, id, out, err) < 0)
+        return -1;
     if (any_state)
         return 0;
     if (!pe_daemon_is_mine(d, out))

@@ -53,38 +53,6 @@ static const char OPENSSH_BEGIN[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
 static const char OPENSSH_END[] = "-----END OPENSSH PRIVATE KEY-----";
 static const char OPENSSH_MAGIC[] = "openssh-key-v1"; /* and its NUL */
 
-/* ---- the caller's sandbox ---- */
-
-int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
-                           pe_err *err)
-{
-    memset(out, 0, sizeof(*out));
-    if (id == NULL || id[0] == '\0')
-        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-    if (strncmp(id, "sbx_", 4) == 0) {
-        if (pe_store_sandbox_get(s, id, out, err) == 0) {
-            if (strcmp(out->owner_did, did) == 0)
-                return 0;
-            pe_store_sandbox_clear(out);
-        } else if (err->code != PE_ENOENT) {
-            return -1;
-        }
-    } else if (pe_store_sandbox_get_by_name(s, did, id, out, err) == 0) {
-        return 0;
-    } else if (err->code != PE_ENOENT) {
-        return -1;
-    }
-    return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-}
-
-bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
-{
-    if (pe_daemon_find_sandbox(s, job->did, id, sb, &job->err) == 0)
-        return true;
-    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
-    return false;
-}
-
 /* Read string i of an SSH wire buffer at *off; false if it runs past n. */
 static bool wire_str(const unsigned char *p, size_t n, size_t *off, const unsigned char **s,
                      size_t *len)

@@ -120,34 +120,6 @@ static const json_t *checked_object(pe_daemon *d, const kind_desc *k, const json
 
 /* ---- jobs ---- */
 
-/* The caller's sandbox by id (sbx_...) or name; another's is not found. */
-static int find_owned(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
-                      pe_err *err)
-{
-    int r;
-
-    if (strncmp(id, "sbx_", 4) == 0) {
-        r = pe_store_sandbox_get(s, id, out, err);
-        if (r == 0 && strcmp(out->owner_did, did) != 0) {
-            pe_store_sandbox_clear(out);
-            r = pe_err_set(err, PE_ENOENT, 0, "x");
-        }
-    } else {
-        r = pe_store_sandbox_get_by_name(s, did, id, out, err);
-    }
-    if (r < 0 && err->code == PE_ENOENT)
-        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-    return r;
-}
-
-static bool lookup_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
-{
-    if (find_owned(s, job->did, id, sb, &job->err) == 0)
-        return true;
-    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
-    return false;
-}
-
 static bool lookup_row(const kind_desc *k, pe_daemon_job *job, pe_store *s, pe_store_kv *kv)
 {
     if (pe_store_res_get(s, k->kind, job->did, job->id, kv, &job->err) == 0)
@@ -216,7 +188,7 @@ static void add_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
     pe_store_sandbox sb;
     int64_t count = 0;
 
-    if (!lookup_sandbox(job, s, job->id, &sb))
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
     if (pe_store_res_count(s, k->kind, sb.id, &count, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -247,7 +219,7 @@ static void list_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
     size_t n = 0;
     json_t *arr;
 
-    if (job->id && !lookup_sandbox(job, s, job->id, &sb))
+    if (job->id && !pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
     if (pe_store_res_list(s, k->kind, job->did, job->id ? sb.id : NULL,
                           limit > 0 ? (limit > LIMIT_MAX ? LIMIT_MAX : limit) : LIMIT_DEFAULT,
@@ -285,7 +257,7 @@ static void update_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
 
     if (!lookup_row(k, job, s, &kv))
         return;
-    if (!lookup_sandbox(job, s, kv.sandbox_id, &sb)) {
+    if (!pe_daemon_job_sandbox(job, s, kv.sandbox_id, &sb)) {
         pe_store_kv_clear(&kv);
         return;
     }

@@ -121,11 +121,14 @@ static char *slug_name(void)
                         suffix);
 }
 
-/* The caller's sandbox by id (sbx_…) or name; anything else is not found. */
-static int find_owned(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
-                      pe_err *err)
+/* ---- the caller's sandbox: by id (sbx_…) or name; another's is not found ---- */
+
+int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
+                           pe_err *err)
 {
     memset(out, 0, sizeof(*out));
+    if (id == NULL || id[0] == '\0')
+        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
     if (strncmp(id, "sbx_", 4) == 0) {
         if (pe_store_sandbox_get(s, id, out, err) == 0) {
             if (strcmp(out->owner_did, did) == 0)
@@ -139,8 +142,15 @@ static int find_owned(pe_store *s, const char *did, const char *id, pe_store_san
     } else if (err->code != PE_ENOENT) {
         return -1;
     }
-    /* One message for missing and not-yours: nothing to tell them apart. */
     return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
+}
+
+bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
+{
+    if (pe_daemon_find_sandbox(s, job->did, id, sb, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? NOT_FOUND : NULL);
+    return false;
 }
 
 /* ---- runtime ---- */
@@ -337,10 +347,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
 
 static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 {
-    if (find_owned(s, job->did, job->id, sb, &job->err) == 0)
-        return true;
-    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? NOT_FOUND : NULL);
-    return false;
+    return pe_daemon_job_sandbox(job, s, job->id, sb);
 }
 
 static void get_work(pe_daemon_job *job, pe_store *s)

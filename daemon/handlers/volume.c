@@ -121,30 +121,6 @@ static json_t *mount_view(const pe_store_mount *m)
 
 /* ---- jobs ---- */
 
-static bool lookup_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
-{
-    int r;
-
-    if (strncmp(id, "sbx_", 4) == 0) {
-        r = pe_store_sandbox_get(s, id, sb, &job->err);
-        if (r == 0 && strcmp(sb->owner_did, job->did) != 0) {
-            pe_store_sandbox_clear(sb);
-            r = pe_err_set(&job->err, PE_ENOENT, 0, "x");
-        }
-    } else {
-        r = pe_store_sandbox_get_by_name(s, job->did, id, sb, &job->err);
-    }
-    if (r == 0)
-        return true;
-    if (job->err.code == PE_ENOENT) {
-        pe_err_set(&job->err, PE_ENOENT, 0, "sandbox not found");
-        pe_daemon_job_fail(job, &job->err, SANDBOX_NOT_FOUND);
-    } else {
-        pe_daemon_job_fail(job, &job->err, NULL);
-    }
-    return false;
-}
-
 static bool lookup_volume(pe_daemon_job *job, pe_store *s, pe_store_volume *v)
 {
     if (pe_store_volume_get(s, job->did, job->id, v, &job->err) == 0)
@@ -207,7 +183,7 @@ static void add_work(pe_daemon_job *job, pe_store *s)
     pe_err lookup;
     json_t *view;
 
-    if (job->id && !lookup_sandbox(job, s, job->id, &sb))
+    if (job->id && !pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
     int r = 0;
 
@@ -256,7 +232,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
 
     if (job->id) {
         pe_store_mount *ml = NULL;
-        if (!lookup_sandbox(job, s, job->id, &sb)) {
+        if (!pe_daemon_job_sandbox(job, s, job->id, &sb)) {
             json_decref(arr);
             return;
         }
@@ -316,7 +292,7 @@ static void update_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup_volume(job, s, &v))
         return;
-    if (sandbox && !lookup_sandbox(job, s, sandbox, &sb)) {
+    if (sandbox && !pe_daemon_job_sandbox(job, s, sandbox, &sb)) {
         pe_store_volume_clear(&v);
         return;
     }
