@@ -179,8 +179,8 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
         if (b.too_big)
             return pe_err_set(err, PE_EINVAL, 0, "%s: answer larger than %u MiB", nsid,
                               ANSWER_MAX >> 20);
-        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the daemon at %s: %s", a->url,
-                          curl_err[0] ? curl_err : curl_easy_strerror(rc));
+        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the Pocketenv daemon at %s: %s",
+                          a->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
     }
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
     if (b.len > 0)
@@ -259,8 +259,8 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
     if (auth)
         explicit_bzero(auth, strlen(auth));
     if (rc != CURLE_OK)
-        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the daemon at %s: %s", a->url,
-                          curl_err[0] ? curl_err : curl_easy_strerror(rc));
+        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the Pocketenv daemon at %s: %s",
+                          a->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
     if (a->status >= 200 && a->status < 300)
         return 0;

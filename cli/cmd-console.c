@@ -191,7 +191,8 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
 
 /* ---- opening handshake ---- */
 
-static int dial(const char *host, const char *port, pe_err *err)
+/* url: only to name the daemon in an error. */
+static int dial(const char *host, const char *port, const char *url, pe_err *err)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
     int fd = -1, r;
@@ -209,8 +210,8 @@ static int dial(const char *host, const char *port, pe_err *err)
     }
     freeaddrinfo(res);
     if (fd < 0)
-        return pe_err_set(err, PE_API_ECONNECT, errno, "cannot reach the daemon at %s:%s: %s", host,
-                          port, strerror(errno));
+        return pe_err_set(err, PE_API_ECONNECT, errno,
+                          "cannot reach the Pocketenv daemon at %s: %s", url, strerror(errno));
     return fd;
 }
 
@@ -257,7 +258,7 @@ static int ws_open(const char *url, const char *path, conn *c, pe_err *err)
         snprintf(port, sizeof(port), "%.5s", end + 1);
         *end = '\0';
     }
-    c->fd = dial(host, port, err);
+    c->fd = dial(host, port, url, err);
     if (c->fd < 0)
         return -1;
     if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))

@@ -97,7 +97,11 @@ def test_sandbox_commands(cli, daemon):
 def test_errors_are_clear(cli, daemon):
     nowhere = f"http://127.0.0.1:{free_port()}"
     p = cli("ls", env={"POCKETENV_API_URL": nowhere, "POCKETENV_TOKEN": daemon.token})
-    assert p.returncode == 1 and "cannot reach the daemon at " + nowhere in p.stderr
+    assert p.returncode == 1 and "cannot reach the Pocketenv daemon at " + nowhere in p.stderr
+    for args in [("console", "clibox"), ("cp", "clibox:/etc/hostname", "/tmp/x")]:
+        p = cli(*args, env={"POCKETENV_API_URL": nowhere, "POCKETENV_TOKEN": daemon.token})
+        assert p.returncode == 1, args
+        assert p.stderr.startswith("pocketenv: cannot reach the Pocketenv daemon at " + nowhere)
     assert cli("login", "--token", daemon.token).returncode == 0
     p = cli("create", "Bad Name!", "-b", "busybox")
     assert p.returncode == 1 and "name must be" in p.stderr
