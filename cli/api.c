@@ -133,6 +133,22 @@ static char *query_string(CURL *c, json_t *params)
     return q;
 }
 
+/* err from the XRPC error answer j (a->status set), in the words a user
+ * acts on when the token is missing, refused or expired. */
+static void answer_error(pe_api *a, json_t *j, pe_err *err)
+{
+    const char *name = json_string_value(json_object_get(j, "error"));
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    bool expired = name && strcmp(name, "ExpiredToken") == 0;
+
+    snprintf(a->error_name, sizeof(a->error_name), "%s", name ? name : "");
+    pe_err_set(err, PE_API_EHTTP, 0, "%s", msg ? msg : name ? name : "request failed");
+    if (expired)
+        pe_err_prefix(err, "your token has expired; log in again");
+    else if (a->status == 401)
+        pe_err_prefix(err, "not logged in (%s)", a->token ? "token refused" : "no token");
+}
+
 int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_t **out,
                 pe_err *err)
 {
@@ -192,18 +208,8 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
         *out = j;
         return 0;
     }
-    {
-        const char *name = json_string_value(json_object_get(j, "error"));
-        const char *msg = json_string_value(json_object_get(j, "message"));
-
-        snprintf(a->error_name, sizeof(a->error_name), "%s", name ? name : "");
-        pe_err_set(err, PE_API_EHTTP, 0, "%s", msg ? msg : name ? name : "request failed");
-        if (a->status == 401 && !(name && strcmp(name, "ExpiredToken") == 0))
-            pe_err_prefix(err, "not logged in (%s)", a->token ? "token refused" : "no token");
-        else if (name && strcmp(name, "ExpiredToken") == 0)
-            pe_err_prefix(err, "your token has expired; log in again");
-        json_decref(j);
-    }
+    answer_error(a, j, err);
+    json_decref(j);
     return -1;
 }
 
@@ -266,11 +272,7 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
         return 0;
     {
         json_t *j = b->len ? json_loadb(b->data, b->len, 0, NULL) : NULL;
-        const char *name = json_string_value(json_object_get(j, "error"));
-        const char *msg = json_string_value(json_object_get(j, "message"));
-
-        snprintf(a->error_name, sizeof(a->error_name), "%s", name ? name : "");
-        pe_err_set(err, PE_API_EHTTP, 0, "%s", msg ? msg : name ? name : "request failed");
+        answer_error(a, j, err);
         json_decref(j);
     }
     return -1;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "client.h"
 #include "core/log.h"
 
 const char *pe_cli_data_dir;
@@ -30,20 +31,26 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: pocketenv-client COMMAND ARGS...\n");
         return 2;
     }
-    if (strcmp(argv[1], "console") == 0 || strcmp(argv[1], "shell") == 0 ||
-        strcmp(argv[1], "ssh") == 0 || strcmp(argv[1], "s") == 0)
-        return pe_cmd_console(argc - 1, argv + 1);
-    r = pe_cmd_api(argc - 1, argv + 1);
+    argc--, argv++;
+    r = pe_cli_help(argc, argv);
+    if (r >= 0)
+        return r;
+    if (pe_cli_take_json(&argc, argv) < 0)
+        return PE_CLI_EXIT_USAGE;
+    if (strcmp(argv[0], "console") == 0 || strcmp(argv[0], "shell") == 0 ||
+        strcmp(argv[0], "ssh") == 0 || strcmp(argv[0], "s") == 0)
+        return pe_cmd_console(argc, argv);
+    r = pe_cmd_api(argc, argv);
     if (r < 0)
-        r = pe_cmd_res(argc - 1, argv + 1);
+        r = pe_cmd_res(argc, argv);
     if (r < 0)
-        r = pe_cmd_ports(argc - 1, argv + 1);
+        r = pe_cmd_ports(argc, argv);
     if (r < 0)
-        r = pe_cmd_cp(argc - 1, argv + 1);
+        r = pe_cmd_cp(argc, argv);
     if (r < 0)
-        r = pe_cmd_keys(argc - 1, argv + 1);
+        r = pe_cmd_keys(argc, argv);
     if (r < 0) {
-        fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[1]);
+        fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[0]);
         return 2;
     }
     return r;

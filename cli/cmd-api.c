@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/util.h"
 #include "pocketenv/auth.h"
 
@@ -55,46 +56,6 @@ static int usage_error(const char *text)
     return EXIT_USAGE;
 }
 
-static bool is_help(int argc, char **argv)
-{
-    for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
-            return true;
-    return false;
-}
-
-/* "3 minutes ago" / "3 minutes" from an ISO 8601 UTC time. */
-static void relative(const char *iso, bool ago, char *out, size_t size)
-{
-    struct tm tm;
-    long long d;
-    const char *unit;
-
-    memset(&tm, 0, sizeof(tm));
-    if (iso == NULL || strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) == NULL) {
-        snprintf(out, size, "-");
-        return;
-    }
-    d = (long long)(time(NULL) - timegm(&tm));
-    if (d < 0)
-        d = 0;
-    if (d < 60)
-        unit = "second";
-    else if (d < 3600)
-        d /= 60, unit = "minute";
-    else if (d < 86400)
-        d /= 3600, unit = "hour";
-    else
-        d /= 86400, unit = "day";
-    snprintf(out, size, "%lld %s%s%s", d, unit, d == 1 ? "" : "s", ago ? " ago" : "");
-}
-
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
 /* ---- login, logout, whoami ---- */
 
 static int whoami_with(pe_api *a)
@@ -107,8 +68,13 @@ static int whoami_with(pe_api *a)
     r = pe_api_call(a, "io.pocketenv.actor.getProfile", NULL, NULL, &prof, &err);
     if (r < 0)
         return fail(&err);
+    if (pe_cli_json) {
+        pe_cli_print_json(prof);
+        json_decref(prof);
+        return 0;
+    }
     const char *dn = json_string_value(json_object_get(prof, "displayName"));
-    printf("You are logged in as %s@%s%s", c_ok(), str(prof, "handle"), c_off());
+    printf("You are logged in as %s@%s%s", c_ok(), pe_cli_str(prof, "handle"), c_off());
     if (dn && *dn)
         printf(" (%s)", dn);
     printf(".\n");
@@ -124,14 +90,6 @@ static int cmd_login(int argc, char **argv)
     pe_err err;
     int r;
 
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv login [--token TOKEN]\n\n"
-               "Log in to the daemon at $POCKETENV_API_URL (%s) with an API token\n"
-               "(from `pocketenv token create`, or the one `pocketenv serve` writes for its\n"
-               "owner). Without --token, checks the token already in ~/.pocketenv/token.json.\n",
-               PE_API_DEFAULT_URL);
-        return 0;
-    }
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--token") == 0 && i + 1 < argc)
             token = argv[++i];
@@ -164,10 +122,6 @@ static int cmd_logout(int argc, char **argv)
 {
     cleanup_free char *path = pe_api_token_path();
 
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv logout\n\nForget the token in ~/.pocketenv/token.json.\n");
-        return 0;
-    }
     if (path && unlink(path) < 0 && errno != ENOENT) {
         fprintf(stderr, "pocketenv: remove %s: %s\n", path, strerror(errno));
         return EXIT_API;
@@ -182,10 +136,6 @@ static int cmd_whoami(int argc, char **argv)
     pe_err err;
     int r;
 
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv whoami\n\nShow who the saved token logs you in as.\n");
-        return 0;
-    }
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
@@ -196,7 +146,7 @@ static int cmd_whoami(int argc, char **argv)
 
 /* ---- create, start, stop, rm ---- */
 
-enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE, O_HELP_ };
+enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE };
 
 static const pe_opt create_opts[] = {
     {"base", 'b', true, O_BASE, "BASE", "template (image) to start from (debian)"},
@@ -204,13 +154,12 @@ static const pe_opt create_opts[] = {
     {"repo", 'r', true, O_REPO, "REPO", "git repository to clone in it (URL or github:o/r)"},
     {"keep-alive", 'k', false, O_KEEP_ALIVE, NULL, "never stop it for being idle"},
     {"ssh", 's', false, O_SSH, NULL, "open a terminal in it once it runs"},
-    {"help", 'h', false, O_HELP_, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct create_args {
     const char *name, *base, *provider, *repo;
-    bool ssh, keep_alive, help, extra;
+    bool ssh, keep_alive;
 };
 
 static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
@@ -235,16 +184,13 @@ static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_SSH:
         c->ssh = true;
         return 0;
-    case O_KEEP_ALIVE:
-        c->keep_alive = true;
-        return 0;
     default:
-        c->help = true;
+        c->keep_alive = true;
         return 0;
     }
 }
 
-static int parse_create(const char *cmd, int argc, char **argv, struct create_args *c)
+static int parse_create(int argc, char **argv, struct create_args *c)
 {
     pe_err err;
     int idx = 1;
@@ -252,15 +198,6 @@ static int parse_create(const char *cmd, int argc, char **argv, struct create_ar
     pe_err_clear(&err);
     if (pe_opts_parse(create_opts, argc, argv, &idx, false, on_create_opt, c, &err) < 0)
         return fail(&err);
-    if (c->help) {
-        if (strcmp(cmd, "create") == 0)
-            printf("usage: pocketenv create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] "
-                   "[-s]\n\nCreate a sandbox.\n\n");
-        else
-            printf("usage: pocketenv start SANDBOX [-r REPO] [-k] [-s]\n\nStart a sandbox.\n\n");
-        pe_opts_help(create_opts);
-        return -1;
-    }
     return 0;
 }
 
@@ -285,7 +222,7 @@ static int then_console(const char *name)
         out = NULL;
         if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
             break;
-        status = str(json_object_get(out, "sandbox"), "status");
+        status = pe_cli_str(json_object_get(out, "sandbox"), "status");
         if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
             break;
         usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
@@ -318,9 +255,9 @@ static int cmd_create(int argc, char **argv)
     pe_err err;
     int r;
 
-    r = parse_create("create", argc, argv, &c);
+    r = parse_create(argc, argv, &c);
     if (r != 0)
-        return r < 0 ? 0 : r;
+        return r;
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
@@ -340,10 +277,13 @@ static int cmd_create(int argc, char **argv)
     pe_api_close(&a);
     if (r < 0)
         return fail(&err);
-    printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), str(out, "name"));
+    if (pe_cli_json)
+        pe_cli_print_json(out);
+    else
+        printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), pe_cli_str(out, "name"));
     fflush(stdout);
     if (c.ssh) {
-        cleanup_free char *name = pe_xstrdup(str(out, "name"));
+        cleanup_free char *name = pe_xstrdup(pe_cli_str(out, "name"));
         json_decref(out);
         return then_console(name);
     }
@@ -390,9 +330,9 @@ static int cmd_start(int argc, char **argv)
     char *args[2];
     int r;
 
-    r = parse_create("start", argc, argv, &c);
+    r = parse_create(argc, argv, &c);
     if (r != 0)
-        return r < 0 ? 0 : r;
+        return r;
     if (c.name == NULL || c.base || c.provider)
         return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k]");
     body = json_object();
@@ -416,20 +356,12 @@ static int cmd_start(int argc, char **argv)
 
 static int cmd_stop(int argc, char **argv)
 {
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv stop SANDBOX\n\nStop a sandbox (its files are kept).\n");
-        return 0;
-    }
     return by_id("usage: pocketenv stop SANDBOX", "io.pocketenv.sandbox.stopSandbox", argc, argv,
                  NULL, "stopped");
 }
 
 static int cmd_rm(int argc, char **argv)
 {
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv rm|delete|remove SANDBOX\n\nDelete a sandbox and its files.\n");
-        return 0;
-    }
     return by_id("usage: pocketenv rm SANDBOX", "io.pocketenv.sandbox.deleteSandbox", argc, argv,
                  NULL, "deleted successfully");
 }
@@ -444,11 +376,6 @@ static int list(int argc, char **argv, bool running)
     size_t i;
     int r;
 
-    if (is_help(argc, argv)) {
-        printf("usage: pocketenv %s\n\n%s\n", running ? "ps" : "ls",
-               running ? "List running sandboxes." : "List your sandboxes.");
-        return 0;
-    }
     if (argc != 1)
         return usage_error(running ? "usage: pocketenv ps" : "usage: pocketenv ls");
     pe_err_clear(&err);
@@ -457,7 +384,7 @@ static int list(int argc, char **argv, bool running)
     /* as upstream: whose sandboxes is the profile's did */
     r = pe_api_call(&a, "io.pocketenv.actor.getProfile", NULL, NULL, &prof, &err);
     if (r == 0) {
-        params = json_pack("{s:s, s:i}", "did", str(prof, "did"), "limit", 100);
+        params = json_pack("{s:s, s:i}", "did", pe_cli_str(prof, "did"), "limit", 100);
         if (running)
             json_object_set_new(params, "isRunning", json_true());
         r = pe_api_call(&a, "io.pocketenv.actor.getActorSandboxes", params, NULL, &out, &err);
@@ -467,27 +394,61 @@ static int list(int argc, char **argv, bool running)
     pe_api_close(&a);
     if (r < 0)
         return fail(&err);
+    if (pe_cli_json) {
+        pe_cli_print_json(json_object_get(out, "sandboxes"));
+        json_decref(out);
+        return 0;
+    }
     if (running)
         printf("%-28s %-12s %-10s %s\n", "NAME", "BASE", "PROVIDER", "STATUS");
     else
         printf("%-28s %-12s %-10s %-13s %s\n", "NAME", "BASE", "PROVIDER", "STATUS", "CREATED AT");
     json_array_foreach(json_object_get(out, "sandboxes"), i, sb)
     {
-        const char *status = str(sb, "status");
+        const char *status = pe_cli_str(sb, "status");
         char when[48];
 
         if (running) {
-            relative(json_string_value(json_object_get(sb, "startedAt")), false, when,
-                     sizeof(when));
-            printf("%-28s %-12s %-10s %sUp %s%s\n", str(sb, "name"), str(sb, "baseSandbox"),
-                   str(sb, "provider"), c_hi(), when, c_off());
+            pe_cli_since(json_string_value(json_object_get(sb, "startedAt")), false, when,
+                         sizeof(when));
+            printf("%-28s %-12s %-10s %sUp %s%s\n", pe_cli_str(sb, "name"),
+                   pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"), c_hi(), when,
+                   c_off());
         } else {
-            relative(json_string_value(json_object_get(sb, "createdAt")), true, when, sizeof(when));
-            printf("%-28s %-12s %-10s %s%-13s%s %s\n", str(sb, "name"), str(sb, "baseSandbox"),
-                   str(sb, "provider"), strcmp(status, "RUNNING") == 0 ? c_hi() : "", status,
-                   c_off(), when);
+            pe_cli_since(json_string_value(json_object_get(sb, "createdAt")), true, when,
+                         sizeof(when));
+            printf("%-28s %-12s %-10s %s%-13s%s %s\n", pe_cli_str(sb, "name"),
+                   pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"),
+                   strcmp(status, "RUNNING") == 0 ? c_hi() : "", status, c_off(), when);
         }
     }
+    json_decref(out);
+    return 0;
+}
+
+/* ---- inspect ---- */
+
+static int cmd_inspect(int argc, char **argv)
+{
+    json_t *params, *out = NULL;
+    pe_api a;
+    pe_err err;
+    int r;
+
+    if (argc != 2 || argv[1][0] == '-')
+        return usage_error("usage: pocketenv inspect SANDBOX");
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0)
+        return fail(&err);
+    params = json_pack("{s:s}", "id", argv[1]);
+    r = pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err);
+    json_decref(params);
+    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
+        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
+    pe_api_close(&a);
+    if (r < 0)
+        return fail(&err);
+    pe_cli_print_json(json_object_get(out, "sandbox"));
     json_decref(out);
     return 0;
 }
@@ -504,12 +465,8 @@ static int cmd_exec(int argc, char **argv)
     pe_err err;
     int r, code;
 
-    if (argc < 3 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        printf("usage: pocketenv exec SANDBOX COMMAND [ARGS...]\n\n"
-               "Run COMMAND (its words joined by spaces, run by the sandbox's /bin/sh) in a\n"
-               "running sandbox; print its output and exit with its exit code.\n");
-        return argc < 3 ? EXIT_USAGE : 0;
-    }
+    if (argc < 3)
+        return usage_error("usage: pocketenv exec SANDBOX COMMAND [ARGS...]");
     for (int i = 2; i < argc; i++)
         len += strlen(argv[i]) + 1;
     command = pe_xmalloc(len + 1);
@@ -555,7 +512,7 @@ int pe_cmd_api(int argc, char **argv)
         {"login", cmd_login},   {"logout", cmd_logout}, {"whoami", cmd_whoami},
         {"create", cmd_create}, {"new", cmd_create},    {"start", cmd_start},
         {"stop", cmd_stop},     {"rm", cmd_rm},         {"delete", cmd_rm},
-        {"remove", cmd_rm},     {"exec", cmd_exec},
+        {"remove", cmd_rm},     {"exec", cmd_exec},     {"inspect", cmd_inspect},
     };
 
     if (strcmp(argv[0], "ls") == 0 || strcmp(argv[0], "ps") == 0)

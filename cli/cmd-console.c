@@ -440,10 +440,8 @@ int pe_cmd_console(int argc, char **argv)
     int r;
 
     if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
-        printf("usage: pocketenv console|shell|ssh|s [SANDBOX]\n\n"
-               "Open a terminal in SANDBOX (default: the first running one). Ctrl-] detaches:\n"
-               "the shell keeps running and the next console reattaches to it.\n");
-        return argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) ? 0 : 2;
+        fprintf(stderr, "usage: pocketenv console|shell|ssh|s [SANDBOX]\n");
+        return 2;
     }
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0 || pick(&a, argc == 2 ? argv[1] : NULL, &id, &err) < 0 ||

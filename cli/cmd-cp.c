@@ -32,6 +32,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/fs.h"
 #include "core/util.h"
 
@@ -420,7 +421,7 @@ static int backup(int argc, char **argv)
         fprintf(stderr, "usage: pocketenv backup create SANDBOX DIRECTORY [-d DESC] [-t TTL]\n"
                         "       pocketenv backup list|ls SANDBOX\n"
                         "       pocketenv backup restore BACKUP_ID\n");
-        return strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0 ? 0 : EXIT_USAGE;
+        return EXIT_USAGE;
     }
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0) {
@@ -447,6 +448,8 @@ static int backup(int argc, char **argv)
         printf("Run `pocketenv backup list %s` to see it.\n", argv[2]);
     } else if (strcmp(verb, "restore") == 0) {
         printf("Backup %s restored\n", argv[2]);
+    } else if (pe_cli_json) {
+        pe_cli_print_json(json_object_get(out, "backups"));
     } else {
         printf("%-28s %-24s %-26s %s\n", "BACKUP ID", "DIRECTORY", "CREATED AT", "EXPIRES AT");
         json_array_foreach(json_object_get(out, "backups"), i, b)
@@ -469,9 +472,7 @@ int pe_cmd_cp(int argc, char **argv)
         return -1;
     if (argc != 3 || argv[1][0] == '-') {
         fprintf(stderr, "usage: pocketenv cp|copy SRC DST   (NAME:/path for a sandbox path)\n");
-        return argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
-                   ? 0
-                   : EXIT_USAGE;
+        return EXIT_USAGE;
     }
     return cp(argc, argv);
 }

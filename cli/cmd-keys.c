@@ -20,6 +20,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/auth.h"
@@ -78,12 +79,6 @@ static char *seal(const char *plain, size_t len)
     return s;
 }
 
-static const char *str(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
 /* ---- sshkeys ---- */
 
 static int sshkeys(int argc, char **argv)
@@ -102,9 +97,11 @@ static int sshkeys(int argc, char **argv)
         json_t *params = json_pack("{s:s}", "id", argv[2]);
         r = call("io.pocketenv.sandbox.getSshKeys", params, NULL, &out, argv[2]);
         json_decref(params);
-        if (r == 0)
-            printf("Private Key: %s\nPublic Key: %s\n", str(out, "privateKey"),
-                   str(out, "publicKey"));
+        if (r == 0 && pe_cli_json)
+            pe_cli_print_json(out);
+        else if (r == 0)
+            printf("Private Key: %s\nPublic Key: %s\n", pe_cli_str(out, "privateKey"),
+                   pe_cli_str(out, "publicKey"));
         json_decref(out);
         return r;
     }
@@ -174,8 +171,10 @@ static int tailscale(int argc, char **argv)
         params = json_pack("{s:s}", "id", argv[2]);
         r = call("io.pocketenv.sandbox.getTailscaleAuthKey", params, NULL, &out, argv[2]);
         json_decref(params);
-        if (r == 0)
-            printf("Tailscale auth key: %s\n", str(out, "authKey"));
+        if (r == 0 && pe_cli_json)
+            pe_cli_print_json(out);
+        else if (r == 0)
+            printf("Tailscale auth key: %s\n", pe_cli_str(out, "authKey"));
         json_decref(out);
         return r;
     }
@@ -260,7 +259,7 @@ static int service_create(int argc, char **argv)
         json_t *v = json_object_get(out, "service");
         printf("Service %s created in %s", argv[3], argv[2]);
         if (json_is_string(json_object_get(v ? v : out, "id")))
-            printf(": %s", str(v ? v : out, "id"));
+            printf(": %s", pe_cli_str(v ? v : out, "id"));
         printf("\n");
     }
     json_decref(out);
@@ -292,11 +291,16 @@ static int service(int argc, char **argv)
         json_decref(params);
         if (r != 0)
             return r;
+        if (pe_cli_json) {
+            pe_cli_print_json(json_object_get(out, "services"));
+            json_decref(out);
+            return 0;
+        }
         printf("%-28s %-16s %-30s %-10s %s\n", "ID", "NAME", "COMMAND", "STATUS", "CREATED AT");
         json_array_foreach(json_object_get(out, "services"), i, s)
         {
-            printf("%-28s %-16s %-30s %-10s %s\n", str(s, "id"), str(s, "name"), str(s, "command"),
-                   str(s, "status"), str(s, "createdAt"));
+            printf("%-28s %-16s %-30s %-10s %s\n", pe_cli_str(s, "id"), pe_cli_str(s, "name"),
+                   pe_cli_str(s, "command"), pe_cli_str(s, "status"), pe_cli_str(s, "createdAt"));
         }
         json_decref(out);
         return 0;

@@ -15,6 +15,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/util.h"
 
 #define EXIT_API 1
@@ -125,6 +126,11 @@ static int ports(int argc, char **argv)
     r = call("io.pocketenv.sandbox.getExposedPorts", argv[1], NULL, &out);
     if (r != 0)
         return r;
+    if (pe_cli_json) {
+        pe_cli_print_json(json_object_get(out, "ports"));
+        json_decref(out);
+        return 0;
+    }
     printf("%-7s %-30s %s\n", "PORT", "DESCRIPTION", "PREVIEW URL");
     json_array_foreach(json_object_get(out, "ports"), i, p)
     {
@@ -161,13 +167,6 @@ int pe_cmd_ports(int argc, char **argv)
 {
     const char *c = argv[0];
 
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        printf("usage: pocketenv expose SANDBOX PORT [DESCRIPTION]\n"
-               "       pocketenv unexpose SANDBOX PORT\n"
-               "       pocketenv ports SANDBOX\n"
-               "       pocketenv vscode|code|code-server SANDBOX\n");
-        return 0;
-    }
     if (strcmp(c, "expose") == 0)
         return expose(argc, argv);
     if (strcmp(c, "unexpose") == 0)

@@ -16,11 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <termios.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/auth.h"
@@ -282,33 +282,6 @@ static int put(const kind *k, int argc, char **argv)
 
 /* ---- list, delete ---- */
 
-static void when(const char *iso, char *out, size_t size)
-{
-    struct tm tm;
-    long long d;
-
-    memset(&tm, 0, sizeof(tm));
-    if (iso == NULL || strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) == NULL) {
-        snprintf(out, size, "-");
-        return;
-    }
-    d = (long long)(time(NULL) - timegm(&tm));
-    if (d < 60)
-        snprintf(out, size, "%lld second%s ago", d, d == 1 ? "" : "s");
-    else if (d < 3600)
-        snprintf(out, size, "%lld minute%s ago", d / 60, d / 60 == 1 ? "" : "s");
-    else if (d < 86400)
-        snprintf(out, size, "%lld hour%s ago", d / 3600, d / 3600 == 1 ? "" : "s");
-    else
-        snprintf(out, size, "%lld day%s ago", d / 86400, d / 86400 == 1 ? "" : "s");
-}
-
-static const char *s_of(json_t *o, const char *k)
-{
-    const char *s = json_string_value(json_object_get(o, k));
-    return s ? s : "-";
-}
-
 static int list(const kind *k, int argc, char **argv)
 {
     cleanup_free char *m = pe_xasprintf("io.pocketenv.%s.get%ss", k->ns, k->Ns);
@@ -331,6 +304,11 @@ static int list(const kind *k, int argc, char **argv)
     pe_api_close(&a);
     if (r < 0)
         return fail(&err);
+    if (pe_cli_json) {
+        pe_cli_print_json(json_object_get(out, k->plural));
+        json_decref(out);
+        return 0;
+    }
     if (strcmp(k->cmd, "env") == 0)
         printf("%-26s %-24s %-30s %s\n", "ID", "NAME", "VALUE", "CREATED AT");
     else if (strcmp(k->cmd, "volume") == 0)
@@ -341,15 +319,15 @@ static int list(const kind *k, int argc, char **argv)
     {
         char w[48];
 
-        when(json_string_value(json_object_get(row, "createdAt")), w, sizeof(w));
+        pe_cli_since(json_string_value(json_object_get(row, "createdAt")), true, w, sizeof(w));
         if (strcmp(k->cmd, "env") == 0)
-            printf("%-26s %-24s %-30s %s\n", s_of(row, "id"), s_of(row, "name"), s_of(row, "value"),
-                   w);
+            printf("%-26s %-24s %-30s %s\n", pe_cli_str(row, "id"), pe_cli_str(row, "name"),
+                   pe_cli_str(row, "value"), w);
         else if (strcmp(k->cmd, "volume") == 0)
-            printf("%-26s %-24s %-30s %s\n", s_of(row, "id"), s_of(row, "name"), s_of(row, "path"),
-                   w);
+            printf("%-26s %-24s %-30s %s\n", pe_cli_str(row, "id"), pe_cli_str(row, "name"),
+                   pe_cli_str(row, "path"), w);
         else
-            printf("%-26s %-40s %s\n", s_of(row, "id"), s_of(row, k->key), w);
+            printf("%-26s %-40s %s\n", pe_cli_str(row, "id"), pe_cli_str(row, k->key), w);
     }
     json_decref(out);
     return 0;
@@ -399,10 +377,6 @@ int pe_cmd_res(int argc, char **argv)
     if (argc < 2)
         return usage(k);
     verb = argv[1];
-    if (strcmp(verb, "--help") == 0 || strcmp(verb, "-h") == 0) {
-        usage(k);
-        return 0;
-    }
     if (strcmp(verb, "put") == 0)
         return put(k, argc, argv);
     if (strcmp(verb, "list") == 0 || strcmp(verb, "ls") == 0)

@@ -31,18 +31,24 @@ static void usage(FILE *f)
            "Commands that talk to the daemon ($POCKETENV_API_URL, default\n"
            "http://127.0.0.1:8789; token from $POCKETENV_TOKEN or ~/.pocketenv/token.json):\n"
            "  login [--token T] | logout | whoami\n"
-           "  create|new [NAME] [-b BASE] [-r REPO] [-k]   start SANDBOX [-r REPO] [-k]\n"
-           "  stop SANDBOX   rm|delete|remove SANDBOX   ls   ps\n"
+           "  create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s]\n"
+           "  start SANDBOX [-r REPO] [-k] [-s] | stop SANDBOX | rm|delete|remove SANDBOX\n"
+           "  ls | ps | inspect SANDBOX        your sandboxes, the running ones, one in full\n"
            "  exec SANDBOX COMMAND...        run COMMAND, exit with its exit code\n"
            "  console|shell|ssh|s [SANDBOX]  a terminal in it (Ctrl-] detaches)\n"
+           "  cp|copy SOURCE DESTINATION     files in and out (SANDBOX:/path)\n"
            "  env|secret|file|volume put|list|delete ...   a sandbox's resources\n"
            "  expose SANDBOX PORT [DESC] | unexpose SANDBOX PORT | ports SANDBOX | vscode SANDBOX\n"
+           "  backup create|list|restore ...   sshkeys put|get ...   tailscale put|get ...\n"
+           "  service create|list|start|stop|restart|delete|logs ...\n"
+           "  Listings take --json, for scripts and agents.\n"
            "\n"
            "Global options:\n"
            "  --data DIR   state directory (default /var/lib/pocketenv as root,\n"
            "               $XDG_DATA_HOME/pocketenv otherwise; env POCKETENV_DATA)\n"
            "\n"
-           "Run 'pocketenv COMMAND --help' for a command's options.\n");
+           "Run 'pocketenv COMMAND --help' (or 'pocketenv help COMMAND') for a command's\n"
+           "options and examples.\n");
 }
 
 int pe_cli_fail(const pe_err *err)
@@ -94,6 +100,15 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[i], "help") == 0 && i + 1 == argc) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[i], "help") == 0 && !pe_cli_is_client(argv[i + 1])) {
+        /* help X, for the commands that are not the client's: X --help */
+        argv[i] = argv[i + 1];
+        argv[i + 1] = (char *)"--help";
+    }
     if (strcmp(argv[i], "run") == 0)
         return pe_cmd_run(argc - i, argv + i);
     if (strcmp(argv[i], "runtime") == 0)
@@ -102,7 +117,7 @@ int main(int argc, char **argv)
         return pe_cmd_image(argc - i, argv + i);
     if (strcmp(argv[i], "serve") == 0 || strcmp(argv[i], "token") == 0)
         return pe_cmd_serve(argc - i, argv + i);
-    if (pe_cli_is_client(argv[i]))
+    if (pe_cli_is_client(argv[i]) || strcmp(argv[i], "help") == 0)
         return pe_cmd_client(argc - i, argv + i);
     fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[i]);
     return 2;

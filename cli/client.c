@@ -1,0 +1,333 @@
+/* What the API commands share (client.h). Their help is one table:
+ * `pocketenv COMMAND --help` and `pocketenv help COMMAND` print a
+ * command's usage, what it does, its options and examples; the table also
+ * says which commands take --json. client-main.c asks here before running
+ * a command, so no command parses --help or --json itself. */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "client.h"
+#include "core/util.h"
+
+typedef struct cmd_help {
+    const char *names; /* "rm delete remove": the name first, then its aliases */
+    const char *usage; /* one or more lines, each after "pocketenv " */
+    const char *about;
+    const char *options; /* NULL: none (--json is added when it applies) */
+    const char *examples;
+    /* Where --json applies: NULL nowhere, "" the whole command, else the
+     * verbs (argv[1]) that take it, space-separated. */
+    const char *json;
+    /* argv[words...] are a command of its own, whose options are not
+     * ours (exec SANDBOX COMMAND...); 0 if none. */
+    int words;
+} cmd_help;
+
+#define RES_USAGE(c, put)                                                                          \
+    c " put " put "\n" c " list|ls SANDBOX [--json]\n" c " delete|rm|remove ID"
+
+static const cmd_help helps[] = {
+    {"login", "login [--token TOKEN]",
+     "Log in to the daemon at $POCKETENV_API_URL with an API token and keep it in\n"
+     "~/.pocketenv/token.json (mode 0600). The token comes from `pocketenv token create`\n"
+     "or from the file `pocketenv serve` writes for the user who runs it. Without\n"
+     "--token, check the token already saved. (Logging in with an AT Protocol handle\n"
+     "is not served by a local daemon.)",
+     "  --token TOKEN   the API token to keep",
+     "pocketenv login --token \"$(cat token)\"\npocketenv login", NULL, 0},
+    {"logout", "logout", "Forget the token kept in ~/.pocketenv/token.json.", NULL,
+     "pocketenv logout", NULL, 0},
+    {"whoami", "whoami [--json]", "Show whom the token logs you in as.", NULL,
+     "pocketenv whoami\npocketenv whoami --json | jq -r .did", "", 0},
+    {"create new", "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--json]",
+     "Create a sandbox and start it. Without NAME the daemon picks one.",
+     "  -b, --base BASE          image to start from (default debian)\n"
+     "  -p, --provider NAME      where it runs (default local)\n"
+     "  -r, --repo REPO          git repository to clone in it (URL or github:owner/repo)\n"
+     "  -k, --keep-alive         never stop it for being idle\n"
+     "  -s, --ssh                open a terminal in it once it runs",
+     "pocketenv create\n"
+     "pocketenv create web -b busybox -k\n"
+     "pocketenv new api -r https://github.com/owner/repo -s\n"
+     "id=$(pocketenv create --json | jq -r .id)",
+     "", 0},
+    {"start", "start SANDBOX [-r REPO] [-k] [-s]",
+     "Start a stopped sandbox; its files are as it left them.",
+     "  -r, --repo REPO          git repository to clone in it first\n"
+     "  -k, --keep-alive         never stop it for being idle\n"
+     "  -s, --ssh                open a terminal in it once it runs",
+     "pocketenv start web\npocketenv start web -s", NULL, 0},
+    {"stop", "stop SANDBOX", "Stop a sandbox. Its files are kept; `pocketenv start` resumes it.",
+     NULL, "pocketenv stop web", NULL, 0},
+    {"rm delete remove", "rm|delete|remove SANDBOX", "Delete a sandbox and all its files.", NULL,
+     "pocketenv rm web", NULL, 0},
+    {"ls", "ls [--json]",
+     "List your sandboxes: name, base, provider, status and when each was created.", NULL,
+     "pocketenv ls\npocketenv ls --json | jq -r '.[] | select(.status == \"STOPPED\") | .name'", "",
+     0},
+    {"ps", "ps [--json]", "List your running sandboxes and how long each has been up.", NULL,
+     "pocketenv ps\npocketenv ps --json | jq length", "", 0},
+    {"inspect", "inspect SANDBOX",
+     "Print everything the daemon knows of a sandbox, as JSON: id, name, status and\n"
+     "its reason, base, provider, times, ports.",
+     NULL, "pocketenv inspect web\npocketenv inspect web | jq -r .status", "", 0},
+    {"exec", "exec SANDBOX COMMAND [ARGS...]",
+     "Run COMMAND in a running sandbox (its words joined by spaces, run by the\n"
+     "sandbox's /bin/sh). Its standard output and error come back apart, and\n"
+     "pocketenv exits with its exit code.",
+     NULL,
+     "pocketenv exec web uname -a\n"
+     "pocketenv exec web 'cd /app && make test' || echo failed\n"
+     "pocketenv exec web ls --help     (--help goes to ls)",
+     NULL, 2},
+    {"console shell ssh s", "console|shell|ssh|s [SANDBOX]",
+     "Open a terminal in a running sandbox (your first running one without SANDBOX).\n"
+     "The window's size follows yours. Ctrl-] detaches: the shell keeps running\n"
+     "and the next console reattaches to it. The terminal is restored however the\n"
+     "session ends. Exits with the shell's exit code when it exits.",
+     NULL, "pocketenv console web\npocketenv s", NULL, 0},
+    {"cp copy", "cp|copy SOURCE DESTINATION",
+     "Copy a file or a directory between this machine and a sandbox, or between two\n"
+     "sandboxes. SANDBOX:/path names a path in a sandbox. A local directory is sent\n"
+     "without what its .pocketenvignore, .gitignore and .dockerignore exclude. A\n"
+     "progress bar shows on a terminal.",
+     NULL,
+     "pocketenv cp ./src web:/app/src\n"
+     "pocketenv cp web:/app/build ./build\n"
+     "pocketenv cp web:/data api:/data",
+     NULL, 0},
+    {"env", RES_USAGE("env", "SANDBOX NAME VALUE"),
+     "A sandbox's environment variables, set in every command and terminal. put adds\n"
+     "NAME or replaces its value.",
+     NULL,
+     "pocketenv env put web PORT 8080\n"
+     "pocketenv env ls web\n"
+     "pocketenv env rm 01J9Z...",
+     "list ls", 0},
+    {"secret", RES_USAGE("secret", "SANDBOX NAME"),
+     "A sandbox's secrets: environment variables whose values are sealed with the\n"
+     "daemon's public key here, before they leave this machine, and never shown\n"
+     "again. The value comes from standard input or a prompt that does not echo,\n"
+     "never from the command line.",
+     NULL,
+     "pocketenv secret put web API_KEY\n"
+     "printf %s \"$KEY\" | pocketenv secret put web API_KEY\n"
+     "pocketenv secret ls web",
+     "list ls", 0},
+    {"file", RES_USAGE("file", "SANDBOX PATH [LOCAL_FILE]"),
+     "Files written into a sandbox when it starts, sealed like secrets. The content\n"
+     "comes from LOCAL_FILE or standard input.",
+     NULL,
+     "pocketenv file put web /root/.npmrc ~/.npmrc\n"
+     "echo 'debug = true' | pocketenv file put web /etc/app.conf\n"
+     "pocketenv file ls web",
+     "list ls", 0},
+    {"volume", RES_USAGE("volume", "SANDBOX NAME PATH"),
+     "Named volumes: a directory that outlives the sandbox, mounted at PATH.", NULL,
+     "pocketenv volume put web cache /root/.cache\npocketenv volume ls web", "list ls", 0},
+    {"expose", "expose SANDBOX PORT [DESCRIPTION]",
+     "Make a port the sandbox listens on reachable through the daemon, and print its\n"
+     "preview URL.",
+     NULL, "pocketenv expose web 3000 'dev server'", NULL, 0},
+    {"unexpose", "unexpose SANDBOX PORT", "Stop serving a port exposed with `pocketenv expose`.",
+     NULL, "pocketenv unexpose web 3000", NULL, 0},
+    {"ports", "ports SANDBOX [--json]", "List a sandbox's exposed ports and their preview URLs.",
+     NULL, "pocketenv ports web\npocketenv ports web --json | jq -r '.[].previewUrl'", "", 0},
+    {"vscode code code-server", "vscode|code|code-server SANDBOX",
+     "Expose VS Code Server in a sandbox and print its URL.", NULL, "pocketenv vscode web", NULL,
+     0},
+    {"backup",
+     "backup create SANDBOX DIRECTORY [-d DESCRIPTION] [-t TTL]\n"
+     "backup list|ls SANDBOX [--json]\n"
+     "backup restore BACKUP_ID",
+     "Back up a directory of a sandbox, list its backups, or restore one into the\n"
+     "sandbox it came from. A backup is removed when its TTL runs out.",
+     "  -d, --description TEXT   what the backup is\n"
+     "  -t, --ttl TTL            how long to keep it: a number with m, h or d (3d)",
+     "pocketenv backup create web /app -d 'before upgrade' -t 12h\n"
+     "pocketenv backup ls web\n"
+     "pocketenv backup restore 01J9Z...",
+     "list ls", 0},
+    {"sshkeys",
+     "sshkeys put SANDBOX (--private-key FILE --public-key FILE | -g|--generate)\n"
+     "sshkeys get SANDBOX [--json]",
+     "A sandbox's SSH key pair (for git over SSH), installed in its ~/.ssh. The\n"
+     "private key is sealed here; get shows it redacted. --generate makes an\n"
+     "Ed25519 pair and prints the public key to add to your git host.",
+     "  --private-key FILE       an OpenSSH or PEM private key\n"
+     "  --public-key FILE        its public key\n"
+     "  -g, --generate           make a new Ed25519 pair",
+     "pocketenv sshkeys put web --generate\n"
+     "pocketenv sshkeys put web --private-key ~/.ssh/id_ed25519 --public-key "
+     "~/.ssh/id_ed25519.pub\n"
+     "pocketenv sshkeys get web",
+     "get", 0},
+    {"tailscale", "tailscale put SANDBOX\ntailscale get SANDBOX [--json]",
+     "A sandbox's Tailscale auth key (tskey-auth-...), sealed here. put reads it from\n"
+     "standard input or a prompt that does not echo; get shows it redacted.",
+     NULL, "pocketenv tailscale put web\npocketenv tailscale get web", "get", 0},
+    {"service",
+     "service create SANDBOX NAME COMMAND... [-d DESCRIPTION] [-p PORT...]\n"
+     "service list|ls SANDBOX [--json]\n"
+     "service start|stop|restart|delete|rm|remove|logs SERVICE_ID",
+     "Long-running commands of a sandbox, restarted when they exit and started again\n"
+     "with the sandbox. logs prints what a service wrote.",
+     "  -d, --description TEXT   what the service is\n"
+     "  -p, --ports PORT...      ports it listens on (exposed with it)",
+     "pocketenv service create web api python3 -m http.server 8000 -p 8000\n"
+     "pocketenv service ls web\n"
+     "pocketenv service logs 01J9Z...",
+     "list ls", 4},
+};
+
+static const cmd_help *find(const char *cmd)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(helps); i++) {
+        const char *n = helps[i].names;
+        size_t len = strlen(cmd);
+
+        while (*n) {
+            size_t w = strcspn(n, " ");
+            if (w == len && strncmp(n, cmd, len) == 0)
+                return &helps[i];
+            n += w + (n[w] == ' ');
+        }
+    }
+    return NULL;
+}
+
+/* Each line of text, indented, after an optional first-line prefix. */
+static void lines(FILE *f, const char *text, const char *first, const char *rest)
+{
+    for (const char *p = first; *text; p = rest) {
+        size_t n = strcspn(text, "\n");
+        fprintf(f, "%s%.*s\n", p, (int)n, text);
+        text += n + (text[n] == '\n');
+    }
+}
+
+static bool has_word(const char *list, const char *word)
+{
+    size_t len = strlen(word);
+
+    while (*list) {
+        size_t w = strcspn(list, " ");
+        if (w == len && strncmp(list, word, len) == 0)
+            return true;
+        list += w + (list[w] == ' ');
+    }
+    return false;
+}
+
+static void print_help(const cmd_help *h)
+{
+    lines(stdout, h->usage, "usage: pocketenv ", "       pocketenv ");
+    printf("\n%s\n", h->about);
+    if (h->options || h->json) {
+        printf("\nOptions:\n");
+        if (h->options)
+            printf("%s\n", h->options);
+        if (h->json)
+            printf("  --json                   print the answer as JSON, for scripts and agents\n");
+    }
+    printf("\nExamples:\n");
+    lines(stdout, h->examples, "  ", "  ");
+}
+
+static bool is_help_word(const char *s)
+{
+    return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
+}
+
+int pe_cli_help(int argc, char **argv)
+{
+    const cmd_help *h = find(argv[0]);
+    bool asked = false;
+
+    if (strcmp(argv[0], "help") == 0) {
+        if (argc != 2 || (h = find(argv[1])) == NULL) {
+            fprintf(stderr, "usage: pocketenv help COMMAND  (the commands: pocketenv --help)\n");
+            return PE_CLI_EXIT_USAGE;
+        }
+        print_help(h);
+        return 0;
+    }
+    if (h == NULL)
+        return -1;
+    for (int i = 1; i < argc && !asked; i++) {
+        if (strcmp(argv[i], "--") == 0 || (h->words && i >= h->words))
+            break;
+        asked = is_help_word(argv[i]);
+    }
+    if (!asked)
+        return -1;
+    print_help(h);
+    return 0;
+}
+
+bool pe_cli_json;
+
+int pe_cli_take_json(int *argc, char **argv)
+{
+    const cmd_help *h = find(argv[0]);
+    int n = 1;
+    bool end = false;
+
+    for (int i = 1; i < *argc; i++) {
+        end = end || strcmp(argv[i], "--") == 0 || (h && h->words && i >= h->words);
+        if (end || strcmp(argv[i], "--json") != 0) {
+            argv[n++] = argv[i];
+            continue;
+        }
+        if (h == NULL || h->json == NULL ||
+            (*h->json && !(*argc > 1 && has_word(h->json, argv[1])))) {
+            fprintf(stderr, "pocketenv: %s%s%s does not take --json (see pocketenv %s --help)\n",
+                    argv[0], h && h->json && *argc > 1 ? " " : "",
+                    h && h->json && *argc > 1 ? argv[1] : "", argv[0]);
+            return -1;
+        }
+        pe_cli_json = true;
+    }
+    argv[n] = NULL;
+    *argc = n;
+    return 0;
+}
+
+int pe_cli_print_json(json_t *v)
+{
+    json_dumpf(v ? v : json_null(), stdout, JSON_INDENT(2) | JSON_ENCODE_ANY);
+    fputc('\n', stdout);
+    return 0;
+}
+
+void pe_cli_since(const char *iso, bool ago, char *out, size_t size)
+{
+    struct tm tm;
+    long long d;
+    const char *unit;
+
+    memset(&tm, 0, sizeof(tm));
+    if (iso == NULL || strptime(iso, "%Y-%m-%dT%H:%M:%S", &tm) == NULL) {
+        snprintf(out, size, "-");
+        return;
+    }
+    d = (long long)(time(NULL) - timegm(&tm));
+    if (d < 0)
+        d = 0;
+    if (d < 60)
+        unit = "second";
+    else if (d < 3600)
+        d /= 60, unit = "minute";
+    else if (d < 86400)
+        d /= 3600, unit = "hour";
+    else
+        d /= 86400, unit = "day";
+    snprintf(out, size, "%lld %s%s%s", d, unit, d == 1 ? "" : "s", ago ? " ago" : "");
+}
+
+const char *pe_cli_str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}

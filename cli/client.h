@@ -1,0 +1,31 @@
+/* What the API commands of pocketenv-client share besides the API client
+ * (api.h): help, --json and the way they print. */
+#ifndef PE_CLI_CLIENT_H
+#define PE_CLI_CLIENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PE_CLI_EXIT_API 1   /* the daemon refused or was not there */
+#define PE_CLI_EXIT_USAGE 2 /* bad arguments */
+
+/* argv[0] is a command (or "help"). If its arguments ask for help, print
+ * it and return 0 (or PE_CLI_EXIT_USAGE for a bad `help X`); else -1. */
+int pe_cli_help(int argc, char **argv);
+
+/* --json was given; the command prints the API's answer as JSON. */
+extern bool pe_cli_json;
+/* Take --json out of argv, setting pe_cli_json; -1 (after saying so on
+ * stderr) if the command does not take it. */
+int pe_cli_take_json(int *argc, char **argv);
+/* v on stdout, indented, with a final newline. Returns 0. */
+int pe_cli_print_json(json_t *v);
+
+/* "3 minutes ago" (ago) or "3 minutes" since an ISO 8601 UTC time; "-"
+ * if there is none. */
+void pe_cli_since(const char *iso, bool ago, char *out, size_t size);
+/* o's string member k, or "-". */
+const char *pe_cli_str(json_t *o, const char *k);
+
+#endif
