@@ -3,11 +3,15 @@ every command (without a daemon), --json on every listing and `inspect`,
 and one clear line when the saved token has expired.
 """
 import json
+import os
+import pty
 import re
+import subprocess
 import time
 
 import pytest
 
+from conftest import BIN
 from test_cli import Cli, cli  # noqa: F401 (fixture)
 from test_daemon import daemon, free_port  # noqa: F401 (fixture)
 
@@ -142,3 +146,66 @@ def test_expired_token_says_log_in_again(cli, daemon, tmp_path):
         assert p.stderr.startswith("pocketenv: your token has expired; log in again"), \
             (args, p.stderr)
         assert p.stderr.count("\n") == 1 and p.stdout == "", args
+
+
+def on_pty(cli, *args, env=None):
+    """Run the CLI with its standard output on a pseudo-terminal; what it wrote there."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.Popen([BIN, *args], stdout=slave, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, env=dict(cli.env, **(env or {})))
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the CLI closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+        return out.decode()
+    finally:
+        os.close(master)
+
+
+def test_colour_only_on_a_terminal_and_never_with_no_color(cli, daemon):
+    assert cli("login", "--token", daemon.token).returncode == 0
+    assert cli("create", "colourbox", "-b", "busybox").returncode == 0
+    daemon.wait_status("colourbox", ["RUNNING"])
+    colour = {"NO_COLOR": ""}  # set but empty: colour stays on, as no-color.org says
+    for args in [("ls",), ("ps",), ("whoami",)]:
+        assert "\x1b[" in on_pty(cli, *args, env=colour), args
+        assert "\x1b[" not in on_pty(cli, *args, env={"NO_COLOR": "1"}), args
+        piped = cli(*args, env=colour)
+        assert piped.returncode == 0 and "\x1b[" not in piped.stdout, args
+    assert "colourbox" in on_pty(cli, "ls", env={"NO_COLOR": "1"})
+    assert cli("rm", "colourbox").returncode == 0
+
+
+def test_public_key_from_the_environment(cli, daemon):
+    """Secrets are sealed to POCKETENV_PUBLIC_KEY when it is set: to the
+    daemon's own key they arrive; to another key the daemon cannot open them
+    and says so; a key that is not one is refused before anything is sent."""
+    from nacl.public import PrivateKey
+    assert cli("login", "--token", daemon.token).returncode == 0
+    assert cli("create", "keybox", "-b", "busybox").returncode == 0
+    daemon.wait_status("keybox", ["RUNNING"])
+    theirs = daemon.call("io.pocketenv.server.getPublicKey")[1]["publicKey"]
+    p = cli("secret", "put", "keybox", "GOOD", input="sealed-right\n",
+            env={"POCKETENV_PUBLIC_KEY": theirs})
+    assert p.returncode == 0, p.stderr
+    assert cli("exec", "keybox", 'echo "$GOOD"').stdout == "sealed-right\n"
+
+    other = bytes(PrivateKey.generate().public_key).hex()
+    p = cli("secret", "put", "keybox", "BAD", input="sealed-wrong\n",
+            env={"POCKETENV_PUBLIC_KEY": other})
+    assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "BAD" not in cli("secret", "ls", "keybox").stdout
+
+    p = cli("secret", "put", "keybox", "UGLY", input="x\n", env={"POCKETENV_PUBLIC_KEY": "nope"})
+    assert p.returncode == 2 and "public key" in p.stderr, p.stderr
+    assert [s["name"] for s in json.loads(cli("secret", "ls", "keybox", "--json").stdout)] == \
+        ["GOOD"]
+    assert cli("rm", "keybox").returncode == 0
