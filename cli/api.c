@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "api.h"
@@ -215,13 +216,93 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
 
 /* ---- raw routes ---- */
 
+/* The progress line of a raw transfer, drawn on stderr only when it is a
+ * terminal, so that scripts and agents get clean output:
+ *   sent     [##########          ]  52%  1.3 MiB / 2.5 MiB   size known
+ *   received 1.3 MiB                                          size unknown
+ * libcurl calls back many times a second; the line is redrawn at most every
+ * PROGRESS_INTERVAL_MS, and once more when the transfer completes so that
+ * 100% is seen. Hand-written: Debian has no C library for a progress bar and
+ * libcurl's own meter is a table, not a line. */
+#define PROGRESS_INTERVAL_MS 100
+
+typedef struct progress {
+    const char *what; /* "sent" or "received" */
+    bool upload;
+    int64_t last_ms;     /* when the line was last drawn */
+    curl_off_t last_now; /* bytes it showed, -1 before the first */
+} progress;
+
+static const char *const size_units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+
+/* The unit bytes reads best in: the largest that keeps the number >= 1. */
+static int size_unit(curl_off_t bytes)
+{
+    int u = 0;
+
+    while (u + 1 < (int)PE_ARRAY_LEN(size_units) && bytes >= (curl_off_t)1 << (10 * (u + 1)))
+        u++;
+    return u;
+}
+
+static void format_size(char *out, size_t n, curl_off_t bytes, int unit)
+{
+    if (unit == 0)
+        snprintf(out, n, "%lld B", (long long)bytes);
+    else
+        snprintf(out, n, "%.1f %s", (double)bytes / (double)((curl_off_t)1 << (10 * unit)),
+                 size_units[unit]);
+}
+
+static void progress_draw(const progress *p, curl_off_t now, curl_off_t total)
+{
+    struct winsize ws;
+    char line[512], done[32], all[32], tail[96];
+    int cols = ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+    /* Never the last column: a terminal that wraps there breaks the \r redraw. */
+    int width = cols - 1 < (int)sizeof(line) - 1 ? cols - 1 : (int)sizeof(line) - 1;
+    int n, bar, fill;
+
+    if (total <= 0) {
+        format_size(done, sizeof(done), now, size_unit(now));
+        n = snprintf(line, sizeof(line), "%-8s %s", p->what, done);
+    } else {
+        /* Both sizes in the total's unit, the first padded to the second's
+         * width: the bar keeps one length for the whole transfer. */
+        format_size(done, sizeof(done), now, size_unit(total));
+        format_size(all, sizeof(all), total, size_unit(total));
+        snprintf(tail, sizeof(tail), "]  %3d%%  %*s / %s",
+                 now >= total ? 100 : (int)(now * 100 / total), (int)strlen(all), done, all);
+        n = snprintf(line, sizeof(line), "%-8s [", p->what);
+        bar = width - n - (int)strlen(tail);
+        if (bar < 5) { /* too narrow for a bar: the numbers alone */
+            n = snprintf(line, sizeof(line), "%-8s %s", p->what, tail + 3);
+        } else {
+            fill = now >= total ? bar : (int)(now * bar / total);
+            memset(line + n, '#', (size_t)fill);
+            memset(line + n + fill, ' ', (size_t)(bar - fill));
+            n += bar;
+            n += snprintf(line + n, sizeof(line) - (size_t)n, "%s", tail);
+        }
+    }
+    fprintf(stderr, "\r%.*s\033[K", n < width ? n : width, line);
+}
+
 static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
                        curl_off_t ulnow)
 {
-    const char *what = ud;
-    curl_off_t now = ultotal > 0 ? ulnow : dlnow;
+    progress *p = ud;
+    curl_off_t total = p->upload ? ultotal : dltotal;
+    curl_off_t now = p->upload ? ulnow : dlnow;
+    int64_t ms = pe_monotonic_ms();
 
-    fprintf(stderr, "\r%s %.1f MiB", what, (double)now / (1024.0 * 1024.0));
+    if ((now == 0 && total == 0) || now == p->last_now)
+        return 0; /* nothing to show yet, or nothing new */
+    if (p->last_now >= 0 && ms - p->last_ms < PROGRESS_INTERVAL_MS && !(total > 0 && now >= total))
+        return 0;
+    progress_draw(p, now, total);
+    p->last_ms = ms;
+    p->last_now = now;
     return 0;
 }
 
@@ -232,7 +313,8 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
     cleanup_free char *auth = a->token ? pe_xasprintf("Authorization: Bearer %s", a->token) : NULL;
     struct curl_slist *headers = NULL;
     char curl_err[CURL_ERROR_SIZE] = "";
-    bool tty = isatty(2);
+    bool tty = isatty(STDERR_FILENO);
+    progress prog = {data ? "sent" : "received", data != NULL, 0, -1};
     CURLcode rc;
 
     a->status = 0;
@@ -256,7 +338,7 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
     if (tty) {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
         curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, data ? "sent" : "received");
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
     }
     rc = curl_easy_perform(c);
     if (tty)

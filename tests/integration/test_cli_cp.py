@@ -1,14 +1,20 @@
 """`pocketenv cp` and `pocketenv backup` against a real daemon: files go
 local -> sandbox -> sandbox -> local through the daemon's /cp store,
-honouring ignore files; backups are made, listed and restored."""
+honouring ignore files, with a progress bar on a terminal only; backups
+are made, listed and restored."""
+import hashlib
 import os
+import pty
+import re
 import stat
+import subprocess
 
 import pytest
 
-from conftest import wait_for
+from conftest import BIN, wait_for
 
 from test_cli import Cli
+from test_console import Terminal
 from test_daemon import daemon  # noqa: F401 (fixture)
 
 
@@ -81,6 +87,68 @@ def test_copy_round_trip_with_ignore_files(cli, boxes, tmp_path):
     # one file
     assert cli("cp", str(src / "hello.txt"), "cpb:/single").returncode == 0
     assert cli("exec", "cpb", "cat /single/hello.txt").stdout == "hello\n"
+
+
+BAR = re.compile(rb"sent +\[[# ]+\]  +(\d+)%  (\S+ \S+) / (\S+ \S+)")
+BYTES = re.compile(rb"received (\S+ \S+)")
+
+
+def progress_lines(out, cols):
+    """The progress lines drawn on a terminal of cols columns: each one is
+    '\\r<line>\\033[K', none wraps, and the last is cleared before the
+    command's answer."""
+    segs = out.split(b"\r")
+    drawn = [i for i, seg in enumerate(segs) if seg.startswith((b"sent", b"received"))]
+    assert drawn, out
+    for i in drawn:
+        assert segs[i].endswith(b"\x1b[K") and len(segs[i]) - 3 < cols, (segs[i], cols)
+    assert segs[drawn[-1] + 1].startswith(b"\x1b[KCopied files from"), segs[drawn[-1]:]
+    return [segs[i][:-3] for i in drawn]
+
+
+def test_copy_progress_bar_on_a_terminal_only(cli, boxes, tmp_path):
+    data = os.urandom(4 << 20)  # random: gzip cannot make it smaller
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+
+    # Upload: the size is known, so a bar with percentage and sizes, ending at 100%.
+    t = Terminal(cli, ["cp", str(src), "cpa:/big"], cols=72)
+    t.read_until("Copied files from", timeout=60)
+    assert t.finish() == 0, t.out
+    bars = [BAR.fullmatch(line) for line in progress_lines(t.out, 72)]
+    assert all(bars), t.out
+    pcts = [int(m[1]) for m in bars]
+    assert pcts == sorted(pcts) and pcts[-1] == 100, pcts
+    # the archive: the file, its tar header and gzip's framing
+    assert bars[-1][2] == bars[-1][3] == b"4.0 MiB", bars[-1][0]
+    got = cli("exec", "cpa", "sha256sum /big/big.bin").stdout
+    assert got.split()[0] == digest, got
+
+    # Download: the daemon streams it without a length, so bytes only,
+    # here on a narrower terminal.
+    back = tmp_path / "back"
+    t = Terminal(cli, ["cp", "cpa:/big", str(back)], cols=50)
+    t.read_until("Copied files from", timeout=60)
+    assert t.finish() == 0, t.out
+    assert all(BYTES.fullmatch(line) for line in progress_lines(t.out, 50)), t.out
+    assert (back / "big.bin").read_bytes() == data
+
+    # stdout a terminal but stderr a pipe: no bar, no escape, nothing at all on stderr.
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([BIN, "cp", str(src), "cpa:/again"], stdin=slave, stdout=slave,
+                                stderr=subprocess.PIPE, env=cli.env)
+        _, err = proc.communicate(timeout=60)
+        out = os.read(master, 65536)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert proc.returncode == 0 and err == b"", err
+    assert out == f"Copied files from {src} to cpa:/again\r\n".encode()
+    p = cli("cp", "cpa:/big", str(tmp_path / "piped"))  # every stream a pipe
+    assert (p.returncode, p.stderr) == (0, ""), p.stderr
+    assert (tmp_path / "piped" / "big.bin").read_bytes() == data
 
 
 def test_copy_errors(cli, boxes, tmp_path):
