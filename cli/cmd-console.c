@@ -10,11 +10,16 @@
  * libcurl is built without WebSocket support.
  *
  * The local terminal is in raw mode while connected and restored on every
- * way out (exit, detach, lost connection, SIGTERM/SIGHUP). Window size
- * changes (SIGWINCH) are sent as resize messages. Ctrl-] detaches: the
- * shell keeps running in its session and the next console reattaches,
+ * way out (exit, detach, lost connection, SIGTERM/SIGHUP/SIGINT). Signals
+ * reach the loop through a self-pipe, so the restore runs in normal
+ * context; raw mode sends Ctrl-C to the sandbox as a byte, so a SIGINT
+ * here came from someone else and ends the console like SIGTERM. Window
+ * size changes (SIGWINCH) are sent as resize messages. Ctrl-] detaches:
+ * the shell keeps running in its session and the next console reattaches,
  * with the recent screen replayed. Exit code: the shell's, 0 on detach,
- * 1 if the connection fails. Without a SANDBOX, the first running one. */
+ * 1 if the connection fails; after one of those signals the console ends
+ * by it once the terminal is restored, so its parent sees why. Without a
+ * SANDBOX, the first running one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -42,6 +47,7 @@
 #define EXIT_API 1
 
 static int sig_pipe[2] = {-1, -1};
+static int ended_by; /* the signal that ended the session, 0 if none */
 static struct termios saved_tio;
 static bool tio_saved;
 
@@ -61,6 +67,18 @@ static void on_signal(int signo)
 
     (void)r;
     errno = saved;
+}
+
+/* Watch signo through sig_pipe, unless it was ignored when we started
+ * (nohup, a background job's SIGINT): that choice is our caller's. */
+static void catch_signal(int signo)
+{
+    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART}, old;
+
+    if (sigaction(signo, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        return;
+    sigemptyset(&sa.sa_mask);
+    sigaction(signo, &sa, NULL);
 }
 
 static void raw_mode(void)
@@ -337,11 +355,13 @@ static int relay(conn *c)
         if (poll(fds, 3, timeout) < 0 && errno != EINTR)
             break;
         if (fds[2].revents & POLLIN) {
-            unsigned char s;
+            unsigned char s = 0;
             if (read(sig_pipe[0], &s, 1) == 1 && s == SIGWINCH)
                 send_resize(ctx);
-            else if (s == SIGTERM || s == SIGHUP)
+            else if (s == SIGTERM || s == SIGHUP || s == SIGINT) {
+                ended_by = s;
                 break;
+            }
         }
         if (fds[1].revents & (POLLIN | POLLHUP)) {
             unsigned char buf[4096];
@@ -377,6 +397,13 @@ static int relay(conn *c)
         fprintf(stderr,
                 "\r\n[detached: the shell keeps running; `pocketenv console` reattaches]\n");
         return 0;
+    }
+    if (ended_by) {
+        fprintf(stderr,
+                "\r\npocketenv: ended by SIG%s; the shell keeps running and `pocketenv console` "
+                "reattaches\n",
+                sigabbrev_np(ended_by));
+        return EXIT_API;
     }
     if (c->exited)
         return c->exit_code >= 0 && c->exit_code <= 255 ? c->exit_code : EXIT_API;
@@ -462,15 +489,21 @@ int pe_cmd_console(int argc, char **argv)
         return EXIT_API;
     }
     if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+        fprintf(stderr, "pocketenv: pipe: %s\n", strerror(errno));
         close(c.fd);
         return EXIT_API;
     }
-    signal(SIGWINCH, on_signal);
-    signal(SIGTERM, on_signal);
-    signal(SIGHUP, on_signal);
+    catch_signal(SIGWINCH);
+    catch_signal(SIGTERM);
+    catch_signal(SIGHUP);
+    catch_signal(SIGINT);
     signal(SIGPIPE, SIG_IGN);
     raw_mode();
     r = relay(&c);
     close(c.fd);
+    if (ended_by) { /* the terminal is restored: now end as the signal would have */
+        signal(ended_by, SIG_DFL);
+        raise(ended_by);
+    }
     return r;
 }

@@ -4,6 +4,7 @@ window size) or with piped input."""
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -15,6 +16,7 @@ import pytest
 from conftest import BIN, wait_for
 from test_cli import Cli
 from test_daemon import daemon  # noqa: F401 (fixture)
+from test_daemon_restart import served  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -62,12 +64,24 @@ def foreground_sleep():
 class Terminal:
     """pocketenv console on a fresh pty of rows x cols."""
 
-    def __init__(self, cli, args, rows=24, cols=80):
+    def __init__(self, cli, args, rows=24, cols=80, stderr=None):
+        """stderr: a file for the console's stderr (default: the pty)."""
         self.master, slave = pty.openpty()
         self.resize(rows, cols, fd=slave)
-        self.proc = subprocess.Popen([BIN] + args, stdin=slave, stdout=slave, stderr=slave,
-                                     env=cli.env, start_new_session=True,
+        # Modes no default has and raw mode clears (ECHONL) or leaves alone
+        # (VERASE): restored then means "as it was", not "reset to defaults".
+        modes = termios.tcgetattr(slave)
+        modes[3] |= termios.ECHONL
+        modes[6][termios.VERASE] = b"\x08"
+        termios.tcsetattr(slave, termios.TCSANOW, modes)
+        self.before = termios.tcgetattr(self.master)  # a master reads its slave's modes
+        self.after = None
+        err = open(stderr, "wb") if stderr else None
+        self.proc = subprocess.Popen([BIN] + args, stdin=slave, stdout=slave,
+                                     stderr=err or slave, env=cli.env, start_new_session=True,
                                      preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))
+        if err:
+            err.close()
         os.close(slave)
         self.out = b""
 
@@ -91,7 +105,12 @@ class Terminal:
     def type(self, s):
         os.write(self.master, s.encode() if isinstance(s, str) else s)
 
+    def modes(self):
+        return termios.tcgetattr(self.master)
+
     def finish(self, timeout=15):
+        """The console's exit code, once it has exited; self.after: the
+        terminal's modes it left."""
         deadline = time.monotonic() + timeout
         while self.proc.poll() is None and time.monotonic() < deadline:
             r, _, _ = select.select([self.master], [], [], 0.2)
@@ -100,9 +119,14 @@ class Terminal:
                     self.out += os.read(self.master, 65536)
                 except OSError:
                     pass
-        rc = self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+            os.close(self.master)
+            raise AssertionError(f"the console did not exit; it showed {self.out[-500:]!r}")
+        self.after = self.modes()
         os.close(self.master)
-        return rc
+        return self.proc.returncode
 
 
 def test_raw_terminal_resize_and_detach(logged_in, box):
@@ -158,3 +182,97 @@ def test_create_with_ssh_opens_a_terminal_once_running(logged_in, daemon):
         assert "via-ssh-2" in p.stdout
     finally:
         daemon.sandbox("deleteSandbox", "sshbox")
+
+
+# ---- the local terminal is restored on every way out ----
+
+
+def is_raw(modes):
+    """What raw mode is for: no line editing, echo, signal keys or CR/NL
+    translation, on input or output."""
+    iflag, oflag, _, lflag = modes[:4]
+    return not (lflag & (termios.ICANON | termios.ECHO | termios.ISIG | termios.IEXTEN)
+                or iflag & (termios.ICRNL | termios.IXON) or oflag & termios.OPOST)
+
+
+def attach(cli, box, tmp_path):
+    """A console on box with its shell's prompt on the screen; stderr to a file."""
+    t = Terminal(cli, ["console", box], stderr=tmp_path / "stderr")
+    t.read_until("#")
+    assert not is_raw(t.before)
+    assert is_raw(t.modes()), t.modes()  # or "restored" below would prove nothing
+    return t
+
+
+def one_line(tmp_path):
+    """The console's stderr, which must be one line. A console that leaves
+    raw mode writes CR LF first: the cursor may be anywhere on the line."""
+    text = (tmp_path / "stderr").read_text()
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_detach_restores_the_terminal(logged_in, box, tmp_path):
+    t = attach(logged_in, box, tmp_path)
+    t.type(b"\x1d")  # Ctrl-]
+    assert t.finish() == 0
+    assert t.after == t.before
+    assert one_line(tmp_path).startswith("[detached: the shell keeps running")
+
+
+def test_shell_exit_restores_the_terminal_and_is_the_exit_code(logged_in, box, tmp_path):
+    t = attach(logged_in, box, tmp_path)
+    t.type("exit 3\r")
+    assert t.finish() == 3
+    assert t.after == t.before
+    assert (tmp_path / "stderr").read_text() == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+                         ids=lambda s: s.name)
+def test_signal_restores_the_terminal(logged_in, box, tmp_path, sig):
+    """Raw mode sends Ctrl-C to the sandbox (test above), so a SIGINT comes
+    from someone else, like SIGTERM and SIGHUP: the console ends by it, the
+    shell it leaves keeps running."""
+    t = attach(logged_in, box, tmp_path)
+    t.type("echo left-$((2*3))\r")
+    t.read_until("left-6")
+    t.proc.send_signal(sig)
+    assert t.finish() == -sig
+    assert t.after == t.before
+    assert one_line(tmp_path) == (f"pocketenv: ended by {sig.name}; the shell keeps running "
+                                  "and `pocketenv console` reattaches")
+    t2 = Terminal(logged_in, ["console", box])
+    t2.read_until("left-6")
+    t2.type("exit\r")
+    assert t2.finish() == 0
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_daemon_going_away_restores_the_terminal(served, tmp_path, how):
+    """Its own daemon, to stop (it tells its viewers) or kill (the
+    connection just ends) while a console is open."""
+    s = served()
+    d = s.start()
+    cli = Cli(d.url, tmp_path / "home")
+    os.makedirs(cli.home)
+    assert cli("login", "--token", d.token).returncode == 0
+    assert cli("create", "gonebox", "-b", "busybox").returncode == 0
+    sid = d.wait_status("gonebox", ["RUNNING"])["id"]
+    try:
+        t = attach(cli, "gonebox", tmp_path)
+        if how == signal.SIGKILL:
+            s.kill9()
+        else:
+            s.stop()
+        assert t.finish() == 1
+        assert t.after == t.before
+        line = one_line(tmp_path)
+        if how == signal.SIGKILL:
+            assert line == "pocketenv: terminal connection lost"
+        else:  # close 1001 (going away), or the daemon's reason if that gets out first
+            assert line.startswith("pocketenv: ") and "daemon" in line, line
+    finally:
+        if d.proc.poll() is not None:  # a sandbox outlives its daemon (by design)
+            subprocess.run([BIN, "--data", s.data, "runtime", "rm", sid], capture_output=True)
