@@ -10,10 +10,11 @@
  * libcurl is built without WebSocket support.
  *
  * The local terminal is in raw mode while connected and restored on every
- * way out (exit, detach, lost connection, SIGTERM/SIGHUP/SIGINT). Signals
- * reach the loop through a self-pipe, so the restore runs in normal
- * context; raw mode sends Ctrl-C to the sandbox as a byte, so a SIGINT
- * here came from someone else and ends the console like SIGTERM. Window
+ * way out (exit, detach, lost connection, SIGTERM/SIGHUP/SIGINT/SIGQUIT)
+ * and while stopped by SIGTSTP. Signals reach the loop through a
+ * self-pipe, so the restore runs in normal context; raw mode sends Ctrl-C
+ * to the sandbox as a byte, so a SIGINT here came from someone else and
+ * ends the console like SIGTERM. Window
  * size changes (SIGWINCH) are sent as resize messages. Ctrl-] detaches:
  * the shell keeps running in its session and the next console reattaches,
  * with the recent screen replayed. Exit code: the shell's, 0 on detach,
@@ -49,7 +50,7 @@
 static int sig_pipe[2] = {-1, -1};
 static int ended_by; /* the signal that ended the session, 0 if none */
 static struct termios saved_tio;
-static bool tio_saved;
+static bool tio_saved, at_exit;
 
 static void restore_terminal(void)
 {
@@ -88,7 +89,10 @@ static void raw_mode(void)
     if (!isatty(0) || tcgetattr(0, &saved_tio) < 0)
         return;
     tio_saved = true;
-    atexit(restore_terminal);
+    if (!at_exit) {
+        atexit(restore_terminal);
+        at_exit = true;
+    }
     raw = saved_tio;
     cfmakeraw(&raw);
     tcsetattr(0, TCSAFLUSH, &raw);
@@ -331,6 +335,18 @@ static int ws_open(const char *url, const char *path, conn *c, pe_err *err)
 
 /* ---- the session ---- */
 
+/* A SIGTSTP from outside (raw mode sends Ctrl-Z to the sandbox as a byte):
+ * give the terminal back, stop, and take it again when continued. SIGSTOP,
+ * because a console started in its own session is an orphaned process
+ * group, for which the kernel drops SIGTSTP's stop. */
+static void suspend(wslay_event_context_ptr ctx)
+{
+    restore_terminal();
+    raise(SIGSTOP);
+    raw_mode();
+    send_resize(ctx);
+}
+
 static int relay(conn *c)
 {
     struct wslay_event_callbacks cb = {on_recv, on_send, on_genmask, NULL, NULL, NULL, on_msg};
@@ -358,7 +374,9 @@ static int relay(conn *c)
             unsigned char s = 0;
             if (read(sig_pipe[0], &s, 1) == 1 && s == SIGWINCH)
                 send_resize(ctx);
-            else if (s == SIGTERM || s == SIGHUP || s == SIGINT) {
+            else if (s == SIGTSTP)
+                suspend(ctx);
+            else if (s == SIGTERM || s == SIGHUP || s == SIGINT || s == SIGQUIT) {
                 ended_by = s;
                 break;
             }
@@ -497,6 +515,8 @@ int pe_cmd_console(int argc, char **argv)
     catch_signal(SIGTERM);
     catch_signal(SIGHUP);
     catch_signal(SIGINT);
+    catch_signal(SIGQUIT);
+    catch_signal(SIGTSTP);
     signal(SIGPIPE, SIG_IGN);
     raw_mode();
     r = relay(&c);

@@ -229,7 +229,7 @@ def test_shell_exit_restores_the_terminal_and_is_the_exit_code(logged_in, box, t
     assert (tmp_path / "stderr").read_text() == ""
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT],
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT],
                          ids=lambda s: s.name)
 def test_signal_restores_the_terminal(logged_in, box, tmp_path, sig):
     """Raw mode sends Ctrl-C to the sandbox (test above), so a SIGINT comes
@@ -247,6 +247,27 @@ def test_signal_restores_the_terminal(logged_in, box, tmp_path, sig):
     t2.read_until("left-6")
     t2.type("exit\r")
     assert t2.finish() == 0
+
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_stopped_console_gives_the_terminal_back(logged_in, box, tmp_path):
+    """Ctrl-Z goes to the sandbox as a byte; a SIGTSTP from outside stops
+    the console with the terminal as it was, and SIGCONT takes it back raw."""
+    t = attach(logged_in, box, tmp_path)
+    t.proc.send_signal(signal.SIGTSTP)
+    wait_for(lambda: process_state(t.proc.pid) == "T", 10, "the console to stop")
+    assert t.modes() == t.before
+    t.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: is_raw(t.modes()), 10, "raw mode again")
+    t.type("echo back-$((4*5))\r")
+    t.read_until("back-20")
+    t.type(b"\x1d")
+    assert t.finish() == 0
+    assert t.after == t.before
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
