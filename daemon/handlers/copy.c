@@ -27,8 +27,9 @@
  * Limits: lib/http hands a route the whole body in memory, so an upload
  * is capped at UPLOAD_MAX (413 beyond) until lib/http can stream a body to
  * a file. Threading: the route handlers run on the loop; disk work runs as
- * daemon jobs on workers; a download is streamed from the loop in
- * CHUNK-sized reads of a local file, stopping while the client lags. */
+ * daemon jobs on workers; a download is the taken file, sent by
+ * libmicrohttpd with its length (so clients can show progress) as the
+ * client reads it. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -56,8 +57,6 @@
 #define UNPACK_ENTRIES 100000    /* entries of one object */
 #define OBJECT_TTL_S (3600)      /* an object nobody takes is removed after */
 #define PER_OWNER_MAX 16         /* objects waiting per user */
-#define CHUNK 65536              /* download read size */
-#define PENDING_HIGH (1u << 20)  /* stop reading while this much is queued */
 #define UUID_LEN 36
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define OBJECT_NOT_FOUND "NotFound"
@@ -420,39 +419,6 @@ static void answer_json(pe_daemon_job *job)
 
 /* ---- GET /cp/<uuid> ---- */
 
-struct download {
-    int fd;
-    pe_http_stream *st;
-};
-
-static void download_pump(pe_http_stream *st, void *ud)
-{
-    struct download *dl = ud;
-    char buf[CHUNK];
-
-    while (pe_http_stream_pending(st) < PENDING_HIGH) {
-        ssize_t n = read(dl->fd, buf, sizeof(buf));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0 || pe_http_stream_write(st, buf, (size_t)n) < 0) {
-            /* End of the object (or a read error: the client sees a cut
-             * chunked answer, never a whole-looking one). */
-            close(dl->fd);
-            free(dl);
-            pe_http_stream_close(st);
-            return;
-        }
-    }
-}
-
-static void download_closed(pe_http_stream *st, void *ud)
-{
-    struct download *dl = ud;
-
-    close(dl->fd);
-    free(dl);
-}
-
 static void take_work(pe_daemon_job *job, pe_store *s)
 {
     int fd = take_object(job->d, job->did, job->id, &job->err);
@@ -467,9 +433,7 @@ static void take_work(pe_daemon_job *job, pe_store *s)
 
 static void download_after(pe_daemon_job *job)
 {
-    static const pe_http_stream_callbacks cb = {download_pump, download_closed};
     pe_http_request *req = job->ud;
-    struct download *dl;
     char disp[128];
     const char *headers[] = {"Content-Disposition", disp, NULL};
 
@@ -478,15 +442,7 @@ static void download_after(pe_daemon_job *job)
         return;
     }
     snprintf(disp, sizeof(disp), "attachment; filename=\"%s.tar.gz\"", job->id);
-    dl = pe_xcalloc(1, sizeof(*dl));
-    dl->fd = (int)json_integer_value(job->out);
-    dl->st = pe_http_respond_stream(req, 200, "application/gzip", headers, &cb, dl);
-    if (dl->st == NULL) {
-        close(dl->fd);
-        free(dl);
-        return;
-    }
-    download_pump(dl->st, dl);
+    pe_http_respond_fd(req, 200, "application/gzip", (int)json_integer_value(job->out), headers);
 }
 
 static void cp_route(pe_http_request *req, void *ud)

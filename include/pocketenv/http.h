@@ -182,6 +182,10 @@ const char *pe_http_header(pe_http_request *req, const char *name);
  * and extra headers as {"Name", "value", ..., NULL} (NULL: none). */
 void pe_http_respond(pe_http_request *req, unsigned status, const char *content_type,
                      const void *body, size_t len, const char *const *headers);
+/* Answer with the regular file open at fd, with its length; fd is
+ * closed once sent (or at once, if the answer is refused). */
+void pe_http_respond_fd(pe_http_request *req, unsigned status, const char *content_type, int fd,
+                        const char *const *headers);
 /* pe_http_respond with a JSON body {"error": name, "message": message}. */
 void pe_http_respond_error(pe_http_request *req, unsigned status, const char *name,
                            const char *message);

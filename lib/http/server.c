@@ -39,7 +39,9 @@
 #include <sys/epoll.h>
 #include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -190,15 +192,11 @@ void pe_http_config_init(pe_http_config *cfg)
 
 /* ---- responses ---------------------------------------------------------- */
 
-static void set_response(struct conn *c, unsigned status, const char *ctype, char *body, size_t len)
+/* r, with the headers every answer carries, becomes c's answer. */
+static void use_response(struct conn *c, struct MHD_Response *r, unsigned status, const char *ctype)
 {
-    struct MHD_Response *r;
     char num[32];
 
-    if (body)
-        r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    else
-        r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     if (r == NULL)
         abort(); /* MHD only fails here on allocation failure */
     MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
@@ -223,6 +221,16 @@ static void set_response(struct conn *c, unsigned status, const char *ctype, cha
         MHD_destroy_response(c->resp);
     c->resp = r;
     c->status = status;
+}
+
+static void set_response(struct conn *c, unsigned status, const char *ctype, char *body, size_t len)
+{
+    if (body)
+        use_response(c, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE), status,
+                     ctype);
+    else
+        use_response(c, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT),
+                     status, ctype);
 }
 
 static void set_text(struct conn *c, unsigned status, const char *ctype, const char *text)
@@ -839,6 +847,28 @@ void pe_http_respond(pe_http_request *req, unsigned status, const char *content_
         memcpy(copy, body, len);
     }
     set_response(c, status, content_type, copy, len);
+    add_headers(c->resp, headers);
+    answered(c);
+}
+
+void pe_http_respond_fd(pe_http_request *req, unsigned status, const char *content_type, int fd,
+                        const char *const *headers)
+{
+    struct conn *c = conn_of_http(req);
+    struct stat st;
+
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        pe_http_respond_error(req, 500, "InternalServerError", "the answer cannot be read");
+        return;
+    }
+    if (!check_answer_once(c)) {
+        close(fd);
+        return;
+    }
+    /* MHD reads fd as the client takes it (sendfile where it can), and
+     * closes it with the response. */
+    use_response(c, MHD_create_response_from_fd64((uint64_t)st.st_size, fd), status, content_type);
     add_headers(c->resp, headers);
     answered(c);
 }

@@ -89,8 +89,7 @@ def test_copy_round_trip_with_ignore_files(cli, boxes, tmp_path):
     assert cli("exec", "cpb", "cat /single/hello.txt").stdout == "hello\n"
 
 
-BAR = re.compile(rb"sent +\[[# ]+\]  +(\d+)%  (\S+ \S+) / (\S+ \S+)")
-BYTES = re.compile(rb"received (\S+ \S+)")
+BAR = re.compile(rb"(sent|received) +\[[# ]+\]  +(\d+)%  (\S+ \S+) / (\S+ \S+)")
 
 
 def progress_lines(out, cols):
@@ -117,21 +116,23 @@ def test_copy_progress_bar_on_a_terminal_only(cli, boxes, tmp_path):
     t.read_until("Copied files from", timeout=60)
     assert t.finish() == 0, t.out
     bars = [BAR.fullmatch(line) for line in progress_lines(t.out, 72)]
-    assert all(bars), t.out
-    pcts = [int(m[1]) for m in bars]
+    assert all(bars) and {m[1] for m in bars} == {b"sent"}, t.out
+    pcts = [int(m[2]) for m in bars]
     assert pcts == sorted(pcts) and pcts[-1] == 100, pcts
     # the archive: the file, its tar header and gzip's framing
-    assert bars[-1][2] == bars[-1][3] == b"4.0 MiB", bars[-1][0]
+    assert bars[-1][3] == bars[-1][4] == b"4.0 MiB", bars[-1][0]
     got = cli("exec", "cpa", "sha256sum /big/big.bin").stdout
     assert got.split()[0] == digest, got
 
-    # Download: the daemon streams it without a length, so bytes only,
-    # here on a narrower terminal.
+    # Download: the daemon sends its length, so a bar too, here on a
+    # narrower terminal.
     back = tmp_path / "back"
     t = Terminal(cli, ["cp", "cpa:/big", str(back)], cols=50)
     t.read_until("Copied files from", timeout=60)
     assert t.finish() == 0, t.out
-    assert all(BYTES.fullmatch(line) for line in progress_lines(t.out, 50)), t.out
+    bars = [BAR.fullmatch(line) for line in progress_lines(t.out, 50)]
+    assert all(bars) and {m[1] for m in bars} == {b"received"}, t.out
+    assert int(bars[-1][2]) == 100 and bars[-1][3] == bars[-1][4] == b"4.0 MiB", bars[-1][0]
     assert (back / "big.bin").read_bytes() == data
 
     # stdout a terminal but stderr a pipe: no bar, no escape, nothing at all on stderr.

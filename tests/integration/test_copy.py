@@ -131,6 +131,7 @@ def test_upload_pull_push_download(daemon):
     st, headers, body = cp_http(d, "GET", f"/cp/{out['uuid']}")
     assert st == 200 and headers["Content-Type"] == "application/gzip"
     assert out["uuid"] + ".tar.gz" in headers["Content-Disposition"]
+    assert int(headers["Content-Length"]) == len(body)  # what cp's progress bar counts to
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
         names = {m.name: m for m in t.getmembers()}
         assert t.extractfile(names["./index.html"]).read() == b"page\n"
