@@ -303,8 +303,17 @@ void pe__ws_close_all(pe_http_server *srv)
         next = ws->next;
         if (ws->fd < 0)
             continue; /* not attached: MHD's shutdown aborts it */
-        wslay_event_queue_close(ws->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
-        wslay_event_send(ws->ctx); /* best effort: the socket closes next */
+        /* Best effort, the socket closes next: the owner's last messages
+         * and its own close (wslay sends a close before queued messages),
+         * else a bare "going away". */
+        if (!ws->user_closed) {
+            wslay_event_queue_close(ws->ctx, WSLAY_CODE_GOING_AWAY, NULL, 0);
+        } else if (ws->close_pending) {
+            wslay_event_send(ws->ctx);
+            wslay_event_queue_close(ws->ctx, ws->close_code, (const uint8_t *)ws->close_reason,
+                                    strlen(ws->close_reason));
+        }
+        wslay_event_send(ws->ctx);
         ws_end(ws);
     }
 }
