@@ -232,3 +232,28 @@ def test_sshkeys_tailscale_service_commands(cli, boxes, daemon, tmp_path):
     p = cli("service", "start", svc_id)
     assert p.returncode == 1
     assert cli("service", "ls", "cpa").stdout.count("\n") == 1
+
+
+def test_a_sandbox_cannot_write_outside_the_local_destination(cli, boxes, tmp_path):
+    """What comes out of a sandbox is whatever its programs made. A first
+    copy brings back a symlink to a host directory; the sandbox then puts a
+    directory of that name, with a file in it, and a second copy into the
+    same place replaces the local symlink instead of writing through it."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    assert cli("exec", "cpa", f"mkdir -p /out && echo ok > /out/plain && "
+               f"ln -s {victim} /out/evil && ln -s ../../../../../../..{victim} /out/up"
+               ).returncode == 0
+    local = tmp_path / "local"
+    p = cli("cp", "cpa:/out", str(local))
+    assert p.returncode == 0, p.stderr
+    assert (local / "plain").read_text() == "ok\n"
+    assert os.readlink(local / "evil") == str(victim)  # a symlink, kept as one
+
+    assert cli("exec", "cpa", "rm /out/evil /out/up && mkdir /out/evil /out/up && "
+               "echo pwned > /out/evil/owned && echo pwned > /out/up/owned").returncode == 0
+    p = cli("cp", "cpa:/out", str(local))
+    assert p.returncode == 0, p.stderr
+    assert list(victim.iterdir()) == []
+    for d in ("evil", "up"):  # the symlinks were replaced, not followed
+        assert not os.path.islink(local / d) and (local / d / "owned").read_text() == "pwned\n"
