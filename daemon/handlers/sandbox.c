@@ -236,10 +236,22 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     cleanup_free char *name = NULL;
     cleanup_free char *topics = NULL;
     const char *given = json_string_value(json_object_get(in, "name"));
+    const char *provider = json_string_value(json_object_get(in, "provider"));
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
     int r;
 
+    /* Sandboxes run here. "cloudflare" is what upstream's clients send when
+     * told nothing, so it means here too; a remote provider asked for by
+     * name is refused rather than quietly run here. */
+    if (provider && strcmp(provider, "cloudflare") != 0) {
+        pe_err_set(&job->err, PE_EUNSUP, 0,
+                   "provider %s is not available on this daemon: its sandboxes run here "
+                   "(leave the provider out)",
+                   provider);
+        pe_daemon_job_fail(job, &job->err, "ProviderNotAvailable");
+        return;
+    }
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;

@@ -107,6 +107,12 @@ def test_errors_are_clear(cli, daemon):
     assert p.returncode == 1 and "name must be" in p.stderr
     p = cli("create", "-r", "--upload-pack=x", "-b", "busybox")
     assert p.returncode == 1 and "repo" in p.stderr
+    before = cli("ls").stdout
+    p = cli("create", "remote", "-p", "daytona", "-b", "busybox")
+    assert p.returncode == 1 and p.stderr == ("pocketenv: provider daytona is not available on "
+                                              "this daemon: its sandboxes run here (leave the "
+                                              "provider out)\n"), p.stderr
+    assert cli("ls").stdout == before  # nothing was made
     assert cli("stop").returncode == 2
     assert cli("exec", "onlyname").returncode == 2
     assert cli("create", "--help").returncode == 0

@@ -511,3 +511,20 @@ def test_concurrent_creates_with_networking_all_run(daemon):
         assert daemon.wait_status(ident, ["RUNNING", "FAILED"], timeout=30)["status"] == "RUNNING"
     for ident in ids:
         assert daemon.sandbox("deleteSandbox", ident)[0] == 200
+
+
+def test_provider_cloudflare_runs_here_and_remote_ones_are_refused(daemon):
+    """Upstream's clients send provider "cloudflare" when told nothing: it
+    runs here. A remote provider by name is refused, and nothing is made."""
+    status, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                              body={"base": "busybox", "name": "upstream-default",
+                                    "provider": "cloudflare"})
+    assert status == 200, out
+    assert daemon.wait_status("upstream-default", ["RUNNING"])["provider"] == "local"
+    for provider in ["daytona", "e2b", "modal"]:
+        status, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                                  body={"base": "busybox", "name": f"on-{provider}",
+                                        "provider": provider})
+        assert (status, out["error"]) == (400, "ProviderNotAvailable"), out
+        assert daemon.sandbox("getSandbox", f"on-{provider}")[0] == 404
+    assert daemon.sandbox("deleteSandbox", "upstream-default")[0] == 200
