@@ -59,7 +59,12 @@ static void usage(void)
            "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
            "  import NAME FILE     import a root filesystem tarball (.tar, .tar.gz, .tar.zst)\n"
            "  ls [--json]          list images\n"
-           "  rm NAME              remove an image no sandbox uses\n");
+           "  rm NAME              remove an image no sandbox uses\n"
+           "\n"
+           "Examples:\n"
+           "  pocketenv image build debian\n"
+           "  pocketenv image build busybox --name tiny\n"
+           "  pocketenv image import mine rootfs.tar.zst && pocketenv run --image mine -- sh\n");
 }
 
 static int list(pe_runtime *rt, bool json, pe_err *err)

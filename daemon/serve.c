@@ -373,6 +373,11 @@ int pe_daemon_serve_main(int argc, char **argv)
     if (a.help) {
         printf("usage: pocketenv serve [OPTIONS]\n\nServe the io.pocketenv.* XRPC API.\n\n");
         pe_opts_help(serve_opts);
+        printf("\nExamples:\n"
+               "  pocketenv serve\n"
+               "  pocketenv serve --listen 0.0.0.0:8789 --idle-timeout 600\n"
+               "  pocketenv serve --store postgres://pocketenv@db/pocketenv   # daemons sharing "
+               "a store\n");
         return 0;
     }
     if (a.data == NULL)

@@ -69,6 +69,9 @@ int pe_daemon_token_main(int argc, char **argv)
     if (a.help) {
         printf("usage: pocketenv token create --did DID [--ttl S] [--data DIR]\n\n");
         pe_opts_help(token_opts);
+        printf("\nExamples:\n"
+               "  pocketenv token create --did did:key:zAlice --ttl 86400\n"
+               "  pocketenv login --token \"$(pocketenv token create --did did:key:zAlice)\"\n");
         return 0;
     }
     if (a.npos == 0 || a.did == NULL) {

@@ -121,10 +121,15 @@ def test_crashed_run_leaves_nothing(pe):
 
 
 def test_help_is_printed_and_succeeds(pe):
-    for args in (["run", "--help"], ["runtime", "--help"], ["image", "--help"], ["--help"]):
+    for args in (["run", "--help"], ["runtime", "--help"], ["image", "--help"],
+                 ["serve", "--help"], ["token", "create", "--help"], ["help", "runtime"]):
         p = pe.run(*args)
         assert p.returncode == 0, (args, p.stderr)
         assert p.stdout.startswith("usage: pocketenv") and p.stderr == ""
+        examples = p.stdout.partition("\nExample")[2]
+        assert f"\n  pocketenv {args[0] if args[0] != 'help' else args[1]} " in examples, args
+    p = pe.run("--help")
+    assert p.returncode == 0 and p.stdout.startswith("usage: pocketenv") and p.stderr == ""
 
 
 def ignoring(*signals):
