@@ -1,5 +1,6 @@
 /* XRPC client of the CLI: see api.h. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,13 +55,16 @@ static char *read_token(pe_err *err)
         return pe_xstrdup(env);
     path = pe_api_token_path();
     if (path == NULL || pe_fs_read_file(path, TOKEN_FILE_MAX, &text, NULL, err) < 0) {
-        pe_err_clear(err);
+        if (path == NULL || err->errnum == ENOENT)
+            pe_err_clear(err); /* else there, but unreadable: say so */
         return NULL;
     }
     j = json_loads(text, 0, NULL);
     free(text);
     if (json_is_string(json_object_get(j, "token")))
         tok = pe_xstrdup(json_string_value(json_object_get(j, "token")));
+    else
+        pe_err_set(err, PE_API_ELOGIN, 0, "%s holds no token", path);
     json_decref(j);
     return tok;
 }
@@ -75,13 +79,23 @@ int pe_api_open(pe_api *a, bool need_token, pe_err *err)
     n = strlen(a->url);
     while (n > 0 && a->url[n - 1] == '/')
         a->url[--n] = '\0';
+    pe_err_clear(err);
     a->token = read_token(err);
     if (need_token && a->token == NULL) {
         pe_api_close(a);
+        if (err->msg[0]) {
+            char why[sizeof(err->msg)];
+            snprintf(why, sizeof(why), "%s", err->msg);
+            return pe_err_set(err, PE_API_ELOGIN, 0,
+                              "not logged in: %s; run 'pocketenv login --token TOKEN' (or set "
+                              "POCKETENV_TOKEN)",
+                              why);
+        }
         return pe_err_set(err, PE_API_ELOGIN, 0,
                           "not logged in: run 'pocketenv login --token TOKEN' (or set "
                           "POCKETENV_TOKEN)");
     }
+    pe_err_clear(err);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (a->curl = curl_easy_init()) == NULL) {
         pe_api_close(a);
         return pe_err_set(err, PE_ESYS, 0, "cannot initialise libcurl");

@@ -83,7 +83,7 @@ int pe_daemon_check_sandbox_path(const char *what, const char *path, pe_err *err
 
     if (n < 2 || path[0] != '/' || n > PATH_MAX_LEN)
         return pe_err_set(err, PE_EINVAL, 0,
-                          "%s must be an absolute path of 2 to %d characters, not /", what,
+                          "%s must be an absolute path other than / (at most %d characters)", what,
                           PATH_MAX_LEN);
     for (size_t i = 1; i <= n; i++) {
         if (i < n && path[i] != '/') {

@@ -157,5 +157,8 @@ def test_resource_commands(cli, daemon, tmp_path):
     p = cli("env", "put", "nosuchbox", "A", "b")
     assert p.returncode == 1 and "sandbox nosuchbox not found" in p.stderr
     assert cli("secret", "put", "resbox").returncode == 2
+    p = cli("file", "put", "resbox", "etc/motd", input="x")
+    assert (p.returncode, p.stderr) == (1, "pocketenv: path must be an absolute path other than / "
+                                           "(at most 1024 characters)\n")
     assert cli("rm", "resbox").returncode == 0
     assert cli("volume", "rm", vol[0][0]).returncode == 0

@@ -209,3 +209,23 @@ def test_public_key_from_the_environment(cli, daemon):
     assert [s["name"] for s in json.loads(cli("secret", "ls", "keybox", "--json").stdout)] == \
         ["GOOD"]
     assert cli("rm", "keybox").returncode == 0
+
+
+def test_a_broken_token_file_is_named(cli, daemon):
+    (cli.home / ".pocketenv").mkdir()
+    path = cli.home / ".pocketenv" / "token.json"
+    path.write_text("{not json")
+    p = cli("ls")
+    assert (p.returncode, p.stderr) == (1, f"pocketenv: not logged in: {path} holds no token; run "
+                                           "'pocketenv login --token TOKEN' (or set "
+                                           "POCKETENV_TOKEN)\n")
+    path.unlink()
+    path.mkdir()
+    p = cli("whoami")
+    assert p.returncode == 1 and f"read {path}: Is a directory" in p.stderr, p.stderr
+    path.rmdir()
+    p = cli("ps")
+    assert (p.returncode, p.stderr) == (1, "pocketenv: not logged in: run 'pocketenv login "
+                                           "--token TOKEN' (or set POCKETENV_TOKEN)\n")
+    assert cli("login", "--token", daemon.token).returncode == 0  # and a good one works again
+    assert cli("ls").returncode == 0
