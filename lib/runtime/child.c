@@ -724,9 +724,13 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
     if (setns(ctx->target_pidfd, ns) < 0)
         DIE_SYS("enter sandbox namespaces");
     /* setns(CLONE_NEWPID) applies to children only, and the kernel forbids
-     * CLONE_PARENT into another pid namespace: fork the process here and
-     * stay behind as a thin waiter that passes its fate on to the caller. */
-    pid = fork();
+     * CLONE_PARENT into another pid namespace: start the process here and
+     * stay behind as a thin waiter that passes its fate on to the caller.
+     * vfork: this waiter is a copy of its caller (the daemon, often), and a
+     * fork would copy all its mappings again only for exec to drop them;
+     * we wait until the child has exec'd or died anyway. The child only
+     * makes system calls and writes its own stack until then. */
+    pid = vfork();
     if (pid < 0)
         DIE_SYS("fork into sandbox");
     if (pid == 0)
