@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,8 @@
 #include "fs.h"
 #include "util.h"
 
-int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+static int write_replace(const char *path, const void *data, size_t len, mode_t mode, bool durable,
+                         pe_err *err)
 {
     cleanup_free char *tmp = pe_xasprintf("%s.tmp.%d", path, (int)getpid());
     cleanup_free char *dir = pe_xstrdup(path);
@@ -40,12 +42,12 @@ int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mo
         p += w;
         len -= (size_t)w;
     }
-    if (fsync(fd) < 0)
+    if (durable && fsync(fd) < 0)
         goto fail;
     if (rename(tmp, path) < 0)
         goto fail;
     slash = strrchr(dir, '/');
-    if (slash != NULL) {
+    if (durable && slash != NULL) {
         *slash = '\0';
         dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0)
@@ -56,6 +58,16 @@ fail:
     pe_err_sys(err, "write %s", path);
     unlink(tmp);
     return -1;
+}
+
+int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    return write_replace(path, data, len, mode, true, err);
+}
+
+int pe_fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    return write_replace(path, data, len, mode, false, err);
 }
 
 int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)

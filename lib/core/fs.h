@@ -11,6 +11,11 @@
 /* Write data to path atomically: tmp file in the same directory, fsync,
  * rename, fsync of the directory. mode applies to the new file. */
 int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
+/* The same without the fsyncs: readers still see the old file or the new
+ * one, never a part, but a crash may lose it. For files made again at
+ * every use (a sandbox's resolv.conf), where two fsyncs are most of the
+ * cost. */
+int pe_fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
 
 /* Create path (which must not exist) with data, without fsync: for
  * bookkeeping that only matters while this boot lasts. */
