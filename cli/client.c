@@ -282,9 +282,17 @@ int pe_cli_take_json(int *argc, char **argv)
         }
         if (h == NULL || h->json == NULL ||
             (*h->json && !(*argc > 1 && has_word(h->json, argv[1])))) {
-            fprintf(stderr, "pocketenv: %s%s%s does not take --json (see pocketenv %s --help)\n",
-                    argv[0], h && h->json && *argc > 1 ? " " : "",
-                    h && h->json && *argc > 1 ? argv[1] : "", argv[0]);
+            if (h && h->json) { /* some verbs take it: say which */
+                char verbs[64];
+                snprintf(verbs, sizeof(verbs), "%s", h->json);
+                for (char *sp = strchr(verbs, ' '); sp; sp = strchr(sp, ' '))
+                    *sp = '|';
+                fprintf(stderr, "pocketenv: --json is for '%s %s' (see pocketenv %s --help)\n",
+                        argv[0], verbs, argv[0]);
+            } else {
+                fprintf(stderr, "pocketenv: %s does not take --json (see pocketenv %s --help)\n",
+                        argv[0], argv[0]);
+            }
             return -1;
         }
         pe_cli_json = true;

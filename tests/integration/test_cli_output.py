@@ -108,9 +108,14 @@ def test_listings_as_json(cli, daemon):
     assert "k1234567890abcdefghij" not in json.dumps(listing("tailscale", "get", "jsonbox"))
 
     # --json where it means nothing is refused, not ignored
-    for args in [("stop", "jsonbox"), ("env", "put", "jsonbox", "A", "b"), ("logout",)]:
+    for args in [("stop", "jsonbox"), ("logout",)]:
         p = cli(*args, "--json")
-        assert p.returncode == 2 and "does not take --json" in p.stderr, args
+        assert (p.returncode, p.stderr) == (2, f"pocketenv: {args[0]} does not take --json (see "
+                                               f"pocketenv {args[0]} --help)\n"), args
+    for args in [("env", "put", "jsonbox", "A", "b", "--json"), ("env", "--json", "ls", "x")]:
+        p = cli(*args)
+        assert (p.returncode, p.stderr) == (2, "pocketenv: --json is for 'env list|ls' (see "
+                                               "pocketenv env --help)\n"), args
     assert json.loads(cli("ps", "--json").stdout) != []  # the refused stop did nothing
     # After the sandbox, exec's words are the command's own: --json and --help go to it.
     p = cli("exec", "jsonbox", "echo", "--json", "--help")
