@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api.h"
 #include "client.h"
 #include "core/util.h"
 
@@ -338,4 +339,28 @@ const char *pe_cli_str(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "-";
+}
+
+int pe_cli_call(const char *nsid, json_t *params, json_t *body, json_t **out, const char *sandbox)
+{
+    pe_api a;
+    pe_err err;
+    int r;
+
+    pe_err_clear(&err);
+    *out = NULL;
+    if (pe_api_open(&a, true, &err) < 0) {
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_CLI_EXIT_API;
+    }
+    r = pe_api_call(&a, nsid, params, body, out, &err);
+    if (r < 0) {
+        if (sandbox && strcmp(a.error_name, "SandboxNotFound") == 0)
+            fprintf(stderr, "pocketenv: sandbox %s not found\n", sandbox);
+        else
+            fprintf(stderr, "pocketenv: %s\n", err.msg[0] ? err.msg : "failed");
+        r = PE_CLI_EXIT_API;
+    }
+    pe_api_close(&a);
+    return r;
 }

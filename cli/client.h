@@ -22,6 +22,11 @@ int pe_cli_take_json(int *argc, char **argv);
 /* v on stdout, indented, with a final newline. Returns 0. */
 int pe_cli_print_json(json_t *v);
 
+/* One API call with a token (api.h); on failure the error is said on
+ * stderr, naming sandbox if the daemon does not know it, and the exit
+ * code returned. *out: the answer (NULL on failure). */
+int pe_cli_call(const char *nsid, json_t *params, json_t *body, json_t **out, const char *sandbox);
+
 /* "3 minutes ago" (ago) or "3 minutes" since an ISO 8601 UTC time; "-"
  * if there is none. */
 void pe_cli_since(const char *iso, bool ago, char *out, size_t size);

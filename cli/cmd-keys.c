@@ -35,31 +35,6 @@ static int usage(const char *text)
     return EXIT_USAGE;
 }
 
-/* Call nsid; print err on failure, naming a missing sandbox. */
-static int call(const char *nsid, json_t *params, json_t *body, json_t **out, const char *sb)
-{
-    pe_api a;
-    pe_err err;
-    int r;
-
-    pe_err_clear(&err);
-    *out = NULL;
-    if (pe_api_open(&a, true, &err) < 0) {
-        fprintf(stderr, "pocketenv: %s\n", err.msg);
-        return EXIT_API;
-    }
-    r = pe_api_call(&a, nsid, params, body, out, &err);
-    if (r < 0) {
-        if (sb && strcmp(a.error_name, "SandboxNotFound") == 0)
-            fprintf(stderr, "pocketenv: sandbox %s not found\n", sb);
-        else
-            fprintf(stderr, "pocketenv: %s\n", err.msg);
-        r = EXIT_API;
-    }
-    pe_api_close(&a);
-    return r;
-}
-
 /* Seal plain with the daemon's key (opens its own API handle). */
 static char *seal(const char *plain, size_t len)
 {
@@ -95,7 +70,7 @@ static int sshkeys(int argc, char **argv)
 
     if (argc == 3 && strcmp(argv[1], "get") == 0) {
         json_t *params = json_pack("{s:s}", "id", argv[2]);
-        r = call("io.pocketenv.sandbox.getSshKeys", params, NULL, &out, argv[2]);
+        r = pe_cli_call("io.pocketenv.sandbox.getSshKeys", params, NULL, &out, argv[2]);
         json_decref(params);
         if (r == 0 && pe_cli_json)
             pe_cli_print_json(out);
@@ -145,7 +120,7 @@ static int sshkeys(int argc, char **argv)
     if (sealed == NULL)
         return EXIT_API;
     body = json_pack("{s:s, s:s, s:s}", "id", argv[2], "privateKey", sealed, "publicKey", pub);
-    r = call("io.pocketenv.sandbox.putSshKeys", NULL, body, &out, argv[2]);
+    r = pe_cli_call("io.pocketenv.sandbox.putSshKeys", NULL, body, &out, argv[2]);
     json_decref(body);
     json_decref(out);
     if (r == 0) {
@@ -169,7 +144,7 @@ static int tailscale(int argc, char **argv)
 
     if (argc == 3 && strcmp(argv[1], "get") == 0) {
         params = json_pack("{s:s}", "id", argv[2]);
-        r = call("io.pocketenv.sandbox.getTailscaleAuthKey", params, NULL, &out, argv[2]);
+        r = pe_cli_call("io.pocketenv.sandbox.getTailscaleAuthKey", params, NULL, &out, argv[2]);
         json_decref(params);
         if (r == 0 && pe_cli_json)
             pe_cli_print_json(out);
@@ -197,7 +172,7 @@ static int tailscale(int argc, char **argv)
     if (sealed == NULL)
         return EXIT_API;
     body = json_pack("{s:s, s:s}", "id", argv[2], "authKey", sealed);
-    r = call("io.pocketenv.sandbox.putTailscaleAuthKey", NULL, body, &out, argv[2]);
+    r = pe_cli_call("io.pocketenv.sandbox.putTailscaleAuthKey", NULL, body, &out, argv[2]);
     json_decref(body);
     json_decref(out);
     if (r == 0)
@@ -252,7 +227,7 @@ static int service_create(int argc, char **argv)
     json_decref(ports);
     params = json_pack("{s:s}", "sandboxId", argv[2]);
     body = json_pack("{s:o}", "service", svc);
-    r = call("io.pocketenv.service.addService", params, body, &out, argv[2]);
+    r = pe_cli_call("io.pocketenv.service.addService", params, body, &out, argv[2]);
     json_decref(params);
     json_decref(body);
     if (r == 0) {
@@ -287,7 +262,7 @@ static int service(int argc, char **argv)
         return service_create(argc, argv);
     if ((strcmp(verb, "list") == 0 || strcmp(verb, "ls") == 0) && argc == 3) {
         params = json_pack("{s:s}", "sandboxId", argv[2]);
-        r = call("io.pocketenv.service.getServices", params, NULL, &out, argv[2]);
+        r = pe_cli_call("io.pocketenv.service.getServices", params, NULL, &out, argv[2]);
         json_decref(params);
         if (r != 0)
             return r;
@@ -307,7 +282,7 @@ static int service(int argc, char **argv)
     }
     if (strcmp(verb, "logs") == 0 && argc == 3) {
         params = json_pack("{s:s}", "serviceId", argv[2]);
-        r = call("io.pocketenv.service.getServiceLogs", params, NULL, &out, NULL);
+        r = pe_cli_call("io.pocketenv.service.getServiceLogs", params, NULL, &out, NULL);
         json_decref(params);
         if (r == 0)
             fputs(json_string_value(json_object_get(out, "logs")) ?: "", stdout);
@@ -318,7 +293,7 @@ static int service(int argc, char **argv)
         if (strcmp(verb, by_id[k].verb) == 0 && argc == 3) {
             json_t *empty = json_object();
             params = json_pack("{s:s}", "serviceId", argv[2]);
-            r = call(by_id[k].nsid, params, empty, &out, NULL);
+            r = pe_cli_call(by_id[k].nsid, params, empty, &out, NULL);
             json_decref(params);
             json_decref(empty);
             json_decref(out);

@@ -18,17 +18,7 @@
 #include "client.h"
 #include "core/util.h"
 
-#define EXIT_API 1
 #define EXIT_USAGE 2
-
-static int fail(const pe_err *err, const pe_api *a, const char *sandbox)
-{
-    if (strcmp(a->error_name, "SandboxNotFound") == 0)
-        fprintf(stderr, "pocketenv: sandbox %s not found\n", sandbox);
-    else
-        fprintf(stderr, "pocketenv: %s\n", err->msg[0] ? err->msg : "failed");
-    return EXIT_API;
-}
 
 static int parse_port(const char *s, long *port)
 {
@@ -43,25 +33,13 @@ static int parse_port(const char *s, long *port)
     return 0;
 }
 
-/* One call on sandbox argv[1]; *out gets the answer. */
+/* One call on sandbox: its id in the query. */
 static int call(const char *nsid, const char *sandbox, json_t *body, json_t **out)
 {
     json_t *params = json_pack("{s:s}", "id", sandbox);
-    pe_api a;
-    pe_err err;
-    int r;
+    int r = pe_cli_call(nsid, params, body, out, sandbox);
 
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0) {
-        json_decref(params);
-        fprintf(stderr, "pocketenv: %s\n", err.msg);
-        return EXIT_API;
-    }
-    r = pe_api_call(&a, nsid, params, body, out, &err);
     json_decref(params);
-    if (r < 0)
-        r = fail(&err, &a, sandbox);
-    pe_api_close(&a);
     return r;
 }
 
