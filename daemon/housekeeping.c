@@ -370,6 +370,7 @@ static void tick_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_daemon_backups_expire(job->d, s);
     pe_daemon_copy_expire(job->d);
+    pe_proc_reap_lingering(); /* exec waiters that were still exiting */
 }
 
 static void tick_after(pe_daemon_job *job)

@@ -476,7 +476,12 @@ static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool 
     fcntl(out->fd, F_SETFL, O_NONBLOCK);
     fcntl(errb->fd, F_SETFL, O_NONBLOCK);
     for (;;) {
-        struct pollfd fds[3] = {{p->pidfd, POLLIN, 0}, {out->fd, POLLIN, 0}, {errb->fd, POLLIN, 0}};
+        /* status_fd: the process has ended (its waiter may still be exiting) */
+        struct pollfd fds[3] = {
+            {p->status_fd >= 0 ? p->status_fd : p->pidfd, POLLIN, 0},
+            {out->fd, POLLIN, 0},
+            {errb->fd, POLLIN, 0},
+        };
         double left = deadline - pe_monotonic_s();
         int ms;
 
@@ -495,7 +500,7 @@ static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool 
             out->fd = -1;
         if (fds[2].revents && errb->fd >= 0 && !drain(errb))
             errb->fd = -1;
-        if (fds[0].revents & POLLIN) {
+        if (fds[0].revents & (POLLIN | POLLHUP)) {
             if (out->fd >= 0)
                 drain(out);
             if (errb->fd >= 0)

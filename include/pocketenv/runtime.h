@@ -89,7 +89,8 @@ typedef struct pe_proc {
     int stdin_fd;     /* our ends of its pipes when capture, else -1 */
     int stdout_fd;
     int stderr_fd;
-    int pty_fd; /* PTY master when tty, else -1 */
+    int pty_fd;    /* PTY master when tty, else -1 */
+    int status_fd; /* readable once the process has ended, before pidfd is */
 } pe_proc;
 
 /* Result of a process: exit code as a shell reports it (code, or 128+signal),
@@ -144,8 +145,13 @@ int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, 
  * signal forwarding, no timeout: the caller owns all of that). */
 int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc *out,
                           pe_err *err);
-/* Wait (blocking) for p to end; *exit_code as a shell reports it. */
+/* Wait (blocking) for p to end; *exit_code as a shell reports it. Returns
+ * as soon as the process has ended: our waiter, pid, may still be exiting,
+ * and is then reaped later (pe_proc_reap_lingering). */
 int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err);
+/* Reap the waiters pe_proc_wait left exiting (a long-running caller calls
+ * this now and then). */
+void pe_proc_reap_lingering(void);
 int pe_proc_signal(pe_proc *p, int sig);
 /* Close every fd of p (does not wait or kill). */
 void pe_proc_close(pe_proc *p);

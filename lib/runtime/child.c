@@ -744,12 +744,17 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
     if (pidfd < 0)
         DIE_SYS("pidfd_open");
     pe__sync_send(ctx->sync_fd, PE_SYNC_PID, 0, (int)pid, NULL, &pidfd, 1);
-    /* Hold nothing of the caller's while waiting: its pipes to the process
-     * would never see EOF while a copy stays open here. */
-    syscall(SYS_close_range, 3, ~0U, 0);
+    /* Hold nothing of the caller's while waiting but the sync socket: its
+     * pipes to the process would never see EOF while a copy stays open here. */
+    if (ctx->sync_fd > 3)
+        syscall(SYS_close_range, 3, ctx->sync_fd - 1, 0);
+    syscall(SYS_close_range, ctx->sync_fd + 1, ~0U, 0);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
             _exit(126);
+    /* The status first: the caller can answer while this copy of it, as
+     * big as the caller, is still being torn down. */
+    pe__sync_send(ctx->sync_fd, PE_SYNC_EXIT, 0, status, NULL, NULL, 0);
     if (WIFEXITED(status))
         _exit(WEXITSTATUS(status));
     /* Die of the same signal, without a core of this waiter. */

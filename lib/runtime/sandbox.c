@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 #include "core/util.h"
 #include "image/image.h"
 #include "runtime/internal.h"
+#include "runtime/sync.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -961,19 +963,59 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     out->pidfd = sp.pidfd;
     out->signal_pidfd = sp.signal_pidfd;
     out->pty_fd = sp.pty_master;
+    out->status_fd = sp.sync_fd;
     out->stdin_fd = pipes[0][1];
     out->stdout_fd = pipes[1][0];
     out->stderr_fd = pipes[2][0];
     return 0;
 }
 
+/* Waiters that had told a process's status but not yet exited when
+ * pe_proc_wait returned: reaped by the next pe_proc_wait or
+ * pe_proc_reap_lingering (the daemon's tick). */
+static pthread_mutex_t lingering_lock = PTHREAD_MUTEX_INITIALIZER;
+static pid_t lingering[64];
+static size_t n_lingering;
+
+static void reap_lingering(pid_t add)
+{
+    pthread_mutex_lock(&lingering_lock);
+    for (size_t i = 0; i < n_lingering;) {
+        if (waitpid(lingering[i], NULL, WNOHANG) != 0)
+            lingering[i] = lingering[--n_lingering];
+        else
+            i++;
+    }
+    if (add > 0 && waitpid(add, NULL, WNOHANG) == 0) {
+        if (n_lingering == PE_ARRAY_LEN(lingering)) /* never, but bounded: wait */
+            waitpid(add, NULL, 0);
+        else
+            lingering[n_lingering++] = add;
+    }
+    pthread_mutex_unlock(&lingering_lock);
+}
+
+void pe_proc_reap_lingering(void)
+{
+    reap_lingering(0);
+}
+
 int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err)
 {
-    int status;
+    pe_sync_msg m;
+    int status, nfds = 0;
 
-    while (waitpid(p->pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return pe_err_sys(err, "wait for process %d", (int)p->pid);
+    if (p->status_fd >= 0 && pe__sync_recv(p->status_fd, &m, NULL, 0, &nfds) > 0 &&
+        m.type == PE_SYNC_EXIT) {
+        status = m.value;
+        reap_lingering(p->pid);
+    } else {
+        /* the waiter died without telling (killed): its own status */
+        while (waitpid(p->pid, &status, 0) < 0)
+            if (errno != EINTR)
+                return pe_err_sys(err, "wait for process %d", (int)p->pid);
+        reap_lingering(0);
+    }
     if (WIFEXITED(status))
         *exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status))
@@ -991,8 +1033,8 @@ int pe_proc_signal(pe_proc *p, int sig)
 
 void pe_proc_close(pe_proc *p)
 {
-    int *fds[] = {&p->pidfd,     &p->signal_pidfd, &p->stdin_fd,
-                  &p->stdout_fd, &p->stderr_fd,    &p->pty_fd};
+    int *fds[] = {&p->pidfd,     &p->signal_pidfd, &p->stdin_fd, &p->stdout_fd,
+                  &p->stderr_fd, &p->pty_fd,       &p->status_fd};
     for (size_t i = 0; i < PE_ARRAY_LEN(fds); i++) {
         if (*fds[i] >= 0)
             close(*fds[i]);

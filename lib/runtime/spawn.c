@@ -501,10 +501,13 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
             goto kill;
         }
         if (r == 0)
-            break; /* every copy of the child end closed: exec happened */
+            break; /* the waiter died before it could say */
         if (m.type == PE_SYNC_PID && nfds == 1) {
+            /* last: the waiter vforks, so the process has exec'd (or
+             * said why not, before this) */
             target = (pid_t)m.value;
             res->signal_pidfd = fds[0];
+            break;
         } else if (m.type == PE_SYNC_PTY && nfds == 1) {
             res->pty_master = fds[0];
         } else if (m.type == PE_SYNC_ERROR) {
@@ -527,7 +530,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
         pe_err_sys(err, "pidfd_open");
         goto kill;
     }
-    close(sp[0]);
+    res->sync_fd = sp[0]; /* the EXIT {wait status} comes here */
     return 0;
 
 kill:

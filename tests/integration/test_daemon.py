@@ -528,3 +528,36 @@ def test_provider_cloudflare_runs_here_and_remote_ones_are_refused(daemon):
         assert (status, out["error"]) == (400, "ProviderNotAvailable"), out
         assert daemon.sandbox("getSandbox", f"on-{provider}")[0] == 404
     assert daemon.sandbox("deleteSandbox", "upstream-default")[0] == 200
+
+
+def zombie_children(pid):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                out.append(int(d))
+    return out
+
+
+def test_exec_answers_before_its_waiter_is_gone_and_no_zombie_stays(tmp_path):
+    """An exec is answered once its command has ended, while the waiter the
+    runtime forked for it may still be exiting: those waiters are reaped by
+    the next exec or the daemon's tick, never left to pile up, and the exit
+    code is still the command's, death by a signal included."""
+    with serving(tmp_path, extra=("--tick", "1")) as d:
+        status, out = d.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "reaped"})
+        assert status == 200, out
+        sid = d.wait_status("reaped", ["RUNNING"])["id"]
+        for i in range(30):
+            st, out = d.sandbox("exec", sid, {"command": f"exit {i % 7}"})
+            assert (st, out["exitCode"]) == (200, i % 7), out
+            assert len(zombie_children(d.proc.pid)) <= 1  # only the last one may linger
+        st, out = d.sandbox("exec", sid, {"command": "kill -9 $$"})
+        assert (st, out["exitCode"]) == (200, 137), out  # death by a signal, mirrored
+        wait_for(lambda: zombie_children(d.proc.pid) == [], 10, "the tick to reap the waiters")
