@@ -19,8 +19,14 @@ struct pe__auth_keys {
     unsigned char box_pk[crypto_box_PUBLICKEYBYTES];
 };
 
+/* Tokens already verified (token.c). */
+struct pe__auth_cache;
+struct pe__auth_cache *pe__auth_cache_new(void);
+void pe__auth_cache_free(struct pe__auth_cache *c);
+
 struct pe_auth {
     struct pe__auth_keys *keys;
+    struct pe__auth_cache *cache;
     char did[PE_AUTH_DID_MAX];
     char box_pk_hex[crypto_box_PUBLICKEYBYTES * 2 + 1];
 };

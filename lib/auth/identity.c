@@ -288,6 +288,7 @@ int pe_auth_open(const char *data_dir, pe_auth **out, pe_err *err)
     pe_auth_did_key_from_ed25519(a->keys->sign_sk + crypto_sign_SEEDBYTES, a->did);
     sodium_bin2hex(a->box_pk_hex, sizeof(a->box_pk_hex), a->keys->box_pk, sizeof(a->keys->box_pk));
     sodium_mprotect_readonly(a->keys);
+    a->cache = pe__auth_cache_new();
     *out = a;
     return 0;
 }
@@ -297,6 +298,7 @@ void pe_auth_close(pe_auth *auth)
     if (auth == NULL)
         return;
     sodium_free(auth->keys); /* wipes, and lifts the read-only protection */
+    pe__auth_cache_free(auth->cache);
     free(auth);
 }
 

@@ -26,6 +26,7 @@
 
 #define NOW ((time_t)1750000000)
 #define OWNER "did:key:z6MkiTBz1ymuepAQ4HEHYSF1H8quG5GLVVQR3djdX3mDooWp"
+#define OTHER "did:plc:ewvi7nxzyoun6zhxrhs64oiz"
 
 static char *tmp_dir(void)
 {
@@ -397,6 +398,44 @@ TEST_CASE(token_expiry_enforced)
                   PE_AUTH_EXPIRED);
     /* An expired token of the wrong scope says expired. */
     ASSERT_EQ_INT(verify(a, jwt, PE_AUTH_SCOPE_TERMINAL), PE_AUTH_EXPIRED);
+    pe_auth_close(a);
+    pe_fs_rm_rf(dir, NULL);
+}
+
+/* A verified token is remembered (token.c); every use is still checked
+ * for time and scope, and a token that differs in one byte is not it. */
+TEST_CASE(token_cache_keeps_every_check)
+{
+    cleanup_free char *dir = tmp_dir();
+    pe_auth *a = open_ok(dir);
+    cleanup_free char *api = mint_ok(a, OWNER, 600, PE_AUTH_SCOPE_API, NOW);
+    cleanup_free char *other = mint_ok(a, OTHER, 600, PE_AUTH_SCOPE_API, NOW);
+    cleanup_free char *forged = pe_xstrdup(api);
+    char *did = NULL;
+    size_t n = strlen(forged);
+
+    for (int round = 0; round < 3; round++) { /* the first verifies, the others hit */
+        ASSERT_EQ_INT(pe_auth_token_verify_at(a, api, PE_AUTH_SCOPE_API, NOW, &did, NULL),
+                      PE_AUTH_OK);
+        ASSERT_EQ_STR(did, OWNER);
+        free(did);
+        ASSERT_EQ_INT(pe_auth_token_verify_at(a, other, PE_AUTH_SCOPE_API, NOW, &did, NULL),
+                      PE_AUTH_OK);
+        ASSERT_EQ_STR(did, OTHER);
+        free(did);
+        did = NULL;
+        ASSERT_EQ_INT(verify(a, api, PE_AUTH_SCOPE_TERMINAL), PE_AUTH_WRONG_SCOPE);
+        ASSERT_EQ_INT(pe_auth_token_verify_at(a, api, PE_AUTH_SCOPE_API, NOW + 631, NULL, NULL),
+                      PE_AUTH_EXPIRED);
+        ASSERT_EQ_INT(pe_auth_token_verify_at(a, api, PE_AUTH_SCOPE_API, NOW - 3600, NULL, NULL),
+                      PE_AUTH_NOT_YET_VALID);
+    }
+    /* the last character of the signature, changed: same length, same
+     * everything else, and never taken for the cached token */
+    forged[n - 1] = forged[n - 1] == 'A' ? 'B' : 'A';
+    ASSERT_EQ_INT(verify(a, forged, PE_AUTH_SCOPE_API), PE_AUTH_BAD_SIGNATURE);
+    forged[n - 1] = '\0';
+    ASSERT(verify(a, forged, PE_AUTH_SCOPE_API) != PE_AUTH_OK);
     pe_auth_close(a);
     pe_fs_rm_rf(dir, NULL);
 }
@@ -893,8 +932,8 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |=
-        RUN_TESTS(token_mint_rejects_bad_input, token_file_private_and_atomic, seal_round_trip,
-                  unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
+    failed |= RUN_TESTS(token_cache_keeps_every_check, token_mint_rejects_bad_input,
+                        token_file_private_and_atomic, seal_round_trip,
+                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
     return failed;
 }
