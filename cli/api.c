@@ -164,37 +164,63 @@ static void answer_error(pe_api *a, json_t *j, pe_err *err)
         pe_err_prefix(err, "not logged in (%s)", a->token ? "token refused" : "no token");
 }
 
+/* What every request starts with: a fresh handle for url, the answer into
+ * b, libcurl's error text into curl_err, and the token's header (returned,
+ * for the caller to wipe and free) in *headers. */
+static char *prepare(pe_api *a, const char *url, buf *b, char *curl_err,
+                     struct curl_slist **headers)
+{
+    CURL *c = a->curl;
+    char *auth = a->token ? pe_xasprintf("Authorization: Bearer %s", a->token) : NULL;
+
+    a->status = 0;
+    a->error_name[0] = '\0';
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (auth)
+        *headers = curl_slist_append(*headers, auth);
+    return auth;
+}
+
+/* After the request: free its headers, wipe the token's, and set err if
+ * the daemon could not be reached, else a->status. */
+static int performed(pe_api *a, CURLcode rc, const char *curl_err, struct curl_slist *headers,
+                     char *auth, pe_err *err)
+{
+    curl_slist_free_all(headers);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
+    if (rc != CURLE_OK)
+        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the Pocketenv daemon at %s: %s",
+                          a->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
+    curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &a->status);
+    return 0;
+}
+
 int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_t **out,
                 pe_err *err)
 {
     CURL *c = a->curl;
     cleanup_free char *q = params ? query_string(c, params) : pe_xstrdup("");
     cleanup_free char *url = pe_xasprintf("%s/xrpc/%s%s", a->url, nsid, q);
-    cleanup_free char *auth = NULL;
     cleanup_free char *payload = NULL;
     struct curl_slist *headers = NULL;
     char curl_err[CURL_ERROR_SIZE] = "";
     buf b = {0};
+    cleanup_free char *auth = prepare(a, url, &b, curl_err, &headers);
     json_t *j = NULL;
     CURLcode rc;
+    int r;
 
     *out = NULL;
-    a->status = 0;
-    a->error_name[0] = '\0';
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
     /* exec may run for the daemon's --exec-timeout (300 s by default) */
     curl_easy_setopt(c, CURLOPT_TIMEOUT, 900L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (a->token) {
-        auth = pe_xasprintf("Authorization: Bearer %s", a->token);
-        headers = curl_slist_append(headers, auth);
-    }
     if (body) {
         payload = json_dumps(body, JSON_COMPACT);
         headers = curl_slist_append(headers, "Content-Type: application/json");
@@ -202,18 +228,14 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
     }
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     rc = curl_easy_perform(c);
-    curl_slist_free_all(headers);
-    if (auth)
-        explicit_bzero(auth, strlen(auth));
-    if (rc != CURLE_OK) {
+    r = performed(a, rc, curl_err, headers, auth, err);
+    if (b.too_big || r < 0) {
         free(b.data);
-        if (b.too_big)
+        if (b.too_big) /* on_data stopped the transfer: not a connection problem */
             return pe_err_set(err, PE_EINVAL, 0, "%s: answer larger than %u MiB", nsid,
                               ANSWER_MAX >> 20);
-        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the Pocketenv daemon at %s: %s",
-                          a->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
+        return -1;
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
     if (b.len > 0)
         j = json_loadb(b.data, b.len, 0, NULL);
     free(b.data);
@@ -324,25 +346,13 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
 {
     CURL *c = a->curl;
     cleanup_free char *url = pe_xasprintf("%s%s", a->url, path);
-    cleanup_free char *auth = a->token ? pe_xasprintf("Authorization: Bearer %s", a->token) : NULL;
     struct curl_slist *headers = NULL;
     char curl_err[CURL_ERROR_SIZE] = "";
+    cleanup_free char *auth = prepare(a, url, b, curl_err, &headers);
     bool tty = isatty(STDERR_FILENO);
     progress prog = {data ? "sent" : "received", data != NULL, 0, -1};
     CURLcode rc;
 
-    a->status = 0;
-    a->error_name[0] = '\0';
-    curl_easy_reset(c);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, curl_err);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    if (auth)
-        headers = curl_slist_append(headers, auth);
     if (data) {
         headers = curl_slist_append(headers, "Content-Type: application/gzip");
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
@@ -357,13 +367,8 @@ static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b
     rc = curl_easy_perform(c);
     if (tty)
         fputs("\r\033[K", stderr);
-    curl_slist_free_all(headers);
-    if (auth)
-        explicit_bzero(auth, strlen(auth));
-    if (rc != CURLE_OK)
-        return pe_err_set(err, PE_API_ECONNECT, 0, "cannot reach the Pocketenv daemon at %s: %s",
-                          a->url, curl_err[0] ? curl_err : curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &a->status);
+    if (performed(a, rc, curl_err, headers, auth, err) < 0)
+        return -1;
     if (a->status >= 200 && a->status < 300)
         return 0;
     {

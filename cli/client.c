@@ -182,32 +182,6 @@ static const cmd_help helps[] = {
      "list ls", 4},
 };
 
-static const cmd_help *find(const char *cmd)
-{
-    for (size_t i = 0; i < PE_ARRAY_LEN(helps); i++) {
-        const char *n = helps[i].names;
-        size_t len = strlen(cmd);
-
-        while (*n) {
-            size_t w = strcspn(n, " ");
-            if (w == len && strncmp(n, cmd, len) == 0)
-                return &helps[i];
-            n += w + (n[w] == ' ');
-        }
-    }
-    return NULL;
-}
-
-/* Each line of text, indented, after an optional first-line prefix. */
-static void lines(FILE *f, const char *text, const char *first, const char *rest)
-{
-    for (const char *p = first; *text; p = rest) {
-        size_t n = strcspn(text, "\n");
-        fprintf(f, "%s%.*s\n", p, (int)n, text);
-        text += n + (text[n] == '\n');
-    }
-}
-
 static bool has_word(const char *list, const char *word)
 {
     size_t len = strlen(word);
@@ -219,6 +193,24 @@ static bool has_word(const char *list, const char *word)
         list += w + (list[w] == ' ');
     }
     return false;
+}
+
+static const cmd_help *find(const char *cmd)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(helps); i++)
+        if (has_word(helps[i].names, cmd))
+            return &helps[i];
+    return NULL;
+}
+
+/* Each line of text, indented, after an optional first-line prefix. */
+static void lines(FILE *f, const char *text, const char *first, const char *rest)
+{
+    for (const char *p = first; *text; p = rest) {
+        size_t n = strcspn(text, "\n");
+        fprintf(f, "%s%.*s\n", p, (int)n, text);
+        text += n + (text[n] == '\n');
+    }
 }
 
 static void print_help(const cmd_help *h)

@@ -431,26 +431,17 @@ static int list(int argc, char **argv, bool running)
 static int cmd_inspect(int argc, char **argv)
 {
     json_t *params, *out = NULL;
-    pe_api a;
-    pe_err err;
     int r;
 
     if (argc != 2 || argv[1][0] == '-')
         return usage_error("usage: pocketenv inspect SANDBOX");
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0)
-        return fail(&err);
     params = json_pack("{s:s}", "id", argv[1]);
-    r = pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err);
+    r = pe_cli_call("io.pocketenv.sandbox.getSandbox", params, NULL, &out, argv[1]);
     json_decref(params);
-    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
-        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
-    pe_api_close(&a);
-    if (r < 0)
-        return fail(&err);
-    pe_cli_print_json(json_object_get(out, "sandbox"));
+    if (r == 0)
+        pe_cli_print_json(json_object_get(out, "sandbox"));
     json_decref(out);
-    return 0;
+    return r;
 }
 
 /* ---- exec ---- */

@@ -381,8 +381,6 @@ static int backup(int argc, char **argv)
     const char *verb = argc > 1 ? argv[1] : "";
     json_t *params = NULL, *body = NULL, *out = NULL, *b;
     const char *nsid, *sb = NULL;
-    pe_api a;
-    pe_err err;
     size_t i;
     int r;
 
@@ -423,24 +421,11 @@ static int backup(int argc, char **argv)
                         "       pocketenv backup restore BACKUP_ID\n");
         return EXIT_USAGE;
     }
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0) {
-        json_decref(params);
-        json_decref(body);
-        fprintf(stderr, "pocketenv: %s\n", err.msg);
-        return EXIT_API;
-    }
-    r = pe_api_call(&a, nsid, params, body, &out, &err);
+    r = pe_cli_call(nsid, params, body, &out, sb);
     json_decref(params);
     json_decref(body);
-    if (r < 0 && sb && strcmp(a.error_name, "SandboxNotFound") == 0)
-        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", sb);
-    pe_api_close(&a);
-    if (r < 0) {
-        fprintf(stderr, "pocketenv: %s\n", err.msg);
-        json_decref(out);
-        return EXIT_API;
-    }
+    if (r != 0)
+        return r;
     if (strcmp(verb, "create") == 0) {
         const char *id =
             json_string_value(json_object_get(json_object_get(out, "backup"), "id")) ?: "";
