@@ -69,6 +69,10 @@ struct pe_daemon_job {
 /* New job for req (NULL: background) by the caller did (copied). */
 pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char *did,
                                  pe_daemon_work_fn work);
+/* The usual job: by did, for sandbox (or resource) id (copied; NULL:
+ * none), input in (taken; NULL: none), queued at once. */
+int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
+                     const char *id, json_t *in);
 /* Queue job; the request is answered when it is done. On a full queue or a
  * draining daemon the request is answered 503 at once, job is freed (its
  * after callback is not called) and -1 returned. */

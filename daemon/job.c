@@ -122,6 +122,16 @@ static void job_done(void *ud)
         pe_ev_stop(d->loop);
 }
 
+int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
+                     const char *id, json_t *in)
+{
+    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
+
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->in = in;
+    return pe_daemon_job_submit(job);
+}
+
 int pe_daemon_job_submit(pe_daemon_job *job)
 {
     pe_daemon *d = job->d;

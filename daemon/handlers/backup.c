@@ -189,7 +189,6 @@ static void create_handler(pe_xrpc_request *req, void *ud)
     const char *dir = json_string_value(json_object_get(req->body, "directory"));
     const char *desc = json_string_value(json_object_get(req->body, "description"));
     json_t *ttl = json_object_get(req->body, "ttl");
-    pe_daemon_job *job;
     pe_err err;
 
     if (did == NULL)
@@ -203,10 +202,9 @@ static void create_handler(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    job = pe_daemon_job_new(d, req, did, create_work);
-    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
-    job->in = json_deep_copy(req->body);
-    pe_daemon_job_submit(job);
+    pe_daemon_submit(d, req, did, create_work,
+                     json_string_value(json_object_get(req->params, "id")),
+                     json_deep_copy(req->body));
 }
 
 /* ---- getBackups ---- */
@@ -237,13 +235,10 @@ static void list_handler(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
     cleanup_free char *did = pe_daemon_auth(d, req);
-    pe_daemon_job *job;
 
-    if (did == NULL)
-        return;
-    job = pe_daemon_job_new(d, req, did, list_work);
-    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
-    pe_daemon_job_submit(job);
+    if (did)
+        pe_daemon_submit(d, req, did, list_work,
+                         json_string_value(json_object_get(req->params, "id")), NULL);
 }
 
 /* ---- restoreBackup ---- */

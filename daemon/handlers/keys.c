@@ -577,23 +577,13 @@ static void put_ts_work(pe_daemon_job *job, pe_store *s)
 
 /* ---- handlers ---- */
 
-static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
-                   const char *id, json_t *in)
-{
-    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
-
-    job->id = pe_xstrdup(id);
-    job->in = in;
-    pe_daemon_job_submit(job);
-}
-
 static void get_ssh(pe_xrpc_request *req, void *ud)
 {
     cleanup_free char *did = pe_daemon_auth(ud, req);
 
     if (did)
-        submit(ud, req, did, get_ssh_work, json_string_value(json_object_get(req->params, "id")),
-               NULL);
+        pe_daemon_submit(ud, req, did, get_ssh_work,
+                         json_string_value(json_object_get(req->params, "id")), NULL);
 }
 
 static void get_ts(pe_xrpc_request *req, void *ud)
@@ -601,8 +591,8 @@ static void get_ts(pe_xrpc_request *req, void *ud)
     cleanup_free char *did = pe_daemon_auth(ud, req);
 
     if (did)
-        submit(ud, req, did, get_ts_work, json_string_value(json_object_get(req->params, "id")),
-               NULL);
+        pe_daemon_submit(ud, req, did, get_ts_work,
+                         json_string_value(json_object_get(req->params, "id")), NULL);
 }
 
 /* The sealed value of field opened, checked by check, wiped. */
@@ -649,7 +639,7 @@ static void put_handler(pe_xrpc_request *req, pe_daemon *d, const char *field,
     if (id == NULL || id[0] == '\0')
         pe_err_set(&err, PE_EINVAL, 0, "id is required");
     else if (check_sealed(d, req->body, field, check, &err) == 0) {
-        submit(d, req, did, work, id, json_deep_copy(req->body));
+        pe_daemon_submit(d, req, did, work, id, json_deep_copy(req->body));
         return;
     }
     pe_xrpc_respond_err(req, &err);

@@ -130,11 +130,8 @@ static void expose_work(pe_daemon_job *job, pe_store *s)
 
 static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work)
 {
-    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
-
-    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
-    job->in = req->body ? json_deep_copy(req->body) : json_object();
-    pe_daemon_job_submit(job);
+    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
+                     req->body ? json_deep_copy(req->body) : json_object());
 }
 
 static void expose_handler(pe_xrpc_request *req, void *ud)

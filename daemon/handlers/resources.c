@@ -290,16 +290,6 @@ static void delete_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
 
 /* ---- handlers ---- */
 
-static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
-                   const char *id, json_t *in)
-{
-    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
-
-    job->id = id ? pe_xstrdup(id) : NULL;
-    job->in = in;
-    pe_daemon_job_submit(job);
-}
-
 static void add_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
                         pe_daemon_work_fn work)
 {
@@ -319,7 +309,7 @@ static void add_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    submit(d, req, did, work, sandbox, json_deep_copy(o));
+    pe_daemon_submit(d, req, did, work, sandbox, json_deep_copy(o));
 }
 
 static void list_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
@@ -330,7 +320,7 @@ static void list_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
 
     if (did == NULL)
         return;
-    submit(d, req, did, work, sandbox, json_deep_copy(req->params));
+    pe_daemon_submit(d, req, did, work, sandbox, json_deep_copy(req->params));
 }
 
 /* get and delete: the row id is a parameter. */
@@ -341,7 +331,8 @@ static void by_id_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d
 
     if (did == NULL)
         return;
-    submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")), NULL);
+    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
+                     NULL);
 }
 
 static void update_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
@@ -357,8 +348,8 @@ static void update_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    submit(d, req, did, work, json_string_value(json_object_get(req->body, "id")),
-           json_deep_copy(req->body));
+    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->body, "id")),
+                     json_deep_copy(req->body));
 }
 
 /* Per kind and operation: a work function and a handler that binds the

@@ -713,15 +713,10 @@ static void start_sandbox(pe_xrpc_request *req, void *ud)
 static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
-    pe_daemon_job *job;
 
-    if (did == NULL)
-        return;
-    job = pe_daemon_job_new(d, req, did, work);
-    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
-    if (req->body)
-        job->in = json_deep_copy(req->body);
-    pe_daemon_job_submit(job);
+    if (did)
+        pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
+                         req->body ? json_deep_copy(req->body) : NULL);
 }
 
 #define BY_ID(fn, work)                                                                            \

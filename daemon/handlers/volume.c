@@ -383,16 +383,6 @@ void pe_daemon_binds_free(pe_bind *binds, size_t n)
 
 /* ---- handlers ---- */
 
-static void submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
-                   const char *id, json_t *in)
-{
-    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
-
-    job->id = id ? pe_xstrdup(id) : NULL;
-    job->in = in;
-    pe_daemon_job_submit(job);
-}
-
 static void add_volume(pe_xrpc_request *req, void *ud)
 {
     cleanup_free char *did = pe_daemon_auth(ud, req);
@@ -407,8 +397,8 @@ static void add_volume(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    submit(ud, req, did, add_work, json_string_value(json_object_get(o, "sandboxId")),
-           json_deep_copy(o));
+    pe_daemon_submit(ud, req, did, add_work, json_string_value(json_object_get(o, "sandboxId")),
+                     json_deep_copy(o));
 }
 
 static void get_volumes(pe_xrpc_request *req, void *ud)
@@ -417,8 +407,9 @@ static void get_volumes(pe_xrpc_request *req, void *ud)
 
     if (did == NULL)
         return;
-    submit(ud, req, did, list_work, json_string_value(json_object_get(req->params, "sandboxId")),
-           json_deep_copy(req->params));
+    pe_daemon_submit(ud, req, did, list_work,
+                     json_string_value(json_object_get(req->params, "sandboxId")),
+                     json_deep_copy(req->params));
 }
 
 static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
@@ -427,7 +418,8 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
 
     if (did == NULL)
         return;
-    submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")), NULL);
+    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
+                     NULL);
 }
 
 static void get_volume(pe_xrpc_request *req, void *ud)
@@ -452,8 +444,8 @@ static void update_volume(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    submit(ud, req, did, update_work, json_string_value(json_object_get(req->body, "id")),
-           json_deep_copy(req->body));
+    pe_daemon_submit(ud, req, did, update_work, json_string_value(json_object_get(req->body, "id")),
+                     json_deep_copy(req->body));
 }
 
 int pe_daemon_register_volumes(pe_daemon *d, pe_err *err)
