@@ -26,11 +26,18 @@ class Cli:
                               input=input, env=dict(self.env, **(env or {})))
 
 
-@pytest.fixture
-def cli(daemon, tmp_path):
+def new_cli(daemon, tmp_path, login=False):
+    """A Cli for daemon with its own HOME; logged in as the owner if login."""
     c = Cli(daemon.url, tmp_path / "home")
     os.makedirs(c.home)
+    if login:
+        assert c("login", "--token", daemon.token).returncode == 0
     return c
+
+
+@pytest.fixture
+def cli(daemon, tmp_path):
+    return new_cli(daemon, tmp_path)
 
 
 def test_login_whoami_logout(cli, daemon):

@@ -13,17 +13,14 @@ import pytest
 
 from conftest import BIN, wait_for
 
-from test_cli import Cli
+from test_cli import new_cli
 from test_console import Terminal
 from test_daemon import daemon  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def cli(daemon, tmp_path):
-    c = Cli(daemon.url, tmp_path / "home")
-    os.makedirs(c.home)
-    assert c("login", "--token", daemon.token).returncode == 0
-    return c
+    return new_cli(daemon, tmp_path, login=True)
 
 
 @pytest.fixture

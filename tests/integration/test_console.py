@@ -14,17 +14,14 @@ import fcntl
 import pytest
 
 from conftest import BIN, wait_for
-from test_cli import Cli
+from test_cli import new_cli
 from test_daemon import daemon  # noqa: F401 (fixture)
 from test_daemon_restart import served  # noqa: F401 (fixture)
 
 
 @pytest.fixture
 def logged_in(daemon, tmp_path):
-    c = Cli(daemon.url, tmp_path / "home")
-    os.makedirs(c.home)
-    assert c("login", "--token", daemon.token).returncode == 0
-    return c
+    return new_cli(daemon, tmp_path, login=True)
 
 
 @pytest.fixture
@@ -276,9 +273,7 @@ def test_daemon_going_away_restores_the_terminal(served, tmp_path, how):
     connection just ends) while a console is open."""
     s = served()
     d = s.start()
-    cli = Cli(d.url, tmp_path / "home")
-    os.makedirs(cli.home)
-    assert cli("login", "--token", d.token).returncode == 0
+    cli = new_cli(d, tmp_path, login=True)
     assert cli("create", "gonebox", "-b", "busybox").returncode == 0
     sid = d.wait_status("gonebox", ["RUNNING"])["id"]
     try:
