@@ -29,6 +29,9 @@
 /* After pe_http_ws_close, how long the peer has to take what is queued
  * and answer our close frame with its own. */
 #define LINGER_NS (10ull * 1000000000ull)
+/* After we closed on a protocol error (and so stopped reading frames), how
+ * long we read and drop what the peer still sends before closing. */
+#define DRAIN_NS (2ull * 1000000000ull)
 
 struct pe_http_ws {
     pe_http_server *srv;
@@ -45,6 +48,7 @@ struct pe_http_ws {
     bool user_closed; /* the owner let go: no more callbacks */
     bool in_recv;     /* inside wslay_event_recv: messages are being delivered */
     bool ended;
+    bool draining; /* our close is out, our side shut down: dropping input */
     /* wslay sends control frames ahead of queued messages: a graceful close
      * is queued only once the messages before it are out. */
     bool close_pending;
@@ -169,11 +173,54 @@ static void ws_watch(pe_http_ws *ws)
     }
 }
 
+static void on_linger(pe_ev_timer *t, void *ud)
+{
+    ws_end(ud);
+}
+
+/* Closing a socket whose peer's bytes we have not read makes the kernel
+ * send a reset, and a reset can destroy our close frame in the peer's
+ * receive queue before the peer reads it: a client that sent an oversized
+ * or broken frame would see a bare reset instead of 1009 or 1002. So when
+ * we close without the peer's close (a protocol error), we shut our side
+ * down and read and drop its bytes until it closes, for DRAIN_NS at most. */
+static bool start_drain(pe_http_ws *ws)
+{
+    pe_err err;
+
+    if (ws->fd < 0 || !wslay_event_get_close_sent(ws->ctx) ||
+        wslay_event_get_close_received(ws->ctx) || shutdown(ws->fd, SHUT_WR) != 0)
+        return false;
+    pe_ev_timer_stop(ws->linger);
+    ws->linger = pe_ev_timer_start(pe__http_loop(ws->srv), DRAIN_NS, 0, on_linger, ws, &err);
+    if (ws->linger == NULL)
+        return false;
+    ws->draining = true;
+    ws->watching = EPOLLIN;
+    pe_ev_io_modify(ws->io, ws->watching, NULL);
+    return true;
+}
+
+static void drain(pe_http_ws *ws)
+{
+    char buf[16384];
+    ssize_t n;
+
+    while ((n = recv(ws->fd, buf, sizeof(buf), 0)) > 0)
+        ;
+    if (n == 0 || (errno != EAGAIN && errno != EINTR))
+        ws_end(ws);
+}
+
 static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
     pe_http_ws *ws = ud;
     bool had_output = wslay_event_get_queued_msg_count(ws->ctx) > 0;
 
+    if (ws->draining) {
+        drain(ws);
+        return;
+    }
     if (wslay_event_want_read(ws->ctx) &&
         (events & (EPOLLIN | EPOLLERR | EPOLLHUP) || ws->extra_off < ws->extra_len)) {
         ws->in_recv = true;
@@ -198,18 +245,14 @@ static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
         }
     }
     if (!wslay_event_want_read(ws->ctx) && !wslay_event_want_write(ws->ctx)) {
-        ws_end(ws);
+        if (!start_drain(ws))
+            ws_end(ws);
         return;
     }
     ws_watch(ws);
     if (had_output && wslay_event_get_queued_msg_count(ws->ctx) == 0 && !ws->user_closed &&
         ws->cb.on_drain)
         ws->cb.on_drain(ws, ws->ud);
-}
-
-static void on_linger(pe_ev_timer *t, void *ud)
-{
-    ws_end(ud);
 }
 
 /* Bound the closing handshake; only once attached (before, the pending
