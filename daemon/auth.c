@@ -46,6 +46,9 @@ char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req)
     if (r == PE_AUTH_EXPIRED) {
         pe_err_set(&err, PE_XRPC_EAUTH, 0, "token has expired");
         pe_xrpc_respond_err_named(req, &err, "ExpiredToken");
+    } else if (r == PE_AUTH_REVOKED) {
+        pe_err_set(&err, PE_XRPC_EAUTH, 0, "token has been revoked");
+        pe_xrpc_respond_err_named(req, &err, "InvalidToken");
     } else {
         pe_err_set(&err, PE_XRPC_EAUTH, 0, "invalid token");
         pe_xrpc_respond_err_named(req, &err, "InvalidToken");
@@ -64,4 +67,16 @@ int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, vo
     snprintf(key, key_size, "%s", did);
     free(did);
     return 1;
+}
+
+static void revoke_one(const char *did, int64_t valid_after_ms, void *ud)
+{
+    /* iat is in seconds: a token of second t was issued before
+     * valid_after_ms unless t * 1000 >= valid_after_ms. */
+    pe_auth_revoke_before(ud, did, (valid_after_ms + 999) / 1000);
+}
+
+int pe_daemon_auth_refresh(pe_auth *auth, pe_store *s, pe_err *err)
+{
+    return pe_store_user_revocations(s, revoke_one, auth, err);
 }

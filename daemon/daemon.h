@@ -96,6 +96,10 @@ void pe_daemon_watch_free_all(pe_daemon *d);
 char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
 /* Rate-limit key hook: the token's verified subject. */
 int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
+/* Copy the store's token revocations (users.tokens_valid_after) into auth:
+ * at start, on every tick (another daemon or `pocketenv token revoke` may
+ * have added one) and before `pocketenv token create` mints. */
+int pe_daemon_auth_refresh(pe_auth *auth, pe_store *s, pe_err *err);
 
 /* Serve the web page (d->web) at / (daemon/web-http.c); nothing without it. */
 int pe_daemon_register_web(pe_daemon *d, pe_err *err);

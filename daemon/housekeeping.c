@@ -366,8 +366,12 @@ int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err)
 
 static void tick_work(pe_daemon_job *job, pe_store *s)
 {
+    pe_err rerr;
+
     if (sync_store(job->d, s, false, NULL, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
+    if (pe_daemon_auth_refresh(job->d->auth, s, &rerr) < 0)
+        pe_log_warn("tick: %s", rerr.msg);
     pe_daemon_backups_expire(job->d, s);
     pe_daemon_copy_expire(job->d);
     pe_proc_reap_lingering(); /* exec waiters that were still exiting */

@@ -201,6 +201,8 @@ static int setup_owner(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (s == NULL)
         return pe_err_prefix(err, "open store");
     r = pe_store_user_upsert(s, &u, err);
+    if (r == 0)
+        r = pe_daemon_auth_refresh(d->auth, s, err);
     pe_store_close(s);
     if (r < 0)
         return pe_err_prefix(err, "owner %s", did);

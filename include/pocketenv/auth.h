@@ -21,6 +21,7 @@
 #define POCKETENV_AUTH_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "pocketenv/err.h"
@@ -71,6 +72,7 @@ enum pe_auth_result {
     PE_AUTH_EXPIRED,       /* now >= exp + skew */
     PE_AUTH_NOT_YET_VALID, /* iat > now + skew */
     PE_AUTH_WRONG_SCOPE,   /* valid token, scope not accepted here */
+    PE_AUTH_REVOKED,       /* issued before its user's tokens were revoked */
 };
 
 /* Short lower-case name of a result, for logs and metrics labels. */
@@ -121,6 +123,13 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
  * (may be NULL) says why. */
 enum pe_auth_result pe_auth_token_verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
                                          char **did_out, pe_err *err);
+
+/* Revocation: refuse every token of did issued (iat) before before_s, a
+ * Unix time in seconds; 0 lifts it. Tokens minted for did afterwards get
+ * an iat of at least before_s, so they are valid at once. The list lives
+ * in this pe_auth only: the daemon fills it from the store's users
+ * (tokens_valid_after) at start and on every tick. Thread-safe. */
+void pe_auth_revoke_before(pe_auth *auth, const char *did, int64_t before_s);
 
 /* pe_auth_token_verify against a given clock, so tests need no sleeping. */
 enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt,

@@ -73,6 +73,10 @@ void pe_store_user_clear(pe_store_user *u);
 int pe_store_user_upsert(pe_store *s, const pe_store_user *u, pe_err *err);
 int pe_store_user_get(pe_store *s, const char *did, pe_store_user *out, pe_err *err);
 int pe_store_user_revoke_tokens(pe_store *s, const char *did, int64_t before_ms, pe_err *err);
+/* fn(did, tokens_valid_after, ud) for every user with revoked tokens. */
+int pe_store_user_revocations(pe_store *s,
+                              void (*fn)(const char *did, int64_t valid_after, void *ud), void *ud,
+                              pe_err *err);
 
 /* ---- sandboxes ---- */
 

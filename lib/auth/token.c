@@ -50,6 +50,7 @@ static const char *const result_names[] = {
     [PE_AUTH_EXPIRED] = "expired",
     [PE_AUTH_NOT_YET_VALID] = "not_yet_valid",
     [PE_AUTH_WRONG_SCOPE] = "wrong_scope",
+    [PE_AUTH_REVOKED] = "revoked",
 };
 
 const char *pe_auth_result_name(enum pe_auth_result r)
@@ -89,6 +90,8 @@ static int did_valid(const char *did)
     return 1;
 }
 
+static int64_t revoked_before(const struct pe__auth_cache *c, const char *did);
+
 int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
                           time_t now, char **jwt, pe_err *err)
 {
@@ -105,6 +108,8 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
                           (long long)PE_AUTH_TTL_MAX);
     if (now < 0)
         return pe_err_set(err, PE_EINVAL, 0, "mint token: clock before 1970");
+    if (now < revoked_before(auth->cache, did))
+        now = (time_t)revoked_before(auth->cache, did); /* at most a second ahead */
     if (jwt_new(&j) != 0)
         return pe_err_set(err, PE_ESYS, ENOMEM, "mint token");
     if (jwt_add_grant(j, "did", did) != 0 || jwt_add_grant(j, "sub", did) != 0 ||
@@ -265,10 +270,19 @@ struct verified {
     claims c;
 };
 
+/* Users whose tokens issued before a time are revoked (few: a linear
+ * scan). It shares the cache's lock. */
+struct revoked {
+    char *did;
+    int64_t before_s;
+};
+
 struct pe__auth_cache {
     pthread_mutex_t lock;
     unsigned char key[crypto_shorthash_KEYBYTES];
     struct verified slot[VERIFIED_SLOTS];
+    struct revoked *revoked;
+    size_t nrevoked;
 };
 
 struct pe__auth_cache *pe__auth_cache_new(void)
@@ -296,6 +310,9 @@ void pe__auth_cache_free(struct pe__auth_cache *c)
         return;
     for (size_t i = 0; i < VERIFIED_SLOTS; i++)
         slot_clear(&c->slot[i]);
+    for (size_t i = 0; i < c->nrevoked; i++)
+        free(c->revoked[i].did);
+    free(c->revoked);
     pthread_mutex_destroy(&c->lock);
     free(c);
 }
@@ -345,6 +362,52 @@ static void cache_put(struct pe__auth_cache *c, const char *jwt, const claims *c
     pthread_mutex_unlock(&c->lock);
 }
 
+void pe_auth_revoke_before(pe_auth *auth, const char *did, int64_t before_s)
+{
+    struct pe__auth_cache *c = auth->cache;
+    size_t i;
+
+    pthread_mutex_lock(&c->lock);
+    for (i = 0; i < c->nrevoked && strcmp(c->revoked[i].did, did) != 0; i++)
+        ;
+    if (i == c->nrevoked && before_s > 0) {
+        c->revoked = pe_xrealloc(c->revoked, (c->nrevoked + 1) * sizeof(*c->revoked));
+        c->revoked[c->nrevoked++] = (struct revoked){pe_xstrdup(did), before_s};
+    } else if (i < c->nrevoked && before_s > 0) {
+        c->revoked[i].before_s = before_s;
+    } else if (i < c->nrevoked) {
+        free(c->revoked[i].did);
+        c->revoked[i] = c->revoked[--c->nrevoked];
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* The time before which did's tokens are revoked; 0 if none. */
+static int64_t revoked_before(const struct pe__auth_cache *cc, const char *did)
+{
+    struct pe__auth_cache *c = (struct pe__auth_cache *)cc; /* the lock */
+    int64_t before = 0;
+
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < c->nrevoked; i++)
+        if (strcmp(c->revoked[i].did, did) == 0)
+            before = c->revoked[i].before_s;
+    pthread_mutex_unlock(&c->lock);
+    return before;
+}
+
+/* check_use, then revocation. */
+static enum pe_auth_result check_all(const pe_auth *auth, const claims *c, const char *did,
+                                     int accepted, time_t now, pe_err *err)
+{
+    enum pe_auth_result r = check_use(c, accepted, now, err);
+
+    if (r == PE_AUTH_OK && c->iat < revoked_before(auth->cache, did))
+        r = reject(err, PE_AUTH_REVOKED,
+                   "the user's tokens were revoked after this one was issued");
+    return r;
+}
+
 enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt,
                                             int accepted_scopes, time_t now, char **did_out,
                                             pe_err *err)
@@ -358,7 +421,7 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
     if (jwt == NULL)
         return reject(err, PE_AUTH_MALFORMED, "no token");
     if (auth->cache && cache_get(auth->cache, jwt, &c, &cached_did)) {
-        r = check_use(&c, accepted_scopes, now, err);
+        r = check_all(auth, &c, cached_did, accepted_scopes, now, err);
         if (r == PE_AUTH_OK && did_out != NULL)
             *did_out = pe_steal_ptr(&cached_did);
         free(cached_did);
@@ -380,7 +443,7 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
     if (r == PE_AUTH_OK && auth->cache) /* signed and well formed: whatever the time */
         cache_put(auth->cache, jwt, &c);
     if (r == PE_AUTH_OK)
-        r = check_use(&c, accepted_scopes, now, err);
+        r = check_all(auth, &c, c.did, accepted_scopes, now, err);
     if (r == PE_AUTH_OK && did_out != NULL)
         *did_out = pe_xstrdup(c.did);
     jwt_free(j);

@@ -241,6 +241,23 @@ int pe_store_user_revoke_tokens(pe_store *s, const char *did, int64_t before_ms,
     return 0;
 }
 
+int pe_store_user_revocations(pe_store *s,
+                              void (*fn)(const char *did, int64_t valid_after, void *ud), void *ud,
+                              pe_err *err)
+{
+    pe__sql_res r = {0};
+
+    if (pe__store_query(s, "SELECT did, tokens_valid_after FROM users WHERE tokens_valid_after > 0",
+                        NULL, 0, &r, err) < 0)
+        return pe_err_prefix(err, "list token revocations");
+    for (size_t i = 0; i < r.nrows; i++) {
+        cleanup_free char *did = pe__sql_dup(&r, i, 0);
+        fn(did, pe__sql_int(&r, i, 1), ud);
+    }
+    pe__sql_res_clear(&r);
+    return 0;
+}
+
 /* ---- sandboxes ---- */
 
 static const char *const status_names[] = {"INITIALIZING", "RUNNING", "STOPPED", "FAILED"};

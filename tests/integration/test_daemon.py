@@ -121,8 +121,9 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
     API, SIGTERM must stop it with status 0, and, with check_leaks, no
     sandbox process, cgroup or runtime sandbox of it may be left."""
     data = str(tmp / "data")
-    subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
-                   capture_output=True, text=True)
+    if not os.path.exists(data):  # else a restart on the same data
+        subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
+                       capture_output=True, text=True)
     before_procs = set(sandbox_processes())
     before_cgroups = set(our_cgroups())
     d = cls(data, free_port(), str(tmp / "token.json"))
@@ -561,3 +562,57 @@ def test_exec_answers_before_its_waiter_is_gone_and_no_zombie_stays(tmp_path):
         st, out = d.sandbox("exec", sid, {"command": "kill -9 $$"})
         assert (st, out["exitCode"]) == (200, 137), out  # death by a signal, mirrored
         wait_for(lambda: zombie_children(d.proc.pid) == [], 10, "the tick to reap the waiters")
+
+
+def test_revoked_tokens_are_refused_everywhere_and_new_ones_work(tmp_path):
+    """`pocketenv token revoke` ends every token of one user issued until
+    then (a leaked token), on the API, in the CLI and for terminal tokens
+    minted from it; other users are untouched; a token created afterwards
+    works at once; the revocation is in the store, so a restarted daemon
+    keeps it and its fresh owner token works."""
+    alice, bob = "did:key:zRevokedAlice", "did:key:zRevokedBob"
+    tt = "io.pocketenv.actor.getTerminalToken"
+    with serving(tmp_path, extra=("--tick", "0.2")) as d:
+        a1, b1 = d.token_for(alice), d.token_for(bob)
+        sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"}, token=a1)[1]
+        try:
+            st, term = d.call(tt, token=a1)
+            assert st == 200 and d.call(tt, token=b1)[0] == 200
+            d.wait_status(sb["id"], ["RUNNING"], token=a1)
+            tty = f"{d.url}/tty/{sb['id']}/stream?sessionId=r&t={term['token']}"
+            assert status_of(tty) == 200
+            r = subprocess.run([BIN, "token", "revoke", "--did", alice, "--data", d.data],
+                               capture_output=True, text=True, timeout=30)
+            assert r.returncode == 0 and "revoked" in r.stderr, r.stderr
+            wait_for(lambda: d.call(tt, token=a1)[0] == 401, 10, "the revocation to be read")
+            st, err = d.call(tt, token=a1)
+            assert err == {"error": "InvalidToken", "message": "token has been revoked"}
+            assert status_of(tty) == 401
+            env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=a1)
+            r = subprocess.run([BIN, "ls"], capture_output=True, text=True, env=env, timeout=30)
+            assert r.returncode == 1 and "revoked" in r.stderr, r.stderr
+            # bob's token and a new one of alice's work
+            assert d.call(tt, token=b1)[0] == 200
+            a2 = d.token_for(alice)
+            assert d.call(tt, token=a2)[0] == 200
+            # the owner revokes its own; a restart gives it a fresh token
+            owner = d.call("io.pocketenv.actor.getProfile")[1]["did"]
+            old = d.token
+            subprocess.run([BIN, "token", "revoke", "--did", owner, "--data", d.data], check=True,
+                           capture_output=True, timeout=30)
+            wait_for(lambda: d.call(tt, token=old)[0] == 401, 10, "the owner's revocation")
+        finally:  # alice's sandbox goes, with a token minted now
+            d.sandbox("deleteSandbox", sb["id"], token=d.token_for(alice))
+    with serving(tmp_path) as d2:  # same data; no tick needed: read at start
+        assert d2.token != old
+        assert d2.call(tt, token=old)[0] == 401
+        assert d2.call(tt)[0] == 200
+        assert d2.call(tt, token=b1)[0] == 200
+
+
+def status_of(url):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code

@@ -700,6 +700,41 @@ TEST_CASE(token_garbage_refused)
     pe_fs_rm_rf(dir, NULL);
 }
 
+TEST_CASE(token_revocation_per_user)
+{
+    cleanup_free char *dir = tmp_dir();
+    pe_auth *a = open_ok(dir);
+    cleanup_free char *old = mint_ok(a, OWNER, 600, PE_AUTH_SCOPE_API, NOW);
+    cleanup_free char *other = mint_ok(a, OTHER, 600, PE_AUTH_SCOPE_API, NOW);
+    cleanup_free char *uncached = mint_ok(a, OWNER, 600, PE_AUTH_SCOPE_TERMINAL, NOW - 1);
+    char *fresh = NULL;
+
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, old, PE_AUTH_SCOPE_API, NOW, NULL, NULL), PE_AUTH_OK);
+    pe_auth_revoke_before(a, OWNER, NOW + 1); /* everything of second NOW and before */
+    /* refused from the cache and when verified for the first time */
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, old, PE_AUTH_SCOPE_API, NOW, NULL, NULL),
+                  PE_AUTH_REVOKED);
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, uncached, PE_AUTH_SCOPE_TERMINAL, NOW, NULL, NULL),
+                  PE_AUTH_REVOKED);
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, other, PE_AUTH_SCOPE_API, NOW, NULL, NULL),
+                  PE_AUTH_OK);
+    /* minted in the same second, after the revocation: valid at once */
+    fresh = mint_ok(a, OWNER, 600, PE_AUTH_SCOPE_API, NOW);
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, fresh, PE_AUTH_SCOPE_API, NOW, NULL, NULL),
+                  PE_AUTH_OK);
+    free(fresh);
+    /* a later revocation moves the line; 0 lifts it */
+    fresh = mint_ok(a, OWNER, 600, PE_AUTH_SCOPE_API, NOW + 5);
+    pe_auth_revoke_before(a, OWNER, NOW + 6);
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, fresh, PE_AUTH_SCOPE_API, NOW + 5, NULL, NULL),
+                  PE_AUTH_REVOKED);
+    pe_auth_revoke_before(a, OWNER, 0);
+    ASSERT_EQ_INT(pe_auth_token_verify_at(a, old, PE_AUTH_SCOPE_API, NOW, NULL, NULL), PE_AUTH_OK);
+    free(fresh);
+    pe_auth_close(a);
+    pe_fs_rm_rf(dir, NULL);
+}
+
 TEST_CASE(token_mint_rejects_bad_input)
 {
     cleanup_free char *dir = tmp_dir();
@@ -932,8 +967,9 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |= RUN_TESTS(token_cache_keeps_every_check, token_mint_rejects_bad_input,
-                        token_file_private_and_atomic, seal_round_trip,
-                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
+    failed |=
+        RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
+                  token_mint_rejects_bad_input, token_file_private_and_atomic, seal_round_trip,
+                  unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
     return failed;
 }

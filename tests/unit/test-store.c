@@ -335,8 +335,17 @@ BOTH(concurrent_open)
     pe_store_close(s);
 }
 
+/* pe_store_user_revocations' callback: "did=ms;" appended to ud. */
+static void note_revocation(const char *did, int64_t valid_after, void *ud)
+{
+    char *out = ud;
+
+    snprintf(out + strlen(out), 256 - strlen(out), "%s=%lld;", did, (long long)valid_after);
+}
+
 BOTH(users)
 {
+    char revoked[256];
     pe_err err = {0};
     pe_store *s = open_ok(url);
     pe_store_user u = {0};
@@ -367,6 +376,9 @@ BOTH(users)
     ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zAlice", &u, &err), 0);
     ASSERT_EQ_INT(u.tokens_valid_after, 12345);
     pe_store_user_clear(&u);
+    revoked[0] = '\0';
+    ASSERT_EQ_INT(pe_store_user_revocations(s, note_revocation, revoked, &err), 0);
+    ASSERT_EQ_STR(revoked, "did:key:zAlice=12345;");
 
     ASSERT_EQ_INT(pe_store_user_get(s, "did:key:zNobody", &u, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
