@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <sqlite3.h>
 
@@ -243,13 +244,26 @@ static const struct pe__store_ops sqlite_ops = {
     .close = sqlite_close,
 };
 
+/* Create the file 0600 if it is not there. An existing one is never
+ * opened here: closing any descriptor of a file drops every POSIX lock
+ * this process holds on it, so opening and closing it while another
+ * connection of ours holds SQLite's locks would let a second process
+ * checkpoint and delete the WAL under that connection (disk I/O errors). */
 static int create_private(const char *path, pe_err *err)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    struct stat st;
 
-    if (fd < 0)
+    if (fd >= 0) {
+        close(fd); /* new: nobody holds a lock on it yet */
+        return 0;
+    }
+    if (errno != EEXIST)
         return pe_err_sys(err, "open store %s", path);
-    close(fd);
+    if (lstat(path, &st) < 0)
+        return pe_err_sys(err, "open store %s", path);
+    if (!S_ISREG(st.st_mode))
+        return pe_err_set(err, PE_EINVAL, 0, "open store %s: not a regular file", path);
     return 0;
 }
 
