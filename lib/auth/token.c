@@ -90,11 +90,12 @@ static int did_valid(const char *did)
     return 1;
 }
 
-static int64_t revoked_before(const struct pe__auth_cache *c, const char *did);
+static int64_t revoked_before(struct pe__auth_cache *c, const char *did);
 
 int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
                           time_t now, char **jwt, pe_err *err)
 {
+    int64_t before;
     const char *sname = scope_name(scope);
     jwt_t *j = NULL;
     char *s = NULL;
@@ -108,8 +109,9 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
                           (long long)PE_AUTH_TTL_MAX);
     if (now < 0)
         return pe_err_set(err, PE_EINVAL, 0, "mint token: clock before 1970");
-    if (now < revoked_before(auth->cache, did))
-        now = (time_t)revoked_before(auth->cache, did); /* at most a second ahead */
+    before = revoked_before(auth->cache, did);
+    if (now < before)
+        now = (time_t)before; /* at most a second ahead */
     if (jwt_new(&j) != 0)
         return pe_err_set(err, PE_ESYS, ENOMEM, "mint token");
     if (jwt_add_grant(j, "did", did) != 0 || jwt_add_grant(j, "sub", did) != 0 ||
@@ -328,7 +330,12 @@ static struct verified *slot_of(struct pe__auth_cache *c, const char *jwt, size_
 }
 
 /* The cached claims of jwt into *out (did malloc'd); false if none. */
-static bool cache_get(struct pe__auth_cache *c, const char *jwt, claims *out, char **did)
+static int64_t revoked_locked(const struct pe__auth_cache *c, const char *did);
+
+/* A cached token's claims, and (under the same lock) its user's
+ * revocation time. */
+static bool cache_get(struct pe__auth_cache *c, const char *jwt, claims *out, char **did,
+                      int64_t *before)
 {
     size_t len = strlen(jwt);
     struct verified *v;
@@ -341,6 +348,7 @@ static bool cache_get(struct pe__auth_cache *c, const char *jwt, claims *out, ch
         *out = v->c;
         *did = pe_xstrdup(v->did);
         out->did = *did;
+        *before = revoked_locked(c, v->did);
     }
     pthread_mutex_unlock(&c->lock);
     return hit;
@@ -383,26 +391,31 @@ void pe_auth_revoke_before(pe_auth *auth, const char *did, int64_t before_s)
 }
 
 /* The time before which did's tokens are revoked; 0 if none. */
-static int64_t revoked_before(const struct pe__auth_cache *cc, const char *did)
+static int64_t revoked_locked(const struct pe__auth_cache *c, const char *did)
 {
-    struct pe__auth_cache *c = (struct pe__auth_cache *)cc; /* the lock */
-    int64_t before = 0;
-
-    pthread_mutex_lock(&c->lock);
     for (size_t i = 0; i < c->nrevoked; i++)
         if (strcmp(c->revoked[i].did, did) == 0)
-            before = c->revoked[i].before_s;
+            return c->revoked[i].before_s;
+    return 0;
+}
+
+static int64_t revoked_before(struct pe__auth_cache *c, const char *did)
+{
+    int64_t before;
+
+    pthread_mutex_lock(&c->lock);
+    before = revoked_locked(c, did);
     pthread_mutex_unlock(&c->lock);
     return before;
 }
 
-/* check_use, then revocation. */
-static enum pe_auth_result check_all(const pe_auth *auth, const claims *c, const char *did,
-                                     int accepted, time_t now, pe_err *err)
+/* check_use, then revocation (before: the user's revocation time). */
+static enum pe_auth_result check_all(const claims *c, int64_t before, int accepted, time_t now,
+                                     pe_err *err)
 {
     enum pe_auth_result r = check_use(c, accepted, now, err);
 
-    if (r == PE_AUTH_OK && c->iat < revoked_before(auth->cache, did))
+    if (r == PE_AUTH_OK && c->iat < before)
         r = reject(err, PE_AUTH_REVOKED,
                    "the user's tokens were revoked after this one was issued");
     return r;
@@ -416,12 +429,13 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
     jwt_t *j = NULL;
     char *cached_did = NULL;
     enum pe_auth_result r;
+    int64_t before;
     claims c;
 
     if (jwt == NULL)
         return reject(err, PE_AUTH_MALFORMED, "no token");
-    if (auth->cache && cache_get(auth->cache, jwt, &c, &cached_did)) {
-        r = check_all(auth, &c, cached_did, accepted_scopes, now, err);
+    if (cache_get(auth->cache, jwt, &c, &cached_did, &before)) {
+        r = check_all(&c, before, accepted_scopes, now, err);
         if (r == PE_AUTH_OK && did_out != NULL)
             *did_out = pe_steal_ptr(&cached_did);
         free(cached_did);
@@ -440,10 +454,10 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
         r = reject(err, PE_AUTH_BAD_ALG, "alg is not HS256");
     else
         r = get_claims(j, payload, &c, err);
-    if (r == PE_AUTH_OK && auth->cache) /* signed and well formed: whatever the time */
+    if (r == PE_AUTH_OK) /* signed and well formed: whatever the time */
         cache_put(auth->cache, jwt, &c);
     if (r == PE_AUTH_OK)
-        r = check_all(auth, &c, c.did, accepted_scopes, now, err);
+        r = check_all(&c, revoked_before(auth->cache, c.did), accepted_scopes, now, err);
     if (r == PE_AUTH_OK && did_out != NULL)
         *did_out = pe_xstrdup(c.did);
     jwt_free(j);
