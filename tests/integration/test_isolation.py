@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from conftest import BIN
+from conftest import BIN, BUILD
 
 DOCKER_CAPS = (1 << 0 | 1 << 1 | 1 << 3 | 1 << 4 | 1 << 5 | 1 << 6 | 1 << 7 | 1 << 8 |
                1 << 10 | 1 << 13 | 1 << 18 | 1 << 27 | 1 << 29 | 1 << 31)
@@ -111,8 +111,17 @@ def test_seccomp_blocks_dangerous_syscalls(pe, userns):
     assert got["clone3"] == "ENOSYS"
 
 
-def test_foreign_syscall_abi_is_killed(pe):
-    p = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", "int80-getpid")
+@pytest.mark.parametrize("abi", ["int80", "x32"])
+def test_foreign_syscall_abi_is_killed(pe, abi):
+    probe = f"{abi}-getpid"
+    if abi == "int80":
+        # Without IA32 emulation the kernel faults int $0x80 (SIGSEGV)
+        # before any filter sees it: nothing for seccomp to prove then.
+        host = subprocess.run([os.path.join(BUILD, "tests", "pe-try-syscall"), probe],
+                              capture_output=True, text=True)
+        if host.returncode != 0:
+            pytest.skip("no i386 syscall emulation on this kernel")
+    p = pe.run("run", "--image", pe.image, "--", "pe-try-syscall", probe)
     assert p.returncode == 128 + 31  # SIGSYS
 
 
