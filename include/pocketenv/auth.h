@@ -20,6 +20,7 @@
 #ifndef POCKETENV_AUTH_H
 #define POCKETENV_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -50,13 +51,23 @@ typedef struct pe_auth pe_auth;
 /* Largest sealed value pe_auth_unseal accepts (decoded bytes). */
 #define PE_AUTH_SEALED_MAX (1024 * 1024)
 
-/* Token scopes, carried in the "scope" claim as "api" or "terminal". They are
- * bits so a verifier can accept several: a terminal endpoint that also takes
- * a user's API token passes PE_AUTH_SCOPE_API | PE_AUTH_SCOPE_TERMINAL. */
+/* Token scopes, carried in the "scope" claim as "api", "terminal",
+ * "preview" or "preview-code". They are bits so a verifier can accept
+ * several: a terminal endpoint that also takes a user's API token passes
+ * PE_AUTH_SCOPE_API | PE_AUTH_SCOPE_TERMINAL. The two preview scopes are
+ * bound to one exposed port of one sandbox by an "aud" claim (mint and
+ * verify them with the _aud functions): a preview's cookie or sign-in code
+ * opens that preview and nothing else, so a page served from a sandbox
+ * that gets hold of one cannot call the API or open another preview. */
 enum pe_auth_scope {
-    PE_AUTH_SCOPE_API = 1 << 0,      /* user token: every XRPC method */
-    PE_AUTH_SCOPE_TERMINAL = 1 << 1, /* short-lived, terminals only */
+    PE_AUTH_SCOPE_API = 1 << 0,          /* user token: every XRPC method */
+    PE_AUTH_SCOPE_TERMINAL = 1 << 1,     /* short-lived, terminals only */
+    PE_AUTH_SCOPE_PREVIEW = 1 << 2,      /* a preview's session cookie (aud) */
+    PE_AUTH_SCOPE_PREVIEW_CODE = 1 << 3, /* one-time sign-in code of a preview (aud) */
 };
+
+/* Longest "aud" claim: "<sandbox id>:<port>" and the like. */
+#define PE_AUTH_AUD_MAX 64
 
 /* Why a token was refused. The HTTP layer maps every value other than
  * PE_AUTH_OK to 401: PE_AUTH_EXPIRED to {"error": "ExpiredToken"} so a
@@ -123,6 +134,24 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
  * (may be NULL) says why. */
 enum pe_auth_result pe_auth_token_verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
                                          char **did_out, pe_err *err);
+
+/* Mint a token bound to aud (printable ASCII, shorter than
+ * PE_AUTH_AUD_MAX): the claims of pe_auth_token_mint plus "aud" and a
+ * random "jti". scope is PE_AUTH_SCOPE_PREVIEW or PE_AUTH_SCOPE_PREVIEW_CODE,
+ * the scopes that must carry an aud (every other scope must not). */
+int pe_auth_token_mint_aud(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                           const char *aud, char **jwt, pe_err *err);
+
+/* pe_auth_token_verify for a bound token: also its aud must equal aud. With
+ * consume, the token is good once: its jti is remembered until it expires
+ * and a second use is PE_AUTH_REVOKED (a sign-in code replayed from a
+ * browser's history, a log or a Referer). The memory is bounded: when it is
+ * full of unexpired codes, consuming fails (PE_AUTH_REVOKED, "too many")
+ * rather than forgetting one. A plain pe_auth_token_verify refuses every
+ * token that carries an aud. */
+enum pe_auth_result pe_auth_token_verify_aud(const pe_auth *auth, const char *jwt,
+                                             int accepted_scopes, const char *aud, bool consume,
+                                             char **did_out, pe_err *err);
 
 /* Revocation: refuse every token of did issued (iat) before before_s, a
  * Unix time in seconds; 0 lifts it. Tokens minted for did afterwards get

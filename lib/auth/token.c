@@ -39,7 +39,13 @@ static const struct {
 } scopes[] = {
     {PE_AUTH_SCOPE_API, "api"},
     {PE_AUTH_SCOPE_TERMINAL, "terminal"},
+    {PE_AUTH_SCOPE_PREVIEW, "preview"},
+    {PE_AUTH_SCOPE_PREVIEW_CODE, "preview-code"},
 };
+
+/* The scopes whose tokens are bound to an audience (and carry a jti). */
+#define BOUND_SCOPES (PE_AUTH_SCOPE_PREVIEW | PE_AUTH_SCOPE_PREVIEW_CODE)
+#define JTI_HEX 32
 
 static const char *const result_names[] = {
     [PE_AUTH_OK] = "ok",
@@ -92,10 +98,25 @@ static int did_valid(const char *did)
 
 static int64_t revoked_before(struct pe__auth_cache *c, const char *did);
 
-int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
-                          time_t now, char **jwt, pe_err *err)
+/* Printable ASCII without spaces, like a DID. */
+static bool aud_valid(const char *aud)
+{
+    size_t n = strnlen(aud, PE_AUTH_AUD_MAX);
+
+    if (n == 0 || n >= PE_AUTH_AUD_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (aud[i] <= ' ' || aud[i] > '~')
+            return false;
+    return true;
+}
+
+static int mint(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                const char *aud, time_t now, char **jwt, pe_err *err)
 {
     int64_t before;
+    char jti[JTI_HEX + 1];
+    unsigned char raw[JTI_HEX / 2];
     const char *sname = scope_name(scope);
     jwt_t *j = NULL;
     char *s = NULL;
@@ -104,6 +125,9 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
         return pe_err_set(err, PE_EINVAL, 0, "mint token: invalid did");
     if (sname == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "mint token: unknown scope %d", scope);
+    if ((aud != NULL) != ((scope & BOUND_SCOPES) != 0) || (aud && !aud_valid(aud)))
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: scope %s %s", sname,
+                          aud ? "takes no audience, or an invalid one" : "needs an audience");
     if (ttl_seconds <= 0 || ttl_seconds > PE_AUTH_TTL_MAX)
         return pe_err_set(err, PE_EINVAL, 0, "mint token: ttl %lld s not in 1..%lld", ttl_seconds,
                           (long long)PE_AUTH_TTL_MAX);
@@ -119,6 +143,12 @@ int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_se
         jwt_add_grant_int(j, "exp", (long)(now + ttl_seconds)) != 0 ||
         jwt_set_alg(j, JWT_ALG_HS256, auth->keys->jwt_secret, PE__AUTH_JWT_SECRET_BYTES) != 0)
         goto fail;
+    if (aud != NULL) {
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex(jti, sizeof(jti), raw, sizeof(raw));
+        if (jwt_add_grant(j, "aud", aud) != 0 || jwt_add_grant(j, "jti", jti) != 0)
+            goto fail;
+    }
     s = jwt_encode_str(j);
     if (s == NULL)
         goto fail;
@@ -130,10 +160,24 @@ fail:
     return pe_err_set(err, PE_ESYS, ENOMEM, "mint token");
 }
 
+int pe_auth_token_mint_at(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                          time_t now, char **jwt, pe_err *err)
+{
+    return mint(auth, did, ttl_seconds, scope, NULL, now, jwt, err);
+}
+
 int pe_auth_token_mint(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
                        char **jwt, pe_err *err)
 {
-    return pe_auth_token_mint_at(auth, did, ttl_seconds, scope, time(NULL), jwt, err);
+    return mint(auth, did, ttl_seconds, scope, NULL, time(NULL), jwt, err);
+}
+
+int pe_auth_token_mint_aud(const pe_auth *auth, const char *did, long long ttl_seconds, int scope,
+                           const char *aud, char **jwt, pe_err *err)
+{
+    if (aud == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "mint token: no audience");
+    return mint(auth, did, ttl_seconds, scope, aud, time(NULL), jwt, err);
 }
 
 static enum pe_auth_result reject(pe_err *err, enum pe_auth_result r, const char *why)
@@ -220,8 +264,30 @@ static int int_claim(jwt_t *j, const char *name, long *out)
 typedef struct claims {
     const char *did;
     long iat, exp;
-    int bit; /* its scope */
+    int bit;                   /* its scope */
+    char aud[PE_AUTH_AUD_MAX]; /* "" for unbound scopes */
+    char jti[JTI_HEX + 1];     /* "" for unbound scopes */
 } claims;
+
+/* aud and jti: both present (strings of the right shape) exactly for the
+ * bound scopes, so no other token can pass for a preview's and a preview's
+ * can never pass for an API token. */
+static enum pe_auth_result get_binding(json_t *payload, claims *c, pe_err *err)
+{
+    json_t *aud = json_object_get(payload, "aud"), *jti = json_object_get(payload, "jti");
+    const char *a = json_string_value(aud), *t = json_string_value(jti);
+
+    c->aud[0] = c->jti[0] = '\0';
+    if ((c->bit & BOUND_SCOPES) == 0)
+        return aud || jti ? reject(err, PE_AUTH_BAD_CLAIMS, "aud/jti on an unbound scope")
+                          : PE_AUTH_OK;
+    if (a == NULL || !aud_valid(a) || t == NULL || strlen(t) != JTI_HEX ||
+        strspn(t, "0123456789abcdef") != JTI_HEX)
+        return reject(err, PE_AUTH_BAD_CLAIMS, "aud/jti missing or invalid");
+    memcpy(c->aud, a, strlen(a) + 1);
+    memcpy(c->jti, t, JTI_HEX + 1);
+    return PE_AUTH_OK;
+}
 
 static enum pe_auth_result get_claims(jwt_t *j, json_t *payload, claims *c, pe_err *err)
 {
@@ -239,7 +305,7 @@ static enum pe_auth_result get_claims(jwt_t *j, json_t *payload, claims *c, pe_e
     c->bit = scope ? scope_bit(scope) : 0;
     if (c->bit == 0)
         return reject(err, PE_AUTH_BAD_CLAIMS, "scope missing or unknown");
-    return PE_AUTH_OK;
+    return get_binding(payload, c, err);
 }
 
 /* Checked at every use, cached or not. */
@@ -279,12 +345,23 @@ struct revoked {
     int64_t before_s;
 };
 
+/* One-time tokens already used, until they expire (then a replay fails
+ * on its expiry anyway). A fixed table: see pe_auth_token_verify_aud. */
+#define USED_MAX 4096
+
+struct used {
+    char jti[JTI_HEX + 1];
+    long exp;
+};
+
 struct pe__auth_cache {
     pthread_mutex_t lock;
     unsigned char key[crypto_shorthash_KEYBYTES];
     struct verified slot[VERIFIED_SLOTS];
     struct revoked *revoked;
     size_t nrevoked;
+    struct used used[USED_MAX];
+    size_t nused;
 };
 
 struct pe__auth_cache *pe__auth_cache_new(void)
@@ -409,6 +486,48 @@ static int64_t revoked_before(struct pe__auth_cache *c, const char *did)
     return before;
 }
 
+/* Mark c's jti used; PE_AUTH_REVOKED if it was, or if the table is full
+ * of codes that have not expired. Expired entries are dropped first. */
+static enum pe_auth_result consume(struct pe__auth_cache *k, const claims *c, time_t now,
+                                   pe_err *err)
+{
+    enum pe_auth_result r = PE_AUTH_OK;
+    size_t i;
+
+    pthread_mutex_lock(&k->lock);
+    for (i = 0; i < k->nused;) {
+        if (now - PE_AUTH_CLOCK_SKEW >= k->used[i].exp)
+            k->used[i] = k->used[--k->nused];
+        else if (strcmp(k->used[i].jti, c->jti) == 0)
+            break;
+        else
+            i++;
+    }
+    if (i < k->nused)
+        r = reject(err, PE_AUTH_REVOKED, "one-time token used before");
+    else if (k->nused == USED_MAX)
+        r = reject(err, PE_AUTH_REVOKED, "too many one-time tokens in use at once");
+    else
+        k->used[k->nused++] = (struct used){.exp = c->exp};
+    if (r == PE_AUTH_OK)
+        memcpy(k->used[k->nused - 1].jti, c->jti, sizeof(c->jti));
+    pthread_mutex_unlock(&k->lock);
+    return r;
+}
+
+/* The audience a bound token must have (aud NULL: the caller takes no
+ * bound token, so none passes), then its single use. */
+static enum pe_auth_result check_binding(const pe_auth *auth, const claims *c, const char *aud,
+                                         bool once, time_t now, pe_err *err)
+{
+    if (aud == NULL)
+        return c->aud[0] ? reject(err, PE_AUTH_WRONG_SCOPE, "bound token where none is taken")
+                         : PE_AUTH_OK;
+    if (c->aud[0] == '\0' || strcmp(c->aud, aud) != 0)
+        return reject(err, PE_AUTH_WRONG_SCOPE, "token is for another audience");
+    return once ? consume(auth->cache, c, now, err) : PE_AUTH_OK;
+}
+
 /* check_use, then revocation (before: the user's revocation time). */
 static enum pe_auth_result check_all(const claims *c, int64_t before, int accepted, time_t now,
                                      pe_err *err)
@@ -421,9 +540,11 @@ static enum pe_auth_result check_all(const claims *c, int64_t before, int accept
     return r;
 }
 
-enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt,
-                                            int accepted_scopes, time_t now, char **did_out,
-                                            pe_err *err)
+/* The whole check; aud NULL for unbound tokens (which then must not carry
+ * one). */
+static enum pe_auth_result verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
+                                  const char *aud, bool once, time_t now, char **did_out,
+                                  pe_err *err)
 {
     json_t *payload = NULL;
     jwt_t *j = NULL;
@@ -436,6 +557,8 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
         return reject(err, PE_AUTH_MALFORMED, "no token");
     if (cache_get(auth->cache, jwt, &c, &cached_did, &before)) {
         r = check_all(&c, before, accepted_scopes, now, err);
+        if (r == PE_AUTH_OK)
+            r = check_binding(auth, &c, aud, once, now, err);
         if (r == PE_AUTH_OK && did_out != NULL)
             *did_out = pe_steal_ptr(&cached_did);
         free(cached_did);
@@ -458,6 +581,8 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
         cache_put(auth->cache, jwt, &c);
     if (r == PE_AUTH_OK)
         r = check_all(&c, revoked_before(auth->cache, c.did), accepted_scopes, now, err);
+    if (r == PE_AUTH_OK)
+        r = check_binding(auth, &c, aud, once, now, err);
     if (r == PE_AUTH_OK && did_out != NULL)
         *did_out = pe_xstrdup(c.did);
     jwt_free(j);
@@ -465,10 +590,26 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
     return r;
 }
 
+enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt,
+                                            int accepted_scopes, time_t now, char **did_out,
+                                            pe_err *err)
+{
+    return verify(auth, jwt, accepted_scopes, NULL, false, now, did_out, err);
+}
+
 enum pe_auth_result pe_auth_token_verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
                                          char **did_out, pe_err *err)
 {
-    return pe_auth_token_verify_at(auth, jwt, accepted_scopes, time(NULL), did_out, err);
+    return verify(auth, jwt, accepted_scopes, NULL, false, time(NULL), did_out, err);
+}
+
+enum pe_auth_result pe_auth_token_verify_aud(const pe_auth *auth, const char *jwt,
+                                             int accepted_scopes, const char *aud, bool once,
+                                             char **did_out, pe_err *err)
+{
+    if (aud == NULL)
+        return reject(err, PE_AUTH_BAD_CLAIMS, "no audience to check");
+    return verify(auth, jwt, accepted_scopes, aud, once, time(NULL), did_out, err);
 }
 
 int pe_auth_write_token_file(const char *path, const char *jwt, pe_err *err)

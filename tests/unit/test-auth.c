@@ -586,6 +586,73 @@ TEST_CASE(token_wrong_scope_refused)
     pe_fs_rm_rf(dir, NULL);
 }
 
+/* Preview tokens: bound to one audience, never taken as another kind,
+ * codes good once. */
+TEST_CASE(token_bound_to_an_audience)
+{
+    cleanup_free char *dir = tmp_dir();
+    pe_auth *a = open_ok(dir);
+    cleanup_free char *cookie = NULL, *code = NULL, *did = NULL, *api = NULL;
+    pe_err err = {0};
+
+    ASSERT_EQ_INT(
+        pe_auth_token_mint_aud(a, OWNER, 600, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080", &cookie, &err),
+        0);
+    ASSERT_EQ_INT(
+        pe_auth_token_mint_aud(a, OWNER, 60, PE_AUTH_SCOPE_PREVIEW_CODE, "sbx_A:8080", &code, &err),
+        0);
+    ASSERT_EQ_INT(
+        pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080", false, &did, &err),
+        PE_AUTH_OK);
+    ASSERT_EQ_STR(did, OWNER);
+    /* Another port, another sandbox, another kind of token: refused. */
+    ASSERT_EQ_INT(
+        pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8081", false, NULL, &err),
+        PE_AUTH_WRONG_SCOPE);
+    ASSERT_EQ_INT(
+        pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_B:8080", false, NULL, &err),
+        PE_AUTH_WRONG_SCOPE);
+    ASSERT_EQ_INT(pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW_CODE, "sbx_A:8080",
+                                           true, NULL, &err),
+                  PE_AUTH_WRONG_SCOPE);
+    /* Never an API or terminal token, even to a verifier taking every scope. */
+    ASSERT_EQ_INT(
+        pe_auth_token_verify(a, cookie, PE_AUTH_SCOPE_API | PE_AUTH_SCOPE_TERMINAL, NULL, &err),
+        PE_AUTH_WRONG_SCOPE);
+    ASSERT_EQ_INT(pe_auth_token_verify(a, cookie, -1, NULL, &err), PE_AUTH_WRONG_SCOPE);
+    /* An API token is not a preview token. */
+    api = mint_ok(a, OWNER, 60, PE_AUTH_SCOPE_API, time(NULL));
+    ASSERT_EQ_INT(pe_auth_token_verify_aud(a, api, PE_AUTH_SCOPE_PREVIEW | PE_AUTH_SCOPE_API,
+                                           "sbx_A:8080", false, NULL, &err),
+                  PE_AUTH_WRONG_SCOPE);
+    /* A code is good once; the cookie as often as wanted. */
+    ASSERT_EQ_INT(pe_auth_token_verify_aud(a, code, PE_AUTH_SCOPE_PREVIEW_CODE, "sbx_A:8080", true,
+                                           NULL, &err),
+                  PE_AUTH_OK);
+    ASSERT_EQ_INT(pe_auth_token_verify_aud(a, code, PE_AUTH_SCOPE_PREVIEW_CODE, "sbx_A:8080", true,
+                                           NULL, &err),
+                  PE_AUTH_REVOKED);
+    ASSERT_CONTAINS(err.msg, "used before");
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ_INT(pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080",
+                                               false, NULL, &err),
+                      PE_AUTH_OK);
+    /* Bound scopes need an audience; others take none. */
+    free(code);
+    code = NULL;
+    ASSERT(pe_auth_token_mint_aud(a, OWNER, 60, PE_AUTH_SCOPE_API, "sbx_A:8080", &code, &err) < 0);
+    ASSERT(pe_auth_token_mint(a, OWNER, 60, PE_AUTH_SCOPE_PREVIEW, &code, &err) < 0);
+    ASSERT(pe_auth_token_mint_aud(a, OWNER, 60, PE_AUTH_SCOPE_PREVIEW, "a b", &code, &err) < 0);
+    ASSERT(code == NULL);
+    /* Revoking the user ends their preview cookies too. */
+    pe_auth_revoke_before(a, OWNER, (int64_t)time(NULL) + 1);
+    ASSERT_EQ_INT(
+        pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080", false, NULL, &err),
+        PE_AUTH_REVOKED);
+    pe_auth_close(a);
+    pe_fs_rm_rf(dir, NULL);
+}
+
 TEST_CASE(token_bad_claims_refused)
 {
     cleanup_free char *dir = tmp_dir();
@@ -610,6 +677,16 @@ TEST_CASE(token_bad_claims_refused)
         "{\"did\":7,\"scope\":\"api\",\"iat\":1750000000,\"exp\":1750003600}",
         "{\"did\":\"alice\",\"scope\":\"api\",\"iat\":1750000000,\"exp\":1750003600}",
         "{\"did\":\"did:plc:a b\",\"scope\":\"api\",\"iat\":1750000000,\"exp\":1750003600}",
+        /* an audience is for preview scopes only, and they need one */
+        "{\"did\":\"" OWNER "\",\"scope\":\"api\",\"iat\":1750000000,\"exp\":1750003600,"
+        "\"aud\":\"sbx_1:8080\",\"jti\":\"00000000000000000000000000000000\"}",
+        "{\"did\":\"" OWNER "\",\"scope\":\"preview\",\"iat\":1750000000,\"exp\":1750003600}",
+        "{\"did\":\"" OWNER "\",\"scope\":\"preview\",\"iat\":1750000000,\"exp\":1750003600,"
+        "\"aud\":\"sbx_1:8080\"}",
+        "{\"did\":\"" OWNER "\",\"scope\":\"preview\",\"iat\":1750000000,\"exp\":1750003600,"
+        "\"aud\":7,\"jti\":\"00000000000000000000000000000000\"}",
+        "{\"did\":\"" OWNER "\",\"scope\":\"preview\",\"iat\":1750000000,\"exp\":1750003600,"
+        "\"aud\":\"sbx_1:8080\",\"jti\":\"short\"}",
     };
 
     read_jwt_secret(dir, key);
@@ -967,9 +1044,9 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |=
-        RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
-                  token_mint_rejects_bad_input, token_file_private_and_atomic, seal_round_trip,
-                  unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
+    failed |= RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
+                        token_bound_to_an_audience, token_mint_rejects_bad_input,
+                        token_file_private_and_atomic, seal_round_trip,
+                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
     return failed;
 }
