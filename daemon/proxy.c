@@ -1,12 +1,31 @@
 /* The preview proxy: HTTP and WebSocket from a preview URL to a port of a
- * sandbox (issue 5; docs/design/ports.md).
+ * sandbox (issue 5; docs/design/ports.md, docs/design/threat-model.md).
  *
- *   http://<port>-<name>.localhost:<daemon port>/<path>   (Host form, previewUrl)
- *   http://<daemon host:port>/p/<name or id>/<port>/<path> (path form)
+ *   http://<port>-[<name>-]<tag>.localhost:<daemon port>/<path>  (Host form, previewUrl)
+ *   http://<daemon host:port>/p/<sandbox id or tag>/<port>/<path>   (path form)
+ *
+ * The tag (preview_hosts) is unique across users, so a preview can never
+ * resolve to another user's sandbox (names are unique per owner only).
+ *
+ * Who may open a private preview: the owner's API token as a Bearer
+ * header (programs), the owner's preview cookie (browsers), or the port's
+ * share secret. API tokens are never taken from a URL: a page served from
+ * the sandbox would read it from location.href and every subresource
+ * would send it in Referer. A browser gets the cookie from a one-time
+ * sign-in code (io.pocketenv.port.createPreviewLink, which the web page's
+ * preview.html calls with the token it keeps), exchanged at
+ * <scope>__pocketenv/auth?pe_code=...&to=PATH: the answer sets the cookie
+ * and redirects to PATH, so the code is out of the address bar before any
+ * sandbox content is served. A share URL's ?pe_secret= is swapped for its
+ * cookie the same way for browsers. The cookie is a token bound to this
+ * port of this sandbox (lib/auth: scope "preview", aud "<id>:<port>"),
+ * HttpOnly, never forwarded: it opens this preview and nothing else.
+ * Every answer carries Referrer-Policy: no-referrer.
  *
  * One struct preq per request, on the loop thread throughout:
- *   handler: parse the target, read credentials (Bearer, ?pe_token=,
- *            ?pe_secret=, their cookies), build the upstream request head
+ *   handler: parse the target, read credentials (Bearer, the preview
+ *            cookie, a sign-in code, ?pe_secret= or its cookie), build the
+ *            upstream request head
  *   worker:  the store says which exposed port that is and whether these
  *            credentials open it; the runtime gives the sandbox's address
  *   loop:    non-blocking connect, write the request, read the answer's
@@ -53,8 +72,14 @@
 #define HEAD_TIMEOUT_S 60
 #define MAX_RESP_HEADERS 100
 #define HOST_SUFFIX ".localhost"
-#define TOKEN_PARAM "pe_token"
-#define SECRET_PARAM "pe_secret"
+#define TOKEN_PARAM "pe_token"      /* refused: API tokens never ride in URLs */
+#define SECRET_PARAM "pe_secret"    /* a share URL's secret; also its cookie */
+#define CODE_PARAM "pe_code"        /* one-time sign-in code */
+#define TO_PARAM "to"               /* where the sign-in redirects, a path */
+#define PREVIEW_COOKIE "pe_preview" /* the owner's preview session */
+#define AUTH_PATH "__pocketenv/auth"
+#define SESSION_TTL (12 * 3600)
+#define SIGNIN_PAGE "/preview.html"
 #define PATH_FORM_CSP "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 static char *xstrndup(const char *s, size_t n)
@@ -77,14 +102,23 @@ struct preq {
     pe_daemon *d;
     enum phase phase;
     pe_http_request *req; /* NULL once answered */
-    char *ident;          /* sandbox name or id from the URL */
+    char *ident;          /* sandbox id or preview tag from the URL */
+    char *name_hint;      /* the name part of a Host form, or NULL */
     int port;
     char *scope; /* cookie Path: "/" (Host form) or "/p/<ident>/<port>/" */
-    char *did;   /* a verified owner token's subject, or NULL */
+    char *did;   /* a verified API token's subject (Bearer), or NULL */
     bool bad_token;
-    char *secret; /* presented secret, or NULL */
+    char *cookie;   /* the preview cookie presented, or NULL */
+    char *code;     /* a sign-in code (AUTH_PATH only), or NULL */
+    char *to;       /* where AUTH_PATH redirects, or NULL */
+    bool auth_path; /* the request is for <scope>AUTH_PATH */
+    bool browser;   /* a navigation: GET/HEAD of an HTML page, no upgrade */
+    char *secret;   /* presented secret, or NULL */
+    bool secret_in_url;
+    char *self_url; /* this request's URL without our parameters */
+    char *signin;   /* the web page's sign-in URL for this preview, or NULL */
     char *set_cookie;
-    char *location; /* a rewritten Location of the answer */
+    char *location; /* a rewritten Location of the answer, or the redirect of a verdict */
     bool upgrade;
     bool head_only; /* HEAD: no body whatever the headers say */
     struct buf out; /* the request to send upstream */
@@ -144,9 +178,17 @@ static void preq_free(struct preq *p)
     if (p->raw)
         pe_http_raw_close(p->raw);
     free(p->ident);
+    free(p->name_hint);
     free(p->scope);
     free(p->did);
+    if (p->cookie)
+        explicit_bzero(p->cookie, strlen(p->cookie));
+    free(p->cookie);
+    free(p->code);
+    free(p->to);
     free(p->secret);
+    free(p->self_url);
+    free(p->signin);
     free(p->set_cookie);
     free(p->location);
     free(p->err_name);
@@ -157,6 +199,26 @@ static void preq_free(struct preq *p)
     buf_free(&p->to_up);
     buf_free(&p->to_client);
     free(p);
+}
+
+/* Headers of every answer the proxy makes itself: never tell a URL on. */
+static const char *const OWN_HEADERS[] = {"Referrer-Policy", "no-referrer", "Cache-Control",
+                                          "no-store", NULL};
+
+/* A JSON error {"error", "message"} with OWN_HEADERS. */
+static void send_error(pe_http_request *req, unsigned status, const char *name, const char *msg)
+{
+    json_t *m = json_string(msg);
+    json_t *v = json_pack("{s:s,s:o}", "error", name, "message",
+                          m ? m : json_string("request contains invalid UTF-8"));
+    char *text = json_dumps(v, JSON_COMPACT);
+
+    json_decref(v);
+    if (text == NULL)
+        abort(); /* allocation failure */
+    pe_http_respond(req, status, "application/json; charset=utf-8", text, strlen(text),
+                    OWN_HEADERS);
+    free(text);
 }
 
 /* Answer with a JSON error and end the request (before any stream). */
@@ -171,7 +233,26 @@ static void fail(struct preq *p, unsigned status, const char *name, const char *
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (p->req)
-        pe_http_respond_error(p->req, status, name, msg);
+        send_error(p->req, status, name, msg);
+    p->req = NULL;
+    preq_free(p);
+}
+
+/* Answer with a redirect (and a cookie) and end the request. */
+static void redirect(struct preq *p, unsigned status, const char *location, const char *cookie)
+{
+    const char *const headers[] = {"Location",
+                                   location,
+                                   "Referrer-Policy",
+                                   "no-referrer",
+                                   "Cache-Control",
+                                   "no-store",
+                                   cookie ? "Set-Cookie" : NULL,
+                                   cookie,
+                                   NULL};
+
+    if (p->req)
+        pe_http_respond(p->req, status, NULL, NULL, 0, headers);
     p->req = NULL;
     preq_free(p);
 }
@@ -206,7 +287,8 @@ static void put_arg(const char *name, const char *value, void *ud)
 {
     struct query_ctx *q = ud;
 
-    if (strcmp(name, TOKEN_PARAM) == 0 || strcmp(name, SECRET_PARAM) == 0)
+    if (strcmp(name, TOKEN_PARAM) == 0 || strcmp(name, SECRET_PARAM) == 0 ||
+        strcmp(name, CODE_PARAM) == 0)
         return; /* ours: never forwarded */
     buf_str(q->b, q->first ? "?" : "&");
     q->first = false;
@@ -246,7 +328,8 @@ static char *cookie_filter(const char *header)
         const char *end = strchr(c, ';');
         size_t len = end ? (size_t)(end - c) : strlen(c);
         if (len && strncmp(c, TOKEN_PARAM "=", strlen(TOKEN_PARAM) + 1) != 0 &&
-            strncmp(c, SECRET_PARAM "=", strlen(SECRET_PARAM) + 1) != 0) {
+            strncmp(c, SECRET_PARAM "=", strlen(SECRET_PARAM) + 1) != 0 &&
+            strncmp(c, PREVIEW_COOKIE "=", strlen(PREVIEW_COOKIE) + 1) != 0) {
             if (b.len)
                 buf_str(&b, "; ");
             buf_add(&b, c, len);
@@ -313,44 +396,50 @@ static void put_header(const char *name, const char *value, void *ud)
     buf_str(b, "\r\n");
 }
 
-/* Credentials: a valid owner token (Bearer, ?pe_token=, cookie) or a
- * port secret (?pe_secret=, cookie). One from the URL becomes a cookie
- * scoped to this preview, so the browser's next requests carry it. */
-static bool read_credentials(struct preq *p, pe_http_request *req, bool *via_bearer)
+/* Credentials, read here and checked against the port's row by the
+ * worker: an API token as Bearer (an Authorization header that is not
+ * one of our tokens belongs to the app and is passed on), the preview
+ * cookie, a sign-in code on AUTH_PATH, the share secret from the URL or
+ * its cookie. */
+static void read_credentials(struct preq *p, pe_http_request *req, bool *via_bearer)
 {
     const char *auth = req->authorization, *cookies = pe_http_header(req, "Cookie");
-    const char *qtok = pe_http_query(req, TOKEN_PARAM), *qsec = pe_http_query(req, SECRET_PARAM);
-    cleanup_free char *ctok = cookie_get(cookies, TOKEN_PARAM);
+    const char *qsec = pe_http_query(req, SECRET_PARAM), *v;
     cleanup_free char *csec = cookie_get(cookies, SECRET_PARAM);
-    const char *jwt = NULL;
 
     *via_bearer = false;
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        jwt = auth + 7;
-        *via_bearer = true;
-    } else if (qtok) {
-        jwt = qtok;
-    } else if (ctok) {
-        jwt = ctok;
-    }
-    if (jwt) {
-        if (pe_auth_token_verify(p->d->auth, jwt, PE_AUTH_SCOPE_API, &p->did, NULL) != PE_AUTH_OK) {
-            /* not ours: an Authorization header then belongs to the app */
+        if (pe_auth_token_verify(p->d->auth, auth + 7, PE_AUTH_SCOPE_API, &p->did, NULL) ==
+            PE_AUTH_OK)
+            *via_bearer = true;
+        else
             p->bad_token = true;
-            p->did = NULL;
-            *via_bearer = false;
-        } else if (jwt == qtok) {
-            p->set_cookie =
-                pe_xasprintf(TOKEN_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax", jwt, p->scope);
-        }
+    }
+    p->cookie = cookie_get(cookies, PREVIEW_COOKIE);
+    if (p->auth_path) {
+        if ((v = pe_http_query(req, CODE_PARAM)) != NULL)
+            p->code = pe_xstrdup(v);
+        if ((v = pe_http_query(req, TO_PARAM)) != NULL)
+            p->to = pe_xstrdup(v);
     }
     if (qsec || csec) {
         p->secret = pe_xstrdup(qsec ? qsec : csec);
-        if (qsec && strspn(qsec, "0123456789abcdef") == strlen(qsec) && p->set_cookie == NULL)
-            p->set_cookie =
-                pe_xasprintf(SECRET_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax", qsec, p->scope);
+        p->secret_in_url = qsec != NULL;
     }
-    return true;
+}
+
+/* This request's path and query, encoded, without our parameters: where a
+ * browser goes once a secret in its URL became a cookie. */
+static char *self_url(pe_http_request *req)
+{
+    struct buf b = {0};
+    struct query_ctx q = {&b, true};
+    char nul = '\0';
+
+    put_encoded(&b, req->path[0] == '/' ? req->path : "/", true);
+    pe_http_query_each(req, put_arg, &q);
+    buf_add(&b, &nul, 1);
+    return b.data;
 }
 
 static void build_request(struct preq *p, pe_http_request *req, const char *path, bool via_bearer)
@@ -422,44 +511,156 @@ static void verdict(struct preq *p, unsigned status, const char *name, const cha
     p->err_msg = pe_xstrdup(msg);
 }
 
-static void check_work(pe_daemon_job *job, pe_store *s)
+/* A redirect as the verdict (status 302/303), with p->set_cookie if set. */
+static void verdict_redirect(struct preq *p, unsigned status, const char *location)
 {
-    struct preq *p = job->ud;
-    pe_store_port *rows = NULL;
-    const pe_store_port *hit = NULL;
-    size_t n = 0;
+    p->status = status;
+    free(p->location);
+    p->location = pe_xstrdup(location);
+}
+
+/* The name part of a Host form is cosmetic (the tag decides), but it must
+ * be the sandbox's: no http://8080-bank-<tag>.localhost for a sandbox
+ * named web. Host names arrive lower-cased by browsers. */
+static bool name_matches(const char *name, const char *hint)
+{
+    return name && strlen(name) == strlen(hint) && strcasecmp(name, hint) == 0;
+}
+
+/* Where AUTH_PATH may send the browser: a path under this preview's scope,
+ * not "//host" (another site) nor anything a browser reads as such. */
+static bool to_ok(const struct preq *p, const char *to)
+{
+    size_t sl = strlen(p->scope);
+
+    if (to == NULL || strncmp(to, p->scope, sl) != 0 || to[1] == '/' || to[1] == '\\')
+        return false;
+    for (const char *c = to; *c; c++)
+        if ((unsigned char)*c < 0x21 || *c == '\\' || *c == 0x7f)
+            return false;
+    return true;
+}
+
+/* <scope>AUTH_PATH?pe_code=&to=: a one-time code of the owner for this
+ * port becomes the preview cookie, and the browser goes to `to`. */
+static void exchange(pe_daemon_job *job, struct preq *p, const pe_store_port *row, const char *aud)
+{
+    cleanup_free char *did = NULL, *jwt = NULL;
     pe_err err;
 
     pe_err_clear(&err);
-    if (pe_store_port_find(s, p->ident, p->port, &rows, &n, &err) < 0) {
+    if (p->code == NULL || !to_ok(p, p->to)) {
+        verdict(p, 400, "InvalidRequest",
+                "a preview sign-in link takes ?" CODE_PARAM "= and ?" TO_PARAM
+                "= (a path of this preview): open the preview again");
+        return;
+    }
+    if (pe_auth_token_verify_aud(job->d->auth, p->code, PE_AUTH_SCOPE_PREVIEW_CODE, aud, true, &did,
+                                 &err) != PE_AUTH_OK ||
+        strcmp(did, row->owner_did) != 0) {
+        pe_log_info("event=preview_signin_refused sandbox=%s port=%d why=\"%s\"", row->sandbox_id,
+                    p->port, err.msg);
+        verdict(p, 403, "Forbidden",
+                "this sign-in link has expired, was used already or is for another preview: "
+                "open the preview again");
+        return;
+    }
+    if (pe_auth_token_mint_aud(job->d->auth, did, SESSION_TTL, PE_AUTH_SCOPE_PREVIEW, aud, &jwt,
+                               &err) < 0) {
         pe_log_error("proxy: %s", err.msg);
         verdict(p, 500, "InternalServerError", "Internal Server Error");
         return;
     }
-    for (size_t i = 0; i < n && !hit; i++)
-        if ((p->did && strcmp(rows[i].owner_did, p->did) == 0) ||
-            (p->secret && rows[i].secret && secret_eq(rows[i].secret, p->secret)) ||
-            rows[i].public_access)
-            hit = &rows[i];
-    if (hit == NULL) {
-        if (p->did || (p->secret && n == 0))
-            verdict(p, 404, "NotFound", "no such exposed port"); /* another user's: as missing */
-        else if (p->secret)
-            verdict(p, 403, "Forbidden", "wrong secret for this port");
-        else if (p->bad_token)
-            verdict(p, 401, "InvalidToken", "invalid or expired token");
+    p->set_cookie = pe_xasprintf(PREVIEW_COOKIE "=%s; Path=%s; Max-Age=%d; HttpOnly; SameSite=Lax",
+                                 jwt, p->scope, SESSION_TTL);
+    explicit_bzero(jwt, strlen(jwt));
+    verdict_redirect(p, 303, p->to);
+}
+
+/* Does the preview cookie open this port for its owner? */
+static bool cookie_opens(pe_daemon *d, const char *cookie, const char *aud, const char *owner)
+{
+    cleanup_free char *did = NULL;
+
+    return pe_auth_token_verify_aud(d->auth, cookie, PE_AUTH_SCOPE_PREVIEW, aud, false, &did,
+                                    NULL) == PE_AUTH_OK &&
+           strcmp(did, owner) == 0;
+}
+
+/* No credential opened the port: say why, or send a browser to sign in. */
+static void refuse(struct preq *p, bool other_user)
+{
+    if (other_user)
+        verdict(p, 404, "NotFound", "no such exposed port"); /* another user's: as missing */
+    else if (p->secret)
+        verdict(p, 403, "Forbidden", "wrong secret for this port");
+    else if (p->bad_token)
+        verdict(p, 401, "InvalidToken", "invalid or expired token");
+    else if (p->browser && p->signin)
+        verdict_redirect(p, 302, p->signin);
+    else
+        verdict(p, 401, "AuthenticationRequired",
+                "this preview is private: send the owner's API token (Authorization: Bearer), "
+                "open it in a browser signed in to the daemon's web page, or use its share URL");
+}
+
+static void check_work(pe_daemon_job *job, pe_store *s)
+{
+    struct preq *p = job->ud;
+    pe_store_port row;
+    char aud[PE_AUTH_AUD_MAX];
+    bool ok = false, other_user = false;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_port_find(s, p->ident, p->port, &row, &err) < 0) {
+        if (err.code != PE_ENOENT)
+            pe_log_error("proxy: %s", err.msg);
+        if (err.code == PE_ENOENT)
+            verdict(p, 404, "NotFound", "no such exposed port");
         else
-            verdict(p, 401, "AuthenticationRequired",
-                    "this preview is private: send the owner's token (Authorization: Bearer, "
-                    "or ?" TOKEN_PARAM "=) or open its share URL (?" SECRET_PARAM "=)");
-    } else if (pe_daemon_sandbox_address(job->d, hit->sandbox_id, &p->addr, &err) < 0) {
+            verdict(p, 500, "InternalServerError", "Internal Server Error");
+        return;
+    }
+    if ((p->name_hint && !name_matches(row.sandbox_name, p->name_hint)) ||
+        snprintf(aud, sizeof(aud), "%s:%d", row.sandbox_id, p->port) >= (int)sizeof(aud)) {
+        verdict(p, 404, "NotFound", "no such exposed port");
+        goto out;
+    }
+    if (p->auth_path) {
+        exchange(job, p, &row, aud);
+        goto out;
+    }
+    if (p->did) {
+        ok = strcmp(p->did, row.owner_did) == 0;
+        other_user = !ok;
+    }
+    if (!ok && p->cookie)
+        ok = cookie_opens(job->d, p->cookie, aud, row.owner_did);
+    if (!ok && p->secret && row.secret && secret_eq(row.secret, p->secret)) {
+        ok = true;
+        if (p->secret_in_url) {
+            p->set_cookie = pe_xasprintf(SECRET_PARAM "=%s; Path=%s; HttpOnly; SameSite=Lax",
+                                         row.secret, p->scope);
+            if (p->browser) { /* out of the address bar before the page runs */
+                verdict_redirect(p, 303, p->self_url);
+                goto out;
+            }
+        }
+    }
+    if (!ok && row.public_access)
+        ok = true;
+    if (!ok)
+        refuse(p, other_user);
+    else if (pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
         verdict(p, 502, "SandboxNotRunning", err.msg);
-    } else {
-        pe_daemon_touch(job->d, hit->sandbox_id);
-        p->sandbox_id = pe_xstrdup(hit->sandbox_id);
+    else {
+        pe_daemon_touch(job->d, row.sandbox_id);
+        p->sandbox_id = pe_xstrdup(row.sandbox_id);
         pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
     }
-    pe_store_port_list_free(rows, n);
+out:
+    pe_store_port_clear(&row);
 }
 
 /* ---- upstream: connect, send, read the head ----------------------------- */
@@ -505,7 +706,9 @@ static void check_done(pe_daemon_job *job)
 {
     struct preq *p = job->ud;
 
-    if (p->status)
+    if (p->status && p->location)
+        redirect(p, p->status, p->location, p->set_cookie);
+    else if (p->status)
         fail(p, p->status, p->err_name, "%s", p->err_msg);
     else
         connect_upstream(p);
@@ -600,7 +803,7 @@ static bool relay_body(struct preq *p, const char *data, size_t len)
 static void on_head(struct preq *p, size_t head_len)
 {
     const char *hdrs[2 * MAX_RESP_HEADERS + 4];
-    const char *out[2 * MAX_RESP_HEADERS + 8]; /* + Set-Cookie, CSP, NULL */
+    const char *out[2 * MAX_RESP_HEADERS + 10]; /* + Set-Cookie, Referrer-Policy, CSP, NULL */
     unsigned status;
     int64_t clen;
     bool chunked;
@@ -617,6 +820,7 @@ static void on_head(struct preq *p, size_t head_len)
     for (size_t i = 0; hdrs[i]; i += 2) {
         if (strcasecmp(hdrs[i], "Content-Length") == 0 ||
             strcasecmp(hdrs[i], "Access-Control-Allow-Origin") == 0 ||
+            strcasecmp(hdrs[i], "Referrer-Policy") == 0 ||
             (hop_by_hop(hdrs[i], NULL) && !(status == 101 && !strcasecmp(hdrs[i], "Upgrade"))))
             continue;
         out[n++] = hdrs[i];
@@ -632,6 +836,9 @@ static void on_head(struct preq *p, size_t head_len)
         out[n++] = "Set-Cookie";
         out[n++] = p->set_cookie;
     }
+    /* No URL of a preview is told on: a share link's or an app's own. */
+    out[n++] = "Referrer-Policy";
+    out[n++] = "no-referrer";
     if (strcmp(p->scope, "/") != 0) {
         /* The path form shares the daemon's origin, where the web page
          * keeps the API token: its pages run in an opaque origin. */
@@ -861,11 +1068,44 @@ static void raw_gone(pe_http_raw *raw, void *ud)
 
 /* ---- entry points ------------------------------------------------------- */
 
-static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t ident_len, int port,
-                  const char *path, char *scope)
+/* The web page's sign-in for this preview (NULL without a web page):
+ * preview.html on the daemon's own origin, which holds the API token,
+ * asks for a sign-in code and comes back. Host form: that origin is the
+ * preview host without its first label (8080-web-x.localhost:8789 ->
+ * localhost:8789); path form: this origin. */
+static char *signin_url(pe_daemon *d, pe_http_request *req, const char *self, bool host_form)
+{
+    const char *host = pe_http_header(req, "Host");
+    const char *parent = host && host_form ? strchr(host, '.') : NULL;
+    struct buf b = {0};
+    char nul = '\0';
+
+    if (d->web == NULL || host == NULL || strpbrk(host, "/\\@?#") || (host_form && !parent))
+        return NULL;
+    if (host_form) {
+        buf_str(&b, "http://");
+        buf_str(&b, parent + 1);
+    }
+    buf_str(&b, SIGNIN_PAGE "?" TO_PARAM "=");
+    cleanup_free char *to = pe_xasprintf("http://%s%s", host, self);
+    put_encoded(&b, to, false);
+    buf_add(&b, &nul, 1);
+    return b.data;
+}
+
+static bool wants_html(pe_http_request *req)
+{
+    const char *accept = pe_http_header(req, "Accept");
+
+    return accept && strstr(accept, "text/html");
+}
+
+static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t ident_len,
+                  char *name_hint, int port, const char *path, char *scope)
 {
     struct preq *p = pe_xcalloc(1, sizeof(*p));
     const char *up = pe_http_header(req, "Upgrade");
+    size_t sl = strlen(scope);
     pe_daemon_job *job;
     bool via_bearer;
 
@@ -873,10 +1113,23 @@ static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t 
     p->req = req;
     p->fd = p->cfd = -1;
     p->ident = xstrndup(ident, ident_len);
+    p->name_hint = name_hint;
     p->port = port;
     p->scope = scope;
     p->head_only = strcmp(req->method, "HEAD") == 0;
     p->upgrade = up && *up && !strpbrk(up, "\r\n");
+    if (pe_http_query(req, TOKEN_PARAM) != NULL) {
+        fail(p, 400, "InvalidRequest",
+             "API tokens are never taken from a URL (a page of the sandbox could read it): "
+             "send Authorization: Bearer, or open the preview in a browser signed in to the "
+             "daemon's web page");
+        return;
+    }
+    p->auth_path = strncmp(req->path, scope, sl) == 0 && strcmp(req->path + sl, AUTH_PATH) == 0;
+    p->browser =
+        !p->upgrade && (p->head_only || strcmp(req->method, "GET") == 0) && wants_html(req);
+    p->self_url = self_url(req);
+    p->signin = signin_url(d, req, p->self_url, strcmp(scope, "/") == 0);
     read_credentials(p, req, &via_bearer);
     build_request(p, req, path, via_bearer);
     job = pe_daemon_job_new(d, NULL, NULL, check_work);
@@ -902,6 +1155,24 @@ static bool parse_port(const char *s, size_t len, int *port)
     return v >= 1 && v <= 65535;
 }
 
+bool pe_daemon_preview_label(const char *label, size_t len, int *port, char **tag, char **name_hint)
+{
+    const char *dash = memchr(label, '-', len), *last = NULL;
+
+    if (dash == NULL || !parse_port(label, (size_t)(dash - label), port))
+        return false;
+    for (const char *c = dash + 1; c < label + len; c++)
+        if (*c == '-')
+            last = c;
+    if (last == NULL) /* <port>-<tag> */
+        last = dash;
+    if (last + 1 == label + len || (last > dash && last == dash + 1))
+        return false;
+    *tag = xstrndup(last + 1, (size_t)(label + len - last - 1));
+    *name_hint = last > dash ? xstrndup(dash + 1, (size_t)(last - dash - 1)) : NULL;
+    return true;
+}
+
 /* /p/<ident>/<port>/<path> */
 static void on_path(pe_http_request *req, void *ud)
 {
@@ -909,39 +1180,106 @@ static void on_path(pe_http_request *req, void *ud)
     int port;
 
     if (slash == NULL || slash == rest) {
-        pe_http_respond_error(req, 404, "NotFound", "preview paths are /p/<sandbox>/<port>/");
+        send_error(req, 404, "NotFound", "preview paths are /p/<sandbox id>/<port>/");
         return;
     }
     pend = strchr(slash + 1, '/');
     if (!parse_port(slash + 1, pend ? (size_t)(pend - slash - 1) : strlen(slash + 1), &port)) {
-        pe_http_respond_error(req, 404, "NotFound", "preview paths are /p/<sandbox>/<port>/");
+        send_error(req, 404, "NotFound", "preview paths are /p/<sandbox id>/<port>/");
         return;
     }
     if (pend == NULL) { /* relative links of the page need the slash */
         cleanup_free char *loc = pe_xasprintf("%s/", req->path);
-        const char *hdr[] = {"Location", loc, NULL};
+        const char *hdr[] = {"Location", loc, "Referrer-Policy", "no-referrer", NULL};
         pe_http_respond(req, 308, NULL, NULL, 0, hdr);
         return;
     }
-    start(ud, req, rest, (size_t)(slash - rest), port, pend,
+    start(ud, req, rest, (size_t)(slash - rest), NULL, port, pend,
           pe_xasprintf("/p/%.*s/%d/", (int)(slash - rest), rest, port));
 }
 
-/* Host: <port>-<name>.localhost[:daemon port] */
+/* Host: <port>-[<name>-]<tag>.localhost[:daemon port] */
 static void on_host(pe_http_request *req, void *ud)
 {
-    const char *host = pe_http_header(req, "Host"), *dash, *dot;
+    const char *host = pe_http_header(req, "Host"), *dot;
+    char *tag = NULL, *name_hint = NULL;
     int port;
 
-    dash = host ? strchr(host, '-') : NULL;
-    dot = dash ? strstr(dash, HOST_SUFFIX) : NULL;
-    if (dash == NULL || dot == NULL || dot == dash + 1 ||
-        !parse_port(host, (size_t)(dash - host), &port)) {
-        pe_http_respond_error(req, 404, "NotFound",
-                              "preview hosts are <port>-<sandbox>" HOST_SUFFIX);
+    dot = host ? strstr(host, HOST_SUFFIX) : NULL;
+    if (dot == NULL ||
+        !pe_daemon_preview_label(host, (size_t)(dot - host), &port, &tag, &name_hint)) {
+        send_error(req, 404, "NotFound",
+                   "preview hosts are <port>-<sandbox>-<tag>" HOST_SUFFIX
+                   ": see previewUrl in getExposedPorts");
         return;
     }
-    start(ud, req, dash + 1, (size_t)(dot - dash - 1), port, req->path, pe_xstrdup("/"));
+    start(ud, req, tag, strlen(tag), name_hint, port, req->path, pe_xstrdup("/"));
+    free(tag);
+}
+
+void pe_daemon_preview_target_clear(pe_preview_target *t)
+{
+    free(t->origin);
+    free(t->ident);
+    free(t->name_hint);
+    free(t->scope);
+    free(t->path);
+    memset(t, 0, sizeof(*t));
+}
+
+int pe_daemon_preview_parse(const char *url, pe_preview_target *t, pe_err *err)
+{
+    const char *host, *hend, *path, *dot, *slash, *pend;
+    size_t skip = strncmp(url, "http://", 7) == 0 ? 7 : strncmp(url, "https://", 8) == 0 ? 8 : 0;
+
+    memset(t, 0, sizeof(*t));
+    host = url + skip;
+    hend = host + strcspn(host, "/?#");
+    if (skip == 0 || hend == host || memchr(host, '@', (size_t)(hend - host)) ||
+        strpbrk(url, " \t\r\n\\"))
+        return pe_err_set(err, PE_EINVAL, 0, "not a preview URL: want http://HOST/...");
+    path = *hend == '/' ? hend : "/";
+    t->origin = xstrndup(url, (size_t)(hend - url));
+    t->path = xstrndup(path, strcspn(path, "#"));
+    dot = memmem(host, (size_t)(hend - host), HOST_SUFFIX, strlen(HOST_SUFFIX));
+    if (dot &&
+        pe_daemon_preview_label(host, (size_t)(dot - host), &t->port, &t->ident, &t->name_hint)) {
+        t->scope = pe_xstrdup("/");
+        return 0;
+    }
+    if (strncmp(t->path, "/p/", 3) == 0 && (slash = strchr(t->path + 3, '/')) != NULL &&
+        slash > t->path + 3) {
+        pend = slash + 1 + strcspn(slash + 1, "/?");
+        if (parse_port(slash + 1, (size_t)(pend - slash - 1), &t->port)) {
+            t->ident = xstrndup(t->path + 3, (size_t)(slash - t->path - 3));
+            t->scope = pe_xasprintf("/p/%s/%d/", t->ident, t->port);
+            if (*pend != '/') { /* /p/x/8080 or /p/x/8080?q */
+                char *fixed = pe_xasprintf("%s%s", t->scope, pend);
+                free(t->path);
+                t->path = fixed;
+            }
+            return 0;
+        }
+    }
+    pe_daemon_preview_target_clear(t);
+    return pe_err_set(err, PE_EINVAL, 0,
+                      "not a preview URL: want http://<port>-...localhost:PORT/ or "
+                      "http://HOST/p/<sandbox id>/<port>/");
+}
+
+char *pe_daemon_preview_signin_link(const pe_preview_target *t, const char *code)
+{
+    struct buf b = {0};
+    char nul = '\0';
+
+    buf_str(&b, t->origin);
+    buf_str(&b, t->scope);
+    buf_str(&b, AUTH_PATH "?" CODE_PARAM "=");
+    buf_str(&b, code); /* base64url and dots: nothing to encode */
+    buf_str(&b, "&" TO_PARAM "=");
+    put_encoded(&b, t->path, false);
+    buf_add(&b, &nul, 1);
+    return b.data;
 }
 
 int pe_daemon_register_proxy(pe_daemon *d, pe_err *err)

@@ -4,11 +4,14 @@
  *
  * A row of sandbox_ports is the whole state: the proxy reads it on every
  * request, so unexposePort takes effect at once. previewUrl is the Host
- * form http://<port>-<name>.localhost:<daemon port>/ (docs/design/ports.md
- * says why not the path form). A port is private unless the body says
- * "public": true (our extension); a private port opens with the owner's
- * token or with its secret, which exposePort and getExposedPorts hand the
- * owner as shareUrl (previewUrl + ?pe_secret=...).
+ * form http://<port>-<name>-<tag>.localhost:<daemon port>/, the tag unique
+ * across users (docs/design/ports.md says why not the path form). A port
+ * is private unless the body says "public": true (our extension); a
+ * private port opens with the owner's API token (Bearer), the owner's
+ * preview cookie (a browser: io.pocketenv.port.createPreviewLink, our
+ * extension, makes the one-time sign-in link), or its secret, which
+ * exposePort and getExposedPorts hand the owner as shareUrl (previewUrl +
+ * ?pe_secret=...).
  *
  * Handlers check input on the loop thread and do store and runtime work
  * on a worker. Another user's sandbox answers as a missing one. */
@@ -36,15 +39,40 @@
 #define PER_SANDBOX_MAX 64
 #define VSCODE_PORT 1024 /* upstream's */
 #define VSCODE_SETTLE_MS 1000
+#define NAME_IN_HOST_MAX 40 /* keeps <port>-<name>-<tag> a host label (<= 63) */
+#define CODE_TTL 60         /* seconds a sign-in link works, once */
 
-char *pe_daemon_preview_url(pe_daemon *d, const char *name, int port)
+/* Names that can stand in a host label as they are: letters, digits and
+ * inner dashes (a dot would split the label, '_' is not for host names). */
+static bool name_fits_host(const char *name)
 {
-    return pe_xasprintf("http://%d-%s.localhost:%u/", port, name, pe_http_server_port(d->srv));
+    size_t n = strlen(name);
+
+    if (n == 0 || n > NAME_IN_HOST_MAX || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-'))
+            return false;
+    return true;
 }
 
-static json_t *port_view(pe_daemon *d, const char *name, const pe_store_port *p)
+char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port)
 {
-    cleanup_free char *url = pe_daemon_preview_url(d, name, p->port);
+    unsigned dport = pe_http_server_port(d->srv);
+
+    if (!name_fits_host(name))
+        return pe_xasprintf("http://%d-%s.localhost:%u/", port, tag, dport);
+    cleanup_free char *lower = pe_xstrdup(name);
+    for (char *c = lower; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
+}
+
+static json_t *port_view(pe_daemon *d, const char *name, const char *tag, const pe_store_port *p)
+{
+    cleanup_free char *url = pe_daemon_preview_url(d, name, tag, p->port);
     json_t *o = json_pack("{s:i, s:s, s:b}", "port", p->port, "previewUrl", url, "public",
                           p->public_access);
 
@@ -80,8 +108,8 @@ static char *new_secret(void)
 static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, int port,
                     const char *desc, bool pub, bool reuse)
 {
-    cleanup_free char *id = pe_store_new_id("port_"), *secret = new_secret();
-    cleanup_free char *url = pe_daemon_preview_url(job->d, sb->name, port);
+    cleanup_free char *id = pe_store_new_id("port_"), *secret = new_secret(), *tag = NULL;
+    cleanup_free char *url = NULL;
     pe_store_port p = {.id = id,
                        .sandbox_id = sb->id,
                        .port = port,
@@ -92,8 +120,11 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
     pe_store_port *list = NULL, got = {0};
     size_t n = 0;
 
-    if (pe_store_port_list(s, sb->id, &list, &n, &job->err) < 0)
+    if (pe_store_preview_tag(s, sb->id, &tag, &job->err) < 0 ||
+        pe_store_port_list(s, sb->id, &list, &n, &job->err) < 0)
         return pe_daemon_job_fail(job, &job->err, NULL);
+    url = pe_daemon_preview_url(job->d, sb->name, tag, port);
+    p.preview_url = url;
     pe_store_port_list_free(list, n);
     if (n >= PER_SANDBOX_MAX) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox exposes at most %d ports", PER_SANDBOX_MAX);
@@ -105,11 +136,11 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                                       job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
         if (pe_store_port_get(s, sb->id, port, &got, &job->err) < 0)
             return pe_daemon_job_fail(job, &job->err, NULL);
-        job->out = port_view(job->d, sb->name, &got);
+        job->out = port_view(job->d, sb->name, tag, &got);
         pe_store_port_clear(&got);
         return 0;
     }
-    job->out = port_view(job->d, sb->name, &p);
+    job->out = port_view(job->d, sb->name, tag, &p);
     pe_log_info("event=expose sandbox=%s port=%d public=%d", sb->id, port, pub);
     return 0;
 }
@@ -186,17 +217,19 @@ static void list_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
     pe_store_port *list = NULL;
+    cleanup_free char *tag = NULL;
     size_t n = 0;
     json_t *arr;
 
     if (!lookup(job, s, false, &sb))
         return;
-    if (pe_store_port_list(s, sb.id, &list, &n, &job->err) < 0) {
+    if (pe_store_preview_tag(s, sb.id, &tag, &job->err) < 0 ||
+        pe_store_port_list(s, sb.id, &list, &n, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
         arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, port_view(job->d, sb.name, &list[i]));
+            json_array_append_new(arr, port_view(job->d, sb.name, tag, &list[i]));
         job->out = json_pack("{s:o}", "ports", arr);
     }
     pe_store_port_list_free(list, n);
@@ -319,6 +352,73 @@ static void vscode_handler(pe_xrpc_request *req, void *ud)
         submit(d, req, did, vscode_work);
 }
 
+/* ---- io.pocketenv.port.createPreviewLink (our extension) ----
+ *
+ * The web page's preview.html asks for this with the API token it keeps,
+ * then sends the browser to the link: the preview turns the code into its
+ * cookie and redirects it away before any of the sandbox's content runs.
+ * Only the sandbox's owner gets a link; another user's sandbox is a 404. */
+
+static void link_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_preview_target *t = job->ud;
+    pe_store_port row;
+    cleanup_free char *aud = NULL, *code = NULL;
+
+    if (pe_store_port_find(s, t->ident, t->port, &row, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "PortNotFound" : NULL);
+        return;
+    }
+    if (strcmp(row.owner_did, job->did) != 0 ||
+        (t->name_hint && strcasecmp(t->name_hint, row.sandbox_name) != 0)) {
+        pe_err_set(&job->err, PE_ENOENT, 0, "no such exposed port");
+        pe_daemon_job_fail(job, &job->err, "PortNotFound");
+    } else if (aud = pe_xasprintf("%s:%d", row.sandbox_id, t->port),
+               pe_auth_token_mint_aud(job->d->auth, job->did, CODE_TTL, PE_AUTH_SCOPE_PREVIEW_CODE,
+                                      aud, &code, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        cleanup_free char *link = pe_daemon_preview_signin_link(t, code);
+        job->out = json_pack("{s:s, s:o}", "url", link, "expiresAt",
+                             pe_daemon_time_json(pe_store_now_ms() + CODE_TTL * 1000));
+        explicit_bzero(code, strlen(code));
+    }
+    pe_store_port_clear(&row);
+}
+
+static void link_after(pe_daemon_job *job)
+{
+    pe_daemon_preview_target_clear(job->ud);
+    free(job->ud);
+}
+
+static void link_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    pe_preview_target *t;
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    t = pe_xcalloc(1, sizeof(*t));
+    if (pe_daemon_preview_parse(json_string_value(json_object_get(req->body, "url")), t, &err) <
+        0) {
+        free(t);
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, link_work);
+    job->ud = t;
+    job->after = link_after;
+    if (pe_daemon_job_submit(job) < 0) { /* answered 503; after is not called */
+        pe_daemon_preview_target_clear(t);
+        free(t);
+    }
+}
+
 int pe_daemon_register_ports(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.exposePort", expose_handler, d, err) < 0 ||
@@ -326,7 +426,8 @@ int pe_daemon_register_ports(pe_daemon *d, pe_err *err)
             0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getExposedPorts", list_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.exposeVscode", vscode_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.exposeVscode", vscode_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.port.createPreviewLink", link_handler, d, err) < 0)
         return -1;
     return pe_daemon_register_proxy(d, err);
 }

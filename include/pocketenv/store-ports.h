@@ -24,7 +24,8 @@ typedef struct pe_store_port {
     bool public_access; /* anyone with the URL, no token or secret */
     const char *secret; /* per-port secret that opens a private preview */
     int64_t created_at;
-    const char *owner_did; /* the sandbox's owner: filled by pe_store_port_find only */
+    const char *owner_did;    /* the sandbox's owner: filled by pe_store_port_find only */
+    const char *sandbox_name; /* the sandbox's name: filled by pe_store_port_find only */
 } pe_store_port;
 
 void pe_store_port_clear(pe_store_port *p);
@@ -39,11 +40,18 @@ int pe_store_port_get(pe_store *s, const char *sandbox_id, int port, pe_store_po
 /* Every port of sandbox_id, by port number. */
 int pe_store_port_list(pe_store *s, const char *sandbox_id, pe_store_port **out, size_t *n,
                        pe_err *err);
-/* The rows of port on every sandbox whose id is ident or whose name is
- * ident, whoever owns it (names are unique per owner only): the preview
- * proxy picks among them by the caller's credentials. */
-int pe_store_port_find(pe_store *s, const char *ident, int port, pe_store_port **out, size_t *n,
-                       pe_err *err);
+/* The row of port on the one sandbox whose id or preview tag is ident,
+ * whoever owns it, with its owner and name filled in; PE_ENOENT if there
+ * is none. Never a lookup by name: names are unique per owner only, and a
+ * preview must never resolve to another user's sandbox. */
+int pe_store_port_find(pe_store *s, const char *ident, int port, pe_store_port *out, pe_err *err);
+
+/* Length of a preview tag: lowercase base32 (a-z, 2-7), 50 random bits. */
+#define PE_STORE_PREVIEW_TAG_LEN 10
+
+/* The preview tag of sandbox_id (malloc'd into *tag), made on first call.
+ * PE_ENOENT for an unknown sandbox. */
+int pe_store_preview_tag(pe_store *s, const char *sandbox_id, char **tag, pe_err *err);
 /* Remove (sandbox_id, port); PE_ENOENT if it was not exposed. */
 int pe_store_port_delete(pe_store *s, const char *sandbox_id, int port, pe_err *err);
 

@@ -41,41 +41,46 @@ static const pe_xrpc_prop p13[] = {
     {.name = "id", .required = 1, .schema = &s1},
 };
 static const pe_xrpc_schema s14 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p13, .n_props = 2};
-static const pe_xrpc_schema s15 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s15 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 8192};
 static const pe_xrpc_prop p16[] = {
+    {.name = "url", .required = 1, .schema = &s15},
+};
+static const pe_xrpc_schema s17 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p16, .n_props = 1};
+static const pe_xrpc_schema s18 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p19[] = {
     {.name = "description", .schema = &s1},
     {.name = "directory", .required = 1, .schema = &s1},
-    {.name = "ttl", .schema = &s15},
+    {.name = "ttl", .schema = &s18},
 };
-static const pe_xrpc_schema s17 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p16, .n_props = 3};
-static const pe_xrpc_prop p18[] = {
+static const pe_xrpc_schema s20 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p19, .n_props = 3};
+static const pe_xrpc_prop p21[] = {
     {.name = "id", .required = 1, .schema = &s1},
     {.name = "name", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s19 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p18, .n_props = 2};
-static const pe_xrpc_schema s20 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s21 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s22 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
-static const char *const e23[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
-static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e23};
-static const pe_xrpc_schema s25 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
-static const pe_xrpc_schema s26 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
-static const pe_xrpc_prop p27[] = {
+static const pe_xrpc_schema s22 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p21, .n_props = 2};
+static const pe_xrpc_schema s23 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s25 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
+static const char *const e26[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
+static const pe_xrpc_schema s27 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e26};
+static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
+static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
+static const pe_xrpc_prop p30[] = {
     {.name = "base", .required = 1, .schema = &s1},
     {.name = "daytonaApiKey", .schema = &s1},
     {.name = "daytonaOrganizationId", .schema = &s1},
     {.name = "denoDeployToken", .schema = &s1},
     {.name = "description", .schema = &s1},
-    {.name = "disk", .schema = &s20},
+    {.name = "disk", .schema = &s23},
     {.name = "e2bApiKey", .schema = &s1},
-    {.name = "envs", .schema = &s21},
+    {.name = "envs", .schema = &s24},
     {.name = "hopxApiKey", .schema = &s1},
     {.name = "keepAlive", .schema = &s2},
     {.name = "memory", .schema = &s3},
     {.name = "modalTokenId", .schema = &s1},
     {.name = "modalTokenSecret", .schema = &s1},
-    {.name = "name", .schema = &s22},
-    {.name = "provider", .schema = &s24},
+    {.name = "name", .schema = &s25},
+    {.name = "provider", .schema = &s27},
     {.name = "readme", .schema = &s1},
     {.name = "redactedDaytonaApiKey", .schema = &s1},
     {.name = "redactedDenoDeployToken", .schema = &s1},
@@ -88,155 +93,155 @@ static const pe_xrpc_prop p27[] = {
     {.name = "redactedVercelApiToken", .schema = &s1},
     {.name = "repo", .schema = &s1},
     {.name = "runloopApiKey", .schema = &s1},
-    {.name = "secrets", .schema = &s21},
+    {.name = "secrets", .schema = &s24},
     {.name = "spriteToken", .schema = &s1},
-    {.name = "topics", .schema = &s26},
+    {.name = "topics", .schema = &s29},
     {.name = "vcpus", .schema = &s3},
     {.name = "vercelApiToken", .schema = &s1},
     {.name = "vercelProjectId", .schema = &s1},
     {.name = "vercelTeamId", .schema = &s1},
 };
-static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p27, .n_props = 34};
-static const pe_xrpc_prop p29[] = {
+static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p30, .n_props = 34};
+static const pe_xrpc_prop p32[] = {
     {.name = "command", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s30 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p29, .n_props = 1};
-static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p32[] = {
+static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 1};
+static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p35[] = {
     {.name = "description", .schema = &s1},
-    {.name = "port", .required = 1, .schema = &s31},
+    {.name = "port", .required = 1, .schema = &s34},
 };
-static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 2};
-static const pe_xrpc_prop p34[] = {
+static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p35, .n_props = 2};
+static const pe_xrpc_prop p37[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p35[] = {
+static const pe_xrpc_prop p38[] = {
     {.name = "directoryPath", .required = 1, .schema = &s1},
     {.name = "sandboxId", .required = 1, .schema = &s1},
     {.name = "uuid", .schema = &s1},
 };
-static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p35, .n_props = 3};
-static const pe_xrpc_prop p37[] = {
+static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p38, .n_props = 3};
+static const pe_xrpc_prop p40[] = {
     {.name = "directoryPath", .required = 1, .schema = &s1},
     {.name = "sandboxId", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s38 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p37, .n_props = 2};
-static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s21};
-static const pe_xrpc_prop p40[] = {
-    {.name = "preferences", .required = 1, .schema = &s39},
+static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 2};
+static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s24};
+static const pe_xrpc_prop p43[] = {
+    {.name = "preferences", .required = 1, .schema = &s42},
     {.name = "sandboxId", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 2};
-static const pe_xrpc_prop p42[] = {
+static const pe_xrpc_schema s44 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p43, .n_props = 2};
+static const pe_xrpc_prop p45[] = {
     {.name = "id", .required = 1, .schema = &s1},
     {.name = "privateKey", .required = 1, .schema = &s1},
     {.name = "publicKey", .required = 1, .schema = &s1},
     {.name = "redacted", .schema = &s1},
 };
-static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p42, .n_props = 4};
-static const pe_xrpc_prop p44[] = {
+static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p45, .n_props = 4};
+static const pe_xrpc_prop p47[] = {
     {.name = "authKey", .required = 1, .schema = &s1},
     {.name = "id", .required = 1, .schema = &s1},
     {.name = "redacted", .schema = &s1},
 };
-static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 3};
-static const pe_xrpc_prop p46[] = {
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 3};
+static const pe_xrpc_prop p49[] = {
     {.name = "id", .required = 1, .schema = &s1},
     {.name = "token", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s47 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p46, .n_props = 2};
-static const pe_xrpc_prop p48[] = {
+static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
+static const pe_xrpc_prop p51[] = {
     {.name = "backupId", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s49 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p48, .n_props = 1};
-static const pe_xrpc_prop p50[] = {
+static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 1};
+static const pe_xrpc_prop p53[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s1},
 };
-static const pe_xrpc_schema s51 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p50, .n_props = 2};
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p53[] = {
-    {.name = "port", .required = 1, .schema = &s52},
+static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 2};
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p56[] = {
+    {.name = "port", .required = 1, .schema = &s55},
 };
-static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 1};
-static const pe_xrpc_prop p55[] = {
+static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 1};
+static const pe_xrpc_prop p58[] = {
     {.name = "name", .required = 1, .schema = &s1},
     {.name = "sandboxId", .schema = &s1},
     {.name = "value", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 3};
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s56};
-static const pe_xrpc_prop p58[] = {
+static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 3};
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s59};
+static const pe_xrpc_prop p61[] = {
     {.name = "name", .required = 1, .schema = &s1},
     {.name = "path", .schema = &s1},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s1},
 };
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 4};
-static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s59};
-static const pe_xrpc_prop p61[] = {
+static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 4};
+static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s62};
+static const pe_xrpc_prop p64[] = {
     {.name = "description", .schema = &s1},
-    {.name = "disk", .schema = &s20},
+    {.name = "disk", .schema = &s23},
     {.name = "files", .schema = &s8},
     {.name = "memory", .schema = &s3},
-    {.name = "name", .schema = &s22},
+    {.name = "name", .schema = &s25},
     {.name = "readme", .schema = &s1},
     {.name = "repo", .schema = &s1},
-    {.name = "secrets", .schema = &s57},
-    {.name = "topics", .schema = &s26},
-    {.name = "variables", .schema = &s39},
+    {.name = "secrets", .schema = &s60},
+    {.name = "topics", .schema = &s29},
+    {.name = "variables", .schema = &s42},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s60},
+    {.name = "volumes", .schema = &s63},
 };
-static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 12};
-static const pe_xrpc_prop p63[] = {
+static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 12};
+static const pe_xrpc_prop p66[] = {
     {.name = "redacted", .schema = &s1},
-    {.name = "secret", .required = 1, .schema = &s56},
+    {.name = "secret", .required = 1, .schema = &s59},
 };
-static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 2};
-static const pe_xrpc_prop p65[] = {
+static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p66, .n_props = 2};
+static const pe_xrpc_prop p68[] = {
     {.name = "id", .required = 1, .schema = &s1},
     {.name = "redacted", .schema = &s1},
-    {.name = "secret", .required = 1, .schema = &s56},
+    {.name = "secret", .required = 1, .schema = &s59},
 };
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 3};
-static const pe_xrpc_prop p67[] = {
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 3};
+static const pe_xrpc_prop p70[] = {
     {.name = "sandboxId", .required = 1, .schema = &s1},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s15};
-static const pe_xrpc_prop p69[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s18};
+static const pe_xrpc_prop p72[] = {
     {.name = "command", .required = 1, .schema = &s1},
     {.name = "description", .schema = &s1},
     {.name = "name", .required = 1, .schema = &s1},
-    {.name = "ports", .schema = &s68},
+    {.name = "ports", .schema = &s71},
 };
-static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 4};
-static const pe_xrpc_prop p71[] = {
-    {.name = "service", .required = 1, .schema = &s70},
-};
-static const pe_xrpc_schema s72 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p71, .n_props = 1};
-static const pe_xrpc_prop p73[] = {
-    {.name = "serviceId", .required = 1, .schema = &s1},
-};
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 4};
 static const pe_xrpc_prop p74[] = {
-    {.name = "variable", .required = 1, .schema = &s56},
+    {.name = "service", .required = 1, .schema = &s73},
 };
 static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 1};
 static const pe_xrpc_prop p76[] = {
+    {.name = "serviceId", .required = 1, .schema = &s1},
+};
+static const pe_xrpc_prop p77[] = {
+    {.name = "variable", .required = 1, .schema = &s59},
+};
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 1};
+static const pe_xrpc_prop p79[] = {
     {.name = "id", .required = 1, .schema = &s1},
-    {.name = "variable", .required = 1, .schema = &s56},
+    {.name = "variable", .required = 1, .schema = &s59},
 };
-static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p76, .n_props = 2};
-static const pe_xrpc_prop p78[] = {
-    {.name = "volume", .required = 1, .schema = &s59},
+static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 2};
+static const pe_xrpc_prop p81[] = {
+    {.name = "volume", .required = 1, .schema = &s62},
 };
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 1};
-static const pe_xrpc_prop p80[] = {
+static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 1};
+static const pe_xrpc_prop p83[] = {
     {.name = "id", .required = 1, .schema = &s1},
-    {.name = "volume", .required = 1, .schema = &s59},
+    {.name = "volume", .required = 1, .schema = &s62},
 };
-static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 2};
+static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -287,6 +292,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s14,
      .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.port.createPreviewLink",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = NULL,
+     .n_params = 0,
+     .input = &s17,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.claimSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
@@ -297,19 +308,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
      .n_params = 1,
-     .input = &s17,
+     .input = &s20,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createIntegration",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s19,
+     .input = &s22,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s28,
+     .input = &s31,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.deleteSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -321,13 +332,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
      .n_params = 1,
-     .input = &s30,
+     .input = &s33,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposePort",
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
      .n_params = 1,
-     .input = &s33,
+     .input = &s36,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposeVscode",
      .kind = PE_XRPC_PROCEDURE,
@@ -367,7 +378,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p34,
+     .params = p37,
      .n_params = 2,
      .input = NULL,
      .input_encoding = NULL},
@@ -393,49 +404,49 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s36,
+     .input = &s39,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s38,
+     .input = &s41,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s41,
+     .input = &s44,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s43,
+     .input = &s46,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s45,
+     .input = &s48,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s47,
+     .input = &s50,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s49,
+     .input = &s52,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
      .n_params = 1,
-     .input = &s51,
+     .input = &s54,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -447,19 +458,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p11,
      .n_params = 1,
-     .input = &s54,
+     .input = &s57,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s62,
+     .input = &s65,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s64,
+     .input = &s67,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -483,7 +494,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s66,
+     .input = &s69,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -493,57 +504,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p67,
+     .params = p70,
      .n_params = 1,
-     .input = &s72,
+     .input = &s75,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p67,
+     .params = p70,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p73,
+     .params = p76,
      .n_params = 1,
-     .input = &s72,
+     .input = &s75,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s75,
+     .input = &s78,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -567,13 +578,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s77,
+     .input = &s80,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s79,
+     .input = &s82,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -597,7 +608,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s81,
+     .input = &s84,
      .input_encoding = "application/json"},
 };
 

@@ -201,11 +201,23 @@ static const char *const migrations[] = {
      * private (owner's token or its secret) unless public. */
     "ALTER TABLE sandbox_ports ADD COLUMN public INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE sandbox_ports ADD COLUMN secret TEXT;",
+
+    /* 3: a preview host name of its own per sandbox (daemon/proxy.c):
+     * sandbox names are unique per owner only, so a host built from the
+     * name could be claimed by another user; the tag is unique across
+     * all users, lowercase (host names are case-blind), made on first
+     * use. */
+    "CREATE TABLE preview_hosts ("
+    "  sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,"
+    "  tag TEXT NOT NULL UNIQUE,"
+    "  created_at BIGINT NOT NULL"
+    ");",
 };
 
 const char *const pe__store_sandbox_children[] = {
-    "variables", "secrets",        "files",   "sandbox_volumes",      "services", "sandbox_ports",
-    "ssh_keys",  "tailscale_keys", "backups", "provider_credentials", NULL,
+    "variables",     "secrets",  "files",          "sandbox_volumes", "services",
+    "sandbox_ports", "ssh_keys", "tailscale_keys", "backups",         "provider_credentials",
+    "preview_hosts", NULL,
 };
 
 const char *const *pe__store_migrations(size_t *n)

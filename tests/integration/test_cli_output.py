@@ -99,7 +99,7 @@ def test_listings_as_json(cli, daemon):
         [("cache", "/cache")]
     ports = listing("ports", "jsonbox")
     assert [(p["port"], p["description"]) for p in ports] == [(8123, "api")]
-    assert ports[0]["previewUrl"].startswith("http://8123-jsonbox.localhost:")
+    assert re.match(r"http://8123-jsonbox-[a-z2-7]{10}\.localhost:\d+/$", ports[0]["previewUrl"])
     assert [(s["name"], s["command"]) for s in listing("service", "ls", "jsonbox")] == \
         [("idle", "sleep 1000")]
     assert [(b["id"], b["directory"]) for b in listing("backup", "ls", "jsonbox")] == \

@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 
 import pytest
 
@@ -117,6 +118,26 @@ def expose(d, ident, port, token="owner", **extra):
                   token=token)
 
 
+def tag_of(d, ident):
+    """The sandbox's preview tag (unique across users), from a previewUrl."""
+    st, out = d.call("io.pocketenv.sandbox.getExposedPorts", {"id": ident})
+    assert st == 200, out
+    urls = [p["previewUrl"] for p in out["ports"]]
+    if not urls:  # none exposed yet: expose one for its URL, then take it back
+        st, got = expose(d, ident, 65000)
+        assert st == 200, got
+        urls = [got["previewUrl"]]
+        assert d.call("io.pocketenv.sandbox.unexposePort", {"id": ident},
+                      {"port": 65000})[0] == 200
+    label = urls[0].split("//", 1)[1].split(".", 1)[0]
+    return label.rsplit("-", 1)[1]
+
+
+def host_of(d, ident, port, name=None):
+    name = f"{name or ident}-" if name is not False else ""
+    return f"{port}-{name}{tag_of(d, ident)}.localhost:{d.port}"
+
+
 def run(d, ident, command):
     st, out = d.sandbox("exec", ident, {"command": command})
     assert st == 200 and out["exitCode"] == 0, out
@@ -133,30 +154,35 @@ def web(daemon):
     run(daemon, "web", "httpd -p 8080 -h /www")
     run(daemon, "web", "nc -ll -p 9000 -e /usr/bin/ws-echo >/dev/null 2>&1 </dev/null &")
     run(daemon, "web", "nc -ll -p 9100 -e /usr/bin/head-echo >/dev/null 2>&1 </dev/null &")
-    sb["host"] = f"8080-web.localhost:{daemon.port}"
+    sb["tag"] = tag_of(daemon, "web")
+    sb["host"] = f"8080-web-{sb['tag']}.localhost:{daemon.port}"
     return sb
 
 
 def test_expose_and_fetch_through_both_forms(daemon, web):
     st, out = expose(daemon, "web", 8080, description="site")
     assert st == 200, out
-    assert out["previewUrl"] == f"http://8080-web.localhost:{daemon.port}/"
-    # Host form, with the owner's token.
-    st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
-        get(daemon, "/index.html", host=web["host"], token=daemon.token)), 10, "preview")
-    assert body.decode() == PAGE
-    # Path form, by name and by id.
-    for ident in ("web", web["id"]):
+    assert out["previewUrl"] == f"http://{web['host']}/"
+    # Host form, with the owner's token; the name part is optional.
+    for host in (web["host"], f"8080-{web['tag']}.localhost:{daemon.port}"):
+        st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+            get(daemon, "/index.html", host=host, token=daemon.token)), 10, "preview")
+        assert body.decode() == PAGE
+        assert h["referrer-policy"] == "no-referrer"
+    # Path form, by id and by tag; never by name (names are per owner only).
+    for ident in (web["id"], web["tag"]):
         st, h, body = get(daemon, f"/p/{ident}/8080/index.html", token=daemon.token)
         assert st == 200 and body.decode() == PAGE
         # Same origin as the daemon's web page: the page gets an opaque one.
         assert h["content-security-policy"].startswith("sandbox ")
+    assert get(daemon, "/p/web/8080/index.html", token=daemon.token)[0] == 404
     # The bare path form redirects to the slash form.
-    st, h, _ = get(daemon, "/p/web/8080", token=daemon.token)
-    assert st == 308 and h["location"] == "/p/web/8080/"
+    wid = web["id"]
+    st, h, _ = get(daemon, f"/p/{wid}/8080", token=daemon.token)
+    assert st == 308 and h["location"] == f"/p/{wid}/8080/"
     # The app's own redirects stay under the prefix (httpd: /cgi-bin -> /cgi-bin/).
-    st, h, _ = get(daemon, "/p/web/8080/cgi-bin", token=daemon.token)
-    assert st in (301, 302) and h["location"].startswith("/p/web/8080/cgi-bin/"), (st, h)
+    st, h, _ = get(daemon, f"/p/{wid}/8080/cgi-bin", token=daemon.token)
+    assert st in (301, 302) and h["location"].startswith(f"/p/{wid}/8080/cgi-bin/"), (st, h)
     st, h, _ = get(daemon, "/cgi-bin", host=web["host"], token=daemon.token)
     assert h["location"].startswith("/cgi-bin/"), h
     st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
@@ -171,21 +197,29 @@ def test_private_by_default_authz_matrix(daemon, web):
     secret = share.split("pe_secret=", 1)[1]
     other = daemon.token_for("did:key:z6MkOtherUserOfPorts")
     host = web["host"]
+    html = {"Accept": "text/html,application/xhtml+xml"}
     for form in ({"host": host, "path": "/index.html"},
-                 {"host": None, "path": "/p/web/8080/index.html"}):
+                 {"host": None, "path": f"/p/{web['id']}/8080/index.html"}):
         g = lambda **kw: get(daemon, form["path"] + kw.pop("q", ""), host=form["host"], **kw)
         assert g()[0] == 401                                   # nobody
         assert g(token="not.a.jwt")[0] == 401                  # junk token
         assert g(token=other)[0] == 404                        # another user: as missing
         assert g(q="?pe_secret=" + "0" * 32)[0] == 403         # wrong secret
-        st, h, body = g(q="?pe_secret=" + secret)              # the share URL
+        st, h, body = g(q="?pe_secret=" + secret)              # the share URL, a program
         assert st == 200 and body.decode() == PAGE
         cookie = h["set-cookie"].split(";", 1)[0]
         assert cookie == "pe_secret=" + secret and "HttpOnly" in h["set-cookie"]
         assert g(headers={"Cookie": cookie})[0] == 200         # the browser's next request
-        st, h, body = g(q="?pe_token=" + daemon.token)         # owner token in the URL
-        assert st == 200 and h["set-cookie"].startswith("pe_token=")
-        assert g(headers={"Cookie": h["set-cookie"].split(";", 1)[0]})[0] == 200
+        # A browser opening the share URL: the secret leaves the address bar
+        # (a cookie now) before any page of the sandbox runs.
+        st, h, body = g(q="?x=1&pe_secret=" + secret, headers=html)
+        assert st == 303 and h["location"] == form["path"] + "?x=1", h
+        assert h["set-cookie"].startswith("pe_secret=") and body == b""
+        assert h["referrer-policy"] == "no-referrer"
+        # The owner's API token is never taken from a URL.
+        st, h, body = g(q="?pe_token=" + daemon.token)
+        assert st == 400 and b"never taken from a URL" in body, body
+        assert daemon.token.encode() not in body
     # Another user cannot list, expose or unexpose the owner's ports.
     assert daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"},
                        token=other)[0] == 404
@@ -195,19 +229,92 @@ def test_private_by_default_authz_matrix(daemon, web):
     assert expose(daemon, "web", 8082, token=None)[0] == 401
 
 
+def signin_link(d, url, token="owner"):
+    return d.call("io.pocketenv.port.createPreviewLink", body={"url": url}, token=token)
+
+
+def test_browser_signs_in_with_a_one_time_link(daemon, web):
+    """A browser without a cookie is sent to the web page's sign-in; the
+    link it gets back is exchanged for a cookie bound to this preview."""
+    html = {"Accept": "text/html"}
+    url = f"http://{web['host']}/index.html?a=1"
+    st, h, body = get(daemon, "/index.html?a=1", host=web["host"], headers=html)
+    assert st == 302, (st, body)
+    want = (f"http://localhost:{daemon.port}/preview.html?to="
+            + urllib.parse.quote(url, safe="-._~!$'()*,;:@"))
+    assert h["location"] == want
+    # Programs get the JSON 401 instead.
+    assert get(daemon, "/index.html", host=web["host"])[0] == 401
+    # The page asks for a link with the token it holds.
+    st, out = signin_link(daemon, url)
+    assert st == 200, out
+    link = urllib.parse.urlsplit(out["url"])
+    assert link.netloc == web["host"] and link.path == "/__pocketenv/auth"
+    q = urllib.parse.parse_qs(link.query)
+    assert q["to"] == ["/index.html?a=1"] and daemon.token not in out["url"]
+    st, h, body = get(daemon, f"{link.path}?{link.query}", host=web["host"], headers=html)
+    assert st == 303 and h["location"] == "/index.html?a=1" and body == b""
+    assert h["referrer-policy"] == "no-referrer" and h["cache-control"] == "no-store"
+    cookie = h["set-cookie"].split(";", 1)[0]
+    assert cookie.startswith("pe_preview=") and daemon.token not in cookie
+    assert "HttpOnly" in h["set-cookie"] and "SameSite=Lax" in h["set-cookie"]
+    st, h, body = get(daemon, "/index.html?a=1", host=web["host"],
+                      headers={**html, "Cookie": cookie})
+    assert st == 200 and body.decode() == PAGE
+    # The link works once.
+    st, h, body = get(daemon, f"{link.path}?{link.query}", host=web["host"], headers=html)
+    assert st == 403 and b"used already" in body
+    # The cookie opens this preview and nothing else: not another port, not
+    # the path form of another, not the API.
+    assert expose(daemon, "web", 8096)[0] == 200
+    other_host = f"8096-web-{web['tag']}.localhost:{daemon.port}"
+    assert get(daemon, "/", host=other_host, headers={"Cookie": cookie})[0] == 401
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=10)
+    c.request("GET", "/xrpc/io.pocketenv.actor.getProfile",
+              headers={"Authorization": "Bearer " + cookie.split("=", 1)[1]})
+    assert c.getresponse().status == 401
+    c.close()
+    # Path form: the link comes back to the path form, the cookie is scoped to it.
+    purl = f"http://127.0.0.1:{daemon.port}/p/{web['id']}/8080/index.html"
+    st, out = signin_link(daemon, purl)
+    assert st == 200, out
+    link = urllib.parse.urlsplit(out["url"])
+    assert link.path == f"/p/{web['id']}/8080/__pocketenv/auth"
+    st, h, _ = get(daemon, f"{link.path}?{link.query}", headers=html)
+    assert st == 303 and h["location"] == f"/p/{web['id']}/8080/index.html"
+    assert f"Path=/p/{web['id']}/8080/" in h["set-cookie"]
+    # Another user gets no link; a link for a port that is not exposed, nor
+    # for a URL that is not a preview, is refused.
+    other = daemon.token_for("did:key:z6MkOtherUserOfPorts")
+    assert signin_link(daemon, url, token=other)[0] == 404
+    assert signin_link(daemon, f"http://8123-web-{web['tag']}.localhost:1/")[0] == 404
+    for bad in ("http://localhost:1/xrpc/x", "ftp://8080-a-b.localhost/", "not a url",
+                f"http://8080-evil-{web['tag']}.localhost:1/"):
+        st, out = signin_link(daemon, bad)
+        assert st in (400, 404), (bad, st, out)
+    # A sign-in link that would send the browser off the preview is refused.
+    st, out = signin_link(daemon, url)
+    code = urllib.parse.parse_qs(urllib.parse.urlsplit(out["url"]).query)["pe_code"][0]
+    for to in ("//evil.example/", "/\\evil.example", "https://evil.example/", ""):
+        st, h, _ = get(daemon, "/__pocketenv/auth?pe_code=" + code + "&to="
+                       + urllib.parse.quote(to, safe=""), host=web["host"], headers=html)
+        assert st == 400 and "location" not in h, (to, st)
+
+
 def test_public_port_needs_no_credentials(daemon, web):
     st, out = expose(daemon, "web", 8090, public=True)
     assert st == 200 and "shareUrl" not in out
     run(daemon, "web", "httpd -p 8090 -h /www")
     st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
-        get(daemon, "/", host=f"8090-web.localhost:{daemon.port}")), 10, "public preview")
+        get(daemon, "/", host=f"8090-web-{web['tag']}.localhost:{daemon.port}")), 10,
+        "public preview")
     assert body.decode() == PAGE
     assert expose(daemon, "web", 8091, public="yes")[0] == 400
 
 
 def test_request_is_forwarded_with_body_and_query(daemon, web):
-    st, h, body = get(daemon, "/cgi-bin/echo?a=1&b=x%20y&pe_token=" + daemon.token,
-                      host=web["host"], method="POST", body=b"payload-123")
+    st, h, body = get(daemon, "/cgi-bin/echo?a=1&b=x%20y&pe_code=abc",
+                      host=web["host"], method="POST", body=b"payload-123", token=daemon.token)
     assert st == 200, body
     assert body.decode() == "POST a=1&b=x%20y\npayload-123"  # our parameter never reaches it
     assert h["content-type"].startswith("text/plain")
@@ -245,7 +352,7 @@ def test_cli_expose_ports_unexpose(daemon, web):
                                     timeout=30)
     p = cli("expose", "web", "8097", "cli port")
     assert p.returncode == 0, p.stderr
-    assert f"http://8097-web.localhost:{daemon.port}/" in p.stdout
+    assert f"http://8097-web-{web['tag']}.localhost:{daemon.port}/" in p.stdout
     p = cli("ports", "web")
     assert p.returncode == 0 and "8097" in p.stdout and "cli port" in p.stdout, p.stdout
     assert cli("unexpose", "web", "8097").returncode == 0
@@ -254,7 +361,7 @@ def test_cli_expose_ports_unexpose(daemon, web):
     assert p.returncode == 2 and "port must be an integer" in p.stderr
     p = cli("vscode", "web")  # the test image has a stand-in code-server
     assert p.returncode == 0, p.stderr
-    assert p.stdout == f"VS Code Server: http://1024-web.localhost:{daemon.port}/\n"
+    assert p.stdout == f"VS Code Server: http://1024-web-{web['tag']}.localhost:{daemon.port}/\n"
 
 
 def test_forwarded_head(daemon, web):
@@ -263,7 +370,7 @@ def test_forwarded_head(daemon, web):
     assert expose(daemon, "web", 9100)[0] == 200
     st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
     secret = [p for p in ports["ports"] if p["port"] == 9100][0]["shareUrl"].split("=", 1)[1]
-    host = f"9100-web.localhost:{daemon.port}"
+    host = f"9100-web-{web['tag']}.localhost:{daemon.port}"
 
     def fetch(**kw):
         r = get(daemon, "/a%20b/c?q=1&pe_secret=" + secret, host=host, **kw)
@@ -286,10 +393,11 @@ def test_forwarded_head(daemon, web):
     assert head["x-forwarded-host"] == host and head["x-forwarded-proto"] == "http"
     assert h["x-hop"] == "1"  # the app's answer headers come back
     # With the owner's token as Bearer: that header is ours and stays here.
-    st, h, body = get(daemon, "/p/web/9100/x", token=daemon.token)
+    st, h, body = get(daemon, f"/p/{web['id']}/9100/x", token=daemon.token)
     assert st == 200
     head = body.decode().lower()
-    assert "authorization" not in head and "x-forwarded-prefix: /p/web/9100" in head
+    assert "authorization" not in head
+    assert f"x-forwarded-prefix: /p/{web['id']}/9100".lower() in head
 
 
 def test_bad_input_and_duplicates(daemon, web):
@@ -305,19 +413,23 @@ def test_bad_input_and_duplicates(daemon, web):
     for path, host in (("/p/", None), ("/p/web/", None), ("/p/web/x/", None),
                        ("/p/web/99999/", None), ("/", f"web.localhost:{daemon.port}"),
                        ("/", f"x-web.localhost:{daemon.port}"),
-                       ("/", f"8080-.localhost:{daemon.port}")):
+                       ("/", f"8080-.localhost:{daemon.port}"),
+                       ("/", f"8080--{web['tag']}.localhost:{daemon.port}"),
+                       ("/", f"8080-web.localhost:{daemon.port}"),  # the old form: no tag
+                       ("/", f"8080-bank-{web['tag']}.localhost:{daemon.port}")):
         assert get(daemon, path, host=host, token=daemon.token)[0] == 404, (path, host)
     assert daemon.healthy()
 
 
 def test_unknown_refused_and_stopped(daemon, web):
     # Not exposed: 404. Exposed but nothing listens: 502 that says so.
-    assert get(daemon, "/", host=f"8081-web.localhost:{daemon.port}",
+    assert get(daemon, "/", host=f"8081-web-{web['tag']}.localhost:{daemon.port}",
                token=daemon.token)[0] == 404
     assert get(daemon, "/", host=f"8080-nope.localhost:{daemon.port}",
                token=daemon.token)[0] == 404
     assert expose(daemon, "web", 9999)[0] == 200
-    st, h, body = get(daemon, "/", host=f"9999-web.localhost:{daemon.port}", token=daemon.token)
+    st, h, body = get(daemon, "/", host=f"9999-web-{web['tag']}.localhost:{daemon.port}",
+                      token=daemon.token)
     assert st == 502 and b"refused" in body, body
     assert daemon.healthy()
 
@@ -325,7 +437,7 @@ def test_unknown_refused_and_stopped(daemon, web):
 def test_websocket_passes_through(daemon, web):
     assert expose(daemon, "web", 9000)[0] == 200
     key = base64.b64encode(os.urandom(16)).decode()
-    req = (f"GET /chat HTTP/1.1\r\nHost: 9000-web.localhost:{daemon.port}\r\n"
+    req = (f"GET /chat HTTP/1.1\r\nHost: 9000-web-{web['tag']}.localhost:{daemon.port}\r\n"
            f"Authorization: Bearer {daemon.token}\r\nUpgrade: websocket\r\n"
            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
            f"Sec-WebSocket-Version: 13\r\n\r\n").encode()
@@ -377,7 +489,7 @@ def test_websocket_passes_through(daemon, web):
 def test_unexpose(daemon, web):
     assert expose(daemon, "web", 8095)[0] == 200
     run(daemon, "web", "httpd -p 8095 -h /www")
-    host = f"8095-web.localhost:{daemon.port}"
+    host = f"8095-web-{web['tag']}.localhost:{daemon.port}"
     wait_for(lambda: get(daemon, "/", host=host, token=daemon.token)[0] == 200, 10, "preview")
     st, out = daemon.call("io.pocketenv.sandbox.unexposePort", {"id": "web"}, {"port": 8095})
     assert st == 200, out
@@ -391,8 +503,8 @@ def test_unexpose(daemon, web):
 def test_vscode(daemon, web):
     st, out = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "web"}, post=True)
     assert st == 200, out
-    assert out["previewUrl"] == f"http://1024-web.localhost:{daemon.port}/"
-    host = f"1024-web.localhost:{daemon.port}"
+    assert out["previewUrl"] == f"http://1024-web-{web['tag']}.localhost:{daemon.port}/"
+    host = f"1024-web-{web['tag']}.localhost:{daemon.port}"
     st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
         get(daemon, "/", host=host, token=daemon.token)), 15, "code-server preview")
     assert body == b"code-server stand-in\n"
@@ -417,7 +529,6 @@ def test_stopped_sandbox_is_502(daemon, web):
     assert daemon.wait_status("sleepy", ["RUNNING", "FAILED"])["status"] == "RUNNING"
     assert expose(daemon, "sleepy", 8080)[0] == 200
     assert daemon.sandbox("stopSandbox", "sleepy")[0] == 200
-    st, h, body = get(daemon, "/", host=f"8080-sleepy.localhost:{daemon.port}",
-                      token=daemon.token)
+    st, h, body = get(daemon, "/", host=host_of(daemon, "sleepy", 8080), token=daemon.token)
     assert st == 502 and b"not running" in body, body
     assert daemon.healthy()

@@ -1312,16 +1312,32 @@ BOTH(ports)
     ASSERT_EQ_INT(list[1].port, 8080);
     pe_store_port_list_free(list, n);
 
-    ASSERT_EQ_INT(pe_store_port_find(s, "mine", 8080, &list, &n, &err), 0);
-    ASSERT_EQ_INT((int)n, 1);
-    ASSERT_EQ_STR(list[0].owner_did, "did:key:zA");
-    ASSERT_EQ_STR(list[0].sandbox_id, a);
-    pe_store_port_list_free(list, n);
-    ASSERT_EQ_INT(pe_store_port_find(s, a, 1025, &list, &n, &err), 0);
-    ASSERT_EQ_INT((int)n, 1);
-    pe_store_port_list_free(list, n);
-    ASSERT_EQ_INT(pe_store_port_find(s, "mine", 9999, &list, &n, &err), 0);
-    ASSERT_EQ_INT((int)n, 0);
+    /* By id or preview tag, never by name: names are per owner only. */
+    cleanup_free char *tag = NULL, *tag2 = NULL, *btag = NULL, *b = NULL;
+    ASSERT_EQ_INT(pe_store_port_find(s, "mine", 8080, &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_port_find(s, a, 1025, &got, &err), 0);
+    ASSERT_EQ_STR(got.owner_did, "did:key:zA");
+    ASSERT_EQ_STR(got.sandbox_id, a);
+    ASSERT_EQ_STR(got.sandbox_name, "mine");
+    pe_store_port_clear(&got);
+    ASSERT_EQ_INT(pe_store_preview_tag(s, a, &tag, &err), 0);
+    ASSERT_EQ_INT((int)strlen(tag), PE_STORE_PREVIEW_TAG_LEN);
+    ASSERT_EQ_INT((int)strspn(tag, "abcdefghijklmnopqrstuvwxyz234567"), PE_STORE_PREVIEW_TAG_LEN);
+    ASSERT_EQ_INT(pe_store_preview_tag(s, a, &tag2, &err), 0); /* made once, then kept */
+    ASSERT_EQ_STR(tag2, tag);
+    ASSERT_EQ_INT(pe_store_port_find(s, tag, 8080, &got, &err), 0);
+    ASSERT_EQ_STR(got.sandbox_id, a);
+    pe_store_port_clear(&got);
+    ASSERT_EQ_INT(pe_store_port_find(s, tag, 9999, &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    /* Another owner's sandbox of the same name has a tag of its own. */
+    add_user(s, "did:key:zB", "b");
+    b = add_sandbox(s, "did:key:zB", "mine", 0);
+    ASSERT_EQ_INT(pe_store_preview_tag(s, b, &btag, &err), 0);
+    ASSERT(strcmp(btag, tag) != 0);
+    ASSERT_EQ_INT(pe_store_preview_tag(s, "sbx_nope", &tag2, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
 
     ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), 0);
     ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), -1);
@@ -1329,6 +1345,7 @@ BOTH(ports)
     ASSERT_EQ_INT(pe_store_sandbox_delete(s, a, &err), 0);
     ASSERT_EQ_INT(pe_store_port_list(s, a, &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_port_find(s, tag, 1025, &got, &err), -1); /* its tag went with it */
     pe_store_close(s);
 }
 
