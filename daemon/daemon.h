@@ -31,15 +31,16 @@ typedef struct pe_daemon {
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
     double exec_timeout;
-    struct pe_web *web;         /* the web page's files, NULL: text banner only */
-    double terminal_idle;       /* end a terminal session this long without viewers */
-    struct pe_terminals *terms; /* terminal sessions (daemon/terminal.c) */
-    double idle_timeout;        /* default seconds before an idle sandbox stops; 0 = never */
-    double tick_s;              /* housekeeping period */
-    int sandbox_net;            /* enum pe_net_mode for the sandboxes it runs */
-    char *node;                 /* this daemon's node id (DATA/node-id) */
-    bool tick_busy;             /* a housekeeping pass is queued or running */
-    struct init_watch *watches; /* inits of sandboxes we started (job.c) */
+    struct pe_web *web;          /* the web page's files, NULL: text banner only */
+    double terminal_idle;        /* end a terminal session this long without viewers */
+    struct pe_terminals *terms;  /* terminal sessions (daemon/terminal.c) */
+    unsigned terminals_per_user; /* sessions one user may have (--terminals-per-user) */
+    double idle_timeout;         /* default seconds before an idle sandbox stops; 0 = never */
+    double tick_s;               /* housekeeping period */
+    int sandbox_net;             /* enum pe_net_mode for the sandboxes it runs */
+    char *node;                  /* this daemon's node id (DATA/node-id) */
+    bool tick_busy;              /* a housekeeping pass is queued or running */
+    struct init_watch *watches;  /* inits of sandboxes we started (job.c) */
 } pe_daemon;
 
 typedef struct pe_daemon_job pe_daemon_job;
@@ -122,6 +123,11 @@ int pe_daemon_register_terminal(pe_daemon *d, pe_err *err);
 /* End every terminal session (shells killed, viewers closed). Before the
  * server is freed. */
 void pe_daemon_terminal_shutdown(pe_daemon *d);
+/* Close every terminal viewer, and every proxied stream or WebSocket,
+ * whose token has been revoked since it was opened (the tick, after it
+ * read the store's revocations). Loop thread. */
+void pe_daemon_terminal_recheck(pe_daemon *d);
+void pe_daemon_proxy_recheck(pe_daemon *d);
 
 /* Sandbox runtime work, shared by create (background) and start. */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);

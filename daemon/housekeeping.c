@@ -377,9 +377,13 @@ static void tick_work(pe_daemon_job *job, pe_store *s)
     pe_proc_reap_lingering(); /* exec waiters that were still exiting */
 }
 
+/* The tick's worker read the store's revocations into auth: end what a
+ * revoked token opened, in this same tick. */
 static void tick_after(pe_daemon_job *job)
 {
     job->d->tick_busy = false;
+    pe_daemon_terminal_recheck(job->d);
+    pe_daemon_proxy_recheck(job->d);
 }
 
 static void on_tick(pe_ev_timer *t, void *ud)

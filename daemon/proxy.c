@@ -107,6 +107,7 @@ struct preq {
     int port;
     char *scope; /* cookie Path: "/" (Host form) or "/p/<ident>/<port>/" */
     char *did;   /* a verified API token's subject (Bearer), or NULL */
+    int64_t did_iat;
     bool bad_token;
     char *cookie;   /* the preview cookie presented, or NULL */
     char *code;     /* a sign-in code (AUTH_PATH only), or NULL */
@@ -127,6 +128,12 @@ struct preq {
     char *err_name, *err_msg;
     char *addr;
     char *sandbox_id; /* held busy (no idle stop) while connected */
+    /* who opened it, if a user's token or cookie did: revoking the user's
+     * tokens ends the connection (pe_daemon_proxy_recheck) */
+    char *opener;
+    int64_t opener_iat;
+    struct preq *lnext, *lprev; /* live: connected upstream */
+    bool linked;
     /* upstream */
     int fd;
     pe_ev_io *io;
@@ -165,8 +172,27 @@ static void buf_free(struct buf *b)
     memset(b, 0, sizeof(*b));
 }
 
+/* Requests connected upstream, for pe_daemon_proxy_recheck. Loop thread
+ * only, like every preq. */
+static struct preq *live;
+
+static void live_unlink(struct preq *p)
+{
+    if (!p->linked)
+        return;
+    if (p->lprev)
+        p->lprev->lnext = p->lnext;
+    else
+        live = p->lnext;
+    if (p->lnext)
+        p->lnext->lprev = p->lprev;
+    p->linked = false;
+}
+
 static void preq_free(struct preq *p)
 {
+    live_unlink(p);
+    free(p->opener);
     if (p->sandbox_id)
         pe_daemon_release(p->d, p->sandbox_id);
     free(p->sandbox_id);
@@ -409,8 +435,8 @@ static void read_credentials(struct preq *p, pe_http_request *req, bool *via_bea
 
     *via_bearer = false;
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        if (pe_auth_token_verify(p->d->auth, auth + 7, PE_AUTH_SCOPE_API, &p->did, NULL) ==
-            PE_AUTH_OK)
+        if (pe_auth_token_verify_iat(p->d->auth, auth + 7, PE_AUTH_SCOPE_API, NULL, &p->did,
+                                     &p->did_iat, NULL) == PE_AUTH_OK)
             *via_bearer = true;
         else
             p->bad_token = true;
@@ -577,14 +603,20 @@ static void exchange(pe_daemon_job *job, struct preq *p, const pe_store_port *ro
     verdict_redirect(p, 303, p->to);
 }
 
-/* Does the preview cookie open this port for its owner? */
-static bool cookie_opens(pe_daemon *d, const char *cookie, const char *aud, const char *owner)
+/* Does the preview cookie open this port for its owner? Then it is the
+ * connection's opener. */
+static bool cookie_opens(struct preq *p, const char *aud, const char *owner)
 {
     cleanup_free char *did = NULL;
+    int64_t iat = 0;
 
-    return pe_auth_token_verify_aud(d->auth, cookie, PE_AUTH_SCOPE_PREVIEW, aud, false, &did,
-                                    NULL) == PE_AUTH_OK &&
-           strcmp(did, owner) == 0;
+    if (pe_auth_token_verify_iat(p->d->auth, p->cookie, PE_AUTH_SCOPE_PREVIEW, aud, &did, &iat,
+                                 NULL) != PE_AUTH_OK ||
+        strcmp(did, owner) != 0)
+        return false;
+    p->opener = pe_steal_ptr(&did);
+    p->opener_iat = iat;
+    return true;
 }
 
 /* No credential opened the port: say why, or send a browser to sign in. */
@@ -634,9 +666,13 @@ static void check_work(pe_daemon_job *job, pe_store *s)
     if (p->did) {
         ok = strcmp(p->did, row.owner_did) == 0;
         other_user = !ok;
+        if (ok) {
+            p->opener = pe_xstrdup(p->did);
+            p->opener_iat = p->did_iat;
+        }
     }
     if (!ok && p->cookie)
-        ok = cookie_opens(job->d, p->cookie, aud, row.owner_did);
+        ok = cookie_opens(p, aud, row.owner_did);
     if (!ok && p->secret && row.secret && secret_eq(row.secret, p->secret)) {
         ok = true;
         if (p->secret_in_url) {
@@ -706,12 +742,42 @@ static void check_done(pe_daemon_job *job)
 {
     struct preq *p = job->ud;
 
-    if (p->status && p->location)
+    if (p->status && p->location) {
         redirect(p, p->status, p->location, p->set_cookie);
-    else if (p->status)
+        return;
+    }
+    if (p->status) {
         fail(p, p->status, p->err_name, "%s", p->err_msg);
-    else
-        connect_upstream(p);
+        return;
+    }
+    if (p->opener) {
+        p->lnext = live;
+        if (live)
+            live->lprev = p;
+        live = p;
+        p->linked = true;
+    }
+    connect_upstream(p);
+}
+
+static void finish_stream(struct preq *p);
+
+void pe_daemon_proxy_recheck(pe_daemon *d)
+{
+    struct preq *p, *next;
+
+    for (p = live; p; p = next) {
+        next = p->lnext;
+        if (!pe_auth_revoked(d->auth, p->opener, p->opener_iat))
+            continue;
+        pe_log_info("event=preview_closed sandbox=%s port=%d why=revoked", p->sandbox_id, p->port);
+        if (p->req)
+            fail(p, 401, "InvalidToken", "token has been revoked");
+        else if (p->st)
+            finish_stream(p);
+        else
+            preq_free(p); /* a relay: both sockets close */
+    }
 }
 
 /* Parse the answer's head in p->in (ending at head_len). Fills status and

@@ -25,6 +25,7 @@
 #include "transfer.h"
 #include "runtime/security.h"
 #include "supervise.h"
+#include "terminal.h"
 #include "web.h"
 
 #define DEFAULT_LISTEN "127.0.0.1:8789"
@@ -48,6 +49,7 @@ enum {
     O_TICK,
     O_RATE_LIMIT,
     O_SANDBOX_NET,
+    O_TERMINALS_PER_USER,
     O_HELP,
 };
 
@@ -71,6 +73,8 @@ static const pe_opt serve_opts[] = {
      "requests per 30 s per token or client address; 0 = unlimited (500)"},
     {"sandbox-net", 0, true, O_SANDBOX_NET, "nat|none",
      "network of the sandboxes: NAT egress, or loopback only (nat)"},
+    {"terminals-per-user", 0, true, O_TERMINALS_PER_USER, "N",
+     "terminal sessions a user may have; their oldest unwatched one makes room (64)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -79,7 +83,7 @@ struct serve_args {
     const char *listen, *data, *store, *handle, *token_file, *web;
     long long token_ttl;
     double exec_timeout, terminal_idle, idle_timeout, tick;
-    long rate_limit;
+    long rate_limit, terminals_per_user;
     int sandbox_net;
     bool help;
 };
@@ -140,6 +144,13 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
             a->sandbox_net = PE_NET_NONE;
         else
             return pe_err_set(err, PE_EINVAL, 0, "--sandbox-net: nat or none, not '%s'", arg);
+        return 0;
+    case O_TERMINALS_PER_USER:
+        errno = 0;
+        a->terminals_per_user = strtol(arg, &end, 10);
+        if (errno || end == arg || *end || a->terminals_per_user < 1 ||
+            a->terminals_per_user > PE_TERM_MAX)
+            return pe_err_set(err, PE_EINVAL, 0, "--terminals-per-user: 1..%d", PE_TERM_MAX);
         return 0;
     case O_HELP:
         a->help = true;
@@ -363,6 +374,7 @@ int pe_daemon_serve_main(int argc, char **argv)
                            .idle_timeout = DEFAULT_IDLE_TIMEOUT,
                            .tick = DEFAULT_TICK,
                            .rate_limit = -1,
+                           .terminals_per_user = PE_TERM_PER_USER,
                            .sandbox_net = PE_NET_NAT};
     pe_daemon d;
     pe_err err;
@@ -389,6 +401,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     d.idle_timeout = a.idle_timeout;
     d.tick_s = a.tick;
     d.sandbox_net = a.sandbox_net;
+    d.terminals_per_user = (unsigned)a.terminals_per_user;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)

@@ -8,7 +8,11 @@
  *
  * :id is a sandbox id or name. Unlike upstream, every request needs a token
  * (Authorization: Bearer, ?token= or ?t=; API or terminal scope) whose user
- * owns the sandbox, checked before any shell starts: 401 without a valid
+ * owns the sandbox, checked before any shell starts. An API token is taken
+ * from the URL only on a WebSocket handshake without an Origin header: that
+ * is upstream's CLI (?token=), which no browser can pass for, while a page
+ * (which could read its own URL, and whose requests carry Referer) must
+ * use a 120 s terminal token there. 401 without a valid
  * token, 404 SandboxNotFound for a sandbox that is missing or someone
  * else's (the two look the same), 400 SandboxNotRunning when it is not
  * running. The store is read on a worker; a request for a live session of
@@ -43,6 +47,7 @@ struct lookup {
     pe_http_request *req;
     struct target t;
     char *did, *session;
+    int64_t iat; /* of the token: the viewer ends if it is revoked */
     /* result */
     char *sandbox_id;
     unsigned status;
@@ -90,17 +95,20 @@ static bool parse_target(pe_http_request *req, struct target *t)
     return true;
 }
 
-/* The token, from the header first, then ?token=, then ?t=. */
-static const char *request_token(pe_http_request *req)
+/* The token, from the header first, then ?token=, then ?t=; *in_url says
+ * whether it came from the URL. */
+static const char *request_token(pe_http_request *req, bool *in_url)
 {
     const char *a = req->authorization, *q;
 
+    *in_url = false;
     if (a && strncasecmp(a, "Bearer ", 7) == 0) {
         for (a += 7; *a == ' ';)
             a++;
         if (*a && strcmp(a, "null") != 0)
             return a;
     }
+    *in_url = true;
     q = pe_http_query(req, "token");
     if (q && *q)
         return q;
@@ -108,10 +116,12 @@ static const char *request_token(pe_http_request *req)
     return q && *q ? q : NULL;
 }
 
-/* The caller's DID, or NULL after answering 401. */
-static char *authenticate(pe_daemon *d, pe_http_request *req)
+/* The caller's DID (and the token's iat), or NULL after answering 401. */
+static char *authenticate(pe_daemon *d, pe_http_request *req, const struct target *t, int64_t *iat)
 {
-    const char *jwt = request_token(req);
+    bool in_url;
+    const char *jwt = request_token(req, &in_url);
+    int scopes = PE_AUTH_SCOPE_TERMINAL;
     enum pe_auth_result r;
     char *did = NULL;
     pe_err err;
@@ -120,14 +130,20 @@ static char *authenticate(pe_daemon *d, pe_http_request *req)
         pe_http_respond_error(req, 401, "AuthenticationRequired", "authentication required");
         return NULL;
     }
+    if (!in_url || (t->op == OP_WS && pe_http_header(req, "Origin") == NULL))
+        scopes |= PE_AUTH_SCOPE_API;
     pe_err_clear(&err);
-    r = pe_auth_token_verify(d->auth, jwt, PE_AUTH_SCOPE_API | PE_AUTH_SCOPE_TERMINAL, &did, &err);
+    r = pe_auth_token_verify_iat(d->auth, jwt, scopes, NULL, &did, iat, &err);
     if (r == PE_AUTH_OK)
         return did;
     pe_log_info("auth %s: terminal %s refused: %s", req->client_addr, req->path,
                 pe_auth_result_name(r));
     if (r == PE_AUTH_EXPIRED)
         pe_http_respond_error(req, 401, "ExpiredToken", "token has expired");
+    else if (r == PE_AUTH_WRONG_SCOPE && in_url)
+        pe_http_respond_error(req, 401, "InvalidToken",
+                              "in a URL, only a terminal token (actor.getTerminalToken) is "
+                              "taken: send an API token as Authorization: Bearer");
     else
         pe_http_respond_error(req, 401, "InvalidToken", "invalid token");
     return NULL;
@@ -164,7 +180,7 @@ static char *session_key(const char *did, const char *sandbox_id, const char *se
 
 /* The sandbox is the caller's and running: serve the request. */
 static void serve(pe_daemon *d, pe_http_request *req, const struct target *t, const char *did,
-                  const char *sandbox_id)
+                  int64_t iat, const char *sandbox_id)
 {
     cleanup_free char *key = session_key(did, sandbox_id, t->session);
     pe_term_session *s = pe__term_find(d, key);
@@ -179,11 +195,13 @@ static void serve(pe_daemon *d, pe_http_request *req, const struct target *t, co
     case OP_WS:
     case OP_STREAM:
         if (s == NULL)
-            s = pe__term_create(d, key, sandbox_id, t->cols, t->rows, &err);
+            s = pe__term_create(d, key, did, sandbox_id, t->cols, t->rows, &err);
         if (s == NULL)
-            pe_http_respond_error(req, 503, "ServiceUnavailable", err.msg);
+            pe_http_respond_error(
+                req, err.code == PE_XRPC_ERATE ? 429 : 503,
+                err.code == PE_XRPC_ERATE ? "RateLimitExceeded" : "ServiceUnavailable", err.msg);
         else
-            pe__term_attach(s, req, t->proto);
+            pe__term_attach(s, req, t->proto, iat);
         return;
     case OP_INPUT:
         if (pe__term_input(s, req->body, req->body_len, &err) < 0)
@@ -252,7 +270,7 @@ static void lookup_done(void *ud)
     if (j->status)
         pe_http_respond_error(j->req, j->status, j->name, j->msg);
     else
-        serve(d, j->req, &j->t, j->did, j->sandbox_id);
+        serve(d, j->req, &j->t, j->did, j->iat, j->sandbox_id);
     free(j->did);
     free(j->session);
     free(j->sandbox_id);
@@ -316,6 +334,7 @@ static void on_request(pe_http_request *req, void *ud)
     struct lookup *j;
     cleanup_free char *did = NULL;
     cleanup_free char *key = NULL;
+    int64_t iat = 0;
     pe_err err;
 
     memset(&t, 0, sizeof(t));
@@ -323,7 +342,8 @@ static void on_request(pe_http_request *req, void *ud)
         pe_http_respond_error(req, 404, "NotFound", "Not Found");
         return;
     }
-    if (!method_ok(req, &t) || (did = authenticate(d, req)) == NULL || !check_request(req, &t))
+    if (!method_ok(req, &t) || (did = authenticate(d, req, &t, &iat)) == NULL ||
+        !check_request(req, &t))
         return;
     if (d->draining) {
         pe_http_respond_error(req, 503, "ServiceUnavailable", "the daemon is shutting down");
@@ -332,7 +352,7 @@ static void on_request(pe_http_request *req, void *ud)
     if (strncmp(t.ident, "sbx_", 4) == 0) {
         key = session_key(did, t.ident, t.session);
         if (pe__term_find(d, key)) {
-            serve(d, req, &t, did, t.ident);
+            serve(d, req, &t, did, iat, t.ident);
             return;
         }
     }
@@ -341,6 +361,7 @@ static void on_request(pe_http_request *req, void *ud)
     j->req = req;
     j->t = t;
     j->did = pe_steal_ptr(&did);
+    j->iat = iat;
     j->session = pe_xstrdup(t.session);
     j->t.session = j->session;
     pe_err_clear(&err);

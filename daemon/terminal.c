@@ -49,7 +49,6 @@
 #define HIGH_WATER (256 * 1024)
 #define VIEWER_MAX (1024 * 1024)
 #define INPUT_MAX (256 * 1024)
-#define MAX_SESSIONS 1024
 #define MAX_VIEWERS 64
 #define WS_MESSAGE_MAX (256 * 1024)
 #define SSE_PING_NS (15ull * 1000000000ull)
@@ -59,6 +58,7 @@ enum { ST_STARTING, ST_RUNNING, ST_ENDING };
 typedef struct viewer {
     pe_term_session *s;
     int proto;
+    int64_t iat; /* of the token that opened it */
     pe_http_ws *ws;
     pe_http_stream *st;
     pe_ev_timer *ping;
@@ -67,7 +67,8 @@ typedef struct viewer {
 
 struct pe_term_session {
     pe_daemon *d;
-    char *key, *sandbox_id;
+    char *key, *did, *sandbox_id;
+    uint64_t created_ns; /* the oldest unwatched session is reclaimed first */
     int state;
     pe_proc proc;
     bool starting; /* the start job has not reported back */
@@ -451,6 +452,7 @@ static void session_maybe_free(pe_term_session *s)
     pe_daemon_release(s->d, s->sandbox_id);
     free(s->in);
     free(s->key);
+    free(s->did);
     free(s->sandbox_id);
     free(s);
 }
@@ -641,20 +643,59 @@ pe_term_session *pe__term_find(pe_daemon *d, const char *key)
     return NULL;
 }
 
-pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sandbox_id,
-                                 unsigned cols, unsigned rows, pe_err *err)
+/* The oldest session without viewers, of did (NULL: of anyone). */
+static pe_term_session *oldest_unwatched(struct pe_terminals *t, const char *did)
+{
+    pe_term_session *best = NULL;
+
+    for (pe_term_session *s = t->head; s; s = s->next)
+        if (s->n_viewers == 0 && s->state != ST_ENDING && (did == NULL || !strcmp(s->did, did)) &&
+            (best == NULL || s->created_ns < best->created_ns))
+            best = s;
+    return best;
+}
+
+/* Room for one more session of did, ending an abandoned one if need be. */
+static int make_room(pe_daemon *d, const char *did, pe_err *err)
+{
+    struct pe_terminals *t = table(d);
+    unsigned mine = 0;
+    pe_term_session *victim;
+
+    for (pe_term_session *s = t->head; s; s = s->next)
+        mine += strcmp(s->did, did) == 0;
+    if (mine >= d->terminals_per_user) {
+        if ((victim = oldest_unwatched(t, did)) == NULL)
+            return pe_err_set(err, PE_XRPC_ERATE, 0,
+                              "you have %u terminal sessions with viewers: close one first",
+                              d->terminals_per_user);
+        pe_log_info("terminal %s: reclaimed (the user's session limit)", victim->sandbox_id);
+        session_end(victim, false, "reclaimed: too many sessions");
+    }
+    if (t->n >= PE_TERM_MAX) {
+        if ((victim = oldest_unwatched(t, NULL)) == NULL)
+            return pe_err_set(err, PE_XRPC_EBUSY, 0, "too many terminal sessions (%d)",
+                              PE_TERM_MAX);
+        pe_log_info("terminal %s: reclaimed (the daemon's session limit)", victim->sandbox_id);
+        session_end(victim, false, "reclaimed: too many sessions");
+    }
+    return 0;
+}
+
+pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *did,
+                                 const char *sandbox_id, unsigned cols, unsigned rows, pe_err *err)
 {
     struct pe_terminals *t = table(d);
     pe_term_session *s;
     struct start_job *j;
 
-    if (t->n >= MAX_SESSIONS) {
-        pe_err_set(err, PE_XRPC_EBUSY, 0, "too many terminal sessions (%d)", MAX_SESSIONS);
+    if (make_room(d, did, err) < 0)
         return NULL;
-    }
     s = pe_xcalloc(1, sizeof(*s));
     s->d = d;
     s->key = pe_xstrdup(key);
+    s->did = pe_xstrdup(did);
+    s->created_ns = pe_ev_now_ns();
     s->sandbox_id = pe_xstrdup(sandbox_id);
     s->cols = cols ? cols : 80;
     s->rows = rows ? rows : 24;
@@ -673,6 +714,7 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sand
         free(j->sandbox_id);
         free(j);
         free(s->key);
+        free(s->did);
         free(s->sandbox_id);
         free(s);
         err->code = PE_XRPC_EBUSY;
@@ -693,6 +735,8 @@ int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err
 {
     if (s->state == ST_ENDING)
         return pe_err_set(err, PE_ESTATE, 0, "the session has ended");
+    if (len == 0) /* an empty message: nothing to type (and data may be NULL) */
+        return 0;
     if (len > INPUT_MAX - s->in_len)
         return pe_err_set(err, PE_XRPC_EBUSY, 0, "the shell is not reading its input");
     pe_daemon_touch(s->d, s->sandbox_id);
@@ -791,7 +835,7 @@ static void on_sse_ping(pe_ev_timer *t, void *ud)
     pe_http_stream_write(v->st, ": ping\n\n", 8);
 }
 
-void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto)
+void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto, int64_t iat)
 {
     static const pe_http_ws_callbacks wcb = {
         .on_message = on_ws_message, .on_drain = on_ws_drain, .on_close = on_ws_close};
@@ -808,6 +852,7 @@ void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto)
     v = pe_xcalloc(1, sizeof(*v));
     v->s = s;
     v->proto = proto;
+    v->iat = iat;
     if (proto == PE_TERM_SSE) {
         v->st = pe_http_respond_stream(req, 200, "text/event-stream", sse_headers, &scb, v);
         v->ping = pe_ev_timer_start(s->d->loop, SSE_PING_NS, SSE_PING_NS, on_sse_ping, v, NULL);
@@ -829,6 +874,22 @@ void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto)
     if (proto == PE_TERM_WS_CF && s->state == ST_RUNNING)
         cf_control(v, json_pack("{s:s}", "type", "ready"));
     viewer_replay(s, v);
+}
+
+void pe_daemon_terminal_recheck(pe_daemon *d)
+{
+    struct pe_terminals *t = d->terms;
+
+    for (pe_term_session *s = t ? t->head : NULL; s; s = s->next) {
+        viewer *next;
+        for (viewer *v = s->viewers; v; v = next) {
+            next = v->next;
+            if (pe_auth_revoked(d->auth, s->did, v->iat)) {
+                pe_log_info("terminal %s: closing a viewer: its token was revoked", s->sandbox_id);
+                viewer_drop(v, 1008, "token revoked");
+            }
+        }
+    }
 }
 
 void pe_daemon_terminal_shutdown(pe_daemon *d)

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "daemon.h"
 
@@ -25,15 +26,25 @@ typedef struct pe_term_session pe_term_session;
 
 /* The live session for key, or NULL. */
 pe_term_session *pe__term_find(pe_daemon *d, const char *key);
-/* A new session: the shell starts on the worker pool; viewers may attach
- * and type at once (input waits for the shell). NULL with err set when
- * the session limit is reached. */
-pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *sandbox_id,
-                                 unsigned cols, unsigned rows, pe_err *err);
+/* A new session of user did: the shell starts on the worker pool; viewers
+ * may attach and type at once (input waits for the shell). When did has
+ * d->terminals_per_user sessions, or the daemon PE_TERM_MAX, the oldest one
+ * nobody watches (of did; for the daemon's limit, of anyone) is ended to
+ * make room; if there is none, NULL with err set (PE_XRPC_ERATE for the
+ * user's limit, PE_XRPC_EBUSY for the daemon's). So abandoned sessions
+ * are reclaimed first, and one user cannot fill the table for everyone. */
+pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *did,
+                                 const char *sandbox_id, unsigned cols, unsigned rows, pe_err *err);
 
 /* Attach the request as a viewer (upgrading it, or answering it with an
- * event stream), replaying the scrollback. The request is answered. */
-void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto);
+ * event stream), replaying the scrollback. The request is answered. iat:
+ * of the token that opened it; pe_daemon_terminal_recheck closes the
+ * viewer once its user's tokens issued then are revoked. */
+void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto, int64_t iat);
+
+/* Sessions per user (the default of --terminals-per-user) and in all. */
+#define PE_TERM_PER_USER 64
+#define PE_TERM_MAX 1024
 /* Keystrokes for the shell. -1 (PE_XRPC_EBUSY) if the input backlog is full. */
 int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err);
 /* Resize the PTY (values already checked). */

@@ -153,6 +153,17 @@ enum pe_auth_result pe_auth_token_verify_aud(const pe_auth *auth, const char *jw
                                              int accepted_scopes, const char *aud, bool consume,
                                              char **did_out, pe_err *err);
 
+/* pe_auth_token_verify (aud NULL) or pe_auth_token_verify_aud (aud set,
+ * never consumed) that also gives the token's iat: a connection a token
+ * opened (a terminal, a stream, a proxied WebSocket) keeps its did and iat
+ * and ends once pe_auth_revoked says so. */
+enum pe_auth_result pe_auth_token_verify_iat(const pe_auth *auth, const char *jwt,
+                                             int accepted_scopes, const char *aud, char **did_out,
+                                             int64_t *iat_out, pe_err *err);
+
+/* Are did's tokens issued at iat revoked (pe_auth_revoke_before)? */
+bool pe_auth_revoked(const pe_auth *auth, const char *did, int64_t iat);
+
 /* Revocation: refuse every token of did issued (iat) before before_s, a
  * Unix time in seconds; 0 lifts it. Tokens minted for did afterwards get
  * an iat of at least before_s, so they are valid at once. The list lives

@@ -544,7 +544,7 @@ static enum pe_auth_result check_all(const claims *c, int64_t before, int accept
  * one). */
 static enum pe_auth_result verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
                                   const char *aud, bool once, time_t now, char **did_out,
-                                  pe_err *err)
+                                  int64_t *iat_out, pe_err *err)
 {
     json_t *payload = NULL;
     jwt_t *j = NULL;
@@ -559,6 +559,8 @@ static enum pe_auth_result verify(const pe_auth *auth, const char *jwt, int acce
         r = check_all(&c, before, accepted_scopes, now, err);
         if (r == PE_AUTH_OK)
             r = check_binding(auth, &c, aud, once, now, err);
+        if (r == PE_AUTH_OK && iat_out != NULL)
+            *iat_out = c.iat;
         if (r == PE_AUTH_OK && did_out != NULL)
             *did_out = pe_steal_ptr(&cached_did);
         free(cached_did);
@@ -583,6 +585,8 @@ static enum pe_auth_result verify(const pe_auth *auth, const char *jwt, int acce
         r = check_all(&c, revoked_before(auth->cache, c.did), accepted_scopes, now, err);
     if (r == PE_AUTH_OK)
         r = check_binding(auth, &c, aud, once, now, err);
+    if (r == PE_AUTH_OK && iat_out != NULL)
+        *iat_out = c.iat;
     if (r == PE_AUTH_OK && did_out != NULL)
         *did_out = pe_xstrdup(c.did);
     jwt_free(j);
@@ -594,13 +598,13 @@ enum pe_auth_result pe_auth_token_verify_at(const pe_auth *auth, const char *jwt
                                             int accepted_scopes, time_t now, char **did_out,
                                             pe_err *err)
 {
-    return verify(auth, jwt, accepted_scopes, NULL, false, now, did_out, err);
+    return verify(auth, jwt, accepted_scopes, NULL, false, now, did_out, NULL, err);
 }
 
 enum pe_auth_result pe_auth_token_verify(const pe_auth *auth, const char *jwt, int accepted_scopes,
                                          char **did_out, pe_err *err)
 {
-    return verify(auth, jwt, accepted_scopes, NULL, false, time(NULL), did_out, err);
+    return verify(auth, jwt, accepted_scopes, NULL, false, time(NULL), did_out, NULL, err);
 }
 
 enum pe_auth_result pe_auth_token_verify_aud(const pe_auth *auth, const char *jwt,
@@ -609,7 +613,19 @@ enum pe_auth_result pe_auth_token_verify_aud(const pe_auth *auth, const char *jw
 {
     if (aud == NULL)
         return reject(err, PE_AUTH_BAD_CLAIMS, "no audience to check");
-    return verify(auth, jwt, accepted_scopes, aud, once, time(NULL), did_out, err);
+    return verify(auth, jwt, accepted_scopes, aud, once, time(NULL), did_out, NULL, err);
+}
+
+enum pe_auth_result pe_auth_token_verify_iat(const pe_auth *auth, const char *jwt,
+                                             int accepted_scopes, const char *aud, char **did_out,
+                                             int64_t *iat_out, pe_err *err)
+{
+    return verify(auth, jwt, accepted_scopes, aud, false, time(NULL), did_out, iat_out, err);
+}
+
+bool pe_auth_revoked(const pe_auth *auth, const char *did, int64_t iat)
+{
+    return iat < revoked_before(auth->cache, did);
 }
 
 int pe_auth_write_token_file(const char *path, const char *jwt, pe_err *err)

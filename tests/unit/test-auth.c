@@ -644,8 +644,19 @@ TEST_CASE(token_bound_to_an_audience)
     ASSERT(pe_auth_token_mint(a, OWNER, 60, PE_AUTH_SCOPE_PREVIEW, &code, &err) < 0);
     ASSERT(pe_auth_token_mint_aud(a, OWNER, 60, PE_AUTH_SCOPE_PREVIEW, "a b", &code, &err) < 0);
     ASSERT(code == NULL);
+    /* What a connection keeps to end when its token is revoked. */
+    int64_t iat = 0;
+    free(did);
+    did = NULL;
+    ASSERT_EQ_INT(
+        pe_auth_token_verify_iat(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080", &did, &iat, &err),
+        PE_AUTH_OK);
+    ASSERT(iat > 0 && iat <= (int64_t)time(NULL));
+    ASSERT(!pe_auth_revoked(a, OWNER, iat));
     /* Revoking the user ends their preview cookies too. */
     pe_auth_revoke_before(a, OWNER, (int64_t)time(NULL) + 1);
+    ASSERT(pe_auth_revoked(a, OWNER, iat));
+    ASSERT(!pe_auth_revoked(a, "did:plc:someoneelse", iat));
     ASSERT_EQ_INT(
         pe_auth_token_verify_aud(a, cookie, PE_AUTH_SCOPE_PREVIEW, "sbx_A:8080", false, NULL, &err),
         PE_AUTH_REVOKED);
