@@ -761,8 +761,10 @@ void pe__term_resize(pe_term_session *s, unsigned cols, unsigned rows)
         pe_log_warn("terminal %s: resize: %s", s->sandbox_id, strerror(errno));
 }
 
-bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigned *cols,
-                           unsigned *rows)
+/* {"cols": int, "rows": int}, "type": "resize" too when need_type: true
+ * with the raw values, false for anything else. */
+static bool resize_values(const char *data, size_t len, bool need_type, json_int_t *cols,
+                          json_int_t *rows)
 {
     json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL);
     json_t *c = json_object_get(o, "cols"), *r = json_object_get(o, "rows");
@@ -770,14 +772,39 @@ bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigne
     bool ok = json_is_object(o) && json_is_integer(c) && json_is_integer(r) &&
               (!need_type || (type && strcmp(type, "resize") == 0));
 
-    if (ok) {
-        json_int_t cv = json_integer_value(c), rv = json_integer_value(r);
-        ok = cv >= 1 && cv <= PE_TERM_COLS_MAX && rv >= 1 && rv <= PE_TERM_ROWS_MAX;
-        *cols = (unsigned)cv;
-        *rows = (unsigned)rv;
-    }
+    *cols = ok ? json_integer_value(c) : 0;
+    *rows = ok ? json_integer_value(r) : 0;
     json_decref(o);
     return ok;
+}
+
+bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigned *cols,
+                           unsigned *rows)
+{
+    json_int_t cv, rv;
+
+    if (!resize_values(data, len, need_type, &cv, &rv) || cv < 1 || cv > PE_TERM_COLS_MAX ||
+        rv < 1 || rv > PE_TERM_ROWS_MAX)
+        return false;
+    *cols = (unsigned)cv;
+    *rows = (unsigned)rv;
+    return true;
+}
+
+int pe__term_resize_message(const char *data, size_t len, bool need_type, unsigned *cols,
+                            unsigned *rows)
+{
+    json_int_t cv, rv;
+
+    if (!resize_values(data, len, need_type, &cv, &rv))
+        return PE_TERM_NOT_RESIZE;
+    /* A client without a terminal reports 0x0: nothing to apply. A size
+     * past the maximum is clamped. Neither is ever typed into the shell. */
+    if (cv < 1 || rv < 1)
+        return PE_TERM_RESIZE_IGNORE;
+    *cols = (unsigned)(cv > PE_TERM_COLS_MAX ? PE_TERM_COLS_MAX : cv);
+    *rows = (unsigned)(rv > PE_TERM_ROWS_MAX ? PE_TERM_ROWS_MAX : rv);
+    return PE_TERM_RESIZE_OK;
 }
 
 /* ---- attaching ---------------------------------------------------------- */
@@ -787,21 +814,25 @@ static void on_ws_message(pe_http_ws *ws, bool binary, const char *data, size_t 
     viewer *v = ud;
     pe_term_session *s = v->s;
     unsigned cols, rows;
+    int kind;
     pe_err err;
 
     if (v->proto == PE_TERM_WS_CF && !binary) {
         /* Control frames; only resize is defined for clients. */
-        if (pe__term_parse_resize(data, len, true, &cols, &rows))
+        kind = pe__term_resize_message(data, len, true, &cols, &rows);
+        if (kind == PE_TERM_RESIZE_OK)
             pe__term_resize(s, cols, rows);
-        else
+        else if (kind == PE_TERM_NOT_RESIZE)
             cf_control(v, json_pack("{s:s,s:s}", "type", "error", "message",
                                     "expected {\"type\":\"resize\",\"cols\",\"rows\"}"));
         return;
     }
-    /* /tty, /pty: a resize object, or keystrokes (upstream: anything else). */
+    /* /tty, /pty: a resize object, or keystrokes (upstream: anything else).
+     * A resize is never typed, whatever its size. */
     if (v->proto == PE_TERM_WS_TEXT && len > 0 && data[0] == '{' &&
-        pe__term_parse_resize(data, len, true, &cols, &rows)) {
-        pe__term_resize(s, cols, rows);
+        (kind = pe__term_resize_message(data, len, true, &cols, &rows)) != PE_TERM_NOT_RESIZE) {
+        if (kind == PE_TERM_RESIZE_OK)
+            pe__term_resize(s, cols, rows);
         return;
     }
     if (pe__term_input(s, data, len, &err) < 0 && s->state != ST_ENDING)

@@ -54,4 +54,12 @@ void pe__term_resize(pe_term_session *s, unsigned cols, unsigned rows);
 bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigned *cols,
                            unsigned *rows);
 
+/* The same for a viewer's message: PE_TERM_NOT_RESIZE (something else),
+ * PE_TERM_RESIZE_IGNORE (a resize with a size below 1: a client without a
+ * terminal says 0x0), PE_TERM_RESIZE_OK (cols and rows, clamped to the
+ * maximum). */
+enum { PE_TERM_NOT_RESIZE, PE_TERM_RESIZE_IGNORE, PE_TERM_RESIZE_OK };
+int pe__term_resize_message(const char *data, size_t len, bool need_type, unsigned *cols,
+                            unsigned *rows);
+
 #endif

@@ -99,7 +99,9 @@ def td(tmp_path_factory):
     ns = None
     log = open(tmp / "daemon.log", "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file, "--terminal-idle", str(IDLE)],
+                               "--token-file", d.token_file, "--terminal-idle", str(IDLE),
+                               # one user opens 200 sessions in test_many_concurrent_sessions
+                               "--terminals-per-user", "256"],
                               stderr=log)
     try:
         wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
@@ -183,6 +185,33 @@ def test_cloudflare_protocol(td):
     # a plain GET is refused before anything starts
     st, body = td.http("GET", f"/v1/sandboxes/{td.sid}/ws/terminal")
     assert st == 426
+
+
+def test_resize_without_a_terminal_is_never_typed(td):
+    """Upstream's CLI with no terminal of its own sends a 0x0 resize (issue
+    12, point 9): /tty and /pty must not type it into the shell, the
+    Cloudflare protocol must not answer it with an error; the size stays,
+    and an oversized one is clamped, not typed."""
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=nosize&cols=100&rows=30")
+    for msg in ({"type": "resize", "cols": 0, "rows": 0},
+                {"type": "resize", "cols": 100000, "rows": 5000}):
+        ws.send(json.dumps(msg))
+    ws.send("stty size; echo e''nd$((6*7))\n")
+    out = ws.read_until(has("end42"))
+    assert b"resize" not in out and b"not found" not in out, out
+    assert b"1000 1000" in out  # the second was clamped to the maximum
+    ws.close()
+    cf = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=nosize2&t=" + td.token)
+    op, p = cf.recv()
+    assert json.loads(p) == {"type": "ready"}
+    cf.send(json.dumps({"type": "resize", "cols": 0, "rows": 0}))
+    cf.send(b"echo ok$((2+3))\n")
+    out = b""
+    while b"ok5" not in out:
+        op, p = cf.recv()
+        assert op == 2, (op, p)  # no error control message
+        out += p
+    cf.close()
 
 
 def test_two_viewers_see_the_same_bytes(td):
