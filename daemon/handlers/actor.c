@@ -177,8 +177,27 @@ static void get_public_key(pe_xrpc_request *req, void *ud)
     pe_xrpc_respond(req, json_pack("{s:s}", "publicKey", pe_auth_public_key_hex(d->auth)));
 }
 
+/* POST /login {handle, cli}: upstream's CLI starts an AT Protocol OAuth
+ * sign-in here (reference §1.11). This daemon has no handle sign-in yet:
+ * say how a token is had instead, rather than a bare 404/405. */
+static void on_login(pe_http_request *req, void *ud)
+{
+    if (strcmp(req->path, "/login") != 0) {
+        pe_http_respond_error(req, 404, "NotFound", "Not Found");
+        return;
+    }
+    pe_http_respond_error(
+        req, 501, "MethodNotImplemented",
+        "signing in with a handle is not available on this daemon yet: on the daemon's "
+        "machine, the owner's token is in ~/.pocketenv/token.json (written by pocketenv serve), "
+        "and `pocketenv token create --did DID` makes one for another user; use it with "
+        "POCKETENV_TOKEN=TOKEN or `pocketenv login --token TOKEN`");
+}
+
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err)
 {
+    if (pe_http_route(d->srv, "/login", 0, on_login, d, err) < 0)
+        return -1;
     if (pe_xrpc_register(d->srv, "io.pocketenv.actor.getProfile", get_profile, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.actor.getActorSandboxes", get_actor_sandboxes, d,
                          err) < 0 ||
