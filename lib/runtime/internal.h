@@ -13,12 +13,16 @@
 
 #define PE_DEFAULT_IMAGE "debian"
 #define PE_MAX_BINDS 64
-#define PE_IDMAP_FIRST 0x10000000u /* first host id given to sandboxes */
+#define PE_MIN_NOFILE 16              /* below that, init and a shell cannot start */
+#define PE_MIN_DISK (4 * 1024 * 1024) /* a writable layer smaller is useless */
+#define PE_IDMAP_FIRST 0x10000000u    /* first host id given to sandboxes */
 #define PE_IDMAP_SIZE 65536u
 #define PE_IDMAP_SLOTS 32768u
 #define PE_IDMAP_DIR "/var/lib/pocketenv/idmap" /* host-wide claims: idmap.c */
 
 json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg);
+/* Fill the limits left at 0 that have a runtime default (pids, nofile). */
+void pe__cfg_apply_defaults(pe_sandbox_cfg *cfg);
 int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
 
 /* ---- spawn: parent side of starting a sandbox or a process in one ---- */
@@ -61,7 +65,8 @@ typedef struct pe_exec_req {
     bool tty;
     unsigned short tty_cols, tty_rows; /* 0: the caller's terminal's size */
     long uid, gid;
-    int stdio[3]; /* the process's 0,1,2 when not tty; -1 = the caller's */
+    uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE of the process */
+    int stdio[3];                      /* the process's 0,1,2 when not tty; -1 = the caller's */
 } pe_exec_req;
 
 /* Start argv inside a running sandbox. On success res->pid/pidfd is the

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -157,6 +158,8 @@ static int validate_net(const pe_sandbox_cfg *cfg, pe_err *err)
     return 0;
 }
 
+static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err);
+
 static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
 {
     if (cfg->n_binds > PE_MAX_BINDS)
@@ -178,11 +181,48 @@ static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
     for (char **e = cfg->env; e && *e; e++)
         if (strchr(*e, '=') == NULL || **e == '=')
             return pe_err_set(err, PE_EINVAL, 0, "environment entry must be KEY=VALUE: %s", *e);
-    if (cfg->memory_bytes < 0 || cfg->cpu_millis < 0 || cfg->pids_max < 0 || cfg->disk_bytes < 0)
+    if (cfg->memory_bytes < 0 || cfg->cpu_millis < 0 || cfg->pids_max < 0 || cfg->disk_bytes < 0 ||
+        cfg->nofile_soft < 0 || cfg->nofile_hard < 0)
         return pe_err_set(err, PE_EINVAL, 0, "limits must not be negative");
     if (cfg->memory_bytes > 0 && cfg->memory_bytes < 4 * 1024 * 1024)
         return pe_err_set(err, PE_EINVAL, 0, "memory limit must be at least 4m");
+    if (cfg->disk_bytes > 0 && cfg->disk_bytes < PE_MIN_DISK)
+        return pe_err_set(err, PE_EINVAL, 0, "disk limit must be at least %dm", PE_MIN_DISK >> 20);
+    if (validate_nofile(cfg, err) < 0)
+        return -1;
     return validate_net(cfg, err);
+}
+
+/* The kernel's ceiling for RLIMIT_NOFILE (fs.nr_open). */
+static int64_t nr_open(void)
+{
+    char *text = NULL;
+    int64_t v = 1048576;
+
+    if (pe_fs_read_file("/proc/sys/fs/nr_open", 64, &text, NULL, NULL) == 0) {
+        long long n = strtoll(text, NULL, 10);
+        if (n > 0)
+            v = n;
+        free(text);
+    }
+    return v;
+}
+
+static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    int64_t max = nr_open();
+
+    if (cfg->nofile_soft > 0 && cfg->nofile_hard > 0 && cfg->nofile_soft > cfg->nofile_hard)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "open-files soft limit %lld is above the hard limit %lld",
+                          (long long)cfg->nofile_soft, (long long)cfg->nofile_hard);
+    if (cfg->nofile_soft > max || cfg->nofile_hard > max)
+        return pe_err_set(err, PE_EINVAL, 0, "open-files limit above the kernel's maximum %lld",
+                          (long long)max);
+    if ((cfg->nofile_soft > 0 && cfg->nofile_soft < PE_MIN_NOFILE) ||
+        (cfg->nofile_hard > 0 && cfg->nofile_hard < PE_MIN_NOFILE))
+        return pe_err_set(err, PE_EINVAL, 0, "open-files limit must be at least %d", PE_MIN_NOFILE);
+    return 0;
 }
 
 /* Environment of a process: defaults, the sandbox's, then the process's;
@@ -226,11 +266,13 @@ static void free_strv(char **v)
     free(v);
 }
 
+/* cfg's cgroup limits, defaults applied (cfg may be a state from before
+ * the defaults existed). */
 static void limits_of(const pe_sandbox_cfg *cfg, pe_cgroup_limits *l)
 {
     l->memory_bytes = cfg->memory_bytes;
     l->cpu_millis = cfg->cpu_millis;
-    l->pids_max = cfg->pids_max;
+    l->pids_max = cfg->pids_max > 0 ? cfg->pids_max : PE_DEFAULT_PIDS;
 }
 
 /* argv for pocketenv-init; the sync socket is always fd 3 there. */
@@ -376,12 +418,11 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
         if (pe_fs_write_new(bfile, buf, strlen(buf), 0600, err) < 0)
             goto out;
     }
+    pe__cfg_apply_defaults(&cfg);
     limits_of(&cfg, &lim);
-    /* Without limits a one-shot sandbox needs no cgroup of its own: its
-     * processes all die with its pid namespace, and it is accounted to
-     * the caller's cgroup. That saves ~15 kernfs operations per run. */
-    if ((lim.memory_bytes || lim.cpu_millis || lim.pids_max) &&
-        pe_cgroup_create(key, &lim, &cg, err) < 0)
+    /* Every sandbox has a pids limit (a default one at least), so every
+     * one-shot run has a cgroup of its own. */
+    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
@@ -567,6 +608,7 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     }
     if (st.cfg.hostname == NULL)
         st.cfg.hostname = pe_xstrdup(cfg->name);
+    pe__cfg_apply_defaults(&st.cfg);
     st.id = pe_xstrdup(id);
     st.status = pe_xstrdup("created");
     st.rootfs = pe_steal_ptr(&rootfs);
@@ -642,6 +684,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
+    pe__cfg_apply_defaults(&st->cfg);
     limits_of(&st->cfg, &lim);
     if (with_extra_binds(&st->cfg, x, &xcfg, err) < 0)
         return -1;
@@ -887,7 +930,10 @@ static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc
     close(lock);
     lock = -1;
     envp = build_env(&st.cfg, proc->env, proc->tty, proc->has_user ? proc->uid : st.cfg.uid);
+    pe__cfg_apply_defaults(&st.cfg);
     memset(&req, 0, sizeof(req));
+    req.nofile_soft = (uint64_t)st.cfg.nofile_soft;
+    req.nofile_hard = (uint64_t)st.cfg.nofile_hard;
     req.target_pidfd = pidfd;
     req.userns = st.cfg.userns;
     req.cg = cg;

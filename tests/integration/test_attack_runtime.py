@@ -50,3 +50,69 @@ def test_tiocsti_refused_on_own_pty(pe):
     got = dict(line.split(" errno=") for line in p.stdout.splitlines())
     assert got == {"ioctl-tiocsti": "EPERM", "ioctl-tiocsti-hi": "EPERM",
                    "ioctl-tioclinux": "EPERM", "ioctl-tcgets": "EBADF"}
+
+
+# ---- default limits: processes and open files ----
+
+def probe_count(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(line.split()[1]), line.split("errno=")[1]
+    raise AssertionError(f"no {name} line in {text!r}")
+
+
+def test_fork_bomb_contained_by_default_pids_limit(pe):
+    """No --pids: the runtime's default (1024) holds. The probe stops by
+    itself at 3000, which the old code reached."""
+    p = pe.run("run", "--image", pe.image, "--", "pe-escape-probe", "fork-until-fail", "3000")
+    n, _ = probe_count(p.stdout, "fork-until-fail")
+    assert 0 < n < 1024, p.stdout + p.stderr
+
+
+def test_fork_bomb_contained_in_persistent_sandbox(pe):
+    pe.create("bomb", "--net", "none")
+    pe.start("bomb")
+    assert pe.inspect("bomb")["config"]["pids"] == 1024
+    p = pe.exec("bomb", "pe-escape-probe", "fork-until-fail", "3000")
+    n, _ = probe_count(p.stdout, "fork-until-fail")
+    assert 0 < n < 1024, p.stdout + p.stderr
+
+
+def test_open_files_limited_one_shot(pe):
+    p = pe.sh("ulimit -Sn; ulimit -Hn; pe-escape-probe open-until-fail")
+    lines = p.stdout.split("\n")
+    assert lines[0:2] == ["1024", "4096"], p.stdout + p.stderr
+    n, e = probe_count(p.stdout, "open-until-fail")
+    assert e == "EMFILE" and n < 1024
+    # Raising the soft limit to the hard one is allowed, past it is not.
+    p = pe.sh("ulimit -n 4096 && pe-escape-probe open-until-fail; ulimit -n 5000; echo rc=$?")
+    n, e = probe_count(p.stdout, "open-until-fail")
+    assert e == "EMFILE" and 4000 < n < 4096
+    assert "rc=0" not in p.stdout
+    p = pe.sh("ulimit -Sn; ulimit -Hn; pe-escape-probe open-until-fail", "--nofile", "64:128")
+    assert p.stdout.split("\n")[0:2] == ["64", "128"]
+    n, e = probe_count(p.stdout, "open-until-fail")
+    assert e == "EMFILE" and n < 64
+
+
+@pytest.mark.parametrize("userns", ["private", "host"])
+def test_open_files_limited_persistent(pe, userns):
+    pe.create("files", "--net", "none", "--userns", userns, "--nofile", "256:512")
+    pe.start("files")
+    cfg = pe.inspect("files")["config"]
+    assert (cfg["nofileSoft"], cfg["nofileHard"]) == (256, 512)
+    p = pe.exec("files", "/bin/sh", "-c",
+                "ulimit -Sn; ulimit -Hn; grep 'open files' /proc/1/limits;"
+                "pe-escape-probe open-until-fail")
+    lines = p.stdout.split("\n")
+    assert lines[0:2] == ["256", "512"], p.stdout + p.stderr
+    assert lines[2].split()[3:5] == ["256", "512"]  # init's own
+    n, e = probe_count(p.stdout, "open-until-fail")
+    assert e == "EMFILE" and n < 256
+
+
+def test_open_files_limit_bad_values(pe):
+    for bad, msg in (("0", "invalid open-files limit"), ("8", "at least 16"),
+                     ("2000:1000", "above the hard limit"), ("64:x", "invalid open-files")):
+        p = pe.sh("true", "--nofile", bad)
+        assert p.returncode == 125 and msg in p.stderr, (bad, p.stderr)
