@@ -50,6 +50,10 @@ typedef struct pe_spawn_res {
     int signal_pidfd; /* where forwarded signals go; -1: pidfd */
     int sync_fd;      /* one-shot: EXIT arrives here; else -1 */
     int pty_master;   /* -1 unless tty */
+    /* Pipes standing in for the caller's terminals (pe__stdio_guard):
+     * relay[0] writes to the process's stdin, relay[1] and [2] read its
+     * stdout and stderr; -1 where the process has the caller's fd. */
+    int relay[3];
     uint64_t start_time;
 } pe_spawn_res;
 
@@ -73,9 +77,23 @@ typedef struct pe_exec_req {
  * process (a child of the caller), res->pty_master its PTY when tty. */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
 
+/* A sandbox never gets a terminal of the host: with one, it can make it
+ * its controlling terminal (TIOCSCTTY) when nobody's session has it, and
+ * then read, change the modes of, or (kernels with legacy TIOCSTI) type
+ * into it. For each of the caller's fds 0, 1, 2 that is a terminal and
+ * that stdio[i] (-1: the caller's) leaves to the process, make a pipe:
+ * stdio[i] becomes the process's end, relay[i] ours (pe__wait_process
+ * copies between it and the caller's fd). Without relay (NULL: no one
+ * will copy), such fds become /dev/null instead. *own[i] = 1 where
+ * stdio[i] was made here and must be closed once the process has it. */
+int pe__stdio_guard(int stdio[3], int relay[3], bool own[3], pe_err *err);
+void pe__stdio_guard_close(int stdio[3], int relay[3], bool own[3]);
+
 /* Wait for a started process: relays the PTY with the caller's terminal,
  * forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, resizes on SIGWINCH, kills on
- * timeout. Closes the fds in sp. */
+ * timeout; copies sp->relay pipes to and from the caller's 0, 1, 2 (stdin
+ * only while the caller is not a background job of that terminal).
+ * Closes the fds in sp. */
 int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_err *err);
 
 /* Sealed memfd holding a copy of pocketenv-init (so a sandbox can never

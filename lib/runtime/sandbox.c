@@ -392,6 +392,8 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
     uint32_t base = 0;
     long uid = proc->has_user ? (long)proc->uid : -1;
     long gid = proc->has_user ? (long)proc->gid : -1;
+    int relay[3] = {-1, -1, -1};
+    bool own[3] = {false, false, false};
     int ret = -1, init_fd;
 
     if (proc->argv == NULL || proc->argv[0] == NULL || proc->argv[0][0] == '\0')
@@ -445,8 +447,13 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
     req.gid = gid;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
     req.init_fd = init_fd;
+    if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0)
+        goto out;
     if (pe__spawn_sandbox(&req, &sp, err) < 0)
         goto out;
+    pe__stdio_guard_close(req.stdio, NULL, own);
+    memcpy(sp.relay, relay, sizeof(relay));
+    relay[0] = relay[1] = relay[2] = -1;
     ret = pe__wait_process(&sp, proc->timeout, res, err);
 out:
     if (ret < 0)
@@ -457,6 +464,7 @@ out:
             pe_log_warn("%s", e2.msg);
         pe_cgroup_free(cg);
     }
+    pe__stdio_guard_close(req.stdio, relay, own);
     pe__net_release(&lease);
     net_cfg_free(&cfg, &ncfg);
     if (base)
@@ -900,9 +908,9 @@ out:
     return ret;
 }
 
-/* Start proc in sandbox name; stdio[i] >= 0 become its 0,1,2. */
-static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                      const int stdio[3], pe_spawn_res *sp, pe_err *err)
+/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. */
+static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                          const int stdio[3], pe_spawn_res *sp, pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_cgroup *cg = NULL;
@@ -960,13 +968,33 @@ out:
     return ret;
 }
 
+/* Start proc in sandbox name; stdio[i] >= 0 become its 0,1,2. The
+ * caller's terminals among the rest are replaced (pe__stdio_guard): by
+ * pipes whose our ends land in sp->relay when relay, else by /dev/null. */
+static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                      const int stdio[3], bool relay, pe_spawn_res *sp, pe_err *err)
+{
+    int fds[3] = {stdio[0], stdio[1], stdio[2]};
+    int ours[3] = {-1, -1, -1};
+    bool own[3] = {false, false, false};
+    int r;
+
+    if (!proc->tty && pe__stdio_guard(fds, relay ? ours : NULL, own, err) < 0)
+        return -1;
+    r = exec_spawn_fds(rt, name, proc, fds, sp, err);
+    pe__stdio_guard_close(fds, r < 0 ? ours : NULL, own);
+    if (r == 0)
+        memcpy(sp->relay, ours, sizeof(ours));
+    return r;
+}
+
 int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
                     pe_err *err)
 {
     static const int inherit[3] = {-1, -1, -1};
     pe_spawn_res sp;
 
-    if (exec_spawn(rt, name, proc, inherit, &sp, err) < 0)
+    if (exec_spawn(rt, name, proc, inherit, true, &sp, err) < 0)
         return -1;
     if (pe__wait_process(&sp, proc->timeout, res, err) < 0)
         return pe_err_prefix(err, "exec in sandbox %s", name);
@@ -997,7 +1025,7 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
         /* The process reads fd 0 and writes 1 and 2. */
         stdio[i] = pipes[i][i == 0 ? 0 : 1];
     }
-    if (exec_spawn(rt, name, proc, stdio, &sp, err) < 0) {
+    if (exec_spawn(rt, name, proc, stdio, false, &sp, err) < 0) {
         close_pipes(pipes);
         return -1;
     }

@@ -116,3 +116,93 @@ def test_open_files_limit_bad_values(pe):
                      ("2000:1000", "above the hard limit"), ("64:x", "invalid open-files")):
         p = pe.sh("true", "--nofile", bad)
         assert p.returncode == 125 and msg in p.stderr, (bad, p.stderr)
+
+
+# ---- a sandbox never holds a terminal of the host ----
+
+def run_on_foreign_pty(cmd, typed=b"", timeout=30):
+    """Run cmd (in a session of its own) with stdin, stdout and stderr on a
+    fresh pty that is nobody's controlling terminal, as agent harnesses
+    and CI set up; `typed` is written to the master as a user would type.
+    Returns (exit code, what reached the master, what was left in the
+    pty's input queue: bytes pushed there that nobody read)."""
+    import fcntl
+    import pty
+    import select
+    import subprocess
+    import termios
+    import time
+    import tty
+    master, slave = pty.openpty()
+    tty.setraw(slave)  # pushed bytes are readable at once, no line needed
+    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, close_fds=True,
+                            start_new_session=True)
+    if typed:
+        os.write(master, typed)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                out += os.read(master, 4096)
+            except OSError:
+                break
+        elif proc.poll() is not None:
+            break
+    proc.wait(10)
+    # Drain: what the process wrote after its last select.
+    while select.select([master], [], [], 0)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.set_blocking(slave, False)
+    left = b""
+    try:
+        left = os.read(slave, 4096)
+    except BlockingIOError:
+        pass
+    os.close(slave)
+    os.close(master)
+    return proc.returncode, out.decode(errors="replace"), left
+
+
+def test_no_host_terminal_in_one_shot_run(pe):
+    """`pocketenv run` without -t, its stdio on a terminal no session owns:
+    the sandbox gets pipes. Before, it made the terminal its own
+    (TIOCSCTTY) and typed into it (TIOCSTI)."""
+    code, out, left = run_on_foreign_pty(pe.cmd("run", "--image", pe.image, "--",
+                                                "pe-escape-probe", "tiocsti", "Zq7"))
+    assert code == 0, out
+    assert b"Zq7" not in left and "Zq7" not in out, (out, left)
+    res = probe_errnos(out, "tiocsti")
+    assert set(res) == {0, 1, 2}, out
+    for fd, (sctty, sti) in res.items():
+        assert sctty == "ENOTTY" and sti != "0", out
+
+
+def test_no_host_terminal_in_exec(pe):
+    pe.create("ttyx", "--net", "none")
+    pe.start("ttyx")
+    code, out, left = run_on_foreign_pty(pe.cmd("runtime", "exec", "ttyx", "--",
+                                                "pe-escape-probe", "tiocsti", "Zq7"))
+    assert code == 0, out
+    assert b"Zq7" not in left and "Zq7" not in out, (out, left)
+    res = probe_errnos(out, "tiocsti")
+    assert set(res) == {0, 1, 2} and all(v[0] == "ENOTTY" for v in res.values()), out
+
+
+def test_terminal_relay_still_carries_io(pe):
+    """What the pipes replaced still works: typed input reaches the
+    command, its output and errors reach the terminal, the exit code
+    comes back, and the command sees no terminal."""
+    code, out, _ = run_on_foreign_pty(
+        pe.cmd("run", "--image", pe.image, "--", "/bin/sh", "-c",
+               "read x; echo got=$x; echo err >&2; [ -t 0 ] || echo notty; exit 3"),
+        typed=b"hello\n")
+    assert code == 3, out
+    assert "got=hello" in out and "err" in out and "notty" in out, out
