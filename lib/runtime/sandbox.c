@@ -876,6 +876,29 @@ int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err)
     return freeze(rt, name, false, err);
 }
 
+/* Finish removing a sandbox whose directory is already renamed to
+ * sandboxes/.rm-*: its writable layer first, while the state file still
+ * says what to release; then the rest, then its id range (last, so the
+ * range is never handed to another sandbox while files it owns remain).
+ * A crash at any point leaves the .rm- directory, never a half sandbox;
+ * the next rm, gc or daemon start comes back here. */
+static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
+{
+    cleanup_free char *disk = pe_xasprintf("%s/disk", gone);
+    pe_state st;
+    bool have_state = pe__state_load(gone, &st, NULL) == 0;
+    int r;
+
+    r = pe_fs_rm_rf(disk, err);
+    if (r == 0)
+        r = pe_fs_rm_rf(gone, err);
+    if (r == 0 && have_state && st.id_base)
+        pe__idmap_release(rt->data_dir, st.id_base);
+    if (have_state)
+        pe__state_clear(&st);
+    return r;
+}
+
 int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
 {
     cleanup_free char *dir = NULL;
@@ -897,9 +920,7 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
         pe_err_sys(err, "remove %s", dir);
         goto out;
     }
-    if (st.id_base)
-        pe__idmap_release(rt->data_dir, st.id_base);
-    ret = pe_fs_rm_rf(gone, err);
+    ret = finish_removal(rt, gone, err);
 out:
     if (ret < 0)
         pe_err_prefix(err, "remove sandbox %s", name);
@@ -1262,8 +1283,19 @@ static void gc_removed(pe_runtime *rt)
         return;
     while ((de = readdir(d)) != NULL) {
         if (strncmp(de->d_name, ".rm-", 4) == 0) {
+            /* Not while its remove still runs (it holds the lock). */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
-            pe_fs_rm_rf(p, NULL);
+            cleanup_free char *lockp = pe_xasprintf("%s/lock", p);
+            pe_err e2;
+            int lock = pe__lock_file(lockp, LOCK_EX | LOCK_NB, NULL);
+
+            if (lock == -2)
+                continue;
+            pe_log_info("finishing the removal of %s", de->d_name);
+            if (finish_removal(rt, p, &e2) < 0)
+                pe_log_warn("%s", e2.msg);
+            if (lock >= 0)
+                close(lock);
         } else if (strncmp(de->d_name, ".new-", 5) == 0) {
             /* a create that died before its rename (pe_runtime_create) */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);

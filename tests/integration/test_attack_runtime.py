@@ -206,3 +206,72 @@ def test_terminal_relay_still_carries_io(pe):
         typed=b"hello\n")
     assert code == 3, out
     assert "got=hello" in out and "err" in out and "notty" in out, out
+
+
+# ---- a sandbox cannot make its removal fail or leave files behind ----
+
+def sandbox_entries(pe):
+    d = os.path.join(pe.data, "sandboxes")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+HOSTILE_TREE = (
+    "mkdir /deep && pe-escape-probe deep-tree /deep 5000 && cd /deep &&"
+    " ln -s {victim} to-host && ln -s {victim}/precious file-on-host && ln -s / root &&"
+    " mkfifo fifo && cd d/d/d && ln -s {victim} deeper-link &&"
+    " ln -s ../../../../../../../../../.. dotdot")
+
+
+@pytest.mark.parametrize("userns", ["private", "host"])
+def test_rm_of_a_hostile_tree(pe, tmp_path, userns):
+    """5,000 nested directories (the old remover gave up at 4,096 and left
+    the layer on the host for good), symlinks to host paths and a fifo;
+    with --userns host also a device node. rm succeeds and touches
+    nothing outside."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("keep")
+    pe.create("hostile", "--net", "none", "--userns", userns)
+    pe.start("hostile")
+    script = HOSTILE_TREE.format(victim=victim)
+    if userns == "host":
+        script += " && mknod /deep/null c 1 3"
+    p = pe.exec("hostile", "/bin/sh", "-c", script + " && echo made")
+    assert "made" in p.stdout and "deep-tree 5000 errno=0" in p.stdout, p.stdout + p.stderr
+    p = pe.run("runtime", "rm", "hostile")
+    assert p.returncode == 0, p.stderr
+    assert sandbox_entries(pe) == []
+    assert (victim / "precious").read_text() == "keep"
+    assert os.path.exists("/dev/null") and os.path.exists("/etc/passwd")
+
+
+def test_interrupted_rm_is_finished_by_gc(pe):
+    """rm killed while it deletes the files: the name is free at once (the
+    directory was renamed first), and gc removes what is left."""
+    import signal
+    import subprocess
+    import time
+    pe.create("big", "--net", "none")
+    pe.start("big")
+    p = pe.exec("big", "/bin/sh", "-c", "mkdir /many && pe-escape-probe fill-files /many 60000 &&"
+                " pe-escape-probe deep-tree / 5000", timeout=120)
+    assert "fill-files 60000 errno=0" in p.stdout, p.stdout + p.stderr
+    pe.run("runtime", "stop", "big", "--timeout", "0", check=True)
+    rm = subprocess.Popen(pe.cmd("runtime", "rm", "big"), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+    gone = []
+    deadline = time.monotonic() + 30
+    try:
+        while not gone and time.monotonic() < deadline:
+            gone = [e for e in sandbox_entries(pe) if e.startswith(".rm-")]
+            time.sleep(0.001)
+        assert gone, "rm never renamed the sandbox"
+    finally:
+        rm.send_signal(signal.SIGKILL)
+        rm.wait(10)
+    left = os.path.join(pe.data, "sandboxes", gone[0])
+    assert os.path.isdir(left), "rm finished before it could be interrupted"
+    assert "big" not in [s["name"] for s in pe.ls()]
+    p = pe.run("runtime", "gc")
+    assert p.returncode == 0, p.stderr
+    assert sandbox_entries(pe) == []
