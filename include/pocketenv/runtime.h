@@ -184,6 +184,13 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err);
 int pe_runtime_list(pe_runtime *rt, char **json_out, pe_err *err);
 
+/* The directory holding sandbox `name`'s writable layer: its upper/ (the
+ * sandbox's changes to the image) and work/ (overlayfs's). malloc'd in
+ * *out. For a sandbox with a disk limit it is on the host-wide layers
+ * filesystem, which this mounts if it is not (after a reboot). Read it
+ * only while the sandbox's lock is held or the sandbox is stopped. */
+int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *err);
+
 /* True if some sandbox (running or not) uses image name. */
 int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err);
 

@@ -228,6 +228,13 @@ static int make_stage(const struct pe_child_ctx *ctx)
         snprintf(size, sizeof(size), "%lld", (long long)ctx->disk_bytes);
         if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "size", size, 0) < 0)
             DIE_SYS("tmpfs size %s", size);
+        /* Inodes too: empty files take no pages, so size alone does not
+         * stop a flood of them, and each costs kernel memory. One per
+         * 4 KiB of the limit. */
+        snprintf(size, sizeof(size), "%lld",
+                 (long long)(ctx->disk_bytes / PE_DISK_BYTES_PER_INODE));
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "nr_inodes", size, 0) < 0)
+            DIE_SYS("tmpfs nr_inodes %s", size);
     }
     if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         DIE_SYS("create tmpfs");

@@ -15,6 +15,7 @@
 #define PE_MAX_BINDS 64
 #define PE_MIN_NOFILE 16              /* below that, init and a shell cannot start */
 #define PE_MIN_DISK (4 * 1024 * 1024) /* a writable layer smaller is useless */
+#define PE_DISK_BYTES_PER_INODE 4096  /* one-shot tmpfs: inodes per byte of --disk */
 #define PE_IDMAP_FIRST 0x10000000u    /* first host id given to sandboxes */
 #define PE_IDMAP_SIZE 65536u
 #define PE_IDMAP_SLOTS 32768u
@@ -120,6 +121,28 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 char *pe__idmap_dir(void);
 void pe__idmap_release(const char *data_dir, uint32_t base);
 
+/* ---- writable layers with a disk limit (layers.c) ---- */
+/* Mount point of the host-wide layers filesystem (malloc'd):
+ * $POCKETENV_LAYERS_DIR or /var/lib/pocketenv/layers. */
+char *pe__layers_dir(void);
+/* Mount it, making it first if it does not exist (one-time; serialised
+ * host-wide by a lock). A fast check when it is mounted already. */
+int pe__layers_ready(pe_err *err);
+bool pe__layers_mounted(void);
+/* Layer `name`: a subvolume limited to bytes holding upper/ and work/
+ * (owned by base when base != 0) and an owner record. */
+int pe__layer_create(const char *name, int64_t bytes, uint32_t base, const char *owner,
+                     pe_err *err);
+/* Delete layer `name` (gone already is fine). Needs the fs mounted. */
+int pe__layer_remove(const char *name, pe_err *err);
+/* Bytes used (as of the last commit) and the limit; -1 when unknown. */
+int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err);
+/* fn(name) for every layer whose name starts with prefix (none when the
+ * filesystem is not mounted: it is never mounted for this). */
+int pe__layers_each(const char *prefix, void (*fn)(const char *name, void *arg), void *arg);
+/* The owner record of a layer (malloc'd), NULL if unreadable. */
+char *pe__layer_owner(const char *name);
+
 /* ---- PTY ---- */
 int pe__pty_open_master(void);     /* async-signal-safe; -errno */
 int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
@@ -133,6 +156,8 @@ typedef struct pe_state {
     char *status;     /* "created", "running", "paused", "stopped" */
     char *rootfs;     /* resolved image directory */
     char *error;      /* last failure, or NULL */
+    char *layer;      /* writable layer on the layers filesystem (disk
+                         limit), or NULL: DATA/sandboxes/<name>/disk */
     uint32_t id_base; /* 0 without a user namespace */
     pid_t pid;        /* init's host pid while running */
     uint64_t start_time;

@@ -544,6 +544,109 @@ static int open_pidfd(const pe_state *st, pe_err *err)
     return fd;
 }
 
+/* ---- writable layers ---- */
+
+#define LAYER_PREFIX_LEN 17 /* 16 hex digits and '-' */
+
+/* This data directory's layers are named <hash of its path>-<sandbox
+ * id>: gc finds its own among the host's by name, and two data
+ * directories never pick the same name. */
+static void layer_prefix(const pe_runtime *rt, char out[LAYER_PREFIX_LEN + 1])
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+    for (const char *p = rt->data_dir; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    snprintf(out, LAYER_PREFIX_LEN + 1, "%016llx-", (unsigned long long)h);
+}
+
+/* A name we made: the prefix and a 16-hex id, nothing a path could
+ * abuse even if a state file were edited. */
+static bool layer_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n != LAYER_PREFIX_LEN + 16 || s[LAYER_PREFIX_LEN - 1] != '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (i != LAYER_PREFIX_LEN - 1 &&
+            !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The one place that says where a sandbox's writable layer (its upper/
+ * and work/) is: the layers filesystem for a sandbox with a disk limit,
+ * else disk/ in its directory. Mounts the layers filesystem if the layer
+ * is there (after a reboot it is not mounted until someone needs it). */
+static int disk_dir_of(const char *dir, const pe_state *st, char **out, pe_err *err)
+{
+    cleanup_free char *root = NULL;
+
+    if (st->layer == NULL) {
+        *out = pe_xasprintf("%s/disk", dir);
+        return 0;
+    }
+    if (!layer_name_ok(st->layer))
+        return pe_err_set(err, PE_ESYS, EINVAL, "bad layer name in %s/state.json", dir);
+    if (pe__layers_ready(err) < 0)
+        return -1;
+    root = pe__layers_dir();
+    *out = pe_xasprintf("%s/%s", root, st->layer);
+    return 0;
+}
+
+int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+    int r;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (pe__state_load(dir, &st, err) < 0)
+        return -1;
+    r = disk_dir_of(dir, &st, out, err);
+    pe__state_clear(&st);
+    return r;
+}
+
+/* create: the writable layer, with a limit on the layers filesystem or
+ * without one in disk/. The layer's name is written to the staging dir
+ * first, so gc can remove it should this create die half-way. */
+static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stage, const char *id,
+                     uint32_t base, char **layer_out, pe_err *err)
+{
+    cleanup_free char *disk = pe_xasprintf("%s/disk", stage);
+    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
+    cleanup_free char *owner = NULL;
+    char name[LAYER_PREFIX_LEN + 17];
+
+    if (cfg->disk_bytes == 0) {
+        for (int i = 0; i < 3; i++) {
+            cleanup_free char *p =
+                i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
+            if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0))
+                return pe_err_sys(err, "create %s", p);
+        }
+        return 0;
+    }
+    layer_prefix(rt, name);
+    snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
+    if (pe__layers_ready(err) < 0)
+        return pe_err_prefix(err, "a disk limit needs the layers filesystem");
+    if (pe_fs_write_new(note, name, strlen(name), 0600, err) < 0)
+        return -1;
+    owner = pe_xasprintf("%s\n%s\n%s\n", rt->data_dir, cfg->name, id);
+    if (pe__layer_create(name, cfg->disk_bytes, base, owner, err) < 0)
+        return -1;
+    *layer_out = pe_xstrdup(name);
+    return 0;
+}
+
 /* A sandbox is built in a staging directory, sandboxes/.new-<id>, locked
  * while it is made, and renamed to its name (RENAME_NOREPLACE) only when
  * complete: a create killed half-way leaves no sandbox that cannot start,
@@ -566,9 +669,6 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
                           cfg->name ? cfg->name : "");
     if (validate_cfg(cfg, err) < 0)
         return -1;
-    if (cfg->disk_bytes > 0)
-        return pe_err_set(err, PE_EUNSUP, 0,
-                          "--disk is only supported for one-shot runs on this filesystem");
     if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs, err) <
         0)
         return -1;
@@ -596,16 +696,10 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         if (pe_fs_write_new(disk, num, strlen(num), 0600, err) < 0)
             goto fail;
         free(disk);
+        disk = NULL;
     }
-    disk = pe_xasprintf("%s/disk", stage);
-    for (int i = 0; i < 3; i++) {
-        cleanup_free char *p =
-            i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
-        if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0)) {
-            pe_err_sys(err, "create %s", p);
-            goto fail;
-        }
-    }
+    if (make_disk(rt, cfg, stage, id, base, &st.layer, err) < 0)
+        goto fail;
     /* Build the state from a deep copy of cfg through its JSON form. */
     {
         json_t *j = pe__cfg_to_json(cfg);
@@ -631,13 +725,15 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
             pe_err_sys(err, "rename %s", stage);
         goto fail;
     }
-    if (base) {
-        cleanup_free char *idfile = pe_xasprintf("%s/idbase", dir);
-        unlink(idfile);
+    for (int i = 0; i < 2; i++) {
+        cleanup_free char *note = pe_xasprintf("%s/%s", dir, i ? "layer" : "idbase");
+        unlink(note);
     }
     pe__state_clear(&st);
     return 0;
 fail:
+    if (st.layer != NULL)
+        pe__layer_remove(st.layer, NULL);
     pe__state_clear(&st);
     if (base)
         pe__idmap_release(rt->data_dir, base);
@@ -672,7 +768,7 @@ static int with_extra_binds(const pe_sandbox_cfg *cfg, const pe_start_extra *x, 
 static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_start_extra *x,
                         pe_err *err)
 {
-    cleanup_free char *disk = pe_xasprintf("%s/disk", dir);
+    cleanup_free char *disk = NULL;
     cleanup_fd int devnull = -1;
     pe_cgroup *cg = NULL;
     pe_cgroup_limits lim;
@@ -689,6 +785,10 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     if (access(st->rootfs, F_OK) < 0)
         return pe_err_set(err, PE_ENOENT, errno, "image %s of sandbox %s",
                           st->cfg.image ? st->cfg.image : "", st->cfg.name);
+    if (disk_dir_of(dir, st, &disk, err) < 0)
+        return -1;
+    if (access(disk, F_OK) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "writable layer %s", disk);
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
@@ -887,9 +987,13 @@ static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
     cleanup_free char *disk = pe_xasprintf("%s/disk", gone);
     pe_state st;
     bool have_state = pe__state_load(gone, &st, NULL) == 0;
-    int r;
+    int r = 0;
 
-    r = pe_fs_rm_rf(disk, err);
+    if (have_state && st.layer != NULL && layer_name_ok(st.layer) &&
+        (pe__layers_ready(err) < 0 || pe__layer_remove(st.layer, err) < 0))
+        r = -1;
+    if (r == 0)
+        r = pe_fs_rm_rf(disk, err);
     if (r == 0)
         r = pe_fs_rm_rf(gone, err);
     if (r == 0 && have_state && st.id_base)
@@ -1139,6 +1243,20 @@ void pe_proc_close(pe_proc *p)
 
 /* ---- listing ---- */
 
+/* {"limitBytes", "usedBytes"} of a sandbox's writable layer: the qgroup's
+ * numbers (as of btrfs's last commit) on the layers filesystem; null
+ * without a disk limit or while the filesystem is not mounted (listing
+ * never mounts it). */
+static json_t *disk_usage(const pe_state *st)
+{
+    int64_t used = -1, limit = -1;
+
+    if (st->layer == NULL || !layer_name_ok(st->layer) || !pe__layers_mounted() ||
+        pe__layer_usage(st->layer, &used, &limit, NULL) < 0)
+        return json_null();
+    return json_pack("{s:I, s:I}", "limitBytes", (json_int_t)limit, "usedBytes", (json_int_t)used);
+}
+
 static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
 {
     cleanup_free char *dir = sandbox_dir(rt, name);
@@ -1152,6 +1270,7 @@ static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
         st.pid = 0;
     }
     o = pe__state_to_json(&st);
+    json_object_set_new(o, "disk", disk_usage(&st));
     pe__state_clear(&st);
     return o;
 }
@@ -1273,6 +1392,89 @@ static void gc_run_dirs(pe_runtime *rt)
     closedir(d);
 }
 
+/* The layer a create that died had made, named in its staging dir. */
+static int gc_stage_layer(const char *stage)
+{
+    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
+    char *name = NULL;
+    pe_err e2;
+    int r = 0;
+
+    if (pe_fs_read_file(note, 64, &name, NULL, NULL) < 0)
+        return 0;
+    if (layer_name_ok(name) && (pe__layers_ready(&e2) < 0 || pe__layer_remove(name, &e2) < 0)) {
+        pe_log_warn("%s", e2.msg);
+        r = -1;
+    }
+    free(name);
+    return r;
+}
+
+struct gc_layers_ctx {
+    pe_runtime *rt;
+};
+
+/* Is layer `name` (of this data directory) still wanted? By a sandbox,
+ * a create in progress or a removal to finish (which removes it). The
+ * staging dir is looked at first: a create renames it to the sandbox's
+ * name, so once it is gone the sandbox is there (or the create failed
+ * and removed its layer itself). */
+static bool layer_wanted(pe_runtime *rt, const char *name)
+{
+    const char *id = name + LAYER_PREFIX_LEN;
+    cleanup_free char *stage = pe_xasprintf("%s/sandboxes/.new-%s", rt->data_dir, id);
+    cleanup_free char *owner = NULL;
+    cleanup_free char *dir = NULL;
+    cleanup_free char *gone = NULL;
+    char *sname, *end;
+    pe_state st;
+    bool used = false;
+
+    if (access(stage, F_OK) == 0)
+        return true;
+    owner = pe__layer_owner(name);
+    if (owner == NULL || (sname = strchr(owner, '\n')) == NULL)
+        return false;
+    sname++;
+    end = strchr(sname, '\n');
+    if (end != NULL)
+        *end = '\0';
+    if (!pe_name_valid(sname))
+        return false;
+    dir = sandbox_dir(rt, sname);
+    if (pe__state_load(dir, &st, NULL) == 0) {
+        used = st.layer != NULL && strcmp(st.layer, name) == 0;
+        pe__state_clear(&st);
+    }
+    gone = pe_xasprintf("%s/sandboxes/.rm-%s-%s", rt->data_dir, sname, id);
+    return used || access(gone, F_OK) == 0;
+}
+
+static void gc_layer(const char *name, void *arg)
+{
+    struct gc_layers_ctx *c = arg;
+    pe_err e2;
+
+    if (!layer_name_ok(name) || layer_wanted(c->rt, name))
+        return;
+    pe_log_info("removing layer %s: its sandbox is gone", name);
+    if (pe__layer_remove(name, &e2) < 0)
+        pe_log_warn("%s", e2.msg);
+}
+
+/* Layers of this data directory that no sandbox of it has (a data dir
+ * whose sandboxes/ was emptied by hand, a removal that lost its state).
+ * Only when the layers filesystem is mounted: gc never mounts it for
+ * this. Another data directory's layers are never touched. */
+static void gc_layers(pe_runtime *rt)
+{
+    struct gc_layers_ctx c = {rt};
+    char prefix[LAYER_PREFIX_LEN + 1];
+
+    layer_prefix(rt, prefix);
+    pe__layers_each(prefix, gc_layer, &c);
+}
+
 static void gc_removed(pe_runtime *rt)
 {
     cleanup_free char *base = pe_xasprintf("%s/sandboxes", rt->data_dir);
@@ -1305,6 +1507,10 @@ static void gc_removed(pe_runtime *rt)
 
             if (lock < 0)
                 continue; /* still being made */
+            if (gc_stage_layer(p) < 0) {
+                close(lock);
+                continue; /* its layer stays: so does the note naming it */
+            }
             if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
                 pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
                 free(text);
@@ -1320,6 +1526,7 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err)
 {
     gc_run_dirs(rt);
     gc_removed(rt);
+    gc_layers(rt);
     pe__net_gc();
     return pe_image_gc(rt->data_dir, err);
 }

@@ -275,3 +275,119 @@ def test_interrupted_rm_is_finished_by_gc(pe):
     p = pe.run("runtime", "gc")
     assert p.returncode == 0, p.stderr
     assert sandbox_entries(pe) == []
+
+
+# ---- disk limits that hold ----
+
+from conftest import LAYERS_DIR, layers_of, wait_for  # noqa: E402
+
+MiB = 1 << 20
+
+
+def fill(pe, name, what, *args):
+    p = pe.exec(name, "pe-escape-probe", what, *args, timeout=120)
+    return probe_count(p.stdout, what)
+
+
+@pytest.mark.parametrize("userns", ["private", "host"])
+def test_disk_limit_holds_for_persistent_sandbox(pe, userns):
+    """64 MiB: writing 100 MiB stops at the limit inside, for sandbox root
+    (with --userns host, root of the host as far as the kernel's quota
+    checks go) and for a user; a neighbour with its own limit is
+    unaffected. Before, persistent sandboxes refused --disk."""
+    pe.create("full", "--net", "none", "--userns", userns, "--disk", "64m")
+    pe.create("other", "--net", "none", "--userns", userns, "--disk", "64m")
+    pe.start("full")
+    pe.start("other")
+    pe.exec("full", "/bin/sh", "-c", "mkdir -p /home/u && chown 1000 /home/u", check=True)
+    n, e = fill(pe, "full", "fill-bytes", "/big", "100")
+    assert e in ("EDQUOT", "ENOSPC") and n < 64, (n, e)
+    p = pe.exec("full", "pe-escape-probe", "fill-bytes", "/home/u/more", "10", opts=("-u", "1000"))
+    assert probe_count(p.stdout, "fill-bytes")[1] in ("EDQUOT", "ENOSPC"), p.stdout + p.stderr
+    n, e = fill(pe, "other", "fill-bytes", "/mine", "32")
+    assert (n, e) == (32, "0")
+    pe.exec("full", "sync", check=False)
+    disk = pe.inspect("full")["disk"]
+    assert disk["limitBytes"] == 64 * MiB
+    assert 48 * MiB < disk["usedBytes"] <= 64 * MiB, disk
+    # Space given back inside is usable again.
+    p = pe.exec("full", "/bin/sh", "-c", "rm -f /big /home/u/more && sync &&"
+                " pe-escape-probe fill-bytes /again 16")
+    assert probe_count(p.stdout, "fill-bytes") == (16, "0"), p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("userns", ["private", "host"])
+def test_disk_limit_bounds_inodes(pe, userns):
+    """A flood of empty files (300,000 inodes on the host filesystem before)
+    ends at the limit: on the layers filesystem every inode's metadata is
+    counted against the sandbox's bytes, and the host sees one image file."""
+    pe.create("inodes", "--net", "none", "--userns", userns, "--disk", "8m")
+    pe.start("inodes")
+    pe.exec("inodes", "mkdir", "/many", check=False)
+    n, e = fill(pe, "inodes", "fill-files", "/many", "200000")
+    assert e in ("EDQUOT", "ENOSPC"), (n, e)
+    assert 1000 < n < 8 * MiB // 100, n  # each costs at least ~100 bytes of the limit
+
+
+def test_one_shot_disk_limit_bounds_inodes(pe):
+    p = pe.sh("mkdir /t && pe-escape-probe fill-files /t 100000", "--disk", "4m")
+    n, e = probe_count(p.stdout, "fill-files")
+    assert e == "ENOSPC" and n <= 4 * MiB // 4096, p.stdout + p.stderr
+
+
+def qgroups():
+    import subprocess
+    p = subprocess.run(["btrfs", "qgroup", "show", LAYERS_DIR], capture_output=True, text=True)
+    return p.stdout
+
+
+def test_rm_gives_the_space_back(pe):
+    import subprocess
+    pe.create("gone", "--net", "none", "--disk", "16m")
+    pe.start("gone")
+    assert fill(pe, "gone", "fill-bytes", "/data", "8") == (8, "0")
+    layer = os.path.join(LAYERS_DIR, pe.inspect("gone")["layer"])
+    sub = subprocess.run(["btrfs", "subvolume", "show", layer], capture_output=True, text=True,
+                         check=True).stdout
+    qgroup = "0/" + sub.split("Subvolume ID:")[1].split()[0]
+    assert qgroup in qgroups()
+    pe.run("runtime", "rm", "gone", check=True)
+    assert not os.path.exists(layer)
+    # btrfs frees the tree in the background: the qgroup goes with it.
+    wait_for(lambda: qgroup + " " not in qgroups(), 60, "the layer's qgroup to go")
+
+
+def test_gc_removes_layers_whose_sandbox_is_gone(pe):
+    """A removal that died after its rename, and a sandbox directory deleted
+    by hand: gc removes both layers (and only this data directory's)."""
+    import shutil
+    pe.create("a", "--net", "none", "--disk", "8m")
+    # No id range: deleting its directory by hand leaks nothing else.
+    pe.create("b", "--net", "none", "--disk", "8m", "--userns", "host")
+    pe.create("keep", "--net", "none", "--disk", "8m")
+    la, lb = pe.inspect("a")["layer"], pe.inspect("b")["layer"]
+    sb = os.path.join(pe.data, "sandboxes")
+    os.rename(os.path.join(sb, "a"), os.path.join(sb, ".rm-a-" + pe.inspect("keep")["id"]))
+    shutil.rmtree(os.path.join(sb, "b"))
+    assert set(layers_of(pe.data)) >= {la, lb}
+    pe.run("runtime", "gc", check=True)
+    assert sorted(layers_of(pe.data)) == [pe.inspect("keep")["layer"]]
+    assert sorted(os.listdir(sb)) == ["keep"]
+
+
+def test_disk_limit_without_layers_filesystem_fails_clearly(pe, tmp_path):
+    """Where the layers filesystem cannot be made, --disk is an error, not a
+    sandbox without a limit; without --disk all works."""
+    broken = tmp_path / "nolayers" / "layers"
+    broken.parent.mkdir()
+    (tmp_path / "nolayers" / "layers.img").mkdir()  # cannot be an image
+    env = {"POCKETENV_LAYERS_DIR": str(broken)}
+    p = pe.run("runtime", "create", "lim", "--image", pe.image, "--disk", "64m", env=env)
+    assert p.returncode == 125
+    assert "disk limit needs the layers filesystem" in p.stderr, p.stderr
+    assert pe.ls() == []
+    p = pe.run("runtime", "create", "free", "--image", pe.image, "--net", "none", env=env)
+    assert p.returncode == 0, p.stderr
+    pe.run("runtime", "start", "free", env=env, check=True)
+    p = pe.run("runtime", "exec", "free", "--", "/bin/sh", "-c", "echo ok > /f && cat /f", env=env)
+    assert p.stdout.strip() == "ok"
