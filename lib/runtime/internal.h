@@ -125,9 +125,10 @@ void pe__idmap_release(const char *data_dir, uint32_t base);
 /* Mount point of the host-wide layers filesystem (malloc'd):
  * $POCKETENV_LAYERS_DIR or /var/lib/pocketenv/layers. */
 char *pe__layers_dir(void);
-/* Mount it, making it first if it does not exist (one-time; serialised
- * host-wide by a lock). A fast check when it is mounted already. */
-int pe__layers_ready(pe_err *err);
+/* Mount it, making it first if it does not exist and may_create (one-time;
+ * serialised host-wide by a lock); without may_create a missing image is
+ * an ENOENT error. A fast check when it is mounted already. */
+int pe__layers_ready(bool may_create, pe_err *err);
 bool pe__layers_mounted(void);
 /* Layer `name`: a subvolume limited to bytes holding upper/ and work/
  * (owned by base when base != 0) and an owner record. */

@@ -273,8 +273,9 @@ static int enable_quota(const char *dir, pe_err *err)
     return 0;
 }
 
-/* Under the lock: make the image if missing, attach and mount it. */
-static int mount_locked(const char *dir, pe_err *err)
+/* Under the lock: make the image if missing (and may_create), attach and
+ * mount it. */
+static int mount_locked(const char *dir, bool may_create, pe_err *err)
 {
     cleanup_free char *img = pe_xasprintf("%s.img", dir);
     cleanup_fd int loop = -1;
@@ -285,7 +286,7 @@ static int mount_locked(const char *dir, pe_err *err)
     if (pe_fs_mkdir_p(dir, 0711, err) < 0)
         return -1;
     if (lstat(img, &st) < 0) {
-        if (errno != ENOENT)
+        if (errno != ENOENT || !may_create)
             return pe_err_sys(err, "stat %s", img);
         if (make_image(img, err) < 0)
             return -1;
@@ -305,7 +306,7 @@ static int mount_locked(const char *dir, pe_err *err)
     return 0;
 }
 
-int pe__layers_ready(pe_err *err)
+int pe__layers_ready(bool may_create, pe_err *err)
 {
     cleanup_free char *dir = pe__layers_dir();
     cleanup_free char *lockp = NULL;
@@ -319,7 +320,7 @@ int pe__layers_ready(pe_err *err)
     lock = pe__lock_file(lockp, LOCK_EX, err);
     if (lock < 0)
         goto fail;
-    if (is_mounted(dir) || mount_locked(dir, err) == 0)
+    if (is_mounted(dir) || mount_locked(dir, may_create, err) == 0)
         return 0;
 fail:
     return pe_err_prefix(err, "layers filesystem %s", dir);

@@ -591,7 +591,7 @@ static int disk_dir_of(const char *dir, const pe_state *st, char **out, pe_err *
     }
     if (!layer_name_ok(st->layer))
         return pe_err_set(err, PE_ESYS, EINVAL, "bad layer name in %s/state.json", dir);
-    if (pe__layers_ready(err) < 0)
+    if (pe__layers_ready(false, err) < 0)
         return -1;
     root = pe__layers_dir();
     *out = pe_xasprintf("%s/%s", root, st->layer);
@@ -636,7 +636,7 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stag
     }
     layer_prefix(rt, name);
     snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
-    if (pe__layers_ready(err) < 0)
+    if (pe__layers_ready(true, err) < 0)
         return pe_err_prefix(err, "a disk limit needs the layers filesystem");
     if (pe_fs_write_new(note, name, strlen(name), 0600, err) < 0)
         return -1;
@@ -976,6 +976,22 @@ int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err)
     return freeze(rt, name, false, err);
 }
 
+/* Remove layer `name`, mounting the layers filesystem if needed (after a
+ * reboot). Its image gone (removed by an operator) is its layer gone. */
+static int remove_layer(const char *name, pe_err *err)
+{
+    pe_err e2;
+
+    if (pe__layers_ready(false, &e2) < 0) {
+        if (e2.errnum == ENOENT)
+            return 0;
+        if (err != NULL)
+            *err = e2;
+        return -1;
+    }
+    return pe__layer_remove(name, err);
+}
+
 /* Finish removing a sandbox whose directory is already renamed to
  * sandboxes/.rm-*: its writable layer first, while the state file still
  * says what to release; then the rest, then its id range (last, so the
@@ -989,9 +1005,8 @@ static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
     bool have_state = pe__state_load(gone, &st, NULL) == 0;
     int r = 0;
 
-    if (have_state && st.layer != NULL && layer_name_ok(st.layer) &&
-        (pe__layers_ready(err) < 0 || pe__layer_remove(st.layer, err) < 0))
-        r = -1;
+    if (have_state && st.layer != NULL && layer_name_ok(st.layer))
+        r = remove_layer(st.layer, err);
     if (r == 0)
         r = pe_fs_rm_rf(disk, err);
     if (r == 0)
@@ -1402,7 +1417,7 @@ static int gc_stage_layer(const char *stage)
 
     if (pe_fs_read_file(note, 64, &name, NULL, NULL) < 0)
         return 0;
-    if (layer_name_ok(name) && (pe__layers_ready(&e2) < 0 || pe__layer_remove(name, &e2) < 0)) {
+    if (layer_name_ok(name) && remove_layer(name, &e2) < 0) {
         pe_log_warn("%s", e2.msg);
         r = -1;
     }
