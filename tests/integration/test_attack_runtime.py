@@ -391,3 +391,33 @@ def test_disk_limit_without_layers_filesystem_fails_clearly(pe, tmp_path):
     pe.run("runtime", "start", "free", env=env, check=True)
     p = pe.run("runtime", "exec", "free", "--", "/bin/sh", "-c", "echo ok > /f && cat /f", env=env)
     assert p.stdout.strip() == "ok"
+
+
+def test_layers_filesystem_is_mounted_again_on_demand(pe, tmp_path):
+    """After a reboot the image exists but nothing mounts it: the next
+    start does (a layers filesystem of this test's own, so unmounting it
+    disturbs nobody)."""
+    import subprocess
+    layers = str(tmp_path / "own" / "layers")
+    env = {"POCKETENV_LAYERS_DIR": layers}
+    try:
+        pe.run("runtime", "create", "re", "--image", pe.image, "--net", "none", "--disk", "16m",
+               env=env, check=True)
+        pe.run("runtime", "start", "re", env=env, check=True)
+        pe.run("runtime", "exec", "re", "--", "/bin/sh", "-c", "echo kept > /f", env=env,
+               check=True)
+        pe.run("runtime", "stop", "re", env=env, check=True)
+        subprocess.run(["umount", layers], check=True)
+        assert not os.path.ismount(layers)
+        pe.run("runtime", "start", "re", env=env, check=True)
+        assert os.path.ismount(layers)
+        p = pe.run("runtime", "exec", "re", "--", "cat", "/f", env=env)
+        assert p.stdout.strip() == "kept"
+        assert pe.run("runtime", "inspect", "re", "--json", env=env,
+                      check=True).stdout.count("limitBytes") == 1
+        pe.run("runtime", "rm", "re", env=env, check=True)
+        assert layers_of(pe.data, layers) == []
+    finally:
+        pe.run("runtime", "rm", "re", env=env)
+        if os.path.ismount(layers):
+            subprocess.run(["umount", layers])
