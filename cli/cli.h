@@ -36,6 +36,7 @@ enum {
     OPT_MEMORY,
     OPT_CPUS,
     OPT_PIDS,
+    OPT_NOFILE,
     OPT_DISK,
     OPT_ENV,
     OPT_VOLUME,

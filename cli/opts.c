@@ -14,8 +14,11 @@ const pe_opt pe_sandbox_opts[] = {
     {"image", 'i', true, OPT_IMAGE, "NAME|DIR", "base image or root directory (default debian)"},
     {"memory", 'm', true, OPT_MEMORY, "SIZE", "memory limit, e.g. 512m, 2g"},
     {"cpus", 0, true, OPT_CPUS, "N", "CPU limit, fractional, e.g. 0.5"},
-    {"pids", 0, true, OPT_PIDS, "N", "maximum number of processes"},
-    {"disk", 0, true, OPT_DISK, "SIZE", "size limit of the writable layer (one-shot runs)"},
+    {"pids", 0, true, OPT_PIDS, "N", "maximum number of processes (default 1024)"},
+    {"nofile", 0, true, OPT_NOFILE, "N[:M]",
+     "open files per process: soft N, hard M (default N);\n"
+     "                                 default 1024:4096"},
+    {"disk", 0, true, OPT_DISK, "SIZE", "size limit of the writable layer"},
     {"env", 'e', true, OPT_ENV, "K=V", "set an environment variable (repeatable)"},
     {"volume", 'v', true, OPT_VOLUME, "HOST:PATH[:ro]", "bind a host path (repeatable)"},
     {"hostname", 0, true, OPT_HOSTNAME, "NAME", "hostname inside the sandbox"},
@@ -229,6 +232,22 @@ static int parse_count(const char *what, const char *arg, int64_t *out, pe_err *
     return 0;
 }
 
+/* --nofile N (soft and hard) or N:M. Range checks are the runtime's. */
+static int parse_nofile(const char *arg, pe_sandbox_cfg *cfg, pe_err *err)
+{
+    cleanup_free char *copy = pe_xstrdup(arg);
+    char *colon = strchr(copy, ':');
+
+    if (colon != NULL)
+        *colon = '\0';
+    if (parse_count("open-files limit", copy, &cfg->nofile_soft, NULL) < 0 ||
+        (colon != NULL && parse_count("open-files limit", colon + 1, &cfg->nofile_hard, NULL) < 0))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid open-files limit '%s' (N or SOFT:HARD)", arg);
+    if (colon == NULL)
+        cfg->nofile_hard = cfg->nofile_soft;
+    return 0;
+}
+
 int pe_cli_sandbox_opt(int id, const char *arg, pe_cli_sandbox *s, pe_err *err)
 {
     pe_sandbox_cfg *cfg = &s->cfg;
@@ -253,6 +272,8 @@ int pe_cli_sandbox_opt(int id, const char *arg, pe_cli_sandbox *s, pe_err *err)
         return 0;
     case OPT_PIDS:
         return parse_count("process limit", arg, &cfg->pids_max, err);
+    case OPT_NOFILE:
+        return parse_nofile(arg, cfg, err);
     case OPT_ENV:
         if (strchr(arg, '=') == NULL || arg[0] == '=')
             return pe_err_set(err, PE_EINVAL, 0, "environment must be KEY=VALUE: %s", arg);

@@ -14,7 +14,7 @@
  *    sandbox's range like the sandbox's own processes;
  *  - stopped sandbox: the helper unshares a user namespace that we map
  *    onto the sandbox's id range (as the runtime maps the sandbox's own),
- *    and chroots into the writable layer (DATA/sandboxes/<id>/disk/upper).
+ *    and chroots into the writable layer's upper/ (pe_runtime_layer_dir).
  *    Same powers, same ids. We hold the sandbox's runtime lock meanwhile,
  *    so a start waits until the layer is done with.
  * Its fds are renumbered to 3..7 and everything else is closed before the
@@ -133,8 +133,11 @@ static int box_open(pe_daemon *d, const char *id, struct box *b, pe_err *err)
         return 0;
     }
     {
-        cleanup_free char *upper = pe_xasprintf("%s/sandboxes/%s/disk/upper", d->rt.data_dir, id);
-        b->target = open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        cleanup_free char *layer = NULL;
+        cleanup_free char *upper = NULL;
+        if (pe_runtime_layer_dir(&d->rt, id, &layer, err) == 0)
+            upper = pe_xasprintf("%s/upper", layer);
+        b->target = upper ? open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
     }
     if (b->target < 0)
         return pe_err_set(err, PE_ESTATE, errno, "the sandbox has no writable layer");

@@ -45,13 +45,32 @@ typedef struct pe_bind {
     bool idmap;
 } pe_bind;
 
+/* Limits a sandbox gets when its config leaves them at 0 (see
+ * docs/design/runtime.md, "Limits"). Memory and CPU have no runtime
+ * default: the caller chooses (the daemon passes its operator's). */
+#define PE_DEFAULT_PIDS 1024
+#define PE_DEFAULT_NOFILE_SOFT 1024
+#define PE_DEFAULT_NOFILE_HARD 4096
+
 typedef struct pe_sandbox_cfg {
     char *name;  /* persistent sandboxes only */
     char *image; /* image name or directory, default "debian" */
-    int64_t memory_bytes;
-    int64_t cpu_millis;
-    int64_t pids_max;
+    /* Limits; 0 = none (memory, cpu, disk) or the runtime's default (pids,
+     * nofile). Every one given is enforced for one-shot runs and
+     * persistent sandboxes alike; a persistent sandbox stores them
+     * resolved (inspect shows what holds). */
+    int64_t memory_bytes; /* cgroup memory limit, swap not above it */
+    int64_t cpu_millis;   /* 1000 = one CPU */
+    int64_t pids_max;     /* processes and threads; default PE_DEFAULT_PIDS */
+    /* Bytes of the writable layer: one-shot, a tmpfs of that size with
+     * one inode per 4 KiB; persistent, a btrfs qgroup on the host-wide
+     * layers filesystem (docs/design/runtime.md, "Disk limit"). */
     int64_t disk_bytes;
+    /* RLIMIT_NOFILE of init and of every process exec'd into the sandbox;
+     * 0 = default (soft PE_DEFAULT_NOFILE_SOFT, hard the larger of
+     * PE_DEFAULT_NOFILE_HARD and soft; a soft of 0 with a hard given is
+     * the smaller of the default soft and hard). */
+    int64_t nofile_soft, nofile_hard;
     char **env; /* "K=V", NULL-terminated; later entries win */
     pe_bind *binds;
     size_t n_binds;
@@ -164,6 +183,13 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err);
  * {"name","status","image","pid","created","started","config":{...}} */
 int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err);
 int pe_runtime_list(pe_runtime *rt, char **json_out, pe_err *err);
+
+/* The directory holding sandbox `name`'s writable layer: its upper/ (the
+ * sandbox's changes to the image) and work/ (overlayfs's). malloc'd in
+ * *out. For a sandbox with a disk limit it is on the host-wide layers
+ * filesystem, which this mounts if it is not (after a reboot). Read it
+ * only while the sandbox's lock is held or the sandbox is stopped. */
+int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *err);
 
 /* True if some sandbox (running or not) uses image name. */
 int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err);

@@ -1,5 +1,5 @@
 /* File helpers (see fs.h). rm_rf walks with openat/unlinkat relative to
- * directory fds so a concurrently planted symlink cannot redirect it. */
+ * directory fds so a planted symlink cannot redirect it (see its block). */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
@@ -136,16 +136,83 @@ int pe_fs_mkdir_p(const char *path, mode_t mode, pe_err *err)
     return 0;
 }
 
-static int rm_rf_at(int dfd, const char *name, dev_t dev, int depth, pe_err *err)
-{
-    struct stat st;
-    cleanup_fd int fd = -1;
-    DIR *d;
-    struct dirent *de;
-    int ret = 0;
+/* ---- pe_fs_rm_rf ----
+ * The tree may belong to a hostile sandbox: any depth (a chain of 5,000
+ * directories made a recursive remover give up, and the sandbox's files
+ * stayed on the host for good), symlinks and device nodes anywhere, names
+ * of any length. So:
+ *  - nothing is ever followed or opened but directories, each opened
+ *    with O_NOFOLLOW relative to its parent's fd and checked to be the
+ *    (dev, ino) that fstatat saw; ".." is never used: we keep the fds;
+ *  - at most RM_MAX_OPEN directories are open at once. A directory
+ *    deeper than that is renamed to the top of the tree (one rename moves
+ *    a whole subtree) and removed by a later pass over the top, so depth
+ *    costs passes, not fds or stack;
+ *  - a directory on another device is a mount: an error, never entered. */
+#define RM_MAX_OPEN 16
+/* Passes and rescans allowed before giving up: only a writer racing us
+ * (never a stopped sandbox) needs more than a few. */
+#define RM_MAX_RETRIES 100000
 
-    if (depth > 4096)
-        return pe_err_set(err, PE_ESYS, ELOOP, "remove %s", name);
+struct rm_level {
+    DIR *d;
+    char name[NAME_MAX + 1]; /* in the level above */
+};
+
+struct rm_walk {
+    struct rm_level lv[RM_MAX_OPEN];
+    int depth; /* lv[0] is the top */
+    dev_t dev;
+    unsigned long moved; /* names given to subtrees moved to the top */
+    unsigned long retries;
+    bool seen; /* the current pass over the top found an entry */
+};
+
+/* Move subtree name (in dir dfd) to the top under a name of our own. */
+static int rm_move_up(struct rm_walk *w, int dfd, const char *name, pe_err *err)
+{
+    int top = dirfd(w->lv[0].d);
+
+    for (;;) {
+        char to[64];
+        snprintf(to, sizeof(to), ".pe-rm-%lu", w->moved++);
+        if (renameat2(dfd, name, top, to, RENAME_NOREPLACE) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != EEXIST)
+            return pe_err_sys(err, "move %s up", name);
+    }
+}
+
+/* Enter directory name of the current level. */
+static int rm_push(struct rm_walk *w, const char *name, const struct stat *seen, pe_err *err)
+{
+    int dfd = dirfd(w->lv[w->depth].d);
+    cleanup_fd int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    DIR *d;
+
+    if (fd < 0)
+        return errno == ENOENT ? 0 : pe_err_sys(err, "open %s", name);
+    if (fstat(fd, &st) < 0)
+        return pe_err_sys(err, "stat %s", name);
+    if (st.st_dev != seen->st_dev || st.st_ino != seen->st_ino)
+        return pe_err_set(err, PE_ESYS, EAGAIN, "remove %s: it was replaced meanwhile", name);
+    d = fdopendir(fd);
+    if (d == NULL)
+        return pe_err_sys(err, "opendir %s", name);
+    fd = -1;
+    w->depth++;
+    w->lv[w->depth].d = d;
+    snprintf(w->lv[w->depth].name, sizeof(w->lv[w->depth].name), "%s", name);
+    return 0;
+}
+
+/* One entry of the current level: unlink it, or make way into it. */
+static int rm_entry(struct rm_walk *w, const char *name, pe_err *err)
+{
+    int dfd = dirfd(w->lv[w->depth].d);
+    struct stat st;
+
     if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return errno == ENOENT ? 0 : pe_err_sys(err, "stat %s", name);
     if (!S_ISDIR(st.st_mode)) {
@@ -153,38 +220,104 @@ static int rm_rf_at(int dfd, const char *name, dev_t dev, int depth, pe_err *err
             return pe_err_sys(err, "unlink %s", name);
         return 0;
     }
-    if (st.st_dev != dev)
+    if (st.st_dev != w->dev)
         return pe_err_set(err, PE_ESYS, EXDEV, "remove %s: a mount is still there", name);
-    fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return pe_err_sys(err, "open %s", name);
-    d = fdopendir(fd);
-    if (d == NULL)
-        return pe_err_sys(err, "opendir %s", name);
-    fd = -1; /* owned by d now */
-    while ((de = readdir(d)) != NULL) {
+    if (unlinkat(dfd, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+        return 0;
+    if (errno != ENOTEMPTY && errno != EEXIST)
+        return pe_err_sys(err, "rmdir %s", name);
+    if (w->depth + 1 < RM_MAX_OPEN)
+        return rm_push(w, name, &st, err);
+    return rm_move_up(w, dfd, name, err);
+}
+
+/* The current level is read to its end: remove it (or read it again). */
+static int rm_pop(struct rm_walk *w, pe_err *err)
+{
+    struct rm_level *lv = &w->lv[w->depth];
+    int parent;
+
+    if (w->depth == 0) {
+        /* Subtrees moved up during the pass may have been missed. */
+        if (!w->seen)
+            return 1;
+        w->seen = false;
+        rewinddir(lv->d);
+        return ++w->retries > RM_MAX_RETRIES
+                   ? pe_err_set(err, PE_ESYS, EAGAIN, "tree keeps changing")
+                   : 0;
+    }
+    parent = dirfd(w->lv[w->depth - 1].d);
+    if (unlinkat(parent, lv->name, AT_REMOVEDIR) < 0 && errno != ENOENT) {
+        if (errno != ENOTEMPTY || ++w->retries > RM_MAX_RETRIES)
+            return pe_err_sys(err, "rmdir %s", lv->name);
+        rewinddir(lv->d); /* something was added meanwhile */
+        return 0;
+    }
+    closedir(lv->d);
+    lv->d = NULL;
+    w->depth--;
+    return 0;
+}
+
+/* Empty the directory open as top (which it takes). */
+static int rm_tree(int top, dev_t dev, pe_err *err)
+{
+    struct rm_walk w;
+    int r = 0;
+
+    memset(&w, 0, sizeof(w));
+    w.dev = dev;
+    w.lv[0].d = fdopendir(top);
+    if (w.lv[0].d == NULL) {
+        close(top);
+        return pe_err_sys(err, "opendir");
+    }
+    while (r == 0) {
+        struct dirent *de;
+
+        errno = 0;
+        de = readdir(w.lv[w.depth].d);
+        if (de == NULL) {
+            r = errno != 0 ? pe_err_sys(err, "read directory") : rm_pop(&w, err);
+            continue;
+        }
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (rm_rf_at(dirfd(d), de->d_name, dev, depth + 1, err) < 0) {
-            ret = -1;
-            break;
-        }
+        if (w.depth == 0)
+            w.seen = true;
+        r = rm_entry(&w, de->d_name, err);
     }
-    closedir(d);
-    if (ret < 0)
-        return pe_err_prefix(err, "%s", name);
-    if (unlinkat(dfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return pe_err_sys(err, "rmdir %s", name);
-    return 0;
+    for (int i = 0; i <= w.depth; i++)
+        if (w.lv[i].d != NULL)
+            closedir(w.lv[i].d);
+    return r < 0 ? -1 : 0;
 }
 
 int pe_fs_rm_rf(const char *path, pe_err *err)
 {
-    struct stat st;
+    struct stat st, opened;
+    int fd;
 
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : pe_err_sys(err, "stat %s", path);
-    return rm_rf_at(AT_FDCWD, path, st.st_dev, 0, err);
+    if (!S_ISDIR(st.st_mode)) {
+        if (unlink(path) < 0 && errno != ENOENT)
+            return pe_err_sys(err, "unlink %s", path);
+        return 0;
+    }
+    fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : pe_err_sys(err, "open %s", path);
+    if (fstat(fd, &opened) < 0 || opened.st_dev != st.st_dev || opened.st_ino != st.st_ino) {
+        close(fd);
+        return pe_err_set(err, PE_ESYS, EAGAIN, "remove %s: it was replaced meanwhile", path);
+    }
+    if (rm_tree(fd, st.st_dev, err) < 0)
+        return pe_err_prefix(err, "remove %s", path);
+    if (rmdir(path) < 0 && errno != ENOENT)
+        return pe_err_sys(err, "rmdir %s", path);
+    return 0;
 }
 
 int pe_fs_write_str(const char *path, const char *s, pe_err *err)

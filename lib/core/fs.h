@@ -29,7 +29,9 @@ int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, p
 int pe_fs_mkdir_p(const char *path, mode_t mode, pe_err *err);
 
 /* Remove a directory tree without following symlinks and without crossing
- * into other mounts (a mount point inside is an error, not a traversal). */
+ * into other mounts (a mount point inside is an error, not a traversal).
+ * Any depth, with at most 17 fds and no recursion; safe on a tree a
+ * hostile process made (fs.c). */
 int pe_fs_rm_rf(const char *path, pe_err *err);
 
 /* Write a short string to a file that already exists (cgroup, proc knobs). */

@@ -228,6 +228,13 @@ static int make_stage(const struct pe_child_ctx *ctx)
         snprintf(size, sizeof(size), "%lld", (long long)ctx->disk_bytes);
         if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "size", size, 0) < 0)
             DIE_SYS("tmpfs size %s", size);
+        /* Inodes too: empty files take no pages, so size alone does not
+         * stop a flood of them, and each costs kernel memory. One per
+         * 4 KiB of the limit. */
+        snprintf(size, sizeof(size), "%lld",
+                 (long long)(ctx->disk_bytes / PE_DISK_BYTES_PER_INODE));
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "nr_inodes", size, 0) < 0)
+            DIE_SYS("tmpfs nr_inodes %s", size);
     }
     if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
         DIE_SYS("create tmpfs");
@@ -621,6 +628,29 @@ static void lock_down(const struct sock_fprog *prog, uint64_t caps, long uid, lo
         die(-r, "load seccomp filter");
 }
 
+/* RLIMIT_NOFILE of the sandbox's processes, once every fd the setup
+ * needed is placed (the mounts arrive as SCM_RIGHTS, counted against the
+ * caller's limit). Lowering needs no privilege; where the limit is above
+ * the caller's hard one, the parent has raised ours first (spawn.c). */
+static void set_nofile(uint64_t soft, uint64_t hard)
+{
+    struct rlimit r = {.rlim_cur = soft, .rlim_max = hard};
+
+    if (hard > 0 && setrlimit(RLIMIT_NOFILE, &r) < 0)
+        DIE_SYS("open-files limit %llu:%llu", (unsigned long long)soft, (unsigned long long)hard);
+}
+
+static void raise_nofile_hard(uint64_t hard)
+{
+    struct rlimit r;
+
+    if (hard == 0 || getrlimit(RLIMIT_NOFILE, &r) < 0 || hard <= r.rlim_max)
+        return;
+    r.rlim_max = hard;
+    if (setrlimit(RLIMIT_NOFILE, &r) < 0)
+        DIE_SYS("raise the open-files limit to %llu", (unsigned long long)hard);
+}
+
 _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
 {
     pe_sync_msg m;
@@ -674,6 +704,7 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
         DIE_SYS("close_range");
     if (dup2(sync_fd, 3) < 0)
         DIE_SYS("dup2 sync fd");
+    set_nofile(ctx->nofile_soft, ctx->nofile_hard);
     lock_down(ctx->seccomp, ctx->caps, -1, -1);
     syscall(SYS_execveat, init_fd, "", ctx->init_argv, ctx->envp, AT_EMPTY_PATH);
     DIE_SYS("exec pocketenv-init");
@@ -700,6 +731,7 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
     }
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         DIE_SYS("close_range");
+    set_nofile(ctx->nofile_soft, ctx->nofile_hard);
     lock_down(ctx->seccomp, ctx->caps, ctx->uid, ctx->gid);
     environ = (char **)ctx->envp;
     execvp(ctx->argv[0], ctx->argv);
@@ -718,6 +750,11 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
     g_sync_fd = ctx->sync_fd;
     if (pe__sync_recv(ctx->sync_fd, &m, NULL, 0, &nfds) <= 0 || m.type != PE_SYNC_GO)
         _exit(1);
+    /* Still host root here: raise the hard open-files limit if the
+     * process's is above ours (in the sandbox's user namespace it could
+     * only lower it). The soft one stays: this waiter still holds the
+     * caller's fds until it has sent the pidfd. */
+    raise_nofile_hard(ctx->nofile_hard);
     ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
     if (ctx->userns)
         ns |= CLONE_NEWUSER;

@@ -22,7 +22,8 @@ struct pe_child_ctx {
     uint32_t net_addr, net_gateway; /* network order; 0: no eth0 (--net none) */
     int net_prefix;
     const char *workdir;
-    int64_t disk_bytes; /* tmpfs upper size, 0 = default */
+    int64_t disk_bytes;                /* tmpfs upper size, 0 = default */
+    uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE set just before exec */
     size_t n_binds;
     char *const *bind_dests;
     const bool *bind_is_dir;
@@ -45,6 +46,7 @@ struct pe_exec_ctx {
     struct winsize winsize;
     int stdio[3]; /* -1: keep the caller's */
     long uid, gid;
+    uint64_t nofile_soft, nofile_hard; /* set before entering the sandbox */
     const struct sock_fprog *seccomp;
     uint64_t caps;
     char *const *argv;

@@ -39,6 +39,20 @@ void pe_sandbox_cfg_clear(pe_sandbox_cfg *cfg)
     pe_sandbox_cfg_init(cfg);
 }
 
+/* The runtime's defaults for limits the caller left at 0. */
+void pe__cfg_apply_defaults(pe_sandbox_cfg *cfg)
+{
+    if (cfg->pids_max == 0)
+        cfg->pids_max = PE_DEFAULT_PIDS;
+    if (cfg->nofile_soft == 0)
+        cfg->nofile_soft = cfg->nofile_hard > 0 && cfg->nofile_hard < PE_DEFAULT_NOFILE_SOFT
+                               ? cfg->nofile_hard
+                               : PE_DEFAULT_NOFILE_SOFT;
+    if (cfg->nofile_hard == 0)
+        cfg->nofile_hard =
+            cfg->nofile_soft > PE_DEFAULT_NOFILE_HARD ? cfg->nofile_soft : PE_DEFAULT_NOFILE_HARD;
+}
+
 static json_t *strv_to_json(char **v)
 {
     json_t *a = json_array();
@@ -99,6 +113,8 @@ json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg)
     json_object_set_new(o, "cpuMillis", json_integer(cfg->cpu_millis));
     json_object_set_new(o, "pids", json_integer(cfg->pids_max));
     json_object_set_new(o, "disk", json_integer(cfg->disk_bytes));
+    json_object_set_new(o, "nofileSoft", json_integer(cfg->nofile_soft));
+    json_object_set_new(o, "nofileHard", json_integer(cfg->nofile_hard));
     json_object_set_new(o, "env", strv_to_json(cfg->env));
     json_object_set_new(o, "volumes", binds);
     if (cfg->hostname)
@@ -141,6 +157,9 @@ int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err)
     cfg->cpu_millis = json_integer_value(json_object_get(o, "cpuMillis"));
     cfg->pids_max = json_integer_value(json_object_get(o, "pids"));
     cfg->disk_bytes = json_integer_value(json_object_get(o, "disk"));
+    /* Missing (state from before the limit): 0, the default at start. */
+    cfg->nofile_soft = json_integer_value(json_object_get(o, "nofileSoft"));
+    cfg->nofile_hard = json_integer_value(json_object_get(o, "nofileHard"));
     cfg->env = json_to_strv(json_object_get(o, "env"));
     cfg->uid = (uint32_t)json_integer_value(json_object_get(o, "uid"));
     cfg->gid = (uint32_t)json_integer_value(json_object_get(o, "gid"));

@@ -13,12 +13,17 @@
 
 #define PE_DEFAULT_IMAGE "debian"
 #define PE_MAX_BINDS 64
-#define PE_IDMAP_FIRST 0x10000000u /* first host id given to sandboxes */
+#define PE_MIN_NOFILE 16              /* below that, init and a shell cannot start */
+#define PE_MIN_DISK (4 * 1024 * 1024) /* a writable layer smaller is useless */
+#define PE_DISK_BYTES_PER_INODE 4096  /* one-shot tmpfs: inodes per byte of --disk */
+#define PE_IDMAP_FIRST 0x10000000u    /* first host id given to sandboxes */
 #define PE_IDMAP_SIZE 65536u
 #define PE_IDMAP_SLOTS 32768u
 #define PE_IDMAP_DIR "/var/lib/pocketenv/idmap" /* host-wide claims: idmap.c */
 
 json_t *pe__cfg_to_json(const pe_sandbox_cfg *cfg);
+/* Fill the limits left at 0 that have a runtime default (pids, nofile). */
+void pe__cfg_apply_defaults(pe_sandbox_cfg *cfg);
 int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
 
 /* ---- spawn: parent side of starting a sandbox or a process in one ---- */
@@ -46,6 +51,10 @@ typedef struct pe_spawn_res {
     int signal_pidfd; /* where forwarded signals go; -1: pidfd */
     int sync_fd;      /* one-shot: EXIT arrives here; else -1 */
     int pty_master;   /* -1 unless tty */
+    /* Pipes standing in for the caller's terminals (pe__stdio_guard):
+     * relay[0] writes to the process's stdin, relay[1] and [2] read its
+     * stdout and stderr; -1 where the process has the caller's fd. */
+    int relay[3];
     uint64_t start_time;
 } pe_spawn_res;
 
@@ -61,16 +70,31 @@ typedef struct pe_exec_req {
     bool tty;
     unsigned short tty_cols, tty_rows; /* 0: the caller's terminal's size */
     long uid, gid;
-    int stdio[3]; /* the process's 0,1,2 when not tty; -1 = the caller's */
+    uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE of the process */
+    int stdio[3];                      /* the process's 0,1,2 when not tty; -1 = the caller's */
 } pe_exec_req;
 
 /* Start argv inside a running sandbox. On success res->pid/pidfd is the
  * process (a child of the caller), res->pty_master its PTY when tty. */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
 
+/* A sandbox never gets a terminal of the host: with one, it can make it
+ * its controlling terminal (TIOCSCTTY) when nobody's session has it, and
+ * then read, change the modes of, or (kernels with legacy TIOCSTI) type
+ * into it. For each of the caller's fds 0, 1, 2 that is a terminal and
+ * that stdio[i] (-1: the caller's) leaves to the process, make a pipe:
+ * stdio[i] becomes the process's end, relay[i] ours (pe__wait_process
+ * copies between it and the caller's fd). Without relay (NULL: no one
+ * will copy), such fds become /dev/null instead. *own[i] = 1 where
+ * stdio[i] was made here and must be closed once the process has it. */
+int pe__stdio_guard(int stdio[3], int relay[3], bool own[3], pe_err *err);
+void pe__stdio_guard_close(int stdio[3], int relay[3], bool own[3]);
+
 /* Wait for a started process: relays the PTY with the caller's terminal,
  * forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT, resizes on SIGWINCH, kills on
- * timeout. Closes the fds in sp. */
+ * timeout; copies sp->relay pipes to and from the caller's 0, 1, 2 (stdin
+ * only while the caller is not a background job of that terminal).
+ * Closes the fds in sp. */
 int pe__wait_process(pe_spawn_res *sp, double timeout, pe_proc_result *res, pe_err *err);
 
 /* Sealed memfd holding a copy of pocketenv-init (so a sandbox can never
@@ -97,6 +121,29 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 char *pe__idmap_dir(void);
 void pe__idmap_release(const char *data_dir, uint32_t base);
 
+/* ---- writable layers with a disk limit (layers.c) ---- */
+/* Mount point of the host-wide layers filesystem (malloc'd):
+ * $POCKETENV_LAYERS_DIR or /var/lib/pocketenv/layers. */
+char *pe__layers_dir(void);
+/* Mount it, making it first if it does not exist and may_create (one-time;
+ * serialised host-wide by a lock); without may_create a missing image is
+ * an ENOENT error. A fast check when it is mounted already. */
+int pe__layers_ready(bool may_create, pe_err *err);
+bool pe__layers_mounted(void);
+/* Layer `name`: a subvolume limited to bytes holding upper/ and work/
+ * (owned by base when base != 0) and an owner record. */
+int pe__layer_create(const char *name, int64_t bytes, uint32_t base, const char *owner,
+                     pe_err *err);
+/* Delete layer `name` (gone already is fine). Needs the fs mounted. */
+int pe__layer_remove(const char *name, pe_err *err);
+/* Bytes used (as of the last commit) and the limit; -1 when unknown. */
+int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err);
+/* fn(name) for every layer whose name starts with prefix (none when the
+ * filesystem is not mounted: it is never mounted for this). */
+int pe__layers_each(const char *prefix, void (*fn)(const char *name, void *arg), void *arg);
+/* The owner record of a layer (malloc'd), NULL if unreadable. */
+char *pe__layer_owner(const char *name);
+
 /* ---- PTY ---- */
 int pe__pty_open_master(void);     /* async-signal-safe; -errno */
 int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
@@ -110,6 +157,8 @@ typedef struct pe_state {
     char *status;     /* "created", "running", "paused", "stopped" */
     char *rootfs;     /* resolved image directory */
     char *error;      /* last failure, or NULL */
+    char *layer;      /* writable layer on the layers filesystem (disk
+                         limit), or NULL: DATA/sandboxes/<name>/disk */
     uint32_t id_base; /* 0 without a user namespace */
     pid_t pid;        /* init's host pid while running */
     uint64_t start_time;

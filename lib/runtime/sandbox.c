@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -157,6 +158,8 @@ static int validate_net(const pe_sandbox_cfg *cfg, pe_err *err)
     return 0;
 }
 
+static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err);
+
 static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
 {
     if (cfg->n_binds > PE_MAX_BINDS)
@@ -178,11 +181,48 @@ static int validate_cfg(const pe_sandbox_cfg *cfg, pe_err *err)
     for (char **e = cfg->env; e && *e; e++)
         if (strchr(*e, '=') == NULL || **e == '=')
             return pe_err_set(err, PE_EINVAL, 0, "environment entry must be KEY=VALUE: %s", *e);
-    if (cfg->memory_bytes < 0 || cfg->cpu_millis < 0 || cfg->pids_max < 0 || cfg->disk_bytes < 0)
+    if (cfg->memory_bytes < 0 || cfg->cpu_millis < 0 || cfg->pids_max < 0 || cfg->disk_bytes < 0 ||
+        cfg->nofile_soft < 0 || cfg->nofile_hard < 0)
         return pe_err_set(err, PE_EINVAL, 0, "limits must not be negative");
     if (cfg->memory_bytes > 0 && cfg->memory_bytes < 4 * 1024 * 1024)
         return pe_err_set(err, PE_EINVAL, 0, "memory limit must be at least 4m");
+    if (cfg->disk_bytes > 0 && cfg->disk_bytes < PE_MIN_DISK)
+        return pe_err_set(err, PE_EINVAL, 0, "disk limit must be at least %dm", PE_MIN_DISK >> 20);
+    if (validate_nofile(cfg, err) < 0)
+        return -1;
     return validate_net(cfg, err);
+}
+
+/* The kernel's ceiling for RLIMIT_NOFILE (fs.nr_open). */
+static int64_t nr_open(void)
+{
+    char *text = NULL;
+    int64_t v = 1048576;
+
+    if (pe_fs_read_file("/proc/sys/fs/nr_open", 64, &text, NULL, NULL) == 0) {
+        long long n = strtoll(text, NULL, 10);
+        if (n > 0)
+            v = n;
+        free(text);
+    }
+    return v;
+}
+
+static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    int64_t max = nr_open();
+
+    if (cfg->nofile_soft > 0 && cfg->nofile_hard > 0 && cfg->nofile_soft > cfg->nofile_hard)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "open-files soft limit %lld is above the hard limit %lld",
+                          (long long)cfg->nofile_soft, (long long)cfg->nofile_hard);
+    if (cfg->nofile_soft > max || cfg->nofile_hard > max)
+        return pe_err_set(err, PE_EINVAL, 0, "open-files limit above the kernel's maximum %lld",
+                          (long long)max);
+    if ((cfg->nofile_soft > 0 && cfg->nofile_soft < PE_MIN_NOFILE) ||
+        (cfg->nofile_hard > 0 && cfg->nofile_hard < PE_MIN_NOFILE))
+        return pe_err_set(err, PE_EINVAL, 0, "open-files limit must be at least %d", PE_MIN_NOFILE);
+    return 0;
 }
 
 /* Environment of a process: defaults, the sandbox's, then the process's;
@@ -226,11 +266,13 @@ static void free_strv(char **v)
     free(v);
 }
 
+/* cfg's cgroup limits, defaults applied (cfg may be a state from before
+ * the defaults existed). */
 static void limits_of(const pe_sandbox_cfg *cfg, pe_cgroup_limits *l)
 {
     l->memory_bytes = cfg->memory_bytes;
     l->cpu_millis = cfg->cpu_millis;
-    l->pids_max = cfg->pids_max;
+    l->pids_max = cfg->pids_max > 0 ? cfg->pids_max : PE_DEFAULT_PIDS;
 }
 
 /* argv for pocketenv-init; the sync socket is always fd 3 there. */
@@ -350,6 +392,8 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
     uint32_t base = 0;
     long uid = proc->has_user ? (long)proc->uid : -1;
     long gid = proc->has_user ? (long)proc->gid : -1;
+    int relay[3] = {-1, -1, -1};
+    bool own[3] = {false, false, false};
     int ret = -1, init_fd;
 
     if (proc->argv == NULL || proc->argv[0] == NULL || proc->argv[0][0] == '\0')
@@ -376,12 +420,11 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
         if (pe_fs_write_new(bfile, buf, strlen(buf), 0600, err) < 0)
             goto out;
     }
+    pe__cfg_apply_defaults(&cfg);
     limits_of(&cfg, &lim);
-    /* Without limits a one-shot sandbox needs no cgroup of its own: its
-     * processes all die with its pid namespace, and it is accounted to
-     * the caller's cgroup. That saves ~15 kernfs operations per run. */
-    if ((lim.memory_bytes || lim.cpu_millis || lim.pids_max) &&
-        pe_cgroup_create(key, &lim, &cg, err) < 0)
+    /* Every sandbox has a pids limit (a default one at least), so every
+     * one-shot run has a cgroup of its own. */
+    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
@@ -404,8 +447,13 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
     req.gid = gid;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
     req.init_fd = init_fd;
+    if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0)
+        goto out;
     if (pe__spawn_sandbox(&req, &sp, err) < 0)
         goto out;
+    pe__stdio_guard_close(req.stdio, NULL, own);
+    memcpy(sp.relay, relay, sizeof(relay));
+    relay[0] = relay[1] = relay[2] = -1;
     ret = pe__wait_process(&sp, proc->timeout, res, err);
 out:
     if (ret < 0)
@@ -416,6 +464,7 @@ out:
             pe_log_warn("%s", e2.msg);
         pe_cgroup_free(cg);
     }
+    pe__stdio_guard_close(req.stdio, relay, own);
     pe__net_release(&lease);
     net_cfg_free(&cfg, &ncfg);
     if (base)
@@ -495,6 +544,109 @@ static int open_pidfd(const pe_state *st, pe_err *err)
     return fd;
 }
 
+/* ---- writable layers ---- */
+
+#define LAYER_PREFIX_LEN 17 /* 16 hex digits and '-' */
+
+/* This data directory's layers are named <hash of its path>-<sandbox
+ * id>: gc finds its own among the host's by name, and two data
+ * directories never pick the same name. */
+static void layer_prefix(const pe_runtime *rt, char out[LAYER_PREFIX_LEN + 1])
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+
+    for (const char *p = rt->data_dir; *p; p++) {
+        h ^= (unsigned char)*p;
+        h *= 1099511628211ULL;
+    }
+    snprintf(out, LAYER_PREFIX_LEN + 1, "%016llx-", (unsigned long long)h);
+}
+
+/* A name we made: the prefix and a 16-hex id, nothing a path could
+ * abuse even if a state file were edited. */
+static bool layer_name_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n != LAYER_PREFIX_LEN + 16 || s[LAYER_PREFIX_LEN - 1] != '-')
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (i != LAYER_PREFIX_LEN - 1 &&
+            !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return false;
+    return true;
+}
+
+/* The one place that says where a sandbox's writable layer (its upper/
+ * and work/) is: the layers filesystem for a sandbox with a disk limit,
+ * else disk/ in its directory. Mounts the layers filesystem if the layer
+ * is there (after a reboot it is not mounted until someone needs it). */
+static int disk_dir_of(const char *dir, const pe_state *st, char **out, pe_err *err)
+{
+    cleanup_free char *root = NULL;
+
+    if (st->layer == NULL) {
+        *out = pe_xasprintf("%s/disk", dir);
+        return 0;
+    }
+    if (!layer_name_ok(st->layer))
+        return pe_err_set(err, PE_ESYS, EINVAL, "bad layer name in %s/state.json", dir);
+    if (pe__layers_ready(false, err) < 0)
+        return -1;
+    root = pe__layers_dir();
+    *out = pe_xasprintf("%s/%s", root, st->layer);
+    return 0;
+}
+
+int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+    int r;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (pe__state_load(dir, &st, err) < 0)
+        return -1;
+    r = disk_dir_of(dir, &st, out, err);
+    pe__state_clear(&st);
+    return r;
+}
+
+/* create: the writable layer, with a limit on the layers filesystem or
+ * without one in disk/. The layer's name is written to the staging dir
+ * first, so gc can remove it should this create die half-way. */
+static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stage, const char *id,
+                     uint32_t base, char **layer_out, pe_err *err)
+{
+    cleanup_free char *disk = pe_xasprintf("%s/disk", stage);
+    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
+    cleanup_free char *owner = NULL;
+    char name[LAYER_PREFIX_LEN + 17];
+
+    if (cfg->disk_bytes == 0) {
+        for (int i = 0; i < 3; i++) {
+            cleanup_free char *p =
+                i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
+            if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0))
+                return pe_err_sys(err, "create %s", p);
+        }
+        return 0;
+    }
+    layer_prefix(rt, name);
+    snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
+    if (pe__layers_ready(true, err) < 0)
+        return pe_err_prefix(err, "a disk limit needs the layers filesystem");
+    if (pe_fs_write_new(note, name, strlen(name), 0600, err) < 0)
+        return -1;
+    owner = pe_xasprintf("%s\n%s\n%s\n", rt->data_dir, cfg->name, id);
+    if (pe__layer_create(name, cfg->disk_bytes, base, owner, err) < 0)
+        return -1;
+    *layer_out = pe_xstrdup(name);
+    return 0;
+}
+
 /* A sandbox is built in a staging directory, sandboxes/.new-<id>, locked
  * while it is made, and renamed to its name (RENAME_NOREPLACE) only when
  * complete: a create killed half-way leaves no sandbox that cannot start,
@@ -517,9 +669,6 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
                           cfg->name ? cfg->name : "");
     if (validate_cfg(cfg, err) < 0)
         return -1;
-    if (cfg->disk_bytes > 0)
-        return pe_err_set(err, PE_EUNSUP, 0,
-                          "--disk is only supported for one-shot runs on this filesystem");
     if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs, err) <
         0)
         return -1;
@@ -547,16 +696,10 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         if (pe_fs_write_new(disk, num, strlen(num), 0600, err) < 0)
             goto fail;
         free(disk);
+        disk = NULL;
     }
-    disk = pe_xasprintf("%s/disk", stage);
-    for (int i = 0; i < 3; i++) {
-        cleanup_free char *p =
-            i == 0 ? pe_xstrdup(disk) : pe_xasprintf("%s/%s", disk, i == 1 ? "upper" : "work");
-        if (mkdir(p, 0755) < 0 || (base && chown(p, base, base) < 0)) {
-            pe_err_sys(err, "create %s", p);
-            goto fail;
-        }
-    }
+    if (make_disk(rt, cfg, stage, id, base, &st.layer, err) < 0)
+        goto fail;
     /* Build the state from a deep copy of cfg through its JSON form. */
     {
         json_t *j = pe__cfg_to_json(cfg);
@@ -567,6 +710,7 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     }
     if (st.cfg.hostname == NULL)
         st.cfg.hostname = pe_xstrdup(cfg->name);
+    pe__cfg_apply_defaults(&st.cfg);
     st.id = pe_xstrdup(id);
     st.status = pe_xstrdup("created");
     st.rootfs = pe_steal_ptr(&rootfs);
@@ -581,13 +725,15 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
             pe_err_sys(err, "rename %s", stage);
         goto fail;
     }
-    if (base) {
-        cleanup_free char *idfile = pe_xasprintf("%s/idbase", dir);
-        unlink(idfile);
+    for (int i = 0; i < 2; i++) {
+        cleanup_free char *note = pe_xasprintf("%s/%s", dir, i ? "layer" : "idbase");
+        unlink(note);
     }
     pe__state_clear(&st);
     return 0;
 fail:
+    if (st.layer != NULL)
+        pe__layer_remove(st.layer, NULL);
     pe__state_clear(&st);
     if (base)
         pe__idmap_release(rt->data_dir, base);
@@ -622,7 +768,7 @@ static int with_extra_binds(const pe_sandbox_cfg *cfg, const pe_start_extra *x, 
 static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_start_extra *x,
                         pe_err *err)
 {
-    cleanup_free char *disk = pe_xasprintf("%s/disk", dir);
+    cleanup_free char *disk = NULL;
     cleanup_fd int devnull = -1;
     pe_cgroup *cg = NULL;
     pe_cgroup_limits lim;
@@ -639,9 +785,14 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     if (access(st->rootfs, F_OK) < 0)
         return pe_err_set(err, PE_ENOENT, errno, "image %s of sandbox %s",
                           st->cfg.image ? st->cfg.image : "", st->cfg.name);
+    if (disk_dir_of(dir, st, &disk, err) < 0)
+        return -1;
+    if (access(disk, F_OK) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "writable layer %s", disk);
     devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     if (devnull < 0)
         return pe_err_sys(err, "open /dev/null");
+    pe__cfg_apply_defaults(&st->cfg);
     limits_of(&st->cfg, &lim);
     if (with_extra_binds(&st->cfg, x, &xcfg, err) < 0)
         return -1;
@@ -825,6 +976,48 @@ int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err)
     return freeze(rt, name, false, err);
 }
 
+/* Remove layer `name`, mounting the layers filesystem if needed (after a
+ * reboot). Its image gone (removed by an operator) is its layer gone. */
+static int remove_layer(const char *name, pe_err *err)
+{
+    pe_err e2;
+
+    if (pe__layers_ready(false, &e2) < 0) {
+        if (e2.errnum == ENOENT)
+            return 0;
+        if (err != NULL)
+            *err = e2;
+        return -1;
+    }
+    return pe__layer_remove(name, err);
+}
+
+/* Finish removing a sandbox whose directory is already renamed to
+ * sandboxes/.rm-*: its writable layer first, while the state file still
+ * says what to release; then the rest, then its id range (last, so the
+ * range is never handed to another sandbox while files it owns remain).
+ * A crash at any point leaves the .rm- directory, never a half sandbox;
+ * the next rm, gc or daemon start comes back here. */
+static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
+{
+    cleanup_free char *disk = pe_xasprintf("%s/disk", gone);
+    pe_state st;
+    bool have_state = pe__state_load(gone, &st, NULL) == 0;
+    int r = 0;
+
+    if (have_state && st.layer != NULL && layer_name_ok(st.layer))
+        r = remove_layer(st.layer, err);
+    if (r == 0)
+        r = pe_fs_rm_rf(disk, err);
+    if (r == 0)
+        r = pe_fs_rm_rf(gone, err);
+    if (r == 0 && have_state && st.id_base)
+        pe__idmap_release(rt->data_dir, st.id_base);
+    if (have_state)
+        pe__state_clear(&st);
+    return r;
+}
+
 int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
 {
     cleanup_free char *dir = NULL;
@@ -846,9 +1039,7 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
         pe_err_sys(err, "remove %s", dir);
         goto out;
     }
-    if (st.id_base)
-        pe__idmap_release(rt->data_dir, st.id_base);
-    ret = pe_fs_rm_rf(gone, err);
+    ret = finish_removal(rt, gone, err);
 out:
     if (ret < 0)
         pe_err_prefix(err, "remove sandbox %s", name);
@@ -857,9 +1048,9 @@ out:
     return ret;
 }
 
-/* Start proc in sandbox name; stdio[i] >= 0 become its 0,1,2. */
-static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                      const int stdio[3], pe_spawn_res *sp, pe_err *err)
+/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. */
+static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                          const int stdio[3], pe_spawn_res *sp, pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_cgroup *cg = NULL;
@@ -887,7 +1078,10 @@ static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc
     close(lock);
     lock = -1;
     envp = build_env(&st.cfg, proc->env, proc->tty, proc->has_user ? proc->uid : st.cfg.uid);
+    pe__cfg_apply_defaults(&st.cfg);
     memset(&req, 0, sizeof(req));
+    req.nofile_soft = (uint64_t)st.cfg.nofile_soft;
+    req.nofile_hard = (uint64_t)st.cfg.nofile_hard;
     req.target_pidfd = pidfd;
     req.userns = st.cfg.userns;
     req.cg = cg;
@@ -914,13 +1108,33 @@ out:
     return ret;
 }
 
+/* Start proc in sandbox name; stdio[i] >= 0 become its 0,1,2. The
+ * caller's terminals among the rest are replaced (pe__stdio_guard): by
+ * pipes whose our ends land in sp->relay when relay, else by /dev/null. */
+static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
+                      const int stdio[3], bool relay, pe_spawn_res *sp, pe_err *err)
+{
+    int fds[3] = {stdio[0], stdio[1], stdio[2]};
+    int ours[3] = {-1, -1, -1};
+    bool own[3] = {false, false, false};
+    int r;
+
+    if (!proc->tty && pe__stdio_guard(fds, relay ? ours : NULL, own, err) < 0)
+        return -1;
+    r = exec_spawn_fds(rt, name, proc, fds, sp, err);
+    pe__stdio_guard_close(fds, r < 0 ? ours : NULL, own);
+    if (r == 0)
+        memcpy(sp->relay, ours, sizeof(ours));
+    return r;
+}
+
 int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc_result *res,
                     pe_err *err)
 {
     static const int inherit[3] = {-1, -1, -1};
     pe_spawn_res sp;
 
-    if (exec_spawn(rt, name, proc, inherit, &sp, err) < 0)
+    if (exec_spawn(rt, name, proc, inherit, true, &sp, err) < 0)
         return -1;
     if (pe__wait_process(&sp, proc->timeout, res, err) < 0)
         return pe_err_prefix(err, "exec in sandbox %s", name);
@@ -951,7 +1165,7 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
         /* The process reads fd 0 and writes 1 and 2. */
         stdio[i] = pipes[i][i == 0 ? 0 : 1];
     }
-    if (exec_spawn(rt, name, proc, stdio, &sp, err) < 0) {
+    if (exec_spawn(rt, name, proc, stdio, false, &sp, err) < 0) {
         close_pipes(pipes);
         return -1;
     }
@@ -1044,6 +1258,20 @@ void pe_proc_close(pe_proc *p)
 
 /* ---- listing ---- */
 
+/* {"limitBytes", "usedBytes"} of a sandbox's writable layer: the qgroup's
+ * numbers (as of btrfs's last commit) on the layers filesystem; null
+ * without a disk limit or while the filesystem is not mounted (listing
+ * never mounts it). */
+static json_t *disk_usage(const pe_state *st)
+{
+    int64_t used = -1, limit = -1;
+
+    if (st->layer == NULL || !layer_name_ok(st->layer) || !pe__layers_mounted() ||
+        pe__layer_usage(st->layer, &used, &limit, NULL) < 0)
+        return json_null();
+    return json_pack("{s:I, s:I}", "limitBytes", (json_int_t)limit, "usedBytes", (json_int_t)used);
+}
+
 static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
 {
     cleanup_free char *dir = sandbox_dir(rt, name);
@@ -1057,6 +1285,7 @@ static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
         st.pid = 0;
     }
     o = pe__state_to_json(&st);
+    json_object_set_new(o, "disk", disk_usage(&st));
     pe__state_clear(&st);
     return o;
 }
@@ -1178,6 +1407,89 @@ static void gc_run_dirs(pe_runtime *rt)
     closedir(d);
 }
 
+/* The layer a create that died had made, named in its staging dir. */
+static int gc_stage_layer(const char *stage)
+{
+    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
+    char *name = NULL;
+    pe_err e2;
+    int r = 0;
+
+    if (pe_fs_read_file(note, 64, &name, NULL, NULL) < 0)
+        return 0;
+    if (layer_name_ok(name) && remove_layer(name, &e2) < 0) {
+        pe_log_warn("%s", e2.msg);
+        r = -1;
+    }
+    free(name);
+    return r;
+}
+
+struct gc_layers_ctx {
+    pe_runtime *rt;
+};
+
+/* Is layer `name` (of this data directory) still wanted? By a sandbox,
+ * a create in progress or a removal to finish (which removes it). The
+ * staging dir is looked at first: a create renames it to the sandbox's
+ * name, so once it is gone the sandbox is there (or the create failed
+ * and removed its layer itself). */
+static bool layer_wanted(pe_runtime *rt, const char *name)
+{
+    const char *id = name + LAYER_PREFIX_LEN;
+    cleanup_free char *stage = pe_xasprintf("%s/sandboxes/.new-%s", rt->data_dir, id);
+    cleanup_free char *owner = NULL;
+    cleanup_free char *dir = NULL;
+    cleanup_free char *gone = NULL;
+    char *sname, *end;
+    pe_state st;
+    bool used = false;
+
+    if (access(stage, F_OK) == 0)
+        return true;
+    owner = pe__layer_owner(name);
+    if (owner == NULL || (sname = strchr(owner, '\n')) == NULL)
+        return false;
+    sname++;
+    end = strchr(sname, '\n');
+    if (end != NULL)
+        *end = '\0';
+    if (!pe_name_valid(sname))
+        return false;
+    dir = sandbox_dir(rt, sname);
+    if (pe__state_load(dir, &st, NULL) == 0) {
+        used = st.layer != NULL && strcmp(st.layer, name) == 0;
+        pe__state_clear(&st);
+    }
+    gone = pe_xasprintf("%s/sandboxes/.rm-%s-%s", rt->data_dir, sname, id);
+    return used || access(gone, F_OK) == 0;
+}
+
+static void gc_layer(const char *name, void *arg)
+{
+    struct gc_layers_ctx *c = arg;
+    pe_err e2;
+
+    if (!layer_name_ok(name) || layer_wanted(c->rt, name))
+        return;
+    pe_log_info("removing layer %s: its sandbox is gone", name);
+    if (pe__layer_remove(name, &e2) < 0)
+        pe_log_warn("%s", e2.msg);
+}
+
+/* Layers of this data directory that no sandbox of it has (a data dir
+ * whose sandboxes/ was emptied by hand, a removal that lost its state).
+ * Only when the layers filesystem is mounted: gc never mounts it for
+ * this. Another data directory's layers are never touched. */
+static void gc_layers(pe_runtime *rt)
+{
+    struct gc_layers_ctx c = {rt};
+    char prefix[LAYER_PREFIX_LEN + 1];
+
+    layer_prefix(rt, prefix);
+    pe__layers_each(prefix, gc_layer, &c);
+}
+
 static void gc_removed(pe_runtime *rt)
 {
     cleanup_free char *base = pe_xasprintf("%s/sandboxes", rt->data_dir);
@@ -1188,8 +1500,19 @@ static void gc_removed(pe_runtime *rt)
         return;
     while ((de = readdir(d)) != NULL) {
         if (strncmp(de->d_name, ".rm-", 4) == 0) {
+            /* Not while its remove still runs (it holds the lock). */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
-            pe_fs_rm_rf(p, NULL);
+            cleanup_free char *lockp = pe_xasprintf("%s/lock", p);
+            pe_err e2;
+            int lock = pe__lock_file(lockp, LOCK_EX | LOCK_NB, NULL);
+
+            if (lock == -2)
+                continue;
+            pe_log_info("finishing the removal of %s", de->d_name);
+            if (finish_removal(rt, p, &e2) < 0)
+                pe_log_warn("%s", e2.msg);
+            if (lock >= 0)
+                close(lock);
         } else if (strncmp(de->d_name, ".new-", 5) == 0) {
             /* a create that died before its rename (pe_runtime_create) */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
@@ -1199,6 +1522,10 @@ static void gc_removed(pe_runtime *rt)
 
             if (lock < 0)
                 continue; /* still being made */
+            if (gc_stage_layer(p) < 0) {
+                close(lock);
+                continue; /* its layer stays: so does the note naming it */
+            }
             if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
                 pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
                 free(text);
@@ -1214,6 +1541,7 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err)
 {
     gc_run_dirs(rt);
     gc_removed(rt);
+    gc_layers(rt);
     pe__net_gc();
     return pe_image_gc(rt->data_dir, err);
 }

@@ -23,7 +23,9 @@
 #include <stddef.h>
 #include <string.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -249,6 +251,50 @@ static int add_namespace_rules(scmp_filter_ctx ctx, pe_err *err)
     return 0;
 }
 
+/* ioctl commands refused whatever the fd:
+ *  - TIOCSTI pushes bytes into a terminal's input queue, as if typed. A
+ *    sandbox holding a terminal of the host (or its own PTY, whose master
+ *    the caller relays to a host terminal) could type commands into the
+ *    shell that reads it once the sandbox is gone (CVE-2017-5226 for
+ *    bubblewrap, CVE-2016-9016 for firejail). Kernels since 6.2 can turn
+ *    it off host-wide (dev.tty.legacy_tiocsti=0); we cannot count on it.
+ *  - TIOCLINUX's subcommands paste the selection buffer of a virtual
+ *    console into its input (TIOCL_PASTESEL), the same injection.
+ * The kernel reads the command as an unsigned int, so only the low 32 bits
+ * are compared: a caller setting the upper half must not slip past. */
+static const unsigned long deny_ioctls[] = {TIOCSTI, TIOCLINUX};
+
+static int add_ioctl_rules(scmp_filter_ctx ctx, pe_err *err)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(deny_ioctls); i++) {
+        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                                  SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffu, deny_ioctls[i]));
+        if (rc < 0)
+            return pe_err_set(err, PE_ESYS, -rc, "seccomp rule for ioctl %#lx", deny_ioctls[i]);
+    }
+    return 0;
+}
+
+/* AF_VSOCK reaches the hypervisor and the other guests' vsock services
+ * when the host is a VM with a vsock device (as ours is): a network that
+ * no network namespace covers. socket and socketpair with that family fail
+ * with EAFNOSUPPORT, what a kernel without vsock answers, so programs that
+ * probe for it (systemd's notify and credential code does) fall back as
+ * they would there; EPERM reads as "try again as root". The family is an
+ * int: low 32 bits only, as for ioctl. */
+static int add_socket_rules(scmp_filter_ctx ctx, pe_err *err)
+{
+    static const char *const calls[] = {"socket", "socketpair"};
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(calls); i++) {
+        int rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), syscall_number(calls[i]), 1,
+                                  SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffffu, AF_VSOCK));
+        if (rc < 0)
+            return pe_err_set(err, PE_ESYS, -rc, "seccomp rule for %s", calls[i]);
+    }
+    return 0;
+}
+
 static void release_ctx(scmp_filter_ctx *ctx)
 {
     if (*ctx != NULL)
@@ -261,7 +307,8 @@ static int add_rules(scmp_filter_ctx ctx, pe_err *err)
 
     if (rc < 0)
         return pe_err_set(err, PE_ESYS, -rc, "seccomp bad-arch action");
-    if (add_deny_always(ctx, err) < 0 || add_namespace_rules(ctx, err) < 0)
+    if (add_deny_always(ctx, err) < 0 || add_namespace_rules(ctx, err) < 0 ||
+        add_ioctl_rules(ctx, err) < 0 || add_socket_rules(ctx, err) < 0)
         return -1;
     return 0;
 }

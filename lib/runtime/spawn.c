@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -275,6 +276,23 @@ static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_er
     return 0;
 }
 
+/* A hard open-files limit above ours is out of reach of the child (in its
+ * user namespace it may only lower it): raise its hard limit from here,
+ * as host root, before GO. The child sets the final values itself. */
+static int raise_nofile(pid_t pid, uint64_t hard, pe_err *err)
+{
+    struct rlimit cur, r;
+
+    if (hard == 0 || getrlimit(RLIMIT_NOFILE, &cur) < 0 || hard <= cur.rlim_max)
+        return 0;
+    r.rlim_cur = cur.rlim_cur;
+    r.rlim_max = hard;
+    if (prlimit(pid, RLIMIT_NOFILE, &r, NULL) < 0)
+        return pe_err_sys(err, "raise the hard open-files limit from %llu to %llu",
+                          (unsigned long long)cur.rlim_max, (unsigned long long)hard);
+    return 0;
+}
+
 /* Read messages until STARTED (or failure). Keeps a PTY master if sent. */
 static int await_started(int sync_fd, const char *what, int *pty, pe_err *err)
 {
@@ -322,6 +340,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
 
     memset(res, 0, sizeof(*res));
     res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->relay[0] = res->relay[1] = res->relay[2] = -1;
     if (cfg->n_binds > PE_MAX_BINDS)
         return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
     for (int i = 0; i < nfds; i++)
@@ -347,6 +366,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     }
     ctx.workdir = req->workdir;
     ctx.disk_bytes = req->disk_dir ? 0 : cfg->disk_bytes;
+    ctx.nofile_soft = (uint64_t)cfg->nofile_soft;
+    ctx.nofile_hard = (uint64_t)cfg->nofile_hard;
     ctx.n_binds = cfg->n_binds;
     ctx.bind_dests = dests;
     ctx.bind_is_dir = is_dir;
@@ -405,6 +426,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         pe_err_sys(err, "make image read-only");
         goto kill;
     }
+    if (raise_nofile((pid_t)pid, (uint64_t)cfg->nofile_hard, err) < 0)
+        goto kill;
     if (req->cg != NULL && pe_cgroup_attach(req->cg, (pid_t)pid, err) < 0)
         goto kill;
     if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
@@ -451,6 +474,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
 
     memset(res, 0, sizeof(*res));
     res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->relay[0] = res->relay[1] = res->relay[2] = -1;
     if (pe_seccomp_default_prog(&prog, err) < 0)
         return -1;
     memset(&ctx, 0, sizeof(ctx));
@@ -466,6 +490,8 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.workdir = req->workdir;
     ctx.uid = req->uid;
     ctx.gid = req->gid;
+    ctx.nofile_soft = req->nofile_soft;
+    ctx.nofile_hard = req->nofile_hard;
     ctx.seccomp = prog;
     ctx.caps = pe_caps_default_mask();
     ctx.argv = req->argv;

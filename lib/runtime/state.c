@@ -22,6 +22,7 @@ void pe__state_clear(pe_state *st)
     free(st->status);
     free(st->rootfs);
     free(st->error);
+    free(st->layer);
     pe_sandbox_cfg_clear(&st->cfg);
     memset(st, 0, sizeof(*st));
     pe_sandbox_cfg_init(&st->cfg);
@@ -42,6 +43,7 @@ json_t *pe__state_to_json(const pe_state *st)
     json_object_set_new(o, "created", json_integer(st->created));
     json_object_set_new(o, "started", json_integer(st->started));
     json_object_set_new(o, "error", st->error ? json_string(st->error) : json_null());
+    json_object_set_new(o, "layer", st->layer ? json_string(st->layer) : json_null());
     json_object_set_new(o, "config", pe__cfg_to_json(&st->cfg));
     json_object_set_new(o, "network", st->net.addr ? pe__net_lease_to_json(&st->net) : json_null());
     return o;
@@ -72,6 +74,7 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     st->status = dup_str(o, "status");
     st->rootfs = dup_str(o, "rootfs");
     st->error = dup_str(o, "error");
+    st->layer = dup_str(o, "layer");
     st->id_base = (uint32_t)json_integer_value(json_object_get(o, "idBase"));
     st->pid = (pid_t)json_integer_value(json_object_get(o, "pid"));
     st->start_time = (uint64_t)json_integer_value(json_object_get(o, "startTime"));

@@ -31,7 +31,9 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -42,7 +44,12 @@
 #endif
 #endif
 
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+
 #define BAD 1L              /* an address nothing is mapped at */
+#define HI32 0x100000000L   /* set in a 32-bit argument: the kernel drops it */
 #define BADFLAG 0x40000000L /* a flag bit no syscall probed here defines */
 
 struct probe {
@@ -61,6 +68,17 @@ static const struct probe probes[] = {
     {"unshare-nons", SYS_unshare, {CLONE_VFORK}},         /* EINVAL: not an unshare flag */
     /* clone3 is refused with ENOSYS, so glibc falls back to clone. */
     {"clone3", SYS_clone3, {BAD, 0}},                     /* EINVAL: size 0 */
+    {"ioctl-tcgets", SYS_ioctl, {-1, TCGETS, BAD}},       /* EBADF */
+    {"socket-unix", SYS_socket, {AF_UNIX, 9999, 0}},      /* EINVAL: type */
+    /* Terminal input injection, on fd -1; "-hi" repeats the command with
+     * bits above the 32 the kernel reads. */
+    {"ioctl-tiocsti", SYS_ioctl, {-1, TIOCSTI, BAD}},     /* EBADF */
+    {"ioctl-tiocsti-hi", SYS_ioctl, {-1, HI32 | TIOCSTI, BAD}},
+    {"ioctl-tioclinux", SYS_ioctl, {-1, TIOCLINUX, BAD}}, /* EBADF */
+    /* vsock: refused with EAFNOSUPPORT, not EPERM. */
+    {"socket-vsock", SYS_socket, {AF_VSOCK, 9999, 0}},    /* EINVAL: type */
+    {"socket-vsock-hi", SYS_socket, {HI32 | AF_VSOCK, 9999, 0}},
+    {"socketpair-vsock", SYS_socketpair, {AF_VSOCK, 9999, 0, BAD}}, /* EINVAL */
     /* Namespace creation: each flag alone, in an invalid combination. */
     {"clone-newns", SYS_clone, {CLONE_NEWNS | CLONE_SIGHAND}},
     {"clone-newuts", SYS_clone, {CLONE_NEWUTS | CLONE_SIGHAND}},
@@ -197,14 +215,22 @@ static const struct {
     int num;
     const char *name;
 } errno_names[] = {
-    {EPERM, "EPERM"},   {ENOENT, "ENOENT"},   {ESRCH, "ESRCH"},       {EINTR, "EINTR"},
-    {EIO, "EIO"},       {ENXIO, "ENXIO"},     {E2BIG, "E2BIG"},       {ENOEXEC, "ENOEXEC"},
-    {EBADF, "EBADF"},   {ECHILD, "ECHILD"},   {EAGAIN, "EAGAIN"},     {ENOMEM, "ENOMEM"},
-    {EACCES, "EACCES"}, {EFAULT, "EFAULT"},   {EBUSY, "EBUSY"},       {EEXIST, "EEXIST"},
-    {ENODEV, "ENODEV"}, {ENOTDIR, "ENOTDIR"}, {EISDIR, "EISDIR"},     {EINVAL, "EINVAL"},
-    {EMFILE, "EMFILE"}, {ENOTTY, "ENOTTY"},   {ENOSPC, "ENOSPC"},     {ESPIPE, "ESPIPE"},
-    {EROFS, "EROFS"},   {ERANGE, "ERANGE"},   {ENOSYS, "ENOSYS"},     {EOPNOTSUPP, "EOPNOTSUPP"},
-    {ENOKEY, "ENOKEY"}, {EBADFD, "EBADFD"},   {ENOTSOCK, "ENOTSOCK"},
+    {EPERM, "EPERM"},       {ENOENT, "ENOENT"},
+    {ESRCH, "ESRCH"},       {EINTR, "EINTR"},
+    {EIO, "EIO"},           {ENXIO, "ENXIO"},
+    {E2BIG, "E2BIG"},       {ENOEXEC, "ENOEXEC"},
+    {EBADF, "EBADF"},       {ECHILD, "ECHILD"},
+    {EAGAIN, "EAGAIN"},     {ENOMEM, "ENOMEM"},
+    {EACCES, "EACCES"},     {EFAULT, "EFAULT"},
+    {EBUSY, "EBUSY"},       {EEXIST, "EEXIST"},
+    {ENODEV, "ENODEV"},     {ENOTDIR, "ENOTDIR"},
+    {EISDIR, "EISDIR"},     {EINVAL, "EINVAL"},
+    {EMFILE, "EMFILE"},     {ENOTTY, "ENOTTY"},
+    {ENOSPC, "ENOSPC"},     {ESPIPE, "ESPIPE"},
+    {EROFS, "EROFS"},       {ERANGE, "ERANGE"},
+    {ENOSYS, "ENOSYS"},     {EOPNOTSUPP, "EOPNOTSUPP"},
+    {ENOKEY, "ENOKEY"},     {EBADFD, "EBADFD"},
+    {ENOTSOCK, "ENOTSOCK"}, {EAFNOSUPPORT, "EAFNOSUPPORT"},
 };
 
 static void report(const char *name, long ret, int err)

@@ -134,6 +134,25 @@ def idmap_claims(data):
     return out
 
 
+LAYERS_DIR = os.environ.get("POCKETENV_LAYERS_DIR", "/var/lib/pocketenv/layers")
+
+
+def layers_of(data, layers_dir=LAYERS_DIR):
+    """Writable layers (disk-limited sandboxes) that data directory data
+    holds on the host-wide layers filesystem."""
+    real = os.path.realpath(data)
+    out = []
+    if os.path.isdir(layers_dir):
+        for name in os.listdir(layers_dir):
+            try:
+                with open(os.path.join(layers_dir, name, "owner")) as f:
+                    if f.readline().rstrip("\n") == real:
+                        out.append(name)
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+    return out
+
+
 def net_leases(data=None):
     """Network leases (all data directories, or one)."""
     out = []
@@ -241,6 +260,7 @@ def pe(tmp_path, image_dir):
     run_dir = os.path.join(data, "run")
     assert not os.path.isdir(run_dir) or os.listdir(run_dir) == []
     assert idmap_claims(data) == []
+    assert layers_of(data) == []
 
 
 def run_on_pty(cmd, rows=24, cols=80, timeout=20):

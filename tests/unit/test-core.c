@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mount.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include "core/fs.h"
@@ -112,8 +113,68 @@ TEST_CASE(rm_rf_does_not_follow_symlinks_or_cross_mounts)
     ASSERT_EQ_INT(pe_fs_rm_rf(keep, &e), 0);
 }
 
+/* Build dir/d/d/... depth levels deep, relative to one fd at a time (a
+ * path that long could not be named), with a symlink to keep, a fifo and
+ * a symlink to keep's file at every 500th level. */
+static void make_hostile_chain(const char *dir, const char *keep, int depth)
+{
+    cleanup_free char *kf = pe_xasprintf("%s/precious", keep);
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    ASSERT(fd >= 0);
+    for (int i = 0; i < depth; i++) {
+        int next;
+        if (i % 500 == 0) {
+            ASSERT_EQ_INT(symlinkat(keep, fd, "up"), 0);
+            ASSERT_EQ_INT(symlinkat(kf, fd, "file"), 0);
+            ASSERT_EQ_INT(mkfifoat(fd, "fifo", 0600), 0);
+        }
+        ASSERT_EQ_INT(mkdirat(fd, "d", 0700), 0);
+        next = openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ASSERT(next >= 0);
+        close(fd);
+        fd = next;
+    }
+    /* A name the remover would pick for a moved subtree is taken. */
+    ASSERT_EQ_INT(mkdirat(fd, ".pe-rm-0", 0), 0);
+    close(fd);
+}
+
+/* The attack of a sandbox on its own removal: deeper than any recursion
+ * or fd budget, hostile links at every level. */
+TEST_CASE(rm_rf_any_depth_without_following)
+{
+    char dir[] = "/tmp/pe-core-XXXXXX";
+    char keep[] = "/tmp/pe-keep-XXXXXX";
+    pe_err e;
+    struct stat st;
+    ASSERT(mkdtemp(dir) != NULL && mkdtemp(keep) != NULL);
+    cleanup_free char *kf = pe_xasprintf("%s/precious", keep);
+    ASSERT_EQ_INT(pe_fs_write_atomic(kf, "x", 1, 0600, &e), 0);
+    make_hostile_chain(dir, keep, 5000);
+    {
+        cleanup_free char *top = pe_xasprintf("%s/.pe-rm-1", dir);
+        ASSERT_EQ_INT(mkdir(top, 0755), 0); /* taken at the top too */
+    }
+    ASSERT_EQ_INT(pe_fs_rm_rf(dir, &e), 0);
+    ASSERT_EQ_INT(lstat(dir, &st), -1);
+    ASSERT_EQ_INT(stat(kf, &st), 0);
+    ASSERT_EQ_INT(st.st_size, 1);
+    /* A symlink or a missing path is removed / nothing to do. */
+    {
+        cleanup_free char *link = pe_xasprintf("%s/link", keep);
+        ASSERT_EQ_INT(symlink(keep, link), 0);
+        ASSERT_EQ_INT(pe_fs_rm_rf(link, &e), 0);
+        ASSERT_EQ_INT(lstat(link, &st), -1);
+        ASSERT_EQ_INT(access(kf, F_OK), 0);
+        ASSERT_EQ_INT(pe_fs_rm_rf(link, &e), 0);
+    }
+    ASSERT_EQ_INT(pe_fs_rm_rf(keep, &e), 0);
+}
+
 int main(void)
 {
     return RUN_TESTS(parse_size, name_valid, error_context, atomic_write_and_bounded_read,
-                     rm_rf_does_not_follow_symlinks_or_cross_mounts);
+                     rm_rf_does_not_follow_symlinks_or_cross_mounts,
+                     rm_rf_any_depth_without_following);
 }

@@ -21,8 +21,11 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
+#include <termios.h>
 
 #include <linux/capability.h>
 
@@ -178,6 +181,53 @@ TEST_CASE(seccomp_allows_ordinary_work)
     filtered_case_done();
 }
 
+/* Bytes waiting in the input queue of pty peer p (raw mode). */
+static int queued(int p)
+{
+    int n = -1;
+
+    if (ioctl(p, FIONREAD, &n) < 0)
+        TEST_FAIL("FIONREAD: %s", strerror(errno));
+    return n;
+}
+
+/* Terminal injection on a real pty and a real vsock socket. Root may
+ * TIOCSTI into any terminal, so as root the control shows the byte
+ * arriving without the filter; under it, nothing is queued. */
+TEST_CASE(seccomp_refuses_tiocsti_tioclinux_vsock)
+{
+    struct termios t;
+    char c = 'x', sub = 3; /* TIOCL_PASTESEL */
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC), p, sv[2];
+
+    ASSERT(m >= 0);
+    ASSERT_EQ_INT(grantpt(m), 0);
+    ASSERT_EQ_INT(unlockpt(m), 0);
+    p = open(ptsname(m), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    ASSERT(p >= 0);
+    ASSERT_EQ_INT(tcgetattr(p, &t), 0);
+    cfmakeraw(&t);
+    ASSERT_EQ_INT(tcsetattr(p, TCSANOW, &t), 0);
+    if (geteuid() == 0) {
+        ASSERT_EQ_INT(ioctl(p, TIOCSTI, &c), 0);
+        ASSERT_EQ_INT(queued(p), 1);
+        ASSERT_EQ_INT(read(p, &c, 1), 1);
+    }
+    load_default_filter();
+    ASSERT_EQ_INT(ioctl(p, TIOCSTI, &c) < 0 ? errno : 0, EPERM);
+    /* The kernel reads 32 bits of the command: so must the filter. */
+    ASSERT_EQ_INT(SYSCALL_ERRNO(SYS_ioctl, p, 0x100000000UL | TIOCSTI, &c), EPERM);
+    ASSERT_EQ_INT(queued(p), 0);
+    ASSERT_EQ_INT(ioctl(p, TIOCLINUX, &sub) < 0 ? errno : 0, EPERM);
+    ASSERT_EQ_INT(ioctl(p, TCGETS, &t), 0);
+    ASSERT_EQ_INT(socket(AF_VSOCK, SOCK_STREAM, 0) < 0 ? errno : 0, EAFNOSUPPORT);
+    ASSERT_EQ_INT(SYSCALL_ERRNO(SYS_socket, 0x100000000UL | AF_VSOCK, SOCK_STREAM, 0),
+                  EAFNOSUPPORT);
+    ASSERT_EQ_INT(socketpair(AF_VSOCK, SOCK_STREAM, 0, sv) < 0 ? errno : 0, EAFNOSUPPORT);
+    ASSERT_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    filtered_case_done();
+}
+
 #if defined(__x86_64__)
 static long int80_getpid(void)
 {
@@ -293,6 +343,11 @@ static const struct {
     {"clone-nons", "errno=EINVAL"},
     {"unshare-nons", "errno=EINVAL"},
     {"clone3", "errno=ENOSYS"},
+    {"ioctl-tcgets", "errno=EBADF"},
+    {"socket-unix", "errno=EINVAL"},
+    {"socket-vsock", "errno=EAFNOSUPPORT"},
+    {"socket-vsock-hi", "errno=EAFNOSUPPORT"},
+    {"socketpair-vsock", "errno=EAFNOSUPPORT"},
     {"personality-query", "errno=0"},
     {"personality-linux32", "errno=0"},
 };
@@ -598,10 +653,10 @@ TEST_CASE(cap_from_name)
 
 int main(void)
 {
-    int failed = RUN_TESTS(seccomp_prog_is_cached, seccomp_denies_with_eperm,
-                           seccomp_personality_allow_list, seccomp_allows_ordinary_work,
-                           seccomp_kills_foreign_abi, probes_pass_without_filter,
-                           probes_refused_under_filter, probes_foreign_abi_killed);
+    int failed = RUN_TESTS(
+        seccomp_prog_is_cached, seccomp_denies_with_eperm, seccomp_refuses_tiocsti_tioclinux_vsock,
+        seccomp_personality_allow_list, seccomp_allows_ordinary_work, seccomp_kills_foreign_abi,
+        probes_pass_without_filter, probes_refused_under_filter, probes_foreign_abi_killed);
 
     failed |= RUN_TESTS(caps_default_mask, caps_apply_with_ambient, caps_apply_without_ambient,
                         caps_sys_admin_gone, caps_ambient_survives_exec_as_nonroot, cap_from_name);
