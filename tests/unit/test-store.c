@@ -993,6 +993,8 @@ BOTH(delete_cascades)
                 "redacted, created_at, updated_at) VALUES ('pc_' || $1, $1, 'did:key:zA', "
                 "'daytona', 'sealed', '{}', $2, $2)",
                 a, 2);
+        cleanup_free char *tag = NULL;
+        ASSERT_EQ_INT(pe_store_preview_tag(s, sbx, &tag, &err), 0);
     }
     for (const char *const *t = pe__store_sandbox_children; *t; t++)
         if (count_rows(s, *t) != 2)
