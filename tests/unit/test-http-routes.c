@@ -637,6 +637,94 @@ TEST_CASE(ws_broken_frames_close_codes)
     stop();
 }
 
+/* A frame given byte by byte (header as written, then a payload masked with
+ * the zero key), to break what ws_send_frame always gets right. */
+static void ws_send_raw(int fd, const void *head, size_t hlen, const void *payload, size_t plen)
+{
+    static const uint8_t zero_key[4];
+
+    send_all(fd, head, hlen);
+    send_all(fd, zero_key, 4);
+    if (plen)
+        send_all(fd, payload, plen);
+}
+
+/* Every protocol error gets its close frame (RFC 6455 section 7.4.1) before
+ * the server closes: 1002 for a broken frame, 1007 for bad UTF-8, 1009
+ * for a length over the limit. */
+TEST_CASE(ws_protocol_errors_answered_with_a_close_frame)
+{
+    static const struct {
+        const char *what;
+        uint8_t head[10];
+        size_t hlen;
+        const char *payload;
+        size_t plen;
+        int code;
+    } cases[] = {
+        {"fragmented ping", {0x09, 0x81}, 2, "p", 1, 1002},
+        {"fragmented close", {0x08, 0x82}, 2, "\x03\xe8", 2, 1002},
+        {"ping of 126 bytes", {0x89, 0xfe, 0x00, 0x7e}, 4, NULL, 126, 1002},
+        {"16-bit length for 5 bytes", {0x82, 0xfe, 0x00, 0x05}, 4, "abcde", 5, 1002},
+        {"64-bit length for 5 bytes", {0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 5}, 10, "abcde", 5, 1002},
+        {"64-bit length, top bit set",
+         {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5},
+         10,
+         "abcde",
+         5,
+         1002},
+        {"close with 1 byte", {0x88, 0x81}, 2, "\x03", 1, 1002},
+        {"close code 999", {0x88, 0x82}, 2, "\x03\xe7", 2, 1002},
+        {"close code 1005", {0x88, 0x82}, 2, "\x03\xed", 2, 1002},
+        {"close code 1006", {0x88, 0x82}, 2, "\x03\xee", 2, 1002},
+        {"close code 5000", {0x88, 0x82}, 2, "\x13\x88", 2, 1002},
+        {"close reason not UTF-8", {0x88, 0x84}, 2, "\x03\xe8\xc3\x28", 4, 1007},
+        {"RSV1 set", {0xc2, 0x81}, 2, "x", 1, 1002},
+        {"reserved control opcode", {0x8b, 0x81}, 2, "x", 1, 1002},
+        {"2^63-1 bytes declared",
+         {0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+         10,
+         NULL,
+         0,
+         1009},
+    };
+    static char zeros[200];
+    char head[4096];
+    int fd;
+
+    start();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fd = ws_connect("/ws", head, sizeof(head));
+        ASSERT_EQ_INT(status_of(head), 101);
+        ws_send_raw(fd, cases[i].head, cases[i].hlen, cases[i].payload ? cases[i].payload : zeros,
+                    cases[i].plen);
+        {
+            int code = ws_close_code(fd);
+            if (code != cases[i].code)
+                TEST_FAIL("%s: close code %d, want %d", cases[i].what, code, cases[i].code);
+        }
+        close(fd);
+    }
+    /* a new message while a fragmented one is unfinished */
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 0, 1, "ab", 2, true);
+    ws_send_frame(fd, 1, 1, "cd", 2, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1002);
+    close(fd);
+    /* invalid UTF-8 split across fragments, and a sequence cut by the end */
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 0, 1, "a\xc3", 2, true);
+    ws_send_frame(fd, 1, 0, "(", 1, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1007);
+    close(fd);
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 1, "a\xe2\x82", 3, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1007);
+    close(fd);
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    stop();
+}
+
 TEST_CASE(ws_many_and_abrupt_disconnects)
 {
     char head[4096], buf[256];
@@ -720,6 +808,7 @@ int main(void)
     return RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
                      stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
                      ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
-                     ws_bad_handshake, ws_broken_frames_close_codes, ws_many_and_abrupt_disconnects,
+                     ws_bad_handshake, ws_broken_frames_close_codes,
+                     ws_protocol_errors_answered_with_a_close_frame, ws_many_and_abrupt_disconnects,
                      host_route_wins_over_paths, raw_upgrade_hands_over_the_socket);
 }
