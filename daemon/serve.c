@@ -51,6 +51,7 @@ enum {
     O_SANDBOX_NET,
     O_CORS_ORIGIN,
     O_METRICS_PUBLIC,
+    O_CP_MAX,
     O_HELP,
 };
 
@@ -78,6 +79,7 @@ static const pe_opt serve_opts[] = {
      "a web origin (https://app.example.com) whose pages may call the API; repeatable (none)"},
     {"metrics-public", 0, false, O_METRICS_PUBLIC, NULL,
      "serve /metrics without the owner's token"},
+    {"cp-max", 0, true, O_CP_MAX, "SIZE", "largest upload to /cp (1G)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -91,6 +93,7 @@ struct serve_args {
     const char *cors[MAX_CORS_ORIGINS + 1];
     size_t n_cors;
     bool metrics_public;
+    unsigned long long cp_max;
     bool help;
 };
 
@@ -174,6 +177,13 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_METRICS_PUBLIC:
         a->metrics_public = true;
         return 0;
+    case O_CP_MAX: {
+        long long size;
+        if (pe_parse_size(arg, &size) < 0 || size <= 0)
+            return pe_err_set(err, PE_EINVAL, 0, "--cp-max: a size like 512m or 2g, not '%s'", arg);
+        a->cp_max = (unsigned long long)size;
+        return 0;
+    }
     case O_HELP:
         a->help = true;
         return 0;
@@ -361,7 +371,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     pe_http_set_metrics_auth(d->srv, metrics_auth, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
-        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
+        pe_daemon_register_copy(d, a->cp_max, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
         pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
         pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
