@@ -74,6 +74,7 @@
 #define OBJECT_NOT_FOUND "NotFound"
 
 static unsigned long long upload_max = PE_CP_UPLOAD_MAX_DEFAULT;
+#define UPLOAD_SLACK (1ULL << 20) /* multipart framing lib/http allows on top */
 
 static char *cp_dir(pe_daemon *d)
 {
@@ -415,6 +416,15 @@ static void cp_head(pe_http_request *req, void *ud)
 
     if (!is_upload(req) || (did = route_auth(d, req)) == NULL)
         return;
+    /* Plainly too big: no file for it. (lib/http enforces the exact cap:
+     * a multipart body may carry up to 1 MiB of other parts on top.) */
+    if (req->content_length >= 0 &&
+        (unsigned long long)req->content_length > upload_max + UPLOAD_SLACK) {
+        free(did);
+        pe_http_respond_error(req, 413, "PayloadTooLarge",
+                              "the upload is larger than this daemon takes");
+        return;
+    }
     u = pe_xcalloc(1, sizeof(*u));
     u->req = req;
     u->did = did;
@@ -467,6 +477,10 @@ static void upload_done(pe_daemon *d, pe_http_request *req)
     struct upload *u = pe_http_data(req);
     pe_daemon_job *job;
 
+    if (u == NULL) { /* cp_head answers every upload it does not prepare */
+        pe_http_respond_error(req, 500, "InternalServerError", "internal error");
+        return;
+    }
     if (req->form_part_missing) {
         upload_discard(u);
         pe_http_respond_error(req, 400, "InvalidRequest", "multipart body without a \"file\" part");
