@@ -34,6 +34,7 @@
 #define DEFAULT_TERMINAL_IDLE 300.0
 #define DEFAULT_IDLE_TIMEOUT 1800.0
 #define DEFAULT_TICK 10.0
+#define MAX_CORS_ORIGINS 32
 
 enum {
     O_LISTEN = 1,
@@ -50,6 +51,9 @@ enum {
     O_RATE_LIMIT,
     O_SANDBOX_NET,
     O_TERMINALS_PER_USER,
+    O_CORS_ORIGIN,
+    O_METRICS_PUBLIC,
+    O_CP_MAX,
     O_HELP,
 };
 
@@ -75,6 +79,11 @@ static const pe_opt serve_opts[] = {
      "network of the sandboxes: NAT egress, or loopback only (nat)"},
     {"terminals-per-user", 0, true, O_TERMINALS_PER_USER, "N",
      "terminal sessions a user may have; their oldest unwatched one makes room (64)"},
+    {"cors-origin", 0, true, O_CORS_ORIGIN, "ORIGIN",
+     "a web origin (https://app.example.com) whose pages may call the API; repeatable (none)"},
+    {"metrics-public", 0, false, O_METRICS_PUBLIC, NULL,
+     "serve /metrics without the owner's token"},
+    {"cp-max", 0, true, O_CP_MAX, "SIZE", "largest upload to /cp (1G)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -85,8 +94,25 @@ struct serve_args {
     double exec_timeout, terminal_idle, idle_timeout, tick;
     long rate_limit, terminals_per_user;
     int sandbox_net;
+    const char *cors[MAX_CORS_ORIGINS + 1];
+    size_t n_cors;
+    bool metrics_public;
+    unsigned long long cp_max;
     bool help;
 };
+
+/* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
+ * path; exact matching against the Origin header is all the check does. */
+static int parse_origin(const char *arg, pe_err *err)
+{
+    const char *host = strstr(arg, "://");
+
+    if (host == NULL || host == arg || host[3] == '\0' || strpbrk(host + 3, "/?# \t") ||
+        strcmp(arg, "null") == 0)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "--cors-origin: an origin like https://app.example.com, not '%s'", arg);
+    return 0;
+}
 
 static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
 {
@@ -152,6 +178,23 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
             a->terminals_per_user > PE_TERM_MAX)
             return pe_err_set(err, PE_EINVAL, 0, "--terminals-per-user: 1..%d", PE_TERM_MAX);
         return 0;
+    case O_CORS_ORIGIN:
+        if (parse_origin(arg, err) < 0)
+            return -1;
+        if (a->n_cors == MAX_CORS_ORIGINS)
+            return pe_err_set(err, PE_EINVAL, 0, "--cors-origin: at most %d", MAX_CORS_ORIGINS);
+        a->cors[a->n_cors++] = arg;
+        return 0;
+    case O_METRICS_PUBLIC:
+        a->metrics_public = true;
+        return 0;
+    case O_CP_MAX: {
+        long long size;
+        if (pe_parse_size(arg, &size) < 0 || size <= 0)
+            return pe_err_set(err, PE_EINVAL, 0, "--cp-max: a size like 512m or 2g, not '%s'", arg);
+        a->cp_max = (unsigned long long)size;
+        return 0;
+    }
     case O_HELP:
         a->help = true;
         return 0;
@@ -183,6 +226,19 @@ static int parse_listen(const char *s, char *buf, size_t size, pe_http_config *c
     cfg->host = buf;
     cfg->port = (unsigned)port;
     return 0;
+}
+
+/* GET /metrics: the daemon owner's API token only (request counts and
+ * sandbox states are the operator's business), unless --metrics-public. */
+static int metrics_auth(const char *authorization, void *ud)
+{
+    pe_daemon *d = ud;
+    char did[512];
+
+    /* pe_daemon_rate_key gives the verified subject of an API token. */
+    if (pe_daemon_rate_key(authorization, did, sizeof(did), d) != 1)
+        return PE_XRPC_EAUTH;
+    return strcmp(did, pe_auth_owner_did(d->auth)) == 0 ? 0 : PE_XRPC_EFORBIDDEN;
 }
 
 static void on_signal(pe_ev_signal *s, int signo, void *ud)
@@ -293,6 +349,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     json_t *v;
 
     pe_http_config_init(&cfg);
+    cfg.cors_origins = a->cors;
+    cfg.metrics_public = a->metrics_public;
     if (a->rate_limit >= 0) {
         cfg.rate_burst = (double)a->rate_limit;
         cfg.rate_per_s = (double)a->rate_limit / 30.0;
@@ -321,9 +379,10 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (d->srv == NULL)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
+    pe_http_set_metrics_auth(d->srv, metrics_auth, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
-        pe_daemon_register_copy(d, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
+        pe_daemon_register_copy(d, a->cp_max, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
         pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
         pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {

@@ -7,10 +7,17 @@
 
 #include "daemon.h"
 
+/* The largest POST /cp upload by default (the stored tar.gz, bytes);
+ * `pocketenv serve --cp-max` sets another. The one place the cap lives:
+ * a per-user disk quota belongs next to it, in handlers/copy.c's head
+ * callback, which sees the declared length before a byte is stored. */
+#define PE_CP_UPLOAD_MAX_DEFAULT (1ULL << 30)
+
 /* The three backup methods, and pushDirectory, pullDirectory, POST /cp,
- * GET /cp/<uuid>. Loop thread, at start. */
+ * GET /cp/<uuid>; uploads of at most upload_max bytes. Loop thread, at
+ * start. */
 int pe_daemon_register_backups(pe_daemon *d, pe_err *err);
-int pe_daemon_register_copy(pe_daemon *d, pe_err *err);
+int pe_daemon_register_copy(pe_daemon *d, unsigned long long upload_max, pe_err *err);
 
 /* Housekeeping, on a worker (the tick): remove expired backups (row and
  * archive) and archives whose row is gone (a deleted sandbox); remove /cp

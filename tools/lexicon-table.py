@@ -14,11 +14,14 @@ memory and compare, so a lexicon change without a regenerated table fails.
 What is kept: parameter and body property types (string, integer, boolean,
 object, array), required, nullable, integer minimum/maximum, string
 minLength/maxLength (UTF-8 bytes, as atproto counts them), array
-minLength/maxLength, enum. What is not: knownValues (an open set by
-definition), maxGraphemes/minGraphemes (would need Unicode segmentation; the
-byte limit that accompanies them in our lexicons still applies), string
-formats, unions and unknown, refs that point nowhere; those become "any",
-which accepts every JSON value. Python 3 standard library only.
+minLength/maxLength, enum, and the string formats lib/http/xrpc.c checks
+(FORMATS below). A format the validator does not check, on a string a client
+sends (a parameter or an input), stops the generation: a lexicon change
+cannot silently let one through. What is not kept: knownValues (an open set
+by definition), maxGraphemes/minGraphemes (would need Unicode segmentation;
+the byte limit that accompanies them in our lexicons still applies), unions
+and unknown, refs that point nowhere; those become "any", which accepts every
+JSON value. Python 3 standard library only.
 """
 import argparse
 import json
@@ -31,6 +34,14 @@ DEFAULT_OUT = os.path.join(ROOT, "lib", "http", "xrpc-table.c")
 # Our extensions (lexicons/README.md): methods upstream's lexicons lack.
 EXTENSIONS = os.path.join(ROOT, "lexicons")
 MAX_DEPTH = 8
+
+# String formats (atproto lexicon spec) and the validator's name for each.
+FORMATS = {
+    "uri": "PE_XRPC_F_URI",
+    "at-identifier": "PE_XRPC_F_AT_IDENTIFIER",
+    "did": "PE_XRPC_F_DID",
+    "handle": "PE_XRPC_F_HANDLE",
+}
 
 TYPES = {
     "string": "PE_XRPC_T_STRING",
@@ -121,6 +132,11 @@ class Emitter:
                 fields.append(".has_max = 1, .maximum = %dLL" % node["maximum"])
         fields.append(".min_length = %d" % node.get("minLength", -1))
         fields.append(".max_length = %d" % node.get("maxLength", -1))
+        if t == "string" and "format" in node:
+            if node["format"] not in FORMATS:
+                raise SystemExit("%s: string format %r is not checked by lib/http/xrpc.c"
+                                 % (doc_id, node["format"]))
+            fields.append(".format = " + FORMATS[node["format"]])
         if t == "string" and node.get("enum"):
             vals = ", ".join(c_str(v) for v in node["enum"])
             fields.append(".enum_values = " + self.define("enum", "{%s, NULL}" % vals))

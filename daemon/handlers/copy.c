@@ -24,11 +24,24 @@
  * sandbox's root (no escape, setuid bits cleared, files owned by the
  * sandbox's root).
  *
- * Limits: lib/http hands a route the whole body in memory, so an upload
- * is capped at UPLOAD_MAX (413 beyond) until lib/http can stream a body to
- * a file. Threading: the route handlers run on the loop; disk work runs as
- * daemon jobs on workers; a download is the taken file, sent by
- * libmicrohttpd with its length (so clients can show progress) as the
+ * An upload never sits in memory: the route's head callback (cp_head)
+ * runs before a byte of the body is read, answers 401 to a caller without
+ * a valid token (the body is then never read), has a worker make the
+ * temporary file (DATA/cp/.new-<uuid>.tar.gz; the per-user count is
+ * checked there) while libmicrohttpd holds the request, and then lets the
+ * body stream into that file as it arrives (lib/http decodes a multipart
+ * body's "file" part on the way). Only then does the handler run: the
+ * archive is checked and renamed into place on a worker. A request that
+ * ends any other way (client gone, refused, too big) takes its temporary
+ * file with it (upload_free).
+ *
+ * Limits: an upload is at most upload_max bytes (PE_CP_UPLOAD_MAX_DEFAULT,
+ * --cp-max; 413 beyond, before a byte is read when the length is
+ * declared). Threading: the route callbacks run on the loop; disk work
+ * runs as daemon jobs on workers, except the upload's own writes, which
+ * lib/http makes on the loop as the bytes arrive (plain writes to a new
+ * regular file, into the page cache); a download is the taken file, sent
+ * by libmicrohttpd with its length (so clients can show progress) as the
  * client reads it. */
 #include <dirent.h>
 #include <errno.h>
@@ -51,7 +64,6 @@
 #include "sandbox-archive.h"
 #include "transfer.h"
 
-#define UPLOAD_MAX (32u << 20)   /* bytes of one POST /cp body */
 #define OBJECT_MAX (256LL << 20) /* bytes of one object (pushDirectory) */
 #define UNPACK_BYTES (1LL << 30) /* what one object may unpack to */
 #define UNPACK_ENTRIES 100000    /* entries of one object */
@@ -60,6 +72,9 @@
 #define UUID_LEN 36
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define OBJECT_NOT_FOUND "NotFound"
+
+static unsigned long long upload_max = PE_CP_UPLOAD_MAX_DEFAULT;
+#define UPLOAD_SLACK (1ULL << 20) /* multipart framing lib/http allows on top */
 
 static char *cp_dir(pe_daemon *d)
 {
@@ -321,100 +336,162 @@ static void submit_raw(pe_daemon *d, pe_http_request *req, const char *did, pe_d
 
 /* ---- POST /cp ---- */
 
-/* The bytes of the multipart part named "file", or the raw body. */
-static int upload_bytes(pe_http_request *req, const char **data, size_t *len, pe_err *err)
+/* One upload, from its head to its end; the request's data (lib/http
+ * frees it when the request is over, whichever way it ends). */
+struct upload {
+    pe_http_request *req;
+    char *did;
+    char uuid[UUID_LEN + 1];
+    char *tmp; /* the temporary file, until kept */
+    int fd;
+    bool kept;
+};
+
+/* No object after all: the temporary file goes before the answer does, so
+ * a client that is told "refused" never finds a leftover. */
+static void upload_discard(struct upload *u)
 {
-    const char *ct = pe_http_header(req, "Content-Type"), *b, *p, *end = req->body + req->body_len;
-    char delim[256];
-    size_t dl;
-
-    *data = req->body;
-    *len = req->body_len;
-    if (ct == NULL || strncasecmp(ct, "multipart/form-data", 19) != 0)
-        return 0;
-    b = strstr(ct, "boundary=");
-    if (b == NULL)
-        return pe_err_set(err, PE_EINVAL, 0, "multipart body without a boundary");
-    b += 9;
-    dl = strcspn(b, "; \t");
-    if (*b == '"')
-        b++, dl = strcspn(b, "\"");
-    if (dl == 0 || dl > 200)
-        return pe_err_set(err, PE_EINVAL, 0, "bad multipart boundary");
-    snprintf(delim, sizeof(delim), "--%.*s", (int)dl, b);
-    dl = strlen(delim);
-    for (p = memmem(req->body, req->body_len, delim, dl); p;) {
-        const char *hdr = p + dl, *body, *next;
-
-        body = memmem(hdr, (size_t)(end - hdr), "\r\n\r\n", 4);
-        if (body == NULL)
-            break;
-        body += 4;
-        next = memmem(body, (size_t)(end - body), delim, dl);
-        if (next == NULL || next - body < 2)
-            break;
-        if (memmem(hdr, (size_t)(body - hdr), "name=\"file\"", 11)) {
-            *data = body;
-            *len = (size_t)(next - 2 - body); /* the part ends with CRLF */
-            return 0;
-        }
-        p = next;
-    }
-    return pe_err_set(err, PE_EINVAL, 0, "multipart body without a \"file\" part");
+    if (u->tmp && !u->kept)
+        unlink(u->tmp);
+    free(u->tmp);
+    u->tmp = NULL;
 }
 
+static void upload_free(void *p)
+{
+    struct upload *u = p;
+
+    if (u->fd >= 0)
+        close(u->fd);
+    upload_discard(u); /* cut short, or refused by lib/http (too big, client gone) */
+    free(u->did);
+    free(u);
+}
+
+static bool is_upload(const pe_http_request *req)
+{
+    return strcmp(req->method, "POST") == 0 &&
+           (strcmp(req->rest, "") == 0 || strcmp(req->rest, "/") == 0);
+}
+
+/* Worker: the temporary file the body will stream into. */
+static void prepare_work(pe_daemon_job *job, pe_store *s)
+{
+    struct upload *u = job->ud;
+
+    u->fd = new_object(job->d, u->did, u->uuid, &u->tmp, &job->err);
+    if (u->fd < 0)
+        raw_fail(job, NULL);
+}
+
+/* Loop: let the body in, into the file. */
+static void prepare_after(pe_daemon_job *job)
+{
+    struct upload *u = job->ud;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (raw_failed(job)) {
+        respond_err(u->req, &job->err, job->err_name);
+        return;
+    }
+    if (pe_http_body_to_fd(u->req, u->fd, upload_max, "file", &err) < 0) {
+        upload_discard(u);
+        respond_err(u->req, &err, NULL);
+        return;
+    }
+    pe_http_continue(u->req);
+}
+
+/* Head callback: who is uploading is settled before the body is read, so
+ * a stranger's upload costs neither memory nor disk. Every other request
+ * (GET /cp/<uuid>, a wrong method) goes on to cp_route as it is; their
+ * bodies, if any, are small (the route's memory limit). */
+static void cp_head(pe_http_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    struct upload *u;
+    pe_daemon_job *job;
+    char *did;
+
+    if (!is_upload(req) || (did = route_auth(d, req)) == NULL)
+        return;
+    /* Plainly too big: no file for it. (lib/http enforces the exact cap:
+     * a multipart body may carry up to 1 MiB of other parts on top.) */
+    if (req->content_length >= 0 &&
+        (unsigned long long)req->content_length > upload_max + UPLOAD_SLACK) {
+        free(did);
+        pe_http_respond_error(req, 413, "PayloadTooLarge",
+                              "the upload is larger than this daemon takes");
+        return;
+    }
+    u = pe_xcalloc(1, sizeof(*u));
+    u->req = req;
+    u->did = did;
+    u->fd = -1;
+    pe_http_set_data(req, u, upload_free);
+    job = pe_daemon_job_new(d, NULL, did, prepare_work);
+    job->ud = u;
+    job->after = prepare_after;
+    pe_http_defer(req);
+    if (pe_daemon_job_submit(job) < 0)
+        pe_http_respond_error(req, 503, "NotEnoughResources", "the daemon is busy");
+}
+
+/* Worker: the upload is in its file; check it as an unpack would, keep it. */
 static void upload_work(pe_daemon_job *job, pe_store *s)
 {
     const pe_archive_limits lim = {UNPACK_BYTES, UNPACK_ENTRIES};
-    pe_http_request *req = job->ud;
-    cleanup_free char *tmp = NULL;
-    char uuid[UUID_LEN + 1];
-    const char *data;
-    size_t len;
-    int fd;
+    struct upload *u = job->ud;
+    struct stat st;
 
-    if (upload_bytes(req, &data, &len, &job->err) < 0) {
+    if (pe_daemon_archive_check(job->d, u->fd, &lim, &job->err) < 0 ||
+        commit_object(job->d, u->fd, u->tmp, u->did, u->uuid, &job->err) < 0) {
+        upload_discard(u); /* the request waits for this job: nothing else touches u */
         raw_fail(job, NULL);
         return;
     }
-    fd = new_object(job->d, job->did, uuid, &tmp, &job->err);
-    if (fd < 0) {
-        raw_fail(job, NULL);
-        return;
-    }
-    for (size_t off = 0; off < len;) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            pe_err_sys(&job->err, "store the upload");
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (job->err.code != PE_OK || pe_daemon_archive_check(job->d, fd, &lim, &job->err) < 0 ||
-        commit_object(job->d, fd, tmp, job->did, uuid, &job->err) < 0) {
-        unlink(tmp);
-        raw_fail(job, NULL);
-    } else {
-        job->out = json_pack("{s:s}", "uuid", uuid);
-        pe_log_info("event=cp_upload uuid=%s bytes=%zu", uuid, len);
-    }
-    close(fd);
+    u->kept = true;
+    job->out = json_pack("{s:s}", "uuid", u->uuid);
+    pe_log_info("event=cp_upload uuid=%s bytes=%lld", u->uuid,
+                fstat(u->fd, &st) == 0 ? (long long)st.st_size : -1LL);
 }
 
-static void answer_json(pe_daemon_job *job)
+static void upload_after(pe_daemon_job *job)
 {
-    pe_http_request *req = job->ud;
+    struct upload *u = job->ud;
     char *text;
 
     if (raw_failed(job)) {
-        respond_err(req, &job->err, job->err_name);
+        respond_err(u->req, &job->err, job->err_name);
         return;
     }
     text = json_dumps(job->out, JSON_COMPACT);
-    pe_http_respond(req, 200, "application/json", text, strlen(text), NULL);
+    pe_http_respond(u->req, 200, "application/json", text, strlen(text), NULL);
     free(text);
+}
+
+/* Handler: the body is in the file. */
+static void upload_done(pe_daemon *d, pe_http_request *req)
+{
+    struct upload *u = pe_http_data(req);
+    pe_daemon_job *job;
+
+    if (u == NULL) { /* cp_head answers every upload it does not prepare */
+        pe_http_respond_error(req, 500, "InternalServerError", "internal error");
+        return;
+    }
+    if (req->form_part_missing) {
+        upload_discard(u);
+        pe_http_respond_error(req, 400, "InvalidRequest", "multipart body without a \"file\" part");
+        return;
+    }
+    job = pe_daemon_job_new(d, NULL, u->did, upload_work);
+    job->ud = u;
+    job->after = upload_after;
+    pe_http_defer(req);
+    if (pe_daemon_job_submit(job) < 0)
+        pe_http_respond_error(req, 503, "NotEnoughResources", "the daemon is busy");
 }
 
 /* ---- GET /cp/<uuid> ---- */
@@ -455,14 +532,12 @@ static void cp_route(pe_http_request *req, void *ud)
         pe_http_respond(req, 204, NULL, NULL, 0, NULL);
         return;
     }
+    if (is_upload(req)) {
+        upload_done(d, req);
+        return;
+    }
     if (strcmp(rest, "") == 0 || strcmp(rest, "/") == 0) {
-        if (strcmp(req->method, "POST") != 0) {
-            pe_http_respond_error(req, 405, "InvalidRequest", "POST a tar.gz to /cp");
-            return;
-        }
-        if ((did = route_auth(d, req)) == NULL)
-            return;
-        submit_raw(d, req, did, upload_work, answer_json, NULL);
+        pe_http_respond_error(req, 405, "InvalidRequest", "POST a tar.gz to /cp");
         return;
     }
     if (rest[0] != '/') {
@@ -599,9 +674,13 @@ static void pull_handler(pe_xrpc_request *req, void *ud)
     dir_handler(req, ud, pull_work, true);
 }
 
-int pe_daemon_register_copy(pe_daemon *d, pe_err *err)
+int pe_daemon_register_copy(pe_daemon *d, unsigned long long max, pe_err *err)
 {
-    if (pe_http_route(d->srv, "/cp", UPLOAD_MAX, cp_route, d, err) < 0 ||
+    upload_max = max ? max : PE_CP_UPLOAD_MAX_DEFAULT;
+    /* max_body 0: other requests' bodies in memory stay small; uploads go
+     * to a file (cp_head). */
+    if (pe_http_route(d->srv, "/cp", 0, cp_route, d, err) < 0 ||
+        pe_http_route_head(d->srv, "/cp", cp_head, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.pushDirectory", push_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.pullDirectory", pull_handler, d, err) < 0)
         return -1;

@@ -4,32 +4,60 @@
  * callback (handlers included) runs on the loop's thread. Routes:
  *
  *   GET /                 banner (text/plain, or HTML <pre> for Accept: text/html)
- *   GET /healthz          200 "ok"
+ *   GET /healthz          200 "ok", public
  *   GET /metrics          Prometheus text: requests by nsid and status,
- *                         latency histogram, plus the metrics hook's lines
- *   OPTIONS *             CORS preflight, 204
+ *                         latency histogram, plus the metrics hook's lines;
+ *                         only for who the metrics-auth hook lets in, unless
+ *                         cfg.metrics_public
+ *   OPTIONS (not a route) CORS preflight: 204 with the allow headers for an
+ *                         Origin in cfg.cors_origins, 403 for another Origin
  *   GET  /xrpc/<query>    }  parameters and body validated against the
  *   POST /xrpc/<procedure>}  lexicon table (lib/http/xrpc-table.c)
+ *
+ * Before any route: the request head is checked strictly (request-check.h):
+ * header names must be tokens, values free of control characters, the
+ * request target free of %00, and the body's framing unambiguous (one
+ * Content-Length or Transfer-Encoding: chunked, not both). Anything else is
+ * refused with 400 (501 for a transfer coding other than chunked) and, when
+ * the framing is in doubt, the connection closed.
  *
  * XRPC errors are always JSON {"error": Name, "message": text}:
  *   400 InvalidRequest       bad nsid, bad parameter or body, wrong
  *                            Content-Type, wrong HTTP method for the nsid
  *                            (upstream's "Incorrect HTTP method (PUT)
- *                            expected POST"; upstream answers 400, not 405)
+ *                            expected POST"; upstream answers 400, not 405),
+ *                            duplicate keys in a JSON body
+ *   401 AuthenticationRequired, 403 Forbidden   GET /metrics without the
+ *                            right token
  *   404 XRPCNotSupported     nsid not in the lexicons (upstream's 404 name)
  *   413 PayloadTooLarge      body over max_json_body
- *   429 RateLimitExceeded    token bucket empty; Retry-After set
+ *   429 RateLimitExceeded    token bucket empty, or the client's share of
+ *                            buffered request bodies used up; Retry-After set
  *   501 MethodNotImplemented lexicon method with no registered handler
+ *   503 NotEnoughResources   all buffered request bodies together at their
+ *                            limit; Retry-After set
  * and whatever pe__xrpc_error_for maps a handler's pe_err code to.
  *
- * Every response carries Access-Control-Allow-Origin: *.
+ * CORS: answers of the XRPC API and the server's own paths carry
+ * Access-Control-Allow-Origin (the request's Origin, with Vary: Origin)
+ * only when that Origin is one of cfg.cors_origins, exactly; never "*".
+ * Routes (below) get no CORS header from the server at all.
  *
  * Besides XRPC, a program may serve its own paths (terminals, a web page)
  * with pe_http_route: a handler per path prefix gets the method, path,
  * query, headers and the raw body, and answers with a full response, later
  * (deferred), with a stream (Server-Sent Events), or by upgrading to a
  * WebSocket that the loop then drives (lib/http/ws.c, framing by wslay).
- * These routes are not rate-limited: their handlers authenticate. */
+ * A route may also have a head callback (pe_http_route_head) that decides,
+ * before a single body byte is read, whether the body is read at all, and
+ * where to (memory or a file). These routes are not rate-limited: their
+ * handlers authenticate.
+ *
+ * Memory (STYLE rule 8): request bodies kept in memory count against
+ * cfg.max_buffered_per_client (per client address) and
+ * cfg.max_buffered_total; a body that would go over either is refused
+ * before it is read (429 or 503, Retry-After), XRPC bodies included.
+ * Bodies written to a file (pe_http_body_to_fd) do not count. */
 #ifndef POCKETENV_HTTP_H
 #define POCKETENV_HTTP_H
 
@@ -71,6 +99,15 @@ typedef struct pe_http_config {
     double rate_burst;        /* bucket size (500); 0 disables rate limiting */
     unsigned rate_max_keys;   /* buckets kept at most (65536) */
     const char *banner;       /* GET / text (default: a short banner) */
+    /* Request-body bytes held in memory (XRPC bodies and route bodies not
+     * sent to a file): in total (64 MiB) and per client address (16 MiB). */
+    size_t max_buffered_total;
+    size_t max_buffered_per_client;
+    /* Origins (exact "scheme://host[:port]" as browsers send them) whose
+     * pages may call the API cross-origin; NULL-terminated, copied. NULL:
+     * none, the default (the daemon's own page is same-origin). */
+    const char *const *cors_origins;
+    bool metrics_public; /* GET /metrics without a token (false) */
 } pe_http_config;
 
 void pe_http_config_init(pe_http_config *cfg);
@@ -132,6 +169,13 @@ void pe_http_set_rate_key(pe_http_server *srv, pe_http_rate_key_fn fn, void *ud)
 typedef void (*pe_http_metrics_fn)(FILE *out, void *ud);
 void pe_http_set_metrics_hook(pe_http_server *srv, pe_http_metrics_fn fn, void *ud);
 
+/* Who may read GET /metrics when cfg.metrics_public is false: return 0 to
+ * serve it, PE_XRPC_EAUTH (401) or PE_XRPC_EFORBIDDEN (403) to refuse.
+ * authorization is the header's value, NULL when absent. Without a hook
+ * every such request is answered 401. Loop thread; must not block. */
+typedef int (*pe_http_metrics_auth_fn)(const char *authorization, void *ud);
+void pe_http_set_metrics_auth(pe_http_server *srv, pe_http_metrics_auth_fn fn, void *ud);
+
 /* ---- routes outside /xrpc ------------------------------------------------
  *
  * Everything below runs on the loop thread, like the XRPC handlers. */
@@ -144,8 +188,14 @@ typedef struct pe_http_request {
     const char *rest;   /* path after the registered prefix */
     const char *authorization;
     const char *client_addr;
-    const char *body; /* raw body, NUL-terminated; "" when none */
-    size_t body_len;
+    const char *body; /* raw body, NUL-terminated; "" when none or sent to a file */
+    size_t body_len;  /* its length; with pe_http_body_to_fd, the bytes written */
+    /* The declared Content-Length; -1 when the body is chunked or there is
+     * no Content-Length (then no body). Valid from the head callback on. */
+    long long content_length;
+    bool body_chunked;      /* Transfer-Encoding: chunked */
+    bool form_part_missing; /* pe_http_body_to_fd with a form field: the
+                             * multipart body had no part of that name */
 } pe_http_request;
 
 /* Answers exactly once, like an XRPC handler: pe_http_respond,
@@ -166,6 +216,73 @@ int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_h
  * req->rest is the whole path. For preview URLs of a reverse proxy. */
 int pe_http_route_host(pe_http_server *srv, const char *suffix, size_t max_body, pe_http_handler fn,
                        void *ud, pe_err *err);
+
+/* -- the head callback --
+ *
+ * pe_http_route_head gives a route a callback that runs once the request
+ * line and headers are in and before any body byte is read (libmicrohttpd
+ * reads nothing of the body meanwhile, not even while the request is held:
+ * a held connection is suspended, so the client's bytes wait in the
+ * kernel's socket buffers). req is the request the handler will get later,
+ * with body "" and content_length / body_chunked set. The callback does
+ * exactly one of:
+ *
+ *   - answer: pe_http_respond or pe_http_respond_error (no stream, no
+ *     upgrade). The body is never read into memory and the handler never
+ *     runs. A request without a body keeps its connection; a body of at
+ *     most cfg.max_json_body declared with Content-Length is read and
+ *     dropped (nothing buffered) so the connection stays usable; a larger
+ *     or chunked body is not read: the answer goes out at once with
+ *     Connection: close.
+ *   - hold: pe_http_defer, then later (loop thread, e.g. from a worker
+ *     job's completion) either answer as above or pe_http_continue.
+ *     Nothing times a held request out: the work that holds it must end.
+ *   - nothing (or pe_http_continue): the body is read, into memory up to
+ *     the route's max_body and the buffered-bytes budget (over: 413, or
+ *     429/503 before a byte is read), or to a file after
+ *     pe_http_body_to_fd; then the handler runs as usual.
+ *
+ * Per-request state that the head callback makes for the handler (an open
+ * file, a store verdict) hangs on the request with pe_http_set_data, whose
+ * free function runs exactly once when the request is over, however it
+ * ends (answered early, client gone, body refused, server shutdown).
+ * Not for prefixes of host routes' suffixes: prefix names the route as
+ * given to pe_http_route or pe_http_route_host. */
+typedef void (*pe_http_head_fn)(pe_http_request *req, void *ud);
+
+/* Give the route registered with prefix (a path prefix, or a host suffix
+ * starting with '.') a head callback; ud is the route's. PE_ENOENT when
+ * there is no such route. Replaces an earlier head callback. */
+int pe_http_route_head(pe_http_server *srv, const char *prefix, pe_http_head_fn fn, pe_err *err);
+
+/* From a head callback or a held request: read the body now (then run the
+ * handler). Once per request; ignored (and logged) elsewhere. */
+void pe_http_continue(pe_http_request *req);
+
+/* From a head callback or a held request, before pe_http_continue: write
+ * the body to fd as it arrives instead of keeping it (fd stays the
+ * caller's; writes are plain write(2) on the loop thread, so fd should be
+ * a regular file). At most max_bytes are written: a declared body over it
+ * is answered 413 before it is read, a chunked one when it gets there
+ * (connection closed). With form_field not NULL and a multipart/form-data
+ * body, only the content of the part of that name is written, decoded by
+ * libmicrohttpd's post processor as it arrives (its other parts are read
+ * and dropped; the whole body may be up to max_bytes + 1 MiB); a body that
+ * is not multipart is written as it is. A failed write answers 500 and
+ * closes. The handler then gets body "" with body_len the bytes written.
+ * Returns -1 (err set) when called at the wrong time or when the multipart
+ * body cannot be parsed (no boundary). */
+int pe_http_body_to_fd(pe_http_request *req, int fd, unsigned long long max_bytes,
+                       const char *form_field, pe_err *err);
+
+/* State for the rest of the request (see above); data is freed with
+ * free_fn (may be NULL) when the request is over. One per request: a
+ * second call frees the first. */
+void pe_http_set_data(pe_http_request *req, void *data, void (*free_fn)(void *));
+void *pe_http_data(pe_http_request *req);
+/* The data, now the caller's: the request forgets it (free_fn will not
+ * run). For state that outlives the request (a proxied stream). */
+void *pe_http_take_data(pe_http_request *req);
 
 /* Every header (name, value) or every query argument (decoded name, value;
  * value NULL for an argument without '='), in the order received. */
@@ -189,7 +306,8 @@ void pe_http_respond_fd(pe_http_request *req, unsigned status, const char *conte
 /* pe_http_respond with a JSON body {"error": name, "message": message}. */
 void pe_http_respond_error(pe_http_request *req, unsigned status, const char *name,
                            const char *message);
-/* The handler answers later (on the loop thread); the connection waits. */
+/* The handler answers later (on the loop thread); the connection waits.
+ * From a head callback: hold the request (see pe_http_route_head). */
 void pe_http_defer(pe_http_request *req);
 
 /* -- streaming (Server-Sent Events and the like) --

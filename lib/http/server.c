@@ -6,23 +6,44 @@
  * handler runs on the loop thread and must not block: slow work goes to
  * the loop's worker pool and the handler defers its answer.
  *
- * A request's state is a struct conn in MHD's per-request pointer, created
- * on the first on_access call and freed in on_completed. Deferral suspends
+ * A request's state is a struct conn (server-conn.h) in MHD's per-request
+ * pointer, created by on_uri and freed in on_completed. Deferral suspends
  * the MHD connection; the answer is stored in the conn and the connection
  * resumed, and MHD calls on_access once more to queue it. MHD_run is never
  * entered recursively: an answer that arrives while MHD_run is on the stack
  * (a handler completing another request) only asks for one more round.
  *
- * Routes outside /xrpc (pe_http_route) share the request machinery: the
- * handler runs once the body is in, and may answer in full, defer, start
- * a stream, or upgrade to a WebSocket. A stream's body is pulled by MHD
- * through stream_read; with nothing queued the connection is suspended
- * ("parked") and the next write resumes it. An upgraded socket leaves MHD
- * for ws.c; MHD keeps only its slot until ws.c gives it back.
+ * A request goes through three phases (enum conn_phase). NEW: MHD has the
+ * request line (on_uri, which gets the raw target before MHD decodes it,
+ * creates the conn). HEAD: the headers are in (MHD's first on_access
+ * call): they are checked strictly (request-check.c), the request is
+ * routed, and a route's head callback may answer, hold, or let the body
+ * come. BODY: the body arrives (into memory, or into a file) and the
+ * handler runs at its end. Holding suspends the connection during the
+ * first call; MHD reads nothing of the body while suspended, and repeats
+ * the first call (data_size 0, no body byte yet) when resumed, which is
+ * where the held request's answer is queued or its body let in.
+ *
+ * When an answer is known before the body (an error, a head callback's
+ * answer), MHD would close the connection if it were queued at once (it
+ * cannot tell whether a body follows): so an answer to a request without a
+ * body waits for the next call, a small declared body (up to
+ * max_json_body) is read and dropped first, and only a larger or chunked
+ * body is refused at once, with Connection: close.
+ *
+ * Routes outside /xrpc (pe_http_route, server-routes.c) share the request
+ * machinery: the handler runs once the body is in, and may answer in full,
+ * defer, start a stream, or upgrade to a WebSocket (server-upgrade.c). A
+ * stream's body is pulled by MHD through stream_read; with nothing queued
+ * the connection is suspended ("parked") and the next write resumes it. An
+ * upgraded socket leaves MHD for ws.c; MHD keeps only its slot until ws.c
+ * gives it back.
  *
  * Limits (STYLE rule 8): MHD's per-connection memory pool bounds the
- * request line and headers (431 beyond it), the body buffer stops at
- * max_json_body (413), the rate-limit table at rate_max_keys, the metrics
+ * request line and headers (431 beyond it), a body in memory stops at
+ * max_json_body or the route's max_body (413) and counts against the
+ * buffered-bytes budget (per client address and in total: 429 / 503
+ * before it is read), the rate-limit table at rate_max_keys, the metrics
  * table at METRIC_ROWS (nsids come from the lexicon table, unknown ones
  * share one row), and MHD enforces connection counts and idle timeouts. */
 #include <arpa/inet.h>
@@ -30,8 +51,6 @@
 #include <math.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
-#include <nettle/base64.h>
-#include <nettle/sha1.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -45,133 +64,18 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "http/server-internal.h"
-#include "http/xrpc-internal.h"
-#include "pocketenv/http.h"
+#include "http/server-conn.h"
 
 #define MAX_ARGS 64
-#define MAX_ROUTES 16
-#define STREAM_BLOCK (64 * 1024)
-#define METRIC_ROWS 512
-#define JSON_TYPE "application/json; charset=utf-8"
+#define BUDGET_RETRY_S "1"
+/* What of a refused chunked body is still read (and dropped) to answer. */
+#define DRAIN_MAX (1u << 20)
 #define DEFAULT_BANNER "Pocketenv: sandboxes over XRPC (/xrpc/io.pocketenv.*)\n"
 
 static const double latency_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define N_BUCKETS PE_ARRAY_LEN(latency_buckets)
-
-struct handler_slot {
-    pe_xrpc_handler fn;
-    void *ud;
-};
-
-struct rate_entry {
-    struct rate_entry *next;
-    uint64_t hash;
-    double tokens;
-    uint64_t last_ns;
-    char key[];
-};
-
-struct route {
-    char *prefix; /* a path prefix, or a host suffix when by_host */
-    size_t plen, max_body;
-    bool by_host;
-    pe_http_handler fn;
-    void *ud;
-};
-
-struct pe_http_stream {
-    pe_http_server *srv;
-    struct conn *c; /* NULL once the connection is gone */
-    char *buf;      /* queued bytes: [off, len) */
-    size_t off, len, cap;
-    bool parked;      /* connection suspended: nothing was queued */
-    bool user_closed; /* pe_http_stream_close: end after the queue, no callbacks */
-    bool gone;        /* on_close delivered (or owed no more) */
-    bool ending;      /* server shutdown: end after the queue */
-    pe_http_stream_callbacks cb;
-    void *ud;
-    struct pe_http_stream *next, *prev; /* srv->streams */
-};
-
-struct metric_row {
-    const char *label; /* static: an nsid from the table or a route name */
-    unsigned status;
-    uint64_t count;
-};
-
-struct conn;
-
-struct pe_http_server {
-    pe_ev_loop *loop;
-    struct MHD_Daemon *mhd;
-    pe_ev_io *io;
-    pe_ev_timer *timer;
-    pe_http_config cfg;
-    char *host, *banner, *banner_html;
-    unsigned port;
-    struct handler_slot *handlers; /* indexed like pe__xrpc_methods */
-    bool in_mhd, need_run;
-    struct conn *deferred; /* suspended connections, for shutdown */
-    struct route routes[MAX_ROUTES];
-    size_t n_routes;
-    struct pe_http_stream *streams; /* live streams, for shutdown */
-    pe_http_ws *ws_list;            /* live WebSockets (ws.c), for shutdown */
-    struct pe_http_raw *raws;       /* live raw upgrades, for shutdown */
-
-    struct rate_entry **rate_tab;
-    size_t rate_nbuckets, rate_count;
-    uint64_t rate_seed;
-    pe_http_rate_key_fn rate_key;
-    void *rate_key_ud;
-
-    struct metric_row rows[METRIC_ROWS];
-    size_t n_rows;
-    uint64_t hist[N_BUCKETS + 1];
-    uint64_t hist_count;
-    double hist_sum;
-    pe_http_metrics_fn metrics_fn;
-    void *metrics_ud;
-};
-
-struct conn {
-    pe_xrpc_request req; /* first: handlers get &conn->req */
-    pe_http_server *srv;
-    struct MHD_Connection *mc;
-    uint64_t start_ns;
-    const pe_xrpc_method *method;
-    const char *label;
-    const char *content_type;
-    char *body;
-    size_t body_len, body_cap;
-    bool too_big, in_handler, deferred, dispatched;
-    struct MHD_Response *resp;
-    unsigned status;
-    bool rl_set;
-    long rl_limit, rl_remaining;
-    long long rl_reset;
-    unsigned retry_after;
-    struct conn *dnext, *dprev;
-    char client[INET6_ADDRSTRLEN];
-    /* routes outside /xrpc */
-    pe_http_request hreq;
-    const struct route *route;
-    size_t body_limit;
-    struct pe_http_stream *stream; /* answered with a stream */
-    pe_http_ws *ws;                /* answered 101, socket not handed over yet */
-    struct pe_http_raw *raw;       /* raw upgrade answered, socket not handed over yet */
-};
-
-/* A raw upgrade (pe_http_upgrade_raw): the socket belongs to the owner
- * between on_socket and pe_http_raw_close. */
-struct pe_http_raw {
-    pe_http_server *srv;
-    struct MHD_UpgradeResponseHandle *urh;
-    pe_http_raw_callbacks cb;
-    void *ud;
-    struct pe_http_raw *next, *prev; /* srv->raws */
-};
+_Static_assert(N_BUCKETS == PE_HTTP_LATENCY_BUCKETS, "the histogram's size (server-conn.h)");
 
 void pe_http_config_init(pe_http_config *cfg)
 {
@@ -187,22 +91,41 @@ void pe_http_config_init(pe_http_config *cfg)
         .rate_burst = 500,
         .rate_max_keys = 65536,
         .banner = NULL,
+        .max_buffered_total = 64u << 20,
+        .max_buffered_per_client = 16u << 20,
+        .cors_origins = NULL,
+        .metrics_public = false,
     };
 }
 
 /* ---- responses ---------------------------------------------------------- */
 
+/* CORS headers, for the API and the server's own paths only: a route
+ * (a preview's proxied app) speaks for itself. Only an allowed Origin is
+ * echoed, never "*": a page of another origin (a sandbox's preview, in the
+ * owner's browser) must not read the API's answers. */
+static void add_cors(struct conn *c, struct MHD_Response *r)
+{
+    if (c->route || c->srv->cors[0] == NULL)
+        return;
+    MHD_add_response_header(r, "Vary", "Origin");
+    if (c->cors_origin == NULL)
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", c->cors_origin);
+    MHD_add_response_header(r, "Access-Control-Expose-Headers",
+                            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
+                            "Retry-After");
+}
+
 /* r, with the headers every answer carries, becomes c's answer. */
-static void use_response(struct conn *c, struct MHD_Response *r, unsigned status, const char *ctype)
+void pe__http_use_response(struct conn *c, struct MHD_Response *r, unsigned status,
+                           const char *ctype)
 {
     char num[32];
 
     if (r == NULL)
         abort(); /* MHD only fails here on allocation failure */
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
-    MHD_add_response_header(r, "Access-Control-Expose-Headers",
-                            "X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
-                            "Retry-After");
+    add_cors(c, r);
     if (ctype)
         MHD_add_response_header(r, "Content-Type", ctype);
     if (c->rl_set) {
@@ -213,7 +136,9 @@ static void use_response(struct conn *c, struct MHD_Response *r, unsigned status
         snprintf(num, sizeof(num), "%lld", c->rl_reset);
         MHD_add_response_header(r, "X-RateLimit-Reset", num);
     }
-    if (status == 429) {
+    if (c->retry_after_text) {
+        MHD_add_response_header(r, "Retry-After", c->retry_after_text);
+    } else if (status == 429) {
         snprintf(num, sizeof(num), "%u", c->retry_after);
         MHD_add_response_header(r, "Retry-After", num);
     }
@@ -223,19 +148,21 @@ static void use_response(struct conn *c, struct MHD_Response *r, unsigned status
     c->status = status;
 }
 
-static void set_response(struct conn *c, unsigned status, const char *ctype, char *body, size_t len)
+void pe__http_set_response(struct conn *c, unsigned status, const char *ctype, char *body,
+                           size_t len)
 {
     if (body)
-        use_response(c, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE), status,
-                     ctype);
+        pe__http_use_response(c, MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE),
+                              status, ctype);
     else
-        use_response(c, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT),
-                     status, ctype);
+        pe__http_use_response(
+            c, MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT), status,
+            ctype);
 }
 
 static void set_text(struct conn *c, unsigned status, const char *ctype, const char *text)
 {
-    set_response(c, status, ctype, pe_xstrdup(text), strlen(text));
+    pe__http_set_response(c, status, ctype, pe_xstrdup(text), strlen(text));
 }
 
 static void set_json(struct conn *c, unsigned status, json_t *v)
@@ -245,11 +172,11 @@ static void set_json(struct conn *c, unsigned status, json_t *v)
     json_decref(v);
     if (s == NULL)
         abort(); /* jansson fails only on allocation failure for valid values */
-    set_response(c, status, JSON_TYPE, s, strlen(s));
+    pe__http_set_response(c, status, JSON_TYPE, s, strlen(s));
 }
 
 /* Every XRPC error goes through here, so through pe__xrpc_error_for. */
-static void set_error(struct conn *c, int code, const char *name, const char *message)
+void pe__http_set_error(struct conn *c, int code, const char *name, const char *message)
 {
     pe_xrpc_error e = pe__xrpc_error_for(code);
     json_t *msg = json_string(message);
@@ -289,7 +216,7 @@ static void run_mhd(pe_http_server *s)
 /* Have MHD run soon from the loop, not on the caller's stack: an answer or
  * a stream write must never call back into its caller (on_close, on_drain)
  * before it returns. The MHD timer doubles as the kick. */
-static void kick(pe_http_server *s)
+void pe__http_kick(pe_http_server *s)
 {
     if (s->in_mhd)
         s->need_run = true;
@@ -353,21 +280,44 @@ static void metrics_write(pe_http_server *s, FILE *f)
     fprintf(f, "pocketenv_http_request_duration_seconds_sum %.6f\n", s->hist_sum);
     fprintf(f, "pocketenv_http_request_duration_seconds_count %llu\n",
             (unsigned long long)s->hist_count);
+    fprintf(f,
+            "# HELP pocketenv_http_body_bytes_buffered Request-body bytes held in memory.\n"
+            "# TYPE pocketenv_http_body_bytes_buffered gauge\n"
+            "pocketenv_http_body_bytes_buffered %zu\n",
+            pe__http_budget_total(s->budget));
     if (s->metrics_fn)
         s->metrics_fn(f, s->metrics_ud);
 }
 
 static void serve_metrics(struct conn *c)
 {
+    pe_http_server *s = c->srv;
     char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
+    FILE *f;
+    int r;
 
+    /* Request counts, latencies and sandbox states are the operator's: not
+     * for anyone who can reach the port (or a page in a browser). */
+    if (!s->cfg.metrics_public) {
+        r = s->metrics_auth ? s->metrics_auth(c->req.authorization, s->metrics_auth_ud)
+                            : PE_XRPC_EAUTH;
+        if (r == PE_XRPC_EFORBIDDEN) {
+            pe__http_set_error(c, PE_XRPC_EFORBIDDEN, NULL,
+                               "the metrics are for the daemon's owner");
+            return;
+        }
+        if (r != 0) {
+            pe__http_set_error(c, PE_XRPC_EAUTH, NULL, "authentication required");
+            return;
+        }
+    }
+    f = open_memstream(&text, &len);
     if (f == NULL)
         abort();
     metrics_write(c->srv, f);
     fclose(f);
-    set_response(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    pe__http_set_response(c, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
 }
 
 /* ---- rate limiting: a token bucket per key ------------------------------ */
@@ -491,7 +441,7 @@ static struct conn *conn_of(pe_xrpc_request *req)
     return (struct conn *)req;
 }
 
-static void deferred_unlink(struct conn *c)
+void pe__http_deferred_unlink(struct conn *c)
 {
     pe_http_server *s = c->srv;
 
@@ -505,21 +455,35 @@ static void deferred_unlink(struct conn *c)
 }
 
 /* An answer was stored: if the connection was suspended, wake it. */
-static void answered(struct conn *c)
+void pe__http_answered(struct conn *c)
 {
-    if (c->in_handler || !c->deferred)
-        return; /* on_access queues it when the handler returns */
+    if (c->in_handler || c->in_head || !c->deferred)
+        return; /* on_access queues it when the callback returns */
     c->deferred = false;
-    deferred_unlink(c);
+    pe__http_deferred_unlink(c);
     MHD_resume_connection(c->mc);
-    kick(c->srv);
+    pe__http_kick(c->srv);
 }
 
-static bool check_answer_once(struct conn *c)
+bool pe__http_check_answer_once(struct conn *c)
 {
-    if (c->resp == NULL && c->dispatched && (c->in_handler || c->deferred))
+    if (c->resp == NULL && (c->in_handler || c->in_head || c->deferred))
         return true;
     pe_log_error("http: %s answered twice or after it was closed", c->label);
+    return false;
+}
+
+/* Streams and upgrades answer a request whose body is in: a head callback
+ * (whose body is not) may only answer in full. */
+bool pe__http_check_handler_answer(struct conn *c)
+{
+    if (!pe__http_check_answer_once(c))
+        return false;
+    if (c->phase != PH_HEAD)
+        return true;
+    pe_log_error("http: %s: a stream or upgrade from a head callback", c->label);
+    pe__http_set_error(c, PE_ESYS, NULL, "Internal Server Error");
+    pe__http_answered(c);
     return false;
 }
 
@@ -527,15 +491,15 @@ void pe_xrpc_respond(pe_xrpc_request *req, json_t *out)
 {
     struct conn *c = conn_of(req);
 
-    if (!check_answer_once(c)) {
+    if (!pe__http_check_answer_once(c)) {
         json_decref(out);
         return;
     }
     if (out)
         set_json(c, 200, out);
     else
-        set_response(c, 200, NULL, NULL, 0);
-    answered(c);
+        pe__http_set_response(c, 200, NULL, NULL, 0);
+    pe__http_answered(c);
 }
 
 void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const char *name)
@@ -543,15 +507,15 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
     struct conn *c = conn_of(req);
     pe_xrpc_error e = pe__xrpc_error_for(err->code);
 
-    if (!check_answer_once(c))
+    if (!pe__http_check_answer_once(c))
         return;
     if (e.status >= 500) {
         pe_log_error("%s: %s", c->label, err->msg);
-        set_error(c, err->code, name, e.name);
+        pe__http_set_error(c, err->code, name, e.name);
     } else {
-        set_error(c, err->code, name, err->msg);
+        pe__http_set_error(c, err->code, name, err->msg);
     }
-    answered(c);
+    pe__http_answered(c);
 }
 
 void pe_xrpc_respond_err(pe_xrpc_request *req, const pe_err *err)
@@ -575,13 +539,9 @@ static void xrpc_dispatch(struct conn *c)
     char msg[512];
     json_t *body = NULL;
 
-    if (c->too_big) {
-        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
-        return;
-    }
     if (pe__xrpc_body(c->method, c->content_type, c->body, c->body_len, &body, msg, sizeof(msg)) <
         0) {
-        set_error(c, PE_EINVAL, NULL, msg);
+        pe__http_set_error(c, PE_EINVAL, NULL, msg);
         return;
     }
     c->req.body = body;
@@ -591,7 +551,7 @@ static void xrpc_dispatch(struct conn *c)
     c->in_handler = false;
     if (c->resp == NULL && !c->deferred) {
         pe_log_error("http: handler for %s returned without an answer", c->label);
-        set_error(c, PE_ESYS, NULL, "Internal Server Error");
+        pe__http_set_error(c, PE_ESYS, NULL, "Internal Server Error");
     }
 }
 
@@ -600,23 +560,23 @@ static void xrpc_start(struct conn *c, const char *nsid, const char *method)
 {
     pe_http_server *s = c->srv;
     struct arg_list args = {.n = 0};
-    const char *want, *len_hdr;
+    const char *want;
     char msg[512];
 
     c->label = "xrpc-unknown";
     /* First, so that even requests for unknown methods count (as upstream's
      * global limiter does). */
     if (!rate_take(c)) {
-        set_error(c, PE_XRPC_ERATE, NULL, "Too many requests, please try again later.");
+        pe__http_set_error(c, PE_XRPC_ERATE, NULL, "Too many requests, please try again later.");
         return;
     }
     if (!pe__xrpc_nsid_valid(nsid)) {
-        set_error(c, PE_EINVAL, NULL, "invalid xrpc path");
+        pe__http_set_error(c, PE_EINVAL, NULL, "invalid xrpc path");
         return;
     }
     c->method = pe__xrpc_lookup(nsid);
     if (c->method == NULL) {
-        set_error(c, PE_XRPC_ENOMETHOD, NULL, "Method Not Implemented");
+        pe__http_set_error(c, PE_XRPC_ENOMETHOD, NULL, "Method Not Implemented");
         return;
     }
     c->label = c->req.nsid = c->method->nsid;
@@ -625,36 +585,64 @@ static void xrpc_start(struct conn *c, const char *nsid, const char *method)
     if (strcmp(method, want) != 0 &&
         !(c->method->kind == PE_XRPC_QUERY && !strcmp(method, "HEAD"))) {
         snprintf(msg, sizeof(msg), "Incorrect HTTP method (%s) expected %s", method, want);
-        set_error(c, PE_EINVAL, NULL, msg);
+        pe__http_set_error(c, PE_EINVAL, NULL, msg);
         return;
     }
     if (s->handlers[c->method - pe__xrpc_methods].fn == NULL) {
-        set_error(c, PE_XRPC_ENOTIMPL, NULL, "Method Not Implemented");
+        pe__http_set_error(c, PE_XRPC_ENOTIMPL, NULL, "Method Not Implemented");
         return;
     }
     MHD_get_connection_values(c->mc, MHD_GET_ARGUMENT_KIND, collect_arg, &args);
     if (pe__xrpc_params(c->method, args.args, args.n, &c->req.params, msg, sizeof(msg)) < 0) {
-        set_error(c, PE_EINVAL, NULL, msg);
+        pe__http_set_error(c, PE_EINVAL, NULL, msg);
         return;
     }
     c->content_type = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Type");
-    len_hdr = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Length");
-    if (len_hdr && strlen(len_hdr) > 15)
-        c->too_big = true;
-    else if (len_hdr && strtoull(len_hdr, NULL, 10) > s->cfg.max_json_body)
-        c->too_big = true;
-    if (c->too_big) /* answer now: MHD then closes instead of reading the body */
-        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
 }
 
+/* ---- request bodies ------------------------------------------------------ */
+
+/* Take n bytes of the buffered-bytes budget for c, or answer 429 (the
+ * client's share is used up) / 503 (everyone's is) and return -1. */
+static int budget_reserve(struct conn *c, size_t n)
+{
+    switch (pe__http_budget_take(c->srv->budget, c->client, n)) {
+    case PE_HTTP_BUDGET_OK:
+        c->reserved += n;
+        return 0;
+    case PE_HTTP_BUDGET_CLIENT:
+        c->retry_after_text = BUDGET_RETRY_S;
+        pe__http_set_error(c, PE_XRPC_ERATE, NULL,
+                           "too many request bodies in transit from your address; retry later");
+        break;
+    default:
+        c->retry_after_text = BUDGET_RETRY_S;
+        pe__http_set_error(c, PE_XRPC_EBUSY, NULL,
+                           "the server is receiving too many request bodies; retry later");
+        break;
+    }
+    c->close_after = true;
+    return -1;
+}
+
+void pe__http_refuse_too_big(struct conn *c)
+{
+    c->close_after = true;
+    pe__http_set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
+}
+
+/* A body bound for memory: within the limit and the budget (a chunked
+ * one takes its budget as it comes, see body_append). */
 static void body_append(struct conn *c, const char *data, size_t len)
 {
     size_t limit = c->body_limit;
 
-    if (c->too_big || len > limit - c->body_len) {
-        c->too_big = true; /* keep reading (and dropping) to answer cleanly */
+    if (len > limit - c->body_len) {
+        pe__http_refuse_too_big(c);
         return;
     }
+    if (c->chunked && budget_reserve(c, len) < 0)
+        return;
     if (c->body_len + len > c->body_cap) {
         size_t cap = c->body_cap ? c->body_cap * 2 : 4096;
         while (cap < c->body_len + len)
@@ -668,547 +656,7 @@ static void body_append(struct conn *c, const char *data, size_t len)
     c->body_len += len;
 }
 
-/* ---- routes outside /xrpc ----------------------------------------------- */
-
-static struct conn *conn_of_http(pe_http_request *req)
-{
-    return (struct conn *)((char *)req - offsetof(struct conn, hreq));
-}
-
-static const struct route *route_find(pe_http_server *s, const char *url)
-{
-    const struct route *best = NULL;
-
-    for (size_t i = 0; i < s->n_routes; i++) {
-        const struct route *r = &s->routes[i];
-        if (!r->by_host && strncmp(url, r->prefix, r->plen) == 0 &&
-            (best == NULL || r->plen > best->plen))
-            best = r;
-    }
-    return best;
-}
-
-/* The host route whose suffix ends the Host header (port left out), with
- * at least one character before it: "8080-box.localhost:8789" matches
- * ".localhost"; "localhost:8789" does not. */
-static const struct route *host_route_find(pe_http_server *s, const char *host)
-{
-    size_t hl;
-    const char *colon;
-
-    if (host == NULL)
-        return NULL;
-    colon = strrchr(host, ':');
-    hl = colon ? (size_t)(colon - host) : strlen(host);
-    for (size_t i = 0; i < s->n_routes; i++) {
-        const struct route *r = &s->routes[i];
-        if (r->by_host && hl > r->plen && strncasecmp(host + hl - r->plen, r->prefix, r->plen) == 0)
-            return r;
-    }
-    return NULL;
-}
-
-/* Headers are in: everything that can be decided before the body. */
-static void custom_start(struct conn *c, const struct route *r, const char *url, const char *method)
-{
-    const char *len_hdr = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Content-Length");
-
-    c->route = r;
-    c->label = r->prefix;
-    c->body_limit = r->max_body;
-    c->hreq = (pe_http_request){
-        .method = method,
-        .path = url,
-        .rest = r->by_host ? url : url + r->plen,
-        .authorization = c->req.authorization,
-        .client_addr = c->client,
-        .body = "",
-    };
-    if (len_hdr && (strlen(len_hdr) > 15 || strtoull(len_hdr, NULL, 10) > r->max_body)) {
-        c->too_big = true;
-        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
-    }
-}
-
-static void custom_dispatch(struct conn *c)
-{
-    if (c->too_big) {
-        set_error(c, PE_XRPC_ETOOBIG, NULL, "request entity too large");
-        return;
-    }
-    if (c->body) {
-        c->body[c->body_len] = '\0';
-        c->hreq.body = c->body;
-        c->hreq.body_len = c->body_len;
-    }
-    c->dispatched = true;
-    c->in_handler = true;
-    c->route->fn(&c->hreq, c->route->ud);
-    c->in_handler = false;
-    if (c->resp == NULL && !c->deferred) {
-        pe_log_error("http: handler for %s returned without an answer", c->label);
-        set_error(c, PE_ESYS, NULL, "Internal Server Error");
-    }
-}
-
-static int add_route(pe_http_server *srv, const char *prefix, bool by_host, size_t max_body,
-                     pe_http_handler fn, void *ud, pe_err *err)
-{
-    struct route *r = NULL;
-
-    for (size_t i = 0; i < srv->n_routes; i++)
-        if (srv->routes[i].by_host == by_host && strcmp(srv->routes[i].prefix, prefix) == 0)
-            r = &srv->routes[i];
-    if (r == NULL) {
-        if (srv->n_routes == MAX_ROUTES)
-            return pe_err_set(err, PE_EINVAL, 0, "route %s: more than %d routes", prefix,
-                              MAX_ROUTES);
-        r = &srv->routes[srv->n_routes++];
-        r->prefix = pe_xstrdup(prefix);
-        r->plen = strlen(prefix);
-        r->by_host = by_host;
-    }
-    r->max_body = max_body ? max_body : srv->cfg.max_json_body;
-    r->fn = fn;
-    r->ud = ud;
-    return 0;
-}
-
-int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
-                  void *ud, pe_err *err)
-{
-    if (prefix == NULL || prefix[0] != '/')
-        return pe_err_set(err, PE_EINVAL, 0, "route prefix must start with '/'");
-    return add_route(srv, prefix, false, max_body, fn, ud, err);
-}
-
-int pe_http_route_host(pe_http_server *srv, const char *suffix, size_t max_body, pe_http_handler fn,
-                       void *ud, pe_err *err)
-{
-    if (suffix == NULL || suffix[0] != '.' || suffix[1] == '\0')
-        return pe_err_set(err, PE_EINVAL, 0, "host route suffix must start with '.'");
-    return add_route(srv, suffix, true, max_body, fn, ud, err);
-}
-
-struct each_ctx {
-    pe_http_each_fn fn;
-    void *ud;
-};
-
-static enum MHD_Result each_value(void *cls, enum MHD_ValueKind kind, const char *key,
-                                  const char *value)
-{
-    struct each_ctx *e = cls;
-
-    e->fn(key, value, e->ud);
-    return MHD_YES;
-}
-
-void pe_http_header_each(pe_http_request *req, pe_http_each_fn fn, void *ud)
-{
-    struct each_ctx e = {fn, ud};
-
-    MHD_get_connection_values(conn_of_http(req)->mc, MHD_HEADER_KIND, each_value, &e);
-}
-
-void pe_http_query_each(pe_http_request *req, pe_http_each_fn fn, void *ud)
-{
-    struct each_ctx e = {fn, ud};
-
-    MHD_get_connection_values(conn_of_http(req)->mc, MHD_GET_ARGUMENT_KIND, each_value, &e);
-}
-
-const char *pe_http_query(pe_http_request *req, const char *key)
-{
-    return MHD_lookup_connection_value(conn_of_http(req)->mc, MHD_GET_ARGUMENT_KIND, key);
-}
-
-const char *pe_http_header(pe_http_request *req, const char *name)
-{
-    return MHD_lookup_connection_value(conn_of_http(req)->mc, MHD_HEADER_KIND, name);
-}
-
-static void add_headers(struct MHD_Response *r, const char *const *headers)
-{
-    for (; headers && headers[0] && headers[1]; headers += 2)
-        MHD_add_response_header(r, headers[0], headers[1]);
-}
-
-void pe_http_respond(pe_http_request *req, unsigned status, const char *content_type,
-                     const void *body, size_t len, const char *const *headers)
-{
-    struct conn *c = conn_of_http(req);
-    char *copy = NULL;
-
-    if (!check_answer_once(c))
-        return;
-    if (len > 0) {
-        copy = pe_xmalloc(len);
-        memcpy(copy, body, len);
-    }
-    set_response(c, status, content_type, copy, len);
-    add_headers(c->resp, headers);
-    answered(c);
-}
-
-void pe_http_respond_fd(pe_http_request *req, unsigned status, const char *content_type, int fd,
-                        const char *const *headers)
-{
-    struct conn *c = conn_of_http(req);
-    struct stat st;
-
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        pe_http_respond_error(req, 500, "InternalServerError", "the answer cannot be read");
-        return;
-    }
-    if (!check_answer_once(c)) {
-        close(fd);
-        return;
-    }
-    /* MHD reads fd as the client takes it (sendfile where it can), and
-     * closes it with the response. */
-    use_response(c, MHD_create_response_from_fd64((uint64_t)st.st_size, fd), status, content_type);
-    add_headers(c->resp, headers);
-    answered(c);
-}
-
-void pe_http_respond_error(pe_http_request *req, unsigned status, const char *name,
-                           const char *message)
-{
-    json_t *msg = json_string(message);
-
-    if (msg == NULL)
-        msg = json_string("request contains invalid UTF-8");
-    json_t *v = json_pack("{s:s,s:o}", "error", name, "message", msg);
-    char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-
-    json_decref(v);
-    if (text == NULL)
-        abort(); /* allocation failure */
-    pe_http_respond(req, status, JSON_TYPE, text, strlen(text), NULL);
-    free(text);
-}
-
-void pe_http_defer(pe_http_request *req)
-{
-    struct conn *c = conn_of_http(req);
-
-    if (c->in_handler && c->resp == NULL)
-        c->deferred = true;
-}
-
-/* ---- streams ------------------------------------------------------------ */
-
-static void stream_unlink(struct pe_http_stream *st)
-{
-    pe_http_server *s = st->srv;
-
-    if (st->prev)
-        st->prev->next = st->next;
-    else if (s->streams == st)
-        s->streams = st->next;
-    if (st->next)
-        st->next->prev = st->prev;
-    st->next = st->prev = NULL;
-}
-
-/* The connection is over: tell the owner once, unless it let go. */
-static void stream_gone(struct pe_http_stream *st)
-{
-    if (st->c) {
-        st->c->stream = NULL;
-        st->c = NULL;
-    }
-    if (st->gone)
-        return;
-    st->gone = true;
-    stream_unlink(st);
-    if (!st->user_closed && st->cb.on_close)
-        st->cb.on_close(st, st->ud);
-}
-
-static void stream_unpark(struct pe_http_stream *st)
-{
-    if (!st->parked || st->c == NULL)
-        return;
-    st->parked = false;
-    MHD_resume_connection(st->c->mc);
-    kick(st->srv);
-}
-
-/* MHD pulls the body: hand it what is queued, or park the connection
- * (suspend) until the next write, so an idle stream costs no wakeups. */
-static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    struct pe_http_stream *st = cls;
-    size_t n;
-
-    if (st->len > st->off) {
-        n = st->len - st->off < max ? st->len - st->off : max;
-        memcpy(buf, st->buf + st->off, n);
-        st->off += n;
-        if (st->off == st->len) {
-            st->off = st->len = 0;
-            if (!st->user_closed && !st->gone && st->cb.on_drain)
-                st->cb.on_drain(st, st->ud);
-        }
-        return (ssize_t)n;
-    }
-    if (st->user_closed || st->ending || st->c == NULL)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    st->parked = true;
-    MHD_suspend_connection(st->c->mc);
-    return 0;
-}
-
-static void stream_free(void *cls)
-{
-    struct pe_http_stream *st = cls;
-
-    stream_gone(st);
-    free(st->buf);
-    free(st);
-}
-
-pe_http_stream *pe_http_respond_stream(pe_http_request *req, unsigned status,
-                                       const char *content_type, const char *const *headers,
-                                       const pe_http_stream_callbacks *cb, void *ud)
-{
-    struct conn *c = conn_of_http(req);
-    struct pe_http_stream *st;
-    struct MHD_Response *r;
-
-    if (!check_answer_once(c))
-        return NULL;
-    st = pe_xcalloc(1, sizeof(*st));
-    st->srv = c->srv;
-    st->c = c;
-    st->cb = *cb;
-    st->ud = ud;
-    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_BLOCK, stream_read, st,
-                                          stream_free);
-    if (r == NULL)
-        abort(); /* allocation failure */
-    MHD_add_response_header(r, "Access-Control-Allow-Origin", "*");
-    if (content_type)
-        MHD_add_response_header(r, "Content-Type", content_type);
-    add_headers(r, headers);
-    c->resp = r;
-    c->status = status;
-    c->stream = st;
-    st->next = c->srv->streams;
-    if (st->next)
-        st->next->prev = st;
-    c->srv->streams = st;
-    answered(c);
-    return st;
-}
-
-int pe_http_stream_write(pe_http_stream *st, const void *data, size_t len)
-{
-    if (st->user_closed || st->c == NULL)
-        return -1;
-    if (st->off > 0 && st->off == st->len)
-        st->off = st->len = 0;
-    if (st->len + len > st->cap) {
-        if (st->off > 0) { /* compact before growing */
-            memmove(st->buf, st->buf + st->off, st->len - st->off);
-            st->len -= st->off;
-            st->off = 0;
-        }
-        if (st->len + len > st->cap) {
-            st->cap = (st->len + len) * 2;
-            st->buf = pe_xrealloc(st->buf, st->cap);
-        }
-    }
-    memcpy(st->buf + st->len, data, len);
-    st->len += len;
-    stream_unpark(st);
-    return 0;
-}
-
-size_t pe_http_stream_pending(const pe_http_stream *st)
-{
-    return st->len - st->off;
-}
-
-void pe_http_stream_close(pe_http_stream *st)
-{
-    if (st == NULL || st->user_closed)
-        return;
-    st->user_closed = true;
-    if (st->c == NULL)
-        return; /* already gone: freed with its response */
-    stream_unpark(st);
-}
-
-/* ---- WebSocket handshake (the framing is ws.c's) ------------------------ */
-
-static void on_upgrade(void *cls, struct MHD_Connection *mc, void *con_cls, const char *extra_in,
-                       size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
-{
-    struct conn *c = con_cls;
-
-    if (c)
-        c->ws = NULL;
-    pe__ws_attach(cls, sock, extra_in, extra_in_size, urh);
-}
-
-/* Sec-WebSocket-Accept: base64(SHA-1(key + the RFC's GUID)). */
-static void ws_accept_key(const char *key, char out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1])
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    struct sha1_ctx ctx;
-    uint8_t digest[SHA1_DIGEST_SIZE];
-
-    sha1_init(&ctx);
-    sha1_update(&ctx, strlen(key), (const uint8_t *)key);
-    sha1_update(&ctx, sizeof(guid) - 1, (const uint8_t *)guid);
-    sha1_digest(&ctx, sizeof(digest), digest);
-    base64_encode_raw(out, sizeof(digest), digest);
-    out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
-}
-
-static bool has_token(const char *list, const char *token)
-{
-    size_t n = strlen(token);
-
-    for (const char *p = list; p && *p;) {
-        while (*p == ' ' || *p == ',' || *p == '\t')
-            p++;
-        if (strncasecmp(p, token, n) == 0 && (p[n] == '\0' || p[n] == ',' || p[n] == ' '))
-            return true;
-        p = strchr(p, ',');
-    }
-    return false;
-}
-
-pe_http_ws *pe_http_upgrade_ws(pe_http_request *req, const pe_http_ws_callbacks *cb,
-                               size_t max_message, void *ud)
-{
-    static const char *const need_ws[] = {"Upgrade", "websocket", NULL};
-    static const char *const need_13[] = {"Sec-WebSocket-Version", "13", NULL};
-    struct conn *c = conn_of_http(req);
-    const char *upgrade = pe_http_header(req, "Upgrade");
-    const char *connection = pe_http_header(req, "Connection");
-    const char *key = pe_http_header(req, "Sec-WebSocket-Key");
-    const char *version = pe_http_header(req, "Sec-WebSocket-Version");
-    char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
-    struct MHD_Response *r;
-    pe_http_ws *ws;
-
-    if (!check_answer_once(c))
-        return NULL;
-    if (upgrade == NULL || strcasecmp(upgrade, "websocket") != 0) {
-        static const char msg[] = "{\"error\":\"UpgradeRequired\",\"message\":\"WebSocket only\"}";
-        pe_http_respond(req, 426, JSON_TYPE, msg, sizeof(msg) - 1, need_ws);
-        return NULL;
-    }
-    if (strcmp(c->hreq.method, "GET") != 0 || !has_token(connection, "upgrade") || key == NULL ||
-        strlen(key) != 24 || version == NULL || strcmp(version, "13") != 0) {
-        static const char msg[] = "{\"error\":\"InvalidRequest\","
-                                  "\"message\":\"bad WebSocket handshake\"}";
-        pe_http_respond(req, 400, JSON_TYPE, msg, sizeof(msg) - 1, need_13);
-        return NULL;
-    }
-    ws_accept_key(key, accept);
-    ws = pe__ws_new(c->srv, cb, max_message, ud);
-    r = MHD_create_response_for_upgrade(on_upgrade, ws);
-    if (r == NULL)
-        abort(); /* allocation failure */
-    MHD_add_response_header(r, "Upgrade", "websocket");
-    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
-    c->resp = r;
-    c->status = 101;
-    c->ws = ws;
-    answered(c);
-    return ws;
-}
-
-/* ---- raw upgrades (a proxy relays the bytes itself) --------------------- */
-
-static void raw_unlink(struct pe_http_raw *raw)
-{
-    pe_http_server *s = raw->srv;
-
-    if (raw->prev)
-        raw->prev->next = raw->next;
-    else if (s->raws == raw)
-        s->raws = raw->next;
-    if (raw->next)
-        raw->next->prev = raw->prev;
-    raw->next = raw->prev = NULL;
-}
-
-static void on_raw_upgrade(void *cls, struct MHD_Connection *mc, void *con_cls,
-                           const char *extra_in, size_t extra_in_size, MHD_socket sock,
-                           struct MHD_UpgradeResponseHandle *urh)
-{
-    struct pe_http_raw *raw = cls;
-    struct conn *c = con_cls;
-
-    if (c)
-        c->raw = NULL;
-    raw->urh = urh;
-    raw->cb.on_socket(raw, sock, extra_in, extra_in_size, raw->ud);
-}
-
-pe_http_raw *pe_http_upgrade_raw(pe_http_request *req, const char *const *headers,
-                                 const pe_http_raw_callbacks *cb, void *ud)
-{
-    struct conn *c = conn_of_http(req);
-    struct pe_http_raw *raw;
-    struct MHD_Response *r;
-
-    if (!check_answer_once(c))
-        return NULL;
-    raw = pe_xcalloc(1, sizeof(*raw));
-    raw->srv = c->srv;
-    raw->cb = *cb;
-    raw->ud = ud;
-    r = MHD_create_response_for_upgrade(on_raw_upgrade, raw);
-    if (r == NULL)
-        abort(); /* allocation failure */
-    add_headers(r, headers);
-    raw->next = c->srv->raws;
-    if (raw->next)
-        raw->next->prev = raw;
-    c->srv->raws = raw;
-    c->resp = r;
-    c->status = 101;
-    c->raw = raw;
-    answered(c);
-    return raw;
-}
-
-void pe_http_raw_close(pe_http_raw *raw)
-{
-    pe_http_server *s;
-
-    if (raw == NULL)
-        return;
-    s = raw->srv;
-    raw_unlink(raw);
-    if (raw->urh) {
-        MHD_upgrade_action(raw->urh, MHD_UPGRADE_ACTION_CLOSE);
-        kick(s);
-    }
-    free(raw);
-}
-
-/* The owner is told (on_close) and must stop using the socket; the server
- * then gives it back to MHD. */
-static void raw_end(struct pe_http_raw *raw)
-{
-    raw_unlink(raw);
-    raw->next = raw->prev = NULL;
-    if (raw->cb.on_close)
-        raw->cb.on_close(raw, raw->ud);
-    if (raw->urh)
-        MHD_upgrade_action(raw->urh, MHD_UPGRADE_ACTION_CLOSE);
-    free(raw);
-}
+/* ---- what ws.c needs (server-internal.h) --------------------------------- */
 
 pe_ev_loop *pe__http_loop(pe_http_server *srv)
 {
@@ -1227,9 +675,21 @@ pe_http_ws **pe__http_ws_list(pe_http_server *srv)
 
 /* ---- routes ------------------------------------------------------------- */
 
+/* A preflight for the API: the allow headers for an allowed Origin, 403
+ * for another (its page must not call us), a plain Allow without one. */
 static void serve_preflight(struct conn *c)
 {
-    set_response(c, 204, NULL, NULL, 0);
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+
+    if (origin && c->cors_origin == NULL) {
+        pe__http_set_error(c, PE_XRPC_EFORBIDDEN, NULL, "this origin may not call the API");
+        return;
+    }
+    pe__http_set_response(c, 204, NULL, NULL, 0);
+    if (origin == NULL) {
+        MHD_add_response_header(c->resp, "Allow", "GET, HEAD, POST, OPTIONS");
+        return;
+    }
     MHD_add_response_header(c->resp, "Access-Control-Allow-Methods", "GET, HEAD, POST, OPTIONS");
     MHD_add_response_header(c->resp, "Access-Control-Allow-Headers", "Authorization, Content-Type");
     MHD_add_response_header(c->resp, "Access-Control-Max-Age", "86400");
@@ -1245,16 +705,26 @@ static void serve_banner(struct conn *c)
         set_text(c, 200, "text/plain; charset=utf-8", c->srv->banner);
 }
 
+/* Paths the server answers itself; a route on a shorter prefix ("/")
+ * never gets them. */
+static bool own_path(const char *url)
+{
+    return !strncmp(url, "/xrpc/", 6) || !strcmp(url, "/healthz") || !strcmp(url, "/metrics");
+}
+
 static void route(struct conn *c, const char *url, const char *method)
 {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     const struct route *r;
 
     c->label = "other";
-    if ((r = host_route_find(
+    if ((r = pe__http_host_route_find(
              c->srv, MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Host"))) != NULL) {
-        custom_start(c, r, url, method);
-    } else if (!strcmp(method, "OPTIONS")) {
+        pe__http_route_start(c, r, url, method);
+        return;
+    }
+    r = own_path(url) ? NULL : pe__http_route_find(c->srv, url);
+    if (!strcmp(method, "OPTIONS") && r == NULL) {
         c->label = "preflight";
         serve_preflight(c);
     } else if (!strncmp(url, "/xrpc/", 6)) {
@@ -1265,13 +735,13 @@ static void route(struct conn *c, const char *url, const char *method)
     } else if (!strcmp(url, "/metrics") && get) {
         c->label = "/metrics";
         serve_metrics(c);
-    } else if ((r = route_find(c->srv, url)) != NULL) {
-        custom_start(c, r, url, method);
+    } else if (r != NULL) {
+        pe__http_route_start(c, r, url, method);
     } else if (!strcmp(url, "/") && get) {
         c->label = "/";
         serve_banner(c);
     } else {
-        set_error(c, PE_ENOENT, NULL, "Not Found");
+        pe__http_set_error(c, PE_ENOENT, NULL, "Not Found");
     }
 }
 
@@ -1284,6 +754,9 @@ static struct conn *conn_new(pe_http_server *s, struct MHD_Connection *mc)
 
     c->srv = s;
     c->mc = mc;
+    c->phase = PH_NEW;
+    c->body_fd = -1;
+    c->content_length = -1;
     c->start_ns = pe_ev_now_ns();
     snprintf(c->client, sizeof(c->client), "unknown");
     if (sa && sa->sa_family == AF_INET)
@@ -1294,17 +767,242 @@ static struct conn *conn_new(pe_http_server *s, struct MHD_Connection *mc)
                   sizeof(c->client));
     c->req.client_addr = c->client;
     c->body_limit = s->cfg.max_json_body;
-    c->req.authorization = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, "Authorization");
+    return c;
+}
+
+/* MHD has the request line: the raw target is checked here, as this is
+ * the only time it is seen before MHD percent-decodes it in place (a %00
+ * would then silently cut the path or a query argument short). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *mc)
+{
+    struct conn *c = conn_new(cls, mc);
+
+    c->target_status = pe__http_check_target(uri, c->target_msg, sizeof(c->target_msg));
+    c->target_len = strlen(uri);
     return c;
 }
 
 static enum MHD_Result queue(struct conn *c)
 {
-    enum MHD_Result r = MHD_queue_response(c->mc, c->status, c->resp);
+    enum MHD_Result r;
 
+    if (c->close_after)
+        MHD_add_response_header(c->resp, "Connection", "close");
+    r = MHD_queue_response(c->mc, c->status, c->resp);
     MHD_destroy_response(c->resp);
     c->resp = NULL;
     return r;
+}
+
+static void suspend(struct conn *c)
+{
+    c->dnext = c->srv->deferred;
+    if (c->dnext)
+        c->dnext->dprev = c;
+    c->srv->deferred = c;
+    MHD_suspend_connection(c->mc);
+}
+
+struct head_check {
+    pe_http_framing f;
+    int status;
+    char msg[160];
+    /* where MHD's strings lie in its buffer, for pe__http_check_hidden */
+    const char *head;
+    size_t head_len;
+    pe_http_span *spans;
+    size_t n_spans, cap_spans;
+};
+
+/* A string inside the head's bytes; one elsewhere (MHD moved it) is left
+ * out, which only makes the check see less. */
+static void add_span(struct head_check *h, const char *p, size_t len, bool name)
+{
+    if (h->head == NULL || p < h->head || p > h->head + h->head_len ||
+        len > (size_t)(h->head + h->head_len - p))
+        return;
+    if (h->n_spans == h->cap_spans) {
+        h->cap_spans = h->cap_spans ? h->cap_spans * 2 : 32;
+        h->spans = pe_xrealloc(h->spans, h->cap_spans * sizeof(*h->spans));
+    }
+    h->spans[h->n_spans++] = (pe_http_span){(size_t)(p - h->head), len, name};
+}
+
+static enum MHD_Result check_one_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        size_t key_size, const char *value, size_t value_size)
+{
+    struct head_check *h = cls;
+
+    h->status = pe__http_check_header(&h->f, key ? key : "", key ? key_size : 0, value ? value : "",
+                                      value ? value_size : 0, h->msg, sizeof(h->msg));
+    if (key)
+        add_span(h, key, key_size, true);
+    if (value)
+        add_span(h, value, value_size, false);
+    return h->status ? MHD_NO : MHD_YES;
+}
+
+/* MHD parsed the head in place, from the method on: its size tells where
+ * the head's bytes end. No size (another libmicrohttpd): no hidden-byte
+ * check, the other checks still run. */
+static void find_head(struct head_check *h, struct conn *c, const char *method)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+
+    if (ci == NULL || ci->header_size == 0)
+        return;
+    h->head = method;
+    h->head_len = ci->header_size;
+}
+
+/* The declared length, -1 without one; one too long to be real reads as
+ * larger than any limit. MHD has already refused one that is not digits. */
+static long long parse_length(const char *v)
+{
+    long long n = 0;
+
+    if (v == NULL)
+        return -1;
+    if (strlen(v) > 15)
+        return 999999999999999LL;
+    for (; *v >= '0' && *v <= '9'; v++)
+        n = n * 10 + (*v - '0');
+    return n;
+}
+
+/* The strict checks of request-check.h, before any route: false after
+ * answering (with Connection: close, the framing being in doubt). */
+static bool head_ok(struct conn *c, const char *method, const char *url, const char *version)
+{
+    struct head_check h = {.status = c->target_status};
+
+    if (h.status)
+        snprintf(h.msg, sizeof(h.msg), "%s", c->target_msg);
+    find_head(&h, c, method);
+    /* The target as on_uri saw it (MHD decodes it in place afterwards). */
+    add_span(&h, url, c->target_len, false);
+    add_span(&h, version, strlen(version), false);
+    if (h.status == 0)
+        MHD_get_connection_values_n(c->mc, MHD_HEADER_KIND, check_one_header, &h);
+    if (h.status == 0 && h.head)
+        h.status =
+            pe__http_check_hidden(h.head, h.head_len, h.spans, h.n_spans, h.msg, sizeof(h.msg));
+    free(h.spans);
+    if (h.status == 0)
+        h.status = pe__http_check_framing(&h.f, !strcmp(version, MHD_HTTP_VERSION_1_0), h.msg,
+                                          sizeof(h.msg));
+    if (h.status == 0) {
+        c->chunked = h.f.transfer_encoding != NULL;
+        c->content_length = parse_length(h.f.content_length);
+        c->has_body = c->chunked || c->content_length > 0;
+        return true;
+    }
+    c->label = "bad-request";
+    c->close_after = true;
+    if (h.status == 501)
+        pe__http_set_error(c, PE_XRPC_ENOTIMPL, "NotImplemented", h.msg);
+    else
+        pe__http_set_error(c, PE_EINVAL, NULL, h.msg);
+    return false;
+}
+
+/* An answer known before the body (see the top of the file). */
+static enum MHD_Result answer_before_body(struct conn *c)
+{
+    c->phase = PH_BODY;
+    if (!c->has_body)
+        return MHD_YES; /* queued at the next call, the end of the empty body */
+    if (!c->close_after && c->content_length >= 0 &&
+        (unsigned long long)c->content_length <= c->srv->cfg.max_json_body)
+        return MHD_YES; /* read and dropped (on_body), answered at its end */
+    c->close_after = true;
+    return queue(c);
+}
+
+/* The body may come: where to, and whether it fits. */
+static enum MHD_Result begin_body(struct conn *c)
+{
+    c->phase = PH_BODY;
+    if (c->content_length > 0) {
+        unsigned long long n = (unsigned long long)c->content_length;
+        if (n > (c->body_fd >= 0 ? c->raw_max : c->body_limit)) {
+            pe__http_refuse_too_big(c);
+            return answer_before_body(c);
+        }
+        if (c->body_fd < 0 && budget_reserve(c, (size_t)n) < 0)
+            return answer_before_body(c);
+    }
+    return MHD_YES;
+}
+
+/* After the head callback, and again when a held request resumes (MHD
+ * repeats its first call then, before reading any of the body). */
+static enum MHD_Result after_head(struct conn *c)
+{
+    if (c->resp)
+        return answer_before_body(c);
+    if (c->deferred) {
+        suspend(c); /* held: MHD reads nothing more until it resumes */
+        return MHD_YES;
+    }
+    return begin_body(c);
+}
+
+static enum MHD_Result on_head(struct conn *c, const char *url, const char *method,
+                               const char *version)
+{
+    const char *origin = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Origin");
+
+    c->phase = PH_HEAD;
+    c->req.authorization = MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, "Authorization");
+    for (size_t i = 0; origin && c->srv->cors[i]; i++)
+        if (strcmp(origin, c->srv->cors[i]) == 0)
+            c->cors_origin = c->srv->cors[i];
+    if (!head_ok(c, method, url, version))
+        return queue(c);
+    route(c, url, method);
+    if (c->resp == NULL && c->route && c->route->head) {
+        c->in_head = true;
+        c->route->head(&c->hreq, c->route->ud);
+        c->in_head = false;
+    }
+    return after_head(c);
+}
+
+static enum MHD_Result on_body(struct conn *c, const char *data, size_t *data_size)
+{
+    size_t n = *data_size;
+
+    *data_size = 0;
+    if (c->resp && n) {
+        /* Answered already (before the body: a small declared one; or
+         * while it came in): MHD queues an answer only once the request is
+         * complete, so the rest is read and dropped, never kept. A chunked
+         * body has no end we know of: past DRAIN_MAX, close unanswered. */
+        c->drained += n;
+        return c->chunked && c->drained > DRAIN_MAX ? MHD_NO : MHD_YES;
+    }
+    if (c->resp) /* an early answer, or a deferred one after resume */
+        return queue(c);
+    if (n) {
+        if (c->body_fd >= 0)
+            pe__http_fd_feed(c, data, n);
+        else
+            body_append(c, data, n);
+        return MHD_YES; /* a refusal (c->resp) goes out at the end of the body */
+    }
+    if (c->dispatched)
+        return MHD_YES; /* resumed without an answer cannot happen; stay put */
+    pe__http_fd_end(c);
+    if (c->resp == NULL && c->route)
+        pe__http_route_dispatch(c);
+    else if (c->resp == NULL)
+        xrpc_dispatch(c);
+    if (c->resp)
+        return queue(c);
+    suspend(c);
+    return MHD_YES;
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const char *url,
@@ -1313,45 +1011,13 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *mc, const cha
 {
     struct conn *c = *con_cls;
 
-    if (c == NULL) {
-        c = conn_new(cls, mc);
-        *con_cls = c;
-        route(c, url, method);
-        /* An answer queued before MHD has read the whole request makes it
-         * close the connection afterwards (it cannot tell whether a body
-         * follows): so answer on the next call, when the request is in,
-         * and keep-alive works. Only a body too large to read is answered
-         * now, and that connection closes. */
-        return c->resp && c->too_big ? queue(c) : MHD_YES;
-    }
-    if (c->resp && *data_size && c->body_len + *data_size <= c->srv->cfg.max_json_body) {
-        /* An early answer (an error found from the head): read and drop
-         * the body first, so the connection stays usable. */
-        c->body_len += *data_size;
-        *data_size = 0;
-        return MHD_YES;
-    }
-    if (c->resp) /* an early error, or a deferred answer after resume */
-        return queue(c);
-    if (*data_size) {
-        body_append(c, data, *data_size);
-        *data_size = 0;
-        return MHD_YES;
-    }
-    if (c->dispatched)
-        return MHD_YES; /* resumed without an answer cannot happen; stay put */
-    if (c->route)
-        custom_dispatch(c);
-    else
-        xrpc_dispatch(c);
-    if (c->resp)
-        return queue(c);
-    c->dnext = c->srv->deferred;
-    if (c->dnext)
-        c->dnext->dprev = c;
-    c->srv->deferred = c;
-    MHD_suspend_connection(mc);
-    return MHD_YES;
+    if (c == NULL) /* on_uri did not run: cannot happen with MHD 0.9.75, but be safe */
+        c = *con_cls = conn_new(cls, mc);
+    if (c->phase == PH_NEW)
+        return on_head(c, url, method, version);
+    if (c->phase == PH_HEAD)
+        return after_head(c);
+    return on_body(c, data, data_size);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
@@ -1370,17 +1036,24 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "" : " (aborted)");
     }
     if (c->deferred)
-        deferred_unlink(c);
+        pe__http_deferred_unlink(c);
     if (c->stream)
-        stream_gone(c->stream);
+        pe__http_stream_gone(c->stream);
     if (c->ws) /* answered 101 but the upgrade never happened */
         pe__ws_abort(pe_steal_ptr(&c->ws));
     if (c->raw) /* same for a raw upgrade */
-        raw_end(pe_steal_ptr(&c->raw));
+        pe__http_raw_end(pe_steal_ptr(&c->raw));
     if (c->resp)
         MHD_destroy_response(c->resp);
+    if (c->pp)
+        MHD_destroy_post_processor(c->pp);
+    if (c->reserved)
+        pe__http_budget_give(s->budget, c->client, c->reserved);
+    if (c->data_free)
+        c->data_free(c->data);
     json_decref(c->req.params);
     json_decref(c->req.body);
+    free(c->form_field);
     free(c->body);
     free(c);
 }
@@ -1455,7 +1128,8 @@ static int start_mhd(pe_http_server *s, pe_err *err)
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, s->cfg.max_header_bytes, MHD_OPTION_CONNECTION_LIMIT,
         s->cfg.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, s->cfg.max_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, s->cfg.timeout_s, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-        s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
+        s, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_STRICT_FOR_CLIENT, 1, MHD_OPTION_END);
     if (s->mhd == NULL)
         return pe_err_set(err, PE_ESYS, errno, "listen on %s port %u", s->cfg.host, s->cfg.port);
     info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
@@ -1486,6 +1160,16 @@ pe_http_server *pe_http_server_new(pe_ev_loop *loop, const pe_http_config *cfg, 
     s->cfg.banner = s->banner;
     s->banner_html = html_banner(s->banner);
     s->handlers = pe_xcalloc(pe__xrpc_n_methods, sizeof(*s->handlers));
+    s->budget = pe__http_budget_new(s->cfg.max_buffered_total, s->cfg.max_buffered_per_client);
+    for (size_t i = 0; cfg->cors_origins && cfg->cors_origins[i]; i++) {
+        if (i == MAX_CORS_ORIGINS) {
+            pe_err_set(err, PE_EINVAL, 0, "more than %d CORS origins", MAX_CORS_ORIGINS);
+            pe_http_server_free(s);
+            return NULL;
+        }
+        s->cors[i] = pe_xstrdup(cfg->cors_origins[i]);
+    }
+    s->cfg.cors_origins = NULL; /* s->cors is the copy */
     if (s->cfg.rate_max_keys == 0)
         s->cfg.rate_max_keys = 1;
     while (n < s->cfg.rate_max_keys && n < (1u << 20))
@@ -1532,6 +1216,12 @@ void pe_http_set_metrics_hook(pe_http_server *srv, pe_http_metrics_fn fn, void *
     srv->metrics_ud = ud;
 }
 
+void pe_http_set_metrics_auth(pe_http_server *srv, pe_http_metrics_auth_fn fn, void *ud)
+{
+    srv->metrics_auth = fn;
+    srv->metrics_auth_ud = ud;
+}
+
 void pe_http_server_free(pe_http_server *s)
 {
     if (s == NULL)
@@ -1540,8 +1230,8 @@ void pe_http_server_free(pe_http_server *s)
         /* MHD must not be stopped with suspended connections: answer them. */
         while (s->deferred) {
             struct conn *c = s->deferred;
-            set_error(c, PE_XRPC_EBUSY, NULL, "server shutting down");
-            answered(c);
+            pe__http_set_error(c, PE_XRPC_EBUSY, NULL, "server shutting down");
+            pe__http_answered(c);
         }
         /* Parked streams too: they end after what is queued. */
         for (struct pe_http_stream *st = s->streams; st; st = st->next) {
@@ -1553,7 +1243,7 @@ void pe_http_server_free(pe_http_server *s)
         }
         pe__ws_close_all(s);
         while (s->raws)
-            raw_end(s->raws);
+            pe__http_raw_end(s->raws);
         run_mhd(s);
         MHD_stop_daemon(s->mhd);
     }
@@ -1568,6 +1258,9 @@ void pe_http_server_free(pe_http_server *s)
     }
     free(s->rate_tab);
     free(s->handlers);
+    pe__http_budget_free(s->budget);
+    for (size_t i = 0; s->cors[i]; i++)
+        free(s->cors[i]);
     for (size_t i = 0; i < s->n_routes; i++)
         free(s->routes[i].prefix);
     free(s->host);

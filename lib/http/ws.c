@@ -11,9 +11,21 @@
  * queues and asks for EPOLLOUT, and the end of a connection (error, close
  * handshake done, linger timeout) is always reached from one of our own
  * watchers, which then calls on_close (unless the owner let go with
- * pe_http_ws_close) and frees. Limits (STYLE rule 8): wslay refuses
- * messages over max_message (1009); the output queue is the owner's to
- * bound with pe_http_ws_pending. */
+ * pe_http_ws_close) and frees. Limits (STYLE rule 8): messages over
+ * max_message are refused (1009); the output queue is the owner's to
+ * bound with pe_http_ws_pending.
+ *
+ * Protocol errors: RFC 6455 asks for a close frame with the reason's code
+ * before the connection is dropped. wslay sends one for what its event
+ * layer finds (unmasked frames, bad opcodes, bad close codes, invalid
+ * UTF-8, messages over the limit) but not for what its frame layer
+ * refuses (a broken length, a fragmented or oversized control frame),
+ * where it just fails. So every frame header is checked here first, as the
+ * bytes are handed to wslay (struct frame_check, recv_cb): a frame that
+ * breaks a rule never reaches wslay; we send the close frame with the
+ * rule's code (1002, or 1009 for a length over max_message, even one of
+ * 2^63 - 1 bytes) and read and drop what follows, as for any protocol
+ * error. */
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
@@ -33,8 +45,23 @@
  * long we read and drop what the peer still sends before closing. */
 #define DRAIN_NS (2ull * 1000000000ull)
 
+/* Frame boundaries and header rules, fed the bytes as they arrive: the
+ * header is collected (up to 14 bytes) and checked, then the payload is
+ * counted through. Pure, see check_bytes. */
+struct frame_check {
+    uint8_t hdr[14];
+    size_t hlen;          /* header bytes collected so far */
+    uint64_t payload;     /* payload bytes of the current frame still to come */
+    uint64_t message;     /* bytes of the fragmented data message so far */
+    bool in_message;      /* a data message's first fragment came without FIN */
+    uint64_t max_message; /* 1009 beyond */
+};
+
 struct pe_http_ws {
     pe_http_server *srv;
+    struct frame_check check;
+    uint16_t proto_code; /* a rule broken (1002, 1009): close with it */
+    bool io_failed;      /* the socket failed (EOF, reset), not a frame */
     wslay_event_context_ptr ctx;
     int fd; /* -1 until attached, and after the end */
     pe_ev_io *io;
@@ -57,24 +84,136 @@ struct pe_http_ws {
     pe_http_ws *next, *prev; /* the server's list */
 };
 
+/* The header is complete: 0, or the close code of the rule it breaks. */
+static uint16_t header_verdict(struct frame_check *fc, uint64_t len)
+{
+    const uint8_t *h = fc->hdr;
+    unsigned op = h[0] & 0x0f, lcode = h[1] & 0x7f;
+    bool fin = h[0] & 0x80, control = op & 0x08;
+
+    if (h[0] & 0x70)
+        return WSLAY_CODE_PROTOCOL_ERROR; /* RSV bits: no extension was agreed */
+    if (!(h[1] & 0x80))
+        return WSLAY_CODE_PROTOCOL_ERROR; /* clients must mask */
+    if ((lcode == 126 && len < 126) || (lcode == 127 && len < 65536) ||
+        (lcode == 127 && (len >> 63)))
+        return WSLAY_CODE_PROTOCOL_ERROR; /* not the shortest length form, or top bit set */
+    if (control) {
+        if (op > WSLAY_PONG || !fin || len > 125 || (op == WSLAY_CONNECTION_CLOSE && len == 1))
+            return WSLAY_CODE_PROTOCOL_ERROR;
+        return 0;
+    }
+    if (op > WSLAY_BINARY_FRAME || (op == WSLAY_CONTINUATION_FRAME) != fc->in_message)
+        return WSLAY_CODE_PROTOCOL_ERROR; /* reserved opcode, or fragments out of order */
+    if (len > fc->max_message || fc->message > fc->max_message - len)
+        return WSLAY_CODE_MESSAGE_TOO_BIG;
+    fc->message = fin ? 0 : fc->message + len;
+    fc->in_message = !fin;
+    return 0;
+}
+
+/* The size of the header being collected: 2 bytes, then the extended
+ * length (0, 2 or 8) and the masking key (4) that they announce. */
+static size_t header_size(const struct frame_check *fc)
+{
+    unsigned lcode;
+
+    if (fc->hlen < 2)
+        return 2;
+    lcode = fc->hdr[1] & 0x7f;
+    return 2 + (lcode == 126 ? 2 : lcode == 127 ? 8 : 0) + ((fc->hdr[1] & 0x80) ? 4 : 0);
+}
+
+static uint64_t header_length(const struct frame_check *fc)
+{
+    unsigned lcode = fc->hdr[1] & 0x7f;
+    uint64_t len = 0;
+
+    if (lcode < 126)
+        return lcode;
+    for (size_t i = 0; i < (lcode == 126 ? 2u : 8u); i++)
+        len = len << 8 | fc->hdr[2 + i];
+    return len;
+}
+
+/* Walk buf[from, to) of the stream, buf[0, from) being the first bytes
+ * of a header held back from the previous call (fc->hdr). *ok is how many
+ * bytes of buf may go to wslay: those before a header that is not whole
+ * yet (wslay's frame layer refuses a bad header from its first bytes
+ * without a close code, so it only ever sees whole, checked headers) or
+ * before a header that breaks a rule. Returns 0, or that rule's code. */
+static uint16_t check_bytes(struct frame_check *fc, const uint8_t *buf, size_t from, size_t to,
+                            size_t *ok)
+{
+    size_t i = from, start = 0;
+
+    while (i < to) {
+        if (fc->payload > 0) {
+            uint64_t take = to - i < fc->payload ? to - i : fc->payload;
+            fc->payload -= take;
+            i += (size_t)take;
+            continue;
+        }
+        if (fc->hlen == 0)
+            start = i;
+        fc->hdr[fc->hlen++] = buf[i++];
+        if (fc->hlen < header_size(fc))
+            continue;
+        fc->hlen = 0;
+        fc->payload = header_length(fc);
+        {
+            uint16_t code = header_verdict(fc, fc->payload);
+            if (code) {
+                *ok = start;
+                return code;
+            }
+        }
+    }
+    *ok = fc->hlen > 0 ? start : to;
+    return 0;
+}
+
+static ssize_t read_more(pe_http_ws *ws, uint8_t *buf, size_t len)
+{
+    size_t n;
+
+    if (ws->extra_off < ws->extra_len) {
+        n = ws->extra_len - ws->extra_off < len ? ws->extra_len - ws->extra_off : len;
+        memcpy(buf, ws->extra + ws->extra_off, n);
+        ws->extra_off += n;
+        return (ssize_t)n;
+    }
+    return recv(ws->fd, buf, len, 0);
+}
+
 static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
 {
     pe_http_ws *ws = ud;
+    size_t held = ws->check.hlen, ok;
     ssize_t n;
 
-    if (ws->extra_off < ws->extra_len) {
-        n = (ssize_t)(ws->extra_len - ws->extra_off < len ? ws->extra_len - ws->extra_off : len);
-        memcpy(buf, ws->extra + ws->extra_off, (size_t)n);
-        ws->extra_off += (size_t)n;
-        return n;
-    }
-    n = recv(ws->fd, buf, len, 0);
-    if (n > 0)
-        return n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    /* After a broken frame nothing more reaches wslay. (wslay compacts
+     * its buffer before it reads, so there is always room for the at most
+     * 13 held-back bytes and more; if not, it asks again later.) */
+    if (ws->proto_code || len <= held) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE); /* EOF or reset */
+        return -1;
+    }
+    memcpy(buf, ws->check.hdr, held);
+    n = read_more(ws, buf + held, len - held);
+    if (n > 0) {
+        ws->proto_code = check_bytes(&ws->check, buf, held, held + (size_t)n, &ok);
+        if (ok > 0)
+            return (ssize_t)ok;
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK); /* a header still partial, or bad */
+        return -1;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+    } else {
+        ws->io_failed = true; /* EOF or reset */
+        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    }
     return -1;
 }
 
@@ -86,10 +225,12 @@ static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t 
 
     if (n >= 0)
         return n;
-    if (errno == EAGAIN || errno == EINTR)
+    if (errno == EAGAIN || errno == EINTR) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
+    } else {
+        ws->io_failed = true;
         wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+    }
     return -1;
 }
 
@@ -212,6 +353,16 @@ static void drain(pe_http_ws *ws)
         ws_end(ws);
 }
 
+/* A broken frame (ws->proto_code): stop reading frames and queue our
+ * close with its code; it goes out next (wslay sends control frames
+ * ahead of queued messages), then the drain below runs. */
+static void protocol_error(pe_http_ws *ws)
+{
+    wslay_event_shutdown_read(ws->ctx);
+    if (!wslay_event_get_close_sent(ws->ctx))
+        wslay_event_queue_close(ws->ctx, ws->proto_code, NULL, 0);
+}
+
 static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
     pe_http_ws *ws = ud;
@@ -226,10 +377,16 @@ static void on_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
         ws->in_recv = true;
         int r = wslay_event_recv(ws->ctx);
         ws->in_recv = false;
-        if (r < 0) {
+        /* A failure that is not the socket's: wslay refused something
+         * that check_bytes let through. Still a broken frame: say so. */
+        if (r < 0 && !ws->io_failed && ws->proto_code == 0)
+            ws->proto_code = WSLAY_CODE_PROTOCOL_ERROR;
+        if (r < 0 && ws->io_failed) {
             ws_end(ws);
             return;
         }
+        if (ws->proto_code)
+            protocol_error(ws);
     }
     if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) < 0) {
         ws_end(ws);
@@ -294,8 +451,8 @@ pe_http_ws *pe__ws_new(pe_http_server *srv, const pe_http_ws_callbacks *cb, size
     ws->ud = ud;
     if (wslay_event_context_server_init(&ws->ctx, &wcb, ws) != 0)
         abort(); /* allocation failure */
-    wslay_event_config_set_max_recv_msg_length(ws->ctx,
-                                               max_message ? max_message : DEFAULT_MAX_MESSAGE);
+    ws->check.max_message = max_message ? max_message : DEFAULT_MAX_MESSAGE;
+    wslay_event_config_set_max_recv_msg_length(ws->ctx, ws->check.max_message);
     ws->next = *head;
     if (ws->next)
         ws->next->prev = ws;

@@ -20,6 +20,16 @@ enum pe_xrpc_type {
     PE_XRPC_T_ARRAY,
 };
 
+/* String formats of the atproto lexicon spec that are checked (the
+ * generator refuses a lexicon with another one on client input). */
+enum pe_xrpc_format {
+    PE_XRPC_F_NONE = 0,
+    PE_XRPC_F_URI,           /* scheme ":" rest, no whitespace, <= 8 KiB */
+    PE_XRPC_F_AT_IDENTIFIER, /* a DID or a handle */
+    PE_XRPC_F_DID,
+    PE_XRPC_F_HANDLE,
+};
+
 typedef struct pe_xrpc_schema pe_xrpc_schema;
 
 typedef struct pe_xrpc_prop {
@@ -35,6 +45,7 @@ struct pe_xrpc_schema {
     long long minimum, maximum;       /* integers */
     long long min_length, max_length; /* string bytes or array items; -1: none */
     const char *const *enum_values;   /* strings: NULL-terminated closed set */
+    int format;                       /* strings: enum pe_xrpc_format */
     const pe_xrpc_prop *props;        /* objects, sorted by name */
     size_t n_props;
     const pe_xrpc_schema *items; /* arrays */
@@ -69,6 +80,9 @@ typedef struct pe_xrpc_arg {
  * and writes a client-facing message into msg. */
 int pe__xrpc_params(const pe_xrpc_method *m, const pe_xrpc_arg *args, size_t n, json_t **out,
                     char *msg, size_t msg_size);
+
+/* Whether the string (len bytes) has the format (enum pe_xrpc_format). */
+int pe__xrpc_format_ok(int format, const char *s, size_t len);
 
 /* Validate a JSON value against a schema. path names the value in
  * messages ("Input", "Input/file"). Returns 0 or -1 with msg filled. */

@@ -5,7 +5,7 @@
 // clang-format off
 #include "http/xrpc-internal.h"
 
-static const pe_xrpc_schema s1 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s1 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .format = PE_XRPC_F_AT_IDENTIFIER};
 static const pe_xrpc_schema s2 = {.type = PE_XRPC_T_BOOLEAN, .min_length = -1, .max_length = -1};
 static const pe_xrpc_schema s3 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_schema s4 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 0LL, .min_length = -1, .max_length = -1};
@@ -18,230 +18,232 @@ static const pe_xrpc_prop p5[] = {
 static const pe_xrpc_prop p6[] = {
     {.name = "did", .schema = &s1},
 };
-static const pe_xrpc_prop p7[] = {
-    {.name = "content", .required = 1, .schema = &s1},
-    {.name = "path", .required = 1, .schema = &s1},
-    {.name = "sandboxId", .schema = &s1},
+static const pe_xrpc_schema s7 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p8[] = {
+    {.name = "content", .required = 1, .schema = &s7},
+    {.name = "path", .required = 1, .schema = &s7},
+    {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s8 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p7, .n_props = 3};
-static const pe_xrpc_prop p9[] = {
-    {.name = "file", .required = 1, .schema = &s8},
+static const pe_xrpc_schema s9 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p8, .n_props = 3};
+static const pe_xrpc_prop p10[] = {
+    {.name = "file", .required = 1, .schema = &s9},
 };
-static const pe_xrpc_schema s10 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p9, .n_props = 1};
-static const pe_xrpc_prop p11[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-};
+static const pe_xrpc_schema s11 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p10, .n_props = 1};
 static const pe_xrpc_prop p12[] = {
-    {.name = "limit", .schema = &s3},
-    {.name = "offset", .schema = &s4},
-    {.name = "sandboxId", .schema = &s1},
+    {.name = "id", .required = 1, .schema = &s7},
 };
 static const pe_xrpc_prop p13[] = {
-    {.name = "file", .required = 1, .schema = &s8},
-    {.name = "id", .required = 1, .schema = &s1},
+    {.name = "limit", .schema = &s3},
+    {.name = "offset", .schema = &s4},
+    {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s14 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p13, .n_props = 2};
-static const pe_xrpc_schema s15 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 8192};
-static const pe_xrpc_prop p16[] = {
-    {.name = "url", .required = 1, .schema = &s15},
+static const pe_xrpc_prop p14[] = {
+    {.name = "file", .required = 1, .schema = &s9},
+    {.name = "id", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s17 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p16, .n_props = 1};
-static const pe_xrpc_schema s18 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p19[] = {
-    {.name = "description", .schema = &s1},
-    {.name = "directory", .required = 1, .schema = &s1},
-    {.name = "ttl", .schema = &s18},
+static const pe_xrpc_schema s15 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p14, .n_props = 2};
+static const pe_xrpc_schema s16 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 8192, .format = PE_XRPC_F_URI};
+static const pe_xrpc_prop p17[] = {
+    {.name = "url", .required = 1, .schema = &s16},
 };
-static const pe_xrpc_schema s20 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p19, .n_props = 3};
-static const pe_xrpc_prop p21[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "name", .required = 1, .schema = &s1},
+static const pe_xrpc_schema s18 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p17, .n_props = 1};
+static const pe_xrpc_schema s19 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p20[] = {
+    {.name = "description", .schema = &s7},
+    {.name = "directory", .required = 1, .schema = &s7},
+    {.name = "ttl", .schema = &s19},
 };
-static const pe_xrpc_schema s22 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p21, .n_props = 2};
-static const pe_xrpc_schema s23 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s25 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
-static const char *const e26[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
-static const pe_xrpc_schema s27 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e26};
-static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
-static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
-static const pe_xrpc_prop p30[] = {
-    {.name = "base", .required = 1, .schema = &s1},
-    {.name = "daytonaApiKey", .schema = &s1},
-    {.name = "daytonaOrganizationId", .schema = &s1},
-    {.name = "denoDeployToken", .schema = &s1},
-    {.name = "description", .schema = &s1},
-    {.name = "disk", .schema = &s23},
-    {.name = "e2bApiKey", .schema = &s1},
-    {.name = "envs", .schema = &s24},
-    {.name = "hopxApiKey", .schema = &s1},
+static const pe_xrpc_schema s21 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p20, .n_props = 3};
+static const pe_xrpc_prop p22[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "name", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_schema s23 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p22, .n_props = 2};
+static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s25 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s26 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
+static const char *const e27[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
+static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e27};
+static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .format = PE_XRPC_F_URI};
+static const pe_xrpc_schema s30 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
+static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s30};
+static const pe_xrpc_prop p32[] = {
+    {.name = "base", .required = 1, .schema = &s7},
+    {.name = "daytonaApiKey", .schema = &s7},
+    {.name = "daytonaOrganizationId", .schema = &s7},
+    {.name = "denoDeployToken", .schema = &s7},
+    {.name = "description", .schema = &s7},
+    {.name = "disk", .schema = &s24},
+    {.name = "e2bApiKey", .schema = &s7},
+    {.name = "envs", .schema = &s25},
+    {.name = "hopxApiKey", .schema = &s7},
     {.name = "keepAlive", .schema = &s2},
     {.name = "memory", .schema = &s3},
-    {.name = "modalTokenId", .schema = &s1},
-    {.name = "modalTokenSecret", .schema = &s1},
-    {.name = "name", .schema = &s25},
-    {.name = "provider", .schema = &s27},
-    {.name = "readme", .schema = &s1},
-    {.name = "redactedDaytonaApiKey", .schema = &s1},
-    {.name = "redactedDenoDeployToken", .schema = &s1},
-    {.name = "redactedE2bApiKey", .schema = &s1},
-    {.name = "redactedHopxApiKey", .schema = &s1},
-    {.name = "redactedModalTokenId", .schema = &s1},
-    {.name = "redactedModalTokenSecret", .schema = &s1},
-    {.name = "redactedRunloopApiKey", .schema = &s1},
-    {.name = "redactedSpriteToken", .schema = &s1},
-    {.name = "redactedVercelApiToken", .schema = &s1},
-    {.name = "repo", .schema = &s1},
-    {.name = "runloopApiKey", .schema = &s1},
-    {.name = "secrets", .schema = &s24},
-    {.name = "spriteToken", .schema = &s1},
-    {.name = "topics", .schema = &s29},
+    {.name = "modalTokenId", .schema = &s7},
+    {.name = "modalTokenSecret", .schema = &s7},
+    {.name = "name", .schema = &s26},
+    {.name = "provider", .schema = &s28},
+    {.name = "readme", .schema = &s29},
+    {.name = "redactedDaytonaApiKey", .schema = &s7},
+    {.name = "redactedDenoDeployToken", .schema = &s7},
+    {.name = "redactedE2bApiKey", .schema = &s7},
+    {.name = "redactedHopxApiKey", .schema = &s7},
+    {.name = "redactedModalTokenId", .schema = &s7},
+    {.name = "redactedModalTokenSecret", .schema = &s7},
+    {.name = "redactedRunloopApiKey", .schema = &s7},
+    {.name = "redactedSpriteToken", .schema = &s7},
+    {.name = "redactedVercelApiToken", .schema = &s7},
+    {.name = "repo", .schema = &s7},
+    {.name = "runloopApiKey", .schema = &s7},
+    {.name = "secrets", .schema = &s25},
+    {.name = "spriteToken", .schema = &s7},
+    {.name = "topics", .schema = &s31},
     {.name = "vcpus", .schema = &s3},
-    {.name = "vercelApiToken", .schema = &s1},
-    {.name = "vercelProjectId", .schema = &s1},
-    {.name = "vercelTeamId", .schema = &s1},
+    {.name = "vercelApiToken", .schema = &s7},
+    {.name = "vercelProjectId", .schema = &s7},
+    {.name = "vercelTeamId", .schema = &s7},
 };
-static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p30, .n_props = 34};
-static const pe_xrpc_prop p32[] = {
-    {.name = "command", .required = 1, .schema = &s1},
+static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 34};
+static const pe_xrpc_prop p34[] = {
+    {.name = "command", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 1};
-static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p35[] = {
-    {.name = "description", .schema = &s1},
-    {.name = "port", .required = 1, .schema = &s34},
-};
-static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p35, .n_props = 2};
+static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p34, .n_props = 1};
+static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_prop p37[] = {
+    {.name = "description", .schema = &s7},
+    {.name = "port", .required = 1, .schema = &s36},
+};
+static const pe_xrpc_schema s38 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p37, .n_props = 2};
+static const pe_xrpc_prop p39[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p38[] = {
-    {.name = "directoryPath", .required = 1, .schema = &s1},
-    {.name = "sandboxId", .required = 1, .schema = &s1},
-    {.name = "uuid", .schema = &s1},
-};
-static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p38, .n_props = 3};
 static const pe_xrpc_prop p40[] = {
-    {.name = "directoryPath", .required = 1, .schema = &s1},
-    {.name = "sandboxId", .required = 1, .schema = &s1},
+    {.name = "directoryPath", .required = 1, .schema = &s7},
+    {.name = "sandboxId", .required = 1, .schema = &s7},
+    {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 2};
-static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s24};
-static const pe_xrpc_prop p43[] = {
-    {.name = "preferences", .required = 1, .schema = &s42},
-    {.name = "sandboxId", .required = 1, .schema = &s1},
+static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 3};
+static const pe_xrpc_prop p42[] = {
+    {.name = "directoryPath", .required = 1, .schema = &s7},
+    {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s44 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p43, .n_props = 2};
+static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p42, .n_props = 2};
+static const pe_xrpc_schema s44 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
 static const pe_xrpc_prop p45[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "privateKey", .required = 1, .schema = &s1},
-    {.name = "publicKey", .required = 1, .schema = &s1},
-    {.name = "redacted", .schema = &s1},
+    {.name = "preferences", .required = 1, .schema = &s44},
+    {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p45, .n_props = 4};
+static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p45, .n_props = 2};
 static const pe_xrpc_prop p47[] = {
-    {.name = "authKey", .required = 1, .schema = &s1},
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "redacted", .schema = &s1},
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "privateKey", .required = 1, .schema = &s7},
+    {.name = "publicKey", .required = 1, .schema = &s7},
+    {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 3};
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 4};
 static const pe_xrpc_prop p49[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "token", .required = 1, .schema = &s1},
+    {.name = "authKey", .required = 1, .schema = &s7},
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
+static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 3};
 static const pe_xrpc_prop p51[] = {
-    {.name = "backupId", .required = 1, .schema = &s1},
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 1};
+static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 2};
 static const pe_xrpc_prop p53[] = {
+    {.name = "backupId", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 1};
+static const pe_xrpc_prop p55[] = {
     {.name = "keepAlive", .schema = &s2},
-    {.name = "repo", .schema = &s1},
+    {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 2};
-static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p56[] = {
-    {.name = "port", .required = 1, .schema = &s55},
-};
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 1};
+static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 2};
+static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_prop p58[] = {
-    {.name = "name", .required = 1, .schema = &s1},
-    {.name = "sandboxId", .schema = &s1},
-    {.name = "value", .required = 1, .schema = &s1},
+    {.name = "port", .required = 1, .schema = &s57},
 };
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 3};
-static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s59};
-static const pe_xrpc_prop p61[] = {
-    {.name = "name", .required = 1, .schema = &s1},
-    {.name = "path", .schema = &s1},
+static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 1};
+static const pe_xrpc_prop p60[] = {
+    {.name = "name", .required = 1, .schema = &s7},
+    {.name = "sandboxId", .schema = &s7},
+    {.name = "value", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 3};
+static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s61};
+static const pe_xrpc_prop p63[] = {
+    {.name = "name", .required = 1, .schema = &s7},
+    {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
-    {.name = "sandboxId", .schema = &s1},
+    {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 4};
-static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s62};
-static const pe_xrpc_prop p64[] = {
-    {.name = "description", .schema = &s1},
-    {.name = "disk", .schema = &s23},
-    {.name = "files", .schema = &s8},
-    {.name = "memory", .schema = &s3},
-    {.name = "name", .schema = &s25},
-    {.name = "readme", .schema = &s1},
-    {.name = "repo", .schema = &s1},
-    {.name = "secrets", .schema = &s60},
-    {.name = "topics", .schema = &s29},
-    {.name = "variables", .schema = &s42},
-    {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s63},
-};
-static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 12};
+static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 4};
+static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s64};
 static const pe_xrpc_prop p66[] = {
-    {.name = "redacted", .schema = &s1},
-    {.name = "secret", .required = 1, .schema = &s59},
+    {.name = "description", .schema = &s7},
+    {.name = "disk", .schema = &s24},
+    {.name = "files", .schema = &s9},
+    {.name = "memory", .schema = &s3},
+    {.name = "name", .schema = &s26},
+    {.name = "readme", .schema = &s29},
+    {.name = "repo", .schema = &s29},
+    {.name = "secrets", .schema = &s62},
+    {.name = "topics", .schema = &s31},
+    {.name = "variables", .schema = &s44},
+    {.name = "vcpus", .schema = &s3},
+    {.name = "volumes", .schema = &s65},
 };
-static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p66, .n_props = 2};
+static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p66, .n_props = 12};
 static const pe_xrpc_prop p68[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "redacted", .schema = &s1},
-    {.name = "secret", .required = 1, .schema = &s59},
+    {.name = "redacted", .schema = &s7},
+    {.name = "secret", .required = 1, .schema = &s61},
 };
-static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 3};
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 2};
 static const pe_xrpc_prop p70[] = {
-    {.name = "sandboxId", .required = 1, .schema = &s1},
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "redacted", .schema = &s7},
+    {.name = "secret", .required = 1, .schema = &s61},
 };
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s18};
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 3};
 static const pe_xrpc_prop p72[] = {
-    {.name = "command", .required = 1, .schema = &s1},
-    {.name = "description", .schema = &s1},
-    {.name = "name", .required = 1, .schema = &s1},
-    {.name = "ports", .schema = &s71},
+    {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 4};
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
 static const pe_xrpc_prop p74[] = {
-    {.name = "service", .required = 1, .schema = &s73},
+    {.name = "command", .required = 1, .schema = &s7},
+    {.name = "description", .schema = &s7},
+    {.name = "name", .required = 1, .schema = &s7},
+    {.name = "ports", .schema = &s73},
 };
-static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 1};
+static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 4};
 static const pe_xrpc_prop p76[] = {
-    {.name = "serviceId", .required = 1, .schema = &s1},
+    {.name = "service", .required = 1, .schema = &s75},
 };
-static const pe_xrpc_prop p77[] = {
-    {.name = "variable", .required = 1, .schema = &s59},
+static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p76, .n_props = 1};
+static const pe_xrpc_prop p78[] = {
+    {.name = "serviceId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 1};
 static const pe_xrpc_prop p79[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "variable", .required = 1, .schema = &s59},
+    {.name = "variable", .required = 1, .schema = &s61},
 };
-static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 2};
+static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 1};
 static const pe_xrpc_prop p81[] = {
-    {.name = "volume", .required = 1, .schema = &s62},
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "variable", .required = 1, .schema = &s61},
 };
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 1};
+static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 2};
 static const pe_xrpc_prop p83[] = {
-    {.name = "id", .required = 1, .schema = &s1},
-    {.name = "volume", .required = 1, .schema = &s62},
+    {.name = "volume", .required = 1, .schema = &s64},
 };
-static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 2};
+static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 1};
+static const pe_xrpc_prop p85[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "volume", .required = 1, .schema = &s64},
+};
+static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -266,23 +268,23 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s10,
+     .input = &s11,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.file.deleteFile",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.file.getFile",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.file.getFiles",
      .kind = PE_XRPC_QUERY,
-     .params = p12,
+     .params = p13,
      .n_params = 3,
      .input = NULL,
      .input_encoding = NULL},
@@ -290,113 +292,113 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s14,
+     .input = &s15,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.port.createPreviewLink",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s17,
+     .input = &s18,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.claimSandbox",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.createBackup",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
-     .input = &s20,
+     .input = &s21,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createIntegration",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s22,
+     .input = &s23,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s31,
+     .input = &s33,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.deleteSandbox",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.exec",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
-     .input = &s33,
+     .input = &s35,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposePort",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
-     .input = &s36,
+     .input = &s38,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposeVscode",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getBackups",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getExposedPorts",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getIntegrations",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getPreferences",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandbox",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p37,
+     .params = p39,
      .n_params = 2,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSshKeys",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getTailscaleAuthKey",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getTailscaleToken",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
@@ -404,89 +406,89 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s39,
+     .input = &s41,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s41,
+     .input = &s43,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s44,
+     .input = &s46,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s46,
+     .input = &s48,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s48,
+     .input = &s50,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s50,
+     .input = &s52,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s52,
+     .input = &s54,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
-     .input = &s54,
+     .input = &s56,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.unexposePort",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
-     .input = &s57,
+     .input = &s59,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s65,
+     .input = &s67,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s67,
+     .input = &s69,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.secret.getSecret",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.secret.getSecrets",
      .kind = PE_XRPC_QUERY,
-     .params = p12,
+     .params = p13,
      .n_params = 3,
      .input = NULL,
      .input_encoding = NULL},
@@ -494,7 +496,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s69,
+     .input = &s71,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -504,73 +506,73 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p70,
+     .params = p72,
      .n_params = 1,
-     .input = &s75,
+     .input = &s77,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p70,
+     .params = p72,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p78,
      .n_params = 1,
-     .input = &s75,
+     .input = &s77,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s78,
+     .input = &s80,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.variable.getVariable",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.variable.getVariables",
      .kind = PE_XRPC_QUERY,
-     .params = p12,
+     .params = p13,
      .n_params = 3,
      .input = NULL,
      .input_encoding = NULL},
@@ -578,29 +580,29 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s80,
+     .input = &s82,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s82,
+     .input = &s84,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.volume.getVolume",
      .kind = PE_XRPC_QUERY,
-     .params = p11,
+     .params = p12,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.volume.getVolumes",
      .kind = PE_XRPC_QUERY,
-     .params = p12,
+     .params = p13,
      .n_params = 3,
      .input = NULL,
      .input_encoding = NULL},
@@ -608,7 +610,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s84,
+     .input = &s86,
      .input_encoding = "application/json"},
 };
 

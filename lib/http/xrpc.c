@@ -92,9 +92,121 @@ static int parse_int(const char *s, long long *out)
     return 0;
 }
 
+/* ---- string formats (atproto lexicon spec, "String Formats") ---- */
+
+#define URI_MAX 8192
+#define DID_MAX 2048
+#define HANDLE_MAX 253
+
+static bool is_alpha(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static bool is_digit(char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* A URI with a scheme (RFC 3986: ALPHA *(ALPHA / DIGIT / "+" / "-" / "."))
+ * and something after the colon; no whitespace or control character
+ * anywhere. Flexible as the spec is: github:o/r and https://... alike. */
+static bool uri_ok(const char *s, size_t len)
+{
+    size_t i = 0;
+
+    if (len > URI_MAX || len == 0 || !is_alpha(s[0]))
+        return false;
+    while (i < len &&
+           (is_alpha(s[i]) || is_digit(s[i]) || s[i] == '+' || s[i] == '-' || s[i] == '.'))
+        i++;
+    if (i == len || s[i] != ':' || i + 1 == len)
+        return false;
+    for (; i < len; i++)
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f)
+            return false;
+    return true;
+}
+
+/* did:<method>:<identifier>: method [a-z]+, identifier of
+ * [A-Za-z0-9._:%-], not ending with ':' or '%'. */
+static bool did_ok(const char *s, size_t len)
+{
+    size_t i = 4, m;
+
+    if (len > DID_MAX || len < 7 || memcmp(s, "did:", 4) != 0)
+        return false;
+    for (m = i; i < len && s[i] >= 'a' && s[i] <= 'z'; i++)
+        ;
+    if (i == m || i == len || s[i] != ':' || ++i == len)
+        return false;
+    for (; i < len; i++)
+        if (!is_alpha(s[i]) && !is_digit(s[i]) && !strchr("._:%-", s[i]))
+            return false;
+    return s[len - 1] != ':' && s[len - 1] != '%';
+}
+
+/* A domain name: two labels or more of [A-Za-z0-9-] (1 to 63, no '-' at
+ * either end), the last not starting with a digit. */
+static bool handle_ok(const char *s, size_t len)
+{
+    size_t start = 0, labels = 0;
+
+    if (len > HANDLE_MAX || len == 0)
+        return false;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && s[i] != '.') {
+            if (!is_alpha(s[i]) && !is_digit(s[i]) && s[i] != '-')
+                return false;
+            continue;
+        }
+        if (i == start || i - start > 63 || s[start] == '-' || s[i - 1] == '-')
+            return false;
+        labels++;
+        if (i == len && is_digit(s[start]))
+            return false; /* the top-level label */
+        start = i + 1;
+    }
+    return labels >= 2;
+}
+
+int pe__xrpc_format_ok(int format, const char *s, size_t len)
+{
+    if (memchr(s, '\0', len))
+        return 0; /* no format allows a NUL */
+    switch (format) {
+    case PE_XRPC_F_URI:
+        return uri_ok(s, len);
+    case PE_XRPC_F_AT_IDENTIFIER:
+        return did_ok(s, len) || handle_ok(s, len);
+    case PE_XRPC_F_DID:
+        return did_ok(s, len);
+    case PE_XRPC_F_HANDLE:
+        return handle_ok(s, len);
+    default:
+        return 1;
+    }
+}
+
+static const char *format_words(int format)
+{
+    switch (format) {
+    case PE_XRPC_F_URI:
+        return "a uri";
+    case PE_XRPC_F_AT_IDENTIFIER:
+        return "a valid did or a handle";
+    case PE_XRPC_F_DID:
+        return "a valid did";
+    default:
+        return "a valid handle";
+    }
+}
+
 static int check_string(const pe_xrpc_schema *s, const char *v, size_t len, const char *path,
                         char *msg, size_t size)
 {
+    if (s->format && !pe__xrpc_format_ok(s->format, v, len))
+        return fail(msg, size, "%s must be %s", path, format_words(s->format));
     if (s->max_length >= 0 && (long long)len > s->max_length)
         return fail(msg, size, "%s must not be longer than %lld characters", path, s->max_length);
     if (s->min_length >= 0 && (long long)len < s->min_length)
@@ -318,7 +430,10 @@ int pe__xrpc_body(const pe_xrpc_method *m, const char *content_type, const char 
                     content_type ? content_type : "none");
     if (m->input == NULL || !media_type_is(m->input_encoding, "application/json"))
         return 0;
-    v = json_loadb(body, len, 0, &jerr);
+    /* Duplicate keys: which one wins is each parser's guess (jansson keeps
+     * the last, others the first), so a body that says two things is
+     * refused rather than read one way here and another elsewhere. */
+    v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (v == NULL)
         return fail(msg, size, "Malformed JSON at line %d column %d: %s", jerr.line, jerr.column,
                     jerr.text);

@@ -1,9 +1,14 @@
-"""Bad input: one clear line on stderr, non-zero exit, nothing left behind."""
+"""Bad input: one clear line on stderr, non-zero exit, nothing left behind;
+and malformed HTTP against a real daemon: a clear XRPC error, before any
+route runs."""
+import json
 import os
+import socket
 
 import pytest
 
-from conftest import idmap_claims
+from conftest import idmap_claims, wait_for
+from test_daemon import serving
 
 
 def leftovers(pe):
@@ -89,3 +94,123 @@ def test_symlinked_mountpoint_in_image_stays_inside(pe, tmp_path, image_dir):
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "f"
     assert os.listdir(target) == []
+
+
+# ---- malformed HTTP against a real daemon ---------------------------------
+#
+# Refused before any route or handler runs, with an XRPC error (the same
+# cases, and more, replay against the bare server from tests/data/http/).
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("badhttp")) as d:
+        yield d
+
+
+def raw_http(d, request, timeout=15):
+    """Send request bytes, read until the daemon closes (or timeout): the
+    answers, split."""
+    port = int(d.url.rsplit(":", 1)[1])
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(request)
+    out = b""
+    try:
+        while chunk := s.recv(65536):
+            out += chunk
+    except (socket.timeout, ConnectionResetError):
+        out += b"<no close>"
+    s.close()
+    return out
+
+
+def first_answer(out):
+    head, _, body = out.partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head.startswith(b"HTTP/1.1 ") else 0
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return status, json.loads(body[:length]) if length else None
+
+
+H = b"Host: 127.0.0.1\r\n"
+
+
+@pytest.mark.parametrize("name,request_bytes,status,message", [
+    ("space in a header name", b"GET /healthz HTTP/1.1\r\n" + H + b"Bad Name: v\r\n", 400,
+     "invalid character in a header name"),
+    ("NUL in a header value", b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\0hidden\r\n", 400,
+     "NUL byte"),
+    ("CR in a header value", b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\rb\r\n", 400,
+     "control character"),
+    ("folded header", b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\r\n  b\r\n", 400, "obs-fold"),
+    ("%00 in a preview path", b"GET /p/x/8080/a%00b HTTP/1.1\r\n" + H, 400, "%00"),
+    ("%00 in a query value",
+     b"GET /xrpc/io.pocketenv.sandbox.getSandbox?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
+    ("%00 in a query name",
+     b"GET /xrpc/io.pocketenv.sandbox.getSandbox?i%00d=1&id=2 HTTP/1.1\r\n" + H, 400, "%00"),
+    ("unknown transfer coding",
+     b"POST /cp HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip\r\n", 501, "gzip"),
+    ("two Content-Lengths",
+     b"POST /cp HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nContent-Length: 2\r\n", 400,
+     "more than one Content-Length"),
+])
+def test_malformed_requests_refused_before_routing(daemon, name, request_bytes, status, message):
+    out = raw_http(daemon, request_bytes + b"\r\n")
+    got, err = first_answer(out)
+    assert got == status, (name, out[:300])
+    assert err and err["error"] in ("InvalidRequest", "NotImplemented") and message in err["message"]
+    assert out.endswith(b"}"), "the daemon must close after refusing a head"
+    assert daemon.healthy()
+
+
+def test_smuggled_request_is_never_answered(daemon):
+    """Transfer-Encoding with Content-Length: the GET hidden in what one of
+    them calls the body must not be served."""
+    hidden = b"GET /xrpc/io.pocketenv.actor.getProfile HTTP/1.1\r\n" + H + \
+        b"Authorization: Bearer " + daemon.token.encode() + b"\r\n\r\n"
+    out = raw_http(daemon, b"POST /xrpc/io.pocketenv.sandbox.stopSandbox?id=x HTTP/1.1\r\n" + H +
+                   b"Transfer-Encoding: chunked\r\nContent-Length: " +
+                   str(5 + len(hidden)).encode() + b"\r\n\r\n0\r\n\r\n" + hidden)
+    assert first_answer(out)[0] == 400
+    assert out.count(b"HTTP/1.1 ") == 1, out
+    assert b"did:key" not in out
+
+
+def test_duplicate_json_keys_and_bad_uris_refused(daemon):
+    d = daemon
+    st, out = d.call("io.pocketenv.sandbox.createSandbox",
+                     raw=b'{"base":"busybox","name":"dup1","name":"dup2"}')
+    assert st == 400 and out["error"] == "InvalidRequest", out
+    assert "duplicate object key" in out["message"]
+    st, out = d.call("io.pocketenv.sandbox.createSandbox",
+                     body={"base": "busybox", "readme": "not a uri"})
+    assert st == 400 and out["message"] == "Input/readme must be a uri", out
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "not an identifier"})
+    assert st == 400 and "must be a valid did or a handle" in out["message"], out
+    # what clients send passes
+    assert d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[0] == 200
+    st, out = d.call("io.pocketenv.actor.getProfile")
+    assert d.call("io.pocketenv.actor.getProfile", {"did": out["did"]})[0] == 200
+    # nothing was created by the refused bodies
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})
+    assert out["sandboxes"] == []
+
+
+@pytest.mark.parametrize("body,message", [
+    (b"--B0undary\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--B0undary--\r\n",
+     "without a \\\"file\\\" part"),
+    (b"--B0undary\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno end",
+     "malformed multipart"),
+])
+def test_broken_multipart_uploads_refused(daemon, body, message):
+    d = daemon
+    out = raw_http(d, b"POST /cp HTTP/1.1\r\n" + H + b"Authorization: Bearer " +
+                   d.token.encode() + b"\r\nContent-Type: multipart/form-data; boundary=B0undary\r\n"
+                   b"Connection: close\r\nContent-Length: " + str(len(body)).encode() +
+                   b"\r\n\r\n" + body)
+    st, err = first_answer(out)
+    assert st == 400 and err["error"] == "InvalidRequest", out
+    assert message.replace("\\\"", "\"") in err["message"]
+    wait_for(lambda: os.listdir(os.path.join(d.data, "cp")) == [], 10, "no leftover upload")

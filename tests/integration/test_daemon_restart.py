@@ -213,7 +213,9 @@ def test_metrics_count_sandboxes_by_status(served):
     assert d.sandbox("stopSandbox", "m2")[0] == 200
 
     def counts():
-        with urllib.request.urlopen(d.url + "/metrics", timeout=5) as r:
+        req = urllib.request.Request(d.url + "/metrics",
+                                     headers={"Authorization": f"Bearer {d.token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             text = r.read().decode()
         return {l.split('"')[1]: int(l.split()[-1]) for l in text.splitlines()
                 if l.startswith("pocketenv_sandboxes{")}

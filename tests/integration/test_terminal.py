@@ -353,6 +353,29 @@ def test_malformed_frames_closed_with_the_right_code(td):
     ws = fresh()
     ws.send(b"echo \xc3\x28\n", opcode=1)
     assert ws.wait_close()[0] == 1007
+    # Every broken frame gets its close frame (RFC 6455 section 7.4.1)
+    # before the daemon closes, never a bare disconnect.
+    for what, head, payload, code in [
+            ("fragmented ping", [0x09, 0x81], b"p", 1002),
+            ("fragmented close", [0x08, 0x82], b"\x03\xe8", 1002),
+            ("ping over 125 bytes", [0x89, 0xfe, 0x00, 0x7e], b"p" * 126, 1002),
+            ("16-bit length for 5 bytes", [0x82, 0xfe, 0x00, 0x05], b"abcde", 1002),
+            ("64-bit length for 5 bytes", [0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 5], b"abcde", 1002),
+            ("64-bit length, top bit set", [0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5], b"abcde",
+             1002),
+            ("1-byte close payload", [0x88, 0x81], b"\x03", 1002),
+            ("close code 1005 sent", [0x88, 0x82], b"\x03\xed", 1002),
+            ("RSV1 without an extension", [0xc2, 0x81], b"x", 1002),
+            ("reserved opcode", [0x83, 0x81], b"x", 1002),
+            ("close reason not UTF-8", [0x88, 0x84], b"\x03\xe8\xc3\x28", 1007),
+            ("2^63-1 bytes declared", [0x82, 0xff, 0x7f] + [0xff] * 7, b"", 1009)]:
+        ws = fresh()
+        ws.send_raw(head, payload)
+        assert ws.wait_close()[0] == code, what
+    ws = fresh()
+    ws.send("echo ", fin=False)
+    ws.send("hi\n")  # a new message before the first one ended
+    assert ws.wait_close()[0] == 1002
     # Over the limit; and far more than the socket buffers hold, so the
     # daemon closes while the client is still sending: the client must
     # still be able to send it all and then read 1009, not a reset.

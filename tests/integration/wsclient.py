@@ -58,6 +58,11 @@ class WS:
             head += key
         self.sock.sendall(head + payload)
 
+    def send_raw(self, head, payload=b""):
+        """A frame exactly as given: head bytes (broken on purpose), then a
+        zero masking key and the payload (so masked with itself)."""
+        self.sock.sendall(bytes(head) + b"\0\0\0\0" + payload)
+
     def _need(self, n, deadline):
         while len(self.buf) < n:
             left = deadline - time.monotonic()

@@ -4,11 +4,14 @@
  * sent on purpose). Loopback only. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -180,6 +183,103 @@ static void h_raw(pe_http_request *req, void *ud)
            NULL);
 }
 
+/* Head callbacks (route /up/<what>): decide before the body.
+ *   deny  answer 401 unless "Authorization: Bearer ok", else read the body
+ *   hold  hold; the test thread answers (held_verdict 403) or lets it in
+ *   file  the body (or its multipart part "file") into a temporary file
+ *   holdfile  both: into a file, after a hold
+ * The handler says what it got. Per-request state counts its frees. */
+static volatile int up_handled, up_freed, up_heads;
+static pe_http_request *volatile held_req;
+static volatile int held_verdict; /* 0: continue, else a status */
+
+struct upload {
+    int fd;
+};
+
+static void upload_free(void *p)
+{
+    struct upload *u = p;
+
+    close(u->fd);
+    free(u);
+    up_freed++;
+}
+
+static bool to_file(pe_http_request *req)
+{
+    struct upload *u = calloc(1, sizeof(*u));
+    pe_err err = {0};
+
+    u->fd = open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    ASSERT(u->fd >= 0);
+    pe_http_set_data(req, u, upload_free);
+    if (pe_http_body_to_fd(req, u->fd, 40u << 20, "file", &err) == 0)
+        return true;
+    pe_http_respond_error(req, 400, "InvalidRequest", err.msg);
+    return false;
+}
+
+static void h_up_head(pe_http_request *req, void *ud)
+{
+    const char *what = req->rest;
+
+    up_heads++;
+    if (strcmp(what, "deny") == 0) {
+        if (req->authorization == NULL || strcmp(req->authorization, "Bearer ok") != 0)
+            pe_http_respond_error(req, 401, "AuthenticationRequired", "who are you?");
+        return; /* nothing: the body is read into memory */
+    }
+    if ((strncmp(what, "file", 4) == 0 || strcmp(what, "holdfile") == 0) && !to_file(req))
+        return;
+    if (strncmp(what, "hold", 4) == 0) {
+        pe_http_defer(req);
+        held_req = req;
+        return;
+    }
+    pe_http_continue(req);
+}
+
+/* Posted to the loop by the test thread: end the hold. */
+static void release_held(void *ud)
+{
+    pe_http_request *req = held_req;
+
+    held_req = NULL;
+    if (held_verdict)
+        pe_http_respond_error(req, (unsigned)held_verdict, "Forbidden", "not yours");
+    else
+        pe_http_continue(req);
+}
+
+static void h_up(pe_http_request *req, void *ud)
+{
+    struct upload *u = pe_http_data(req);
+
+    if (strcmp(req->rest, "filetake") == 0) { /* the handler keeps the state */
+        u = pe_http_take_data(req);
+        ASSERT(pe_http_data(req) == NULL);
+        upload_free(u);
+        pe_http_respond(req, 200, "text/plain", "taken", 5, NULL);
+        return;
+    }
+    char out[256], first[17] = "";
+    struct stat st;
+    int n;
+
+    up_handled++;
+    if (u) {
+        ssize_t got = pread(u->fd, first, 16, 0);
+        first[got > 0 ? got : 0] = '\0';
+        ASSERT(fstat(u->fd, &st) == 0);
+        n = snprintf(out, sizeof(out), "file %zu %lld missing=%d first=%s", req->body_len,
+                     (long long)st.st_size, req->form_part_missing, first);
+    } else {
+        n = snprintf(out, sizeof(out), "memory %zu", req->body_len);
+    }
+    pe_http_respond(req, 200, "text/plain", out, (size_t)n, NULL);
+}
+
 static void *loop_main(void *arg)
 {
     pe_ev_run(fx.loop, NULL);
@@ -209,6 +309,12 @@ static void start(void)
     ASSERT_EQ_INT(pe_http_route(fx.srv, "/raw/", 0, h_raw, NULL, &err), 0);
     ASSERT_EQ_INT(pe_http_route_host(fx.srv, ".preview.test", 0, h_host, NULL, &err), 0);
     ASSERT_EQ_INT(pe_http_route_host(fx.srv, "preview.test", 0, h_host, NULL, &err), -1);
+    ASSERT_EQ_INT(pe_http_route(fx.srv, "/up/", 1 << 20, h_up, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_http_route_head(fx.srv, "/up/", h_up_head, &err), 0);
+    ASSERT_EQ_INT(pe_http_route_head(fx.srv, "/none/", h_up_head, &err), -1);
+    up_handled = up_freed = up_heads = 0;
+    held_req = NULL;
+    held_verdict = 0;
     ASSERT_EQ_INT(pthread_create(&fx.th, NULL, loop_main, NULL), 0);
 }
 
@@ -637,6 +743,94 @@ TEST_CASE(ws_broken_frames_close_codes)
     stop();
 }
 
+/* A frame given byte by byte (header as written, then a payload masked with
+ * the zero key), to break what ws_send_frame always gets right. */
+static void ws_send_raw(int fd, const void *head, size_t hlen, const void *payload, size_t plen)
+{
+    static const uint8_t zero_key[4];
+
+    send_all(fd, head, hlen);
+    send_all(fd, zero_key, 4);
+    if (plen)
+        send_all(fd, payload, plen);
+}
+
+/* Every protocol error gets its close frame (RFC 6455 section 7.4.1) before
+ * the server closes: 1002 for a broken frame, 1007 for bad UTF-8, 1009
+ * for a length over the limit. */
+TEST_CASE(ws_protocol_errors_answered_with_a_close_frame)
+{
+    static const struct {
+        const char *what;
+        uint8_t head[10];
+        size_t hlen;
+        const char *payload;
+        size_t plen;
+        int code;
+    } cases[] = {
+        {"fragmented ping", {0x09, 0x81}, 2, "p", 1, 1002},
+        {"fragmented close", {0x08, 0x82}, 2, "\x03\xe8", 2, 1002},
+        {"ping of 126 bytes", {0x89, 0xfe, 0x00, 0x7e}, 4, NULL, 126, 1002},
+        {"16-bit length for 5 bytes", {0x82, 0xfe, 0x00, 0x05}, 4, "abcde", 5, 1002},
+        {"64-bit length for 5 bytes", {0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 5}, 10, "abcde", 5, 1002},
+        {"64-bit length, top bit set",
+         {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5},
+         10,
+         "abcde",
+         5,
+         1002},
+        {"close with 1 byte", {0x88, 0x81}, 2, "\x03", 1, 1002},
+        {"close code 999", {0x88, 0x82}, 2, "\x03\xe7", 2, 1002},
+        {"close code 1005", {0x88, 0x82}, 2, "\x03\xed", 2, 1002},
+        {"close code 1006", {0x88, 0x82}, 2, "\x03\xee", 2, 1002},
+        {"close code 5000", {0x88, 0x82}, 2, "\x13\x88", 2, 1002},
+        {"close reason not UTF-8", {0x88, 0x84}, 2, "\x03\xe8\xc3\x28", 4, 1007},
+        {"RSV1 set", {0xc2, 0x81}, 2, "x", 1, 1002},
+        {"reserved control opcode", {0x8b, 0x81}, 2, "x", 1, 1002},
+        {"2^63-1 bytes declared",
+         {0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+         10,
+         NULL,
+         0,
+         1009},
+    };
+    static char zeros[200];
+    char head[4096];
+    int fd;
+
+    start();
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fd = ws_connect("/ws", head, sizeof(head));
+        ASSERT_EQ_INT(status_of(head), 101);
+        ws_send_raw(fd, cases[i].head, cases[i].hlen, cases[i].payload ? cases[i].payload : zeros,
+                    cases[i].plen);
+        {
+            int code = ws_close_code(fd);
+            if (code != cases[i].code)
+                TEST_FAIL("%s: close code %d, want %d", cases[i].what, code, cases[i].code);
+        }
+        close(fd);
+    }
+    /* a new message while a fragmented one is unfinished */
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 0, 1, "ab", 2, true);
+    ws_send_frame(fd, 1, 1, "cd", 2, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1002);
+    close(fd);
+    /* invalid UTF-8 split across fragments, and a sequence cut by the end */
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 0, 1, "a\xc3", 2, true);
+    ws_send_frame(fd, 1, 0, "(", 1, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1007);
+    close(fd);
+    fd = ws_connect("/ws", head, sizeof(head));
+    ws_send_frame(fd, 1, 1, "a\xe2\x82", 3, true);
+    ASSERT_EQ_INT(ws_close_code(fd), 1007);
+    close(fd);
+    ASSERT_EQ_INT(status_of(request("GET /healthz HTTP/1.1\r\nHost: x\r\n", "")), 200);
+    stop();
+}
+
 TEST_CASE(ws_many_and_abrupt_disconnects)
 {
     char head[4096], buf[256];
@@ -715,11 +909,318 @@ TEST_CASE(raw_upgrade_hands_over_the_socket)
     close(fd);
 }
 
+/* ---- head callbacks ------------------------------------------------------ */
+
+static void wait_until(volatile int *v, int want, const char *what)
+{
+    for (int i = 0; i < 1000 && *v != want; i++)
+        usleep(10000);
+    if (*v != want)
+        TEST_FAIL("timed out waiting for %s (%d, want %d)", what, *v, want);
+}
+
+static void wait_held(void)
+{
+    for (int i = 0; i < 1000 && held_req == NULL; i++)
+        usleep(10000);
+    ASSERT(held_req != NULL);
+}
+
+/* One whole answer (head and Content-Length bytes), the connection left open. */
+static const char *read_response(int fd)
+{
+    const char *cl;
+    size_t head_len, want;
+
+    read_head(fd, resp, sizeof(resp));
+    head_len = strlen(resp);
+    cl = strstr(resp, "Content-Length: ");
+    want = cl ? strtoul(cl + 16, NULL, 10) : 0;
+    ASSERT(head_len + want < sizeof(resp));
+    ASSERT(recv_exact(fd, resp + head_len, want));
+    resp[head_len + want] = '\0';
+    return resp;
+}
+
+/* Push pattern bytes without blocking until the peer stops taking them
+ * (nothing for a whole second) or limit is reached. */
+static size_t send_until_blocked(int fd, size_t limit)
+{
+    static char block[65536];
+    size_t sent = 0;
+    int fl = fcntl(fd, F_GETFL);
+
+    for (size_t i = 0; i < sizeof(block); i++)
+        block[i] = "0123456789abcdef"[i % 16];
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    while (sent < limit) {
+        size_t n = limit - sent < sizeof(block) ? limit - sent : sizeof(block);
+        ssize_t w = send(fd, block, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            sent += (size_t)w;
+            continue;
+        }
+        ASSERT(w < 0 && errno == EAGAIN);
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        if (poll(&p, 1, 1000) == 0)
+            break; /* the peer has not read for a second: blocked */
+    }
+    fcntl(fd, F_SETFL, fl);
+    return sent;
+}
+
+static void send_pattern(int fd, size_t len)
+{
+    static char block[65536];
+
+    for (size_t i = 0; i < sizeof(block); i++)
+        block[i] = "0123456789abcdef"[i % 16];
+    while (len > 0) {
+        size_t n = len < sizeof(block) ? len : sizeof(block);
+        send_all(fd, block, n);
+        len -= n;
+    }
+}
+
+static void send_str(int fd, const char *s)
+{
+    send_all(fd, s, strlen(s));
+}
+
+static int send_head(const char *head)
+{
+    int fd = connect_server();
+
+    send_all(fd, head, strlen(head));
+    return fd;
+}
+
+/* A route's head callback answers before a byte of the body is read: a
+ * client declaring a huge body and sending none gets its answer at once;
+ * a small declared body is read and dropped to keep the connection. */
+TEST_CASE(head_callback_answers_before_the_body)
+{
+    int fd;
+
+    start();
+    fd = send_head("POST /up/deny HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n");
+    recv_all(fd, resp, sizeof(resp)); /* EOF: the server closed after its answer */
+    close(fd);
+    ASSERT_EQ_INT(status_of(resp), 401);
+    ASSERT_CONTAINS(resp, "Connection: close");
+    ASSERT_CONTAINS(body_of(resp), "\"error\":\"AuthenticationRequired\"");
+    fd = send_head("POST /up/deny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   "10\r\n0123456789abcdef\r\n");
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_EQ_INT(status_of(resp), 401);
+    /* a small declared body is read and dropped: the connection goes on */
+    fd = send_head("POST /up/deny HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                   "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_EQ_INT(status_of(resp), 401);
+    ASSERT(strstr(resp, "Connection: close") == strstr(resp, "HTTP/1.1 200")
+               ? true
+               : strstr(strstr(resp, "HTTP/1.1 200"), "Connection: close") != NULL);
+    ASSERT_CONTAINS(resp, "HTTP/1.1 200 OK");
+    ASSERT_EQ_INT(up_handled, 0);
+    /* with the token the body is read and the handler runs */
+    ASSERT_EQ_INT(status_of(request("POST /up/deny HTTP/1.1\r\nHost: x\r\n"
+                                    "Authorization: Bearer ok\r\n",
+                                    "hello")),
+                  200);
+    ASSERT_EQ_STR(body_of(resp), "memory 5");
+    ASSERT_EQ_INT(up_handled, 1);
+    stop();
+}
+
+/* While a head callback holds a request, libmicrohttpd reads nothing of
+ * its body: the client can only fill the socket buffers. Once let in, the
+ * body streams to the file. */
+TEST_CASE(held_request_reads_no_body_until_released)
+{
+    const size_t total = 32u << 20;
+    size_t sent;
+    int fd;
+
+    start();
+    fd = send_head("POST /up/holdfile HTTP/1.1\r\nHost: x\r\nContent-Length: 33554432\r\n\r\n");
+    wait_held();
+    sent = send_until_blocked(fd, total);
+    if (sent >= total)
+        TEST_FAIL("the whole body (%zu bytes) was taken while the request was held", sent);
+    held_verdict = 0;
+    pe_ev_post(fx.loop, release_held, NULL);
+    send_pattern(fd, total - sent);
+    read_response(fd);
+    ASSERT_EQ_INT(status_of(resp), 200);
+    ASSERT_EQ_STR(body_of(resp), "file 33554432 33554432 missing=0 first=0123456789abcdef");
+    close(fd);
+    wait_until(&up_freed, 1, "the request's state to be freed");
+    stop();
+}
+
+/* A deferred answer leaves the connection usable for the next request. */
+TEST_CASE(deferred_keep_alive)
+{
+    int fd;
+
+    start();
+    fd = send_head("GET /defer HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ_INT(status_of(read_response(fd)), 404);
+    send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if (status_of(read_response(fd)) != 200)
+        TEST_FAIL("after the deferred answer: %s", resp);
+    close(fd);
+    stop();
+}
+
+/* A held request answered without its body: at once for a declared body
+ * (connection closed), and the connection kept when there is none. */
+TEST_CASE(held_request_answered_without_its_body)
+{
+    int fd;
+
+    start();
+    fd = send_head("POST /up/hold HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n");
+    wait_held();
+    held_verdict = 403;
+    pe_ev_post(fx.loop, release_held, NULL);
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_EQ_INT(status_of(resp), 403);
+    ASSERT_CONTAINS(resp, "Connection: close");
+    fd = send_head("GET /up/hold HTTP/1.1\r\nHost: x\r\n\r\n");
+    wait_held();
+    pe_ev_post(fx.loop, release_held, NULL);
+    ASSERT_EQ_INT(status_of(read_response(fd)), 403);
+    ASSERT(strstr(resp, "Connection: close") == NULL);
+    send_str(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if (status_of(read_response(fd)) != 200)
+        TEST_FAIL("after the held answer: %s", resp);
+    close(fd);
+    ASSERT_EQ_INT(up_handled, 0);
+    stop();
+}
+
+static const char *post_raw(const char *head, const char *body, size_t len)
+{
+    char buf[1024];
+    int fd = connect_server();
+    int n =
+        snprintf(buf, sizeof(buf), "%sConnection: close\r\nContent-Length: %zu\r\n\r\n", head, len);
+
+    send_all(fd, buf, (size_t)n);
+    send_all(fd, body, len);
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    return resp;
+}
+
+#define MULTIPART_HEAD(path)                                                                       \
+    "POST " path " HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+
+/* pe_http_body_to_fd: a multipart/form-data body's "file" part, decoded
+ * as it comes (binary, with boundary look-alikes), the raw body otherwise;
+ * limits before and while reading. */
+TEST_CASE(body_to_file)
+{
+    static char body[300 * 1024], data[200 * 1024];
+    char want[128];
+    size_t n = 0;
+
+    start();
+    for (size_t i = 0; i < sizeof(data); i++)
+        data[i] = (char)(i * 7 + i / 256);
+    memcpy(data, "tar.gz-like-data", 16);
+    /* look-alikes that are not a delimiter (which is CRLF "--XyZ") */
+    memcpy(data + 5000, "x--XyZ-- not the end\r\n--Xy\r\n-", 30);
+    n += (size_t)snprintf(body + n, sizeof(body) - n,
+                          "--XyZ\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nother\r\n"
+                          "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
+                          "filename=\"a.tar.gz\"\r\nContent-Type: application/gzip\r\n\r\n");
+    memcpy(body + n, data, sizeof(data));
+    n += sizeof(data);
+    n += (size_t)snprintf(body + n, sizeof(body) - n, "\r\n--XyZ--\r\n");
+    if (status_of(post_raw(MULTIPART_HEAD("/up/file"), body, n)) != 200)
+        TEST_FAIL("multipart: %s", resp);
+    snprintf(want, sizeof(want), "file %zu %zu missing=0 first=tar.gz-like-data", sizeof(data),
+             sizeof(data));
+    ASSERT_EQ_STR(body_of(resp), want);
+    /* no part of that name */
+    {
+        static const char other[] = "--XyZ\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n"
+                                    "other\r\n--XyZ--\r\n";
+        ASSERT_EQ_INT(status_of(post_raw(MULTIPART_HEAD("/up/file"), other, sizeof(other) - 1)),
+                      200);
+        ASSERT_EQ_STR(body_of(resp), "file 0 0 missing=1 first=");
+    }
+    /* cut short: no closing boundary */
+    ASSERT_EQ_INT(status_of(post_raw(MULTIPART_HEAD("/up/file"), body, 30000)), 400);
+    ASSERT_CONTAINS(body_of(resp), "malformed multipart/form-data body");
+    /* no boundary at all */
+    ASSERT_EQ_INT(status_of(post_raw("POST /up/file HTTP/1.1\r\nHost: x\r\n"
+                                     "Content-Type: multipart/form-data\r\n",
+                                     "x", 1)),
+                  400);
+    /* not multipart: the body as it is */
+    ASSERT_EQ_INT(status_of(post_raw("POST /up/file HTTP/1.1\r\nHost: x\r\n", data, 1000)), 200);
+    ASSERT_EQ_STR(body_of(resp), "file 1000 1000 missing=0 first=tar.gz-like-data");
+    /* over the file's limit (40 MiB): refused before a byte is read */
+    {
+        int fd = send_head("POST /up/file HTTP/1.1\r\nHost: x\r\nContent-Length: 41943041\r\n\r\n");
+        recv_all(fd, resp, sizeof(resp));
+        close(fd);
+        ASSERT_EQ_INT(status_of(resp), 413);
+    }
+    ASSERT_EQ_INT(up_handled, 3);
+    wait_until(&up_freed, 6, "every request's state to be freed");
+    /* state taken by the handler is its own: freed once, by it */
+    ASSERT_EQ_INT(status_of(post_raw("POST /up/filetake HTTP/1.1\r\nHost: x\r\n", "x", 1)), 200);
+    ASSERT_EQ_STR(body_of(resp), "taken");
+    wait_until(&up_freed, 7, "the taken state to be freed by the handler");
+    stop();
+}
+
+/* The strict checks come before any route and its callbacks. */
+TEST_CASE(strict_checks_before_routes)
+{
+    const char *r;
+
+    start();
+    r = request("GET /xrpc/x HTTP/1.1\r\nHost: 80-box.preview.test\r\nBad Name: 1\r\n", "");
+    ASSERT_EQ_INT(status_of(r), 400);
+    ASSERT_CONTAINS(body_of(r), "\"error\":\"InvalidRequest\"");
+    ASSERT(strstr(r, "host-route") == NULL);
+    {
+        int fd = send_head("POST /up/deny HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n");
+        recv_all(fd, resp, sizeof(resp));
+        close(fd);
+        r = resp;
+    }
+    ASSERT_EQ_INT(status_of(r), 501);
+    ASSERT_CONTAINS(body_of(r), "\"error\":\"NotImplemented\"");
+    r = request("GET /e/a%00b HTTP/1.1\r\nHost: x\r\n", "");
+    ASSERT_EQ_INT(status_of(r), 400);
+    ASSERT(strstr(r, "rest=") == NULL);
+    ASSERT_EQ_INT(up_heads, 0);
+    stop();
+}
+
 int main(void)
 {
-    return RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
-                     stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
-                     ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
-                     ws_bad_handshake, ws_broken_frames_close_codes, ws_many_and_abrupt_disconnects,
-                     host_route_wins_over_paths, raw_upgrade_hands_over_the_socket);
+    int failed =
+        RUN_TESTS(routes_prefix_query_headers_body, route_body_limit_413, stream_chunks_then_end,
+                  stream_client_gone_is_noticed, stream_server_shutdown_ends_it,
+                  ws_echo_text_binary_fragmented_ping, ws_socket_closed_after_close,
+                  ws_bad_handshake, ws_broken_frames_close_codes,
+                  ws_protocol_errors_answered_with_a_close_frame, ws_many_and_abrupt_disconnects,
+                  host_route_wins_over_paths, raw_upgrade_hands_over_the_socket);
+
+    failed |=
+        RUN_TESTS(deferred_keep_alive, head_callback_answers_before_the_body,
+                  held_request_reads_no_body_until_released, held_request_answered_without_its_body,
+                  body_to_file, strict_checks_before_routes);
+    return failed;
 }

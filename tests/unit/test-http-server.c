@@ -93,6 +93,16 @@ static void metrics_hook(FILE *out, void *ud)
     fputs("pocketenv_sandboxes{state=\"RUNNING\"} 0\n", out);
 }
 
+/* The owner's token is "Bearer owner"; "Bearer other" is someone else's. */
+static int metrics_auth(const char *authorization, void *ud)
+{
+    if (authorization && strcmp(authorization, "Bearer owner") == 0)
+        return 0;
+    if (authorization && strcmp(authorization, "Bearer other") == 0)
+        return PE_XRPC_EFORBIDDEN;
+    return PE_XRPC_EAUTH;
+}
+
 static void start_with(const pe_http_config *cfg)
 {
     pe_err err = {0};
@@ -113,6 +123,7 @@ static void start_with(const pe_http_config *cfg)
     ASSERT_EQ_INT(pe_xrpc_register(fx.srv, "io.pocketenv.sandbox.exec", h_exec, NULL, &err), 0);
     ASSERT_EQ_INT(pe_xrpc_register(fx.srv, "io.pocketenv.nope.nope", h_stop, NULL, &err), -1);
     pe_http_set_metrics_hook(fx.srv, metrics_hook, NULL);
+    pe_http_set_metrics_auth(fx.srv, metrics_auth, NULL);
     ASSERT_EQ_INT(pthread_create(&fx.th, NULL, loop_main, NULL), 0);
 }
 
@@ -249,7 +260,7 @@ TEST_CASE(banner_healthz_and_unknown_route)
     ASSERT_CONTAINS(req("GET", "/", "Accept: text/html\r\n", NULL), "<pre>");
     ASSERT_STATUS(get("/healthz"), 200);
     ASSERT_EQ_STR(body_of(resp), "ok");
-    ASSERT_CONTAINS(resp, "Access-Control-Allow-Origin: *");
+    ASSERT(strstr(resp, "Access-Control-Allow-Origin") == NULL); /* no CORS unless configured */
     ASSERT_XRPC_ERROR(get("/nope"), 404, "NotFound");
     stop();
 }
@@ -348,17 +359,85 @@ TEST_CASE(oversized_body_413)
     stop();
 }
 
-TEST_CASE(cors_preflight)
+#define PREFLIGHT_FROM(origin)                                                                     \
+    "Origin: " origin "\r\nAccess-Control-Request-Method: POST\r\n"                                \
+    "Access-Control-Request-Headers: authorization, content-type\r\n"
+
+/* A page of another origin (a sandbox's preview, in the owner's browser)
+ * must not read the API: no CORS header unless the operator allowed that
+ * exact origin, and never "*". */
+TEST_CASE(cors_only_for_allowed_origins)
 {
+    static const char *const origins[] = {"https://app.example.com", NULL};
+    const char *cs = "/xrpc/io.pocketenv.sandbox.createSandbox";
+    const char *gs = "/xrpc/io.pocketenv.sandbox.getSandbox?id=a";
+    pe_http_config cfg;
+
     start();
-    ASSERT_STATUS(req("OPTIONS", "/xrpc/io.pocketenv.sandbox.createSandbox",
-                      "Origin: https://example.com\r\nAccess-Control-Request-Method: POST\r\n"
-                      "Access-Control-Request-Headers: authorization, content-type\r\n",
-                      NULL),
-                  204);
-    ASSERT_CONTAINS(resp, "Access-Control-Allow-Origin: *");
+    ASSERT_XRPC_ERROR(req("OPTIONS", cs, PREFLIGHT_FROM("http://8080-x.localhost:8789"), NULL), 403,
+                      "Forbidden");
+    ASSERT(strstr(resp, "Access-Control-Allow") == NULL);
+    ASSERT_STATUS(req("GET", gs, "Origin: http://evil.example\r\n", NULL), 200);
+    ASSERT(strstr(resp, "Access-Control-Allow-Origin") == NULL);
+    ASSERT_STATUS(req("OPTIONS", cs, NULL, NULL), 204); /* no Origin: not CORS */
+    ASSERT_CONTAINS(resp, "Allow: GET, HEAD, POST, OPTIONS");
+    ASSERT(strstr(resp, "Access-Control-Allow") == NULL);
+    stop();
+
+    config(&cfg);
+    cfg.cors_origins = origins;
+    start_with(&cfg);
+    ASSERT_STATUS(req("OPTIONS", cs, PREFLIGHT_FROM("https://app.example.com"), NULL), 204);
+    ASSERT_CONTAINS(resp, "Access-Control-Allow-Origin: https://app.example.com\r\n");
+    ASSERT_CONTAINS(resp, "Vary: Origin");
     ASSERT_CONTAINS(resp, "Access-Control-Allow-Methods: GET, HEAD, POST, OPTIONS");
     ASSERT_CONTAINS(resp, "Access-Control-Allow-Headers: Authorization, Content-Type");
+    ASSERT_STATUS(req("GET", gs, "Origin: https://app.example.com\r\n", NULL), 200);
+    ASSERT_CONTAINS(resp, "Access-Control-Allow-Origin: https://app.example.com\r\n");
+    ASSERT_CONTAINS(resp, "Vary: Origin");
+    /* exact match only: another scheme, port or a longer name is another origin */
+    for (const char *const *o =
+             (const char *const[]){"http://app.example.com", "https://app.example.com:8443",
+                                   "https://app.example.com.evil.example", "http://evil.example",
+                                   NULL};
+         *o; o++) {
+        char h[256];
+        snprintf(h, sizeof(h), "Origin: %s\r\n", *o);
+        ASSERT_STATUS(req("GET", gs, h, NULL), 200);
+        ASSERT(strstr(resp, "Access-Control-Allow-Origin") == NULL);
+        ASSERT_CONTAINS(resp, "Vary: Origin");
+    }
+    ASSERT(strstr(resp, "Access-Control-Allow-Origin: *") == NULL);
+    stop();
+}
+
+static const char *get_metrics(void)
+{
+    return req("GET", "/metrics", "Authorization: Bearer owner\r\n", NULL);
+}
+
+/* /metrics is the owner's unless the operator made it public. */
+TEST_CASE(metrics_need_the_owners_token)
+{
+    pe_http_config cfg;
+
+    start();
+    ASSERT_XRPC_ERROR(get("/metrics"), 401, "AuthenticationRequired");
+    ASSERT(strstr(resp, "pocketenv_http") == NULL);
+    ASSERT_XRPC_ERROR(req("GET", "/metrics", "Authorization: Bearer nonsense\r\n", NULL), 401,
+                      "AuthenticationRequired");
+    ASSERT_XRPC_ERROR(req("GET", "/metrics", "Authorization: Bearer other\r\n", NULL), 403,
+                      "Forbidden");
+    ASSERT_STATUS(get_metrics(), 200);
+    ASSERT_CONTAINS(body_of(resp), "pocketenv_http_requests_total");
+    ASSERT_STATUS(get("/healthz"), 200); /* health checks stay public */
+    stop();
+
+    config(&cfg);
+    cfg.metrics_public = true;
+    start_with(&cfg);
+    ASSERT_STATUS(get("/metrics"), 200);
+    ASSERT_CONTAINS(body_of(resp), "pocketenv_http_requests_total");
     stop();
 }
 
@@ -368,7 +447,7 @@ TEST_CASE(metrics_count_requests)
     ASSERT_STATUS(get("/xrpc/io.pocketenv.sandbox.getSandbox?id=a"), 200);
     ASSERT_STATUS(get("/xrpc/io.pocketenv.sandbox.getSandbox?id=b"), 200);
     ASSERT_STATUS(get("/xrpc/io.pocketenv.sandbox.getSandbox"), 400);
-    ASSERT_STATUS(get("/metrics"), 200);
+    ASSERT_STATUS(get_metrics(), 200);
     ASSERT_CONTAINS(resp, "Content-Type: text/plain; version=0.0.4");
     ASSERT_CONTAINS(body_of(resp), "pocketenv_http_requests_total{nsid=\"io.pocketenv.sandbox."
                                    "getSandbox\",status=\"200\"} 2\n");
@@ -466,7 +545,7 @@ TEST_CASE(two_hundred_concurrent_connections)
             TEST_FAIL("connection %d: %s", i, resp);
         close(fds[i]);
     }
-    ASSERT_STATUS(get("/metrics"), 200);
+    ASSERT_STATUS(get_metrics(), 200);
     ASSERT_CONTAINS(body_of(resp), "getSandbox\",status=\"200\"} 200\n");
     stop();
 }
@@ -547,6 +626,136 @@ TEST_CASE(hostile_input_server_stays_up)
     stop();
 }
 
+/* ---- the buffered-bytes budget ------------------------------------------- */
+
+static int connect_from(const char *src)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)fx.port)};
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    struct timeval tv = {.tv_sec = 10};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+    ASSERT(fd >= 0);
+    ASSERT(inet_pton(AF_INET, src, &me.sin_addr) == 1);
+    ASSERT(bind(fd, (struct sockaddr *)&me, sizeof(me)) == 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        TEST_FAIL("connect: %s", strerror(errno));
+    return fd;
+}
+
+/* A createSandbox body of exactly len bytes: {<spaces>"base":"x"} */
+static void json_body(char *buf, size_t len)
+{
+    memset(buf, ' ', len);
+    buf[0] = '{';
+    memcpy(buf + len - 11, "\"base\":\"x\"}", 11);
+}
+
+/* The head of a createSandbox with a body of len bytes, and its first byte. */
+static int open_body(const char *src, size_t len)
+{
+    char head[512];
+    int fd = connect_from(src);
+    int n = snprintf(head, sizeof(head),
+                     "POST /xrpc/io.pocketenv.sandbox.createSandbox HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n{",
+                     len);
+
+    send_all(fd, head, (size_t)n);
+    return fd;
+}
+
+static void wait_buffered(size_t want)
+{
+    char line[96];
+
+    snprintf(line, sizeof(line), "pocketenv_http_body_bytes_buffered %zu\n", want);
+    for (int i = 0; i < 500; i++) {
+        if (strstr(body_of(get_metrics()), line))
+            return;
+        usleep(10000);
+    }
+    TEST_FAIL("never saw %s in %s", line, body_of(resp));
+}
+
+/* Bodies kept in memory count per client address and in total: one that
+ * would go over is refused before it is read (429 for the client's share,
+ * 503 for everyone's), with Retry-After; once bodies are done the room
+ * comes back. */
+TEST_CASE(buffered_bodies_are_budgeted)
+{
+    static char body[100 * 1024];
+    pe_http_config cfg;
+    int a, c, fd;
+
+    config(&cfg);
+    cfg.max_buffered_per_client = 150 * 1024;
+    cfg.max_buffered_total = 250 * 1024;
+    start_with(&cfg);
+    a = open_body("127.0.0.1", sizeof(body));
+    wait_buffered(sizeof(body));
+    fd = open_body("127.0.0.1", sizeof(body));
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_XRPC_ERROR(resp, 429, "RateLimitExceeded");
+    ASSERT_CONTAINS(resp, "Retry-After: 1");
+    c = open_body("127.0.0.2", sizeof(body));
+    wait_buffered(2 * sizeof(body));
+    fd = open_body("127.0.0.3", sizeof(body));
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_XRPC_ERROR(resp, 503, "NotEnoughResources");
+    ASSERT_CONTAINS(resp, "Retry-After: 1");
+    /* what fits still fits */
+    json_body(body, 20 * 1024);
+    fd = open_body("127.0.0.3", 20 * 1024);
+    send_all(fd, body + 1, 20 * 1024 - 1);
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_STATUS(resp, 200);
+    /* a chunked body takes its share as it comes: over, it is refused */
+    {
+        static char chunked[120 * 1024];
+        size_t n = (size_t)snprintf(chunked, sizeof(chunked),
+                                    "POST /xrpc/io.pocketenv.sandbox.createSandbox HTTP/1.1\r\n"
+                                    "Host: x\r\nConnection: close\r\n"
+                                    "Content-Type: application/json\r\n"
+                                    "Transfer-Encoding: chunked\r\n\r\n");
+        for (int i = 0; i < 15; i++) {
+            n += (size_t)snprintf(chunked + n, sizeof(chunked) - n, "1000\r\n");
+            memset(chunked + n, ' ', 4096);
+            n += 4096;
+            n += (size_t)snprintf(chunked + n, sizeof(chunked) - n, "\r\n");
+        }
+        n += (size_t)snprintf(chunked + n, sizeof(chunked) - n, "0\r\n\r\n");
+        fd = connect_from("127.0.0.1");
+        send_all(fd, chunked, n);
+        recv_all(fd, resp, sizeof(resp));
+        close(fd);
+        ASSERT_XRPC_ERROR(resp, 429, "RateLimitExceeded");
+    }
+    /* the bodies in progress are unharmed, and their room comes back */
+    json_body(body, sizeof(body));
+    send_all(a, body + 1, sizeof(body) - 1);
+    send_all(c, body + 1, sizeof(body) - 1);
+    recv_all(a, resp, sizeof(resp));
+    ASSERT_STATUS(resp, 200);
+    recv_all(c, resp, sizeof(resp));
+    ASSERT_STATUS(resp, 200);
+    close(a);
+    close(c);
+    wait_buffered(0);
+    fd = open_body("127.0.0.1", sizeof(body));
+    send_all(fd, body + 1, sizeof(body) - 1);
+    recv_all(fd, resp, sizeof(resp));
+    close(fd);
+    ASSERT_STATUS(resp, 200);
+    stop();
+}
+
 /* ---- data files ---------------------------------------------------------- */
 
 struct case_file {
@@ -555,20 +764,30 @@ struct case_file {
     char status[128];
     char body[16][256];
     int n_body;
+    int answers; /* how many answers in all (pipelined requests); 0: not checked */
 };
 
-/* Expand {{repeat:N:C}} into N copies of C. */
+/* Expand {{repeat:N:C}} into N copies of C, and {{hex:XX}} into the byte
+ * XX (a NUL or a bare CR, which a text file cannot hold in a line). */
 static void append_line(struct case_file *cf, const char *line, size_t len)
 {
     while (len > 0) {
-        const char *open = memmem(line, len, "{{repeat:", 9);
+        const char *open = memmem(line, len, "{{", 2);
         size_t lit = open ? (size_t)(open - line) : len;
         ASSERT(cf->request_len + lit + 2 < sizeof(cf->request));
         memcpy(cf->request + cf->request_len, line, lit);
         cf->request_len += lit;
         line += lit;
         len -= lit;
-        if (open) {
+        if (open && strncmp(open, "{{hex:", 6) == 0) {
+            char *end = NULL;
+            unsigned long byte = strtoul(open + 6, &end, 16);
+            ASSERT(end == open + 8 && end[0] == '}' && end[1] == '}' && byte < 256);
+            cf->request[cf->request_len++] = (char)byte;
+            len -= 10;
+            line += 10;
+        } else if (open) {
+            ASSERT(strncmp(open, "{{repeat:", 9) == 0);
             char *end = NULL;
             unsigned long count = strtoul(open + 9, &end, 10);
             ASSERT(end && *end == ':' && end[2] == '}' && end[3] == '}');
@@ -587,7 +806,7 @@ static void load_case(const char *path, struct case_file *cf)
 {
     FILE *f = fopen(path, "re");
     char line[8192];
-    int section = 0; /* 1 request, 2 status, 3 body */
+    int section = 0; /* 1 request, 2 status, 3 body, 4 answers */
 
     ASSERT(f != NULL);
     memset(cf, 0, sizeof(*cf));
@@ -602,12 +821,16 @@ static void load_case(const char *path, struct case_file *cf)
             section = 2;
         else if (!strcmp(line, "--- body"))
             section = 3;
+        else if (!strcmp(line, "--- answers"))
+            section = 4;
         else if (section == 1)
             append_line(cf, line, len);
         else if (section == 2 && len)
             snprintf(cf->status, sizeof(cf->status), "%.120s", line);
         else if (section == 3 && len && cf->n_body < 16)
             snprintf(cf->body[cf->n_body++], sizeof(cf->body[0]), "%.250s", line);
+        else if (section == 4 && len)
+            cf->answers = (int)strtol(line, NULL, 10);
     }
     fclose(f);
 }
@@ -630,6 +853,15 @@ static int check_case(const char *name, const struct case_file *cf)
     for (int i = 0; i < cf->n_body; i++) {
         if (strstr(body_of(r), cf->body[i]) == NULL) {
             printf("  %s: body lacks \"%s\": %.300s\n", name, cf->body[i], body_of(r));
+            return 1;
+        }
+    }
+    if (cf->answers) {
+        int n = 0;
+        for (const char *p = r; (p = strstr(p, "HTTP/1.1 ")) != NULL; p++)
+            n++;
+        if (n != cf->answers) {
+            printf("  %s: %d answers, want %d: %.600s\n", name, n, cf->answers, r);
             return 1;
         }
     }
@@ -671,11 +903,13 @@ TEST_CASE(data_files)
 
 int main(void)
 {
-    int rc =
-        RUN_TESTS(keep_alive_pipelined, banner_healthz_and_unknown_route, xrpc_routing,
-                  handler_errors_are_mapped, validation_errors, oversized_body_413, cors_preflight,
-                  metrics_count_requests, rate_limit_429, deferred_response_completes,
-                  two_hundred_concurrent_connections, connections_per_ip_limited,
-                  slowloris_closed_by_timeout, hostile_input_server_stays_up, data_files);
+    int rc = RUN_TESTS(keep_alive_pipelined, banner_healthz_and_unknown_route, xrpc_routing,
+                       handler_errors_are_mapped, validation_errors, oversized_body_413,
+                       cors_only_for_allowed_origins, metrics_need_the_owners_token,
+                       metrics_count_requests, rate_limit_429, deferred_response_completes,
+                       two_hundred_concurrent_connections, connections_per_ip_limited,
+                       slowloris_closed_by_timeout, hostile_input_server_stays_up, data_files);
+
+    rc |= RUN_TESTS(buffered_bodies_are_budgeted);
     return rc;
 }

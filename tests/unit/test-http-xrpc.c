@@ -82,20 +82,20 @@ TEST_CASE(params_errors)
     const char *nsid = "io.pocketenv.actor.getActorSandboxes";
 
     ASSERT_CONTAINS(params_err(nsid, NULL, 0, NULL), "must have the property \"did\"");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "abc"}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"limit", "abc"}), 2, NULL),
                     "Params/limit must be an integer");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "1.5"}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"limit", "1.5"}), 2, NULL),
                     "must be an integer");
     ASSERT_CONTAINS(
-        params_err(nsid, ARGS({"did", "x"}, {"limit", "99999999999999999999"}), 2, NULL),
+        params_err(nsid, ARGS({"did", "did:key:z"}, {"limit", "99999999999999999999"}), 2, NULL),
         "must be an integer");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"limit", "0"}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"limit", "0"}), 2, NULL),
                     "Params/limit can not be less than 1");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"offset", "-1"}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"offset", "-1"}), 2, NULL),
                     "can not be less than 0");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "x"}, {"isRunning", "yes"}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"isRunning", "yes"}), 2, NULL),
                     "Params/isRunning must be a boolean");
-    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", NULL}, {"isRunning", NULL}), 2, NULL),
+    ASSERT_CONTAINS(params_err(nsid, ARGS({"did", "did:key:z"}, {"isRunning", NULL}), 2, NULL),
                     "must be a boolean");
 }
 
@@ -141,6 +141,79 @@ TEST_CASE(body_errors)
                     "Input/topics/1 must not be longer than 50 characters");
 }
 
+/* Which value would win is each parser's guess: two of a key are refused,
+ * at any depth. */
+TEST_CASE(body_duplicate_keys_refused)
+{
+    const char *cs = "io.pocketenv.sandbox.createSandbox";
+
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"base\":\"y\"}"),
+                    "duplicate object key");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"vcpus\":1,\"vcpus\":64}"),
+                    "Malformed JSON");
+    ASSERT_CONTAINS(body_err("io.pocketenv.file.addFile", "application/json",
+                             "{\"file\":{\"path\":\"/a\",\"content\":\"x\",\"path\":\"/etc/x\"}}"),
+                    "duplicate object key");
+    ASSERT(body_err(cs, "application/json", "{\"base\":\"x\",\"envs\":{\"base\":\"y\"}}") == NULL);
+}
+
+/* The lexicons' string formats on client input: "uri" (readme, repo) and
+ * "at-identifier" (the did parameters), as the atproto spec defines them;
+ * what the CLI and the tests send passes. */
+TEST_CASE(string_formats)
+{
+    const char *cs = "io.pocketenv.sandbox.createSandbox";
+    const char *gs = "io.pocketenv.actor.getActorSandboxes";
+    static char long_uri[8200];
+
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_URI, "https://github.com/o/r", 22));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_URI, "github:octo/hello", 17));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_URI, "at://did:plc:x/app.bsky.feed.post/1", 35));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_URI, "git+ssh://git@h:o/r.git", 23));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "", 0));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "octo/hello", 10));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "https:", 6));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, ":x", 2));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "1http://x", 9));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "https://a.example/x y", 21));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "https://a.example/\tx", 20));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, "https://a\0x", 11));
+    memcpy(long_uri, "https://a.example/", 18);
+    memset(long_uri + 18, 'a', sizeof(long_uri) - 18);
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_URI, long_uri, 8192));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_URI, long_uri, 8193));
+
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:key:z6MkhaXgBZD", 19));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:plc:abc123", 14));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:web:localhost%3A8080", 24));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "owner.local", 11));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "alice.bsky.social", 17));
+    ASSERT(pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "xn--ls8h.test", 13));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "x", 1));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:key:", 8));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:KEY:z", 9));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:key:z:", 10));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "did:key:a/b", 11));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "-a.test", 7));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "a..test", 7));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "a.123", 5));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "a b.test", 8));
+    ASSERT(!pe__xrpc_format_ok(PE_XRPC_F_AT_IDENTIFIER, "owner.local.", 12));
+
+    ASSERT_CONTAINS(params_err(gs, ARGS({"did", "not a did"}), 1, NULL),
+                    "Params/did must be a valid did or a handle");
+    ASSERT(params_err(gs, ARGS({"did", "owner.local"}), 1, NULL) == NULL);
+    ASSERT(params_err(gs, ARGS({"did", "did:key:zPagingUser"}), 1, NULL) == NULL);
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"readme\":\"README.md\"}"),
+                    "Input/readme must be a uri");
+    ASSERT_CONTAINS(body_err(cs, "application/json", "{\"base\":\"x\",\"readme\":\"\"}"),
+                    "Input/readme must be a uri");
+    ASSERT(body_err(cs, "application/json",
+                    "{\"base\":\"x\",\"readme\":\"https://github.com/o/r#readme\"}") == NULL);
+    /* createSandbox's repo has no format: URLs and github:o/r alike */
+    ASSERT(body_err(cs, "application/json", "{\"base\":\"x\",\"repo\":\"octo/hello\"}") == NULL);
+}
+
 TEST_CASE(body_max_and_nested_refs)
 {
     ASSERT_CONTAINS(
@@ -178,6 +251,6 @@ TEST_CASE(error_mapping)
 int main(void)
 {
     return RUN_TESTS(table_sorted_and_lookup, nsid_syntax, params_ok_and_coerced, params_errors,
-                     body_ok_unknown_properties_allowed, body_errors, body_max_and_nested_refs,
-                     error_mapping);
+                     body_ok_unknown_properties_allowed, body_errors, body_duplicate_keys_refused,
+                     string_formats, body_max_and_nested_refs, error_mapping);
 }
