@@ -41,7 +41,8 @@
  * WebSocket upgrades go out as HTTP/1.1, as they must, and a non-101
  * answer to them that is chunked is refused with 502.
  *
- * Limits: the request body is buffered by lib/http up to BODY_MAX (413
+ * Limits: the request body is read only once the credentials opened the
+ * port (the head callback holds it meanwhile), into memory up to BODY_MAX (413
  * beyond); the answer's head up to HEAD_MAX (502 beyond); the answer's
  * body is streamed with backpressure (upstream reads stop while more than
  * PENDING_MAX bytes wait for the client); connect + head within
@@ -121,8 +122,10 @@ struct preq {
     char *set_cookie;
     char *location; /* a rewritten Location of the answer, or the redirect of a verdict */
     bool upgrade;
-    bool head_only; /* HEAD: no body whatever the headers say */
-    struct buf out; /* the request to send upstream */
+    bool head_only;       /* HEAD: no body whatever the headers say */
+    const char *fwd_path; /* the path the app sees (in the request's strings) */
+    bool via_bearer;      /* the Authorization header is our token: not forwarded */
+    struct buf out;       /* the request to send upstream */
     /* the worker's verdict */
     unsigned status; /* 0: go ahead */
     char *err_name, *err_msg;
@@ -738,26 +741,22 @@ static void connect_upstream(struct preq *p)
         fail(p, 502, "UpstreamFailure", "%s", err.msg);
 }
 
+/* The verdict is in: an answer now (the request's body was never read:
+ * the proxy's head callback held it), or the body may come in, and then
+ * on_body forwards the request. */
 static void check_done(pe_daemon_job *job)
 {
     struct preq *p = job->ud;
 
-    if (p->status && p->location) {
+    if (p->status == 0) {
+        pe_http_continue(p->req);
+        return;
+    }
+    pe_http_take_data(p->req); /* p is ours again: answered and freed here */
+    if (p->location)
         redirect(p, p->status, p->location, p->set_cookie);
-        return;
-    }
-    if (p->status) {
+    else
         fail(p, p->status, p->err_name, "%s", p->err_msg);
-        return;
-    }
-    if (p->opener) {
-        p->lnext = live;
-        if (live)
-            live->lprev = p;
-        live = p;
-        p->linked = true;
-    }
-    connect_upstream(p);
 }
 
 static void finish_stream(struct preq *p);
@@ -885,7 +884,6 @@ static void on_head(struct preq *p, size_t head_len)
     }
     for (size_t i = 0; hdrs[i]; i += 2) {
         if (strcasecmp(hdrs[i], "Content-Length") == 0 ||
-            strcasecmp(hdrs[i], "Access-Control-Allow-Origin") == 0 ||
             strcasecmp(hdrs[i], "Referrer-Policy") == 0 ||
             (hop_by_hop(hdrs[i], NULL) && !(status == 101 && !strcasecmp(hdrs[i], "Upgrade"))))
             continue;
@@ -1166,6 +1164,13 @@ static bool wants_html(pe_http_request *req)
     return accept && strstr(accept, "text/html");
 }
 
+static void preq_free_cb(void *p)
+{
+    preq_free(p);
+}
+
+/* The head callback's half: who is asking and may they, decided before a
+ * byte of the body is read (a stranger's body costs nothing). */
 static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t ident_len,
                   char *name_hint, int port, const char *path, char *scope)
 {
@@ -1173,7 +1178,6 @@ static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t 
     const char *up = pe_http_header(req, "Upgrade");
     size_t sl = strlen(scope);
     pe_daemon_job *job;
-    bool via_bearer;
 
     p->d = d;
     p->req = req;
@@ -1182,6 +1186,7 @@ static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t 
     p->name_hint = name_hint;
     p->port = port;
     p->scope = scope;
+    p->fwd_path = path;
     p->head_only = strcmp(req->method, "HEAD") == 0;
     p->upgrade = up && *up && !strpbrk(up, "\r\n");
     if (pe_http_query(req, TOKEN_PARAM) != NULL) {
@@ -1196,14 +1201,39 @@ static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t 
         !p->upgrade && (p->head_only || strcmp(req->method, "GET") == 0) && wants_html(req);
     p->self_url = self_url(req);
     p->signin = signin_url(d, req, p->self_url, strcmp(scope, "/") == 0);
-    read_credentials(p, req, &via_bearer);
-    build_request(p, req, path, via_bearer);
+    read_credentials(p, req, &p->via_bearer);
+    pe_http_set_data(req, p, preq_free_cb);
     job = pe_daemon_job_new(d, NULL, NULL, check_work);
     job->ud = p;
     job->after = check_done;
     pe_http_defer(req);
-    if (pe_daemon_job_submit(job) < 0)
+    if (pe_daemon_job_submit(job) < 0) {
+        pe_http_take_data(req);
         fail(p, 503, "ServiceUnavailable", "the daemon is busy or shutting down");
+    }
+}
+
+/* The route handler: the body is in; forward the request. Every request
+ * reaching it was let through by check_done (the head callback answers
+ * all the others). */
+static void on_body(pe_http_request *req, void *ud)
+{
+    struct preq *p = pe_http_take_data(req);
+
+    if (p == NULL) {
+        send_error(req, 500, "InternalServerError", "Internal Server Error");
+        return;
+    }
+    build_request(p, req, p->fwd_path, p->via_bearer);
+    pe_http_defer(req); /* answered once upstream answers (or fails) */
+    if (p->opener) {
+        p->lnext = live;
+        if (live)
+            live->lprev = p;
+        live = p;
+        p->linked = true;
+    }
+    connect_upstream(p);
 }
 
 static bool parse_port(const char *s, size_t len, int *port)
@@ -1239,7 +1269,7 @@ bool pe_daemon_preview_label(const char *label, size_t len, int *port, char **ta
     return true;
 }
 
-/* /p/<ident>/<port>/<path> */
+/* /p/<ident>/<port>/<path>: the head callback */
 static void on_path(pe_http_request *req, void *ud)
 {
     const char *rest = req->rest, *slash = strchr(rest, '/'), *pend;
@@ -1264,7 +1294,7 @@ static void on_path(pe_http_request *req, void *ud)
           pe_xasprintf("/p/%.*s/%d/", (int)(slash - rest), rest, port));
 }
 
-/* Host: <port>-[<name>-]<tag>.localhost[:daemon port] */
+/* Host: <port>-[<name>-]<tag>.localhost[:daemon port]: the head callback */
 static void on_host(pe_http_request *req, void *ud)
 {
     const char *host = pe_http_header(req, "Host"), *dot;
@@ -1350,8 +1380,10 @@ char *pe_daemon_preview_signin_link(const pe_preview_target *t, const char *code
 
 int pe_daemon_register_proxy(pe_daemon *d, pe_err *err)
 {
-    if (pe_http_route(d->srv, "/p/", BODY_MAX, on_path, d, err) < 0 ||
-        pe_http_route_host(d->srv, HOST_SUFFIX, BODY_MAX, on_host, d, err) < 0)
+    if (pe_http_route(d->srv, "/p/", BODY_MAX, on_body, d, err) < 0 ||
+        pe_http_route_host(d->srv, HOST_SUFFIX, BODY_MAX, on_body, d, err) < 0 ||
+        pe_http_route_head(d->srv, "/p/", on_path, err) < 0 ||
+        pe_http_route_head(d->srv, HOST_SUFFIX, on_host, err) < 0)
         return -1;
     return 0;
 }
