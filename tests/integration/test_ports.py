@@ -229,6 +229,49 @@ def test_private_by_default_authz_matrix(daemon, web):
     assert expose(daemon, "web", 8082, token=None)[0] == 401
 
 
+def test_another_user_cannot_take_over_a_preview_by_name(daemon, web):
+    """Issue 11, point 2, as it was reproduced: user B names a sandbox like
+    A's and exposes a public port on it. Before, A's own requests (A's
+    token, A's share URL, both URL forms) reached B's sandbox. Now every
+    one of them reaches A's, and B's preview has a host of its own."""
+    bob = daemon.token_for("did:key:z6MkPreviewTakeoverBob")
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "webby", "name": "web"}, token=bob)
+    assert st == 200, sb
+    try:
+        assert daemon.wait_status(sb["id"], ["RUNNING", "FAILED"], token=bob)["status"] == "RUNNING"
+        st, out = daemon.sandbox("exec", sb["id"], {"command": "mkdir -p /b && echo B-PAGE > "
+                                 "/b/index.html && httpd -p 8080 -h /b"}, token=bob)
+        assert st == 200 and out["exitCode"] == 0, out
+        st, bp = expose(daemon, sb["id"], 8080, token=bob, public=True)
+        assert st == 200, bp
+        st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
+        mine = [p for p in ports["ports"] if p["port"] == 8080][0]
+        assert bp["previewUrl"] != mine["previewUrl"]
+        b_host = bp["previewUrl"].split("//", 1)[1].rstrip("/")
+        assert wait_for(lambda: get(daemon, "/index.html", host=b_host)[2] == b"B-PAGE\n", 10,
+                        "bob's public preview")
+        secret = mine["shareUrl"].split("pe_secret=", 1)[1]
+        for how in ({"token": daemon.token}, {"headers": {"Cookie": "pe_secret=" + secret}}):
+            for host, path in ((web["host"], "/index.html"),
+                               (None, f"/p/{web['id']}/8080/index.html"),
+                               (None, f"/p/{web['tag']}/8080/index.html")):
+                st, h, body = get(daemon, path, host=host, **how)
+                assert (st, body.decode()) == (200, PAGE), (how, host, path, st, body)
+        st, h, body = get(daemon, "/index.html?pe_secret=" + secret, host=web["host"])
+        assert (st, body.decode()) == (200, PAGE)
+        # The name alone resolves to nobody, and A's credentials never open B's.
+        assert get(daemon, "/", host=f"8080-web.localhost:{daemon.port}",
+                   token=daemon.token)[0] == 404
+        st, bp2 = expose(daemon, sb["id"], 8081, token=bob)  # private
+        assert st == 200, bp2
+        b_host2 = bp2["previewUrl"].split("//", 1)[1].rstrip("/")
+        assert get(daemon, "/", host=b_host2, token=daemon.token)[0] == 404
+        assert get(daemon, "/", host=b_host2, headers={"Cookie": "pe_secret=" + secret})[0] == 403
+    finally:
+        daemon.sandbox("deleteSandbox", sb["id"], token=bob)
+
+
 def signin_link(d, url, token="owner"):
     return d.call("io.pocketenv.port.createPreviewLink", body={"url": url}, token=token)
 
