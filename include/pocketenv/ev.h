@@ -69,12 +69,13 @@ void pe_ev_signal_stop(pe_ev_signal *s);
  * Returns -1 (EAGAIN) when the queue is full. */
 int pe_ev_submit(pe_ev_loop *loop, pe_ev_work_cb work, pe_ev_done_cb done, void *ud, pe_err *err);
 /* A further worker pool of the loop, for work that must not wait behind
- * the loop's own pool (or hold it): up to max_threads threads, one started
- * whenever an item waits and no thread is idle, and one that stays idle
- * for idle_ns (0: forever) exits. max_queued bounds waiting items (0: none
- * wait: a submit with every thread busy and max_threads reached is
- * EAGAIN). Done callbacks run on the loop like pe_ev_submit's. Freed (its
- * queue drained, its threads joined) by pe_ev_loop_free. Loop thread. */
+ * the loop's own pool (or hold it): up to max_threads threads, one more
+ * started whenever more items wait than threads are free to take them, and
+ * one that stays idle for idle_ns (0: forever) exits. max_queued bounds
+ * the items that wait with every thread busy and max_threads reached (0:
+ * such a submit is EAGAIN). Done callbacks run on the loop like
+ * pe_ev_submit's. Freed (its queue drained, its threads joined) by
+ * pe_ev_loop_free. Loop thread. */
 pe_ev_pool *pe_ev_pool_new(pe_ev_loop *loop, unsigned max_threads, unsigned max_queued,
                            uint64_t idle_ns, pe_err *err);
 int pe_ev_pool_submit(pe_ev_pool *pool, pe_ev_work_cb work, pe_ev_done_cb done, void *ud,
