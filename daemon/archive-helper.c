@@ -186,10 +186,40 @@ static bool kept_type(mode_t type)
     return type == AE_IFREG || type == AE_IFDIR || type == AE_IFLNK;
 }
 
+/* The data of the current entry into out. The disk reader hands over the
+ * file's data regions with their offsets (holes skipped, found with
+ * SEEK_DATA/SEEK_HOLE); the pax writer was given the same map with the
+ * header and takes the whole byte stream, dropping what falls into holes,
+ * so a hole is passed as zeros it never stores: an 8 GiB file that is a
+ * hole is a few bytes of archive, and reading it costs no 8 GiB. */
+static int pack_data(struct archive *out, struct archive *disk, char *msg)
+{
+    static const char zeros[BLOCK];
+    const void *buf;
+    size_t len;
+    la_int64_t off, at = 0;
+    int r;
+
+    while ((r = archive_read_data_block(disk, &buf, &len, &off)) == ARCHIVE_OK) {
+        for (; at < off;) {
+            size_t n = off - at < (la_int64_t)sizeof(zeros) ? (size_t)(off - at) : sizeof(zeros);
+            la_ssize_t w = archive_write_data(out, zeros, n);
+            if (w <= 0)
+                return w < 0 ? child_err(msg, archive_error_string(out), 0) : 0;
+            at += w;
+        }
+        if (len > 0 && archive_write_data(out, buf, len) < 0)
+            return child_err(msg, archive_error_string(out), 0);
+        at = off + (la_int64_t)len;
+    }
+    if (r != ARCHIVE_EOF)
+        return child_err(msg, archive_error_string(disk), 0);
+    return 0;
+}
+
 static int pack(struct archive *out, struct archive *disk, char *msg)
 {
     struct archive_entry *e = archive_entry_new();
-    char buf[BLOCK];
     int r;
 
     while ((r = archive_read_next_header2(disk, e)) != ARCHIVE_EOF) {
@@ -204,25 +234,14 @@ static int pack(struct archive *out, struct archive *disk, char *msg)
         archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
         archive_entry_set_uname(e, NULL);
         archive_entry_set_gname(e, NULL);
-        if (archive_write_header(out, e) < ARCHIVE_OK)
+        if (archive_write_header(out, e) < ARCHIVE_OK) {
+            archive_entry_free(e);
             return child_err(msg, archive_error_string(out), 0);
-        if (archive_entry_filetype(e) != AE_IFREG)
-            continue;
-        for (;;) {
-            la_ssize_t n = archive_read_data(disk, buf, sizeof(buf));
-            if (n == 0)
-                break;
-            if (n < 0) {
-                r = ARCHIVE_FATAL;
-                break;
-            }
-            if (archive_write_data(out, buf, (size_t)n) < 0) {
-                archive_entry_free(e);
-                return child_err(msg, archive_error_string(out), 0);
-            }
         }
-        if (r == ARCHIVE_FATAL)
-            break;
+        if (archive_entry_filetype(e) == AE_IFREG && pack_data(out, disk, msg) < 0) {
+            archive_entry_free(e);
+            return -1;
+        }
     }
     archive_entry_free(e);
     if (r != ARCHIVE_EOF)
@@ -245,6 +264,10 @@ static int pack_child(const struct pack_args *pa, char *msg)
     if (enter_dir(pa->dir, false, msg) < 0)
         return -1;
     archive_write_set_format_pax_restricted(out);
+    /* Names are bytes: kept as they are on disk, whatever their encoding,
+     * rather than converted to UTF-8 (which fails for a name that is not
+     * valid in the locale, and would change one that is). */
+    archive_write_set_format_option(out, "pax", "hdrcharset", "BINARY");
     /* No zero padding after the compressed stream: zstd calls it junk. */
     archive_write_set_bytes_in_last_block(out, 1);
     if (pa->fmt == PE_ARCHIVE_ZSTD)
@@ -254,8 +277,7 @@ static int pack_child(const struct pack_args *pa, char *msg)
     archive_read_disk_set_symlink_physical(disk);
     archive_read_disk_set_behavior(disk, ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS |
                                              ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL |
-                                             ARCHIVE_READDISK_NO_FFLAGS |
-                                             ARCHIVE_READDISK_NO_SPARSE);
+                                             ARCHIVE_READDISK_NO_FFLAGS);
     if (archive_write_open2(out, &o, NULL, write_cb, NULL, NULL) != ARCHIVE_OK)
         child_err(msg, archive_error_string(out), 0);
     else if (archive_read_disk_open(disk, ".") != ARCHIVE_OK)
@@ -303,9 +325,12 @@ static struct archive *reader(int fd)
 
 static int unpack_child(const struct unpack_args *ua, char *msg)
 {
+    /* SPARSE: runs of zeros are left as holes, so a sparse file (and a
+     * file of zeros from an archive without a sparse map) takes the disk
+     * its data takes, not its size. */
     const int flags = ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
                       ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_PERM |
-                      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER;
+                      ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_SPARSE;
     struct archive *in, *out;
     struct archive_entry *e;
     int r = 0, h = ARCHIVE_EOF;

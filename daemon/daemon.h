@@ -1,15 +1,21 @@
 /* `pocketenv serve`: what the daemon's pieces share.
  *
  * One pe_daemon per process. Its loop thread runs the HTTP server and every
- * handler; store and runtime work runs on the loop's worker pool as a
+ * handler; store and runtime work runs on a worker pool as a
  * pe_daemon_job, whose done callback (loop thread again) answers the
- * request. Each worker thread opens its own pe_store on first use
- * (pe_daemon_store): a store handle is not thread-safe. */
+ * request. Short jobs (store queries, lookups, the synchronous half of a
+ * create) run on the loop's own pool; long ones (anything that waits for a
+ * process or moves a directory: execs, clones, backups, copies, starts and
+ * stops) on a second pool, each user within a share of it (job.c). Each
+ * worker thread opens its own pe_store on first use (pe_daemon_store): a
+ * store handle is not thread-safe. */
 #ifndef PE_DAEMON_H
 #define PE_DAEMON_H
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "pocketenv/auth.h"
@@ -21,6 +27,26 @@
 
 /* Lifetime of actor.getTerminalToken's tokens: enough to open a terminal. */
 #define PE_DAEMON_TERMINAL_TOKEN_TTL 120
+
+/* What the operator allows (serve flags; daemon/resource-limits.c). A sandbox's
+ * sizes are in the lexicon's units: vCPUs, and GB (2^30 bytes) of memory
+ * and disk; quotas of memory and disk are bytes. 0 for a user_* quota:
+ * none. */
+typedef struct pe_daemon_limits {
+    int64_t default_vcpus, max_vcpus;
+    int64_t default_memory, max_memory; /* GB */
+    int64_t default_disk, max_disk;     /* GB */
+    int64_t pids;                       /* per sandbox; 0: no limit */
+    int64_t user_sandboxes;             /* rows, whatever their status */
+    int64_t user_memory;                /* bytes: running (and starting) sandboxes */
+    int64_t user_disk;                  /* bytes: sandboxes' disk, backups, /cp objects */
+    unsigned user_jobs;                 /* long jobs of one user at once, per kind */
+    unsigned user_queue;                /* long jobs of one user waiting, per kind */
+    unsigned long_jobs;                 /* long jobs at once, every user's */
+    bool disk_enforced;                 /* the runtime holds sandboxes to their disk (at start) */
+} pe_daemon_limits;
+
+struct pe_daemon_lane;
 
 typedef struct pe_daemon {
     pe_ev_loop *loop;
@@ -41,7 +67,19 @@ typedef struct pe_daemon {
     char *node;                  /* this daemon's node id (DATA/node-id) */
     bool tick_busy;              /* a housekeeping pass is queued or running */
     struct init_watch *watches;  /* inits of sandboxes we started (job.c) */
+    pe_daemon_limits lim;
+    pe_ev_pool *long_pool;        /* long jobs (job.c) */
+    struct pe_daemon_lane *lanes; /* long jobs by user and kind (loop thread) */
+    unsigned long_running;        /* long jobs on long_pool now */
+    unsigned long_waiting;        /* long jobs waiting in a lane */
 } pe_daemon;
+
+/* What a job does, for where it runs (job.c). */
+enum pe_daemon_job_kind {
+    PE_JOB_SHORT = 0, /* store queries and the like: the loop's pool */
+    PE_JOB_LONG,      /* waits for a process or moves data: exec, clone, backup, copy */
+    PE_JOB_LIFECYCLE, /* makes, starts, stops or removes a sandbox */
+};
 
 typedef struct pe_daemon_job pe_daemon_job;
 typedef void (*pe_daemon_work_fn)(pe_daemon_job *job, pe_store *store);
@@ -65,6 +103,17 @@ struct pe_daemon_job {
     const char *err_name; /* custom error name for err, or NULL */
     int init_pidfd;       /* a started sandbox's init, to reap (-1: none) */
     void *ud;             /* the handler's own (e.g. a raw HTTP request); not freed */
+    /* Set before submit. A long or lifecycle job runs on the long pool
+     * within its user's (did's) share: at most lim.user_jobs at once per
+     * user and kind, lim.user_queue more waiting, 429 beyond. A background
+     * job (what a create or start owes its sandbox) waits whatever the
+     * bound; one without a did runs within the daemon's own share. */
+    int kind; /* enum pe_daemon_job_kind */
+    bool background;
+    /* job.c's */
+    bool started;
+    struct pe_daemon_lane *lane;
+    pe_daemon_job *next_waiting;
 };
 
 /* New job for req (NULL: background) by the caller did (copied). */
@@ -75,9 +124,20 @@ pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char 
 int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
                      const char *id, json_t *in);
 /* Queue job; the request is answered when it is done. On a full queue or a
- * draining daemon the request is answered 503 at once, job is freed (its
- * after callback is not called) and -1 returned. */
+ * draining daemon the request is answered 503 at once (429 past the
+ * user's share of long jobs), job is freed (its after callback is not
+ * called) and -1 returned. */
 int pe_daemon_job_submit(pe_daemon_job *job);
+/* The same, and the reason of a refusal in *why (may be NULL): for jobs
+ * whose caller answers (raw routes). */
+int pe_daemon_job_submit_why(pe_daemon_job *job, pe_err *why);
+/* The pool for long jobs (at start, before any submit). */
+int pe_daemon_jobs_init(pe_daemon *d, pe_err *err);
+/* Draining: every long job still waiting for its turn is answered 503
+ * now (a background one is dropped and logged). Loop thread. */
+void pe_daemon_jobs_drain(pe_daemon *d);
+/* Long jobs running and waiting, for /metrics (loop thread). */
+void pe_daemon_jobs_metrics(pe_daemon *d, FILE *out);
 /* Fail job with err (copied) and an optional error name. Returns -1. */
 int pe_daemon_job_fail(pe_daemon_job *job, const pe_err *err, const char *name);
 
@@ -131,9 +191,9 @@ void pe_daemon_proxy_recheck(pe_daemon *d);
 
 /* Sandbox runtime work, shared by create (background) and start. */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
-/* Queue the background half of a create again (an INITIALIZING row found
- * at start: the daemon died while making it). */
-void pe_daemon_sandbox_resume(pe_daemon *d, const char *id);
+/* Queue the background half of a create (owner: whose share it runs in;
+ * NULL at start, for an INITIALIZING row the daemon died while making). */
+void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id);
 
 /* Repos (handlers/repo.c). The git URL for a sandbox's `repo` (shorthands
  * expanded) and the directory it clones into, or NULL with err (PE_EINVAL)
@@ -145,8 +205,10 @@ static inline bool pe_daemon_repo_check(const char *repo, pe_err *err)
     free(url);
     return url != NULL;
 }
-/* Queue `git clone` of repo inside running sandbox id (loop thread). */
-void pe_daemon_repo_clone_later(pe_daemon *d, const char *sandbox_id, const char *repo);
+/* Queue `git clone` of repo inside running sandbox id of owner (loop
+ * thread): a long job in owner's share. */
+void pe_daemon_repo_clone_later(pe_daemon *d, const char *owner, const char *sandbox_id,
+                                const char *repo);
 
 /* Housekeeping (housekeeping.c). */
 int pe_daemon_node_id(pe_daemon *d, pe_err *err);

@@ -150,6 +150,7 @@ static void on_metrics(FILE *out, void *ud)
     memcpy(c, counts, sizeof(c));
     known = counts_known;
     pthread_mutex_unlock(&counts_lock);
+    pe_daemon_jobs_metrics(ud, out);
     if (!known)
         return;
     fputs("# HELP pocketenv_sandboxes Sandboxes of this node by status (as of the last tick).\n"
@@ -396,6 +397,7 @@ static void on_tick(pe_ev_timer *t, void *ud)
     d->tick_busy = true;
     job = pe_daemon_job_new(d, NULL, NULL, tick_work);
     job->after = tick_after;
+    job->kind = PE_JOB_LIFECYCLE; /* idle stops wait for sandboxes to stop */
     if (pe_daemon_job_submit(job) < 0)
         d->tick_busy = false;
 }

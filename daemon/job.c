@@ -1,11 +1,27 @@
-/* Jobs: a request's blocking work on the worker pool, answered from the
+/* Jobs: a request's blocking work on a worker pool, answered from the
  * loop thread when it is done (docs/design/daemon.md).
  *
- * Threading: pe_daemon_job_new/submit and everything they call back after
- * the work run on the loop thread; job->work runs on a pool thread and
- * touches only the job, its thread's store and the (thread-safe) auth and
- * runtime. d->inflight counts submitted jobs so that a draining daemon
- * stops only once every request it accepted has its answer. */
+ * Two pools. Short jobs (store queries, lookups) run on the loop's own
+ * pool, a few threads that are never held for long. Long and lifecycle
+ * jobs (execs, clones, backups, copies; creates, starts, stops, deletes)
+ * can take seconds to minutes, mostly waiting for a process: they run on a
+ * pool of their own whose threads start as work arrives, up to
+ * lim.long_jobs, so that a user's execs never sit in front of anyone's
+ * getSandbox. Within it each user has a lane per kind: lim.user_jobs jobs
+ * of the lane run at once, lim.user_queue more wait in the lane (in
+ * order), and beyond that the request is refused with 429. When a long job
+ * ends, the next to run is taken from the waiting lane with the fewest
+ * running jobs (the lane then moves to the back), so a user's calls only
+ * ever wait behind that user's own jobs unless the whole pool is busy, and
+ * then they get the first thread that frees up. Jobs without a user (the
+ * tick, creates resumed at start) share one lane that is never refused.
+ *
+ * Threading: pe_daemon_job_new/submit, the lanes and everything called
+ * back after the work run on the loop thread; job->work runs on a pool
+ * thread and touches only the job, its thread's store and the (thread-
+ * safe) auth and runtime. d->inflight counts accepted jobs, waiting ones
+ * included, so that a draining daemon stops only once every request it
+ * accepted has its answer. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -16,6 +32,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/utf8.h"
 #include "core/util.h"
 #include "daemon.h"
 
@@ -65,6 +82,223 @@ pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char 
     return job;
 }
 
+/* ---- lanes: each user's long jobs ---- */
+
+#define LONG_IDLE_NS (30ull * 1000000000ull) /* a long-pool thread idle this long exits */
+
+struct pe_daemon_lane {
+    char *did; /* "" for jobs without a user */
+    int kind;  /* PE_JOB_LONG or PE_JOB_LIFECYCLE */
+    unsigned running, waiting;
+    pe_daemon_job *head, *tail; /* waiting, oldest first */
+    struct pe_daemon_lane *next;
+};
+
+static struct pe_daemon_lane *lane_get(pe_daemon *d, const char *did, int kind)
+{
+    struct pe_daemon_lane *l, **tail = &d->lanes;
+
+    for (l = d->lanes; l; l = l->next) {
+        if (l->kind == kind && strcmp(l->did, did) == 0)
+            return l;
+        tail = &l->next;
+    }
+    l = pe_xcalloc(1, sizeof(*l));
+    l->did = pe_xstrdup(did);
+    l->kind = kind;
+    *tail = l;
+    return l;
+}
+
+static void lane_put(pe_daemon *d, struct pe_daemon_lane *l)
+{
+    struct pe_daemon_lane **pp;
+
+    if (l->running || l->waiting)
+        return;
+    for (pp = &d->lanes; *pp != l; pp = &(*pp)->next)
+        ;
+    *pp = l->next;
+    free(l->did);
+    free(l);
+}
+
+static bool is_system(const struct pe_daemon_lane *l)
+{
+    return l->did[0] == '\0';
+}
+
+static bool lane_may_run(const pe_daemon *d, const struct pe_daemon_lane *l)
+{
+    return is_system(l) || l->running < d->lim.user_jobs;
+}
+
+static void job_work(void *ud);
+static void job_done(void *ud);
+
+/* Hand job to the long pool (counted first: from the submit on, the job
+ * belongs to its thread until its done callback). */
+static int long_start(pe_daemon *d, pe_daemon_job *job, pe_err *err)
+{
+    job->started = true;
+    job->lane->running++;
+    d->long_running++;
+    if (pe_ev_pool_submit(d->long_pool, job_work, job_done, job, err) == 0)
+        return 0;
+    job->started = false;
+    job->lane->running--;
+    d->long_running--;
+    err->code = PE_XRPC_EBUSY;
+    return -1;
+}
+
+static int refuse_lane(pe_daemon *d, const struct pe_daemon_lane *l, pe_err *err)
+{
+    if (l->running < d->lim.user_jobs) /* not the user's doing: the whole pool is busy */
+        return pe_err_set(err, PE_XRPC_EBUSY, 0,
+                          "the daemon runs as many long jobs as it allows (--long-jobs %u) and "
+                          "%u of yours wait already: try again shortly",
+                          d->lim.long_jobs, l->waiting);
+    return pe_err_set(err, PE_XRPC_ERATE, 0,
+                      "you have %u running and %u waiting %s, the most this daemon allows one "
+                      "user (--user-jobs %u, --user-queue %u): wait for one to finish, then try "
+                      "again",
+                      l->running, l->waiting,
+                      l->kind == PE_JOB_LIFECYCLE
+                          ? "sandbox starts, stops and deletes"
+                          : "long jobs (execs, clones, backups, restores, copies)",
+                      d->lim.user_jobs, d->lim.user_queue);
+}
+
+/* Run job now, or keep it waiting in its lane, or refuse it (-1, err). */
+static int long_admit(pe_daemon *d, pe_daemon_job *job, pe_err *err)
+{
+    struct pe_daemon_lane *l = lane_get(d, job->did ? job->did : "", job->kind);
+
+    job->lane = l;
+    if (lane_may_run(d, l) && l->waiting == 0 && d->long_running < d->lim.long_jobs) {
+        if (long_start(d, job, err) == 0)
+            return 0;
+    } else if (job->background || is_system(l) || l->waiting < d->lim.user_queue) {
+        if (l->tail)
+            l->tail->next_waiting = job;
+        else
+            l->head = job;
+        l->tail = job;
+        l->waiting++;
+        d->long_waiting++;
+        return 0;
+    } else {
+        refuse_lane(d, l, err);
+    }
+    job->lane = NULL;
+    lane_put(d, l);
+    return -1;
+}
+
+static pe_daemon_job *lane_pop(pe_daemon *d, struct pe_daemon_lane *l)
+{
+    pe_daemon_job *job = l->head;
+
+    l->head = job->next_waiting;
+    if (l->head == NULL)
+        l->tail = NULL;
+    job->next_waiting = NULL;
+    l->waiting--;
+    d->long_waiting--;
+    return job;
+}
+
+/* The waiting lane that gets the next thread: fewest running first; among
+ * equals the first in the list, which then goes to the back. */
+static struct pe_daemon_lane *next_lane(pe_daemon *d)
+{
+    struct pe_daemon_lane *best = NULL, **pp, *l;
+
+    for (l = d->lanes; l; l = l->next)
+        if (l->waiting && lane_may_run(d, l) && (best == NULL || l->running < best->running))
+            best = l;
+    if (best == NULL || best->next == NULL)
+        return best;
+    for (pp = &d->lanes; *pp != best; pp = &(*pp)->next)
+        ;
+    *pp = best->next;
+    for (l = best->next; l->next; l = l->next)
+        ;
+    l->next = best;
+    best->next = NULL;
+    return best;
+}
+
+static void job_finish(pe_daemon_job *job);
+
+/* Start waiting jobs while the pool has room. */
+static void long_dispatch(pe_daemon *d)
+{
+    struct pe_daemon_lane *l;
+    pe_err err;
+
+    while (!d->draining && d->long_running < d->lim.long_jobs && (l = next_lane(d)) != NULL) {
+        pe_daemon_job *job = lane_pop(d, l);
+
+        pe_err_clear(&err);
+        if (long_start(d, job, &err) < 0) {
+            pe_daemon_job_fail(job, &err, NULL);
+            job_finish(job);
+        }
+    }
+}
+
+void pe_daemon_jobs_drain(pe_daemon *d)
+{
+    pe_err err;
+
+    pe_daemon_job *all = NULL, **tail = &all;
+
+    pe_err_clear(&err);
+    pe_err_set(&err, PE_XRPC_EBUSY, 0, "the daemon is shutting down");
+    /* Taken out first: finishing a job may free its emptied lane. */
+    for (struct pe_daemon_lane *l = d->lanes; l; l = l->next) {
+        while (l->waiting) {
+            *tail = lane_pop(d, l);
+            tail = &(*tail)->next_waiting;
+        }
+    }
+    while (all) {
+        pe_daemon_job *job = all;
+
+        all = job->next_waiting;
+        job->next_waiting = NULL;
+        pe_daemon_job_fail(job, &err, NULL);
+        job_finish(job);
+    }
+}
+
+int pe_daemon_jobs_init(pe_daemon *d, pe_err *err)
+{
+    /* Queue room as large as the pool: a job handed over just as a thread
+     * finishes may wait a moment for it, never be refused. */
+    d->long_pool = pe_ev_pool_new(d->loop, d->lim.long_jobs, d->lim.long_jobs, LONG_IDLE_NS, err);
+    return d->long_pool ? 0 : -1;
+}
+
+void pe_daemon_jobs_metrics(pe_daemon *d, FILE *out)
+{
+    pe_ev_pool_stats st;
+
+    pe_ev_pool_stats_get(d->long_pool, &st);
+    fprintf(out,
+            "# HELP pocketenv_long_jobs Long jobs (execs, clones, backups, copies, starts, "
+            "stops) by state.\n"
+            "# TYPE pocketenv_long_jobs gauge\n"
+            "pocketenv_long_jobs{state=\"running\"} %u\n"
+            "pocketenv_long_jobs{state=\"queued\"} %u\n"
+            "# HELP pocketenv_long_threads Threads of the long-job pool.\n"
+            "# TYPE pocketenv_long_threads gauge\n"
+            "pocketenv_long_threads %u\n",
+            d->long_running, d->long_waiting, st.threads);
+}
+
 static void job_free(pe_daemon_job *job)
 {
     if (job->init_pidfd >= 0)
@@ -99,13 +333,37 @@ static void job_work(void *ud)
     job->work(job, s);
 }
 
-static void job_done(void *ud)
+/* An error message is JSON text in the answer: it must be UTF-8, but it
+ * may quote bytes (a file name of a sandbox) or have been cut inside a
+ * character when context was added. Invalid bytes become U+FFFD, and the
+ * result is cut between characters to fit. */
+static void err_make_text(pe_err *e)
 {
-    pe_daemon_job *job = ud;
-    pe_daemon *d = job->d;
+    char text[sizeof(e->msg) * 3];
+    size_t used, n = strnlen(e->msg, sizeof(e->msg));
 
+    n = pe_utf8_sanitize((const unsigned char *)e->msg, n, true, text, &used);
+    if (n >= sizeof(e->msg))
+        for (n = sizeof(e->msg) - 1; ((unsigned char)text[n] & 0xc0) == 0x80; n--)
+            ;
+    memcpy(e->msg, text, n);
+    e->msg[n] = '\0';
+}
+
+/* The job is over (done, or never started): answer, chain, free. */
+static void job_finish(pe_daemon_job *job)
+{
+    pe_daemon *d = job->d;
+    struct pe_daemon_lane *l = job->lane;
+
+    if (l && job->started) {
+        l->running--;
+        d->long_running--;
+    }
     if (job->init_pidfd >= 0)
         pe_daemon_watch_init(d, pe_steal_fd(&job->init_pidfd));
+    if (job->err.code != PE_OK)
+        err_make_text(&job->err);
     if (job->req != NULL) {
         if (job->failed)
             pe_xrpc_respond_err_named(job->req, &job->err, job->err_name);
@@ -118,8 +376,17 @@ static void job_done(void *ud)
     if (job->after)
         job->after(job);
     job_free(job);
+    if (l) {
+        lane_put(d, l);
+        long_dispatch(d);
+    }
     if (--d->inflight == 0 && d->draining)
         pe_ev_stop(d->loop);
+}
+
+static void job_done(void *ud)
+{
+    job_finish(ud);
 }
 
 int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
@@ -132,27 +399,41 @@ int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_dae
     return pe_daemon_job_submit(job);
 }
 
-int pe_daemon_job_submit(pe_daemon_job *job)
+int pe_daemon_job_submit_why(pe_daemon_job *job, pe_err *why)
 {
     pe_daemon *d = job->d;
     pe_err err;
+    int r;
 
     pe_err_clear(&err);
-    if (d->draining)
-        pe_err_set(&err, PE_XRPC_EBUSY, 0, "the daemon is shutting down");
-    else if (pe_ev_submit(d->loop, job_work, job_done, job, &err) == 0) {
+    if (d->draining) {
+        r = pe_err_set(&err, PE_XRPC_EBUSY, 0, "the daemon is shutting down");
+    } else if (job->kind == PE_JOB_SHORT) {
+        r = pe_ev_submit(d->loop, job_work, job_done, job, &err);
+        if (r < 0)
+            err.code = PE_XRPC_EBUSY;
+    } else {
+        r = long_admit(d, job, &err);
+    }
+    if (r == 0) {
         if (job->req)
             pe_http_response_defer(job->req);
         d->inflight++;
         return 0;
-    } else
-        err.code = PE_XRPC_EBUSY;
+    }
     if (job->req)
         pe_xrpc_respond_err(job->req, &err);
-    else
+    else if (why == NULL)
         pe_log_warn("background job dropped: %s", err.msg);
+    if (why)
+        *why = err;
     job_free(job);
     return -1;
+}
+
+int pe_daemon_job_submit(pe_daemon_job *job)
+{
+    return pe_daemon_job_submit_why(job, NULL);
 }
 
 /* ---- reaping sandbox inits ----

@@ -47,6 +47,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "core/utf8.h"
 #include "core/util.h"
 #include "resources.h"
 #include "runtime/internal.h"
@@ -158,10 +159,13 @@ static int write_maps(pid_t pid, uid_t base, pe_err *err)
 }
 
 /* The child's message until it exits (bounded by the deadline), and how
- * it ended. */
+ * it ended. The message may quote a file name of the sandbox, which is
+ * bytes, not text: it is made valid UTF-8 (invalid bytes become U+FFFD)
+ * before it goes anywhere near a JSON answer. */
 static int collect(pid_t pid, int msgfd, char *msg, pe_err *err)
 {
-    size_t got = 0;
+    char text[MSG_MAX * 3 + 1];
+    size_t got = 0, used, len;
     int status = 0;
 
     for (;;) {
@@ -185,14 +189,18 @@ static int collect(pid_t pid, int msgfd, char *msg, pe_err *err)
         if (got == MSG_MAX)
             break;
     }
-    msg[got] = '\0';
+    len = pe_utf8_sanitize((const unsigned char *)msg, got, true, text, &used);
+    if (len > MSG_MAX) /* leave room in the error for context; cut between characters */
+        for (len = MSG_MAX; ((unsigned char)text[len] & 0xc0) == 0x80; len--)
+            ;
+    text[len] = '\0';
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
-    if (strstr(msg, "no such directory"))
-        return pe_err_set(err, PE_ENOENT, 0, "%s", msg);
-    return pe_err_set(err, PE_EINVAL, 0, "%s", got ? msg : "the archive process failed");
+    if (strstr(text, "no such directory"))
+        return pe_err_set(err, PE_ENOENT, 0, "%s", text);
+    return pe_err_set(err, PE_EINVAL, 0, "%s", got ? text : "the archive process failed");
 }
 
 /* pocketenv-archive next to this program (as pocketenv-init is found). */

@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resource-limits.h"
 #include "ports.h"
 #include "resources.h"
 #include "transfer.h"
@@ -54,6 +55,20 @@ enum {
     O_CORS_ORIGIN,
     O_METRICS_PUBLIC,
     O_CP_MAX,
+    O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
+    O_DEFAULT_VCPUS = O_LIMITS,
+    O_MAX_VCPUS,
+    O_DEFAULT_MEMORY,
+    O_MAX_MEMORY,
+    O_DEFAULT_DISK,
+    O_MAX_DISK,
+    O_DEFAULT_PIDS,
+    O_USER_SANDBOXES,
+    O_USER_MEMORY,
+    O_USER_DISK,
+    O_USER_JOBS,
+    O_USER_QUEUE,
+    O_LONG_JOBS,
     O_HELP,
 };
 
@@ -84,6 +99,29 @@ static const pe_opt serve_opts[] = {
     {"metrics-public", 0, false, O_METRICS_PUBLIC, NULL,
      "serve /metrics without the owner's token"},
     {"cp-max", 0, true, O_CP_MAX, "SIZE", "largest upload to /cp (1G)"},
+    {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
+     "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
+    {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
+    {"default-memory", 0, true, O_DEFAULT_MEMORY, "SIZE",
+     "memory of a sandbox made without memory (4g)"},
+    {"max-memory", 0, true, O_MAX_MEMORY, "SIZE", "most memory a sandbox may ask for (16g)"},
+    {"default-disk", 0, true, O_DEFAULT_DISK, "SIZE",
+     "disk of a sandbox made without disk (10g; enforced where the runtime can)"},
+    {"max-disk", 0, true, O_MAX_DISK, "SIZE", "most disk a sandbox may ask for (100g)"},
+    {"default-pids", 0, true, O_DEFAULT_PIDS, "N",
+     "processes a sandbox may have at once; 0 = no limit (1024)"},
+    {"user-sandboxes", 0, true, O_USER_SANDBOXES, "N",
+     "sandboxes per user, whatever their state; 0 = no quota (10)"},
+    {"user-memory", 0, true, O_USER_MEMORY, "SIZE",
+     "memory of a user's running sandboxes together; 0 = no quota (32g)"},
+    {"user-disk", 0, true, O_USER_DISK, "SIZE",
+     "disk of a user's sandboxes, backups and copies together; 0 = no quota (200g)"},
+    {"user-jobs", 0, true, O_USER_JOBS, "N",
+     "long jobs (execs, clones, backups, copies; and apart, starts and stops) of one user at "
+     "once (4)"},
+    {"user-queue", 0, true, O_USER_QUEUE, "N",
+     "long jobs of one user waiting for a turn; more are refused with 429 (8)"},
+    {"long-jobs", 0, true, O_LONG_JOBS, "N", "long jobs of all users at once (64)"},
     {"help", 'h', false, O_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
@@ -99,6 +137,7 @@ struct serve_args {
     bool metrics_public;
     unsigned long long cp_max;
     bool help;
+    pe_daemon_limits lim;
 };
 
 /* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
@@ -112,6 +151,14 @@ static int parse_origin(const char *arg, pe_err *err)
         return pe_err_set(err, PE_EINVAL, 0,
                           "--cors-origin: an origin like https://app.example.com, not '%s'", arg);
     return 0;
+}
+
+static const char *opt_name(int id)
+{
+    for (const pe_opt *o = serve_opts; o->name; o++)
+        if (o->id == id)
+            return o->name;
+    return "?";
 }
 
 static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
@@ -198,6 +245,8 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_HELP:
         a->help = true;
         return 0;
+    case O_DEFAULT_VCPUS ... O_LONG_JOBS:
+        return pe_daemon_limits_flag(&a->lim, opt_name(id), arg, err);
     default:
         return pe_err_set(err, PE_EINVAL, 0, "unexpected argument '%s'", arg);
     }
@@ -249,6 +298,7 @@ static void on_signal(pe_ev_signal *s, int signo, void *ud)
         pe_log_info("event=shutdown signal=%s inflight=%u", signo == SIGTERM ? "TERM" : "INT",
                     d->inflight);
     d->draining = true;
+    pe_daemon_jobs_drain(d); /* long jobs still waiting for a turn: 503 now */
     sd_notify(0, "STOPPING=1");
     if (d->inflight == 0)
         pe_ev_stop(d->loop);
@@ -289,6 +339,19 @@ static int setup_owner(pe_daemon *d, const struct serve_args *a, pe_err *err)
     return 0;
 }
 
+/* Sandboxes are held to their disk limit where the runtime can (its
+ * layers filesystem); elsewhere the daemon says so once and goes on: the
+ * sizes are still recorded and counted against quotas. */
+static void probe_disk_limits(pe_daemon *d)
+{
+    pe_err why;
+
+    pe_err_clear(&why);
+    d->lim.disk_enforced = pe_runtime_disk_limits(&d->rt, &why) == 0;
+    if (!d->lim.disk_enforced)
+        pe_log_warn("event=no_disk_limits reason=\"%s\"", why.msg);
+}
+
 static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
 {
     cleanup_free char *cache = NULL;
@@ -302,6 +365,7 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
         a->store ? pe_xstrdup(a->store) : pe_xasprintf("sqlite:%s/pocketenv.db", d->rt.data_dir);
     if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0)
         return -1;
+    probe_disk_limits(d);
     return setup_owner(d, a, err);
 }
 
@@ -361,7 +425,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     }
     d->loop = pe_ev_loop_new(0, 0, err);
-    if (d->loop == NULL) {
+    if (d->loop == NULL || pe_daemon_jobs_init(d, err) < 0) {
         json_decref(resume);
         return -1;
     }
@@ -389,8 +453,9 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         json_decref(resume);
         return -1;
     }
-    json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, json_string_value(v));
+    json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, NULL, json_string_value(v));
     json_decref(resume);
+    pe_daemon_limits_log(d);
     pe_log_info("event=listening addr=%s:%u data=%s store=%s node=%s", cfg.host,
                 pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url), d->node);
     /* Under systemd (Type=notify): ready once the socket is bound and the
@@ -441,7 +506,9 @@ int pe_daemon_serve_main(int argc, char **argv)
 
     memset(&d, 0, sizeof(d));
     pe_err_clear(&err);
-    if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0)
+    pe_daemon_limits_defaults(&a.lim);
+    if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0 ||
+        pe_daemon_limits_check(&a.lim, &err) < 0)
         return pe_cli_fail(&err);
     if (a.help) {
         printf("usage: pocketenv serve [OPTIONS]\n\nServe the io.pocketenv.* XRPC API.\n\n");
@@ -461,6 +528,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     d.tick_s = a.tick;
     d.sandbox_net = a.sandbox_net;
     d.terminals_per_user = (unsigned)a.terminals_per_user;
+    d.lim = a.lim;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)

@@ -25,6 +25,10 @@ int pe_daemon_register_copy(pe_daemon *d, unsigned long long upload_max, pe_err 
 void pe_daemon_backups_expire(pe_daemon *d, pe_store *s);
 void pe_daemon_copy_expire(pe_daemon *d);
 
+/* Bytes of owner's /cp objects waiting on disk (their disk quota). Any
+ * thread. */
+int64_t pe_daemon_copy_usage(pe_daemon *d, const char *owner);
+
 /* The caller's sandbox by id or name (another user's answers PE_ENOENT
  * "sandbox not found"); unless any_state, also run by this daemon and
  * past INITIALIZING (PE_ESTATE otherwise). */

@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "resource-limits.h"
 #include "pocketenv/store-backups.h"
 #include "resources.h"
 #include "sandbox-archive.h"
@@ -109,27 +110,61 @@ static int new_temp(const char *dir, const char *id, char **path, pe_err *err)
     return fd;
 }
 
+/* The archive of dir, synced, at a temporary name (*tmp); its size. */
 static int make_archive(pe_daemon_job *job, const pe_store_sandbox *sb, const char *dir,
-                        const char *id, char **final)
+                        const char *id, char **tmp, int64_t *size)
 {
-    cleanup_free char *bdir = backups_dir(job->d), *tmp = NULL;
-    int fd = new_temp(bdir, id, &tmp, &job->err), r;
+    cleanup_free char *bdir = backups_dir(job->d);
+    int fd = new_temp(bdir, id, tmp, &job->err), r;
+    struct stat st;
 
     if (fd < 0)
         return -1;
     pe_daemon_hold(job->d, sb->id);
     r = pe_daemon_archive_dir(job->d, sb->id, dir, PE_ARCHIVE_ZSTD, fd, ARCHIVE_MAX, &job->err);
     pe_daemon_release(job->d, sb->id);
-    *final = pe_xasprintf("%s/%s.tar.zst", bdir, id);
-    if (r == 0 && (fsync(fd) < 0 || rename(tmp, *final) < 0))
+    if (r == 0 && (fsync(fd) < 0 || fstat(fd, &st) < 0))
         r = pe_err_sys(&job->err, "keep the backup");
     close(fd);
     if (r < 0) {
-        unlink(tmp);
-        free(*final);
-        *final = NULL;
+        unlink(*tmp);
+        return -1;
     }
+    *size = st.st_size;
+    return 0;
+}
+
+/* Keep the archive at tmp as backup b, if the owner's disk quota has room
+ * for it: the check, the rename and the row under the quota lock. */
+static int keep_backup(pe_daemon_job *job, pe_store *s, const char *tmp, int64_t size,
+                       const pe_store_backup *b)
+{
+    cleanup_free char *bdir = backups_dir(job->d);
+    cleanup_free char *final = pe_xasprintf("%s/%s", bdir, b->archive);
+    int r;
+
+    pe_daemon_quota_lock();
+    r = pe_daemon_quota_disk(job->d, s, job->did, size, &job->err);
+    if (r == 0 && rename(tmp, final) < 0)
+        r = pe_err_sys(&job->err, "keep the backup");
+    if (r == 0 && (r = pe_store_backup_add(s, b, &job->err)) < 0)
+        unlink(final);
+    pe_daemon_quota_unlock();
+    if (r < 0)
+        unlink(tmp);
     return r;
+}
+
+static const char *error_name(const pe_err *err)
+{
+    switch (err->code) {
+    case PE_ENOENT:
+        return SANDBOX_NOT_FOUND;
+    case PE_XRPC_EFORBIDDEN:
+        return PE_DAEMON_QUOTA_ERROR;
+    default:
+        return NULL;
+    }
 }
 
 static void create_work(pe_daemon_job *job, pe_store *s)
@@ -137,10 +172,10 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     const char *dir = json_string_value(json_object_get(job->in, "directory"));
     json_t *desc = json_object_get(job->in, "description");
     json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
-    cleanup_free char *id = pe_store_new_id("bak_"), *file = NULL, *name = NULL;
+    cleanup_free char *id = pe_store_new_id("bak_"), *tmp = NULL, *name = NULL;
     pe_store_sandbox sb;
     pe_store_backup b = {0};
-    int64_t count = 0, now = pe_store_now_ms();
+    int64_t count = 0, size = 0, now = pe_store_now_ms();
 
     if (!lookup_sandbox(job, s, job->id, false, &sb))
         return;
@@ -149,7 +184,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     } else if (count >= PER_SANDBOX_MAX) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox keeps at most %d backups", PER_SANDBOX_MAX);
         pe_daemon_job_fail(job, &job->err, NULL);
-    } else if (make_archive(job, &sb, dir, id, &file) < 0) {
+    } else if (make_archive(job, &sb, dir, id, &tmp, &size) < 0) {
         pe_err_prefix(&job->err, "backup of %s", dir);
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
     }
@@ -165,14 +200,26 @@ static void create_work(pe_daemon_job *job, pe_store *s)
                           .description = json_string_value(desc),
                           .expires_at = now + (int64_t)(ttl > 0 ? ttl : TTL_DEFAULT) * 1000,
                           .created_at = now};
-    if (pe_store_backup_add(s, &b, &job->err) < 0) {
-        unlink(file);
-        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    if (keep_backup(job, s, tmp, size, &b) < 0) {
+        pe_daemon_job_fail(job, &job->err, error_name(&job->err));
     } else {
         job->out = json_pack("{s:o}", "backup", view(&b));
-        pe_log_info("event=backup sandbox=%s backup=%s directory=%s", sb.id, id, dir);
+        pe_log_info("event=backup sandbox=%s backup=%s directory=%s bytes=%lld", sb.id, id, dir,
+                    (long long)size);
     }
     pe_store_sandbox_clear(&sb);
+}
+
+/* A job that moves a directory's worth of data: a long one. */
+static void submit_long(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
+                        const char *id, json_t *in)
+{
+    pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
+
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->in = in;
+    job->kind = PE_JOB_LONG;
+    pe_daemon_job_submit(job);
 }
 
 static int check_directory(const char *dir, pe_err *err)
@@ -202,9 +249,8 @@ static void create_handler(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    pe_daemon_submit(d, req, did, create_work,
-                     json_string_value(json_object_get(req->params, "id")),
-                     json_deep_copy(req->body));
+    submit_long(d, req, did, create_work, json_string_value(json_object_get(req->params, "id")),
+                json_deep_copy(req->body));
 }
 
 /* ---- getBackups ---- */
@@ -291,6 +337,7 @@ static void restore_handler(pe_xrpc_request *req, void *ud)
         return;
     job = pe_daemon_job_new(d, req, did, restore_work);
     job->id = pe_xstrdup(json_string_value(json_object_get(req->body, "backupId")));
+    job->kind = PE_JOB_LONG;
     pe_daemon_job_submit(job);
 }
 

@@ -60,6 +60,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "http/xrpc-internal.h"
+#include "resource-limits.h"
 #include "resources.h"
 #include "sandbox-archive.h"
 #include "transfer.h"
@@ -110,19 +111,23 @@ static void new_uuid(char out[UUID_LEN + 1])
 
 /* ---- objects on disk ---- */
 
-/* Objects of owner waiting now. */
-static int owner_count(const char *dir, const char *owner)
+/* Objects of owner waiting now; *bytes (may be NULL): their data's size. */
+static int owner_count(const char *dir, const char *owner, int64_t *bytes)
 {
     DIR *dh = opendir(dir);
     struct dirent *de;
     int n = 0;
 
+    if (bytes)
+        *bytes = 0;
     if (dh == NULL)
         return 0;
     while ((de = readdir(dh)) != NULL) {
         size_t l = strlen(de->d_name);
         cleanup_free char *path = NULL, *text = NULL;
+        struct stat st;
         json_t *meta;
+        bool mine;
 
         if (l != UUID_LEN + 5 || strcmp(de->d_name + UUID_LEN, ".json") != 0)
             continue;
@@ -130,11 +135,27 @@ static int owner_count(const char *dir, const char *owner)
         if (pe_fs_read_file(path, 4096, &text, NULL, NULL) < 0)
             continue;
         meta = json_loads(text, 0, NULL);
-        n += meta && strcmp(json_string_value(json_object_get(meta, "owner")) ?: "", owner) == 0;
+        mine = meta && strcmp(json_string_value(json_object_get(meta, "owner")) ?: "", owner) == 0;
         json_decref(meta);
+        if (!mine)
+            continue;
+        n++;
+        free(path);
+        path = pe_xasprintf("%s/%.*s.tar.gz", dir, UUID_LEN, de->d_name);
+        if (bytes && lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+            *bytes += st.st_size;
     }
     closedir(dh);
     return n;
+}
+
+int64_t pe_daemon_copy_usage(pe_daemon *d, const char *owner)
+{
+    cleanup_free char *dir = cp_dir(d);
+    int64_t bytes;
+
+    owner_count(dir, owner, &bytes);
+    return bytes;
 }
 
 /* A new temporary data file in DATA/cp for a future object. */
@@ -146,7 +167,7 @@ static int new_object(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], 
 
     if (pe_fs_mkdir_p(dir, 0700, err) < 0)
         return -1;
-    if (owner_count(dir, owner) >= PER_OWNER_MAX)
+    if (owner_count(dir, owner, NULL) >= PER_OWNER_MAX)
         return pe_err_set(err, PE_EINVAL, 0,
                           "%d copies are waiting already: download or pull them first",
                           PER_OWNER_MAX);
@@ -161,9 +182,30 @@ static int new_object(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], 
     return fd;
 }
 
-/* Keep the data written to fd at tmp as object uuid of owner. */
-static int commit_object(pe_daemon *d, int fd, const char *tmp, const char *owner, const char *uuid,
-                         pe_err *err)
+static int commit_object_locked(pe_daemon *d, int fd, const char *tmp, const char *owner,
+                                const char *uuid, pe_err *err);
+
+/* Keep the data written to fd at tmp as object uuid of owner, if the
+ * owner's disk quota has room for it (checked and kept under the quota
+ * lock). */
+static int commit_object(pe_daemon *d, pe_store *s, int fd, const char *tmp, const char *owner,
+                         const char *uuid, pe_err *err)
+{
+    struct stat st;
+    int r;
+
+    if (fstat(fd, &st) < 0)
+        return pe_err_sys(err, "keep the copy");
+    pe_daemon_quota_lock();
+    r = pe_daemon_quota_disk(d, s, owner, st.st_size, err);
+    if (r == 0)
+        r = commit_object_locked(d, fd, tmp, owner, uuid, err);
+    pe_daemon_quota_unlock();
+    return r;
+}
+
+static int commit_object_locked(pe_daemon *d, int fd, const char *tmp, const char *owner,
+                                const char *uuid, pe_err *err)
 {
     cleanup_free char *dir = cp_dir(d), *meta_path = NULL, *data_path = NULL, *text = NULL;
     json_t *meta = json_pack("{s:s, s:I}", "owner", owner, "expiresAt",
@@ -322,16 +364,21 @@ static bool raw_failed(const pe_daemon_job *job)
 
 /* Queue work for a raw request; answered by after. */
 static void submit_raw(pe_daemon *d, pe_http_request *req, const char *did, pe_daemon_work_fn work,
-                       void (*after)(pe_daemon_job *), const char *id)
+                       void (*after)(pe_daemon_job *), const char *id, int kind)
 {
     pe_daemon_job *job = pe_daemon_job_new(d, NULL, did, work);
+    pe_err why;
 
     job->ud = req;
     job->after = after;
     job->id = id ? pe_xstrdup(id) : NULL;
+    job->kind = kind;
     pe_http_defer(req);
-    if (pe_daemon_job_submit(job) < 0)
-        pe_http_respond_error(req, 503, "NotEnoughResources", "the daemon is busy");
+    pe_err_clear(&why);
+    if (pe_daemon_job_submit_why(job, &why) < 0 && why.code == PE_XRPC_EBUSY)
+        pe_http_respond_error(req, 503, "NotEnoughResources", why.msg);
+    else if (why.code != PE_OK)
+        respond_err(req, &why, NULL);
 }
 
 /* ---- POST /cp ---- */
@@ -446,9 +493,9 @@ static void upload_work(pe_daemon_job *job, pe_store *s)
     struct stat st;
 
     if (pe_daemon_archive_check(job->d, u->fd, &lim, &job->err) < 0 ||
-        commit_object(job->d, u->fd, u->tmp, u->did, u->uuid, &job->err) < 0) {
+        commit_object(job->d, s, u->fd, u->tmp, u->did, u->uuid, &job->err) < 0) {
         upload_discard(u); /* the request waits for this job: nothing else touches u */
-        raw_fail(job, NULL);
+        raw_fail(job, job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
         return;
     }
     u->kept = true;
@@ -476,6 +523,7 @@ static void upload_done(pe_daemon *d, pe_http_request *req)
 {
     struct upload *u = pe_http_data(req);
     pe_daemon_job *job;
+    pe_err why;
 
     if (u == NULL) { /* cp_head answers every upload it does not prepare */
         pe_http_respond_error(req, 500, "InternalServerError", "internal error");
@@ -489,9 +537,16 @@ static void upload_done(pe_daemon *d, pe_http_request *req)
     job = pe_daemon_job_new(d, NULL, u->did, upload_work);
     job->ud = u;
     job->after = upload_after;
+    job->kind = PE_JOB_LONG; /* read through by the archive checker */
     pe_http_defer(req);
-    if (pe_daemon_job_submit(job) < 0)
-        pe_http_respond_error(req, 503, "NotEnoughResources", "the daemon is busy");
+    pe_err_clear(&why);
+    if (pe_daemon_job_submit_why(job, &why) < 0) {
+        upload_discard(u);
+        if (why.code == PE_XRPC_EBUSY)
+            pe_http_respond_error(req, 503, "NotEnoughResources", why.msg);
+        else
+            respond_err(req, &why, NULL);
+    }
 }
 
 /* ---- GET /cp/<uuid> ---- */
@@ -554,7 +609,7 @@ static void cp_route(pe_http_request *req, void *ud)
         pe_http_respond_error(req, 404, OBJECT_NOT_FOUND, "no such copy");
         return;
     }
-    submit_raw(d, req, did, take_work, download_after, rest + 1);
+    submit_raw(d, req, did, take_work, download_after, rest + 1, PE_JOB_SHORT);
 }
 
 /* ---- pushDirectory / pullDirectory ---- */
@@ -593,10 +648,13 @@ static void push_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_hold(job->d, sb.id);
     r = pe_daemon_archive_dir(job->d, sb.id, dir, PE_ARCHIVE_GZIP, fd, OBJECT_MAX, &job->err);
     pe_daemon_release(job->d, sb.id);
-    if (r < 0 || commit_object(job->d, fd, tmp, job->did, uuid, &job->err) < 0) {
+    if (r < 0 || commit_object(job->d, s, fd, tmp, job->did, uuid, &job->err) < 0) {
         unlink(tmp);
         pe_err_prefix(&job->err, "push %s", dir);
-        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_ENOENT            ? "DirectoryNotFound"
+                           : job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR
+                                                                 : NULL);
     } else {
         job->out = json_pack("{s:s}", "uuid", uuid);
         pe_log_info("event=push sandbox=%s directory=%s uuid=%s", sb.id, dir, uuid);
@@ -661,6 +719,7 @@ static void dir_handler(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn wo
     job = pe_daemon_job_new(d, req, did, work);
     job->id = pe_xstrdup(json_string_value(json_object_get(req->body, "sandboxId")));
     job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
     pe_daemon_job_submit(job);
 }
 

@@ -2,9 +2,11 @@
  *
  * putPreferences takes an array of preference objects, each told apart by
  * its "$type" (io.pocketenv.sandbox.defs#<kind>, or "#<kind>"):
- * - sandboxDetailsPref: name, description, topics, repo, vcpus, memory,
- *   disk, readme of the sandbox row. vcpus and memory are what a sandbox
- *   is made with: a made sandbox keeps its limits (shown as stored).
+ * - sandboxDetailsPref: name, description, topics, repo, readme of the
+ *   sandbox row. vcpus, memory and disk are checked and otherwise left
+ *   alone: a made sandbox keeps the limits it was made with, and its row
+ *   shows those (quotas count them; a row that said less than the
+ *   sandbox holds would let a user past their memory quota).
  * - sandboxProviderPref: the credentials of a remote provider. No remote
  *   provider exists here, so storing them (sealed, as sent) and showing
  *   their redacted copy is the whole behaviour; the sandbox stays local.
@@ -257,12 +259,6 @@ static int apply_details(pe_daemon_job *job, pe_store *s, const pe_store_sandbox
         topics = json_is_array(v) ? json_dumps(v, JSON_COMPACT) : NULL;
         up.topics = topics;
     }
-    if ((v = json_object_get(p, "vcpus")))
-        up.vcpus = json_integer_value(v);
-    if ((v = json_object_get(p, "memory")))
-        up.memory = json_integer_value(v);
-    if ((v = json_object_get(p, "disk")))
-        up.disk = json_integer_value(v);
     if (pe_store_sandbox_update(s, &up, &job->err) < 0) {
         if (job->err.code == PE_EEXIST)
             pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", up.name);

@@ -202,11 +202,14 @@ out:
         pe_err_clear(&job->err); /* stopped or deleted meanwhile: nothing to say */
 }
 
-void pe_daemon_repo_clone_later(pe_daemon *d, const char *sandbox_id, const char *repo)
+void pe_daemon_repo_clone_later(pe_daemon *d, const char *owner, const char *sandbox_id,
+                                const char *repo)
 {
-    pe_daemon_job *job = pe_daemon_job_new(d, NULL, NULL, clone_work);
+    pe_daemon_job *job = pe_daemon_job_new(d, NULL, owner, clone_work);
 
     job->id = pe_xstrdup(sandbox_id);
     job->in = json_pack("{s:s}", "repo", repo);
+    job->kind = PE_JOB_LONG;
+    job->background = true; /* owed to the start that asked for it */
     pe_daemon_job_submit(job);
 }

@@ -26,6 +26,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "image/image.h"
+#include "resource-limits.h"
 #include "resources.h"
 #include "supervise.h"
 
@@ -167,11 +168,9 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);
     cfg.net = d->sandbox_net;
-    if (sb->vcpus > 0)
-        cfg.cpu_millis = sb->vcpus * 1000;
-    if (sb->memory > 0)
-        cfg.memory_bytes = sb->memory * 1024 * 1024 * 1024;
-    r = pe_runtime_create(&d->rt, &cfg, err);
+    r = pe_daemon_limits_cfg(d, sb, &cfg, err);
+    if (r == 0)
+        r = pe_runtime_create(&d->rt, &cfg, err);
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
@@ -201,6 +200,8 @@ static void run_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    if (job->did == NULL) /* resumed at start: the clone after it is the owner's */
+        job->did = pe_xstrdup(sb.owner_did);
     pe_err_clear(&err);
     if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &err) < 0) {
         pe_log_warn("sandbox %s failed to start: %s", sb.id, err.msg);
@@ -224,10 +225,33 @@ static void clone_after(pe_daemon_job *job)
     const char *repo = json_string_value(json_object_get(job->in, "repo"));
 
     if (!job->failed && repo && job->id)
-        pe_daemon_repo_clone_later(job->d, job->id, repo);
+        pe_daemon_repo_clone_later(job->d, job->did, job->id, repo);
 }
 
 /* ---- createSandbox ---- */
+
+/* The row of a new sandbox, if the owner's quotas allow it: the check and
+ * the insert under the quota lock. A generated name can collide: drawn
+ * again a few times. *name is the name tried last. */
+static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb,
+                               const char *given, char **name)
+{
+    int r;
+
+    pe_daemon_quota_lock();
+    r = pe_daemon_quota_new_sandbox(job->d, s, sb, &job->err);
+    for (int tries = 0; r == 0; tries++) {
+        free(*name);
+        *name = given ? pe_xstrdup(given) : slug_name();
+        sb->name = *name;
+        r = pe_store_sandbox_insert(s, sb, &job->err);
+        if (r == 0 || given || job->err.code != PE_EEXIST || tries == 8)
+            break;
+        r = 0;
+    }
+    pe_daemon_quota_unlock();
+    return r;
+}
 
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
@@ -269,23 +293,18 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     sb.provider = "local";
     sb.provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
     sb.status = PE_STORE_INITIALIZING;
-    sb.vcpus = json_integer_value(json_object_get(in, "vcpus"));
-    sb.memory = json_integer_value(json_object_get(in, "memory"));
-    sb.disk = json_integer_value(json_object_get(in, "disk"));
     sb.keep_alive = json_is_true(json_object_get(in, "keepAlive"));
-    /* A generated name can collide: draw again a few times. */
-    for (int tries = 0;; tries++) {
-        free(name);
-        name = given ? pe_xstrdup(given) : slug_name();
-        sb.name = name;
-        r = pe_store_sandbox_insert(s, &sb, &job->err);
-        if (r == 0 || given || job->err.code != PE_EEXIST || tries == 8)
-            break;
+    /* The sizes it runs with, checked by the handler already. */
+    if (pe_daemon_limits_request(&job->d->lim, in, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
     }
+    r = insert_within_quota(job, s, &sb, given, &name);
     if (r < 0) {
         if (job->err.code == PE_EEXIST)
             pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", name);
-        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
         return;
     }
     if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0) {
@@ -303,19 +322,21 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     job->id = pe_steal_ptr(&id);
 }
 
-void pe_daemon_sandbox_resume(pe_daemon *d, const char *id)
+void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id)
 {
-    pe_daemon_job *run = pe_daemon_job_new(d, NULL, NULL, run_work);
+    pe_daemon_job *run = pe_daemon_job_new(d, NULL, owner, run_work);
 
     run->id = pe_xstrdup(id);
     run->after = clone_after;
+    run->kind = PE_JOB_LIFECYCLE;
+    run->background = true; /* the row waits for it: never refused */
     pe_daemon_job_submit(run);
 }
 
 static void create_after(pe_daemon_job *job)
 {
     if (!job->failed && job->id != NULL)
-        pe_daemon_sandbox_resume(job->d, job->id);
+        pe_daemon_sandbox_resume(job->d, job->did, job->id);
 }
 
 static void create_sandbox(pe_xrpc_request *req, void *ud)
@@ -325,6 +346,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     const char *name = json_string_value(json_object_get(req->body, "name"));
     const char *base = json_string_value(json_object_get(req->body, "base"));
     const char *repo = json_string_value(json_object_get(req->body, "repo"));
+    pe_store_sandbox sizes = {0};
     pe_daemon_job *job;
     pe_err err;
 
@@ -345,7 +367,8 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    if (pe_daemon_create_resources_check(d, req->body, &err) < 0) {
+    if (pe_daemon_create_resources_check(d, req->body, &err) < 0 ||
+        pe_daemon_limits_request(&d->lim, req->body, &sizes, &err) < 0) {
         pe_xrpc_respond_err(req, &err);
         return;
     }
@@ -382,6 +405,25 @@ static bool still_creating(pe_daemon_job *job, const pe_store_sandbox *sb)
     return true;
 }
 
+/* Start stopped sb if its owner's memory quota allows it. */
+static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb)
+{
+    int r;
+
+    pe_daemon_quota_lock();
+    r = pe_daemon_quota_start(job->d, s, sb, &job->err);
+    pe_daemon_quota_unlock();
+    if (r < 0) {
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
+        return;
+    }
+    if (pe_daemon_sandbox_run(job->d, sb, &job->init_pidfd, &job->err) < 0 ||
+        pe_store_sandbox_set_status(s, sb->id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    pe_daemon_quota_started(sb);
+}
+
 static void start_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
@@ -389,11 +431,8 @@ static void start_work(pe_daemon_job *job, pe_store *s)
     if (!lookup(job, s, &sb))
         return;
     job->out = json_object();
-    if (!still_creating(job, &sb) && sb.status != PE_STORE_RUNNING) {
-        if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &job->err) < 0 ||
-            pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
-            pe_daemon_job_fail(job, &job->err, NULL);
-    }
+    if (!still_creating(job, &sb) && sb.status != PE_STORE_RUNNING)
+        start_within_quota(job, s, &sb);
     free(job->id); /* the id, not the name, for clone_after */
     job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);
@@ -704,30 +743,37 @@ static void start_sandbox(pe_xrpc_request *req, void *ud)
     if (req->body)
         job->in = json_deep_copy(req->body);
     job->after = clone_after;
+    job->kind = PE_JOB_LIFECYCLE;
     pe_daemon_job_submit(job);
 }
 
 /* ---- registration ---- */
 
 /* Handlers that take the sandbox from the id parameter. */
-static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
+static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, int kind)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->params, "id"));
+    pe_daemon_job *job;
 
-    if (did)
-        pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
-                         req->body ? json_deep_copy(req->body) : NULL);
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, work);
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->in = req->body ? json_deep_copy(req->body) : NULL;
+    job->kind = kind;
+    pe_daemon_job_submit(job);
 }
 
-#define BY_ID(fn, work)                                                                            \
+#define BY_ID(fn, work, kind)                                                                      \
     static void fn(pe_xrpc_request *req, void *ud)                                                 \
     {                                                                                              \
-        by_id(req, ud, work);                                                                      \
+        by_id(req, ud, work, kind);                                                                \
     }
-BY_ID(get_sandbox, get_work)
-BY_ID(stop_sandbox, stop_work)
-BY_ID(delete_sandbox, delete_work)
-BY_ID(exec_sandbox, exec_work)
+BY_ID(get_sandbox, get_work, PE_JOB_SHORT)
+BY_ID(stop_sandbox, stop_work, PE_JOB_LIFECYCLE)
+BY_ID(delete_sandbox, delete_work, PE_JOB_LIFECYCLE)
+BY_ID(exec_sandbox, exec_work, PE_JOB_LONG)
 
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err)
 {

@@ -385,8 +385,10 @@ static void logs_work(pe_daemon_job *job, pe_store *s)
 
 /* ---- handlers ---- */
 
+/* kind: stopping a service waits for it (up to its stop timeout), so
+ * what may stop one is a lifecycle job, off the short pool. */
 static void submit(pe_daemon *d, pe_xrpc_request *req, pe_daemon_work_fn work, const char *param,
-                   bool with_service)
+                   bool with_service, int kind)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *id = json_string_value(json_object_get(req->params, param));
@@ -403,22 +405,23 @@ static void submit(pe_daemon *d, pe_xrpc_request *req, pe_daemon_work_fn work, c
     job = pe_daemon_job_new(d, req, did, work);
     job->id = pe_xstrdup(id ? id : "");
     job->in = req->body ? json_deep_copy(req->body) : NULL;
+    job->kind = kind;
     pe_daemon_job_submit(job);
 }
 
-#define HANDLER(fn, work, param, body)                                                             \
+#define HANDLER(fn, work, param, body, kind)                                                       \
     static void fn(pe_xrpc_request *req, void *ud)                                                 \
     {                                                                                              \
-        submit(ud, req, work, param, body);                                                        \
+        submit(ud, req, work, param, body, kind);                                                  \
     }
-HANDLER(add_service, add_work, "sandboxId", true)
-HANDLER(get_services, list_work, "sandboxId", false)
-HANDLER(start_service, start_work, "serviceId", false)
-HANDLER(stop_service, stop_work, "serviceId", false)
-HANDLER(restart_service, restart_work, "serviceId", false)
-HANDLER(update_service, update_work, "serviceId", true)
-HANDLER(delete_service, delete_work, "serviceId", false)
-HANDLER(get_service_logs, logs_work, "serviceId", false)
+HANDLER(add_service, add_work, "sandboxId", true, PE_JOB_LIFECYCLE)
+HANDLER(get_services, list_work, "sandboxId", false, PE_JOB_SHORT)
+HANDLER(start_service, start_work, "serviceId", false, PE_JOB_LIFECYCLE)
+HANDLER(stop_service, stop_work, "serviceId", false, PE_JOB_LIFECYCLE)
+HANDLER(restart_service, restart_work, "serviceId", false, PE_JOB_LIFECYCLE)
+HANDLER(update_service, update_work, "serviceId", true, PE_JOB_LIFECYCLE)
+HANDLER(delete_service, delete_work, "serviceId", false, PE_JOB_LIFECYCLE)
+HANDLER(get_service_logs, logs_work, "serviceId", false, PE_JOB_SHORT)
 
 /* ---- after a daemon restart ---- */
 
@@ -489,6 +492,7 @@ int pe_daemon_register_services(pe_daemon *d, pe_err *err)
         if (pe_xrpc_register(d->srv, routes[i].nsid, routes[i].fn, d, err) < 0)
             return -1;
     job = pe_daemon_job_new(d, NULL, NULL, adopt_work);
+    job->kind = PE_JOB_LIFECYCLE; /* stops and starts services: off the short pool */
     pe_daemon_job_submit(job);
     return 0;
 }

@@ -412,24 +412,29 @@ static void get_volumes(pe_xrpc_request *req, void *ud)
                      json_deep_copy(req->params));
 }
 
-static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work)
+/* kind: deleting a volume removes its directory, which may take long. */
+static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, int kind)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->params, "id"));
+    pe_daemon_job *job;
 
     if (did == NULL)
         return;
-    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
-                     NULL);
+    job = pe_daemon_job_new(d, req, did, work);
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->kind = kind;
+    pe_daemon_job_submit(job);
 }
 
 static void get_volume(pe_xrpc_request *req, void *ud)
 {
-    by_id(req, ud, get_work);
+    by_id(req, ud, get_work, PE_JOB_SHORT);
 }
 
 static void delete_volume(pe_xrpc_request *req, void *ud)
 {
-    by_id(req, ud, delete_work);
+    by_id(req, ud, delete_work, PE_JOB_LONG);
 }
 
 static void update_volume(pe_xrpc_request *req, void *ud)

@@ -22,6 +22,7 @@ typedef struct pe_ev_loop pe_ev_loop;
 typedef struct pe_ev_io pe_ev_io;
 typedef struct pe_ev_timer pe_ev_timer;
 typedef struct pe_ev_signal pe_ev_signal;
+typedef struct pe_ev_pool pe_ev_pool;
 
 /* events: EPOLLIN / EPOLLOUT (from <sys/epoll.h>), as given and received. */
 typedef void (*pe_ev_io_cb)(pe_ev_io *io, int fd, uint32_t events, void *ud);
@@ -32,8 +33,9 @@ typedef void (*pe_ev_signal_cb)(pe_ev_signal *s, int signo, void *ud);
 typedef void (*pe_ev_work_cb)(void *ud);
 typedef void (*pe_ev_done_cb)(void *ud);
 
-/* workers: pool size (0: 4), started on first submit. max_queued bounds
- * work items waiting for a thread (0: 1024); a full queue is EAGAIN. */
+/* workers: size of the loop's own pool (0: 4), whose threads start as
+ * work arrives and stay. max_queued bounds work items waiting for a
+ * thread (0: 1024); a full queue is EAGAIN. */
 pe_ev_loop *pe_ev_loop_new(unsigned workers, unsigned max_queued, pe_err *err);
 void pe_ev_loop_free(pe_ev_loop *loop);
 
@@ -66,6 +68,28 @@ void pe_ev_signal_stop(pe_ev_signal *s);
  * (done only: a way to run something on the loop from another thread).
  * Returns -1 (EAGAIN) when the queue is full. */
 int pe_ev_submit(pe_ev_loop *loop, pe_ev_work_cb work, pe_ev_done_cb done, void *ud, pe_err *err);
+/* A further worker pool of the loop, for work that must not wait behind
+ * the loop's own pool (or hold it): up to max_threads threads, one more
+ * started whenever more items wait than threads are free to take them, and
+ * one that stays idle for idle_ns (0: forever) exits. max_queued bounds
+ * the items that wait with every thread busy and max_threads reached (0:
+ * such a submit is EAGAIN). Done callbacks run on the loop like
+ * pe_ev_submit's. Freed (its queue drained, its threads joined) by
+ * pe_ev_loop_free. Loop thread. */
+pe_ev_pool *pe_ev_pool_new(pe_ev_loop *loop, unsigned max_threads, unsigned max_queued,
+                           uint64_t idle_ns, pe_err *err);
+int pe_ev_pool_submit(pe_ev_pool *pool, pe_ev_work_cb work, pe_ev_done_cb done, void *ud,
+                      pe_err *err);
+
+/* What a pool is doing now (any thread): threads alive, threads running
+ * an item, items waiting. */
+typedef struct pe_ev_pool_stats {
+    unsigned threads, busy, queued;
+} pe_ev_pool_stats;
+void pe_ev_pool_stats_get(pe_ev_pool *pool, pe_ev_pool_stats *out);
+/* The loop's own pool (the one pe_ev_submit uses). */
+pe_ev_pool *pe_ev_loop_pool(pe_ev_loop *loop);
+
 /* Like submit with work NULL, callable from any thread: done(ud) runs on
  * the loop soon. Never fails for lack of queue room (the caller owns ud's
  * memory and must not lose the completion). */

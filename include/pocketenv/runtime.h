@@ -191,6 +191,11 @@ int pe_runtime_list(pe_runtime *rt, char **json_out, pe_err *err);
  * only while the sandbox's lock is held or the sandbox is stopped. */
 int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *err);
 
+/* Can persistent sandboxes be held to a disk limit here? Makes (or mounts)
+ * the host-wide layers filesystem if need be: 0, or -1 with err saying why
+ * not (no loop devices, no btrfs). */
+int pe_runtime_disk_limits(pe_runtime *rt, pe_err *err);
+
 /* True if some sandbox (running or not) uses image name. */
 int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err);
 

@@ -6,10 +6,16 @@
  * marks it dead; dead watchers are freed at the end of the dispatch round,
  * because the round's event array may still point at them.
  *
- * The pool: a fixed number of threads started on first submit, a bounded
- * FIFO of pending items (mutex + condvar), and a completion list guarded by
- * its own mutex; the eventfd wakes the loop, which runs the done callbacks
- * in completion order. Threads block all signals so signalfds see them. */
+ * Pools: the loop's own (pe_ev_submit) and any made with pe_ev_pool_new.
+ * Each has a bounded FIFO of pending items (its mutex + condvar) and
+ * threads started as items arrive: one more whenever more items wait than
+ * threads are free to take them, up to the pool's maximum. A thread idle for the pool's
+ * idle time exits; it cannot join itself, so it leaves its handle in the
+ * pool's graveyard and joins the handles left there before it (a pool never
+ * holds more unjoined threads than it ever ran at once); freeing the loop
+ * joins the rest. Completions go to the loop's list (its own mutex); the
+ * eventfd wakes the loop, which runs the done callbacks in completion
+ * order. Threads block all signals so signalfds see them. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -61,22 +67,39 @@ struct work {
     struct work *next;
 };
 
+struct grave {
+    pthread_t thread;
+    struct grave *next;
+};
+
+struct pe_ev_pool {
+    pe_ev_loop *loop;
+    pthread_mutex_t mu;     /* guards everything below */
+    pthread_cond_t cv;      /* an item waits, or quit */
+    pthread_cond_t gone_cv; /* a thread exited */
+    struct work *queue_head, *queue_tail;
+    unsigned queued, max_queued;
+    unsigned live, busy, max_threads;
+    uint64_t idle_ns;   /* 0: threads stay */
+    bool quit;          /* pe_ev_loop_free: drain the queue and exit */
+    struct grave *dead; /* exited threads not joined yet */
+    struct pe_ev_pool *next;
+};
+
 struct pe_ev_loop {
     int epfd;
     bool stop;
     struct watcher *watchers;
     struct watcher wake; /* eventfd: completions and pe_ev_stop */
+    pe_ev_pool *pool;    /* its own (pe_ev_submit) */
+    pe_ev_pool *pools;   /* every pool, its own included (loop thread) */
 
     pthread_mutex_t mu; /* guards everything below */
-    pthread_cond_t cv;
-    struct work *queue_head, *queue_tail;
-    unsigned queued, max_queued;
     struct work *done_head, *done_tail;
-    bool quit;      /* pe_ev_stop was called */
-    bool quit_pool; /* pe_ev_loop_free: workers drain the queue and exit */
-    pthread_t *threads;
-    unsigned n_threads, want_threads;
+    bool quit; /* pe_ev_stop was called */
 };
+
+static void pool_free(pe_ev_pool *pool);
 
 uint64_t pe_ev_now_ns(void)
 {
@@ -113,10 +136,9 @@ pe_ev_loop *pe_ev_loop_new(unsigned workers, unsigned max_queued, pe_err *err)
     pe_ev_loop *loop = pe_xcalloc(1, sizeof(*loop));
     int efd = -1;
 
-    loop->want_threads = workers ? workers : 4;
-    loop->max_queued = max_queued ? max_queued : 1024;
     pthread_mutex_init(&loop->mu, NULL);
-    pthread_cond_init(&loop->cv, NULL);
+    loop->pool =
+        pe_ev_pool_new(loop, workers ? workers : 4, max_queued ? max_queued : 1024, 0, NULL);
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (loop->epfd < 0) {
         pe_err_sys(err, "epoll_create1");
@@ -135,6 +157,8 @@ fail:
         close(efd);
     if (loop->epfd >= 0)
         close(loop->epfd);
+    pool_free(loop->pool);
+    pthread_mutex_destroy(&loop->mu);
     free(loop);
     return NULL;
 }
@@ -378,84 +402,200 @@ static void post_done(pe_ev_loop *loop, struct work *w)
     wake(loop);
 }
 
-static void *worker_main(void *arg)
+/* Called with pool->mu held, which it keeps. Waits for an item; false
+ * when the thread should exit (quit with nothing left, or idle too long). */
+static bool wait_item(pe_ev_pool *pool)
 {
-    pe_ev_loop *loop = arg;
+    struct timespec until;
 
-    for (;;) {
-        struct work *w;
-
-        pthread_mutex_lock(&loop->mu);
-        while (loop->queue_head == NULL && !loop->quit_pool)
-            pthread_cond_wait(&loop->cv, &loop->mu);
-        w = loop->queue_head;
-        if (w == NULL) { /* shutting down and nothing left */
-            pthread_mutex_unlock(&loop->mu);
-            return NULL;
+    if (pool->idle_ns) {
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)(pool->idle_ns / 1000000000ull);
+        until.tv_nsec += (long)(pool->idle_ns % 1000000000ull);
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
         }
-        loop->queue_head = w->next;
-        if (loop->queue_head == NULL)
-            loop->queue_tail = NULL;
-        loop->queued--;
-        pthread_mutex_unlock(&loop->mu);
-        w->work(w->ud);
-        post_done(loop, w);
+    }
+    while (pool->queue_head == NULL && !pool->quit) {
+        int rc = pool->idle_ns ? pthread_cond_timedwait(&pool->cv, &pool->mu, &until)
+                               : pthread_cond_wait(&pool->cv, &pool->mu);
+
+        if (rc == ETIMEDOUT && pool->queue_head == NULL)
+            return false;
+    }
+    return pool->queue_head != NULL;
+}
+
+/* An exiting thread: into the graveyard, then join those that were there. */
+static void worker_exit(pe_ev_pool *pool)
+{
+    struct grave *me = pe_xcalloc(1, sizeof(*me)), *older;
+
+    me->thread = pthread_self();
+    older = pool->dead;
+    pool->dead = me;
+    pool->live--;
+    pthread_cond_broadcast(&pool->gone_cv);
+    pthread_mutex_unlock(&pool->mu);
+    while (older) {
+        struct grave *next = older->next;
+        pthread_join(older->thread, NULL);
+        free(older);
+        older = next;
     }
 }
 
-/* Called with mu held. Threads start with every signal blocked: they
- * inherit the mask of the creating thread, so block, create, restore. */
-static int start_pool(pe_ev_loop *loop, pe_err *err)
+static void *worker_main(void *arg)
+{
+    pe_ev_pool *pool = arg;
+
+    pthread_mutex_lock(&pool->mu);
+    while (wait_item(pool)) {
+        struct work *w = pool->queue_head;
+
+        pool->queue_head = w->next;
+        if (pool->queue_head == NULL)
+            pool->queue_tail = NULL;
+        pool->queued--;
+        pool->busy++;
+        pthread_mutex_unlock(&pool->mu);
+        w->work(w->ud);
+        post_done(pool->loop, w);
+        pthread_mutex_lock(&pool->mu);
+        pool->busy--;
+    }
+    worker_exit(pool);
+    return NULL;
+}
+
+/* Called with mu held. A thread starts with every signal blocked: it
+ * inherits the mask of the creating thread, so block, create, restore. */
+static int spawn(pe_ev_pool *pool, pe_err *err)
 {
     sigset_t all, old;
+    pthread_t th;
+    int rc;
 
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    loop->threads = pe_xcalloc(loop->want_threads, sizeof(pthread_t));
-    for (unsigned i = 0; i < loop->want_threads; i++) {
-        int rc = pthread_create(&loop->threads[i], NULL, worker_main, loop);
-        if (rc != 0) {
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            if (loop->n_threads > 0)
-                break; /* run with fewer threads rather than none */
-            return pe_err_set(err, PE_ESYS, rc, "start worker thread");
-        }
-        loop->n_threads++;
-    }
+    rc = pthread_create(&th, NULL, worker_main, pool);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return pe_err_set(err, PE_ESYS, rc, "start worker thread");
+    pool->live++;
     return 0;
 }
 
-int pe_ev_submit(pe_ev_loop *loop, pe_ev_work_cb work, pe_ev_done_cb done, void *ud, pe_err *err)
+pe_ev_pool *pe_ev_pool_new(pe_ev_loop *loop, unsigned max_threads, unsigned max_queued,
+                           uint64_t idle_ns, pe_err *err)
+{
+    pe_ev_pool *pool = pe_xcalloc(1, sizeof(*pool));
+    pthread_condattr_t ca;
+
+    pool->loop = loop;
+    pool->max_threads = max_threads ? max_threads : 1;
+    pool->max_queued = max_queued;
+    pool->idle_ns = idle_ns;
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* idle timeouts ignore clock changes */
+    pthread_cond_init(&pool->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_cond_init(&pool->gone_cv, NULL);
+    pool->next = loop->pools;
+    loop->pools = pool;
+    (void)err; /* nothing here can fail short of allocation, which aborts */
+    return pool;
+}
+
+int pe_ev_pool_submit(pe_ev_pool *pool, pe_ev_work_cb work, pe_ev_done_cb done, void *ud,
+                      pe_err *err)
 {
     struct work *w;
+    unsigned takers;
 
     if (work == NULL) {
-        pe_ev_post(loop, done, ud);
+        pe_ev_post(pool->loop, done, ud);
         return 0;
     }
-    pthread_mutex_lock(&loop->mu);
-    if (loop->threads == NULL && start_pool(loop, err) < 0) {
-        pthread_mutex_unlock(&loop->mu);
-        return -1;
+    pthread_mutex_lock(&pool->mu);
+    /* Room: a thread to take it (one not running an item, or one we may
+     * start), or a place in the queue. */
+    takers = pool->max_threads - pool->busy;
+    if (pool->queued >= takers + pool->max_queued) {
+        pthread_mutex_unlock(&pool->mu);
+        return pe_err_set(err, PE_ESYS, EAGAIN, "worker queue full (%u items)", pool->max_queued);
     }
-    if (loop->queued >= loop->max_queued) {
-        pthread_mutex_unlock(&loop->mu);
-        return pe_err_set(err, PE_ESYS, EAGAIN, "worker queue full (%u items)", loop->max_queued);
+    if (pool->queued + 1 > pool->live - pool->busy && pool->live < pool->max_threads &&
+        spawn(pool, err) < 0 && pool->live == 0) {
+        pthread_mutex_unlock(&pool->mu);
+        return -1; /* no thread at all; with some, the item waits for one */
     }
     w = pe_xcalloc(1, sizeof(*w));
     w->work = work;
     w->done = done;
     w->ud = ud;
-    if (loop->queue_tail)
-        loop->queue_tail->next = w;
+    if (pool->queue_tail)
+        pool->queue_tail->next = w;
     else
-        loop->queue_head = w;
-    loop->queue_tail = w;
-    loop->queued++;
-    pthread_cond_signal(&loop->cv);
-    pthread_mutex_unlock(&loop->mu);
+        pool->queue_head = w;
+    pool->queue_tail = w;
+    pool->queued++;
+    pthread_cond_signal(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
     return 0;
+}
+
+int pe_ev_submit(pe_ev_loop *loop, pe_ev_work_cb work, pe_ev_done_cb done, void *ud, pe_err *err)
+{
+    return pe_ev_pool_submit(loop->pool, work, done, ud, err);
+}
+
+pe_ev_pool *pe_ev_loop_pool(pe_ev_loop *loop)
+{
+    return loop->pool;
+}
+
+void pe_ev_pool_stats_get(pe_ev_pool *pool, pe_ev_pool_stats *out)
+{
+    pthread_mutex_lock(&pool->mu);
+    out->threads = pool->live;
+    out->busy = pool->busy;
+    out->queued = pool->queued;
+    pthread_mutex_unlock(&pool->mu);
+}
+
+/* Queued items still run: their done callbacks own memory the callers
+ * expect back. Every thread is joined. */
+static void pool_drain(pe_ev_pool *pool)
+{
+    struct grave *dead;
+
+    pthread_mutex_lock(&pool->mu);
+    pool->quit = true;
+    pthread_cond_broadcast(&pool->cv);
+    while (pool->live > 0)
+        pthread_cond_wait(&pool->gone_cv, &pool->mu);
+    dead = pool->dead;
+    pool->dead = NULL;
+    pthread_mutex_unlock(&pool->mu);
+    while (dead) {
+        struct grave *next = dead->next;
+        pthread_join(dead->thread, NULL);
+        free(dead);
+        dead = next;
+    }
+}
+
+static void pool_free(pe_ev_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    pthread_cond_destroy(&pool->cv);
+    pthread_cond_destroy(&pool->gone_cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool);
 }
 
 void pe_ev_post(pe_ev_loop *loop, pe_ev_done_cb done, void *ud)
@@ -473,16 +613,15 @@ void pe_ev_loop_free(pe_ev_loop *loop)
 
     if (loop == NULL)
         return;
-    pthread_mutex_lock(&loop->mu);
-    loop->quit_pool = true;
-    pthread_cond_broadcast(&loop->cv);
-    pthread_mutex_unlock(&loop->mu);
-    /* Queued items still run: their done callbacks own memory the callers
-     * expect back. Then the completions are delivered one last time. */
-    for (unsigned i = 0; i < loop->n_threads; i++)
-        pthread_join(loop->threads[i], NULL);
-    free(loop->threads);
+    for (pe_ev_pool *p = loop->pools; p; p = p->next)
+        pool_drain(p);
+    /* Then the completions are delivered one last time. */
     run_completions(loop);
+    while (loop->pools) {
+        pe_ev_pool *next = loop->pools->next;
+        pool_free(loop->pools);
+        loop->pools = next;
+    }
     while ((w = loop->watchers)) {
         loop->watchers = w->next;
         if (!w->dead)
@@ -491,7 +630,6 @@ void pe_ev_loop_free(pe_ev_loop *loop)
     }
     close(loop->wake.fd);
     close(loop->epfd);
-    pthread_cond_destroy(&loop->cv);
     pthread_mutex_destroy(&loop->mu);
     free(loop);
 }

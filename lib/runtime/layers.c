@@ -326,6 +326,11 @@ fail:
     return pe_err_prefix(err, "layers filesystem %s", dir);
 }
 
+int pe_runtime_disk_limits(pe_runtime *rt, pe_err *err)
+{
+    return pe__layers_ready(true, err);
+}
+
 bool pe__layers_mounted(void)
 {
     cleanup_free char *dir = pe__layers_dir();

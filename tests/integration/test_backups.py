@@ -9,6 +9,8 @@ the sandbox is ever touched.
 """
 import json
 import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -185,6 +187,60 @@ def test_planted_symlinks_stay_inside(daemon, tmp_path):
     assert restore(d, out["backup"]["id"])[0] == 200
     assert d.sh(sid, "cat /data/keep")["stdout"] == "sandbox-side\n"
     assert (host / "keep").read_text() == "host file\n"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_sparse_files_stay_sparse(daemon):
+    """An 8 GiB file with a hole (truncate) and five bytes in the middle:
+    the backup is small and the restored file is the same size, the same
+    bytes, and still mostly a hole on disk, whether the sandbox runs or not."""
+    d = daemon
+    sid = d.create("bksparse")
+    d.sh(sid, "mkdir -p /sp && truncate -s 8G /sp/big && printf hello |"
+              " dd of=/sp/big bs=1 seek=4294967296 conv=notrunc 2>/dev/null")
+    st, out = backup(d, sid, "/sp")
+    assert st == 200, out
+    bid = out["backup"]["id"]
+    archive = os.path.join(d.data, "backups", bid + ".tar.zst")
+    assert os.path.getsize(archive) < (1 << 20)
+    if shutil.which("zstd"):  # the tar inside holds the data, not 8 GiB of zeros
+        tar = subprocess.run(["zstd", "-dc", archive], capture_output=True, check=True).stdout
+        assert len(tar) < (1 << 20), len(tar)
+        assert b"GNU.sparse" in tar
+    for running in (True, False):
+        d.sh(sid, "rm -f /sp/big")
+        if not running:
+            assert d.sandbox("stopSandbox", sid)[0] == 200
+        st, out = restore(d, bid)
+        assert st == 200, out
+        if not running:
+            assert d.sandbox("startSandbox", sid)[0] == 200
+        got = d.sh(sid, "stat -c '%s %b %B' /sp/big;"
+                        " dd if=/sp/big bs=1 skip=4294967296 count=5 2>/dev/null")["stdout"]
+        size, blocks, unit, data = got.split(None, 3)
+        assert (int(size), data) == (8 << 30, "hello"), got
+        assert int(blocks) * int(unit) < (1 << 20), got  # allocated: a few KiB, not 8 GiB
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_names_that_are_not_utf8_are_kept_byte_exact(daemon):
+    """File names are bytes: one that is not UTF-8 (0xff 0xfe) is backed up
+    and restored as it was, and every other file with it."""
+    d = daemon
+    sid = d.create("bkbytes")
+    d.sh(sid, "mkdir -p /nb/sub && cd /nb && echo odd > \"$(printf '\\377\\376')\""
+              " && echo deep > \"sub/$(printf 'x\\377')\" && echo plain > plain")
+    st, out = backup(d, sid, "/nb")
+    assert st == 200, out
+    d.sh(sid, "rm -rf /nb/* && echo changed > /nb/plain")
+    st, out = restore(d, out["backup"]["id"])
+    assert st == 200, out
+    got = d.sh(sid, "cd /nb && printf '%s\\n' * | od -An -tx1 | tr -s ' \\n' ' ';"
+                    " echo; cat \"$(printf '\\377\\376')\" \"sub/$(printf 'x\\377')\" plain")
+    lines = got["stdout"].splitlines()
+    assert lines[0].split() == ["70", "6c", "61", "69", "6e", "0a", "73", "75", "62", "0a",
+                                "ff", "fe", "0a"], got
+    assert lines[1:] == ["odd", "deep", "plain"], got
     assert d.sandbox("deleteSandbox", sid)[0] == 200
 
 

@@ -144,6 +144,107 @@ TEST_CASE(worker_queue_is_bounded)
     pe_ev_loop_free(loop); /* drains what was queued */
 }
 
+/* ---- further pools ---- */
+
+static pthread_mutex_t gate_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static int gate_open, inside;
+
+/* An item that holds its thread until the gate opens. */
+static void gate_work(void *ud)
+{
+    pthread_mutex_lock(&gate_mu);
+    inside++;
+    pthread_cond_broadcast(&gate_cv);
+    while (!gate_open)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void wait_inside(int n)
+{
+    pthread_mutex_lock(&gate_mu);
+    while (inside < n)
+        pthread_cond_wait(&gate_cv, &gate_mu);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static void open_gate(void)
+{
+    pthread_mutex_lock(&gate_mu);
+    gate_open = 1;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mu);
+}
+
+static pe_ev_loop *stop_loop_at;
+static int stop_at;
+
+static void done_count(void *ud)
+{
+    if (++count == stop_at)
+        pe_ev_stop(stop_loop_at);
+}
+
+/* Items that block hold threads of their own, started as they arrive: a
+ * pool beside the loop's (2 threads, both blocked) is not delayed by it,
+ * and a full pool without a queue refuses rather than queues. */
+TEST_CASE(pool_grows_beside_a_blocked_loop_pool)
+{
+    pe_ev_loop *loop = new_loop();
+    pe_ev_pool *pool = pe_ev_pool_new(loop, 6, 0, 0, NULL);
+    pe_ev_pool_stats st;
+    pe_err err = {0};
+
+    stop_loop_at = loop;
+    stop_at = 8;
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ_INT(pe_ev_submit(loop, gate_work, done_count, NULL, &err), 0);
+    for (int i = 0; i < 6; i++)
+        ASSERT_EQ_INT(pe_ev_pool_submit(pool, gate_work, done_count, NULL, &err), 0);
+    wait_inside(8);
+    pe_ev_pool_stats_get(pool, &st);
+    ASSERT_EQ_INT(st.threads, 6);
+    ASSERT_EQ_INT(st.busy, 6);
+    ASSERT_EQ_INT(st.queued, 0);
+    ASSERT_EQ_INT(pe_ev_pool_submit(pool, gate_work, done_count, NULL, &err), -1);
+    ASSERT_EQ_INT(err.errnum, EAGAIN);
+    open_gate();
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    ASSERT_EQ_INT(count, 8);
+    pe_ev_loop_free(loop);
+}
+
+/* Threads idle for the pool's idle time exit (and are joined); the next
+ * item starts a new one. */
+TEST_CASE(pool_idle_threads_exit)
+{
+    pe_ev_loop *loop = new_loop();
+    pe_ev_pool *pool = pe_ev_pool_new(loop, 3, 4, 20 * 1000000ull, NULL);
+    pe_ev_pool_stats st;
+    pe_err err = {0};
+
+    stop_loop_at = loop;
+    stop_at = 3;
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ_INT(pe_ev_pool_submit(pool, gate_work, done_count, NULL, &err), 0);
+    wait_inside(3);
+    open_gate();
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    for (int i = 0; i < 400; i++) {
+        pe_ev_pool_stats_get(pool, &st);
+        if (st.threads == 0)
+            break;
+        usleep(5000);
+    }
+    ASSERT_EQ_INT(st.threads, 0);
+    stop_at = 4;
+    ASSERT_EQ_INT(pe_ev_pool_submit(pool, gate_work, done_count, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_ev_run(loop, NULL), 0);
+    ASSERT_EQ_INT(count, 4);
+    pe_ev_loop_free(loop);
+}
+
 static void stop_loop(void *ud)
 {
     pe_ev_stop(ud);
@@ -170,5 +271,6 @@ int main(void)
 {
     return RUN_TESTS(io_watcher, repeating_timer, signal_watcher,
                      worker_pool_completions_run_on_loop, worker_queue_is_bounded,
+                     pool_grows_beside_a_blocked_loop_pool, pool_idle_threads_exit,
                      post_from_other_thread);
 }

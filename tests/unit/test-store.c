@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
 #include "pocketenv/store-ports.h"
+#include "pocketenv/store-usage.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
 #include "task.h"
@@ -1191,6 +1192,55 @@ TEST_CASE(open_errors)
 /* Backups belong to a sandbox and, through it, to its owner: another
  * user's backup reads as missing; expiry lists only rows past their time;
  * deleting the sandbox drops its backups. */
+/* Quotas read a user's usage: their sandboxes, the memory of those that
+ * run (rows without a size count as the default), disk of all, and their
+ * backups' archives; another user's rows never count. */
+BOTH(usage)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a1 = NULL, *a2 = NULL, *a3 = NULL, *b1 = NULL;
+    pe_store_usage u;
+    pe_store_sandbox sb = {.owner_did = "did:key:zA", .base = "busybox"};
+    pe_store_backup bk = {.archive = "bak_u1.tar.zst", .directory = "/w"};
+    char **names = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    ASSERT_EQ_INT(pe_store_user_usage(s, "did:key:zA", 4, 10, NULL, &u, &err), 0);
+    ASSERT(u.sandboxes == 0 && u.memory == 0 && u.disk == 0);
+    a1 = pe_store_new_id("sbx_");
+    a2 = pe_store_new_id("sbx_");
+    sb.id = a1, sb.name = "one", sb.memory = 16, sb.disk = 3, sb.status = PE_STORE_RUNNING;
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), 0);
+    sb.id = a2, sb.name = "two", sb.memory = 8, sb.disk = 50, sb.status = PE_STORE_STOPPED;
+    ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), 0);
+    a3 = add_sandbox(s, "did:key:zA", "old", 0); /* no sizes, INITIALIZING */
+    b1 = add_sandbox(s, "did:key:zB", "theirs", 0);
+    ASSERT_EQ_INT(pe_store_user_usage(s, "did:key:zA", 4, 10, NULL, &u, &err), 0);
+    ASSERT_EQ_INT(u.sandboxes, 3);
+    ASSERT_EQ_INT(u.memory, 16 + 4);
+    ASSERT_EQ_INT(u.disk, 3 + 50 + 10);
+    ASSERT_EQ_INT(pe_store_user_usage(s, "did:key:zA", 4, 10, a1, &u, &err), 0);
+    ASSERT_EQ_INT(u.memory, 4);
+    ASSERT_EQ_INT(pe_store_user_usage(s, "did:key:zB", 1, 1, NULL, &u, &err), 0);
+    ASSERT(u.sandboxes == 1 && u.memory == 1 && u.disk == 1);
+
+    bk.id = "bak_u1", bk.sandbox_id = a2;
+    ASSERT_EQ_INT(pe_store_backup_add(s, &bk, &err), 0);
+    bk.id = "bak_u2", bk.archive = "bak_u2.tar.zst", bk.sandbox_id = b1;
+    ASSERT_EQ_INT(pe_store_backup_add(s, &bk, &err), 0);
+    ASSERT_EQ_INT(pe_store_user_backup_archives(s, "did:key:zA", &names, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_STR(names[0], "bak_u1.tar.zst");
+    pe_store_names_free(names, n);
+    ASSERT_EQ_INT(pe_store_user_backup_archives(s, "did:key:zC", &names, &n, &err), 0);
+    ASSERT_EQ_INT(n, 0);
+    pe_store_names_free(names, n);
+    pe_store_close(s);
+}
+
 BOTH(backups)
 {
     pe_err err = {0};
@@ -1376,12 +1426,13 @@ int main(void)
                         sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
                         sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
                         sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
-    failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups);
+    failed |=
+        RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
                         pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
                         pg_delete_cascades, pg_hostile_strings, pg_two_handles);
-    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups);
+    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage);
 
     pg_stop();
     free(g_pg_url);
