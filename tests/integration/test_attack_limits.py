@@ -94,7 +94,8 @@ def marked(marker):
 
 
 def metric(d, name):
-    with urllib.request.urlopen(d.url + "/metrics", timeout=5) as r:
+    req = urllib.request.Request(d.url + "/metrics", headers={"Authorization": f"Bearer {d.token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
         text = r.read().decode()
     m = re.search(r"^" + re.escape(name) + r" (\d+)$", text, re.M)
     return int(m.group(1)) if m else None

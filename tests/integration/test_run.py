@@ -106,15 +106,16 @@ def test_crashed_run_leaves_nothing(pe):
     """SIGKILL the CLI mid-run: the sandbox dies with it, and what is left on
     disk (state, cgroup) is collected by the next command (the fixture
     checks it after `runtime gc`)."""
+    from conftest import sandbox_processes
+    others = set(sandbox_processes())  # other sandboxes on the host are not ours to wait for
     proc = subprocess.Popen(pe.cmd("run", "--image", pe.image, "--", "sleep", "100"))
     run_dir = os.path.join(pe.data, "run")
     wait_for(lambda: os.path.isdir(run_dir) and
              any(n.startswith("run-") for n in os.listdir(run_dir)), 10, "run to start")
-    from conftest import sandbox_processes
-    wait_for(lambda: sandbox_processes(), 10, "sandbox processes")
+    mine = wait_for(lambda: set(sandbox_processes()) - others, 10, "sandbox processes")
     proc.kill()
     proc.wait()
-    wait_for(lambda: not sandbox_processes(), 10, "sandbox to die with its CLI")
+    wait_for(lambda: not set(sandbox_processes()) & mine, 10, "sandbox to die with its CLI")
     assert any(n.startswith("run-") for n in os.listdir(run_dir))
     pe.run("runtime", "gc", check=True)
     assert os.listdir(run_dir) == []
