@@ -167,6 +167,11 @@ int pe_daemon_register_web(pe_daemon *d, pe_err *err);
 
 /* ISO 8601 UTC with milliseconds, as upstream's createdAt; json null for 0. */
 json_t *pe_daemon_time_json(int64_t ms);
+/* o[key] = ms as pe_daemon_time_json, or s as a string; left out for 0 or
+ * NULL: upstream's lexicons allow no null, and clients read a missing
+ * field as unset. */
+void pe_daemon_set_time(json_t *o, const char *key, int64_t ms);
+void pe_daemon_set_str(json_t *o, const char *key, const char *s);
 
 /* The JSON view of a sandbox that clients read (reference §1.4). */
 json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb);

@@ -503,6 +503,18 @@ void pe_daemon_watch_free_all(pe_daemon *d)
         watch_free(d, d->watches);
 }
 
+void pe_daemon_set_time(json_t *o, const char *key, int64_t ms)
+{
+    if (ms > 0)
+        json_object_set_new(o, key, pe_daemon_time_json(ms));
+}
+
+void pe_daemon_set_str(json_t *o, const char *key, const char *s)
+{
+    if (s != NULL)
+        json_object_set_new(o, key, json_string(s));
+}
+
 json_t *pe_daemon_time_json(int64_t ms)
 {
     char buf[40];

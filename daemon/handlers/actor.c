@@ -42,8 +42,8 @@ static json_t *profile_view(const pe_store_user *u)
         json_object_set_new(o, "displayName", json_string(u->display_name));
     if (u->avatar)
         json_object_set_new(o, "avatar", json_string(u->avatar));
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(u->created_at));
-    json_object_set_new(o, "updatedAt", pe_daemon_time_json(u->updated_at));
+    pe_daemon_set_time(o, "createdAt", u->created_at);
+    pe_daemon_set_time(o, "updatedAt", u->updated_at);
     return o;
 }
 

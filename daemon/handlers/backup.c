@@ -84,10 +84,9 @@ static json_t *view(const pe_store_backup *b)
     json_object_set_new(o, "id", json_string(b->id));
     json_object_set_new(o, "sandboxId", json_string(b->sandbox_id));
     json_object_set_new(o, "directory", json_string(b->directory));
-    json_object_set_new(o, "description",
-                        b->description ? json_string(b->description) : json_null());
-    json_object_set_new(o, "expiresAt", pe_daemon_time_json(b->expires_at));
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(b->created_at));
+    pe_daemon_set_str(o, "description", b->description);
+    pe_daemon_set_time(o, "expiresAt", b->expires_at);
+    pe_daemon_set_time(o, "createdAt", b->created_at);
     return o;
 }
 

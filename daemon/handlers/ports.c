@@ -37,7 +37,11 @@
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DESCRIPTION_MAX 1000
 #define PER_SANDBOX_MAX 64
-#define VSCODE_PORT 1024 /* upstream's */
+/* code-server's port. Upstream uses 1024, below the 1025 its own lexicon
+ * allows for an exposed port, so getExposedPorts would answer what the
+ * lexicon refuses; 13337 is where Coder's templates run code-server. */
+#define VSCODE_PORT 13337
+#define VSCODE_BIND "0.0.0.0:13337"
 #define VSCODE_SETTLE_MS 1000
 #define NAME_IN_HOST_MAX 40 /* keeps <port>-<name>-<tag> a host label (<= 63) */
 #define CODE_TTL 60         /* seconds a sign-in link works, once */
@@ -279,13 +283,13 @@ static int no_code_server(pe_err *err)
                       "https://github.com/coder/code-server, then call exposeVscode again)");
 }
 
-/* Start code-server in sb as upstream does (--bind-addr 0.0.0.0:1024
+/* Start code-server in sb as upstream does (--bind-addr 0.0.0.0:13337
  * --auth none: the preview proxy does the access control), argv only, no
  * shell. It is our child: job->init_pidfd hands its pidfd to the reaper.
  * A missing binary is a 400 that says so. */
 static int start_vscode(pe_daemon_job *job, const pe_store_sandbox *sb)
 {
-    char *argv[] = {(char *)"code-server", (char *)"--bind-addr", (char *)"0.0.0.0:1024",
+    char *argv[] = {(char *)"code-server", (char *)"--bind-addr", (char *)VSCODE_BIND,
                     (char *)"--auth",      (char *)"none",        NULL};
     pe_proc_opts opts = {.argv = argv};
     pe_proc p = {.pid = -1,

@@ -59,8 +59,8 @@ static json_t *view(const kind_desc *k, const pe_store_kv *kv)
     json_object_set_new(o, k->key, json_string(kv->key));
     if (!k->sealed)
         json_object_set_new(o, k->value, json_string(kv->value));
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(kv->created_at));
-    json_object_set_new(o, "updatedAt", pe_daemon_time_json(kv->updated_at));
+    pe_daemon_set_time(o, "createdAt", kv->created_at);
+    pe_daemon_set_time(o, "updatedAt", kv->updated_at);
     return o;
 }
 

@@ -37,16 +37,15 @@
 
 static const char TRUNCATED[] = "\n[output truncated]\n";
 
-/* ---- views ---- */
-
-static void set_str(json_t *o, const char *k, const char *v)
-{
-    json_object_set_new(o, k, v ? json_string(v) : json_null());
-}
+/* ---- views ----
+ *
+ * Upstream's lexicons allow no null: a field without a value is left out
+ * (clients read a missing field as unset), so every answer validates. */
 
 static void set_int(json_t *o, const char *k, int64_t v)
 {
-    json_object_set_new(o, k, v ? json_integer(v) : json_null());
+    if (v)
+        json_object_set_new(o, k, json_integer(v));
 }
 
 json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
@@ -54,28 +53,28 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
     json_t *o = json_object();
     json_t *topics = sb->topics ? json_loads(sb->topics, 0, NULL) : NULL;
 
-    set_str(o, "id", sb->id);
-    set_str(o, "name", sb->name);
-    set_str(o, "provider", sb->provider ? sb->provider : "local");
-    set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
-    set_str(o, "description", sb->description);
+    pe_daemon_set_str(o, "id", sb->id);
+    pe_daemon_set_str(o, "name", sb->name);
+    pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : "local");
+    pe_daemon_set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
+    pe_daemon_set_str(o, "description", sb->description);
     json_object_set_new(o, "topics", json_is_array(topics) ? json_incref(topics) : json_array());
     json_decref(topics);
-    set_str(o, "baseSandbox", sb->base);
-    set_str(o, "status", pe_store_status_name(sb->status));
+    pe_daemon_set_str(o, "baseSandbox", sb->base);
+    pe_daemon_set_str(o, "status", pe_store_status_name(sb->status));
     if (sb->status_reason)
-        set_str(o, "statusReason", sb->status_reason);
-    set_str(o, "repo", sb->repo);
-    set_str(o, "logo", sb->logo);
-    set_str(o, "readme", sb->readme);
+        pe_daemon_set_str(o, "statusReason", sb->status_reason);
+    pe_daemon_set_str(o, "repo", sb->repo);
+    pe_daemon_set_str(o, "logo", sb->logo);
+    pe_daemon_set_str(o, "readme", sb->readme);
     json_object_set_new(o, "installs", json_integer(sb->installs));
-    set_str(o, "uri", sb->uri);
+    pe_daemon_set_str(o, "uri", sb->uri);
     set_int(o, "vcpus", sb->vcpus);
     set_int(o, "memory", sb->memory);
     set_int(o, "disk", sb->disk);
     json_object_set_new(o, "keepAlive", json_boolean(sb->keep_alive));
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(sb->created_at));
-    json_object_set_new(o, "startedAt", pe_daemon_time_json(sb->started_at));
+    pe_daemon_set_time(o, "createdAt", sb->created_at);
+    pe_daemon_set_time(o, "startedAt", sb->started_at);
     return o;
 }
 
@@ -662,8 +661,8 @@ static json_t *template_view(const char *name, const char *description, int64_t 
     json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName",
                           name, "provider", "local", "installs", (json_int_t)0);
 
-    json_object_set_new(o, "description", description ? json_string(description) : json_null());
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(created_s * 1000));
+    pe_daemon_set_str(o, "description", description);
+    pe_daemon_set_time(o, "createdAt", created_s * 1000);
     return o;
 }
 

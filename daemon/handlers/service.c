@@ -134,8 +134,7 @@ static json_t *view(pe_store *s, const pe_store_service *v, int sandbox_status)
     pe_err err;
 
     pe_err_clear(&err);
-    json_object_set_new(o, "description",
-                        v->description ? json_string(v->description) : json_null());
+    pe_daemon_set_str(o, "description", v->description);
     if (pe_store_service_ports(s, v->id, &p, &n, &err) == 0)
         for (size_t i = 0; i < n; i++)
             json_array_append_new(ports, json_integer(p[i]));
@@ -147,8 +146,8 @@ static json_t *view(pe_store *s, const pe_store_service *v, int sandbox_status)
     if (known && !st.live)
         json_object_set_new(o, "exitCode", json_integer(st.exit_code));
     json_object_set_new(o, "restarts", json_integer(known ? st.restarts : 0));
-    json_object_set_new(o, "createdAt", pe_daemon_time_json(v->created_at));
-    json_object_set_new(o, "updatedAt", pe_daemon_time_json(v->updated_at));
+    pe_daemon_set_time(o, "createdAt", v->created_at);
+    pe_daemon_set_time(o, "updatedAt", v->updated_at);
     return o;
 }
 

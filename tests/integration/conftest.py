@@ -15,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -26,6 +27,50 @@ HELPERS = ["pe-try-syscall", "pe-escape-probe"]
 CGROUP_ROOT = "/sys/fs/cgroup"
 ID_FIRST = 0x10000000
 NET_STATE = "/run/pocketenv/net"
+
+
+LEXICONS = [os.path.join(ROOT, "..", "shared", "lexicons"), os.path.join(ROOT, "lexicons")]
+LEXICON_CHECK = os.path.join(ROOT, "tests", "helpers", "lexicon-check.mjs")
+
+
+class LexiconCheck:
+    """Every XRPC answer the suite receives, checked by @atproto/lexicon
+    (upstream's own validator, npm) in one node process for the session:
+    a shape error fails the test that got it, wherever it appears. Off
+    only when upstream's lexicons are not next to the checkout."""
+
+    proc = None
+    lock = threading.Lock()  # tests call from several threads: one line pair at a time
+    unchecked = set()  # answers upstream's lexicons cannot describe (dangling refs)
+
+    @classmethod
+    def check(cls, nsid, value):
+        if not os.path.isdir(LEXICONS[0]):
+            return
+        with cls.lock:
+            got = cls._ask(nsid, value)
+            if got.get("unchecked"):
+                cls.unchecked.add(f"{nsid}: {got['unchecked']}")
+        assert got["ok"], f"{nsid} answered what its lexicon does not allow: " \
+                          f"{got['error']}: {json.dumps(value)[:2000]}"
+
+    @classmethod
+    def _ask(cls, nsid, value):
+        if cls.proc is None or cls.proc.poll() is not None:
+            cls.proc = subprocess.Popen(["node", LEXICON_CHECK, *LEXICONS], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True)
+        cls.proc.stdin.write(json.dumps({"nsid": nsid, "output": value}) + "\n")
+        cls.proc.stdin.flush()
+        line = cls.proc.stdout.readline()
+        assert line, "the lexicon checker (node tests/helpers/lexicon-check.mjs) died"
+        return json.loads(line)
+
+
+def check_xrpc_answer(nsid, status, value):
+    """What a successful XRPC call answered, against its lexicon."""
+    if status == 200 and value is not None:
+        LexiconCheck.check(nsid, value)
 
 
 def wait_for(cond, timeout=10.0, what="condition"):
@@ -299,3 +344,9 @@ def kill_tree(proc):
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which answers the lexicon check could not judge, and why."""
+    for line in sorted(LexiconCheck.unchecked):
+        terminalreporter.write_line(f"lexicon check: not checkable: {line}")

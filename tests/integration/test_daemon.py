@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, our_cgroups, sandbox_processes, wait_for
+from conftest import BIN, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec"]
 
@@ -68,7 +68,9 @@ class Daemon:
                 status, text = r.status, r.read()
         except urllib.error.HTTPError as e:
             status, text = e.code, e.read()
-        return status, (json.loads(text) if text else None)
+        value = json.loads(text) if text else None
+        check_xrpc_answer(nsid, status, value)
+        return status, value
 
     def sandbox(self, method, ident, body=None, token="owner"):
         nsid = f"io.pocketenv.sandbox.{method}"

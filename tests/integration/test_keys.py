@@ -415,5 +415,5 @@ def test_keys_and_preferences_authz_matrix(daemon, tmp_path):
     # Nothing of the owner's changed.
     assert d.call(SB + "getSshKeys", {"id": sid})[1]["publicKey"] == pub
     assert d.sh(sid, "cat /root/.ssh/id_ed25519.pub")["stdout"] == pub + "\n"
-    assert d.sandbox("getSandbox", sid)[1]["sandbox"]["description"] is None
+    assert d.sandbox("getSandbox", sid)[1]["sandbox"].get("description") is None
     assert d.sandbox("deleteSandbox", sid)[0] == 200

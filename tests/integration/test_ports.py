@@ -404,7 +404,7 @@ def test_cli_expose_ports_unexpose(daemon, web):
     assert p.returncode == 2 and "port must be an integer" in p.stderr
     p = cli("vscode", "web")  # the test image has a stand-in code-server
     assert p.returncode == 0, p.stderr
-    assert p.stdout == f"VS Code Server: http://1024-web-{web['tag']}.localhost:{daemon.port}/\n"
+    assert p.stdout == f"VS Code Server: http://13337-web-{web['tag']}.localhost:{daemon.port}/\n"
 
 
 def test_forwarded_head(daemon, web):
@@ -546,15 +546,15 @@ def test_unexpose(daemon, web):
 def test_vscode(daemon, web):
     st, out = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "web"}, post=True)
     assert st == 200, out
-    assert out["previewUrl"] == f"http://1024-web-{web['tag']}.localhost:{daemon.port}/"
-    host = f"1024-web-{web['tag']}.localhost:{daemon.port}"
+    assert out["previewUrl"] == f"http://13337-web-{web['tag']}.localhost:{daemon.port}/"
+    host = f"13337-web-{web['tag']}.localhost:{daemon.port}"
     st, h, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
         get(daemon, "/", host=host, token=daemon.token)), 15, "code-server preview")
     assert body == b"code-server stand-in\n"
     # Again: the same URL, code-server is not started twice.
     st, again = daemon.call("io.pocketenv.sandbox.exposeVscode", {"id": "web"}, post=True)
     assert st == 200 and again["previewUrl"] == out["previewUrl"]
-    out = run(daemon, "web", "ps | grep -c '[h]ttpd -f -p 1024'")
+    out = run(daemon, "web", "ps | grep -c '[h]ttpd -f -p 13337'")
     assert out["stdout"].strip() == "1"
     # An image without code-server: a 400 that says so.
     st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
