@@ -430,9 +430,11 @@ TEST_CASE(token_cache_keeps_every_check)
         ASSERT_EQ_INT(pe_auth_token_verify_at(a, api, PE_AUTH_SCOPE_API, NOW - 3600, NULL, NULL),
                       PE_AUTH_NOT_YET_VALID);
     }
-    /* the last character of the signature, changed: same length, same
-     * everything else, and never taken for the cached token */
-    forged[n - 1] = forged[n - 1] == 'A' ? 'B' : 'A';
+    /* a character inside the signature, changed: same length, same
+     * everything else, and never taken for the cached token. (Not the last
+     * one: of its 6 bits, 2 are the encoding's padding, and 'A' -> 'B'
+     * may change only those.) */
+    forged[n - 10] = forged[n - 10] == 'A' ? 'Q' : 'A';
     ASSERT_EQ_INT(verify(a, forged, PE_AUTH_SCOPE_API), PE_AUTH_BAD_SIGNATURE);
     forged[n - 1] = '\0';
     ASSERT(verify(a, forged, PE_AUTH_SCOPE_API) != PE_AUTH_OK);
