@@ -69,6 +69,11 @@ typedef struct unit {
     char *ring;          /* PE_UNIT_LOG_MAX bytes */
     size_t head, len;    /* ring[head..] holds the oldest of len bytes */
     bool cut;            /* bytes were dropped from the front */
+    /* Callers waiting in pe_daemon_unit_stop (they drop mu while they
+     * wait on cond): a unit forgotten meanwhile is freed by the last of
+     * them, never under their feet. */
+    unsigned waiters;
+    bool forgotten; /* out of the registry; freed when waiters reaches 0 */
 } unit;
 
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
@@ -353,10 +358,17 @@ int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, 
          * never join one thread. */
         pthread_t t = u->thread;
         u->thread = 0;
+        u->waiters++;
         pthread_mutex_unlock(&mu);
         pthread_join(t, NULL);
         pthread_mutex_lock(&mu);
-        if (u->thread_live) { /* another start won meanwhile */
+        u->waiters--;
+        if (u->forgotten) { /* forgotten meanwhile: start afresh */
+            if (u->waiters == 0)
+                unit_free(u);
+            u = find(key);
+        }
+        if (u && u->thread_live) { /* another start won meanwhile */
             pthread_mutex_unlock(&mu);
             return 0;
         }
@@ -414,8 +426,13 @@ int pe_daemon_unit_stop(const char *key, double timeout)
     pthread_cond_broadcast(&u->cond);
     if (u->pgid > 0)
         kill(-u->pgid, SIGTERM);
+    u->waiters++;
     join_locked(u, timeout);
+    if (--u->waiters > 0 || !u->forgotten)
+        u = NULL;
     pthread_mutex_unlock(&mu);
+    if (u)
+        unit_free(u); /* forgotten while this call waited */
     return 0;
 }
 
@@ -431,6 +448,10 @@ void pe_daemon_unit_forget(const char *key)
             *pp = u->next;
             break;
         }
+    }
+    if (u && u->waiters > 0) { /* another stop still waits on it: it frees */
+        u->forgotten = true;
+        u = NULL;
     }
     pthread_mutex_unlock(&mu);
     if (u)
