@@ -1388,7 +1388,9 @@ BOTH(ports)
     b = add_sandbox(s, "did:key:zB", "mine", 0);
     ASSERT_EQ_INT(pe_store_preview_tag(s, b, &btag, &err), 0);
     ASSERT(strcmp(btag, tag) != 0);
+    free(tag2);
     ASSERT_EQ_INT(pe_store_preview_tag(s, "sbx_nope", &tag2, &err), -1);
+    ASSERT(tag2 == NULL);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
 
     ASSERT_EQ_INT(pe_store_port_delete(s, a, 8080, &err), 0);
