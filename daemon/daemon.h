@@ -123,6 +123,9 @@ pe_daemon_job *pe_daemon_job_new(pe_daemon *d, pe_xrpc_request *req, const char 
  * none), input in (taken; NULL: none), queued at once. */
 int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
                      const char *id, json_t *in);
+/* The same for a job of another kind (enum pe_daemon_job_kind). */
+int pe_daemon_submit_kind(pe_daemon *d, pe_xrpc_request *req, const char *did,
+                          pe_daemon_work_fn work, const char *id, json_t *in, int kind);
 /* Queue job; the request is answered when it is done. On a full queue or a
  * draining daemon the request is answered 503 at once (429 past the
  * user's share of long jobs), job is freed (its after callback is not

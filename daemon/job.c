@@ -389,14 +389,21 @@ static void job_done(void *ud)
     job_finish(ud);
 }
 
-int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
-                     const char *id, json_t *in)
+int pe_daemon_submit_kind(pe_daemon *d, pe_xrpc_request *req, const char *did,
+                          pe_daemon_work_fn work, const char *id, json_t *in, int kind)
 {
     pe_daemon_job *job = pe_daemon_job_new(d, req, did, work);
 
     job->id = id ? pe_xstrdup(id) : NULL;
     job->in = in;
+    job->kind = kind;
     return pe_daemon_job_submit(job);
+}
+
+int pe_daemon_submit(pe_daemon *d, pe_xrpc_request *req, const char *did, pe_daemon_work_fn work,
+                     const char *id, json_t *in)
+{
+    return pe_daemon_submit_kind(d, req, did, work, id, in, PE_JOB_SHORT);
 }
 
 int pe_daemon_job_submit_why(pe_daemon_job *job, pe_err *why)

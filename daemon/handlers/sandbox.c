@@ -752,16 +752,11 @@ static void start_sandbox(pe_xrpc_request *req, void *ud)
 static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, int kind)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
-    const char *id = json_string_value(json_object_get(req->params, "id"));
-    pe_daemon_job *job;
 
-    if (did == NULL)
-        return;
-    job = pe_daemon_job_new(d, req, did, work);
-    job->id = id ? pe_xstrdup(id) : NULL;
-    job->in = req->body ? json_deep_copy(req->body) : NULL;
-    job->kind = kind;
-    pe_daemon_job_submit(job);
+    if (did)
+        pe_daemon_submit_kind(d, req, did, work,
+                              json_string_value(json_object_get(req->params, "id")),
+                              req->body ? json_deep_copy(req->body) : NULL, kind);
 }
 
 #define BY_ID(fn, work, kind)                                                                      \

@@ -416,15 +416,10 @@ static void get_volumes(pe_xrpc_request *req, void *ud)
 static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, int kind)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
-    const char *id = json_string_value(json_object_get(req->params, "id"));
-    pe_daemon_job *job;
 
-    if (did == NULL)
-        return;
-    job = pe_daemon_job_new(d, req, did, work);
-    job->id = id ? pe_xstrdup(id) : NULL;
-    job->kind = kind;
-    pe_daemon_job_submit(job);
+    if (did)
+        pe_daemon_submit_kind(d, req, did, work,
+                              json_string_value(json_object_get(req->params, "id")), NULL, kind);
 }
 
 static void get_volume(pe_xrpc_request *req, void *ud)

@@ -14,6 +14,7 @@ import subprocess
 
 from conftest import BIN, wait_for
 from test_daemon import serving
+from test_ports import WS_ECHO
 from wsclient import SSE, WS
 
 
@@ -72,21 +73,6 @@ def raw_ws_through_preview(port, host, token):
     return s
 
 
-WS_ECHO = """#!/bin/sh
-key=
-while IFS= read -r line; do
-  line=$(printf '%s' "$line" | tr -d '\\r')
-  case "$line" in
-    Sec-WebSocket-Key:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');;
-    "") break;;
-  esac
-done
-acc=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -d' ' -f1 \\
-      | xxd -r -p | base64)
-printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n'
-printf 'Sec-WebSocket-Accept: %s\\r\\n\\r\\n' "$acc"
-exec cat
-"""
 
 
 def socket_closed(s, timeout):
