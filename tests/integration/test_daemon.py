@@ -294,6 +294,10 @@ def test_authz_matrix(daemon):
            forged: (401, "InvalidToken"), "not-a-jwt": (401, "InvalidToken"),
            terminal: (401, "InvalidToken")}  # terminal tokens open terminals, nothing else
     answers = []
+    st, exposed = daemon.call("io.pocketenv.sandbox.exposePort", {"id": "private"},
+                              {"port": 8080})
+    assert st == 200, exposed
+    preview = {"url": exposed["previewUrl"]}
 
     def check(status, out, want):
         answers.append(json.dumps(out))
@@ -307,11 +311,14 @@ def test_authz_matrix(daemon):
                            token=tok), want)
         check(*daemon.call("io.pocketenv.sandbox.getSandboxes", token=tok), want)
         check(*daemon.call("io.pocketenv.actor.getTerminalToken", token=tok), want)
+        check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=tok), want)
         for m in SANDBOX_METHODS:
             for ident in (mine["id"], "private"):
                 check(*daemon.sandbox(m, ident, token=tok), want)
 
     # Another user: the owner's sandbox does not exist for them.
+    check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=other),
+          (404, "PortNotFound"))
     for m in SANDBOX_METHODS:
         for ident in (mine["id"], "private"):
             check(*daemon.sandbox(m, ident, token=other), (404, "SandboxNotFound"))

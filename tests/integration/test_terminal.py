@@ -214,6 +214,25 @@ def test_resize_without_a_terminal_is_never_typed(td):
     cf.close()
 
 
+def test_empty_messages_are_nothing_to_type(td):
+    """A zero-length WebSocket message once reached memcpy with a NULL
+    source (undefined behaviour, issue 11 point 10; the sanitized suite
+    runs this): it types nothing, and the session goes on."""
+    ws = td.ws(f"/tty/{td.sid}/ws?sessionId=empty")
+    ws.send("")
+    ws.send(b"")
+    ws.send("echo after-$((5*5))\n")
+    ws.read_until(has("after-25"))
+    ws.close()
+    cf = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=empty2&t=" + td.token)
+    assert json.loads(cf.recv()[1]) == {"type": "ready"}
+    cf.send(b"")
+    cf.send(b"echo also-$((4*4))\n")
+    cf.read_until("also-16")
+    cf.close()
+    assert td.healthy()
+
+
 def test_two_viewers_see_the_same_bytes(td):
     a = td.ws(f"/tty/{td.sid}/ws?sessionId=two")
     b = td.ws(f"/tty/{td.sid}/ws?sessionId=two")
