@@ -186,8 +186,8 @@ int pe_store_preview_tag(pe_store *s, const char *sandbox_id, char **tag, pe_err
                 "INSERT INTO preview_hosts (sandbox_id, tag, created_at) "
                 "SELECT id, $2, $3 FROM sandboxes WHERE id = $1 "
                 "ON CONFLICT (sandbox_id) DO NOTHING",
-                (pe__sql_arg[]){SQL_TEXT(sandbox_id), SQL_TEXT(try), SQL_INT(pe_store_now_ms())},
-                3, &r, err) < 0 &&
+                (pe__sql_arg[]){SQL_TEXT(sandbox_id), SQL_TEXT(try), SQL_INT(pe_store_now_ms())}, 3,
+                &r, err) < 0 &&
             err->code != PE_EEXIST)
             return pe_err_prefix(err, "preview tag");
         if (r.changes == 0 &&
