@@ -9,7 +9,11 @@
  * Lifecycle (docs/design/daemon.md): create writes the row INITIALIZING and
  * answers; a background job then creates and starts the runtime sandbox
  * (named by the row's id) and moves the row to RUNNING, or FAILED with the
- * reason. A row deleted meanwhile makes that job remove what it made. */
+ * reason. A row deleted meanwhile makes that job remove what it made.
+ *
+ * What upstream's clients send is taken as they mean it (docs/compat.md):
+ * a sandbox keeps the provider name it was asked for and says which
+ * backend runs it (providers.h). */
 #include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -26,6 +30,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "image/image.h"
+#include "providers.h"
 #include "resource-limits.h"
 #include "resources.h"
 #include "supervise.h"
@@ -55,7 +60,9 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
 
     pe_daemon_set_str(o, "id", sb->id);
     pe_daemon_set_str(o, "name", sb->name);
-    pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : "local");
+    pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : PE_PROVIDER_DEFAULT);
+    /* Where it really runs: our extension (lexicons/README.md). */
+    pe_daemon_set_str(o, "backend", sb->backend ? sb->backend : PE_BACKEND_LOCAL);
     pe_daemon_set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
     pe_daemon_set_str(o, "description", sb->description);
     json_object_set_new(o, "topics", json_is_array(topics) ? json_incref(topics) : json_array());
@@ -264,15 +271,11 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     pe_store_user u;
     int r;
 
-    /* Sandboxes run here. "cloudflare" is what upstream's clients send when
-     * told nothing, so it means here too; a remote provider asked for by
-     * name is refused rather than quietly run here. */
-    if (provider && strcmp(provider, "cloudflare") != 0) {
-        pe_err_set(&job->err, PE_EUNSUP, 0,
-                   "provider %s is not available on this daemon: its sandboxes run here "
-                   "(leave the provider out)",
-                   provider);
-        pe_daemon_job_fail(job, &job->err, "ProviderNotAvailable");
+    /* Which backend serves that provider name is decided here, once. */
+    if (pe_daemon_provider_route(&job->d->providers, provider, &sb.provider, &sb.backend,
+                                 &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_EUNSUP ? PE_PROVIDER_OFF_ERROR : NULL);
         return;
     }
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
@@ -289,7 +292,6 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     sb.repo = json_string_value(json_object_get(in, "repo"));
     sb.readme = json_string_value(json_object_get(in, "readme"));
     sb.topics = topics;
-    sb.provider = "local";
     sb.provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
     sb.status = PE_STORE_INITIALIZING;
     sb.keep_alive = json_is_true(json_object_get(in, "keepAlive"));
@@ -658,10 +660,12 @@ static const struct {
 
 static json_t *template_view(const char *name, const char *description, int64_t created_s)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName",
-                          name, "provider", "local", "installs", (json_int_t)0);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName", name,
+                          "installs", (json_int_t)0);
 
     pe_daemon_set_str(o, "description", description);
+    /* Where sandboxes made from it run: our extension (lexicons/README.md). */
+    pe_daemon_set_str(o, "backend", PE_BACKEND_LOCAL);
     pe_daemon_set_time(o, "createdAt", created_s * 1000);
     return o;
 }
