@@ -116,6 +116,11 @@ def test_errors_are_clear(cli, daemon):
     p = cli("create", "-r", "--upload-pack=x", "-b", "busybox")
     assert p.returncode == 1 and "repo" in p.stderr
     before = cli("ls").stdout
+    # A base the daemon does not have is refused at once, saying what it has.
+    p = cli("create", "nobase", "-b", "nosuchimage")
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.startswith("pocketenv: unknown base nosuchimage; bases available here: "
+                               "busybox, debian"), p.stderr
     p = cli("create", "remote", "-p", "nosuchprovider", "-b", "busybox")
     assert p.returncode == 1 and "provider must be one of (daytona|" in p.stderr, p.stderr
     assert cli("ls").stdout == before  # nothing was made

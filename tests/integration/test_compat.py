@@ -186,3 +186,54 @@ def test_operator_turns_provider_names_off(served):  # noqa: F811 (fixture)
                             "--provider", bad], capture_output=True, text=True, timeout=30)
         assert p.returncode != 0 and says in p.stderr, (bad, p.stderr)
 
+
+# ---- 2. the default base (docs/compat.md "Bases and templates") ----
+
+def test_upstream_default_base_is_refused_at_once_saying_what_is_here(daemon):
+    """`pocketenv create` with no flags sends openclaw's at-uri; `--base
+    openclaw` and the SDK send the name. openclaw is not built here yet:
+    400 at once, naming it and listing the bases this daemon has, and
+    nothing made (no "created successfully" that fails later)."""
+    before = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
+    for st, out in [cli_create(daemon), cli_create(daemon, "claw", base="openclaw"),
+                    sdk_create(daemon, base="openclaw"),
+                    sdk_create(daemon, base="claude", provider="cloudflare")]:
+        assert (st, out["error"]) == (400, "TemplateNotAvailable"), out
+        assert "is not available on this daemon yet" in out["message"], out
+        assert "bases available here: busybox, debian" in out["message"], out
+    assert "template openclaw " in cli_create(daemon)[1]["message"]
+    # upstream spells one template two ways
+    assert "template claude-code " in sdk_create(daemon, base="claude")[1]["message"]
+    st, out = cli_create(daemon, "nobase", base="nosuchimage")
+    assert (st, out["error"]) == (400, "InvalidRequest"), out
+    assert out["message"].startswith("unknown base nosuchimage; bases available here: "
+                                     "busybox, debian"), out
+    for bad in [f"at://{CATALOG_DID}/app.bsky.feed.post/busybox",
+                f"at://{CATALOG_DID}/io.pocketenv.sandbox/", "at:///io.pocketenv.sandbox/busybox",
+                f"at://{CATALOG_DID}/io.pocketenv.sandbox/busybox/x", "../busybox", ""]:
+        st, out = cli_create(daemon, "badbase", base=bad) if bad else \
+            daemon.call(SB + "createSandbox", body={"base": ""})
+        assert st == 400 and out["error"] == "InvalidRequest", (bad, out)
+    after = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
+    assert after["total"] == before["total"]
+
+
+def test_template_uris_resolve_to_the_base_they_name(daemon):
+    """at://…/io.pocketenv.sandbox/NAME is the template NAME: an image
+    this daemon has runs; the row says which base it came from."""
+    uri = f"at://{CATALOG_DID}/io.pocketenv.sandbox/busybox"
+    st, sb = cli_create(daemon, "from-uri", base=uri)
+    assert st == 200, sb
+    got = daemon.wait_status(sb["id"], ["RUNNING", "FAILED"])
+    assert got["status"] == "RUNNING" and got["baseSandbox"] == "busybox", got
+    # A template image made here (say, by the templates issue) is served.
+    base = broken_image(daemon.data, "openclaw")
+    try:
+        st, sb2 = cli_create(daemon, "claw")
+        assert st == 200 and sb2["baseSandbox"] == "openclaw", sb2
+    finally:
+        os.remove(os.path.join(daemon.data, "images", base, "image.json"))
+        os.rmdir(os.path.join(daemon.data, "images", base))
+    for ident in (sb["id"], sb2["id"]):
+        assert daemon.sandbox("deleteSandbox", ident)[0] == 200
+

@@ -237,14 +237,15 @@ def test_exec_output_is_capped(daemon):
 
 
 def test_names(daemon):
-    status, a = daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": "no-such-image"})
+    base = broken_image(daemon.data)
+    status, a = daemon.call("io.pocketenv.sandbox.createSandbox", body={"base": base})
     assert status == 200
     assert re.fullmatch(r"[a-z]+-[a-z]+-[0-9a-z]{4}", a["name"]), a["name"]
-    # A missing image is a FAILED sandbox with the reason, not a stuck one.
+    # An image that cannot run is a FAILED sandbox with the reason, not a stuck one.
     got = daemon.wait_status(a["id"], ["FAILED"])
-    assert "no-such-image" in got["statusReason"]
+    assert base in got["statusReason"]
     status, b = daemon.call("io.pocketenv.sandbox.createSandbox",
-                            body={"base": "no-such-image", "name": a["name"]})
+                            body={"base": base, "name": a["name"]})
     assert status == 409 and b["error"] == "AlreadyExists"
     for bad in ["Upper", "has space", "-dash", "x" * 51, "sbx_abc"]:
         status, b = daemon.call("io.pocketenv.sandbox.createSandbox",
@@ -259,10 +260,11 @@ def test_names(daemon):
 def test_actor_sandboxes_paging(daemon):
     did = "did:key:zPagingUser"
     tok = daemon.token_for(did)
+    base = broken_image(daemon.data)
     ids = []
     for i in range(5):
         status, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
-                                 body={"base": "no-such-image", "name": f"page{i}"}, token=tok)
+                                 body={"base": base, "name": f"page{i}"}, token=tok)
         assert status == 200, sb
         ids.append(sb["id"])
     seen = []
@@ -344,7 +346,8 @@ def test_authz_matrix(daemon):
     answers.append(json.dumps(out))
     # Their own sandbox of the same name is theirs alone.
     status, theirs = daemon.call("io.pocketenv.sandbox.createSandbox",
-                                 body={"base": "no-such-image", "name": "private"}, token=other)
+                                 body={"base": broken_image(daemon.data), "name": "private"},
+                                 token=other)
     assert status == 200 and theirs["id"] != mine["id"]
     assert daemon.sandbox("deleteSandbox", "private", token=other)[0] == 200
 
