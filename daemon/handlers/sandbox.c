@@ -15,7 +15,7 @@
  * a sandbox keeps the provider name it was asked for and says which
  * backend runs it (providers.h); a base may be a template's at-uri, and a
  * base this daemon does not have is refused before anything is made
- * (templates.h). */
+ * (templates.h); startSandbox's keepAlive is kept on the row. */
 #include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -456,15 +456,33 @@ static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_s
     pe_daemon_quota_started(sb);
 }
 
+/* startSandbox's keepAlive (upstream's `start --keep-alive`, the SDK's
+ * start({keepAlive})), when given, replaces the row's: kept before the
+ * start, so the idle stop never sees the sandbox running without it, and
+ * put back if the start fails. Absent, the row's stays. */
+static bool keep_alive_set(pe_daemon_job *job, pe_store *s, const char *id, bool on)
+{
+    if (pe_store_sandbox_set_keep_alive(s, id, on, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return false;
+}
+
 static void start_work(pe_daemon_job *job, pe_store *s)
 {
+    json_t *keep = json_object_get(job->in, "keepAlive");
     pe_store_sandbox sb;
 
     if (!lookup(job, s, &sb))
         return;
     job->out = json_object();
-    if (!still_creating(job, &sb) && sb.status != PE_STORE_RUNNING)
+    if (!still_creating(job, &sb) &&
+        (!json_is_boolean(keep) || keep_alive_set(job, s, sb.id, json_is_true(keep))) &&
+        sb.status != PE_STORE_RUNNING) {
         start_within_quota(job, s, &sb);
+        if (job->failed && json_is_boolean(keep))
+            pe_store_sandbox_set_keep_alive(s, sb.id, sb.keep_alive, NULL);
+    }
     free(job->id); /* the id, not the name, for clone_after */
     job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);

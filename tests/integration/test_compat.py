@@ -237,3 +237,32 @@ def test_template_uris_resolve_to_the_base_they_name(daemon):
     for ident in (sb["id"], sb2["id"]):
         assert daemon.sandbox("deleteSandbox", ident)[0] == 200
 
+
+# ---- 3. keepAlive on start (docs/compat.md "keepAlive on start") ----
+
+def test_start_keep_alive_is_honoured_by_the_idle_stop(served):  # noqa: F811 (fixture)
+    """`pocketenv start --keep-alive` and the SDK's start({keepAlive: true})
+    send {"keepAlive": true} (a plain start: {}, undefined fields dropped).
+    The kept sandbox outlives the idle timeout that stops the other one,
+    though it was started first."""
+    s = served(["--sandbox-net", "none", "--idle-timeout", "1", "--tick", "0.2"])
+    d = s.start()
+    for name in ("kept", "unkept"):
+        st, sb = cli_create(d, name, base="busybox")
+        assert st == 200 and sb["keepAlive"] is False, sb
+        d.wait_status(name, ["RUNNING"])
+        assert d.sandbox("stopSandbox", name)[0] == 200  # (or the idle stop did)
+    assert d.sandbox("startSandbox", "kept", {"keepAlive": True}) == (200, {})
+    assert d.sandbox("startSandbox", "unkept", {}) == (200, {})
+    got = d.wait_status("unkept", ["STOPPED"], timeout=30)
+    assert "without activity" in got["statusReason"], got
+    # One tick looks at every row: kept, idle longer, was passed over.
+    kept = d.sandbox("getSandbox", "kept")[1]["sandbox"]
+    assert (kept["status"], kept["keepAlive"]) == ("RUNNING", True), kept
+    # A start without keepAlive leaves it as it is; false turns it off.
+    assert d.sandbox("startSandbox", "kept", {}) == (200, {})
+    assert d.sandbox("getSandbox", "kept")[1]["sandbox"]["keepAlive"] is True
+    assert d.sandbox("startSandbox", "kept", {"keepAlive": False}) == (200, {})
+    got = d.wait_status("kept", ["STOPPED"], timeout=30)
+    assert got["keepAlive"] is False and "without activity" in got["statusReason"], got
+
