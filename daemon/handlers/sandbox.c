@@ -15,7 +15,8 @@
  * a sandbox keeps the provider name it was asked for and says which
  * backend runs it (providers.h); a base may be a template's at-uri, and a
  * base this daemon does not have is refused before anything is made
- * (templates.h); startSandbox's keepAlive is kept on the row. */
+ * (templates.h); a secret may come in plain text and is sealed on
+ * arrival; startSandbox's keepAlive is kept on the row. */
 #include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -39,6 +40,7 @@
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
+#define SECRET_MAX (8 * 1024)         /* a secret sent in plain text, as addSecret's */
 #define STOP_TIMEOUT 10.0
 #define NOT_FOUND "SandboxNotFound"
 
@@ -359,14 +361,55 @@ static void create_after(pe_daemon_job *job)
         pe_daemon_sandbox_resume(job->d, job->did, job->id);
 }
 
-/* The body a create works from: base as the name of a base. NULL with
- * err set if it cannot be. */
+/* createSandbox's secrets as the SDK's builder sends them: {name, value}
+ * with the value in plain text, where upstream's CLI (and ours) seal it to
+ * the daemon's key. A value that opens with our key is sealed; any other
+ * is text and is sealed here, on arrival, so that only sealed values are
+ * checked, stored and passed on (a value sealed to another key cannot be
+ * told from text, and is taken as text). No message quotes a value. */
+static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
+{
+    json_t *list = json_object_get(body, "secrets"), *e;
+    size_t i;
+
+    json_array_foreach(list, i, e)
+    {
+        json_t *v = json_object_get(e, "value");
+        const char *text = json_string_value(v);
+        unsigned char *plain = NULL;
+        char *sealed = NULL;
+        size_t len = 0;
+        pe_err ignored;
+
+        if (text == NULL) /* a shape error: reported by the checks after */
+            continue;
+        if (pe_auth_unseal(d->auth, text, &plain, &len, &ignored) == 0) {
+            pe_auth_plain_free(plain);
+            continue;
+        }
+        len = json_string_length(v);
+        if (len > SECRET_MAX || strlen(text) != len)
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "secrets[%zu]: a value is at most %d bytes of text, or sealed to "
+                              "this server's key",
+                              i, SECRET_MAX);
+        if (pe_auth_seal(pe_auth_public_key_hex(d->auth), text, len, &sealed, err) < 0)
+            return pe_err_prefix(err, "secrets[%zu]", i);
+        json_object_set_new(e, "value", json_string(sealed));
+        free(sealed);
+    }
+    return 0;
+}
+
+/* The body a create works from: base as the name of a base, secrets
+ * sealed. NULL with err set if it cannot be. */
 static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
 {
     json_t *in = json_deep_copy(body);
     char *base = NULL;
 
-    if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0) {
+    if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0 ||
+        seal_plain_secrets(d, in, err) < 0) {
         json_decref(in);
         return NULL;
     }

@@ -266,3 +266,64 @@ def test_start_keep_alive_is_honoured_by_the_idle_stop(served):  # noqa: F811 (f
     got = d.wait_status("kept", ["STOPPED"], timeout=30)
     assert got["keepAlive"] is False and "without activity" in got["statusReason"], got
 
+
+# ---- 4. secrets at create (docs/compat.md "Secrets at create") ----
+
+def test_sdk_builder_plain_secrets_are_sealed_on_arrival(daemon):
+    """Sandbox.builder(base).name().env(k, v).secret(k, v).keepAlive().create()
+    sends envs and secrets as [{name, value}] in plain text
+    (pocketenv-js src/sandbox.ts). The sandbox sees them; the store holds
+    only the secret sealed to the daemon's key; the log never has it. A
+    value sealed as upstream's CLI seals works beside it."""
+    plain = "plain-" + os.urandom(12).hex()
+    sealed_plain = "sealed-" + os.urandom(12).hex()
+    st, sb = sdk_create(daemon, base="busybox", name="builder",
+                        envs=[{"name": "NODE_ENV", "value": "production"}],
+                        secrets=[{"name": "API_KEY", "value": plain},
+                                 {"name": "SEALED", "value": daemon.seal(sealed_plain)}],
+                        keepAlive=True)
+    assert st == 200, sb
+    assert plain not in json.dumps(sb)
+    assert daemon.wait_status(sb["id"], ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    out = daemon.sh("builder", "echo $API_KEY $SEALED $NODE_ENV")
+    assert out["stdout"] == f"{plain} {sealed_plain} production\n", out
+
+    # The store: the row holds a value sealed to the daemon's key, which
+    # opens to the plain text; no byte of the store holds it in clear.
+    db = os.path.join(daemon.data, "pocketenv.db")
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = dict(con.execute("SELECT name, value FROM secrets WHERE sandbox_id = ?",
+                                (sb["id"],)).fetchall())
+    finally:
+        con.close()
+    assert set(rows) == {"API_KEY", "SEALED"}
+    assert plain not in rows["API_KEY"]
+    with open(os.path.join(daemon.data, "keys", "seal-x25519.key"), "rb") as f:
+        box = SealedBox(PrivateKey(f.read()[:32]))
+    raw = base64.urlsafe_b64decode(rows["API_KEY"] + "=" * (-len(rows["API_KEY"]) % 4))
+    assert box.decrypt(raw) == plain.encode()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        if os.path.exists(db + suffix):
+            with open(db + suffix, "rb") as f:
+                assert plain.encode() not in f.read(), suffix
+    found = subprocess.run(["grep", "-rlF", plain, daemon.data], capture_output=True, text=True)
+    assert found.stdout == "", found.stdout
+    assert plain not in daemon.log_text()
+    assert daemon.sandbox("deleteSandbox", "builder")[0] == 200
+
+
+def test_plain_secrets_at_create_are_checked_without_quoting_them(daemon):
+    """A plain value too long for a secret, or with a NUL, is refused
+    whole, and no answer or log line quotes it."""
+    long_value = "L" + os.urandom(4).hex() * 1200
+    for value in [long_value, "nul\u0000" + os.urandom(8).hex()]:
+        st, out = sdk_create(daemon, base="busybox", name="toolong",
+                             secrets=[{"name": "BIG", "value": value}])
+        assert st == 400 and out["error"] == "InvalidRequest", out
+        assert value not in json.dumps(out) and value[:40] not in json.dumps(out)
+        assert value[:40] not in daemon.log_text()
+    st, out = sdk_create(daemon, base="busybox", name="toolong",
+                         secrets=[{"name": "1BAD", "value": "x"}])
+    assert st == 400, out
+    assert daemon.sandbox("getSandbox", "toolong")[0] == 404
