@@ -406,7 +406,7 @@ static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
 static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
 {
     json_t *in = json_deep_copy(body);
-    char *base = NULL;
+    cleanup_free char *base = NULL;
 
     if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0 ||
         seal_plain_secrets(d, in, err) < 0) {
@@ -414,7 +414,6 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
         return NULL;
     }
     json_object_set_new(in, "base", json_string(base));
-    free(base);
     return in;
 }
 
