@@ -43,8 +43,10 @@ static const cmd_help helps[] = {
      "pocketenv whoami\npocketenv whoami --json | jq -r .did", "", 0},
     {"create new", "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--json]",
      "Create a sandbox and start it. Without NAME the daemon picks one.",
-     "  -b, --base BASE          image to start from (default debian)\n"
-     "  -p, --provider NAME      where it runs (default local)\n"
+     "  -b, --base BASE          base to start from: an image, or an upstream template\n"
+     "                           name or at-uri (default debian)\n"
+     "  -p, --provider NAME      upstream provider name to record (default: the daemon's,\n"
+     "                           cloudflare); the daemon decides what runs it\n"
      "  -r, --repo REPO          git repository to clone in it (URL or github:owner/repo)\n"
      "  -k, --keep-alive         never stop it for being idle\n"
      "  -s, --ssh                open a terminal in it once it runs",
@@ -64,14 +66,16 @@ static const cmd_help helps[] = {
     {"rm delete remove", "rm|delete|remove SANDBOX", "Delete a sandbox and all its files.", NULL,
      "pocketenv rm web", NULL, 0},
     {"ls", "ls [--json]",
-     "List your sandboxes: name, base, provider, status and when each was created.", NULL,
+     "List your sandboxes: name, base, provider, the backend that runs it, status\n"
+     "and when each was created.",
+     NULL,
      "pocketenv ls\npocketenv ls --json | jq -r '.[] | select(.status == \"STOPPED\") | .name'", "",
      0},
     {"ps", "ps [--json]", "List your running sandboxes and how long each has been up.", NULL,
      "pocketenv ps\npocketenv ps --json | jq length", "", 0},
     {"inspect", "inspect SANDBOX",
      "Print everything the daemon knows of a sandbox, as JSON: id, name, status and\n"
-     "its reason, base, provider, times, ports.",
+     "its reason, base, provider and the backend that runs it, times, ports.",
      NULL, "pocketenv inspect web\npocketenv inspect web | jq -r .status", "", 0},
     {"exec", "exec SANDBOX COMMAND [ARGS...]",
      "Run COMMAND in a running sandbox (its words joined by spaces, run by the\n"

@@ -4,7 +4,9 @@
  * these differences, all for a local daemon:
  *   - login takes a token (--token, or the daemon's token file); AT
  *     Protocol login is not served by a local daemon;
- *   - create's defaults are provider "local" and base "debian";
+ *   - create's default base is "debian", and its provider is left to the
+ *     daemon (which records upstream's default, cloudflare); ls and ps
+ *     show the backend that really runs each sandbox beside its provider;
  *   - exec writes the command's output exactly as it came (no newline
  *     added) and exits with the command's exit code.
  * Exit codes: 0, the remote command's for exec, 1 for an API error (as
@@ -150,7 +152,7 @@ enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE };
 
 static const pe_opt create_opts[] = {
     {"base", 'b', true, O_BASE, "BASE", "template (image) to start from (debian)"},
-    {"provider", 'p', true, O_PROVIDER, "NAME", "where it runs (local)"},
+    {"provider", 'p', true, O_PROVIDER, "NAME", "upstream provider name (the daemon's default)"},
     {"repo", 'r', true, O_REPO, "REPO", "git repository to clone in it (URL or github:o/r)"},
     {"keep-alive", 'k', false, O_KEEP_ALIVE, NULL, "never stop it for being idle"},
     {"ssh", 's', false, O_SSH, NULL, "open a terminal in it once it runs"},
@@ -262,8 +264,8 @@ static int cmd_create(int argc, char **argv)
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
     body = json_pack("{s:s}", "base", c.base ? c.base : "debian");
-    /* "local" is ours and not in the lexicon's provider enum: it is what an
-     * absent provider means. */
+    /* "local" is a backend, not a provider name (the lexicon's enum has
+     * none such): older versions of this CLI took it for "the default". */
     if (c.provider && strcmp(c.provider, "local") != 0)
         json_object_set_new(body, "provider", json_string(c.provider));
     if (c.name)
@@ -400,9 +402,10 @@ static int list(int argc, char **argv, bool running)
         return 0;
     }
     if (running)
-        printf("%-28s %-12s %-10s %s\n", "NAME", "BASE", "PROVIDER", "STATUS");
+        printf("%-28s %-12s %-10s %-8s %s\n", "NAME", "BASE", "PROVIDER", "BACKEND", "STATUS");
     else
-        printf("%-28s %-12s %-10s %-13s %s\n", "NAME", "BASE", "PROVIDER", "STATUS", "CREATED AT");
+        printf("%-28s %-12s %-10s %-8s %-13s %s\n", "NAME", "BASE", "PROVIDER", "BACKEND", "STATUS",
+               "CREATED AT");
     json_array_foreach(json_object_get(out, "sandboxes"), i, sb)
     {
         const char *status = pe_cli_str(sb, "status");
@@ -411,15 +414,16 @@ static int list(int argc, char **argv, bool running)
         if (running) {
             pe_cli_since(json_string_value(json_object_get(sb, "startedAt")), false, when,
                          sizeof(when));
-            printf("%-28s %-12s %-10s %sUp %s%s\n", pe_cli_str(sb, "name"),
-                   pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"), c_hi(), when,
-                   c_off());
+            printf("%-28s %-12s %-10s %-8s %sUp %s%s\n", pe_cli_str(sb, "name"),
+                   pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"),
+                   pe_cli_str(sb, "backend"), c_hi(), when, c_off());
         } else {
             pe_cli_since(json_string_value(json_object_get(sb, "createdAt")), true, when,
                          sizeof(when));
-            printf("%-28s %-12s %-10s %s%-13s%s %s\n", pe_cli_str(sb, "name"),
+            printf("%-28s %-12s %-10s %-8s %s%-13s%s %s\n", pe_cli_str(sb, "name"),
                    pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"),
-                   strcmp(status, "RUNNING") == 0 ? c_hi() : "", status, c_off(), when);
+                   pe_cli_str(sb, "backend"), strcmp(status, "RUNNING") == 0 ? c_hi() : "", status,
+                   c_off(), when);
         }
     }
     json_decref(out);

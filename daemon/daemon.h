@@ -46,6 +46,17 @@ typedef struct pe_daemon_limits {
     bool disk_enforced;                 /* the runtime holds sandboxes to their disk (at start) */
 } pe_daemon_limits;
 
+/* Which backend serves each of upstream's provider names (serve
+ * --provider; daemon/providers.h): indexed like pe_provider_names. */
+#define PE_PROVIDER_COUNT 10
+enum pe_provider_backend {
+    PE_PROVIDER_LOCAL = 0, /* this daemon's runtime */
+    PE_PROVIDER_OFF,       /* turned off by the operator: creates refused */
+};
+typedef struct pe_daemon_providers {
+    unsigned char backend[PE_PROVIDER_COUNT]; /* enum pe_provider_backend */
+} pe_daemon_providers;
+
 struct pe_daemon_lane;
 
 typedef struct pe_daemon {
@@ -68,6 +79,7 @@ typedef struct pe_daemon {
     bool tick_busy;              /* a housekeeping pass is queued or running */
     struct init_watch *watches;  /* inits of sandboxes we started (job.c) */
     pe_daemon_limits lim;
+    pe_daemon_providers providers;
     pe_ev_pool *long_pool;        /* long jobs (job.c) */
     struct pe_daemon_lane *lanes; /* long jobs by user and kind (loop thread) */
     unsigned long_running;        /* long jobs on long_pool now */

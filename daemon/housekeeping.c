@@ -15,7 +15,8 @@
  * Runtime sandboxes whose names are not store ids belong to someone using
  * `pocketenv runtime` with the same data directory and are left alone.
  *
- * "This node": local rows carry the node id (DATA/node-id) as provider_id,
+ * "This node": rows of the local backend (whatever provider name their
+ * client asked for) carry the node id (DATA/node-id) as provider_id,
  * so daemons sharing one PostgreSQL store each reconcile only their own.
  * Rows from before node ids (provider_id NULL) count as this node's.
  *
@@ -38,6 +39,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "providers.h"
 #include "transfer.h"
 #include "supervise.h"
 
@@ -195,7 +197,7 @@ int pe_daemon_node_id(pe_daemon *d, pe_err *err)
 
 bool pe_daemon_is_mine(const pe_daemon *d, const pe_store_sandbox *sb)
 {
-    if (sb->provider && strcmp(sb->provider, "local") != 0)
+    if (sb->backend && strcmp(sb->backend, PE_BACKEND_LOCAL) != 0)
         return false;
     return sb->provider_id == NULL || strcmp(sb->provider_id, d->node) == 0;
 }

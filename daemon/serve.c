@@ -22,6 +22,7 @@
 #include "daemon.h"
 #include "resource-limits.h"
 #include "ports.h"
+#include "providers.h"
 #include "resources.h"
 #include "transfer.h"
 #include "runtime/security.h"
@@ -55,6 +56,7 @@ enum {
     O_CORS_ORIGIN,
     O_METRICS_PUBLIC,
     O_CP_MAX,
+    O_PROVIDER,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -99,6 +101,9 @@ static const pe_opt serve_opts[] = {
     {"metrics-public", 0, false, O_METRICS_PUBLIC, NULL,
      "serve /metrics without the owner's token"},
     {"cp-max", 0, true, O_CP_MAX, "SIZE", "largest upload to /cp (1G)"},
+    {"provider", 0, true, O_PROVIDER, "NAME=local|off",
+     "who serves creates for upstream provider NAME: this daemon, or nobody; repeatable "
+     "(every name: local)"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
@@ -138,6 +143,7 @@ struct serve_args {
     unsigned long long cp_max;
     bool help;
     pe_daemon_limits lim;
+    pe_daemon_providers providers;
 };
 
 /* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
@@ -242,6 +248,8 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         a->cp_max = (unsigned long long)size;
         return 0;
     }
+    case O_PROVIDER:
+        return pe_daemon_providers_flag(&a->providers, arg, err);
     case O_HELP:
         a->help = true;
         return 0;
@@ -456,6 +464,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, NULL, json_string_value(v));
     json_decref(resume);
     pe_daemon_limits_log(d);
+    pe_daemon_providers_log(&d->providers);
     pe_log_info("event=listening addr=%s:%u data=%s store=%s node=%s", cfg.host,
                 pe_http_server_port(d->srv), d->rt.data_dir, backend_name(d->store_url), d->node);
     /* Under systemd (Type=notify): ready once the socket is bound and the
@@ -507,6 +516,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     memset(&d, 0, sizeof(d));
     pe_err_clear(&err);
     pe_daemon_limits_defaults(&a.lim);
+    pe_daemon_providers_defaults(&a.providers);
     if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0 ||
         pe_daemon_limits_check(&a.lim, &err) < 0)
         return pe_cli_fail(&err);
@@ -516,6 +526,7 @@ int pe_daemon_serve_main(int argc, char **argv)
         printf("\nExamples:\n"
                "  pocketenv serve\n"
                "  pocketenv serve --listen 0.0.0.0:8789 --idle-timeout 600\n"
+               "  pocketenv serve --provider daytona=off --provider e2b=off\n"
                "  pocketenv serve --store postgres://pocketenv@db/pocketenv   # daemons sharing "
                "a store\n");
         return 0;
@@ -529,6 +540,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     d.sandbox_net = a.sandbox_net;
     d.terminals_per_user = (unsigned)a.terminals_per_user;
     d.lim = a.lim;
+    d.providers = a.providers;
     r = serve(&d, &a, &err);
     teardown(&d);
     if (r < 0)

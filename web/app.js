@@ -150,6 +150,20 @@ function cell(text, cls) {
   return td;
 }
 
+// Where the sandbox really runs (the daemon's backend), and the provider
+// name its client asked for, which upstream's clients go by.
+function runsOn(sb) {
+  const td = cell(sb.backend || "", "backend");
+  if (sb.provider) {
+    td.title = `provider ${sb.provider}`;
+    const p = document.createElement("span");
+    p.className = "provider";
+    p.textContent = ` (as ${sb.provider})`;
+    td.append(p);
+  }
+  return td;
+}
+
 function render(list) {
   const body = $("list");
   body.replaceChildren();
@@ -163,6 +177,7 @@ function render(list) {
       cell(sb.name, "name"),
       cell(sb.status, `status status-${sb.status}`),
       cell(sb.baseSandbox || sb.base || ""),
+      runsOn(sb),
       cell(sb.createdAt ? new Date(sb.createdAt).toLocaleString() : ""),
     );
     const actions = cell("", "actions");

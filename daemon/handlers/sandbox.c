@@ -9,7 +9,14 @@
  * Lifecycle (docs/design/daemon.md): create writes the row INITIALIZING and
  * answers; a background job then creates and starts the runtime sandbox
  * (named by the row's id) and moves the row to RUNNING, or FAILED with the
- * reason. A row deleted meanwhile makes that job remove what it made. */
+ * reason. A row deleted meanwhile makes that job remove what it made.
+ *
+ * What upstream's clients send is taken as they mean it (docs/compat.md):
+ * a sandbox keeps the provider name it was asked for and says which
+ * backend runs it (providers.h); a base may be a template's at-uri, and a
+ * base this daemon does not have is refused before anything is made
+ * (templates.h); a secret may come in plain text and is sealed on
+ * arrival; startSandbox's keepAlive is kept on the row. */
 #include <stdbool.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -25,13 +32,15 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
-#include "image/image.h"
 #include "resource-limits.h"
+#include "providers.h"
 #include "resources.h"
 #include "supervise.h"
+#include "templates.h"
 
 #define NAME_MAX_LEN 50
 #define EXEC_OUTPUT_MAX (1024 * 1024) /* per stream */
+#define SECRET_MAX (8 * 1024)         /* a secret sent in plain text, as addSecret's */
 #define STOP_TIMEOUT 10.0
 #define NOT_FOUND "SandboxNotFound"
 
@@ -55,7 +64,9 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
 
     pe_daemon_set_str(o, "id", sb->id);
     pe_daemon_set_str(o, "name", sb->name);
-    pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : "local");
+    pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : PE_PROVIDER_DEFAULT);
+    /* Where it really runs: our extension (lexicons/README.md). */
+    pe_daemon_set_str(o, "backend", sb->backend ? sb->backend : PE_BACKEND_LOCAL);
     pe_daemon_set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
     pe_daemon_set_str(o, "description", sb->description);
     json_object_set_new(o, "topics", json_is_array(topics) ? json_incref(topics) : json_array());
@@ -252,6 +263,45 @@ static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox
     return r;
 }
 
+/* The row a create makes, from its input (checked by the handler): false,
+ * with the job failed, if this daemon will not make it. sb's strings point
+ * into in; *topics is the caller's to free. */
+static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox *sb, char **topics)
+{
+    const char *provider = json_string_value(json_object_get(in, "provider"));
+
+    /* Which backend serves that provider name is decided here, once. */
+    if (pe_daemon_provider_route(&job->d->providers, provider, &sb->provider, &sb->backend,
+                                 &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_EUNSUP ? PE_PROVIDER_OFF_ERROR : NULL);
+        return false;
+    }
+    sb->base = json_string_value(json_object_get(in, "base"));
+    /* A base we cannot run is refused now, not accepted and then FAILED. */
+    if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_EUNSUP ? PE_TEMPLATE_MISSING_ERROR : NULL);
+        return false;
+    }
+    if (json_object_get(in, "topics"))
+        *topics = json_dumps(json_object_get(in, "topics"), JSON_COMPACT);
+    sb->owner_did = job->did;
+    sb->description = json_string_value(json_object_get(in, "description"));
+    sb->repo = json_string_value(json_object_get(in, "repo"));
+    sb->readme = json_string_value(json_object_get(in, "readme"));
+    sb->topics = *topics;
+    sb->provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
+    sb->status = PE_STORE_INITIALIZING;
+    sb->keep_alive = json_is_true(json_object_get(in, "keepAlive"));
+    /* The sizes it runs with, checked by the handler already. */
+    if (pe_daemon_limits_request(&job->d->lim, in, sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return false;
+    }
+    return true;
+}
+
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
     json_t *in = job->in;
@@ -259,45 +309,18 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     cleanup_free char *name = NULL;
     cleanup_free char *topics = NULL;
     const char *given = json_string_value(json_object_get(in, "name"));
-    const char *provider = json_string_value(json_object_get(in, "provider"));
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
     int r;
 
-    /* Sandboxes run here. "cloudflare" is what upstream's clients send when
-     * told nothing, so it means here too; a remote provider asked for by
-     * name is refused rather than quietly run here. */
-    if (provider && strcmp(provider, "cloudflare") != 0) {
-        pe_err_set(&job->err, PE_EUNSUP, 0,
-                   "provider %s is not available on this daemon: its sandboxes run here "
-                   "(leave the provider out)",
-                   provider);
-        pe_daemon_job_fail(job, &job->err, "ProviderNotAvailable");
+    if (!plan_sandbox(job, in, &sb, &topics))
         return;
-    }
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     pe_store_user_clear(&u);
-    if (json_object_get(in, "topics"))
-        topics = json_dumps(json_object_get(in, "topics"), JSON_COMPACT);
     sb.id = id;
-    sb.owner_did = job->did;
-    sb.base = json_string_value(json_object_get(in, "base"));
-    sb.description = json_string_value(json_object_get(in, "description"));
-    sb.repo = json_string_value(json_object_get(in, "repo"));
-    sb.readme = json_string_value(json_object_get(in, "readme"));
-    sb.topics = topics;
-    sb.provider = "local";
-    sb.provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
-    sb.status = PE_STORE_INITIALIZING;
-    sb.keep_alive = json_is_true(json_object_get(in, "keepAlive"));
-    /* The sizes it runs with, checked by the handler already. */
-    if (pe_daemon_limits_request(&job->d->lim, in, &sb, &job->err) < 0) {
-        pe_daemon_job_fail(job, &job->err, NULL);
-        return;
-    }
     r = insert_within_quota(job, s, &sb, given, &name);
     if (r < 0) {
         if (job->err.code == PE_EEXIST)
@@ -338,15 +361,71 @@ static void create_after(pe_daemon_job *job)
         pe_daemon_sandbox_resume(job->d, job->did, job->id);
 }
 
+/* createSandbox's secrets as the SDK's builder sends them: {name, value}
+ * with the value in plain text, where upstream's CLI (and ours) seal it to
+ * the daemon's key. A value that opens with our key is sealed; any other
+ * is text and is sealed here, on arrival, so that only sealed values are
+ * checked, stored and passed on (a value sealed to another key cannot be
+ * told from text, and is taken as text). No message quotes a value. */
+static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
+{
+    json_t *list = json_object_get(body, "secrets"), *e;
+    size_t i;
+
+    json_array_foreach(list, i, e)
+    {
+        json_t *v = json_object_get(e, "value");
+        const char *text = json_string_value(v);
+        unsigned char *plain = NULL;
+        char *sealed = NULL;
+        size_t len = 0;
+        pe_err ignored;
+
+        if (text == NULL) /* a shape error: reported by the checks after */
+            continue;
+        if (pe_auth_unseal(d->auth, text, &plain, &len, &ignored) == 0) {
+            pe_auth_plain_free(plain);
+            continue;
+        }
+        len = json_string_length(v);
+        if (len > SECRET_MAX || strlen(text) != len)
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "secrets[%zu]: a value is at most %d bytes of text, or sealed to "
+                              "this server's key",
+                              i, SECRET_MAX);
+        if (pe_auth_seal(pe_auth_public_key_hex(d->auth), text, len, &sealed, err) < 0)
+            return pe_err_prefix(err, "secrets[%zu]", i);
+        json_object_set_new(e, "value", json_string(sealed));
+        free(sealed);
+    }
+    return 0;
+}
+
+/* The body a create works from: base as the name of a base, secrets
+ * sealed. NULL with err set if it cannot be. */
+static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
+{
+    json_t *in = json_deep_copy(body);
+    cleanup_free char *base = NULL;
+
+    if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0 ||
+        seal_plain_secrets(d, in, err) < 0) {
+        json_decref(in);
+        return NULL;
+    }
+    json_object_set_new(in, "base", json_string(base));
+    return in;
+}
+
 static void create_sandbox(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *name = json_string_value(json_object_get(req->body, "name"));
-    const char *base = json_string_value(json_object_get(req->body, "base"));
     const char *repo = json_string_value(json_object_get(req->body, "repo"));
     pe_store_sandbox sizes = {0};
     pe_daemon_job *job;
+    json_t *in;
     pe_err err;
 
     if (did == NULL)
@@ -360,19 +439,15 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    /* base names an image of DATA/images, never a host path. */
-    if (base == NULL || base[0] == '\0' || base[0] == '.' || strchr(base, '/')) {
-        pe_err_set(&err, PE_EINVAL, 0, "base must be an image name");
-        pe_xrpc_respond_err(req, &err);
-        return;
-    }
-    if (pe_daemon_create_resources_check(d, req->body, &err) < 0 ||
-        pe_daemon_limits_request(&d->lim, req->body, &sizes, &err) < 0) {
+    in = create_input(d, req->body, &err);
+    if (in == NULL || pe_daemon_create_resources_check(d, in, &err) < 0 ||
+        pe_daemon_limits_request(&d->lim, in, &sizes, &err) < 0) {
+        json_decref(in);
         pe_xrpc_respond_err(req, &err);
         return;
     }
     job = pe_daemon_job_new(d, req, did, create_work);
-    job->in = json_deep_copy(req->body);
+    job->in = in;
     job->after = create_after;
     pe_daemon_job_submit(job);
 }
@@ -423,15 +498,33 @@ static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_s
     pe_daemon_quota_started(sb);
 }
 
+/* startSandbox's keepAlive (upstream's `start --keep-alive`, the SDK's
+ * start({keepAlive})), when given, replaces the row's: kept before the
+ * start, so the idle stop never sees the sandbox running without it, and
+ * put back if the start fails. Absent, the row's stays. */
+static bool keep_alive_set(pe_daemon_job *job, pe_store *s, const char *id, bool on)
+{
+    if (pe_store_sandbox_set_keep_alive(s, id, on, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return false;
+}
+
 static void start_work(pe_daemon_job *job, pe_store *s)
 {
+    json_t *keep = json_object_get(job->in, "keepAlive");
     pe_store_sandbox sb;
 
     if (!lookup(job, s, &sb))
         return;
     job->out = json_object();
-    if (!still_creating(job, &sb) && sb.status != PE_STORE_RUNNING)
+    if (!still_creating(job, &sb) &&
+        (!json_is_boolean(keep) || keep_alive_set(job, s, sb.id, json_is_true(keep))) &&
+        sb.status != PE_STORE_RUNNING) {
         start_within_quota(job, s, &sb);
+        if (job->failed && json_is_boolean(keep))
+            pe_store_sandbox_set_keep_alive(s, sb.id, sb.keep_alive, NULL);
+    }
     free(job->id); /* the id, not the name, for clone_after */
     job->id = pe_xstrdup(sb.id);
     pe_store_sandbox_clear(&sb);
@@ -645,58 +738,20 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
 /* ---- getSandboxes: the template catalog ----
  *
  * Upstream lists the sandboxes of its catalog account. Locally the
- * templates are the images a sandbox can be made from: those built in
- * DATA/images, plus the two that are built on first use. The id of a
- * template is its image name, which is what createSandbox's base takes. */
-
-static const struct {
-    const char *name, *description;
-} builtin_images[] = {
-    {"busybox", "BusyBox userland: a tiny image for quick, disposable sandboxes"},
-    {"debian", "Debian 12 (bookworm), minimal, with apt: built on first use"},
-};
-
-static json_t *template_view(const char *name, const char *description, int64_t created_s)
-{
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName",
-                          name, "provider", "local", "installs", (json_int_t)0);
-
-    pe_daemon_set_str(o, "description", description);
-    pe_daemon_set_time(o, "createdAt", created_s * 1000);
-    return o;
-}
+ * templates are the bases a sandbox can be made from (templates.c); the
+ * id of one is what createSandbox's base takes. */
 
 static void catalog_work(pe_daemon_job *job, pe_store *s)
 {
-    pe_image_info *imgs = NULL;
-    size_t n = 0;
-    json_t *all = json_array(), *page = json_array();
+    json_t *all = NULL, *page;
     json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
     json_int_t offset = json_integer_value(json_object_get(job->in, "offset"));
 
-    if (pe_image_list(job->d->rt.data_dir, &imgs, &n, &job->err) < 0) {
+    if (pe_daemon_catalog(job->d, &all, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
-        json_decref(all);
-        json_decref(page);
         return;
     }
-    for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++) {
-        int64_t created = 0;
-        for (size_t k = 0; k < n; k++)
-            if (strcmp(imgs[k].name, builtin_images[i].name) == 0)
-                created = imgs[k].created;
-        json_array_append_new(
-            all, template_view(builtin_images[i].name, builtin_images[i].description, created));
-    }
-    for (size_t k = 0; k < n; k++) {
-        bool builtin = false;
-        for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++)
-            builtin |= strcmp(imgs[k].name, builtin_images[i].name) == 0;
-        if (!builtin)
-            json_array_append_new(all,
-                                  template_view(imgs[k].name, imgs[k].source, imgs[k].created));
-    }
-    pe_image_info_free(imgs, n);
+    page = json_array();
     for (size_t i = (size_t)offset; i < json_array_size(all) && i < (size_t)(offset + limit); i++)
         json_array_append(page, json_array_get(all, i));
     job->out =

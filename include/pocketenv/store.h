@@ -23,6 +23,7 @@
 #ifndef POCKETENV_STORE_H
 #define POCKETENV_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -98,9 +99,12 @@ typedef struct pe_store_sandbox {
     const char *name;      /* unique per owner */
     const char *display_name;
     const char *description;
-    const char *base;        /* template / image name */
-    const char *provider;    /* NULL on insert = "local" */
-    const char *provider_id; /* the provider's instance id */
+    const char *base; /* template / image name */
+    /* The provider name its client asked for (upstream's: "cloudflare",
+     * "daytona", ...), reported to clients; NULL on insert = "cloudflare". */
+    const char *provider;
+    const char *provider_id; /* the backend's instance id (local: the node) */
+    const char *backend;     /* what runs it: "local" (NULL on insert = "local") */
     int status;              /* enum pe_store_status */
     const char *status_reason;
     const char *repo;
@@ -143,6 +147,8 @@ int pe_store_sandbox_set_status(pe_store *s, const char *id, int status, const c
                                 int expect, pe_err *err);
 int pe_store_sandbox_set_provider(pe_store *s, const char *id, const char *provider,
                                   const char *provider_id, pe_err *err);
+/* Set keep_alive (startSandbox's keepAlive). Unknown id: PE_ENOENT. */
+int pe_store_sandbox_set_keep_alive(pe_store *s, const char *id, bool keep_alive, pe_err *err);
 
 /* Rewrite the user-editable fields of sb->id: name, display_name,
  * description, base, repo, topics, logo, readme, uri, vcpus, memory, disk,

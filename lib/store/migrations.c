@@ -212,6 +212,14 @@ static const char *const migrations[] = {
     "  tag TEXT NOT NULL UNIQUE,"
     "  created_at BIGINT NOT NULL"
     ");",
+
+    /* 4: provider is the name a sandbox's client asked for (upstream's
+     * names, reported back: its clients choose code paths by it), and
+     * backend is what runs it (docs/compat.md). Rows from before ran
+     * here under the placeholder provider 'local', which upstream's CLI
+     * refuses: they take upstream's default name. */
+    "ALTER TABLE sandboxes ADD COLUMN backend TEXT NOT NULL DEFAULT 'local';"
+    "UPDATE sandboxes SET provider = 'cloudflare' WHERE provider = 'local';",
 };
 
 const char *const pe__store_sandbox_children[] = {

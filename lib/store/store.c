@@ -282,7 +282,8 @@ void pe_store_sandbox_clear(pe_store_sandbox *sb)
     const char **strs[] = {
         &sb->id,     &sb->owner_did, &sb->name,        &sb->display_name,  &sb->description,
         &sb->base,   &sb->provider,  &sb->provider_id, &sb->status_reason, &sb->repo,
-        &sb->topics, &sb->logo,      &sb->readme,      &sb->uri,           &sb->public_key};
+        &sb->topics, &sb->logo,      &sb->readme,      &sb->uri,           &sb->public_key,
+        &sb->backend};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(strs); i++)
         free((char *)*strs[i]);
@@ -299,7 +300,7 @@ void pe_store_sandbox_list_free(pe_store_sandbox *list, size_t n)
 #define SANDBOX_COLS                                                                               \
     "id, owner_did, name, display_name, description, base, provider, provider_id, status, "        \
     "status_reason, repo, topics, logo, readme, uri, public_key, vcpus, memory, disk, "            \
-    "keep_alive, idle_timeout, installs, created_at, updated_at, started_at"
+    "keep_alive, idle_timeout, installs, created_at, updated_at, started_at, backend"
 
 static void row_to_sandbox(const pe__sql_res *r, size_t row, pe_store_sandbox *sb)
 {
@@ -324,6 +325,7 @@ static void row_to_sandbox(const pe__sql_res *r, size_t row, pe_store_sandbox *s
         else
             *nums[i] = pe__sql_int(r, row, col);
     }
+    sb->backend = pe__sql_dup(r, row, col++);
 }
 
 static int check_sandbox_input(const pe_store_sandbox *sb, pe_err *err)
@@ -349,14 +351,15 @@ int pe_store_sandbox_insert(pe_store *s, const pe_store_sandbox *sb, pe_err *err
     if (pe__store_query(
             s,
             "INSERT INTO sandboxes (" SANDBOX_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-            "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)",
+            "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
+            "$26)",
             (pe__sql_arg[]){SQL_TEXT(sb->id),
                             SQL_TEXT(sb->owner_did),
                             SQL_TEXT(sb->name),
                             SQL_TEXT(sb->display_name),
                             SQL_TEXT(sb->description),
                             SQL_TEXT(sb->base),
-                            SQL_TEXT(sb->provider ? sb->provider : "local"),
+                            SQL_TEXT(sb->provider ? sb->provider : "cloudflare"),
                             SQL_TEXT(sb->provider_id),
                             SQL_TEXT(pe_store_status_name(sb->status)),
                             SQL_TEXT(sb->status_reason),
@@ -374,8 +377,9 @@ int pe_store_sandbox_insert(pe_store *s, const pe_store_sandbox *sb, pe_err *err
                             SQL_INT(sb->installs),
                             SQL_INT(created),
                             SQL_INT(sb->updated_at ? sb->updated_at : created),
-                            SQL_INT_OR_NULL(sb->started_at)},
-            25, NULL, err) < 0) {
+                            SQL_INT_OR_NULL(sb->started_at),
+                            SQL_TEXT(sb->backend ? sb->backend : "local")},
+            26, NULL, err) < 0) {
         if (err && err->code == PE_EEXIST)
             return pe_err_set(err, PE_EEXIST, 0, "sandbox name %s is already taken", sb->name);
         if (err && err->code == PE_ENOENT)
@@ -526,6 +530,15 @@ int pe_store_sandbox_set_provider(pe_store *s, const char *id, const char *provi
         (pe__sql_arg[]){SQL_TEXT(id), SQL_TEXT(provider), SQL_TEXT(provider_id),
                         SQL_INT(pe_store_now_ms())},
         4, err);
+}
+
+int pe_store_sandbox_set_keep_alive(pe_store *s, const char *id, bool keep_alive, pe_err *err)
+{
+    return update_changed_one(
+        s, "set keepAlive of", id,
+        "UPDATE sandboxes SET keep_alive = $2, updated_at = $3 WHERE id = $1",
+        (pe__sql_arg[]){SQL_TEXT(id), SQL_INT(keep_alive ? 1 : 0), SQL_INT(pe_store_now_ms())}, 3,
+        err);
 }
 
 int pe_store_sandbox_update(pe_store *s, const pe_store_sandbox *sb, pe_err *err)

@@ -147,6 +147,9 @@ async function run(page) {
   step = "the sandbox runs";
   await waitStatus(page, "webbox", "RUNNING");
   log("created webbox, RUNNING");
+  step = "the list says where it runs";
+  const runsOn = await row(page, "webbox").locator("td.backend").textContent();
+  if (runsOn !== "local (as cloudflare)") throw new Error(`runs on "${runsOn}"`);
 
   if (cfg.terminal) await terminal(page);
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conftest import wait_for
-from test_daemon import serving
+from test_daemon import broken_image, serving
 from test_daemon_postgres import pg  # noqa: F401 (fixture)
 from test_daemon_restart import served  # noqa: F401 (fixture)
 from test_resources import ResDaemon, banner_key
@@ -134,7 +134,7 @@ def test_bad_input(daemon):
     assert st == 404 and out["error"] == "DirectoryNotFound", out
     st, out = backup(d, sid, "/proc")
     assert st == 400, out
-    st, out = d.call(SB + "createSandbox", body={"base": "no-such-image", "name": "bkfailed"})
+    st, out = d.call(SB + "createSandbox", body={"base": broken_image(d.data), "name": "bkfailed"})
     assert st == 200
     d.wait_status("bkfailed", ["FAILED"])
     st, out = backup(d, "bkfailed", "/tmp")

@@ -70,13 +70,14 @@ def test_sandbox_commands(cli, daemon):
     daemon.wait_status("clibox", ["RUNNING"])
     ls = cli("ls")
     assert ls.returncode == 0
-    assert ls.stdout.splitlines()[0].split() == ["NAME", "BASE", "PROVIDER", "STATUS", "CREATED",
-                                                 "AT"]
+    assert ls.stdout.splitlines()[0].split() == ["NAME", "BASE", "PROVIDER", "BACKEND", "STATUS",
+                                                 "CREATED", "AT"]
     row = [l for l in ls.stdout.splitlines() if l.startswith("clibox ")]
-    assert row and row[0].split()[1:4] == ["busybox", "local", "RUNNING"], ls.stdout
+    assert row and row[0].split()[1:5] == ["busybox", "cloudflare", "local", "RUNNING"], ls.stdout
     assert re.search(r"\d+ seconds? ago$", row[0])
     ps = cli("ps")
-    assert re.search(r"^clibox\s+busybox\s+local\s+Up \d+ (second|minute)s?$", ps.stdout, re.M), \
+    assert re.search(r"^clibox\s+busybox\s+cloudflare\s+local\s+Up \d+ (second|minute)s?$",
+                     ps.stdout, re.M), \
         ps.stdout
 
     # exec: output kept apart, exit code mirrored, words joined into one command
@@ -115,10 +116,13 @@ def test_errors_are_clear(cli, daemon):
     p = cli("create", "-r", "--upload-pack=x", "-b", "busybox")
     assert p.returncode == 1 and "repo" in p.stderr
     before = cli("ls").stdout
-    p = cli("create", "remote", "-p", "daytona", "-b", "busybox")
-    assert p.returncode == 1 and p.stderr == ("pocketenv: provider daytona is not available on "
-                                              "this daemon: its sandboxes run here (leave the "
-                                              "provider out)\n"), p.stderr
+    # A base the daemon does not have is refused at once, saying what it has.
+    p = cli("create", "nobase", "-b", "nosuchimage")
+    assert p.returncode == 1, p.stderr
+    assert p.stderr.startswith("pocketenv: unknown base nosuchimage; bases available here: "
+                               "busybox, debian"), p.stderr
+    p = cli("create", "remote", "-p", "nosuchprovider", "-b", "busybox")
+    assert p.returncode == 1 and "provider must be one of (daytona|" in p.stderr, p.stderr
     assert cli("ls").stdout == before  # nothing was made
     assert cli("stop").returncode == 2
     assert cli("exec", "onlyname").returncode == 2

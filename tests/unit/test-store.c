@@ -297,6 +297,40 @@ BOTH(migrations)
     pe_store_close(s);
 }
 
+/* Migration 4 on a store of version 3: rows made under the placeholder
+ * provider "local" report upstream's default name and run locally. */
+BOTH(migration_provider_names)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_sandbox sb = {0};
+    cleanup_free char *old = NULL, *asked = NULL;
+
+    add_user(s, "did:key:zA", "a");
+    old = add_sandbox(s, "did:key:zA", "old", 0);
+    asked = add_sandbox(s, "did:key:zA", "asked", 0);
+    /* Back to version 3, as a daemon before it left them. */
+    exec_ok(s, "UPDATE sandboxes SET provider = 'local' WHERE id = $1",
+            (pe__sql_arg[]){SQL_TEXT(old)}, 1);
+    exec_ok(s, "UPDATE sandboxes SET provider = 'e2b' WHERE id = $1",
+            (pe__sql_arg[]){SQL_TEXT(asked)}, 1);
+    exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN backend", NULL, 0);
+    exec_ok(s, "DELETE FROM schema_migrations WHERE version = 4", NULL, 0);
+    pe_store_close(s);
+
+    s = open_ok(url);
+    ASSERT_EQ_INT(pe_store_schema_version(s, &err), pe_store_schema_latest());
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, old, &sb, &err), 0);
+    ASSERT_EQ_STR(sb.provider, "cloudflare");
+    ASSERT_EQ_STR(sb.backend, "local");
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, asked, &sb, &err), 0);
+    ASSERT_EQ_STR(sb.provider, "e2b");
+    ASSERT_EQ_STR(sb.backend, "local");
+    pe_store_sandbox_clear(&sb);
+    pe_store_close(s);
+}
+
 BOTH(concurrent_open)
 {
     enum { N = 6 };
@@ -412,7 +446,8 @@ BOTH(sandbox_crud)
     ASSERT_EQ_STR(sb.name, "box-2");
     ASSERT_EQ_STR(sb.owner_did, "did:key:zA");
     ASSERT_EQ_STR(sb.base, "openclaw");
-    ASSERT_EQ_STR(sb.provider, "local");
+    ASSERT_EQ_STR(sb.provider, "cloudflare"); /* upstream's default name */
+    ASSERT_EQ_STR(sb.backend, "local");
     ASSERT_EQ_INT(sb.status, PE_STORE_INITIALIZING);
     ASSERT_EQ_INT(sb.created_at, 1002);
     ASSERT_EQ_INT(sb.started_at, 0);
@@ -554,6 +589,12 @@ BOTH(status)
     ASSERT(sb.status_reason == NULL);
     ASSERT_EQ_STR(sb.provider, "daytona");
     ASSERT_EQ_STR(sb.provider_id, "dt-123");
+    ASSERT_EQ_INT(sb.keep_alive, 0);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_set_keep_alive(s, id, true, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.keep_alive, 1);
+    ASSERT_EQ_INT(sb.status, PE_STORE_STOPPED);
     pe_store_sandbox_clear(&sb);
 
     ASSERT_EQ_INT(pe_store_sandbox_set_status(s, id, 42, NULL, -1, &err), -1);
@@ -580,6 +621,8 @@ BOTH(not_found)
         -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(pe_store_sandbox_set_provider(s, "sbx_nope", "local", NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_sandbox_set_keep_alive(s, "sbx_nope", true, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(pe_store_kv_put(s, PE_STORE_SECRET, "sbx_nope", "K", "v", &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
@@ -1424,16 +1467,18 @@ int main(void)
     if (g_pg_missing)
         printf("# pg_ cases skip: %s\n", g_pg_missing);
 
-    failed |= RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_concurrent_open,
-                        sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name, sqlite_status,
-                        sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
-                        sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
+    failed |=
+        RUN_TESTS(new_id, open_errors, sqlite_migrations, sqlite_migration_provider_names,
+                  sqlite_concurrent_open, sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name,
+                  sqlite_status, sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
+                  sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |=
         RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
-    failed |= RUN_TESTS(pg_migrations, pg_concurrent_open, pg_users, pg_sandbox_crud,
-                        pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources, pg_volumes,
-                        pg_delete_cascades, pg_hostile_strings, pg_two_handles);
+    failed |=
+        RUN_TESTS(pg_migrations, pg_migration_provider_names, pg_concurrent_open, pg_users,
+                  pg_sandbox_crud, pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
+                  pg_volumes, pg_delete_cascades, pg_hostile_strings, pg_two_handles);
     failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage);
 
     pg_stop();
