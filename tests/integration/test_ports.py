@@ -191,7 +191,13 @@ def test_expose_and_fetch_through_both_forms(daemon, web):
         (8080, "site", out["previewUrl"])]
 
 
+def exposed_8080(daemon):
+    """Port 8080 of "web" exposed, whichever test ran first."""
+    assert expose(daemon, "web", 8080)[0] in (200, 409)
+
+
 def test_private_by_default_authz_matrix(daemon, web):
+    exposed_8080(daemon)
     st, ports = daemon.call("io.pocketenv.sandbox.getExposedPorts", {"id": "web"})
     share = [p for p in ports["ports"] if p["port"] == 8080][0]["shareUrl"]
     secret = share.split("pe_secret=", 1)[1]
@@ -279,6 +285,7 @@ def signin_link(d, url, token="owner"):
 def test_browser_signs_in_with_a_one_time_link(daemon, web):
     """A browser without a cookie is sent to the web page's sign-in; the
     link it gets back is exchanged for a cookie bound to this preview."""
+    exposed_8080(daemon)
     html = {"Accept": "text/html"}
     url = f"http://{web['host']}/index.html?a=1"
     st, h, body = get(daemon, "/index.html?a=1", host=web["host"], headers=html)
