@@ -5,6 +5,7 @@
  *   POST /tty/:id/resize, /pty/:id/resize   {"cols","rows"} -> 204 (400 if bad)
  *   GET  /tty/:id/ws,     /pty/:id/ws       WebSocket, text frames
  *   GET  /v1/sandboxes/:id/ws/terminal      WebSocket, Cloudflare protocol
+ *   GET  /:id/ws, ... (id sbx_...)          /tty's routes at the root
  *
  * :id is a sandbox id or name. Unlike upstream, every request needs a token
  * (Authorization: Bearer, ?token= or ?t=; API or terminal scope) whose user
@@ -31,6 +32,11 @@
 #include "terminal.h"
 
 #define INPUT_BODY_MAX (64 * 1024)
+/* /<sandbox id>/ws and the rest of /tty's routes at the root: upstream's
+ * CLI appends "/<id>/ws" to POCKETENV_TTY_URL and POCKETENV_PTY_URL, so
+ * with this the daemon's own URL serves for both (docs/compat.md). Ids
+ * are sbx_...; nothing else of ours starts so. */
+#define ROOT_PREFIX "/sbx_"
 #define ID_MAX 100
 #define SESSION_MAX 64
 
@@ -70,11 +76,14 @@ static bool id_char(char c)
            c == '-';
 }
 
-/* "<id>/<op>" (tty, pty) or "<id>/ws/terminal" (Cloudflare). */
+/* "<id>/<op>" (tty, pty, and /sbx_...: the id is the whole first part) or
+ * "<id>/ws/terminal" (Cloudflare). */
 static bool parse_target(pe_http_request *req, struct target *t)
 {
     bool cf = strncmp(req->path, "/v1/", 4) == 0;
-    const char *p = req->rest, *slash = strchr(p, '/');
+    const char *p =
+        strncmp(req->path, ROOT_PREFIX, strlen(ROOT_PREFIX)) == 0 ? req->path + 1 : req->rest;
+    const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : 0;
 
     if (n == 0 || n > ID_MAX)
@@ -407,7 +416,7 @@ static void on_request(pe_http_request *req, void *ud)
 
 int pe_daemon_register_terminal(pe_daemon *d, pe_err *err)
 {
-    static const char *const prefixes[] = {"/tty/", "/pty/", "/v1/sandboxes/"};
+    static const char *const prefixes[] = {"/tty/", "/pty/", "/v1/sandboxes/", ROOT_PREFIX};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(prefixes); i++)
         if (pe_http_route(d->srv, prefixes[i], INPUT_BODY_MAX, on_request, d, err) < 0)

@@ -327,3 +327,77 @@ def test_fields_the_cli_prints_are_there(daemon):
     sdk.post(SB + "deleteSandbox", None, {"id": sid})
     for v in sdk.get(VOL + "getVolumes")["volumes"]:
         sdk.post(VOL + "deleteVolume", None, {"id": v["id"]})
+
+
+def test_sdk_resource_calls_as_sent(daemon, tmp_path):
+    """The SDK's sub-resources (sandbox.env, .secret, .file, .sshKeys,
+    .tailscale, .ports, .service, .backup, .copy.to) with the bodies and
+    parameters 0.2.10 sends: the "works" rows of docs/compat.md."""
+    from test_keys import keygen
+    sdk = Sdk(daemon)
+    key = daemon.call("io.pocketenv.server.getPublicKey")[1]["publicKey"]
+    sid = sdk_create(sdk, "sdkcalls")
+    V, S, F, SV = ("io.pocketenv.variable.", "io.pocketenv.secret.", "io.pocketenv.file.",
+                   "io.pocketenv.service.")
+
+    # env.put / list / get / update / delete
+    sdk.post(V + "addVariable", {"variable": {"sandboxId": sid, "name": "A", "value": "1"}})
+    var = sdk.get(V + "getVariables", {"sandboxId": sid})["variables"][0]
+    assert sdk.get(V + "getVariable", {"id": var["id"]})["variable"]["value"] == "1"
+    sdk.post(V + "updateVariable", {"id": var["id"],
+                                    "variable": {"sandboxId": sid, "name": "A", "value": "2"}})
+    assert sh(sdk, sid, "echo $A")["stdout"] == "2\n"
+    sdk.post(V + "deleteVariable", None, {"id": var["id"]})
+    # secret.put (sealed) / list / get / delete
+    sdk.post(S + "addSecret", {"secret": {"sandboxId": sid, "name": "T", "value": seal(key, "t")}})
+    sec = sdk.get(S + "getSecrets", {"sandboxId": sid})["secrets"][0]
+    assert sdk.get(S + "getSecret", {"id": sec["id"]})["secret"]["name"] == "T"
+    sdk.post(S + "deleteSecret", None, {"id": sec["id"]})
+    # file.write / list / get / update / delete (content sealed)
+    sdk.post(F + "addFile", {"file": {"sandboxId": sid, "path": "/tmp/w", "content":
+                                      seal(key, "one")}})
+    fid = sdk.get(F + "getFiles", {"sandboxId": sid})["files"][0]["id"]
+    assert sdk.get(F + "getFile", {"id": fid})["file"]["path"] == "/tmp/w"
+    sdk.post(F + "updateFile", {"id": fid, "file": {"path": "/tmp/w", "content": seal(key, "two")}})
+    assert sh(sdk, sid, "cat /tmp/w")["stdout"].strip() == "two"
+    sdk.post(F + "deleteFile", None, {"id": fid})
+    # sshKeys.put / get
+    priv, pub = keygen(tmp_path)
+    sdk.post(SB + "putSshKeys", {"id": sid, "privateKey": seal(key, priv), "publicKey": pub,
+                                 "redacted": "x"})
+    assert sdk.get(SB + "getSshKeys", {"id": sid})["publicKey"] == pub
+    # tailscale.setAuthKey / getAuthKey
+    ts = "tskey-auth-" + "k" * 30
+    sdk.post(SB + "putTailscaleAuthKey", {"id": sid, "authKey": seal(key, ts),
+                                          "redacted": ts[:11] + "*" * (len(ts) - 14) + ts[-3:]})
+    assert sdk.get(SB + "getTailscaleAuthKey", {"id": sid})["authKey"].startswith("tskey-auth-")
+    # expose / ports.list / unexpose
+    assert sdk.post(SB + "exposePort", {"port": 3000}, {"id": sid})["previewUrl"]
+    assert [p["port"] for p in sdk.get(SB + "getExposedPorts", {"id": sid})["ports"]] == [3000]
+    sdk.post(SB + "unexposePort", {"port": 3000}, {"id": sid})
+    # service.add / list / stop / start / restart / update / delete
+    sdk.post(SV + "addService", {"service": {"name": "web", "command": "sleep 100"}},
+             {"sandboxId": sid})
+    svc = sdk.get(SV + "getServices", {"sandboxId": sid})["services"][0]
+    for verb in ("stopService", "startService", "restartService"):
+        sdk.post(SV + verb, None, {"serviceId": svc["id"]})
+    sdk.post(SV + "updateService", {"service": {"name": "web", "command": "sleep 200"}},
+             {"serviceId": svc["id"]})
+    assert sdk.get(SV + "getServices", {"sandboxId": sid})["services"][0]["command"] == \
+        "sleep 200"
+    sdk.post(SV + "deleteService", None, {"serviceId": svc["id"]})
+    # backup.create / list, Sandbox.restoreBackup
+    sh(sdk, sid, "mkdir -p /srv/b && echo saved > /srv/b/f")
+    sdk.post(SB + "createBackup", {"directory": "/srv/b"}, {"id": sid})
+    backups = wait_for(lambda: sdk.get(SB + "getBackups", {"id": sid})["backups"], 30,
+                       "the backup")
+    sh(sdk, sid, "rm -rf /srv/b")
+    sdk.post(SB + "restoreBackup", {"backupId": backups[0]["id"]})
+    assert sh(sdk, sid, "cat /srv/b/f")["stdout"] == "saved\n"
+    # copy.to(destination, source, dest): pushDirectory then pullDirectory
+    dst = sdk_create(sdk, "sdkcalls2")
+    uuid = sdk.post(SB + "pushDirectory", {"sandboxId": sid, "directoryPath": "/srv/b"})["uuid"]
+    sdk.post(SB + "pullDirectory", {"uuid": uuid, "sandboxId": dst, "directoryPath": "/in"})
+    assert sh(sdk, dst, "cat /in/f")["stdout"] == "saved\n"
+    for s in (sid, dst):
+        sdk.post(SB + "deleteSandbox", None, {"id": s})

@@ -17,6 +17,8 @@ import base64
 import json
 import re
 import time
+import urllib.parse
+import uuid
 
 from conftest import wait_for
 from test_terminal import IDLE, td  # noqa: F401 (fixture)
@@ -236,9 +238,76 @@ def test_stopped_sandbox_is_refused(td):
     assert st == 200
     ws = cli_ws(td, out["sessionId"])
     assert ws.status == 101
+    ws.send("echo up-$((1+1))\n")
+    read_b64_until(ws, b"up-2")  # the shell runs
     assert td.sandbox("stopSandbox", o["id"])[0] == 200
     code, _, _ = ws.wait_close(15)  # the shell died with the sandbox
     assert code == 1000
     st, out = connect(td, ident=o["id"])
     assert (st, out["error"]) == (400, "SandboxNotRunning")
     assert td.sandbox("deleteSandbox", o["id"])[0] == 200
+
+
+# ---- which URLs point upstream's CLI at the daemon ------------------------
+#
+# apps/cli/src/lib/env.ts: POCKETENV_API_URL (XRPC, /login, /ssh),
+# POCKETENV_TTY_URL (sprites) and POCKETENV_PTY_URL (vercel, modal, e2b,
+# hopx, runloop, blaxel): "<url>/<sandbox id>/ws?token=", POCKETENV_CF_URL
+# (cloudflare): "sbx" replaced by the template name, then
+# "/v1/sandboxes/<id>/ws/terminal?t=&session=". docs/compat.md.
+
+def to_ws_url(http_url, path, token):
+    """tty.ts and terminal.ts's toWsUrl."""
+    base = re.sub(r"^http(s?)", lambda m: "ws" + m.group(1), http_url)
+    return base + path + "?" + urllib.parse.urlencode({"token": token})
+
+
+def resolve_worker_url(base_sandbox, cf_url):
+    """cloudflare.ts: String.replace with a string replaces the first match."""
+    return cf_url.replace("sbx", base_sandbox, 1).replace("claude-code", "claudecode", 1)
+
+
+def ws_to(td, url, **kw):
+    """A WebSocket to url, which must name the daemon's host and port."""
+    u = urllib.parse.urlsplit(url)
+    assert (u.scheme, u.hostname, u.port) == ("ws", "127.0.0.1", td.port), url
+    return WS(td.port, u.path + ("?" + u.query if u.query else ""), **kw)
+
+
+def test_one_daemon_url_for_every_pocketenv_url(td):
+    daemon_url = td.url  # http://127.0.0.1:PORT, no "sbx" in it
+    sb = td.sandbox("getSandbox", td.sid)[1]["sandbox"]
+    # POCKETENV_TTY_URL / POCKETENV_PTY_URL: the daemon's URL itself, or
+    # with /tty, /pty as upstream's defaults have them.
+    for tty_url in (daemon_url, daemon_url + "/tty", daemon_url + "/pty"):
+        ws = ws_to(td, to_ws_url(tty_url, f"/{sb['id']}/ws", td.token),
+                   headers={"User-Agent": "pocketenv-cli"})
+        assert ws.status == 101, (tty_url, ws.head)
+        ws.send(json.dumps({"type": "resize", "cols": 80, "rows": 24}))
+        ws.send("echo tty-$((40+2))\n")
+        ws.read_until("tty-42")
+        ws.close()
+    # POCKETENV_CF_URL: the daemon's URL; with no "sbx" in it, the CLI's
+    # rewrite leaves it alone, whatever the template.
+    term = td.call("io.pocketenv.actor.getTerminalToken")[1]["token"]
+    worker = resolve_worker_url(sb["baseSandbox"], daemon_url)
+    assert worker == daemon_url
+    ws_base = re.sub(r"^http", "ws", worker, count=1)
+    url = f"{ws_base}/v1/sandboxes/{sb['id']}/ws/terminal?" + urllib.parse.urlencode(
+        {"t": term, "session": str(uuid.uuid4())})
+    ws = ws_to(td, url, headers={"User-Agent": "pocketenv-cli"})
+    assert ws.status == 101, ws.head
+    op, p = ws.recv(15)
+    assert (op, json.loads(p)) == (1, {"type": "ready"})
+    ws.send(json.dumps({"type": "resize", "cols": 80, "rows": 24}))
+    ws.send(b"echo cf-$((1+1))\n")
+    ws.read_until(b"cf-2")
+    ws.close()
+    # POCKETENV_API_URL: XRPC and /ssh (test_cli_flow_over_a_websocket).
+    assert connect(td)[0] == 200
+    # A CF URL with "sbx" in it is rewritten to another host: the operator
+    # must give one without (docs/compat.md).
+    assert resolve_worker_url("openclaw", "https://sbx.example.com") == \
+        "https://openclaw.example.com"
+    # Only ids at the root: nothing else there is a terminal.
+    assert td.ws("/term/ws").status != 101
