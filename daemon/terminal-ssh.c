@@ -183,8 +183,10 @@ static void do_connect(pe_daemon *d, pe_http_request *req, char *did)
         free(did);
         return;
     }
-    if (req->body_len > 0 && !json_is_object(body = json_loadb(req->body, req->body_len,
-                                                               JSON_REJECT_DUPLICATES, NULL))) {
+    /* json_is_object is a macro that evaluates its argument twice. */
+    if (req->body_len > 0)
+        body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL);
+    if (req->body_len > 0 && !json_is_object(body)) {
         json_decref(body);
         pe_http_respond_error(req, 400, "InvalidRequest", "expected {\"cols\"?, \"rows\"?}");
         free(did);
