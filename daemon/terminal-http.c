@@ -5,6 +5,7 @@
  *   POST /tty/:id/resize, /pty/:id/resize   {"cols","rows"} -> 204 (400 if bad)
  *   GET  /tty/:id/ws,     /pty/:id/ws       WebSocket, text frames
  *   GET  /v1/sandboxes/:id/ws/terminal      WebSocket, Cloudflare protocol
+ *   GET  /:id/ws, ... (id sbx_...)          /tty's routes at the root
  *
  * :id is a sandbox id or name. Unlike upstream, every request needs a token
  * (Authorization: Bearer, ?token= or ?t=; API or terminal scope) whose user
@@ -19,7 +20,8 @@
  * the same user and sandbox id skips it, since that session was made after
  * the same check (and dies with the sandbox). Session key: the user, the
  * sandbox and ?sessionId= (/tty, /pty) or ?session= (Cloudflare); absent,
- * one session per sandbox and user. */
+ * one session per sandbox and user. The /ssh gateway (terminal-ssh.c)
+ * shares the authentication and the sandbox lookup. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,11 @@
 #include "terminal.h"
 
 #define INPUT_BODY_MAX (64 * 1024)
+/* /<sandbox id>/ws and the rest of /tty's routes at the root: upstream's
+ * CLI appends "/<id>/ws" to POCKETENV_TTY_URL and POCKETENV_PTY_URL, so
+ * with this the daemon's own URL serves for both (docs/compat.md). Ids
+ * are sbx_...; nothing else of ours starts so. */
+#define ROOT_PREFIX "/sbx_"
 #define ID_MAX 100
 #define SESSION_MAX 64
 
@@ -42,12 +49,20 @@ struct target {
     unsigned cols, rows; /* resize body, or the initial size (0: default) */
 };
 
-struct lookup {
-    pe_daemon *d;
-    pe_http_request *req;
+/* A /tty, /pty or Cloudflare request waiting for its sandbox lookup. */
+struct pending {
     struct target t;
     char *did, *session;
     int64_t iat; /* of the token: the viewer ends if it is revoked */
+};
+
+struct lookup {
+    pe_daemon *d;
+    pe_http_request *req;
+    char ident[ID_MAX + 1];
+    char *did;
+    pe_term_found_fn found;
+    void *ud;
     /* result */
     char *sandbox_id;
     unsigned status;
@@ -61,11 +76,14 @@ static bool id_char(char c)
            c == '-';
 }
 
-/* "<id>/<op>" (tty, pty) or "<id>/ws/terminal" (Cloudflare). */
+/* "<id>/<op>" (tty, pty, and /sbx_...: the id is the whole first part) or
+ * "<id>/ws/terminal" (Cloudflare). */
 static bool parse_target(pe_http_request *req, struct target *t)
 {
     bool cf = strncmp(req->path, "/v1/", 4) == 0;
-    const char *p = req->rest, *slash = strchr(p, '/');
+    const char *p =
+        strncmp(req->path, ROOT_PREFIX, strlen(ROOT_PREFIX)) == 0 ? req->path + 1 : req->rest;
+    const char *slash = strchr(p, '/');
     size_t n = slash ? (size_t)(slash - p) : 0;
 
     if (n == 0 || n > ID_MAX)
@@ -116,8 +134,7 @@ static const char *request_token(pe_http_request *req, bool *in_url)
     return q && *q ? q : NULL;
 }
 
-/* The caller's DID (and the token's iat), or NULL after answering 401. */
-static char *authenticate(pe_daemon *d, pe_http_request *req, const struct target *t, int64_t *iat)
+char *pe__term_authenticate(pe_daemon *d, pe_http_request *req, bool websocket, int64_t *iat)
 {
     bool in_url;
     const char *jwt = request_token(req, &in_url);
@@ -130,7 +147,7 @@ static char *authenticate(pe_daemon *d, pe_http_request *req, const struct targe
         pe_http_respond_error(req, 401, "AuthenticationRequired", "authentication required");
         return NULL;
     }
-    if (!in_url || (t->op == OP_WS && pe_http_header(req, "Origin") == NULL))
+    if (!in_url || (websocket && pe_http_header(req, "Origin") == NULL))
         scopes |= PE_AUTH_SCOPE_API;
     pe_err_clear(&err);
     r = pe_auth_token_verify_iat(d->auth, jwt, scopes, NULL, &did, iat, &err);
@@ -173,7 +190,7 @@ static unsigned query_dim(pe_http_request *req, const char *key, unsigned max)
     return *end == '\0' && n >= 1 && n <= max ? (unsigned)n : 0;
 }
 
-static char *session_key(const char *did, const char *sandbox_id, const char *session)
+char *pe__term_session_key(const char *did, const char *sandbox_id, const char *session)
 {
     return pe_xasprintf("%s\x1f%s\x1f%s", did, sandbox_id, session);
 }
@@ -182,7 +199,7 @@ static char *session_key(const char *did, const char *sandbox_id, const char *se
 static void serve(pe_daemon *d, pe_http_request *req, const struct target *t, const char *did,
                   int64_t iat, const char *sandbox_id)
 {
-    cleanup_free char *key = session_key(did, sandbox_id, t->session);
+    cleanup_free char *key = pe__term_session_key(did, sandbox_id, t->session);
     pe_term_session *s = pe__term_find(d, key);
     pe_err err;
 
@@ -235,14 +252,14 @@ static void lookup_work(void *ud)
         snprintf(j->msg, sizeof(j->msg), "store unavailable");
         return;
     }
-    if (strncmp(j->t.ident, "sbx_", 4) == 0) {
-        r = pe_store_sandbox_get(st, j->t.ident, &sb, &err);
+    if (strncmp(j->ident, "sbx_", 4) == 0) {
+        r = pe_store_sandbox_get(st, j->ident, &sb, &err);
         if (r == 0 && strcmp(sb.owner_did, j->did) != 0) {
             pe_store_sandbox_clear(&sb);
             r = -1, err.code = PE_ENOENT;
         }
     } else {
-        r = pe_store_sandbox_get_by_name(st, j->did, j->t.ident, &sb, &err);
+        r = pe_store_sandbox_get_by_name(st, j->did, j->ident, &sb, &err);
     }
     if (r < 0) {
         if (err.code != PE_ENOENT)
@@ -269,14 +286,47 @@ static void lookup_done(void *ud)
 
     if (j->status)
         pe_http_respond_error(j->req, j->status, j->name, j->msg);
-    else
-        serve(d, j->req, &j->t, j->did, j->iat, j->sandbox_id);
+    j->found(d, j->req, j->status ? NULL : j->sandbox_id, j->ud);
     free(j->did);
-    free(j->session);
     free(j->sandbox_id);
     free(j);
     if (--d->inflight == 0 && d->draining)
         pe_ev_stop(d->loop);
+}
+
+void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, const char *ident,
+                           pe_term_found_fn found, void *ud)
+{
+    struct lookup *j = pe_xcalloc(1, sizeof(*j));
+    pe_err err;
+
+    j->d = d;
+    j->req = req;
+    snprintf(j->ident, sizeof(j->ident), "%s", ident);
+    j->did = pe_xstrdup(did);
+    j->found = found;
+    j->ud = ud;
+    pe_err_clear(&err);
+    if (pe_ev_submit(d->loop, lookup_work, lookup_done, j, &err) < 0) {
+        pe_http_respond_error(req, 503, "ServiceUnavailable", "the daemon is busy");
+        found(d, req, NULL, ud);
+        free(j->did);
+        free(j);
+        return;
+    }
+    d->inflight++;
+    pe_http_defer(req);
+}
+
+static void pending_found(pe_daemon *d, pe_http_request *req, const char *sandbox_id, void *ud)
+{
+    struct pending *p = ud;
+
+    if (sandbox_id)
+        serve(d, req, &p->t, p->did, p->iat, sandbox_id);
+    free(p->did);
+    free(p->session);
+    free(p);
 }
 
 /* ---- the handler ---- */
@@ -331,18 +381,17 @@ static void on_request(pe_http_request *req, void *ud)
 {
     pe_daemon *d = ud;
     struct target t;
-    struct lookup *j;
+    struct pending *p;
     cleanup_free char *did = NULL;
     cleanup_free char *key = NULL;
     int64_t iat = 0;
-    pe_err err;
 
     memset(&t, 0, sizeof(t));
     if (!parse_target(req, &t)) {
         pe_http_respond_error(req, 404, "NotFound", "Not Found");
         return;
     }
-    if (!method_ok(req, &t) || (did = authenticate(d, req, &t, &iat)) == NULL ||
+    if (!method_ok(req, &t) || (did = pe__term_authenticate(d, req, t.op == OP_WS, &iat)) == NULL ||
         !check_request(req, &t))
         return;
     if (d->draining) {
@@ -350,38 +399,27 @@ static void on_request(pe_http_request *req, void *ud)
         return;
     }
     if (strncmp(t.ident, "sbx_", 4) == 0) {
-        key = session_key(did, t.ident, t.session);
+        key = pe__term_session_key(did, t.ident, t.session);
         if (pe__term_find(d, key)) {
             serve(d, req, &t, did, iat, t.ident);
             return;
         }
     }
-    j = pe_xcalloc(1, sizeof(*j));
-    j->d = d;
-    j->req = req;
-    j->t = t;
-    j->did = pe_steal_ptr(&did);
-    j->iat = iat;
-    j->session = pe_xstrdup(t.session);
-    j->t.session = j->session;
-    pe_err_clear(&err);
-    if (pe_ev_submit(d->loop, lookup_work, lookup_done, j, &err) < 0) {
-        pe_http_respond_error(req, 503, "ServiceUnavailable", "the daemon is busy");
-        free(j->did);
-        free(j->session);
-        free(j);
-        return;
-    }
-    d->inflight++;
-    pe_http_defer(req);
+    p = pe_xcalloc(1, sizeof(*p));
+    p->t = t;
+    p->did = pe_steal_ptr(&did);
+    p->iat = iat;
+    p->session = pe_xstrdup(t.session);
+    p->t.session = p->session;
+    pe__term_find_sandbox(d, req, p->did, t.ident, pending_found, p);
 }
 
 int pe_daemon_register_terminal(pe_daemon *d, pe_err *err)
 {
-    static const char *const prefixes[] = {"/tty/", "/pty/", "/v1/sandboxes/"};
+    static const char *const prefixes[] = {"/tty/", "/pty/", "/v1/sandboxes/", ROOT_PREFIX};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(prefixes); i++)
         if (pe_http_route(d->srv, prefixes[i], INPUT_BODY_MAX, on_request, d, err) < 0)
             return -1;
-    return 0;
+    return pe__term_register_ssh(d, err);
 }

@@ -15,7 +15,9 @@
  * nothing is lost while nobody watched) and to every viewer. Text viewers
  * get valid UTF-8 only: a character split across two PTY reads is held
  * back until it is complete (carry), and invalid bytes become U+FFFD.
- * Binary viewers (Cloudflare protocol) get the bytes as they are.
+ * Binary viewers (Cloudflare protocol) get the bytes as they are, and the
+ * /ssh viewers (upstream's SSH gateway protocol, terminal-ssh.c) the bytes
+ * as they are in base64: a text frame, or an SSE "data:" line, per chunk.
  *
  * Backpressure (STYLE rule 15), per viewer: the HTTP layer queues what the
  * client has not taken. While every viewer is above HIGH_WATER the PTY is
@@ -37,6 +39,8 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "core/log.h"
 #include "core/utf8.h"
@@ -173,11 +177,39 @@ static void viewer_drop(viewer *v, unsigned code, const char *reason)
             cf_control(v, json_pack("{s:s,s:s}", "type", "error", "message", reason));
         pe_http_ws_close(v->ws, code, reason);
     } else if (v->st) {
+        /* Both SSE protocols: event: error, data: {"message"}. */
         if (code != 1000)
             sse_event(v, "error", json_pack("{s:s}", "message", reason));
         pe_http_stream_close(v->st);
     }
     viewer_unlink(v);
+}
+
+/* Whether v is sent text (valid UTF-8) rather than the bytes. */
+static bool viewer_wants_text(const viewer *v)
+{
+    return v->proto == PE_TERM_WS_TEXT || v->proto == PE_TERM_SSE;
+}
+
+/* The bytes in base64, for the /ssh viewers: a text frame, or one SSE
+ * "data:" line (base64 has no newline). */
+static void viewer_b64(viewer *v, const unsigned char *raw, size_t raw_len)
+{
+    size_t cap = sodium_base64_ENCODED_LEN(raw_len, sodium_base64_VARIANT_ORIGINAL);
+    char *msg = pe_xmalloc(cap + 8);
+    size_t n;
+
+    if (v->proto == PE_TERM_WS_B64) {
+        sodium_bin2base64(msg, cap, raw, raw_len, sodium_base64_VARIANT_ORIGINAL);
+        pe_http_ws_send(v->ws, false, msg, strlen(msg));
+    } else {
+        memcpy(msg, "data: ", 6);
+        sodium_bin2base64(msg + 6, cap, raw, raw_len, sodium_base64_VARIANT_ORIGINAL);
+        n = strlen(msg);
+        memcpy(msg + n, "\n\n", 2);
+        pe_http_stream_write(v->st, msg, n + 2);
+    }
+    free(msg);
 }
 
 /* One chunk of output to one viewer; raw for binary, text for the rest. */
@@ -187,6 +219,9 @@ static void viewer_output(viewer *v, const unsigned char *raw, size_t raw_len, c
     if (v->proto == PE_TERM_WS_CF) {
         if (raw_len)
             pe_http_ws_send(v->ws, true, raw, raw_len);
+    } else if (v->proto == PE_TERM_WS_B64 || v->proto == PE_TERM_SSE_B64) {
+        if (raw_len)
+            viewer_b64(v, raw, raw_len);
     } else if (v->proto == PE_TERM_WS_TEXT) {
         if (text_len)
             pe_http_ws_send(v->ws, false, text, text_len);
@@ -246,7 +281,7 @@ static void viewer_replay(pe_term_session *s, viewer *v)
         free(raw);
         return;
     }
-    if (v->proto == PE_TERM_WS_CF) {
+    if (!viewer_wants_text(v)) {
         viewer_output(v, raw, len, NULL, 0);
     } else {
         /* The unfinished tail is in the carry: the next chunk completes it. */
@@ -271,7 +306,7 @@ static void session_output(pe_term_session *s, const unsigned char *p, size_t n)
 
     ring_append(s, p, n);
     for (v = s->viewers; v; v = v->next)
-        any_text |= v->proto != PE_TERM_WS_CF;
+        any_text |= viewer_wants_text(v);
     /* Text: carry + new bytes, up to the last whole character. */
     memcpy(buf, s->carry, s->carry_len);
     memcpy(buf + s->carry_len, p, n);
@@ -419,8 +454,12 @@ static void session_close_viewers(pe_term_session *s, bool exited, const char *w
             cf_control(v, m);
         } else if (v->proto == PE_TERM_SSE) {
             sse_event(v, "exit", json_pack("{s:i}", "code", s->exit_code));
+        } else if (v->proto == PE_TERM_SSE_B64) {
+            /* upstream's SSH gateway knows no exit code: the channel closed */
+            static const char close_event[] = "event: close\ndata: closed\n\n";
+            pe_http_stream_write(v->st, close_event, sizeof(close_event) - 1);
         }
-        viewer_drop(v, 1000, reason);
+        viewer_drop(v, 1000, v->proto == PE_TERM_WS_B64 ? "closed" : reason);
     }
 }
 
@@ -728,6 +767,10 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *did,
         s->next->prev = s;
     t->head = s;
     t->n++;
+    /* Nobody watches yet: a session made and never attached (an /ssh/connect
+     * nobody streams) ends as an abandoned one does. The first viewer's
+     * attach disarms it. */
+    pe_ev_timer_set(s->idle, (uint64_t)(d->terminal_idle * 1e9) + 1, 0, NULL);
     return s;
 }
 
@@ -807,6 +850,20 @@ int pe__term_resize_message(const char *data, size_t len, bool need_type, unsign
     return PE_TERM_RESIZE_OK;
 }
 
+/* The session's own name: the last part of its key (terminal-http.c). */
+static const char *session_name(const pe_term_session *s)
+{
+    const char *sep = strrchr(s->key, '\x1f');
+
+    return sep ? sep + 1 : s->key;
+}
+
+void pe__term_close(pe_term_session *s)
+{
+    /* As if the shell had ended: viewers see a clean close. */
+    session_end(s, true, NULL);
+}
+
 /* ---- attaching ---------------------------------------------------------- */
 
 static void on_ws_message(pe_http_ws *ws, bool binary, const char *data, size_t len, void *ud)
@@ -827,9 +884,9 @@ static void on_ws_message(pe_http_ws *ws, bool binary, const char *data, size_t 
                                     "expected {\"type\":\"resize\",\"cols\",\"rows\"}"));
         return;
     }
-    /* /tty, /pty: a resize object, or keystrokes (upstream: anything else).
-     * A resize is never typed, whatever its size. */
-    if (v->proto == PE_TERM_WS_TEXT && len > 0 && data[0] == '{' &&
+    /* /tty, /pty, /ssh: a resize object, or keystrokes (upstream: anything
+     * else). A resize is never typed, whatever its size. */
+    if (v->proto != PE_TERM_WS_CF && len > 0 && data[0] == '{' &&
         (kind = pe__term_resize_message(data, len, true, &cols, &rows)) != PE_TERM_NOT_RESIZE) {
         if (kind == PE_TERM_RESIZE_OK)
             pe__term_resize(s, cols, rows);
@@ -884,7 +941,7 @@ void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto, int64_
     v->s = s;
     v->proto = proto;
     v->iat = iat;
-    if (proto == PE_TERM_SSE) {
+    if (proto == PE_TERM_SSE || proto == PE_TERM_SSE_B64) {
         v->st = pe_http_respond_stream(req, 200, "text/event-stream", sse_headers, &scb, v);
         v->ping = pe_ev_timer_start(s->d->loop, SSE_PING_NS, SSE_PING_NS, on_sse_ping, v, NULL);
     } else {
@@ -904,6 +961,11 @@ void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto, int64_
         pe_ev_timer_set(s->idle, 0, 0, NULL);
     if (proto == PE_TERM_WS_CF && s->state == ST_RUNNING)
         cf_control(v, json_pack("{s:s}", "type", "ready"));
+    if (proto == PE_TERM_SSE_B64) {
+        char *msg = pe_xasprintf("event: connected\ndata: %s\n\n", session_name(s));
+        pe_http_stream_write(v->st, msg, strlen(msg));
+        free(msg);
+    }
     viewer_replay(s, v);
 }
 

@@ -17,6 +17,8 @@ enum pe_term_proto {
     PE_TERM_WS_TEXT, /* /tty, /pty ws: text frames of output, text input */
     PE_TERM_WS_CF,   /* Cloudflare style: binary output, JSON control frames */
     PE_TERM_SSE,     /* /tty, /pty stream: event: output / exit / error */
+    PE_TERM_WS_B64,  /* /ssh ws: text frames of base64 output, text input */
+    PE_TERM_SSE_B64, /* /ssh stream: event: connected, data: base64, close / error */
 };
 
 #define PE_TERM_COLS_MAX 1000
@@ -45,6 +47,10 @@ void pe__term_attach(pe_term_session *s, pe_http_request *req, int proto, int64_
 /* Sessions per user (the default of --terminals-per-user) and in all. */
 #define PE_TERM_PER_USER 64
 #define PE_TERM_MAX 1024
+/* End the session as if its shell had exited (upstream's /ssh/disconnect):
+ * viewers are closed cleanly, the shell is killed. s is gone after. */
+void pe__term_close(pe_term_session *s);
+
 /* Keystrokes for the shell. -1 (PE_XRPC_EBUSY) if the input backlog is full. */
 int pe__term_input(pe_term_session *s, const char *data, size_t len, pe_err *err);
 /* Resize the PTY (values already checked). */
@@ -61,5 +67,31 @@ bool pe__term_parse_resize(const char *data, size_t len, bool need_type, unsigne
 enum { PE_TERM_NOT_RESIZE, PE_TERM_RESIZE_IGNORE, PE_TERM_RESIZE_OK };
 int pe__term_resize_message(const char *data, size_t len, bool need_type, unsigned *cols,
                             unsigned *rows);
+
+/* ---- the HTTP side (terminal-http.c), shared with /ssh (terminal-ssh.c) ---- */
+
+/* The caller's DID and the token's iat, or NULL after answering 401. A
+ * token is taken from the header, then ?token=, then ?t=; an API token
+ * from the URL only on a WebSocket handshake (websocket) without an Origin
+ * header (upstream's CLI; no browser can pass for it), any other request
+ * must put a terminal token there. */
+char *pe__term_authenticate(pe_daemon *d, pe_http_request *req, bool websocket, int64_t *iat);
+
+/* found(d, req, sandbox_id, ud) runs on the loop once the store said
+ * whether ident (an id or a name) is a running sandbox of did: with its
+ * id, or with NULL after req was answered (404 SandboxNotFound for a
+ * missing or someone else's sandbox, 400 SandboxNotRunning, 503). The
+ * request is deferred meanwhile; found always runs once (and frees ud). */
+typedef void (*pe_term_found_fn)(pe_daemon *d, pe_http_request *req, const char *sandbox_id,
+                                 void *ud);
+void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, const char *ident,
+                           pe_term_found_fn found, void *ud);
+
+/* A session's key: its user, sandbox (or another namespace that no
+ * sandbox id can be) and name. malloc'd. */
+char *pe__term_session_key(const char *did, const char *sandbox_id, const char *session);
+
+/* The /ssh routes (terminal-ssh.c), registered with the others. */
+int pe__term_register_ssh(pe_daemon *d, pe_err *err);
 
 #endif

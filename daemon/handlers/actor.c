@@ -34,12 +34,20 @@ static bool is_self(const char *who, const pe_store_user *u)
     return who == NULL || strcmp(who, u->did) == 0 || (u->handle && strcmp(who, u->handle) == 0);
 }
 
+/* The profile a client shows. Every field upstream's lexicon has that we
+ * know is there: upstream's whoami prints "@handle (displayName)", and a
+ * user here rarely has a display name (none until AT Protocol profiles
+ * are read), so it falls back to the handle, or to the DID where the handle
+ * is atproto's "unknown" marker: always something true about who this is.
+ * id is the DID, the user's key in our store. */
 static json_t *profile_view(const pe_store_user *u)
 {
-    json_t *o = json_pack("{s:s, s:s}", "did", u->did, "handle", u->handle);
+    json_t *o = json_pack("{s:s, s:s, s:s}", "id", u->did, "did", u->did, "handle", u->handle);
+    const char *shown = u->display_name && *u->display_name        ? u->display_name
+                        : strcmp(u->handle, "handle.invalid") != 0 ? u->handle
+                                                                   : u->did;
 
-    if (u->display_name)
-        json_object_set_new(o, "displayName", json_string(u->display_name));
+    json_object_set_new(o, "displayName", json_string(shown));
     if (u->avatar)
         json_object_set_new(o, "avatar", json_string(u->avatar));
     pe_daemon_set_time(o, "createdAt", u->created_at);

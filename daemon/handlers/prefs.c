@@ -1,4 +1,5 @@
-/* io.pocketenv.sandbox.getPreferences / putPreferences (reference §1.4).
+/* io.pocketenv.sandbox.getPreferences / putPreferences / getIntegrations
+ * (reference §1.4).
  *
  * putPreferences takes an array of preference objects, each told apart by
  * its "$type" (io.pocketenv.sandbox.defs#<kind>, or "#<kind>"):
@@ -23,6 +24,7 @@
  *
  * getPreferences answers upstream's bare array: one sandboxProviderPref
  * (redacted fields only) per provider the caller stored, newest first.
+ * getIntegrations answers the lexicon's array, always empty here.
  *
  * Threading: handlers on the loop thread, jobs on workers. */
 #include <stdlib.h>
@@ -440,6 +442,20 @@ static void get_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
+/* getIntegrations: the lexicon's integrationsView, an array. This daemon
+ * has no integrations (upstream's are stubs too: createIntegration does
+ * nothing), so every sandbox of the caller has none; another user's
+ * answers SandboxNotFound as everywhere. */
+static void integrations_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    job->out = json_array();
+    pe_store_sandbox_clear(&sb);
+}
+
 /* ---- handlers ---- */
 
 static void put_prefs(pe_xrpc_request *req, void *ud)
@@ -482,10 +498,26 @@ static void get_prefs(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+static void get_integrations(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->params, "id"));
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, integrations_work);
+    job->id = pe_xstrdup(id ? id : "");
+    pe_daemon_job_submit(job);
+}
+
 int pe_daemon_register_prefs(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getPreferences", get_prefs, d, err) < 0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putPreferences", put_prefs, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putPreferences", put_prefs, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getIntegrations", get_integrations, d, err) <
+            0)
         return -1;
     return 0;
 }

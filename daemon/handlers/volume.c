@@ -14,13 +14,22 @@
  * volume of that name, or, with a sandbox and path, reuses it if it exists
  * and mounts it there (so a new sandbox can mount an old volume).
  * getVolumes with a sandboxId lists that sandbox's mounts, without one the
- * caller's volumes. updateVolume renames, and with a sandboxId mounts (path
- * given) or unmounts (no path) in that sandbox. deleteVolume refuses while
- * a running sandbox mounts the volume.
+ * caller's volumes. getVolume answers the lexicon's volumeView: the
+ * volume's path and readOnly are those of its mount (the oldest, if it is
+ * mounted in several sandboxes; "mounts" lists them all). updateVolume
+ * renames, and with a sandboxId mounts (path given) or unmounts (no path)
+ * in that sandbox; without one (the SDK's volume.update(id, name, {path,
+ * readOnly}) never sends it) a path or readOnly changes the volume's one
+ * mount. deleteVolume deletes the volume and its data at once, also while
+ * a running sandbox mounts it: the runtime cannot take a mount out of a
+ * running sandbox, so that sandbox keeps an empty mount point until it
+ * stops and its next start no longer mounts it; the answer
+ * (unmountAtNextStart) and the log say which sandboxes.
  *
  * Threading as the other handlers: checks on the loop thread, store and
  * filesystem work in jobs on workers. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -91,7 +100,7 @@ static const json_t *checked_volume(const json_t *body, bool add, pe_err *err)
     }
     if (check_name(name, err) < 0 || (path && check_mount_path(path, err) < 0))
         return NULL;
-    if (path && sandbox == NULL) {
+    if (add && path && sandbox == NULL) {
         pe_err_set(err, PE_EINVAL, 0, "volume.path needs volume.sandboxId");
         return NULL;
     }
@@ -154,10 +163,9 @@ static int create_volume(pe_daemon_job *job, pe_store *s, const char *name, pe_s
     return pe_store_volume_get(s, job->did, id, v, &job->err);
 }
 
-static int mount_in(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
-                    const pe_store_volume *v, const json_t *o)
+static int mount_at(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                    const pe_store_volume *v, const char *path, bool read_only)
 {
-    const char *path = json_string_value(json_object_get(o, "path"));
     pe_store_mount *list = NULL;
     int64_t total = 0;
     size_t n = 0;
@@ -171,8 +179,15 @@ static int mount_in(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
     if (total >= MOUNTS_MAX && !again)
         return pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox mounts at most %d volumes",
                           MOUNTS_MAX);
-    return pe_store_mount_put(s, sb->id, v->id, path, json_is_true(json_object_get(o, "readOnly")),
-                              &job->err);
+    return pe_store_mount_put(s, sb->id, v->id, path, read_only, &job->err);
+}
+
+/* The mount {volume: {path, readOnly}} asks for. */
+static int mount_in(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                    const pe_store_volume *v, const json_t *o)
+{
+    return mount_at(job, s, sb, v, json_string_value(json_object_get(o, "path")),
+                    json_is_true(json_object_get(o, "readOnly")));
 }
 
 static void add_work(pe_daemon_job *job, pe_store *s)
@@ -256,9 +271,21 @@ static void list_work(pe_daemon_job *job, pe_store *s)
     job->out = json_pack("{s:o, s:I}", "volumes", arr, "total", (json_int_t)total);
 }
 
+/* The mount a volume's view shows: the oldest, if several. */
+static const pe_store_mount *first_mount(const pe_store_mount *ml, size_t n)
+{
+    const pe_store_mount *first = NULL;
+
+    for (size_t i = 0; i < n; i++)
+        if (first == NULL || ml[i].created_at < first->created_at)
+            first = &ml[i];
+    return first;
+}
+
 static void get_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_mount *ml = NULL;
+    const pe_store_mount *first;
     pe_store_volume v;
     json_t *view, *mounts;
     size_t n = 0;
@@ -271,6 +298,11 @@ static void get_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     view = volume_view(&v);
+    if ((first = first_mount(ml, n)) != NULL) {
+        json_object_set_new(view, "sandboxId", json_string(first->sandbox_id));
+        json_object_set_new(view, "path", json_string(first->path));
+        json_object_set_new(view, "readOnly", json_boolean(first->read_only));
+    }
     mounts = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(mounts, json_pack("{s:s, s:s, s:b}", "sandboxId", ml[i].sandbox_id,
@@ -281,11 +313,46 @@ static void get_work(pe_daemon_job *job, pe_store *s)
     pe_store_volume_clear(&v);
 }
 
+/* A path or readOnly without a sandboxId (the SDK's volume.update): the
+ * change is to the volume's one mount; with none or several, the caller
+ * must say which sandbox. */
+static int update_own_mount(pe_daemon_job *job, pe_store *s, const pe_store_volume *v,
+                            const json_t *o)
+{
+    const json_t *path = json_object_get(o, "path"), *ro = json_object_get(o, "readOnly");
+    pe_store_sandbox sb = {0};
+    pe_store_mount *ml = NULL;
+    size_t n = 0;
+    int r;
+
+    if (pe_store_mount_list_volume(s, v->id, &ml, &n, &job->err) < 0)
+        return -1;
+    if (n != 1) {
+        pe_store_mount_list_free(ml, n);
+        return pe_err_set(&job->err, PE_EINVAL, 0,
+                          n == 0 ? "volume %s is not mounted in a sandbox: give volume.sandboxId "
+                                   "to mount it"
+                                 : "volume %s is mounted in several sandboxes: give "
+                                   "volume.sandboxId to say which mount to change",
+                          v->name);
+    }
+    if (!pe_daemon_job_sandbox(job, s, ml[0].sandbox_id, &sb)) {
+        pe_store_mount_list_free(ml, n);
+        return 1; /* answered */
+    }
+    r = mount_at(job, s, &sb, v, path ? json_string_value(path) : ml[0].path,
+                 ro ? json_is_true(ro) : ml[0].read_only != 0);
+    pe_store_mount_list_free(ml, n);
+    pe_store_sandbox_clear(&sb);
+    return r;
+}
+
 static void update_work(pe_daemon_job *job, pe_store *s)
 {
     const json_t *o = json_object_get(job->in, "volume");
     const char *name = json_string_value(json_object_get(o, "name"));
     const char *sandbox = json_string_value(json_object_get(o, "sandboxId"));
+    bool mount_change = json_object_get(o, "path") || json_object_get(o, "readOnly");
     pe_store_sandbox sb = {0};
     pe_store_volume v;
     int r = 0;
@@ -302,6 +369,8 @@ static void update_work(pe_daemon_job *job, pe_store *s)
         r = mount_in(job, s, &sb, &v, o);
     else if (r == 0 && sandbox)
         r = pe_store_mount_delete(s, sb.id, v.id, &job->err);
+    else if (r == 0 && mount_change)
+        r = update_own_mount(job, s, &v, o);
     if (r < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_store_volume_clear(&v);
@@ -310,36 +379,58 @@ static void update_work(pe_daemon_job *job, pe_store *s)
         get_work(job, s);
 }
 
+/* The running sandboxes that mount the volume, as the delete's answer
+ * lists them: each keeps its (now empty) mount point until it stops. */
+static json_t *running_mounts(const pe_store_volume *v, const pe_store_mount *ml, size_t n)
+{
+    json_t *arr = json_array();
+
+    for (size_t i = 0; i < n; i++) {
+        if (ml[i].sandbox_status != PE_STORE_RUNNING &&
+            ml[i].sandbox_status != PE_STORE_INITIALIZING)
+            continue;
+        pe_log_info("volume %s (%s) deleted while sandbox %s runs with it at %s: its mount "
+                    "point stays there, empty, until the sandbox stops; the next start does not "
+                    "mount it",
+                    v->name, v->id, ml[i].sandbox_id, ml[i].path);
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s}", "sandboxId", ml[i].sandbox_id, "path", ml[i].path));
+    }
+    return arr;
+}
+
 static void delete_work(pe_daemon_job *job, pe_store *s)
 {
     cleanup_free char *dir = NULL;
+    cleanup_free char *gone = NULL;
     pe_store_mount *ml = NULL;
     pe_store_volume v;
+    json_t *later;
     size_t n = 0;
-    int r;
 
     if (!lookup_volume(job, s, &v))
         return;
-    r = pe_store_mount_list_volume(s, v.id, &ml, &n, &job->err);
-    for (size_t i = 0; r == 0 && i < n; i++)
-        if (ml[i].sandbox_status == PE_STORE_RUNNING ||
-            ml[i].sandbox_status == PE_STORE_INITIALIZING)
-            r = pe_err_set(&job->err, PE_ESTATE, 0,
-                           "volume %s is mounted in a running sandbox: stop it or unmount first",
-                           v.name);
-    pe_store_mount_list_free(ml, n);
     /* Row first: a directory left behind is garbage, a row without its
      * directory would be a volume that lost its data. */
-    if (r == 0)
-        r = pe_store_volume_delete(s, v.id, &job->err);
-    if (r == 0) {
-        dir = volume_dir(job->d, v.id);
-        if (pe_fs_rm_rf(dir, &job->err) < 0)
-            pe_log_warn("volume %s deleted, its directory left: %s", v.id, job->err.msg);
-        job->out = json_object();
-    } else {
+    if (pe_store_mount_list_volume(s, v.id, &ml, &n, &job->err) < 0 ||
+        pe_store_volume_delete(s, v.id, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_mount_list_free(ml, n);
+        pe_store_volume_clear(&v);
+        return;
     }
+    later = running_mounts(&v, ml, n);
+    pe_store_mount_list_free(ml, n);
+    /* Out of the way under a name no volume has, then removed: a sandbox
+     * still writing into it can make the removal give up, and what is
+     * left must not look like a volume. */
+    dir = volume_dir(job->d, v.id);
+    gone = pe_xasprintf("%s/volumes/.deleted-%s", job->d->rt.data_dir, v.id);
+    if (rename(dir, gone) < 0 && errno != ENOENT)
+        pe_log_warn("volume %s deleted, rename its directory: %s", v.id, strerror(errno));
+    else if (pe_fs_rm_rf(gone, &job->err) < 0)
+        pe_log_warn("volume %s deleted, its directory left: %s", v.id, job->err.msg);
+    job->out = json_pack("{s:o}", "unmountAtNextStart", later);
     pe_store_volume_clear(&v);
 }
 

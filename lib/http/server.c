@@ -539,8 +539,8 @@ static void xrpc_dispatch(struct conn *c)
     char msg[512];
     json_t *body = NULL;
 
-    if (pe__xrpc_body(c->method, c->content_type, c->body, c->body_len, &body, msg, sizeof(msg)) <
-        0) {
+    if (pe__xrpc_body(c->method, c->content_type, c->body, c->body_len,
+                      c->chunked || c->content_length >= 0, &body, msg, sizeof(msg)) < 0) {
         pe__http_set_error(c, PE_EINVAL, NULL, msg);
         return;
     }

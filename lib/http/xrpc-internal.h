@@ -6,6 +6,7 @@
 #ifndef PE_HTTP_XRPC_INTERNAL_H
 #define PE_HTTP_XRPC_INTERNAL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
 
@@ -90,10 +91,13 @@ int pe__xrpc_validate(const pe_xrpc_schema *s, const json_t *v, const char *path
                       size_t msg_size);
 
 /* Check the Content-Type and parse + validate a body for m. content_type
- * may be NULL. Returns 0 with *out (NULL when m declares no input), or -1
- * with msg filled (always a 400 InvalidRequest). */
+ * may be NULL. framed: the request declared a body (a Content-Length, 0
+ * included, or chunked); an empty body that was not declared is "missing"
+ * to @atproto/xrpc-server. An empty body for an input that {} satisfies is
+ * {}. Returns 0 with *out (NULL when m declares no input), or -1 with msg
+ * filled (always a 400 InvalidRequest). */
 int pe__xrpc_body(const pe_xrpc_method *m, const char *content_type, const char *body, size_t len,
-                  json_t **out, char *msg, size_t msg_size);
+                  bool framed, json_t **out, char *msg, size_t msg_size);
 
 /* The one place that maps internal errors to XRPC errors (STYLE rule 5). */
 typedef struct pe_xrpc_error {

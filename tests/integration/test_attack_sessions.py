@@ -8,9 +8,12 @@ clients of wsclient.py; every wait has a deadline.
 """
 import base64
 import hashlib
+import json
 import os
 import socket
 import subprocess
+import urllib.error
+import urllib.request
 
 from conftest import BIN, wait_for
 from test_daemon import serving
@@ -85,10 +88,30 @@ def socket_closed(s, timeout):
         return True
 
 
+def status_of(d, method, path, token, body=None, headers=None):
+    req = urllib.request.Request(d.url + path, data=body, method=method,
+                                 headers={"Authorization": f"Bearer {token}", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def d_post(d, path, token, headers):
+    """A POST with an empty JSON object; the answer's body."""
+    req = urllib.request.Request(d.url + path, data=b"{}", method="POST",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json", **headers})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.read()
+
+
 def test_revoking_a_token_ends_what_it_opened(tmp_path):
     """Point 8: a terminal WebSocket, a Cloudflare-style terminal, an SSE
-    terminal and a WebSocket through a preview, opened with alice's
-    tokens, end within a tick of `pocketenv token revoke`; bob's stay."""
+    terminal, /ssh WebSocket and SSE viewers and a WebSocket through a
+    preview, opened with alice's tokens, end within a tick of `pocketenv
+    token revoke`; bob's stay."""
     alice, bob = "did:key:zSessionsAlice", "did:key:zSessionsBob"
     with serving(tmp_path, extra=("--tick", "0.2")) as d, Users(d, alice, bob) as (a, b):
         aid, bid = running(d, a, "a-box"), running(d, b, "b-box")
@@ -99,9 +122,14 @@ def test_revoking_a_token_ends_what_it_opened(tmp_path):
         a_cf = WS(port, f"/v1/sandboxes/{aid}/ws/terminal?session=c&t={term['token']}")
         a_sse = SSE(port, f"/tty/{aid}/stream?sessionId=s", {"Authorization": f"Bearer {a}"})
         b_ws = WS(port, f"/tty/{bid}/ws?sessionId=w&token={b}")
-        for w in (a_ws, a_cf, b_ws):
+        # upstream's /ssh gateway: a WebSocket (as its CLI) and an SSE stream
+        a_ssh = [json.loads(d_post(d, "/ssh/connect", a, {"X-Sandbox-Id": aid}))["sessionId"]
+                 for _ in range(2)]
+        a_ssh_ws = WS(port, f"/ssh/{a_ssh[0]}/ws?token={a}")
+        a_ssh_sse = SSE(port, f"/ssh/stream/{a_ssh[1]}", {"Authorization": f"Bearer {a}"})
+        for w in (a_ws, a_cf, b_ws, a_ssh_ws):
             assert w.status == 101, w.head
-        assert a_sse.status == 200
+        assert a_sse.status == 200 and a_ssh_sse.status == 200
         # A WebSocket through alice's preview.
         echo = WS_ECHO.replace("'", "'\\''")
         st, out = d.sandbox("exec", aid, {"command": f"printf '%s' '{echo}' > /tmp/ws-echo && "
@@ -123,10 +151,17 @@ def test_revoking_a_token_ends_what_it_opened(tmp_path):
         assert socket_closed(a_proxy, 10), "the proxied WebSocket outlived the revocation"
         events = [ev for ev, _ in a_sse.events(10)]
         assert "error" in events and a_sse.ended, events
+        assert closed(a_ssh_ws, 10) == 1008 and a_ssh_ws.closed[1] == "token revoked"
+        events = [ev for ev, _ in a_ssh_sse.raw_events(10)]
+        assert "error" in events and a_ssh_sse.ended, events
+        # and the revoked token can no longer type into, or end, those sessions
+        for sid in a_ssh:
+            st = status_of(d, "POST", f"/ssh/input/{sid}", a, b'{"data":"x"}')
+            assert st == 401, st
         # Bob is untouched: his terminal still answers.
         b_ws.send("echo still-$((6*7))\n")
         b_ws.read_until("still-42", timeout=15)
-        for c in (a_ws, a_cf, b_ws, a_sse):
+        for c in (a_ws, a_cf, b_ws, a_sse, a_ssh_ws, a_ssh_sse):
             c.close()
         a_proxy.close()
 

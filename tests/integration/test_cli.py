@@ -48,11 +48,11 @@ def test_login_whoami_logout(cli, daemon):
     assert not (cli.home / ".pocketenv" / "token.json").exists()
     p = cli("login", "--token", daemon.token)
     assert p.returncode == 0, p.stderr
-    assert "You are logged in as @owner.local." in p.stdout
+    assert "You are logged in as @owner.local (owner.local)." in p.stdout
     path = cli.home / ".pocketenv" / "token.json"
     assert json.loads(path.read_text()) == {"token": daemon.token}
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert cli("whoami").stdout == "You are logged in as @owner.local.\n"
+    assert cli("whoami").stdout == "You are logged in as @owner.local (owner.local).\n"
     # POCKETENV_TOKEN wins over the file, as upstream's CLI
     other = daemon.token_for("did:key:zCliOther")
     assert "@handle.invalid" in cli("whoami", env={"POCKETENV_TOKEN": other}).stdout

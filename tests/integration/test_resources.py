@@ -462,10 +462,7 @@ def test_volumes_end_to_end(daemon):
     assert [(v["name"], v["path"], v["readOnly"]) for v in out["volumes"]] == \
         [("data", "/data", False), ("ro", "/srv/ro", True)]
 
-    # A running sandbox's volume cannot be deleted.
-    st, out = d.call(VOL + "deleteVolume", {"id": vol["id"]}, post=True)
-    assert st == 400 and "running" in out["message"], out
-
+    # (Deleting a volume a running sandbox mounts: test_compat_clients.py.)
     # The sandbox goes, the volume stays, with its data.
     assert d.sandbox("deleteSandbox", sid)[0] == 200
     st, out = d.call(VOL + "getVolume", {"id": vol["id"]})
@@ -497,9 +494,10 @@ def test_volumes_end_to_end(daemon):
         "name": "ro2", "sandboxId": sid2, "path": "/ro2"}})
     assert st == 200 and out["volume"]["name"] == "ro2"
     assert out["volume"]["mounts"] == [{"sandboxId": sid2, "path": "/ro2", "readOnly": False}]
-    assert d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)[0] == 400
+    # Deleted while sid2 runs: its mount goes at sid2's next start.
+    st, out = d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)
+    assert (st, out) == (200, {"unmountAtNextStart": [{"sandboxId": sid2, "path": "/ro2"}]})
     assert d.sandbox("deleteSandbox", sid2)[0] == 200
-    assert d.call(VOL + "deleteVolume", {"id": ro["id"]}, post=True)[0] == 200
 
 def test_volume_bad_input(daemon):
     d = daemon

@@ -199,8 +199,9 @@ class SSE:
                 return
             self.raw += chunk
 
-    def events(self, timeout=15):
-        """Yield (event, data) until the stream ends or the deadline."""
+    def raw_events(self, timeout=15):
+        """Yield (event, data text or None) until the stream ends or the
+        deadline; "message" for a block without an event: line."""
         deadline = time.monotonic() + timeout
         while True:
             while b"\n\n" in self.text:
@@ -214,10 +215,16 @@ class SSE:
                     elif line.startswith(":"):
                         ev = "comment"
                 if ev != "comment":
-                    yield ev, json.loads("\n".join(data)) if data else None
+                    yield ev, "\n".join(data) if data else None
             if self.ended:
                 return
             self._pump(deadline)
+
+    def events(self, timeout=15):
+        """Yield (event, data parsed as JSON) until the stream ends or the
+        deadline."""
+        for ev, data in self.raw_events(timeout):
+            yield ev, json.loads(data) if data is not None else None
 
     def read_output_until(self, needle, timeout=15):
         out = ""

@@ -323,8 +323,20 @@ TEST_CASE(validation_errors)
     ASSERT_XRPC_ERROR(req("POST", cs, "Content-Type: text/plain\r\n", "{\"base\":\"x\"}"), 400,
                       "InvalidRequest");
     ASSERT_CONTAINS(body_of(resp), "Wrong request encoding");
+    /* Empty bodies as @atproto/xrpc-server reads them: Content-Length: 0
+     * is a body to check ({}), none at all is a missing body. */
     ASSERT_XRPC_ERROR(req("POST", cs, NULL, NULL), 400, "InvalidRequest");
-    ASSERT_CONTAINS(body_of(resp), "request body is expected");
+    ASSERT_CONTAINS(body_of(resp), "Request encoding (Content-Type) required but not provided");
+    ASSERT_XRPC_ERROR(req("POST", cs, "Content-Type: application/json\r\n", NULL), 400,
+                      "InvalidRequest");
+    ASSERT_CONTAINS(body_of(resp), "Input must have the property \\\"base\\\"");
+    {
+        static const char none[] = "POST /xrpc/io.pocketenv.sandbox.createSandbox HTTP/1.1\r\n"
+                                   "Host: x\r\nConnection: close\r\n"
+                                   "Content-Type: application/json\r\n\r\n";
+        ASSERT_XRPC_ERROR(raw(none, sizeof(none) - 1), 400, "InvalidRequest");
+        ASSERT_CONTAINS(body_of(resp), "A request body is expected but none was provided");
+    }
     stop();
 }
 
