@@ -80,3 +80,31 @@ int pe_daemon_auth_refresh(pe_auth *auth, pe_store *s, pe_err *err)
 {
     return pe_store_user_revocations(s, revoke_one, auth, err);
 }
+
+int pe_daemon_seal_if_plain(pe_daemon *d, json_t *obj, const char *field, size_t max, pe_err *err)
+{
+    json_t *v = json_object_get(obj, field);
+    const char *text = json_string_value(v);
+    unsigned char *plain = NULL;
+    char *sealed = NULL;
+    size_t len = 0;
+    pe_err ignored;
+
+    if (text == NULL) /* absent or not a string: the caller's checks say so */
+        return 0;
+    if (pe_auth_unseal(d->auth, text, &plain, &len, &ignored) == 0) {
+        pe_auth_plain_free(plain);
+        return 0;
+    }
+    len = json_string_length(v);
+    if (len > max || strlen(text) != len)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "%s: a value is at most %zu bytes of text, or sealed to this server's "
+                          "key",
+                          field, max);
+    if (pe_auth_seal(pe_auth_public_key_hex(d->auth), text, len, &sealed, err) < 0)
+        return pe_err_prefix(err, "%s", field);
+    json_object_set_new(obj, field, json_string(sealed));
+    free(sealed);
+    return 0;
+}

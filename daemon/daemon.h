@@ -170,6 +170,14 @@ void pe_daemon_watch_free_all(pe_daemon *d);
  * (API scope). On failure answers req with 401 and returns NULL. The
  * returned string is malloc'd. */
 char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req);
+/* obj[field] as upstream's SDK may send a secret: in plain text (its
+ * builder's .secret(), secret.update) where upstream's CLI and ours seal
+ * it to the daemon's key. A value that opens with our key is left; any
+ * other is text (at most max bytes, no NUL) and is sealed here, on
+ * arrival, so only sealed values are checked, stored and passed on. A
+ * value sealed to another key cannot be told from text and is taken as
+ * text. No error quotes the value. */
+int pe_daemon_seal_if_plain(pe_daemon *d, json_t *obj, const char *field, size_t max, pe_err *err);
 /* Rate-limit key hook: the token's verified subject. */
 int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, void *ud);
 /* Copy the store's token revocations (users.tokens_valid_after) into auth:

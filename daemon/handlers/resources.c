@@ -290,26 +290,46 @@ static void delete_work(const kind_desc *k, pe_daemon_job *job, pe_store *s)
 
 /* ---- handlers ---- */
 
+/* The body a handler works from: a copy, with a secret's value sealed if
+ * upstream's SDK sent it in plain text (its secret.update does). NULL
+ * with err set if it cannot be. */
+static json_t *input_of(pe_daemon *d, const kind_desc *k, const json_t *body, pe_err *err)
+{
+    json_t *in = json_deep_copy(body);
+
+    if (k->kind == PE_STORE_SECRET &&
+        pe_daemon_seal_if_plain(d, json_object_get(in, k->ns), k->value, VALUE_MAX, err) < 0) {
+        json_decref(in);
+        return NULL;
+    }
+    return in;
+}
+
 static void add_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
                         pe_daemon_work_fn work)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
-    const json_t *o;
-    const char *sandbox;
+    json_t *in;
+    const json_t *o = NULL;
+    const char *sandbox = NULL;
     pe_err err;
 
     if (did == NULL)
         return;
     pe_err_clear(&err);
-    o = checked_object(d, k, req->body, &err);
+    in = input_of(d, k, req->body, &err);
+    if (in)
+        o = checked_object(d, k, in, &err);
     sandbox = json_string_value(json_object_get(o, "sandboxId"));
     if (o != NULL && (sandbox == NULL || sandbox[0] == '\0'))
         pe_err_set(&err, PE_EINVAL, 0, "%s.sandboxId is required", k->ns);
     if (o == NULL || sandbox == NULL || sandbox[0] == '\0') {
+        json_decref(in);
         pe_xrpc_respond_err(req, &err);
         return;
     }
     pe_daemon_submit(d, req, did, work, sandbox, json_deep_copy(o));
+    json_decref(in);
 }
 
 static void list_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *d,
@@ -339,17 +359,19 @@ static void update_handler(const kind_desc *k, pe_xrpc_request *req, pe_daemon *
                            pe_daemon_work_fn work)
 {
     cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *in;
     pe_err err;
 
     if (did == NULL)
         return;
     pe_err_clear(&err);
-    if (checked_object(d, k, req->body, &err) == NULL) {
+    in = input_of(d, k, req->body, &err);
+    if (in == NULL || checked_object(d, k, in, &err) == NULL) {
+        json_decref(in);
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->body, "id")),
-                     json_deep_copy(req->body));
+    pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->body, "id")), in);
 }
 
 /* Per kind and operation: a work function and a handler that binds the

@@ -362,11 +362,7 @@ static void create_after(pe_daemon_job *job)
 }
 
 /* createSandbox's secrets as the SDK's builder sends them: {name, value}
- * with the value in plain text, where upstream's CLI (and ours) seal it to
- * the daemon's key. A value that opens with our key is sealed; any other
- * is text and is sealed here, on arrival, so that only sealed values are
- * checked, stored and passed on (a value sealed to another key cannot be
- * told from text, and is taken as text). No message quotes a value. */
+ * with the value in plain text, sealed on arrival (pe_daemon_seal_if_plain). */
 static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
 {
     json_t *list = json_object_get(body, "secrets"), *e;
@@ -374,29 +370,8 @@ static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
 
     json_array_foreach(list, i, e)
     {
-        json_t *v = json_object_get(e, "value");
-        const char *text = json_string_value(v);
-        unsigned char *plain = NULL;
-        char *sealed = NULL;
-        size_t len = 0;
-        pe_err ignored;
-
-        if (text == NULL) /* a shape error: reported by the checks after */
-            continue;
-        if (pe_auth_unseal(d->auth, text, &plain, &len, &ignored) == 0) {
-            pe_auth_plain_free(plain);
-            continue;
-        }
-        len = json_string_length(v);
-        if (len > SECRET_MAX || strlen(text) != len)
-            return pe_err_set(err, PE_EINVAL, 0,
-                              "secrets[%zu]: a value is at most %d bytes of text, or sealed to "
-                              "this server's key",
-                              i, SECRET_MAX);
-        if (pe_auth_seal(pe_auth_public_key_hex(d->auth), text, len, &sealed, err) < 0)
+        if (pe_daemon_seal_if_plain(d, e, "value", SECRET_MAX, err) < 0)
             return pe_err_prefix(err, "secrets[%zu]", i);
-        json_object_set_new(e, "value", json_string(sealed));
-        free(sealed);
     }
     return 0;
 }

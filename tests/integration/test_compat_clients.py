@@ -401,3 +401,35 @@ def test_sdk_resource_calls_as_sent(daemon, tmp_path):
     assert sh(sdk, dst, "cat /in/f")["stdout"] == "saved\n"
     for s in (sid, dst):
         sdk.post(SB + "deleteSandbox", None, {"id": s})
+
+
+def test_sdk_secret_put_and_update_in_plain_text_are_sealed_on_arrival(daemon):
+    """The SDK's sandbox.secret.put and .update send the value as given, in
+    plain text (upstream's CLI seals it first): both are sealed on arrival,
+    reach the sandbox, and only sealed values are stored."""
+    import sqlite3
+    sdk = Sdk(daemon)
+    sid = sdk_create(sdk, "plainsecrets")
+    first, second = "pe-put-" + os.urandom(6).hex(), "pe-upd-" + os.urandom(6).hex()
+    S = "io.pocketenv.secret."
+    sdk.post(S + "addSecret", {"secret": {"sandboxId": sid, "name": "TOK", "value": first}})
+    assert sh(sdk, sid, "echo $TOK")["stdout"] == first + "\n"
+    sec = sdk.get(S + "getSecrets", {"sandboxId": sid})["secrets"][0]
+    sdk.post(S + "updateSecret", {"id": sec["id"],
+                                  "secret": {"sandboxId": sid, "name": "TOK", "value": second}})
+    assert sh(sdk, sid, "echo $TOK")["stdout"] == second + "\n"
+    con = sqlite3.connect(f"file:{os.path.join(daemon.data, 'pocketenv.db')}?mode=ro", uri=True)
+    rows = [r[0] for r in con.execute("SELECT value FROM secrets")]
+    con.close()
+    assert rows and all(first not in v and second not in v for v in rows), rows
+    with open(daemon.log_path, errors="replace") as f:
+        log = f.read()
+    assert first not in log and second not in log
+    # Text with a NUL, or too long, is refused without being quoted.
+    for bad in ("a\u0000b", "x" * (8 * 1024 + 1)):
+        try:
+            sdk.post(S + "updateSecret", {"id": sec["id"],
+                                          "secret": {"sandboxId": sid, "name": "TOK", "value": bad}})
+            raise AssertionError("accepted")
+        except ApiError as e:
+            assert e.status == 400 and bad not in e.body
