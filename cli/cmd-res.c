@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -137,18 +138,43 @@ char *pe_cli_read_secret(const char *name, size_t *len, pe_err *err)
     return v;
 }
 
-static char *public_key(pe_api *a, pe_err *err)
+static char *daemon_key(pe_api *a, pe_err *err)
 {
-    const char *env = getenv("POCKETENV_PUBLIC_KEY");
     json_t *out = NULL;
     char *key;
 
-    if (env && *env)
-        return pe_xstrdup(env);
     if (pe_api_call(a, "io.pocketenv.server.getPublicKey", NULL, NULL, &out, err) < 0)
         return NULL;
     key = pe_xstrdup(json_string_value(json_object_get(out, "publicKey")) ?: "");
     json_decref(out);
+    return key;
+}
+
+/* The key to seal to: the daemon's. POCKETENV_PUBLIC_KEY (upstream's
+ * variable) must be a key (else PE_EINVAL, a usage error) and that same
+ * key: the daemon takes a value it cannot open as plain text (upstream's
+ * SDK sends plain text), so a value sealed to another key would be kept
+ * as garbage rather than refused. The check costs one call and says
+ * what is wrong before anything is sent. */
+static char *public_key(pe_api *a, pe_err *err)
+{
+    const char *env = getenv("POCKETENV_PUBLIC_KEY");
+    cleanup_free char *b64 = NULL;
+    char *key;
+
+    if (env && *env && pe_auth_seal(env, "", 0, &b64, err) < 0) {
+        pe_err_prefix(err, "POCKETENV_PUBLIC_KEY");
+        return NULL;
+    }
+    key = daemon_key(a, err);
+    if (key && env && *env && strcasecmp(env, key) != 0) {
+        pe_err_set(err, PE_ESTATE, 0,
+                   "POCKETENV_PUBLIC_KEY is not this daemon's key (see io.pocketenv.server."
+                   "getPublicKey): unset it, or set it to %s",
+                   key);
+        free(key);
+        return NULL;
+    }
     return key;
 }
 

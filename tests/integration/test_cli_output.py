@@ -191,8 +191,10 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cli, daemon):
 
 def test_public_key_from_the_environment(cli, daemon):
     """Secrets are sealed to POCKETENV_PUBLIC_KEY when it is set: to the
-    daemon's own key they arrive; to another key the daemon cannot open them
-    and says so; a key that is not one is refused before anything is sent."""
+    daemon's own key they arrive; another key is refused by the CLI before
+    anything is sent (the daemon would take a value it cannot open as the
+    plain text upstream's SDK sends, and keep garbage); a key that is not
+    one is a usage error."""
     from nacl.public import PrivateKey
     assert cli("login", "--token", daemon.token).returncode == 0
     assert cli("create", "keybox", "-b", "busybox").returncode == 0
@@ -207,6 +209,7 @@ def test_public_key_from_the_environment(cli, daemon):
     p = cli("secret", "put", "keybox", "BAD", input="sealed-wrong\n",
             env={"POCKETENV_PUBLIC_KEY": other})
     assert p.returncode == 1 and p.stderr.count("\n") == 1, p.stderr
+    assert "not this daemon's key" in p.stderr and theirs in p.stderr, p.stderr
     assert "BAD" not in cli("secret", "ls", "keybox").stdout
 
     p = cli("secret", "put", "keybox", "UGLY", input="x\n", env={"POCKETENV_PUBLIC_KEY": "nope"})
