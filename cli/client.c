@@ -77,14 +77,20 @@ static const cmd_help helps[] = {
      "Print everything the daemon knows of a sandbox, as JSON: id, name, status and\n"
      "its reason, base, provider and the backend that runs it, times, ports.",
      NULL, "pocketenv inspect web\npocketenv inspect web | jq -r .status", "", 0},
-    {"exec", "exec SANDBOX COMMAND [ARGS...]",
-     "Run COMMAND in a running sandbox (its words joined by spaces, run by the\n"
-     "sandbox's /bin/sh). Its standard output and error come back apart, and\n"
-     "pocketenv exits with its exit code.",
-     NULL,
+    {"exec", "exec [-i] [-t] SANDBOX [--] COMMAND [ARGS...]",
+     "Run COMMAND in a running sandbox. One word is a shell command line (run by the\n"
+     "sandbox's /bin/sh); several are the program and its arguments, as given.\n"
+     "Output comes as it is made, any bytes, however much; standard output and\n"
+     "error stay apart. Standard input is passed on when it is not a terminal (or\n"
+     "with -i). Ctrl-C and other signals reach the command; pocketenv exits with\n"
+     "its exit code.",
+     "  -i, --interactive   pass standard input on even from a terminal\n"
+     "  -t, --tty           run it on a terminal (keys as typed, the window's size)",
      "pocketenv exec web uname -a\n"
      "pocketenv exec web 'cd /app && make test' || echo failed\n"
-     "pocketenv exec web ls --help     (--help goes to ls)",
+     "echo hi | pocketenv exec web wc -c\n"
+     "pocketenv exec -it web bash\n"
+     "pocketenv exec web -- ls --help     (--help goes to ls)",
      NULL, 2},
     {"console shell ssh s", "console|shell|ssh|s [SANDBOX]",
      "Open a terminal in a running sandbox (your first running one without SANDBOX).\n"
@@ -237,6 +243,21 @@ static bool is_help_word(const char *s)
     return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
 }
 
+/* Where a command's own words begin (exec SANDBOX COMMAND...: after the
+ * (words - 1)th argument that is not an option, so `exec -it web ls --help`
+ * gives --help to ls); argc when it has none. */
+static int own_words(const cmd_help *h, int argc, char **argv)
+{
+    int pos = 0;
+
+    if (h == NULL || h->words == 0)
+        return argc;
+    for (int i = 1; i < argc; i++)
+        if ((argv[i][0] != '-' || argv[i][1] == '\0') && ++pos == h->words - 1)
+            return i + 1;
+    return argc;
+}
+
 int pe_cli_help(int argc, char **argv)
 {
     const cmd_help *h = find(argv[0]);
@@ -253,7 +274,7 @@ int pe_cli_help(int argc, char **argv)
     if (h == NULL)
         return -1;
     for (int i = 1; i < argc && !asked; i++) {
-        if (strcmp(argv[i], "--") == 0 || (h->words && i >= h->words))
+        if (strcmp(argv[i], "--") == 0 || i >= own_words(h, argc, argv))
             break;
         asked = is_help_word(argv[i]);
     }
@@ -268,11 +289,11 @@ bool pe_cli_json;
 int pe_cli_take_json(int *argc, char **argv)
 {
     const cmd_help *h = find(argv[0]);
-    int n = 1;
+    int n = 1, own = own_words(h, *argc, argv);
     bool end = false;
 
     for (int i = 1; i < *argc; i++) {
-        end = end || strcmp(argv[i], "--") == 0 || (h && h->words && i >= h->words);
+        end = end || strcmp(argv[i], "--") == 0 || i >= own;
         if (end || strcmp(argv[i], "--json") != 0) {
             argv[n++] = argv[i];
             continue;

@@ -448,54 +448,6 @@ static int cmd_inspect(int argc, char **argv)
     return r;
 }
 
-/* ---- exec ---- */
-
-static int cmd_exec(int argc, char **argv)
-{
-    json_t *params, *body, *out = NULL;
-    cleanup_free char *command = NULL;
-    const char *so, *se;
-    size_t len = 0;
-    pe_api a;
-    pe_err err;
-    int r, code;
-
-    if (argc < 3)
-        return usage_error("usage: pocketenv exec SANDBOX COMMAND [ARGS...]");
-    for (int i = 2; i < argc; i++)
-        len += strlen(argv[i]) + 1;
-    command = pe_xmalloc(len + 1);
-    command[0] = '\0';
-    for (int i = 2; i < argc; i++) {
-        if (i > 2)
-            strcat(command, " ");
-        strcat(command, argv[i]);
-    }
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0)
-        return fail(&err);
-    params = json_pack("{s:s}", "id", argv[1]);
-    body = json_pack("{s:s}", "command", command);
-    r = pe_api_call(&a, "io.pocketenv.sandbox.exec", params, body, &out, &err);
-    json_decref(params);
-    json_decref(body);
-    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
-        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
-    pe_api_close(&a);
-    if (r < 0)
-        return fail(&err);
-    so = json_string_value(json_object_get(out, "stdout"));
-    se = json_string_value(json_object_get(out, "stderr"));
-    code = (int)json_integer_value(json_object_get(out, "exitCode"));
-    if (so)
-        fwrite(so, 1, json_string_length(json_object_get(out, "stdout")), stdout);
-    fflush(stdout);
-    if (se)
-        fwrite(se, 1, json_string_length(json_object_get(out, "stderr")), stderr);
-    json_decref(out);
-    return code < 0 || code > 255 ? EXIT_API : code;
-}
-
 /* ---- dispatch ---- */
 
 int pe_cmd_api(int argc, char **argv)
@@ -504,10 +456,10 @@ int pe_cmd_api(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"login", cmd_login},   {"logout", cmd_logout}, {"whoami", cmd_whoami},
-        {"create", cmd_create}, {"new", cmd_create},    {"start", cmd_start},
-        {"stop", cmd_stop},     {"rm", cmd_rm},         {"delete", cmd_rm},
-        {"remove", cmd_rm},     {"exec", cmd_exec},     {"inspect", cmd_inspect},
+        {"login", cmd_login},   {"logout", cmd_logout},   {"whoami", cmd_whoami},
+        {"create", cmd_create}, {"new", cmd_create},      {"start", cmd_start},
+        {"stop", cmd_stop},     {"rm", cmd_rm},           {"delete", cmd_rm},
+        {"remove", cmd_rm},     {"inspect", cmd_inspect},
     };
 
     if (strcmp(argv[0], "ls") == 0 || strcmp(argv[0], "ps") == 0)

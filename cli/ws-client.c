@@ -8,6 +8,7 @@
  * the terminal is restored in normal context. */
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <netdb.h>
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
@@ -245,11 +246,18 @@ int pe_ws_open(const char *url, const char *path, const char *authorization, pe_
         break;
     }
     if (strncmp(c->pre, "HTTP/1.1 101", 12) != 0) {
-        /* An XRPC-style error body may follow; the status line is enough. */
+        /* The status line says enough, but for an expired token (the
+         * XRPC error that follows it, when it came with the head). */
         const char *sp = strchr(c->pre, ' ');
         int status = sp ? atoi(sp + 1) : 0;
+        json_t *body = json_loadb(c->pre + c->pre_off, c->pre_len - c->pre_off, 0, NULL);
+        bool expired =
+            strcmp(json_string_value(json_object_get(body, "error")) ?: "", "ExpiredToken") == 0;
+
+        json_decref(body);
         return pe_err_set(err, PE_API_EHTTP, 0, "%s",
-                          status == 401   ? "not logged in (token refused)"
+                          expired         ? "your token has expired; log in again"
+                          : status == 401 ? "not logged in (token refused)"
                           : status == 404 ? "sandbox not found"
                           : status == 400 ? "the sandbox is not running"
                           : status == 429 ? "too many at once: try again later"

@@ -80,10 +80,15 @@ def test_sandbox_commands(cli, daemon):
                      ps.stdout, re.M), \
         ps.stdout
 
-    # exec: output kept apart, exit code mirrored, words joined into one command
-    p = cli("exec", "clibox", "echo", "out;", "echo", "err", ">&2;", "exit", "7")
+    # exec: output kept apart, exit code mirrored; one word is a shell line,
+    # several are the program and its arguments, quoting kept (issue 14)
+    p = cli("exec", "clibox", "echo out; echo err >&2; exit 7")
     assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n")
-    p = cli("exec", "clibox", "printf", "'%s'", "'no newline'")
+    p = cli("exec", "clibox", "sh", "-c", "exit 7")
+    assert p.returncode == 7, p.stderr
+    p = cli("exec", "clibox", "--", "printf", "%s|", "a b", "c;d", "$HOME")
+    assert (p.returncode, p.stdout) == (0, "a b|c;d|$HOME|"), p
+    p = cli("exec", "clibox", "printf", "%s", "no newline")
     assert (p.returncode, p.stdout) == (0, "no newline")
     p = cli("exec", "nosuch", "true")
     assert p.returncode == 1 and "sandbox nosuch not found" in p.stderr

@@ -229,10 +229,12 @@ def test_exec_output_is_capped(daemon):
     assert status == 200, out
     assert out["stdout"].endswith("\n[output truncated]\n")
     assert len(out["stdout"]) == 1024 * 1024 + len("\n[output truncated]\n")
+    assert out["truncated"] is True  # and says so (our extension)
     assert out["stderr"] == "done\n" and out["exitCode"] == 0
     # Bytes that are not UTF-8 still make valid JSON.
     status, out = daemon.sandbox("exec", "chatty", {"command": "printf 'a\\377b'"})
     assert status == 200 and out["stdout"] == "a\ufffdb"
+    assert "truncated" not in out
     assert daemon.sandbox("deleteSandbox", "chatty")[0] == 200
 
 
