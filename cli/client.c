@@ -41,25 +41,35 @@ static const cmd_help helps[] = {
      "pocketenv logout", NULL, 0},
     {"whoami", "whoami [--json]", "Show whom the token logs you in as.", NULL,
      "pocketenv whoami\npocketenv whoami --json | jq -r .did", "", 0},
-    {"create new", "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--json]",
-     "Create a sandbox and start it. Without NAME the daemon picks one.",
+    {"create new",
+     "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--vcpus N]\n"
+     "           [--memory GB] [--disk GB] [--no-wait] [--json]",
+     "Create a sandbox and start it, and wait until it runs (what it is doing is\n"
+     "shown on a terminal); if it fails, say why and exit 1. Without NAME the\n"
+     "daemon picks one.",
      "  -b, --base BASE          base to start from: an image, or an upstream template\n"
      "                           name or at-uri (default debian)\n"
      "  -p, --provider NAME      upstream provider name to record (default: the daemon's,\n"
      "                           cloudflare); the daemon decides what runs it\n"
      "  -r, --repo REPO          git repository to clone in it (URL or github:owner/repo)\n"
      "  -k, --keep-alive         never stop it for being idle\n"
-     "  -s, --ssh                open a terminal in it once it runs",
+     "  -s, --ssh                open a terminal in it once it runs\n"
+     "      --vcpus N            CPUs it may use (the daemon's default and maximum apply)\n"
+     "      --memory GB          memory it may use, in GB\n"
+     "      --disk GB            disk it may use, in GB\n"
+     "      --no-wait            answer at once (it is then INITIALIZING)",
      "pocketenv create\n"
      "pocketenv create web -b busybox -k\n"
+     "pocketenv create big --vcpus 4 --memory 8\n"
      "pocketenv new api -r https://github.com/owner/repo -s\n"
      "id=$(pocketenv create --json | jq -r .id)",
      "", 0},
-    {"start", "start SANDBOX [-r REPO] [-k] [-s]",
-     "Start a stopped sandbox; its files are as it left them.",
+    {"start", "start SANDBOX [-r REPO] [-k] [-s] [--no-wait]",
+     "Start a stopped sandbox and wait until it runs; its files are as it left them.",
      "  -r, --repo REPO          git repository to clone in it first\n"
      "  -k, --keep-alive         never stop it for being idle\n"
-     "  -s, --ssh                open a terminal in it once it runs",
+     "  -s, --ssh                open a terminal in it once it runs\n"
+     "      --no-wait            answer at once",
      "pocketenv start web\npocketenv start web -s", NULL, 0},
     {"stop", "stop SANDBOX", "Stop a sandbox. Its files are kept; `pocketenv start` resumes it.",
      NULL, "pocketenv stop web", NULL, 0},

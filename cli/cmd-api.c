@@ -148,7 +148,17 @@ static int cmd_whoami(int argc, char **argv)
 
 /* ---- create, start, stop, rm ---- */
 
-enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE };
+enum {
+    O_BASE = 1,
+    O_PROVIDER,
+    O_REPO,
+    O_SSH,
+    O_KEEP_ALIVE,
+    O_NO_WAIT,
+    O_VCPUS,
+    O_MEMORY,
+    O_DISK,
+};
 
 static const pe_opt create_opts[] = {
     {"base", 'b', true, O_BASE, "BASE", "template (image) to start from (debian)"},
@@ -156,13 +166,31 @@ static const pe_opt create_opts[] = {
     {"repo", 'r', true, O_REPO, "REPO", "git repository to clone in it (URL or github:o/r)"},
     {"keep-alive", 'k', false, O_KEEP_ALIVE, NULL, "never stop it for being idle"},
     {"ssh", 's', false, O_SSH, NULL, "open a terminal in it once it runs"},
+    {"no-wait", 0, false, O_NO_WAIT, NULL, "answer at once, not when it runs"},
+    {"vcpus", 0, true, O_VCPUS, "N", "CPUs it may use (the daemon's default, 2)"},
+    {"memory", 0, true, O_MEMORY, "GB", "memory it may use, in GB (the daemon's default, 4)"},
+    {"disk", 0, true, O_DISK, "GB", "disk it may use, in GB (the daemon's default, 10)"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct create_args {
     const char *name, *base, *provider, *repo;
-    bool ssh, keep_alive;
+    bool ssh, keep_alive, no_wait;
+    long long vcpus, memory, disk; /* 0: the daemon's default */
 };
+
+/* A whole number of 1 or more, for --vcpus, --memory and --disk. */
+static int positive(const char *opt, const char *arg, long long *out, pe_err *err)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end || *out < 1)
+        return pe_err_set(err, PE_EINVAL, 0, "--%s: a whole number of 1 or more, not '%s'", opt,
+                          arg);
+    return 0;
+}
 
 static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
 {
@@ -186,6 +214,15 @@ static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_SSH:
         c->ssh = true;
         return 0;
+    case O_NO_WAIT:
+        c->no_wait = true;
+        return 0;
+    case O_VCPUS:
+        return positive("vcpus", arg, &c->vcpus, err);
+    case O_MEMORY:
+        return positive("memory", arg, &c->memory, err);
+    case O_DISK:
+        return positive("disk", arg, &c->disk, err);
     default:
         c->keep_alive = true;
         return 0;
@@ -203,14 +240,17 @@ static int parse_create(int argc, char **argv, struct create_args *c)
     return 0;
 }
 
-/* --ssh: wait (up to 10 minutes: a first debian image is being built)
- * until the sandbox runs, then open a terminal in it. */
-static int then_console(const char *name)
+/* Wait (up to 10 minutes: a first image may be being built) until the
+ * sandbox is no longer INITIALIZING. On a terminal (stderr), what it is
+ * doing is shown on one line as the daemon reports it. 0 once RUNNING;
+ * otherwise its status and reason on stderr, and EXIT_API. */
+static int wait_running(const char *name)
 {
-    char *args[] = {(char *)"console", (char *)name, NULL};
     json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
     time_t deadline = time(NULL) + 600;
-    const char *status = "";
+    const char *status = "", *reason;
+    cleanup_free char *shown = NULL;
+    bool tty = isatty(2);
     pe_api a;
     pe_err err;
 
@@ -225,10 +265,19 @@ static int then_console(const char *name)
         if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
             break;
         status = pe_cli_str(json_object_get(out, "sandbox"), "status");
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
         if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
             break;
+        if (tty && reason && (shown == NULL || strcmp(shown, reason) != 0)) {
+            fprintf(stderr, "\r\033[K%s: %s", name, reason);
+            free(shown);
+            shown = pe_xstrdup(reason);
+        }
         usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
     }
+    if (shown)
+        fprintf(stderr, "\r\033[K");
     json_decref(params);
     pe_api_close(&a);
     if (err.msg[0]) {
@@ -236,17 +285,25 @@ static int then_console(const char *name)
         return fail(&err);
     }
     if (strcmp(status, "RUNNING") != 0) {
-        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name, status,
-                json_is_string(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
-                    ? ": "
-                    : "",
-                json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
-                    ?: "");
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
+        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name,
+                strcmp(status, "INITIALIZING") == 0 ? "still starting after 10 minutes" : status,
+                reason ? ": " : "", reason ? reason : "");
         json_decref(out);
         return EXIT_API;
     }
     json_decref(out);
-    return pe_cmd_console(2, args);
+    return 0;
+}
+
+/* --ssh: once it runs, a terminal in it. */
+static int then_console(const char *name)
+{
+    char *args[] = {(char *)"console", (char *)name, NULL};
+    int r = wait_running(name);
+
+    return r != 0 ? r : pe_cmd_console(2, args);
 }
 
 static int cmd_create(int argc, char **argv)
@@ -274,23 +331,32 @@ static int cmd_create(int argc, char **argv)
         json_object_set_new(body, "repo", json_string(c.repo));
     if (c.keep_alive)
         json_object_set_new(body, "keepAlive", json_true());
+    if (c.vcpus)
+        json_object_set_new(body, "vcpus", json_integer(c.vcpus));
+    if (c.memory)
+        json_object_set_new(body, "memory", json_integer(c.memory));
+    if (c.disk)
+        json_object_set_new(body, "disk", json_integer(c.disk));
     r = pe_api_call(&a, "io.pocketenv.sandbox.createSandbox", NULL, body, &out, &err);
     json_decref(body);
     pe_api_close(&a);
     if (r < 0)
         return fail(&err);
-    if (pe_cli_json)
+    /* Said only once it runs (unless --no-wait): a create that fails is
+     * never "created successfully". */
+    r = c.no_wait || c.ssh ? 0 : wait_running(pe_cli_str(out, "name"));
+    if (r == 0 && pe_cli_json)
         pe_cli_print_json(out);
-    else
+    else if (r == 0)
         printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), pe_cli_str(out, "name"));
     fflush(stdout);
-    if (c.ssh) {
+    if (r == 0 && c.ssh) {
         cleanup_free char *name = pe_xstrdup(pe_cli_str(out, "name"));
         json_decref(out);
         return then_console(name);
     }
     json_decref(out);
-    return 0;
+    return r;
 }
 
 /* Call a by-id procedure on the sandbox named on the command line. */
@@ -335,8 +401,8 @@ static int cmd_start(int argc, char **argv)
     r = parse_create(argc, argv, &c);
     if (r != 0)
         return r;
-    if (c.name == NULL || c.base || c.provider)
-        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k]");
+    if (c.name == NULL || c.base || c.provider || c.vcpus || c.memory || c.disk)
+        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k] [-s] [--no-wait]");
     body = json_object();
     if (c.repo)
         json_object_set_new(body, "repo", json_string(c.repo));
@@ -347,10 +413,11 @@ static int cmd_start(int argc, char **argv)
     r = by_id("usage: pocketenv start SANDBOX", "io.pocketenv.sandbox.startSandbox", 2, args, body,
               "started");
     json_decref(body);
-    if (r == 0 && c.ssh) {
-        fflush(stdout);
+    fflush(stdout);
+    if (r == 0 && c.ssh)
         return then_console(c.name);
-    }
+    if (r == 0 && !c.no_wait)
+        r = wait_running(c.name);
     if (r == 0)
         printf("Run `pocketenv console %s` to open a terminal in it.\n", c.name);
     return r;

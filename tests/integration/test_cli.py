@@ -178,3 +178,29 @@ def test_resource_commands(cli, daemon, tmp_path):
                                            "(at most 1024 characters)\n")
     assert cli("rm", "resbox").returncode == 0
     assert cli("volume", "rm", vol[0][0]).returncode == 0
+
+
+def test_create_waits_until_it_runs_or_says_why_not(daemon, tmp_path):
+    """Issue 14: create and start wait until RUNNING or FAILED; FAILED is
+    said with its reason and exit 1, never "created successfully"; a
+    create's sizes are the flags'."""
+    from test_daemon import broken_image
+    cli = new_cli(daemon, tmp_path, login=True)
+    p = cli("create", "waitbox", "-b", "busybox", "--vcpus", "1", "--memory", "1")
+    assert p.returncode == 0 and "created successfully" in p.stdout, p.stderr
+    st, sb = daemon.sandbox("getSandbox", "waitbox")
+    assert sb["sandbox"]["status"] == "RUNNING"  # already, when create returned
+    assert (sb["sandbox"]["vcpus"], sb["sandbox"]["memory"]) == (1, 1)
+    p = cli("create", "failbox", "-b", broken_image(daemon.data))
+    assert p.returncode == 1 and "created successfully" not in p.stdout, p.stdout
+    assert p.stderr.startswith("pocketenv: sandbox failbox is FAILED: "), p.stderr
+    p = cli("create", "nowait", "-b", "busybox", "--no-wait", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["name"] == "nowait"
+    p = cli("create", "bad", "--vcpus", "0")
+    assert p.returncode == 2 and "--vcpus" in p.stderr
+    assert cli("stop", "waitbox").returncode == 0
+    p = cli("start", "waitbox")
+    assert p.returncode == 0, p.stderr
+    assert daemon.sandbox("getSandbox", "waitbox")[1]["sandbox"]["status"] == "RUNNING"
+    for n in ("waitbox", "failbox", "nowait"):
+        cli("rm", n)
