@@ -4,6 +4,8 @@
  * says which commands take --json. client-main.c asks here before running
  * a command, so no command parses --help or --json itself. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -73,16 +75,23 @@ static const cmd_help helps[] = {
      "pocketenv start web\npocketenv start web -s", NULL, 0},
     {"stop", "stop SANDBOX", "Stop a sandbox. Its files are kept; `pocketenv start` resumes it.",
      NULL, "pocketenv stop web", NULL, 0},
-    {"rm delete remove", "rm|delete|remove SANDBOX", "Delete a sandbox and all its files.", NULL,
-     "pocketenv rm web", NULL, 0},
+    {"rm delete remove", "rm|delete|remove [-f] SANDBOX...",
+     "Delete sandboxes and all their files; a running one is stopped first. A name\n"
+     "that is not found is said, the others are still deleted (exit 1 then).",
+     "  -f, --force         accepted, as docker's (running sandboxes are deleted anyway)",
+     "pocketenv rm web\npocketenv rm -f web api worker", NULL, 0},
     {"ls", "ls [--json]",
      "List your sandboxes: name, base, provider, the backend that runs it, status\n"
+     "(with the reason of a FAILED one) "
      "and when each was created.",
      NULL,
      "pocketenv ls\npocketenv ls --json | jq -r '.[] | select(.status == \"STOPPED\") | .name'", "",
      0},
-    {"ps", "ps [--json]", "List your running sandboxes and how long each has been up.", NULL,
-     "pocketenv ps\npocketenv ps --json | jq length", "", 0},
+    {"ps", "ps [-a] [--json]",
+     "List your running sandboxes and how long each has been up; with -a, all of\n"
+     "them, as ls does (a FAILED one with its reason).",
+     "  -a, --all           every sandbox, not only the running ones",
+     "pocketenv ps\npocketenv ps -a\npocketenv ps --json | jq length", "", 0},
     {"inspect", "inspect SANDBOX",
      "Print everything the daemon knows of a sandbox, as JSON: id, name, status and\n"
      "its reason, base, provider and the backend that runs it, times, ports.",
@@ -390,4 +399,63 @@ int pe_cli_call(const char *nsid, json_t *params, json_t *body, json_t **out, co
     }
     pe_api_close(&a);
     return r;
+}
+
+/* Wait (up to 10 minutes: a first image may be being built) until the
+ * sandbox is no longer INITIALIZING. On a terminal (stderr), what it is
+ * doing is shown on one line as the daemon reports it. 0 once RUNNING;
+ * otherwise its status and reason on stderr, and EXIT_API. */
+int pe_cli_wait_running(const char *name)
+{
+    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
+    time_t deadline = time(NULL) + 600;
+    const char *status = "", *reason;
+    cleanup_free char *shown = NULL;
+    bool tty = isatty(2);
+    pe_api a;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        json_decref(params);
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_CLI_EXIT_API;
+    }
+    for (;;) {
+        json_decref(out);
+        out = NULL;
+        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
+            break;
+        status = pe_cli_str(json_object_get(out, "sandbox"), "status");
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
+        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
+            break;
+        if (tty && reason && (shown == NULL || strcmp(shown, reason) != 0)) {
+            fprintf(stderr, "\r\033[K%s: %s", name, reason);
+            free(shown);
+            shown = pe_xstrdup(reason);
+        }
+        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
+    }
+    if (shown)
+        fprintf(stderr, "\r\033[K");
+    json_decref(params);
+    pe_api_close(&a);
+    if (err.msg[0]) {
+        json_decref(out);
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_CLI_EXIT_API;
+    }
+    if (strcmp(status, "RUNNING") != 0) {
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
+        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name,
+                strcmp(status, "INITIALIZING") == 0 ? "still starting after 10 minutes" : status,
+                reason ? ": " : "", reason ? reason : "");
+        json_decref(out);
+        return PE_CLI_EXIT_API;
+    }
+    json_decref(out);
+    return 0;
 }

@@ -240,68 +240,11 @@ static int parse_create(int argc, char **argv, struct create_args *c)
     return 0;
 }
 
-/* Wait (up to 10 minutes: a first image may be being built) until the
- * sandbox is no longer INITIALIZING. On a terminal (stderr), what it is
- * doing is shown on one line as the daemon reports it. 0 once RUNNING;
- * otherwise its status and reason on stderr, and EXIT_API. */
-static int wait_running(const char *name)
-{
-    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
-    time_t deadline = time(NULL) + 600;
-    const char *status = "", *reason;
-    cleanup_free char *shown = NULL;
-    bool tty = isatty(2);
-    pe_api a;
-    pe_err err;
-
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0) {
-        json_decref(params);
-        return fail(&err);
-    }
-    for (;;) {
-        json_decref(out);
-        out = NULL;
-        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
-            break;
-        status = pe_cli_str(json_object_get(out, "sandbox"), "status");
-        reason =
-            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
-        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
-            break;
-        if (tty && reason && (shown == NULL || strcmp(shown, reason) != 0)) {
-            fprintf(stderr, "\r\033[K%s: %s", name, reason);
-            free(shown);
-            shown = pe_xstrdup(reason);
-        }
-        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
-    }
-    if (shown)
-        fprintf(stderr, "\r\033[K");
-    json_decref(params);
-    pe_api_close(&a);
-    if (err.msg[0]) {
-        json_decref(out);
-        return fail(&err);
-    }
-    if (strcmp(status, "RUNNING") != 0) {
-        reason =
-            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
-        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name,
-                strcmp(status, "INITIALIZING") == 0 ? "still starting after 10 minutes" : status,
-                reason ? ": " : "", reason ? reason : "");
-        json_decref(out);
-        return EXIT_API;
-    }
-    json_decref(out);
-    return 0;
-}
-
 /* --ssh: once it runs, a terminal in it. */
 static int then_console(const char *name)
 {
     char *args[] = {(char *)"console", (char *)name, NULL};
-    int r = wait_running(name);
+    int r = pe_cli_wait_running(name);
 
     return r != 0 ? r : pe_cmd_console(2, args);
 }
@@ -344,7 +287,7 @@ static int cmd_create(int argc, char **argv)
         return fail(&err);
     /* Said only once it runs (unless --no-wait): a create that fails is
      * never "created successfully". */
-    r = c.no_wait || c.ssh ? 0 : wait_running(pe_cli_str(out, "name"));
+    r = c.no_wait || c.ssh ? 0 : pe_cli_wait_running(pe_cli_str(out, "name"));
     if (r == 0 && pe_cli_json)
         pe_cli_print_json(out);
     else if (r == 0)
@@ -417,7 +360,7 @@ static int cmd_start(int argc, char **argv)
     if (r == 0 && c.ssh)
         return then_console(c.name);
     if (r == 0 && !c.no_wait)
-        r = wait_running(c.name);
+        r = pe_cli_wait_running(c.name);
     if (r == 0)
         printf("Run `pocketenv console %s` to open a terminal in it.\n", c.name);
     return r;
@@ -429,10 +372,29 @@ static int cmd_stop(int argc, char **argv)
                  NULL, "stopped");
 }
 
+/* rm [-f] SANDBOX...: every one named, as docker rm; -f is accepted as
+ * docker's (a running sandbox is stopped and deleted either way). A name
+ * that is not found is said and the rest go on; exit 1 if any failed. */
 static int cmd_rm(int argc, char **argv)
 {
-    return by_id("usage: pocketenv rm SANDBOX", "io.pocketenv.sandbox.deleteSandbox", argc, argv,
-                 NULL, "deleted successfully");
+    char *args[2] = {argv[0], NULL};
+    int i = 1, r = 0;
+
+    if (i < argc && (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--force") == 0))
+        i++;
+    if (i >= argc)
+        return usage_error("usage: pocketenv rm [-f] SANDBOX...");
+    for (; i < argc; i++) {
+        if (argv[i][0] == '-')
+            return usage_error("usage: pocketenv rm [-f] SANDBOX... (options come first)");
+    }
+    for (i = argv[1][0] == '-' ? 2 : 1; i < argc; i++) {
+        args[1] = argv[i];
+        if (by_id("usage: pocketenv rm [-f] SANDBOX...", "io.pocketenv.sandbox.deleteSandbox", 2,
+                  args, NULL, "deleted successfully") != 0)
+            r = EXIT_API;
+    }
+    return r;
 }
 
 /* ---- ls, ps ---- */
@@ -445,8 +407,10 @@ static int list(int argc, char **argv, bool running)
     size_t i;
     int r;
 
+    if (running && argc == 2 && (strcmp(argv[1], "-a") == 0 || strcmp(argv[1], "--all") == 0))
+        running = false, argc = 1; /* docker's ps -a: every sandbox */
     if (argc != 1)
-        return usage_error(running ? "usage: pocketenv ps" : "usage: pocketenv ls");
+        return usage_error(running ? "usage: pocketenv ps [-a]" : "usage: pocketenv ls");
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
@@ -487,10 +451,12 @@ static int list(int argc, char **argv, bool running)
         } else {
             pe_cli_since(json_string_value(json_object_get(sb, "createdAt")), true, when,
                          sizeof(when));
-            printf("%-28s %-12s %-10s %-8s %s%-13s%s %s\n", pe_cli_str(sb, "name"),
+            const char *why = json_string_value(json_object_get(sb, "statusReason"));
+            bool failed = strcmp(status, "FAILED") == 0;
+            printf("%-28s %-12s %-10s %-8s %s%-13s%s %s%s%s\n", pe_cli_str(sb, "name"),
                    pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"),
                    pe_cli_str(sb, "backend"), strcmp(status, "RUNNING") == 0 ? c_hi() : "", status,
-                   c_off(), when);
+                   c_off(), when, failed && why ? "  " : "", failed && why ? why : "");
         }
     }
     json_decref(out);

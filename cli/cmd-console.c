@@ -33,6 +33,7 @@
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/util.h"
 #include "ws-client.h"
 
@@ -202,6 +203,14 @@ static int pick(pe_api *a, const char *name, char **id, pe_err *err)
             return -1;
         }
         sb = json_object_get(out, "sandbox");
+        if (strcmp(json_string_value(json_object_get(sb, "status")) ?: "", "INITIALIZING") == 0) {
+            /* Still starting: wait for it, as create and start do. */
+            fprintf(stderr, "pocketenv: %s is starting; waiting for it...\n", name);
+            json_decref(out);
+            if (pe_cli_wait_running(name) != 0)
+                return pe_err_set(err, PE_API_EHTTP, 0, "sandbox %s did not start", name);
+            return pick(a, name, id, err);
+        }
         if (strcmp(json_string_value(json_object_get(sb, "status")) ?: "", "RUNNING") != 0) {
             json_decref(out);
             return pe_err_set(err, PE_API_EHTTP, 0,

@@ -204,3 +204,40 @@ def test_create_waits_until_it_runs_or_says_why_not(daemon, tmp_path):
     assert daemon.sandbox("getSandbox", "waitbox")[1]["sandbox"]["status"] == "RUNNING"
     for n in ("waitbox", "failbox", "nowait"):
         cli("rm", n)
+
+
+def test_docker_habits_rm_several_ps_all_and_failed_reasons(daemon, tmp_path):
+    """Issue 14: `rm -f` with several names (one missing: said, the rest
+    deleted, exit 1), `ps -a` lists stopped ones too, and a FAILED sandbox
+    shows its reason in ls."""
+    from test_daemon import broken_image
+    cli = new_cli(daemon, tmp_path, login=True)
+    for n in ("habit-a", "habit-b"):
+        assert cli("create", n, "-b", "busybox").returncode == 0
+    assert cli("stop", "habit-b").returncode == 0
+    assert "habit-b" not in cli("ps").stdout
+    assert re.search(r"^habit-b\s.*STOPPED", cli("ps", "-a").stdout, re.M)
+    assert cli("create", "habit-f", "-b", broken_image(daemon.data)).returncode == 1
+    row = [l for l in cli("ls").stdout.splitlines() if l.startswith("habit-f ")]
+    reason = daemon.sandbox("getSandbox", "habit-f")[1]["sandbox"]["statusReason"]
+    assert row and "FAILED" in row[0] and row[0].rstrip().endswith(reason), (row, reason)
+    p = cli("rm", "-f", "habit-a", "habit-missing", "habit-b", "habit-f")
+    assert p.returncode == 1 and "habit-missing not found" in p.stderr, p.stderr
+    assert p.stdout.count("deleted successfully") == 3
+    names = cli("ls").stdout
+    assert not any(n in names for n in ("habit-a", "habit-b", "habit-f"))
+    assert cli("rm").returncode == 2
+
+
+def test_token_create_without_did_is_the_owners(daemon, tmp_path):
+    """After `logout`, the owner is not stranded: `token create` with no
+    --did makes a token for the daemon's owner."""
+    cli = new_cli(daemon, tmp_path)
+    p = subprocess.run([BIN, "--data", daemon.data, "token", "create"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert cli("login", "--token", p.stdout.strip()).returncode == 0
+    assert "@owner.local" in cli("whoami").stdout
+    p = subprocess.run([BIN, "--data", daemon.data, "token", "revoke"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0 and "revoke --did DID" in p.stderr  # revoke still names whom

@@ -137,7 +137,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
     if not os.path.exists(data):  # else a restart on the same data
         subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
                        capture_output=True, text=True)
-    before_procs = set(sandbox_processes())
+    before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     d = cls(data, free_port(), str(tmp / "token.json"))
     d.tmp = tmp
@@ -163,7 +163,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
         log.close()
         assert rc == 0, d.log_text()[-5000:]
     if check_leaks:
-        wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+        wait_for(lambda: not set(sandbox_processes(data)) - before_procs, 10,
                  "sandbox processes to exit")
         assert set(our_cgroups()) - before_cgroups == set()
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
