@@ -27,7 +27,8 @@ CONTROL = "/__double__"  # the test's own endpoints on every double
 
 class Fault:
     """One injected fault. `route` is a route name of the double (e.g.
-    "create", "exec", "fs.read"; `*` wildcards allowed). Kinds (one fault may
+    "create", "exec", "fs.read"; `*` wildcards allowed; a name with a
+    `:variant` is also matched by its part before the colon). Kinds (one fault may
     combine a delay with one of the others):
       delay=S        wait S seconds, then answer normally
       hang=True      never answer (the client's timeout must fire)
@@ -55,7 +56,9 @@ class Fault:
         self.hits = 0
 
     def matches(self, route):
-        return fnmatch.fnmatchcase(route or "", self.route) and \
+        # "fs.read:bulk" is one of the routes named "fs.read"
+        route = route or ""
+        return (fnmatch.fnmatchcase(route, self.route) or fnmatch.fnmatchcase(route.split(":")[0], self.route)) and \
             (self.times is None or self.hits < self.times)
 
     def as_dict(self):
@@ -619,7 +622,9 @@ class Double:
         return self.error(request, 401, "unauthorized", "invalid credentials")
 
     def open_route(self, route):
-        return False  # routes that need no credential (e.g. a health check)
+        # routes that need no API credential: previews decide for themselves
+        # (preview_denied), a provider may add e.g. a health check
+        return route == "preview"
 
     # -- test API
     def fault(self, route, times=None, **kind):
@@ -635,7 +640,8 @@ class Double:
     def seen(self, route=None, method=None):
         with self.lock:
             return [r for r in self.requests
-                    if (route is None or fnmatch.fnmatchcase(r["route"] or "", route))
+                    if (route is None or fnmatch.fnmatchcase(r["route"] or "", route)
+                        or fnmatch.fnmatchcase((r["route"] or "").split(":")[0], route))
                     and (method is None or r["method"] == method)]
 
     def call(self, fn, *args):
