@@ -57,6 +57,7 @@ const denied = await fetch(preview.url);
 const allowed = await fetch(preview.url, { headers: { 'x-daytona-preview-token': preview.token } });
 out.preview = { denied: denied.status, allowed: allowed.status, body: await allowed.text() };
 
+await sandbox.fs.uploadFile(Buffer.from('kept'), '/tmp/keep.txt');
 await sandbox.stop();
 out.stopped = sandbox.state;
 try {
@@ -67,7 +68,7 @@ try {
 }
 await sandbox.start();
 out.restarted = sandbox.state;
-out.readAfterRestart = 'skipped';
+out.readAfterRestart = (await sandbox.fs.downloadFile('/tmp/keep.txt')).toString();
 
 await sandbox.delete();
 try {
