@@ -624,7 +624,7 @@ class Double:
     def open_route(self, route):
         # routes that need no API credential: previews decide for themselves
         # (preview_denied), a provider may add e.g. a health check
-        return route == "preview"
+        return (route or "").split(":")[0] == "preview"
 
     # -- test API
     def fault(self, route, times=None, **kind):
@@ -632,6 +632,22 @@ class Double:
         with self.lock:
             self.faults.append(f)
         return f
+
+    def take_fault(self, route):
+        """The fault that hits `route` now, counted (for calls that are not
+        HTTP requests of their own, e.g. JSON-RPC methods over a WebSocket)."""
+        with self.lock:
+            hit = next((f for f in self.faults if f.matches(route)), None)
+            if hit:
+                hit.hits += 1
+            return hit
+
+    def log(self, method, path, route, status=None):
+        entry = {"method": method, "path": path, "query": {}, "route": route, "status": status,
+                 "time": time.time(), "authorized": True}
+        with self.lock:
+            self.requests.append(entry)
+        return entry
 
     def clear_faults(self):
         with self.lock:
@@ -701,6 +717,7 @@ class Double:
         app.router.add_delete(CONTROL + "/faults", self._ctl_clear, name="ctl.clear")
         self.routes(app)
         app.router.add_route("*", "/__preview__/{sid}/{port:\\d+}/{tail:.*}", self._preview, name="preview")
+        app.router.add_route("*", "/__preview__/{sid}/{port:\\d+}", self._preview, name="preview:root")
         return app
 
     async def _apply(self, request, handler, hit, entry, route):
@@ -756,7 +773,8 @@ class Double:
         denied = self.preview_denied(request, sb, port)
         if denied is not None:
             return denied
-        return web.Response(text=f"preview of {sid} port {port}: {request.method} /{request.match_info['tail']}\n")
+        tail = request.match_info.get("tail", "")
+        return web.Response(text=f"preview of {sid} port {port}: {request.method} /{tail}\n")
 
     def preview_denied(self, request, sb, port):
         return None
