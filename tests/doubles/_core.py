@@ -525,10 +525,17 @@ class PtyShell:
         await self.send(self.PROMPT)
 
     async def feed(self, data):
+        echo = bytearray()  # what one read of input echoes, sent as one piece
+
+        async def flush():
+            if echo:
+                await self.send(bytes(echo))
+                echo.clear()
         for b in data:
             ch = bytes([b])
             if ch in (b"\r", b"\n"):
-                await self.send(b"\r\n")
+                echo.extend(b"\r\n")
+                await flush()
                 line, self.line = self.line.decode(errors="replace"), bytearray()
                 if line.strip():
                     await self._run(line)
@@ -537,17 +544,19 @@ class PtyShell:
                 await self.send(self.PROMPT)
             elif ch == b"\x03":
                 self.line.clear()
-                await self.send(b"^C\r\n" + self.PROMPT)
+                echo.extend(b"^C\r\n" + self.PROMPT)
             elif ch == b"\x04" and not self.line:
+                await flush()
                 self.exit_code = 0
                 return
             elif ch in (b"\x7f", b"\x08"):
                 if self.line:
                     self.line.pop()
-                    await self.send(b"\b \b")
+                    echo.extend(b"\b \b")
             else:
                 self.line.extend(ch)
-                await self.send(ch)
+                echo.extend(ch)
+        await flush()
 
     async def _run(self, line):
         async def out(fd, data):
