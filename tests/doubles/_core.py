@@ -877,6 +877,12 @@ class Output:
             await self.send(fd, piece)
             self.sent += 1
 
+    def gate(self):
+        """Call before a message that is not output (an exit frame, the end
+        of a stream): a drop fault whose count is reached cuts it off too."""
+        if self.drop_after is not None and self.sent >= self.drop_after:
+            self.drop()
+
     def drop(self):
         transport = self.request.transport
         if transport is not None:

@@ -195,6 +195,7 @@ class CloudflareDouble(Double):
             if interp is not None:
                 rec.update(exit_code=code, stdout=out.copy[1].decode(errors="replace"),
                            stderr=out.copy[2].decode(errors="replace"))
+            out.gate()
             await event("exit", json.dumps({"exit_code": code}))
             await resp.write_eof()
         except Dropped:
@@ -250,6 +251,7 @@ class CloudflareDouble(Double):
                     await shell.feed(msg.data)
                     if shell.exit_code is not None:
                         p["exit_code"] = shell.exit_code
+                        out.gate()
                         await ws.send_str(json.dumps({"type": "exit", "code": shell.exit_code}))
                         await ws.close(code=1000)
                         sb.ptys.pop(ses, None)

@@ -325,6 +325,7 @@ class DaytonaDouble(Double):
                 if c["done"].is_set() and i >= len(c["log"]):
                     break
                 await asyncio.sleep(0.02)
+            out.gate()
             await ws.close(code=1000)
         except Dropped:
             pass
@@ -405,6 +406,7 @@ class DaytonaDouble(Double):
                     if shell.exit_code is not None:
                         p["exit_code"] = shell.exit_code
                         p["active"] = False
+                        out.gate()
                         await ws.close(code=1000, message=json.dumps({"exitCode": shell.exit_code}).encode())
                         break
         except Dropped:

@@ -327,6 +327,7 @@ class DenoDouble(Double):
                 sb.execs[-1]["exit_code"] = proc["code"]
             finally:
                 proc["done"].set()
+            out.gate()
             for fd in (1, 2):
                 if ids[fd] is not None:
                     await send({"jsonrpc": "2.0", "method": "$sandbox.stream.end", "params": {"streamId": ids[fd]}})

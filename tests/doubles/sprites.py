@@ -162,6 +162,7 @@ class SpritesDouble(Double):
         reader = asyncio.ensure_future(self._read_stdin(ws, stdin, task))
         try:
             code = await task
+            out.gate()
             await ws.send_bytes(bytes([3, code & 0xFF]))
             await ws.close(code=1000)
         except Dropped:
@@ -221,6 +222,7 @@ class SpritesDouble(Double):
                 code = await run_exec(sb, crlf, argv=argv, env=env, cwd=cwd)
             if code is not None:
                 rec["exit_code"] = code
+                out.gate()
                 await ws.send_str(json.dumps({"type": "exit", "exit_code": code}))
                 await ws.close(code=1000)
         except Dropped:
@@ -241,8 +243,10 @@ class SpritesDouble(Double):
 
         async def send(fd, data):
             await resp.write(bytes([fd]) + data)
+        out = Output(self, request, send)
         try:
-            code = await run_exec(sb, Output(self, request, send), argv=argv, env=env, cwd=cwd, stdin=stdin)
+            code = await run_exec(sb, out, argv=argv, env=env, cwd=cwd, stdin=stdin)
+            out.gate()
             await resp.write(bytes([3, code & 0xFF]))
             await resp.write_eof()
         except Dropped:

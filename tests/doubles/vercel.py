@@ -229,6 +229,7 @@ class VercelDouble(Double):
                         "code": "sandbox_stopped", "message": "Sandbox stopped"}}) + "\n").encode())
                     break
                 await asyncio.sleep(0.02)
+            out.gate()
             await resp.write_eof()
         except Dropped:
             pass
