@@ -31,14 +31,22 @@ SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox"}
 
 
-def node_major():
+def node_version():
     out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
-    return int(out.strip().lstrip("v").split(".")[0])
+    return tuple(int(x) for x in out.strip().lstrip("v").split(".")[:2])
+
+
+def node_major():
+    return node_version()[0]
 
 
 def need_sdk(provider):
     if shutil.which("node") is None:
         pytest.skip("node is not installed (scripts/setup installs it)")
+    if node_version() < (20, 18):
+        # undici 7 (@vercel/sandbox), the global WebSocket (@fly/sprites) and
+        # Promise.withResolvers-era code need it; Debian 12's own nodejs is 18
+        pytest.skip(f"the providers' SDKs need Node.js >= 20.18, this is {'.'.join(map(str, node_version()))}")
     pkg = SDKS[provider]
     if not os.path.isfile(os.path.join(ROOT, "node_modules", *pkg.split("/"), "package.json")):
         pytest.skip(f"{pkg} is not installed: run `npm ci` (package.json pins it)")
