@@ -15,6 +15,7 @@ session attach and kill, rename/copy/chmod.
 """
 import asyncio
 import json
+import signal
 import time
 
 from aiohttp import WSMsgType, web
@@ -159,9 +160,16 @@ class SpritesDouble(Double):
             await ws.send_bytes(bytes([fd]) + data)
         out = Output(self, request, send)
         task = asyncio.ensure_future(run_exec(sb, out, argv=argv, env=env, cwd=cwd, stdin=stdin))
-        reader = asyncio.ensure_future(self._read_stdin(ws, stdin, task))
+        killed = {}
+        reader = asyncio.ensure_future(self._read_stdin(ws, stdin, task, killed))
         try:
-            code = await task
+            try:
+                code = await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # the handler itself is being cancelled
+                code = 128 + getattr(signal, killed.get("signal", "SIGTERM"), signal.SIGTERM)
+                sb.execs[-1]["exit_code"] = code
             out.gate()
             await ws.send_bytes(bytes([3, code & 0xFF]))
             await ws.close(code=1000)
@@ -171,7 +179,7 @@ class SpritesDouble(Double):
             reader.cancel()
         return ws
 
-    async def _read_stdin(self, ws, stdin, task):
+    async def _read_stdin(self, ws, stdin, task, killed):
         async for msg in ws:
             if msg.type == WSMsgType.BINARY and msg.data:
                 if msg.data[0] == 0:
@@ -184,6 +192,7 @@ class SpritesDouble(Double):
                 except ValueError:
                     continue
                 if m.get("type") == "signal":
+                    killed["signal"] = str(m.get("signal") or "SIGTERM")
                     task.cancel()
         stdin.eof()
 

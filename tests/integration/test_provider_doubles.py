@@ -547,3 +547,56 @@ def test_interpreter_does_what_its_docstring_says():
             assert got[:2] == want[:2] and b"unsupported" in got[2], script
         else:
             assert got == want, script
+
+
+def test_exec_timeouts_and_signals():
+    """What adapters will lean on beyond the SDK runs: Daytona's execute
+    timeout (408), a Sprites signal frame, a Vercel kill, the bridge's
+    timeout_ms (an SSE error event)."""
+    async def sprites_signal(d):
+        h = {"Authorization": f"Bearer {d.key}"}
+        async with aiohttp.ClientSession() as s:
+            await s.post(f"{d.url}/v1/sprites", json={"name": "x"}, headers=h)
+            url = f"{d.url}/v1/sprites/x/exec?cmd=sh&cmd=-c&cmd=echo+a;+sleep+30;+echo+b&stdin=true"
+            async with s.ws_connect(url, headers=h) as ws:
+                assert json.loads((await ws.receive()).data)["type"] == "session_info"
+                assert (await ws.receive()).data == b"\x01a\n"
+                await ws.send_str(json.dumps({"type": "signal", "signal": "SIGINT"}))
+                frames = [m.data async for m in ws]
+        return frames
+
+    with start("sprites") as d:
+        t0 = time.monotonic()
+        assert asyncio.run(sprites_signal(d)) == [bytes([3, 130])]
+        assert time.monotonic() - t0 < 10 and d.sandboxes["x"].execs[0]["exit_code"] == 130
+
+    with start("daytona") as d:
+        auth = f"Bearer {d.key}"
+        status, body = http(f"{d.url}/api/sandbox", "POST", auth, b"{}", headers={"Content-Type": "application/json"})
+        sid = json.loads(body)["id"]
+        for _ in range(2):
+            http(f"{d.url}/api/sandbox/{sid}", auth=auth)
+        t0 = time.monotonic()
+        status, body = http(f"{d.url}/toolbox/{sid}/process/execute", "POST", auth,
+                            json.dumps({"command": "sleep 30", "timeout": 1}).encode(),
+                            headers={"Content-Type": "application/json"})
+        assert status == 408 and json.loads(body)["statusCode"] == 408 and time.monotonic() - t0 < 10
+
+    with start("vercel") as d:
+        auth, js = f"Bearer {d.key}", {"Content-Type": "application/json"}
+        _, body = http(f"{d.url}/v1/sandboxes?teamId=t", "POST", auth, b'{"projectId":"p"}', headers=js)
+        sid = json.loads(body)["sandbox"]["id"]
+        _, body = http(f"{d.url}/v1/sandboxes/{sid}/cmd", "POST", auth,
+                       json.dumps({"command": "sleep", "args": ["30"]}).encode(), headers=js)
+        cid = json.loads(body)["command"]["id"]
+        status, body = http(f"{d.url}/v1/sandboxes/{sid}/{cid}/kill", "POST", auth, b'{"signal":9}', headers=js)
+        assert status == 200 and json.loads(body)["command"]["exitCode"] == 137
+
+    with start("cloudflare") as d:
+        sid = create_cf(d)
+        status, body = http(f"{d.url}/v1/sandbox/{sid}/exec", "POST", f"Bearer {d.key}",
+                            json.dumps({"argv": ["sleep", "30"], "timeout_ms": 300}).encode(),
+                            headers={"Content-Type": "application/json"})
+        assert status == 200
+        (event, data), = parse_sse(body)
+        assert event == "error" and json.loads(data)["code"] == "exec_error"
