@@ -750,6 +750,7 @@ class Double:
             return web.Response(status=200, text="<html>upstream sent garbage", content_type="text/html")
         if not self.open_route(route) and not entry["authorized"]:
             return self.unauthorized(request)
+        request["double.entry"] = entry
         if hit:
             request["double.fault"] = hit
         try:
@@ -816,6 +817,11 @@ class Double:
         self._ready.set()
         self.loop.run_until_complete(self._stopped.wait())
         self.loop.run_until_complete(self._runner.cleanup())
+        # what cleanup left (a hung request, a command still sleeping) ends here
+        pending = asyncio.all_tasks(self.loop)
+        for t in pending:
+            t.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         self.loop.close()
 
     def stop(self):
@@ -863,6 +869,10 @@ class Output:
         self.request = request
         self.sent = 0
         self.copy = {1: bytearray(), 2: bytearray()}
+        # when each piece left, in the request's log entry (tests check pacing here,
+        # not on the client, whose clock sees the pieces late when the host is busy)
+        entry = request.get("double.entry") if request is not None else None
+        self.stamps = entry.setdefault("sent", []) if entry is not None else []
 
     async def __call__(self, fd, data):
         if not data:
@@ -875,6 +885,7 @@ class Output:
             if self.delay and self.sent:
                 await asyncio.sleep(self.delay)
             await self.send(fd, piece)
+            self.stamps.append(time.monotonic())
             self.sent += 1
 
     def gate(self):
