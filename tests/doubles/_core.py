@@ -727,6 +727,7 @@ class Double:
         self.routes(app)
         app.router.add_route("*", "/__preview__/{sid}/{port:\\d+}/{tail:.*}", self._preview, name="preview")
         app.router.add_route("*", "/__preview__/{sid}/{port:\\d+}", self._preview, name="preview:root")
+        app.router.add_route("*", "/{tail:.*}", self._unknown, name="unknown")
         return app
 
     async def _apply(self, request, handler, hit, entry, route):
@@ -757,6 +758,10 @@ class Double:
             return await handler(request)
         except Answer as a:
             return a.response
+        except (ValueError, TypeError, AttributeError) as e:
+            # bad input (a body that is not JSON, a number that is not one):
+            # the provider's 400, never a 500 from the double itself
+            return self.error(request, 400, "invalid_request", f"bad request: {e}")
 
     async def _ctl_state(self, request):
         return web.json_response(self.state(), dumps=lambda o: json.dumps(o, default=str))
@@ -772,6 +777,11 @@ class Double:
     async def _ctl_clear(self, request):
         self.clear_faults()
         return web.Response(status=204)
+
+    async def _unknown(self, request):
+        """A path or method this double does not serve: the provider's 404
+        shape, and the request log says so (route "unknown")."""
+        return self.error(request, 404, "not_found", f"the {self.name} double serves no {request.method} {request.path}")
 
     async def _preview(self, request):
         """Stand-in for a sandbox's public preview URL: answers who it is.

@@ -72,8 +72,8 @@ class CloudflareDouble(Double):
         r.add_put("/v1/sandbox/{sid}/file/{path:.*}", self.fs_write, name="fs.write")
         r.add_post("/v1/sandbox/{sid}/persist", self.persist, name="persist")
         r.add_post("/v1/sandbox/{sid}/hydrate", self.hydrate, name="hydrate")
-        r.add_post("/v1/sandbox/{sid}/tunnel/{port}", self.tunnel, name="tunnel")
-        r.add_delete("/v1/sandbox/{sid}/tunnel/{port}", self.tunnel_delete, name="tunnel.delete")
+        r.add_post("/v1/sandbox/{sid}/tunnel/{port:\\d+}", self.tunnel, name="tunnel")
+        r.add_delete("/v1/sandbox/{sid}/tunnel/{port:\\d+}", self.tunnel_delete, name="tunnel.delete")
 
     # -- helpers
     def new_sandbox(self, sid):

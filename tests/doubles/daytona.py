@@ -62,7 +62,7 @@ class DaytonaDouble(Double):
         r.add_post("/api/sandbox/{sid}/start", self.start_sb, name="start")
         r.add_post("/api/sandbox/{sid}/stop", self.stop_sb, name="stop")
         r.add_delete("/api/sandbox/{sid}", self.delete, name="delete")
-        r.add_get("/api/sandbox/{sid}/ports/{port}/preview-url", self.preview_link, name="preview-url")
+        r.add_get("/api/sandbox/{sid}/ports/{port:\\d+}/preview-url", self.preview_link, name="preview-url")
         t = TOOLBOX
         r.add_post(t + "/process/execute", self.execute, name="exec")
         r.add_post(t + "/process/session", self.session_create, name="session.create")

@@ -416,6 +416,22 @@ def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     assert status == 200
 
 
+@pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
+def test_double_answers_bad_input_in_the_providers_shape(double):
+    auth, js = f"Bearer {double.key}", {"Content-Type": "application/json"}
+    bad = {"sprites": ("POST", "/v1/sprites", js), "daytona": ("POST", "/api/sandbox", js),
+           "vercel": ("POST", "/v1/sandboxes", js), "cloudflare": ("POST", "/v1/sandbox/aaaa/exec", js),
+           "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%"})}[double.name]
+    shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
+             "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
+             "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"]}
+    status, body = http(double.url + bad[1], bad[0], auth, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
+    assert status == 400 and shape[double.name](json.loads(body)), body
+    status, body = http(double.url + "/no/such/route", "GET", auth)
+    assert status == 404 and shape[double.name](json.loads(body)), body
+    assert double.seen("unknown")[0]["status"] == 404
+
+
 def http(url, method="GET", auth=None, data=None, timeout=10, headers=None):
     h = dict(headers or {})
     if auth:
