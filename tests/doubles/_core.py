@@ -742,6 +742,7 @@ class Double:
         if k.get("unauthorized"):
             return self.unauthorized(request)
         if k.get("status"):
+            request["double.retry_after"] = k.get("retry_after")
             resp = self.error(request, k["status"], k.get("code", "injected_fault"),
                               k.get("message", f"injected fault: {k['status']} on {route}"))
             if k.get("retry_after") is not None:

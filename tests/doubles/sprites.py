@@ -33,7 +33,10 @@ class SpritesDouble(Double):
     def error(self, request, status, code, message):
         if request.path.startswith("/v1/sprites/") and "/fs/" in request.path:
             return web.json_response({"error": message, "code": code}, status=status)
-        return web.json_response({"error": code, "message": message}, status=status)
+        body = {"error": code, "message": message}
+        if status == 429 and request.get("double.retry_after") is not None:
+            body["retry_after_seconds"] = request["double.retry_after"]  # what the SDK prefers to the header
+        return web.json_response(body, status=status)
 
     def unauthorized(self, request):
         return self.error(request, 401, "unauthorized", "invalid or missing token")

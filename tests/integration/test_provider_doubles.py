@@ -455,9 +455,10 @@ def test_fault_kinds_as_a_client_sees_them():
         assert json.loads(e.value.read())["error"] == "injected_fault"
         assert http(url, auth=auth)[0] == 200  # times=1: spent
 
-        d.fault("list", status=429, code="sprite_creation_rate_limited", times=1)
+        d.fault("list", status=429, code="sprite_creation_rate_limited", retry_after=2, times=1)
         status, body = http(url, auth=auth)
         assert status == 429 and json.loads(body)["error"] == "sprite_creation_rate_limited"
+        assert json.loads(body)["retry_after_seconds"] == 2
 
         d.fault("list", unauthorized=True, times=1)
         assert http(url, auth=auth)[0] == 401  # whatever the credential
@@ -615,3 +616,17 @@ def test_exec_timeouts_and_signals():
         assert status == 200
         (event, data), = parse_sse(body)
         assert event == "error" and json.loads(data)["code"] == "exec_error"
+
+
+def test_sprites_sdk_reads_a_rate_limit():
+    with start("sprites") as d:
+        d.fault("create", status=429, code="sprite_creation_rate_limited", retry_after=2, times=1)
+        code = """
+import { SpritesClient } from '@fly/sprites';
+const c = new SpritesClient(process.env.DOUBLE_KEY, { baseURL: process.env.DOUBLE_URL });
+try { await c.createSprite('r'); console.log(JSON.stringify({ created: true })); }
+catch (e) { console.log(JSON.stringify({ limited: e.isCreationRateLimited(), retry: e.getRetryAfterSeconds(), status: e.statusCode })); }
+process.exit(0);
+"""
+        assert run_node("sprites", d, code=code) == {"limited": True, "retry": 2, "status": 429}
+        assert d.sandboxes == {}
