@@ -782,7 +782,8 @@ class Double:
     async def _unknown(self, request):
         """A path or method this double does not serve: the provider's 404
         shape, and the request log says so (route "unknown")."""
-        return self.error(request, 404, "not_found", f"the {self.name} double serves no {request.method} {request.path}")
+        return self.error(request, 404, "not_found",
+                          f"the {self.name} double serves no {request.method} {request.path}")
 
     async def _preview(self, request):
         """Stand-in for a sandbox's public preview URL: answers who it is.

@@ -380,7 +380,12 @@ import { Sandbox } from '@deno/sandbox';
 const u = process.env.DOUBLE_URL;
 const sb = await Sandbox.create({ token: process.env.DOUBLE_KEY, sandboxEndpoint: u, apiEndpoint: u });
 let out;
-try { await sb.fs.readTextFile('/etc/hostname'); out = 'read'; } catch (e) { out = { name: e.name, message: e.message }; }
+try {
+  await sb.fs.readTextFile('/etc/hostname');
+  out = 'read';
+} catch (e) {
+  out = { name: e.name, message: e.message };
+}
 await sb.kill();
 console.log(JSON.stringify(out));
 process.exit(0);
@@ -624,8 +629,13 @@ def test_sprites_sdk_reads_a_rate_limit():
         code = """
 import { SpritesClient } from '@fly/sprites';
 const c = new SpritesClient(process.env.DOUBLE_KEY, { baseURL: process.env.DOUBLE_URL });
-try { await c.createSprite('r'); console.log(JSON.stringify({ created: true })); }
-catch (e) { console.log(JSON.stringify({ limited: e.isCreationRateLimited(), retry: e.getRetryAfterSeconds(), status: e.statusCode })); }
+try {
+  await c.createSprite('r');
+  console.log(JSON.stringify({ created: true }));
+} catch (e) {
+  const got = { limited: e.isCreationRateLimited(), retry: e.getRetryAfterSeconds(), status: e.statusCode };
+  console.log(JSON.stringify(got));
+}
 process.exit(0);
 """
         assert run_node("sprites", d, code=code) == {"limited": True, "retry": 2, "status": 429}
