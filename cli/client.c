@@ -111,6 +111,16 @@ static const cmd_help helps[] = {
      "pocketenv exec -it web bash\n"
      "pocketenv exec web -- ls --help     (--help goes to ls)",
      NULL, 2},
+    {"logs", "logs [-f] SANDBOX|SERVICE_ID",
+     "Print what a sandbox's services wrote (each line after \"NAME | \" when it has\n"
+     "several), or one service's (its id: pocketenv service ls). The daemon keeps the\n"
+     "newest 64 KiB of each. `pocketenv run -d` makes its command the service main.",
+     "  -f, --follow        keep printing what comes, until Ctrl-C or until it has\n"
+     "                      ended (the service, every service, or the sandbox)",
+     "pocketenv logs web\n"
+     "pocketenv logs -f web\n"
+     "pocketenv logs svc_01J9Z...",
+     NULL, 0},
     {"console shell ssh s", "console|shell|ssh|s [SANDBOX]",
      "Open a terminal in a running sandbox (your first running one without SANDBOX).\n"
      "The window's size follows yours. Ctrl-] detaches: the shell keeps running\n"
@@ -369,6 +379,49 @@ void pe_cli_since(const char *iso, bool ago, char *out, size_t size)
     else
         d /= 86400, unit = "day";
     snprintf(out, size, "%lld %s%s%s", d, unit, d == 1 ? "" : "s", ago ? " ago" : "");
+}
+
+/* The last non-empty line of text, without its line end, into out. */
+static void last_line(const char *text, char *out, size_t size)
+{
+    size_t end = strlen(text), start;
+
+    while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == ' '))
+        end--;
+    start = end;
+    while (start > 0 && text[start - 1] != '\n')
+        start--;
+    snprintf(out, size, "%.*s", (int)(end - start), text + start);
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' '; /* no terminal controls from a sandbox */
+}
+
+void pe_cli_service_status(json_t *svc, char *out, size_t size)
+{
+    const char *state = json_string_value(json_object_get(svc, "state"));
+    const char *status = pe_cli_str(svc, "status");
+    json_t *code = json_object_get(svc, "exitCode");
+    long long restarts = json_integer_value(json_object_get(svc, "restarts"));
+    const char *words = json_string_value(json_object_get(svc, "lastError"));
+    char last[128] = "";
+    int n;
+
+    if (state == NULL)
+        state = status;
+    if (strcmp(state, "CRASHLOOP") != 0 && strcmp(state, "FAILED") != 0) {
+        snprintf(out, size, "%s", state);
+        return;
+    }
+    if (words)
+        last_line(words, last, sizeof(last));
+    n = snprintf(out, size, "%s (", state);
+    if (json_is_integer(code) && n >= 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "exited %lld, ",
+                      (long long)json_integer_value(code));
+    if (n >= 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "restarted %lld time%s%s%s)", restarts,
+                      restarts == 1 ? "" : "s", last[0] ? ", last: " : "", last);
 }
 
 const char *pe_cli_str(json_t *o, const char *k)

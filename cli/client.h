@@ -36,6 +36,12 @@ void pe_cli_since(const char *iso, bool ago, char *out, size_t size);
  * reason said on stderr, and PE_CLI_EXIT_API. */
 int pe_cli_wait_running(const char *name);
 
+/* A service's status as `service ls` and `logs` say it: STOPPED, RUNNING,
+ * or, for one that keeps failing, "CRASHLOOP (exited 1, restarted 3 times,
+ * last: <the last line it wrote>)" and likewise FAILED once given up. */
+#define PE_SERVICE_STATUS_MAX 256
+void pe_cli_service_status(json_t *svc, char *out, size_t size);
+
 /* o's string member k, or "-". */
 const char *pe_cli_str(json_t *o, const char *k);
 

@@ -271,11 +271,13 @@ static int service(int argc, char **argv)
             json_decref(out);
             return 0;
         }
-        printf("%-28s %-16s %-30s %-10s %s\n", "ID", "NAME", "COMMAND", "STATUS", "CREATED AT");
+        printf("%-28s %-16s %-30s %-20s %s\n", "ID", "NAME", "COMMAND", "CREATED AT", "STATUS");
         json_array_foreach(json_object_get(out, "services"), i, s)
         {
-            printf("%-28s %-16s %-30s %-10s %s\n", pe_cli_str(s, "id"), pe_cli_str(s, "name"),
-                   pe_cli_str(s, "command"), pe_cli_str(s, "status"), pe_cli_str(s, "createdAt"));
+            char status[PE_SERVICE_STATUS_MAX];
+            pe_cli_service_status(s, status, sizeof(status));
+            printf("%-28s %-16s %-30s %-20s %s\n", pe_cli_str(s, "id"), pe_cli_str(s, "name"),
+                   pe_cli_str(s, "command"), pe_cli_str(s, "createdAt"), status);
         }
         json_decref(out);
         return 0;
