@@ -3,6 +3,7 @@
  * command's usage, what it does, its options and examples; the table also
  * says which commands take --json. client-main.c asks here before running
  * a command, so no command parses --help or --json itself. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -293,9 +294,11 @@ int pe_cli_help(int argc, char **argv)
     bool asked = false;
 
     if (strcmp(argv[0], "help") == 0) {
-        if (argc != 2 || (h = find(argv[1])) == NULL) {
-            fprintf(stderr, "usage: pocketenv help COMMAND  (the commands: pocketenv --help)\n");
-            return PE_CLI_EXIT_USAGE;
+        if (pe_cli_bad_args(argc, argv, 1, "COMMAND", 1, 1))
+            return pe_cli_usage("help COMMAND  (the commands: pocketenv --help)");
+        if ((h = find(argv[1])) == NULL) {
+            pe_cli_why("unknown command '%s'", argv[1]);
+            return pe_cli_usage("help COMMAND  (the commands: pocketenv --help)");
         }
         print_help(h);
         return 0;
@@ -311,6 +314,56 @@ int pe_cli_help(int argc, char **argv)
         return -1;
     print_help(h);
     return 0;
+}
+
+void pe_cli_why(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("pocketenv: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int pe_cli_usage(const char *usage)
+{
+    lines(stderr, usage, "usage: pocketenv ", "       pocketenv ");
+    return PE_CLI_EXIT_USAGE;
+}
+
+/* The n-th word of names (n from 0), into out. */
+static void nth_word(const char *names, int n, char *out, size_t size)
+{
+    while (n-- > 0 && *names) {
+        names += strcspn(names, " ");
+        names += *names == ' ';
+    }
+    snprintf(out, size, "%.*s", (int)strcspn(names, " "), names);
+}
+
+bool pe_cli_bad_args(int argc, char **argv, int from, const char *names, int required, int max)
+{
+    int n = argc - from;
+    bool count_ok = n >= required && (max < 0 || n <= max);
+    char name[64];
+
+    for (int i = from; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1] != '\0' && (!count_ok || i == from)) {
+            pe_cli_why("unknown option %s", argv[i]);
+            return true;
+        }
+    }
+    if (count_ok)
+        return false;
+    if (n < required) {
+        nth_word(names, n, name, sizeof(name));
+        pe_cli_why("missing %s", name);
+    } else {
+        pe_cli_why("unexpected argument '%s'", argv[from + max]);
+    }
+    return true;
 }
 
 bool pe_cli_json;

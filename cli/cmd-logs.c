@@ -21,7 +21,6 @@
 #include "core/util.h"
 
 #define EXIT_API 1
-#define EXIT_USAGE 2
 #define POLL_US (300 * 1000)
 #define MAX_FOLLOWED 64 /* a sandbox has at most 16 services */
 
@@ -38,13 +37,7 @@ typedef struct logs_state {
     size_t n;
 } logs_state;
 
-/* What was wrong (why, with arg if any), then the usage line. */
-static int usage(const char *why, const char *arg)
-{
-    fprintf(stderr, "pocketenv logs: %s%s%s\nusage: pocketenv logs [-f] SANDBOX|SERVICE_ID\n", why,
-            arg ? " " : "", arg ? arg : "");
-    return EXIT_USAGE;
-}
+#define USAGE "logs [-f] SANDBOX|SERVICE_ID"
 
 static followed *slot(logs_state *st, const char *id)
 {
@@ -186,14 +179,14 @@ int pe_cmd_logs(int argc, char **argv)
         if (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--follow") == 0)
             follow = true;
         else if (argv[i][0] == '-' && argv[i][1] != '\0')
-            return usage("unknown option", argv[i]);
+            return pe_cli_why("unknown option %s", argv[i]), pe_cli_usage(USAGE);
         else if (target != NULL)
-            return usage("unexpected argument", argv[i]);
+            return pe_cli_why("unexpected argument '%s'", argv[i]), pe_cli_usage(USAGE);
         else
             target = argv[i];
     }
     if (target == NULL)
-        return usage("missing SANDBOX or SERVICE_ID", NULL);
+        return pe_cli_why("missing SANDBOX or SERVICE_ID"), pe_cli_usage(USAGE);
     memset(&st, 0, sizeof(st));
     pe_err_clear(&err);
     if (pe_api_open(&st.api, true, &err) < 0) {

@@ -100,6 +100,7 @@ int main(int argc, char **argv)
         }
     }
     if (i >= argc) {
+        fprintf(stderr, "pocketenv: missing COMMAND\n");
         usage(stderr);
         return 2;
     }
