@@ -23,19 +23,20 @@
 #define EXIT_API 1
 #define SERVICE_NAME "main"
 
-/* Is word one of the daemon's bases (getSandboxes lists them)? */
-static bool is_base(const char *word)
+/* Is word one of the daemon's bases (getSandboxes lists them)? 1 or 0;
+ * -1 if the daemon could not say (said on stderr). */
+static int is_base(const char *word)
 {
     json_t *params = json_pack("{s:i}", "limit", 100), *out = NULL, *t;
-    bool found = false;
+    int found = 0;
     size_t i;
 
-    if (pe_cli_call("io.pocketenv.sandbox.getSandboxes", params, NULL, &out, NULL) == 0) {
-        json_array_foreach(json_object_get(out, "sandboxes"), i, t)
-        {
-            const char *n = json_string_value(json_object_get(t, "name"));
-            found = found || (n && strcmp(n, word) == 0);
-        }
+    if (pe_cli_call("io.pocketenv.sandbox.getSandboxes", params, NULL, &out, NULL) != 0)
+        found = -1;
+    json_array_foreach(json_object_get(out, "sandboxes"), i, t)
+    {
+        const char *n = json_string_value(json_object_get(t, "name"));
+        found = found || (n && strcmp(n, word) == 0);
     }
     json_decref(params);
     json_decref(out);
@@ -142,9 +143,14 @@ int pe_cmd_run_detached(int argc, char **argv)
         return PE_EXIT_FAIL;
     }
     idx = a.idx;
+    r = pe_run_given(&a, OPT_IMAGE) || a.dashdash || idx >= argc ? 0 : is_base(argv[idx]);
+    if (r < 0) {
+        pe_run_args_clear(&a);
+        return EXIT_API;
+    }
     if (pe_run_given(&a, OPT_IMAGE)) {
         base = a.s.cfg.image;
-    } else if (!a.dashdash && idx < argc && is_base(argv[idx])) {
+    } else if (r == 1) {
         base = argv[idx++];
         if (idx < argc && strcmp(argv[idx], "--") == 0)
             idx++;
