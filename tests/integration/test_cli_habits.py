@@ -175,6 +175,9 @@ def test_bad_command_lines_name_what_was_wrong(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("pocketenv runtime: missing COMMAND")
     p = offline("image", "build")
     assert p.returncode == 125 and "image build: missing BUILDER" in p.stderr
+    p = offline("token", "frob")
+    assert p.returncode == 125 and p.stderr.startswith(
+        "pocketenv: token: unknown command 'frob' (create or revoke)\nusage: pocketenv token")
     # logs is a command like the others: help with examples
     p = offline("logs", "--help")
     assert p.returncode == 0 and p.stdout.startswith("usage: pocketenv logs [-f]")
