@@ -64,7 +64,8 @@ static void print_lines(followed *f, const char *prefix, const char *text, size_
 
 /* Print what service id wrote since the last call. *state: its state
  * (RUNNING, CRASHLOOP, STOPPED, FAILED), "" if the daemon does not say.
- * 0, or -1 after saying why on stderr. */
+ * 0; 1 if there is no such service (nothing said); -1 after saying why
+ * on stderr. */
 static int print_new(logs_state *st, const char *id, const char *prefix, char *state, size_t size)
 {
     json_t *params = json_pack("{s:s}", "serviceId", id), *out = NULL, *logs;
@@ -77,6 +78,8 @@ static int print_new(logs_state *st, const char *id, const char *prefix, char *s
     pe_err_clear(&err);
     r = pe_api_call(&st->api, "io.pocketenv.service.getServiceLogs", params, NULL, &out, &err);
     json_decref(params);
+    if (r < 0 && strcmp(st->api.error_name, "ServiceNotFound") == 0)
+        return 1;
     if (r < 0 || f == NULL) {
         fprintf(stderr, "pocketenv: %s\n", f ? err.msg : "too many services to follow");
         json_decref(out);
@@ -89,7 +92,7 @@ static int print_new(logs_state *st, const char *id, const char *prefix, char *s
      * restarted (written went back) or more came than the ring holds. */
     if (f->seen && written >= f->written && written - f->written <= len)
         from = len - (size_t)(written - f->written);
-    print_lines(f, prefix, json_string_value(logs) + from, len - from);
+    print_lines(f, prefix, (json_string_value(logs) ?: "") + from, len - from);
     f->seen = true;
     f->written = written;
     snprintf(state, size, "%s", json_string_value(json_object_get(out, "state")) ?: "");
@@ -126,11 +129,12 @@ static int sandbox_round(logs_state *st, const char *name, bool *done)
     {
         char state[32];
         const char *prefix = json_array_size(list) > 1 ? pe_cli_str(svc, "name") : NULL;
-        if (print_new(st, pe_cli_str(svc, "id"), prefix, state, sizeof(state)) < 0) {
+        r = print_new(st, pe_cli_str(svc, "id"), prefix, state, sizeof(state));
+        if (r < 0) {
             json_decref(out);
             return -1;
         }
-        *done = *done && ended(state);
+        *done = *done && (r == 1 || ended(state)); /* 1: deleted meanwhile */
     }
     if (json_array_size(list) == 0 && !st->n)
         fprintf(stderr, "pocketenv: sandbox %s has no services: logs shows what they print\n",
@@ -154,11 +158,11 @@ static int logs(logs_state *st, const char *target, bool follow)
             return EXIT_API;
         }
         if (!is_sandbox) {
-            if (print_new(st, target, NULL, state, sizeof(state)) < 0) {
-                if (first && strcmp(st->api.error_name, "ServiceNotFound") == 0)
-                    fprintf(stderr, "pocketenv: no sandbox or service %s\n", target);
-                return first || strcmp(st->api.error_name, "ServiceNotFound") != 0 ? EXIT_API : 0;
-            }
+            r = print_new(st, target, NULL, state, sizeof(state));
+            if (r == 1 && first)
+                fprintf(stderr, "pocketenv: no sandbox or service %s\n", target);
+            if (r != 0)
+                return r == 1 && !first ? 0 : EXIT_API; /* later: it was deleted */
             done = ended(state);
         }
         if (!follow || done || (is_sandbox && st->n == 0))

@@ -139,6 +139,9 @@ def test_a_crash_looping_service_says_so(daemon, tmp_path):
     assert re.search(r" RUNNING$", [l for l in cli("service", "ls", "crashy").stdout.splitlines()
                                      if " calm " in l][0])
     assert cli("rm", "crashy").returncode == 0
+    p = cli("logs", "crashy")
+    assert (p.returncode, p.stdout, p.stderr) == (1, "", "pocketenv: no sandbox or service "
+                                                         "crashy\n")
 
 
 # ---- a bad command line says what was wrong ----
