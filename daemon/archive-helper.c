@@ -367,6 +367,12 @@ static int copy_data(struct archive *in, struct archive *out)
     return r == ARCHIVE_EOF ? 0 : -1;
 }
 
+/* A header was read: a warning is a name the locale cannot convert. */
+static bool header_ok(int h)
+{
+    return h == ARCHIVE_OK || h == ARCHIVE_WARN;
+}
+
 static struct archive *reader(int fd)
 {
     struct archive *a = archive_read_new();
@@ -492,7 +498,7 @@ static int unpack_child(const struct unpack_args *ua, char *msg)
         return child_err(msg, "cannot read the archive", 0);
     out = archive_write_disk_new();
     archive_write_disk_set_options(out, flags);
-    while (r == 0 && (h = archive_read_next_header(in, &e)) >= ARCHIVE_WARN) {
+    while (r == 0 && header_ok(h = archive_read_next_header(in, &e))) {
         bool skip = false;
         if (ua->to && first && enter_plan(ua, e, top, &plan, msg) < 0)
             r = -1;
@@ -615,7 +621,7 @@ static int check_archive(int in_fd, const pe_archive_limits *lim, pe_err *err)
         json_decref(links);
         return pe_err_set(err, PE_EINVAL, 0, "not a tar archive (plain, gzip or zstd)");
     }
-    while (r == 0 && (h = archive_read_next_header(a, &e)) >= ARCHIVE_WARN) {
+    while (r == 0 && header_ok(h = archive_read_next_header(a, &e))) {
         const char *name = archive_entry_pathname(e), *hl = archive_entry_hardlink(e);
         mode_t type = archive_entry_filetype(e);
         cleanup_free char *n = name ? norm(name) : NULL;
