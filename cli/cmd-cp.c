@@ -272,7 +272,8 @@ static int local_kind(const char *dest, enum pe_cp_dest *kind, pe_err *err)
     else if (errno == ENOENT)
         *kind = PE_CP_DEST_MISSING;
     else
-        return pe_err_sys(err, "%s", dest);
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s", dest,
+                          errno == ENOTDIR ? "not a directory" : strerror(errno));
     return 0;
 }
 
@@ -460,7 +461,8 @@ static int list_source(const char *src, const cp_opts *o, packlist *l, pe_err *e
     struct stat st;
 
     if ((o->follow || dir_wanted ? stat(src, &st) : lstat(src, &st)) < 0)
-        return pe_err_set(err, PE_EINVAL, errno, "%s: %s", src, strerror(errno));
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s", src,
+                          errno == ENOTDIR ? "not a directory" : strerror(errno));
     if (dir_wanted && !S_ISDIR(st.st_mode))
         return pe_err_set(err, PE_EINVAL, 0, "%s: not a directory", src);
     if (!kept(st.st_mode))
@@ -499,8 +501,8 @@ static int upload(pe_api *a, const packlist *l, const cp_opts *o, char **uuid, p
     return 0;
 }
 
-static int download(pe_api *a, const char *uuid, const char *dest, bool contents,
-                    const cp_opts *o, pe_err *err)
+static int download(pe_api *a, const char *uuid, const char *dest, bool contents, const cp_opts *o,
+                    pe_err *err)
 {
     cleanup_free char *path = pe_xasprintf("/cp/%s", uuid);
     pe_api_stream *s = NULL;
@@ -692,9 +694,8 @@ static int cp_main(int argc, char **argv)
             paths[n++] = s;
     }
     if (n < 2)
-        return cp_usage(n == 0 ? "a source and a destination are needed"
-                               : "a destination is needed",
-                        NULL);
+        return cp_usage(
+            n == 0 ? "a source and a destination are needed" : "a destination is needed", NULL);
     return cp(paths[0], paths[1], &o);
 }
 

@@ -288,8 +288,8 @@ static int enter_top(const struct pack_args *pa, const char **top, char *msg)
         *top = ".";
         return enter_dir("/", false, msg);
     }
-    parent = slash == pa->dir ? pe_xstrdup("/") : pe_xasprintf("%.*s", (int)(slash - pa->dir),
-                                                                 pa->dir);
+    parent =
+        slash == pa->dir ? pe_xstrdup("/") : pe_xasprintf("%.*s", (int)(slash - pa->dir), pa->dir);
     *top = slash + 1;
     if (enter_dir(parent, false, msg) < 0)
         return -1;
@@ -462,8 +462,8 @@ static int rebase_entry(struct archive_entry *e, const char *top, const pe_cp_pl
     char name[PATH_MAX];
     const char *hl = archive_entry_hardlink(e);
 
-    if (pe_cp_rebase(archive_entry_pathname(e) ? archive_entry_pathname(e) : "", top, plan,
-                     name, sizeof(name)) < 0)
+    if (pe_cp_rebase(archive_entry_pathname(e) ? archive_entry_pathname(e) : "", top, plan, name,
+                     sizeof(name)) < 0)
         return child_err(msg, "the archive is not one copy (an entry lies outside its top)", 0);
     *skip = name[0] == '\0';
     archive_entry_copy_pathname(e, name);

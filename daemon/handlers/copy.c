@@ -67,9 +67,9 @@
 #include "transfer.h"
 
 #define UNPACK_BYTES_MIN (1LL << 30) /* what one object may unpack to, at least */
-#define UNPACK_ENTRIES 100000    /* entries of one object */
-#define OBJECT_TTL_S (3600)      /* an object nobody takes is removed after */
-#define PER_OWNER_MAX 16         /* objects waiting per user */
+#define UNPACK_ENTRIES 100000        /* entries of one object */
+#define OBJECT_TTL_S (3600)          /* an object nobody takes is removed after */
+#define PER_OWNER_MAX 16             /* objects waiting per user */
 #define UUID_LEN 36
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define OBJECT_NOT_FOUND "NotFound"
@@ -706,7 +706,8 @@ static void push_work(pe_daemon_job *job, pe_store *s)
         unlink(tmp);
         pe_err_prefix(&job->err, "push %s", dir);
         pe_daemon_job_fail(job, &job->err,
-                           job->err.code == PE_ENOENT ? (root ? "FileNotFound" : "DirectoryNotFound")
+                           job->err.code == PE_ENOENT
+                               ? (root ? "FileNotFound" : "DirectoryNotFound")
                            : job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR
                                                                  : NULL);
     } else {
@@ -739,8 +740,7 @@ static void pull_work(pe_daemon_job *job, pe_store *s)
                                            &lim, &job->err)
              : pe_daemon_archive_unpack(job->d, sb.id, dir, fd, &lim, false, &job->err)) < 0) {
         pe_err_prefix(&job->err, "copy into %s", dir);
-        pe_daemon_job_fail(job, &job->err,
-                           job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
     } else {
         pe_log_info("event=pull sandbox=%s directory=%s uuid=%s", sb.id, dir, uuid);
     }
