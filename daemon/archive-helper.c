@@ -12,7 +12,7 @@
  *   pocketenv-archive packtop running|stopped PATH gzip MAX_BYTES FLAGS
  *   pocketenv-archive unpack running|stopped DIR owners|root
  *   pocketenv-archive unpackto running|stopped DEST contents|whole
- *   pocketenv-archive check MAX_BYTES MAX_ENTRIES
+ *   pocketenv-archive check MAX_BYTES MAX_ENTRIES [onetop]
  *
  * fds: 3 the archive, 4 where a one-line error goes, 5/6 the handshake
  * with the daemon (stopped: it maps our new user namespace), 7 the
@@ -529,9 +529,10 @@ struct task {
     const struct pack_args *pa;
     const struct unpack_args *ua;
     const pe_archive_limits *lim;
+    bool one_top; /* check: a docker cp copy */
 };
 
-static int check_archive(int fd, const pe_archive_limits *lim, pe_err *err);
+static int check_archive(int fd, const pe_archive_limits *lim, bool one_top, pe_err *err);
 
 /* For reading an untrusted archive: nobody, nothing to gain by exec. */
 static int drop_to_nobody(char *msg)
@@ -550,7 +551,7 @@ static int child_task(bool running, const struct task *t, char *msg)
         if (drop_to_nobody(msg) < 0)
             return -1;
         pe_err_clear(&err);
-        if (check_archive(FD_DATA, t->lim, &err) == 0)
+        if (check_archive(FD_DATA, t->lim, t->one_top, &err) == 0)
             return 0;
         snprintf(msg, MSG_MAX, "%.*s", MSG_MAX - 1, err.msg);
         return -1;
@@ -609,13 +610,26 @@ static char *norm(const char *p)
     return s;
 }
 
-static int check_archive(int in_fd, const pe_archive_limits *lim, pe_err *err)
+/* A docker cp copy: the first entry names the top (kept in top), every
+ * other lies under it. */
+static bool under_top(char *top, const char *name, bool first)
+{
+    pe_cp_plan keep = {NULL, (char *)"t"};
+    char out[PATH_MAX];
+
+    if (first)
+        return pe_cp_top(name, top, PATH_MAX) == 0;
+    return pe_cp_rebase(name, top, &keep, out, sizeof(out)) == 0;
+}
+
+static int check_archive(int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err)
 {
     struct archive *a;
     struct archive_entry *e;
     json_t *links = json_object();
     int64_t bytes = 0, entries = 0;
     int r = 0, h = ARCHIVE_EOF;
+    char top[PATH_MAX] = "";
 
     if (lseek(in_fd, 0, SEEK_SET) < 0 || (a = reader(in_fd)) == NULL) {
         json_decref(links);
@@ -638,6 +652,10 @@ static int check_archive(int in_fd, const pe_archive_limits *lim, pe_err *err)
         else if (!kept_type(type))
             r = pe_err_set(err, PE_EINVAL, 0,
                            "archive entry %.200s: device nodes, FIFOs and sockets are refused",
+                           name);
+        else if (one_top && !under_top(top, name, entries == 1))
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           "archive entry %.200s: the archive is not one copy (one top entry)",
                            name);
         else if ((link = under_link(links, n)) != NULL ||
                  (hl && (link = under_link(links, hn)) != NULL))
@@ -674,9 +692,11 @@ static bool parse_i64(const char *s, int64_t *out)
 static int parse(int argc, char **argv, struct task *t, struct pack_args *pa,
                  struct unpack_args *ua, pe_archive_limits *lim, bool *running)
 {
-    if (argc == 4 && strcmp(argv[1], "check") == 0) {
+    if ((argc == 4 || (argc == 5 && strcmp(argv[4], "onetop") == 0)) &&
+        strcmp(argv[1], "check") == 0) {
         t->kind = TASK_CHECK;
         t->lim = lim;
+        t->one_top = argc == 5;
         return parse_i64(argv[2], &lim->max_bytes) && parse_i64(argv[3], &lim->max_entries) ? 0
                                                                                             : -1;
     }

@@ -335,6 +335,8 @@ int pe_daemon_archive_dir(pe_daemon *d, const char *id, const char *dir, int fmt
     return run_child(d, id, out_fd, argv, err);
 }
 
+static int check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err);
+
 int pe_daemon_archive_path(pe_daemon *d, const char *id, const char *path, bool follow,
                            bool must_dir, int out_fd, int64_t max_out, pe_err *err)
 {
@@ -355,11 +357,10 @@ int pe_daemon_archive_unpack_to(pe_daemon *d, const char *id, const char *dest, 
         "pocketenv-archive", "unpackto", "?", dest, contents ? "contents" : "whole", NULL};
     bool slash;
     cleanup_free char *trimmed = pe_cp_trim(dest, &slash);
-
     if (strcmp(trimmed, "/") != 0 &&
         pe_daemon_check_sandbox_path("directoryPath", trimmed, err) < 0)
         return -1;
-    if (pe_daemon_archive_check(d, in_fd, lim, err) < 0)
+    if (check(d, in_fd, lim, true, err) < 0)
         return -1;
     if (lseek(in_fd, 0, SEEK_SET) < 0)
         return pe_err_sys(err, "rewind the archive");
@@ -383,8 +384,16 @@ int pe_daemon_archive_unpack(pe_daemon *d, const char *id, const char *dir, int 
 
 int pe_daemon_archive_check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, pe_err *err)
 {
+    return check(d, in_fd, lim, false, err);
+}
+
+/* The check as pe_daemon_archive_check's; one_top: also a docker cp copy
+ * (every entry under the first). */
+static int check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err)
+{
     char bytes[32], entries[32];
-    const char *argv[] = {"pocketenv-archive", "check", bytes, entries, NULL};
+    const char *argv[] = {"pocketenv-archive",       "check", bytes, entries,
+                          one_top ? "onetop" : NULL, NULL};
 
     snprintf(bytes, sizeof(bytes), "%lld", (long long)lim->max_bytes);
     snprintf(entries, sizeof(entries), "%lld", (long long)lim->max_entries);
