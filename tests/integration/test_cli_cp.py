@@ -148,6 +148,9 @@ def test_copy_progress_bar_on_a_terminal_only(cli, boxes, tmp_path):
         os.close(master)
     assert proc.returncode == 0 and err == b"", err
     assert out == f"Copied files from {src} to cpa:/again\r\n".encode()
+    t = Terminal(cli, ["cp", "-q", str(src), "cpa:/quiet"], cols=72)  # -q: no bar
+    t.read_until("Copied files from", timeout=60)
+    assert t.finish() == 0 and b"sent" not in t.out and b"\x1b[K" not in t.out, t.out
     p = cli("cp", "cpa:/big", str(tmp_path / "piped"))  # every stream a pipe
     assert (p.returncode, p.stderr) == (0, ""), p.stderr
     assert (tmp_path / "piped").read_bytes() == data
