@@ -495,6 +495,19 @@ void pe_api_stream_abort(pe_api_stream *s)
     s->abort = true;
 }
 
+static void upload_cut(pe_api *a, pe_err *err)
+{
+    curl_off_t sent = 0;
+    char size[32];
+
+    curl_easy_getinfo(a->curl, CURLINFO_SIZE_UPLOAD_T, &sent);
+    format_size(size, sizeof(size), sent, size_unit(sent));
+    pe_err_set(err, PE_API_ECUT, 0,
+               "the daemon stopped taking the upload after %s: the copy is larger than its "
+               "--cp-max, or it is shutting down",
+               size);
+}
+
 int pe_api_stream_end(pe_api_stream *s, json_t **out, pe_err *err)
 {
     pe_api *a = s->a;
@@ -511,6 +524,10 @@ int pe_api_stream_end(pe_api_stream *s, json_t **out, pe_err *err)
             curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &a->status) == CURLE_OK &&
             a->status >= 300)
             r = 0;
+        /* Or it stopped reading and closed before its answer could be read
+         * (past its cap it cuts the connection): say what that means. */
+        else if (r < 0 && s->upload && s->rc == CURLE_SEND_ERROR)
+            upload_cut(a, err);
     } else {
         curl_slist_free_all(s->headers);
         if (s->auth)

@@ -20,6 +20,7 @@ enum {
     PE_API_EHTTP = 200, /* the daemon answered an XRPC error: see status/name */
     PE_API_ECONNECT,    /* no daemon there */
     PE_API_ELOGIN,      /* no token: not logged in */
+    PE_API_ECUT,        /* the daemon stopped reading an upload and closed */
 };
 
 typedef struct pe_api {

@@ -488,8 +488,10 @@ static int upload(pe_api *a, const packlist *l, const cp_opts *o, char **uuid, p
         pe_api_stream_abort(s);
     close(fd);
     pe_progress_end(&prog);
-    /* The daemon's refusal explains a broken pipe better than the pipe. */
-    if (pe_api_stream_end(s, &out, err) < 0 && (r == 0 || local.code == PE_ESYS))
+    /* A refusal by the daemon (too big, not logged in) explains a broken
+     * pipe better than the pipe; else a local error is the one to tell. */
+    if (pe_api_stream_end(s, &out, err) < 0 &&
+        (r == 0 || err->code == PE_API_EHTTP || err->code == PE_API_ECUT))
         return -1;
     if (r < 0) {
         *err = local;

@@ -18,7 +18,7 @@ from conftest import BIN, wait_for
 
 from test_cli import new_cli
 from test_console import Terminal
-from test_daemon import daemon  # noqa: F401 (fixture)
+from test_daemon import daemon, serving  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -515,3 +515,15 @@ def test_usage_errors_name_what_is_wrong(cli, tmp_path):
                       (["-x", "a", "b:/c"], "unknown option '-x'")]:
         p = cli("cp", *args)
         assert p.returncode == 2 and msg in p.stderr and "usage:" in p.stderr, (args, p.stderr)
+
+
+def test_a_refused_upload_says_why(tmp_path):
+    """The daemon refuses a streamed upload past its --cp-max while the CLI
+    is still sending: the user reads the daemon's reason, not a broken pipe."""
+    with serving(tmp_path / "d", extra=["--cp-max", "1m"]) as d:
+        cli = new_cli(d, tmp_path, login=True)
+        (tmp_path / "big").write_bytes(os.urandom(4 << 20))
+        p = cli("cp", str(tmp_path / "big"), "nosuchbox:/big")
+        assert p.returncode == 1 and "larger than" in p.stderr, p.stderr
+        assert "cannot reach" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+        assert os.listdir(os.path.join(d.data, "cp")) == []
