@@ -174,6 +174,8 @@ static int list_dir(packlist *l, const char *path, const char *rel, rules *up, p
         if (ignored(&r, name))
             continue;
         if (lstat(full, &st) < 0) {
+            if (errno == ENOENT)
+                continue; /* gone since readdir: not part of the copy */
             ret = pe_err_sys(err, "%s", full);
             break;
         }
