@@ -12,7 +12,9 @@
  *                      and unpacked here as it arrives
  *   sandbox -> sandbox pushDirectory on one, pullDirectory on the other
  * "SRC/." copies a directory's contents, "SRC/" must be a directory, a
- * DST ending in '/' must be a directory. Nothing is held in memory: the
+ * DST ending in '/' must be a directory. "-" as SRC: a tar on standard
+ * input, unpacked into the sandbox directory DST (upstream's pull); as
+ * DST: the copy as a plain tar on standard output. Nothing is held in memory: the
  * archive streams through a pipe to (or from) the request's thread, so a
  * copy has no size limit here (the daemon's --cp-max is its own). On a
  * terminal, a progress line on stderr (-q: none).
@@ -426,11 +428,16 @@ static int push(pe_api *a, const char *sb, const char *path, const cp_opts *o, c
     return r;
 }
 
-static int pull(pe_api *a, const char *sb, const char *uuid, const char *path, bool contents,
-                pe_err *err)
+/* root: a docker cp copy (one top entry); else a tar of a directory's
+ * contents (from standard input), unpacked into path as upstream does. */
+static int pull(pe_api *a, const char *sb, const char *uuid, const char *path, bool root,
+                bool contents, pe_err *err)
 {
-    json_t *body = json_pack("{s:s, s:s, s:s, s:b, s:b}", "sandboxId", sb, "uuid", uuid,
-                             "directoryPath", path, "includeRoot", 1, "contentsOnly", contents),
+    json_t *body =
+               root ? json_pack("{s:s, s:s, s:s, s:b, s:b}", "sandboxId", sb, "uuid", uuid,
+                                "directoryPath", path, "includeRoot", 1, "contentsOnly", contents)
+                    : json_pack("{s:s, s:s, s:s}", "sandboxId", sb, "uuid", uuid, "directoryPath",
+                                path),
            *out = NULL;
     int r = pe_api_call(a, "io.pocketenv.sandbox.pullDirectory", NULL, body, &out, err);
 
@@ -530,6 +537,104 @@ static int download(pe_api *a, const char *uuid, const char *dest, bool contents
     return r;
 }
 
+/* 0 once len bytes of buf are written to fd, else -1 (errno). */
+static int write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+/* "cp - NAME:DIR": a tar (plain or compressed) read from standard input,
+ * sent as it is; the daemon checks it like any upload. */
+static int upload_stdin(pe_api *a, const cp_opts *o, char **uuid, pe_err *err)
+{
+    pe_api_stream *s = NULL;
+    pe_progress prog;
+    json_t *out = NULL;
+    char buf[65536];
+    int64_t sent = 0;
+    int fd = -1, r = 0;
+    ssize_t n;
+
+    pe_progress_init(&prog, "sent", o->quiet);
+    if (pe_api_upload_begin(a, "/cp", &s, &fd, err) < 0)
+        return -1;
+    while (r == 0 && (n = read(STDIN_FILENO, buf, sizeof(buf))) != 0) {
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 || write_all(fd, buf, (size_t)n) < 0)
+            r = -1;
+        sent += n > 0 ? n : 0;
+        pe_progress_show(&prog, sent, 0);
+    }
+    if (r < 0)
+        pe_api_stream_abort(s);
+    close(fd);
+    pe_progress_end(&prog);
+    if (pe_api_stream_end(s, &out, err) < 0)
+        return -1;
+    if (r < 0) {
+        json_decref(out);
+        return pe_err_sys(err, "read the archive from standard input");
+    }
+    *uuid = pe_xstrdup(json_string_value(json_object_get(out, "uuid")) ?: "");
+    json_decref(out);
+    return 0;
+}
+
+/* "cp NAME:SRC -": the copy as a plain tar on standard output, as docker
+ * cp writes it (the daemon's object is gzip: inflated on the way). */
+static int download_stdout(pe_api *a, const char *uuid, const cp_opts *o, pe_err *err)
+{
+    cleanup_free char *path = pe_xasprintf("/cp/%s", uuid);
+    struct archive *in = archive_read_new();
+    struct archive_entry *e;
+    pe_api_stream *s = NULL;
+    pe_progress prog;
+    pe_err local;
+    const void *buf;
+    size_t len;
+    la_int64_t off;
+    int fd = -1, r = 0, rc = ARCHIVE_OK;
+
+    pe_progress_init(&prog, "received", o->quiet);
+    pe_err_clear(&local);
+    archive_read_support_filter_gzip(in);
+    archive_read_support_format_raw(in);
+    if (pe_api_download_begin(a, path, &prog, &s, &fd, err) < 0) {
+        archive_read_free(in);
+        return -1;
+    }
+    if (archive_read_open_fd(in, fd, 65536) != ARCHIVE_OK ||
+        archive_read_next_header(in, &e) != ARCHIVE_OK)
+        r = pe_err_set(&local, PE_EINVAL, 0, "receive: %s", archive_error_string(in));
+    while (r == 0 && (rc = archive_read_data_block(in, &buf, &len, &off)) == ARCHIVE_OK)
+        if (write_all(STDOUT_FILENO, buf, len) < 0)
+            r = pe_err_sys(&local, "write to standard output");
+    if (r == 0 && rc != ARCHIVE_EOF)
+        r = pe_err_set(&local, PE_EINVAL, 0, "receive: %s", archive_error_string(in));
+    archive_read_free(in);
+    close(fd);
+    if (pe_api_stream_end(s, NULL, err) < 0 && (r == 0 || a->status >= 300)) {
+        pe_progress_end(&prog);
+        return -1;
+    }
+    pe_progress_end(&prog);
+    if (r < 0)
+        *err = local;
+    return r;
+}
+
 static int cp(const char *src_arg, const char *dst_arg, const cp_opts *o)
 {
     cleanup_free char *src_sb = NULL;
@@ -543,13 +648,15 @@ static int cp(const char *src_arg, const char *dst_arg, const cp_opts *o)
 
     bool from_sb = sandbox_side(src_arg, &src_sb, &src);
     bool to_sb = sandbox_side(dst_arg, &dst_sb, &dst);
+    bool from_stdin = !from_sb && strcmp(src, "-") == 0;
+    bool to_stdout = !to_sb && strcmp(dst, "-") == 0;
 
-    if (!from_sb && !to_sb) {
+    if ((!from_sb && !to_sb) || (from_stdin && !to_sb) || (to_stdout && !from_sb)) {
         fprintf(stderr, "pocketenv: one side must be a sandbox path, NAME:/path\n");
         return EXIT_USAGE;
     }
     pe_err_clear(&err);
-    if (!from_sb && list_source(src, o, &l, &err) < 0) {
+    if (!from_sb && !from_stdin && list_source(src, o, &l, &err) < 0) {
         list_free(&l);
         fprintf(stderr, "pocketenv: %s\n", err.msg);
         return EXIT_USAGE;
@@ -560,10 +667,14 @@ static int cp(const char *src_arg, const char *dst_arg, const cp_opts *o)
         return EXIT_API;
     }
     signal(SIGPIPE, SIG_IGN); /* a refused upload closes the pipe: an error, not a death */
-    r = from_sb ? push(&a, src_sb, src, o, &uuid, &err) : upload(&a, &l, o, &uuid, &err);
+    r = from_sb      ? push(&a, src_sb, src, o, &uuid, &err)
+        : from_stdin ? upload_stdin(&a, o, &uuid, &err)
+                     : upload(&a, &l, o, &uuid, &err);
     list_free(&l);
     if (r == 0 && to_sb)
-        r = pull(&a, dst_sb, uuid, dst, contents_of(src), &err);
+        r = pull(&a, dst_sb, uuid, dst, !from_stdin, contents_of(src), &err);
+    else if (r == 0 && to_stdout)
+        r = download_stdout(&a, uuid, o, &err);
     else if (r == 0)
         r = download(&a, uuid, dst, contents_of(src), o, &err);
     if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
@@ -574,7 +685,8 @@ static int cp(const char *src_arg, const char *dst_arg, const cp_opts *o)
         fprintf(stderr, "pocketenv: %s\n", err.msg);
         return EXIT_API;
     }
-    printf("Copied files from %s to %s\n", src_arg, dst_arg);
+    if (!to_stdout) /* there, stdout is the archive */
+        printf("Copied files from %s to %s\n", src_arg, dst_arg);
     return 0;
 }
 
@@ -669,7 +781,8 @@ static int backup(int argc, char **argv)
 static int cp_usage(const char *why, const char *arg)
 {
     fprintf(stderr, "pocketenv: %s%s%s\n", why, arg ? arg : "", arg ? "'" : "");
-    fprintf(stderr, "usage: pocketenv cp|copy [-L] [-q] SRC DST   (NAME:/path for a sandbox path)\n"
+    fprintf(stderr, "usage: pocketenv cp|copy [-L] [-q] SRC DST   (NAME:/path for a sandbox path,"
+                    " - for a tar on stdin/stdout)\n"
                     "  -L, --follow-link  follow a symlink SRC\n"
                     "  -q, --quiet        no progress line\n");
     return EXIT_USAGE;

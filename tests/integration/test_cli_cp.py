@@ -5,12 +5,14 @@ modes and times kept, any size, any name whatever the locale), honouring
 ignore files, with a progress bar on a terminal only; backups are made,
 listed and restored."""
 import hashlib
+import io
 import os
 import pty
 import re
 import stat
 import subprocess
 import sys
+import tarfile
 
 import pytest
 
@@ -527,3 +529,33 @@ def test_a_refused_upload_says_why(tmp_path):
         assert p.returncode == 1 and "larger than" in p.stderr, p.stderr
         assert "cannot reach" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
         assert os.listdir(os.path.join(d.data, "cp")) == []
+
+
+def test_tar_streams_on_standard_input_and_output(cli, boxes, tmp_path):
+    """docker cp's '-': a tar read from standard input is unpacked into a
+    sandbox directory; a sandbox path comes out as a plain tar."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in [("top.txt", b"top\n"), (f"{NAMES[0]}/b.txt", b"b\n")]:
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode, ti.mtime = len(data), 0o640, 1000000000
+            t.addfile(ti, io.BytesIO(data))
+
+    def run(*args, data=None):
+        return subprocess.run([BIN] + list(args), input=data, capture_output=True,
+                              env=dict(cli.env, LC_ALL="C"), timeout=120)
+    p = run("cp", "-", "cpa:/fromtar", data=buf.getvalue())
+    assert (p.returncode, p.stderr) == (0, b""), p.stderr
+    assert sh(cli, "cpa", f"cat /fromtar/top.txt '/fromtar/{NAMES[0]}/b.txt';"
+                          " stat -c '%a %Y' /fromtar/top.txt") == "top\nb\n640 1000000000\n"
+    p = run("cp", "cpa:/fromtar", "-")
+    assert (p.returncode, p.stderr) == (0, b""), p.stderr
+    with tarfile.open(fileobj=io.BytesIO(p.stdout), mode="r:") as t:  # plain tar, nothing else
+        got = {m.name: m for m in t.getmembers()}
+        assert sorted(got) == ["fromtar", f"fromtar/{NAMES[0]}", f"fromtar/{NAMES[0]}/b.txt",
+                               "fromtar/top.txt"]
+        assert t.extractfile(got["fromtar/top.txt"]).read() == b"top\n"
+        assert (got["fromtar/top.txt"].mode, got["fromtar/top.txt"].mtime) == \
+            (0o640, 1000000000)
+    p = run("cp", "-", str(tmp_path / "x"), data=b"")
+    assert p.returncode == 2 and b"NAME:/path" in p.stderr
