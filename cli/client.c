@@ -128,15 +128,23 @@ static const cmd_help helps[] = {
      "and the next console reattaches to it. The terminal is restored however the\n"
      "session ends. Exits with the shell's exit code when it exits.",
      NULL, "pocketenv console web\npocketenv s", NULL, 0},
-    {"cp copy", "cp|copy SOURCE DESTINATION",
+    {"cp copy", "cp|copy [-L] [-q] SOURCE DESTINATION",
      "Copy a file or a directory between this machine and a sandbox, or between two\n"
-     "sandboxes. SANDBOX:/path names a path in a sandbox. A local directory is sent\n"
-     "without what its .pocketenvignore, .gitignore and .dockerignore exclude. A\n"
-     "progress bar shows on a terminal.",
-     NULL,
+     "sandboxes, as docker cp does. SANDBOX:/path names a path in a sandbox. A file\n"
+     "goes into a DESTINATION directory, or becomes DESTINATION; a directory goes\n"
+     "into an existing DESTINATION directory, or becomes DESTINATION; SOURCE/.\n"
+     "copies a directory's contents; a DESTINATION ending in / must be a directory.\n"
+     "Symlinks stay symlinks; modes and times are kept. SOURCE - reads a tar from\n"
+     "standard input into the DESTINATION directory; DESTINATION - writes a tar.\n"
+     "A local directory is sent without what its .pocketenvignore, .gitignore and\n"
+     ".dockerignore exclude. A progress bar shows on a terminal.",
+     "  -L, --follow-link  follow SOURCE if it is a symlink\n"
+     "  -q, --quiet        no progress bar",
      "pocketenv cp ./src web:/app/src\n"
      "pocketenv cp web:/app/build ./build\n"
-     "pocketenv cp web:/data api:/data",
+     "pocketenv cp web:/etc/hosts .\n"
+     "pocketenv cp web:/data/. api:/data\n"
+     "pocketenv cp web:/var/log - | tar t",
      NULL, 0},
     {"env", RES_USAGE("env", "SANDBOX NAME VALUE"),
      "A sandbox's environment variables, set in every command and terminal. put adds\n"
