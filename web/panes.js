@@ -413,8 +413,9 @@ services.hide = () => {
 
 // ---- backups -------------------------------------------------------------
 
-// expiresAt is a number: seconds since the epoch (milliseconds if large).
-const expiry = (n) => (n ? new Date(n < 1e12 ? n * 1000 : n).toLocaleString() : "");
+// expiresAt: a datetime string here; the lexicon says a number (seconds
+// since the epoch), which other servers may send.
+const expiry = (v) => (typeof v === "number" ? new Date(v * 1000).toLocaleString() : when(v));
 
 const backups = listPane("backups", async (sb) => {
   const out = await xrpc("io.pocketenv.sandbox.getBackups", { params: { id: sb.id } });

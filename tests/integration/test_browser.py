@@ -1,11 +1,16 @@
 """The web page in Debian's chromium (headless), driven by playwright-core.
 
 A real daemon (free loopback port, own data directory, the busybox image)
-serves the page; tests/browser/terminal.mjs signs in with the owner's
-token, creates, starts, stops and deletes a sandbox, and in its terminal
-types `echo hi` and checks `stty size` follows a window resize. Its
-screenshots land in the test's tmp directory. Needs what scripts/setup
-installs: chromium and the npm packages (npm ci).
+serves the page. tests/browser/terminal.mjs signs in with the owner's
+token, follows the list while another client changes it (FAILED sandboxes
+with their reasons among eight), creates, starts, stops and deletes a
+sandbox, and uses its terminal: full height, in a tab of its own, `echo
+hi`, `stty size` after a resize, underscores drawn at 1x, UTF-8 typed.
+tests/browser/panes.mjs drives each pane of a sandbox (ports and
+previews, variables, secrets, files, services and logs, backups) and
+saves screenshots of each at 1x and 2x device pixel ratio in
+tests/browser/screenshots/. Needs what scripts/setup installs: chromium
+and the npm packages (npm ci).
 """
 import json
 import os
@@ -20,7 +25,7 @@ from conftest import ROOT
 from test_daemon import serving
 
 CHROMIUM = "/usr/bin/chromium"
-SCRIPT = os.path.join(ROOT, "tests", "browser", "terminal.mjs")
+SHOTS = os.path.join(ROOT, "tests", "browser", "screenshots")
 
 
 @pytest.fixture
@@ -42,19 +47,44 @@ def get(url, accept=None, headers=None):
         return e.code, dict(e.headers), e.read()
 
 
-def test_page_and_terminal_in_chromium(daemon, tmp_path):
+def browser(cfg, script):
     node = shutil.which("node")
     assert node, "node is missing: run scripts/setup"
     assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
     assert os.path.isdir(os.path.join(ROOT, "node_modules", "playwright-core")), \
         "npm packages are missing: run scripts/setup (npm ci)"
-    cfg = {"url": daemon.url + "/", "token": daemon.token, "image": "busybox",
-           "out": str(tmp_path), "chromium": CHROMIUM,
-           "terminal": os.environ.get("PE_BROWSER_TERMINAL", "1") == "1"}
-    env = dict(os.environ, PE_BROWSER=json.dumps(cfg))
-    p = subprocess.run([node, SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    env = dict(os.environ, PE_BROWSER=json.dumps(dict(cfg, chromium=CHROMIUM)))
+    p = subprocess.run([node, os.path.join(ROOT, "tests", "browser", script)],
+                       capture_output=True, text=True, env=env, timeout=600)
     assert p.returncode == 0, f"{p.stdout}\n{p.stderr}"
-    shots = ["sandboxes.png"] + (["terminal.png"] if cfg["terminal"] else [])
+    return p
+
+
+def failed_sandboxes(daemon, n):
+    """n sandboxes FAILED (their image has no root filesystem), with the
+    reason the API gives for each."""
+    from test_daemon import broken_image
+    base = broken_image(daemon.data)
+    out = []
+    for i in range(n):
+        st, o = daemon.call("io.pocketenv.sandbox.createSandbox",
+                            body={"name": f"broken-{i}", "base": base})
+        assert st == 200, o
+        sb = daemon.wait_status(o["id"], ["FAILED"], timeout=30)
+        out.append({"name": f"broken-{i}", "reason": sb["statusReason"]})
+    assert all(f["reason"] for f in out), out
+    return out
+
+
+def test_page_and_terminal_in_chromium(daemon, tmp_path):
+    cfg = {"url": daemon.url + "/", "token": daemon.token, "image": "busybox",
+           "out": str(tmp_path),
+           "terminal": os.environ.get("PE_BROWSER_TERMINAL", "1") == "1",
+           # With the one it creates, the page lists nine sandboxes, as
+           # when its terminal was squeezed to 13 rows under them.
+           "failed": failed_sandboxes(daemon, 8)}
+    browser(cfg, "terminal.mjs")
+    shots = ["sandboxes.png"] + (["terminal.png", "terminal-tab.png"] if cfg["terminal"] else [])
     for s in shots:
         assert os.path.getsize(tmp_path / s) > 1000, s
 
