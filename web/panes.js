@@ -240,11 +240,13 @@ async function downloadFile(sb, path) {
 const files = listPane("files", async (sb) => {
   const dir = $("files-path").value.trim() || "/";
   if (sb.status !== "RUNNING") throw new Error(`${sb.name} is ${sb.status}: start it to see its files`);
-  // ls -p marks folders with a trailing /; -A shows dot files but not . and ..
-  const out = await xrpc("io.pocketenv.sandbox.exec", {
-    params: { id: sb.id },
-    body: { command: `ls -1Ap -- ${shq(dir)}` },
-  });
+  // The shell's own globs, not ls: ls shows bytes it cannot print in the
+  // sandbox's locale as "?", which would make a UTF-8 name unusable.
+  // Folders get a trailing "/".
+  const list =
+    `cd -- ${shq(dir)} && for f in .[!.]* ..?* *; do ` +
+    `if [ -d "$f" ]; then printf '%s/\n' "$f"; elif [ -e "$f" ] || [ -L "$f" ]; then printf '%s\n' "$f"; fi; done`;
+  const out = await xrpc("io.pocketenv.sandbox.exec", { params: { id: sb.id }, body: { command: list } });
   if (out.exitCode !== 0) throw new Error((out.stderr || "").trim() || `ls exited with ${out.exitCode}`);
   const names = out.stdout.split("\n").filter((n) => n);
   const rows = [];

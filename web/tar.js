@@ -1,5 +1,5 @@
-// Just enough tar (POSIX ustar, with pax headers for long or non-ASCII
-// names) and gzip for the files pane: the daemon's transfer store takes
+// Just enough tar (ustar, with GNU long-name entries for names over 100
+// bytes) and gzip for the files pane: the daemon's transfer store takes
 // and gives .tar.gz, as `pocketenv cp` sends them. Gzip is the browser's
 // own (CompressionStream); file contents stay Blobs, never copied into
 // script memory on the way up.
@@ -33,23 +33,19 @@ function header(name, size, type, mode, mtime) {
 
 const pad = (n) => new Uint8Array((BLOCK - (n % BLOCK)) % BLOCK);
 
-// A pax record "LEN key=value\n", LEN counting the whole record.
-function paxRecord(key, value) {
-  const body = enc.encode(` ${key}=${value}\n`);
-  let len = body.length + 1;
-  while (String(len).length + body.length > len) len++;
-  return enc.encode(`${len}${dec.decode(body)}`);
-}
-
 // A gzipped tar of files ([{name, blob, mode?, mtime?}]) as a Blob.
 export function tarGz(files) {
   const parts = [];
   for (const f of files) {
     const mtime = Math.floor((f.mtime ?? Date.now()) / 1000);
+    // Names are UTF-8 bytes as they are, in the header or (over 100
+    // bytes) a GNU long-name entry: a reader takes them raw. A pax "path"
+    // would be converted from UTF-8 to the reader's locale, which fails
+    // for any non-ASCII name when that locale is C.
     const raw = enc.encode(f.name);
-    if (raw.length > 100 || /[^\x20-\x7e]/.test(f.name)) {
-      const rec = paxRecord("path", f.name);
-      parts.push(header("PaxHeader", rec.length, "x", 0o644, mtime), rec, pad(rec.length));
+    if (raw.length > 100) {
+      const long = enc.encode(`${f.name}\0`);
+      parts.push(header("././@LongLink", long.length, "L", 0o644, mtime), long, pad(long.length));
     }
     parts.push(header(f.name, f.blob.size, "0", f.mode ?? 0o644, mtime), f.blob, pad(f.blob.size));
   }

@@ -49,13 +49,15 @@ export async function signedIn(browser, dpr = 1, viewport = { width: 1100, heigh
   const page = await watchedPage(ctx);
   await page.goto(cfg.url);
   await page.evaluate((t) => localStorage.setItem("pocketenv.token", t), cfg.token);
+  await page.reload();
+  await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
   return { ctx, page };
 }
 
 // The API as another client (the CLI, a script) uses it meanwhile.
 export async function api(nsid, { params, body } = {}) {
   const q = params ? "?" + new URLSearchParams(params) : "";
-  const r = await fetch(`${cfg.url}xrpc/${nsid}${q}`, {
+  const r = await fetch(`${cfg.api || cfg.url}xrpc/${nsid}${q}`, {
     method: body !== undefined ? "POST" : "GET",
     headers: { Authorization: `Bearer ${cfg.token}`, "Content-Type": "application/json" },
     body: body !== undefined ? JSON.stringify(body) : undefined,

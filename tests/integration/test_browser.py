@@ -12,6 +12,7 @@ saves screenshots of each at 1x and 2x device pixel ratio in
 tests/browser/screenshots/. Needs what scripts/setup installs: chromium
 and the npm packages (npm ci).
 """
+import contextlib
 import json
 import os
 import shutil
@@ -87,6 +88,30 @@ def test_page_and_terminal_in_chromium(daemon, tmp_path):
     shots = ["sandboxes.png"] + (["terminal.png", "terminal-tab.png"] if cfg["terminal"] else [])
     for s in shots:
         assert os.path.getsize(tmp_path / s) > 1000, s
+
+
+def test_each_pane_in_chromium(daemon):
+    """Ports and previews (open, share), variables, secrets (never shown
+    back), files (upload, download), services and their logs, backups
+    (make, restore), the terminal: each used in the page and checked
+    through the API; a screenshot of each at 1x and 2x."""
+    st, o = daemon.call("io.pocketenv.sandbox.createSandbox",
+                        body={"name": "panebox", "base": "busybox"})
+    assert st == 200, o
+    daemon.wait_status(o["id"], ["RUNNING"], timeout=60)
+    os.makedirs(SHOTS, exist_ok=True)
+    panes = ["sandboxes", "terminal", "ports", "variables", "secrets", "files", "services",
+             "backups"]
+    for p in panes:
+        for dpr in (1, 2):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHOTS, f"{p}-{dpr}x.png"))
+    browser({"url": daemon.url.replace("127.0.0.1", "localhost") + "/", "api": daemon.url + "/",
+             "token": daemon.token, "shots": SHOTS,
+             "sandbox": {"id": o["id"], "name": "panebox"}}, "panes.mjs")
+    for p in panes:
+        one, two = (os.path.getsize(os.path.join(SHOTS, f"{p}-{dpr}x.png")) for dpr in (1, 2))
+        assert one > 1000 and two > one, (p, one, two)
 
 
 def test_static_files(daemon):
