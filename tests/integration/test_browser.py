@@ -128,6 +128,9 @@ def test_static_files(daemon):
     assert h["X-Content-Type-Options"] == "nosniff"
 
     want = {"/index.html": "text/html", "/app.js": "text/javascript",
+            "/api.js": "text/javascript", "/ui.js": "text/javascript",
+            "/term.js": "text/javascript", "/panes.js": "text/javascript",
+            "/tar.js": "text/javascript",
             "/xterm.mjs": "text/javascript", "/addon-fit.mjs": "text/javascript",
             "/xterm.css": "text/css", "/app.css": "text/css"}
     for path, ctype in want.items():
@@ -175,3 +178,25 @@ def raw_get(base, path):
     body = r.read()
     c.close()
     return r.status, body
+
+
+def test_pages_need_no_inline_script(daemon):
+    """The CSP allows scripts from the daemon's origin only (default-src
+    'self', no 'unsafe-inline' for scripts): every script of the pages is a
+    file, and no element carries an event-handler attribute, so nothing
+    of the page depends on what the policy forbids."""
+    import re
+    st, h, _ = get(daemon.url + "/", accept="text/html")
+    csp = h["Content-Security-Policy"]
+    assert "default-src 'self'" in csp and "script-src" not in csp, csp
+    for path in ("/", "/preview.html"):
+        st, h, page = get(daemon.url + path, accept="text/html")
+        assert st == 200, path
+        html = page.decode()
+        for tag in re.findall(r"<script\b[^>]*>", html, re.I):
+            assert re.search(r'\bsrc="/[a-z-]+\.js"', tag), (path, tag)
+        bodies = re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.S | re.I)
+        assert bodies and all(not b.strip() for b in bodies), (path, bodies)
+        assert not re.search(r"\son[a-z]+\s*=", html, re.I), path
+        assert "javascript:" not in html.lower(), path
+
