@@ -160,7 +160,7 @@ async function run(browser, ctx, page) {
 
 async function terminal(browser, ctx, page) {
   setStep("open the terminal");
-  await row(page, "webbox").getByRole("link", { name: "Terminal" }).click();
+  await row(page, "webbox").getByText("Terminal", { exact: true }).click();
   await waitConnected(page);
   await page.click("#terminal");
 
@@ -183,6 +183,7 @@ async function terminal(browser, ctx, page) {
   setStep("underscores are drawn at 1 device pixel per CSS pixel");
   await page.keyboard.type("clear; echo ________________________________\n");
   await waitLine(page, /^_{32}$/, "a line of underscores");
+  setStep("underscores are drawn at 1 device pixel per CSS pixel");
   const ub = await lineBox(page, /^_{32}$/);
   const lit = await litPixels(browser, await page.screenshot({ clip: ub }));
   if (lit < 32) throw new Error(`a row of 32 underscores lights ${lit} pixels: they are not drawn`);
