@@ -30,6 +30,7 @@ const TRANSIENT = new Set(["INITIALIZING", "STARTING", "STOPPING"]);
 let profile = null;
 let pollTimer = null;
 let polling = false;
+let pollAgain = false;
 let sandboxes = new Map(); // id -> view, as last listed
 let route = { view: "list" }; // {view: "list"} | {view: "sandbox"|"solo", id, pane}
 let shownPane = null;
@@ -104,10 +105,17 @@ function showSignIn(why, value) {
 
 // ---- live list -----------------------------------------------------------
 
+// One poll at a time; a poll asked for during another (an action's, say)
+// runs right after it, so what the action changed is seen at once.
 async function poll() {
   clearTimeout(pollTimer);
-  if (!profile || polling) return;
+  if (!profile) return;
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
   polling = true;
+  pollAgain = false;
   let out;
   try {
     out = await xrpc("io.pocketenv.actor.getActorSandboxes", {
@@ -127,6 +135,7 @@ async function poll() {
     renderList();
     renderSandbox();
   }
+  if (pollAgain) return poll();
   schedule();
 }
 
@@ -257,7 +266,12 @@ async function create(ev) {
 // ---- routes --------------------------------------------------------------
 
 function parseRoute() {
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    return { view: "list" }; // a malformed %-escape
+  }
   if (parts[0] === "sandbox" && parts[1])
     return { view: "sandbox", id: parts[1], pane: panes[parts[2]] || parts[2] === "terminal" ? parts[2] : "terminal" };
   if (parts[0] === "terminal" && parts[1]) return { view: "solo", id: parts[1], pane: "terminal" };
