@@ -11,8 +11,11 @@ import { tarGz, untarGz } from "/tar.js";
 const LIVE_MS = 3000;
 
 // A pane's list: fill tbody with rows, show the "none" note when empty.
+// Rows that show the same as before are kept: a reload every few seconds
+// (services) must not replace a button as it is being clicked.
 function fill(id, rows) {
-  $(id).replaceChildren(...rows);
+  const body = $(id);
+  if (rows.map((r) => r.outerHTML).join("") !== body.innerHTML) body.replaceChildren(...rows);
   $(`${id}-empty`).hidden = rows.length > 0;
 }
 
@@ -166,6 +169,7 @@ function kvPane(kind, plural, showValue) {
       // even its length, stands for it.
       const r = tr(cell(v.name, "name"), cell(showValue ? v.value : "••••••••", "value"));
       r.dataset.name = v.name;
+      r.dataset.id = v.id;
       r.append(
         actions(
           button(showValue ? "Edit" : "Replace", () => edit(v)),
@@ -319,6 +323,7 @@ const services = listPane("services", async (sb) => {
     if (s.exitCode !== undefined && status !== "RUNNING") status += ` (exit ${s.exitCode})`;
     const r = tr(cell(s.name, "name"), cell(s.command, "command"), cell(status, `status status-${s.status}`), cell(String(s.restarts ?? "")));
     r.dataset.name = s.name;
+    r.dataset.id = s.id;
     r.dataset.status = s.status || "";
     const act = (verb, nsid) =>
       button(verb, () =>
