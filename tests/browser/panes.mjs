@@ -20,6 +20,7 @@ const PAGE_TITLE = "pane test page";
 const INDEX = `<!doctype html><title>${PAGE_TITLE}</title><h1>Served from the sandbox</h1>\n`;
 const NOTE = "héllo wörld.txt";
 const NOTE_TEXT = "grüße, 你好\n";
+const LONG = `${"ünïcödé-".repeat(12)}long name.txt`; // over ustar's 100 bytes
 const rand = () => Math.random().toString(16).slice(2);
 
 const stdout = async (cmd) => (await exec(sb.id, cmd)).stdout;
@@ -104,12 +105,14 @@ async function files(page) {
   await page.setInputFiles("#upload-input", [
     { name: "index.html", mimeType: "text/html", buffer: Buffer.from(INDEX) },
     { name: NOTE, mimeType: "text/plain", buffer: Buffer.from(NOTE_TEXT) },
+    { name: LONG, mimeType: "text/plain", buffer: Buffer.from("long\n") },
   ]);
   await page.click("#upload-form button[type=submit]");
   await message(page, /^Uploaded /);
   await row(page, "files", "name", NOTE).waitFor(WAIT);
   await row(page, "files", "name", "index.html").waitFor(WAIT);
   if ((await stdout(`cat '/root/www/${NOTE}'`)) !== NOTE_TEXT) throw new Error("the uploaded file differs in the sandbox");
+  if ((await stdout(`cat '/root/www/${LONG}'`)) !== "long\n") throw new Error("the file with a long name differs in the sandbox");
 
   setStep("files: download one");
   const [dl] = await Promise.all([
