@@ -35,7 +35,9 @@ function listPane(id, load) {
       if (gen === p.gen) say(`Loading ${id} failed: ${e.message}`);
       return;
     }
-    if (gen === p.gen && p.sb === sb) fill(id, rows);
+    // The live list hands the pane a new view of the same sandbox every
+    // few seconds (update): the sandbox is the same if its id is.
+    if (gen === p.gen && p.sb && p.sb.id === sb.id) fill(id, rows);
   };
   p.show = (sb) => {
     p.sb = sb;

@@ -16,12 +16,20 @@ export function log(msg) {
 
 // --no-sandbox: the test runs as root, where chromium's own sandbox
 // refuses to start; the pages are ours and on loopback.
-export const launch = () => chromium.launch({ executablePath: cfg.chromium, args: ["--no-sandbox"] });
+// finish() closes it, after a failure has been looked at.
+let theBrowser = null;
+export async function launch() {
+  theBrowser = await chromium.launch({ executablePath: cfg.chromium, args: ["--no-sandbox"] });
+  return theBrowser;
+}
 
 // A page that records errors, 5xx answers, and any URL that carries the
 // API token (URLs end up in logs and histories).
+let lastPage = null;
+
 export async function watchedPage(ctx) {
   const page = await ctx.newPage();
+  lastPage = page;
   page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
   // Failed requests are judged by their responses, not by chromium's
   // "Failed to load resource" console line.
@@ -143,7 +151,8 @@ export async function litPixels(browser, png) {
 
 export function finish(main) {
   main().then(
-    () => {
+    async () => {
+      await theBrowser?.close();
       if (problems.length) {
         console.error(`[browser] FAILED: ${problems.join("\n")}`);
         process.exit(1);
@@ -151,9 +160,17 @@ export function finish(main) {
       log("all steps passed");
       process.exit(0);
     },
-    (e) => {
+    async (e) => {
       console.error(`[browser] FAILED at step "${step}": ${e.message}`);
       if (problems.length) console.error(problems.join("\n"));
+      // What the page said (an API error shows there), and how it looked.
+      try {
+        console.error(`[browser] the page's message: "${await lastPage.textContent("#message", { timeout: 1000 })}"`);
+        await lastPage.screenshot({ path: `${cfg.out}/failure.png`, timeout: 5000 });
+      } catch {
+        // the page is gone already
+      }
+      await theBrowser?.close().catch(() => {});
       process.exit(1);
     },
   );

@@ -2,17 +2,18 @@
 // playwright-core), as a user works with it, checked through the API as
 // another client sees the sandbox. Run by tests/integration/test_browser.py,
 // which passes PE_BROWSER as JSON:
-//   {url, api, token, chromium, sandbox: {id, name}, shots}
+//   {url, api, token, chromium, sandbox: {id, name}, shots, out}
 // url: the page at http://localhost:PORT/, the daemon's own origin that
 // private previews send a browser to for signing in; api: the same daemon
 // at 127.0.0.1, for this script's own calls (node may resolve localhost
 // to ::1, where the daemon does not listen);
 // sandbox: a RUNNING sandbox of the busybox image; shots: the folder
 // for a screenshot of each pane at 1x and 2x device pixel ratio
-// (<pane>-1x.png, <pane>-2x.png). Every wait has a deadline; nothing
+// (<pane>-1x.png, <pane>-2x.png); out: where a failure's screenshot goes.
+// Every wait has a deadline; nothing
 // sleeps for a fixed time.
 import { readFileSync } from "node:fs";
-import { cfg, WAIT, problems, setStep, log, launch, signedIn, api, exec, until, waitLine, waitConnected, finish } from "./lib.mjs";
+import { cfg, WAIT, setStep, log, launch, signedIn, api, exec, until, waitLine, waitConnected, finish } from "./lib.mjs";
 
 const sb = cfg.sandbox;
 const PANES = ["terminal", "ports", "variables", "secrets", "files", "services", "backups"];
@@ -227,6 +228,11 @@ async function hiDpi(browser) {
   for (const name of PANES.slice(1)) {
     await pane(page, name);
     await page.locator(ready[name]).first().waitFor(WAIT);
+    if (name === "files") {
+      await page.fill("#files-path", "/root/www");
+      await page.click("#files-form button[type=submit]");
+      await row(page, "files", "name", NOTE).waitFor(WAIT);
+    }
     if (name === "services") {
       await row(page, "services", "name", "talker").getByRole("button", { name: "Logs" }).click();
       await page.waitForFunction(() => document.querySelector("#service-logs").textContent.includes("hello"), null, WAIT);
@@ -264,21 +270,16 @@ async function cleanUp(page) {
 
 async function main() {
   const browser = await launch();
-  try {
-    const { page } = await signedIn(browser, 1);
-    await terminalAndList(page, 1);
-    await variables(page);
-    await secrets(page);
-    await files(page);
-    await services(page);
-    await ports(page, browser);
-    await backups(page);
-    await hiDpi(browser);
-    await cleanUp(page);
-  } finally {
-    await browser.close();
-  }
-  if (problems.length) throw new Error(problems.join("\n"));
+  const { page } = await signedIn(browser, 1);
+  await terminalAndList(page, 1);
+  await variables(page);
+  await secrets(page);
+  await files(page);
+  await services(page);
+  await ports(page, browser);
+  await backups(page);
+  await hiDpi(browser);
+  await cleanUp(page);
 }
 
 finish(main);

@@ -39,13 +39,9 @@ async function sttySize(page, size) {
 
 async function main() {
   const browser = await launch();
-  try {
-    const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
-    const page = await watchedPage(ctx);
-    await run(browser, ctx, page);
-  } finally {
-    await browser.close();
-  }
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const page = await watchedPage(ctx);
+  await run(browser, ctx, page);
 }
 
 async function signIn(page) {

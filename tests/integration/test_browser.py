@@ -90,7 +90,7 @@ def test_page_and_terminal_in_chromium(daemon, tmp_path):
         assert os.path.getsize(tmp_path / s) > 1000, s
 
 
-def test_each_pane_in_chromium(daemon):
+def test_each_pane_in_chromium(daemon, tmp_path):
     """Ports and previews (open, share), variables, secrets (never shown
     back), files (upload, download), services and their logs, backups
     (make, restore), the terminal: each used in the page and checked
@@ -107,7 +107,7 @@ def test_each_pane_in_chromium(daemon):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(SHOTS, f"{p}-{dpr}x.png"))
     browser({"url": daemon.url.replace("127.0.0.1", "localhost") + "/", "api": daemon.url + "/",
-             "token": daemon.token, "shots": SHOTS,
+             "token": daemon.token, "shots": SHOTS, "out": str(tmp_path),
              "sandbox": {"id": o["id"], "name": "panebox"}}, "panes.mjs")
     for p in panes:
         one, two = (os.path.getsize(os.path.join(SHOTS, f"{p}-{dpr}x.png")) for dpr in (1, 2))
