@@ -1,77 +1,63 @@
-// The daemon's web page: sign in with a token, manage sandboxes, open a
-// terminal. Plain ES modules, no build step: xterm.js and its fit addon
-// are the npm packages' own module files, served by the daemon.
+// The daemon's web page: sign in with a token, manage sandboxes, and for
+// each one a terminal and panes for its ports, variables, secrets, files,
+// services and backups. Plain ES modules, no build step: xterm.js and its
+// fit addon are the npm packages' own module files, served by the daemon.
+// The page is an API client like any other: every action is a public XRPC
+// method called with the user's token (api.js).
 //
-// The terminal speaks the Cloudflare-style protocol of
-// /v1/sandboxes/:id/ws/terminal: binary frames are raw PTY bytes both ways,
-// text frames are JSON control messages; nothing is sent before "ready".
-import { Terminal } from "/xterm.mjs";
-import { FitAddon } from "/addon-fit.mjs";
+// Addresses (the part after #, so the daemon serves the same file):
+//   #/                       the list
+//   #/sandbox/ID/PANE        a sandbox, one pane (terminal, ports, ...)
+//   #/terminal/ID            a sandbox's terminal alone, the whole window
+//                            (what "Open in a new tab" opens)
+// They carry sandbox ids only, never a token.
+//
+// Live status: the list is polled (getActorSandboxes) every POLL_MS while
+// the tab is visible, every second while a sandbox is on its way
+// somewhere, and not at all while the tab is hidden. Polling rather than
+// a server-sent event stream: the API has no event method, a poll is one
+// small indexed query on a daemon that is usually on loopback, and it
+// keeps the page a plain client of the public API (no endpoint of its
+// own, nothing to reconnect, works through any proxy).
+import { xrpc, getToken, setToken, forgetToken, whenUnauthorized } from "/api.js";
+import { attach } from "/term.js";
+import { panes } from "/panes.js";
+import { $, say, button, cell, link } from "/ui.js";
 
-const TOKEN_KEY = "pocketenv.token";
-const $ = (id) => document.getElementById(id);
+const POLL_MS = 3000;
+const TRANSIENT = new Set(["INITIALIZING", "STARTING", "STOPPING"]);
 
-let token = localStorage.getItem(TOKEN_KEY);
 let profile = null;
 let pollTimer = null;
-let term = null; // {sandbox, xterm, fit, ws, ready, observer}
-
-function say(text, info = false) {
-  $("message").textContent = text || "";
-  $("message").className = info ? "info" : "";
-}
-
-class ApiError extends Error {
-  constructor(status, body) {
-    super((body && (body.message || body.error)) || `HTTP ${status}`);
-    this.status = status;
-    this.name = (body && body.error) || "Error";
-  }
-}
-
-async function xrpc(nsid, { params, body, procedure = body !== undefined } = {}) {
-  const q = params ? "?" + new URLSearchParams(params) : "";
-  const headers = { Authorization: `Bearer ${token}` };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  const r = await fetch(`/xrpc/${nsid}${q}`, {
-    method: procedure ? "POST" : "GET",
-    headers,
-    body: body !== undefined ? JSON.stringify(body) : undefined,
-  });
-  const text = await r.text();
-  let data = null;
-  try {
-    data = text ? JSON.parse(text) : null;
-  } catch {
-    data = { message: text };
-  }
-  if (!r.ok) {
-    if (r.status === 401) signOut("The daemon refused the token: sign in again.");
-    throw new ApiError(r.status, data);
-  }
-  return data;
-}
+let polling = false;
+let pollAgain = false;
+let sandboxes = new Map(); // id -> view, as last listed
+let route = { view: "list" }; // {view: "list"} | {view: "sandbox"|"solo", id, pane}
+let shownPane = null;
+let term = null; // {sandboxId, handle}
+let termClosedByUser = false;
 
 // ---- sign in -------------------------------------------------------------
 
-async function signIn(t) {
-  token = t;
+async function signIn(t, keep) {
+  setToken(t, false);
   try {
     profile = await xrpc("io.pocketenv.actor.getProfile");
   } catch (e) {
-    // 401: xrpc has signed out. Anything else (the daemon restarting, a
-    // network error) keeps a stored token: the form is prefilled to retry.
+    // 401: signed out already (whenUnauthorized). Anything else (the
+    // daemon restarting, a network error) keeps a stored token: the form
+    // is prefilled to retry.
     if (e.status !== 401) showSignIn(`Sign-in failed: ${e.message}`, t);
     return;
   }
-  localStorage.setItem(TOKEN_KEY, t);
+  setToken(t, keep);
   $("who").textContent = profile.handle ? `${profile.handle} (${profile.did})` : profile.did;
   $("signin").hidden = true;
   $("signout").hidden = false;
-  $("sandboxes").hidden = false;
   say("");
   loadImages();
-  await refresh();
+  await poll();
+  showRoute();
 }
 
 // The images a sandbox can start from (the template catalog), offered as
@@ -94,61 +80,76 @@ async function loadImages() {
 }
 
 function signOut(why) {
-  localStorage.removeItem(TOKEN_KEY);
+  forgetToken();
   showSignIn(why, "");
 }
 
 // The sign-in form; value prefills the token field.
 function showSignIn(why, value) {
   closeTerminal();
+  hidePane();
   clearTimeout(pollTimer);
-  token = null;
   profile = null;
+  sandboxes = new Map();
+  $("list").replaceChildren();
   $("who").textContent = "";
+  $("live").textContent = "";
   $("signout").hidden = true;
   $("sandboxes").hidden = true;
+  $("sandbox").hidden = true;
   $("signin").hidden = false;
   $("token").value = value;
+  document.body.classList.remove("solo");
   say(why || "");
 }
 
-// ---- sandboxes -----------------------------------------------------------
+// ---- live list -----------------------------------------------------------
 
-const TRANSIENT = new Set(["INITIALIZING", "STARTING", "STOPPING"]);
-
-async function refresh() {
+// One poll at a time; a poll asked for during another (an action's, say)
+// runs right after it, so what the action changed is seen at once.
+async function poll() {
   clearTimeout(pollTimer);
   if (!profile) return;
+  if (polling) {
+    pollAgain = true;
+    return;
+  }
+  polling = true;
+  pollAgain = false;
   let out;
   try {
     out = await xrpc("io.pocketenv.actor.getActorSandboxes", {
       params: { did: profile.did, limit: 100 },
     });
+    $("live").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("live").className = "";
   } catch (e) {
-    say(`Listing sandboxes failed: ${e.message}`);
-    return;
+    $("live").textContent = `not updated: ${e.message}`;
+    $("live").className = "stale";
+  } finally {
+    polling = false;
   }
-  render(out.sandboxes || []);
-  // Follow sandboxes that are on their way somewhere; otherwise the list
-  // changes only through this page's own buttons.
-  if ((out.sandboxes || []).some((s) => TRANSIENT.has(s.status)))
-    pollTimer = setTimeout(refresh, 1000);
+  if (!profile) return;
+  if (out) {
+    sandboxes = new Map((out.sandboxes || []).map((s) => [s.id, s]));
+    renderList();
+    renderSandbox();
+  }
+  if (pollAgain) return poll();
+  schedule();
 }
 
-function button(label, onclick) {
-  const b = document.createElement("button");
-  b.type = "button";
-  b.textContent = label;
-  b.addEventListener("click", onclick);
-  return b;
+function schedule() {
+  clearTimeout(pollTimer);
+  if (!profile || document.hidden) return;
+  const busy = [...sandboxes.values()].some((s) => TRANSIENT.has(s.status));
+  pollTimer = setTimeout(poll, busy ? 1000 : POLL_MS);
 }
 
-function cell(text, cls) {
-  const td = document.createElement("td");
-  td.textContent = text ?? "";
-  if (cls) td.className = cls;
-  return td;
-}
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) poll();
+  else clearTimeout(pollTimer);
+});
 
 // Where the sandbox really runs (the daemon's backend), and the provider
 // name its client asked for, which upstream's clients go by.
@@ -164,61 +165,86 @@ function runsOn(sb) {
   return td;
 }
 
-function render(list) {
-  const body = $("list");
-  body.replaceChildren();
-  $("empty").hidden = list.length > 0;
-  for (const sb of list) {
-    const tr = document.createElement("tr");
-    tr.dataset.id = sb.id;
-    tr.dataset.name = sb.name;
-    tr.dataset.status = sb.status;
-    tr.append(
-      cell(sb.name, "name"),
-      cell(sb.status, `status status-${sb.status}`),
-      cell(sb.baseSandbox || sb.base || ""),
-      runsOn(sb),
-      cell(sb.createdAt ? new Date(sb.createdAt).toLocaleString() : ""),
-    );
-    const actions = cell("", "actions");
-    if (sb.status === "RUNNING") {
-      actions.append(
-        button("Terminal", () =>
-          openTerminal(sb).catch((e) => {
-            closeTerminal();
-            say(`Terminal failed: ${e.message}`);
-          }),
-        ),
-      );
-      actions.append(button("Stop", () => act("stopSandbox", sb)));
-    } else if (sb.status === "STOPPED" || sb.status === "FAILED") {
-      actions.append(button("Start", () => act("startSandbox", sb, {})));
-    }
-    actions.append(
-      button("Delete", () => {
-        if (confirm(`Delete sandbox ${sb.name}? Its files are lost.`)) act("deleteSandbox", sb);
-      }),
-    );
-    tr.append(actions);
-    body.append(tr);
+// Status, and why when it FAILED (the daemon's statusReason).
+function statusCell(sb) {
+  const td = cell(sb.status, `status status-${sb.status}`);
+  if (sb.statusReason) {
+    const r = document.createElement("div");
+    r.className = "reason";
+    r.textContent = sb.statusReason;
+    td.append(r);
   }
+  return td;
+}
+
+const paneUrl = (sb, pane) => `#/sandbox/${encodeURIComponent(sb.id)}/${pane}`;
+
+function actionButtons(sb) {
+  const out = [];
+  if (sb.status === "RUNNING") out.push(button("Stop", () => act("stopSandbox", sb)));
+  else if (sb.status === "STOPPED" || sb.status === "FAILED")
+    out.push(button("Start", () => act("startSandbox", sb, {})));
+  out.push(
+    button("Delete", () => {
+      if (confirm(`Delete sandbox ${sb.name}? Its files are lost.`)) act("deleteSandbox", sb);
+    }),
+  );
+  return out;
+}
+
+// What a row shows; a row is rebuilt only when this changes, so a poll
+// does not disturb a row under the pointer.
+const rowKey = (sb) =>
+  JSON.stringify([sb.name, sb.status, sb.statusReason, sb.baseSandbox, sb.backend, sb.provider, sb.createdAt]);
+
+function row(sb) {
+  const tr = document.createElement("tr");
+  tr.dataset.id = sb.id;
+  tr.dataset.name = sb.name;
+  tr.dataset.status = sb.status;
+  tr.dataset.key = rowKey(sb);
+  const name = cell("", "name");
+  name.append(link(sb.name, paneUrl(sb, "terminal")));
+  tr.append(
+    name,
+    statusCell(sb),
+    cell(sb.baseSandbox || sb.base || ""),
+    runsOn(sb),
+    cell(sb.createdAt ? new Date(sb.createdAt).toLocaleString() : ""),
+  );
+  const actions = cell("", "actions");
+  if (sb.status === "RUNNING") actions.append(link("Terminal", paneUrl(sb, "terminal"), "button"));
+  actions.append(link("Details", paneUrl(sb, "ports"), "button"), ...actionButtons(sb));
+  tr.append(actions);
+  return tr;
+}
+
+function renderList() {
+  const body = $("list");
+  const old = new Map([...body.children].map((tr) => [tr.dataset.id, tr]));
+  const rows = [];
+  for (const sb of sandboxes.values()) {
+    const tr = old.get(sb.id);
+    rows.push(tr && tr.dataset.key === rowKey(sb) ? tr : row(sb));
+  }
+  // Reorder only when something changed: replaceChildren would move
+  // every row and lose a pending click.
+  if (rows.length !== body.children.length || rows.some((tr, i) => body.children[i] !== tr))
+    body.replaceChildren(...rows);
+  $("empty").hidden = sandboxes.size > 0;
 }
 
 async function act(method, sb, body) {
   const verb = { startSandbox: "Starting", stopSandbox: "Stopping", deleteSandbox: "Deleting" }[method];
   say(`${verb} ${sb.name}…`, true);
-  if (method !== "startSandbox" && term && term.sandbox.id === sb.id) closeTerminal();
+  if (method !== "startSandbox" && term && term.sandboxId === sb.id) closeTerminal();
   try {
-    await xrpc(`io.pocketenv.sandbox.${method}`, {
-      params: { id: sb.id },
-      body,
-      procedure: true,
-    });
+    await xrpc(`io.pocketenv.sandbox.${method}`, { params: { id: sb.id }, body, procedure: true });
     say("");
   } catch (e) {
     say(`${verb} ${sb.name} failed: ${e.message}`);
   }
-  await refresh();
+  await poll();
 }
 
 async function create(ev) {
@@ -234,143 +260,175 @@ async function create(ev) {
   } catch (e) {
     say(`Create failed: ${e.message}`);
   }
-  await refresh();
+  await poll();
 }
 
-// ---- terminal ------------------------------------------------------------
+// ---- routes --------------------------------------------------------------
 
-// One session per sandbox per tab: a reload re-attaches to the same shell
-// (and gets its recent screen back); another tab gets a shell of its own.
-function sessionFor(id) {
-  const key = `pocketenv.session.${id}`;
-  let s = sessionStorage.getItem(key);
-  if (!s) {
-    // getRandomValues, not randomUUID: the page may be served over plain
-    // HTTP on a LAN address, which is not a secure context.
-    s = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
-    sessionStorage.setItem(key, s);
+function parseRoute() {
+  let parts;
+  try {
+    parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  } catch {
+    return { view: "list" }; // a malformed %-escape
   }
-  return s;
+  if (parts[0] === "sandbox" && parts[1])
+    return { view: "sandbox", id: parts[1], pane: panes[parts[2]] || parts[2] === "terminal" ? parts[2] : "terminal" };
+  if (parts[0] === "terminal" && parts[1]) return { view: "solo", id: parts[1], pane: "terminal" };
+  return { view: "list" };
 }
 
-// The WebSocket authenticates with a short-lived terminal token (a browser
-// cannot set headers on it): the API token never goes into a URL.
-async function terminalToken() {
-  const out = await xrpc("io.pocketenv.actor.getTerminalToken");
-  if (!out || !out.token) throw new Error("no terminal token in the answer");
-  return out.token;
+function showRoute() {
+  const next = parseRoute();
+  if (next.id !== route.id || next.view !== route.view) {
+    closeTerminal();
+    termClosedByUser = false;
+  }
+  route = next;
+  if (!profile) return;
+  document.body.classList.toggle("solo", route.view === "solo");
+  $("sandboxes").hidden = route.view !== "list";
+  $("sandbox").hidden = route.view === "list";
+  if (route.view === "list") {
+    hidePane();
+    document.title = "Pocketenv";
+    return;
+  }
+  renderSandbox();
 }
+
+window.addEventListener("hashchange", showRoute);
+
+// ---- one sandbox ---------------------------------------------------------
+
+function renderSandbox() {
+  if (route.view === "list" || !profile) return;
+  const sb = sandboxes.get(route.id);
+  if (!sb) {
+    say(`No sandbox ${route.id} (deleted?).`);
+    hidePane();
+    closeTerminal();
+    $("sb-name").textContent = route.id;
+    $("sb-status").textContent = "";
+    $("sb-reason").textContent = "";
+    $("sb-actions").replaceChildren();
+    return;
+  }
+  document.title = route.view === "solo" ? `${sb.name}: terminal` : `${sb.name}: Pocketenv`;
+  $("sb-name").textContent = sb.name;
+  $("sb-status").textContent = sb.status;
+  $("sb-status").className = `status status-${sb.status}`;
+  $("sandbox").dataset.status = sb.status;
+  $("sb-reason").textContent = sb.statusReason || "";
+  if ($("sb-actions").dataset.key !== rowKey(sb)) {
+    $("sb-actions").dataset.key = rowKey(sb);
+    $("sb-actions").replaceChildren(...actionButtons(sb));
+  }
+  for (const a of $("tabs").children) {
+    a.href = paneUrl(sb, a.dataset.pane);
+    a.classList.toggle("current", a.dataset.pane === route.pane);
+  }
+  $("terminal-newtab").href = `#/terminal/${encodeURIComponent(sb.id)}`;
+  showPane(sb);
+}
+
+function showPane(sb) {
+  for (const el of document.querySelectorAll(".pane")) el.hidden = el.id !== `pane-${route.pane}`;
+  if (route.pane === "terminal") {
+    hidePane();
+    terminalPane(sb);
+    return;
+  }
+  if (shownPane && shownPane.name === route.pane && shownPane.id === sb.id) {
+    shownPane.pane.update?.(sb);
+    return;
+  }
+  hidePane();
+  shownPane = { name: route.pane, id: sb.id, pane: panes[route.pane] };
+  shownPane.pane.show(sb);
+}
+
+function hidePane() {
+  if (shownPane) shownPane.pane.hide?.();
+  shownPane = null;
+}
+
+// ---- the terminal pane ---------------------------------------------------
 
 function termState(text) {
   $("terminal-state").textContent = text;
 }
 
-async function openTerminal(sb) {
-  closeTerminal();
-  $("terminal-panel").hidden = false;
-  $("terminal-title").textContent = `Terminal: ${sb.name}`;
-  termState("connecting");
-  const xterm = new Terminal({ cursorBlink: true, fontSize: 14, scrollback: 5000 });
-  const fit = new FitAddon();
-  xterm.loadAddon(fit);
-  xterm.open($("terminal"));
-  fit.fit();
-  const t = (term = { sandbox: sb, xterm, fit, ws: null, ready: false, observer: null });
+function terminalPane(sb) {
+  const running = sb.status === "RUNNING";
+  $("terminal-off").hidden = running && !termClosedByUser;
+  $("terminal-open").hidden = !running || !termClosedByUser;
+  $("terminal-close").hidden = !term;
+  if (!running) {
+    closeTerminal();
+    $("terminal-off").textContent = `${sb.name} is ${sb.status}: start it for a terminal.`;
+    return;
+  }
+  if (termClosedByUser) {
+    $("terminal-off").textContent = "Terminal closed; its shell goes on for a while.";
+    return;
+  }
+  if (!term) openTerminal(sb);
+}
 
-  const tok = await terminalToken();
-  if (term !== t) return; // closed meanwhile
-  const proto = location.protocol === "https:" ? "wss:" : "ws:";
-  const q = new URLSearchParams({ session: sessionFor(sb.id), t: tok });
-  const ws = new WebSocket(`${proto}//${location.host}/v1/sandboxes/${encodeURIComponent(sb.id)}/ws/terminal?${q}`);
-  ws.binaryType = "arraybuffer";
-  t.ws = ws;
-  const enc = new TextEncoder();
-
-  const sendResize = () => {
-    if (t.ready && ws.readyState === WebSocket.OPEN)
-      ws.send(JSON.stringify({ type: "resize", cols: xterm.cols, rows: xterm.rows }));
-  };
-  const showSize = () => ($("terminal-size").textContent = `${xterm.cols}×${xterm.rows}`);
-  showSize();
-  xterm.onResize(() => {
-    showSize();
-    sendResize();
-  });
-  xterm.onData((d) => {
-    if (t.ready && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d));
-  });
-  xterm.onBinary((d) => {
-    if (!t.ready || ws.readyState !== WebSocket.OPEN) return;
-    const bytes = Uint8Array.from(d, (c) => c.charCodeAt(0) & 0xff);
-    ws.send(bytes);
-  });
-
-  ws.onmessage = (ev) => {
-    if (typeof ev.data !== "string") {
-      xterm.write(new Uint8Array(ev.data));
-      return;
-    }
-    let msg;
-    try {
-      msg = JSON.parse(ev.data);
-    } catch {
-      return;
-    }
-    if (msg.type === "ready") {
-      t.ready = true;
-      termState("connected");
-      sendResize();
-      xterm.focus();
-    } else if (msg.type === "error") {
-      xterm.write(`\r\n\x1b[31m[error: ${msg.message || "unknown"}]\x1b[0m\r\n`);
-    } else if (msg.type === "exit") {
-      const how = msg.signal ? `signal ${msg.signal}` : `code ${msg.code}`;
-      xterm.write(`\r\n\x1b[33m[shell exited with ${how}]\x1b[0m\r\n`);
-      termState(`exited (${how})`);
-    }
-  };
-  ws.onclose = (ev) => {
-    t.ready = false;
-    if (term === t && !$("terminal-state").textContent.startsWith("exited"))
-      termState(`disconnected${ev.code ? ` (${ev.code}${ev.reason ? " " + ev.reason : ""})` : ""}`);
-  };
-
-  // The element follows the window (flex layout); the terminal follows it.
-  let pending = false;
-  t.observer = new ResizeObserver(() => {
-    if (pending) return;
-    pending = true;
-    requestAnimationFrame(() => {
-      pending = false;
-      if (term === t) fit.fit();
-    });
-  });
-  t.observer.observe($("terminal"));
+function openTerminal(sb) {
+  const t = { sandboxId: sb.id, handle: null };
+  term = t;
+  $("terminal").hidden = false;
+  $("terminal-close").hidden = false;
+  attach($("terminal"), sb, {
+    state: (s) => term === t && termState(s),
+    size: (c, r) => term === t && ($("terminal-size").textContent = `${c}×${r}`),
+  }).then(
+    (h) => {
+      if (term === t) t.handle = h;
+      else h.close();
+    },
+    (e) => {
+      if (term !== t) return;
+      closeTerminal();
+      say(`Terminal failed: ${e.message}`);
+    },
+  );
 }
 
 function closeTerminal() {
   if (!term) return;
   const t = term;
   term = null;
-  if (t.observer) t.observer.disconnect();
-  if (t.ws) t.ws.close(1000, "closed");
-  t.xterm.dispose();
+  if (t.handle) t.handle.close();
   $("terminal").replaceChildren();
-  $("terminal-panel").hidden = true;
+  $("terminal").hidden = true;
   $("terminal-size").textContent = "";
+  $("terminal-close").hidden = true;
   termState("");
 }
 
 // ---- start ---------------------------------------------------------------
 
+whenUnauthorized(() => signOut("The daemon refused the token: sign in again."));
 $("signin-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const t = $("token").value.trim();
-  if (t) signIn(t);
+  if (t) signIn(t, true);
 });
 $("signout").addEventListener("click", () => signOut());
 $("create-form").addEventListener("submit", create);
-$("terminal-close").addEventListener("click", closeTerminal);
+$("terminal-close").addEventListener("click", () => {
+  closeTerminal();
+  termClosedByUser = true;
+  renderSandbox();
+});
+$("terminal-open").addEventListener("click", () => {
+  termClosedByUser = false;
+  renderSandbox();
+});
 
-if (token) signIn(token);
+route = parseRoute();
+if (getToken()) signIn(getToken(), true);
 else signOut();

@@ -23,7 +23,7 @@ vendor() { # vendor PATH-IN-NODE_MODULES NAME STUB
     fi
 }
 
-for f in index.html app.js app.css preview.html preview.js; do
+for f in index.html app.js api.js ui.js term.js panes.js tar.js app.css preview.html preview.js; do
     put "$src/$f" "$f"
 done
 missing='xterm.js is not installed: run npm ci in the source folder, then rebuild'

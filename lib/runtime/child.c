@@ -39,6 +39,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "runtime/child.h"
@@ -526,6 +527,22 @@ static void chdir_workdir(const char *dir)
         DIE_SYS("working directory %s", dir);
 }
 
+/* Text in a sandbox is UTF-8 (its locale, the terminals' encoding): with
+ * IUTF8 the line discipline's erase in canonical mode (backspace at a
+ * `read` or `cat`, a password prompt) removes a whole character; without
+ * it, it removes the last byte only and leaves a broken character behind.
+ * tcgetattr and tcsetattr are ioctls: async-signal-safe. */
+static void set_iutf8(int fd)
+{
+    struct termios t;
+
+    if (tcgetattr(fd, &t) < 0)
+        DIE_SYS("get terminal attributes");
+    t.c_iflag |= IUTF8;
+    if (tcsetattr(fd, TCSANOW, &t) < 0)
+        DIE_SYS("set terminal attributes");
+}
+
 /* Open a PTY in the sandbox's own devpts, hand the master to the parent
  * and make the peer our stdio. */
 static void setup_tty(bool make_ctty, const struct winsize *ws)
@@ -541,6 +558,7 @@ static void setup_tty(bool make_ctty, const struct winsize *ws)
      * terminal (stty size, a full-screen program) is already right. */
     if (ws->ws_row > 0 && ws->ws_col > 0 && ioctl(master, TIOCSWINSZ, ws) < 0)
         DIE_SYS("set window size");
+    set_iutf8(peer);
     if (pe__sync_send(g_sync_fd, PE_SYNC_PTY, 0, 0, NULL, &master, 1) < 0)
         DIE_SYS("send pty");
     close(master);

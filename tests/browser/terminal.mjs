@@ -2,51 +2,16 @@
 // playwright-core, against a running daemon. Run by
 // tests/integration/test_browser.py, which starts the daemon and passes
 // PE_BROWSER as JSON:
-//   {url, token, image, out, chromium, terminal}
-// out: folder for screenshots; terminal: false skips the terminal steps.
+//   {url, token, image, out, chromium, terminal, failed: [{name, reason}]}
+// out: folder for screenshots; terminal: false skips the terminal steps;
+// failed: sandboxes the test made FAILED beforehand, with their reasons.
+// Signs in, follows the list as another client changes it, creates,
+// starts, stops and deletes a sandbox, and uses its terminal: in its pane
+// (full height, however long the list), alone in a tab of its own, with
+// underscores drawn at 1 device pixel per CSS pixel and UTF-8 typed in.
 // Every wait has a deadline; nothing sleeps for a fixed time. Exits 0 when
 // every step passed, 1 with the failed step on stderr.
-import { chromium } from "playwright-core";
-
-const cfg = JSON.parse(process.env.PE_BROWSER);
-const WAIT = { timeout: 60000 };
-const problems = [];
-let step = "launch";
-
-function log(msg) {
-  console.log(`[browser] ${msg}`);
-}
-
-async function main() {
-  // --no-sandbox: the test runs as root, where chromium's own sandbox
-  // refuses to start; the page is ours and on loopback.
-  const browser = await chromium.launch({
-    executablePath: cfg.chromium,
-    args: ["--no-sandbox"],
-  });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1100, height: 800 } });
-    page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-    // Failed requests are judged by their responses below, not by
-    // chromium's "Failed to load resource" console line.
-    page.on("console", (m) => {
-      if (m.type() === "error" && !m.text().startsWith("Failed to load resource"))
-        problems.push(`console error: ${m.text()}`);
-    });
-    page.on("response", (r) => {
-      if (r.status() >= 500) problems.push(`${r.status()} from ${r.url()}`);
-    });
-    // The terminal authenticates with a terminal token, never the API
-    // token: URLs end up in logs and histories.
-    page.on("websocket", (ws) => {
-      const t = new URL(ws.url()).searchParams.get("t");
-      if (!t || t === cfg.token) problems.push(`terminal WebSocket without a terminal token: t=${t}`);
-    });
-    await run(page);
-  } finally {
-    await browser.close();
-  }
-}
+import { cfg, WAIT, problems, setStep, log, launch, watchedPage, api, waitLine, waitConnected, lineBox, litPixels, finish } from "./lib.mjs";
 
 const row = (page, name) => page.locator(`#list tr[data-name="${name}"]`);
 
@@ -54,29 +19,6 @@ async function waitStatus(page, name, status) {
   await page.waitForFunction(
     ([n, s]) => document.querySelector(`#list tr[data-name="${n}"]`)?.dataset.status === s,
     [name, status],
-    WAIT,
-  );
-}
-
-// The terminal's screen as text lines (xterm's DOM renderer: one div per row).
-async function screenLines(page) {
-  return page.evaluate(() =>
-    Array.from(document.querySelectorAll("#terminal .xterm-rows > div"), (d) =>
-      d.textContent.replace(/\u00a0/g, " ").trimEnd(),
-    ),
-  );
-}
-
-async function waitLine(page, re, what) {
-  step = `terminal shows ${what}`;
-  await page.waitForFunction(
-    ([src]) => {
-      const r = new RegExp(src);
-      return Array.from(document.querySelectorAll("#terminal .xterm-rows > div")).some((d) =>
-        r.test(d.textContent.replace(/\u00a0/g, " ").trimEnd()),
-      );
-    },
-    [re.source],
     WAIT,
   );
 }
@@ -95,8 +37,15 @@ async function sttySize(page, size) {
   await waitLine(page, new RegExp(`^${tag} ${size.rows} ${size.cols}$`), `stty size ${size.rows} ${size.cols}`);
 }
 
-async function run(page) {
-  step = "open the page";
+async function main() {
+  const browser = await launch();
+  const ctx = await browser.newContext({ viewport: { width: 1100, height: 800 } });
+  const page = await watchedPage(ctx);
+  await run(browser, ctx, page);
+}
+
+async function signIn(page) {
+  setStep("open the page");
   const resp = await page.goto(cfg.url);
   if (resp.status() !== 200) throw new Error(`GET / answered ${resp.status()}`);
   await page.waitForSelector("#signin:not([hidden])", WAIT);
@@ -104,25 +53,25 @@ async function run(page) {
   if (!/owner: did:key:/.test(banner) || !/public key: /.test(banner))
     throw new Error(`banner lacks owner and public key: ${banner}`);
 
-  step = "sign in with a wrong token";
+  setStep("sign in with a wrong token");
   await page.fill("#token", "not-a-token");
   await page.click("#signin-form button[type=submit]");
   await page.waitForFunction(() => /sign in again|failed/i.test(document.querySelector("#message").textContent), null, WAIT);
   if (await page.isVisible("#sandboxes")) throw new Error("a wrong token was let in");
 
-  step = "sign in";
+  setStep("sign in");
   await page.fill("#token", cfg.token);
   await page.click("#signin-form button[type=submit]");
   await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
   const who = await page.textContent("#who");
   if (!who.includes("owner.local")) throw new Error(`signed in as "${who}"`);
 
-  step = "the token survives a reload";
+  setStep("the token survives a reload");
   await page.reload();
   await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
 
   // The daemon out of reach (say, restarting) is no reason to forget it.
-  step = "an unreachable daemon keeps the token";
+  setStep("an unreachable daemon keeps the token");
   const profileUrl = "**/xrpc/io.pocketenv.actor.getProfile*";
   await page.route(profileUrl, (r) => r.abort());
   await page.reload();
@@ -131,69 +80,117 @@ async function run(page) {
   await page.unroute(profileUrl);
   await page.click("#signin-form button[type=submit]");
   await page.waitForSelector("#sandboxes:not([hidden])", WAIT);
+}
 
-  step = "the image field suggests the catalog";
+// Another client changes the sandboxes; the page follows without a reload.
+async function liveList(page) {
+  setStep("FAILED sandboxes show their reason");
+  for (const f of cfg.failed || []) {
+    await waitStatus(page, f.name, "FAILED");
+    const shown = await row(page, f.name).locator(".reason").textContent();
+    if (shown !== f.reason) throw new Error(`${f.name}: reason "${shown}", the API says "${f.reason}"`);
+  }
+  setStep("a sandbox another client creates appears");
+  const marker = await page.evaluate(() => (window.__sameDocument = Math.random()));
+  const sb = await api("io.pocketenv.sandbox.createSandbox", { body: { name: "elsewhere", base: cfg.image } });
+  await row(page, "elsewhere").waitFor(WAIT);
+  await waitStatus(page, "elsewhere", "RUNNING");
+  setStep("its stop, made elsewhere, shows");
+  await api("io.pocketenv.sandbox.stopSandbox", { params: { id: sb.id }, body: {} });
+  await waitStatus(page, "elsewhere", "STOPPED");
+  setStep("its deletion, made elsewhere, shows");
+  await api("io.pocketenv.sandbox.deleteSandbox", { params: { id: sb.id }, body: {} });
+  await row(page, "elsewhere").waitFor({ state: "detached", ...WAIT });
+  if ((await page.evaluate(() => window.__sameDocument)) !== marker) throw new Error("the page was reloaded");
+  log("the list follows another client's create, stop and delete");
+}
+
+async function run(browser, ctx, page) {
+  await signIn(page);
+
+  setStep("the image field suggests the catalog");
   await page.waitForFunction(
     ([img]) => Array.from(document.querySelectorAll("#images option"), (o) => o.value).includes(img),
     [cfg.image],
     WAIT,
   );
 
-  step = "create a sandbox";
+  await liveList(page);
+
+  setStep("create a sandbox");
   await page.fill("#create-name", "webbox");
   await page.fill("#create-base", cfg.image);
   await page.click("#create-form button[type=submit]");
   await row(page, "webbox").waitFor(WAIT);
-  step = "the sandbox runs";
+  setStep("the sandbox runs");
   await waitStatus(page, "webbox", "RUNNING");
   log("created webbox, RUNNING");
-  step = "the list says where it runs";
+  setStep("the list says where it runs");
   const runsOn = await row(page, "webbox").locator("td.backend").textContent();
   if (runsOn !== "local (as cloudflare)") throw new Error(`runs on "${runsOn}"`);
+  await page.screenshot({ path: `${cfg.out}/sandboxes.png` });
 
-  if (cfg.terminal) await terminal(page);
+  if (cfg.terminal) await terminal(browser, ctx, page);
 
-  step = "stop the sandbox";
+  setStep("stop the sandbox");
+  await page.goto(`${cfg.url}#/`);
   await row(page, "webbox").getByRole("button", { name: "Stop" }).click();
   await waitStatus(page, "webbox", "STOPPED");
-  if (await page.isVisible("#terminal-panel")) throw new Error("terminal left open after stop");
-  step = "start it again";
+  setStep("start it again");
   await row(page, "webbox").getByRole("button", { name: "Start" }).click();
   await waitStatus(page, "webbox", "RUNNING");
   log("stopped and started webbox");
-  await page.screenshot({ path: `${cfg.out}/sandboxes.png` });
 
-  step = "delete the sandbox";
+  setStep("delete the sandbox");
   page.once("dialog", (d) => d.accept());
   await row(page, "webbox").getByRole("button", { name: "Delete" }).click();
   await row(page, "webbox").waitFor({ state: "detached", ...WAIT });
-  await page.waitForSelector("#empty:not([hidden])", WAIT);
+  if (!(cfg.failed || []).length) await page.waitForSelector("#empty:not([hidden])", WAIT);
 
-  step = "sign out";
+  setStep("sign out");
   await page.click("#signout");
   await page.waitForSelector("#signin:not([hidden])", WAIT);
   await page.reload();
   await page.waitForSelector("#signin:not([hidden])", WAIT);
-
-  if (problems.length) throw new Error(problems.join("\n"));
 }
 
-async function terminal(page) {
-  step = "open the terminal";
-  await row(page, "webbox").getByRole("button", { name: "Terminal" }).click();
-  await page.waitForFunction(() => document.querySelector("#terminal-state").textContent === "connected", null, WAIT);
+async function terminal(browser, ctx, page) {
+  setStep("open the terminal");
+  await row(page, "webbox").getByText("Terminal", { exact: true }).click();
+  await waitConnected(page);
   await page.click("#terminal");
 
-  step = "type echo hi";
+  setStep("type echo hi");
   await page.keyboard.type("echo hi\n");
   await waitLine(page, /^hi$/, "hi");
   log("echo hi -> hi");
 
+  // The terminal has the window below the sandbox's bar, however many
+  // sandboxes there are (it was 125×13 under a list of nine).
+  setStep("the terminal takes the window's height");
   const before = await shownSize(page);
+  const box = await page.locator("#terminal").boundingBox();
+  const listed = await page.locator("#list tr").count();
+  if (box.y + box.height < 800 - 120 || before.rows < 28)
+    throw new Error(`terminal ${before.cols}×${before.rows}, ${JSON.stringify(box)} in an 800-pixel window, ${listed} sandboxes listed`);
+  log(`terminal ${before.cols}×${before.rows} with ${listed} sandboxes listed`);
   await sttySize(page, before);
-  log(`stty size ${before.rows} ${before.cols}`);
 
-  step = "resize the window";
+  setStep("underscores are drawn at 1 device pixel per CSS pixel");
+  await page.keyboard.type("clear; echo ________________________________\n");
+  await waitLine(page, /^_{32}$/, "a line of underscores");
+  setStep("underscores are drawn at 1 device pixel per CSS pixel");
+  const ub = await lineBox(page, /^_{32}$/);
+  const lit = await litPixels(browser, await page.screenshot({ clip: ub }));
+  if (lit < 32) throw new Error(`a row of 32 underscores lights ${lit} pixels: they are not drawn`);
+  log(`a row of underscores lights ${lit} pixels`);
+
+  setStep("UTF-8 typed in the terminal");
+  await page.keyboard.type("echo é ü 你好; printf '%s' 'é ü 你好' | od -An -tx1\n");
+  await waitLine(page, /^é ü 你好$/, "é ü 你好 echoed");
+  await waitLine(page, /^\s*c3 a9 20 c3 bc 20 e4 bd a0 e5 a5 bd$/, "their UTF-8 bytes");
+
+  setStep("resize the window");
   await page.setViewportSize({ width: 700, height: 560 });
   await page.waitForFunction(
     ([c, r]) => {
@@ -208,35 +205,49 @@ async function terminal(page) {
     throw new Error(`terminal did not shrink: ${JSON.stringify(before)} -> ${JSON.stringify(after)}`);
   await sttySize(page, after);
   log(`after resize: stty size ${after.rows} ${after.cols}`);
+  await page.setViewportSize({ width: 1100, height: 800 });
   await page.screenshot({ path: `${cfg.out}/terminal.png` });
 
-  step = "close the terminal";
+  setStep("close the terminal");
   await page.click("#terminal-close");
-  await page.waitForSelector("#terminal-panel", { state: "hidden", ...WAIT });
+  await page.waitForSelector("#terminal", { state: "hidden", ...WAIT });
 
   // The tab's session outlives its viewer: opening the terminal again
   // shows the earlier output (replayed), and the shell still answers.
-  step = "reopen the terminal";
-  await row(page, "webbox").getByRole("button", { name: "Terminal" }).click();
-  await page.waitForFunction(() => document.querySelector("#terminal-state").textContent === "connected", null, WAIT);
-  await waitLine(page, /^hi$/, "the replayed hi");
+  setStep("reopen the terminal");
+  await page.click("#terminal-open");
+  await waitConnected(page);
+  await waitLine(page, /^é ü 你好$/, "the replayed output");
   await page.click("#terminal");
   await page.keyboard.type("echo again\n");
   await waitLine(page, /^again$/, "again");
   log("reopened: earlier output replayed, shell answers");
-  await page.click("#terminal-close");
-  await page.waitForSelector("#terminal-panel", { state: "hidden", ...WAIT });
-  await page.setViewportSize({ width: 1100, height: 800 });
+
+  // Its own tab: an address of its own, the terminal alone, the whole
+  // window, a shell of its own; no token in the address.
+  setStep("open the terminal in a new tab");
+  const [tab] = await Promise.all([ctx.waitForEvent("page"), page.click("#terminal-newtab")]);
+  tab.on("pageerror", (e) => problems.push(`new tab: page error: ${e.message}`));
+  await tab.waitForLoadState();
+  if (!/#\/terminal\/sbx_/.test(tab.url()) || tab.url().includes(cfg.token)) throw new Error(`new tab at ${tab.url()}`);
+  await waitConnected(tab);
+  const vp = tab.viewportSize();
+  const tb = await tab.locator("#terminal").boundingBox();
+  if (tb.height < vp.height * 0.85) throw new Error(`the tab's terminal is ${tb.height} of ${vp.height} pixels high`);
+  if (await tab.isVisible("#tabs")) throw new Error("the terminal's tab shows the sandbox's panes");
+  await tab.click("#terminal");
+  await tab.keyboard.type("echo tab$((40+2))\n");
+  await waitLine(tab, /^tab42$/, "tab42 in the new tab");
+  await tab.screenshot({ path: `${cfg.out}/terminal-tab.png` });
+  await tab.close();
+  log("terminal in its own tab: whole window, its own shell");
+
+  setStep("stopping the sandbox ends the terminal");
+  await page.locator("#sb-actions").getByRole("button", { name: "Stop" }).click();
+  await page.waitForSelector("#terminal-off:not([hidden])", WAIT);
+  if (await page.isVisible("#terminal")) throw new Error("terminal left open after stop");
+  await page.locator("#sb-actions").getByRole("button", { name: "Start" }).click();
+  await page.waitForFunction(() => document.querySelector("#sandbox").dataset.status === "RUNNING", null, WAIT);
 }
 
-main().then(
-  () => {
-    log("all steps passed");
-    process.exit(0);
-  },
-  (e) => {
-    console.error(`[browser] FAILED at step "${step}": ${e.message}`);
-    if (problems.length) console.error(problems.join("\n"));
-    process.exit(1);
-  },
-);
+finish(main);

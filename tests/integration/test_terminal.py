@@ -319,6 +319,30 @@ def test_utf8_split_across_reads_stays_whole(td):
     sse.close()
 
 
+def test_typed_utf8_reaches_the_sandbox_and_backspace_erases_a_character(td):
+    """Issue 14: what the web page sends for `é ü 你好` (their UTF-8 bytes,
+    binary frames) arrives intact; and the PTY is in UTF-8 mode (IUTF8),
+    so a backspace at a line-buffered read erases all of 你, not its last
+    byte only (which left a broken character in the line)."""
+    ws = WS(td.port, f"/v1/sandboxes/{td.sid}/ws/terminal?session=utf8in&t=" + td.token)
+    op, p = ws.recv()
+    assert op == 1 and json.loads(p) == {"type": "ready"}
+    ws.send("printf '%s\\n' 'é ü 你好' | od -An -tx1; echo o''k$((2*3))\n".encode())
+    out = ws.read_until(has(b"ok6")).decode("utf-8", "replace")
+    assert "c3 a9 20 c3 bc 20 e4 bd a0 e5 a5 bd 0a" in " ".join(out.split()), out
+    # cat reads line by line (canonical mode): the kernel does the erase.
+    # Bytes that arrive while the shell's line editor has the terminal in
+    # raw mode are not edited, so the line is typed once "ready" shows:
+    # the shell has given the terminal back in canonical mode by then.
+    ws.send(b"echo rea''dy; cat > /tmp/erase\n")
+    ws.read_until(has(b"ready\r\n"))
+    ws.send("x你y".encode() + b"\x7f\x7f" + "好\n".encode() + b"\x04")
+    ws.send(b"od -An -tx1 /tmp/erase; echo d''one$((3*3))\n")
+    out = ws.read_until(has(b"done9")).decode("utf-8", "replace")
+    assert "78 e5 a5 bd 0a" in " ".join(out.split()), out  # "x好\n"
+    ws.close()
+
+
 def test_refused_before_a_shell_starts(td):
     base = td.shells(td.sid)
     other = td.token_for("did:example:mallory")
