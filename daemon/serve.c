@@ -85,7 +85,7 @@ static const pe_opt serve_opts[] = {
     {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
     {"web", 0, true, O_WEB, "DIR",
-     "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
+     "the web page's files (default: the build tree's web/, or the installed share/pocketenv/web)"},
     {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
      "end a terminal session S seconds after its last viewer left (300)"},
     {"idle-timeout", 0, true, O_IDLE_TIMEOUT, "S",
