@@ -451,14 +451,44 @@ static int subvol_id(int root, const char *name, uint64_t *id, pe_err *err)
     return 0;
 }
 
+/* The quota tree's item (0, type, qgroup id) into item (len bytes);
+ * 0 if found, 1 if not. The search asks for that one key: a key range is
+ * compared as whole (objectid, type, offset) tuples, so a range from the
+ * info item to the limit item would also hold every other qgroup's info
+ * and limit items in between (other sandboxes', stale ones) and fill the
+ * answer before this qgroup's limit item. */
+static int qgroup_item(int root, uint8_t type, uint64_t id, void *item, size_t len, pe_err *err)
+{
+    struct btrfs_ioctl_search_args a;
+    struct btrfs_ioctl_search_header h;
+
+    memset(&a, 0, sizeof(a));
+    a.key.tree_id = BTRFS_QUOTA_TREE_OBJECTID;
+    a.key.min_type = a.key.max_type = type;
+    a.key.min_offset = a.key.max_offset = id;
+    a.key.max_transid = UINT64_MAX;
+    a.key.nr_items = 1;
+    if (ioctl(root, BTRFS_IOC_TREE_SEARCH, &a) < 0)
+        return pe_err_sys(err, "read the quota tree");
+    if (a.key.nr_items < 1)
+        return 1;
+    memcpy(&h, a.buf, sizeof(h));
+    if (h.objectid != 0 || h.type != type || h.offset != id || h.len < len ||
+        sizeof(h) + h.len > sizeof(a.buf))
+        return 1;
+    memcpy(item, a.buf + sizeof(h), len);
+    return 0;
+}
+
 /* The qgroup's info and limit items, from the quota tree. Usage is what
  * the last transaction commit counted (btrfs commits every 30 s at most). */
 int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err)
 {
     cleanup_fd int root = -1;
-    struct btrfs_ioctl_search_args a;
+    struct btrfs_qgroup_info_item info;
+    struct btrfs_qgroup_limit_item lim;
     uint64_t id = 0;
-    size_t off = 0;
+    int r;
 
     *used = *limit = -1;
     if (!pe__layers_mounted())
@@ -466,37 +496,14 @@ int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err
     root = open_root(err);
     if (root < 0 || subvol_id(root, name, &id, err) < 0)
         return -1;
-    memset(&a, 0, sizeof(a));
-    a.key.tree_id = BTRFS_QUOTA_TREE_OBJECTID;
-    a.key.min_type = BTRFS_QGROUP_INFO_KEY;
-    a.key.max_type = BTRFS_QGROUP_LIMIT_KEY;
-    a.key.min_offset = a.key.max_offset = id;
-    a.key.max_transid = UINT64_MAX;
-    a.key.nr_items = 8;
-    if (ioctl(root, BTRFS_IOC_TREE_SEARCH, &a) < 0)
-        return pe_err_sys(err, "read the quota of layer %s", name);
-    for (uint32_t i = 0; i < a.key.nr_items; i++) {
-        struct btrfs_ioctl_search_header h;
-        if (off + sizeof(h) > sizeof(a.buf))
-            break;
-        memcpy(&h, a.buf + off, sizeof(h));
-        off += sizeof(h);
-        if (off + h.len > sizeof(a.buf))
-            break;
-        if (h.offset == id && h.type == BTRFS_QGROUP_INFO_KEY &&
-            h.len >= sizeof(struct btrfs_qgroup_info_item)) {
-            struct btrfs_qgroup_info_item it;
-            memcpy(&it, a.buf + off, sizeof(it));
-            *used = (int64_t)le64toh(it.rfer);
-        } else if (h.offset == id && h.type == BTRFS_QGROUP_LIMIT_KEY &&
-                   h.len >= sizeof(struct btrfs_qgroup_limit_item)) {
-            struct btrfs_qgroup_limit_item it;
-            memcpy(&it, a.buf + off, sizeof(it));
-            if (le64toh(it.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER)
-                *limit = (int64_t)le64toh(it.max_rfer);
-        }
-        off += h.len;
-    }
+    if ((r = qgroup_item(root, BTRFS_QGROUP_INFO_KEY, id, &info, sizeof(info), err)) < 0)
+        return pe_err_prefix(err, "layer %s", name);
+    if (r == 0)
+        *used = (int64_t)le64toh(info.rfer);
+    if ((r = qgroup_item(root, BTRFS_QGROUP_LIMIT_KEY, id, &lim, sizeof(lim), err)) < 0)
+        return pe_err_prefix(err, "layer %s", name);
+    if (r == 0 && (le64toh(lim.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER))
+        *limit = (int64_t)le64toh(lim.max_rfer);
     return 0;
 }
 
