@@ -4,9 +4,9 @@ Every test gets its own data directory (so its sandboxes, state and id
 ranges are its own) and uses a tiny busybox image built once per session
 with our own `pocketenv image build busybox`, plus our static test helpers
 copied into it. After every test the harness removes what the test left
-and then checks that nothing leaked: no sandbox processes, no cgroups of
-ours, no mounts that mention the data directory, no one-shot state, and
-no network leftovers: no lease of the data directory, no pe-* veth and no
+and then checks that nothing of its own leaked, whatever else runs on the
+host: no sandbox processes, no cgroups, no mounts that mention the data
+directory, no one-shot state, and no network leftovers: no lease of the data directory, no pe-* veth and no
 element of our nft table that no lease accounts for.
 """
 import json
@@ -138,6 +138,38 @@ def our_cgroups():
         for name in os.listdir(parent):
             if name.startswith("pocketenv-") and not name.startswith("pocketenv-test"):
                 found.append(os.path.join(parent, name))
+    return found
+
+
+def cgroup_procs(path):
+    """Pids in cgroup directory path; None once it is gone."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return None
+
+
+def cgroups_left(data, before, timeout=10.0):
+    """Cgroups made since before (a set of our_cgroups()) that data
+    directory's sandboxes left behind: ones holding its processes, and empty
+    ones that stay. Other sandboxes of the host (other daemons and data
+    directories, other test runs) make and remove theirs meanwhile: those
+    hold their own processes, or are empty only for the moments between
+    being made and filled, emptied and removed."""
+    def suspects():
+        mine = set(sandbox_processes(data))
+        out = set()
+        for c in set(our_cgroups()) - before:
+            procs = cgroup_procs(c)
+            if procs is not None and (not procs or mine & set(procs)):
+                out.add(c)
+        return out
+    found = suspects()
+    deadline = time.monotonic() + timeout
+    while found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found &= suspects()
     return found
 
 
@@ -316,7 +348,7 @@ def pe(tmp_path, image_dir):
         p.run("runtime", "gc")
         return not net_leases(data) and not unaccounted_network()
     wait_for(net_clean, 10, "network leases, veths and nft elements to go")
-    assert set(our_cgroups()) - before_cgroups == set()
+    assert cgroups_left(data, before_cgroups) == set()
     assert mounts_mentioning(data) == []
     run_dir = os.path.join(data, "run")
     assert not os.path.isdir(run_dir) or os.listdir(run_dir) == []

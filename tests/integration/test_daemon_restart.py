@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, idmap_claims, our_cgroups, sandbox_processes, wait_for
+from conftest import BIN, cgroups_left, idmap_claims, our_cgroups, sandbox_processes, wait_for
 from test_daemon import Daemon, free_port
 
 
@@ -94,7 +94,7 @@ def served(tmp_path):
         assert idmap_claims(s.data) == []
     wait_for(lambda: not set(sandbox_processes(str(tmp_path / "data"))) - before_procs, 10,
              "sandbox processes to exit")
-    assert set(our_cgroups()) - before_cgroups == set()
+    assert cgroups_left(str(tmp_path / "data"), before_cgroups) == set()
 
 
 def create(d, name, **kw):
