@@ -186,11 +186,50 @@ def id_range_owner(uid):
         return None
 
 
+def sandbox_keys(data):
+    """The cgroup keys (pocketenv-<key>) of data directory data's sandboxes
+    now: persistent ones' ids, one-shot runs' state names."""
+    keys = set()
+    run = os.path.join(data, "run")
+    if os.path.isdir(run):
+        keys.update(os.listdir(run))
+    sbdir = os.path.join(data, "sandboxes")
+    for name in os.listdir(sbdir) if os.path.isdir(sbdir) else []:
+        try:
+            with open(os.path.join(sbdir, name, "state.json")) as f:
+                keys.add(json.load(f)["id"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return keys
+
+
+KEYS_SEEN = {}  # data directory -> every key sandbox_processes saw it hold
+
+
+def cgroup_key(pid):
+    """The key of the sandbox cgroup pid is in, or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                m = re.search(r"/pocketenv/pocketenv-([^/\s]+)$", line.strip())
+                if m:
+                    return m.group(1)
+    except OSError:
+        pass
+    return None
+
+
 def sandbox_processes(data=None):
     """Host pids that belong to a sandbox: ids in our range, or our init.
-    With data, not those whose id range another data directory holds: a
-    test checks its own leftovers, whatever else runs on the host."""
+    With data, only data directory data's: those whose id range it holds,
+    and those no claim names (a sandbox sharing the host's user ids, or a
+    range claimed in another POCKETENV_IDMAP_DIR) in a cgroup of one of its
+    sandboxes (or in none). A test checks its own leftovers, whatever else
+    runs on the host."""
     mine = os.path.realpath(data) if data else None
+    if mine:
+        keys = KEYS_SEEN.setdefault(mine, set())
+        keys |= sandbox_keys(mine)
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -204,8 +243,13 @@ def sandbox_processes(data=None):
                 pass
             if st.st_uid < ID_FIRST and "pocketenv-init" not in exe:
                 continue
-            owner = id_range_owner(st.st_uid) if mine and st.st_uid >= ID_FIRST else None
-            if owner is None or owner == mine:
+            if not mine:
+                pids.append(int(d))
+                continue
+            owner = id_range_owner(st.st_uid) if st.st_uid >= ID_FIRST else None
+            if owner == mine:
+                pids.append(int(d))
+            elif owner is None and cgroup_key(d) in keys | {None}:
                 pids.append(int(d))
         except FileNotFoundError:
             pass
@@ -335,6 +379,7 @@ def pe(tmp_path, image_dir):
     before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     yield p
+    sandbox_processes(data)  # remembers its sandboxes' keys before they go
     # Remove what the test left, then check that nothing leaked.
     if os.path.isdir(os.path.join(data, "sandboxes")):
         for sb in p.ls():

@@ -152,6 +152,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
             d.token = json.load(f)["token"]
         yield d
     finally:
+        sandbox_processes(data)  # remembers its sandboxes' keys before they go
         if d.proc.poll() is None and d.token:
             for tok in [d.token] + list(getattr(d, "others", [])):
                 st, o = d.call("io.pocketenv.actor.getActorSandboxes",

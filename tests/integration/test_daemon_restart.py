@@ -82,6 +82,7 @@ def served(tmp_path):
         made.append(s)
         return s
     yield make
+    sandbox_processes(str(tmp_path / "data"))  # remembers its sandboxes' keys before they go
     for s in made:
         if s.d.proc and s.d.proc.poll() is None:
             for sb in s.sandboxes():
