@@ -269,8 +269,8 @@ static int run_child(pe_daemon *d, const char *id, int data, const char **argv, 
     if (getenv("UBSAN_OPTIONS"))
         envp[ne++] = ubsan = pe_xasprintf("UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
     pthread_once(&helper_once, find_helper);
-    if (helper_path == NULL)
-        return pe_err_set(err, helper_err.code, 0, "%s", helper_err.msg);
+    if (helper_path == NULL) /* the installation's fault, never the request's: 500 */
+        return pe_err_set(err, PE_ESYS, 0, "%s", helper_err.msg);
     if (id && box_open(d, id, &b, err) < 0)
         return -1;
     if (id)
