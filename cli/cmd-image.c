@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "core/install.h"
 #include "core/util.h"
 #include "image/image.h"
 
@@ -98,22 +99,18 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
     return 0;
 }
 
-/* Import runs in pocketenv-import, next to this binary (or in libexec):
- * see cli/import-main.c for why. */
+/* Import runs in pocketenv-import (found as core/install.h says): see
+ * cli/import-main.c for why. */
 static int run_import(pe_runtime *rt, const char *name, const char *file, pe_err *err)
 {
     char *const argv[] = {(char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file,
                           NULL};
-    char *dir = pe_xstrdup(rt->init_path);
-    char *slash = strrchr(dir, '/');
-    char *path;
+    char *path = pe_install_helper("pocketenv-import", err);
     int status;
     pid_t pid;
 
-    if (slash != NULL)
-        *slash = '\0';
-    path = pe_xasprintf("%s/pocketenv-import", slash ? dir : ".");
-    free(dir);
+    if (path == NULL)
+        return -1;
     pid = fork();
     if (pid < 0) {
         free(path);

@@ -1,34 +1,16 @@
-/* Commands that live in helper programs, next to this binary (or in
- * ../libexec), which carry libraries `pocketenv` must not load:
+/* Commands that live in helper programs (found as core/install.h says),
+ * which carry libraries `pocketenv` must not load:
  *   serve, token      -> pocketenv-serve (the daemon's, see daemon/main.c)
  *   the API commands  -> pocketenv-client (libcurl & co, cli/client-main.c) */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
+#include "core/install.h"
 #include "core/util.h"
-
-static char *helper_path(const char *name)
-{
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    char *slash, *p;
-
-    if (n <= 0)
-        return pe_xasprintf("/usr/libexec/%s", name);
-    exe[n] = '\0';
-    slash = strrchr(exe, '/');
-    *slash = '\0';
-    p = pe_xasprintf("%s/%s", exe, name);
-    if (access(p, X_OK) == 0)
-        return p;
-    free(p);
-    return pe_xasprintf("%s/../libexec/%s", exe, name);
-}
 
 bool pe_cli_is_client(const char *cmd)
 {
@@ -50,10 +32,16 @@ bool pe_cli_is_client(const char *cmd)
  * SIGWINCH to a console) reach it directly. */
 static int exec_helper(const char *name, int argc, char **argv, bool pass_data)
 {
-    char **args = pe_xcalloc((size_t)argc + 4, sizeof(char *));
-    char *path = helper_path(name);
+    char **args = NULL;
+    pe_err err = {0};
+    char *path = pe_install_helper(name, &err);
     int n = 0;
 
+    if (path == NULL) {
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_EXIT_FAIL;
+    }
+    args = pe_xcalloc((size_t)argc + 4, sizeof(char *));
     args[n++] = (char *)name;
     if (pass_data && pe_cli_data_dir) {
         args[n++] = (char *)"--data";

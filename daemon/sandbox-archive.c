@@ -47,6 +47,7 @@
 
 #include "core/cp-path.h"
 #include "core/fs.h"
+#include "core/install.h"
 #include "core/log.h"
 #include "core/utf8.h"
 #include "core/util.h"
@@ -205,28 +206,18 @@ static int collect(pid_t pid, int msgfd, char *msg, pe_err *err)
     return pe_err_set(err, PE_EINVAL, 0, "%s", got ? text : "the archive process failed");
 }
 
-/* pocketenv-archive next to this program (as pocketenv-init is found). */
+/* pocketenv-archive, found as core/install.h says (or where
+ * POCKETENV_ARCHIVE_HELPER says); NULL with helper_err if nowhere. */
 static char *helper_path;
+static pe_err helper_err;
 static pthread_once_t helper_once = PTHREAD_ONCE_INIT;
 
 static void find_helper(void)
 {
     const char *env = getenv("POCKETENV_ARCHIVE_HELPER");
-    char exe[PATH_MAX];
-    ssize_t n;
 
-    if (env && *env) {
-        helper_path = pe_xstrdup(env);
-        return;
-    }
-    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0) {
-        helper_path = pe_xstrdup("/usr/libexec/pocketenv-archive");
-        return;
-    }
-    exe[n] = '\0';
-    *strrchr(exe, '/') = '\0';
-    helper_path = pe_xasprintf("%s/pocketenv-archive", exe);
+    helper_path =
+        env && *env ? pe_xstrdup(env) : pe_install_helper("pocketenv-archive", &helper_err);
 }
 
 static _Noreturn void child_exec(int data, int msgp, int sync_in, int sync_out, int target,
@@ -280,6 +271,8 @@ static int run_child(pe_daemon *d, const char *id, int data, const char **argv, 
     if (getenv("UBSAN_OPTIONS"))
         envp[ne++] = ubsan = pe_xasprintf("UBSAN_OPTIONS=%s", getenv("UBSAN_OPTIONS"));
     pthread_once(&helper_once, find_helper);
+    if (helper_path == NULL) /* the installation's fault, never the request's: 500 */
+        return pe_err_set(err, PE_ESYS, 0, "%s", helper_err.msg);
     if (id && box_open(d, id, &b, err) < 0)
         return -1;
     if (id)

@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "core/fs.h"
+#include "core/install.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
@@ -85,7 +86,7 @@ static const pe_opt serve_opts[] = {
     {"token-ttl", 0, true, O_TOKEN_TTL, "S", "lifetime of that token in seconds (30 days)"},
     {"exec-timeout", 0, true, O_EXEC_TIMEOUT, "S", "kill exec commands after S seconds (300)"},
     {"web", 0, true, O_WEB, "DIR",
-     "the web page's files (web/ next to the program, or ../share/pocketenv/web)"},
+     "the web page's files (default: the build tree's web/, or the installed share/pocketenv/web)"},
     {"terminal-idle", 0, true, O_TERMINAL_IDLE, "S",
      "end a terminal session S seconds after its last viewer left (300)"},
     {"idle-timeout", 0, true, O_IDLE_TIMEOUT, "S",
@@ -390,27 +391,19 @@ static const char *backend_name(const char *url)
     return strncmp(url, "postgres", 8) == 0 ? "postgres" : "sqlite";
 }
 
-/* The web page: --web DIR must load; without it, the build tree's web/
- * next to this program or the installed share/pocketenv/web, and a daemon
- * without either serves only the text banner at / (and says so). */
+/* The web page: --web DIR must load; without it, the installation's (the
+ * build tree's web/ or DATADIR/pocketenv/web, core/install.h), and a
+ * daemon without one serves only the text banner at / (and says why). */
 static int load_web(pe_daemon *d, const struct serve_args *a, const char *banner, pe_err *err)
 {
-    char exe[PATH_MAX];
-    ssize_t n;
-    char *slash;
-    cleanup_free char *here = NULL, *shared = NULL;
+    cleanup_free char *dir = NULL;
 
     if (a->web) {
         d->web = pe_web_load(a->web, banner, err);
         return d->web ? 0 : pe_err_prefix(err, "--web");
     }
-    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0 || (exe[n] = '\0', slash = strrchr(exe, '/')) == NULL)
-        return 0;
-    *slash = '\0';
-    here = pe_xasprintf("%s/web", exe);
-    shared = pe_xasprintf("%s/../share/pocketenv/web", exe);
-    d->web = pe_web_load(access(here, F_OK) == 0 ? here : shared, banner, err);
+    dir = pe_install_data("web", err);
+    d->web = dir ? pe_web_load(dir, banner, err) : NULL;
     if (d->web == NULL) {
         pe_log_warn("event=no_web_page reason=\"%s\"", err->msg);
         pe_err_clear(err);

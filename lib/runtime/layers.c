@@ -451,12 +451,13 @@ static int subvol_id(int root, const char *name, uint64_t *id, pe_err *err)
     return 0;
 }
 
-/* One item of the quota tree: (0, type, id), copied into out. A search
- * key range is compared as whole (objectid, type, offset) tuples, so the
- * range is one exact key: a range from INFO to LIMIT of one id would also
- * hold every other qgroup's INFO and LIMIT items between them (with many
- * sandboxes on the host, more than a search returns). 1 found, 0 not. */
-static int quota_item(int root, uint8_t type, uint64_t id, void *out, size_t size, pe_err *err)
+/* The quota tree's item (0, type, qgroup id) into item (len bytes);
+ * 0 if found, 1 if not. The search asks for that one key: a key range is
+ * compared as whole (objectid, type, offset) tuples, so a range from the
+ * info item to the limit item would also hold every other qgroup's info
+ * and limit items in between (other sandboxes', stale ones) and fill the
+ * answer before this qgroup's limit item. */
+static int qgroup_item(int root, uint8_t type, uint64_t id, void *item, size_t len, pe_err *err)
 {
     struct btrfs_ioctl_search_args a;
     struct btrfs_ioctl_search_header h;
@@ -470,12 +471,13 @@ static int quota_item(int root, uint8_t type, uint64_t id, void *out, size_t siz
     if (ioctl(root, BTRFS_IOC_TREE_SEARCH, &a) < 0)
         return pe_err_sys(err, "read the quota tree");
     if (a.key.nr_items < 1)
-        return 0;
+        return 1;
     memcpy(&h, a.buf, sizeof(h));
-    if (h.type != type || h.offset != id || h.len < size || sizeof(h) + h.len > sizeof(a.buf))
-        return 0;
-    memcpy(out, a.buf + sizeof(h), size);
-    return 1;
+    if (h.objectid != 0 || h.type != type || h.offset != id || h.len < len ||
+        sizeof(h) + h.len > sizeof(a.buf))
+        return 1;
+    memcpy(item, a.buf + sizeof(h), len);
+    return 0;
 }
 
 /* The qgroup's info and limit items, from the quota tree. Usage is what
@@ -494,15 +496,13 @@ int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err
     root = open_root(err);
     if (root < 0 || subvol_id(root, name, &id, err) < 0)
         return -1;
-    r = quota_item(root, BTRFS_QGROUP_INFO_KEY, id, &info, sizeof(info), err);
-    if (r < 0)
+    if ((r = qgroup_item(root, BTRFS_QGROUP_INFO_KEY, id, &info, sizeof(info), err)) < 0)
         return pe_err_prefix(err, "layer %s", name);
-    if (r > 0)
+    if (r == 0)
         *used = (int64_t)le64toh(info.rfer);
-    r = quota_item(root, BTRFS_QGROUP_LIMIT_KEY, id, &lim, sizeof(lim), err);
-    if (r < 0)
+    if ((r = qgroup_item(root, BTRFS_QGROUP_LIMIT_KEY, id, &lim, sizeof(lim), err)) < 0)
         return pe_err_prefix(err, "layer %s", name);
-    if (r > 0 && (le64toh(lim.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER))
+    if (r == 0 && (le64toh(lim.flags) & BTRFS_QGROUP_LIMIT_MAX_RFER))
         *limit = (int64_t)le64toh(lim.max_rfer);
     return 0;
 }

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/install.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "image/image.h"
@@ -49,26 +50,14 @@ static int64_t unix_now(void)
     return (int64_t)time(NULL);
 }
 
-static char *find_init(void)
+/* POCKETENV_INIT (the unit tests' build) or the installation's. */
+static char *find_init(pe_err *err)
 {
     const char *env = getenv("POCKETENV_INIT");
-    char exe[PATH_MAX];
-    ssize_t n;
-    char *slash, *p;
 
     if (env != NULL && *env)
         return pe_xstrdup(env);
-    n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n <= 0)
-        return pe_xstrdup("/usr/libexec/pocketenv-init");
-    exe[n] = '\0';
-    slash = strrchr(exe, '/');
-    *slash = '\0';
-    p = pe_xasprintf("%s/pocketenv-init", exe);
-    if (access(p, X_OK) == 0)
-        return p;
-    free(p);
-    return pe_xasprintf("%s/../libexec/pocketenv-init", exe);
+    return pe_install_helper("pocketenv-init", err);
 }
 
 static char *default_data_dir(void)
@@ -106,7 +95,9 @@ int pe_runtime_open(pe_runtime *rt, const char *data_dir, pe_err *err)
         if (pe_fs_mkdir_p(p, 0711, err) < 0)
             goto fail;
     }
-    rt->init_path = find_init();
+    rt->init_path = find_init(err);
+    if (rt->init_path == NULL)
+        goto fail;
     if (access(rt->init_path, R_OK) < 0) {
         pe_err_sys(err, "sandbox init %s", rt->init_path);
         goto fail;

@@ -4,9 +4,9 @@ Every test gets its own data directory (so its sandboxes, state and id
 ranges are its own) and uses a tiny busybox image built once per session
 with our own `pocketenv image build busybox`, plus our static test helpers
 copied into it. After every test the harness removes what the test left
-and then checks that nothing leaked: no sandbox processes, no cgroups of
-ours, no mounts that mention the data directory, no one-shot state, and
-no network leftovers: no lease of the data directory, no pe-* veth and no
+and then checks that nothing of its own leaked, whatever else runs on the
+host: no sandbox processes, no cgroups, no mounts that mention the data
+directory, no one-shot state, and no network leftovers: no lease of the data directory, no pe-* veth and no
 element of our nft table that no lease accounts for.
 """
 import json
@@ -141,6 +141,38 @@ def our_cgroups():
     return found
 
 
+def cgroup_procs(path):
+    """Pids in cgroup directory path; None once it is gone."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(l) for l in f if l.strip()]
+    except FileNotFoundError:
+        return None
+
+
+def cgroups_left(data, before, timeout=10.0):
+    """Cgroups made since before (a set of our_cgroups()) that data
+    directory's sandboxes left behind: ones holding its processes, and empty
+    ones that stay. Other sandboxes of the host (other daemons and data
+    directories, other test runs) make and remove theirs meanwhile: those
+    hold their own processes, or are empty only for the moments between
+    being made and filled, emptied and removed."""
+    def suspects():
+        mine = set(sandbox_processes(data))
+        out = set()
+        for c in set(our_cgroups()) - before:
+            procs = cgroup_procs(c)
+            if procs is not None and (not procs or mine & set(procs)):
+                out.add(c)
+        return out
+    found = suspects()
+    deadline = time.monotonic() + timeout
+    while found and time.monotonic() < deadline:
+        time.sleep(0.05)
+        found &= suspects()
+    return found
+
+
 IDMAP_DIR = os.environ.get("POCKETENV_IDMAP_DIR", "/var/lib/pocketenv/idmap")
 ID_RANGE = 65536
 
@@ -154,11 +186,50 @@ def id_range_owner(uid):
         return None
 
 
+def sandbox_keys(data):
+    """The cgroup keys (pocketenv-<key>) of data directory data's sandboxes
+    now: persistent ones' ids, one-shot runs' state names."""
+    keys = set()
+    run = os.path.join(data, "run")
+    if os.path.isdir(run):
+        keys.update(os.listdir(run))
+    sbdir = os.path.join(data, "sandboxes")
+    for name in os.listdir(sbdir) if os.path.isdir(sbdir) else []:
+        try:
+            with open(os.path.join(sbdir, name, "state.json")) as f:
+                keys.add(json.load(f)["id"])
+        except (OSError, ValueError, KeyError):
+            pass
+    return keys
+
+
+KEYS_SEEN = {}  # data directory -> every key sandbox_processes saw it hold
+
+
+def cgroup_key(pid):
+    """The key of the sandbox cgroup pid is in, or None."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                m = re.search(r"/pocketenv/pocketenv-([^/\s]+)$", line.strip())
+                if m:
+                    return m.group(1)
+    except OSError:
+        pass
+    return None
+
+
 def sandbox_processes(data=None):
     """Host pids that belong to a sandbox: ids in our range, or our init.
-    With data, not those whose id range another data directory holds: a
-    test checks its own leftovers, whatever else runs on the host."""
+    With data, only data directory data's: those whose id range it holds,
+    and those no claim names (a sandbox sharing the host's user ids, or a
+    range claimed in another POCKETENV_IDMAP_DIR) in a cgroup of one of its
+    sandboxes (or in none). A test checks its own leftovers, whatever else
+    runs on the host."""
     mine = os.path.realpath(data) if data else None
+    if mine:
+        keys = KEYS_SEEN.setdefault(mine, set())
+        keys |= sandbox_keys(mine)
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -172,8 +243,13 @@ def sandbox_processes(data=None):
                 pass
             if st.st_uid < ID_FIRST and "pocketenv-init" not in exe:
                 continue
-            owner = id_range_owner(st.st_uid) if mine and st.st_uid >= ID_FIRST else None
-            if owner is None or owner == mine:
+            if not mine:
+                pids.append(int(d))
+                continue
+            owner = id_range_owner(st.st_uid) if st.st_uid >= ID_FIRST else None
+            if owner == mine:
+                pids.append(int(d))
+            elif owner is None and cgroup_key(d) in keys | {None}:
                 pids.append(int(d))
         except FileNotFoundError:
             pass
@@ -303,6 +379,7 @@ def pe(tmp_path, image_dir):
     before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     yield p
+    sandbox_processes(data)  # remembers its sandboxes' keys before they go
     # Remove what the test left, then check that nothing leaked.
     if os.path.isdir(os.path.join(data, "sandboxes")):
         for sb in p.ls():
@@ -316,7 +393,7 @@ def pe(tmp_path, image_dir):
         p.run("runtime", "gc")
         return not net_leases(data) and not unaccounted_network()
     wait_for(net_clean, 10, "network leases, veths and nft elements to go")
-    assert set(our_cgroups()) - before_cgroups == set()
+    assert cgroups_left(data, before_cgroups) == set()
     assert mounts_mentioning(data) == []
     run_dir = os.path.join(data, "run")
     assert not os.path.isdir(run_dir) or os.listdir(run_dir) == []

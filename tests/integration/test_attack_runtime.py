@@ -316,6 +316,27 @@ def test_disk_limit_holds_for_persistent_sandbox(pe, userns):
     assert probe_count(p.stdout, "fill-bytes") == (16, "0"), p.stdout + p.stderr
 
 
+def test_disk_numbers_whatever_other_layers_exist(pe, tmp_path):
+    """inspect's disk limit is this sandbox's, however many other layers
+    (other data directories' sandboxes, made before it) the host-wide
+    layers filesystem holds. Before, their quota items filled the one
+    search that was meant to find this layer's limit: -1 as soon as a few
+    other sandboxes with a disk limit existed on the host, e.g. the
+    README's `demo`."""
+    from conftest import Pocketenv
+    other = Pocketenv(str(tmp_path / "neighbours"), pe.image)
+    try:
+        for i in range(10):
+            other.run("runtime", "create", f"n{i}", "--image", pe.image, "--net", "none",
+                      "--disk", "16m", check=True)
+        pe.create("mine", "--net", "none", "--disk", "24m")
+        assert pe.inspect("mine")["disk"]["limitBytes"] == 24 * MiB
+    finally:
+        for i in range(10):
+            other.run("runtime", "rm", f"n{i}")
+    assert layers_of(other.data) == []
+
+
 @pytest.mark.parametrize("userns", ["private", "host"])
 def test_disk_limit_bounds_inodes(pe, userns):
     """A flood of empty files (300,000 inodes on the host filesystem before)

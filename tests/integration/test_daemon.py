@@ -24,7 +24,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
+from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec"]
 
@@ -152,6 +152,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
             d.token = json.load(f)["token"]
         yield d
     finally:
+        sandbox_processes(data)  # remembers its sandboxes' keys before they go
         if d.proc.poll() is None and d.token:
             for tok in [d.token] + list(getattr(d, "others", [])):
                 st, o = d.call("io.pocketenv.actor.getActorSandboxes",
@@ -165,7 +166,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
     if check_leaks:
         wait_for(lambda: not set(sandbox_processes(data)) - before_procs, 10,
                  "sandbox processes to exit")
-        assert set(our_cgroups()) - before_cgroups == set()
+        assert cgroups_left(data, before_cgroups) == set()
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
                             capture_output=True, text=True, check=True)
         assert json.loads(ls.stdout) == []

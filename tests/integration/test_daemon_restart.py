@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, idmap_claims, our_cgroups, sandbox_processes, wait_for
+from conftest import BIN, cgroups_left, idmap_claims, our_cgroups, sandbox_processes, wait_for
 from test_daemon import Daemon, free_port
 
 
@@ -82,6 +82,7 @@ def served(tmp_path):
         made.append(s)
         return s
     yield make
+    sandbox_processes(str(tmp_path / "data"))  # remembers its sandboxes' keys before they go
     for s in made:
         if s.d.proc and s.d.proc.poll() is None:
             for sb in s.sandboxes():
@@ -94,7 +95,7 @@ def served(tmp_path):
         assert idmap_claims(s.data) == []
     wait_for(lambda: not set(sandbox_processes(str(tmp_path / "data"))) - before_procs, 10,
              "sandbox processes to exit")
-    assert set(our_cgroups()) - before_cgroups == set()
+    assert cgroups_left(str(tmp_path / "data"), before_cgroups) == set()
 
 
 def create(d, name, **kw):
