@@ -226,10 +226,14 @@ static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err)
 }
 
 /* Environment of a process: defaults, the sandbox's, then the process's;
- * a later KEY= replaces an earlier one. */
+ * a later KEY= replaces an earlier one. LANG is a default because without
+ * it every program is in the C locale and treats bytes above 127 as
+ * unprintable (`ls` shows "caf??", a shell's line editor breaks UTF-8);
+ * C.UTF-8 is the one locale every image has: Debian's libc-bin ships it,
+ * busybox and musl need no locale files for it. */
 static char **build_env(const pe_sandbox_cfg *cfg, char **extra, bool tty, uint32_t uid)
 {
-    size_t n = 4, k = 0;
+    size_t n = 5, k = 0;
     char **out;
 
     for (char **e = cfg->env; e && *e; e++)
@@ -240,6 +244,7 @@ static char **build_env(const pe_sandbox_cfg *cfg, char **extra, bool tty, uint3
     out[k++] = pe_xstrdup("PATH=" DEFAULT_PATH);
     out[k++] = pe_xstrdup(uid == 0 ? "HOME=/root" : "HOME=/");
     out[k++] = pe_xasprintf("HOSTNAME=%s", cfg->hostname ? cfg->hostname : "sandbox");
+    out[k++] = pe_xstrdup("LANG=C.UTF-8");
     if (tty)
         out[k++] = pe_xstrdup("TERM=xterm-256color");
     for (int pass = 0; pass < 2; pass++) {
