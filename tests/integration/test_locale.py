@@ -75,7 +75,7 @@ def box(daemon, tmp_path):
     cli("rm", "-f", "locbox")
 
 
-def test_daemon_exec_console_and_user_variables(box):
+def test_daemon_exec_console_service_and_user_variables(daemon, box):
     p = box("exec", "locbox", LS)
     assert p.returncode == 0 and p.stdout.splitlines() == [CAFE, "LANG=C.UTF-8"], p.stderr
     # a PTY through the streaming exec
@@ -86,6 +86,17 @@ def test_daemon_exec_console_and_user_variables(box):
     out = p.stdout.replace("\r", "")
     assert f"\n{CAFE}\n" in out and "L=C.UTF-8" in out, out
     assert "caf??" not in out and "\\303" not in out, out
+    # a service
+    sid = daemon.sandbox("getSandbox", "locbox")[1]["sandbox"]["id"]
+    st, out = daemon.call("io.pocketenv.service.addService", {"sandboxId": sid},
+                          body={"service": {"name": "loc", "command": LS + "; exec sleep 600"}})
+    assert st == 200, out
+
+    def logs():
+        st, o = daemon.call("io.pocketenv.service.getServiceLogs",
+                            {"serviceId": out["service"]["id"]})
+        return st == 200 and o["logs"].splitlines() == [CAFE, "LANG=C.UTF-8"] and o["logs"]
+    wait_for(logs, 20, "the service's output")
     # what the user sets wins: env put, then an exec's own env
     assert box("env", "put", "locbox", "LANG", "POSIX").returncode == 0
     p = box("exec", "locbox", 'echo "$LANG"')
