@@ -46,6 +46,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "resource-limits.h"
 #include "resources.h"
 #include "terminal.h"
 
@@ -78,6 +79,7 @@ typedef struct xstream {
     bool in_eof;   /* the client said stdin ends */
     bool out_eof, err_eof;
     int exit_code;
+    int64_t oom_kills, oom_limit; /* the sandbox's OOM kills before the start, -1 unknown */
     struct xstream *next, *prev;
 } xstream;
 
@@ -326,6 +328,7 @@ struct start {
     unsigned cols, rows;
     bool tty;
     pe_proc proc;
+    int64_t oom_kills, oom_limit;
     bool ok;
     pe_err err;
 };
@@ -371,6 +374,8 @@ static void start_work(void *ud)
                         .stderr_fd = -1,
                         .pty_fd = -1,
                         .status_fd = -1};
+    j->oom_kills = -1;
+    pe_runtime_oom_kills(&d->rt, j->x->sandbox_id, &j->oom_kills, &j->oom_limit, NULL);
     j->ok = pe_runtime_exec_start(&d->rt, j->x->sandbox_id, &opts, &j->proc, &j->err) == 0;
     free(all); /* the strings are senv's and j->env's */
     pe_daemon_env_free(senv);
@@ -401,6 +406,8 @@ static void start_done(void *ud)
     } else {
         x->proc = j->proc;
         x->have_proc = true;
+        x->oom_kills = j->oom_kills;
+        x->oom_limit = j->oom_limit;
         x->tty = j->tty;
         /* The loop never blocks on the process's pipes. */
         int fds[] = {x->proc.stdin_fd, x->proc.stdout_fd, x->proc.stderr_fd, x->proc.pty_fd};
@@ -440,6 +447,24 @@ static void start_done(void *ud)
 
 /* ---- the process's end ---- */
 
+/* A SIGKILL the OOM killer dealt (the sandbox's count went up while the
+ * command ran) is said on stderr before the exit code: 137 alone reads
+ * as "killed by someone". Reads two small cgroup files on the loop
+ * thread, only after a SIGKILL. */
+static void say_if_oom(xstream *x, int code)
+{
+    unsigned char msg[1 + 192];
+    int64_t kills = -1, limit = 0;
+
+    if (code != 128 + SIGKILL || x->oom_kills < 0 || x->ws == NULL ||
+        pe_runtime_oom_kills(&x->d->rt, x->sandbox_id, &kills, &limit, NULL) < 0 ||
+        kills <= x->oom_kills)
+        return;
+    msg[0] = 2;
+    pe_daemon_oom_note(limit > 0 ? limit : x->oom_limit, (char *)msg + 1, sizeof(msg) - 1);
+    pe_http_ws_send(x->ws, true, msg, 1 + strlen((char *)msg + 1));
+}
+
 static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
     xstream *x = ud;
@@ -471,6 +496,7 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
             pe_ev_stop(d->loop);
         return;
     }
+    say_if_oom(x, code);
     if (x->ws) {
         control(x, json_pack("{s:s,s:i}", "type", "exit", "code", code));
         snprintf(reason, sizeof(reason), "exit %d", code);

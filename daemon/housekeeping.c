@@ -222,9 +222,8 @@ static json_t *runtime_states(pe_daemon *d, pe_err *err)
     json_array_foreach(list, i, v)
     {
         const char *name = json_string_value(json_object_get(v, "name"));
-        const char *st = json_string_value(json_object_get(v, "status"));
-        if (name && st)
-            json_object_set_new(map, name, json_string(st));
+        if (name && json_is_string(json_object_get(v, "status")))
+            json_object_set(map, name, v);
     }
     json_decref(list);
     return map;
@@ -232,9 +231,18 @@ static json_t *runtime_states(pe_daemon *d, pe_err *err)
 
 static bool up(json_t *states, const char *id)
 {
-    const char *st = json_string_value(json_object_get(states, id));
+    const char *st = json_string_value(json_object_get(json_object_get(states, id), "status"));
 
     return st && (strcmp(st, "running") == 0 || strcmp(st, "paused") == 0);
+}
+
+/* The runtime's word on why a sandbox's init is gone, when it was the
+ * memory limit (pe_runtime_list's "error"; malloc'd), else NULL. */
+static char *oom_reason(json_t *states, const char *id)
+{
+    const char *e = json_string_value(json_object_get(json_object_get(states, id), "error"));
+
+    return e && strncmp(e, "out of memory", 13) == 0 ? pe_xstrdup(e) : NULL;
 }
 
 static void set_status(pe_store *s, const pe_store_sandbox *sb, int status, const char *reason)
@@ -296,12 +304,16 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
         for (size_t i = 0; i < n; i++) {
             pe_store_sandbox *sb = &list[i];
             bool is_up = up(states, sb->id);
+            cleanup_free char *oom = is_up ? NULL : oom_reason(states, sb->id);
 
             json_object_del(states, sb->id); /* seen: not an orphan */
             if (!pe_daemon_is_mine(d, sb))
                 continue;
             if (sb->status == PE_STORE_INITIALIZING && at_start) {
                 json_array_append_new(resume, json_string(sb->id));
+            } else if (sb->status == PE_STORE_RUNNING && !is_up && oom != NULL) {
+                set_status(s, sb, PE_STORE_FAILED, oom);
+                sb->status = PE_STORE_FAILED;
             } else if (sb->status == PE_STORE_RUNNING && !is_up) {
                 set_status(s, sb, PE_STORE_STOPPED,
                            at_start ? "stopped while pocketenv serve was not running"

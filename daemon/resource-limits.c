@@ -258,6 +258,23 @@ int pe_daemon_limits_cfg(const pe_daemon *d, const pe_store_sandbox *sb, pe_sand
     return 0;
 }
 
+void pe_daemon_oom_note(int64_t limit, char *out, size_t len)
+{
+    char size[32];
+
+    if (limit <= 0) {
+        snprintf(out, len,
+                 "pocketenv: out of memory: the kernel's OOM killer killed the "
+                 "command\n");
+        return;
+    }
+    pe_runtime_size_text(limit, size, sizeof(size));
+    snprintf(out, len,
+             "pocketenv: out of memory: the kernel's OOM killer killed the command at the "
+             "sandbox's memory limit of %s\n",
+             size);
+}
+
 /* ---- quotas ---- */
 
 static pthread_mutex_t quota_mu = PTHREAD_MUTEX_INITIALIZER;

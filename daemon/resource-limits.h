@@ -43,6 +43,11 @@ int pe_daemon_limits_request(const pe_daemon_limits *l, const json_t *in, pe_sto
 int pe_daemon_limits_cfg(const pe_daemon *d, const pe_store_sandbox *sb, pe_sandbox_cfg *cfg,
                          pe_err *err);
 
+/* What an exec's client reads on stderr when the OOM killer ended its
+ * command (the caller compared pe_runtime_oom_kills before and after):
+ * one line naming the sandbox's memory limit (limit 0: none known). */
+void pe_daemon_oom_note(int64_t limit, char *out, size_t len);
+
 /* ---- per-user quotas (worker threads) ----
  *
  * The check and what it allows (the insert of a row, the start of a

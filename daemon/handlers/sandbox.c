@@ -684,8 +684,9 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL};
     pe_proc_opts opts = {.argv = argv, .capture = true};
     outbuf out = {.fd = -1}, errb = {.fd = -1};
-    char note[64];
+    char note[64], oom[160] = "";
     enum cut_short why = RAN;
+    int64_t kills0 = -1, kills1 = -1, limit = 0;
     pe_store_sandbox sb;
     pe_proc p;
     int code = -1;
@@ -699,6 +700,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
+    pe_runtime_oom_kills(&job->d->rt, sb.id, &kills0, &limit, NULL);
     if (pe_daemon_sandbox_env(job->d, s, sb.id, &opts.env, &job->err) < 0 ||
         pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
         pe_daemon_env_free(opts.env);
@@ -714,6 +716,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     if (pe_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_proc_close(&p);
+    if (code == 128 + SIGKILL && why == RAN &&
+        pe_runtime_oom_kills(&job->d->rt, sb.id, &kills1, &limit, NULL) == 0 && kills0 >= 0 &&
+        kills1 > kills0) {
+        /* on a line of its own, after what the command said */
+        bool nl = errb.len > 0 && !errb.cut && errb.data[errb.len - 1] != '\n';
+        oom[0] = '\n';
+        pe_daemon_oom_note(limit, oom + nl, sizeof(oom) - 1);
+    }
     pe_daemon_release(job->d, sb.id);
     pe_store_sandbox_clear(&sb);
     if (!job->failed) {
@@ -721,10 +731,13 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
             snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
         else
             snprintf(note, sizeof(note), "\n[stopped: the daemon is shutting down]\n");
-        job->out =
-            json_pack("{s:o, s:o, s:i}", "stdout", text_json(out.data, out.len, out.cut, NULL),
-                      "stderr", text_json(errb.data, errb.len, errb.cut, why != RAN ? note : NULL),
-                      "exitCode", why == TIMED_OUT ? 124 : code);
+        job->out = json_pack("{s:o, s:o, s:i}", "stdout",
+                             text_json(out.data, out.len, out.cut, NULL), "stderr",
+                             text_json(errb.data, errb.len, errb.cut,
+                                       why != RAN ? note
+                                       : oom[0]   ? oom
+                                                  : NULL),
+                             "exitCode", why == TIMED_OUT ? 124 : code);
         /* Our extension: the answer says it was cut (the streaming exec at
          * /exec/:id/ws has no cap). */
         if (out.cut || errb.cut)

@@ -185,6 +185,15 @@ int pe_runtime_pause(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_resume(pe_runtime *rt, const char *name, pe_err *err);
 int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err);
 
+/* OOM kills the kernel counted in sandbox `name`'s memory cgroup since it
+ * started (-1 when unknown: not running) and its memory limit in bytes (0:
+ * none). A caller compares counts before and after a process to tell that
+ * a SIGKILL was the OOM killer's. */
+int pe_runtime_oom_kills(pe_runtime *rt, const char *name, int64_t *kills, int64_t *limit,
+                         pe_err *err);
+/* bytes as "512 MiB", "1 GiB" (the largest whole unit), else "N bytes". */
+void pe_runtime_size_text(int64_t bytes, char *out, size_t len);
+
 /* JSON text (malloc'd) describing one sandbox / all sandboxes:
  * {"name","status","image","pid","created","started","config":{...}} */
 int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err);

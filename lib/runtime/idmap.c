@@ -17,10 +17,14 @@
  * probing short. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -89,4 +93,52 @@ void pe__idmap_release(const char *data_dir, uint32_t base)
     if (strncmp(text, data_dir, n) == 0 && text[n] == '\n')
         unlink(path);
     free(text);
+}
+
+/* A user namespace fd to idmap a mount with: it maps exactly one uid and
+ * one gid, disk_uid -> kuid and disk_gid -> kgid, and nothing else. On a
+ * mount idmapped with it, files the filesystem says belong to disk_uid
+ * appear as kuid (a sandbox's user), what kuid creates is stored as
+ * disk_uid, and every other id is unmapped: those files appear as the
+ * overflow id, and a sandbox cannot create or chown to them (EOVERFLOW).
+ *
+ * The namespace is made by a child that only waits to be killed; the open
+ * fd keeps it (and later the mount) alive without the child. */
+int pe__idmap_userns_single(uint32_t disk_uid, uint32_t disk_gid, uint32_t kuid, uint32_t kgid,
+                            pe_err *err)
+{
+    struct clone_args args;
+    cleanup_fd int pidfd = -1;
+    char path[64], line[64];
+    int nsfd = -1;
+    long pid;
+
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_NEWUSER | CLONE_PIDFD;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = SIGCHLD;
+    pe__fork_guard(true);
+    pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0)
+        for (;;)
+            pause();
+    pe__fork_guard(false);
+    if (pid < 0)
+        return pe_err_sys(err, "make a user namespace for an idmapped mount");
+    snprintf(path, sizeof(path), "/proc/%ld/uid_map", pid);
+    snprintf(line, sizeof(line), "%u %u 1\n", disk_uid, kuid);
+    if (pe_fs_write_str(path, line, err) < 0)
+        goto out;
+    snprintf(path, sizeof(path), "/proc/%ld/gid_map", pid);
+    snprintf(line, sizeof(line), "%u %u 1\n", disk_gid, kgid);
+    if (pe_fs_write_str(path, line, err) < 0)
+        goto out;
+    snprintf(path, sizeof(path), "/proc/%ld/ns/user", pid);
+    nsfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0)
+        pe_err_sys(err, "open %s", path);
+out:
+    syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    waitpid((pid_t)pid, NULL, 0);
+    return nsfd;
 }

@@ -120,6 +120,10 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 /* Where claims live (malloc'd). */
 char *pe__idmap_dir(void);
 void pe__idmap_release(const char *data_dir, uint32_t base);
+/* A user namespace (fd) mapping only disk_uid -> kuid and disk_gid -> kgid,
+ * for MOUNT_ATTR_IDMAP: -1 with err on failure. */
+int pe__idmap_userns_single(uint32_t disk_uid, uint32_t disk_gid, uint32_t kuid, uint32_t kgid,
+                            pe_err *err);
 
 /* ---- writable layers with a disk limit (layers.c) ---- */
 /* Mount point of the host-wide layers filesystem (malloc'd):

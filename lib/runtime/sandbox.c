@@ -217,10 +217,14 @@ static int validate_nofile(const pe_sandbox_cfg *cfg, pe_err *err)
 }
 
 /* Environment of a process: defaults, the sandbox's, then the process's;
- * a later KEY= replaces an earlier one. */
+ * a later KEY= replaces an earlier one. LANG is a default because without
+ * it every program is in the C locale and treats bytes above 127 as
+ * unprintable (`ls` shows "caf??", a shell's line editor breaks UTF-8);
+ * C.UTF-8 is the one locale every image has: Debian's libc-bin ships it,
+ * busybox and musl need no locale files for it. */
 static char **build_env(const pe_sandbox_cfg *cfg, char **extra, bool tty, uint32_t uid)
 {
-    size_t n = 4, k = 0;
+    size_t n = 5, k = 0;
     char **out;
 
     for (char **e = cfg->env; e && *e; e++)
@@ -231,6 +235,7 @@ static char **build_env(const pe_sandbox_cfg *cfg, char **extra, bool tty, uint3
     out[k++] = pe_xstrdup("PATH=" DEFAULT_PATH);
     out[k++] = pe_xstrdup(uid == 0 ? "HOME=/root" : "HOME=/");
     out[k++] = pe_xasprintf("HOSTNAME=%s", cfg->hostname ? cfg->hostname : "sandbox");
+    out[k++] = pe_xstrdup("LANG=C.UTF-8");
     if (tty)
         out[k++] = pe_xstrdup("TERM=xterm-256color");
     for (int pass = 0; pass < 2; pass++) {
@@ -512,15 +517,103 @@ static bool is_up(const pe_state *st)
     return strcmp(st->status, "running") == 0 || strcmp(st->status, "paused") == 0;
 }
 
-/* A sandbox that claims to run but whose init is gone is stopped. */
-static void reconcile(pe_state *st)
+/* Size in the largest whole unit ("512 MiB", "1 GiB"), else bytes. */
+static void human_size(int64_t bytes, char *out, size_t len)
+{
+    static const char *const units[] = {"GiB", "MiB", "KiB"};
+
+    for (int i = 0; i < 3; i++) {
+        int64_t unit = (int64_t)1 << (10 * (3 - i));
+        if (bytes >= unit && bytes % unit == 0) {
+            snprintf(out, len, "%lld %s", (long long)(bytes / unit), units[i]);
+            return;
+        }
+    }
+    snprintf(out, len, "%lld bytes", (long long)bytes);
+}
+
+/* OOM kills counted by st's cgroup (memory.events on v2, oom_control on
+ * v1) and its memory limit; *kills is -1 when unknown (no cgroup). */
+static void oom_count(const pe_state *st, int64_t *kills, int64_t *limit)
+{
+    pe_cgroup *cg = NULL;
+    pe_cgroup_stats cs;
+
+    *kills = -1;
+    *limit = st->cfg.memory_bytes;
+    if (pe_cgroup_open(st->id, &cg, NULL) < 0)
+        return;
+    if (pe_cgroup_stats_read(cg, &cs, NULL) == 0) {
+        *kills = cs.oom_kills;
+        if (cs.memory_max > 0)
+            *limit = cs.memory_max;
+    }
+    pe_cgroup_free(cg);
+}
+
+/* Why init is gone, when the OOM killer acted in the sandbox since it
+ * started (the cgroup is made fresh at each start): a message, else NULL.
+ * It states what is known: the kernel counts kills per cgroup, not which
+ * process, but init is tiny and its death ends the sandbox, so a count
+ * here with init gone is the memory limit's doing in all but a race with
+ * another cause of death. */
+static char *oom_reason(const pe_state *st)
+{
+    int64_t kills, limit;
+    char size[32];
+
+    oom_count(st, &kills, &limit);
+    if (kills <= 0)
+        return NULL;
+    if (limit <= 0)
+        return pe_xasprintf("out of memory: the kernel's OOM killer killed %lld process%s",
+                            (long long)kills, kills == 1 ? "" : "es");
+    human_size(limit, size, sizeof(size));
+    return pe_xasprintf("out of memory: the kernel's OOM killer killed %lld process%s at the "
+                        "sandbox's memory limit of %s",
+                        (long long)kills, kills == 1 ? "" : "es", size);
+}
+
+int pe_runtime_oom_kills(pe_runtime *rt, const char *name, int64_t *kills, int64_t *limit,
+                         pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (pe__state_load(dir, &st, err) < 0)
+        return -1;
+    oom_count(&st, kills, limit);
+    pe__state_clear(&st);
+    return 0;
+}
+
+void pe_runtime_size_text(int64_t bytes, char *out, size_t len)
+{
+    human_size(bytes, out, len);
+}
+
+/* A sandbox that claims to run but whose init is gone is stopped; if the
+ * OOM killer did it, its state says so (error) before the cgroup, which
+ * holds the count, goes. Saved at once (the caller holds the lock): not
+ * every caller saves (an exec refused as "not running"), and the reason
+ * must outlive the cgroup. */
+static void reconcile(const char *dir, pe_state *st)
 {
     if (is_up(st) && !pe__state_alive(st)) {
+        char *why = oom_reason(st);
+        if (why != NULL) {
+            free(st->error);
+            st->error = why;
+        }
         pe_cgroup_destroy_key(st->id, NULL);
         pe__net_release(&st->net);
         set_status(st, "stopped");
         st->pid = 0;
         st->start_time = 0;
+        pe__state_save(dir, st, NULL);
     }
 }
 
@@ -853,7 +946,7 @@ int pe_runtime_start_with(pe_runtime *rt, const char *name, const pe_start_extra
     lock = open_locked(rt, name, &st, &dir, err);
     if (lock < 0)
         return -1;
-    reconcile(&st);
+    reconcile(dir, &st);
     if (is_up(&st))
         ret = pe_err_set(err, PE_ESTATE, 0, "sandbox %s is already %s", name, st.status);
     else
@@ -916,7 +1009,7 @@ int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *er
     lock = open_locked(rt, name, &st, &dir, err);
     if (lock < 0)
         return -1;
-    reconcile(&st);
+    reconcile(dir, &st);
     if (is_up(&st))
         ret = stop_locked(&st, timeout, err);
     if (ret == 0)
@@ -939,7 +1032,7 @@ static int freeze(pe_runtime *rt, const char *name, bool frozen, pe_err *err)
     lock = open_locked(rt, name, &st, &dir, err);
     if (lock < 0)
         return -1;
-    reconcile(&st);
+    reconcile(dir, &st);
     if (strcmp(st.status, want) != 0) {
         pe_err_set(err, PE_ESTATE, 0, "sandbox %s is %s, not %s", name, st.status, want);
         goto out;
@@ -1019,7 +1112,7 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
     lock = open_locked(rt, name, &st, &dir, err);
     if (lock < 0)
         return -1;
-    reconcile(&st);
+    reconcile(dir, &st);
     if (is_up(&st) && stop_locked(&st, 0, err) < 0)
         goto out;
     pe_cgroup_destroy_key(st.id, NULL);
@@ -1057,7 +1150,7 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
     lock = open_locked(rt, name, &st, &dir, err);
     if (lock < 0)
         return -1;
-    reconcile(&st);
+    reconcile(dir, &st);
     if (strcmp(st.status, "running") != 0) {
         pe_err_set(err, PE_ESTATE, 0, "sandbox %s is %s", name, st.status);
         goto out;
@@ -1301,8 +1394,13 @@ static json_t *describe(pe_runtime *rt, const char *name, pe_err *err)
     if (pe__state_load(dir, &st, err) < 0)
         return NULL;
     if (is_up(&st) && !pe__state_alive(&st)) {
+        char *why = oom_reason(&st);
         set_status(&st, "stopped");
         st.pid = 0;
+        if (why != NULL) {
+            free(st.error);
+            st.error = why;
+        }
     }
     o = pe__state_to_json(&st);
     json_object_set_new(o, "disk", disk_usage(&st));

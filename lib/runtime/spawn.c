@@ -21,6 +21,7 @@
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,6 +39,7 @@
 #include <unistd.h>
 
 #include "core/fs.h"
+#include "core/log.h"
 #include "core/util.h"
 #include "runtime/child.h"
 #include "runtime/internal.h"
@@ -237,8 +239,48 @@ static void close_fds(int *fds, int n)
         }
 }
 
+/* Who a host bind (-v HOST:PATH) belongs to: its owner (the directory's,
+ * or the file's), to be mapped to the sandbox's user on that mount only.
+ *
+ * The owner, not the invoking user: the runtime runs as root (id ranges,
+ * cgroups), so the invoker is root; SUDO_UID is an environment variable
+ * the kernel does not vouch for, absent under su, doas or a service. The
+ * owner is also what "owned as expected" means: git's safe.directory and
+ * every tool that compares a tree's owner with the current user then see
+ * the mounted tree as the sandbox user's own, and what the sandbox creates
+ * there belongs to the tree's owner on the host, as if they had made it.
+ * The sandbox gains no id the tree does not already have as its owner.
+ *
+ * Never root: a mount mapped to host root would let the sandbox create
+ * root-owned (setuid) files on the host. A root-owned tree keeps the old
+ * behaviour (files appear as nobody; readable, not writable); a group of
+ * root is replaced by the owner's own group from the host's passwd. */
+struct bind_owner {
+    bool mapped;
+    uint32_t uid, gid;
+};
+
+static void bind_owner_of(const pe_bind *b, const struct stat *st, struct bind_owner *o)
+{
+    o->mapped = false;
+    o->uid = st->st_uid;
+    o->gid = st->st_gid;
+    if (b->idmap || o->uid == 0)
+        return;
+    if (o->gid == 0) {
+        struct passwd pw, *found = NULL;
+        char buf[4096];
+        if (getpwuid_r(o->uid, &pw, buf, sizeof(buf), &found) != 0 || found == NULL ||
+            pw.pw_gid == 0)
+            return;
+        o->gid = pw.pw_gid;
+    }
+    o->mapped = true;
+}
+
 /* Detached mounts for the child: image, disk dir, volumes. */
-static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_err *err)
+static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir,
+                          struct bind_owner *owners, pe_err *err)
 {
     const pe_sandbox_cfg *cfg = req->cfg;
 
@@ -262,6 +304,7 @@ static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_er
         if (stat(b->host, &st) < 0)
             return pe_err_set(err, PE_EINVAL, errno, "volume %s", b->host);
         is_dir[i] = S_ISDIR(st.st_mode);
+        bind_owner_of(b, &st, &owners[i]);
         fd = clone_tree(b->host, true);
         if (fd < 0)
             return pe_err_sys(err, "open volume %s", b->host);
@@ -272,6 +315,33 @@ static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir, pe_er
                            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (b->ro ? MOUNT_ATTR_RDONLY : 0),
                            -1, true) < 0)
             return pe_err_sys(err, "set volume %s options", b->host);
+    }
+    return 0;
+}
+
+/* Idmap each host bind with an owner (bind_owner_of) so that only that
+ * owner is the sandbox's user (cfg->uid, root by default) there. A
+ * filesystem that cannot be idmapped (EINVAL: NFS, FUSE...) keeps the
+ * plain bind, with a warning: readable as before, not writable. */
+static int map_bind_owners(const pe_sandbox_cfg *cfg, int *fds, const struct bind_owner *owners,
+                           uint32_t base, pe_err *err)
+{
+    for (size_t i = 0; i < cfg->n_binds; i++) {
+        cleanup_fd int ns = -1;
+
+        if (!owners[i].mapped)
+            continue;
+        ns = pe__idmap_userns_single(owners[i].uid, owners[i].gid, base + cfg->uid, base + cfg->gid,
+                                     err);
+        if (ns < 0)
+            return pe_err_prefix(err, "volume %s", cfg->binds[i].host);
+        if (set_mount_attr(fds[PE_FD_BINDS + i], 0, ns, false) == 0)
+            continue;
+        if (errno != EINVAL && errno != EOPNOTSUPP)
+            return pe_err_sys(err, "map the owner of volume %s", cfg->binds[i].host);
+        pe_log_warn("volume %s: its filesystem cannot map owners (%s): its files appear as "
+                    "nobody inside and cannot be written",
+                    cfg->binds[i].host, strerror(errno));
     }
     return 0;
 }
@@ -330,6 +400,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     const struct sock_fprog *prog = NULL;
     int fds[PE_FD_BINDS + PE_MAX_BINDS];
     bool is_dir[PE_MAX_BINDS];
+    struct bind_owner owners[PE_MAX_BINDS];
     char *dests[PE_MAX_BINDS + 1];
     int sp[2] = {-1, -1};
     int nfds = PE_FD_BINDS + (int)cfg->n_binds;
@@ -347,7 +418,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         fds[i] = -1;
     if (pe_seccomp_default_prog(&prog, err) < 0)
         return -1;
-    if (prepare_mounts(req, fds, is_dir, err) < 0)
+    if (prepare_mounts(req, fds, is_dir, owners, err) < 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_binds; i++)
         dests[i] = cfg->binds[i].dest;
@@ -422,6 +493,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
                 pe_err_sys(err, "idmap volume %s", cfg->binds[i].host);
                 goto kill;
             }
+        if (map_bind_owners(cfg, fds, owners, req->id_base, err) < 0)
+            goto kill;
     } else if (set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, -1, false) < 0) {
         pe_err_sys(err, "make image read-only");
         goto kill;
