@@ -11,11 +11,12 @@
 #include "core/util.h"
 #include "image/image.h"
 
-enum { OPT_NAME = 1, OPT_MIRROR };
+enum { OPT_NAME = 1, OPT_MIRROR, OPT_PARENT };
 
 static const pe_opt image_opts[] = {
     {"name", 0, true, OPT_NAME, "NAME", "build: name of the image (default: the builder's)"},
     {"mirror", 0, true, OPT_MIRROR, "URL", "build debian: package mirror"},
+    {"parent", 0, true, OPT_PARENT, "IMAGE", "import: a layer on IMAGE (overlaid on it)"},
     {"json", 0, false, OPT_JSON, NULL, "ls: print JSON"},
     {"help", 'h', false, OPT_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
@@ -24,7 +25,7 @@ static const pe_opt image_opts[] = {
 struct image_args {
     const char *pos[3];
     int npos;
-    const char *name, *mirror;
+    const char *name, *mirror, *parent;
     bool json, help;
 };
 
@@ -43,6 +44,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case OPT_MIRROR:
         a->mirror = arg;
         return 0;
+    case OPT_PARENT:
+        a->parent = arg;
+        return 0;
     case OPT_JSON:
         a->json = true;
         return 0;
@@ -57,7 +61,9 @@ static void usage(void)
     printf("usage: pocketenv image COMMAND ...\n\n"
            "  build debian|busybox [--name NAME] [--mirror URL]\n"
            "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
-           "  import NAME FILE     import a root filesystem tarball (.tar, .tar.gz, .tar.zst)\n"
+           "  import NAME FILE [--parent IMAGE]\n"
+           "                       import a root filesystem tarball (.tar, .tar.gz, .tar.zst),\n"
+           "                       or a layer of files on top of IMAGE\n"
            "  ls [--json]          list images\n"
            "  rm NAME              remove an image no sandbox uses\n"
            "\n"
@@ -100,10 +106,11 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
 
 /* Import runs in pocketenv-import, next to this binary (or in libexec):
  * see cli/import-main.c for why. */
-static int run_import(pe_runtime *rt, const char *name, const char *file, pe_err *err)
+static int run_import(pe_runtime *rt, const char *name, const char *file, const char *parent,
+                      pe_err *err)
 {
-    char *const argv[] = {(char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file,
-                          NULL};
+    char *const argv[] = {
+        (char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file, (char *)parent, NULL};
     char *dir = pe_xstrdup(rt->init_path);
     char *slash = strrchr(dir, '/');
     char *path;
@@ -160,7 +167,7 @@ int pe_cmd_image(int argc, char **argv)
     if (strcmp(sub, "build") == 0 && a.npos == 1)
         r = pe_image_build(rt.data_dir, a.pos[0], a.name ? a.name : a.pos[0], a.mirror, &err);
     else if (strcmp(sub, "import") == 0 && a.npos == 2)
-        r = run_import(&rt, a.pos[0], a.pos[1], &err);
+        r = run_import(&rt, a.pos[0], a.pos[1], a.parent, &err);
     else if (strcmp(sub, "ls") == 0 && a.npos == 0)
         r = list(&rt, a.json, &err);
     else if (strcmp(sub, "rm") == 0 && a.npos == 1) {

@@ -140,6 +140,15 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err);
 int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
                    pe_proc_result *res, pe_err *err);
 
+/* pe_runtime_run whose writable layer is layer_dir/upper (overlayfs's
+ * work dir layer_dir/work), kept after the run: what the command changed
+ * in the image, with whiteouts for what it removed, a new layer on top of
+ * cfg->image (lib/template builds templates so). Needs cfg->userns: the
+ * directory is idmapped like the image, so what the sandbox's root writes
+ * is owned by host root, and nothing in it is owned by a sandbox's id. */
+int pe_runtime_run_capture(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
+                           const char *layer_dir, pe_proc_result *res, pe_err *err);
+
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);
 
