@@ -61,6 +61,9 @@ static void usage(void)
     printf("usage: pocketenv image COMMAND ...\n\n"
            "  build debian|busybox [--name NAME] [--mirror URL]\n"
            "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
+           "  build TEMPLATE       build a template and the layers it stands on\n"
+           "                       (openclaw claude-code codex gemini opencode vscode python\n"
+           "                       amp copilot crush kilo; see docs/templates.md)\n"
            "  import NAME FILE [--parent IMAGE]\n"
            "                       import a root filesystem tarball (.tar, .tar.gz, .tar.zst),\n"
            "                       or a layer of files on top of IMAGE\n"
@@ -102,6 +105,52 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
         printf("]\n");
     pe_image_info_free(v, n);
     return 0;
+}
+
+/* Run helper (next to this binary, or in libexec) with argv[1..]; exits
+ * with its status when it fails (it said what went wrong). */
+static int run_helper(pe_runtime *rt, const char *helper, char *const *argv, pe_err *err)
+{
+    char *dir = pe_xstrdup(rt->init_path);
+    char *slash = strrchr(dir, '/');
+    char *path;
+    int status;
+    pid_t pid;
+
+    if (slash != NULL)
+        *slash = '\0';
+    path = pe_xasprintf("%s/%s", slash ? dir : ".", helper);
+    free(dir);
+    pid = fork();
+    if (pid < 0) {
+        free(path);
+        return pe_err_sys(err, "fork");
+    }
+    if (pid == 0) {
+        execv(path, argv);
+        fprintf(stderr, "pocketenv: run %s: %s\n", path, strerror(errno));
+        _exit(125);
+    }
+    free(path);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return pe_err_sys(err, "wait for %s", helper);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    exit(WIFEXITED(status) ? WEXITSTATUS(status) : PE_EXIT_FAIL);
+}
+
+/* Templates are built by pocketenv-template (cli/template-main.c). */
+static int build(pe_runtime *rt, const struct image_args *a, pe_err *err)
+{
+    char *const argv[] = {(char *)"pocketenv-template", rt->data_dir, (char *)a->pos[0], NULL};
+
+    if (strcmp(a->pos[0], "debian") == 0 || strcmp(a->pos[0], "busybox") == 0)
+        return pe_image_build(rt->data_dir, a->pos[0], a->name ? a->name : a->pos[0], a->mirror,
+                              err);
+    if (a->name != NULL && strcmp(a->name, a->pos[0]) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "a template is built under its own name");
+    return run_helper(rt, "pocketenv-template", argv, err);
 }
 
 /* Import runs in pocketenv-import, next to this binary (or in libexec):
@@ -165,7 +214,7 @@ int pe_cmd_image(int argc, char **argv)
     if (pe_cli_open_runtime(&rt, &err) < 0)
         return pe_cli_fail(&err);
     if (strcmp(sub, "build") == 0 && a.npos == 1)
-        r = pe_image_build(rt.data_dir, a.pos[0], a.name ? a.name : a.pos[0], a.mirror, &err);
+        r = build(&rt, &a, &err);
     else if (strcmp(sub, "import") == 0 && a.npos == 2)
         r = run_import(&rt, a.pos[0], a.pos[1], a.parent, &err);
     else if (strcmp(sub, "ls") == 0 && a.npos == 0)

@@ -97,6 +97,9 @@ typedef struct pe_proc_opts {
     uint32_t uid, gid;
     double timeout; /* seconds, 0 = none; on expiry the process is killed */
     bool capture;   /* exec_start: pipes for stdin/stdout/stderr (not with tty) */
+    /* run: > 2 sends the command's stdout and stderr to this fd (stdin
+     * /dev/null) instead of the caller's terminals; 0: the caller's. */
+    int out_fd;
 } pe_proc_opts;
 
 /* A process started in a sandbox by pe_runtime_exec_start, for callers

@@ -104,7 +104,9 @@ static int tree_size_at(int dfd, int depth, int64_t *total, pe_err *err)
             ret = pe_err_sys(err, "stat %s", de->d_name);
             break;
         }
-        *total += (int64_t)sb.st_blocks * 512;
+        /* A file's links share its blocks: each counts its share (exact
+         * when every link is in the tree, as in an npm package). */
+        *total += (int64_t)sb.st_blocks * 512 / (sb.st_nlink > 1 ? (int64_t)sb.st_nlink : 1);
         if (!S_ISDIR(sb.st_mode))
             continue;
         if (depth >= TREE_MAX_DEPTH) {
@@ -126,7 +128,7 @@ static int tree_size_at(int dfd, int depth, int64_t *total, pe_err *err)
 }
 
 /* Disk usage of a tree (st_blocks, so sparse files count what they use;
- * a file with several hard links counts once per link). */
+ * hard links once in all). */
 static int tree_size(const char *path, int64_t *out, pe_err *err)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

@@ -414,6 +414,7 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     pe_net_lease lease = {0};
     char key[32] = "run-";
     cleanup_free char *dir = NULL;
+    cleanup_fd int devnull = -1;
     pe_image_stack stack = {0};
     char **env = NULL;
     cleanup_fd int lock = -1;
@@ -493,8 +494,17 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     req.gid = gid;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
     req.init_fd = init_fd;
-    if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0)
+    if (proc->out_fd > 2 && !proc->tty) {
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull < 0) {
+            pe_err_sys(err, "open /dev/null");
+            goto out;
+        }
+        req.stdio[0] = devnull;
+        req.stdio[1] = req.stdio[2] = proc->out_fd;
+    } else if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0) {
         goto out;
+    }
     if (pe__spawn_sandbox(&req, &sp, err) < 0)
         goto out;
     pe__stdio_guard_close(req.stdio, NULL, own);
