@@ -25,12 +25,19 @@ static const char *const utf8_env[] = {UTF8, NULL};
         __VA_ARGS__, NULL                                                                          \
     }
 
-/* openclaw's gateway as its own docs start it in a container: in the
- * foreground, on every address of the sandbox (the daemon's proxy and
- * exposePort reach it there), without a config file written first. */
+/* openclaw's gateway in the foreground, on every address of the sandbox
+ * (the daemon's proxy and exposePort reach it there). Bound beyond
+ * loopback it insists on auth: the owner's OPENCLAW_GATEWAY_TOKEN (a
+ * secret) if set, else one made at its first start and kept in
+ * ~/.openclaw/gateway-token (0600) for the owner to read. */
 static const pe_template_service openclaw_gateway = {
     .name = "openclaw-gateway",
-    .command = "exec openclaw gateway run --port 18789 --bind lan --allow-unconfigured",
+    .command = "if [ -z \"${OPENCLAW_GATEWAY_TOKEN:-}\" ]; then "
+               "f=\"$HOME/.openclaw/gateway-token\"; mkdir -p \"$HOME/.openclaw\"; "
+               "[ -s \"$f\" ] || (umask 077; head -c 24 /dev/urandom | od -An -tx1 | "
+               "tr -d ' \\n' > \"$f\"); "
+               "OPENCLAW_GATEWAY_TOKEN=$(cat \"$f\"); export OPENCLAW_GATEWAY_TOKEN; fi; "
+               "exec openclaw gateway run --port 18789 --bind lan --allow-unconfigured",
     .port = 18789,
     .description = "OpenClaw gateway (control UI and API)",
 };

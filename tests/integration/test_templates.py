@@ -1,0 +1,203 @@
+"""Templates (docs/templates.md): agents that really run.
+
+The slow tests build templates from the npm registry and Debian's archive
+into one shared image directory ($PE_TEMPLATE_CACHE, else one per pytest
+run: each template is built once per run) and run the real agents against
+a model API double (model_double.py). The double runs in a network
+namespace this file makes (10.123.0.4/30, its own /30: test_network.py
+uses 10.123.0.0/30), which sandboxes reach through their NAT like any
+host outside; nothing else is opened. The agents get the double's URL as
+a variable and the key as a secret, as a user would give them.
+"""
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import http.server
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, kill_tree, wait_for
+from test_daemon import serving
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+UP_HOST, UP_NS, UP_PORT = "10.123.0.5", "10.123.0.6", 8000
+DOUBLE_URL = f"http://{UP_NS}:{UP_PORT}"
+REPLY = "Pocketenv double says: the sandbox reached me."
+BUILD_TIMEOUT = 1800  # a first build of a template: Debian, Node.js, the agent
+SB = "io.pocketenv.sandbox."
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def template_images(tmp_path_factory):
+    """The image directory every template test's daemon shares."""
+    path = os.environ.get("PE_TEMPLATE_CACHE") or str(tmp_path_factory.mktemp("template-images"))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def double(tmp_path_factory):
+    """The model API double in a namespace of its own: yields the path of
+    its request log (one JSON line per request)."""
+    tag = os.getpid() % 100000
+    ns, host_if, ns_if = f"pt-md-{tag}", f"pt-mh-{tag}", f"pt-mn-{tag}"
+    log = str(tmp_path_factory.mktemp("double") / "requests.jsonl")
+    open(log, "w").close()
+    proc = None
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{UP_HOST}/30", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "-n", ns, "addr", "add", f"{UP_NS}/30", "dev", ns_if)
+        sh("ip", "-n", ns, "link", "set", ns_if, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
+                                 os.path.join(HERE, "model_double.py"), UP_NS, str(UP_PORT), log,
+                                 REPLY], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        assert proc.stdout.readline() == "ready\n"
+        yield log
+    finally:
+        if proc:
+            kill_tree(proc)
+            proc.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def requests_seen(log):
+    with open(log) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tdaemon(tmp_path_factory, template_images):
+    with serving(tmp_path_factory.mktemp("tdaemon"),
+                 env={"POCKETENV_IMAGES": template_images}) as d:
+        yield d
+
+
+def create(d, base, name, envs=(), secrets_=()):
+    body = {"base": base, "name": name,
+            "envs": [{"name": k, "value": v} for k, v in envs],
+            "secrets": [{"name": k, "value": v} for k, v in secrets_]}
+    st, sb = d.call(SB + "createSandbox", body=body)
+    assert st == 200, sb
+    got = d.wait_status(sb["id"], ["RUNNING", "FAILED"], timeout=BUILD_TIMEOUT)
+    assert got["status"] == "RUNNING", got
+    return got
+
+
+def run(d, ident, command, timeout=600):
+    st, out = d.call(SB + "exec", {"id": ident}, {"command": command}, timeout=timeout)
+    assert st == 200, out
+    return out
+
+
+def key():
+    return "sk-test-" + secrets.token_hex(16)
+
+
+# ---- the agents ----
+
+@pytest.mark.slow
+def test_claude_code_runs_against_the_double(tdaemon, double):
+    k = key()
+    sb = create(tdaemon, "claude", "cc", envs=[("ANTHROPIC_BASE_URL", DOUBLE_URL),
+                                               ("DISABLE_TELEMETRY", "1"),
+                                               ("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")],
+                secrets_=[("ANTHROPIC_API_KEY", k)])
+    assert sb["baseSandbox"] == "claude-code"
+    out = run(tdaemon, "cc", "claude -p 'Say hello to the double' < /dev/null")
+    assert out["exitCode"] == 0 and REPLY in out["stdout"], out
+    calls = [r for r in requests_seen(double)
+             if r["path"].startswith("/v1/messages") and r["headers"].get("x-api-key") == k]
+    asked = [r for r in calls if r["path"].split("?")[0] == "/v1/messages"]
+    assert asked, requests_seen(double)[-5:]
+    body = asked[-1]["body"]
+    assert body["model"] and body["max_tokens"] > 0, body
+    assert "Say hello to the double" in json.dumps(body["messages"]), body
+    assert asked[-1]["headers"].get("anthropic-version"), asked[-1]["headers"]
+
+
+@pytest.mark.slow
+def test_codex_runs_against_the_double(tdaemon, double):
+    k = key()
+    create(tdaemon, "codex", "cx", envs=[("OPENAI_BASE_URL", DOUBLE_URL + "/v1")],
+           secrets_=[("CODEX_API_KEY", k)])
+    # `codex exec` reads its key from CODEX_API_KEY (OPENAI_API_KEY only
+    # through `codex login --with-api-key`), its base URL from its config
+    # (openai_base_url), given here from the variable.
+    out = run(tdaemon, "cx", "cd /tmp && codex exec --skip-git-repo-check "
+                             "-c openai_base_url=\"\\\"$OPENAI_BASE_URL\\\"\" "
+                             "'Say hello to the double' < /dev/null")
+    assert out["exitCode"] == 0 and REPLY in out["stdout"], out
+    asked = [r for r in requests_seen(double) if r["path"].split("?")[0] == "/v1/responses"
+             and r["headers"].get("Authorization", r["headers"].get("authorization"))
+             == f"Bearer {k}"]
+    assert asked, requests_seen(double)[-5:]
+    body = asked[-1]["body"]
+    assert body["model"] and "Say hello to the double" in json.dumps(body["input"]), body
+
+
+@pytest.mark.slow
+def test_openclaw_gateway_runs_and_its_agent_answers(tdaemon, double):
+    """openclaw (upstream's default base, as the CLI sends it: an at-uri)
+    starts with its gateway as a service, RUNNING once the gateway
+    listens; its port is known to the ports API; `openclaw agent`
+    answers from the double with the key of the secret."""
+    k = key()
+    did = tdaemon.call("io.pocketenv.actor.getProfile")[1]["did"]
+    create(tdaemon, f"at://{did}/io.pocketenv.sandbox/openclaw", "claw",
+           envs=[("OPENAI_BASE_URL", DOUBLE_URL + "/v1")], secrets_=[("OPENAI_API_KEY", k)])
+    st, svcs = tdaemon.call("io.pocketenv.service.getServices", {"sandboxId": "claw"})
+    assert st == 200, svcs
+    gw = [s for s in svcs["services"] if s["name"] == "openclaw-gateway"]
+    assert gw and gw[0]["status"] == "RUNNING" and gw[0]["ports"] == [18789], svcs
+    st, ports = tdaemon.call(SB + "getExposedPorts", {"id": "claw"})
+    assert st == 200 and 18789 in [p["port"] for p in ports["ports"]], ports
+    # Through the gateway (the service), which has the sandbox's secrets
+    # and variables; the CLI signs in with the gateway's token.
+    out = run(tdaemon, "claw", "cd /root && OPENCLAW_GATEWAY_TOKEN=$(cat .openclaw/gateway-token) "
+                               "openclaw agent --agent main --session-id pocketenv-test "
+                               "-m 'Say hello to the double' < /dev/null")
+    assert out["exitCode"] == 0 and REPLY in out["stdout"], out
+    asked = [r for r in requests_seen(double) if r["path"].split("?")[0] == "/v1/responses"
+             and r["headers"].get("authorization") == f"Bearer {k}"]
+    assert asked, requests_seen(double)[-5:]
+    assert "Say hello to the double" in json.dumps(asked[-1]["body"]["input"])
+
+
+# ---- bad input ----
+
+def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
+    st, out = tdaemon.call(SB + "createSandbox", body={"base": "no-such-template"})
+    assert st == 400 and out["error"] == "InvalidRequest", out
+    assert out["message"].startswith("unknown base no-such-template; bases available here: "
+                                     "busybox, debian, openclaw, claude-code"), out
+    for name in ["cursor", "kiro", "mise", "nix", "pkgx", "wasmer", "docker", "nullclaw",
+                 "picoclaw", "zeroclaw", "opencrust", "nanoclaw"]:
+        st, out = tdaemon.call(SB + "createSandbox", body={"base": name})
+        assert (st, out["error"]) == (400, "TemplateNotAvailable"), out
+        assert "installs only from a vendor's download site" in out["message"], out
+    st, cat = tdaemon.call(SB + "getSandboxes", {"limit": 100})
+    by = {t["name"]: t for t in cat["sandboxes"]}
+    assert by["cursor"]["available"] is False and "vendor" in by["cursor"]["unavailableReason"]
+    for name in ["openclaw", "claude-code", "codex", "gemini", "opencode", "vscode", "python",
+                 "amp", "copilot", "crush", "kilo"]:
+        assert by[name]["available"] is True, by[name]
+        assert by[name]["uri"].startswith("at://did:key:") and \
+            by[name]["uri"].endswith("/io.pocketenv.sandbox/" + name), by[name]
+    assert "node" not in by  # a layer, not a base
