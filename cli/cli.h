@@ -88,6 +88,8 @@ int pe_cmd_ports(int argc, char **argv);
 int pe_cmd_cp(int argc, char **argv);
 /* sshkeys, tailscale, service (cli/cmd-keys.c); -1 if none. */
 int pe_cmd_keys(int argc, char **argv);
+/* exec (cli/cmd-exec.c) */
+int pe_cmd_exec(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */

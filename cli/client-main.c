@@ -40,6 +40,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[0], "console") == 0 || strcmp(argv[0], "shell") == 0 ||
         strcmp(argv[0], "ssh") == 0 || strcmp(argv[0], "s") == 0)
         return pe_cmd_console(argc, argv);
+    if (strcmp(argv[0], "exec") == 0)
+        return pe_cmd_exec(argc, argv);
     r = pe_cmd_api(argc, argv);
     if (r < 0)
         r = pe_cmd_res(argc, argv);

@@ -4,6 +4,8 @@
  * says which commands take --json. client-main.c asks here before running
  * a command, so no command parses --help or --json itself. */
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <time.h>
 
@@ -41,50 +43,73 @@ static const cmd_help helps[] = {
      "pocketenv logout", NULL, 0},
     {"whoami", "whoami [--json]", "Show whom the token logs you in as.", NULL,
      "pocketenv whoami\npocketenv whoami --json | jq -r .did", "", 0},
-    {"create new", "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--json]",
-     "Create a sandbox and start it. Without NAME the daemon picks one.",
+    {"create new",
+     "create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s] [--vcpus N]\n"
+     "           [--memory GB] [--disk GB] [--no-wait] [--json]",
+     "Create a sandbox and start it, and wait until it runs (what it is doing is\n"
+     "shown on a terminal); if it fails, say why and exit 1. Without NAME the\n"
+     "daemon picks one.",
      "  -b, --base BASE          base to start from: an image, or an upstream template\n"
      "                           name or at-uri (default debian)\n"
      "  -p, --provider NAME      upstream provider name to record (default: the daemon's,\n"
      "                           cloudflare); the daemon decides what runs it\n"
      "  -r, --repo REPO          git repository to clone in it (URL or github:owner/repo)\n"
      "  -k, --keep-alive         never stop it for being idle\n"
-     "  -s, --ssh                open a terminal in it once it runs",
+     "  -s, --ssh                open a terminal in it once it runs\n"
+     "      --vcpus N            CPUs it may use (the daemon's default and maximum apply)\n"
+     "      --memory GB          memory it may use, in GB\n"
+     "      --disk GB            disk it may use, in GB\n"
+     "      --no-wait            answer at once (it is then INITIALIZING)",
      "pocketenv create\n"
      "pocketenv create web -b busybox -k\n"
+     "pocketenv create big --vcpus 4 --memory 8\n"
      "pocketenv new api -r https://github.com/owner/repo -s\n"
      "id=$(pocketenv create --json | jq -r .id)",
      "", 0},
-    {"start", "start SANDBOX [-r REPO] [-k] [-s]",
-     "Start a stopped sandbox; its files are as it left them.",
+    {"start", "start SANDBOX [-r REPO] [-k] [-s] [--no-wait]",
+     "Start a stopped sandbox and wait until it runs; its files are as it left them.",
      "  -r, --repo REPO          git repository to clone in it first\n"
      "  -k, --keep-alive         never stop it for being idle\n"
-     "  -s, --ssh                open a terminal in it once it runs",
+     "  -s, --ssh                open a terminal in it once it runs\n"
+     "      --no-wait            answer at once",
      "pocketenv start web\npocketenv start web -s", NULL, 0},
     {"stop", "stop SANDBOX", "Stop a sandbox. Its files are kept; `pocketenv start` resumes it.",
      NULL, "pocketenv stop web", NULL, 0},
-    {"rm delete remove", "rm|delete|remove SANDBOX", "Delete a sandbox and all its files.", NULL,
-     "pocketenv rm web", NULL, 0},
+    {"rm delete remove", "rm|delete|remove [-f] SANDBOX...",
+     "Delete sandboxes and all their files; a running one is stopped first. A name\n"
+     "that is not found is said, the others are still deleted (exit 1 then).",
+     "  -f, --force         accepted, as docker's (running sandboxes are deleted anyway)",
+     "pocketenv rm web\npocketenv rm -f web api worker", NULL, 0},
     {"ls", "ls [--json]",
      "List your sandboxes: name, base, provider, the backend that runs it, status\n"
+     "(with the reason of a FAILED one) "
      "and when each was created.",
      NULL,
      "pocketenv ls\npocketenv ls --json | jq -r '.[] | select(.status == \"STOPPED\") | .name'", "",
      0},
-    {"ps", "ps [--json]", "List your running sandboxes and how long each has been up.", NULL,
-     "pocketenv ps\npocketenv ps --json | jq length", "", 0},
+    {"ps", "ps [-a] [--json]",
+     "List your running sandboxes and how long each has been up; with -a, all of\n"
+     "them, as ls does (a FAILED one with its reason).",
+     "  -a, --all           every sandbox, not only the running ones",
+     "pocketenv ps\npocketenv ps -a\npocketenv ps --json | jq length", "", 0},
     {"inspect", "inspect SANDBOX",
      "Print everything the daemon knows of a sandbox, as JSON: id, name, status and\n"
      "its reason, base, provider and the backend that runs it, times, ports.",
      NULL, "pocketenv inspect web\npocketenv inspect web | jq -r .status", "", 0},
-    {"exec", "exec SANDBOX COMMAND [ARGS...]",
-     "Run COMMAND in a running sandbox (its words joined by spaces, run by the\n"
-     "sandbox's /bin/sh). Its standard output and error come back apart, and\n"
-     "pocketenv exits with its exit code.",
-     NULL,
+    {"exec", "exec [-i] [-t] SANDBOX [--] COMMAND [ARGS...]",
+     "Run COMMAND in a running sandbox. One word is a shell command line (run by the\n"
+     "sandbox's /bin/sh); several are the program and its arguments, as given.\n"
+     "Output comes as it is made, any bytes, however much; standard output and\n"
+     "error stay apart. Standard input is passed on when it is not a terminal (or\n"
+     "with -i). Ctrl-C and other signals reach the command; pocketenv exits with\n"
+     "its exit code.",
+     "  -i, --interactive   pass standard input on even from a terminal\n"
+     "  -t, --tty           run it on a terminal (keys as typed, the window's size)",
      "pocketenv exec web uname -a\n"
      "pocketenv exec web 'cd /app && make test' || echo failed\n"
-     "pocketenv exec web ls --help     (--help goes to ls)",
+     "echo hi | pocketenv exec web wc -c\n"
+     "pocketenv exec -it web bash\n"
+     "pocketenv exec web -- ls --help     (--help goes to ls)",
      NULL, 2},
     {"console shell ssh s", "console|shell|ssh|s [SANDBOX]",
      "Open a terminal in a running sandbox (your first running one without SANDBOX).\n"
@@ -237,6 +262,21 @@ static bool is_help_word(const char *s)
     return strcmp(s, "--help") == 0 || strcmp(s, "-h") == 0;
 }
 
+/* Where a command's own words begin (exec SANDBOX COMMAND...: after the
+ * (words - 1)th argument that is not an option, so `exec -it web ls --help`
+ * gives --help to ls); argc when it has none. */
+static int own_words(const cmd_help *h, int argc, char **argv)
+{
+    int pos = 0;
+
+    if (h == NULL || h->words == 0)
+        return argc;
+    for (int i = 1; i < argc; i++)
+        if ((argv[i][0] != '-' || argv[i][1] == '\0') && ++pos == h->words - 1)
+            return i + 1;
+    return argc;
+}
+
 int pe_cli_help(int argc, char **argv)
 {
     const cmd_help *h = find(argv[0]);
@@ -253,7 +293,7 @@ int pe_cli_help(int argc, char **argv)
     if (h == NULL)
         return -1;
     for (int i = 1; i < argc && !asked; i++) {
-        if (strcmp(argv[i], "--") == 0 || (h->words && i >= h->words))
+        if (strcmp(argv[i], "--") == 0 || i >= own_words(h, argc, argv))
             break;
         asked = is_help_word(argv[i]);
     }
@@ -268,11 +308,11 @@ bool pe_cli_json;
 int pe_cli_take_json(int *argc, char **argv)
 {
     const cmd_help *h = find(argv[0]);
-    int n = 1;
+    int n = 1, own = own_words(h, *argc, argv);
     bool end = false;
 
     for (int i = 1; i < *argc; i++) {
-        end = end || strcmp(argv[i], "--") == 0 || (h && h->words && i >= h->words);
+        end = end || strcmp(argv[i], "--") == 0 || i >= own;
         if (end || strcmp(argv[i], "--json") != 0) {
             argv[n++] = argv[i];
             continue;
@@ -359,4 +399,63 @@ int pe_cli_call(const char *nsid, json_t *params, json_t *body, json_t **out, co
     }
     pe_api_close(&a);
     return r;
+}
+
+/* Wait (up to 10 minutes: a first image may be being built) until the
+ * sandbox is no longer INITIALIZING. On a terminal (stderr), what it is
+ * doing is shown on one line as the daemon reports it. 0 once RUNNING;
+ * otherwise its status and reason on stderr, and EXIT_API. */
+int pe_cli_wait_running(const char *name)
+{
+    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
+    time_t deadline = time(NULL) + 600;
+    const char *status = "", *reason;
+    cleanup_free char *shown = NULL;
+    bool tty = isatty(2);
+    pe_api a;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_api_open(&a, true, &err) < 0) {
+        json_decref(params);
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_CLI_EXIT_API;
+    }
+    for (;;) {
+        json_decref(out);
+        out = NULL;
+        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
+            break;
+        status = pe_cli_str(json_object_get(out, "sandbox"), "status");
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
+        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
+            break;
+        if (tty && reason && (shown == NULL || strcmp(shown, reason) != 0)) {
+            fprintf(stderr, "\r\033[K%s: %s", name, reason);
+            free(shown);
+            shown = pe_xstrdup(reason);
+        }
+        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
+    }
+    if (shown)
+        fprintf(stderr, "\r\033[K");
+    json_decref(params);
+    pe_api_close(&a);
+    if (err.msg[0]) {
+        json_decref(out);
+        fprintf(stderr, "pocketenv: %s\n", err.msg);
+        return PE_CLI_EXIT_API;
+    }
+    if (strcmp(status, "RUNNING") != 0) {
+        reason =
+            json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"));
+        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name,
+                strcmp(status, "INITIALIZING") == 0 ? "still starting after 10 minutes" : status,
+                reason ? ": " : "", reason ? reason : "");
+        json_decref(out);
+        return PE_CLI_EXIT_API;
+    }
+    json_decref(out);
+    return 0;
 }

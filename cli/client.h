@@ -30,6 +30,12 @@ int pe_cli_call(const char *nsid, json_t *params, json_t *body, json_t **out, co
 /* "3 minutes ago" (ago) or "3 minutes" since an ISO 8601 UTC time; "-"
  * if there is none. */
 void pe_cli_since(const char *iso, bool ago, char *out, size_t size);
+/* Wait (up to 10 minutes: a first image may be being built) until the
+ * sandbox is no longer INITIALIZING, showing on a terminal (stderr) what
+ * the daemon says it is doing. 0 once RUNNING; otherwise its status and
+ * reason said on stderr, and PE_CLI_EXIT_API. */
+int pe_cli_wait_running(const char *name);
+
 /* o's string member k, or "-". */
 const char *pe_cli_str(json_t *o, const char *k);
 

@@ -148,7 +148,17 @@ static int cmd_whoami(int argc, char **argv)
 
 /* ---- create, start, stop, rm ---- */
 
-enum { O_BASE = 1, O_PROVIDER, O_REPO, O_SSH, O_KEEP_ALIVE };
+enum {
+    O_BASE = 1,
+    O_PROVIDER,
+    O_REPO,
+    O_SSH,
+    O_KEEP_ALIVE,
+    O_NO_WAIT,
+    O_VCPUS,
+    O_MEMORY,
+    O_DISK,
+};
 
 static const pe_opt create_opts[] = {
     {"base", 'b', true, O_BASE, "BASE", "template (image) to start from (debian)"},
@@ -156,13 +166,31 @@ static const pe_opt create_opts[] = {
     {"repo", 'r', true, O_REPO, "REPO", "git repository to clone in it (URL or github:o/r)"},
     {"keep-alive", 'k', false, O_KEEP_ALIVE, NULL, "never stop it for being idle"},
     {"ssh", 's', false, O_SSH, NULL, "open a terminal in it once it runs"},
+    {"no-wait", 0, false, O_NO_WAIT, NULL, "answer at once, not when it runs"},
+    {"vcpus", 0, true, O_VCPUS, "N", "CPUs it may use (the daemon's default, 2)"},
+    {"memory", 0, true, O_MEMORY, "GB", "memory it may use, in GB (the daemon's default, 4)"},
+    {"disk", 0, true, O_DISK, "GB", "disk it may use, in GB (the daemon's default, 10)"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct create_args {
     const char *name, *base, *provider, *repo;
-    bool ssh, keep_alive;
+    bool ssh, keep_alive, no_wait;
+    long long vcpus, memory, disk; /* 0: the daemon's default */
 };
+
+/* A whole number of 1 or more, for --vcpus, --memory and --disk. */
+static int positive(const char *opt, const char *arg, long long *out, pe_err *err)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end || *out < 1)
+        return pe_err_set(err, PE_EINVAL, 0, "--%s: a whole number of 1 or more, not '%s'", opt,
+                          arg);
+    return 0;
+}
 
 static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
 {
@@ -186,6 +214,15 @@ static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_SSH:
         c->ssh = true;
         return 0;
+    case O_NO_WAIT:
+        c->no_wait = true;
+        return 0;
+    case O_VCPUS:
+        return positive("vcpus", arg, &c->vcpus, err);
+    case O_MEMORY:
+        return positive("memory", arg, &c->memory, err);
+    case O_DISK:
+        return positive("disk", arg, &c->disk, err);
     default:
         c->keep_alive = true;
         return 0;
@@ -203,50 +240,13 @@ static int parse_create(int argc, char **argv, struct create_args *c)
     return 0;
 }
 
-/* --ssh: wait (up to 10 minutes: a first debian image is being built)
- * until the sandbox runs, then open a terminal in it. */
+/* --ssh: once it runs, a terminal in it. */
 static int then_console(const char *name)
 {
     char *args[] = {(char *)"console", (char *)name, NULL};
-    json_t *params = json_pack("{s:s}", "id", name), *out = NULL;
-    time_t deadline = time(NULL) + 600;
-    const char *status = "";
-    pe_api a;
-    pe_err err;
+    int r = pe_cli_wait_running(name);
 
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0) {
-        json_decref(params);
-        return fail(&err);
-    }
-    for (;;) {
-        json_decref(out);
-        out = NULL;
-        if (pe_api_call(&a, "io.pocketenv.sandbox.getSandbox", params, NULL, &out, &err) < 0)
-            break;
-        status = pe_cli_str(json_object_get(out, "sandbox"), "status");
-        if (strcmp(status, "INITIALIZING") != 0 || time(NULL) > deadline)
-            break;
-        usleep(200 * 1000); /* polling, as upstream's clients do (every 2 s) */
-    }
-    json_decref(params);
-    pe_api_close(&a);
-    if (err.msg[0]) {
-        json_decref(out);
-        return fail(&err);
-    }
-    if (strcmp(status, "RUNNING") != 0) {
-        fprintf(stderr, "pocketenv: sandbox %s is %s%s%s\n", name, status,
-                json_is_string(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
-                    ? ": "
-                    : "",
-                json_string_value(json_object_get(json_object_get(out, "sandbox"), "statusReason"))
-                    ?: "");
-        json_decref(out);
-        return EXIT_API;
-    }
-    json_decref(out);
-    return pe_cmd_console(2, args);
+    return r != 0 ? r : pe_cmd_console(2, args);
 }
 
 static int cmd_create(int argc, char **argv)
@@ -274,23 +274,32 @@ static int cmd_create(int argc, char **argv)
         json_object_set_new(body, "repo", json_string(c.repo));
     if (c.keep_alive)
         json_object_set_new(body, "keepAlive", json_true());
+    if (c.vcpus)
+        json_object_set_new(body, "vcpus", json_integer(c.vcpus));
+    if (c.memory)
+        json_object_set_new(body, "memory", json_integer(c.memory));
+    if (c.disk)
+        json_object_set_new(body, "disk", json_integer(c.disk));
     r = pe_api_call(&a, "io.pocketenv.sandbox.createSandbox", NULL, body, &out, &err);
     json_decref(body);
     pe_api_close(&a);
     if (r < 0)
         return fail(&err);
-    if (pe_cli_json)
+    /* Said only once it runs (unless --no-wait): a create that fails is
+     * never "created successfully". */
+    r = c.no_wait || c.ssh ? 0 : pe_cli_wait_running(pe_cli_str(out, "name"));
+    if (r == 0 && pe_cli_json)
         pe_cli_print_json(out);
-    else
+    else if (r == 0)
         printf("%sSandbox created successfully:%s %s\n", c_ok(), c_off(), pe_cli_str(out, "name"));
     fflush(stdout);
-    if (c.ssh) {
+    if (r == 0 && c.ssh) {
         cleanup_free char *name = pe_xstrdup(pe_cli_str(out, "name"));
         json_decref(out);
         return then_console(name);
     }
     json_decref(out);
-    return 0;
+    return r;
 }
 
 /* Call a by-id procedure on the sandbox named on the command line. */
@@ -335,8 +344,8 @@ static int cmd_start(int argc, char **argv)
     r = parse_create(argc, argv, &c);
     if (r != 0)
         return r;
-    if (c.name == NULL || c.base || c.provider)
-        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k]");
+    if (c.name == NULL || c.base || c.provider || c.vcpus || c.memory || c.disk)
+        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k] [-s] [--no-wait]");
     body = json_object();
     if (c.repo)
         json_object_set_new(body, "repo", json_string(c.repo));
@@ -347,10 +356,11 @@ static int cmd_start(int argc, char **argv)
     r = by_id("usage: pocketenv start SANDBOX", "io.pocketenv.sandbox.startSandbox", 2, args, body,
               "started");
     json_decref(body);
-    if (r == 0 && c.ssh) {
-        fflush(stdout);
+    fflush(stdout);
+    if (r == 0 && c.ssh)
         return then_console(c.name);
-    }
+    if (r == 0 && !c.no_wait)
+        r = pe_cli_wait_running(c.name);
     if (r == 0)
         printf("Run `pocketenv console %s` to open a terminal in it.\n", c.name);
     return r;
@@ -362,10 +372,29 @@ static int cmd_stop(int argc, char **argv)
                  NULL, "stopped");
 }
 
+/* rm [-f] SANDBOX...: every one named, as docker rm; -f is accepted as
+ * docker's (a running sandbox is stopped and deleted either way). A name
+ * that is not found is said and the rest go on; exit 1 if any failed. */
 static int cmd_rm(int argc, char **argv)
 {
-    return by_id("usage: pocketenv rm SANDBOX", "io.pocketenv.sandbox.deleteSandbox", argc, argv,
-                 NULL, "deleted successfully");
+    char *args[2] = {argv[0], NULL};
+    int i = 1, r = 0;
+
+    if (i < argc && (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--force") == 0))
+        i++;
+    if (i >= argc)
+        return usage_error("usage: pocketenv rm [-f] SANDBOX...");
+    for (; i < argc; i++) {
+        if (argv[i][0] == '-')
+            return usage_error("usage: pocketenv rm [-f] SANDBOX... (options come first)");
+    }
+    for (i = argv[1][0] == '-' ? 2 : 1; i < argc; i++) {
+        args[1] = argv[i];
+        if (by_id("usage: pocketenv rm [-f] SANDBOX...", "io.pocketenv.sandbox.deleteSandbox", 2,
+                  args, NULL, "deleted successfully") != 0)
+            r = EXIT_API;
+    }
+    return r;
 }
 
 /* ---- ls, ps ---- */
@@ -378,8 +407,10 @@ static int list(int argc, char **argv, bool running)
     size_t i;
     int r;
 
+    if (running && argc == 2 && (strcmp(argv[1], "-a") == 0 || strcmp(argv[1], "--all") == 0))
+        running = false, argc = 1; /* docker's ps -a: every sandbox */
     if (argc != 1)
-        return usage_error(running ? "usage: pocketenv ps" : "usage: pocketenv ls");
+        return usage_error(running ? "usage: pocketenv ps [-a]" : "usage: pocketenv ls");
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
@@ -420,10 +451,12 @@ static int list(int argc, char **argv, bool running)
         } else {
             pe_cli_since(json_string_value(json_object_get(sb, "createdAt")), true, when,
                          sizeof(when));
-            printf("%-28s %-12s %-10s %-8s %s%-13s%s %s\n", pe_cli_str(sb, "name"),
+            const char *why = json_string_value(json_object_get(sb, "statusReason"));
+            bool failed = strcmp(status, "FAILED") == 0;
+            printf("%-28s %-12s %-10s %-8s %s%-13s%s %s%s%s\n", pe_cli_str(sb, "name"),
                    pe_cli_str(sb, "baseSandbox"), pe_cli_str(sb, "provider"),
                    pe_cli_str(sb, "backend"), strcmp(status, "RUNNING") == 0 ? c_hi() : "", status,
-                   c_off(), when);
+                   c_off(), when, failed && why ? "  " : "", failed && why ? why : "");
         }
     }
     json_decref(out);
@@ -448,54 +481,6 @@ static int cmd_inspect(int argc, char **argv)
     return r;
 }
 
-/* ---- exec ---- */
-
-static int cmd_exec(int argc, char **argv)
-{
-    json_t *params, *body, *out = NULL;
-    cleanup_free char *command = NULL;
-    const char *so, *se;
-    size_t len = 0;
-    pe_api a;
-    pe_err err;
-    int r, code;
-
-    if (argc < 3)
-        return usage_error("usage: pocketenv exec SANDBOX COMMAND [ARGS...]");
-    for (int i = 2; i < argc; i++)
-        len += strlen(argv[i]) + 1;
-    command = pe_xmalloc(len + 1);
-    command[0] = '\0';
-    for (int i = 2; i < argc; i++) {
-        if (i > 2)
-            strcat(command, " ");
-        strcat(command, argv[i]);
-    }
-    pe_err_clear(&err);
-    if (pe_api_open(&a, true, &err) < 0)
-        return fail(&err);
-    params = json_pack("{s:s}", "id", argv[1]);
-    body = json_pack("{s:s}", "command", command);
-    r = pe_api_call(&a, "io.pocketenv.sandbox.exec", params, body, &out, &err);
-    json_decref(params);
-    json_decref(body);
-    if (r < 0 && strcmp(a.error_name, "SandboxNotFound") == 0)
-        pe_err_set(&err, PE_API_EHTTP, 0, "sandbox %s not found", argv[1]);
-    pe_api_close(&a);
-    if (r < 0)
-        return fail(&err);
-    so = json_string_value(json_object_get(out, "stdout"));
-    se = json_string_value(json_object_get(out, "stderr"));
-    code = (int)json_integer_value(json_object_get(out, "exitCode"));
-    if (so)
-        fwrite(so, 1, json_string_length(json_object_get(out, "stdout")), stdout);
-    fflush(stdout);
-    if (se)
-        fwrite(se, 1, json_string_length(json_object_get(out, "stderr")), stderr);
-    json_decref(out);
-    return code < 0 || code > 255 ? EXIT_API : code;
-}
-
 /* ---- dispatch ---- */
 
 int pe_cmd_api(int argc, char **argv)
@@ -504,10 +489,10 @@ int pe_cmd_api(int argc, char **argv)
         const char *name;
         int (*fn)(int, char **);
     } cmds[] = {
-        {"login", cmd_login},   {"logout", cmd_logout}, {"whoami", cmd_whoami},
-        {"create", cmd_create}, {"new", cmd_create},    {"start", cmd_start},
-        {"stop", cmd_stop},     {"rm", cmd_rm},         {"delete", cmd_rm},
-        {"remove", cmd_rm},     {"exec", cmd_exec},     {"inspect", cmd_inspect},
+        {"login", cmd_login},   {"logout", cmd_logout},   {"whoami", cmd_whoami},
+        {"create", cmd_create}, {"new", cmd_create},      {"start", cmd_start},
+        {"stop", cmd_stop},     {"rm", cmd_rm},           {"delete", cmd_rm},
+        {"remove", cmd_rm},     {"inspect", cmd_inspect},
     };
 
     if (strcmp(argv[0], "ls") == 0 || strcmp(argv[0], "ps") == 0)

@@ -4,10 +4,8 @@
  * (/v1/sandboxes/:id/ws/terminal?t=TOKEN, reference §4.4): binary frames
  * are raw terminal bytes both ways, text frames are JSON control messages
  * (server: ready, error, exit{code}; client: resize{cols, rows}). Binary,
- * so nothing is re-encoded on the way. WebSocket framing is libwslay's;
- * the opening handshake (one HTTP request) and Sec-WebSocket-Accept
- * (SHA-1, base64: nettle) are the only parts written here, because Debian's
- * libcurl is built without WebSocket support.
+ * so nothing is re-encoded on the way. The WebSocket client and the local
+ * terminal's modes are ws-client.c's, shared with exec.
  *
  * The local terminal is in raw mode while connected and restored on every
  * way out (exit, detach, lost connection, SIGTERM/SIGHUP/SIGINT/SIGQUIT)
@@ -23,147 +21,28 @@
  * SANDBOX, the first running one. */
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <nettle/base64.h>
-#include <nettle/sha1.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/random.h>
-#include <sys/socket.h>
 #include <termios.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
 #include "api.h"
 #include "cli.h"
+#include "client.h"
 #include "core/util.h"
+#include "ws-client.h"
 
 #define DETACH_KEY 0x1d /* Ctrl-] */
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define HANDSHAKE_MAX 8192
 #define EXIT_API 1
 
-static int sig_pipe[2] = {-1, -1};
 static int ended_by; /* the signal that ended the session, 0 if none */
-static struct termios saved_tio;
-static bool tio_saved, at_exit;
-
-static void restore_terminal(void)
-{
-    if (tio_saved) {
-        tcsetattr(0, TCSAFLUSH, &saved_tio);
-        tio_saved = false;
-    }
-}
-
-static void on_signal(int signo)
-{
-    unsigned char b = (unsigned char)signo;
-    int saved = errno;
-    ssize_t r = write(sig_pipe[1], &b, 1);
-
-    (void)r;
-    errno = saved;
-}
-
-/* Watch signo through sig_pipe, unless it was ignored when we started
- * (nohup, a background job's SIGINT): that choice is our caller's. */
-static void catch_signal(int signo)
-{
-    struct sigaction sa = {.sa_handler = on_signal, .sa_flags = SA_RESTART}, old;
-
-    if (sigaction(signo, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
-        return;
-    sigemptyset(&sa.sa_mask);
-    sigaction(signo, &sa, NULL);
-}
-
-static void raw_mode(void)
-{
-    struct termios raw;
-
-    if (!isatty(0) || tcgetattr(0, &saved_tio) < 0)
-        return;
-    tio_saved = true;
-    if (!at_exit) {
-        atexit(restore_terminal);
-        at_exit = true;
-    }
-    raw = saved_tio;
-    cfmakeraw(&raw);
-    tcsetattr(0, TCSAFLUSH, &raw);
-}
 
 /* ---- the connection ---- */
-
-typedef struct conn {
-    int fd;
-    char pre[HANDSHAKE_MAX]; /* bytes read past the handshake's answer */
-    size_t pre_len, pre_off;
-    bool ready, closed, exited;
-    int exit_code;
-    char error[256];
-} conn;
-
-static ssize_t on_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud)
-{
-    conn *c = ud;
-    ssize_t n;
-
-    if (c->pre_off < c->pre_len) {
-        n = (ssize_t)(c->pre_len - c->pre_off < len ? c->pre_len - c->pre_off : len);
-        memcpy(buf, c->pre + c->pre_off, (size_t)n);
-        c->pre_off += (size_t)n;
-        return n;
-    }
-    n = recv(c->fd, buf, len, 0);
-    if (n > 0)
-        return n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-}
-
-static ssize_t on_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *ud)
-{
-    conn *c = ud;
-    ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
-
-    if (n >= 0)
-        return n;
-    if (errno == EAGAIN || errno == EINTR)
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    else
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-}
-
-static int on_genmask(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, void *ud)
-{
-    return getrandom(buf, len, 0) == (ssize_t)len ? 0 : -1;
-}
-
-static void write_all(int fd, const void *p, size_t n)
-{
-    const char *s = p;
-
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return;
-        s += w;
-        n -= (size_t)w;
-    }
-}
 
 static void send_resize(wslay_event_context_ptr ctx)
 {
@@ -184,10 +63,10 @@ static void send_resize(wslay_event_context_ptr ctx)
 static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
                    void *ud)
 {
-    conn *c = ud;
+    pe_ws_conn *c = ud;
 
     if (arg->opcode == WSLAY_BINARY_FRAME) {
-        write_all(1, arg->msg, arg->msg_length);
+        pe_ws_write_all(1, arg->msg, arg->msg_length);
     } else if (arg->opcode == WSLAY_TEXT_FRAME) {
         json_t *j = json_loadb((const char *)arg->msg, arg->msg_length, 0, NULL);
         const char *type = json_string_value(json_object_get(j, "type"));
@@ -211,128 +90,6 @@ static void on_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_
     }
 }
 
-/* ---- opening handshake ---- */
-
-/* url: only to name the daemon in an error. */
-static int dial(const char *host, const char *port, const char *url, pe_err *err)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-    int fd = -1, r;
-
-    r = getaddrinfo(host, port, &hints, &res);
-    if (r != 0)
-        return pe_err_set(err, PE_API_ECONNECT, 0, "resolve %s: %s", host, gai_strerror(r));
-    for (ai = res; ai; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
-            break;
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd < 0)
-        return pe_err_set(err, PE_API_ECONNECT, errno,
-                          "cannot reach the Pocketenv daemon at %s: %s", url, strerror(errno));
-    return fd;
-}
-
-static void accept_key(const char *key, char *out)
-{
-    struct sha1_ctx sha;
-    uint8_t digest[SHA1_DIGEST_SIZE];
-
-    sha1_init(&sha);
-    sha1_update(&sha, strlen(key), (const uint8_t *)key);
-    sha1_update(&sha, strlen(WS_GUID), (const uint8_t *)WS_GUID);
-    sha1_digest(&sha, sizeof(digest), digest);
-    base64_encode_raw(out, sizeof(digest), digest);
-    out[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
-}
-
-/* Connect to url's host and upgrade path to a WebSocket. */
-static int ws_open(const char *url, const char *path, conn *c, pe_err *err)
-{
-    char host[256], port[8] = "80", key[32], want[40], *end;
-    uint8_t nonce[16];
-    const char *p, *hp;
-    cleanup_free char *req = NULL;
-    size_t len = 0, hl;
-
-    if (strncmp(url, "http://", 7) != 0)
-        return pe_err_set(err, PE_EINVAL, 0,
-                          "console needs an http:// daemon URL (POCKETENV_API_URL is %s)", url);
-    hp = url + 7;
-    hl = strcspn(hp, "/");
-    if (hl == 0 || hl >= sizeof(host))
-        return pe_err_set(err, PE_EINVAL, 0, "bad daemon URL %s", url);
-    memcpy(host, hp, hl);
-    host[hl] = '\0';
-    if (host[0] == '[') { /* [v6]:port */
-        char *close = strchr(host, ']');
-        if (close == NULL)
-            return pe_err_set(err, PE_EINVAL, 0, "bad daemon URL %s", url);
-        if (close[1] == ':')
-            snprintf(port, sizeof(port), "%.5s", close + 2);
-        *close = '\0';
-        memmove(host, host + 1, strlen(host));
-    } else if ((end = strrchr(host, ':')) != NULL) {
-        snprintf(port, sizeof(port), "%.5s", end + 1);
-        *end = '\0';
-    }
-    c->fd = dial(host, port, url, err);
-    if (c->fd < 0)
-        return -1;
-    if (getrandom(nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce))
-        return pe_err_sys(err, "getrandom");
-    base64_encode_raw(key, sizeof(nonce), nonce);
-    key[BASE64_ENCODE_RAW_LENGTH(sizeof(nonce))] = '\0';
-    accept_key(key, want);
-    req = pe_xasprintf("GET %s%s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
-                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                       "Sec-WebSocket-Version: 13\r\n\r\n",
-                       hp + hl, path, (int)hl, hp, key);
-    write_all(c->fd, req, strlen(req));
-    /* The answer's head; what follows it is the WebSocket stream. */
-    for (;;) {
-        ssize_t n = recv(c->fd, c->pre + len, sizeof(c->pre) - 1 - len, 0);
-        char *head_end;
-
-        if (n <= 0)
-            return pe_err_set(err, PE_API_ECONNECT, 0, "the daemon closed the connection");
-        len += (size_t)n;
-        c->pre[len] = '\0';
-        head_end = strstr(c->pre, "\r\n\r\n");
-        if (head_end == NULL) {
-            if (len == sizeof(c->pre) - 1)
-                return pe_err_set(err, PE_API_ECONNECT, 0, "answer too long");
-            continue;
-        }
-        *head_end = '\0';
-        c->pre_off = (size_t)(head_end + 4 - c->pre);
-        c->pre_len = len;
-        break;
-    }
-    if (strncmp(c->pre, "HTTP/1.1 101", 12) != 0) {
-        /* An XRPC-style error body may follow; the status line is enough. */
-        const char *sp = strchr(c->pre, ' ');
-        int status = sp ? atoi(sp + 1) : 0;
-        return pe_err_set(err, PE_API_EHTTP, 0, "%s",
-                          status == 401   ? "not logged in (token refused)"
-                          : status == 404 ? "sandbox not found"
-                          : status == 400 ? "the sandbox is not running"
-                                          : "the daemon refused the terminal");
-    }
-    for (p = c->pre; (p = strcasestr(p, "\r\nSec-WebSocket-Accept:")) != NULL; p++) {
-        const char *v = p + strlen("\r\nSec-WebSocket-Accept:");
-        while (*v == ' ')
-            v++;
-        if (strncmp(v, want, strlen(want)) == 0)
-            return 0;
-    }
-    return pe_err_set(err, PE_API_ECONNECT, 0, "the daemon's WebSocket handshake is wrong");
-}
-
 /* ---- the session ---- */
 
 /* A SIGTSTP from outside (raw mode sends Ctrl-Z to the sandbox as a byte):
@@ -341,18 +98,19 @@ static int ws_open(const char *url, const char *path, conn *c, pe_err *err)
  * group, for which the kernel drops SIGTSTP's stop. */
 static void suspend(wslay_event_context_ptr ctx)
 {
-    restore_terminal();
+    pe_ws_term_restore();
     raise(SIGSTOP);
-    raw_mode();
+    pe_ws_term_raw();
     send_resize(ctx);
 }
 
-static int relay(conn *c)
+static int relay(pe_ws_conn *c)
 {
-    struct wslay_event_callbacks cb = {on_recv, on_send, on_genmask, NULL, NULL, NULL, on_msg};
+    struct wslay_event_callbacks cb;
     wslay_event_context_ptr ctx;
     bool stdin_open = true, detached = false;
 
+    pe_ws_callbacks(&cb, on_msg);
     if (wslay_event_context_client_init(&ctx, &cb, c) != 0)
         return EXIT_API;
     fcntl(c->fd, F_SETFL, O_NONBLOCK);
@@ -363,7 +121,7 @@ static int relay(conn *c)
                      (wslay_event_want_write(ctx) ? POLLOUT : 0)),
              0},
             {c->ready && stdin_open ? 0 : -1, POLLIN, 0},
-            {sig_pipe[0], POLLIN, 0},
+            {pe_ws_sig_pipe[0], POLLIN, 0},
         };
         /* wslay's buffer may still hold bytes read with the handshake */
         int timeout = c->pre_off < c->pre_len ? 0 : -1;
@@ -372,7 +130,7 @@ static int relay(conn *c)
             break;
         if (fds[2].revents & POLLIN) {
             unsigned char s = 0;
-            if (read(sig_pipe[0], &s, 1) == 1 && s == SIGWINCH)
+            if (read(pe_ws_sig_pipe[0], &s, 1) == 1 && s == SIGWINCH)
                 send_resize(ctx);
             else if (s == SIGTSTP)
                 suspend(ctx);
@@ -387,7 +145,7 @@ static int relay(conn *c)
             if (n <= 0) {
                 stdin_open = false; /* the shell keeps running until it exits */
             } else {
-                unsigned char *k = tio_saved ? memchr(buf, DETACH_KEY, (size_t)n) : NULL;
+                unsigned char *k = pe_ws_tio_saved ? memchr(buf, DETACH_KEY, (size_t)n) : NULL;
                 size_t send_n = k ? (size_t)(k - buf) : (size_t)n;
                 if (send_n > 0) {
                     struct wslay_event_msg m = {WSLAY_BINARY_FRAME, buf, send_n};
@@ -410,7 +168,7 @@ static int relay(conn *c)
             wslay_event_queue_close(ctx, WSLAY_CODE_NORMAL_CLOSURE, NULL, 0);
     }
     wslay_event_context_free(ctx);
-    restore_terminal();
+    pe_ws_term_restore();
     if (detached) {
         fprintf(stderr,
                 "\r\n[detached: the shell keeps running; `pocketenv console` reattaches]\n");
@@ -445,6 +203,14 @@ static int pick(pe_api *a, const char *name, char **id, pe_err *err)
             return -1;
         }
         sb = json_object_get(out, "sandbox");
+        if (strcmp(json_string_value(json_object_get(sb, "status")) ?: "", "INITIALIZING") == 0) {
+            /* Still starting: wait for it, as create and start do. */
+            fprintf(stderr, "pocketenv: %s is starting; waiting for it...\n", name);
+            json_decref(out);
+            if (pe_cli_wait_running(name) != 0)
+                return pe_err_set(err, PE_API_EHTTP, 0, "sandbox %s did not start", name);
+            return pick(a, name, id, err);
+        }
         if (strcmp(json_string_value(json_object_get(sb, "status")) ?: "", "RUNNING") != 0) {
             json_decref(out);
             return pe_err_set(err, PE_API_EHTTP, 0,
@@ -479,7 +245,7 @@ int pe_cmd_console(int argc, char **argv)
     cleanup_free char *path = NULL;
     cleanup_free char *token = NULL;
     json_t *out = NULL;
-    conn c = {.fd = -1};
+    pe_ws_conn c = {.fd = -1};
     pe_api a;
     pe_err err;
     int r;
@@ -498,7 +264,7 @@ int pe_cmd_console(int argc, char **argv)
     token = pe_xstrdup(json_string_value(json_object_get(out, "token")) ?: "");
     json_decref(out);
     path = pe_xasprintf("/v1/sandboxes/%s/ws/terminal?t=%s", id, token);
-    r = ws_open(a.url, path, &c, &err);
+    r = pe_ws_open(a.url, path, NULL, &c, &err);
     pe_api_close(&a);
     if (r < 0) {
         if (c.fd >= 0)
@@ -506,19 +272,19 @@ int pe_cmd_console(int argc, char **argv)
         fprintf(stderr, "pocketenv: %s\n", err.msg);
         return EXIT_API;
     }
-    if (pipe2(sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+    if (pipe2(pe_ws_sig_pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
         fprintf(stderr, "pocketenv: pipe: %s\n", strerror(errno));
         close(c.fd);
         return EXIT_API;
     }
-    catch_signal(SIGWINCH);
-    catch_signal(SIGTERM);
-    catch_signal(SIGHUP);
-    catch_signal(SIGINT);
-    catch_signal(SIGQUIT);
-    catch_signal(SIGTSTP);
+    pe_ws_catch_signal(SIGWINCH);
+    pe_ws_catch_signal(SIGTERM);
+    pe_ws_catch_signal(SIGHUP);
+    pe_ws_catch_signal(SIGINT);
+    pe_ws_catch_signal(SIGQUIT);
+    pe_ws_catch_signal(SIGTSTP);
     signal(SIGPIPE, SIG_IGN);
-    raw_mode();
+    pe_ws_term_raw();
     r = relay(&c);
     close(c.fd);
     if (ended_by) { /* the terminal is restored: now end as the signal would have */

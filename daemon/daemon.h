@@ -211,6 +211,12 @@ int pe_daemon_register_terminal(pe_daemon *d, pe_err *err);
 /* End every terminal session (shells killed, viewers closed). Before the
  * server is freed. */
 void pe_daemon_terminal_shutdown(pe_daemon *d);
+/* Streaming exec at /exec/:id/ws (exec-stream.c): register; close the
+ * streams a revoked token opened (the tick); end every stream and kill its
+ * process (shutdown, before the server is freed). */
+int pe_daemon_register_exec_stream(pe_daemon *d, pe_err *err);
+void pe_daemon_exec_stream_recheck(pe_daemon *d);
+void pe_daemon_exec_stream_shutdown(pe_daemon *d);
 /* Close every terminal viewer, and every proxied stream or WebSocket,
  * whose token has been revoked since it was opened (the tick, after it
  * read the store's revocations). Loop thread. */

@@ -387,6 +387,7 @@ static void tick_after(pe_daemon_job *job)
     job->d->tick_busy = false;
     pe_daemon_terminal_recheck(job->d);
     pe_daemon_proxy_recheck(job->d);
+    pe_daemon_exec_stream_recheck(job->d);
 }
 
 static void on_tick(pe_ev_timer *t, void *ud)

@@ -140,24 +140,6 @@ static char **unit_env(unit *u, pe_err *err)
     return env;
 }
 
-/* The host pid of a pidfd's process (its session and group id). */
-static pid_t pidfd_pid(int pidfd)
-{
-    char path[64], line[128];
-    pid_t pid = 0;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", pidfd);
-    f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    while (fgets(line, sizeof(line), f))
-        if (strncmp(line, "Pid:", 4) == 0)
-            pid = (pid_t)strtol(line + 4, NULL, 10);
-    fclose(f);
-    return pid > 0 ? pid : 0;
-}
-
 /* Pump output until the process ends; its exit code. */
 static int run_once(unit *u, pe_proc *p)
 {
@@ -228,7 +210,7 @@ static bool start_and_wait(unit *u, int *code)
     close(p.stdin_fd);
     p.stdin_fd = -1;
     pthread_mutex_lock(&mu);
-    u->pgid = pidfd_pid(p.signal_pidfd);
+    u->pgid = pe_proc_host_pid(&p);
     u->state = PE_STORE_RUNNING;
     if (u->stop && u->pgid > 0) /* stopped while it was starting */
         kill(-u->pgid, SIGTERM);

@@ -19,7 +19,8 @@
 enum { T_DID = 1, T_TTL, T_DATA, T_STORE, T_HELP };
 
 static const pe_opt token_opts[] = {
-    {"did", 0, true, T_DID, "DID", "the user the token speaks for (required)"},
+    {"did", 0, true, T_DID, "DID",
+     "the user the token speaks for (create: the daemon's owner if left out)"},
     {"ttl", 0, true, T_TTL, "S", "lifetime in seconds (default 30 days)"},
     {"data", 0, true, T_DATA, "DIR", "state directory (as the global --data)"},
     {"store", 0, true, T_STORE, "URL", "the daemon's store, as serve --store (DATA/pocketenv.db)"},
@@ -27,7 +28,9 @@ static const pe_opt token_opts[] = {
     {NULL, 0, false, 0, NULL, NULL},
 };
 
-#define USAGE "usage: pocketenv token create|revoke --did DID [--ttl S] [--data DIR] [--store URL]"
+#define USAGE                                                                                      \
+    "usage: pocketenv token create [--did DID] [--ttl S] [--data DIR] [--store URL]\n"             \
+    "       pocketenv token revoke --did DID [--data DIR] [--store URL]"
 
 struct token_args {
     const char *did, *data, *store;
@@ -107,16 +110,19 @@ int pe_daemon_token_main(int argc, char **argv)
         return pe_cli_fail(&err);
     if (a.help) {
         printf(USAGE "\n\n"
-                     "create prints a new API token for DID; revoke makes every token of DID "
-                     "issued until now\ninvalid (tokens created afterwards work).\n\n");
+                     "create prints a new API token for DID (without --did, for the daemon's "
+                     "owner: after\n`pocketenv logout`, `pocketenv login --token \"$(pocketenv "
+                     "token create)\"` logs the owner in\nagain); revoke makes every token of DID "
+                     "issued until now invalid (tokens created\nafterwards work).\n\n");
         pe_opts_help(token_opts);
         printf("\nExamples:\n"
                "  pocketenv token create --did did:key:zAlice --ttl 86400\n"
+               "  pocketenv login --token \"$(pocketenv token create)\"      # the owner\n"
                "  pocketenv login --token \"$(pocketenv token create --did did:key:zAlice)\"\n"
                "  pocketenv token revoke --did did:key:zAlice\n");
         return 0;
     }
-    if (a.npos == 0 || a.did == NULL) {
+    if (a.npos == 0 || (a.did == NULL && a.revoke)) {
         pe_err_set(&err, PE_EINVAL, 0, USAGE);
         return pe_cli_fail(&err);
     }
@@ -125,6 +131,8 @@ int pe_daemon_token_main(int argc, char **argv)
         return pe_cli_fail(&err);
     url = a.store ? pe_xstrdup(a.store) : pe_xasprintf("sqlite:%s/pocketenv.db", rt.data_dir);
     r = pe_auth_open(rt.data_dir, &auth, &err);
+    if (r == 0 && a.did == NULL)
+        a.did = pe_auth_owner_did(auth); /* create without --did: the owner */
     if (r == 0 && (s = pe_store_open(url, &err)) == NULL)
         r = pe_err_prefix(&err, "open store");
     if (r == 0 && a.revoke)

@@ -723,6 +723,10 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
             json_pack("{s:o, s:o, s:i}", "stdout", text_json(out.data, out.len, out.cut, NULL),
                       "stderr", text_json(errb.data, errb.len, errb.cut, timed_out ? note : NULL),
                       "exitCode", timed_out ? 124 : code);
+        /* Our extension: the answer says it was cut (the streaming exec at
+         * /exec/:id/ws has no cap). */
+        if (out.cut || errb.cut)
+            json_object_set_new(job->out, "truncated", json_true());
     }
     free(out.data);
     free(errb.data);

@@ -184,6 +184,12 @@ int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err);
  * this now and then). */
 void pe_proc_reap_lingering(void);
 int pe_proc_signal(pe_proc *p, int sig);
+/* The host pid of p's process (0 if it cannot be told): started in its own
+ * session, it is also the id of its process group. */
+pid_t pe_proc_host_pid(const pe_proc *p);
+/* sig to p's whole process group (a shell's children too), falling back to
+ * the process alone. */
+int pe_proc_signal_group(pe_proc *p, int sig);
 /* Close every fd of p (does not wait or kill). */
 void pe_proc_close(pe_proc *p);
 int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *err);

@@ -1339,6 +1339,35 @@ int pe_proc_signal(pe_proc *p, int sig)
     return (int)syscall(SYS_pidfd_send_signal, fd, sig, NULL, 0);
 }
 
+pid_t pe_proc_host_pid(const pe_proc *p)
+{
+    char path[64], line[128];
+    int fd = p->signal_pidfd >= 0 ? p->signal_pidfd : p->pidfd;
+    pid_t pid = 0;
+    FILE *f;
+
+    if (fd < 0)
+        return 0;
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (strncmp(line, "Pid:", 4) == 0)
+            pid = (pid_t)strtol(line + 4, NULL, 10);
+    fclose(f);
+    return pid > 0 ? pid : 0; /* -1 once the process is gone */
+}
+
+int pe_proc_signal_group(pe_proc *p, int sig)
+{
+    pid_t pid = pe_proc_host_pid(p);
+
+    if (pid > 0 && kill(-pid, sig) == 0)
+        return 0;
+    return pe_proc_signal(p, sig);
+}
+
 void pe_proc_close(pe_proc *p)
 {
     int *fds[] = {&p->pidfd,     &p->signal_pidfd, &p->stdin_fd, &p->stdout_fd,

@@ -141,8 +141,24 @@ def our_cgroups():
     return found
 
 
-def sandbox_processes():
-    """Host pids that belong to a sandbox: ids in our range, or our init."""
+IDMAP_DIR = os.environ.get("POCKETENV_IDMAP_DIR", "/var/lib/pocketenv/idmap")
+ID_RANGE = 65536
+
+
+def id_range_owner(uid):
+    """The data directory whose claim holds uid's id range, or None."""
+    try:
+        with open(os.path.join(IDMAP_DIR, str((uid - ID_FIRST) // ID_RANGE))) as f:
+            return f.readline().rstrip("\n")
+    except OSError:
+        return None
+
+
+def sandbox_processes(data=None):
+    """Host pids that belong to a sandbox: ids in our range, or our init.
+    With data, not those whose id range another data directory holds: a
+    test checks its own leftovers, whatever else runs on the host."""
+    mine = os.path.realpath(data) if data else None
     pids = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -154,14 +170,14 @@ def sandbox_processes():
                 exe = os.readlink(f"/proc/{d}/exe")
             except OSError:
                 pass
-            if st.st_uid >= ID_FIRST or "pocketenv-init" in exe:
+            if st.st_uid < ID_FIRST and "pocketenv-init" not in exe:
+                continue
+            owner = id_range_owner(st.st_uid) if mine and st.st_uid >= ID_FIRST else None
+            if owner is None or owner == mine:
                 pids.append(int(d))
         except FileNotFoundError:
             pass
     return pids
-
-
-IDMAP_DIR = os.environ.get("POCKETENV_IDMAP_DIR", "/var/lib/pocketenv/idmap")
 
 
 def idmap_claims(data):
@@ -284,14 +300,14 @@ def pe(tmp_path, image_dir):
     data = str(tmp_path / "data")
     p = Pocketenv(data, image_dir)
     # What exists before the test is not the test's (e.g. a benchmark run).
-    before_procs = set(sandbox_processes())
+    before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     yield p
     # Remove what the test left, then check that nothing leaked.
     if os.path.isdir(os.path.join(data, "sandboxes")):
         for sb in p.ls():
             p.run("runtime", "rm", sb["name"])
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+    wait_for(lambda: not set(sandbox_processes(data)) - before_procs, 10,
              "sandbox processes to exit")
     p.run("runtime", "gc")
     # A stopped sandbox's veth goes when the kernel finishes destroying its

@@ -80,10 +80,15 @@ def test_sandbox_commands(cli, daemon):
                      ps.stdout, re.M), \
         ps.stdout
 
-    # exec: output kept apart, exit code mirrored, words joined into one command
-    p = cli("exec", "clibox", "echo", "out;", "echo", "err", ">&2;", "exit", "7")
+    # exec: output kept apart, exit code mirrored; one word is a shell line,
+    # several are the program and its arguments, quoting kept (issue 14)
+    p = cli("exec", "clibox", "echo out; echo err >&2; exit 7")
     assert (p.returncode, p.stdout, p.stderr) == (7, "out\n", "err\n")
-    p = cli("exec", "clibox", "printf", "'%s'", "'no newline'")
+    p = cli("exec", "clibox", "sh", "-c", "exit 7")
+    assert p.returncode == 7, p.stderr
+    p = cli("exec", "clibox", "--", "printf", "%s|", "a b", "c;d", "$HOME")
+    assert (p.returncode, p.stdout) == (0, "a b|c;d|$HOME|"), p
+    p = cli("exec", "clibox", "printf", "%s", "no newline")
     assert (p.returncode, p.stdout) == (0, "no newline")
     p = cli("exec", "nosuch", "true")
     assert p.returncode == 1 and "sandbox nosuch not found" in p.stderr
@@ -173,3 +178,66 @@ def test_resource_commands(cli, daemon, tmp_path):
                                            "(at most 1024 characters)\n")
     assert cli("rm", "resbox").returncode == 0
     assert cli("volume", "rm", vol[0][0]).returncode == 0
+
+
+def test_create_waits_until_it_runs_or_says_why_not(daemon, tmp_path):
+    """Issue 14: create and start wait until RUNNING or FAILED; FAILED is
+    said with its reason and exit 1, never "created successfully"; a
+    create's sizes are the flags'."""
+    from test_daemon import broken_image
+    cli = new_cli(daemon, tmp_path, login=True)
+    p = cli("create", "waitbox", "-b", "busybox", "--vcpus", "1", "--memory", "1")
+    assert p.returncode == 0 and "created successfully" in p.stdout, p.stderr
+    st, sb = daemon.sandbox("getSandbox", "waitbox")
+    assert sb["sandbox"]["status"] == "RUNNING"  # already, when create returned
+    assert (sb["sandbox"]["vcpus"], sb["sandbox"]["memory"]) == (1, 1)
+    p = cli("create", "failbox", "-b", broken_image(daemon.data))
+    assert p.returncode == 1 and "created successfully" not in p.stdout, p.stdout
+    assert p.stderr.startswith("pocketenv: sandbox failbox is FAILED: "), p.stderr
+    p = cli("create", "nowait", "-b", "busybox", "--no-wait", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["name"] == "nowait"
+    p = cli("create", "bad", "--vcpus", "0")
+    assert p.returncode == 2 and "--vcpus" in p.stderr
+    assert cli("stop", "waitbox").returncode == 0
+    p = cli("start", "waitbox")
+    assert p.returncode == 0, p.stderr
+    assert daemon.sandbox("getSandbox", "waitbox")[1]["sandbox"]["status"] == "RUNNING"
+    for n in ("waitbox", "failbox", "nowait"):
+        cli("rm", n)
+
+
+def test_docker_habits_rm_several_ps_all_and_failed_reasons(daemon, tmp_path):
+    """Issue 14: `rm -f` with several names (one missing: said, the rest
+    deleted, exit 1), `ps -a` lists stopped ones too, and a FAILED sandbox
+    shows its reason in ls."""
+    from test_daemon import broken_image
+    cli = new_cli(daemon, tmp_path, login=True)
+    for n in ("habit-a", "habit-b"):
+        assert cli("create", n, "-b", "busybox").returncode == 0
+    assert cli("stop", "habit-b").returncode == 0
+    assert "habit-b" not in cli("ps").stdout
+    assert re.search(r"^habit-b\s.*STOPPED", cli("ps", "-a").stdout, re.M)
+    assert cli("create", "habit-f", "-b", broken_image(daemon.data)).returncode == 1
+    row = [l for l in cli("ls").stdout.splitlines() if l.startswith("habit-f ")]
+    reason = daemon.sandbox("getSandbox", "habit-f")[1]["sandbox"]["statusReason"]
+    assert row and "FAILED" in row[0] and row[0].rstrip().endswith(reason), (row, reason)
+    p = cli("rm", "-f", "habit-a", "habit-missing", "habit-b", "habit-f")
+    assert p.returncode == 1 and "habit-missing not found" in p.stderr, p.stderr
+    assert p.stdout.count("deleted successfully") == 3
+    names = cli("ls").stdout
+    assert not any(n in names for n in ("habit-a", "habit-b", "habit-f"))
+    assert cli("rm").returncode == 2
+
+
+def test_token_create_without_did_is_the_owners(daemon, tmp_path):
+    """After `logout`, the owner is not stranded: `token create` with no
+    --did makes a token for the daemon's owner."""
+    cli = new_cli(daemon, tmp_path)
+    p = subprocess.run([BIN, "--data", daemon.data, "token", "create"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert cli("login", "--token", p.stdout.strip()).returncode == 0
+    assert "@owner.local" in cli("whoami").stdout
+    p = subprocess.run([BIN, "--data", daemon.data, "token", "revoke"], capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode != 0 and "revoke --did DID" in p.stderr  # revoke still names whom

@@ -139,7 +139,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
     if not os.path.exists(os.path.join(images, "busybox")):  # else a restart, or shared images
         subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
                        capture_output=True, text=True, env=env)
-    before_procs = set(sandbox_processes())
+    before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     d = cls(data, free_port(), str(tmp / "token.json"))
     d.tmp = tmp
@@ -165,7 +165,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
         log.close()
         assert rc == 0, d.log_text()[-5000:]
     if check_leaks:
-        wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+        wait_for(lambda: not set(sandbox_processes(data)) - before_procs, 10,
                  "sandbox processes to exit")
         assert set(our_cgroups()) - before_cgroups == set()
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
@@ -231,10 +231,12 @@ def test_exec_output_is_capped(daemon):
     assert status == 200, out
     assert out["stdout"].endswith("\n[output truncated]\n")
     assert len(out["stdout"]) == 1024 * 1024 + len("\n[output truncated]\n")
+    assert out["truncated"] is True  # and says so (our extension)
     assert out["stderr"] == "done\n" and out["exitCode"] == 0
     # Bytes that are not UTF-8 still make valid JSON.
     status, out = daemon.sandbox("exec", "chatty", {"command": "printf 'a\\377b'"})
     assert status == 200 and out["stdout"] == "a\ufffdb"
+    assert "truncated" not in out
     assert daemon.sandbox("deleteSandbox", "chatty")[0] == 200
 
 

@@ -73,7 +73,7 @@ class Served:
 
 @pytest.fixture
 def served(tmp_path):
-    before_procs = set(sandbox_processes())
+    before_procs = set(sandbox_processes(str(tmp_path / "data")))
     before_cgroups = set(our_cgroups())
     made = []
 
@@ -92,7 +92,7 @@ def served(tmp_path):
         sbdir = os.path.join(s.data, "sandboxes")
         assert not os.path.isdir(sbdir) or os.listdir(sbdir) == []
         assert idmap_claims(s.data) == []
-    wait_for(lambda: not set(sandbox_processes()) - before_procs, 10,
+    wait_for(lambda: not set(sandbox_processes(str(tmp_path / "data"))) - before_procs, 10,
              "sandbox processes to exit")
     assert set(our_cgroups()) - before_cgroups == set()
 
