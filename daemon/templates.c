@@ -41,7 +41,7 @@
 
 #define AT_PREFIX "at://"
 #define COLLECTION "io.pocketenv.sandbox/"
-#define LIST_MAX 1024 /* the list of bases in an error message */
+#define LIST_MAX 1024        /* the list of bases in an error message */
 #define REASON_EVERY_MS 2000 /* statusReason updates while a template builds */
 #define SERVICE_READY_S 240  /* a template's service to accept connections */
 #define VENDOR_ONLY "installs only from a vendor's download site"
@@ -173,7 +173,8 @@ static void set_available(json_t *o, const char *vendor)
 {
     json_object_set_new(o, "available", json_boolean(vendor == NULL));
     if (vendor != NULL) {
-        cleanup_free char *why = pe_xasprintf("not available here: it %s (%s)", VENDOR_ONLY, vendor);
+        cleanup_free char *why =
+            pe_xasprintf("not available here: it %s (%s)", VENDOR_ONLY, vendor);
         pe_daemon_set_str(o, "unavailableReason", why);
     }
 }
@@ -186,9 +187,8 @@ static json_t *catalog_entry(pe_daemon *d, size_t i, const pe_image_info *imgs, 
     if (t != NULL) {
         o = template_view(d, t->name, t->description, created_of(imgs, n, t->name));
     } else {
-        cleanup_free char *desc =
-            pe_xasprintf("%s: not available on this daemon; its tool %s (%s)", catalog[i].name,
-                         VENDOR_ONLY, catalog[i].vendor);
+        cleanup_free char *desc = pe_xasprintf("%s: not available on this daemon; its tool %s (%s)",
+                                               catalog[i].name, VENDOR_ONLY, catalog[i].vendor);
         o = template_view(d, catalog[i].name, desc, 0);
     }
     set_available(o, t != NULL ? NULL : catalog[i].vendor);
@@ -302,8 +302,8 @@ static void note_progress(void *ud, const char *step, const char *what, int64_t 
     pe_err_clear(&err);
     s = pe_daemon_store(n->d, &err);
     if (s != NULL)
-        pe_store_sandbox_set_status(s, n->id, PE_STORE_INITIALIZING, reason,
-                                    PE_STORE_INITIALIZING, &err);
+        pe_store_sandbox_set_status(s, n->id, PE_STORE_INITIALIZING, reason, PE_STORE_INITIALIZING,
+                                    &err);
 }
 
 /* The template's service as a service of the sandbox, once. */
@@ -323,8 +323,8 @@ static int add_service(pe_store *s, const pe_store_sandbox *sb, const pe_templat
     pe_store_service_list_free(list, n);
     if (have)
         return 0;
-    if (pe_store_service_add(s, sb->id, svc->name, svc->command, svc->description,
-                             PE_STORE_RUNNING, &id, err) < 0)
+    if (pe_store_service_add(s, sb->id, svc->name, svc->command, svc->description, PE_STORE_RUNNING,
+                             &id, err) < 0)
         return -1;
     if (pe_store_service_set_ports(s, sb->id, id, svc->name, &port, 1, err) < 0) {
         pe_store_service_delete(s, id, NULL);
