@@ -6,9 +6,13 @@
  *
  * Progress goes to stderr: on a terminal one line rewritten in place
  * (layer, what it does, bytes), otherwise a line per change of step; then
- * a one-line outcome. Exit 0 when built, 125 with the error otherwise. */
+ * a one-line outcome. Exit 0 when built, 125 with the error otherwise.
+ * POCKETENV_BUILD_LOG=FILE: the build sandboxes' whole output (npm's,
+ * apt's) is appended there, for a failure the last lines do not explain. */
+#include <fcntl.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -98,6 +102,15 @@ int main(int argc, char **argv)
     if (argc != 3) {
         fprintf(stderr, "usage: pocketenv-template DATA_DIR NAME\n");
         return 2;
+    }
+    if (getenv("POCKETENV_BUILD_LOG") != NULL) {
+        o.log_fd =
+            open(getenv("POCKETENV_BUILD_LOG"), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (o.log_fd < 0) {
+            fprintf(stderr, "pocketenv: open %s: %s\n", getenv("POCKETENV_BUILD_LOG"),
+                    strerror(errno));
+            return 125;
+        }
     }
     pe_err_clear(&err);
     if (pe_runtime_open(&rt, argv[1], &err) < 0) {

@@ -48,7 +48,7 @@ static const pe_template_service openclaw_gateway = {
  * credentials). */
 static const pe_template_service jupyter_server = {
     .name = "jupyter-server",
-    .command = "exec jupyter-server --ServerApp.ip=0.0.0.0 --ServerApp.port=8888 "
+    .command = "exec python3 -m jupyter_server --ServerApp.ip=0.0.0.0 --ServerApp.port=8888 "
                "--ServerApp.token= --ServerApp.password= --ServerApp.allow_root=True "
                "--ServerApp.allow_remote_access=True --ServerApp.disable_check_xsrf=True "
                "--ServerApp.root_dir=/root",

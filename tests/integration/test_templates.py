@@ -201,3 +201,64 @@ def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
         assert by[name]["uri"].startswith("at://did:key:") and \
             by[name]["uri"].endswith("/io.pocketenv.sandbox/" + name), by[name]
     assert "node" not in by  # a layer, not a base
+
+
+# ---- the code interpreter ----
+
+KERNEL_CLIENT = r"""
+import json, urllib.request, uuid
+from tornado import ioloop, websocket
+
+BASE = "127.0.0.1:8888"
+
+def start_kernel():
+    req = urllib.request.Request(f"http://{BASE}/api/kernels", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.load(r)["id"]
+
+async def cell(ws, code):
+    mid = uuid.uuid4().hex
+    await ws.write_message(json.dumps({
+        "header": {"msg_id": mid, "username": "test", "session": "s", "version": "5.3",
+                   "msg_type": "execute_request"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": True,
+                    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}}))
+    text, status, idle = "", None, False
+    while status is None or not idle:
+        m = json.loads(await ws.read_message())
+        if m["parent_header"].get("msg_id") != mid:
+            continue
+        if m["msg_type"] == "stream":
+            text += m["content"]["text"]
+        elif m["msg_type"] == "error":
+            text += m["content"]["ename"] + ": " + m["content"]["evalue"]
+        elif m["msg_type"] == "execute_reply":
+            status = m["content"]["status"]
+        elif m["msg_type"] == "status" and m["content"]["execution_state"] == "idle":
+            idle = True
+    return [status, text]
+
+async def main():
+    kid = start_kernel()
+    ws = await websocket.websocket_connect(f"ws://{BASE}/api/kernels/{kid}/channels")
+    print(json.dumps([await cell(ws, "secret_number = 6 * 7"),
+                      await cell(ws, "print(secret_number + 1)")]))
+
+ioloop.IOLoop.current().run_sync(main, timeout=120)
+"""
+
+
+@pytest.mark.slow
+def test_python_kernel_keeps_state_between_cells(tdaemon):
+    """The python template's kernel server (a service, RUNNING once it
+    listens): two cells in one kernel, the second sees the first's
+    variable."""
+    create(tdaemon, "python", "py")
+    st, svcs = tdaemon.call("io.pocketenv.service.getServices", {"sandboxId": "py"})
+    assert [(s["name"], s["status"], s["ports"]) for s in svcs["services"]] == [
+        ("jupyter-server", "RUNNING", [8888])], svcs
+    out = run(tdaemon, "py", "python3 - <<'EOF'\n" + KERNEL_CLIENT + "EOF\n")
+    assert out["exitCode"] == 0, out
+    assert json.loads(out["stdout"].strip().splitlines()[-1]) == [["ok", ""], ["ok", "43\n"]], out
