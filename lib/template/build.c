@@ -41,7 +41,7 @@
 extern char **environ;
 
 #define STEP_TIMEOUT_S (30 * 60)
-#define LOG_TAIL 600             /* bytes of a failed step's output in its error */
+#define LOG_TAIL 4096            /* bytes of a failed step's output in its error */
 #define MONITOR_INTERVAL_MS 2000 /* how often a build's layer is measured */
 #define DEFAULT_REGISTRY "https://registry.npmjs.org/"
 #define SYSTEM_CAFILE "/etc/ssl/certs/ca-certificates.crt"
@@ -290,7 +290,7 @@ static char *build_script(const pe_template *t, pe_err *err)
         s = next;
     }
     if (t->npm != NULL) {
-        next = pe_xasprintf("%snpm install -g --prefix /usr/local --unsafe-perm", s);
+        next = pe_xasprintf("%snpm install -g --prefix /usr/local", s);
         free(s);
         s = next;
         for (const char *const *p = t->npm; *p; p++) {
@@ -445,32 +445,56 @@ static int64_t tree_bytes(const char *path)
 }
 
 /* The last bytes of a failed step's log, on one line. */
+/* npm's lines that say where to look rather than what went wrong. */
+static bool boilerplate(const char *line)
+{
+    static const char *const says_nothing[] = {"A complete log of this run",
+                                               "If you are behind a proxy",
+                                               "'proxy' config is set properly"};
+
+    if (strcmp(line, "npm error") == 0 || strcmp(line, "npm ERR!") == 0 ||
+        strcmp(line, "npm error }") == 0)
+        return true;
+    /* Indented: a stack or the dump of an error object. */
+    if (strncmp(line, "npm error  ", 11) == 0 || strncmp(line, "npm ERR!  ", 10) == 0)
+        return true;
+    for (size_t i = 0; i < PE_ARRAY_LEN(says_nothing); i++)
+        if (strstr(line, says_nothing[i]) != NULL)
+            return true;
+    return false;
+}
+
+/* The last two lines of a step's output that say something (npm's
+ * "npm error ..." come in pairs: the code, then the request and why), on
+ * one line. */
 static char *log_tail(int fd)
 {
     char buf[LOG_TAIL + 1];
     off_t end = lseek(fd, 0, SEEK_END);
     off_t from = end > LOG_TAIL ? end - LOG_TAIL : 0;
     ssize_t n = end > 0 ? pread(fd, buf, (size_t)(end - from), from) : 0;
-    char *p;
+    const char *keep[2] = {NULL, NULL};
+    char *line, *save = NULL;
 
     if (n <= 0)
         return pe_xstrdup("(no output)");
     buf[n] = '\0';
-    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    p = strrchr(buf, '\n');
-    /* The last two lines say most (npm's "npm error ..." pairs). */
-    if (p != NULL && p > buf) {
-        char *prev = p;
-        *p = '\0';
-        p = strrchr(buf, '\n');
-        *prev = ' ';
+    for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        for (char *c = line; *c; c++)
+            if ((unsigned char)*c < 0x20)
+                *c = ' ';
+        while (*line == ' ')
+            line++;
+        for (size_t len = strlen(line); len > 0 && line[len - 1] == ' ';)
+            line[--len] = '\0';
+        if (*line == '\0' || boilerplate(line))
+            continue;
+        keep[0] = keep[1];
+        keep[1] = line;
     }
-    p = p ? p + 1 : buf;
-    for (char *c = p; *c; c++)
-        if ((unsigned char)*c < 0x20)
-            *c = ' ';
-    return pe_xstrdup(p);
+    if (keep[1] == NULL)
+        return pe_xstrdup("(no output)");
+    return keep[0] ? pe_xasprintf("%s %s", keep[0], keep[1]) : pe_xstrdup(keep[1]);
 }
 
 static char **step_env(const pe_template *t, const source *src)
@@ -584,6 +608,7 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
     cleanup_fd int up = -1;
     pe__tpl_report rep = {.opts = o, .step = t->name, .what = what};
     const char *rootfs = pe_image_layer_rootfs(l);
+    int r;
 
     if (mkdir(cap, 0755) < 0 || mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0 ||
         chmod(upper, 0755) < 0)
@@ -592,8 +617,8 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
     if (log_fd < 0)
         return pe_err_sys(err, "create %s", logp);
     pe__tpl_progress(&rep, 0, -1);
-    if (run_step(rt, t, src, cap, log_fd, &rep, err) < 0)
-        return -1;
+    r = run_step(rt, t, src, cap, log_fd, &rep, err);
+    /* The whole output, failed or not: a failure is what it is for. */
     if (o != NULL && o->log_fd >= 0) {
         char buf[65536];
         ssize_t n;
@@ -604,6 +629,8 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
             off += n;
         }
     }
+    if (r < 0)
+        return -1;
     if (drop_junk(upper, err) < 0)
         return pe_err_prefix(err, "clean the layer");
     up = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -779,6 +806,7 @@ static int ensure_layer(pe_runtime *rt, const pe_template *t, const pe_template_
     pthread_mutex_lock(&flights_mu);
     for (f = flights; f; f = f->next)
         if (strcmp(f->name, t->name) == 0) {
+            pe_log_info("template layer %s: waits for the build in progress", t->name);
             rc = wait_flight(f, o, err);
             pthread_mutex_unlock(&flights_mu);
             return rc;
@@ -795,7 +823,10 @@ static int ensure_layer(pe_runtime *rt, const pe_template *t, const pe_template_
     ro.progress = relay_progress;
     ro.ud = &r;
     pe_err_clear(&f->err);
+    pe_log_info("template layer %s: building", t->name);
     rc = build_layer(rt, t, &ro, &f->err);
+    if (rc == 0)
+        pe_log_info("template layer %s: built", t->name);
     if (rc < 0) {
         pe_err_prefix(&f->err, "step %s", t->name);
         if (err != NULL)

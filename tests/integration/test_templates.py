@@ -11,6 +11,7 @@ a variable and the key as a secret, as a user would give them.
 """
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -262,3 +263,156 @@ def test_python_kernel_keeps_state_between_cells(tdaemon):
     out = run(tdaemon, "py", "python3 - <<'EOF'\n" + KERNEL_CLIENT + "EOF\n")
     assert out["exitCode"] == 0, out
     assert json.loads(out["stdout"].strip().splitlines()[-1]) == [["ok", ""], ["ok", "43\n"]], out
+
+
+# ---- building on first use ----
+
+def cached(template_images, name):
+    """Template name (and its layers) in the shared cache, built once."""
+    if os.path.exists(os.path.join(template_images, name, "image.json")):
+        return
+    env = dict(os.environ, POCKETENV_IMAGES=template_images)
+    r = subprocess.run([BIN, "--data", template_images.rstrip("/") + ".data", "image", "build",
+                        name], env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+
+
+def fresh_images(template_images, path, layers):
+    """An image directory of its own holding only `layers` of the cache
+    (hard links: images are read-only lowerdirs), for a test that watches
+    what a build adds."""
+    os.makedirs(path)
+    for name in layers:
+        subprocess.run(["cp", "-al", os.path.join(template_images, name),
+                        os.path.join(path, name)], check=True)
+    return str(path)
+
+
+def layers_in(path):
+    return sorted(n for n in os.listdir(path) if not n.startswith(".lock"))
+
+
+@pytest.mark.slow
+def test_first_create_builds_once_and_says_what_it_builds(template_images, tmp_path):
+    """Two creates of a template not built yet: both INITIALIZING with a
+    statusReason naming the build, one build between them, both RUNNING
+    with the agent on PATH."""
+    cached(template_images, "node")
+    images = fresh_images(template_images, tmp_path / "images", ["busybox", "debian", "node"])
+    (tmp_path / "d").mkdir()
+    with serving(tmp_path / "d", env={"POCKETENV_IMAGES": images}) as d:
+        ids = []
+        for name in ["cx1", "cx2"]:
+            st, sb = d.call(SB + "createSandbox", body={"base": "codex", "name": name})
+            assert st == 200 and sb["status"] == "INITIALIZING", sb
+            ids.append(sb["id"])
+        reasons = {i: set() for i in ids}
+
+        def both_running():
+            done = True
+            for i in ids:
+                st, o = d.sandbox("getSandbox", i)
+                assert st == 200, o
+                s = o["sandbox"]
+                assert s["status"] in ("INITIALIZING", "RUNNING"), s
+                if s["status"] == "INITIALIZING":
+                    reasons[i].add(s.get("statusReason", ""))
+                    done = False
+            return done
+        wait_for(both_running, BUILD_TIMEOUT, "both codex sandboxes to run")
+        for i in ids:
+            assert any(r.startswith("building template codex (first use)") for r in reasons[i]), \
+                reasons[i]
+        log = d.log_text()
+        assert log.count("template layer codex: building") == 1, log
+        assert log.count("template layer codex: built") == 1, log
+        assert "template layer node: building" not in log
+        for name in ["cx1", "cx2"]:
+            out = run(d, name, "codex --version")
+            assert out["exitCode"] == 0 and "codex" in out["stdout"], out
+    assert layers_in(images) == ["busybox", "codex", "debian", "node"]
+
+
+@pytest.mark.slow
+def test_image_build_shows_progress_and_one_line_outcome(template_images, tmp_path):
+    """`pocketenv image build codex` on a terminal: the step, the package
+    and bytes rewritten in place, then one line saying what was built."""
+    import pty
+    cached(template_images, "node")
+    images = fresh_images(template_images, tmp_path / "images", ["debian", "node"])
+    env = dict(os.environ, POCKETENV_IMAGES=images)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([BIN, "--data", str(tmp_path / "data"), "image", "build", "codex"],
+                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=slave)
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=BUILD_TIMEOUT) == 0, seen
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[K[codex] npm install @openai/codex" in text, text
+    lines = [l for l in text.replace("\r\x1b[K", "\n").split("\n") if l.strip()]
+    assert lines[-1].startswith("template codex is built (codex ") and " MiB, node " in \
+        lines[-1] and lines[-1].endswith(" s"), lines[-1]
+    assert layers_in(images) == ["codex", "debian", "node"]
+
+
+# ---- bad input ----
+
+def test_registry_unreachable_fails_the_build_and_leaves_nothing(template_images, tmp_path):
+    """The npm registry unreachable (a closed port on loopback): the
+    build step that fetches says so, and no layer or part of one is left;
+    the same through the daemon, whose sandbox is FAILED with that
+    reason."""
+    cached(template_images, "debian")
+    images = fresh_images(template_images, tmp_path / "images", ["busybox", "debian"])
+    env = dict(os.environ, POCKETENV_IMAGES=images, POCKETENV_NPM_REGISTRY="http://127.0.0.1:9/")
+    r = subprocess.run([BIN, "--data", str(tmp_path / "data"), "image", "build", "codex"],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("pocketenv: build template codex: step node: ") and \
+        "127.0.0.1:9" in last, r.stderr
+    assert layers_in(images) == ["busybox", "debian"]
+    # Node.js there, npm install in the build sandbox cannot reach it.
+    cached(template_images, "node")
+    subprocess.run(["cp", "-al", os.path.join(template_images, "node"),
+                    os.path.join(images, "node")], check=True)
+    (tmp_path / "d").mkdir()
+    with serving(tmp_path / "d", env={"POCKETENV_IMAGES": images,
+                                      "POCKETENV_NPM_REGISTRY": "http://127.0.0.1:9/"}) as d:
+        st, sb = d.call(SB + "createSandbox", body={"base": "codex", "name": "nonet"})
+        assert st == 200, sb
+        got = d.wait_status(sb["id"], ["RUNNING", "FAILED"], timeout=300)
+        assert got["status"] == "FAILED", got
+        assert got["statusReason"].startswith("build template codex: step codex: npm install "
+                                              "@openai/codex failed (exit status 1): "), got
+        assert got["statusReason"].endswith("connect ECONNREFUSED 127.0.0.1:9"), got
+    assert layers_in(images) == ["busybox", "debian", "node"]
+
+
+@pytest.mark.slow
+def test_template_service_that_fails_to_start_fails_the_create(tdaemon, template_images):
+    """python's kernel server made to fail (a PYTHONHOME with no Python in
+    it): the sandbox is FAILED with the service's own last words, and no
+    runtime sandbox or service process is left."""
+    st, sb = tdaemon.call(SB + "createSandbox", body={
+        "base": "python", "name": "badpy", "envs": [{"name": "PYTHONHOME",
+                                                     "value": "/nonexistent"}]})
+    assert st == 200, sb
+    got = tdaemon.wait_status(sb["id"], ["RUNNING", "FAILED"], timeout=BUILD_TIMEOUT)
+    assert got["status"] == "FAILED", got
+    assert re.match(r"the template's service jupyter-server did not start \(exit status \d+\): "
+                    r".+", got["statusReason"]), got
+    ls = subprocess.run([BIN, "--data", tdaemon.data, "runtime", "ls", "--json"],
+                        env=dict(os.environ, POCKETENV_IMAGES=template_images),
+                        capture_output=True, text=True, check=True)
+    assert sb["id"] not in ls.stdout
