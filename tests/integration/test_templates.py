@@ -358,8 +358,8 @@ def test_image_build_shows_progress_and_one_line_outcome(template_images, tmp_pa
     os.close(master)
     assert proc.wait(timeout=BUILD_TIMEOUT) == 0, seen
     text = seen.decode(errors="replace")
-    assert "\r\x1b[K[codex] npm install @openai/codex" in text, text
-    lines = [l for l in text.replace("\r\x1b[K", "\n").split("\n") if l.strip()]
+    assert re.search(r"\r\x1b\[K\[codex\] npm install @openai/codex  [0-9.]+ [KM]iB", text), text
+    lines = [l.strip() for l in text.replace("\r\x1b[K", "\n").split("\n") if l.strip()]
     assert lines[-1].startswith("template codex is built (codex ") and " MiB, node " in \
         lines[-1] and lines[-1].endswith(" s"), lines[-1]
     assert layers_in(images) == ["codex", "debian", "node"]
