@@ -416,6 +416,7 @@ def test_image_build_shows_progress_and_one_line_outcome(template_images, tmp_pa
 
 # ---- bad input ----
 
+@pytest.mark.slow  # Debian's image and Node.js come from the network first
 def test_registry_unreachable_fails_the_build_and_leaves_nothing(template_images, tmp_path):
     """The npm registry unreachable (a closed port on loopback): the
     build step that fetches says so, and no layer or part of one is left;
