@@ -43,7 +43,10 @@
 #define COLLECTION "io.pocketenv.sandbox/"
 #define LIST_MAX 1024        /* the list of bases in an error message */
 #define REASON_EVERY_MS 2000 /* statusReason updates while a template builds */
-#define SERVICE_READY_S 240  /* a template's service to accept connections */
+/* A template's service to accept connections: openclaw's gateway takes
+ * a minute and more on a busy 2-core host (its first start migrates its
+ * state database). */
+#define SERVICE_READY_S 600
 #define VENDOR_ONLY "installs only from a vendor's download site"
 
 static const struct {
@@ -453,6 +456,13 @@ int pe_daemon_template_ready(pe_daemon *d, pe_store *s, const pe_store_sandbox *
         return 0;
     if (pe_daemon_sandbox_address(d, sb->id, &addr, err) < 0)
         return -1;
+    {
+        cleanup_free char *reason =
+            pe_xasprintf("starting: waiting for the template's service %s to listen on port %d",
+                         svc->name, svc->port);
+        pe_store_sandbox_set_status(s, sb->id, PE_STORE_INITIALIZING, reason, PE_STORE_INITIALIZING,
+                                    NULL);
+    }
     while (!accepts(addr, svc->port)) {
         pe_unit_state st;
         if (pe_daemon_unit_state(key, &st) && (st.state == PE_STORE_FAILED || st.restarts >= 2)) {
