@@ -233,6 +233,11 @@ def test_vscode_page_through_the_preview_proxy(tdaemon):
 # ---- bad input ----
 
 def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
+    """An unknown name: 400 listing the bases; a catalog name whose tool
+    only a vendor's site has: 400 TemplateNotAvailable saying so; nothing
+    made. getSandboxes lists every template with its at-uri and whether
+    it is available here."""
+    before = tdaemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
     st, out = tdaemon.call(SB + "createSandbox", body={"base": "no-such-template"})
     assert st == 400 and out["error"] == "InvalidRequest", out
     assert out["message"].startswith("unknown base no-such-template; bases available here: "
@@ -251,6 +256,8 @@ def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
         assert by[name]["uri"].startswith("at://did:key:") and \
             by[name]["uri"].endswith("/io.pocketenv.sandbox/" + name), by[name]
     assert "node" not in by  # a layer, not a base
+    after = tdaemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
+    assert after["total"] == before["total"]  # nothing made
 
 
 # ---- the code interpreter ----
