@@ -4,6 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -250,47 +253,39 @@ int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_
     return -1;
 }
 
-/* ---- raw routes ---- */
+/* ---- progress ---- */
 
-/* The progress line of a raw transfer, drawn on stderr only when it is a
+/* The progress line of a long transfer, drawn on stderr only when it is a
  * terminal, so that scripts and agents get clean output:
  *   sent     [##########          ]  52%  1.3 MiB / 2.5 MiB   size known
  *   received 1.3 MiB                                          size unknown
- * libcurl calls back many times a second; the line is redrawn at most every
- * PROGRESS_INTERVAL_MS, and once more when the transfer completes so that
- * 100% is seen. Hand-written: Debian has no C library for a progress bar and
- * libcurl's own meter is a table, not a line. */
+ * The line is redrawn at most every PROGRESS_INTERVAL_MS, and once more when
+ * the transfer completes so that 100% is seen. Hand-written: Debian has no
+ * C library for a progress bar and libcurl's own meter is a table. */
 #define PROGRESS_INTERVAL_MS 100
-
-typedef struct progress {
-    const char *what; /* "sent" or "received" */
-    bool upload;
-    int64_t last_ms;     /* when the line was last drawn */
-    curl_off_t last_now; /* bytes it showed, -1 before the first */
-} progress;
 
 static const char *const size_units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
 
 /* The unit bytes reads best in: the largest that keeps the number >= 1. */
-static int size_unit(curl_off_t bytes)
+static int size_unit(int64_t bytes)
 {
     int u = 0;
 
-    while (u + 1 < (int)PE_ARRAY_LEN(size_units) && bytes >= (curl_off_t)1 << (10 * (u + 1)))
+    while (u + 1 < (int)PE_ARRAY_LEN(size_units) && bytes >= (int64_t)1 << (10 * (u + 1)))
         u++;
     return u;
 }
 
-static void format_size(char *out, size_t n, curl_off_t bytes, int unit)
+static void format_size(char *out, size_t n, int64_t bytes, int unit)
 {
     if (unit == 0)
         snprintf(out, n, "%lld B", (long long)bytes);
     else
-        snprintf(out, n, "%.1f %s", (double)bytes / (double)((curl_off_t)1 << (10 * unit)),
+        snprintf(out, n, "%.1f %s", (double)bytes / (double)((int64_t)1 << (10 * unit)),
                  size_units[unit]);
 }
 
-static void progress_draw(const progress *p, curl_off_t now, curl_off_t total)
+static void progress_draw(const pe_progress *p, int64_t now, int64_t total)
 {
     struct winsize ws;
     char line[512], done[32], all[32], tail[96];
@@ -322,89 +317,239 @@ static void progress_draw(const progress *p, curl_off_t now, curl_off_t total)
         }
     }
     fprintf(stderr, "\r%.*s\033[K", n < width ? n : width, line);
+    fflush(stderr);
 }
 
-static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
-                       curl_off_t ulnow)
+void pe_progress_init(pe_progress *p, const char *what, bool quiet)
 {
-    progress *p = ud;
-    curl_off_t total = p->upload ? ultotal : dltotal;
-    curl_off_t now = p->upload ? ulnow : dlnow;
+    p->what = what;
+    p->on = !quiet && isatty(STDERR_FILENO);
+    p->drawn = false;
+    p->last_ms = 0;
+    p->last_now = -1;
+}
+
+void pe_progress_show(pe_progress *p, int64_t now, int64_t total)
+{
     int64_t ms = pe_monotonic_ms();
 
-    if ((now == 0 && total == 0) || now == p->last_now)
-        return 0; /* nothing to show yet, or nothing new */
+    if (!p->on || (now == 0 && total <= 0) || now == p->last_now)
+        return; /* nothing to show yet, or nothing new */
     if (p->last_now >= 0 && ms - p->last_ms < PROGRESS_INTERVAL_MS && !(total > 0 && now >= total))
-        return 0;
+        return;
     progress_draw(p, now, total);
+    p->drawn = true;
     p->last_ms = ms;
     p->last_now = now;
+}
+
+void pe_progress_end(pe_progress *p)
+{
+    if (p->on && p->drawn)
+        fputs("\r\033[K", stderr);
+    p->drawn = false;
+}
+
+/* ---- streams to and from raw routes ---- */
+
+#define ERROR_ANSWER_MAX 65536
+
+/* One raw transfer on its own thread: curl_easy_perform blocks, and the
+ * archive on the other side of the pipe is written (or read) by the
+ * caller meanwhile; the pipe's buffer is the backpressure both ways. */
+struct pe_api_stream {
+    pe_api *a;
+    pthread_t thread;
+    bool upload;
+    int fd; /* the thread's end of the pipe; closed when the transfer ends */
+    _Atomic bool abort;
+    char *url, *auth;
+    struct curl_slist *headers;
+    char curl_err[CURL_ERROR_SIZE];
+    CURLcode rc;
+    buf answer; /* upload: the JSON answer; download: an error's answer */
+    pe_progress *prog;
+    bool started; /* the thread runs */
+};
+
+static size_t stream_read(char *p, size_t size, size_t n, void *ud)
+{
+    pe_api_stream *s = ud;
+    ssize_t got;
+
+    do
+        got = read(s->fd, p, size * n);
+    while (got < 0 && errno == EINTR);
+    if (got < 0 || s->abort)
+        return CURL_READFUNC_ABORT;
+    return (size_t)got;
+}
+
+static bool answer_ok(pe_api_stream *s)
+{
+    long status = 0;
+
+    curl_easy_getinfo(s->a->curl, CURLINFO_RESPONSE_CODE, &status);
+    return status >= 200 && status < 300;
+}
+
+static size_t stream_write(char *p, size_t size, size_t n, void *ud)
+{
+    pe_api_stream *s = ud;
+    size_t len = size * n, done = 0;
+
+    if (s->upload || !answer_ok(s)) { /* an answer to keep, not the archive */
+        if (s->answer.len + len > ERROR_ANSWER_MAX)
+            return 0;
+        s->answer.data = pe_xrealloc(s->answer.data, s->answer.len + len + 1);
+        memcpy(s->answer.data + s->answer.len, p, len);
+        s->answer.len += len;
+        s->answer.data[s->answer.len] = '\0';
+        return len;
+    }
+    while (done < len) {
+        ssize_t w = write(s->fd, p + done, len - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0) /* the reader gave up: its error is the one to tell */
+            return 0;
+        done += (size_t)w;
+    }
+    return len;
+}
+
+static int stream_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                           curl_off_t ulnow)
+{
+    pe_api_stream *s = ud;
+
+    if (s->prog && answer_ok(s))
+        pe_progress_show(s->prog, dlnow, dltotal);
     return 0;
 }
 
-static int raw(pe_api *a, const char *path, const void *data, size_t len, buf *b, pe_err *err)
+static void *stream_main(void *ud)
 {
-    CURL *c = a->curl;
-    cleanup_free char *url = pe_xasprintf("%s%s", a->url, path);
-    struct curl_slist *headers = NULL;
-    char curl_err[CURL_ERROR_SIZE] = "";
-    cleanup_free char *auth = prepare(a, url, b, curl_err, &headers);
-    bool tty = isatty(STDERR_FILENO);
-    progress prog = {data ? "sent" : "received", data != NULL, 0, -1};
-    CURLcode rc;
+    pe_api_stream *s = ud;
 
-    if (data) {
-        headers = curl_slist_append(headers, "Content-Type: application/gzip");
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, data);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    s->rc = curl_easy_perform(s->a->curl);
+    close(pe_steal_fd(&s->fd)); /* EOF (download) or EPIPE (upload) for the caller */
+    return NULL;
+}
+
+static int stream_begin(pe_api *a, const char *path, bool upload, pe_progress *prog,
+                        pe_api_stream **out, int *fd, pe_err *err)
+{
+    pe_api_stream *s = pe_xcalloc(1, sizeof(*s));
+    CURL *c = a->curl;
+    int p[2];
+
+    if (pipe2(p, O_CLOEXEC) < 0) {
+        free(s);
+        return pe_err_sys(err, "pipe");
     }
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
-    if (tty) {
+    s->a = a;
+    s->upload = upload;
+    s->prog = prog;
+    s->fd = upload ? p[0] : p[1];
+    *fd = upload ? p[1] : p[0];
+    s->url = pe_xasprintf("%s%s", a->url, path);
+    s->auth = prepare(a, s->url, &s->answer, s->curl_err, &s->headers);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
+    if (upload) {
+        s->headers = curl_slist_append(s->headers, "Content-Type: application/gzip");
+        s->headers = curl_slist_append(s->headers, "Transfer-Encoding: chunked");
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, stream_read);
+        curl_easy_setopt(c, CURLOPT_READDATA, s);
+    } else if (prog) {
         curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl_easy_setopt(c, CURLOPT_XFERINFODATA, &prog);
+        curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, stream_progress);
+        curl_easy_setopt(c, CURLOPT_XFERINFODATA, s);
     }
-    rc = curl_easy_perform(c);
-    if (tty)
-        fputs("\r\033[K", stderr);
-    if (performed(a, rc, curl_err, headers, auth, err) < 0)
-        return -1;
-    if (a->status >= 200 && a->status < 300)
-        return 0;
-    {
-        json_t *j = b->len ? json_loadb(b->data, b->len, 0, NULL) : NULL;
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, s->headers);
+    if (pthread_create(&s->thread, NULL, stream_main, s) != 0) {
+        close(*fd);
+        pe_api_stream_end(s, NULL, NULL);
+        return pe_err_set(err, PE_ESYS, 0, "cannot start a thread");
+    }
+    s->started = true;
+    *out = s;
+    return 0;
+}
+
+int pe_api_upload_begin(pe_api *a, const char *path, pe_api_stream **s, int *fd, pe_err *err)
+{
+    return stream_begin(a, path, true, NULL, s, fd, err);
+}
+
+int pe_api_download_begin(pe_api *a, const char *path, pe_progress *prog, pe_api_stream **s,
+                          int *fd, pe_err *err)
+{
+    return stream_begin(a, path, false, prog, s, fd, err);
+}
+
+void pe_api_stream_abort(pe_api_stream *s)
+{
+    s->abort = true;
+}
+
+static void upload_cut(pe_api *a, pe_err *err)
+{
+    curl_off_t sent = 0;
+    char size[32];
+
+    curl_easy_getinfo(a->curl, CURLINFO_SIZE_UPLOAD_T, &sent);
+    format_size(size, sizeof(size), sent, size_unit(sent));
+    pe_err_set(err, PE_API_ECUT, 0,
+               "the daemon stopped taking the upload after %s: the copy is larger than its "
+               "--cp-max, or it is shutting down",
+               size);
+}
+
+int pe_api_stream_end(pe_api_stream *s, json_t **out, pe_err *err)
+{
+    pe_api *a = s->a;
+    int r = 0;
+
+    if (out)
+        *out = NULL;
+    if (s->started) {
+        pthread_join(s->thread, NULL);
+        r = performed(a, s->rc, s->curl_err, s->headers, s->auth, err);
+        /* Cut short after the daemon answered (a refusal while the body was
+         * still going): its answer says why. */
+        if (r < 0 && s->answer.len > 0 &&
+            curl_easy_getinfo(a->curl, CURLINFO_RESPONSE_CODE, &a->status) == CURLE_OK &&
+            a->status >= 300)
+            r = 0;
+        /* Or it stopped reading and closed before its answer could be read
+         * (past its cap it cuts the connection): say what that means. */
+        else if (r < 0 && s->upload && s->rc == CURLE_SEND_ERROR)
+            upload_cut(a, err);
+    } else {
+        curl_slist_free_all(s->headers);
+        if (s->auth)
+            explicit_bzero(s->auth, strlen(s->auth));
+    }
+    if (!s->started) {
+        r = -1;
+    } else if (r == 0 && (a->status < 200 || a->status >= 300)) {
+        json_t *j = s->answer.len ? json_loadb(s->answer.data, s->answer.len, 0, NULL) : NULL;
         answer_error(a, j, err);
         json_decref(j);
-    }
-    return -1;
-}
-
-int pe_api_post_raw(pe_api *a, const char *path, const void *data, size_t len, json_t **out,
-                    pe_err *err)
-{
-    buf b = {0};
-    int r = raw(a, path, data ? data : "", len, &b, err);
-
-    *out = NULL;
-    if (r == 0) {
-        *out = json_loadb(b.data ? b.data : "", b.len, 0, NULL);
+        r = -1;
+    } else if (r == 0 && out && s->upload) {
+        *out = json_loadb(s->answer.data ? s->answer.data : "", s->answer.len, 0, NULL);
         if (*out == NULL)
-            r = pe_err_set(err, PE_EINVAL, 0, "%s: the daemon's answer is not JSON", path);
+            r = pe_err_set(err, PE_EINVAL, 0, "the daemon's answer is not JSON");
     }
-    free(b.data);
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->answer.data);
+    free(s->url);
+    free(s->auth);
+    free(s);
     return r;
-}
-
-int pe_api_get_raw(pe_api *a, const char *path, char **data, size_t *len, pe_err *err)
-{
-    buf b = {0};
-    int r = raw(a, path, NULL, 0, &b, err);
-
-    if (r < 0) {
-        free(b.data);
-        return -1;
-    }
-    *data = b.data;
-    *len = b.len;
-    return 0;
 }

@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "pocketenv/err.h"
 
@@ -19,6 +20,7 @@ enum {
     PE_API_EHTTP = 200, /* the daemon answered an XRPC error: see status/name */
     PE_API_ECONNECT,    /* no daemon there */
     PE_API_ELOGIN,      /* no token: not logged in */
+    PE_API_ECUT,        /* the daemon stopped reading an upload and closed */
 };
 
 typedef struct pe_api {
@@ -41,12 +43,36 @@ void pe_api_close(pe_api *a);
 int pe_api_call(pe_api *a, const char *nsid, json_t *params, json_t *body, json_t **out,
                 pe_err *err);
 
-/* Raw routes outside the XRPC prefix (the cp transfer store). POST data to path
- * and parse the JSON answer into *out; GET path into *data, *len
- * (malloc'd). A progress line goes to stderr when it is a terminal. */
-int pe_api_post_raw(pe_api *a, const char *path, const void *data, size_t len, json_t **out,
-                    pe_err *err);
-int pe_api_get_raw(pe_api *a, const char *path, char **data, size_t *len, pe_err *err);
+/* A progress line on stderr for a long transfer (cp), drawn only when
+ * stderr is a terminal and not quiet: "sent [####   ]  52%  1.3 MiB /
+ * 2.5 MiB", or the bytes alone when total <= 0 (unknown). show may be
+ * called as often as wanted (it redraws at most every 100 ms, and at
+ * 100%); end clears the line. */
+typedef struct pe_progress {
+    const char *what; /* "sent", "received" */
+    bool on, drawn;
+    int64_t last_ms, last_now;
+} pe_progress;
+
+void pe_progress_init(pe_progress *p, const char *what, bool quiet);
+void pe_progress_show(pe_progress *p, int64_t now, int64_t total);
+void pe_progress_end(pe_progress *p);
+
+/* Raw routes outside the XRPC prefix (the cp transfer store), streamed:
+ * a thread runs the request while the caller writes the body into *fd
+ * (upload: POST, chunked; close *fd at its end) or reads the answer's body
+ * from *fd until EOF (download: GET; prog, if not NULL, shows what came).
+ * stream_end waits for the request: 0, or err with the daemon's error (its
+ * message rather than a broken pipe's), and for an upload the JSON answer
+ * in *out. stream_abort before closing *fd makes an upload fail instead of
+ * ending the body. The stream is freed by stream_end. */
+typedef struct pe_api_stream pe_api_stream;
+
+int pe_api_upload_begin(pe_api *a, const char *path, pe_api_stream **s, int *fd, pe_err *err);
+int pe_api_download_begin(pe_api *a, const char *path, pe_progress *prog, pe_api_stream **s,
+                          int *fd, pe_err *err);
+void pe_api_stream_abort(pe_api_stream *s);
+int pe_api_stream_end(pe_api_stream *s, json_t **out, pe_err *err);
 
 /* A secret value: piped standard input, or a prompt that does not echo
  * on a terminal; trailing whitespace trimmed (cli/cmd-res.c). */

@@ -7,6 +7,7 @@
 #define PE_CLI_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "pocketenv/err.h"
 #include "pocketenv/runtime.h"
@@ -51,6 +52,11 @@ enum {
     OPT_USERNS,
     OPT_JSON,
     OPT_HELP,
+    /* run's own */
+    OPT_INTERACTIVE,
+    OPT_DETACH,
+    OPT_RM,
+    OPT_RUN_NAME,
 };
 extern const pe_opt pe_sandbox_opts[];
 
@@ -67,6 +73,33 @@ void pe_cli_sandbox_clear(pe_cli_sandbox *s);
 int pe_cli_sandbox_opt(int id, const char *arg, pe_cli_sandbox *s, pe_err *err);
 int pe_cli_parse_user(const char *s, uint32_t *uid, uint32_t *gid, pe_err *err);
 int pe_cli_parse_seconds(const char *s, double *out, pe_err *err);
+
+/* pocketenv run's command line (cli/run-opts.c), shared by `pocketenv`
+ * (one-shot runs) and pocketenv-client (run -d: a sandbox the daemon
+ * keeps). */
+typedef struct pe_run_args {
+    pe_cli_sandbox s;
+    bool detach, interactive, rm;
+    const char *name; /* --name */
+    uint64_t given;   /* bit (id - OPT_IMAGE) of every option given */
+    int idx;          /* argv index of the first word after the options */
+    bool dashdash;    /* the options ended with "--": argv[idx...] is CMD */
+} pe_run_args;
+
+/* Parse run's options from argv[1...] (argv[0] is "run"); --help prints
+ * run's help and exits 0. -1 with err for a bad option. */
+int pe_run_args_parse(int argc, char **argv, pe_run_args *a, pe_err *err);
+/* Was option id (OPT_IMAGE...) given? */
+static inline bool pe_run_given(const pe_run_args *a, int id)
+{
+    return (a->given >> (id - OPT_IMAGE)) & 1;
+}
+/* -d's sandbox is the daemon's: options it cannot honour are refused
+ * here, naming each (-1 with err). */
+int pe_run_args_check_detach(const pe_run_args *a, pe_err *err);
+void pe_run_args_clear(pe_run_args *a);
+/* run -d: the sandbox made through the daemon (cli/cmd-detach.c). */
+int pe_cmd_run_detached(int argc, char **argv);
 
 /* Report err on stderr; returns the exit code to use for it. */
 int pe_cli_fail(const pe_err *err);
@@ -90,6 +123,8 @@ int pe_cmd_cp(int argc, char **argv);
 int pe_cmd_keys(int argc, char **argv);
 /* exec (cli/cmd-exec.c) */
 int pe_cmd_exec(int argc, char **argv);
+/* logs [-f] SANDBOX|SERVICE_ID (cli/cmd-logs.c) */
+int pe_cmd_logs(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */

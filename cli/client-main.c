@@ -32,6 +32,9 @@ int main(int argc, char **argv)
         return 2;
     }
     argc--, argv++;
+    /* run -d: its words are run's (and CMD's), checked by pocketenv */
+    if (strcmp(argv[0], "run") == 0)
+        return pe_cmd_run_detached(argc, argv);
     r = pe_cli_help(argc, argv);
     if (r >= 0)
         return r;
@@ -42,6 +45,8 @@ int main(int argc, char **argv)
         return pe_cmd_console(argc, argv);
     if (strcmp(argv[0], "exec") == 0)
         return pe_cmd_exec(argc, argv);
+    if (strcmp(argv[0], "logs") == 0)
+        return pe_cmd_logs(argc, argv);
     r = pe_cmd_api(argc, argv);
     if (r < 0)
         r = pe_cmd_res(argc, argv);

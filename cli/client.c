@@ -3,6 +3,7 @@
  * command's usage, what it does, its options and examples; the table also
  * says which commands take --json. client-main.c asks here before running
  * a command, so no command parses --help or --json itself. */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -111,21 +112,39 @@ static const cmd_help helps[] = {
      "pocketenv exec -it web bash\n"
      "pocketenv exec web -- ls --help     (--help goes to ls)",
      NULL, 2},
+    {"logs", "logs [-f] SANDBOX|SERVICE_ID",
+     "Print what a sandbox's services wrote (each line after \"NAME | \" when it has\n"
+     "several), or one service's (its id: pocketenv service ls). The daemon keeps the\n"
+     "newest 64 KiB of each. `pocketenv run -d` makes its command the service main.",
+     "  -f, --follow        keep printing what comes, until Ctrl-C or until it has\n"
+     "                      ended (the service, every service, or the sandbox)",
+     "pocketenv logs web\n"
+     "pocketenv logs -f web\n"
+     "pocketenv logs svc_01J9Z...",
+     NULL, 0},
     {"console shell ssh s", "console|shell|ssh|s [SANDBOX]",
      "Open a terminal in a running sandbox (your first running one without SANDBOX).\n"
      "The window's size follows yours. Ctrl-] detaches: the shell keeps running\n"
      "and the next console reattaches to it. The terminal is restored however the\n"
      "session ends. Exits with the shell's exit code when it exits.",
      NULL, "pocketenv console web\npocketenv s", NULL, 0},
-    {"cp copy", "cp|copy SOURCE DESTINATION",
+    {"cp copy", "cp|copy [-L] [-q] SOURCE DESTINATION",
      "Copy a file or a directory between this machine and a sandbox, or between two\n"
-     "sandboxes. SANDBOX:/path names a path in a sandbox. A local directory is sent\n"
-     "without what its .pocketenvignore, .gitignore and .dockerignore exclude. A\n"
-     "progress bar shows on a terminal.",
-     NULL,
+     "sandboxes, as docker cp does. SANDBOX:/path names a path in a sandbox. A file\n"
+     "goes into a DESTINATION directory, or becomes DESTINATION; a directory goes\n"
+     "into an existing DESTINATION directory, or becomes DESTINATION; SOURCE/.\n"
+     "copies a directory's contents; a DESTINATION ending in / must be a directory.\n"
+     "Symlinks stay symlinks; modes and times are kept. SOURCE - reads a tar from\n"
+     "standard input into the DESTINATION directory; DESTINATION - writes a tar.\n"
+     "A local directory is sent without what its .pocketenvignore, .gitignore and\n"
+     ".dockerignore exclude. A progress bar shows on a terminal.",
+     "  -L, --follow-link  follow SOURCE if it is a symlink\n"
+     "  -q, --quiet        no progress bar",
      "pocketenv cp ./src web:/app/src\n"
      "pocketenv cp web:/app/build ./build\n"
-     "pocketenv cp web:/data api:/data",
+     "pocketenv cp web:/etc/hosts .\n"
+     "pocketenv cp web:/data/. api:/data\n"
+     "pocketenv cp web:/var/log - | tar t",
      NULL, 0},
     {"env", RES_USAGE("env", "SANDBOX NAME VALUE"),
      "A sandbox's environment variables, set in every command and terminal. put adds\n"
@@ -283,9 +302,11 @@ int pe_cli_help(int argc, char **argv)
     bool asked = false;
 
     if (strcmp(argv[0], "help") == 0) {
-        if (argc != 2 || (h = find(argv[1])) == NULL) {
-            fprintf(stderr, "usage: pocketenv help COMMAND  (the commands: pocketenv --help)\n");
-            return PE_CLI_EXIT_USAGE;
+        if (pe_cli_bad_args(argc, argv, 1, "COMMAND", 1, 1))
+            return pe_cli_usage("help COMMAND  (the commands: pocketenv --help)");
+        if ((h = find(argv[1])) == NULL) {
+            pe_cli_why("unknown command '%s'", argv[1]);
+            return pe_cli_usage("help COMMAND  (the commands: pocketenv --help)");
         }
         print_help(h);
         return 0;
@@ -301,6 +322,56 @@ int pe_cli_help(int argc, char **argv)
         return -1;
     print_help(h);
     return 0;
+}
+
+void pe_cli_why(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("pocketenv: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+int pe_cli_usage(const char *usage)
+{
+    lines(stderr, usage, "usage: pocketenv ", "       pocketenv ");
+    return PE_CLI_EXIT_USAGE;
+}
+
+/* The n-th word of names (n from 0), into out. */
+static void nth_word(const char *names, int n, char *out, size_t size)
+{
+    while (n-- > 0 && *names) {
+        names += strcspn(names, " ");
+        names += *names == ' ';
+    }
+    snprintf(out, size, "%.*s", (int)strcspn(names, " "), names);
+}
+
+bool pe_cli_bad_args(int argc, char **argv, int from, const char *names, int required, int max)
+{
+    int n = argc - from;
+    bool count_ok = n >= required && (max < 0 || n <= max);
+    char name[64];
+
+    for (int i = from; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1] != '\0' && (!count_ok || i == from)) {
+            pe_cli_why("unknown option %s", argv[i]);
+            return true;
+        }
+    }
+    if (count_ok)
+        return false;
+    if (n < required) {
+        nth_word(names, n, name, sizeof(name));
+        pe_cli_why("missing %s", name);
+    } else {
+        pe_cli_why("unexpected argument '%s'", argv[from + max]);
+    }
+    return true;
 }
 
 bool pe_cli_json;
@@ -369,6 +440,49 @@ void pe_cli_since(const char *iso, bool ago, char *out, size_t size)
     else
         d /= 86400, unit = "day";
     snprintf(out, size, "%lld %s%s%s", d, unit, d == 1 ? "" : "s", ago ? " ago" : "");
+}
+
+/* The last non-empty line of text, without its line end, into out. */
+static void last_line(const char *text, char *out, size_t size)
+{
+    size_t end = strlen(text), start;
+
+    while (end > 0 && (text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == ' '))
+        end--;
+    start = end;
+    while (start > 0 && text[start - 1] != '\n')
+        start--;
+    snprintf(out, size, "%.*s", (int)(end - start), text + start);
+    for (char *c = out; *c; c++)
+        if ((unsigned char)*c < 0x20)
+            *c = ' '; /* no terminal controls from a sandbox */
+}
+
+void pe_cli_service_status(json_t *svc, char *out, size_t size)
+{
+    const char *state = json_string_value(json_object_get(svc, "state"));
+    const char *status = pe_cli_str(svc, "status");
+    json_t *code = json_object_get(svc, "exitCode");
+    long long restarts = json_integer_value(json_object_get(svc, "restarts"));
+    const char *words = json_string_value(json_object_get(svc, "lastError"));
+    char last[128] = "";
+    int n;
+
+    if (state == NULL)
+        state = status;
+    if (strcmp(state, "CRASHLOOP") != 0 && strcmp(state, "FAILED") != 0) {
+        snprintf(out, size, "%s", state);
+        return;
+    }
+    if (words)
+        last_line(words, last, sizeof(last));
+    n = snprintf(out, size, "%s (", state);
+    if (json_is_integer(code) && n >= 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "exited %lld, ",
+                      (long long)json_integer_value(code));
+    if (n >= 0 && (size_t)n < size)
+        n += snprintf(out + n, size - (size_t)n, "restarted %lld time%s%s%s)", restarts,
+                      restarts == 1 ? "" : "s", last[0] ? ", last: " : "", last);
 }
 
 const char *pe_cli_str(json_t *o, const char *k)

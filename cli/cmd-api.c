@@ -100,8 +100,10 @@ static int cmd_login(int argc, char **argv)
         else if (argv[i][0] != '-')
             return usage_error("login with a handle (AT Protocol) is not served by a local "
                                "daemon: use 'pocketenv login --token TOKEN'");
+        else if (strcmp(argv[i], "--token") == 0)
+            return pe_cli_why("--token needs a value"), pe_cli_usage("login [--token TOKEN]");
         else
-            return usage_error("usage: pocketenv login [--token TOKEN]");
+            return pe_cli_why("unknown option %s", argv[i]), pe_cli_usage("login [--token TOKEN]");
     }
     pe_err_clear(&err);
     if (path == NULL)
@@ -311,9 +313,9 @@ static int by_id(const char *usage, const char *nsid, int argc, char **argv, jso
     pe_err err;
     int r;
 
-    if (argc != 2 || argv[1][0] == '-') {
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX", 1, 1)) {
         json_decref(empty);
-        return usage_error(usage);
+        return pe_cli_usage(usage);
     }
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0) {
@@ -344,8 +346,14 @@ static int cmd_start(int argc, char **argv)
     r = parse_create(argc, argv, &c);
     if (r != 0)
         return r;
-    if (c.name == NULL || c.base || c.provider || c.vcpus || c.memory || c.disk)
-        return usage_error("usage: pocketenv start SANDBOX [-r REPO] [-k] [-s] [--no-wait]");
+    if (c.name == NULL || c.base || c.provider || c.vcpus || c.memory || c.disk) {
+        if (c.name == NULL)
+            pe_cli_why("missing SANDBOX");
+        else
+            pe_cli_why("start takes no --base, --provider, --vcpus, --memory or --disk "
+                       "(they are create's)");
+        return pe_cli_usage("start SANDBOX [-r REPO] [-k] [-s] [--no-wait]");
+    }
     body = json_object();
     if (c.repo)
         json_object_set_new(body, "repo", json_string(c.repo));
@@ -353,8 +361,8 @@ static int cmd_start(int argc, char **argv)
         json_object_set_new(body, "keepAlive", json_true());
     args[0] = argv[0];
     args[1] = (char *)c.name;
-    r = by_id("usage: pocketenv start SANDBOX", "io.pocketenv.sandbox.startSandbox", 2, args, body,
-              "started");
+    r = by_id("start SANDBOX [-r REPO] [-k] [-s] [--no-wait]", "io.pocketenv.sandbox.startSandbox",
+              2, args, body, "started");
     json_decref(body);
     fflush(stdout);
     if (r == 0 && c.ssh)
@@ -368,30 +376,41 @@ static int cmd_start(int argc, char **argv)
 
 static int cmd_stop(int argc, char **argv)
 {
-    return by_id("usage: pocketenv stop SANDBOX", "io.pocketenv.sandbox.stopSandbox", argc, argv,
-                 NULL, "stopped");
+    return by_id("stop SANDBOX", "io.pocketenv.sandbox.stopSandbox", argc, argv, NULL, "stopped");
 }
 
 /* rm [-f] SANDBOX...: every one named, as docker rm; -f is accepted as
  * docker's (a running sandbox is stopped and deleted either way). A name
  * that is not found is said and the rest go on; exit 1 if any failed. */
+static bool is_force(const char *a)
+{
+    return strcmp(a, "-f") == 0 || strcmp(a, "--force") == 0;
+}
+
 static int cmd_rm(int argc, char **argv)
 {
     char *args[2] = {argv[0], NULL};
-    int i = 1, r = 0;
+    int n = 0, r = 0;
 
-    if (i < argc && (strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--force") == 0))
-        i++;
-    if (i >= argc)
-        return usage_error("usage: pocketenv rm [-f] SANDBOX...");
-    for (; i < argc; i++) {
-        if (argv[i][0] == '-')
-            return usage_error("usage: pocketenv rm [-f] SANDBOX... (options come first)");
+    for (int i = 1; i < argc; i++) {
+        if (is_force(argv[i]))
+            continue;
+        if (argv[i][0] == '-') {
+            pe_cli_why("unknown option %s", argv[i]);
+            return pe_cli_usage("rm [-f] SANDBOX...");
+        }
+        n++;
     }
-    for (i = argv[1][0] == '-' ? 2 : 1; i < argc; i++) {
+    if (n == 0) {
+        pe_cli_why("missing SANDBOX");
+        return pe_cli_usage("rm [-f] SANDBOX...");
+    }
+    for (int i = 1; i < argc; i++) {
+        if (is_force(argv[i]))
+            continue;
         args[1] = argv[i];
-        if (by_id("usage: pocketenv rm [-f] SANDBOX...", "io.pocketenv.sandbox.deleteSandbox", 2,
-                  args, NULL, "deleted successfully") != 0)
+        if (by_id("rm [-f] SANDBOX...", "io.pocketenv.sandbox.deleteSandbox", 2, args, NULL,
+                  "deleted successfully") != 0)
             r = EXIT_API;
     }
     return r;
@@ -409,8 +428,8 @@ static int list(int argc, char **argv, bool running)
 
     if (running && argc == 2 && (strcmp(argv[1], "-a") == 0 || strcmp(argv[1], "--all") == 0))
         running = false, argc = 1; /* docker's ps -a: every sandbox */
-    if (argc != 1)
-        return usage_error(running ? "usage: pocketenv ps [-a]" : "usage: pocketenv ls");
+    if (pe_cli_bad_args(argc, argv, 1, "", 0, 0))
+        return pe_cli_usage(running ? "ps [-a]" : "ls");
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
         return fail(&err);
@@ -470,8 +489,8 @@ static int cmd_inspect(int argc, char **argv)
     json_t *params, *out = NULL;
     int r;
 
-    if (argc != 2 || argv[1][0] == '-')
-        return usage_error("usage: pocketenv inspect SANDBOX");
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX", 1, 1))
+        return pe_cli_usage("inspect SANDBOX");
     params = json_pack("{s:s}", "id", argv[1]);
     r = pe_cli_call("io.pocketenv.sandbox.getSandbox", params, NULL, &out, argv[1]);
     json_decref(params);

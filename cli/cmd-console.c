@@ -250,10 +250,8 @@ int pe_cmd_console(int argc, char **argv)
     pe_err err;
     int r;
 
-    if (argc > 2 || (argc == 2 && argv[1][0] == '-')) {
-        fprintf(stderr, "usage: pocketenv console|shell|ssh|s [SANDBOX]\n");
-        return 2;
-    }
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX", 0, 1))
+        return pe_cli_usage("console|shell|ssh|s [SANDBOX]");
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0 || pick(&a, argc == 2 ? argv[1] : NULL, &id, &err) < 0 ||
         pe_api_call(&a, "io.pocketenv.actor.getTerminalToken", NULL, NULL, &out, &err) < 0) {

@@ -232,8 +232,11 @@ int pe_cmd_exec(int argc, char **argv)
                 interactive = true;
             else if (*f == 't')
                 x.tty = true;
-            else
-                return usage("exec takes -i and -t before the sandbox");
+            else {
+                char why[64];
+                snprintf(why, sizeof(why), "unknown option -%c (exec takes -i and -t)", *f);
+                return usage(why);
+            }
         }
     }
     for (; i < argc && (strcmp(argv[i], "--interactive") == 0 || strcmp(argv[i], "--tty") == 0);
@@ -243,8 +246,13 @@ int pe_cmd_exec(int argc, char **argv)
         sandbox = argv[i++];
     if (i < argc && strcmp(argv[i], "--") == 0)
         i++;
-    if (sandbox == NULL || sandbox[0] == '-' || i >= argc)
-        return usage(sandbox == NULL ? "which sandbox?" : "what command?");
+    if (sandbox != NULL && sandbox[0] == '-') {
+        char why[300];
+        snprintf(why, sizeof(why), "unknown option %.256s", sandbox);
+        return usage(why);
+    }
+    if (sandbox == NULL || i >= argc)
+        return usage(sandbox == NULL ? "missing SANDBOX" : "missing COMMAND");
     if (x.tty && !isatty(0))
         return usage("-t needs a terminal on standard input");
     x.send_stdin = interactive || x.tty || !isatty(0);

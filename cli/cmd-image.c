@@ -190,6 +190,33 @@ static int run_import(pe_runtime *rt, const char *name, const char *file, const 
     exit(WIFEXITED(status) ? WEXITSTATUS(status) : PE_EXIT_FAIL);
 }
 
+/* What is wrong with `image SUB` and its words: an unknown SUB, or the
+ * first word missing or too many. */
+static int bad_words(const char *sub, const struct image_args *a, pe_err *err)
+{
+    static const struct {
+        const char *sub, *words[2];
+        int n;
+    } want[] = {
+        {"build", {"BUILDER (busybox or debian)", NULL}, 1},
+        {"import", {"NAME", "FILE"}, 2},
+        {"ls", {NULL, NULL}, 0},
+        {"rm", {"NAME", NULL}, 1},
+    };
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(want); i++) {
+        if (strcmp(sub, want[i].sub) != 0)
+            continue;
+        if (a->npos < want[i].n)
+            return pe_err_set(err, PE_EINVAL, 0, "image %s: missing %s (see --help)", sub,
+                              want[i].words[a->npos]);
+        return pe_err_set(err, PE_EINVAL, 0, "image %s: unexpected argument '%s' (see --help)", sub,
+                          a->pos[want[i].n]);
+    }
+    return pe_err_set(err, PE_EINVAL, 0,
+                      "unknown image command '%s' (build, import, ls or rm; see --help)", sub);
+}
+
 int pe_cmd_image(int argc, char **argv)
 {
     struct image_args a;
@@ -200,6 +227,8 @@ int pe_cmd_image(int argc, char **argv)
 
     pe_err_clear(&err);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            fprintf(stderr, "pocketenv image: missing COMMAND (build, import, ls or rm)\n");
         usage();
         return argc < 2 ? 2 : 0;
     }
@@ -227,8 +256,7 @@ int pe_cmd_image(int argc, char **argv)
         if (r == 0)
             r = pe_image_remove(rt.data_dir, a.pos[0], &err);
     } else
-        r = pe_err_set(&err, PE_EINVAL, 0,
-                       "usage: pocketenv image build|import|ls|rm (see --help)");
+        r = bad_words(sub, &a, &err);
     pe_runtime_close(&rt);
     return r < 0 ? pe_cli_fail(&err) : 0;
 }

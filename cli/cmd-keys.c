@@ -29,10 +29,29 @@
 #define EXIT_USAGE 2
 #define KEY_MAX (64 * 1024)
 
-static int usage(const char *text)
+#define SSHKEYS_USAGE                                                                              \
+    "sshkeys put SANDBOX (--private-key F --public-key F | -g|--generate)\n"                       \
+    "sshkeys get SANDBOX"
+#define TAILSCALE_USAGE                                                                            \
+    "tailscale put SANDBOX   (the key on stdin or at the prompt)\n"                                \
+    "tailscale get SANDBOX"
+#define SERVICE_USAGE                                                                              \
+    "service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]\n"                              \
+    "service list|ls SANDBOX\n"                                                                    \
+    "service start|stop|restart|delete|logs SERVICE_ID"
+
+/* What was wrong with a command's verb (argv[1]): missing or unknown, or
+ * its words (after the verb) against names; then the usage. */
+static int verb_usage(int argc, char **argv, const char *verbs, const char *names, int min, int max,
+                      const char *usage)
 {
-    fprintf(stderr, "usage: %s\n", text);
-    return EXIT_USAGE;
+    if (argc < 2)
+        pe_cli_why("missing what to do: %s", verbs);
+    else if (names == NULL)
+        pe_cli_why("unknown %s command '%s' (%s)", argv[0], argv[1], verbs);
+    else if (!pe_cli_bad_args(argc, argv, 2, names, min, max))
+        pe_cli_why("bad arguments");
+    return pe_cli_usage(usage);
 }
 
 /* Seal plain with the daemon's key (opens its own API handle). */
@@ -80,9 +99,12 @@ static int sshkeys(int argc, char **argv)
         json_decref(out);
         return r;
     }
-    if (argc < 3 || strcmp(argv[1], "put") != 0)
-        return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | "
-                     "--generate)\n       pocketenv sshkeys get SANDBOX");
+    if (argc >= 2 && strcmp(argv[1], "get") == 0)
+        return verb_usage(argc, argv, "put or get", "SANDBOX", 1, 1, SSHKEYS_USAGE);
+    if (argc < 3 || strcmp(argv[1], "put") != 0 || argv[2][0] == '-')
+        return verb_usage(argc, argv, "put or get",
+                          argc >= 2 && strcmp(argv[1], "put") == 0 ? "SANDBOX" : NULL, 1, -1,
+                          SSHKEYS_USAGE);
     for (int i = 3; i < argc; i++) {
         if (strcmp(argv[i], "--private-key") == 0 && i + 1 < argc)
             priv_path = argv[++i];
@@ -90,8 +112,12 @@ static int sshkeys(int argc, char **argv)
             pub_path = argv[++i];
         else if (strcmp(argv[i], "-g") == 0 || strcmp(argv[i], "--generate") == 0)
             generate = true;
+        else if (strcmp(argv[i], "--private-key") == 0 || strcmp(argv[i], "--public-key") == 0)
+            return pe_cli_why("%s needs a FILE", argv[i]), pe_cli_usage(SSHKEYS_USAGE);
+        else if (argv[i][0] == '-')
+            return pe_cli_why("unknown option %s", argv[i]), pe_cli_usage(SSHKEYS_USAGE);
         else
-            return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | -g)");
+            return pe_cli_why("unexpected argument '%s'", argv[i]), pe_cli_usage(SSHKEYS_USAGE);
     }
     pe_err_clear(&err);
     if (generate) {
@@ -113,7 +139,8 @@ static int sshkeys(int argc, char **argv)
             return EXIT_USAGE;
         }
     } else {
-        return usage("pocketenv sshkeys put SANDBOX (--private-key F --public-key F | -g)");
+        pe_cli_why("sshkeys put needs --generate, or both --private-key and --public-key");
+        return pe_cli_usage(SSHKEYS_USAGE);
     }
     sealed = seal(priv, plen);
     explicit_bzero(priv, plen);
@@ -153,9 +180,12 @@ static int tailscale(int argc, char **argv)
         json_decref(out);
         return r;
     }
-    if (argc != 3 || strcmp(argv[1], "put") != 0)
-        return usage("pocketenv tailscale put SANDBOX   (the key on stdin or at the prompt)\n"
-                     "       pocketenv tailscale get SANDBOX");
+    if (argc != 3 || strcmp(argv[1], "put") != 0 || argv[2][0] == '-')
+        return verb_usage(argc, argv, "put or get",
+                          argc >= 2 && (strcmp(argv[1], "put") == 0 || strcmp(argv[1], "get") == 0)
+                              ? "SANDBOX"
+                              : NULL,
+                          1, 1, TAILSCALE_USAGE);
     pe_err_clear(&err);
     key = pe_cli_read_secret("the Tailscale auth key", &len, &err);
     if (key == NULL) {
@@ -189,9 +219,9 @@ static int service_create(int argc, char **argv)
     const char *desc = NULL;
     int r;
 
-    if (argc < 5) {
+    if (pe_cli_bad_args(argc, argv, 2, "SANDBOX NAME COMMAND", 3, -1)) {
         json_decref(ports);
-        return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]");
+        return pe_cli_usage(SERVICE_USAGE);
     }
     for (int i = 4; i < argc; i++) {
         if ((strcmp(argv[i], "-d") == 0 || strcmp(argv[i], "--description") == 0) && i + 1 < argc) {
@@ -217,7 +247,8 @@ static int service_create(int argc, char **argv)
     }
     if (*command == '\0') {
         json_decref(ports);
-        return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]");
+        pe_cli_why("missing COMMAND");
+        return pe_cli_usage(SERVICE_USAGE);
     }
     svc = json_pack("{s:s, s:s}", "name", argv[3], "command", command);
     if (desc)
@@ -271,11 +302,13 @@ static int service(int argc, char **argv)
             json_decref(out);
             return 0;
         }
-        printf("%-28s %-16s %-30s %-10s %s\n", "ID", "NAME", "COMMAND", "STATUS", "CREATED AT");
+        printf("%-28s %-16s %-30s %-20s %s\n", "ID", "NAME", "COMMAND", "CREATED AT", "STATUS");
         json_array_foreach(json_object_get(out, "services"), i, s)
         {
-            printf("%-28s %-16s %-30s %-10s %s\n", pe_cli_str(s, "id"), pe_cli_str(s, "name"),
-                   pe_cli_str(s, "command"), pe_cli_str(s, "status"), pe_cli_str(s, "createdAt"));
+            char status[PE_SERVICE_STATUS_MAX];
+            pe_cli_service_status(s, status, sizeof(status));
+            printf("%-28s %-16s %-30s %-20s %s\n", pe_cli_str(s, "id"), pe_cli_str(s, "name"),
+                   pe_cli_str(s, "command"), pe_cli_str(s, "createdAt"), status);
         }
         json_decref(out);
         return 0;
@@ -302,9 +335,15 @@ static int service(int argc, char **argv)
             return r;
         }
     }
-    return usage("pocketenv service create SANDBOX NAME COMMAND... [-d DESC] [-p PORT...]\n"
-                 "       pocketenv service list|ls SANDBOX\n"
-                 "       pocketenv service start|stop|restart|delete|logs SERVICE_ID");
+    {
+        static const char verbs[] = "create, list, start, stop, restart, delete or logs";
+        bool by_service = strcmp(verb, "logs") == 0;
+        for (size_t k = 0; k < PE_ARRAY_LEN(by_id); k++)
+            by_service = by_service || strcmp(verb, by_id[k].verb) == 0;
+        if (strcmp(verb, "list") == 0 || strcmp(verb, "ls") == 0)
+            return verb_usage(argc, argv, verbs, "SANDBOX", 1, 1, SERVICE_USAGE);
+        return verb_usage(argc, argv, verbs, by_service ? "SERVICE_ID" : NULL, 1, 1, SERVICE_USAGE);
+    }
 }
 
 int pe_cmd_keys(int argc, char **argv)

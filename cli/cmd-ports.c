@@ -49,10 +49,8 @@ static int expose(int argc, char **argv)
     long port;
     int r;
 
-    if (argc < 3 || argc > 4) {
-        fprintf(stderr, "usage: pocketenv expose SANDBOX PORT [DESCRIPTION]\n");
-        return EXIT_USAGE;
-    }
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX PORT DESCRIPTION", 2, 3))
+        return pe_cli_usage("expose SANDBOX PORT [DESCRIPTION]");
     if (parse_port(argv[2], &port) < 0)
         return EXIT_USAGE;
     body = json_pack("{s:I}", "port", (json_int_t)port);
@@ -76,10 +74,8 @@ static int unexpose(int argc, char **argv)
     long port;
     int r;
 
-    if (argc != 3) {
-        fprintf(stderr, "usage: pocketenv unexpose SANDBOX PORT\n");
-        return EXIT_USAGE;
-    }
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX PORT", 2, 2))
+        return pe_cli_usage("unexpose SANDBOX PORT");
     if (parse_port(argv[2], &port) < 0)
         return EXIT_USAGE;
     body = json_pack("{s:I}", "port", (json_int_t)port);
@@ -97,10 +93,8 @@ static int ports(int argc, char **argv)
     size_t i;
     int r;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: pocketenv ports SANDBOX\n");
-        return EXIT_USAGE;
-    }
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX", 1, 1))
+        return pe_cli_usage("ports SANDBOX");
     r = call("io.pocketenv.sandbox.getExposedPorts", argv[1], NULL, &out);
     if (r != 0)
         return r;
@@ -126,10 +120,8 @@ static int vscode(int argc, char **argv)
     json_t *out = NULL, *body;
     int r;
 
-    if (argc != 2) {
-        fprintf(stderr, "usage: pocketenv vscode|code|code-server SANDBOX\n");
-        return EXIT_USAGE;
-    }
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX", 1, 1))
+        return pe_cli_usage("vscode|code|code-server SANDBOX");
     body = json_object();
     r = call("io.pocketenv.sandbox.exposeVscode", argv[1], body, &out);
     json_decref(body);

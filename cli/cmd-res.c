@@ -37,15 +37,20 @@ typedef struct kind {
     const char *plural; /* "variables" */
     const char *key;    /* "name" or "path" */
     const char *put_usage;
-    bool sealed; /* secret, file */
+    bool sealed;           /* secret, file */
+    const char *put_words; /* put's positional words, after "put" */
+    int put_min, put_max;
 } kind;
 
 static const kind kinds[] = {
-    {"env", "variable", "Variable", "variables", "name", "env put SANDBOX KEY VALUE", false},
+    {"env", "variable", "Variable", "variables", "name", "env put SANDBOX KEY VALUE", false,
+     "SANDBOX KEY VALUE", 3, 3},
     {"secret", "secret", "Secret", "secrets", "name", "secret put SANDBOX KEY  (value on stdin)",
-     true},
-    {"file", "file", "File", "files", "path", "file put SANDBOX PATH [LOCAL_FILE]", true},
-    {"volume", "volume", "Volume", "volumes", "name", "volume put SANDBOX NAME PATH", false},
+     true, "SANDBOX KEY", 2, 2},
+    {"file", "file", "File", "files", "path", "file put SANDBOX PATH [LOCAL_FILE]", true,
+     "SANDBOX PATH LOCAL_FILE", 2, 3},
+    {"volume", "volume", "Volume", "volumes", "name", "volume put SANDBOX NAME PATH", false,
+     "SANDBOX NAME PATH", 3, 3},
 };
 
 static int fail(const pe_err *err)
@@ -54,6 +59,7 @@ static int fail(const pe_err *err)
     return err->code == PE_EINVAL ? EXIT_USAGE : EXIT_API;
 }
 
+/* After pe_cli_bad_args or pe_cli_why said what was wrong. */
 static int usage(const kind *k)
 {
     fprintf(stderr,
@@ -228,16 +234,10 @@ static int put(const kind *k, int argc, char **argv)
     int r;
 
     pe_err_clear(&err);
-    if (strcmp(k->cmd, "env") == 0 || strcmp(k->cmd, "volume") == 0) {
-        if (argc != 5)
-            return usage(k);
-        value = argv[4];
-    } else if (strcmp(k->cmd, "secret") == 0) {
-        if (argc != 4)
-            return usage(k);
-    } else if (argc != 4 && argc != 5) {
+    if (pe_cli_bad_args(argc, argv, 2, k->put_words, k->put_min, k->put_max))
         return usage(k);
-    }
+    if (strcmp(k->cmd, "env") == 0 || strcmp(k->cmd, "volume") == 0)
+        value = argv[4];
     sb = argv[2];
     key = argv[3];
     if (strcmp(k->cmd, "file") == 0 && argc == 5) {
@@ -317,7 +317,7 @@ static int list(const kind *k, int argc, char **argv)
     size_t i;
     int r;
 
-    if (argc != 3)
+    if (pe_cli_bad_args(argc, argv, 2, "SANDBOX", 1, 1))
         return usage(k);
     pe_err_clear(&err);
     if (pe_api_open(&a, true, &err) < 0)
@@ -367,7 +367,7 @@ static int delete (const kind *k, int argc, char **argv)
     pe_err err;
     int r;
 
-    if (argc != 3) {
+    if (pe_cli_bad_args(argc, argv, 2, "ID", 1, 1)) {
         json_decref(empty);
         return usage(k);
     }
@@ -400,8 +400,10 @@ int pe_cmd_res(int argc, char **argv)
             k = &kinds[i];
     if (k == NULL)
         return -1;
-    if (argc < 2)
+    if (argc < 2) {
+        pe_cli_why("missing what to do: put, list or delete");
         return usage(k);
+    }
     verb = argv[1];
     if (strcmp(verb, "put") == 0)
         return put(k, argc, argv);
@@ -409,5 +411,6 @@ int pe_cmd_res(int argc, char **argv)
         return list(k, argc, argv);
     if (strcmp(verb, "delete") == 0 || strcmp(verb, "rm") == 0 || strcmp(verb, "remove") == 0)
         return delete (k, argc, argv);
+    pe_cli_why("unknown %s command '%s' (put, list or delete)", k->cmd, verb);
     return usage(k);
 }

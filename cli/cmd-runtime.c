@@ -254,6 +254,8 @@ int pe_cmd_runtime(int argc, char **argv)
 
     pe_err_clear(&err);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        if (argc < 2)
+            fprintf(stderr, "pocketenv runtime: missing COMMAND (create, start, exec, ...)\n");
         usage();
         return argc < 2 ? 2 : 0;
     }

@@ -37,7 +37,7 @@ bool pe_cli_is_client(const char *cmd)
         "rm",     "delete",   "remove",  "ls",        "ps",      "exec",        "console",
         "shell",  "ssh",      "s",       "env",       "secret",  "file",        "volume",
         "expose", "unexpose", "ports",   "vscode",    "code",    "code-server", "cp",
-        "copy",   "backup",   "sshkeys", "tailscale", "service", "inspect",
+        "copy",   "backup",   "sshkeys", "tailscale", "service", "inspect",     "logs",
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(names); i++)

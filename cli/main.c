@@ -20,21 +20,24 @@ static void usage(FILE *f)
            "Disposable, isolated Linux sandboxes.\n"
            "\n"
            "Commands:\n"
-           "  run [OPTIONS] -- CMD [ARGS...]   run CMD in a fresh sandbox, then remove it\n"
+           "  run [OPTIONS] [IMAGE] [--] CMD [ARGS...]\n"
+           "                                   run CMD in a fresh sandbox, then remove it\n"
+           "                                   (-d: in the background, kept by the daemon)\n"
            "  runtime create|start|exec|stop|pause|resume|rm|ls|inspect|gc\n"
            "                                   manage persistent local sandboxes\n"
            "  image build|import|ls|rm          manage base images\n"
            "  serve [--listen HOST:PORT] [--store URL]\n"
            "                                   serve the XRPC API (the daemon)\n"
-           "  token create --did DID [--ttl S]  mint an API token for a user\n"
+           "  token create [--did DID] [--ttl S]  an API token (without --did: the owner's)\n"
            "\n"
            "Commands that talk to the daemon ($POCKETENV_API_URL, default\n"
            "http://127.0.0.1:8789; token from $POCKETENV_TOKEN or ~/.pocketenv/token.json):\n"
            "  login [--token T] | logout | whoami\n"
            "  create|new [NAME] [-b BASE] [-p PROVIDER] [-r REPO] [-k] [-s]\n"
-           "  start SANDBOX [-r REPO] [-k] [-s] | stop SANDBOX | rm|delete|remove SANDBOX\n"
-           "  ls | ps | inspect SANDBOX        your sandboxes, the running ones, one in full\n"
-           "  exec SANDBOX COMMAND...        run COMMAND, exit with its exit code\n"
+           "  start SANDBOX [-r REPO] [-k] [-s] | stop SANDBOX | rm|delete|remove [-f] SANDBOX...\n"
+           "  ls | ps [-a] | inspect SANDBOX   your sandboxes, the running ones, one in full\n"
+           "  exec [-it] SANDBOX COMMAND...  run COMMAND, exit with its exit code\n"
+           "  logs [-f] SANDBOX|SERVICE_ID   what its services print\n"
            "  console|shell|ssh|s [SANDBOX]  a terminal in it (Ctrl-] detaches)\n"
            "  cp|copy SOURCE DESTINATION     files in and out (SANDBOX:/path)\n"
            "  env|secret|file|volume put|list|delete ...   a sandbox's resources\n"
@@ -97,6 +100,7 @@ int main(int argc, char **argv)
         }
     }
     if (i >= argc) {
+        fprintf(stderr, "pocketenv: missing COMMAND\n");
         usage(stderr);
         return 2;
     }

@@ -11,7 +11,7 @@
 #include "core/util.h"
 
 const pe_opt pe_sandbox_opts[] = {
-    {"image", 'i', true, OPT_IMAGE, "NAME|DIR", "base image or root directory (default debian)"},
+    {"image", 0, true, OPT_IMAGE, "NAME|DIR", "base image or root directory (default debian)"},
     {"memory", 'm', true, OPT_MEMORY, "SIZE", "memory limit, e.g. 512m, 2g"},
     {"cpus", 0, true, OPT_CPUS, "N", "CPU limit, fractional, e.g. 0.5"},
     {"pids", 0, true, OPT_PIDS, "N", "maximum number of processes (default 1024)"},
@@ -54,6 +54,24 @@ static const pe_opt *find_short(const pe_opt *t, char c)
     return NULL;
 }
 
+/* -it: several short flags in one word, as getopt takes them. Only flags
+ * without a value: "-m512m" is refused rather than guessed at. */
+static int short_group(const pe_opt *table, const char *a, pe_opt_fn on, void *ctx, pe_err *err)
+{
+    for (const char *c = a + 1; *c; c++) {
+        const pe_opt *o = find_short(table, *c);
+        if (o == NULL)
+            return pe_err_set(err, PE_EINVAL, 0, "unknown option -%c in %s (see --help)", *c, a);
+        if (o->has_arg)
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "option -%c (--%s) needs a value: give it apart, not in %s", *c,
+                              o->name, a);
+        if (on(o->id, NULL, ctx, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 int pe_opts_parse(const pe_opt *table, int argc, char **argv, int *idx, bool stop_at_positional,
                   pe_opt_fn on, void *ctx, pe_err *err)
 {
@@ -82,6 +100,11 @@ int pe_opts_parse(const pe_opt *table, int argc, char **argv, int *idx, bool sto
                 val = eq + 1;
         } else if (a[2] == '\0') {
             o = find_short(table, a[1]);
+        } else {
+            if (short_group(table, a, on, ctx, err) < 0)
+                return -1;
+            (*idx)++;
+            continue;
         }
         if (o == NULL)
             return pe_err_set(err, PE_EINVAL, 0, "unknown option %s (see --help)", a);

@@ -9,8 +9,10 @@
  * anything.
  *
  *   pocketenv-archive pack running|stopped DIR zstd|gzip MAX_BYTES
+ *   pocketenv-archive packtop running|stopped PATH gzip MAX_BYTES FLAGS
  *   pocketenv-archive unpack running|stopped DIR owners|root
- *   pocketenv-archive check MAX_BYTES MAX_ENTRIES
+ *   pocketenv-archive unpackto running|stopped DEST contents|whole
+ *   pocketenv-archive check MAX_BYTES MAX_ENTRIES [onetop]
  *
  * fds: 3 the archive, 4 where a one-line error goes, 5/6 the handshake
  * with the daemon (stopped: it maps our new user namespace), 7 the
@@ -23,12 +25,26 @@
  * sandbox's id range, become 0, chroot into the writable layer. check:
  * become nobody with no_new_privs; only the archive is read. The process
  * is non-dumpable throughout (the sandbox cannot ptrace it) and never
- * looks names up (no NSS: it would load the sandbox's libraries). */
+ * looks names up (no NSS: it would load the sandbox's libraries).
+ *
+ * pack and unpack: a directory's contents (backups, upstream's copies).
+ * packtop and unpackto: docker cp's copies (lib/core/cp-path.h). packtop
+ * archives PATH itself, its base name the top entry: a file, a symlink
+ * (kept as one; FLAGS "follow" follows PATH's own last link, resolved
+ * inside the sandbox like every path here) or a directory (FLAGS "dir":
+ * it must be one). unpackto reads the top entry, looks at DEST and puts
+ * the copy where docker cp would (the top renamed, or its contents merged
+ * with "contents"), creating nothing above DEST.
+ *
+ * Names are bytes: whatever the locale (the helper has none), a name that
+ * libarchive cannot convert comes with ARCHIVE_WARN and its bytes intact,
+ * which is what is wanted; so warnings are not failures here. */
 #include <archive.h>
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <limits.h>
 #include <jansson.h>
 #include <linux/magic.h>
 #include <linux/openat2.h>
@@ -45,6 +61,7 @@
 #include <unistd.h>
 
 #include "archive-proto.h"
+#include "core/cp-path.h"
 #include "core/util.h"
 #include "pocketenv/err.h"
 
@@ -217,7 +234,7 @@ static int pack_data(struct archive *out, struct archive *disk, char *msg)
     return 0;
 }
 
-static int pack(struct archive *out, struct archive *disk, char *msg)
+static int pack(struct archive *out, struct archive *disk, bool keep_dot, char *msg)
 {
     struct archive_entry *e = archive_entry_new();
     int r;
@@ -229,7 +246,8 @@ static int pack(struct archive *out, struct archive *disk, char *msg)
             break;
         if (archive_entry_filetype(e) == AE_IFDIR)
             archive_read_disk_descend(disk);
-        if (!kept_type(archive_entry_filetype(e)) || strcmp(archive_entry_pathname(e), ".") == 0)
+        if (!kept_type(archive_entry_filetype(e)) ||
+            (!keep_dot && strcmp(archive_entry_pathname(e), ".") == 0))
             continue;
         archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
         archive_entry_set_uname(e, NULL);
@@ -253,16 +271,51 @@ struct pack_args {
     const char *dir;
     int fmt;
     int64_t max;
+    bool top;      /* packtop: dir is PATH, archived as itself */
+    bool follow;   /* packtop: follow PATH's last symlink */
+    bool must_dir; /* packtop: PATH must be a directory */
 };
+
+/* packtop: chdir to PATH's parent; *top is what to archive there ("."
+ * for "/"). */
+static int enter_top(const struct pack_args *pa, const char **top, char *msg)
+{
+    cleanup_free char *parent = NULL;
+    const char *slash = strrchr(pa->dir, '/');
+    struct stat st;
+
+    if (strcmp(pa->dir, "/") == 0) {
+        *top = ".";
+        return enter_dir("/", false, msg);
+    }
+    parent =
+        slash == pa->dir ? pe_xstrdup("/") : pe_xasprintf("%.*s", (int)(slash - pa->dir), pa->dir);
+    *top = slash + 1;
+    if (enter_dir(parent, false, msg) < 0)
+        return -1;
+    if (fstatat(AT_FDCWD, *top, &st, pa->follow ? 0 : AT_SYMLINK_NOFOLLOW) < 0)
+        return child_err(msg,
+                         errno == ENOENT ? "no such file or directory in the sandbox"
+                                         : "cannot read the path in the sandbox",
+                         errno == ENOENT ? 0 : errno);
+    if (pa->must_dir && !S_ISDIR(st.st_mode))
+        return child_err(msg, "not a directory", 0);
+    if (!kept_type(st.st_mode & S_IFMT))
+        return child_err(msg, "not a file, directory or symlink", 0);
+    return 0;
+}
 
 static int pack_child(const struct pack_args *pa, char *msg)
 {
     struct out_ctx o = {0, pa->max};
-    struct archive *out = archive_write_new(), *disk = archive_read_disk_new();
+    struct archive *out, *disk;
+    const char *top = ".";
     int r = -1;
 
-    if (enter_dir(pa->dir, false, msg) < 0)
+    if ((pa->top ? enter_top(pa, &top, msg) : enter_dir(pa->dir, false, msg)) < 0)
         return -1;
+    out = archive_write_new();
+    disk = archive_read_disk_new();
     archive_write_set_format_pax_restricted(out);
     /* Names are bytes: kept as they are on disk, whatever their encoding,
      * rather than converted to UTF-8 (which fails for a name that is not
@@ -274,15 +327,18 @@ static int pack_child(const struct pack_args *pa, char *msg)
         archive_write_add_filter_zstd(out);
     else
         archive_write_add_filter_gzip(out);
-    archive_read_disk_set_symlink_physical(disk);
+    if (pa->follow) /* PATH's own link only, like `cp -H` */
+        archive_read_disk_set_symlink_hybrid(disk);
+    else
+        archive_read_disk_set_symlink_physical(disk);
     archive_read_disk_set_behavior(disk, ARCHIVE_READDISK_NO_TRAVERSE_MOUNTS |
                                              ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL |
                                              ARCHIVE_READDISK_NO_FFLAGS);
     if (archive_write_open2(out, &o, NULL, write_cb, NULL, NULL) != ARCHIVE_OK)
         child_err(msg, archive_error_string(out), 0);
-    else if (archive_read_disk_open(disk, ".") != ARCHIVE_OK)
+    else if (archive_read_disk_open(disk, top) != ARCHIVE_OK)
         child_err(msg, archive_error_string(disk), 0);
-    else if (pack(out, disk, msg) == 0 && archive_write_close(out) == ARCHIVE_OK)
+    else if (pack(out, disk, pa->top, msg) == 0 && archive_write_close(out) == ARCHIVE_OK)
         r = 0;
     else if (msg[0] == '\0')
         child_err(msg, archive_error_string(out), 0);
@@ -292,8 +348,10 @@ static int pack_child(const struct pack_args *pa, char *msg)
 }
 
 struct unpack_args {
-    const char *dir;
+    const char *dir; /* unpackto: DEST as given */
     bool keep_owner;
+    bool to;       /* unpackto */
+    bool contents; /* unpackto: the source was "SRC/." */
 };
 
 static int copy_data(struct archive *in, struct archive *out)
@@ -307,6 +365,12 @@ static int copy_data(struct archive *in, struct archive *out)
         if (archive_write_data_block(out, buf, len, off) < ARCHIVE_OK)
             return -1;
     return r == ARCHIVE_EOF ? 0 : -1;
+}
+
+/* A header was read: a warning is a name the locale cannot convert. */
+static bool header_ok(int h)
+{
+    return h == ARCHIVE_OK || h == ARCHIVE_WARN;
 }
 
 static struct archive *reader(int fd)
@@ -323,6 +387,94 @@ static struct archive *reader(int fd)
     return a;
 }
 
+/* What DEST (absolute, maybe with a trailing '/') is in the sandbox; cwd
+ * is its root. -1 (msg set) when it cannot be told. */
+static int dest_kind(const char *dest, enum pe_cp_dest *kind, char *msg)
+{
+    struct open_how how = {.flags = O_PATH | O_CLOEXEC,
+                           .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS};
+    struct stat st;
+    int fd = (int)syscall(SYS_openat2, AT_FDCWD, dest, &how, sizeof(how));
+
+    if (fd < 0 && errno == ENOENT) {
+        *kind = PE_CP_DEST_MISSING;
+        return 0;
+    }
+    if (fd < 0)
+        return child_err(msg, errno == ENOTDIR ? "not a directory" : "cannot open the destination",
+                         errno == ENOTDIR ? 0 : errno);
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return child_err(msg, "cannot read the destination", errno);
+    }
+    close(fd);
+    *kind = S_ISDIR(st.st_mode) ? PE_CP_DEST_DIR : PE_CP_DEST_OTHER;
+    return 0;
+}
+
+/* unpackto: the plan for the archive whose first entry is e; cwd moves
+ * to where it goes. */
+static int enter_plan(const struct unpack_args *ua, struct archive_entry *e, char *top,
+                      pe_cp_plan *plan, char *msg)
+{
+    enum pe_cp_dest kind = PE_CP_DEST_MISSING;
+    pe_err err;
+
+    if (pe_cp_top(archive_entry_pathname(e) ? archive_entry_pathname(e) : "", top, PATH_MAX) < 0)
+        return child_err(msg, "the archive is not one copy (its first entry has a path)", 0);
+    if (dest_kind(ua->dir, &kind, msg) < 0)
+        return -1;
+    pe_err_clear(&err);
+    if (pe_cp_plan_make(top, archive_entry_filetype(e) == AE_IFDIR, ua->contents, ua->dir, kind,
+                        plan, &err) < 0) {
+        snprintf(msg, MSG_MAX, "%.*s", MSG_MAX - 1, err.msg);
+        return -1;
+    }
+    return enter_dir(plan->dir, false, msg);
+}
+
+/* One entry from in to out, as the sandbox root's unless keep_owner. */
+static int write_entry(struct archive *in, struct archive *out, struct archive_entry *e,
+                       bool keep_owner, char *msg)
+{
+    /* Checked before the child started; a second time here. */
+    if (!kept_type(archive_entry_filetype(e)))
+        return child_err(msg, "an entry is not a file, directory or symlink", 0);
+    archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
+    if (!keep_owner) {
+        archive_entry_set_uid(e, 0);
+        archive_entry_set_gid(e, 0);
+    }
+    archive_entry_set_uname(e, NULL);
+    archive_entry_set_gname(e, NULL);
+    if (archive_write_header(out, e) < ARCHIVE_WARN ||
+        (archive_entry_size(e) > 0 && copy_data(in, out) < 0) ||
+        archive_write_finish_entry(out) < ARCHIVE_WARN)
+        return child_err(msg, archive_error_string(out), 0);
+    return 0;
+}
+
+/* unpackto: e's names as the plan has them; *skip for the top entry when
+ * its contents go into the plan's directory. */
+static int rebase_entry(struct archive_entry *e, const char *top, const pe_cp_plan *plan,
+                        bool *skip, char *msg)
+{
+    char name[PATH_MAX];
+    const char *hl = archive_entry_hardlink(e);
+
+    if (pe_cp_rebase(archive_entry_pathname(e) ? archive_entry_pathname(e) : "", top, plan, name,
+                     sizeof(name)) < 0)
+        return child_err(msg, "the archive is not one copy (an entry lies outside its top)", 0);
+    *skip = name[0] == '\0';
+    archive_entry_copy_pathname(e, name);
+    if (hl) {
+        if (pe_cp_rebase(hl, top, plan, name, sizeof(name)) < 0 || name[0] == '\0')
+            return child_err(msg, "the archive is not one copy (a link lies outside its top)", 0);
+        archive_entry_copy_hardlink(e, name);
+    }
+    return 0;
+}
+
 static int unpack_child(const struct unpack_args *ua, char *msg)
 {
     /* SPARSE: runs of zeros are left as holes, so a sparse file (and a
@@ -333,9 +485,12 @@ static int unpack_child(const struct unpack_args *ua, char *msg)
                       ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_SPARSE;
     struct archive *in, *out;
     struct archive_entry *e;
+    pe_cp_plan plan = {NULL, NULL};
+    char top[PATH_MAX] = "";
     int r = 0, h = ARCHIVE_EOF;
+    bool first = true;
 
-    if (enter_dir(ua->dir, true, msg) < 0)
+    if (!ua->to && enter_dir(ua->dir, true, msg) < 0)
         return -1;
     umask(022);
     in = reader(FD_DATA);
@@ -343,30 +498,25 @@ static int unpack_child(const struct unpack_args *ua, char *msg)
         return child_err(msg, "cannot read the archive", 0);
     out = archive_write_disk_new();
     archive_write_disk_set_options(out, flags);
-    while (r == 0 && (h = archive_read_next_header(in, &e)) == ARCHIVE_OK) {
-        /* Checked before the child started; a second time here. */
-        if (!kept_type(archive_entry_filetype(e))) {
-            r = child_err(msg, "an entry is not a file, directory or symlink", 0);
-            break;
-        }
-        archive_entry_set_perm(e, archive_entry_perm(e) & 01777);
-        if (!ua->keep_owner) {
-            archive_entry_set_uid(e, 0);
-            archive_entry_set_gid(e, 0);
-        }
-        archive_entry_set_uname(e, NULL);
-        archive_entry_set_gname(e, NULL);
-        if (archive_write_header(out, e) < ARCHIVE_WARN ||
-            (archive_entry_size(e) > 0 && copy_data(in, out) < 0) ||
-            archive_write_finish_entry(out) < ARCHIVE_WARN)
-            r = child_err(msg, archive_error_string(out), 0);
+    while (r == 0 && header_ok(h = archive_read_next_header(in, &e))) {
+        bool skip = false;
+        if (ua->to && first && enter_plan(ua, e, top, &plan, msg) < 0)
+            r = -1;
+        else if (ua->to && rebase_entry(e, top, &plan, &skip, msg) < 0)
+            r = -1;
+        else if (!skip)
+            r = write_entry(in, out, e, ua->keep_owner, msg);
+        first = false;
     }
     if (r == 0 && h != ARCHIVE_EOF)
         r = child_err(msg, "broken archive", 0);
+    if (r == 0 && ua->to && first)
+        r = child_err(msg, "nothing to copy: the archive is empty", 0);
     if (archive_write_close(out) < ARCHIVE_WARN && r == 0)
         r = child_err(msg, archive_error_string(out), 0);
     archive_write_free(out);
     archive_read_free(in);
+    pe_cp_plan_free(&plan);
     return r;
 }
 
@@ -379,9 +529,10 @@ struct task {
     const struct pack_args *pa;
     const struct unpack_args *ua;
     const pe_archive_limits *lim;
+    bool one_top; /* check: a docker cp copy */
 };
 
-static int check_archive(int fd, const pe_archive_limits *lim, pe_err *err);
+static int check_archive(int fd, const pe_archive_limits *lim, bool one_top, pe_err *err);
 
 /* For reading an untrusted archive: nobody, nothing to gain by exec. */
 static int drop_to_nobody(char *msg)
@@ -400,7 +551,7 @@ static int child_task(bool running, const struct task *t, char *msg)
         if (drop_to_nobody(msg) < 0)
             return -1;
         pe_err_clear(&err);
-        if (check_archive(FD_DATA, t->lim, &err) == 0)
+        if (check_archive(FD_DATA, t->lim, t->one_top, &err) == 0)
             return 0;
         snprintf(msg, MSG_MAX, "%.*s", MSG_MAX - 1, err.msg);
         return -1;
@@ -459,19 +610,32 @@ static char *norm(const char *p)
     return s;
 }
 
-static int check_archive(int in_fd, const pe_archive_limits *lim, pe_err *err)
+/* A docker cp copy: the first entry names the top (kept in top), every
+ * other lies under it. */
+static bool under_top(char *top, const char *name, bool first)
+{
+    pe_cp_plan keep = {NULL, (char *)"t"};
+    char out[PATH_MAX];
+
+    if (first)
+        return pe_cp_top(name, top, PATH_MAX) == 0;
+    return pe_cp_rebase(name, top, &keep, out, sizeof(out)) == 0;
+}
+
+static int check_archive(int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err)
 {
     struct archive *a;
     struct archive_entry *e;
     json_t *links = json_object();
     int64_t bytes = 0, entries = 0;
     int r = 0, h = ARCHIVE_EOF;
+    char top[PATH_MAX] = "";
 
     if (lseek(in_fd, 0, SEEK_SET) < 0 || (a = reader(in_fd)) == NULL) {
         json_decref(links);
         return pe_err_set(err, PE_EINVAL, 0, "not a tar archive (plain, gzip or zstd)");
     }
-    while (r == 0 && (h = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
+    while (r == 0 && header_ok(h = archive_read_next_header(a, &e))) {
         const char *name = archive_entry_pathname(e), *hl = archive_entry_hardlink(e);
         mode_t type = archive_entry_filetype(e);
         cleanup_free char *n = name ? norm(name) : NULL;
@@ -488,6 +652,10 @@ static int check_archive(int in_fd, const pe_archive_limits *lim, pe_err *err)
         else if (!kept_type(type))
             r = pe_err_set(err, PE_EINVAL, 0,
                            "archive entry %.200s: device nodes, FIFOs and sockets are refused",
+                           name);
+        else if (one_top && !under_top(top, name, entries == 1))
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           "archive entry %.200s: the archive is not one copy (one top entry)",
                            name);
         else if ((link = under_link(links, n)) != NULL ||
                  (hl && (link = under_link(links, hn)) != NULL))
@@ -524,9 +692,11 @@ static bool parse_i64(const char *s, int64_t *out)
 static int parse(int argc, char **argv, struct task *t, struct pack_args *pa,
                  struct unpack_args *ua, pe_archive_limits *lim, bool *running)
 {
-    if (argc == 4 && strcmp(argv[1], "check") == 0) {
+    if ((argc == 4 || (argc == 5 && strcmp(argv[4], "onetop") == 0)) &&
+        strcmp(argv[1], "check") == 0) {
         t->kind = TASK_CHECK;
         t->lim = lim;
+        t->one_top = argc == 5;
         return parse_i64(argv[2], &lim->max_bytes) && parse_i64(argv[3], &lim->max_entries) ? 0
                                                                                             : -1;
     }
@@ -539,6 +709,24 @@ static int parse(int argc, char **argv, struct task *t, struct pack_args *pa,
         pa->dir = argv[3];
         pa->fmt = strcmp(argv[4], "zstd") == 0 ? PE_ARCHIVE_ZSTD : PE_ARCHIVE_GZIP;
         return parse_i64(argv[5], &pa->max) ? 0 : -1;
+    }
+    if (argc == 7 && strcmp(argv[1], "packtop") == 0) {
+        t->kind = TASK_PACK;
+        t->pa = pa;
+        pa->dir = argv[3];
+        pa->fmt = PE_ARCHIVE_GZIP;
+        pa->top = true;
+        pa->follow = strstr(argv[6], "follow") != NULL;
+        pa->must_dir = strstr(argv[6], "dir") != NULL;
+        return strcmp(argv[4], "gzip") == 0 && parse_i64(argv[5], &pa->max) ? 0 : -1;
+    }
+    if (argc == 5 && strcmp(argv[1], "unpackto") == 0) {
+        t->kind = TASK_UNPACK;
+        t->ua = ua;
+        ua->dir = argv[3];
+        ua->to = true;
+        ua->contents = strcmp(argv[4], "contents") == 0;
+        return 0;
     }
     if (argc == 5 && strcmp(argv[1], "unpack") == 0) {
         t->kind = TASK_UNPACK;

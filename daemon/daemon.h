@@ -67,6 +67,7 @@ typedef struct pe_daemon {
     char *store_url;
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */
+    int stop_fd;       /* eventfd, readable once draining: running execs end (workers poll it) */
     double exec_timeout;
     struct pe_web *web;          /* the web page's files, NULL: text banner only */
     double terminal_idle;        /* end a terminal session this long without viewers */
@@ -216,6 +217,7 @@ void pe_daemon_terminal_shutdown(pe_daemon *d);
  * process (shutdown, before the server is freed). */
 int pe_daemon_register_exec_stream(pe_daemon *d, pe_err *err);
 void pe_daemon_exec_stream_recheck(pe_daemon *d);
+void pe_daemon_exec_stream_drain(pe_daemon *d);
 void pe_daemon_exec_stream_shutdown(pe_daemon *d);
 /* Close every terminal viewer, and every proxied stream or WebSocket,
  * whose token has been revoked since it was opened (the tick, after it

@@ -28,8 +28,10 @@
  * pipe, as it would on a slow terminal); stdin is bounded by the window.
  *
  * Lifetime: the stream holds its sandbox busy (no idle stop). When the
- * client goes, the process group gets SIGHUP then SIGKILL; when the daemon
- * stops, or the token that opened the stream is revoked, the same. */
+ * client goes, the process group gets SIGHUP then SIGKILL; when the token
+ * that opened the stream is revoked, the same. When the daemon stops, it
+ * gets SIGTERM then SIGKILL, the client a close 1001 saying so, and the
+ * daemon waits for that (at most the grace) before it exits. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -67,6 +69,7 @@ typedef struct xstream {
     bool tty;
     pe_proc proc;
     bool have_proc, reaped;
+    bool stopping; /* the daemon is stopping: it waits (one inflight) for this end */
     pe_ev_io *out_io, *err_io, *in_io, *pid_io;
     pe_ev_timer *kill_timer;
     char *in; /* stdin not yet written */
@@ -153,6 +156,24 @@ static void end_process(xstream *x)
         return;
     pe_proc_signal_group(&x->proc, SIGHUP);
     x->kill_timer = pe_ev_timer_start(x->d->loop, KILL_GRACE_NS, 0, on_kill_timer, x, &err);
+    if (x->kill_timer == NULL)
+        pe_proc_signal_group(&x->proc, SIGKILL);
+}
+
+/* The daemon is stopping: SIGTERM now, SIGKILL after the grace, and the
+ * daemon waits for the end (one inflight each) so that the client hears
+ * why rather than a dropped connection. */
+static void stop_process(xstream *x)
+{
+    pe_err err;
+
+    if (!x->have_proc || x->reaped || x->stopping)
+        return;
+    x->stopping = true;
+    x->d->inflight++;
+    pe_proc_signal_group(&x->proc, SIGTERM);
+    if (x->kill_timer == NULL)
+        x->kill_timer = pe_ev_timer_start(x->d->loop, KILL_GRACE_NS, 0, on_kill_timer, x, &err);
     if (x->kill_timer == NULL)
         pe_proc_signal_group(&x->proc, SIGKILL);
 }
@@ -401,7 +422,9 @@ static void start_done(void *ud)
         }
         control(x, json_pack("{s:s}", "type", "started"));
         control(x, json_pack("{s:s,s:I}", "type", "window", "bytes", (json_int_t)x->window));
-        if (x->ws == NULL) /* the client left while it started */
+        if (d->draining)
+            stop_process(x);
+        else if (x->ws == NULL) /* the client left while it started */
             end_process(x);
         else
             flush_input(x);
@@ -440,6 +463,14 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
     x->reaped = true;
     x->exit_code = code;
     x->state = ST_DONE;
+    if (x->stopping) {
+        pe_daemon *d = x->d;
+        finish(x, 1001, "the daemon is shutting down: the command was stopped");
+        maybe_free(x);
+        if (--d->inflight == 0 && d->draining)
+            pe_ev_stop(d->loop);
+        return;
+    }
     if (x->ws) {
         control(x, json_pack("{s:s,s:i}", "type", "exit", "code", code));
         snprintf(reason, sizeof(reason), "exit %d", code);
@@ -655,6 +686,13 @@ void pe_daemon_exec_stream_recheck(pe_daemon *d)
             maybe_free(x);
         }
     }
+}
+
+void pe_daemon_exec_stream_drain(pe_daemon *d)
+{
+    (void)d;
+    for (xstream *x = streams; x; x = x->next)
+        stop_process(x);
 }
 
 void pe_daemon_exec_stream_shutdown(pe_daemon *d)

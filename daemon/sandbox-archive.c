@@ -45,6 +45,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/cp-path.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/utf8.h"
@@ -198,7 +199,8 @@ static int collect(pid_t pid, int msgfd, char *msg, pe_err *err)
         ;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
-    if (strstr(text, "no such directory"))
+    if (strstr(text, "no such directory") || strstr(text, "no such file") ||
+        strstr(text, "does not exist"))
         return pe_err_set(err, PE_ENOENT, 0, "%s", text);
     return pe_err_set(err, PE_EINVAL, 0, "%s", got ? text : "the archive process failed");
 }
@@ -333,6 +335,38 @@ int pe_daemon_archive_dir(pe_daemon *d, const char *id, const char *dir, int fmt
     return run_child(d, id, out_fd, argv, err);
 }
 
+static int check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err);
+
+int pe_daemon_archive_path(pe_daemon *d, const char *id, const char *path, bool follow,
+                           bool must_dir, int out_fd, int64_t max_out, pe_err *err)
+{
+    char max[32];
+    const char *flags = follow && must_dir ? "follow,dir" : follow ? "follow" : "-";
+    const char *argv[] = {"pocketenv-archive", "packtop", "?", path, "gzip", max, flags, NULL};
+
+    if (strcmp(path, "/") != 0 && pe_daemon_check_sandbox_path("path", path, err) < 0)
+        return -1;
+    snprintf(max, sizeof(max), "%lld", (long long)max_out);
+    return run_child(d, id, out_fd, argv, err);
+}
+
+int pe_daemon_archive_unpack_to(pe_daemon *d, const char *id, const char *dest, bool contents,
+                                int in_fd, const pe_archive_limits *lim, pe_err *err)
+{
+    const char *argv[] = {
+        "pocketenv-archive", "unpackto", "?", dest, contents ? "contents" : "whole", NULL};
+    bool slash;
+    cleanup_free char *trimmed = pe_cp_trim(dest, &slash);
+    if (strcmp(trimmed, "/") != 0 &&
+        pe_daemon_check_sandbox_path("directoryPath", trimmed, err) < 0)
+        return -1;
+    if (check(d, in_fd, lim, true, err) < 0)
+        return -1;
+    if (lseek(in_fd, 0, SEEK_SET) < 0)
+        return pe_err_sys(err, "rewind the archive");
+    return run_child(d, id, in_fd, argv, err);
+}
+
 int pe_daemon_archive_unpack(pe_daemon *d, const char *id, const char *dir, int in_fd,
                              const pe_archive_limits *lim, bool keep_owner, pe_err *err)
 {
@@ -350,8 +384,16 @@ int pe_daemon_archive_unpack(pe_daemon *d, const char *id, const char *dir, int 
 
 int pe_daemon_archive_check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, pe_err *err)
 {
+    return check(d, in_fd, lim, false, err);
+}
+
+/* The check as pe_daemon_archive_check's; one_top: also a docker cp copy
+ * (every entry under the first). */
+static int check(pe_daemon *d, int in_fd, const pe_archive_limits *lim, bool one_top, pe_err *err)
+{
     char bytes[32], entries[32];
-    const char *argv[] = {"pocketenv-archive", "check", bytes, entries, NULL};
+    const char *argv[] = {"pocketenv-archive",       "check", bytes, entries,
+                          one_top ? "onetop" : NULL, NULL};
 
     snprintf(bytes, sizeof(bytes), "%lld", (long long)lim->max_bytes);
     snprintf(entries, sizeof(entries), "%lld", (long long)lim->max_entries);

@@ -23,6 +23,22 @@
 int pe_daemon_archive_dir(pe_daemon *d, const char *id, const char *dir, int fmt, int out_fd,
                           int64_t max_out, pe_err *err);
 
+/* docker cp's copy out of sandbox id (lib/core/cp-path.h): path itself,
+ * its base name the archive's top entry (path "/": its contents, top
+ * "."), gzip, into out_fd; a symlink is kept as one unless follow (path's
+ * own last link, resolved inside the sandbox). must_dir: path must be a
+ * directory (the user wrote "path/"). Missing path: PE_ENOENT. */
+int pe_daemon_archive_path(pe_daemon *d, const char *id, const char *path, bool follow,
+                           bool must_dir, int out_fd, int64_t max_out, pe_err *err);
+
+/* docker cp's copy into sandbox id: the archive at in_fd (one top entry,
+ * checked first with lim) goes where docker cp puts it for dest as the
+ * user typed it (a trailing '/': a directory); contents: the source was
+ * "SRC/.". Nothing is created above dest (PE_ENOENT); the sandbox root
+ * owns what is written; setuid/setgid bits are cleared. */
+int pe_daemon_archive_unpack_to(pe_daemon *d, const char *id, const char *dest, bool contents,
+                                int in_fd, const pe_archive_limits *lim, pe_err *err);
+
 /* Read the whole archive at in_fd (tar, plain, gzip or zstd) and refuse,
  * with PE_EINVAL and the entry's name, anything that could escape or
  * surprise: absolute paths, ".." components, entries below a symlink of

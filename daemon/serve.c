@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <systemd/sd-daemon.h>
 
 #include "cli.h"
@@ -307,6 +308,12 @@ static void on_signal(pe_ev_signal *s, int signo, void *ud)
                     d->inflight);
     d->draining = true;
     pe_daemon_jobs_drain(d); /* long jobs still waiting for a turn: 503 now */
+    /* Running execs end now rather than at their timeout: the one-shot
+     * ones (workers poll stop_fd) and the streams get SIGTERM, then
+     * SIGKILL, and their clients an answer that says why. */
+    if (d->stop_fd >= 0)
+        (void)!write(d->stop_fd, &(uint64_t){1}, sizeof(uint64_t));
+    pe_daemon_exec_stream_drain(d);
     sd_notify(0, "STOPPING=1");
     if (d->inflight == 0)
         pe_ev_stop(d->loop);
@@ -433,6 +440,11 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     }
     d->loop = pe_ev_loop_new(0, 0, err);
+    d->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (d->stop_fd < 0) {
+        json_decref(resume);
+        return pe_err_set(err, PE_ESYS, errno, "eventfd");
+    }
     if (d->loop == NULL || pe_daemon_jobs_init(d, err) < 0) {
         json_decref(resume);
         return -1;
@@ -492,6 +504,8 @@ static void teardown(pe_daemon *d)
     if (d->loop)
         pe_ev_loop_free(d->loop);
     pe_web_free(d->web);
+    if (d->stop_fd >= 0)
+        close(d->stop_fd);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);
@@ -516,6 +530,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     int idx = 1, r;
 
     memset(&d, 0, sizeof(d));
+    d.stop_fd = -1;
     pe_err_clear(&err);
     pe_daemon_limits_defaults(&a.lim);
     pe_daemon_providers_defaults(&a.providers);

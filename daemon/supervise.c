@@ -27,7 +27,12 @@
  * followed by a new start after 0.5, 1, 2, 4, ... up to 30 seconds; after
  * PE_UNIT_RESTART_MAX restarts in a row the unit is FAILED with the last
  * exit code. A run that lasted PE_UNIT_STABLE_S seconds resets the count.
- * A zero exit is STOPPED, never restarted. */
+ * A zero exit is STOPPED, never restarted. While it restarts after
+ * failures and no run has lasted PE_UNIT_STABLE_S, it is in a crash loop
+ * (pe_unit_state.crashloop), which views show with the last run's exit
+ * code and last words: the tail of its stderr (of its stdout if it wrote
+ * nothing there), kept apart from the ring so that chatter on stdout
+ * never hides why it died. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -65,10 +70,15 @@ typedef struct unit {
     bool thread_live;
     pid_t pgid; /* host pid of the running process (its group), 0 if none */
     pthread_t thread;
-    pthread_cond_t cond; /* stop requested, thread ended */
-    char *ring;          /* PE_UNIT_LOG_MAX bytes */
-    size_t head, len;    /* ring[head..] holds the oldest of len bytes */
-    bool cut;            /* bytes were dropped from the front */
+    pthread_cond_t cond;                   /* stop requested, thread ended */
+    char *ring;                            /* PE_UNIT_LOG_MAX bytes */
+    size_t head, len;                      /* ring[head..] holds the oldest of len bytes */
+    bool cut;                              /* bytes were dropped from the front */
+    unsigned long long written;            /* bytes ring_put has taken, ever */
+    bool ended;                            /* a run ended since the last unit_start */
+    bool waiting;                          /* in its backoff, before a restart */
+    double run_started;                    /* monotonic start of the current run */
+    char last_words[PE_UNIT_TAIL_MAX + 1]; /* of the last run that ended */
     /* Callers waiting in pe_daemon_unit_stop (they drop mu while they
      * wait on cond): a unit forgotten meanwhile is freed by the last of
      * them, never under their feet. */
@@ -91,6 +101,7 @@ static unit *find(const char *key)
 /* mu held. */
 static void ring_put(unit *u, const char *data, size_t n)
 {
+    u->written += n;
     if (n >= PE_UNIT_LOG_MAX) {
         data += n - PE_UNIT_LOG_MAX;
         u->cut |= u->len > 0 || n > PE_UNIT_LOG_MAX;
@@ -140,11 +151,43 @@ static char **unit_env(unit *u, pe_err *err)
     return env;
 }
 
+/* The newest PE_UNIT_TAIL_MAX bytes of one stream of a run. */
+typedef struct tail {
+    char b[PE_UNIT_TAIL_MAX];
+    size_t len;
+} tail;
+
+static void tail_put(tail *t, const char *data, size_t n)
+{
+    if (n >= sizeof(t->b)) {
+        memcpy(t->b, data + n - sizeof(t->b), sizeof(t->b));
+        t->len = sizeof(t->b);
+        return;
+    }
+    if (t->len + n > sizeof(t->b)) {
+        size_t drop = t->len + n - sizeof(t->b);
+        memmove(t->b, t->b + drop, t->len - drop);
+        t->len -= drop;
+    }
+    memcpy(t->b + t->len, data, n);
+    t->len += n;
+}
+
+/* mu held: the run's last words (stderr's, else stdout's) into u. */
+static void keep_last_words(unit *u, const tail *t)
+{
+    const tail *w = t[1].len ? &t[1] : &t[0];
+
+    memcpy(u->last_words, w->b, w->len);
+    u->last_words[w->len] = '\0';
+}
+
 /* Pump output until the process ends; its exit code. */
 static int run_once(unit *u, pe_proc *p)
 {
     char buf[8192];
     int fds[2] = {p->stdout_fd, p->stderr_fd}, code = -1;
+    tail t[2] = {{.len = 0}, {.len = 0}};
     pe_err err;
 
     for (int i = 0; i < 2; i++)
@@ -161,6 +204,7 @@ static int run_once(unit *u, pe_proc *p)
             if (fds[i] < 0 || !(pf[i + 1].revents || ended))
                 continue;
             while ((n = read(fds[i], buf, sizeof(buf))) > 0) {
+                tail_put(&t[i], buf, (size_t)n);
                 pthread_mutex_lock(&mu);
                 ring_put(u, buf, (size_t)n);
                 pthread_mutex_unlock(&mu);
@@ -174,6 +218,9 @@ static int run_once(unit *u, pe_proc *p)
     pe_err_clear(&err);
     if (pe_proc_wait(p, &code, &err) < 0)
         code = -1;
+    pthread_mutex_lock(&mu);
+    keep_last_words(u, t);
+    pthread_mutex_unlock(&mu);
     return code;
 }
 
@@ -212,6 +259,7 @@ static bool start_and_wait(unit *u, int *code)
     pthread_mutex_lock(&mu);
     u->pgid = pe_proc_host_pid(&p);
     u->state = PE_STORE_RUNNING;
+    u->run_started = pe_monotonic_s();
     if (u->stop && u->pgid > 0) /* stopped while it was starting */
         kill(-u->pgid, SIGTERM);
     pthread_mutex_unlock(&mu);
@@ -234,6 +282,7 @@ static void *unit_main(void *arg)
         if (!ran)
             break;
         u->exit_code = code;
+        u->ended = true;
         if (u->stop || detached || code == 0 || !u->restart_on_failure) {
             u->state = u->stop || code == 0 ? PE_STORE_STOPPED : PE_STORE_FAILED;
             if (u->stop)
@@ -264,8 +313,10 @@ static void *unit_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
+            u->waiting = true;
             while (!u->stop && pthread_cond_timedwait(&u->cond, &mu, &until) != ETIMEDOUT)
                 ;
+            u->waiting = false;
         }
         if (u->stop) {
             u->state = PE_STORE_STOPPED;
@@ -381,6 +432,10 @@ int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, 
     u->stop = false;
     u->restarts = 0;
     u->exit_code = 0;
+    u->ended = false;
+    u->waiting = false;
+    u->last_words[0] = '\0';
+    u->run_started = pe_monotonic_s();
     u->state = PE_STORE_INITIALIZING;
     u->thread_live = true;
     if (pthread_create(&u->thread, NULL, unit_main, u) != 0) {
@@ -491,18 +546,23 @@ bool pe_daemon_unit_state(const char *key, pe_unit_state *out)
         out->exit_code = u->exit_code;
         out->restarts = u->restarts;
         out->live = u->thread_live;
+        out->ended = u->ended;
+        out->crashloop = u->thread_live && !u->stop && u->restarts > 0 &&
+                         (u->waiting || pe_monotonic_s() - u->run_started < PE_UNIT_STABLE_S);
+        memcpy(out->last_words, u->last_words, sizeof(out->last_words));
     }
     pthread_mutex_unlock(&mu);
     return u != NULL;
 }
 
-char *pe_daemon_unit_logs(const char *key, size_t *len, bool *cut)
+char *pe_daemon_unit_logs(const char *key, size_t *len, bool *cut, unsigned long long *written)
 {
     char *out = NULL;
     unit *u;
 
     *len = 0;
     *cut = false;
+    *written = 0;
     pthread_mutex_lock(&mu);
     u = find(key);
     if (u) {
@@ -512,6 +572,7 @@ char *pe_daemon_unit_logs(const char *key, size_t *len, bool *cut)
         out[u->len] = '\0';
         *len = u->len;
         *cut = u->cut;
+        *written = u->written;
     }
     pthread_mutex_unlock(&mu);
     return out;

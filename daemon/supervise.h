@@ -13,11 +13,20 @@
 #define PE_UNIT_STABLE_S 30.0       /* a run this long resets the count */
 #define PE_UNIT_STOP_TIMEOUT 5.0    /* SIGTERM, then SIGKILL after this */
 
+#define PE_UNIT_TAIL_MAX 256 /* bytes of a run's last words kept (lastError) */
+
 typedef struct pe_unit_state {
     int state;     /* PE_STORE_RUNNING, PE_STORE_STOPPED or PE_STORE_FAILED */
     int exit_code; /* of the last run that ended */
     int restarts;  /* restarts in a row so far */
     bool live;     /* a thread supervises it (running or waiting to restart) */
+    bool ended;    /* a run has ended since it was started: exit_code holds */
+    /* Live, but failing: it was restarted after a failure and has not run
+     * PE_UNIT_STABLE_S seconds since (it may be waiting out its backoff). */
+    bool crashloop;
+    /* The end of what the last run that ended wrote to stderr (or to
+     * stdout if it wrote nothing there), NUL-terminated; "" if none. */
+    char last_words[PE_UNIT_TAIL_MAX + 1];
 } pe_unit_state;
 
 /* Run argv in running sandbox sandbox_id as unit key (unique, e.g. the
@@ -36,8 +45,10 @@ void pe_daemon_unit_forget_sandbox(const char *sandbox_id);
 /* The unit's state; false if the daemon has never run it. */
 bool pe_daemon_unit_state(const char *key, pe_unit_state *out);
 /* A copy of its output ring (malloc'd, NUL-terminated after *len), NULL
- * if unknown. *cut: older output was dropped. */
-char *pe_daemon_unit_logs(const char *key, size_t *len, bool *cut);
+ * if unknown. *cut: older output was dropped. *written: bytes the ring has
+ * taken since the daemon first ran the unit, counted with the same copy
+ * (a follower prints the last *written - before of them). */
+char *pe_daemon_unit_logs(const char *key, size_t *len, bool *cut, unsigned long long *written);
 /* SIGKILL every process of the sandbox whose init is init_pid (host pid)
  * that carries a unit's marker: what an earlier daemon supervised. */
 int pe_daemon_unit_kill_leftovers(pid_t init_pid);

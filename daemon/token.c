@@ -46,8 +46,11 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
 
     switch (id) {
     case 0:
-        if (a->npos++ > 0 || (strcmp(arg, "create") != 0 && strcmp(arg, "revoke") != 0))
-            return pe_err_set(err, PE_EINVAL, 0, USAGE);
+        if (a->npos++ > 0)
+            return pe_err_set(err, PE_EINVAL, 0, "token: unexpected argument '%s'\n" USAGE, arg);
+        if (strcmp(arg, "create") != 0 && strcmp(arg, "revoke") != 0)
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "token: unknown command '%s' (create or revoke)\n" USAGE, arg);
         a->revoke = strcmp(arg, "revoke") == 0;
         return 0;
     case T_DID:
@@ -123,7 +126,9 @@ int pe_daemon_token_main(int argc, char **argv)
         return 0;
     }
     if (a.npos == 0 || (a.did == NULL && a.revoke)) {
-        pe_err_set(&err, PE_EINVAL, 0, USAGE);
+        pe_err_set(&err, PE_EINVAL, 0, "%s\n" USAGE,
+                   a.npos == 0 ? "token: missing create or revoke"
+                               : "token revoke: missing --did DID");
         return pe_cli_fail(&err);
     }
     /* The runtime resolves the default data directory as every command does. */

@@ -55,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/cp-path.h"
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -65,17 +66,28 @@
 #include "sandbox-archive.h"
 #include "transfer.h"
 
-#define OBJECT_MAX (256LL << 20) /* bytes of one object (pushDirectory) */
-#define UNPACK_BYTES (1LL << 30) /* what one object may unpack to */
-#define UNPACK_ENTRIES 100000    /* entries of one object */
-#define OBJECT_TTL_S (3600)      /* an object nobody takes is removed after */
-#define PER_OWNER_MAX 16         /* objects waiting per user */
+#define UNPACK_BYTES_MIN (1LL << 30) /* what one object may unpack to, at least */
+#define UNPACK_ENTRIES 100000        /* entries of one object */
+#define OBJECT_TTL_S (3600)          /* an object nobody takes is removed after */
+#define PER_OWNER_MAX 16             /* objects waiting per user */
 #define UUID_LEN 36
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define OBJECT_NOT_FOUND "NotFound"
 
 static unsigned long long upload_max = PE_CP_UPLOAD_MAX_DEFAULT;
 #define UPLOAD_SLACK (1ULL << 20) /* multipart framing lib/http allows on top */
+
+/* One object (an upload or a push) is at most --cp-max bytes; what it may
+ * unpack to grows with it (gzip makes real files 2 to 10 times smaller), so
+ * the operator's one setting is the copy size users see, and a gzip bomb
+ * still meets a bound. */
+static pe_archive_limits unpack_limits(void)
+{
+    long long bytes = (long long)upload_max * 16;
+    pe_archive_limits lim = {bytes > UNPACK_BYTES_MIN ? bytes : UNPACK_BYTES_MIN, UNPACK_ENTRIES};
+
+    return lim;
+}
 
 static char *cp_dir(pe_daemon *d)
 {
@@ -488,7 +500,7 @@ static void cp_head(pe_http_request *req, void *ud)
 /* Worker: the upload is in its file; check it as an unpack would, keep it. */
 static void upload_work(pe_daemon_job *job, pe_store *s)
 {
-    const pe_archive_limits lim = {UNPACK_BYTES, UNPACK_ENTRIES};
+    const pe_archive_limits lim = unpack_limits();
     struct upload *u = job->ud;
     struct stat st;
 
@@ -629,9 +641,51 @@ static bool running_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_
     return true;
 }
 
+/* docker cp's source path (includeRoot): "P/." and "P/" mean "P, which
+ * must be a directory" (its own link followed); *path is P (malloc'd). */
+static int source_path(const char *given, char **path, bool *must_dir, pe_err *err)
+{
+    size_t n = strlen(given);
+    bool slash;
+
+    *must_dir = false;
+    if (n >= 2 && strcmp(given + n - 2, "/.") == 0) {
+        *must_dir = true;
+        *path = n == 2 ? pe_xstrdup("/") : pe_xasprintf("%.*s", (int)(n - 2), given);
+    } else {
+        *path = pe_cp_trim(given, &slash);
+        *must_dir = slash && strcmp(*path, "/") != 0;
+    }
+    if (strcmp(*path, "/") != 0 && pe_daemon_check_sandbox_path("directoryPath", *path, err) < 0) {
+        free(pe_steal_ptr(path));
+        return -1;
+    }
+    return 0;
+}
+
+static bool flag(const json_t *in, const char *name)
+{
+    return json_is_true(json_object_get(in, name));
+}
+
+static int push_archive(pe_daemon_job *job, const char *id, const char *dir, int fd)
+{
+    cleanup_free char *path = NULL;
+    bool must_dir;
+
+    if (!flag(job->in, "includeRoot"))
+        return pe_daemon_archive_dir(job->d, id, dir, PE_ARCHIVE_GZIP, fd, (int64_t)upload_max,
+                                     &job->err);
+    if (source_path(dir, &path, &must_dir, &job->err) < 0)
+        return -1;
+    return pe_daemon_archive_path(job->d, id, path, must_dir || flag(job->in, "followLink"),
+                                  must_dir, fd, (int64_t)upload_max, &job->err);
+}
+
 static void push_work(pe_daemon_job *job, pe_store *s)
 {
     const char *dir = json_string_value(json_object_get(job->in, "directoryPath"));
+    bool root = flag(job->in, "includeRoot");
     cleanup_free char *tmp = NULL;
     char uuid[UUID_LEN + 1];
     pe_store_sandbox sb;
@@ -646,13 +700,14 @@ static void push_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
-    r = pe_daemon_archive_dir(job->d, sb.id, dir, PE_ARCHIVE_GZIP, fd, OBJECT_MAX, &job->err);
+    r = push_archive(job, sb.id, dir, fd);
     pe_daemon_release(job->d, sb.id);
     if (r < 0 || commit_object(job->d, s, fd, tmp, job->did, uuid, &job->err) < 0) {
         unlink(tmp);
         pe_err_prefix(&job->err, "push %s", dir);
         pe_daemon_job_fail(job, &job->err,
-                           job->err.code == PE_ENOENT            ? "DirectoryNotFound"
+                           job->err.code == PE_ENOENT
+                               ? (root ? "FileNotFound" : "DirectoryNotFound")
                            : job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR
                                                                  : NULL);
     } else {
@@ -665,7 +720,7 @@ static void push_work(pe_daemon_job *job, pe_store *s)
 
 static void pull_work(pe_daemon_job *job, pe_store *s)
 {
-    const pe_archive_limits lim = {UNPACK_BYTES, UNPACK_ENTRIES};
+    const pe_archive_limits lim = unpack_limits();
     const char *dir = json_string_value(json_object_get(job->in, "directoryPath"));
     const char *uuid = json_string_value(json_object_get(job->in, "uuid"));
     pe_store_sandbox sb;
@@ -680,9 +735,12 @@ static void pull_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
-    if (pe_daemon_archive_unpack(job->d, sb.id, dir, fd, &lim, false, &job->err) < 0) {
-        pe_err_prefix(&job->err, "pull into %s", dir);
-        pe_daemon_job_fail(job, &job->err, NULL);
+    if ((flag(job->in, "includeRoot")
+             ? pe_daemon_archive_unpack_to(job->d, sb.id, dir, flag(job->in, "contentsOnly"), fd,
+                                           &lim, &job->err)
+             : pe_daemon_archive_unpack(job->d, sb.id, dir, fd, &lim, false, &job->err)) < 0) {
+        pe_err_prefix(&job->err, "copy into %s", dir);
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
     } else {
         pe_log_info("event=pull sandbox=%s directory=%s uuid=%s", sb.id, dir, uuid);
     }
@@ -691,10 +749,37 @@ static void pull_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
-static int check_dir(const json_t *body, pe_err *err)
+/* Our extension fields (lexicons/README.md): booleans, and followLink /
+ * contentsOnly only with includeRoot (the docker cp copies). */
+static int check_flags(const json_t *body, bool pull, pe_err *err)
+{
+    const char *names[] = {"includeRoot", pull ? "contentsOnly" : "followLink"};
+    const char *other = pull ? "followLink" : "contentsOnly";
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(names); i++) {
+        const json_t *v = json_object_get(body, names[i]);
+        if (v && !json_is_boolean(v))
+            return pe_err_set(err, PE_EINVAL, 0, "%s must be a boolean", names[i]);
+    }
+    if (json_object_get(body, other))
+        return pe_err_set(err, PE_EINVAL, 0, "%s is not a field of this method", other);
+    if (flag(body, names[1]) && !flag(body, "includeRoot"))
+        return pe_err_set(err, PE_EINVAL, 0, "%s needs includeRoot", names[1]);
+    return 0;
+}
+
+static int check_dir(const json_t *body, bool pull, pe_err *err)
 {
     const char *dir = json_string_value(json_object_get(body, "directoryPath"));
+    cleanup_free char *path = NULL;
+    bool slash;
 
+    if (check_flags(body, pull, err) < 0)
+        return -1;
+    if (dir && flag(body, "includeRoot") && !pull) /* "P/" and "P/." mean something */
+        return source_path(dir, &path, &slash, err);
+    if (dir && flag(body, "includeRoot")) /* a trailing '/': a directory */
+        dir = path = pe_cp_trim(dir, &slash);
     if (dir && strcmp(dir, "/") == 0)
         return 0;
     return pe_daemon_check_sandbox_path("directoryPath", dir ? dir : "", err);
@@ -710,7 +795,7 @@ static void dir_handler(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn wo
     if (did == NULL)
         return;
     pe_err_clear(&err);
-    if (check_dir(req->body, &err) < 0 ||
+    if (check_dir(req->body, pull, &err) < 0 ||
         (pull && uuid == NULL &&
          pe_err_set(&err, PE_EINVAL, 0, "uuid is required: the copy to pull") < 0)) {
         pe_xrpc_respond_err(req, &err);

@@ -588,12 +588,20 @@ static bool drain(outbuf *b)
     }
 }
 
+/* How a one-shot exec ended early, if it did. */
+enum cut_short { RAN = 0, TIMED_OUT, STOPPED };
+
 /* Collect both streams until the process ends (then what is left in the
- * pipes: a background child holding them open does not stall us), killing
- * it at the deadline. */
-static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool *timed_out)
+ * pipes: a background child holding them open does not stall us). At the
+ * deadline the process group is killed; when the daemon stops (stop_fd
+ * readable) it gets SIGTERM, and SIGKILL STOP_GRACE_S later, so that the
+ * daemon's exit never waits for an exec's timeout. */
+#define STOP_GRACE_S 3.0
+static void collect(pe_proc *p, double timeout, int stop_fd, outbuf *out, outbuf *errb,
+                    enum cut_short *why)
 {
     double deadline = pe_monotonic_s() + timeout;
+    bool killed = false;
 
     out->fd = p->stdout_fd;
     errb->fd = p->stderr_fd;
@@ -601,25 +609,34 @@ static void collect(pe_proc *p, double timeout, outbuf *out, outbuf *errb, bool 
     fcntl(errb->fd, F_SETFL, O_NONBLOCK);
     for (;;) {
         /* status_fd: the process has ended (its waiter may still be exiting) */
-        struct pollfd fds[3] = {
+        struct pollfd fds[4] = {
             {p->status_fd >= 0 ? p->status_fd : p->pidfd, POLLIN, 0},
             {out->fd, POLLIN, 0},
             {errb->fd, POLLIN, 0},
+            {*why == RAN ? stop_fd : -1, POLLIN, 0},
         };
         double left = deadline - pe_monotonic_s();
         int ms;
 
-        if (left <= 0 && !*timed_out) {
-            *timed_out = true;
-            pe_proc_signal(p, SIGKILL);
+        if (left <= 0 && !killed) {
+            if (*why == RAN)
+                *why = TIMED_OUT;
+            killed = true;
+            pe_proc_signal_group(p, SIGKILL);
             deadline = pe_monotonic_s() + 5; /* the kill is prompt; bound the wait anyway */
             left = 5;
         } else if (left <= 0) {
             break;
         }
         ms = (int)(left * 1000) + 1;
-        if (poll(fds, out->fd >= 0 || errb->fd >= 0 ? 3 : 1, ms) < 0 && errno != EINTR)
+        if (poll(fds, 4, ms) < 0 && errno != EINTR)
             break;
+        if (fds[3].revents & POLLIN) {
+            *why = STOPPED;
+            pe_proc_signal_group(p, SIGTERM);
+            if (deadline - pe_monotonic_s() > STOP_GRACE_S)
+                deadline = pe_monotonic_s() + STOP_GRACE_S;
+        }
         if (fds[1].revents && out->fd >= 0 && !drain(out))
             out->fd = -1;
         if (fds[2].revents && errb->fd >= 0 && !drain(errb))
@@ -686,7 +703,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     pe_proc_opts opts = {.argv = argv, .capture = true};
     outbuf out = {.fd = -1}, errb = {.fd = -1};
     char note[64];
-    bool timed_out = false;
+    enum cut_short why = RAN;
     pe_store_sandbox sb;
     pe_proc p;
     int code = -1;
@@ -711,18 +728,21 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_env_free(opts.env);
     close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
     p.stdin_fd = -1;
-    collect(&p, job->d->exec_timeout, &out, &errb, &timed_out);
+    collect(&p, job->d->exec_timeout, job->d->stop_fd, &out, &errb, &why);
     if (pe_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_proc_close(&p);
     pe_daemon_release(job->d, sb.id);
     pe_store_sandbox_clear(&sb);
     if (!job->failed) {
-        snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
+        if (why == TIMED_OUT)
+            snprintf(note, sizeof(note), "\n[timed out after %g s]\n", job->d->exec_timeout);
+        else
+            snprintf(note, sizeof(note), "\n[stopped: the daemon is shutting down]\n");
         job->out =
             json_pack("{s:o, s:o, s:i}", "stdout", text_json(out.data, out.len, out.cut, NULL),
-                      "stderr", text_json(errb.data, errb.len, errb.cut, timed_out ? note : NULL),
-                      "exitCode", timed_out ? 124 : code);
+                      "stderr", text_json(errb.data, errb.len, errb.cut, why != RAN ? note : NULL),
+                      "exitCode", why == TIMED_OUT ? 124 : code);
         /* Our extension: the answer says it was cut (the streaming exec at
          * /exec/:id/ws has no cap). */
         if (out.cut || errb.cut)

@@ -13,7 +13,11 @@
  * to run start with their sandbox, after its files and keys are in place,
  * and stop with it. The status a view shows is what the process does:
  * RUNNING, STOPPED, or FAILED with the exit code once the restart policy
- * gave up (exitCode is shown once a run has ended).
+ * gave up (exitCode is shown once a run has ended). `status` keeps
+ * upstream's words, which its clients compare against; our `state` says
+ * more: CRASHLOOP while it is being restarted after failures (status is
+ * RUNNING then), with `lastError`, the end of what its last run wrote
+ * (lexicons/README.md).
  *
  * Ports are recorded (sandbox_ports rows of the service); exposing them
  * belongs to the ports work (exposePort), not to this file.
@@ -121,6 +125,40 @@ void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox 
 
 /* ---- views ---- */
 
+/* Output as a JSON string; if it is not UTF-8, bytes past ASCII become
+ * '?'. cut: it may start inside a UTF-8 sequence, skipped to the next. */
+static json_t *printable(char *text, size_t len, bool cut)
+{
+    size_t skip = 0;
+    json_t *str;
+
+    while (cut && skip < len && ((unsigned char)text[skip] & 0xc0) == 0x80)
+        skip++;
+    str = json_stringn(text + skip, len - skip);
+    if (str == NULL) {
+        for (size_t i = skip; i < len; i++)
+            if ((unsigned char)text[i] >= 0x80 || text[i] == '\0')
+                text[i] = '?';
+        str = json_stringn(text + skip, len - skip);
+    }
+    return str;
+}
+
+/* What a view says the service does: its status (upstream's words) and
+ * our state, which tells a crash loop apart. */
+static int service_status(const char *id, int sandbox_status, pe_unit_state *st, bool *known)
+{
+    *known = pe_daemon_unit_state(id, st);
+    if (*known && sandbox_status == PE_STORE_RUNNING)
+        return st->live ? PE_STORE_RUNNING : st->state;
+    return PE_STORE_STOPPED;
+}
+
+static const char *state_name(int status, const pe_unit_state *st)
+{
+    return status == PE_STORE_RUNNING && st->crashloop ? "CRASHLOOP" : pe_store_status_name(status);
+}
+
 static json_t *view(pe_store *s, const pe_store_service *v, int sandbox_status)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", v->id, "sandboxId", v->sandbox_id, "name",
@@ -129,8 +167,8 @@ static json_t *view(pe_store *s, const pe_store_service *v, int sandbox_status)
     int64_t *p = NULL;
     size_t n = 0;
     pe_unit_state st;
-    bool known = pe_daemon_unit_state(v->id, &st);
-    int status = PE_STORE_STOPPED;
+    bool known;
+    int status = service_status(v->id, sandbox_status, &st, &known);
     pe_err err;
 
     pe_err_clear(&err);
@@ -140,11 +178,12 @@ static json_t *view(pe_store *s, const pe_store_service *v, int sandbox_status)
             json_array_append_new(ports, json_integer(p[i]));
     free(p);
     json_object_set_new(o, "ports", ports);
-    if (known && sandbox_status == PE_STORE_RUNNING)
-        status = st.live ? PE_STORE_RUNNING : st.state;
     json_object_set_new(o, "status", json_string(pe_store_status_name(status)));
-    if (known && !st.live)
+    json_object_set_new(o, "state", json_string(state_name(status, &st)));
+    if (known && (!st.live || st.ended))
         json_object_set_new(o, "exitCode", json_integer(st.exit_code));
+    if (known && st.ended && st.last_words[0])
+        json_object_set_new(o, "lastError", printable(st.last_words, strlen(st.last_words), true));
     json_object_set_new(o, "restarts", json_integer(known ? st.restarts : 0));
     pe_daemon_set_time(o, "createdAt", v->created_at);
     pe_daemon_set_time(o, "updatedAt", v->updated_at);
@@ -359,24 +398,21 @@ static void logs_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox sb;
     size_t len = 0;
     bool cut = false;
+    unsigned long long written = 0;
+    pe_unit_state st;
+    bool known;
     char *text;
-    size_t skip = 0;
     json_t *str;
+    int status;
 
     if (!lookup(job, s, &v, &sb))
         return;
-    text = pe_daemon_unit_logs(v.id, &len, &cut);
-    /* A cut ring may start inside a UTF-8 sequence: skip to the next one. */
-    while (cut && skip < len && ((unsigned char)text[skip] & 0xc0) == 0x80)
-        skip++;
-    str = text ? json_stringn(text + skip, len - skip) : json_string("");
-    if (str == NULL) { /* not UTF-8: bytes past ASCII become '?' */
-        for (size_t i = skip; i < len; i++)
-            if ((unsigned char)text[i] >= 0x80 || text[i] == '\0')
-                text[i] = '?';
-        str = json_stringn(text + skip, len - skip);
-    }
-    job->out = json_pack("{s:o, s:b, s:i}", "logs", str, "truncated", cut, "max", PE_UNIT_LOG_MAX);
+    status = service_status(v.id, sb.status, &st, &known);
+    text = pe_daemon_unit_logs(v.id, &len, &cut, &written);
+    str = text ? printable(text, len, cut) : json_string("");
+    job->out = json_pack("{s:o, s:b, s:i, s:I, s:s}", "logs", str, "truncated", cut, "max",
+                         PE_UNIT_LOG_MAX, "written", (json_int_t)written, "state",
+                         state_name(status, &st));
     free(text);
     pe_store_service_clear(&v);
     pe_store_sandbox_clear(&sb);

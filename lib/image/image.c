@@ -417,6 +417,23 @@ static int build_on_demand(const char *data_dir, const char *name, char **out, p
     return r < 0 ? -1 : 0;
 }
 
+bool pe_image_known(const char *data_dir, const char *word)
+{
+    cleanup_free char *path = NULL;
+    struct stat sb;
+
+    if (word == NULL || *word == '\0')
+        return false;
+    if (strchr(word, '/') != NULL)
+        return stat(word, &sb) == 0 && S_ISDIR(sb.st_mode);
+    if (!pe_name_valid(word))
+        return false;
+    if (strcmp(word, "busybox") == 0 || strcmp(word, "debian") == 0)
+        return true;
+    path = pe_xasprintf("%s/images/%s/rootfs", data_dir, word);
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
 int pe_image_resolve(const char *data_dir, const char *image, char **rootfs_out, pe_err *err)
 {
     cleanup_fd int lock = -1;

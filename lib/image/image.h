@@ -99,6 +99,12 @@ int pe_image_unpack(int fd, const char *rootfs, const char *strip, const char *d
  * Unknown names give a PE_ENOENT error naming the image. */
 int pe_image_resolve(const char *data_dir, const char *image, char **rootfs_out, pe_err *err);
 
+/* Would pe_image_resolve take `word` as an image without building or
+ * failing: an image in DATA/images, a name it builds on first use, or a
+ * path (with a '/') of a directory? For `run IMAGE CMD...`, whose first
+ * word is an image only when it names one. Never builds anything. */
+bool pe_image_known(const char *data_dir, const char *word);
+
 /* List images; *out is a malloc'd array of *n entries. */
 int pe_image_list(const char *data_dir, pe_image_info **out, size_t *n, pe_err *err);
 void pe_image_info_free(pe_image_info *v, size_t n);

@@ -45,9 +45,10 @@ def test_run_rejects(pe, args, message):
     assert leftovers(pe) == []
 
 
-def test_run_without_command(pe):
-    p = pe.run("run", "--image", pe.image)
-    assert p.returncode == 125 and "no command" in p.stderr
+def test_run_without_image_or_command(pe):
+    # (with an image and no command, the image's shell runs: test_cli_habits.py)
+    p = pe.run("run")
+    assert p.returncode == 125 and "missing IMAGE or CMD" in p.stderr
 
 
 @pytest.mark.parametrize("name", ["a/b", "..", "../x", "", ".hidden", "x" * 64, "a b"])

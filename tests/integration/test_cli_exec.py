@@ -90,10 +90,60 @@ def test_a_terminal_with_t(box):
 
 def test_usage_errors_name_what_is_wrong(box):
     p = box("exec")
-    assert p.returncode == 2 and "which sandbox" in p.stderr
+    assert p.returncode == 2 and p.stderr.startswith("pocketenv: missing SANDBOX\n")
     p = box("exec", "execbox")
-    assert p.returncode == 2 and "what command" in p.stderr
+    assert p.returncode == 2 and p.stderr.startswith("pocketenv: missing COMMAND\n")
     p = box("exec", "-x", "execbox", "true")
     assert p.returncode == 2 and "-i and -t" in p.stderr
     p = box("exec", "nosuchbox", "true")
     assert p.returncode == 1 and "nosuchbox not found" in p.stderr
+
+
+def test_a_stopping_daemon_ends_running_execs_at_once(tmp_path):
+    """SIGTERM to the daemon while a one-shot exec (upstream's JSON API) and
+    a streaming exec (the CLI) run: both commands get SIGTERM, each client
+    learns why, and the daemon exits 0 within seconds; it waited for the
+    exec's 300 s timeout before, answering 503 meanwhile."""
+    import json
+    import threading
+    import urllib.request
+    from test_daemon import serving
+    # the test stops the daemon itself; its sandbox, kept across daemon
+    # restarts, is removed below through the runtime
+    with serving(tmp_path, check_leaks=False) as d:
+        cli = new_cli(d, tmp_path, login=True)
+        assert cli("create", "stopbox", "-b", "busybox").returncode == 0
+        d.wait_status("stopbox", ["RUNNING"])
+        answer = {}
+
+        def one_shot():
+            req = urllib.request.Request(
+                f"{d.url}/xrpc/io.pocketenv.sandbox.exec?id=stopbox", method="POST",
+                data=json.dumps({"command": "echo began; trap 'echo got-term; exit 3' TERM; "
+                                            "while :; do sleep 0.2; done"}).encode(),
+                headers={"Authorization": f"Bearer {d.token}",
+                         "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answer["status"], answer["body"] = r.status, json.load(r)
+        t = threading.Thread(target=one_shot)
+        t.start()
+        stream = subprocess.Popen([BIN, "exec", "stopbox", "echo ready; exec sleep 300"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli.env)
+        assert stream.stdout.readline() == b"ready\n"
+        wait_for(lambda: "began" in cli("exec", "stopbox", "ps").stdout or
+                 "while" in cli("exec", "stopbox", "ps").stdout, 20, "the one-shot exec to run")
+        started = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=20) == 0, d.log_text()[-3000:]
+        assert time.monotonic() - started < 8
+        t.join(timeout=20)
+        assert answer.get("status") == 200, answer
+        assert answer["body"]["exitCode"] == 3 and "got-term" in answer["body"]["stdout"], answer
+        assert "shutting down" in answer["body"]["stderr"], answer
+        _, err = stream.communicate(timeout=20)
+        assert stream.returncode != 0 and b"shutting down" in err, err
+    data = str(tmp_path / "data")
+    ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
+                        capture_output=True, text=True, check=True)
+    for sb in json.loads(ls.stdout):
+        subprocess.run([BIN, "--data", data, "runtime", "rm", sb["name"]], check=True)

@@ -69,16 +69,16 @@ def objects(d):
         return []
 
 
-def pull(d, sandbox, uuid, path, token="owner"):
-    body = {"sandboxId": sandbox, "directoryPath": path}
+def pull(d, sandbox, uuid, path, token="owner", **extra):
+    body = {"sandboxId": sandbox, "directoryPath": path, **extra}
     if uuid is not None:
         body["uuid"] = uuid
     return d.call(SB + "pullDirectory", body=body, token=token)
 
 
-def push(d, sandbox, path, token="owner"):
-    return d.call(SB + "pushDirectory", body={"sandboxId": sandbox, "directoryPath": path},
-                  token=token)
+def push(d, sandbox, path, token="owner", **extra):
+    return d.call(SB + "pushDirectory", body={"sandboxId": sandbox, "directoryPath": path,
+                                               **extra}, token=token)
 
 
 def test_upload_pull_push_download(daemon):
@@ -243,6 +243,27 @@ def test_bad_requests_and_state(daemon):
         assert push(d, sid, bad)[0] == 400
     st, out = pull(d, sid, None, "/x")
     assert st == 400 and "uuid" in out["message"]
+    # Our fields (lexicons/README.md): booleans, each on its own method.
+    for extra, message in [({"includeRoot": "yes"}, "includeRoot must be a boolean"),
+                           ({"includeRoot": 1}, "includeRoot must be a boolean"),
+                           ({"contentsOnly": True}, "contentsOnly needs includeRoot"),
+                           ({"includeRoot": True, "contentsOnly": []},
+                            "contentsOnly must be a boolean"),
+                           ({"includeRoot": True, "followLink": True},
+                            "followLink is not a field")]:
+        st, out = pull(d, sid, uuid, "/x", **extra)
+        assert (st, out["error"]) == (400, "InvalidRequest") and message in out["message"], out
+    for extra, message in [({"followLink": "no"}, "followLink must be a boolean"),
+                           ({"followLink": True}, "followLink needs includeRoot"),
+                           ({"includeRoot": True, "contentsOnly": True},
+                            "contentsOnly is not a field")]:
+        st, out = push(d, sid, "/etc", **extra)
+        assert (st, out["error"]) == (400, "InvalidRequest") and message in out["message"], out
+    for bad in ["/a/../b", "/a//b", "rel", "/a/./b", ""]:
+        assert pull(d, sid, uuid, bad, includeRoot=True)[0] == 400, bad
+        assert push(d, sid, bad, includeRoot=True)[0] == 400, bad
+    st, out = push(d, sid, "/no/such/file", includeRoot=True)
+    assert st == 404 and out["error"] == "FileNotFound", out
     st, out = push(d, sid, "/no/such/dir")
     assert st == 404 and out["error"] == "DirectoryNotFound", out
     st, out = pull(d, "sbx_nosuchsandbox", uuid, "/x")
@@ -292,7 +313,9 @@ def test_authz_matrix(daemon):
         assert (st, json.loads(body)["error"]) == want
         for ident in (sid, "cpauth"):
             for st, out in (pull(d, ident, uuid, "/x", token=tok),
-                            push(d, ident, "/etc", token=tok)):
+                            push(d, ident, "/etc", token=tok),
+                            pull(d, ident, uuid, "/x/", token=tok, includeRoot=True),
+                            push(d, ident, "/etc/hostname", token=tok, includeRoot=True)):
                 answers.append(json.dumps(out))
                 assert (st, out["error"]) == want, out
     # Another user: the sandbox and the object do not exist for them.
@@ -301,7 +324,9 @@ def test_authz_matrix(daemon):
     answers.append(body.decode())
     for ident in (sid, "cpauth"):
         for st, out in (pull(d, ident, uuid, "/x", token=other),
-                        push(d, ident, "/etc", token=other)):
+                        push(d, ident, "/etc", token=other),
+                        pull(d, ident, uuid, "/x", token=other, includeRoot=True),
+                        push(d, ident, "/etc/.", token=other, includeRoot=True)):
             answers.append(json.dumps(out))
             assert (st, out["error"]) == (404, "SandboxNotFound"), out
     # Their own upload cannot be pulled by the owner either, and mine not by them.
@@ -348,5 +373,63 @@ def test_single_use_under_concurrency_and_big_objects(daemon):
     assert st == 200, up
     assert pull(d, sid, up["uuid"], "/big2")[0] == 200
     assert d.sh(sid, "cd /big2 && sha256sum noise")["stdout"].split()[0] == want
+    assert objects(d) == []
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def test_docker_cp_flavour_over_the_wire(daemon):
+    """includeRoot: a path itself comes out (a file, a symlink, a tree under
+    its own name) and goes where docker cp puts it, the daemon deciding
+    from what the sandbox holds; upstream's calls stay as they were."""
+    d = daemon
+    sid = d.create("cpdock")
+    d.sh(sid, "mkdir -p /src/sub /dst && echo one > /src/f && echo two > /src/sub/g"
+              " && ln -s f /src/lnk && chmod 640 /src/f && touch -d @1000000000 /src/f")
+    st, out = push(d, sid, "/src/f", includeRoot=True)
+    assert st == 200, out
+    st, _, body = cp_http(d, "GET", f"/cp/{out['uuid']}")
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        (m,) = t.getmembers()
+        assert (m.name, m.mode, m.mtime, t.extractfile(m).read()) == \
+            ("f", 0o640, 1000000000, b"one\n")
+    st, out = push(d, sid, "/src/lnk", includeRoot=True)
+    st, _, body = cp_http(d, "GET", f"/cp/{out['uuid']}")
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        (m,) = t.getmembers()
+        assert (m.name, m.issym(), m.linkname) == ("lnk", True, "f")
+    st, out = push(d, sid, "/src/lnk/", includeRoot=True)  # must be a directory
+    assert st == 400 and "not a directory" in out["message"], out
+    st, out = push(d, sid, "/src", includeRoot=True)
+    st, _, body = cp_http(d, "GET", f"/cp/{out['uuid']}")
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        assert sorted(t.getnames()) == ["src", "src/f", "src/lnk", "src/sub", "src/sub/g"]
+    # In: a file onto a missing path, into a directory, onto a file.
+    for dest, check in [("/dst/new", "cat /dst/new"), ("/dst", "cat /dst/one.txt"),
+                        ("/dst/new", "cat /dst/new")]:
+        st, out = upload(d, targz([({"name": "one.txt"}, b"1\n")]))
+        st, out = pull(d, sid, out["uuid"], dest, includeRoot=True)
+        assert st == 200, out
+        assert d.sh(sid, check)["stdout"] == "1\n"
+    # A tree: created when missing, inside when there, contents with contentsOnly.
+    tree = [({"name": "t", "type": tarfile.DIRTYPE, "mode": 0o750}, None),
+            ({"name": "t/e", "type": tarfile.DIRTYPE}, None), ({"name": "t/x"}, b"x\n")]
+    for dest, extra in [("/dst/tree", {}), ("/dst/tree", {}), ("/dst/tree", {"contentsOnly": True})]:
+        st, out = upload(d, targz([(dict(f), data) for f, data in tree]))
+        assert pull(d, sid, out["uuid"], dest, includeRoot=True, **extra)[0] == 200
+    got = d.sh(sid, "cd /dst/tree && find . | sort; stat -c %a .")["stdout"]
+    assert got.split() == [".", "./e", "./t", "./t/e", "./t/x", "./x", "750"], got
+    # Refused, with nothing written: a slash on a missing directory, a tree
+    # onto a file, an archive of two tops, a missing parent.
+    for dest, entries, status, message in [
+            ("/dst/nodir/", [({"name": "a"}, b"a")], 404, "does not exist"),
+            ("/dst/new/", [({"name": "a"}, b"a")], 400, "not a directory"),
+            ("/dst/new", tree, 400, "cannot copy a directory onto a file"),
+            ("/dst/two", [({"name": "a"}, b"a"), ({"name": "b"}, b"b")], 400, "not one copy"),
+            ("/no/parent", [({"name": "a"}, b"a")], 404, "no such directory")]:
+        st, out = upload(d, targz([(dict(f), data) for f, data in entries]))
+        st, out = pull(d, sid, out["uuid"], dest, includeRoot=True)
+        assert (st, message in out["message"]) == (status, True), (dest, out)
+    assert d.sh(sid, "ls /dst")["stdout"].split() == ["new", "one.txt", "tree"]
+    assert d.sh(sid, "ls /dst/two /no 2>&1 || true")["stdout"].count("No such file") == 2
     assert objects(d) == []
     assert d.sandbox("deleteSandbox", sid)[0] == 200
