@@ -411,7 +411,8 @@ static char *last_line(const char *key)
 {
     size_t len = 0;
     bool cut = false;
-    char *logs = pe_daemon_unit_logs(key, &len, &cut), *p, *out = NULL;
+    unsigned long long written = 0;
+    char *logs = pe_daemon_unit_logs(key, &len, &cut, &written), *p, *out = NULL;
 
     if (logs == NULL)
         return pe_xstrdup("(no output)");
