@@ -134,6 +134,25 @@ def test_claude_code_runs_against_the_double(tdaemon, double):
 
 
 @pytest.mark.slow
+def test_secret_and_variable_put_later_reach_the_agent(tdaemon, double):
+    """The key and base URL put after the create (secret put / env put, as
+    upstream's SDK sends them) reach claude in the next exec."""
+    k = key()
+    sb = create(tdaemon, "claude-code", "cc-later")
+    tdaemon.call("io.pocketenv.variable.addVariable", body={"variable": {
+        "sandboxId": sb["id"], "name": "ANTHROPIC_BASE_URL", "value": DOUBLE_URL}})
+    st, out = tdaemon.call("io.pocketenv.secret.addSecret", body={"secret": {
+        "sandboxId": sb["id"], "name": "ANTHROPIC_API_KEY", "value": k}})
+    assert st == 200, out
+    out = run(tdaemon, "cc-later", "DISABLE_TELEMETRY=1 CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 "
+                                   "claude -p 'Say hello later' < /dev/null")
+    assert out["exitCode"] == 0 and REPLY in out["stdout"], out
+    asked = [r for r in requests_seen(double) if r["path"].split("?")[0] == "/v1/messages"
+             and r["headers"].get("x-api-key") == k]
+    assert asked and "Say hello later" in json.dumps(asked[-1]["body"]["messages"])
+
+
+@pytest.mark.slow
 def test_codex_runs_against_the_double(tdaemon, double):
     k = key()
     create(tdaemon, "codex", "cx", envs=[("OPENAI_BASE_URL", DOUBLE_URL + "/v1")],
