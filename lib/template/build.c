@@ -46,6 +46,9 @@ extern char **environ;
 #define DEFAULT_REGISTRY "https://registry.npmjs.org/"
 #define SYSTEM_CAFILE "/etc/ssl/certs/ca-certificates.crt"
 #define NPM_CACHE "/tmp/.pe-npm-cache"
+/* Where a build sandbox sees the agents' tarballs the host fetched and
+ * checked against their pinned integrity (under /tmp: not kept). */
+#define NPM_TARBALLS "/tmp/.pe-npm-tarballs"
 
 /* ---- pins ---- */
 
@@ -293,13 +296,10 @@ static char *build_script(const pe_template *t, pe_err *err)
         next = pe_xasprintf("%snpm install -g --prefix /usr/local", s);
         free(s);
         s = next;
-        for (const char *const *p = t->npm; *p; p++) {
-            const char *name, *version, *integrity;
-            if (pin_of("npm_packages", *p, &name, &version, &integrity, err) < 0) {
-                free(s);
-                return NULL;
-            }
-            next = pe_xasprintf("%s '%s@%s'", s, name, version);
+        /* The tarballs fetch_tarballs checked, not names the registry
+         * resolves: the pinned integrity is what gets installed. */
+        for (size_t i = 0; t->npm[i]; i++) {
+            next = pe_xasprintf("%s " NPM_TARBALLS "/%zu.tgz", s, i);
             free(s);
             s = next;
         }
@@ -537,12 +537,15 @@ static void free_strv(char **v)
 }
 
 static int run_step(pe_runtime *rt, const pe_template *t, const source *src, const char *cap,
-                    int log_fd, const pe__tpl_report *rep, pe_err *err)
+                    const char *tarballs, int log_fd, const pe__tpl_report *rep, pe_err *err)
 {
     cleanup_free char *script = build_script(t, err);
     cleanup_free char *upper = pe_xasprintf("%s/upper", cap);
     char *argv[] = {(char *)"/bin/sh", (char *)"-c", script, NULL};
-    pe_bind ca = {.host = (char *)src->cafile, .dest = (char *)SYSTEM_CAFILE, .ro = true};
+    pe_bind binds[] = {
+        {.host = (char *)src->cafile, .dest = (char *)SYSTEM_CAFILE, .ro = true},
+        {.host = (char *)tarballs, .dest = (char *)NPM_TARBALLS, .ro = true},
+    };
     pe_sandbox_cfg cfg;
     pe_proc_opts proc = {.argv = argv, .timeout = STEP_TIMEOUT_S, .out_fd = log_fd};
     pe_proc_result res = {0};
@@ -556,8 +559,8 @@ static int run_step(pe_runtime *rt, const pe_template *t, const source *src, con
     cfg.userns = true;
     cfg.net = PE_NET_NAT;
     cfg.hostname = (char *)"pocketenv-build";
-    cfg.binds = &ca;
-    cfg.n_binds = 1;
+    cfg.binds = binds;
+    cfg.n_binds = tarballs != NULL ? 2 : 1;
     cfg.env = step_env(t, src);
     cfg.workdir = (char *)"/root";
     pthread_mutex_init(&m.mu, NULL);
@@ -599,6 +602,36 @@ static char *step_what(const pe_template *t)
     return s;
 }
 
+/* Each npm package of t from the registry into dir/I.tgz, checked
+ * against its pinned integrity on the way. */
+static int fetch_tarballs(const source *src, const pe_template *t, const char *dir,
+                          const pe_template_opts *o, pe_err *err)
+{
+    if (mkdir(dir, 0755) < 0)
+        return pe_err_sys(err, "create %s", dir);
+    for (size_t i = 0; t->npm[i]; i++) {
+        const char *name, *version, *integrity;
+        cleanup_free char *url = NULL;
+        cleanup_free char *what = NULL;
+        cleanup_free char *file = pe_xasprintf("%s/%zu.tgz", dir, i);
+        cleanup_fd int fd = -1;
+        pe__tpl_report rep = {.opts = o, .step = t->name};
+
+        if (pin_of("npm_packages", t->npm[i], &name, &version, &integrity, err) < 0)
+            return -1;
+        url = tarball_url(src, name, version);
+        what = pe_xasprintf("download %s@%s", name, version);
+        rep.what = what;
+        fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            return pe_err_sys(err, "create %s", file);
+        pe__tpl_progress(&rep, 0, -1);
+        if (pe__tpl_fetch(url, src->cafile, integrity, fd, &rep, err) < 0)
+            return pe_err_prefix(err, "%s", what);
+    }
+    return 0;
+}
+
 static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *src,
                             pe_image_layer *l, const char *tmp, const pe_template_opts *o,
                             pe_err *err)
@@ -607,6 +640,7 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
     cleanup_free char *upper = pe_xasprintf("%s/cap/upper", tmp);
     cleanup_free char *work = pe_xasprintf("%s/cap/work", tmp);
     cleanup_free char *logp = pe_xasprintf("%s/build.log", tmp);
+    cleanup_free char *tarballs = pe_xasprintf("%s/npm", tmp);
     cleanup_free char *what = step_what(t);
     cleanup_fd int log_fd = -1;
     cleanup_fd int up = -1;
@@ -620,8 +654,10 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
     log_fd = open(logp, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (log_fd < 0)
         return pe_err_sys(err, "create %s", logp);
+    if (t->npm != NULL && fetch_tarballs(src, t, tarballs, o, err) < 0)
+        return -1;
     pe__tpl_progress(&rep, 0, -1);
-    r = run_step(rt, t, src, cap, log_fd, &rep, err);
+    r = run_step(rt, t, src, cap, t->npm ? tarballs : NULL, log_fd, &rep, err);
     /* The whole output, failed or not: a failure is what it is for. */
     if (o != NULL && o->log_fd >= 0) {
         char buf[65536];
@@ -642,7 +678,8 @@ static int build_in_sandbox(pe_runtime *rt, const pe_template *t, const source *
         return pe_err_prefix(err, "mark opaque directories");
     if (rmdir(rootfs) < 0 || rename(upper, rootfs) < 0)
         return pe_err_sys(err, "place the layer in %s", rootfs);
-    if (pe_fs_rm_rf(cap, err) < 0 || unlink(logp) < 0)
+    if (pe_fs_rm_rf(cap, err) < 0 || unlink(logp) < 0 ||
+        (t->npm != NULL && pe_fs_rm_rf(tarballs, err) < 0))
         return pe_err_prefix(err, "clean %s", tmp);
     return 0;
 }
