@@ -10,8 +10,9 @@
  * the npm registry on the host, checked against their pinned integrity and
  * unpacked (no code of theirs runs on the host); every other layer is the
  * writable layer of a build sandbox on its parent (pe_runtime_run_capture)
- * that ran `npm install -g` or apt-get, with the registry, its CA file
- * and nothing else of the host. A layer appears whole (lib/image's
+ * that ran `npm install -g` of the agent's tarball (fetched and checked
+ * against its pinned integrity on the host) or apt-get, with the
+ * registry, its CA file and nothing else of the host. A layer appears whole (lib/image's
  * staging) or not at all.
  *
  * Threading: every function is blocking and thread-safe; a daemon runs
