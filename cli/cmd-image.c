@@ -63,7 +63,7 @@ static void usage(void)
            "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
            "  build TEMPLATE       build a template and the layers it stands on\n"
            "                       (openclaw claude-code codex gemini opencode vscode python\n"
-           "                       amp copilot crush kilo; see docs/templates.md)\n"
+           "                       amp copilot kilo; see docs/templates.md)\n"
            "  import NAME FILE [--parent IMAGE]\n"
            "                       import a root filesystem tarball (.tar, .tar.gz, .tar.zst),\n"
            "                       or a layer of files on top of IMAGE\n"

@@ -70,7 +70,8 @@ static const struct {
     {"copilot", NULL, NULL},
     {"gemini", NULL, NULL},
     {"amp", NULL, NULL},
-    {"crush", NULL, NULL},
+    /* npm's @charmland/crush only downloads the binary from GitHub. */
+    {"crush", NULL, "its npm package's install script downloads it from GitHub's releases"},
     {"cursor", NULL, "Cursor's install script"},
     {"kilo", NULL, NULL},
     {"kiro", NULL, "Kiro's install script"},

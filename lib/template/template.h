@@ -2,7 +2,7 @@
  * (docs/templates.md).
  *
  *   debian <- node <- openclaw, claude-code, codex, gemini, opencode,
- *                     vscode, amp, copilot, crush, kilo
+ *                     vscode, amp, copilot, kilo
  *   debian <- python
  *
  * Every version comes from templates/pins.json (embedded at build time;

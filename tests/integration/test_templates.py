@@ -262,7 +262,7 @@ def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
     assert out["message"].startswith("unknown base no-such-template; bases available here: "
                                      "busybox, debian, openclaw, claude-code"), out
     for name in ["cursor", "kiro", "mise", "nix", "pkgx", "wasmer", "docker", "nullclaw",
-                 "picoclaw", "zeroclaw", "opencrust", "nanoclaw"]:
+                 "picoclaw", "zeroclaw", "opencrust", "nanoclaw", "crush"]:
         st, out = tdaemon.call(SB + "createSandbox", body={"base": name})
         assert (st, out["error"]) == (400, "TemplateNotAvailable"), out
         assert "installs only from a vendor's download site" in out["message"], out
@@ -270,13 +270,35 @@ def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
     by = {t["name"]: t for t in cat["sandboxes"]}
     assert by["cursor"]["available"] is False and "vendor" in by["cursor"]["unavailableReason"]
     for name in ["openclaw", "claude-code", "codex", "gemini", "opencode", "vscode", "python",
-                 "amp", "copilot", "crush", "kilo"]:
+                 "amp", "copilot", "kilo"]:
         assert by[name]["available"] is True, by[name]
         assert by[name]["uri"].startswith("at://did:key:") and \
             by[name]["uri"].endswith("/io.pocketenv.sandbox/" + name), by[name]
     assert "node" not in by  # a layer, not a base
     after = tdaemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
     assert after["total"] == before["total"]  # nothing made
+
+
+# ---- the other agents: their command on PATH ----
+
+with open(os.path.join(HERE, "..", "..", "templates", "pins.json")) as f:
+    PINS = json.load(f)["npm_packages"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,package,command", [
+    ("gemini", "@google/gemini-cli", "gemini"), ("opencode", "opencode-ai", "opencode"),
+    ("amp", "@sourcegraph/amp", "amp"), ("copilot", "@github/copilot", "copilot"),
+    ("kilo", "@kilocode/cli", "kilo")])
+def test_agent_command_is_on_path(tdaemon, name, package, command):
+    """Each npm agent's template: its command on PATH, at the pinned
+    version (what `console` would start)."""
+    create(tdaemon, name, "ag-" + name)
+    out = run(tdaemon, "ag-" + name, f"command -v {command} && {command} --version < /dev/null")
+    assert out["exitCode"] == 0, out
+    assert out["stdout"].startswith(f"/usr/local/bin/{command}\n"), out
+    assert PINS[package]["version"] in out["stdout"], out
+    assert tdaemon.sandbox("deleteSandbox", "ag-" + name)[0] == 200
 
 
 # ---- the code interpreter ----
