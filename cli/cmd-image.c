@@ -12,11 +12,12 @@
 #include "core/util.h"
 #include "image/image.h"
 
-enum { OPT_NAME = 1, OPT_MIRROR };
+enum { OPT_NAME = 1, OPT_MIRROR, OPT_PARENT };
 
 static const pe_opt image_opts[] = {
     {"name", 0, true, OPT_NAME, "NAME", "build: name of the image (default: the builder's)"},
     {"mirror", 0, true, OPT_MIRROR, "URL", "build debian: package mirror"},
+    {"parent", 0, true, OPT_PARENT, "IMAGE", "import: a layer on IMAGE (overlaid on it)"},
     {"json", 0, false, OPT_JSON, NULL, "ls: print JSON"},
     {"help", 'h', false, OPT_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
@@ -25,7 +26,7 @@ static const pe_opt image_opts[] = {
 struct image_args {
     const char *pos[3];
     int npos;
-    const char *name, *mirror;
+    const char *name, *mirror, *parent;
     bool json, help;
 };
 
@@ -44,6 +45,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case OPT_MIRROR:
         a->mirror = arg;
         return 0;
+    case OPT_PARENT:
+        a->parent = arg;
+        return 0;
     case OPT_JSON:
         a->json = true;
         return 0;
@@ -58,7 +62,12 @@ static void usage(void)
     printf("usage: pocketenv image COMMAND ...\n\n"
            "  build debian|busybox [--name NAME] [--mirror URL]\n"
            "                       build a base image (debian: Debian 12 with mmdebstrap)\n"
-           "  import NAME FILE     import a root filesystem tarball (.tar, .tar.gz, .tar.zst)\n"
+           "  build TEMPLATE       build a template and the layers it stands on\n"
+           "                       (openclaw claude-code codex gemini opencode vscode python\n"
+           "                       amp copilot kilo; see docs/templates.md)\n"
+           "  import NAME FILE [--parent IMAGE]\n"
+           "                       import a root filesystem tarball (.tar, .tar.gz, .tar.zst),\n"
+           "                       or a layer of files on top of IMAGE\n"
            "  ls [--json]          list images\n"
            "  rm NAME              remove an image no sandbox uses\n"
            "\n"
@@ -99,13 +108,11 @@ static int list(pe_runtime *rt, bool json, pe_err *err)
     return 0;
 }
 
-/* Import runs in pocketenv-import (found as core/install.h says): see
- * cli/import-main.c for why. */
-static int run_import(pe_runtime *rt, const char *name, const char *file, pe_err *err)
+/* Run helper (found as core/install.h says) with argv[1..]; exits with
+ * its status when it fails (it said what went wrong). */
+static int run_helper(const char *helper, char *const *argv, pe_err *err)
 {
-    char *const argv[] = {(char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file,
-                          NULL};
-    char *path = pe_install_helper("pocketenv-import", err);
+    char *path = pe_install_helper(helper, err);
     int status;
     pid_t pid;
 
@@ -124,11 +131,33 @@ static int run_import(pe_runtime *rt, const char *name, const char *file, pe_err
     free(path);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR)
-            return pe_err_sys(err, "wait for import");
+            return pe_err_sys(err, "wait for %s", helper);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
         return 0;
-    /* The importer already said what went wrong. */
     exit(WIFEXITED(status) ? WEXITSTATUS(status) : PE_EXIT_FAIL);
+}
+
+/* Templates are built by pocketenv-template (cli/template-main.c). */
+static int build(pe_runtime *rt, const struct image_args *a, pe_err *err)
+{
+    char *const argv[] = {(char *)"pocketenv-template", rt->data_dir, (char *)a->pos[0], NULL};
+
+    if (strcmp(a->pos[0], "debian") == 0 || strcmp(a->pos[0], "busybox") == 0)
+        return pe_image_build(rt->data_dir, a->pos[0], a->name ? a->name : a->pos[0], a->mirror,
+                              err);
+    if (a->name != NULL && strcmp(a->name, a->pos[0]) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "a template is built under its own name");
+    return run_helper("pocketenv-template", argv, err);
+}
+
+/* Import runs in pocketenv-import: see cli/import-main.c for why. */
+static int run_import(pe_runtime *rt, const char *name, const char *file, const char *parent,
+                      pe_err *err)
+{
+    char *const argv[] = {
+        (char *)"pocketenv-import", rt->data_dir, (char *)name, (char *)file, (char *)parent, NULL};
+
+    return run_helper("pocketenv-import", argv, err);
 }
 
 /* What is wrong with `image SUB` and its words: an unknown SUB, or the
@@ -184,9 +213,9 @@ int pe_cmd_image(int argc, char **argv)
     if (pe_cli_open_runtime(&rt, &err) < 0)
         return pe_cli_fail(&err);
     if (strcmp(sub, "build") == 0 && a.npos == 1)
-        r = pe_image_build(rt.data_dir, a.pos[0], a.name ? a.name : a.pos[0], a.mirror, &err);
+        r = build(&rt, &a, &err);
     else if (strcmp(sub, "import") == 0 && a.npos == 2)
-        r = run_import(&rt, a.pos[0], a.pos[1], &err);
+        r = run_import(&rt, a.pos[0], a.pos[1], a.parent, &err);
     else if (strcmp(sub, "ls") == 0 && a.npos == 0)
         r = list(&rt, a.json, &err);
     else if (strcmp(sub, "rm") == 0 && a.npos == 1) {

@@ -5,7 +5,7 @@
  * including every sandbox start. Only import needs them, so it lives here
  * and the CLI execs it.
  *
- *   pocketenv-import DATA_DIR NAME FILE */
+ *   pocketenv-import DATA_DIR NAME FILE [PARENT] */
 #include <stdio.h>
 
 #include "core/log.h"
@@ -16,12 +16,12 @@ int main(int argc, char **argv)
     pe_err err;
 
     pe_log_init();
-    if (argc != 4) {
-        fprintf(stderr, "usage: pocketenv-import DATA_DIR NAME FILE\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: pocketenv-import DATA_DIR NAME FILE [PARENT]\n");
         return 2;
     }
     pe_err_clear(&err);
-    if (pe_image_import(argv[1], argv[2], argv[3], &err) < 0) {
+    if (pe_image_import_layer(argv[1], argv[2], argc == 5 ? argv[4] : NULL, argv[3], &err) < 0) {
         fprintf(stderr, "pocketenv: %s\n", err.msg);
         return 125;
     }

@@ -25,11 +25,23 @@
  * path, another collection) is PE_EINVAL. Pure: any thread. */
 int pe_daemon_base_name(const char *base, char **name, pe_err *err);
 
-/* 0 if this daemon can run (or build) base `name`. Otherwise an error
- * whose message lists the bases it has: PE_EUNSUP for a template of
- * upstream's catalog not available here yet (PE_TEMPLATE_MISSING_ERROR),
- * PE_EINVAL for any other name. Reads DATA/images: worker threads. */
+/* 0 if this daemon can run (or build) base `name`. Otherwise an error:
+ * PE_EUNSUP for a template of upstream's catalog whose tool installs only
+ * from a vendor's download site (PE_TEMPLATE_MISSING_ERROR), PE_EINVAL
+ * with the list of the bases it has for any other name. Reads
+ * DATA/images: worker threads. */
 int pe_daemon_base_check(pe_daemon *d, const char *name, pe_err *err);
+
+/* Background job of a create, before the sandbox starts: build template
+ * sb->base if it is one and not built yet (the row's statusReason says
+ * what is being built, step by step), and give the sandbox the
+ * template's service. 0 for a base that is no template. */
+int pe_daemon_template_prepare(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+
+/* After the sandbox started: wait until the template's service accepts
+ * connections on its port; an error (with its last line of output) if it
+ * fails or stays silent for minutes. 0 at once for other bases. */
+int pe_daemon_template_ready(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 
 /* Every base as a template view (id = name = the base to create from):
  * the built-in images first, then the others by name, in a new array in

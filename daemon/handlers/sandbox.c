@@ -200,6 +200,22 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     return 0;
 }
 
+/* A template's service that does not come up fails the create: its
+ * services and the runtime sandbox go, nothing keeps running. */
+static int template_ready(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_err e;
+
+    if (pe_daemon_template_ready(d, s, sb, err) == 0)
+        return 0;
+    pe_err_clear(&e);
+    pe_daemon_unit_stop_sandbox(sb->id);
+    if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &e) < 0 ||
+        pe_runtime_remove(&d->rt, sb->id, &e) < 0)
+        pe_log_warn("sandbox %s: remove after its failed start: %s", sb->id, e.msg);
+    return -1;
+}
+
 /* Background: make the runtime sandbox of a new row and record the outcome. */
 static void run_work(pe_daemon_job *job, pe_store *s)
 {
@@ -213,7 +229,9 @@ static void run_work(pe_daemon_job *job, pe_store *s)
     if (job->did == NULL) /* resumed at start: the clone after it is the owner's */
         job->did = pe_xstrdup(sb.owner_did);
     pe_err_clear(&err);
-    if (pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &err) < 0) {
+    if (pe_daemon_template_prepare(job->d, s, &sb, &err) < 0 ||
+        pe_daemon_sandbox_run(job->d, &sb, &job->init_pidfd, &err) < 0 ||
+        template_ready(job->d, s, &sb, &err) < 0) {
         pe_log_warn("sandbox %s failed to start: %s", sb.id, err.msg);
         if (pe_store_sandbox_set_status(s, sb.id, PE_STORE_FAILED, err.msg, PE_STORE_INITIALIZING,
                                         &job->err) < 0)

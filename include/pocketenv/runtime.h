@@ -97,6 +97,9 @@ typedef struct pe_proc_opts {
     uint32_t uid, gid;
     double timeout; /* seconds, 0 = none; on expiry the process is killed */
     bool capture;   /* exec_start: pipes for stdin/stdout/stderr (not with tty) */
+    /* run: > 2 sends the command's stdout and stderr to this fd (stdin
+     * /dev/null) instead of the caller's terminals; 0: the caller's. */
+    int out_fd;
 } pe_proc_opts;
 
 /* A process started in a sandbox by pe_runtime_exec_start, for callers
@@ -139,6 +142,15 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err);
 
 int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
                    pe_proc_result *res, pe_err *err);
+
+/* pe_runtime_run whose writable layer is layer_dir/upper (overlayfs's
+ * work dir layer_dir/work), kept after the run: what the command changed
+ * in the image, with whiteouts for what it removed, a new layer on top of
+ * cfg->image (lib/template builds templates so). Needs cfg->userns: the
+ * directory is idmapped like the image, so what the sandbox's root writes
+ * is owned by host root, and nothing in it is owned by a sandbox's id. */
+int pe_runtime_run_capture(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
+                           const char *layer_dir, pe_proc_result *res, pe_err *err);
 
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err);
 int pe_runtime_start(pe_runtime *rt, const char *name, pe_err *err);

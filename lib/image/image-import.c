@@ -50,6 +50,9 @@
 
 typedef struct import {
     const char *rootfs; /* canonical absolute path */
+    /* pe_image_unpack: members must start with strip, which is replaced
+     * by dest (relative to rootfs); owners become root. */
+    const char *strip, *dest;
     struct archive *in;
     struct archive *out;
     int64_t entries;
@@ -94,10 +97,23 @@ static char *target_path(const import *im, const char *name, const char *what, p
     return abs;
 }
 
+/* pe_image_unpack: name with strip replaced by dest (malloc'd); NULL for
+ * a member outside strip (skipped). */
+static char *moved_name(const import *im, const char *name)
+{
+    size_t n = strlen(im->strip);
+
+    if (strncmp(name, im->strip, n) != 0 || name[n] == '\0')
+        return NULL;
+    return pe_xasprintf("%s/%s", im->dest, name + n);
+}
+
 static int rewrite_paths(const import *im, struct archive_entry *e, const char *member, pe_err *err)
 {
-    cleanup_free char *path = target_path(im, member, "member", err);
+    cleanup_free char *moved = im->strip ? moved_name(im, member) : NULL;
+    cleanup_free char *path = target_path(im, moved ? moved : member, "member", err);
     cleanup_free char *link = NULL;
+    cleanup_free char *moved_link = NULL;
     const char *hardlink = archive_entry_hardlink(e);
 
     if (path == NULL)
@@ -108,6 +124,13 @@ static int rewrite_paths(const import *im, struct archive_entry *e, const char *
         (hardlink != NULL || archive_entry_filetype(e) != AE_IFDIR))
         return pe_err_set(err, PE_EINVAL, 0, "refusing member \"%s\": the root must be a directory",
                           member);
+    if (hardlink != NULL && im->strip != NULL) {
+        moved_link = moved_name(im, hardlink);
+        if (moved_link == NULL)
+            return pe_err_set(err, PE_EINVAL, 0, "refusing hard link %s to %s, outside %s", member,
+                              hardlink, im->strip);
+        hardlink = moved_link;
+    }
     if (hardlink != NULL) {
         link = target_path(im, hardlink, "hard link target", err);
         if (link == NULL)
@@ -208,6 +231,18 @@ static int extract_entry(import *im, struct archive_entry *e, pe_err *err)
         pe_log_debug("import: skipping device, fifo or socket %s", member);
         return 0;
     }
+    if (im->strip != NULL) {
+        cleanup_free char *moved = moved_name(im, member);
+        if (moved == NULL) {
+            pe_log_debug("unpack: skipping %s, outside %s", member, im->strip);
+            return 0;
+        }
+        /* A package's owners are its publisher's: root's in an image. */
+        archive_entry_set_uid(e, 0);
+        archive_entry_set_gid(e, 0);
+        archive_entry_set_uname(e, NULL);
+        archive_entry_set_gname(e, NULL);
+    }
     if (rewrite_paths(im, e, member, err) < 0)
         return -1;
     filter_xattrs(e, member);
@@ -243,9 +278,9 @@ static int extract_all(import *im, pe_err *err)
     return 0;
 }
 
-static int extract(int fd, const char *rootfs, pe_err *err)
+static int extract(int fd, const char *rootfs, const char *strip, const char *dest, pe_err *err)
 {
-import im = {.rootfs = rootfs };
+import im = {.rootfs = rootfs, .strip = strip, .dest = dest };
     int r;
 
     im.in = archive_read_new();
@@ -280,6 +315,12 @@ out:
 
 int pe_image_import(const char *data_dir, const char *name, const char *tar_path, pe_err *err)
 {
+    return pe_image_import_layer(data_dir, name, NULL, tar_path, err);
+}
+
+int pe_image_import_layer(const char *data_dir, const char *name, const char *parent,
+                          const char *tar_path, pe_err *err)
+{
     pe__image_stage st;
     cleanup_fd int fd = -1;
     cleanup_free char *real = NULL;
@@ -300,13 +341,27 @@ int pe_image_import(const char *data_dir, const char *name, const char *tar_path
         return pe_err_set(err, PE_EINVAL, 0, "%s is a directory, not a tarball", tar_path);
     real = realpath(tar_path, NULL);
     source = pe_xasprintf("import %s", real ? real : tar_path);
+    if (parent != NULL && !pe_image_exists(data_dir, parent))
+        return pe_err_set(err, PE_ENOENT, 0, "parent image %s does not exist", parent);
     if (pe__image_stage_open(&st, data_dir, name, err) < 0)
         return -1;
-    r = extract(fd, st.rootfs, err);
+    st.parent = parent ? pe_xstrdup(parent) : NULL;
+    r = extract(fd, st.rootfs, NULL, NULL, err);
     if (r < 0)
         pe_err_prefix(err, "import image %s from %s", name, tar_path);
     else
         r = pe__image_stage_commit(&st, source, err);
     pe__image_stage_close(&st);
     return r;
+}
+
+int pe_image_unpack(int fd, const char *rootfs, const char *strip, const char *dest, pe_err *err)
+{
+    cleanup_free char *real = realpath(rootfs, NULL);
+
+    if (real == NULL)
+        return pe_err_sys(err, "resolve %s", rootfs);
+    if (strip == NULL || dest == NULL || dest[0] == '/' || strstr(dest, "..") != NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "unpack: bad strip or dest");
+    return extract(fd, real, strip, dest, err);
 }

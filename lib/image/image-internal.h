@@ -22,6 +22,8 @@ typedef struct pe__image_stage {
     char *tmp_dir;   /* absolute, symlink-free (realpath) */
     char *final_dir; /* DATA/images/<name> */
     char *rootfs;    /* tmp_dir/rootfs, created empty, mode 0755 */
+    char *parent;    /* the image this one is a layer on, or NULL */
+    char **env;      /* "K=V" for image.json, NULL-terminated, or NULL */
     int lock_fd;
 } pe__image_stage;
 

@@ -38,8 +38,15 @@
 /* Deeper trees are refused when measuring: each level holds an fd. */
 #define TREE_MAX_DEPTH 512
 
+/* $POCKETENV_IMAGES moves the images out of DATA: several data
+ * directories (the test suite's daemons) then share one set of built
+ * images, each built once (docs/templates.md, "Building"). */
 static char *images_path(const char *data_dir)
 {
+    const char *env = getenv("POCKETENV_IMAGES");
+
+    if (env != NULL && env[0] == '/')
+        return pe_xstrdup(env);
     return pe_xasprintf("%s/images", data_dir);
 }
 
@@ -58,6 +65,8 @@ static int ensure_images_dir(const char *data_dir, pe_err *err)
     cleanup_free char *images = images_path(data_dir);
 
     if (pe_fs_mkdir_p(data_dir, 0700, err) < 0)
+        return -1;
+    if (getenv("POCKETENV_IMAGES") != NULL && pe_fs_mkdir_p(images, 0755, err) < 0)
         return -1;
     if (mkdir(images, 0755) < 0 && errno != EEXIST)
         return pe_err_sys(err, "mkdir %s", images);
@@ -95,7 +104,9 @@ static int tree_size_at(int dfd, int depth, int64_t *total, pe_err *err)
             ret = pe_err_sys(err, "stat %s", de->d_name);
             break;
         }
-        *total += (int64_t)sb.st_blocks * 512;
+        /* A file's links share its blocks: each counts its share (exact
+         * when every link is in the tree, as in an npm package). */
+        *total += (int64_t)sb.st_blocks * 512 / (sb.st_nlink > 1 ? (int64_t)sb.st_nlink : 1);
         if (!S_ISDIR(sb.st_mode))
             continue;
         if (depth >= TREE_MAX_DEPTH) {
@@ -117,7 +128,7 @@ static int tree_size_at(int dfd, int depth, int64_t *total, pe_err *err)
 }
 
 /* Disk usage of a tree (st_blocks, so sparse files count what they use;
- * a file with several hard links counts once per link). */
+ * hard links once in all). */
 static int tree_size(const char *path, int64_t *out, pe_err *err)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -249,12 +260,20 @@ static int write_meta(const pe__image_stage *st, const char *source, int64_t siz
     cleanup_free char *path = pe_xasprintf("%s/image.json", st->tmp_dir);
     cleanup_free char *text = NULL;
     cleanup_free char *line = NULL;
-    json_t *o;
+    json_t *o, *env;
 
     o = json_pack("{s:s, s:I, s:s, s:I}", "name", st->name, "created", (json_int_t)time(NULL),
                   "source", src, "size", (json_int_t)size);
     if (o == NULL)
         return pe_err_set(err, PE_ESYS, ENOMEM, "build image.json");
+    if (st->parent != NULL)
+        json_object_set_new(o, "parent", json_string(st->parent));
+    if (st->env != NULL) {
+        env = json_array();
+        for (char **e = st->env; *e; e++)
+            json_array_append_new(env, json_string(*e));
+        json_object_set_new(o, "env", env);
+    }
     text = json_dumps(o, JSON_INDENT(2));
     json_decref(o);
     if (text == NULL)
@@ -316,6 +335,10 @@ void pe__image_stage_close(pe__image_stage *st)
     free(st->tmp_dir);
     free(st->final_dir);
     free(st->rootfs);
+    free(st->parent);
+    for (char **e = st->env; e && *e; e++)
+        free(*e);
+    free(st->env);
     memset(st, 0, sizeof(*st));
     st->lock_fd = -1;
 }
@@ -344,7 +367,8 @@ static int resolve_dir(const char *path, char **out, pe_err *err)
 /* 1 and *out set if image name is there, 0 if not, -1 on error. */
 static int find_rootfs(const char *data_dir, const char *name, char **out, pe_err *err)
 {
-    cleanup_free char *path = pe_xasprintf("%s/images/%s/rootfs", data_dir, name);
+    cleanup_free char *images = images_path(data_dir);
+    cleanup_free char *path = pe_xasprintf("%s/%s/rootfs", images, name);
     struct stat sb;
 
     if (stat(path, &sb) < 0)
@@ -359,7 +383,8 @@ static int find_rootfs(const char *data_dir, const char *name, char **out, pe_er
 
 static int lock_images(const char *data_dir, int *fd_out, pe_err *err)
 {
-    cleanup_free char *path = pe_xasprintf("%s/images/.lock", data_dir);
+    cleanup_free char *images = images_path(data_dir);
+    cleanup_free char *path = pe_xasprintf("%s/.lock", images);
     cleanup_fd int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 
     if (fd < 0)
@@ -431,7 +456,205 @@ int pe_image_resolve(const char *data_dir, const char *image, char **rootfs_out,
     return build_on_demand(data_dir, image, rootfs_out, err);
 }
 
+/* ---- layers ----------------------------------------------------------- */
+
+static int read_info(const char *images, const char *name, pe_image_info *info, pe_err *err);
+
+void pe_image_stack_clear(pe_image_stack *st)
+{
+    for (size_t i = 0; i < st->n; i++)
+        free(st->dirs[i]);
+    for (char **e = st->env; e && *e; e++)
+        free(*e);
+    free(st->env);
+    memset(st, 0, sizeof(*st));
+}
+
+/* Append layer env (base first overall: the caller walks top-down and
+ * prepends). */
+static void stack_prepend_env(pe_image_stack *st, char **env)
+{
+    size_t have = 0, add = 0;
+    char **v;
+
+    for (char **e = st->env; e && *e; e++)
+        have++;
+    for (char **e = env; e && *e; e++)
+        add++;
+    if (add == 0)
+        return;
+    v = pe_xcalloc(have + add + 1, sizeof(char *));
+    for (size_t i = 0; i < add; i++)
+        v[i] = pe_xstrdup(env[i]);
+    for (size_t i = 0; i < have; i++)
+        v[add + i] = st->env[i];
+    free(st->env);
+    st->env = v;
+}
+
+/* Add image `name` (its rootfs is dir, owned by the call) and read its
+ * image.json: *parent gets its parent's name (malloc'd) or NULL. */
+static int stack_push(const char *data_dir, const char *name, char *dir, pe_image_stack *st,
+                      char **parent, pe_err *err)
+{
+    cleanup_free char *images = images_path(data_dir);
+    pe_image_info info;
+
+    *parent = NULL;
+    if (st->n == PE_IMAGE_MAX_LAYERS) {
+        free(dir);
+        return pe_err_set(err, PE_EINVAL, ELOOP, "image %s: more than %d layers", name,
+                          PE_IMAGE_MAX_LAYERS);
+    }
+    st->dirs[st->n++] = dir;
+    if (read_info(images, name, &info, err) < 0)
+        return pe_err_prefix(err, "image %s", name);
+    stack_prepend_env(st, info.env);
+    *parent = pe_steal_ptr(&info.parent);
+    free(info.name);
+    free(info.source);
+    for (char **e = info.env; e && *e; e++)
+        free(*e);
+    free(info.env);
+    return 0;
+}
+
+int pe_image_resolve_stack(const char *data_dir, const char *image, pe_image_stack *out,
+                           pe_err *err)
+{
+    cleanup_free char *name = NULL;
+    char *dir = NULL;
+
+    memset(out, 0, sizeof(*out));
+    if (image != NULL && strchr(image, '/') != NULL) {
+        if (resolve_dir(image, &dir, err) < 0)
+            return -1;
+        out->dirs[out->n++] = dir;
+        return 0;
+    }
+    if (pe_image_resolve(data_dir, image, &dir, err) < 0)
+        return -1;
+    name = pe_xstrdup(image);
+    while (name != NULL) {
+        char *parent = NULL;
+        int r;
+
+        if (stack_push(data_dir, name, dir, out, &parent, err) < 0)
+            goto fail;
+        free(name);
+        name = parent;
+        if (name == NULL)
+            break;
+        /* A parent may be a built-in image not built yet (debian). */
+        r = pe_image_resolve(data_dir, name, &dir, err);
+        if (r < 0) {
+            pe_err_prefix(err, "image %s stands on image %s", image, name);
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    pe_image_stack_clear(out);
+    return -1;
+}
+
+int pe_image_lock(const char *data_dir, const char *name, pe_err *err)
+{
+    cleanup_free char *images = NULL;
+    cleanup_free char *path = NULL;
+    cleanup_fd int fd = -1;
+
+    if (!pe_name_valid(name))
+        return invalid_name(name, err);
+    if (ensure_images_dir(data_dir, err) < 0)
+        return -1;
+    images = images_path(data_dir);
+    path = pe_xasprintf("%s/.lock-%s", images, name);
+    fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return pe_err_sys(err, "open %s", path);
+    while (flock(fd, LOCK_EX) < 0)
+        if (errno != EINTR)
+            return pe_err_sys(err, "lock %s", path);
+    return pe_steal_fd(&fd);
+}
+
+bool pe_image_exists(const char *data_dir, const char *name)
+{
+    cleanup_free char *dir = NULL;
+
+    return pe_name_valid(name) && find_rootfs(data_dir, name, &dir, NULL) == 1;
+}
+
+struct pe_image_layer {
+    pe__image_stage st;
+};
+
+int pe_image_layer_begin(const char *data_dir, const char *name, const char *parent,
+                         pe_image_layer **out, pe_err *err)
+{
+    pe_image_layer *l = pe_xcalloc(1, sizeof(*l));
+
+    *out = NULL;
+    if (parent != NULL && !pe_name_valid(parent)) {
+        free(l);
+        return invalid_name(parent, err);
+    }
+    if (pe__image_stage_open(&l->st, data_dir, name, err) < 0) {
+        free(l);
+        return -1;
+    }
+    l->st.parent = parent ? pe_xstrdup(parent) : NULL;
+    *out = l;
+    return 0;
+}
+
+const char *pe_image_layer_rootfs(const pe_image_layer *l)
+{
+    return l->st.rootfs;
+}
+
+int pe_image_layer_commit(pe_image_layer *l, const char *source, char *const *env, pe_err *err)
+{
+    size_t n = 0;
+
+    for (char *const *e = env; e && *e; e++)
+        n++;
+    if (n > 0) {
+        l->st.env = pe_xcalloc(n + 1, sizeof(char *));
+        for (size_t i = 0; i < n; i++)
+            l->st.env[i] = pe_xstrdup(env[i]);
+    }
+    return pe__image_stage_commit(&l->st, source, err);
+}
+
+void pe_image_layer_free(pe_image_layer *l)
+{
+    if (l == NULL)
+        return;
+    pe__image_stage_close(&l->st);
+    free(l);
+}
+
 /* ---- list ------------------------------------------------------------- */
+
+/* image.json's env: "K=V" strings; anything else in it is ignored. */
+static void read_env(const json_t *arr, char ***out)
+{
+    size_t n = 0, i;
+    const json_t *e;
+
+    *out = NULL;
+    if (!json_is_array(arr) || json_array_size(arr) == 0)
+        return;
+    *out = pe_xcalloc(json_array_size(arr) + 1, sizeof(char *));
+    json_array_foreach(arr, i, e)
+    {
+        const char *v = json_string_value(e);
+        if (v != NULL && strchr(v, '=') != NULL && v[0] != '=')
+            (*out)[n++] = pe_xstrdup(v);
+    }
+}
 
 static int read_info(const char *images, const char *name, pe_image_info *info, pe_err *err)
 {
@@ -457,6 +680,11 @@ static int read_info(const char *images, const char *name, pe_image_info *info, 
     info->source = pe_xstrdup(source);
     info->created = created;
     info->size = size;
+    info->parent = NULL;
+    info->env = NULL;
+    if (json_is_string(json_object_get(root, "parent")))
+        info->parent = pe_xstrdup(json_string_value(json_object_get(root, "parent")));
+    read_env(json_object_get(root, "env"), &info->env);
     json_decref(root);
     return 0;
 }
@@ -513,21 +741,50 @@ void pe_image_info_free(pe_image_info *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(v[i].name);
         free(v[i].source);
+        free(v[i].parent);
+        for (char **e = v[i].env; e && *e; e++)
+            free(*e);
+        free(v[i].env);
     }
     free(v);
 }
 
 /* ---- remove, gc ------------------------------------------------------- */
 
+/* The name of an image whose parent is `name` (malloc'd), or NULL. */
+static int child_of(const char *data_dir, const char *name, char **out)
+{
+    pe_image_info *v = NULL;
+    size_t n = 0;
+
+    *out = NULL;
+    if (pe_image_list(data_dir, &v, &n, NULL) < 0)
+        return 0; /* nothing listed: nothing stands on it */
+    for (size_t i = 0; i < n && *out == NULL; i++)
+        if (v[i].parent != NULL && strcmp(v[i].parent, name) == 0)
+            *out = pe_xstrdup(v[i].name);
+    pe_image_info_free(v, n);
+    return 0;
+}
+
 int pe_image_remove(const char *data_dir, const char *name, pe_err *err)
 {
+    cleanup_free char *images = NULL;
+    cleanup_free char *child = NULL;
     cleanup_free char *dir = NULL;
     cleanup_free char *gone = NULL;
 
     if (!pe_name_valid(name))
         return invalid_name(name, err);
-    dir = pe_xasprintf("%s/images/%s", data_dir, name);
-    gone = pe_xasprintf("%s/images/.tmp-rm-%s-%d", data_dir, name, (int)getpid());
+    if (child_of(data_dir, name, &child) < 0)
+        return -1;
+    if (child != NULL)
+        return pe_err_set(err, PE_ESTATE, 0,
+                          "image %s is the parent layer of image %s; remove that first", name,
+                          child);
+    images = images_path(data_dir);
+    dir = pe_xasprintf("%s/%s", images, name);
+    gone = pe_xasprintf("%s/.tmp-rm-%s-%d", images, name, (int)getpid());
     /* A leftover of an earlier failed removal in a process with our pid
      * would make the rename fail with ENOTEMPTY. */
     if (pe_fs_rm_rf(gone, err) < 0)

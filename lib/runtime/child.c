@@ -249,32 +249,56 @@ static int make_stage(const struct pe_child_ctx *ctx)
     DIE_SYS("attach staging tmpfs");
 }
 
+/* Attach the image's layers at stage/l0, l1, ... (top first) and write
+ * overlayfs's lowerdir= value for them into buf. */
+static void attach_lowers(const struct pe_child_ctx *ctx, int stage, const int *fds, char *buf,
+                          size_t len)
+{
+    size_t used = 0;
+
+    for (size_t i = 0; i < ctx->n_lowers; i++) {
+        int fd = i == 0 ? fds[PE_FD_LOWER] : fds[PE_FD_BINDS + ctx->n_binds + i - 1];
+        char name[32];
+        int n;
+
+        snprintf(name, sizeof(name), "l%zu", i);
+        if (mkdirat(stage, name, 0755) < 0)
+            DIE_SYS("mkdir in staging tmpfs");
+        if (move_mount_fd(fd, stage, name) < 0)
+            DIE_SYS("attach image layer %zu", i);
+        n = snprintf(buf + used, len - used, "%s/proc/self/fd/%d/%s", i ? ":" : "", stage, name);
+        if (n < 0 || (size_t)n >= len - used)
+            die(ENAMETOOLONG, "overlay options");
+        used += (size_t)n;
+    }
+}
+
 static int mount_root(const struct pe_child_ctx *ctx, int stage, const int *fds)
 {
-    char opts[512];
+    char opts[1024];
+    char lower[512];
     char target[64];
     int merged;
 
-    if (mkdirat(stage, "lower", 0755) < 0 || mkdirat(stage, "merged", 0755) < 0)
+    if (mkdirat(stage, "merged", 0755) < 0)
         DIE_SYS("mkdir in staging tmpfs");
-    if (move_mount_fd(fds[PE_FD_LOWER], stage, "lower") < 0)
-        DIE_SYS("attach image");
+    attach_lowers(ctx, stage, fds, lower, sizeof(lower));
     if (ctx->has_disk) {
         if (mkdirat(stage, "disk", 0755) < 0)
             DIE_SYS("mkdir disk");
         if (move_mount_fd(fds[PE_FD_DISK], stage, "disk") < 0)
             DIE_SYS("attach sandbox disk");
         snprintf(opts, sizeof(opts),
-                 "lowerdir=/proc/self/fd/%d/lower,upperdir=/proc/self/fd/%d/disk/upper,"
+                 "lowerdir=%s,upperdir=/proc/self/fd/%d/disk/upper,"
                  "workdir=/proc/self/fd/%d/disk/work%s",
-                 stage, stage, stage, ctx->userns ? ",userxattr" : "");
+                 lower, stage, stage, ctx->userns ? ",userxattr" : "");
     } else {
         if (mkdirat(stage, "upper", 0755) < 0 || mkdirat(stage, "work", 0755) < 0)
             DIE_SYS("mkdir upper");
         snprintf(opts, sizeof(opts),
-                 "lowerdir=/proc/self/fd/%d/lower,upperdir=/proc/self/fd/%d/upper,"
+                 "lowerdir=%s,upperdir=/proc/self/fd/%d/upper,"
                  "workdir=/proc/self/fd/%d/work%s",
-                 stage, stage, stage, ctx->userns ? ",userxattr" : "");
+                 lower, stage, stage, ctx->userns ? ",userxattr" : "");
     }
     snprintf(target, sizeof(target), "/proc/self/fd/%d/merged", stage);
     if (mount("overlay", target, "overlay", MS_NODEV, opts) < 0)
@@ -672,15 +696,16 @@ static void raise_nofile_hard(uint64_t hard)
 _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
 {
     pe_sync_msg m;
-    int fds[PE_FD_BINDS + PE_MAX_BINDS];
+    int fds[PE_SYNC_MAX_FDS];
     int nfds = 0, stage, merged, r, init_fd, sync_fd;
 
     g_sync_fd = ctx->sync_fd;
     r = pe__sync_recv(ctx->sync_fd, &m, fds, (int)(sizeof(fds) / sizeof(fds[0])), &nfds);
     if (r <= 0 || m.type != PE_SYNC_GO)
         _exit(1);
-    if (nfds != PE_FD_BINDS + (int)ctx->n_binds)
-        die(EINVAL, "expected %zu mounts from the runtime, got %d", ctx->n_binds + 2, nfds);
+    if (nfds != PE_FD_BINDS + (int)ctx->n_binds + (int)ctx->n_lowers - 1)
+        die(EINVAL, "expected %zu mounts from the runtime, got %d",
+            ctx->n_binds + ctx->n_lowers + 1, nfds);
     if (ctx->userns)
         become_root_in_userns();
     if (drop_groups() < 0)

@@ -9,7 +9,9 @@
 #include <stdint.h>
 #include <sys/ioctl.h>
 
-/* Order of the fds the parent sends with GO. */
+/* Order of the fds the parent sends with GO: the image's top layer, the
+ * disk, the n_binds volumes, then the image's other layers (n_lowers - 1
+ * of them, top to bottom). */
 enum { PE_FD_LOWER = 0, PE_FD_DISK = 1, PE_FD_BINDS = 2 };
 
 struct pe_child_ctx {
@@ -17,7 +19,8 @@ struct pe_child_ctx {
     bool userns;
     bool persist;
     bool tty;
-    bool has_disk; /* upper/ and work/ arrive as a mount (persistent) */
+    bool has_disk;   /* upper/ and work/ arrive as a mount (persistent) */
+    size_t n_lowers; /* layers of the image, >= 1 */
     const char *hostname;
     uint32_t net_addr, net_gateway; /* network order; 0: no eth0 (--net none) */
     int net_prefix;

@@ -13,6 +13,9 @@
 
 #define PE_DEFAULT_IMAGE "debian"
 #define PE_MAX_BINDS 64
+#define PE_MAX_LOWERS 8 /* layers of an image (PE_IMAGE_MAX_LAYERS) */
+/* Mounts sent to a sandbox's child with GO: image layers, disk, volumes. */
+#define PE_SYNC_MAX_FDS (2 + PE_MAX_BINDS + PE_MAX_LOWERS)
 #define PE_MIN_NOFILE 16              /* below that, init and a shell cannot start */
 #define PE_MIN_DISK (4 * 1024 * 1024) /* a writable layer smaller is useless */
 #define PE_DISK_BYTES_PER_INODE 4096  /* one-shot tmpfs: inodes per byte of --disk */
@@ -30,14 +33,18 @@ int pe__cfg_from_json(json_t *o, pe_sandbox_cfg *cfg, pe_err *err);
 
 typedef struct pe_spawn_req {
     const pe_sandbox_cfg *cfg;
-    const char *rootfs;   /* image directory: read-only lower layer */
+    const char *const *lowers; /* image layers, top first: read-only lower dirs */
+    size_t n_lowers;
     const char *disk_dir; /* dir holding upper/ and work/; NULL: tmpfs */
-    uint32_t id_base;     /* userns: host id of sandbox root */
-    pe_cgroup *cg;        /* may be NULL */
-    bool persist;         /* no command: init waits for exec/stop */
-    char *const *argv;    /* one-shot command */
-    char *const *envp;    /* complete environment for init and command */
-    const char *workdir;  /* one-shot: cwd of the command */
+    /* userns: idmap disk_dir like the image, so that what sandbox root
+     * writes there is owned by host root (a template build's layer). */
+    bool disk_idmap;
+    uint32_t id_base;    /* userns: host id of sandbox root */
+    pe_cgroup *cg;       /* may be NULL */
+    bool persist;        /* no command: init waits for exec/stop */
+    char *const *argv;   /* one-shot command */
+    char *const *envp;   /* complete environment for init and command */
+    const char *workdir; /* one-shot: cwd of the command */
     bool tty;
     long uid, gid;           /* -1: stay sandbox root */
     int stdio[3];            /* fds for 0,1,2 of init; -1 = inherit */
@@ -159,7 +166,9 @@ int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
 typedef struct pe_state {
     char *id;         /* unique key: cgroup name, id range owner */
     char *status;     /* "created", "running", "paused", "stopped" */
-    char *rootfs;     /* resolved image directory */
+    char *rootfs;     /* resolved image directory (its top layer) */
+    char **layers;    /* every layer of the image, top first, NULL-terminated;
+                         NULL: rootfs alone (a state from before layers) */
     char *error;      /* last failure, or NULL */
     char *layer;      /* writable layer on the layers filesystem (disk
                          limit), or NULL: DATA/sandboxes/<name>/disk */

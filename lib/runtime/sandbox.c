@@ -262,6 +262,36 @@ static void free_strv(char **v)
     free(v);
 }
 
+/* a then b in a new vector (NULL if both are empty): an image's
+ * environment under the sandbox's own, which wins (build_env). */
+static char **concat_env(char **a, char **b)
+{
+    size_t n = 0, k = 0;
+    char **v;
+
+    for (char **e = a; e && *e; e++)
+        n++;
+    for (char **e = b; e && *e; e++)
+        n++;
+    if (n == 0)
+        return NULL;
+    v = pe_xcalloc(n + 1, sizeof(char *));
+    for (char **e = a; e && *e; e++)
+        v[k++] = pe_xstrdup(*e);
+    for (char **e = b; e && *e; e++)
+        v[k++] = pe_xstrdup(*e);
+    return v;
+}
+
+static char **layers_of_stack(const pe_image_stack *stack)
+{
+    char **v = pe_xcalloc(stack->n + 1, sizeof(char *));
+
+    for (size_t i = 0; i < stack->n; i++)
+        v[i] = pe_xstrdup(stack->dirs[i]);
+    return v;
+}
+
 /* cfg's cgroup limits, defaults applied (cfg may be a state from before
  * the defaults existed). */
 static void limits_of(const pe_sandbox_cfg *cfg, pe_cgroup_limits *l)
@@ -371,14 +401,18 @@ static int claim_run_dir(const char *data_dir, const char *key, const char *dir,
     return lock;
 }
 
-int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_opts *proc,
-                   pe_proc_result *res, pe_err *err)
+/* layer_dir: NULL for a tmpfs writable layer dropped at the end; else a
+ * directory with upper/ and work/ that keeps the run's changes. */
+static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_opts *proc,
+                       const char *layer_dir, pe_proc_result *res, pe_err *err)
 {
     pe_sandbox_cfg cfg = *cfg_in, ncfg = *cfg_in;
     pe_net_lease lease = {0};
     char key[32] = "run-";
     cleanup_free char *dir = NULL;
-    cleanup_free char *rootfs = NULL;
+    cleanup_fd int devnull = -1;
+    pe_image_stack stack = {0};
+    char **env = NULL;
     cleanup_fd int lock = -1;
     pe_cgroup *cg = NULL;
     pe_cgroup_limits lim;
@@ -396,16 +430,26 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
         return pe_err_set(err, PE_EINVAL, 0, "no command given");
     if (validate_cfg(&cfg, err) < 0)
         return -1;
-    if (pe_image_resolve(rt->data_dir, cfg.image ? cfg.image : PE_DEFAULT_IMAGE, &rootfs, err) < 0)
+    if (pe_image_resolve_stack(rt->data_dir, cfg.image ? cfg.image : PE_DEFAULT_IMAGE, &stack,
+                               err) < 0)
         return -1;
+    env = concat_env(stack.env, cfg.env);
+    cfg.env = env;
+    ncfg.env = env;
     init_fd = pe__init_memfd(rt->init_path, err);
-    if (init_fd < 0)
+    if (init_fd < 0) {
+        pe_image_stack_clear(&stack);
+        free_strv(env);
         return -1;
+    }
     pe__random_hex(key + 4, 6);
     dir = pe_xasprintf("%s/run/%s", rt->data_dir, key);
     lock = claim_run_dir(rt->data_dir, key, dir, err);
-    if (lock < 0)
+    if (lock < 0) {
+        pe_image_stack_clear(&stack);
+        free_strv(env);
         return -1;
+    }
     if (cfg.userns) {
         cleanup_free char *owner = pe_xasprintf("run:%s", key);
         cleanup_free char *bfile = pe_xasprintf("%s/idbase", dir);
@@ -431,7 +475,10 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
 
     memset(&req, 0, sizeof(req));
     req.cfg = &ncfg;
-    req.rootfs = rootfs;
+    req.lowers = (const char *const *)stack.dirs;
+    req.n_lowers = stack.n;
+    req.disk_dir = layer_dir;
+    req.disk_idmap = layer_dir != NULL;
     req.net = lease.addr ? &lease : NULL;
     req.id_base = base;
     req.cg = cg;
@@ -443,8 +490,17 @@ int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_proc_o
     req.gid = gid;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
     req.init_fd = init_fd;
-    if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0)
+    if (proc->out_fd > 2 && !proc->tty) {
+        devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull < 0) {
+            pe_err_sys(err, "open /dev/null");
+            goto out;
+        }
+        req.stdio[0] = devnull;
+        req.stdio[1] = req.stdio[2] = proc->out_fd;
+    } else if (!proc->tty && pe__stdio_guard(req.stdio, relay, own, err) < 0) {
         goto out;
+    }
     if (pe__spawn_sandbox(&req, &sp, err) < 0)
         goto out;
     pe__stdio_guard_close(req.stdio, NULL, own);
@@ -468,7 +524,25 @@ out:
     pe_fs_rm_rf(dir, NULL);
     free_strv(envp);
     free_strv(argv);
+    free_strv(env);
+    pe_image_stack_clear(&stack);
     return ret;
+}
+
+int pe_runtime_run(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
+                   pe_proc_result *res, pe_err *err)
+{
+    return run_oneshot(rt, cfg, proc, NULL, res, err);
+}
+
+int pe_runtime_run_capture(pe_runtime *rt, const pe_sandbox_cfg *cfg, const pe_proc_opts *proc,
+                           const char *layer_dir, pe_proc_result *res, pe_err *err)
+{
+    if (!cfg->userns)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "a captured writable layer needs a user namespace (its files must "
+                          "belong to host root)");
+    return run_oneshot(rt, cfg, proc, layer_dir, res, err);
 }
 
 /* ---- persistent sandboxes ---- */
@@ -740,8 +814,8 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     cleanup_free char *dir = NULL;
     cleanup_free char *stage = NULL;
     cleanup_free char *disk = NULL;
-    cleanup_free char *rootfs = NULL;
     cleanup_free char *owner = NULL;
+    pe_image_stack stack = {0};
     cleanup_fd int lock = -1;
     pe_state st;
     char id[32];
@@ -753,22 +827,25 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
                           cfg->name ? cfg->name : "");
     if (validate_cfg(cfg, err) < 0)
         return -1;
-    if (pe_image_resolve(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &rootfs, err) <
-        0)
-        return -1;
     dir = sandbox_dir(rt, cfg->name);
     if (access(dir, F_OK) == 0)
         return pe_err_set(err, PE_EEXIST, 0, "sandbox %s already exists", cfg->name);
+    if (pe_image_resolve_stack(rt->data_dir, cfg->image ? cfg->image : PE_DEFAULT_IMAGE, &stack,
+                               err) < 0)
+        return -1;
     pe__random_hex(id, 8);
     stage = pe_xasprintf("%s/sandboxes/.new-%s", rt->data_dir, id);
-    if (mkdir(stage, 0711) < 0)
+    memset(&st, 0, sizeof(st));
+    if (mkdir(stage, 0711) < 0) {
+        pe_image_stack_clear(&stack);
         return pe_err_sys(err, "create %s", stage);
+    }
     lock = pe__lock_file(stage, LOCK_EX, err);
     if (lock < 0) {
+        pe_image_stack_clear(&stack);
         rmdir(stage);
         return -1;
     }
-    memset(&st, 0, sizeof(st));
     if (cfg->userns) {
         char num[16];
         owner = pe_xasprintf("sandbox:%s:%s", cfg->name, id);
@@ -795,9 +872,15 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
     if (st.cfg.hostname == NULL)
         st.cfg.hostname = pe_xstrdup(cfg->name);
     pe__cfg_apply_defaults(&st.cfg);
+    {
+        char **env = concat_env(stack.env, st.cfg.env);
+        free_strv(st.cfg.env);
+        st.cfg.env = env;
+    }
     st.id = pe_xstrdup(id);
     st.status = pe_xstrdup("created");
-    st.rootfs = pe_steal_ptr(&rootfs);
+    st.rootfs = pe_xstrdup(stack.dirs[0]);
+    st.layers = layers_of_stack(&stack);
     st.id_base = base;
     st.created = unix_now();
     if (pe__state_save(stage, &st, err) < 0)
@@ -814,11 +897,13 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         unlink(note);
     }
     pe__state_clear(&st);
+    pe_image_stack_clear(&stack);
     return 0;
 fail:
     if (st.layer != NULL)
         pe__layer_remove(st.layer, NULL);
     pe__state_clear(&st);
+    pe_image_stack_clear(&stack);
     if (base)
         pe__idmap_release(rt->data_dir, base);
     pe_fs_rm_rf(stage, NULL);
@@ -861,14 +946,22 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     pe_sandbox_cfg ncfg, xcfg;
     pe_net_lease lease;
     char **envp = NULL, **argv = NULL;
+    const char *one[1] = {st->rootfs};
+    const char *const *lowers = st->layers ? (const char *const *)st->layers : one;
+    size_t n_lowers = 0;
     int init_fd, ret = -1;
 
+    for (n_lowers = 0; st->layers && st->layers[n_lowers]; n_lowers++)
+        ;
+    if (st->layers == NULL)
+        n_lowers = 1;
     init_fd = pe__init_memfd(rt->init_path, err);
     if (init_fd < 0)
         return -1;
-    if (access(st->rootfs, F_OK) < 0)
-        return pe_err_set(err, PE_ENOENT, errno, "image %s of sandbox %s",
-                          st->cfg.image ? st->cfg.image : "", st->cfg.name);
+    for (size_t i = 0; i < n_lowers; i++)
+        if (access(lowers[i], F_OK) < 0)
+            return pe_err_set(err, PE_ENOENT, errno, "image %s of sandbox %s (layer %s)",
+                              st->cfg.image ? st->cfg.image : "", st->cfg.name, lowers[i]);
     if (disk_dir_of(dir, st, &disk, err) < 0)
         return -1;
     if (access(disk, F_OK) < 0)
@@ -892,7 +985,8 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     memset(&req, 0, sizeof(req));
     req.cfg = &ncfg;
     req.net = lease.addr ? &lease : NULL;
-    req.rootfs = st->rootfs;
+    req.lowers = lowers;
+    req.n_lowers = n_lowers;
     req.disk_dir = disk;
     req.id_base = st->id_base;
     req.cg = cg;

@@ -53,12 +53,12 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
     struct iovec iov;
     struct msghdr mh;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
+        char buf[CMSG_SPACE(sizeof(int) * PE_SYNC_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
     ssize_t r;
 
-    if (nfds < 0 || nfds > PE_FD_BINDS + PE_MAX_BINDS)
+    if (nfds < 0 || nfds > PE_SYNC_MAX_FDS)
         return -1;
     memset(&m, 0, sizeof(m));
     m.type = type;
@@ -95,7 +95,7 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
 int pe__sync_recv(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds)
 {
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (PE_FD_BINDS + PE_MAX_BINDS))];
+        char buf[CMSG_SPACE(sizeof(int) * PE_SYNC_MAX_FDS)];
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
@@ -278,15 +278,34 @@ static void bind_owner_of(const pe_bind *b, const struct stat *st, struct bind_o
     o->mapped = true;
 }
 
+/* Where image layer i goes among the fds sent with GO (child.h). */
+static int lower_slot(const pe_spawn_req *req, size_t i)
+{
+    return i == 0 ? PE_FD_LOWER : PE_FD_BINDS + (int)req->cfg->n_binds + (int)i - 1;
+}
+
+/* Read-only, and idmapped into userns (when >= 0), every image layer. */
+static int set_lowers(const pe_spawn_req *req, const int *fds, int userns, pe_err *err)
+{
+    for (size_t i = 0; i < req->n_lowers; i++)
+        if (set_mount_attr(fds[lower_slot(req, i)], MOUNT_ATTR_RDONLY, userns, false) < 0)
+            return pe_err_sys(err, "%s image layer %s", userns >= 0 ? "idmap" : "protect",
+                              req->lowers[i]);
+    return 0;
+}
+
 /* Detached mounts for the child: image, disk dir, volumes. */
 static int prepare_mounts(const pe_spawn_req *req, int *fds, bool *is_dir,
                           struct bind_owner *owners, pe_err *err)
 {
     const pe_sandbox_cfg *cfg = req->cfg;
 
-    fds[PE_FD_LOWER] = clone_tree(req->rootfs, false);
-    if (fds[PE_FD_LOWER] < 0)
-        return pe_err_sys(err, "open image %s", req->rootfs);
+    for (size_t i = 0; i < req->n_lowers; i++) {
+        int at = lower_slot(req, i);
+        fds[at] = clone_tree(req->lowers[i], false);
+        if (fds[at] < 0)
+            return pe_err_sys(err, "open image layer %s", req->lowers[i]);
+    }
     fds[PE_FD_DISK] = -1;
     if (req->disk_dir != NULL) {
         fds[PE_FD_DISK] = clone_tree(req->disk_dir, false);
@@ -398,12 +417,12 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
 {
     const pe_sandbox_cfg *cfg = req->cfg;
     const struct sock_fprog *prog = NULL;
-    int fds[PE_FD_BINDS + PE_MAX_BINDS];
+    int fds[PE_SYNC_MAX_FDS];
     bool is_dir[PE_MAX_BINDS];
     struct bind_owner owners[PE_MAX_BINDS];
     char *dests[PE_MAX_BINDS + 1];
     int sp[2] = {-1, -1};
-    int nfds = PE_FD_BINDS + (int)cfg->n_binds;
+    int nfds = PE_FD_BINDS + (int)cfg->n_binds + (int)req->n_lowers - 1;
     cleanup_fd int pidfd = -1;
     struct clone_args args;
     struct pe_child_ctx ctx;
@@ -414,6 +433,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     res->relay[0] = res->relay[1] = res->relay[2] = -1;
     if (cfg->n_binds > PE_MAX_BINDS)
         return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
+    if (req->n_lowers < 1 || req->n_lowers > PE_MAX_LOWERS)
+        return pe_err_set(err, PE_EINVAL, 0, "an image has 1 to %d layers", PE_MAX_LOWERS);
     for (int i = 0; i < nfds; i++)
         fds[i] = -1;
     if (pe_seccomp_default_prog(&prog, err) < 0)
@@ -429,6 +450,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.persist = req->persist;
     ctx.tty = req->tty;
     ctx.has_disk = req->disk_dir != NULL;
+    ctx.n_lowers = req->n_lowers;
     ctx.hostname = cfg->hostname;
     if (req->net != NULL) {
         ctx.net_addr = htonl(req->net->addr);
@@ -484,8 +506,14 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
             goto kill;
         snprintf(path, sizeof(path), "/proc/%ld/ns/user", pid);
         userns = open(path, O_RDONLY | O_CLOEXEC);
-        if (userns < 0 || set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, userns, false) < 0) {
-            pe_err_sys(err, "idmap image %s", req->rootfs);
+        if (userns < 0) {
+            pe_err_sys(err, "open %s", path);
+            goto kill;
+        }
+        if (set_lowers(req, fds, userns, err) < 0)
+            goto kill;
+        if (req->disk_idmap && set_mount_attr(fds[PE_FD_DISK], 0, userns, false) < 0) {
+            pe_err_sys(err, "idmap the writable layer %s", req->disk_dir);
             goto kill;
         }
         for (size_t i = 0; i < cfg->n_binds; i++)
@@ -495,8 +523,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
             }
         if (map_bind_owners(cfg, fds, owners, req->id_base, err) < 0)
             goto kill;
-    } else if (set_mount_attr(fds[PE_FD_LOWER], MOUNT_ATTR_RDONLY, -1, false) < 0) {
-        pe_err_sys(err, "make image read-only");
+    } else if (set_lowers(req, fds, -1, err) < 0) {
         goto kill;
     }
     if (raise_nofile((pid_t)pid, (uint64_t)cfg->nofile_hard, err) < 0)

@@ -21,6 +21,9 @@ void pe__state_clear(pe_state *st)
     free(st->id);
     free(st->status);
     free(st->rootfs);
+    for (char **l = st->layers; l && *l; l++)
+        free(*l);
+    free(st->layers);
     free(st->error);
     free(st->layer);
     pe_sandbox_cfg_clear(&st->cfg);
@@ -37,6 +40,12 @@ json_t *pe__state_to_json(const pe_state *st)
     json_object_set_new(o, "status", json_string(st->status));
     json_object_set_new(o, "image", json_string(st->cfg.image ? st->cfg.image : PE_DEFAULT_IMAGE));
     json_object_set_new(o, "rootfs", json_string(st->rootfs ? st->rootfs : ""));
+    if (st->layers != NULL) {
+        json_t *l = json_array();
+        for (char **p = st->layers; *p; p++)
+            json_array_append_new(l, json_string(*p));
+        json_object_set_new(o, "layers", l);
+    }
     json_object_set_new(o, "pid", json_integer(st->pid));
     json_object_set_new(o, "startTime", json_integer((json_int_t)st->start_time));
     json_object_set_new(o, "idBase", json_integer(st->id_base));
@@ -53,6 +62,21 @@ static char *dup_str(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));
     return s ? pe_xstrdup(s) : NULL;
+}
+
+static void load_layers(json_t *arr, pe_state *st)
+{
+    size_t i, n = 0;
+    json_t *e;
+
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > PE_MAX_LOWERS)
+        return;
+    st->layers = pe_xcalloc(json_array_size(arr) + 1, sizeof(char *));
+    json_array_foreach(arr, i, e)
+    {
+        if (json_is_string(e))
+            st->layers[n++] = pe_xstrdup(json_string_value(e));
+    }
 }
 
 int pe__state_load(const char *dir, pe_state *st, pe_err *err)
@@ -73,6 +97,7 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     st->id = dup_str(o, "id");
     st->status = dup_str(o, "status");
     st->rootfs = dup_str(o, "rootfs");
+    load_layers(json_object_get(o, "layers"), st);
     st->error = dup_str(o, "error");
     st->layer = dup_str(o, "layer");
     st->id_base = (uint32_t)json_integer_value(json_object_get(o, "idBase"));

@@ -189,25 +189,26 @@ def test_operator_turns_provider_names_off(served):  # noqa: F811 (fixture)
 
 # ---- 2. the default base (docs/compat.md "Bases and templates") ----
 
-def test_upstream_default_base_is_refused_at_once_saying_what_is_here(daemon):
-    """`pocketenv create` with no flags sends openclaw's at-uri; `--base
-    openclaw` and the SDK send the name. openclaw is not built here yet:
-    400 at once, naming it and listing the bases this daemon has, and
-    nothing made (no "created successfully" that fails later)."""
+def test_vendor_only_templates_are_refused_at_once_saying_why(daemon):
+    """upstream's catalog names whose tool installs only from a vendor's
+    download site (docs/templates.md) are refused at once, by name or by
+    at-uri, whoever sends them, naming the template and why; an unknown
+    base lists the bases this daemon has; nothing is made. (`pocketenv
+    create` with no flags, openclaw, runs: test_templates.py.)"""
     before = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
-    for st, out in [cli_create(daemon), cli_create(daemon, "claw", base="openclaw"),
-                    sdk_create(daemon, base="openclaw"),
-                    sdk_create(daemon, base="claude", provider="cloudflare")]:
+    for st, out in [cli_create(daemon, base=f"at://{CATALOG_DID}/io.pocketenv.sandbox/cursor"),
+                    cli_create(daemon, "claw", base="nullclaw"),
+                    sdk_create(daemon, base="docker"),
+                    sdk_create(daemon, base="mise", provider="cloudflare")]:
         assert (st, out["error"]) == (400, "TemplateNotAvailable"), out
-        assert "is not available on this daemon yet" in out["message"], out
-        assert "bases available here: busybox, debian" in out["message"], out
-    assert "template openclaw " in cli_create(daemon)[1]["message"]
-    # upstream spells one template two ways
-    assert "template claude-code " in sdk_create(daemon, base="claude")[1]["message"]
+        assert "is not available on this daemon: its tool installs only from a vendor's " \
+            "download site" in out["message"], out
+    assert "template cursor " in cli_create(
+        daemon, base=f"at://{CATALOG_DID}/io.pocketenv.sandbox/cursor")[1]["message"]
     st, out = cli_create(daemon, "nobase", base="nosuchimage")
     assert (st, out["error"]) == (400, "InvalidRequest"), out
     assert out["message"].startswith("unknown base nosuchimage; bases available here: "
-                                     "busybox, debian"), out
+                                     "busybox, debian, openclaw, claude-code, codex"), out
     for bad in [f"at://{CATALOG_DID}/app.bsky.feed.post/busybox",
                 f"at://{CATALOG_DID}/io.pocketenv.sandbox/", "at:///io.pocketenv.sandbox/busybox",
                 f"at://{CATALOG_DID}/io.pocketenv.sandbox/busybox/x", "../busybox", ""]:
@@ -231,6 +232,8 @@ def test_template_uris_resolve_to_the_base_they_name(daemon):
     try:
         st, sb2 = cli_create(daemon, "claw")
         assert st == 200 and sb2["baseSandbox"] == "openclaw", sb2
+        # (an image without a root filesystem: FAILED, not built again)
+        assert daemon.wait_status(sb2["id"], ["RUNNING", "FAILED"])["status"] == "FAILED"
     finally:
         os.remove(os.path.join(daemon.data, "images", base, "image.json"))
         os.rmdir(os.path.join(daemon.data, "images", base))

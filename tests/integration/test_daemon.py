@@ -44,7 +44,7 @@ class Daemon:
         self.token = None
 
     def call(self, nsid, params=None, body=None, token="owner", raw=None, post=None,
-             headers=None):
+             headers=None, timeout=30):
         """(status, parsed JSON or None). token: "owner", None, or a JWT."""
         if token == "owner":
             token = self.token
@@ -64,7 +64,7 @@ class Daemon:
         for k, v in (headers or {}).items():
             req.add_header(k, v)
         try:
-            with urllib.request.urlopen(req, timeout=30) as r:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
                 status, text = r.status, r.read()
         except urllib.error.HTTPError as e:
             status, text = e.code, e.read()
@@ -127,16 +127,18 @@ def broken_image(data, name="broken"):
 
 
 @contextlib.contextmanager
-def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
+def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
     """`pocketenv serve` on a free loopback port, data in tmp/data with the
     busybox image built, log in tmp/daemon.log. On the way out: the
     sandboxes of the owner (and of d.others' tokens) are deleted through the
     API, SIGTERM must stop it with status 0, and, with check_leaks, no
     sandbox process, cgroup or runtime sandbox of it may be left."""
     data = str(tmp / "data")
-    if not os.path.exists(data):  # else a restart on the same data
+    env = dict(os.environ, **(env or {}))
+    images = env.get("POCKETENV_IMAGES") or os.path.join(data, "images")
+    if not os.path.exists(os.path.join(images, "busybox")):  # else a restart, or shared images
         subprocess.run([BIN, "--data", data, "image", "build", "busybox"], check=True,
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=env)
     before_procs = set(sandbox_processes(data))
     before_cgroups = set(our_cgroups())
     d = cls(data, free_port(), str(tmp / "token.json"))
@@ -144,7 +146,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
     d.log_path = str(tmp / "daemon.log")
     log = open(d.log_path, "w")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", data,
-                               "--token-file", d.token_file] + list(extra), stderr=log)
+                               "--token-file", d.token_file] + list(extra), stderr=log, env=env)
     try:
         wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
         assert d.proc.poll() is None, d.log_text()
@@ -168,7 +170,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True):
                  "sandbox processes to exit")
         assert cgroups_left(data, before_cgroups) == set()
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True, env=env)
         assert json.loads(ls.stdout) == []
 
 

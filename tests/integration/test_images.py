@@ -44,6 +44,34 @@ def test_import_and_run(pe, tmp_path, image_dir):
     assert p.stdout == "imported\n"
 
 
+def test_layer_on_a_parent_image(pe, tmp_path):
+    """An image with a parent is overlaid on it: a sandbox sees both, in
+    one-shot runs and persistent sandboxes, and the parent cannot be
+    removed while the layer stands on it."""
+    pe.run("image", "build", "busybox", "--name", "base", check=True)
+    tar = tmp_path / "layer.tar.gz"
+    make_tar(tar, [("etc/motd", b"from the layer\n", 0o644),
+                   ("usr/local/bin/hello", b"#!/bin/sh\necho hello from the layer\n", 0o755)])
+    p = pe.run("image", "import", "top", str(tar), "--parent", "missing")
+    assert p.returncode == 125 and "parent image missing does not exist" in p.stderr, p.stderr
+    pe.run("image", "import", "top", str(tar), "--parent", "base", check=True)
+    p = pe.run("run", "--image", "top", "--", "/bin/sh", "-c",
+               "cat /etc/motd; hello; busybox true && echo busybox from the parent")
+    assert p.stdout == ("from the layer\nhello from the layer\nbusybox from the parent\n"), p.stderr
+    # The layer holds only what it adds: the parent's busybox is not copied.
+    images = {i["name"]: i for i in json.loads(pe.run("image", "ls", "--json", check=True).stdout)}
+    assert images["top"]["size"] < images["base"]["size"] / 10, images
+    pe.create("layered", "--image", "top")
+    pe.start("layered")
+    assert pe.exec("layered", "/bin/sh", "-c", "hello").stdout == "hello from the layer\n"
+    pe.run("runtime", "stop", "layered", check=True)
+    pe.run("runtime", "rm", "layered", check=True)
+    p = pe.run("image", "rm", "base")
+    assert p.returncode == 125 and "parent layer of image top" in p.stderr, p.stderr
+    pe.run("image", "rm", "top", check=True)
+    pe.run("image", "rm", "base", check=True)
+
+
 def test_hostile_import_writes_nothing_outside(pe, tmp_path):
     tar = tmp_path / "evil.tar.gz"
     make_tar(tar, [("../../evil", b"x", 0o644)])
