@@ -409,24 +409,11 @@ static int cf_file_write(pe_provider *p, const char *id, const char *path, const
     return r < 0 ? pe_err_prefix(err, "%s", path) : 0;
 }
 
-/* The bridge has no delete: rm through exec, its stderr as the error. */
+/* The bridge has no delete: rm through exec. */
 static int cf_file_remove(pe_provider *p, const char *id, const char *path, bool recursive,
                           pe_err *err)
 {
-    char *argv[] = {(char *)"rm", (char *)"-r", (char *)path, NULL};
-    pe_provider_exec_opts o = {.argv = recursive ? argv : argv + 1};
-    pe_provider_exec_result res;
-    int r;
-
-    if (!recursive)
-        argv[1] = (char *)"rm";
-    if (pe_provider_exec(p, id, &o, 4096, &res, err) < 0)
-        return -1;
-    r = res.exit_code == 0 ? 0
-                           : pe_err_set(err, strstr(res.err, "No such") ? PE_ENOENT : PE_EINVAL, 0,
-                                        NAME ": remove %s: %.300s", path, res.err);
-    pe_provider_exec_free(&res);
-    return r;
+    return pe__provider_remove_by_exec(p, id, path, recursive, err);
 }
 
 static int cf_tar_in(pe_provider *p, const char *id, const char *dir, const void *tar, size_t len,

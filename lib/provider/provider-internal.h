@@ -80,6 +80,10 @@ void pe__secret_free(char *s);
 int pe__provider_fail(pe_provider *p, pe_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* file_remove for providers without one: `rm [-r] PATH` through exec. */
+int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,
+                                pe_err *err);
+
 /* base64 (standard alphabet). decode: NULL on bad input. */
 char *pe__b64_encode(const void *data, size_t len);
 unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len);

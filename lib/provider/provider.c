@@ -20,14 +20,16 @@
 extern const pe_provider_ops pe__provider_cloudflare;
 extern const pe_provider_ops pe__provider_daytona;
 extern const pe_provider_ops pe__provider_sprites;
+extern const pe_provider_ops pe__provider_vercel;
 
 static const pe_provider_ops *const adapters[] = {
     &pe__provider_cloudflare,
     &pe__provider_daytona,
     &pe__provider_sprites,
+    &pe__provider_vercel,
 };
 
-const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "sprites", NULL};
+const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "sprites", "vercel", NULL};
 
 static const char *const cap_names[] = {
     "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",
@@ -72,7 +74,7 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     pthread_once(&global_once, global_init);
     if (ops == NULL)
         return pe_err_set(err, PE_EINVAL, 0,
-                          "unknown provider '%s'; adapters: cloudflare, daytona, sprites",
+                          "unknown provider '%s'; adapters: cloudflare, daytona, sprites, vercel",
                           name ? name : "");
     if (cfg->creds.key == NULL || cfg->creds.key[0] == '\0')
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);
@@ -309,4 +311,23 @@ int pe_provider_preview(pe_provider *p, const char *id, uint16_t port,
     NEED(p, PE_CAP_PREVIEW);
     memset(out, 0, sizeof(*out));
     return p->ops->preview(p, id, port, out, err);
+}
+
+int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,
+                                pe_err *err)
+{
+    char *argv[] = {(char *)"rm", (char *)"-r", (char *)path, NULL};
+    pe_provider_exec_opts o = {.argv = recursive ? argv : argv + 1};
+    pe_provider_exec_result res;
+    int r;
+
+    if (!recursive)
+        argv[1] = (char *)"rm";
+    if (pe_provider_exec(p, id, &o, 4096, &res, err) < 0)
+        return -1;
+    r = res.exit_code == 0 ? 0
+                           : pe_err_set(err, strstr(res.err, "No such") ? PE_ENOENT : PE_EINVAL, 0,
+                                        "%s: remove %s: %.300s", p->ops->name, path, res.err);
+    pe_provider_exec_free(&res);
+    return r;
 }

@@ -4,8 +4,9 @@
  *   provider-drive PROVIDER STEP [ARGS...]
  *
  * The provider's endpoint and key come from the environment
- * (PE_PROVIDER_URL, PE_PROVIDER_KEY, optional PE_PROVIDER_ORG and
- * PE_PROVIDER_TIMEOUT_MS / PE_PROVIDER_CREATE_TIMEOUT_MS), never from
+ * (PE_PROVIDER_URL, PE_PROVIDER_KEY, optional PE_PROVIDER_ORG,
+ * PE_PROVIDER_PROJECT, PE_PROVIDER_TIMEOUT_MS / PE_PROVIDER_CREATE_TIMEOUT_MS,
+ * and PE_PROVIDER_PORTS "3000,8080" for create), never from
  * argv (which any user can read in /proc). One JSON object on stdout:
  * the step's result, or {"error": CODE, "message"} with exit status 1.
  * "stream" prints one JSON line per piece of output as it arrives. */
@@ -238,7 +239,15 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
         return print(json_pack("{s:o}", "caps", arr));
     }
     if (strcmp(name, "create") == 0) {
-        pe_provider_spec spec = {.name = n > 0 ? a[0] : "conformance", .env = n > 1 ? a + 1 : NULL};
+        uint16_t ports[8];
+        const char *pl = getenv("PE_PROVIDER_PORTS");
+        pe_provider_spec spec = {
+            .name = n > 0 ? a[0] : "conformance", .env = n > 1 ? a + 1 : NULL, .ports = ports};
+        while (pl && *pl && spec.n_ports < PE_ARRAY_LEN(ports)) {
+            char *end;
+            ports[spec.n_ports++] = (uint16_t)strtoul(pl, &end, 10);
+            pl = *end == ',' ? end + 1 : "";
+        }
         if (pe_provider_create(p, &spec, &id, err) < 0)
             return fail(err);
         print(json_pack("{s:s}", "id", id));
@@ -287,7 +296,8 @@ int main(int argc, char **argv)
     pe_provider_config cfg = {
         .creds = {.base_url = getenv("PE_PROVIDER_URL"),
                   .key = getenv("PE_PROVIDER_KEY"),
-                  .org = getenv("PE_PROVIDER_ORG")},
+                  .org = getenv("PE_PROVIDER_ORG"),
+                  .project = getenv("PE_PROVIDER_PROJECT")},
         .timeout_ms = env_ms("PE_PROVIDER_TIMEOUT_MS"),
         .create_timeout_ms = env_ms("PE_PROVIDER_CREATE_TIMEOUT_MS"),
     };

@@ -32,16 +32,20 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "sprites"]
-CHECKS = ["lifecycle", "exec", "stream", "pty", "files", "tar", "preview", "capabilities",
+ADAPTERS = ["cloudflare", "daytona", "sprites", "vercel"]
+CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "errors", "no-leak"]
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "sprites": 8080}
+PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "sprites": "get"}
+READY_ROUTE = {"cloudflare": "get", "daytona": "get", "sprites": "get", "vercel": "get"}
+# What each provider's account needs besides the key (Vercel: team, project,
+# and the ports to route, which it takes at create only).
+EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
+                        "PE_PROVIDER_PORTS": "3000"}}
 
 RESULTS = {}
 
@@ -79,7 +83,8 @@ class Drive:
         self.d = d
         url = d.url + ("/api" if provider == "daytona" else "")
         self.env = dict(os.environ, PE_PROVIDER_URL=url, PE_PROVIDER_KEY=key or d.key,
-                        PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000")
+                        PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000",
+                        **EXTRA_ENV.get(provider, {}))
 
     def run(self, *args, ok=True, timeout=60):
         r = subprocess.run([DRIVE, self.provider, *args], capture_output=True, text=True,
@@ -125,7 +130,9 @@ def checked(check):
 
 
 def alive(d):
-    return {k for k, sb in d.sandboxes.items() if not getattr(sb, "destroyed", False)}
+    """Sandboxes the double still runs (Vercel v1 keeps stopped ones listed)."""
+    return {k for k, sb in d.sandboxes.items()
+            if not getattr(sb, "destroyed", False) and getattr(sb, "status", None) not in ("stopping", "stopped")}
 
 
 @checked("lifecycle")
@@ -136,6 +143,14 @@ def test_lifecycle(adapter):
     sid = adapter.create("life")
     assert sid in d.sandboxes
     assert adapter.run("status", sid)["state"] == "running"
+    if adapter.provider == "vercel":  # v1: stop is the end, there is no start and no delete
+        adapter.run("stop", sid)
+        err = adapter.run("start", sid, ok=False)
+        assert err == {"error": "ENOTCAP", "message": "not supported by vercel: start"}
+        assert adapter.run("status", sid)["state"] == "stopped"
+        adapter.run("remove", sid)
+        assert alive(d) == set()
+        return "ok (stop = delete)"
     adapter.run("stop", sid)
     adapter.run("start", sid)
     assert adapter.run("status", sid)["state"] == "running"
@@ -178,6 +193,28 @@ def test_stream(adapter):
         assert p.wait(30) == 0
     assert [(x["fd"], x["data"]) for x in rest if "fd" in x] == [(2, "b\n")]
     assert rest[-1] == {"exit_code": 0}
+    adapter.run("remove", sid)
+
+
+# The double's route that carries an exec's output stream.
+STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "sprites": "exec", "vercel": "exec.logs"}
+
+
+@checked("stream-faults")
+def test_stream_faults(adapter):
+    """Output in many small pieces comes out whole; a stream cut before
+    the exit code is an error naming the provider, never exit code 0."""
+    d, p = adapter.d, adapter.provider
+    sid = adapter.create()
+    d.fault(STREAM_ROUTE[p], chunk_delay=0.01, times=1)
+    r = adapter.run("exec", sid, "sh", "-c", "echo hello streaming world; echo to stderr >&2; exit 7")
+    assert (r["exit_code"], r["stdout"], r["stderr"]) == (7, "hello streaming world\n", "to stderr\n")
+    assert len(d.seen(STREAM_ROUTE[p])[-1]["sent"]) > 5  # it did come in pieces
+    d.fault(STREAM_ROUTE[p], drop_after=1, times=1)
+    err = adapter.run("exec", sid, "sh", "-c", "echo one; echo two; exit 0", ok=False)
+    assert err["error"] == "EREMOTE" and err["message"].startswith(p), err
+    r = adapter.run("exec", sid, "echo", "again")  # a later call works
+    assert (r["exit_code"], r["stdout"]) == (0, "again\n")
     adapter.run("remove", sid)
 
 
@@ -338,7 +375,7 @@ def test_no_leak_after_failed_create(adapter):
     d.fault(READY_ROUTE[p], status=500)
     err = adapter.run("create", ok=False)
     assert err["error"] == "EREMOTE" and p in err["message"]
-    assert d.seen("create") and d.seen("delete"), "nothing was deleted"
+    assert d.seen("create") and d.seen("stop" if p == "vercel" else "delete"), "nothing was deleted"
     assert alive(d) == set(), f"leaked: {alive(d)}"
     d.clear_faults()
     sid = adapter.create()
