@@ -111,6 +111,13 @@ int pe__ws_io(pe__ws *w, short revents,
               void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),
               void *ud);
 bool pe__ws_closed(const pe__ws *w); /* a close frame arrived */
+/* A header of the upgrade's answer (x-deno-sandbox-id). */
+bool pe__ws_header(const pe__ws *w, const char *name, char *out, size_t size);
+/* Wait (poll, up to deadline) and run one round of pe__ws_io. 0 after a
+ * round, -1 when the connection ended, -2 at the deadline. */
+int pe__ws_step(pe__ws *w, int64_t deadline,
+                void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),
+                void *ud);
 void pe__ws_free(pe__ws *w);
 
 /* ---- streams (provider-stream.c) ---- */

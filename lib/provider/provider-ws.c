@@ -25,6 +25,7 @@ struct pe__ws {
     wslay_event_context_ptr ctx;
     unsigned char pre[HANDSHAKE_MAX]; /* bytes read past the handshake's answer */
     size_t pre_len, pre_off;
+    size_t head_len; /* the handshake answer's head, at the start of pre */
     bool closed;
     void (*on_msg)(void *, int, const unsigned char *, size_t);
     void *ud;
@@ -246,7 +247,7 @@ static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char
         /* the body that came with the head: enough for the provider's message */
         rs.body = pe_xstrdup((char *)w->pre + head_len);
         rs.len = strlen(rs.body);
-        if (status == 0) {
+        if (status == 0 || (status >= 200 && status < 300)) {
             pe__presp_free(&rs);
             return pe__provider_fail(p, err, PE_EREMOTE,
                                      "%s answered %s with something that is not its API",
@@ -262,8 +263,13 @@ static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char
         strcmp(got, expect) != 0)
         return pe__provider_fail(p, err, PE_EREMOTE, "%s: %s: bad WebSocket handshake",
                                  p->ops->name, what);
-    w->pre_off = head_len;
+    w->pre_off = w->head_len = head_len;
     return 0;
+}
+
+bool pe__ws_header(const pe__ws *w, const char *name, char *out, size_t size)
+{
+    return head_value((const char *)w->pre, w->head_len, name, out, size);
 }
 
 int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, const char *what,
@@ -354,6 +360,25 @@ int pe__ws_io(pe__ws *w, short revents,
     if (!wslay_event_want_read(w->ctx) && !wslay_event_want_write(w->ctx))
         return -1;
     return 0;
+}
+
+int pe__ws_step(pe__ws *w, int64_t deadline,
+                void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),
+                void *ud)
+{
+    struct pollfd pfd = {.fd = w->fd, .events = POLLIN | (pe__ws_want_write(w) ? POLLOUT : 0)};
+    int64_t left = deadline - pe_monotonic_ms();
+    int r;
+
+    if (w->pre_off < w->pre_len)
+        pfd.revents = POLLIN; /* bytes that came with the handshake */
+    else if (left <= 0)
+        return -2;
+    else if ((r = poll(&pfd, 1, (int)left)) == 0)
+        return -2;
+    else if (r < 0)
+        return errno == EINTR ? 0 : -1;
+    return pe__ws_io(w, pfd.revents, on_msg, ud);
 }
 
 bool pe__ws_closed(const pe__ws *w)

@@ -21,15 +21,15 @@ extern const pe_provider_ops pe__provider_cloudflare;
 extern const pe_provider_ops pe__provider_daytona;
 extern const pe_provider_ops pe__provider_sprites;
 extern const pe_provider_ops pe__provider_vercel;
+extern const pe_provider_ops pe__provider_deno;
 
 static const pe_provider_ops *const adapters[] = {
-    &pe__provider_cloudflare,
-    &pe__provider_daytona,
-    &pe__provider_sprites,
-    &pe__provider_vercel,
+    &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites,
+    &pe__provider_vercel,     &pe__provider_deno,
 };
 
-const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "sprites", "vercel", NULL};
+const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno",
+                                            "sprites",    "vercel",  NULL};
 
 static const char *const cap_names[] = {
     "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",
@@ -73,9 +73,10 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
 
     pthread_once(&global_once, global_init);
     if (ops == NULL)
-        return pe_err_set(err, PE_EINVAL, 0,
-                          "unknown provider '%s'; adapters: cloudflare, daytona, sprites, vercel",
-                          name ? name : "");
+        return pe_err_set(
+            err, PE_EINVAL, 0,
+            "unknown provider '%s'; adapters: cloudflare, daytona, deno, sprites, vercel",
+            name ? name : "");
     if (cfg->creds.key == NULL || cfg->creds.key[0] == '\0')
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);
     p = pe_xcalloc(1, sizeof(*p));
