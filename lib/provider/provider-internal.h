@@ -106,6 +106,9 @@ int pe__ws_close(pe__ws *w, uint16_t code);
  * a close frame's data is its 2-byte code then the reason. Returns < 0
  * once the connection ended (closed cleanly or not: see pe__ws_closed). */
 int pe__ws_fd(const pe__ws *w);
+/* Bytes that came with the handshake's answer wait to be read: poll will
+ * not say so, so do not wait for it before the next pe__ws_io. */
+bool pe__ws_buffered(const pe__ws *w);
 bool pe__ws_want_write(const pe__ws *w);
 int pe__ws_io(pe__ws *w, short revents,
               void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),

@@ -101,7 +101,9 @@ static void pump_ws(struct pe_provider_stream *s)
             {.fd = s->ctl[0], .events = POLLIN},
             {.fd = s->in_fd, .events = POLLIN},
         };
-        if (poll(pfd, s->in_fd >= 0 && s->ops->on_input ? 3 : 2, -1) < 0) {
+        /* frames that came with the handshake are not on the socket any more */
+        int timeout = pe__ws_buffered(s->ws) ? 0 : -1;
+        if (poll(pfd, s->in_fd >= 0 && s->ops->on_input ? 3 : 2, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             break;

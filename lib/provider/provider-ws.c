@@ -148,6 +148,35 @@ static int read_head(pe__ws *w, size_t *head_len, int64_t deadline)
     }
 }
 
+static bool head_value(const char *head, size_t len, const char *name, char *out, size_t size);
+
+/* A refused upgrade's body (its Content-Length, as much as fits in pre):
+ * the provider's words for why. Best effort until deadline. */
+static void read_body(pe__ws *w, size_t head_len, int64_t deadline)
+{
+    char cl[32];
+    size_t want;
+
+    if (!head_value((char *)w->pre, head_len, "Content-Length", cl, sizeof(cl)))
+        return;
+    want = head_len + strtoul(cl, NULL, 10);
+    if (want > sizeof(w->pre) - 1)
+        want = sizeof(w->pre) - 1;
+    while (w->pre_len < want) {
+        size_t n = 0;
+        CURLcode rc = curl_easy_recv(w->curl, w->pre + w->pre_len, want - w->pre_len, &n);
+        if (rc == CURLE_AGAIN) {
+            if (wait_fd(w->fd, POLLIN, deadline) <= 0)
+                break;
+            continue;
+        }
+        if (rc != CURLE_OK || n == 0)
+            break;
+        w->pre_len += n;
+    }
+    w->pre[w->pre_len] = '\0';
+}
+
 /* The value of header `name` in head (NUL-terminated copy in out). */
 static bool head_value(const char *head, size_t len, const char *name, char *out, size_t size)
 {
@@ -244,6 +273,7 @@ static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char
     if (status != 101) {
         pe__presp rs = {.status = status};
         free(key);
+        read_body(w, head_len, deadline);
         /* the body that came with the head: enough for the provider's message */
         rs.body = pe_xstrdup((char *)w->pre + head_len);
         rs.len = strlen(rs.body);
@@ -333,6 +363,11 @@ int pe__ws_close(pe__ws *w, uint16_t code)
     if (wslay_event_queue_close(w->ctx, code, NULL, 0) != 0)
         return -1;
     return wslay_event_send(w->ctx) == 0 ? 0 : -1;
+}
+
+bool pe__ws_buffered(const pe__ws *w)
+{
+    return w->pre_off < w->pre_len;
 }
 
 int pe__ws_fd(const pe__ws *w)

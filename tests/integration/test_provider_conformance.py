@@ -189,14 +189,18 @@ def test_stream(adapter):
     sid = adapter.create()
     p = subprocess.Popen([DRIVE, adapter.provider, "stream", sid, "sh", "-c", "echo a; sleep 5; echo b >&2"],
                          stdout=subprocess.PIPE, text=True, env=adapter.env)
+    rest = None
     try:
         first = json.loads(p.stdout.readline())
-        assert first["fd"] == 1 and first["data"] == "a\n"
+        assert first.get("fd") == 1 and first.get("data") == "a\n", first
         assert d.sandboxes[sid].execs[-1]["exit_code"] is None, "output came only after the end"
         rest = [json.loads(line) for line in p.stdout]
     finally:
         p.stdout.close()
-        assert p.wait(30) == 0
+        if rest is None:  # failed half-way: do not leave it writing to a closed pipe
+            p.kill()
+        p.wait(30)
+    assert p.returncode == 0
     assert [(x["fd"], x["data"]) for x in rest if "fd" in x] == [(2, "b\n")]
     assert rest[-1] == {"exit_code": 0}
     adapter.run("remove", sid)
