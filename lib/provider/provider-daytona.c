@@ -303,15 +303,7 @@ static char *dt_command(const pe_provider_exec_opts *o)
     return cmd;
 }
 
-/* Daytona's multiplexed output: 01 01 01 starts stdout, 02 02 02 stderr.
- * Incremental: a marker may arrive split across messages. */
-typedef struct demux {
-    int fd;
-    unsigned char pend[3];
-    size_t npend;
-} demux;
-
-static void demux_feed(demux *d, const unsigned char *data, size_t len,
+void pe__daytona_demux(pe__demux *d, const unsigned char *data, size_t len,
                        void (*out)(void *, int, const unsigned char *, size_t), void *ud)
 {
     size_t start = 0;
@@ -337,13 +329,21 @@ static void demux_feed(demux *d, const unsigned char *data, size_t len,
         start = i;
         i--;
     }
-    if (len > start)
+    if (len > start && d->npend == 0)
         out(ud, d->fd, data + start, len - start);
+}
+
+void pe__daytona_demux_end(pe__demux *d, void (*out)(void *, int, const unsigned char *, size_t),
+                           void *ud)
+{
+    if (d->npend)
+        out(ud, d->fd, d->pend, d->npend);
+    d->npend = 0;
 }
 
 typedef struct dt_exec {
     char *tb, *session, *cmd_id;
-    demux dm;
+    pe__demux dm;
     bool pty;
     char *pty_id;
 } dt_exec;
@@ -379,7 +379,7 @@ static void dt_log_msg(struct pe_provider_stream *s, int opcode, const unsigned 
     dt_exec *x = s->ud;
 
     if (opcode == WSLAY_BINARY_FRAME || opcode == WSLAY_TEXT_FRAME)
-        demux_feed(&x->dm, data, len, dt_out, s);
+        pe__daytona_demux(&x->dm, data, len, dt_out, s);
 }
 
 /* The logs ended: the command's exit code, then the session goes. */
@@ -390,6 +390,7 @@ static void dt_log_end(struct pe_provider_stream *s)
     json_t *c = NULL;
     pe_err err;
 
+    pe__daytona_demux_end(&x->dm, dt_out, s);
     if (!pe__ws_closed(s->ws)) {
         snprintf(s->error, sizeof(s->error), NAME ": exec: the output stream broke");
     } else if (dt_json(s->p, "GET", url, NULL, true, JSON_OBJECT, &c, "get a command", &err) < 0) {

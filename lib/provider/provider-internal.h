@@ -88,6 +88,22 @@ int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path
 char *pe__b64_encode(const void *data, size_t len);
 unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len);
 
+/* Daytona's multiplexed output (provider-daytona.c): 01 01 01 starts
+ * stdout, 02 02 02 stderr. Incremental: a marker may be split across
+ * calls; bytes 1 and 2 that turn out not to be a marker are output.
+ * Start with fd 1; _end flushes what was held back. */
+typedef struct pe__demux {
+    int fd;
+    unsigned char pend[3];
+    size_t npend;
+} pe__demux;
+void pe__daytona_demux(pe__demux *d, const unsigned char *data, size_t len,
+                       void (*out)(void *ud, int fd, const unsigned char *data, size_t len),
+                       void *ud);
+void pe__daytona_demux_end(pe__demux *d,
+                           void (*out)(void *ud, int fd, const unsigned char *data, size_t len),
+                           void *ud);
+
 /* ---- outbound WebSocket (provider-ws.c) ---- */
 
 typedef struct pe__ws pe__ws;
