@@ -374,6 +374,9 @@ def test_error_mapping(adapter):
     assert err["error"] == "ETIMEDOUT" and err["message"].startswith(f"{p} did not answer")
     assert time.monotonic() - t < 30
 
+    for r in d.requests:  # the key travels in a header only, never in a URL
+        assert d.key not in r["path"] and d.key not in json.dumps(r["query"]), r
+
     sid = adapter.create()
     d.fault(STATUS_ROUTE.get(p, "get"), status=503, times=1)
     assert adapter.run("status", sid)["state"] == "running"  # retried
