@@ -84,6 +84,14 @@ int pe__provider_fail(pe_provider *p, pe_err *err, int code, const char *fmt, ..
 int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,
                                 pe_err *err);
 
+/* tar in/out for providers with files but no archive call
+ * (provider-tar.c): one file_write per entry; a walk of file_list and
+ * file_read. Absolute names, "..", links and devices are refused. */
+int pe__provider_tar_in_by_files(pe_provider *p, const char *id, const char *dir, const void *tar,
+                                 size_t len, pe_err *err);
+int pe__provider_tar_out_by_files(pe_provider *p, const char *id, const char *dir, size_t max,
+                                  char **tar, size_t *len, pe_err *err);
+
 /* base64 (standard alphabet). decode: NULL on bad input. */
 char *pe__b64_encode(const void *data, size_t len);
 unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len);

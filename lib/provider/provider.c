@@ -111,9 +111,16 @@ void pe_provider_close(pe_provider *p)
     free(p);
 }
 
+/* Tar through the file calls, for adapters without an archive call. */
+static bool tar_by_files(const pe_provider *p)
+{
+    return p->ops->tar_in == NULL && p->ops->file_list && p->ops->file_read && p->ops->file_write &&
+           (p->ops->caps & PE_CAP_FILE_LIST);
+}
+
 unsigned pe_provider_caps(const pe_provider *p)
 {
-    return p->ops->caps;
+    return p->ops->caps | (tar_by_files(p) ? PE_CAP_TAR : 0);
 }
 
 int pe_provider_unsupported(const pe_provider *p, const char *capability, pe_err *err)
@@ -123,7 +130,7 @@ int pe_provider_unsupported(const pe_provider *p, const char *capability, pe_err
 
 #define NEED(p, cap)                                                                               \
     do {                                                                                           \
-        if (!((p)->ops->caps & (cap)))                                                             \
+        if (!(pe_provider_caps(p) & (cap)))                                                        \
             return pe_provider_unsupported(p, pe_provider_cap_name(cap), err);                     \
     } while (0)
 #define HAVE(p, fn, what)                                                                          \
@@ -296,6 +303,8 @@ int pe_provider_tar_in(pe_provider *p, const char *id, const char *dir, const vo
                        pe_err *err)
 {
     NEED(p, PE_CAP_TAR);
+    if (tar_by_files(p))
+        return pe__provider_tar_in_by_files(p, id, dir, tar, len, err);
     return p->ops->tar_in(p, id, dir, tar, len, err);
 }
 
@@ -303,6 +312,8 @@ int pe_provider_tar_out(pe_provider *p, const char *id, const char *dir, size_t 
                         size_t *len, pe_err *err)
 {
     NEED(p, PE_CAP_TAR);
+    if (tar_by_files(p))
+        return pe__provider_tar_out_by_files(p, id, dir, max, tar, len, err);
     return p->ops->tar_out(p, id, dir, max, tar, len, err);
 }
 

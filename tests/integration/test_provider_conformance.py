@@ -288,7 +288,16 @@ def test_tar(adapter, tmp_path):
     adapter.run("tar-out", sid, WORKDIR, str(out))
     with tarfile.open(out) as t:
         assert t.extractfile("x/y.txt").read() == b"tar"
+    evil = tmp_path / "evil.tar"  # a name that climbs out of the directory
+    with tarfile.open(evil, "w") as t:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"!"))
+    err = adapter.run("tar-in", sid, WORKDIR, str(evil), ok=False)
+    assert err["error"] == "EINVAL" and adapter.provider in err["message"]
+    assert not any("escaped" in path for path in adapter.d.sandboxes[sid].fs.snapshot())
     adapter.run("remove", sid)
+    return None if adapter.provider == "cloudflare" else "ok (through files)"
 
 
 @checked("preview")
