@@ -212,13 +212,21 @@ static bool drain(int fd, char **buf, size_t *len, size_t max, bool *truncated)
     return true;
 }
 
-/* One-shot exec over exec_start: read both streams to EOF, then wait. */
+/* How long a killed process may take to end before we stop waiting. */
+#define KILL_GRACE_MS 5000
+
+/* One-shot exec over exec_start: read both streams to EOF, then wait. On
+ * o->timeout the process is asked to end; if it does not within the
+ * grace, we stop waiting (closing the stream ends our side of it). */
 static int exec_by_stream(pe_provider *p, const char *id, const pe_provider_exec_opts *o,
                           size_t max, pe_provider_exec_result *res, pe_err *err)
 {
     pe_provider_exec_opts so = *o;
+    int64_t start = pe_monotonic_ms();
+    int64_t deadline = o->timeout > 0 ? start + (int64_t)(o->timeout * 1000) : -1;
+    bool gave_up = false;
     pe_provider_proc proc;
-    int r;
+    int r = 0;
 
     so.tty = false;
     so.stdin_pipe = false;
@@ -227,8 +235,20 @@ static int exec_by_stream(pe_provider *p, const char *id, const pe_provider_exec
     while (proc.stdout_fd >= 0 || proc.stderr_fd >= 0) {
         struct pollfd pfd[2] = {{.fd = proc.stdout_fd, .events = POLLIN},
                                 {.fd = proc.stderr_fd, .events = POLLIN}};
-        if (poll(pfd, 2, -1) < 0 && errno != EINTR)
+        int64_t left = deadline < 0 ? -1 : deadline - pe_monotonic_ms();
+        int n = poll(pfd, 2, left < 0 ? -1 : (int)left);
+        if (n < 0 && errno != EINTR)
             break;
+        if (n == 0 && !res->timed_out) {
+            res->timed_out = true;
+            pe_provider_proc_kill(&proc);
+            deadline = pe_monotonic_ms() + KILL_GRACE_MS;
+            continue;
+        }
+        if (n == 0) {
+            gave_up = true;
+            break;
+        }
         if (pfd[0].revents &&
             !drain(proc.stdout_fd, &res->out, &res->out_len, max, &res->truncated)) {
             close(proc.stdout_fd);
@@ -240,9 +260,19 @@ static int exec_by_stream(pe_provider *p, const char *id, const pe_provider_exec
             proc.stderr_fd = -1;
         }
     }
-    r = pe_provider_proc_wait(&proc, &res->exit_code, err);
+    if (!gave_up)
+        r = pe_provider_proc_wait(&proc, &res->exit_code, err);
     pe_provider_proc_close(&proc);
-    return r;
+    /* past its timeout, however the end looked (the provider may have cut
+     * the stream itself): a timed-out process, as the local runtime says */
+    if (o->timeout > 0 && (gave_up || r < 0) &&
+        pe_monotonic_ms() - start >= (int64_t)(o->timeout * 1000)) {
+        res->timed_out = true;
+        res->exit_code = 137;
+        pe_err_clear(err);
+        return 0;
+    }
+    return gave_up ? -1 : r;
 }
 
 int pe_provider_exec(pe_provider *p, const char *id, const pe_provider_exec_opts *o,

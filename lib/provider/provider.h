@@ -113,16 +113,17 @@ typedef struct pe_provider_exec_opts {
     bool tty;            /* a PTY (PE_CAP_PTY) */
     bool stdin_pipe;     /* give the process a stdin (else it reads EOF) */
     unsigned short cols, rows;
-    double timeout; /* seconds, 0 = the adapter's default for one-shot */
+    double timeout; /* seconds, 0 = none; one-shot exec ends the process then */
 } pe_provider_exec_opts;
 
 /* One-shot exec's result. Output is kept up to max_output bytes per stream
  * (more is dropped and truncated is set). Free with pe_provider_exec_free. */
 typedef struct pe_provider_exec_result {
-    int exit_code;
+    int exit_code; /* 137 when the timeout ended it without an exit code */
     char *out, *err;
     size_t out_len, err_len;
     bool truncated;
+    bool timed_out; /* o->timeout passed: the process was asked to end */
 } pe_provider_exec_result;
 
 typedef struct pe_provider_dirent {

@@ -64,14 +64,15 @@ static json_t *bytes(const char *p, size_t n)
 
 static int step_exec(pe_provider *p, char **args, pe_err *err)
 {
-    pe_provider_exec_opts o = {.argv = args + 1};
+    const char *t = getenv("PE_DRIVE_EXEC_TIMEOUT");
+    pe_provider_exec_opts o = {.argv = args + 1, .timeout = t ? strtod(t, NULL) : 0};
     pe_provider_exec_result res;
 
     if (pe_provider_exec(p, args[0], &o, 1 << 20, &res, err) < 0)
         return fail(err);
-    print(json_pack("{s:i, s:o, s:o, s:b}", "exit_code", res.exit_code, "stdout",
+    print(json_pack("{s:i, s:o, s:o, s:b, s:b}", "exit_code", res.exit_code, "stdout",
                     bytes(res.out, res.out_len), "stderr", bytes(res.err, res.err_len), "truncated",
-                    res.truncated));
+                    res.truncated, "timed_out", res.timed_out));
     pe_provider_exec_free(&res);
     return 0;
 }

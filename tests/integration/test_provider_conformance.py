@@ -178,6 +178,13 @@ def test_exec(adapter):
     assert (r["exit_code"], r["stdout"]) == (0, "a  b c\n")
     r = adapter.run("exec", sid, "no-such-command")
     assert r["exit_code"] == 127
+    # a timeout ends the command long before it would end by itself
+    timed = Drive(adapter.provider, adapter.d)
+    timed.env["PE_DRIVE_EXEC_TIMEOUT"] = "1"
+    t = time.monotonic()
+    r = timed.run("exec", sid, "sh", "-c", "echo started; sleep 60; echo never")
+    assert r["timed_out"] and r["stdout"] == "started\n" and r["exit_code"] in (137, 143), r
+    assert time.monotonic() - t < 40
     adapter.run("remove", sid)
 
 
