@@ -30,6 +30,7 @@ typedef struct sink {
     long status;
     int64_t head_deadline; /* streams: the answer's head must come by then */
     bool head_late;
+    bool delivered; /* a stream handed on some of its body: never send it again */
 } sink;
 
 static size_t on_body(char *data, size_t size, size_t n, void *ud)
@@ -40,6 +41,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
     if (s->rq->on_data) {
         /* only a 2xx body streams; an error body is kept for its message */
         if (s->status >= 200 && s->status < 300) {
+            s->delivered = true;
             if (!s->rq->on_data(data, len, s->rq->ud)) {
                 s->stopped = true;
                 return 0;
@@ -314,7 +316,7 @@ int pe__provider_http(pe_provider *p, const pe__preq *rq, pe__presp *rs, const c
             if (rc == CURLE_OPERATION_TIMEDOUT || s.head_late)
                 return pe__provider_fail(p, err, PE_ETIMEDOUT, "%s did not answer %s within %lld s",
                                          p->ops->name, what, (long long)(timeout + 999) / 1000);
-            if (retryable_curl(rc, rq->idempotent) && attempt < RETRY_MAX &&
+            if (retryable_curl(rc, rq->idempotent) && !s.delivered && attempt < RETRY_MAX &&
                 deadline - pe_monotonic_ms() > 200) {
                 sleep_ms(100 << attempt);
                 continue;
