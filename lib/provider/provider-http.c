@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <sodium.h>
@@ -213,6 +214,19 @@ static void sleep_ms(int64_t ms)
         ;
 }
 
+/* Our sockets are close-on-exec from birth: the daemon execs helpers from
+ * other threads at any moment, and they must not inherit a provider's
+ * connection. */
+static curl_socket_t open_cloexec(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
+void pe__curl_cloexec(CURL *c)
+{
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_cloexec);
+}
+
 static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_slist **hdrs,
                      int64_t timeout_ms, char *errbuf)
 {
@@ -236,6 +250,7 @@ static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_sl
     curl_easy_setopt(c, CURLOPT_URL, rq->url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    pe__curl_cloexec(c);
     /* a stream lasts as long as its process: only its head has a deadline */
     if (!rq->stream)
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);

@@ -46,6 +46,9 @@ typedef struct pe__presp {
 
 void pe__presp_free(pe__presp *r);
 
+/* Make c open its sockets close-on-exec (every handle of ours). */
+void pe__curl_cloexec(CURL *c);
+
 /* Send rq; 2xx fills rs and returns 0. Anything else is an error naming
  * the provider and `what` ("create sandbox"): 401/403 PE_EAUTH "NAME
  * rejected the API key", 404 PE_ENOENT, other 4xx PE_EINVAL with the

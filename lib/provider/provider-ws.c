@@ -325,6 +325,7 @@ int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, con
     curl_easy_setopt(w->curl, CURLOPT_URL, host_url);
     curl_easy_setopt(w->curl, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(w->curl, CURLOPT_NOSIGNAL, 1L);
+    pe__curl_cloexec(w->curl);
     curl_easy_setopt(w->curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(w->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)p->cfg.timeout_ms);
     rc = curl_easy_perform(w->curl);

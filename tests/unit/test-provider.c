@@ -1,7 +1,13 @@
 /* lib/provider: what needs no provider: the registry, the standard
  * "not supported" error, credential scrubbing, transport errors, and
  * Daytona's output demultiplexer on every split of its input. */
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "task.h"
 #include "provider/provider-internal.h"
@@ -81,6 +87,61 @@ TEST_CASE(refused_connection_names_the_provider)
     pe_provider_close(p);
 }
 
+static void *status_call(void *arg)
+{
+    pe_provider *p = arg;
+    pe_provider_status st;
+    pe_err err = {0};
+
+    pe_provider_status_get(p, "sbx", &st, &err);
+    return NULL;
+}
+
+/* While a call is connected, every network socket of the process but the
+ * test's own is close-on-exec (the daemon execs helpers from other
+ * threads: none may inherit a provider's connection). */
+TEST_CASE(provider_sockets_are_close_on_exec)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof(a);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), c, checked = 0;
+    char url[64];
+    pe_provider *p;
+    pthread_t t;
+    DIR *d;
+    struct dirent *e;
+
+    ASSERT(l >= 0 && bind(l, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(l, 1) == 0);
+    ASSERT(getsockname(l, (struct sockaddr *)&a, &alen) == 0);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/api", ntohs(a.sin_port));
+    p = open_or_die("daytona", url);
+    ASSERT_EQ_INT(pthread_create(&t, NULL, status_call, p), 0);
+    c = accept4(l, NULL, NULL, SOCK_CLOEXEC); /* curl's socket exists now */
+    ASSERT(c >= 0);
+    d = opendir("/proc/self/fd");
+    while ((e = readdir(d)) != NULL) {
+        int fd = (int)strtol(e->d_name, NULL, 10);
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof(sa);
+        struct stat st;
+        if (e->d_name[0] == '.' || fd == l || fd == c || fd == dirfd(d) || fstat(fd, &st) < 0 ||
+            !S_ISSOCK(st.st_mode))
+            continue;
+        /* network sockets: libcurl 7.88's own wakeup socketpair (AF_UNIX,
+         * no data of ours) is made without CLOEXEC, and has no hook */
+        if (getsockname(fd, (struct sockaddr *)&sa, &salen) < 0 || sa.ss_family != AF_INET)
+            continue;
+        ASSERT(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        checked++;
+    }
+    closedir(d);
+    ASSERT(checked >= 1);
+    close(c); /* the call fails now: the peer went away */
+    pthread_join(t, NULL);
+    close(l);
+    pe_provider_close(p);
+}
+
 typedef struct collected {
     char out[2][256];
     size_t len[2];
@@ -135,5 +196,5 @@ int main(void)
     return RUN_TESTS(unknown_provider_and_missing_key,
                      undeclared_capability_is_refused_with_the_standard_error,
                      errors_are_scrubbed_of_the_key, refused_connection_names_the_provider,
-                     daytona_demux_on_every_split);
+                     daytona_demux_on_every_split, provider_sockets_are_close_on_exec);
 }
