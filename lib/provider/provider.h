@@ -71,8 +71,10 @@ typedef struct pe_provider_config {
     int64_t create_timeout_ms;
 } pe_provider_config;
 
-/* What to create. Fields a provider cannot take are ignored by it and
- * reported in pe_provider_status.ignored (the sandbox's record says so). */
+/* What to create. Fields a provider cannot take are ignored by it
+ * (docs/providers.md lists which: e.g. the Cloudflare bridge takes no env,
+ * image or resources); recording that on the sandbox is the sandbox
+ * layer's job, which does not exist yet. */
 typedef struct pe_provider_spec {
     const char *name;                             /* our sandbox id: a label or the remote name */
     const char *image;                            /* image / snapshot / template; NULL: default */
