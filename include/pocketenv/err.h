@@ -23,6 +23,11 @@ enum pe_err_code {
     PE_ESYS,    /* a system call failed */
     PE_EUNSUP,  /* not supported on this host */
     PE_ENOEXEC, /* the command to run was not found or not executable */
+    /* Remote providers (lib/provider/provider.h): */
+    PE_ENOTCAP,   /* the provider lacks the capability (501) */
+    PE_EAUTH,     /* the provider rejected the credential */
+    PE_ETIMEDOUT, /* the provider did not answer in time */
+    PE_EREMOTE,   /* the provider failed (5xx) or answered something not its API */
 };
 
 typedef struct pe_err {

@@ -1,0 +1,421 @@
+"""One conformance suite for the provider adapters (lib/provider/), each
+run over its provider's double (tests/doubles), through the built
+`provider-drive` (tests/helpers/provider-drive.c): one step per run, the
+endpoint and key in its environment.
+
+Checks (the columns of the matrix printed at the end, kept in
+docs/providers.md): lifecycle, exec (stdout, stderr, exit code),
+streaming exec, PTY, files, tar, ports/preview, declared capabilities
+(what an adapter does not declare answers "not supported by P: CAP" and
+sends nothing), error mapping (401, 5xx, garbage, timeout, a credential
+never in an error), and no leaked sandbox after a failed create.
+
+No daemon, no sandbox on this host: loopback only. The `local` provider
+is not here yet: provider-local.c does not exist (docs/design/providers.md).
+"""
+import functools
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.request
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from tests.doubles import start  # noqa: E402
+
+BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
+DRIVE = os.path.join(BUILD, "tests", "provider-drive")
+
+ADAPTERS = ["cloudflare", "daytona", "deno", "sprites", "vercel"]
+CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
+          "errors", "no-leak"]
+# Where files live: the bridge serves /workspace only, the others anything.
+WORKDIR = "/workspace"
+# The port each provider routes to a preview URL.
+PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "sprites": 8080, "vercel": 3000}
+# The route a create waits on (the double's route name): failing it after
+# the sandbox exists is what must not leak one.
+READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "sprites": "get", "vercel": "get"}
+# The route a status call uses (an idempotent call: retried on a 503).
+STATUS_ROUTE = {"deno": "list"}
+# The route that deletes (Vercel v1 has none: stop is the end).
+DELETE_ROUTE = {"vercel": "stop"}
+# Providers whose stop ends a sandbox for good (no start after it).
+STOP_ENDS = {"vercel", "deno"}
+# What each provider's account needs besides the key (Vercel: team, project,
+# and the ports to route, which it takes at create only).
+EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
+                        "PE_PROVIDER_PORTS": "3000"}}
+
+RESULTS = {}
+
+
+def record(provider, check, value):
+    RESULTS[(provider, check)] = value
+
+
+@pytest.fixture(scope="module", autouse=True)
+def matrix(request):
+    yield
+    tr = request.config.pluginmanager.getplugin("terminalreporter")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if tr is None or not RESULTS:
+        return
+    with capman.global_and_fixture_disabled():
+        print_matrix(tr)
+
+
+def print_matrix(tr):
+    tr.write_line("")
+    tr.write_line("provider conformance (over the doubles):")
+    tr.write_line("| provider | " + " | ".join(CHECKS) + " |")
+    tr.write_line("|---|" + "---|" * len(CHECKS))
+    for p in ADAPTERS:
+        cells = [RESULTS.get((p, c), "not run") for c in CHECKS]
+        tr.write_line(f"| {p} | " + " | ".join(cells) + " |")
+
+
+class Drive:
+    """provider-drive against one double."""
+
+    def __init__(self, provider, d, key=None, timeout_ms=3000):
+        self.provider = provider
+        self.d = d
+        url = d.url + ("/api" if provider == "daytona" else "")
+        self.env = dict(os.environ, PE_PROVIDER_URL=url, PE_PROVIDER_KEY=key or d.key,
+                        PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000",
+                        **EXTRA_ENV.get(provider, {}))
+
+    def run(self, *args, ok=True, timeout=60):
+        r = subprocess.run([DRIVE, self.provider, *args], capture_output=True, text=True,
+                           env=self.env, timeout=timeout)
+        assert r.returncode in (0, 1), f"provider-drive {args}: status {r.returncode}: {r.stderr}"
+        lines = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+        assert lines, f"provider-drive {args}: no output; stderr: {r.stderr}"
+        out = lines[-1] if len(lines) == 1 else lines
+        if ok:
+            assert r.returncode == 0 and "error" not in lines[-1], f"{args}: {lines[-1]}"
+        else:
+            assert r.returncode == 1 and "error" in lines[-1], f"{args} should fail: {lines[-1]}"
+        return out
+
+    def create(self, name="t1", *env):
+        return self.run("create", name, *env)["id"]
+
+    def caps(self):
+        return set(self.run("caps")["caps"])
+
+
+@pytest.fixture(params=ADAPTERS)
+def adapter(request):
+    if not os.access(DRIVE, os.X_OK):
+        pytest.fail(f"{DRIVE} is not built (ninja -C build)")
+    with start(request.param) as d:
+        yield Drive(request.param, d)
+
+
+def checked(check):
+    """Record the check's outcome for the matrix."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def test(adapter, *a, **kw):
+            try:
+                note = fn(adapter, *a, **kw)
+            except BaseException:
+                record(adapter.provider, check, "FAIL")
+                raise
+            record(adapter.provider, check, note or "ok")
+        return test
+    return wrap
+
+
+def alive(d):
+    """Sandboxes the double still runs (Vercel v1 keeps stopped ones listed)."""
+    return {k for k, sb in d.sandboxes.items()
+            if not getattr(sb, "destroyed", False) and getattr(sb, "status", None) not in ("stopping", "stopped")}
+
+
+@checked("lifecycle")
+def test_lifecycle(adapter):
+    """create (returns once it runs), status, stop, start, remove: the
+    double keeps nothing afterwards."""
+    d = adapter.d
+    sid = adapter.create("life")
+    assert sid in d.sandboxes
+    assert adapter.run("status", sid)["state"] == "running"
+    if adapter.provider in STOP_ENDS:  # stop is the end: there is no start after it
+        adapter.run("stop", sid)
+        err = adapter.run("start", sid, ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: start"}
+        assert adapter.run("status", sid)["state"] == "stopped"
+        adapter.run("remove", sid)
+        assert alive(d) == set()
+        return "ok (stop = end)"
+    adapter.run("stop", sid)
+    adapter.run("start", sid)
+    assert adapter.run("status", sid)["state"] == "running"
+    adapter.run("remove", sid)
+    assert sid not in d.sandboxes
+    if adapter.provider != "cloudflare":  # the bridge's ids name a fresh container forever
+        err = adapter.run("status", sid, ok=False)
+        assert err["error"] == "ENOENT" and adapter.provider in err["message"]
+
+
+@checked("exec")
+def test_exec(adapter):
+    """One-shot exec: stdout and stderr apart, the exit code, argv words
+    with spaces kept whole."""
+    sid = adapter.create()
+    r = adapter.run("exec", sid, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r["exit_code"], r["stdout"], r["stderr"]) == (3, "out\n", "err\n")
+    r = adapter.run("exec", sid, "echo", "a  b", "c")
+    assert (r["exit_code"], r["stdout"]) == (0, "a  b c\n")
+    r = adapter.run("exec", sid, "no-such-command")
+    assert r["exit_code"] == 127
+    # a timeout ends the command long before it would end by itself
+    timed = Drive(adapter.provider, adapter.d)
+    timed.env["PE_DRIVE_EXEC_TIMEOUT"] = "1"
+    t = time.monotonic()
+    r = timed.run("exec", sid, "sh", "-c", "echo started; sleep 60; echo never")
+    assert r["timed_out"] and r["stdout"] == "started\n" and r["exit_code"] in (137, 143), r
+    assert time.monotonic() - t < 40
+    adapter.run("remove", sid)
+
+
+@checked("stream")
+def test_stream(adapter):
+    """Streaming exec: the first line reaches the caller while the command
+    is still running remotely (the double's record has no exit code yet)."""
+    d = adapter.d
+    sid = adapter.create()
+    p = subprocess.Popen([DRIVE, adapter.provider, "stream", sid, "sh", "-c", "echo a; sleep 5; echo b >&2"],
+                         stdout=subprocess.PIPE, text=True, env=adapter.env)
+    rest = None
+    try:
+        first = json.loads(p.stdout.readline())
+        assert first.get("fd") == 1 and first.get("data") == "a\n", first
+        assert d.sandboxes[sid].execs[-1]["exit_code"] is None, "output came only after the end"
+        rest = [json.loads(line) for line in p.stdout]
+    finally:
+        p.stdout.close()
+        if rest is None:  # failed half-way: do not leave it writing to a closed pipe
+            p.kill()
+        p.wait(30)
+    assert p.returncode == 0
+    assert [(x["fd"], x["data"]) for x in rest if "fd" in x] == [(2, "b\n")]
+    assert rest[-1] == {"exit_code": 0}
+    adapter.run("remove", sid)
+
+
+# The double's route that carries an exec's output stream.
+STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "sprites": "exec",
+                "vercel": "exec.logs"}
+
+
+@checked("stream-faults")
+def test_stream_faults(adapter):
+    """Output in many small pieces comes out whole; a stream cut before
+    the exit code is an error naming the provider, never exit code 0."""
+    d, p = adapter.d, adapter.provider
+    sid = adapter.create()
+    d.fault(STREAM_ROUTE[p], chunk_delay=0.01, times=1)
+    r = adapter.run("exec", sid, "sh", "-c", "echo hello streaming world; echo to stderr >&2; exit 7")
+    assert (r["exit_code"], r["stdout"], r["stderr"]) == (7, "hello streaming world\n", "to stderr\n")
+    assert len(d.seen(STREAM_ROUTE[p])[-1]["sent"]) > 5  # it did come in pieces
+    d.fault(STREAM_ROUTE[p], drop_after=1, times=1)
+    err = adapter.run("exec", sid, "sh", "-c", "echo one; echo two; exit 0", ok=False)
+    assert err["error"] == "EREMOTE" and err["message"].startswith(p), err
+    r = adapter.run("exec", sid, "echo", "again")  # a later call works
+    assert (r["exit_code"], r["stdout"]) == (0, "again\n")
+    adapter.run("remove", sid)
+
+
+@checked("pty")
+def test_pty(adapter):
+    """A terminal: a resize reaches the provider, typed lines run, the
+    shell's exit code comes back."""
+    sid = adapter.create()
+    if "pty" not in adapter.caps():
+        err = adapter.run("pty", sid, "exit 0\n", ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: pty"}
+        return "not supported"
+    r = adapter.run("pty", sid, "echo hi\nexit 4\n")
+    assert "hi\r\n" in r["output"] and r["exit_code"] == 4
+    pty = adapter.d.sandboxes[sid].pty[-1]
+    assert pty["resizes"] == [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
+    adapter.run("remove", sid)
+
+
+@checked("files")
+def test_files(adapter):
+    """Write, read, list, remove a file; a missing file is ENOENT."""
+    sid = adapter.create()
+    path = f"{WORKDIR}/dir/a.txt"
+    adapter.run("write", sid, path, "hello\nworld")
+    assert adapter.run("read", sid, path)["data"] == "hello\nworld"
+    note = None
+    if "file-list" in adapter.caps():
+        entries = adapter.run("list", sid, f"{WORKDIR}/dir")["entries"]
+        assert [(e["name"], e["dir"]) for e in entries] == [("a.txt", False)]
+        if adapter.provider != "deno":  # Deno's readDir has no sizes
+            assert entries[0]["size"] == 11
+    else:
+        err = adapter.run("list", sid, WORKDIR, ok=False)
+        assert err["error"] == "ENOTCAP"
+        note = "ok (no list)"
+    adapter.run("rm", sid, path)
+    err = adapter.run("read", sid, path, ok=False)
+    assert err["error"] == "ENOENT" and adapter.provider in err["message"]
+    adapter.run("remove", sid)
+    return note
+
+
+@checked("tar")
+def test_tar(adapter, tmp_path):
+    """A tar unpacked into the sandbox's files and packed back out."""
+    sid = adapter.create()
+    src = tmp_path / "in.tar"
+    with tarfile.open(src, "w") as t:
+        info = tarfile.TarInfo("x/y.txt")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"tar"))
+    if "tar" not in adapter.caps():
+        err = adapter.run("tar-in", sid, WORKDIR, str(src), ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: tar"}
+        return "not supported"
+    adapter.run("tar-in", sid, WORKDIR, str(src))
+    assert adapter.run("read", sid, f"{WORKDIR}/x/y.txt")["data"] == "tar"
+    out = tmp_path / "out.tar"
+    adapter.run("tar-out", sid, WORKDIR, str(out))
+    with tarfile.open(out) as t:
+        assert t.extractfile("x/y.txt").read() == b"tar"
+    evil = tmp_path / "evil.tar"  # a name that climbs out of the directory
+    with tarfile.open(evil, "w") as t:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"!"))
+    err = adapter.run("tar-in", sid, WORKDIR, str(evil), ok=False)
+    assert err["error"] == "EINVAL" and adapter.provider in err["message"]
+    assert not any("escaped" in path for path in adapter.d.sandboxes[sid].fs.snapshot())
+    adapter.run("remove", sid)
+    return None if adapter.provider == "cloudflare" else "ok (through files)"
+
+
+@checked("preview")
+def test_preview(adapter):
+    """A port's preview URL answers, with the header the provider wants;
+    the API key is never handed out for it."""
+    sid = adapter.create()
+    port = PREVIEW_PORT[adapter.provider]
+    pv = adapter.run("preview", sid, str(port))
+    assert adapter.d.key not in json.dumps(pv)
+    req = urllib.request.Request(pv["url"])
+    if pv["header_name"]:
+        req.add_header(pv["header_name"], pv["header_value"])
+    if pv["needs_credential"]:  # what our proxy will add (Sprites' private URL)
+        req.add_header("Authorization", f"Bearer {adapter.d.key}")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200 and f"preview of {sid} port {port}" in r.read().decode()
+    note = None
+    if adapter.provider == "sprites":
+        err = adapter.run("preview", sid, "3000", ok=False)
+        assert err["error"] == "ENOTCAP" and "8080" in err["message"]
+        note = "ok (8080 only)"
+    adapter.run("remove", sid)
+    return note
+
+
+@checked("capabilities")
+def test_undeclared_capabilities(adapter):
+    """Every capability an adapter does not declare answers the standard
+    error and sends nothing to the provider."""
+    d = adapter.d
+    sid = adapter.create()
+    caps = adapter.caps()
+    steps = {"pause": ("pause", sid), "pty": ("pty", sid, "exit\n"), "file-list": ("list", sid, "/"),
+             "tar": ("tar-out", sid, WORKDIR), "stdin": ("stdin", sid, "x", "cat")}
+    missing = [c for c in steps if c not in caps]
+    assert "pause" in missing  # no adapter here pauses yet
+    before = len(d.requests)
+    for cap in missing:
+        err = adapter.run(*steps[cap], ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: {cap}"}
+    assert len(d.requests) == before, "a refused capability still called the provider"
+    if "stdin" in caps:
+        lines = adapter.run("stdin", sid, "typed input", "cat")
+        assert "".join(x.get("data", "") for x in lines) == "typed input" and lines[-1] == {"exit_code": 0}
+    adapter.run("remove", sid)
+    return "ok: lacks " + ", ".join(missing)
+
+
+@checked("errors")
+def test_error_mapping(adapter):
+    """401 names the provider and says the key was rejected; 5xx, garbage
+    and silence become clear errors naming the provider; a credential
+    echoed back by the provider is scrubbed; idempotent calls retry a 503,
+    creates never do."""
+    d, p = adapter.d, adapter.provider
+    bad = Drive(p, d, key="wrong-key-0123456789abcdef")
+    err = bad.run("create", ok=False)
+    assert err["error"] == "EAUTH" and err["message"].startswith(f"{p} rejected the API key")
+    assert "wrong-key-0123456789abcdef" not in err["message"]
+
+    d.fault("create", status=500, times=1)
+    err = adapter.run("create", ok=False)
+    assert err["error"] == "EREMOTE" and p in err["message"] and "500" in err["message"]
+
+    d.fault("create", status=503, times=1)
+    sent = len(d.seen("create"))
+    err = adapter.run("create", ok=False)
+    assert err["error"] == "EREMOTE" and len(d.seen("create")) == sent + 1, "a create was sent again"
+
+    d.fault("create", garbage=True, times=1)
+    err = adapter.run("create", ok=False)
+    assert err["error"] == "EREMOTE" and "not its API" in err["message"] and p in err["message"]
+
+    d.fault("create", status=400, message=f"bad key {d.key}", times=1)
+    err = adapter.run("create", ok=False)
+    assert d.key not in err["message"] and "[redacted]" in err["message"]
+
+    quick = Drive(p, d, timeout_ms=1000)
+    d.fault("create", hang=True, times=1)
+    t = time.monotonic()
+    err = quick.run("create", ok=False)
+    assert err["error"] == "ETIMEDOUT" and err["message"].startswith(f"{p} did not answer")
+    assert time.monotonic() - t < 30
+
+    for r in d.requests:  # the key travels in a header only, never in a URL
+        assert d.key not in r["path"] and d.key not in json.dumps(r["query"]), r
+
+    sid = adapter.create()
+    d.fault(STATUS_ROUTE.get(p, "get"), status=503, times=1)
+    assert adapter.run("status", sid)["state"] == "running"  # retried
+    adapter.run("remove", sid)
+
+
+@checked("no-leak")
+def test_no_leak_after_failed_create(adapter):
+    """A create that fails after the provider made the sandbox deletes it,
+    says why, and a retry then works."""
+    d, p = adapter.d, adapter.provider
+    d.fault(READY_ROUTE[p], status=500)
+    err = adapter.run("create", ok=False)
+    assert err["error"] == "EREMOTE" and p in err["message"]
+    assert d.seen("create") and d.seen(DELETE_ROUTE.get(p, "delete")), "nothing was deleted"
+    assert alive(d) == set(), f"leaked: {alive(d)}"
+    d.clear_faults()
+    sid = adapter.create()
+    assert alive(d) == {sid}
+    adapter.run("remove", sid)
+
+    quick = Drive(p, d, timeout_ms=1000)
+    d.fault(READY_ROUTE[p], hang=True, times=1)
+    err = quick.run("create", ok=False)
+    assert err["error"] == "ETIMEDOUT"
+    assert alive(d) == set(), f"leaked after a timeout: {alive(d)}"
