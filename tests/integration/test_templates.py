@@ -460,6 +460,32 @@ def test_image_build_shows_progress_and_one_line_outcome(template_images, tmp_pa
     assert lines[-1].startswith("template codex is built (codex ") and " MiB, node " in \
         lines[-1] and lines[-1].endswith(" s"), lines[-1]
     assert layers_in(images) == ["codex", "debian", "node"]
+    # The same pins give the same layer: this build and the shared cache's
+    # (another build, at another time) hold the same tree, byte for byte.
+    cached(template_images, "codex")
+    assert tree_manifest(os.path.join(images, "codex", "rootfs")) == \
+        tree_manifest(os.path.join(template_images, "codex", "rootfs"))
+
+
+def tree_manifest(root):
+    """Every entry under root: its type, mode, owner, and its content's
+    sha256 or its link's target (times left out: they are the build's)."""
+    import hashlib
+    import stat
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            what = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+            if stat.S_ISLNK(st.st_mode):
+                what += (os.readlink(path),)
+            elif stat.S_ISREG(st.st_mode):
+                with open(path, "rb") as f:
+                    what += (hashlib.file_digest(f, "sha256").hexdigest(),)
+            out[os.path.relpath(path, root)] = what
+    assert out, root
+    return out
 
 
 # ---- bad input ----
