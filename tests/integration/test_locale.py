@@ -101,5 +101,9 @@ def test_daemon_exec_console_service_and_user_variables(daemon, box):
     assert box("env", "put", "locbox", "LANG", "POSIX").returncode == 0
     p = box("exec", "locbox", 'echo "$LANG"')
     assert p.stdout == "POSIX\n", p.stderr
+    # ... and a secret put after the create, both reaching a new console
+    assert box("secret", "put", "locbox", "AGENT_KEY", input="sk-late\n").returncode == 0
+    p = box("console", "locbox", input='echo "got $LANG $AGENT_KEY"\nexit\n')
+    assert "got POSIX sk-late" in p.stdout.replace("\r", ""), p.stdout + p.stderr
     p = box("exec", "locbox", "env", "LANG=fr_FR.UTF-8", "sh", "-c", 'echo "$LANG"')
     assert p.stdout == "fr_FR.UTF-8\n", p.stderr
