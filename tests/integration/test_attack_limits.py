@@ -78,19 +78,23 @@ def create(d, tok, name, **extra):
 
 
 def marked(marker):
-    """Host pids of the shells running a command that carries marker."""
-    pids = []
+    """Host pids of the shells running a command that carries marker. A
+    shell's child between its fork and its exec of `sleep` still carries
+    the shell's command line: it is not counted (its parent is marked)."""
+    found = {}
     for p in os.listdir("/proc"):
         if not p.isdigit():
             continue
         try:
             with open(f"/proc/{p}/cmdline", "rb") as f:
                 argv = f.read().split(b"\0")
-        except OSError:
+            with open(f"/proc/{p}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
             continue
         if argv and argv[0].endswith(b"sh") and any(marker.encode() in a for a in argv):
-            pids.append(int(p))
-    return pids
+            found[int(p)] = ppid
+    return [p for p, ppid in found.items() if ppid not in found]
 
 
 def metric(d, name):
