@@ -427,7 +427,8 @@ static void call_after(pe_daemon_job *job)
     if (view == NULL)
         view = job->out;
     id = json_string_value(json_object_get(view, "id"));
-    if (job->failed || job->err.code != PE_OK) {
+    /* failed, not err: sandbox.c's work may leave a tolerated error there */
+    if (job->failed) {
         call_fail(req, &job->err, job->id);
         call_free(c);
         return;
@@ -1042,6 +1043,8 @@ struct fsop {
     json_t *in;
 };
 
+/* Errors stay in job->err, the job not failed: fs_after answers them (a
+ * failed job without a request is logged as a background failure). */
 static void fs_work(pe_daemon_job *job, pe_store *s)
 {
     struct fsop *op = job->ud;
@@ -1057,7 +1060,6 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
         json_string_value(json_object_get(op->in, strcmp(m, "Move") == 0 ? "source" : "path")),
         &job->err);
     if (path == NULL) {
-        pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     if (strcmp(m, "Stat") == 0) {
@@ -1082,7 +1084,6 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     } else if (strcmp(m, "Move") == 0) {
         dest = envd_path(json_string_value(json_object_get(op->in, "destination")), &job->err);
         if (dest == NULL) {
-            pe_daemon_job_fail(job, &job->err, NULL);
             return;
         }
         const char *a[] = {
@@ -1098,13 +1099,11 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     } else {
         pe_err_set(&job->err, PE_EUNSUP, 0,
                    "filesystem.Filesystem/%.40s is not served (docs/e2b.md)", m);
-        pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     r.argv = argv;
     if (run_in(job->d, &r, &job->err) < 0) {
         run_clear(&r);
-        pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     if (r.code == 17) {
@@ -1119,7 +1118,6 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     }
     if (job->err.code != PE_OK) {
         run_clear(&r);
-        pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     json_t *entries = json_array();
@@ -1146,7 +1144,7 @@ static void fs_after(pe_daemon_job *job)
 {
     struct fsop *op = job->ud;
 
-    if (job->failed) {
+    if (job->failed || job->err.code != PE_OK) {
         if (job->err.code == PE_ESYS)
             pe_log_warn("e2b fs %s: %s", op->method, job->err.msg);
         pe__e2b_connect_error(op->req, pe__e2b_connect_code(job->err.code),
@@ -1175,6 +1173,13 @@ static void fs_call(pe_daemon *d, pe_http_request *req, const char *did, const c
         strncmp(ct, "application/json", 16) != 0) {
         pe__e2b_connect_error(req, "invalid_argument",
                               "Connect unary calls: POST with Content-Type application/json");
+        return;
+    }
+    if (strcmp(method, "Stat") != 0 && strcmp(method, "ListDir") != 0 &&
+        strcmp(method, "MakeDir") != 0 && strcmp(method, "Move") != 0 &&
+        strcmp(method, "Remove") != 0) {
+        pe__e2b_connect_error(req, "unimplemented",
+                              "this method of filesystem.Filesystem is not served (docs/e2b.md)");
         return;
     }
     in = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL);
@@ -1275,7 +1280,6 @@ static void files_work(pe_daemon_job *job, pe_store *s)
     }
     if (run_in(job->d, &r, &job->err) < 0) {
         run_clear(&r);
-        pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     if (r.code == 2)
@@ -1285,9 +1289,7 @@ static void files_work(pe_daemon_job *job, pe_store *s)
     else if (r.code != 0)
         pe_err_set(&job->err, PE_EINVAL, 0, "%s: %.200s", op->path,
                    r.err_len ? r.errout : "failed");
-    if (job->err.code != PE_OK)
-        pe_daemon_job_fail(job, &job->err, NULL);
-    else if (!op->upload)
+    if (job->err.code == PE_OK && !op->upload)
         op->data = pe_steal_ptr(&r.out), op->len = r.out_len;
     run_clear(&r);
 }
@@ -1296,7 +1298,7 @@ static void files_after(pe_daemon_job *job)
 {
     struct fileop *op = job->ud;
 
-    if (job->failed) {
+    if (job->failed || job->err.code != PE_OK) {
         unsigned st = job->err.code == PE_ENOENT ? 404 : job->err.code == PE_EINVAL ? 400 : 500;
         api_error(op->req, st, st == 500 ? "internal error" : job->err.msg);
     } else if (op->upload) {
