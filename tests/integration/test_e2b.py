@@ -14,7 +14,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import wait_for
+from conftest import BIN, wait_for
 from test_daemon import serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -194,6 +194,12 @@ def test_authz_other_users_and_bad_keys(daemon):
         answers.append(json.dumps(out))
     st, lst = api(daemon, "GET", "/v2/sandboxes", key=other)
     assert (st, lst) == (200, [])
+    # `pocketenv token create --e2b` mints a key of the shape the SDK takes.
+    key = subprocess.run([BIN, "--data", daemon.data, "token", "create", "--e2b"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert key.startswith("e2b_") and set(key[4:]) <= set("0123456789abcdef")
+    st, lst = api(daemon, "GET", "/v2/sandboxes", key=key)
+    assert st == 200 and sid in [s["sandboxID"] for s in lst]
     st, _, raw = envd(daemon, sid, "/filesystem.Filesystem/Stat", b'{"path":"/"}', key=other)
     assert st == 404, raw
     st, _, raw = envd(daemon, sid, "/process.Process/List", b"{}", key=other)
