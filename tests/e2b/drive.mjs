@@ -110,6 +110,28 @@ async function unknown() {
   out.kill = await Sandbox.kill('sbx_doesnotexist')
 }
 
+// A PTY: keystrokes in, the terminal's output back, a resize the shell sees.
+async function pty() {
+  const sbx = await Sandbox.create(template)
+  let seen = ''
+  const dec = new TextDecoder()
+  const t = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => (seen += dec.decode(d)) })
+  const enc = new TextEncoder()
+  await sbx.pty.sendInput(t.pid, enc.encode('echo "tty:$(tty | cut -c1-8)"\n'))
+  out.echoed = await until(() => seen.includes('tty:/dev/pts'))
+  await sbx.pty.resize(t.pid, { cols: 100, rows: 30 })
+  await sbx.pty.sendInput(t.pid, enc.encode('stty size\n'))
+  out.resized = await until(() => seen.includes('30 100'))
+  await sbx.pty.sendInput(t.pid, enc.encode('exit 5\n'))
+  try {
+    const r = await t.wait()
+    out.exit = r.exitCode
+  } catch (e) {
+    out.exit = e.exitCode ?? errorOf(e)
+  }
+  await sbx.kill()
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -124,7 +146,7 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, bench }
+const scenarios = { flow, badKey, unknown, pty, bench }
 try {
   await scenarios[scenario]()
 } catch (e) {

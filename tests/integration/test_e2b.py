@@ -302,3 +302,8 @@ def test_bad_create_bodies(daemon):
     assert st == 400
     st, lst = api(daemon, "GET", "/v2/sandboxes")
     assert st == 200 and lst == before  # nothing was made
+
+
+def test_sdk_pty_input_resize_exit(daemon):
+    out = drive(daemon, "pty")
+    assert out == {"echoed": True, "resized": True, "exit": 5}
