@@ -71,11 +71,8 @@ static unsigned next_pid = 1;
 
 /* ---- the envelope codec (pure) ---- */
 
-enum { ENV_OK = 0, ENV_SHORT = -1, ENV_LENGTH = -2, ENV_COMPRESSED = -3, ENV_TOO_BIG = -4 };
-
-/* One whole envelope in buf, nothing after it: its payload. */
-static int envelope_parse(const unsigned char *buf, size_t len, size_t max, const char **payload,
-                          size_t *plen)
+int pe__e2b_envelope_parse(const unsigned char *buf, size_t len, size_t max, const char **payload,
+                           size_t *plen)
 {
     size_t n;
 
@@ -93,7 +90,7 @@ static int envelope_parse(const unsigned char *buf, size_t len, size_t max, cons
     return ENV_OK;
 }
 
-static void send_envelope(eproc *x, unsigned char flags, json_t *msg)
+void pe__e2b_envelope_send(pe_http_stream *st, unsigned char flags, json_t *msg)
 {
     char *text = json_dumps(msg, JSON_COMPACT);
     size_t n = strlen(text);
@@ -101,11 +98,16 @@ static void send_envelope(eproc *x, unsigned char flags, json_t *msg)
                              (unsigned char)(n >> 8), (unsigned char)n};
 
     json_decref(msg);
-    if (x->st) {
-        pe_http_stream_write(x->st, head, sizeof(head));
-        pe_http_stream_write(x->st, text, n);
+    if (st) {
+        pe_http_stream_write(st, head, sizeof(head));
+        pe_http_stream_write(st, text, n);
     }
     free(text);
+}
+
+static void send_envelope(eproc *x, unsigned char flags, json_t *msg)
+{
+    pe__e2b_envelope_send(x->st, flags, msg);
 }
 
 static void send_event(eproc *x, json_t *event)
@@ -127,8 +129,7 @@ static void end_stream(eproc *x, const char *code, const char *message)
     x->keepalive = NULL;
 }
 
-/* A Start refused before anything ran: the stream is one error. */
-static void refuse_stream(pe_http_request *req, const char *code, const char *message)
+void pe__e2b_refuse_stream(pe_http_request *req, const char *code, const char *message)
 {
     json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message);
     char *text = json_dumps(o, JSON_COMPACT);
@@ -490,14 +491,43 @@ static unsigned count_in(const char *sandbox_id)
     return n;
 }
 
+json_t *pe__e2b_stream_request(pe_http_request *req, size_t max)
+{
+    const char *payload = NULL, *ct = pe_http_header(req, "Content-Type");
+    size_t plen = 0;
+    int r = pe__e2b_envelope_parse((const unsigned char *)req->body, req->body_len, max, &payload,
+                                   &plen);
+    json_t *in;
+
+    if (ct == NULL || strncmp(ct, "application/connect+json", 24) != 0) {
+        pe__e2b_connect_error(req, "invalid_argument",
+                              "a server stream: Content-Type application/connect+json");
+        return NULL;
+    }
+    if (r != ENV_OK) {
+        pe__e2b_refuse_stream(req,
+                              r == ENV_COMPRESSED ? "unimplemented"
+                              : r == ENV_TOO_BIG  ? "resource_exhausted"
+                                                  : "invalid_argument",
+                              r == ENV_COMPRESSED ? "compressed envelopes are not supported"
+                              : r == ENV_TOO_BIG  ? "the request envelope is too big"
+                                                  : "the body must be exactly one envelope "
+                                                    "(flags, 4-byte big-endian length, JSON)");
+        return NULL;
+    }
+    in = json_loadb(payload, plen, JSON_REJECT_DUPLICATES, NULL);
+    if (!json_is_object(in)) {
+        json_decref(in);
+        pe__e2b_refuse_stream(req, "invalid_argument", "the request must be a JSON object");
+        return NULL;
+    }
+    return in;
+}
+
 static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
 {
     static const pe_http_stream_callbacks cb = {.on_drain = on_drain, .on_close = on_stream_close};
-    const char *payload = NULL, *ct = pe_http_header(req, "Content-Type");
     const char *ka = pe_http_header(req, "Keepalive-Ping-Interval");
-    size_t plen = 0;
-    int r = envelope_parse((const unsigned char *)req->body, req->body_len, ENVELOPE_MAX, &payload,
-                           &plen);
     json_t *in, *p, *args, *envs, *size;
     const char *cmd, *cwd, *tag, *k;
     struct start *j;
@@ -505,23 +535,8 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     json_t *v;
     pe_err err;
 
-    if (ct == NULL || strncmp(ct, "application/connect+json", 24) != 0) {
-        pe__e2b_connect_error(req, "invalid_argument",
-                              "Start is a server stream: Content-Type application/connect+json");
+    if ((in = pe__e2b_stream_request(req, ENVELOPE_MAX)) == NULL)
         return;
-    }
-    if (r != ENV_OK) {
-        refuse_stream(req,
-                      r == ENV_COMPRESSED ? "unimplemented"
-                      : r == ENV_TOO_BIG  ? "resource_exhausted"
-                                          : "invalid_argument",
-                      r == ENV_COMPRESSED ? "compressed envelopes are not supported"
-                      : r == ENV_TOO_BIG  ? "the request envelope is too big"
-                                          : "the body must be exactly one envelope "
-                                            "(flags, 4-byte big-endian length, JSON)");
-        return;
-    }
-    in = json_loadb(payload, plen, JSON_REJECT_DUPLICATES, NULL);
     p = json_object_get(in, "process");
     cmd = json_string_value(json_object_get(p, "cmd"));
     args = json_object_get(p, "args");
@@ -535,14 +550,15 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
         (envs && (!json_is_object(envs) || !strings_ok(envs, true))) ||
         (json_object_get(p, "cwd") && (cwd == NULL || (cwd[0] != '/' && cwd[0] != '\0')))) {
         json_decref(in);
-        refuse_stream(req, "invalid_argument",
-                      "expected {\"process\": {\"cmd\", \"args\": [strings], \"envs\": {NAME: "
-                      "string}, \"cwd\": \"/...\"}}");
+        pe__e2b_refuse_stream(
+            req, "invalid_argument",
+            "expected {\"process\": {\"cmd\", \"args\": [strings], \"envs\": {NAME: "
+            "string}, \"cwd\": \"/...\"}}");
         return;
     }
     if (count_in(sandbox_id) >= PROCS_PER_SANDBOX) {
         json_decref(in);
-        refuse_stream(req, "resource_exhausted", "too many processes in this sandbox");
+        pe__e2b_refuse_stream(req, "resource_exhausted", "too many processes in this sandbox");
         return;
     }
     x = pe_xcalloc(1, sizeof(*x));

@@ -9,7 +9,7 @@
  * envd of each sandbox (the SDK sends E2b-Sandbox-Id and the create's
  * envdAccessToken as X-Access-Token):
  *   POST /process.Process/<method> (e2b-process.c), POST /filesystem.Filesystem/<method>
- *   (Connect, JSON codec), GET|POST /files, GET /health.
+ *   (Connect, JSON codec; WatchDir in e2b-watch.c), GET|POST /files, GET /health.
  * None of these paths is one of ours (/xrpc, /tty, /pty, /v1/sandboxes,
  * /exec, /cp, /ssh, /p, /login, the page at /), so no prefix is needed.
  *
@@ -1169,6 +1169,10 @@ static void fs_call(pe_daemon *d, pe_http_request *req, const char *did, const c
     pe_daemon_job *job;
     pe_err why;
 
+    if (strcmp(req->method, "POST") == 0 && strcmp(method, "WatchDir") == 0) {
+        pe__e2b_watch(d, req, sandbox_id);
+        return;
+    }
     if (strcmp(req->method, "POST") != 0 || ct == NULL ||
         strncmp(ct, "application/json", 16) != 0) {
         pe__e2b_connect_error(req, "invalid_argument",
@@ -1375,6 +1379,7 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
 void pe_daemon_e2b_shutdown(pe_daemon *d)
 {
     pe__e2b_process_shutdown(d);
+    pe__e2b_watch_shutdown(d);
     while (boxes)
         box_forget(boxes->id);
 }

@@ -132,6 +132,26 @@ async function pty() {
   await sbx.kill()
 }
 
+// watchDir: what a write and a remove in the directory look like.
+async function watch() {
+  const sbx = await Sandbox.create(template)
+  await sbx.files.makeDir('/tmp/w')
+  const events = []
+  const h = await sbx.files.watchDir('/tmp/w', (e) => events.push(`${e.type}:${e.name}`))
+  await sbx.files.write('/tmp/w/f.txt', 'x')
+  await sbx.commands.run('rm /tmp/w/f.txt')
+  out.seen = await until(() => events.includes('create:f.txt') && events.includes('remove:f.txt'))
+  out.types = [...new Set(events)].sort()
+  await h.stop()
+  try {
+    await sbx.files.watchDir('/tmp/none', () => {})
+    out.missing = 'no error'
+  } catch (e) {
+    out.missing = errorOf(e)
+  }
+  await sbx.kill()
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -146,7 +166,7 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, bench }
+const scenarios = { flow, badKey, unknown, pty, watch, bench }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -307,3 +307,40 @@ def test_bad_create_bodies(daemon):
 def test_sdk_pty_input_resize_exit(daemon):
     out = drive(daemon, "pty")
     assert out == {"echoed": True, "resized": True, "exit": 5}
+
+
+def test_sdk_watch_dir(daemon):
+    out = drive(daemon, "watch")
+    assert out["seen"] is True
+    assert {"create:f.txt", "write:f.txt", "remove:f.txt"} <= set(out["types"])
+    assert out["missing"]["name"] == "FileNotFoundError"
+
+
+def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
+    """A symlink in the sandbox pointing at a host directory is resolved inside
+    the sandbox (RESOLVE_IN_ROOT): the watch never sees the host's directory."""
+    sid = create(daemon)["sandboxID"]
+    host_dir = tmp_path / "hostdir"
+    host_dir.mkdir()
+    st, ex = daemon.sandbox("exec", sid, {"command": f"ln -s {host_dir} /tmp/link && "
+                                                     f"mkdir -p {host_dir}"})
+    assert st == 200 and ex["exitCode"] == 0, ex
+    body = json.dumps({"path": "/tmp/link"}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/filesystem.Filesystem/WatchDir",
+              struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    assert r.status == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"start": {}}
+    # A file made on the host's directory is not an event; one made in the
+    # sandbox's directory of that name is.
+    (host_dir / "from-host").write_text("x")
+    st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/from-sandbox"})
+    assert st == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"filesystem": {"name": "from-sandbox", "type": 1}}
+    c.close()
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
