@@ -567,8 +567,10 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     x->tag = tag ? pe_xstrdup(tag) : NULL;
     x->pid = next_pid++;
     x->tty = json_is_object(json_object_get(in, "pty"));
-    x->config = json_pack("{s:s,s:O,s:O,s:s}", "cmd", cmd, "args", args ? args : json_array(),
-                          "envs", envs ? envs : json_object(), "cwd", cwd ? cwd : "");
+    /* "o": the fresh defaults are taken, the request's values shared */
+    x->config =
+        json_pack("{s:s,s:o,s:o,s:s}", "cmd", cmd, "args", args ? json_incref(args) : json_array(),
+                  "envs", envs ? json_incref(envs) : json_object(), "cwd", cwd ? cwd : "");
     x->proc.pid = -1;
     x->proc.pidfd = x->proc.signal_pidfd = x->proc.stdin_fd = x->proc.stdout_fd = -1;
     x->proc.stderr_fd = x->proc.pty_fd = x->proc.status_fd = -1;
