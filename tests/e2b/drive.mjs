@@ -152,6 +152,22 @@ async function watch() {
   await sbx.kill()
 }
 
+// What an agent framework's tool loop does: write a script, run it, read
+// what it produced, feed that into the next step.
+async function agent() {
+  const sbx = await Sandbox.create(template)
+  const steps = []
+  let input = '3'
+  for (let i = 0; i < 3; i++) {
+    await sbx.files.write('/tmp/agent/step.sh', `n=$1; echo $((n * 2)) > /tmp/agent/out.txt; echo step ${i} done`)
+    const r = await sbx.commands.run(`sh /tmp/agent/step.sh ${input}`)
+    input = (await sbx.files.read('/tmp/agent/out.txt')).trim()
+    steps.push({ stdout: r.stdout.trim(), value: input })
+  }
+  out.steps = steps
+  await sbx.kill()
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -166,7 +182,7 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, bench }
+const scenarios = { flow, badKey, unknown, pty, watch, agent, bench }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -344,3 +344,10 @@ def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
     assert json.loads(r.read(n)) == {"filesystem": {"name": "from-sandbox", "type": 1}}
     c.close()
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_sdk_agent_loop(daemon):
+    out = drive(daemon, "agent")
+    assert out["steps"] == [{"stdout": "step 0 done", "value": "6"},
+                            {"stdout": "step 1 done", "value": "12"},
+                            {"stdout": "step 2 done", "value": "24"}]
