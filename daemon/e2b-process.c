@@ -48,6 +48,7 @@
 #define READ_CHUNK (48 * 1024)
 #define KEEPALIVE_MAX 3600
 #define PROCS_PER_SANDBOX 256
+#define LISTENERS_MAX 8 /* streams of one process: Start's and Connect's */
 
 typedef struct eproc {
     pe_daemon *d;
@@ -56,7 +57,10 @@ typedef struct eproc {
     json_t *config; /* {cmd, args, envs, cwd} as asked: List's */
     bool tty, starting, have_proc, reaped;
     pe_proc proc;
-    pe_http_stream *st; /* NULL once the client is gone */
+    /* Who listens: Start's stream, then Connect's (re-attached clients);
+     * none once they are gone. */
+    pe_http_stream *st[LISTENERS_MAX];
+    unsigned n_st;
     pe_ev_io *out_io, *err_io, *in_io, *pid_io;
     pe_ev_timer *keepalive;
     char *in;
@@ -107,7 +111,9 @@ void pe__e2b_envelope_send(pe_http_stream *st, unsigned char flags, json_t *msg)
 
 static void send_envelope(eproc *x, unsigned char flags, json_t *msg)
 {
-    pe__e2b_envelope_send(x->st, flags, msg);
+    for (unsigned i = 0; i < x->n_st; i++)
+        pe__e2b_envelope_send(x->st[i], flags, json_incref(msg));
+    json_decref(msg);
 }
 
 static void send_event(eproc *x, json_t *event)
@@ -118,13 +124,13 @@ static void send_event(eproc *x, json_t *event)
 /* The end of the stream: {} or a Connect error; the stream is let go. */
 static void end_stream(eproc *x, const char *code, const char *message)
 {
-    if (x->st == NULL)
+    if (x->n_st == 0)
         return;
     send_envelope(x, 0x02,
                   code ? json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", message)
                        : json_object());
-    pe_http_stream_close(x->st);
-    x->st = NULL;
+    while (x->n_st)
+        pe_http_stream_close(x->st[--x->n_st]);
     pe_ev_timer_stop(x->keepalive);
     x->keepalive = NULL;
 }
@@ -159,7 +165,7 @@ static void unlink_proc(eproc *x)
 
 static void maybe_free(eproc *x)
 {
-    if (x->st || x->starting || (x->have_proc && !x->reaped))
+    if (x->n_st || x->starting || (x->have_proc && !x->reaped))
         return;
     unlink_proc(x);
     pe_ev_io_stop(x->out_io);
@@ -197,7 +203,10 @@ static eproc *find(const char *sandbox_id, const json_t *sel)
 
 static void watch_output(eproc *x)
 {
-    bool room = x->st == NULL || pe_http_stream_pending(x->st) < HIGH_WATER;
+    bool room = true;
+
+    for (unsigned i = 0; i < x->n_st; i++) /* the slowest listener sets the pace */
+        room = room && pe_http_stream_pending(x->st[i]) < HIGH_WATER;
 
     if (x->out_io)
         pe_ev_io_modify(x->out_io, room && !x->out_eof ? EPOLLIN : 0, NULL);
@@ -218,7 +227,7 @@ static bool pump(eproc *x, int fd, const char *which)
         return true;
     if (n <= 0)
         return false;
-    if (x->st) {
+    if (x->n_st) {
         sodium_bin2base64(b64, sizeof(b64), buf, (size_t)n, sodium_base64_VARIANT_ORIGINAL);
         send_event(x, json_pack("{s:{s:s}}", "data", which, b64));
     }
@@ -248,10 +257,14 @@ static void on_stream_close(pe_http_stream *st, void *ud)
 {
     eproc *x = ud;
 
-    (void)st;
-    x->st = NULL; /* the process stays (envd's do); its output is dropped */
-    pe_ev_timer_stop(x->keepalive);
-    x->keepalive = NULL;
+    for (unsigned i = 0; i < x->n_st; i++)
+        if (x->st[i] == st)
+            x->st[i] = x->st[--x->n_st];
+    /* With nobody left the process stays (envd's do); its output is dropped. */
+    if (x->n_st == 0) {
+        pe_ev_timer_stop(x->keepalive);
+        x->keepalive = NULL;
+    }
     watch_output(x);
     maybe_free(x);
 }
@@ -524,9 +537,52 @@ json_t *pe__e2b_stream_request(pe_http_request *req, size_t max)
     return in;
 }
 
+static const pe_http_stream_callbacks stream_cb = {.on_drain = on_drain,
+                                                   .on_close = on_stream_close};
+
+/* Answer req with a stream of x's events; keepalives every ka seconds
+ * (the Keepalive-Ping-Interval header) while anyone listens. */
+static void listen_to(eproc *x, pe_http_request *req, const char *ka)
+{
+    char *end;
+    long secs = ka ? strtol(ka, &end, 10) : 0;
+    pe_err err;
+
+    x->st[x->n_st++] =
+        pe_http_respond_stream(req, 200, "application/connect+json", NULL, &stream_cb, x);
+    if (ka && *end == '\0' && secs > 0 && secs <= KEEPALIVE_MAX && x->keepalive == NULL)
+        x->keepalive = pe_ev_timer_start(x->d->loop, (uint64_t)secs * 1000000000ull,
+                                         (uint64_t)secs * 1000000000ull, on_keepalive, x, &err);
+}
+
+static eproc *find(const char *sandbox_id, const json_t *sel);
+
+/* Connect: one more listener of a running process, from now on. */
+static void connect_to(pe_http_request *req, const char *sandbox_id)
+{
+    json_t *in = pe__e2b_stream_request(req, ENVELOPE_MAX);
+    eproc *x;
+
+    if (in == NULL)
+        return;
+    x = find(sandbox_id, json_object_get(in, "process"));
+    json_decref(in);
+    if (x == NULL) {
+        pe__e2b_refuse_stream(req, "not_found", "process not found");
+        return;
+    }
+    if (x->n_st == LISTENERS_MAX) {
+        pe__e2b_refuse_stream(req, "resource_exhausted", "too many clients on this process");
+        return;
+    }
+    listen_to(x, req, pe_http_header(req, "Keepalive-Ping-Interval"));
+    pe__e2b_envelope_send(x->st[x->n_st - 1], 0,
+                          json_pack("{s:{s:{s:i}}}", "event", "start", "pid", (int)x->pid));
+    watch_output(x);
+}
+
 static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
 {
-    static const pe_http_stream_callbacks cb = {.on_drain = on_drain, .on_close = on_stream_close};
     const char *ka = pe_http_header(req, "Keepalive-Ping-Interval");
     json_t *in, *p, *args, *envs, *size;
     const char *cmd, *cwd, *tag, *k;
@@ -594,14 +650,7 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     procs = x;
     pe_daemon_hold(d, sandbox_id);
     x->starting = true;
-    x->st = pe_http_respond_stream(req, 200, "application/connect+json", NULL, &cb, x);
-    if (ka) {
-        char *end;
-        long s = strtol(ka, &end, 10);
-        if (*end == '\0' && s > 0 && s <= KEEPALIVE_MAX)
-            x->keepalive = pe_ev_timer_start(d->loop, (uint64_t)s * 1000000000ull,
-                                             (uint64_t)s * 1000000000ull, on_keepalive, x, &err);
-    }
+    listen_to(x, req, ka);
     pe_err_clear(&err);
     if (pe_ev_submit(d->loop, start_work, start_done, j, &err) < 0) {
         x->starting = false;
@@ -714,9 +763,13 @@ void pe__e2b_process(pe_daemon *d, pe_http_request *req, const char *did, const 
         start(d, req, sandbox_id);
         return;
     }
-    if (strcmp(method, "Connect") == 0 || strcmp(method, "StreamInput") == 0) {
+    if (strcmp(method, "Connect") == 0) {
+        connect_to(req, sandbox_id);
+        return;
+    }
+    if (strcmp(method, "StreamInput") == 0) {
         pe__e2b_connect_error(req, "unimplemented",
-                              "process.Process/Connect and StreamInput are not served yet");
+                              "process.Process/StreamInput is not served: use SendInput");
         return;
     }
     if (ct == NULL || strncmp(ct, "application/json", 16) != 0) {

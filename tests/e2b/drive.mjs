@@ -168,6 +168,27 @@ async function agent() {
   await sbx.kill()
 }
 
+// Another client re-attaches to a running command (process Connect),
+// gives it input, and both see its end.
+async function reattach() {
+  const sbx = await Sandbox.create(template)
+  const h = await sbx.commands.run('echo first; read x; echo "got $x"', { background: true, stdin: true })
+  const other = await Sandbox.connect(sbx.sandboxId)
+  let seen = ''
+  const h2 = await other.commands.connect(h.pid, { onStdout: (d) => (seen += d) })
+  await other.commands.sendStdin(h.pid, 'again\n')
+  const [a, b] = await Promise.all([h.wait(), h2.wait()])
+  out.first = { stdout: a.stdout, exitCode: a.exitCode }
+  out.second = { seen, exitCode: b.exitCode }
+  try {
+    await other.commands.connect(99999)
+    out.unknown = 'no error'
+  } catch (e) {
+    out.unknown = errorOf(e)
+  }
+  await sbx.kill()
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -182,7 +203,7 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, bench }
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, bench }
 try {
   await scenarios[scenario]()
 } catch (e) {

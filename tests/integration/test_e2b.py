@@ -351,3 +351,10 @@ def test_sdk_agent_loop(daemon):
     assert out["steps"] == [{"stdout": "step 0 done", "value": "6"},
                             {"stdout": "step 1 done", "value": "12"},
                             {"stdout": "step 2 done", "value": "24"}]
+
+
+def test_sdk_reattach_to_a_running_command(daemon):
+    out = drive(daemon, "reattach")
+    assert out["first"] == {"stdout": "first\ngot again\n", "exitCode": 0}
+    assert out["second"] == {"seen": "got again\n", "exitCode": 0}
+    assert out["unknown"]["name"] == "NotFoundError"
