@@ -354,7 +354,8 @@ static void respond_json(pe_http_request *req, unsigned status, json_t *o)
 
 struct call {
     pe_http_request *req;
-    char *key; /* as presented: the envdAccessToken we answer with */
+    json_t *filter; /* a list's: {"state": [..], "metadata": {..}, "template"} */
+    char *key;      /* as presented: the envdAccessToken we answer with */
     json_t *metadata;
     int64_t timeout;
     int op;
@@ -374,6 +375,7 @@ enum {
 
 static void call_free(struct call *c)
 {
+    json_decref(c->filter);
     free(c->key);
     json_decref(c->metadata);
     free(c);
@@ -415,6 +417,27 @@ static void call_fail(pe_http_request *req, const pe_err *err, const char *id)
     if (st >= 500)
         pe_log_warn("e2b %s: %s", req->path, err->msg);
     api_error(req, st, msg);
+}
+
+/* Does sandbox e (E2B's view) pass a list's filter? */
+static bool listed(const json_t *filter, const json_t *e)
+{
+    const json_t *states = json_object_get(filter, "state"),
+                 *meta = json_object_get(filter, "metadata");
+    const char *tmpl = json_string_value(json_object_get(filter, "template"));
+    const json_t *have = json_object_get(e, "metadata"), *v;
+    const char *k;
+    bool state_ok = json_array_size(states) == 0;
+    size_t i;
+
+    json_array_foreach(states, i, v) state_ok =
+        state_ok || json_equal(v, json_object_get(e, "state"));
+    if (!state_ok ||
+        (tmpl && strcmp(tmpl, json_string_value(json_object_get(e, "templateID")) ?: "") != 0))
+        return false;
+    json_object_foreach((json_t *)meta, k,
+                        v) if (!json_equal(v, json_object_get(have, k))) return false;
+    return true;
 }
 
 static void call_after(pe_daemon_job *job)
@@ -468,7 +491,12 @@ static void call_after(pe_daemon_job *job)
         json_t *list = json_array(), *v;
         size_t i;
         json_array_foreach(json_object_get(job->out, "sandboxes"), i, v)
-            json_array_append_new(list, detail_of(v, NULL));
+        {
+            json_t *e = detail_of(v, NULL);
+            if (listed(c->filter, e))
+                json_array_append(list, e);
+            json_decref(e);
+        }
         respond_json(req, 200, list);
         break;
     }
@@ -579,6 +607,76 @@ static void list_work(pe_daemon_job *job, pe_store *s)
             json_array_append_new(a, pe_daemon_sandbox_view(&list[i]));
     pe_store_sandbox_list_free(list, n);
     job->out = json_pack("{s:o}", "sandboxes", a);
+}
+
+/* Percent-decode s[0..n) into a new string; NULL if malformed or NUL. */
+static char *unescape(const char *s, size_t n)
+{
+    char *out = pe_xcalloc(n + 1, 1), *o = out;
+
+    for (size_t i = 0; i < n; i++) {
+        int hi = -1, lo = -1;
+
+        if (s[i] != '%') {
+            *o++ = s[i] == '+' ? ' ' : s[i];
+            continue;
+        }
+        if (i + 2 < n) { /* | 0x20: A-F as a-f; digits stay */
+            hi = hexval((char)(s[i + 1] | 0x20));
+            lo = hexval((char)(s[i + 2] | 0x20));
+        }
+        if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+            free(out);
+            return NULL;
+        }
+        *o++ = (char)(hi * 16 + lo);
+        i += 2;
+    }
+    return out;
+}
+
+static char *unescape_twice(const char *s, size_t n)
+{
+    char *once = unescape(s, n), *twice = once ? unescape(once, strlen(once)) : NULL;
+
+    free(once);
+    return twice;
+}
+
+/* A list's filter from its query: state=running,paused; metadata= the
+ * "k=v&k2=v2" E2B's SDK sends (keys and values escaped, then the whole);
+ * template=. NULL after a 400. */
+static json_t *list_filter(pe_http_request *req)
+{
+    const char *state = pe_http_query(req, "state"), *meta = pe_http_query(req, "metadata");
+    const char *tmpl = pe_http_query(req, "template");
+    json_t *f = json_pack("{s:[],s:{}}", "state", "metadata");
+
+    for (const char *p = state; p && *p;) {
+        size_t n = strcspn(p, ",");
+        json_array_append_new(json_object_get(f, "state"), json_stringn(p, n));
+        p += n + (p[n] == ',');
+    }
+    for (const char *p = meta; p && *p;) {
+        size_t n = strcspn(p, "&"), eq = strcspn(p, "=");
+        /* Twice: the SDK escapes each key and value, then the pairs. */
+        char *k = eq < n ? unescape_twice(p, eq) : NULL;
+        char *v = eq < n ? unescape_twice(p + eq + 1, n - eq - 1) : NULL;
+        if (k == NULL || v == NULL) {
+            free(k);
+            free(v);
+            json_decref(f);
+            api_error(req, 400, "metadata: key=value pairs, URL-encoded");
+            return NULL;
+        }
+        json_object_set_new(json_object_get(f, "metadata"), k, json_string(v));
+        free(k);
+        free(v);
+        p += n + (p[n] == '&');
+    }
+    if (tmpl && tmpl[0])
+        json_object_set_new(f, "template", json_string(tmpl));
+    return f;
 }
 
 /* ---- control plane: the requests ---- */
@@ -700,8 +798,12 @@ static void on_sandboxes(pe_http_request *req, void *ud)
         if (strcmp(req->method, "POST") == 0)
             on_create(d, req, did, key);
         else if (strcmp(req->method, "GET") == 0) {
+            json_t *f = list_filter(req);
+            if (f == NULL)
+                return;
             c = pe_xcalloc(1, sizeof(*c));
             c->op = OP_LIST;
+            c->filter = f;
             submit_call(d, req, did, c, list_work, NULL, NULL, PE_JOB_SHORT);
         } else
             api_error(req, 405, "GET or POST");
@@ -778,15 +880,17 @@ static void on_v2_sandboxes(pe_http_request *req, void *ud)
     pe_daemon *d = ud;
     cleanup_free char *did = NULL;
     struct call *c;
+    json_t *f;
 
     if (req->rest[0] != '\0') {
         api_error(req, 404, "not served here (docs/e2b.md)");
         return;
     }
-    if ((did = authenticate(d, req, false, NULL)) == NULL)
+    if ((did = authenticate(d, req, false, NULL)) == NULL || (f = list_filter(req)) == NULL)
         return;
     c = pe_xcalloc(1, sizeof(*c));
     c->op = OP_LIST;
+    c->filter = f;
     submit_call(d, req, did, c, list_work, NULL, NULL, PE_JOB_SHORT);
 }
 

@@ -189,6 +189,22 @@ async function reattach() {
   await sbx.kill()
 }
 
+// Sandbox.list's filters: metadata (with characters that need escaping),
+// state, template.
+async function listFilter() {
+  const a = await Sandbox.create(template, { metadata: { team: 'a&b=c', n: '1' } })
+  const b = await Sandbox.create(template, { metadata: { team: 'other' } })
+  await b.pause()
+  const ids = async (query) => (await Sandbox.list({ query }).nextItems()).map((s) => s.sandboxId).sort()
+  out.byMeta = (await ids({ metadata: { team: 'a&b=c' } })).join() === a.sandboxId
+  out.byMeta2 = (await ids({ metadata: { team: 'a&b=c', n: '2' } })).length
+  out.paused = (await ids({ state: ['paused'] })).includes(b.sandboxId)
+  out.running = (await ids({ state: ['running'] })).includes(b.sandboxId)
+  out.byTemplate = (await ids({ template: 'nope' })).length
+  await a.kill()
+  await Sandbox.kill(b.sandboxId)
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -203,7 +219,7 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, bench }
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -358,3 +358,12 @@ def test_sdk_reattach_to_a_running_command(daemon):
     assert out["first"] == {"stdout": "first\ngot again\n", "exitCode": 0}
     assert out["second"] == {"seen": "got again\n", "exitCode": 0}
     assert out["unknown"]["name"] == "NotFoundError"
+
+
+def test_sdk_list_filters(daemon):
+    out = drive(daemon, "listFilter")
+    assert out == {"byMeta": True, "byMeta2": 0, "paused": True, "running": False,
+                   "byTemplate": 0}
+    for q in ("metadata=%25zz", "metadata=k%3D%2500", "metadata=novalue"):
+        st, body = api(daemon, "GET", f"/v2/sandboxes?{q}")
+        assert st == 400 and "metadata" in body["message"], (q, body)
