@@ -367,3 +367,22 @@ def test_sdk_list_filters(daemon):
     for q in ("metadata=%25zz", "metadata=k%3D%2500", "metadata=novalue"):
         st, body = api(daemon, "GET", f"/v2/sandboxes?{q}")
         assert st == 400 and "metadata" in body["message"], (q, body)
+
+
+@pytest.mark.parametrize("body,status", [
+    # a multipart upload without a part named file: said, nothing written
+    (b"--B0\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--B0--\r\n", 400),
+    # a part that never ends: refused by the server's multipart reader
+    (b"--B0\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno end", 400),
+])
+def test_broken_multipart_uploads_to_files(daemon, body, status):
+    sid = create(daemon)["sandboxID"]
+    q = urllib.parse.urlencode({"path": "/tmp/up.txt"})
+    st, _, raw = request(daemon, "POST", f"/files?{q}", body,
+                         {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token,
+                          "Content-Type": "multipart/form-data; boundary=B0"})
+    assert st == status, raw
+    st, _, _ = request(daemon, "GET", f"/files?{q}", None,
+                       {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token})
+    assert st == 404
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
