@@ -242,7 +242,6 @@ static void on_timeout(pe_ev_timer *t, void *ud)
     pe_daemon_job *job;
 
     (void)t;
-    b->timer = NULL; /* one-shot: the loop frees it */
     pe_log_info("e2b: sandbox %s reached its timeout: killing it", b->id);
     job = pe_daemon_job_new(b->d, NULL, b->owner, pe_daemon_sandbox_delete_work);
     job->id = pe_xstrdup(b->id);
@@ -253,7 +252,8 @@ static void on_timeout(pe_ev_timer *t, void *ud)
     pe_daemon_job_submit(job);
 }
 
-/* Kill sandbox id (of owner) timeout_s seconds from now. */
+/* Kill sandbox id (of owner) timeout_s seconds from now; 0: never (the
+ * daemon's idle stop still applies). */
 static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int64_t timeout_s)
 {
     e2b_box *b = box_find(id);
@@ -268,7 +268,10 @@ static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int
         boxes = b;
     }
     pe_ev_timer_stop(b->timer);
-    b->end_ms = now_ms() + timeout_s * 1000;
+    b->timer = NULL;
+    b->end_ms = timeout_s ? now_ms() + timeout_s * 1000 : 0;
+    if (timeout_s == 0)
+        return;
     b->timer =
         pe_ev_timer_start(d->loop, (uint64_t)timeout_s * 1000000000ull, 0, on_timeout, b, &err);
     if (b->timer == NULL)
@@ -331,7 +334,7 @@ static json_t *created_of(const json_t *view, const char *key)
     json_t *o = detail_of(view, key);
 
     /* What create and connect answer: the Sandbox object. */
-    json_t *out = json_pack("{s:O,s:O,s:O,s:s,s:s}", "sandboxID", json_object_get(o, "sandboxID"),
+    json_t *out = json_pack("{s:O,s:O,s:O*,s:s,s:s}", "sandboxID", json_object_get(o, "sandboxID"),
                             "templateID", json_object_get(o, "templateID"), "alias",
                             json_object_get(o, "alias"), "clientID", "pocketenv", "envdVersion",
                             PE_E2B_ENVD_VERSION);

@@ -386,3 +386,28 @@ def test_broken_multipart_uploads_to_files(daemon, body, status):
                        {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token})
     assert st == 404
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def timerfds(pid):
+    fds = os.listdir(f"/proc/{pid}/fd")
+    out = 0
+    for fd in fds:
+        try:
+            out += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[timerfd]"
+        except OSError:
+            pass
+    return out
+
+
+def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
+    before = timerfds(daemon.proc.pid)
+    for _ in range(3):
+        sid = create(daemon, timeout=1)["sandboxID"]
+        wait_for(lambda: api(daemon, "GET", f"/sandboxes/{sid}")[0] == 404, 20,
+                 "the sandbox to be killed at its timeout")
+    assert timerfds(daemon.proc.pid) <= before
+    # timeout 0: no end (E2B's SDK never sends it; the daemon's idle stop applies)
+    sid = create(daemon, timeout=0)["sandboxID"]
+    st, info = api(daemon, "GET", f"/sandboxes/{sid}")
+    assert st == 200 and info["endAt"].startswith("9999")
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
