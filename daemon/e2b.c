@@ -989,6 +989,19 @@ static void on_health(pe_http_request *req, void *ud)
     envd_request(ud, req, SVC_HEALTH);
 }
 
+/* The code interpreter's paths: said plainly, not the web page's 405. */
+static void on_interpreter(pe_http_request *req, void *ud)
+{
+    (void)ud;
+    if (pe_http_header(req, "E2b-Sandbox-Id") == NULL) {
+        api_error(req, 404, "not found");
+        return;
+    }
+    api_error(req, 501,
+              "the code interpreter (/execute, /contexts) is not served by this daemon yet "
+              "(docs/e2b.md)");
+}
+
 /* ---- running a helper command in a sandbox (worker threads) ---- */
 
 struct run {
@@ -1478,7 +1491,9 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
             0 ||
         pe_http_route(d->srv, "/files", 0, on_files, d, err) < 0 ||
         pe_http_route_head(d->srv, "/files", files_head, err) < 0 ||
-        pe_http_route(d->srv, "/health", 0, on_health, d, err) < 0)
+        pe_http_route(d->srv, "/health", 0, on_health, d, err) < 0 ||
+        pe_http_route(d->srv, "/execute", 0, on_interpreter, d, err) < 0 ||
+        pe_http_route(d->srv, "/contexts", 0, on_interpreter, d, err) < 0)
         return -1;
     return 0;
 }

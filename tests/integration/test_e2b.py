@@ -411,3 +411,11 @@ def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
     st, info = api(daemon, "GET", f"/sandboxes/{sid}")
     assert st == 200 and info["endAt"].startswith("9999")
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_code_interpreter_paths_say_not_served(daemon):
+    for path in ("/execute", "/contexts"):
+        st, _, raw = request(daemon, "POST", path, b'{"code": "1"}',
+                             {"E2b-Sandbox-Id": "sbx_x", "E2b-Sandbox-Port": "49999",
+                              "Content-Type": "application/json"})
+        assert st == 501 and b"not served" in raw, raw
