@@ -58,6 +58,12 @@ int pe_daemon_create_resources_check(pe_daemon *d, const json_t *body, pe_err *e
 int pe_daemon_create_resources_store(pe_store *s, const char *sandbox_id, const json_t *body,
                                      pe_err *err);
 
+/* Directory path (absolute) of running sandbox id, opened O_PATH inside
+ * it: resolved under /proc/<init>/root with RESOLVE_IN_ROOT |
+ * RESOLVE_NO_MAGICLINKS, so no symlink of the sandbox's leads out of it.
+ * PE_ENOENT (no such directory), PE_ESTATE (not running). Workers. */
+int pe_daemon_open_sandbox_dir(pe_daemon *d, const char *id, const char *path, pe_err *err);
+
 /* Shared by the resource handlers: names of variables and secrets (as the
  * shell accepts them), absolute file and mount paths. */
 int pe_daemon_check_env_name(const char *what, const char *name, pe_err *err);

@@ -16,7 +16,7 @@
 #include "core/util.h"
 #include "daemon.h"
 
-enum { T_DID = 1, T_TTL, T_DATA, T_STORE, T_HELP };
+enum { T_DID = 1, T_TTL, T_DATA, T_STORE, T_E2B, T_HELP };
 
 static const pe_opt token_opts[] = {
     {"did", 0, true, T_DID, "DID",
@@ -24,19 +24,21 @@ static const pe_opt token_opts[] = {
     {"ttl", 0, true, T_TTL, "S", "lifetime in seconds (default 30 days)"},
     {"data", 0, true, T_DATA, "DIR", "state directory (as the global --data)"},
     {"store", 0, true, T_STORE, "URL", "the daemon's store, as serve --store (DATA/pocketenv.db)"},
+    {"e2b", 0, false, T_E2B, NULL,
+     "create: print it as an E2B API key (e2b_ and hex), for E2B's SDKs (docs/e2b.md)"},
     {"help", 'h', false, T_HELP, NULL, "show this help"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 #define USAGE                                                                                      \
-    "usage: pocketenv token create [--did DID] [--ttl S] [--data DIR] [--store URL]\n"             \
+    "usage: pocketenv token create [--did DID] [--ttl S] [--e2b] [--data DIR] [--store URL]\n"     \
     "       pocketenv token revoke --did DID [--data DIR] [--store URL]"
 
 struct token_args {
     const char *did, *data, *store;
     long long ttl;
     int npos;
-    bool help, revoke;
+    bool help, revoke, e2b;
 };
 
 static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
@@ -67,6 +69,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case T_STORE:
         a->store = arg;
+        return 0;
+    case T_E2B:
+        a->e2b = true;
         return 0;
     default:
         a->help = true;
@@ -122,7 +127,8 @@ int pe_daemon_token_main(int argc, char **argv)
                "  pocketenv token create --did did:key:zAlice --ttl 86400\n"
                "  pocketenv login --token \"$(pocketenv token create)\"      # the owner\n"
                "  pocketenv login --token \"$(pocketenv token create --did did:key:zAlice)\"\n"
-               "  pocketenv token revoke --did did:key:zAlice\n");
+               "  pocketenv token revoke --did did:key:zAlice\n"
+               "  E2B_API_KEY=$(pocketenv token create --e2b)                # E2B's SDKs\n");
         return 0;
     }
     if (a.npos == 0 || (a.did == NULL && a.revoke)) {
@@ -144,8 +150,14 @@ int pe_daemon_token_main(int argc, char **argv)
         r = revoke_tokens(s, a.did, &err);
     else if (r == 0 && (r = pe_daemon_auth_refresh(auth, s, &err)) == 0)
         r = pe_auth_token_mint(auth, a.did, a.ttl, PE_AUTH_SCOPE_API, &jwt, &err);
-    if (r == 0 && jwt)
+    if (r == 0 && jwt && a.e2b) { /* E2B's SDKs take only keys shaped e2b_<hex> */
+        fputs("e2b_", stdout);
+        for (const char *c = jwt; *c; c++)
+            printf("%02x", (unsigned char)*c);
+        putchar('\n');
+    } else if (r == 0 && jwt) {
         printf("%s\n", jwt);
+    }
     free(jwt);
     pe_store_close(s);
     pe_auth_close(auth);

@@ -242,6 +242,21 @@ static int open_in_root(int root, const char *path)
     return fd;
 }
 
+int pe_daemon_open_sandbox_dir(pe_daemon *d, const char *id, const char *path, pe_err *err)
+{
+    struct init_root ir;
+    int fd;
+
+    if (open_init_root(d, id, &ir, err) < 0)
+        return -1;
+    fd = open_in_root(ir.root, path);
+    if (fd < 0)
+        pe_err_set(err, errno == ENOENT || errno == ENOTDIR ? PE_ENOENT : PE_ESYS, errno,
+                   "open %s in the sandbox", path);
+    close(ir.root);
+    return fd;
+}
+
 /* The directory part of path (absolute, normalized) opened inside root,
  * creating missing directories (dir_mode, owned by the sandbox's root). */
 static int open_parent(const struct init_root *ir, const char *path, mode_t dir_mode, pe_err *err)

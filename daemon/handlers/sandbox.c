@@ -831,6 +831,61 @@ static void start_sandbox(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+/* ---- the same work for other front ends (daemon.h; the E2B API) ---- */
+
+void pe_daemon_sandbox_get_work(pe_daemon_job *job, pe_store *s)
+{
+    get_work(job, s);
+}
+
+void pe_daemon_sandbox_start_work(pe_daemon_job *job, pe_store *s)
+{
+    start_work(job, s);
+}
+
+void pe_daemon_sandbox_stop_work(pe_daemon_job *job, pe_store *s)
+{
+    stop_work(job, s);
+}
+
+void pe_daemon_sandbox_delete_work(pe_daemon_job *job, pe_store *s)
+{
+    delete_work(job, s);
+}
+
+/* Create and run at once: the row (as createSandbox), then in the same
+ * job what its background half does, so the answer comes once the
+ * sandbox runs (or failed: then it is removed, row and all). */
+void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+
+    create_work(job, s);
+    if (job->failed)
+        return;
+    json_decref(job->in);
+    job->in = NULL;
+    json_decref(job->out);
+    job->out = NULL;
+    run_work(job, s);
+    json_decref(job->in); /* a repo to clone: the E2B API takes none */
+    job->in = NULL;
+    if (job->failed || pe_store_sandbox_get(s, job->id, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    if (sb.status != PE_STORE_RUNNING) {
+        pe_err_set(&job->err, PE_ESYS, 0, "sandbox %s failed to start: %s", sb.id,
+                   sb.status_reason ? sb.status_reason : "unknown reason");
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_runtime_remove(&job->d->rt, sb.id, &job->err);
+        pe_store_sandbox_delete(s, sb.id, NULL);
+    } else {
+        job->out = pe_daemon_sandbox_view(&sb);
+    }
+    pe_store_sandbox_clear(&sb);
+}
+
 /* ---- registration ---- */
 
 /* Handlers that take the sandbox from the id parameter. */

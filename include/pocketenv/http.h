@@ -206,7 +206,7 @@ typedef void (*pe_http_handler)(pe_http_request *req, void *ud);
 
 /* Serve every path starting with prefix (e.g. "/tty/") with fn; the
  * longest matching prefix wins; /xrpc/, /healthz and /metrics stay the
- * server's. max_body 0: cfg.max_json_body. At most 16 routes (PE_EINVAL beyond). */
+ * server's. max_body 0: cfg.max_json_body. At most 32 routes (PE_EINVAL beyond). */
 int pe_http_route(pe_http_server *srv, const char *prefix, size_t max_body, pe_http_handler fn,
                   void *ud, pe_err *err);
 

@@ -17,7 +17,7 @@
 #include "http/xrpc-internal.h"
 #include "pocketenv/http.h"
 
-#define MAX_ROUTES 16
+#define MAX_ROUTES 32
 #define METRIC_ROWS 512
 #define MAX_CORS_ORIGINS 32
 #define PE_HTTP_LATENCY_BUCKETS 14

@@ -156,6 +156,14 @@ H = b"Host: 127.0.0.1\r\n"
     ("two Content-Lengths",
      b"POST /cp HTTP/1.1\r\n" + H + b"Content-Length: 1\r\nContent-Length: 2\r\n", 400,
      "more than one Content-Length"),
+    # The E2B API's routes (docs/e2b.md) sit behind the same checks.
+    ("%00 in an E2B file path", b"GET /files?path=/a%00b HTTP/1.1\r\n" + H +
+     b"E2b-Sandbox-Id: sbx_x\r\n", 400, "%00"),
+    ("two Content-Lengths on a Connect stream",
+     b"POST /process.Process/Start HTTP/1.1\r\n" + H +
+     b"Content-Length: 5\r\nContent-Length: 6\r\n", 400, "more than one Content-Length"),
+    ("NUL in an E2B key", b"GET /v2/sandboxes HTTP/1.1\r\n" + H + b"X-API-Key: e2b_\0ab\r\n",
+     400, "NUL byte"),
 ])
 def test_malformed_requests_refused_before_routing(daemon, name, request_bytes, status, message):
     out = raw_http(daemon, request_bytes + b"\r\n")

@@ -333,6 +333,9 @@ def test_authz_matrix(daemon):
         for m in SANDBOX_METHODS:
             for ident in (mine["id"], "private"):
                 check(*daemon.sandbox(m, ident, token=tok), want)
+        # The E2B API (docs/e2b.md): its key header, its error shape.
+        for st in e2b_statuses(daemon, mine["id"], tok):
+            assert st == 401
 
     # Another user: the owner's sandbox does not exist for them.
     check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=other),
@@ -340,6 +343,7 @@ def test_authz_matrix(daemon):
     for m in SANDBOX_METHODS:
         for ident in (mine["id"], "private"):
             check(*daemon.sandbox(m, ident, token=other), (404, "SandboxNotFound"))
+    assert set(e2b_statuses(daemon, mine["id"], other)) == {404}
     status, out = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": owner},
                               token=other)
     assert (status, out) == (200, {"sandboxes": [], "total": 0})
@@ -363,6 +367,29 @@ def test_authz_matrix(daemon):
     assert got["id"] == mine["id"] and got["status"] == "RUNNING"
     assert daemon.sandbox("exec", "private", {"command": "echo still"})[1]["stdout"] == "still\n"
     assert daemon.sandbox("deleteSandbox", "private")[0] == 200
+
+
+def e2b_statuses(daemon, sandbox_id, token):
+    """Statuses of the E2B API's sandbox routes for token (None: no key)."""
+    out = []
+    key = {"X-API-Key": token} if token else {}
+    envd = {"E2b-Sandbox-Id": sandbox_id, "Content-Type": "application/json",
+            **({"X-Access-Token": token} if token else {})}
+    for method, path, headers, body in (
+            ("GET", f"/sandboxes/{sandbox_id}", key, None),
+            ("DELETE", f"/sandboxes/{sandbox_id}", key, None),
+            ("POST", f"/sandboxes/{sandbox_id}/pause", key, b"{}"),
+            ("POST", "/filesystem.Filesystem/ListDir", envd, b'{"path": "/"}'),
+            ("POST", "/process.Process/List", envd, b"{}"),
+            ("GET", "/files?path=/etc/hostname", envd, None)):
+        req = urllib.request.Request(daemon.url + path, data=body, method=method,
+                                     headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                out.append(r.status)
+        except urllib.error.HTTPError as e:
+            out.append(e.code)
+    return out
 
 
 def test_bad_bodies(daemon):

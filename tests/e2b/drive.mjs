@@ -1,0 +1,229 @@
+// Drives the real `e2b` SDK (package.json pins it) against a Pocketenv
+// daemon, configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY.
+// Usage: node drive.mjs <scenario> [template]; prints one JSON object of
+// what the SDK returned (tests/integration/test_e2b.py checks it).
+import { Sandbox, CommandExitError } from 'e2b'
+
+const [scenario, template = 'busybox'] = process.argv.slice(2)
+const out = {}
+
+function errorOf(e) {
+  return { name: e?.constructor?.name, message: String(e?.message ?? e) }
+}
+
+// Wait for cond() with a deadline: no sleep-and-hope.
+async function until(cond, ms = 15000) {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await cond()) return true
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  return false
+}
+
+async function flow() {
+  const sbx = await Sandbox.create(template, {
+    timeoutMs: 120_000,
+    metadata: { suite: 'e2b' },
+    envs: { GREETING: 'hi there' },
+  })
+  out.sandboxId = sbx.sandboxId
+  const r = await sbx.commands.run('echo "$GREETING"; echo oops >&2')
+  out.run = { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }
+  try {
+    await sbx.commands.run('exit 3')
+    out.exit3 = 'no error'
+  } catch (e) {
+    out.exit3 = e instanceof CommandExitError ? { exitCode: e.exitCode } : errorOf(e)
+  }
+  // A background command: streamed output, then stdin it answers.
+  const seen = []
+  const h = await sbx.commands.run('echo ready; read line; echo "got $line"', {
+    background: true,
+    stdin: true,
+    onStdout: (d) => seen.push(d),
+  })
+  out.streamedBeforeInput = await until(() => seen.join('').includes('ready'))
+  await sbx.commands.sendStdin(h.pid, 'ping\n')
+  const done = await h.wait()
+  out.background = { stdout: done.stdout, exitCode: done.exitCode, seen: seen.join('') }
+  // A background command killed.
+  const k = await sbx.commands.run('sleep 600', { background: true })
+  out.listed = (await sbx.commands.list()).some((p) => p.pid === k.pid)
+  out.killed = await sbx.commands.kill(k.pid)
+  try {
+    await k.wait()
+    out.killedWait = 'no error'
+  } catch (e) {
+    out.killedWait = e instanceof CommandExitError ? { exitCode: e.exitCode } : errorOf(e)
+  }
+  // Files.
+  await sbx.files.write('/tmp/e2b/a.txt', 'hello file')
+  out.read = await sbx.files.read('/tmp/e2b/a.txt')
+  out.list = (await sbx.files.list('/tmp/e2b')).map((e) => ({ name: e.name, type: e.type, size: e.size }))
+  out.exists = [await sbx.files.exists('/tmp/e2b/a.txt'), await sbx.files.exists('/tmp/e2b/none')]
+  out.makeDir = await sbx.files.makeDir('/tmp/e2b/sub')
+  await sbx.files.rename('/tmp/e2b/a.txt', '/tmp/e2b/sub/b.txt')
+  out.afterRename = await sbx.files.read('/tmp/e2b/sub/b.txt')
+  await sbx.files.remove('/tmp/e2b/sub')
+  out.afterRemove = await sbx.files.exists('/tmp/e2b/sub')
+  try {
+    await sbx.files.read('/tmp/e2b/none')
+    out.readMissing = 'no error'
+  } catch (e) {
+    out.readMissing = errorOf(e)
+  }
+  // Lifecycle: info, list, timeout, kill.
+  const info = await sbx.getInfo()
+  out.info = { sandboxId: info.sandboxId, templateId: info.templateId, metadata: info.metadata, state: info.state }
+  const paginator = Sandbox.list()
+  const items = await paginator.nextItems()
+  out.inList = items.some((s) => s.sandboxId === sbx.sandboxId)
+  await sbx.setTimeout(60_000)
+  out.isRunning = await sbx.isRunning()
+  out.kill = await sbx.kill()
+  out.killedAgain = await Sandbox.kill(sbx.sandboxId)
+}
+
+async function badKey() {
+  try {
+    await Sandbox.create(template)
+    out.create = 'no error'
+  } catch (e) {
+    out.create = errorOf(e)
+  }
+}
+
+async function unknown() {
+  try {
+    await Sandbox.connect('sbx_doesnotexist')
+    out.connect = 'no error'
+  } catch (e) {
+    out.connect = errorOf(e)
+  }
+  try {
+    await Sandbox.getInfo('sbx_doesnotexist')
+    out.getInfo = 'no error'
+  } catch (e) {
+    out.getInfo = errorOf(e)
+  }
+  out.kill = await Sandbox.kill('sbx_doesnotexist')
+}
+
+// A PTY: keystrokes in, the terminal's output back, a resize the shell sees.
+async function pty() {
+  const sbx = await Sandbox.create(template)
+  let seen = ''
+  const dec = new TextDecoder()
+  const t = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => (seen += dec.decode(d)) })
+  const enc = new TextEncoder()
+  await sbx.pty.sendInput(t.pid, enc.encode('echo "tty:$(tty | cut -c1-8)"\n'))
+  out.echoed = await until(() => seen.includes('tty:/dev/pts'))
+  await sbx.pty.resize(t.pid, { cols: 100, rows: 30 })
+  await sbx.pty.sendInput(t.pid, enc.encode('stty size\n'))
+  out.resized = await until(() => seen.includes('30 100'))
+  await sbx.pty.sendInput(t.pid, enc.encode('exit 5\n'))
+  try {
+    const r = await t.wait()
+    out.exit = r.exitCode
+  } catch (e) {
+    out.exit = e.exitCode ?? errorOf(e)
+  }
+  await sbx.kill()
+}
+
+// watchDir: what a write and a remove in the directory look like.
+async function watch() {
+  const sbx = await Sandbox.create(template)
+  await sbx.files.makeDir('/tmp/w')
+  const events = []
+  const h = await sbx.files.watchDir('/tmp/w', (e) => events.push(`${e.type}:${e.name}`))
+  await sbx.files.write('/tmp/w/f.txt', 'x')
+  await sbx.commands.run('rm /tmp/w/f.txt')
+  out.seen = await until(() => events.includes('create:f.txt') && events.includes('remove:f.txt'))
+  out.types = [...new Set(events)].sort()
+  await h.stop()
+  try {
+    await sbx.files.watchDir('/tmp/none', () => {})
+    out.missing = 'no error'
+  } catch (e) {
+    out.missing = errorOf(e)
+  }
+  await sbx.kill()
+}
+
+// What an agent framework's tool loop does: write a script, run it, read
+// what it produced, feed that into the next step.
+async function agent() {
+  const sbx = await Sandbox.create(template)
+  const steps = []
+  let input = '3'
+  for (let i = 0; i < 3; i++) {
+    await sbx.files.write('/tmp/agent/step.sh', `n=$1; echo $((n * 2)) > /tmp/agent/out.txt; echo step ${i} done`)
+    const r = await sbx.commands.run(`sh /tmp/agent/step.sh ${input}`)
+    input = (await sbx.files.read('/tmp/agent/out.txt')).trim()
+    steps.push({ stdout: r.stdout.trim(), value: input })
+  }
+  out.steps = steps
+  await sbx.kill()
+}
+
+// Another client re-attaches to a running command (process Connect),
+// gives it input, and both see its end.
+async function reattach() {
+  const sbx = await Sandbox.create(template)
+  const h = await sbx.commands.run('echo first; read x; echo "got $x"', { background: true, stdin: true })
+  const other = await Sandbox.connect(sbx.sandboxId)
+  let seen = ''
+  const h2 = await other.commands.connect(h.pid, { onStdout: (d) => (seen += d) })
+  await other.commands.sendStdin(h.pid, 'again\n')
+  const [a, b] = await Promise.all([h.wait(), h2.wait()])
+  out.first = { stdout: a.stdout, exitCode: a.exitCode }
+  out.second = { seen, exitCode: b.exitCode }
+  try {
+    await other.commands.connect(99999)
+    out.unknown = 'no error'
+  } catch (e) {
+    out.unknown = errorOf(e)
+  }
+  await sbx.kill()
+}
+
+// Sandbox.list's filters: metadata (with characters that need escaping),
+// state, template.
+async function listFilter() {
+  const a = await Sandbox.create(template, { metadata: { team: 'a&b=c', n: '1' } })
+  const b = await Sandbox.create(template, { metadata: { team: 'other' } })
+  await b.pause()
+  const ids = async (query) => (await Sandbox.list({ query }).nextItems()).map((s) => s.sandboxId).sort()
+  out.byMeta = (await ids({ metadata: { team: 'a&b=c' } })).join() === a.sandboxId
+  out.byMeta2 = (await ids({ metadata: { team: 'a&b=c', n: '2' } })).length
+  out.paused = (await ids({ state: ['paused'] })).includes(b.sandboxId)
+  out.running = (await ids({ state: ['running'] })).includes(b.sandboxId)
+  out.byTemplate = (await ids({ template: 'nope' })).length
+  await a.kill()
+  await Sandbox.kill(b.sandboxId)
+}
+
+// Sandbox.create → first commands.run, for bench/.
+async function bench() {
+  const n = Number(process.env.E2B_BENCH_N || 5)
+  const ms = []
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    const sbx = await Sandbox.create(template)
+    await sbx.commands.run('true')
+    ms.push(performance.now() - t0)
+    await sbx.kill()
+  }
+  out.ms = ms
+}
+
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench }
+try {
+  await scenarios[scenario]()
+} catch (e) {
+  out.error = errorOf(e)
+  out.stack = String(e?.stack ?? '')
+}
+console.log(JSON.stringify(out))

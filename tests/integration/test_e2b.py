@@ -1,0 +1,421 @@
+"""The E2B API on the daemon (issue 16, docs/e2b.md): E2B's own SDK from npm
+(package.json pins `e2b`), pointed at the daemon only by E2B_API_URL,
+E2B_SANDBOX_URL and E2B_API_KEY, makes and drives ordinary Pocketenv
+sandboxes. Raw HTTP checks what the SDK never sends: bad keys, other users'
+sandboxes, broken Connect envelopes."""
+import http.client
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import urllib.parse
+
+import pytest
+
+from conftest import BIN, wait_for
+from test_daemon import serving
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRIVE = os.path.join(ROOT, "tests", "e2b", "drive.mjs")
+
+
+def e2b_key(token):
+    """Our token in the shape E2B's SDK insists on: e2b_ and hex."""
+    return "e2b_" + token.encode().hex()
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("e2b")) as d:
+        d.port = int(d.url.rsplit(":", 1)[1])
+        yield d
+
+
+def need_sdk():
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (scripts/setup installs it)")
+    if not os.path.isfile(os.path.join(ROOT, "node_modules", "e2b", "package.json")):
+        pytest.skip("e2b is not installed: run `npm ci` (package.json pins it)")
+
+
+def drive(d, scenario, key=None, timeout=180):
+    need_sdk()
+    env = dict(os.environ, E2B_API_URL=d.url, E2B_SANDBOX_URL=d.url,
+               E2B_API_KEY=key or e2b_key(d.token))
+    env.pop("NODE_OPTIONS", None)
+    p = subprocess.run(["node", DRIVE, scenario], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert "error" not in out, out
+    return out
+
+
+def request(d, method, path, body=None, headers=None):
+    """(status, headers, body bytes) of one raw request."""
+    c = http.client.HTTPConnection("127.0.0.1", d.port, timeout=30)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        c.close()
+
+
+def api(d, method, path, body=None, key="owner"):
+    h = {"Content-Type": "application/json"}
+    if key == "owner":
+        key = d.token
+    if key is not None:
+        h["X-API-Key"] = key
+    st, _, raw = request(d, method, path, json.dumps(body) if body is not None else None, h)
+    return st, (json.loads(raw) if raw else None)
+
+
+def envd(d, sandbox_id, path, body, key="owner", content_type="application/json"):
+    h = {"Content-Type": content_type, "E2b-Sandbox-Id": sandbox_id,
+         "E2b-Sandbox-Port": "49983", "Connect-Protocol-Version": "1"}
+    if key == "owner":
+        key = d.token
+    if key is not None:
+        h["X-Access-Token"] = key
+    return request(d, "POST", path, body, h)
+
+
+def envelopes(raw):
+    """[(flags, JSON)] of a Connect stream's body."""
+    out = []
+    while raw:
+        flags, n = struct.unpack(">BI", raw[:5])
+        out.append((flags, json.loads(raw[5:5 + n])))
+        raw = raw[5 + n:]
+    return out
+
+
+def create(d, **extra):
+    st, sb = api(d, "POST", "/sandboxes", {"templateID": "busybox", "timeout": 300, **extra})
+    assert st == 201, sb
+    return sb
+
+
+def test_sdk_flow_commands_files_lifecycle(daemon):
+    out = drive(daemon, "flow")
+    assert out["run"] == {"stdout": "hi there\n", "stderr": "oops\n", "exitCode": 0}
+    assert out["exit3"] == {"exitCode": 3}
+    assert out["streamedBeforeInput"] is True
+    assert out["background"]["stdout"] == "ready\ngot ping\n"
+    assert out["background"]["exitCode"] == 0
+    assert out["listed"] and out["killed"] and out["killedWait"] == {"exitCode": 137}
+    assert out["read"] == "hello file"
+    assert out["list"] == [{"name": "a.txt", "type": "file", "size": 10}]
+    assert out["exists"] == [True, False]
+    assert out["makeDir"] is True and out["afterRename"] == "hello file"
+    assert out["afterRemove"] is False
+    assert out["readMissing"]["name"] == "FileNotFoundError"
+    assert out["info"] == {"sandboxId": out["sandboxId"], "templateId": "busybox",
+                           "metadata": {"suite": "e2b"}, "state": "running"}
+    assert out["inList"] and out["isRunning"]
+    assert out["kill"] is True and out["killedAgain"] is False
+    # Gone for our own API too: it was a Pocketenv sandbox all along.
+    assert daemon.sandbox("getSandbox", out["sandboxId"])[0] == 404
+
+
+def test_sdk_wrong_key_is_an_authentication_error(daemon):
+    other_key = e2b_key("not-a-token")
+    out = drive(daemon, "badKey", key=other_key)
+    assert out["create"]["name"] == "AuthenticationError", out
+
+
+def test_sdk_unknown_sandbox(daemon):
+    out = drive(daemon, "unknown")
+    assert out["connect"]["name"] == "SandboxNotFoundError"
+    assert out["getInfo"]["name"] == "SandboxNotFoundError"
+    assert out["kill"] is False
+
+
+def test_e2b_sandboxes_are_pocketenv_sandboxes(daemon):
+    sb = create(daemon, envVars={"FROM_E2B": "yes"})
+    sid = sb["sandboxID"]
+    st, mine = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})
+    assert st == 200 and sid in [s["id"] for s in mine["sandboxes"]]
+    st, got = daemon.sandbox("getSandbox", sid)
+    assert st == 200 and got["sandbox"]["status"] == "RUNNING"
+    # Its variables are the sandbox's, seen by our exec as by E2B's.
+    st, ex = daemon.sandbox("exec", sid, {"command": "echo $FROM_E2B"})
+    assert (st, ex["stdout"]) == (200, "yes\n")
+    # And our delete is E2B's kill.
+    assert daemon.sandbox("deleteSandbox", sid)[0] == 200
+    assert api(daemon, "GET", f"/sandboxes/{sid}")[0] == 404
+
+
+def test_timeout_kills_the_sandbox(daemon):
+    sid = create(daemon)["sandboxID"]
+    assert api(daemon, "POST", f"/sandboxes/{sid}/timeout", {"timeout": 1})[0] == 204
+    wait_for(lambda: api(daemon, "GET", f"/sandboxes/{sid}")[0] == 404, 20,
+             "the sandbox to be killed at its timeout")
+    assert daemon.sandbox("getSandbox", sid)[0] == 404
+
+
+def test_pause_resume_connect(daemon):
+    sid = create(daemon)["sandboxID"]
+    assert api(daemon, "POST", f"/sandboxes/{sid}/pause")[0] == 204
+    assert api(daemon, "POST", f"/sandboxes/{sid}/pause")[0] == 409
+    st, info = api(daemon, "GET", f"/sandboxes/{sid}")
+    assert (st, info["state"]) == (200, "paused")
+    st, got = api(daemon, "POST", f"/sandboxes/{sid}/connect", {"timeout": 60})
+    assert st == 201 and got["sandboxID"] == sid
+    st, got = api(daemon, "POST", f"/sandboxes/{sid}/connect", {"timeout": 60})
+    assert st == 200
+    assert api(daemon, "GET", f"/sandboxes/{sid}")[1]["state"] == "running"
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_authz_other_users_and_bad_keys(daemon):
+    sid = create(daemon)["sandboxID"]
+    other = daemon.token_for("did:key:zSomeoneElseE2b")
+    answers = []
+    for key in (None, "not-a-jwt", e2b_key("nope"), "e2b_zz", "e2b_0"):
+        st, out = api(daemon, "GET", f"/sandboxes/{sid}", key=key)
+        assert st == 401, out
+        answers.append(json.dumps(out))
+        assert api(daemon, "POST", "/sandboxes", {"templateID": "busybox"}, key=key)[0] == 401
+        assert api(daemon, "GET", "/v2/sandboxes", key=key)[0] == 401
+        st, _, raw = envd(daemon, sid, "/filesystem.Filesystem/Stat", b'{"path":"/"}', key=key)
+        assert st == 401 and json.loads(raw)["code"] == "unauthenticated", raw
+    # Another user: the sandbox does not exist for them, on either plane.
+    for method, path in (("GET", f"/sandboxes/{sid}"), ("DELETE", f"/sandboxes/{sid}"),
+                         ("POST", f"/sandboxes/{sid}/timeout"),
+                         ("POST", f"/sandboxes/{sid}/pause"),
+                         ("POST", f"/sandboxes/{sid}/connect")):
+        st, out = api(daemon, method, path, {"timeout": 5}, key=e2b_key(other))
+        assert st == 404, (path, out)
+        answers.append(json.dumps(out))
+    st, lst = api(daemon, "GET", "/v2/sandboxes", key=other)
+    assert (st, lst) == (200, [])
+    # `pocketenv token create --e2b` mints a key of the shape the SDK takes.
+    key = subprocess.run([BIN, "--data", daemon.data, "token", "create", "--e2b"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert key.startswith("e2b_") and set(key[4:]) <= set("0123456789abcdef")
+    st, lst = api(daemon, "GET", "/v2/sandboxes", key=key)
+    assert st == 200 and sid in [s["sandboxID"] for s in lst]
+    st, _, raw = envd(daemon, sid, "/filesystem.Filesystem/Stat", b'{"path":"/"}', key=other)
+    assert st == 404, raw
+    st, _, raw = envd(daemon, sid, "/process.Process/List", b"{}", key=other)
+    assert st == 404, raw
+    for a in answers:
+        assert "did:" not in a
+    assert api(daemon, "GET", f"/sandboxes/{sid}")[1]["state"] == "running"
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_bad_connect_requests_get_connect_errors(daemon):
+    sid = create(daemon)["sandboxID"]
+    start = "/process.Process/Start"
+    good = json.dumps({"process": {"cmd": "/bin/sh", "args": ["-c", "echo ok"]}}).encode()
+    ct = "application/connect+json"
+    cases = [
+        (b"", "invalid_argument"),                                  # no envelope
+        (b"\x00\x00\x00", "invalid_argument"),                      # short head
+        (struct.pack(">BI", 0, len(good) + 7) + good, "invalid_argument"),  # length lies
+        (struct.pack(">BI", 1, len(good)) + good, "unimplemented"),          # compressed
+        (struct.pack(">BI", 0, 1 << 30) + good, "resource_exhausted"),       # oversized frame
+        (struct.pack(">BI", 0, 5) + b"nope!", "invalid_argument"),           # not JSON
+        (struct.pack(">BI", 0, 2) + b"{}", "invalid_argument"),              # no process
+    ]
+    for body, code in cases:
+        st, h, raw = envd(daemon, sid, start, body, content_type=ct)
+        assert st == 200 and h["Content-Type"].startswith(ct), (body[:8], st, raw)
+        (flags, end), = envelopes(raw)
+        assert flags == 2 and end["error"]["code"] == code, (body[:8], end)
+    # A body over the route's limit is refused before it is read.
+    with socket.create_connection(("127.0.0.1", daemon.port), timeout=30) as so:
+        so.sendall(f"POST {start} HTTP/1.1\r\nHost: x\r\nE2b-Sandbox-Id: {sid}\r\n"
+                   f"X-Access-Token: {daemon.token}\r\nContent-Type: {ct}\r\n"
+                   f"Content-Length: {2 << 20}\r\n\r\n".encode())
+        assert so.recv(4096).startswith(b"HTTP/1.1 413")
+    # Unary calls: not JSON, not an object, unknown method, unknown pid.
+    for path, body, code in (("/process.Process/List", b"[", "invalid_argument"),
+                             ("/filesystem.Filesystem/Stat", b"[]", "invalid_argument"),
+                             ("/filesystem.Filesystem/Watch", b"{}", "unimplemented"),
+                             ("/process.Process/Nope", b"{}", "unimplemented"),
+                             ("/process.Process/SendSignal",
+                              b'{"process":{"pid":99999},"signal":"SIGNAL_SIGKILL"}', "not_found")):
+        st, _, raw = envd(daemon, sid, path, body)
+        assert json.loads(raw)["code"] == code, (path, raw)
+        assert 400 <= st < 600
+    # No E2b-Sandbox-Id: said so.
+    st, _, raw = request(daemon, "POST", start, good,
+                         {"Content-Type": ct, "X-Access-Token": daemon.token})
+    assert st == 400 and b"E2b-Sandbox-Id" in raw
+    # The daemon is unharmed: a good Start streams and ends.
+    st, _, raw = envd(daemon, sid, start, struct.pack(">BI", 0, len(good)) + good,
+                      content_type=ct)
+    evs = envelopes(raw)
+    assert st == 200 and "start" in evs[0][1]["event"], evs
+    assert {"data": {"stdout": "b2sK"}} in [e["event"] for _, e in evs[1:-1]]
+    assert evs[-1] == (2, {}) and evs[-2][1]["event"]["end"]["exited"] is True
+    assert daemon.healthy()
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_files_http_api(daemon):
+    sid = create(daemon)["sandboxID"]
+    h = {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token,
+         "Content-Type": "application/octet-stream"}
+    q = urllib.parse.urlencode({"path": "/tmp/x/bytes.bin"})
+    data = bytes(range(256)) * 64
+    st, _, raw = request(daemon, "POST", f"/files?{q}", data, h)
+    assert st == 200 and json.loads(raw) == [{"path": "/tmp/x/bytes.bin", "name": "bytes.bin",
+                                              "type": "file"}]
+    st, _, raw = request(daemon, "GET", f"/files?{q}", None, h)
+    assert (st, raw) == (200, data)
+    q = urllib.parse.urlencode({"path": "/tmp/x/none"})
+    st, _, raw = request(daemon, "GET", f"/files?{q}", None, h)
+    assert st == 404 and json.loads(raw)["code"] == 404
+    st, _, raw = request(daemon, "GET", "/files?path=", None, h)
+    assert st == 400
+    # Without a key nothing is stored, not even for a moment.
+    st, _, _ = request(daemon, "POST", f"/files?{q}", data,
+                       {"E2b-Sandbox-Id": sid, "Content-Type": "application/octet-stream"})
+    assert st == 401
+    st, _, _ = request(daemon, "GET", "/health", None, {"E2b-Sandbox-Id": sid,
+                                                        "X-Access-Token": daemon.token})
+    assert st == 204
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_bad_create_bodies(daemon):
+    before = api(daemon, "GET", "/v2/sandboxes")[1]
+    for body, want in (({}, "templateID"), ({"templateID": "nope-such"}, None),
+                       ({"templateID": "busybox", "timeout": -1}, "timeout"),
+                       ({"templateID": "busybox", "envVars": {"A": 1}}, "envVars"),
+                       ({"templateID": "busybox", "envVars": ["x"]}, "envVars"),
+                       ({"templateID": "busybox", "metadata": {"k": "v" * 9000}}, "metadata")):
+        st, out = api(daemon, "POST", "/sandboxes", body)
+        assert st == 400 and isinstance(out["code"], int), (body, out)
+        if want:
+            assert want in out["message"], out
+    st, _, raw = request(daemon, "POST", "/sandboxes", b'{"templateID":',
+                         {"X-API-Key": daemon.token, "Content-Type": "application/json"})
+    assert st == 400
+    st, lst = api(daemon, "GET", "/v2/sandboxes")
+    assert st == 200 and lst == before  # nothing was made
+
+
+def test_sdk_pty_input_resize_exit(daemon):
+    out = drive(daemon, "pty")
+    assert out == {"echoed": True, "resized": True, "exit": 5}
+
+
+def test_sdk_watch_dir(daemon):
+    out = drive(daemon, "watch")
+    assert out["seen"] is True
+    assert {"create:f.txt", "write:f.txt", "remove:f.txt"} <= set(out["types"])
+    assert out["missing"]["name"] == "FileNotFoundError"
+
+
+def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
+    """A symlink in the sandbox pointing at a host directory is resolved inside
+    the sandbox (RESOLVE_IN_ROOT): the watch never sees the host's directory."""
+    sid = create(daemon)["sandboxID"]
+    host_dir = tmp_path / "hostdir"
+    host_dir.mkdir()
+    st, ex = daemon.sandbox("exec", sid, {"command": f"ln -s {host_dir} /tmp/link && "
+                                                     f"mkdir -p {host_dir}"})
+    assert st == 200 and ex["exitCode"] == 0, ex
+    body = json.dumps({"path": "/tmp/link"}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/filesystem.Filesystem/WatchDir",
+              struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    assert r.status == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"start": {}}
+    # A file made on the host's directory is not an event; one made in the
+    # sandbox's directory of that name is.
+    (host_dir / "from-host").write_text("x")
+    st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/from-sandbox"})
+    assert st == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"filesystem": {"name": "from-sandbox", "type": 1}}
+    c.close()
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_sdk_agent_loop(daemon):
+    out = drive(daemon, "agent")
+    assert out["steps"] == [{"stdout": "step 0 done", "value": "6"},
+                            {"stdout": "step 1 done", "value": "12"},
+                            {"stdout": "step 2 done", "value": "24"}]
+
+
+def test_sdk_reattach_to_a_running_command(daemon):
+    out = drive(daemon, "reattach")
+    assert out["first"] == {"stdout": "first\ngot again\n", "exitCode": 0}
+    assert out["second"] == {"seen": "got again\n", "exitCode": 0}
+    assert out["unknown"]["name"] == "NotFoundError"
+
+
+def test_sdk_list_filters(daemon):
+    out = drive(daemon, "listFilter")
+    assert out == {"byMeta": True, "byMeta2": 0, "paused": True, "running": False,
+                   "byTemplate": 0}
+    for q in ("metadata=%25zz", "metadata=k%3D%2500", "metadata=novalue"):
+        st, body = api(daemon, "GET", f"/v2/sandboxes?{q}")
+        assert st == 400 and "metadata" in body["message"], (q, body)
+
+
+@pytest.mark.parametrize("body,status", [
+    # a multipart upload without a part named file: said, nothing written
+    (b"--B0\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--B0--\r\n", 400),
+    # a part that never ends: refused by the server's multipart reader
+    (b"--B0\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nno end", 400),
+])
+def test_broken_multipart_uploads_to_files(daemon, body, status):
+    sid = create(daemon)["sandboxID"]
+    q = urllib.parse.urlencode({"path": "/tmp/up.txt"})
+    st, _, raw = request(daemon, "POST", f"/files?{q}", body,
+                         {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token,
+                          "Content-Type": "multipart/form-data; boundary=B0"})
+    assert st == status, raw
+    st, _, _ = request(daemon, "GET", f"/files?{q}", None,
+                       {"E2b-Sandbox-Id": sid, "X-Access-Token": daemon.token})
+    assert st == 404
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def timerfds(pid):
+    fds = os.listdir(f"/proc/{pid}/fd")
+    out = 0
+    for fd in fds:
+        try:
+            out += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[timerfd]"
+        except OSError:
+            pass
+    return out
+
+
+def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
+    before = timerfds(daemon.proc.pid)
+    for _ in range(3):
+        sid = create(daemon, timeout=1)["sandboxID"]
+        wait_for(lambda: api(daemon, "GET", f"/sandboxes/{sid}")[0] == 404, 20,
+                 "the sandbox to be killed at its timeout")
+    assert timerfds(daemon.proc.pid) <= before
+    # timeout 0: no end (E2B's SDK never sends it; the daemon's idle stop applies)
+    sid = create(daemon, timeout=0)["sandboxID"]
+    st, info = api(daemon, "GET", f"/sandboxes/{sid}")
+    assert st == 200 and info["endAt"].startswith("9999")
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_code_interpreter_paths_say_not_served(daemon):
+    for path in ("/execute", "/contexts"):
+        st, _, raw = request(daemon, "POST", path, b'{"code": "1"}',
+                             {"E2b-Sandbox-Id": "sbx_x", "E2b-Sandbox-Port": "49999",
+                              "Content-Type": "application/json"})
+        assert st == 501 and b"not served" in raw, raw
