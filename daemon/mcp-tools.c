@@ -31,13 +31,6 @@
 #define ARG_MAX_BYTES (256 * 1024) /* any string argument */
 #define CREATE_WAIT_S 300          /* sandbox_create waits this long for RUNNING */
 
-typedef struct pe_mcp_tool {
-    const char *name;
-    const char *description;
-    const char *schema; /* JSON Schema of the arguments */
-    void (*start)(pe_mcp_call *c);
-} pe_mcp_tool;
-
 /* ---- results ---- */
 
 static json_t *text_result(const char *text, bool is_error)

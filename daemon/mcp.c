@@ -366,24 +366,31 @@ static void call_finish(pe_mcp_call *c, json_t *result)
     pending_free(p);
 }
 
-static void call_progress(pe_mcp_call *c, double progress, const char *message)
+/* Progress in elapsed seconds: the one measure that only grows, whoever
+ * reports (the tool, or the heartbeat between its reports). */
+static void send_progress(struct mcp_pending *p, const char *message)
 {
-    struct mcp_pending *p = (struct mcp_pending *)c;
     double elapsed = now_s() - p->t0;
 
-    (void)progress; /* elapsed seconds: the one measure that only grows, whoever reports */
     if (p->st == NULL || p->progress_token == NULL)
         return;
     if (elapsed <= p->last_progress)
         elapsed = p->last_progress + 0.001;
     p->last_progress = elapsed;
-    if (message)
-        snprintf(p->last_message, sizeof(p->last_message), "%s", message);
     stream_push(p->st,
                 json_pack("{s:s, s:s, s:{s:O, s:f, s:s}}", "jsonrpc", "2.0", "method",
                           "notifications/progress", "params", "progressToken", p->progress_token,
-                          "progress", elapsed, "message", message ? message : p->last_message),
+                          "progress", elapsed, "message", message),
                 false);
+}
+
+static void call_progress(pe_mcp_call *c, double progress, const char *message)
+{
+    struct mcp_pending *p = (struct mcp_pending *)c;
+
+    (void)progress;
+    snprintf(p->last_message, sizeof(p->last_message), "%s", message ? message : "");
+    send_progress(p, p->last_message);
 }
 
 static void heartbeat(pe_ev_timer *t, void *ud)
@@ -392,9 +399,9 @@ static void heartbeat(pe_ev_timer *t, void *ud)
     char m[160];
 
     (void)t;
-    snprintf(m, sizeof(m), "%s: running for %.0f s", p->call.tool ? "tool" : "call",
-             now_s() - p->t0);
-    call_progress(&p->call, 0, p->last_message[0] ? NULL : m);
+    snprintf(m, sizeof(m), "%s%s%s: running for %.0f s", p->call.tool ? p->call.tool->name : "call",
+             p->last_message[0] ? ", " : "", p->last_message, now_s() - p->t0);
+    send_progress(p, m);
 }
 
 static void later_fire(pe_ev_timer *t, void *ud)

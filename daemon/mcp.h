@@ -31,6 +31,13 @@ struct pe_mcp_call {
     void *transport;
 };
 
+typedef struct pe_mcp_tool {
+    const char *name;
+    const char *description;
+    const char *schema; /* JSON Schema of the arguments */
+    void (*start)(pe_mcp_call *c);
+} pe_mcp_tool;
+
 /* tools/list's answer (new reference). */
 json_t *pe__mcp_tools_list(void);
 /* Start tools/call of name: -1 when there is no such tool (nothing
