@@ -304,27 +304,39 @@ static char *sh_quote(const char *s)
     return out;
 }
 
-/* At most max bytes of s from off, ending on a UTF-8 character boundary. */
+/* At most max bytes of s from off: up to a line's end when one is in the
+ * second half of the page, else on a UTF-8 character boundary. */
 static size_t page_len(const char *s, size_t len, size_t off, size_t max)
 {
     size_t n = len - off < max ? len - off : max;
 
-    if (off + n < len)
-        while (n > 0 && ((unsigned char)s[off + n] & 0xc0) == 0x80)
-            n--;
+    if (off + n == len)
+        return n;
+    for (size_t k = n; k > n / 2; k--)
+        if (s[off + k - 1] == '\n')
+            return k;
+    while (n > 0 && ((unsigned char)s[off + n] & 0xc0) == 0x80)
+        n--;
     return n;
 }
 
-/* "--- stdout ..." section of an answer: one page from off. */
+/* "--- stdout ..." section of an answer: one page from off, exactly as
+ * the command wrote it. A page that does not end with a newline gets one
+ * for the reader, and a line in brackets says so (PAGE_MIDLINE or
+ * PAGE_NO_NEWLINE): the bytes themselves are never changed. */
+#define PAGE_MIDLINE "[the page ends mid-line: the next page goes on with the line]\n"
+#define PAGE_NO_NEWLINE "[no newline at the end of the output]\n"
 static void page_section(char **buf, const char *name, json_t *text, size_t off, const char *oid)
 {
     const char *s = json_string_value(text) ?: "";
     size_t len = json_string_length(text), n;
     char *more = NULL, *sec;
+    bool whole_line;
 
     if (off > len)
         off = len;
     n = page_len(s, len, off, PAGE_BYTES);
+    whole_line = n == 0 || s[off + n - 1] == '\n';
     if (len == 0) {
         sec = pe_xasprintf("%s--- %s: (empty) ---\n", *buf, name);
     } else {
@@ -334,7 +346,10 @@ static void page_section(char **buf, const char *name, json_t *text, size_t off,
                                 name, off, off + n, len, oid ? oid : "?", name, off + n);
         sec = pe_xasprintf("%s--- %s (bytes %zu-%zu of %zu) ---\n%.*s%s%s", *buf, name, off,
                            off + n, len, (int)n, s + off,
-                           n > 0 && s[off + n - 1] != '\n' ? "\n" : "", more ? more : "");
+                           whole_line      ? ""
+                           : off + n < len ? "\n" PAGE_MIDLINE
+                                           : "\n" PAGE_NO_NEWLINE,
+                           more ? more : "");
     }
     free(more);
     free(*buf);

@@ -608,7 +608,7 @@ static void on_post(struct mcp_server *m, pe_http_request *req, const char *did)
                           "Accept must allow application/json and text/event-stream");
         return;
     }
-    rpc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &je);
+    rpc = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (rpc == NULL) {
         respond_rpc_error(req, 400, NULL, -32700, "parse error: the body is not JSON");
         return;
