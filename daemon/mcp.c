@@ -86,6 +86,7 @@ struct mcp_pending {
     void (*later_fn)(pe_mcp_call *c);
     double t0, last_progress;
     char last_message[128];
+    char *uri; /* resources/read: the resource the tool's answer becomes */
 };
 
 static double now_s(void)
@@ -345,6 +346,7 @@ static void pending_free(struct mcp_pending *p)
         pe_ev_timer_stop(p->later);
     json_decref(p->rpc_id);
     json_decref(p->progress_token);
+    free(p->uri);
     json_decref(p->call.args);
     json_decref(p->call.state);
     free(p->call.authorization);
@@ -354,10 +356,30 @@ static void pending_free(struct mcp_pending *p)
     free(p);
 }
 
+/* A tool's answer as resources/read's: its first text, or the tool's
+ * error as a JSON-RPC error (-32002: the resource is not there). */
+static json_t *as_resource(struct mcp_pending *p, json_t *result)
+{
+    const char *text = json_string_value(
+        json_object_get(json_array_get(json_object_get(result, "content"), 0), "text"));
+    json_t *msg;
+
+    if (json_is_true(json_object_get(result, "isError")))
+        msg = rpc_error(p->rpc_id, -32002, text ? text : "resource not found");
+    else
+        msg = json_pack("{s:s, s:O, s:{s:[{s:s, s:s, s:s}]}}", "jsonrpc", "2.0", "id", p->rpc_id,
+                        "result", "contents", "uri", p->uri, "mimeType", "text/plain", "text",
+                        text ? text : "");
+    json_decref(result);
+    return msg;
+}
+
 static void call_finish(pe_mcp_call *c, json_t *result)
 {
     struct mcp_pending *p = (struct mcp_pending *)c;
-    json_t *msg = json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", p->rpc_id, "result", result);
+    json_t *msg =
+        p->uri ? as_resource(p, result)
+               : json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", p->rpc_id, "result", result);
 
     if (p->st)
         stream_push(p->st, msg, true);
@@ -433,24 +455,17 @@ static bool accepts(pe_http_request *req, const char *type)
     return a == NULL || strstr(a, type) != NULL || strstr(a, "*/*") != NULL;
 }
 
-static void tools_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
-                       const char *did, json_t *rpc)
+/* Run tool name with args (an object) for the request rpc; uri: for
+ * resources/read, the resource its answer is. */
+static void start_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
+                       const char *did, json_t *rpc, const char *name, json_t *args,
+                       const char *uri)
 {
     json_t *params = json_object_get(rpc, "params"), *id = json_object_get(rpc, "id");
-    const char *name = json_string_value(json_object_get(params, "name"));
-    json_t *args = json_object_get(params, "arguments");
     json_t *token = json_object_get(json_object_get(params, "_meta"), "progressToken");
     struct mcp_pending *p;
     pe_err err;
 
-    if (name == NULL || (args && !json_is_object(args))) {
-        respond_json(req, 200,
-                     rpc_error(id, -32602,
-                               "tools/call needs params.name and an object "
-                               "params.arguments"),
-                     NULL);
-        return;
-    }
     if (s->inflight >= MCP_INFLIGHT_MAX) {
         respond_json(req, 200,
                      rpc_error(id, -32000,
@@ -467,6 +482,7 @@ static void tools_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request 
     p->call.authorization = pe_xstrdup(req->authorization);
     p->call.did = pe_xstrdup(did);
     p->call.args = args ? json_deep_copy(args) : json_object();
+    p->uri = uri ? pe_xstrdup(uri) : NULL;
     p->call.finish = call_finish;
     p->call.progress = call_progress;
     p->rpc_id = json_incref(id);
@@ -503,6 +519,86 @@ static void tools_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request 
     }
 }
 
+static void tools_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
+                       const char *did, json_t *rpc)
+{
+    json_t *params = json_object_get(rpc, "params"), *id = json_object_get(rpc, "id");
+    const char *name = json_string_value(json_object_get(params, "name"));
+    json_t *args = json_object_get(params, "arguments");
+
+    if (name == NULL || (args && !json_is_object(args))) {
+        respond_json(
+            req, 200,
+            rpc_error(id, -32602, "tools/call needs params.name and an object params.arguments"),
+            NULL);
+        return;
+    }
+    start_call(m, s, req, did, rpc, name, args, NULL);
+}
+
+/* ---- resources: a sandbox's files and its services' output ----
+ *
+ *   pocketenv://sandbox/NAME/file/PATH          (PATH: the rest, from /)
+ *   pocketenv://sandbox/NAME/service/SERVICE/logs
+ *
+ * Read through the file_read and service_logs tools, so they answer what
+ * those would (a file's first 256 KiB; a service's kept output). */
+#define RES_PREFIX "pocketenv://sandbox/"
+
+static json_t *resource_templates(void)
+{
+    return json_pack(
+        "{s:[{s:s, s:s, s:s, s:s}, {s:s, s:s, s:s, s:s}]}", "resourceTemplates", "uriTemplate",
+        RES_PREFIX "{sandbox}/file/{+path}", "name", "sandbox-file", "description",
+        "A file of a running sandbox (its first 256 KiB; file_read pages through more).",
+        "mimeType", "text/plain", "uriTemplate", RES_PREFIX "{sandbox}/service/{service}/logs",
+        "name", "service-logs", "description",
+        "The latest output of a sandbox's background command (service_start).", "mimeType",
+        "text/plain");
+}
+
+static void resources_read(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
+                           const char *did, json_t *rpc)
+{
+    json_t *id = json_object_get(rpc, "id");
+    const char *uri = json_string_value(json_object_get(json_object_get(rpc, "params"), "uri"));
+    const char *rest, *slash, *what;
+    char *sandbox = NULL;
+    json_t *args = NULL;
+
+    if (uri == NULL || strncmp(uri, RES_PREFIX, strlen(RES_PREFIX)) != 0 ||
+        (slash = strchr(rest = uri + strlen(RES_PREFIX), '/')) == NULL || slash == rest) {
+        respond_json(req, 200,
+                     rpc_error(id, -32002,
+                               "no such resource: resources/templates/list shows the URIs "
+                               "there are"),
+                     NULL);
+        return;
+    }
+    sandbox = pe_xasprintf("%.*s", (int)(slash - rest), rest);
+    what = slash + 1;
+    if (strncmp(what, "file/", 5) == 0 && what[5] != '\0') {
+        char *path = pe_xasprintf("/%s", what[5] == '/' ? what + 6 : what + 5);
+        args = json_pack("{s:s, s:s, s:i}", "sandbox", sandbox, "path", path, "length", 262144);
+        free(path);
+        start_call(m, s, req, did, rpc, "file_read", args, uri);
+    } else if (strncmp(what, "service/", 8) == 0 && strlen(what) > 13 &&
+               strcmp(what + strlen(what) - 5, "/logs") == 0) {
+        char *svc = pe_xasprintf("%.*s", (int)(strlen(what) - 13), what + 8);
+        args = json_pack("{s:s, s:s}", "sandbox", sandbox, "name", svc);
+        free(svc);
+        start_call(m, s, req, did, rpc, "service_logs", args, uri);
+    } else {
+        respond_json(req, 200,
+                     rpc_error(id, -32002,
+                               "no such resource: resources/templates/list shows the URIs "
+                               "there are"),
+                     NULL);
+    }
+    json_decref(args);
+    free(sandbox);
+}
+
 /* ---- JSON-RPC ---- */
 
 static const char *negotiate(const char *asked)
@@ -533,10 +629,11 @@ static void initialize(struct mcp_server *m, pe_http_request *req, const char *d
     }
     respond_json(
         req, 200,
-        json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}}, s:{s:s, s:s, s:s}, s:s}}", "jsonrpc", "2.0",
-                  "id", id, "result", "protocolVersion", version, "capabilities", "tools",
-                  "listChanged", false, "serverInfo", "name", MCP_SERVER_NAME, "title",
-                  "Pocketenv sandboxes", "version", "1", "instructions",
+        json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b, s:b}}, s:{s:s, s:s, s:s}, s:s}}",
+                  "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version, "capabilities",
+                  "tools", "listChanged", false, "resources", "subscribe", false, "listChanged",
+                  false, "serverInfo", "name", MCP_SERVER_NAME, "title", "Pocketenv sandboxes",
+                  "version", "1", "instructions",
                   "Pocketenv runs sandboxes: isolated Linux machines. Create one with "
                   "sandbox_create (sandbox_templates lists the bases), run commands with exec, "
                   "start servers with service_start and open them with port_expose. Sandboxes "
@@ -586,6 +683,18 @@ static void on_request(struct mcp_server *m, pe_http_request *req, const char *d
                      NULL);
     else if (strcmp(method, "tools/call") == 0)
         tools_call(m, s, req, did, rpc);
+    else if (strcmp(method, "resources/list") == 0)
+        respond_json(
+            req, 200,
+            json_pack("{s:s, s:O, s:{s:[]}}", "jsonrpc", "2.0", "id", id, "result", "resources"),
+            NULL);
+    else if (strcmp(method, "resources/templates/list") == 0)
+        respond_json(req, 200,
+                     json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", id, "result",
+                               resource_templates()),
+                     NULL);
+    else if (strcmp(method, "resources/read") == 0)
+        resources_read(m, s, req, did, rpc);
     else {
         char *msg = pe_xasprintf("method not found: %s", method);
         respond_json(req, 200, rpc_error(id, -32601, msg), NULL);

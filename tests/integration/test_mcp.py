@@ -200,6 +200,29 @@ def test_another_users_sandbox_is_not_there(daemon):
     assert "No such file" in o["stdout"] and o["stdout"].strip().endswith("No such file or directory")
 
 
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_files_and_service_logs_as_resources(daemon, tmp_path, transport):
+    name = f"mcp-res-{transport}"
+    st, _ = daemon.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": name})
+    assert st == 200
+    daemon.wait_status(name, ["RUNNING"])
+    out = drive(daemon, "resources", MCP_SANDBOX=name, MCP_TRANSPORT=transport,
+                MCP_CONFIG=agent_config(daemon, tmp_path))
+    assert out["caps"]["resources"] == {"subscribe": False, "listChanged": False}
+    assert {t["name"] for t in out["templates"]} == {"sandbox-file", "service-logs"}
+    assert out["list"] == []
+    f = out["file"]["contents"][0]
+    assert f["text"] == "a note\n" and f["uri"].endswith("/file/srv/notes.txt")
+    assert "hello from a service" in out["logs"]["contents"][0]["text"]
+    for e in out["errors"]:
+        assert e.get("code") == -32002, e
+    assert "no regular file" in out["errors"][0]["message"]
+    assert "no service named" in out["errors"][1]["message"]
+    assert "sandbox_list" in out["errors"][2]["message"]
+    assert daemon.sandbox("deleteSandbox", name)[0] == 200
+
+
 def test_version_negotiation(daemon):
     out = drive(daemon, "version")
     assert out["negotiated"] == "2025-11-25"

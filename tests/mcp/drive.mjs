@@ -202,6 +202,38 @@ const scenarios = {
              afterEnd };
   },
 
+  // A sandbox's files and its services' output as resources.
+  async resources() {
+    const client = await connect(env.MCP_TRANSPORT === 'stdio' ? stdioTransport()
+                                                               : httpTransport());
+    const sb = env.MCP_SANDBOX;
+    const out = { caps: client.getServerCapabilities() };
+    out.templates = (await client.listResourceTemplates()).resourceTemplates;
+    out.list = (await client.listResources()).resources;
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/notes.txt', content: 'a note\n' });
+    await call(client, 'service_start', { sandbox: sb, name: 'hello',
+                                          command: 'echo hello from a service; sleep 1000' });
+    out.file = await client.readResource({ uri: `pocketenv://sandbox/${sb}/file/srv/notes.txt` });
+    const t0 = Date.now();
+    do {
+      out.logs = await client.readResource({ uri: `pocketenv://sandbox/${sb}/service/hello/logs` });
+    } while (!out.logs.contents[0].text.includes('hello from') && Date.now() - t0 < 20000);
+    out.errors = [];
+    for (const uri of [`pocketenv://sandbox/${sb}/file/no/such/file`,
+                       `pocketenv://sandbox/${sb}/service/nope/logs`,
+                       `pocketenv://sandbox/not-mine/file/etc/hostname`,
+                       'https://example.com/x', `pocketenv://sandbox/${sb}/other`]) {
+      try {
+        await client.readResource({ uri });
+        out.errors.push({ uri, answered: true });
+      } catch (e) {
+        out.errors.push({ uri, code: e.code, message: e.message });
+      }
+    }
+    await client.close();
+    return out;
+  },
+
   // Launch the command an agent's configuration names and list the tools.
   async config() {
     const client = await connect(stdioTransport());
