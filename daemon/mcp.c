@@ -733,7 +733,8 @@ static void on_post(struct mcp_server *m, pe_http_request *req, const char *did)
     if (!json_is_object(rpc) ||
         strcmp(json_string_value(json_object_get(rpc, "jsonrpc")) ?: "", "2.0") != 0 ||
         (id && !json_is_string(id) && !json_is_integer(id)) ||
-        (method && !json_is_string(method)) || (method == NULL && id == NULL)) {
+        (method && !json_is_string(method)) || (method == NULL && id == NULL) ||
+        (method == NULL && !json_object_get(rpc, "result") && !json_object_get(rpc, "error"))) {
         respond_rpc_error(req, 400, json_is_string(id) || json_is_integer(id) ? id : NULL, -32600,
                           "invalid request: not a JSON-RPC 2.0 message");
         json_decref(rpc);
