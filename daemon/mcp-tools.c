@@ -719,6 +719,31 @@ static void service_found(pe_mcp_call *c, json_t *out, unsigned status, const ch
     }
 }
 
+/* ---- backups: a directory kept, to restore later ---- */
+
+static void t_backup_create(pe_mcp_call *c)
+{
+    json_t *body = json_pack("{s:s}", "directory", arg_str(c, "directory"));
+
+    if (arg_str(c, "description"))
+        json_object_set_new(body, "description", json_string(arg_str(c, "description")));
+    set_lead(c, "Backed up (restore it with backup_restore and its id):");
+    xcall(c, "io.pocketenv.sandbox.createBackup", id_param(c, "id"), body, finish_step);
+}
+
+static void t_backup_list(pe_mcp_call *c)
+{
+    set_lead(c, "Backups of the sandbox:");
+    xcall(c, "io.pocketenv.sandbox.getBackups", id_param(c, "id"), NULL, finish_step);
+}
+
+static void t_backup_restore(pe_mcp_call *c)
+{
+    set_lead(c, "Restored: the directory is as it was when the backup was made.");
+    xcall(c, "io.pocketenv.sandbox.restoreBackup", NULL,
+          json_pack("{s:s}", "backupId", arg_str(c, "backup_id")), finish_step);
+}
+
 /* ---- the table ---- */
 
 #define SANDBOX_PROP                                                                               \
@@ -835,6 +860,24 @@ static const pe_mcp_tool tools[] = {
      ", \"name\": {\"type\": \"string\", \"minLength\": 1}, \"value\": {\"type\": \"string\"}, "
      "\"secret\": {\"type\": \"boolean\"}}}",
      t_env_set},
+    {"backup_create",
+     "Keep a copy of a directory of a sandbox (a backup; kept 3 days), to restore it later, e.g. "
+     "before a risky change. Returns the backup's id.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"directory\"], "
+     "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP
+     ", \"directory\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"An "
+     "absolute path in the sandbox.\"}, \"description\": {\"type\": \"string\"}}}",
+     t_backup_create},
+    {"backup_list", "List the backups of a sandbox, newest first, with their ids.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\"], \"additionalProperties\": false, "
+     "\"properties\": {" SANDBOX_PROP "}}",
+     t_backup_list},
+    {"backup_restore",
+     "Put a directory back as it was in a backup (backup_list shows the ids). What changed in it "
+     "since is lost.",
+     "{\"type\": \"object\", \"required\": [\"backup_id\"], \"additionalProperties\": "
+     "false, \"properties\": {\"backup_id\": {\"type\": \"string\", \"minLength\": 1}}}",
+     t_backup_restore},
     {"port_expose",
      "Expose a port of a sandbox and get its preview URL, to open a web server running there.",
      "{\"type\": \"object\", \"required\": [\"sandbox\", \"port\"], \"additionalProperties\": "

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(NODE is None or not os.path.exists(SDK),
 TOOLS = {"sandbox_templates", "sandbox_create", "sandbox_list", "sandbox_get", "sandbox_start",
          "sandbox_stop", "sandbox_delete", "exec", "read_output", "service_start",
          "service_logs", "service_stop", "file_read", "file_write", "file_list", "file_remove",
-         "env_set", "port_expose"}
+         "env_set", "port_expose", "backup_create", "backup_list", "backup_restore"}
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,11 @@ def check_tools_run(out, name):
     assert not out["svcStop"]["isError"]
     assert out["svcGone"]["isError"] and "service_start" in out["svcGone"]["text"]
     assert "localhost" in out["port"]["structured"]["previewUrl"]
+    assert not out["backup"]["isError"], out["backup"]
+    assert out["backup"]["structured"]["backup"]["id"] in out["backups"]["text"]
+    assert not out["restore"]["isError"], out["restore"]
+    assert out["restored"]["text"] == "v1\n"
+    assert out["restoreUnknown"]["isError"] and "HTTP 404" in out["restoreUnknown"]["text"]
 
     assert out["unknown"]["isError"] and "sandbox_list" in out["unknown"]["text"]
     for k in ("badArgs", "badType", "extraArg"):

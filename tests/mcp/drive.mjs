@@ -118,6 +118,14 @@ const scenarios = {
     out.svcStop = await call(client, 'service_stop', { sandbox: sb, name: 'ticker' });
     out.svcGone = await call(client, 'service_logs', { sandbox: sb, name: 'ticker' });
     out.port = await call(client, 'port_expose', { sandbox: sb, port: 8080 });
+    await call(client, 'file_write', { sandbox: sb, path: '/data/keep.txt', content: 'v1\n' });
+    out.backup = await call(client, 'backup_create', { sandbox: sb, directory: '/data' });
+    await call(client, 'file_write', { sandbox: sb, path: '/data/keep.txt', content: 'v2\n' });
+    out.backups = await call(client, 'backup_list', { sandbox: sb });
+    out.restore = await call(client, 'backup_restore',
+                             { backup_id: out.backup.structured?.backup?.id ?? 'none' });
+    out.restored = await call(client, 'file_read', { sandbox: sb, path: '/data/keep.txt' });
+    out.restoreUnknown = await call(client, 'backup_restore', { backup_id: 'bak_nope' });
     out.unknown = await call(client, 'sandbox_get', { sandbox: 'no-such-sandbox' });
     out.badArgs = await call(client, 'exec', { sandbox: sb });
     out.badType = await call(client, 'exec', { sandbox: sb, command: 42 });
