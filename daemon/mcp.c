@@ -34,10 +34,11 @@
 #define MCP_SESSIONS_PER_USER 32
 #define MCP_SESSIONS_MAX 1024
 #define MCP_SESSION_IDLE_S 3600.0
-#define MCP_INFLIGHT_MAX 16 /* tools/call at once per session */
-#define MCP_STREAMS_KEPT 16 /* finished streams kept for replay per session */
-#define MCP_OUTPUTS_KEPT 8  /* exec outputs kept for read_output per session */
-#define MCP_HEARTBEAT_S 1.0 /* progress while a tool runs, for clients that asked */
+#define MCP_INFLIGHT_MAX 16   /* tools/call at once per session */
+#define MCP_STREAMS_KEPT 16   /* finished streams kept for replay per session */
+#define MCP_OUTPUTS_KEPT 8    /* exec outputs kept for read_output per session */
+#define MCP_HEARTBEAT_S 1.0   /* progress while a tool runs, for clients that asked */
+#define MCP_STREAM_EVENTS 600 /* progress events kept per stream (the answer always is) */
 #define MCP_SERVER_NAME "pocketenv"
 
 /* Newest first; the first is what a client without a preference gets. */
@@ -394,7 +395,10 @@ static void send_progress(struct mcp_pending *p, const char *message)
 {
     double elapsed = now_s() - p->t0;
 
-    if (p->st == NULL || p->progress_token == NULL)
+    /* past the bound (a tool that runs for many minutes) progress is not
+     * sent: every event sent is kept for a client that resumes */
+    if (p->st == NULL || p->progress_token == NULL ||
+        json_array_size(p->st->events) >= MCP_STREAM_EVENTS)
         return;
     if (elapsed <= p->last_progress)
         elapsed = p->last_progress + 0.001;
