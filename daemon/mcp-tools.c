@@ -238,7 +238,7 @@ static void create_polled(pe_mcp_call *c, json_t *out, unsigned status, const ch
     }
     c->step++;
     json_object_set_new(c->state, "poll", json_true());
-    pe_mcp_later(c, 0.5, create_poll);
+    pe__mcp_later(c, 0.5, create_poll);
 }
 
 static void create_poll(pe_mcp_call *c)

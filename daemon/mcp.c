@@ -441,7 +441,7 @@ static void later_fire(pe_ev_timer *t, void *ud)
     fn(&p->call);
 }
 
-void pe_mcp_later(pe_mcp_call *c, double secs, void (*fn)(pe_mcp_call *c))
+void pe__mcp_later(pe_mcp_call *c, double secs, void (*fn)(pe_mcp_call *c))
 {
     struct mcp_pending *p = (struct mcp_pending *)c;
     pe_err err;
@@ -892,6 +892,8 @@ static void mcp_route(pe_http_request *req, void *ud)
     free(did);
 }
 
+/* For the shutdown: one daemon per process, and pe_daemon keeps no MCP
+ * state of its own (the route's ud is the only other reference). */
 static struct mcp_server *the_server;
 
 int pe_daemon_register_mcp(pe_daemon *d, pe_err *err)

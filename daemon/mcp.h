@@ -45,7 +45,7 @@ json_t *pe__mcp_tools_list(void);
 int pe__mcp_tool_start(pe_mcp_call *c, const char *name);
 
 /* Run fn(c) in secs (a timer on the loop): for tools that poll. */
-void pe_mcp_later(pe_mcp_call *c, double secs, void (*fn)(pe_mcp_call *c));
+void pe__mcp_later(pe_mcp_call *c, double secs, void (*fn)(pe_mcp_call *c));
 
 /* Output of an exec kept for paging (read_output): an id for it, or
  * NULL when the session keeps none (the oldest is dropped past a bound). */
