@@ -391,3 +391,26 @@ def test_sessions_per_user_are_bounded(daemon):
     assert st == 200
     # the owner is not affected by another user's sessions
     initialize(daemon)
+
+
+def test_stdio_relay_without_login_or_daemon(tmp_path):
+    """`pocketenv mcp` says what is wrong: on stderr when there is no
+    token (stdout stays the protocol's), as a JSON-RPC error per request
+    when the daemon does not answer."""
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    p = subprocess.run([BIN, "mcp"], input="", capture_output=True, text=True, timeout=30,
+                       env=env)
+    assert p.returncode != 0 and p.stdout == "" and "login" in p.stderr, p
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    init = {"jsonrpc": "2.0", "id": 7, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18"}}
+    p = subprocess.run([BIN, "mcp"], input=json.dumps(init) + "\nnot json\n",
+                       capture_output=True, text=True, timeout=30,
+                       env=dict(env, POCKETENV_API_URL=f"http://127.0.0.1:{port}",
+                                POCKETENV_TOKEN="x"))
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert p.returncode == 0, p
+    assert lines[0]["id"] == 7 and "cannot reach" in lines[0]["error"]["message"], lines
+    assert lines[1]["error"]["code"] == -32700 and lines[1]["id"] is None
