@@ -866,6 +866,27 @@ static char *authenticate(struct mcp_server *m, pe_http_request *req)
     return NULL;
 }
 
+/* The spec asks servers to check Origin against DNS rebinding: a page
+ * of another site that made the browser call us. Agents send no Origin;
+ * a browser on the daemon's own page sends its own host. */
+static bool same_origin(pe_http_request *req)
+{
+    const char *origin = pe_http_header(req, "Origin"), *host = pe_http_header(req, "Host");
+    const char *rest;
+
+    if (origin == NULL)
+        return true;
+    if (host == NULL)
+        return false;
+    if (strncmp(origin, "http://", 7) == 0)
+        rest = origin + 7;
+    else if (strncmp(origin, "https://", 8) == 0)
+        rest = origin + 8;
+    else
+        return false;
+    return strcasecmp(rest, host) == 0;
+}
+
 static void mcp_route(pe_http_request *req, void *ud)
 {
     struct mcp_server *m = ud;
@@ -879,6 +900,11 @@ static void mcp_route(pe_http_request *req, void *ud)
         strcmp(req->method, "DELETE") != 0) {
         const char *allow[] = {"Allow", "GET, POST, DELETE", NULL};
         pe_http_respond(req, 405, NULL, "", 0, allow);
+        return;
+    }
+    if (!same_origin(req)) {
+        respond_rpc_error(req, 403, NULL, -32000,
+                          "cross-origin requests are refused: MCP clients send no Origin");
         return;
     }
     if ((did = authenticate(m, req)) == NULL)

@@ -414,3 +414,17 @@ def test_stdio_relay_without_login_or_daemon(tmp_path):
     assert p.returncode == 0, p
     assert lines[0]["id"] == 7 and "cannot reach" in lines[0]["error"]["message"], lines
     assert lines[1]["error"]["code"] == -32700 and lines[1]["id"] is None
+
+
+def test_other_origins_refused(daemon):
+    """DNS rebinding: a page of another site cannot drive /mcp from a
+    browser, even one that has the token."""
+    ping = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18"}}
+    host = daemon.url[len("http://"):]
+    for origin in ("http://evil.example", "null", f"http://{host}.evil.example",
+                   "http://127.0.0.1"):
+        st, _, o = rpc(daemon, ping, headers={"Origin": origin})
+        assert st == 403, (origin, o)
+    st, _, o = rpc(daemon, ping, headers={"Origin": f"http://{host}"})
+    assert st == 200, o
