@@ -31,7 +31,6 @@ static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static char session_id[128];
 static char protocol_version[32];
-static unsigned inflight;
 static char *mcp_url, *auth_header;
 
 static void emit(json_t *msg)
@@ -282,9 +281,6 @@ static void *relay_thread(void *ud)
     free(r->line);
     free(r->data);
     free(r);
-    pthread_mutex_lock(&state_lock);
-    inflight--;
-    pthread_mutex_unlock(&state_lock);
     return NULL;
 }
 
@@ -308,9 +304,6 @@ static void relay_line(const char *line, size_t len)
     r->msg = msg;
     r->id = json_is_string(method) && id ? id : NULL;
     r->is_init = json_is_string(method) && strcmp(json_string_value(method), "initialize") == 0;
-    pthread_mutex_lock(&state_lock);
-    inflight++;
-    pthread_mutex_unlock(&state_lock);
     if (r->is_init) { /* the session id must be known before anything else goes */
         relay_thread(r);
         return;

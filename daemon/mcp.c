@@ -50,7 +50,6 @@ struct mcp_stream {
     unsigned long num;
     json_t *events; /* JSON texts; [0] "" is the priming event */
     bool done;      /* the answer is in events */
-    bool priming;   /* events[0] was sent (clients of 2025-11-25 and later) */
     pe_http_stream *http;
     struct mcp_stream *next;
 };
@@ -66,8 +65,7 @@ struct pe_mcp_session {
     unsigned inflight;
     unsigned long next_stream, next_output;
     struct mcp_stream *streams; /* newest first */
-    unsigned n_streams;
-    json_t *outputs; /* [{id, stdout, stderr}], oldest first */
+    json_t *outputs;            /* [{id, stdout, stderr}], oldest first */
     pe_mcp_session *next;
 };
 
@@ -312,13 +310,11 @@ static struct mcp_stream *stream_new(pe_mcp_session *s)
     json_array_append_new(st->events, json_string(""));
     st->next = s->streams;
     s->streams = st;
-    s->n_streams++;
     /* drop the oldest finished streams past the bound */
     for (pp = &s->streams; *pp;) {
         if (++n > MCP_STREAMS_KEPT && (*pp)->done) {
             struct mcp_stream *old = *pp;
             *pp = old->next;
-            s->n_streams--;
             stream_free(old);
         } else {
             pp = &(*pp)->next;
@@ -499,10 +495,10 @@ static void start_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request 
             pending_free(p);
             return;
         }
-        if (strcmp(s->version, "2025-11-25") >= 0) {
-            p->st->priming = true;
+        /* the priming event (an id, no data) lets a client resume at
+         * once; clients before 2025-11-25 may not expect an empty event */
+        if (strcmp(s->version, "2025-11-25") >= 0)
             stream_write_event(p->st, 0);
-        }
         if (p->progress_token)
             p->heartbeat = pe_ev_timer_start(m->d->loop, (uint64_t)(MCP_HEARTBEAT_S * 1e9),
                                              (uint64_t)(MCP_HEARTBEAT_S * 1e9), heartbeat, p, &err);
