@@ -125,6 +125,8 @@ int pe_cmd_keys(int argc, char **argv);
 int pe_cmd_exec(int argc, char **argv);
 /* logs [-f] SANDBOX|SERVICE_ID (cli/cmd-logs.c) */
 int pe_cmd_logs(int argc, char **argv);
+/* pocketenv mcp: the daemon's MCP server relayed over stdio (cmd-mcp.c). */
+int pe_cmd_mcp(int argc, char **argv);
 /* console|shell|ssh|s (cli/cmd-console.c) */
 int pe_cmd_console(int argc, char **argv);
 /* serve and token: exec pocketenv-serve (cli/cmd-serve.c) */

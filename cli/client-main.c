@@ -35,6 +35,9 @@ int main(int argc, char **argv)
     /* run -d: its words are run's (and CMD's), checked by pocketenv */
     if (strcmp(argv[0], "run") == 0)
         return pe_cmd_run_detached(argc, argv);
+    /* stdout is the protocol's: no help or --json handling of ours */
+    if (strcmp(argv[0], "mcp") == 0)
+        return pe_cmd_mcp(argc, argv);
     r = pe_cli_help(argc, argv);
     if (r >= 0)
         return r;

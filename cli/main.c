@@ -38,6 +38,7 @@ static void usage(FILE *f)
            "  ls | ps [-a] | inspect SANDBOX   your sandboxes, the running ones, one in full\n"
            "  exec [-it] SANDBOX COMMAND...  run COMMAND, exit with its exit code\n"
            "  logs [-f] SANDBOX|SERVICE_ID   what its services print\n"
+           "  mcp                            MCP server on stdio for agents (docs/mcp.md)\n"
            "  console|shell|ssh|s [SANDBOX]  a terminal in it (Ctrl-] detaches)\n"
            "  cp|copy SOURCE DESTINATION     files in and out (SANDBOX:/path)\n"
            "  env|secret|file|volume put|list|delete ...   a sandbox's resources\n"

@@ -219,6 +219,10 @@ int pe_daemon_register_exec_stream(pe_daemon *d, pe_err *err);
 void pe_daemon_exec_stream_recheck(pe_daemon *d);
 void pe_daemon_exec_stream_drain(pe_daemon *d);
 void pe_daemon_exec_stream_shutdown(pe_daemon *d);
+/* MCP over streamable HTTP at /mcp (mcp.c); end its sessions (shutdown,
+ * before the server is freed). */
+int pe_daemon_register_mcp(pe_daemon *d, pe_err *err);
+void pe_daemon_mcp_shutdown(pe_daemon *d);
 /* Close every terminal viewer, and every proxied stream or WebSocket,
  * whose token has been revoked since it was opened (the tick, after it
  * read the store's revocations). Loop thread. */

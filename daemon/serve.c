@@ -463,7 +463,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
         pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
         pe_daemon_register_exec_stream(d, err) < 0 || pe_daemon_register_e2b(d, err) < 0 ||
-        pe_daemon_register_web(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_register_web(d, err) < 0 || pe_daemon_register_mcp(d, err) < 0 ||
+        pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
     }
@@ -489,6 +490,7 @@ static void teardown(pe_daemon *d)
     pe_daemon_terminal_shutdown(d);
     pe_daemon_exec_stream_shutdown(d);
     pe_daemon_e2b_shutdown(d);
+    pe_daemon_mcp_shutdown(d);
     pe_daemon_units_detach();
     pe_daemon_tailscale_quiesce();
     if (d->srv)

@@ -132,6 +132,7 @@ typedef struct pe_xrpc_request {
     json_t *body;              /* validated input, NULL when the lexicon has none */
     const char *authorization; /* Authorization header value, NULL if absent */
     const char *client_addr;   /* numeric address of the peer */
+    struct pe_xrpc_call *call; /* NULL over HTTP; set for pe_xrpc_call */
 } pe_xrpc_request;
 
 /* A handler answers exactly once: before returning with pe_xrpc_respond*,
@@ -156,6 +157,23 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
 /* Called by a handler that will answer later (from a pe_ev done callback,
  * on the loop thread). The connection is suspended until the answer. */
 void pe_http_response_defer(pe_xrpc_request *req);
+
+/* Call a registered XRPC handler from inside the program (the daemon's MCP
+ * server uses the API's handlers, with their validation and owner checks,
+ * rather than a copy of them). params (string, integer or boolean values,
+ * as a query string would carry) and body are validated against the
+ * lexicon as an HTTP request's are; neither is stolen. done runs exactly
+ * once on the loop thread, never before pe_xrpc_call returns: with out
+ * (the caller's; NULL for an empty answer) and status 200, or with the
+ * XRPC error's status, name and message (5xx messages are generic, as
+ * over HTTP). Returns -1 (err: PE_ENOENT for an unknown or unserved nsid,
+ * PE_EINVAL with the lexicon's message for bad input) without calling
+ * done. Not rate-limited: the caller limits its own requests. */
+typedef void (*pe_xrpc_call_done)(json_t *out, unsigned status, const char *error_name,
+                                  const char *message, void *ud);
+int pe_xrpc_call(pe_http_server *srv, const char *nsid, json_t *params, json_t *body,
+                 const char *authorization, const char *client_addr, pe_xrpc_call_done done,
+                 void *ud, pe_err *err);
 
 /* Rate-limit key for a request that carries an Authorization header: fill
  * key (e.g. with the token's verified subject) and return 1, or return 0

@@ -104,6 +104,12 @@ struct pe_http_server {
     char *cors[MAX_CORS_ORIGINS + 1]; /* NULL-terminated copy of cfg.cors_origins */
 };
 
+/* xrpc-call.c: answers of requests made with pe_xrpc_call. */
+struct pe_xrpc_call;
+void pe__xrpc_call_answer(struct pe_xrpc_call *call, json_t *out, unsigned status, const char *name,
+                          const char *message);
+void pe__xrpc_call_defer(struct pe_xrpc_call *call);
+
 enum conn_phase {
     PH_NEW,  /* request line seen (on_uri): the head is not processed yet */
     PH_HEAD, /* headers in: a head callback decides, or holds the request */

@@ -491,6 +491,10 @@ void pe_xrpc_respond(pe_xrpc_request *req, json_t *out)
 {
     struct conn *c = conn_of(req);
 
+    if (req->call) {
+        pe__xrpc_call_answer(req->call, out, 200, NULL, NULL);
+        return;
+    }
     if (!pe__http_check_answer_once(c)) {
         json_decref(out);
         return;
@@ -507,6 +511,13 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
     struct conn *c = conn_of(req);
     pe_xrpc_error e = pe__xrpc_error_for(err->code);
 
+    if (req->call) {
+        if (e.status >= 500)
+            pe_log_error("%s (local call): %s", req->nsid, err->msg);
+        pe__xrpc_call_answer(req->call, NULL, e.status, name ? name : e.name,
+                             e.status >= 500 ? e.name : err->msg);
+        return;
+    }
     if (!pe__http_check_answer_once(c))
         return;
     if (e.status >= 500) {
@@ -527,6 +538,10 @@ void pe_http_response_defer(pe_xrpc_request *req)
 {
     struct conn *c = conn_of(req);
 
+    if (req->call) {
+        pe__xrpc_call_defer(req->call);
+        return;
+    }
     if (c->in_handler && c->resp == NULL)
         c->deferred = true;
 }

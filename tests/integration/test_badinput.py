@@ -174,6 +174,32 @@ def test_malformed_requests_refused_before_routing(daemon, name, request_bytes, 
     assert daemon.healthy()
 
 
+def test_mcp_malformed_json_rpc_answered_and_survived(daemon):
+    """/mcp (issue 17): bodies that are not one JSON-RPC message get a
+    JSON-RPC error, never a crash; too big is 413 before it is read."""
+    def post(body, extra=b""):
+        return first_answer(raw_http(daemon, b"POST /mcp HTTP/1.1\r\n" + H +
+                                     b"Connection: close\r\nAuthorization: Bearer " +
+                                     daemon.token.encode() + b"\r\nContent-Type: "
+                                     b"application/json\r\n" + extra + b"Content-Length: " +
+                                     str(len(body)).encode() + b"\r\n\r\n" + body))
+    deep = b"[" * 100000 + b"]" * 100000
+    batch = json.dumps([{"jsonrpc": "2.0", "id": i, "method": "initialize",
+                         "params": {"protocolVersion": "2025-06-18"}}
+                        for i in range(5000)]).encode()
+    for body, code in ((b"{", -32700), (b"\xff\xfe", -32700), (deep, -32700),
+                       (batch, -32600), (b"null", -32600), (b'{"jsonrpc":"2.0","id":1}', -32600),
+                       (b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}', -32000)):
+        st, out = post(body)
+        assert st == 400 and out["error"]["code"] == code, (body[:40], out)
+    st, out = first_answer(raw_http(daemon, b"POST /mcp HTTP/1.1\r\n" + H +
+                                    b"Authorization: Bearer " + daemon.token.encode() +
+                                    b"\r\nContent-Type: application/json\r\n"
+                                    b"Content-Length: 50000000\r\n\r\n{"))
+    assert st == 413
+    assert daemon.healthy()
+
+
 def test_smuggled_request_is_never_answered(daemon):
     """Transfer-Encoding with Content-Length: the GET hidden in what one of
     them calls the body must not be served."""

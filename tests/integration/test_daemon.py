@@ -295,6 +295,19 @@ def test_actor_sandboxes_paging(daemon):
     assert page["total"] == 0
 
 
+def mcp_post(d, body, token):
+    """POST one JSON-RPC message to /mcp: (status, parsed answer)."""
+    h = {"Content-Type": "application/json", "Accept": "application/json"}
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(d.url + "/mcp", data=json.dumps(body).encode(), headers=h)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
 def test_authz_matrix(daemon):
     status, mine = daemon.call("io.pocketenv.sandbox.createSandbox",
                                body={"base": "busybox", "name": "private"})
@@ -337,6 +350,16 @@ def test_authz_matrix(daemon):
         for st in e2b_statuses(daemon, mine["id"], tok):
             assert st == 401
 
+    # The MCP endpoint (issue 17) takes the same tokens and no other.
+    for tok in bad:
+        st, out = mcp_post(daemon, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                    "params": {"protocolVersion": "2025-06-18"}}, tok)
+        answers.append(json.dumps(out))
+        assert st == 401 and out["error"]["code"] == -32001, (tok, out)
+    st, out = mcp_post(daemon, {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                                "params": {"protocolVersion": "2025-06-18"}}, daemon.token)
+    assert st == 200
+
     # Another user: the owner's sandbox does not exist for them.
     check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=other),
           (404, "PortNotFound"))
@@ -347,6 +370,23 @@ def test_authz_matrix(daemon):
     status, out = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": owner},
                               token=other)
     assert (status, out) == (200, {"sandboxes": [], "total": 0})
+    st, h = None, None
+    req = urllib.request.Request(daemon.url + "/mcp", data=json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+         "params": {"protocolVersion": "2025-06-18"}}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {other}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        sid = r.headers["Mcp-Session-Id"]
+    for ident in (mine["id"], "private"):
+        req = urllib.request.Request(daemon.url + "/mcp", data=json.dumps(
+            {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+             "params": {"name": "exec", "arguments": {"sandbox": ident, "command": "id"}}}).encode(),
+            headers={"Content-Type": "application/json", "Accept": "application/json",
+                     "Authorization": f"Bearer {other}", "Mcp-Session-Id": sid})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            res = json.loads(r.read())["result"]
+        answers.append(json.dumps(res))
+        assert res["isError"] and "HTTP 404" in res["content"][0]["text"], res
     status, out = daemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"},
                               token=other)
     assert (status, out) == (200, {"sandboxes": [], "total": 0})
