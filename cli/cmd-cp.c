@@ -745,10 +745,20 @@ static int backup(int argc, char **argv)
         body = json_pack("{s:s}", "backupId", argv[2]);
         nsid = "io.pocketenv.sandbox.restoreBackup";
     } else {
-        fprintf(stderr, "usage: pocketenv backup create SANDBOX DIRECTORY [-d DESC] [-t TTL]\n"
-                        "       pocketenv backup list|ls SANDBOX\n"
-                        "       pocketenv backup restore BACKUP_ID\n");
-        return EXIT_USAGE;
+        /* First what was wrong, then the usage. */
+        if (argc < 2)
+            pe_cli_why("missing COMMAND (create, list or restore)");
+        else if (strcmp(verb, "create") == 0)
+            pe_cli_bad_args(argc, argv, 2, "SANDBOX DIRECTORY", 2, 2);
+        else if (strcmp(verb, "list") == 0 || strcmp(verb, "ls") == 0)
+            pe_cli_bad_args(argc, argv, 2, "SANDBOX", 1, 1);
+        else if (strcmp(verb, "restore") == 0)
+            pe_cli_bad_args(argc, argv, 2, "BACKUP_ID", 1, 1);
+        else
+            pe_cli_why("unknown backup command '%s' (create, list or restore)", verb);
+        return pe_cli_usage("backup create SANDBOX DIRECTORY [-d DESC] [-t TTL]\n"
+                            "backup list|ls SANDBOX\n"
+                            "backup restore BACKUP_ID");
     }
     r = pe_cli_call(nsid, params, body, &out, sb);
     json_decref(params);

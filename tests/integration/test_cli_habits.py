@@ -165,6 +165,10 @@ def test_bad_command_lines_name_what_was_wrong(tmp_path):
         (["exec", "--foo", "web", "true"], "unknown option --foo"),
         (["login", "--token"], "--token needs a value"),
         (["start", "web", "-b", "busybox"], "start takes no --base"),
+        (["backup", "create", "web"], "missing DIRECTORY"),
+        (["backup", "frob"], "unknown backup command 'frob'"),
+        (["backup", "restore", "a", "b"], "unexpected argument 'b'"),
+        (["cp", "web:/a"], "a destination is needed"),
     ]
     for args, why in cases:
         p = offline(*args)
