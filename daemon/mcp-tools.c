@@ -23,13 +23,15 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "mcp.h"
+#include "transfer.h"
 
-#define PAGE_BYTES 16384           /* of each stream in one answer */
-#define READ_DEFAULT_BYTES 65536   /* file_read without a length */
-#define READ_MAX_BYTES 262144      /* file_read's length at most */
-#define WRITE_MAX_BYTES 65536      /* file_write's content at most (exec's argv) */
-#define ARG_MAX_BYTES (256 * 1024) /* any string argument */
-#define CREATE_WAIT_S 300          /* sandbox_create waits this long for RUNNING */
+#define PAGE_BYTES 16384                /* of each stream in one answer */
+#define READ_DEFAULT_BYTES 65536        /* file_read without a length */
+#define READ_MAX_BYTES 262144           /* file_read's length at most */
+#define WRITE_MAX_BYTES 65536           /* file_write's content at most (exec's argv) */
+#define ARG_MAX_BYTES (256 * 1024)      /* any string argument */
+#define CREATE_WAIT_S 300               /* sandbox_create waits this long for RUNNING */
+#define ARCHIVE_DOWNLOAD_MAX (4u << 20) /* dir_download's tar.gz at most */
 
 /* ---- results ---- */
 
@@ -744,6 +746,156 @@ static void t_backup_restore(pe_mcp_call *c)
           json_pack("{s:s}", "backupId", arg_str(c, "backup_id")), finish_step);
 }
 
+/* ---- directories as archives: pushDirectory / pullDirectory and the
+ * /cp store, with the archive's bytes in the tool's call or result ---- */
+
+struct archive_job {
+    pe_mcp_call *c;
+    char *data; /* the archive: decoded upload, or the download */
+    size_t len;
+    char uuid[PE_DAEMON_COPY_UUID_LEN + 1];
+};
+
+static void archive_job_free(struct archive_job *a)
+{
+    free(a->data);
+    free(a);
+}
+
+/* Run work on a worker for c; after finishes the tool or goes on. */
+static void archive_submit(pe_mcp_call *c, struct archive_job *a, pe_daemon_work_fn work,
+                           void (*after)(pe_daemon_job *job))
+{
+    pe_daemon_job *job = pe_daemon_job_new(c->d, NULL, c->did, work);
+
+    a->c = c;
+    job->ud = a;
+    job->after = after;
+    job->kind = PE_JOB_LONG; /* reads or checks a whole archive */
+    if (pe_daemon_job_submit(job) < 0) {
+        archive_job_free(a);
+        finish_text(c, true, "%s failed: the daemon is busy. Try again in a few seconds.",
+                    c->tool->name);
+    }
+}
+
+static void download_work(pe_daemon_job *job, pe_store *s)
+{
+    struct archive_job *a = job->ud;
+
+    (void)s;
+    pe_daemon_copy_take(job->d, job->did, a->uuid, ARCHIVE_DOWNLOAD_MAX, &a->data, &a->len,
+                        &job->err);
+}
+
+static void download_after(pe_daemon_job *job)
+{
+    struct archive_job *a = job->ud;
+    pe_mcp_call *c = a->c;
+    size_t b64len;
+    char *b64, *text, *uri;
+
+    if (job->err.code != PE_OK) {
+        finish_text(c, true,
+                    "dir_download failed: %s. Download a smaller directory (a subdirectory), or "
+                    "use `pocketenv cp` for large ones.",
+                    job->err.msg);
+        archive_job_free(a);
+        return;
+    }
+    b64len = sodium_base64_ENCODED_LEN(a->len, sodium_base64_VARIANT_ORIGINAL);
+    b64 = pe_xmalloc(b64len);
+    sodium_bin2base64(b64, b64len, (const unsigned char *)a->data, a->len,
+                      sodium_base64_VARIANT_ORIGINAL);
+    text = pe_xasprintf("The directory %s of %s as a tar.gz archive (%zu bytes), in the "
+                        "embedded resource's blob (base64).",
+                        arg_str(c, "path"), arg_str(c, "sandbox"), a->len);
+    uri =
+        pe_xasprintf("pocketenv://sandbox/%s/archive%s", arg_str(c, "sandbox"), arg_str(c, "path"));
+    c->finish(c, json_pack("{s:[{s:s, s:s}, {s:s, s:{s:s, s:s, s:s}}], s:b}", "content", "type",
+                           "text", "text", text, "type", "resource", "resource", "uri", uri,
+                           "mimeType", "application/gzip", "blob", b64, "isError", false));
+    free(uri);
+    free(text);
+    free(b64);
+    archive_job_free(a);
+}
+
+static void download_pushed(pe_mcp_call *c, json_t *out, unsigned status, const char *ename,
+                            const char *msg)
+{
+    const char *uuid = json_string_value(json_object_get(out, "uuid"));
+    struct archive_job *a;
+
+    if (status != 200) {
+        finish_xrpc_error(c, status, ename, msg);
+        return;
+    }
+    if (uuid == NULL || strlen(uuid) != PE_DAEMON_COPY_UUID_LEN) {
+        finish_text(c, true, "dir_download failed: the copy has no id. Try again.");
+        return;
+    }
+    a = pe_xcalloc(1, sizeof(*a));
+    memcpy(a->uuid, uuid, PE_DAEMON_COPY_UUID_LEN + 1);
+    archive_submit(c, a, download_work, download_after);
+}
+
+static void t_dir_download(pe_mcp_call *c)
+{
+    xcall(c, "io.pocketenv.sandbox.pushDirectory", NULL,
+          json_pack("{s:s, s:s}", "sandboxId", arg_str(c, "sandbox"), "directoryPath",
+                    arg_str(c, "path")),
+          download_pushed);
+}
+
+static void upload_work(pe_daemon_job *job, pe_store *s)
+{
+    struct archive_job *a = job->ud;
+
+    pe_daemon_copy_put(job->d, s, job->did, a->data, a->len, a->uuid, &job->err);
+}
+
+static void upload_after(pe_daemon_job *job)
+{
+    struct archive_job *a = job->ud;
+    pe_mcp_call *c = a->c;
+
+    if (job->err.code != PE_OK) {
+        finish_text(c, true,
+                    "dir_upload failed: %s. Send a tar or tar.gz archive of relative paths, "
+                    "base64-encoded.",
+                    job->err.msg);
+        archive_job_free(a);
+        return;
+    }
+    set_lead(c, "Unpacked the archive into the directory.");
+    xcall(c, "io.pocketenv.sandbox.pullDirectory", NULL,
+          json_pack("{s:s, s:s, s:s}", "sandboxId", arg_str(c, "sandbox"), "uuid", a->uuid,
+                    "directoryPath", arg_str(c, "path")),
+          finish_step);
+    archive_job_free(a);
+}
+
+static void t_dir_upload(pe_mcp_call *c)
+{
+    const char *b64 = arg_str(c, "archive");
+    size_t len = strlen(b64), got = 0;
+    struct archive_job *a = pe_xcalloc(1, sizeof(*a));
+
+    a->data = pe_xmalloc(len / 4 * 3 + 3);
+    if (sodium_base642bin((unsigned char *)a->data, len / 4 * 3 + 3, b64, len, " \n\r", &got, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0 ||
+        got == 0) {
+        archive_job_free(a);
+        finish_text(c, true,
+                    "dir_upload: archive is not base64 (standard alphabet, with padding). Encode "
+                    "the tar.gz file's bytes with base64 and call again.");
+        return;
+    }
+    a->len = got;
+    archive_submit(c, a, upload_work, upload_after);
+}
+
 /* ---- the table ---- */
 
 #define SANDBOX_PROP                                                                               \
@@ -860,6 +1012,25 @@ static const pe_mcp_tool tools[] = {
      ", \"name\": {\"type\": \"string\", \"minLength\": 1}, \"value\": {\"type\": \"string\"}, "
      "\"secret\": {\"type\": \"boolean\"}}}",
      t_env_set},
+    {"dir_download",
+     "Download a directory of a sandbox as a tar.gz archive: the result embeds it as a resource "
+     "(base64 blob, application/gzip). At most 4 MiB compressed; for larger trees download "
+     "subdirectories, or use exec to pack what you need.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"path\"], \"additionalProperties\": "
+     "false, \"properties\": {" SANDBOX_PROP
+     ", \"path\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The directory, an "
+     "absolute path in the sandbox.\"}}}",
+     t_dir_download},
+    {"dir_upload",
+     "Upload a tar or tar.gz archive (base64) into a directory of a sandbox, which is made if "
+     "needed; the archive's files replace those of the same name. Paths in the archive must be "
+     "relative. At most 192 KiB of archive per call.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"path\", \"archive\"], "
+     "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP
+     ", \"path\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The directory to "
+     "unpack into, an absolute path in the sandbox.\"}, \"archive\": {\"type\": \"string\", "
+     "\"minLength\": 4, \"description\": \"The archive's bytes, base64-encoded.\"}}}",
+     t_dir_upload},
     {"backup_create",
      "Keep a copy of a directory of a sandbox (a backup; kept 3 days), to restore it later, e.g. "
      "before a risky change. Returns the backup's id.",

@@ -29,6 +29,17 @@ void pe_daemon_copy_expire(pe_daemon *d);
  * thread. */
 int64_t pe_daemon_copy_usage(pe_daemon *d, const char *owner);
 
+/* /cp objects for the MCP tools (daemon/mcp-tools.c), on a worker. put:
+ * data (a tar or tar.gz of at most the upload cap) checked as an upload
+ * and kept as a new object of owner, its id in uuid. take: owner's object
+ * uuid read whole into *data (malloc'd) and used up; one of more than max
+ * bytes is refused (and used up as well: it was made for this call). */
+#define PE_DAEMON_COPY_UUID_LEN 36
+int pe_daemon_copy_put(pe_daemon *d, pe_store *s, const char *owner, const void *data, size_t len,
+                       char uuid[PE_DAEMON_COPY_UUID_LEN + 1], pe_err *err);
+int pe_daemon_copy_take(pe_daemon *d, const char *owner, const char *uuid, size_t max, char **data,
+                        size_t *len, pe_err *err);
+
 /* The caller's sandbox by id or name (another user's answers PE_ENOENT
  * "sandbox not found"); unless any_state, also run by this daemon and
  * past INITIALIZING (PE_ESTATE otherwise). */

@@ -70,7 +70,7 @@
 #define UNPACK_ENTRIES 100000        /* entries of one object */
 #define OBJECT_TTL_S (3600)          /* an object nobody takes is removed after */
 #define PER_OWNER_MAX 16             /* objects waiting per user */
-#define UUID_LEN 36
+#define UUID_LEN PE_DAEMON_COPY_UUID_LEN
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define OBJECT_NOT_FOUND "NotFound"
 
@@ -271,6 +271,78 @@ static int take_object(pe_daemon *d, const char *owner, const char *uuid, pe_err
     if (fd < 0)
         return pe_err_sys(err, "open the copy");
     return fd;
+}
+
+int pe_daemon_copy_put(pe_daemon *d, pe_store *s, const char *owner, const void *data, size_t len,
+                       char uuid[PE_DAEMON_COPY_UUID_LEN + 1], pe_err *err)
+{
+    const pe_archive_limits lim = unpack_limits();
+    cleanup_free char *tmp = NULL;
+    cleanup_fd int fd = -1;
+    const char *p = data;
+    size_t left = len;
+
+    if (len > upload_max)
+        return pe_err_set(err, PE_EINVAL, 0, "the archive is %zu bytes, at most %llu", len,
+                          upload_max);
+    fd = new_object(d, owner, uuid, &tmp, err);
+    if (fd < 0)
+        return -1;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            unlink(tmp);
+            return pe_err_sys(err, "keep the copy");
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (lseek(fd, 0, SEEK_SET) < 0 || pe_daemon_archive_check(d, fd, &lim, err) < 0 ||
+        commit_object(d, s, fd, tmp, owner, uuid, err) < 0) {
+        if (err->code == PE_OK)
+            pe_err_sys(err, "keep the copy");
+        unlink(tmp);
+        return -1;
+    }
+    pe_log_info("event=cp_upload uuid=%s bytes=%zu via=mcp", uuid, len);
+    return 0;
+}
+
+int pe_daemon_copy_take(pe_daemon *d, const char *owner, const char *uuid, size_t max, char **data,
+                        size_t *len, pe_err *err)
+{
+    cleanup_fd int fd = take_object(d, owner, uuid, err);
+    struct stat st;
+    size_t got = 0;
+    char *buf;
+
+    if (fd < 0)
+        return -1;
+    if (fstat(fd, &st) < 0)
+        return pe_err_sys(err, "read the copy");
+    if ((uint64_t)st.st_size > max)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "the archive is %lld bytes, over the %zu bytes allowed",
+                          (long long)st.st_size, max);
+    buf = pe_xmalloc((size_t)st.st_size + 1);
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, buf + got, (size_t)st.st_size - got);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            free(buf);
+            return pe_err_sys(err, "read the copy");
+        }
+        got += (size_t)n;
+    }
+    *data = buf;
+    *len = got;
+    pe_log_info("event=cp_download uuid=%s via=mcp", uuid);
+    return 0;
 }
 
 void pe_daemon_copy_expire(pe_daemon *d)

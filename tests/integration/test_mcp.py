@@ -5,11 +5,14 @@ tools/list, every tool, errors a model can act on, another user's
 sandbox, version negotiation, a stream resumed on a new connection.
 tests/mcp/drive.mjs is the client; raw HTTP checks the transport's edges
 (authz, malformed JSON-RPC, batches, sizes)."""
+import base64
+import io
 import json
 import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +34,8 @@ pytestmark = pytest.mark.skipif(NODE is None or not os.path.exists(SDK),
 TOOLS = {"sandbox_templates", "sandbox_create", "sandbox_list", "sandbox_get", "sandbox_start",
          "sandbox_stop", "sandbox_delete", "exec", "read_output", "service_start",
          "service_logs", "service_stop", "file_read", "file_write", "file_list", "file_remove",
-         "env_set", "port_expose", "backup_create", "backup_list", "backup_restore"}
+         "env_set", "port_expose", "backup_create", "backup_list", "backup_restore",
+         "dir_download", "dir_upload"}
 
 
 @pytest.fixture(scope="module")
@@ -192,9 +196,11 @@ def test_another_users_sandbox_is_not_there(daemon):
     other = daemon.token_for("did:key:zMcpSomeoneElse")
     daemon.others.append(other)
     for ident in ("mcp-private", mine["id"]):
-        out = drive(daemon, "other", token=other, MCP_SANDBOX=ident)
+        out = drive(daemon, "other", token=other, MCP_SANDBOX=ident,
+                    MCP_ARCHIVE=base64.b64encode(targz({"x": b"x"})).decode())
         for name in ("sandbox_get", "exec", "file_read", "file_write", "env_set",
-                     "service_start", "port_expose", "sandbox_stop", "sandbox_delete"):
+                     "service_start", "port_expose", "dir_download", "dir_upload",
+                     "sandbox_stop", "sandbox_delete"):
             assert out[name]["isError"], (name, out[name])
             assert "HTTP 404" in out[name]["text"] and "sandbox_list" in out[name]["text"]
         assert "mcp-private" not in out["list"]["text"]
@@ -203,6 +209,48 @@ def test_another_users_sandbox_is_not_there(daemon):
     st, o = daemon.call("io.pocketenv.sandbox.exec", {"id": "mcp-private"},
                         {"command": "ls /tmp/x 2>&1; echo $A"})
     assert "No such file" in o["stdout"] and o["stdout"].strip().endswith("No such file or directory")
+
+
+def targz(files):
+    """A tar.gz of {path: bytes}, as an agent would pack a directory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_directories_up_and_down_as_archives(daemon, tmp_path, transport):
+    name = f"mcp-arch-{transport}"
+    st, _ = daemon.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": name})
+    assert st == 200
+    daemon.wait_status(name, ["RUNNING"])
+    up = targz({"a.txt": b"alpha\n", "sub/b.txt": b"beta\n"})
+    evil = targz({"../escaped": b"out\n"})
+    out = drive(daemon, "archives", MCP_SANDBOX=name, MCP_TRANSPORT=transport,
+                MCP_CONFIG=agent_config(daemon, tmp_path),
+                MCP_ARCHIVE=base64.b64encode(up).decode(),
+                MCP_EVIL=base64.b64encode(evil).decode())
+    assert not out["upload"]["isError"], out["upload"]
+    assert "---\nalpha\nbeta\n---" in out["inside"]["text"], out["inside"]
+    d = out["download"]
+    assert not d["isError"] and len(d["resources"]) == 1, d
+    res = d["resources"][0]
+    assert res["mimeType"] == "application/gzip" and res["uri"].endswith("/archive/srv/up")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(res["blob"])), mode="r:gz") as t:
+        got = {m.name.lstrip("./"): t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+    assert got == {"a.txt": b"alpha\n", "sub/b.txt": b"beta\n", "sub/c.txt": b"made inside\n"}
+    assert out["notBase64"]["isError"] and "base64" in out["notBase64"]["text"]
+    assert out["evil"]["isError"] and ".." in out["evil"]["text"], out["evil"]
+    assert "No such file" in out["evilLanded"]["text"], out["evilLanded"]
+    assert out["missingDir"]["isError"], out["missingDir"]
+    assert out["unknownSandbox"]["isError"] and "sandbox_list" in out["unknownSandbox"]["text"]
+    assert daemon.sandbox("deleteSandbox", name)[0] == 200
 
 
 @pytest.mark.parametrize("transport", ["http", "stdio"])

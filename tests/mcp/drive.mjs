@@ -154,7 +154,10 @@ const scenarios = {
                                 ['file_write', { path: '/tmp/x', content: 'x' }],
                                 ['env_set', { name: 'A', value: 'b' }],
                                 ['service_start', { name: 's', command: 'true' }],
-                                ['port_expose', { port: 8080 }], ['sandbox_stop', {}],
+                                ['port_expose', { port: 8080 }],
+                                ['dir_download', { path: '/etc' }],
+                                ['dir_upload', { path: '/tmp', archive: env.MCP_ARCHIVE ?? 'AAAA' }],
+                                ['sandbox_stop', {}],
                                 ['sandbox_delete', {}]]) {
       out[name] = await call(client, name, { sandbox: sb, ...args });
     }
@@ -211,6 +214,37 @@ const scenarios = {
   },
 
   // A sandbox's files and its services' output as resources.
+  // A directory up as an archive, checked inside, and down again
+  // (MCP_ARCHIVE: a tar.gz in base64; MCP_EVIL: one with a ../ path).
+  async archives() {
+    const client = await connect(env.MCP_TRANSPORT === 'stdio' ? stdioTransport()
+                                                               : httpTransport());
+    const sb = env.MCP_SANDBOX;
+    const out = {};
+    out.upload = await call(client, 'dir_upload',
+                            { sandbox: sb, path: '/srv/up', archive: env.MCP_ARCHIVE });
+    out.inside = await call(client, 'exec',
+                            { sandbox: sb, command: 'cat /srv/up/a.txt /srv/up/sub/b.txt' });
+    await call(client, 'exec', { sandbox: sb, command: 'echo made inside > /srv/up/sub/c.txt' });
+    const r = await client.callTool({ name: 'dir_download',
+                                      arguments: { sandbox: sb, path: '/srv/up' } },
+                                    CallToolResultSchema, TIMEOUT);
+    out.download = { isError: !!r.isError, text: text(r),
+                     resources: (r.content ?? []).filter((c) => c.type === 'resource')
+                       .map((c) => c.resource) };
+    out.notBase64 = await call(client, 'dir_upload',
+                               { sandbox: sb, path: '/srv/x', archive: '!!!not base64!!!' });
+    out.evil = await call(client, 'dir_upload',
+                          { sandbox: sb, path: '/srv/evil', archive: env.MCP_EVIL });
+    out.evilLanded = await call(client, 'exec',
+                                { sandbox: sb, command: 'ls /srv/escaped 2>&1; ls /srv/evil 2>&1' });
+    out.missingDir = await call(client, 'dir_download', { sandbox: sb, path: '/no/such/dir' });
+    out.unknownSandbox = await call(client, 'dir_download',
+                                    { sandbox: 'no-such-sandbox', path: '/srv' });
+    await client.close();
+    return out;
+  },
+
   async resources() {
     const client = await connect(env.MCP_TRANSPORT === 'stdio' ? stdioTransport()
                                                                : httpTransport());
