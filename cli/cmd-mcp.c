@@ -9,6 +9,8 @@
  * each on its own thread, so a long tools/call does not hold up a ping or
  * a cancellation. The session id the daemon gives initialize is sent with
  * every later message; a stream cut short is resumed with Last-Event-ID.
+ * After the first resources/subscribe the session's own stream (GET) is
+ * followed too, for the updates it carries.
  * At the end of stdin the session is ended (DELETE) and the relay exits.
  * stdout carries protocol messages only; anything else goes to stderr. */
 #include <curl/curl.h>
@@ -269,13 +271,59 @@ static void relay_answer(struct relay *r, long status, CURLcode cc)
     json_decref(m);
 }
 
+/* The session's own stream (GET without Last-Event-ID): notifications no
+ * request carries, such as resource updates. Opened at the first
+ * subscription; reopened when it breaks, a few times in a row at most. */
+static void *listen_thread(void *ud)
+{
+    (void)ud;
+    for (int fails = 0; fails < RESUME_TRIES;) {
+        struct relay r = {0};
+        CURLcode cc = CURLE_OK;
+        long status = exchange(&r, "GET", NULL, &cc);
+
+        event_done(&r);
+        free(r.body);
+        free(r.line);
+        free(r.data);
+        if (status == 404 || status == 405)
+            break; /* the session is gone, or the daemon has no such stream */
+        fails = status == 200 ? 0 : fails + 1;
+        usleep(200000); /* back off before reconnecting */
+    }
+    return NULL;
+}
+
+static void start_listening(void)
+{
+    static bool listening;
+    pthread_attr_t attr;
+    pthread_t t;
+    bool start;
+
+    pthread_mutex_lock(&state_lock);
+    start = !listening && session_id[0];
+    listening = listening || start;
+    pthread_mutex_unlock(&state_lock);
+    if (!start)
+        return;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &attr, listen_thread, NULL) != 0)
+        fprintf(stderr, "pocketenv mcp: cannot follow resource updates\n");
+    pthread_attr_destroy(&attr);
+}
+
 static void *relay_thread(void *ud)
 {
     struct relay *r = ud;
     CURLcode cc = CURLE_OK;
     long status = exchange(r, "POST", NULL, &cc);
+    const char *method = json_string_value(json_object_get(r->msg, "method"));
 
     relay_answer(r, status, cc);
+    if (status == 200 && method && strcmp(method, "resources/subscribe") == 0)
+        start_listening();
     json_decref(r->msg);
     free(r->body);
     free(r->line);

@@ -401,19 +401,63 @@ static void exec_done(pe_mcp_call *c, json_t *out, unsigned status, const char *
     c->finish(c, r);
 }
 
+static void ignore_answer(json_t *out, unsigned status, const char *ename, const char *msg,
+                          void *ud)
+{
+    (void)ud;
+    if (status != 200)
+        pe_log_info("mcp: cancelling a command failed: %s (%s)", msg ? msg : "",
+                    ename ? ename : "");
+    json_decref(out);
+}
+
+/* The client cancelled exec: end every process of the sandbox that carries
+ * this call's mark in its environment. The one-shot exec API has no handle
+ * on the command it runs, so the mark (PE_MCP_CALL, set for the command and
+ * inherited by its children) is what finds them; a process that clears
+ * its environment escapes, and ends at the call's timeout. Through the API
+ * with the caller's token, as every tool. */
+static void exec_cancel(pe_mcp_call *c)
+{
+    const char *mark = json_string_value(json_object_get(c->state, "mark"));
+    json_t *params, *body;
+    char *script;
+    pe_err err;
+
+    if (mark == NULL)
+        return;
+    script = pe_xasprintf("for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null "
+                          "| grep -qx PE_MCP_CALL=%s && kill -KILL ${p#/proc/} 2>/dev/null; "
+                          "done; exit 0",
+                          mark);
+    params = id_param(c, "id");
+    body = json_pack("{s:s}", "command", script);
+    pe_err_clear(&err);
+    if (pe_xrpc_call(c->d->srv, "io.pocketenv.sandbox.exec", params, body, c->authorization, "mcp",
+                     ignore_answer, NULL, &err) < 0)
+        pe_log_info("mcp: cancelling a command failed: %s", err.msg);
+    json_decref(params);
+    json_decref(body);
+    free(script);
+}
+
 static void t_exec(pe_mcp_call *c)
 {
     const char *cmd = arg_str(c, "command");
     json_int_t timeout = json_integer_value(json_object_get(c->args, "timeout"));
-    char *q = NULL, *full;
+    unsigned char raw[8];
+    char mark[2 * sizeof(raw) + 1], *q = sh_quote(cmd), *full;
 
-    if (timeout > 0) {
-        q = sh_quote(cmd);
-        full = pe_xasprintf("exec timeout -s KILL %lld /bin/sh -c %s", (long long)timeout, q);
-    } else {
-        full = pe_xstrdup(cmd);
-    }
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(mark, sizeof(mark), raw, sizeof(raw));
+    json_object_set_new(c->state, "mark", json_string(mark));
+    if (timeout > 0)
+        full = pe_xasprintf("PE_MCP_CALL=%s exec timeout -s KILL %lld /bin/sh -c %s", mark,
+                            (long long)timeout, q);
+    else
+        full = pe_xasprintf("PE_MCP_CALL=%s exec /bin/sh -c %s", mark, q);
     json_object_set_new(c->state, "t0", json_real(pe_ev_now_ns() / 1e9));
+    c->cancel = exec_cancel;
     xcall(c, "io.pocketenv.sandbox.exec", id_param(c, "id"), json_pack("{s:s}", "command", full),
           exec_done);
     free(q);

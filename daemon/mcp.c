@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sodium.h>
 #include <sys/random.h>
 
 #include "core/log.h"
@@ -39,6 +40,8 @@
 #define MCP_OUTPUTS_KEPT 8    /* exec outputs kept for read_output per session */
 #define MCP_HEARTBEAT_S 1.0   /* progress while a tool runs, for clients that asked */
 #define MCP_STREAM_EVENTS 600 /* progress events kept per stream (the answer always is) */
+#define MCP_SUBS_MAX 8        /* resource subscriptions per session */
+#define MCP_SUB_POLL_S 1.0    /* how often subscribed resources are looked at */
 #define MCP_SERVER_NAME "pocketenv"
 
 /* Newest first; the first is what a client without a preference gets. */
@@ -66,6 +69,15 @@ struct pe_mcp_session {
     unsigned long next_stream, next_output;
     struct mcp_stream *streams; /* newest first */
     json_t *outputs;            /* [{id, stdout, stderr}], oldest first */
+    struct mcp_pending *calls;  /* in flight, for notifications/cancelled */
+    /* resources/subscribe: uri -> the fingerprint last seen (null before
+     * the first look), looked at every MCP_SUB_POLL_S with the token of
+     * the latest subscribe; updates go to the GET stream (listen) */
+    json_t *subs;
+    char *sub_auth;
+    pe_ev_timer *poll;
+    unsigned polls; /* looks in flight */
+    pe_http_stream *listen;
     pe_mcp_session *next;
 };
 
@@ -85,7 +97,10 @@ struct mcp_pending {
     void (*later_fn)(pe_mcp_call *c);
     double t0, last_progress;
     char last_message[128];
-    char *uri; /* resources/read: the resource the tool's answer becomes */
+    char *uri;     /* resources/read: the resource the tool's answer becomes */
+    char *sub_uri; /* a subscription's look: the answer is fingerprinted */
+    bool cancelled;
+    struct mcp_pending *next_call;
 };
 
 static double now_s(void)
@@ -141,6 +156,10 @@ static void session_unref(pe_mcp_session *s)
         stream_free(st);
     }
     json_decref(s->outputs);
+    json_decref(s->subs);
+    if (s->sub_auth)
+        sodium_memzero(s->sub_auth, strlen(s->sub_auth));
+    free(s->sub_auth);
     free(s->did);
     free(s);
 }
@@ -156,6 +175,14 @@ static void session_end(struct mcp_server *m, pe_mcp_session *s)
     }
     m->n_sessions--;
     s->dead = true;
+    if (s->poll) {
+        pe_ev_timer_stop(s->poll);
+        s->poll = NULL;
+    }
+    if (s->listen) {
+        pe_http_stream_close(s->listen);
+        s->listen = NULL;
+    }
     for (struct mcp_stream *st = s->streams; st; st = st->next) {
         if (st->http) {
             pe_http_stream_close(st->http);
@@ -218,6 +245,7 @@ static pe_mcp_session *session_new(struct mcp_server *m, const char *did, const 
     s->refs = 1;
     s->last_used = now_s();
     s->outputs = json_array();
+    s->subs = json_object();
     s->next = m->sessions;
     m->sessions = s;
     m->n_sessions++;
@@ -337,6 +365,15 @@ static bool start_sse(pe_http_request *req, struct mcp_stream *st)
 
 static void pending_free(struct mcp_pending *p)
 {
+    for (struct mcp_pending **pp = &p->call.session->calls; *pp; pp = &(*pp)->next_call) {
+        if (*pp == p) {
+            *pp = p->next_call;
+            break;
+        }
+    }
+    if (p->sub_uri)
+        p->call.session->polls--;
+    free(p->sub_uri);
     if (p->heartbeat)
         pe_ev_timer_stop(p->heartbeat);
     if (p->later)
@@ -371,13 +408,41 @@ static json_t *as_resource(struct mcp_pending *p, json_t *result)
     return msg;
 }
 
+static void sub_looked(struct mcp_pending *p, json_t *result);
+
 static void call_finish(pe_mcp_call *c, json_t *result)
 {
     struct mcp_pending *p = (struct mcp_pending *)c;
-    json_t *msg =
-        p->uri ? as_resource(p, result)
-               : json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", p->rpc_id, "result", result);
+    json_t *msg;
 
+    if (p->sub_uri) {
+        sub_looked(p, result);
+        if (p->req) /* resources/subscribe answers once the baseline is in */
+            respond_json(p->req, 200,
+                         json_pack("{s:s, s:O, s:{}}", "jsonrpc", "2.0", "id", p->rpc_id, "result"),
+                         NULL);
+        pending_free(p);
+        return;
+    }
+    if (p->cancelled) {
+        /* the client gave up on it: no answer on a stream (the spec's
+         * "SHOULD NOT respond"); a plain POST still needs one */
+        json_decref(result);
+        if (p->st) {
+            p->st->done = true;
+            if (p->st->http) {
+                pe_http_stream_close(p->st->http);
+                p->st->http = NULL;
+            }
+        } else {
+            respond_json(p->req, 200, rpc_error(p->rpc_id, -32800, "request cancelled"), NULL);
+        }
+        pending_free(p);
+        return;
+    }
+    msg = p->uri
+              ? as_resource(p, result)
+              : json_pack("{s:s, s:O, s:o}", "jsonrpc", "2.0", "id", p->rpc_id, "result", result);
     if (p->st)
         stream_push(p->st, msg, true);
     else
@@ -489,6 +554,8 @@ static void start_call(struct mcp_server *m, pe_mcp_session *s, pe_http_request 
     p->progress_token =
         (json_is_string(token) || json_is_integer(token)) ? json_incref(token) : NULL;
     p->t0 = now_s();
+    p->next_call = s->calls;
+    s->calls = p;
     if (accepts(req, "text/event-stream")) {
         p->st = stream_new(s);
         if (!start_sse(req, p->st)) {
@@ -557,46 +624,216 @@ static json_t *resource_templates(void)
         "text/plain");
 }
 
-static void resources_read(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
-                           const char *did, json_t *rpc)
+/* The tool and arguments that read uri, or -1 for a URI of no resource. */
+static int resource_call(const char *uri, const char **tool, json_t **args)
 {
-    json_t *id = json_object_get(rpc, "id");
-    const char *uri = json_string_value(json_object_get(json_object_get(rpc, "params"), "uri"));
     const char *rest, *slash, *what;
-    char *sandbox = NULL;
-    json_t *args = NULL;
+    char *sandbox;
+    int r = 0;
 
     if (uri == NULL || strncmp(uri, RES_PREFIX, strlen(RES_PREFIX)) != 0 ||
-        (slash = strchr(rest = uri + strlen(RES_PREFIX), '/')) == NULL || slash == rest) {
-        respond_json(req, 200,
-                     rpc_error(id, -32002,
-                               "no such resource: resources/templates/list shows the URIs "
-                               "there are"),
-                     NULL);
-        return;
-    }
+        (slash = strchr(rest = uri + strlen(RES_PREFIX), '/')) == NULL || slash == rest)
+        return -1;
     sandbox = pe_xasprintf("%.*s", (int)(slash - rest), rest);
     what = slash + 1;
     if (strncmp(what, "file/", 5) == 0 && what[5] != '\0') {
         char *path = pe_xasprintf("/%s", what[5] == '/' ? what + 6 : what + 5);
-        args = json_pack("{s:s, s:s, s:i}", "sandbox", sandbox, "path", path, "length", 262144);
+        *args = json_pack("{s:s, s:s, s:i}", "sandbox", sandbox, "path", path, "length", 262144);
+        *tool = "file_read";
         free(path);
-        start_call(m, s, req, did, rpc, "file_read", args, uri);
     } else if (strncmp(what, "service/", 8) == 0 && strlen(what) > 13 &&
                strcmp(what + strlen(what) - 5, "/logs") == 0) {
         char *svc = pe_xasprintf("%.*s", (int)(strlen(what) - 13), what + 8);
-        args = json_pack("{s:s, s:s}", "sandbox", sandbox, "name", svc);
+        *args = json_pack("{s:s, s:s}", "sandbox", sandbox, "name", svc);
+        *tool = "service_logs";
         free(svc);
-        start_call(m, s, req, did, rpc, "service_logs", args, uri);
     } else {
-        respond_json(req, 200,
-                     rpc_error(id, -32002,
-                               "no such resource: resources/templates/list shows the URIs "
-                               "there are"),
-                     NULL);
+        r = -1;
+    }
+    free(sandbox);
+    return r;
+}
+
+#define NO_SUCH_RESOURCE "no such resource: resources/templates/list shows the URIs there are"
+
+static void resources_read(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
+                           const char *did, json_t *rpc)
+{
+    json_t *id = json_object_get(rpc, "id"), *args = NULL;
+    const char *uri = json_string_value(json_object_get(json_object_get(rpc, "params"), "uri"));
+    const char *tool;
+
+    if (resource_call(uri, &tool, &args) < 0) {
+        respond_json(req, 200, rpc_error(id, -32002, NO_SUCH_RESOURCE), NULL);
+        return;
+    }
+    start_call(m, s, req, did, rpc, tool, args, uri);
+    json_decref(args);
+}
+
+/* ---- subscriptions: resources looked at on a timer, changes sent as
+ * notifications/resources/updated on the session's GET stream ----
+ *
+ * A sandbox's files and a service's output change without telling the
+ * daemon (a process inside writes them), so "changed" is found by looking:
+ * every MCP_SUB_POLL_S each subscribed resource is read through its tool,
+ * as resources/read would, and a different answer (content, or the
+ * resource appearing or going) is an update. A look costs one exec of a
+ * few milliseconds; MCP_SUBS_MAX bounds them per session. */
+
+static void sub_notify(pe_mcp_session *s, const char *uri)
+{
+    json_t *msg = json_pack("{s:s, s:s, s:{s:s}}", "jsonrpc", "2.0", "method",
+                            "notifications/resources/updated", "params", "uri", uri);
+    char *text = json_dumps(msg, JSON_COMPACT), *ev;
+
+    json_decref(msg);
+    if (s->listen && text) {
+        ev = pe_xasprintf("data: %s\n\n", text);
+        pe_http_stream_write(s->listen, ev, strlen(ev));
+        free(ev);
+    }
+    free(text);
+}
+
+static void sub_looked(struct mcp_pending *p, json_t *result)
+{
+    pe_mcp_session *s = p->call.session;
+    const char *text = json_string_value(
+        json_object_get(json_array_get(json_object_get(result, "content"), 0), "text"));
+    unsigned char h[crypto_generichash_BYTES];
+    char hex[2 * sizeof(h) + 2];
+    json_t *old = json_object_get(s->subs, p->sub_uri);
+
+    hex[0] = json_is_true(json_object_get(result, "isError")) ? 'e' : 'o';
+    crypto_generichash(h, sizeof(h), (const unsigned char *)(text ? text : ""),
+                       text ? strlen(text) : 0, NULL, 0);
+    sodium_bin2hex(hex + 1, sizeof(hex) - 1, h, sizeof(h));
+    json_decref(result);
+    if (s->dead || old == NULL) /* unsubscribed meanwhile */
+        return;
+    if (json_is_string(old) && strcmp(json_string_value(old), hex) != 0)
+        sub_notify(s, p->sub_uri);
+    json_object_set_new(s->subs, p->sub_uri, json_string(hex));
+}
+
+/* Look at uri once; with req, answer it (id) after the look. */
+static void sub_look(pe_mcp_session *s, const char *uri, pe_http_request *req, json_t *id)
+{
+    struct mcp_pending *p;
+    const char *tool;
+    json_t *args;
+
+    if (resource_call(uri, &tool, &args) < 0)
+        return;
+    p = pe_xcalloc(1, sizeof(*p));
+    p->call.d = s->srv->d;
+    p->call.session = s;
+    s->refs++;
+    s->inflight++;
+    s->polls++;
+    p->call.authorization = pe_xstrdup(s->sub_auth);
+    p->call.did = pe_xstrdup(s->did);
+    p->call.args = args;
+    p->call.finish = call_finish;
+    p->call.progress = call_progress;
+    p->sub_uri = pe_xstrdup(uri);
+    p->t0 = now_s();
+    p->next_call = s->calls;
+    s->calls = p;
+    if (req) {
+        p->req = req;
+        p->rpc_id = json_incref(id);
+        pe_http_defer(req);
+    }
+    if (pe__mcp_tool_start(&p->call, tool) < 0) {
+        if (req)
+            respond_json(req, 200, rpc_error(id, -32603, "internal error"), NULL);
+        pending_free(p);
+    }
+}
+
+static void sub_tick(pe_ev_timer *t, void *ud)
+{
+    pe_mcp_session *s = ud;
+    const char *uri;
+    json_t *v;
+
+    (void)t;
+    if (s->polls > 0) /* the last round is still looking */
+        return;
+    json_object_foreach(s->subs, uri, v)
+    {
+        sub_look(s, uri, NULL, NULL);
+    }
+}
+
+static void resources_subscribe(struct mcp_server *m, pe_mcp_session *s, pe_http_request *req,
+                                json_t *rpc, bool on)
+{
+    json_t *id = json_object_get(rpc, "id"), *args = NULL;
+    const char *uri = json_string_value(json_object_get(json_object_get(rpc, "params"), "uri"));
+    const char *tool;
+    pe_err err;
+
+    if (resource_call(uri, &tool, &args) < 0) {
+        respond_json(req, 200, rpc_error(id, -32002, NO_SUCH_RESOURCE), NULL);
+        return;
     }
     json_decref(args);
-    free(sandbox);
+    if (on) {
+        if (s->sub_auth)
+            sodium_memzero(s->sub_auth, strlen(s->sub_auth));
+        free(s->sub_auth);
+        s->sub_auth = pe_xstrdup(req->authorization);
+        if (s->poll == NULL)
+            s->poll = pe_ev_timer_start(m->d->loop, (uint64_t)(MCP_SUB_POLL_S * 1e9),
+                                        (uint64_t)(MCP_SUB_POLL_S * 1e9), sub_tick, s, &err);
+    }
+    if (!on) {
+        json_object_del(s->subs, uri);
+    } else if (json_object_get(s->subs, uri) == NULL) {
+        if (json_object_size(s->subs) >= MCP_SUBS_MAX) {
+            respond_json(req, 200,
+                         rpc_error(id, -32000,
+                                   "too many subscriptions in this session (at most 8): "
+                                   "unsubscribe from one first"),
+                         NULL);
+            return;
+        }
+        /* answered after the first look, the baseline: a change made
+         * once the client has its answer is always reported */
+        json_object_set_new(s->subs, uri, json_null());
+        sub_look(s, uri, req, id);
+        return;
+    }
+    respond_json(req, 200, json_pack("{s:s, s:O, s:{}}", "jsonrpc", "2.0", "id", id, "result"),
+                 NULL);
+}
+
+static void listen_on_close(pe_http_stream *hs, void *ud)
+{
+    pe_mcp_session *s = ud;
+
+    (void)hs;
+    s->listen = NULL;
+}
+
+static const pe_http_stream_callbacks listen_cb = {.on_close = listen_on_close};
+
+/* notifications/cancelled: the call requestId of this session is given up. */
+static void cancel_call(pe_mcp_session *s, json_t *rpc)
+{
+    json_t *rid = json_object_get(json_object_get(rpc, "params"), "requestId");
+
+    for (struct mcp_pending *p = s->calls; p; p = p->next_call) {
+        if (p->sub_uri == NULL && !p->cancelled && p->rpc_id && json_equal(p->rpc_id, rid)) {
+            p->cancelled = true;
+            if (p->call.cancel)
+                p->call.cancel(&p->call);
+            return;
+        }
+    }
 }
 
 /* ---- JSON-RPC ---- */
@@ -631,7 +868,7 @@ static void initialize(struct mcp_server *m, pe_http_request *req, const char *d
         req, 200,
         json_pack("{s:s, s:O, s:{s:s, s:{s:{s:b}, s:{s:b, s:b}}, s:{s:s, s:s, s:s}, s:s}}",
                   "jsonrpc", "2.0", "id", id, "result", "protocolVersion", version, "capabilities",
-                  "tools", "listChanged", false, "resources", "subscribe", false, "listChanged",
+                  "tools", "listChanged", false, "resources", "subscribe", true, "listChanged",
                   false, "serverInfo", "name", MCP_SERVER_NAME, "title", "Pocketenv sandboxes",
                   "version", "1", "instructions",
                   "Pocketenv runs sandboxes: isolated Linux machines. Create one with "
@@ -695,6 +932,10 @@ static void on_request(struct mcp_server *m, pe_http_request *req, const char *d
                      NULL);
     else if (strcmp(method, "resources/read") == 0)
         resources_read(m, s, req, did, rpc);
+    else if (strcmp(method, "resources/subscribe") == 0)
+        resources_subscribe(m, s, req, rpc, true);
+    else if (strcmp(method, "resources/unsubscribe") == 0)
+        resources_subscribe(m, s, req, rpc, false);
     else {
         char *msg = pe_xasprintf("method not found: %s", method);
         respond_json(req, 200, rpc_error(id, -32601, msg), NULL);
@@ -744,12 +985,16 @@ static void on_post(struct mcp_server *m, pe_http_request *req, const char *did)
         /* a notification or a response: taken (202); the session must exist
          * unless it is the client's answer to nothing we asked */
         const char *sid = pe_http_header(req, "Mcp-Session-Id");
-        if (sid == NULL || session_find(m, sid, did) == NULL)
+        pe_mcp_session *s = sid ? session_find(m, sid, did) : NULL;
+        if (s == NULL) {
             respond_rpc_error(req, sid ? 404 : 400, NULL, -32001,
                               sid ? "session not found: initialize a new one"
                                   : "no Mcp-Session-Id header");
-        else
+        } else {
+            if (method && strcmp(json_string_value(method), "notifications/cancelled") == 0)
+                cancel_call(s, rpc);
             pe_http_respond(req, 202, NULL, "", 0, NULL);
+        }
         json_decref(rpc);
         return;
     }
@@ -781,8 +1026,14 @@ static void on_get(struct mcp_server *m, pe_http_request *req, const char *did)
         return;
     }
     if (last == NULL) {
-        const char *allow[] = {"Allow", "POST, DELETE", NULL};
-        pe_http_respond(req, 405, NULL, "", 0, allow);
+        /* the session's own stream, for notifications no request carries
+         * (resource updates); one at a time, the newest wins */
+        const char *headers[] = {"Cache-Control", "no-store", "X-Accel-Buffering", "no", NULL};
+        if (s->listen) {
+            pe_http_stream_close(s->listen);
+            s->listen = NULL;
+        }
+        s->listen = pe_http_respond_stream(req, 200, "text/event-stream", headers, &listen_cb, s);
         return;
     }
     num = strtoul(last, &end, 10);

@@ -28,6 +28,9 @@ struct pe_mcp_call {
     void (*finish)(pe_mcp_call *c, json_t *result);
     /* the transport's: a progress notification, when the client asked for them */
     void (*progress)(pe_mcp_call *c, double progress, const char *message);
+    /* the tool's, optional: the client cancelled the call (stop what runs;
+     * finish is still called, and its answer is not sent) */
+    void (*cancel)(pe_mcp_call *c);
     void *transport;
 };
 

@@ -253,6 +253,46 @@ def test_directories_up_and_down_as_archives(daemon, tmp_path, transport):
     assert daemon.sandbox("deleteSandbox", name)[0] == 200
 
 
+def new_sandbox(daemon, name):
+    st, _ = daemon.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": name})
+    assert st == 200
+    daemon.wait_status(name, ["RUNNING"])
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_resource_subscriptions(daemon, tmp_path, transport):
+    name = f"mcp-sub-{transport}"
+    new_sandbox(daemon, name)
+    out = drive(daemon, "subscribe", MCP_SANDBOX=name, MCP_TRANSPORT=transport,
+                MCP_CONFIG=agent_config(daemon, tmp_path))
+    assert out["caps"]["resources"]["subscribe"] is True
+    assert out["fileUpdated"] and out["otherUpdated"] and out["logsUpdated"], out
+    assert out["otherAgain"], out
+    file = f"pocketenv://sandbox/{name}/file/srv/watched.txt"
+    logs = f"pocketenv://sandbox/{name}/service/ticker/logs"
+    assert file not in out["afterUnsubscribe"] and logs not in out["afterUnsubscribe"], out
+    for e in out["errors"]:
+        assert e.get("code") == -32002, e
+    assert daemon.sandbox("deleteSandbox", name)[0] == 200
+
+
+@pytest.mark.parametrize("transport", ["http", "stdio"])
+def test_a_cancelled_command_stops(daemon, tmp_path, transport):
+    name = f"mcp-cancel-{transport}"
+    new_sandbox(daemon, name)
+    out = drive(daemon, "cancel", MCP_SANDBOX=name, MCP_TRANSPORT=transport,
+                MCP_CONFIG=agent_config(daemon, tmp_path))
+    assert out["pid"].isdigit(), out
+    assert out["rejected"], out
+    assert out["gone"], out
+    assert out["ping"] == {} and "still here" in out["after"]["text"]
+    st, o = daemon.call("io.pocketenv.sandbox.exec", {"id": name},
+                        {"command": "cat /tmp/late 2>&1"})
+    assert "No such file" in o["stdout"], o
+    assert daemon.sandbox("deleteSandbox", name)[0] == 200
+
+
 @pytest.mark.parametrize("transport", ["http", "stdio"])
 def test_files_and_service_logs_as_resources(daemon, tmp_path, transport):
     name = f"mcp-res-{transport}"
@@ -262,7 +302,7 @@ def test_files_and_service_logs_as_resources(daemon, tmp_path, transport):
     daemon.wait_status(name, ["RUNNING"])
     out = drive(daemon, "resources", MCP_SANDBOX=name, MCP_TRANSPORT=transport,
                 MCP_CONFIG=agent_config(daemon, tmp_path))
-    assert out["caps"]["resources"] == {"subscribe": False, "listChanged": False}
+    assert out["caps"]["resources"] == {"subscribe": True, "listChanged": False}
     assert {t["name"] for t in out["templates"]} == {"sandbox-file", "service-logs"}
     assert out["list"] == []
     f = out["file"]["contents"][0]
@@ -333,11 +373,12 @@ def test_mcp_authz_matrix(daemon):
         assert st == 401
     # another user: the session is unknown to them (and survives the try)
     other = daemon.token_for("did:key:zMcpOther2")
-    for method, body in (("POST", ping), ("DELETE", None),
-                         ("GET", None)):
+    for method, body, last in (("POST", ping, None), ("DELETE", None, None),
+                               ("GET", None, "1-0"), ("GET", None, None)):
         st, _, o = rpc(daemon, body, token=other, session=sid, method=method,
-                       headers={"Last-Event-ID": "1-0"} if method == "GET" else None)
-        assert st == 404, (method, o)
+                       headers={"Last-Event-ID": last, "Accept": "text/event-stream"}
+                       if last else {"Accept": "text/event-stream"} if method == "GET" else None)
+        assert st == 404, (method, last, o)
     st, _, o = rpc(daemon, ping, session=sid)
     assert (st, o["result"]) == (200, {})
     # a revoked... ended session is gone for its owner too
@@ -387,10 +428,6 @@ def test_unknown_methods_and_missing_sessions(daemon):
     st, _, o = rpc(daemon, {"jsonrpc": "2.0", "method": "notifications/initialized"},
                    session=sid)
     assert (st, o) == (202, None)
-    # a GET without Last-Event-ID: no server-initiated stream here
-    st, h, _ = rpc(daemon, None, session=sid, method="GET",
-                   headers={"Accept": "text/event-stream"})
-    assert st == 405
     st, _, _ = rpc(daemon, None, session=sid, method="PUT")
     assert st == 405
     st, _, o = rpc(daemon, None, session=sid, method="GET",

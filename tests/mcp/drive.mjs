@@ -10,7 +10,8 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { CallToolResultSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolResultSchema, ResourceUpdatedNotificationSchema }
+  from '@modelcontextprotocol/sdk/types.js';
 import { readFileSync } from 'node:fs';
 
 const env = process.env;
@@ -241,6 +242,95 @@ const scenarios = {
     out.missingDir = await call(client, 'dir_download', { sandbox: sb, path: '/no/such/dir' });
     out.unknownSandbox = await call(client, 'dir_download',
                                     { sandbox: 'no-such-sandbox', path: '/srv' });
+    await client.close();
+    return out;
+  },
+
+  // Subscriptions: a file and a service's output change, the client hears
+  // of it; after unsubscribing it does not. Waits are conditions with
+  // deadlines: `until` polls what the client has seen.
+  async subscribe() {
+    const client = await connect(env.MCP_TRANSPORT === 'stdio' ? stdioTransport()
+                                                               : httpTransport());
+    const sb = env.MCP_SANDBOX;
+    const out = { caps: client.getServerCapabilities() };
+    const seen = [];
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema,
+                                  (n) => seen.push(n.params.uri));
+    const until = async (cond, ms = 30000) => {
+      const t0 = Date.now();
+      while (!cond() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 50));
+      return cond();
+    };
+    const file = `pocketenv://sandbox/${sb}/file/srv/watched.txt`;
+    const other = `pocketenv://sandbox/${sb}/file/srv/other.txt`;
+    const logs = `pocketenv://sandbox/${sb}/service/ticker/logs`;
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/watched.txt', content: 'one\n' });
+    await client.subscribeResource({ uri: file });
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/watched.txt', content: 'two\n' });
+    out.fileUpdated = await until(() => seen.includes(file));
+    // a file that does not exist yet: its appearing is an update
+    await client.subscribeResource({ uri: other });
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/other.txt', content: 'hi\n' });
+    out.otherUpdated = await until(() => seen.includes(other));
+    await call(client, 'service_start', { sandbox: sb, name: 'ticker',
+                                          command: 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done' });
+    await client.subscribeResource({ uri: logs });
+    out.logsUpdated = await until(() => seen.includes(logs));
+    await client.unsubscribeResource({ uri: file });
+    await client.unsubscribeResource({ uri: logs });
+    seen.length = 0;
+    // after unsubscribing: change it, then change one still subscribed;
+    // once that one's update is in, a look happened after both changes
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/watched.txt', content: 'three\n' });
+    await call(client, 'file_write', { sandbox: sb, path: '/srv/other.txt', content: 'again\n' });
+    out.otherAgain = await until(() => seen.includes(other));
+    out.afterUnsubscribe = [...seen];
+    out.errors = [];
+    for (const uri of [`pocketenv://sandbox/${sb}/nothing`, 'https://example.com/x']) {
+      try {
+        await client.subscribeResource({ uri });
+        out.errors.push({ uri, answered: true });
+      } catch (e) {
+        out.errors.push({ uri, code: e.code, message: e.message });
+      }
+    }
+    await client.close();
+    return out;
+  },
+
+  // Cancellation: an exec the client gives up on stops in the sandbox.
+  async cancel() {
+    const client = await connect(env.MCP_TRANSPORT === 'stdio' ? stdioTransport()
+                                                               : httpTransport());
+    const sb = env.MCP_SANDBOX;
+    const out = {};
+    const ac = new AbortController();
+    const running = client.callTool(
+      { name: 'exec', arguments: { sandbox: sb, command: 'echo $$ > /tmp/pid; sleep 600; echo late > /tmp/late' } },
+      CallToolResultSchema, { signal: ac.signal, timeout: 120000 });
+    running.catch(() => {});
+    const t0 = Date.now();
+    let pid = '';
+    while (Date.now() - t0 < 30000) {
+      const r = await call(client, 'exec', { sandbox: sb, command: 'cat /tmp/pid 2>/dev/null' });
+      pid = (r.text.split('---\n')[1] ?? '').split('\n')[0].trim();
+      if (/^[0-9]+$/.test(pid)) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    out.pid = pid;
+    ac.abort('the user changed their mind');
+    try { await running; out.rejected = false; } catch (e) { out.rejected = true; }
+    const t1 = Date.now();
+    out.gone = false;
+    while (Date.now() - t1 < 30000) {
+      const r = await call(client, 'exec', { sandbox: sb,
+                                            command: `kill -0 ${pid} 2>/dev/null && echo alive || echo gone` });
+      if (r.text.includes('gone')) { out.gone = true; break; }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    out.ping = await client.ping();
+    out.after = await call(client, 'exec', { sandbox: sb, command: 'echo still here' });
     await client.close();
     return out;
   },
