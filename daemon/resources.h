@@ -94,6 +94,10 @@ bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_s
  * auth key and the image has tailscale, and its services. Failures are
  * logged, never fatal to the start. */
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb);
+/* handlers/netpolicy.c: the egress methods, and a started sandbox's DNS
+ * forwarder when it has a policy. */
+int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err);
+void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
 /* The daemon exits: wait for a Tailscale bring-up in progress, start no
  * other (teardown, before the runtime and keys are freed). */
 void pe_daemon_tailscale_quiesce(void);

@@ -1,0 +1,391 @@
+/* io.pocketenv.sandbox.getNetworkPolicy / putNetworkPolicy (our lexicons)
+ * and the per-sandbox DNS forwarder that enforces a policy's names.
+ *
+ * The policy itself is the runtime's (pocketenv/egress.h): stored beside
+ * the sandbox's state, its nftables table written before the sandbox runs
+ * and rewritten at once on a change. The kernel lets the sandbox reach
+ * only allowed CIDRs and the addresses in its dns4 set; this file fills
+ * that set. Each sandbox with a policy gets a thread that owns a UDP
+ * socket bound to 127.0.0.1:53 inside the sandbox's network namespace
+ * (where the table redirects every DNS query) and:
+ *   - answers NXDOMAIN for a name the policy does not allow (logged);
+ *   - forwards an allowed query to the host's resolver
+ *     (POCKETENV_DNS_UPSTREAM=a.b.c.d[:port], else the first nameserver
+ *     of /etc/resolv.conf), adds the answer's IPv4 addresses outside
+ *     denyCidrs to dns4 with their TTL, and only then passes the answer
+ *     on, so the sandbox's first connection already finds them.
+ * The thread ends with the sandbox's init (its pidfd): the socket would
+ * otherwise keep the namespace alive. The policy is read again for every
+ * query, so a change applies to the next lookup.
+ *
+ * Threading: handlers on the loop thread, their work on workers; one
+ * forwarder thread per running sandbox with a policy. */
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <resolv.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "pocketenv/egress.h"
+#include "resources.h"
+
+#define SANDBOX_NOT_FOUND "SandboxNotFound"
+#define DNS_MAX 4096
+#define UPSTREAM_WAIT_MS 3000
+#define MAX_ADDRS 64
+
+/* ---- the forwarder ---- */
+
+typedef struct fwd {
+    struct fwd *next;
+    pe_runtime *rt;
+    char *id;
+    pid_t pid;
+    int netns, sock, pidfd;
+} fwd;
+
+static pthread_mutex_t fwd_mu = PTHREAD_MUTEX_INITIALIZER;
+static fwd *fwd_list;
+
+static int upstream_addr(struct sockaddr_in *sa)
+{
+    const char *env = getenv("POCKETENV_DNS_UPSTREAM");
+    cleanup_free char *text = NULL;
+    char host[64] = "";
+    unsigned port = 53;
+
+    memset(sa, 0, sizeof(*sa));
+    sa->sin_family = AF_INET;
+    if (env && *env) {
+        const char *colon = strchr(env, ':');
+        size_t n = colon ? (size_t)(colon - env) : strlen(env);
+        if (n >= sizeof(host))
+            return -1;
+        memcpy(host, env, n);
+        host[n] = '\0';
+        if (colon)
+            port = (unsigned)atoi(colon + 1);
+    } else if (pe_fs_read_file("/etc/resolv.conf", 64 * 1024, &text, NULL, NULL) == 0) {
+        for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+            if (sscanf(l, "nameserver %63s", host) == 1 && strchr(host, ':') == NULL)
+                break;
+            else
+                host[0] = '\0';
+    }
+    sa->sin_port = htons((uint16_t)port);
+    return host[0] && port > 0 && port < 65536 && inet_pton(AF_INET, host, &sa->sin_addr) == 1 ? 0
+                                                                                               : -1;
+}
+
+/* The question's name, lower-case, no trailing dot. */
+static int question(const unsigned char *q, size_t n, char *name, size_t cap)
+{
+    ns_msg msg;
+    ns_rr rr;
+
+    if (ns_initparse(q, (int)n, &msg) < 0 || ns_msg_count(msg, ns_s_qd) != 1 ||
+        ns_parserr(&msg, ns_s_qd, 0, &rr) < 0)
+        return -1;
+    snprintf(name, cap, "%s", ns_rr_name(rr));
+    for (char *c = name; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    return 0;
+}
+
+/* The query turned into its NXDOMAIN answer, in place: the question stays,
+ * no records. */
+static size_t nxdomain(unsigned char *q, size_t n)
+{
+    ns_msg msg;
+    size_t end = n;
+
+    if (ns_initparse(q, (int)n, &msg) == 0 && ns_msg_count(msg, ns_s_an) == 0) {
+        /* cut what follows the question (an EDNS record) */
+        const unsigned char *p = q + NS_HFIXEDSZ;
+        int len = dn_skipname(p, q + n);
+        if (len >= 0 && NS_HFIXEDSZ + (size_t)len + NS_QFIXEDSZ <= n)
+            end = NS_HFIXEDSZ + (size_t)len + NS_QFIXEDSZ;
+    }
+    q[2] = (unsigned char)(0x80 | (q[2] & 0x79)); /* QR, opcode and RD kept */
+    q[3] = (unsigned char)(0x80 | ns_r_nxdomain); /* RA */
+    memset(q + 6, 0, 6);                          /* AN, NS, AR counts */
+    return end;
+}
+
+/* Add the answer's A records (outside denyCidrs) to the sandbox's set. */
+static void learn(fwd *f, const json_t *policy, const unsigned char *a, size_t n)
+{
+    uint32_t addrs[MAX_ADDRS], ttls[MAX_ADDRS];
+    size_t k = 0;
+    ns_msg msg;
+    pe_err err;
+
+    if (ns_initparse(a, (int)n, &msg) < 0)
+        return;
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an) && k < MAX_ADDRS; i++) {
+        ns_rr rr;
+        uint32_t v;
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
+            ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
+            continue;
+        memcpy(&v, ns_rr_rdata(rr), 4);
+        v = ntohl(v);
+        if (pe_egress_addr_denied(policy, v))
+            continue;
+        addrs[k] = v;
+        ttls[k++] = ns_rr_ttl(rr);
+    }
+    if (pe_egress_allow_addrs(f->netns, addrs, ttls, k, &err) < 0)
+        pe_log_warn("sandbox %s: egress: %s", f->id, err.msg);
+}
+
+static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct sockaddr_in *from)
+{
+    unsigned char a[DNS_MAX];
+    char name[NS_MAXDNAME];
+    json_t *policy = NULL;
+    struct sockaddr_in sa;
+    ssize_t got = -1;
+    pe_err err;
+
+    if (n < NS_HFIXEDSZ || question(q, n, name, sizeof(name)) < 0)
+        return; /* not a query we can read: no answer */
+    if (pe_runtime_egress_get(f->rt, f->id, &policy, &err) < 0 || policy == NULL)
+        policy = json_pack("{s:s}", "mode", "open"); /* removed: no table sends us queries */
+    if (!pe_egress_name_allowed(policy, name)) {
+        pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, name);
+        n = nxdomain(q, n);
+        sendto(f->sock, q, n, 0, (struct sockaddr *)from, sizeof(*from));
+        json_decref(policy);
+        return;
+    }
+    if (upstream_addr(&sa) == 0 && sendto(up, q, n, 0, (struct sockaddr *)&sa, sizeof(sa)) >= 0) {
+        struct pollfd p = {.fd = up, .events = POLLIN};
+        int64_t deadline = pe_store_now_ms() + UPSTREAM_WAIT_MS;
+        while (poll(&p, 1, (int)(deadline - pe_store_now_ms())) == 1) {
+            got = recv(up, a, sizeof(a), 0);
+            if (got >= NS_HFIXEDSZ && a[0] == q[0] && a[1] == q[1])
+                break; /* else a late answer to an earlier query */
+            got = -1;
+            if (pe_store_now_ms() >= deadline)
+                break;
+        }
+    }
+    if (got >= NS_HFIXEDSZ) {
+        learn(f, policy, a, (size_t)got);
+        sendto(f->sock, a, (size_t)got, 0, (struct sockaddr *)from, sizeof(*from));
+    }
+    json_decref(policy);
+}
+
+static void fwd_free(fwd *f)
+{
+    pthread_mutex_lock(&fwd_mu);
+    for (fwd **p = &fwd_list; *p; p = &(*p)->next)
+        if (*p == f) {
+            *p = f->next;
+            break;
+        }
+    pthread_mutex_unlock(&fwd_mu);
+    close(f->sock);
+    close(f->netns);
+    close(f->pidfd);
+    free(f->id);
+    free(f);
+}
+
+static void *fwd_thread(void *arg)
+{
+    fwd *f = arg;
+    cleanup_fd int up = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    unsigned char q[DNS_MAX];
+
+    for (;;) {
+        struct pollfd p[2] = {{.fd = f->sock, .events = POLLIN},
+                              {.fd = f->pidfd, .events = POLLIN}};
+        struct sockaddr_in from;
+        socklen_t flen = sizeof(from);
+        ssize_t n;
+
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents)
+            break; /* the sandbox ended */
+        if (!(p[0].revents & POLLIN))
+            continue;
+        n = recvfrom(f->sock, q, sizeof(q), 0, (struct sockaddr *)&from, &flen);
+        if (n > 0 && up >= 0)
+            serve_query(f, up, q, (size_t)n, &from);
+    }
+    fwd_free(f);
+    return NULL;
+}
+
+/* Start sandbox id's forwarder unless one serves its running init. */
+static void fwd_ensure(pe_daemon *d, const char *id)
+{
+    pid_t pid = 0;
+    pe_err err;
+    fwd *f;
+    pthread_t t;
+    int netns = pe_runtime_egress_netns(&d->rt, id, &pid, &err);
+
+    if (netns < 0)
+        return; /* not running, or no network: nothing to serve */
+    pthread_mutex_lock(&fwd_mu);
+    for (f = fwd_list; f; f = f->next)
+        if (strcmp(f->id, id) == 0 && f->pid == pid)
+            break;
+    if (f != NULL) {
+        pthread_mutex_unlock(&fwd_mu);
+        close(netns);
+        return;
+    }
+    f = pe_xcalloc(1, sizeof(*f));
+    f->rt = &d->rt;
+    f->id = pe_xstrdup(id);
+    f->pid = pid;
+    f->netns = netns;
+    f->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    f->sock = f->pidfd < 0 ? -1 : pe_egress_dns_socket(netns, &err);
+    if (f->pidfd < 0 || f->sock < 0) {
+        pthread_mutex_unlock(&fwd_mu);
+        pe_log_warn("sandbox %s: egress resolver: %s", id,
+                    f->pidfd < 0 ? "the sandbox ended" : err.msg);
+        if (f->pidfd >= 0)
+            close(f->pidfd);
+        close(netns);
+        free(f->id);
+        free(f);
+        return;
+    }
+    f->next = fwd_list;
+    fwd_list = f;
+    pthread_mutex_unlock(&fwd_mu);
+    if (pthread_create(&t, NULL, fwd_thread, f) != 0) {
+        fwd_free(f);
+        return;
+    }
+    pthread_detach(t);
+}
+
+void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb)
+{
+    json_t *policy = NULL;
+    pe_err err;
+
+    if (pe_runtime_egress_get(&d->rt, sb->id, &policy, &err) == 0 && policy != NULL)
+        fwd_ensure(d, sb->id);
+    json_decref(policy);
+}
+
+/* ---- handlers ---- */
+
+static json_t *view(json_t *policy)
+{
+    bool dflt = policy == NULL;
+
+    if (dflt)
+        policy = json_pack("{s:s, s:[], s:[], s:[], s:[], s:[]}", "mode", "open", "allowDomains",
+                           "denyDomains", "allowCidrs", "denyCidrs", "ports");
+    return json_pack("{s:o, s:b}", "policy", policy, "isDefault", dflt);
+}
+
+static void get_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    json_t *policy = NULL;
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (pe_runtime_egress_get(&job->d->rt, sb.id, &policy, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    else
+        job->out = view(policy);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void put_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    json_t *policy = json_object_get(job->in, "policy");
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (json_is_null(policy))
+        policy = NULL;
+    if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    } else {
+        pe_log_info("event=netpolicy sandbox=%s mode=%s", sb.id,
+                    policy ? json_string_value(json_object_get(policy, "mode")) : "default");
+        if (policy != NULL)
+            fwd_ensure(job->d, sb.id);
+        job->out = view(policy ? json_incref(policy) : NULL);
+    }
+    pe_store_sandbox_clear(&sb);
+}
+
+static void get_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+
+    if (did)
+        pe_daemon_submit(d, req, did, get_work,
+                         json_string_value(json_object_get(req->params, "id")), NULL);
+}
+
+/* The policy is checked here, on the loop thread: a bad one is a 400 and
+ * nothing is stored. */
+static void put_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *policy = json_object_get(req->body, "policy"), *in;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (policy == NULL) {
+        pe_err_set(&err, PE_EINVAL, 0, "policy is required (null removes it)");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    if (json_is_null(policy)) {
+        in = json_pack("{s:n}", "policy");
+    } else {
+        json_t *p = pe_egress_policy_parse(policy, &err);
+        if (p == NULL) {
+            pe_err_prefix(&err, "policy");
+            pe_xrpc_respond_err(req, &err);
+            return;
+        }
+        in = json_pack("{s:o}", "policy", p);
+    }
+    pe_daemon_submit(d, req, did, put_work, json_string_value(json_object_get(req->params, "id")),
+                     in);
+}
+
+int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err)
+{
+    if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getNetworkPolicy", get_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putNetworkPolicy", put_handler, d, err) < 0)
+        return -1;
+    return 0;
+}

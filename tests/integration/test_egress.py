@@ -1,0 +1,244 @@
+"""Egress policy (issue 20): getNetworkPolicy/putNetworkPolicy, the
+sandbox's nftables table and the daemon's DNS forwarder.
+
+Network safety: traffic only goes to loopback, to sandboxes, and to an
+"internet" network namespace this file creates (10.124.0.0/24, a test-only
+range reached over a veth of ours): a DNS server on 10.124.0.2:53 that the
+daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
+"""
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, kill_tree, wait_for
+from test_daemon import serving
+
+HOST = "10.124.0.1"
+DNS = "10.124.0.2"     # the namespace's DNS server, and allowed.test's host
+OTHER = "10.124.0.3"   # denied.test's host
+
+DNS_SERVER = r"""
+import socket, struct, sys, os
+zone_file = sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(4096)
+    zone = dict(l.split() for l in open(zone_file).read().splitlines() if l.strip())
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+        i += 1 + q[i]
+    name, qtype = ".".join(labels), struct.unpack("!H", q[i + 1:i + 3])[0]
+    question = q[12:i + 5]
+    addr = zone.get(name)
+    if addr is None:
+        flags, answers = 0x8183, b""
+    elif qtype == 1:
+        flags = 0x8180
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 2, 4) + socket.inet_aton(addr)
+    else:
+        flags, answers = 0x8180, b""
+    s.sendto(q[:2] + struct.pack("!HHHHH", flags, 1, 1 if answers else 0, 0, 0) + question +
+             answers, peer)
+"""
+
+HTTP_SERVER = r"""
+import http.server, socketserver, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/stream":
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for i in range(600):
+                    self.wfile.write(b"tick\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+            return
+        body = sys.argv[1].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = S((sys.argv[1], 8000), H)
+print("ready", flush=True)
+s.serve_forever()
+"""
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def spawn(ns, *args):
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", *args],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert p.stdout.readline() == "ready\n"
+    return p
+
+
+@pytest.fixture(scope="module")
+def internet(tmp_path_factory):
+    """The test's internet: a namespace with DNS and HTTP servers. Yields the
+    zone file (lines "name address"; the server reads it at every query)."""
+    tag = os.getpid() % 100000
+    ns, host_if, ns_if = f"pt-inet-{tag}", f"pt-ih-{tag}", f"pt-in-{tag}"
+    zone = tmp_path_factory.mktemp("zone") / "zone"
+    zone.write_text(f"allowed.test {DNS}\ndenied.test {OTHER}\nalso.allowed.test {OTHER}\n")
+    procs = []
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{HOST}/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        for a in (DNS, OTHER):
+            sh("ip", "-n", ns, "addr", "add", f"{a}/24", "dev", ns_if)
+        sh("ip", "-n", ns, "link", "set", ns_if, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        procs.append(spawn(ns, DNS_SERVER, DNS, str(zone)))
+        procs.append(spawn(ns, HTTP_SERVER, DNS))
+        procs.append(spawn(ns, HTTP_SERVER, OTHER))
+        yield zone
+    finally:
+        for p in procs:
+            kill_tree(p)
+            p.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, internet):
+    with serving(tmp_path_factory.mktemp("egress"),
+                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53"}) as d:
+        yield d
+
+
+def put(d, ident, policy):
+    return d.call("io.pocketenv.sandbox.putNetworkPolicy", {"id": ident}, {"policy": policy})
+
+
+def get(d, ident):
+    return d.call("io.pocketenv.sandbox.getNetworkPolicy", {"id": ident})
+
+
+def run(d, ident, script):
+    st, out = d.sandbox("exec", ident, {"command": script})
+    assert st == 200, out
+    return out["stdout"]
+
+
+def fetch(target, timeout=3):
+    """Shell: GET http://target:8000/ from inside, printing the body (or
+    nothing). busybox nc, as in test_network.py."""
+    return (f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {target} 8000 2>/dev/null"
+            " | tail -n 1; echo; ")
+
+
+@pytest.fixture(scope="module")
+def box(daemon):
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "egress"})
+    assert st == 200, out
+    daemon.wait_status("egress", ["RUNNING"])
+    yield "egress"
+    daemon.sandbox("deleteSandbox", "egress")
+
+
+def test_policy_api_default_roundtrip_and_bad_input(daemon, box):
+    st, out = get(daemon, box)
+    assert st == 200 and out["isDefault"] and out["policy"]["mode"] == "open", out
+    for bad, msg in (({"mode": "closed"}, "mode must be"),
+                     ({"mode": "allowlist", "allowDomains": ["a..b"]}, "empty label"),
+                     ({"mode": "allowlist", "allowDomains": ["ex*ample.org"]}, "wildcard"),
+                     ({"mode": "allowlist", "allowCidrs": ["10.0.0.0/33"]}, "length must be"),
+                     ({"mode": "allowlist", "allowCidrs": ["::1/128"]}, "IPv6"),
+                     ({"mode": "allowlist", "ports": [0]}, "ports[0]"),
+                     ({"mode": "allowlist", "allowDomains": ["x"] * 300}, "at most 256"),
+                     ({"mode": "open", "extra": 1}, "unknown policy field"),
+                     ("allowlist", "must be an object")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and out["error"] == "InvalidRequest" and msg in out["message"], (bad, out)
+    st, out = daemon.call("io.pocketenv.sandbox.putNetworkPolicy", {"id": box}, {})
+    assert st == 400, out
+    # nothing was stored by the refused ones
+    assert get(daemon, box)[1]["isDefault"]
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["Example.ORG", "*.x.org"],
+                                "allowCidrs": ["10.124.0.9/24"], "ports": [443]})
+    assert st == 200, out
+    want = {"mode": "allowlist", "allowDomains": ["example.org", "*.x.org"], "denyDomains": [],
+            "allowCidrs": ["10.124.0.0/24"], "denyCidrs": [], "ports": [443]}
+    assert out == {"policy": want, "isDefault": False}
+    assert get(daemon, box)[1] == {"policy": want, "isDefault": False}
+    st, out = put(daemon, box, None)
+    assert st == 200 and out["isDefault"], out
+    assert get(daemon, box)[1]["isDefault"]
+
+
+def test_no_policy_keeps_the_open_network(daemon, box):
+    """The default for --net nat stays what it was: both hosts by address."""
+    put(daemon, box, None)
+    out = run(daemon, box, fetch(DNS) + fetch(OTHER))
+    assert out.split() == [DNS, OTHER], out
+
+
+def test_allowlist_allows_names_and_blocks_the_rest(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    # the allowed name resolves (through the daemon) and is reachable
+    assert run(daemon, box, fetch("allowed.test")).split() == [DNS]
+    # a denied name is NXDOMAIN; its address, and one never resolved, blocked
+    out = run(daemon, box, "nslookup denied.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    assert run(daemon, box, fetch("denied.test") + fetch(OTHER)).split() == []
+    # DNS to another resolver (the real one, by address) is answered by ours
+    out = run(daemon, box, f"nslookup denied.test {DNS} 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    # a wildcard-less allow does not allow subdomains
+    assert run(daemon, box, fetch("also.allowed.test")).split() == []
+    log = daemon.log_text()
+    assert "event=egress_denied" in log and "name=denied.test" in log
+
+
+def test_none_cuts_an_open_connection_within_a_second(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"]})
+    assert st == 200, out
+    sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+    client = subprocess.Popen([BIN, "--data", daemon.data, "runtime", "exec", sid, "--", "/bin/sh",
+                               "-c", "printf 'GET /stream HTTP/1.0\\r\\n\\r\\n' | "
+                               f"nc {DNS} 8000"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    got = []
+    reader = threading.Thread(target=lambda: got.extend(
+        (time.monotonic(), line) for line in client.stdout), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: sum(1 for _, l in got if l == b"tick\n") > 5, 10, "the stream to flow")
+        t0 = time.monotonic()
+        st, out = put(daemon, box, {"mode": "none"})
+        assert st == 200, out
+        changed = time.monotonic()
+        assert changed - t0 < 1.0
+        time.sleep(1.5)
+        late = [t for t, _ in got if t > changed + 0.5]
+        assert late == [], f"{len(late)} lines arrived after the policy denied the connection"
+    finally:
+        kill_tree(client)
+        client.wait()
+    # and a new connection to the same address is refused at once
+    assert run(daemon, box, fetch(DNS)).split() == []
