@@ -6,6 +6,7 @@ Network safety: traffic only goes to loopback, to sandboxes, and to an
 range reached over a veth of ours): a DNS server on 10.124.0.2:53 that the
 daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
 """
+import json
 import os
 import socket
 import struct
@@ -22,6 +23,8 @@ from test_daemon import serving
 HOST = "10.124.0.1"
 DNS = "10.124.0.2"     # the namespace's DNS server, and allowed.test's host
 OTHER = "10.124.0.3"   # denied.test's host
+ZONE = (f"allowed.test {DNS}\ndenied.test {OTHER}\nalso.allowed.test {OTHER}\n"
+        f"doh.test {OTHER}\nflip.test {DNS}\n")
 
 DNS_SERVER = r"""
 import socket, struct, sys, os
@@ -74,7 +77,7 @@ class H(http.server.BaseHTTPRequestHandler):
         pass
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
-s = S((sys.argv[1], 8000), H)
+s = S((sys.argv[1], int(sys.argv[2])), H)
 print("ready", flush=True)
 s.serve_forever()
 """
@@ -98,7 +101,7 @@ def internet(tmp_path_factory):
     tag = os.getpid() % 100000
     ns, host_if, ns_if = f"pt-inet-{tag}", f"pt-ih-{tag}", f"pt-in-{tag}"
     zone = tmp_path_factory.mktemp("zone") / "zone"
-    zone.write_text(f"allowed.test {DNS}\ndenied.test {OTHER}\nalso.allowed.test {OTHER}\n")
+    zone.write_text(ZONE)
     procs = []
     try:
         sh("ip", "netns", "add", ns)
@@ -111,8 +114,9 @@ def internet(tmp_path_factory):
         sh("ip", "-n", ns, "link", "set", ns_if, "up")
         sh("ip", "-n", ns, "link", "set", "lo", "up")
         procs.append(spawn(ns, DNS_SERVER, DNS, str(zone)))
-        procs.append(spawn(ns, HTTP_SERVER, DNS))
-        procs.append(spawn(ns, HTTP_SERVER, OTHER))
+        for port in ("8000", "8001"):
+            procs.append(spawn(ns, HTTP_SERVER, DNS, port))
+            procs.append(spawn(ns, HTTP_SERVER, OTHER, port))
         yield zone
     finally:
         for p in procs:
@@ -143,10 +147,10 @@ def run(d, ident, script):
     return out["stdout"]
 
 
-def fetch(target, timeout=3):
-    """Shell: GET http://target:8000/ from inside, printing the body (or
+def fetch(target, timeout=3, port=8000, path="/"):
+    """Shell: GET http://target:port/ from inside, printing the body (or
     nothing). busybox nc, as in test_network.py."""
-    return (f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {target} 8000 2>/dev/null"
+    return (f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {target} {port} 2>/dev/null"
             " | tail -n 1; echo; ")
 
 
@@ -242,3 +246,115 @@ def test_none_cuts_an_open_connection_within_a_second(daemon, box):
         client.wait()
     # and a new connection to the same address is refused at once
     assert run(daemon, box, fetch(DNS)).split() == []
+
+
+def test_wildcards_ports_and_deny_over_allow(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"],
+                                "allowCidrs": [f"{DNS}/32"], "ports": [8000]})
+    assert st == 200, out
+    # *.name: its subdomains, not the name itself
+    assert run(daemon, box, fetch("also.allowed.test")).split() == [OTHER]
+    out = run(daemon, box, "nslookup allowed.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out, out
+    # an allowed address, on an allowed port only
+    assert run(daemon, box, fetch(DNS) + fetch(DNS, port=8001)).split() == [DNS]
+    # deny wins over allow, for names and for addresses
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"],
+                                "denyDomains": ["also.allowed.test"],
+                                "allowCidrs": ["10.124.0.0/24"], "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    out = run(daemon, box, "nslookup also.allowed.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    assert run(daemon, box, fetch(DNS) + fetch(OTHER)).split() == [DNS]
+
+
+def test_open_mode_denies_only_what_it_lists(daemon, box):
+    st, out = put(daemon, box, {"mode": "open", "denyDomains": ["denied.test"],
+                                "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    assert run(daemon, box, fetch("allowed.test") + fetch(DNS, port=8001)).split() == [DNS, DNS]
+    assert run(daemon, box, fetch("denied.test") + fetch(OTHER)).split() == []
+
+
+def test_doh_host_and_raw_sockets_are_under_the_policy(daemon, box):
+    """DNS over HTTPS is just a host: not allowed, not reached, by name or by
+    address. Raw sockets (busybox ping, CAP_NET_RAW) go through the same
+    table."""
+    put(daemon, box, None)
+    assert run(daemon, box, f"ping -c 1 -W 2 {OTHER} >/dev/null 2>&1; echo rc=$?").split() == \
+        ["rc=0"]  # without a policy the host answers pings
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert run(daemon, box, fetch("doh.test", path="/dns-query?dns=AAAB") +
+               fetch(OTHER, path="/dns-query?dns=AAAB")).split() == []
+    assert run(daemon, box, f"ping -c 1 -W 2 {OTHER} >/dev/null 2>&1; echo rc=$?").split() == \
+        ["rc=1"]
+
+
+def test_ipv6_is_dropped(daemon, box):
+    """Sandboxes have IPv4 only (and no CAP_NET_ADMIN to add IPv6); with a
+    policy the table drops any IPv6 but loopback's as well, so an IPv6 route
+    that appeared would still carry nothing."""
+    st, out = put(daemon, box, {"mode": "open"})
+    assert st == 200, out
+    sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+    pid = json.loads(subprocess.run([BIN, "--data", daemon.data, "runtime", "inspect", sid],
+                                    capture_output=True, text=True, check=True).stdout)["pid"]
+    rules = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "list", "chain", "inet",
+                            "pe_egress", "out"], capture_output=True, text=True, check=True).stdout
+    assert "meta nfproto ipv6 drop" in rules and "ip6 daddr ::1 accept" in rules, rules
+    # the sandbox has no IPv6 address but a link-local one: nothing leaves
+    out = run(daemon, box, "ping -6 -c 1 -W 1 ff02::1%eth0 >/dev/null 2>&1; echo rc=$?")
+    assert "rc=0" not in out, out
+
+
+def test_a_name_moving_to_a_denied_address_is_not_followed(daemon, box, internet):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["flip.test"],
+                                "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    try:
+        assert run(daemon, box, fetch("flip.test")).split() == [DNS]
+        internet.write_text(ZONE.replace(f"flip.test {DNS}", f"flip.test {OTHER}"))
+        # the name now resolves to a denied address: not added, not reached
+        assert run(daemon, box, fetch("flip.test")).split() == []
+        assert run(daemon, box, fetch(OTHER)).split() == []
+    finally:
+        internet.write_text(ZONE)
+
+
+def test_policy_survives_a_restart_of_the_sandbox(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert daemon.sandbox("stopSandbox", box)[0] == 200
+    daemon.wait_status(box, ["STOPPED"])
+    assert daemon.sandbox("startSandbox", box)[0] == 200
+    daemon.wait_status(box, ["RUNNING"])
+    assert get(daemon, box)[1]["policy"]["allowDomains"] == ["allowed.test"]
+    # in force from the first instruction: the address was never resolved
+    assert run(daemon, box, fetch(OTHER) + fetch("allowed.test")).split() == [DNS]
+
+
+def test_cli_net_policy(daemon, box):
+    env = dict(os.environ, POCKETENV_API_URL=daemon.url, POCKETENV_TOKEN=daemon.token,
+               HOME=str(daemon.tmp), NO_COLOR="1")
+
+    def cli(*args):
+        return subprocess.run([BIN, "net", "policy", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+    p = cli(box, "--reset")
+    assert p.returncode == 0 and "open (no policy set)" in p.stdout, p
+    p = cli(box, "allowlist", "--allow", "allowed.test", "--allow", "10.124.0.0/24",
+            "--deny", "denied.test", "--port", "8000")
+    assert p.returncode == 0, p
+    assert p.stdout.splitlines() == ["mode:   allowlist", "allow:  allowed.test 10.124.0.0/24",
+                                     "deny:   denied.test", "ports:  8000"]
+    p = cli(box, "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["ports"] == [8000], p
+    assert run(daemon, box, fetch(OTHER) + fetch(OTHER, port=8001)).split() == [OTHER]
+    p = cli(box, "allowlist", "--port", "99999")
+    assert p.returncode == 2 and "65535" in p.stderr, p
+    p = cli(box, "sometimes")
+    assert p.returncode == 1 and "mode must be" in p.stderr, p
+    p = cli("no-such-box")
+    assert p.returncode == 1 and "not found" in p.stderr, p
+    assert cli(box, "--reset").returncode == 0
