@@ -358,3 +358,26 @@ def test_cli_net_policy(daemon, box):
     p = cli("no-such-box")
     assert p.returncode == 1 and "not found" in p.stderr, p
     assert cli(box, "--reset").returncode == 0
+
+
+def test_forwarder_comes_back_after_the_daemon_is_killed(tmp_path, internet):
+    """A sandbox outlives a killed daemon; the next daemon adopts it and
+    serves its names again, under the same policy."""
+    from test_daemon_restart import Served
+    s = Served(tmp_path, env=dict(os.environ, POCKETENV_DNS_UPSTREAM=f"{DNS}:53"))
+    d = s.start()
+    try:
+        st, out = d.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "kept"})
+        assert st == 200, out
+        d.wait_status("kept", ["RUNNING"])
+        assert put(d, "kept", {"mode": "allowlist", "allowDomains": ["allowed.test"]})[0] == 200
+        assert run(d, "kept", fetch("allowed.test")).split() == [DNS]
+        s.kill9()
+        d = s.start()
+        d.wait_status("kept", ["RUNNING"])
+        assert run(d, "kept", fetch("allowed.test") + fetch(OTHER)).split() == [DNS]
+    finally:
+        if d.proc.poll() is None:
+            d.sandbox("deleteSandbox", "kept")
+            s.stop()
