@@ -16,7 +16,9 @@
  *     on, so the sandbox's first connection already finds them.
  * The thread ends with the sandbox's init (its pidfd): the socket would
  * otherwise keep the namespace alive. The policy is read again for every
- * query, so a change applies to the next lookup.
+ * query, so a change applies to the next lookup; and a change keeps in the
+ * new table the addresses of names it still allows (so their open
+ * connections go on), and only those.
  *
  * Threading: handlers on the loop thread, their work on workers; one
  * forwarder thread per running sandbox with a policy. */
@@ -45,8 +47,17 @@
 #define DNS_MAX 4096
 #define UPSTREAM_WAIT_MS 3000
 #define MAX_ADDRS 64
+#define LEARNED_MAX 256
 
 /* ---- the forwarder ---- */
+
+/* An address an allowed name resolved to, while its TTL runs: a policy
+ * change keeps it when the new policy still allows the name. */
+typedef struct learned {
+    char name[254];
+    uint32_t addr;
+    int64_t expires_ms;
+} learned;
 
 typedef struct fwd {
     struct fwd *next;
@@ -54,6 +65,7 @@ typedef struct fwd {
     char *id;
     pid_t pid;
     int netns, sock, pidfd;
+    learned seen[LEARNED_MAX]; /* under fwd_mu */
 } fwd;
 
 static pthread_mutex_t fwd_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -125,8 +137,29 @@ static size_t nxdomain(unsigned char *q, size_t n)
     return end;
 }
 
+static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
+{
+    int64_t now = pe_store_now_ms();
+    learned *slot = NULL;
+
+    pthread_mutex_lock(&fwd_mu);
+    for (size_t i = 0; i < LEARNED_MAX; i++) {
+        learned *l = &f->seen[i];
+        if (l->addr == addr && strcmp(l->name, name) == 0) {
+            slot = l;
+            break;
+        }
+        if (slot == NULL || l->expires_ms < slot->expires_ms)
+            slot = l; /* else the one expiring first (or long expired) */
+    }
+    snprintf(slot->name, sizeof(slot->name), "%s", name);
+    slot->addr = addr;
+    slot->expires_ms = now + (int64_t)ttl * 1000;
+    pthread_mutex_unlock(&fwd_mu);
+}
+
 /* Add the answer's A records (outside denyCidrs) to the sandbox's set. */
-static void learn(fwd *f, const json_t *policy, const unsigned char *a, size_t n)
+static void learn(fwd *f, const json_t *policy, const char *name, const unsigned char *a, size_t n)
 {
     uint32_t addrs[MAX_ADDRS], ttls[MAX_ADDRS];
     size_t k = 0;
@@ -148,8 +181,38 @@ static void learn(fwd *f, const json_t *policy, const unsigned char *a, size_t n
         addrs[k] = v;
         ttls[k++] = ns_rr_ttl(rr);
     }
-    if (pe_egress_allow_addrs(f->netns, addrs, ttls, k, &err) < 0)
+    if (pe_egress_allow_addrs(f->netns, addrs, ttls, k, &err) < 0) {
         pe_log_warn("sandbox %s: egress: %s", f->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < k && strlen(name) < sizeof(f->seen[0].name); i++)
+        remember(f, name, addrs[i], ttls[i]);
+}
+
+/* What a change to policy keeps of sandbox id's resolved addresses: those
+ * of names it still allows, outside its denyCidrs, for their TTL's rest
+ * (0 when it ran out: open connections to it go on, new ones need a new
+ * lookup). The arrays are the caller's, LEARNED_MAX kept at most. */
+static size_t kept_addrs(const char *id, const json_t *policy, uint32_t *addrs, uint32_t *ttls)
+{
+    int64_t now = pe_store_now_ms();
+    size_t k = 0;
+
+    pthread_mutex_lock(&fwd_mu);
+    for (fwd *f = fwd_list; f; f = f->next) {
+        if (strcmp(f->id, id) != 0)
+            continue;
+        for (size_t i = 0; i < LEARNED_MAX && k < LEARNED_MAX; i++) {
+            const learned *l = &f->seen[i];
+            if (l->addr == 0 || !pe_egress_name_allowed(policy, l->name) ||
+                pe_egress_addr_denied(policy, l->addr))
+                continue;
+            addrs[k] = l->addr;
+            ttls[k++] = l->expires_ms <= now ? 0 : (uint32_t)((l->expires_ms - now + 999) / 1000);
+        }
+    }
+    pthread_mutex_unlock(&fwd_mu);
+    return k;
 }
 
 static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct sockaddr_in *from)
@@ -185,7 +248,7 @@ static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct socka
         }
     }
     if (got >= NS_HFIXEDSZ) {
-        learn(f, policy, a, (size_t)got);
+        learn(f, policy, name, a, (size_t)got);
         sendto(f->sock, a, (size_t)got, 0, (struct sockaddr *)from, sizeof(*from));
     }
     json_decref(policy);
@@ -322,12 +385,16 @@ static void put_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
     json_t *policy = json_object_get(job->in, "policy");
+    uint32_t addrs[LEARNED_MAX], ttls[LEARNED_MAX];
+    pe_egress_addrs keep = {addrs, ttls, 0};
 
     if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
     if (json_is_null(policy))
         policy = NULL;
-    if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &job->err) < 0) {
+    if (policy != NULL)
+        keep.n = kept_addrs(sb.id, policy, addrs, ttls);
+    if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &keep, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
     } else {
         pe_log_info("event=netpolicy sandbox=%s mode=%s", sb.id,

@@ -33,12 +33,22 @@ bool pe_egress_name_allowed(const json_t *policy, const char *name);
 /* Is the IPv4 address (host order) inside one of the policy's deny CIDRs? */
 bool pe_egress_addr_denied(const json_t *policy, uint32_t addr);
 
+/* Addresses (host order) the sandbox may reach for ttls seconds each (for
+ * pe_runtime_egress_put, 0: only on connections it already has). */
+typedef struct pe_egress_addrs {
+    const uint32_t *addrs;
+    const uint32_t *ttls;
+    size_t n;
+} pe_egress_addrs;
+
 /* The stored policy of sandbox name, or *out NULL when none is stored. */
 int pe_runtime_egress_get(pe_runtime *rt, const char *name, json_t **out, pe_err *err);
 /* Store policy (already parsed) for sandbox name and, if it runs, put it
- * in force in its network namespace at once. NULL removes the policy (the
- * sandbox's network is open again). */
-int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy, pe_err *err);
+ * in force in its network namespace at once, with keep (may be NULL) as
+ * the resolved addresses it still allows, in the same transaction. NULL
+ * removes the policy (the sandbox's network is open again). */
+int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy,
+                          const pe_egress_addrs *keep, pe_err *err);
 /* An fd of the network namespace of running sandbox name, and its init's
  * pid (to watch for its end). */
 int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err *err);

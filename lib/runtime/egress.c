@@ -8,18 +8,19 @@
  * has no CAP_NET_ADMIN over its namespace). The parent writes it between
  * clone and GO, so no instruction of the sandbox runs unfiltered.
  *
- * Every packet is checked, not only a connection's first one: a changed
- * policy cuts existing connections to what it no longer allows at once,
- * with no conntrack state to flush. The sets:
+ * A changed policy cuts existing connections to what it no longer allows
+ * at their next packet (table_script says how). The sets:
  *   dns4    addresses the daemon's resolver saw for allowed names, each
  *           with its TTL as timeout
+ *   keep4   after a change: the addresses of names still allowed
  *   allow4  allowCidrs; deny4 denyCidrs (checked first); ports
  * Every DNS query (udp/tcp 53, to any address) is redirected to
  * 127.0.0.1:53 of the namespace, where the daemon listens (a socket it
  * made in there); IPv6 is dropped (sandboxes have IPv4 only).
  *
- * A policy change rebuilds the table in one transaction, dns4 emptied:
- * what was resolved under the old policy is resolved again. */
+ * A policy change rebuilds the table in one transaction; dns4 gets back,
+ * in the same transaction, only the addresses (the caller says which) of
+ * names the new policy still allows. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +30,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -278,21 +281,56 @@ static void put_set(FILE *f, const char *name, const char *type, const json_t *l
     fprintf(f, " }\n");
 }
 
+static uint32_t new_generation(void)
+{
+    uint32_t g = 0;
+
+    while (g == 0)
+        if (getrandom(&g, sizeof(g), 0) != (ssize_t)sizeof(g))
+            g = (uint32_t)getpid() ^ (uint32_t)time(NULL);
+    return g;
+}
+
 /* The whole table for policy, replacing any earlier one in one
  * transaction (the add before the delete makes the delete always valid:
- * nftables 1.0.6 has no `destroy`). */
-static char *table_script(const json_t *policy)
+ * nftables 1.0.6 has no `destroy`).
+ *
+ * A connection the table lets through is marked with the table's
+ * generation (ct mark, which the sandbox cannot set), and its later
+ * packets pass on that mark alone: a connection outlives its name's TTL.
+ * A new table has a new generation, so after a change every connection is
+ * judged again on its next packet, and only those to what the new policy
+ * allows are marked again; the others are cut there (packets out
+ * rejected, in dropped), with no conntrack entry to find and delete.
+ * keep: resolved addresses of names the new policy still allows; those
+ * with a TTL left go back to dns4 (new connections), all to keep4, which
+ * only lets established connections be marked again. */
+static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
 {
     const char *mode = json_string_value(json_object_get(policy, "mode"));
     bool ports = json_array_size(json_object_get(policy, "ports")) > 0;
+    bool allowlist = strcmp(mode, "allowlist") == 0, open = strcmp(mode, "open") == 0;
+    const char *dport = ports ? "meta l4proto { tcp, udp } th dport @ports " : "";
+    const char *sport = ports ? "meta l4proto { tcp, udp } th sport @ports " : "";
+    const char *est = "ct state established,related";
+    uint32_t gen = new_generation();
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
 
     if (f == NULL)
         abort();
+    fprintf(f, "define GEN = 0x%08x\n", gen);
     fprintf(f, "add table " T "\ndelete table " T "\nadd table " T "\n");
     fprintf(f, "add set " T " dns4 { type ipv4_addr; flags timeout; }\n");
+    fprintf(f, "add set " T " keep4 { type ipv4_addr; }\n");
+    for (size_t i = 0; keep && i < keep->n; i++) {
+        char a[16];
+        pe__net_ntoa(keep->addrs[i], a);
+        fprintf(f, "add element " T " keep4 { %s }\n", a);
+        if (keep->ttls[i] > 0)
+            fprintf(f, "add element " T " dns4 { %s timeout %us }\n", a, keep->ttls[i]);
+    }
     put_set(f, "allow4", "ipv4_addr", json_object_get(policy, "allowCidrs"), false);
     put_set(f, "deny4", "ipv4_addr", json_object_get(policy, "denyCidrs"), false);
     put_set(f, "ports", "inet_service", json_object_get(policy, "ports"), true);
@@ -300,36 +338,46 @@ static char *table_script(const json_t *policy)
     fprintf(f, "add chain " T " dns { type nat hook output priority -100; policy accept; }\n"
                "add rule " T " dns meta nfproto ipv4 udp dport 53 redirect to :53\n"
                "add rule " T " dns meta nfproto ipv4 tcp dport 53 redirect to :53\n");
+    /* Refused at once, so that clients fail fast (and cut connections end). */
+    fprintf(f, "add chain " T " refuse\n"
+               "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
+               "add rule " T " refuse reject with icmp type admin-prohibited\n");
     fprintf(f, "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
                "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
                "add rule " T " out ip6 daddr ::1 accept\n"
                "add rule " T " out meta nfproto ipv6 drop\n"
+               "add rule " T " out ip daddr @deny4 jump refuse\n"
+               "add rule " T " out ct mark $GEN accept\n"
                /* answers on connections made to the sandbox (published ports) */
-               "add rule " T " out ct direction reply ip daddr != @deny4 accept\n"
-               "add rule " T " out ip daddr @deny4 reject with icmp type admin-prohibited\n");
-    if (strcmp(mode, "open") == 0) {
-        fprintf(f, "add rule " T " out accept\n");
-    } else if (strcmp(mode, "allowlist") == 0) {
-        const char *pm = ports ? "meta l4proto { tcp, udp } th dport @ports " : "";
+               "add rule " T " out ct direction reply accept\n");
+    if (allowlist || open)
+        fprintf(f, "add rule " T " out %s ip daddr @keep4 %sct mark set $GEN accept\n", est, dport);
+    if (allowlist)
         fprintf(f,
-                "add rule " T " out ip daddr @allow4 %saccept\n"
-                "add rule " T " out ip daddr @dns4 %saccept\n",
-                pm, pm);
-    }
-    fprintf(f, "add rule " T " out meta l4proto tcp reject with tcp reset\n"
-               "add rule " T " out reject with icmp type admin-prohibited\n");
-    /* Inbound: loopback, connections made to the sandbox, and what answers
-     * the sandbox's own (allowed) connections. */
+                "add rule " T " out ip daddr @allow4 %sct mark set $GEN accept\n"
+                "add rule " T " out ip daddr @dns4 %sct mark set $GEN accept\n",
+                dport, dport);
+    if (open)
+        fprintf(f, "add rule " T " out ct mark set $GEN accept\n");
+    fprintf(f, "add rule " T " out jump refuse\n");
+    /* Inbound: loopback, connections made to the sandbox, packets of
+     * connections marked under this table, and of those made under the
+     * last one to what this one allows. */
     fprintf(f, "add chain " T " in { type filter hook input priority 0; policy drop; }\n"
                "add rule " T " in iif lo accept\n"
                "add rule " T " in meta nfproto ipv6 drop\n"
                "add rule " T " in ip saddr @deny4 drop\n"
-               "add rule " T " in ct direction original ct state new,established accept\n");
-    if (strcmp(mode, "open") == 0)
-        fprintf(f, "add rule " T " in accept\n");
-    else if (strcmp(mode, "allowlist") == 0)
-        fprintf(f, "add rule " T " in ip saddr @allow4 accept\n"
-                   "add rule " T " in ip saddr @dns4 accept\n");
+               "add rule " T " in ct mark $GEN accept\n"
+               "add rule " T " in ct direction original accept\n");
+    if (allowlist || open)
+        fprintf(f, "add rule " T " in %s ip saddr @keep4 %sct mark set $GEN accept\n", est, sport);
+    if (allowlist)
+        fprintf(f,
+                "add rule " T " in %s ip saddr @allow4 %sct mark set $GEN accept\n"
+                "add rule " T " in %s ip saddr @dns4 %sct mark set $GEN accept\n",
+                est, sport, est, sport);
+    if (open)
+        fprintf(f, "add rule " T " in %s ct mark set $GEN accept\n", est);
     fclose(f);
     return text;
 }
@@ -436,7 +484,7 @@ int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls
     return r;
 }
 
-int pe__egress_attach(const json_t *policy, pid_t pid, pe_err *err)
+int pe__egress_attach(const json_t *policy, pid_t pid, const pe_egress_addrs *keep, pe_err *err)
 {
     char path[64];
     cleanup_fd int ns = -1;
@@ -446,7 +494,7 @@ int pe__egress_attach(const json_t *policy, pid_t pid, pe_err *err)
     ns = open(path, O_RDONLY | O_CLOEXEC);
     if (ns < 0)
         return pe_err_sys(err, "egress policy: open %s", path);
-    script = table_script(policy);
+    script = table_script(policy, keep);
     if (apply_script(ns, script, err) < 0)
         return pe_err_prefix(err, "egress policy");
     return 0;
@@ -515,7 +563,8 @@ static int open_locked_state(pe_runtime *rt, const char *name, pe_state *st, cha
     return lock;
 }
 
-int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy, pe_err *err)
+int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy,
+                          const pe_egress_addrs *keep, pe_err *err)
 {
     cleanup_free char *dir = NULL, *path = NULL, *text = NULL;
     cleanup_fd int lock = -1;
@@ -536,7 +585,7 @@ int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy
     }
     if (r == 0 && pe__state_alive(&st) && st.net.addr != 0) {
         if (policy != NULL) {
-            r = pe__egress_attach(policy, st.pid, err);
+            r = pe__egress_attach(policy, st.pid, keep, err);
         } else {
             char p[64];
             cleanup_fd int ns = -1;

@@ -74,8 +74,11 @@ int pe__nft_run(const char *script, pe_err *err);
 
 /* The policy stored in sandbox directory dir, NULL if none. */
 json_t *pe__egress_load(const char *dir);
-/* Put policy's table in force in the network namespace of pid. */
-int pe__egress_attach(const json_t *policy, pid_t pid, pe_err *err);
+/* Put policy's table in force in the network namespace of pid, with keep
+ * (may be NULL) in its dns4 set. */
+struct pe_egress_addrs;
+int pe__egress_attach(const json_t *policy, pid_t pid, const struct pe_egress_addrs *keep,
+                      pe_err *err);
 
 /* ---- netlink.c: raw rtnetlink through libmnl ---- */
 

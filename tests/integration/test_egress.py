@@ -219,31 +219,45 @@ def test_allowlist_allows_names_and_blocks_the_rest(daemon, box):
     assert "event=egress_denied" in log and "name=denied.test" in log
 
 
+class Stream:
+    """A connection from inside the sandbox to target's /stream (a line
+    every 0.1 s), its lines timestamped as they arrive."""
+
+    def __init__(self, daemon, box, target):
+        sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+        self.client = subprocess.Popen(
+            [BIN, "--data", daemon.data, "runtime", "exec", sid, "--", "/bin/sh", "-c",
+             f"printf 'GET /stream HTTP/1.0\\r\\n\\r\\n' | nc {target} 8000"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.got = []
+        threading.Thread(target=lambda: self.got.extend(
+            (time.monotonic(), line) for line in self.client.stdout), daemon=True).start()
+
+    def __enter__(self):
+        wait_for(lambda: sum(1 for _, l in self.got if l == b"tick\n") > 5, 10,
+                 "the stream to flow")
+        return self
+
+    def __exit__(self, *exc):
+        kill_tree(self.client)
+        self.client.wait()
+
+    def flows_after(self, t):
+        """Whether lines still arrive from 0.5 s after t (watched 1.5 s)."""
+        time.sleep(max(0, t + 2.0 - time.monotonic()))
+        return any(at > t + 0.5 for at, _ in self.got)
+
+
 def test_none_cuts_an_open_connection_within_a_second(daemon, box):
     st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"]})
     assert st == 200, out
-    sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
-    client = subprocess.Popen([BIN, "--data", daemon.data, "runtime", "exec", sid, "--", "/bin/sh",
-                               "-c", "printf 'GET /stream HTTP/1.0\\r\\n\\r\\n' | "
-                               f"nc {DNS} 8000"], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
-    got = []
-    reader = threading.Thread(target=lambda: got.extend(
-        (time.monotonic(), line) for line in client.stdout), daemon=True)
-    reader.start()
-    try:
-        wait_for(lambda: sum(1 for _, l in got if l == b"tick\n") > 5, 10, "the stream to flow")
+    with Stream(daemon, box, DNS) as stream:
         t0 = time.monotonic()
         st, out = put(daemon, box, {"mode": "none"})
         assert st == 200, out
         changed = time.monotonic()
         assert changed - t0 < 1.0
-        time.sleep(1.5)
-        late = [t for t, _ in got if t > changed + 0.5]
-        assert late == [], f"{len(late)} lines arrived after the policy denied the connection"
-    finally:
-        kill_tree(client)
-        client.wait()
+        assert stream.flows_after(changed) is False
     # and a new connection to the same address is refused at once
     assert run(daemon, box, fetch(DNS)).split() == []
 
@@ -381,3 +395,21 @@ def test_forwarder_comes_back_after_the_daemon_is_killed(tmp_path, internet):
         if d.proc.poll() is None:
             d.sandbox("deleteSandbox", "kept")
             s.stop()
+
+
+def test_a_change_keeps_connections_to_names_still_allowed(daemon, box):
+    """Also past the name's TTL (the test zone's is 2 s): an open connection
+    does not depend on its address staying in the resolved set."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    with Stream(daemon, box, "allowed.test") as stream:
+        assert stream.flows_after(time.monotonic() + 2.5) is True
+        # another name allowed besides: the open connection goes on
+        st, out = put(daemon, box, {"mode": "allowlist",
+                                    "allowDomains": ["allowed.test", "doh.test"]})
+        assert st == 200, out
+        assert stream.flows_after(time.monotonic()) is True
+        # the name is no longer allowed: its address goes, the connection is cut
+        st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["doh.test"]})
+        assert st == 200, out
+        assert stream.flows_after(time.monotonic()) is False
