@@ -355,6 +355,92 @@ void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb)
     json_decref(policy);
 }
 
+/* ---- a policy before the runtime has the sandbox ----
+ *
+ * The runtime stores a sandbox's policy beside its state, which exists
+ * only once the create's background half made it. Until then (a create's
+ * networkPolicy, a put that came first) the policy waits in
+ * DATA/netpolicy/<id>.json; pending_mu orders a put against the hand-over,
+ * so none is lost between them. */
+
+static pthread_mutex_t pending_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static char *pending_path(pe_daemon *d, const char *id)
+{
+    return pe_xasprintf("%s/netpolicy/%s.json", d->rt.data_dir, id);
+}
+
+static int pending_write(pe_daemon *d, const char *id, const json_t *policy, pe_err *err)
+{
+    cleanup_free char *dir = pe_xasprintf("%s/netpolicy", d->rt.data_dir);
+    cleanup_free char *path = pending_path(d, id);
+    cleanup_free char *text = NULL;
+
+    if (policy == NULL) {
+        if (unlink(path) < 0 && errno != ENOENT)
+            return pe_err_sys(err, "remove %s", path);
+        return 0;
+    }
+    text = json_dumps(policy, JSON_COMPACT);
+    if (pe_fs_mkdir_p(dir, 0700, err) < 0)
+        return -1;
+    return pe_fs_write_atomic(path, text, strlen(text), 0600, err);
+}
+
+static json_t *pending_read(pe_daemon *d, const char *id)
+{
+    cleanup_free char *path = pending_path(d, id);
+    cleanup_free char *text = NULL;
+    json_t *o, *p;
+
+    if (pe_fs_read_file(path, 256 * 1024, &text, NULL, NULL) < 0)
+        return NULL;
+    o = json_loads(text, 0, NULL);
+    p = o ? pe_egress_policy_parse(o, NULL) : NULL;
+    json_decref(o);
+    return p;
+}
+
+int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err)
+{
+    json_t *v = json_object_get(in, "networkPolicy"), *p;
+
+    if (v == NULL || json_is_null(v))
+        return 0;
+    p = pe_egress_policy_parse(v, err);
+    if (p == NULL)
+        return pe_err_prefix(err, "networkPolicy");
+    json_object_set_new(in, "networkPolicy", p);
+    return 0;
+}
+
+int pe_daemon_netpolicy_create_store(pe_daemon *d, const char *id, const json_t *in, pe_err *err)
+{
+    const json_t *p = json_object_get(in, "networkPolicy");
+    int r;
+
+    if (p == NULL || json_is_null(p))
+        return 0;
+    pthread_mutex_lock(&pending_mu);
+    r = pending_write(d, id, p, err);
+    pthread_mutex_unlock(&pending_mu);
+    return r;
+}
+
+int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
+{
+    json_t *p;
+    int r = 0;
+
+    pthread_mutex_lock(&pending_mu);
+    p = pending_read(d, sb->id);
+    if (p != NULL && (r = pe_runtime_egress_put(&d->rt, sb->id, p, NULL, err)) == 0)
+        r = pending_write(d, sb->id, NULL, err);
+    pthread_mutex_unlock(&pending_mu);
+    json_decref(p);
+    return r < 0 ? pe_err_prefix(err, "network policy") : 0;
+}
+
 /* ---- handlers ---- */
 
 static json_t *view(json_t *policy)
@@ -374,8 +460,16 @@ static void get_work(pe_daemon_job *job, pe_store *s)
 
     if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
-    if (pe_runtime_egress_get(&job->d->rt, sb.id, &policy, &job->err) < 0)
-        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    /* Not made yet, or made and not started yet: the create's, if any. */
+    pthread_mutex_lock(&pending_mu);
+    if (pe_runtime_egress_get(&job->d->rt, sb.id, &policy, &job->err) < 0 &&
+        job->err.code == PE_ENOENT)
+        pe_err_clear(&job->err);
+    if (policy == NULL && job->err.code == 0)
+        policy = pending_read(job->d, sb.id);
+    pthread_mutex_unlock(&pending_mu);
+    if (job->err.code != 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
     else
         job->out = view(policy);
     pe_store_sandbox_clear(&sb);
@@ -394,8 +488,15 @@ static void put_work(pe_daemon_job *job, pe_store *s)
         policy = NULL;
     if (policy != NULL)
         keep.n = kept_addrs(sb.id, policy, addrs, ttls);
-    if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &keep, &job->err) < 0) {
-        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+    pthread_mutex_lock(&pending_mu);
+    if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &keep, &job->err) < 0 &&
+        job->err.code == PE_ENOENT) { /* not made yet: handed over before it runs */
+        pe_err_clear(&job->err);
+        pending_write(job->d, sb.id, policy, &job->err);
+    }
+    pthread_mutex_unlock(&pending_mu);
+    if (job->err.code != 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
     } else {
         pe_log_info("event=netpolicy sandbox=%s mode=%s", sb.id,
                     policy ? json_string_value(json_object_get(policy, "mode")) : "default");

@@ -413,3 +413,25 @@ def test_a_change_keeps_connections_to_names_still_allowed(daemon, box):
         st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["doh.test"]})
         assert st == 200, out
         assert stream.flows_after(time.monotonic()) is False
+
+
+def test_policy_set_at_create_holds_from_the_first_instruction(daemon):
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "badpolicy",
+                                "networkPolicy": {"mode": "allowlist", "ports": [0]}})
+    assert st == 400 and "networkPolicy: ports[0]" in out["message"], out
+    assert daemon.sandbox("getSandbox", "badpolicy")[0] == 404
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "born",
+                                "networkPolicy": {"mode": "allowlist",
+                                                  "allowDomains": ["Allowed.test"]}})
+    assert st == 200, out
+    try:
+        # asked at once, before or while the sandbox is made: the create's policy
+        st, out = get(daemon, "born")
+        assert st == 200 and out["policy"]["allowDomains"] == ["allowed.test"], out
+        daemon.wait_status("born", ["RUNNING"])
+        assert get(daemon, "born")[1]["isDefault"] is False
+        assert run(daemon, "born", fetch(OTHER) + fetch("allowed.test")).split() == [DNS]
+    finally:
+        daemon.sandbox("deleteSandbox", "born")
