@@ -101,8 +101,10 @@ static int upstream_addr(struct sockaddr_in *sa)
                                                                                                : -1;
 }
 
-/* The question's name, lower-case, no trailing dot. */
-static int question(const unsigned char *q, size_t n, char *name, size_t cap)
+/* The question's name, lower-case, no trailing dot. *odd: it has a byte
+ * no host name has (a dot inside a label comes out as "\."), which could
+ * make it look like a subdomain of an allowed name when it is not. */
+static int question(const unsigned char *q, size_t n, char *name, size_t cap, bool *odd)
 {
     ns_msg msg;
     ns_rr rr;
@@ -111,9 +113,14 @@ static int question(const unsigned char *q, size_t n, char *name, size_t cap)
         ns_parserr(&msg, ns_s_qd, 0, &rr) < 0)
         return -1;
     snprintf(name, cap, "%s", ns_rr_name(rr));
-    for (char *c = name; *c; c++)
+    *odd = false;
+    for (char *c = name; *c; c++) {
         if (*c >= 'A' && *c <= 'Z')
             *c = (char)(*c - 'A' + 'a');
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_' ||
+              *c == '.'))
+            *odd = true;
+    }
     return 0;
 }
 
@@ -222,14 +229,16 @@ static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct socka
     json_t *policy = NULL;
     struct sockaddr_in sa;
     ssize_t got = -1;
+    bool odd = false;
     pe_err err;
 
-    if (n < NS_HFIXEDSZ || question(q, n, name, sizeof(name)) < 0)
+    if (n < NS_HFIXEDSZ || question(q, n, name, sizeof(name), &odd) < 0)
         return; /* not a query we can read: no answer */
     if (pe_runtime_egress_get(f->rt, f->id, &policy, &err) < 0 || policy == NULL)
         policy = json_pack("{s:s}", "mode", "open"); /* removed: no table sends us queries */
-    if (!pe_egress_name_allowed(policy, name)) {
-        pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, name);
+    if (odd || !pe_egress_name_allowed(policy, name)) {
+        pe_log_info("event=egress_denied sandbox=%s name=%s", f->id,
+                    odd ? "(not a host name)" : name);
         n = nxdomain(q, n);
         sendto(f->sock, q, n, 0, (struct sockaddr *)from, sizeof(*from));
         json_decref(policy);

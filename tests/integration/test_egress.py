@@ -37,9 +37,11 @@ while True:
     zone = dict(l.split() for l in open(zone_file).read().splitlines() if l.strip())
     i, labels = 12, []
     while q[i]:
-        labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower().replace(".", "\\."))
         i += 1 + q[i]
     name, qtype = ".".join(labels), struct.unpack("!H", q[i + 1:i + 3])[0]
+    with open(zone_file + ".log", "a") as log:
+        log.write(name + "\n")
     question = q[12:i + 5]
     addr = zone.get(name)
     if addr is None:
@@ -435,3 +437,17 @@ def test_policy_set_at_create_holds_from_the_first_instruction(daemon):
         assert run(daemon, "born", fetch(OTHER) + fetch("allowed.test")).split() == [DNS]
     finally:
         daemon.sandbox("deleteSandbox", "born")
+
+
+def test_a_name_with_a_dot_inside_a_label_is_not_a_subdomain(daemon, box, internet):
+    r"""Labels ["also.allowed", "test"] print as also\.allowed.test, which
+    ends like a subdomain of allowed.test but is a name under test: refused,
+    never sent upstream."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"]})
+    assert st == 200, out
+    log = internet.with_name(internet.name + ".log")
+    out = run(daemon, box, r"nslookup 'also\.allowed.test' 2>&1; "
+              "nslookup also.allowed.test 2>&1")
+    # the proper subdomain went upstream (so the log works), the odd one not
+    assert "also.allowed.test\n" in log.read_text(), out
+    assert "also\\.allowed.test" not in log.read_text(), out
