@@ -90,7 +90,8 @@ static int upstream_addr(struct sockaddr_in *sa)
         if (colon)
             port = (unsigned)atoi(colon + 1);
     } else if (pe_fs_read_file("/etc/resolv.conf", 64 * 1024, &text, NULL, NULL) == 0) {
-        for (char *l = strtok(text, "\n"); l; l = strtok(NULL, "\n"))
+        char *save = NULL; /* forwarders run side by side: not strtok */
+        for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save))
             if (sscanf(l, "nameserver %63s", host) == 1 && strchr(host, ':') == NULL)
                 break;
             else
