@@ -223,44 +223,87 @@ static size_t kept_addrs(const char *id, const json_t *policy, uint32_t *addrs, 
     return k;
 }
 
+/* The sandbox's policy now; a removed one lets everything through (no
+ * table sends us queries then, but one may be on its way). */
+static json_t *current_policy(fwd *f)
+{
+    json_t *policy = NULL;
+    pe_err err;
+
+    if (pe_runtime_egress_get(f->rt, f->id, &policy, &err) < 0 || policy == NULL)
+        policy = json_pack("{s:s}", "mode", "open");
+    return policy;
+}
+
+/* Answer NXDOMAIN (and log) if policy does not allow the name. */
+static bool refused(fwd *f, const json_t *policy, const char *name, bool odd, unsigned char *q,
+                    size_t n, const struct sockaddr_in *from)
+{
+    if (!odd && pe_egress_name_allowed(policy, name))
+        return false;
+    pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, odd ? "(not a host name)" : name);
+    n = nxdomain(q, n);
+    sendto(f->sock, q, n, 0, (const struct sockaddr *)from, sizeof(*from));
+    return true;
+}
+
+/* The upstream resolver's answer to q in a, or -1 (none in time). */
+static ssize_t ask_upstream(int up, const unsigned char *q, size_t n, unsigned char *a, size_t cap)
+{
+    struct sockaddr_in sa;
+    struct pollfd p = {.fd = up, .events = POLLIN};
+    int64_t deadline = pe_store_now_ms() + UPSTREAM_WAIT_MS;
+    ssize_t got;
+
+    if (upstream_addr(&sa) < 0 || sendto(up, q, n, 0, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return -1;
+    while (poll(&p, 1, (int)(deadline - pe_store_now_ms())) == 1) {
+        got = recv(up, a, cap, 0);
+        if (got >= NS_HFIXEDSZ && a[0] == q[0] && a[1] == q[1])
+            return got; /* else a late answer to an earlier query */
+        if (pe_store_now_ms() >= deadline)
+            break;
+    }
+    return -1;
+}
+
+/* Held while addresses go into a sandbox's set, and while a put replaces
+ * its table: an answer to a lookup made under the old policy is judged
+ * again under the new one before anything of it is added. Striped by
+ * sandbox, so a put waiting for a busy sandbox holds up no other's DNS. */
+static pthread_mutex_t apply_mus[16] = {[0 ... 15] = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_mutex_t *apply_mu(const char *id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const char *c = id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return &apply_mus[h % PE_ARRAY_LEN(apply_mus)];
+}
+
 static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct sockaddr_in *from)
 {
     unsigned char a[DNS_MAX];
     char name[NS_MAXDNAME];
-    json_t *policy = NULL;
-    struct sockaddr_in sa;
-    ssize_t got = -1;
-    bool odd = false;
-    pe_err err;
+    json_t *policy;
+    ssize_t got;
+    bool odd = false, no;
 
     if (n < NS_HFIXEDSZ || question(q, n, name, sizeof(name), &odd) < 0)
         return; /* not a query we can read: no answer */
-    if (pe_runtime_egress_get(f->rt, f->id, &policy, &err) < 0 || policy == NULL)
-        policy = json_pack("{s:s}", "mode", "open"); /* removed: no table sends us queries */
-    if (odd || !pe_egress_name_allowed(policy, name)) {
-        pe_log_info("event=egress_denied sandbox=%s name=%s", f->id,
-                    odd ? "(not a host name)" : name);
-        n = nxdomain(q, n);
-        sendto(f->sock, q, n, 0, (struct sockaddr *)from, sizeof(*from));
-        json_decref(policy);
+    policy = current_policy(f);
+    no = refused(f, policy, name, odd, q, n, from);
+    json_decref(policy);
+    if (no || (got = ask_upstream(up, q, n, a, sizeof(a))) < 0)
         return;
-    }
-    if (upstream_addr(&sa) == 0 && sendto(up, q, n, 0, (struct sockaddr *)&sa, sizeof(sa)) >= 0) {
-        struct pollfd p = {.fd = up, .events = POLLIN};
-        int64_t deadline = pe_store_now_ms() + UPSTREAM_WAIT_MS;
-        while (poll(&p, 1, (int)(deadline - pe_store_now_ms())) == 1) {
-            got = recv(up, a, sizeof(a), 0);
-            if (got >= NS_HFIXEDSZ && a[0] == q[0] && a[1] == q[1])
-                break; /* else a late answer to an earlier query */
-            got = -1;
-            if (pe_store_now_ms() >= deadline)
-                break;
-        }
-    }
-    if (got >= NS_HFIXEDSZ) {
+    pthread_mutex_lock(apply_mu(f->id));
+    policy = current_policy(f);
+    if (!refused(f, policy, name, odd, q, n, from)) {
         learn(f, policy, name, a, (size_t)got);
         sendto(f->sock, a, (size_t)got, 0, (struct sockaddr *)from, sizeof(*from));
     }
+    pthread_mutex_unlock(apply_mu(f->id));
     json_decref(policy);
 }
 
@@ -496,15 +539,21 @@ static void put_work(pe_daemon_job *job, pe_store *s)
         return;
     if (json_is_null(policy))
         policy = NULL;
+    pthread_mutex_lock(apply_mu(sb.id));
     if (policy != NULL)
         keep.n = kept_addrs(sb.id, policy, addrs, ttls);
-    pthread_mutex_lock(&pending_mu);
     if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, &keep, &job->err) < 0 &&
         job->err.code == PE_ENOENT) { /* not made yet: handed over before it runs */
+        pthread_mutex_lock(&pending_mu);
         pe_err_clear(&job->err);
-        pending_write(job->d, sb.id, policy, &job->err);
+        if (pe_runtime_egress_put(&job->d->rt, sb.id, policy, NULL, &job->err) < 0 &&
+            job->err.code == PE_ENOENT) { /* still not: the hand-over is after this */
+            pe_err_clear(&job->err);
+            pending_write(job->d, sb.id, policy, &job->err);
+        }
+        pthread_mutex_unlock(&pending_mu);
     }
-    pthread_mutex_unlock(&pending_mu);
+    pthread_mutex_unlock(apply_mu(sb.id));
     if (job->err.code != 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
