@@ -267,7 +267,7 @@ static void put_set(FILE *f, const char *name, const char *type, const json_t *l
     size_t i;
 
     fprintf(f, "add set " T " %s { type %s; %s}\n", name, type,
-            strcmp(type, "ipv4_addr") == 0 ? "flags interval; " : "");
+            strcmp(type, "ipv4_addr") == 0 ? "flags interval; auto-merge; " : "");
     if (json_array_size(list) == 0)
         return;
     fprintf(f, "add element " T " %s { ", name);

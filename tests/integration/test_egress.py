@@ -191,6 +191,11 @@ def test_policy_api_default_roundtrip_and_bad_input(daemon, box):
             "allowCidrs": ["10.124.0.0/24"], "denyCidrs": [], "ports": [443]}
     assert out == {"policy": want, "isDefault": False}
     assert get(daemon, box)[1] == {"policy": want, "isDefault": False}
+    # overlapping networks and repeated entries are one rule's worth, not an error
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": ["10.0.0.0/8", "10.1.0.0/16",
+                                                                  "10.1.0.0/16"],
+                                "denyCidrs": ["10.2.0.0/16", "10.2.3.0/24"], "ports": [443, 443]})
+    assert st == 200, out
     st, out = put(daemon, box, None)
     assert st == 200 and out["isDefault"], out
     assert get(daemon, box)[1]["isDefault"]
