@@ -6,19 +6,18 @@
  * and rewritten at once on a change. The kernel lets the sandbox reach
  * only allowed CIDRs and the addresses in its dns4 set; this file fills
  * that set. Each sandbox with a policy gets a thread that owns a UDP
- * socket bound to 127.0.0.1:53 inside the sandbox's network namespace
- * (where the table redirects every DNS query) and:
+ * socket and a TCP listener bound to 127.0.0.1:53 inside the sandbox's
+ * network namespace (where the table redirects every DNS query) and:
  *   - answers NXDOMAIN for a name the policy does not allow (logged);
  *   - forwards an allowed query to the host's resolver
  *     (POCKETENV_DNS_UPSTREAM=a.b.c.d[:port], else the first nameserver
  *     of /etc/resolv.conf), adds the answer's IPv4 addresses outside
  *     denyCidrs to dns4 with their TTL, and only then passes the answer
  *     on, so the sandbox's first connection already finds them.
- * The thread ends with the sandbox's init (its pidfd): the socket would
- * otherwise keep the namespace alive. The policy is read again for every
- * query, so a change applies to the next lookup; and a change keeps in the
- * new table the addresses of names it still allows (so their open
- * connections go on), and only those.
+ * (Upstream is always asked over UDP.) The thread ends with the sandbox's
+ * init (its pidfd): the sockets would otherwise keep the namespace alive. The policy is read again
+ * for every query, so a change applies to the next lookup; and a change keeps in the new table the
+ * addresses of names it still allows (so their open connections go on), and only those.
  *
  * Threading: handlers on the loop thread, their work on workers; one
  * forwarder thread per running sandbox with a policy. */
@@ -34,6 +33,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -46,6 +46,7 @@
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DNS_MAX 4096
 #define UPSTREAM_WAIT_MS 3000
+#define TCP_WAIT_MS 2000
 #define MAX_ADDRS 64
 #define LEARNED_MAX 256
 
@@ -64,7 +65,7 @@ typedef struct fwd {
     pe_runtime *rt;
     char *id;
     pid_t pid;
-    int netns, sock, pidfd;
+    int netns, sock, tcp, pidfd;
     learned seen[LEARNED_MAX]; /* under fwd_mu */
 } fwd;
 
@@ -235,15 +236,32 @@ static json_t *current_policy(fwd *f)
     return policy;
 }
 
+/* Where an answer goes: a UDP peer, or (to NULL) a TCP connection, with
+ * the message's length in front. */
+typedef struct reply {
+    int fd;
+    const struct sockaddr_in *to;
+} reply;
+
+static void answer(const reply *r, const unsigned char *m, size_t n)
+{
+    unsigned char len[2] = {(unsigned char)(n >> 8), (unsigned char)n};
+    struct iovec iov[2] = {{len, 2}, {(void *)m, n}};
+
+    if (r->to != NULL)
+        sendto(r->fd, m, n, 0, (const struct sockaddr *)r->to, sizeof(*r->to));
+    else if (writev(r->fd, iov, 2) < 0)
+        pe_log_debug("egress resolver: tcp answer: %s", strerror(errno));
+}
+
 /* Answer NXDOMAIN (and log) if policy does not allow the name. */
 static bool refused(fwd *f, const json_t *policy, const char *name, bool odd, unsigned char *q,
-                    size_t n, const struct sockaddr_in *from)
+                    size_t n, const reply *r)
 {
     if (!odd && pe_egress_name_allowed(policy, name))
         return false;
     pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, odd ? "(not a host name)" : name);
-    n = nxdomain(q, n);
-    sendto(f->sock, q, n, 0, (const struct sockaddr *)from, sizeof(*from));
+    answer(r, q, nxdomain(q, n));
     return true;
 }
 
@@ -282,7 +300,7 @@ static pthread_mutex_t *apply_mu(const char *id)
     return &apply_mus[h % PE_ARRAY_LEN(apply_mus)];
 }
 
-static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct sockaddr_in *from)
+static void serve_query(fwd *f, int up, unsigned char *q, size_t n, const reply *r)
 {
     unsigned char a[DNS_MAX];
     char name[NS_MAXDNAME];
@@ -293,15 +311,15 @@ static void serve_query(fwd *f, int up, unsigned char *q, size_t n, struct socka
     if (n < NS_HFIXEDSZ || question(q, n, name, sizeof(name), &odd) < 0)
         return; /* not a query we can read: no answer */
     policy = current_policy(f);
-    no = refused(f, policy, name, odd, q, n, from);
+    no = refused(f, policy, name, odd, q, n, r);
     json_decref(policy);
     if (no || (got = ask_upstream(up, q, n, a, sizeof(a))) < 0)
         return;
     pthread_mutex_lock(apply_mu(f->id));
     policy = current_policy(f);
-    if (!refused(f, policy, name, odd, q, n, from)) {
+    if (!refused(f, policy, name, odd, q, n, r)) {
         learn(f, policy, name, a, (size_t)got);
-        sendto(f->sock, a, (size_t)got, 0, (struct sockaddr *)from, sizeof(*from));
+        answer(r, a, (size_t)got);
     }
     pthread_mutex_unlock(apply_mu(f->id));
     json_decref(policy);
@@ -317,10 +335,48 @@ static void fwd_free(fwd *f)
         }
     pthread_mutex_unlock(&fwd_mu);
     close(f->sock);
+    close(f->tcp);
     close(f->netns);
     close(f->pidfd);
     free(f->id);
     free(f);
+}
+
+/* Read n bytes from a non-blocking fd by deadline (ms); false if not. */
+static bool read_by(int fd, unsigned char *buf, size_t n, int64_t deadline)
+{
+    size_t got = 0;
+
+    while (got < n) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int64_t left = deadline - pe_store_now_ms();
+        ssize_t k;
+
+        if (left <= 0 || poll(&p, 1, (int)left) != 1)
+            return false;
+        k = read(fd, buf + got, n - got);
+        if (k <= 0 && !(k < 0 && errno == EAGAIN))
+            return false;
+        got += k > 0 ? (size_t)k : 0;
+    }
+    return true;
+}
+
+/* One query over TCP (a client's fallback for long answers): a sandbox
+ * that sends it slowly holds up its own lookups only, TCP_WAIT_MS. */
+static void serve_tcp(fwd *f, int up, unsigned char *q)
+{
+    cleanup_fd int c = accept4(f->tcp, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    int64_t deadline = pe_store_now_ms() + TCP_WAIT_MS;
+    unsigned char len[2];
+    size_t n;
+    reply r = {c, NULL};
+
+    if (c < 0 || !read_by(c, len, 2, deadline))
+        return;
+    n = (size_t)len[0] << 8 | len[1];
+    if (n > 0 && n <= DNS_MAX && read_by(c, q, n, deadline))
+        serve_query(f, up, q, n, &r);
 }
 
 static void *fwd_thread(void *arg)
@@ -330,21 +386,27 @@ static void *fwd_thread(void *arg)
     unsigned char q[DNS_MAX];
 
     for (;;) {
-        struct pollfd p[2] = {{.fd = f->sock, .events = POLLIN},
+        struct pollfd p[3] = {{.fd = f->sock, .events = POLLIN},
+                              {.fd = f->tcp, .events = POLLIN},
                               {.fd = f->pidfd, .events = POLLIN}};
         struct sockaddr_in from;
         socklen_t flen = sizeof(from);
+        reply r = {f->sock, &from};
         ssize_t n;
 
-        if (poll(p, 2, -1) < 0 && errno != EINTR)
+        if (poll(p, 3, -1) < 0 && errno != EINTR)
             break;
-        if (p[1].revents)
+        if (p[2].revents)
             break; /* the sandbox ended */
+        if (up < 0)
+            continue;
+        if (p[1].revents & POLLIN)
+            serve_tcp(f, up, q);
         if (!(p[0].revents & POLLIN))
             continue;
         n = recvfrom(f->sock, q, sizeof(q), 0, (struct sockaddr *)&from, &flen);
-        if (n > 0 && up >= 0)
-            serve_query(f, up, q, (size_t)n, &from);
+        if (n > 0)
+            serve_query(f, up, q, (size_t)n, &r);
     }
     fwd_free(f);
     return NULL;
@@ -376,13 +438,16 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->pid = pid;
     f->netns = netns;
     f->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    f->sock = f->pidfd < 0 ? -1 : pe_egress_dns_socket(netns, &err);
-    if (f->pidfd < 0 || f->sock < 0) {
+    f->sock = f->pidfd < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_DGRAM, &err);
+    f->tcp = f->sock < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_STREAM, &err);
+    if (f->pidfd < 0 || f->sock < 0 || f->tcp < 0) {
         pthread_mutex_unlock(&fwd_mu);
         pe_log_warn("sandbox %s: egress resolver: %s", id,
                     f->pidfd < 0 ? "the sandbox ended" : err.msg);
         if (f->pidfd >= 0)
             close(f->pidfd);
+        if (f->sock >= 0)
+            close(f->sock);
         close(netns);
         free(f->id);
         free(f);

@@ -52,9 +52,10 @@ int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy
 /* An fd of the network namespace of running sandbox name, and its init's
  * pid (to watch for its end). */
 int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err *err);
-/* In netns: a UDP socket bound to 127.0.0.1:53, where the policy's table
- * sends every DNS query of the sandbox. */
-int pe_egress_dns_socket(int netns, pe_err *err);
+/* In netns: a socket bound to 127.0.0.1:53 (type SOCK_DGRAM, or
+ * SOCK_STREAM listening), where the policy's table sends every DNS query
+ * of the sandbox. Non-blocking. */
+int pe_egress_dns_socket(int netns, int type, pe_err *err);
 /* In netns: let the sandbox reach addrs (host order) for ttls seconds. */
 int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls, size_t n,
                           pe_err *err);

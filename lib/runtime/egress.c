@@ -388,7 +388,8 @@ typedef struct ns_job {
     int netns;
     int (*fn)(struct ns_job *j);
     const char *script;
-    int fd; /* dns_socket's result */
+    int type; /* dns_socket's SOCK_DGRAM or SOCK_STREAM */
+    int fd;   /* and its result */
     pe_err err;
 } ns_job;
 
@@ -438,21 +439,25 @@ static int make_dns_socket(ns_job *j)
 {
     struct sockaddr_in sa = {
         .sin_family = AF_INET, .sin_port = htons(53), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1, fd = socket(AF_INET, j->type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 
     if (fd < 0)
         return pe_err_sys(&j->err, "socket");
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+    if (j->type == SOCK_STREAM)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+        (j->type == SOCK_STREAM && listen(fd, 16) < 0)) {
         close(fd);
-        return pe_err_sys(&j->err, "bind 127.0.0.1:53 in the sandbox");
+        return pe_err_sys(&j->err, "bind %s 127.0.0.1:53 in the sandbox",
+                          j->type == SOCK_STREAM ? "tcp" : "udp");
     }
     j->fd = fd;
     return 0;
 }
 
-int pe_egress_dns_socket(int netns, pe_err *err)
+int pe_egress_dns_socket(int netns, int type, pe_err *err)
 {
-    ns_job j = {.netns = netns, .fn = make_dns_socket, .fd = -1};
+    ns_job j = {.netns = netns, .fn = make_dns_socket, .fd = -1, .type = type};
     return in_netns(&j, err) < 0 ? -1 : j.fd;
 }
 
