@@ -117,6 +117,7 @@ int pe_cmd_api(int argc, char **argv);
 int pe_cmd_res(int argc, char **argv);
 /* expose, unexpose, ports, vscode (cli/cmd-ports.c); -1 if none. */
 int pe_cmd_ports(int argc, char **argv);
+int pe_cmd_net(int argc, char **argv); /* cmd-net.c: net policy */
 /* cp|copy, backup (cli/cmd-cp.c); -1 if argv[0] is neither. */
 int pe_cmd_cp(int argc, char **argv);
 /* sshkeys, tailscale, service (cli/cmd-keys.c); -1 if none. */

@@ -183,6 +183,23 @@ static const cmd_help helps[] = {
      NULL, "pocketenv unexpose web 3000", NULL, 0},
     {"ports", "ports SANDBOX [--json]", "List a sandbox's exposed ports and their preview URLs.",
      NULL, "pocketenv ports web\npocketenv ports web --json | jq -r '.[].previewUrl'", "", 0},
+    {"net",
+     "net policy SANDBOX [--json]\n"
+     "net policy SANDBOX MODE [--allow X]... [--deny X]... [--port P]...\n"
+     "net policy SANDBOX --reset",
+     "Show or replace what a sandbox may reach on the network. MODE is none (loopback\n"
+     "only), allowlist (only what --allow names) or open (all but what --deny names).\n"
+     "X is a name, *.name (its subdomains) or an IPv4 CIDR; --deny wins over --allow.\n"
+     "A change holds within a second, also for open connections; --reset removes the\n"
+     "policy (the open network again).",
+     "  --allow X   a name, *.name or a.b.c.d[/len] the sandbox may reach\n"
+     "  --deny X    the same, never reachable (names answer NXDOMAIN)\n"
+     "  --port P    allowlist: a destination port allowed (default: all)",
+     "pocketenv net policy web allowlist --allow api.anthropic.com --allow '*.npmjs.org' "
+     "--port 443\n"
+     "pocketenv net policy web\n"
+     "pocketenv net policy web --reset",
+     "", 0},
     {"vscode code code-server", "vscode|code|code-server SANDBOX",
      "Expose VS Code Server in a sandbox and print its URL.", NULL, "pocketenv vscode web", NULL,
      0},

@@ -19,7 +19,7 @@ bool pe_cli_is_client(const char *cmd)
         "delete",  "remove",  "ls",          "ps",     "exec",   "console", "shell",    "ssh",
         "s",       "env",     "secret",      "file",   "volume", "expose",  "unexpose", "ports",
         "vscode",  "code",    "code-server", "cp",     "copy",   "backup",  "sshkeys",  "tailscale",
-        "service", "inspect", "logs",        "mcp",
+        "service", "inspect", "logs",        "mcp",    "net",
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(names); i++)

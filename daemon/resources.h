@@ -94,6 +94,16 @@ bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_s
  * auth key and the image has tailscale, and its services. Failures are
  * logged, never fatal to the start. */
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb);
+/* handlers/netpolicy.c: the egress methods, and a started sandbox's DNS
+ * forwarder when it has a policy. */
+int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err);
+void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
+/* createSandbox's networkPolicy: checked (and normalized in place) by the
+ * handler, kept for sandbox id by the create, handed to the runtime once
+ * it made the sandbox and before it first runs. */
+int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err);
+int pe_daemon_netpolicy_create_store(pe_daemon *d, const char *id, const json_t *in, pe_err *err);
+int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err);
 /* The daemon exits: wait for a Tailscale bring-up in progress, start no
  * other (teardown, before the runtime and keys are freed). */
 void pe_daemon_tailscale_quiesce(void);

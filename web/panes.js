@@ -458,4 +458,66 @@ $("backup-form").addEventListener("submit", async (ev) => {
   }
 });
 
-export const panes = { ports, variables, secrets, files, services, backups };
+// ---- network (egress policy) ----------------------------------------------
+
+const isCidr = (e) => /^[0-9./]+$/.test(e);
+const lines = (id) => $(id).value.split("\n").map((l) => l.trim()).filter((l) => l);
+
+const network = {
+  sb: null,
+  async load() {
+    const sb = network.sb;
+    if (!sb) return;
+    let out;
+    try {
+      out = await xrpc("io.pocketenv.sandbox.getNetworkPolicy", { params: { id: sb.id } });
+    } catch (e) {
+      say(`Loading the network policy failed: ${e.message}`);
+      return;
+    }
+    if (network.sb !== sb) return;
+    const p = out.policy;
+    $("net-mode").value = p.mode;
+    $("net-allow").value = [...p.allowDomains, ...p.allowCidrs].join("\n");
+    $("net-deny").value = [...p.denyDomains, ...p.denyCidrs].join("\n");
+    $("net-ports").value = p.ports.join(", ");
+    $("net-state").textContent = out.isDefault ? "No policy set: the network is open." : `Policy in force: ${p.mode}.`;
+  },
+  show(sb) {
+    network.sb = sb;
+    network.load();
+  },
+  update(sb) {
+    network.sb = sb;
+  },
+  hide() {
+    network.sb = null;
+  },
+};
+
+async function putPolicy(policy, what) {
+  const sb = network.sb;
+  if (await doing(what, () => xrpc("io.pocketenv.sandbox.putNetworkPolicy", { params: { id: sb.id }, body: { policy } }))) {
+    network.load();
+  }
+}
+
+$("net-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const allow = lines("net-allow"), deny = lines("net-deny");
+  const ports = $("net-ports").value.split(/[\s,]+/).filter((p) => p).map(Number);
+  putPolicy(
+    {
+      mode: $("net-mode").value,
+      allowDomains: allow.filter((e) => !isCidr(e)),
+      allowCidrs: allow.filter(isCidr),
+      denyDomains: deny.filter((e) => !isCidr(e)),
+      denyCidrs: deny.filter(isCidr),
+      ports,
+    },
+    "Saving the network policy…",
+  );
+});
+$("net-reset").addEventListener("click", () => putPolicy(null, "Removing the network policy…"));
+
+export const panes = { ports, variables, secrets, files, services, backups, network };

@@ -456,6 +456,7 @@ void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
         pe_log_warn("sandbox %s: keys and services not started: %s", sb->id, err.msg);
         return;
     }
+    pe_daemon_netpolicy_started(d, sb);
     place_ssh(d, s, sb);
     place_tailscale(d, s, sb);
     pe_daemon_services_start(d, s, sb);

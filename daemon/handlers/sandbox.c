@@ -184,6 +184,8 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
+    if (pe_daemon_netpolicy_before_start(d, sb, err) < 0) /* create's, before it runs */
+        return -1;
     if (pe_daemon_sandbox_start(d, sb, err) < 0) /* with its variables, secrets, volumes */
         return -1;
     /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
@@ -347,7 +349,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
                            job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
         return;
     }
-    if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0) {
+    if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0 ||
+        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -433,7 +436,8 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         return;
     }
     in = create_input(d, req->body, &err);
-    if (in == NULL || pe_daemon_create_resources_check(d, in, &err) < 0 ||
+    if (in == NULL || pe_daemon_netpolicy_create_check(in, &err) < 0 ||
+        pe_daemon_create_resources_check(d, in, &err) < 0 ||
         pe_daemon_limits_request(&d->lim, in, &sizes, &err) < 0) {
         json_decref(in);
         pe_xrpc_respond_err(req, &err);

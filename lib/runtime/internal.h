@@ -50,6 +50,7 @@ typedef struct pe_spawn_req {
     int stdio[3];            /* fds for 0,1,2 of init; -1 = inherit */
     int init_fd;             /* sealed memfd of pocketenv-init */
     const pe_net_lease *net; /* --net nat: attached between clone and GO */
+    const json_t *egress;    /* with net: egress policy, in force before GO */
 } pe_spawn_req;
 
 typedef struct pe_spawn_res {

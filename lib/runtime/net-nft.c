@@ -239,3 +239,8 @@ void pe__nft_drop_table(void)
     if (nft_run("add table " T "\ndelete table " T "\n", &err) < 0)
         pe_log_warn("delete table " T ": %s", err.msg);
 }
+
+int pe__nft_run(const char *script, pe_err *err)
+{
+    return nft_run(script, err);
+}

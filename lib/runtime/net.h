@@ -67,6 +67,18 @@ int pe__nft_attach(const pe_net_lease *l, const char *pool, pe_err *err);
 void pe__nft_detach(const pe_net_lease *l);
 /* Delete the whole table: only when no lease is left. */
 void pe__nft_drop_table(void);
+/* Run an nft script in the calling thread's network namespace. */
+int pe__nft_run(const char *script, pe_err *err);
+
+/* ---- egress.c: a sandbox's egress policy (pocketenv/egress.h) ---- */
+
+/* The policy stored in sandbox directory dir, NULL if none. */
+json_t *pe__egress_load(const char *dir);
+/* Put policy's table in force in the network namespace of pid, with keep
+ * (may be NULL) in its dns4 set. */
+struct pe_egress_addrs;
+int pe__egress_attach(const json_t *policy, pid_t pid, const struct pe_egress_addrs *keep,
+                      pe_err *err);
 
 /* ---- netlink.c: raw rtnetlink through libmnl ---- */
 

@@ -945,6 +945,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     pe_spawn_res sp;
     pe_sandbox_cfg ncfg, xcfg;
     pe_net_lease lease;
+    json_t *egress = NULL;
     char **envp = NULL, **argv = NULL;
     const char *one[1] = {st->rootfs};
     const char *const *lowers = st->layers ? (const char *const *)st->layers : one;
@@ -985,6 +986,8 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     memset(&req, 0, sizeof(req));
     req.cfg = &ncfg;
     req.net = lease.addr ? &lease : NULL;
+    egress = lease.addr ? pe__egress_load(dir) : NULL;
+    req.egress = egress;
     req.lowers = lowers;
     req.n_lowers = n_lowers;
     req.disk_dir = disk;
@@ -1012,6 +1015,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     st->error = NULL;
     ret = pe__state_save(dir, st, err);
 out:
+    json_decref(egress);
     net_cfg_free(&xcfg, &ncfg);
     pe_cgroup_free(cg);
     /* envp may hold a start's secrets: wipe before freeing. */

@@ -532,6 +532,9 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         goto kill;
     if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
         goto kill;
+    if (req->net != NULL && req->egress != NULL &&
+        pe__egress_attach(req->egress, (pid_t)pid, NULL, err) < 0)
+        goto kill;
     if (pe__sync_send(sp[0], PE_SYNC_GO, 0, 0, NULL, fds, nfds) < 0) {
         pe_err_sys(err, "start sandbox");
         goto kill;

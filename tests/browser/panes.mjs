@@ -16,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { cfg, WAIT, setStep, log, launch, signedIn, api, exec, until, waitLine, waitConnected, finish } from "./lib.mjs";
 
 const sb = cfg.sandbox;
-const PANES = ["terminal", "ports", "variables", "secrets", "files", "services", "backups"];
+const PANES = ["terminal", "ports", "variables", "secrets", "files", "services", "backups", "network"];
 const PAGE_TITLE = "pane test page";
 const INDEX = `<!doctype html><title>${PAGE_TITLE}</title><h1>Served from the sandbox</h1>\n`;
 const NOTE = "héllo wörld.txt";
@@ -205,6 +205,32 @@ async function backups(page) {
   log("backups: made, restored");
 }
 
+async function network(page) {
+  setStep("network: set an allowlist");
+  await pane(page, "network");
+  await page.waitForFunction(() => document.querySelector("#net-state").textContent.includes("No policy set"), null, WAIT);
+  await page.selectOption("#net-mode", "allowlist");
+  await page.fill("#net-allow", "api.example.com\n*.npmjs.org\n10.1.0.0/16");
+  await page.fill("#net-deny", "evil.example.com");
+  await page.fill("#net-ports", "443, 80");
+  await page.click("#net-form button[type=submit]");
+  await page.waitForFunction(() => document.querySelector("#net-state").textContent.includes("in force: allowlist"), null, WAIT);
+  const got = await api("io.pocketenv.sandbox.getNetworkPolicy", { params: { id: sb.id } });
+  const want = { mode: "allowlist", allowDomains: ["api.example.com", "*.npmjs.org"], denyDomains: ["evil.example.com"], allowCidrs: ["10.1.0.0/16"], denyCidrs: [], ports: [443, 80] };
+  if (JSON.stringify(got.policy) !== JSON.stringify(want)) throw new Error(`the policy saved is ${JSON.stringify(got.policy)}`);
+  await shot(page, "network", 1);
+  setStep("network: a bad entry is refused, the policy stays");
+  await page.fill("#net-allow", "not a name");
+  await page.click("#net-form button[type=submit]");
+  await message(page, /allowDomains\[0\]/);
+  if ((await api("io.pocketenv.sandbox.getNetworkPolicy", { params: { id: sb.id } })).policy.allowDomains[0] !== "api.example.com") throw new Error("a refused save changed the policy");
+  setStep("network: remove the policy");
+  await page.click("#net-reset");
+  await page.waitForFunction(() => document.querySelector("#net-state").textContent.includes("No policy set"), null, WAIT);
+  if (!(await api("io.pocketenv.sandbox.getNetworkPolicy", { params: { id: sb.id } })).isDefault) throw new Error("the policy is still there");
+  log("network: allowlist saved, bad entry refused, policy removed");
+}
+
 async function terminalAndList(page, dpr) {
   setStep(`the list and the terminal at ${dpr}x`);
   await page.goto(`${cfg.url}#/`);
@@ -224,7 +250,7 @@ async function hiDpi(browser) {
   setStep("screenshots at 2x");
   const { ctx, page } = await signedIn(browser, 2);
   await terminalAndList(page, 2);
-  const ready = { ports: "#ports tr", variables: "#variables tr", secrets: "#secrets tr", files: "#files tr[data-name]", services: "#services tr", backups: "#backups tr" };
+  const ready = { ports: "#ports tr", variables: "#variables tr", secrets: "#secrets tr", files: "#files tr[data-name]", services: "#services tr", backups: "#backups tr", network: "#net-state:not(:empty)" };
   for (const name of PANES.slice(1)) {
     await pane(page, name);
     await page.locator(ready[name]).first().waitFor(WAIT);
@@ -278,6 +304,7 @@ async function main() {
   await services(page);
   await ports(page, browser);
   await backups(page);
+  await network(page);
   await hiDpi(browser);
   await cleanUp(page);
 }

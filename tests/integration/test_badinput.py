@@ -149,6 +149,8 @@ H = b"Host: 127.0.0.1\r\n"
     ("%00 in a preview path", b"GET /p/x/8080/a%00b HTTP/1.1\r\n" + H, 400, "%00"),
     ("%00 in a query value",
      b"GET /xrpc/io.pocketenv.sandbox.getSandbox?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
+    ("%00 in a network policy's sandbox id",
+     b"GET /xrpc/io.pocketenv.sandbox.getNetworkPolicy?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
     ("%00 in a query name",
      b"GET /xrpc/io.pocketenv.sandbox.getSandbox?i%00d=1&id=2 HTTP/1.1\r\n" + H, 400, "%00"),
     ("unknown transfer coding",
@@ -231,6 +233,28 @@ def test_duplicate_json_keys_and_bad_uris_refused(daemon):
     # nothing was created by the refused bodies
     st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})
     assert out["sandboxes"] == []
+
+
+@pytest.mark.parametrize("raw,message", [
+    (b'{"policy":{"mode":"none","mode":"open"}}', "duplicate object key"),
+    (b'{"policy":[]}', "a policy must be an object"),
+    (b'{"policy":{"mode":"allowlist","allowDomains":"example.org"}}', "allowDomains must be"),
+    (b'{"policy":{"mode":"allowlist","allowDomains":[1]}}', "allowDomains[0] must be a string"),
+    (b'{"policy":{"mode":"allowlist","allowDomains":["a\\u0000b"]}}', "is not allowed"),
+    (b'{"policy":{"mode":"allowlist","allowDomains":["' + b"a" * 300 + b'"]}}', "at most 253"),
+    (b'{"policy":{"mode":"allowlist","allowCidrs":["10.0.0.0/8/8"]}}', "allowCidrs[0]"),
+    (b'{"policy":{"mode":"allowlist","ports":["443"]}}', "ports[0] must be an integer"),
+    (b'{"policy":{"mode":"allowlist","ports":[1.5]}}', "ports[0] must be an integer"),
+    (b'{"policy":{"mode":"open","denyDomains":[' + b",".join([b'"a.b"'] * 257) + b']}}',
+     "at most 256"),
+    (b'{"nopolicy":1}', "policy"),
+])
+def test_bad_network_policies_refused(daemon, raw, message):
+    """putNetworkPolicy (issue 20): a bad policy is a 400 saying what is
+    wrong, checked before any sandbox is looked up."""
+    st, out = daemon.call("io.pocketenv.sandbox.putNetworkPolicy", {"id": "nobox"}, raw=raw)
+    assert st == 400 and out["error"] == "InvalidRequest" and message in out["message"], out
+    assert daemon.healthy()
 
 
 @pytest.mark.parametrize("body,message", [

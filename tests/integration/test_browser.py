@@ -7,7 +7,8 @@ with their reasons among eight), creates, starts, stops and deletes a
 sandbox, and uses its terminal: full height, in a tab of its own, `echo
 hi`, `stty size` after a resize, underscores drawn at 1x, UTF-8 typed.
 tests/browser/panes.mjs drives each pane of a sandbox (ports and
-previews, variables, secrets, files, services and logs, backups) and
+previews, variables, secrets, files, services and logs, backups, network
+policy) and
 saves screenshots of each at 1x and 2x device pixel ratio in
 tests/browser/screenshots/. Needs what scripts/setup installs: chromium
 and the npm packages (npm ci).

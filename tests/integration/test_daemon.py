@@ -26,7 +26,8 @@ import pytest
 
 from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
 
-SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec"]
+SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
+                   "getNetworkPolicy", "putNetworkPolicy"]
 
 
 def free_port():
@@ -74,7 +75,9 @@ class Daemon:
 
     def sandbox(self, method, ident, body=None, token="owner"):
         nsid = f"io.pocketenv.sandbox.{method}"
-        post = method != "getSandbox"
+        post = method not in ("getSandbox", "getNetworkPolicy")
+        if method == "putNetworkPolicy" and body is None:
+            body = {"policy": {"mode": "none"}}
         if method == "exec" and body is None:
             body = {"command": "true"}
         if method == "startSandbox" and body is None:

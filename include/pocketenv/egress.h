@@ -1,0 +1,63 @@
+/* Egress policy of a --net nat sandbox (issue 20; docs/design/network.md,
+ * "Egress policy").
+ *
+ * A policy is a JSON object, stored beside the sandbox's state:
+ *   mode          "none" | "allowlist" | "open"
+ *   allowDomains  names ("example.org") and wildcards ("*.example.org",
+ *                 its subdomains only) whose addresses the sandbox may
+ *                 reach once it resolved them through the daemon
+ *   denyDomains   the same, winning over allowDomains (and in "open")
+ *   allowCidrs    IPv4 networks reachable by address ("a.b.c.d/len")
+ *   denyCidrs     IPv4 networks never reachable, winning over the rest
+ *   ports         allowed destination ports in "allowlist" (empty: all)
+ * A sandbox without a stored policy keeps --net nat's open network. */
+#ifndef POCKETENV_EGRESS_H
+#define POCKETENV_EGRESS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "pocketenv/err.h"
+#include "pocketenv/runtime.h"
+
+#define PE_EGRESS_MAX_ENTRIES 256
+
+/* Check in and return its normalized copy (every key present, names
+ * lower-cased, CIDRs with their host bits cleared), or NULL with err
+ * (PE_EINVAL, saying which entry is wrong). */
+json_t *pe_egress_policy_parse(const json_t *in, pe_err *err);
+
+/* Does the policy let the sandbox resolve name (no trailing dot)? */
+bool pe_egress_name_allowed(const json_t *policy, const char *name);
+/* Is the IPv4 address (host order) inside one of the policy's deny CIDRs? */
+bool pe_egress_addr_denied(const json_t *policy, uint32_t addr);
+
+/* Addresses (host order) the sandbox may reach for ttls seconds each (for
+ * pe_runtime_egress_put, 0: only on connections it already has). */
+typedef struct pe_egress_addrs {
+    const uint32_t *addrs;
+    const uint32_t *ttls;
+    size_t n;
+} pe_egress_addrs;
+
+/* The stored policy of sandbox name, or *out NULL when none is stored. */
+int pe_runtime_egress_get(pe_runtime *rt, const char *name, json_t **out, pe_err *err);
+/* Store policy (already parsed) for sandbox name and, if it runs, put it
+ * in force in its network namespace at once, with keep (may be NULL) as
+ * the resolved addresses it still allows, in the same transaction. NULL
+ * removes the policy (the sandbox's network is open again). */
+int pe_runtime_egress_put(pe_runtime *rt, const char *name, const json_t *policy,
+                          const pe_egress_addrs *keep, pe_err *err);
+/* An fd of the network namespace of running sandbox name, and its init's
+ * pid (to watch for its end). */
+int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err *err);
+/* In netns: a socket bound to 127.0.0.1:53 (type SOCK_DGRAM, or
+ * SOCK_STREAM listening), where the policy's table sends every DNS query
+ * of the sandbox. Non-blocking. */
+int pe_egress_dns_socket(int netns, int type, pe_err *err);
+/* In netns: let the sandbox reach addrs (host order) for ttls seconds. */
+int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls, size_t n,
+                          pe_err *err);
+
+#endif

@@ -1,0 +1,498 @@
+"""Egress policy (issue 20): getNetworkPolicy/putNetworkPolicy, the
+sandbox's nftables table and the daemon's DNS forwarder.
+
+Network safety: traffic only goes to loopback, to sandboxes, and to an
+"internet" network namespace this file creates (10.124.0.0/24, a test-only
+range reached over a veth of ours): a DNS server on 10.124.0.2:53 that the
+daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
+"""
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import BIN, kill_tree, wait_for
+from test_daemon import serving
+
+HOST = "10.124.0.1"
+DNS = "10.124.0.2"     # the namespace's DNS server, and allowed.test's host
+OTHER = "10.124.0.3"   # denied.test's host
+ZONE = (f"allowed.test {DNS}\ndenied.test {OTHER}\nalso.allowed.test {OTHER}\n"
+        f"doh.test {OTHER}\nflip.test {DNS}\n")
+
+DNS_SERVER = r"""
+import socket, struct, sys, os
+zone_file = sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+print("ready", flush=True)
+while True:
+    q, peer = s.recvfrom(4096)
+    zone = dict(l.split() for l in open(zone_file).read().splitlines() if l.strip())
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i + 1:i + 1 + q[i]].decode().lower().replace(".", "\\."))
+        i += 1 + q[i]
+    name, qtype = ".".join(labels), struct.unpack("!H", q[i + 1:i + 3])[0]
+    with open(zone_file + ".log", "a") as log:
+        log.write(name + "\n")
+    question = q[12:i + 5]
+    addr = zone.get(name)
+    if addr is None:
+        flags, answers = 0x8183, b""
+    elif qtype == 1:
+        flags = 0x8180
+        answers = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 2, 4) + socket.inet_aton(addr)
+    else:
+        flags, answers = 0x8180, b""
+    s.sendto(q[:2] + struct.pack("!HHHHH", flags, 1, 1 if answers else 0, 0, 0) + question +
+             answers, peer)
+"""
+
+HTTP_SERVER = r"""
+import http.server, socketserver, sys, time
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/stream":
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for i in range(600):
+                    self.wfile.write(b"tick\n")
+                    self.wfile.flush()
+                    time.sleep(0.1)
+            except OSError:
+                pass
+            return
+        body = sys.argv[1].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+s = S((sys.argv[1], int(sys.argv[2])), H)
+print("ready", flush=True)
+s.serve_forever()
+"""
+
+
+def sh(*cmd):
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def spawn(ns, *args):
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", *args],
+                         stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert p.stdout.readline() == "ready\n"
+    return p
+
+
+@pytest.fixture(scope="module")
+def internet(tmp_path_factory):
+    """The test's internet: a namespace with DNS and HTTP servers. Yields the
+    zone file (lines "name address"; the server reads it at every query)."""
+    tag = os.getpid() % 100000
+    ns, host_if, ns_if = f"pt-inet-{tag}", f"pt-ih-{tag}", f"pt-in-{tag}"
+    zone = tmp_path_factory.mktemp("zone") / "zone"
+    zone.write_text(ZONE)
+    procs = []
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("ip", "addr", "add", f"{HOST}/24", "dev", host_if)
+        sh("ip", "link", "set", host_if, "up")
+        for a in (DNS, OTHER):
+            sh("ip", "-n", ns, "addr", "add", f"{a}/24", "dev", ns_if)
+        sh("ip", "-n", ns, "link", "set", ns_if, "up")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        procs.append(spawn(ns, DNS_SERVER, DNS, str(zone)))
+        for port in ("8000", "8001"):
+            procs.append(spawn(ns, HTTP_SERVER, DNS, port))
+            procs.append(spawn(ns, HTTP_SERVER, OTHER, port))
+        yield zone
+    finally:
+        for p in procs:
+            kill_tree(p)
+            p.wait()
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory, internet):
+    with serving(tmp_path_factory.mktemp("egress"),
+                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53"}) as d:
+        yield d
+
+
+def put(d, ident, policy):
+    return d.call("io.pocketenv.sandbox.putNetworkPolicy", {"id": ident}, {"policy": policy})
+
+
+def get(d, ident):
+    return d.call("io.pocketenv.sandbox.getNetworkPolicy", {"id": ident})
+
+
+def run(d, ident, script):
+    st, out = d.sandbox("exec", ident, {"command": script})
+    assert st == 200, out
+    return out["stdout"]
+
+
+def reaches(d, ident, script, want):
+    """The script's lines become want: a lookup and a connect that must
+    succeed may be slow on a loaded host (a busybox resolver gives up after
+    a few seconds), so they are tried until a deadline. What must fail is
+    checked with run() once: it fails at once or never succeeds."""
+    got = []
+
+    def check():
+        got[:] = run(d, ident, script).split()
+        return got == want
+    wait_for(check, 30, f"{want} from the sandbox (last: {got})")
+
+
+def fetch(target, timeout=3, port=8000, path="/"):
+    """Shell: GET http://target:port/ from inside, printing the body (or
+    nothing). busybox nc, as in test_network.py."""
+    return (f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w {timeout} {target} {port} 2>/dev/null"
+            " | tail -n 1; echo; ")
+
+
+@pytest.fixture(scope="module")
+def box(daemon):
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "egress"})
+    assert st == 200, out
+    daemon.wait_status("egress", ["RUNNING"])
+    yield "egress"
+    daemon.sandbox("deleteSandbox", "egress")
+
+
+def test_policy_api_default_roundtrip_and_bad_input(daemon, box):
+    st, out = get(daemon, box)
+    assert st == 200 and out["isDefault"] and out["policy"]["mode"] == "open", out
+    for bad, msg in (({"mode": "closed"}, "mode must be"),
+                     ({"mode": "allowlist", "allowDomains": ["a..b"]}, "empty label"),
+                     ({"mode": "allowlist", "allowDomains": ["ex*ample.org"]}, "wildcard"),
+                     ({"mode": "allowlist", "allowCidrs": ["10.0.0.0/33"]}, "length must be"),
+                     ({"mode": "allowlist", "allowCidrs": ["::1/128"]}, "IPv6"),
+                     ({"mode": "allowlist", "ports": [0]}, "ports[0]"),
+                     ({"mode": "allowlist", "allowDomains": ["x"] * 300}, "at most 256"),
+                     ({"mode": "open", "extra": 1}, "unknown policy field"),
+                     ("allowlist", "must be an object")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and out["error"] == "InvalidRequest" and msg in out["message"], (bad, out)
+    st, out = daemon.call("io.pocketenv.sandbox.putNetworkPolicy", {"id": box}, {})
+    assert st == 400, out
+    # nothing was stored by the refused ones
+    assert get(daemon, box)[1]["isDefault"]
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["Example.ORG", "*.x.org"],
+                                "allowCidrs": ["10.124.0.9/24"], "ports": [443]})
+    assert st == 200, out
+    want = {"mode": "allowlist", "allowDomains": ["example.org", "*.x.org"], "denyDomains": [],
+            "allowCidrs": ["10.124.0.0/24"], "denyCidrs": [], "ports": [443]}
+    assert out == {"policy": want, "isDefault": False}
+    assert get(daemon, box)[1] == {"policy": want, "isDefault": False}
+    # overlapping networks and repeated entries are one rule's worth, not an error
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": ["10.0.0.0/8", "10.1.0.0/16",
+                                                                  "10.1.0.0/16"],
+                                "denyCidrs": ["10.2.0.0/16", "10.2.3.0/24"], "ports": [443, 443]})
+    assert st == 200, out
+    st, out = put(daemon, box, None)
+    assert st == 200 and out["isDefault"], out
+    assert get(daemon, box)[1]["isDefault"]
+
+
+def test_no_policy_keeps_the_open_network(daemon, box):
+    """The default for --net nat stays what it was: both hosts by address."""
+    put(daemon, box, None)
+    reaches(daemon, box, fetch(DNS) + fetch(OTHER), [DNS, OTHER])
+
+
+def test_allowlist_allows_names_and_blocks_the_rest(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    # the allowed name resolves (through the daemon) and is reachable
+    reaches(daemon, box, fetch("allowed.test"), [DNS])
+    # a denied name is NXDOMAIN; its address, and one never resolved, blocked
+    out = run(daemon, box, "nslookup denied.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    assert run(daemon, box, fetch("denied.test") + fetch(OTHER)).split() == []
+    # DNS to another resolver (the real one, by address) is answered by ours
+    out = run(daemon, box, f"nslookup denied.test {DNS} 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    # a wildcard-less allow does not allow subdomains
+    assert run(daemon, box, fetch("also.allowed.test")).split() == []
+    log = daemon.log_text()
+    assert "event=egress_denied" in log and "name=denied.test" in log
+
+
+class Stream:
+    """A connection from inside the sandbox to target's /stream (a line
+    every 0.1 s), its lines timestamped as they arrive."""
+
+    def __init__(self, daemon, box, target):
+        sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+        self.client = subprocess.Popen(
+            [BIN, "--data", daemon.data, "runtime", "exec", sid, "--", "/bin/sh", "-c",
+             f"printf 'GET /stream HTTP/1.0\\r\\n\\r\\n' | nc {target} 8000"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+        self.got = []
+        threading.Thread(target=lambda: self.got.extend(
+            (time.monotonic(), line) for line in self.client.stdout), daemon=True).start()
+
+    def __enter__(self):
+        wait_for(lambda: sum(1 for _, l in self.got if l == b"tick\n") > 5, 10,
+                 "the stream to flow")
+        return self
+
+    def __exit__(self, *exc):
+        kill_tree(self.client)
+        self.client.wait()
+
+    def flows_after(self, t):
+        """Whether lines still arrive from 0.5 s after t (watched 1.5 s)."""
+        time.sleep(max(0, t + 2.0 - time.monotonic()))
+        return any(at > t + 0.5 for at, _ in self.got)
+
+
+def test_none_cuts_an_open_connection_within_a_second(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"]})
+    assert st == 200, out
+    with Stream(daemon, box, DNS) as stream:
+        t0 = time.monotonic()
+        st, out = put(daemon, box, {"mode": "none"})
+        assert st == 200, out
+        changed = time.monotonic()
+        assert changed - t0 < 1.0
+        assert stream.flows_after(changed) is False
+    # and a new connection to the same address is refused at once
+    assert run(daemon, box, fetch(DNS)).split() == []
+
+
+def test_wildcards_ports_and_deny_over_allow(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"],
+                                "allowCidrs": [f"{DNS}/32"], "ports": [8000]})
+    assert st == 200, out
+    # *.name: its subdomains, not the name itself
+    reaches(daemon, box, fetch("also.allowed.test"), [OTHER])
+    out = run(daemon, box, "nslookup allowed.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out, out
+    # an allowed address, on an allowed port only
+    assert run(daemon, box, fetch(DNS, port=8001)).split() == []
+    reaches(daemon, box, fetch(DNS), [DNS])
+    # deny wins over allow, for names and for addresses
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"],
+                                "denyDomains": ["also.allowed.test"],
+                                "allowCidrs": ["10.124.0.0/24"], "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    out = run(daemon, box, "nslookup also.allowed.test 2>&1; echo rc=$?")
+    assert "rc=0" not in out and OTHER not in out, out
+    assert run(daemon, box, fetch(OTHER)).split() == []
+    reaches(daemon, box, fetch(DNS), [DNS])
+
+
+def test_open_mode_denies_only_what_it_lists(daemon, box):
+    st, out = put(daemon, box, {"mode": "open", "denyDomains": ["denied.test"],
+                                "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    reaches(daemon, box, fetch("allowed.test") + fetch(DNS, port=8001), [DNS, DNS])
+    assert run(daemon, box, fetch("denied.test") + fetch(OTHER)).split() == []
+
+
+def test_doh_host_and_raw_sockets_are_under_the_policy(daemon, box):
+    """DNS over HTTPS is just a host: not allowed, not reached, by name or by
+    address. Raw sockets (busybox ping, CAP_NET_RAW) go through the same
+    table."""
+    put(daemon, box, None)
+    assert run(daemon, box, f"ping -c 1 -W 2 {OTHER} >/dev/null 2>&1; echo rc=$?").split() == \
+        ["rc=0"]  # without a policy the host answers pings
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert run(daemon, box, fetch("doh.test", path="/dns-query?dns=AAAB") +
+               fetch(OTHER, path="/dns-query?dns=AAAB")).split() == []
+    assert run(daemon, box, f"ping -c 1 -W 2 {OTHER} >/dev/null 2>&1; echo rc=$?").split() == \
+        ["rc=1"]
+
+
+def test_ipv6_is_dropped(daemon, box):
+    """Sandboxes have IPv4 only (and no CAP_NET_ADMIN to add IPv6); with a
+    policy the table drops any IPv6 but loopback's as well, so an IPv6 route
+    that appeared would still carry nothing."""
+    st, out = put(daemon, box, {"mode": "open"})
+    assert st == 200, out
+    sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+    pid = json.loads(subprocess.run([BIN, "--data", daemon.data, "runtime", "inspect", sid],
+                                    capture_output=True, text=True, check=True).stdout)["pid"]
+    rules = subprocess.run(["nsenter", "-t", str(pid), "-n", "nft", "list", "chain", "inet",
+                            "pe_egress", "out"], capture_output=True, text=True, check=True).stdout
+    assert "meta nfproto ipv6 drop" in rules and "ip6 daddr ::1 accept" in rules, rules
+    # the sandbox has no IPv6 address but a link-local one: nothing leaves
+    out = run(daemon, box, "ping -6 -c 1 -W 1 ff02::1%eth0 >/dev/null 2>&1; echo rc=$?")
+    assert "rc=0" not in out, out
+
+
+def test_a_name_moving_to_a_denied_address_is_not_followed(daemon, box, internet):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["flip.test"],
+                                "denyCidrs": [f"{OTHER}/32"]})
+    assert st == 200, out
+    try:
+        reaches(daemon, box, fetch("flip.test"), [DNS])
+        internet.write_text(ZONE.replace(f"flip.test {DNS}", f"flip.test {OTHER}"))
+        # the name now resolves to a denied address: not added, not reached
+        assert run(daemon, box, fetch("flip.test")).split() == []
+        assert run(daemon, box, fetch(OTHER)).split() == []
+    finally:
+        internet.write_text(ZONE)
+
+
+def test_policy_survives_a_restart_of_the_sandbox(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert daemon.sandbox("stopSandbox", box)[0] == 200
+    daemon.wait_status(box, ["STOPPED"])
+    assert daemon.sandbox("startSandbox", box)[0] == 200
+    daemon.wait_status(box, ["RUNNING"])
+    assert get(daemon, box)[1]["policy"]["allowDomains"] == ["allowed.test"]
+    # in force from the first instruction: the address was never resolved
+    assert run(daemon, box, fetch(OTHER)).split() == []
+    reaches(daemon, box, fetch("allowed.test"), [DNS])
+
+
+def test_cli_net_policy(daemon, box):
+    env = dict(os.environ, POCKETENV_API_URL=daemon.url, POCKETENV_TOKEN=daemon.token,
+               HOME=str(daemon.tmp), NO_COLOR="1")
+
+    def cli(*args):
+        return subprocess.run([BIN, "net", "policy", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+    p = cli(box, "--reset")
+    assert p.returncode == 0 and "open (no policy set)" in p.stdout, p
+    p = cli(box, "allowlist", "--allow", "allowed.test", "--allow", "10.124.0.0/24",
+            "--deny", "denied.test", "--port", "8000")
+    assert p.returncode == 0, p
+    assert p.stdout.splitlines() == ["mode:   allowlist", "allow:  allowed.test 10.124.0.0/24",
+                                     "deny:   denied.test", "ports:  8000"]
+    p = cli(box, "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)["ports"] == [8000], p
+    assert run(daemon, box, fetch(OTHER, port=8001)).split() == []
+    reaches(daemon, box, fetch(OTHER), [OTHER])
+    p = cli(box, "allowlist", "--port", "99999")
+    assert p.returncode == 2 and "65535" in p.stderr, p
+    p = cli(box, "sometimes")
+    assert p.returncode == 1 and "mode must be" in p.stderr, p
+    p = cli("no-such-box")
+    assert p.returncode == 1 and "not found" in p.stderr, p
+    assert cli(box, "--reset").returncode == 0
+
+
+def test_forwarder_comes_back_after_the_daemon_is_killed(tmp_path, internet):
+    """A sandbox outlives a killed daemon; the next daemon adopts it and
+    serves its names again, under the same policy."""
+    from test_daemon_restart import Served
+    s = Served(tmp_path, env=dict(os.environ, POCKETENV_DNS_UPSTREAM=f"{DNS}:53"))
+    d = s.start()
+    try:
+        st, out = d.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "kept"})
+        assert st == 200, out
+        d.wait_status("kept", ["RUNNING"])
+        assert put(d, "kept", {"mode": "allowlist", "allowDomains": ["allowed.test"]})[0] == 200
+        reaches(d, "kept", fetch("allowed.test"), [DNS])
+        s.kill9()
+        d = s.start()
+        d.wait_status("kept", ["RUNNING"])
+        assert run(d, "kept", fetch(OTHER)).split() == []
+        reaches(d, "kept", fetch("allowed.test"), [DNS])
+    finally:
+        if d.proc.poll() is None:
+            d.sandbox("deleteSandbox", "kept")
+            s.stop()
+
+
+def test_a_change_keeps_connections_to_names_still_allowed(daemon, box):
+    """Also past the name's TTL (the test zone's is 2 s): an open connection
+    does not depend on its address staying in the resolved set."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    with Stream(daemon, box, "allowed.test") as stream:
+        assert stream.flows_after(time.monotonic() + 2.5) is True
+        # another name allowed besides: the open connection goes on
+        st, out = put(daemon, box, {"mode": "allowlist",
+                                    "allowDomains": ["allowed.test", "doh.test"]})
+        assert st == 200, out
+        assert stream.flows_after(time.monotonic()) is True
+        # the name is no longer allowed: its address goes, the connection is cut
+        st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["doh.test"]})
+        assert st == 200, out
+        assert stream.flows_after(time.monotonic()) is False
+
+
+def test_policy_set_at_create_holds_from_the_first_instruction(daemon):
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "badpolicy",
+                                "networkPolicy": {"mode": "allowlist", "ports": [0]}})
+    assert st == 400 and "networkPolicy: ports[0]" in out["message"], out
+    assert daemon.sandbox("getSandbox", "badpolicy")[0] == 404
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "busybox", "name": "born",
+                                "networkPolicy": {"mode": "allowlist",
+                                                  "allowDomains": ["Allowed.test"]}})
+    assert st == 200, out
+    try:
+        # asked at once, before or while the sandbox is made: the create's policy
+        st, out = get(daemon, "born")
+        assert st == 200 and out["policy"]["allowDomains"] == ["allowed.test"], out
+        daemon.wait_status("born", ["RUNNING"])
+        assert get(daemon, "born")[1]["isDefault"] is False
+        assert run(daemon, "born", fetch(OTHER)).split() == []
+        reaches(daemon, "born", fetch("allowed.test"), [DNS])
+    finally:
+        daemon.sandbox("deleteSandbox", "born")
+
+
+def test_a_name_with_a_dot_inside_a_label_is_not_a_subdomain(daemon, box, internet):
+    r"""Labels ["also.allowed", "test"] print as also\.allowed.test, which
+    ends like a subdomain of allowed.test but is a name under test: refused,
+    never sent upstream."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["*.allowed.test"]})
+    assert st == 200, out
+    log = internet.with_name(internet.name + ".log")
+    out = run(daemon, box, r"nslookup 'also\.allowed.test' 2>&1; "
+              "nslookup also.allowed.test 2>&1")
+    # the proper subdomain went upstream (so the log works), the odd one not
+    assert "also.allowed.test\n" in log.read_text(), out
+    assert "also\\.allowed.test" not in log.read_text(), out
+
+
+def test_dns_over_tcp_is_answered_by_the_daemon_too(daemon, box):
+    """TCP port 53 to any address reaches the daemon's resolver as well
+    (clients fall back to it for long answers): denied names NXDOMAIN,
+    allowed ones answered."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+
+    def ask(name):
+        labels = "".join("\\%03o%s" % (len(l), l) for l in name.split("."))
+        body = r"\022\064\001\000\000\001\000\000\000\000\000\000" + labels + \
+            r"\000\000\001\000\001"
+        length = 12 + sum(1 + len(l) for l in name.split(".")) + 1 + 4
+        q = "\\000\\%03o" % length + body
+        out = run(daemon, box, f"printf '{q}' | nc -w 3 {OTHER} 53 | od -An -tx1 | tr -d '\\n'")
+        return out.split()
+    a = ask("denied.test")
+    assert a[2:4] == ["12", "34"] and int(a[5], 16) & 0x0f == 3, a  # NXDOMAIN
+    a = ask("allowed.test")
+    assert a[2:4] == ["12", "34"] and int(a[5], 16) & 0x0f == 0, a
+    assert a[-4:] == [f"{int(x):02x}" for x in DNS.split(".")], a  # its address
