@@ -253,7 +253,8 @@ class Stream:
             (time.monotonic(), line) for line in self.client.stdout), daemon=True).start()
 
     def __enter__(self):
-        wait_for(lambda: sum(1 for _, l in self.got if l == b"tick\n") > 5, 10,
+        # the first lookup may wait out a lost UDP answer on a loaded host
+        wait_for(lambda: sum(1 for _, l in self.got if l == b"tick\n") > 5, 30,
                  "the stream to flow")
         return self
 
