@@ -198,6 +198,21 @@ static const cmd_help helps[] = {
      "pocketenv backup ls web\n"
      "pocketenv backup restore 01J9Z...",
      "list ls", 0},
+    {"snapshot",
+     "snapshot create SANDBOX NAME [-d DESCRIPTION] [-t TTL] [--json]\n"
+     "snapshot ls|list [--json]\n"
+     "snapshot inspect SNAPSHOT\n"
+     "snapshot rm|delete SNAPSHOT...",
+     "Keep a sandbox's filesystem as a named, read-only snapshot (a running sandbox\n"
+     "is frozen for the moment it is taken), list your snapshots, show or remove\n"
+     "one. A snapshot outlives its sandbox; it is removed when its TTL runs out, or\n"
+     "when you keep more than the daemon's --user-snapshots (the oldest goes).",
+     "  -d, --description TEXT   what the snapshot is\n"
+     "  -t, --ttl TTL            how long to keep it: a number with m, h or d (7d)",
+     "pocketenv snapshot create web before-upgrade -t 12h\n"
+     "pocketenv snapshot ls\n"
+     "pocketenv snapshot rm before-upgrade",
+     "create ls list", 0},
     {"sshkeys",
      "sshkeys put SANDBOX (--private-key FILE --public-key FILE | -g|--generate)\n"
      "sshkeys get SANDBOX [--json]",

@@ -45,6 +45,7 @@ static void usage(FILE *f)
            "  expose SANDBOX PORT [DESC] | unexpose SANDBOX PORT | ports SANDBOX | vscode SANDBOX\n"
            "  backup create|list|restore ...   sshkeys put|get ...   tailscale put|get ...\n"
            "  service create|list|start|stop|restart|delete|logs ...\n"
+           "  snapshot create SANDBOX NAME | snapshot ls|inspect|rm ...   saved sandbox states\n"
            "  Listings take --json, for scripts and agents.\n"
            "\n"
            "Global options:\n"

@@ -104,85 +104,93 @@ static const pe_xrpc_prop p32[] = {
     {.name = "vercelTeamId", .schema = &s7},
 };
 static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 34};
-static const pe_xrpc_prop p34[] = {
+static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 1000};
+static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 63};
+static const pe_xrpc_prop p36[] = {
+    {.name = "description", .schema = &s34},
+    {.name = "name", .required = 1, .schema = &s35},
+    {.name = "ttl", .schema = &s19},
+};
+static const pe_xrpc_schema s37 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p36, .n_props = 3};
+static const pe_xrpc_prop p38[] = {
     {.name = "command", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p34, .n_props = 1};
-static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p37[] = {
+static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p38, .n_props = 1};
+static const pe_xrpc_schema s40 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p41[] = {
     {.name = "description", .schema = &s7},
-    {.name = "port", .required = 1, .schema = &s36},
+    {.name = "port", .required = 1, .schema = &s40},
 };
-static const pe_xrpc_schema s38 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p37, .n_props = 2};
-static const pe_xrpc_prop p39[] = {
+static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p41, .n_props = 2};
+static const pe_xrpc_prop p43[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p40[] = {
+static const pe_xrpc_prop p44[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
     {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 3};
-static const pe_xrpc_prop p42[] = {
+static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 3};
+static const pe_xrpc_prop p46[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p42, .n_props = 2};
-static const pe_xrpc_schema s44 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
-static const pe_xrpc_prop p45[] = {
-    {.name = "preferences", .required = 1, .schema = &s44},
+static const pe_xrpc_schema s47 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p46, .n_props = 2};
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
+static const pe_xrpc_prop p49[] = {
+    {.name = "preferences", .required = 1, .schema = &s48},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p45, .n_props = 2};
-static const pe_xrpc_prop p47[] = {
+static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
+static const pe_xrpc_prop p51[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 4};
-static const pe_xrpc_prop p49[] = {
+static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 4};
+static const pe_xrpc_prop p53[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 3};
-static const pe_xrpc_prop p51[] = {
+static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 3};
+static const pe_xrpc_prop p55[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 2};
-static const pe_xrpc_prop p53[] = {
+static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 2};
+static const pe_xrpc_prop p57[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 1};
-static const pe_xrpc_prop p55[] = {
+static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 1};
+static const pe_xrpc_prop p59[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 2};
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p58[] = {
-    {.name = "port", .required = 1, .schema = &s57},
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 2};
+static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p62[] = {
+    {.name = "port", .required = 1, .schema = &s61},
 };
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 1};
-static const pe_xrpc_prop p60[] = {
+static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 1};
+static const pe_xrpc_prop p64[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 3};
-static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s61};
-static const pe_xrpc_prop p63[] = {
+static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 3};
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s65};
+static const pe_xrpc_prop p67[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 4};
-static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s64};
-static const pe_xrpc_prop p66[] = {
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 4};
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s68};
+static const pe_xrpc_prop p70[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s24},
     {.name = "files", .schema = &s9},
@@ -190,60 +198,60 @@ static const pe_xrpc_prop p66[] = {
     {.name = "name", .schema = &s26},
     {.name = "readme", .schema = &s29},
     {.name = "repo", .schema = &s29},
-    {.name = "secrets", .schema = &s62},
+    {.name = "secrets", .schema = &s66},
     {.name = "topics", .schema = &s31},
-    {.name = "variables", .schema = &s44},
+    {.name = "variables", .schema = &s48},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s65},
+    {.name = "volumes", .schema = &s69},
 };
-static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p66, .n_props = 12};
-static const pe_xrpc_prop p68[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 12};
+static const pe_xrpc_prop p72[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s61},
+    {.name = "secret", .required = 1, .schema = &s65},
 };
-static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 2};
-static const pe_xrpc_prop p70[] = {
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 2};
+static const pe_xrpc_prop p74[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s61},
+    {.name = "secret", .required = 1, .schema = &s65},
 };
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 3};
-static const pe_xrpc_prop p72[] = {
+static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 3};
+static const pe_xrpc_prop p76[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
-static const pe_xrpc_prop p74[] = {
+static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
+static const pe_xrpc_prop p78[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s73},
+    {.name = "ports", .schema = &s77},
 };
-static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 4};
-static const pe_xrpc_prop p76[] = {
-    {.name = "service", .required = 1, .schema = &s75},
+static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 4};
+static const pe_xrpc_prop p80[] = {
+    {.name = "service", .required = 1, .schema = &s79},
 };
-static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p76, .n_props = 1};
-static const pe_xrpc_prop p78[] = {
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 1};
+static const pe_xrpc_prop p82[] = {
     {.name = "serviceId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_prop p79[] = {
-    {.name = "variable", .required = 1, .schema = &s61},
-};
-static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 1};
-static const pe_xrpc_prop p81[] = {
-    {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s61},
-};
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 2};
 static const pe_xrpc_prop p83[] = {
-    {.name = "volume", .required = 1, .schema = &s64},
+    {.name = "variable", .required = 1, .schema = &s65},
 };
 static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 1};
 static const pe_xrpc_prop p85[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s64},
+    {.name = "variable", .required = 1, .schema = &s65},
 };
 static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 2};
+static const pe_xrpc_prop p87[] = {
+    {.name = "volume", .required = 1, .schema = &s68},
+};
+static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 1};
+static const pe_xrpc_prop p89[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "volume", .required = 1, .schema = &s68},
+};
+static const pe_xrpc_schema s90 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p89, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -324,7 +332,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s33,
      .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.sandbox.createSnapshot",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s37,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.deleteSandbox",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.deleteSnapshot",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
@@ -334,13 +354,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s35,
+     .input = &s39,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposePort",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s38,
+     .input = &s42,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposeVscode",
      .kind = PE_XRPC_PROCEDURE,
@@ -380,8 +400,20 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p39,
+     .params = p43,
      .n_params = 2,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getSnapshot",
+     .kind = PE_XRPC_QUERY,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getSnapshots",
+     .kind = PE_XRPC_QUERY,
+     .params = NULL,
+     .n_params = 0,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSshKeys",
@@ -406,49 +438,49 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s41,
+     .input = &s45,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s43,
+     .input = &s47,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s46,
+     .input = &s50,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s48,
+     .input = &s52,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s50,
+     .input = &s54,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s52,
+     .input = &s56,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s54,
+     .input = &s58,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s56,
+     .input = &s60,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -460,19 +492,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s59,
+     .input = &s63,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s67,
+     .input = &s71,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s69,
+     .input = &s73,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -496,7 +528,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s71,
+     .input = &s75,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -506,57 +538,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p72,
+     .params = p76,
      .n_params = 1,
-     .input = &s77,
+     .input = &s81,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p72,
+     .params = p76,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p78,
+     .params = p82,
      .n_params = 1,
-     .input = &s77,
+     .input = &s81,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s80,
+     .input = &s84,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -580,13 +612,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s82,
+     .input = &s86,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s84,
+     .input = &s88,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -610,7 +642,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s86,
+     .input = &s90,
      .input_encoding = "application/json"},
 };
 
