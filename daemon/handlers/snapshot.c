@@ -270,6 +270,46 @@ static void delete_handler(pe_xrpc_request *req, void *ud)
     with_id(req, ud, delete_work);
 }
 
+/* ---- sandboxes made from a snapshot ---- */
+
+int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
+{
+    const char *base = json_string_value(json_object_get(in, "base"));
+    size_t n = strlen(PE_SNAPSHOT_BASE);
+    pe_store_snapshot v;
+
+    if (base == NULL || strncmp(base, PE_SNAPSHOT_BASE, n) != 0)
+        return 0;
+    if (pe_store_snapshot_get(s, job->did, base + n, &v, &job->err) < 0)
+        return pe_daemon_job_fail(job, &job->err,
+                                  job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
+    pe_store_snapshot_clear(&v);
+    return 0;
+}
+
+int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
+                                      const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    size_t n = strlen(PE_SNAPSHOT_BASE);
+    pe_store_snapshot v;
+    pe_store *s;
+    int r;
+
+    if (sb->base == NULL || strncmp(sb->base, PE_SNAPSHOT_BASE, n) != 0)
+        return pe_runtime_create(&d->rt, cfg, err);
+    s = pe_daemon_store(d, err);
+    if (s == NULL)
+        return -1;
+    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0)
+        return err->code == PE_ENOENT
+                   ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
+                   : -1;
+    r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
+    pe_store_snapshot_clear(&v);
+    return r;
+}
+
 /* ---- expiry (the tick) ---- */
 
 void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s)

@@ -208,3 +208,53 @@ def test_authz_matrix(daemon):
     st, out = d.call(SB + "getSnapshots")
     assert [s["id"] for s in out["snapshots"]] == [snid]
     delete_all(d)
+
+
+def test_create_from_snapshot(daemon):
+    """createSandbox with base snapshot:NAME: the new sandbox starts on the
+    snapshot's files (a file and an installed binary), is independent of
+    the source and of its siblings, and the snapshot keeps working after
+    the source is deleted. Another user cannot start from it."""
+    d = daemon
+    sid = d.create("src6")
+    d.sh(sid, "echo state > /root/file && mkdir -p /opt/bin && cp /bin/busybox /opt/bin/echo")
+    st, out = snap(d, "src6", "base6")
+    assert st == 200, out
+    snid = out["snapshot"]["id"]
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    kids = [d.create(f"kid6-{i}", base="snapshot:base6") for i in range(2)]
+    kids.append(d.create("kid6-byid", base="snapshot:" + snid))
+    for k in kids:
+        assert d.sh(k, "cat /root/file; /opt/bin/echo runs")["stdout"] == "state\nruns\n"
+    d.sh(kids[0], "echo mine > /root/file")
+    assert d.sh(kids[1], "cat /root/file")["stdout"] == "state\n"
+    assert d.sh(kids[0], "cat /root/file")["stdout"] == "mine\n"
+    other = d.token_for("did:key:zSnapshotStranger3")
+    d.others = list(getattr(d, "others", [])) + [other]
+    st, out = d.call(SB + "createSandbox", body={"base": "snapshot:base6", "name": "thief"},
+                     token=other)
+    assert st == 404 and out["error"] == "SnapshotNotFound", out
+    st, out = d.call(SB + "createSandbox", body={"base": "snapshot:" + snid, "name": "thief"},
+                     token=other)
+    assert st == 404 and out["error"] == "SnapshotNotFound", out
+    st, out = d.call(SB + "createSandbox", body={"base": "snapshot:../x", "name": "bad"})
+    assert st == 400, out
+    # The sandboxes made from it keep their files when it goes.
+    delete_all(d)
+    assert d.sh(kids[1], "cat /root/file")["stdout"] == "state\n"
+    for k in kids:
+        assert d.sandbox("deleteSandbox", k)[0] == 200
+
+
+def test_cli_create_from_snapshot(daemon):
+    d = daemon
+    sid = d.create("src7")
+    d.sh(sid, "echo cli > /root/file")
+    assert snap(d, "src7", "base7")[0] == 200
+    env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=d.token)
+    p = subprocess.run([BIN, "create", "kid7", "-b", "snapshot:base7"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert d.sh("kid7", "cat /root/file")["stdout"] == "cli\n"
+    assert d.sandbox("deleteSandbox", "kid7")[0] == 200
+    delete_all(d)
