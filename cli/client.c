@@ -213,6 +213,12 @@ static const cmd_help helps[] = {
      "pocketenv snapshot ls\n"
      "pocketenv snapshot rm before-upgrade",
      "create ls list", 0},
+    {"fork", "fork SANDBOX [-n N] [--json]",
+     "Snapshot a sandbox (running or stopped) and make N new sandboxes from that\n"
+     "snapshot, each on its own copy of its files. Their names are printed at\n"
+     "once; they start in the background (pocketenv ls shows when they run). The\n"
+     "snapshot stays an hour (pocketenv snapshot ls), for more copies.",
+     "  -n, --count N   how many (1 to 100; 1)", "pocketenv fork web -n 10", "", 0},
     {"sshkeys",
      "sshkeys put SANDBOX (--private-key FILE --public-key FILE | -g|--generate)\n"
      "sshkeys get SANDBOX [--json]",

@@ -1,5 +1,6 @@
 /* pocketenv snapshot create|ls|rm|inspect: a sandbox's filesystem kept
- * as a named, read-only snapshot (io.pocketenv.sandbox.*Snapshot*). */
+ * as a named, read-only snapshot (io.pocketenv.sandbox.*Snapshot*); and
+ * pocketenv fork SANDBOX -n N (io.pocketenv.sandbox.forkSandbox). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,8 @@
     "snapshot ls|list\n"                                                                           \
     "snapshot inspect SNAPSHOT\n"                                                                  \
     "snapshot rm|delete SNAPSHOT..."
+
+#define FORK_USAGE "fork SANDBOX [-n N]   (N copies, 1 to 100; default 1)"
 
 static int ttl_seconds(const char *s, long long *out)
 {
@@ -144,10 +147,66 @@ static int remove_all(int argc, char **argv)
     return worst;
 }
 
+/* pocketenv fork SANDBOX [-n N]: N copies, their names one a line (ids
+ * with --json), at once; they start in the background. */
+static int fork_sandbox(int argc, char **argv)
+{
+    const char *sb = NULL;
+    long long n = 1;
+    json_t *params, *body, *out = NULL, *v;
+    size_t i;
+    int r;
+
+    for (int k = 1; k < argc; k++) {
+        char *end;
+        if ((strcmp(argv[k], "-n") == 0 || strcmp(argv[k], "--count") == 0) && k + 1 < argc) {
+            errno = 0;
+            n = strtoll(argv[++k], &end, 10);
+            if (errno || *end || n < 1 || n > 100) {
+                pe_cli_why("-n: a count from 1 to 100");
+                return pe_cli_usage(FORK_USAGE);
+            }
+        } else if (argv[k][0] == '-' || sb != NULL) {
+            pe_cli_why(argv[k][0] == '-' ? "unknown option %s" : "unexpected argument '%s'",
+                       argv[k]);
+            return pe_cli_usage(FORK_USAGE);
+        } else {
+            sb = argv[k];
+        }
+    }
+    if (sb == NULL) {
+        pe_cli_why("missing SANDBOX");
+        return pe_cli_usage(FORK_USAGE);
+    }
+    params = json_pack("{s:s}", "id", sb);
+    body = json_pack("{s:I}", "count", (json_int_t)n);
+    r = pe_cli_call("io.pocketenv.sandbox.forkSandbox", params, body, &out, sb);
+    json_decref(params);
+    json_decref(body);
+    if (r != 0)
+        return r;
+    if (pe_cli_json) {
+        pe_cli_print_json(out);
+    } else {
+        json_array_foreach(json_object_get(out, "sandboxes"), i, v)
+        {
+            printf("%s\n", json_string_value(json_object_get(v, "name")) ?: "");
+        }
+        fprintf(stderr, "%zu forks of %s from snapshot %s (%s was frozen %lld ms); starting\n",
+                json_array_size(json_object_get(out, "sandboxes")), sb,
+                json_string_value(json_object_get(out, "snapshot")) ?: "", sb,
+                (long long)json_integer_value(json_object_get(out, "frozenMs")));
+    }
+    json_decref(out);
+    return 0;
+}
+
 int pe_cmd_snapshot(int argc, char **argv)
 {
     const char *verb = argc > 1 ? argv[1] : "";
 
+    if (strcmp(argv[0], "fork") == 0)
+        return fork_sandbox(argc, argv);
     if (strcmp(argv[0], "snapshot") != 0)
         return -1;
     if (strcmp(verb, "create") == 0)

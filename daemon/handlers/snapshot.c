@@ -15,12 +15,14 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
 #include "pocketenv/store-snapshots.h"
+#include "resource-limits.h"
 #include "resources.h"
 #include "snapshots.h"
 #include "transfer.h"
@@ -30,6 +32,8 @@
 #define DESCRIPTION_MAX 1000
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define SNAPSHOT_NOT_FOUND "SnapshotNotFound"
+#define FORK_MAX 100
+#define FORK_TTL 3600 /* the snapshot a fork makes: long enough to make more */
 
 static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
 {
@@ -98,11 +102,13 @@ static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
     return true;
 }
 
-static void record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
-                   pe_runtime_snapshot_info *info)
+/* Record runtime snapshot info as job->did's snapshot name; the row's
+ * view in *view. On failure the runtime snapshot is removed and the job
+ * failed. */
+static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                  pe_runtime_snapshot_info *info, const char *name, int64_t ttl,
+                  const char *description, json_t **view_out)
 {
-    const char *name = json_string_value(json_object_get(job->in, "name"));
-    json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
     cleanup_free char *id = pe_store_new_id("snp_");
     int64_t now = pe_store_now_ms();
     pe_store_snapshot v = {
@@ -112,29 +118,47 @@ static void record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         .sandbox_id = sb->id,
         .layer = info->id,
         .image = info->image,
-        .description = json_string_value(json_object_get(job->in, "description")),
+        .description = description,
         .size_bytes = info->size_bytes,
         .frozen_us = (int64_t)(info->frozen_ms * 1000.0),
-        .expires_at = now + (int64_t)(ttl > 0 ? ttl : TTL_DEFAULT) * 1000,
+        .expires_at = now + ttl * 1000,
         .created_at = now,
     };
 
     if (retain(job->d, s, job->did, &job->err) < 0 || pe_store_snapshot_add(s, &v, &job->err) < 0) {
         pe_runtime_snapshot_remove(&job->d->rt, info->id, NULL);
-        pe_daemon_job_fail(job, &job->err, NULL);
-        return;
+        return pe_daemon_job_fail(job, &job->err, NULL);
     }
-    job->out = json_pack("{s:o}", "snapshot", view(job->d, &v));
+    *view_out = view(job->d, &v);
     pe_log_info("event=snapshot sandbox=%s snapshot=%s layer=%s frozen_ms=%.3f bytes=%lld", sb->id,
                 id, info->id, info->frozen_ms, (long long)info->size_bytes);
+    return 0;
+}
+
+/* Snapshot sandbox sb (held busy meanwhile) and record it. */
+static int take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, const char *name,
+                int64_t ttl, const char *description, json_t **view_out)
+{
+    pe_runtime_snapshot_info info;
+    int r;
+
+    pe_daemon_hold(job->d, sb->id);
+    r = pe_runtime_snapshot(&job->d->rt, sb->id, &info, &job->err);
+    pe_daemon_release(job->d, sb->id);
+    if (r < 0)
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    r = record(job, s, sb, &info, name, ttl, description, view_out);
+    free(info.image);
+    return r;
 }
 
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
     const char *name = json_string_value(json_object_get(job->in, "name"));
-    pe_runtime_snapshot_info info;
+    json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
     pe_store_snapshot old;
     pe_store_sandbox sb;
+    json_t *v = NULL;
     pe_err e2;
 
     if (!check_sandbox(job, s, &sb))
@@ -147,13 +171,9 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
-    pe_daemon_hold(job->d, sb.id);
-    if (pe_runtime_snapshot(&job->d->rt, sb.id, &info, &job->err) < 0)
-        pe_daemon_job_fail(job, &job->err, NULL);
-    else
-        record(job, s, &sb, &info);
-    pe_daemon_release(job->d, sb.id);
-    free(info.image);
+    if (take(job, s, &sb, name, ttl > 0 ? ttl : TTL_DEFAULT,
+             json_string_value(json_object_get(job->in, "description")), &v) == 0)
+        job->out = json_pack("{s:o}", "snapshot", v);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -270,6 +290,144 @@ static void delete_handler(pe_xrpc_request *req, void *ud)
     with_id(req, ud, delete_work);
 }
 
+/* ---- forkSandbox ---- */
+
+/* A short random tag, lower-case letters and digits (sandbox names). */
+static void random_tag(char out[5])
+{
+    static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    unsigned char r[4];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        abort(); /* the kernel's CSPRNG does not fail once booted */
+    for (int i = 0; i < 4; i++)
+        out[i] = b36[r[i] % 36];
+    out[4] = '\0';
+}
+
+/* Rows of count new sandboxes on snapshot snid, sized and placed as src,
+ * within the owner's quotas: all or none. Their views in arr. */
+static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *src,
+                        const char *snid, const char *tag, json_int_t count, json_t *arr)
+{
+    cleanup_free char *base = pe_xasprintf(PE_SNAPSHOT_BASE "%s", snid);
+    char **ids = pe_xcalloc((size_t)count, sizeof(char *));
+    json_int_t made = 0;
+    int r = 0;
+
+    pe_daemon_quota_lock();
+    for (; made < count && r == 0; made++) {
+        cleanup_free char *name =
+            pe_xasprintf("%.40s-%s-%lld", src->name, tag, (long long)made + 1);
+        pe_store_sandbox sb = *src, got;
+        sb.id = ids[made] = pe_store_new_id("sbx_");
+        sb.name = name;
+        sb.base = base;
+        sb.provider_id = job->d->node;
+        sb.status = PE_STORE_INITIALIZING;
+        sb.status_reason = NULL;
+        sb.repo = NULL;
+        sb.uri = NULL;
+        sb.started_at = sb.created_at = sb.updated_at = 0;
+        r = pe_daemon_quota_new_sandbox(job->d, s, &sb, &job->err);
+        if (r == 0)
+            r = pe_store_sandbox_insert(s, &sb, &job->err);
+        if (r == 0 && (r = pe_store_sandbox_get(s, sb.id, &got, &job->err)) == 0) {
+            json_array_append_new(arr, pe_daemon_sandbox_view(&got));
+            pe_store_sandbox_clear(&got);
+        }
+    }
+    pe_daemon_quota_unlock();
+    for (json_int_t i = 0; i < made; i++) {
+        if (r < 0) /* all or nothing */
+            pe_store_sandbox_delete(s, ids[i], NULL);
+        free(ids[i]);
+    }
+    free(ids);
+    return r;
+}
+
+static void fork_work(pe_daemon_job *job, pe_store *s)
+{
+    json_int_t count = json_integer_value(json_object_get(job->in, "count"));
+    json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
+    cleanup_free char *name = NULL;
+    pe_store_sandbox sb;
+    json_t *v = NULL, *arr;
+    char tag[5];
+
+    if (!check_sandbox(job, s, &sb))
+        return;
+    random_tag(tag);
+    name = pe_xasprintf("%.40s-fork-%s", sb.name, tag);
+    if (take(job, s, &sb, name, ttl > 0 ? ttl : FORK_TTL, "made by forkSandbox", &v) < 0) {
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    arr = json_array();
+    if (insert_forks(job, s, &sb, json_string_value(json_object_get(v, "id")), tag,
+                     count > 0 ? count : 1, arr) < 0) {
+        pe_store_snapshot row = {.id = (char *)json_string_value(json_object_get(v, "id"))};
+        pe_store_snapshot_get(s, job->did, row.id, &row, NULL);
+        remove_snapshot(job->d, s, &row, &(pe_err){0});
+        pe_store_snapshot_clear(&row);
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
+        json_decref(arr);
+    } else {
+        job->out = json_pack("{s:O, s:O, s:o}", "snapshot", json_object_get(v, "id"), "frozenMs",
+                             json_object_get(v, "frozenMs"), "sandboxes", arr);
+        /* For fork_after: the answer (job->out) is sent before it runs. */
+        json_object_set(job->in, "forks", arr);
+        pe_log_info("event=fork sandbox=%s count=%lld", sb.id, (long long)json_array_size(arr));
+    }
+    json_decref(v);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* Loop thread, the answer sent: start every fork (as createSandbox's). */
+static void fork_after(pe_daemon_job *job)
+{
+    json_t *e;
+    size_t i;
+
+    if (job->failed)
+        return;
+    json_array_foreach(json_object_get(job->in, "forks"), i, e)
+    {
+        pe_daemon_sandbox_resume(job->d, job->did, json_string_value(json_object_get(e, "id")));
+    }
+}
+
+static void fork_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *count = json_object_get(req->body, "count");
+    json_t *ttl = json_object_get(req->body, "ttl");
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if ((count &&
+         (!json_is_integer(count) || json_integer_value(count) < 1 ||
+          json_integer_value(count) > FORK_MAX) &&
+         pe_err_set(&err, PE_EINVAL, 0, "count must be 1 to %d", FORK_MAX)) ||
+        (ttl && (json_integer_value(ttl) <= 0 || json_integer_value(ttl) > TTL_MAX) &&
+         pe_err_set(&err, PE_EINVAL, 0, "ttl must be 1 to %lld seconds", TTL_MAX))) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, fork_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
+    job->after = fork_after;
+    pe_daemon_job_submit(job);
+}
+
 /* ---- sandboxes made from a snapshot ---- */
 
 int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
@@ -338,7 +496,9 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
             0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshots", list_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
         return -1;
     return 0;
 }

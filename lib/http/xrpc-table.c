@@ -122,75 +122,81 @@ static const pe_xrpc_prop p41[] = {
     {.name = "port", .required = 1, .schema = &s40},
 };
 static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p41, .n_props = 2};
-static const pe_xrpc_prop p43[] = {
+static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .has_max = 1, .maximum = 100LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p44[] = {
+    {.name = "count", .schema = &s43},
+    {.name = "ttl", .schema = &s19},
+};
+static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 2};
+static const pe_xrpc_prop p46[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p44[] = {
+static const pe_xrpc_prop p47[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
     {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 3};
-static const pe_xrpc_prop p46[] = {
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 3};
+static const pe_xrpc_prop p49[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s47 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p46, .n_props = 2};
-static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
-static const pe_xrpc_prop p49[] = {
-    {.name = "preferences", .required = 1, .schema = &s48},
+static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
+static const pe_xrpc_schema s51 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
+static const pe_xrpc_prop p52[] = {
+    {.name = "preferences", .required = 1, .schema = &s51},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
-static const pe_xrpc_prop p51[] = {
+static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p52, .n_props = 2};
+static const pe_xrpc_prop p54[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 4};
-static const pe_xrpc_prop p53[] = {
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 4};
+static const pe_xrpc_prop p56[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 3};
-static const pe_xrpc_prop p55[] = {
+static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 3};
+static const pe_xrpc_prop p58[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 2};
-static const pe_xrpc_prop p57[] = {
+static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 2};
+static const pe_xrpc_prop p60[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 1};
-static const pe_xrpc_prop p59[] = {
+static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 1};
+static const pe_xrpc_prop p62[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 2};
-static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p62[] = {
-    {.name = "port", .required = 1, .schema = &s61},
+static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 2};
+static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p65[] = {
+    {.name = "port", .required = 1, .schema = &s64},
 };
-static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 1};
-static const pe_xrpc_prop p64[] = {
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 1};
+static const pe_xrpc_prop p67[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 3};
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s65};
-static const pe_xrpc_prop p67[] = {
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 3};
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s68};
+static const pe_xrpc_prop p70[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 4};
-static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s68};
-static const pe_xrpc_prop p70[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 4};
+static const pe_xrpc_schema s72 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s71};
+static const pe_xrpc_prop p73[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s24},
     {.name = "files", .schema = &s9},
@@ -198,60 +204,60 @@ static const pe_xrpc_prop p70[] = {
     {.name = "name", .schema = &s26},
     {.name = "readme", .schema = &s29},
     {.name = "repo", .schema = &s29},
-    {.name = "secrets", .schema = &s66},
+    {.name = "secrets", .schema = &s69},
     {.name = "topics", .schema = &s31},
-    {.name = "variables", .schema = &s48},
+    {.name = "variables", .schema = &s51},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s69},
+    {.name = "volumes", .schema = &s72},
 };
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 12};
-static const pe_xrpc_prop p72[] = {
+static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p73, .n_props = 12};
+static const pe_xrpc_prop p75[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s65},
+    {.name = "secret", .required = 1, .schema = &s68},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 2};
-static const pe_xrpc_prop p74[] = {
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 2};
+static const pe_xrpc_prop p77[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s65},
+    {.name = "secret", .required = 1, .schema = &s68},
 };
-static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 3};
-static const pe_xrpc_prop p76[] = {
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 3};
+static const pe_xrpc_prop p79[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
-static const pe_xrpc_prop p78[] = {
+static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
+static const pe_xrpc_prop p81[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s77},
+    {.name = "ports", .schema = &s80},
 };
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 4};
-static const pe_xrpc_prop p80[] = {
-    {.name = "service", .required = 1, .schema = &s79},
-};
-static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 1};
-static const pe_xrpc_prop p82[] = {
-    {.name = "serviceId", .required = 1, .schema = &s7},
-};
+static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 4};
 static const pe_xrpc_prop p83[] = {
-    {.name = "variable", .required = 1, .schema = &s65},
+    {.name = "service", .required = 1, .schema = &s82},
 };
 static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 1};
 static const pe_xrpc_prop p85[] = {
+    {.name = "serviceId", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_prop p86[] = {
+    {.name = "variable", .required = 1, .schema = &s68},
+};
+static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p86, .n_props = 1};
+static const pe_xrpc_prop p88[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s65},
+    {.name = "variable", .required = 1, .schema = &s68},
 };
-static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 2};
-static const pe_xrpc_prop p87[] = {
-    {.name = "volume", .required = 1, .schema = &s68},
+static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 2};
+static const pe_xrpc_prop p90[] = {
+    {.name = "volume", .required = 1, .schema = &s71},
 };
-static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 1};
-static const pe_xrpc_prop p89[] = {
+static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 1};
+static const pe_xrpc_prop p92[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s68},
+    {.name = "volume", .required = 1, .schema = &s71},
 };
-static const pe_xrpc_schema s90 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p89, .n_props = 2};
+static const pe_xrpc_schema s93 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p92, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -368,6 +374,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.forkSandbox",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s45,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.getBackups",
      .kind = PE_XRPC_QUERY,
      .params = p12,
@@ -400,7 +412,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p43,
+     .params = p46,
      .n_params = 2,
      .input = NULL,
      .input_encoding = NULL},
@@ -438,49 +450,49 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s45,
+     .input = &s48,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s47,
+     .input = &s50,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s50,
+     .input = &s53,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s52,
+     .input = &s55,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s54,
+     .input = &s57,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s56,
+     .input = &s59,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s58,
+     .input = &s61,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s60,
+     .input = &s63,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -492,19 +504,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s63,
+     .input = &s66,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s71,
+     .input = &s74,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s73,
+     .input = &s76,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -528,7 +540,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s75,
+     .input = &s78,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -538,57 +550,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p76,
+     .params = p79,
      .n_params = 1,
-     .input = &s81,
+     .input = &s84,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p76,
+     .params = p79,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p82,
+     .params = p85,
      .n_params = 1,
-     .input = &s81,
+     .input = &s84,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s84,
+     .input = &s87,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -612,13 +624,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s86,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s88,
+     .input = &s91,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -642,7 +654,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s90,
+     .input = &s93,
      .input_encoding = "application/json"},
 };
 

@@ -273,6 +273,13 @@ SNAP = "io.pocketenv.sandbox."
     ("getSnapshot", {"id": "snp_nosuch"}, None, 404, "snapshot not found"),
     ("deleteSnapshot", {}, {}, 400, "id"),
     ("deleteSnapshot", {"id": "../../etc"}, {}, 404, "snapshot not found"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": 0}, 400, "count"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": 101}, 400, "count"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": "10"}, 400, "count"),
+    ("forkSandbox", {}, {}, 400, "id"),
+    ("forkSandbox", {"id": "sbx_nosuch"}, {"count": 2}, 404, "sandbox not found"),
+    ("createSandbox", {}, {"base": "snapshot:nosuch"}, 404, "snapshot not found"),
+    ("createSandbox", {}, {"base": "snapshot:../etc"}, 400, "base"),
 ])
 def test_malformed_snapshot_calls(daemon, method, params, body, status, message):
     st, out = daemon.call(SNAP + method, params, body, post=body is not None)

@@ -22,7 +22,7 @@ SB = "io.pocketenv.sandbox."
 def daemon(tmp_path_factory):
     with serving(tmp_path_factory.mktemp("snapshots"), ResDaemon,
                  ["--sandbox-net", "none", "--rate-limit", "0", "--tick", "0.5",
-                  "--user-snapshots", "3"]) as d:
+                  "--user-snapshots", "3", "--user-sandboxes", "40"]) as d:
         d.public_key = banner_key(d)
         yield d
         for tok in [d.token] + list(getattr(d, "others", [])):
@@ -195,6 +195,9 @@ def test_authz_matrix(daemon):
                 (*d.call(SB + "getSnapshot", {"id": key}, token=tok), (404, "SnapshotNotFound")),
                 (*d.call(SB + "deleteSnapshot", {"id": key}, token=tok, post=True),
                  (404, "SnapshotNotFound")),
+                (*fork(d, ident, 1, token=tok), (404, "SandboxNotFound")),
+                (*d.call(SB + "createSandbox", body={"base": "snapshot:" + key, "name": "x"},
+                         token=tok), (404, "SnapshotNotFound")),
             ]:
                 answers.append(json.dumps(out))
                 assert (st, (out or {}).get("error")) == (want or w), out
@@ -257,4 +260,81 @@ def test_cli_create_from_snapshot(daemon):
     assert p.returncode == 0, p.stderr
     assert d.sh("kid7", "cat /root/file")["stdout"] == "cli\n"
     assert d.sandbox("deleteSandbox", "kid7")[0] == 200
+    delete_all(d)
+
+
+def fork(d, ident, count, token="owner"):
+    return d.call(SB + "forkSandbox", {"id": ident}, {"count": count}, token=token)
+
+
+def test_fork_ten_diverge(daemon):
+    """forkSandbox x10 of a running sandbox: ten ids at once, each
+    sandbox runs on the source's files, and a write in one is seen by no
+    other fork nor by the source; then a fork of the stopped source."""
+    d = daemon
+    sid = d.create("src8")
+    d.sh(sid, "echo base > /root/file")
+    st, out = fork(d, "src8", 10)
+    assert st == 200, out
+    kids = [k["id"] for k in out["sandboxes"]]
+    assert len(set(kids)) == 10 and out["snapshot"].startswith("snp_")
+    assert all(k["status"] == "INITIALIZING" for k in out["sandboxes"]), out
+    for k in kids:
+        got = d.wait_status(k, ["RUNNING", "FAILED"])
+        assert got["status"] == "RUNNING", got
+    for i, k in enumerate(kids):
+        d.sh(k, f"echo {i} > /root/own && echo {i} >> /root/file")
+    for i, k in enumerate(kids):
+        assert d.sh(k, "cat /root/file /root/own")["stdout"] == f"base\n{i}\n{i}\n"
+    assert d.sh(sid, "cat /root/file; ls /root")["stdout"] == "base\nfile\n"
+    # Stopped: forked the same way.
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    d.wait_status(sid, ["STOPPED"])
+    st, out = fork(d, "src8", 1)
+    assert st == 200, out
+    k = out["sandboxes"][0]["id"]
+    assert d.wait_status(k, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    assert d.sh(k, "cat /root/file")["stdout"] == "base\n"
+    for k in kids + [k, sid]:
+        assert d.sandbox("deleteSandbox", k)[0] == 200
+    delete_all(d)
+
+
+def test_fork_refused(daemon):
+    d = daemon
+    sid = d.create("src9")
+    for count in (0, 101, "3"):
+        st, out = fork(d, sid, count)
+        assert st == 400, out
+    other = d.token_for("did:key:zSnapshotStranger4")
+    d.others = list(getattr(d, "others", [])) + [other]
+    st, out = fork(d, sid, 1, token=other)
+    assert st == 404 and out["error"] == "SandboxNotFound", out
+    assert d.call(SB + "getSnapshots")[1] == {"snapshots": []}
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    # Past a user's sandbox quota (the operator has none): none made, and
+    # no snapshot kept.
+    osid = d.create("src9o", token=other)
+    st, out = fork(d, osid, 60, token=other)
+    assert st == 403 and out["error"] == "QuotaExceeded", out
+    assert d.call(SB + "getSnapshots", token=other)[1] == {"snapshots": []}
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes",
+                     {"did": "did:key:zSnapshotStranger4", "limit": 100}, token=other)
+    assert [s["name"] for s in out["sandboxes"]] == ["src9o"], out
+    assert d.sandbox("deleteSandbox", osid, token=other)[0] == 200
+
+
+def test_cli_fork(daemon):
+    d = daemon
+    d.create("src10")
+    env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=d.token)
+    p = subprocess.run([BIN, "fork", "src10", "-n", "2"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert p.returncode == 0, p.stderr
+    names = p.stdout.split()
+    assert len(names) == 2 and all(n.startswith("src10-") for n in names), p.stdout
+    for n in names:
+        assert d.wait_status(n, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+        assert d.sandbox("deleteSandbox", n)[0] == 200
+    assert d.sandbox("deleteSandbox", "src10")[0] == 200
     delete_all(d)
