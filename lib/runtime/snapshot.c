@@ -140,7 +140,8 @@ static int shift_dir(int fd, int depth, struct shift *s, pe_err *err)
 /* Make layer `name` hold ids at s->to: its top directory, upper/ and all
  * inside; work/ emptied (overlayfs's scratch space, never state); the
  * owner record replaced. */
-static int rebase_layer(const char *name, struct shift *s, const char *owner, pe_err *err)
+static int rebase_layer(const char *name, struct shift *s, mode_t mode, const char *owner,
+                        pe_err *err)
 {
     cleanup_fd int top = pe__layer_open(name, err);
     cleanup_free char *root = pe__layers_dir();
@@ -160,7 +161,7 @@ static int rebase_layer(const char *name, struct shift *s, const char *owner, pe
         return pe_err_sys(err, "open upper/");
     if (shift_dir(fd, 0, s, err) < 0 || shift_entry(top, "upper", &st, s, err) < 0)
         return pe_err_prefix(err, "give the files to ids from %u", s->to);
-    if (fchown(top, s->to, s->to) < 0)
+    if (fchown(top, s->to, s->to) < 0 || fchmod(top, mode) < 0)
         return pe_err_sys(err, "chown layer");
     if ((unlinkat(top, "owner", 0) < 0 && errno != ENOENT) ||
         (fd = openat(top, "owner", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600)) < 0)
@@ -224,7 +225,9 @@ static int finish(pe_runtime *rt, const char *snap, uint32_t base, const char *i
     struct shift s = {base, 0, 0};
     int64_t limit;
 
-    if (rebase_layer(snap, &s, owner, err) < 0 ||
+    /* 0700: its files are owned by host ids 0-65535 now, as an image's,
+     * and no host user but root has any business in it. */
+    if (rebase_layer(snap, &s, 0700, owner, err) < 0 ||
         pe_fs_write_new(img, image, strlen(image), 0600, err) < 0)
         return -1;
     /* No limit: read-only, it never grows. */
@@ -313,7 +316,7 @@ int pe__layer_create_from(const char *name, const char *from, int64_t bytes, uin
     if (pe__layer_snapshot(from, name, err) < 0)
         return pe_err_prefix(err, "layer %s", name);
     /* A snapshot of a read-only subvolume is writable. */
-    if (pe__layer_limit(name, bytes, err) < 0 || rebase_layer(name, &s, owner, err) < 0) {
+    if (pe__layer_limit(name, bytes, err) < 0 || rebase_layer(name, &s, 0755, owner, err) < 0) {
         pe__layer_remove(name, NULL);
         return pe_err_prefix(err, "layer %s from %s", name, from);
     }

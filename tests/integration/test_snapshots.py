@@ -62,14 +62,17 @@ def check_forks(pe, snap):
 
 
 def test_snapshot_of_running_writer_is_consistent(pe):
-    """A process writes a, then b, the same counter, without end. The
-    snapshot holds one instant: b is a or one behind it, never ahead; the
-    writer goes on (it was thawed) and its sandbox says running."""
+    """A process writes a, then b, the same counter, without end, each by
+    rename (a file being rewritten in place is empty for an instant, which
+    a snapshot may well hold). The snapshot holds one instant: b is a or
+    one behind it, never ahead; the writer goes on (it was thawed) and its
+    sandbox says running."""
     pe.create("w", "--net", "none", "--disk", "64m")
     pe.start("w")
     writer = subprocess.Popen(pe.cmd("runtime", "exec", "w", "--", "/bin/sh", "-c",
-                                     "i=0; while :; do i=$((i+1)); echo $i > /root/a; "
-                                     "echo $i > /root/b; done"),
+                                     "i=0; while :; do i=$((i+1)); echo $i > /root/t; "
+                                     "mv /root/t /root/a; echo $i > /root/t; "
+                                     "mv /root/t /root/b; done"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: out(pe, "w", "cat /root/b 2>/dev/null || echo 0").strip() not in
@@ -142,3 +145,24 @@ def test_snapshot_bad_input(pe):
     p = pe.run("runtime", "snapshot-rm", snap["id"])
     assert p.returncode != 0 and "no snapshot" in p.stderr
     assert not [n for n in os.listdir(LAYERS_DIR) if snap["id"] in n]
+
+
+def test_snapshot_is_private_and_read_only(pe):
+    """Its files are owned by host ids 0-65535 (as an image's): its top
+    directory lets no host user but root in, and nothing can be written
+    into it, not even by root."""
+    pe.create("p", "--net", "none", "--disk", "64m")
+    snap = snapshot(pe, "p")
+    try:
+        top = [os.path.join(LAYERS_DIR, n) for n in os.listdir(LAYERS_DIR)
+               if n.endswith("snap-" + snap["id"])]
+        assert len(top) == 1
+        st = os.stat(top[0])
+        assert (st.st_uid, st.st_mode & 0o777) == (0, 0o700)
+        try:
+            open(os.path.join(top[0], "upper", "x"), "w").close()
+            raise AssertionError("wrote into a snapshot")
+        except OSError as e:
+            assert e.errno == 30, e  # EROFS
+    finally:
+        pe.run("runtime", "snapshot-rm", snap["id"])
