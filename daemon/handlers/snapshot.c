@@ -102,6 +102,70 @@ static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
     return true;
 }
 
+/* The parts of a sandbox's definition a snapshot carries: variables,
+ * secrets (sealed, as stored) and files (sealed content), as JSON text
+ * {"envs":[{name,value}],"secrets":[...],"files":[{name: path, value}]}. */
+static const struct {
+    const char *key;
+    int kind;
+} carried[] = {{"envs", PE_STORE_VARIABLE}, {"secrets", PE_STORE_SECRET}, {"files", PE_STORE_FILE}};
+
+static char *definition_of(pe_store *s, const char *sandbox_id, pe_err *err)
+{
+    json_t *o = json_object();
+    char *text = NULL;
+
+    for (size_t k = 0; k < PE_ARRAY_LEN(carried); k++) {
+        pe_store_kv *list = NULL;
+        size_t n = 0;
+        json_t *arr = json_array();
+        if (pe_store_kv_list(s, carried[k].kind, sandbox_id, &list, &n, err) < 0) {
+            json_decref(arr);
+            json_decref(o);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s}", "name", list[i].key, "value",
+                                                 list[i].value ? list[i].value : ""));
+        pe_store_kv_list_free(list, n);
+        json_object_set_new(o, carried[k].key, arr);
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* Give sandbox_id (a new row) the definition a snapshot carries; a name
+ * the sandbox has already (given by its create) is kept. */
+static int apply_definition(pe_store *s, const char *sandbox_id, const char *definition,
+                            pe_err *err)
+{
+    json_t *o = definition ? json_loads(definition, 0, NULL) : NULL;
+    int r = 0;
+
+    for (size_t k = 0; o && k < PE_ARRAY_LEN(carried) && r == 0; k++) {
+        json_t *e;
+        size_t i;
+        json_array_foreach(json_object_get(o, carried[k].key), i, e)
+        {
+            pe_store_kv old;
+            const char *name = json_string_value(json_object_get(e, "name"));
+            if (name == NULL)
+                continue;
+            if (pe_store_kv_get(s, carried[k].kind, sandbox_id, name, &old, NULL) == 0) {
+                pe_store_kv_clear(&old);
+                continue;
+            }
+            r = pe_store_kv_put(s, carried[k].kind, sandbox_id, name,
+                                json_string_value(json_object_get(e, "value")), err);
+            if (r < 0)
+                break;
+        }
+    }
+    json_decref(o);
+    return r;
+}
+
 /* Record runtime snapshot info as job->did's snapshot name; the row's
  * view in *view. On failure the runtime snapshot is removed and the job
  * failed. */
@@ -110,6 +174,7 @@ static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                   const char *description, json_t **view_out)
 {
     cleanup_free char *id = pe_store_new_id("snp_");
+    cleanup_free char *definition = definition_of(s, sb->id, &job->err);
     int64_t now = pe_store_now_ms();
     pe_store_snapshot v = {
         .id = id,
@@ -118,6 +183,7 @@ static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         .sandbox_id = sb->id,
         .layer = info->id,
         .image = info->image,
+        .definition = definition,
         .description = description,
         .size_bytes = info->size_bytes,
         .frozen_us = (int64_t)(info->frozen_ms * 1000.0),
@@ -464,6 +530,10 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
                    ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
                    : -1;
     r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
+    /* Once, when its runtime sandbox is made: at a later start the
+     * variables are the sandbox's own, deleted ones staying deleted. */
+    if (r == 0 && apply_definition(s, sb->id, v.definition, err) < 0)
+        r = pe_err_prefix(err, "its snapshot's variables, secrets and files");
     pe_store_snapshot_clear(&v);
     return r;
 }

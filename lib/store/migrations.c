@@ -225,8 +225,8 @@ static const char *const migrations[] = {
      * owner, not to a sandbox: it outlives the sandbox it was taken of
      * (source_sandbox has no foreign key, and is not named sandbox_id,
      * the column of a sandbox's children). layer is the runtime's snapshot
-     * id; definition is for the source's variables, files, services and
-     * ports as JSON (NULL: not recorded, as by this version). */
+     * id; definition the source's variables, secrets (sealed) and files
+     * as JSON. */
     "CREATE TABLE snapshots ("
     "  id TEXT PRIMARY KEY,"
     "  owner_did TEXT NOT NULL REFERENCES users(did) ON DELETE CASCADE,"

@@ -338,3 +338,25 @@ def test_cli_fork(daemon):
         assert d.sandbox("deleteSandbox", n)[0] == 200
     assert d.sandbox("deleteSandbox", "src10")[0] == 200
     delete_all(d)
+
+
+def test_definition_carried(daemon):
+    """A sandbox made from a snapshot (fork or createSandbox) has its
+    source's variables and secrets (in its processes' environment) and
+    file rows; a variable given to its own create wins."""
+    d = daemon
+    sid = d.create("src11", envs=[{"name": "KEPT", "value": "v1"},
+                                  {"name": "OVER", "value": "old"}],
+                   secrets=[{"name": "TOKEN", "value": d.seal("s3cret")}])
+    st, out = snap(d, sid, "def11")
+    assert st == 200, out
+    kid = d.create("kid11", base="snapshot:def11", envs=[{"name": "OVER", "value": "new"}])
+    assert d.sh(kid, "echo $KEPT $OVER $TOKEN")["stdout"] == "v1 new s3cret\n"
+    st, out = fork(d, sid, 1)
+    assert st == 200, out
+    fk = out["sandboxes"][0]["id"]
+    assert d.wait_status(fk, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    assert d.sh(fk, "echo $KEPT $OVER $TOKEN")["stdout"] == "v1 old s3cret\n"
+    for k in (kid, fk, sid):
+        assert d.sandbox("deleteSandbox", k)[0] == 200
+    delete_all(d)
