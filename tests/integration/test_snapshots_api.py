@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import BIN, LAYERS_DIR, wait_for
-from test_daemon import serving
+from test_daemon import broken_image, serving
 from test_resources import ResDaemon, banner_key
 
 SB = "io.pocketenv.sandbox."
@@ -147,6 +147,14 @@ def test_bad_input(daemon):
         assert st == 400, out
     st, out = snap(d, "nosuch", "n")
     assert st == 404 and out["error"] == "SandboxNotFound", out
+    st, out = d.call(SB + "createSandbox", body={"base": broken_image(d.data), "name": "failed4"})
+    assert st == 200, out
+    assert d.wait_status(out["id"], ["RUNNING", "FAILED"])["status"] == "FAILED"
+    st, snap_out = snap(d, "failed4", "n")
+    assert st == 400 and "FAILED" in snap_out["message"], snap_out
+    st, fork_out = fork(d, "failed4", 2)
+    assert st == 400 and "FAILED" in fork_out["message"], fork_out
+    assert d.sandbox("deleteSandbox", out["id"])[0] == 200
     assert d.call(SB + "getSnapshot", {"id": "nosuch"})[0] == 404
     assert snapshot_layers(d) == []
 
