@@ -457,5 +457,5 @@ def test_snapshot_tools(daemon):
     forks = [x for x in out["sandboxes"] if x["name"].startswith("mcpsnap-")]
     assert len(forks) == 2 and all(x["id"] in text for x in forks), text
     for x in forks + [sb]:
-        d.wait_status(x["id"], ["RUNNING", "FAILED"])
+        d.wait_status(x["id"], ["RUNNING", "FAILED"], timeout=120)
         assert d.sandbox("deleteSandbox", x["id"])[0] == 200

@@ -16,6 +16,9 @@ from test_daemon import broken_image, serving
 from test_resources import ResDaemon, banner_key
 
 SB = "io.pocketenv.sandbox."
+# Forks start in the background, several at once: on 2 loaded cores (or
+# under the sanitizers) ten take longer than one create.
+FORK_WAIT = 180
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +36,16 @@ def daemon(tmp_path_factory):
         for layer in left:  # so that a failed test leaves nothing behind
             subprocess.run([BIN, "--data", d.data, "runtime", "snapshot-rm", layer])
         assert left == []
+
+
+@pytest.fixture(autouse=True)
+def no_snapshot_left(daemon):
+    """Each test starts without the owner's snapshots, whatever the one
+    before left when it failed."""
+    yield
+    st, out = daemon.call(SB + "getSnapshots")
+    for s in (out or {}).get("snapshots", []):
+        daemon.call(SB + "deleteSnapshot", {"id": s["id"]}, post=True)
 
 
 def snapshot_layers(d):
@@ -288,7 +301,7 @@ def test_fork_ten_diverge(daemon):
     assert len(set(kids)) == 10 and out["snapshot"].startswith("snp_")
     assert all(k["status"] == "INITIALIZING" for k in out["sandboxes"]), out
     for k in kids:
-        got = d.wait_status(k, ["RUNNING", "FAILED"])
+        got = d.wait_status(k, ["RUNNING", "FAILED"], timeout=FORK_WAIT)
         assert got["status"] == "RUNNING", got
     for i, k in enumerate(kids):
         d.sh(k, f"echo {i} > /root/own && echo {i} >> /root/file")
@@ -301,7 +314,7 @@ def test_fork_ten_diverge(daemon):
     st, out = fork(d, "src8", 1)
     assert st == 200, out
     k = out["sandboxes"][0]["id"]
-    assert d.wait_status(k, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    assert d.wait_status(k, ["RUNNING", "FAILED"], timeout=FORK_WAIT)["status"] == "RUNNING"
     assert d.sh(k, "cat /root/file")["stdout"] == "base\n"
     for k in kids + [k, sid]:
         assert d.sandbox("deleteSandbox", k)[0] == 200
@@ -342,7 +355,7 @@ def test_cli_fork(daemon):
     names = p.stdout.split()
     assert len(names) == 2 and all(n.startswith("src10-") for n in names), p.stdout
     for n in names:
-        assert d.wait_status(n, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+        assert d.wait_status(n, ["RUNNING", "FAILED"], timeout=FORK_WAIT)["status"] == "RUNNING"
         assert d.sandbox("deleteSandbox", n)[0] == 200
     assert d.sandbox("deleteSandbox", "src10")[0] == 200
     delete_all(d)
@@ -363,7 +376,7 @@ def test_definition_carried(daemon):
     st, out = fork(d, sid, 1)
     assert st == 200, out
     fk = out["sandboxes"][0]["id"]
-    assert d.wait_status(fk, ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    assert d.wait_status(fk, ["RUNNING", "FAILED"], timeout=FORK_WAIT)["status"] == "RUNNING"
     assert d.sh(fk, "echo $KEPT $OVER $TOKEN")["stdout"] == "v1 old s3cret\n"
     for k in (kid, fk, sid):
         assert d.sandbox("deleteSandbox", k)[0] == 200
