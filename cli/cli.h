@@ -122,6 +122,8 @@ int pe_cmd_net(int argc, char **argv); /* cmd-net.c: net policy */
 int pe_cmd_cp(int argc, char **argv);
 /* sshkeys, tailscale, service (cli/cmd-keys.c); -1 if none. */
 int pe_cmd_keys(int argc, char **argv);
+/* snapshot create|ls|inspect|rm, fork (cli/cmd-snapshot.c); -1 if neither. */
+int pe_cmd_snapshot(int argc, char **argv);
 /* exec (cli/cmd-exec.c) */
 int pe_cmd_exec(int argc, char **argv);
 /* logs [-f] SANDBOX|SERVICE_ID (cli/cmd-logs.c) */

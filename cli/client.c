@@ -215,6 +215,27 @@ static const cmd_help helps[] = {
      "pocketenv backup ls web\n"
      "pocketenv backup restore 01J9Z...",
      "list ls", 0},
+    {"snapshot",
+     "snapshot create SANDBOX NAME [-d DESCRIPTION] [-t TTL] [--json]\n"
+     "snapshot ls|list [--json]\n"
+     "snapshot inspect SNAPSHOT\n"
+     "snapshot rm|delete SNAPSHOT...",
+     "Keep a sandbox's filesystem as a named, read-only snapshot (a running sandbox\n"
+     "is frozen for the moment it is taken), list your snapshots, show or remove\n"
+     "one. A snapshot outlives its sandbox; it is removed when its TTL runs out, or\n"
+     "when you keep more than the daemon's --user-snapshots (the oldest goes).",
+     "  -d, --description TEXT   what the snapshot is\n"
+     "  -t, --ttl TTL            how long to keep it: a number with m, h or d (7d)",
+     "pocketenv snapshot create web before-upgrade -t 12h\n"
+     "pocketenv snapshot ls\n"
+     "pocketenv snapshot rm before-upgrade",
+     "create ls list", 0},
+    {"fork", "fork SANDBOX [-n N] [--json]",
+     "Snapshot a sandbox (running or stopped) and make N new sandboxes from that\n"
+     "snapshot, each on its own copy of its files. Their names are printed at\n"
+     "once; they start in the background (pocketenv ls shows when they run). The\n"
+     "snapshot stays an hour (pocketenv snapshot ls), for more copies.",
+     "  -n, --count N   how many (1 to 100; 1)", "pocketenv fork web -n 10", "", 0},
     {"sshkeys",
      "sshkeys put SANDBOX (--private-key FILE --public-key FILE | -g|--generate)\n"
      "sshkeys get SANDBOX [--json]",

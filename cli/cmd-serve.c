@@ -15,11 +15,12 @@
 bool pe_cli_is_client(const char *cmd)
 {
     static const char *const names[] = {
-        "login",   "logout",  "whoami",      "create", "new",    "start",   "stop",     "rm",
-        "delete",  "remove",  "ls",          "ps",     "exec",   "console", "shell",    "ssh",
-        "s",       "env",     "secret",      "file",   "volume", "expose",  "unexpose", "ports",
-        "vscode",  "code",    "code-server", "cp",     "copy",   "backup",  "sshkeys",  "tailscale",
-        "service", "inspect", "logs",        "mcp",    "net",
+        "login",  "logout",   "whoami",   "create",    "new",     "start",       "stop",
+        "rm",     "delete",   "remove",   "ls",        "ps",      "exec",        "console",
+        "shell",  "ssh",      "s",        "env",       "secret",  "file",        "volume",
+        "expose", "unexpose", "ports",    "vscode",    "code",    "code-server", "cp",
+        "copy",   "backup",   "sshkeys",  "tailscale", "service", "inspect",     "logs",
+        "mcp",    "net",      "snapshot", "fork",
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(names); i++)

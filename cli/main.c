@@ -45,6 +45,8 @@ static void usage(FILE *f)
            "  expose SANDBOX PORT [DESC] | unexpose SANDBOX PORT | ports SANDBOX | vscode SANDBOX\n"
            "  backup create|list|restore ...   sshkeys put|get ...   tailscale put|get ...\n"
            "  service create|list|start|stop|restart|delete|logs ...\n"
+           "  snapshot create SANDBOX NAME | snapshot ls|inspect|rm ...   saved sandbox states\n"
+           "  fork SANDBOX [-n N]            N copies of a sandbox, from a snapshot of it\n"
            "  Listings take --json, for scripts and agents.\n"
            "\n"
            "Global options:\n"

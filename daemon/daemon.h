@@ -42,6 +42,7 @@ typedef struct pe_daemon_limits {
     int64_t user_disk;                  /* bytes: sandboxes' disk, backups, /cp objects */
     unsigned user_jobs;                 /* long jobs of one user at once, per kind */
     unsigned user_queue;                /* long jobs of one user waiting, per kind */
+    int64_t user_snapshots;             /* kept per user; the oldest go first */
     unsigned long_jobs;                 /* long jobs at once, every user's */
     bool disk_enforced;                 /* the runtime holds sandboxes to their disk (at start) */
 } pe_daemon_limits;

@@ -40,6 +40,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "providers.h"
+#include "snapshots.h"
 #include "transfer.h"
 #include "supervise.h"
 
@@ -388,6 +389,7 @@ static void tick_work(pe_daemon_job *job, pe_store *s)
     if (pe_daemon_auth_refresh(job->d->auth, s, &rerr) < 0)
         pe_log_warn("tick: %s", rerr.msg);
     pe_daemon_backups_expire(job->d, s);
+    pe_daemon_snapshots_expire(job->d, s);
     pe_daemon_copy_expire(job->d);
     pe_proc_reap_lingering(); /* exec waiters that were still exiting */
 }

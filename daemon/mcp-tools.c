@@ -940,6 +940,30 @@ static void t_dir_upload(pe_mcp_call *c)
     archive_submit(c, a, upload_work, upload_after);
 }
 
+/* ---- snapshots: a whole sandbox kept, to make copies from ---- */
+
+static void t_snapshot_create(pe_mcp_call *c)
+{
+    set_lead(c, "Snapshot taken (sandbox_create with base snapshot:NAME starts a copy of it):");
+    xcall(c, "io.pocketenv.sandbox.createSnapshot", id_param(c, "id"),
+          json_pack("{s:s}", "name", arg_str(c, "name")), finish_step);
+}
+
+static void t_snapshot_list(pe_mcp_call *c)
+{
+    set_lead(c, "Your snapshots, newest first:");
+    xcall(c, "io.pocketenv.sandbox.getSnapshots", NULL, NULL, finish_step);
+}
+
+static void t_sandbox_fork(pe_mcp_call *c)
+{
+    json_t *n = json_object_get(c->args, "count");
+
+    set_lead(c, "Forked (the copies start in the background; sandbox_get shows their status):");
+    xcall(c, "io.pocketenv.sandbox.forkSandbox", id_param(c, "id"),
+          json_pack("{s:I}", "count", n ? json_integer_value(n) : (json_int_t)1), finish_step);
+}
+
 /* ---- the table ---- */
 
 #define SANDBOX_PROP                                                                               \
@@ -1093,6 +1117,23 @@ static const pe_mcp_tool tools[] = {
      "{\"type\": \"object\", \"required\": [\"backup_id\"], \"additionalProperties\": "
      "false, \"properties\": {\"backup_id\": {\"type\": \"string\", \"minLength\": 1}}}",
      t_backup_restore},
+    {"snapshot_create",
+     "Keep a whole sandbox's files as a named snapshot (kept 7 days), e.g. before a risky "
+     "change; sandbox_create with base snapshot:NAME starts a new sandbox from it.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"name\"], "
+     "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP
+     ", \"name\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 63}}}",
+     t_snapshot_create},
+    {"snapshot_list", "List your snapshots, newest first, with their names and sizes.",
+     "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
+     t_snapshot_list},
+    {"sandbox_fork",
+     "Make count copies of a sandbox (running or stopped), each an independent sandbox on its "
+     "own copy of the files; returns their ids at once.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\"], \"additionalProperties\": "
+     "false, \"properties\": {" SANDBOX_PROP ", \"count\": {\"type\": \"integer\", "
+     "\"minimum\": 1, \"maximum\": 100}}}",
+     t_sandbox_fork},
     {"port_expose",
      "Expose a port of a sandbox and get its preview URL, to open a web server running there.",
      "{\"type\": \"object\", \"required\": [\"sandbox\", \"port\"], \"additionalProperties\": "

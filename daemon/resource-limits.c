@@ -66,6 +66,7 @@ void pe_daemon_limits_defaults(pe_daemon_limits *l)
     l->max_disk = 100;
     l->pids = 1024;
     l->user_sandboxes = 10;
+    l->user_snapshots = 20;
     l->user_memory = 32 * GIB;
     l->user_disk = 200 * GIB;
     l->user_jobs = 4;
@@ -142,6 +143,11 @@ int pe_daemon_limits_flag(pe_daemon_limits *l, const char *name, const char *arg
     if (strcmp(name, "user-sandboxes") == 0) {
         r = parse_count(name, arg, 0, 1000000, &v, err);
         l->user_sandboxes = v;
+        return r;
+    }
+    if (strcmp(name, "user-snapshots") == 0) {
+        r = parse_count(name, arg, 1, 10000, &v, err);
+        l->user_snapshots = v;
         return r;
     }
     if (strcmp(name, "user-memory") == 0 || strcmp(name, "user-disk") == 0) {

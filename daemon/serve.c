@@ -26,6 +26,7 @@
 #include "ports.h"
 #include "providers.h"
 #include "resources.h"
+#include "snapshots.h"
 #include "transfer.h"
 #include "runtime/security.h"
 #include "supervise.h"
@@ -72,6 +73,7 @@ enum {
     O_USER_DISK,
     O_USER_JOBS,
     O_USER_QUEUE,
+    O_USER_SNAPSHOTS,
     O_LONG_JOBS,
     O_HELP,
 };
@@ -126,6 +128,8 @@ static const pe_opt serve_opts[] = {
     {"user-jobs", 0, true, O_USER_JOBS, "N",
      "long jobs (execs, clones, backups, copies; and apart, starts and stops) of one user at "
      "once (4)"},
+    {"user-snapshots", 0, true, O_USER_SNAPSHOTS, "N",
+     "snapshots a user keeps; a new one beyond removes their oldest (20)"},
     {"user-queue", 0, true, O_USER_QUEUE, "N",
      "long jobs of one user waiting for a turn; more are refused with 429 (8)"},
     {"long-jobs", 0, true, O_LONG_JOBS, "N", "long jobs of all users at once (64)"},
@@ -459,6 +463,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     pe_http_set_metrics_auth(d->srv, metrics_auth, d);
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
+        pe_daemon_register_snapshots(d, err) < 0 ||
         pe_daemon_register_copy(d, a->cp_max, err) < 0 || pe_daemon_register_keys(d, err) < 0 ||
         pe_daemon_register_prefs(d, err) < 0 || pe_daemon_register_services(d, err) < 0 ||
         pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||

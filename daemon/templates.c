@@ -35,6 +35,7 @@
 #include "image/image.h"
 #include "ports.h"
 #include "providers.h"
+#include "snapshots.h"
 #include "supervise.h"
 #include "template/template.h"
 #include "templates.h"
@@ -133,6 +134,13 @@ int pe_daemon_base_name(const char *base, char **name, pe_err *err)
     const char *n = base;
 
     *name = NULL;
+    /* A snapshot's name or id: the create resolves it for its caller
+     * (handlers/snapshot.c). */
+    if (base && strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0 &&
+        pe_name_valid(base + strlen(PE_SNAPSHOT_BASE))) {
+        *name = pe_xstrdup(base);
+        return 0;
+    }
     if (base && strncmp(base, AT_PREFIX, strlen(AT_PREFIX)) == 0)
         n = template_rkey(base);
     if (n == NULL || !pe_name_valid(n))
@@ -241,6 +249,8 @@ int pe_daemon_base_check(pe_daemon *d, const char *name, pe_err *err)
     json_t *all = NULL, *t;
     int at = catalog_index(name);
 
+    if (strncmp(name, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0)
+        return 0; /* resolved to the caller's own by pe_daemon_snapshot_base */
     if (at >= 0 && catalog[at].vendor != NULL)
         return pe_err_set(err, PE_EUNSUP, 0,
                           "template %s is not available on this daemon: its tool %s (%s)", name,

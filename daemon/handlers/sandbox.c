@@ -35,6 +35,7 @@
 #include "resource-limits.h"
 #include "providers.h"
 #include "resources.h"
+#include "snapshots.h"
 #include "supervise.h"
 #include "templates.h"
 
@@ -180,7 +181,7 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     cfg.net = d->sandbox_net;
     r = pe_daemon_limits_cfg(d, sb, &cfg, err);
     if (r == 0)
-        r = pe_runtime_create(&d->rt, &cfg, err);
+        r = pe_daemon_snapshot_runtime_create(d, sb, &cfg, err);
     pe_sandbox_cfg_clear(&cfg);
     if (r < 0 && err->code != PE_EEXIST) /* EEXIST: made by an earlier start */
         return -1;
@@ -333,7 +334,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     pe_store_user u;
     int r;
 
-    if (!plan_sandbox(job, in, &sb, &topics))
+    if (pe_daemon_snapshot_base(job, s, in) < 0 || !plan_sandbox(job, in, &sb, &topics))
         return;
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);

@@ -223,6 +223,36 @@ int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *e
  * not (no loop devices, no btrfs). */
 int pe_runtime_disk_limits(pe_runtime *rt, pe_err *err);
 
+/* Snapshots (docs/design/runtime.md, "Snapshots"): a read-only btrfs
+ * snapshot of a sandbox's writable layer on the layers filesystem, so
+ * only sandboxes with a disk limit have them. It shares every extent with
+ * the sandbox it came from and with the sandboxes made from it, and
+ * outlives them all; its files are kept owned by ids 0-65535 (as an
+ * image's) and shifted to a new sandbox's id range when one is made from
+ * it. */
+typedef struct pe_runtime_snapshot_info {
+    char id[17];             /* 16 hex digits */
+    char *image;             /* the image it is a layer over (malloc'd) */
+    double frozen_ms;        /* how long the sandbox's processes were frozen; 0 if none ran */
+    int64_t size_bytes;      /* disk its files take (their blocks), shared or not */
+    int64_t exclusive_bytes; /* what btrfs charges to it alone; -1 unknown */
+} pe_runtime_snapshot_info;
+
+/* Snapshot sandbox `name`, running or not. A running sandbox is frozen
+ * (cgroup freezer) while its layer is captured and thawed at once, so the
+ * snapshot holds one instant of every process's writes; one already paused
+ * stays paused. Free out->image. */
+int pe_runtime_snapshot(pe_runtime *rt, const char *name, pe_runtime_snapshot_info *out,
+                        pe_err *err);
+/* Remove snapshot id (PE_ENOENT if there is none); its space returns
+ * once no sandbox shares it. */
+int pe_runtime_snapshot_remove(pe_runtime *rt, const char *id, pe_err *err);
+/* What btrfs charges to snapshot id alone (as of its last commit). */
+int pe_runtime_snapshot_usage(pe_runtime *rt, const char *id, int64_t *exclusive, pe_err *err);
+/* pe_runtime_create on snapshot id's state: cfg->image is ignored (the
+ * snapshot's image is used), cfg->disk_bytes must be set. */
+int pe_runtime_create_from(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *id, pe_err *err);
+
 /* True if some sandbox (running or not) uses image name. */
 int pe_runtime_image_in_use(pe_runtime *rt, const char *image, pe_err *err);
 

@@ -104,89 +104,103 @@ static const pe_xrpc_prop p32[] = {
     {.name = "vercelTeamId", .schema = &s7},
 };
 static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 34};
-static const pe_xrpc_prop p34[] = {
+static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 1000};
+static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 63};
+static const pe_xrpc_prop p36[] = {
+    {.name = "description", .schema = &s34},
+    {.name = "name", .required = 1, .schema = &s35},
+    {.name = "ttl", .schema = &s19},
+};
+static const pe_xrpc_schema s37 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p36, .n_props = 3};
+static const pe_xrpc_prop p38[] = {
     {.name = "command", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p34, .n_props = 1};
-static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p37[] = {
+static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p38, .n_props = 1};
+static const pe_xrpc_schema s40 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p41[] = {
     {.name = "description", .schema = &s7},
-    {.name = "port", .required = 1, .schema = &s36},
+    {.name = "port", .required = 1, .schema = &s40},
 };
-static const pe_xrpc_schema s38 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p37, .n_props = 2};
-static const pe_xrpc_prop p39[] = {
+static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p41, .n_props = 2};
+static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .has_max = 1, .maximum = 100LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p44[] = {
+    {.name = "count", .schema = &s43},
+    {.name = "ttl", .schema = &s19},
+};
+static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 2};
+static const pe_xrpc_prop p46[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p40[] = {
+static const pe_xrpc_prop p47[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
     {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s41 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p40, .n_props = 3};
-static const pe_xrpc_prop p42[] = {
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 3};
+static const pe_xrpc_prop p49[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p42, .n_props = 2};
-static const pe_xrpc_prop p44[] = {
+static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
+static const pe_xrpc_prop p51[] = {
     {.name = "policy", .required = 1, .schema = &s25},
 };
-static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 1};
-static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
-static const pe_xrpc_prop p47[] = {
-    {.name = "preferences", .required = 1, .schema = &s46},
+static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 1};
+static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
+static const pe_xrpc_prop p54[] = {
+    {.name = "preferences", .required = 1, .schema = &s53},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 2};
-static const pe_xrpc_prop p49[] = {
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 2};
+static const pe_xrpc_prop p56[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 4};
-static const pe_xrpc_prop p51[] = {
+static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 4};
+static const pe_xrpc_prop p58[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 3};
-static const pe_xrpc_prop p53[] = {
+static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 3};
+static const pe_xrpc_prop p60[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s54 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p53, .n_props = 2};
-static const pe_xrpc_prop p55[] = {
+static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 2};
+static const pe_xrpc_prop p62[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p55, .n_props = 1};
-static const pe_xrpc_prop p57[] = {
+static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 1};
+static const pe_xrpc_prop p64[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 2};
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p60[] = {
-    {.name = "port", .required = 1, .schema = &s59},
+static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 2};
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p67[] = {
+    {.name = "port", .required = 1, .schema = &s66},
 };
-static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 1};
-static const pe_xrpc_prop p62[] = {
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 1};
+static const pe_xrpc_prop p69[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 3};
-static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s63};
-static const pe_xrpc_prop p65[] = {
+static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 3};
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s70};
+static const pe_xrpc_prop p72[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 4};
-static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s66};
-static const pe_xrpc_prop p68[] = {
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 4};
+static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
+static const pe_xrpc_prop p75[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s24},
     {.name = "files", .schema = &s9},
@@ -194,60 +208,60 @@ static const pe_xrpc_prop p68[] = {
     {.name = "name", .schema = &s26},
     {.name = "readme", .schema = &s29},
     {.name = "repo", .schema = &s29},
-    {.name = "secrets", .schema = &s64},
+    {.name = "secrets", .schema = &s71},
     {.name = "topics", .schema = &s31},
-    {.name = "variables", .schema = &s46},
+    {.name = "variables", .schema = &s53},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s67},
+    {.name = "volumes", .schema = &s74},
 };
-static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 12};
-static const pe_xrpc_prop p70[] = {
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 12};
+static const pe_xrpc_prop p77[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s63},
+    {.name = "secret", .required = 1, .schema = &s70},
 };
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 2};
-static const pe_xrpc_prop p72[] = {
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 2};
+static const pe_xrpc_prop p79[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s63},
+    {.name = "secret", .required = 1, .schema = &s70},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 3};
-static const pe_xrpc_prop p74[] = {
+static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 3};
+static const pe_xrpc_prop p81[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
-static const pe_xrpc_prop p76[] = {
+static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
+static const pe_xrpc_prop p83[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s75},
+    {.name = "ports", .schema = &s82},
 };
-static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p76, .n_props = 4};
-static const pe_xrpc_prop p78[] = {
-    {.name = "service", .required = 1, .schema = &s77},
-};
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 1};
-static const pe_xrpc_prop p80[] = {
-    {.name = "serviceId", .required = 1, .schema = &s7},
-};
-static const pe_xrpc_prop p81[] = {
-    {.name = "variable", .required = 1, .schema = &s63},
-};
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p81, .n_props = 1};
-static const pe_xrpc_prop p83[] = {
-    {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s63},
-};
-static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 2};
+static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 4};
 static const pe_xrpc_prop p85[] = {
-    {.name = "volume", .required = 1, .schema = &s66},
+    {.name = "service", .required = 1, .schema = &s84},
 };
 static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 1};
 static const pe_xrpc_prop p87[] = {
-    {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s66},
+    {.name = "serviceId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 2};
+static const pe_xrpc_prop p88[] = {
+    {.name = "variable", .required = 1, .schema = &s70},
+};
+static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 1};
+static const pe_xrpc_prop p90[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "variable", .required = 1, .schema = &s70},
+};
+static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 2};
+static const pe_xrpc_prop p92[] = {
+    {.name = "volume", .required = 1, .schema = &s73},
+};
+static const pe_xrpc_schema s93 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p92, .n_props = 1};
+static const pe_xrpc_prop p94[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "volume", .required = 1, .schema = &s73},
+};
+static const pe_xrpc_schema s95 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p94, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -328,7 +342,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s33,
      .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.sandbox.createSnapshot",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s37,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.deleteSandbox",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.deleteSnapshot",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
@@ -338,13 +364,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s35,
+     .input = &s39,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposePort",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s38,
+     .input = &s42,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposeVscode",
      .kind = PE_XRPC_PROCEDURE,
@@ -352,6 +378,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.forkSandbox",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s45,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.getBackups",
      .kind = PE_XRPC_QUERY,
      .params = p12,
@@ -390,8 +422,20 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p39,
+     .params = p46,
      .n_params = 2,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getSnapshot",
+     .kind = PE_XRPC_QUERY,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getSnapshots",
+     .kind = PE_XRPC_QUERY,
+     .params = NULL,
+     .n_params = 0,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSshKeys",
@@ -416,55 +460,55 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s41,
+     .input = &s48,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s43,
+     .input = &s50,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putNetworkPolicy",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s45,
+     .input = &s52,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s48,
+     .input = &s55,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s50,
+     .input = &s57,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s52,
+     .input = &s59,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s54,
+     .input = &s61,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s56,
+     .input = &s63,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s58,
+     .input = &s65,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -476,19 +520,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s61,
+     .input = &s68,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s69,
+     .input = &s76,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s71,
+     .input = &s78,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -512,7 +556,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s73,
+     .input = &s80,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -522,57 +566,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p74,
+     .params = p81,
      .n_params = 1,
-     .input = &s79,
+     .input = &s86,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p74,
+     .params = p81,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p80,
+     .params = p87,
      .n_params = 1,
-     .input = &s79,
+     .input = &s86,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s82,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -596,13 +640,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s84,
+     .input = &s91,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s86,
+     .input = &s93,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -626,7 +670,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s88,
+     .input = &s95,
      .input_encoding = "application/json"},
 };
 

@@ -156,6 +156,16 @@ int pe__layers_each(const char *prefix, void (*fn)(const char *name, void *arg),
 /* The owner record of a layer (malloc'd), NULL if unreadable. */
 char *pe__layer_owner(const char *name);
 
+/* Snapshots (snapshot.c). An fd of layer `name`'s top directory. */
+int pe__layer_open(const char *name, pe_err *err);
+/* Layer dst: a writable btrfs snapshot of layer src, sharing every extent
+ * with it (nothing is copied). */
+int pe__layer_snapshot(const char *src, const char *dst, pe_err *err);
+/* No write to layer `name` succeeds after this, root's included. */
+int pe__layer_set_readonly(const char *name, pe_err *err);
+/* Set layer `name`'s disk limit. */
+int pe__layer_limit(const char *name, int64_t bytes, pe_err *err);
+
 /* ---- PTY ---- */
 int pe__pty_open_master(void);     /* async-signal-safe; -errno */
 int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
@@ -198,3 +208,16 @@ void pe__fork_guard(bool take);
 
 /* Random lowercase hex id of 2*nbytes characters. */
 void pe__random_hex(char *out, size_t nbytes);
+
+/* sandbox.c, for snapshot.c: lock and load sandbox `name` (its state
+ * reconciled with what runs); the lock fd, dir in *dir_out. */
+int pe__sandbox_lock(pe_runtime *rt, const char *name, pe_state *st, char **dir_out, pe_err *err);
+/* The prefix of this data directory's layer names (17 characters). */
+void pe__layer_prefix(const pe_runtime *rt, char out[18]);
+/* pe_runtime_create whose writable layer starts as a copy of layer
+ * `from` (a snapshot; NULL: empty). */
+int pe__sandbox_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from, pe_err *err);
+/* snapshot.c, for create: make layer `name` from snapshot layer `from`,
+ * its files owned by the id range at base, limited to bytes. */
+int pe__layer_create_from(const char *name, const char *from, int64_t bytes, uint32_t base,
+                          const char *owner, pe_err *err);

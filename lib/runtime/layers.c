@@ -507,6 +507,67 @@ int pe__layer_usage(const char *name, int64_t *used, int64_t *limit, pe_err *err
     return 0;
 }
 
+/* ---- snapshots (lib/runtime/snapshot.c) ---- */
+
+int pe__layer_open(const char *name, pe_err *err)
+{
+    cleanup_fd int root = open_root(err);
+    int fd;
+
+    if (root < 0)
+        return -1;
+    fd = openat(root, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return pe_err_set(err, errno == ENOENT ? PE_ENOENT : PE_ESYS, errno, "open layer %s: %s",
+                          name, strerror(errno));
+    return fd;
+}
+
+int pe__layer_snapshot(const char *src, const char *dst, pe_err *err)
+{
+    cleanup_fd int root = open_root(err);
+    cleanup_fd int from = -1;
+    struct btrfs_ioctl_vol_args_v2 va;
+
+    if (root < 0)
+        return -1;
+    from = openat(root, src, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (from < 0)
+        return pe_err_sys(err, "open layer %s", src);
+    memset(&va, 0, sizeof(va));
+    va.fd = from;
+    snprintf(va.name, sizeof(va.name), "%s", dst);
+    /* The kernel flushes src's dirty data and commits: what the snapshot
+     * holds is what src held at this call, written or not. */
+    if (ioctl(root, BTRFS_IOC_SNAP_CREATE_V2, &va) < 0)
+        return pe_err_sys(err, "snapshot layer %s as %s", src, dst);
+    return 0;
+}
+
+int pe__layer_set_readonly(const char *name, pe_err *err)
+{
+    cleanup_fd int fd = pe__layer_open(name, err);
+    uint64_t flags = 0;
+
+    if (fd < 0)
+        return -1;
+    if (ioctl(fd, BTRFS_IOC_SUBVOL_GETFLAGS, &flags) < 0)
+        return pe_err_sys(err, "read the flags of layer %s", name);
+    flags |= BTRFS_SUBVOL_RDONLY;
+    if (ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &flags) < 0)
+        return pe_err_sys(err, "make layer %s read-only", name);
+    return 0;
+}
+
+int pe__layer_limit(const char *name, int64_t bytes, pe_err *err)
+{
+    cleanup_fd int fd = pe__layer_open(name, err);
+
+    if (fd < 0)
+        return -1;
+    return set_limit(fd, bytes, err);
+}
+
 /* ---- crash cleanup ---- */
 
 /* Call fn for every layer whose name starts with prefix. */

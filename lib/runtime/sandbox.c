@@ -691,6 +691,15 @@ static void reconcile(const char *dir, pe_state *st)
     }
 }
 
+int pe__sandbox_lock(pe_runtime *rt, const char *name, pe_state *st, char **dir_out, pe_err *err)
+{
+    int lock = open_locked(rt, name, st, dir_out, err);
+
+    if (lock >= 0)
+        reconcile(*dir_out, st);
+    return lock;
+}
+
 static int open_pidfd(const pe_state *st, pe_err *err)
 {
     int fd = (int)syscall(SYS_pidfd_open, st->pid, 0);
@@ -709,7 +718,7 @@ static int open_pidfd(const pe_state *st, pe_err *err)
 /* This data directory's layers are named <hash of its path>-<sandbox
  * id>: gc finds its own among the host's by name, and two data
  * directories never pick the same name. */
-static void layer_prefix(const pe_runtime *rt, char out[LAYER_PREFIX_LEN + 1])
+void pe__layer_prefix(const pe_runtime *rt, char out[LAYER_PREFIX_LEN + 1])
 {
     uint64_t h = 1469598103934665603ULL; /* FNV-1a */
 
@@ -775,14 +784,18 @@ int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *e
 /* create: the writable layer, with a limit on the layers filesystem or
  * without one in disk/. The layer's name is written to the staging dir
  * first, so gc can remove it should this create die half-way. */
-static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stage, const char *id,
-                     uint32_t base, char **layer_out, pe_err *err)
+static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from, const char *stage,
+                     const char *id, uint32_t base, char **layer_out, pe_err *err)
 {
     cleanup_free char *disk = pe_xasprintf("%s/disk", stage);
     cleanup_free char *note = pe_xasprintf("%s/layer", stage);
     cleanup_free char *owner = NULL;
     char name[LAYER_PREFIX_LEN + 17];
 
+    if (cfg->disk_bytes == 0 && from != NULL)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "a sandbox made from a snapshot needs a disk limit (its layer is a "
+                          "snapshot on the layers filesystem)");
     if (cfg->disk_bytes == 0) {
         for (int i = 0; i < 3; i++) {
             cleanup_free char *p =
@@ -792,14 +805,15 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stag
         }
         return 0;
     }
-    layer_prefix(rt, name);
+    pe__layer_prefix(rt, name);
     snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
     if (pe__layers_ready(true, err) < 0)
         return pe_err_prefix(err, "a disk limit needs the layers filesystem");
     if (pe_fs_write_new(note, name, strlen(name), 0600, err) < 0)
         return -1;
     owner = pe_xasprintf("%s\n%s\n%s\n", rt->data_dir, cfg->name, id);
-    if (pe__layer_create(name, cfg->disk_bytes, base, owner, err) < 0)
+    if ((from ? pe__layer_create_from(name, from, cfg->disk_bytes, base, owner, err)
+              : pe__layer_create(name, cfg->disk_bytes, base, owner, err)) < 0)
         return -1;
     *layer_out = pe_xstrdup(name);
     return 0;
@@ -810,6 +824,11 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *stag
  * complete: a create killed half-way leaves no sandbox that cannot start,
  * just a staging directory that pe_runtime_gc removes (its lock is free). */
 int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    return pe__sandbox_create(rt, cfg, NULL, err);
+}
+
+int pe__sandbox_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from, pe_err *err)
 {
     cleanup_free char *dir = NULL;
     cleanup_free char *stage = NULL;
@@ -859,7 +878,7 @@ int pe_runtime_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, pe_err *err)
         free(disk);
         disk = NULL;
     }
-    if (make_disk(rt, cfg, stage, id, base, &st.layer, err) < 0)
+    if (make_disk(rt, cfg, from, stage, id, base, &st.layer, err) < 0)
         goto fail;
     /* Build the state from a deep copy of cfg through its JSON form. */
     {
@@ -1702,7 +1721,7 @@ static void gc_layers(pe_runtime *rt)
     struct gc_layers_ctx c = {rt};
     char prefix[LAYER_PREFIX_LEN + 1];
 
-    layer_prefix(rt, prefix);
+    pe__layer_prefix(rt, prefix);
     pe__layers_each(prefix, gc_layer, &c);
 }
 

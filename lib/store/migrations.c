@@ -220,6 +220,29 @@ static const char *const migrations[] = {
      * refuses: they take upstream's default name. */
     "ALTER TABLE sandboxes ADD COLUMN backend TEXT NOT NULL DEFAULT 'local';"
     "UPDATE sandboxes SET provider = 'cloudflare' WHERE provider = 'local';",
+
+    /* 5: snapshots (daemon/handlers/snapshot.c). A row belongs to its
+     * owner, not to a sandbox: it outlives the sandbox it was taken of
+     * (source_sandbox has no foreign key, and is not named sandbox_id,
+     * the column of a sandbox's children). layer is the runtime's snapshot
+     * id; definition the source's variables, secrets (sealed) and files
+     * as JSON. */
+    "CREATE TABLE snapshots ("
+    "  id TEXT PRIMARY KEY,"
+    "  owner_did TEXT NOT NULL REFERENCES users(did) ON DELETE CASCADE,"
+    "  name TEXT NOT NULL,"
+    "  source_sandbox TEXT NOT NULL,"
+    "  layer TEXT NOT NULL,"
+    "  image TEXT NOT NULL,"
+    "  definition TEXT,"
+    "  description TEXT,"
+    "  size_bytes BIGINT NOT NULL,"
+    "  frozen_us BIGINT NOT NULL,"
+    "  expires_at BIGINT,"
+    "  created_at BIGINT NOT NULL,"
+    "  UNIQUE (owner_did, name)"
+    ");"
+    "CREATE INDEX snapshots_owner ON snapshots(owner_did);",
 };
 
 const char *const pe__store_sandbox_children[] = {

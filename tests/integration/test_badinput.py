@@ -273,3 +273,40 @@ def test_broken_multipart_uploads_refused(daemon, body, message):
     assert st == 400 and err["error"] == "InvalidRequest", out
     assert message.replace("\\\"", "\"") in err["message"]
     wait_for(lambda: os.listdir(os.path.join(d.data, "cp")) == [], 10, "no leftover upload")
+
+
+# ---- snapshots (issue 19): malformed calls answered, nothing made ----------
+
+SNAP = "io.pocketenv.sandbox."
+
+
+@pytest.mark.parametrize("method,params,body,status,message", [
+    ("createSnapshot", {"id": "sbx_x"}, {}, 400, "name"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": 7}, 400, "name"),
+    ("createSnapshot", {}, {"name": "n"}, 400, "id"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "../up"}, 400, "invalid snapshot name"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "a/b"}, 400, "invalid snapshot name"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": ".."}, 400, "invalid snapshot name"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "snp_1"}, 400, "invalid snapshot name"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "n", "ttl": "1d"}, 400, "ttl"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "n", "ttl": 0}, 400, "ttl"),
+    ("createSnapshot", {"id": "sbx_x"}, {"name": "n", "description": "d" * 1001}, 400,
+     "description"),
+    ("createSnapshot", {"id": "sbx_nosuch"}, {"name": "n"}, 404, "sandbox not found"),
+    ("getSnapshot", {}, None, 400, "id"),
+    ("getSnapshot", {"id": "snp_nosuch"}, None, 404, "snapshot not found"),
+    ("deleteSnapshot", {}, {}, 400, "id"),
+    ("deleteSnapshot", {"id": "../../etc"}, {}, 404, "snapshot not found"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": 0}, 400, "count"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": 101}, 400, "count"),
+    ("forkSandbox", {"id": "sbx_x"}, {"count": "10"}, 400, "count"),
+    ("forkSandbox", {}, {}, 400, "id"),
+    ("forkSandbox", {"id": "sbx_nosuch"}, {"count": 2}, 404, "sandbox not found"),
+    ("createSandbox", {}, {"base": "snapshot:nosuch"}, 404, "snapshot not found"),
+    ("createSandbox", {}, {"base": "snapshot:../etc"}, 400, "base"),
+])
+def test_malformed_snapshot_calls(daemon, method, params, body, status, message):
+    st, out = daemon.call(SNAP + method, params, body, post=body is not None)
+    assert st == status and message in out["message"], out
+    assert daemon.call(SNAP + "getSnapshots")[1] == {"snapshots": []}
+    assert daemon.healthy()

@@ -35,7 +35,8 @@ TOOLS = {"sandbox_templates", "sandbox_create", "sandbox_list", "sandbox_get", "
          "sandbox_stop", "sandbox_delete", "exec", "read_output", "service_start",
          "service_logs", "service_stop", "file_read", "file_write", "file_list", "file_remove",
          "env_set", "port_expose", "backup_create", "backup_list", "backup_restore",
-         "dir_download", "dir_upload"}
+         "dir_download", "dir_upload",
+         "snapshot_create", "snapshot_list", "sandbox_fork"}
 
 
 @pytest.fixture(scope="module")
@@ -513,3 +514,33 @@ def test_other_origins_refused(daemon):
         assert st == 403, (origin, o)
     st, _, o = rpc(daemon, ping, headers={"Origin": f"http://{host}"})
     assert st == 200, o
+
+
+def test_snapshot_tools(daemon):
+    """snapshot_create, snapshot_list and sandbox_fork call our snapshot
+    methods for the session's user (issue 19)."""
+    d = daemon
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox", "name": "mcpsnap"})
+    assert st == 200, sb
+    assert d.wait_status(sb["id"], ["RUNNING", "FAILED"])["status"] == "RUNNING"
+    sid, _ = initialize(d)
+
+    def call(name, args):
+        st, _, o = rpc(d, {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                           "params": {"name": name, "arguments": args}}, session=sid,
+                       headers={"Accept": "application/json"})
+        assert st == 200 and not o["result"].get("isError"), o
+        return o["result"]["content"][0]["text"]
+
+    assert "snp_" in call("snapshot_create", {"sandbox": "mcpsnap", "name": "by-mcp"})
+    assert "by-mcp" in call("snapshot_list", {})
+    text = call("sandbox_fork", {"sandbox": "mcpsnap", "count": 2})
+    st, out = d.call("io.pocketenv.sandbox.getSnapshots")
+    for s in out["snapshots"]:
+        assert d.call("io.pocketenv.sandbox.deleteSnapshot", {"id": s["id"]}, post=True)[0] == 200
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
+    forks = [x for x in out["sandboxes"] if x["name"].startswith("mcpsnap-")]
+    assert len(forks) == 2 and all(x["id"] in text for x in forks), text
+    for x in forks + [sb]:
+        d.wait_status(x["id"], ["RUNNING", "FAILED"], timeout=120)
+        assert d.sandbox("deleteSandbox", x["id"])[0] == 200

@@ -1,0 +1,574 @@
+/* io.pocketenv.sandbox.createSnapshot, getSnapshots, getSnapshot,
+ * deleteSnapshot (our lexicons): named, read-only snapshots of a
+ * sandbox's filesystem, kept by the runtime on the layers filesystem
+ * (pe_runtime_snapshot, docs/design/runtime.md "Snapshots") and recorded
+ * in the store's snapshots table.
+ *
+ * A snapshot belongs to its owner, not to its sandbox: deleting the
+ * sandbox keeps it. Each has an expiry (default 7 days) and an owner keeps
+ * at most the daemon's --user-snapshots: a new one beyond removes the
+ * owner's oldest. Another user's snapshot answers exactly as a missing
+ * one. The runtime snapshot is made first and recorded after; a failed
+ * record removes it, so a snapshot without a row exists only while its
+ * job runs (or after a crash, when it stays until an operator removes
+ * it: see the report in docs). Store and runtime work run on workers. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "pocketenv/store-snapshots.h"
+#include "resource-limits.h"
+#include "resources.h"
+#include "snapshots.h"
+#include "transfer.h"
+
+#define TTL_DEFAULT (7 * 24 * 3600)
+#define TTL_MAX (365LL * 24 * 3600)
+#define DESCRIPTION_MAX 1000
+#define SANDBOX_NOT_FOUND "SandboxNotFound"
+#define SNAPSHOT_NOT_FOUND "SnapshotNotFound"
+#define FORK_MAX 100
+#define FORK_TTL 3600 /* the snapshot a fork makes: long enough to make more */
+
+static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
+{
+    json_t *o = json_object();
+    int64_t excl = -1;
+
+    json_object_set_new(o, "id", json_string(v->id));
+    json_object_set_new(o, "name", json_string(v->name));
+    json_object_set_new(o, "sandboxId", json_string(v->sandbox_id));
+    json_object_set_new(o, "image", json_string(v->image));
+    pe_daemon_set_str(o, "description", v->description);
+    json_object_set_new(o, "sizeBytes", json_integer(v->size_bytes));
+    if (pe_runtime_snapshot_usage(&d->rt, v->layer, &excl, NULL) == 0 && excl >= 0)
+        json_object_set_new(o, "exclusiveBytes", json_integer(excl));
+    json_object_set_new(o, "frozenMs", json_integer((v->frozen_us + 999) / 1000));
+    pe_daemon_set_time(o, "expiresAt", v->expires_at);
+    pe_daemon_set_time(o, "createdAt", v->created_at);
+    return o;
+}
+
+/* Row first, then the layer: a sandbox being made from it has its own
+ * copy already, and a layer whose row is gone is never used again. */
+static int remove_snapshot(pe_daemon *d, pe_store *s, const pe_store_snapshot *v, pe_err *err)
+{
+    if (pe_store_snapshot_delete(s, v->id, err) < 0)
+        return -1;
+    if (pe_runtime_snapshot_remove(&d->rt, v->layer, err) < 0 && err->code != PE_ENOENT)
+        pe_log_warn("event=snapshot_remove_failed snapshot=%s reason=\"%s\"", v->id, err->msg);
+    return 0;
+}
+
+/* Make room for one more of did's snapshots: remove the oldest beyond
+ * the daemon's retention count. */
+static int retain(pe_daemon *d, pe_store *s, const char *did, pe_err *err)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    int64_t keep = d->lim.user_snapshots > 0 ? d->lim.user_snapshots : 1;
+
+    if (pe_store_snapshot_list(s, did, &list, &n, err) < 0)
+        return -1;
+    for (size_t i = n; i > 0 && (int64_t)i >= keep; i--) {
+        const pe_store_snapshot *v = &list[i - 1]; /* newest first: the oldest is last */
+        pe_err e2;
+        if (remove_snapshot(d, s, v, &e2) == 0)
+            pe_log_info("event=snapshot_evicted snapshot=%s owner=%s keep=%lld", v->id, did,
+                        (long long)keep);
+    }
+    pe_store_snapshot_list_free(list, n);
+    return 0;
+}
+
+static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
+{
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, false, sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        return false;
+    }
+    if (sb->status == PE_STORE_FAILED) {
+        pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s has FAILED: it has no state to snapshot",
+                   sb->name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(sb);
+        return false;
+    }
+    return true;
+}
+
+/* The parts of a sandbox's definition a snapshot carries: variables,
+ * secrets (sealed, as stored) and files (sealed content), as JSON text
+ * {"envs":[{name,value}],"secrets":[...],"files":[{name: path, value}]}. */
+static const struct {
+    const char *key;
+    int kind;
+} carried[] = {{"envs", PE_STORE_VARIABLE}, {"secrets", PE_STORE_SECRET}, {"files", PE_STORE_FILE}};
+
+static char *definition_of(pe_store *s, const char *sandbox_id, pe_err *err)
+{
+    json_t *o = json_object();
+    char *text = NULL;
+
+    for (size_t k = 0; k < PE_ARRAY_LEN(carried); k++) {
+        pe_store_kv *list = NULL;
+        size_t n = 0;
+        json_t *arr = json_array();
+        if (pe_store_kv_list(s, carried[k].kind, sandbox_id, &list, &n, err) < 0) {
+            json_decref(arr);
+            json_decref(o);
+            return NULL;
+        }
+        for (size_t i = 0; i < n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s}", "name", list[i].key, "value",
+                                                 list[i].value ? list[i].value : ""));
+        pe_store_kv_list_free(list, n);
+        json_object_set_new(o, carried[k].key, arr);
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}
+
+/* Give sandbox_id (a new row) the definition a snapshot carries; a name
+ * the sandbox has already (given by its create) is kept. */
+static int apply_definition(pe_store *s, const char *sandbox_id, const char *definition,
+                            pe_err *err)
+{
+    json_t *o = definition ? json_loads(definition, 0, NULL) : NULL;
+    int r = 0;
+
+    for (size_t k = 0; o && k < PE_ARRAY_LEN(carried) && r == 0; k++) {
+        json_t *e;
+        size_t i;
+        json_array_foreach(json_object_get(o, carried[k].key), i, e)
+        {
+            pe_store_kv old;
+            const char *name = json_string_value(json_object_get(e, "name"));
+            if (name == NULL)
+                continue;
+            if (pe_store_kv_get(s, carried[k].kind, sandbox_id, name, &old, NULL) == 0) {
+                pe_store_kv_clear(&old);
+                continue;
+            }
+            r = pe_store_kv_put(s, carried[k].kind, sandbox_id, name,
+                                json_string_value(json_object_get(e, "value")), err);
+            if (r < 0)
+                break;
+        }
+    }
+    json_decref(o);
+    return r;
+}
+
+/* Record runtime snapshot info as job->did's snapshot name; the row's
+ * view in *view. On failure the runtime snapshot is removed and the job
+ * failed. */
+static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                  pe_runtime_snapshot_info *info, const char *name, int64_t ttl,
+                  const char *description, json_t **view_out)
+{
+    cleanup_free char *id = pe_store_new_id("snp_");
+    cleanup_free char *definition = definition_of(s, sb->id, &job->err);
+    int64_t now = pe_store_now_ms();
+    pe_store_snapshot v = {
+        .id = id,
+        .owner_did = job->did,
+        .name = name,
+        .sandbox_id = sb->id,
+        .layer = info->id,
+        .image = info->image,
+        .definition = definition,
+        .description = description,
+        .size_bytes = info->size_bytes,
+        .frozen_us = (int64_t)(info->frozen_ms * 1000.0),
+        .expires_at = now + ttl * 1000,
+        .created_at = now,
+    };
+
+    if (retain(job->d, s, job->did, &job->err) < 0 || pe_store_snapshot_add(s, &v, &job->err) < 0) {
+        pe_runtime_snapshot_remove(&job->d->rt, info->id, NULL);
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    *view_out = view(job->d, &v);
+    pe_log_info("event=snapshot sandbox=%s snapshot=%s layer=%s frozen_ms=%.3f bytes=%lld", sb->id,
+                id, info->id, info->frozen_ms, (long long)info->size_bytes);
+    return 0;
+}
+
+/* Snapshot sandbox sb (held busy meanwhile) and record it. */
+static int take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, const char *name,
+                int64_t ttl, const char *description, json_t **view_out)
+{
+    pe_runtime_snapshot_info info;
+    int r;
+
+    pe_daemon_hold(job->d, sb->id);
+    r = pe_runtime_snapshot(&job->d->rt, sb->id, &info, &job->err);
+    pe_daemon_release(job->d, sb->id);
+    if (r < 0)
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    r = record(job, s, sb, &info, name, ttl, description, view_out);
+    free(info.image);
+    return r;
+}
+
+static void create_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *name = json_string_value(json_object_get(job->in, "name"));
+    json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
+    pe_store_snapshot old;
+    pe_store_sandbox sb;
+    json_t *v = NULL;
+    pe_err e2;
+
+    if (!check_sandbox(job, s, &sb))
+        return;
+    pe_err_clear(&e2);
+    if (pe_store_snapshot_get(s, job->did, name, &old, &e2) == 0) {
+        pe_store_snapshot_clear(&old);
+        pe_err_set(&job->err, PE_EEXIST, 0, "a snapshot named %s exists", name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    if (take(job, s, &sb, name, ttl > 0 ? ttl : TTL_DEFAULT,
+             json_string_value(json_object_get(job->in, "description")), &v) == 0)
+        job->out = json_pack("{s:o}", "snapshot", v);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* A snapshot's name: 1-63 of [A-Za-z0-9_.-] starting with a letter or
+ * digit, never shaped as an id (a lookup takes either). */
+static int check_name(const char *name, pe_err *err)
+{
+    if (name == NULL || !pe_name_valid(name) || strncmp(name, "snp_", 4) == 0)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "invalid snapshot name: use 1-63 of [A-Za-z0-9_.-], starting with a "
+                          "letter or digit (not snp_)");
+    return 0;
+}
+
+static void create_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *desc = json_string_value(json_object_get(req->body, "description"));
+    json_t *ttl = json_object_get(req->body, "ttl");
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (check_name(json_string_value(json_object_get(req->body, "name")), &err) < 0 ||
+        (desc && strlen(desc) > DESCRIPTION_MAX &&
+         pe_err_set(&err, PE_EINVAL, 0, "description longer than %d bytes", DESCRIPTION_MAX)) ||
+        (ttl && (json_integer_value(ttl) <= 0 || json_integer_value(ttl) > TTL_MAX) &&
+         pe_err_set(&err, PE_EINVAL, 0, "ttl must be 1 to %lld seconds", TTL_MAX))) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, create_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
+    pe_daemon_job_submit(job);
+}
+
+/* ---- getSnapshots, getSnapshot ---- */
+
+static void list_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    json_t *arr;
+
+    if (pe_store_snapshot_list(s, job->did, &list, &n, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    arr = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, view(job->d, &list[i]));
+    job->out = json_pack("{s:o}", "snapshots", arr);
+    pe_store_snapshot_list_free(list, n);
+}
+
+static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_snapshot *v)
+{
+    if (pe_store_snapshot_get(s, job->did, job->id, v, &job->err) == 0)
+        return true;
+    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    return false;
+}
+
+static void get_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_snapshot v;
+
+    if (!lookup(job, s, &v))
+        return;
+    job->out = json_pack("{s:o}", "snapshot", view(job->d, &v));
+    pe_store_snapshot_clear(&v);
+}
+
+static void delete_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_snapshot v;
+
+    if (!lookup(job, s, &v))
+        return;
+    if (remove_snapshot(job->d, s, &v, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    else
+        pe_log_info("event=snapshot_deleted snapshot=%s", v.id);
+    pe_store_snapshot_clear(&v);
+}
+
+static void with_id(pe_xrpc_request *req, void *ud, pe_daemon_work_fn work)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+
+    if (did)
+        pe_daemon_submit(d, req, did, work, json_string_value(json_object_get(req->params, "id")),
+                         NULL);
+}
+
+static void list_handler(pe_xrpc_request *req, void *ud)
+{
+    with_id(req, ud, list_work);
+}
+
+static void get_handler(pe_xrpc_request *req, void *ud)
+{
+    with_id(req, ud, get_work);
+}
+
+static void delete_handler(pe_xrpc_request *req, void *ud)
+{
+    with_id(req, ud, delete_work);
+}
+
+/* ---- forkSandbox ---- */
+
+/* A short random tag, lower-case letters and digits (sandbox names). */
+static void random_tag(char out[5])
+{
+    static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    unsigned char r[4];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        abort(); /* the kernel's CSPRNG does not fail once booted */
+    for (int i = 0; i < 4; i++)
+        out[i] = b36[r[i] % 36];
+    out[4] = '\0';
+}
+
+/* Rows of count new sandboxes on snapshot snid, sized and placed as src,
+ * within the owner's quotas: all or none. Their views in arr. */
+static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *src,
+                        const char *snid, const char *tag, json_int_t count, json_t *arr)
+{
+    cleanup_free char *base = pe_xasprintf(PE_SNAPSHOT_BASE "%s", snid);
+    char **ids = pe_xcalloc((size_t)count, sizeof(char *));
+    json_int_t made = 0;
+    int r = 0;
+
+    pe_daemon_quota_lock();
+    for (; made < count && r == 0; made++) {
+        cleanup_free char *name =
+            pe_xasprintf("%.40s-%s-%lld", src->name, tag, (long long)made + 1);
+        pe_store_sandbox sb = *src, got;
+        sb.id = ids[made] = pe_store_new_id("sbx_");
+        sb.name = name;
+        sb.base = base;
+        sb.provider_id = job->d->node;
+        sb.status = PE_STORE_INITIALIZING;
+        sb.status_reason = NULL;
+        sb.repo = NULL;
+        sb.uri = NULL;
+        sb.started_at = sb.created_at = sb.updated_at = 0;
+        r = pe_daemon_quota_new_sandbox(job->d, s, &sb, &job->err);
+        if (r == 0)
+            r = pe_store_sandbox_insert(s, &sb, &job->err);
+        if (r == 0 && (r = pe_store_sandbox_get(s, sb.id, &got, &job->err)) == 0) {
+            json_array_append_new(arr, pe_daemon_sandbox_view(&got));
+            pe_store_sandbox_clear(&got);
+        }
+    }
+    pe_daemon_quota_unlock();
+    for (json_int_t i = 0; i < made; i++) {
+        if (r < 0) /* all or nothing */
+            pe_store_sandbox_delete(s, ids[i], NULL);
+        free(ids[i]);
+    }
+    free(ids);
+    return r;
+}
+
+static void fork_work(pe_daemon_job *job, pe_store *s)
+{
+    json_int_t count = json_integer_value(json_object_get(job->in, "count"));
+    json_int_t ttl = json_integer_value(json_object_get(job->in, "ttl"));
+    cleanup_free char *name = NULL;
+    pe_store_sandbox sb;
+    json_t *v = NULL, *arr;
+    char tag[5];
+
+    if (!check_sandbox(job, s, &sb))
+        return;
+    random_tag(tag);
+    name = pe_xasprintf("%.40s-fork-%s", sb.name, tag);
+    if (take(job, s, &sb, name, ttl > 0 ? ttl : FORK_TTL, "made by forkSandbox", &v) < 0) {
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    arr = json_array();
+    if (insert_forks(job, s, &sb, json_string_value(json_object_get(v, "id")), tag,
+                     count > 0 ? count : 1, arr) < 0) {
+        pe_store_snapshot row = {.id = (char *)json_string_value(json_object_get(v, "id"))};
+        pe_store_snapshot_get(s, job->did, row.id, &row, NULL);
+        remove_snapshot(job->d, s, &row, &(pe_err){0});
+        pe_store_snapshot_clear(&row);
+        pe_daemon_job_fail(job, &job->err,
+                           job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
+        json_decref(arr);
+    } else {
+        job->out = json_pack("{s:O, s:O, s:o}", "snapshot", json_object_get(v, "id"), "frozenMs",
+                             json_object_get(v, "frozenMs"), "sandboxes", arr);
+        /* For fork_after: the answer (job->out) is sent before it runs. */
+        json_object_set(job->in, "forks", arr);
+        pe_log_info("event=fork sandbox=%s count=%lld", sb.id, (long long)json_array_size(arr));
+    }
+    json_decref(v);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* Loop thread, the answer sent: start every fork (as createSandbox's). */
+static void fork_after(pe_daemon_job *job)
+{
+    json_t *e;
+    size_t i;
+
+    if (job->failed)
+        return;
+    json_array_foreach(json_object_get(job->in, "forks"), i, e)
+    {
+        pe_daemon_sandbox_resume(job->d, job->did, json_string_value(json_object_get(e, "id")));
+    }
+}
+
+static void fork_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    json_t *count = json_object_get(req->body, "count");
+    json_t *ttl = json_object_get(req->body, "ttl");
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if ((count &&
+         (!json_is_integer(count) || json_integer_value(count) < 1 ||
+          json_integer_value(count) > FORK_MAX) &&
+         pe_err_set(&err, PE_EINVAL, 0, "count must be 1 to %d", FORK_MAX)) ||
+        (ttl && (json_integer_value(ttl) <= 0 || json_integer_value(ttl) > TTL_MAX) &&
+         pe_err_set(&err, PE_EINVAL, 0, "ttl must be 1 to %lld seconds", TTL_MAX))) {
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, fork_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
+    job->after = fork_after;
+    pe_daemon_job_submit(job);
+}
+
+/* ---- sandboxes made from a snapshot ---- */
+
+int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
+{
+    const char *base = json_string_value(json_object_get(in, "base"));
+    size_t n = strlen(PE_SNAPSHOT_BASE);
+    pe_store_snapshot v;
+
+    if (base == NULL || strncmp(base, PE_SNAPSHOT_BASE, n) != 0)
+        return 0;
+    if (pe_store_snapshot_get(s, job->did, base + n, &v, &job->err) < 0)
+        return pe_daemon_job_fail(job, &job->err,
+                                  job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
+    pe_store_snapshot_clear(&v);
+    return 0;
+}
+
+int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
+                                      const pe_sandbox_cfg *cfg, pe_err *err)
+{
+    size_t n = strlen(PE_SNAPSHOT_BASE);
+    pe_store_snapshot v;
+    pe_store *s;
+    int r;
+
+    if (sb->base == NULL || strncmp(sb->base, PE_SNAPSHOT_BASE, n) != 0)
+        return pe_runtime_create(&d->rt, cfg, err);
+    s = pe_daemon_store(d, err);
+    if (s == NULL)
+        return -1;
+    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0)
+        return err->code == PE_ENOENT
+                   ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
+                   : -1;
+    r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
+    /* Once, when its runtime sandbox is made: at a later start the
+     * variables are the sandbox's own, deleted ones staying deleted. */
+    if (r == 0 && apply_definition(s, sb->id, v.definition, err) < 0)
+        r = pe_err_prefix(err, "its snapshot's variables, secrets and files");
+    pe_store_snapshot_clear(&v);
+    return r;
+}
+
+/* ---- expiry (the tick) ---- */
+
+void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_snapshot_expired(s, pe_store_now_ms(), 100, &list, &n, &err) < 0) {
+        pe_log_warn("expire snapshots: %s", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (remove_snapshot(d, s, &list[i], &err) < 0 && err.code != PE_ENOENT)
+            pe_log_warn("expire snapshot %s: %s", list[i].id, err.msg);
+        else
+            pe_log_info("event=snapshot_expired snapshot=%s", list[i].id);
+    }
+    pe_store_snapshot_list_free(list, n);
+}
+
+int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
+{
+    if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.createSnapshot", create_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshots", list_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* Snapshots of sandboxes (issue 19): io.pocketenv.sandbox.createSnapshot,
+ * getSnapshots, getSnapshot, deleteSnapshot (handlers/snapshot.c). */
+#ifndef PE_DAEMON_SNAPSHOTS_H
+#define PE_DAEMON_SNAPSHOTS_H
+
+#include "daemon.h"
+
+/* createSandbox's base for a sandbox made from a snapshot:
+ * "snapshot:NAME" (or an id) as the caller gives it, "snapshot:snp_..."
+ * in the row. */
+#define PE_SNAPSHOT_BASE "snapshot:"
+
+/* The four methods. Loop thread, at start. */
+int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err);
+
+/* Housekeeping, on a worker (the tick): remove expired snapshots (row,
+ * then the runtime's layer). */
+void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s);
+
+/* createSandbox (on its worker, before the row is planned): a base
+ * "snapshot:KEY" becomes "snapshot:<id>" of job->did's snapshot KEY (id
+ * or name) in in; another user's or a missing one fails the job
+ * (SnapshotNotFound). Any other base is left. 0, or -1 with the job
+ * failed. */
+int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in);
+
+/* pe_runtime_create for sandbox row sb: from its snapshot's layer when
+ * its base is a snapshot (still there, still its owner's), else from its
+ * image. From a snapshot, the sandbox also gets the variables, secrets and
+ * files the snapshot's source had (those of its own create win). Worker
+ * thread. */
+int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
+                                      const pe_sandbox_cfg *cfg, pe_err *err);
+
+#endif
