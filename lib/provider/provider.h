@@ -63,8 +63,15 @@ typedef struct pe_provider_creds {
     const char *project;  /* Vercel project (may be NULL) */
 } pe_provider_creds;
 
+struct pe_runtime;
+
 typedef struct pe_provider_config {
     pe_provider_creds creds;
+    /* local only (no key): the runtime to use, borrowed for the provider's
+     * life (the daemon's); NULL: one opened on data_dir (NULL: the
+     * runtime's default), read at open. */
+    struct pe_runtime *runtime;
+    const char *data_dir;
     /* Deadline of one remote call, ms (0: 30 s), and of the whole create
      * including waiting for the sandbox to run (0: 120 s). */
     int64_t timeout_ms;
@@ -151,6 +158,7 @@ typedef struct pe_provider_preview_link {
 typedef struct pe_provider_ops {
     const char *name;
     unsigned caps; /* enum pe_provider_cap bits */
+    bool keyless;  /* needs no credential (local) */
     int (*open)(pe_provider *p, pe_err *err);
     void (*close)(pe_provider *p);
 
