@@ -192,6 +192,7 @@ struct pe__stream_ops {
      * thread; resize, kill and wait are these calls, made by the caller's
      * thread (on_resize and on_kill above are used too). */
     int (*wait)(struct pe_provider_stream *s, int *exit_code, pe_err *err);
+    void (*kill_now)(struct pe_provider_stream *s); /* NULL: on_kill */
 };
 
 /* Make the stream's fds (pipes, or a socketpair with tty) into proc and

@@ -139,14 +139,29 @@ static int lc_stop(pe_provider *p, const char *id, pe_err *err)
 
 static int lc_remove(pe_provider *p, const char *id, pe_err *err)
 {
-    pe_err e2 = {0};
-
-    /* a running sandbox is stopped first, as delete does everywhere */
-    if (pe_runtime_stop(rt_of(p), id, LOCAL_STOP_TIMEOUT, &e2) < 0 && e2.code == PE_ENOENT) {
-        *err = e2;
-        return fail(err);
-    }
+    /* a running sandbox's processes are killed first (the runtime's) */
     return pe_runtime_remove(rt_of(p), id, err) < 0 ? fail(err) : 0;
+}
+
+/* The run's extras are handed to the runtime for this start only: none of
+ * them is written to the sandbox's state file (secrets must not rest on
+ * disk). Mounts are idmapped like the image. */
+static int lc_start_with(pe_provider *p, const char *id, const pe_provider_start_opts *o,
+                         pe_err *err)
+{
+    pe_start_extra x = {.env = (char **)o->env, .n_binds = o->n_mounts};
+    pe_bind *binds = o->n_mounts ? pe_xcalloc(o->n_mounts, sizeof(*binds)) : NULL;
+    int r;
+
+    for (size_t i = 0; i < o->n_mounts; i++)
+        binds[i] = (pe_bind){.host = (char *)o->mounts[i].host_dir,
+                             .dest = (char *)o->mounts[i].path,
+                             .ro = o->mounts[i].ro,
+                             .idmap = true};
+    x.binds = binds;
+    r = pe_runtime_start_with(rt_of(p), id, &x, err);
+    free(binds);
+    return r < 0 ? fail(err) : 0;
 }
 
 static json_t *inspect(pe_provider *p, const char *id, pe_err *err)
@@ -227,6 +242,13 @@ static void lp_kill(struct pe_provider_stream *s)
     pe_proc_signal_group(&lp->proc, SIGTERM);
 }
 
+static void lp_kill_now(struct pe_provider_stream *s)
+{
+    local_proc *lp = s->ud;
+
+    pe_proc_signal_group(&lp->proc, SIGKILL);
+}
+
 static int lp_resize(struct pe_provider_stream *s, unsigned short cols, unsigned short rows)
 {
     local_proc *lp = s->ud;
@@ -255,6 +277,7 @@ static void lp_free(void *ud)
 
 static const pe__stream_ops local_stream = {
     .on_kill = lp_kill,
+    .kill_now = lp_kill_now,
     .on_resize = lp_resize,
     .wait = lp_wait,
     .free_ud = lp_free,
@@ -680,12 +703,13 @@ const pe_provider_ops pe__provider_local = {
     .name = "local",
     /* tar through the file calls: provider.c adds PE_CAP_TAR */
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
-            PE_CAP_PREVIEW | PE_CAP_PAUSE,
+            PE_CAP_PREVIEW | PE_CAP_PAUSE | PE_CAP_VOLUMES,
     .keyless = true,
     .open = lc_open,
     .close = lc_close,
     .create = lc_create,
     .start = lc_start,
+    .start_with = lc_start_with,
     .stop = lc_stop,
     .remove = lc_remove,
     .status = lc_status,

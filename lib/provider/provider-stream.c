@@ -246,6 +246,14 @@ void pe_provider_proc_kill(pe_provider_proc *proc)
     }
 }
 
+void pe_provider_proc_kill_now(pe_provider_proc *proc)
+{
+    if (proc->stream && proc->stream->direct && proc->stream->ops->kill_now)
+        proc->stream->ops->kill_now(proc->stream);
+    else
+        pe_provider_proc_kill(proc);
+}
+
 int pe_provider_proc_wait(pe_provider_proc *proc, int *exit_code, pe_err *err)
 {
     struct pe_provider_stream *s = proc->stream;

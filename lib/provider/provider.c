@@ -151,6 +151,17 @@ int pe_provider_start(pe_provider *p, const char *id, pe_err *err)
     return p->ops->start(p, id, err);
 }
 
+int pe_provider_start_with(pe_provider *p, const char *id, const pe_provider_start_opts *o,
+                           pe_err *err)
+{
+    if (o == NULL || ((o->env == NULL || o->env[0] == NULL) && o->n_mounts == 0))
+        return pe_provider_start(p, id, err);
+    if (o->n_mounts)
+        NEED(p, PE_CAP_VOLUMES);
+    HAVE(p, start_with, "start with environment");
+    return p->ops->start_with(p, id, o, err);
+}
+
 int pe_provider_stop(pe_provider *p, const char *id, pe_err *err)
 {
     HAVE(p, stop, "stop");
