@@ -24,6 +24,7 @@
 #include "pocketenv/http.h"
 #include "pocketenv/runtime.h"
 #include "pocketenv/store.h"
+#include "sandbox/sandbox.h"
 
 /* Lifetime of actor.getTerminalToken's tokens: enough to open a terminal. */
 #define PE_DAEMON_TERMINAL_TOKEN_TTL 120
@@ -65,6 +66,7 @@ typedef struct pe_daemon {
     pe_http_server *srv;
     pe_auth *auth;
     pe_runtime rt;
+    pe_sandboxes sx; /* the sandbox layer over rt (lib/sandbox) */
     char *store_url;
     unsigned inflight; /* jobs submitted and not yet done (loop thread only) */
     bool draining;     /* SIGTERM/SIGINT seen: refuse new work, stop at inflight 0 */

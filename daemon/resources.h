@@ -69,12 +69,6 @@ int pe_daemon_open_sandbox_dir(pe_daemon *d, const char *id, const char *path, p
 int pe_daemon_check_env_name(const char *what, const char *name, pe_err *err);
 int pe_daemon_check_sandbox_path(const char *what, const char *path, pe_err *err);
 
-/* Volume mounts of a sandbox for its start (handlers/volume.c): *binds is
- * an array of *n (free with pe_daemon_binds_free). */
-int pe_daemon_volume_binds(pe_daemon *d, pe_store *s, const char *sandbox_id, pe_bind **binds,
-                           size_t *n, pe_err *err);
-void pe_daemon_binds_free(pe_bind *binds, size_t n);
-
 /* ---- keys, services, preferences (handlers/keys.c, service.c, prefs.c) ---- */
 
 int pe_daemon_register_keys(pe_daemon *d, pe_err *err);

@@ -383,7 +383,8 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_seccomp_set_cache_dir(cache);
     d->store_url =
         a->store ? pe_xstrdup(a->store) : pe_xasprintf("sqlite:%s/pocketenv.db", d->rt.data_dir);
-    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0)
+    if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0 ||
+        pe_sandboxes_open(&d->sx, d->auth, &d->rt, err) < 0)
         return -1;
     probe_disk_limits(d);
     return setup_owner(d, a, err);
@@ -507,6 +508,7 @@ static void teardown(pe_daemon *d)
     pe_web_free(d->web);
     if (d->stop_fd >= 0)
         close(d->stop_fd);
+    pe_sandboxes_close(&d->sx);
     pe_auth_close(d->auth);
     if (d->rt.data_dir)
         pe_runtime_close(&d->rt);

@@ -106,84 +106,24 @@ int pe_daemon_check_sandbox_path(const char *what, const char *path, pe_err *err
 
 /* ---- environment ---- */
 
+/* The sandbox layer computes it (lib/sandbox); these stay for the
+ * daemon's files not moved to it yet. */
 void pe_daemon_env_free(char **env)
 {
-    for (char **e = env; e && *e; e++) {
-        explicit_bzero(*e, strlen(*e));
-        free(*e);
-    }
-    free(env);
-}
-
-static int append_kind(pe_daemon *d, pe_store *s, int kind, const char *sandbox_id, char ***env,
-                       size_t *n, pe_err *err)
-{
-    pe_store_kv *list = NULL;
-    size_t k = 0;
-
-    if (pe_store_kv_list(s, kind, sandbox_id, &list, &k, err) < 0)
-        return -1;
-    *env = pe_xrealloc(*env, (*n + k + 1) * sizeof(char *));
-    for (size_t i = 0; i < k; i++) {
-        unsigned char *plain = NULL;
-        size_t len = 0;
-        pe_err e2;
-
-        if (kind == PE_STORE_VARIABLE) {
-            (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, list[i].value);
-            continue;
-        }
-        pe_err_clear(&e2);
-        if (pe_auth_unseal(d->auth, list[i].value, &plain, &len, &e2) < 0) {
-            pe_log_warn("sandbox %s: secret %s left out: %s", sandbox_id, list[i].key, e2.msg);
-            continue;
-        }
-        (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, (const char *)plain);
-        pe_auth_plain_free(plain);
-    }
-    (*env)[*n] = NULL;
-    pe_store_kv_list_free(list, k);
-    return 0;
+    pe_sandbox_env_free(env);
 }
 
 int pe_daemon_sandbox_env(pe_daemon *d, pe_store *s, const char *sandbox_id, char ***env,
                           pe_err *err)
 {
-    char **out = pe_xcalloc(1, sizeof(char *));
-    size_t n = 0;
-
-    /* Secrets last: the runtime lets a later NAME= replace an earlier one. */
-    if (append_kind(d, s, PE_STORE_VARIABLE, sandbox_id, &out, &n, err) < 0 ||
-        append_kind(d, s, PE_STORE_SECRET, sandbox_id, &out, &n, err) < 0) {
-        pe_daemon_env_free(out);
-        return pe_err_prefix(err, "environment of %s", sandbox_id);
-    }
-    *env = out;
-    return 0;
+    return pe_sandbox_env(&d->sx, s, sandbox_id, env, err);
 }
 
 int pe_daemon_sandbox_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
 {
     pe_store *s = pe_daemon_store(d, err);
-    pe_start_extra x = {0};
-    pe_bind *binds = NULL;
-    size_t nb = 0;
-    char **env = NULL;
-    int r;
 
-    if (s == NULL || pe_daemon_sandbox_env(d, s, sb->id, &env, err) < 0)
-        return -1;
-    if (pe_daemon_volume_binds(d, s, sb->id, &binds, &nb, err) < 0) {
-        pe_daemon_env_free(env);
-        return -1;
-    }
-    x.env = env;
-    x.binds = binds;
-    x.n_binds = nb;
-    r = pe_runtime_start_with(&d->rt, sb->id, &x, err);
-    pe_daemon_env_free(env);
-    pe_daemon_binds_free(binds, nb);
-    return r;
+    return s ? pe_sandbox_start(&d->sx, s, sb, err) : -1;
 }
 
 /* ---- files ---- */

@@ -213,8 +213,7 @@ static int template_ready(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         return 0;
     pe_err_clear(&e);
     pe_daemon_unit_stop_sandbox(sb->id);
-    if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &e) < 0 ||
-        pe_runtime_remove(&d->rt, sb->id, &e) < 0)
+    if (pe_sandbox_stop(&d->sx, sb, &e) < 0 || pe_sandbox_remove(&d->sx, sb, &e) < 0)
         pe_log_warn("sandbox %s: remove after its failed start: %s", sb->id, e.msg);
     return -1;
 }
@@ -243,7 +242,7 @@ static void run_work(pe_daemon_job *job, pe_store *s)
                                            &job->err) < 0) {
         /* Deleted (or changed) while we were starting it: undo. */
         pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
-        pe_runtime_remove(&job->d->rt, sb.id, &err);
+        pe_sandbox_remove(&job->d->sx, &sb, &err);
     } else if (sb.repo) {
         job->in = json_pack("{s:s}", "repo", sb.repo); /* cloned by run_after */
     }
@@ -537,8 +536,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
     job->out = json_object();
     if (!still_creating(job, &sb) && sb.status == PE_STORE_RUNNING) {
         pe_daemon_unit_stop_sandbox(sb.id); /* its services, before the sandbox */
-        if ((pe_runtime_stop(&job->d->rt, sb.id, STOP_TIMEOUT, &job->err) < 0 &&
-             job->err.code != PE_ESTATE) ||
+        if ((pe_sandbox_stop(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }
@@ -553,7 +551,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
         return;
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
-    if ((pe_runtime_remove(&job->d->rt, sb.id, &job->err) < 0 && job->err.code != PE_ENOENT) ||
+    if ((pe_sandbox_remove(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     else
@@ -602,7 +600,7 @@ enum cut_short { RAN = 0, TIMED_OUT, STOPPED };
  * readable) it gets SIGTERM, and SIGKILL STOP_GRACE_S later, so that the
  * daemon's exit never waits for an exec's timeout. */
 #define STOP_GRACE_S 3.0
-static void collect(pe_proc *p, double timeout, int stop_fd, outbuf *out, outbuf *errb,
+static void collect(pe_provider_proc *p, double timeout, int stop_fd, outbuf *out, outbuf *errb,
                     enum cut_short *why)
 {
     double deadline = pe_monotonic_s() + timeout;
@@ -615,7 +613,7 @@ static void collect(pe_proc *p, double timeout, int stop_fd, outbuf *out, outbuf
     for (;;) {
         /* status_fd: the process has ended (its waiter may still be exiting) */
         struct pollfd fds[4] = {
-            {p->status_fd >= 0 ? p->status_fd : p->pidfd, POLLIN, 0},
+            {p->status_fd, POLLIN, 0},
             {out->fd, POLLIN, 0},
             {errb->fd, POLLIN, 0},
             {*why == RAN ? stop_fd : -1, POLLIN, 0},
@@ -627,7 +625,7 @@ static void collect(pe_proc *p, double timeout, int stop_fd, outbuf *out, outbuf
             if (*why == RAN)
                 *why = TIMED_OUT;
             killed = true;
-            pe_proc_signal_group(p, SIGKILL);
+            pe_provider_proc_kill_now(p);
             deadline = pe_monotonic_s() + 5; /* the kill is prompt; bound the wait anyway */
             left = 5;
         } else if (left <= 0) {
@@ -638,7 +636,7 @@ static void collect(pe_proc *p, double timeout, int stop_fd, outbuf *out, outbuf
             break;
         if (fds[3].revents & POLLIN) {
             *why = STOPPED;
-            pe_proc_signal_group(p, SIGTERM);
+            pe_provider_proc_kill(p);
             if (deadline - pe_monotonic_s() > STOP_GRACE_S)
                 deadline = pe_monotonic_s() + STOP_GRACE_S;
         }
@@ -705,13 +703,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
 {
     const char *cmd = json_string_value(json_object_get(job->in, "command"));
     char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)cmd, NULL};
-    pe_proc_opts opts = {.argv = argv, .capture = true};
+    /* no stdin_pipe: the API has no stdin, the command reads EOF */
+    pe_provider_exec_opts opts = {.argv = argv};
     outbuf out = {.fd = -1}, errb = {.fd = -1};
     char note[64], oom[160] = "";
     enum cut_short why = RAN;
     int64_t kills0 = -1, kills1 = -1, limit = 0;
     pe_store_sandbox sb;
-    pe_proc p;
+    pe_provider_proc p;
     int code = -1;
 
     if (!lookup(job, s, &sb))
@@ -724,21 +723,16 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     }
     pe_daemon_hold(job->d, sb.id);
     pe_runtime_oom_kills(&job->d->rt, sb.id, &kills0, &limit, NULL);
-    if (pe_daemon_sandbox_env(job->d, s, sb.id, &opts.env, &job->err) < 0 ||
-        pe_runtime_exec_start(&job->d->rt, sb.id, &opts, &p, &job->err) < 0) {
-        pe_daemon_env_free(opts.env);
+    if (pe_sandbox_exec_start(&job->d->sx, s, &sb, &opts, &p, &job->err) < 0) {
         pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
-    pe_daemon_env_free(opts.env);
-    close(p.stdin_fd); /* the API has no stdin: the command reads EOF */
-    p.stdin_fd = -1;
     collect(&p, job->d->exec_timeout, job->d->stop_fd, &out, &errb, &why);
-    if (pe_proc_wait(&p, &code, &job->err) < 0)
+    if (pe_provider_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
-    pe_proc_close(&p);
+    pe_provider_proc_close(&p);
     if (code == 128 + SIGKILL && why == RAN &&
         pe_runtime_oom_kills(&job->d->rt, sb.id, &kills1, &limit, NULL) == 0 && kills0 >= 0 &&
         kills1 > kills0) {
@@ -883,7 +877,7 @@ void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s)
         pe_err_set(&job->err, PE_ESYS, 0, "sandbox %s failed to start: %s", sb.id,
                    sb.status_reason ? sb.status_reason : "unknown reason");
         pe_daemon_job_fail(job, &job->err, NULL);
-        pe_runtime_remove(&job->d->rt, sb.id, &job->err);
+        pe_sandbox_remove(&job->d->sx, &sb, &job->err);
         pe_store_sandbox_delete(s, sb.id, NULL);
     } else {
         job->out = pe_daemon_sandbox_view(&sb);

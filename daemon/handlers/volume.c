@@ -41,7 +41,7 @@
 #include "resources.h"
 
 #define VOLUME_NAME_MAX 63
-#define MOUNTS_MAX 16 /* per sandbox */
+#define MOUNTS_MAX PE_SANDBOX_MOUNTS_MAX
 #define LIMIT_DEFAULT 20
 #define LIMIT_MAX 100
 #define NOT_FOUND "VolumeNotFound"
@@ -49,7 +49,7 @@
 
 static char *volume_dir(pe_daemon *d, const char *id)
 {
-    return pe_xasprintf("%s/volumes/%s", d->rt.data_dir, id);
+    return pe_sandbox_volume_dir(&d->sx, id);
 }
 
 /* ---- checks (loop thread) ---- */
@@ -435,42 +435,6 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
 }
 
 /* ---- start ---- */
-
-int pe_daemon_volume_binds(pe_daemon *d, pe_store *s, const char *sandbox_id, pe_bind **binds,
-                           size_t *n, pe_err *err)
-{
-    pe_store_mount *ml = NULL;
-    size_t k = 0;
-    pe_bind *out;
-
-    *binds = NULL;
-    *n = 0;
-    if (pe_store_mount_list_sandbox(s, sandbox_id, MOUNTS_MAX, 0, &ml, &k, NULL, err) < 0)
-        return pe_err_prefix(err, "volumes of %s", sandbox_id);
-    out = pe_xcalloc(k + 1, sizeof(*out));
-    for (size_t i = 0; i < k; i++) {
-        out[i].host = volume_dir(d, ml[i].volume_id);
-        out[i].dest = pe_xstrdup(ml[i].path);
-        out[i].ro = ml[i].read_only;
-        out[i].idmap = true;
-        /* A directory removed behind our back comes back empty. */
-        if (mkdir(out[i].host, 0755) < 0 && errno != EEXIST)
-            pe_log_warn("volume %s: %s", ml[i].volume_name, strerror(errno));
-    }
-    pe_store_mount_list_free(ml, k);
-    *binds = out;
-    *n = k;
-    return 0;
-}
-
-void pe_daemon_binds_free(pe_bind *binds, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        free(binds[i].host);
-        free(binds[i].dest);
-    }
-    free(binds);
-}
 
 /* ---- handlers ---- */
 

@@ -503,8 +503,20 @@ pe_xrpc_error pe__xrpc_error_for(int code)
         return (pe_xrpc_error){429, "RateLimitExceeded"};
     case PE_XRPC_ENOTIMPL:
         return (pe_xrpc_error){501, "MethodNotImplemented"};
+    /* Where a sandbox runs lacks what was asked (lib/provider: "not
+     * supported by daytona: pause"): the server cannot do it for this
+     * sandbox, the request itself was fine. */
+    case PE_ENOTCAP:
+        return (pe_xrpc_error){501, "NotSupported"};
+    /* The provider failed or rejected our credential: not the client's
+     * fault nor its credential, so never 4xx (a 401 would read as "your
+     * token is bad"). */
     case PE_XRPC_EUPSTREAM:
+    case PE_EREMOTE:
+    case PE_EAUTH:
         return (pe_xrpc_error){502, "UpstreamFailure"};
+    case PE_ETIMEDOUT:
+        return (pe_xrpc_error){504, "UpstreamTimeout"};
     case PE_XRPC_EBUSY:
         return (pe_xrpc_error){503, "NotEnoughResources"};
     default:

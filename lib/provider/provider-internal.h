@@ -171,6 +171,7 @@ struct pe_provider_stream {
     unsigned short cols, rows;
     int exit_code;
     bool exited;
+    bool direct; /* pe__stream_direct: no pump, ops called in place */
     char error[PE_ERR_MSG_MAX];
 };
 
@@ -187,6 +188,11 @@ struct pe__stream_ops {
     /* The WebSocket ended without an exit: may find the exit code. */
     void (*on_end)(struct pe_provider_stream *s);
     void (*free_ud)(void *ud);
+    /* Direct streams (pe__stream_direct): the process's own fds, no pump
+     * thread; resize, kill and wait are these calls, made by the caller's
+     * thread (on_resize and on_kill above are used too). */
+    int (*wait)(struct pe_provider_stream *s, int *exit_code, pe_err *err);
+    void (*kill_now)(struct pe_provider_stream *s); /* NULL: on_kill */
 };
 
 /* Make the stream's fds (pipes, or a socketpair with tty) into proc and
@@ -197,6 +203,11 @@ int pe__stream_start(pe_provider *p, const pe__stream_ops *ops, void *ud, pe__ws
 /* Output from the pump thread: fd 1 or 2 (1 with tty). Blocks while the
  * reader is slow: that is the backpressure on the remote stream. */
 void pe__stream_output(struct pe_provider_stream *s, int fd, const void *data, size_t len);
+/* A stream for a process whose fds the caller gets as they are (the local
+ * runtime's pe_proc): no pipes of ours, no thread, so no copy of its
+ * output. ops needs wait; free_ud releases what proc does not hold. */
+struct pe_provider_stream *pe__stream_direct(pe_provider *p, const pe__stream_ops *ops, void *ud,
+                                             bool tty);
 void pe__stream_exit(struct pe_provider_stream *s, int code);
 
 #endif

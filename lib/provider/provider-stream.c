@@ -201,6 +201,20 @@ fail:
     return -1;
 }
 
+struct pe_provider_stream *pe__stream_direct(pe_provider *p, const pe__stream_ops *ops, void *ud,
+                                             bool tty)
+{
+    struct pe_provider_stream *s = pe_xcalloc(1, sizeof(*s));
+
+    s->p = p;
+    s->ops = ops;
+    s->ud = ud;
+    s->tty = tty;
+    s->direct = true;
+    s->ctl[0] = s->ctl[1] = s->in_fd = s->out_fd = s->err_fd = s->status_w = -1;
+    return s;
+}
+
 static void ctl(pe_provider_proc *proc, char c)
 {
     if (proc->stream && proc->stream->ctl[1] >= 0) {
@@ -216,16 +230,28 @@ int pe_provider_proc_resize(pe_provider_proc *proc, unsigned short cols, unsigne
         return pe_err_set(err, PE_EINVAL, 0, "resize: not a terminal");
     proc->stream->cols = cols;
     proc->stream->rows = rows;
+    if (proc->stream->direct)
+        return proc->stream->ops->on_resize(proc->stream, cols, rows);
     ctl(proc, 'r');
     return 0;
 }
 
 void pe_provider_proc_kill(pe_provider_proc *proc)
 {
-    if (proc->stream) {
+    if (proc->stream && proc->stream->direct)
+        proc->stream->ops->on_kill(proc->stream);
+    else if (proc->stream) {
         proc->stream->cancel = 1;
         ctl(proc, 'k');
     }
+}
+
+void pe_provider_proc_kill_now(pe_provider_proc *proc)
+{
+    if (proc->stream && proc->stream->direct && proc->stream->ops->kill_now)
+        proc->stream->ops->kill_now(proc->stream);
+    else
+        pe_provider_proc_kill(proc);
 }
 
 int pe_provider_proc_wait(pe_provider_proc *proc, int *exit_code, pe_err *err)
@@ -235,6 +261,8 @@ int pe_provider_proc_wait(pe_provider_proc *proc, int *exit_code, pe_err *err)
 
     if (s == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "wait: no process");
+    if (s->direct)
+        return s->ops->wait(s, exit_code, err);
     while (read(proc->status_fd, &c, 1) < 0 && errno == EINTR)
         ;
     if (s->started) {

@@ -22,13 +22,14 @@ extern const pe_provider_ops pe__provider_daytona;
 extern const pe_provider_ops pe__provider_sprites;
 extern const pe_provider_ops pe__provider_vercel;
 extern const pe_provider_ops pe__provider_deno;
+extern const pe_provider_ops pe__provider_local;
 
 static const pe_provider_ops *const adapters[] = {
     &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites,
-    &pe__provider_vercel,     &pe__provider_deno,
+    &pe__provider_vercel,     &pe__provider_deno,    &pe__provider_local,
 };
 
-const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno",
+const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno", "local",
                                             "sprites",    "vercel",  NULL};
 
 static const char *const cap_names[] = {
@@ -75,15 +76,15 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     if (ops == NULL)
         return pe_err_set(
             err, PE_EINVAL, 0,
-            "unknown provider '%s'; adapters: cloudflare, daytona, deno, sprites, vercel",
+            "unknown provider '%s'; adapters: cloudflare, daytona, deno, local, sprites, vercel",
             name ? name : "");
-    if (cfg->creds.key == NULL || cfg->creds.key[0] == '\0')
+    if (!ops->keyless && (cfg->creds.key == NULL || cfg->creds.key[0] == '\0'))
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);
     p = pe_xcalloc(1, sizeof(*p));
     p->ops = ops;
     p->cfg = *cfg;
     p->cfg.creds.base_url = dup_or_null(cfg->creds.base_url);
-    p->cfg.creds.key = pe_xstrdup(cfg->creds.key);
+    p->cfg.creds.key = dup_or_null(cfg->creds.key);
     p->cfg.creds.org = dup_or_null(cfg->creds.org);
     p->cfg.creds.project = dup_or_null(cfg->creds.project);
     if (p->cfg.timeout_ms <= 0)
@@ -148,6 +149,17 @@ int pe_provider_start(pe_provider *p, const char *id, pe_err *err)
 {
     HAVE(p, start, "start");
     return p->ops->start(p, id, err);
+}
+
+int pe_provider_start_with(pe_provider *p, const char *id, const pe_provider_start_opts *o,
+                           pe_err *err)
+{
+    if (o == NULL || ((o->env == NULL || o->env[0] == NULL) && o->n_mounts == 0))
+        return pe_provider_start(p, id, err);
+    if (o->n_mounts)
+        NEED(p, PE_CAP_VOLUMES);
+    HAVE(p, start_with, "start with environment");
+    return p->ops->start_with(p, id, o, err);
 }
 
 int pe_provider_stop(pe_provider *p, const char *id, pe_err *err)
@@ -285,7 +297,14 @@ int pe_provider_exec(pe_provider *p, const char *id, const pe_provider_exec_opts
         return p->ops->exec(p, id, o, max_output, res, err);
     if (exec_by_stream(p, id, o, max_output, res, err) < 0) {
         pe_provider_exec_free(res);
-        return -1;
+        if (err->code != PE_ENOEXEC)
+            return -1;
+        /* a command that is not there: 127 and why, as a shell (and every
+         * remote provider) reports it */
+        res->exit_code = 127;
+        res->err = pe_xasprintf("%s\n", err->msg);
+        res->err_len = strlen(res->err);
+        pe_err_clear(err);
     }
     if (res->out == NULL)
         res->out = pe_xstrdup("");

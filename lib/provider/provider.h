@@ -63,8 +63,15 @@ typedef struct pe_provider_creds {
     const char *project;  /* Vercel project (may be NULL) */
 } pe_provider_creds;
 
+struct pe_runtime;
+
 typedef struct pe_provider_config {
     pe_provider_creds creds;
+    /* local only (no key): the runtime to use, borrowed for the provider's
+     * life (the daemon's); NULL: one opened on data_dir (NULL: the
+     * runtime's default), read at open. */
+    struct pe_runtime *runtime;
+    const char *data_dir;
     /* Deadline of one remote call, ms (0: 30 s), and of the whole create
      * including waiting for the sandbox to run (0: 120 s). */
     int64_t timeout_ms;
@@ -83,6 +90,22 @@ typedef struct pe_provider_spec {
     const uint16_t *ports;                        /* ports to route (Vercel must know them now) */
     size_t n_ports;
 } pe_provider_spec;
+
+/* A volume: a directory of the caller's mounted at path (PE_CAP_VOLUMES). */
+typedef struct pe_provider_mount {
+    const char *host_dir;
+    const char *path;
+    bool ro;
+} pe_provider_mount;
+
+/* What one start adds to a sandbox, for that run only: the provider keeps
+ * none of it (the environment holds opened secrets). Every pointer is
+ * borrowed for the call. */
+typedef struct pe_provider_start_opts {
+    char *const *env; /* "K=V", NULL-terminated; may be NULL */
+    const pe_provider_mount *mounts;
+    size_t n_mounts;
+} pe_provider_start_opts;
 
 enum pe_provider_state {
     PE_PSTATE_UNKNOWN = 0,
@@ -151,6 +174,7 @@ typedef struct pe_provider_preview_link {
 typedef struct pe_provider_ops {
     const char *name;
     unsigned caps; /* enum pe_provider_cap bits */
+    bool keyless;  /* needs no credential (local) */
     int (*open)(pe_provider *p, pe_err *err);
     void (*close)(pe_provider *p);
 
@@ -158,6 +182,8 @@ typedef struct pe_provider_ops {
      * what it made remotely. *id: the provider's id (malloc'd). */
     int (*create)(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err);
     int (*start)(pe_provider *p, const char *id, pe_err *err);
+    /* start with a run's extras (NULL: only a start without any) */
+    int (*start_with)(pe_provider *p, const char *id, const pe_provider_start_opts *o, pe_err *err);
     int (*stop)(pe_provider *p, const char *id, pe_err *err);
     int (*remove)(pe_provider *p, const char *id, pe_err *err);
     int (*status)(pe_provider *p, const char *id, pe_provider_status *st, pe_err *err);
@@ -212,6 +238,11 @@ int pe_provider_unsupported(const pe_provider *p, const char *capability, pe_err
 
 int pe_provider_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err);
 int pe_provider_start(pe_provider *p, const char *id, pe_err *err);
+/* start with o's extras (o NULL or empty: pe_provider_start). Mounts need
+ * PE_CAP_VOLUMES; extras on an adapter that takes none are refused
+ * ("not supported by P: start with environment"), never dropped. */
+int pe_provider_start_with(pe_provider *p, const char *id, const pe_provider_start_opts *o,
+                           pe_err *err);
 int pe_provider_stop(pe_provider *p, const char *id, pe_err *err);
 int pe_provider_remove(pe_provider *p, const char *id, pe_err *err);
 int pe_provider_status_get(pe_provider *p, const char *id, pe_provider_status *st, pe_err *err);
@@ -232,6 +263,9 @@ int pe_provider_proc_resize(pe_provider_proc *proc, unsigned short cols, unsigne
                             pe_err *err);
 /* Ask the remote process to end (SIGTERM-like); best effort. */
 void pe_provider_proc_kill(pe_provider_proc *proc);
+/* End it now (SIGKILL-like: a deadline passed). The local runtime kills
+ * its process group; a remote process is asked as by proc_kill. */
+void pe_provider_proc_kill_now(pe_provider_proc *proc);
 /* The exit code once status_fd is readable (blocks until then). A stream
  * that broke before an exit code arrived fails naming the provider. */
 int pe_provider_proc_wait(pe_provider_proc *proc, int *exit_code, pe_err *err);

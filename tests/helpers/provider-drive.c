@@ -6,7 +6,8 @@
  * The provider's endpoint and key come from the environment
  * (PE_PROVIDER_URL, PE_PROVIDER_KEY, optional PE_PROVIDER_ORG,
  * PE_PROVIDER_PROJECT, PE_PROVIDER_TIMEOUT_MS / PE_PROVIDER_CREATE_TIMEOUT_MS,
- * and PE_PROVIDER_PORTS "3000,8080" for create), never from
+ * PE_PROVIDER_PORTS "3000,8080" and PE_PROVIDER_IMAGE for create; for
+ * `local`, PE_PROVIDER_DATA: the runtime's data directory), never from
  * argv (which any user can read in /proc). One JSON object on stdout:
  * the step's result, or {"error": CODE, "message"} with exit status 1.
  * "stream" prints one JSON line per piece of output as it arrives. */
@@ -65,7 +66,10 @@ static json_t *bytes(const char *p, size_t n)
 static int step_exec(pe_provider *p, char **args, pe_err *err)
 {
     const char *t = getenv("PE_DRIVE_EXEC_TIMEOUT");
-    pe_provider_exec_opts o = {.argv = args + 1, .timeout = t ? strtod(t, NULL) : 0};
+    /* the exec's own variables: one "K=V" (PE_DRIVE_EXEC_ENV) */
+    char *env[] = {getenv("PE_DRIVE_EXEC_ENV"), NULL};
+    pe_provider_exec_opts o = {
+        .argv = args + 1, .env = env[0] ? env : NULL, .timeout = t ? strtod(t, NULL) : 0};
     pe_provider_exec_result res;
 
     if (pe_provider_exec(p, args[0], &o, 1 << 20, &res, err) < 0)
@@ -126,7 +130,9 @@ static int step_stream(pe_provider *p, const char *id, char **argv, const char *
 /* A terminal: resize, type the lines of input, read to the end. */
 static int step_pty(pe_provider *p, const char *id, const char *input, pe_err *err)
 {
-    char *argv[] = {(char *)"bash", (char *)"-i", NULL};
+    /* PE_DRIVE_SHELL: the image's shell when it has no bash (busybox) */
+    char *argv[] = {getenv("PE_DRIVE_SHELL") ? getenv("PE_DRIVE_SHELL") : (char *)"bash",
+                    (char *)"-i", NULL};
     pe_provider_exec_opts o = {.argv = argv, .tty = true, .cols = 80, .rows = 24};
     pe_provider_proc proc;
     char *out = NULL;
@@ -242,8 +248,10 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
     if (strcmp(name, "create") == 0) {
         uint16_t ports[8];
         const char *pl = getenv("PE_PROVIDER_PORTS");
-        pe_provider_spec spec = {
-            .name = n > 0 ? a[0] : "conformance", .env = n > 1 ? a + 1 : NULL, .ports = ports};
+        pe_provider_spec spec = {.name = n > 0 ? a[0] : "conformance",
+                                 .image = getenv("PE_PROVIDER_IMAGE"),
+                                 .env = n > 1 ? a + 1 : NULL,
+                                 .ports = ports};
         while (pl && *pl && spec.n_ports < PE_ARRAY_LEN(ports)) {
             char *end;
             ports[spec.n_ports++] = (uint16_t)strtoul(pl, &end, 10);
@@ -301,6 +309,7 @@ int main(int argc, char **argv)
                   .project = getenv("PE_PROVIDER_PROJECT")},
         .timeout_ms = env_ms("PE_PROVIDER_TIMEOUT_MS"),
         .create_timeout_ms = env_ms("PE_PROVIDER_CREATE_TIMEOUT_MS"),
+        .data_dir = getenv("PE_PROVIDER_DATA"),
     };
     pe_provider *p = NULL;
     pe_err err = {0};

@@ -10,8 +10,12 @@ streaming exec, PTY, files, tar, ports/preview, declared capabilities
 sends nothing), error mapping (401, 5xx, garbage, timeout, a credential
 never in an error), and no leaked sandbox after a failed create.
 
-No daemon, no sandbox on this host: loopback only. The `local` provider
-is not here yet: provider-local.c does not exist (docs/design/providers.md).
+The remote adapters need no daemon and no sandbox on this host: loopback
+only. The `local` provider (provider-local.c) runs the same checks for
+real, on this host's runtime: real sandboxes of the test image in the
+test's own data directory (the `pe` fixture checks that nothing of them
+is left), with the checks that need a double (faults injected, what
+reached the provider) replaced by what the same promise means locally.
 """
 import functools
 import io
@@ -34,7 +38,8 @@ DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
 ADAPTERS = ["cloudflare", "daytona", "deno", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
-          "errors", "no-leak"]
+          "env", "errors", "no-leak"]
+PROVIDERS = ["local"] + ADAPTERS
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
@@ -73,10 +78,10 @@ def matrix(request):
 
 def print_matrix(tr):
     tr.write_line("")
-    tr.write_line("provider conformance (over the doubles):")
+    tr.write_line("provider conformance (local for real, the others over their doubles):")
     tr.write_line("| provider | " + " | ".join(CHECKS) + " |")
     tr.write_line("|---|" + "---|" * len(CHECKS))
-    for p in ADAPTERS:
+    for p in PROVIDERS:
         cells = [RESULTS.get((p, c), "not run") for c in CHECKS]
         tr.write_line(f"| {p} | " + " | ".join(cells) + " |")
 
@@ -419,3 +424,327 @@ def test_no_leak_after_failed_create(adapter):
     err = quick.run("create", ok=False)
     assert err["error"] == "ETIMEDOUT"
     assert alive(d) == set(), f"leaked after a timeout: {alive(d)}"
+
+
+# Providers that take no environment at all (the Cloudflare bridge: no
+# env at create, none per exec); the record of the sandbox says so.
+NO_ENV = {"cloudflare"}
+
+
+@checked("env")
+def test_env(adapter):
+    """Variables and secrets given at create are what every exec sees
+    (a value with spaces kept whole), and an exec's own variables reach
+    that exec."""
+    sid = adapter.create("envs", "GREETING=hello  world", "API_TOKEN=s3cret-value")
+    exec_env = Drive(adapter.provider, adapter.d)
+    exec_env.env["PE_DRIVE_EXEC_ENV"] = "PER_EXEC=just-this-one"
+    if adapter.provider in NO_ENV:
+        err = exec_env.run("exec", sid, "printenv", "PER_EXEC", ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: exec environment"}
+        adapter.run("remove", sid)
+        return "not supported"
+    r = adapter.run("exec", sid, "printenv", "GREETING")
+    assert (r["exit_code"], r["stdout"]) == (0, "hello  world\n")
+    r = adapter.run("exec", sid, "printenv", "API_TOKEN")
+    assert (r["exit_code"], r["stdout"]) == (0, "s3cret-value\n")
+    r = exec_env.run("exec", sid, "printenv", "PER_EXEC")
+    assert (r["exit_code"], r["stdout"]) == (0, "just-this-one\n")
+    r = adapter.run("exec", sid, "printenv", "PER_EXEC")  # one exec's, not the next one's
+    assert r["stdout"] == ""
+    adapter.run("remove", sid)
+
+
+# ---- local: the same promises, on this host's runtime, for real ----
+
+INIT = os.path.join(BUILD, "pocketenv-init")
+
+
+class LocalDrive(Drive):
+    """provider-drive against the local runtime, in the test's data
+    directory and with the test image."""
+
+    def __init__(self, pe):
+        self.provider = "local"
+        self.d = None
+        self.pe = pe
+        self.env = dict(os.environ, PE_PROVIDER_DATA=pe.data, PE_PROVIDER_IMAGE=pe.image,
+                        POCKETENV_INIT=INIT, PE_DRIVE_SHELL="sh")
+
+    def with_env(self, **kw):
+        other = LocalDrive(self.pe)
+        other.env.update(kw)
+        return other
+
+
+@pytest.fixture
+def local(pe):
+    if not os.access(DRIVE, os.X_OK):
+        pytest.fail(f"{DRIVE} is not built (ninja -C build)")
+    yield LocalDrive(pe)
+
+
+def checked_local(check):
+    def wrap(fn):
+        @functools.wraps(fn)
+        def test(local, *a, **kw):
+            try:
+                note = fn(local, *a, **kw)
+            except BaseException:
+                record("local", check, "FAIL")
+                raise
+            record("local", check, note or "ok")
+        return test
+    return wrap
+
+
+def names(local):
+    return [sb["name"] for sb in local.pe.ls()]
+
+
+@checked_local("lifecycle")
+def test_local_lifecycle(local):
+    """create runs the sandbox, stop keeps its files for the next start,
+    remove leaves nothing."""
+    sid = local.create("life")
+    assert sid == "life" and local.run("status", sid)["state"] == "running"
+    local.run("write", sid, "/kept.txt", "kept")
+    local.run("stop", sid)
+    assert local.run("status", sid)["state"] == "stopped"
+    local.run("start", sid)
+    assert local.run("status", sid)["state"] == "running"
+    assert local.run("read", sid, "/kept.txt")["data"] == "kept"
+    local.run("remove", sid)
+    assert names(local) == []
+    err = local.run("status", sid, ok=False)
+    assert err["error"] == "ENOENT" and err["message"].startswith("local:")
+
+
+@checked_local("exec")
+def test_local_exec(local):
+    """One-shot exec: stdout and stderr apart, the exit code, argv words
+    kept whole, 127 for a missing command, a timeout that ends it."""
+    sid = local.create()
+    r = local.run("exec", sid, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert (r["exit_code"], r["stdout"], r["stderr"]) == (3, "out\n", "err\n")
+    r = local.run("exec", sid, "echo", "a  b", "c")
+    assert (r["exit_code"], r["stdout"]) == (0, "a  b c\n")
+    r = local.run("exec", sid, "no-such-command")
+    assert r["exit_code"] == 127 and "no-such-command" in r["stderr"]
+    timed = local.with_env(PE_DRIVE_EXEC_TIMEOUT="1")
+    t = time.monotonic()
+    r = timed.run("exec", sid, "sh", "-c", "echo started; sleep 60; echo never")
+    assert r["timed_out"] and r["stdout"] == "started\n" and r["exit_code"] in (137, 143), r
+    assert time.monotonic() - t < 20
+    # nothing of it is left running in the sandbox
+    r = local.run("exec", sid, "sh", "-c", "ps -o comm | grep -c '^sleep' || true")
+    assert r["stdout"].strip() == "0", r
+    local.run("remove", sid)
+
+
+@checked_local("stream")
+def test_local_stream(local):
+    """Streaming exec: the first line reaches the caller while the
+    command still runs."""
+    sid = local.create()
+    marker = "/tmp/stream-went-on"
+    p = subprocess.Popen([DRIVE, "local", "stream", sid, "sh", "-c",
+                          f"echo a; while [ ! -e {marker} ]; do sleep 0.05; done; echo b >&2"],
+                         stdout=subprocess.PIPE, text=True, env=local.env)
+    rest = None
+    try:
+        first = json.loads(p.stdout.readline())
+        assert first.get("fd") == 1 and first.get("data") == "a\n", first
+        # the command waits for this file: the "a" came while it ran
+        local.run("write", sid, marker, "")
+        rest = [json.loads(line) for line in p.stdout]
+    finally:
+        p.stdout.close()
+        if rest is None:
+            p.kill()
+        p.wait(30)
+    assert p.returncode == 0
+    assert [(x["fd"], x["data"]) for x in rest if "fd" in x] == [(2, "b\n")]
+    assert rest[-1] == {"exit_code": 0}
+    local.run("remove", sid)
+
+
+@checked_local("stream-faults")
+def test_local_stream_faults(local):
+    """Output in many small pieces, and a lot of it, comes out whole; a
+    process killed from inside reports its signal, never 0."""
+    sid = local.create()
+    r = local.run("exec", sid, "sh", "-c", "for i in $(seq 1 2000); do echo line $i; done; exit 7")
+    assert r["exit_code"] == 7
+    assert r["stdout"] == "".join(f"line {i}\n" for i in range(1, 2001))
+    r = local.run("exec", sid, "sh", "-c", "echo one; kill -9 $$; echo two")
+    assert (r["exit_code"], r["stdout"]) == (137, "one\n")
+    local.run("remove", sid)
+    return "ok (no remote stream)"
+
+
+@checked_local("pty")
+def test_local_pty(local):
+    """A terminal: the resize reaches the PTY, typed lines run, the
+    shell's exit code comes back."""
+    sid = local.create()
+    r = local.run("pty", sid, "stty size\necho hi\nexit 4\n")
+    assert "30 100" in r["output"] and "hi\r\n" in r["output"] and r["exit_code"] == 4, r
+    local.run("remove", sid)
+
+
+@checked_local("files")
+def test_local_files(local, tmp_path):
+    """Write, read, list, remove; a missing file is ENOENT; paths resolve
+    inside the sandbox's root, never through a link of the sandbox's to
+    the host."""
+    sid = local.create()
+    path = "/workspace/dir/a.txt"
+    local.run("write", sid, path, "hello\nworld")
+    assert local.run("read", sid, path)["data"] == "hello\nworld"
+    entries = local.run("list", sid, "/workspace/dir")["entries"]
+    assert [(e["name"], e["dir"], e["size"]) for e in entries] == [("a.txt", False, 11)]
+    # the sandbox sees it, owned by its root
+    r = local.run("exec", sid, "sh", "-c", f"cat {path}; stat -c ' %u' {path}")
+    assert r["stdout"] == "hello\nworld 0\n"
+    local.run("rm", sid, path)
+    err = local.run("read", sid, path, ok=False)
+    assert err["error"] == "ENOENT" and "local" in err["message"]
+    # links planted by the sandbox lead nowhere outside it
+    host = tmp_path / "host-secret"
+    host.write_text("host only")
+    local.run("exec", sid, "sh", "-c", f"ln -s {host} /workspace/out; ln -s ../../../../{host} /workspace/up")
+    err = local.run("read", sid, "/workspace/out", ok=False)
+    assert err["error"] == "ENOENT", err
+    err = local.run("read", sid, "/workspace/up", ok=False)
+    assert err["error"] == "ENOENT", err
+    local.run("write", sid, "/workspace/out", "replaced")
+    assert host.read_text() == "host only"
+    r = local.run("exec", sid, "sh", "-c", "test -L /workspace/out || cat /workspace/out")
+    assert r["stdout"] == "replaced"
+    err = local.run("read", sid, "/proc/1/environ", ok=False)
+    assert err["error"] == "EINVAL"
+    local.run("remove", sid)
+
+
+@checked_local("tar")
+def test_local_tar(local, tmp_path):
+    """A tar unpacked into the sandbox's files and packed back out; a
+    name that climbs out is refused."""
+    sid = local.create()
+    src = tmp_path / "in.tar"
+    with tarfile.open(src, "w") as t:
+        info = tarfile.TarInfo("x/y.txt")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"tar"))
+    local.run("tar-in", sid, WORKDIR, str(src))
+    assert local.run("exec", sid, "cat", f"{WORKDIR}/x/y.txt")["stdout"] == "tar"
+    out = tmp_path / "out.tar"
+    local.run("tar-out", sid, WORKDIR, str(out))
+    with tarfile.open(out) as t:
+        assert t.extractfile("x/y.txt").read() == b"tar"
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as t:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"!"))
+    err = local.run("tar-in", sid, WORKDIR, str(evil), ok=False)
+    assert err["error"] == "EINVAL" and "local" in err["message"]
+    r = local.run("exec", sid, "sh", "-c", "find / -xdev -name escaped.txt")
+    assert r["stdout"] == ""
+    local.run("remove", sid)
+    return "ok (through files)"
+
+
+@checked_local("preview")
+def test_local_preview(local):
+    """A published port's URL answers from the sandbox; a port not
+    published is ENOENT."""
+    sid = local.with_env(PE_PROVIDER_PORTS="3000").create()
+    local.run("exec", sid, "sh", "-c", f"mkdir -p /www && echo 'preview of {sid}' > /www/index.html"
+              " && httpd -p 3000 -h /www")
+    pv = local.run("preview", sid, "3000")
+    assert pv["url"].startswith("http://127.0.0.1:") and not pv["needs_credential"]
+
+    def answers():
+        try:
+            with urllib.request.urlopen(pv["url"], timeout=5) as r:
+                return f"preview of {sid}" in r.read().decode()
+        except OSError:
+            return False
+    deadline = time.monotonic() + 10
+    while not answers():
+        assert time.monotonic() < deadline, "the preview URL never answered"
+        time.sleep(0.1)
+    err = local.run("preview", sid, "3001", ok=False)
+    assert err["error"] == "ENOENT" and "3001" in err["message"]
+    local.run("remove", sid)
+
+
+@checked_local("capabilities")
+def test_local_capabilities(local):
+    """What local declares it does: pause freezes the sandbox (an exec
+    cannot run in it) and resume thaws it; stdin reaches a process."""
+    sid = local.create()
+    caps = local.caps()
+    assert {"stop", "pty", "stdin", "file-list", "file-remove", "tar", "preview", "pause"} <= caps
+    local.run("pause", sid)
+    assert local.run("status", sid)["state"] == "paused"
+    err = local.run("exec", sid, "true", ok=False)
+    assert err["error"] == "ESTATE" and err["message"].startswith("local:"), err
+    local.run("resume", sid)
+    lines = local.run("stdin", sid, "typed input", "cat")
+    assert "".join(x.get("data", "") for x in lines) == "typed input" and lines[-1] == {"exit_code": 0}
+    local.run("remove", sid)
+    missing = [c for c in ("snapshot", "volumes", "services") if c not in caps]
+    return "ok: lacks " + ", ".join(missing) if missing else None
+
+
+@checked_local("env")
+def test_local_env(local):
+    """Variables and secrets given at create are in every exec's
+    environment; an exec's own variables reach that exec only."""
+    sid = local.create("envs", "GREETING=hello  world", "API_TOKEN=s3cret-value")
+    r = local.run("exec", sid, "sh", "-c", 'echo "$GREETING"')
+    assert (r["exit_code"], r["stdout"]) == (0, "hello  world\n")
+    r = local.run("exec", sid, "sh", "-c", 'echo "$API_TOKEN"')
+    assert (r["exit_code"], r["stdout"]) == (0, "s3cret-value\n")
+    r = local.with_env(PE_DRIVE_EXEC_ENV="PER_EXEC=just-this-one").run("exec", sid, "sh", "-c", 'echo "$PER_EXEC"')
+    assert (r["exit_code"], r["stdout"]) == (0, "just-this-one\n")
+    r = local.run("exec", sid, "sh", "-c", 'echo "$PER_EXEC"')
+    assert r["stdout"] == "\n"
+    local.run("remove", sid)
+
+
+@checked_local("errors")
+def test_local_errors(local):
+    """Unknown sandboxes, bad names, a stopped sandbox: clear errors
+    naming the provider."""
+    err = local.run("exec", "nope", "true", ok=False)
+    assert err["error"] == "ENOENT" and err["message"].startswith("local:")
+    err = local.run("create", "bad/name", ok=False)
+    assert err["error"] == "EINVAL" and err["message"].startswith("local:")
+    sid = local.create()
+    local.run("stop", sid)
+    for step in (("exec", sid, "true"), ("read", sid, "/etc/hostname"), ("write", sid, "/x", "y")):
+        err = local.run(*step, ok=False)
+        assert err["error"] == "ESTATE" and err["message"].startswith("local:"), (step, err)
+    local.run("remove", sid)
+
+
+@checked_local("no-leak")
+def test_local_no_leak(local):
+    """A create that fails, before or after the sandbox exists, leaves
+    nothing; a retry then works; a taken name keeps its sandbox."""
+    err = local.with_env(PE_PROVIDER_IMAGE="/nonexistent-image").run("create", "leak1", ok=False)
+    assert err["message"].startswith("local:")
+    assert names(local) == []
+    # the sandbox is made, then its start fails (an init that is not one)
+    err = local.with_env(POCKETENV_INIT="/bin/false").run("create", "leak2", ok=False)
+    assert err["message"].startswith("local:") and "start" in err["message"]
+    assert names(local) == []
+    sid = local.create("leak2")
+    err = local.run("create", "leak2", ok=False)
+    assert err["error"] == "EEXIST"
+    assert local.run("exec", sid, "true")["exit_code"] == 0
+    local.run("remove", sid)

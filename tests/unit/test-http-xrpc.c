@@ -294,10 +294,25 @@ TEST_CASE(error_mapping)
     ASSERT_EQ_INT(pe__xrpc_error_for(PE_XRPC_EUPSTREAM).status, 502);
 }
 
+/* What lib/provider's errors become: a capability the sandbox's provider
+ * lacks is 501, its failures 502/504, never a 4xx that blames the client
+ * (no endpoint reaches a provider without it yet: every sandbox is local). */
+TEST_CASE(provider_error_mapping)
+{
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_ENOTCAP).status, 501);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_ENOTCAP).name, "NotSupported");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_EREMOTE).status, 502);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_EREMOTE).name, "UpstreamFailure");
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_EAUTH).status, 502);
+    ASSERT_EQ_INT(pe__xrpc_error_for(PE_ETIMEDOUT).status, 504);
+    ASSERT_EQ_STR(pe__xrpc_error_for(PE_ETIMEDOUT).name, "UpstreamTimeout");
+}
+
 int main(void)
 {
     return RUN_TESTS(table_sorted_and_lookup, nsid_syntax, params_ok_and_coerced, params_errors,
                      body_ok_unknown_properties_allowed, body_errors,
                      empty_body_is_an_empty_object_where_that_is_valid, body_duplicate_keys_refused,
-                     string_formats, body_max_and_nested_refs, error_mapping);
+                     string_formats, body_max_and_nested_refs, error_mapping,
+                     provider_error_mapping);
 }

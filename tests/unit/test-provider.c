@@ -63,6 +63,34 @@ TEST_CASE(undeclared_capability_is_refused_with_the_standard_error)
     pe_provider_close(p);
 }
 
+/* What a start would apply (variables, secrets, volumes) is refused on a
+ * provider that cannot take it, never dropped: a sandbox must not run
+ * without its secrets while the caller believes they are there. Nothing
+ * is sent: the URL goes nowhere. local needs no key. */
+TEST_CASE(start_extras_are_refused_where_they_cannot_go)
+{
+    pe_provider *p = open_or_die("daytona", "http://127.0.0.1:1/api");
+    pe_provider_config local_cfg = {.data_dir = "/nonexistent-dir-of-pocketenv-tests"};
+    char *env[] = {(char *)"SECRET=x", NULL};
+    pe_provider_mount m = {.host_dir = "/srv/vol", .path = "/data"};
+    pe_provider_start_opts with_env = {.env = env}, with_mount = {.mounts = &m, .n_mounts = 1};
+    pe_err err = {0};
+
+    ASSERT_EQ_INT(pe_provider_start_with(p, "sbx", &with_env, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOTCAP);
+    ASSERT_EQ_STR(err.msg, "not supported by daytona: start with environment");
+    ASSERT_EQ_INT(pe_provider_start_with(p, "sbx", &with_mount, &err), -1);
+    ASSERT_EQ_STR(err.msg, "not supported by daytona: volumes");
+    pe_provider_close(p);
+    ASSERT(pe_provider_lookup("local") != NULL);
+    ASSERT(pe_provider_lookup("local")->caps & PE_CAP_VOLUMES);
+    /* no key asked of local: what fails is its runtime's directory */
+    p = NULL;
+    if (pe_provider_open(&p, "local", &local_cfg, &err) < 0)
+        ASSERT(strstr(err.msg, "no API key") == NULL);
+    pe_provider_close(p);
+}
+
 TEST_CASE(errors_are_scrubbed_of_the_key)
 {
     pe_provider *p = open_or_die("sprites", NULL);
@@ -195,6 +223,7 @@ int main(void)
 {
     return RUN_TESTS(unknown_provider_and_missing_key,
                      undeclared_capability_is_refused_with_the_standard_error,
-                     errors_are_scrubbed_of_the_key, refused_connection_names_the_provider,
-                     daytona_demux_on_every_split, provider_sockets_are_close_on_exec);
+                     start_extras_are_refused_where_they_cannot_go, errors_are_scrubbed_of_the_key,
+                     refused_connection_names_the_provider, daytona_demux_on_every_split,
+                     provider_sockets_are_close_on_exec);
 }

@@ -1,0 +1,198 @@
+/* The sandbox layer (sandbox.h): where a sandbox runs, the environment of
+ * its processes, and starting them there.
+ *
+ * Secrets are opened only here, at the point of use; their plaintext goes
+ * only into the environment handed to the provider and is wiped after
+ * (pe_sandbox_env_free). No log line or error message quotes a value. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "sandbox/sandbox.h"
+
+int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *err)
+{
+    pe_provider_config cfg = {.runtime = rt};
+
+    memset(sx, 0, sizeof(*sx));
+    sx->auth = auth;
+    sx->data_dir = pe_xstrdup(rt->data_dir);
+    return pe_provider_open(&sx->local, "local", &cfg, err);
+}
+
+void pe_sandboxes_close(pe_sandboxes *sx)
+{
+    pe_provider_close(sx->local);
+    sx->local = NULL;
+    free(sx->data_dir);
+    sx->data_dir = NULL;
+}
+
+pe_provider *pe_sandbox_provider(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+{
+    /* rows from before backends were recorded are local */
+    if (sb->backend == NULL || sb->backend[0] == '\0' || strcmp(sb->backend, "local") == 0)
+        return sx->local;
+    pe_err_set(err, PE_EUNSUP, 0, "sandbox %s runs on '%s', which this daemon does not serve",
+               sb->name, sb->backend);
+    return NULL;
+}
+
+void pe_sandbox_env_free(char **env)
+{
+    for (char **e = env; e && *e; e++) {
+        explicit_bzero(*e, strlen(*e));
+        free(*e);
+    }
+    free(env);
+}
+
+static int append_kind(pe_sandboxes *sx, pe_store *s, int kind, const char *sandbox_id, char ***env,
+                       size_t *n, pe_err *err)
+{
+    pe_store_kv *list = NULL;
+    size_t k = 0;
+
+    if (pe_store_kv_list(s, kind, sandbox_id, &list, &k, err) < 0)
+        return -1;
+    *env = pe_xrealloc(*env, (*n + k + 1) * sizeof(char *));
+    for (size_t i = 0; i < k; i++) {
+        unsigned char *plain = NULL;
+        size_t len = 0;
+        pe_err e2;
+
+        if (kind == PE_STORE_VARIABLE) {
+            (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, list[i].value);
+            continue;
+        }
+        pe_err_clear(&e2);
+        if (pe_auth_unseal(sx->auth, list[i].value, &plain, &len, &e2) < 0) {
+            pe_log_warn("sandbox %s: secret %s left out: %s", sandbox_id, list[i].key, e2.msg);
+            continue;
+        }
+        (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, (const char *)plain);
+        pe_auth_plain_free(plain);
+    }
+    (*env)[*n] = NULL;
+    pe_store_kv_list_free(list, k);
+    return 0;
+}
+
+int pe_sandbox_env(pe_sandboxes *sx, pe_store *s, const char *sandbox_id, char ***env, pe_err *err)
+{
+    char **out = pe_xcalloc(1, sizeof(char *));
+    size_t n = 0;
+
+    /* Secrets last: the runtime lets a later NAME= replace an earlier one. */
+    if (append_kind(sx, s, PE_STORE_VARIABLE, sandbox_id, &out, &n, err) < 0 ||
+        append_kind(sx, s, PE_STORE_SECRET, sandbox_id, &out, &n, err) < 0) {
+        pe_sandbox_env_free(out);
+        return pe_err_prefix(err, "environment of %s", sandbox_id);
+    }
+    *env = out;
+    return 0;
+}
+
+int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const pe_provider_exec_opts *o, pe_provider_proc *proc, pe_err *err)
+{
+    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider_exec_opts eo = *o;
+    char **env = NULL;
+    int r;
+
+    if (p == NULL || pe_sandbox_env(sx, s, sb->id, &env, err) < 0)
+        return -1;
+    eo.env = env;
+    r = pe_provider_exec_start(p, sb->id, &eo, proc, err);
+    pe_sandbox_env_free(env);
+    return r;
+}
+
+char *pe_sandbox_volume_dir(const pe_sandboxes *sx, const char *volume_id)
+{
+    return pe_xasprintf("%s/volumes/%s", sx->data_dir, volume_id);
+}
+
+static int volume_mounts(pe_sandboxes *sx, pe_store *s, const char *sandbox_id,
+                         pe_provider_start_opts *o, pe_err *err)
+{
+    pe_store_mount *ml = NULL;
+    pe_provider_mount *out;
+    size_t k = 0;
+
+    if (pe_store_mount_list_sandbox(s, sandbox_id, PE_SANDBOX_MOUNTS_MAX, 0, &ml, &k, NULL, err) <
+        0)
+        return pe_err_prefix(err, "volumes of %s", sandbox_id);
+    out = pe_xcalloc(k + 1, sizeof(*out));
+    for (size_t i = 0; i < k; i++) {
+        char *dir = pe_sandbox_volume_dir(sx, ml[i].volume_id);
+        out[i].host_dir = dir;
+        out[i].path = pe_xstrdup(ml[i].path);
+        out[i].ro = ml[i].read_only;
+        /* A directory removed behind our back comes back empty. */
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+            pe_log_warn("volume %s: %s", ml[i].volume_name, strerror(errno));
+    }
+    pe_store_mount_list_free(ml, k);
+    o->mounts = out;
+    o->n_mounts = k;
+    return 0;
+}
+
+int pe_sandbox_start_opts(pe_sandboxes *sx, pe_store *s, const char *sandbox_id,
+                          pe_provider_start_opts *o, pe_err *err)
+{
+    char **env = NULL;
+
+    memset(o, 0, sizeof(*o));
+    if (pe_sandbox_env(sx, s, sandbox_id, &env, err) < 0)
+        return -1;
+    o->env = env;
+    if (volume_mounts(sx, s, sandbox_id, o, err) < 0) {
+        pe_sandbox_start_opts_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+void pe_sandbox_start_opts_free(pe_provider_start_opts *o)
+{
+    pe_sandbox_env_free((char **)o->env);
+    for (size_t i = 0; i < o->n_mounts; i++) {
+        free((char *)o->mounts[i].host_dir);
+        free((char *)o->mounts[i].path);
+    }
+    free((void *)o->mounts);
+    memset(o, 0, sizeof(*o));
+}
+
+int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider_start_opts o;
+    int r;
+
+    if (p == NULL || pe_sandbox_start_opts(sx, s, sb->id, &o, err) < 0)
+        return -1;
+    r = pe_provider_start_with(p, sb->id, &o, err);
+    pe_sandbox_start_opts_free(&o);
+    return r;
+}
+
+int pe_sandbox_stop(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+
+    return p ? pe_provider_stop(p, sb->id, err) : -1;
+}
+
+int pe_sandbox_remove(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+
+    return p ? pe_provider_remove(p, sb->id, err) : -1;
+}
