@@ -417,3 +417,70 @@ unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len)
     }
     return out;
 }
+
+int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
+                           const char *const *headers, json_t *body, bool idempotent, int type,
+                           json_t **out, const char *what, pe_err *err)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    pe__preq rq = {.method = method,
+                   .url = url,
+                   .content_type = text ? "application/json" : NULL,
+                   .body = text,
+                   .body_len = text ? strlen(text) : 0,
+                   .headers = headers,
+                   .idempotent = idempotent};
+    pe__presp rs;
+    int r = pe__provider_http(p, &rq, &rs, what, err);
+
+    if (r == 0 && out && (*out = pe__provider_json(p, &rs, type, what, err)) == NULL)
+        r = -1;
+    pe__presp_free(&rs);
+    free(text);
+    return r;
+}
+
+json_t *pe__env_object(char *const *env)
+{
+    json_t *o = json_object();
+
+    for (char *const *e = env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq) {
+            char *k = pe_xasprintf("%.*s", (int)(eq - *e), *e);
+            json_object_set_new(o, k, json_string(eq + 1));
+            free(k);
+        }
+    }
+    return o;
+}
+
+int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__probe_fn probe,
+                      void *ud, pe_err *err)
+{
+    int64_t deadline = pe_monotonic_ms() + p->cfg.create_timeout_ms;
+
+    for (int i = 0;; i++) {
+        int r = probe(p, id, ud, err);
+        if (r != 0)
+            return r > 0 ? 0 : -1;
+        if (pe_monotonic_ms() > deadline)
+            return pe_err_set(err, PE_ETIMEDOUT, 0,
+                              "%s: sandbox %s did not become %s within %lld s", p->ops->name, id,
+                              want, (long long)p->cfg.create_timeout_ms / 1000);
+        sleep_ms(i < 5 ? 100 : 500);
+    }
+}
+
+int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
+                               void *ud, pe_err *err)
+{
+    pe_err ignored;
+
+    if (pe__provider_poll(p, *id, want, probe, ud, err) == 0)
+        return 0;
+    p->ops->remove(p, *id, &ignored);
+    free(*id);
+    *id = NULL;
+    return pe_err_prefix(err, "create a sandbox");
+}

@@ -69,6 +69,30 @@ int pe__provider_status_error(pe_provider *p, const pe__presp *rs, const char *w
 json_t *pe__provider_json(pe_provider *p, const pe__presp *rs, int type, const char *what,
                           pe_err *err);
 
+/* One JSON call, the shape every REST adapter repeats: body (may be NULL)
+ * sent as application/json with the extra headers; a 2xx answer parsed as
+ * `type` (JSON_OBJECT, JSON_ARRAY) into *out when out is given. */
+int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
+                           const char *const *headers, json_t *body, bool idempotent, int type,
+                           json_t **out, const char *what, pe_err *err);
+
+/* The sandbox's environment "K=V" list as a JSON object {K: V}. */
+json_t *pe__env_object(char *const *env);
+
+/* Wait for a sandbox to reach a state: probe answers 1 (there), 0 (not
+ * yet: asked again after 100 ms, later 500 ms) or -1 (err filled: it
+ * cannot get there, or the call failed). PE_ETIMEDOUT "NAME: sandbox ID
+ * did not become WANT within N s" after create_timeout_ms. */
+typedef int (*pe__probe_fn)(pe_provider *p, const char *id, void *ud, pe_err *err);
+int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__probe_fn probe,
+                      void *ud, pe_err *err);
+
+/* The end of a create: wait for `want`; if that fails, remove what the
+ * provider made (never leave a half-made sandbox behind), free *id and
+ * prefix the error with "create a sandbox". */
+int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
+                               void *ud, pe_err *err);
+
 /* A malloc'd "%s%s" URL from the provider's base and a path built from
  * fmt; %E in fmt is not supported: escape parts with pe__url_escape. */
 char *pe__provider_url(pe_provider *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
