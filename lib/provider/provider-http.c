@@ -231,13 +231,16 @@ static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_sl
                      int64_t timeout_ms, char *errbuf)
 {
     CURL *c = curl_easy_init();
-    char *auth = pe__bearer(p);
+    char *auth = rq->no_key       ? NULL
+                 : rq->key_header ? pe_xasprintf("%s: %s", rq->key_header,
+                                                 p->cfg.creds.key ? p->cfg.creds.key : "")
+                                  : pe__bearer(p);
 
     if (c == NULL) {
         pe__secret_free(auth);
         return NULL;
     }
-    *hdrs = curl_slist_append(NULL, auth);
+    *hdrs = auth ? curl_slist_append(NULL, auth) : NULL;
     pe__secret_free(auth);
     if (rq->content_type) {
         char *ct = pe_xasprintf("Content-Type: %s", rq->content_type);
@@ -418,26 +421,34 @@ unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len)
     return out;
 }
 
-int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
-                           const char *const *headers, json_t *body, bool idempotent, int type,
-                           json_t **out, const char *what, pe_err *err)
+int pe__provider_json_req(pe_provider *p, const pe__preq *base, json_t *body, int type,
+                          json_t **out, const char *what, pe_err *err)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    pe__preq rq = {.method = method,
-                   .url = url,
-                   .content_type = text ? "application/json" : NULL,
-                   .body = text,
-                   .body_len = text ? strlen(text) : 0,
-                   .headers = headers,
-                   .idempotent = idempotent};
+    pe__preq rq = *base;
     pe__presp rs;
-    int r = pe__provider_http(p, &rq, &rs, what, err);
+    int r;
 
+    if (text) {
+        rq.content_type = rq.content_type ? rq.content_type : "application/json";
+        rq.body = text;
+        rq.body_len = strlen(text);
+    }
+    r = pe__provider_http(p, &rq, &rs, what, err);
     if (r == 0 && out && (*out = pe__provider_json(p, &rs, type, what, err)) == NULL)
         r = -1;
     pe__presp_free(&rs);
     free(text);
     return r;
+}
+
+int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
+                           const char *const *headers, json_t *body, bool idempotent, int type,
+                           json_t **out, const char *what, pe_err *err)
+{
+    pe__preq rq = {.method = method, .url = url, .headers = headers, .idempotent = idempotent};
+
+    return pe__provider_json_req(p, &rq, body, type, out, what, err);
 }
 
 json_t *pe__env_object(char *const *env)

@@ -34,6 +34,11 @@ typedef struct pe__preq {
     void *ud;
     volatile int *cancel; /* non-zero: abort the transfer */
     bool stream;          /* no deadline once the answer's head arrived */
+    /* Where the key goes: NULL "Authorization: Bearer KEY"; else the name
+     * of the provider's own header (E2B's "X-API-Key"). no_key: none at
+     * all (a call inside a sandbox carries its own token in headers). */
+    const char *key_header;
+    bool no_key;
 } pe__preq;
 
 typedef struct pe__presp {
@@ -75,6 +80,12 @@ json_t *pe__provider_json(pe_provider *p, const pe__presp *rs, int type, const c
 int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
                            const char *const *headers, json_t *body, bool idempotent, int type,
                            json_t **out, const char *what, pe_err *err);
+
+/* The same with the rest of the request (key header, timeout...) from
+ * base; body, when given, replaces base's (content type JSON unless base
+ * names one). */
+int pe__provider_json_req(pe_provider *p, const pe__preq *base, json_t *body, int type,
+                          json_t **out, const char *what, pe_err *err);
 
 /* The sandbox's environment "K=V" list as a JSON object {K: V}. */
 json_t *pe__env_object(char *const *env);
@@ -186,6 +197,7 @@ struct pe_provider_stream {
     pthread_t thread;
     bool started;
     int ctl[2];          /* control pipe to the pump: 'k' kill, 'r' resize, 'q' quit */
+    int done[2];         /* http_side: closed when the transfer ended */
     int in_fd;           /* where input comes from (stdin pipe or pty socket), -1 */
     int out_fd;          /* where stdout goes (or the pty socket) */
     int err_fd;          /* where stderr goes, -1 with tty */
@@ -211,6 +223,12 @@ struct pe__stream_ops {
     /* The WebSocket ended without an exit: may find the exit code. */
     void (*on_end)(struct pe_provider_stream *s);
     void (*free_ud)(void *ud);
+    /* HTTP streams whose input, kill and resize are calls of their own
+     * (E2B's SendInput, SendSignal, Update): a second thread serves the
+     * control pipe and the input while run_http runs the transfer, and a
+     * kill is on_kill's (the stream then ends with the exit code) rather
+     * than an aborted transfer. */
+    bool http_side;
 };
 
 /* Make the stream's fds (pipes, or a socketpair with tty) into proc and

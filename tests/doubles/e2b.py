@@ -68,6 +68,7 @@ class E2BDouble(Double):
     def __init__(self, key=None):
         super().__init__(key)
         self.next_pid = 100
+        self.key_in_sandbox = []  # envd requests that carried the API key
 
     # -- shapes
     def envd_route(self, request):
@@ -76,6 +77,9 @@ class E2BDouble(Double):
 
     def authorized(self, request):
         if self.envd_route(request):
+            # the API key belongs to the control plane: a sandbox never sees it
+            if any(self.key in v for v in request.headers.values()):
+                self.key_in_sandbox.append(request.path)
             sb = self.sandboxes.get(request.headers.get("E2b-Sandbox-Id", ""))
             return sb is not None and (not sb.secure or request.headers.get("X-Access-Token") == sb.access_token)
         return request.headers.get("X-API-Key") == self.key

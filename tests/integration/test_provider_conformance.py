@@ -32,16 +32,16 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "deno", "sprites", "vercel"]
+ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "errors", "no-leak"]
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "sprites": "get", "vercel": "get"}
+READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "sprites": "get", "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
 # The route that deletes (Vercel v1 has none: stop is the end).
@@ -214,7 +214,7 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "sprites": "exec",
+STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "sprites": "exec",
                 "vercel": "exec.logs"}
 
 
@@ -313,6 +313,11 @@ def test_preview(adapter):
     the API key is never handed out for it."""
     sid = adapter.create()
     port = PREVIEW_PORT[adapter.provider]
+    if "preview" not in adapter.caps():
+        err = adapter.run("preview", sid, str(port), ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: preview"}
+        adapter.run("remove", sid)
+        return "not supported"
     pv = adapter.run("preview", sid, str(port))
     assert adapter.d.key not in json.dumps(pv)
     req = urllib.request.Request(pv["url"])
@@ -419,3 +424,21 @@ def test_no_leak_after_failed_create(adapter):
     err = quick.run("create", ok=False)
     assert err["error"] == "ETIMEDOUT"
     assert alive(d) == set(), f"leaked after a timeout: {alive(d)}"
+
+
+def test_e2b_api_key_never_reaches_the_sandbox():
+    """E2B's envd runs inside the sandbox: its calls carry the sandbox's
+    envdAccessToken, never the account's API key (which the control plane
+    alone gets, in X-API-Key)."""
+    with start("e2b") as d:
+        a = Drive("e2b", d)
+        sid = a.create("keys")
+        a.run("exec", sid, "echo", "hi")
+        a.run("write", sid, "/tmp/k.txt", "x")
+        a.run("read", sid, "/tmp/k.txt")
+        a.run("list", sid, "/tmp")
+        a.run("pty", sid, "exit 0\n")
+        envd = [r for r in d.requests if r["route"] in ("exec", "fs.read", "fs.write", "fs.ListDir")]
+        assert len(envd) >= 4 and all(r["authorized"] for r in envd)
+        assert d.key_in_sandbox == []
+        a.run("remove", sid)
