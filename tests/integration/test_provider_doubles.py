@@ -29,7 +29,7 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
-        "e2b": "e2b"}
+        "e2b": "e2b", "runloop": "@runloop/api-client"}
 
 
 def node_version():
@@ -263,6 +263,31 @@ def test_e2b_double_refuses_envd_calls_without_the_access_token():
         assert asyncio.run(scenario(d)) == (401, (404, "path '/tmp/x' does not exist"))
 
 
+def test_runloop_sdk_lifecycle():
+    """@runloop/api-client: long polls through 408s, executions with SSE
+    tails, stdin, kill, files, suspend/resume, shutdown."""
+    with start("runloop") as d:
+        got = run_node("runloop", d, "runloop.mjs")
+        assert got["created"] == {"status": "provisioning"} and got["running"] == "running"
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exit": 0}
+        assert got["fail"] == {"stdout": "before\n", "exit": 3}
+        assert got["stream"] == {"chunks": ["one\n", "two\n"], "exit": 0}
+        assert got["stdin"] == "from stdin" and got["killed"] == 143
+        assert got["read"] == "hello" and got["download"] == [0, 1, 2, 255] and got["readMissing"] == 404
+        assert got["suspended"] == "suspended" and got["resumed"] == "running" and got["readAfterResume"] == "hello"
+        assert got["shutdown"] == {"status": "shutdown", "reason": "api_shutdown"}
+        assert got["afterShutdown"] == "shutdown"  # shut down devboxes stay listed
+        assert got["badKey"]["status"] == 401 and got["badKey"]["name"] == "AuthenticationError"
+        (sb,) = d.sandboxes.values()
+        assert sb.destroyed and sb.execs[0]["exit_code"] == 0
+        seen = routes(d)
+        for want in [("POST", "create", 200), ("POST", "wait", 408), ("POST", "wait", 200),
+                     ("GET", "exec.stdout", 200), ("POST", "exec.stdin", 200), ("POST", "exec.kill", 200),
+                     ("POST", "fs.write", 200), ("POST", "fs.read", 404), ("POST", "suspend", 200),
+                     ("POST", "resume", 200), ("POST", "shutdown", 200), ("GET", "get", 401)]:
+            assert want in seen, want
+
+
 def test_cloudflare_bridge_contract():
     """The bridge Worker has no client SDK: the reference's contract
     (providers.md 7.8), spoken by hand, plus a PTY session."""
@@ -470,13 +495,14 @@ def key_auth(double, value):
 @pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
-            "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes"}[double.name]
+            "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
+            "runloop": "/v1/devboxes"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
             "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
-            "e2b": (401, {"code": 401})}[double.name]
+            "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"})}[double.name]
     wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
     wrong += (double.key,) if double.name not in KEY_HEADER else ()
     for auth in wrong:
@@ -497,11 +523,11 @@ def test_double_answers_bad_input_in_the_providers_shape(double):
            "vercel": ("POST", "/v1/sandboxes", js), "cloudflare": ("POST", "/v1/sandbox/aaaa/exec", js),
            "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
                                                           **key_auth(double, f"Bearer {double.key}")}),
-           "e2b": ("POST", "/sandboxes", js)}[double.name]
+           "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
              "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
-             "e2b": lambda b: b["code"] and b["message"]}
+             "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"]}
     status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
     status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))
