@@ -199,72 +199,6 @@ static char *dt_toolbox(pe_provider *p, const char *id, pe_err *err)
 
 /* ---- exec ---- */
 
-/* 'x' with ' as '\'' : one shell word. */
-static void quote(char **cmd, const char *word)
-{
-    size_t n = strlen(*cmd);
-    size_t extra = 3;
-
-    for (const char *c = word; *c; c++)
-        extra += *c == '\'' ? 4 : 1;
-    *cmd = pe_xrealloc(*cmd, n + extra + 1);
-    (*cmd)[n++] = '\'';
-    for (const char *c = word; *c; c++) {
-        if (*c == '\'') {
-            memcpy(*cmd + n, "'\\''", 4);
-            n += 4;
-        } else {
-            (*cmd)[n++] = *c;
-        }
-    }
-    (*cmd)[n++] = '\'';
-    (*cmd)[n++] = ' ';
-    (*cmd)[n] = '\0';
-}
-
-static bool is_shell(const char *s)
-{
-    return strcmp(s, "sh") == 0 || strcmp(s, "bash") == 0 || strcmp(s, "/bin/sh") == 0 ||
-           strcmp(s, "/bin/bash") == 0;
-}
-
-/* The session gets one shell string: environment, directory, command. A
- * `sh -c SCRIPT` is sent as SCRIPT (the session's shell is one already,
- * and used once). */
-static char *dt_command(const pe_provider_exec_opts *o)
-{
-    char *cmd = pe_xstrdup("");
-
-    for (char *const *e = o->env; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq == NULL)
-            continue;
-        char *k = pe_xasprintf("export %.*s=", (int)(eq - *e), *e), *j;
-        quote(&k, eq + 1);
-        j = pe_xasprintf("%s%s; ", cmd, k);
-        free(k);
-        free(cmd);
-        cmd = j;
-    }
-    if (o->workdir) {
-        char *c = pe_xstrdup("cd "), *j;
-        quote(&c, o->workdir);
-        j = pe_xasprintf("%s%s; ", cmd, c);
-        free(c);
-        free(cmd);
-        cmd = j;
-    }
-    if (o->argv[0] && o->argv[1] && o->argv[2] && !o->argv[3] && is_shell(o->argv[0]) &&
-        strcmp(o->argv[1], "-c") == 0) {
-        char *j = pe_xasprintf("%s%s", cmd, o->argv[2]);
-        free(cmd);
-        return j;
-    }
-    for (char *const *a = o->argv; *a; a++)
-        quote(&cmd, *a);
-    return cmd;
-}
-
 void pe__daytona_demux(pe__demux *d, const unsigned char *data, size_t len,
                        void (*out)(void *, int, const unsigned char *, size_t), void *ud)
 {
@@ -499,7 +433,7 @@ static int dt_exec_start(pe_provider *p, const char *id, const pe_provider_exec_
         dt_exec_free(x);
         return -1;
     }
-    cmd = dt_command(o);
+    cmd = pe__shell_line(o);
     url = pe_xasprintf("%s/process/session/%s/exec", x->tb, x->session);
     body = json_pack("{s:s, s:b}", "command", cmd, "runAsync", 1);
     r = dt_json(p, "POST", url, body, false, JSON_OBJECT, &ans, "exec", err);

@@ -118,6 +118,12 @@ void pe__secret_free(char *s);
 int pe__provider_fail(pe_provider *p, pe_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* One shell line for providers whose exec takes a string run by a shell
+ * (Daytona's sessions, Runloop, Blaxel): `export K='v'; cd 'dir'; 'argv'...`
+ * with every word quoted; a `sh -c SCRIPT` is sent as SCRIPT (the
+ * provider's shell is one already). malloc'd. */
+char *pe__shell_line(const pe_provider_exec_opts *o);
+
 /* file_remove for providers without one: `rm [-r] PATH` through exec. */
 int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,
                                 pe_err *err);

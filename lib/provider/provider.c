@@ -23,14 +23,15 @@ extern const pe_provider_ops pe__provider_sprites;
 extern const pe_provider_ops pe__provider_vercel;
 extern const pe_provider_ops pe__provider_deno;
 extern const pe_provider_ops pe__provider_e2b;
+extern const pe_provider_ops pe__provider_runloop;
 
 static const pe_provider_ops *const adapters[] = {
-    &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites,
-    &pe__provider_vercel,     &pe__provider_deno,    &pe__provider_e2b,
+    &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites, &pe__provider_vercel,
+    &pe__provider_deno,       &pe__provider_e2b,     &pe__provider_runloop,
 };
 
-const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno", "e2b",
-                                            "sprites",    "vercel",  NULL};
+const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno",   "e2b",
+                                            "runloop",    "sprites", "vercel", NULL};
 
 static const char *const cap_names[] = {
     "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",
@@ -76,7 +77,8 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     if (ops == NULL)
         return pe_err_set(
             err, PE_EINVAL, 0,
-            "unknown provider '%s'; adapters: cloudflare, daytona, deno, e2b, sprites, vercel",
+            "unknown provider '%s'; adapters: cloudflare, daytona, deno, e2b, runloop, sprites, "
+            "vercel",
             name ? name : "");
     if (cfg->creds.key == NULL || cfg->creds.key[0] == '\0')
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);

@@ -32,20 +32,23 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "sprites", "vercel"]
+ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "runloop", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "errors", "no-leak"]
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "sprites": "get", "vercel": "get"}
+READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "runloop": "get", "sprites": "get",
+               "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
 # The route that deletes (Vercel v1 has none: stop is the end).
-DELETE_ROUTE = {"vercel": "stop"}
+DELETE_ROUTE = {"vercel": "stop", "runloop": "shutdown"}
+# Providers that keep a removed sandbox listed (Runloop: status shutdown).
+KEPT_AFTER_REMOVE = {"runloop"}
 # Providers whose stop ends a sandbox for good (no start after it).
 STOP_ENDS = {"vercel", "deno"}
 # What each provider's account needs besides the key (Vercel: team, project,
@@ -161,7 +164,7 @@ def test_lifecycle(adapter):
     adapter.run("start", sid)
     assert adapter.run("status", sid)["state"] == "running"
     adapter.run("remove", sid)
-    assert sid not in d.sandboxes
+    assert sid not in (alive(d) if adapter.provider in KEPT_AFTER_REMOVE else d.sandboxes)
     if adapter.provider != "cloudflare":  # the bridge's ids name a fresh container forever
         err = adapter.run("status", sid, ok=False)
         assert err["error"] == "ENOENT" and adapter.provider in err["message"]
@@ -214,7 +217,8 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "sprites": "exec",
+STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "runloop": "exec.stdout",
+                "sprites": "exec",
                 "vercel": "exec.logs"}
 
 
