@@ -29,7 +29,8 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
-        "e2b": "e2b", "runloop": "@runloop/api-client"}
+        "e2b": "e2b", "runloop": "@runloop/api-client",
+        "hopx": "@hopx-ai/sdk"}
 
 
 def node_version():
@@ -288,6 +289,33 @@ def test_runloop_sdk_lifecycle():
             assert want in seen, want
 
 
+def test_hopx_sdk_lifecycle():
+    """@hopx-ai/sdk: the control plane with X-API-Key, the agent at the
+    sandbox's public_host with the JWT of create or token/refresh."""
+    with start("hopx") as d:
+        got = run_node("hopx", d, "hopx.mjs")
+        assert got["created"] == {"status": "running", "publicHost": d.url}
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exitCode": 0}
+        assert got["fail"] == {"stdout": "before\n", "exitCode": 3}
+        assert got["stream"] == [["stdout", "one\n"], ["stdout", "two\n"], ["complete", True]]
+        assert got["streamExit"] == 0
+        assert got["pty"]["exitCode"] == 5 and "typed\r\n" in got["pty"]["screen"]
+        assert got["read"] == "hello" and got["readBytes"] == [0, 1, 2, 255] and got["list"] == ["a.txt", "b.bin"]
+        assert got["readMissing"] == "FileNotFoundError"
+        assert got["paused"] == "paused" and got["resumed"] == "running"
+        assert got["afterDelete"] in ("SandboxExpiredError", "NotFoundError")
+        assert got["badKey"]["status"] == 401 and got["badKey"]["name"] == "AuthenticationError"
+        assert d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "create", 201), ("POST", "token", 200), ("PATCH", "env", 200),
+                     ("POST", "cmd.run", 200), ("GET", "exec", 101), ("GET", "terminal", 101),
+                     ("GET", "fs.read", 200), ("POST", "pause", 200), ("POST", "resume", 200),
+                     ("DELETE", "delete", 204), ("POST", "create", 401)]:
+            assert want in seen, want
+        agent = [r for r in d.requests if r["route"].startswith(("cmd", "exec", "fs.", "terminal", "env"))]
+        assert agent and all(r["authorized"] for r in agent)  # every agent call had a JWT of ours
+
+
 def test_cloudflare_bridge_contract():
     """The bridge Worker has no client SDK: the reference's contract
     (providers.md 7.8), spoken by hand, plus a PTY session."""
@@ -479,7 +507,7 @@ def test_double_listens_on_loopback_only(double):
 
 
 # Providers whose key travels in a header of its own, not "Authorization: Bearer".
-KEY_HEADER = {"e2b": "X-API-Key"}
+KEY_HEADER = {"e2b": "X-API-Key", "hopx": "X-API-Key"}
 
 
 def key_auth(double, value):
@@ -496,13 +524,14 @@ def key_auth(double, value):
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
             "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
-            "runloop": "/v1/devboxes"}[double.name]
+            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
             "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
-            "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"})}[double.name]
+            "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"}),
+            "hopx": (401, {"code": "unauthorized"})}[double.name]
     wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
     wrong += (double.key,) if double.name not in KEY_HEADER else ()
     for auth in wrong:
@@ -523,11 +552,13 @@ def test_double_answers_bad_input_in_the_providers_shape(double):
            "vercel": ("POST", "/v1/sandboxes", js), "cloudflare": ("POST", "/v1/sandbox/aaaa/exec", js),
            "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
                                                           **key_auth(double, f"Bearer {double.key}")}),
-           "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js)}[double.name]
+           "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js),
+           "hopx": ("POST", "/v1/sandboxes", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
              "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
-             "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"]}
+             "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"],
+             "hopx": lambda b: b["code"] and b["message"]}
     status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
     status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))
