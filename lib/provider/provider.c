@@ -24,10 +24,11 @@ extern const pe_provider_ops pe__provider_vercel;
 extern const pe_provider_ops pe__provider_deno;
 extern const pe_provider_ops pe__provider_e2b;
 extern const pe_provider_ops pe__provider_runloop;
+extern const pe_provider_ops pe__provider_hopx;
 
 static const pe_provider_ops *const adapters[] = {
     &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites, &pe__provider_vercel,
-    &pe__provider_deno,       &pe__provider_e2b,     &pe__provider_runloop,
+    &pe__provider_deno,       &pe__provider_e2b,     &pe__provider_runloop, &pe__provider_hopx,
 };
 
 const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno",   "e2b",
@@ -77,8 +78,8 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     if (ops == NULL)
         return pe_err_set(
             err, PE_EINVAL, 0,
-            "unknown provider '%s'; adapters: cloudflare, daytona, deno, e2b, runloop, sprites, "
-            "vercel",
+            "unknown provider '%s'; adapters: cloudflare, daytona, deno, e2b, hopx, runloop, "
+            "sprites, vercel",
             name ? name : "");
     if (cfg->creds.key == NULL || cfg->creds.key[0] == '\0')
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);

@@ -43,6 +43,7 @@ class HopxDouble(Double):
     def __init__(self, key=None):
         super().__init__(key)
         self.tokens = {}  # JWT -> sandbox id
+        self.key_in_sandbox = []  # agent requests that carried the API key
 
     def agent_route(self, request):
         r = request.match_info.route.name if request.match_info.route else ""
@@ -50,6 +51,9 @@ class HopxDouble(Double):
 
     def authorized(self, request):
         if self.agent_route(request):
+            # the API key belongs to the control plane: the agent runs in the sandbox
+            if any(self.key in v for v in request.headers.values()):
+                self.key_in_sandbox.append(request.path)
             auth = request.headers.get("Authorization", "")
             return auth.startswith("Bearer ") and auth[7:] in self.tokens
         return request.headers.get("X-API-Key") == self.key

@@ -32,16 +32,16 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "runloop", "sprites", "vercel"]
+ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "errors", "no-leak"]
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "runloop": "get", "sprites": "get",
+READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
                "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
@@ -217,7 +217,8 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "runloop": "exec.stdout",
+STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
+                "runloop": "exec.stdout",
                 "sprites": "exec",
                 "vercel": "exec.logs"}
 
@@ -252,7 +253,9 @@ def test_pty(adapter):
     r = adapter.run("pty", sid, "echo hi\nexit 4\n")
     assert "hi\r\n" in r["output"] and r["exit_code"] == 4
     pty = adapter.d.sandboxes[sid].pty[-1]
-    assert pty["resizes"] == [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
+    # Hopx's terminal takes its first size as a resize: 80x24 (the size asked) comes first there
+    first = [(80, 24)] if adapter.provider == "hopx" else []
+    assert pty["resizes"] == first + [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
     adapter.run("remove", sid)
 
 
@@ -430,19 +433,25 @@ def test_no_leak_after_failed_create(adapter):
     assert alive(d) == set(), f"leaked after a timeout: {alive(d)}"
 
 
-def test_e2b_api_key_never_reaches_the_sandbox():
-    """E2B's envd runs inside the sandbox: its calls carry the sandbox's
-    envdAccessToken, never the account's API key (which the control plane
-    alone gets, in X-API-Key)."""
-    with start("e2b") as d:
-        a = Drive("e2b", d)
+# The routes of calls that run inside the sandbox (E2B's envd, Hopx's agent).
+IN_SANDBOX = {"e2b": ("exec", "fs.read", "fs.write", "fs.ListDir"),
+              "hopx": ("exec", "terminal", "fs.read", "fs.write", "fs.list")}
+
+
+@pytest.mark.parametrize("provider", sorted(IN_SANDBOX))
+def test_api_key_never_reaches_the_sandbox(provider):
+    """E2B's envd and Hopx's agent run inside the sandbox: their calls carry
+    the sandbox's own token, never the account's API key (which the control
+    plane alone gets)."""
+    with start(provider) as d:
+        a = Drive(provider, d)
         sid = a.create("keys")
         a.run("exec", sid, "echo", "hi")
         a.run("write", sid, "/tmp/k.txt", "x")
         a.run("read", sid, "/tmp/k.txt")
         a.run("list", sid, "/tmp")
         a.run("pty", sid, "exit 0\n")
-        envd = [r for r in d.requests if r["route"] in ("exec", "fs.read", "fs.write", "fs.ListDir")]
-        assert len(envd) >= 4 and all(r["authorized"] for r in envd)
+        inside = [r for r in d.requests if r["route"] in IN_SANDBOX[provider]]
+        assert len(inside) >= 4 and all(r["authorized"] for r in inside)
         assert d.key_in_sandbox == []
         a.run("remove", sid)
