@@ -30,7 +30,7 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
         "e2b": "e2b", "runloop": "@runloop/api-client",
-        "hopx": "@hopx-ai/sdk"}
+        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core"}
 
 
 def node_version():
@@ -316,6 +316,30 @@ def test_hopx_sdk_lifecycle():
         assert agent and all(r["authorized"] for r in agent)  # every agent call had a JWT of ours
 
 
+def test_blaxel_sdk_lifecycle():
+    """@blaxel/core: the control plane with its two headers, the sandbox
+    API at metadata.url, processes, streamed logs, files, delete."""
+    with start("blaxel") as d:
+        ws = {"DOUBLE_WORKSPACE": d.workspace}
+        got = run_node("blaxel", d, "blaxel.mjs", extra_env=ws)
+        assert got["created"] == {"name": "pe-t1", "status": "DEPLOYING"}
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exitCode": 0, "status": "completed"}
+        assert got["fail"] == {"stdout": "before\n", "exitCode": 3, "status": "failed"}
+        assert got["stream"] == {"lines": [["stdout", "one"], ["stderr", "two"]], "exitCode": 0}
+        assert got["read"] == "hello" and got["readBinary"] == [0, 1, 2, 255] and got["list"] == ["a.txt", "b.bin"]
+        assert got["readMissing"] == 404
+        assert got["afterDelete"]["error"] == "sandbox pe-t1 not found"
+        assert d.sandboxes == {}
+        bad = run_node("blaxel", d, "blaxel.mjs", extra_env={**ws, "BAD_KEY": "bl_wrong"})
+        assert bad["badKey"]["status"] == "unauthorized"
+        seen = routes(d)
+        for want in [("POST", "create", 200), ("GET", "get", 200), ("POST", "exec", 200),
+                     ("GET", "exec.stream", 200), ("PUT", "fs", 200), ("GET", "fs", 404),
+                     ("DELETE", "delete", 200), ("GET", "get", 404), ("GET", "get", 401)]:
+            assert want in seen, want
+        assert [r for r in d.seen("get") if r["status"] == 401][0]["authorized"] is False
+
+
 def test_cloudflare_bridge_contract():
     """The bridge Worker has no client SDK: the reference's contract
     (providers.md 7.8), spoken by hand, plus a PTY session."""
@@ -507,7 +531,7 @@ def test_double_listens_on_loopback_only(double):
 
 
 # Providers whose key travels in a header of its own, not "Authorization: Bearer".
-KEY_HEADER = {"e2b": "X-API-Key", "hopx": "X-API-Key"}
+KEY_HEADER = {"e2b": "X-API-Key", "hopx": "X-API-Key", "blaxel": "X-Blaxel-Authorization"}
 
 
 def key_auth(double, value):
@@ -517,6 +541,9 @@ def key_auth(double, value):
         return {}
     if name is None:
         return {"Authorization": value}
+    if double.name == "blaxel":  # a bearer token in a header of its own, with the workspace
+        return {name: value if value.startswith("Bearer ") else f"Bearer {value}",
+                "X-Blaxel-Workspace": double.workspace}
     return {name: value.removeprefix("Bearer ")}
 
 
@@ -524,14 +551,14 @@ def key_auth(double, value):
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
             "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
-            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes"}[double.name]
+            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
             "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
             "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"}),
-            "hopx": (401, {"code": "unauthorized"})}[double.name]
+            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"})}[double.name]
     wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
     wrong += (double.key,) if double.name not in KEY_HEADER else ()
     for auth in wrong:
@@ -553,12 +580,12 @@ def test_double_answers_bad_input_in_the_providers_shape(double):
            "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
                                                           **key_auth(double, f"Bearer {double.key}")}),
            "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js),
-           "hopx": ("POST", "/v1/sandboxes", js)}[double.name]
+           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
              "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
              "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"],
-             "hopx": lambda b: b["code"] and b["message"]}
+             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"]}
     status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
     status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))
