@@ -32,16 +32,16 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
+ADAPTERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "errors", "no-leak"]
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"blaxel": 3000, "cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
+READY_ROUTE = {"blaxel": "get", "cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
                "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
@@ -54,7 +54,10 @@ STOP_ENDS = {"vercel", "deno"}
 # What each provider's account needs besides the key (Vercel: team, project,
 # and the ports to route, which it takes at create only).
 EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
-                        "PE_PROVIDER_PORTS": "3000"}}
+                        "PE_PROVIDER_PORTS": "3000"},
+             "blaxel": {"PE_PROVIDER_ORG": "ws-double"}}  # Blaxel's workspace
+# Where each API lives under the double's URL (the public base URLs end so too).
+URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 
 RESULTS = {}
 
@@ -90,7 +93,7 @@ class Drive:
     def __init__(self, provider, d, key=None, timeout_ms=3000):
         self.provider = provider
         self.d = d
-        url = d.url + ("/api" if provider == "daytona" else "")
+        url = d.url + URL_SUFFIX.get(provider, "")
         self.env = dict(os.environ, PE_PROVIDER_URL=url, PE_PROVIDER_KEY=key or d.key,
                         PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000",
                         **EXTRA_ENV.get(provider, {}))
@@ -217,7 +220,7 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
+STREAM_ROUTE = {"blaxel": "exec.stream", "cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
                 "runloop": "exec.stdout",
                 "sprites": "exec",
                 "vercel": "exec.logs"}
