@@ -315,9 +315,17 @@ static int bl_exit(struct pe_provider_stream *s, pe_err *err)
 {
     bl_exec *x = s->ud;
     char *url = pe_xasprintf("%s/process/%s", x->sbx, x->pid);
+    int64_t deadline = pe_monotonic_ms() + s->p->cfg.timeout_ms;
     int r = -1;
 
     for (int i = 0; !s->cancel; i++) {
+        /* still running well after its log ended: the stream was cut short
+         * (the edge's own limit), which is no exit */
+        if (pe_monotonic_ms() > deadline) {
+            pe__provider_fail(s->p, err, PE_EREMOTE,
+                              NAME ": exec: the log stream ended before the process did");
+            break;
+        }
         json_t *v = NULL;
         const char *st;
         if (bl_json(s->p, "GET", url, NULL, true, JSON_OBJECT, &v, "get a process", err) < 0)
