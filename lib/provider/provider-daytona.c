@@ -27,28 +27,15 @@ static int dt_open(pe_provider *p, pe_err *err)
     return 0;
 }
 
-/* One JSON call to url; *out the answer's JSON (object or array) if asked. */
+/* One JSON call to url, with the organization header when there is one. */
 static int dt_json(pe_provider *p, const char *method, const char *url, json_t *body,
                    bool idempotent, int type, json_t **out, const char *what, pe_err *err)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     const char *org = p->cfg.creds.org;
     char *org_hdr = org ? pe_xasprintf("X-Daytona-Organization-ID: %s", org) : NULL;
     const char *hdrs[] = {org_hdr, NULL};
-    pe__preq rq = {.method = method,
-                   .url = url,
-                   .content_type = text ? "application/json" : NULL,
-                   .body = text,
-                   .body_len = text ? strlen(text) : 0,
-                   .idempotent = idempotent,
-                   .headers = hdrs};
-    pe__presp rs;
-    int r = pe__provider_http(p, &rq, &rs, what, err);
+    int r = pe__provider_json_call(p, method, url, hdrs, body, idempotent, type, out, what, err);
 
-    if (r == 0 && out && (*out = pe__provider_json(p, &rs, type, what, err)) == NULL)
-        r = -1;
-    pe__presp_free(&rs);
-    free(text);
     free(org_hdr);
     return r;
 }
@@ -69,36 +56,26 @@ static const char *dt_state(json_t *sb)
     return s ? s : "";
 }
 
-/* Poll until the sandbox is in `want`; "error"/"build_failed" end it. */
-static int dt_wait(pe_provider *p, const char *id, const char *want, int64_t timeout_ms,
-                   pe_err *err)
+/* probe of pe__provider_poll: is the sandbox in state `ud`? "error" and
+ * "build_failed" end the wait. */
+static int dt_probe(pe_provider *p, const char *id, void *ud, pe_err *err)
 {
-    int64_t deadline = pe_monotonic_ms() + timeout_ms;
+    const char *want = ud, *st;
+    json_t *sb = NULL;
+    int r = 0;
 
-    for (int i = 0;; i++) {
-        json_t *sb = NULL;
-        const char *st;
-        if (dt_sandbox(p, id, &sb, err) < 0)
-            return -1;
-        st = dt_state(sb);
-        if (strcmp(st, want) == 0) {
-            json_decref(sb);
-            return 0;
-        }
-        if (strcmp(st, "error") == 0 || strcmp(st, "build_failed") == 0) {
-            const char *why = json_string_value(json_object_get(sb, "errorReason"));
-            pe__provider_fail(p, err, PE_EREMOTE, NAME ": sandbox %s is in state %s%s%.200s", id,
+    if (dt_sandbox(p, id, &sb, err) < 0)
+        return -1;
+    st = dt_state(sb);
+    if (strcmp(st, want) == 0) {
+        r = 1;
+    } else if (strcmp(st, "error") == 0 || strcmp(st, "build_failed") == 0) {
+        const char *why = json_string_value(json_object_get(sb, "errorReason"));
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": sandbox %s is in state %s%s%.200s", id,
                               st, why ? ": " : "", why ? why : "");
-            json_decref(sb);
-            return -1;
-        }
-        json_decref(sb);
-        if (pe_monotonic_ms() > deadline)
-            return pe_err_set(err, PE_ETIMEDOUT, 0,
-                              NAME ": sandbox %s did not become %s within %lld s", id, want,
-                              (long long)timeout_ms / 1000);
-        usleep(i < 5 ? 100000 : 500000);
     }
+    json_decref(sb);
+    return r;
 }
 
 static int dt_remove(pe_provider *p, const char *id, pe_err *err)
@@ -113,16 +90,8 @@ static int dt_remove(pe_provider *p, const char *id, pe_err *err)
 
 static json_t *dt_create_body(const pe_provider_spec *spec)
 {
-    json_t *env = json_object(), *body;
+    json_t *env = pe__env_object(spec->env), *body;
 
-    for (char *const *e = spec->env; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq) {
-            char *k = pe_xasprintf("%.*s", (int)(eq - *e), *e);
-            json_object_set_new(env, k, json_string(eq + 1));
-            free(k);
-        }
-    }
     /* autoStopInterval 0: our housekeeping decides when it stops */
     body = json_pack("{s:o, s:{s:s}, s:i}", "env", env, "labels", "pocketenv",
                      spec->name ? spec->name : "", "autoStopInterval", 0);
@@ -143,7 +112,6 @@ static int dt_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     json_t *body = dt_create_body(spec), *sb = NULL;
     char *url = pe__provider_url(p, "/sandbox");
     const char *sid;
-    pe_err ignored;
     int r;
 
     /* not idempotent: a second POST makes a second sandbox */
@@ -159,13 +127,7 @@ static int dt_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(sb);
-    if (dt_wait(p, *id, "started", p->cfg.create_timeout_ms, err) < 0) {
-        dt_remove(p, *id, &ignored); /* never leave a half-made sandbox behind */
-        free(*id);
-        *id = NULL;
-        return pe_err_prefix(err, "create a sandbox");
-    }
-    return 0;
+    return pe__provider_create_settle(p, id, "started", dt_probe, (void *)"started", err);
 }
 
 static int dt_action(pe_provider *p, const char *id, const char *action, const char *want,
@@ -179,7 +141,7 @@ static int dt_action(pe_provider *p, const char *id, const char *action, const c
     r = dt_json(p, "POST", url, NULL, true, 0, NULL, what, err);
     free(eid);
     free(url);
-    return r < 0 ? -1 : dt_wait(p, id, want, p->cfg.create_timeout_ms, err);
+    return r < 0 ? -1 : pe__provider_poll(p, id, want, dt_probe, (void *)want, err);
 }
 
 static int dt_start(pe_provider *p, const char *id, pe_err *err)
@@ -236,72 +198,6 @@ static char *dt_toolbox(pe_provider *p, const char *id, pe_err *err)
 }
 
 /* ---- exec ---- */
-
-/* 'x' with ' as '\'' : one shell word. */
-static void quote(char **cmd, const char *word)
-{
-    size_t n = strlen(*cmd);
-    size_t extra = 3;
-
-    for (const char *c = word; *c; c++)
-        extra += *c == '\'' ? 4 : 1;
-    *cmd = pe_xrealloc(*cmd, n + extra + 1);
-    (*cmd)[n++] = '\'';
-    for (const char *c = word; *c; c++) {
-        if (*c == '\'') {
-            memcpy(*cmd + n, "'\\''", 4);
-            n += 4;
-        } else {
-            (*cmd)[n++] = *c;
-        }
-    }
-    (*cmd)[n++] = '\'';
-    (*cmd)[n++] = ' ';
-    (*cmd)[n] = '\0';
-}
-
-static bool is_shell(const char *s)
-{
-    return strcmp(s, "sh") == 0 || strcmp(s, "bash") == 0 || strcmp(s, "/bin/sh") == 0 ||
-           strcmp(s, "/bin/bash") == 0;
-}
-
-/* The session gets one shell string: environment, directory, command. A
- * `sh -c SCRIPT` is sent as SCRIPT (the session's shell is one already,
- * and used once). */
-static char *dt_command(const pe_provider_exec_opts *o)
-{
-    char *cmd = pe_xstrdup("");
-
-    for (char *const *e = o->env; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq == NULL)
-            continue;
-        char *k = pe_xasprintf("export %.*s=", (int)(eq - *e), *e), *j;
-        quote(&k, eq + 1);
-        j = pe_xasprintf("%s%s; ", cmd, k);
-        free(k);
-        free(cmd);
-        cmd = j;
-    }
-    if (o->workdir) {
-        char *c = pe_xstrdup("cd "), *j;
-        quote(&c, o->workdir);
-        j = pe_xasprintf("%s%s; ", cmd, c);
-        free(c);
-        free(cmd);
-        cmd = j;
-    }
-    if (o->argv[0] && o->argv[1] && o->argv[2] && !o->argv[3] && is_shell(o->argv[0]) &&
-        strcmp(o->argv[1], "-c") == 0) {
-        char *j = pe_xasprintf("%s%s", cmd, o->argv[2]);
-        free(cmd);
-        return j;
-    }
-    for (char *const *a = o->argv; *a; a++)
-        quote(&cmd, *a);
-    return cmd;
-}
 
 void pe__daytona_demux(pe__demux *d, const unsigned char *data, size_t len,
                        void (*out)(void *, int, const unsigned char *, size_t), void *ud)
@@ -537,7 +433,7 @@ static int dt_exec_start(pe_provider *p, const char *id, const pe_provider_exec_
         dt_exec_free(x);
         return -1;
     }
-    cmd = dt_command(o);
+    cmd = pe__shell_line(o);
     url = pe_xasprintf("%s/process/session/%s/exec", x->tb, x->session);
     body = json_pack("{s:s, s:b}", "command", cmd, "runAsync", 1);
     r = dt_json(p, "POST", url, body, false, JSON_OBJECT, &ans, "exec", err);

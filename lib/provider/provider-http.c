@@ -231,13 +231,16 @@ static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_sl
                      int64_t timeout_ms, char *errbuf)
 {
     CURL *c = curl_easy_init();
-    char *auth = pe__bearer(p);
+    char *auth = rq->no_key       ? NULL
+                 : rq->key_header ? pe_xasprintf("%s: %s", rq->key_header,
+                                                 p->cfg.creds.key ? p->cfg.creds.key : "")
+                                  : pe__bearer(p);
 
     if (c == NULL) {
         pe__secret_free(auth);
         return NULL;
     }
-    *hdrs = curl_slist_append(NULL, auth);
+    *hdrs = auth ? curl_slist_append(NULL, auth) : NULL;
     pe__secret_free(auth);
     if (rq->content_type) {
         char *ct = pe_xasprintf("Content-Type: %s", rq->content_type);
@@ -416,4 +419,142 @@ unsigned char *pe__b64_decode(const char *s, size_t slen, size_t *len)
         return NULL;
     }
     return out;
+}
+
+int pe__provider_json_req(pe_provider *p, const pe__preq *base, json_t *body, int type,
+                          json_t **out, const char *what, pe_err *err)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    pe__preq rq = *base;
+    pe__presp rs;
+    int r;
+
+    if (text) {
+        rq.content_type = rq.content_type ? rq.content_type : "application/json";
+        rq.body = text;
+        rq.body_len = strlen(text);
+    }
+    r = pe__provider_http(p, &rq, &rs, what, err);
+    if (r == 0 && out && (*out = pe__provider_json(p, &rs, type, what, err)) == NULL)
+        r = -1;
+    pe__presp_free(&rs);
+    free(text);
+    return r;
+}
+
+int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
+                           const char *const *headers, json_t *body, bool idempotent, int type,
+                           json_t **out, const char *what, pe_err *err)
+{
+    pe__preq rq = {.method = method, .url = url, .headers = headers, .idempotent = idempotent};
+
+    return pe__provider_json_req(p, &rq, body, type, out, what, err);
+}
+
+json_t *pe__env_object(char *const *env)
+{
+    json_t *o = json_object();
+
+    for (char *const *e = env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq) {
+            char *k = pe_xasprintf("%.*s", (int)(eq - *e), *e);
+            json_object_set_new(o, k, json_string(eq + 1));
+            free(k);
+        }
+    }
+    return o;
+}
+
+int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__probe_fn probe,
+                      void *ud, pe_err *err)
+{
+    int64_t deadline = pe_monotonic_ms() + p->cfg.create_timeout_ms;
+
+    for (int i = 0;; i++) {
+        int r = probe(p, id, ud, err);
+        if (r != 0)
+            return r > 0 ? 0 : -1;
+        if (pe_monotonic_ms() > deadline)
+            return pe_err_set(err, PE_ETIMEDOUT, 0,
+                              "%s: sandbox %s did not become %s within %lld s", p->ops->name, id,
+                              want, (long long)p->cfg.create_timeout_ms / 1000);
+        sleep_ms(i < 5 ? 100 : 500);
+    }
+}
+
+int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
+                               void *ud, pe_err *err)
+{
+    pe_err ignored;
+
+    if (pe__provider_poll(p, *id, want, probe, ud, err) == 0)
+        return 0;
+    p->ops->remove(p, *id, &ignored);
+    free(*id);
+    *id = NULL;
+    return pe_err_prefix(err, "create a sandbox");
+}
+
+/* 'x' with ' as '\'' : one shell word. */
+static void quote(char **cmd, const char *word)
+{
+    size_t n = strlen(*cmd);
+    size_t extra = 3;
+
+    for (const char *c = word; *c; c++)
+        extra += *c == '\'' ? 4 : 1;
+    *cmd = pe_xrealloc(*cmd, n + extra + 1);
+    (*cmd)[n++] = '\'';
+    for (const char *c = word; *c; c++) {
+        if (*c == '\'') {
+            memcpy(*cmd + n, "'\\''", 4);
+            n += 4;
+        } else {
+            (*cmd)[n++] = *c;
+        }
+    }
+    (*cmd)[n++] = '\'';
+    (*cmd)[n++] = ' ';
+    (*cmd)[n] = '\0';
+}
+
+static bool is_shell(const char *s)
+{
+    return strcmp(s, "sh") == 0 || strcmp(s, "bash") == 0 || strcmp(s, "/bin/sh") == 0 ||
+           strcmp(s, "/bin/bash") == 0;
+}
+
+char *pe__shell_line(const pe_provider_exec_opts *o)
+{
+    char *cmd = pe_xstrdup("");
+
+    for (char *const *e = o->env; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (eq == NULL)
+            continue;
+        char *k = pe_xasprintf("export %.*s=", (int)(eq - *e), *e), *j;
+        quote(&k, eq + 1);
+        j = pe_xasprintf("%s%s; ", cmd, k);
+        free(k);
+        free(cmd);
+        cmd = j;
+    }
+    if (o->workdir) {
+        char *c = pe_xstrdup("cd "), *j;
+        quote(&c, o->workdir);
+        j = pe_xasprintf("%s%s; ", cmd, c);
+        free(c);
+        free(cmd);
+        cmd = j;
+    }
+    if (o->argv[0] && o->argv[1] && o->argv[2] && !o->argv[3] && is_shell(o->argv[0]) &&
+        strcmp(o->argv[1], "-c") == 0) {
+        char *j = pe_xasprintf("%s%s", cmd, o->argv[2]);
+        free(cmd);
+        return j;
+    }
+    for (char *const *a = o->argv; *a; a++)
+        quote(&cmd, *a);
+    return cmd;
 }

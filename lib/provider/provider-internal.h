@@ -34,6 +34,11 @@ typedef struct pe__preq {
     void *ud;
     volatile int *cancel; /* non-zero: abort the transfer */
     bool stream;          /* no deadline once the answer's head arrived */
+    /* Where the key goes: NULL "Authorization: Bearer KEY"; else the name
+     * of the provider's own header (E2B's "X-API-Key"). no_key: none at
+     * all (a call inside a sandbox carries its own token in headers). */
+    const char *key_header;
+    bool no_key;
 } pe__preq;
 
 typedef struct pe__presp {
@@ -69,6 +74,36 @@ int pe__provider_status_error(pe_provider *p, const pe__presp *rs, const char *w
 json_t *pe__provider_json(pe_provider *p, const pe__presp *rs, int type, const char *what,
                           pe_err *err);
 
+/* One JSON call, the shape every REST adapter repeats: body (may be NULL)
+ * sent as application/json with the extra headers; a 2xx answer parsed as
+ * `type` (JSON_OBJECT, JSON_ARRAY) into *out when out is given. */
+int pe__provider_json_call(pe_provider *p, const char *method, const char *url,
+                           const char *const *headers, json_t *body, bool idempotent, int type,
+                           json_t **out, const char *what, pe_err *err);
+
+/* The same with the rest of the request (key header, timeout...) from
+ * base; body, when given, replaces base's (content type JSON unless base
+ * names one). */
+int pe__provider_json_req(pe_provider *p, const pe__preq *base, json_t *body, int type,
+                          json_t **out, const char *what, pe_err *err);
+
+/* The sandbox's environment "K=V" list as a JSON object {K: V}. */
+json_t *pe__env_object(char *const *env);
+
+/* Wait for a sandbox to reach a state: probe answers 1 (there), 0 (not
+ * yet: asked again after 100 ms, later 500 ms) or -1 (err filled: it
+ * cannot get there, or the call failed). PE_ETIMEDOUT "NAME: sandbox ID
+ * did not become WANT within N s" after create_timeout_ms. */
+typedef int (*pe__probe_fn)(pe_provider *p, const char *id, void *ud, pe_err *err);
+int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__probe_fn probe,
+                      void *ud, pe_err *err);
+
+/* The end of a create: wait for `want`; if that fails, remove what the
+ * provider made (never leave a half-made sandbox behind), free *id and
+ * prefix the error with "create a sandbox". */
+int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
+                               void *ud, pe_err *err);
+
 /* A malloc'd "%s%s" URL from the provider's base and a path built from
  * fmt; %E in fmt is not supported: escape parts with pe__url_escape. */
 char *pe__provider_url(pe_provider *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -82,6 +117,12 @@ void pe__secret_free(char *s);
 /* Fail with a transport message, scrubbed of the credential. */
 int pe__provider_fail(pe_provider *p, pe_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* One shell line for providers whose exec takes a string run by a shell
+ * (Daytona's sessions, Runloop, Blaxel): `export K='v'; cd 'dir'; 'argv'...`
+ * with every word quoted; a `sh -c SCRIPT` is sent as SCRIPT (the
+ * provider's shell is one already). malloc'd. */
+char *pe__shell_line(const pe_provider_exec_opts *o);
 
 /* file_remove for providers without one: `rm [-r] PATH` through exec. */
 int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,
@@ -162,6 +203,7 @@ struct pe_provider_stream {
     pthread_t thread;
     bool started;
     int ctl[2];          /* control pipe to the pump: 'k' kill, 'r' resize, 'q' quit */
+    int done[2];         /* http_side: closed when the transfer ended */
     int in_fd;           /* where input comes from (stdin pipe or pty socket), -1 */
     int out_fd;          /* where stdout goes (or the pty socket) */
     int err_fd;          /* where stderr goes, -1 with tty */
@@ -193,6 +235,12 @@ struct pe__stream_ops {
      * thread (on_resize and on_kill above are used too). */
     int (*wait)(struct pe_provider_stream *s, int *exit_code, pe_err *err);
     void (*kill_now)(struct pe_provider_stream *s); /* NULL: on_kill */
+    /* HTTP streams whose input, kill and resize are calls of their own
+     * (E2B's SendInput, SendSignal, Update): a second thread serves the
+     * control pipe and the input while run_http runs the transfer, and a
+     * kill is on_kill's (the stream then ends with the exit code) rather
+     * than an aborted transfer. */
+    bool http_side;
 };
 
 /* Make the stream's fds (pipes, or a socketpair with tty) into proc and

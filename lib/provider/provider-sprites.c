@@ -30,21 +30,7 @@ static int sp_open(pe_provider *p, pe_err *err)
 static int sp_json(pe_provider *p, const char *method, const char *url, json_t *body,
                    bool idempotent, int type, json_t **out, const char *what, pe_err *err)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    pe__preq rq = {.method = method,
-                   .url = url,
-                   .content_type = text ? "application/json" : NULL,
-                   .body = text,
-                   .body_len = text ? strlen(text) : 0,
-                   .idempotent = idempotent};
-    pe__presp rs;
-    int r = pe__provider_http(p, &rq, &rs, what, err);
-
-    if (r == 0 && out && (*out = pe__provider_json(p, &rs, type, what, err)) == NULL)
-        r = -1;
-    pe__presp_free(&rs);
-    free(text);
-    return r;
+    return pe__provider_json_call(p, method, url, NULL, body, idempotent, type, out, what, err);
 }
 
 static int sp_get(pe_provider *p, const char *id, json_t **sprite, pe_err *err)
@@ -86,18 +72,10 @@ static char *sp_name(const pe_provider_spec *spec)
 static int sp_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
 {
     char *name = sp_name(spec), *url = pe__provider_url(p, "/v1/sprites");
-    json_t *env = json_object(), *body, *sprite = NULL;
+    json_t *env = pe__env_object(spec->env), *body, *sprite = NULL;
     pe_err ignored;
     int r;
 
-    for (char *const *e = spec->env; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq) {
-            char *k = pe_xasprintf("%.*s", (int)(eq - *e), *e);
-            json_object_set_new(env, k, json_string(eq + 1));
-            free(k);
-        }
-    }
     body = json_pack("{s:s, s:o, s:{s:s}}", "name", name, "environment", env, "url_settings",
                      "auth", "sprite");
     r = sp_json(p, "POST", url, body, false, JSON_OBJECT, &sprite, "create a sprite", err);

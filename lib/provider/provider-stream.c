@@ -19,6 +19,8 @@
 #include "core/util.h"
 #include "provider-internal.h"
 
+static int pipe_pair(int fds[2]);
+
 static void close_fd(int *fd)
 {
     if (*fd >= 0)
@@ -119,12 +121,55 @@ static void pump_ws(struct pe_provider_stream *s)
         s->ops->on_end(s);
 }
 
+/* The side thread of an http_side stream: control and input, until the
+ * transfer ended (done pipe) or the caller quit. */
+static void *side(void *arg)
+{
+    struct pe_provider_stream *s = arg;
+
+    for (;;) {
+        struct pollfd pfd[3] = {
+            {.fd = s->done[0], .events = POLLIN},
+            {.fd = s->ctl[0], .events = POLLIN},
+            {.fd = s->in_fd, .events = POLLIN},
+        };
+        if (poll(pfd, s->in_fd >= 0 && s->ops->on_input ? 3 : 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[0].revents)
+            break;
+        if (pfd[1].revents && !control(s))
+            break;
+        if (s->in_fd >= 0 && s->ops->on_input && pfd[2].revents)
+            input(s);
+    }
+    return NULL;
+}
+
+static void run_http(struct pe_provider_stream *s)
+{
+    pthread_t t;
+    bool side_started = false;
+
+    if (s->ops->http_side && pipe_pair(s->done) == 0)
+        side_started = pthread_create(&t, NULL, side, s) == 0;
+    s->ops->run_http(s);
+    if (side_started) {
+        close_fd(&s->done[1]); /* the side thread sees EOF and ends */
+        pthread_join(t, NULL);
+    }
+    close_fd(&s->done[0]);
+    close_fd(&s->done[1]);
+}
+
 static void *pump(void *arg)
 {
     struct pe_provider_stream *s = arg;
 
     if (s->ops->run_http)
-        s->ops->run_http(s);
+        run_http(s);
     else
         pump_ws(s);
     if (!s->exited && s->error[0] == '\0')
@@ -156,6 +201,7 @@ int pe__stream_start(pe_provider *p, const pe__stream_ops *ops, void *ud, pe__ws
     s->ws = ws;
     s->tty = tty;
     s->ctl[0] = s->ctl[1] = s->in_fd = s->out_fd = s->err_fd = s->status_w = -1;
+    s->done[0] = s->done[1] = -1;
     if (pipe_pair(s->ctl) < 0 || pipe_pair(st) < 0)
         goto fail;
     if (tty) {
@@ -241,7 +287,8 @@ void pe_provider_proc_kill(pe_provider_proc *proc)
     if (proc->stream && proc->stream->direct)
         proc->stream->ops->on_kill(proc->stream);
     else if (proc->stream) {
-        proc->stream->cancel = 1;
+        if (!proc->stream->ops->http_side)
+            proc->stream->cancel = 1;
         ctl(proc, 'k');
     }
 }

@@ -47,21 +47,8 @@ static char *vc_url(pe_provider *p, const char *id, const char *suffix)
 static int vc_json(pe_provider *p, const char *method, const char *url, json_t *body,
                    bool idempotent, json_t **out, const char *what, pe_err *err)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
-    pe__preq rq = {.method = method,
-                   .url = url,
-                   .content_type = text ? "application/json" : NULL,
-                   .body = text,
-                   .body_len = text ? strlen(text) : 0,
-                   .idempotent = idempotent};
-    pe__presp rs;
-    int r = pe__provider_http(p, &rq, &rs, what, err);
-
-    if (r == 0 && out && (*out = pe__provider_json(p, &rs, JSON_OBJECT, what, err)) == NULL)
-        r = -1;
-    pe__presp_free(&rs);
-    free(text);
-    return r;
+    return pe__provider_json_call(p, method, url, NULL, body, idempotent, JSON_OBJECT, out, what,
+                                  err);
 }
 
 /* GET the sandbox: {sandbox, routes}. */
@@ -80,33 +67,28 @@ static const char *vc_status_of(json_t *v)
     return s ? s : "";
 }
 
+/* probe of pe__provider_poll: is the sandbox in state `ud`? */
+static int vc_probe(pe_provider *p, const char *id, void *ud, pe_err *err)
+{
+    const char *want = ud, *st;
+    json_t *v = NULL;
+    int r = 0;
+
+    if (vc_get(p, id, &v, err) < 0)
+        return -1;
+    st = vc_status_of(v);
+    if (strcmp(st, want) == 0)
+        r = 1;
+    else if (strcmp(st, "failed") == 0 || strcmp(st, "aborted") == 0 ||
+             (strcmp(want, "running") == 0 && strcmp(st, "stopped") == 0))
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": sandbox %s is %s", id, st);
+    json_decref(v);
+    return r;
+}
+
 static int vc_wait(pe_provider *p, const char *id, const char *want, pe_err *err)
 {
-    int64_t deadline = pe_monotonic_ms() + p->cfg.create_timeout_ms;
-
-    for (int i = 0;; i++) {
-        json_t *v = NULL;
-        const char *st;
-        if (vc_get(p, id, &v, err) < 0)
-            return -1;
-        st = vc_status_of(v);
-        if (strcmp(st, want) == 0) {
-            json_decref(v);
-            return 0;
-        }
-        if (strcmp(st, "failed") == 0 || strcmp(st, "aborted") == 0 ||
-            (strcmp(want, "running") == 0 && strcmp(st, "stopped") == 0)) {
-            pe__provider_fail(p, err, PE_EREMOTE, NAME ": sandbox %s is %s", id, st);
-            json_decref(v);
-            return -1;
-        }
-        json_decref(v);
-        if (pe_monotonic_ms() > deadline)
-            return pe_err_set(err, PE_ETIMEDOUT, 0,
-                              NAME ": sandbox %s did not become %s within %lld s", id, want,
-                              (long long)p->cfg.create_timeout_ms / 1000);
-        usleep(i < 5 ? 100000 : 500000);
-    }
+    return pe__provider_poll(p, id, want, vc_probe, (void *)want, err);
 }
 
 /* v1's stop is its delete: the sandbox ends and cannot run again. */
@@ -121,17 +103,7 @@ static int vc_stop(pe_provider *p, const char *id, pe_err *err)
 
 static json_t *vc_env(char *const *env)
 {
-    json_t *o = json_object();
-
-    for (char *const *e = env; e && *e; e++) {
-        const char *eq = strchr(*e, '=');
-        if (eq) {
-            char *k = pe_xasprintf("%.*s", (int)(eq - *e), *e);
-            json_object_set_new(o, k, json_string(eq + 1));
-            free(k);
-        }
-    }
-    return o;
+    return pe__env_object(env);
 }
 
 static int vc_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
@@ -139,7 +111,6 @@ static int vc_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     json_t *ports = json_array(), *body, *v = NULL;
     char *url;
     const char *sid;
-    pe_err ignored;
     int r;
 
     if (spec->n_ports > MAX_PORTS)
@@ -166,13 +137,8 @@ static int vc_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(v);
-    if (vc_wait(p, *id, "running", err) < 0) {
-        vc_stop(p, *id, &ignored); /* never leave a half-made sandbox running */
-        free(*id);
-        *id = NULL;
-        return pe_err_prefix(err, "create a sandbox");
-    }
-    return 0;
+    /* remove is v1's stop: a half-made sandbox is not left running */
+    return pe__provider_create_settle(p, id, "running", vc_probe, (void *)"running", err);
 }
 
 static int vc_remove(pe_provider *p, const char *id, pe_err *err)

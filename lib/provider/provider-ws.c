@@ -237,21 +237,28 @@ static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char
                      const char *const *headers, const char *what, int64_t deadline, pe_err *err)
 {
     unsigned char nonce[16];
-    char *key = NULL, *auth = pe__bearer(p), *req, expect[64], got[128];
+    char *key = NULL, *auth = NULL, *req, expect[64], got[128];
     const char *host = strstr(host_url, "://") + 3;
     size_t head_len = 0, extra = 0;
     char extra_hdrs[4096] = "";
     long status = 0;
     int r;
 
-    for (const char *const *h = headers; h && *h; h++)
+    bool own_auth = false;
+
+    for (const char *const *h = headers; h && *h; h++) {
         extra += (size_t)snprintf(extra_hdrs + extra, sizeof(extra_hdrs) - extra, "%s\r\n", *h);
+        own_auth |= strncasecmp(*h, "Authorization:", 14) == 0;
+    }
+    /* a caller's own Authorization (a sandbox's token) replaces the key */
+    auth = own_auth ? NULL : pe__bearer(p);
     randombytes_buf(nonce, sizeof(nonce));
     key = pe__b64_encode(nonce, sizeof(nonce));
     req = pe_xasprintf("GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                       "Sec-WebSocket-Version: 13\r\n%s\r\n%s\r\n",
-                       path, (int)(strlen(host) - 1), host, key, auth, extra_hdrs);
+                       "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
+                       path, (int)(strlen(host) - 1), host, key, auth ? auth : "",
+                       auth ? "\r\n" : "", extra_hdrs);
     pe__secret_free(auth);
     r = send_all(w, req, strlen(req), deadline);
     pe__secret_free(req);

@@ -23,14 +23,20 @@ extern const pe_provider_ops pe__provider_sprites;
 extern const pe_provider_ops pe__provider_vercel;
 extern const pe_provider_ops pe__provider_deno;
 extern const pe_provider_ops pe__provider_local;
+extern const pe_provider_ops pe__provider_e2b;
+extern const pe_provider_ops pe__provider_runloop;
+extern const pe_provider_ops pe__provider_hopx;
+extern const pe_provider_ops pe__provider_blaxel;
 
 static const pe_provider_ops *const adapters[] = {
-    &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites,
-    &pe__provider_vercel,     &pe__provider_deno,    &pe__provider_local,
+    &pe__provider_cloudflare, &pe__provider_daytona, &pe__provider_sprites, &pe__provider_vercel,
+    &pe__provider_deno,       &pe__provider_local,   &pe__provider_e2b,     &pe__provider_runloop,
+    &pe__provider_hopx,       &pe__provider_blaxel,
 };
 
-const char *const pe_provider_adapters[] = {"cloudflare", "daytona", "deno", "local",
-                                            "sprites",    "vercel",  NULL};
+const char *const pe_provider_adapters[] = {"blaxel",  "cloudflare", "daytona", "deno",
+                                            "e2b",     "hopx",       "local",   "runloop",
+                                            "sprites", "vercel",     NULL};
 
 static const char *const cap_names[] = {
     "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",
@@ -73,11 +79,16 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     pe_provider *p;
 
     pthread_once(&global_once, global_init);
-    if (ops == NULL)
-        return pe_err_set(
-            err, PE_EINVAL, 0,
-            "unknown provider '%s'; adapters: cloudflare, daytona, deno, local, sprites, vercel",
-            name ? name : "");
+    if (ops == NULL) {
+        /* the list is pe_provider_adapters, so it never drifts from the table */
+        char names[256] = "";
+        size_t used = 0;
+        for (const char *const *n = pe_provider_adapters; *n; n++)
+            used += (size_t)snprintf(names + used, used < sizeof(names) ? sizeof(names) - used : 0,
+                                     "%s%s", used ? ", " : "", *n);
+        return pe_err_set(err, PE_EINVAL, 0, "unknown provider '%s'; adapters: %s",
+                          name ? name : "", names);
+    }
     if (!ops->keyless && (cfg->creds.key == NULL || cfg->creds.key[0] == '\0'))
         return pe_err_set(err, PE_EINVAL, 0, "%s: no API key given", name);
     p = pe_xcalloc(1, sizeof(*p));

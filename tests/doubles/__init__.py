@@ -7,7 +7,7 @@
         ...                              # point a client at d.url with d.key
         d.sandboxes, d.seen("create")    # what it keeps and what it saw
 
-Providers: sprites, daytona, vercel, deno, cloudflare (the bridge Worker).
+Providers: sprites, daytona, vercel, deno, cloudflare (the bridge Worker), e2b, runloop, hopx, blaxel.
 Each double's module docstring says what it implements and what not;
 `_core.Fault` lists the fault kinds, `_core.Interpreter` the commands exec
 understands. Run one by hand: python3 -m tests.doubles PROVIDER.
@@ -20,6 +20,10 @@ PROVIDERS = {
     "vercel": ("vercel", "VercelDouble"),
     "deno": ("deno", "DenoDouble"),
     "cloudflare": ("cloudflare", "CloudflareDouble"),
+    "e2b": ("e2b", "E2BDouble"),
+    "runloop": ("runloop", "RunloopDouble"),
+    "hopx": ("hopx", "HopxDouble"),
+    "blaxel": ("blaxel", "BlaxelDouble"),
 }
 
 

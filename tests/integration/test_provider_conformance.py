@@ -36,27 +36,33 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["cloudflare", "daytona", "deno", "sprites", "vercel"]
+ADAPTERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "env", "errors", "no-leak"]
 PROVIDERS = ["local"] + ADAPTERS
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"cloudflare": 3000, "daytona": 3000, "deno": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"blaxel": 3000, "cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"cloudflare": "get", "daytona": "get", "deno": "stop", "sprites": "get", "vercel": "get"}
+READY_ROUTE = {"blaxel": "get", "cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
+               "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
 # The route that deletes (Vercel v1 has none: stop is the end).
-DELETE_ROUTE = {"vercel": "stop"}
+DELETE_ROUTE = {"vercel": "stop", "runloop": "shutdown"}
+# Providers that keep a removed sandbox listed (Runloop: status shutdown).
+KEPT_AFTER_REMOVE = {"runloop"}
 # Providers whose stop ends a sandbox for good (no start after it).
 STOP_ENDS = {"vercel", "deno"}
 # What each provider's account needs besides the key (Vercel: team, project,
 # and the ports to route, which it takes at create only).
 EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
-                        "PE_PROVIDER_PORTS": "3000"}}
+                        "PE_PROVIDER_PORTS": "3000"},
+             "blaxel": {"PE_PROVIDER_ORG": "ws-double"}}  # Blaxel's workspace
+# Where each API lives under the double's URL (the public base URLs end so too).
+URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 
 RESULTS = {}
 
@@ -92,7 +98,7 @@ class Drive:
     def __init__(self, provider, d, key=None, timeout_ms=3000):
         self.provider = provider
         self.d = d
-        url = d.url + ("/api" if provider == "daytona" else "")
+        url = d.url + URL_SUFFIX.get(provider, "")
         self.env = dict(os.environ, PE_PROVIDER_URL=url, PE_PROVIDER_KEY=key or d.key,
                         PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000",
                         **EXTRA_ENV.get(provider, {}))
@@ -166,7 +172,7 @@ def test_lifecycle(adapter):
     adapter.run("start", sid)
     assert adapter.run("status", sid)["state"] == "running"
     adapter.run("remove", sid)
-    assert sid not in d.sandboxes
+    assert sid not in (alive(d) if adapter.provider in KEPT_AFTER_REMOVE else d.sandboxes)
     if adapter.provider != "cloudflare":  # the bridge's ids name a fresh container forever
         err = adapter.run("status", sid, ok=False)
         assert err["error"] == "ENOENT" and adapter.provider in err["message"]
@@ -219,7 +225,9 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "sprites": "exec",
+STREAM_ROUTE = {"blaxel": "exec.stream", "cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
+                "runloop": "exec.stdout",
+                "sprites": "exec",
                 "vercel": "exec.logs"}
 
 
@@ -253,7 +261,9 @@ def test_pty(adapter):
     r = adapter.run("pty", sid, "echo hi\nexit 4\n")
     assert "hi\r\n" in r["output"] and r["exit_code"] == 4
     pty = adapter.d.sandboxes[sid].pty[-1]
-    assert pty["resizes"] == [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
+    # Hopx's terminal takes its first size as a resize: 80x24 (the size asked) comes first there
+    first = [(80, 24)] if adapter.provider == "hopx" else []
+    assert pty["resizes"] == first + [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
     adapter.run("remove", sid)
 
 
@@ -318,6 +328,11 @@ def test_preview(adapter):
     the API key is never handed out for it."""
     sid = adapter.create()
     port = PREVIEW_PORT[adapter.provider]
+    if "preview" not in adapter.caps():
+        err = adapter.run("preview", sid, str(port), ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: preview"}
+        adapter.run("remove", sid)
+        return "not supported"
     pv = adapter.run("preview", sid, str(port))
     assert adapter.d.key not in json.dumps(pv)
     req = urllib.request.Request(pv["url"])
@@ -748,3 +763,27 @@ def test_local_no_leak(local):
     assert err["error"] == "EEXIST"
     assert local.run("exec", sid, "true")["exit_code"] == 0
     local.run("remove", sid)
+
+
+# The routes of calls that run inside the sandbox (E2B's envd, Hopx's agent).
+IN_SANDBOX = {"e2b": ("exec", "fs.read", "fs.write", "fs.ListDir"),
+              "hopx": ("exec", "terminal", "fs.read", "fs.write", "fs.list")}
+
+
+@pytest.mark.parametrize("provider", sorted(IN_SANDBOX))
+def test_api_key_never_reaches_the_sandbox(provider):
+    """E2B's envd and Hopx's agent run inside the sandbox: their calls carry
+    the sandbox's own token, never the account's API key (which the control
+    plane alone gets)."""
+    with start(provider) as d:
+        a = Drive(provider, d)
+        sid = a.create("keys")
+        a.run("exec", sid, "echo", "hi")
+        a.run("write", sid, "/tmp/k.txt", "x")
+        a.run("read", sid, "/tmp/k.txt")
+        a.run("list", sid, "/tmp")
+        a.run("pty", sid, "exit 0\n")
+        inside = [r for r in d.requests if r["route"] in IN_SANDBOX[provider]]
+        assert len(inside) >= 4 and all(r["authorized"] for r in inside)
+        assert d.key_in_sandbox == []
+        a.run("remove", sid)

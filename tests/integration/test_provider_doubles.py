@@ -28,7 +28,9 @@ sys.path.insert(0, ROOT)
 from tests.doubles import PROVIDERS, start  # noqa: E402
 
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
-SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox"}
+SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
+        "e2b": "e2b", "runloop": "@runloop/api-client",
+        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core"}
 
 
 def node_version():
@@ -212,6 +214,130 @@ def test_deno_sdk_lifecycle():
         methods = [r["path"] for r in d.seen("rpc.*")]
         for m in ("envSet", "spawn", "processWait", "writeTextFile", "readTextFile", "writeFile", "readDir", "remove"):
             assert m in methods, m
+
+
+def test_e2b_sdk_lifecycle():
+    """e2b's SDK over the control plane and envd's Connect-RPC (JSON codec,
+    enveloped streams), reaching envd through the shared-host headers."""
+    with start("e2b") as d:
+        got = run_node("e2b", d, "e2b.mjs")
+        sid = got["created"]["id"]
+        assert got["created"]["running"] is True
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exitCode": 0}
+        assert got["fail"] == {"exitCode": 3, "stdout": "before\n"}
+        assert got["stream"] == {"exitCode": 0, "chunks": ["one\n", "two\n"]}
+        assert got["stdin"] == "from stdin"
+        assert got["pty"]["exitCode"] == 5 and "typed\r\n" in got["pty"]["screen"]
+        assert got["read"] == "hello" and got["list"] == ["a.txt"] and got["readMissing"] == "FileNotFoundError"
+        assert got["paused"] is True and got["info"] == "paused" and got["readAfterResume"] == "back\n"
+        assert got["afterDelete"] == "SandboxNotFoundError"
+        assert got["badKey"]["name"] == "AuthenticationError"
+        assert d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "create", 201), ("POST", "pause", 204), ("POST", "connect", 201),
+                     ("DELETE", "delete", 204), ("GET", "fs.read", 404), ("POST", "process.Update", 200),
+                     ("POST", "process.SendInput", 200), ("POST", "create", 401)]:
+            assert want in seen, want
+        envd = [r for r in d.requests if r["route"] in ("exec", "fs.read", "fs.write")]
+        assert envd and all(r["authorized"] for r in envd)  # the X-Access-Token of create
+        assert [r for r in d.seen("create") if r["status"] == 401][0]["authorized"] is False
+        assert all(r["path"] != f"/sandboxes/{sid}" or r["method"] != "GET" or r["status"] in (200, 404)
+                   for r in d.requests)
+
+
+def test_e2b_double_refuses_envd_calls_without_the_access_token():
+    async def scenario(d):
+        h = {"X-API-Key": d.key}
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{d.url}/sandboxes", headers=h, json={"templateID": "base", "secure": True}) as r:
+                created = await r.json()
+            sid, token = created["sandboxID"], created["envdAccessToken"]
+            envd = {"E2b-Sandbox-Id": sid, "E2b-Sandbox-Port": "49983"}
+            async with s.get(f"{d.url}/files", params={"path": "/tmp/x"}, headers=envd) as r:
+                no_token = r.status
+            async with s.get(f"{d.url}/files", params={"path": "/tmp/x"},
+                             headers={**envd, "X-Access-Token": token}) as r:
+                with_token = (r.status, (await r.json())["message"])
+            return no_token, with_token
+
+    with start("e2b") as d:
+        assert asyncio.run(scenario(d)) == (401, (404, "path '/tmp/x' does not exist"))
+
+
+def test_runloop_sdk_lifecycle():
+    """@runloop/api-client: long polls through 408s, executions with SSE
+    tails, stdin, kill, files, suspend/resume, shutdown."""
+    with start("runloop") as d:
+        got = run_node("runloop", d, "runloop.mjs")
+        assert got["created"] == {"status": "provisioning"} and got["running"] == "running"
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exit": 0}
+        assert got["fail"] == {"stdout": "before\n", "exit": 3}
+        assert got["stream"] == {"chunks": ["one\n", "two\n"], "exit": 0}
+        assert got["stdin"] == "from stdin" and got["killed"] == 143
+        assert got["read"] == "hello" and got["download"] == [0, 1, 2, 255] and got["readMissing"] == 404
+        assert got["suspended"] == "suspended" and got["resumed"] == "running" and got["readAfterResume"] == "hello"
+        assert got["shutdown"] == {"status": "shutdown", "reason": "api_shutdown"}
+        assert got["afterShutdown"] == "shutdown"  # shut down devboxes stay listed
+        assert got["badKey"]["status"] == 401 and got["badKey"]["name"] == "AuthenticationError"
+        (sb,) = d.sandboxes.values()
+        assert sb.destroyed and sb.execs[0]["exit_code"] == 0
+        seen = routes(d)
+        for want in [("POST", "create", 200), ("POST", "wait", 408), ("POST", "wait", 200),
+                     ("GET", "exec.stdout", 200), ("POST", "exec.stdin", 200), ("POST", "exec.kill", 200),
+                     ("POST", "fs.write", 200), ("POST", "fs.read", 404), ("POST", "suspend", 200),
+                     ("POST", "resume", 200), ("POST", "shutdown", 200), ("GET", "get", 401)]:
+            assert want in seen, want
+
+
+def test_hopx_sdk_lifecycle():
+    """@hopx-ai/sdk: the control plane with X-API-Key, the agent at the
+    sandbox's public_host with the JWT of create or token/refresh."""
+    with start("hopx") as d:
+        got = run_node("hopx", d, "hopx.mjs")
+        assert got["created"] == {"status": "running", "publicHost": d.url}
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exitCode": 0}
+        assert got["fail"] == {"stdout": "before\n", "exitCode": 3}
+        assert got["stream"] == [["stdout", "one\n"], ["stdout", "two\n"], ["complete", True]]
+        assert got["streamExit"] == 0
+        assert got["pty"]["exitCode"] == 5 and "typed\r\n" in got["pty"]["screen"]
+        assert got["read"] == "hello" and got["readBytes"] == [0, 1, 2, 255] and got["list"] == ["a.txt", "b.bin"]
+        assert got["readMissing"] == "FileNotFoundError"
+        assert got["paused"] == "paused" and got["resumed"] == "running"
+        assert got["afterDelete"] in ("SandboxExpiredError", "NotFoundError")
+        assert got["badKey"]["status"] == 401 and got["badKey"]["name"] == "AuthenticationError"
+        assert d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "create", 201), ("POST", "token", 200), ("PATCH", "env", 200),
+                     ("POST", "cmd.run", 200), ("GET", "exec", 101), ("GET", "terminal", 101),
+                     ("GET", "fs.read", 200), ("POST", "pause", 200), ("POST", "resume", 200),
+                     ("DELETE", "delete", 204), ("POST", "create", 401)]:
+            assert want in seen, want
+        agent = [r for r in d.requests if r["route"].startswith(("cmd", "exec", "fs.", "terminal", "env"))]
+        assert agent and all(r["authorized"] for r in agent)  # every agent call had a JWT of ours
+
+
+def test_blaxel_sdk_lifecycle():
+    """@blaxel/core: the control plane with its two headers, the sandbox
+    API at metadata.url, processes, streamed logs, files, delete."""
+    with start("blaxel") as d:
+        ws = {"DOUBLE_WORKSPACE": d.workspace}
+        got = run_node("blaxel", d, "blaxel.mjs", extra_env=ws)
+        assert got["created"] == {"name": "pe-t1", "status": "DEPLOYING"}
+        assert got["exec"] == {"stdout": "hi\nhello-env\n", "stderr": "oops", "exitCode": 0, "status": "completed"}
+        assert got["fail"] == {"stdout": "before\n", "exitCode": 3, "status": "failed"}
+        assert got["stream"] == {"lines": [["stdout", "one"], ["stderr", "two"]], "exitCode": 0}
+        assert got["read"] == "hello" and got["readBinary"] == [0, 1, 2, 255] and got["list"] == ["a.txt", "b.bin"]
+        assert got["readMissing"] == 404
+        assert got["afterDelete"]["error"] == "sandbox pe-t1 not found"
+        assert d.sandboxes == {}
+        bad = run_node("blaxel", d, "blaxel.mjs", extra_env={**ws, "BAD_KEY": "bl_wrong"})
+        assert bad["badKey"]["status"] == "unauthorized"
+        seen = routes(d)
+        for want in [("POST", "create", 200), ("GET", "get", 200), ("POST", "exec", 200),
+                     ("GET", "exec.stream", 200), ("PUT", "fs", 200), ("GET", "fs", 404),
+                     ("DELETE", "delete", 200), ("GET", "get", 404), ("GET", "get", 401)]:
+            assert want in seen, want
+        assert [r for r in d.seen("get") if r["status"] == 401][0]["authorized"] is False
 
 
 def test_cloudflare_bridge_contract():
@@ -404,35 +530,65 @@ def test_double_listens_on_loopback_only(double):
     assert [(s.family, s.getsockname()[0]) for s in socks] == [(socket.AF_INET, "127.0.0.1")]
 
 
+# Providers whose key travels in a header of its own, not "Authorization: Bearer".
+KEY_HEADER = {"e2b": "X-API-Key", "hopx": "X-API-Key", "blaxel": "X-Blaxel-Authorization"}
+
+
+def key_auth(double, value):
+    """Headers that send `value` where double's provider wants its key."""
+    name = KEY_HEADER.get(double.name)
+    if value is None:
+        return {}
+    if name is None:
+        return {"Authorization": value}
+    if double.name == "blaxel":  # a bearer token in a header of its own, with the workspace
+        return {name: value if value.startswith("Bearer ") else f"Bearer {value}",
+                "X-Blaxel-Workspace": double.workspace}
+    return {name: value.removeprefix("Bearer ")}
+
+
 @pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
-            "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running"}[double.name]
+            "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
+            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
-            "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"})}[double.name]
-    for auth in (None, "Bearer wrong", f"Bearer {double.key}x", double.key):
-        status, body = http(double.url + path, auth=auth)
+            "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
+            "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"}),
+            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"})}[double.name]
+    wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
+    wrong += (double.key,) if double.name not in KEY_HEADER else ()
+    for auth in wrong:
+        status, body = http(double.url + path, headers=key_auth(double, auth))
         assert status == want[0], (auth, status, body)
         assert want[1].items() <= json.loads(body).items()
-    status, _ = http(double.url + path, auth=f"Bearer {double.key}")
+    if double.name in KEY_HEADER:  # the key as a bearer token is no key
+        status, _ = http(double.url + path, auth=f"Bearer {double.key}")
+        assert status == want[0]
+    status, _ = http(double.url + path, headers=key_auth(double, f"Bearer {double.key}"))
     assert status == 200
 
 
 @pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
 def test_double_answers_bad_input_in_the_providers_shape(double):
-    auth, js = f"Bearer {double.key}", {"Content-Type": "application/json"}
+    js = {"Content-Type": "application/json", **key_auth(double, f"Bearer {double.key}")}
     bad = {"sprites": ("POST", "/v1/sprites", js), "daytona": ("POST", "/api/sandbox", js),
            "vercel": ("POST", "/v1/sandboxes", js), "cloudflare": ("POST", "/v1/sandbox/aaaa/exec", js),
-           "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%"})}[double.name]
+           "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
+                                                          **key_auth(double, f"Bearer {double.key}")}),
+           "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js),
+           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
-             "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"]}
-    status, body = http(double.url + bad[1], bad[0], auth, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
+             "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
+             "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"],
+             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"]}
+    status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
-    status, body = http(double.url + "/no/such/route", "GET", auth)
+    status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))
     assert status == 404 and shape[double.name](json.loads(body)), body
     assert double.seen("unknown")[0]["status"] == 404
 

@@ -24,7 +24,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
-PROVIDERS = ["cloudflare", "daytona", "deno", "sprites", "vercel"]
+PROVIDERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
 WORKDIR = {"cloudflare": "/workspace"}
 
 

@@ -40,8 +40,17 @@ TEST_CASE(unknown_provider_and_missing_key)
     ASSERT_EQ_INT(pe_provider_open(&p, "daytona", &cfg, &err), -1);
     ASSERT_EQ_INT(err.code, PE_EINVAL);
     ASSERT_EQ_STR(err.msg, "daytona: no API key given");
-    for (const char *const *n = pe_provider_adapters; *n; n++)
+    ASSERT_EQ_INT(pe_provider_open(&p, "nope", &(pe_provider_config){.creds = {.key = KEY}}, &err),
+                  -1);
+    for (const char *const *n = pe_provider_adapters; *n; n++) {
         ASSERT(pe_provider_lookup(*n) != NULL);
+        ASSERT_CONTAINS(err.msg, *n); /* the error names every adapter */
+    }
+    /* Blaxel's calls all name the account's workspace: none, no provider */
+    ASSERT_EQ_INT(
+        pe_provider_open(&p, "blaxel", &(pe_provider_config){.creds = {.key = KEY}}, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    ASSERT_EQ_STR(err.msg, "blaxel: no workspace given (the account's org)");
 }
 
 /* Refused before anything is sent: the URL goes nowhere. */
