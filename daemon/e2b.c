@@ -10,6 +10,8 @@
  * envdAccessToken as X-Access-Token):
  *   POST /process.Process/<method> (e2b-process.c), POST /filesystem.Filesystem/<method>
  *   (Connect, JSON codec; WatchDir in e2b-watch.c), GET|POST /files, GET /health.
+ * The code interpreter (the same headers, port 49999; e2b-interp.c):
+ *   POST /execute, GET|POST /contexts, DELETE /contexts/:id, POST /contexts/:id/restart.
  * None of these paths is one of ours (/xrpc, /tty, /pty, /v1/sandboxes,
  * /exec, /cp, /ssh, /p, /login, the page at /), so no prefix is needed.
  *
@@ -113,6 +115,9 @@ static char *authenticate(pe_daemon *d, pe_http_request *req, bool envd, const c
 
     if (k == NULL && envd)
         k = pe_http_header(req, "X-Access-Token");
+    /* The code interpreter's context calls carry only the traffic token. */
+    if (k == NULL && envd)
+        k = pe_http_header(req, "E2B-Traffic-Access-Token");
     token = key_token(k);
     pe_err_clear(&err);
     if (token)
@@ -324,8 +329,10 @@ static json_t *detail_of(const json_t *view, const char *key)
     json_object_set_new(o, "diskSizeMB", json_integer(disk ? disk * 1024 : 0));
     json_object_set_new(o, "envdVersion", json_string(PE_E2B_ENVD_VERSION));
     json_object_set_new(o, "metadata", b && b->metadata ? json_incref(b->metadata) : json_object());
-    if (key)
+    if (key) {
         json_object_set_new(o, "envdAccessToken", json_string(key));
+        json_object_set_new(o, "trafficAccessToken", json_string(key));
+    }
     return o;
 }
 
@@ -338,8 +345,12 @@ static json_t *created_of(const json_t *view, const char *key)
                             "templateID", json_object_get(o, "templateID"), "alias",
                             json_object_get(o, "alias"), "clientID", "pocketenv", "envdVersion",
                             PE_E2B_ENVD_VERSION);
-    if (key)
+    /* The same key as the traffic token: the code interpreter's SDK sends
+     * only that one with its context calls (E2B-Traffic-Access-Token). */
+    if (key) {
         json_object_set_new(out, "envdAccessToken", json_string(key));
+        json_object_set_new(out, "trafficAccessToken", json_string(key));
+    }
     json_decref(o);
     return out;
 }
@@ -905,7 +916,7 @@ struct envd {
     int service;
 };
 
-enum { SVC_PROCESS, SVC_FS, SVC_FILES, SVC_HEALTH };
+enum { SVC_PROCESS, SVC_FS, SVC_FILES, SVC_HEALTH, SVC_INTERP };
 
 static void fs_call(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id,
                     const char *method);
@@ -926,6 +937,9 @@ static void envd_found(pe_daemon *d, pe_http_request *req, const char *sandbox_i
             break;
         case SVC_FILES:
             files_call(d, req, e->did, sandbox_id);
+            break;
+        case SVC_INTERP:
+            pe__e2b_interp(d, req, e->did, sandbox_id);
             break;
         default:
             pe_http_respond(req, 204, NULL, "", 0, NULL);
@@ -989,34 +1003,22 @@ static void on_health(pe_http_request *req, void *ud)
     envd_request(ud, req, SVC_HEALTH);
 }
 
-/* The code interpreter's paths: said plainly, not the web page's 405. */
+/* The code interpreter's paths (e2b-interp.c); without a sandbox they are
+ * no path of ours (not the web page's 405). */
 static void on_interpreter(pe_http_request *req, void *ud)
 {
-    (void)ud;
     if (pe_http_header(req, "E2b-Sandbox-Id") == NULL) {
         api_error(req, 404, "not found");
         return;
     }
-    api_error(req, 501,
-              "the code interpreter (/execute, /contexts) is not served by this daemon yet "
-              "(docs/e2b.md)");
+    envd_request(ud, req, SVC_INTERP);
 }
 
 /* ---- running a helper command in a sandbox (worker threads) ---- */
 
-struct run {
-    const char *sandbox_id;
-    const char **argv;
-    int in_fd;          /* stdin from this fd (-1: none) */
-    size_t out_max;     /* stdout kept up to this; more is an error */
-    char *out, *errout; /* malloc'd, NUL-terminated */
-    size_t out_len, err_len;
-    int code;
-};
-
 /* Copy in_fd to the process's stdin while reading its output (no
  * deadlock on full pipes), until it exits. */
-static int run_in(pe_daemon *d, struct run *r, pe_err *err)
+int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err)
 {
     pe_proc_opts opts = {.argv = (char **)r->argv, .capture = true};
     pe_proc p;
@@ -1092,7 +1094,7 @@ static int run_in(pe_daemon *d, struct run *r, pe_err *err)
     return 0;
 }
 
-static void run_clear(struct run *r)
+void pe__e2b_run_clear(struct pe__e2b_run *r)
 {
     free(r->out);
     free(r->errout);
@@ -1171,7 +1173,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     const char *m = op->method;
     cleanup_free char *path = NULL, *dest = NULL, *depth = NULL;
     const char *argv[16] = {0};
-    struct run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = LIST_OUT_MAX};
+    struct pe__e2b_run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = LIST_OUT_MAX};
     json_int_t dep = json_integer_value(json_object_get(op->in, "depth"));
     bool list = strcmp(m, "ListDir") == 0;
 
@@ -1222,8 +1224,8 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     r.argv = argv;
-    if (run_in(job->d, &r, &job->err) < 0) {
-        run_clear(&r);
+    if (pe__e2b_run_in(job->d, &r, &job->err) < 0) {
+        pe__e2b_run_clear(&r);
         return;
     }
     if (r.code == 17) {
@@ -1237,7 +1239,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
                    r.err_len ? r.errout : "failed");
     }
     if (job->err.code != PE_OK) {
-        run_clear(&r);
+        pe__e2b_run_clear(&r);
         return;
     }
     json_t *entries = json_array();
@@ -1257,7 +1259,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     else
         job->out = json_object(); /* Remove, MakeDir: nothing to say */
     json_decref(entries);
-    run_clear(&r);
+    pe__e2b_run_clear(&r);
 }
 
 static void fs_after(pe_daemon_job *job)
@@ -1390,7 +1392,7 @@ struct fileop {
 static void files_work(pe_daemon_job *job, pe_store *s)
 {
     struct fileop *op = job->ud;
-    struct run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = FILE_MAX};
+    struct pe__e2b_run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = FILE_MAX};
 
     static const char put[] = "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"";
     static const char get[] = "[ -e \"$1\" ] || exit 2; [ -d \"$1\" ] && exit 21; cat -- \"$1\"";
@@ -1402,8 +1404,8 @@ static void files_work(pe_daemon_job *job, pe_store *s)
         lseek(op->fd, 0, SEEK_SET);
         r.in_fd = op->fd;
     }
-    if (run_in(job->d, &r, &job->err) < 0) {
-        run_clear(&r);
+    if (pe__e2b_run_in(job->d, &r, &job->err) < 0) {
+        pe__e2b_run_clear(&r);
         return;
     }
     if (r.code == 2)
@@ -1415,7 +1417,7 @@ static void files_work(pe_daemon_job *job, pe_store *s)
                    r.err_len ? r.errout : "failed");
     if (job->err.code == PE_OK && !op->upload)
         op->data = pe_steal_ptr(&r.out), op->len = r.out_len;
-    run_clear(&r);
+    pe__e2b_run_clear(&r);
 }
 
 static void files_after(pe_daemon_job *job)

@@ -1,8 +1,10 @@
-// Drives the real `e2b` SDK (package.json pins it) against a Pocketenv
+// Drives the real `e2b` and `@e2b/code-interpreter` SDKs (package.json
+// pins them) against a Pocketenv
 // daemon, configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY.
 // Usage: node drive.mjs <scenario> [template]; prints one JSON object of
 // what the SDK returned (tests/integration/test_e2b.py checks it).
 import { Sandbox, CommandExitError } from 'e2b'
+import { Sandbox as CodeSandbox } from '@e2b/code-interpreter'
 
 const [scenario, template = 'busybox'] = process.argv.slice(2)
 const out = {}
@@ -219,7 +221,79 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench }
+// An execution as the tests compare it.
+function execOf(e) {
+  return {
+    text: e.text ?? null,
+    stdout: e.logs.stdout,
+    stderr: e.logs.stderr,
+    error: e.error ? { name: e.error.name, value: e.error.value, traceback: e.error.traceback } : null,
+    count: e.executionCount ?? null,
+  }
+}
+
+// The code interpreter: runCode's state between calls, errors, a chart,
+// per-execution variables, and contexts.
+async function interp() {
+  const sbx = await CodeSandbox.create(template, { timeoutMs: 300_000 })
+  const streamed = []
+  out.first = execOf(await sbx.runCode('x = 41\nprint("set", x)', { onStdout: (m) => streamed.push(m.line) }))
+  out.streamed = streamed
+  out.second = execOf(await sbx.runCode('x + 1'))
+  out.failed = execOf(await sbx.runCode('print("before")\n1 / 0'))
+  out.afterError = execOf(await sbx.runCode('x'))
+  const chart = await sbx.runCode(
+    'import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 1, 9])\nplt.title("t")\nplt.show()')
+  out.chart = chart.results.map((r) => ({ formats: r.formats(), png: r.png ?? null, main: r.isMainResult }))
+  out.chartError = chart.error ? chart.error.value : null
+  out.html = (await sbx.runCode('from IPython.display import HTML\nHTML("<b>hi</b>")')).results.map((r) => r.html ?? null)
+  out.envs = execOf(await sbx.runCode('import os\nos.environ["PE_VAR"]', { envs: { PE_VAR: 'only now' } }))
+  out.envsAfter = execOf(await sbx.runCode('os.environ.get("PE_VAR", "gone")'))
+  const ctx = await sbx.createCodeContext({ cwd: '/tmp' })
+  out.context = { language: ctx.language, cwd: ctx.cwd, hasId: typeof ctx.id === 'string' }
+  out.ctxCwd = execOf(await sbx.runCode('import os\nos.getcwd()', { context: ctx }))
+  out.ctxSeparate = execOf(await sbx.runCode('x', { context: ctx }))
+  await sbx.runCode('y = 7', { context: ctx })
+  out.listed = (await sbx.listCodeContexts()).some((c) => c.id === ctx.id && c.cwd === '/tmp')
+  await sbx.restartCodeContext(ctx)
+  out.afterRestart = execOf(await sbx.runCode('y', { context: ctx }))
+  out.cwdAfterRestart = execOf(await sbx.runCode('import os\nos.getcwd()', { context: ctx }))
+  await sbx.removeCodeContext(ctx)
+  out.listedAfterRemove = (await sbx.listCodeContexts()).some((c) => c.id === ctx.id)
+  try {
+    await sbx.runCode('1', { context: ctx })
+    out.removedRun = 'no error'
+  } catch (e) {
+    out.removedRun = errorOf(e)
+  }
+  try {
+    await sbx.runCode('1', { language: 'r' })
+    out.otherLanguage = 'no error'
+  } catch (e) {
+    out.otherLanguage = errorOf(e)
+  }
+  out.defaultStill = execOf(await sbx.runCode('x'))
+  await sbx.kill()
+}
+
+// An agent framework's loop on the interpreter: it writes a script, runs
+// it, reads what it wrote, and feeds that to the next step.
+async function interpAgent() {
+  const sbx = await CodeSandbox.create(template, { timeoutMs: 300_000 })
+  const steps = []
+  let value = 3
+  for (let i = 0; i < 3; i++) {
+    await sbx.files.write('/tmp/agent/step.py',
+      `import json, sys\nn = int(sys.argv[1])\njson.dump({"n": n * 2}, open("/tmp/agent/out.json", "w"))\nprint("step done", n)\n`)
+    const run = await sbx.runCode(`%run /tmp/agent/step.py ${value}`)
+    value = JSON.parse(await sbx.files.read('/tmp/agent/out.json')).n
+    steps.push({ stdout: run.logs.stdout.join(''), value })
+  }
+  out.steps = steps
+  await sbx.kill()
+}
+
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

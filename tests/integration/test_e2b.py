@@ -3,9 +3,11 @@
 E2B_SANDBOX_URL and E2B_API_KEY, makes and drives ordinary Pocketenv
 sandboxes. Raw HTTP checks what the SDK never sends: bad keys, other users'
 sandboxes, broken Connect envelopes."""
+import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -40,12 +42,12 @@ def need_sdk():
         pytest.skip("e2b is not installed: run `npm ci` (package.json pins it)")
 
 
-def drive(d, scenario, key=None, timeout=180):
+def drive(d, scenario, key=None, timeout=180, template="busybox"):
     need_sdk()
     env = dict(os.environ, E2B_API_URL=d.url, E2B_SANDBOX_URL=d.url,
                E2B_API_KEY=key or e2b_key(d.token))
     env.pop("NODE_OPTIONS", None)
-    p = subprocess.run(["node", DRIVE, scenario], env=env, cwd=ROOT, capture_output=True,
+    p = subprocess.run(["node", DRIVE, scenario, template], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -413,9 +415,146 @@ def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
 
-def test_code_interpreter_paths_say_not_served(daemon):
+def interp(d, method, path, body=b"", key="owner", sandbox_id=None, header="X-Access-Token"):
+    """A code interpreter request as @e2b/code-interpreter sends it."""
+    h = {"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"}
+    if sandbox_id is not None:
+        h["E2b-Sandbox-Id"] = sandbox_id
+    if key == "owner":
+        key = d.token
+    if key is not None:
+        h[header] = key
+    st, _, raw = request(d, method, path, body, h)
+    return st, raw
+
+
+def test_code_interpreter_raw_requests(daemon):
+    """What the SDK never sends, and a sandbox with no kernel."""
+    sb = create(daemon)
+    sid = sb["sandboxID"]
+    # The context calls carry only the traffic token: the create gives the key as both.
+    assert sb["trafficAccessToken"] == sb["envdAccessToken"]
+    other = daemon.token_for("did:key:zSomeoneElseInterp")
+    assert interp(daemon, "POST", "/execute", b'{"code":"1"}')[0] == 404  # no sandbox: not ours
+    for key in (None, "not-a-jwt", e2b_key("nope")):
+        st, raw = interp(daemon, "POST", "/execute", b'{"code":"1"}', key=key, sandbox_id=sid)
+        assert st == 401, raw
     for path in ("/execute", "/contexts"):
-        st, _, raw = request(daemon, "POST", path, b'{"code": "1"}',
-                             {"E2b-Sandbox-Id": "sbx_x", "E2b-Sandbox-Port": "49999",
-                              "Content-Type": "application/json"})
-        assert st == 501 and b"not served" in raw, raw
+        st, raw = interp(daemon, "POST", path, b'{"code":"1"}', key=other, sandbox_id=sid)
+        assert st == 404, raw
+    # A busybox sandbox has no python3 and no Jupyter server: said so.
+    for header in ("X-Access-Token", "E2B-Traffic-Access-Token"):
+        st, raw = interp(daemon, "GET", "/contexts", sandbox_id=sid, header=header)
+        assert st == 503 and b"python template" in raw, raw
+    st, raw = interp(daemon, "POST", "/execute", b'{"code":"1"}', sandbox_id=sid)
+    assert st == 503 and b"python template" in raw, raw
+    # Paths and methods that are none of the interpreter's, and ids that
+    # could reach another of the Jupyter server's paths.
+    for method, path in (("GET", "/execute"), ("POST", "/execute/x"), ("PUT", "/contexts"),
+                         ("DELETE", "/contexts"), ("DELETE", "/contexts/a.b"),
+                         ("POST", "/contexts/..%2Fapi/restart"), ("POST", "/contexts/a/b"),
+                         ("DELETE", "/contexts/" + "a" * 65), ("GET", "/contexts/abc")):
+        st, raw = interp(daemon, method, path, sandbox_id=sid)
+        assert st == 404 and json.loads(raw)["code"] == 404, (method, path, raw)
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+# ---- the code interpreter on the python template (slow: a template) ----
+
+PYTHON_PACKAGES = ("python3-ipykernel", "python3-matplotlib")
+
+
+def python_built(images):
+    """Whether images holds the python template with PYTHON_PACKAGES."""
+    try:
+        with open(os.path.join(images, "python", "image.json")) as f:
+            source = json.load(f).get("source", "")
+    except FileNotFoundError:
+        return False
+    return all(p + "=" in source for p in PYTHON_PACKAGES)
+
+
+@pytest.fixture(scope="module")
+def py_daemon(tmp_path_factory):
+    """A daemon whose images hold the python template: the shared
+    $PE_TEMPLATE_CACHE's (test_templates.py's) if it is built with
+    matplotlib, else built here on the cache's Debian layer."""
+    cache = os.environ.get("PE_TEMPLATE_CACHE")
+    images = cache
+    if not cache or not python_built(cache):
+        images = str(tmp_path_factory.mktemp("py-images"))
+        for layer in ("debian", "busybox"):  # read-only lowerdirs: hard links
+            if cache and os.path.exists(os.path.join(cache, layer, "image.json")):
+                subprocess.run(["cp", "-al", os.path.join(cache, layer), images], check=True)
+        r = subprocess.run([BIN, "--data", images + ".data", "image", "build", "python"],
+                           env=dict(os.environ, POCKETENV_IMAGES=images), capture_output=True,
+                           text=True, timeout=1800)
+        assert r.returncode == 0, r.stderr
+    with serving(tmp_path_factory.mktemp("e2b-py"), env={"POCKETENV_IMAGES": images}) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def run_code(py_daemon):
+    """One SDK session on a python sandbox, checked piece by piece below."""
+    return drive(py_daemon, "interp", template="python", timeout=600)
+
+
+@pytest.mark.slow
+def test_sdk_run_code_keeps_state_between_calls(run_code):
+    first, second = run_code["first"], run_code["second"]
+    assert first["stdout"] == ["set 41\n"] and first["error"] is None, first
+    assert run_code["streamed"] == ["set 41\n"]
+    assert second["text"] == "42" and second["error"] is None, second
+    assert second["count"] == first["count"] + 1, (first, second)
+    assert run_code["defaultStill"]["text"] == "41"
+
+
+@pytest.mark.slow
+def test_sdk_run_code_error_result(run_code):
+    e = run_code["failed"]
+    assert e["stdout"] == ["before\n"], e
+    assert e["error"]["name"] == "ZeroDivisionError", e
+    assert e["error"]["value"] == "division by zero", e
+    # Jupyter's traceback, colours and all, as E2B's is
+    assert "1 / 0" in re.sub(r"\x1b\[[0-9;]*m", "", e["error"]["traceback"]), e
+    assert run_code["afterError"]["text"] == "41"  # an error loses no state
+
+
+@pytest.mark.slow
+def test_sdk_run_code_chart_is_png(run_code):
+    assert run_code["chartError"] is None, run_code
+    charts = [r for r in run_code["chart"] if "png" in r["formats"]]
+    assert len(charts) == 1 and not charts[0]["main"], run_code["chart"]
+    png = base64.b64decode(charts[0]["png"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    assert run_code["html"] == ["<b>hi</b>"]
+
+
+@pytest.mark.slow
+def test_sdk_run_code_env_vars_hold_for_one_execution(run_code):
+    assert run_code["envs"]["text"] == "'only now'", run_code["envs"]
+    assert run_code["envsAfter"]["text"] == "'gone'", run_code["envsAfter"]
+
+
+@pytest.mark.slow
+def test_sdk_code_contexts(run_code):
+    assert run_code["context"] == {"language": "python", "cwd": "/tmp", "hasId": True}
+    assert run_code["ctxCwd"]["text"] == "'/tmp'"
+    assert run_code["ctxSeparate"]["error"]["name"] == "NameError"  # its own state
+    assert run_code["listed"] is True
+    assert run_code["afterRestart"]["error"]["name"] == "NameError"  # restart: state gone
+    assert run_code["cwdAfterRestart"]["text"] == "'/tmp'"  # ...but not its cwd
+    assert run_code["listedAfterRemove"] is False
+    assert run_code["removedRun"]["name"] == "NotFoundError", run_code["removedRun"]
+    assert "not found" in run_code["removedRun"]["message"]
+    # The SDK says only the status (400) of a refused language.
+    assert run_code["otherLanguage"] == {"name": "SandboxError", "message": "400 Bad Request"}
+
+
+@pytest.mark.slow
+def test_sdk_agent_loop_on_the_interpreter(py_daemon):
+    out = drive(py_daemon, "interpAgent", template="python", timeout=600)
+    assert out["steps"] == [{"stdout": "step done 3\n", "value": 6},
+                            {"stdout": "step done 6\n", "value": 12},
+                            {"stdout": "step done 12\n", "value": 24}], out
