@@ -17,12 +17,17 @@
  * call. A context is a Jupyter kernel (its id is the kernel's), so state
  * lives in the kernel between requests.
  *
- * The answer is sent when the execution ends (the gateway's output is
- * kept, at most OUT_MAX), not line by line as it comes; the gateway
- * interrupts an execution after 10 minutes.
+ * An execution streams: the gateway's first line says the request is good
+ * (ACCEPTED), the daemon answers 200 and passes on each line as the kernel
+ * gives it, under backpressure (past HIGH_WATER unsent, the gateway's
+ * output is not read). A client that leaves ends the gateway (the kernel
+ * finishes the cell). The gateway interrupts an execution after 10
+ * minutes. The context calls are short: a job runs the gateway to its end
+ * and answers with its output (at most OUT_MAX).
  *
- * Threading: loop thread, but for the gateway's run (a long job). */
+ * Threading: loop thread, but for the jobs and the gateway's start. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,9 +37,13 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
+#include "sandbox-proc.h"
 
-#define OUT_MAX (64u * 1024 * 1024) /* an execution's results (charts are PNG) */
+#define OUT_MAX (4u * 1024 * 1024) /* a context call's answer */
 #define ID_MAX 64
+#define HEAD_MAX (64 * 1024)     /* an execution's output before ACCEPTED: an error */
+#define HIGH_WATER (1024 * 1024) /* an execution's output queued for the client */
+#define ACCEPTED "{\"pocketenv\": \"accepted\"}\n"
 #define EXIT_REFUSED 3    /* the gateway's "answer with this error" */
 #define EXIT_NOTFOUND 127 /* no python3: not a python sandbox */
 #define NO_PYTHON                                                                                  \
@@ -45,7 +54,7 @@ extern const char pe__e2b_interp_py[];
 struct iop {
     pe_http_request *req;
     char *sandbox_id;
-    const char *op; /* execute, create, list, restart, remove */
+    const char *op; /* create, list, restart, remove */
     char *id;       /* the context of restart and remove */
     char *body;
     size_t body_len;
@@ -140,15 +149,15 @@ static void interp_work(pe_daemon_job *job, pe_store *s)
             return;
         }
         pe_log_warn("e2b interpreter %s in %s: %s", op->op, op->sandbox_id, err.msg);
-        set_error(op, err.code == PE_XRPC_ETOOBIG ? 413 : 500,
-                  err.code == PE_XRPC_ETOOBIG ? "the execution's output is over 64 MiB"
+        set_error(op, err.code == PE_XRPC_ETOOBIG ? 502 : 500,
+                  err.code == PE_XRPC_ETOOBIG ? "the code interpreter's answer is too long"
                                               : "the code interpreter could not run");
         return;
     }
     close(r.in_fd);
     if (r.code == 0) {
         op->status = strcmp(op->op, "restart") == 0 || strcmp(op->op, "remove") == 0 ? 204 : 200;
-        op->type = strcmp(op->op, "execute") == 0 ? "application/x-ndjson" : "application/json";
+        op->type = "application/json";
         op->text = r.out;
         op->text_len = r.out_len;
         r.out = NULL;
@@ -223,6 +232,183 @@ static const char *op_of(pe_http_request *req, char **id)
     return NULL;
 }
 
+/* ---- an execution, streamed ---- */
+
+typedef struct ixec {
+    pe_daemon *d;
+    char *sandbox_id;
+    pe_http_request *req; /* until answered */
+    pe_http_stream *st;   /* once accepted, until the client goes */
+    pe_sbproc *p;
+    char *head; /* the output before ACCEPTED */
+    size_t head_len;
+    struct ixec *next;
+} ixec;
+
+static ixec *execs; /* live, for shutdown */
+
+static void ixec_free(ixec *x)
+{
+    for (ixec **q = &execs; *q; q = &(*q)->next)
+        if (*q == x) {
+            *q = x->next;
+            break;
+        }
+    if (x->st)
+        pe_http_stream_close(x->st);
+    pe_sbproc_free(x->p);
+    pe_daemon_release(x->d, x->sandbox_id);
+    free(x->sandbox_id);
+    free(x->head);
+    free(x);
+}
+
+static void ixec_refuse(ixec *x, unsigned status, const char *message)
+{
+    if (x->req)
+        answer_error(x->req, status, message);
+    x->req = NULL;
+}
+
+static void ixec_watch(ixec *x)
+{
+    if (x->p)
+        pe_sbproc_read(x->p, x->st == NULL || pe_http_stream_pending(x->st) < HIGH_WATER);
+}
+
+static void on_exec_drain(pe_http_stream *st, void *ud)
+{
+    (void)st;
+    ixec_watch(ud);
+}
+
+/* The client went: the gateway ends (SIGKILL; it holds nothing). */
+static void on_exec_close(pe_http_stream *st, void *ud)
+{
+    ixec *x = ud;
+
+    (void)st;
+    x->st = NULL;
+    pe_sbproc_signal(x->p, SIGKILL);
+    ixec_watch(x);
+}
+
+static const pe_http_stream_callbacks exec_stream_cb = {.on_drain = on_exec_drain,
+                                                        .on_close = on_exec_close};
+
+static void on_exec_output(pe_sbproc *p, int which, const unsigned char *buf, size_t n, void *ud)
+{
+    ixec *x = ud;
+    size_t skip = strlen(ACCEPTED);
+
+    (void)p;
+    if (which != 1) /* stderr: the gateway's own failure, which its exit says */
+        return;
+    if (x->req == NULL) {
+        if (x->st)
+            pe_http_stream_write(x->st, buf, n);
+        ixec_watch(x);
+        return;
+    }
+    if (x->head_len + n > HEAD_MAX) {
+        pe_sbproc_signal(x->p, SIGKILL);
+        return;
+    }
+    x->head = pe_xrealloc(x->head, x->head_len + n + 1);
+    memcpy(x->head + x->head_len, buf, n);
+    x->head_len += n;
+    x->head[x->head_len] = '\0';
+    if (x->head_len >= skip && strncmp(x->head, ACCEPTED, skip) == 0) {
+        x->st =
+            pe_http_respond_stream(x->req, 200, "application/x-ndjson", NULL, &exec_stream_cb, x);
+        x->req = NULL;
+        if (x->head_len > skip)
+            pe_http_stream_write(x->st, x->head + skip, x->head_len - skip);
+        x->head_len = 0;
+    }
+    ixec_watch(x);
+}
+
+static void on_exec_started(pe_sbproc *p, const pe_err *err, void *ud)
+{
+    ixec *x = ud;
+
+    if (err == NULL)
+        return;
+    if (err->code == PE_ENOEXEC && err->errnum == ENOENT) {
+        ixec_refuse(x, 503, NO_PYTHON);
+    } else {
+        pe_log_warn("e2b interpreter execute in %s: %s", x->sandbox_id, err->msg);
+        ixec_refuse(x, 500, "the code interpreter could not run");
+    }
+    pe_sbproc_free(p);
+    x->p = NULL;
+    ixec_free(x);
+}
+
+static void on_exec_exited(pe_sbproc *p, int code, void *ud)
+{
+    ixec *x = ud;
+    struct iop op = {0};
+    char none[1] = "";
+
+    (void)p;
+    if (x->req && code == EXIT_REFUSED) {
+        refused(&op, x->head ? x->head : none, x->head_len);
+        pe_http_respond(x->req, op.status, op.type, op.text, op.text_len, NULL);
+        free(op.text);
+        x->req = NULL;
+    } else if (x->req) {
+        pe_log_warn("e2b interpreter execute in %s: exit %d before it began", x->sandbox_id, code);
+        ixec_refuse(x, code == EXIT_NOTFOUND ? 503 : 502,
+                    code == EXIT_NOTFOUND ? NO_PYTHON
+                                          : "the code interpreter's gateway failed in the sandbox");
+    }
+    ixec_free(x);
+}
+
+static const pe_sbproc_callbacks exec_proc_cb = {
+    .started = on_exec_started, .output = on_exec_output, .exited = on_exec_exited};
+
+static void execute(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
+{
+    ixec *x = pe_xcalloc(1, sizeof(*x));
+    pe_sbproc_spec spec = {.sandbox_id = sandbox_id};
+    pe_err err;
+
+    spec.argv = pe_xcalloc(4, sizeof(char *));
+    spec.argv[0] = pe_xstrdup("python3");
+    spec.argv[1] = pe_xstrdup("-c");
+    spec.argv[2] = pe_xstrdup(pe__e2b_interp_py);
+    spec.argv[3] = pe_xstrdup("execute");
+    x->d = d;
+    x->sandbox_id = pe_xstrdup(sandbox_id);
+    x->req = req;
+    pe_err_clear(&err);
+    if ((x->p = pe_sbproc_start(d, &spec, &exec_proc_cb, x, &err)) == NULL) {
+        answer_error(req, 503, "the daemon is busy");
+        free(x->sandbox_id);
+        free(x);
+        return;
+    }
+    pe_daemon_hold(d, sandbox_id); /* no idle stop while it runs */
+    x->next = execs;
+    execs = x;
+    pe_http_defer(req);
+    pe_sbproc_write(x->p, req->body, req->body_len);
+    pe_sbproc_close_stdin(x->p);
+}
+
+void pe__e2b_interp_shutdown(pe_daemon *d)
+{
+    (void)d;
+    while (execs) {
+        ixec *x = execs;
+        ixec_refuse(x, 503, "the daemon is shutting down");
+        ixec_free(x); /* the gateway killed and reaped */
+    }
+}
+
 void pe__e2b_interp(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id)
 {
     struct iop *op;
@@ -233,6 +419,10 @@ void pe__e2b_interp(pe_daemon *d, pe_http_request *req, const char *did, const c
 
     if (what == NULL) {
         answer_error(req, 404, "no such code interpreter path (docs/e2b.md)");
+        return;
+    }
+    if (strcmp(what, "execute") == 0) {
+        execute(d, req, sandbox_id);
         return;
     }
     op = pe_xcalloc(1, sizeof(*op));

@@ -5,13 +5,16 @@
 # code). A context is one kernel; the kernels live in the Jupyter server,
 # so state outlives this process.
 #
-#   python3 -c SCRIPT execute          stdin {code, context_id, env_vars}: NDJSON
+#   python3 -c SCRIPT execute          stdin {code, context_id, env_vars}: ACCEPTED,
+#                                      then NDJSON as the kernel answers
 #   python3 -c SCRIPT create           stdin {language, cwd}: the context
 #   python3 -c SCRIPT list             the contexts
 #   python3 -c SCRIPT restart|remove ID
 #
 # Exit 0: stdout is the answer. Exit 3: stdout is {"status", "message"},
-# the HTTP error the daemon answers with.
+# the HTTP error the daemon answers with. An execution's first line is
+# ACCEPTED once the request is good (the daemon answers 200 then and
+# streams the rest); a failure after it is an error line.
 import asyncio
 import datetime
 import fcntl
@@ -27,6 +30,7 @@ BASE = "127.0.0.1:8888"
 STATE = "/tmp/.pocketenv-interp"  # {"default": id, "cwd": {id: cwd}}
 HOME = "/root"  # the Jupyter server's root_dir: a new kernel's cwd
 EXEC_MAX_S = 600  # then the kernel is interrupted
+ACCEPTED = '{"pocketenv": "accepted"}'  # the daemon's, not passed on
 
 # Jupyter's MIME types and the names E2B's results give them.
 MIME = {"text/plain": "text", "text/html": "html", "text/markdown": "markdown",
@@ -227,6 +231,8 @@ def execute(req):
         sys.stdout.write(json.dumps(m) + "\n")
         sys.stdout.flush()
 
+    print(ACCEPTED, flush=True)
+
     async def go():
         # The variables hold for this execution only, as E2B's do.
         if envs:
@@ -240,7 +246,10 @@ def execute(req):
                            "del _pe_saved_env, _pe_os", silent=True)
         emit({"type": "end_of_execution"})
 
-    asyncio.run(go())
+    try:
+        asyncio.run(go())
+    except Refused as e:  # the answer has begun: said in it
+        emit({"type": "error", "name": "InterpreterError", "value": str(e), "traceback": ""})
 
 
 def main():

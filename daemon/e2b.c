@@ -1503,6 +1503,7 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
 void pe_daemon_e2b_shutdown(pe_daemon *d)
 {
     pe__e2b_process_shutdown(d);
+    pe__e2b_interp_shutdown(d);
     pe__e2b_watch_shutdown(d);
     while (boxes)
         box_forget(boxes->id);

@@ -64,5 +64,7 @@ void pe__e2b_run_clear(struct pe__e2b_run *r);
 /* The code interpreter (e2b-interp.c): req is /execute or /contexts… of
  * running sandbox sandbox_id, the caller's (checked). Answers req. */
 void pe__e2b_interp(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id);
+/* End every execution (shutdown). */
+void pe__e2b_interp_shutdown(pe_daemon *d);
 
 #endif

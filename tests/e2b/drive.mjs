@@ -240,6 +240,17 @@ async function interp() {
   out.first = execOf(await sbx.runCode('x = 41\nprint("set", x)', { onStdout: (m) => streamed.push(m.line) }))
   out.streamed = streamed
   out.second = execOf(await sbx.runCode('x + 1'))
+  // Streamed: the first line arrives while the cell still runs (it
+  // waits for a file this client writes only once it saw that line).
+  const early = []
+  const running = sbx.runCode(
+    'import os, time\nprint("early", flush=True)\nend = time.time() + 30\n' +
+      'while not os.path.exists("/tmp/go") and time.time() < end: time.sleep(0.05)\n' +
+      'print("go" if os.path.exists("/tmp/go") else "no go")',
+    { onStdout: (m) => early.push(m.line) })
+  out.streamedEarly = await until(() => early.includes('early\n'), 20000)
+  await sbx.files.write('/tmp/go', 'x')
+  out.streamedAll = (await running).logs.stdout.join('')
   out.failed = execOf(await sbx.runCode('print("before")\n1 / 0'))
   out.afterError = execOf(await sbx.runCode('x'))
   const chart = await sbx.runCode(

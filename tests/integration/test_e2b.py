@@ -511,6 +511,13 @@ def test_sdk_run_code_keeps_state_between_calls(run_code):
 
 
 @pytest.mark.slow
+def test_sdk_run_code_streams_output_as_it_comes(run_code):
+    # the cell goes on only once the client saw its first line
+    assert run_code["streamedEarly"] is True
+    assert run_code["streamedAll"] == "early\ngo\n"
+
+
+@pytest.mark.slow
 def test_sdk_run_code_error_result(run_code):
     e = run_code["failed"]
     assert e["stdout"] == ["before\n"], e
