@@ -53,6 +53,7 @@
 #define FILE_MAX (64ull * 1024 * 1024)  /* one /files upload or download */
 #define LIST_OUT_MAX (4u * 1024 * 1024) /* a ListDir's raw output */
 #define ENVD_BODY_MAX (1024 * 1024)     /* a Connect request */
+#define LIST_PAGE_MAX 100               /* GET /v2/sandboxes' limit, as E2B's */
 #define PATH_MAX_LEN 4096
 
 /* ---- keys ---- */
@@ -373,6 +374,7 @@ struct call {
     json_t *metadata;
     int64_t timeout;
     int op;
+    size_t limit, offset; /* a v2 list's page (limit 0: everything) */
 };
 
 enum {
@@ -454,6 +456,27 @@ static bool listed(const json_t *filter, const json_t *e)
     return true;
 }
 
+/* One page of list (taken): limit items from offset, and in x-next-token
+ * where the next page starts if there is one. The token is an offset in
+ * the owner's list: a sandbox made or deleted between pages shifts it. */
+static void list_page(pe_http_request *req, json_t *list, size_t offset, size_t limit)
+{
+    json_t *page = json_array();
+    char next[24];
+    const char *headers[] = {"x-next-token", next, NULL};
+    char *text;
+
+    for (size_t i = offset; i < json_array_size(list) && i < offset + limit; i++)
+        json_array_append(page, json_array_get(list, i));
+    snprintf(next, sizeof(next), "%zu", offset + limit);
+    text = json_dumps(page, JSON_COMPACT);
+    pe_http_respond(req, 200, "application/json", text, strlen(text),
+                    offset + limit < json_array_size(list) ? headers : NULL);
+    free(text);
+    json_decref(page);
+    json_decref(list);
+}
+
 static void call_after(pe_daemon_job *job)
 {
     struct call *c = job->ud;
@@ -510,6 +533,10 @@ static void call_after(pe_daemon_job *job)
             if (listed(c->filter, e))
                 json_array_append(list, e);
             json_decref(e);
+        }
+        if (c->limit) {
+            list_page(req, list, c->offset, c->limit);
+            break;
         }
         respond_json(req, 200, list);
         break;
@@ -889,11 +916,40 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
 }
 
+/* A number of at most 9 digits, or -1. */
+static long small_number(const char *s)
+{
+    long n = 0;
+
+    if (s == NULL || s[0] == '\0' || strlen(s) > 9 || strspn(s, "0123456789") != strlen(s))
+        return -1;
+    for (; *s; s++)
+        n = n * 10 + (*s - '0');
+    return n;
+}
+
+/* The v2 list's page: limit (1..LIST_PAGE_MAX, LIST_PAGE_MAX if absent)
+ * and nextToken (what x-next-token said). -1 after a 400. */
+static int page_of(pe_http_request *req, size_t *limit, size_t *offset)
+{
+    const char *l = pe_http_query(req, "limit"), *t = pe_http_query(req, "nextToken");
+    long lim = l ? small_number(l) : LIST_PAGE_MAX, off = t && t[0] ? small_number(t) : 0;
+
+    if (lim < 1 || lim > LIST_PAGE_MAX || off < 0) {
+        api_error(req, 400, "limit: 1 to 100; nextToken: as x-next-token said");
+        return -1;
+    }
+    *limit = (size_t)lim;
+    *offset = (size_t)off;
+    return 0;
+}
+
 static void on_v2_sandboxes(pe_http_request *req, void *ud)
 {
     pe_daemon *d = ud;
     cleanup_free char *did = NULL;
     struct call *c;
+    size_t limit, offset;
     json_t *f;
 
     if (req->rest[0] != '\0') {
@@ -902,9 +958,15 @@ static void on_v2_sandboxes(pe_http_request *req, void *ud)
     }
     if ((did = authenticate(d, req, false, NULL)) == NULL || (f = list_filter(req)) == NULL)
         return;
+    if (page_of(req, &limit, &offset) < 0) {
+        json_decref(f);
+        return;
+    }
     c = pe_xcalloc(1, sizeof(*c));
     c->op = OP_LIST;
     c->filter = f;
+    c->limit = limit;
+    c->offset = offset;
     submit_call(d, req, did, c, list_work, NULL, NULL, PE_JOB_SHORT);
 }
 

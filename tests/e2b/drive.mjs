@@ -207,6 +207,18 @@ async function listFilter() {
   await Sandbox.kill(b.sandboxId)
 }
 
+// Sandbox.list in pages: the SDK's paginator follows x-next-token.
+async function paging() {
+  const made = []
+  for (let i = 0; i < 3; i++) made.push((await Sandbox.create(template, { metadata: { page: 'p' } })).sandboxId)
+  const pager = Sandbox.list({ query: { metadata: { page: 'p' } }, limit: 2 })
+  const pages = []
+  while (pager.hasNext) pages.push((await pager.nextItems()).map((s) => s.sandboxId))
+  out.sizes = pages.map((p) => p.length)
+  out.all = pages.flat().sort().join() === made.sort().join()
+  for (const id of made) await Sandbox.kill(id)
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -304,7 +316,7 @@ async function interpAgent() {
   await sbx.kill()
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench, interp, interpAgent }
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, bench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -415,6 +415,29 @@ def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
 
+def test_sdk_list_pages(daemon):
+    out = drive(daemon, "paging")
+    assert out["sizes"] == [2, 1] and out["all"] is True, out
+
+
+def test_list_page_bad_queries(daemon):
+    for q in ("limit=0", "limit=101", "limit=x", "nextToken=abc", "nextToken=-1",
+              "limit=1&nextToken=1234567890"):
+        st, out = api(daemon, "GET", "/v2/sandboxes?" + q)
+        assert st == 400 and "limit" in out["message"], (q, out)
+    sids = [create(daemon)["sandboxID"] for _ in range(2)]
+    n = len(api(daemon, "GET", "/v2/sandboxes")[1])  # others' tests may hold some too
+    st, h, raw = request(daemon, "GET", f"/v2/sandboxes?limit={n - 1}",
+                         headers={"X-API-Key": daemon.token})
+    assert st == 200 and len(json.loads(raw)) == n - 1, raw
+    assert h.get("x-next-token") == str(n - 1), h
+    st, h, raw = request(daemon, "GET", f"/v2/sandboxes?limit={n - 1}&nextToken={n - 1}",
+                         headers={"X-API-Key": daemon.token})
+    assert st == 200 and len(json.loads(raw)) == 1 and "x-next-token" not in h, (h, raw)
+    for sid in sids:
+        assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
 def interp(d, method, path, body=b"", key="owner", sandbox_id=None, header="X-Access-Token"):
     """A code interpreter request as @e2b/code-interpreter sends it."""
     h = {"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"}
