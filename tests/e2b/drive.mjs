@@ -154,6 +154,25 @@ async function watch() {
   await sbx.kill()
 }
 
+// watchDir recursive: events from directories that were there and from
+// one made while it watches, named by their path under the directory.
+async function watchRecursive() {
+  const sbx = await Sandbox.create(template)
+  await sbx.files.makeDir('/tmp/rw/old/deep')
+  const events = []
+  const h = await sbx.files.watchDir('/tmp/rw', (e) => events.push(`${e.type}:${e.name}`), { recursive: true })
+  await sbx.files.write('/tmp/rw/old/deep/a.txt', 'x')
+  await sbx.files.makeDir('/tmp/rw/new')
+  out.newSeen = await until(() => events.includes('create:new'))
+  await sbx.files.write('/tmp/rw/new/b.txt', 'y')
+  await sbx.commands.run('rm -r /tmp/rw/old')
+  out.seen = await until(() =>
+    ['create:old/deep/a.txt', 'create:new/b.txt', 'remove:old/deep/a.txt', 'remove:old'].every((e) => events.includes(e)))
+  out.events = [...new Set(events)].sort()
+  await h.stop()
+  await sbx.kill()
+}
+
 // What an agent framework's tool loop does: write a script, run it, read
 // what it produced, feed that into the next step.
 async function agent() {
@@ -316,7 +335,7 @@ async function interpAgent() {
   await sbx.kill()
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, bench, interp, interpAgent }
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

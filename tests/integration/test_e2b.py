@@ -318,6 +318,40 @@ def test_sdk_watch_dir(daemon):
     assert out["missing"]["name"] == "FileNotFoundError"
 
 
+def test_sdk_watch_dir_recursive(daemon):
+    out = drive(daemon, "watchRecursive")
+    assert out["newSeen"] is True and out["seen"] is True, out
+
+
+def test_recursive_watch_follows_no_symlink(daemon, tmp_path):
+    """A recursive watch walks the directories under it, never a symlink:
+    one that points at a host directory leads nowhere."""
+    sid = create(daemon)["sandboxID"]
+    host_dir = tmp_path / "hostdir2"
+    host_dir.mkdir()
+    st, ex = daemon.sandbox("exec", sid, {"command": f"mkdir -p /tmp/rw/sub {host_dir} && "
+                                                     f"ln -s {host_dir} /tmp/rw/link && "
+                                                     "ln -s / /tmp/rw/root"})
+    assert st == 200 and ex["exitCode"] == 0, ex
+    body = json.dumps({"path": "/tmp/rw", "recursive": True}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/filesystem.Filesystem/WatchDir",
+              struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    assert r.status == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"start": {}}
+    (host_dir / "from-host").write_text("x")
+    st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/in-sandbox /tmp/rw/sub/x"})
+    assert st == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"filesystem": {"name": "sub/x", "type": 1}}
+    c.close()
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
 def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
     """A symlink in the sandbox pointing at a host directory is resolved inside
     the sandbox (RESOLVE_IN_ROOT): the watch never sees the host's directory."""
