@@ -23,9 +23,10 @@
  * way, so nothing is stored and a revoked token stops both.
  *
  * What E2B keeps that our rows have no column for (metadata, the end of a
- * timeout) lives here, in memory, on the loop thread; a timeout kills
- * (deletes) the sandbox as E2B does. A restarted daemon forgets both: its
- * sandboxes stay, under the daemon's idle stop. */
+ * timeout) lives here, on the loop thread, and in DATA/e2b-boxes.json,
+ * so that a restarted daemon has both again; a timeout kills (deletes)
+ * the sandbox as E2B does, also one that ran out while the daemon was
+ * down (at once after the restart). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -38,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
@@ -204,6 +206,10 @@ typedef struct e2b_box {
 
 static e2b_box *boxes;
 
+#define BOXES_FILE "e2b-boxes.json"
+#define BOXES_MAX_BYTES (16 * 1024 * 1024)
+#define RESTART_GRACE_S 1 /* a timeout that ran out while the daemon was down */
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -242,6 +248,8 @@ static void expired_after(pe_daemon_job *job)
         pe_log_warn("e2b: sandbox %s: kill at its timeout: %s", job->id, job->err.msg);
 }
 
+static void boxes_save(pe_daemon *d);
+
 static void on_timeout(pe_ev_timer *t, void *ud)
 {
     e2b_box *b = ud;
@@ -255,7 +263,43 @@ static void on_timeout(pe_ev_timer *t, void *ud)
     job->background = true;
     job->after = expired_after;
     box_forget(b->id);
+    boxes_save(job->d);
     pe_daemon_job_submit(job);
+}
+
+/* Write every box to DATA/BOXES_FILE. Loop thread: a small file,
+ * replaced without fsync (a crash may lose the last change, never the
+ * file). */
+static void boxes_save(pe_daemon *d)
+{
+    json_t *a = json_array();
+    cleanup_free char *path = pe_xasprintf("%s/%s", d->rt.data_dir, BOXES_FILE);
+    char *text;
+    pe_err err;
+
+    for (e2b_box *b = boxes; b; b = b->next)
+        json_array_append_new(a,
+                              json_pack("{s:s,s:s,s:O?,s:I}", "id", b->id, "owner", b->owner,
+                                        "metadata", b->metadata, "endMs", (json_int_t)b->end_ms));
+    text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    if (pe_fs_write_replace(path, text, strlen(text), 0600, &err) < 0)
+        pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts: %s", err.msg);
+    free(text);
+}
+
+static void box_arm(e2b_box *b, int64_t in_s)
+{
+    pe_err err;
+
+    pe_ev_timer_stop(b->timer);
+    b->timer = NULL;
+    if (b->end_ms == 0)
+        return;
+    b->timer =
+        pe_ev_timer_start(b->d->loop, (uint64_t)in_s * 1000000000ull, 0, on_timeout, b, &err);
+    if (b->timer == NULL)
+        pe_log_warn("e2b: sandbox %s: no timeout timer: %s", b->id, err.msg);
 }
 
 /* Kill sandbox id (of owner) timeout_s seconds from now; 0: never (the
@@ -263,7 +307,6 @@ static void on_timeout(pe_ev_timer *t, void *ud)
 static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int64_t timeout_s)
 {
     e2b_box *b = box_find(id);
-    pe_err err;
 
     if (b == NULL) {
         b = pe_xcalloc(1, sizeof(*b));
@@ -273,15 +316,48 @@ static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int
         b->next = boxes;
         boxes = b;
     }
-    pe_ev_timer_stop(b->timer);
-    b->timer = NULL;
     b->end_ms = timeout_s ? now_ms() + timeout_s * 1000 : 0;
-    if (timeout_s == 0)
+    box_arm(b, timeout_s);
+    boxes_save(d);
+}
+
+/* The boxes a former run of the daemon kept (at start). A file that
+ * cannot be read is said and left as it is. */
+static void boxes_load(pe_daemon *d)
+{
+    cleanup_free char *path = pe_xasprintf("%s/%s", d->rt.data_dir, BOXES_FILE);
+    cleanup_free char *text = NULL;
+    size_t len, i;
+    json_t *a, *v;
+    pe_err err;
+
+    if (access(path, F_OK) < 0)
         return;
-    b->timer =
-        pe_ev_timer_start(d->loop, (uint64_t)timeout_s * 1000000000ull, 0, on_timeout, b, &err);
-    if (b->timer == NULL)
-        pe_log_warn("e2b: sandbox %s: no timeout timer: %s", id, err.msg);
+    if (pe_fs_read_file(path, BOXES_MAX_BYTES, &text, &len, &err) < 0 ||
+        !json_is_array(a = json_loadb(text, len, 0, NULL))) {
+        pe_log_warn("e2b: %s: unreadable, sandboxes' metadata and timeouts are lost", path);
+        return;
+    }
+    json_array_foreach(a, i, v)
+    {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        const char *owner = json_string_value(json_object_get(v, "owner"));
+        const json_t *meta = json_object_get(v, "metadata");
+        json_int_t end = json_integer_value(json_object_get(v, "endMs"));
+        if (id == NULL || owner == NULL || box_find(id) || (meta && !json_is_object(meta)))
+            continue;
+        e2b_box *b = pe_xcalloc(1, sizeof(*b));
+        b->id = pe_xstrdup(id);
+        b->owner = pe_xstrdup(owner);
+        b->d = d;
+        b->metadata = meta ? json_deep_copy(meta) : NULL;
+        b->end_ms = end > 0 ? end : 0;
+        b->next = boxes;
+        boxes = b;
+        int64_t left = b->end_ms ? (b->end_ms - now_ms() + 999) / 1000 : 0;
+        box_arm(b, left < RESTART_GRACE_S ? RESTART_GRACE_S : left);
+    }
+    json_decref(a);
 }
 
 /* ---- views ---- */
@@ -498,6 +574,7 @@ static void call_after(pe_daemon_job *job)
         if (id) {
             box_set_timeout(job->d, id, job->did, c->timeout);
             box_find(id)->metadata = json_incref(c->metadata);
+            boxes_save(job->d);
         }
         respond_json(req, 201, created_of(view, c->key));
         break;
@@ -506,6 +583,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_KILL:
         box_forget(job->id);
+        boxes_save(job->d);
         pe_http_respond(req, 204, NULL, "", 0, NULL);
         break;
     case OP_TIMEOUT:
@@ -1548,6 +1626,7 @@ static void files_call(pe_daemon *d, pe_http_request *req, const char *did, cons
 
 int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
 {
+    boxes_load(d);
     if (pe_http_route(d->srv, "/sandboxes", 0, on_sandboxes, d, err) < 0 ||
         pe_http_route(d->srv, "/v2/sandboxes", 0, on_v2_sandboxes, d, err) < 0 ||
         pe_http_route(d->srv, "/process.Process/", ENVD_BODY_MAX, on_process, d, err) < 0 ||

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import BIN, wait_for
 from test_daemon import serving
+from test_daemon_restart import served  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVE = os.path.join(ROOT, "tests", "e2b", "drive.mjs")
@@ -470,6 +471,33 @@ def test_list_page_bad_queries(daemon):
     assert st == 200 and len(json.loads(raw)) == 1 and "x-next-token" not in h, (h, raw)
     for sid in sids:
         assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_metadata_and_timeouts_outlive_a_restart(served):  # noqa: F811
+    """What E2B keeps that our rows do not (metadata, the end of a timeout)
+    is there again after the daemon restarts; a timeout that runs out
+    while it is down kills the sandbox once it is back."""
+    s = served(["--sandbox-net", "none"])
+    d = s.start()
+    d.port = int(d.url.rsplit(":", 1)[1])
+    st, a = api(d, "POST", "/sandboxes", {"templateID": "busybox", "timeout": 600,
+                                          "metadata": {"who": "a"}})
+    assert st == 201, a
+    st, b = api(d, "POST", "/sandboxes", {"templateID": "busybox", "timeout": 3,
+                                          "metadata": {"who": "b"}})
+    assert st == 201, b
+    before = api(d, "GET", f"/sandboxes/{a['sandboxID']}")[1]
+    s.stop()
+    d = s.start()
+    d.port = int(d.url.rsplit(":", 1)[1])
+    st, after = api(d, "GET", f"/sandboxes/{a['sandboxID']}")
+    assert st == 200 and after["metadata"] == {"who": "a"}, after
+    assert after["endAt"] == before["endAt"], (before, after)
+    wait_for(lambda: api(d, "GET", f"/sandboxes/{b['sandboxID']}")[0] == 404, 30,
+             "b to be killed at its timeout after the restart")
+    assert api(d, "DELETE", f"/sandboxes/{a['sandboxID']}")[0] == 204
+    st, after = api(d, "GET", "/v2/sandboxes")
+    assert (st, after) == (200, []), after
 
 
 def interp(d, method, path, body=b"", key="owner", sandbox_id=None, header="X-Access-Token"):
