@@ -544,12 +544,28 @@ static void send_input(pe_http_request *req, const char *sandbox_id, const json_
     respond_empty(req);
 }
 
-static int signal_of(const char *s)
+/* SendSignal's signal: E2B's enum names SIGNAL_SIGKILL and SIGNAL_SIGTERM
+ * only; the other common signals are taken by the same shape of name
+ * (SIGNAL_SIGINT…), and any as its number (protobuf's JSON allows an
+ * enum's number), so that an interrupt or a reload reaches the process. */
+static int signal_of(const json_t *v)
 {
-    if (s && strcmp(s, "SIGNAL_SIGKILL") == 0)
-        return SIGKILL;
-    if (s && strcmp(s, "SIGNAL_SIGTERM") == 0)
-        return SIGTERM;
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {
+        {"SIGNAL_SIGKILL", SIGKILL}, {"SIGNAL_SIGTERM", SIGTERM},   {"SIGNAL_SIGINT", SIGINT},
+        {"SIGNAL_SIGHUP", SIGHUP},   {"SIGNAL_SIGQUIT", SIGQUIT},   {"SIGNAL_SIGUSR1", SIGUSR1},
+        {"SIGNAL_SIGUSR2", SIGUSR2}, {"SIGNAL_SIGSTOP", SIGSTOP},   {"SIGNAL_SIGCONT", SIGCONT},
+        {"SIGNAL_SIGTSTP", SIGTSTP}, {"SIGNAL_SIGWINCH", SIGWINCH}, {"SIGNAL_SIGALRM", SIGALRM}};
+    const char *s = json_string_value(v);
+
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 && json_integer_value(v) < 65 ? (int)json_integer_value(v)
+                                                                       : 0;
+    for (size_t i = 0; s && i < PE_ARRAY_LEN(names); i++)
+        if (strcmp(s, names[i].name) == 0)
+            return names[i].sig;
     return 0;
 }
 
@@ -620,9 +636,10 @@ void pe__e2b_process(pe_daemon *d, pe_http_request *req, const char *did, const 
             respond_empty(req);
         }
     } else if (strcmp(method, "SendSignal") == 0) {
-        if ((sig = signal_of(json_string_value(json_object_get(in, "signal")))) == 0)
+        if ((sig = signal_of(json_object_get(in, "signal"))) == 0)
             pe__e2b_connect_error(req, "invalid_argument",
-                                  "signal: SIGNAL_SIGKILL or SIGNAL_SIGTERM");
+                                  "signal: SIGNAL_SIGKILL, SIGNAL_SIGTERM, SIGNAL_SIGINT (or "
+                                  "another SIGNAL_SIG<NAME>), or a number 1 to 64");
         else if ((x = selected(req, sandbox_id, in)) != NULL) {
             pe_sbproc_signal(x->p, sig);
             respond_empty(req);

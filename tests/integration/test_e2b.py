@@ -500,6 +500,46 @@ def test_metadata_and_timeouts_outlive_a_restart(served):  # noqa: F811
     assert (st, after) == (200, []), after
 
 
+def read_envelope(r):
+    flags, n = struct.unpack(">BI", r.read(5))
+    return flags, json.loads(r.read(n))
+
+
+@pytest.mark.parametrize("signal,trapped", [("SIGNAL_SIGINT", "INT"), ("SIGNAL_SIGUSR1", "USR1"),
+                                            (1, "HUP"), ("SIGNAL_SIGTERM", "TERM")])
+def test_send_signal_beyond_kill_and_term(daemon, signal, trapped):
+    """SendSignal takes the common signals by E2B's shape of name, or by
+    number: the process's trap runs."""
+    sid = create(daemon)["sandboxID"]
+    cmd = f"trap 'echo got {trapped}; exit 7' {trapped}; echo ready; while :; do sleep 0.05; done"
+    body = json.dumps({"process": {"cmd": "/bin/sh", "args": ["-c", cmd]}}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/process.Process/Start", struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    pid = read_envelope(r)[1]["event"]["start"]["pid"]
+    assert read_envelope(r)[1]["event"] == {"data": {"stdout": "cmVhZHkK"}}  # trap is set
+    for bad in ('"SIGNAL_NOPE"', "0", "65", '"9"', "null"):
+        st, _, raw = envd(daemon, sid, "/process.Process/SendSignal",
+                          f'{{"process":{{"pid":{pid}}},"signal":{bad}}}'.encode())
+        assert st == 400 and json.loads(raw)["code"] == "invalid_argument", (bad, raw)
+    st, _, raw = envd(daemon, sid, "/process.Process/SendSignal",
+                      json.dumps({"process": {"pid": pid}, "signal": signal}).encode())
+    assert st == 200, raw
+    events = []
+    while True:
+        flags, e = read_envelope(r)
+        if flags == 2:
+            break
+        events.append(e["event"])
+    c.close()
+    out = base64.b64decode("".join(e["data"].get("stdout", "") for e in events if "data" in e))
+    assert out == f"got {trapped}\n".encode(), events
+    assert events[-1]["end"]["exitCode"] == 7, events
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
 def interp(d, method, path, body=b"", key="owner", sandbox_id=None, header="X-Access-Token"):
     """A code interpreter request as @e2b/code-interpreter sends it."""
     h = {"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"}
