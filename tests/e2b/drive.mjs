@@ -335,7 +335,25 @@ async function interpAgent() {
   await sbx.kill()
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interp, interpAgent }
+// The code interpreter, for bench/: create → first runCode (the kernel
+// starts then), and runCode of a small cell in a warm context.
+async function interpBench() {
+  const n = Number(process.env.E2B_BENCH_N || 5)
+  const t0 = performance.now()
+  const sbx = await CodeSandbox.create(template)
+  await sbx.runCode('1')
+  out.first = performance.now() - t0
+  const ms = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await sbx.runCode('x = 6 * 7\nx')
+    ms.push(performance.now() - t)
+  }
+  out.ms = ms
+  await sbx.kill()
+}
+
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {
