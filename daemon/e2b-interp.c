@@ -376,7 +376,7 @@ static void execute(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     pe_sbproc_spec spec = {.sandbox_id = sandbox_id};
     pe_err err;
 
-    spec.argv = pe_xcalloc(4, sizeof(char *));
+    spec.argv = pe_xcalloc(5, sizeof(char *)); /* NULL-terminated */
     spec.argv[0] = pe_xstrdup("python3");
     spec.argv[1] = pe_xstrdup("-c");
     spec.argv[2] = pe_xstrdup(pe__e2b_interp_py);
