@@ -333,8 +333,12 @@ static void boxes_load(pe_daemon *d)
 
     if (access(path, F_OK) < 0)
         return;
-    if (pe_fs_read_file(path, BOXES_MAX_BYTES, &text, &len, &err) < 0 ||
-        !json_is_array(a = json_loadb(text, len, 0, NULL))) {
+    /* json_is_array is a macro that reads its argument twice: load first. */
+    a = pe_fs_read_file(path, BOXES_MAX_BYTES, &text, &len, &err) < 0
+            ? NULL
+            : json_loadb(text, len, 0, NULL);
+    if (!json_is_array(a)) {
+        json_decref(a);
         pe_log_warn("e2b: %s: unreadable, sandboxes' metadata and timeouts are lost", path);
         return;
     }
