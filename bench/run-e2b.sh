@@ -4,6 +4,10 @@
 # own data dir: Sandbox.create() -> first commands.run('true') -> kill, N
 # rounds (after 2 warm-up rounds), one template. Prints the median, p10 and
 # p90 of create -> first run in ms; nothing is asserted (STYLE rule 21).
+# -i: the code interpreter instead (@e2b/code-interpreter on the python
+# template; POCKETENV_IMAGES may name images that hold it, else it is built
+# first, which takes minutes): create -> first runCode('1') once, then
+# runCode of a small cell in that warm context, N rounds.
 # The SDK is configured only by E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY.
 # An EXIT trap stops the daemon and removes its data dir.
 set -euo pipefail
@@ -11,11 +15,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-$ROOT/build}
 N=20
 TEMPLATE=busybox
-while getopts "n:t:" o; do
+INTERP=
+while getopts "n:t:i" o; do
     case $o in
     n) N=$OPTARG ;;
     t) TEMPLATE=$OPTARG ;;
-    *) echo "usage: bench/run-e2b.sh [-n ROUNDS] [-t TEMPLATE]" >&2; exit 2 ;;
+    i) INTERP=1 TEMPLATE=python ;;
+    *) echo "usage: bench/run-e2b.sh [-n ROUNDS] [-t TEMPLATE] [-i]" >&2; exit 2 ;;
     esac
 done
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -28,7 +34,10 @@ cleanup() {
 }
 trap cleanup EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$BUILD/pocketenv" --data "$TMPD/data" image build busybox >/dev/null
+IMAGES=${POCKETENV_IMAGES:-$TMPD/data/images}
+for img in busybox ${INTERP:+python}; do
+    [ -e "$IMAGES/$img/image.json" ] || "$BUILD/pocketenv" --data "$TMPD/data" image build "$img" >/dev/null
+done
 "$BUILD/pocketenv" serve --listen "127.0.0.1:$PORT" --data "$TMPD/data" --idle-timeout 0 \
     --rate-limit 0 --token-file "$TMPD/token.json" 2>"$TMPD/daemon.log" &
 PID=$!
@@ -38,6 +47,18 @@ for _ in $(seq 100); do
 done
 KEY=$("$BUILD/pocketenv" --data "$TMPD/data" token create --e2b)
 export E2B_API_URL=http://127.0.0.1:$PORT E2B_SANDBOX_URL=http://127.0.0.1:$PORT E2B_API_KEY=$KEY
+if [ -n "$INTERP" ]; then
+    E2B_BENCH_N=$N node "$ROOT/tests/e2b/drive.mjs" interpBench python | python3 -c '
+import json, statistics, sys
+o = json.load(sys.stdin)
+ms, first = sorted(o["ms"]), o["first"]
+q = lambda p: ms[min(len(ms) - 1, int(p * len(ms)))]
+print(f"@e2b/code-interpreter Sandbox.create -> first runCode (python): {first:.0f} ms")
+print(f"runCode in a warm context (n={len(ms)}): median {statistics.median(ms):.1f} ms, "
+      f"p10 {q(0.1):.1f} ms, p90 {q(0.9):.1f} ms")'
+    echo "commit $(git -C "$ROOT" rev-parse --short HEAD), $(nproc) CPUs, $(uname -r)"
+    exit 0
+fi
 E2B_BENCH_N=2 node "$ROOT/tests/e2b/drive.mjs" bench "$TEMPLATE" >/dev/null
 E2B_BENCH_N=$N node "$ROOT/tests/e2b/drive.mjs" bench "$TEMPLATE" | python3 -c '
 import json, statistics, sys

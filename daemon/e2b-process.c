@@ -24,28 +24,24 @@
  * sandbox). Backpressure as exec-stream.c: past HIGH_WATER unsent, the
  * output is not read. Shutdown kills every process. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
 #include "resources.h"
+#include "sandbox-proc.h"
 #include "terminal.h"
 
 #define ENVELOPE_MAX (256 * 1024) /* a Start request */
 #define ARGS_MAX 4096
 #define STDIN_MAX (1024 * 1024) /* stdin queued, not yet read by the process */
 #define HIGH_WATER (1024 * 1024)
-#define READ_CHUNK (48 * 1024)
 #define KEEPALIVE_MAX 3600
 #define PROCS_PER_SANDBOX 256
 #define LISTENERS_MAX 8 /* streams of one process: Start's and Connect's */
@@ -55,18 +51,13 @@ typedef struct eproc {
     char *sandbox_id, *tag;
     unsigned pid;
     json_t *config; /* {cmd, args, envs, cwd} as asked: List's */
-    bool tty, starting, have_proc, reaped;
-    pe_proc proc;
+    bool tty, starting;
+    pe_sbproc *p; /* NULL once it could not start */
     /* Who listens: Start's stream, then Connect's (re-attached clients);
      * none once they are gone. */
     pe_http_stream *st[LISTENERS_MAX];
     unsigned n_st;
-    pe_ev_io *out_io, *err_io, *in_io, *pid_io;
     pe_ev_timer *keepalive;
-    char *in;
-    size_t in_len;
-    bool in_close; /* close stdin once what is queued is written */
-    bool out_eof, err_eof;
     struct eproc *next;
 } eproc;
 
@@ -165,19 +156,13 @@ static void unlink_proc(eproc *x)
 
 static void maybe_free(eproc *x)
 {
-    if (x->n_st || x->starting || (x->have_proc && !x->reaped))
+    if (x->n_st || x->starting || (x->p && pe_sbproc_running(x->p)))
         return;
     unlink_proc(x);
-    pe_ev_io_stop(x->out_io);
-    pe_ev_io_stop(x->err_io);
-    pe_ev_io_stop(x->in_io);
-    pe_ev_io_stop(x->pid_io);
     pe_ev_timer_stop(x->keepalive);
-    if (x->have_proc)
-        pe_proc_close(&x->proc);
+    pe_sbproc_free(x->p);
     pe_daemon_release(x->d, x->sandbox_id);
     json_decref(x->config);
-    free(x->in);
     free(x->tag);
     free(x->sandbox_id);
     free(x);
@@ -189,7 +174,7 @@ static eproc *find(const char *sandbox_id, const json_t *sel)
     const char *tag = json_string_value(json_object_get(sel, "tag"));
 
     for (eproc *x = procs; x; x = x->next) {
-        if (strcmp(x->sandbox_id, sandbox_id) != 0 || !x->have_proc || x->reaped)
+        if (strcmp(x->sandbox_id, sandbox_id) != 0 || x->p == NULL || !pe_sbproc_running(x->p))
             continue;
         if (pid && json_is_integer(pid) && json_integer_value(pid) == (json_int_t)x->pid)
             return x;
@@ -207,43 +192,27 @@ static void watch_output(eproc *x)
 
     for (unsigned i = 0; i < x->n_st; i++) /* the slowest listener sets the pace */
         room = room && pe_http_stream_pending(x->st[i]) < HIGH_WATER;
-
-    if (x->out_io)
-        pe_ev_io_modify(x->out_io, room && !x->out_eof ? EPOLLIN : 0, NULL);
-    if (x->err_io)
-        pe_ev_io_modify(x->err_io, room && !x->err_eof ? EPOLLIN : 0, NULL);
+    if (x->p)
+        pe_sbproc_read(x->p, room);
 }
 
-static bool pump(eproc *x, int fd, const char *which)
-{
-    unsigned char buf[READ_CHUNK];
-    char b64[READ_CHUNK * 4 / 3 + 8];
-    ssize_t n;
-
-    do
-        n = read(fd, buf, sizeof(buf));
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN)
-        return true;
-    if (n <= 0)
-        return false;
-    if (x->n_st) {
-        sodium_bin2base64(b64, sizeof(b64), buf, (size_t)n, sodium_base64_VARIANT_ORIGINAL);
-        send_event(x, json_pack("{s:{s:s}}", "data", which, b64));
-    }
-    return true;
-}
-
-static void on_output(pe_ev_io *io, int fd, uint32_t events, void *ud)
+static void on_output(pe_sbproc *p, int which, const unsigned char *buf, size_t n, void *ud)
 {
     eproc *x = ud;
-    bool is_err = io == x->err_io;
+    size_t len = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+    char *b64;
 
-    (void)events;
-    if (!pump(x, fd, x->tty ? "pty" : is_err ? "stderr" : "stdout")) {
-        pe_ev_io_modify(io, 0, NULL);
-        *(is_err ? &x->err_eof : &x->out_eof) = true;
+    if (x->n_st) {
+        b64 = pe_xmalloc(len);
+        sodium_bin2base64(b64, len, buf, n, sodium_base64_VARIANT_ORIGINAL);
+        send_event(x, json_pack("{s:{s:s}}", "data",
+                                x->tty       ? "pty"
+                                : which == 2 ? "stderr"
+                                             : "stdout",
+                                b64));
+        free(b64);
     }
+    (void)p;
     watch_output(x);
 }
 
@@ -277,72 +246,33 @@ static void on_keepalive(pe_ev_timer *t, void *ud)
     send_event(x, json_pack("{s:{}}", "keepalive"));
 }
 
-/* ---- input ---- */
+/* ---- the start and the end ---- */
 
-static int stdin_fd(const eproc *x)
-{
-    return x->tty ? x->proc.pty_fd : x->proc.stdin_fd;
-}
-
-static void flush_input(eproc *x)
-{
-    size_t wrote = 0;
-    int fd = stdin_fd(x);
-
-    while (x->in_len > wrote && fd >= 0) {
-        ssize_t n = write(fd, x->in + wrote, x->in_len - wrote);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN)
-            x->in_len = wrote = 0; /* it closed its stdin: the rest is dropped */
-        if (n <= 0)
-            break;
-        wrote += (size_t)n;
-    }
-    if (wrote) {
-        memmove(x->in, x->in + wrote, x->in_len - wrote);
-        x->in_len -= wrote;
-    }
-    if (x->in_len == 0 && x->in_close && !x->tty && x->proc.stdin_fd >= 0) {
-        pe_ev_io_stop(x->in_io);
-        x->in_io = NULL;
-        close(x->proc.stdin_fd);
-        x->proc.stdin_fd = -1;
-        return;
-    }
-    if (x->in_io)
-        pe_ev_io_modify(x->in_io, x->in_len ? EPOLLOUT : 0, NULL);
-}
-
-static void on_input_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
-{
-    (void)io, (void)fd, (void)events;
-    flush_input(ud);
-}
-
-/* ---- the end ---- */
-
-static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
+static void on_started(pe_sbproc *p, const pe_err *err, void *ud)
 {
     eproc *x = ud;
-    int code = -1, out_fd = x->tty ? x->proc.pty_fd : x->proc.stdout_fd;
-    char status[48];
-    pe_err err;
 
-    (void)io, (void)fd, (void)events;
-    /* What is left in the pipes goes before the end (at most 1024 reads:
-     * a grandchild holding the pipe open does not hold the end back). */
-    for (int i = 0;
-         i < 1024 && x->out_io && !x->out_eof && pump(x, out_fd, x->tty ? "pty" : "stdout"); i++)
-        ;
-    for (int i = 0; i < 1024 && x->err_io && !x->err_eof && pump(x, x->proc.stderr_fd, "stderr");
-         i++)
-        ;
-    pe_ev_io_stop(x->pid_io);
-    x->pid_io = NULL;
-    if (pe_proc_wait(&x->proc, &code, &err) < 0)
-        pe_log_warn("e2b process %s/%u: %s", x->sandbox_id, x->pid, err.msg);
-    x->reaped = true;
+    x->starting = false;
+    if (err) {
+        char why[PE_ERR_MSG_MAX + 32];
+        pe_log_info("e2b process %s: %s", x->sandbox_id, err->msg);
+        snprintf(why, sizeof(why), "cannot start the command: %.200s", err->msg);
+        end_stream(x, "internal", why);
+        pe_sbproc_free(p);
+        x->p = NULL;
+    } else {
+        send_event(x, json_pack("{s:{s:i}}", "start", "pid", (int)x->pid));
+        watch_output(x);
+    }
+    maybe_free(x);
+}
+
+static void on_exited(pe_sbproc *p, int code, void *ud)
+{
+    eproc *x = ud;
+    char status[48];
+
+    (void)p;
     if (code > 128)
         snprintf(status, sizeof(status), "signal: %d", code - 128);
     else
@@ -353,108 +283,8 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
     maybe_free(x);
 }
 
-/* ---- starting (worker) ---- */
-
-struct start {
-    eproc *x;
-    char **argv, **env;
-    char *cwd;
-    unsigned cols, rows;
-    bool stdin_open;
-    pe_proc proc;
-    bool ok;
-    pe_err err;
-};
-
-static void free_strv(char **v)
-{
-    for (char **p = v; p && *p; p++)
-        free(*p);
-    free(v);
-}
-
-static void start_work(void *ud)
-{
-    struct start *j = ud;
-    pe_daemon *d = j->x->d;
-    pe_proc_opts opts = {.argv = j->argv,
-                         .workdir = j->cwd,
-                         .tty = j->x->tty,
-                         .tty_cols = (unsigned short)j->cols,
-                         .tty_rows = (unsigned short)j->rows,
-                         .capture = !j->x->tty};
-    char **senv = NULL, **all;
-    size_t ns = 0, ne = 0;
-    pe_store *s = pe_daemon_store(d, &j->err);
-
-    if (s == NULL || pe_daemon_sandbox_env(d, s, j->x->sandbox_id, &senv, &j->err) < 0)
-        return;
-    while (senv[ns])
-        ns++;
-    while (j->env && j->env[ne])
-        ne++;
-    all = pe_xcalloc(ns + ne + 1, sizeof(*all));
-    memcpy(all, senv, ns * sizeof(*all));
-    if (ne)
-        memcpy(all + ns, j->env, ne * sizeof(*all));
-    opts.env = all;
-    j->ok = pe_runtime_exec_start(&d->rt, j->x->sandbox_id, &opts, &j->proc, &j->err) == 0;
-    free(all);
-    pe_daemon_env_free(senv);
-}
-
-static pe_ev_io *watch(eproc *x, int fd, uint32_t events, pe_ev_io_cb cb, pe_err *err)
-{
-    return fd >= 0 ? pe_ev_io_start(x->d->loop, fd, events, cb, x, err) : NULL;
-}
-
-static void start_done(void *ud)
-{
-    struct start *j = ud;
-    eproc *x = j->x;
-    pe_daemon *d = x->d;
-    pe_err err;
-
-    x->starting = false;
-    if (!j->ok) {
-        char why[PE_ERR_MSG_MAX + 32];
-        pe_log_info("e2b process %s: %s", x->sandbox_id, j->err.msg);
-        snprintf(why, sizeof(why), "cannot start the command: %.200s", j->err.msg);
-        end_stream(x, "internal", why);
-    } else {
-        x->proc = j->proc;
-        x->have_proc = true;
-        int fds[] = {x->proc.stdin_fd, x->proc.stdout_fd, x->proc.stderr_fd, x->proc.pty_fd};
-        for (size_t i = 0; i < PE_ARRAY_LEN(fds); i++)
-            if (fds[i] >= 0)
-                fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        pe_err_clear(&err);
-        if (x->tty) {
-            x->out_io = watch(x, x->proc.pty_fd, EPOLLIN, on_output, &err);
-            x->in_io = watch(x, x->proc.pty_fd, 0, on_input_ready, &err);
-        } else {
-            x->out_io = watch(x, x->proc.stdout_fd, EPOLLIN, on_output, &err);
-            x->err_io = watch(x, x->proc.stderr_fd, EPOLLIN, on_output, &err);
-            x->in_io = watch(x, x->proc.stdin_fd, 0, on_input_ready, &err);
-            if (!j->stdin_open)
-                x->in_close = true;
-        }
-        x->pid_io = watch(x, x->proc.pidfd, EPOLLIN, on_exit_ready, &err);
-        if (x->pid_io == NULL) {
-            pe_log_warn("e2b process %s: %s", x->sandbox_id, err.msg);
-            pe_proc_signal_group(&x->proc, SIGKILL);
-        }
-        send_event(x, json_pack("{s:{s:i}}", "start", "pid", (int)x->pid));
-        flush_input(x);
-    }
-    free_strv(j->argv);
-    free_strv(j->env);
-    free(j->cwd);
-    free(j);
-    if (--d->inflight == 0 && d->draining)
-        pe_ev_stop(d->loop);
-    maybe_free(x);
-}
+static const pe_sbproc_callbacks proc_cb = {
+    .started = on_started, .output = on_output, .exited = on_exited};
 
 /* ---- Start ---- */
 
@@ -586,7 +416,8 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     const char *ka = pe_http_header(req, "Keepalive-Ping-Interval");
     json_t *in, *p, *args, *envs, *size;
     const char *cmd, *cwd, *tag, *k;
-    struct start *j;
+    pe_sbproc_spec j = {0};
+    bool stdin_open;
     eproc *x;
     json_t *v;
     pe_err err;
@@ -623,27 +454,23 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     x->tag = tag ? pe_xstrdup(tag) : NULL;
     x->pid = next_pid++;
     x->tty = json_is_object(json_object_get(in, "pty"));
+    stdin_open = json_is_true(json_object_get(in, "stdin"));
     /* "o": the fresh defaults are taken, the request's values shared */
     x->config =
         json_pack("{s:s,s:o,s:o,s:s}", "cmd", cmd, "args", args ? json_incref(args) : json_array(),
                   "envs", envs ? json_incref(envs) : json_object(), "cwd", cwd ? cwd : "");
-    x->proc.pid = -1;
-    x->proc.pidfd = x->proc.signal_pidfd = x->proc.stdin_fd = x->proc.stdout_fd = -1;
-    x->proc.stderr_fd = x->proc.pty_fd = x->proc.status_fd = -1;
-    j = pe_xcalloc(1, sizeof(*j));
-    j->x = x;
-    j->argv = argv_of(cmd, args);
-    j->cwd = cwd && cwd[0] ? pe_xstrdup(cwd) : NULL;
-    j->stdin_open = json_is_true(json_object_get(in, "stdin"));
-    j->cols = (unsigned)json_integer_value(json_object_get(size, "cols"));
-    j->rows = (unsigned)json_integer_value(json_object_get(size, "rows"));
-    if (j->cols < 1 || j->cols > PE_TERM_COLS_MAX || j->rows < 1 || j->rows > PE_TERM_ROWS_MAX)
-        j->cols = 80, j->rows = 24;
+    j.sandbox_id = sandbox_id;
+    j.tty = x->tty;
+    j.argv = argv_of(cmd, args);
+    j.workdir = cwd && cwd[0] ? pe_xstrdup(cwd) : NULL;
+    j.cols = (unsigned)json_integer_value(json_object_get(size, "cols"));
+    j.rows = (unsigned)json_integer_value(json_object_get(size, "rows"));
+    if (j.cols < 1 || j.cols > PE_TERM_COLS_MAX || j.rows < 1 || j.rows > PE_TERM_ROWS_MAX)
+        j.cols = 80, j.rows = 24;
     if (envs) {
         size_t i = 0;
-        j->env = pe_xcalloc(json_object_size(envs) + 1, sizeof(char *));
-        json_object_foreach(envs, k, v) j->env[i++] =
-            pe_xasprintf("%s=%s", k, json_string_value(v));
+        j.env = pe_xcalloc(json_object_size(envs) + 1, sizeof(char *));
+        json_object_foreach(envs, k, v) j.env[i++] = pe_xasprintf("%s=%s", k, json_string_value(v));
     }
     json_decref(in);
     x->next = procs;
@@ -652,17 +479,15 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     x->starting = true;
     listen_to(x, req, ka);
     pe_err_clear(&err);
-    if (pe_ev_submit(d->loop, start_work, start_done, j, &err) < 0) {
+    if ((x->p = pe_sbproc_start(d, &j, &proc_cb, x, &err)) == NULL) {
         x->starting = false;
-        free_strv(j->argv);
-        free_strv(j->env);
-        free(j->cwd);
-        free(j);
         end_stream(x, "unavailable", "the daemon is busy");
         maybe_free(x);
         return;
     }
-    d->inflight++;
+    if (!stdin_open && !x->tty)
+        pe_sbproc_close_stdin(x->p); /* once it starts */
+    watch_output(x);
 }
 
 /* ---- the unary calls ---- */
@@ -686,6 +511,7 @@ static void send_input(pe_http_request *req, const char *sandbox_id, const json_
     const json_t *input = json_object_get(in, "input");
     const char *b64 = json_string_value(json_object_get(input, "stdin"));
     eproc *x;
+    unsigned char *buf;
     size_t len = 0;
 
     if (b64 == NULL)
@@ -696,33 +522,50 @@ static void send_input(pe_http_request *req, const char *sandbox_id, const json_
     }
     if ((x = selected(req, sandbox_id, in)) == NULL)
         return;
-    if (x->in_close || stdin_fd(x) < 0) {
+    if (!pe_sbproc_stdin_open(x->p)) {
         pe__e2b_connect_error(req, "failed_precondition", "the process's stdin is closed");
         return;
     }
-    if (x->in_len + strlen(b64) / 4 * 3 > STDIN_MAX) {
+    if (pe_sbproc_queued(x->p) + strlen(b64) / 4 * 3 > STDIN_MAX) {
         pe__e2b_connect_error(req, "resource_exhausted",
                               "the process has not read its earlier input yet");
         return;
     }
-    x->in = pe_xrealloc(x->in, x->in_len + strlen(b64) / 4 * 3 + 3);
-    if (sodium_base642bin((unsigned char *)x->in + x->in_len, strlen(b64) / 4 * 3 + 3, b64,
-                          strlen(b64), NULL, &len, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+    buf = pe_xmalloc(strlen(b64) / 4 * 3 + 3);
+    if (sodium_base642bin(buf, strlen(b64) / 4 * 3 + 3, b64, strlen(b64), NULL, &len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL) != 0) {
+        free(buf);
         pe__e2b_connect_error(req, "invalid_argument", "input: not base64");
         return;
     }
-    x->in_len += len;
+    pe_sbproc_write(x->p, buf, len);
+    free(buf);
     pe_daemon_touch(x->d, sandbox_id);
-    flush_input(x);
     respond_empty(req);
 }
 
-static int signal_of(const char *s)
+/* SendSignal's signal: E2B's enum names SIGNAL_SIGKILL and SIGNAL_SIGTERM
+ * only; the other common signals are taken by the same shape of name
+ * (SIGNAL_SIGINT…), and any as its number (protobuf's JSON allows an
+ * enum's number), so that an interrupt or a reload reaches the process. */
+static int signal_of(const json_t *v)
 {
-    if (s && strcmp(s, "SIGNAL_SIGKILL") == 0)
-        return SIGKILL;
-    if (s && strcmp(s, "SIGNAL_SIGTERM") == 0)
-        return SIGTERM;
+    static const struct {
+        const char *name;
+        int sig;
+    } names[] = {
+        {"SIGNAL_SIGKILL", SIGKILL}, {"SIGNAL_SIGTERM", SIGTERM},   {"SIGNAL_SIGINT", SIGINT},
+        {"SIGNAL_SIGHUP", SIGHUP},   {"SIGNAL_SIGQUIT", SIGQUIT},   {"SIGNAL_SIGUSR1", SIGUSR1},
+        {"SIGNAL_SIGUSR2", SIGUSR2}, {"SIGNAL_SIGSTOP", SIGSTOP},   {"SIGNAL_SIGCONT", SIGCONT},
+        {"SIGNAL_SIGTSTP", SIGTSTP}, {"SIGNAL_SIGWINCH", SIGWINCH}, {"SIGNAL_SIGALRM", SIGALRM}};
+    const char *s = json_string_value(v);
+
+    if (json_is_integer(v))
+        return json_integer_value(v) > 0 && json_integer_value(v) < 65 ? (int)json_integer_value(v)
+                                                                       : 0;
+    for (size_t i = 0; s && i < PE_ARRAY_LEN(names); i++)
+        if (strcmp(s, names[i].name) == 0)
+            return names[i].sig;
     return 0;
 }
 
@@ -732,7 +575,7 @@ static void list(pe_http_request *req, const char *sandbox_id)
     char *text;
 
     for (eproc *x = procs; x; x = x->next) {
-        if (strcmp(x->sandbox_id, sandbox_id) != 0 || !x->have_proc || x->reaped)
+        if (strcmp(x->sandbox_id, sandbox_id) != 0 || x->p == NULL || !pe_sbproc_running(x->p))
             continue;
         o = json_pack("{s:O,s:i}", "config", x->config, "pid", (int)x->pid);
         if (x->tag)
@@ -789,16 +632,16 @@ void pe__e2b_process(pe_daemon *d, pe_http_request *req, const char *did, const 
         send_input(req, sandbox_id, in);
     } else if (strcmp(method, "CloseStdin") == 0) {
         if ((x = selected(req, sandbox_id, in)) != NULL) {
-            x->in_close = true;
-            flush_input(x);
+            pe_sbproc_close_stdin(x->p);
             respond_empty(req);
         }
     } else if (strcmp(method, "SendSignal") == 0) {
-        if ((sig = signal_of(json_string_value(json_object_get(in, "signal")))) == 0)
+        if ((sig = signal_of(json_object_get(in, "signal"))) == 0)
             pe__e2b_connect_error(req, "invalid_argument",
-                                  "signal: SIGNAL_SIGKILL or SIGNAL_SIGTERM");
+                                  "signal: SIGNAL_SIGKILL, SIGNAL_SIGTERM, SIGNAL_SIGINT (or "
+                                  "another SIGNAL_SIG<NAME>), or a number 1 to 64");
         else if ((x = selected(req, sandbox_id, in)) != NULL) {
-            pe_proc_signal_group(&x->proc, sig);
+            pe_sbproc_signal(x->p, sig);
             respond_empty(req);
         }
     } else if (strcmp(method, "Update") == 0) {
@@ -808,9 +651,7 @@ void pe__e2b_process(pe_daemon *d, pe_http_request *req, const char *did, const 
         if (cols < 1 || cols > PE_TERM_COLS_MAX || rows < 1 || rows > PE_TERM_ROWS_MAX)
             pe__e2b_connect_error(req, "invalid_argument", "pty.size: cols and rows in range");
         else if ((x = selected(req, sandbox_id, in)) != NULL) {
-            struct winsize wsz = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-            if (x->tty)
-                ioctl(x->proc.pty_fd, TIOCSWINSZ, &wsz);
+            pe_sbproc_resize(x->p, (unsigned)cols, (unsigned)rows);
             respond_empty(req);
         }
     } else {
@@ -825,13 +666,8 @@ void pe__e2b_process_shutdown(pe_daemon *d)
     while (procs) {
         eproc *x = procs;
         end_stream(x, "unavailable", "the daemon is shutting down");
-        if (x->have_proc && !x->reaped) {
-            int code;
-            pe_err err;
-            pe_proc_signal_group(&x->proc, SIGKILL);
-            pe_proc_wait(&x->proc, &code, &err);
-            x->reaped = true;
-        }
+        pe_sbproc_free(x->p); /* killed and reaped (freed when a start ends) */
+        x->p = NULL;
         x->starting = false;
         maybe_free(x);
         if (procs == x) /* not freeable: never happens, but never loop */

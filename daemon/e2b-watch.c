@@ -8,19 +8,29 @@
  *
  * The directory is opened inside the sandbox's root (openat2 with
  * RESOLVE_IN_ROOT: a symlink of the sandbox's cannot point the watch at
- * the host) and the watch is added through that fd, on a worker. Only the
- * directory itself is watched: recursive watches are refused.
+ * the host) and the watch is added through that fd, on a worker. A
+ * recursive watch also watches every directory under it (at most DIRS_MAX),
+ * each opened beneath the first with openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS (a symlink is never followed out), and names its
+ * events by their path under the watched directory ("sub/f.txt"); a
+ * directory made later is added when its creation is read (on the loop:
+ * one openat2 and one inotify_add_watch). A directory moved within the
+ * tree keeps the name it had when it was added.
  *
  * Loop thread otherwise. Backpressure: past HIGH_WATER unsent, the
  * inotify fd is not read (the kernel's queue overflows and drops, which
  * costs events, not memory). At most WATCHES_MAX watches daemon-wide. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/inotify.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -33,11 +43,26 @@
 #define HIGH_WATER (256 * 1024)
 #define KEEPALIVE_MAX 3600
 #define PATH_MAX_LEN 4096
+#define DIRS_MAX 1024 /* directories of one recursive watch */
+#define MASK                                                                                       \
+    (IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB |                 \
+     IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR)
+
+/* A watched directory of a recursive watch: its path under the root. */
+struct wdir {
+    int wd;
+    char *rel;
+};
 
 typedef struct ewatch {
     pe_daemon *d;
     char *sandbox_id, *path;
     int ifd;
+    int root;    /* the watched directory (O_PATH), kept by a recursive watch */
+    int root_wd; /* its inotify watch */
+    bool recursive;
+    struct wdir *dirs;
+    size_t n_dirs;
     uint64_t keepalive_ns;
     bool opening;
     pe_http_request *req; /* while opening */
@@ -68,6 +93,11 @@ static void watch_free(ewatch *w)
     pe_ev_timer_stop(w->keepalive);
     if (w->ifd >= 0)
         close(w->ifd);
+    if (w->root >= 0)
+        close(w->root);
+    for (size_t i = 0; i < w->n_dirs; i++)
+        free(w->dirs[i].rel);
+    free(w->dirs);
     pe_daemon_release(w->d, w->sandbox_id);
     free(w->sandbox_id);
     free(w->path);
@@ -112,6 +142,66 @@ static void arm(ewatch *w)
     pe_ev_io_modify(w->io, room ? EPOLLIN : 0, NULL);
 }
 
+/* ---- the directories of a recursive watch ---- */
+
+static const char *rel_of(const ewatch *w, int wd)
+{
+    for (size_t i = 0; i < w->n_dirs; i++)
+        if (w->dirs[i].wd == wd)
+            return w->dirs[i].rel;
+    return NULL;
+}
+
+static void forget_dir(ewatch *w, int wd)
+{
+    for (size_t i = 0; i < w->n_dirs; i++)
+        if (w->dirs[i].wd == wd) {
+            free(w->dirs[i].rel);
+            w->dirs[i] = w->dirs[--w->n_dirs];
+            return;
+        }
+}
+
+/* Watch directory rel (under the root, no symlink followed) and, with
+ * walk, every directory under it, up to DIRS_MAX in all. Best effort: a
+ * directory that went or cannot be opened is left out. */
+static void add_dir(ewatch *w, const char *rel, bool walk)
+{
+    struct open_how how = {.flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW,
+                           .resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+                                      RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV};
+    char self[64];
+    int fd, wd;
+    DIR *dir;
+    struct dirent *e;
+
+    if (w->n_dirs >= DIRS_MAX)
+        return;
+    fd = (int)syscall(SYS_openat2, w->root, rel, &how, sizeof(how));
+    if (fd < 0)
+        return;
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", fd);
+    wd = inotify_add_watch(w->ifd, self, MASK);
+    if (wd < 0 || rel_of(w, wd)) { /* gone, or the same directory again */
+        close(fd);
+        return;
+    }
+    w->dirs = pe_xrealloc(w->dirs, (w->n_dirs + 1) * sizeof(*w->dirs));
+    w->dirs[w->n_dirs++] = (struct wdir){.wd = wd, .rel = pe_xstrdup(rel)};
+    if (!walk || (dir = fdopendir(fd)) == NULL) {
+        close(fd);
+        return;
+    }
+    while ((e = readdir(dir)) != NULL && w->n_dirs < DIRS_MAX) {
+        if (e->d_type != DT_DIR || strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char *sub = pe_xasprintf("%s/%s", rel, e->d_name);
+        add_dir(w, sub, true);
+        free(sub);
+    }
+    closedir(dir);
+}
+
 static void on_events(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
     ewatch *w = ud;
@@ -129,11 +219,31 @@ static void on_events(pe_ev_io *io, int fd, uint32_t events, void *ud)
     for (char *p = buf; p < buf + n;) {
         const struct inotify_event *ev = (const struct inotify_event *)p;
         int type = type_of(ev->mask);
+        const char *rel = w->recursive ? rel_of(w, ev->wd) : ".";
+        p += sizeof(*ev) + ev->len;
+        if (rel == NULL) /* a directory no longer watched */
+            continue;
+        /* "./x" under the root: its name is x */
+        char *name =
+            strcmp(rel, ".") == 0 ? pe_xstrdup(ev->name) : pe_xasprintf("%s/%s", rel + 2, ev->name);
+        /* A new directory is watched before the client hears of it: what
+         * it then makes there is seen. */
+        if (w->recursive && ev->len && (ev->mask & IN_ISDIR) &&
+            (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+            char *sub = pe_xasprintf("%s/%s", rel, ev->name);
+            add_dir(w, sub, true);
+            free(sub);
+        }
         if (ev->len && type)
             pe__e2b_envelope_send(
-                w->st, 0, json_pack("{s:{s:s,s:i}}", "filesystem", "name", ev->name, "type", type));
+                w->st, 0, json_pack("{s:{s:s,s:i}}", "filesystem", "name", name, "type", type));
+        free(name);
+        if (ev->wd != w->root_wd) {
+            if (ev->mask & IN_IGNORED)
+                forget_dir(w, ev->wd);
+            continue;
+        }
         gone = gone || (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED | IN_UNMOUNT));
-        p += sizeof(*ev) + ev->len;
     }
     if (gone) {
         finish(w, NULL, NULL); /* the directory went: the watch is over */
@@ -183,14 +293,20 @@ static void open_work(void *ud)
     }
     /* Through the fd: the directory openat2 found inside the sandbox. */
     snprintf(self, sizeof(self), "/proc/self/fd/%d", dir);
-    if (inotify_add_watch(w->ifd, self,
-                          IN_CREATE | IN_MODIFY | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |
-                              IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+    if ((w->root_wd = inotify_add_watch(w->ifd, self, MASK)) < 0) {
         pe_err_set(&w->err, errno == ENOTDIR ? PE_EINVAL : PE_ESYS, errno, "watch %s", w->path);
         close(w->ifd);
         w->ifd = -1;
+        close(dir);
+        return;
     }
-    close(dir);
+    if (!w->recursive) {
+        close(dir);
+        return;
+    }
+    /* The root again as ".": the directories under it, each found beneath it. */
+    w->root = dir;
+    add_dir(w, ".", true);
 }
 
 static void open_done(void *ud)
@@ -245,11 +361,6 @@ void pe__e2b_watch(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
         pe__e2b_refuse_stream(req, "invalid_argument", "path: a directory");
         return;
     }
-    if (json_is_true(json_object_get(in, "recursive"))) {
-        json_decref(in);
-        pe__e2b_refuse_stream(req, "unimplemented", "recursive watches are not served");
-        return;
-    }
     if (n_watches >= WATCHES_MAX) {
         json_decref(in);
         pe__e2b_refuse_stream(req, "resource_exhausted", "too many watches on this daemon");
@@ -258,6 +369,8 @@ void pe__e2b_watch(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     w = pe_xcalloc(1, sizeof(*w));
     w->d = d;
     w->ifd = -1;
+    w->root = -1;
+    w->recursive = json_is_true(json_object_get(in, "recursive"));
     w->sandbox_id = pe_xstrdup(sandbox_id);
     w->path = path[0] == '/' ? pe_xstrdup(path) : pe_xasprintf("/root/%s", path);
     json_decref(in);

@@ -10,6 +10,8 @@
  * envdAccessToken as X-Access-Token):
  *   POST /process.Process/<method> (e2b-process.c), POST /filesystem.Filesystem/<method>
  *   (Connect, JSON codec; WatchDir in e2b-watch.c), GET|POST /files, GET /health.
+ * The code interpreter (the same headers, port 49999; e2b-interp.c):
+ *   POST /execute, GET|POST /contexts, DELETE /contexts/:id, POST /contexts/:id/restart.
  * None of these paths is one of ours (/xrpc, /tty, /pty, /v1/sandboxes,
  * /exec, /cp, /ssh, /p, /login, the page at /), so no prefix is needed.
  *
@@ -21,9 +23,10 @@
  * way, so nothing is stored and a revoked token stops both.
  *
  * What E2B keeps that our rows have no column for (metadata, the end of a
- * timeout) lives here, in memory, on the loop thread; a timeout kills
- * (deletes) the sandbox as E2B does. A restarted daemon forgets both: its
- * sandboxes stay, under the daemon's idle stop. */
+ * timeout) lives here, on the loop thread, and in DATA/e2b-boxes.json,
+ * so that a restarted daemon has both again; a timeout kills (deletes)
+ * the sandbox as E2B does, also one that ran out while the daemon was
+ * down (at once after the restart). */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -36,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
@@ -51,6 +55,7 @@
 #define FILE_MAX (64ull * 1024 * 1024)  /* one /files upload or download */
 #define LIST_OUT_MAX (4u * 1024 * 1024) /* a ListDir's raw output */
 #define ENVD_BODY_MAX (1024 * 1024)     /* a Connect request */
+#define LIST_PAGE_MAX 100               /* GET /v2/sandboxes' limit, as E2B's */
 #define PATH_MAX_LEN 4096
 
 /* ---- keys ---- */
@@ -113,6 +118,9 @@ static char *authenticate(pe_daemon *d, pe_http_request *req, bool envd, const c
 
     if (k == NULL && envd)
         k = pe_http_header(req, "X-Access-Token");
+    /* The code interpreter's context calls carry only the traffic token. */
+    if (k == NULL && envd)
+        k = pe_http_header(req, "E2B-Traffic-Access-Token");
     token = key_token(k);
     pe_err_clear(&err);
     if (token)
@@ -198,6 +206,10 @@ typedef struct e2b_box {
 
 static e2b_box *boxes;
 
+#define BOXES_FILE "e2b-boxes.json"
+#define BOXES_MAX_BYTES (16 * 1024 * 1024)
+#define RESTART_GRACE_S 1 /* a timeout that ran out while the daemon was down */
+
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -236,6 +248,8 @@ static void expired_after(pe_daemon_job *job)
         pe_log_warn("e2b: sandbox %s: kill at its timeout: %s", job->id, job->err.msg);
 }
 
+static void boxes_save(pe_daemon *d);
+
 static void on_timeout(pe_ev_timer *t, void *ud)
 {
     e2b_box *b = ud;
@@ -249,7 +263,43 @@ static void on_timeout(pe_ev_timer *t, void *ud)
     job->background = true;
     job->after = expired_after;
     box_forget(b->id);
+    boxes_save(job->d);
     pe_daemon_job_submit(job);
+}
+
+/* Write every box to DATA/BOXES_FILE. Loop thread: a small file,
+ * replaced without fsync (a crash may lose the last change, never the
+ * file). */
+static void boxes_save(pe_daemon *d)
+{
+    json_t *a = json_array();
+    cleanup_free char *path = pe_xasprintf("%s/%s", d->rt.data_dir, BOXES_FILE);
+    char *text;
+    pe_err err;
+
+    for (e2b_box *b = boxes; b; b = b->next)
+        json_array_append_new(a,
+                              json_pack("{s:s,s:s,s:O?,s:I}", "id", b->id, "owner", b->owner,
+                                        "metadata", b->metadata, "endMs", (json_int_t)b->end_ms));
+    text = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    if (pe_fs_write_replace(path, text, strlen(text), 0600, &err) < 0)
+        pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts: %s", err.msg);
+    free(text);
+}
+
+static void box_arm(e2b_box *b, int64_t in_s)
+{
+    pe_err err;
+
+    pe_ev_timer_stop(b->timer);
+    b->timer = NULL;
+    if (b->end_ms == 0)
+        return;
+    b->timer =
+        pe_ev_timer_start(b->d->loop, (uint64_t)in_s * 1000000000ull, 0, on_timeout, b, &err);
+    if (b->timer == NULL)
+        pe_log_warn("e2b: sandbox %s: no timeout timer: %s", b->id, err.msg);
 }
 
 /* Kill sandbox id (of owner) timeout_s seconds from now; 0: never (the
@@ -257,7 +307,6 @@ static void on_timeout(pe_ev_timer *t, void *ud)
 static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int64_t timeout_s)
 {
     e2b_box *b = box_find(id);
-    pe_err err;
 
     if (b == NULL) {
         b = pe_xcalloc(1, sizeof(*b));
@@ -267,15 +316,52 @@ static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int
         b->next = boxes;
         boxes = b;
     }
-    pe_ev_timer_stop(b->timer);
-    b->timer = NULL;
     b->end_ms = timeout_s ? now_ms() + timeout_s * 1000 : 0;
-    if (timeout_s == 0)
+    box_arm(b, timeout_s);
+    boxes_save(d);
+}
+
+/* The boxes a former run of the daemon kept (at start). A file that
+ * cannot be read is said and left as it is. */
+static void boxes_load(pe_daemon *d)
+{
+    cleanup_free char *path = pe_xasprintf("%s/%s", d->rt.data_dir, BOXES_FILE);
+    cleanup_free char *text = NULL;
+    size_t len, i;
+    json_t *a, *v;
+    pe_err err;
+
+    if (access(path, F_OK) < 0)
         return;
-    b->timer =
-        pe_ev_timer_start(d->loop, (uint64_t)timeout_s * 1000000000ull, 0, on_timeout, b, &err);
-    if (b->timer == NULL)
-        pe_log_warn("e2b: sandbox %s: no timeout timer: %s", id, err.msg);
+    /* json_is_array is a macro that reads its argument twice: load first. */
+    a = pe_fs_read_file(path, BOXES_MAX_BYTES, &text, &len, &err) < 0
+            ? NULL
+            : json_loadb(text, len, 0, NULL);
+    if (!json_is_array(a)) {
+        json_decref(a);
+        pe_log_warn("e2b: %s: unreadable, sandboxes' metadata and timeouts are lost", path);
+        return;
+    }
+    json_array_foreach(a, i, v)
+    {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        const char *owner = json_string_value(json_object_get(v, "owner"));
+        const json_t *meta = json_object_get(v, "metadata");
+        json_int_t end = json_integer_value(json_object_get(v, "endMs"));
+        if (id == NULL || owner == NULL || box_find(id) || (meta && !json_is_object(meta)))
+            continue;
+        e2b_box *b = pe_xcalloc(1, sizeof(*b));
+        b->id = pe_xstrdup(id);
+        b->owner = pe_xstrdup(owner);
+        b->d = d;
+        b->metadata = meta ? json_deep_copy(meta) : NULL;
+        b->end_ms = end > 0 ? end : 0;
+        b->next = boxes;
+        boxes = b;
+        int64_t left = b->end_ms ? (b->end_ms - now_ms() + 999) / 1000 : 0;
+        box_arm(b, left < RESTART_GRACE_S ? RESTART_GRACE_S : left);
+    }
+    json_decref(a);
 }
 
 /* ---- views ---- */
@@ -324,8 +410,10 @@ static json_t *detail_of(const json_t *view, const char *key)
     json_object_set_new(o, "diskSizeMB", json_integer(disk ? disk * 1024 : 0));
     json_object_set_new(o, "envdVersion", json_string(PE_E2B_ENVD_VERSION));
     json_object_set_new(o, "metadata", b && b->metadata ? json_incref(b->metadata) : json_object());
-    if (key)
+    if (key) {
         json_object_set_new(o, "envdAccessToken", json_string(key));
+        json_object_set_new(o, "trafficAccessToken", json_string(key));
+    }
     return o;
 }
 
@@ -338,8 +426,12 @@ static json_t *created_of(const json_t *view, const char *key)
                             "templateID", json_object_get(o, "templateID"), "alias",
                             json_object_get(o, "alias"), "clientID", "pocketenv", "envdVersion",
                             PE_E2B_ENVD_VERSION);
-    if (key)
+    /* The same key as the traffic token: the code interpreter's SDK sends
+     * only that one with its context calls (E2B-Traffic-Access-Token). */
+    if (key) {
         json_object_set_new(out, "envdAccessToken", json_string(key));
+        json_object_set_new(out, "trafficAccessToken", json_string(key));
+    }
     json_decref(o);
     return out;
 }
@@ -362,6 +454,7 @@ struct call {
     json_t *metadata;
     int64_t timeout;
     int op;
+    size_t limit, offset; /* a v2 list's page (limit 0: everything) */
 };
 
 enum {
@@ -443,6 +536,27 @@ static bool listed(const json_t *filter, const json_t *e)
     return true;
 }
 
+/* One page of list (taken): limit items from offset, and in x-next-token
+ * where the next page starts if there is one. The token is an offset in
+ * the owner's list: a sandbox made or deleted between pages shifts it. */
+static void list_page(pe_http_request *req, json_t *list, size_t offset, size_t limit)
+{
+    json_t *page = json_array();
+    char next[24];
+    const char *headers[] = {"x-next-token", next, NULL};
+    char *text;
+
+    for (size_t i = offset; i < json_array_size(list) && i < offset + limit; i++)
+        json_array_append(page, json_array_get(list, i));
+    snprintf(next, sizeof(next), "%zu", offset + limit);
+    text = json_dumps(page, JSON_COMPACT);
+    pe_http_respond(req, 200, "application/json", text, strlen(text),
+                    offset + limit < json_array_size(list) ? headers : NULL);
+    free(text);
+    json_decref(page);
+    json_decref(list);
+}
+
 static void call_after(pe_daemon_job *job)
 {
     struct call *c = job->ud;
@@ -464,6 +578,7 @@ static void call_after(pe_daemon_job *job)
         if (id) {
             box_set_timeout(job->d, id, job->did, c->timeout);
             box_find(id)->metadata = json_incref(c->metadata);
+            boxes_save(job->d);
         }
         respond_json(req, 201, created_of(view, c->key));
         break;
@@ -472,6 +587,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_KILL:
         box_forget(job->id);
+        boxes_save(job->d);
         pe_http_respond(req, 204, NULL, "", 0, NULL);
         break;
     case OP_TIMEOUT:
@@ -499,6 +615,10 @@ static void call_after(pe_daemon_job *job)
             if (listed(c->filter, e))
                 json_array_append(list, e);
             json_decref(e);
+        }
+        if (c->limit) {
+            list_page(req, list, c->offset, c->limit);
+            break;
         }
         respond_json(req, 200, list);
         break;
@@ -878,11 +998,40 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
 }
 
+/* A number of at most 9 digits, or -1. */
+static long small_number(const char *s)
+{
+    long n = 0;
+
+    if (s == NULL || s[0] == '\0' || strlen(s) > 9 || strspn(s, "0123456789") != strlen(s))
+        return -1;
+    for (; *s; s++)
+        n = n * 10 + (*s - '0');
+    return n;
+}
+
+/* The v2 list's page: limit (1..LIST_PAGE_MAX, LIST_PAGE_MAX if absent)
+ * and nextToken (what x-next-token said). -1 after a 400. */
+static int page_of(pe_http_request *req, size_t *limit, size_t *offset)
+{
+    const char *l = pe_http_query(req, "limit"), *t = pe_http_query(req, "nextToken");
+    long lim = l ? small_number(l) : LIST_PAGE_MAX, off = t && t[0] ? small_number(t) : 0;
+
+    if (lim < 1 || lim > LIST_PAGE_MAX || off < 0) {
+        api_error(req, 400, "limit: 1 to 100; nextToken: as x-next-token said");
+        return -1;
+    }
+    *limit = (size_t)lim;
+    *offset = (size_t)off;
+    return 0;
+}
+
 static void on_v2_sandboxes(pe_http_request *req, void *ud)
 {
     pe_daemon *d = ud;
     cleanup_free char *did = NULL;
     struct call *c;
+    size_t limit, offset;
     json_t *f;
 
     if (req->rest[0] != '\0') {
@@ -891,9 +1040,15 @@ static void on_v2_sandboxes(pe_http_request *req, void *ud)
     }
     if ((did = authenticate(d, req, false, NULL)) == NULL || (f = list_filter(req)) == NULL)
         return;
+    if (page_of(req, &limit, &offset) < 0) {
+        json_decref(f);
+        return;
+    }
     c = pe_xcalloc(1, sizeof(*c));
     c->op = OP_LIST;
     c->filter = f;
+    c->limit = limit;
+    c->offset = offset;
     submit_call(d, req, did, c, list_work, NULL, NULL, PE_JOB_SHORT);
 }
 
@@ -905,7 +1060,7 @@ struct envd {
     int service;
 };
 
-enum { SVC_PROCESS, SVC_FS, SVC_FILES, SVC_HEALTH };
+enum { SVC_PROCESS, SVC_FS, SVC_FILES, SVC_HEALTH, SVC_INTERP };
 
 static void fs_call(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id,
                     const char *method);
@@ -926,6 +1081,9 @@ static void envd_found(pe_daemon *d, pe_http_request *req, const char *sandbox_i
             break;
         case SVC_FILES:
             files_call(d, req, e->did, sandbox_id);
+            break;
+        case SVC_INTERP:
+            pe__e2b_interp(d, req, e->did, sandbox_id);
             break;
         default:
             pe_http_respond(req, 204, NULL, "", 0, NULL);
@@ -989,34 +1147,22 @@ static void on_health(pe_http_request *req, void *ud)
     envd_request(ud, req, SVC_HEALTH);
 }
 
-/* The code interpreter's paths: said plainly, not the web page's 405. */
+/* The code interpreter's paths (e2b-interp.c); without a sandbox they are
+ * no path of ours (not the web page's 405). */
 static void on_interpreter(pe_http_request *req, void *ud)
 {
-    (void)ud;
     if (pe_http_header(req, "E2b-Sandbox-Id") == NULL) {
         api_error(req, 404, "not found");
         return;
     }
-    api_error(req, 501,
-              "the code interpreter (/execute, /contexts) is not served by this daemon yet "
-              "(docs/e2b.md)");
+    envd_request(ud, req, SVC_INTERP);
 }
 
 /* ---- running a helper command in a sandbox (worker threads) ---- */
 
-struct run {
-    const char *sandbox_id;
-    const char **argv;
-    int in_fd;          /* stdin from this fd (-1: none) */
-    size_t out_max;     /* stdout kept up to this; more is an error */
-    char *out, *errout; /* malloc'd, NUL-terminated */
-    size_t out_len, err_len;
-    int code;
-};
-
 /* Copy in_fd to the process's stdin while reading its output (no
  * deadlock on full pipes), until it exits. */
-static int run_in(pe_daemon *d, struct run *r, pe_err *err)
+int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err)
 {
     pe_proc_opts opts = {.argv = (char **)r->argv, .capture = true};
     pe_proc p;
@@ -1092,7 +1238,7 @@ static int run_in(pe_daemon *d, struct run *r, pe_err *err)
     return 0;
 }
 
-static void run_clear(struct run *r)
+void pe__e2b_run_clear(struct pe__e2b_run *r)
 {
     free(r->out);
     free(r->errout);
@@ -1171,7 +1317,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     const char *m = op->method;
     cleanup_free char *path = NULL, *dest = NULL, *depth = NULL;
     const char *argv[16] = {0};
-    struct run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = LIST_OUT_MAX};
+    struct pe__e2b_run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = LIST_OUT_MAX};
     json_int_t dep = json_integer_value(json_object_get(op->in, "depth"));
     bool list = strcmp(m, "ListDir") == 0;
 
@@ -1222,8 +1368,8 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     r.argv = argv;
-    if (run_in(job->d, &r, &job->err) < 0) {
-        run_clear(&r);
+    if (pe__e2b_run_in(job->d, &r, &job->err) < 0) {
+        pe__e2b_run_clear(&r);
         return;
     }
     if (r.code == 17) {
@@ -1237,7 +1383,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
                    r.err_len ? r.errout : "failed");
     }
     if (job->err.code != PE_OK) {
-        run_clear(&r);
+        pe__e2b_run_clear(&r);
         return;
     }
     json_t *entries = json_array();
@@ -1257,7 +1403,7 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     else
         job->out = json_object(); /* Remove, MakeDir: nothing to say */
     json_decref(entries);
-    run_clear(&r);
+    pe__e2b_run_clear(&r);
 }
 
 static void fs_after(pe_daemon_job *job)
@@ -1390,7 +1536,7 @@ struct fileop {
 static void files_work(pe_daemon_job *job, pe_store *s)
 {
     struct fileop *op = job->ud;
-    struct run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = FILE_MAX};
+    struct pe__e2b_run r = {.sandbox_id = op->sandbox_id, .in_fd = -1, .out_max = FILE_MAX};
 
     static const char put[] = "mkdir -p -- \"$(dirname -- \"$1\")\" && cat > \"$1\"";
     static const char get[] = "[ -e \"$1\" ] || exit 2; [ -d \"$1\" ] && exit 21; cat -- \"$1\"";
@@ -1402,8 +1548,8 @@ static void files_work(pe_daemon_job *job, pe_store *s)
         lseek(op->fd, 0, SEEK_SET);
         r.in_fd = op->fd;
     }
-    if (run_in(job->d, &r, &job->err) < 0) {
-        run_clear(&r);
+    if (pe__e2b_run_in(job->d, &r, &job->err) < 0) {
+        pe__e2b_run_clear(&r);
         return;
     }
     if (r.code == 2)
@@ -1415,7 +1561,7 @@ static void files_work(pe_daemon_job *job, pe_store *s)
                    r.err_len ? r.errout : "failed");
     if (job->err.code == PE_OK && !op->upload)
         op->data = pe_steal_ptr(&r.out), op->len = r.out_len;
-    run_clear(&r);
+    pe__e2b_run_clear(&r);
 }
 
 static void files_after(pe_daemon_job *job)
@@ -1484,6 +1630,7 @@ static void files_call(pe_daemon *d, pe_http_request *req, const char *did, cons
 
 int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
 {
+    boxes_load(d);
     if (pe_http_route(d->srv, "/sandboxes", 0, on_sandboxes, d, err) < 0 ||
         pe_http_route(d->srv, "/v2/sandboxes", 0, on_v2_sandboxes, d, err) < 0 ||
         pe_http_route(d->srv, "/process.Process/", ENVD_BODY_MAX, on_process, d, err) < 0 ||
@@ -1501,6 +1648,7 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err)
 void pe_daemon_e2b_shutdown(pe_daemon *d)
 {
     pe__e2b_process_shutdown(d);
+    pe__e2b_interp_shutdown(d);
     pe__e2b_watch_shutdown(d);
     while (boxes)
         box_forget(boxes->id);

@@ -46,4 +46,25 @@ void pe__e2b_process(pe_daemon *d, pe_http_request *req, const char *did, const 
 /* Kill every process (shutdown). */
 void pe__e2b_process_shutdown(pe_daemon *d);
 
+/* A helper command run to its end in a sandbox (worker threads): argv,
+ * stdin copied from in_fd (-1: none), stdout kept up to out_max (more is
+ * PE_XRPC_ETOOBIG, the rest read and dropped), stderr's first 4 KiB. */
+struct pe__e2b_run {
+    const char *sandbox_id;
+    const char **argv;
+    int in_fd;          /* stdin from this fd (-1: none) */
+    size_t out_max;     /* stdout kept up to this; more is an error */
+    char *out, *errout; /* malloc'd, NUL-terminated */
+    size_t out_len, err_len;
+    int code; /* its exit status */
+};
+int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err);
+void pe__e2b_run_clear(struct pe__e2b_run *r);
+
+/* The code interpreter (e2b-interp.c): req is /execute or /contexts… of
+ * running sandbox sandbox_id, the caller's (checked). Answers req. */
+void pe__e2b_interp(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id);
+/* End every execution (shutdown). */
+void pe__e2b_interp_shutdown(pe_daemon *d);
+
 #endif

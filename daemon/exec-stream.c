@@ -33,21 +33,18 @@
  * gets SIGTERM then SIGKILL, the client a close 1001 saying so, and the
  * daemon waits for that (at most the grace) before it exits. */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/epoll.h>
-#include <sys/ioctl.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
 #include "resource-limits.h"
 #include "resources.h"
+#include "sandbox-proc.h"
 #include "terminal.h"
 
 #define PREFIX "/exec/"
@@ -55,7 +52,6 @@
 #define MESSAGE_MAX (1024 * 1024) /* a stdin message */
 #define WINDOW (1024 * 1024)      /* stdin bytes in flight */
 #define HIGH_WATER (1024 * 1024)  /* output queued for the client */
-#define READ_CHUNK (64 * 1024)
 #define ARGS_MAX 4096
 #define KILL_GRACE_NS (2ull * 1000000000ull)
 
@@ -67,19 +63,11 @@ typedef struct xstream {
     char *did, *sandbox_id;
     int64_t iat;
     int state;
-    bool tty;
-    pe_proc proc;
-    bool have_proc, reaped;
+    pe_sbproc *p;  /* from the spec on */
     bool stopping; /* the daemon is stopping: it waits (one inflight) for this end */
-    pe_ev_io *out_io, *err_io, *in_io, *pid_io;
     pe_ev_timer *kill_timer;
-    char *in; /* stdin not yet written */
-    size_t in_len;
     size_t window; /* stdin bytes the client may still send */
     bool in_eof;   /* the client said stdin ends */
-    bool out_eof, err_eof;
-    int exit_code;
-    int64_t oom_kills, oom_limit; /* the sandbox's OOM kills before the start, -1 unknown */
     struct xstream *next, *prev;
 } xstream;
 
@@ -111,19 +99,13 @@ static void control(xstream *x, json_t *msg)
 /* Free once the client is gone and the process reaped (or never began). */
 static void maybe_free(xstream *x)
 {
-    if (x->ws || x->state == ST_STARTING || (x->have_proc && !x->reaped))
+    if (x->ws || x->state == ST_STARTING || (x->p && pe_sbproc_running(x->p)))
         return;
     unlink_stream(x);
-    pe_ev_io_stop(x->out_io);
-    pe_ev_io_stop(x->err_io);
-    pe_ev_io_stop(x->in_io);
-    pe_ev_io_stop(x->pid_io);
     pe_ev_timer_stop(x->kill_timer);
-    if (x->have_proc)
-        pe_proc_close(&x->proc);
+    pe_sbproc_free(x->p);
     if (x->sandbox_id)
         pe_daemon_release(x->d, x->sandbox_id);
-    free(x->in);
     free(x->did);
     free(x->sandbox_id);
     free(x);
@@ -145,8 +127,8 @@ static void on_kill_timer(pe_ev_timer *t, void *ud)
 {
     xstream *x = ud;
 
-    if (x->have_proc && !x->reaped)
-        pe_proc_signal_group(&x->proc, SIGKILL);
+    if (x->p)
+        pe_sbproc_signal(x->p, SIGKILL);
 }
 
 /* The client is gone (or must be): end the process, HUP then KILL. */
@@ -154,12 +136,12 @@ static void end_process(xstream *x)
 {
     pe_err err;
 
-    if (!x->have_proc || x->reaped || x->kill_timer)
+    if (x->p == NULL || !pe_sbproc_running(x->p) || x->kill_timer)
         return;
-    pe_proc_signal_group(&x->proc, SIGHUP);
+    pe_sbproc_signal(x->p, SIGHUP);
     x->kill_timer = pe_ev_timer_start(x->d->loop, KILL_GRACE_NS, 0, on_kill_timer, x, &err);
     if (x->kill_timer == NULL)
-        pe_proc_signal_group(&x->proc, SIGKILL);
+        pe_sbproc_signal(x->p, SIGKILL);
 }
 
 /* The daemon is stopping: SIGTERM now, SIGKILL after the grace, and the
@@ -169,57 +151,39 @@ static void stop_process(xstream *x)
 {
     pe_err err;
 
-    if (!x->have_proc || x->reaped || x->stopping)
+    if (x->p == NULL || !pe_sbproc_running(x->p) || x->stopping)
         return;
     x->stopping = true;
     x->d->inflight++;
-    pe_proc_signal_group(&x->proc, SIGTERM);
+    pe_sbproc_signal(x->p, SIGTERM);
     if (x->kill_timer == NULL)
         x->kill_timer = pe_ev_timer_start(x->d->loop, KILL_GRACE_NS, 0, on_kill_timer, x, &err);
     if (x->kill_timer == NULL)
-        pe_proc_signal_group(&x->proc, SIGKILL);
+        pe_sbproc_signal(x->p, SIGKILL);
 }
 
 /* ---- output ---- */
 
 static void watch_output(xstream *x)
 {
-    bool room = x->ws && pe_http_ws_pending(x->ws) < HIGH_WATER;
-
-    if (x->out_io)
-        pe_ev_io_modify(x->out_io, room && !x->out_eof ? EPOLLIN : 0, NULL);
-    if (x->err_io)
-        pe_ev_io_modify(x->err_io, room && !x->err_eof ? EPOLLIN : 0, NULL);
+    if (x->p)
+        pe_sbproc_read(x->p, x->ws && pe_http_ws_pending(x->ws) < HIGH_WATER);
 }
 
-/* Read what fd has (one chunk) and send it on stream `which`. false at
- * end of file (EIO on a PTY whose every slave is closed). */
-static bool pump(xstream *x, int fd, unsigned char which)
+/* Output on stream `which` (1 stdout or the PTY, 2 stderr): one binary
+ * message, the stream's byte first. */
+static void on_output(pe_sbproc *p, int which, const unsigned char *buf, size_t n, void *ud)
 {
-    unsigned char buf[1 + READ_CHUNK];
-    ssize_t n;
-
-    buf[0] = which;
-    do
-        n = read(fd, buf + 1, READ_CHUNK);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && errno == EAGAIN)
-        return true;
-    if (n <= 0)
-        return false;
-    if (x->ws)
-        pe_http_ws_send(x->ws, true, buf, (size_t)n + 1);
-    return true;
-}
-
-static void on_output(pe_ev_io *io, int fd, uint32_t events, void *ud)
-{
+    static unsigned char msg[1 + 64 * 1024]; /* loop thread */
     xstream *x = ud;
-    bool is_err = io == x->err_io;
 
-    if (!pump(x, fd, is_err ? 2 : 1)) {
-        pe_ev_io_modify(io, 0, NULL);
-        *(is_err ? &x->err_eof : &x->out_eof) = true;
+    (void)p;
+    for (size_t off = 0; off < n && x->ws;) {
+        size_t k = n - off < sizeof(msg) - 1 ? n - off : sizeof(msg) - 1;
+        msg[0] = (unsigned char)which;
+        memcpy(msg + 1, buf + off, k);
+        pe_http_ws_send(x->ws, true, msg, k + 1);
+        off += k;
     }
     watch_output(x);
 }
@@ -231,47 +195,14 @@ static void on_drain(pe_http_ws *ws, void *ud)
 
 /* ---- input ---- */
 
-static int stdin_fd(const xstream *x)
+/* stdin was written: grant the client the room it made. */
+static void on_wrote(pe_sbproc *p, size_t n, void *ud)
 {
-    return x->tty ? x->proc.pty_fd : x->proc.stdin_fd;
-}
+    xstream *x = ud;
 
-/* Write what is queued; grant the client the room it made. */
-static void flush_input(xstream *x)
-{
-    size_t wrote = 0;
-    int fd = stdin_fd(x);
-
-    while (x->in_len > wrote && fd >= 0) {
-        ssize_t n = write(fd, x->in + wrote, x->in_len - wrote);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno != EAGAIN)
-            x->in_len = wrote = 0; /* the process closed its stdin: drop the rest */
-        if (n <= 0)
-            break;
-        wrote += (size_t)n;
-    }
-    if (wrote) {
-        memmove(x->in, x->in + wrote, x->in_len - wrote);
-        x->in_len -= wrote;
-        x->window += wrote;
-        control(x, json_pack("{s:s,s:I}", "type", "window", "bytes", (json_int_t)wrote));
-    }
-    if (x->in_len == 0 && x->in_eof && !x->tty && x->proc.stdin_fd >= 0) {
-        pe_ev_io_stop(x->in_io);
-        x->in_io = NULL;
-        close(x->proc.stdin_fd); /* the process reads end of file */
-        x->proc.stdin_fd = -1;
-        return;
-    }
-    if (x->in_io)
-        pe_ev_io_modify(x->in_io, x->in_len ? EPOLLOUT : 0, NULL);
-}
-
-static void on_input_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
-{
-    flush_input(ud);
+    (void)p;
+    x->window += n;
+    control(x, json_pack("{s:s,s:I}", "type", "window", "bytes", (json_int_t)n));
 }
 
 static int signal_of(const json_t *v)
@@ -303,15 +234,13 @@ static void on_control(xstream *x, const char *data, size_t len)
 
     if (type && strcmp(type, "eof") == 0) {
         x->in_eof = true;
-        flush_input(x);
+        pe_sbproc_close_stdin(x->p);
     } else if (type && strcmp(type, "signal") == 0 &&
                (sig = signal_of(json_object_get(o, "signal"))) > 0) {
-        pe_proc_signal_group(&x->proc, sig);
+        pe_sbproc_signal(x->p, sig);
     } else if (type && strcmp(type, "resize") == 0) {
-        int kind = pe__term_resize_message(data, len, true, &cols, &rows);
-        struct winsize wsz = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
-        if (kind == PE_TERM_RESIZE_OK && x->tty)
-            ioctl(x->proc.pty_fd, TIOCSWINSZ, &wsz); /* SIGWINCH to its foreground */
+        if (pe__term_resize_message(data, len, true, &cols, &rows) == PE_TERM_RESIZE_OK)
+            pe_sbproc_resize(x->p, cols, rows);
     } else {
         finish(x, 1008, "expected {\"type\": \"eof\" | \"signal\" | \"resize\", ...}");
         end_process(x);
@@ -319,19 +248,7 @@ static void on_control(xstream *x, const char *data, size_t len)
     json_decref(o);
 }
 
-/* ---- starting (worker) ---- */
-
-struct start {
-    xstream *x;
-    char **argv, **env;
-    char *workdir;
-    unsigned cols, rows;
-    bool tty;
-    pe_proc proc;
-    int64_t oom_kills, oom_limit;
-    bool ok;
-    pe_err err;
-};
+/* ---- start and end ---- */
 
 static void free_strv(char **v)
 {
@@ -340,112 +257,31 @@ static void free_strv(char **v)
     free(v);
 }
 
-static void start_work(void *ud)
+static void on_started(pe_sbproc *p, const pe_err *err, void *ud)
 {
-    struct start *j = ud;
-    pe_daemon *d = j->x->d;
-    pe_proc_opts opts = {.argv = j->argv,
-                         .workdir = j->workdir,
-                         .tty = j->tty,
-                         .tty_cols = (unsigned short)j->cols,
-                         .tty_rows = (unsigned short)j->rows,
-                         .capture = !j->tty};
-    char **senv = NULL, **all;
-    size_t ns = 0, ne = 0;
-    pe_store *s = pe_daemon_store(d, &j->err);
-
-    if (s == NULL || pe_daemon_sandbox_env(d, s, j->x->sandbox_id, &senv, &j->err) < 0)
-        return;
-    /* The sandbox's variables and secrets, then the caller's (which win). */
-    while (senv[ns])
-        ns++;
-    while (j->env && j->env[ne])
-        ne++;
-    all = pe_xcalloc(ns + ne + 1, sizeof(*all));
-    memcpy(all, senv, ns * sizeof(*all));
-    if (ne)
-        memcpy(all + ns, j->env, ne * sizeof(*all));
-    opts.env = all;
-    j->proc = (pe_proc){.pid = -1,
-                        .pidfd = -1,
-                        .signal_pidfd = -1,
-                        .stdin_fd = -1,
-                        .stdout_fd = -1,
-                        .stderr_fd = -1,
-                        .pty_fd = -1,
-                        .status_fd = -1};
-    j->oom_kills = -1;
-    pe_runtime_oom_kills(&d->rt, j->x->sandbox_id, &j->oom_kills, &j->oom_limit, NULL);
-    j->ok = pe_runtime_exec_start(&d->rt, j->x->sandbox_id, &opts, &j->proc, &j->err) == 0;
-    free(all); /* the strings are senv's and j->env's */
-    pe_daemon_env_free(senv);
-}
-
-static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud);
-
-static pe_ev_io *watch(xstream *x, int fd, uint32_t events, pe_ev_io_cb cb, pe_err *err)
-{
-    return fd >= 0 ? pe_ev_io_start(x->d->loop, fd, events, cb, x, err) : NULL;
-}
-
-static void start_done(void *ud)
-{
-    struct start *j = ud;
-    xstream *x = j->x;
+    xstream *x = ud;
     pe_daemon *d = x->d;
-    pe_err err;
 
-    pe_err_clear(&err);
     x->state = ST_RUNNING;
-    if (!j->ok) {
+    if (err) {
         char why[PE_ERR_MSG_MAX + 32];
-        pe_log_info("exec stream %s: %s", x->sandbox_id, j->err.msg);
-        snprintf(why, sizeof(why), "cannot start the command: %.200s", j->err.msg);
+        pe_log_info("exec stream %s: %s", x->sandbox_id, err->msg);
+        snprintf(why, sizeof(why), "cannot start the command: %.200s", err->msg);
         finish(x, 1011, why);
         x->state = ST_DONE;
+        pe_sbproc_free(p);
+        x->p = NULL;
     } else {
-        x->proc = j->proc;
-        x->have_proc = true;
-        x->oom_kills = j->oom_kills;
-        x->oom_limit = j->oom_limit;
-        x->tty = j->tty;
-        /* The loop never blocks on the process's pipes. */
-        int fds[] = {x->proc.stdin_fd, x->proc.stdout_fd, x->proc.stderr_fd, x->proc.pty_fd};
-        for (size_t i = 0; i < PE_ARRAY_LEN(fds); i++)
-            if (fds[i] >= 0)
-                fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
-        if (x->tty) {
-            x->out_io = watch(x, x->proc.pty_fd, EPOLLIN, on_output, &err);
-            x->in_io = watch(x, x->proc.pty_fd, 0, on_input_ready, &err);
-        } else {
-            x->out_io = watch(x, x->proc.stdout_fd, EPOLLIN, on_output, &err);
-            x->err_io = watch(x, x->proc.stderr_fd, EPOLLIN, on_output, &err);
-            x->in_io = watch(x, x->proc.stdin_fd, 0, on_input_ready, &err);
-        }
-        x->pid_io = watch(x, x->proc.pidfd, EPOLLIN, on_exit_ready, &err);
-        if (x->pid_io == NULL) {
-            pe_log_warn("exec stream %s: %s", x->sandbox_id, err.msg);
-            pe_proc_signal_group(&x->proc, SIGKILL);
-        }
         control(x, json_pack("{s:s}", "type", "started"));
         control(x, json_pack("{s:s,s:I}", "type", "window", "bytes", (json_int_t)x->window));
         if (d->draining)
             stop_process(x);
         else if (x->ws == NULL) /* the client left while it started */
             end_process(x);
-        else
-            flush_input(x);
+        watch_output(x);
     }
-    free_strv(j->argv);
-    free_strv(j->env);
-    free(j->workdir);
-    free(j);
-    if (--d->inflight == 0 && d->draining)
-        pe_ev_stop(d->loop);
     maybe_free(x);
 }
-
-/* ---- the process's end ---- */
 
 /* A SIGKILL the OOM killer dealt (the sandbox's count went up while the
  * command ran) is said on stderr before the exit code: 137 alone reads
@@ -454,39 +290,23 @@ static void start_done(void *ud)
 static void say_if_oom(xstream *x, int code)
 {
     unsigned char msg[1 + 192];
-    int64_t kills = -1, limit = 0;
+    int64_t kills = -1, limit = 0, before, before_limit;
 
-    if (code != 128 + SIGKILL || x->oom_kills < 0 || x->ws == NULL ||
-        pe_runtime_oom_kills(&x->d->rt, x->sandbox_id, &kills, &limit, NULL) < 0 ||
-        kills <= x->oom_kills)
+    pe_sbproc_oom_before(x->p, &before, &before_limit);
+    if (code != 128 + SIGKILL || before < 0 || x->ws == NULL ||
+        pe_runtime_oom_kills(&x->d->rt, x->sandbox_id, &kills, &limit, NULL) < 0 || kills <= before)
         return;
     msg[0] = 2;
-    pe_daemon_oom_note(limit > 0 ? limit : x->oom_limit, (char *)msg + 1, sizeof(msg) - 1);
+    pe_daemon_oom_note(limit > 0 ? limit : before_limit, (char *)msg + 1, sizeof(msg) - 1);
     pe_http_ws_send(x->ws, true, msg, 1 + strlen((char *)msg + 1));
 }
 
-static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
+static void on_exited(pe_sbproc *p, int code, void *ud)
 {
     xstream *x = ud;
     char reason[32];
-    pe_err err;
-    int code = -1;
-    int out_fd = x->tty ? x->proc.pty_fd : x->proc.stdout_fd;
 
-    /* Its last words first: what is left in the pipes comes before the
-     * exit (every writer has exited; a grandchild that kept the pipe open
-     * does not hold the exit back: at most 1024 reads). */
-
-    for (int i = 0; i < 1024 && x->out_io && !x->out_eof && pump(x, out_fd, 1); i++)
-        ;
-    for (int i = 0; i < 1024 && x->err_io && !x->err_eof && pump(x, x->proc.stderr_fd, 2); i++)
-        ;
-    pe_ev_io_stop(x->pid_io);
-    x->pid_io = NULL;
-    if (pe_proc_wait(&x->proc, &code, &err) < 0)
-        pe_log_warn("exec stream %s: %s", x->sandbox_id, err.msg);
-    x->reaped = true;
-    x->exit_code = code;
+    (void)p;
     x->state = ST_DONE;
     if (x->stopping) {
         pe_daemon *d = x->d;
@@ -505,6 +325,9 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
     maybe_free(x);
 }
 
+static const pe_sbproc_callbacks proc_cb = {
+    .started = on_started, .output = on_output, .wrote = on_wrote, .exited = on_exited};
+
 /* ---- the WebSocket ---- */
 
 /* The first message: what to run. */
@@ -514,7 +337,7 @@ static void on_spec(xstream *x, const char *data, size_t len)
     const json_t *argv = json_object_get(o, "argv"), *command = json_object_get(o, "command");
     const json_t *env = json_object_get(o, "env"), *tty = json_object_get(o, "tty");
     const char *workdir = json_string_value(json_object_get(o, "workdir"));
-    struct start *j;
+    pe_sbproc_spec j = {0};
     const char *k;
     json_t *v;
     size_t i, n = 0;
@@ -533,37 +356,36 @@ static void on_spec(xstream *x, const char *data, size_t len)
                "\"tty\", \"cols\", \"rows\", \"env\": {}, \"workdir\": \"/...\"");
         return;
     }
-    j = pe_xcalloc(1, sizeof(*j));
-    j->x = x;
-    j->tty = json_is_true(tty);
-    j->cols = (unsigned)json_integer_value(json_object_get(o, "cols"));
-    j->rows = (unsigned)json_integer_value(json_object_get(o, "rows"));
-    if (j->cols < 1 || j->cols > PE_TERM_COLS_MAX || j->rows < 1 || j->rows > PE_TERM_ROWS_MAX)
-        j->cols = 80, j->rows = 24;
-    j->workdir = workdir ? pe_xstrdup(workdir) : NULL;
+    j.sandbox_id = x->sandbox_id;
+    j.tty = json_is_true(tty);
+    j.cols = (unsigned)json_integer_value(json_object_get(o, "cols"));
+    j.rows = (unsigned)json_integer_value(json_object_get(o, "rows"));
+    if (j.cols < 1 || j.cols > PE_TERM_COLS_MAX || j.rows < 1 || j.rows > PE_TERM_ROWS_MAX)
+        j.cols = 80, j.rows = 24;
+    j.workdir = workdir ? pe_xstrdup(workdir) : NULL;
     if (argv) {
-        j->argv = pe_xcalloc(json_array_size(argv) + 1, sizeof(char *));
+        j.argv = pe_xcalloc(json_array_size(argv) + 1, sizeof(char *));
         json_array_foreach(argv, i, v)
         {
             if (!json_is_string(v) || strlen(json_string_value(v)) != json_string_length(v))
                 break;
-            j->argv[n++] = pe_xstrdup(json_string_value(v));
+            j.argv[n++] = pe_xstrdup(json_string_value(v));
         }
     } else {
-        j->argv = pe_xcalloc(4, sizeof(char *));
-        j->argv[0] = pe_xstrdup("/bin/sh");
-        j->argv[1] = pe_xstrdup("-c");
-        j->argv[2] = pe_xstrdup(json_string_value(command));
+        j.argv = pe_xcalloc(4, sizeof(char *));
+        j.argv[0] = pe_xstrdup("/bin/sh");
+        j.argv[1] = pe_xstrdup("-c");
+        j.argv[2] = pe_xstrdup(json_string_value(command));
         n = 3;
     }
     if (env) {
-        j->env = pe_xcalloc(json_object_size(env) + 1, sizeof(char *));
+        j.env = pe_xcalloc(json_object_size(env) + 1, sizeof(char *));
         i = 0;
         json_object_foreach((json_t *)env, k, v)
         {
             if (!json_is_string(v) || pe_daemon_check_env_name("env", k, NULL) < 0)
                 break;
-            j->env[i++] = pe_xasprintf("%s=%s", k, json_string_value(v));
+            j.env[i++] = pe_xasprintf("%s=%s", k, json_string_value(v));
         }
         if (i != json_object_size(env))
             n = 0; /* refused below */
@@ -571,25 +393,20 @@ static void on_spec(xstream *x, const char *data, size_t len)
     bad = (argv && n != json_array_size(argv)) || n == 0;
     json_decref(o); /* argv, env: o's */
     if (bad) {
-        free_strv(j->argv);
-        free_strv(j->env);
-        free(j->workdir);
-        free(j);
+        free_strv(j.argv);
+        free_strv(j.env);
+        free(j.workdir);
         finish(x, 1008, "argv and env values must be strings without NUL, env names shell names");
         return;
     }
     pe_err_clear(&err);
     x->state = ST_STARTING;
-    if (pe_ev_submit(x->d->loop, start_work, start_done, j, &err) < 0) {
+    if ((x->p = pe_sbproc_start(x->d, &j, &proc_cb, x, &err)) == NULL) {
         x->state = ST_DONE;
-        free_strv(j->argv);
-        free_strv(j->env);
-        free(j->workdir);
-        free(j);
         finish(x, 1011, "the daemon is busy");
         return;
     }
-    x->d->inflight++;
+    watch_output(x);
 }
 
 static void on_message(pe_http_ws *ws, bool binary, const char *data, size_t len, void *ud)
@@ -616,12 +433,9 @@ static void on_message(pe_http_ws *ws, bool binary, const char *data, size_t len
     if (len == 0 || x->in_eof)
         return;
     x->window -= len;
-    x->in = pe_xrealloc(x->in, x->in_len + len);
-    memcpy(x->in + x->in_len, data, len);
-    x->in_len += len;
     pe_daemon_touch(x->d, x->sandbox_id);
-    if (x->state == ST_RUNNING)
-        flush_input(x);
+    if (x->p)
+        pe_sbproc_write(x->p, data, len);
 }
 
 static void on_close(pe_http_ws *ws, unsigned code, void *ud)
@@ -688,9 +502,6 @@ static void on_request(pe_http_request *req, void *ud)
     x->did = did;
     x->iat = iat;
     x->window = WINDOW;
-    x->proc.pid = -1;
-    x->proc.pidfd = x->proc.signal_pidfd = x->proc.stdin_fd = x->proc.stdout_fd = -1;
-    x->proc.stderr_fd = x->proc.pty_fd = x->proc.status_fd = -1;
     pe__term_find_sandbox(d, req, did, ident, found, x);
 }
 
@@ -727,13 +538,8 @@ void pe_daemon_exec_stream_shutdown(pe_daemon *d)
         xstream *x = streams;
         unlink_stream(x);
         finish(x, 1001, "daemon shutting down");
-        if (x->have_proc && !x->reaped) {
-            int code;
-            pe_err err;
-            pe_proc_signal_group(&x->proc, SIGKILL);
-            pe_proc_wait(&x->proc, &code, &err);
-            x->reaped = true;
-        }
+        pe_sbproc_free(x->p); /* killed and reaped */
+        x->p = NULL;
         x->state = ST_DONE;
         maybe_free(x);
     }

@@ -131,7 +131,9 @@ static const pe_template templates[] = {
      .parent = "debian",
      .description = "Python 3 with a Jupyter kernel server for stateful code execution",
      .command = "python3",
-     .apt = NPM("python3", "python3-ipykernel", "python3-jupyter-server", "python3-jupyter-client"),
+     /* matplotlib: charts come back from the code interpreter as PNG. */
+     .apt = NPM("python3", "python3-ipykernel", "python3-jupyter-server", "python3-jupyter-client",
+                "python3-matplotlib"),
      .env = utf8_env,
      .service = &jupyter_server},
 };

@@ -1,8 +1,10 @@
-// Drives the real `e2b` SDK (package.json pins it) against a Pocketenv
+// Drives the real `e2b` and `@e2b/code-interpreter` SDKs (package.json
+// pins them) against a Pocketenv
 // daemon, configured only by E2B_API_URL, E2B_SANDBOX_URL and E2B_API_KEY.
 // Usage: node drive.mjs <scenario> [template]; prints one JSON object of
 // what the SDK returned (tests/integration/test_e2b.py checks it).
 import { Sandbox, CommandExitError } from 'e2b'
+import { Sandbox as CodeSandbox } from '@e2b/code-interpreter'
 
 const [scenario, template = 'busybox'] = process.argv.slice(2)
 const out = {}
@@ -152,6 +154,25 @@ async function watch() {
   await sbx.kill()
 }
 
+// watchDir recursive: events from directories that were there and from
+// one made while it watches, named by their path under the directory.
+async function watchRecursive() {
+  const sbx = await Sandbox.create(template)
+  await sbx.files.makeDir('/tmp/rw/old/deep')
+  const events = []
+  const h = await sbx.files.watchDir('/tmp/rw', (e) => events.push(`${e.type}:${e.name}`), { recursive: true })
+  await sbx.files.write('/tmp/rw/old/deep/a.txt', 'x')
+  await sbx.files.makeDir('/tmp/rw/new')
+  out.newSeen = await until(() => events.includes('create:new'))
+  await sbx.files.write('/tmp/rw/new/b.txt', 'y')
+  await sbx.commands.run('rm -r /tmp/rw/old')
+  out.seen = await until(() =>
+    ['create:old/deep/a.txt', 'create:new/b.txt', 'remove:old/deep/a.txt', 'remove:old'].every((e) => events.includes(e)))
+  out.events = [...new Set(events)].sort()
+  await h.stop()
+  await sbx.kill()
+}
+
 // What an agent framework's tool loop does: write a script, run it, read
 // what it produced, feed that into the next step.
 async function agent() {
@@ -205,6 +226,18 @@ async function listFilter() {
   await Sandbox.kill(b.sandboxId)
 }
 
+// Sandbox.list in pages: the SDK's paginator follows x-next-token.
+async function paging() {
+  const made = []
+  for (let i = 0; i < 3; i++) made.push((await Sandbox.create(template, { metadata: { page: 'p' } })).sandboxId)
+  const pager = Sandbox.list({ query: { metadata: { page: 'p' } }, limit: 2 })
+  const pages = []
+  while (pager.hasNext) pages.push((await pager.nextItems()).map((s) => s.sandboxId))
+  out.sizes = pages.map((p) => p.length)
+  out.all = pages.flat().sort().join() === made.sort().join()
+  for (const id of made) await Sandbox.kill(id)
+}
+
 // Sandbox.create → first commands.run, for bench/.
 async function bench() {
   const n = Number(process.env.E2B_BENCH_N || 5)
@@ -219,7 +252,108 @@ async function bench() {
   out.ms = ms
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, bench }
+// An execution as the tests compare it.
+function execOf(e) {
+  return {
+    text: e.text ?? null,
+    stdout: e.logs.stdout,
+    stderr: e.logs.stderr,
+    error: e.error ? { name: e.error.name, value: e.error.value, traceback: e.error.traceback } : null,
+    count: e.executionCount ?? null,
+  }
+}
+
+// The code interpreter: runCode's state between calls, errors, a chart,
+// per-execution variables, and contexts.
+async function interp() {
+  const sbx = await CodeSandbox.create(template, { timeoutMs: 300_000 })
+  const streamed = []
+  out.first = execOf(await sbx.runCode('x = 41\nprint("set", x)', { onStdout: (m) => streamed.push(m.line) }))
+  out.streamed = streamed
+  out.second = execOf(await sbx.runCode('x + 1'))
+  // Streamed: the first line arrives while the cell still runs (it
+  // waits for a file this client writes only once it saw that line).
+  const early = []
+  const running = sbx.runCode(
+    'import os, time\nprint("early", flush=True)\nend = time.time() + 30\n' +
+      'while not os.path.exists("/tmp/go") and time.time() < end: time.sleep(0.05)\n' +
+      'print("go" if os.path.exists("/tmp/go") else "no go")',
+    { onStdout: (m) => early.push(m.line) })
+  out.streamedEarly = await until(() => early.includes('early\n'), 20000)
+  await sbx.files.write('/tmp/go', 'x')
+  out.streamedAll = (await running).logs.stdout.join('')
+  out.failed = execOf(await sbx.runCode('print("before")\n1 / 0'))
+  out.afterError = execOf(await sbx.runCode('x'))
+  const chart = await sbx.runCode(
+    'import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [4, 1, 9])\nplt.title("t")\nplt.show()')
+  out.chart = chart.results.map((r) => ({ formats: r.formats(), png: r.png ?? null, main: r.isMainResult }))
+  out.chartError = chart.error ? chart.error.value : null
+  out.html = (await sbx.runCode('from IPython.display import HTML\nHTML("<b>hi</b>")')).results.map((r) => r.html ?? null)
+  out.envs = execOf(await sbx.runCode('import os\nos.environ["PE_VAR"]', { envs: { PE_VAR: 'only now' } }))
+  out.envsAfter = execOf(await sbx.runCode('os.environ.get("PE_VAR", "gone")'))
+  const ctx = await sbx.createCodeContext({ cwd: '/tmp' })
+  out.context = { language: ctx.language, cwd: ctx.cwd, hasId: typeof ctx.id === 'string' }
+  out.ctxCwd = execOf(await sbx.runCode('import os\nos.getcwd()', { context: ctx }))
+  out.ctxSeparate = execOf(await sbx.runCode('x', { context: ctx }))
+  await sbx.runCode('y = 7', { context: ctx })
+  out.listed = (await sbx.listCodeContexts()).some((c) => c.id === ctx.id && c.cwd === '/tmp')
+  await sbx.restartCodeContext(ctx)
+  out.afterRestart = execOf(await sbx.runCode('y', { context: ctx }))
+  out.cwdAfterRestart = execOf(await sbx.runCode('import os\nos.getcwd()', { context: ctx }))
+  await sbx.removeCodeContext(ctx)
+  out.listedAfterRemove = (await sbx.listCodeContexts()).some((c) => c.id === ctx.id)
+  try {
+    await sbx.runCode('1', { context: ctx })
+    out.removedRun = 'no error'
+  } catch (e) {
+    out.removedRun = errorOf(e)
+  }
+  try {
+    await sbx.runCode('1', { language: 'r' })
+    out.otherLanguage = 'no error'
+  } catch (e) {
+    out.otherLanguage = errorOf(e)
+  }
+  out.defaultStill = execOf(await sbx.runCode('x'))
+  await sbx.kill()
+}
+
+// An agent framework's loop on the interpreter: it writes a script, runs
+// it, reads what it wrote, and feeds that to the next step.
+async function interpAgent() {
+  const sbx = await CodeSandbox.create(template, { timeoutMs: 300_000 })
+  const steps = []
+  let value = 3
+  for (let i = 0; i < 3; i++) {
+    await sbx.files.write('/tmp/agent/step.py',
+      `import json, sys\nn = int(sys.argv[1])\njson.dump({"n": n * 2}, open("/tmp/agent/out.json", "w"))\nprint("step done", n)\n`)
+    const run = await sbx.runCode(`%run /tmp/agent/step.py ${value}`)
+    value = JSON.parse(await sbx.files.read('/tmp/agent/out.json')).n
+    steps.push({ stdout: run.logs.stdout.join(''), value })
+  }
+  out.steps = steps
+  await sbx.kill()
+}
+
+// The code interpreter, for bench/: create → first runCode (the kernel
+// starts then), and runCode of a small cell in a warm context.
+async function interpBench() {
+  const n = Number(process.env.E2B_BENCH_N || 5)
+  const t0 = performance.now()
+  const sbx = await CodeSandbox.create(template)
+  await sbx.runCode('1')
+  out.first = performance.now() - t0
+  const ms = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await sbx.runCode('x = 6 * 7\nx')
+    ms.push(performance.now() - t)
+  }
+  out.ms = ms
+  await sbx.kill()
+}
+
+const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -3,9 +3,11 @@
 E2B_SANDBOX_URL and E2B_API_KEY, makes and drives ordinary Pocketenv
 sandboxes. Raw HTTP checks what the SDK never sends: bad keys, other users'
 sandboxes, broken Connect envelopes."""
+import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import socket
 import struct
@@ -16,6 +18,7 @@ import pytest
 
 from conftest import BIN, wait_for
 from test_daemon import serving
+from test_daemon_restart import served  # noqa: F401 (a fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DRIVE = os.path.join(ROOT, "tests", "e2b", "drive.mjs")
@@ -40,12 +43,12 @@ def need_sdk():
         pytest.skip("e2b is not installed: run `npm ci` (package.json pins it)")
 
 
-def drive(d, scenario, key=None, timeout=180):
+def drive(d, scenario, key=None, timeout=180, template="busybox"):
     need_sdk()
     env = dict(os.environ, E2B_API_URL=d.url, E2B_SANDBOX_URL=d.url,
                E2B_API_KEY=key or e2b_key(d.token))
     env.pop("NODE_OPTIONS", None)
-    p = subprocess.run(["node", DRIVE, scenario], env=env, cwd=ROOT, capture_output=True,
+    p = subprocess.run(["node", DRIVE, scenario, template], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=timeout)
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
@@ -316,6 +319,40 @@ def test_sdk_watch_dir(daemon):
     assert out["missing"]["name"] == "FileNotFoundError"
 
 
+def test_sdk_watch_dir_recursive(daemon):
+    out = drive(daemon, "watchRecursive")
+    assert out["newSeen"] is True and out["seen"] is True, out
+
+
+def test_recursive_watch_follows_no_symlink(daemon, tmp_path):
+    """A recursive watch walks the directories under it, never a symlink:
+    one that points at a host directory leads nowhere."""
+    sid = create(daemon)["sandboxID"]
+    host_dir = tmp_path / "hostdir2"
+    host_dir.mkdir()
+    st, ex = daemon.sandbox("exec", sid, {"command": f"mkdir -p /tmp/rw/sub {host_dir} && "
+                                                     f"ln -s {host_dir} /tmp/rw/link && "
+                                                     "ln -s / /tmp/rw/root"})
+    assert st == 200 and ex["exitCode"] == 0, ex
+    body = json.dumps({"path": "/tmp/rw", "recursive": True}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/filesystem.Filesystem/WatchDir",
+              struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    assert r.status == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"start": {}}
+    (host_dir / "from-host").write_text("x")
+    st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/in-sandbox /tmp/rw/sub/x"})
+    assert st == 200
+    flags, n = struct.unpack(">BI", r.read(5))
+    assert json.loads(r.read(n)) == {"filesystem": {"name": "sub/x", "type": 1}}
+    c.close()
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
 def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
     """A symlink in the sandbox pointing at a host directory is resolved inside
     the sandbox (RESOLVE_IN_ROOT): the watch never sees the host's directory."""
@@ -413,9 +450,243 @@ def test_timeouts_leave_no_timer_behind_and_zero_is_never(daemon):
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
 
-def test_code_interpreter_paths_say_not_served(daemon):
+def test_sdk_list_pages(daemon):
+    out = drive(daemon, "paging")
+    assert out["sizes"] == [2, 1] and out["all"] is True, out
+
+
+def test_list_page_bad_queries(daemon):
+    for q in ("limit=0", "limit=101", "limit=x", "nextToken=abc", "nextToken=-1",
+              "limit=1&nextToken=1234567890"):
+        st, out = api(daemon, "GET", "/v2/sandboxes?" + q)
+        assert st == 400 and "limit" in out["message"], (q, out)
+    sids = [create(daemon)["sandboxID"] for _ in range(2)]
+    n = len(api(daemon, "GET", "/v2/sandboxes")[1])  # others' tests may hold some too
+    st, h, raw = request(daemon, "GET", f"/v2/sandboxes?limit={n - 1}",
+                         headers={"X-API-Key": daemon.token})
+    assert st == 200 and len(json.loads(raw)) == n - 1, raw
+    assert h.get("x-next-token") == str(n - 1), h
+    st, h, raw = request(daemon, "GET", f"/v2/sandboxes?limit={n - 1}&nextToken={n - 1}",
+                         headers={"X-API-Key": daemon.token})
+    assert st == 200 and len(json.loads(raw)) == 1 and "x-next-token" not in h, (h, raw)
+    for sid in sids:
+        assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def test_metadata_and_timeouts_outlive_a_restart(served):  # noqa: F811
+    """What E2B keeps that our rows do not (metadata, the end of a timeout)
+    is there again after the daemon restarts; a timeout that runs out
+    while it is down kills the sandbox once it is back."""
+    s = served(["--sandbox-net", "none"])
+    d = s.start()
+    d.port = int(d.url.rsplit(":", 1)[1])
+    st, a = api(d, "POST", "/sandboxes", {"templateID": "busybox", "timeout": 600,
+                                          "metadata": {"who": "a"}})
+    assert st == 201, a
+    st, b = api(d, "POST", "/sandboxes", {"templateID": "busybox", "timeout": 3,
+                                          "metadata": {"who": "b"}})
+    assert st == 201, b
+    before = api(d, "GET", f"/sandboxes/{a['sandboxID']}")[1]
+    s.stop()
+    d = s.start()
+    d.port = int(d.url.rsplit(":", 1)[1])
+    st, after = api(d, "GET", f"/sandboxes/{a['sandboxID']}")
+    assert st == 200 and after["metadata"] == {"who": "a"}, after
+    assert after["endAt"] == before["endAt"], (before, after)
+    wait_for(lambda: api(d, "GET", f"/sandboxes/{b['sandboxID']}")[0] == 404, 30,
+             "b to be killed at its timeout after the restart")
+    assert api(d, "DELETE", f"/sandboxes/{a['sandboxID']}")[0] == 204
+    st, after = api(d, "GET", "/v2/sandboxes")
+    assert (st, after) == (200, []), after
+
+
+def read_envelope(r):
+    flags, n = struct.unpack(">BI", r.read(5))
+    return flags, json.loads(r.read(n))
+
+
+@pytest.mark.parametrize("signal,trapped", [("SIGNAL_SIGINT", "INT"), ("SIGNAL_SIGUSR1", "USR1"),
+                                            (1, "HUP"), ("SIGNAL_SIGTERM", "TERM")])
+def test_send_signal_beyond_kill_and_term(daemon, signal, trapped):
+    """SendSignal takes the common signals by E2B's shape of name, or by
+    number: the process's trap runs."""
+    sid = create(daemon)["sandboxID"]
+    cmd = f"trap 'echo got {trapped}; exit 7' {trapped}; echo ready; while :; do sleep 0.05; done"
+    body = json.dumps({"process": {"cmd": "/bin/sh", "args": ["-c", cmd]}}).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/process.Process/Start", struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    pid = read_envelope(r)[1]["event"]["start"]["pid"]
+    assert read_envelope(r)[1]["event"] == {"data": {"stdout": "cmVhZHkK"}}  # trap is set
+    for bad in ('"SIGNAL_NOPE"', "0", "65", '"9"', "null"):
+        st, _, raw = envd(daemon, sid, "/process.Process/SendSignal",
+                          f'{{"process":{{"pid":{pid}}},"signal":{bad}}}'.encode())
+        assert st == 400 and json.loads(raw)["code"] == "invalid_argument", (bad, raw)
+    st, _, raw = envd(daemon, sid, "/process.Process/SendSignal",
+                      json.dumps({"process": {"pid": pid}, "signal": signal}).encode())
+    assert st == 200, raw
+    events = []
+    while True:
+        flags, e = read_envelope(r)
+        if flags == 2:
+            break
+        events.append(e["event"])
+    c.close()
+    out = base64.b64decode("".join(e["data"].get("stdout", "") for e in events if "data" in e))
+    assert out == f"got {trapped}\n".encode(), events
+    assert events[-1]["end"]["exitCode"] == 7, events
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+def interp(d, method, path, body=b"", key="owner", sandbox_id=None, header="X-Access-Token"):
+    """A code interpreter request as @e2b/code-interpreter sends it."""
+    h = {"Content-Type": "application/json", "E2b-Sandbox-Port": "49999"}
+    if sandbox_id is not None:
+        h["E2b-Sandbox-Id"] = sandbox_id
+    if key == "owner":
+        key = d.token
+    if key is not None:
+        h[header] = key
+    st, _, raw = request(d, method, path, body, h)
+    return st, raw
+
+
+def test_code_interpreter_raw_requests(daemon):
+    """What the SDK never sends, and a sandbox with no kernel."""
+    sb = create(daemon)
+    sid = sb["sandboxID"]
+    # The context calls carry only the traffic token: the create gives the key as both.
+    assert sb["trafficAccessToken"] == sb["envdAccessToken"]
+    other = daemon.token_for("did:key:zSomeoneElseInterp")
+    assert interp(daemon, "POST", "/execute", b'{"code":"1"}')[0] == 404  # no sandbox: not ours
+    for key in (None, "not-a-jwt", e2b_key("nope")):
+        st, raw = interp(daemon, "POST", "/execute", b'{"code":"1"}', key=key, sandbox_id=sid)
+        assert st == 401, raw
     for path in ("/execute", "/contexts"):
-        st, _, raw = request(daemon, "POST", path, b'{"code": "1"}',
-                             {"E2b-Sandbox-Id": "sbx_x", "E2b-Sandbox-Port": "49999",
-                              "Content-Type": "application/json"})
-        assert st == 501 and b"not served" in raw, raw
+        st, raw = interp(daemon, "POST", path, b'{"code":"1"}', key=other, sandbox_id=sid)
+        assert st == 404, raw
+    # A busybox sandbox has no python3 and no Jupyter server: said so.
+    for header in ("X-Access-Token", "E2B-Traffic-Access-Token"):
+        st, raw = interp(daemon, "GET", "/contexts", sandbox_id=sid, header=header)
+        assert st == 503 and b"python template" in raw, raw
+    st, raw = interp(daemon, "POST", "/execute", b'{"code":"1"}', sandbox_id=sid)
+    assert st == 503 and b"python template" in raw, raw
+    # Paths and methods that are none of the interpreter's, and ids that
+    # could reach another of the Jupyter server's paths.
+    for method, path in (("GET", "/execute"), ("POST", "/execute/x"), ("PUT", "/contexts"),
+                         ("DELETE", "/contexts"), ("DELETE", "/contexts/a.b"),
+                         ("POST", "/contexts/..%2Fapi/restart"), ("POST", "/contexts/a/b"),
+                         ("DELETE", "/contexts/" + "a" * 65), ("GET", "/contexts/abc")):
+        st, raw = interp(daemon, method, path, sandbox_id=sid)
+        assert st == 404 and json.loads(raw)["code"] == 404, (method, path, raw)
+    assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
+
+
+# ---- the code interpreter on the python template (slow: a template) ----
+
+PYTHON_PACKAGES = ("python3-ipykernel", "python3-matplotlib")
+
+
+def python_built(images):
+    """Whether images holds the python template with PYTHON_PACKAGES."""
+    try:
+        with open(os.path.join(images, "python", "image.json")) as f:
+            source = json.load(f).get("source", "")
+    except FileNotFoundError:
+        return False
+    return all(p + "=" in source for p in PYTHON_PACKAGES)
+
+
+@pytest.fixture(scope="module")
+def py_daemon(tmp_path_factory):
+    """A daemon whose images hold the python template: the shared
+    $PE_TEMPLATE_CACHE's (test_templates.py's) if it is built with
+    matplotlib, else built here on the cache's Debian layer."""
+    cache = os.environ.get("PE_TEMPLATE_CACHE")
+    images = cache
+    if not cache or not python_built(cache):
+        images = str(tmp_path_factory.mktemp("py-images"))
+        for layer in ("debian", "busybox"):  # read-only lowerdirs: hard links
+            if cache and os.path.exists(os.path.join(cache, layer, "image.json")):
+                subprocess.run(["cp", "-al", os.path.join(cache, layer), images], check=True)
+        r = subprocess.run([BIN, "--data", images + ".data", "image", "build", "python"],
+                           env=dict(os.environ, POCKETENV_IMAGES=images), capture_output=True,
+                           text=True, timeout=1800)
+        assert r.returncode == 0, r.stderr
+    with serving(tmp_path_factory.mktemp("e2b-py"), env={"POCKETENV_IMAGES": images}) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def run_code(py_daemon):
+    """One SDK session on a python sandbox, checked piece by piece below."""
+    return drive(py_daemon, "interp", template="python", timeout=600)
+
+
+@pytest.mark.slow
+def test_sdk_run_code_keeps_state_between_calls(run_code):
+    first, second = run_code["first"], run_code["second"]
+    assert first["stdout"] == ["set 41\n"] and first["error"] is None, first
+    assert run_code["streamed"] == ["set 41\n"]
+    assert second["text"] == "42" and second["error"] is None, second
+    assert second["count"] == first["count"] + 1, (first, second)
+    assert run_code["defaultStill"]["text"] == "41"
+
+
+@pytest.mark.slow
+def test_sdk_run_code_streams_output_as_it_comes(run_code):
+    # the cell goes on only once the client saw its first line
+    assert run_code["streamedEarly"] is True
+    assert run_code["streamedAll"] == "early\ngo\n"
+
+
+@pytest.mark.slow
+def test_sdk_run_code_error_result(run_code):
+    e = run_code["failed"]
+    assert e["stdout"] == ["before\n"], e
+    assert e["error"]["name"] == "ZeroDivisionError", e
+    assert e["error"]["value"] == "division by zero", e
+    # Jupyter's traceback, colours and all, as E2B's is
+    assert "1 / 0" in re.sub(r"\x1b\[[0-9;]*m", "", e["error"]["traceback"]), e
+    assert run_code["afterError"]["text"] == "41"  # an error loses no state
+
+
+@pytest.mark.slow
+def test_sdk_run_code_chart_is_png(run_code):
+    assert run_code["chartError"] is None, run_code
+    charts = [r for r in run_code["chart"] if "png" in r["formats"]]
+    assert len(charts) == 1 and not charts[0]["main"], run_code["chart"]
+    png = base64.b64decode(charts[0]["png"])
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+    assert run_code["html"] == ["<b>hi</b>"]
+
+
+@pytest.mark.slow
+def test_sdk_run_code_env_vars_hold_for_one_execution(run_code):
+    assert run_code["envs"]["text"] == "'only now'", run_code["envs"]
+    assert run_code["envsAfter"]["text"] == "'gone'", run_code["envsAfter"]
+
+
+@pytest.mark.slow
+def test_sdk_code_contexts(run_code):
+    assert run_code["context"] == {"language": "python", "cwd": "/tmp", "hasId": True}
+    assert run_code["ctxCwd"]["text"] == "'/tmp'"
+    assert run_code["ctxSeparate"]["error"]["name"] == "NameError"  # its own state
+    assert run_code["listed"] is True
+    assert run_code["afterRestart"]["error"]["name"] == "NameError"  # restart: state gone
+    assert run_code["cwdAfterRestart"]["text"] == "'/tmp'"  # ...but not its cwd
+    assert run_code["listedAfterRemove"] is False
+    assert run_code["removedRun"]["name"] == "NotFoundError", run_code["removedRun"]
+    assert "not found" in run_code["removedRun"]["message"]
+    # The SDK says only the status (400) of a refused language.
+    assert run_code["otherLanguage"] == {"name": "SandboxError", "message": "400 Bad Request"}
+
+
+@pytest.mark.slow
+def test_sdk_agent_loop_on_the_interpreter(py_daemon):
+    out = drive(py_daemon, "interpAgent", template="python", timeout=600)
+    assert out["steps"] == [{"stdout": "step done 3\n", "value": 6},
+                            {"stdout": "step done 6\n", "value": 12},
+                            {"stdout": "step done 12\n", "value": 24}], out
