@@ -3,9 +3,14 @@
 @atproto/pds (pinned in package.json) and creates the accounts asked for.
 Nothing leaves loopback: the PDS has no crawlers, app view or email."""
 
+import http.server
 import json
 import os
+import socket
+import struct
 import subprocess
+import threading
+import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -65,3 +70,86 @@ class Pds:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class DnsTxt:
+    """A DNS server on 127.0.0.1 (UDP) that answers TXT queries from
+    .records ({name: [txt, ...]}) and NXDOMAIN for every other name, so
+    the resolver's "_atproto.HANDLE" step can be tested without leaving
+    loopback."""
+
+    def __init__(self):
+        self.records = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                q, peer = self.sock.recvfrom(512)
+            except OSError:
+                return
+            try:
+                self.sock.sendto(self._answer(q), peer)
+            except (OSError, IndexError, struct.error):
+                pass
+
+    def _answer(self, q):
+        qid, = struct.unpack("!H", q[:2])
+        i, labels = 12, []
+        while q[i]:
+            labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+            i += 1 + q[i]
+        question = q[12:i + 5]
+        qtype, = struct.unpack("!H", q[i + 1:i + 3])
+        txts = self.records.get(".".join(labels), []) if qtype == 16 else []
+        flags = 0x8180 if txts else 0x8183  # NOERROR / NXDOMAIN
+        out = struct.pack("!HHHHHH", qid, flags, 1, len(txts), 0, 0) + question
+        for t in txts:
+            b = t.encode()
+            rdata = bytes([len(b)]) + b
+            out += struct.pack("!HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
+        return out
+
+    def close(self):
+        self.sock.close()
+
+
+class FakeHttp:
+    """An HTTP server on 127.0.0.1 whose answers the test sets:
+    .routes[path] = (status, body, delay_seconds). Stands in for a PDS,
+    a did:web host or a PLC directory that answers garbage, slowly or with
+    someone else's document."""
+
+    def __init__(self):
+        routes = self.routes = {}
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                status, body, delay = routes.get(self.path, (404, "not found", 0))
+                if delay:
+                    time.sleep(delay)
+                data = body.encode() if isinstance(body, str) else body
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up first, as it should
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()

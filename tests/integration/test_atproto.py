@@ -2,12 +2,17 @@
 loopback (tests/atproto/pds.mjs, see atproto_pds.py)."""
 
 import json
+import os
+import subprocess
 import urllib.error
 import urllib.parse
 
 import pytest
 
-from atproto_pds import Pds
+from atproto_pds import DnsTxt, FakeHttp, Pds
+
+BUILD = os.environ.get("PE_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+RESOLVE = os.path.join(BUILD, "tests", "atproto-resolve")
 
 ALICE = ("alice.test", "alice-password-1")
 BOB = ("bob.test", "bob-password-1")
@@ -18,6 +23,35 @@ def pds(tmp_path_factory):
     p = Pds(str(tmp_path_factory.mktemp("pds")), [ALICE, BOB])
     yield p
     p.close()
+
+
+@pytest.fixture
+def dns():
+    d = DnsTxt()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def fake():
+    f = FakeHttp()
+    yield f
+    f.close()
+
+
+def resolve(pds, dns, what, *opts, hosts=(), plc=None, step="all"):
+    """Run the resolver helper (lib/auth/atproto-resolve.c) against the
+    loopback PDS: every handle in hosts (plus alice.test and bob.test)
+    reaches port 80 of the PDS, or of what hosts maps it to."""
+    conn = {h: pds.port for h in ("alice.test", "bob.test")}
+    conn.update(dict(hosts))
+    args = [RESOLVE, "--allow-http", "--plc", plc or pds.plc, "--dns", dns.addr,
+            "--timeout-ms", "3000", "--step", step]
+    for h, port in conn.items():
+        args += ["--connect-to", f"{h}:80:127.0.0.1:{port}"]
+    p = subprocess.run([*args, *opts, what], capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode, json.loads(p.stdout)
 
 
 def test_pds_account_handle_and_did_document(pds):
@@ -43,3 +77,108 @@ def test_pds_account_handle_and_did_document(pds):
     with pytest.raises(urllib.error.HTTPError) as e:
         pds.get(f"{pds.pds}/.well-known/atproto-did", host="nobody.test")
     assert e.value.code == 404
+
+
+def test_resolve_handle_to_did_document_and_pds(pds, dns):
+    alice = pds.accounts["alice.test"]
+    # No TXT record: the resolver falls back to /.well-known/atproto-did.
+    rc, got = resolve(pds, dns, "Alice.Test")
+    assert rc == 0, got
+    assert got == {"did": alice["did"], "handle": "alice.test", "pds": pds.pds}
+    # From the DID, the handle its document claims is checked back.
+    rc, got = resolve(pds, dns, alice["did"])
+    assert (rc, got) == (0, {"did": alice["did"], "handle": "alice.test", "pds": pds.pds})
+
+
+def test_resolve_handle_through_dns_txt(pds, dns):
+    bob = pds.accounts["bob.test"]
+    dns.records["_atproto.bob.test"] = ["v=spf1 -all", f"did={bob['did']}"]
+    # bob.test's HTTPS host is unreachable (port 9 of loopback: nothing
+    # listens): only the TXT record can name the DID.
+    rc, got = resolve(pds, dns, "bob.test", hosts={"bob.test": 9})
+    assert (rc, got) == (0, {"did": bob["did"], "handle": "bob.test", "pds": pds.pds})
+    # Two TXT records naming different DIDs: refused, not guessed.
+    dns.records["_atproto.bob.test"].append(f"did={pds.accounts['alice.test']['did']}")
+    rc, got = resolve(pds, dns, "bob.test", step="handle")
+    assert rc == 1 and got["error"] == "EREMOTE" and "two different DIDs" in got["message"]
+
+
+def test_resolve_refuses_a_handle_its_did_does_not_name(pds, dns):
+    # mallory.test's TXT record claims Alice's DID; Alice's document does
+    # not name mallory.test, so mallory.test is not Alice.
+    dns.records["_atproto.mallory.test"] = [f"did={pds.accounts['alice.test']['did']}"]
+    rc, got = resolve(pds, dns, "mallory.test")
+    assert rc == 1 and got["error"] == "EREMOTE", got
+    assert "does not name it back" in got["message"]
+
+
+@pytest.mark.parametrize("bad", ["alice", "-alice.test", "alice..test", "alice.123",
+                                 "al ice.test", "a" * 64 + ".test", "did:key:z6Mk",
+                                 "did:plc:short", "did:web:exa%2Fmple.com"])
+def test_resolve_refuses_malformed_names_before_any_request(pds, dns, fake, bad):
+    # Every host reaches the fake server, which would answer a valid DID:
+    # a request for a malformed name would succeed.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["alice.test"]["did"], 0)
+    rc, got = resolve(pds, dns, bad, "--connect-to", f"::127.0.0.1:{fake.port}")
+    assert rc == 1 and got["error"] == "EINVAL", got
+
+
+def test_resolve_refuses_garbage_slow_and_oversized_answers(pds, dns, fake):
+    hosts = {"carol.test": fake.port}
+    fake.routes["/.well-known/atproto-did"] = (200, "<html>hello</html>", 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "not a DID" in got["message"]
+    fake.routes["/.well-known/atproto-did"] = (200, "did:plc:" + "a" * 24 + "\n" * 4096, 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "larger than" in got["message"]
+    fake.routes["/.well-known/atproto-did"] = (302, "", 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "status 302" in got["message"]
+    # Slower than the deadline (3 s): a timeout, not a hang.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["alice.test"]["did"], 20)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+
+
+def test_resolve_refuses_the_document_of_another_did(pds, dns, fake):
+    alice, bob = pds.accounts["alice.test"], pds.accounts["bob.test"]
+    # A PLC directory that answers Alice's real document when asked for Bob.
+    _, alice_doc = pds.get(f"{pds.plc}/{alice['did']}")
+    fake.routes[f"/{bob['did']}"] = (200, alice_doc, 0)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert rc == 1 and got["error"] == "EREMOTE", got
+    assert "document of another DID" in got["message"]
+    # The same directory answering Bob's own document is fine.
+    _, bob_doc = pds.get(f"{pds.plc}/{bob['did']}")
+    fake.routes[f"/{bob['did']}"] = (200, bob_doc, 0)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert rc == 0 and got["pds"] == pds.pds, got
+    # Garbage, a PDS endpoint that is not a URL, no PDS at all, slowness.
+    for body, error in [("{not json", "not a DID document"),
+                        (bob_doc.replace(pds.pds, "javascript:alert(1)"), "PDS endpoint"),
+                        (bob_doc.replace("AtprotoPersonalDataServer", "Other"), "names no PDS")]:
+        fake.routes[f"/{bob['did']}"] = (200, body, 0)
+        rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+        assert rc == 1 and error in got["message"], got
+    fake.routes[f"/{bob['did']}"] = (200, bob_doc, 20)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+
+
+def test_resolve_did_web(pds, dns, fake):
+    # did:web:dave.test: its document at http://dave.test/.well-known/did.json
+    # (plain HTTP in this dev configuration) names the loopback PDS.
+    did = "did:web:dave.test"
+    doc = {"@context": ["https://www.w3.org/ns/did/v1"], "id": did,
+           "alsoKnownAs": ["at://dave.test"],
+           "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": pds.pds}]}
+    fake.routes["/.well-known/did.json"] = (200, json.dumps(doc), 0)
+    fake.routes["/.well-known/atproto-did"] = (200, did, 0)
+    rc, got = resolve(pds, dns, did, hosts={"dave.test": fake.port})
+    assert (rc, got) == (0, {"did": did, "handle": "dave.test", "pds": pds.pds})
+    # Its handle no longer points back: the DID resolves, the handle is
+    # marked invalid rather than trusted.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["bob.test"]["did"], 0)
+    rc, got = resolve(pds, dns, did, hosts={"dave.test": fake.port})
+    assert (rc, got["handle"]) == (0, "handle.invalid")
