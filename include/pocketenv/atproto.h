@@ -85,4 +85,92 @@ int pe_atproto_resolve_did(const pe_atproto_cfg *cfg, const char *did, char pds[
 int pe_atproto_resolve(const pe_atproto_cfg *cfg, const char *handle_or_did,
                        pe_atproto_identity *out, pe_err *err);
 
+/* ---- OAuth client (atproto-oauth.c, atproto-dpop.c) ----
+ *
+ * The daemon signs a user in as an AT Protocol OAuth client: discovery of
+ * the PDS's authorization server, PKCE (S256), a pushed authorization
+ * request, DPoP-bound tokens with server nonces, then refresh and revoke.
+ * This build is the spec's loopback (development) client: its client_id is
+ * "http://localhost?redirect_uri=...&scope=...", so an authorization
+ * server accepts it without fetching metadata and without a client
+ * secret (token_endpoint_auth_method "none"). A confidential web client
+ * (https client_id, private_key_jwt) needs the daemon reachable on a
+ * public https URL and is not built yet. */
+
+/* A DPoP key pair (P-256, ES256), one per signed-in session. */
+typedef struct pe_atproto_dpop pe_atproto_dpop;
+
+int pe_atproto_dpop_new(pe_atproto_dpop **out, pe_err *err);
+/* From / to PKCS#8 PEM (the caller seals what it stores). */
+int pe_atproto_dpop_load(const char *pem, pe_atproto_dpop **out, pe_err *err);
+int pe_atproto_dpop_pem(const pe_atproto_dpop *d, char **pem, pe_err *err);
+void pe_atproto_dpop_free(pe_atproto_dpop *d);
+
+typedef struct pe_atproto_client {
+    pe_atproto_cfg net;
+    const char *redirect_uri; /* http://127.0.0.1:PORT/PATH for a loopback client */
+    const char *scope;        /* space-separated; must contain "atproto" */
+} pe_atproto_client;
+
+/* An authorization server's endpoints, from its metadata. */
+typedef struct pe_atproto_authz {
+    char issuer[PE_ATPROTO_URL_MAX];
+    char par[PE_ATPROTO_URL_MAX];
+    char authorize[PE_ATPROTO_URL_MAX];
+    char token[PE_ATPROTO_URL_MAX];
+    char revoke[PE_ATPROTO_URL_MAX]; /* "" when the server has none */
+} pe_atproto_authz;
+
+/* One sign-in in progress: created by pe_atproto_login_start, finished by
+ * pe_atproto_login_finish with what the redirect brought back. */
+typedef struct pe_atproto_login {
+    pe_atproto_identity id;
+    pe_atproto_authz as;
+    char state[48];      /* random, base64url: binds the redirect to us */
+    char verifier[48];   /* PKCE code verifier */
+    char nonce[256];     /* the authorization server's last DPoP nonce */
+    char pds_nonce[256]; /* the PDS's last DPoP nonce (resource server) */
+    char client_id[PE_ATPROTO_URL_MAX * 2];
+    char *authorize_url; /* open this in a browser */
+    pe_atproto_dpop *dpop;
+} pe_atproto_login;
+
+typedef struct pe_atproto_session {
+    char did[PE_AUTH_DID_MAX]; /* "sub" of the token answer, checked */
+    char *access_token;
+    char *refresh_token; /* NULL when the server issued none */
+    char scope[512];
+    long expires_in; /* seconds, from the token answer */
+} pe_atproto_session;
+
+/* Resolve handle_or_did, discover its PDS's authorization server (the
+ * PDS's oauth-protected-resource must name it, and its metadata's issuer
+ * must be itself), push the authorization request (PAR, with login_hint)
+ * and build the URL to open. *out is freed with pe_atproto_login_free. */
+int pe_atproto_login_start(const pe_atproto_client *c, const char *handle_or_did,
+                           pe_atproto_login **out, pe_err *err);
+
+/* The redirect's state, iss and code: state and iss must match the login
+ * (a code from another server or sign-in is refused); exchanges the code
+ * (PKCE, DPoP) and checks the answer's sub is the DID the login resolved.
+ * Fills *s (free its strings with pe_atproto_session_clear). */
+int pe_atproto_login_finish(const pe_atproto_client *c, pe_atproto_login *l, const char *state,
+                            const char *iss, const char *code, pe_atproto_session *s, pe_err *err);
+
+/* New tokens for s->refresh_token (DPoP-bound to the same key). */
+int pe_atproto_refresh(const pe_atproto_client *c, pe_atproto_login *l, pe_atproto_session *s,
+                       pe_err *err);
+
+/* Revoke s's refresh token (or its access token when it has none). */
+int pe_atproto_revoke(const pe_atproto_client *c, pe_atproto_login *l, const pe_atproto_session *s,
+                      pe_err *err);
+
+/* A GET of /xrpc/NSID?QUERY on the user's PDS with the DPoP-bound access
+ * token (the PDS's own DPoP nonce handled). *body malloc'd; *status set. */
+int pe_atproto_pds_get(const pe_atproto_client *c, pe_atproto_login *l, const pe_atproto_session *s,
+                       const char *nsid_and_query, long *status, char **body, pe_err *err);
+
+void pe_atproto_login_free(pe_atproto_login *l);
+void pe_atproto_session_clear(pe_atproto_session *s);
+
 #endif

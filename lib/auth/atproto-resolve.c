@@ -2,34 +2,20 @@
  * DID documents from the PLC directory or did:web, and the PDS endpoint
  * (contract in include/pocketenv/atproto.h).
  *
- * One libcurl easy handle per request, bounded body, deadline, no
- * redirects, only https (http too when the configuration allows it for a
- * local PDS). Nothing here is cached: the daemon resolves at sign-in only.
+ * Requests go through pe__atproto_http (atproto-http.c: bounded body,
+ * deadline, no redirects, https only unless the configuration allows http
+ * for a local PDS). Nothing here is cached: the daemon resolves at sign-in
+ * only.
  */
 #include <ctype.h>
 #include <curl/curl.h>
-#include <errno.h>
 #include <jansson.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "auth/atproto-internal.h"
 #include "core/util.h"
-
-#define CONNECT_TIMEOUT_MS 5000L
-
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void)
-{
-    curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static long timeout_of(const pe_atproto_cfg *cfg)
-{
-    return cfg->timeout_ms > 0 ? cfg->timeout_ms : PE_ATPROTO_TIMEOUT_MS_DEFAULT;
-}
 
 /* ---- syntax ---- */
 
@@ -100,104 +86,22 @@ bool pe_atproto_did_valid(const char *did)
     return false;
 }
 
-/* ---- HTTP ---- */
-
-typedef struct body {
-    char *buf;
-    size_t len, max;
-    bool too_big;
-} body;
-
-static size_t on_data(char *p, size_t size, size_t n, void *arg)
-{
-    body *b = arg;
-    size_t add = size * n;
-    char *grown;
-
-    if (add > b->max - b->len) {
-        b->too_big = true;
-        return 0; /* aborts the transfer */
-    }
-    grown = realloc(b->buf, b->len + add + 1);
-    if (grown == NULL)
-        return 0;
-    b->buf = grown;
-    memcpy(b->buf + b->len, p, add);
-    b->len += add;
-    b->buf[b->len] = '\0';
-    return add;
-}
-
-static struct curl_slist *connect_to_list(const pe_atproto_cfg *cfg)
-{
-    struct curl_slist *l = NULL;
-
-    for (size_t i = 0; cfg->connect_to != NULL && cfg->connect_to[i] != NULL; i++) {
-        struct curl_slist *n = curl_slist_append(l, cfg->connect_to[i]);
-        if (n == NULL) {
-            curl_slist_free_all(l);
-            return NULL;
-        }
-        l = n;
-    }
-    return l;
-}
-
-static int http_error(const char *url, CURLcode rc, const body *b, const char *cerr, pe_err *err)
-{
-    if (b->too_big)
-        return pe_err_set(err, PE_EREMOTE, 0, "GET %s: answer larger than %zu bytes", url, b->max);
-    if (rc == CURLE_OPERATION_TIMEDOUT)
-        return pe_err_set(err, PE_ETIMEDOUT, 0, "GET %s: no answer in time", url);
-    if (rc == CURLE_UNSUPPORTED_PROTOCOL)
-        return pe_err_set(err, PE_EINVAL, 0, "GET %s: only https is allowed", url);
-    return pe_err_set(err, PE_EREMOTE, 0, "GET %s: %s", url,
-                      cerr[0] ? cerr : curl_easy_strerror(rc));
-}
-
 /* GET url into a NUL-terminated buffer of at most max bytes (caller frees
  * *out). Any status but 200 fails: 404 with PE_ENOENT. */
 static int http_get(const pe_atproto_cfg *cfg, const char *url, size_t max, char **out, pe_err *err)
 {
-    char cerr[CURL_ERROR_SIZE] = "";
-    body b = {.max = max};
-    struct curl_slist *conn = NULL;
-    long status = 0;
-    CURLcode rc;
-    CURL *c;
+    pe__atproto_req rq = {.method = "GET", .url = url, .max = max};
+    pe__atproto_resp rs = {0};
 
-    pthread_once(&curl_once, curl_init);
-    if ((c = curl_easy_init()) == NULL)
-        return pe_err_set(err, PE_ESYS, ENOMEM, "curl");
-    conn = connect_to_list(cfg);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, cfg->allow_http ? "http,https" : "https");
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_of(cfg));
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "pocketenv-atproto");
-    if (conn != NULL)
-        curl_easy_setopt(c, CURLOPT_CONNECT_TO, conn);
-    rc = curl_easy_perform(c);
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup(c);
-    curl_slist_free_all(conn);
-    if (rc != CURLE_OK) {
-        http_error(url, rc, &b, cerr, err);
-        free(b.buf);
+    if (pe__atproto_http(cfg, &rq, &rs, err) < 0)
         return -1;
+    if (rs.status != 200) {
+        free(rs.body);
+        return pe_err_set(err, rs.status == 404 ? PE_ENOENT : PE_EREMOTE, 0, "GET %s: status %ld",
+                          url, rs.status);
     }
-    if (status != 200) {
-        free(b.buf);
-        return pe_err_set(err, status == 404 ? PE_ENOENT : PE_EREMOTE, 0, "GET %s: status %ld", url,
-                          status);
-    }
-    *out = b.buf ? b.buf : strdup("");
-    return *out ? 0 : pe_err_set(err, PE_ESYS, ENOMEM, "GET %s", url);
+    *out = rs.body;
+    return 0;
 }
 
 /* ---- handle -> DID ---- */

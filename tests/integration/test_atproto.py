@@ -182,3 +182,96 @@ def test_resolve_did_web(pds, dns, fake):
     fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["bob.test"]["did"], 0)
     rc, got = resolve(pds, dns, did, hosts={"dave.test": fake.port})
     assert (rc, got["handle"]) == (0, "handle.invalid")
+
+
+# ---- OAuth sign-in (lib/auth/atproto-oauth.c) ----
+
+LOGIN = os.path.join(BUILD, "tests", "atproto-login")
+SIGNIN = os.path.join(os.path.dirname(__file__), "..", "atproto", "signin.mjs")
+CHROMIUM = "/usr/bin/chromium"
+SCOPE = "atproto transition:generic"
+
+
+class Login:
+    """tests/helpers/atproto-login: one sign-in through the OAuth client;
+    .start is its first answer (authorize_url, did, pds, issuer)."""
+
+    def __init__(self, pds, handle, redirect):
+        args = [LOGIN, "--allow-http", "--plc", pds.plc, "--dns", "off",
+                "--redirect", redirect, "--scope", SCOPE,
+                "--connect-to", f"{handle}:80:127.0.0.1:{pds.port}", handle]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.start = self._line()
+
+    def _line(self):
+        line = self.proc.stdout.readline()
+        assert line, "atproto-login exited"
+        return json.loads(line)
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def sign_in_in_browser(url, password, redirect):
+    """The user's part: the PDS's own sign-in page in headless chromium;
+    returns the redirect URL the PDS sent the browser to."""
+    assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
+    env = dict(os.environ, PE_SIGNIN=json.dumps(
+        {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM}))
+    p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)["callback"]
+
+
+def test_oauth_sign_in_with_a_handle_refresh_and_revoke(pds):
+    alice = pds.accounts["alice.test"]
+    redirect = "http://127.0.0.1:9/oauth/callback"
+    login = Login(pds, "alice.test", redirect)
+    try:
+        assert "error" not in login.start, login.start
+        assert login.start["did"] == alice["did"] and login.start["issuer"] == pds.pds
+        # The PAR went through: the URL carries only a request_uri.
+        url = login.start["authorize_url"]
+        assert url.startswith(f"{pds.pds}/oauth/authorize?") and "request_uri=" in url
+        assert "code_challenge" not in url and "state=" not in url
+        callback = sign_in_in_browser(url, alice["password"], redirect)
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(callback).query)
+        # A forged or misdirected redirect is refused and consumes nothing.
+        got = login.ask(f"callback-raw forged-state {q['iss'][0]} {q['code'][0]}")
+        assert "error" in got and "(state)" in got["message"], got
+        got = login.ask(f"callback-raw {q['state'][0]} http://evil.test {q['code'][0]}")
+        assert "error" in got and "another server" in got["message"], got
+        # The real one: DPoP-bound tokens for Alice's DID.
+        got = login.ask(f"callback {callback}")
+        assert got == {"ok": True, "sub": alice["did"], "scope": SCOPE, "has_refresh": True,
+                       "expires_in": got["expires_in"]}, got
+        assert q["code"][0] not in json.dumps(got)
+        # The access token works on Alice's PDS only with its DPoP key.
+        got = login.ask("get com.atproto.server.getSession")
+        assert got["status"] == 200, got
+        session = json.loads(got["body"])
+        assert (session["did"], session["handle"]) == (alice["did"], "alice.test")
+        # Refresh, then the new access token works too.
+        assert login.ask("refresh")["ok"]
+        assert login.ask("get com.atproto.server.getSession")["status"] == 200
+        # Revoked: the refresh token is dead.
+        assert login.ask("revoke") == {"ok": True}
+        got = login.ask("refresh")
+        assert "error" in got and "invalid_grant" in got["message"], got
+    finally:
+        login.close()
+
+
+def test_oauth_sign_in_refuses_an_unknown_handle_before_any_browser(pds):
+    login = Login(pds, "nobody.test", "http://127.0.0.1:9/oauth/callback")
+    try:
+        assert "error" in login.start and "nobody.test" in login.start["message"]
+    finally:
+        login.proc.wait(timeout=30)
