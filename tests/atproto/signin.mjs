@@ -2,12 +2,14 @@
 // a browser, and prints where the PDS sent the browser back: the OAuth
 // redirect the client under test must finish.
 //
-//   PE_SIGNIN='{"url", "password", "redirect", "chromium"}' node tests/atproto/signin.mjs
+//   PE_SIGNIN='{"url", "password", "redirect", "chromium", "follow"}' node tests/atproto/signin.mjs
 //
 // url: the authorize URL the client built; redirect: its redirect_uri
 // prefix (http://127.0.0.1:PORT/...), intercepted here so nothing needs to
-// listen there; chromium: Debian's (headless, through playwright-core).
-// Prints {"callback": URL} or exits 1 with what the page showed.
+// listen there, unless follow is true: then the browser goes there (the
+// daemon's own callback) and the page it shows is reported too;
+// chromium: Debian's (headless, through playwright-core).
+// Prints {"callback": URL, "page": TEXT} or exits 1 with what the page showed.
 import { chromium } from "playwright-core";
 
 const cfg = JSON.parse(process.env.PE_SIGNIN);
@@ -21,10 +23,16 @@ try {
   page = await browser.newPage();
   let resolveCallback;
   const callback = new Promise((r) => (resolveCallback = r));
-  await page.route(`${cfg.redirect}**`, async (route) => {
-    resolveCallback(route.request().url());
-    await route.fulfill({ status: 200, contentType: "text/plain", body: "signed in" });
-  });
+  if (cfg.follow) {
+    page.on("framenavigated", (f) => {
+      if (f === page.mainFrame() && f.url().startsWith(cfg.redirect)) resolveCallback(f.url());
+    });
+  } else {
+    await page.route(`${cfg.redirect}**`, async (route) => {
+      resolveCallback(route.request().url());
+      await route.fulfill({ status: 200, contentType: "text/plain", body: "signed in" });
+    });
+  }
   await page.goto(cfg.url, WAIT);
   await page.fill('input[name="password"]', cfg.password, WAIT);
   await page.click('button[type="submit"]', WAIT);
@@ -34,7 +42,12 @@ try {
     callback,
     consent.click(WAIT).then(() => callback),
   ]);
-  process.stdout.write(JSON.stringify({ callback: url }) + "\n");
+  let text = "";
+  if (cfg.follow) {
+    await page.waitForLoadState("load", WAIT);
+    text = await page.evaluate(() => document.body.innerText);
+  }
+  process.stdout.write(JSON.stringify({ callback: url, page: text }) + "\n");
 } catch (e) {
   const text = page ? await page.evaluate(() => document.body.innerText).catch(() => "") : "";
   console.error(`sign-in failed: ${e.message}\npage: ${text.slice(0, 2000)}`);

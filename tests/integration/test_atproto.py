@@ -219,15 +219,18 @@ class Login:
         self.proc.wait(timeout=30)
 
 
-def sign_in_in_browser(url, password, redirect):
+def sign_in_in_browser(url, password, redirect, follow=False):
     """The user's part: the PDS's own sign-in page in headless chromium;
-    returns the redirect URL the PDS sent the browser to."""
+    returns the redirect URL the PDS sent the browser to (with follow, also
+    the text of the page that URL showed: {"callback", "page"})."""
     assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
     env = dict(os.environ, PE_SIGNIN=json.dumps(
-        {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM}))
+        {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM,
+         "follow": follow}))
     p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
     assert p.returncode == 0, p.stderr
-    return json.loads(p.stdout)["callback"]
+    got = json.loads(p.stdout)
+    return got if follow else got["callback"]
 
 
 def test_oauth_sign_in_with_a_handle_refresh_and_revoke(pds):
@@ -275,3 +278,97 @@ def test_oauth_sign_in_refuses_an_unknown_handle_before_any_browser(pds):
         assert "error" in login.start and "nobody.test" in login.start["message"]
     finally:
         login.proc.wait(timeout=30)
+
+
+# ---- the daemon: /oauth/login, /oauth/callback, /oauth/token (daemon/oauth.c) ----
+
+def post_json(url, body, raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def jwt_claims(token):
+    import base64
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+@pytest.fixture
+def oauth_daemon(tmp_path, pds, dns):
+    from test_daemon import serving
+    # Handles resolve through the loopback DNS server's TXT records; DID
+    # documents through the loopback PLC; the dev PDS speaks plain HTTP.
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    with serving(tmp_path, extra=extra) as d:
+        yield d
+
+
+def test_daemon_sign_in_with_a_handle_gives_a_token_bound_to_the_did(pds, oauth_daemon):
+    d, alice = oauth_daemon, pds.accounts["alice.test"]
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+    assert st == 200, started
+    assert started["did"] == alice["did"] and started["url"].startswith(f"{pds.pds}/oauth/")
+    pickup = started["pickup"]
+    assert post_json(f"{d.url}/oauth/token", {"pickup": pickup}) == (202, {"status": "pending"})
+    # The user signs in on their PDS; the PDS sends the browser back to the
+    # daemon's own callback, which says who signed in and shows no token.
+    got = sign_in_in_browser(started["url"], alice["password"], f"{d.url}/oauth/callback",
+                             follow=True)
+    assert "Signed in as @alice.test" in got["page"], got
+    st, out = post_json(f"{d.url}/oauth/token", {"pickup": pickup})
+    assert st == 200 and (out["did"], out["handle"]) == (alice["did"], "alice.test"), out
+    assert out["token"] not in got["page"] and out["token"] not in got["callback"]
+    claims = jwt_claims(out["token"])
+    assert claims["did"] == alice["did"] and claims["scope"] == "api"
+    # Our token works on our API, as Alice.
+    st, _ = d.call("io.pocketenv.actor.getActorSandboxes", {"did": alice["did"]},
+                   token=out["token"])
+    assert st == 200
+    # The pickup works once.
+    assert post_json(f"{d.url}/oauth/token", {"pickup": pickup})[0] == 404
+    # The PDS session is kept sealed: no DPoP private key, no JSON in clear.
+    sealed_dir = os.path.join(d.data, "atproto")
+    files = os.listdir(sealed_dir)
+    assert len(files) == 1 and os.stat(sealed_dir).st_mode & 0o777 == 0o700
+    path = os.path.join(sealed_dir, files[0])
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    blob = open(path).read()
+    assert "PRIVATE KEY" not in blob and alice["did"] not in blob and "{" not in blob
+    # Nothing secret in the daemon's log.
+    assert out["token"] not in d.log_text() and pickup not in d.log_text()
+
+
+def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
+    d = oauth_daemon
+    for body in [{}, {"handle": 7}, {"handle": "not a handle"}, {"handle": "a" * 300 + ".test"}]:
+        st, out = post_json(f"{d.url}/oauth/login", body)
+        assert st == 400 and out["error"] == "InvalidRequest", (body, out)
+    st, out = post_json(f"{d.url}/oauth/login", None, raw=b"{not json")
+    assert st == 400 and out["error"] == "InvalidRequest"
+    # A handle whose DID the directory does not know: a clear error, no
+    # sign-in left behind. (Its TXT record answers first, so nothing asks
+    # the host's resolver about nobody.test: the test stays on loopback.)
+    dns.records["_atproto.nobody.test"] = ["did=did:plc:" + "a" * 24]
+    st, out = post_json(f"{d.url}/oauth/login", {"handle": "nobody.test"})
+    assert st == 404 and out["error"] == "SignInFailed", out
+    assert "did:plc:" + "a" * 24 in out["message"]
+    assert post_json(f"{d.url}/oauth/token", {"pickup": "x" * 43})[0] == 404
+    assert post_json(f"{d.url}/oauth/token", {})[0] == 404
+    # A callback nobody started, or a forged state for a real sign-in.
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": "bob.test"})
+    assert st == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{d.url}/oauth/callback?state=forged&iss=x&code=y", timeout=30)
+    assert e.value.code == 400
+    assert post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})[0] == 202
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{d.url}/oauth/nothing", timeout=30)
+    assert e.value.code == 404
