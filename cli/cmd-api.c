@@ -97,9 +97,10 @@ static int cmd_login(int argc, char **argv)
             token = argv[++i];
         else if (strncmp(argv[i], "--token=", 8) == 0)
             token = argv[i] + 8;
+        else if (argv[i][0] != '-' && i + 1 == argc && token == NULL)
+            return pe_cmd_login_handle(argv[i]);
         else if (argv[i][0] != '-')
-            return usage_error("login with a handle (AT Protocol) is not served by a local "
-                               "daemon: use 'pocketenv login --token TOKEN'");
+            return usage_error("login takes one handle, or --token TOKEN");
         else if (strcmp(argv[i], "--token") == 0)
             return pe_cli_why("--token needs a value"), pe_cli_usage("login [--token TOKEN]");
         else

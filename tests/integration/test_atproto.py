@@ -372,3 +372,38 @@ def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(f"{d.url}/oauth/nothing", timeout=30)
     assert e.value.code == 404
+
+
+def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_daemon, tmp_path):
+    from conftest import BIN
+    d, bob = oauth_daemon, pds.accounts["bob.test"]
+    home = tmp_path / "home"
+    home.mkdir()
+    # No DISPLAY, no BROWSER: the URL is printed for the user to open.
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY",
+                                                             "BROWSER", "POCKETENV_TOKEN")}
+    env.update(HOME=str(home), POCKETENV_API_URL=d.url, NO_COLOR="1")
+    p = subprocess.Popen([BIN, "login", "bob.test"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = None
+        while url is None:
+            line = p.stdout.readline()
+            assert line, p.stderr.read()
+            if line.strip().startswith(pds.pds):
+                url = line.strip()
+        got = sign_in_in_browser(url, bob["password"], f"{d.url}/oauth/callback", follow=True)
+        assert "Signed in as @bob.test" in got["page"]
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert f"Logged in as @bob.test ({bob['did']})" in out
+    token = json.loads((home / ".pocketenv" / "token.json").read_text())["token"]
+    assert token not in out + err
+    assert jwt_claims(token)["did"] == bob["did"]
+    who = subprocess.run([BIN, "whoami", "--json"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert who.returncode == 0 and json.loads(who.stdout)["did"] == bob["did"], who.stderr
