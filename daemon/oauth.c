@@ -7,6 +7,8 @@
  *   GET  /oauth/callback where the PDS sends the browser back
  *   POST /oauth/token    {"pickup"} -> 202 while the user has not
  *                        finished, then {"token", "did", "handle"} once
+ *   POST /oauth/logout   (Bearer: our token) revoke the user's PDS session
+ *                        at their authorization server and forget it
  *
  * The pickup secret, not the browser, carries the token to whoever
  * started the sign-in (the CLI polls with it): a token never travels in a
@@ -29,7 +31,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -63,12 +67,12 @@ struct pe_oauth {
     slot slots[PENDING_MAX];
 };
 
-/* One piece of network work for a slot. */
+/* One piece of network work for a slot (or, for logout, a DID). */
 typedef struct work {
     struct pe_oauth *o;
     slot *s;
     pe_http_request *req;
-    char arg[PE_ATPROTO_HANDLE_MAX]; /* the handle */
+    char arg[PE_ATPROTO_HANDLE_MAX]; /* the handle; the DID for logout */
     char *state, *iss, *code;        /* the callback's */
     char *token;
     pe_err err;
@@ -212,12 +216,25 @@ static void on_login(struct pe_oauth *o, pe_http_request *req)
 
 /* ---- GET /oauth/callback ---- */
 
+/* DATA/atproto and the sealed session file of did in it (named by the
+ * DID's SHA-256: a DID is not a safe file name). */
+static void session_path(struct pe_oauth *o, const char *did, char *dir, size_t dn, char *path,
+                         size_t pn)
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    char hex[2 * sizeof h + 1];
+
+    crypto_hash_sha256(h, (const unsigned char *)did, strlen(did));
+    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+    snprintf(dir, dn, "%s/atproto", o->d->rt.data_dir);
+    snprintf(path, pn, "%s/%s.sealed", dir, hex);
+}
+
 /* The PDS session, sealed to our own key: DPoP key and refresh token. */
 static int keep_session(struct pe_oauth *o, const pe_atproto_login *l, const pe_atproto_session *ps,
                         pe_err *err)
 {
-    unsigned char h[crypto_hash_sha256_BYTES];
-    char hex[2 * sizeof h + 1], dir[4096], path[4200];
+    char dir[4096], path[4200];
     cleanup_free char *pem = NULL, *plain = NULL, *sealed = NULL;
     json_t *v;
 
@@ -231,10 +248,7 @@ static int keep_session(struct pe_oauth *o, const pe_atproto_login *l, const pe_
     sodium_memzero(pem, strlen(pem));
     if (plain == NULL)
         return pe_err_set(err, PE_ESYS, ENOMEM, "session");
-    crypto_hash_sha256(h, (const unsigned char *)ps->did, strlen(ps->did));
-    sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-    snprintf(dir, sizeof dir, "%s/atproto", o->d->rt.data_dir);
-    snprintf(path, sizeof path, "%s/%s.sealed", dir, hex);
+    session_path(o, ps->did, dir, sizeof dir, path, sizeof path);
     if (pe_auth_seal(pe_auth_public_key_hex(o->d->auth), plain, strlen(plain), &sealed, err) < 0 ||
         pe_fs_mkdir_p(dir, 0700, err) < 0 ||
         pe_fs_write_atomic(path, sealed, strlen(sealed), 0600, err) < 0) {
@@ -366,6 +380,99 @@ static void on_token(struct pe_oauth *o, pe_http_request *req)
     }
 }
 
+/* ---- POST /oauth/logout ---- */
+
+#define SEALED_FILE_MAX (64 * 1024)
+
+/* Unseal did's stored session, revoke its refresh token at the
+ * authorization server, then forget it. */
+static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
+{
+    char dir[4096], path[4200];
+    cleanup_free char *sealed = NULL;
+    unsigned char *plain = NULL;
+    pe_atproto_login *l = NULL;
+    pe_atproto_session ps = {0};
+    size_t len = 0;
+    json_t *v;
+    int rc;
+
+    session_path(o, did, dir, sizeof dir, path, sizeof path);
+    if (pe_fs_read_file(path, SEALED_FILE_MAX, &sealed, &len, err) < 0)
+        return errno == ENOENT || err->errnum == ENOENT
+                   ? pe_err_set(err, PE_ENOENT, 0, "no AT Protocol session for %s", did)
+                   : -1;
+    if (pe_auth_unseal(o->d->auth, sealed, &plain, &len, err) < 0)
+        return pe_err_prefix(err, "session of %s", did);
+    v = json_loadb((const char *)plain, len, 0, NULL);
+    pe_auth_plain_free(plain);
+    rc = pe_atproto_login_restore(&o->client, did, json_string_value(json_object_get(v, "pds")),
+                                  json_string_value(json_object_get(v, "issuer")),
+                                  json_string_value(json_object_get(v, "dpopKey")), &l, err);
+    if (rc == 0) {
+        const char *rt = json_string_value(json_object_get(v, "refreshToken"));
+        ps.refresh_token = rt ? strdup(rt) : NULL;
+        rc = ps.refresh_token ? pe_atproto_revoke(&o->client, l, &ps, err)
+                              : 0; /* nothing to revoke: an access token alone expires */
+    }
+    pe_atproto_session_clear(&ps);
+    pe_atproto_login_free(l);
+    json_decref(v);
+    if (rc == 0 && unlink(path) < 0 && errno != ENOENT)
+        return pe_err_sys(err, "remove %s", path);
+    return rc;
+}
+
+static void logout_work(void *ud)
+{
+    work *w = ud;
+    if (end_session(w->o, w->arg, &w->err) < 0)
+        w->token = NULL;
+    else
+        w->token = pe_xstrdup("");
+}
+
+static void logout_done(void *ud)
+{
+    work *w = ud;
+
+    w->o->d->inflight--;
+    if (w->token != NULL) {
+        pe_log_info("event=oauth-logout did=%s", w->arg);
+        respond_json(w->req, 200, json_object());
+    } else {
+        pe_log_info("event=oauth-logout-failed did=%s error=%s", w->arg, w->err.msg);
+        pe_http_respond_error(w->req, status_of(&w->err),
+                              w->err.code == PE_ENOENT ? "NotFound" : "SignOutFailed", w->err.msg);
+    }
+    free(w->token);
+    free(w);
+}
+
+static void on_logout(struct pe_oauth *o, pe_http_request *req)
+{
+    const char *auth = req->authorization;
+    cleanup_free char *did = NULL;
+    pe_err err = {0};
+    work *w;
+
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0 ||
+        pe_auth_token_verify(o->d->auth, auth + 7, PE_AUTH_SCOPE_API, &did, &err) != PE_AUTH_OK) {
+        pe_http_respond_error(req, 401, "AuthenticationRequired", "a valid API token is needed");
+        return;
+    }
+    w = pe_xcalloc(1, sizeof *w);
+    *w = (work){.o = o, .req = req};
+    snprintf(w->arg, sizeof w->arg, "%s", did);
+    pe_http_defer(req);
+    if (pe_ev_submit(o->d->loop, logout_work, logout_done, w, &err) < 0) {
+        pe_http_respond_error(req, 503, "Unavailable", "the daemon is busy");
+        free(w);
+        return;
+    }
+    o->d->inflight++;
+}
+
 static void on_oauth(pe_http_request *req, void *ud)
 {
     struct pe_oauth *o = ud;
@@ -375,6 +482,8 @@ static void on_oauth(pe_http_request *req, void *ud)
         on_login(o, req);
     else if (strcmp(req->rest, "token") == 0 && post)
         on_token(o, req);
+    else if (strcmp(req->rest, "logout") == 0 && post)
+        on_logout(o, req);
     else if (strcmp(req->rest, "callback") == 0 && strcmp(req->method, "GET") == 0)
         on_callback(o, req);
     else

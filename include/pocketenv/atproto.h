@@ -170,6 +170,14 @@ int pe_atproto_revoke(const pe_atproto_client *c, pe_atproto_login *l, const pe_
 int pe_atproto_pds_get(const pe_atproto_client *c, pe_atproto_login *l, const pe_atproto_session *s,
                        const char *nsid_and_query, long *status, char **body, pe_err *err);
 
+/* A signed-in session brought back from storage (its DPoP key as PEM):
+ * the authorization server is discovered again from pds and must still be
+ * issuer. *out is a login with no authorize_url, for refresh, revoke and
+ * PDS calls; free it with pe_atproto_login_free. */
+int pe_atproto_login_restore(const pe_atproto_client *c, const char *did, const char *pds,
+                             const char *issuer, const char *dpop_pem, pe_atproto_login **out,
+                             pe_err *err);
+
 void pe_atproto_login_free(pe_atproto_login *l);
 void pe_atproto_session_clear(pe_atproto_session *s);
 

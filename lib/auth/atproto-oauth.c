@@ -222,17 +222,20 @@ static int push_request(const pe_atproto_client *c, pe_atproto_login *l, const c
     return 0;
 }
 
-int pe_atproto_login_start(const pe_atproto_client *c, const char *handle_or_did,
-                           pe_atproto_login **out, pe_err *err)
+/* A new login with the loopback client's client_id. */
+static pe_atproto_login *login_new(const pe_atproto_client *c, pe_err *err)
 {
     pe_atproto_login *l = calloc(1, sizeof *l);
     cleanup_free char *ru = NULL, *sc = NULL;
 
-    if (l == NULL)
-        return pe_err_set(err, PE_ESYS, ENOMEM, "login");
+    if (l == NULL) {
+        pe_err_set(err, PE_ESYS, ENOMEM, "login");
+        return NULL;
+    }
     if (c->scope == NULL || strstr(c->scope, "atproto") == NULL) {
         free(l);
-        return pe_err_set(err, PE_EINVAL, 0, "the OAuth scope must contain \"atproto\"");
+        pe_err_set(err, PE_EINVAL, 0, "the OAuth scope must contain \"atproto\"");
+        return NULL;
     }
     ru = curl_easy_escape(NULL, c->redirect_uri, 0);
     sc = curl_easy_escape(NULL, c->scope, 0);
@@ -241,8 +244,47 @@ int pe_atproto_login_start(const pe_atproto_client *c, const char *handle_or_did
                          "http://localhost?redirect_uri=%s&scope=%s", ru,
                          sc) >= sizeof l->client_id) {
         free(l);
-        return pe_err_set(err, PE_EINVAL, 0, "redirect URI or scope too long");
+        pe_err_set(err, PE_EINVAL, 0, "redirect URI or scope too long");
+        return NULL;
     }
+    return l;
+}
+
+int pe_atproto_login_restore(const pe_atproto_client *c, const char *did, const char *pds,
+                             const char *issuer, const char *dpop_pem, pe_atproto_login **out,
+                             pe_err *err)
+{
+    pe_atproto_login *l = login_new(c, err);
+
+    if (l == NULL)
+        return -1;
+    if (!pe_atproto_did_valid(did) || !url_ok(c, pds) || issuer == NULL) {
+        pe_atproto_login_free(l);
+        return pe_err_set(err, PE_EINVAL, 0, "restore session: bad DID, PDS or issuer");
+    }
+    snprintf(l->id.did, sizeof l->id.did, "%s", did);
+    snprintf(l->id.pds, sizeof l->id.pds, "%s", pds);
+    if (discover(c, pds, &l->as, err) < 0 || pe_atproto_dpop_load(dpop_pem, &l->dpop, err) < 0) {
+        pe_atproto_login_free(l);
+        return pe_err_prefix(err, "restore session of %s", did);
+    }
+    if (strcmp(l->as.issuer, issuer) != 0) {
+        pe_atproto_login_free(l);
+        return pe_err_set(err, PE_EAUTH, 0,
+                          "restore session of %s: its PDS now names another authorization server",
+                          did);
+    }
+    *out = l;
+    return 0;
+}
+
+int pe_atproto_login_start(const pe_atproto_client *c, const char *handle_or_did,
+                           pe_atproto_login **out, pe_err *err)
+{
+    pe_atproto_login *l = login_new(c, err);
+
+    if (l == NULL)
+        return -1;
     random_b64(l->state, sizeof l->state);
     random_b64(l->verifier, sizeof l->verifier);
     if (pe_atproto_resolve(&c->net, handle_or_did, &l->id, err) < 0 ||

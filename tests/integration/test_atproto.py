@@ -293,6 +293,17 @@ def post_json(url, body, raw=None):
         return e.code, json.loads(e.read() or b"null")
 
 
+def post_json_auth(url, token):
+    req = urllib.request.Request(url, data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
 def jwt_claims(token):
     import base64
     part = token.split(".")[1]
@@ -344,6 +355,15 @@ def test_daemon_sign_in_with_a_handle_gives_a_token_bound_to_the_did(pds, oauth_
     assert "PRIVATE KEY" not in blob and alice["did"] not in blob and "{" not in blob
     # Nothing secret in the daemon's log.
     assert out["token"] not in d.log_text() and pickup not in d.log_text()
+    # The sealed session opens again: logout restores it, revokes its
+    # refresh token at Alice's authorization server and forgets it.
+    assert post_json(f"{d.url}/oauth/logout", {})[0] == 401
+    st, _ = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+    assert st == 200, d.log_text()[-2000:]
+    assert os.listdir(sealed_dir) == []
+    assert "event=oauth-logout did=" + alice["did"] in d.log_text()
+    st, again = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+    assert st == 404 and again["error"] == "NotFound"
 
 
 def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
