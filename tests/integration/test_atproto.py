@@ -216,7 +216,8 @@ class Login:
 
     def close(self):
         self.proc.stdin.close()
-        self.proc.wait(timeout=30)
+        # 0: no crash, and under tests/run-sanitized no leak either.
+        assert self.proc.wait(timeout=30) == 0
 
 
 def sign_in_in_browser(url, password, redirect, follow=False):
@@ -277,7 +278,7 @@ def test_oauth_sign_in_refuses_an_unknown_handle_before_any_browser(pds):
     try:
         assert "error" in login.start and "nobody.test" in login.start["message"]
     finally:
-        login.proc.wait(timeout=30)
+        assert login.proc.wait(timeout=30) == 1
 
 
 # ---- the daemon: /oauth/login, /oauth/callback, /oauth/token (daemon/oauth.c) ----
