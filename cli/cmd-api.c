@@ -2,8 +2,9 @@
  * exec. Each is a client of the daemon (api.h), as upstream's CLI is
  * (reference §6.2): same names, aliases, arguments and messages, with
  * these differences, all for a local daemon:
- *   - login takes a token (--token, or the daemon's token file); AT
- *     Protocol login is not served by a local daemon;
+ *   - login takes a token (--token, or the daemon's token file), or a
+ *     handle: AT Protocol sign-in through the daemon's /oauth/ routes
+ *     (cmd-login.c), not upstream's POST /login;
  *   - create's default base is "debian", and its provider is left to the
  *     daemon (which records upstream's default, cloudflare); ls and ps
  *     show the backend that really runs each sandbox beside its provider;
