@@ -32,14 +32,17 @@ typedef struct cmd_help {
     c " put " put "\n" c " list|ls SANDBOX [--json]\n" c " delete|rm|remove ID"
 
 static const cmd_help helps[] = {
-    {"login", "login [--token TOKEN]",
+    {"login", "login [--token TOKEN | HANDLE]",
      "Log in to the daemon at $POCKETENV_API_URL with an API token and keep it in\n"
      "~/.pocketenv/token.json (mode 0600). The token comes from `pocketenv token create`\n"
-     "or from the file `pocketenv serve` writes for the user who runs it. Without\n"
-     "--token, check the token already saved. (Logging in with an AT Protocol handle\n"
-     "is not served by a local daemon.)",
+     "or from the file `pocketenv serve` writes for the user who runs it. With an AT\n"
+     "Protocol HANDLE, sign in on your PDS instead: the URL to open is printed (and\n"
+     "opened when a browser can be started), and the daemon's token for your DID is\n"
+     "kept once you have signed in. Without either, check the token already saved.",
      "  --token TOKEN   the API token to keep",
-     "pocketenv login --token \"$(cat token)\"\npocketenv login", NULL, 0},
+     "pocketenv login --token \"$(cat token)\"\npocketenv login alice.bsky.social\n"
+     "pocketenv login",
+     NULL, 0},
     {"logout", "logout", "Forget the token kept in ~/.pocketenv/token.json.", NULL,
      "pocketenv logout", NULL, 0},
     {"whoami", "whoami [--json]", "Show whom the token logs you in as.", NULL,

@@ -2,8 +2,9 @@
  * exec. Each is a client of the daemon (api.h), as upstream's CLI is
  * (reference §6.2): same names, aliases, arguments and messages, with
  * these differences, all for a local daemon:
- *   - login takes a token (--token, or the daemon's token file); AT
- *     Protocol login is not served by a local daemon;
+ *   - login takes a token (--token, or the daemon's token file), or a
+ *     handle: AT Protocol sign-in through the daemon's /oauth/ routes
+ *     (cmd-login.c), not upstream's POST /login;
  *   - create's default base is "debian", and its provider is left to the
  *     daemon (which records upstream's default, cloudflare); ls and ps
  *     show the backend that really runs each sandbox beside its provider;
@@ -97,9 +98,10 @@ static int cmd_login(int argc, char **argv)
             token = argv[++i];
         else if (strncmp(argv[i], "--token=", 8) == 0)
             token = argv[i] + 8;
+        else if (argv[i][0] != '-' && i + 1 == argc && token == NULL)
+            return pe_cmd_login_handle(argv[i]);
         else if (argv[i][0] != '-')
-            return usage_error("login with a handle (AT Protocol) is not served by a local "
-                               "daemon: use 'pocketenv login --token TOKEN'");
+            return usage_error("login takes one handle, or --token TOKEN");
         else if (strcmp(argv[i], "--token") == 0)
             return pe_cli_why("--token needs a value"), pe_cli_usage("login [--token TOKEN]");
         else

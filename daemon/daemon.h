@@ -88,6 +88,7 @@ typedef struct pe_daemon {
     struct pe_daemon_lane *lanes; /* long jobs by user and kind (loop thread) */
     unsigned long_running;        /* long jobs on long_pool now */
     unsigned long_waiting;        /* long jobs waiting in a lane */
+    struct pe_oauth *oauth;       /* AT Protocol sign-ins in progress (oauth.c) */
 } pe_daemon;
 
 /* What a job does, for where it runs (job.c). */

@@ -22,6 +22,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "oauth.h"
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
@@ -60,6 +61,9 @@ enum {
     O_METRICS_PUBLIC,
     O_CP_MAX,
     O_PROVIDER,
+    O_ATPROTO_PLC,
+    O_ATPROTO_DNS,
+    O_ATPROTO_INSECURE_HTTP,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -108,6 +112,12 @@ static const pe_opt serve_opts[] = {
     {"provider", 0, true, O_PROVIDER, "NAME=local|off",
      "who serves creates for upstream provider NAME: this daemon, or nobody; repeatable "
      "(every name: local)"},
+    {"atproto-plc", 0, true, O_ATPROTO_PLC, "URL",
+     "PLC directory for did:plc at sign-in (https://plc.directory)"},
+    {"atproto-dns", 0, true, O_ATPROTO_DNS, "IPV4:PORT|off",
+     "DNS server for handles' _atproto TXT records (the system's)"},
+    {"atproto-insecure-http", 0, false, O_ATPROTO_INSECURE_HTTP, NULL,
+     "development only: let sign-in reach handles, did:web and PDSes over plain http"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
@@ -150,6 +160,7 @@ struct serve_args {
     bool help;
     pe_daemon_limits lim;
     pe_daemon_providers providers;
+    pe_oauth_cfg oauth;
 };
 
 /* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
@@ -256,6 +267,15 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     }
     case O_PROVIDER:
         return pe_daemon_providers_flag(&a->providers, arg, err);
+    case O_ATPROTO_PLC:
+        a->oauth.plc_url = arg;
+        return 0;
+    case O_ATPROTO_DNS:
+        a->oauth.dns_server = arg;
+        return 0;
+    case O_ATPROTO_INSECURE_HTTP:
+        a->oauth.insecure_http = true;
+        return 0;
     case O_HELP:
         a->help = true;
         return 0;
@@ -470,7 +490,9 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_ports(d, err) < 0 || pe_daemon_register_terminal(d, err) < 0 ||
         pe_daemon_register_exec_stream(d, err) < 0 || pe_daemon_register_e2b(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_register_mcp(d, err) < 0 ||
-        pe_daemon_register_netpolicy(d, err) < 0 || pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_register_netpolicy(d, err) < 0 ||
+        pe_daemon_register_oauth(d, &a->oauth, err) < 0 ||
+        pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
     }
@@ -505,6 +527,7 @@ static void teardown(pe_daemon *d)
         pe_daemon_watch_free_all(d);
     if (d->loop)
         pe_ev_loop_free(d->loop);
+    pe_daemon_oauth_free(d);
     pe_web_free(d->web);
     if (d->stop_fd >= 0)
         close(d->stop_fd);

@@ -58,7 +58,7 @@ def test_login_whoami_logout(cli, daemon):
     assert "@handle.invalid" in cli("whoami", env={"POCKETENV_TOKEN": other}).stdout
     assert cli("logout").returncode == 0 and not path.exists()
     assert cli("whoami").returncode == 1
-    p = cli("login", "alice.bsky.social")
+    p = cli("login", "not_a_handle")
     assert p.returncode == 2 and "--token" in p.stderr
 
 

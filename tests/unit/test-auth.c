@@ -19,6 +19,7 @@
 #include <sodium.h>
 
 #include "auth/auth-internal.h"
+#include "pocketenv/atproto.h"
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/auth.h"
@@ -1044,6 +1045,48 @@ TEST_CASE(seal_rejects_bad_public_keys)
                   -1);
 }
 
+/* AT Protocol names: what include/pocketenv/atproto.h promises to refuse
+ * before any request is made. */
+TEST_CASE(atproto_handle_and_did_syntax)
+{
+    char long_label[80], long_handle[300];
+    const char *good_handles[] = {"alice.test", "Alice.Example.COM", "a-b.c-d.io", "x.y",
+                                  "1.example"};
+    const char *bad_handles[] = {
+        "",        "alice",     ".alice.test", "alice.test.", "a..test",      "-a.test",
+        "a-.test", "alice.123", "al ice.test", "al_ice.test", "alice.test/x", "did:plc:x"};
+    const char *good_dids[] = {"did:plc:ewvi7nxzyoun6zhxrhs64oiz", "did:web:example.com",
+                               "did:web:localhost%3A2583"};
+    const char *bad_dids[] = {"did:plc:ewvi7nxzyoun6zhxrhs64oi",
+                              "did:plc:EWVI7NXZYOUN6ZHXRHS64OIZ",
+                              "did:plc:ewvi7nxzyoun6zhxrhs64oi1",
+                              "did:key:z6MkhaXgBZDvotDkL5257",
+                              "did:web:",
+                              "did:web:example.com%3A",
+                              "did:web:exa%2Fmple.com",
+                              "did:web:example.com:path",
+                              "did:web:localhost%3A123456",
+                              "did:plc"};
+
+    for (size_t i = 0; i < sizeof good_handles / sizeof good_handles[0]; i++)
+        ASSERT(pe_atproto_handle_valid(good_handles[i]));
+    for (size_t i = 0; i < sizeof bad_handles / sizeof bad_handles[0]; i++)
+        ASSERT(!pe_atproto_handle_valid(bad_handles[i]));
+    memset(long_label, 'a', 64);
+    memcpy(long_label + 64, ".test", 6);
+    ASSERT(!pe_atproto_handle_valid(long_label)); /* a 64-character label */
+    for (size_t i = 0; i < sizeof long_handle - 1; i += 2)
+        memcpy(long_handle + i, "a.", 2);
+    memcpy(long_handle + 250, "test", 5); /* 254 characters */
+    ASSERT(!pe_atproto_handle_valid(long_handle));
+    long_handle[249] = '\0'; /* "a.a. ... a.a": 249 characters */
+    ASSERT(pe_atproto_handle_valid(long_handle));
+    for (size_t i = 0; i < sizeof good_dids / sizeof good_dids[0]; i++)
+        ASSERT(pe_atproto_did_valid(good_dids[i]));
+    for (size_t i = 0; i < sizeof bad_dids / sizeof bad_dids[0]; i++)
+        ASSERT(!pe_atproto_did_valid(bad_dids[i]));
+}
+
 int main(void)
 {
     int failed = 0;
@@ -1057,9 +1100,10 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |= RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
-                        token_bound_to_an_audience, token_mint_rejects_bad_input,
-                        token_file_private_and_atomic, seal_round_trip,
-                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys);
+    failed |=
+        RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
+                  token_bound_to_an_audience, token_mint_rejects_bad_input,
+                  token_file_private_and_atomic, seal_round_trip, unseal_bad_input_fails_cleanly,
+                  seal_rejects_bad_public_keys, atproto_handle_and_did_syntax);
     return failed;
 }

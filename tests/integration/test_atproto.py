@@ -1,0 +1,430 @@
+"""AT Protocol identity (issue 18) against a real PDS and PLC directory on
+loopback (tests/atproto/pds.mjs, see atproto_pds.py)."""
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.parse
+
+import pytest
+
+from atproto_pds import DnsTxt, FakeHttp, Pds
+
+BUILD = os.environ.get("PE_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+RESOLVE = os.path.join(BUILD, "tests", "atproto-resolve")
+
+ALICE = ("alice.test", "alice-password-1")
+BOB = ("bob.test", "bob-password-1")
+
+
+@pytest.fixture(scope="module")
+def pds(tmp_path_factory):
+    p = Pds(str(tmp_path_factory.mktemp("pds")), [ALICE, BOB])
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def dns():
+    d = DnsTxt()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def fake():
+    f = FakeHttp()
+    yield f
+    f.close()
+
+
+def resolve(pds, dns, what, *opts, hosts=(), plc=None, step="all"):
+    """Run the resolver helper (lib/auth/atproto-resolve.c) against the
+    loopback PDS: every handle in hosts (plus alice.test and bob.test)
+    reaches port 80 of the PDS, or of what hosts maps it to."""
+    conn = {h: pds.port for h in ("alice.test", "bob.test")}
+    conn.update(dict(hosts))
+    args = [RESOLVE, "--allow-http", "--plc", plc or pds.plc, "--dns", dns.addr,
+            "--timeout-ms", "3000", "--step", step]
+    for h, port in conn.items():
+        args += ["--connect-to", f"{h}:80:127.0.0.1:{port}"]
+    p = subprocess.run([*args, *opts, what], capture_output=True, text=True, timeout=60)
+    assert p.returncode in (0, 1), p.stderr
+    return p.returncode, json.loads(p.stdout)
+
+
+def test_pds_account_handle_and_did_document(pds):
+    alice = pds.accounts["alice.test"]
+    assert alice["did"].startswith("did:plc:")
+    # The account exists in the PDS's repository store.
+    status, body = pds.get(f"{pds.pds}/xrpc/com.atproto.repo.describeRepo?repo="
+                           + urllib.parse.quote(alice["did"]))
+    assert status == 200 and json.loads(body)["handle"] == "alice.test"
+    # Its handle resolves to its DID the way https://alice.test would.
+    status, body = pds.get(f"{pds.pds}/.well-known/atproto-did", host="alice.test")
+    assert (status, body.strip()) == (200, alice["did"])
+    # Its DID document, from the PLC directory, names this PDS and handle.
+    status, body = pds.get(f"{pds.plc}/{alice['did']}")
+    doc = json.loads(body)
+    assert doc["id"] == alice["did"]
+    assert "at://alice.test" in doc["alsoKnownAs"]
+    svc = [s for s in doc["service"] if s["id"] == "#atproto_pds"]
+    assert svc and svc[0]["type"] == "AtprotoPersonalDataServer"
+    assert svc[0]["serviceEndpoint"] == pds.pds
+    # Bob is another DID; a handle nobody has is not found.
+    assert pds.accounts["bob.test"]["did"] != alice["did"]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        pds.get(f"{pds.pds}/.well-known/atproto-did", host="nobody.test")
+    assert e.value.code == 404
+
+
+def test_resolve_handle_to_did_document_and_pds(pds, dns):
+    alice = pds.accounts["alice.test"]
+    # No TXT record: the resolver falls back to /.well-known/atproto-did.
+    rc, got = resolve(pds, dns, "Alice.Test")
+    assert rc == 0, got
+    assert got == {"did": alice["did"], "handle": "alice.test", "pds": pds.pds}
+    # From the DID, the handle its document claims is checked back.
+    rc, got = resolve(pds, dns, alice["did"])
+    assert (rc, got) == (0, {"did": alice["did"], "handle": "alice.test", "pds": pds.pds})
+
+
+def test_resolve_handle_through_dns_txt(pds, dns):
+    bob = pds.accounts["bob.test"]
+    dns.records["_atproto.bob.test"] = ["v=spf1 -all", f"did={bob['did']}"]
+    # bob.test's HTTPS host is unreachable (port 9 of loopback: nothing
+    # listens): only the TXT record can name the DID.
+    rc, got = resolve(pds, dns, "bob.test", hosts={"bob.test": 9})
+    assert (rc, got) == (0, {"did": bob["did"], "handle": "bob.test", "pds": pds.pds})
+    # Two TXT records naming different DIDs: refused, not guessed.
+    dns.records["_atproto.bob.test"].append(f"did={pds.accounts['alice.test']['did']}")
+    rc, got = resolve(pds, dns, "bob.test", step="handle")
+    assert rc == 1 and got["error"] == "EREMOTE" and "two different DIDs" in got["message"]
+
+
+def test_resolve_refuses_a_handle_its_did_does_not_name(pds, dns):
+    # mallory.test's TXT record claims Alice's DID; Alice's document does
+    # not name mallory.test, so mallory.test is not Alice.
+    dns.records["_atproto.mallory.test"] = [f"did={pds.accounts['alice.test']['did']}"]
+    rc, got = resolve(pds, dns, "mallory.test")
+    assert rc == 1 and got["error"] == "EREMOTE", got
+    assert "does not name it back" in got["message"]
+
+
+@pytest.mark.parametrize("bad", ["alice", "-alice.test", "alice..test", "alice.123",
+                                 "al ice.test", "a" * 64 + ".test", "did:key:z6Mk",
+                                 "did:plc:short", "did:web:exa%2Fmple.com"])
+def test_resolve_refuses_malformed_names_before_any_request(pds, dns, fake, bad):
+    # Every host reaches the fake server, which would answer a valid DID:
+    # a request for a malformed name would succeed.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["alice.test"]["did"], 0)
+    rc, got = resolve(pds, dns, bad, "--connect-to", f"::127.0.0.1:{fake.port}")
+    assert rc == 1 and got["error"] == "EINVAL", got
+
+
+def test_resolve_refuses_garbage_slow_and_oversized_answers(pds, dns, fake):
+    hosts = {"carol.test": fake.port}
+    fake.routes["/.well-known/atproto-did"] = (200, "<html>hello</html>", 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "not a DID" in got["message"]
+    fake.routes["/.well-known/atproto-did"] = (200, "did:plc:" + "a" * 24 + "\n" * 4096, 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "larger than" in got["message"]
+    fake.routes["/.well-known/atproto-did"] = (302, "", 0)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "EREMOTE") and "status 302" in got["message"]
+    # Slower than the deadline (3 s): a timeout, not a hang.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["alice.test"]["did"], 20)
+    rc, got = resolve(pds, dns, "carol.test", hosts=hosts, step="handle")
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+
+
+def test_resolve_refuses_the_document_of_another_did(pds, dns, fake):
+    alice, bob = pds.accounts["alice.test"], pds.accounts["bob.test"]
+    # A PLC directory that answers Alice's real document when asked for Bob.
+    _, alice_doc = pds.get(f"{pds.plc}/{alice['did']}")
+    fake.routes[f"/{bob['did']}"] = (200, alice_doc, 0)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert rc == 1 and got["error"] == "EREMOTE", got
+    assert "document of another DID" in got["message"]
+    # The same directory answering Bob's own document is fine.
+    _, bob_doc = pds.get(f"{pds.plc}/{bob['did']}")
+    fake.routes[f"/{bob['did']}"] = (200, bob_doc, 0)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert rc == 0 and got["pds"] == pds.pds, got
+    # Garbage, a PDS endpoint that is not a URL, no PDS at all, slowness.
+    for body, error in [("{not json", "not a DID document"),
+                        (bob_doc.replace(pds.pds, "javascript:alert(1)"), "PDS endpoint"),
+                        (bob_doc.replace("AtprotoPersonalDataServer", "Other"), "names no PDS")]:
+        fake.routes[f"/{bob['did']}"] = (200, body, 0)
+        rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+        assert rc == 1 and error in got["message"], got
+    fake.routes[f"/{bob['did']}"] = (200, bob_doc, 20)
+    rc, got = resolve(pds, dns, bob["did"], plc=fake.url)
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+
+
+def test_resolve_did_web(pds, dns, fake):
+    # did:web:dave.test: its document at http://dave.test/.well-known/did.json
+    # (plain HTTP in this dev configuration) names the loopback PDS.
+    did = "did:web:dave.test"
+    doc = {"@context": ["https://www.w3.org/ns/did/v1"], "id": did,
+           "alsoKnownAs": ["at://dave.test"],
+           "service": [{"id": "#atproto_pds", "type": "AtprotoPersonalDataServer",
+                        "serviceEndpoint": pds.pds}]}
+    fake.routes["/.well-known/did.json"] = (200, json.dumps(doc), 0)
+    fake.routes["/.well-known/atproto-did"] = (200, did, 0)
+    rc, got = resolve(pds, dns, did, hosts={"dave.test": fake.port})
+    assert (rc, got) == (0, {"did": did, "handle": "dave.test", "pds": pds.pds})
+    # Its handle no longer points back: the DID resolves, the handle is
+    # marked invalid rather than trusted.
+    fake.routes["/.well-known/atproto-did"] = (200, pds.accounts["bob.test"]["did"], 0)
+    rc, got = resolve(pds, dns, did, hosts={"dave.test": fake.port})
+    assert (rc, got["handle"]) == (0, "handle.invalid")
+
+
+# ---- OAuth sign-in (lib/auth/atproto-oauth.c) ----
+
+LOGIN = os.path.join(BUILD, "tests", "atproto-login")
+SIGNIN = os.path.join(os.path.dirname(__file__), "..", "atproto", "signin.mjs")
+CHROMIUM = "/usr/bin/chromium"
+SCOPE = "atproto transition:generic"
+
+
+class Login:
+    """tests/helpers/atproto-login: one sign-in through the OAuth client;
+    .start is its first answer (authorize_url, did, pds, issuer)."""
+
+    def __init__(self, pds, handle, redirect):
+        args = [LOGIN, "--allow-http", "--plc", pds.plc, "--dns", "off",
+                "--redirect", redirect, "--scope", SCOPE,
+                "--connect-to", f"{handle}:80:127.0.0.1:{pds.port}", handle]
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.start = self._line()
+
+    def _line(self):
+        line = self.proc.stdout.readline()
+        assert line, "atproto-login exited"
+        return json.loads(line)
+
+    def ask(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self._line()
+
+    def close(self):
+        self.proc.stdin.close()
+        # 0: no crash, and under tests/run-sanitized no leak either.
+        assert self.proc.wait(timeout=30) == 0
+
+
+def sign_in_in_browser(url, password, redirect, follow=False):
+    """The user's part: the PDS's own sign-in page in headless chromium;
+    returns the redirect URL the PDS sent the browser to (with follow, also
+    the text of the page that URL showed: {"callback", "page"})."""
+    assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
+    env = dict(os.environ, PE_SIGNIN=json.dumps(
+        {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM,
+         "follow": follow}))
+    p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    return got if follow else got["callback"]
+
+
+def test_oauth_sign_in_with_a_handle_refresh_and_revoke(pds):
+    alice = pds.accounts["alice.test"]
+    redirect = "http://127.0.0.1:9/oauth/callback"
+    login = Login(pds, "alice.test", redirect)
+    try:
+        assert "error" not in login.start, login.start
+        assert login.start["did"] == alice["did"] and login.start["issuer"] == pds.pds
+        # The PAR went through: the URL carries only a request_uri.
+        url = login.start["authorize_url"]
+        assert url.startswith(f"{pds.pds}/oauth/authorize?") and "request_uri=" in url
+        assert "code_challenge" not in url and "state=" not in url
+        callback = sign_in_in_browser(url, alice["password"], redirect)
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(callback).query)
+        # A forged or misdirected redirect is refused and consumes nothing.
+        got = login.ask(f"callback-raw forged-state {q['iss'][0]} {q['code'][0]}")
+        assert "error" in got and "(state)" in got["message"], got
+        got = login.ask(f"callback-raw {q['state'][0]} http://evil.test {q['code'][0]}")
+        assert "error" in got and "another server" in got["message"], got
+        # The real one: DPoP-bound tokens for Alice's DID.
+        got = login.ask(f"callback {callback}")
+        assert got == {"ok": True, "sub": alice["did"], "scope": SCOPE, "has_refresh": True,
+                       "expires_in": got["expires_in"]}, got
+        assert q["code"][0] not in json.dumps(got)
+        # The access token works on Alice's PDS only with its DPoP key.
+        got = login.ask("get com.atproto.server.getSession")
+        assert got["status"] == 200, got
+        session = json.loads(got["body"])
+        assert (session["did"], session["handle"]) == (alice["did"], "alice.test")
+        # Refresh, then the new access token works too.
+        assert login.ask("refresh")["ok"]
+        assert login.ask("get com.atproto.server.getSession")["status"] == 200
+        # Revoked: the refresh token is dead.
+        assert login.ask("revoke") == {"ok": True}
+        got = login.ask("refresh")
+        assert "error" in got and "invalid_grant" in got["message"], got
+    finally:
+        login.close()
+
+
+def test_oauth_sign_in_refuses_an_unknown_handle_before_any_browser(pds):
+    login = Login(pds, "nobody.test", "http://127.0.0.1:9/oauth/callback")
+    try:
+        assert "error" in login.start and "nobody.test" in login.start["message"]
+    finally:
+        assert login.proc.wait(timeout=30) == 1
+
+
+# ---- the daemon: /oauth/login, /oauth/callback, /oauth/token (daemon/oauth.c) ----
+
+def post_json(url, body, raw=None):
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def post_json_auth(url, token):
+    req = urllib.request.Request(url, data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def jwt_claims(token):
+    import base64
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+@pytest.fixture
+def oauth_daemon(tmp_path, pds, dns):
+    from test_daemon import serving
+    # Handles resolve through the loopback DNS server's TXT records; DID
+    # documents through the loopback PLC; the dev PDS speaks plain HTTP.
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    with serving(tmp_path, extra=extra) as d:
+        yield d
+
+
+def test_daemon_sign_in_with_a_handle_gives_a_token_bound_to_the_did(pds, oauth_daemon):
+    d, alice = oauth_daemon, pds.accounts["alice.test"]
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+    assert st == 200, started
+    assert started["did"] == alice["did"] and started["url"].startswith(f"{pds.pds}/oauth/")
+    pickup = started["pickup"]
+    assert post_json(f"{d.url}/oauth/token", {"pickup": pickup}) == (202, {"status": "pending"})
+    # The user signs in on their PDS; the PDS sends the browser back to the
+    # daemon's own callback, which says who signed in and shows no token.
+    got = sign_in_in_browser(started["url"], alice["password"], f"{d.url}/oauth/callback",
+                             follow=True)
+    assert "Signed in as @alice.test" in got["page"], got
+    st, out = post_json(f"{d.url}/oauth/token", {"pickup": pickup})
+    assert st == 200 and (out["did"], out["handle"]) == (alice["did"], "alice.test"), out
+    assert out["token"] not in got["page"] and out["token"] not in got["callback"]
+    claims = jwt_claims(out["token"])
+    assert claims["did"] == alice["did"] and claims["scope"] == "api"
+    # Our token works on our API, as Alice.
+    st, _ = d.call("io.pocketenv.actor.getActorSandboxes", {"did": alice["did"]},
+                   token=out["token"])
+    assert st == 200
+    # The pickup works once.
+    assert post_json(f"{d.url}/oauth/token", {"pickup": pickup})[0] == 404
+    # The PDS session is kept sealed: no DPoP private key, no JSON in clear.
+    sealed_dir = os.path.join(d.data, "atproto")
+    files = os.listdir(sealed_dir)
+    assert len(files) == 1 and os.stat(sealed_dir).st_mode & 0o777 == 0o700
+    path = os.path.join(sealed_dir, files[0])
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    blob = open(path).read()
+    assert "PRIVATE KEY" not in blob and alice["did"] not in blob and "{" not in blob
+    # Nothing secret in the daemon's log.
+    assert out["token"] not in d.log_text() and pickup not in d.log_text()
+    # The sealed session opens again: logout restores it, revokes its
+    # refresh token at Alice's authorization server and forgets it.
+    assert post_json(f"{d.url}/oauth/logout", {})[0] == 401
+    st, _ = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+    assert st == 200, d.log_text()[-2000:]
+    assert os.listdir(sealed_dir) == []
+    assert "event=oauth-logout did=" + alice["did"] in d.log_text()
+    st, again = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+    assert st == 404 and again["error"] == "NotFound"
+
+
+def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
+    d = oauth_daemon
+    for body in [{}, {"handle": 7}, {"handle": "not a handle"}, {"handle": "a" * 300 + ".test"}]:
+        st, out = post_json(f"{d.url}/oauth/login", body)
+        assert st == 400 and out["error"] == "InvalidRequest", (body, out)
+    st, out = post_json(f"{d.url}/oauth/login", None, raw=b"{not json")
+    assert st == 400 and out["error"] == "InvalidRequest"
+    # A handle whose DID the directory does not know: a clear error, no
+    # sign-in left behind. (Its TXT record answers first, so nothing asks
+    # the host's resolver about nobody.test: the test stays on loopback.)
+    dns.records["_atproto.nobody.test"] = ["did=did:plc:" + "a" * 24]
+    st, out = post_json(f"{d.url}/oauth/login", {"handle": "nobody.test"})
+    assert st == 404 and out["error"] == "SignInFailed", out
+    assert "did:plc:" + "a" * 24 in out["message"]
+    assert post_json(f"{d.url}/oauth/token", {"pickup": "x" * 43})[0] == 404
+    assert post_json(f"{d.url}/oauth/token", {})[0] == 404
+    # A callback nobody started, or a forged state for a real sign-in.
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": "bob.test"})
+    assert st == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{d.url}/oauth/callback?state=forged&iss=x&code=y", timeout=30)
+    assert e.value.code == 400
+    assert post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})[0] == 202
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(f"{d.url}/oauth/nothing", timeout=30)
+    assert e.value.code == 404
+
+
+def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_daemon, tmp_path):
+    from conftest import BIN
+    d, bob = oauth_daemon, pds.accounts["bob.test"]
+    home = tmp_path / "home"
+    home.mkdir()
+    # No DISPLAY, no BROWSER: the URL is printed for the user to open.
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY",
+                                                             "BROWSER", "POCKETENV_TOKEN")}
+    env.update(HOME=str(home), POCKETENV_API_URL=d.url, NO_COLOR="1")
+    p = subprocess.Popen([BIN, "login", "bob.test"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = None
+        while url is None:
+            line = p.stdout.readline()
+            assert line, p.stderr.read()
+            if line.strip().startswith(pds.pds):
+                url = line.strip()
+        got = sign_in_in_browser(url, bob["password"], f"{d.url}/oauth/callback", follow=True)
+        assert "Signed in as @bob.test" in got["page"]
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, err
+    assert f"Logged in as @bob.test ({bob['did']})" in out
+    token = json.loads((home / ".pocketenv" / "token.json").read_text())["token"]
+    assert token not in out + err
+    assert jwt_claims(token)["did"] == bob["did"]
+    who = subprocess.run([BIN, "whoami", "--json"], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert who.returncode == 0 and json.loads(who.stdout)["did"] == bob["did"], who.stderr
