@@ -537,7 +537,8 @@ def test_snapshot_tools(daemon):
     text = call("sandbox_fork", {"sandbox": "mcpsnap", "count": 2})
     st, out = d.call("io.pocketenv.sandbox.getSnapshots")
     for s in out["snapshots"]:
-        assert d.call("io.pocketenv.sandbox.deleteSnapshot", {"id": s["id"]}, post=True)[0] == 200
+        assert d.call("io.pocketenv.sandbox.deleteSnapshot", {"id": s["id"]}, post=True,
+                      timeout=120)[0] == 200
     st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
     forks = [x for x in out["sandboxes"] if x["name"].startswith("mcpsnap-")]
     assert len(forks) == 2 and all(x["id"] in text for x in forks), text

@@ -31,7 +31,7 @@ def daemon(tmp_path_factory):
         for tok in [d.token] + list(getattr(d, "others", [])):
             st, out = d.call(SB + "getSnapshots", token=tok)
             for s in (out or {}).get("snapshots", []):
-                d.call(SB + "deleteSnapshot", {"id": s["id"]}, token=tok, post=True)
+                d.call(SB + "deleteSnapshot", {"id": s["id"]}, token=tok, post=True, timeout=BTRFS_WAIT_S)
         left = snapshot_layers(d)
         for layer in left:  # so that a failed test leaves nothing behind
             subprocess.run([BIN, "--data", d.data, "runtime", "snapshot-rm", layer])
@@ -45,7 +45,13 @@ def no_snapshot_left(daemon):
     yield
     st, out = daemon.call(SB + "getSnapshots")
     for s in (out or {}).get("snapshots", []):
-        daemon.call(SB + "deleteSnapshot", {"id": s["id"]}, post=True)
+        daemon.call(SB + "deleteSnapshot", {"id": s["id"]}, post=True, timeout=BTRFS_WAIT_S)
+
+
+# Snapshot calls take and drop btrfs subvolumes, which wait for a btrfs
+# transaction: 30 s was seen in CI while the cleaner dropped earlier tests'
+# layers. The calls answer; give them that long.
+BTRFS_WAIT_S = 120
 
 
 def snapshot_layers(d):
@@ -64,14 +70,14 @@ def snapshot_layers(d):
 
 
 def snap(d, ident, name, token="owner", **extra):
-    return d.call(SB + "createSnapshot", {"id": ident}, {"name": name, **extra}, token=token)
+    return d.call(SB + "createSnapshot", {"id": ident}, {"name": name, **extra}, token=token, timeout=BTRFS_WAIT_S)
 
 
 def delete_all(d, token="owner"):
     st, out = d.call(SB + "getSnapshots", token=token)
     assert st == 200, out
     for s in out["snapshots"]:
-        assert d.call(SB + "deleteSnapshot", {"id": s["id"]}, token=token, post=True)[0] == 200
+        assert d.call(SB + "deleteSnapshot", {"id": s["id"]}, token=token, post=True, timeout=BTRFS_WAIT_S)[0] == 200
 
 
 def test_create_list_inspect_delete(daemon):
@@ -97,9 +103,9 @@ def test_create_list_inspect_delete(daemon):
     assert d.sandbox("deleteSandbox", sid)[0] == 200
     st, out = d.call(SB + "getSnapshot", {"id": "first"})
     assert st == 200, out
-    assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True)[0] == 200
+    assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True, timeout=BTRFS_WAIT_S)[0] == 200
     assert d.call(SB + "getSnapshot", {"id": "first"})[0] == 404
-    assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True)[0] == 404
+    assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True, timeout=BTRFS_WAIT_S)[0] == 404
     assert snapshot_layers(d) == []
 
 
@@ -115,7 +121,7 @@ def test_another_user_cannot_see_use_or_delete(daemon):
     assert st == 200 and out["snapshots"] == []
     for key in (s["id"], "mine"):
         assert d.call(SB + "getSnapshot", {"id": key}, token=other)[0] == 404
-        assert d.call(SB + "deleteSnapshot", {"id": key}, token=other, post=True)[0] == 404
+        assert d.call(SB + "deleteSnapshot", {"id": key}, token=other, post=True, timeout=BTRFS_WAIT_S)[0] == 404
     # Nor snapshot the owner's sandbox.
     st, out = snap(d, sid, "theirs", token=other)
     assert st == 404, out
@@ -146,7 +152,7 @@ def test_retention_and_ttl_evict(daemon):
     assert st == 200, out
     wait_for(lambda: d.call(SB + "getSnapshot", {"id": "short"})[0] == 404, 20,
              "the snapshot to expire")
-    wait_for(lambda: snapshot_layers(d) == [], 10, "the expired snapshot's layer to go")
+    wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "the expired snapshot's layer to go")
 
 
 def test_bad_input(daemon):
@@ -214,7 +220,7 @@ def test_authz_matrix(daemon):
             for st, out, w in [
                 (*snap(d, ident, "stolen", token=tok), (404, "SandboxNotFound")),
                 (*d.call(SB + "getSnapshot", {"id": key}, token=tok), (404, "SnapshotNotFound")),
-                (*d.call(SB + "deleteSnapshot", {"id": key}, token=tok, post=True),
+                (*d.call(SB + "deleteSnapshot", {"id": key}, token=tok, post=True, timeout=BTRFS_WAIT_S),
                  (404, "SnapshotNotFound")),
                 (*fork(d, ident, 1, token=tok), (404, "SandboxNotFound")),
                 (*d.call(SB + "createSandbox", body={"base": "snapshot:" + key, "name": "x"},
@@ -285,7 +291,7 @@ def test_cli_create_from_snapshot(daemon):
 
 
 def fork(d, ident, count, token="owner"):
-    return d.call(SB + "forkSandbox", {"id": ident}, {"count": count}, token=token)
+    return d.call(SB + "forkSandbox", {"id": ident}, {"count": count}, token=token, timeout=BTRFS_WAIT_S)
 
 
 def test_fork_ten_diverge(daemon):
