@@ -371,6 +371,16 @@ def image_dir(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def template_images(tmp_path_factory):
+    """The template images every test file's daemons share
+    ($PE_TEMPLATE_CACHE, else one directory per run): each template is
+    built at most once per run, by the first test that asks for it."""
+    path = os.environ.get("PE_TEMPLATE_CACHE") or str(tmp_path_factory.mktemp("template-images"))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
 @pytest.fixture
 def pe(tmp_path, image_dir):
     data = str(tmp_path / "data")

@@ -324,6 +324,20 @@ def test_sdk_watch_dir_recursive(daemon):
     assert out["newSeen"] is True and out["seen"] is True, out
 
 
+def open_watch(daemon, sid, request):
+    """A WatchDir stream on sid, past its start message: (connection, response)."""
+    body = json.dumps(request).encode()
+    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
+         "X-Access-Token": daemon.token}
+    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
+    c.request("POST", "/filesystem.Filesystem/WatchDir",
+              struct.pack(">BI", 0, len(body)) + body, h)
+    r = c.getresponse()
+    assert r.status == 200
+    assert read_envelope(r)[1] == {"start": {}}
+    return c, r
+
+
 def test_recursive_watch_follows_no_symlink(daemon, tmp_path):
     """A recursive watch walks the directories under it, never a symlink:
     one that points at a host directory leads nowhere."""
@@ -334,21 +348,11 @@ def test_recursive_watch_follows_no_symlink(daemon, tmp_path):
                                                      f"ln -s {host_dir} /tmp/rw/link && "
                                                      "ln -s / /tmp/rw/root"})
     assert st == 200 and ex["exitCode"] == 0, ex
-    body = json.dumps({"path": "/tmp/rw", "recursive": True}).encode()
-    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
-         "X-Access-Token": daemon.token}
-    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
-    c.request("POST", "/filesystem.Filesystem/WatchDir",
-              struct.pack(">BI", 0, len(body)) + body, h)
-    r = c.getresponse()
-    assert r.status == 200
-    flags, n = struct.unpack(">BI", r.read(5))
-    assert json.loads(r.read(n)) == {"start": {}}
+    c, r = open_watch(daemon, sid, {"path": "/tmp/rw", "recursive": True})
     (host_dir / "from-host").write_text("x")
     st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/in-sandbox /tmp/rw/sub/x"})
     assert st == 200
-    flags, n = struct.unpack(">BI", r.read(5))
-    assert json.loads(r.read(n)) == {"filesystem": {"name": "sub/x", "type": 1}}
+    assert read_envelope(r)[1] == {"filesystem": {"name": "sub/x", "type": 1}}
     c.close()
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
@@ -362,23 +366,13 @@ def test_watch_stays_inside_the_sandbox(daemon, tmp_path):
     st, ex = daemon.sandbox("exec", sid, {"command": f"ln -s {host_dir} /tmp/link && "
                                                      f"mkdir -p {host_dir}"})
     assert st == 200 and ex["exitCode"] == 0, ex
-    body = json.dumps({"path": "/tmp/link"}).encode()
-    h = {"Content-Type": "application/connect+json", "E2b-Sandbox-Id": sid,
-         "X-Access-Token": daemon.token}
-    c = http.client.HTTPConnection("127.0.0.1", daemon.port, timeout=30)
-    c.request("POST", "/filesystem.Filesystem/WatchDir",
-              struct.pack(">BI", 0, len(body)) + body, h)
-    r = c.getresponse()
-    assert r.status == 200
-    flags, n = struct.unpack(">BI", r.read(5))
-    assert json.loads(r.read(n)) == {"start": {}}
+    c, r = open_watch(daemon, sid, {"path": "/tmp/link"})
     # A file made on the host's directory is not an event; one made in the
     # sandbox's directory of that name is.
     (host_dir / "from-host").write_text("x")
     st, _ = daemon.sandbox("exec", sid, {"command": f"touch {host_dir}/from-sandbox"})
     assert st == 200
-    flags, n = struct.unpack(">BI", r.read(5))
-    assert json.loads(r.read(n)) == {"filesystem": {"name": "from-sandbox", "type": 1}}
+    assert read_envelope(r)[1] == {"filesystem": {"name": "from-sandbox", "type": 1}}
     c.close()
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
@@ -600,21 +594,18 @@ def python_built(images):
 
 
 @pytest.fixture(scope="module")
-def py_daemon(tmp_path_factory):
-    """A daemon whose images hold the python template: the shared
-    $PE_TEMPLATE_CACHE's (test_templates.py's) if it is built with
-    matplotlib, else built here on the cache's Debian layer."""
-    cache = os.environ.get("PE_TEMPLATE_CACHE")
-    images = cache
-    if not cache or not python_built(cache):
-        images = str(tmp_path_factory.mktemp("py-images"))
-        for layer in ("debian", "busybox"):  # read-only lowerdirs: hard links
-            if cache and os.path.exists(os.path.join(cache, layer, "image.json")):
-                subprocess.run(["cp", "-al", os.path.join(cache, layer), images], check=True)
-        r = subprocess.run([BIN, "--data", images + ".data", "image", "build", "python"],
+def py_daemon(tmp_path_factory, template_images):
+    """A daemon whose images hold the python template with matplotlib: the
+    run's shared template images (test_templates.py's), where it is built
+    once for both files."""
+    images = template_images
+    if not python_built(images):
+        shutil.rmtree(os.path.join(images, "python"), ignore_errors=True)  # built before matplotlib
+        r = subprocess.run([BIN, "--data", images.rstrip("/") + ".data", "image", "build", "python"],
                            env=dict(os.environ, POCKETENV_IMAGES=images), capture_output=True,
                            text=True, timeout=1800)
         assert r.returncode == 0, r.stderr
+        assert python_built(images), "the python template has no " + ", ".join(PYTHON_PACKAGES)
     with serving(tmp_path_factory.mktemp("e2b-py"), env={"POCKETENV_IMAGES": images}) as d:
         yield d
 

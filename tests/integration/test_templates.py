@@ -38,14 +38,6 @@ def sh(*cmd):
     subprocess.run(cmd, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="session")
-def template_images(tmp_path_factory):
-    """The image directory every template test's daemon shares."""
-    path = os.environ.get("PE_TEMPLATE_CACHE") or str(tmp_path_factory.mktemp("template-images"))
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 @pytest.fixture(scope="module")
 def double(tmp_path_factory):
     """The model API double in a namespace of its own: yields the path of
