@@ -1005,18 +1005,17 @@ static int k8_tar_in(pe_provider *p, const char *id, const char *dir, const void
     while ((rc = archive_read_next_header(a, &e)) == ARCHIVE_OK) {
         const char *name = archive_entry_pathname(e), *link = archive_entry_hardlink(e);
         unsigned type = archive_entry_filetype(e);
-        if (!tar_name_ok(name) || (link && !tar_name_ok(link))) {
+        int r = 0;
+        if (!tar_name_ok(name) || (link && !tar_name_ok(link)))
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           NAME ": tar entry '%s': names must be relative, no '..'",
+                           name ? name : "");
+        else if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           NAME ": tar entry '%s': not a file, directory or link", name);
+        if (r < 0) { /* the entry's strings live as long as the archive */
             archive_read_free(a);
-            return pe_err_set(err, PE_EINVAL, 0,
-                              NAME ": tar entry '%s': names must be relative, no '..'",
-                              name ? name : "");
-        }
-        if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK) {
-            archive_read_free(a);
-            return pe_err_set(err, PE_EINVAL, 0,
-                              NAME ": tar entry '%s': not a file, directory "
-                                   "or link",
-                              name);
+            return -1;
         }
     }
     archive_read_free(a);

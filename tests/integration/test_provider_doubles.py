@@ -551,14 +551,16 @@ def key_auth(double, value):
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
             "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
-            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes"}[double.name]
+            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes",
+            "kubernetes": "/api/v1/namespaces/default/pods"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
             "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
             "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"}),
-            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"})}[double.name]
+            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"}),
+            "kubernetes": (401, {"kind": "Status", "reason": "Unauthorized", "code": 401})}[double.name]
     wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
     wrong += (double.key,) if double.name not in KEY_HEADER else ()
     for auth in wrong:
@@ -580,12 +582,14 @@ def test_double_answers_bad_input_in_the_providers_shape(double):
            "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
                                                           **key_auth(double, f"Bearer {double.key}")}),
            "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js),
-           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js)}[double.name]
+           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js),
+           "kubernetes": ("POST", "/api/v1/namespaces/default/pods", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
              "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
              "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"],
-             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"]}
+             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"],
+             "kubernetes": lambda b: b["kind"] == "Status" and b["code"] and b["message"]}
     status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
     status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))
