@@ -30,7 +30,7 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
         "e2b": "e2b", "runloop": "@runloop/api-client",
-        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core"}
+        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core", "kubernetes": "@kubernetes/client-node"}
 
 
 def node_version():
@@ -338,6 +338,30 @@ def test_blaxel_sdk_lifecycle():
                      ("DELETE", "delete", 200), ("GET", "get", 404), ("GET", "get", 401)]:
             assert want in seen, want
         assert [r for r in d.seen("get") if r["status"] == 401][0]["authorized"] is False
+
+
+def test_kubernetes_sdk_lifecycle():
+    """@kubernetes/client-node through a kubeconfig: it creates a pod, its
+    watch sees it added, running and deleted, it execs into it (exit code
+    from the status channel, stdin closed with v5's close message, a TTY)
+    and deletes it; a wrong token is 401. The double runs the commands for
+    real (the pod's environment reaches them)."""
+    with start("kubernetes") as d:
+        got = run_node("kubernetes", d, "kubernetes.mjs")
+        assert got["created"] == {"name": "sdk-pod", "phase": "Pending"} and got["read"] == "Running"
+        assert got["exec"] == {"status": "Failure", "exitCode": 3, "stdout": "hi\nfrom-env\n", "stderr": "oops\n"}
+        assert got["ok"] == {"status": "Success", "exitCode": 0, "stdout": "fine\n", "stderr": ""}
+        assert got["stdin"]["stdout"] == "from stdin" and got["stdin"]["exitCode"] == 0
+        assert got["tty"]["exitCode"] == 5 and "typed\r\n" in got["tty"]["stdout"]
+        assert [e[0] for e in got["events"]] == ["ADDED", "MODIFIED", "DELETED"]
+        assert got["events"][1][2] == "Running"
+        assert got["afterDelete"] == 404 and got["badKey"] == 401
+        assert d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "create", 201), ("GET", "exec", 101), ("DELETE", "delete", 200),
+                     ("GET", "get", 404), ("GET", "list", 401)]:
+            assert want in seen, want
+        assert len(d.seen("exec")) == 4 and d.seen("watch")
 
 
 def test_cloudflare_bridge_contract():
