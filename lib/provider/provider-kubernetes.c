@@ -7,6 +7,9 @@
  * annotation, the Pod's manifest. stop deletes the Pod and keeps the
  * record; start makes the Pod again from it. So the filesystem does not
  * survive a stop (no PE_CAP_STOP): what must last belongs in a volume.
+ * Where the cluster serves agent-sandbox (agents.x-k8s.io), create makes a
+ * Sandbox instead, whose controller runs the Pod; stop and start are its
+ * replicas (below).
  *
  * exec, terminals and files go through the Pod's `exec` subresource over
  * a WebSocket (the v5.channel.k8s.io protocol, or v4 without stdin's
@@ -37,6 +40,8 @@
 #define DEFAULT_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 #define POD_ANNOTATION "pocketenv.dev/pod"
 #define MANAGED_LABEL "app.kubernetes.io/managed-by"
+#define AGENTS_GROUP "agents.x-k8s.io"
+#define CRD_PREFIX "ps" /* ids of Sandbox-backed sandboxes; Pod-backed ones are pe-... */
 /* Exit codes our file scripts use for "no such path" and "wrong kind". */
 #define EXIT_NOENT 44
 #define EXIT_KIND 45
@@ -183,9 +188,9 @@ static int k8_call(pe_provider *p, const char *method, const char *kind, const c
     return r;
 }
 
-/* A DNS-1123 name from ours: pe-NAME-xxxxxxxx (unique, so a name in use
- * by another sandbox or a stopped one's record never collides). */
-static char *make_id(const char *name)
+/* A DNS-1123 name from ours: PREFIX-NAME-xxxxxxxx (unique, so a name in
+ * use by another sandbox or a stopped one's record never collides). */
+static char *make_id(const char *prefix, const char *name)
 {
     char base[41] = "", *id;
     size_t n = 0;
@@ -201,8 +206,8 @@ static char *make_id(const char *name)
     while (n && base[n - 1] == '-')
         base[--n] = '\0';
     randombytes_buf(rnd, sizeof(rnd));
-    id =
-        pe_xasprintf("pe-%s%s%02x%02x%02x%02x", base, n ? "-" : "", rnd[0], rnd[1], rnd[2], rnd[3]);
+    id = pe_xasprintf("%s-%s%s%02x%02x%02x%02x", prefix, base, n ? "-" : "", rnd[0], rnd[1], rnd[2],
+                      rnd[3]);
     return id;
 }
 
@@ -288,12 +293,116 @@ static int probe_running(pe_provider *p, const char *id, void *ud, pe_err *err)
     return r;
 }
 
+/* ---- agent-sandbox (agents.x-k8s.io) ---- */
+
+/* Where the cluster serves the agent-sandbox API, a sandbox is a Sandbox
+ * whose controller runs its Pod (named as the Sandbox): stop and start
+ * are its spec.replicas (0 or 1), which keeps the Sandbox and its volume
+ * claims. Its id says which kind it is, so no call has to look. */
+static bool is_crd(const char *id)
+{
+    return strncmp(id, CRD_PREFIX "-", sizeof(CRD_PREFIX)) == 0;
+}
+
+/* The group/version of agents.x-k8s.io the cluster prefers (malloc'd), or
+ * NULL (and no error) when it does not serve the group. */
+static int discover(pe_provider *p, char **gv, pe_err *err)
+{
+    char *url = pe__provider_url(p, "/apis/" AGENTS_GROUP);
+    json_t *g = NULL, *v;
+    const char *s;
+    int r = pe__provider_json_call(p, "GET", url, NULL, NULL, true, JSON_OBJECT, &g,
+                                   "discover the agent-sandbox API", err);
+
+    free(url);
+    *gv = NULL;
+    if (r < 0) {
+        if (err->code != PE_ENOENT)
+            return -1;
+        pe_err_clear(err);
+        return 0;
+    }
+    v = json_object_get(g, "preferredVersion");
+    if (v == NULL)
+        v = json_array_get(json_object_get(g, "versions"), 0);
+    s = json_string_value(json_object_get(v, "groupVersion"));
+    if (s && strncmp(s, AGENTS_GROUP "/", sizeof(AGENTS_GROUP)) == 0 && s[sizeof(AGENTS_GROUP)])
+        *gv = pe_xstrdup(s);
+    json_decref(g);
+    return 0;
+}
+
+/* One call on a Sandbox (name NULL: the collection); patch: body is a
+ * JSON merge patch. */
+static int sandbox_call(pe_provider *p, const char *gv, const char *method, const char *name,
+                        json_t *body, bool idempotent, bool patch, const char *what, pe_err *err)
+{
+    k8 *k = p->impl;
+    char *ens = pe__url_escape(k->ns), *en = name ? pe__url_escape(name) : NULL;
+    char *url = pe__provider_url(p, "/apis/%s/namespaces/%s/sandboxes%s%s", gv, ens, en ? "/" : "",
+                                 en ? en : "");
+    pe__preq rq = {.method = method,
+                   .url = url,
+                   .idempotent = idempotent,
+                   .content_type = patch ? "application/merge-patch+json" : NULL};
+    json_t *ans = NULL;
+    int r = pe__provider_json_req(p, &rq, body, JSON_OBJECT, &ans, what, err);
+
+    json_decref(ans);
+    free(url);
+    free(ens);
+    free(en);
+    return r;
+}
+
+/* The group/version for a Sandbox-backed id (the cluster must still serve it). */
+static int crd_version(pe_provider *p, const char *id, char **gv, pe_err *err)
+{
+    if (discover(p, gv, err) < 0)
+        return -1;
+    if (*gv == NULL)
+        return pe_err_set(err, PE_EREMOTE, 0,
+                          NAME ": sandbox %s is an agent-sandbox Sandbox, but the cluster no "
+                               "longer serves " AGENTS_GROUP,
+                          id);
+    return 0;
+}
+
+static int set_replicas(pe_provider *p, const char *id, int n, const char *what, pe_err *err)
+{
+    json_t *patch = json_pack("{s:{s:i}}", "spec", "replicas", n);
+    char *gv = NULL;
+    int r = crd_version(p, id, &gv, err);
+
+    if (r == 0)
+        r = sandbox_call(p, gv, "PATCH", id, patch, true, true, what, err);
+    json_decref(patch);
+    free(gv);
+    return r;
+}
+
+static json_t *sandbox_manifest(const char *gv, const char *id, json_t *pod)
+{
+    json_t *labels = json_object_get(json_object_get(pod, "metadata"), "labels");
+
+    return json_pack("{s:s, s:s, s:{s:s, s:O}, s:{s:{s:{s:O}, s:O}, s:i}}", "apiVersion", gv,
+                     "kind", "Sandbox", "metadata", "name", id, "labels", labels, "spec",
+                     "podTemplate", "metadata", "labels", labels, "spec",
+                     json_object_get(pod, "spec"), "replicas", 1);
+}
+
 static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
 {
-    char *sid = make_id(spec->name), *podtext;
+    char *sid, *podtext, *gv = NULL;
     json_t *env = json_object(), *pod, *rec;
     pe_err ignored;
     int r;
+
+    if (discover(p, &gv, err) < 0) {
+        json_decref(env);
+        return -1;
+    }
+    sid = make_id(gv ? CRD_PREFIX : "pe", spec->name);
 
     for (char *const *e = spec->env; e && *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -301,6 +410,7 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         if (eq == NULL || !env_name_ok(*e, (size_t)(eq - *e))) {
             json_decref(env);
             free(sid);
+            free(gv);
             return pe_err_set(err, PE_EINVAL, 0,
                               NAME ": create a sandbox: environment names are letters, digits, "
                                    "'-', '_' and '.'");
@@ -318,12 +428,18 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     r = k8_call(p, "POST", "secrets", NULL, rec, false, NULL, "create a sandbox's record", err);
     json_decref(rec);
     if (r == 0) {
-        r = k8_call(p, "POST", "pods", NULL, pod, false, NULL, "create a sandbox", err);
+        if (gv) {
+            json_t *sbx = sandbox_manifest(gv, sid, pod);
+            r = sandbox_call(p, gv, "POST", NULL, sbx, false, false, "create a sandbox", err);
+            json_decref(sbx);
+        } else
+            r = k8_call(p, "POST", "pods", NULL, pod, false, NULL, "create a sandbox", err);
         if (r < 0) /* the record alone is a leak too */
             k8_call(p, "DELETE", "secrets", sid, NULL, true, NULL, "delete a sandbox's record",
                     &ignored);
     }
     json_decref(pod);
+    free(gv);
     if (r < 0) {
         free(sid);
         return -1;
@@ -353,7 +469,14 @@ static int no_sandbox(pe_provider *p, const char *id, pe_err *err)
 
 static int k8_stop(pe_provider *p, const char *id, pe_err *err)
 {
-    int r = k8_call(p, "DELETE", "pods", id, NULL, true, NULL, "stop a sandbox", err);
+    int r;
+
+    if (is_crd(id)) {
+        if (set_replicas(p, id, 0, "stop a sandbox", err) < 0)
+            return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+        return pe__provider_poll(p, id, "stopped", probe_gone, NULL, err);
+    }
+    r = k8_call(p, "DELETE", "pods", id, NULL, true, NULL, "stop a sandbox", err);
 
     if (r < 0 && err->code == PE_ENOENT) { /* stopped already, if its record is there */
         pe_err_clear(err);
@@ -373,6 +496,11 @@ static int k8_start(pe_provider *p, const char *id, pe_err *err)
     const char *text;
     int r;
 
+    if (is_crd(id)) {
+        if (set_replicas(p, id, 1, "start a sandbox", err) < 0)
+            return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+        return pe__provider_poll(p, id, "running", probe_running, NULL, err);
+    }
     if (k8_call(p, "GET", "secrets", id, NULL, true, &rec, "start a sandbox", err) < 0)
         return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
     text = json_string_value(json_object_get(
@@ -395,7 +523,16 @@ static int k8_start(pe_provider *p, const char *id, pe_err *err)
 
 static int k8_remove(pe_provider *p, const char *id, pe_err *err)
 {
-    int pod = k8_call(p, "DELETE", "pods", id, NULL, true, NULL, "remove a sandbox", err);
+    int pod;
+
+    if (is_crd(id)) { /* the Sandbox first: its controller would make the Pod again */
+        char *gv = NULL;
+        if (crd_version(p, id, &gv, err) < 0)
+            return -1;
+        pod = sandbox_call(p, gv, "DELETE", id, NULL, true, false, "remove a sandbox", err);
+        free(gv);
+    } else
+        pod = k8_call(p, "DELETE", "pods", id, NULL, true, NULL, "remove a sandbox", err);
 
     if (pod < 0 && err->code != PE_ENOENT)
         return -1;

@@ -6,8 +6,11 @@ directory of its own holding a busybox root (busybox-static's applets),
 and every exec runs chrooted into it (so it needs root, as the test suite
 runs). Absolute paths a test writes (/workspace/...) stay inside it.
 
-Implemented: `GET /version`, `/api`, `/apis` (no groups: the
-agent-sandbox CRDs are absent); Pods: `POST/GET` (list; `watch=true`
+Implemented: `GET /version`, `/api`, `/apis` (no groups, unless
+`agent_sandbox=True`: then `agents.x-k8s.io/v1alpha1` is discovered and
+its `Sandbox` served: create, get, merge-patch of `spec.replicas` 0/1,
+delete, with the controller's part done at once: a Pod named as the
+Sandbox, from `spec.podTemplate`, while replicas is 1); Pods: `POST/GET` (list; `watch=true`
 streams ADDED/MODIFIED/DELETED events as JSON lines), `GET/DELETE` one (a
 Pod is `Pending` on create and `Running` with a ready container 0.1 s
 later; delete removes it at once and kills its processes); Secrets:
@@ -24,12 +27,13 @@ or, when the double serves TLS with a client CA (`tls=`), a verified
 client certificate.
 
 Not implemented: any other resource or group (Services, ConfigMaps,
-CRDs), label/field selectors, resourceVersion semantics beyond a counter,
+SandboxTemplate, SandboxClaim, SandboxWarmPool, volume claims), label/field selectors, resourceVersion semantics beyond a counter,
 attach, port-forward, logs, patch/update, namespaces as objects.
 
 Routes: `version`, `discovery`, `create`, `list`, `watch`, `get`,
 `delete`, `exec`, `preview`, `record.create`, `record.get`,
-`record.delete`.
+`record.delete`; with agent-sandbox `discovery:agents`, `sandbox.create`,
+`sandbox.get`, `sandbox.patch`, `sandbox.delete`.
 """
 import asyncio
 import base64
@@ -51,6 +55,9 @@ from ._core import Double, Dropped, Output, Sandbox, iso
 
 BUSYBOX = "/usr/bin/busybox"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+AGENTS_GROUP = {"kind": "APIGroup", "apiVersion": "v1", "name": "agents.x-k8s.io",
+                "versions": [{"groupVersion": "agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}],
+                "preferredVersion": {"groupVersion": "agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 
 _applets = None
@@ -129,8 +136,10 @@ def status_obj(code, reason, message, **extra):
 class KubernetesDouble(Double):
     name = "kubernetes"
 
-    def __init__(self, key=None, tls=None):
+    def __init__(self, key=None, tls=None, agent_sandbox=False):
         super().__init__(key=key)
+        self.agent_sandbox = agent_sandbox  # serve agents.x-k8s.io/v1alpha1 Sandboxes
+        self.agent_sandboxes = {}  # (ns, name) -> Sandbox
         self.secrets = {}  # (ns, name) -> Secret
         self.watchers = []  # (ns, asyncio.Queue)
         self.rv = 1
@@ -179,6 +188,13 @@ class KubernetesDouble(Double):
         r.add_get(ns + "/pods/{name}", self.get, name="get")
         r.add_delete(ns + "/pods/{name}", self.delete, name="delete")
         r.add_route("*", ns + "/pods/{name}/exec", self.exec_, name="exec")
+        if self.agent_sandbox:
+            r.add_get("/apis/agents.x-k8s.io", self.agents_group, name="discovery:agents")
+            sb = "/apis/agents.x-k8s.io/v1alpha1/namespaces/{ns}/sandboxes"
+            r.add_post(sb, self.sandbox_create, name="sandbox.create")
+            r.add_get(sb + "/{name}", self.sandbox_get, name="sandbox.get")
+            r.add_patch(sb + "/{name}", self.sandbox_patch, name="sandbox.patch")
+            r.add_delete(sb + "/{name}", self.sandbox_delete, name="sandbox.delete")
         r.add_post(ns + "/secrets", self.secret_create, name="record.create")
         r.add_get(ns + "/secrets/{name}", self.secret_get, name="record.get")
         r.add_delete(ns + "/secrets/{name}", self.secret_delete, name="record.delete")
@@ -212,7 +228,8 @@ class KubernetesDouble(Double):
                                   "serverAddressByClientCIDRs": []})
 
     async def apis(self, request):
-        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1", "groups": []})
+        return web.json_response({"kind": "APIGroupList", "apiVersion": "v1",
+                                  "groups": [AGENTS_GROUP] if self.agent_sandbox else []})
 
     # -- pods
     def pod_object(self, pod):
@@ -235,20 +252,27 @@ class KubernetesDouble(Double):
         body = await request.json()
         if not isinstance(body, dict):
             raise ValueError("a Pod is an object")
+        pod, failed = self.make_pod(ns, body)
+        if failed is not None:
+            return failed
+        return web.json_response(self.pod_object(pod), status=201)
+
+    def make_pod(self, ns, body):
+        """A Pod from its manifest: (pod, None), or (None, the error answer)."""
         meta = body.get("metadata") or {}
         name = meta.get("name")
         containers = (body.get("spec") or {}).get("containers")
         if not isinstance(name, str) or not name or not isinstance(containers, list) or not containers:
-            return self.error(request, 422, "Invalid", "Pod is invalid: metadata.name and spec.containers are required")
+            return None, self.error(None, 422, "Invalid", "Pod is invalid: metadata.name and spec.containers are required")
         if name in self.sandboxes:
-            return web.json_response(status_obj(409, "AlreadyExists", f'pods "{name}" already exists'), status=409)
+            return None, web.json_response(status_obj(409, "AlreadyExists", f'pods "{name}" already exists'), status=409)
         env = {}
         c0 = containers[0]
         for ref in c0.get("envFrom") or []:
             sname = (ref.get("secretRef") or {}).get("name")
             sec = self.secrets.get((ns, sname))
             if sec is None:  # the kubelet would wait (CreateContainerConfigError)
-                return self.error(request, 422, "Invalid", f'secret "{sname}" not found')
+                return None, self.error(None, 422, "Invalid", f'secret "{sname}" not found')
             env.update({k: base64.b64decode(v).decode() for k, v in (sec.get("data") or {}).items()})
         for e in c0.get("env") or []:
             env[e["name"]] = e.get("value", "")
@@ -265,7 +289,7 @@ class KubernetesDouble(Double):
                 pod.rv = self.next_rv()
                 self.notify(ns, "MODIFIED", self.pod_object(pod))
         asyncio.get_running_loop().call_later(0.1, running)
-        return web.json_response(self.pod_object(pod), status=201)
+        return pod, None
 
     async def list_or_watch(self, request):
         ns = request.match_info["ns"]
@@ -302,6 +326,9 @@ class KubernetesDouble(Double):
         pod = self.find(request)
         if pod is None:
             return self.not_found("pods", request.match_info["name"])
+        return web.json_response(self.remove_pod(pod))
+
+    def remove_pod(self, pod):
         pod.deleted = True
         obj = self.pod_object(pod)
         del self.sandboxes[pod.id]
@@ -309,7 +336,79 @@ class KubernetesDouble(Double):
             kill(p)
         shutil.rmtree(pod.root, ignore_errors=True)
         self.notify(pod.ns, "DELETED", obj)
-        return web.json_response(obj)
+        return obj
+
+    # -- agent-sandbox: the Sandbox resource and what its controller does
+    async def agents_group(self, request):
+        return web.json_response(AGENTS_GROUP)
+
+    def sandbox_pod(self, sbx):
+        """The controller: a Pod named as the Sandbox while replicas is 1."""
+        ns, name = sbx["metadata"]["namespace"], sbx["metadata"]["name"]
+        pod = self.sandboxes.get(name)
+        if sbx["spec"].get("replicas", 1) == 0:
+            if pod is not None:
+                self.remove_pod(pod)
+            return None
+        if pod is not None:
+            return None
+        tmpl = sbx["spec"].get("podTemplate") or {}
+        manifest = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": (tmpl.get("metadata") or {}).get("labels") or {},
+                                 "ownerReferences": [{"kind": "Sandbox", "name": name}]},
+                    "spec": tmpl.get("spec")}
+        _, failed = self.make_pod(ns, manifest)
+        return failed
+
+    async def sandbox_create(self, request):
+        ns = request.match_info["ns"]
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("spec"), dict):
+            raise ValueError("a Sandbox is an object with a spec")
+        name = (body.get("metadata") or {}).get("name")
+        if not isinstance(name, str) or not name or not (body["spec"].get("podTemplate") or {}).get("spec"):
+            return self.error(request, 422, "Invalid", "Sandbox is invalid: metadata.name and spec.podTemplate.spec are required")
+        if (ns, name) in self.agent_sandboxes:
+            return web.json_response(status_obj(409, "AlreadyExists", f'sandboxes.agents.x-k8s.io "{name}" already exists'), status=409)
+        sbx = dict(body, metadata=dict(body["metadata"], namespace=ns, resourceVersion=self.next_rv()))
+        failed = self.sandbox_pod(sbx)
+        if failed is not None:
+            return failed
+        self.agent_sandboxes[(ns, name)] = sbx
+        return web.json_response(sbx, status=201)
+
+    def find_sandbox(self, request):
+        return self.agent_sandboxes.get((request.match_info["ns"], request.match_info["name"]))
+
+    async def sandbox_get(self, request):
+        sbx = self.find_sandbox(request)
+        if sbx is None:
+            return self.not_found("sandboxes.agents.x-k8s.io", request.match_info["name"])
+        return web.json_response(sbx)
+
+    async def sandbox_patch(self, request):
+        sbx = self.find_sandbox(request)
+        if sbx is None:
+            return self.not_found("sandboxes.agents.x-k8s.io", request.match_info["name"])
+        if request.content_type != "application/merge-patch+json":
+            return self.error(request, 415, "UnsupportedMediaType", f"the double takes merge patches, not {request.content_type}")
+        patch = await request.json()
+        replicas = ((patch or {}).get("spec") or {}).get("replicas")
+        if replicas not in (None, 0, 1):
+            return self.error(request, 422, "Invalid", "spec.replicas: must be 0 or 1")
+        if replicas is not None:
+            sbx["spec"]["replicas"] = replicas
+        failed = self.sandbox_pod(sbx)
+        return failed if failed is not None else web.json_response(sbx)
+
+    async def sandbox_delete(self, request):
+        sbx = self.agent_sandboxes.pop((request.match_info["ns"], request.match_info["name"]), None)
+        if sbx is None:
+            return self.not_found("sandboxes.agents.x-k8s.io", request.match_info["name"])
+        pod = self.sandboxes.get(sbx["metadata"]["name"])
+        if pod is not None:  # garbage collection of what it owned
+            self.remove_pod(pod)
+        return web.json_response(sbx)
 
     async def proxy(self, request):
         pod = self.find(request)

@@ -220,3 +220,36 @@ def test_in_cluster_service_account(double, pki, tmp_path):
     (sa / "token").write_text("stale-token\n")
     err = drive(env, "create", "x")
     assert err["error"] == "EAUTH" and "stale-token" not in err["message"]
+
+
+def test_agent_sandbox_crd_where_the_cluster_serves_it(tmp_path):
+    """Where agents.x-k8s.io is served, a sandbox is a Sandbox whose
+    controller runs its Pod: create makes the Sandbox (and no Pod of its
+    own), stop and start set its replicas (the Sandbox stays), remove
+    deletes it. Without the group (the conformance suite's double) the
+    same calls make plain Pods."""
+    d = double_class("kubernetes")(agent_sandbox=True)
+    d.start()
+    try:
+        env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+        sid = drive(env, "create", "crd", "GREETING=from the record")["id"]
+        assert sid.startswith("ps-crd-") and ("default", sid) in d.agent_sandboxes
+        assert d.seen("sandbox.create") and not d.seen("create")  # the controller made the Pod
+        sbx = d.agent_sandboxes[("default", sid)]
+        assert sbx["apiVersion"] == "agents.x-k8s.io/v1alpha1" and sbx["spec"]["replicas"] == 1
+        r = drive(env, "exec", sid, "printenv", "GREETING")
+        assert (r["exit_code"], r["stdout"]) == (0, "from the record\n")
+        drive(env, "write", sid, "/workspace/a.txt", "hello")
+        assert drive(env, "read", sid, "/workspace/a.txt")["data"] == "hello"
+        assert drive(env, "stop", sid) == {}
+        assert sbx["spec"]["replicas"] == 0 and sid not in d.sandboxes
+        assert drive(env, "status", sid)["state"] == "stopped"
+        assert drive(env, "start", sid) == {}
+        assert sbx["spec"]["replicas"] == 1 and drive(env, "status", sid)["state"] == "running"
+        assert [r["method"] for r in d.seen("sandbox.patch")] == ["PATCH", "PATCH"]
+        assert drive(env, "remove", sid) == {}
+        assert d.agent_sandboxes == {} and d.sandboxes == {} and d.secrets == {}
+        err = drive(env, "status", sid)
+        assert err["error"] == "ENOENT"
+    finally:
+        d.stop()
