@@ -2,7 +2,8 @@
 fault injection, credential checking, an in-memory filesystem and the toy
 command interpreter that stands in for a sandbox's processes.
 
-A double never runs anything for real: it keeps its sandboxes in memory and
+A double never runs anything for real (kubernetes.py, whose Pods run real
+commands in a chroot, is the exception): it keeps its sandboxes in memory and
 answers exec with what `Interpreter` makes of the command (see its
 docstring for the exact, small language it understands). It listens on
 127.0.0.1 only.
