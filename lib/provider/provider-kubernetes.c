@@ -64,7 +64,7 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
 {
     const char *key = p->cfg.creds.key, *kc = getenv("KUBECONFIG"), *home = getenv("HOME");
     const char *sa = getenv("POCKETENV_K8S_SERVICEACCOUNT_DIR");
-    char *path = NULL, *tok;
+    char *path = NULL;
     int r;
 
     if (key && *key) {
@@ -92,7 +92,6 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
     free(path);
     if (r == 0)
         return pe__k8s_conf_incluster(sa && *sa ? sa : DEFAULT_SA_DIR, &k->c, err);
-    (void)tok;
     return pe_err_set(err, PE_EINVAL, 0,
                       NAME ": no credentials: give a token or a kubeconfig as the key, set "
                            "KUBECONFIG, or run in a pod with a service account");
@@ -490,6 +489,29 @@ static int k8_stop(pe_provider *p, const char *id, pe_err *err)
     return pe__provider_poll(p, id, "stopped", probe_gone, NULL, err);
 }
 
+/* The Pod of a stopped sandbox, made again; 409 (its Pod is there
+ * already: started, or still terminating) is what was asked. */
+static int post_again(pe_provider *p, json_t *pod, pe_err *err)
+{
+    char *url = res_url(p, "pods", NULL), *body = json_dumps(pod, JSON_COMPACT);
+    pe__preq rq = {.method = "POST",
+                   .url = url,
+                   .content_type = "application/json",
+                   .body = body,
+                   .body_len = strlen(body)};
+    pe__presp rs;
+    int r = pe__provider_http(p, &rq, &rs, "start a sandbox", err);
+
+    if (r < 0 && rs.status == 409) {
+        pe_err_clear(err);
+        r = 0;
+    }
+    pe__presp_free(&rs);
+    free(body);
+    free(url);
+    return r;
+}
+
 static int k8_start(pe_provider *p, const char *id, pe_err *err)
 {
     json_t *rec = NULL, *pod;
@@ -512,12 +534,10 @@ static int k8_start(pe_provider *p, const char *id, pe_err *err)
         return pe_err_set(err, PE_EREMOTE, 0,
                           NAME ": start a sandbox: %s's record has no Pod manifest", id);
     }
-    r = k8_call(p, "POST", "pods", NULL, pod, false, NULL, "start a sandbox", err);
+    r = post_again(p, pod, err);
     json_decref(pod);
-    /* 409: its Pod is there already (running, or still terminating) */
-    if (r < 0 && err->code != PE_EINVAL)
+    if (r < 0)
         return -1;
-    pe_err_clear(err);
     return pe__provider_poll(p, id, "running", probe_running, NULL, err);
 }
 

@@ -116,6 +116,7 @@ def roundtrip(d, env, ns="pe-tests"):
     assert d.sandboxes[sid].ns == ns
     r = drive(env, "exec", sid, "sh", "-c", "echo through; exit 2")
     assert (r["exit_code"], r["stdout"]) == (2, "through\n")
+    assert drive(env, "start", sid) == {}  # started already: its Pod is there (409), which is what was asked
     assert drive(env, "remove", sid) == {}
     assert sid not in d.sandboxes
 
