@@ -184,8 +184,18 @@ static json_t *named(json_t *root, const char *list, const char *name, const cha
     return NULL;
 }
 
+/* A kubeconfig that came as the key (from whoever holds the account, not
+ * from this host's operator) names no file of this host. */
+static int no_files(const char *origin, const char *field, pe_err *err)
+{
+    return pe_err_set(err, PE_EINVAL, 0,
+                      "kubernetes: %s names a file (%s); a kubeconfig given as the key must "
+                      "carry its credentials inline (token, *-data)",
+                      origin, field);
+}
+
 /* A credential given inline (FIELD-data, base64) or as a file (FIELD),
- * relative names resolved in dir. */
+ * relative names resolved in dir (NULL: no file allowed). */
 static int take_blob(json_t *o, const char *field, const char *dir, const char *origin, char **out,
                      size_t *out_len, pe_err *err)
 {
@@ -207,8 +217,10 @@ static int take_blob(json_t *o, const char *field, const char *dir, const char *
         return 0;
     }
     if (file && *file) {
-        char *path =
-            file[0] == '/' || dir == NULL ? pe_xstrdup(file) : pe_xasprintf("%s/%s", dir, file);
+        char *path;
+        if (dir == NULL)
+            return no_files(origin, field, err);
+        path = file[0] == '/' ? pe_xstrdup(file) : pe_xasprintf("%s/%s", dir, file);
         int errnum = 0;
         *out = read_small(path, out_len, &errnum);
         if (*out == NULL) {
@@ -235,8 +247,11 @@ static int kubeconfig_user(json_t *user, const char *uname, const char *dir, con
     if (token && *token)
         c->token = pe_xstrdup(token);
     else if (token_file && *token_file) {
-        char *path = token_file[0] == '/' || dir == NULL ? pe_xstrdup(token_file)
-                                                         : pe_xasprintf("%s/%s", dir, token_file);
+        char *path;
+        if (dir == NULL)
+            return no_files(origin, "tokenFile", err);
+        path =
+            token_file[0] == '/' ? pe_xstrdup(token_file) : pe_xasprintf("%s/%s", dir, token_file);
         size_t n = 0;
         int errnum = 0;
         c->token = read_small(path, &n, &errnum);
@@ -337,7 +352,7 @@ int pe__k8s_conf_kubeconfig_file(const char *path, pe__k8s_conf *c, pe_err *err)
     slash = strrchr(dir, '/');
     if (slash)
         *(slash == dir ? slash + 1 : slash) = '\0';
-    r = pe__k8s_conf_kubeconfig(text, len, origin, slash ? dir : NULL, c, err);
+    r = pe__k8s_conf_kubeconfig(text, len, origin, slash ? dir : ".", c, err);
     wipe_free(text, len);
     free(origin);
     free(dir);

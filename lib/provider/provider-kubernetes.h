@@ -27,7 +27,8 @@ typedef struct pe__k8s_conf {
 /* Parse a kubeconfig (YAML, or its JSON form) of len bytes: the current
  * context's cluster and user. origin names it in errors ("kubeconfig
  * /root/.kube/config"); dir resolves the relative file names in it (NULL:
- * the current directory). Errors are PE_EINVAL and never quote a value. */
+ * it may name no file, as when it came as the key rather than from this
+ * host's own files). Errors are PE_EINVAL and never quote a value. */
 int pe__k8s_conf_kubeconfig(const char *text, size_t len, const char *origin, const char *dir,
                             pe__k8s_conf *c, pe_err *err);
 /* The same from a file. */

@@ -198,6 +198,20 @@ def test_bad_kubeconfig_is_a_clear_error_without_the_token(double, pki, tmp_path
     assert len(double.requests) == before  # nothing was sent
 
 
+def test_kubeconfig_given_as_the_key_names_no_host_file(double, tmp_path):
+    """A kubeconfig that comes as the key (from an account's owner, through
+    the daemon) must not make this host read its files."""
+    for user, cluster, field in (({"tokenFile": "/etc/hostname"}, {}, "tokenFile"),
+                                 ({"token": TOKEN}, {"certificate-authority": "/etc/hostname"}, "certificate-authority"),
+                                 ({"client-certificate": "/etc/hostname", "client-key": "/etc/hostname"}, {},
+                                  "client-certificate")):
+        before = len(double.requests)
+        err = drive(clean_env(tmp_path, PE_PROVIDER_KEY=json.dumps(kubeconfig(double.url, user, cluster))),
+                    "create", "x")
+        assert err["error"] == "EINVAL" and f"names a file ({field})" in err["message"], err
+        assert TOKEN not in err["message"] and len(double.requests) == before
+
+
 def test_missing_kubeconfig_and_no_credentials(tmp_path):
     err = drive(clean_env(tmp_path, KUBECONFIG=str(tmp_path / "absent")), "create", "x")
     assert err["error"] == "EINVAL" and str(tmp_path / "absent") in err["message"]
