@@ -231,10 +231,10 @@ static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_sl
                      int64_t timeout_ms, char *errbuf)
 {
     CURL *c = curl_easy_init();
-    char *auth = rq->no_key       ? NULL
-                 : rq->key_header ? pe_xasprintf("%s: %s", rq->key_header,
+    char *auth = rq->no_key || p->cfg.creds.key == NULL ? NULL
+                 : rq->key_header                       ? pe_xasprintf("%s: %s", rq->key_header,
                                                  p->cfg.creds.key ? p->cfg.creds.key : "")
-                                  : pe__bearer(p);
+                                                        : pe__bearer(p);
 
     if (c == NULL) {
         pe__secret_free(auth);
@@ -254,6 +254,8 @@ static CURL *prepare(pe_provider *p, const pe__preq *rq, sink *s, struct curl_sl
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdrs);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     pe__curl_cloexec(c);
+    if (p->ops->curl_setup)
+        p->ops->curl_setup(p, c);
     /* a stream lasts as long as its process: only its head has a deadline */
     if (!rq->stream)
         curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout_ms);

@@ -251,7 +251,7 @@ static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char
         own_auth |= strncasecmp(*h, "Authorization:", 14) == 0;
     }
     /* a caller's own Authorization (a sandbox's token) replaces the key */
-    auth = own_auth ? NULL : pe__bearer(p);
+    auth = own_auth || p->cfg.creds.key == NULL ? NULL : pe__bearer(p);
     randombytes_buf(nonce, sizeof(nonce));
     key = pe__b64_encode(nonce, sizeof(nonce));
     req = pe_xasprintf("GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
@@ -333,6 +333,8 @@ int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, con
     curl_easy_setopt(w->curl, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(w->curl, CURLOPT_NOSIGNAL, 1L);
     pe__curl_cloexec(w->curl);
+    if (p->ops->curl_setup)
+        p->ops->curl_setup(p, w->curl);
     curl_easy_setopt(w->curl, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(w->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)p->cfg.timeout_ms);
     rc = curl_easy_perform(w->curl);

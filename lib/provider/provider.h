@@ -177,6 +177,8 @@ typedef struct pe_provider_ops {
     bool keyless;  /* needs no credential (local) */
     int (*open)(pe_provider *p, pe_err *err);
     void (*close)(pe_provider *p);
+    /* set on every curl handle of the provider's (TLS from a kubeconfig); may be NULL */
+    void (*curl_setup)(pe_provider *p, void *curl);
 
     /* create returns once the sandbox runs; on any failure it removes
      * what it made remotely. *id: the provider's id (malloc'd). */

@@ -7,7 +7,8 @@
         ...                              # point a client at d.url with d.key
         d.sandboxes, d.seen("create")    # what it keeps and what it saw
 
-Providers: sprites, daytona, vercel, deno, cloudflare (the bridge Worker), e2b, runloop, hopx, blaxel.
+Providers: sprites, daytona, vercel, deno, cloudflare (the bridge Worker), e2b, runloop, hopx, blaxel,
+kubernetes (which runs real processes, chrooted in a busybox root).
 Each double's module docstring says what it implements and what not;
 `_core.Fault` lists the fault kinds, `_core.Interpreter` the commands exec
 understands. Run one by hand: python3 -m tests.doubles PROVIDER.
@@ -24,6 +25,7 @@ PROVIDERS = {
     "runloop": ("runloop", "RunloopDouble"),
     "hopx": ("hopx", "HopxDouble"),
     "blaxel": ("blaxel", "BlaxelDouble"),
+    "kubernetes": ("kubernetes", "KubernetesDouble"),
 }
 
 

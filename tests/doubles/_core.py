@@ -2,7 +2,8 @@
 fault injection, credential checking, an in-memory filesystem and the toy
 command interpreter that stands in for a sandbox's processes.
 
-A double never runs anything for real: it keeps its sandboxes in memory and
+A double never runs anything for real (kubernetes.py, whose Pods run real
+commands in a chroot, is the exception): it keeps its sandboxes in memory and
 answers exec with what `Interpreter` makes of the command (see its
 docstring for the exact, small language it understands). It listens on
 127.0.0.1 only.
@@ -817,10 +818,11 @@ class Double:
         try:
             self._runner = web.AppRunner(self._app(), handle_signals=False)
             self.loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, LOOPBACK, 0, shutdown_timeout=0.5)
+            tls = getattr(self, "ssl_context", None)  # a double that serves HTTPS sets it
+            site = web.TCPSite(self._runner, LOOPBACK, 0, shutdown_timeout=0.5, ssl_context=tls)
             self.loop.run_until_complete(site.start())
             port = site._server.sockets[0].getsockname()[1]
-            self.url = f"http://{LOOPBACK}:{port}"
+            self.url = f"{'https' if tls else 'http'}://{LOOPBACK}:{port}"
             self._stopped = asyncio.Event()
         except Exception as e:  # reported by start()
             self._start_error = e

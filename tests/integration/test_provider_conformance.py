@@ -36,17 +36,17 @@ from tests.doubles import start  # noqa: E402
 BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
 DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 
-ADAPTERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "runloop", "sprites", "vercel"]
+ADAPTERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "kubernetes", "runloop", "sprites", "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
           "env", "errors", "no-leak"]
 PROVIDERS = ["local"] + ADAPTERS
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
 # The port each provider routes to a preview URL.
-PREVIEW_PORT = {"blaxel": 3000, "cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
+PREVIEW_PORT = {"blaxel": 3000, "cloudflare": 3000, "daytona": 3000, "deno": 3000, "e2b": 3000, "hopx": 3000, "kubernetes": 3000, "runloop": 3000, "sprites": 8080, "vercel": 3000}
 # The route a create waits on (the double's route name): failing it after
 # the sandbox exists is what must not leak one.
-READY_ROUTE = {"blaxel": "get", "cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
+READY_ROUTE = {"blaxel": "get", "kubernetes": "get", "cloudflare": "get", "daytona": "get", "deno": "stop", "e2b": "get", "hopx": "get", "runloop": "get", "sprites": "get",
                "vercel": "get"}
 # The route a status call uses (an idempotent call: retried on a 503).
 STATUS_ROUTE = {"deno": "list"}
@@ -60,7 +60,8 @@ STOP_ENDS = {"vercel", "deno"}
 # and the ports to route, which it takes at create only).
 EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
                         "PE_PROVIDER_PORTS": "3000"},
-             "blaxel": {"PE_PROVIDER_ORG": "ws-double"}}  # Blaxel's workspace
+             "blaxel": {"PE_PROVIDER_ORG": "ws-double"},  # Blaxel's workspace
+             "kubernetes": {"PE_DRIVE_SHELL": "sh"}}  # the double's Pods are busybox
 # Where each API lives under the double's URL (the public base URLs end so too).
 URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 
@@ -225,7 +226,7 @@ def test_stream(adapter):
 
 
 # The double's route that carries an exec's output stream.
-STREAM_ROUTE = {"blaxel": "exec.stream", "cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
+STREAM_ROUTE = {"blaxel": "exec.stream", "kubernetes": "exec", "cloudflare": "exec", "daytona": "exec.logs", "deno": "connect", "e2b": "exec", "hopx": "exec",
                 "runloop": "exec.stdout",
                 "sprites": "exec",
                 "vercel": "exec.logs"}
@@ -261,8 +262,8 @@ def test_pty(adapter):
     r = adapter.run("pty", sid, "echo hi\nexit 4\n")
     assert "hi\r\n" in r["output"] and r["exit_code"] == 4
     pty = adapter.d.sandboxes[sid].pty[-1]
-    # Hopx's terminal takes its first size as a resize: 80x24 (the size asked) comes first there
-    first = [(80, 24)] if adapter.provider == "hopx" else []
+    # Hopx's terminal and Kubernetes' exec take the first size as a resize: 80x24 (the size asked) comes first
+    first = [(80, 24)] if adapter.provider in ("hopx", "kubernetes") else []
     assert pty["resizes"] == first + [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
     adapter.run("remove", sid)
 
@@ -319,7 +320,7 @@ def test_tar(adapter, tmp_path):
     assert err["error"] == "EINVAL" and adapter.provider in err["message"]
     assert not any("escaped" in path for path in adapter.d.sandboxes[sid].fs.snapshot())
     adapter.run("remove", sid)
-    return None if adapter.provider == "cloudflare" else "ok (through files)"
+    return None if adapter.provider in ("cloudflare", "kubernetes") else "ok (through files)"
 
 
 @checked("preview")
@@ -429,6 +430,7 @@ def test_no_leak_after_failed_create(adapter):
     assert err["error"] == "EREMOTE" and p in err["message"]
     assert d.seen("create") and d.seen(DELETE_ROUTE.get(p, "delete")), "nothing was deleted"
     assert alive(d) == set(), f"leaked: {alive(d)}"
+    assert getattr(d, "secrets", {}) == {}, "a sandbox's record was left"  # Kubernetes' Secrets
     d.clear_faults()
     sid = adapter.create()
     assert alive(d) == {sid}
@@ -439,6 +441,7 @@ def test_no_leak_after_failed_create(adapter):
     err = quick.run("create", ok=False)
     assert err["error"] == "ETIMEDOUT"
     assert alive(d) == set(), f"leaked after a timeout: {alive(d)}"
+    assert getattr(d, "secrets", {}) == {}, "a sandbox's record was left"
 
 
 # Providers that take no environment at all (the Cloudflare bridge: no

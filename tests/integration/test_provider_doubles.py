@@ -30,7 +30,7 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
         "e2b": "e2b", "runloop": "@runloop/api-client",
-        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core"}
+        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core", "kubernetes": "@kubernetes/client-node"}
 
 
 def node_version():
@@ -340,6 +340,30 @@ def test_blaxel_sdk_lifecycle():
         assert [r for r in d.seen("get") if r["status"] == 401][0]["authorized"] is False
 
 
+def test_kubernetes_sdk_lifecycle():
+    """@kubernetes/client-node through a kubeconfig: it creates a pod, its
+    watch sees it added, running and deleted, it execs into it (exit code
+    from the status channel, stdin closed with v5's close message, a TTY)
+    and deletes it; a wrong token is 401. The double runs the commands for
+    real (the pod's environment reaches them)."""
+    with start("kubernetes") as d:
+        got = run_node("kubernetes", d, "kubernetes.mjs")
+        assert got["created"] == {"name": "sdk-pod", "phase": "Pending"} and got["read"] == "Running"
+        assert got["exec"] == {"status": "Failure", "exitCode": 3, "stdout": "hi\nfrom-env\n", "stderr": "oops\n"}
+        assert got["ok"] == {"status": "Success", "exitCode": 0, "stdout": "fine\n", "stderr": ""}
+        assert got["stdin"]["stdout"] == "from stdin" and got["stdin"]["exitCode"] == 0
+        assert got["tty"]["exitCode"] == 5 and "typed\r\n" in got["tty"]["stdout"]
+        assert [e[0] for e in got["events"]] == ["ADDED", "MODIFIED", "DELETED"]
+        assert got["events"][1][2] == "Running"
+        assert got["afterDelete"] == 404 and got["badKey"] == 401
+        assert d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "create", 201), ("GET", "exec", 101), ("DELETE", "delete", 200),
+                     ("GET", "get", 404), ("GET", "list", 401)]:
+            assert want in seen, want
+        assert len(d.seen("exec")) == 4 and d.seen("watch")
+
+
 def test_cloudflare_bridge_contract():
     """The bridge Worker has no client SDK: the reference's contract
     (providers.md 7.8), spoken by hand, plus a PTY session."""
@@ -551,14 +575,16 @@ def key_auth(double, value):
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
             "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
-            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes"}[double.name]
+            "runloop": "/v1/devboxes", "hopx": "/v1/sandboxes", "blaxel": "/v0/sandboxes",
+            "kubernetes": "/api/v1/namespaces/default/pods"}[double.name]
     want = {"sprites": (401, {"error": "unauthorized"}),
             "daytona": (401, {"statusCode": 401, "error": "Unauthorized"}),
             "vercel": (403, {"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": True}}),
             "deno": (401, {"code": "INVALID_TOKEN"}),
             "cloudflare": (401, {"error": "Unauthorized", "code": "unauthorized"}),
             "e2b": (401, {"code": 401}), "runloop": (401, {"error": "unauthorized"}),
-            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"})}[double.name]
+            "hopx": (401, {"code": "unauthorized"}), "blaxel": (401, {"code": "unauthorized"}),
+            "kubernetes": (401, {"kind": "Status", "reason": "Unauthorized", "code": 401})}[double.name]
     wrong = (None, "Bearer wrong", f"Bearer {double.key}x")
     wrong += (double.key,) if double.name not in KEY_HEADER else ()
     for auth in wrong:
@@ -580,12 +606,14 @@ def test_double_answers_bad_input_in_the_providers_shape(double):
            "deno": ("GET", "/api/v3/sandboxes/create", {"x-deno-sandbox-config": "%%not base64%%",
                                                           **key_auth(double, f"Bearer {double.key}")}),
            "e2b": ("POST", "/sandboxes", js), "runloop": ("POST", "/v1/devboxes", js),
-           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js)}[double.name]
+           "hopx": ("POST", "/v1/sandboxes", js), "blaxel": ("POST", "/v0/sandboxes", js),
+           "kubernetes": ("POST", "/api/v1/namespaces/default/pods", js)}[double.name]
     shape = {"sprites": lambda b: b["error"] and b["message"], "daytona": lambda b: b["statusCode"] and b["error"],
              "vercel": lambda b: b["error"]["code"] and b["error"]["message"],
              "cloudflare": lambda b: b["error"] and b["code"], "deno": lambda b: b["code"] and b["message"],
              "e2b": lambda b: b["code"] and b["message"], "runloop": lambda b: b["error"] and b["message"],
-             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"]}
+             "hopx": lambda b: b["code"] and b["message"], "blaxel": lambda b: b["error"] and b["code"],
+             "kubernetes": lambda b: b["kind"] == "Status" and b["code"] and b["message"]}
     status, body = http(double.url + bad[1], bad[0], None, b"{not json" if bad[0] == "POST" else None, headers=bad[2])
     assert status == 400 and shape[double.name](json.loads(body)), body
     status, body = http(double.url + "/no/such/route", "GET", None, headers=key_auth(double, f"Bearer {double.key}"))

@@ -1,0 +1,270 @@
+"""The kubernetes adapter's credentials, end to end: kubeconfigs (a token,
+a client certificate, the JSON form given as the key), a pod's service
+account, and bad ones, against the Kubernetes double serving HTTPS with a
+CA of the test's own (so the CA, the client certificate and the token
+each have to be right for a call to go through). Loopback only; the
+conformance suite (test_provider_conformance.py) covers the rest.
+"""
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from tests.doubles import double_class  # noqa: E402
+
+BUILD = os.environ.get("PE_BUILD", os.path.join(ROOT, "build"))
+DRIVE = os.path.join(BUILD, "tests", "provider-drive")
+TOKEN = "k8s-token-0123456789abcdef-secret"
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def issue(pki, name, ca, ext):
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=pki)
+    with open(os.path.join(pki, f"{name}.ext"), "w") as f:
+        f.write(ext + "\n")
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=pki)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("pki"))
+    for ca in ("ca", "other-ca"):
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/CN={ca}", "-days", "2", cwd=d)
+    issue(d, "server", "ca", "subjectAltName=IP:127.0.0.1")
+    issue(d, "client", "ca", "extendedKeyUsage=clientAuth")
+    return d
+
+
+@pytest.fixture(scope="module")
+def double(pki):
+    if not os.access(DRIVE, os.X_OK):
+        pytest.fail(f"{DRIVE} is not built (ninja -C build)")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(pki, "server.crt"), os.path.join(pki, "server.key"))
+    ctx.load_verify_locations(os.path.join(pki, "ca.crt"))
+    ctx.verify_mode = ssl.CERT_OPTIONAL  # a client certificate, or the token
+    d = double_class("kubernetes")(key=TOKEN, tls=ctx)
+    d.start()
+    yield d
+    d.stop()
+
+
+def b64file(path):
+    with open(path, "rb") as f:
+        return base64.b64encode(f.read()).decode()
+
+
+def kubeconfig(server, user, cluster_extra=None, namespace="pe-tests"):
+    cluster = {"server": server, **(cluster_extra or {})}
+    return {"apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "c1", "cluster": cluster}],
+            "users": [{"name": "u1", "user": user}],
+            "contexts": [{"name": "test", "context": {"cluster": "c1", "user": "u1", "namespace": namespace}}]}
+
+
+def yaml_text(cfg):
+    """The kubeconfig as YAML (flow style is YAML too, but write it the way
+    kubectl does, block style, so the block parser is what is tested)."""
+    def emit(v, indent):
+        pad = " " * indent
+        if isinstance(v, dict):
+            lines = []
+            for k, x in v.items():
+                if isinstance(x, (dict, list)):
+                    lines.append(f"{pad}{k}:")
+                    lines.append(emit(x, indent + 2))
+                else:
+                    lines.append(f"{pad}{k}: {json.dumps(x)}")
+            return "\n".join(lines)
+        lines = []
+        for x in v:
+            body = emit(x, indent + 2).lstrip() if isinstance(x, (dict, list)) else json.dumps(x)
+            lines.append(f"{pad}- {body}")
+        return "\n".join(lines)
+    return emit(cfg, 0) + "\n"
+
+
+def drive(env, *args):
+    r = subprocess.run([DRIVE, "kubernetes", *args], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout.splitlines()[-1])
+
+
+def clean_env(tmp_path, **kw):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PE_PROVIDER_", "KUBE"))}
+    env.pop("POCKETENV_K8S_SERVICEACCOUNT_DIR", None)
+    env.update(HOME=str(tmp_path), PE_PROVIDER_TIMEOUT_MS="5000", PE_PROVIDER_CREATE_TIMEOUT_MS="10000")
+    env.update(kw)
+    return env
+
+
+def roundtrip(d, env, ns="pe-tests"):
+    """create, exec, remove: the whole path works with these credentials."""
+    sid = drive(env, "create", "cred")["id"]
+    assert d.sandboxes[sid].ns == ns
+    r = drive(env, "exec", sid, "sh", "-c", "echo through; exit 2")
+    assert (r["exit_code"], r["stdout"]) == (2, "through\n")
+    assert drive(env, "start", sid) == {}  # started already: its Pod is there (409), which is what was asked
+    assert drive(env, "remove", sid) == {}
+    assert sid not in d.sandboxes
+
+
+def test_kubeconfig_with_a_token_and_the_cluster_ca(double, pki, tmp_path):
+    cfg = kubeconfig(double.url, {"token": TOKEN},
+                     {"certificate-authority-data": b64file(os.path.join(pki, "ca.crt"))})
+    path = tmp_path / "config"
+    path.write_text(yaml_text(cfg))
+    before = len(double.requests)
+    roundtrip(double, clean_env(tmp_path, KUBECONFIG=str(path)))
+    mine = double.requests[before:]
+    assert mine and all(r["authorized"] for r in mine)
+    # the same file trusting another CA: the server is refused, clearly
+    cfg["clusters"][0]["cluster"]["certificate-authority-data"] = b64file(os.path.join(pki, "other-ca.crt"))
+    path.write_text(yaml_text(cfg))
+    err = drive(clean_env(tmp_path, KUBECONFIG=str(path)), "create", "x")
+    assert err["error"] == "EREMOTE" and err["message"].startswith("kubernetes") and TOKEN not in err["message"]
+
+
+def test_kubeconfig_with_a_client_certificate_in_files(double, pki, tmp_path):
+    """Files named relative to the kubeconfig; no token: the certificate
+    alone is the credential (no Authorization header is sent)."""
+    for name in ("client.crt", "client.key", "ca.crt"):
+        (tmp_path / name).write_bytes(open(os.path.join(pki, name), "rb").read())
+    cfg = kubeconfig(double.url, {"client-certificate": "client.crt", "client-key": "client.key"},
+                     {"certificate-authority": "ca.crt"})
+    (tmp_path / "kc").mkdir()
+    path = tmp_path / "kc" / "config"
+    for name in ("client.crt", "client.key", "ca.crt"):
+        os.rename(tmp_path / name, tmp_path / "kc" / name)
+    path.write_text(yaml_text(cfg))
+    before = len(double.requests)
+    roundtrip(double, clean_env(tmp_path, KUBECONFIG=str(path)))
+    assert all(r["authorized"] for r in double.requests[before:])
+    # without the certificate the same server says 401, which names the provider
+    cfg["users"][0]["user"] = {"token": "not-the-token"}
+    path.write_text(yaml_text(cfg))
+    err = drive(clean_env(tmp_path, KUBECONFIG=str(path)), "create", "x")
+    assert err["error"] == "EAUTH" and err["message"].startswith("kubernetes rejected")
+
+
+def test_kubeconfig_json_given_as_the_key(double, pki, tmp_path):
+    cfg = kubeconfig(double.url, {"token": TOKEN},
+                     {"certificate-authority-data": b64file(os.path.join(pki, "ca.crt"))}, namespace="from-key")
+    roundtrip(double, clean_env(tmp_path, PE_PROVIDER_KEY=json.dumps(cfg, indent=1)), ns="from-key")
+
+
+BAD = {
+    "not yaml": f"users:\n- name: u1\n  user:\n    token: {TOKEN}\n  - [unclosed\n",
+    "no current-context": json.dumps({"users": [{"name": "u1", "user": {"token": TOKEN}}]}),
+    "unknown context": None,  # made below
+    "program credential": None,
+    "certificate without key": None,
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_kubeconfig_is_a_clear_error_without_the_token(double, pki, tmp_path, case):
+    base = kubeconfig(double.url, {"token": TOKEN})
+    text = BAD[case]
+    if case == "unknown context":
+        base["current-context"] = "nope"
+    elif case == "program credential":
+        base["users"][0]["user"] = {"token": TOKEN, "exec": {"command": "aws", "args": ["eks", "get-token"]}}
+    elif case == "certificate without key":
+        base["users"][0]["user"] = {"client-certificate-data": b64file(os.path.join(pki, "client.crt"))}
+    if text is None:
+        text = yaml_text(base)
+    path = tmp_path / "config"
+    path.write_text(text)
+    before = len(double.requests)
+    err = drive(clean_env(tmp_path, KUBECONFIG=str(path)), "create", "x")
+    want = {"not yaml": "is not YAML", "no current-context": "no current-context",
+            "unknown context": "no context named 'nope'", "program credential": "from a program",
+            "certificate without key": "without its key"}[case]
+    assert err["error"] == "EINVAL" and err["message"].startswith("kubernetes: ") and want in err["message"], err
+    assert TOKEN not in err["message"] and str(path) in err["message"]
+    assert len(double.requests) == before  # nothing was sent
+
+
+def test_kubeconfig_given_as_the_key_names_no_host_file(double, tmp_path):
+    """A kubeconfig that comes as the key (from an account's owner, through
+    the daemon) must not make this host read its files."""
+    for user, cluster, field in (({"tokenFile": "/etc/hostname"}, {}, "tokenFile"),
+                                 ({"token": TOKEN}, {"certificate-authority": "/etc/hostname"}, "certificate-authority"),
+                                 ({"client-certificate": "/etc/hostname", "client-key": "/etc/hostname"}, {},
+                                  "client-certificate")):
+        before = len(double.requests)
+        err = drive(clean_env(tmp_path, PE_PROVIDER_KEY=json.dumps(kubeconfig(double.url, user, cluster))),
+                    "create", "x")
+        assert err["error"] == "EINVAL" and f"names a file ({field})" in err["message"], err
+        assert TOKEN not in err["message"] and len(double.requests) == before
+
+
+def test_missing_kubeconfig_and_no_credentials(tmp_path):
+    err = drive(clean_env(tmp_path, KUBECONFIG=str(tmp_path / "absent")), "create", "x")
+    assert err["error"] == "EINVAL" and str(tmp_path / "absent") in err["message"]
+    err = drive(clean_env(tmp_path, POCKETENV_K8S_SERVICEACCOUNT_DIR=str(tmp_path / "no-sa")), "create", "x")
+    assert err == {"error": "EINVAL", "message": "kubernetes: no credentials: give a token or a kubeconfig "
+                   "as the key, set KUBECONFIG, or run in a pod with a service account"}
+
+
+def test_in_cluster_service_account(double, pki, tmp_path):
+    """A pod's service account: token, ca.crt and namespace from its
+    directory, the server from KUBERNETES_SERVICE_HOST/PORT."""
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir()
+    (sa / "token").write_text(TOKEN + "\n")
+    (sa / "namespace").write_text("team-a")
+    (sa / "ca.crt").write_bytes(open(os.path.join(pki, "ca.crt"), "rb").read())
+    port = double.url.rsplit(":", 1)[1]
+    env = clean_env(tmp_path, POCKETENV_K8S_SERVICEACCOUNT_DIR=str(sa), KUBERNETES_SERVICE_HOST="127.0.0.1",
+                    KUBERNETES_SERVICE_PORT=port)
+    roundtrip(double, env, ns="team-a")
+    (sa / "token").write_text("stale-token\n")
+    err = drive(env, "create", "x")
+    assert err["error"] == "EAUTH" and "stale-token" not in err["message"]
+
+
+def test_agent_sandbox_crd_where_the_cluster_serves_it(tmp_path):
+    """Where agents.x-k8s.io is served, a sandbox is a Sandbox whose
+    controller runs its Pod: create makes the Sandbox (and no Pod of its
+    own), stop and start set its replicas (the Sandbox stays), remove
+    deletes it. Without the group (the conformance suite's double) the
+    same calls make plain Pods."""
+    d = double_class("kubernetes")(agent_sandbox=True)
+    d.start()
+    try:
+        env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+        sid = drive(env, "create", "crd", "GREETING=from the record")["id"]
+        assert sid.startswith("ps-crd-") and ("default", sid) in d.agent_sandboxes
+        assert d.seen("sandbox.create") and not d.seen("create")  # the controller made the Pod
+        sbx = d.agent_sandboxes[("default", sid)]
+        assert sbx["apiVersion"] == "agents.x-k8s.io/v1alpha1" and sbx["spec"]["replicas"] == 1
+        r = drive(env, "exec", sid, "printenv", "GREETING")
+        assert (r["exit_code"], r["stdout"]) == (0, "from the record\n")
+        drive(env, "write", sid, "/workspace/a.txt", "hello")
+        assert drive(env, "read", sid, "/workspace/a.txt")["data"] == "hello"
+        assert drive(env, "stop", sid) == {}
+        assert sbx["spec"]["replicas"] == 0 and sid not in d.sandboxes
+        assert drive(env, "status", sid)["state"] == "stopped"
+        assert drive(env, "start", sid) == {}
+        assert sbx["spec"]["replicas"] == 1 and drive(env, "status", sid)["state"] == "running"
+        assert [r["method"] for r in d.seen("sandbox.patch")] == ["PATCH", "PATCH"]
+        assert drive(env, "remove", sid) == {}
+        assert d.agent_sandboxes == {} and d.sandboxes == {} and d.secrets == {}
+        err = drive(env, "status", sid)
+        assert err["error"] == "ENOENT"
+    finally:
+        d.stop()
