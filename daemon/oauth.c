@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,8 +60,27 @@ typedef struct slot {
     char message[256];
 } slot;
 
+/* A signed-in user's PDS session in memory, for the daemon's own calls to
+ * their PDS (records, profile): restored from the sealed file on first
+ * use, its access token refreshed before it expires. */
+#define LIVE_MAX 64
+#define REFRESH_MARGIN_S 120 /* refresh when less than this is left */
+
+typedef struct live {
+    char did[PE_AUTH_DID_MAX]; /* "" when free */
+    pe_atproto_login *login;
+    pe_atproto_session ps;
+    time_t expires_at; /* of ps.access_token; 0: none yet */
+    time_t used;
+} live;
+
 struct pe_oauth {
     pe_daemon *d;
+    /* Serializes every use of the stored sessions (PDS calls, refresh,
+     * logout): a refresh rotates the refresh token, and two threads
+     * refreshing the same one at once would lose the session. */
+    pthread_mutex_t lock;
+    live live[LIVE_MAX];
     pe_atproto_client client;
     char plc[PE_ATPROTO_URL_MAX], dns[64];
     char redirect[96];
@@ -240,9 +260,11 @@ static int keep_session(struct pe_oauth *o, const pe_atproto_login *l, const pe_
 
     if (pe_atproto_dpop_pem(l->dpop, &pem, err) < 0)
         return -1;
-    v = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:I}", "did", ps->did, "pds", l->id.pds, "issuer",
-                  l->as.issuer, "dpopKey", pem, "refreshToken", ps->refresh_token, "savedAt",
-                  (json_int_t)time(NULL));
+    /* clientId: a session is bound to the client it was issued to, and a
+     * loopback client's id carries the daemon's port of the day. */
+    v = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I}", "did", ps->did, "pds", l->id.pds,
+                  "issuer", l->as.issuer, "clientId", l->client_id, "dpopKey", pem, "refreshToken",
+                  ps->refresh_token, "savedAt", (json_int_t)time(NULL));
     plain = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
     sodium_memzero(pem, strlen(pem));
@@ -384,15 +406,14 @@ static void on_token(struct pe_oauth *o, pe_http_request *req)
 
 #define SEALED_FILE_MAX (64 * 1024)
 
-/* Unseal did's stored session, revoke its refresh token at the
- * authorization server, then forget it. */
-static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
+/* did's stored session, unsealed: its login brought back (the
+ * authorization server discovered again) and its refresh token. */
+static int load_session(struct pe_oauth *o, const char *did, pe_atproto_login **l,
+                        pe_atproto_session *ps, pe_err *err)
 {
     char dir[4096], path[4200];
     cleanup_free char *sealed = NULL;
     unsigned char *plain = NULL;
-    pe_atproto_login *l = NULL;
-    pe_atproto_session ps = {0};
     size_t len = 0;
     json_t *v;
     int rc;
@@ -408,18 +429,152 @@ static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
     pe_auth_plain_free(plain);
     rc = pe_atproto_login_restore(&o->client, did, json_string_value(json_object_get(v, "pds")),
                                   json_string_value(json_object_get(v, "issuer")),
-                                  json_string_value(json_object_get(v, "dpopKey")), &l, err);
+                                  json_string_value(json_object_get(v, "dpopKey")), l, err);
     if (rc == 0) {
         const char *rt = json_string_value(json_object_get(v, "refreshToken"));
-        ps.refresh_token = rt ? strdup(rt) : NULL;
-        rc = ps.refresh_token ? pe_atproto_revoke(&o->client, l, &ps, err)
-                              : 0; /* nothing to revoke: an access token alone expires */
+        const char *cid = json_string_value(json_object_get(v, "clientId"));
+        if (cid != NULL && strlen(cid) < sizeof(*l)->client_id)
+            snprintf((*l)->client_id, sizeof(*l)->client_id, "%s", cid);
+        memset(ps, 0, sizeof *ps);
+        snprintf(ps->did, sizeof ps->did, "%s", did);
+        ps->refresh_token = rt ? strdup(rt) : NULL;
     }
-    pe_atproto_session_clear(&ps);
-    pe_atproto_login_free(l);
     json_decref(v);
+    return rc;
+}
+
+static void live_clear(live *e)
+{
+    pe_atproto_login_free(e->login);
+    pe_atproto_session_clear(&e->ps);
+    memset(e, 0, sizeof *e);
+}
+
+/* did's entry, or NULL (under o->lock). */
+static live *live_find(struct pe_oauth *o, const char *did)
+{
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        if (o->live[i].did[0] && strcmp(o->live[i].did, did) == 0)
+            return &o->live[i];
+    return NULL;
+}
+
+/* New tokens for e, the rotated refresh token sealed again at once (the
+ * old one is dead: losing the new one would lose the session). */
+static int live_refresh(struct pe_oauth *o, live *e, pe_err *err)
+{
+    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0)
+        return pe_err_prefix(err, "session of %s", e->did);
+    e->expires_at = time(NULL) + (e->ps.expires_in > 0 ? e->ps.expires_in : 60);
+    pe_log_info("event=atproto-session-refreshed did=%s expires_in=%ld", e->did, e->ps.expires_in);
+    return keep_session(o, e->login, &e->ps, err);
+}
+
+/* did's live session with an access token good for REFRESH_MARGIN_S more
+ * (under o->lock): restored and refreshed as needed. */
+static live *live_get(struct pe_oauth *o, const char *did, pe_err *err)
+{
+    live *e = live_find(o, did);
+    time_t now = time(NULL);
+
+    if (e == NULL) {
+        live *oldest = &o->live[0];
+        for (size_t i = 0; i < LIVE_MAX && oldest->did[0]; i++)
+            if (o->live[i].did[0] == '\0' || o->live[i].used < oldest->used)
+                oldest = &o->live[i];
+        live_clear(oldest);
+        if (load_session(o, did, &oldest->login, &oldest->ps, err) < 0) {
+            live_clear(oldest);
+            return NULL;
+        }
+        snprintf(oldest->did, sizeof oldest->did, "%s", did);
+        e = oldest;
+    }
+    e->used = now;
+    if ((e->ps.access_token == NULL || e->expires_at - now < REFRESH_MARGIN_S) &&
+        live_refresh(o, e, err) < 0) {
+        live_clear(e);
+        return NULL;
+    }
+    return e;
+}
+
+int pe_daemon_oauth_pds_call(pe_daemon *d, const char *did, const char *nsid, const char *json_body,
+                             long *status, char **body, pe_err *err)
+{
+    struct pe_oauth *o = d->oauth;
+    int rc = -1;
+    live *e;
+
+    *body = NULL;
+    if (o == NULL)
+        return pe_err_set(err, PE_ENOENT, 0, "no AT Protocol sign-in on this daemon");
+    pthread_mutex_lock(&o->lock);
+    if ((e = live_get(o, did, err)) == NULL)
+        goto out;
+    /* Only ever the session's own repository: a write names it as repo. */
+    if (json_body != NULL) {
+        json_t *v = json_loads(json_body, 0, NULL);
+        const char *repo = json_string_value(json_object_get(v, "repo"));
+        bool own = repo && strcmp(repo, e->ps.did) == 0 && strcmp(e->ps.did, did) == 0;
+        json_decref(v);
+        if (!own) {
+            pe_err_set(err, PE_EAUTH, 0, "%s: a write to another repository than %s's", nsid, did);
+            goto out;
+        }
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = json_body ? pe_atproto_pds_post(&o->client, e->login, &e->ps, nsid, json_body, status,
+                                             body, err)
+                       : pe_atproto_pds_get(&o->client, e->login, &e->ps, nsid, status, body, err);
+        /* Refused although we thought it fresh (revoked, a clock off):
+         * refresh once and try again. */
+        if (rc < 0 || *status != 401 || attempt == 1)
+            break;
+        free(*body);
+        *body = NULL;
+        if (live_refresh(o, e, err) < 0) {
+            live_clear(e);
+            rc = -1;
+            break;
+        }
+    }
+out:
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+bool pe_daemon_oauth_signed_in(pe_daemon *d, const char *did)
+{
+    char dir[4096], path[4200];
+
+    if (d->oauth == NULL || !pe_atproto_did_valid(did))
+        return false;
+    session_path(d->oauth, did, dir, sizeof dir, path, sizeof path);
+    return access(path, F_OK) == 0;
+}
+
+/* Revoke did's refresh token at the authorization server, then forget
+ * the session (memory and file). */
+static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
+{
+    char dir[4096], path[4200];
+    live *e;
+    int rc;
+
+    pthread_mutex_lock(&o->lock);
+    if ((e = live_find(o, did)) != NULL)
+        live_clear(e);
+    e = &(live){0};
+    rc = load_session(o, did, &e->login, &e->ps, err);
+    if (rc == 0)
+        rc = e->ps.refresh_token ? pe_atproto_revoke(&o->client, e->login, &e->ps, err)
+                                 : 0; /* nothing to revoke: an access token alone expires */
+    live_clear(e);
+    session_path(o, did, dir, sizeof dir, path, sizeof path);
     if (rc == 0 && unlink(path) < 0 && errno != ENOENT)
-        return pe_err_sys(err, "remove %s", path);
+        rc = pe_err_sys(err, "remove %s", path);
+    pthread_mutex_unlock(&o->lock);
     return rc;
 }
 
@@ -495,6 +650,7 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
     struct pe_oauth *o = pe_xcalloc(1, sizeof *o);
 
     o->d = d;
+    pthread_mutex_init(&o->lock, NULL);
     snprintf(o->plc, sizeof o->plc, "%s", cfg->plc_url ? cfg->plc_url : PE_ATPROTO_PLC_DEFAULT);
     snprintf(o->redirect, sizeof o->redirect, "http://127.0.0.1:%u/oauth/callback",
              pe_http_server_port(d->srv));
@@ -516,6 +672,9 @@ void pe_daemon_oauth_free(pe_daemon *d)
         return;
     for (size_t i = 0; i < PENDING_MAX; i++)
         slot_clear(&d->oauth->slots[i]);
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        live_clear(&d->oauth->live[i]);
+    pthread_mutex_destroy(&d->oauth->lock);
     free(d->oauth);
     d->oauth = NULL;
 }

@@ -20,4 +20,15 @@ typedef struct pe_oauth_cfg {
 int pe_daemon_register_oauth(struct pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err);
 void pe_daemon_oauth_free(struct pe_daemon *d);
 
+/* The daemon's own call to the PDS of did, a signed-in user, with their
+ * DPoP-bound session (restored from its sealed file, refreshed before it
+ * expires, refreshed once more on a 401): a GET of "NSID?QUERY" when
+ * json_body is NULL, else a POST of json_body, whose "repo" must be did
+ * (PE_EAUTH otherwise: the daemon writes to no other repository). Blocks:
+ * worker threads only. PE_ENOENT when did has no session. */
+int pe_daemon_oauth_pds_call(struct pe_daemon *d, const char *did, const char *nsid,
+                             const char *json_body, long *status, char **body, pe_err *err);
+/* did signed in with AT Protocol here (a sealed session exists). */
+bool pe_daemon_oauth_signed_in(struct pe_daemon *d, const char *did);
+
 #endif

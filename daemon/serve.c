@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "oauth.h"
+#include "records.h"
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
@@ -491,7 +492,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_exec_stream(d, err) < 0 || pe_daemon_register_e2b(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_register_mcp(d, err) < 0 ||
         pe_daemon_register_netpolicy(d, err) < 0 ||
-        pe_daemon_register_oauth(d, &a->oauth, err) < 0 ||
+        pe_daemon_register_oauth(d, &a->oauth, err) < 0 || pe_daemon_records_start(d, err) < 0 ||
         pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;

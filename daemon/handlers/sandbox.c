@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "resource-limits.h"
 #include "providers.h"
+#include "records.h"
 #include "resources.h"
 #include "snapshots.h"
 #include "supervise.h"
@@ -327,7 +328,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     json_t *in = job->in;
     cleanup_free char *id = pe_store_new_id("sbx_");
     cleanup_free char *name = NULL;
-    cleanup_free char *topics = NULL;
+    cleanup_free char *topics = NULL, *uri = NULL;
     const char *given = json_string_value(json_object_get(in, "name"));
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
@@ -341,6 +342,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     }
     pe_store_user_clear(&u);
     sb.id = id;
+    sb.uri = uri = pe_daemon_record_new_uri(job->d, job->did); /* a record's, if signed in */
     r = insert_within_quota(job, s, &sb, given, &name);
     if (r < 0) {
         if (job->err.code == PE_EEXIST)
@@ -355,6 +357,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    pe_daemon_record_sync(job->d, s, id);
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -459,10 +462,14 @@ static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 static void get_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
+    json_t *view, *rec;
 
     if (!lookup(job, s, &sb))
         return;
-    job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
+    view = pe_daemon_sandbox_view(&sb);
+    if ((rec = pe_daemon_record_view(s, sb.id)) != NULL) /* its record's state in the repository */
+        json_object_set_new(view, "record", rec);
+    job->out = json_pack("{s:o}", "sandbox", view);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -552,10 +559,12 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_sandbox_remove(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
-        pe_store_sandbox_delete(s, sb.id, &job->err) < 0)
+        pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
-    else
+    } else {
+        pe_daemon_record_forget(job->d, s, sb.id); /* upstream leaves it behind */
         job->out = json_object();
+    }
     pe_store_sandbox_clear(&sb);
 }
 

@@ -170,6 +170,12 @@ int pe_atproto_revoke(const pe_atproto_client *c, pe_atproto_login *l, const pe_
 int pe_atproto_pds_get(const pe_atproto_client *c, pe_atproto_login *l, const pe_atproto_session *s,
                        const char *nsid_and_query, long *status, char **body, pe_err *err);
 
+/* A POST of json_body to /xrpc/NSID on the user's PDS, as pe_atproto_pds_get
+ * (the repository writes: createRecord, putRecord, deleteRecord). */
+int pe_atproto_pds_post(const pe_atproto_client *c, pe_atproto_login *l,
+                        const pe_atproto_session *s, const char *nsid, const char *json_body,
+                        long *status, char **body, pe_err *err);
+
 /* A signed-in session brought back from storage (its DPoP key as PEM):
  * the authorization server is discovered again from pds and must still be
  * issuer. *out is a login with no authorize_url, for refresh, revoke and

@@ -428,3 +428,133 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
     who = subprocess.run([BIN, "whoami", "--json"], capture_output=True, text=True, env=env,
                          timeout=60)
     assert who.returncode == 0 and json.loads(who.stdout)["did"] == bob["did"], who.stderr
+
+
+# ---- records: sandboxes in the user's repository (daemon/records.c) ----
+
+COLLECTION = "io.pocketenv.sandbox"
+
+
+def sign_in(d, pds, handle):
+    """Sign handle in to daemon d through /oauth/login and the PDS's own
+    page; our API token for it."""
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": handle})
+    assert st == 200, started
+    got = sign_in_in_browser(started["url"], pds.accounts[handle]["password"],
+                             f"{d.url}/oauth/callback", follow=True)
+    assert f"Signed in as @{handle}" in got["page"], got
+    st, out = post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})
+    assert st == 200, out
+    return out["token"]
+
+
+def repo_record(pds, did, rkey):
+    """(status, body) of com.atproto.repo.getRecord on the PDS, as anyone
+    reads a public repository."""
+    q = urllib.parse.urlencode({"repo": did, "collection": COLLECTION, "rkey": rkey})
+    try:
+        with urllib.request.urlopen(f"{pds.pds}/xrpc/com.atproto.repo.getRecord?{q}",
+                                    timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def list_rkeys(pds, did):
+    q = urllib.parse.urlencode({"repo": did, "collection": COLLECTION, "limit": 100})
+    with urllib.request.urlopen(f"{pds.pds}/xrpc/com.atproto.repo.listRecords?{q}",
+                                timeout=30) as r:
+        return [rec["uri"].rsplit("/", 1)[1] for rec in json.loads(r.read())["records"]]
+
+
+def record_state(d, token, sid):
+    st, got = d.sandbox("getSandbox", sid, token=token)
+    assert st == 200, got
+    return got["sandbox"].get("record")
+
+
+def wait_synced(d, token, sid, timeout=60, cid=None):
+    """The sandbox's record once the daemon has written its latest state
+    (and, given cid, a state other than that one)."""
+    from conftest import wait_for
+    return wait_for(lambda: (lambda r: r if r and r["state"] == "synced" and r.get("cid") != cid
+                             else None)(record_state(d, token, sid)), timeout, "record synced")
+
+
+def check_record(pds, did, rkey, **want):
+    from conftest import LexiconCheck
+    st, got = repo_record(pds, did, rkey)
+    assert st == 200, got
+    LexiconCheck.check_record(COLLECTION, got["value"])
+    for k, v in want.items():
+        assert got["value"].get(k) == v, (k, got["value"])
+    return got
+
+
+@pytest.fixture(scope="module")
+def alice_daemon(tmp_path_factory, pds):
+    """A daemon (module-wide) with Alice signed in: (daemon, her token,
+    extra serve arguments, its tmp directory for a restart)."""
+    from test_daemon import serving
+    tmp = tmp_path_factory.mktemp("records")
+    dns = DnsTxt()
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    try:
+        with serving(tmp, extra=extra, check_leaks=False) as d:
+            token = sign_in(d, pds, "alice.test")
+            d.others = [token]
+            yield d, token, extra, tmp
+    finally:
+        dns.close()
+
+
+def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_daemon):
+    d, token, _, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                    body={"base": "busybox", "name": "rec-one", "description": "first",
+                          "topics": ["demo"]}, token=token)
+    assert st == 200, sb
+    uri = sb["uri"]
+    assert uri.startswith(f"at://{did}/{COLLECTION}/"), sb
+    rkey = uri.rsplit("/", 1)[1]
+    rec = wait_synced(d, token, sb["id"])
+    assert rec["uri"] == uri
+    got = check_record(pds, did, rkey, name="rec-one", description="first", topics=["demo"])
+    assert got["cid"] == rec["cid"] and got["uri"] == uri
+    assert got["value"]["createdAt"] == sb["createdAt"]
+    # New details: the same record rewritten (swapRecord), a new cid.
+    st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+        "sandboxId": sb["id"], "preferences": [{
+            "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "description": "second"}]},
+        token=token)
+    assert st == 200
+    rec2 = wait_synced(d, token, sb["id"], cid=rec["cid"])
+    check_record(pds, did, rkey, description="second")
+    # An exposed port appears in the record as upstream writes it.
+    st, out = d.call("io.pocketenv.sandbox.exposePort", {"id": sb["id"]}, body={"port": 8080},
+                     token=token)
+    assert st == 200, out
+    wait_synced(d, token, sb["id"], cid=rec2["cid"])
+    check_record(pds, did, rkey, ports=[8080])
+    assert list_rkeys(pds, did).count(rkey) == 1  # rewritten, never a second record
+    # Deleted with the sandbox (upstream leaves it behind).
+    st, _ = d.sandbox("deleteSandbox", sb["id"], token=token)
+    assert st == 200
+    from conftest import wait_for
+    wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
+    assert rkey not in list_rkeys(pds, did)
+    assert "event=record-deleted sandbox=" + sb["id"] in d.log_text()
+
+
+def test_a_local_owner_has_no_record(alice_daemon):
+    d, _, _, _ = alice_daemon
+    # The daemon's did:key owner never signed in with a handle: no uri, no
+    # record, nothing asked of any PDS.
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})
+    assert st == 200, sb
+    assert "uri" not in sb
+    assert record_state(d, d.token, sb["id"]) is None
+    d.sandbox("deleteSandbox", sb["id"])
