@@ -558,3 +558,58 @@ def test_a_local_owner_has_no_record(alice_daemon):
     assert "uri" not in sb
     assert record_state(d, d.token, sb["id"]) is None
     d.sandbox("deleteSandbox", sb["id"])
+
+
+def restart_daemon(d, extra):
+    """SIGTERM d, then the same daemon again (port, data, flags)."""
+    import signal
+    from conftest import BIN, wait_for
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0, d.log_text()[-3000:]
+    log = open(d.log_path, "a")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", d.data,
+                               "--token-file", d.token_file, *extra], stderr=log)
+    log.close()
+    wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+    assert d.proc.poll() is None, d.log_text()[-3000:]
+
+
+def test_records_catch_up_after_the_pds_and_the_daemon_were_down(pds, alice_daemon):
+    d, token, extra, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    sealed_dir = os.path.join(d.data, "atproto")
+    sealed = {f: open(os.path.join(sealed_dir, f)).read() for f in os.listdir(sealed_dir)}
+    pds.command("stop-pds")
+    try:
+        # The sandbox works at once; its record waits.
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": "rec-down"}, token=token)
+        assert st == 200, sb
+        from conftest import wait_for
+        rec = wait_for(lambda: (lambda r: r if r and r["attempts"] >= 1 else None)(
+            record_state(d, token, sb["id"])), 30, "a failed write")
+        assert rec["state"] == "pending" and "cid" not in rec and rec.get("error"), rec
+        st, out = d.sandbox("exec", sb["id"], body={"command": "echo hi"}, token=token)
+        assert st == 200 and out["stdout"] == "hi\n", out
+        # A new name while the PDS is down: one more change queued, not two records.
+        st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+            "sandboxId": sb["id"], "preferences": [{
+                "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "name": "rec-down-2"}]},
+            token=token)
+        assert st == 200
+        # The daemon restarts meanwhile: the queue is in the store.
+        restart_daemon(d, extra)
+        assert record_state(d, token, sb["id"])["state"] == "pending"
+    finally:
+        pds.command("start-pds")
+    rec = wait_synced(d, token, sb["id"], timeout=90)
+    rkey = sb["uri"].rsplit("/", 1)[1]
+    check_record(pds, did, rkey, name="rec-down-2")
+    assert list_rkeys(pds, did).count(rkey) == 1
+    # The restarted daemon had no access token: it refreshed the sealed
+    # session, and sealed the rotated refresh token again.
+    assert "event=atproto-session-refreshed did=" + did in d.log_text()
+    after = {f: open(os.path.join(sealed_dir, f)).read() for f in os.listdir(sealed_dir)}
+    assert after.keys() == sealed.keys() and after != sealed
+    d.sandbox("deleteSandbox", sb["id"], token=token)
+    wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
