@@ -42,6 +42,7 @@
 #include "daemon.h"
 #include "oauth.h"
 #include "pocketenv/atproto.h"
+#include "pocketenv/store.h"
 
 #define PENDING_MAX 32            /* sign-ins in progress at once */
 #define PENDING_TTL_S 600         /* the user has 10 minutes to finish */
@@ -289,9 +290,18 @@ static void callback_work(void *ud)
 
     if (pe_atproto_login_finish(&w->o->client, l, w->state, w->iss, w->code, &ps, &w->err) < 0)
         return;
-    if (keep_session(w->o, l, &ps, &w->err) == 0)
+    if (keep_session(w->o, l, &ps, &w->err) == 0 &&
         pe_auth_token_mint(w->o->d->auth, ps.did, TOKEN_TTL_S, PE_AUTH_SCOPE_API, &w->token,
-                           &w->err);
+                           &w->err) == 0) {
+        /* Who they are, from their repository: handle (verified both
+         * ways), display name, avatar. A profile that cannot be read now
+         * is read again by getProfile; the sign-in stands. */
+        pe_err perr;
+        pe_store *s = pe_daemon_store(w->o->d, &perr);
+        pe_err_clear(&perr);
+        if (s == NULL || pe_daemon_oauth_profile_sync(w->o->d, s, ps.did, l->id.handle, &perr) < 0)
+            pe_log_warn("profile of %s: %s", ps.did, perr.msg);
+    }
     pe_atproto_session_clear(&ps);
 }
 
@@ -541,6 +551,61 @@ int pe_daemon_oauth_pds_call(pe_daemon *d, const char *did, const char *nsid, co
     }
 out:
     pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+/* An avatar blob's URL on the user's own PDS (any client can fetch it;
+ * no Bluesky CDN assumed), or NULL. */
+static char *avatar_url(const char *pds, const char *did, const json_t *avatar)
+{
+    const char *cid = json_string_value(json_object_get(json_object_get(avatar, "ref"), "$link"));
+
+    if (cid == NULL || strspn(cid, "abcdefghijklmnopqrstuvwxyz234567") != strlen(cid) ||
+        strlen(cid) > 128)
+        return NULL; /* a base32 CID, nothing else goes into the URL */
+    return pe_xasprintf("%s/xrpc/com.atproto.sync.getBlob?did=%s&cid=%s", pds, did, cid);
+}
+
+int pe_daemon_oauth_profile_sync(pe_daemon *d, pe_store *s, const char *did, const char *handle,
+                                 pe_err *err)
+{
+    char q[PE_AUTH_DID_MAX + 128], pds[PE_ATPROTO_URL_MAX] = "";
+    cleanup_free char *body = NULL, *avatar = NULL;
+    pe_store_user u = {0}, had = {0};
+    long status = 0;
+    json_t *v = NULL, *value;
+    int rc;
+
+    snprintf(q, sizeof q,
+             "com.atproto.repo.getRecord?repo=%s&collection=app.bsky.actor.profile&rkey=self", did);
+    if (pe_daemon_oauth_pds_call(d, did, q, NULL, &status, &body, err) < 0)
+        return -1;
+    pthread_mutex_lock(&d->oauth->lock);
+    {
+        live *e = live_find(d->oauth, did);
+        if (e)
+            snprintf(pds, sizeof pds, "%s", e->login->id.pds);
+    }
+    pthread_mutex_unlock(&d->oauth->lock);
+    if (status == 200 && (v = json_loads(body, 0, NULL)) == NULL)
+        return pe_err_set(err, PE_EREMOTE, 0, "profile of %s: the PDS answered garbage", did);
+    if (status != 200 && status != 400 && status != 404) /* 400: RecordNotFound, no profile */
+        return pe_err_set(err, PE_EREMOTE, 0, "profile of %s: status %ld", did, status);
+    value = json_object_get(v, "value");
+    if (pe_store_user_get(s, did, &had, err) < 0 && err->code != PE_ENOENT) {
+        json_decref(v);
+        return -1;
+    }
+    u.did = did;
+    u.handle = handle ? handle : had.handle ? had.handle : "handle.invalid";
+    u.display_name = json_string_value(json_object_get(value, "displayName"));
+    if (u.display_name && strlen(u.display_name) > 640)
+        u.display_name = NULL; /* the lexicon's maxLength; longer is not a profile */
+    if (pds[0])
+        u.avatar = avatar = avatar_url(pds, did, json_object_get(value, "avatar"));
+    rc = pe_store_user_upsert(s, &u, err);
+    json_decref(v);
+    pe_store_user_clear(&had);
     return rc;
 }
 

@@ -28,6 +28,13 @@ void pe_daemon_oauth_free(struct pe_daemon *d);
  * worker threads only. PE_ENOENT when did has no session. */
 int pe_daemon_oauth_pds_call(struct pe_daemon *d, const char *did, const char *nsid,
                              const char *json_body, long *status, char **body, pe_err *err);
+/* Read did's profile (app.bsky.actor.profile/self) from their repository
+ * into their user row: handle (when given, else the row's), display name,
+ * avatar (a getBlob URL on their PDS). No profile record: handle only.
+ * Worker threads only. */
+struct pe_store;
+int pe_daemon_oauth_profile_sync(struct pe_daemon *d, struct pe_store *s, const char *did,
+                                 const char *handle, pe_err *err);
 /* did signed in with AT Protocol here (a sealed session exists). */
 bool pe_daemon_oauth_signed_in(struct pe_daemon *d, const char *did);
 

@@ -422,6 +422,12 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
             p.wait()
     assert p.returncode == 0, err
     assert f"Logged in as @bob.test ({bob['did']})" in out
+    # Bob has no profile record: his handle, never "@undefined" or {}.
+    st, prof = d.call("io.pocketenv.actor.getProfile",
+                      token=json.loads((home / ".pocketenv" / "token.json").read_text())["token"])
+    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
+    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
+    assert who.stdout == "You are logged in as @bob.test (bob.test).\n", who
     token = json.loads((home / ".pocketenv" / "token.json").read_text())["token"]
     assert token not in out + err
     assert jwt_claims(token)["did"] == bob["did"]
@@ -491,6 +497,32 @@ def check_record(pds, did, rkey, **want):
     return got
 
 
+# The smallest PNG: one transparent pixel.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def set_profile(pds, handle, display_name):
+    """Alice's app.bsky.actor.profile/self with a display name and an
+    avatar blob, written with her own password session (as Bluesky's app
+    would); the blob's cid."""
+    a = pds.accounts[handle]
+    auth = {"Authorization": f"Bearer {a['accessJwt']}"}
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.uploadBlob", data=PNG,
+                                 method="POST", headers={**auth, "Content-Type": "image/png"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        blob = json.loads(r.read())["blob"]
+    body = {"repo": a["did"], "collection": "app.bsky.actor.profile", "rkey": "self",
+            "record": {"$type": "app.bsky.actor.profile", "displayName": display_name,
+                       "avatar": blob}}
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.putRecord",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={**auth, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+    return blob["ref"]["$link"]
+
+
 @pytest.fixture(scope="module")
 def alice_daemon(tmp_path_factory, pds):
     """A daemon (module-wide) with Alice signed in: (daemon, her token,
@@ -501,6 +533,7 @@ def alice_daemon(tmp_path_factory, pds):
     for handle, a in pds.accounts.items():
         dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
     extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    set_profile(pds, "alice.test", "Alice Example")
     try:
         with serving(tmp, extra=extra, check_leaks=False) as d:
             token = sign_in(d, pds, "alice.test")
@@ -613,3 +646,21 @@ def test_records_catch_up_after_the_pds_and_the_daemon_were_down(pds, alice_daem
     assert after.keys() == sealed.keys() and after != sealed
     d.sandbox("deleteSandbox", sb["id"], token=token)
     wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
+
+
+def test_profile_from_the_repository_and_whoami(pds, alice_daemon, tmp_path):
+    from conftest import BIN
+    d, token, _, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200, prof
+    assert (prof["did"], prof["handle"], prof["displayName"]) == (did, "alice.test",
+                                                                  "Alice Example"), prof
+    # The avatar is the blob on her own PDS.
+    assert prof["avatar"].startswith(f"{pds.pds}/xrpc/com.atproto.sync.getBlob?did={did}&cid=")
+    with urllib.request.urlopen(prof["avatar"], timeout=30) as r:
+        assert r.read() == PNG
+    env = {k: v for k, v in os.environ.items() if k != "POCKETENV_TOKEN"}
+    env.update(HOME=str(tmp_path), POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token, NO_COLOR="1")
+    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
+    assert who.stdout == "You are logged in as @alice.test (Alice Example).\n", who
