@@ -8,7 +8,8 @@
  *   POST /oauth/token    {"pickup"} -> 202 while the user has not
  *                        finished, then {"token", "did", "handle"} once
  *   POST /oauth/logout   (Bearer: our token) revoke the user's PDS session
- *                        at their authorization server and forget it
+ *                        at their authorization server, forget it, and
+ *                        revoke every API token of that DID issued so far
  *
  * The pickup secret, not the browser, carries the token to whoever
  * started the sign-in (the CLI polls with it): a token never travels in a
@@ -643,10 +644,26 @@ static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
     return rc;
 }
 
+/* Our API tokens of did issued up to this second are refused from now on
+ * (the next second's are valid: iat has a second's resolution), here at
+ * once and in every daemon on this store at its next tick. */
+static int revoke_api_tokens(pe_daemon *d, const char *did, pe_err *err)
+{
+    pe_store *s = pe_daemon_store(d, err);
+    pe_store_user u;
+
+    if (s == NULL || pe_daemon_user_ensure(s, did, &u, err) < 0)
+        return -1;
+    pe_store_user_clear(&u);
+    if (pe_store_user_revoke_tokens(s, did, (time(NULL) + 1) * 1000LL, err) < 0)
+        return -1;
+    return pe_daemon_auth_refresh(d->auth, s, err);
+}
+
 static void logout_work(void *ud)
 {
     work *w = ud;
-    if (end_session(w->o, w->arg, &w->err) < 0)
+    if (end_session(w->o, w->arg, &w->err) < 0 || revoke_api_tokens(w->o->d, w->arg, &w->err) < 0)
         w->token = NULL;
     else
         w->token = pe_xstrdup("");

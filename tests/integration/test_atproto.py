@@ -363,8 +363,11 @@ def test_daemon_sign_in_with_a_handle_gives_a_token_bound_to_the_did(pds, oauth_
     assert st == 200, d.log_text()[-2000:]
     assert os.listdir(sealed_dir) == []
     assert "event=oauth-logout did=" + alice["did"] in d.log_text()
+    # Our API token of Alice is revoked with it.
     st, again = post_json_auth(f"{d.url}/oauth/logout", out["token"])
-    assert st == 404 and again["error"] == "NotFound"
+    assert st == 401, again
+    st, _ = d.call("io.pocketenv.actor.getProfile", token=out["token"])
+    assert st == 401
 
 
 def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
@@ -422,18 +425,27 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
             p.wait()
     assert p.returncode == 0, err
     assert f"Logged in as @bob.test ({bob['did']})" in out
-    # Bob has no profile record: his handle, never "@undefined" or {}.
-    st, prof = d.call("io.pocketenv.actor.getProfile",
-                      token=json.loads((home / ".pocketenv" / "token.json").read_text())["token"])
-    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
-    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
-    assert who.stdout == "You are logged in as @bob.test (bob.test).\n", who
     token = json.loads((home / ".pocketenv" / "token.json").read_text())["token"]
     assert token not in out + err
     assert jwt_claims(token)["did"] == bob["did"]
     who = subprocess.run([BIN, "whoami", "--json"], capture_output=True, text=True, env=env,
                          timeout=60)
     assert who.returncode == 0 and json.loads(who.stdout)["did"] == bob["did"], who.stderr
+    # Bob has no profile record: his handle, never "@undefined" or {}.
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
+    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
+    assert who.stdout == "You are logged in as @bob.test (bob.test).\n", who
+    # logout: the daemon revokes Bob's PDS session and his token, then the
+    # token kept here is forgotten.
+    bye = subprocess.run([BIN, "logout"], capture_output=True, text=True, env=env, timeout=60)
+    assert bye.returncode == 0, bye
+    assert "Signed out: the daemon revoked your AT Protocol session and tokens." in bye.stdout
+    assert not (home / ".pocketenv" / "token.json").exists()
+    assert os.listdir(os.path.join(d.data, "atproto")) == []
+    assert f"event=oauth-logout did={bob['did']}" in d.log_text()
+    st, _ = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 401
 
 
 # ---- records: sandboxes in the user's repository (daemon/records.c) ----
