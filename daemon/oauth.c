@@ -610,6 +610,11 @@ int pe_daemon_oauth_profile_sync(pe_daemon *d, pe_store *s, const char *did, con
     return rc;
 }
 
+const pe_atproto_cfg *pe_daemon_oauth_net(pe_daemon *d)
+{
+    return d->oauth ? &d->oauth->client.net : NULL;
+}
+
 bool pe_daemon_oauth_signed_in(pe_daemon *d, const char *did)
 {
     char dir[4096], path[4200];

@@ -35,6 +35,10 @@ int pe_daemon_oauth_pds_call(struct pe_daemon *d, const char *did, const char *n
 struct pe_store;
 int pe_daemon_oauth_profile_sync(struct pe_daemon *d, struct pe_store *s, const char *did,
                                  const char *handle, pe_err *err);
+/* How the daemon reaches AT Protocol services (serve's --atproto-* flags),
+ * or NULL without the sign-in routes. */
+struct pe_atproto_cfg;
+const struct pe_atproto_cfg *pe_daemon_oauth_net(struct pe_daemon *d);
 /* did signed in with AT Protocol here (a sealed session exists). */
 bool pe_daemon_oauth_signed_in(struct pe_daemon *d, const char *did);
 

@@ -30,6 +30,7 @@
  * Threading: the queue is the store's; the writer is one background job
  * at a time (busy/dirty belong to the loop thread), woken by a 0.5 s timer
  * when something is due and at once by a change (pe_ev_post). */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,9 +40,11 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "oauth.h"
+#include "pocketenv/atproto.h"
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-records.h"
 #include "records.h"
+#include "templates.h"
 
 #define PASS_MAX 32          /* rows written per pass, then the next pass */
 #define BACKOFF_MAX_MS 30000 /* a failing write is tried again at least this often */
@@ -135,7 +138,29 @@ static void kick(void *ud)
     w.dirty = true;
 }
 
+/* The base strongRef the record of sandbox id was given at its create. */
+static json_t *base_ref_of(pe_store *s, const char *id)
+{
+    pe_store_record had;
+    json_t *v, *ref = NULL;
+    pe_err err;
+
+    if (pe_store_record_get(s, id, &had, &err) < 0)
+        return NULL;
+    if (had.want && (v = json_loads(had.want, 0, NULL)) != NULL) {
+        ref = json_incref(json_object_get(v, "base"));
+        json_decref(v);
+    }
+    pe_store_record_clear(&had);
+    return ref;
+}
+
 void pe_daemon_record_sync(pe_daemon *d, pe_store *s, const char *id)
+{
+    pe_daemon_record_sync_base(d, s, id, NULL);
+}
+
+void pe_daemon_record_sync_base(pe_daemon *d, pe_store *s, const char *id, const json_t *base_ref)
 {
     pe_store_sandbox sb;
     cleanup_free char *want = NULL;
@@ -147,6 +172,10 @@ void pe_daemon_record_sync(pe_daemon *d, pe_store *s, const char *id)
         return;
     if ((rkey = rkey_of(&sb)) != NULL) {
         r = record_of(s, &sb);
+        if (base_ref != NULL)
+            json_object_set(r, "base", (json_t *)base_ref);
+        else
+            json_object_set_new(r, "base", base_ref_of(s, sb.id)); /* NULL: none */
         want = json_dumps(r, JSON_COMPACT | JSON_SORT_KEYS);
         json_decref(r);
         if (want == NULL || pe_store_record_want(s, sb.id, sb.owner_did, rkey, want, &err) < 0)
@@ -376,4 +405,133 @@ int pe_daemon_records_start(pe_daemon *d, pe_err *err)
     w.busy = false;
     w.dirty = true; /* what a previous run left */
     return pe_ev_timer_start(d->loop, ns / 10, ns / 2, on_timer, d, err) == NULL ? -1 : 0;
+}
+
+/* ---- templates by at:// URI ---- */
+
+#define TEMPLATE_CACHE_MAX 64
+#define TEMPLATE_CACHE_TTL_S 600
+#define TEMPLATE_DEPTH_MAX 3 /* base of a base of a base */
+
+typedef struct cached_template {
+    char uri[PE_ATPROTO_URL_MAX * 2]; /* as asked; "" when free */
+    char ref_uri[PE_ATPROTO_URL_MAX * 2], cid[130];
+    char name[128];
+    time_t at;
+} cached_template;
+
+static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
+static cached_template cache[TEMPLATE_CACHE_MAX];
+
+static bool cache_get(const char *uri, char **name, json_t **ref)
+{
+    bool hit = false;
+    time_t now = time(NULL);
+
+    pthread_mutex_lock(&cache_lock);
+    for (size_t i = 0; i < TEMPLATE_CACHE_MAX && !hit; i++) {
+        cached_template *c = &cache[i];
+        if (c->uri[0] && strcmp(c->uri, uri) == 0 && now - c->at < TEMPLATE_CACHE_TTL_S) {
+            *name = pe_xstrdup(c->name);
+            *ref = json_pack("{s:s, s:s}", "uri", c->ref_uri, "cid", c->cid);
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&cache_lock);
+    return hit;
+}
+
+static void cache_put(const char *uri, const char *name, const pe_atproto_record *rec)
+{
+    cached_template *slot = &cache[0];
+
+    if (strlen(uri) >= sizeof slot->uri || strlen(name) >= sizeof slot->name)
+        return;
+    pthread_mutex_lock(&cache_lock);
+    for (size_t i = 0; i < TEMPLATE_CACHE_MAX; i++)
+        if (cache[i].uri[0] == '\0' || strcmp(cache[i].uri, uri) == 0 || cache[i].at < slot->at)
+            slot = &cache[i];
+    snprintf(slot->uri, sizeof slot->uri, "%s", uri);
+    snprintf(slot->ref_uri, sizeof slot->ref_uri, "%s", rec->uri);
+    snprintf(slot->cid, sizeof slot->cid, "%s", rec->cid);
+    snprintf(slot->name, sizeof slot->name, "%s", name);
+    slot->at = time(NULL);
+    pthread_mutex_unlock(&cache_lock);
+}
+
+/* The base a record names: its name, or its record key, when this daemon
+ * can run a base of that name; NULL otherwise. */
+static const char *runnable_name(pe_daemon *d, const pe_atproto_record *rec, const char *rkey)
+{
+    const char *cands[] = {json_string_value(json_object_get(rec->value, "name")), rkey};
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(cands); i++) {
+        cleanup_free char *n = NULL;
+        pe_err e;
+        if (cands[i] && pe_daemon_base_name(cands[i], &n, &e) == 0 &&
+            pe_daemon_base_check(d, n, &e) == 0)
+            return cands[i];
+    }
+    return NULL;
+}
+
+static int template_at(pe_daemon *d, const pe_atproto_cfg *net, const char *uri, int depth,
+                       char **name, pe_atproto_record *top, pe_err *err)
+{
+    pe_atproto_record rec;
+    pe_atproto_uri u;
+    const char *n, *next;
+    int rc;
+
+    if (pe_atproto_uri_parse(uri, &u, err) < 0)
+        return -1;
+    if (strcmp(u.collection, PE_RECORD_COLLECTION) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%.200s is not a sandbox record (%s)", uri,
+                          PE_RECORD_COLLECTION);
+    if (pe_atproto_get_record(net, uri, &rec, err) < 0)
+        return -1;
+    if (depth == 0) { /* the record the user named: the new record's base */
+        *top = rec;
+        json_incref(top->value);
+    }
+    if ((n = runnable_name(d, &rec, u.rkey)) != NULL) {
+        rc = pe_daemon_base_name(n, name, err);
+    } else if ((next = json_string_value(
+                    json_object_get(json_object_get(rec.value, "base"), "uri"))) != NULL &&
+               depth + 1 < TEMPLATE_DEPTH_MAX) {
+        rc = template_at(d, net, next, depth + 1, name, top, err);
+    } else {
+        const char *rn = json_string_value(json_object_get(rec.value, "name"));
+        rc = pe_err_set(err, PE_EINVAL, 0,
+                        "%.200s names no template this daemon can build (name %.64s%s)", uri,
+                        rn ? rn : "none", next ? ", and its base is too deep" : "");
+    }
+    json_decref(rec.value);
+    return rc;
+}
+
+int pe_daemon_record_template(pe_daemon *d, const char *uri, char **name, json_t **ref, pe_err *err)
+{
+    const pe_atproto_cfg *net = pe_daemon_oauth_net(d);
+    pe_atproto_record top = {0};
+
+    *name = NULL;
+    *ref = NULL;
+    if (net == NULL)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "base %.200s: this daemon reads no AT Protocol "
+                          "records",
+                          uri);
+    if (cache_get(uri, name, ref))
+        return 0;
+    if (template_at(d, net, uri, 0, name, &top, err) < 0) {
+        json_decref(top.value);
+        if (err->code == PE_ENOENT) /* the record, not a sandbox: a bad base */
+            err->code = PE_EINVAL;
+        return pe_err_prefix(err, "base");
+    }
+    cache_put(uri, *name, &top);
+    *ref = json_pack("{s:s, s:s}", "uri", top.uri, "cid", top.cid);
+    json_decref(top.value);
+    return 0;
 }

@@ -323,6 +323,30 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     return true;
 }
 
+/* A base given as an at:// URI whose record key names no base here: the
+ * record it points to says which (records.c); the new sandbox's record
+ * then refers to it by uri and cid (in.baseRef). Upstream's convention,
+ * the record key naming the template, needs no request. */
+static bool base_from_record(pe_daemon_job *job, json_t *in)
+{
+    const char *uri = json_string_value(json_object_get(in, "baseUri"));
+    const char *base = json_string_value(json_object_get(in, "base"));
+    cleanup_free char *name = NULL;
+    json_t *ref = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (uri == NULL || pe_daemon_base_check(job->d, base, &e) == 0 || e.code == PE_EUNSUP)
+        return true;
+    if (pe_daemon_record_template(job->d, uri, &name, &ref, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return false;
+    }
+    json_object_set_new(in, "base", json_string(name));
+    json_object_set_new(in, "baseRef", ref);
+    return true;
+}
+
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
     json_t *in = job->in;
@@ -334,7 +358,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     pe_store_user u;
     int r;
 
-    if (pe_daemon_snapshot_base(job, s, in) < 0 || !plan_sandbox(job, in, &sb, &topics))
+    if (pe_daemon_snapshot_base(job, s, in) < 0 || !base_from_record(job, in) ||
+        !plan_sandbox(job, in, &sb, &topics))
         return;
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -357,7 +382,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
-    pe_daemon_record_sync(job->d, s, id);
+    pe_daemon_record_sync_base(job->d, s, id, json_object_get(in, "baseRef"));
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -412,6 +437,8 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
         json_decref(in);
         return NULL;
     }
+    if (strncmp(json_string_value(json_object_get(in, "base")), "at://", 5) == 0)
+        json_object_set(in, "baseUri", json_object_get(in, "base")); /* base_from_record's */
     json_object_set_new(in, "base", json_string(base));
     return in;
 }

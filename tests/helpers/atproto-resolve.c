@@ -4,9 +4,10 @@
  *   atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http]
  *                   [--dns IPV4:PORT|off] [--connect-to H:P:A:P]...
  *                   [--step handle|did|all] HANDLE_OR_DID
+ *   atproto-resolve ... --step record AT_URI
  *
- * Prints {"did","handle","pds"} and exits 0, or {"error","message"} (error
- * is the pe_err code's name) and exits 1; 2 for a bad command line.
+ * Prints {"did","handle","pds"} ({"uri","cid","value"} for a record) and exits 0, or
+ * {"error","message"} (error is the pe_err code's name) and exits 1; 2 for a bad command line.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -30,9 +31,10 @@ static const char *code_name(int code)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http] "
-                    "[--dns IPV4:PORT|off] [--connect-to H:P:A:P]... [--step handle|did|all] "
-                    "HANDLE_OR_DID\n");
+    fprintf(stderr,
+            "usage: atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http] "
+            "[--dns IPV4:PORT|off] [--connect-to H:P:A:P]... [--step handle|did|all|record] "
+            "HANDLE_OR_DID\n");
     return 2;
 }
 
@@ -73,6 +75,14 @@ int main(int argc, char **argv)
     }
     if (i + 1 != argc)
         return usage();
+    if (strcmp(step, "record") == 0) { /* argv[i]: an at:// URI */
+        pe_atproto_record rec;
+        if (pe_atproto_get_record(&cfg, argv[i], &rec, &err) < 0)
+            return print(json_pack("{s:s, s:s}", "error", code_name(err.code), "message", err.msg),
+                         1);
+        return print(
+            json_pack("{s:s, s:s, s:o}", "uri", rec.uri, "cid", rec.cid, "value", rec.value), 0);
+    }
     if (strcmp(step, "handle") == 0)
         rc = pe_atproto_resolve_handle(&cfg, argv[i], id.did, &err);
     else if (strcmp(step, "did") == 0)

@@ -676,3 +676,98 @@ def test_profile_from_the_repository_and_whoami(pds, alice_daemon, tmp_path):
     env.update(HOME=str(tmp_path), POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token, NO_COLOR="1")
     who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
     assert who.stdout == "You are logged in as @alice.test (Alice Example).\n", who
+
+
+# ---- templates by at:// URI (lib/auth/atproto-repo.c, daemon/records.c) ----
+
+def publish(pds, handle, record, rkey=None):
+    """A record in handle's repository, written with their password
+    session (as another AT Protocol app would); its (uri, cid)."""
+    a = pds.accounts[handle]
+    body = {"repo": a["did"], "collection": COLLECTION,
+            "record": {"$type": COLLECTION, "createdAt": "2026-01-01T00:00:00.000Z", **record}}
+    if rkey:
+        body["rkey"] = rkey
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.createRecord",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {a['accessJwt']}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        out = json.loads(r.read())
+    return out["uri"], out["cid"]
+
+
+def test_get_record_refuses_garbage_slow_and_another_repositorys_record(pds, dns, fake):
+    alice = pds.accounts["alice.test"]
+    uri, cid = publish(pds, "alice.test", {"name": "busybox"})
+    rc, got = resolve(pds, dns, uri, step="record")
+    assert rc == 0 and (got["uri"], got["cid"]) == (uri, cid), got
+    assert got["value"]["name"] == "busybox"
+    # A DID whose document (from a directory the test controls) names a PDS
+    # that answers badly.
+    did = "did:plc:" + "b" * 24
+    doc = {"id": did, "alsoKnownAs": [], "service": [
+        {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": fake.url}]}
+    fake.routes[f"/{did}"] = (200, json.dumps(doc), 0)
+    rkey = "3kabcdefghijk"
+    asked = f"at://{did}/{COLLECTION}/{rkey}"
+    path = (f"/xrpc/com.atproto.repo.getRecord?repo={did}&collection={COLLECTION}"
+            f"&rkey={rkey}")
+    _, real = repo_record(pds, alice["did"], uri.rsplit("/", 1)[1])
+    for body, error in [
+            ("{not json", "not a record"),
+            (json.dumps(real), "another record"),  # Alice's record, asked for another DID's
+            (json.dumps({**real, "uri": asked, "value": {"$type": "other.thing"}}),
+             "is not a io.pocketenv.sandbox"),
+            (json.dumps({**real, "uri": asked, "cid": "../../x"}), "CID")]:
+        fake.routes[path] = (200, body, 0)
+        rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+        assert rc == 1 and got["error"] == "EREMOTE" and error in got["message"], (body, got)
+    fake.routes[path] = (200, "x" * 100000, 0)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert rc == 1 and "larger than" in got["message"], got
+    fake.routes[path] = (200, json.dumps({**real, "uri": asked}), 20)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+    # The same answer in time is a record.
+    fake.routes[path] = (200, json.dumps({**real, "uri": asked}), 0)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert rc == 0 and got["uri"] == asked, got
+    for bad in ["at://x", f"at://{did}/{COLLECTION}", f"at://{did}/{COLLECTION}/a/b",
+                f"at://{did}/{COLLECTION}/..", f"at://{did}/nocollection/x",
+                f"at://{did}/{COLLECTION}/a%2Fb"]:
+        rc, got = resolve(pds, dns, bad, plc=fake.url, step="record")
+        assert (rc, got["error"]) == (1, "EINVAL"), (bad, got)
+
+
+def test_template_by_at_uri_resolves_through_the_record(pds, alice_daemon):
+    d, token, _, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    # Bob publishes a template record naming a base we have, and a
+    # derived one pointing at it by its strongRef.
+    tpl_uri, tpl_cid = publish(pds, "bob.test", {"name": "busybox", "description": "tiny"})
+    derived, derived_cid = publish(pds, "bob.test", {
+        "name": "bobs-own", "base": {"uri": tpl_uri, "cid": tpl_cid}})
+    for base, ref in [(tpl_uri, (tpl_uri, tpl_cid)), (derived, (derived, derived_cid))]:
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": base}, token=token)
+        assert st == 200, sb
+        from conftest import wait_for
+        wait_for(lambda: d.sandbox("getSandbox", sb["id"], token=token)[1]["sandbox"]["status"]
+                 == "RUNNING", 60, "sandbox running")
+        st, out = d.sandbox("exec", sb["id"], body={"command": "busybox true && echo ok"},
+                            token=token)
+        assert st == 200 and out["stdout"] == "ok\n", out
+        # Its own record refers to the template's record by uri and cid.
+        wait_synced(d, token, sb["id"])
+        got = check_record(pds, did, sb["uri"].rsplit("/", 1)[1])
+        assert got["value"]["base"] == {"uri": ref[0], "cid": ref[1]}, got
+        d.sandbox("deleteSandbox", sb["id"], token=token)
+    # Records we cannot serve: a clear 400, nothing made.
+    nothing, _ = publish(pds, "bob.test", {"name": "no-such-template"})
+    bob = pds.accounts["bob.test"]["did"]
+    for base, why in [(nothing, "names no template this daemon can build"),
+                      (f"at://{bob}/{COLLECTION}/3kzzzzzzzzzzz", "not in its repository")]:
+        st, out = d.call("io.pocketenv.sandbox.createSandbox", body={"base": base}, token=token)
+        assert st == 400 and why in out["message"], (base, out)
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": did}, token=token)
+    assert st == 200 and out["total"] == 0, out
