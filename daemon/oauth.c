@@ -747,6 +747,7 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
         o->client.net.dns_server = o->dns;
     }
     o->client.net.allow_http = cfg->insecure_http;
+    o->client.net.allow_private = cfg->allow_private;
     o->client.redirect_uri = o->redirect;
     o->client.scope = SCOPE;
     d->oauth = o;

@@ -13,6 +13,7 @@ typedef struct pe_oauth_cfg {
     const char *plc_url;    /* --atproto-plc (https://plc.directory) */
     const char *dns_server; /* --atproto-dns IPV4:PORT|off (resolv.conf) */
     bool insecure_http;     /* --atproto-insecure-http: a local dev PDS */
+    bool allow_private;     /* --atproto-allow-private: hosts on private addresses */
 } pe_oauth_cfg;
 
 /* Register the routes (after the server exists: the redirect URI carries

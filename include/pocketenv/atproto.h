@@ -47,6 +47,11 @@ typedef struct pe_atproto_cfg {
     /* Development and tests only: accept http:// for handles, did:web and
      * PDS endpoints (a local PDS in dev mode serves plain HTTP). */
     bool allow_http;
+    /* Connect to hosts on private addresses too (loopback, RFC 1918,
+     * link-local, CGNAT, ULA, ...). Off: such a host is refused before any
+     * request is sent, whatever name led there. For a PDS on the LAN, and
+     * the tests' PDS on loopback. */
+    bool allow_private;
     /* Tests only: libcurl CONNECT_TO entries ("HOST:PORT:ADDR:PORT"),
      * NULL-terminated, so a handle's host reaches a server on loopback. */
     const char *const *connect_to;

@@ -8,6 +8,8 @@
  *
  * Prints {"did","handle","pds"} ({"uri","cid","value"} for a record) and exits 0, or
  * {"error","message"} (error is the pe_err code's name) and exits 1; 2 for a bad command line.
+ * Hosts on private addresses are allowed (the tests' servers are on
+ * loopback) unless --deny-private.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -50,7 +52,7 @@ static int print(json_t *v, int rc)
 int main(int argc, char **argv)
 {
     const char *connect_to[CONNECT_TO_MAX + 1] = {0};
-    pe_atproto_cfg cfg = {.connect_to = connect_to};
+    pe_atproto_cfg cfg = {.connect_to = connect_to, .allow_private = true}; /* loopback servers */
     const char *step = "all";
     pe_atproto_identity id = {0};
     pe_err err = {0};
@@ -60,6 +62,8 @@ int main(int argc, char **argv)
     for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--allow-http") == 0)
             cfg.allow_http = true;
+        else if (strcmp(argv[i], "--deny-private") == 0)
+            cfg.allow_private = false;
         else if (strcmp(argv[i], "--plc") == 0)
             cfg.plc_url = argv[++i];
         else if (strcmp(argv[i], "--timeout-ms") == 0)

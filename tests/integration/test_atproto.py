@@ -318,7 +318,8 @@ def oauth_daemon(tmp_path, pds, dns):
     # documents through the loopback PLC; the dev PDS speaks plain HTTP.
     for handle, a in pds.accounts.items():
         dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
-    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+             "--atproto-allow-private"]
     with serving(tmp_path, extra=extra) as d:
         yield d
 
@@ -544,7 +545,8 @@ def alice_daemon(tmp_path_factory, pds):
     dns = DnsTxt()
     for handle, a in pds.accounts.items():
         dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
-    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+             "--atproto-allow-private"]
     set_profile(pds, "alice.test", "Alice Example")
     try:
         with serving(tmp, extra=extra, check_leaks=False) as d:
@@ -771,3 +773,26 @@ def test_template_by_at_uri_resolves_through_the_record(pds, alice_daemon):
         assert st == 400 and why in out["message"], (base, out)
     st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": did}, token=token)
     assert st == 200 and out["total"] == 0, out
+
+
+def test_private_addresses_are_refused_unless_allowed(pds, dns, tmp_path):
+    # alice.test, its PLC directory and its PDS are all on loopback: with
+    # the guard on, not one request leaves (the resolver's and the
+    # daemon's), whatever name led there.
+    rc, got = resolve(pds, dns, "alice.test", "--deny-private")
+    assert rc == 1 and got["error"] == "EAUTH" and "private address" in got["message"], got
+    # Whatever name leads to a private address (here through CONNECT_TO),
+    # no connection is even tried: port 9 would answer "refused" otherwise.
+    # (Which addresses are private: tests/unit/test-auth.c.)
+    for ip in ["127.0.0.1", "127.0.0.2", "[::1]", "[::ffff:127.0.0.1]"]:
+        rc, got = resolve(pds, dns, "x.test", "--deny-private", "--connect-to",
+                          f"x.test:80:{ip}:9", step="handle")
+        assert rc == 1 and "private address" in got["message"], (ip, got)
+    # The daemon refuses by default: sign-in of a handle whose PDS is on
+    # loopback answers why.
+    from test_daemon import serving
+    dns.records["_atproto.alice.test"] = [f"did={pds.accounts['alice.test']['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    with serving(tmp_path, extra=extra) as d:
+        st, out = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+        assert st == 401 and "private address" in out["message"], out
