@@ -515,12 +515,22 @@ PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
                     "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
 
 
+def password_session(pds, handle):
+    """A fresh access token of handle's password session (one made before
+    the PDS restarted is signed with a key that is gone)."""
+    a = pds.accounts[handle]
+    st, out = post_json(f"{pds.pds}/xrpc/com.atproto.server.createSession",
+                        {"identifier": handle, "password": a["password"]})
+    assert st == 200, out
+    return out["accessJwt"]
+
+
 def set_profile(pds, handle, display_name):
     """Alice's app.bsky.actor.profile/self with a display name and an
     avatar blob, written with her own password session (as Bluesky's app
     would); the blob's cid."""
     a = pds.accounts[handle]
-    auth = {"Authorization": f"Bearer {a['accessJwt']}"}
+    auth = {"Authorization": f"Bearer {password_session(pds, handle)}"}
     req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.uploadBlob", data=PNG,
                                  method="POST", headers={**auth, "Content-Type": "image/png"})
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -692,7 +702,8 @@ def publish(pds, handle, record, rkey=None):
         body["rkey"] = rkey
     req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.createRecord",
                                  data=json.dumps(body).encode(), method="POST",
-                                 headers={"Authorization": f"Bearer {a['accessJwt']}",
+                                 headers={"Authorization":
+                                          f"Bearer {password_session(pds, handle)}",
                                           "Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         out = json.loads(r.read())
