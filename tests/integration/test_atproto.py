@@ -807,3 +807,17 @@ def test_private_addresses_are_refused_unless_allowed(pds, dns, tmp_path):
     with serving(tmp_path, extra=extra) as d:
         st, out = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
         assert st == 401 and "private address" in out["message"], out
+
+
+def test_web_page_sign_in_with_a_handle(pds, alice_daemon):
+    d, _, _, _ = alice_daemon
+    env = dict(os.environ, PE_SIGNIN=json.dumps(
+        {"url": d.url, "handle": "alice.test", "password": pds.accounts["alice.test"]["password"],
+         "chromium": CHROMIUM}))
+    p = subprocess.run(["node", os.path.join(os.path.dirname(SIGNIN), "web-signin.mjs")],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["who"] == f"alice.test ({pds.accounts['alice.test']['did']})", got
+    # No token and no pickup ever travels in a URL.
+    assert not [u for u in got["urls"] if "pickup" in u or "token=" in u], got["urls"]
