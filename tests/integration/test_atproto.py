@@ -581,6 +581,13 @@ def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_
     assert rec["uri"] == uri
     got = check_record(pds, did, rkey, name="rec-one", description="first", topics=["demo"])
     assert got["cid"] == rec["cid"] and got["uri"] == uri
+    # `pocketenv inspect` shows the record's state.
+    from conftest import BIN
+    env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token)
+    p = subprocess.run([BIN, "inspect", "rec-one"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["record"] == {**rec, "state": "synced"}, p.stdout
     assert got["value"]["createdAt"] == sb["createdAt"]
     # New details: the same record rewritten (swapRecord), a new cid.
     st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
