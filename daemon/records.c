@@ -49,10 +49,12 @@
 #define PASS_MAX 32          /* rows written per pass, then the next pass */
 #define BACKOFF_MAX_MS 30000 /* a failing write is tried again at least this often */
 #define RECORD_ERROR_MAX 300 /* of a PDS's error message kept on the row */
+#define SWEEP_TICKS 60       /* of the 0.5 s timer: a pass every 30 s whatever happened */
 
 static struct {
     bool busy;  /* a pass is queued or running */
     bool dirty; /* something may be due: the timer starts a pass */
+    unsigned ticks;
 } w;
 
 void pe_daemon_record_tid(char rkey[14])
@@ -316,9 +318,11 @@ static int write_one(pe_daemon *d, pe_store *s, const pe_store_record *r, char *
     if ((rec = json_loads(r->want, 0, NULL)) == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "the queued record is not JSON");
     rc = put(d, r, rec, r->cid, cid, &status, err);
-    if (rc < 0 && status == 400) {
-        /* Created already (createRecord), or changed since (InvalidSwap):
-         * what is there now, then ours over it. */
+    if (rc < 0 && status >= 400) {
+        /* Created already (createRecord: a crash between the PDS's answer
+         * and ours; the PDS answers 500 for an rkey it has), or changed
+         * since (putRecord: 400 InvalidSwap): what is there now, then ours
+         * over it. */
         char *now = NULL;
         pe_err first = *err;
         if (current_cid(d, r, &now, err) == 0 && (now != NULL || r->cid != NULL)) {
@@ -385,6 +389,10 @@ static void on_timer(pe_ev_timer *t, void *ud)
     pe_daemon_job *job;
 
     (void)t;
+    /* Every 30 s a look anyway: rows another daemon on the same store
+     * queued, or this one's that a failed pass could not note. */
+    if (++w.ticks % SWEEP_TICKS == 0)
+        w.dirty = true;
     if (w.busy || !w.dirty || d->draining)
         return;
     w.busy = true;

@@ -568,7 +568,7 @@ def alice_daemon(tmp_path_factory, pds):
 
 
 def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_daemon):
-    d, token, _, _ = alice_daemon
+    d, token, extra, _ = alice_daemon
     did = pds.accounts["alice.test"]["did"]
     st, sb = d.call("io.pocketenv.sandbox.createSandbox",
                     body={"base": "busybox", "name": "rec-one", "description": "first",
@@ -601,9 +601,21 @@ def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_
     st, out = d.call("io.pocketenv.sandbox.exposePort", {"id": sb["id"]}, body={"port": 8080},
                      token=token)
     assert st == 200, out
-    wait_synced(d, token, sb["id"], cid=rec2["cid"])
+    rec3 = wait_synced(d, token, sb["id"], cid=rec2["cid"])
     check_record(pds, did, rkey, ports=[8080])
     assert list_rkeys(pds, did).count(rkey) == 1  # rewritten, never a second record
+    # A daemon that died between the PDS's answer and its own note of it
+    # (the store forgot the cid; the change is due again), restarted:
+    # createRecord finds the rkey taken, and the record is rewritten, not
+    # doubled.
+    import sqlite3
+    restart_daemon(d, extra, between=lambda: sqlite3.connect(
+        os.path.join(d.data, "pocketenv.db"), timeout=30, isolation_level=None).execute(
+            "UPDATE atproto_records SET cid = NULL, gen = gen + 1 WHERE sandbox = ?",
+            (sb["id"],)).connection.close())
+    wait_synced(d, token, sb["id"], cid=None)
+    assert record_state(d, token, sb["id"])["cid"] == rec3["cid"]  # the same content again
+    assert list_rkeys(pds, did).count(rkey) == 1
     # Deleted with the sandbox (upstream leaves it behind).
     st, _ = d.sandbox("deleteSandbox", sb["id"], token=token)
     assert st == 200
@@ -624,12 +636,15 @@ def test_a_local_owner_has_no_record(alice_daemon):
     d.sandbox("deleteSandbox", sb["id"])
 
 
-def restart_daemon(d, extra):
-    """SIGTERM d, then the same daemon again (port, data, flags)."""
+def restart_daemon(d, extra, between=None):
+    """SIGTERM d, then the same daemon again (port, data, flags); between
+    runs while no daemon runs."""
     import signal
     from conftest import BIN, wait_for
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(timeout=30) == 0, d.log_text()[-3000:]
+    if between:
+        between()
     log = open(d.log_path, "a")
     d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", d.data,
                                "--token-file", d.token_file, *extra], stderr=log)
@@ -653,6 +668,8 @@ def test_records_catch_up_after_the_pds_and_the_daemon_were_down(pds, alice_daem
         rec = wait_for(lambda: (lambda r: r if r and r["attempts"] >= 1 else None)(
             record_state(d, token, sb["id"])), 30, "a failed write")
         assert rec["state"] == "pending" and "cid" not in rec and rec.get("error"), rec
+        wait_for(lambda: d.sandbox("getSandbox", sb["id"], token=token)[1]["sandbox"]["status"]
+                 == "RUNNING", 60, "sandbox running")
         st, out = d.sandbox("exec", sb["id"], body={"command": "echo hi"}, token=token)
         assert st == 200 and out["stdout"] == "hi\n", out
         # A new name while the PDS is down: one more change queued, not two records.
