@@ -126,6 +126,10 @@ int pe_cmd_keys(int argc, char **argv);
 int pe_cmd_snapshot(int argc, char **argv);
 /* pocketenv login HANDLE: AT Protocol sign-in through the daemon (cmd-login.c). */
 int pe_cmd_login_handle(const char *handle);
+/* POST /oauth/logout on base with token: 1 when the daemon revoked the
+ * user's PDS session and API tokens, 0 when it had none for them (a token
+ * of a local user), -1 when it could not be asked or failed. */
+int pe_cmd_logout_remote(const char *base, const char *token);
 /* exec (cli/cmd-exec.c) */
 int pe_cmd_exec(int argc, char **argv);
 /* logs [-f] SANDBOX|SERVICE_ID (cli/cmd-logs.c) */

@@ -127,7 +127,17 @@ static int cmd_login(int argc, char **argv)
 static int cmd_logout(int argc, char **argv)
 {
     cleanup_free char *path = pe_api_token_path();
+    pe_api a;
+    pe_err err;
 
+    /* Signed in with a handle: the daemon revokes the PDS session and our
+     * tokens; a local token (or no daemon) is only forgotten here. */
+    pe_err_clear(&err);
+    if (pe_api_open(&a, false, &err) == 0) {
+        if (a.token != NULL && pe_cmd_logout_remote(a.url, a.token) == 1)
+            printf("Signed out: the daemon revoked your AT Protocol session and tokens.\n");
+        pe_api_close(&a);
+    }
     if (path && unlink(path) < 0 && errno != ENOENT) {
         fprintf(stderr, "pocketenv: remove %s: %s\n", path, strerror(errno));
         return EXIT_API;

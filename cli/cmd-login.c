@@ -9,6 +9,10 @@
  * (the token, saved like `login --token` saves one), refused, or expired.
  * The pickup and the token never reach the command line of a process or
  * the terminal.
+ *
+ * pocketenv logout asks the daemon (POST /oauth/logout) to revoke the
+ * user's PDS session and every API token of theirs, then forgets the
+ * token kept here.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -56,11 +60,16 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
 
 /* POST body (JSON) to base + path: the status, the parsed answer in *out
  * (NULL when not JSON). -1 when the daemon cannot be reached. */
-static long post(const char *base, const char *path, json_t *body, json_t **out)
+static long post_as(const char *base, const char *path, const char *token, json_t *body,
+                    json_t **out)
 {
     cleanup_free char *url = pe_xasprintf("%s%s", base, path);
     cleanup_free char *payload = json_dumps(body, JSON_COMPACT);
+    cleanup_free char *auth = token ? pe_xasprintf("Authorization: Bearer %s", token) : NULL;
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+
+    if (h != NULL && auth != NULL)
+        h = curl_slist_append(h, auth);
     answer *a = pe_xcalloc(1, sizeof *a);
     CURL *c = curl_easy_init();
     long status = -1;
@@ -86,7 +95,14 @@ static long post(const char *base, const char *path, json_t *body, json_t **out)
     curl_slist_free_all(h);
     explicit_bzero(a, sizeof *a);
     free(a);
+    if (auth)
+        explicit_bzero(auth, strlen(auth));
     return status;
+}
+
+static long post(const char *base, const char *path, json_t *body, json_t **out)
+{
+    return post_as(base, path, NULL, body, out);
 }
 
 /* Open url in a browser when there is a graphical session; the URL is an
@@ -198,4 +214,21 @@ int pe_cmd_login_handle(const char *handle)
     rc = wait_for_token(base, pickup, expires);
     explicit_bzero(pickup, strlen(pickup));
     return rc;
+}
+
+int pe_cmd_logout_remote(const char *base, const char *token)
+{
+    json_t *in = json_object(), *out = NULL;
+    long st;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    st = post_as(base, "/oauth/logout", token, in, &out);
+    json_decref(in);
+    json_decref(out);
+    if (st == 200)
+        return 1;
+    if (st < 0)
+        fprintf(stderr, "pocketenv: cannot reach the Pocketenv daemon: only this machine's "
+                        "token is forgotten\n");
+    return st < 0 || st >= 500 ? -1 : 0;
 }

@@ -8,7 +8,8 @@
  *   POST /oauth/token    {"pickup"} -> 202 while the user has not
  *                        finished, then {"token", "did", "handle"} once
  *   POST /oauth/logout   (Bearer: our token) revoke the user's PDS session
- *                        at their authorization server and forget it
+ *                        at their authorization server, forget it, and
+ *                        revoke every API token of that DID issued so far
  *
  * The pickup secret, not the browser, carries the token to whoever
  * started the sign-in (the CLI polls with it): a token never travels in a
@@ -27,6 +28,7 @@
  */
 #include <errno.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +43,7 @@
 #include "daemon.h"
 #include "oauth.h"
 #include "pocketenv/atproto.h"
+#include "pocketenv/store.h"
 
 #define PENDING_MAX 32            /* sign-ins in progress at once */
 #define PENDING_TTL_S 600         /* the user has 10 minutes to finish */
@@ -59,8 +62,27 @@ typedef struct slot {
     char message[256];
 } slot;
 
+/* A signed-in user's PDS session in memory, for the daemon's own calls to
+ * their PDS (records, profile): restored from the sealed file on first
+ * use, its access token refreshed before it expires. */
+#define LIVE_MAX 64
+#define REFRESH_MARGIN_S 120 /* refresh when less than this is left */
+
+typedef struct live {
+    char did[PE_AUTH_DID_MAX]; /* "" when free */
+    pe_atproto_login *login;
+    pe_atproto_session ps;
+    time_t expires_at; /* of ps.access_token; 0: none yet */
+    time_t used;
+} live;
+
 struct pe_oauth {
     pe_daemon *d;
+    /* Serializes every use of the stored sessions (PDS calls, refresh,
+     * logout): a refresh rotates the refresh token, and two threads
+     * refreshing the same one at once would lose the session. */
+    pthread_mutex_t lock;
+    live live[LIVE_MAX];
     pe_atproto_client client;
     char plc[PE_ATPROTO_URL_MAX], dns[64];
     char redirect[96];
@@ -240,9 +262,11 @@ static int keep_session(struct pe_oauth *o, const pe_atproto_login *l, const pe_
 
     if (pe_atproto_dpop_pem(l->dpop, &pem, err) < 0)
         return -1;
-    v = json_pack("{s:s, s:s, s:s, s:s, s:s?, s:I}", "did", ps->did, "pds", l->id.pds, "issuer",
-                  l->as.issuer, "dpopKey", pem, "refreshToken", ps->refresh_token, "savedAt",
-                  (json_int_t)time(NULL));
+    /* clientId: a session is bound to the client it was issued to, and a
+     * loopback client's id carries the daemon's port of the day. */
+    v = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s?, s:I}", "did", ps->did, "pds", l->id.pds,
+                  "issuer", l->as.issuer, "clientId", l->client_id, "dpopKey", pem, "refreshToken",
+                  ps->refresh_token, "savedAt", (json_int_t)time(NULL));
     plain = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
     sodium_memzero(pem, strlen(pem));
@@ -267,9 +291,18 @@ static void callback_work(void *ud)
 
     if (pe_atproto_login_finish(&w->o->client, l, w->state, w->iss, w->code, &ps, &w->err) < 0)
         return;
-    if (keep_session(w->o, l, &ps, &w->err) == 0)
+    if (keep_session(w->o, l, &ps, &w->err) == 0 &&
         pe_auth_token_mint(w->o->d->auth, ps.did, TOKEN_TTL_S, PE_AUTH_SCOPE_API, &w->token,
-                           &w->err);
+                           &w->err) == 0) {
+        /* Who they are, from their repository: handle (verified both
+         * ways), display name, avatar. A profile that cannot be read now
+         * is read again by getProfile; the sign-in stands. */
+        pe_err perr;
+        pe_store *s = pe_daemon_store(w->o->d, &perr);
+        pe_err_clear(&perr);
+        if (s == NULL || pe_daemon_oauth_profile_sync(w->o->d, s, ps.did, l->id.handle, &perr) < 0)
+            pe_log_warn("profile of %s: %s", ps.did, perr.msg);
+    }
     pe_atproto_session_clear(&ps);
 }
 
@@ -384,15 +417,14 @@ static void on_token(struct pe_oauth *o, pe_http_request *req)
 
 #define SEALED_FILE_MAX (64 * 1024)
 
-/* Unseal did's stored session, revoke its refresh token at the
- * authorization server, then forget it. */
-static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
+/* did's stored session, unsealed: its login brought back (the
+ * authorization server discovered again) and its refresh token. */
+static int load_session(struct pe_oauth *o, const char *did, pe_atproto_login **l,
+                        pe_atproto_session *ps, pe_err *err)
 {
     char dir[4096], path[4200];
     cleanup_free char *sealed = NULL;
     unsigned char *plain = NULL;
-    pe_atproto_login *l = NULL;
-    pe_atproto_session ps = {0};
     size_t len = 0;
     json_t *v;
     int rc;
@@ -408,25 +440,235 @@ static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
     pe_auth_plain_free(plain);
     rc = pe_atproto_login_restore(&o->client, did, json_string_value(json_object_get(v, "pds")),
                                   json_string_value(json_object_get(v, "issuer")),
-                                  json_string_value(json_object_get(v, "dpopKey")), &l, err);
+                                  json_string_value(json_object_get(v, "dpopKey")), l, err);
     if (rc == 0) {
         const char *rt = json_string_value(json_object_get(v, "refreshToken"));
-        ps.refresh_token = rt ? strdup(rt) : NULL;
-        rc = ps.refresh_token ? pe_atproto_revoke(&o->client, l, &ps, err)
-                              : 0; /* nothing to revoke: an access token alone expires */
+        const char *cid = json_string_value(json_object_get(v, "clientId"));
+        if (cid != NULL && strlen(cid) < sizeof(*l)->client_id)
+            snprintf((*l)->client_id, sizeof(*l)->client_id, "%s", cid);
+        memset(ps, 0, sizeof *ps);
+        snprintf(ps->did, sizeof ps->did, "%s", did);
+        ps->refresh_token = rt ? strdup(rt) : NULL;
     }
-    pe_atproto_session_clear(&ps);
-    pe_atproto_login_free(l);
     json_decref(v);
-    if (rc == 0 && unlink(path) < 0 && errno != ENOENT)
-        return pe_err_sys(err, "remove %s", path);
     return rc;
+}
+
+static void live_clear(live *e)
+{
+    pe_atproto_login_free(e->login);
+    pe_atproto_session_clear(&e->ps);
+    memset(e, 0, sizeof *e);
+}
+
+/* did's entry, or NULL (under o->lock). */
+static live *live_find(struct pe_oauth *o, const char *did)
+{
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        if (o->live[i].did[0] && strcmp(o->live[i].did, did) == 0)
+            return &o->live[i];
+    return NULL;
+}
+
+/* New tokens for e, the rotated refresh token sealed again at once (the
+ * old one is dead: losing the new one would lose the session). */
+static int live_refresh(struct pe_oauth *o, live *e, pe_err *err)
+{
+    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0)
+        return pe_err_prefix(err, "session of %s", e->did);
+    e->expires_at = time(NULL) + (e->ps.expires_in > 0 ? e->ps.expires_in : 60);
+    pe_log_info("event=atproto-session-refreshed did=%s expires_in=%ld", e->did, e->ps.expires_in);
+    return keep_session(o, e->login, &e->ps, err);
+}
+
+/* did's live session with an access token good for REFRESH_MARGIN_S more
+ * (under o->lock): restored and refreshed as needed. */
+static live *live_get(struct pe_oauth *o, const char *did, pe_err *err)
+{
+    live *e = live_find(o, did);
+    time_t now = time(NULL);
+
+    if (e == NULL) {
+        live *oldest = &o->live[0];
+        for (size_t i = 0; i < LIVE_MAX && oldest->did[0]; i++)
+            if (o->live[i].did[0] == '\0' || o->live[i].used < oldest->used)
+                oldest = &o->live[i];
+        live_clear(oldest);
+        if (load_session(o, did, &oldest->login, &oldest->ps, err) < 0) {
+            live_clear(oldest);
+            return NULL;
+        }
+        snprintf(oldest->did, sizeof oldest->did, "%s", did);
+        e = oldest;
+    }
+    e->used = now;
+    if ((e->ps.access_token == NULL || e->expires_at - now < REFRESH_MARGIN_S) &&
+        live_refresh(o, e, err) < 0) {
+        live_clear(e);
+        return NULL;
+    }
+    return e;
+}
+
+int pe_daemon_oauth_pds_call(pe_daemon *d, const char *did, const char *nsid, const char *json_body,
+                             long *status, char **body, pe_err *err)
+{
+    struct pe_oauth *o = d->oauth;
+    int rc = -1;
+    live *e;
+
+    *body = NULL;
+    if (o == NULL)
+        return pe_err_set(err, PE_ENOENT, 0, "no AT Protocol sign-in on this daemon");
+    pthread_mutex_lock(&o->lock);
+    if ((e = live_get(o, did, err)) == NULL)
+        goto out;
+    /* Only ever the session's own repository: a write names it as repo. */
+    if (json_body != NULL) {
+        json_t *v = json_loads(json_body, 0, NULL);
+        const char *repo = json_string_value(json_object_get(v, "repo"));
+        bool own = repo && strcmp(repo, e->ps.did) == 0 && strcmp(e->ps.did, did) == 0;
+        json_decref(v);
+        if (!own) {
+            pe_err_set(err, PE_EAUTH, 0, "%s: a write to another repository than %s's", nsid, did);
+            goto out;
+        }
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = json_body ? pe_atproto_pds_post(&o->client, e->login, &e->ps, nsid, json_body, status,
+                                             body, err)
+                       : pe_atproto_pds_get(&o->client, e->login, &e->ps, nsid, status, body, err);
+        /* Refused although we thought it fresh (revoked, a clock off):
+         * refresh once and try again. */
+        if (rc < 0 || *status != 401 || attempt == 1)
+            break;
+        free(*body);
+        *body = NULL;
+        if (live_refresh(o, e, err) < 0) {
+            live_clear(e);
+            rc = -1;
+            break;
+        }
+    }
+out:
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+/* An avatar blob's URL on the user's own PDS (any client can fetch it;
+ * no Bluesky CDN assumed), or NULL. */
+static char *avatar_url(const char *pds, const char *did, const json_t *avatar)
+{
+    const char *cid = json_string_value(json_object_get(json_object_get(avatar, "ref"), "$link"));
+
+    if (cid == NULL || strspn(cid, "abcdefghijklmnopqrstuvwxyz234567") != strlen(cid) ||
+        strlen(cid) > 128)
+        return NULL; /* a base32 CID, nothing else goes into the URL */
+    return pe_xasprintf("%s/xrpc/com.atproto.sync.getBlob?did=%s&cid=%s", pds, did, cid);
+}
+
+int pe_daemon_oauth_profile_sync(pe_daemon *d, pe_store *s, const char *did, const char *handle,
+                                 pe_err *err)
+{
+    char q[PE_AUTH_DID_MAX + 128], pds[PE_ATPROTO_URL_MAX] = "";
+    cleanup_free char *body = NULL, *avatar = NULL;
+    pe_store_user u = {0}, had = {0};
+    long status = 0;
+    json_t *v = NULL, *value;
+    int rc;
+
+    snprintf(q, sizeof q,
+             "com.atproto.repo.getRecord?repo=%s&collection=app.bsky.actor.profile&rkey=self", did);
+    if (pe_daemon_oauth_pds_call(d, did, q, NULL, &status, &body, err) < 0)
+        return -1;
+    pthread_mutex_lock(&d->oauth->lock);
+    {
+        live *e = live_find(d->oauth, did);
+        if (e)
+            snprintf(pds, sizeof pds, "%s", e->login->id.pds);
+    }
+    pthread_mutex_unlock(&d->oauth->lock);
+    if (status == 200 && (v = json_loads(body, 0, NULL)) == NULL)
+        return pe_err_set(err, PE_EREMOTE, 0, "profile of %s: the PDS answered garbage", did);
+    if (status != 200 && status != 400 && status != 404) /* 400: RecordNotFound, no profile */
+        return pe_err_set(err, PE_EREMOTE, 0, "profile of %s: status %ld", did, status);
+    value = json_object_get(v, "value");
+    if (pe_store_user_get(s, did, &had, err) < 0 && err->code != PE_ENOENT) {
+        json_decref(v);
+        return -1;
+    }
+    u.did = did;
+    u.handle = handle ? handle : had.handle ? had.handle : "handle.invalid";
+    u.display_name = json_string_value(json_object_get(value, "displayName"));
+    if (u.display_name && strlen(u.display_name) > 640)
+        u.display_name = NULL; /* the lexicon's maxLength; longer is not a profile */
+    if (pds[0])
+        u.avatar = avatar = avatar_url(pds, did, json_object_get(value, "avatar"));
+    rc = pe_store_user_upsert(s, &u, err);
+    json_decref(v);
+    pe_store_user_clear(&had);
+    return rc;
+}
+
+const pe_atproto_cfg *pe_daemon_oauth_net(pe_daemon *d)
+{
+    return d->oauth ? &d->oauth->client.net : NULL;
+}
+
+bool pe_daemon_oauth_signed_in(pe_daemon *d, const char *did)
+{
+    char dir[4096], path[4200];
+
+    if (d->oauth == NULL || !pe_atproto_did_valid(did))
+        return false;
+    session_path(d->oauth, did, dir, sizeof dir, path, sizeof path);
+    return access(path, F_OK) == 0;
+}
+
+/* Revoke did's refresh token at the authorization server, then forget
+ * the session (memory and file). */
+static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
+{
+    char dir[4096], path[4200];
+    live *e;
+    int rc;
+
+    pthread_mutex_lock(&o->lock);
+    if ((e = live_find(o, did)) != NULL)
+        live_clear(e);
+    e = &(live){0};
+    rc = load_session(o, did, &e->login, &e->ps, err);
+    if (rc == 0)
+        rc = e->ps.refresh_token ? pe_atproto_revoke(&o->client, e->login, &e->ps, err)
+                                 : 0; /* nothing to revoke: an access token alone expires */
+    live_clear(e);
+    session_path(o, did, dir, sizeof dir, path, sizeof path);
+    if (rc == 0 && unlink(path) < 0 && errno != ENOENT)
+        rc = pe_err_sys(err, "remove %s", path);
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+/* Our API tokens of did issued up to this second are refused from now on
+ * (the next second's are valid: iat has a second's resolution), here at
+ * once and in every daemon on this store at its next tick. */
+static int revoke_api_tokens(pe_daemon *d, const char *did, pe_err *err)
+{
+    pe_store *s = pe_daemon_store(d, err);
+    pe_store_user u;
+
+    if (s == NULL || pe_daemon_user_ensure(s, did, &u, err) < 0)
+        return -1;
+    pe_store_user_clear(&u);
+    if (pe_store_user_revoke_tokens(s, did, (time(NULL) + 1) * 1000LL, err) < 0)
+        return -1;
+    return pe_daemon_auth_refresh(d->auth, s, err);
 }
 
 static void logout_work(void *ud)
 {
     work *w = ud;
-    if (end_session(w->o, w->arg, &w->err) < 0)
+    if (end_session(w->o, w->arg, &w->err) < 0 || revoke_api_tokens(w->o->d, w->arg, &w->err) < 0)
         w->token = NULL;
     else
         w->token = pe_xstrdup("");
@@ -495,6 +737,7 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
     struct pe_oauth *o = pe_xcalloc(1, sizeof *o);
 
     o->d = d;
+    pthread_mutex_init(&o->lock, NULL);
     snprintf(o->plc, sizeof o->plc, "%s", cfg->plc_url ? cfg->plc_url : PE_ATPROTO_PLC_DEFAULT);
     snprintf(o->redirect, sizeof o->redirect, "http://127.0.0.1:%u/oauth/callback",
              pe_http_server_port(d->srv));
@@ -504,6 +747,7 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
         o->client.net.dns_server = o->dns;
     }
     o->client.net.allow_http = cfg->insecure_http;
+    o->client.net.allow_private = cfg->allow_private;
     o->client.redirect_uri = o->redirect;
     o->client.scope = SCOPE;
     d->oauth = o;
@@ -516,6 +760,9 @@ void pe_daemon_oauth_free(pe_daemon *d)
         return;
     for (size_t i = 0; i < PENDING_MAX; i++)
         slot_clear(&d->oauth->slots[i]);
+    for (size_t i = 0; i < LIVE_MAX; i++)
+        live_clear(&d->oauth->live[i]);
+    pthread_mutex_destroy(&d->oauth->lock);
     free(d->oauth);
     d->oauth = NULL;
 }

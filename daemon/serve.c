@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "oauth.h"
+#include "records.h"
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
@@ -64,6 +65,7 @@ enum {
     O_ATPROTO_PLC,
     O_ATPROTO_DNS,
     O_ATPROTO_INSECURE_HTTP,
+    O_ATPROTO_ALLOW_PRIVATE,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -118,6 +120,8 @@ static const pe_opt serve_opts[] = {
      "DNS server for handles' _atproto TXT records (the system's)"},
     {"atproto-insecure-http", 0, false, O_ATPROTO_INSECURE_HTTP, NULL,
      "development only: let sign-in reach handles, did:web and PDSes over plain http"},
+    {"atproto-allow-private", 0, false, O_ATPROTO_ALLOW_PRIVATE, NULL,
+     "let AT Protocol requests reach hosts on private addresses (a PDS on the LAN or loopback)"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
@@ -275,6 +279,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_ATPROTO_INSECURE_HTTP:
         a->oauth.insecure_http = true;
+        return 0;
+    case O_ATPROTO_ALLOW_PRIVATE:
+        a->oauth.allow_private = true;
         return 0;
     case O_HELP:
         a->help = true;
@@ -491,7 +498,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_exec_stream(d, err) < 0 || pe_daemon_register_e2b(d, err) < 0 ||
         pe_daemon_register_web(d, err) < 0 || pe_daemon_register_mcp(d, err) < 0 ||
         pe_daemon_register_netpolicy(d, err) < 0 ||
-        pe_daemon_register_oauth(d, &a->oauth, err) < 0 ||
+        pe_daemon_register_oauth(d, &a->oauth, err) < 0 || pe_daemon_records_start(d, err) < 0 ||
         pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;

@@ -62,6 +62,31 @@ export async function xrpc(nsid, { params, body, procedure = body !== undefined 
   return answer(r);
 }
 
+// Sign in with an AT Protocol handle (daemon/oauth.c): the daemon answers
+// the URL of the user's PDS sign-in page and a pickup secret; the page
+// opens the URL in a new window and polls /oauth/token with the pickup
+// (kept in memory only) until the daemon hands over our API token.
+export async function handleLogin(handle) {
+  const r = await fetch("/oauth/login", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ handle }),
+  });
+  return answer(r);
+}
+
+// {token, did, handle} once signed in, null while pending; throws when
+// refused or expired.
+export async function handlePickup(pickup) {
+  const r = await fetch("/oauth/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ pickup }),
+  });
+  if (r.status === 202) return null;
+  return answer(r);
+}
+
 // The transfer store of `pocketenv cp` (POST /cp, GET /cp/<uuid>): a
 // tar.gz in, its uuid out; a uuid in, the tar.gz out (used up).
 export async function cpUpload(blob) {

@@ -19,7 +19,15 @@
 // small indexed query on a daemon that is usually on loopback, and it
 // keeps the page a plain client of the public API (no endpoint of its
 // own, nothing to reconnect, works through any proxy).
-import { xrpc, getToken, setToken, forgetToken, whenUnauthorized } from "/api.js";
+import {
+  xrpc,
+  getToken,
+  setToken,
+  forgetToken,
+  whenUnauthorized,
+  handleLogin,
+  handlePickup,
+} from "/api.js";
 import { attach } from "/term.js";
 import { panes } from "/panes.js";
 import { $, say, button, cell, link } from "/ui.js";
@@ -409,6 +417,41 @@ function closeTerminal() {
   termState("");
 }
 
+// Sign in with a handle: the PDS's page in a new window (where the user
+// signs in), this page waiting for the daemon to hand over the token.
+async function signInWithHandle(handle) {
+  const status = $("handle-status");
+  let started;
+  try {
+    started = await handleLogin(handle);
+  } catch (e) {
+    status.textContent = `Sign-in failed: ${e.message}`;
+    return;
+  }
+  const win = window.open(started.url, "_blank");
+  status.textContent = win
+    ? `Sign in as ${handle} in the window that opened.`
+    : `Open this address to sign in as ${handle}: ${started.url}`;
+  const deadline = Date.now() + (started.expiresIn || 600) * 1000;
+  while (Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 1000));
+    let got;
+    try {
+      got = await handlePickup(started.pickup);
+    } catch (e) {
+      status.textContent = `Sign-in failed: ${e.message}`;
+      return;
+    }
+    if (got && got.token) {
+      status.textContent = "";
+      $("handle").value = "";
+      await signIn(got.token, true);
+      return;
+    }
+  }
+  status.textContent = "The sign-in took too long: start again.";
+}
+
 // ---- start ---------------------------------------------------------------
 
 whenUnauthorized(() => signOut("The daemon refused the token: sign in again."));
@@ -416,6 +459,11 @@ $("signin-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const t = $("token").value.trim();
   if (t) signIn(t, true);
+});
+$("handle-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const h = $("handle").value.trim();
+  if (h) signInWithHandle(h);
 });
 $("signout").addEventListener("click", () => signOut());
 $("create-form").addEventListener("submit", create);

@@ -7,8 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "oauth.h"
 
 #define LIST_DEFAULT 30
 #define LIST_MAX 100
@@ -55,6 +57,10 @@ static json_t *profile_view(const pe_store_user *u)
     return o;
 }
 
+/* A user signed in with AT Protocol: their profile as their repository
+ * has it, read again when the copy is older than this. */
+#define PROFILE_TTL_MS (10 * 60 * 1000)
+
 static void profile_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_user u;
@@ -62,6 +68,19 @@ static void profile_work(pe_daemon_job *job, pe_store *s)
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
+    }
+    if (pe_store_now_ms() - u.updated_at > PROFILE_TTL_MS &&
+        pe_daemon_oauth_signed_in(job->d, job->did)) {
+        pe_err e;
+        pe_err_clear(&e);
+        /* A PDS that does not answer leaves the last copy in place. */
+        if (pe_daemon_oauth_profile_sync(job->d, s, job->did, NULL, &e) < 0)
+            pe_log_warn("profile of %s: %s", job->did, e.msg);
+        pe_store_user_clear(&u);
+        if (pe_store_user_get(s, job->did, &u, &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
     }
     if (is_self(job->id, &u))
         job->out = profile_view(&u);

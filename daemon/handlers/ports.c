@@ -32,6 +32,7 @@
 #include "daemon.h"
 #include "ports.h"
 #include "pocketenv/store-ports.h"
+#include "records.h"
 #include "transfer.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
@@ -146,6 +147,7 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
     }
     job->out = port_view(job->d, sb->name, tag, &p);
     pe_log_info("event=expose sandbox=%s port=%d public=%d", sb->id, port, pub);
+    pe_daemon_record_sync(job->d, s, sb->id); /* the record's ports */
     return 0;
 }
 
@@ -203,6 +205,8 @@ static void unexpose_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "PortNotFound" : NULL);
     else
         pe_log_info("event=unexpose sandbox=%s port=%d", sb.id, port);
+    if (!job->failed)
+        pe_daemon_record_sync(job->d, s, sb.id);
     pe_store_sandbox_clear(&sb);
 }
 

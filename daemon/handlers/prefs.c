@@ -32,6 +32,7 @@
 
 #include "core/util.h"
 #include "daemon.h"
+#include "records.h"
 #include "resources.h"
 
 #define PREFS_MAX 64
@@ -410,6 +411,8 @@ static void put_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
     else
         job->out = json_object();
+    if (r == 0)
+        pe_daemon_record_sync(job->d, s, sb.id); /* its record says the new details */
     pe_store_sandbox_clear(&sb);
 }
 

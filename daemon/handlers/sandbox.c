@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "resource-limits.h"
 #include "providers.h"
+#include "records.h"
 #include "resources.h"
 #include "snapshots.h"
 #include "supervise.h"
@@ -322,18 +323,43 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     return true;
 }
 
+/* A base given as an at:// URI whose record key names no base here: the
+ * record it points to says which (records.c); the new sandbox's record
+ * then refers to it by uri and cid (in.baseRef). Upstream's convention,
+ * the record key naming the template, needs no request. */
+static bool base_from_record(pe_daemon_job *job, json_t *in)
+{
+    const char *uri = json_string_value(json_object_get(in, "baseUri"));
+    const char *base = json_string_value(json_object_get(in, "base"));
+    cleanup_free char *name = NULL;
+    json_t *ref = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (uri == NULL || pe_daemon_base_check(job->d, base, &e) == 0 || e.code == PE_EUNSUP)
+        return true;
+    if (pe_daemon_record_template(job->d, uri, &name, &ref, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return false;
+    }
+    json_object_set_new(in, "base", json_string(name));
+    json_object_set_new(in, "baseRef", ref);
+    return true;
+}
+
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
     json_t *in = job->in;
     cleanup_free char *id = pe_store_new_id("sbx_");
     cleanup_free char *name = NULL;
-    cleanup_free char *topics = NULL;
+    cleanup_free char *topics = NULL, *uri = NULL;
     const char *given = json_string_value(json_object_get(in, "name"));
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
     int r;
 
-    if (pe_daemon_snapshot_base(job, s, in) < 0 || !plan_sandbox(job, in, &sb, &topics))
+    if (pe_daemon_snapshot_base(job, s, in) < 0 || !base_from_record(job, in) ||
+        !plan_sandbox(job, in, &sb, &topics))
         return;
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -341,6 +367,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     }
     pe_store_user_clear(&u);
     sb.id = id;
+    sb.uri = uri = pe_daemon_record_new_uri(job->d, job->did); /* a record's, if signed in */
     r = insert_within_quota(job, s, &sb, given, &name);
     if (r < 0) {
         if (job->err.code == PE_EEXIST)
@@ -355,6 +382,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    pe_daemon_record_sync_base(job->d, s, id, json_object_get(in, "baseRef"));
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -409,6 +437,8 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
         json_decref(in);
         return NULL;
     }
+    if (strncmp(json_string_value(json_object_get(in, "base")), "at://", 5) == 0)
+        json_object_set(in, "baseUri", json_object_get(in, "base")); /* base_from_record's */
     json_object_set_new(in, "base", json_string(base));
     return in;
 }
@@ -459,10 +489,14 @@ static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 static void get_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
+    json_t *view, *rec;
 
     if (!lookup(job, s, &sb))
         return;
-    job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
+    view = pe_daemon_sandbox_view(&sb);
+    if ((rec = pe_daemon_record_view(s, sb.id)) != NULL) /* its record's state in the repository */
+        json_object_set_new(view, "record", rec);
+    job->out = json_pack("{s:o}", "sandbox", view);
     pe_store_sandbox_clear(&sb);
 }
 
@@ -552,10 +586,12 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_sandbox_remove(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
-        pe_store_sandbox_delete(s, sb.id, &job->err) < 0)
+        pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
-    else
+    } else {
+        pe_daemon_record_forget(job->d, s, sb.id); /* upstream leaves it behind */
         job->out = json_object();
+    }
     pe_store_sandbox_clear(&sb);
 }
 

@@ -23,6 +23,7 @@
 #ifndef POCKETENV_ATPROTO_H
 #define POCKETENV_ATPROTO_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -46,6 +47,11 @@ typedef struct pe_atproto_cfg {
     /* Development and tests only: accept http:// for handles, did:web and
      * PDS endpoints (a local PDS in dev mode serves plain HTTP). */
     bool allow_http;
+    /* Connect to hosts on private addresses too (loopback, RFC 1918,
+     * link-local, CGNAT, ULA, ...). Off: such a host is refused before any
+     * request is sent, whatever name led there. For a PDS on the LAN, and
+     * the tests' PDS on loopback. */
+    bool allow_private;
     /* Tests only: libcurl CONNECT_TO entries ("HOST:PORT:ADDR:PORT"),
      * NULL-terminated, so a handle's host reaches a server on loopback. */
     const char *const *connect_to;
@@ -84,6 +90,31 @@ int pe_atproto_resolve_did(const pe_atproto_cfg *cfg, const char *did, char pds[
  * Given a handle whose DID's document does not name it back, fails. */
 int pe_atproto_resolve(const pe_atproto_cfg *cfg, const char *handle_or_did,
                        pe_atproto_identity *out, pe_err *err);
+
+/* ---- public records (atproto-repo.c) ---- */
+
+typedef struct pe_atproto_uri {
+    char authority[PE_ATPROTO_HANDLE_MAX]; /* a DID or a handle */
+    char collection[320];
+    char rkey[513];
+} pe_atproto_uri;
+
+/* at://AUTHORITY/COLLECTION/RKEY, each part checked (PE_EINVAL). */
+int pe_atproto_uri_parse(const char *uri, pe_atproto_uri *out, pe_err *err);
+
+typedef struct pe_atproto_record {
+    char uri[PE_ATPROTO_URL_MAX * 2]; /* at://DID/COLLECTION/RKEY, the DID resolved */
+    char cid[130];
+    json_t *value; /* a reference: json_decref it */
+} pe_atproto_record;
+
+/* The record at uri, from the PDS of its repository (resolved as above),
+ * unauthenticated. The answer must name exactly the record asked for (not
+ * another repository's), have a CID, and a value whose $type is the
+ * collection; otherwise PE_EREMOTE. A record the repository does not
+ * have: PE_ENOENT. Blocks: worker threads. */
+int pe_atproto_get_record(const pe_atproto_cfg *cfg, const char *uri, pe_atproto_record *out,
+                          pe_err *err);
 
 /* ---- OAuth client (atproto-oauth.c, atproto-dpop.c) ----
  *
@@ -169,6 +200,12 @@ int pe_atproto_revoke(const pe_atproto_client *c, pe_atproto_login *l, const pe_
  * token (the PDS's own DPoP nonce handled). *body malloc'd; *status set. */
 int pe_atproto_pds_get(const pe_atproto_client *c, pe_atproto_login *l, const pe_atproto_session *s,
                        const char *nsid_and_query, long *status, char **body, pe_err *err);
+
+/* A POST of json_body to /xrpc/NSID on the user's PDS, as pe_atproto_pds_get
+ * (the repository writes: createRecord, putRecord, deleteRecord). */
+int pe_atproto_pds_post(const pe_atproto_client *c, pe_atproto_login *l,
+                        const pe_atproto_session *s, const char *nsid, const char *json_body,
+                        long *status, char **body, pe_err *err);
 
 /* A signed-in session brought back from storage (its DPoP key as PEM):
  * the authorization server is discovered again from pds and must still be

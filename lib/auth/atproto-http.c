@@ -5,12 +5,15 @@
  * DPoP-Nonce answer header is kept for the OAuth client's retries.
  * Blocking: worker threads only.
  */
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
 
 #include "auth/atproto-internal.h"
 
@@ -95,10 +98,72 @@ static int fail(const pe__atproto_req *rq, CURLcode rc, const body *b, const cha
                       cerr[0] ? cerr : curl_easy_strerror(rc));
 }
 
+/* ---- the private-address guard ----
+ *
+ * A handle, a did:web or a DID document is anyone's to write: without a
+ * guard, naming "localhost" or 169.254.169.254 as one's PDS would turn the
+ * daemon into a client of services only this host can reach. The address
+ * curl is about to connect to (whatever the name resolved to, after any
+ * CONNECT_TO) is checked before the socket exists; the operator can allow
+ * private addresses (a PDS on the LAN, the tests' loopback PDS). */
+
+static bool v4_private(const unsigned char a[4])
+{
+    return a[0] == 0 || a[0] == 10 || a[0] == 127 || a[0] >= 224 || /* this, private, multicast */
+           (a[0] == 100 && (a[1] & 0xc0) == 64) ||                  /* 100.64/10, CGNAT */
+           (a[0] == 169 && a[1] == 254) ||                          /* link-local, metadata */
+           (a[0] == 172 && (a[1] & 0xf0) == 16) || (a[0] == 192 && a[1] == 168) ||
+           (a[0] == 192 && a[1] == 0 && a[2] == 0) || (a[0] == 198 && (a[1] & 0xfe) == 18);
+}
+
+bool pe__atproto_addr_private(const char *ip)
+{
+    unsigned char a[16];
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const unsigned char zero[15] = {0};
+
+    if (inet_pton(AF_INET, ip, a) == 1)
+        return v4_private(a);
+    if (inet_pton(AF_INET6, ip, a) != 1)
+        return true; /* not an address we can judge: refused */
+    if (memcmp(a, mapped, sizeof mapped) == 0)
+        return v4_private(a + 12);
+    return memcmp(a, zero, sizeof zero) == 0 ||                     /* :: and ::1 */
+           (a[0] & 0xfe) == 0xfc ||                                 /* fc00::/7, unique local */
+           (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff; /* link-local, multicast */
+}
+
+typedef struct guard {
+    bool allow;   /* the operator allows private addresses */
+    bool refused; /* a connection was refused for its address */
+} guard;
+
+/* Every socket curl opens, before it connects: a private address never
+ * even sees a SYN (no probing of internal ports through a handle). */
+static curl_socket_t open_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    guard *g = ud;
+    char ip[INET6_ADDRSTRLEN] = "";
+
+    (void)purpose;
+    if (!g->allow) {
+        if (a->family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&a->addr)->sin_addr, ip, sizeof ip);
+        else if (a->family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&a->addr)->sin6_addr, ip, sizeof ip);
+        if (pe__atproto_addr_private(ip)) {
+            g->refused = true;
+            return CURL_SOCKET_BAD;
+        }
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 int pe__atproto_http(const pe_atproto_cfg *cfg, const pe__atproto_req *rq, pe__atproto_resp *rs,
                      pe_err *err)
 {
     char cerr[CURL_ERROR_SIZE] = "";
+    guard g = {.allow = cfg->allow_private};
     body b = {.max = rq->max};
     struct curl_slist *conn = list_of(cfg->connect_to, NULL), *hdrs = list_of(rq->headers, NULL);
     long timeout = cfg->timeout_ms > 0 ? cfg->timeout_ms : PE_ATPROTO_TIMEOUT_MS_DEFAULT;
@@ -128,6 +193,8 @@ int pe__atproto_http(const pe_atproto_cfg *cfg, const pe__atproto_req *rq, pe__a
         curl_easy_setopt(c, CURLOPT_CONNECT_TO, conn);
     if (hdrs != NULL)
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, &g);
     if (rq->body != NULL)
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, rq->body);
     rc = curl_easy_perform(c);
@@ -135,6 +202,13 @@ int pe__atproto_http(const pe_atproto_cfg *cfg, const pe__atproto_req *rq, pe__a
     curl_easy_cleanup(c);
     curl_slist_free_all(conn);
     curl_slist_free_all(hdrs);
+    if (g.refused) {
+        free(b.buf);
+        return pe_err_set(err, PE_EAUTH, 0,
+                          "%s %s: refused, its host has a private address (the operator may "
+                          "allow private addresses)",
+                          rq->method, rq->url);
+    }
     if (rc != CURLE_OK) {
         fail(rq, rc, &b, cerr, err);
         free(b.buf);

@@ -39,6 +39,10 @@ typedef struct pe__atproto_resp {
 int pe__atproto_http(const pe_atproto_cfg *cfg, const pe__atproto_req *rq, pe__atproto_resp *rs,
                      pe_err *err);
 
+/* An address the private-address guard refuses (loopback, private,
+ * link-local, CGNAT, multicast, unspecified; v4-mapped v6 as v4). */
+bool pe__atproto_addr_private(const char *ip);
+
 /* base64url without padding of len bytes; *out malloc'd. -1 on ENOMEM. */
 int pe__atproto_b64url(const unsigned char *bin, size_t len, char **out);
 

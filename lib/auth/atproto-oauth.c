@@ -127,9 +127,9 @@ out:
 
 /* POST a form (or GET when form is NULL) with a DPoP proof; once more with
  * the server's new nonce when it asks for one (RFC 9449 8, 9). */
-static int dpop_call(const pe_atproto_client *c, const pe_atproto_dpop *key, const char *method,
-                     const char *url, const char *body, const char *access, char *nonce,
-                     pe__atproto_resp *rs, pe_err *err)
+static int dpop_call_as(const pe_atproto_client *c, const pe_atproto_dpop *key, const char *method,
+                        const char *url, const char *body, const char *ctype, const char *access,
+                        char *nonce, pe__atproto_resp *rs, pe_err *err)
 {
     for (int attempt = 0;; attempt++) {
         cleanup_free char *proof = NULL, *dpop_h = NULL, *auth_h = NULL;
@@ -145,7 +145,7 @@ static int dpop_call(const pe_atproto_client *c, const pe_atproto_dpop *key, con
         if (auth_h != NULL)
             headers[h++] = auth_h;
         if (body != NULL)
-            headers[h++] = "Content-Type: application/x-www-form-urlencoded";
+            headers[h++] = ctype;
         pe__atproto_req rq = {.method = method,
                               .url = url,
                               .body = body,
@@ -164,6 +164,14 @@ static int dpop_call(const pe_atproto_client *c, const pe_atproto_dpop *key, con
         }
         return 0;
     }
+}
+
+static int dpop_call(const pe_atproto_client *c, const pe_atproto_dpop *key, const char *method,
+                     const char *url, const char *body, const char *access, char *nonce,
+                     pe__atproto_resp *rs, pe_err *err)
+{
+    return dpop_call_as(c, key, method, url, body,
+                        "Content-Type: application/x-www-form-urlencoded", access, nonce, rs, err);
 }
 
 /* The OAuth error of an answer, for messages: its "error" code only (the
@@ -406,6 +414,23 @@ int pe_atproto_pds_get(const pe_atproto_client *c, pe_atproto_login *l, const pe
     if (asprintf(&url, "%s/xrpc/%s", l->id.pds, nsid_and_query) < 0)
         return pe_err_set(err, PE_ESYS, ENOMEM, "PDS call");
     if (dpop_call(c, l->dpop, "GET", url, NULL, s->access_token, l->pds_nonce, &rs, err) < 0)
+        return -1;
+    *status = rs.status;
+    *body = rs.body;
+    return 0;
+}
+
+int pe_atproto_pds_post(const pe_atproto_client *c, pe_atproto_login *l,
+                        const pe_atproto_session *s, const char *nsid, const char *json_body,
+                        long *status, char **body, pe_err *err)
+{
+    cleanup_free char *url = NULL;
+    pe__atproto_resp rs = {0};
+
+    if (asprintf(&url, "%s/xrpc/%s", l->id.pds, nsid) < 0)
+        return pe_err_set(err, PE_ESYS, ENOMEM, "PDS call");
+    if (dpop_call_as(c, l->dpop, "POST", url, json_body, "Content-Type: application/json",
+                     s->access_token, l->pds_nonce, &rs, err) < 0)
         return -1;
     *status = rs.status;
     *body = rs.body;

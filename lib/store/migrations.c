@@ -243,6 +243,27 @@ static const char *const migrations[] = {
     "  UNIQUE (owner_did, name)"
     ");"
     "CREATE INDEX snapshots_owner ON snapshots(owner_did);",
+    /* The outbox of io.pocketenv.sandbox records (issue 18): what each
+     * signed-in user's sandbox should look like in their repository, and
+     * what was written last. No foreign key to sandboxes: the row outlives
+     * its sandbox until the record's deletion has reached the PDS. want
+     * NULL means "delete"; gen counts changes, done_gen the last one
+     * written, so a change made while a write is in flight is not lost. */
+    "CREATE TABLE atproto_records ("
+    "  sandbox TEXT PRIMARY KEY,"
+    "  did TEXT NOT NULL,"
+    "  rkey TEXT NOT NULL,"
+    "  cid TEXT,"
+    "  want TEXT,"
+    "  gen BIGINT NOT NULL,"
+    "  done_gen BIGINT NOT NULL DEFAULT 0,"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_at BIGINT NOT NULL DEFAULT 0,"
+    "  error TEXT,"
+    "  updated_at BIGINT NOT NULL,"
+    "  UNIQUE (did, rkey)"
+    ");"
+    "CREATE INDEX atproto_records_due ON atproto_records(next_at);",
 };
 
 const char *const pe__store_sandbox_children[] = {

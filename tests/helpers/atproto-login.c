@@ -120,7 +120,9 @@ static void command(const pe_atproto_client *c, pe_atproto_login *l, pe_atproto_
 int main(int argc, char **argv)
 {
     const char *connect_to[CONNECT_TO_MAX + 1] = {0};
-    pe_atproto_client c = {.net = {.connect_to = connect_to, .timeout_ms = 10000}};
+    /* Private addresses allowed: the tests' servers are on loopback. */
+    pe_atproto_client c = {
+        .net = {.connect_to = connect_to, .timeout_ms = 10000, .allow_private = true}};
     pe_atproto_session s = {0};
     pe_atproto_login *l = NULL;
     pe_err err = {0};
@@ -131,6 +133,8 @@ int main(int argc, char **argv)
     for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--allow-http") == 0)
             c.net.allow_http = true;
+        else if (strcmp(argv[i], "--deny-private") == 0)
+            c.net.allow_private = false;
         else if (strcmp(argv[i], "--plc") == 0)
             c.net.plc_url = argv[++i];
         else if (strcmp(argv[i], "--dns") == 0)

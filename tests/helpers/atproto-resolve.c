@@ -4,9 +4,12 @@
  *   atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http]
  *                   [--dns IPV4:PORT|off] [--connect-to H:P:A:P]...
  *                   [--step handle|did|all] HANDLE_OR_DID
+ *   atproto-resolve ... --step record AT_URI
  *
- * Prints {"did","handle","pds"} and exits 0, or {"error","message"} (error
- * is the pe_err code's name) and exits 1; 2 for a bad command line.
+ * Prints {"did","handle","pds"} ({"uri","cid","value"} for a record) and exits 0, or
+ * {"error","message"} (error is the pe_err code's name) and exits 1; 2 for a bad command line.
+ * Hosts on private addresses are allowed (the tests' servers are on
+ * loopback) unless --deny-private.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -30,9 +33,10 @@ static const char *code_name(int code)
 
 static int usage(void)
 {
-    fprintf(stderr, "usage: atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http] "
-                    "[--dns IPV4:PORT|off] [--connect-to H:P:A:P]... [--step handle|did|all] "
-                    "HANDLE_OR_DID\n");
+    fprintf(stderr,
+            "usage: atproto-resolve [--plc URL] [--timeout-ms N] [--allow-http] "
+            "[--dns IPV4:PORT|off] [--connect-to H:P:A:P]... [--step handle|did|all|record] "
+            "HANDLE_OR_DID\n");
     return 2;
 }
 
@@ -48,7 +52,7 @@ static int print(json_t *v, int rc)
 int main(int argc, char **argv)
 {
     const char *connect_to[CONNECT_TO_MAX + 1] = {0};
-    pe_atproto_cfg cfg = {.connect_to = connect_to};
+    pe_atproto_cfg cfg = {.connect_to = connect_to, .allow_private = true}; /* loopback servers */
     const char *step = "all";
     pe_atproto_identity id = {0};
     pe_err err = {0};
@@ -58,6 +62,8 @@ int main(int argc, char **argv)
     for (; i + 1 < argc && strncmp(argv[i], "--", 2) == 0; i++) {
         if (strcmp(argv[i], "--allow-http") == 0)
             cfg.allow_http = true;
+        else if (strcmp(argv[i], "--deny-private") == 0)
+            cfg.allow_private = false;
         else if (strcmp(argv[i], "--plc") == 0)
             cfg.plc_url = argv[++i];
         else if (strcmp(argv[i], "--timeout-ms") == 0)
@@ -73,6 +79,14 @@ int main(int argc, char **argv)
     }
     if (i + 1 != argc)
         return usage();
+    if (strcmp(step, "record") == 0) { /* argv[i]: an at:// URI */
+        pe_atproto_record rec;
+        if (pe_atproto_get_record(&cfg, argv[i], &rec, &err) < 0)
+            return print(json_pack("{s:s, s:s}", "error", code_name(err.code), "message", err.msg),
+                         1);
+        return print(
+            json_pack("{s:s, s:s, s:o}", "uri", rec.uri, "cid", rec.cid, "value", rec.value), 0);
+    }
     if (strcmp(step, "handle") == 0)
         rc = pe_atproto_resolve_handle(&cfg, argv[i], id.did, &err);
     else if (strcmp(step, "did") == 0)

@@ -3,6 +3,7 @@
 // lexicons say. Started once per test session by tests/integration
 // (conftest.py, LexiconCheck); reads one JSON object per line on stdin,
 //   {"nsid": "io.pocketenv.sandbox.getSandbox", "output": {...}}
+// or a record, {"nsid": "io.pocketenv.sandbox", "record": {...}},
 // and answers one line on stdout: {"ok": true} or {"ok": false, "error": "..."}
 // ({"ok": true, "unchecked": "..."} where upstream's lexicon points to a
 // definition it does not have).
@@ -39,8 +40,10 @@ const rl = createInterface({ input: process.stdin });
 rl.on("line", (line) => {
   let reply;
   try {
-    const { nsid, output } = JSON.parse(line);
-    if (withOutput.has(nsid)) lex.assertValidXrpcOutput(`lex:${nsid}`, output);
+    const { nsid, output, record } = JSON.parse(line);
+    // {"nsid", "record"}: a record the daemon wrote to a repository.
+    if (record !== undefined) lex.assertValidRecord(nsid, record);
+    else if (withOutput.has(nsid)) lex.assertValidXrpcOutput(`lex:${nsid}`, output);
     reply = { ok: true };
   } catch (e) {
     const msg = String(e.message || e);

@@ -55,12 +55,21 @@ class LexiconCheck:
                           f"{got['error']}: {json.dumps(value)[:2000]}"
 
     @classmethod
-    def _ask(cls, nsid, value):
+    def check_record(cls, nsid, record):
+        """A record written to a repository, against its record lexicon."""
+        assert os.path.isdir(LEXICONS[0]), "upstream's lexicons are needed to check records"
+        with cls.lock:
+            got = cls._ask(nsid, record, key="record")
+        assert got["ok"], f"{nsid} record not allowed by its lexicon: {got.get('error')}: " \
+                          f"{json.dumps(record)[:2000]}"
+
+    @classmethod
+    def _ask(cls, nsid, value, key="output"):
         if cls.proc is None or cls.proc.poll() is not None:
             cls.proc = subprocess.Popen(["node", LEXICON_CHECK, *LEXICONS], cwd=ROOT,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         text=True)
-        cls.proc.stdin.write(json.dumps({"nsid": nsid, "output": value}) + "\n")
+        cls.proc.stdin.write(json.dumps({"nsid": nsid, key: value}) + "\n")
         cls.proc.stdin.flush()
         line = cls.proc.stdout.readline()
         assert line, "the lexicon checker (node tests/helpers/lexicon-check.mjs) died"

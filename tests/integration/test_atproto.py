@@ -318,7 +318,8 @@ def oauth_daemon(tmp_path, pds, dns):
     # documents through the loopback PLC; the dev PDS speaks plain HTTP.
     for handle, a in pds.accounts.items():
         dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
-    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+             "--atproto-allow-private"]
     with serving(tmp_path, extra=extra) as d:
         yield d
 
@@ -363,8 +364,11 @@ def test_daemon_sign_in_with_a_handle_gives_a_token_bound_to_the_did(pds, oauth_
     assert st == 200, d.log_text()[-2000:]
     assert os.listdir(sealed_dir) == []
     assert "event=oauth-logout did=" + alice["did"] in d.log_text()
+    # Our API token of Alice is revoked with it.
     st, again = post_json_auth(f"{d.url}/oauth/logout", out["token"])
-    assert st == 404 and again["error"] == "NotFound"
+    assert st == 401, again
+    st, _ = d.call("io.pocketenv.actor.getProfile", token=out["token"])
+    assert st == 401
 
 
 def test_daemon_sign_in_refuses_bad_input_and_replays(pds, dns, oauth_daemon):
@@ -428,3 +432,416 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
     who = subprocess.run([BIN, "whoami", "--json"], capture_output=True, text=True, env=env,
                          timeout=60)
     assert who.returncode == 0 and json.loads(who.stdout)["did"] == bob["did"], who.stderr
+    # Bob has no profile record: his handle, never "@undefined" or {}.
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
+    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
+    assert who.stdout == "You are logged in as @bob.test (bob.test).\n", who
+    # logout: the daemon revokes Bob's PDS session and his token, then the
+    # token kept here is forgotten.
+    bye = subprocess.run([BIN, "logout"], capture_output=True, text=True, env=env, timeout=60)
+    assert bye.returncode == 0, bye
+    assert "Signed out: the daemon revoked your AT Protocol session and tokens." in bye.stdout
+    assert not (home / ".pocketenv" / "token.json").exists()
+    assert os.listdir(os.path.join(d.data, "atproto")) == []
+    assert f"event=oauth-logout did={bob['did']}" in d.log_text()
+    st, _ = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 401
+
+
+# ---- records: sandboxes in the user's repository (daemon/records.c) ----
+
+COLLECTION = "io.pocketenv.sandbox"
+
+
+def sign_in(d, pds, handle):
+    """Sign handle in to daemon d through /oauth/login and the PDS's own
+    page; our API token for it."""
+    st, started = post_json(f"{d.url}/oauth/login", {"handle": handle})
+    assert st == 200, started
+    got = sign_in_in_browser(started["url"], pds.accounts[handle]["password"],
+                             f"{d.url}/oauth/callback", follow=True)
+    assert f"Signed in as @{handle}" in got["page"], got
+    st, out = post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})
+    assert st == 200, out
+    return out["token"]
+
+
+def repo_record(pds, did, rkey):
+    """(status, body) of com.atproto.repo.getRecord on the PDS, as anyone
+    reads a public repository."""
+    q = urllib.parse.urlencode({"repo": did, "collection": COLLECTION, "rkey": rkey})
+    try:
+        with urllib.request.urlopen(f"{pds.pds}/xrpc/com.atproto.repo.getRecord?{q}",
+                                    timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def list_rkeys(pds, did):
+    q = urllib.parse.urlencode({"repo": did, "collection": COLLECTION, "limit": 100})
+    with urllib.request.urlopen(f"{pds.pds}/xrpc/com.atproto.repo.listRecords?{q}",
+                                timeout=30) as r:
+        return [rec["uri"].rsplit("/", 1)[1] for rec in json.loads(r.read())["records"]]
+
+
+def record_state(d, token, sid):
+    st, got = d.sandbox("getSandbox", sid, token=token)
+    assert st == 200, got
+    return got["sandbox"].get("record")
+
+
+def wait_synced(d, token, sid, timeout=60, cid=None):
+    """The sandbox's record once the daemon has written its latest state
+    (and, given cid, a state other than that one)."""
+    from conftest import wait_for
+    return wait_for(lambda: (lambda r: r if r and r["state"] == "synced" and r.get("cid") != cid
+                             else None)(record_state(d, token, sid)), timeout, "record synced")
+
+
+def check_record(pds, did, rkey, **want):
+    from conftest import LexiconCheck
+    st, got = repo_record(pds, did, rkey)
+    assert st == 200, got
+    LexiconCheck.check_record(COLLECTION, got["value"])
+    for k, v in want.items():
+        assert got["value"].get(k) == v, (k, got["value"])
+    return got
+
+
+# The smallest PNG: one transparent pixel.
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+                    "1f15c4890000000d49444154789c6360000002000154a24f5d0000000049454e44ae426082")
+
+
+def password_session(pds, handle):
+    """A fresh access token of handle's password session (one made before
+    the PDS restarted is signed with a key that is gone)."""
+    a = pds.accounts[handle]
+    st, out = post_json(f"{pds.pds}/xrpc/com.atproto.server.createSession",
+                        {"identifier": handle, "password": a["password"]})
+    assert st == 200, out
+    return out["accessJwt"]
+
+
+def set_profile(pds, handle, display_name):
+    """Alice's app.bsky.actor.profile/self with a display name and an
+    avatar blob, written with her own password session (as Bluesky's app
+    would); the blob's cid."""
+    a = pds.accounts[handle]
+    auth = {"Authorization": f"Bearer {password_session(pds, handle)}"}
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.uploadBlob", data=PNG,
+                                 method="POST", headers={**auth, "Content-Type": "image/png"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        blob = json.loads(r.read())["blob"]
+    body = {"repo": a["did"], "collection": "app.bsky.actor.profile", "rkey": "self",
+            "record": {"$type": "app.bsky.actor.profile", "displayName": display_name,
+                       "avatar": blob}}
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.putRecord",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={**auth, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
+    return blob["ref"]["$link"]
+
+
+@pytest.fixture(scope="module")
+def alice_daemon(tmp_path_factory, pds):
+    """A daemon (module-wide) with Alice signed in: (daemon, her token,
+    extra serve arguments, its tmp directory for a restart)."""
+    from test_daemon import serving
+    tmp = tmp_path_factory.mktemp("records")
+    dns = DnsTxt()
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+             "--atproto-allow-private"]
+    set_profile(pds, "alice.test", "Alice Example")
+    try:
+        with serving(tmp, extra=extra, check_leaks=False) as d:
+            token = sign_in(d, pds, "alice.test")
+            d.others = [token]
+            yield d, token, extra, tmp
+    finally:
+        dns.close()
+
+
+def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_daemon):
+    d, token, extra, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                    body={"base": "busybox", "name": "rec-one", "description": "first",
+                          "topics": ["demo"]}, token=token)
+    assert st == 200, sb
+    uri = sb["uri"]
+    assert uri.startswith(f"at://{did}/{COLLECTION}/"), sb
+    rkey = uri.rsplit("/", 1)[1]
+    rec = wait_synced(d, token, sb["id"])
+    assert rec["uri"] == uri
+    got = check_record(pds, did, rkey, name="rec-one", description="first", topics=["demo"])
+    assert got["cid"] == rec["cid"] and got["uri"] == uri
+    # `pocketenv inspect` shows the record's state.
+    from conftest import BIN
+    env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token)
+    p = subprocess.run([BIN, "inspect", "rec-one"], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["record"] == {**rec, "state": "synced"}, p.stdout
+    assert got["value"]["createdAt"] == sb["createdAt"]
+    # New details: the same record rewritten (swapRecord), a new cid.
+    st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+        "sandboxId": sb["id"], "preferences": [{
+            "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "description": "second"}]},
+        token=token)
+    assert st == 200
+    rec2 = wait_synced(d, token, sb["id"], cid=rec["cid"])
+    check_record(pds, did, rkey, description="second")
+    # An exposed port appears in the record as upstream writes it.
+    st, out = d.call("io.pocketenv.sandbox.exposePort", {"id": sb["id"]}, body={"port": 8080},
+                     token=token)
+    assert st == 200, out
+    rec3 = wait_synced(d, token, sb["id"], cid=rec2["cid"])
+    check_record(pds, did, rkey, ports=[8080])
+    assert list_rkeys(pds, did).count(rkey) == 1  # rewritten, never a second record
+    # A daemon that died between the PDS's answer and its own note of it
+    # (the store forgot the cid; the change is due again), restarted:
+    # createRecord finds the rkey taken, and the record is rewritten, not
+    # doubled.
+    import sqlite3
+    restart_daemon(d, extra, between=lambda: sqlite3.connect(
+        os.path.join(d.data, "pocketenv.db"), timeout=30, isolation_level=None).execute(
+            "UPDATE atproto_records SET cid = NULL, gen = gen + 1 WHERE sandbox = ?",
+            (sb["id"],)).connection.close())
+    wait_synced(d, token, sb["id"], cid=None)
+    assert record_state(d, token, sb["id"])["cid"] == rec3["cid"]  # the same content again
+    assert list_rkeys(pds, did).count(rkey) == 1
+    # Deleted with the sandbox (upstream leaves it behind).
+    st, _ = d.sandbox("deleteSandbox", sb["id"], token=token)
+    assert st == 200
+    from conftest import wait_for
+    wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
+    assert rkey not in list_rkeys(pds, did)
+    assert "event=record-deleted sandbox=" + sb["id"] in d.log_text()
+
+
+def test_a_local_owner_has_no_record(alice_daemon):
+    d, _, _, _ = alice_daemon
+    # The daemon's did:key owner never signed in with a handle: no uri, no
+    # record, nothing asked of any PDS.
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})
+    assert st == 200, sb
+    assert "uri" not in sb
+    assert record_state(d, d.token, sb["id"]) is None
+    d.sandbox("deleteSandbox", sb["id"])
+
+
+def restart_daemon(d, extra, between=None):
+    """SIGTERM d, then the same daemon again (port, data, flags); between
+    runs while no daemon runs."""
+    import signal
+    from conftest import BIN, wait_for
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=30) == 0, d.log_text()[-3000:]
+    if between:
+        between()
+    log = open(d.log_path, "a")
+    d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data", d.data,
+                               "--token-file", d.token_file, *extra], stderr=log)
+    log.close()
+    wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+    assert d.proc.poll() is None, d.log_text()[-3000:]
+
+
+def test_records_catch_up_after_the_pds_and_the_daemon_were_down(pds, alice_daemon):
+    d, token, extra, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    sealed_dir = os.path.join(d.data, "atproto")
+    sealed = {f: open(os.path.join(sealed_dir, f)).read() for f in os.listdir(sealed_dir)}
+    pds.command("stop-pds")
+    try:
+        # The sandbox works at once; its record waits.
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": "rec-down"}, token=token)
+        assert st == 200, sb
+        from conftest import wait_for
+        rec = wait_for(lambda: (lambda r: r if r and r["attempts"] >= 1 else None)(
+            record_state(d, token, sb["id"])), 30, "a failed write")
+        assert rec["state"] == "pending" and "cid" not in rec and rec.get("error"), rec
+        wait_for(lambda: d.sandbox("getSandbox", sb["id"], token=token)[1]["sandbox"]["status"]
+                 == "RUNNING", 60, "sandbox running")
+        st, out = d.sandbox("exec", sb["id"], body={"command": "echo hi"}, token=token)
+        assert st == 200 and out["stdout"] == "hi\n", out
+        # A new name while the PDS is down: one more change queued, not two records.
+        st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+            "sandboxId": sb["id"], "preferences": [{
+                "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "name": "rec-down-2"}]},
+            token=token)
+        assert st == 200
+        # The daemon restarts meanwhile: the queue is in the store.
+        restart_daemon(d, extra)
+        assert record_state(d, token, sb["id"])["state"] == "pending"
+    finally:
+        pds.command("start-pds")
+    rec = wait_synced(d, token, sb["id"], timeout=90)
+    rkey = sb["uri"].rsplit("/", 1)[1]
+    check_record(pds, did, rkey, name="rec-down-2")
+    assert list_rkeys(pds, did).count(rkey) == 1
+    # The restarted daemon had no access token: it refreshed the sealed
+    # session, and sealed the rotated refresh token again.
+    assert "event=atproto-session-refreshed did=" + did in d.log_text()
+    after = {f: open(os.path.join(sealed_dir, f)).read() for f in os.listdir(sealed_dir)}
+    assert after.keys() == sealed.keys() and after != sealed
+    d.sandbox("deleteSandbox", sb["id"], token=token)
+    wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
+
+
+def test_profile_from_the_repository_and_whoami(pds, alice_daemon, tmp_path):
+    from conftest import BIN
+    d, token, _, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200, prof
+    assert (prof["did"], prof["handle"], prof["displayName"]) == (did, "alice.test",
+                                                                  "Alice Example"), prof
+    # The avatar is the blob on her own PDS.
+    assert prof["avatar"].startswith(f"{pds.pds}/xrpc/com.atproto.sync.getBlob?did={did}&cid=")
+    with urllib.request.urlopen(prof["avatar"], timeout=30) as r:
+        assert r.read() == PNG
+    env = {k: v for k, v in os.environ.items() if k != "POCKETENV_TOKEN"}
+    env.update(HOME=str(tmp_path), POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token, NO_COLOR="1")
+    who = subprocess.run([BIN, "whoami"], capture_output=True, text=True, env=env, timeout=60)
+    assert who.stdout == "You are logged in as @alice.test (Alice Example).\n", who
+
+
+# ---- templates by at:// URI (lib/auth/atproto-repo.c, daemon/records.c) ----
+
+def publish(pds, handle, record, rkey=None):
+    """A record in handle's repository, written with their password
+    session (as another AT Protocol app would); its (uri, cid)."""
+    a = pds.accounts[handle]
+    body = {"repo": a["did"], "collection": COLLECTION,
+            "record": {"$type": COLLECTION, "createdAt": "2026-01-01T00:00:00.000Z", **record}}
+    if rkey:
+        body["rkey"] = rkey
+    req = urllib.request.Request(f"{pds.pds}/xrpc/com.atproto.repo.createRecord",
+                                 data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization":
+                                          f"Bearer {password_session(pds, handle)}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        out = json.loads(r.read())
+    return out["uri"], out["cid"]
+
+
+def test_get_record_refuses_garbage_slow_and_another_repositorys_record(pds, dns, fake):
+    alice = pds.accounts["alice.test"]
+    uri, cid = publish(pds, "alice.test", {"name": "busybox"})
+    rc, got = resolve(pds, dns, uri, step="record")
+    assert rc == 0 and (got["uri"], got["cid"]) == (uri, cid), got
+    assert got["value"]["name"] == "busybox"
+    # A DID whose document (from a directory the test controls) names a PDS
+    # that answers badly.
+    did = "did:plc:" + "b" * 24
+    doc = {"id": did, "alsoKnownAs": [], "service": [
+        {"id": "#atproto_pds", "type": "AtprotoPersonalDataServer", "serviceEndpoint": fake.url}]}
+    fake.routes[f"/{did}"] = (200, json.dumps(doc), 0)
+    rkey = "3kabcdefghijk"
+    asked = f"at://{did}/{COLLECTION}/{rkey}"
+    path = (f"/xrpc/com.atproto.repo.getRecord?repo={did}&collection={COLLECTION}"
+            f"&rkey={rkey}")
+    _, real = repo_record(pds, alice["did"], uri.rsplit("/", 1)[1])
+    for body, error in [
+            ("{not json", "not a record"),
+            (json.dumps(real), "another record"),  # Alice's record, asked for another DID's
+            (json.dumps({**real, "uri": asked, "value": {"$type": "other.thing"}}),
+             "is not a io.pocketenv.sandbox"),
+            (json.dumps({**real, "uri": asked, "cid": "../../x"}), "CID")]:
+        fake.routes[path] = (200, body, 0)
+        rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+        assert rc == 1 and got["error"] == "EREMOTE" and error in got["message"], (body, got)
+    fake.routes[path] = (200, "x" * 100000, 0)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert rc == 1 and "larger than" in got["message"], got
+    fake.routes[path] = (200, json.dumps({**real, "uri": asked}), 20)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert (rc, got["error"]) == (1, "ETIMEDOUT"), got
+    # The same answer in time is a record.
+    fake.routes[path] = (200, json.dumps({**real, "uri": asked}), 0)
+    rc, got = resolve(pds, dns, asked, plc=fake.url, step="record")
+    assert rc == 0 and got["uri"] == asked, got
+    for bad in ["at://x", f"at://{did}/{COLLECTION}", f"at://{did}/{COLLECTION}/a/b",
+                f"at://{did}/{COLLECTION}/..", f"at://{did}/nocollection/x",
+                f"at://{did}/{COLLECTION}/a%2Fb"]:
+        rc, got = resolve(pds, dns, bad, plc=fake.url, step="record")
+        assert (rc, got["error"]) == (1, "EINVAL"), (bad, got)
+
+
+def test_template_by_at_uri_resolves_through_the_record(pds, alice_daemon):
+    d, token, _, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    # Bob publishes a template record naming a base we have, and a
+    # derived one pointing at it by its strongRef.
+    tpl_uri, tpl_cid = publish(pds, "bob.test", {"name": "busybox", "description": "tiny"})
+    derived, derived_cid = publish(pds, "bob.test", {
+        "name": "bobs-own", "base": {"uri": tpl_uri, "cid": tpl_cid}})
+    for base, ref in [(tpl_uri, (tpl_uri, tpl_cid)), (derived, (derived, derived_cid))]:
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": base}, token=token)
+        assert st == 200, sb
+        from conftest import wait_for
+        wait_for(lambda: d.sandbox("getSandbox", sb["id"], token=token)[1]["sandbox"]["status"]
+                 == "RUNNING", 60, "sandbox running")
+        st, out = d.sandbox("exec", sb["id"], body={"command": "busybox true && echo ok"},
+                            token=token)
+        assert st == 200 and out["stdout"] == "ok\n", out
+        # Its own record refers to the template's record by uri and cid.
+        wait_synced(d, token, sb["id"])
+        got = check_record(pds, did, sb["uri"].rsplit("/", 1)[1])
+        assert got["value"]["base"] == {"uri": ref[0], "cid": ref[1]}, got
+        d.sandbox("deleteSandbox", sb["id"], token=token)
+    # Records we cannot serve: a clear 400, nothing made.
+    nothing, _ = publish(pds, "bob.test", {"name": "no-such-template"})
+    bob = pds.accounts["bob.test"]["did"]
+    for base, why in [(nothing, "names no template this daemon can build"),
+                      (f"at://{bob}/{COLLECTION}/3kzzzzzzzzzzz", "not in its repository")]:
+        st, out = d.call("io.pocketenv.sandbox.createSandbox", body={"base": base}, token=token)
+        assert st == 400 and why in out["message"], (base, out)
+    st, out = d.call("io.pocketenv.actor.getActorSandboxes", {"did": did}, token=token)
+    assert st == 200 and out["total"] == 0, out
+
+
+def test_private_addresses_are_refused_unless_allowed(pds, dns, tmp_path):
+    # alice.test, its PLC directory and its PDS are all on loopback: with
+    # the guard on, not one request leaves (the resolver's and the
+    # daemon's), whatever name led there.
+    rc, got = resolve(pds, dns, "alice.test", "--deny-private")
+    assert rc == 1 and got["error"] == "EAUTH" and "private address" in got["message"], got
+    # Whatever name leads to a private address (here through CONNECT_TO),
+    # no connection is even tried: port 9 would answer "refused" otherwise.
+    # (Which addresses are private: tests/unit/test-auth.c.)
+    for ip in ["127.0.0.1", "127.0.0.2", "[::1]", "[::ffff:127.0.0.1]"]:
+        rc, got = resolve(pds, dns, "x.test", "--deny-private", "--connect-to",
+                          f"x.test:80:{ip}:9", step="handle")
+        assert rc == 1 and "private address" in got["message"], (ip, got)
+    # The daemon refuses by default: sign-in of a handle whose PDS is on
+    # loopback answers why.
+    from test_daemon import serving
+    dns.records["_atproto.alice.test"] = [f"did={pds.accounts['alice.test']['did']}"]
+    extra = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http"]
+    with serving(tmp_path, extra=extra) as d:
+        st, out = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+        assert st == 401 and "private address" in out["message"], out
+
+
+def test_web_page_sign_in_with_a_handle(pds, alice_daemon):
+    d, _, _, _ = alice_daemon
+    env = dict(os.environ, PE_SIGNIN=json.dumps(
+        {"url": d.url, "handle": "alice.test", "password": pds.accounts["alice.test"]["password"],
+         "chromium": CHROMIUM}))
+    p = subprocess.run(["node", os.path.join(os.path.dirname(SIGNIN), "web-signin.mjs")],
+                       capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["who"] == f"alice.test ({pds.accounts['alice.test']['did']})", got
+    # No token and no pickup ever travels in a URL.
+    assert not [u for u in got["urls"] if "pickup" in u or "token=" in u], got["urls"]

@@ -18,6 +18,7 @@
 #include <jansson.h>
 #include <sodium.h>
 
+#include "auth/atproto-internal.h"
 #include "auth/auth-internal.h"
 #include "pocketenv/atproto.h"
 #include "core/fs.h"
@@ -1087,6 +1088,46 @@ TEST_CASE(atproto_handle_and_did_syntax)
         ASSERT(!pe_atproto_did_valid(bad_dids[i]));
 }
 
+/* The private-address guard's judgement (lib/auth/atproto-http.c). */
+TEST_CASE(atproto_private_addresses)
+{
+    static const char *const priv[] = {"127.0.0.1",
+                                       "127.9.9.9",
+                                       "10.0.0.1",
+                                       "172.16.0.1",
+                                       "172.31.255.255",
+                                       "192.168.1.1",
+                                       "169.254.169.254",
+                                       "100.64.0.1",
+                                       "100.127.255.255",
+                                       "0.0.0.0",
+                                       "224.0.0.1",
+                                       "255.255.255.255",
+                                       "192.0.0.8",
+                                       "198.18.0.1",
+                                       "::",
+                                       "::1",
+                                       "fc00::1",
+                                       "fd12:3456::1",
+                                       "fe80::1",
+                                       "ff02::1",
+                                       "::ffff:127.0.0.1",
+                                       "::ffff:10.0.0.1",
+                                       "not an address",
+                                       ""};
+    static const char *const pub[] = {
+        "8.8.8.8",       "1.1.1.1",     "172.32.0.1",           "100.128.0.1",
+        "192.169.0.1",   "169.253.0.1", "2001:4860:4860::8888", "2606:4700::1111",
+        "::ffff:8.8.8.8"};
+
+    for (size_t i = 0; i < sizeof priv / sizeof priv[0]; i++)
+        if (!pe__atproto_addr_private(priv[i]))
+            TEST_FAIL("%s should be private", priv[i]);
+    for (size_t i = 0; i < sizeof pub / sizeof pub[0]; i++)
+        if (pe__atproto_addr_private(pub[i]))
+            TEST_FAIL("%s should be public", pub[i]);
+}
+
 int main(void)
 {
     int failed = 0;
@@ -1100,10 +1141,10 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |=
-        RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
-                  token_bound_to_an_audience, token_mint_rejects_bad_input,
-                  token_file_private_and_atomic, seal_round_trip, unseal_bad_input_fails_cleanly,
-                  seal_rejects_bad_public_keys, atproto_handle_and_did_syntax);
+    failed |= RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
+                        token_bound_to_an_audience, token_mint_rejects_bad_input,
+                        token_file_private_and_atomic, seal_round_trip,
+                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys,
+                        atproto_handle_and_did_syntax, atproto_private_addresses);
     return failed;
 }

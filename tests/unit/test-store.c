@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
 #include "pocketenv/store-ports.h"
+#include "pocketenv/store-records.h"
 #include "pocketenv/store-usage.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
@@ -315,7 +316,8 @@ BOTH(migration_provider_names)
     exec_ok(s, "UPDATE sandboxes SET provider = 'e2b' WHERE id = $1",
             (pe__sql_arg[]){SQL_TEXT(asked)}, 1);
     exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN backend", NULL, 0);
-    exec_ok(s, "DROP TABLE snapshots", NULL, 0); /* migration 5's */
+    exec_ok(s, "DROP TABLE snapshots", NULL, 0);       /* migration 5's */
+    exec_ok(s, "DROP TABLE atproto_records", NULL, 0); /* migration 6's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -1285,6 +1287,50 @@ BOTH(usage)
     pe_store_close(s);
 }
 
+/* The record outbox: a change while a write is in flight is not lost, a
+ * delete outlives the sandbox row and goes once written. */
+BOTH(records)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_record r = {0}, *due = NULL;
+    size_t n = 0;
+
+    ASSERT_EQ_INT(pe_store_record_want(s, "sbx_1", "did:plc:a", "3kabc", "{\"v\":1}", &err), 0);
+    ASSERT_EQ_INT(pe_store_record_due(s, pe_store_now_ms(), 10, &due, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_INT(due[0].gen, 1);
+    ASSERT_EQ_STR(due[0].rkey, "3kabc");
+    /* Changed again while generation 1 is being written. */
+    ASSERT_EQ_INT(pe_store_record_want(s, "sbx_1", "did:plc:other", "other", "{\"v\":2}", &err), 0);
+    ASSERT_EQ_INT(pe_store_record_written(s, "sbx_1", 1, "cid1", &err), 0);
+    ASSERT_EQ_INT(pe_store_record_get(s, "sbx_1", &r, &err), 0);
+    ASSERT_EQ_STR(r.did, "did:plc:a"); /* a row keeps its repository and key */
+    ASSERT_EQ_STR(r.rkey, "3kabc");
+    ASSERT_EQ_STR(r.cid, "cid1");
+    ASSERT_EQ_STR(r.want, "{\"v\":2}");
+    ASSERT_EQ_INT(r.gen, 2);
+    ASSERT_EQ_INT(r.done_gen, 1);
+    pe_store_record_clear(&r);
+    pe_store_record_list_free(due, n);
+    /* A failure waits for its time. */
+    ASSERT_EQ_INT(pe_store_record_failed(s, "sbx_1", "down", pe_store_now_ms() + 60000, &err), 0);
+    ASSERT_EQ_INT(pe_store_record_due(s, pe_store_now_ms(), 10, &due, &n, &err), 0);
+    ASSERT_EQ_INT(n, 0);
+    ASSERT_EQ_INT(pe_store_record_written(s, "sbx_1", 2, "cid2", &err), 0);
+    /* Deleted: due at once; the row goes when the delete is written. */
+    ASSERT_EQ_INT(pe_store_record_want(s, "sbx_1", NULL, NULL, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_store_record_want(s, "sbx_none", NULL, NULL, NULL, &err), 0);
+    ASSERT_EQ_INT(pe_store_record_due(s, pe_store_now_ms(), 10, &due, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_INT(due[0].want == NULL, 1);
+    ASSERT_EQ_INT(pe_store_record_written(s, "sbx_1", due[0].gen, NULL, &err), 0);
+    pe_store_record_list_free(due, n);
+    ASSERT_EQ_INT(pe_store_record_get(s, "sbx_1", &r, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    pe_store_close(s);
+}
+
 BOTH(backups)
 {
     pe_err err = {0};
@@ -1473,14 +1519,14 @@ int main(void)
                   sqlite_concurrent_open, sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name,
                   sqlite_status, sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
                   sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
-    failed |=
-        RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage);
+    failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups,
+                        sqlite_usage, sqlite_records);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
         RUN_TESTS(pg_migrations, pg_migration_provider_names, pg_concurrent_open, pg_users,
                   pg_sandbox_crud, pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
                   pg_volumes, pg_delete_cascades, pg_hostile_strings, pg_two_handles);
-    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage);
+    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage, pg_records);
 
     pg_stop();
     free(g_pg_url);
