@@ -322,3 +322,39 @@ def test_files_and_volumes_of_a_remote_sandbox(env):
     assert got.get("statusReason", "").startswith("daytona cannot mount volumes: 1 volume"), got
     assert d.sh(sb["id"], "cat /opt/app/conf.json")["stdout"] == '{"a": 1}\n'
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx"])
+def test_terminal_of_a_remote_sandbox(env, p):
+    """The terminal endpoints we serve (WebSocket and SSE) reach the
+    provider's PTY: typed lines run there and come back, a resize reaches
+    it, the shell's exit ends the session."""
+    from wsclient import SSE, WS
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, f"term-{p}")
+    assert st == 200, sb
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/tty/{sb['id']}/ws?sessionId=t1&cols=100&rows=30&token={d.token}")
+    assert ws.status == 101, ws.head
+    ws.send("echo remote-hello\n")
+    ws.read_until("remote-hello")
+    pty = dbl.sandboxes[sb["remoteId"]].pty[-1]
+    assert (100, 30) in pty["resizes"], pty["resizes"]
+    assert b"echo remote-hello\n" in bytes(pty["input"])
+
+    sse = SSE(port, f"/tty/{sb['id']}/stream?sessionId=t2", {"Authorization": f"Bearer {d.token}"})
+    assert sse.status == 200, sse.head
+    req_body = b"echo via-sse\n"
+    import urllib.request
+    req = urllib.request.Request(f"{d.url}/tty/{sb['id']}/input?sessionId=t2", data=req_body,
+                                 method="POST", headers={"Authorization": f"Bearer {d.token}"})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        assert r.status == 204
+    sse.read_output_until("via-sse")
+    sse.close()
+
+    ws.send("exit 3\n")
+    ws.wait_close()
+    ws.close()
+    no_secret_anywhere(d, dbl.key)
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
