@@ -177,6 +177,13 @@ bool pe_sandbox_is_remote(const pe_store_sandbox *sb)
     return sb->backend && sb->backend[0] && strcmp(sb->backend, "local") != 0;
 }
 
+unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb)
+{
+    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+
+    return ops ? ops->caps : pe_provider_caps(sx->local);
+}
+
 const char *pe_sandbox_remote_id(const pe_store_sandbox *sb)
 {
     return pe_sandbox_is_remote(sb) ? sb->provider_id : sb->id;

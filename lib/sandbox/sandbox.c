@@ -121,6 +121,14 @@ int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
         pe_sandbox_provider_release(sx, p);
         return -1;
     }
+    /* the caller's own variables after the sandbox's: a later NAME= wins */
+    for (size_t n = 0, k = 0; o->env && o->env[k]; k++) {
+        while (env[n])
+            n++;
+        env = pe_xrealloc(env, (n + 2) * sizeof(*env));
+        env[n] = pe_xstrdup(o->env[k]);
+        env[n + 1] = NULL;
+    }
     eo.env = env;
     r = pe_provider_exec_start(p, pe_sandbox_remote_id(sb), &eo, proc, err);
     pe_sandbox_env_free(env);

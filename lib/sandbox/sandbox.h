@@ -135,8 +135,12 @@ int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
 
 /* ---- processes ---- */
 
-/* Start o->argv in sb where it runs, with the sandbox's environment
- * (o->env must be NULL: it is the sandbox's). The caller watches proc's
+/* What the provider of sb can do (enum pe_provider_cap bits), without
+ * opening it. */
+unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb);
+
+/* Start o->argv in sb where it runs, with the sandbox's environment and
+ * then o->env's "K=V" (which win). The caller watches proc's
  * fds (pe_provider_proc) and ends with pe_provider_proc_wait/close (which
  * also closes a remote provider opened for it). */
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,

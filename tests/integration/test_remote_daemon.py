@@ -358,3 +358,25 @@ def test_terminal_of_a_remote_sandbox(env, p):
     ws.close()
     no_secret_anywhere(d, dbl.key)
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.parametrize("p", ["e2b", "daytona"])
+def test_streaming_exec_of_a_remote_sandbox(env, p):
+    """/exec/:id/ws (`pocketenv exec`) runs the command on the provider:
+    stdout and stderr apart as they come, stdin where the provider takes
+    it (E2B; Daytona's command reads end of file), the exit code."""
+    from test_exec_stream import collect
+    from wsclient import WS
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, f"xs-{p}", envs=[{"name": "WHO", "value": "remote"}])
+    assert st == 200, sb
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/exec/{sb['id']}/ws", headers={"Authorization": f"Bearer {d.token}"})
+    assert ws.status == 101, ws.head
+    script = "cat; printenv WHO; printenv EXTRA; echo oops >&2; exit 7"
+    ws.send(json.dumps({"argv": ["sh", "-c", script], "env": {"EXTRA": "x1"}}))
+    out, err, code, close = collect(ws, stdin=b"hello\n")
+    want_in = b"hello\n" if p == "e2b" else b""
+    assert (out, err, code, close) == (want_in + b"remote\nx1\n", b"oops\n", 7, 1000)
+    assert any(r["route"].startswith("exec") for r in dbl.requests), "it never reached the provider"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
