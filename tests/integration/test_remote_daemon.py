@@ -206,6 +206,13 @@ def test_bad_input(env):
     assert st == 400 and "sealed" in o["message"], o
     assert dbl.key not in json.dumps(o)
     assert len(dbl.seen("create")) == made, "a refused create reached the provider"
+    for bad in [{"daytonaApiKey": 42}, {"daytonaApiKey": ""}, {"daytonaApiKey": "x" * 100000},
+                {"daytonaApiKey": d.seal("k" * 5000)},
+                {"daytonaApiKey": d.seal(dbl.key), "daytonaOrganizationId": "o" * 300}]:
+        st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "x-bad",
+                                                    "provider": "daytona", **bad})
+        assert st == 400, (list(bad), o)
+    assert len(dbl.seen("create")) == made, "a refused create reached the provider"
     st, o = create(d, "daytona", "x-wrong", key="dtn-wrong-key-0123456789")
     assert st == 502 and o["message"].startswith("daytona rejected the API key"), o
     assert names(d) == before, "a row was left"
@@ -278,7 +285,18 @@ def test_another_user_cannot_reach_a_remote_sandbox(env):
         assert st == 404 and o["error"] == "SandboxNotFound", (method, o)
     st, o = d.call(SB + "getPreferences", {"id": sb["id"]}, token=bob)
     assert st == 404, o
+    st, o = d.call("io.pocketenv.file.addFile", body={"file": {
+        "sandboxId": sb["id"], "path": "/tmp/x", "content": d.seal("x")}}, token=bob)
+    assert st == 404, o
+    # nor its terminal, nor the streaming exec
+    from wsclient import WS
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/tty/{sb['id']}/ws?sessionId=b&token={bob}")
+    assert ws.status in (403, 404), ws.head
+    ws = WS(port, f"/exec/{sb['id']}/ws", headers={"Authorization": f"Bearer {bob}"})
+    assert ws.status in (403, 404), ws.head
     assert len(dbl.seen("exec")) == execs and sb["remoteId"] in alive(dbl)
+    assert not dbl.seen("fs.write")
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
