@@ -372,6 +372,32 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r;
 }
 
+int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       size_t max, char **tar, size_t *len, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_tar_out(p, pe_sandbox_remote_id(sb), dir, max, tar, len, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                      const void *tar, size_t len, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_tar_in(p, pe_sandbox_remote_id(sb), dir, tar, len, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 /* The sandbox's file resources (sealed contents), written through p: a
  * remote sandbox gets them as it is made and at every start, as a local
  * one does. One that does not go in fails the call: a sandbox without its

@@ -98,6 +98,14 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
                           const char *path, const void *data, size_t len, unsigned mode,
                           pe_err *err);
 
+/* A directory of remote sb packed as a tar (at most max bytes, malloc'd),
+ * and a tar (plain or compressed) unpacked into one, through its provider
+ * (a local sandbox's go through daemon/sandbox-archive.c). */
+int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       size_t max, char **tar, size_t *len, pe_err *err);
+int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                      const void *tar, size_t len, pe_err *err);
+
 /* Create sb (a remote row, INITIALIZING) on its provider with its
  * variables and secrets as the environment, and record the provider's id
  * on the row. On failure the adapter has removed what it made. */

@@ -398,3 +398,27 @@ def test_streaming_exec_of_a_remote_sandbox(env, p):
     assert (out, err, code, close) == (want_in + b"remote\nx1\n", b"oops\n", 7, 1000)
     assert any(r["route"].startswith("exec") for r in dbl.requests), "it never reached the provider"
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_cp_between_remote_sandboxes(env):
+    """pushDirectory packs a directory on one provider (Daytona), and
+    pullDirectory unpacks the copy on another (E2B): upstream's `cp`."""
+    d = env
+    st, a = create(d, "daytona", "cp-from")
+    assert st == 200, a
+    st, b = create(d, "e2b", "cp-to")
+    assert st == 200, b
+    assert d.sh(a["id"], "mkdir -p /work/sub; echo one > /work/a.txt; "
+                         "echo two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": a["id"], "directoryPath": "/work"})
+    assert st == 200, o
+    st, o2 = d.call(SB + "pullDirectory", body={"sandboxId": b["id"], "uuid": o["uuid"],
+                                                 "directoryPath": "/dest"})
+    assert st == 200, o2
+    assert d.sh(b["id"], "cat /dest/a.txt; cat /dest/sub/b.txt")["stdout"] == "one\ntwo\n"
+    # docker cp's forms are this daemon's own: not on a provider
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": a["id"], "directoryPath": "/work",
+                                                "includeRoot": True})
+    assert st == 501 and o["message"].endswith("not supported by daytona: copy with includeRoot"), o
+    for sb in (a, b):
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
