@@ -333,6 +333,7 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
 static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *got)
 {
     pe_store_sandbox sb;
+    char *rid = NULL;
     pe_err e2;
 
     memset(got, 0, sizeof(*got));
@@ -340,26 +341,29 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         pe_daemon_job_fail(job, &job->err, NULL);
         return -1;
     }
-    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, &job->err) < 0) {
+    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, &rid, &job->err) < 0) {
         pe_log_warn("sandbox %s: create on %s failed: %s", sb.id, sb.backend, job->err.msg);
         pe_store_sandbox_delete(s, id, NULL);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return -1;
     }
-    pe_store_sandbox_clear(&sb);
-    if (pe_store_sandbox_get(s, id, got, &job->err) < 0 ||
-        pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
-                                    &job->err) < 0) {
+    free((char *)sb.provider_id);
+    sb.provider_id = rid; /* where it now is, for the undo below */
+    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
+                                    &job->err) < 0 ||
+        pe_store_sandbox_get(s, id, got, &job->err) < 0) {
         /* deleted while it was being made: undo there too */
         pe_err_clear(&e2);
-        if (got->id)
-            pe_sandbox_remove(&job->d->sx, s, got, &e2);
-        pe_store_sandbox_clear(got);
+        if (pe_sandbox_remove(&job->d->sx, s, &sb, &e2) < 0)
+            pe_log_warn("sandbox %s: %s sandbox %s left after a delete during its create: %s",
+                        sb.id, sb.backend, rid, e2.msg);
+        pe_store_sandbox_delete(s, id, NULL);
+        pe_store_sandbox_clear(&sb);
         pe_daemon_job_fail(job, &job->err, NULL);
         return -1;
     }
-    got->status = PE_STORE_RUNNING;
+    pe_store_sandbox_clear(&sb);
     return 0;
 }
 
@@ -941,7 +945,7 @@ void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox sb;
 
     create_work(job, s);
-    if (job->failed)
+    if (job->failed || job->id == NULL) /* failed, or made on its provider already */
         return;
     json_decref(job->in);
     job->in = NULL;

@@ -447,7 +447,8 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
 
 /* ---- create ---- */
 
-int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                             char **remote_id, pe_err *err)
 {
     pe_provider *p = NULL;
     pe_provider_spec spec = {.name = sb->id};
@@ -473,8 +474,10 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
             pe_log_warn("sandbox %s: remove after a failed create: %s", sb->id, e2.msg);
         r = -1;
     }
-    if (r == 0)
+    if (r == 0) {
         pe_log_info("event=remote_create sandbox=%s backend=%s", sb->id, sb->backend);
+        *remote_id = pe_steal_ptr(&id);
+    }
     free(id);
     pe_provider_close(p);
     return r;

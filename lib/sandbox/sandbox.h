@@ -107,10 +107,11 @@ int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                       const void *tar, size_t len, pe_err *err);
 
 /* Create sb (a remote row, INITIALIZING) on its provider with its
- * variables and secrets as the environment, and record the provider's id
- * on the row. On failure the adapter has removed what it made. */
+ * variables and secrets as the environment and its files, and record the
+ * provider's id on the row (and in *remote_id, malloc'd). On failure
+ * nothing is left there. */
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
-                             pe_err *err);
+                             char **remote_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 
