@@ -98,6 +98,10 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
                           const char *path, const void *data, size_t len, unsigned mode,
                           pe_err *err);
 
+/* The provider's link to port of remote sb. */
+int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
+                       pe_provider_preview_link *link, pe_err *err);
+
 /* A directory of remote sb packed as a tar (at most max bytes, malloc'd),
  * and a tar (plain or compressed) unpacked into one, through its provider
  * (a local sandbox's go through daemon/sandbox-archive.c). */

@@ -422,3 +422,27 @@ def test_cp_between_remote_sandboxes(env):
     assert st == 501 and o["message"].endswith("not supported by daytona: copy with includeRoot"), o
     for sb in (a, b):
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_remote_sandbox_is_the_providers(env):
+    """exposePort of a remote sandbox answers the provider's preview URL
+    and the header it wants (Daytona's preview token, never the API key);
+    the link answers with it and refuses without it."""
+    import urllib.error
+    import urllib.request
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "pv-dtn")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, headers = o["previewUrl"], o.get("previewHeaders", {})
+    assert url.startswith(dbl.url) and dbl.key not in url and dbl.key not in json.dumps(o), o
+    assert list(headers) == ["x-daytona-preview-token"], o
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url, timeout=10)
+    assert e.value.code == 401
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
