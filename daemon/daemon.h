@@ -54,6 +54,7 @@ typedef struct pe_daemon_limits {
 enum pe_provider_backend {
     PE_PROVIDER_LOCAL = 0, /* this daemon's runtime */
     PE_PROVIDER_OFF,       /* turned off by the operator: creates refused */
+    PE_PROVIDER_REMOTE,    /* the provider itself, through its adapter (lib/provider) */
 };
 typedef struct pe_daemon_providers {
     unsigned char backend[PE_PROVIDER_COUNT]; /* enum pe_provider_backend */

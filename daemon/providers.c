@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "provider/provider.h"
 #include "providers.h"
 
 const char *const pe_provider_names[PE_PROVIDER_COUNT] = {
@@ -20,6 +21,7 @@ const char *const pe_provider_names[PE_PROVIDER_COUNT] = {
 static const char *const backend_names[] = {
     [PE_PROVIDER_LOCAL] = PE_BACKEND_LOCAL,
     [PE_PROVIDER_OFF] = "off",
+    [PE_PROVIDER_REMOTE] = "remote",
 };
 
 static int find(const char *name, size_t len)
@@ -58,24 +60,39 @@ int pe_daemon_providers_flag(pe_daemon_providers *p, const char *arg, pe_err *er
     names_of(p, ALL, all, sizeof(all));
     if (i < 0)
         return pe_err_set(err, PE_EINVAL, 0,
-                          "--provider: NAME=local or NAME=off, NAME one of %s; not '%s'", all, arg);
+                          "--provider: NAME=local, NAME=remote or NAME=off, NAME one of %s; not "
+                          "'%s'",
+                          all, arg);
     for (size_t b = 0; b < PE_ARRAY_LEN(backend_names); b++) {
         if (strcmp(eq + 1, backend_names[b]) == 0) {
+            if (b == PE_PROVIDER_REMOTE)
+                return pe_daemon_providers_remote(p, pe_provider_names[i], err);
             p->backend[i] = (unsigned char)b;
             return 0;
         }
     }
-    return pe_err_set(err, PE_EINVAL, 0, "--provider %s: local or off, not '%s'",
+    return pe_err_set(err, PE_EINVAL, 0, "--provider %s: local, remote or off, not '%s'",
                       pe_provider_names[i], eq + 1);
+}
+
+int pe_daemon_providers_remote(pe_daemon_providers *p, const char *name, pe_err *err)
+{
+    int i = find(name, strlen(name));
+
+    if (i < 0 || pe_provider_lookup(name) == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "no adapter for provider '%s' in this build", name);
+    p->backend[i] = PE_PROVIDER_REMOTE;
+    return 0;
 }
 
 void pe_daemon_providers_log(const pe_daemon_providers *p)
 {
-    char local[160], off[160];
+    char local[160], off[160], remote[160];
 
     names_of(p, PE_PROVIDER_LOCAL, local, sizeof(local));
     names_of(p, PE_PROVIDER_OFF, off, sizeof(off));
-    pe_log_info("event=providers local=\"%s\" off=\"%s\"", local, off);
+    names_of(p, PE_PROVIDER_REMOTE, remote, sizeof(remote));
+    pe_log_info("event=providers local=\"%s\" remote=\"%s\" off=\"%s\"", local, remote, off);
 }
 
 int pe_daemon_provider_route(const pe_daemon_providers *p, const char *name, const char **provider,
@@ -92,13 +109,17 @@ int pe_daemon_provider_route(const pe_daemon_providers *p, const char *name, con
         return pe_err_set(err, PE_EINVAL, 0, "unknown provider %s: use one of %s", name, list);
     }
     if (p->backend[i] == PE_PROVIDER_OFF) {
-        names_of(p, PE_PROVIDER_LOCAL, list, sizeof(list));
+        names_of(p, PE_PROVIDER_LOCAL, list, sizeof(list)); /* remote ones too, below */
+        if (list[0] == '\0')
+            names_of(p, PE_PROVIDER_REMOTE, list, sizeof(list));
         return pe_err_set(err, PE_EUNSUP, 0,
                           "provider %s is turned off on this daemon by its operator; "
                           "providers served here: %s",
                           name, list[0] ? list : "none");
     }
     *provider = pe_provider_names[i];
-    *backend = backend_names[p->backend[i]];
+    /* a remote sandbox's backend is its adapter: lib/sandbox opens it by name */
+    *backend =
+        p->backend[i] == PE_PROVIDER_REMOTE ? pe_provider_names[i] : backend_names[p->backend[i]];
     return 0;
 }

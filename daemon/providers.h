@@ -7,8 +7,9 @@
  * asked for. Which backend runs it is this daemon's decision, taken once
  * at create by pe_daemon_provider_route and kept on the row (backend):
  * out of the box every name is served by the local runtime; the operator
- * can turn a name off (serve --provider NAME=off). Remote adapters will be
- * further backends chosen there. */
+ * can turn a name off (serve --provider NAME=off) or send it to the
+ * provider itself (--provider NAME=remote, --provider-config FILE): then
+ * the backend is the adapter's name (lib/sandbox, lib/provider). */
 #ifndef PE_DAEMON_PROVIDERS_H
 #define PE_DAEMON_PROVIDERS_H
 
@@ -28,14 +29,20 @@ extern const char *const pe_provider_names[PE_PROVIDER_COUNT];
 
 /* Every provider name served by the local runtime. */
 void pe_daemon_providers_defaults(pe_daemon_providers *p);
-/* --provider NAME=local|off. PE_EINVAL naming the valid names or values. */
+/* --provider NAME=local|remote|off. PE_EINVAL naming the valid names or
+ * values. */
 int pe_daemon_providers_flag(pe_daemon_providers *p, const char *arg, pe_err *err);
+/* Serve provider `name` remotely, through its adapter (--provider
+ * NAME=remote, or a name in --provider-config). PE_EINVAL if this build
+ * has no adapter for it (modal). */
+int pe_daemon_providers_remote(pe_daemon_providers *p, const char *name, pe_err *err);
 /* One log line of which name goes where (at start). */
 void pe_daemon_providers_log(const pe_daemon_providers *p);
 
 /* ---- the decision ---- */
 
-/* The backend (a static string: PE_BACKEND_LOCAL) that serves a new
+/* The backend (a static string: PE_BACKEND_LOCAL, or the adapter's name
+ * for a provider served remotely) that serves a new
  * sandbox of provider `name` (NULL: PE_PROVIDER_DEFAULT) into *backend,
  * and the provider name it keeps into *provider (static). An unknown name
  * is PE_EINVAL listing the valid ones; a name the operator turned off is

@@ -27,6 +27,11 @@ struct pe_sbproc {
     void *ud;
     bool tty, starting, have_proc, reaped, orphan;
     pe_proc proc;
+    /* A sandbox on a remote provider: the adapter's process (lib/sandbox),
+     * its fds copied into proc's so the plumbing below is the same (its
+     * status fd as the pidfd). */
+    bool remote;
+    pe_provider_proc rproc;
     pe_ev_io *out_io, *err_io, *in_io, *pid_io;
     bool out_eof, err_eof, reading;
     char *in; /* stdin not yet written */
@@ -41,6 +46,8 @@ struct start {
     pe_sbproc *p;
     pe_sbproc_spec spec;
     pe_proc proc;
+    bool remote;
+    pe_provider_proc rproc;
     int64_t oom_kills, oom_limit;
     bool ok;
     pe_err err;
@@ -60,6 +67,35 @@ static void spec_free(pe_sbproc_spec *s)
     free(s->workdir);
 }
 
+/* A remote sandbox's process, through its provider (the sandbox's
+ * variables and secrets, then the caller's). false: the sandbox is local. */
+static bool start_remote(struct start *j, pe_store *s)
+{
+    pe_provider_exec_opts o = {.argv = j->spec.argv,
+                               .env = j->spec.env,
+                               .workdir = j->spec.workdir,
+                               .tty = j->spec.tty,
+                               .cols = (unsigned short)j->spec.cols,
+                               .rows = (unsigned short)j->spec.rows};
+    pe_daemon *d = j->p->d;
+    pe_store_sandbox sb;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_sandbox_get(s, j->p->sandbox_id, &sb, &e) < 0)
+        return false; /* the local start says what is wrong */
+    if (!pe_sandbox_is_remote(&sb)) {
+        pe_store_sandbox_clear(&sb);
+        return false;
+    }
+    /* stdin where the provider takes it; else the process reads EOF */
+    o.stdin_pipe = !o.tty && (pe_sandbox_caps(&d->sx, &sb) & PE_CAP_STDIN);
+    j->remote = true;
+    j->ok = pe_sandbox_exec_start(&d->sx, s, &sb, &o, &j->rproc, &j->err) == 0;
+    pe_store_sandbox_clear(&sb);
+    return true;
+}
+
 static void start_work(void *ud)
 {
     struct start *j = ud;
@@ -74,7 +110,10 @@ static void start_work(void *ud)
     size_t ns = 0, ne = 0;
     pe_store *s = pe_daemon_store(d, &j->err);
 
-    if (s == NULL || pe_daemon_sandbox_env(d, s, j->p->sandbox_id, &senv, &j->err) < 0)
+    j->oom_kills = -1;
+    if (s == NULL || start_remote(j, s))
+        return;
+    if (pe_daemon_sandbox_env(d, s, j->p->sandbox_id, &senv, &j->err) < 0)
         return;
     /* The sandbox's variables and secrets, then the caller's (which win). */
     while (senv[ns])
@@ -167,6 +206,7 @@ static void flush_input(pe_sbproc *p)
         p->in_io = NULL;
         close(p->proc.stdin_fd); /* the process reads end of file */
         p->proc.stdin_fd = -1;
+        p->rproc.stdin_fd = -1; /* the same fd, if remote */
         return;
     }
     if (p->in_io)
@@ -186,6 +226,7 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
     pe_sbproc *p = ud;
     int code = -1, out_fd = p->tty ? p->proc.pty_fd : p->proc.stdout_fd;
     pe_err err;
+    int r;
 
     (void)io, (void)fd, (void)events;
     /* Its last words first: what is left in the pipes comes before the exit. */
@@ -196,7 +237,9 @@ static void on_exit_ready(pe_ev_io *io, int fd, uint32_t events, void *ud)
         ;
     pe_ev_io_stop(p->pid_io);
     p->pid_io = NULL;
-    if (pe_proc_wait(&p->proc, &code, &err) < 0)
+    r = p->remote ? pe_provider_proc_wait(&p->rproc, &code, &err)
+                  : pe_proc_wait(&p->proc, &code, &err);
+    if (r < 0)
         pe_log_warn("process in %s: %s", p->sandbox_id, err.msg);
     p->reaped = true;
     p->cb->exited(p, code, p->ud);
@@ -219,8 +262,20 @@ static void start_done(void *ud)
     p->starting = false;
     p->oom_kills = j->oom_kills;
     p->oom_limit = j->oom_limit;
-    if (j->ok) {
+    if (j->ok && j->remote) {
+        p->remote = true;
+        p->rproc = j->rproc;
+        memset(&p->proc, 0, sizeof(p->proc));
+        p->proc.stdin_fd = p->rproc.stdin_fd;
+        p->proc.stdout_fd = p->rproc.stdout_fd;
+        p->proc.stderr_fd = p->rproc.stderr_fd;
+        p->proc.pty_fd = p->rproc.pty_fd;
+        p->proc.pidfd = p->rproc.status_fd;
+        p->proc.signal_pidfd = -1;
+    } else if (j->ok) {
         p->proc = j->proc;
+    }
+    if (j->ok) {
         p->have_proc = true;
         /* The loop never blocks on the process's pipes. */
         int fds[] = {p->proc.stdin_fd, p->proc.stdout_fd, p->proc.stderr_fd, p->proc.pty_fd};
@@ -239,7 +294,7 @@ static void start_done(void *ud)
         p->pid_io = watch(p, p->proc.pidfd, EPOLLIN, on_exit_ready, &err);
         if (p->pid_io == NULL) {
             pe_log_warn("process in %s: %s", p->sandbox_id, err.msg);
-            pe_proc_signal_group(&p->proc, SIGKILL);
+            pe_sbproc_signal(p, SIGKILL);
         }
     }
     spec_free(&j->spec);
@@ -335,7 +390,14 @@ bool pe_sbproc_stdin_open(const pe_sbproc *p)
 
 void pe_sbproc_signal(pe_sbproc *p, int sig)
 {
-    if (pe_sbproc_running(p))
+    if (!pe_sbproc_running(p))
+        return;
+    /* a provider knows "end" and "end now", not every signal */
+    if (p->remote && sig == SIGKILL)
+        pe_provider_proc_kill_now(&p->rproc);
+    else if (p->remote)
+        pe_provider_proc_kill(&p->rproc);
+    else
         pe_proc_signal_group(&p->proc, sig);
 }
 
@@ -343,8 +405,14 @@ void pe_sbproc_resize(pe_sbproc *p, unsigned cols, unsigned rows)
 {
     struct winsize wsz = {.ws_row = (unsigned short)rows, .ws_col = (unsigned short)cols};
 
-    if (p->tty && pe_sbproc_running(p))
+    if (p->tty && pe_sbproc_running(p) && p->remote) {
+        pe_err err;
+        if (pe_provider_proc_resize(&p->rproc, (unsigned short)cols, (unsigned short)rows, &err) <
+            0)
+            pe_log_warn("process in %s: resize: %s", p->sandbox_id, err.msg);
+    } else if (p->tty && pe_sbproc_running(p)) {
         ioctl(p->proc.pty_fd, TIOCSWINSZ, &wsz); /* SIGWINCH to its foreground */
+    }
 }
 
 void pe_sbproc_oom_before(const pe_sbproc *p, int64_t *kills, int64_t *limit)
@@ -361,7 +429,11 @@ void pe_sbproc_free(pe_sbproc *p)
         p->orphan = true;
         return;
     }
-    if (pe_sbproc_running(p)) {
+    if (pe_sbproc_running(p) && p->remote) {
+        /* closing its pump below ends it; no wait on the provider here */
+        pe_provider_proc_kill(&p->rproc);
+        p->reaped = true;
+    } else if (pe_sbproc_running(p)) {
         int code;
         pe_err err;
         pe_proc_signal_group(&p->proc, SIGKILL);
@@ -372,7 +444,9 @@ void pe_sbproc_free(pe_sbproc *p)
     pe_ev_io_stop(p->err_io);
     pe_ev_io_stop(p->in_io);
     pe_ev_io_stop(p->pid_io);
-    if (p->have_proc)
+    if (p->have_proc && p->remote)
+        pe_provider_proc_close(&p->rproc); /* its fds are proc's too */
+    else if (p->have_proc)
         pe_proc_close(&p->proc);
     free(p->in);
     free(p->sandbox_id);

@@ -62,6 +62,7 @@ enum {
     O_METRICS_PUBLIC,
     O_CP_MAX,
     O_PROVIDER,
+    O_PROVIDER_CONFIG,
     O_ATPROTO_PLC,
     O_ATPROTO_DNS,
     O_ATPROTO_INSECURE_HTTP,
@@ -111,9 +112,12 @@ static const pe_opt serve_opts[] = {
     {"metrics-public", 0, false, O_METRICS_PUBLIC, NULL,
      "serve /metrics without the owner's token"},
     {"cp-max", 0, true, O_CP_MAX, "SIZE", "largest upload to /cp (1G)"},
-    {"provider", 0, true, O_PROVIDER, "NAME=local|off",
-     "who serves creates for upstream provider NAME: this daemon, or nobody; repeatable "
-     "(every name: local)"},
+    {"provider", 0, true, O_PROVIDER, "NAME=local|remote|off",
+     "who serves creates for upstream provider NAME: this daemon, the provider itself, or "
+     "nobody; repeatable (every name: local)"},
+    {"provider-config", 0, true, O_PROVIDER_CONFIG, "FILE",
+     "remote providers' URLs and operator-wide keys, JSON (mode 600); each name in it is served "
+     "remotely (docs/providers.md)"},
     {"atproto-plc", 0, true, O_ATPROTO_PLC, "URL",
      "PLC directory for did:plc at sign-in (https://plc.directory)"},
     {"atproto-dns", 0, true, O_ATPROTO_DNS, "IPV4:PORT|off",
@@ -164,6 +168,7 @@ struct serve_args {
     bool help;
     pe_daemon_limits lim;
     pe_daemon_providers providers;
+    const char *provider_config;
     pe_oauth_cfg oauth;
 };
 
@@ -271,6 +276,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     }
     case O_PROVIDER:
         return pe_daemon_providers_flag(&a->providers, arg, err);
+    case O_PROVIDER_CONFIG:
+        a->provider_config = arg;
+        return 0;
     case O_ATPROTO_PLC:
         a->oauth.plc_url = arg;
         return 0;
@@ -413,6 +421,13 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0 ||
         pe_sandboxes_open(&d->sx, d->auth, &d->rt, err) < 0)
         return -1;
+    if (a->provider_config) {
+        if (pe_sandboxes_load_remotes(&d->sx, a->provider_config, err) < 0)
+            return -1;
+        for (size_t i = 0; i < d->sx.n_remotes; i++)
+            if (pe_daemon_providers_remote(&d->providers, d->sx.remotes[i].name, err) < 0)
+                return pe_err_prefix(err, "--provider-config");
+    }
     probe_disk_limits(d);
     return setup_owner(d, a, err);
 }

@@ -75,6 +75,11 @@ struct pe_term_session {
     uint64_t created_ns; /* the oldest unwatched session is reclaimed first */
     int state;
     pe_proc proc;
+    /* A sandbox on a remote provider: its shell through the provider's PTY
+     * (lib/sandbox), the same session otherwise: pty_fd is a socket to the
+     * adapter's pump, status_fd readable once the shell ended. */
+    bool remote;
+    pe_provider_proc rproc;
     bool starting; /* the start job has not reported back */
     bool have_proc, reaped;
     pe_ev_io *pty_io, *pid_io;
@@ -352,6 +357,36 @@ static void pty_watch(pe_term_session *s)
     }
 }
 
+/* ---- the shell, local (pe_proc) or remote (pe_provider_proc) ---- */
+
+static int shell_pty(const pe_term_session *s)
+{
+    return s->remote ? s->rproc.pty_fd : s->proc.pty_fd;
+}
+
+static void shell_kill(pe_term_session *s)
+{
+    if (s->remote)
+        pe_provider_proc_kill_now(&s->rproc);
+    else
+        pe_proc_signal(&s->proc, SIGKILL); /* no-op if it already exited */
+}
+
+/* Once it has ended (its status fd readable). */
+static int shell_wait(pe_term_session *s, int *code, pe_err *err)
+{
+    return s->remote ? pe_provider_proc_wait(&s->rproc, code, err)
+                     : pe_proc_wait(&s->proc, code, err);
+}
+
+static void shell_close(pe_term_session *s)
+{
+    if (s->remote)
+        pe_provider_proc_close(&s->rproc); /* and the provider opened for it */
+    else
+        pe_proc_close(&s->proc);
+}
+
 static void session_check_flow(pe_term_session *s)
 {
     if (s->state == ST_RUNNING)
@@ -361,7 +396,7 @@ static void session_check_flow(pe_term_session *s)
 static void pty_flush_input(pe_term_session *s)
 {
     while (s->in_len > 0) {
-        ssize_t n = write(s->proc.pty_fd, s->in, s->in_len);
+        ssize_t n = write(shell_pty(s), s->in, s->in_len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -386,7 +421,7 @@ static int pty_read(pe_term_session *s)
     /* A PTY hands out about 4 KiB per read: gather up to READ_CHUNK into
      * one message per viewer rather than one per read. */
     for (int i = 0; i < MAX_READS && len < sizeof(buf); i++) {
-        ssize_t n = read(s->proc.pty_fd, buf + len, sizeof(buf) - len);
+        ssize_t n = read(shell_pty(s), buf + len, sizeof(buf) - len);
         if (n > 0) {
             len += (size_t)n;
             continue;
@@ -487,7 +522,7 @@ static void session_maybe_free(pe_term_session *s)
     pe_ev_io_stop(s->pid_io);
     pe_ev_timer_stop(s->idle);
     if (s->have_proc)
-        pe_proc_close(&s->proc);
+        shell_close(s);
     pe_daemon_release(s->d, s->sandbox_id);
     free(s->in);
     free(s->key);
@@ -508,7 +543,7 @@ static void session_end(pe_term_session *s, bool exited, const char *why)
     pe_ev_timer_stop(s->idle);
     s->idle = NULL;
     if (s->have_proc && !s->reaped)
-        pe_proc_signal(&s->proc, SIGKILL); /* no-op if it already exited */
+        shell_kill(s);
     session_maybe_free(s);
 }
 
@@ -524,7 +559,7 @@ static void on_shell_exit(pe_ev_io *io, int fd, uint32_t events, void *ud)
             ;
     pe_ev_io_stop(s->pid_io);
     s->pid_io = NULL;
-    if (pe_proc_wait(&s->proc, &code, &err) < 0)
+    if (shell_wait(s, &code, &err) < 0)
         pe_log_warn("terminal %s: %s", s->sandbox_id, err.msg);
     s->reaped = true;
     s->exit_code = code;
@@ -554,6 +589,8 @@ struct start_job {
     char *sandbox_id;
     unsigned cols, rows;
     pe_proc proc;
+    bool remote;
+    pe_provider_proc rproc;
     bool ok;
     pe_err err;
 };
@@ -591,6 +628,32 @@ static char **shell_env(pe_daemon *d, const char *sandbox_id)
     return env;
 }
 
+/* A remote sandbox's shell: the provider's PTY, with the sandbox's
+ * variables and secrets (lib/sandbox). false: the sandbox is local. */
+static bool start_remote(struct start_job *j)
+{
+    /* the providers' images have bash; those that take no command ignore it */
+    char *argv[] = {(char *)"bash", (char *)"-i", NULL};
+    pe_provider_exec_opts o = {.argv = argv,
+                               .tty = true,
+                               .cols = (unsigned short)j->cols,
+                               .rows = (unsigned short)j->rows};
+    pe_store *st = pe_daemon_store(j->d, &j->err);
+    pe_store_sandbox sb;
+
+    if (st == NULL || pe_store_sandbox_get(st, j->sandbox_id, &sb, &j->err) < 0)
+        return false; /* the local start says what is wrong */
+    if (!pe_sandbox_is_remote(&sb)) {
+        pe_store_sandbox_clear(&sb);
+        return false;
+    }
+    j->remote = true;
+    pe_err_clear(&j->err);
+    j->ok = pe_sandbox_exec_start(&j->d->sx, st, &sb, &o, &j->rproc, &j->err) == 0;
+    pe_store_sandbox_clear(&sb);
+    return true;
+}
+
 static void start_work(void *ud)
 {
     struct start_job *j = ud;
@@ -607,6 +670,11 @@ static void start_work(void *ud)
                          .tty_rows = (unsigned short)j->rows};
 
     pe_err_clear(&j->err);
+    if (start_remote(j)) {
+        pe_sandbox_env_free(env);
+        return;
+    }
+    pe_err_clear(&j->err);
     j->ok = pe_runtime_exec_start(&j->d->rt, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
     for (char **e = env; *e; e++) {
         memset(*e, 0, strlen(*e)); /* secrets */
@@ -615,18 +683,29 @@ static void start_work(void *ud)
     free(env);
 }
 
-static void session_running(pe_term_session *s, pe_proc *p)
+static void session_running(pe_term_session *s, struct start_job *j)
 {
     struct winsize ws = {.ws_row = (unsigned short)s->rows, .ws_col = (unsigned short)s->cols};
     pe_err err;
+    int ended_fd;
 
-    s->proc = *p;
+    s->remote = j->remote;
+    if (s->remote)
+        s->rproc = j->rproc;
+    else
+        s->proc = j->proc;
     s->have_proc = true;
-    fcntl(s->proc.pty_fd, F_SETFL, fcntl(s->proc.pty_fd, F_GETFL) | O_NONBLOCK);
-    ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws); /* a resize while it started */
-    s->pid_io = pe_ev_io_start(s->d->loop, s->proc.pidfd, EPOLLIN, on_shell_exit, s, &err);
+    fcntl(shell_pty(s), F_SETFL, fcntl(shell_pty(s), F_GETFL) | O_NONBLOCK);
+    /* a resize while it started */
+    if (s->remote && pe_provider_proc_resize(&s->rproc, (unsigned short)s->cols,
+                                             (unsigned short)s->rows, &err) < 0)
+        pe_log_warn("terminal %s: resize: %s", s->sandbox_id, err.msg);
+    else if (!s->remote)
+        ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws);
+    ended_fd = s->remote ? s->rproc.status_fd : s->proc.pidfd;
+    s->pid_io = pe_ev_io_start(s->d->loop, ended_fd, EPOLLIN, on_shell_exit, s, &err);
     s->pty_events = EPOLLIN;
-    s->pty_io = pe_ev_io_start(s->d->loop, s->proc.pty_fd, EPOLLIN, on_pty, s, &err);
+    s->pty_io = pe_ev_io_start(s->d->loop, shell_pty(s), EPOLLIN, on_pty, s, &err);
     if (s->pid_io == NULL || s->pty_io == NULL) {
         pe_log_warn("terminal %s: %s", s->sandbox_id, err.msg);
         session_end(s, false, "Session error");
@@ -655,6 +734,12 @@ static void start_done(void *ud)
             session_maybe_free(s);
         else
             session_end(s, false, why);
+    } else if (s->state == ST_ENDING && j->remote) {
+        /* Ended while starting: the pump is stopped, the remote shell
+         * ends with its connection (no wait on the loop for its answer). */
+        pe_provider_proc_kill(&j->rproc);
+        pe_provider_proc_close(&j->rproc);
+        session_maybe_free(s);
     } else if (s->state == ST_ENDING) {
         /* Ended while starting (idle, shutdown): nobody wants this shell. */
         s->proc = j->proc;
@@ -664,7 +749,7 @@ static void start_done(void *ud)
         s->reaped = true;
         session_maybe_free(s);
     } else {
-        session_running(s, &j->proc);
+        session_running(s, j);
     }
     free(j->sandbox_id);
     free(j);
@@ -741,6 +826,7 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *did,
     s->state = ST_STARTING;
     s->starting = true;
     s->proc.pty_fd = s->proc.pidfd = s->proc.signal_pidfd = -1;
+    s->rproc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
     s->idle = pe_ev_timer_start(d->loop, 0, 0, on_idle, s, err);
     j = pe_xcalloc(1, sizeof(*j));
     j->d = d;
@@ -800,8 +886,14 @@ void pe__term_resize(pe_term_session *s, unsigned cols, unsigned rows)
     s->cols = cols;
     s->rows = rows;
     /* TIOCSWINSZ also sends SIGWINCH to the shell's foreground job. */
-    if (s->state == ST_RUNNING && ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws) < 0)
+    if (s->state == ST_RUNNING && s->remote) {
+        pe_err err;
+        if (pe_provider_proc_resize(&s->rproc, (unsigned short)cols, (unsigned short)rows, &err) <
+            0)
+            pe_log_warn("terminal %s: resize: %s", s->sandbox_id, err.msg);
+    } else if (s->state == ST_RUNNING && ioctl(s->proc.pty_fd, TIOCSWINSZ, &ws) < 0) {
         pe_log_warn("terminal %s: resize: %s", s->sandbox_id, strerror(errno));
+    }
 }
 
 /* {"cols": int, "rows": int}, "type": "resize" too when need_type: true
@@ -998,7 +1090,9 @@ void pe_daemon_terminal_shutdown(pe_daemon *d)
         /* The loop is stopped: reap here (SIGKILL was sent, it is quick). */
         if (wait) {
             pe_err err;
-            pe_proc_wait(&s->proc, &s->exit_code, &err);
+            /* a remote shell is not waited for: closing its pump ends it */
+            if (!s->remote)
+                shell_wait(s, &s->exit_code, &err);
             s->reaped = true;
             session_maybe_free(s);
         }

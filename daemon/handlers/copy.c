@@ -700,9 +700,18 @@ static void cp_route(pe_http_request *req, void *ud)
 
 static bool running_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
 {
-    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, false, sb, &job->err) < 0) {
+    /* a remote sandbox is no node's: its provider runs it */
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, true, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
         return false;
+    }
+    if (!pe_sandbox_is_remote(sb)) {
+        pe_store_sandbox_clear(sb);
+        if (pe_daemon_transfer_sandbox(job->d, s, job->did, id, false, sb, &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err,
+                               job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+            return false;
+        }
     }
     if (sb->status != PE_STORE_RUNNING) {
         pe_store_sandbox_clear(sb);
@@ -740,6 +749,81 @@ static bool flag(const json_t *in, const char *name)
     return json_is_true(json_object_get(in, name));
 }
 
+/* All of buf to fd / len bytes of fd into buf (from its start): -1 with errno. */
+static int write_full(int fd, const char *buf, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        buf += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int read_full(int fd, char *buf, size_t len)
+{
+    size_t got = 0;
+
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return -1;
+    while (got < len) {
+        ssize_t n = read(fd, buf + got, len - got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+/* A remote sandbox's copy: its provider packs and unpacks (lib/sandbox);
+ * docker cp's forms (includeRoot) are this daemon's own, local only. */
+static int remote_only_plain(pe_daemon_job *job, const pe_store_sandbox *sb)
+{
+    if (!flag(job->in, "includeRoot"))
+        return 0;
+    return pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: copy with includeRoot",
+                      sb->backend);
+}
+
+static int push_remote(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       int fd)
+{
+    cleanup_free char *tar = NULL;
+    size_t len = 0;
+
+    if (remote_only_plain(job, sb) < 0 ||
+        pe_sandbox_tar_out(&job->d->sx, s, sb, dir, (size_t)upload_max, &tar, &len, &job->err) < 0)
+        return -1;
+    if (write_full(fd, tar, len) < 0)
+        return pe_err_sys(&job->err, "write the copy");
+    return 0;
+}
+
+static int pull_remote(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       int fd)
+{
+    cleanup_free char *tar = NULL;
+    size_t len = 0;
+    struct stat st;
+
+    if (remote_only_plain(job, sb) < 0)
+        return -1;
+    if (fstat(fd, &st) < 0 || (unsigned long long)st.st_size > upload_max)
+        return pe_err_set(&job->err, PE_EINVAL, 0, "the copy is larger than %llu bytes",
+                          upload_max);
+    tar = pe_xmalloc((size_t)st.st_size + 1);
+    len = (size_t)st.st_size;
+    if (read_full(fd, tar, len) < 0)
+        return pe_err_sys(&job->err, "read the copy");
+    return pe_sandbox_tar_in(&job->d->sx, s, sb, dir, tar, len, &job->err);
+}
+
 static int push_archive(pe_daemon_job *job, const char *id, const char *dir, int fd)
 {
     cleanup_free char *path = NULL;
@@ -772,7 +856,8 @@ static void push_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
-    r = push_archive(job, sb.id, dir, fd);
+    r = pe_sandbox_is_remote(&sb) ? push_remote(job, s, &sb, dir, fd)
+                                  : push_archive(job, sb.id, dir, fd);
     pe_daemon_release(job->d, sb.id);
     if (r < 0 || commit_object(job->d, s, fd, tmp, job->did, uuid, &job->err) < 0) {
         unlink(tmp);
@@ -807,7 +892,8 @@ static void pull_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
-    if ((flag(job->in, "includeRoot")
+    if ((pe_sandbox_is_remote(&sb) ? pull_remote(job, s, &sb, dir, fd)
+         : flag(job->in, "includeRoot")
              ? pe_daemon_archive_unpack_to(job->d, sb.id, dir, flag(job->in, "contentsOnly"), fd,
                                            &lim, &job->err)
              : pe_daemon_archive_unpack(job->d, sb.id, dir, fd, &lim, false, &job->err)) < 0) {

@@ -75,15 +75,20 @@ char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int
     return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
 }
 
-static json_t *port_view(pe_daemon *d, const char *name, const char *tag, const pe_store_port *p)
+/* remote: the sandbox runs on a provider, whose own preview URL the row
+ * keeps (our proxy reaches local sandboxes only). */
+static json_t *port_view(pe_daemon *d, const char *name, const char *tag, const pe_store_port *p,
+                         bool remote)
 {
-    cleanup_free char *url = pe_daemon_preview_url(d, name, tag, p->port);
+    cleanup_free char *url = remote && p->preview_url
+                                 ? pe_xstrdup(p->preview_url)
+                                 : pe_daemon_preview_url(d, name, tag, p->port);
     json_t *o = json_pack("{s:i, s:s, s:b}", "port", p->port, "previewUrl", url, "public",
                           p->public_access);
 
     if (p->description)
         json_object_set_new(o, "description", json_string(p->description));
-    if (!p->public_access && p->secret)
+    if (!remote && !p->public_access && p->secret)
         json_object_set_new(o, "shareUrl", json_sprintf("%s?pe_secret=%s", url, p->secret));
     return o;
 }
@@ -123,12 +128,28 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                        .public_access = pub,
                        .secret = secret};
     pe_store_port *list = NULL, got = {0};
+    pe_provider_preview_link link = {0};
+    bool remote = pe_sandbox_is_remote(sb);
     size_t n = 0;
 
     if (pe_store_preview_tag(s, sb->id, &tag, &job->err) < 0 ||
         pe_store_port_list(s, sb->id, &list, &n, &job->err) < 0)
         return pe_daemon_job_fail(job, &job->err, NULL);
-    url = pe_daemon_preview_url(job->d, sb->name, tag, port);
+    /* A remote sandbox's preview is its provider's: its link, with the
+     * header it wants (a preview token, never the API key). One that
+     * wants the provider's credential itself would need our proxy. */
+    if (remote && pe_sandbox_preview(&job->d->sx, s, sb, port, &link, &job->err) < 0) {
+        pe_store_port_list_free(list, n);
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    if (remote && link.needs_credential) {
+        pe_store_port_list_free(list, n);
+        pe_err_set(&job->err, PE_ENOTCAP, 0,
+                   "not supported by %s: a preview that needs the API key (not proxied here yet)",
+                   sb->backend);
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    url = remote ? pe_xstrdup(link.url) : pe_daemon_preview_url(job->d, sb->name, tag, port);
     p.preview_url = url;
     pe_store_port_list_free(list, n);
     if (n >= PER_SANDBOX_MAX) {
@@ -141,11 +162,15 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                                       job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
         if (pe_store_port_get(s, sb->id, port, &got, &job->err) < 0)
             return pe_daemon_job_fail(job, &job->err, NULL);
-        job->out = port_view(job->d, sb->name, tag, &got);
+        job->out = port_view(job->d, sb->name, tag, &got, remote);
         pe_store_port_clear(&got);
         return 0;
     }
-    job->out = port_view(job->d, sb->name, tag, &p);
+    job->out = port_view(job->d, sb->name, tag, &p, remote);
+    if (remote && link.header_name[0]) /* our extension: what the link wants sent */
+        json_object_set_new(job->out, "previewHeaders",
+                            json_pack("{s:s}", link.header_name, link.header_value));
+    explicit_bzero(&link, sizeof(link));
     pe_log_info("event=expose sandbox=%s port=%d public=%d", sb->id, port, pub);
     pe_daemon_record_sync(job->d, s, sb->id); /* the record's ports */
     return 0;
@@ -237,7 +262,8 @@ static void list_work(pe_daemon_job *job, pe_store *s)
     } else {
         arr = json_array();
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, port_view(job->d, sb.name, tag, &list[i]));
+            json_array_append_new(
+                arr, port_view(job->d, sb.name, tag, &list[i], pe_sandbox_is_remote(&sb)));
         job->out = json_pack("{s:o}", "ports", arr);
     }
     pe_store_port_list_free(list, n);

@@ -161,7 +161,12 @@ static int place_now(const kind_desc *k, pe_daemon_job *job, const pe_store_sand
         return 0;
     if (pe_auth_unseal(job->d->auth, sealed, &plain, &len, &job->err) < 0)
         return pe_daemon_job_fail(job, &job->err, NULL);
-    r = pe_daemon_sandbox_write_file(job->d, sb->id, path, plain, len, &job->err);
+    if (pe_sandbox_is_remote(sb)) { /* through its provider (lib/sandbox) */
+        pe_store *s = pe_daemon_store(job->d, &job->err);
+        r = s ? pe_sandbox_file_write(&job->d->sx, s, sb, path, plain, len, 0, &job->err) : -1;
+    } else {
+        r = pe_daemon_sandbox_write_file(job->d, sb->id, path, plain, len, &job->err);
+    }
     pe_auth_plain_free(plain);
     if (r < 0 && job->err.code == PE_ESTATE)
         return 0;

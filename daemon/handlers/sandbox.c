@@ -69,6 +69,9 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
     pe_daemon_set_str(o, "provider", sb->provider ? sb->provider : PE_PROVIDER_DEFAULT);
     /* Where it really runs: our extension (lexicons/README.md). */
     pe_daemon_set_str(o, "backend", sb->backend ? sb->backend : PE_BACKEND_LOCAL);
+    /* The provider's own id of a remote sandbox (our extension too). */
+    if (pe_sandbox_is_remote(sb))
+        pe_daemon_set_str(o, "remoteId", sb->provider_id);
     pe_daemon_set_str(o, "displayName", sb->display_name ? sb->display_name : sb->name);
     pe_daemon_set_str(o, "description", sb->description);
     json_object_set_new(o, "topics", json_is_array(topics) ? json_incref(topics) : json_array());
@@ -176,6 +179,8 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pid_t pid;
     int r;
 
+    if (pe_sandbox_is_remote(sb)) /* its provider starts it (lib/sandbox) */
+        return pe_daemon_sandbox_start(d, sb, err);
     pe_sandbox_cfg_init(&cfg);
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);
@@ -214,7 +219,7 @@ static int template_ready(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         return 0;
     pe_err_clear(&e);
     pe_daemon_unit_stop_sandbox(sb->id);
-    if (pe_sandbox_stop(&d->sx, sb, &e) < 0 || pe_sandbox_remove(&d->sx, sb, &e) < 0)
+    if (pe_sandbox_stop(&d->sx, s, sb, &e) < 0 || pe_sandbox_remove(&d->sx, s, sb, &e) < 0)
         pe_log_warn("sandbox %s: remove after its failed start: %s", sb->id, e.msg);
     return -1;
 }
@@ -243,7 +248,7 @@ static void run_work(pe_daemon_job *job, pe_store *s)
                                            &job->err) < 0) {
         /* Deleted (or changed) while we were starting it: undo. */
         pe_log_info("sandbox %s changed during create (%s): removing it", sb.id, job->err.msg);
-        pe_sandbox_remove(&job->d->sx, &sb, &err);
+        pe_sandbox_remove(&job->d->sx, s, &sb, &err);
     } else if (sb.repo) {
         job->in = json_pack("{s:s}", "repo", sb.repo); /* cloned by run_after */
     }
@@ -347,6 +352,46 @@ static bool base_from_record(pe_daemon_job *job, json_t *in)
     return true;
 }
 
+/* A remote sandbox is made before createSandbox answers, so that what
+ * the provider says (its key refused, no answer) is the answer, and a
+ * failure leaves no row (and, the adapter's promise, nothing remote). */
+static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *got)
+{
+    pe_store_sandbox sb;
+    char *rid = NULL;
+    pe_err e2;
+
+    memset(got, 0, sizeof(*got));
+    if (pe_store_sandbox_get(s, id, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return -1;
+    }
+    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, &rid, &job->err) < 0) {
+        pe_log_warn("sandbox %s: create on %s failed: %s", sb.id, sb.backend, job->err.msg);
+        pe_store_sandbox_delete(s, id, NULL);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return -1;
+    }
+    free((char *)sb.provider_id);
+    sb.provider_id = rid; /* where it now is, for the undo below */
+    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
+                                    &job->err) < 0 ||
+        pe_store_sandbox_get(s, id, got, &job->err) < 0) {
+        /* deleted while it was being made: undo there too */
+        pe_err_clear(&e2);
+        if (pe_sandbox_remove(&job->d->sx, s, &sb, &e2) < 0)
+            pe_log_warn("sandbox %s: %s sandbox %s left after a delete during its create: %s",
+                        sb.id, sb.backend, rid, e2.msg);
+        pe_store_sandbox_delete(s, id, NULL);
+        pe_store_sandbox_clear(&sb);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return -1;
+    }
+    pe_store_sandbox_clear(&sb);
+    return 0;
+}
+
 static void create_work(pe_daemon_job *job, pe_store *s)
 {
     json_t *in = job->in;
@@ -354,6 +399,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     cleanup_free char *name = NULL;
     cleanup_free char *topics = NULL, *uri = NULL;
     const char *given = json_string_value(json_object_get(in, "name"));
+    cleanup_free char *cred = NULL;
+    cleanup_free char *cred_shown = NULL;
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
     int r;
@@ -361,6 +408,16 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     if (pe_daemon_snapshot_base(job, s, in) < 0 || !base_from_record(job, in) ||
         !plan_sandbox(job, in, &sb, &topics))
         return;
+    /* A remote sandbox: its credential as sent (or the operator's), and
+     * no node: its provider runs it. */
+    if (pe_sandbox_is_remote(&sb)) {
+        sb.provider_id = NULL;
+        if (pe_sandbox_creds_from_request(&job->d->sx, sb.backend, in, &cred, &cred_shown,
+                                          &job->err) < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+    }
     if (pe_daemon_user_ensure(s, job->did, &u, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -377,7 +434,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0 ||
-        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0) {
+        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0 ||
+        (cred && pe_store_cred_put(s, id, job->did, sb.backend, cred, cred_shown, &job->err) < 0)) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -386,6 +444,14 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
+    }
+    if (pe_sandbox_is_remote(&got)) {
+        pe_store_sandbox_clear(&got);
+        if (create_remote_now(job, s, id, &got) < 0)
+            return;
+        job->out = pe_daemon_sandbox_view(&got);
+        pe_store_sandbox_clear(&got);
+        return; /* job->id stays NULL: nothing runs after it here */
     }
     job->out = pe_daemon_sandbox_view(&got);
     pe_store_sandbox_clear(&got);
@@ -443,6 +509,19 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
     return in;
 }
 
+/* The create goes to a remote provider (the job then waits on it). */
+static bool remote_route(pe_daemon *d, const json_t *in)
+{
+    const char *provider = NULL, *backend = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    return pe_daemon_provider_route(&d->providers,
+                                    json_string_value(json_object_get(in, "provider")), &provider,
+                                    &backend, &e) == 0 &&
+           strcmp(backend, PE_BACKEND_LOCAL) != 0;
+}
+
 static void create_sandbox(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
@@ -476,6 +555,8 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     job = pe_daemon_job_new(d, req, did, create_work);
     job->in = in;
     job->after = create_after;
+    if (remote_route(d, in))
+        job->kind = PE_JOB_LIFECYCLE; /* waits for the provider to make it */
     pe_daemon_job_submit(job);
 }
 
@@ -523,9 +604,13 @@ static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_s
                            job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
         return;
     }
-    if (pe_daemon_sandbox_run(job->d, sb, &job->init_pidfd, &job->err) < 0 ||
-        pe_store_sandbox_set_status(s, sb->id, PE_STORE_RUNNING, NULL, -1, &job->err) < 0)
+    if (pe_daemon_sandbox_run(job->d, sb, &job->init_pidfd, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        cleanup_free char *note = pe_sandbox_run_note(&job->d->sx, s, sb); /* what it lacks */
+        if (pe_store_sandbox_set_status(s, sb->id, PE_STORE_RUNNING, note, -1, &job->err) < 0)
+            pe_daemon_job_fail(job, &job->err, NULL);
+    }
     pe_daemon_quota_started(sb);
 }
 
@@ -570,7 +655,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
     job->out = json_object();
     if (!still_creating(job, &sb) && sb.status == PE_STORE_RUNNING) {
         pe_daemon_unit_stop_sandbox(sb.id); /* its services, before the sandbox */
-        if ((pe_sandbox_stop(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
+        if ((pe_sandbox_stop(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }
@@ -585,7 +670,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
         return;
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     /* Runtime first: a row must never vanish while its processes live. */
-    if ((pe_sandbox_remove(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
+    if ((pe_sandbox_remove(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
@@ -896,7 +981,7 @@ void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox sb;
 
     create_work(job, s);
-    if (job->failed)
+    if (job->failed || job->id == NULL) /* failed, or made on its provider already */
         return;
     json_decref(job->in);
     job->in = NULL;
@@ -913,7 +998,7 @@ void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s)
         pe_err_set(&job->err, PE_ESYS, 0, "sandbox %s failed to start: %s", sb.id,
                    sb.status_reason ? sb.status_reason : "unknown reason");
         pe_daemon_job_fail(job, &job->err, NULL);
-        pe_sandbox_remove(&job->d->sx, &sb, &job->err);
+        pe_sandbox_remove(&job->d->sx, s, &sb, &job->err);
         pe_store_sandbox_delete(s, sb.id, NULL);
     } else {
         job->out = pe_daemon_sandbox_view(&sb);

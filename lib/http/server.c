@@ -506,6 +506,23 @@ void pe_xrpc_respond(pe_xrpc_request *req, json_t *out)
     pe__http_answered(c);
 }
 
+/* A 5xx says only its name: its message may describe our insides. Not so
+ * for what a remote service answered (lib/provider's errors name the
+ * provider and what it said, built to be shown and never to hold a
+ * credential): "daytona rejected the API key" is what the client needs. */
+static bool message_hidden(const pe_err *err, pe_xrpc_error e)
+{
+    switch (err->code) {
+    case PE_ENOTCAP:
+    case PE_EAUTH:
+    case PE_EREMOTE:
+    case PE_ETIMEDOUT:
+        return false;
+    default:
+        return e.status >= 500;
+    }
+}
+
 void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const char *name)
 {
     struct conn *c = conn_of(req);
@@ -515,12 +532,15 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
         if (e.status >= 500)
             pe_log_error("%s (local call): %s", req->nsid, err->msg);
         pe__xrpc_call_answer(req->call, NULL, e.status, name ? name : e.name,
-                             e.status >= 500 ? e.name : err->msg);
+                             message_hidden(err, e) ? e.name : err->msg);
         return;
     }
     if (!pe__http_check_answer_once(c))
         return;
-    if (e.status >= 500) {
+    if (e.status >= 500 && !message_hidden(err, e)) {
+        pe_log_warn("%s: %s", c->label, err->msg);
+        pe__http_set_error(c, err->code, name, err->msg);
+    } else if (e.status >= 500) {
         pe_log_error("%s: %s", c->label, err->msg);
         pe__http_set_error(c, err->code, name, e.name);
     } else {

@@ -194,7 +194,7 @@ int pe__stream_start(pe_provider *p, const pe__stream_ops *ops, void *ud, pe__ws
     struct pe_provider_stream *s = pe_xcalloc(1, sizeof(*s));
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, st[2] = {-1, -1};
 
-    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL};
+    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
     s->p = p;
     s->ops = ops;
     s->ud = ud;
@@ -243,7 +243,7 @@ fail:
         ops->free_ud(ud);
     pe__ws_free(ws);
     free(s);
-    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL};
+    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
     return -1;
 }
 
@@ -352,4 +352,7 @@ void pe_provider_proc_close(pe_provider_proc *proc)
     }
     close_fd(&proc->status_fd);
     proc->stream = NULL;
+    /* last: the pump above may have used it until it ended */
+    pe_provider_close(proc->owner);
+    proc->owner = NULL;
 }

@@ -207,13 +207,18 @@ int pe_provider_resume(pe_provider *p, const char *id, pe_err *err)
 int pe_provider_exec_start(pe_provider *p, const char *id, const pe_provider_exec_opts *o,
                            pe_provider_proc *proc, pe_err *err)
 {
+    int r;
+
     if (o->tty)
         NEED(p, PE_CAP_PTY);
     if (o->stdin_pipe)
         NEED(p, PE_CAP_STDIN);
     if (o->argv == NULL || o->argv[0] == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "%s: exec: no command", p->ops->name);
-    return p->ops->exec_start(p, id, o, proc, err);
+    r = p->ops->exec_start(p, id, o, proc, err);
+    if (r == 0)
+        proc->owner = NULL; /* the caller's to set */
+    return r;
 }
 
 /* Append what fd has to (*buf, *len), keeping at most max. false at EOF. */

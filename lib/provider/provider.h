@@ -129,6 +129,11 @@ typedef struct pe_provider_status {
 typedef struct pe_provider_proc {
     int stdin_fd, stdout_fd, stderr_fd, pty_fd, status_fd;
     struct pe_provider_stream *stream; /* the adapter's pump */
+    /* A provider opened for this process alone (the sandbox layer opens a
+     * remote one per call, with the sandbox's credential): closed by
+     * pe_provider_proc_close after the pump. Set by the caller, after
+     * exec_start; NULL otherwise. */
+    pe_provider *owner;
 } pe_provider_proc;
 
 typedef struct pe_provider_exec_opts {

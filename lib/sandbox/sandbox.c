@@ -11,7 +11,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "sandbox/sandbox.h"
+#include "sandbox/sandbox-internal.h"
 
 int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *err)
 {
@@ -27,18 +27,29 @@ void pe_sandboxes_close(pe_sandboxes *sx)
 {
     pe_provider_close(sx->local);
     sx->local = NULL;
+    pe__sandboxes_remotes_clear(sx);
     free(sx->data_dir);
     sx->data_dir = NULL;
 }
 
-pe_provider *pe_sandbox_provider(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+int pe_sandbox_provider_get(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                            pe_provider **p, pe_err *err)
 {
     /* rows from before backends were recorded are local */
-    if (sb->backend == NULL || sb->backend[0] == '\0' || strcmp(sb->backend, "local") == 0)
-        return sx->local;
-    pe_err_set(err, PE_EUNSUP, 0, "sandbox %s runs on '%s', which this daemon does not serve",
-               sb->name, sb->backend);
-    return NULL;
+    if (!pe_sandbox_is_remote(sb)) {
+        *p = sx->local;
+        return 0;
+    }
+    if (sb->provider_id == NULL)
+        return pe_err_set(err, PE_ESTATE, 0, "sandbox %s was never made on %s", sb->name,
+                          sb->backend);
+    return pe__sandbox_remote_open(sx, s, sb, p, err);
+}
+
+void pe_sandbox_provider_release(pe_sandboxes *sx, pe_provider *p)
+{
+    if (p != sx->local)
+        pe_provider_close(p); /* wipes the credential it held */
 }
 
 void pe_sandbox_env_free(char **env)
@@ -99,16 +110,32 @@ int pe_sandbox_env(pe_sandboxes *sx, pe_store *s, const char *sandbox_id, char *
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const pe_provider_exec_opts *o, pe_provider_proc *proc, pe_err *err)
 {
-    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider *p = NULL;
     pe_provider_exec_opts eo = *o;
     char **env = NULL;
     int r;
 
-    if (p == NULL || pe_sandbox_env(sx, s, sb->id, &env, err) < 0)
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
         return -1;
+    if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
+        pe_sandbox_provider_release(sx, p);
+        return -1;
+    }
+    /* the caller's own variables after the sandbox's: a later NAME= wins */
+    for (size_t n = 0, k = 0; o->env && o->env[k]; k++) {
+        while (env[n])
+            n++;
+        env = pe_xrealloc(env, (n + 2) * sizeof(*env));
+        env[n] = pe_xstrdup(o->env[k]);
+        env[n + 1] = NULL;
+    }
     eo.env = env;
-    r = pe_provider_exec_start(p, sb->id, &eo, proc, err);
+    r = pe_provider_exec_start(p, pe_sandbox_remote_id(sb), &eo, proc, err);
     pe_sandbox_env_free(env);
+    if (r < 0)
+        pe_sandbox_provider_release(sx, p);
+    else if (p != sx->local)
+        proc->owner = p; /* closed with the process */
     return r;
 }
 
@@ -172,27 +199,52 @@ void pe_sandbox_start_opts_free(pe_provider_start_opts *o)
 
 int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
-    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider *p = NULL;
     pe_provider_start_opts o;
     int r;
 
-    if (p == NULL || pe_sandbox_start_opts(sx, s, sb->id, &o, err) < 0)
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    if (p != sx->local) {
+        /* A remote sandbox got its variables and secrets at create, and
+         * gets them again with every exec (pe_sandbox_exec_start); its
+         * provider keeps them across a stop. */
+        r = pe_provider_start(p, pe_sandbox_remote_id(sb), err);
+        if (r == 0)
+            r = pe__sandbox_place_files(sx, s, sb, p, pe_sandbox_remote_id(sb), err);
+        pe_sandbox_provider_release(sx, p);
+        return r;
+    }
+    if (pe_sandbox_start_opts(sx, s, sb->id, &o, err) < 0)
         return -1;
     r = pe_provider_start_with(p, sb->id, &o, err);
     pe_sandbox_start_opts_free(&o);
     return r;
 }
 
-int pe_sandbox_stop(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
-    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider *p = NULL;
+    int r;
 
-    return p ? pe_provider_stop(p, sb->id, err) : -1;
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_stop(p, pe_sandbox_remote_id(sb), err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
 }
 
-int pe_sandbox_remove(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err)
+int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
-    pe_provider *p = pe_sandbox_provider(sx, sb, err);
+    pe_provider *p = NULL;
+    int r;
 
-    return p ? pe_provider_remove(p, sb->id, err) : -1;
+    /* a remote row whose create never reached the provider has nothing there */
+    if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL)
+        return 0;
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_remove(p, pe_sandbox_remote_id(sb), err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
 }

@@ -23,21 +23,99 @@
 /* Volumes one sandbox may mount. */
 #define PE_SANDBOX_MOUNTS_MAX 16
 
+/* Remote providers the operator configured (serve --provider-config). */
+#define PE_SANDBOX_REMOTES_MAX 16
+
+/* The operator's settings of one remote provider: where its API is (only
+ * ever from here, never from a client: a client-chosen URL would make the
+ * daemon a request forger), and an operator-wide credential used for the
+ * sandboxes whose owner sent none. key is wiped at close. */
+typedef struct pe_sandbox_remote {
+    char *name;     /* the adapter (lib/provider) */
+    char *base_url; /* NULL: the provider's public endpoint */
+    char *key, *org, *project;
+    int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
+} pe_sandbox_remote;
+
 typedef struct pe_sandboxes {
     pe_auth *auth;      /* opens secrets (borrowed) */
     pe_provider *local; /* serves the sandboxes whose backend is "local" */
     char *data_dir;     /* the daemon's: volumes live in DATA/volumes/<id> */
+    pe_sandbox_remote remotes[PE_SANDBOX_REMOTES_MAX];
+    size_t n_remotes;
 } pe_sandboxes;
 
 /* rt: the runtime local sandboxes run on (borrowed: it must outlive sx). */
 int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *err);
 void pe_sandboxes_close(pe_sandboxes *sx);
 
+/* Read the operator's remote providers from a JSON file (mode 0600 or
+ * stricter: it holds credentials): {"daytona": {"url", "key", "org",
+ * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
+ * each name an adapter. Errors name the file and the field, never a value. */
+int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
+/* The operator's settings of adapter `name`, or NULL. */
+const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char *name);
+
 /* ---- where this sandbox runs ---- */
 
-/* The provider that serves sb (its row's backend), shared: do not close
- * it. PE_EUNSUP for a backend this daemon has no provider for. */
-pe_provider *pe_sandbox_provider(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err);
+/* sb runs on a remote provider (its backend is an adapter's name, its
+ * provider_id the provider's id of it). */
+bool pe_sandbox_is_remote(const pe_store_sandbox *sb);
+
+/* The provider that serves sb (its row's backend) into *p: the shared
+ * local one, or a remote adapter opened for this call with the sandbox's
+ * credential (unsealed into the adapter's memory only). Release with
+ * pe_sandbox_provider_release. PE_EUNSUP for a backend this daemon has no
+ * provider for; PE_EINVAL when a remote one has no credential. */
+int pe_sandbox_provider_get(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                            pe_provider **p, pe_err *err);
+void pe_sandbox_provider_release(pe_sandboxes *sx, pe_provider *p);
+
+/* The provider's id of sb (the runtime's name for a local one). */
+const char *pe_sandbox_remote_id(const pe_store_sandbox *sb);
+
+/* ---- credentials of a remote sandbox ----
+ *
+ * As upstream's clients send them in createSandbox (daytonaApiKey,
+ * e2bApiKey, vercelApiToken + vercelTeamId + vercelProjectId, ..., each key
+ * sealed to this daemon's key), kept in the store's provider credentials
+ * in putPreferences' sandboxProviderPref shape, so a later putPreferences
+ * replaces them. Returns in *sealed / *redacted the two JSON texts to
+ * store (both NULL when the request holds no key: then the operator's
+ * must exist, else PE_EINVAL saying what to send). Unsealed only to check
+ * it opens and to redact it. */
+int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const void *json_in,
+                                  char **sealed, char **redacted, pe_err *err);
+
+/* What sb runs without where it runs, for its record's statusReason
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount. */
+char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
+
+/* Write a file into remote sb through its provider (the file resources;
+ * a local sandbox's are written by the daemon, inside its root). */
+int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *path, const void *data, size_t len, unsigned mode,
+                          pe_err *err);
+
+/* The provider's link to port of remote sb. */
+int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
+                       pe_provider_preview_link *link, pe_err *err);
+
+/* A directory of remote sb packed as a tar (at most max bytes, malloc'd),
+ * and a tar (plain or compressed) unpacked into one, through its provider
+ * (a local sandbox's go through daemon/sandbox-archive.c). */
+int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       size_t max, char **tar, size_t *len, pe_err *err);
+int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                      const void *tar, size_t len, pe_err *err);
+
+/* Create sb (a remote row, INITIALIZING) on its provider with its
+ * variables and secrets as the environment and its files, and record the
+ * provider's id on the row (and in *remote_id, malloc'd). On failure
+ * nothing is left there. */
+int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                             char **remote_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 
@@ -64,15 +142,20 @@ void pe_sandbox_start_opts_free(pe_provider_start_opts *o);
 /* Start sb where it runs, with its variables, secrets and volumes. */
 int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Stop it (its processes get a grace period); its files stay. */
-int pe_sandbox_stop(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err);
+int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Remove it where it runs (a running one is killed first). */
-int pe_sandbox_remove(pe_sandboxes *sx, const pe_store_sandbox *sb, pe_err *err);
+int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 
 /* ---- processes ---- */
 
-/* Start o->argv in sb where it runs, with the sandbox's environment
- * (o->env must be NULL: it is the sandbox's). The caller watches proc's
- * fds (pe_provider_proc) and ends with pe_provider_proc_wait/close. */
+/* What the provider of sb can do (enum pe_provider_cap bits), without
+ * opening it. */
+unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb);
+
+/* Start o->argv in sb where it runs, with the sandbox's environment and
+ * then o->env's "K=V" (which win). The caller watches proc's
+ * fds (pe_provider_proc) and ends with pe_provider_proc_wait/close (which
+ * also closes a remote provider opened for it). */
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const pe_provider_exec_opts *o, pe_provider_proc *proc, pe_err *err);
 

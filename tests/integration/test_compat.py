@@ -180,8 +180,10 @@ def test_operator_turns_provider_names_off(served):  # noqa: F811 (fixture)
     assert d.sandbox("startSandbox", "old-daytona", {})[0] == 200
     assert d.sandbox("exec", "old-daytona", {"command": "echo on"})[1]["stdout"] == "on\n"
 
-    for bad, says in [("aws=local", "NAME one of daytona"), ("daytona=remote", "local or off"),
-                      ("daytona", "NAME=local or NAME=off")]:
+    for bad, says in [("aws=local", "NAME one of daytona"),
+                      ("daytona=elsewhere", "local, remote or off"),
+                      ("modal=remote", "no adapter for provider 'modal'"),
+                      ("daytona", "NAME=local, NAME=remote or NAME=off")]:
         p = subprocess.run([BIN, "serve", "--data", s.data, "--listen", "127.0.0.1:1",
                             "--provider", bad], capture_output=True, text=True, timeout=30)
         assert p.returncode != 0 and says in p.stderr, (bad, p.stderr)

@@ -1,0 +1,497 @@
+/* Sandboxes on remote providers (sandbox.h): the operator's settings of
+ * each provider, the credential a call uses, and the create.
+ *
+ * A remote provider is opened per call with the credential of the sandbox
+ * it serves (the owner's, sent sealed at create or with putPreferences,
+ * else the operator's): the key is unsealed into the adapter's copy, which
+ * pe_provider_close wipes, so plaintext lives only as long as the call.
+ * The base URL comes from the operator's file only. No log line or error
+ * here quotes a key. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <jansson.h>
+
+#include "core/fs.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "sandbox/sandbox-internal.h"
+
+#define REMOTES_FILE_MAX (64 * 1024)
+#define CRED_MAX 4096
+#define PUBLIC_MAX 256
+
+/* ---- the operator's file ---- */
+
+static void remote_clear(pe_sandbox_remote *r)
+{
+    free(r->name);
+    free(r->base_url);
+    if (r->key)
+        explicit_bzero(r->key, strlen(r->key));
+    free(r->key);
+    free(r->org);
+    free(r->project);
+    memset(r, 0, sizeof(*r));
+}
+
+void pe__sandboxes_remotes_clear(pe_sandboxes *sx)
+{
+    for (size_t i = 0; i < sx->n_remotes; i++)
+        remote_clear(&sx->remotes[i]);
+    sx->n_remotes = 0;
+}
+
+static int opt_str(const char *path, const char *name, json_t *o, const char *field, char **out,
+                   pe_err *err)
+{
+    json_t *v = json_object_get(o, field);
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > CRED_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.%s must be a non-empty string", path, name,
+                          field);
+    *out = pe_xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int opt_ms(const char *path, const char *name, json_t *o, const char *field, int64_t *out,
+                  pe_err *err)
+{
+    json_t *v = json_object_get(o, field);
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 3600000)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.%s must be milliseconds, 1 to 3600000", path,
+                          name, field);
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
+                    pe_err *err)
+{
+    static const char *const known[] = {"url",     "key",       "org",
+                                        "project", "timeoutMs", "createTimeoutMs"};
+    const char *k;
+    json_t *v;
+
+    if (pe_provider_lookup(name) == NULL || strcmp(name, "local") == 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: '%s' is not a remote provider", path, name);
+    if (!json_is_object(o))
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s must be an object", path, name);
+    json_object_foreach(o, k, v)
+    {
+        bool ok = false;
+        for (size_t i = 0; i < PE_ARRAY_LEN(known); i++)
+            ok |= strcmp(k, known[i]) == 0;
+        if (!ok)
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
+                              "createTimeoutMs)",
+                              path, name, k);
+    }
+    r->name = pe_xstrdup(name);
+    if (opt_str(path, name, o, "url", &r->base_url, err) < 0 ||
+        opt_str(path, name, o, "key", &r->key, err) < 0 ||
+        opt_str(path, name, o, "org", &r->org, err) < 0 ||
+        opt_str(path, name, o, "project", &r->project, err) < 0 ||
+        opt_ms(path, name, o, "timeoutMs", &r->timeout_ms, err) < 0 ||
+        opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0)
+        return -1;
+    if (r->base_url && strncmp(r->base_url, "http://", 7) != 0 &&
+        strncmp(r->base_url, "https://", 8) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.url must be http:// or https://", path, name);
+    return 0;
+}
+
+int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err)
+{
+    cleanup_free char *text = NULL;
+    struct stat st;
+    json_error_t jerr;
+    json_t *root, *o;
+    const char *name;
+    size_t len = 0;
+    int r = 0;
+
+    if (stat(path, &st) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "%s", path);
+    /* it holds API keys: readable by its owner alone */
+    if (st.st_mode & 077)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "%s holds credentials: make it readable by its owner only (chmod 600)",
+                          path);
+    if (pe_fs_read_file(path, REMOTES_FILE_MAX, &text, &len, err) < 0)
+        return -1;
+    root = json_loadb(text, len, 0, &jerr);
+    explicit_bzero(text, len);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return pe_err_set(err, PE_EINVAL, 0, "%s: not a JSON object (line %d)", path, jerr.line);
+    }
+    json_object_foreach(root, name, o)
+    {
+        if (sx->n_remotes == PE_SANDBOX_REMOTES_MAX) {
+            r = pe_err_set(err, PE_EINVAL, 0, "%s: at most %d providers", path,
+                           PE_SANDBOX_REMOTES_MAX);
+            break;
+        }
+        if (pe_sandboxes_remote(sx, name) != NULL) {
+            r = pe_err_set(err, PE_EINVAL, 0, "%s: %s given twice", path, name);
+            break;
+        }
+        r = load_one(path, name, o, &sx->remotes[sx->n_remotes++], err);
+        if (r < 0)
+            break;
+    }
+    /* wipe the keys jansson holds before they go back to the allocator */
+    json_object_foreach(root, name, o)
+    {
+        json_t *k = json_object_get(o, "key");
+        if (json_is_string(k))
+            explicit_bzero((char *)json_string_value(k), json_string_length(k));
+    }
+    json_decref(root);
+    if (r < 0)
+        pe__sandboxes_remotes_clear(sx);
+    return r;
+}
+
+const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char *name)
+{
+    for (size_t i = 0; i < sx->n_remotes; i++)
+        if (strcmp(sx->remotes[i].name, name) == 0)
+            return &sx->remotes[i];
+    return NULL;
+}
+
+/* ---- where a sandbox runs ---- */
+
+bool pe_sandbox_is_remote(const pe_store_sandbox *sb)
+{
+    return sb->backend && sb->backend[0] && strcmp(sb->backend, "local") != 0;
+}
+
+unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb)
+{
+    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+
+    return ops ? ops->caps : pe_provider_caps(sx->local);
+}
+
+const char *pe_sandbox_remote_id(const pe_store_sandbox *sb)
+{
+    return pe_sandbox_is_remote(sb) ? sb->provider_id : sb->id;
+}
+
+/* ---- credentials ---- */
+
+/* What upstream's createSandbox sends for each provider (reference §1.4),
+ * and the field putPreferences' sandboxProviderPref keeps the key under. */
+static const struct {
+    const char *provider, *key, *stored, *org, *org_stored, *project;
+} FIELDS[] = {
+    {"daytona", "daytonaApiKey", "apiKey", "daytonaOrganizationId", "organizationId", NULL},
+    {"vercel", "vercelApiToken", "apiKey", "vercelTeamId", "vercelTeamId", "vercelProjectId"},
+    {"sprites", "spriteToken", "apiKey", NULL, NULL, NULL},
+    {"deno", "denoDeployToken", "apiKey", NULL, NULL, NULL},
+    {"e2b", "e2bApiKey", "e2bApiKey", NULL, NULL, NULL},
+    {"hopx", "hopxApiKey", "hopxApiKey", NULL, NULL, NULL},
+    {"runloop", "runloopApiKey", "runloopApiKey", NULL, NULL, NULL},
+};
+/* Every field a stored credential may keep its key under. */
+static const char *const KEY_FIELDS[] = {"apiKey", "e2bApiKey", "hopxApiKey", "runloopApiKey"};
+
+/* Upstream's redaction (putPreferences shows the same). */
+static char *redact(const char *plain, size_t n)
+{
+    if (n <= 14)
+        return pe_xstrdup("**************");
+    return pe_xasprintf("%.11s************************%s", plain, plain + n - 3);
+}
+
+int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const void *json_in,
+                                  char **sealed, char **redacted, pe_err *err)
+{
+    const json_t *in = json_in;
+    const pe_sandbox_remote *op = pe_sandboxes_remote(sx, backend);
+    json_t *sj, *rj;
+    const char *v;
+    unsigned char *plain = NULL;
+    size_t len = 0, i;
+    char *shown;
+
+    *sealed = *redacted = NULL;
+    for (i = 0; i < PE_ARRAY_LEN(FIELDS); i++)
+        if (strcmp(FIELDS[i].provider, backend) == 0)
+            break;
+    v = i < PE_ARRAY_LEN(FIELDS) ? json_string_value(json_object_get(in, FIELDS[i].key)) : NULL;
+    if (v == NULL) {
+        if (op && op->key)
+            return 0;
+        if (i < PE_ARRAY_LEN(FIELDS))
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "%s needs an API key: send %s sealed to this server's key, or ask "
+                              "the operator to configure one",
+                              backend, FIELDS[i].key);
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "%s needs an API key, and only the operator can configure one for it",
+                          backend);
+    }
+    if (strlen(v) > CRED_MAX || pe_auth_unseal(sx->auth, v, &plain, &len, err) < 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s must be sealed to this server's public key",
+                          FIELDS[i].key);
+    if (len == 0 || len > CRED_MAX || memchr(plain, '\0', len) != NULL) {
+        pe_auth_plain_free(plain);
+        return pe_err_set(err, PE_EINVAL, 0, "%s must be 1 to %d bytes of text", FIELDS[i].key,
+                          CRED_MAX);
+    }
+    shown = redact((const char *)plain, len);
+    pe_auth_plain_free(plain);
+    sj = json_pack("{s:s}", FIELDS[i].stored, v);
+    rj = json_pack("{s:s, s:s}", "name", backend,
+                   FIELDS[i].stored[0] == 'a'                    ? "redactedApiKey"
+                   : strcmp(FIELDS[i].stored, "e2bApiKey") == 0  ? "redactedE2bApiKey"
+                   : strcmp(FIELDS[i].stored, "hopxApiKey") == 0 ? "redactedHopxApiKey"
+                                                                 : "redactedRunloopApiKey",
+                   shown);
+    free(shown);
+    for (int k = 0; k < 2; k++) {
+        const char *from = k == 0 ? FIELDS[i].org : FIELDS[i].project;
+        const char *to = k == 0 ? FIELDS[i].org_stored : FIELDS[i].project;
+        const char *pub = from ? json_string_value(json_object_get(in, from)) : NULL;
+        if (pub == NULL)
+            continue;
+        if (strlen(pub) > PUBLIC_MAX) {
+            json_decref(sj);
+            json_decref(rj);
+            return pe_err_set(err, PE_EINVAL, 0, "%s must be at most %d bytes", from, PUBLIC_MAX);
+        }
+        json_object_set_new(rj, to, json_string(pub));
+    }
+    *sealed = json_dumps(sj, JSON_COMPACT | JSON_SORT_KEYS);
+    *redacted = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(sj);
+    json_decref(rj);
+    return 0;
+}
+
+/* The owner's stored credential for sb's provider: key (unsealed: the
+ * caller wipes it with pe_auth_plain_free), org and project (malloc'd).
+ * All NULL when there is none. */
+static int stored_creds(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                        unsigned char **key, char **org, char **project, pe_err *err)
+{
+    pe_store_cred *list = NULL;
+    size_t n = 0, len = 0;
+    int r = 0;
+
+    *key = NULL;
+    *org = *project = NULL;
+    if (pe_store_cred_list(s, sb->id, sb->owner_did, &list, &n, err) < 0)
+        return pe_err_prefix(err, "credentials of %s", sb->name);
+    for (size_t i = 0; i < n && *key == NULL; i++) {
+        json_t *sj, *rj;
+        if (strcmp(list[i].provider, sb->backend) != 0)
+            continue;
+        sj = json_loads(list[i].sealed, 0, NULL);
+        rj = json_loads(list[i].redacted, 0, NULL);
+        for (size_t k = 0; k < PE_ARRAY_LEN(KEY_FIELDS) && *key == NULL && r == 0; k++) {
+            const char *v = json_string_value(json_object_get(sj, KEY_FIELDS[k]));
+            if (v && pe_auth_unseal(sx->auth, v, key, &len, err) < 0)
+                r = pe_err_set(err, PE_EINVAL, 0,
+                               "the stored %s credential of %s no longer opens: send it again",
+                               sb->backend, sb->name);
+        }
+        if (*key) {
+            const char *o = json_string_value(json_object_get(rj, "organizationId"));
+            const char *t = json_string_value(json_object_get(rj, "vercelTeamId"));
+            const char *p = json_string_value(json_object_get(rj, "vercelProjectId"));
+            *org = o ? pe_xstrdup(o) : t ? pe_xstrdup(t) : NULL;
+            *project = p ? pe_xstrdup(p) : NULL;
+        }
+        json_decref(sj);
+        json_decref(rj);
+    }
+    pe_store_cred_list_free(list, n);
+    return r;
+}
+
+int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                            pe_provider **out, pe_err *err)
+{
+    const pe_sandbox_remote *op = pe_sandboxes_remote(sx, sb->backend);
+    unsigned char *key = NULL;
+    cleanup_free char *org = NULL;
+    cleanup_free char *project = NULL;
+    pe_provider_config cfg = {0};
+    int r;
+
+    if (pe_provider_lookup(sb->backend) == NULL || strcmp(sb->backend, "local") == 0)
+        return pe_err_set(err, PE_EUNSUP, 0,
+                          "sandbox %s runs on '%s', which this daemon does not serve", sb->name,
+                          sb->backend);
+    if (stored_creds(sx, s, sb, &key, &org, &project, err) < 0)
+        return -1;
+    cfg.creds.base_url = op ? op->base_url : NULL;
+    cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
+    cfg.creds.org = org ? org : op ? op->org : NULL;
+    cfg.creds.project = project ? project : op ? op->project : NULL;
+    cfg.timeout_ms = op ? op->timeout_ms : 0;
+    cfg.create_timeout_ms = op ? op->create_timeout_ms : 0;
+    if (cfg.creds.key == NULL) {
+        pe_auth_plain_free(key);
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "sandbox %s has no %s credential: set one with putPreferences", sb->name,
+                          sb->backend);
+    }
+    r = pe_provider_open(out, sb->backend, &cfg, err); /* copies, and wipes at close */
+    pe_auth_plain_free(key);
+    return r;
+}
+
+/* ---- files ---- */
+
+int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *path, const void *data, size_t len, unsigned mode,
+                          pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_file_write(p, pe_sandbox_remote_id(sb), path, data, len, mode ? mode : 0644,
+                               err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
+                       pe_provider_preview_link *link, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_preview(p, pe_sandbox_remote_id(sb), port, link, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       size_t max, char **tar, size_t *len, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_tar_out(p, pe_sandbox_remote_id(sb), dir, max, tar, len, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                      const void *tar, size_t len, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_tar_in(p, pe_sandbox_remote_id(sb), dir, tar, len, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+/* The sandbox's file resources (sealed contents), written through p: a
+ * remote sandbox gets them as it is made and at every start, as a local
+ * one does. One that does not go in fails the call: a sandbox without its
+ * files would not behave as asked. */
+int pe__sandbox_place_files(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                            pe_provider *p, const char *remote_id, pe_err *err)
+{
+    pe_store_kv *list = NULL;
+    size_t n = 0;
+    int r = 0;
+
+    if (pe_store_kv_list(s, PE_STORE_FILE, sb->id, &list, &n, err) < 0)
+        return pe_err_prefix(err, "files of %s", sb->name);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        unsigned char *plain = NULL;
+        size_t len = 0;
+
+        if (pe_auth_unseal(sx->auth, list[i].value, &plain, &len, err) < 0)
+            r = pe_err_prefix(err, "file %s", list[i].key);
+        else if (pe_provider_file_write(p, remote_id, list[i].key, plain, len, 0644, err) < 0)
+            r = -1;
+        pe_auth_plain_free(plain);
+    }
+    pe_store_kv_list_free(list, n);
+    return r;
+}
+
+char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+    pe_store_mount *ml = NULL;
+    size_t k = 0;
+    char *note = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (ops == NULL || (ops->caps & PE_CAP_VOLUMES))
+        return NULL;
+    if (pe_store_mount_list_sandbox(s, sb->id, PE_SANDBOX_MOUNTS_MAX, 0, &ml, &k, NULL, &e) < 0)
+        return NULL;
+    if (k > 0)
+        note = pe_xasprintf("%s cannot mount volumes: %zu volume%s not mounted (the first at %s)",
+                            sb->backend, k, k == 1 ? "" : "s", ml[0].path);
+    pe_store_mount_list_free(ml, k);
+    return note;
+}
+
+/* ---- create ---- */
+
+int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                             char **remote_id, pe_err *err)
+{
+    pe_provider *p = NULL;
+    pe_provider_spec spec = {.name = sb->id};
+    char **env = NULL;
+    char *id = NULL;
+    pe_err e2;
+    int r;
+
+    if (pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
+        return -1;
+    if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
+        pe_provider_close(p);
+        return -1;
+    }
+    spec.env = env;
+    r = pe_provider_create(p, &spec, &id, err);
+    pe_sandbox_env_free(env);
+    if (r == 0 && (pe__sandbox_place_files(sx, s, sb, p, id, err) < 0 ||
+                   pe_store_sandbox_set_provider(s, sb->id, sb->provider, id, err) < 0)) {
+        /* half made, or the row cannot say where it is: leave nothing there */
+        pe_err_clear(&e2);
+        if (pe_provider_remove(p, id, &e2) < 0)
+            pe_log_warn("sandbox %s: remove after a failed create: %s", sb->id, e2.msg);
+        r = -1;
+    }
+    if (r == 0) {
+        pe_log_info("event=remote_create sandbox=%s backend=%s", sb->id, sb->backend);
+        *remote_id = pe_steal_ptr(&id);
+    }
+    free(id);
+    pe_provider_close(p);
+    return r;
+}

@@ -1,0 +1,448 @@
+"""Sandboxes on remote providers, through our daemon (issue 15).
+
+One daemon for the module, serving daytona, e2b, hopx and vercel remotely
+(`--provider-config`: each provider's URL is its double's, on loopback;
+hopx also gets an operator-wide key), the others locally. A client sends
+what upstream's clients send: createSandbox with `provider` and the
+provider's credential sealed to the daemon's key; then exec, stop, start,
+delete, all through lib/sandbox → lib/provider → the double.
+
+The doubles (tests/doubles) keep what they were asked in memory, so each
+test checks both our answer and what reached the provider.
+"""
+import json
+import os
+import sys
+import time
+
+import pytest
+
+from conftest import wait_for
+from test_daemon import serving
+from test_resources import ResDaemon, banner_key
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from tests.doubles import start  # noqa: E402
+
+SB = "io.pocketenv.sandbox."
+REMOTE = ["daytona", "e2b", "hopx", "vercel"]
+URL_SUFFIX = {"daytona": "/api"}
+# The request's credential fields (reference §1.4), by provider.
+KEY_FIELD = {"daytona": "daytonaApiKey", "e2b": "e2bApiKey", "hopx": "hopxApiKey",
+             "vercel": "vercelApiToken"}
+EXTRA = {"daytona": {"daytonaOrganizationId": "org-1"},
+         "vercel": {"vercelTeamId": "team_1", "vercelProjectId": "prj_1"}}
+# Ending a sandbox: the double's route (Vercel v1 cannot delete: stop is the end).
+DELETE_ROUTE = {"vercel": "stop"}
+
+
+def state(d, rid):
+    """The double's word for a sandbox (each double names it its provider's
+    way), None once it is gone."""
+    sb = d.sandboxes.get(rid)
+    if sb is None or getattr(sb, "destroyed", False):
+        return None
+    return getattr(sb, "state", None) or getattr(sb, "status", None)
+
+
+def alive(d):
+    """Sandboxes the double runs (not stopped, paused or gone)."""
+    return {k for k in list(d.sandboxes)
+            if state(d, k) in ("started", "starting", "creating", "running", "pending")}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    doubles = {p: start(p) for p in REMOTE}
+    other = start("daytona")  # a URL a client would like the daemon to call
+    tmp = tmp_path_factory.mktemp("remote")
+    conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
+                "createTimeoutMs": 8000} for p, d in doubles.items()}
+    conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
+    path = tmp / "providers.json"
+    path.write_text(json.dumps(conf))
+    os.chmod(path, 0o600)
+    try:
+        with serving(tmp, ResDaemon, ["--rate-limit", "0", "--provider-config", str(path)]) as d:
+            d.public_key = banner_key(d)
+            d.doubles = doubles
+            d.other = other
+            yield d
+    finally:
+        for x in list(doubles.values()) + [other]:
+            x.stop()
+
+
+def creds(d, p, key=None):
+    """What upstream's CLI sends for provider p: the key sealed, a redacted
+    copy, the account's ids."""
+    if p not in KEY_FIELD:
+        return {}
+    k = key if key is not None else d.doubles[p].key
+    return {KEY_FIELD[p]: d.seal(k), "redacted" + KEY_FIELD[p][0].upper() + KEY_FIELD[p][1:]:
+            k[:3] + "***", **EXTRA.get(p, {})}
+
+
+def create(d, p, name, key=None, token="owner", **extra):
+    body = {"base": "busybox", "name": name, "provider": p, **creds(d, p, key), **extra}
+    return d.call(SB + "createSandbox", body=body, token=token, timeout=60)
+
+
+def names(d, token="owner"):
+    st, o = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100},
+                   token=token)
+    assert st == 200, o
+    return {sb["name"] for sb in o["sandboxes"]}
+
+
+def no_secret_anywhere(d, secret, bodies=()):
+    assert secret not in d.log_text(), "a credential reached the daemon's log"
+    for b in bodies:
+        assert secret not in json.dumps(b), f"a credential reached an answer: {b}"
+
+
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx"])
+def test_lifecycle_through_the_daemon(env, p):
+    """create → exec with its exit code → a file written and read back →
+    stop → start → exec → delete, each step reaching the provider."""
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, f"life-{p}", envs=[{"name": "GREETING", "value": "hello there"}],
+                    secrets=[{"name": "API_TOKEN", "value": d.seal("s3cret-value")}])
+    assert st == 200, sb
+    assert (sb["provider"], sb["backend"], sb["status"]) == (p, p, "RUNNING"), sb
+    rid = sb["remoteId"]
+    assert rid in alive(dbl), (rid, dbl.sandboxes.keys())
+    st, got = d.sandbox("getSandbox", sb["id"])
+    assert st == 200 and got["sandbox"]["remoteId"] == rid and got["sandbox"]["backend"] == p
+    listed = [x for x in d.call("io.pocketenv.actor.getActorSandboxes",
+                                {"did": "owner.local", "limit": 100})[1]["sandboxes"]
+              if x["id"] == sb["id"]]
+    assert listed and listed[0]["backend"] == p
+
+    out = d.sh(sb["id"], "echo out; echo err >&2; exit 3")
+    assert (out["stdout"], out["stderr"], out["exitCode"]) == ("out\n", "err\n", 3), out
+    # variables and secrets are the remote process's environment
+    out = d.sh(sb["id"], "printenv GREETING; printenv API_TOKEN")
+    assert out["stdout"] == "hello there\ns3cret-value\n", out
+    assert d.sh(sb["id"], "echo -n data > /tmp/f.txt")["exitCode"] == 0
+    assert d.sh(sb["id"], "cat /tmp/f.txt")["stdout"] == "data"
+
+    st, o = d.sandbox("stopSandbox", sb["id"])
+    assert st == 200, o
+    assert d.wait_status(sb["id"], ["STOPPED"])
+    assert state(dbl, rid) in ("stopped", "stopping", "paused"), state(dbl, rid)
+    st, o = d.sandbox("exec", sb["id"], {"command": "true"})
+    assert st == 400 and "not running" in o["message"], o
+    st, o = d.sandbox("startSandbox", sb["id"])
+    assert st == 200, o
+    d.wait_status(sb["id"], ["RUNNING"])
+    assert d.sh(sb["id"], "cat /tmp/f.txt")["stdout"] == "data"  # its files stayed
+
+    st, o = d.sandbox("deleteSandbox", sb["id"])
+    assert st == 200, o
+    assert state(dbl, rid) in (None, "destroying", "destroyed"), state(dbl, rid)
+    assert d.sandbox("getSandbox", sb["id"])[0] == 404
+    no_secret_anywhere(d, dbl.key)
+    no_secret_anywhere(d, "s3cret-value")
+
+
+def test_credentials_stored_sealed_and_shown_redacted(env):
+    """The key of a create is kept sealed (never in the store as text),
+    getPreferences shows the redaction, putPreferences replaces it."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "creds-dtn")
+    assert st == 200, sb
+    st, prefs = d.call(SB + "getPreferences", {"id": sb["id"]})
+    assert st == 200, prefs
+    assert prefs[0]["name"] == "daytona" and prefs[0]["organizationId"] == "org-1"
+    assert prefs[0]["redactedApiKey"].startswith(dbl.key[:11]) and "*" in prefs[0]["redactedApiKey"]
+    assert dbl.key not in json.dumps(prefs)
+    with open(os.path.join(d.data, "pocketenv.db"), "rb") as f:
+        assert dbl.key.encode() not in f.read(), "the key is in the store as text"
+    # a wrong key put with putPreferences is what the next call uses
+    st, o = d.call(SB + "putPreferences", body={"sandboxId": sb["id"], "preferences": [
+        {"$type": "io.pocketenv.sandbox.defs#sandboxProviderPref", "name": "daytona",
+         "apiKey": d.seal("dtn-wrong-key-0123456789"), "organizationId": "org-1"}]})
+    assert st == 200, o
+    st, o = d.sandbox("exec", sb["id"], {"command": "true"})
+    assert st == 502 and o["message"].startswith("daytona rejected the API key"), o
+    assert "dtn-wrong-key" not in json.dumps(o)
+    st, o = d.call(SB + "putPreferences", body={"sandboxId": sb["id"], "preferences": [
+        {"$type": "io.pocketenv.sandbox.defs#sandboxProviderPref", "name": "daytona",
+         "apiKey": d.seal(dbl.key), "organizationId": "org-1"}]})
+    assert st == 200, o
+    assert d.sh(sb["id"], "echo back")["stdout"] == "back\n"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    no_secret_anywhere(d, "dtn-wrong-key-0123456789")
+
+
+def test_operator_credential(env):
+    """hopx has an operator-wide key in the daemon's configuration: a
+    create without one works with it."""
+    d, dbl = env, env.doubles["hopx"]
+    st, sb = d.call(SB + "createSandbox", body={"base": "busybox", "name": "op-hopx",
+                                                "provider": "hopx"}, timeout=60)
+    assert st == 200, sb
+    assert sb["remoteId"] in alive(dbl)
+    assert d.sh(sb["id"], "echo op")["stdout"] == "op\n"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert sb["remoteId"] not in alive(dbl)
+
+
+def test_bad_input(env):
+    """Unknown provider, missing and wrong credentials, a key that is not
+    sealed: clear errors, nothing made on either side."""
+    d, dbl = env, env.doubles["daytona"]
+    before, made, had = names(d), len(dbl.seen("create")), alive(dbl)
+    st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "x-unknown",
+                                                "provider": "azure"})
+    assert st == 400, o
+    st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "x-missing",
+                                                "provider": "daytona"})
+    assert st == 400 and "daytonaApiKey" in o["message"], o
+    st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "x-plain",
+                                                "provider": "daytona", "daytonaApiKey": dbl.key})
+    assert st == 400 and "sealed" in o["message"], o
+    assert dbl.key not in json.dumps(o)
+    assert len(dbl.seen("create")) == made, "a refused create reached the provider"
+    for bad in [{"daytonaApiKey": 42}, {"daytonaApiKey": ""}, {"daytonaApiKey": "x" * 100000},
+                {"daytonaApiKey": d.seal("k" * 5000)},
+                {"daytonaApiKey": d.seal(dbl.key), "daytonaOrganizationId": "o" * 300}]:
+        st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "x-bad",
+                                                    "provider": "daytona", **bad})
+        assert st == 400, (list(bad), o)
+    assert len(dbl.seen("create")) == made, "a refused create reached the provider"
+    st, o = create(d, "daytona", "x-wrong", key="dtn-wrong-key-0123456789")
+    assert st == 502 and o["message"].startswith("daytona rejected the API key"), o
+    assert names(d) == before, "a row was left"
+    assert alive(dbl) == had, alive(dbl)
+    no_secret_anywhere(d, "dtn-wrong-key-0123456789", [o])
+    no_secret_anywhere(d, dbl.key, [o])
+
+
+@pytest.mark.parametrize("p", ["daytona", "e2b"])
+def test_provider_down_leaves_nothing_and_a_retry_works(env, p):
+    """The provider makes the sandbox and then stops answering: 504, no
+    row here, no sandbox there; the same create again works."""
+    d, dbl = env, env.doubles[p]
+    before, had = names(d), set(alive(dbl))
+    dbl.fault("get", hang=True, times=1)
+    t = time.monotonic()
+    st, o = create(d, p, f"down-{p}")
+    assert st == 504, o
+    assert time.monotonic() - t < 30
+    assert p in o["message"] and "did not answer" in o["message"], o
+    assert names(d) == before
+    assert alive(dbl) == had, f"left on {p}: {alive(dbl) - had}"
+    dbl.clear_faults()
+    dbl.fault("create", status=503, times=1)
+    st, o = create(d, p, f"down-{p}")
+    assert st == 502 and p in o["message"], o
+    assert names(d) == before
+    dbl.clear_faults()
+    st, sb = create(d, p, f"down-{p}")
+    assert st == 200, sb
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_capability_the_provider_lacks_is_501(env):
+    """Vercel (v1) cannot start a stopped sandbox: 501 naming provider and
+    capability, and the sandbox stays as it was."""
+    d = env
+    st, sb = create(d, "vercel", "vc-nostart")
+    assert st == 200, sb
+    assert d.sh(sb["id"], "echo vc")["stdout"] == "vc\n"
+    assert d.sandbox("stopSandbox", sb["id"])[0] == 200
+    st, o = d.sandbox("startSandbox", sb["id"])
+    assert st == 501 and o["error"] == "NotSupported", o
+    assert o["message"] == "not supported by vercel: start", o
+    assert d.sandbox("getSandbox", sb["id"])[1]["sandbox"]["status"] == "STOPPED"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_client_cannot_choose_the_provider_url(env):
+    """A URL in the request (as an SSRF would put it) is never called: the
+    URL is the operator's alone."""
+    d, other = env, env.other
+    url = other.url + "/api"
+    st, sb = create(d, "daytona", "ssrf", apiUrl=url, daytonaApiUrl=url, baseUrl=url, url=url,
+                    providerOptions={"apiUrl": url})
+    if st == 200:
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert other.requests == [], "the daemon called a URL the client chose"
+
+
+def test_another_user_cannot_reach_a_remote_sandbox(env):
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "mine-e2b")
+    assert st == 200, sb
+    bob = d.token_for("did:plc:bob-remote")
+    d.others = getattr(d, "others", []) + [bob]
+    execs = len(dbl.seen("exec"))
+    for method in ["getSandbox", "exec", "stopSandbox", "startSandbox", "deleteSandbox"]:
+        st, o = d.sandbox(method, sb["id"], token=bob)
+        assert st == 404 and o["error"] == "SandboxNotFound", (method, o)
+    st, o = d.call(SB + "getPreferences", {"id": sb["id"]}, token=bob)
+    assert st == 404, o
+    st, o = d.call("io.pocketenv.file.addFile", body={"file": {
+        "sandboxId": sb["id"], "path": "/tmp/x", "content": d.seal("x")}}, token=bob)
+    assert st == 404, o
+    # nor its terminal, nor the streaming exec
+    from wsclient import WS
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/tty/{sb['id']}/ws?sessionId=b&token={bob}")
+    assert ws.status in (403, 404), ws.head
+    ws = WS(port, f"/exec/{sb['id']}/ws", headers={"Authorization": f"Bearer {bob}"})
+    assert ws.status in (403, 404), ws.head
+    assert len(dbl.seen("exec")) == execs and sb["remoteId"] in alive(dbl)
+    assert not dbl.seen("fs.write")
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_provider_config_is_checked(tmp_path):
+    """The operator's file: private, known providers, known fields."""
+    import subprocess
+    from conftest import BIN
+    cases = [({"daytona": {"url": "http://127.0.0.1:1"}}, 0o644, "chmod 600"),
+             ({"nosuch": {}}, 0o600, "not a remote provider"),
+             ({"daytona": {"kee": "x"}}, 0o600, "unknown field 'kee'"),
+             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://")]
+    for conf, mode, want in cases:
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps(conf))
+        os.chmod(path, mode)
+        r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:1", "--data",
+                            str(tmp_path / "data"), "--provider-config", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and want in r.stderr, (conf, r.stderr)
+
+
+def test_files_and_volumes_of_a_remote_sandbox(env):
+    """A file resource goes in through the provider at once and again at
+    each start; a volume the provider cannot mount is said on the record."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "res-dtn")
+    assert st == 200, sb
+    st, out = d.call("io.pocketenv.file.addFile", body={"file": {
+        "sandboxId": sb["id"], "path": "/opt/app/conf.json", "content": d.seal('{"a": 1}\n')}})
+    assert st == 200, out
+    assert d.sh(sb["id"], "cat /opt/app/conf.json")["stdout"] == '{"a": 1}\n'
+    assert "/opt/app/conf.json" in dbl.sandboxes[sb["remoteId"]].fs.files
+    st, out = d.call("io.pocketenv.volume.addVolume", body={"volume": {
+        "name": "data-dtn", "sandboxId": sb["id"], "path": "/data"}})
+    assert st == 200, out
+    assert d.sandbox("stopSandbox", sb["id"])[0] == 200
+    # the provider keeps files across a stop; the start writes them again
+    del dbl.sandboxes[sb["remoteId"]].fs.files["/opt/app/conf.json"]
+    assert d.sandbox("startSandbox", sb["id"])[0] == 200
+    got = d.wait_status(sb["id"], ["RUNNING"])
+    assert got.get("statusReason", "").startswith("daytona cannot mount volumes: 1 volume"), got
+    assert d.sh(sb["id"], "cat /opt/app/conf.json")["stdout"] == '{"a": 1}\n'
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx"])
+def test_terminal_of_a_remote_sandbox(env, p):
+    """The terminal endpoints we serve (WebSocket and SSE) reach the
+    provider's PTY: typed lines run there and come back, a resize reaches
+    it, the shell's exit ends the session."""
+    from wsclient import SSE, WS
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, f"term-{p}")
+    assert st == 200, sb
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/tty/{sb['id']}/ws?sessionId=t1&cols=100&rows=30&token={d.token}")
+    assert ws.status == 101, ws.head
+    ws.send("echo remote-hello\n")
+    ws.read_until("remote-hello")
+    pty = dbl.sandboxes[sb["remoteId"]].pty[-1]
+    assert (100, 30) in pty["resizes"], pty["resizes"]
+    assert b"echo remote-hello\n" in bytes(pty["input"])
+
+    sse = SSE(port, f"/tty/{sb['id']}/stream?sessionId=t2", {"Authorization": f"Bearer {d.token}"})
+    assert sse.status == 200, sse.head
+    req_body = b"echo via-sse\n"
+    import urllib.request
+    req = urllib.request.Request(f"{d.url}/tty/{sb['id']}/input?sessionId=t2", data=req_body,
+                                 method="POST", headers={"Authorization": f"Bearer {d.token}"})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        assert r.status == 204
+    sse.read_output_until("via-sse")
+    sse.close()
+
+    ws.send("exit 3\n")
+    ws.wait_close()
+    ws.close()
+    no_secret_anywhere(d, dbl.key)
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.parametrize("p", ["e2b", "daytona"])
+def test_streaming_exec_of_a_remote_sandbox(env, p):
+    """/exec/:id/ws (`pocketenv exec`) runs the command on the provider:
+    stdout and stderr apart as they come, stdin where the provider takes
+    it (E2B; Daytona's command reads end of file), the exit code."""
+    from test_exec_stream import collect
+    from wsclient import WS
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, f"xs-{p}", envs=[{"name": "WHO", "value": "remote"}])
+    assert st == 200, sb
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/exec/{sb['id']}/ws", headers={"Authorization": f"Bearer {d.token}"})
+    assert ws.status == 101, ws.head
+    script = "cat; printenv WHO; printenv EXTRA; echo oops >&2; exit 7"
+    ws.send(json.dumps({"argv": ["sh", "-c", script], "env": {"EXTRA": "x1"}}))
+    out, err, code, close = collect(ws, stdin=b"hello\n")
+    want_in = b"hello\n" if p == "e2b" else b""
+    assert (out, err, code, close) == (want_in + b"remote\nx1\n", b"oops\n", 7, 1000)
+    assert any(r["route"].startswith("exec") for r in dbl.requests), "it never reached the provider"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_cp_between_remote_sandboxes(env):
+    """pushDirectory packs a directory on one provider (Daytona), and
+    pullDirectory unpacks the copy on another (E2B): upstream's `cp`."""
+    d = env
+    st, a = create(d, "daytona", "cp-from")
+    assert st == 200, a
+    st, b = create(d, "e2b", "cp-to")
+    assert st == 200, b
+    assert d.sh(a["id"], "mkdir -p /work/sub; echo one > /work/a.txt; "
+                         "echo two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": a["id"], "directoryPath": "/work"})
+    assert st == 200, o
+    st, o2 = d.call(SB + "pullDirectory", body={"sandboxId": b["id"], "uuid": o["uuid"],
+                                                 "directoryPath": "/dest"})
+    assert st == 200, o2
+    assert d.sh(b["id"], "cat /dest/a.txt; cat /dest/sub/b.txt")["stdout"] == "one\ntwo\n"
+    # docker cp's forms are this daemon's own: not on a provider
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": a["id"], "directoryPath": "/work",
+                                                "includeRoot": True})
+    assert st == 501 and o["message"].endswith("not supported by daytona: copy with includeRoot"), o
+    for sb in (a, b):
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_remote_sandbox_is_the_providers(env):
+    """exposePort of a remote sandbox answers the provider's preview URL
+    and the header it wants (Daytona's preview token, never the API key);
+    the link answers with it and refuses without it."""
+    import urllib.error
+    import urllib.request
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "pv-dtn")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, headers = o["previewUrl"], o.get("previewHeaders", {})
+    assert url.startswith(dbl.url) and dbl.key not in url and dbl.key not in json.dumps(o), o
+    assert list(headers) == ["x-daytona-preview-token"], o
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(url, timeout=10)
+    assert e.value.code == 401
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
