@@ -76,7 +76,7 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.service.getServiceLogs", SERVICE_IN_PARAMS, "serviceId"),
 };
 
-enum verdict { LOCAL = 0, FORWARD, DOWN };
+enum verdict { LOCAL = 0, FORWARD, DOWN, NO_ROOM };
 
 /* One forwarded call, from the wrapper to the relayed answer. */
 struct fwd {
@@ -94,6 +94,7 @@ struct fwd {
     size_t answer_len;
     char proof[65];
     bool proof_ok;
+    char why[PE_ERR_MSG_MAX]; /* NO_ROOM's */
 };
 
 static void fwd_free(struct fwd *f)
@@ -371,11 +372,48 @@ static void locate_after(pe_daemon_job *job)
         respond_down(f);
         fwd_free(f);
         return;
+    case NO_ROOM:
+        respond_json(f->req, 503, "NoNodeAvailable", f->why);
+        fwd_free(f);
+        return;
     case FORWARD:
         start_forward(job->d, f, job->did);
         return;
     }
 }
+
+/* ---- placement: createSandbox goes to the node with the most room ---- */
+
+static void place_work(pe_daemon_job *job, pe_store *s)
+{
+    struct fwd *f = job->ud;
+    pe_store_node node = {0};
+    cleanup_free char *id = NULL;
+
+    if (pe_store_node_place(s, pe_cluster_place_label(job->d->cluster), &id, &job->err) < 0) {
+        if (job->err.code != PE_ESTATE) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+        f->verdict = NO_ROOM;
+        snprintf(f->why, sizeof(f->why), "%s", job->err.msg);
+        pe_err_clear(&job->err);
+        return;
+    }
+    if (strcmp(id, job->d->node) == 0)
+        return; /* LOCAL */
+    if (pe_store_node_get(s, id, &node, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    f->node_id = pe_xstrdup(node.id);
+    f->node_name = pe_xstrdup(node.name);
+    f->address = pe_xstrdup(node.address);
+    f->verdict = FORWARD;
+    pe_store_node_clear(&node);
+}
+
+static struct wrapped create_call = {.nsid = "io.pocketenv.sandbox.createSandbox"};
 
 /* ---- the wrapper ---- */
 
@@ -396,8 +434,10 @@ static void on_call(pe_xrpc_request *req, void *ud)
     char *did;
     pe_err why;
 
-    /* Forwarded to us (one hop: ours to run), or nothing to look up. */
-    if (is_node_call(req) || ref == NULL) {
+    /* Forwarded to us (one hop: ours to run), or nothing to look up.
+     * Placement needs the key: without it only this node is reachable. */
+    if (is_node_call(req) || (ref == NULL && w != &create_call) ||
+        (w == &create_call && !pe_cluster_has_key(d->cluster))) {
         w->fn(req, w->ud);
         return;
     }
@@ -407,8 +447,8 @@ static void on_call(pe_xrpc_request *req, void *ud)
     f = pe_xcalloc(1, sizeof(*f));
     f->req = req;
     f->w = w;
-    job = pe_daemon_job_new(d, NULL, did, locate_work);
-    job->id = pe_xstrdup(ref);
+    job = pe_daemon_job_new(d, NULL, did, w == &create_call ? place_work : locate_work);
+    job->id = ref ? pe_xstrdup(ref) : NULL;
     job->ud = f;
     job->after = locate_after;
     free(did);
@@ -421,16 +461,20 @@ static void on_call(pe_xrpc_request *req, void *ud)
     pe_http_response_defer(req);
 }
 
+static int wrap(pe_daemon *d, struct wrapped *w, pe_err *err)
+{
+    if (pe_xrpc_handler_get(d->srv, w->nsid, &w->fn, &w->ud) < 0)
+        return pe_err_set(err, PE_ENOENT, 0, "cluster: %s has no handler to wrap", w->nsid);
+    w->d = d;
+    return pe_xrpc_register(d->srv, w->nsid, on_call, w, err);
+}
+
 int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err)
 {
-    for (size_t i = 0; i < PE_ARRAY_LEN(calls); i++) {
-        struct wrapped *w = &calls[i];
-
-        if (pe_xrpc_handler_get(d->srv, w->nsid, &w->fn, &w->ud) < 0)
-            return pe_err_set(err, PE_ENOENT, 0, "cluster: %s has no handler to wrap", w->nsid);
-        w->d = d;
-        if (pe_xrpc_register(d->srv, w->nsid, on_call, w, err) < 0)
+    if (wrap(d, &create_call, err) < 0)
+        return -1;
+    for (size_t i = 0; i < PE_ARRAY_LEN(calls); i++)
+        if (wrap(d, &calls[i], err) < 0)
             return -1;
-    }
     return 0;
 }

@@ -29,6 +29,7 @@
 #include "cluster.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "providers.h"
 
 #define KEY_FILE_MAX 4096
 #define SEEN_MAX 65536
@@ -42,7 +43,7 @@ struct seen {
 struct pe_cluster {
     unsigned char *key; /* sodium_malloc'd crypto_auth_KEYBYTES; NULL: no key */
     char *node;         /* d->node, borrowed */
-    char *name, *address, *labels;
+    char *name, *address, *labels, *place;
     double lease_s;
     int64_t slots;
     pe_ev_timer *timer;
@@ -130,6 +131,12 @@ int pe_cluster_flag(pe_cluster_cfg *cfg, const char *name, const char *arg, pe_e
             return pe_err_set(err, PE_EINVAL, 0, "--node-slots: sandboxes in 0..100000");
     } else if (strcmp(name, "node-label") == 0) {
         return add_label(cfg, arg, err);
+    } else if (strcmp(name, "place-label") == 0) {
+        const char *eq = strchr(arg, '=');
+        if (eq == NULL || !label_part_ok(arg, (size_t)(eq - arg)) ||
+            !label_part_ok(eq + 1, strlen(eq + 1)))
+            return pe_err_set(err, PE_EINVAL, 0, "--place-label: KEY=VALUE, not '%s'", arg);
+        cfg->place = arg;
     } else {
         return pe_err_set(err, PE_EINVAL, 0, "unknown cluster flag %s", name);
     }
@@ -338,6 +345,11 @@ bool pe_cluster_has_key(const struct pe_cluster *cl)
     return cl && cl->key;
 }
 
+const char *pe_cluster_place_label(const struct pe_cluster *cl)
+{
+    return cl ? cl->place : NULL;
+}
+
 void pe_cluster_proof(struct pe_cluster *cl, const char *nonce, char out[65])
 {
     unsigned char mac[crypto_auth_BYTES];
@@ -452,6 +464,7 @@ int pe_daemon_cluster_start(pe_daemon *d, const pe_cluster_cfg *cfg, const char 
     cl->lease_s = cfg->lease_s;
     cl->slots = cfg->slots;
     cl->labels = pe_xstrdup(cfg->labels ? cfg->labels : "{}");
+    cl->place = cfg->place ? pe_xstrdup(cfg->place) : NULL;
     cl->name = cfg->name ? pe_xstrdup(cfg->name) : default_name(d);
     if (cfg->address)
         cl->address = pe_xstrdup(cfg->address);
@@ -493,9 +506,35 @@ void pe_daemon_cluster_free(pe_daemon *d)
     free(cl->name);
     free(cl->address);
     free(cl->labels);
+    free(cl->place);
     free(cl->seen);
     free(cl);
     d->cluster = NULL;
+}
+
+/* ---- what views say of sandboxes on a node that is down ---- */
+
+json_t *pe_daemon_cluster_view(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    json_t *view = pe_daemon_sandbox_view(sb);
+    pe_store_node n = {0};
+    pe_err err;
+    char msg[128];
+
+    if (d->cluster == NULL || pe_daemon_is_mine(d, sb) || sb->provider_id == NULL ||
+        (sb->backend && strcmp(sb->backend, PE_BACKEND_LOCAL) != 0))
+        return view;
+    if (pe_store_node_get(s, sb->provider_id, &n, &err) == 0 &&
+        pe_cluster_node_up(&n, pe_store_now_ms())) {
+        pe_store_node_clear(&n);
+        return view;
+    }
+    /* The row keeps its status (what it was when the node left): the
+     * reason says why nothing about it can be done now. */
+    snprintf(msg, sizeof(msg), "node %s is down", n.name ? n.name : sb->provider_id);
+    json_object_set_new(view, "statusReason", json_string(msg));
+    pe_store_node_clear(&n);
+    return view;
 }
 
 /* ---- listNodes, drainNode: the daemon owner's ---- */

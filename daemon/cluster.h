@@ -34,6 +34,7 @@ typedef struct pe_cluster_cfg {
     double lease_s;       /* --node-lease */
     int64_t slots;        /* --node-slots */
     char *labels;         /* --node-label K=V..., as JSON object text (malloc'd) */
+    const char *place;    /* --place-label K=V: new sandboxes only on nodes with it */
 } pe_cluster_cfg;
 
 void pe_cluster_cfg_defaults(pe_cluster_cfg *cfg);
@@ -73,6 +74,8 @@ const char *pe_cluster_cred_result_name(enum pe_cluster_cred_result r);
 enum pe_cluster_cred_result pe_cluster_cred_verify(pe_daemon *d, const char *cred, const char *what,
                                                    bool consume, char **did, char nonce_out[33]);
 bool pe_cluster_has_key(const struct pe_cluster *cl);
+/* --place-label's KEY=VALUE, or NULL. */
+const char *pe_cluster_place_label(const struct pe_cluster *cl);
 /* The proof a node answers with for nonce: hex of a MAC (65 bytes). */
 void pe_cluster_proof(struct pe_cluster *cl, const char *nonce, char out[65]);
 
@@ -81,6 +84,10 @@ static inline bool pe_cluster_node_up(const pe_store_node *n, int64_t now_ms)
 {
     return n->lease_until > now_ms;
 }
+
+/* pe_daemon_sandbox_view(sb), with statusReason "node NAME is down" when
+ * sb runs on another node whose lease has lapsed (worker thread). */
+json_t *pe_daemon_cluster_view(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
 
 /* Forwarding (cluster-forward.c): wrap the sandbox calls' handlers. */
 int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err);

@@ -72,7 +72,8 @@ enum {
     O_NODE_LEASE,
     O_NODE_SLOTS,
     O_NODE_LABEL,
-    O_CLUSTER_END = O_NODE_LABEL,
+    O_PLACE_LABEL,
+    O_CLUSTER_END = O_PLACE_LABEL,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -137,6 +138,8 @@ static const pe_opt serve_opts[] = {
     {"node-slots", 0, true, O_NODE_SLOTS, "N", "sandboxes placement may put here (64)"},
     {"node-label", 0, true, O_NODE_LABEL, "KEY=VALUE",
      "a label placement can pin sandboxes to; repeatable"},
+    {"place-label", 0, true, O_PLACE_LABEL, "KEY=VALUE",
+     "place the sandboxes created through this node only on nodes with this label"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},

@@ -31,6 +31,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "cluster.h"
 #include "daemon.h"
 #include "resource-limits.h"
 #include "providers.h"
@@ -462,7 +463,7 @@ static void get_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup(job, s, &sb))
         return;
-    job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
+    job->out = json_pack("{s:o}", "sandbox", pe_daemon_cluster_view(job->d, s, &sb));
     pe_store_sandbox_clear(&sb);
 }
 

@@ -34,7 +34,10 @@ void pe_store_node_list_free(pe_store_node *list, size_t n);
 
 /* Register n or renew its row: everything but draining (which only
  * pe_store_node_set_draining changes) and started_at (kept unless
- * restart is set). A name another node id holds is PE_EEXIST. */
+ * restart is set). n->slots_free is the node's capacity: the row gets it
+ * less the node's INITIALIZING and RUNNING sandboxes (and n->sandboxes is
+ * not read: the row counts them). A name another node id holds is
+ * PE_EEXIST. */
 int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err *err);
 int pe_store_node_get(pe_store *s, const char *id, pe_store_node *out, pe_err *err);
 /* Every node by name. */
@@ -42,5 +45,13 @@ int pe_store_node_list(pe_store *s, pe_store_node **out, size_t *n, pe_err *err)
 /* By name or id; PE_ENOENT if neither. *id_out (may be NULL) gets the id. */
 int pe_store_node_set_draining(pe_store *s, const char *name, bool draining, char **id_out,
                                pe_err *err);
+
+/* Choose the node for a new sandbox and take one of its slots, in one
+ * transaction under an advisory lock (PostgreSQL), so two daemons placing
+ * at once never take the same last slot: the node whose lease runs, not
+ * draining, with the most free slots (then memory), and with label
+ * "key=value" when label is not NULL. PE_ESTATE when none has room.
+ * *id_out is malloc'd. */
+int pe_store_node_place(pe_store *s, const char *label, char **id_out, pe_err *err);
 
 #endif

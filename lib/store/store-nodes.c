@@ -2,15 +2,45 @@
  * daemon, upserted on its tick. Every value is a bound parameter.
  * Threading: none. */
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <jansson.h>
 
 #include "core/util.h"
 #include "pocketenv/store-nodes.h"
 #include "store-internal.h"
 
+/* Any constant, the same in every daemon: "pe-place". */
+#define PLACE_LOCK_KEY "8099304990573895023"
+
+/* Does the JSON object text have key=value (label "key=value")? */
+static bool labels_have(const char *labels, const char *label)
+{
+    const char *eq = strchr(label, '=');
+    json_t *o = labels ? json_loads(labels, 0, NULL) : NULL;
+    char *key;
+    bool yes;
+
+    if (o == NULL || eq == NULL) {
+        json_decref(o);
+        return false;
+    }
+    key = strndup(label, (size_t)(eq - label));
+    yes = json_is_string(json_object_get(o, key)) &&
+          strcmp(json_string_value(json_object_get(o, key)), eq + 1) == 0;
+    free(key);
+    json_decref(o);
+    return yes;
+}
+
 #define NODE_COLS                                                                                  \
     "id, name, address, version, labels, mem_free, cpus, slots_free, sandboxes, draining, "        \
     "lease_until, started_at, updated_at"
+
+/* Sandboxes a node holds room for: those it makes or runs. */
+#define ACTIVE_ON_NODE                                                                             \
+    "SELECT COUNT(*) FROM sandboxes WHERE provider_id = $1 AND backend = 'local' AND "             \
+    "status IN ('INITIALIZING', 'RUNNING')"
 
 void pe_store_node_clear(pe_store_node *n)
 {
@@ -56,19 +86,20 @@ int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err 
         return pe_err_set(err, PE_EINVAL, 0, "node: id, name and address are required");
     if (pe__store_query(
             s,
-            "INSERT INTO nodes (" NODE_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, "
-            "$10, $11, $11) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+            "INSERT INTO nodes (" NODE_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+            "$8 - (" ACTIVE_ON_NODE "), (" ACTIVE_ON_NODE
+            "), 0, $9, $10, $10) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
             "address = excluded.address, version = excluded.version, labels = excluded.labels, "
             "mem_free = excluded.mem_free, cpus = excluded.cpus, "
             "slots_free = excluded.slots_free, sandboxes = excluded.sandboxes, "
             "lease_until = excluded.lease_until, updated_at = excluded.updated_at, "
-            "started_at = CASE WHEN $12 = 1 THEN excluded.started_at ELSE nodes.started_at END",
+            "started_at = CASE WHEN $11 = 1 THEN excluded.started_at ELSE nodes.started_at END",
             (pe__sql_arg[]){SQL_TEXT(n->id), SQL_TEXT(n->name), SQL_TEXT(n->address),
                             SQL_TEXT(n->version ? n->version : ""),
                             SQL_TEXT(n->labels ? n->labels : "{}"), SQL_INT(n->mem_free),
-                            SQL_INT(n->cpus), SQL_INT(n->slots_free), SQL_INT(n->sandboxes),
-                            SQL_INT(n->lease_until), SQL_INT(now), SQL_INT(restart ? 1 : 0)},
-            12, NULL, err) < 0)
+                            SQL_INT(n->cpus), SQL_INT(n->slots_free), SQL_INT(n->lease_until),
+                            SQL_INT(now), SQL_INT(restart ? 1 : 0)},
+            11, NULL, err) < 0)
         return pe_err_prefix(err, "node %s", n->name);
     return 0;
 }
@@ -124,4 +155,45 @@ int pe_store_node_set_draining(pe_store *s, const char *name, bool draining, cha
         *id_out = pe__sql_dup(&r, 0, 0);
     pe__sql_res_clear(&r);
     return 0;
+}
+
+int pe_store_node_place(pe_store *s, const char *label, char **id_out, pe_err *err)
+{
+    pe__sql_res r = {0};
+    bool pg = strcmp(pe_store_backend(s), "postgres") == 0;
+    size_t best = SIZE_MAX;
+    int64_t now = pe_store_now_ms();
+
+    *id_out = NULL;
+    if (s->ops->begin_write(s, err) < 0)
+        return pe_err_prefix(err, "place");
+    /* One placement at a time across every daemon of the store: the
+     * choice and the slot it takes commit together. */
+    if ((pg && pe__store_query(s, "SELECT pg_advisory_xact_lock(" PLACE_LOCK_KEY ")", NULL, 0, NULL,
+                               err) < 0) ||
+        pe__store_query(s,
+                        "SELECT id, labels FROM nodes WHERE lease_until > $1 AND draining = 0 "
+                        "AND slots_free > 0 ORDER BY slots_free DESC, mem_free DESC, name",
+                        (pe__sql_arg[]){SQL_INT(now)}, 1, &r, err) < 0)
+        goto fail;
+    for (size_t i = 0; i < r.nrows && best == SIZE_MAX; i++)
+        if (label == NULL || labels_have(pe__sql_cell(&r, i, 1), label))
+            best = i;
+    if (best == SIZE_MAX) {
+        pe_err_set(err, PE_ESTATE, 0,
+                   "no node has room for a sandbox%s%s (every node is full, draining or down)",
+                   label ? " with label " : "", label ? label : "");
+        goto fail;
+    }
+    if (pe__store_query(s, "UPDATE nodes SET slots_free = slots_free - 1 WHERE id = $1",
+                        (pe__sql_arg[]){SQL_TEXT(pe__sql_cell(&r, best, 0))}, 1, NULL, err) < 0 ||
+        pe__store_query(s, "COMMIT", NULL, 0, NULL, err) < 0)
+        goto fail;
+    *id_out = pe__sql_dup(&r, best, 0);
+    pe__sql_res_clear(&r);
+    return 0;
+fail:
+    pe__sql_res_clear(&r);
+    pe__store_query(s, "ROLLBACK", NULL, 0, NULL, NULL);
+    return -1;
 }

@@ -185,11 +185,24 @@ def create(d, name):
     return sb
 
 
+def drain(d, name, draining=True):
+    st, o = d.call("io.pocketenv.node.drainNode", body={"name": name, "draining": draining})
+    assert st == 200 and o["draining"] is draining, o
+
+
 @pytest.fixture(scope="module")
 def on_c(cluster):
-    """A sandbox made through c (so c runs it)."""
-    sb = create(cluster.c, "made-on-c")
+    """A sandbox that c runs, created through a: a and b drain meanwhile,
+    so placement has no other choice."""
+    drain(cluster.a, "a")
+    drain(cluster.a, "b")
+    try:
+        sb = create(cluster.a, "made-on-c")
+    finally:
+        drain(cluster.a, "a", False)
+        drain(cluster.a, "b", False)
     assert sb["id"] in cluster.nodes[2].runtime_names()
+    assert sb["id"] not in cluster.nodes[0].runtime_names()
     return sb
 
 
@@ -232,6 +245,30 @@ def test_exec_through_another_node_runs_on_the_owning_node(cluster, on_c):
     # A failed command's answer is relayed as it came.
     st, out = cluster.a.sandbox("exec", on_c["id"], {"command": "exit 3"})
     assert st == 200 and out["exitCode"] == 3, out
+
+
+def where(cluster, ident):
+    return {n.name for n in cluster.nodes if ident in n.runtime_names()}
+
+
+def test_placement_spreads_and_skips_a_drained_node(cluster, on_c):
+    # c runs on_c: a and b have the most room, so they get the next two.
+    made = [create(cluster.a, f"placed-{i}") for i in range(2)]
+    assert {w for sb in made for w in where(cluster, sb["id"])} == {"a", "b"}
+    # No new sandbox on a drained node, whoever is asked.
+    drain(cluster.a, "a")
+    try:
+        more = [create(cluster.a, "placed-2"), create(cluster.b, "placed-3")]
+        assert all(where(cluster, sb["id"]) <= {"b", "c"} for sb in more)
+        assert all(len(where(cluster, sb["id"])) == 1 for sb in more)
+        made += more
+    finally:
+        drain(cluster.a, "a", False)
+    for sb in made:
+        st, out = cluster.c.sandbox("exec", sb["id"], {"command": "echo placed"})
+        assert st == 200 and out["stdout"] == "placed\n", out
+        assert cluster.b.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert not any(where(cluster, sb["id"]) for sb in made)
 
 
 def test_authz_holds_through_forwarding(cluster, on_c):
@@ -281,7 +318,12 @@ def test_node_credentials_are_checked(cluster, on_c):
 
 
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
-    on_b = create(cluster.b, "made-on-b")
+    drain(cluster.b, "a")
+    try:
+        on_b = create(cluster.c, "made-on-b")  # c has on_c already: b has more room
+    finally:
+        drain(cluster.b, "a", False)
+    assert where(cluster, on_b["id"]) == {"b"}
     c = cluster.nodes[2]
     c.kill9()
     killed = time.monotonic()
@@ -297,15 +339,20 @@ def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     # a and b keep serving, b's sandbox through a included.
     st, out = cluster.a.sandbox("exec", on_b["id"], {"command": "echo still"})
     assert st == 200 and out["stdout"] == "still\n", out
-    # Nothing of c's sandbox left the store.
+    # Nothing of c's sandbox left the store; its views say why it is out of reach.
     st, o = cluster.b.sandbox("getSandbox", on_c["id"])
     assert st == 200 and o["sandbox"]["name"] == "made-on-c"
+    assert o["sandbox"]["statusReason"] == "node c is down", o
+    listed = {s["id"]: s for s in sandboxes(cluster.a)}
+    assert listed[on_c["id"]]["statusReason"] == "node c is down"
+    assert "statusReason" not in listed[on_b["id"]]
     # c comes back and re-adopts it.
     c.start()
     wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "echo back"})[0] == 200,
              LEASE + 10, "c's sandbox reachable again")
     st, out = cluster.a.sandbox("exec", on_c["id"], {"command": "echo back"})
     assert out["stdout"] == "back\n"
+    assert "statusReason" not in cluster.b.sandbox("getSandbox", on_c["id"])[1]["sandbox"]
     assert cluster.a.sandbox("deleteSandbox", on_b["id"])[0] == 200
 
 

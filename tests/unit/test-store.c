@@ -555,7 +555,7 @@ BOTH(duplicate_name)
 }
 
 /* Nodes (issue 22): a renewal keeps draining and started_at, a name is
- * one node's, and the list comes back by name. */
+ * one node's, the list comes back by name, placement takes slots. */
 BOTH(nodes)
 {
     pe_err err = {0};
@@ -596,6 +596,35 @@ BOTH(nodes)
     ASSERT_EQ_STR(list[0].name, "alpha");
     ASSERT_EQ_INT(list[0].draining, 0);
     pe_store_node_list_free(list, count);
+    /* Placement: zeta drains and both it and alpha are down (their lease
+     * ended at 2000 ms): only a live node with a free slot is chosen. */
+    {
+        pe_store_node live = {.id = "n3",
+                              .name = "live",
+                              .address = "http://10.0.0.3:8789",
+                              .labels = "{\"zone\":\"b\"}",
+                              .slots_free = 2,
+                              .lease_until = pe_store_now_ms() + 60000};
+        char *chosen = NULL;
+
+        ASSERT_EQ_INT(pe_store_node_put(s, &live, true, &err), 0);
+        ASSERT_EQ_INT(pe_store_node_place(s, NULL, &chosen, &err), 0);
+        ASSERT_EQ_STR(chosen, "n3");
+        free(chosen);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=b", &chosen, &err), 0);
+        free(chosen);
+        /* Its two slots are taken: none is left, with or without label. */
+        ASSERT_EQ_INT(pe_store_node_place(s, NULL, &chosen, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ESTATE);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=a", &chosen, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ESTATE);
+        /* A renewal gives the slots back (it runs no sandbox). */
+        ASSERT_EQ_INT(pe_store_node_put(s, &live, false, &err), 0);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=a", &chosen, &err), -1);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=b", &chosen, &err), 0);
+        ASSERT_EQ_STR(chosen, "n3");
+        free(chosen);
+    }
     ASSERT_EQ_INT(pe_store_node_set_draining(s, "nosuch", true, NULL, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(pe_store_node_get(s, "nosuch", &got, &err), -1);
