@@ -222,6 +222,30 @@ def test_nodes_register_with_a_lease(cluster):
     assert cluster.b.call("io.pocketenv.node.drainNode", body={"name": "c"}, token=bob)[0] == 403
 
 
+def test_cli_node_ls_and_drain(cluster):
+    env = dict(os.environ, POCKETENV_API_URL=cluster.b.url, POCKETENV_TOKEN=cluster.b.token,
+               NO_COLOR="1")
+
+    def cli(*args):
+        return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=30)
+    p = cli("node", "ls")
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:]}
+    assert set(rows) == {"a", "b", "c"} and rows["c"][1] == "UP", p.stdout
+    assert "b *" in p.stdout  # the node that answered
+    p = cli("node", "drain", "c")
+    assert p.returncode == 0 and "Node c drains" in p.stdout, p.stderr
+    nodes = json.loads(cli("node", "ls", "--json").stdout)
+    assert {n["name"]: n["draining"] for n in nodes} == {"a": False, "b": False, "c": True}
+    assert cli("node", "undrain", "c").returncode == 0
+    p = cli("node", "drain", "nosuch")
+    assert p.returncode != 0 and "no such node" in p.stderr, (p.stdout, p.stderr)
+    bob = cluster.b.token_for("did:plc:clusterbob")
+    p = subprocess.run([BIN, "node", "ls"], capture_output=True, text=True, timeout=30,
+                       env=dict(env, POCKETENV_TOKEN=bob))
+    assert p.returncode != 0 and "owner" in p.stderr, p.stderr
+
+
 def test_drain_is_kept_across_renewals(cluster):
     st, o = cluster.b.call("io.pocketenv.node.drainNode", body={"name": "b"})
     assert st == 200 and o == {"id": cluster.nodes[1].node_id(), "draining": True}
