@@ -478,11 +478,18 @@ int pe_daemon_cluster_start(pe_daemon *d, const pe_cluster_cfg *cfg, const char 
     if (s == NULL)
         return pe_err_prefix(err, "open store");
     r = node_put(d, s, true, err);
+    /* The name of a node that is gone (a host rebuilt with a new data
+     * directory): taken over, the old row kept under NAME~ID. */
+    if (r < 0 && err->code == PE_EEXIST &&
+        pe_store_node_free_name(s, cl->name, pe_store_now_ms(), err) == 1) {
+        pe_log_info("event=node_name_taken_over name=%s", cl->name);
+        r = node_put(d, s, true, err);
+    }
     pe_store_close(s);
     if (r < 0)
         return err->code == PE_EEXIST
                    ? pe_err_set(err, PE_EEXIST, 0,
-                                "--node-name %s: another node of this store has that name",
+                                "--node-name %s: another node of this store, up, has that name",
                                 cl->name)
                    : -1;
     every = (uint64_t)(cl->lease_s * 1e9 / 3);

@@ -39,6 +39,11 @@ void pe_store_node_list_free(pe_store_node *list, size_t n);
  * not read: the row counts them). A name another node id holds is
  * PE_EEXIST. */
 int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err *err);
+/* A node that is down (lease over before now_ms) gives up its name: it
+ * becomes "NAME~ID", so a host rebuilt with a new node id can take it.
+ * 1 if a row was renamed, 0 if none (the name is free or held by a node
+ * that is up). */
+int pe_store_node_free_name(pe_store *s, const char *name, int64_t now_ms, pe_err *err);
 int pe_store_node_get(pe_store *s, const char *id, pe_store_node *out, pe_err *err);
 /* Every node by name. */
 int pe_store_node_list(pe_store *s, pe_store_node **out, size_t *n, pe_err *err);

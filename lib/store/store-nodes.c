@@ -104,6 +104,21 @@ int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err 
     return 0;
 }
 
+int pe_store_node_free_name(pe_store *s, const char *name, int64_t now_ms, pe_err *err)
+{
+    pe__sql_res r = {0};
+    int64_t changes;
+
+    if (pe__store_query(s,
+                        "UPDATE nodes SET name = name || '~' || id WHERE name = $1 AND "
+                        "lease_until < $2",
+                        (pe__sql_arg[]){SQL_TEXT(name), SQL_INT(now_ms)}, 2, &r, err) < 0)
+        return pe_err_prefix(err, "node name %s", name);
+    changes = r.changes;
+    pe__sql_res_clear(&r);
+    return changes > 0 ? 1 : 0;
+}
+
 int pe_store_node_get(pe_store *s, const char *id, pe_store_node *out, pe_err *err)
 {
     pe__sql_res r = {0};

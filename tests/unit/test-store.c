@@ -625,6 +625,14 @@ BOTH(nodes)
         ASSERT_EQ_STR(chosen, "n3");
         free(chosen);
     }
+    /* A name held by a node that is up stays; one of a node that is down
+     * can be taken over. */
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "live", 5000, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "alpha", 5000, &err), 1);
+    ASSERT_EQ_INT(pe_store_node_get(s, "n2", &got, &err), 0);
+    ASSERT_EQ_STR(got.name, "alpha~n2");
+    pe_store_node_clear(&got);
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "alpha", 5000, &err), 0);
     ASSERT_EQ_INT(pe_store_node_set_draining(s, "nosuch", true, NULL, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(pe_store_node_get(s, "nosuch", &got, &err), -1);
