@@ -124,6 +124,7 @@ int pe_cmd_cp(int argc, char **argv);
 int pe_cmd_keys(int argc, char **argv);
 /* snapshot create|ls|inspect|rm, fork (cli/cmd-snapshot.c); -1 if neither. */
 int pe_cmd_snapshot(int argc, char **argv);
+int pe_cmd_node(int argc, char **argv);
 /* pocketenv login HANDLE: AT Protocol sign-in through the daemon (cmd-login.c). */
 int pe_cmd_login_handle(const char *handle);
 /* POST /oauth/logout on base with token: 1 when the daemon revoked the

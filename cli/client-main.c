@@ -63,6 +63,8 @@ int main(int argc, char **argv)
         r = pe_cmd_net(argc, argv);
     if (r < 0)
         r = pe_cmd_snapshot(argc, argv);
+    if (r < 0)
+        r = pe_cmd_node(argc, argv);
     if (r < 0) {
         fprintf(stderr, "pocketenv: unknown command '%s' (see pocketenv --help)\n", argv[0]);
         return 2;

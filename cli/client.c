@@ -233,6 +233,13 @@ static const cmd_help helps[] = {
      "pocketenv snapshot ls\n"
      "pocketenv snapshot rm before-upgrade",
      "create ls list", 0},
+    {"node", "node ls|list [--json]\nnode drain|undrain NAME",
+     "The daemons (nodes) sharing the daemon's PostgreSQL store: where they are,\n"
+     "whether their lease runs (UP) or lapsed (DOWN), their room. A draining node\n"
+     "gets no new sandboxes; those it runs stay until stopped. The daemon owner's\n"
+     "token only (docs/cluster.md).",
+     NULL, "pocketenv node ls\npocketenv node drain host-b\npocketenv node undrain host-b",
+     "ls list", 0},
     {"fork", "fork SANDBOX [-n N] [--json]",
      "Snapshot a sandbox (running or stopped) and make N new sandboxes from that\n"
      "snapshot, each on its own copy of its files. Their names are printed at\n"

@@ -47,6 +47,7 @@ static void usage(FILE *f)
            "  service create|list|start|stop|restart|delete|logs ...\n"
            "  snapshot create SANDBOX NAME | snapshot ls|inspect|rm ...   saved sandbox states\n"
            "  fork SANDBOX [-n N]            N copies of a sandbox, from a snapshot of it\n"
+           "  node ls | node drain|undrain NAME   daemons sharing a store (docs/cluster.md)\n"
            "  Listings take --json, for scripts and agents.\n"
            "\n"
            "Global options:\n"

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster.h"
 #include "core/log.h"
 #include "daemon.h"
 
@@ -26,6 +27,30 @@ static const char *bearer(const char *authorization)
     return authorization;
 }
 
+/* A call another node forwarded (daemon/cluster.c): the caller is the
+ * DID its credential carries, once the credential checks out for this
+ * node and this call, and was never used before. */
+static char *node_auth(pe_daemon *d, pe_xrpc_request *req)
+{
+    const char *cred = req->authorization + strlen(PE_CLUSTER_SCHEME);
+    char *did = NULL, nonce[33], proof[65];
+    enum pe_cluster_cred_result r;
+    pe_err err;
+
+    r = pe_cluster_cred_verify(d, cred, req->nsid, true, &did, nonce);
+    if (r == PE_CLUSTER_CRED_OK) {
+        pe_cluster_proof(d->cluster, nonce, proof);
+        pe_xrpc_set_reply_header(req, PE_CLUSTER_PROOF_HEADER, proof);
+        return did;
+    }
+    pe_log_warn("auth %s: %s node credential refused: %s", req->client_addr, req->nsid,
+                pe_cluster_cred_result_name(r));
+    pe_err_set(&err, PE_XRPC_EAUTH, 0, "node credential refused: %s",
+               pe_cluster_cred_result_name(r));
+    pe_xrpc_respond_err_named(req, &err, "InvalidNodeCredential");
+    return NULL;
+}
+
 char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req)
 {
     const char *jwt = bearer(req->authorization);
@@ -34,6 +59,9 @@ char *pe_daemon_auth(pe_daemon *d, pe_xrpc_request *req)
     pe_err err;
 
     pe_err_clear(&err);
+    if (req->authorization &&
+        strncmp(req->authorization, PE_CLUSTER_SCHEME, strlen(PE_CLUSTER_SCHEME)) == 0)
+        return node_auth(d, req);
     if (jwt == NULL) {
         pe_err_set(&err, PE_XRPC_EAUTH, 0, "authentication required");
         pe_xrpc_respond_err(req, &err);
@@ -60,8 +88,19 @@ int pe_daemon_rate_key(const char *authorization, char *key, size_t key_size, vo
 {
     pe_daemon *d = ud;
     const char *jwt = bearer(authorization);
-    char *did = NULL;
+    char *did = NULL, nonce[33];
 
+    /* A forwarded call counts against its user, as it would have on the
+     * node it came through (checked, not taken: the handler takes it). */
+    if (authorization &&
+        strncmp(authorization, PE_CLUSTER_SCHEME, strlen(PE_CLUSTER_SCHEME)) == 0) {
+        if (pe_cluster_cred_verify(d, authorization + strlen(PE_CLUSTER_SCHEME), NULL, false, &did,
+                                   nonce) != PE_CLUSTER_CRED_OK)
+            return 0;
+        snprintf(key, key_size, "%s", did);
+        free(did);
+        return 1;
+    }
     if (jwt == NULL || pe_auth_token_verify(d->auth, jwt, PE_AUTH_SCOPE_API, &did, NULL) != 0)
         return 0;
     snprintf(key, key_size, "%s", did);

@@ -90,6 +90,7 @@ typedef struct pe_daemon {
     unsigned long_running;        /* long jobs on long_pool now */
     unsigned long_waiting;        /* long jobs waiting in a lane */
     struct pe_oauth *oauth;       /* AT Protocol sign-ins in progress (oauth.c) */
+    struct pe_cluster *cluster;   /* nodes sharing a PostgreSQL store; NULL on SQLite */
 } pe_daemon;
 
 /* What a job does, for where it runs (job.c). */

@@ -17,6 +17,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "cli.h"
+#include "cluster.h"
 #include "core/fs.h"
 #include "core/install.h"
 #include "core/log.h"
@@ -67,6 +68,15 @@ enum {
     O_ATPROTO_DNS,
     O_ATPROTO_INSECURE_HTTP,
     O_ATPROTO_ALLOW_PRIVATE,
+    O_CLUSTER, /* from here to O_CLUSTER_END: daemon/cluster.c's, by name */
+    O_CLUSTER_KEY_FILE = O_CLUSTER,
+    O_NODE_NAME,
+    O_NODE_ADDRESS,
+    O_NODE_LEASE,
+    O_NODE_SLOTS,
+    O_NODE_LABEL,
+    O_PLACE_LABEL,
+    O_CLUSTER_END = O_PLACE_LABEL,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -126,6 +136,18 @@ static const pe_opt serve_opts[] = {
      "development only: let sign-in reach handles, did:web and PDSes over plain http"},
     {"atproto-allow-private", 0, false, O_ATPROTO_ALLOW_PRIVATE, NULL,
      "let AT Protocol requests reach hosts on private addresses (a PDS on the LAN or loopback)"},
+    {"cluster-key-file", 0, true, O_CLUSTER_KEY_FILE, "PATH",
+     "the key nodes of one PostgreSQL store share to call each other (docs/cluster.md)"},
+    {"node-name", 0, true, O_NODE_NAME, "NAME", "this node's name in the store (HOST-NODEID)"},
+    {"node-address", 0, true, O_NODE_ADDRESS, "URL",
+     "the base URL other nodes call this one at (http://LISTEN)"},
+    {"node-lease", 0, true, O_NODE_LEASE, "S",
+     "seconds without a renewal after which other nodes count this one down (15)"},
+    {"node-slots", 0, true, O_NODE_SLOTS, "N", "sandboxes placement may put here (64)"},
+    {"node-label", 0, true, O_NODE_LABEL, "KEY=VALUE",
+     "a label placement can pin sandboxes to; repeatable"},
+    {"place-label", 0, true, O_PLACE_LABEL, "KEY=VALUE",
+     "place the sandboxes created through this node only on nodes with this label"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
@@ -170,6 +192,7 @@ struct serve_args {
     pe_daemon_providers providers;
     const char *provider_config;
     pe_oauth_cfg oauth;
+    pe_cluster_cfg cluster;
 };
 
 /* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
@@ -294,6 +317,8 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_HELP:
         a->help = true;
         return 0;
+    case O_CLUSTER ... O_CLUSTER_END:
+        return pe_cluster_flag(&a->cluster, opt_name(id), arg, err);
     case O_DEFAULT_VCPUS ... O_LONG_JOBS:
         return pe_daemon_limits_flag(&a->lim, opt_name(id), arg, err);
     default:
@@ -514,6 +539,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_web(d, err) < 0 || pe_daemon_register_mcp(d, err) < 0 ||
         pe_daemon_register_netpolicy(d, err) < 0 ||
         pe_daemon_register_oauth(d, &a->oauth, err) < 0 || pe_daemon_records_start(d, err) < 0 ||
+        pe_daemon_register_nodes(d, err) < 0 ||
+        pe_daemon_cluster_start(d, &a->cluster, cfg.host, pe_http_server_port(d->srv), err) < 0 ||
         pe_daemon_housekeeping_start(d, err) < 0) {
         json_decref(resume);
         return -1;
@@ -541,6 +568,7 @@ static void teardown(pe_daemon *d)
     pe_daemon_exec_stream_shutdown(d);
     pe_daemon_e2b_shutdown(d);
     pe_daemon_mcp_shutdown(d);
+    pe_daemon_cluster_free(d);
     pe_daemon_units_detach();
     pe_daemon_tailscale_quiesce();
     if (d->srv)
@@ -582,6 +610,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     pe_err_clear(&err);
     pe_daemon_limits_defaults(&a.lim);
     pe_daemon_providers_defaults(&a.providers);
+    pe_cluster_cfg_defaults(&a.cluster);
     if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0 ||
         pe_daemon_limits_check(&a.lim, &err) < 0)
         return pe_cli_fail(&err);
@@ -608,6 +637,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     d.providers = a.providers;
     r = serve(&d, &a, &err);
     teardown(&d);
+    pe_cluster_cfg_free(&a.cluster);
     if (r < 0)
         return pe_cli_fail(&err);
     return 0;

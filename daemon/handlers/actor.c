@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "cluster.h"
 #include "daemon.h"
 #include "oauth.h"
 
@@ -132,7 +133,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
             return;
         }
         for (size_t i = 0; i < n; i++)
-            json_array_append_new(arr, pe_daemon_sandbox_view(&list[i]));
+            json_array_append_new(arr, pe_daemon_cluster_view(job->d, s, &list[i]));
     } else {
         /* upstream: true = RUNNING, false = STOPPED. The store pages by
          * owner only, so filter a bounded scan here. */
@@ -145,7 +146,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
             if (list[i].status != want)
                 continue;
             if (total >= offset && total < offset + limit)
-                json_array_append_new(arr, pe_daemon_sandbox_view(&list[i]));
+                json_array_append_new(arr, pe_daemon_cluster_view(job->d, s, &list[i]));
             total++;
         }
     }

@@ -31,6 +31,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "cluster.h"
 #include "daemon.h"
 #include "resource-limits.h"
 #include "providers.h"
@@ -574,7 +575,7 @@ static void get_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup(job, s, &sb))
         return;
-    view = pe_daemon_sandbox_view(&sb);
+    view = pe_daemon_cluster_view(job->d, s, &sb);
     if ((rec = pe_daemon_record_view(s, sb.id)) != NULL) /* its record's state in the repository */
         json_object_set_new(view, "record", rec);
     job->out = json_pack("{s:o}", "sandbox", view);

@@ -154,6 +154,18 @@ void pe_xrpc_respond_err(pe_xrpc_request *req, const pe_err *err);
  * handler-specific names clients match on ("SandboxNotFound"). */
 void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const char *name);
 
+/* Answer with another server's XRPC answer as it came: status and its
+ * JSON body (len 0: empty), relayed byte for byte (a daemon forwarding a
+ * call to the node that runs the sandbox, daemon/cluster.c). Unlike
+ * pe_xrpc_respond_err, a 5xx message is sent: the caller vouches for it. */
+void pe_xrpc_respond_relayed(pe_xrpc_request *req, unsigned status, const char *json_body,
+                             size_t len);
+/* One extra header on req's answer (copied; a later call replaces it). */
+void pe_xrpc_set_reply_header(pe_xrpc_request *req, const char *name, const char *value);
+/* The handler registered for nsid, so a wrapper can call through to it;
+ * -1 if none. */
+int pe_xrpc_handler_get(pe_http_server *srv, const char *nsid, pe_xrpc_handler *fn, void **ud);
+
 /* Called by a handler that will answer later (from a pe_ev done callback,
  * on the loop thread). The connection is suspended until the answer. */
 void pe_http_response_defer(pe_xrpc_request *req);

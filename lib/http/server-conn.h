@@ -147,6 +147,7 @@ struct conn {
     const char *retry_after_text; /* Retry-After of a budget refusal */
     struct conn *dnext, *dprev;
     char client[INET6_ADDRSTRLEN];
+    char *reply_header[2]; /* name, value: one extra header of the answer */
     /* routes outside /xrpc */
     pe_http_request hreq;
     const struct route *route;

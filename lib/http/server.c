@@ -136,6 +136,8 @@ void pe__http_use_response(struct conn *c, struct MHD_Response *r, unsigned stat
         snprintf(num, sizeof(num), "%lld", c->rl_reset);
         MHD_add_response_header(r, "X-RateLimit-Reset", num);
     }
+    if (c->reply_header[0])
+        MHD_add_response_header(r, c->reply_header[0], c->reply_header[1]);
     if (c->retry_after_text) {
         MHD_add_response_header(r, "Retry-After", c->retry_after_text);
     } else if (status == 429) {
@@ -547,6 +549,58 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
         pe__http_set_error(c, err->code, name, err->msg);
     }
     pe__http_answered(c);
+}
+
+void pe_xrpc_respond_relayed(pe_xrpc_request *req, unsigned status, const char *json_body,
+                             size_t len)
+{
+    struct conn *c = conn_of(req);
+    json_t *v = NULL;
+
+    if (req->call) {
+        v = len ? json_loadb(json_body, len, 0, NULL) : NULL;
+        if (status == 200) {
+            pe__xrpc_call_answer(req->call, v, 200, NULL, NULL);
+            return;
+        }
+        pe__xrpc_call_answer(req->call, NULL, status,
+                             json_string_value(json_object_get(v, "error")),
+                             json_string_value(json_object_get(v, "message")));
+        json_decref(v);
+        return;
+    }
+    if (!pe__http_check_answer_once(c))
+        return;
+    if (len) {
+        char *copy = pe_xmalloc(len);
+        memcpy(copy, json_body, len);
+        pe__http_set_response(c, status, JSON_TYPE, copy, len);
+    } else
+        pe__http_set_response(c, status, NULL, NULL, 0);
+    pe__http_answered(c);
+}
+
+void pe_xrpc_set_reply_header(pe_xrpc_request *req, const char *name, const char *value)
+{
+    struct conn *c = conn_of(req);
+
+    if (req->call)
+        return;
+    free(c->reply_header[0]);
+    free(c->reply_header[1]);
+    c->reply_header[0] = pe_xstrdup(name);
+    c->reply_header[1] = pe_xstrdup(value);
+}
+
+int pe_xrpc_handler_get(pe_http_server *srv, const char *nsid, pe_xrpc_handler *fn, void **ud)
+{
+    const pe_xrpc_method *m = pe__xrpc_lookup(nsid);
+
+    if (m == NULL || srv->handlers[m - pe__xrpc_methods].fn == NULL)
+        return -1;
+    *fn = srv->handlers[m - pe__xrpc_methods].fn;
+    *ud = srv->handlers[m - pe__xrpc_methods].ud;
+    return 0;
 }
 
 void pe_xrpc_respond_err(pe_xrpc_request *req, const pe_err *err)
@@ -1088,6 +1142,8 @@ static void on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
         c->data_free(c->data);
     json_decref(c->req.params);
     json_decref(c->req.body);
+    free(c->reply_header[0]);
+    free(c->reply_header[1]);
     free(c->form_field);
     free(c->body);
     free(c);

@@ -42,48 +42,54 @@ static const pe_xrpc_prop p14[] = {
     {.name = "id", .required = 1, .schema = &s7},
 };
 static const pe_xrpc_schema s15 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p14, .n_props = 2};
-static const pe_xrpc_schema s16 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 8192, .format = PE_XRPC_F_URI};
+static const pe_xrpc_schema s16 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = 256};
 static const pe_xrpc_prop p17[] = {
-    {.name = "url", .required = 1, .schema = &s16},
+    {.name = "draining", .schema = &s2},
+    {.name = "name", .required = 1, .schema = &s16},
 };
-static const pe_xrpc_schema s18 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p17, .n_props = 1};
-static const pe_xrpc_schema s19 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s18 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p17, .n_props = 2};
+static const pe_xrpc_schema s19 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 8192, .format = PE_XRPC_F_URI};
 static const pe_xrpc_prop p20[] = {
+    {.name = "url", .required = 1, .schema = &s19},
+};
+static const pe_xrpc_schema s21 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p20, .n_props = 1};
+static const pe_xrpc_schema s22 = {.type = PE_XRPC_T_INTEGER, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p23[] = {
     {.name = "description", .schema = &s7},
     {.name = "directory", .required = 1, .schema = &s7},
-    {.name = "ttl", .schema = &s19},
+    {.name = "ttl", .schema = &s22},
 };
-static const pe_xrpc_schema s21 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p20, .n_props = 3};
-static const pe_xrpc_prop p22[] = {
+static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p23, .n_props = 3};
+static const pe_xrpc_prop p25[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s23 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p22, .n_props = 2};
-static const pe_xrpc_schema s24 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s25 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
-static const pe_xrpc_schema s26 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
-static const char *const e27[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
-static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e27};
-static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .format = PE_XRPC_F_URI};
-static const pe_xrpc_schema s30 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
-static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s30};
-static const pe_xrpc_prop p32[] = {
+static const pe_xrpc_schema s26 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p25, .n_props = 2};
+static const pe_xrpc_schema s27 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
+static const char *const e30[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
+static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e30};
+static const pe_xrpc_schema s32 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .format = PE_XRPC_F_URI};
+static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};
+static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s33};
+static const pe_xrpc_prop p35[] = {
     {.name = "base", .required = 1, .schema = &s7},
     {.name = "daytonaApiKey", .schema = &s7},
     {.name = "daytonaOrganizationId", .schema = &s7},
     {.name = "denoDeployToken", .schema = &s7},
     {.name = "description", .schema = &s7},
-    {.name = "disk", .schema = &s24},
+    {.name = "disk", .schema = &s27},
     {.name = "e2bApiKey", .schema = &s7},
-    {.name = "envs", .schema = &s25},
+    {.name = "envs", .schema = &s28},
     {.name = "hopxApiKey", .schema = &s7},
     {.name = "keepAlive", .schema = &s2},
     {.name = "memory", .schema = &s3},
     {.name = "modalTokenId", .schema = &s7},
     {.name = "modalTokenSecret", .schema = &s7},
-    {.name = "name", .schema = &s26},
-    {.name = "provider", .schema = &s28},
-    {.name = "readme", .schema = &s29},
+    {.name = "name", .schema = &s29},
+    {.name = "provider", .schema = &s31},
+    {.name = "readme", .schema = &s32},
     {.name = "redactedDaytonaApiKey", .schema = &s7},
     {.name = "redactedDenoDeployToken", .schema = &s7},
     {.name = "redactedE2bApiKey", .schema = &s7},
@@ -95,173 +101,173 @@ static const pe_xrpc_prop p32[] = {
     {.name = "redactedVercelApiToken", .schema = &s7},
     {.name = "repo", .schema = &s7},
     {.name = "runloopApiKey", .schema = &s7},
-    {.name = "secrets", .schema = &s25},
+    {.name = "secrets", .schema = &s28},
     {.name = "spriteToken", .schema = &s7},
-    {.name = "topics", .schema = &s31},
+    {.name = "topics", .schema = &s34},
     {.name = "vcpus", .schema = &s3},
     {.name = "vercelApiToken", .schema = &s7},
     {.name = "vercelProjectId", .schema = &s7},
     {.name = "vercelTeamId", .schema = &s7},
 };
-static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p32, .n_props = 34};
-static const pe_xrpc_schema s34 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 1000};
-static const pe_xrpc_schema s35 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 63};
-static const pe_xrpc_prop p36[] = {
-    {.name = "description", .schema = &s34},
-    {.name = "name", .required = 1, .schema = &s35},
-    {.name = "ttl", .schema = &s19},
+static const pe_xrpc_schema s36 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p35, .n_props = 34};
+static const pe_xrpc_schema s37 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 1000};
+static const pe_xrpc_schema s38 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 63};
+static const pe_xrpc_prop p39[] = {
+    {.name = "description", .schema = &s37},
+    {.name = "name", .required = 1, .schema = &s38},
+    {.name = "ttl", .schema = &s22},
 };
-static const pe_xrpc_schema s37 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p36, .n_props = 3};
-static const pe_xrpc_prop p38[] = {
+static const pe_xrpc_schema s40 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p39, .n_props = 3};
+static const pe_xrpc_prop p41[] = {
     {.name = "command", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s39 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p38, .n_props = 1};
-static const pe_xrpc_schema s40 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p41[] = {
-    {.name = "description", .schema = &s7},
-    {.name = "port", .required = 1, .schema = &s40},
-};
-static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p41, .n_props = 2};
-static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .has_max = 1, .maximum = 100LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_schema s42 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p41, .n_props = 1};
+static const pe_xrpc_schema s43 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1025LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_prop p44[] = {
-    {.name = "count", .schema = &s43},
-    {.name = "ttl", .schema = &s19},
+    {.name = "description", .schema = &s7},
+    {.name = "port", .required = 1, .schema = &s43},
 };
 static const pe_xrpc_schema s45 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p44, .n_props = 2};
-static const pe_xrpc_prop p46[] = {
+static const pe_xrpc_schema s46 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .has_max = 1, .maximum = 100LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p47[] = {
+    {.name = "count", .schema = &s46},
+    {.name = "ttl", .schema = &s22},
+};
+static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 2};
+static const pe_xrpc_prop p49[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p47[] = {
+static const pe_xrpc_prop p50[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
     {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 3};
-static const pe_xrpc_prop p49[] = {
+static const pe_xrpc_schema s51 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p50, .n_props = 3};
+static const pe_xrpc_prop p52[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
-static const pe_xrpc_prop p51[] = {
-    {.name = "policy", .required = 1, .schema = &s25},
-};
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 1};
-static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
+static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p52, .n_props = 2};
 static const pe_xrpc_prop p54[] = {
-    {.name = "preferences", .required = 1, .schema = &s53},
+    {.name = "policy", .required = 1, .schema = &s28},
+};
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 1};
+static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
+static const pe_xrpc_prop p57[] = {
+    {.name = "preferences", .required = 1, .schema = &s56},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 2};
-static const pe_xrpc_prop p56[] = {
+static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 2};
+static const pe_xrpc_prop p59[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 4};
-static const pe_xrpc_prop p58[] = {
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 4};
+static const pe_xrpc_prop p61[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 3};
-static const pe_xrpc_prop p60[] = {
+static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 3};
+static const pe_xrpc_prop p63[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 2};
-static const pe_xrpc_prop p62[] = {
+static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 2};
+static const pe_xrpc_prop p65[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 1};
-static const pe_xrpc_prop p64[] = {
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 1};
+static const pe_xrpc_prop p67[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 2};
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p67[] = {
-    {.name = "port", .required = 1, .schema = &s66},
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 2};
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p70[] = {
+    {.name = "port", .required = 1, .schema = &s69},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 1};
-static const pe_xrpc_prop p69[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 1};
+static const pe_xrpc_prop p72[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 3};
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s70};
-static const pe_xrpc_prop p72[] = {
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 3};
+static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
+static const pe_xrpc_prop p75[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 4};
-static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
-static const pe_xrpc_prop p75[] = {
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 4};
+static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s76};
+static const pe_xrpc_prop p78[] = {
     {.name = "description", .schema = &s7},
-    {.name = "disk", .schema = &s24},
+    {.name = "disk", .schema = &s27},
     {.name = "files", .schema = &s9},
     {.name = "memory", .schema = &s3},
-    {.name = "name", .schema = &s26},
-    {.name = "readme", .schema = &s29},
-    {.name = "repo", .schema = &s29},
-    {.name = "secrets", .schema = &s71},
-    {.name = "topics", .schema = &s31},
-    {.name = "variables", .schema = &s53},
+    {.name = "name", .schema = &s29},
+    {.name = "readme", .schema = &s32},
+    {.name = "repo", .schema = &s32},
+    {.name = "secrets", .schema = &s74},
+    {.name = "topics", .schema = &s34},
+    {.name = "variables", .schema = &s56},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s74},
+    {.name = "volumes", .schema = &s77},
 };
-static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 12};
-static const pe_xrpc_prop p77[] = {
+static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 12};
+static const pe_xrpc_prop p80[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s70},
+    {.name = "secret", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 2};
-static const pe_xrpc_prop p79[] = {
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 2};
+static const pe_xrpc_prop p82[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s70},
+    {.name = "secret", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 3};
-static const pe_xrpc_prop p81[] = {
+static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 3};
+static const pe_xrpc_prop p84[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
-static const pe_xrpc_prop p83[] = {
+static const pe_xrpc_schema s85 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
+static const pe_xrpc_prop p86[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s82},
+    {.name = "ports", .schema = &s85},
 };
-static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 4};
-static const pe_xrpc_prop p85[] = {
-    {.name = "service", .required = 1, .schema = &s84},
-};
-static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 1};
-static const pe_xrpc_prop p87[] = {
-    {.name = "serviceId", .required = 1, .schema = &s7},
-};
+static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p86, .n_props = 4};
 static const pe_xrpc_prop p88[] = {
-    {.name = "variable", .required = 1, .schema = &s70},
+    {.name = "service", .required = 1, .schema = &s87},
 };
 static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 1};
 static const pe_xrpc_prop p90[] = {
+    {.name = "serviceId", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_prop p91[] = {
+    {.name = "variable", .required = 1, .schema = &s73},
+};
+static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p91, .n_props = 1};
+static const pe_xrpc_prop p93[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s70},
+    {.name = "variable", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 2};
-static const pe_xrpc_prop p92[] = {
-    {.name = "volume", .required = 1, .schema = &s73},
+static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 2};
+static const pe_xrpc_prop p95[] = {
+    {.name = "volume", .required = 1, .schema = &s76},
 };
-static const pe_xrpc_schema s93 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p92, .n_props = 1};
-static const pe_xrpc_prop p94[] = {
+static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 1};
+static const pe_xrpc_prop p97[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s73},
+    {.name = "volume", .required = 1, .schema = &s76},
 };
-static const pe_xrpc_schema s95 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p94, .n_props = 2};
+static const pe_xrpc_schema s98 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p97, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -312,11 +318,23 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s15,
      .input_encoding = "application/json"},
-    {.nsid = "io.pocketenv.port.createPreviewLink",
+    {.nsid = "io.pocketenv.node.drainNode",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
      .input = &s18,
+     .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.node.listNodes",
+     .kind = PE_XRPC_QUERY,
+     .params = NULL,
+     .n_params = 0,
+     .input = NULL,
+     .input_encoding = NULL},
+    {.nsid = "io.pocketenv.port.createPreviewLink",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = NULL,
+     .n_params = 0,
+     .input = &s21,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.claimSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -328,25 +346,25 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s21,
+     .input = &s24,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createIntegration",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s23,
+     .input = &s26,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s33,
+     .input = &s36,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.createSnapshot",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s37,
+     .input = &s40,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.deleteSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -364,13 +382,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s39,
+     .input = &s42,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposePort",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s42,
+     .input = &s45,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.exposeVscode",
      .kind = PE_XRPC_PROCEDURE,
@@ -382,7 +400,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s45,
+     .input = &s48,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.getBackups",
      .kind = PE_XRPC_QUERY,
@@ -422,7 +440,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p46,
+     .params = p49,
      .n_params = 2,
      .input = NULL,
      .input_encoding = NULL},
@@ -460,55 +478,55 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s48,
+     .input = &s51,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s50,
+     .input = &s53,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putNetworkPolicy",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s52,
+     .input = &s55,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s55,
+     .input = &s58,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s57,
+     .input = &s60,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s59,
+     .input = &s62,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s61,
+     .input = &s64,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s63,
+     .input = &s66,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s65,
+     .input = &s68,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -520,19 +538,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s68,
+     .input = &s71,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s76,
+     .input = &s79,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s78,
+     .input = &s81,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -556,7 +574,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s80,
+     .input = &s83,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -566,57 +584,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p81,
+     .params = p84,
      .n_params = 1,
-     .input = &s86,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p81,
+     .params = p84,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
-     .input = &s86,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s89,
+     .input = &s92,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -640,13 +658,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s91,
+     .input = &s94,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s93,
+     .input = &s96,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -670,7 +688,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s95,
+     .input = &s98,
      .input_encoding = "application/json"},
 };
 

@@ -264,6 +264,25 @@ static const char *const migrations[] = {
     "  UNIQUE (did, rkey)"
     ");"
     "CREATE INDEX atproto_records_due ON atproto_records(next_at);",
+    /* 7: daemons sharing a store as one service (issue 22): each is a node
+     * with a lease it renews on its tick. Not a child of sandboxes: a
+     * sandbox names its node in provider_id, and a node's row outlives
+     * its sandboxes (and they it, when it is down). */
+    "CREATE TABLE nodes ("
+    "  id TEXT PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  address TEXT NOT NULL,"
+    "  version TEXT NOT NULL,"
+    "  labels TEXT NOT NULL DEFAULT '{}',"
+    "  mem_free BIGINT NOT NULL DEFAULT 0,"
+    "  cpus BIGINT NOT NULL DEFAULT 0,"
+    "  slots_free BIGINT NOT NULL DEFAULT 0,"
+    "  sandboxes BIGINT NOT NULL DEFAULT 0,"
+    "  draining INTEGER NOT NULL DEFAULT 0 CHECK (draining IN (0, 1)),"
+    "  lease_until BIGINT NOT NULL,"
+    "  started_at BIGINT NOT NULL,"
+    "  updated_at BIGINT NOT NULL"
+    ");",
 };
 
 const char *const pe__store_sandbox_children[] = {

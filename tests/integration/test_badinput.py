@@ -310,3 +310,22 @@ def test_malformed_snapshot_calls(daemon, method, params, body, status, message)
     assert st == status and message in out["message"], out
     assert daemon.call(SNAP + "getSnapshots")[1] == {"snapshots": []}
     assert daemon.healthy()
+
+
+@pytest.mark.parametrize("method,body,status,message", [
+    ("drainNode", {}, 400, "name"),
+    ("drainNode", {"name": ""}, 400, "name"),
+    ("drainNode", {"name": "x" * 300}, 400, "name"),
+    ("drainNode", {"name": 7}, 400, "name"),
+    ("drainNode", {"name": "n", "draining": "yes"}, 400, "draining"),
+    ("drainNode", {"name": "nosuch"}, 404, "no such node"),
+    ("listNodes", None, 200, None),
+])
+def test_malformed_node_calls(daemon, method, body, status, message):
+    st, out = daemon.call("io.pocketenv.node." + method, None, body, post=body is not None)
+    assert st == status, out
+    if message:
+        assert message in out["message"], out
+    else:
+        assert out == {"nodes": []}  # SQLite: no node rows, ever
+    assert daemon.healthy()

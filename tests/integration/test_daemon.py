@@ -346,6 +346,8 @@ def test_authz_matrix(daemon):
         check(*daemon.call("io.pocketenv.sandbox.getSandboxes", token=tok), want)
         check(*daemon.call("io.pocketenv.actor.getTerminalToken", token=tok), want)
         check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=tok), want)
+        check(*daemon.call("io.pocketenv.node.listNodes", token=tok), want)
+        check(*daemon.call("io.pocketenv.node.drainNode", body={"name": "x"}, token=tok), want)
         for m in SANDBOX_METHODS:
             for ident in (mine["id"], "private"):
                 check(*daemon.sandbox(m, ident, token=tok), want)
@@ -363,6 +365,18 @@ def test_authz_matrix(daemon):
                                 "params": {"protocolVersion": "2025-06-18"}}, daemon.token)
     assert st == 200
 
+    # Nodes (docs/cluster.md) are the daemon owner's; a node credential
+    # means nothing to a daemon without a cluster key (SQLite: one node).
+    check(*daemon.call("io.pocketenv.node.listNodes", token=other), (403, "Forbidden"))
+    check(*daemon.call("io.pocketenv.node.drainNode", body={"name": "x"}, token=other),
+          (403, "Forbidden"))
+    bodies = {"exec": {"command": "id"}, "startSandbox": {},
+              "putNetworkPolicy": {"policy": {"mode": "none"}}}
+    for m in SANDBOX_METHODS:
+        st, out = daemon.call(f"io.pocketenv.sandbox.{m}", {"id": mine["id"]}, bodies.get(m),
+                              token=None, post=m not in ("getSandbox", "getNetworkPolicy"),
+                              headers={"Authorization": "PocketenvNode v1.a.b.1.2.3.4.5"})
+        check(st, out, (401, "InvalidNodeCredential"))
     # Another user: the owner's sandbox does not exist for them.
     check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=other),
           (404, "PortNotFound"))

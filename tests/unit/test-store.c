@@ -22,6 +22,7 @@
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
+#include "pocketenv/store-nodes.h"
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-records.h"
 #include "pocketenv/store-usage.h"
@@ -318,6 +319,7 @@ BOTH(migration_provider_names)
     exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN backend", NULL, 0);
     exec_ok(s, "DROP TABLE snapshots", NULL, 0);       /* migration 5's */
     exec_ok(s, "DROP TABLE atproto_records", NULL, 0); /* migration 6's */
+    exec_ok(s, "DROP TABLE nodes", NULL, 0);           /* migration 7's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -551,6 +553,92 @@ BOTH(duplicate_name)
     ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(count_rows(s, "sandboxes"), 3);
+    pe_store_close(s);
+}
+
+/* Nodes (issue 22): a renewal keeps draining and started_at, a name is
+ * one node's, the list comes back by name, placement takes slots. */
+BOTH(nodes)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_node n = {.id = "n1",
+                       .name = "zeta",
+                       .address = "http://10.0.0.1:8789",
+                       .version = "0.1.0",
+                       .labels = "{\"zone\":\"a\"}",
+                       .slots_free = 5,
+                       .lease_until = 1000},
+                  got = {0}, *list = NULL;
+    size_t count = 0;
+    char *id = NULL;
+
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, true, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_set_draining(s, "zeta", true, &id, &err), 0);
+    ASSERT_EQ_STR(id, "n1");
+    free(id);
+    n.lease_until = 2000;
+    n.address = "http://10.0.0.9:8789";
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, false, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_get(s, "n1", &got, &err), 0);
+    ASSERT_EQ_INT(got.draining, 1);
+    ASSERT_EQ_INT(got.lease_until, 2000);
+    ASSERT_EQ_INT(got.slots_free, 5);
+    ASSERT_EQ_STR(got.address, "http://10.0.0.9:8789");
+    ASSERT_EQ_STR(got.labels, "{\"zone\":\"a\"}");
+    pe_store_node_clear(&got);
+    /* Another node may not take the name. */
+    n.id = "n2";
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, true, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EEXIST);
+    n.name = "alpha";
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, true, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_list(s, &list, &count, &err), 0);
+    ASSERT_EQ_INT(count, 2);
+    ASSERT_EQ_STR(list[0].name, "alpha");
+    ASSERT_EQ_INT(list[0].draining, 0);
+    pe_store_node_list_free(list, count);
+    /* Placement: zeta drains and both it and alpha are down (their lease
+     * ended at 2000 ms): only a live node with a free slot is chosen. */
+    {
+        pe_store_node live = {.id = "n3",
+                              .name = "live",
+                              .address = "http://10.0.0.3:8789",
+                              .labels = "{\"zone\":\"b\"}",
+                              .slots_free = 2,
+                              .lease_until = pe_store_now_ms() + 60000};
+        char *chosen = NULL;
+
+        ASSERT_EQ_INT(pe_store_node_put(s, &live, true, &err), 0);
+        ASSERT_EQ_INT(pe_store_node_place(s, NULL, &chosen, &err), 0);
+        ASSERT_EQ_STR(chosen, "n3");
+        free(chosen);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=b", &chosen, &err), 0);
+        free(chosen);
+        /* Its two slots are taken: none is left, with or without label. */
+        ASSERT_EQ_INT(pe_store_node_place(s, NULL, &chosen, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ESTATE);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=a", &chosen, &err), -1);
+        ASSERT_EQ_INT(err.code, PE_ESTATE);
+        /* A renewal gives the slots back (it runs no sandbox). */
+        ASSERT_EQ_INT(pe_store_node_put(s, &live, false, &err), 0);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=a", &chosen, &err), -1);
+        ASSERT_EQ_INT(pe_store_node_place(s, "zone=b", &chosen, &err), 0);
+        ASSERT_EQ_STR(chosen, "n3");
+        free(chosen);
+    }
+    /* A name held by a node that is up stays; one of a node that is down
+     * can be taken over. */
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "live", 5000, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "alpha", 5000, &err), 1);
+    ASSERT_EQ_INT(pe_store_node_get(s, "n2", &got, &err), 0);
+    ASSERT_EQ_STR(got.name, "alpha~n2");
+    pe_store_node_clear(&got);
+    ASSERT_EQ_INT(pe_store_node_free_name(s, "alpha", 5000, &err), 0);
+    ASSERT_EQ_INT(pe_store_node_set_draining(s, "nosuch", true, NULL, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_node_get(s, "nosuch", &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
     pe_store_close(s);
 }
 
@@ -1521,6 +1609,7 @@ int main(void)
                   sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups,
                         sqlite_usage, sqlite_records);
+    failed |= RUN_TESTS(sqlite_nodes, pg_nodes);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
         RUN_TESTS(pg_migrations, pg_migration_provider_names, pg_concurrent_open, pg_users,

@@ -1,0 +1,480 @@
+/* Any daemon answers any call: XRPC calls about a sandbox that another
+ * node runs are forwarded to that node (daemon/cluster.h, docs/cluster.md).
+ *
+ * The handlers of the calls that act on a running sandbox are wrapped at
+ * start. The wrapper authenticates the caller (the user's token, as the
+ * handler would), then a short job looks the sandbox up in the store:
+ *
+ *   not found, not the caller's, or this node's  -> the handler, as before
+ *   another node's, lease running                -> a long job sends the
+ *        same call there (libcurl) with a node credential carrying the
+ *        caller's DID, and relays the answer as it came
+ *   another node's, lease lapsed                 -> 503 NodeDown
+ *
+ * A call that arrives with a node credential is never forwarded again:
+ * one hop, whatever the receiving node thinks of the row. Reads the store
+ * alone answers (getSandbox, lists, variables...) are not wrapped: any
+ * node answers them from the shared store.
+ *
+ * Threading: the wrapper and the after callbacks run on the loop; the
+ * lookup and the HTTP call on pool threads, with copies of what they
+ * need. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <curl/curl.h>
+#include <sodium.h>
+
+#include "cluster.h"
+#include "core/log.h"
+#include "core/util.h"
+
+/* An answer bigger than this is not relayed (exec's output is cut at
+ * 1 MiB; nothing of the API comes near). */
+#define FORWARD_MAX_BODY (16u * 1024 * 1024)
+
+enum where { IN_PARAMS, IN_BODY, SERVICE_IN_PARAMS };
+
+struct wrapped {
+    const char *nsid;
+    enum where where;
+    const char *field;
+    pe_xrpc_handler fn; /* the handler it wraps */
+    void *ud;
+    pe_daemon *d;
+};
+
+/* Calls that touch the sandbox's processes, files or network: they must
+ * run on its node. */
+#define CALL(n, w, f)                                                                              \
+    {                                                                                              \
+        .nsid = (n), .where = (w), .field = (f)                                                    \
+    }
+static struct wrapped calls[] = {
+    CALL("io.pocketenv.sandbox.exec", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.startSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.stopSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.deleteSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.exposePort", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.unexposePort", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.exposeVscode", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.createBackup", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.createSnapshot", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.putNetworkPolicy", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.pushDirectory", IN_BODY, "sandboxId"),
+    CALL("io.pocketenv.sandbox.pullDirectory", IN_BODY, "sandboxId"),
+    CALL("io.pocketenv.sandbox.putTailscaleAuthKey", IN_BODY, "id"),
+    CALL("io.pocketenv.service.addService", IN_PARAMS, "sandboxId"),
+    CALL("io.pocketenv.service.startService", SERVICE_IN_PARAMS, "serviceId"),
+    CALL("io.pocketenv.service.stopService", SERVICE_IN_PARAMS, "serviceId"),
+    CALL("io.pocketenv.service.restartService", SERVICE_IN_PARAMS, "serviceId"),
+    CALL("io.pocketenv.service.deleteService", SERVICE_IN_PARAMS, "serviceId"),
+    CALL("io.pocketenv.service.updateService", SERVICE_IN_PARAMS, "serviceId"),
+    CALL("io.pocketenv.service.getServiceLogs", SERVICE_IN_PARAMS, "serviceId"),
+};
+
+enum verdict { LOCAL = 0, FORWARD, DOWN, NO_ROOM };
+
+/* One forwarded call, from the wrapper to the relayed answer. */
+struct fwd {
+    pe_xrpc_request *req;
+    struct wrapped *w;
+    enum verdict verdict;
+    char *node_id, *node_name, *address;
+    /* the call, made on the loop */
+    char *url, *body, *cred;
+    bool post;
+    char nonce[33];
+    /* the answer, filled on the worker */
+    long status;
+    char *answer;
+    size_t answer_len;
+    char proof[65];
+    bool proof_ok;
+    char why[PE_ERR_MSG_MAX]; /* NO_ROOM's */
+};
+
+static void fwd_free(struct fwd *f)
+{
+    free(f->node_id);
+    free(f->node_name);
+    free(f->address);
+    free(f->url);
+    free(f->body);
+    free(f->cred);
+    free(f->answer);
+    free(f);
+}
+
+/* ---- which node: a short job ---- */
+
+static void locate_work(pe_daemon_job *job, pe_store *s)
+{
+    struct fwd *f = job->ud;
+    pe_store_sandbox sb = {0};
+    pe_store_service svc = {0};
+    pe_store_node node = {0};
+    const char *sandbox = job->id;
+    pe_err ignored;
+
+    if (f->w->where == SERVICE_IN_PARAMS) {
+        if (pe_store_service_get(s, job->did, job->id, &svc, &ignored) < 0)
+            return; /* the handler says NotFound */
+        sandbox = svc.sandbox_id;
+    }
+    if (pe_store_sandbox_get(s, sandbox, &sb, &ignored) < 0 ||
+        strcmp(sb.owner_did, job->did) != 0) {
+        pe_store_sandbox_clear(&sb);
+        if (pe_store_sandbox_get_by_name(s, job->did, sandbox, &sb, &ignored) < 0)
+            goto out;
+    }
+    if (pe_daemon_is_mine(job->d, &sb) || sb.provider_id == NULL)
+        goto out;
+    if (pe_store_node_get(s, sb.provider_id, &node, &job->err) < 0) {
+        if (job->err.code != PE_ENOENT)
+            pe_daemon_job_fail(job, &job->err, NULL);
+        pe_err_clear(&job->err);
+        /* A node that never registered (rows of an older node id): as
+         * good as down. */
+        f->verdict = DOWN;
+        f->node_name = pe_xstrdup(sb.provider_id);
+        goto out;
+    }
+    f->node_id = pe_xstrdup(node.id);
+    f->node_name = pe_xstrdup(node.name);
+    f->address = pe_xstrdup(node.address);
+    f->verdict = pe_cluster_node_up(&node, pe_store_now_ms()) ? FORWARD : DOWN;
+out:
+    pe_store_node_clear(&node);
+    pe_store_sandbox_clear(&sb);
+    pe_store_service_clear(&svc);
+}
+
+static void respond_json(pe_xrpc_request *req, unsigned status, const char *name,
+                         const char *message)
+{
+    json_t *o = json_pack("{s:s,s:s}", "error", name, "message", message);
+    char *text = json_dumps(o, JSON_COMPACT);
+
+    pe_xrpc_respond_relayed(req, status, text, strlen(text));
+    free(text);
+    json_decref(o);
+}
+
+static void respond_down(struct fwd *f)
+{
+    char msg[512];
+
+    snprintf(msg, sizeof(msg),
+             "node %s is down: the sandbox runs there and cannot be reached until it is back",
+             f->node_name);
+    respond_json(f->req, 503, "NodeDown", msg);
+}
+
+/* ---- the call there: a long job ---- */
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct fwd *f = ud;
+    size_t n = size * nmemb;
+
+    if (f->answer_len + n > FORWARD_MAX_BODY)
+        return 0; /* libcurl fails the transfer */
+    f->answer = pe_xrealloc(f->answer, f->answer_len + n + 1);
+    memcpy(f->answer + f->answer_len, data, n);
+    f->answer_len += n;
+    f->answer[f->answer_len] = '\0';
+    return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+    struct fwd *f = ud;
+    size_t n = size * nmemb, hl = strlen(PE_CLUSTER_PROOF_HEADER);
+
+    if (n > hl + 1 && strncasecmp(data, PE_CLUSTER_PROOF_HEADER, hl) == 0 && data[hl] == ':') {
+        const char *v = data + hl + 1;
+        size_t vl = n - hl - 1;
+
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        if (vl == 64) {
+            memcpy(f->proof, v, 64);
+            f->proof[64] = '\0';
+        }
+    }
+    return n;
+}
+
+static void forward_work(pe_daemon_job *job, pe_store *s)
+{
+    struct fwd *f = job->ud;
+    struct curl_slist *h = NULL;
+    char want[65];
+    CURLcode rc;
+    CURL *c = curl_easy_init();
+    cleanup_free char *auth = pe_xasprintf("Authorization: %s", f->cred);
+
+    (void)s;
+    if (c == NULL) {
+        pe_err_set(&job->err, PE_XRPC_EUPSTREAM, 0, "libcurl: no handle");
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    h = curl_slist_append(h, auth);
+    h = curl_slist_append(h, "Content-Type: application/json");
+    h = curl_slist_append(h, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, f->url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    /* The other node bounds the call itself (--exec-timeout and the
+     * like); this only ends a call to a node that hangs. */
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)((job->d->exec_timeout + 120) * 1000));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, f);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, f);
+    if (f->post) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, f->body ? f->body : "");
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)(f->body ? strlen(f->body) : 0));
+    }
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &f->status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        pe_err_set(&job->err, PE_XRPC_EUPSTREAM, 0, "node %s (%s) did not answer: %s", f->node_name,
+                   f->address, curl_easy_strerror(rc));
+        return;
+    }
+    pe_cluster_proof(job->d->cluster, f->nonce, want);
+    f->proof_ok = sodium_memcmp(want, f->proof, 64) == 0;
+}
+
+static void forward_after(pe_daemon_job *job)
+{
+    struct fwd *f = job->ud;
+    char msg[600];
+
+    if (job->err.code != PE_OK) {
+        pe_log_warn("event=forward_failed nsid=%s node=%s reason=\"%s\"", f->w->nsid, f->node_name,
+                    job->err.msg);
+        snprintf(msg, sizeof(msg), "node %s, which runs the sandbox, did not answer", f->node_name);
+        respond_json(f->req, 502, "NodeUnreachable", msg);
+    } else if (!f->proof_ok) {
+        pe_log_warn("event=forward_unproven nsid=%s node=%s status=%ld", f->w->nsid, f->node_name,
+                    f->status);
+        snprintf(msg, sizeof(msg),
+                 "node %s answered without proof of the cluster key: its answer is not relayed",
+                 f->node_name);
+        respond_json(f->req, 502, "NodeUnreachable", msg);
+    } else {
+        pe_xrpc_respond_relayed(f->req, (unsigned)f->status, f->answer, f->answer_len);
+    }
+    fwd_free(f);
+}
+
+/* The query string of req's parameters, as the client sent them. */
+static char *query_of(json_t *params)
+{
+    const char *k;
+    json_t *v;
+    size_t len = 0, cap = 256;
+    char *q = pe_xmalloc(cap);
+
+    q[0] = '\0';
+    json_object_foreach(params, k, v)
+    {
+        char num[32];
+        const char *text = json_string_value(v);
+        char *ek, *ev;
+        size_t need;
+
+        if (json_is_integer(v))
+            snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v)), text = num;
+        else if (json_is_boolean(v))
+            text = json_is_true(v) ? "true" : "false";
+        if (text == NULL)
+            continue;
+        ek = curl_easy_escape(NULL, k, 0);
+        ev = curl_easy_escape(NULL, text, 0);
+        need = len + strlen(ek) + strlen(ev) + 3;
+        if (need > cap) {
+            cap = need * 2;
+            q = pe_xrealloc(q, cap);
+        }
+        len += (size_t)sprintf(q + len, "%s%s=%s", len ? "&" : "?", ek, ev);
+        curl_free(ek);
+        curl_free(ev);
+    }
+    return q;
+}
+
+static void start_forward(pe_daemon *d, struct fwd *f, const char *did)
+{
+    pe_xrpc_request *req = f->req;
+    pe_daemon_job *job;
+    cleanup_free char *q = NULL;
+    pe_err why;
+
+    if (!pe_cluster_has_key(d->cluster)) {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg),
+                 "the sandbox runs on node %s and this daemon has no cluster key "
+                 "(--cluster-key-file) to reach it: call that node",
+                 f->node_name);
+        respond_json(req, 503, "NodeUnreachable", msg);
+        fwd_free(f);
+        return;
+    }
+    q = query_of(req->params);
+    f->url = pe_xasprintf("%s/xrpc/%s%s", f->address, req->nsid, q);
+    f->post = req->kind == PE_XRPC_PROCEDURE;
+    f->body = req->body ? json_dumps(req->body, JSON_COMPACT) : NULL;
+    f->cred = pe_cluster_cred_mint(d->cluster, f->node_id, did, req->nsid, f->nonce);
+    job = pe_daemon_job_new(d, NULL, did, forward_work);
+    job->ud = f;
+    job->after = forward_after;
+    job->kind = PE_JOB_LONG;
+    pe_err_clear(&why);
+    if (pe_daemon_job_submit_why(job, &why) < 0) {
+        pe_xrpc_respond_err(req, &why);
+        fwd_free(f);
+    }
+}
+
+static void locate_after(pe_daemon_job *job)
+{
+    struct fwd *f = job->ud;
+
+    if (job->failed) {
+        pe_xrpc_respond_err(f->req, &job->err);
+        fwd_free(f);
+        return;
+    }
+    switch (f->verdict) {
+    case LOCAL:
+        f->w->fn(f->req, f->w->ud);
+        fwd_free(f);
+        return;
+    case DOWN:
+        respond_down(f);
+        fwd_free(f);
+        return;
+    case NO_ROOM:
+        respond_json(f->req, 503, "NoNodeAvailable", f->why);
+        fwd_free(f);
+        return;
+    case FORWARD:
+        start_forward(job->d, f, job->did);
+        return;
+    }
+}
+
+/* ---- placement: createSandbox goes to the node with the most room ---- */
+
+static void place_work(pe_daemon_job *job, pe_store *s)
+{
+    struct fwd *f = job->ud;
+    pe_store_node node = {0};
+    cleanup_free char *id = NULL;
+
+    if (pe_store_node_place(s, pe_cluster_place_label(job->d->cluster), &id, &job->err) < 0) {
+        if (job->err.code != PE_ESTATE) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+        f->verdict = NO_ROOM;
+        snprintf(f->why, sizeof(f->why), "%s", job->err.msg);
+        pe_err_clear(&job->err);
+        return;
+    }
+    if (strcmp(id, job->d->node) == 0)
+        return; /* LOCAL */
+    if (pe_store_node_get(s, id, &node, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    f->node_id = pe_xstrdup(node.id);
+    f->node_name = pe_xstrdup(node.name);
+    f->address = pe_xstrdup(node.address);
+    f->verdict = FORWARD;
+    pe_store_node_clear(&node);
+}
+
+static struct wrapped create_call = {.nsid = "io.pocketenv.sandbox.createSandbox"};
+
+/* ---- the wrapper ---- */
+
+static bool is_node_call(const pe_xrpc_request *req)
+{
+    return req->authorization &&
+           strncmp(req->authorization, PE_CLUSTER_SCHEME, strlen(PE_CLUSTER_SCHEME)) == 0;
+}
+
+static void on_call(pe_xrpc_request *req, void *ud)
+{
+    struct wrapped *w = ud;
+    pe_daemon *d = w->d;
+    json_t *from = w->where == IN_BODY ? req->body : req->params;
+    const char *ref = json_string_value(json_object_get(from, w->field));
+    struct fwd *f;
+    pe_daemon_job *job;
+    char *did;
+    pe_err why;
+
+    /* Forwarded to us (one hop: ours to run), or nothing to look up.
+     * Placement needs the key: without it only this node is reachable. */
+    if (is_node_call(req) || (ref == NULL && w != &create_call) ||
+        (w == &create_call && !pe_cluster_has_key(d->cluster))) {
+        w->fn(req, w->ud);
+        return;
+    }
+    did = pe_daemon_auth(d, req);
+    if (did == NULL)
+        return;
+    f = pe_xcalloc(1, sizeof(*f));
+    f->req = req;
+    f->w = w;
+    job = pe_daemon_job_new(d, NULL, did, w == &create_call ? place_work : locate_work);
+    job->id = ref ? pe_xstrdup(ref) : NULL;
+    job->ud = f;
+    job->after = locate_after;
+    free(did);
+    pe_err_clear(&why);
+    if (pe_daemon_job_submit_why(job, &why) < 0) {
+        pe_xrpc_respond_err(req, &why);
+        fwd_free(f);
+        return;
+    }
+    pe_http_response_defer(req);
+}
+
+static int wrap(pe_daemon *d, struct wrapped *w, pe_err *err)
+{
+    if (pe_xrpc_handler_get(d->srv, w->nsid, &w->fn, &w->ud) < 0)
+        return pe_err_set(err, PE_ENOENT, 0, "cluster: %s has no handler to wrap", w->nsid);
+    w->d = d;
+    return pe_xrpc_register(d->srv, w->nsid, on_call, w, err);
+}
+
+int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err)
+{
+    if (wrap(d, &create_call, err) < 0)
+        return -1;
+    for (size_t i = 0; i < PE_ARRAY_LEN(calls); i++)
+        if (wrap(d, &calls[i], err) < 0)
+            return -1;
+    return 0;
+}

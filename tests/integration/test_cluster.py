@@ -1,0 +1,390 @@
+"""Many daemons as one service (issue 22, docs/cluster.md).
+
+One PostgreSQL server (Debian's, Unix socket only, as test_daemon_postgres)
+and three daemons, a, b and c, each in a network namespace of its own that
+the module makes: a bridge in a hub namespace, a veth from each node's
+namespace to it, and one from this (the test's) namespace, all in a /24
+that only these namespaces use. Each daemon has its own data directory;
+they share the store, the cluster key and DATA/keys (one service, one
+token key). The module reuses the three daemons throughout; the test that
+kills c runs last.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import BIN, wait_for
+from test_daemon import Daemon
+from test_daemon_postgres import pg  # noqa: F401 (module fixture)
+
+LEASE = 2.0
+TAG = f"{os.getpid() % 10000}"
+SUBNET = f"10.231.{os.getpid() % 250}"
+HUB = f"pe-cl-hub-{TAG}"
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+class Node:
+    def __init__(self, name, index, top, store, key_file):
+        self.name = name
+        self.ns = f"pe-cl-{name}-{TAG}"
+        self.addr = f"{SUBNET}.{index}"
+        self.top = top
+        self.data = os.path.join(top, name, "data")
+        os.makedirs(os.path.dirname(self.data))
+        self.store = store
+        self.key_file = key_file
+        self.d = Daemon(self.data, 8789, os.path.join(top, name, "token.json"))
+        self.d.url = f"http://{self.addr}:8789"
+        self.log_path = os.path.join(top, name, "daemon.log")
+        subprocess.run([BIN, "--data", self.data, "image", "build", "busybox"], check=True,
+                       capture_output=True, text=True)
+
+    def start(self):
+        self.log = open(self.log_path, "a")
+        # nsenter, not `ip netns exec`: that also mounts a sysfs of its own,
+        # which hides the cgroup2 mount the runtime needs.
+        self.d.proc = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.ns}", BIN, "serve", "--listen", f"{self.addr}:8789",
+             "--data", self.data, "--token-file", self.d.token_file, "--rate-limit", "0",
+             "--sandbox-net", "none", "--store", self.store, "--cluster-key-file",
+             self.key_file, "--node-name", self.name, "--node-lease", str(LEASE)],
+            stderr=self.log)
+        wait_for(lambda: self.d.healthy() or self.d.proc.poll() is not None, 20, "/healthz")
+        assert self.d.proc.poll() is None, self.log_text()
+        with open(self.d.token_file) as f:
+            self.d.token = json.load(f)["token"]
+        return self.d
+
+    def log_text(self):
+        self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def kill9(self):
+        self.d.proc.send_signal(signal.SIGKILL)
+        self.d.proc.wait(10)
+
+    def stop(self):
+        self.d.proc.send_signal(signal.SIGTERM)
+        return self.d.proc.wait(30)
+
+    def node_id(self):
+        with open(os.path.join(self.data, "node-id")) as f:
+            return f.read().strip()
+
+    def runtime_names(self):
+        p = subprocess.run([BIN, "--data", self.data, "runtime", "ls", "--json"],
+                           capture_output=True, text=True, check=True)
+        return {s["name"] for s in json.loads(p.stdout)}
+
+
+def make_network(names):
+    ip("netns", "add", HUB)
+    ip("-n", HUB, "link", "set", "lo", "up")
+    ip("-n", HUB, "link", "add", "br0", "type", "bridge")
+    ip("-n", HUB, "link", "set", "br0", "up")
+    # This namespace's way in: the host end keeps SUBNET.254.
+    ip("link", "add", f"pecl{TAG}h", "type", "veth", "peer", "name", "to-host", "netns", HUB)
+    ip("-n", HUB, "link", "set", "to-host", "master", "br0", "up")
+    ip("addr", "add", f"{SUBNET}.254/24", "dev", f"pecl{TAG}h")
+    ip("link", "set", f"pecl{TAG}h", "up")
+    for i, name in enumerate(names, 1):
+        ns = f"pe-cl-{name}-{TAG}"
+        ip("netns", "add", ns)
+        ip("-n", ns, "link", "set", "lo", "up")
+        ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", f"to-{name}",
+           "netns", HUB)
+        ip("-n", HUB, "link", "set", f"to-{name}", "master", "br0", "up")
+        ip("-n", ns, "addr", "add", f"{SUBNET}.{i}/24", "dev", "eth0")
+        ip("-n", ns, "link", "set", "eth0", "up")
+
+
+def drop_network(names):
+    ip("link", "del", f"pecl{TAG}h", check=False)
+    for name in names:
+        ip("netns", "del", f"pe-cl-{name}-{TAG}", check=False)
+    ip("netns", "del", HUB, check=False)
+
+
+class Cluster:
+    def __init__(self, nodes, key):
+        self.nodes = nodes
+        self.key = key
+        self.a, self.b, self.c = (n.d for n in nodes)
+
+    def mint(self, to_node, did, what, ms=None, from_node="test"):
+        """A node credential as daemon/cluster.c makes them, with the key."""
+        k = hashlib.blake2b(self.key, digest_size=32, key=b"pocketenv-cluster").digest()
+        ms = str(int(time.time() * 1000) if ms is None else ms)
+        nonce = secrets.token_hex(16)
+        msg = "".join(p + "\n" for p in ["pocketenv-node-v1", from_node, to_node, ms, nonce,
+                                          did, what]).encode()
+        mac = hmac.new(k, msg, hashlib.sha512).digest()[:32]
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        return f"PocketenvNode v1.{from_node}.{to_node}.{ms}.{nonce}.{b64(did.encode())}." \
+               f"{b64(what.encode())}.{b64(mac)}"
+
+
+@pytest.fixture(scope="module")
+def cluster(pg, tmp_path_factory):  # noqa: F811 (the fixture imported above)
+    names = ["a", "b", "c"]
+    top = str(tmp_path_factory.mktemp("cluster"))
+    key = base64.b64encode(secrets.token_bytes(48))
+    key_file = os.path.join(top, "cluster.key")
+    with open(key_file, "wb") as f:
+        f.write(key + b"\n")
+    os.chmod(key_file, 0o600)
+    store = pg()
+    drop_network(names)
+    make_network(names)
+    nodes = []
+    try:
+        for i, name in enumerate(names, 1):
+            nodes.append(Node(name, i, top, store, key_file))
+        nodes[0].start()
+        # One service: every node has a's keys (tokens, sealing, owner).
+        for n in nodes[1:]:
+            shutil.copytree(os.path.join(nodes[0].data, "keys"), os.path.join(n.data, "keys"))
+            n.start()
+        yield Cluster(nodes, key.strip())
+    finally:
+        for n in nodes:
+            if n.d.proc and n.d.proc.poll() is None:
+                for sb in sandboxes(n.d):
+                    n.d.sandbox("deleteSandbox", sb["id"])
+        codes = {n.name: n.stop() for n in nodes if n.d.proc and n.d.proc.poll() is None}
+        drop_network(names)
+        # A clean stop (and, under ASan, no leak or error at exit).
+        assert all(rc == 0 for rc in codes.values()), codes
+
+
+def sandboxes(d):
+    st, o = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
+    assert st == 200, o
+    return o["sandboxes"]
+
+
+def create(d, name):
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox", "name": name})
+    assert st == 200, sb
+    d.wait_status(sb["id"], ["RUNNING"], timeout=60)
+    return sb
+
+
+def drain(d, name, draining=True):
+    st, o = d.call("io.pocketenv.node.drainNode", body={"name": name, "draining": draining})
+    assert st == 200 and o["draining"] is draining, o
+
+
+@pytest.fixture(scope="module")
+def on_c(cluster):
+    """A sandbox that c runs, created through a: a and b drain meanwhile,
+    so placement has no other choice."""
+    drain(cluster.a, "a")
+    drain(cluster.a, "b")
+    try:
+        sb = create(cluster.a, "made-on-c")
+    finally:
+        drain(cluster.a, "a", False)
+        drain(cluster.a, "b", False)
+    assert sb["id"] in cluster.nodes[2].runtime_names()
+    assert sb["id"] not in cluster.nodes[0].runtime_names()
+    return sb
+
+
+def test_nodes_register_with_a_lease(cluster):
+    st, o = cluster.a.call("io.pocketenv.node.listNodes")
+    assert st == 200, o
+    by = {n["name"]: n for n in o["nodes"]}
+    assert set(by) == {"a", "b", "c"}
+    assert all(n["status"] == "UP" and not n["draining"] for n in by.values())
+    assert by["a"]["self"] and not by["b"]["self"]
+    assert by["c"]["address"] == f"http://{SUBNET}.3:8789"
+    assert by["b"]["id"] == cluster.nodes[1].node_id()
+    # The owner's only: another user is refused, no token is 401.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    assert cluster.a.call("io.pocketenv.node.listNodes", token=bob)[0] == 403
+    assert cluster.a.call("io.pocketenv.node.listNodes", token=None)[0] == 401
+    assert cluster.b.call("io.pocketenv.node.drainNode", body={"name": "c"}, token=bob)[0] == 403
+
+
+def test_cli_node_ls_and_drain(cluster):
+    env = dict(os.environ, POCKETENV_API_URL=cluster.b.url, POCKETENV_TOKEN=cluster.b.token,
+               NO_COLOR="1")
+
+    def cli(*args):
+        return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=30)
+    p = cli("node", "ls")
+    assert p.returncode == 0, p.stderr
+    rows = {line.split()[0]: line.split() for line in p.stdout.splitlines()[1:]}
+    assert set(rows) == {"a", "b", "c"} and rows["c"][1] == "UP", p.stdout
+    assert "b *" in p.stdout  # the node that answered
+    p = cli("node", "drain", "c")
+    assert p.returncode == 0 and "Node c drains" in p.stdout, p.stderr
+    nodes = json.loads(cli("node", "ls", "--json").stdout)
+    assert {n["name"]: n["draining"] for n in nodes} == {"a": False, "b": False, "c": True}
+    assert cli("node", "undrain", "c").returncode == 0
+    p = cli("node", "drain", "nosuch")
+    assert p.returncode != 0 and "no such node" in p.stderr, (p.stdout, p.stderr)
+    bob = cluster.b.token_for("did:plc:clusterbob")
+    p = subprocess.run([BIN, "node", "ls"], capture_output=True, text=True, timeout=30,
+                       env=dict(env, POCKETENV_TOKEN=bob))
+    assert p.returncode != 0 and "owner" in p.stderr, p.stderr
+
+
+def test_drain_is_kept_across_renewals(cluster):
+    st, o = cluster.b.call("io.pocketenv.node.drainNode", body={"name": "b"})
+    assert st == 200 and o == {"id": cluster.nodes[1].node_id(), "draining": True}
+    time.sleep(LEASE)  # several renewals of b's row (each lease/3)
+    nodes = {n["name"]: n for n in cluster.a.call("io.pocketenv.node.listNodes")[1]["nodes"]}
+    assert nodes["b"]["draining"] and nodes["b"]["status"] == "UP"
+    st, o = cluster.a.call("io.pocketenv.node.drainNode", body={"name": "b", "draining": False})
+    assert st == 200 and o["draining"] is False
+    st, o = cluster.a.call("io.pocketenv.node.drainNode", body={"name": "nosuch"})
+    assert st == 404 and o["error"] == "NodeNotFound"
+
+
+def test_exec_through_another_node_runs_on_the_owning_node(cluster, on_c):
+    assert on_c["id"] not in cluster.nodes[0].runtime_names()
+    st, out = cluster.a.sandbox("exec", on_c["id"], {"command": "echo via-a; cat /proc/1/comm"})
+    assert st == 200, out
+    assert out["stdout"].startswith("via-a\n")
+    # By name too, and through b.
+    st, out = cluster.b.sandbox("exec", "made-on-c", {"command": "echo via-b"})
+    assert st == 200 and out["stdout"] == "via-b\n", out
+    # A failed command's answer is relayed as it came.
+    st, out = cluster.a.sandbox("exec", on_c["id"], {"command": "exit 3"})
+    assert st == 200 and out["exitCode"] == 3, out
+
+
+def where(cluster, ident):
+    return {n.name for n in cluster.nodes if ident in n.runtime_names()}
+
+
+def test_placement_spreads_and_skips_a_drained_node(cluster, on_c):
+    # c runs on_c: a and b have the most room, so they get the next two.
+    made = [create(cluster.a, f"placed-{i}") for i in range(2)]
+    assert {w for sb in made for w in where(cluster, sb["id"])} == {"a", "b"}
+    # No new sandbox on a drained node, whoever is asked.
+    drain(cluster.a, "a")
+    try:
+        more = [create(cluster.a, "placed-2"), create(cluster.b, "placed-3")]
+        assert all(where(cluster, sb["id"]) <= {"b", "c"} for sb in more)
+        assert all(len(where(cluster, sb["id"])) == 1 for sb in more)
+        made += more
+    finally:
+        drain(cluster.a, "a", False)
+    for sb in made:
+        st, out = cluster.c.sandbox("exec", sb["id"], {"command": "echo placed"})
+        assert st == 200 and out["stdout"] == "placed\n", out
+        assert cluster.b.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert not any(where(cluster, sb["id"]) for sb in made)
+
+
+def test_authz_holds_through_forwarding(cluster, on_c):
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = d.sandbox("exec", on_c["id"], {"command": "echo x"}, token=bob)
+        assert st == 404, (d.url, st, o)
+        st, o = d.sandbox("stopSandbox", "made-on-c", token=bob)
+        assert st == 404, (d.url, st, o)
+    # A client header naming an identity is nobody.
+    st, o = cluster.a.call("io.pocketenv.sandbox.exec", {"id": on_c["id"]},
+                           {"command": "echo x"}, token=None,
+                           headers={"X-Pocketenv-Did": "did:plc:clusterbob"})
+    assert st == 401
+
+
+def test_node_credentials_are_checked(cluster, on_c):
+    c_id = cluster.nodes[2].node_id()
+    a_id = cluster.nodes[0].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    nsid = "io.pocketenv.sandbox.exec"
+
+    def call(cred, d=cluster.c):
+        return d.call(nsid, {"id": on_c["id"]}, {"command": "echo node"}, token=None,
+                      headers={"Authorization": cred})
+
+    good = cluster.mint(c_id, owner, nsid)
+    st, o = call(good)
+    assert st == 200 and o["stdout"] == "node\n", o
+    # The same credential again: a replay.
+    st, o = call(good)
+    assert st == 401 and o["error"] == "InvalidNodeCredential" and "replayed" in o["message"]
+    # Expired, for another node, for another call, made with another key, garbage.
+    old = cluster.mint(c_id, owner, nsid, ms=int(time.time() * 1000) - 120_000)
+    assert call(old)[1]["message"].endswith("expired")
+    assert call(cluster.mint(a_id, owner, nsid))[1]["message"].endswith("wrong_node")
+    other = cluster.mint(c_id, owner, "io.pocketenv.sandbox.getSandbox")
+    assert call(other)[1]["message"].endswith("wrong_node")
+    forged = Cluster(cluster.nodes, b"another key of at least thirty-two bytes!").mint(
+        c_id, owner, nsid)
+    assert call(forged)[1]["message"].endswith("bad_mac")
+    for junk in ("PocketenvNode ", "PocketenvNode v1.a.b", "PocketenvNode " + "x" * 5000):
+        st, o = call(junk)
+        assert st == 401 and o["error"] == "InvalidNodeCredential", (junk[:40], o)
+    # None of these ran anything: only the good call is in c's log as served.
+    assert "node credential refused" in cluster.nodes[2].log_text()
+
+
+def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
+    drain(cluster.b, "a")
+    try:
+        on_b = create(cluster.c, "made-on-b")  # c has on_c already: b has more room
+    finally:
+        drain(cluster.b, "a", False)
+    assert where(cluster, on_b["id"]) == {"b"}
+    c = cluster.nodes[2]
+    c.kill9()
+    killed = time.monotonic()
+
+    def down():
+        st, o = cluster.a.sandbox("exec", on_c["id"], {"command": "true"})
+        return o if st == 503 else None
+    o = wait_for(down, LEASE + 3, "a to see c down")
+    assert time.monotonic() - killed < LEASE + 3
+    assert o["error"] == "NodeDown" and "node c is down" in o["message"]
+    nodes = {n["name"]: n for n in cluster.a.call("io.pocketenv.node.listNodes")[1]["nodes"]}
+    assert nodes["c"]["status"] == "DOWN" and nodes["a"]["status"] == "UP"
+    # a and b keep serving, b's sandbox through a included.
+    st, out = cluster.a.sandbox("exec", on_b["id"], {"command": "echo still"})
+    assert st == 200 and out["stdout"] == "still\n", out
+    # Nothing of c's sandbox left the store; its views say why it is out of reach.
+    st, o = cluster.b.sandbox("getSandbox", on_c["id"])
+    assert st == 200 and o["sandbox"]["name"] == "made-on-c"
+    assert o["sandbox"]["statusReason"] == "node c is down", o
+    listed = {s["id"]: s for s in sandboxes(cluster.a)}
+    assert listed[on_c["id"]]["statusReason"] == "node c is down"
+    assert "statusReason" not in listed[on_b["id"]]
+    # c comes back and re-adopts it.
+    c.start()
+    wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "echo back"})[0] == 200,
+             LEASE + 10, "c's sandbox reachable again")
+    st, out = cluster.a.sandbox("exec", on_c["id"], {"command": "echo back"})
+    assert out["stdout"] == "back\n"
+    assert "statusReason" not in cluster.b.sandbox("getSandbox", on_c["id"])[1]["sandbox"]
+    assert cluster.a.sandbox("deleteSandbox", on_b["id"])[0] == 200
+
+
+def test_sqlite_stays_single_node(tmp_path):
+    key = tmp_path / "k"
+    key.write_bytes(secrets.token_bytes(40))
+    key.chmod(0o600)
+    p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "d"),
+                        "--token-file", str(tmp_path / "t.json"), "--cluster-key-file", str(key)],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0 and "PostgreSQL" in p.stderr, p.stderr
