@@ -146,12 +146,12 @@ static size_t nxdomain(unsigned char *q, size_t n)
     return end;
 }
 
-static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
+/* Under fwd_mu. */
+static void remember_locked(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
 {
     int64_t now = pe_store_now_ms();
     learned *slot = NULL;
 
-    pthread_mutex_lock(&fwd_mu);
     for (size_t i = 0; i < LEARNED_MAX; i++) {
         learned *l = &f->seen[i];
         if (l->addr == addr && strcmp(l->name, name) == 0) {
@@ -164,6 +164,12 @@ static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
     snprintf(slot->name, sizeof(slot->name), "%s", name);
     slot->addr = addr;
     slot->expires_ms = now + (int64_t)ttl * 1000;
+}
+
+static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
+{
+    pthread_mutex_lock(&fwd_mu);
+    remember_locked(f, name, addr, ttl);
     pthread_mutex_unlock(&fwd_mu);
 }
 
@@ -325,6 +331,92 @@ static void serve_query(fwd *f, int up, unsigned char *q, size_t n, const reply 
     json_decref(policy);
 }
 
+/* Does sandbox id's resolver hold name (NULL: any name policy allows) at
+ * addr with TTL left? */
+static bool seen_at(const char *id, const json_t *policy, const char *name, uint32_t addr)
+{
+    int64_t now = pe_store_now_ms();
+    bool found = false;
+
+    pthread_mutex_lock(&fwd_mu);
+    for (fwd *f = fwd_list; f && !found; f = f->next) {
+        if (strcmp(f->id, id) != 0)
+            continue;
+        for (size_t i = 0; i < LEARNED_MAX && !found; i++) {
+            const learned *l = &f->seen[i];
+            found = l->addr == addr && l->expires_ms > now &&
+                    (name ? strcmp(l->name, name) == 0 : pe_egress_name_allowed(policy, l->name));
+        }
+    }
+    pthread_mutex_unlock(&fwd_mu);
+    return found;
+}
+
+/* A query for name's A records, id 0x7065, into q (DNS_MAX); its length,
+ * or 0 if name does not fit. */
+static size_t a_query(const char *name, unsigned char *q)
+{
+    size_t n = NS_HFIXEDSZ;
+    const char *p = name;
+
+    memset(q, 0, NS_HFIXEDSZ);
+    q[0] = 0x70, q[1] = 0x65, q[2] = 0x01; /* RD */
+    q[5] = 1;                              /* QDCOUNT */
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t l = dot ? (size_t)(dot - p) : strlen(p);
+        if (l == 0 || l > 63 || n + 1 + l + 5 > DNS_MAX)
+            return 0;
+        q[n++] = (unsigned char)l;
+        memcpy(q + n, p, l);
+        n += l;
+        p += l + (dot ? 1 : 0);
+    }
+    q[n++] = 0;
+    q[n++] = 0, q[n++] = ns_t_a, q[n++] = 0, q[n++] = ns_c_in;
+    return n;
+}
+
+bool pe_daemon_egress_resolves(pe_runtime *rt, const char *id, const json_t *policy,
+                               const char *name, uint32_t addr)
+{
+    unsigned char q[DNS_MAX], a[DNS_MAX];
+    cleanup_fd int up = -1;
+    size_t qn;
+    ssize_t got;
+    ns_msg msg;
+    bool found = false;
+
+    (void)rt;
+    if (seen_at(id, policy, name, addr))
+        return true;
+    if (name == NULL || (qn = a_query(name, q)) == 0)
+        return false;
+    /* Not in our view (its TTL ran out, or the client had it cached):
+     * ask again, as the sandbox's own lookup would. */
+    up = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (up < 0 || (got = ask_upstream(up, q, qn, a, sizeof(a))) < 0 ||
+        ns_initparse(a, (int)got, &msg) < 0)
+        return false;
+    pthread_mutex_lock(&fwd_mu);
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        ns_rr rr;
+        uint32_t v;
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
+            ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
+            continue;
+        memcpy(&v, ns_rr_rdata(rr), 4);
+        if (ntohl(v) != addr)
+            continue;
+        found = true;
+        for (fwd *f = fwd_list; f; f = f->next)
+            if (strcmp(f->id, id) == 0)
+                remember_locked(f, name, addr, ns_rr_ttl(rr));
+    }
+    pthread_mutex_unlock(&fwd_mu);
+    return found;
+}
+
 static void fwd_free(fwd *f)
 {
     pthread_mutex_lock(&fwd_mu);
@@ -456,6 +548,7 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->next = fwd_list;
     fwd_list = f;
     pthread_mutex_unlock(&fwd_mu);
+    pe_daemon_egress_proxy_start(&d->rt, id, pid, netns);
     if (pthread_create(&t, NULL, fwd_thread, f) != 0) {
         fwd_free(f);
         return;
@@ -626,6 +719,7 @@ static void put_work(pe_daemon_job *job, pe_store *s)
                     policy ? json_string_value(json_object_get(policy, "mode")) : "default");
         if (policy != NULL)
             fwd_ensure(job->d, sb.id);
+        pe_daemon_egress_proxy_recheck(&job->d->rt, sb.id);
         job->out = view(policy ? json_incref(policy) : NULL);
     }
     pe_store_sandbox_clear(&sb);

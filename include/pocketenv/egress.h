@@ -22,6 +22,14 @@
 #include "pocketenv/runtime.h"
 
 #define PE_EGRESS_MAX_ENTRIES 256
+/* The daemon's name-checking proxy listens on 127.0.0.1 of the sandbox's
+ * namespace at this port (a privileged one: the sandbox's unprivileged
+ * users cannot take it first); the table redirects TCP to ports 80, 443
+ * and the policy's ports there. Its connections out are made from the
+ * same namespace with this socket mark, which the sandbox cannot set (it
+ * has no CAP_NET_ADMIN there): not redirected again, let through. */
+#define PE_EGRESS_PROXY_PORT 999
+#define PE_EGRESS_PROXY_MARK 0x70650001u
 
 /* Check in and return its normalized copy (every key present, names
  * lower-cased, CIDRs with their host bits cleared), or NULL with err
@@ -56,6 +64,21 @@ int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err
  * SOCK_STREAM listening), where the policy's table sends every DNS query
  * of the sandbox. Non-blocking. */
 int pe_egress_dns_socket(int netns, int type, pe_err *err);
+/* In netns: the proxy's listening socket (127.0.0.1:PE_EGRESS_PROXY_PORT,
+ * non-blocking). */
+int pe_egress_proxy_socket(int netns, pe_err *err);
+/* In netns: a TCP socket marked PE_EGRESS_PROXY_MARK, for the proxy's
+ * connection to where the sandbox wanted to go. Non-blocking. */
+int pe_egress_out_socket(int netns, pe_err *err);
+/* Is port one the table sends to the proxy under policy? */
+bool pe_egress_port_proxied(const json_t *policy, unsigned port);
+/* Does the policy list port, or list none (all allowed)? */
+bool pe_egress_port_allowed(const json_t *policy, unsigned port);
+/* Is the IPv4 address (host order) inside one of the allowCidrs? */
+bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr);
+/* Is name in the policy's denyDomains? */
+bool pe_egress_name_denied(const json_t *policy, const char *name);
+
 /* In netns: let the sandbox reach addrs (host order) for ttls seconds. */
 int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls, size_t n,
                           pe_err *err);

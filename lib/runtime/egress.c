@@ -241,12 +241,12 @@ bool pe_egress_name_allowed(const json_t *policy, const char *name)
     return any_match(json_object_get(policy, "allowDomains"), name);
 }
 
-bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
+static bool in_cidrs(const json_t *list, uint32_t addr)
 {
     const json_t *v;
     size_t i;
 
-    json_array_foreach(json_object_get(policy, "denyCidrs"), i, v)
+    json_array_foreach(list, i, v)
     {
         uint32_t net;
         int prefix;
@@ -254,6 +254,47 @@ bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
             (addr & (prefix == 0 ? 0 : ~0u << (32 - prefix))) == net)
             return true;
     }
+    return false;
+}
+
+bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
+{
+    return in_cidrs(json_object_get(policy, "denyCidrs"), addr);
+}
+
+bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr)
+{
+    return in_cidrs(json_object_get(policy, "allowCidrs"), addr);
+}
+
+bool pe_egress_name_denied(const json_t *policy, const char *name)
+{
+    return any_match(json_object_get(policy, "denyDomains"), name);
+}
+
+bool pe_egress_port_allowed(const json_t *policy, unsigned port)
+{
+    const json_t *ports = json_object_get(policy, "ports"), *v;
+    size_t i;
+
+    if (json_array_size(ports) == 0)
+        return true;
+    json_array_foreach(ports, i, v) if (json_integer_value(v) == (json_int_t)port) return true;
+    return false;
+}
+
+bool pe_egress_port_proxied(const json_t *policy, unsigned port)
+{
+    const char *mode = json_string_value(json_object_get(policy, "mode"));
+    const json_t *v;
+    size_t i;
+
+    if (mode == NULL || strcmp(mode, "none") == 0)
+        return false;
+    if (port == 80 || port == 443)
+        return true;
+    json_array_foreach(json_object_get(policy, "ports"), i,
+                       v) if (json_integer_value(v) == (json_int_t)port) return true;
     return false;
 }
 
@@ -285,7 +326,7 @@ static uint32_t new_generation(void)
 {
     uint32_t g = 0;
 
-    while (g == 0)
+    while (g == 0 || g == PE_EGRESS_PROXY_MARK)
         if (getrandom(&g, sizeof(g), 0) != (ssize_t)sizeof(g))
             g = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     return g;
@@ -320,7 +361,7 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
 
     if (f == NULL)
         abort();
-    fprintf(f, "define GEN = 0x%08x\n", gen);
+    fprintf(f, "define GEN = 0x%08x\ndefine PMARK = 0x%08x\n", gen, PE_EGRESS_PROXY_MARK);
     fprintf(f, "add table " T "\ndelete table " T "\nadd table " T "\n");
     fprintf(f, "add set " T " dns4 { type ipv4_addr; flags timeout; }\n");
     fprintf(f, "add set " T " keep4 { type ipv4_addr; }\n");
@@ -334,10 +375,21 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     put_set(f, "allow4", "ipv4_addr", json_object_get(policy, "allowCidrs"), false);
     put_set(f, "deny4", "ipv4_addr", json_object_get(policy, "denyCidrs"), false);
     put_set(f, "ports", "inet_service", json_object_get(policy, "ports"), true);
+    fprintf(f, "add set " T " proxied { type inet_service; }\n"
+               "add element " T " proxied { 80, 443 }\n");
+    put_set(f, "proxied", "inet_service", json_object_get(policy, "ports"), true);
     /* DNS: every query goes to the daemon's socket, whatever its address. */
     fprintf(f, "add chain " T " dns { type nat hook output priority -100; policy accept; }\n"
                "add rule " T " dns meta nfproto ipv4 udp dport 53 redirect to :53\n"
                "add rule " T " dns meta nfproto ipv4 tcp dport 53 redirect to :53\n");
+    /* HTTP, TLS and the policy's ports: to the daemon's proxy, which checks
+     * the name the client sends (Host, SNI) and connects for it (with its
+     * mark: not sent back here). */
+    if (allowlist || open)
+        fprintf(f,
+                "add rule " T " dns meta nfproto ipv4 meta mark != $PMARK ip daddr != 127.0.0.0/8 "
+                "tcp dport @proxied redirect to :%d\n",
+                PE_EGRESS_PROXY_PORT);
     /* Refused at once, so that clients fail fast (and cut connections end). */
     fprintf(f, "add chain " T " refuse\n"
                "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
@@ -347,6 +399,8 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
                "add rule " T " out ip6 daddr ::1 accept\n"
                "add rule " T " out meta nfproto ipv6 drop\n"
                "add rule " T " out ip daddr @deny4 jump refuse\n"
+               /* the proxy's connections (it checked them; it cuts them on a change) */
+               "add rule " T " out meta mark $PMARK ct mark set $PMARK accept\n"
                "add rule " T " out ct mark $GEN accept\n"
                /* answers on connections made to the sandbox (published ports) */
                "add rule " T " out ct direction reply accept\n");
@@ -367,6 +421,7 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
                "add rule " T " in iif lo accept\n"
                "add rule " T " in meta nfproto ipv6 drop\n"
                "add rule " T " in ip saddr @deny4 drop\n"
+               "add rule " T " in ct mark $PMARK accept\n"
                "add rule " T " in ct mark $GEN accept\n"
                "add rule " T " in ct direction original accept\n");
     if (allowlist || open)
@@ -453,6 +508,51 @@ static int make_dns_socket(ns_job *j)
     }
     j->fd = fd;
     return 0;
+}
+
+static int make_proxy_socket(ns_job *j)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(PE_EGRESS_PROXY_PORT),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "socket");
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "bind tcp 127.0.0.1:%d in the sandbox", PE_EGRESS_PROXY_PORT);
+    }
+    j->fd = fd;
+    return 0;
+}
+
+static int make_out_socket(ns_job *j)
+{
+    unsigned mark = PE_EGRESS_PROXY_MARK;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "socket");
+    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "mark the proxy's socket");
+    }
+    j->fd = fd;
+    return 0;
+}
+
+int pe_egress_proxy_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_proxy_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+int pe_egress_out_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_out_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
 }
 
 int pe_egress_dns_socket(int netns, int type, pe_err *err)
