@@ -142,12 +142,7 @@ static const char *judge(proxy *px, const char *name, uint32_t addr, unsigned po
 
 static void log_denied(proxy *px, const char *name, uint32_t addr, unsigned port, const char *why)
 {
-    char a[INET_ADDRSTRLEN];
-    struct in_addr in = {htonl(addr)};
-
-    inet_ntop(AF_INET, &in, a, sizeof(a));
-    pe_log_info("event=egress_denied sandbox=%s name=%s addr=%s port=%u via=proxy reason=\"%s\"",
-                px->id, name[0] ? name : "-", a, port, why);
+    pe_daemon_egress_denied(px->rt, px->id, name, addr, port, "proxy", why);
 }
 
 /* ---- one connection ---- */
@@ -523,8 +518,7 @@ static void accept_one(proxy *px)
     pthread_mutex_lock(&px_mu);
     if (px->n_conns >= PROXY_MAX_CONNS) {
         pthread_mutex_unlock(&px_mu);
-        pe_log_info("event=egress_denied sandbox=%s via=proxy reason=\"over %d connections\"",
-                    px->id, PROXY_MAX_CONNS);
+        pe_daemon_egress_denied(px->rt, px->id, NULL, 0, 0, "proxy", "too many connections");
         reset_close(fd);
         return;
     }

@@ -103,6 +103,11 @@ int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, p
  * the TTL runs, else (a name) by a fresh lookup upstream? */
 bool pe_daemon_egress_resolves(pe_runtime *rt, const char *id, const json_t *policy,
                                const char *name, uint32_t addr);
+/* An attempt of sandbox id that its policy denied: in the daemon's log and
+ * in the sandbox's log of denials (getNetworkDenials). name "" or NULL:
+ * none; addr 0: none (a DNS question); via "dns" or "proxy". */
+void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, uint32_t addr,
+                             unsigned port, const char *via, const char *reason);
 /* egress-proxy.c: sandbox id's name-checking proxy in netns (its init
  * pid), unless it has one; a policy change: cut its connections that the
  * new policy does not allow. */

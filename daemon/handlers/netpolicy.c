@@ -230,6 +230,29 @@ static size_t kept_addrs(const char *id, const json_t *policy, uint32_t *addrs, 
     return k;
 }
 
+void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, uint32_t addr,
+                             unsigned port, const char *via, const char *reason)
+{
+    char a[INET_ADDRSTRLEN] = "-";
+    struct in_addr in = {htonl(addr)};
+    json_t *e = json_pack("{s:o, s:s, s:s}", "time", pe_daemon_time_json(pe_store_now_ms()), "via",
+                          via, "reason", reason);
+    pe_err err;
+
+    if (addr != 0) {
+        inet_ntop(AF_INET, &in, a, sizeof(a));
+        json_object_set_new(e, "address", json_string(a));
+        json_object_set_new(e, "port", json_integer(port));
+    }
+    if (name != NULL && name[0] != '\0')
+        json_object_set_new(e, "name", json_string(name));
+    pe_log_info("event=egress_denied sandbox=%s name=%s addr=%s port=%u via=%s reason=\"%s\"", id,
+                name && name[0] ? name : "-", a, port, via, reason);
+    if (pe_runtime_egress_deny_log(rt, id, e, &err) < 0)
+        pe_log_warn("sandbox %s: egress: %s", id, err.msg);
+    json_decref(e);
+}
+
 /* The sandbox's policy now; a removed one lets everything through (no
  * table sends us queries then, but one may be on its way). */
 static json_t *current_policy(fwd *f)
@@ -266,7 +289,8 @@ static bool refused(fwd *f, const json_t *policy, const char *name, bool odd, un
 {
     if (!odd && pe_egress_name_allowed(policy, name))
         return false;
-    pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, odd ? "(not a host name)" : name);
+    pe_daemon_egress_denied(f->rt, f->id, odd ? "(not a host name)" : name, 0, 0, "dns",
+                            "name not allowed");
     answer(r, q, nxdomain(q, n));
     return true;
 }
@@ -725,6 +749,34 @@ static void put_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
+static void denials_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    json_t *list = NULL;
+    json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (pe_runtime_egress_denials(&job->d->rt, sb.id, (size_t)limit, &list, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    else
+        job->out = json_pack("{s:o}", "denials", list);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* limit: the table checked its range when given. */
+static void denials_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const json_t *l = json_object_get(req->params, "limit");
+
+    if (did)
+        pe_daemon_submit(d, req, did, denials_work,
+                         json_string_value(json_object_get(req->params, "id")),
+                         json_pack("{s:I}", "limit", l ? json_integer_value(l) : 100));
+}
+
 static void get_handler(pe_xrpc_request *req, void *ud)
 {
     pe_daemon *d = ud;
@@ -771,7 +823,10 @@ int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getNetworkPolicy", get_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putNetworkPolicy", put_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putNetworkPolicy", put_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getNetworkDenials", denials_handler, d,
+                         err) < 0)
         return -1;
     return 0;
 }

@@ -79,6 +79,15 @@ bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr);
 /* Is name in the policy's denyDomains? */
 bool pe_egress_name_denied(const json_t *policy, const char *name);
 
+/* The log of denied attempts of sandbox name (in its directory, so it
+ * goes with it): append one entry (a JSON object, at most 1 KiB dumped),
+ * or read the newest limit entries, newest first. The log keeps the
+ * newest PE_EGRESS_DENIALS_KEEP bytes or so (two files, rotated). */
+#define PE_EGRESS_DENIALS_KEEP (128 * 1024)
+int pe_runtime_egress_deny_log(pe_runtime *rt, const char *name, const json_t *entry, pe_err *err);
+int pe_runtime_egress_denials(pe_runtime *rt, const char *name, size_t limit, json_t **out,
+                              pe_err *err);
+
 /* In netns: let the sandbox reach addrs (host order) for ttls seconds. */
 int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls, size_t n,
                           pe_err *err);

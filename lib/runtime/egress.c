@@ -728,3 +728,93 @@ int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err
     pe__state_clear(&st);
     return fd;
 }
+
+/* ---- the log of denied attempts ----
+ *
+ * egress-denials.log (JSON lines) and its older half .1: appended with
+ * O_APPEND under deny_mu (one process writes it: the daemon), moved to .1
+ * when it passes half the budget. */
+
+#define DENIALS_FILE "egress-denials.log"
+#define DENIAL_MAX 1024
+
+static pthread_mutex_t deny_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int pe_runtime_egress_deny_log(pe_runtime *rt, const char *name, const json_t *entry, pe_err *err)
+{
+    cleanup_free char *dir = NULL, *path = NULL, *old = NULL, *line = NULL;
+    cleanup_fd int fd = -1;
+    struct stat st;
+    size_t n;
+    int r = 0;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = dir_of(rt, name);
+    path = pe_xasprintf("%s/" DENIALS_FILE, dir);
+    old = pe_xasprintf("%s/" DENIALS_FILE ".1", dir);
+    line = json_dumps(entry, JSON_COMPACT);
+    if (line == NULL || (n = strlen(line)) > DENIAL_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "a denial entry over %d bytes", DENIAL_MAX);
+    line[n] = '\n';
+    pthread_mutex_lock(&deny_mu);
+    if (access(dir, F_OK) < 0) {
+        r = pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+    } else {
+        if (stat(path, &st) == 0 && st.st_size > PE_EGRESS_DENIALS_KEEP / 2 &&
+            rename(path, old) < 0)
+            r = pe_err_sys(err, "rotate %s", path);
+        fd = r < 0 ? -1 : open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (r == 0 && (fd < 0 || write(fd, line, n + 1) != (ssize_t)(n + 1)))
+            r = pe_err_sys(err, "append to %s", path);
+    }
+    pthread_mutex_unlock(&deny_mu);
+    return r;
+}
+
+/* Lines of text (newest last) onto a, each parsed; bad ones skipped. */
+static void add_lines(json_t *a, const char *text)
+{
+    const char *p = text, *end = text + strlen(text);
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        json_t *o = json_loadb(p, len, 0, NULL);
+        if (json_is_object(o))
+            json_array_append_new(a, o);
+        else
+            json_decref(o);
+        p += len + 1;
+    }
+}
+
+int pe_runtime_egress_denials(pe_runtime *rt, const char *name, size_t limit, json_t **out,
+                              pe_err *err)
+{
+    cleanup_free char *dir = NULL, *path = NULL, *old = NULL, *t1 = NULL, *t2 = NULL;
+    json_t *all = json_array(), *res;
+    size_t n;
+
+    *out = NULL;
+    if (!pe_name_valid(name)) {
+        json_decref(all);
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    }
+    dir = dir_of(rt, name);
+    path = pe_xasprintf("%s/" DENIALS_FILE, dir);
+    old = pe_xasprintf("%s/" DENIALS_FILE ".1", dir);
+    pthread_mutex_lock(&deny_mu);
+    if (pe_fs_read_file(old, PE_EGRESS_DENIALS_KEEP, &t1, NULL, NULL) == 0)
+        add_lines(all, t1);
+    if (pe_fs_read_file(path, PE_EGRESS_DENIALS_KEEP, &t2, NULL, NULL) == 0)
+        add_lines(all, t2);
+    pthread_mutex_unlock(&deny_mu);
+    res = json_array();
+    n = json_array_size(all);
+    for (size_t i = 0; i < n && i < limit; i++)
+        json_array_append(res, json_array_get(all, n - 1 - i));
+    json_decref(all);
+    *out = res;
+    return 0;
+}

@@ -634,3 +634,31 @@ def test_proxy_cuts_its_connections_on_a_change(daemon, box):
     finally:
         kill_tree(client)
         client.wait()
+
+
+def test_denied_attempts_are_readable_by_the_owner(daemon, box):
+    """What the resolver and the proxy refused, newest first: time, name,
+    address, port (tests/integration/test_daemon.py's matrix checks that no
+    one else reads them)."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    run(daemon, box, "nslookup denied.test >/dev/null 2>&1; " + http_get(DNS, "shared.test"))
+
+    def denials(**params):
+        return daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": box, **params})
+    st, out = denials()
+    assert st == 200, out
+    got = out["denials"]
+    proxy = next(e for e in got if e.get("name") == "shared.test")
+    assert proxy["address"] == DNS and proxy["port"] == 80 and proxy["via"] == "proxy", got
+    dns = next(e for e in got if e.get("name") == "denied.test")
+    assert dns["via"] == "dns" and "address" not in dns, got
+    assert got.index(proxy) < got.index(dns)  # newest first
+    assert proxy["time"].endswith("Z") and proxy["time"] >= dns["time"], got
+    st, out = denials(limit=1)
+    assert st == 200 and out["denials"] == [proxy], out
+    for bad in (0, 1001, "ten", ""):
+        st, out = denials(limit=bad)
+        assert st == 400 and out["error"] == "InvalidRequest", out
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": "no-such-box"})
+    assert st == 404 and out["error"] == "SandboxNotFound", out
