@@ -10,6 +10,8 @@
  *   allowCidrs    IPv4 networks reachable by address ("a.b.c.d/len")
  *   denyCidrs     IPv4 networks never reachable, winning over the rest
  *   ports         allowed destination ports in "allowlist" (empty: all)
+ *   maxConnections  (optional) connections out at once
+ *   maxRateKBps   (optional) kilobytes per second out, and as many in
  * A sandbox without a stored policy keeps --net nat's open network. */
 #ifndef POCKETENV_EGRESS_H
 #define POCKETENV_EGRESS_H

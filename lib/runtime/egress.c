@@ -154,9 +154,15 @@ static json_t *string_list(const json_t *in, const char *key, bool cidr, pe_err 
 
 json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
 {
-    static const char *const keys[] = {"mode",       "allowDomains", "denyDomains",
-                                       "allowCidrs", "denyCidrs",    "ports"};
+    static const char *const keys[] = {"mode",           "allowDomains", "denyDomains",
+                                       "allowCidrs",     "denyCidrs",    "ports",
+                                       "maxConnections", "maxRateKBps"};
     static const char *const lists[] = {"allowDomains", "denyDomains", "allowCidrs", "denyCidrs"};
+    /* limits: absent = none */
+    static const struct {
+        const char *key;
+        json_int_t max;
+    } limits[] = {{"maxConnections", 65535}, {"maxRateKBps", 10 * 1000 * 1000}};
     const char *mode = json_string_value(json_object_get(in, "mode"));
     const json_t *ports = json_object_get(in, "ports"), *v;
     const char *key;
@@ -204,6 +210,19 @@ json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
             }
             json_array_append_new(p, json_integer(json_integer_value(v)));
         }
+    }
+    for (i = 0; i < PE_ARRAY_LEN(limits); i++) {
+        v = json_object_get(in, limits[i].key);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > limits[i].max) {
+            json_decref(out);
+            return pe_err_set(err, PE_EINVAL, 0, "%s must be an integer 1-%lld", limits[i].key,
+                              (long long)limits[i].max),
+                   NULL;
+        }
+        json_object_set_new(out, limits[i].key, json_integer(json_integer_value(v)));
     }
     return out;
 }
@@ -354,6 +373,8 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     const char *dport = ports ? "meta l4proto { tcp, udp } th dport @ports " : "";
     const char *sport = ports ? "meta l4proto { tcp, udp } th sport @ports " : "";
     const char *est = "ct state established,related";
+    long long max_conns = json_integer_value(json_object_get(policy, "maxConnections"));
+    long long rate = json_integer_value(json_object_get(policy, "maxRateKBps"));
     uint32_t gen = new_generation();
     char *text = NULL;
     size_t len = 0;
@@ -397,8 +418,15 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     fprintf(f, "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
                "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
                "add rule " T " out ip6 daddr ::1 accept\n"
-               "add rule " T " out meta nfproto ipv6 drop\n"
-               "add rule " T " out ip daddr @deny4 jump refuse\n"
+               "add rule " T " out meta nfproto ipv6 drop\n");
+    /* Limits, before anything is accepted: the proxy's connections out
+     * (made in this namespace) count and are slowed like the sandbox's. */
+    if (max_conns > 0)
+        fprintf(f, "add rule " T " out ct state new ct count over %lld jump refuse\n", max_conns);
+    if (rate > 0)
+        fprintf(f, "add rule " T " out limit rate over %lld kbytes/second burst %lld kbytes drop\n",
+                rate, rate);
+    fprintf(f, "add rule " T " out ip daddr @deny4 jump refuse\n"
                /* the proxy's connections (it checked them; it cuts them on a change) */
                "add rule " T " out meta mark $PMARK ct mark set $PMARK accept\n"
                "add rule " T " out ct mark $GEN accept\n"
@@ -419,8 +447,11 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
      * last one to what this one allows. */
     fprintf(f, "add chain " T " in { type filter hook input priority 0; policy drop; }\n"
                "add rule " T " in iif lo accept\n"
-               "add rule " T " in meta nfproto ipv6 drop\n"
-               "add rule " T " in ip saddr @deny4 drop\n"
+               "add rule " T " in meta nfproto ipv6 drop\n");
+    if (rate > 0)
+        fprintf(f, "add rule " T " in limit rate over %lld kbytes/second burst %lld kbytes drop\n",
+                rate, rate);
+    fprintf(f, "add rule " T " in ip saddr @deny4 drop\n"
                "add rule " T " in ct mark $PMARK accept\n"
                "add rule " T " in ct mark $GEN accept\n"
                "add rule " T " in ct direction original accept\n");

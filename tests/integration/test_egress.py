@@ -70,6 +70,18 @@ class H(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/big/"):  # /big/N: N bytes
+            n = int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                for _ in range(n // 4096):
+                    self.wfile.write(b"x" * 4096)
+                self.wfile.write(b"x" * (n % 4096))
+            except OSError:
+                pass
+            return
         body = sys.argv[1].encode()
         if len(sys.argv) > 3:  # a virtual host: say which
             body += b"/" + self.headers.get("Host", "-").encode()
@@ -662,3 +674,31 @@ def test_denied_attempts_are_readable_by_the_owner(daemon, box):
         assert st == 400 and out["error"] == "InvalidRequest", out
     st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": "no-such-box"})
     assert st == 404 and out["error"] == "SandboxNotFound", out
+
+
+def test_limits_cap_connections_and_bandwidth(daemon, box):
+    """maxConnections: the one over the cap is refused, and works again once
+    one closed; maxRateKBps: a download takes as long as the rate says."""
+    for bad, msg in (({"mode": "open", "maxConnections": 0}, "maxConnections must be"),
+                     ({"mode": "open", "maxRateKBps": "fast"}, "maxRateKBps must be")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and msg in out["message"], out
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"],
+                                "maxConnections": 2})
+    assert st == 200 and out["policy"]["maxConnections"] == 2, out
+    reaches(daemon, box, fetch(DNS), [DNS])
+    with Stream(daemon, box, DNS), Stream(daemon, box, DNS):
+        assert run(daemon, box, fetch(DNS)).split() == []
+        run(daemon, box, "killall nc; true")  # the streams' clients in the sandbox
+    reaches(daemon, box, fetch(DNS), [DNS])
+    # 800 KB at 200 KB/s with 200 KB of burst: 3 s (timed inside, by
+    # /proc/uptime; unlimited, it takes milliseconds on a veth)
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"],
+                                "maxRateKBps": 200})
+    assert st == 200, out
+    size = 800 * 1024
+    got = run(daemon, box, "cut -d' ' -f1 /proc/uptime; "
+              f"printf 'GET /big/{size} HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {DNS} 8000 | "
+              f"tail -c {size} | wc -c; cut -d' ' -f1 /proc/uptime").split()
+    assert got[1] == str(size), got
+    assert float(got[2]) - float(got[0]) >= 2.0, got
