@@ -255,11 +255,45 @@ TEST_CASE(chunked_body_ends_where_it_says)
     ASSERT_EQ_INT(pe_sniff_chunked_feed(&c, (const uint8_t *)"3\r\nabcX", 7, &done), -1);
 }
 
+/* Request heads and chunked bodies with random bytes changed or cut. */
+TEST_CASE(http_fuzz_malformed_heads_and_bodies)
+{
+    const char *orig = "POST /a HTTP/1.1\r\nHost: api.example.org:443\r\nTransfer-Encoding: "
+                       "chunked\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"
+                       "4\r\nabcd\r\n0\r\nT: 1\r\n\r\n";
+    size_t n = strlen(orig);
+    uint8_t buf[512];
+    unsigned seed = 21;
+    pe_sniff_http h;
+
+    for (int round = 0; round < 200000; round++) {
+        size_t len = n;
+        pe_sniff_chunked c = {0};
+        bool done;
+        int r;
+        memcpy(buf, orig, n);
+        for (size_t f = 1 + (size_t)(rand_r(&seed) % 3); f > 0; f--)
+            buf[(size_t)rand_r(&seed) % n] = (uint8_t)rand_r(&seed);
+        if (rand_r(&seed) % 4 == 0)
+            len = (size_t)rand_r(&seed) % n;
+        r = pe_sniff_http_head(buf, len, &h);
+        ASSERT(r >= PE_SNIFF_BAD && r <= PE_SNIFF_NAME);
+        if (r >= PE_SNIFF_NONE) {
+            ASSERT(h.head_len <= len);
+            for (const char *p = h.host; *p; p++)
+                ASSERT((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' ||
+                       *p == '_' || *p == '.');
+            ssize_t k = pe_sniff_chunked_feed(&c, buf + h.head_len, len - h.head_len, &done);
+            ASSERT(k >= -1 && k <= (ssize_t)(len - h.head_len));
+        }
+    }
+}
+
 int main(void)
 {
     return RUN_TESTS(sni_found_lower_cased_and_trailing_dot_dropped, sni_absent_is_none,
                      sni_across_two_records, sni_odd_names_and_two_names_are_refused,
                      not_a_client_hello_is_refused, sni_fuzz_malformed_hellos,
                      http_host_port_and_framing, http_ambiguous_heads_are_refused,
-                     chunked_body_ends_where_it_says);
+                     chunked_body_ends_where_it_says, http_fuzz_malformed_heads_and_bodies);
 }
