@@ -42,6 +42,7 @@
 #include "daemon.h"
 #include "pocketenv/egress.h"
 #include "resources.h"
+#include "template/template.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DNS_MAX 4096
@@ -640,6 +641,11 @@ int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err)
 {
     json_t *v = json_object_get(in, "networkPolicy"), *p;
 
+    /* None named: the template's default, if it has one (an explicit null
+     * keeps the open network). */
+    if (v == NULL &&
+        (p = pe_template_egress_default(json_string_value(json_object_get(in, "base")))) != NULL)
+        json_object_set_new(in, "networkPolicy", v = p);
     if (v == NULL || json_is_null(v))
         return 0;
     p = pe_egress_policy_parse(v, err);
