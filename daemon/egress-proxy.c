@@ -48,6 +48,7 @@
 #define SNIFF_MS 5000
 #define CONNECT_MS 10000
 #define RELAY_BUF (64 * 1024)
+#define HALF_CLOSED_MS 60000
 
 typedef struct pconn {
     struct pconn *next;
@@ -373,8 +374,11 @@ static bool relay(proxy *px, pconn *c, flow *cf, framer *fr)
         for (int i = 0; i < 2; i++)
             if (p[i].events == 0)
                 p[i].fd = -1; /* a hung-up end we wait nothing from */
-        if (poll(p, 2, -1) < 0) {
-            ok = errno == EINTR;
+        /* Once the client is done, a server that never ends its side
+         * would hold the thread: HALF_CLOSED_MS of silence ends it. */
+        int n = poll(p, 2, cf->eof ? HALF_CLOSED_MS : -1);
+        if (n <= 0) {
+            ok = n < 0 && errno == EINTR;
             continue;
         }
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR) && (p[0].events & POLLIN)) {
