@@ -160,7 +160,8 @@ static json_t *template_view(pe_daemon *d, const char *name, const char *descrip
                              int64_t created_s)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "id", name, "name", name, "displayName", name,
-                          "installs", (json_int_t)0);
+                          "installs", (json_int_t)0),
+           *policy = pe_template_egress_default(name);
     cleanup_free char *uri =
         pe_xasprintf(AT_PREFIX "%s/" COLLECTION "%s", pe_auth_owner_did(d->auth), name);
 
@@ -169,6 +170,10 @@ static json_t *template_view(pe_daemon *d, const char *name, const char *descrip
     /* Where sandboxes made from it run: our extension (lexicons/README.md). */
     pe_daemon_set_str(o, "backend", PE_BACKEND_LOCAL);
     pe_daemon_set_time(o, "createdAt", created_s * 1000);
+    /* Our extension: the egress policy its sandboxes get unless their
+     * create names one (absent: the open network). */
+    if (policy != NULL)
+        json_object_set_new(o, "networkPolicy", policy);
     return o;
 }
 

@@ -482,6 +482,27 @@ const network = {
     $("net-deny").value = [...p.denyDomains, ...p.denyCidrs].join("\n");
     $("net-ports").value = p.ports.join(", ");
     $("net-state").textContent = out.isDefault ? "No policy set: the network is open." : `Policy in force: ${p.mode}.`;
+    network.denials();
+  },
+  // The newest 100 attempts the resolver and the proxy refused.
+  async denials() {
+    const sb = network.sb;
+    if (!sb) return;
+    let out;
+    try {
+      out = await xrpc("io.pocketenv.sandbox.getNetworkDenials", { params: { id: sb.id, limit: 100 } });
+    } catch (e) {
+      say(`Loading the denied attempts failed: ${e.message}`);
+      return;
+    }
+    if (network.sb !== sb) return;
+    const rows = out.denials.map((d) => {
+      const r = tr(cell(d.time), cell(d.name || ""), cell(d.address || ""), cell(d.port ? String(d.port) : ""), cell(d.via), cell(d.reason));
+      r.dataset.name = d.name || "";
+      return r;
+    });
+    $("net-denials").replaceChildren(...rows);
+    $("net-denials-empty").hidden = rows.length > 0;
   },
   show(sb) {
     network.sb = sb;
@@ -519,5 +540,6 @@ $("net-form").addEventListener("submit", (ev) => {
   );
 });
 $("net-reset").addEventListener("click", () => putPolicy(null, "Removing the network policy…"));
+$("net-denials-reload").addEventListener("click", () => network.denials());
 
 export const panes = { ports, variables, secrets, files, services, backups, network };

@@ -42,6 +42,7 @@
 #include "daemon.h"
 #include "pocketenv/egress.h"
 #include "resources.h"
+#include "template/template.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DNS_MAX 4096
@@ -146,12 +147,12 @@ static size_t nxdomain(unsigned char *q, size_t n)
     return end;
 }
 
-static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
+/* Under fwd_mu. */
+static void remember_locked(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
 {
     int64_t now = pe_store_now_ms();
     learned *slot = NULL;
 
-    pthread_mutex_lock(&fwd_mu);
     for (size_t i = 0; i < LEARNED_MAX; i++) {
         learned *l = &f->seen[i];
         if (l->addr == addr && strcmp(l->name, name) == 0) {
@@ -164,6 +165,12 @@ static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
     snprintf(slot->name, sizeof(slot->name), "%s", name);
     slot->addr = addr;
     slot->expires_ms = now + (int64_t)ttl * 1000;
+}
+
+static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
+{
+    pthread_mutex_lock(&fwd_mu);
+    remember_locked(f, name, addr, ttl);
     pthread_mutex_unlock(&fwd_mu);
 }
 
@@ -224,6 +231,29 @@ static size_t kept_addrs(const char *id, const json_t *policy, uint32_t *addrs, 
     return k;
 }
 
+void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, uint32_t addr,
+                             unsigned port, const char *via, const char *reason)
+{
+    char a[INET_ADDRSTRLEN] = "-";
+    struct in_addr in = {htonl(addr)};
+    json_t *e = json_pack("{s:o, s:s, s:s}", "time", pe_daemon_time_json(pe_store_now_ms()), "via",
+                          via, "reason", reason);
+    pe_err err;
+
+    if (addr != 0) {
+        inet_ntop(AF_INET, &in, a, sizeof(a));
+        json_object_set_new(e, "address", json_string(a));
+        json_object_set_new(e, "port", json_integer(port));
+    }
+    if (name != NULL && name[0] != '\0')
+        json_object_set_new(e, "name", json_string(name));
+    pe_log_info("event=egress_denied sandbox=%s name=%s addr=%s port=%u via=%s reason=\"%s\"", id,
+                name && name[0] ? name : "-", a, port, via, reason);
+    if (pe_runtime_egress_deny_log(rt, id, e, &err) < 0)
+        pe_log_warn("sandbox %s: egress: %s", id, err.msg);
+    json_decref(e);
+}
+
 /* The sandbox's policy now; a removed one lets everything through (no
  * table sends us queries then, but one may be on its way). */
 static json_t *current_policy(fwd *f)
@@ -260,7 +290,8 @@ static bool refused(fwd *f, const json_t *policy, const char *name, bool odd, un
 {
     if (!odd && pe_egress_name_allowed(policy, name))
         return false;
-    pe_log_info("event=egress_denied sandbox=%s name=%s", f->id, odd ? "(not a host name)" : name);
+    pe_daemon_egress_denied(f->rt, f->id, odd ? "(not a host name)" : name, 0, 0, "dns",
+                            "name not allowed");
     answer(r, q, nxdomain(q, n));
     return true;
 }
@@ -323,6 +354,92 @@ static void serve_query(fwd *f, int up, unsigned char *q, size_t n, const reply 
     }
     pthread_mutex_unlock(apply_mu(f->id));
     json_decref(policy);
+}
+
+/* Does sandbox id's resolver hold name (NULL: any name policy allows) at
+ * addr with TTL left? */
+static bool seen_at(const char *id, const json_t *policy, const char *name, uint32_t addr)
+{
+    int64_t now = pe_store_now_ms();
+    bool found = false;
+
+    pthread_mutex_lock(&fwd_mu);
+    for (fwd *f = fwd_list; f && !found; f = f->next) {
+        if (strcmp(f->id, id) != 0)
+            continue;
+        for (size_t i = 0; i < LEARNED_MAX && !found; i++) {
+            const learned *l = &f->seen[i];
+            found = l->addr == addr && l->expires_ms > now &&
+                    (name ? strcmp(l->name, name) == 0 : pe_egress_name_allowed(policy, l->name));
+        }
+    }
+    pthread_mutex_unlock(&fwd_mu);
+    return found;
+}
+
+/* A query for name's A records, id 0x7065, into q (DNS_MAX); its length,
+ * or 0 if name does not fit. */
+static size_t a_query(const char *name, unsigned char *q)
+{
+    size_t n = NS_HFIXEDSZ;
+    const char *p = name;
+
+    memset(q, 0, NS_HFIXEDSZ);
+    q[0] = 0x70, q[1] = 0x65, q[2] = 0x01; /* RD */
+    q[5] = 1;                              /* QDCOUNT */
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        size_t l = dot ? (size_t)(dot - p) : strlen(p);
+        if (l == 0 || l > 63 || n + 1 + l + 5 > DNS_MAX)
+            return 0;
+        q[n++] = (unsigned char)l;
+        memcpy(q + n, p, l);
+        n += l;
+        p += l + (dot ? 1 : 0);
+    }
+    q[n++] = 0;
+    q[n++] = 0, q[n++] = ns_t_a, q[n++] = 0, q[n++] = ns_c_in;
+    return n;
+}
+
+bool pe_daemon_egress_resolves(pe_runtime *rt, const char *id, const json_t *policy,
+                               const char *name, uint32_t addr)
+{
+    unsigned char q[DNS_MAX], a[DNS_MAX];
+    cleanup_fd int up = -1;
+    size_t qn;
+    ssize_t got;
+    ns_msg msg;
+    bool found = false;
+
+    (void)rt;
+    if (seen_at(id, policy, name, addr))
+        return true;
+    if (name == NULL || (qn = a_query(name, q)) == 0)
+        return false;
+    /* Not in our view (its TTL ran out, or the client had it cached):
+     * ask again, as the sandbox's own lookup would. */
+    up = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (up < 0 || (got = ask_upstream(up, q, qn, a, sizeof(a))) < 0 ||
+        ns_initparse(a, (int)got, &msg) < 0)
+        return false;
+    pthread_mutex_lock(&fwd_mu);
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+        ns_rr rr;
+        uint32_t v;
+        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
+            ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
+            continue;
+        memcpy(&v, ns_rr_rdata(rr), 4);
+        if (ntohl(v) != addr)
+            continue;
+        found = true;
+        for (fwd *f = fwd_list; f; f = f->next)
+            if (strcmp(f->id, id) == 0)
+                remember_locked(f, name, addr, ns_rr_ttl(rr));
+    }
+    pthread_mutex_unlock(&fwd_mu);
+    return found;
 }
 
 static void fwd_free(fwd *f)
@@ -456,6 +573,7 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->next = fwd_list;
     fwd_list = f;
     pthread_mutex_unlock(&fwd_mu);
+    pe_daemon_egress_proxy_start(&d->rt, id, pid, netns);
     if (pthread_create(&t, NULL, fwd_thread, f) != 0) {
         fwd_free(f);
         return;
@@ -523,6 +641,11 @@ int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err)
 {
     json_t *v = json_object_get(in, "networkPolicy"), *p;
 
+    /* None named: the template's default, if it has one (an explicit null
+     * keeps the open network). */
+    if (v == NULL &&
+        (p = pe_template_egress_default(json_string_value(json_object_get(in, "base")))) != NULL)
+        json_object_set_new(in, "networkPolicy", v = p);
     if (v == NULL || json_is_null(v))
         return 0;
     p = pe_egress_policy_parse(v, err);
@@ -626,9 +749,38 @@ static void put_work(pe_daemon_job *job, pe_store *s)
                     policy ? json_string_value(json_object_get(policy, "mode")) : "default");
         if (policy != NULL)
             fwd_ensure(job->d, sb.id);
+        pe_daemon_egress_proxy_recheck(&job->d->rt, sb.id);
         job->out = view(policy ? json_incref(policy) : NULL);
     }
     pe_store_sandbox_clear(&sb);
+}
+
+static void denials_work(pe_daemon_job *job, pe_store *s)
+{
+    pe_store_sandbox sb;
+    json_t *list = NULL;
+    json_int_t limit = json_integer_value(json_object_get(job->in, "limit"));
+
+    if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
+        return;
+    if (pe_runtime_egress_denials(&job->d->rt, sb.id, (size_t)limit, &list, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+    else
+        job->out = json_pack("{s:o}", "denials", list);
+    pe_store_sandbox_clear(&sb);
+}
+
+/* limit: the table checked its range when given. */
+static void denials_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const json_t *l = json_object_get(req->params, "limit");
+
+    if (did)
+        pe_daemon_submit(d, req, did, denials_work,
+                         json_string_value(json_object_get(req->params, "id")),
+                         json_pack("{s:I}", "limit", l ? json_integer_value(l) : 100));
 }
 
 static void get_handler(pe_xrpc_request *req, void *ud)
@@ -677,7 +829,10 @@ int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getNetworkPolicy", get_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putNetworkPolicy", put_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.putNetworkPolicy", put_handler, d, err) <
+            0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getNetworkDenials", denials_handler, d,
+                         err) < 0)
         return -1;
     return 0;
 }

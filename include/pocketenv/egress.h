@@ -10,6 +10,8 @@
  *   allowCidrs    IPv4 networks reachable by address ("a.b.c.d/len")
  *   denyCidrs     IPv4 networks never reachable, winning over the rest
  *   ports         allowed destination ports in "allowlist" (empty: all)
+ *   maxConnections  (optional) connections out at once
+ *   maxRateKBps   (optional) kilobytes per second out, and as many in
  * A sandbox without a stored policy keeps --net nat's open network. */
 #ifndef POCKETENV_EGRESS_H
 #define POCKETENV_EGRESS_H
@@ -22,6 +24,14 @@
 #include "pocketenv/runtime.h"
 
 #define PE_EGRESS_MAX_ENTRIES 256
+/* The daemon's name-checking proxy listens on 127.0.0.1 of the sandbox's
+ * namespace at this port (a privileged one: the sandbox's unprivileged
+ * users cannot take it first); the table redirects TCP to ports 80, 443
+ * and the policy's ports there. Its connections out are made from the
+ * same namespace with this socket mark, which the sandbox cannot set (it
+ * has no CAP_NET_ADMIN there): not redirected again, let through. */
+#define PE_EGRESS_PROXY_PORT 999
+#define PE_EGRESS_PROXY_MARK 0x70650001u
 
 /* Check in and return its normalized copy (every key present, names
  * lower-cased, CIDRs with their host bits cleared), or NULL with err
@@ -56,6 +66,30 @@ int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err
  * SOCK_STREAM listening), where the policy's table sends every DNS query
  * of the sandbox. Non-blocking. */
 int pe_egress_dns_socket(int netns, int type, pe_err *err);
+/* In netns: the proxy's listening socket (127.0.0.1:PE_EGRESS_PROXY_PORT,
+ * non-blocking). */
+int pe_egress_proxy_socket(int netns, pe_err *err);
+/* In netns: a TCP socket marked PE_EGRESS_PROXY_MARK, for the proxy's
+ * connection to where the sandbox wanted to go. Non-blocking. */
+int pe_egress_out_socket(int netns, pe_err *err);
+/* Is port one the table sends to the proxy under policy? */
+bool pe_egress_port_proxied(const json_t *policy, unsigned port);
+/* Does the policy list port, or list none (all allowed)? */
+bool pe_egress_port_allowed(const json_t *policy, unsigned port);
+/* Is the IPv4 address (host order) inside one of the allowCidrs? */
+bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr);
+/* Is name in the policy's denyDomains? */
+bool pe_egress_name_denied(const json_t *policy, const char *name);
+
+/* The log of denied attempts of sandbox name (in its directory, so it
+ * goes with it): append one entry (a JSON object, at most 1 KiB dumped),
+ * or read the newest limit entries, newest first. The log keeps the
+ * newest PE_EGRESS_DENIALS_KEEP bytes or so (two files, rotated). */
+#define PE_EGRESS_DENIALS_KEEP (128 * 1024)
+int pe_runtime_egress_deny_log(pe_runtime *rt, const char *name, const json_t *entry, pe_err *err);
+int pe_runtime_egress_denials(pe_runtime *rt, const char *name, size_t limit, json_t **out,
+                              pe_err *err);
+
 /* In netns: let the sandbox reach addrs (host order) for ttls seconds. */
 int pe_egress_allow_addrs(int netns, const uint32_t *addrs, const uint32_t *ttls, size_t n,
                           pe_err *err);

@@ -134,79 +134,84 @@ static const pe_xrpc_prop p47[] = {
     {.name = "ttl", .schema = &s22},
 };
 static const pe_xrpc_schema s48 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p47, .n_props = 2};
-static const pe_xrpc_prop p49[] = {
+static const pe_xrpc_schema s49 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1LL, .has_max = 1, .maximum = 1000LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p50[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "limit", .schema = &s49},
+};
+static const pe_xrpc_prop p51[] = {
     {.name = "limit", .schema = &s3},
     {.name = "offset", .schema = &s4},
 };
-static const pe_xrpc_prop p50[] = {
+static const pe_xrpc_prop p52[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
     {.name = "uuid", .schema = &s7},
 };
-static const pe_xrpc_schema s51 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p50, .n_props = 3};
-static const pe_xrpc_prop p52[] = {
+static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p52, .n_props = 3};
+static const pe_xrpc_prop p54[] = {
     {.name = "directoryPath", .required = 1, .schema = &s7},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p52, .n_props = 2};
-static const pe_xrpc_prop p54[] = {
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 2};
+static const pe_xrpc_prop p56[] = {
     {.name = "policy", .required = 1, .schema = &s28},
 };
-static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 1};
-static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
-static const pe_xrpc_prop p57[] = {
-    {.name = "preferences", .required = 1, .schema = &s56},
+static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 1};
+static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
+static const pe_xrpc_prop p59[] = {
+    {.name = "preferences", .required = 1, .schema = &s58},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 2};
-static const pe_xrpc_prop p59[] = {
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 2};
+static const pe_xrpc_prop p61[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 4};
-static const pe_xrpc_prop p61[] = {
+static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 4};
+static const pe_xrpc_prop p63[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 3};
-static const pe_xrpc_prop p63[] = {
+static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 3};
+static const pe_xrpc_prop p65[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 2};
-static const pe_xrpc_prop p65[] = {
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 2};
+static const pe_xrpc_prop p67[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 1};
-static const pe_xrpc_prop p67[] = {
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 1};
+static const pe_xrpc_prop p69[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 2};
-static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p70[] = {
-    {.name = "port", .required = 1, .schema = &s69},
-};
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 1};
+static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 2};
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_prop p72[] = {
+    {.name = "port", .required = 1, .schema = &s71},
+};
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 1};
+static const pe_xrpc_prop p74[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 3};
-static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
-static const pe_xrpc_prop p75[] = {
+static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 3};
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s75};
+static const pe_xrpc_prop p77[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 4};
-static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s76};
-static const pe_xrpc_prop p78[] = {
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 4};
+static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s78};
+static const pe_xrpc_prop p80[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s27},
     {.name = "files", .schema = &s9},
@@ -214,60 +219,60 @@ static const pe_xrpc_prop p78[] = {
     {.name = "name", .schema = &s29},
     {.name = "readme", .schema = &s32},
     {.name = "repo", .schema = &s32},
-    {.name = "secrets", .schema = &s74},
+    {.name = "secrets", .schema = &s76},
     {.name = "topics", .schema = &s34},
-    {.name = "variables", .schema = &s56},
+    {.name = "variables", .schema = &s58},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s77},
+    {.name = "volumes", .schema = &s79},
 };
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 12};
-static const pe_xrpc_prop p80[] = {
-    {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s73},
-};
-static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 2};
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 12};
 static const pe_xrpc_prop p82[] = {
+    {.name = "redacted", .schema = &s7},
+    {.name = "secret", .required = 1, .schema = &s75},
+};
+static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 2};
+static const pe_xrpc_prop p84[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s73},
+    {.name = "secret", .required = 1, .schema = &s75},
 };
-static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 3};
-static const pe_xrpc_prop p84[] = {
+static const pe_xrpc_schema s85 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p84, .n_props = 3};
+static const pe_xrpc_prop p86[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s85 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
-static const pe_xrpc_prop p86[] = {
+static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
+static const pe_xrpc_prop p88[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s85},
+    {.name = "ports", .schema = &s87},
 };
-static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p86, .n_props = 4};
-static const pe_xrpc_prop p88[] = {
-    {.name = "service", .required = 1, .schema = &s87},
-};
-static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 1};
+static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 4};
 static const pe_xrpc_prop p90[] = {
+    {.name = "service", .required = 1, .schema = &s89},
+};
+static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 1};
+static const pe_xrpc_prop p92[] = {
     {.name = "serviceId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_prop p91[] = {
-    {.name = "variable", .required = 1, .schema = &s73},
-};
-static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p91, .n_props = 1};
 static const pe_xrpc_prop p93[] = {
-    {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s73},
+    {.name = "variable", .required = 1, .schema = &s75},
 };
-static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 2};
+static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 1};
 static const pe_xrpc_prop p95[] = {
-    {.name = "volume", .required = 1, .schema = &s76},
-};
-static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 1};
-static const pe_xrpc_prop p97[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s76},
+    {.name = "variable", .required = 1, .schema = &s75},
 };
-static const pe_xrpc_schema s98 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p97, .n_props = 2};
+static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 2};
+static const pe_xrpc_prop p97[] = {
+    {.name = "volume", .required = 1, .schema = &s78},
+};
+static const pe_xrpc_schema s98 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p97, .n_props = 1};
+static const pe_xrpc_prop p99[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "volume", .required = 1, .schema = &s78},
+};
+static const pe_xrpc_schema s100 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p99, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -420,6 +425,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getNetworkDenials",
+     .kind = PE_XRPC_QUERY,
+     .params = p50,
+     .n_params = 2,
+     .input = NULL,
+     .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getNetworkPolicy",
      .kind = PE_XRPC_QUERY,
      .params = p12,
@@ -440,7 +451,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getSandboxes",
      .kind = PE_XRPC_QUERY,
-     .params = p49,
+     .params = p51,
      .n_params = 2,
      .input = NULL,
      .input_encoding = NULL},
@@ -478,55 +489,55 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s51,
+     .input = &s53,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.pushDirectory",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s53,
+     .input = &s55,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putNetworkPolicy",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s55,
+     .input = &s57,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s58,
+     .input = &s60,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s60,
+     .input = &s62,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s62,
+     .input = &s64,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s64,
+     .input = &s66,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s66,
+     .input = &s68,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s68,
+     .input = &s70,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -538,19 +549,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s71,
+     .input = &s73,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s79,
+     .input = &s81,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s81,
+     .input = &s83,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -574,7 +585,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s83,
+     .input = &s85,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -584,57 +595,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p84,
+     .params = p86,
      .n_params = 1,
-     .input = &s89,
+     .input = &s91,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p84,
+     .params = p86,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p90,
+     .params = p92,
      .n_params = 1,
-     .input = &s89,
+     .input = &s91,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s92,
+     .input = &s94,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -658,13 +669,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s94,
+     .input = &s96,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s96,
+     .input = &s98,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -688,7 +699,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s98,
+     .input = &s100,
      .input_encoding = "application/json"},
 };
 

@@ -154,9 +154,15 @@ static json_t *string_list(const json_t *in, const char *key, bool cidr, pe_err 
 
 json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
 {
-    static const char *const keys[] = {"mode",       "allowDomains", "denyDomains",
-                                       "allowCidrs", "denyCidrs",    "ports"};
+    static const char *const keys[] = {"mode",           "allowDomains", "denyDomains",
+                                       "allowCidrs",     "denyCidrs",    "ports",
+                                       "maxConnections", "maxRateKBps"};
     static const char *const lists[] = {"allowDomains", "denyDomains", "allowCidrs", "denyCidrs"};
+    /* limits: absent = none */
+    static const struct {
+        const char *key;
+        json_int_t max;
+    } limits[] = {{"maxConnections", 65535}, {"maxRateKBps", 10 * 1000 * 1000}};
     const char *mode = json_string_value(json_object_get(in, "mode"));
     const json_t *ports = json_object_get(in, "ports"), *v;
     const char *key;
@@ -205,6 +211,19 @@ json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
             json_array_append_new(p, json_integer(json_integer_value(v)));
         }
     }
+    for (i = 0; i < PE_ARRAY_LEN(limits); i++) {
+        v = json_object_get(in, limits[i].key);
+        if (v == NULL || json_is_null(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > limits[i].max) {
+            json_decref(out);
+            return pe_err_set(err, PE_EINVAL, 0, "%s must be an integer 1-%lld", limits[i].key,
+                              (long long)limits[i].max),
+                   NULL;
+        }
+        json_object_set_new(out, limits[i].key, json_integer(json_integer_value(v)));
+    }
     return out;
 }
 
@@ -241,12 +260,12 @@ bool pe_egress_name_allowed(const json_t *policy, const char *name)
     return any_match(json_object_get(policy, "allowDomains"), name);
 }
 
-bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
+static bool in_cidrs(const json_t *list, uint32_t addr)
 {
     const json_t *v;
     size_t i;
 
-    json_array_foreach(json_object_get(policy, "denyCidrs"), i, v)
+    json_array_foreach(list, i, v)
     {
         uint32_t net;
         int prefix;
@@ -254,6 +273,47 @@ bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
             (addr & (prefix == 0 ? 0 : ~0u << (32 - prefix))) == net)
             return true;
     }
+    return false;
+}
+
+bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
+{
+    return in_cidrs(json_object_get(policy, "denyCidrs"), addr);
+}
+
+bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr)
+{
+    return in_cidrs(json_object_get(policy, "allowCidrs"), addr);
+}
+
+bool pe_egress_name_denied(const json_t *policy, const char *name)
+{
+    return any_match(json_object_get(policy, "denyDomains"), name);
+}
+
+bool pe_egress_port_allowed(const json_t *policy, unsigned port)
+{
+    const json_t *ports = json_object_get(policy, "ports"), *v;
+    size_t i;
+
+    if (json_array_size(ports) == 0)
+        return true;
+    json_array_foreach(ports, i, v) if (json_integer_value(v) == (json_int_t)port) return true;
+    return false;
+}
+
+bool pe_egress_port_proxied(const json_t *policy, unsigned port)
+{
+    const char *mode = json_string_value(json_object_get(policy, "mode"));
+    const json_t *v;
+    size_t i;
+
+    if (mode == NULL || strcmp(mode, "none") == 0)
+        return false;
+    if (port == 80 || port == 443)
+        return true;
+    json_array_foreach(json_object_get(policy, "ports"), i,
+                       v) if (json_integer_value(v) == (json_int_t)port) return true;
     return false;
 }
 
@@ -285,7 +345,7 @@ static uint32_t new_generation(void)
 {
     uint32_t g = 0;
 
-    while (g == 0)
+    while (g == 0 || g == PE_EGRESS_PROXY_MARK)
         if (getrandom(&g, sizeof(g), 0) != (ssize_t)sizeof(g))
             g = (uint32_t)getpid() ^ (uint32_t)time(NULL);
     return g;
@@ -313,6 +373,8 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     const char *dport = ports ? "meta l4proto { tcp, udp } th dport @ports " : "";
     const char *sport = ports ? "meta l4proto { tcp, udp } th sport @ports " : "";
     const char *est = "ct state established,related";
+    long long max_conns = json_integer_value(json_object_get(policy, "maxConnections"));
+    long long rate = json_integer_value(json_object_get(policy, "maxRateKBps"));
     uint32_t gen = new_generation();
     char *text = NULL;
     size_t len = 0;
@@ -320,7 +382,7 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
 
     if (f == NULL)
         abort();
-    fprintf(f, "define GEN = 0x%08x\n", gen);
+    fprintf(f, "define GEN = 0x%08x\ndefine PMARK = 0x%08x\n", gen, PE_EGRESS_PROXY_MARK);
     fprintf(f, "add table " T "\ndelete table " T "\nadd table " T "\n");
     fprintf(f, "add set " T " dns4 { type ipv4_addr; flags timeout; }\n");
     fprintf(f, "add set " T " keep4 { type ipv4_addr; }\n");
@@ -334,10 +396,21 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     put_set(f, "allow4", "ipv4_addr", json_object_get(policy, "allowCidrs"), false);
     put_set(f, "deny4", "ipv4_addr", json_object_get(policy, "denyCidrs"), false);
     put_set(f, "ports", "inet_service", json_object_get(policy, "ports"), true);
+    fprintf(f, "add set " T " proxied { type inet_service; }\n"
+               "add element " T " proxied { 80, 443 }\n");
+    put_set(f, "proxied", "inet_service", json_object_get(policy, "ports"), true);
     /* DNS: every query goes to the daemon's socket, whatever its address. */
     fprintf(f, "add chain " T " dns { type nat hook output priority -100; policy accept; }\n"
                "add rule " T " dns meta nfproto ipv4 udp dport 53 redirect to :53\n"
                "add rule " T " dns meta nfproto ipv4 tcp dport 53 redirect to :53\n");
+    /* HTTP, TLS and the policy's ports: to the daemon's proxy, which checks
+     * the name the client sends (Host, SNI) and connects for it (with its
+     * mark: not sent back here). */
+    if (allowlist || open)
+        fprintf(f,
+                "add rule " T " dns meta nfproto ipv4 meta mark != $PMARK ip daddr != 127.0.0.0/8 "
+                "tcp dport @proxied redirect to :%d\n",
+                PE_EGRESS_PROXY_PORT);
     /* Refused at once, so that clients fail fast (and cut connections end). */
     fprintf(f, "add chain " T " refuse\n"
                "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
@@ -345,8 +418,17 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
     fprintf(f, "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
                "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
                "add rule " T " out ip6 daddr ::1 accept\n"
-               "add rule " T " out meta nfproto ipv6 drop\n"
-               "add rule " T " out ip daddr @deny4 jump refuse\n"
+               "add rule " T " out meta nfproto ipv6 drop\n");
+    /* Limits, before anything is accepted: the proxy's connections out
+     * (made in this namespace) count and are slowed like the sandbox's. */
+    if (max_conns > 0)
+        fprintf(f, "add rule " T " out ct state new ct count over %lld jump refuse\n", max_conns);
+    if (rate > 0)
+        fprintf(f, "add rule " T " out limit rate over %lld kbytes/second burst %lld kbytes drop\n",
+                rate, rate);
+    fprintf(f, "add rule " T " out ip daddr @deny4 jump refuse\n"
+               /* the proxy's connections (it checked them; it cuts them on a change) */
+               "add rule " T " out meta mark $PMARK ct mark set $PMARK accept\n"
                "add rule " T " out ct mark $GEN accept\n"
                /* answers on connections made to the sandbox (published ports) */
                "add rule " T " out ct direction reply accept\n");
@@ -365,8 +447,12 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
      * last one to what this one allows. */
     fprintf(f, "add chain " T " in { type filter hook input priority 0; policy drop; }\n"
                "add rule " T " in iif lo accept\n"
-               "add rule " T " in meta nfproto ipv6 drop\n"
-               "add rule " T " in ip saddr @deny4 drop\n"
+               "add rule " T " in meta nfproto ipv6 drop\n");
+    if (rate > 0)
+        fprintf(f, "add rule " T " in limit rate over %lld kbytes/second burst %lld kbytes drop\n",
+                rate, rate);
+    fprintf(f, "add rule " T " in ip saddr @deny4 drop\n"
+               "add rule " T " in ct mark $PMARK accept\n"
                "add rule " T " in ct mark $GEN accept\n"
                "add rule " T " in ct direction original accept\n");
     if (allowlist || open)
@@ -453,6 +539,51 @@ static int make_dns_socket(ns_job *j)
     }
     j->fd = fd;
     return 0;
+}
+
+static int make_proxy_socket(ns_job *j)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons(PE_EGRESS_PROXY_PORT),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "socket");
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 128) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "bind tcp 127.0.0.1:%d in the sandbox", PE_EGRESS_PROXY_PORT);
+    }
+    j->fd = fd;
+    return 0;
+}
+
+static int make_out_socket(ns_job *j)
+{
+    unsigned mark = PE_EGRESS_PROXY_MARK;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "socket");
+    if (setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "mark the proxy's socket");
+    }
+    j->fd = fd;
+    return 0;
+}
+
+int pe_egress_proxy_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_proxy_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+int pe_egress_out_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_out_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
 }
 
 int pe_egress_dns_socket(int netns, int type, pe_err *err)
@@ -627,4 +758,94 @@ int pe_runtime_egress_netns(pe_runtime *rt, const char *name, pid_t *pid, pe_err
     }
     pe__state_clear(&st);
     return fd;
+}
+
+/* ---- the log of denied attempts ----
+ *
+ * egress-denials.log (JSON lines) and its older half .1: appended with
+ * O_APPEND under deny_mu (one process writes it: the daemon), moved to .1
+ * when it passes half the budget. */
+
+#define DENIALS_FILE "egress-denials.log"
+#define DENIAL_MAX 1024
+
+static pthread_mutex_t deny_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int pe_runtime_egress_deny_log(pe_runtime *rt, const char *name, const json_t *entry, pe_err *err)
+{
+    cleanup_free char *dir = NULL, *path = NULL, *old = NULL, *line = NULL;
+    cleanup_fd int fd = -1;
+    struct stat st;
+    size_t n;
+    int r = 0;
+
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = dir_of(rt, name);
+    path = pe_xasprintf("%s/" DENIALS_FILE, dir);
+    old = pe_xasprintf("%s/" DENIALS_FILE ".1", dir);
+    line = json_dumps(entry, JSON_COMPACT);
+    if (line == NULL || (n = strlen(line)) > DENIAL_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "a denial entry over %d bytes", DENIAL_MAX);
+    line[n] = '\n';
+    pthread_mutex_lock(&deny_mu);
+    if (access(dir, F_OK) < 0) {
+        r = pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+    } else {
+        if (stat(path, &st) == 0 && st.st_size > PE_EGRESS_DENIALS_KEEP / 2 &&
+            rename(path, old) < 0)
+            r = pe_err_sys(err, "rotate %s", path);
+        fd = r < 0 ? -1 : open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (r == 0 && (fd < 0 || write(fd, line, n + 1) != (ssize_t)(n + 1)))
+            r = pe_err_sys(err, "append to %s", path);
+    }
+    pthread_mutex_unlock(&deny_mu);
+    return r;
+}
+
+/* Lines of text (newest last) onto a, each parsed; bad ones skipped. */
+static void add_lines(json_t *a, const char *text)
+{
+    const char *p = text, *end = text + strlen(text);
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        json_t *o = json_loadb(p, len, 0, NULL);
+        if (json_is_object(o))
+            json_array_append_new(a, o);
+        else
+            json_decref(o);
+        p += len + 1;
+    }
+}
+
+int pe_runtime_egress_denials(pe_runtime *rt, const char *name, size_t limit, json_t **out,
+                              pe_err *err)
+{
+    cleanup_free char *dir = NULL, *path = NULL, *old = NULL, *t1 = NULL, *t2 = NULL;
+    json_t *all = json_array(), *res;
+    size_t n;
+
+    *out = NULL;
+    if (!pe_name_valid(name)) {
+        json_decref(all);
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    }
+    dir = dir_of(rt, name);
+    path = pe_xasprintf("%s/" DENIALS_FILE, dir);
+    old = pe_xasprintf("%s/" DENIALS_FILE ".1", dir);
+    pthread_mutex_lock(&deny_mu);
+    if (pe_fs_read_file(old, PE_EGRESS_DENIALS_KEEP, &t1, NULL, NULL) == 0)
+        add_lines(all, t1);
+    if (pe_fs_read_file(path, PE_EGRESS_DENIALS_KEEP, &t2, NULL, NULL) == 0)
+        add_lines(all, t2);
+    pthread_mutex_unlock(&deny_mu);
+    res = json_array();
+    n = json_array_size(all);
+    for (size_t i = 0; i < n && i < limit; i++)
+        json_array_append(res, json_array_get(all, n - 1 - i));
+    json_decref(all);
+    *out = res;
+    return 0;
 }

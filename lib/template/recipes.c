@@ -56,6 +56,12 @@ static const pe_template_service jupyter_server = {
     .description = "Jupyter kernel server (stateful code execution)",
 };
 
+/* What every agent template's default policy allows besides its
+ * provider: the package registries its agent installs from (npm, PyPI,
+ * Debian). */
+static const char *const registries[] = {"registry.npmjs.org", "pypi.org", "files.pythonhosted.org",
+                                         "deb.debian.org", "security.debian.org"};
+
 static const pe_template templates[] = {
     {.name = "node",
      .parent = "debian",
@@ -68,49 +74,59 @@ static const pe_template templates[] = {
      .command = "openclaw",
      .npm = NPM("openclaw"),
      .env = utf8_env,
+     .egress = NPM("api.anthropic.com", "api.openai.com", "openrouter.ai"),
      .service = &openclaw_gateway},
     {.name = "claude-code",
      .parent = "node",
      .description = "Claude Code, Anthropic's agentic coding tool",
      .command = "claude",
      .npm = NPM("@anthropic-ai/claude-code"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress =
+         NPM("api.anthropic.com", "console.anthropic.com", "statsig.anthropic.com", "claude.ai")},
     {.name = "codex",
      .parent = "node",
      .description = "Codex CLI, OpenAI's coding agent",
      .command = "codex",
      .npm = NPM("@openai/codex"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("api.openai.com", "auth.openai.com", "chatgpt.com")},
     {.name = "gemini",
      .parent = "node",
      .description = "Gemini CLI, Google's open-source AI agent",
      .command = "gemini",
      .npm = NPM("@google/gemini-cli"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("generativelanguage.googleapis.com", "cloudcode-pa.googleapis.com",
+                   "oauth2.googleapis.com", "accounts.google.com")},
     {.name = "opencode",
      .parent = "node",
      .description = "OpenCode, the open-source AI coding agent for the terminal",
      .command = "opencode",
      .npm = NPM("opencode-ai"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("api.anthropic.com", "api.openai.com", "opencode.ai", "models.dev")},
     {.name = "amp",
      .parent = "node",
      .description = "Amp, Sourcegraph's agentic coding tool",
      .command = "amp",
      .npm = NPM("@sourcegraph/amp"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("ampcode.com", "*.ampcode.com")},
     {.name = "copilot",
      .parent = "node",
      .description = "GitHub Copilot CLI",
      .command = "copilot",
      .npm = NPM("@github/copilot"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("api.github.com", "github.com", "api.githubcopilot.com", "*.githubcopilot.com")},
     {.name = "kilo",
      .parent = "node",
      .description = "Kilo Code CLI, the open-source coding agent",
      .command = "kilo",
      .npm = NPM("@kilocode/cli"),
-     .env = utf8_env},
+     .env = utf8_env,
+     .egress = NPM("api.kilocode.ai", "kilocode.ai", "openrouter.ai")},
     {.name = "vscode",
      .parent = "node",
      .description = "VS Code in the browser (code-server): exposeVscode opens it",
@@ -150,4 +166,19 @@ const pe_template *pe_template_all(size_t *n)
 {
     *n = PE_ARRAY_LEN(templates);
     return templates;
+}
+
+json_t *pe_template_egress_default(const char *name)
+{
+    const pe_template *t = name ? pe_template_find(name) : NULL;
+    json_t *allow;
+
+    if (t == NULL || t->egress == NULL)
+        return NULL;
+    allow = json_array();
+    for (const char *const *d = t->egress; *d; d++)
+        json_array_append_new(allow, json_string(*d));
+    for (size_t i = 0; i < sizeof(registries) / sizeof(registries[0]); i++)
+        json_array_append_new(allow, json_string(registries[i]));
+    return json_pack("{s:s, s:o}", "mode", "allowlist", "allowDomains", allow);
 }

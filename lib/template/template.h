@@ -22,6 +22,7 @@
 #ifndef PE_TEMPLATE_H
 #define PE_TEMPLATE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -48,7 +49,15 @@ typedef struct pe_template {
     const char *const *env;             /* added to its sandboxes' environment */
     const pe_template_service *service; /* or NULL */
     bool internal;                      /* a layer, not offered as a base */
+    const char *const *egress;          /* an agent's model provider (its API, its sign-in) */
 } pe_template;
+
+/* The egress policy a sandbox made from template name gets when its
+ * create names none (docs/design/network.md, "Per-template defaults"):
+ * an allowlist of the agent's model provider and the package registries,
+ * nothing else. A new object, or NULL for a base without one (the open
+ * network). */
+json_t *pe_template_egress_default(const char *name);
 
 /* The template (or internal layer) called name, or NULL. */
 const pe_template *pe_template_find(const char *name);

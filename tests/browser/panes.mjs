@@ -218,6 +218,10 @@ async function network(page) {
   const got = await api("io.pocketenv.sandbox.getNetworkPolicy", { params: { id: sb.id } });
   const want = { mode: "allowlist", allowDomains: ["api.example.com", "*.npmjs.org"], denyDomains: ["evil.example.com"], allowCidrs: ["10.1.0.0/16"], denyCidrs: [], ports: [443, 80] };
   if (JSON.stringify(got.policy) !== JSON.stringify(want)) throw new Error(`the policy saved is ${JSON.stringify(got.policy)}`);
+  setStep("network: a denied name asked for shows in the denied attempts");
+  await stdout("nslookup evil.example.com >/dev/null 2>&1; true");
+  await page.click("#net-denials-reload");
+  await row(page, "net-denials", "name", "evil.example.com").first().waitFor(WAIT);
   await shot(page, "network", 1);
   setStep("network: a bad entry is refused, the policy stays");
   await page.fill("#net-allow", "not a name");

@@ -151,6 +151,8 @@ H = b"Host: 127.0.0.1\r\n"
      b"GET /xrpc/io.pocketenv.sandbox.getSandbox?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
     ("%00 in a network policy's sandbox id",
      b"GET /xrpc/io.pocketenv.sandbox.getNetworkPolicy?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
+    ("%00 in the sandbox id of its network denials",
+     b"GET /xrpc/io.pocketenv.sandbox.getNetworkDenials?id=sbx%00x HTTP/1.1\r\n" + H, 400, "%00"),
     ("%00 in a query name",
      b"GET /xrpc/io.pocketenv.sandbox.getSandbox?i%00d=1&id=2 HTTP/1.1\r\n" + H, 400, "%00"),
     ("unknown transfer coding",

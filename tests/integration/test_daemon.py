@@ -27,7 +27,7 @@ import pytest
 from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
-                   "getNetworkPolicy", "putNetworkPolicy"]
+                   "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials"]
 
 
 def free_port():
@@ -75,7 +75,7 @@ class Daemon:
 
     def sandbox(self, method, ident, body=None, token="owner"):
         nsid = f"io.pocketenv.sandbox.{method}"
-        post = method not in ("getSandbox", "getNetworkPolicy")
+        post = method not in ("getSandbox", "getNetworkPolicy", "getNetworkDenials")
         if method == "putNetworkPolicy" and body is None:
             body = {"policy": {"mode": "none"}}
         if method == "exec" and body is None:

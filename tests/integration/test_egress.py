@@ -24,7 +24,7 @@ HOST = "10.124.0.1"
 DNS = "10.124.0.2"     # the namespace's DNS server, and allowed.test's host
 OTHER = "10.124.0.3"   # denied.test's host
 ZONE = (f"allowed.test {DNS}\ndenied.test {OTHER}\nalso.allowed.test {OTHER}\n"
-        f"doh.test {OTHER}\nflip.test {DNS}\n")
+        f"doh.test {OTHER}\nflip.test {DNS}\nshared.test {DNS}\n")
 
 DNS_SERVER = r"""
 import socket, struct, sys, os
@@ -70,18 +70,52 @@ class H(http.server.BaseHTTPRequestHandler):
             except OSError:
                 pass
             return
+        if self.path.startswith("/big/"):  # /big/N: N bytes
+            n = int(self.path[5:])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n))
+            self.end_headers()
+            try:
+                for _ in range(n // 4096):
+                    self.wfile.write(b"x" * 4096)
+                self.wfile.write(b"x" * (n % 4096))
+            except OSError:
+                pass
+            return
         body = sys.argv[1].encode()
+        if len(sys.argv) > 3:  # a virtual host: say which
+            body += b"/" + self.headers.get("Host", "-").encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a):
         pass
+if len(sys.argv) > 3:
+    H.protocol_version = "HTTP/1.1"  # keep-alive: several requests on one connection
 class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 s = S((sys.argv[1], int(sys.argv[2])), H)
 print("ready", flush=True)
 s.serve_forever()
+"""
+
+
+TLS_SERVER = r"""
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+s = socket.create_server((sys.argv[1], 443))
+print("ready", flush=True)
+def serve(c):
+    try:
+        with ctx.wrap_socket(c, server_side=True) as t:
+            t.recv(100)
+            t.sendall(b"tls " + sys.argv[1].encode())
+    except (OSError, ssl.SSLError):
+        pass
+while True:
+    threading.Thread(target=serve, args=(s.accept()[0],), daemon=True).start()
 """
 
 
@@ -119,6 +153,15 @@ def internet(tmp_path_factory):
         for port in ("8000", "8001"):
             procs.append(spawn(ns, HTTP_SERVER, DNS, port))
             procs.append(spawn(ns, HTTP_SERVER, OTHER, port))
+        # HTTP and HTTPS on their own ports, for the proxy's tests: virtual
+        # hosts (allowed.test and shared.test share DNS's address)
+        cert, key = zone.with_name("cert.pem"), zone.with_name("key.pem")
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-days", "2", "-subj", "/CN=allowed.test", "-keyout", str(key),
+           "-out", str(cert), "-addext", "subjectAltName=DNS:allowed.test,DNS:shared.test")
+        for a in (DNS, OTHER):
+            procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost"))
+            procs.append(spawn(ns, TLS_SERVER, a, str(cert), str(key)))
         yield zone
     finally:
         for p in procs:
@@ -497,3 +540,165 @@ def test_dns_over_tcp_is_answered_by_the_daemon_too(daemon, box):
     a = ask("allowed.test")
     assert a[2:4] == ["12", "34"] and int(a[5], 16) & 0x0f == 0, a
     assert a[-4:] == [f"{int(x):02x}" for x in DNS.split(".")], a  # its address
+
+
+# ---- the name-checking proxy: HTTP Host and TLS SNI ----
+
+def octal(data):
+    return "".join("\\%03o" % b for b in data)
+
+
+def http_get(target, hosts, timeout=3):
+    """Shell: a GET for each of hosts (Host header) on one kept-alive
+    connection to target:80, the last one closing; prints the bodies
+    (address/host served)."""
+    hosts = hosts if isinstance(hosts, list) else [hosts]
+    reqs = "".join(f"GET / HTTP/1.1\r\nHost: {h}\r\n" +
+                   ("Connection: close\r\n" if i == len(hosts) - 1 else "") + "\r\n"
+                   for i, h in enumerate(hosts))
+    return (f"printf '{octal(reqs.encode())}' | nc -w {timeout} {target} 80 2>/dev/null"
+            " | grep -o '10\\.124\\.0\\.[0-9]*/[A-Za-z0-9.:-]*'; echo; ")
+
+
+def client_hello(name):
+    """A real ClientHello (Python's ssl) asking for name, as printf octal."""
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inb, outb = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inb, outb, server_hostname=name)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return octal(outb.read())
+
+
+def tls_hello(target, name, timeout=3):
+    """Shell: send name's ClientHello to target:443 and print the first
+    two bytes of the answer in hex ("16 03": a ServerHello came back)."""
+    return (f"printf '{client_hello(name)}' | nc -w {timeout} {target} 443 2>/dev/null"
+            " | head -c 2 | od -An -tx1; echo; ")
+
+
+def test_proxy_refuses_a_denied_host_sharing_an_allowed_address_over_http(daemon, box):
+    """shared.test has allowed.test's address: by address the kernel lets
+    it through; the proxy reads Host and refuses, on every request of a
+    kept-alive connection."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    reaches(daemon, box, "nslookup allowed.test >/dev/null 2>&1; " + http_get(DNS, "allowed.test"),
+            [f"{DNS}/allowed.test"])
+    assert run(daemon, box, http_get(DNS, "shared.test")).split() == []
+    # an allowed request first, then the denied host on the same connection
+    out = run(daemon, box, http_get(DNS, ["allowed.test", "shared.test"])).split()
+    assert out == [f"{DNS}/allowed.test"], out
+    # an allowed name sent to an address it does not resolve to
+    assert run(daemon, box, http_get(OTHER, "allowed.test")).split() == []
+    # Host tricks: a second Host, a port, upper case
+    two = ("printf 'GET / HTTP/1.1\\r\\nHost: allowed.test\\r\\nHost: shared.test\\r\\n"
+           f"Connection: close\\r\\n\\r\\n' | nc -w 3 {DNS} 80 | grep -c 10.124; echo")
+    assert run(daemon, box, two).split() == ["0"]
+    reaches(daemon, box, http_get(DNS, "Allowed.TEST:80"), [f"{DNS}/Allowed.TEST:80"])
+    log = daemon.log_text()
+    assert "via=proxy" in log and "name=shared.test addr=10.124.0.2 port=80" in log, log[-3000:]
+
+
+def test_proxy_refuses_a_denied_host_sharing_an_allowed_address_over_tls(daemon, box):
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    reaches(daemon, box, "nslookup allowed.test >/dev/null 2>&1; " + tls_hello(DNS, "allowed.test"),
+            ["16", "03"])
+    assert run(daemon, box, tls_hello(DNS, "shared.test")).split() == []
+    assert run(daemon, box, tls_hello(OTHER, "allowed.test")).split() == []
+    # open mode: only what is denied by name
+    st, out = put(daemon, box, {"mode": "open", "denyDomains": ["shared.test"]})
+    assert st == 200, out
+    reaches(daemon, box, tls_hello(OTHER, "denied.test"), ["16", "03"])
+    assert run(daemon, box, tls_hello(DNS, "shared.test")).split() == []
+
+
+def test_proxy_cuts_its_connections_on_a_change(daemon, box):
+    """Proxied connections leave from the daemon's socket, not the
+    sandbox's: the change is applied to them by the proxy."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test", "doh.test"]})
+    assert st == 200, out
+    sid = daemon.sandbox("getSandbox", box)[1]["sandbox"]["id"]
+    client = subprocess.Popen(
+        [BIN, "--data", daemon.data, "runtime", "exec", sid, "--", "/bin/sh", "-c",
+         "nslookup allowed.test >/dev/null 2>&1; printf 'GET /stream HTTP/1.0\\r\\n"
+         f"Host: allowed.test\\r\\n\\r\\n' | nc {DNS} 80"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    got = []
+    threading.Thread(target=lambda: got.extend((time.monotonic(), l) for l in client.stdout),
+                     daemon=True).start()
+    try:
+        wait_for(lambda: sum(1 for _, l in got if l == b"tick\n") > 5, 30, "the stream to flow")
+        st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+        assert st == 200, out
+        t = time.monotonic()
+        time.sleep(1.5)
+        assert any(at > t + 0.5 for at, _ in got), "a change that still allows it cut it"
+        st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["doh.test"]})
+        assert st == 200, out
+        t = time.monotonic()
+        time.sleep(2.0)
+        assert not any(at > t + 0.5 for at, _ in got), "still flowing after the change"
+    finally:
+        kill_tree(client)
+        client.wait()
+
+
+def test_denied_attempts_are_readable_by_the_owner(daemon, box):
+    """What the resolver and the proxy refused, newest first: time, name,
+    address, port (tests/integration/test_daemon.py's matrix checks that no
+    one else reads them)."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    run(daemon, box, "nslookup denied.test >/dev/null 2>&1; " + http_get(DNS, "shared.test"))
+
+    def denials(**params):
+        return daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": box, **params})
+    st, out = denials()
+    assert st == 200, out
+    got = out["denials"]
+    proxy = next(e for e in got if e.get("name") == "shared.test")
+    assert proxy["address"] == DNS and proxy["port"] == 80 and proxy["via"] == "proxy", got
+    dns = next(e for e in got if e.get("name") == "denied.test")
+    assert dns["via"] == "dns" and "address" not in dns, got
+    assert got.index(proxy) < got.index(dns)  # newest first
+    assert proxy["time"].endswith("Z") and proxy["time"] >= dns["time"], got
+    st, out = denials(limit=1)
+    assert st == 200 and out["denials"] == [proxy], out
+    for bad in (0, 1001, "ten", ""):
+        st, out = denials(limit=bad)
+        assert st == 400 and out["error"] == "InvalidRequest", out
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": "no-such-box"})
+    assert st == 404 and out["error"] == "SandboxNotFound", out
+
+
+def test_limits_cap_connections_and_bandwidth(daemon, box):
+    """maxConnections: the one over the cap is refused, and works again once
+    one closed; maxRateKBps: a download takes as long as the rate says."""
+    for bad, msg in (({"mode": "open", "maxConnections": 0}, "maxConnections must be"),
+                     ({"mode": "open", "maxRateKBps": "fast"}, "maxRateKBps must be")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and msg in out["message"], out
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"],
+                                "maxConnections": 2})
+    assert st == 200 and out["policy"]["maxConnections"] == 2, out
+    reaches(daemon, box, fetch(DNS), [DNS])
+    with Stream(daemon, box, DNS), Stream(daemon, box, DNS):
+        assert run(daemon, box, fetch(DNS)).split() == []
+        run(daemon, box, "killall nc; true")  # the streams' clients in the sandbox
+    reaches(daemon, box, fetch(DNS), [DNS])
+    # 800 KB at 200 KB/s with 200 KB of burst: 3 s (timed inside, by
+    # /proc/uptime; unlimited, it takes milliseconds on a veth)
+    st, out = put(daemon, box, {"mode": "allowlist", "allowCidrs": [f"{DNS}/32"],
+                                "maxRateKBps": 200})
+    assert st == 200, out
+    size = 800 * 1024
+    got = run(daemon, box, "cut -d' ' -f1 /proc/uptime; "
+              f"printf 'GET /big/{size} HTTP/1.0\\r\\n\\r\\n' | nc -w 10 {DNS} 8000 | "
+              f"tail -c {size} | wc -c; cut -d' ' -f1 /proc/uptime").split()
+    assert got[1] == str(size), got
+    assert float(got[2]) - float(got[0]) >= 2.0, got

@@ -83,7 +83,9 @@ def tdaemon(tmp_path_factory, template_images):
 
 
 def create(d, base, name, envs=(), secrets_=()):
-    body = {"base": base, "name": name,
+    # the open network (not the template's default policy): the double is
+    # reached by address
+    body = {"base": base, "name": name, "networkPolicy": None,
             "envs": [{"name": k, "value": v} for k, v in envs],
             "secrets": [{"name": k, "value": v} for k, v in secrets_]}
     st, sb = d.call(SB + "createSandbox", body=body)
@@ -267,6 +269,14 @@ def test_unknown_and_vendor_only_templates_are_refused_at_once(tdaemon):
         assert by[name]["uri"].startswith("at://did:key:") and \
             by[name]["uri"].endswith("/io.pocketenv.sandbox/" + name), by[name]
     assert "node" not in by  # a layer, not a base
+    # an agent's default egress policy: its provider and the registries
+    want = {"mode": "allowlist", "allowDomains": [
+        "api.anthropic.com", "console.anthropic.com", "statsig.anthropic.com", "claude.ai",
+        "registry.npmjs.org", "pypi.org", "files.pythonhosted.org", "deb.debian.org",
+        "security.debian.org"]}
+    assert by["claude-code"]["networkPolicy"] == want, by["claude-code"]
+    assert "api.openai.com" in by["codex"]["networkPolicy"]["allowDomains"]
+    assert "networkPolicy" not in by["python"] and "networkPolicy" not in by["busybox"]
     after = tdaemon.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local"})[1]
     assert after["total"] == before["total"]  # nothing made
 
