@@ -34,6 +34,7 @@
 #include "daemon.h"
 #include "resource-limits.h"
 #include "providers.h"
+#include "read-cache.h"
 #include "resources.h"
 #include "snapshots.h"
 #include "supervise.h"
@@ -456,14 +457,63 @@ static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
     return pe_daemon_job_sandbox(job, s, job->id, sb);
 }
 
+/* A getSandbox answer to keep in the read cache (read-cache.h): a copy,
+ * since a local caller (pe_xrpc_call) owns the answer it is given. */
+struct get_kept {
+    uint64_t gen;
+    json_t *out;
+};
+
 static void get_work(pe_daemon_job *job, pe_store *s)
 {
+    uint64_t gen = pe_store_write_gen(); /* before the read, see read-cache.h */
+    struct get_kept *kept;
     pe_store_sandbox sb;
 
     if (!lookup(job, s, &sb))
         return;
     job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
     pe_store_sandbox_clear(&sb);
+    kept = pe_xmalloc(sizeof(*kept));
+    kept->gen = gen;
+    kept->out = json_deep_copy(job->out);
+    job->ud = kept;
+}
+
+static void get_after(pe_daemon_job *job)
+{
+    struct get_kept *kept = job->ud;
+
+    if (kept == NULL)
+        return;
+    pe_daemon_read_cache_put(job->did, job->id, kept->gen, kept->out);
+    json_decref(kept->out);
+    free(kept);
+    job->ud = NULL;
+}
+
+/* getSandbox: from the read cache on the loop thread when it can be,
+ * else read by a worker, whose answer is then kept. */
+static void get_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->params, "id"));
+    pe_daemon_job *job;
+    json_t *hit;
+
+    if (did == NULL)
+        return;
+    hit = pe_daemon_read_cache_get(did, id);
+    if (hit) {
+        pe_xrpc_respond(req, req->call ? json_deep_copy(hit) : json_incref(hit));
+        json_decref(hit);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, get_work);
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->after = get_after;
+    pe_daemon_job_submit(job);
 }
 
 /* Start and stop wait until create has finished with the sandbox. */
@@ -903,7 +953,6 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, in
     {                                                                                              \
         by_id(req, ud, work, kind);                                                                \
     }
-BY_ID(get_sandbox, get_work, PE_JOB_SHORT)
 BY_ID(stop_sandbox, stop_work, PE_JOB_LIFECYCLE)
 BY_ID(delete_sandbox, delete_work, PE_JOB_LIFECYCLE)
 BY_ID(exec_sandbox, exec_work, PE_JOB_LONG)
