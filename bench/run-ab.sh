@@ -2,13 +2,15 @@
 # Two builds of the daemon side by side (issue 21): the same requests to
 # each, alternating, so that both see the same load of this shared host.
 #   bench/run-ab.sh -b BASE_BIN_DIR [-k ROUNDS] [-d WRK_SECONDS] [-c CONNS] [-e EXEC_ROUNDS]
+# (-d 0: no wrk runs)
 # BASE_BIN_DIR holds pocketenv, pocketenv-serve and pocketenv-init of the
 # build to compare with (e.g. copied from an earlier run-daemon.sh); the
 # other build is $BUILD (default build/). Each daemon gets its own data dir
 # and one busybox sandbox made through its API. Per round, in a shuffled
 # order: wrk on getSandbox and on getPublicKey (the HTTP + XRPC floor,
 # answered on the loop thread) against each daemon; then, with -e N,
-# daemonbench exec (N rounds) against each. Prints one line per run;
+# daemonbench exec (N rounds) against each, next to `nsenter -a` into the
+# same sandbox's init (the ratio is to it). Prints one line per run;
 # nothing is asserted. An EXIT trap stops both daemons and removes their
 # sandboxes and the directory.
 set -euo pipefail
@@ -83,7 +85,7 @@ echo "load: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t2 -c$CONNS -d${WRK_SECONDS}s
 echo
 echo "| round | variant | endpoint | req/s | p50 | p99 | non-2xx | daemon CPU µs/req |"
 echo "|---|---|---|---:|---:|---:|---:|---:|"
-for ((r = 1; r <= ROUNDS; r++)); do
+for ((r = 1; r <= ROUNDS && WRK_SECONDS > 0; r++)); do
     for job in $(printf '%s\n' base:get new:get base:key new:key | shuf); do
         v=${job%%:*} what=${job#*:}
         if [ "$what" = get ]; then path="/xrpc/io.pocketenv.sandbox.getSandbox?id=${SBX[$v]}"
@@ -104,7 +106,10 @@ if [ "$EXEC_ROUNDS" -gt 0 ]; then
     for ((r = 1; r <= ROUNDS; r++)); do
         for v in $(printf '%s\n' base new | shuf); do
             echo "#### exec round $r: $v"
-            bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" exec -r "$EXEC_ROUNDS" -w 10 -s "${SBX[$v]}" 2>&1 | grep -E '^\| (variant|API)' || true
+            init=$("$v/pocketenv" --data "data-$v" runtime inspect "${SBX[$v]}" | jq -e .pid)
+            echo "[nsenter -a] nsenter -a -t $init /bin/sh -c true" >"peers-$v"
+            bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" exec -r "$EXEC_ROUNDS" -w 10 \
+                -s "${SBX[$v]}" -f "peers-$v" -b "nsenter -a" 2>&1 | grep -E '^\| (variant|API|nsenter)' || true
         done
     done
 fi

@@ -216,14 +216,26 @@ def api_traffic(d, sid, stop, counts):
                 counts["last"] = repr(e)
 
 
+def start_sandbox(d):
+    sid = d.xrpc("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})["id"]
+    deadline = time.monotonic() + 60
+    while d.xrpc("io.pocketenv.sandbox.getSandbox", {"id": sid})["sandbox"]["status"] \
+            != "RUNNING":
+        if time.monotonic() > deadline:
+            raise SystemExit("sandbox did not start")
+        time.sleep(0.05)
+    return sid
+
+
 def scale(d, sid, n, soak):
     """N sessions open + API traffic for soak seconds; prints a table."""
     pid = d.proc.pid
+    sids = [sid] + [start_sandbox(d) for _ in range((n - 1) // 100)]
     rss = {"idle": rss_kib(pid)}
     t0 = time.monotonic()
     sessions = []
     for i in range(n):
-        ws = WS(d.port, f"/tty/{sid}/ws?sessionId=scale{i}&token={d.token}",
+        ws = WS(d.port, f"/tty/{sids[i % len(sids)]}/ws?sessionId=scale{i}&token={d.token}",
                 src=f"127.0.0.{2 + i // 50}", timeout=60)
         if ws.status != 101:
             raise SystemExit(f"session {i}: HTTP {ws.status}: {ws.body[:200]!r}")
@@ -263,14 +275,14 @@ def scale(d, sid, n, soak):
         ws.close()
     time.sleep(1)  # let the daemon reap the shells before the last sample
     rss["closed"] = rss_kib(pid)
-    print(f"\n{n} WebSocket sessions on one sandbox, opened and each echo-checked in "
+    print(f"\n{n} WebSocket sessions on {len(sids)} sandboxes, opened and each echo-checked in "
           f"{opened:.1f} s; then {soak} s of API traffic (getSandbox + exec `true`, one "
           f"client thread) while sessions were echo-checked in turn:\n")
     print("| figure | value |\n|---|---|")
     print(f"| API calls answered / failed | {counts['ok']} / {counts['failed']} |")
     print(f"| session echo checks / failed | {checks} / {failed} |")
     print(f"| sessions closed cleanly at the end | {closed} of {n} |")
-    print(f"| daemon VmRSS idle (1 sandbox, no session) | {rss['idle'] / 1024:.1f} MiB |")
+    print(f"| daemon VmRSS before ({len(sids)} sandboxes, no session) | {rss['idle'] / 1024:.1f} MiB |")
     print(f"| … with {n} sessions open | {rss['open'] / 1024:.1f} MiB "
           f"(+{(rss['open'] - rss['idle']) / n:.1f} KiB per session) |")
     print(f"| … peak during the soak (5 s samples) | {peak / 1024:.1f} MiB |")
