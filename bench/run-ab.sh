@@ -108,8 +108,13 @@ if [ "$EXEC_ROUNDS" -gt 0 ]; then
             echo "#### exec round $r: $v"
             init=$("$v/pocketenv" --data "data-$v" runtime inspect "${SBX[$v]}" | jq -e .pid)
             echo "[nsenter -a] nsenter -a -t $init /bin/sh -c true" >"peers-$v"
+            c0=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
             bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" exec -r "$EXEC_ROUNDS" -w 10 \
                 -s "${SBX[$v]}" -f "peers-$v" -b "nsenter -a" 2>&1 | grep -E '^\| (variant|API|nsenter)' || true
+            c1=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            # the daemon with its reaped children (waiters, and the commands they reaped)
+            echo "daemon CPU per exec (with its children, the command included): $(awk -v c=$((c1 - c0)) \
+                -v n=$((EXEC_ROUNDS + 10)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
         done
     done
 fi
