@@ -457,38 +457,48 @@ static bool lookup(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
     return pe_daemon_job_sandbox(job, s, job->id, sb);
 }
 
-/* A getSandbox answer to keep in the read cache (read-cache.h): a copy,
- * since a local caller (pe_xrpc_call) owns the answer it is given. */
-struct get_kept {
-    uint64_t gen;
-    json_t *out;
-};
-
 static void get_work(pe_daemon_job *job, pe_store *s)
 {
-    uint64_t gen = pe_store_write_gen(); /* before the read, see read-cache.h */
-    struct get_kept *kept;
     pe_store_sandbox sb;
 
     if (!lookup(job, s, &sb))
         return;
     job->out = json_pack("{s:o}", "sandbox", pe_daemon_sandbox_view(&sb));
     pe_store_sandbox_clear(&sb);
-    kept = pe_xmalloc(sizeof(*kept));
-    kept->gen = gen;
-    kept->out = json_deep_copy(job->out);
-    job->ud = kept;
+}
+
+/* getSandbox's answer to keep in the read cache (read-cache.h): a copy,
+ * since a local caller (pe_xrpc_call) owns the answer it is given. The
+ * job's ud, set by get_sandbox (get_work is shared: the E2B API runs it
+ * with a ud of its own). */
+struct get_kept {
+    uint64_t gen;
+    json_t *out;
+};
+
+static void get_cached_work(pe_daemon_job *job, pe_store *s)
+{
+    struct get_kept *kept = job->ud;
+
+    kept->gen = pe_store_write_gen(); /* before the read, see read-cache.h */
+    get_work(job, s);
+    if (!job->failed && job->out)
+        kept->out = json_deep_copy(job->out);
+}
+
+static void get_kept_free(struct get_kept *kept)
+{
+    json_decref(kept->out);
+    free(kept);
 }
 
 static void get_after(pe_daemon_job *job)
 {
     struct get_kept *kept = job->ud;
 
-    if (kept == NULL)
-        return;
-    pe_daemon_read_cache_put(job->did, job->id, kept->gen, kept->out);
-    json_decref(kept->out);
-    free(kept);
+    if (kept->out)
+        pe_daemon_read_cache_put(job->did, job->id, kept->gen, kept->out);
+    get_kept_free(kept);
     job->ud = NULL;
 }
 
@@ -499,6 +509,7 @@ static void get_sandbox(pe_xrpc_request *req, void *ud)
     pe_daemon *d = ud;
     cleanup_free char *did = pe_daemon_auth(d, req);
     const char *id = json_string_value(json_object_get(req->params, "id"));
+    struct get_kept *kept;
     pe_daemon_job *job;
     json_t *hit;
 
@@ -510,10 +521,13 @@ static void get_sandbox(pe_xrpc_request *req, void *ud)
         json_decref(hit);
         return;
     }
-    job = pe_daemon_job_new(d, req, did, get_work);
+    kept = pe_xcalloc(1, sizeof(*kept));
+    job = pe_daemon_job_new(d, req, did, get_cached_work);
     job->id = id ? pe_xstrdup(id) : NULL;
+    job->ud = kept;
     job->after = get_after;
-    pe_daemon_job_submit(job);
+    if (pe_daemon_job_submit(job) < 0) /* answered and freed, without after */
+        get_kept_free(kept);
 }
 
 /* Start and stop wait until create has finished with the sandbox. */
