@@ -8,10 +8,12 @@ set -euo pipefail
 
 usage() {
     cat <<EOT
-usage: bench/run-terminal.sh [--keys N] [--mb MIB] [--reps N]
+usage: bench/run-terminal.sh [--keys N] [--mb MIB] [--reps N] [--sessions N [--soak S] [--scale-only]]
   --keys N   latency samples (default 2000)
   --mb MIB   size of the file cat prints (default 64)
   --reps N   throughput repetitions, interleaved (default 5)
+  --sessions N  also N WebSocket sessions at once with API traffic (issue 21: 1000)
+  --soak S      seconds of that run (default 600); --scale-only: that run alone
 Needs root and a build in \$BUILD (default build/) with pocketenv-serve and bench/ptycat.
 EOT
 }

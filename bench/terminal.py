@@ -13,16 +13,26 @@ Against a real `pocketenv serve` on loopback with one busybox sandbox:
    the same command on a PTY started the way the daemon starts shells,
    read directly.
 
+3. with --sessions N (issue 21): N WebSocket sessions open at once (spread
+   over loopback source addresses, 50 each, as distinct machines would
+   be), then --soak seconds of API traffic (getSandbox and exec `true` in
+   a loop on a thread of its own) while the sessions are echo-checked one
+   after the other; the daemon's VmRSS sampled every 5 s. Reports memory
+   idle, with the sessions open, its peak during the soak and after the
+   sessions closed, per session, and every failure.
+
 Prints markdown. Measures and prints only; asserts nothing (STYLE rule 21).
 """
 import argparse
 import json
 import multiprocessing
 import os
+import resource
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -38,14 +48,15 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, pe, data):
+    def __init__(self, pe, data, extra=()):
         self.pe, self.data = pe, data
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         tf = os.path.join(data, "token.json")
         self.log = open(os.path.join(data, "daemon.log"), "w")
         self.proc = subprocess.Popen([pe, "serve", "--listen", f"127.0.0.1:{self.port}",
-                                      "--data", data, "--token-file", tf], stderr=self.log)
+                                      "--data", data, "--token-file", tf] + list(extra),
+                                     stderr=self.log)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -184,6 +195,103 @@ def throughput(d, sid, viewers, session):
     return min(b for b, _ in results), max(t for _, t in results) - t0
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def api_traffic(d, sid, stop, counts):
+    while not stop.is_set():
+        for nsid, params, body in (("io.pocketenv.sandbox.getSandbox", {"id": sid}, None),
+                                   ("io.pocketenv.sandbox.exec", {"id": sid},
+                                    {"command": "true"})):
+            try:
+                d.xrpc(nsid, params, body)
+                counts["ok"] += 1
+            except Exception as e:  # noqa: BLE001 - counted and reported
+                counts["failed"] += 1
+                counts["last"] = repr(e)
+
+
+def start_sandbox(d):
+    sid = d.xrpc("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})["id"]
+    deadline = time.monotonic() + 60
+    while d.xrpc("io.pocketenv.sandbox.getSandbox", {"id": sid})["sandbox"]["status"] \
+            != "RUNNING":
+        if time.monotonic() > deadline:
+            raise SystemExit("sandbox did not start")
+        time.sleep(0.05)
+    return sid
+
+
+def scale(d, sid, n, soak):
+    """N sessions open + API traffic for soak seconds; prints a table."""
+    pid = d.proc.pid
+    sids = [sid] + [start_sandbox(d) for _ in range((n - 1) // 100)]
+    rss = {"idle": rss_kib(pid)}
+    t0 = time.monotonic()
+    sessions = []
+    for i in range(n):
+        ws = WS(d.port, f"/tty/{sids[i % len(sids)]}/ws?sessionId=scale{i}&token={d.token}",
+                src=f"127.0.0.{2 + i // 50}", timeout=60)
+        if ws.status != 101:
+            raise SystemExit(f"session {i}: HTTP {ws.status}: {ws.body[:200]!r}")
+        sessions.append(ws)
+    for i, ws in enumerate(sessions):
+        ws.send(f"echo o''k{i}\n".encode())
+    for i, ws in enumerate(sessions):
+        ws.read_until(f"ok{i}\r\n".encode(), timeout=120)
+    opened = time.monotonic() - t0
+    rss["open"] = rss_kib(pid)
+    stop, counts = threading.Event(), {"ok": 0, "failed": 0, "last": ""}
+    api = threading.Thread(target=api_traffic, args=(d, sid, stop, counts))
+    api.start()
+    peak, checks, failed, k = rss["open"], 0, 0, 0
+    end = time.monotonic() + soak
+    next_sample = time.monotonic() + 5
+    while time.monotonic() < end:
+        ws = sessions[k % n]
+        try:
+            ws.send(f"echo c''k{k}\n".encode())
+            ws.read_until(f"ck{k}\r\n".encode(), timeout=30)
+            checks += 1
+        except Exception:  # noqa: BLE001 - counted and reported
+            failed += 1
+        k += 1
+        if time.monotonic() >= next_sample:
+            peak = max(peak, rss_kib(pid))
+            next_sample += 5
+    stop.set()
+    api.join()
+    rss["soak end"] = rss_kib(pid)
+    peak = max(peak, rss["soak end"])
+    for ws in sessions:
+        ws.send(b"exit\n")
+    closed = sum(1 for ws in sessions if ws.wait_close(timeout=60))
+    for ws in sessions:
+        ws.close()
+    time.sleep(1)  # let the daemon reap the shells before the last sample
+    rss["closed"] = rss_kib(pid)
+    print(f"\n{n} WebSocket sessions on {len(sids)} sandboxes, opened and each echo-checked in "
+          f"{opened:.1f} s; then {soak} s of API traffic (getSandbox + exec `true`, one "
+          f"client thread) while sessions were echo-checked in turn:\n")
+    print("| figure | value |\n|---|---|")
+    print(f"| API calls answered / failed | {counts['ok']} / {counts['failed']} |")
+    print(f"| session echo checks / failed | {checks} / {failed} |")
+    print(f"| sessions closed cleanly at the end | {closed} of {n} |")
+    print(f"| daemon VmRSS before ({len(sids)} sandboxes, no session) | {rss['idle'] / 1024:.1f} MiB |")
+    print(f"| … with {n} sessions open | {rss['open'] / 1024:.1f} MiB "
+          f"(+{(rss['open'] - rss['idle']) / n:.1f} KiB per session) |")
+    print(f"| … peak during the soak (5 s samples) | {peak / 1024:.1f} MiB |")
+    print(f"| … at the end of the soak | {rss['soak end'] / 1024:.1f} MiB |")
+    print(f"| … after the sessions closed | {rss['closed'] / 1024:.1f} MiB |")
+    if counts["failed"]:
+        print(f"\nlast API failure: {counts['last']}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True, help="directory with pocketenv and ptycat")
@@ -191,11 +299,22 @@ def main():
     ap.add_argument("--keys", type=int, default=2000, help="latency samples")
     ap.add_argument("--mb", type=int, default=64, help="size of the file cat prints (MiB)")
     ap.add_argument("--reps", type=int, default=5, help="throughput repetitions")
+    ap.add_argument("--sessions", type=int, default=0,
+                    help="also N WebSocket sessions at once + API traffic (issue 21)")
+    ap.add_argument("--soak", type=int, default=600, help="seconds of the --sessions run")
+    ap.add_argument("--scale-only", action="store_true",
+                    help="only the --sessions run (no latency or throughput)")
     a = ap.parse_args()
+    if a.sessions:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, a.sessions * 2 + 256)),
+                                                    hard))
     pe = os.path.join(a.bin, "pocketenv")
     subprocess.run([pe, "--data", a.data, "image", "build", "busybox"], check=True,
                    capture_output=True)
-    d = Daemon(pe, a.data)
+    extra = ["--terminals-per-user", str(a.sessions), "--rate-limit", "0"] if a.sessions \
+        else []
+    d = Daemon(pe, a.data, extra)
     try:
         sid = d.xrpc("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})["id"]
         deadline = time.monotonic() + 60
@@ -210,6 +329,9 @@ def main():
                            f"head -c {size} > /tmp/big"})
 
         print(f"## Terminal gateway ({os.uname().release}, {os.cpu_count()} CPUs)\n")
+        if a.scale_only:
+            scale(d, sid, a.sessions, a.soak)
+            return
         ws = WS(d.port, f"/tty/{sid}/ws?sessionId=lat&token={d.token}")
         ws.send(b"echo re''ady\n")
         ws.read_until(b"ready\r\n")
@@ -239,6 +361,8 @@ def main():
             mbs = statistics.median(b / t / 1e6 for b, t in runs)
             base = base or mbs
             print(f"| {name} | {mbs:.0f} | {mbs / base * 100:.0f} % |")
+        if a.sessions:
+            scale(d, sid, a.sessions, a.soak)
     finally:
         d.stop()
 

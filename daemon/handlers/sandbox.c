@@ -36,6 +36,7 @@
 #include "resource-limits.h"
 #include "providers.h"
 #include "records.h"
+#include "read-cache.h"
 #include "resources.h"
 #include "snapshots.h"
 #include "supervise.h"
@@ -582,6 +583,69 @@ static void get_work(pe_daemon_job *job, pe_store *s)
     pe_store_sandbox_clear(&sb);
 }
 
+/* getSandbox's answer to keep in the read cache (read-cache.h): a copy,
+ * since a local caller (pe_xrpc_call) owns the answer it is given. The
+ * job's ud, set by get_sandbox (get_work is shared: the E2B API runs it
+ * with a ud of its own). */
+struct get_kept {
+    uint64_t gen;
+    json_t *out;
+};
+
+static void get_cached_work(pe_daemon_job *job, pe_store *s)
+{
+    struct get_kept *kept = job->ud;
+
+    kept->gen = pe_store_write_gen(); /* before the read, see read-cache.h */
+    get_work(job, s);
+    if (!job->failed && job->out)
+        kept->out = json_deep_copy(job->out);
+}
+
+static void get_kept_free(struct get_kept *kept)
+{
+    json_decref(kept->out);
+    free(kept);
+}
+
+static void get_after(pe_daemon_job *job)
+{
+    struct get_kept *kept = job->ud;
+
+    if (kept->out)
+        pe_daemon_read_cache_put(job->did, job->id, kept->gen, kept->out);
+    get_kept_free(kept);
+    job->ud = NULL;
+}
+
+/* getSandbox: from the read cache on the loop thread when it can be,
+ * else read by a worker, whose answer is then kept. */
+static void get_sandbox(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *id = json_string_value(json_object_get(req->params, "id"));
+    struct get_kept *kept;
+    pe_daemon_job *job;
+    json_t *hit;
+
+    if (did == NULL)
+        return;
+    hit = pe_daemon_read_cache_get(did, id);
+    if (hit) {
+        pe_xrpc_respond(req, req->call ? json_deep_copy(hit) : json_incref(hit));
+        json_decref(hit);
+        return;
+    }
+    kept = pe_xcalloc(1, sizeof(*kept));
+    job = pe_daemon_job_new(d, req, did, get_cached_work);
+    job->id = id ? pe_xstrdup(id) : NULL;
+    job->ud = kept;
+    job->after = get_after;
+    if (pe_daemon_job_submit(job) < 0) /* answered and freed, without after */
+        get_kept_free(kept);
+}
+
 /* Start and stop wait until create has finished with the sandbox. */
 static bool still_creating(pe_daemon_job *job, const pe_store_sandbox *sb)
 {
@@ -1025,7 +1089,6 @@ static void by_id(pe_xrpc_request *req, pe_daemon *d, pe_daemon_work_fn work, in
     {                                                                                              \
         by_id(req, ud, work, kind);                                                                \
     }
-BY_ID(get_sandbox, get_work, PE_JOB_SHORT)
 BY_ID(stop_sandbox, stop_work, PE_JOB_LIFECYCLE)
 BY_ID(delete_sandbox, delete_work, PE_JOB_LIFECYCLE)
 BY_ID(exec_sandbox, exec_work, PE_JOB_LONG)

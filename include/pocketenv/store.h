@@ -37,6 +37,12 @@ typedef struct pe_store pe_store;
 pe_store *pe_store_open(const char *url, pe_err *err);
 void pe_store_close(pe_store *s);
 
+/* Rises after every statement of this process that may have written, on
+ * any store and thread (atomic). Equal before and after a read: no write
+ * of this process finished in between. Writes of other processes (a
+ * shared PostgreSQL) do not count. */
+uint64_t pe_store_write_gen(void);
+
 /* "sqlite" or "postgres". */
 const char *pe_store_backend(const pe_store *s);
 

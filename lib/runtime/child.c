@@ -51,7 +51,10 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
-static int g_sync_fd = -1;
+/* Per thread: exec's helper and process share their caller's memory
+ * (CLONE_VM, spawn.c) and so its thread's TLS, while that thread is
+ * suspended; helpers of execs started by other threads have their own. */
+static __thread int g_sync_fd = -1;
 
 __attribute__((format(printf, 2, 3))) _Noreturn static void die(int errnum, const char *fmt, ...)
 {
@@ -753,11 +756,71 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
     DIE_SYS("exec pocketenv-init");
 }
 
-/* ---- exec into a running sandbox ---- */
+/* ---- exec into a running sandbox ----
+ *
+ * Both functions below run in their caller's memory (CLONE_VM|CLONE_VFORK:
+ * the caller's thread is suspended until they exec or exit), like the
+ * child of posix_spawn. They change nothing outside their own stack and
+ * this thread's TLS, allocate nothing and make system calls directly
+ * where glibc would act on the whole process (set*id, setgroups). */
 
-_Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
+/* execvp with the PATH of the process's environment, not the caller's
+ * (glibc's execvpe reads the caller's): the same search, EACCES kept over
+ * later misses, a file without #! run by /bin/sh. Returns with errno. */
+static void exec_path(char *const *argv, char *const *envp)
 {
-    extern char **environ;
+    const char *file = argv[0], *path = "/bin:/usr/bin";
+    size_t flen = strlen(file), argc = 0;
+    bool denied = false;
+
+    if (strchr(file, '/')) {
+        execve(file, argv, envp);
+        path = NULL;
+    }
+    for (size_t i = 0; path && envp[i]; i++)
+        if (strncmp(envp[i], "PATH=", 5) == 0)
+            path = envp[i] + 5;
+    while (argv[argc])
+        argc++;
+    for (const char *p = path; p != NULL;) {
+        const char *end = strchr(p, ':');
+        size_t dlen = end ? (size_t)(end - p) : strlen(p);
+        char buf[4096];
+
+        if (dlen + 1 + flen < sizeof(buf)) {
+            memcpy(buf, p, dlen);
+            buf[dlen] = '/';
+            memcpy(buf + dlen + 1, file, flen + 1);
+            execve(dlen ? buf : file, argv, envp);
+            if (errno == ENOEXEC) {
+                char *sh[1024]; /* 8 KiB of a 128 KiB stack */
+
+                if (argc + 2 > sizeof(sh) / sizeof(sh[0])) {
+                    errno = E2BIG;
+                    return;
+                }
+                sh[0] = (char *)"/bin/sh";
+                sh[1] = dlen ? buf : (char *)file;
+                for (size_t i = 1; i <= argc; i++)
+                    sh[i + 1] = argv[i];
+                execve(sh[0], sh, envp);
+                return;
+            }
+            if (errno == EACCES)
+                denied = true;
+            else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV &&
+                     errno != ETIMEDOUT)
+                return;
+        }
+        p = end ? end + 1 : NULL;
+    }
+    if (denied)
+        errno = EACCES;
+}
+
+static int exec_process_main(void *arg)
+{
+    const struct pe_exec_ctx *ctx = arg;
 
     if (ctx->userns)
         become_root_in_userns();
@@ -776,27 +839,30 @@ _Noreturn static void exec_grandchild(const struct pe_exec_ctx *ctx)
         DIE_SYS("close_range");
     set_nofile(ctx->nofile_soft, ctx->nofile_hard);
     lock_down(ctx->seccomp, ctx->caps, ctx->uid, ctx->gid);
-    environ = (char **)ctx->envp;
-    execvp(ctx->argv[0], ctx->argv);
+    exec_path(ctx->argv, ctx->envp);
     pe__sync_send(g_sync_fd, PE_SYNC_EXEC_FAILED, errno, 0, ctx->argv[0], NULL, 0);
     _exit(127);
 }
 
-_Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
+int pe__exec_helper_main(void *arg)
 {
     static const int quiet[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGTSTP, SIGTTIN, SIGTTOU};
-    pe_sync_msg m;
-    struct rlimit nocore = {0, 0};
-    int nfds = 0, ns, status, pidfd;
+    const struct pe_exec_ctx *ctx = arg;
+    char fdarg[16];
+    char *wargv[] = {(char *)"pocketenv-init", (char *)"--wait-child", fdarg, NULL};
+    char *wenvp[] = {NULL};
+    int ns, pidfd;
     pid_t pid;
 
     g_sync_fd = ctx->sync_fd;
-    if (pe__sync_recv(ctx->sync_fd, &m, NULL, 0, &nfds) <= 0 || m.type != PE_SYNC_GO)
-        _exit(1);
+    /* Into the sandbox's cgroup first (what we start inherits it): "0" is
+     * the writer, the caller opened the files. */
+    for (int i = 0; i < ctx->n_cgroup_fds; i++)
+        if (write(ctx->cgroup_fds[i], "0", 1) != 1)
+            DIE_SYS("join the sandbox's cgroup");
     /* Still host root here: raise the hard open-files limit if the
      * process's is above ours (in the sandbox's user namespace it could
-     * only lower it). The soft one stays: this waiter still holds the
-     * caller's fds until it has sent the pidfd. */
+     * only lower it). */
     raise_nofile_hard(ctx->nofile_hard);
     ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP;
     if (ctx->userns)
@@ -804,48 +870,28 @@ _Noreturn void pe__exec_child_main(const struct pe_exec_ctx *ctx)
     if (setns(ctx->target_pidfd, ns) < 0)
         DIE_SYS("enter sandbox namespaces");
     /* setns(CLONE_NEWPID) applies to children only, and the kernel forbids
-     * CLONE_PARENT into another pid namespace: start the process here and
-     * stay behind as a thin waiter that passes its fate on to the caller.
-     * vfork: this waiter is a copy of its caller (the daemon, often), and a
-     * fork would copy all its mappings again only for exec to drop them;
-     * we wait until the child has exec'd or died anyway. The child only
-     * makes system calls and writes its own stack until then. */
-    pid = vfork();
+     * CLONE_PARENT into another pid namespace: start the process as our
+     * child, on its own stack, and return once it has exec'd or died. */
+    pid =
+        clone(exec_process_main, ctx->process_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)ctx);
     if (pid < 0)
-        DIE_SYS("fork into sandbox");
-    if (pid == 0)
-        exec_grandchild(ctx);
+        DIE_SYS("start the process in the sandbox");
     for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++)
         signal(quiet[i], SIG_IGN);
-
-    /* The caller gets a pidfd, not just the pid: we reap the process, so a
-     * short command could be gone before the caller opened one itself. */
+    /* The caller gets a pidfd, not just the pid: the waiter reaps the
+     * process, so a short command could be gone before the caller opened
+     * one itself. */
     pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (pidfd < 0)
         DIE_SYS("pidfd_open");
     pe__sync_send(ctx->sync_fd, PE_SYNC_PID, 0, (int)pid, NULL, &pidfd, 1);
-    /* Hold nothing of the caller's while waiting but the sync socket: its
-     * pipes to the process would never see EOF while a copy stays open here. */
-    if (ctx->sync_fd > 3)
-        syscall(SYS_close_range, 3, ctx->sync_fd - 1, 0);
-    syscall(SYS_close_range, ctx->sync_fd + 1, ~0U, 0);
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR)
-            _exit(126);
-    /* The status first: the caller can answer while this copy of it, as
-     * big as the caller, is still being torn down. */
-    pe__sync_send(ctx->sync_fd, PE_SYNC_EXIT, 0, status, NULL, NULL, 0);
-    if (WIFEXITED(status))
-        _exit(WEXITSTATUS(status));
-    /* Die of the same signal, without a core of this waiter. */
-    setrlimit(RLIMIT_CORE, &nocore);
-    signal(WTERMSIG(status), SIG_DFL);
-    {
-        sigset_t all;
-        sigemptyset(&all);
-        sigaddset(&all, WTERMSIG(status));
-        sigprocmask(SIG_UNBLOCK, &all, NULL);
-    }
-    kill(getpid(), WTERMSIG(status));
-    _exit(128 + WTERMSIG(status));
+    /* Now become the waiter: pocketenv-init --wait-child, from the sealed
+     * memfd, holding nothing of the caller's (memory, fds) but the sync
+     * socket, which the exec keeps. */
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0 ||
+        fcntl(ctx->sync_fd, F_SETFD, 0) < 0)
+        DIE_SYS("keep the sync socket");
+    snprintf(fdarg, sizeof(fdarg), "%d", ctx->sync_fd);
+    syscall(SYS_execveat, ctx->init_fd, "", wargv, wenvp, AT_EMPTY_PATH);
+    DIE_SYS("exec the waiter");
 }

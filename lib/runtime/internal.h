@@ -80,6 +80,7 @@ typedef struct pe_exec_req {
     long uid, gid;
     uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE of the process */
     int stdio[3];                      /* the process's 0,1,2 when not tty; -1 = the caller's */
+    int init_fd;                       /* pe__init_memfd: the process's waiter */
 } pe_exec_req;
 
 /* Start argv inside a running sandbox. On success res->pid/pidfd is the

@@ -1295,7 +1295,9 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
     memcpy(req.stdio, stdio, sizeof(req.stdio));
-    ret = pe__spawn_exec(&req, sp, err);
+    req.init_fd = pe__init_memfd(rt->init_path, err);
+    if (req.init_fd >= 0)
+        ret = pe__spawn_exec(&req, sp, err);
 out:
     if (ret < 0)
         pe_err_prefix(err, "exec in sandbox %s", name);

@@ -6,9 +6,10 @@
  * id maps, idmap the image to the child's user namespace, attach the child
  * to its cgroup, then send GO and wait for STARTED (or a reported error).
  *
- * pe__spawn_exec: fork a helper, attach it to the sandbox's cgroup, let it
- * setns(pidfd) into the sandbox and clone the target process as our own
- * child (CLONE_PARENT), so we can wait for it like any child.
+ * pe__spawn_exec: clone a helper in our own memory (CLONE_VM|CLONE_VFORK,
+ * no copy of the caller), which joins the sandbox's cgroup, setns(pidfd)s
+ * into it, starts the process the same way and then execs pocketenv-init
+ * --wait-child: the process's waiter, our child, which reports its status.
  *
  * pe__wait_process: one poll loop for the caller's terminal, the PTY, the
  * process's pidfd, forwarded signals and the timeout.
@@ -21,7 +22,9 @@
 #include <linux/mount.h>
 #include <linux/sched.h>
 #include <poll.h>
+#include <pthread.h>
 #include <pwd.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -38,9 +41,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "runtime/cgroup-internal.h"
 #include "runtime/child.h"
 #include "runtime/internal.h"
 #include "runtime/security.h"
@@ -567,12 +575,74 @@ fail:
     return -1;
 }
 
+/* Stacks of an exec's helper and of its process, each above a guard page:
+ * they run in the caller's memory until they exec (see below). */
+#define EXEC_STACK (128 * 1024)
+
+struct exec_stacks {
+    char *base;
+    size_t len;
+};
+
+static int exec_stacks_new(struct exec_stacks *st, void **helper_top, void **process_top,
+                           pe_err *err)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+    st->len = 2 * (page + EXEC_STACK);
+    st->base =
+        mmap(NULL, st->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (st->base == MAP_FAILED) {
+        st->base = NULL;
+        return pe_err_sys(err, "mmap exec stacks");
+    }
+    if (mprotect(st->base, page, PROT_NONE) < 0 ||
+        mprotect(st->base + page + EXEC_STACK, page, PROT_NONE) < 0) {
+        munmap(st->base, st->len);
+        st->base = NULL;
+        return pe_err_sys(err, "guard exec stacks");
+    }
+    *helper_top = st->base + page + EXEC_STACK;
+    *process_top = st->base + st->len;
+    return 0;
+}
+
+/* The sandbox's cgroup.procs files, for the helper to join by writing 0. */
+static int open_cgroup_procs(pe_cgroup *cg, int *fds, int max, pe_err *err)
+{
+    int n = 0;
+
+    for (size_t i = 0; cg != NULL && i < cg->ndirs && n < max; i++) {
+        cleanup_free char *path = pe_xasprintf("%s/cgroup.procs", cg->dirs[i]);
+
+        fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+        if (fds[n] < 0) {
+            pe_err_sys(err, "open %s", path);
+            close_fds(fds, n);
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* exec into a running sandbox without copying the caller: the helper is
+ * cloned with CLONE_VM|CLONE_VFORK (this thread waits, as for vfork),
+ * joins the sandbox's cgroup and namespaces, starts the process the same
+ * way (it returns once the process has exec'd), sends us the pid and a
+ * pidfd, and execs pocketenv-init --wait-child from the sealed memfd: the
+ * waiter that reports the process's status. When clone returns, neither
+ * runs in our memory any more. Before this, the helper was a fork of the
+ * caller (for the daemon: a copy of its whole address space per exec). */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
 {
     const struct sock_fprog *prog = NULL;
     struct pe_exec_ctx ctx;
-    int sp[2] = {-1, -1};
-    pid_t helper, target = -1;
+    struct exec_stacks stacks = {NULL, 0};
+    int sp[2] = {-1, -1}, cg_fds[PE__CGROUP_MAX_DIRS], n_cg = 0;
+    void *helper_top = NULL;
+    sigset_t all, old;
+    pid_t helper = -1, target = -1;
     int status;
 
     memset(res, 0, sizeof(*res));
@@ -599,27 +669,41 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.caps = pe_caps_default_mask();
     ctx.argv = req->argv;
     ctx.envp = req->envp;
+    ctx.init_fd = req->init_fd;
     memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0)
-        return pe_err_sys(err, "socketpair");
-    ctx.sync_fd = sp[1];
-    helper = fork();
-    if (helper < 0) {
-        pe_err_sys(err, "fork");
+    n_cg = open_cgroup_procs(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);
+    if (n_cg < 0)
+        return -1;
+    ctx.cgroup_fds = cg_fds;
+    ctx.n_cgroup_fds = n_cg;
+    if (exec_stacks_new(&stacks, &helper_top, &ctx.process_stack, err) < 0)
+        goto fail;
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
+        pe_err_sys(err, "socketpair");
         goto fail;
     }
-    if (helper == 0) {
-        close(sp[0]);
-        pe__exec_child_main(&ctx);
+    ctx.sync_fd = sp[1];
+    /* No handler of ours may run on the helper's stack: every signal
+     * blocked across the clone (the process unblocks them in lock_down). */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    helper = clone(pe__exec_helper_main, helper_top, CLONE_VM | CLONE_VFORK | SIGCHLD, &ctx);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (helper < 0) {
+        pe_err_sys(err, "clone");
+        goto fail;
     }
+#if defined(__SANITIZE_ADDRESS__)
+    /* The helper's frames poisoned shadow of these stacks, in our memory;
+     * it exec'd without unwinding them. */
+    __asan_unpoison_memory_region(stacks.base, stacks.len);
+#endif
+    munmap(stacks.base, stacks.len);
+    stacks.base = NULL;
+    close_fds(cg_fds, n_cg);
+    n_cg = 0;
     close(sp[1]);
     sp[1] = -1;
-    if (req->cg != NULL && pe_cgroup_attach(req->cg, helper, err) < 0)
-        goto kill;
-    if (pe__sync_send(sp[0], PE_SYNC_GO, 0, 0, NULL, NULL, 0) < 0) {
-        pe_err_sys(err, "exec");
-        goto kill;
-    }
     for (;;) {
         pe_sync_msg m;
         int fds[1], nfds = 0;
@@ -670,6 +754,9 @@ kill:
         waitpid(helper, &status, 0);
     }
 fail:
+    if (stacks.base != NULL)
+        munmap(stacks.base, stacks.len);
+    close_fds(cg_fds, n_cg);
     if (res->pidfd >= 0)
         close(res->pidfd);
     if (res->signal_pidfd >= 0)

@@ -7,11 +7,14 @@
  * below.
  *
  * Threading: none here; a pe_store belongs to one thread at a time. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 
@@ -52,12 +55,37 @@ char *pe__sql_dup(const pe__sql_res *r, size_t row, size_t col)
     return c ? pe_xstrdup(c) : NULL;
 }
 
+/* ---- the write generation ----
+ *
+ * Process-wide, bumped after every statement that may write (anything but
+ * a SELECT, so COMMIT too) on any connection. A reader that takes the
+ * generation before its read and finds it unchanged later knows no write
+ * of this process has finished since: what readers on the daemon's loop
+ * thread cache their answers by. */
+static _Atomic uint64_t write_gen;
+
+uint64_t pe_store_write_gen(void)
+{
+    return atomic_load_explicit(&write_gen, memory_order_acquire);
+}
+
+static bool is_select(const char *sql)
+{
+    while (isspace((unsigned char)*sql))
+        sql++;
+    return strncasecmp(sql, "SELECT", 6) == 0;
+}
+
 int pe__store_query(pe_store *s, const char *sql, const pe__sql_arg *args, size_t nargs,
                     pe__sql_res *res, pe_err *err)
 {
     pe__sql_res scratch = {0};
     int ret = s->ops->query(s, sql, args, nargs, res ? res : &scratch, err);
 
+    /* After the statement, failed or not: bumped before, a reader could
+     * take the new generation and still read the old row. */
+    if (!is_select(sql))
+        atomic_fetch_add_explicit(&write_gen, 1, memory_order_release);
     pe__sql_res_clear(&scratch);
     return ret;
 }

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -457,8 +458,29 @@ def test_idle_session_ends(td):
     wait_for(lambda: pid not in td.pids(td.sid), IDLE + 10, "the idle shell to end")
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def test_many_concurrent_sessions(td):
+    """N sessions at once with API traffic beside them (issue 21's terminal
+    row, short: bench/run-terminal.sh --sessions 1000 is the long run);
+    the daemon's memory per session is reported and bounded."""
     n = int(os.environ.get("PE_TERM_SESSIONS", "200"))
+    rss0 = rss_kib(td.proc.pid)
+    stop, api = threading.Event(), {"ok": 0, "bad": []}
+
+    def traffic():
+        while not stop.is_set():
+            for m, body in (("getSandbox", None), ("exec", {"command": "true"})):
+                st, o = td.sandbox(m, td.sid, body)
+                if st == 200:
+                    api["ok"] += 1
+                else:
+                    api["bad"].append((m, st, o))
+    t = threading.Thread(target=traffic)
+    t.start()
     t0 = time.monotonic()
     viewers = []
     # The daemon allows 64 connections per client address: spread the
@@ -472,7 +494,15 @@ def test_many_concurrent_sessions(td):
     for i, v in enumerate(viewers):
         v.read_until(has(f"{i * 3}q"), timeout=60)
     elapsed = time.monotonic() - t0
-    print(f"{n} sessions opened and answered in {elapsed:.1f}s")
+    rss1 = rss_kib(td.proc.pid)
+    stop.set()
+    t.join(timeout=60)
+    print(f"{n} sessions opened and answered in {elapsed:.1f}s, {api['ok']} API calls beside "
+          f"them; daemon VmRSS {rss0 / 1024:.1f} -> {rss1 / 1024:.1f} MiB "
+          f"({(rss1 - rss0) / n:.0f} KiB per session)")
+    assert api["bad"] == [] and api["ok"] > 0, api["bad"][:3]
+    # ~0.1 MiB a session is what it takes (bench/README.md); 1 MiB would be a leak
+    assert rss1 - rss0 < n * 1024, (rss0, rss1)
     assert td.shells(td.sid) >= n
     for v in viewers:
         v.send("exit\n")

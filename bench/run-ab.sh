@@ -1,0 +1,120 @@
+#!/bin/bash
+# Two builds of the daemon side by side (issue 21): the same requests to
+# each, alternating, so that both see the same load of this shared host.
+#   bench/run-ab.sh -b BASE_BIN_DIR [-k ROUNDS] [-d WRK_SECONDS] [-c CONNS] [-e EXEC_ROUNDS]
+# (-d 0: no wrk runs)
+# BASE_BIN_DIR holds pocketenv, pocketenv-serve and pocketenv-init of the
+# build to compare with (e.g. copied from an earlier run-daemon.sh); the
+# other build is $BUILD (default build/). Each daemon gets its own data dir
+# and one busybox sandbox made through its API. Per round, in a shuffled
+# order: wrk on getSandbox and on getPublicKey (the HTTP + XRPC floor,
+# answered on the loop thread) against each daemon; then, with -e N,
+# daemonbench exec (N rounds) against each, next to `nsenter -a` into the
+# same sandbox's init (the ratio is to it). Prints one line per run;
+# nothing is asserted. An EXIT trap stops both daemons and removes their
+# sandboxes and the directory.
+set -euo pipefail
+. "$(dirname "$0")/common.sh"
+
+BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0
+while [ $# -gt 0 ]; do
+    case $1 in
+    -b) BASE=$(cd "$2" && pwd); shift 2 ;;
+    -k) ROUNDS=$2; shift 2 ;;
+    -d) WRK_SECONDS=$2; shift 2 ;;
+    -c) CONNS=$2; shift 2 ;;
+    -e) EXEC_ROUNDS=$2; shift 2 ;;
+    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    esac
+done
+[ -n "$BASE" ] || die "-b BASE_BIN_DIR is required"
+for t in wrk jq curl; do command -v "$t" >/dev/null || die "$t is missing"; done
+
+bench_init ab
+mkdir -p base new
+cp "$BASE/pocketenv" "$BASE/pocketenv-serve" "$BASE/pocketenv-init" base/
+cp "$BUILD/pocketenv" "$BUILD/pocketenv-serve" "$BUILD/pocketenv-init" new/
+cp "$BUILD/bench/daemonbench" bin/
+declare -A PID PORTN TOK SBX
+
+cleanup_ab() {
+    local v i n
+    for v in base new; do
+        [ -n "${PID[$v]:-}" ] || continue
+        kill -TERM "${PID[$v]}" 2>/dev/null || true
+        for ((i = 0; i < 150; i++)); do kill -0 "${PID[$v]}" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "${PID[$v]}" 2>/dev/null || true
+        for n in $("$v/pocketenv" --data "data-$v" runtime ls --json 2>/dev/null | jq -r '.[].name'); do
+            "$v/pocketenv" --data "data-$v" runtime rm "$n" >/dev/null || true
+        done
+    done
+}
+on_cleanup cleanup_ab
+
+api() { # VARIANT METHOD NSID [QUERY] [BODY]
+    local v=$1 m=$2 nsid=$3 q=${4:-} body=${5:-}
+    curl -sS --fail-with-body -H "Authorization: Bearer ${TOK[$v]}" ${body:+-H 'Content-Type: application/json' -d "$body"} \
+        -X "$m" "http://127.0.0.1:${PORTN[$v]}/xrpc/$nsid${q:+?$q}"
+}
+
+for v in base new; do
+    "$v/pocketenv" --data "data-$v" image build busybox >/dev/null
+    "$v/pocketenv" --data "data-$v" serve --listen 127.0.0.1:0 --token-file "token-$v.json" \
+        --rate-limit 0 --sandbox-net none --idle-timeout 0 2>"serve-$v.log" &
+    PID[$v]=$!
+    for ((i = 0; i < 100; i++)); do
+        p=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "serve-$v.log")
+        [ -z "$p" ] || break
+        sleep 0.1
+    done
+    [ -n "$p" ] || die "$v: the daemon did not listen"
+    PORTN[$v]=$p
+    TOK[$v]=$(jq -r .token "token-$v.json")
+    api "$v" POST io.pocketenv.sandbox.createSandbox "" '{"base":"busybox","name":"pebench-ab"}' >/dev/null
+    for ((i = 0; i < 200; i++)); do
+        st=$(api "$v" GET io.pocketenv.sandbox.getSandbox id=pebench-ab | jq -r .sandbox.status)
+        [ "$st" = RUNNING ] && break
+        sleep 0.05
+    done
+    [ "$st" = RUNNING ] || die "$v: sandbox not RUNNING ($st)"
+    SBX[$v]=$(api "$v" GET io.pocketenv.sandbox.getSandbox id=pebench-ab | jq -r .sandbox.id)
+done
+
+echo "## Daemon A/B: base $(sha256sum base/pocketenv-serve | cut -c1-12) vs new $(sha256sum new/pocketenv-serve | cut -c1-12) ($(git -C "$REPO_DIR" rev-parse --short HEAD))"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t2 -c$CONNS -d${WRK_SECONDS}s"
+echo
+echo "| round | variant | endpoint | req/s | p50 | p99 | non-2xx | daemon CPU µs/req |"
+echo "|---|---|---|---:|---:|---:|---:|---:|"
+for ((r = 1; r <= ROUNDS && WRK_SECONDS > 0; r++)); do
+    for job in $(printf '%s\n' base:get new:get base:key new:key | shuf); do
+        v=${job%%:*} what=${job#*:}
+        if [ "$what" = get ]; then path="/xrpc/io.pocketenv.sandbox.getSandbox?id=${SBX[$v]}"
+        else path="/xrpc/io.pocketenv.server.getPublicKey"; fi
+        c0=$(awk '{ print $14 + $15 }' "/proc/${PID[$v]}/stat")
+        out=$(wrk -t2 -c"$CONNS" -d"${WRK_SECONDS}s" --latency -H "Authorization: Bearer ${TOK[$v]}" \
+            "http://127.0.0.1:${PORTN[$v]}$path")
+        c1=$(awk '{ print $14 + $15 }' "/proc/${PID[$v]}/stat")
+        printf '%s\n' "$out" | awk -v r="$r" -v v="$v" -v w="$what" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" '
+            / requests in / { n = $1 } /Requests\/sec/ { rps = $2 }
+            $1 == "50%" { p50 = $2 } $1 == "99%" { p99 = $2 } /Non-2xx/ { bad = $NF }
+            END { printf "| %d | %s | %s | %.0f | %s | %s | %d | %.0f |\n", r, v,
+                  (w == "get" ? "getSandbox" : "getPublicKey"), rps, p50, p99, bad, c / hz * 1e6 / n }'
+    done
+done
+if [ "$EXEC_ROUNDS" -gt 0 ]; then
+    echo
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for v in $(printf '%s\n' base new | shuf); do
+            echo "#### exec round $r: $v"
+            init=$("$v/pocketenv" --data "data-$v" runtime inspect "${SBX[$v]}" | jq -e .pid)
+            echo "[nsenter -a] nsenter -a -t $init /bin/sh -c true" >"peers-$v"
+            c0=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" exec -r "$EXEC_ROUNDS" -w 10 \
+                -s "${SBX[$v]}" -f "peers-$v" -b "nsenter -a" 2>&1 | grep -E '^\| (variant|API|nsenter)' || true
+            c1=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            # the daemon with its reaped children (waiters, and the commands they reaped)
+            echo "daemon CPU per exec (with its children, the command included): $(awk -v c=$((c1 - c0)) \
+                -v n=$((EXEC_ROUNDS + 10)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
+        done
+    done
+fi

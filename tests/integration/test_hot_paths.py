@@ -1,0 +1,195 @@
+"""The daemon's hot paths (issue 21).
+
+Reads: getSandbox answered from the daemon's read cache on its loop
+thread, never stale after a write of the daemon and never one user's
+answer to another. Every check reads a sandbox twice before a write, so the
+second read is a cache hit (the /metrics counter says so), then reads it
+back once, right after the write was answered: that read must show it.
+
+Exec: the process is started without a copy of the daemon (its waiter is
+pocketenv-init, not a fork of the daemon) and is as isolated as ever: the
+sandbox's namespaces and cgroup, seccomp, no new privileges.
+
+One daemon for the module (test_daemon's `serving`).
+"""
+import json
+import os
+import re
+import subprocess
+import threading
+import urllib.request
+
+from conftest import BIN, wait_for
+
+import pytest
+
+from test_daemon import serving
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("hot")) as d:
+        yield d
+
+
+def metric(d, name):
+    req = urllib.request.Request(d.url + "/metrics",
+                                 headers={"Authorization": f"Bearer {d.token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        text = r.read().decode()
+    m = re.search(r"^" + re.escape(name) + r" (\d+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return int(m.group(1))
+
+
+def get(d, ident, token="owner"):
+    return d.sandbox("getSandbox", ident, token=token)
+
+
+def warm(d, ident, token="owner"):
+    """Two reads, the second from the cache; returns its answer."""
+    first = get(d, ident, token)
+    hits = metric(d, "pocketenv_read_cache_hits_total")
+    second = get(d, ident, token)
+    assert second == first
+    assert metric(d, "pocketenv_read_cache_hits_total") == hits + 1, "not a cache hit"
+    return second
+
+
+def test_repeated_read_is_a_cache_hit(daemon):
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "hot-hit"})
+    assert st == 200, sb
+    daemon.wait_status("hot-hit", ["RUNNING"])
+    for ident in (sb["id"], "hot-hit"):  # by id and by name, each its own entry
+        st, out = warm(daemon, ident)
+        assert st == 200 and out["sandbox"]["id"] == sb["id"]
+    assert metric(daemon, "pocketenv_read_cache_entries") >= 2
+    assert daemon.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_read_after_write_is_never_stale(daemon):
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "hot-rw"})
+    assert st == 200, sb
+    daemon.wait_status("hot-rw", ["RUNNING"])
+    for ident in (sb["id"], "hot-rw"):
+        warm(daemon, ident)
+        assert daemon.sandbox("stopSandbox", ident)[0] == 200
+        assert get(daemon, ident)[1]["sandbox"]["status"] == "STOPPED"
+
+        warm(daemon, ident)
+        st, _ = daemon.sandbox("startSandbox", ident, {"keepAlive": True})
+        assert st == 200
+        got = get(daemon, ident)[1]["sandbox"]
+        assert got["status"] == "RUNNING" and got["keepAlive"] is True
+
+        warm(daemon, ident)
+        assert daemon.sandbox("startSandbox", ident, {"keepAlive": False})[0] == 200
+        assert get(daemon, ident)[1]["sandbox"]["keepAlive"] is False
+
+    warm(daemon, sb["id"])
+    warm(daemon, "hot-rw")
+    assert daemon.sandbox("deleteSandbox", sb["id"])[0] == 200
+    for ident in (sb["id"], "hot-rw"):
+        st, out = get(daemon, ident)
+        assert (st, out["error"]) == (404, "SandboxNotFound"), out
+
+    # A new sandbox under the freed name: the name reads the new one.
+    st, again = daemon.call("io.pocketenv.sandbox.createSandbox",
+                            body={"base": "busybox", "name": "hot-rw"})
+    assert st == 200
+    assert get(daemon, "hot-rw")[1]["sandbox"]["id"] == again["id"]
+    daemon.wait_status("hot-rw", ["RUNNING"])
+    assert daemon.sandbox("deleteSandbox", "hot-rw")[0] == 200
+
+
+def test_cached_answer_is_never_another_users(daemon):
+    other = daemon.token_for("did:key:zHotReadOther")
+    daemon.others = getattr(daemon, "others", []) + [other]
+    st, mine = daemon.call("io.pocketenv.sandbox.createSandbox",
+                           body={"base": "busybox", "name": "hot-same"})
+    assert st == 200
+    st, theirs = daemon.call("io.pocketenv.sandbox.createSandbox",
+                             body={"base": "busybox", "name": "hot-same"}, token=other)
+    assert st == 200, theirs
+    daemon.wait_status("hot-same", ["RUNNING"])
+    daemon.wait_status("hot-same", ["RUNNING"], token=other)
+
+    # The owner's answers are cached; the other user asks the same keys.
+    warm(daemon, mine["id"])
+    warm(daemon, "hot-same")
+    st, out = get(daemon, mine["id"], token=other)
+    assert (st, out["error"]) == (404, "SandboxNotFound"), out
+    assert get(daemon, "hot-same", token=other)[1]["sandbox"]["id"] == theirs["id"]
+    # And the other way round, with theirs cached now.
+    warm(daemon, "hot-same", token=other)
+    assert get(daemon, "hot-same")[1]["sandbox"]["id"] == mine["id"]
+    st, out = get(daemon, theirs["id"])
+    assert (st, out["error"]) == (404, "SandboxNotFound"), out
+    # No token, or a bad one, gets no cached answer either.
+    for tok in (None, "not-a-jwt"):
+        st, out = get(daemon, mine["id"], token=tok)
+        assert st == 401, out
+    assert daemon.sandbox("deleteSandbox", mine["id"])[0] == 200
+    assert daemon.sandbox("deleteSandbox", theirs["id"], token=other)[0] == 200
+
+
+def proc_status(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def test_exec_runs_without_a_copy_of_the_daemon_and_fully_isolated(daemon):
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "hot-exec"})
+    assert st == 200, sb
+    daemon.wait_status("hot-exec", ["RUNNING"])
+    p = subprocess.run([BIN, "--data", daemon.data, "runtime", "inspect", sb["id"]],
+                       capture_output=True, text=True, check=True)
+    init = json.loads(p.stdout)["pid"]
+    marker = "hot-exec-marker"
+    result = {}
+    # The command waits for a file the test creates: it is alive while we look.
+    cmd = f"while [ ! -e /tmp/go ]; do sleep 0.05; done; echo {marker}"
+    call = threading.Thread(target=lambda: result.update(
+        answer=daemon.sandbox("exec", sb["id"], {"command": cmd})))
+    call.start()
+    try:
+        def find():
+            for d in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        if marker.encode() in f.read() and \
+                                os.readlink(f"/proc/{d}/ns/pid") == \
+                                os.readlink(f"/proc/{init}/ns/pid"):
+                            return int(d)
+                except OSError:
+                    pass
+            return None
+        pid = wait_for(find, 30, "the exec'd shell")
+        for ns in ("mnt", "pid", "net", "ipc", "uts", "user", "cgroup"):
+            assert os.readlink(f"/proc/{pid}/ns/{ns}") == os.readlink(f"/proc/{init}/ns/{ns}"), ns
+        with open(f"/proc/{pid}/cgroup") as a, open(f"/proc/{init}/cgroup") as b:
+            assert a.read() == b.read()
+        me = proc_status(pid)
+        assert me["Seccomp"].strip() == "2" and me["NoNewPrivs"].strip() == "1", me
+        assert proc_status(init)["CapBnd"] == me["CapBnd"]
+        # Its waiter: pocketenv-init, a few hundred KiB, not a copy of the daemon.
+        waiter = int(me["PPid"])
+        w = proc_status(waiter)
+        assert w["Name"].strip() == "pocketenv-init", w["Name"]
+        assert int(w["VmRSS"].split()[0]) < 2048, w["VmRSS"]
+        assert int(proc_status(daemon.proc.pid)["VmRSS"].split()[0]) > 4096
+        assert int(w["PPid"]) == daemon.proc.pid
+    finally:
+        subprocess.run([BIN, "--data", daemon.data, "runtime", "exec", sb["id"], "--",
+                        "touch", "/tmp/go"], check=True)
+        call.join(timeout=60)
+    st, out = result["answer"]
+    assert st == 200 and out == {"stdout": marker + "\n", "stderr": "", "exitCode": 0}, out
+    # Exit codes, a missing command and a killed process come back as before.
+    assert daemon.sandbox("exec", sb["id"], {"command": "exit 7"})[1]["exitCode"] == 7
+    assert daemon.sandbox("exec", sb["id"], {"command": "nosuchcmd"})[1]["exitCode"] == 127
+    assert daemon.sandbox("exec", sb["id"], {"command": "kill -9 $$"})[1]["exitCode"] == 137
+    assert daemon.sandbox("deleteSandbox", sb["id"])[0] == 200
