@@ -134,10 +134,14 @@ static json_t *record_of(pe_store *s, const pe_store_sandbox *sb)
     return r;
 }
 
+static void start_pass(pe_daemon *d);
+
+/* Loop thread, posted by the worker that queued a change: a pass now
+ * rather than at the next tick, so a record follows its sandbox at once. */
 static void kick(void *ud)
 {
-    (void)ud;
     w.dirty = true;
+    start_pass(ud);
 }
 
 /* The base strongRef the record of sandbox id was given at its create. */
@@ -183,7 +187,7 @@ void pe_daemon_record_sync_base(pe_daemon *d, pe_store *s, const char *id, const
         if (want == NULL || pe_store_record_want(s, sb.id, sb.owner_did, rkey, want, &err) < 0)
             pe_log_warn("record of sandbox %s: %s", sb.id, want ? err.msg : "out of memory");
         else
-            pe_ev_post(d->loop, kick, NULL);
+            pe_ev_post(d->loop, kick, d);
     }
     pe_store_sandbox_clear(&sb);
 }
@@ -195,7 +199,7 @@ void pe_daemon_record_forget(pe_daemon *d, pe_store *s, const char *id)
     if (pe_store_record_want(s, id, NULL, NULL, NULL, &err) < 0)
         pe_log_warn("record of sandbox %s: %s", id, err.msg);
     else
-        pe_ev_post(d->loop, kick, NULL);
+        pe_ev_post(d->loop, kick, d);
 }
 
 json_t *pe_daemon_record_view(pe_store *s, const char *id)
@@ -383,16 +387,10 @@ static void pass_after(pe_daemon_job *job)
         w.dirty = true;
 }
 
-static void on_timer(pe_ev_timer *t, void *ud)
+static void start_pass(pe_daemon *d)
 {
-    pe_daemon *d = ud;
     pe_daemon_job *job;
 
-    (void)t;
-    /* Every 30 s a look anyway: rows another daemon on the same store
-     * queued, or this one's that a failed pass could not note. */
-    if (++w.ticks % SWEEP_TICKS == 0)
-        w.dirty = true;
     if (w.busy || !w.dirty || d->draining)
         return;
     w.busy = true;
@@ -404,6 +402,16 @@ static void on_timer(pe_ev_timer *t, void *ud)
         w.busy = false;
         w.dirty = true;
     }
+}
+
+static void on_timer(pe_ev_timer *t, void *ud)
+{
+    (void)t;
+    /* Every 30 s a look anyway: rows another daemon on the same store
+     * queued, or this one's that a failed pass could not note. */
+    if (++w.ticks % SWEEP_TICKS == 0)
+        w.dirty = true;
+    start_pass(ud);
 }
 
 int pe_daemon_records_start(pe_daemon *d, pe_err *err)
