@@ -39,6 +39,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "pause.h"
 #include "providers.h"
 #include "snapshots.h"
 #include "transfer.h"
@@ -237,6 +238,13 @@ static bool up(json_t *states, const char *id)
     return st && (strcmp(st, "running") == 0 || strcmp(st, "paused") == 0);
 }
 
+static bool frozen(json_t *states, const char *id)
+{
+    const char *st = json_string_value(json_object_get(json_object_get(states, id), "status"));
+
+    return st && strcmp(st, "paused") == 0;
+}
+
 /* The runtime's word on why a sandbox's init is gone, when it was the
  * memory limit (pe_runtime_list's "error"; malloc'd), else NULL. */
 static char *oom_reason(json_t *states, const char *id)
@@ -267,7 +275,9 @@ static void idle_stop(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int
     char reason[80];
     pe_err err;
 
-    if (sb->keep_alive || timeout <= 0)
+    /* Paused: nothing runs, memory is kept on purpose (E2B's pause, the
+     * idle policy's pause); a stop would lose what the pause keeps. */
+    if (sb->keep_alive || timeout <= 0 || pe_daemon_paused(sb->id))
         return;
     if (sb->started_at > last)
         last = sb->started_at;
@@ -279,6 +289,7 @@ static void idle_stop(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;
     }
+    pe_daemon_paused_note(sb->id, false);
     snprintf(reason, sizeof(reason), "stopped after %llds without activity", (long long)timeout);
     set_status(s, sb, PE_STORE_STOPPED, reason);
     forget(sb->id);
@@ -307,9 +318,12 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
             bool is_up = up(states, sb->id);
             cleanup_free char *oom = is_up ? NULL : oom_reason(states, sb->id);
 
-            json_object_del(states, sb->id); /* seen: not an orphan */
-            if (!pe_daemon_is_mine(d, sb))
+            if (!pe_daemon_is_mine(d, sb)) {
+                json_object_del(states, sb->id); /* seen: not an orphan */
                 continue;
+            }
+            pe_daemon_paused_note(sb->id, is_up && frozen(states, sb->id));
+            json_object_del(states, sb->id); /* seen: not an orphan */
             if (sb->status == PE_STORE_INITIALIZING && at_start) {
                 json_array_append_new(resume, json_string(sb->id));
             } else if (sb->status == PE_STORE_RUNNING && !is_up && oom != NULL) {
@@ -431,6 +445,7 @@ int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err)
 
 void pe_daemon_housekeeping_free(void)
 {
+    pe_daemon_paused_free();
     pthread_mutex_lock(&activity_lock);
     activity_free();
     pthread_mutex_unlock(&activity_lock);

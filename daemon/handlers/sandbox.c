@@ -33,6 +33,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "resource-limits.h"
+#include "pause.h"
 #include "providers.h"
 #include "resources.h"
 #include "snapshots.h"
@@ -87,6 +88,7 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
     json_object_set_new(o, "keepAlive", json_boolean(sb->keep_alive));
     pe_daemon_set_time(o, "createdAt", sb->created_at);
     pe_daemon_set_time(o, "startedAt", sb->started_at);
+    pe_daemon_paused_view(sb->id, o);
     return o;
 }
 
@@ -539,6 +541,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
         if ((pe_sandbox_stop(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
+        pe_daemon_paused_note(sb.id, false); /* the runtime thaws before it stops */
     }
     pe_store_sandbox_clear(&sb);
 }
@@ -550,6 +553,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
     if (!lookup(job, s, &sb))
         return;
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
+    pe_daemon_paused_forget(sb.id);
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_sandbox_remove(&job->d->sx, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0)
@@ -711,7 +715,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     int64_t kills0 = -1, kills1 = -1, limit = 0;
     pe_store_sandbox sb;
     pe_provider_proc p;
-    int code = -1;
+    int code = -1, resumed;
 
     if (!lookup(job, s, &sb))
         return;
@@ -722,6 +726,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
+    /* A paused sandbox thaws for the command (a frozen one would hang it). */
+    resumed = pe_daemon_wake(job->d, sb.id, "exec", &job->err);
+    if (resumed < 0) {
+        pe_daemon_release(job->d, sb.id);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     pe_runtime_oom_kills(&job->d->rt, sb.id, &kills0, &limit, NULL);
     if (pe_sandbox_exec_start(&job->d->sx, s, &sb, &opts, &p, &job->err) < 0) {
         pe_daemon_release(job->d, sb.id);
@@ -759,6 +771,8 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
          * /exec/:id/ws has no cap). */
         if (out.cut || errb.cut)
             json_object_set_new(job->out, "truncated", json_true());
+        if (resumed > 0) /* ours too: it was paused, this request resumed it */
+            json_object_set_new(job->out, "resumed", json_true());
     }
     free(out.data);
     free(errb.data);
