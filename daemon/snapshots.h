@@ -32,4 +32,9 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in);
 int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
                                       const pe_sandbox_cfg *cfg, pe_err *err);
 
+/* The idle policy's snapshot-then-stop (housekeeping, worker): snapshot
+ * sb as its owner's "<name>-idle-<UTC time>", with the default TTL and
+ * retention. */
+int pe_daemon_snapshot_idle(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+
 #endif

@@ -33,6 +33,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "resource-limits.h"
+#include "idle.h"
 #include "pause.h"
 #include "providers.h"
 #include "resources.h"
@@ -352,7 +353,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0 ||
-        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0) {
+        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0 ||
+        pe_daemon_idle_create_store(s, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -439,6 +441,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     }
     in = create_input(d, req->body, &err);
     if (in == NULL || pe_daemon_netpolicy_create_check(in, &err) < 0 ||
+        pe_daemon_idle_create_check(in, &err) < 0 ||
         pe_daemon_create_resources_check(d, in, &err) < 0 ||
         pe_daemon_limits_request(&d->lim, in, &sizes, &err) < 0) {
         json_decref(in);

@@ -16,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "idle.h"
 #include "pocketenv/store-snapshots.h"
 #include "resource-limits.h"
 #include "resources.h"
@@ -216,6 +218,28 @@ static int take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, con
     r = record(job, s, sb, &info, name, ttl, description, view_out);
     free(info.image);
     return r;
+}
+
+int pe_daemon_snapshot_idle(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_daemon_job job = {.d = d, .did = (char *)sb->owner_did, .init_pidfd = -1};
+    char name[64], when[16];
+    struct tm tm;
+    time_t now = time(NULL);
+    json_t *v = NULL;
+
+    gmtime_r(&now, &tm);
+    if (strftime(when, sizeof(when), "%Y%m%d-%H%M%S", &tm) == 0)
+        when[0] = '\0';
+    /* sandbox names are slugs: the result is a valid snapshot name */
+    snprintf(name, sizeof(name), "%.40s-idle-%.15s", sb->name, when);
+    pe_err_clear(&job.err);
+    if (take(&job, s, sb, name, TTL_DEFAULT, "taken by the sandbox's idle policy", &v) < 0) {
+        *err = job.err;
+        return -1;
+    }
+    json_decref(v);
+    return 0;
 }
 
 static void create_work(pe_daemon_job *job, pe_store *s)
@@ -568,7 +592,8 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0 ||
+        pe_daemon_register_idle(d, err) < 0) /* idle policies snapshot or pause: kin */
         return -1;
     return 0;
 }

@@ -143,64 +143,70 @@ static const pe_xrpc_prop p49[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
 static const pe_xrpc_schema s50 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p49, .n_props = 2};
-static const pe_xrpc_prop p51[] = {
+static const pe_xrpc_schema s51 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 0LL, .has_max = 1, .maximum = 2592000LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p52[] = {
+    {.name = "action", .required = 1, .schema = &s7},
+    {.name = "timeout", .schema = &s51},
+};
+static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p52, .n_props = 2};
+static const pe_xrpc_prop p54[] = {
     {.name = "policy", .required = 1, .schema = &s25},
 };
-static const pe_xrpc_schema s52 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p51, .n_props = 1};
-static const pe_xrpc_schema s53 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
-static const pe_xrpc_prop p54[] = {
-    {.name = "preferences", .required = 1, .schema = &s53},
+static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 1};
+static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s25};
+static const pe_xrpc_prop p57[] = {
+    {.name = "preferences", .required = 1, .schema = &s56},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 2};
-static const pe_xrpc_prop p56[] = {
+static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 2};
+static const pe_xrpc_prop p59[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 4};
-static const pe_xrpc_prop p58[] = {
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 4};
+static const pe_xrpc_prop p61[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s59 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p58, .n_props = 3};
-static const pe_xrpc_prop p60[] = {
+static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 3};
+static const pe_xrpc_prop p63[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p60, .n_props = 2};
-static const pe_xrpc_prop p62[] = {
+static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 2};
+static const pe_xrpc_prop p65[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 1};
-static const pe_xrpc_prop p64[] = {
+static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 1};
+static const pe_xrpc_prop p67[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 2};
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p67[] = {
-    {.name = "port", .required = 1, .schema = &s66},
+static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 2};
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p70[] = {
+    {.name = "port", .required = 1, .schema = &s69},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 1};
-static const pe_xrpc_prop p69[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 1};
+static const pe_xrpc_prop p72[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 3};
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s70};
-static const pe_xrpc_prop p72[] = {
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 3};
+static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
+static const pe_xrpc_prop p75[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 4};
-static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s73};
-static const pe_xrpc_prop p75[] = {
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 4};
+static const pe_xrpc_schema s77 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s76};
+static const pe_xrpc_prop p78[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s24},
     {.name = "files", .schema = &s9},
@@ -208,60 +214,60 @@ static const pe_xrpc_prop p75[] = {
     {.name = "name", .schema = &s26},
     {.name = "readme", .schema = &s29},
     {.name = "repo", .schema = &s29},
-    {.name = "secrets", .schema = &s71},
+    {.name = "secrets", .schema = &s74},
     {.name = "topics", .schema = &s31},
-    {.name = "variables", .schema = &s53},
+    {.name = "variables", .schema = &s56},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s74},
+    {.name = "volumes", .schema = &s77},
 };
-static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 12};
-static const pe_xrpc_prop p77[] = {
+static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p78, .n_props = 12};
+static const pe_xrpc_prop p80[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s70},
+    {.name = "secret", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 2};
-static const pe_xrpc_prop p79[] = {
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 2};
+static const pe_xrpc_prop p82[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s70},
+    {.name = "secret", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 3};
-static const pe_xrpc_prop p81[] = {
+static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 3};
+static const pe_xrpc_prop p84[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
-static const pe_xrpc_prop p83[] = {
+static const pe_xrpc_schema s85 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s19};
+static const pe_xrpc_prop p86[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s82},
+    {.name = "ports", .schema = &s85},
 };
-static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 4};
-static const pe_xrpc_prop p85[] = {
-    {.name = "service", .required = 1, .schema = &s84},
-};
-static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 1};
-static const pe_xrpc_prop p87[] = {
-    {.name = "serviceId", .required = 1, .schema = &s7},
-};
+static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p86, .n_props = 4};
 static const pe_xrpc_prop p88[] = {
-    {.name = "variable", .required = 1, .schema = &s70},
+    {.name = "service", .required = 1, .schema = &s87},
 };
 static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 1};
 static const pe_xrpc_prop p90[] = {
+    {.name = "serviceId", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_prop p91[] = {
+    {.name = "variable", .required = 1, .schema = &s73},
+};
+static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p91, .n_props = 1};
+static const pe_xrpc_prop p93[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s70},
+    {.name = "variable", .required = 1, .schema = &s73},
 };
-static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 2};
-static const pe_xrpc_prop p92[] = {
-    {.name = "volume", .required = 1, .schema = &s73},
+static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 2};
+static const pe_xrpc_prop p95[] = {
+    {.name = "volume", .required = 1, .schema = &s76},
 };
-static const pe_xrpc_schema s93 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p92, .n_props = 1};
-static const pe_xrpc_prop p94[] = {
+static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 1};
+static const pe_xrpc_prop p97[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s73},
+    {.name = "volume", .required = 1, .schema = &s76},
 };
-static const pe_xrpc_schema s95 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p94, .n_props = 2};
+static const pe_xrpc_schema s98 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p97, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -396,6 +402,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getIdlePolicy",
+     .kind = PE_XRPC_QUERY,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getIntegrations",
      .kind = PE_XRPC_QUERY,
      .params = p12,
@@ -468,47 +480,53 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s50,
      .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.sandbox.putIdlePolicy",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s53,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putNetworkPolicy",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s52,
+     .input = &s55,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s55,
+     .input = &s58,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s57,
+     .input = &s60,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s59,
+     .input = &s62,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s61,
+     .input = &s64,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s63,
+     .input = &s66,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s65,
+     .input = &s68,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -520,19 +538,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s68,
+     .input = &s71,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s76,
+     .input = &s79,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s78,
+     .input = &s81,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -556,7 +574,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s80,
+     .input = &s83,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -566,57 +584,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p81,
+     .params = p84,
      .n_params = 1,
-     .input = &s86,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p81,
+     .params = p84,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p87,
+     .params = p90,
      .n_params = 1,
-     .input = &s86,
+     .input = &s89,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s89,
+     .input = &s92,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -640,13 +658,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s91,
+     .input = &s94,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s93,
+     .input = &s96,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -670,7 +688,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s95,
+     .input = &s98,
      .input_encoding = "application/json"},
 };
 
