@@ -115,6 +115,11 @@ static int list(void)
                json_string_value(json_object_get(v, "createdAt")) ?: "-",
                json_string_value(json_object_get(v, "expiresAt")) ?: "Never");
     }
+    /* On stderr: the table stays the table for scripts. */
+    v = json_object_get(out, "memoryCheckpoint");
+    if (v && !json_is_true(json_object_get(v, "available")))
+        fprintf(stderr, "memory checkpoints: unavailable (%s); snapshots hold files only\n",
+                json_string_value(json_object_get(v, "reason")) ?: "unknown");
     json_decref(out);
     return 0;
 }
@@ -127,6 +132,10 @@ static int inspect(const char *key)
     json_decref(params);
     if (r != 0)
         return r;
+    /* the daemon's word on memory checkpoints, beside the snapshot's own */
+    if (json_object_get(out, "memoryCheckpoint"))
+        json_object_set(json_object_get(out, "snapshot"), "memoryCheckpoint",
+                        json_object_get(out, "memoryCheckpoint"));
     pe_cli_print_json(json_object_get(out, "snapshot"));
     json_decref(out);
     return 0;
