@@ -223,3 +223,43 @@ def test_memory_checkpoints_detected_and_reported_unavailable(d):
     assert shown["memory"] is False and shown["memoryCheckpoint"] == mc
     assert d.call("io.pocketenv.sandbox.deleteSnapshot", {"id": "ck1"}, {})[0] == 200
     assert d.sandbox("deleteSandbox", "ckpt")[0] == 200
+
+
+def test_snapshot_carries_services_and_ports(d):
+    """A sandbox made from a snapshot gets the source's services (running
+    with it, their ports declared) and exposed ports, with its own preview
+    URLs and secrets."""
+    sv = "io.pocketenv.service."
+    src = create(d, "svcsrc")
+    run(d, "svcsrc", "mkdir -p /root/www && echo from-service > /root/www/index.html")
+    st, out = d.call(sv + "addService", {"sandboxId": src["id"]},
+                     body={"service": {"name": "web", "command": "httpd -f -p 8081 -h /root/www",
+                                       "description": "static", "ports": [8081]}})
+    assert st == 200, out
+    st, out = d.call("io.pocketenv.sandbox.exposePort", {"id": "svcsrc"},
+                     {"port": 9090, "description": "api", "public": True})
+    assert st == 200, out
+    src_url = out["previewUrl"]
+    st, out = d.call("io.pocketenv.sandbox.createSnapshot", {"id": "svcsrc"}, {"name": "withsvc"})
+    assert st == 200, out
+    st, o = d.call("io.pocketenv.sandbox.createSandbox",
+                   body={"base": "snapshot:withsvc", "name": "svccopy"})
+    assert st == 200, o
+    d.wait_status("svccopy", ["RUNNING"], timeout=60)
+    st, out = d.call(sv + "getServices", {"sandboxId": o["id"]})
+    assert st == 200, out
+    got = {s["name"]: s for s in out["services"]}
+    assert set(got) == {"web"} and got["web"]["command"] == "httpd -f -p 8081 -h /root/www"
+    assert got["web"]["ports"] == [8081] and got["web"]["description"] == "static"
+    # It runs in the copy: its page answers there.
+    wait_for(lambda: "from-service" in d.sandbox(
+        "exec", "svccopy", {"command": "wget -qO- http://127.0.0.1:8081/ || true"})[1]["stdout"],
+        20, "the copied service to serve")
+    st, out = d.call("io.pocketenv.sandbox.getExposedPorts", {"id": "svccopy"})
+    assert st == 200, out
+    ports = {p["port"]: p for p in out["ports"]}
+    assert ports[9090]["description"] == "api" and ports[9090]["public"] is True
+    assert ports[9090]["previewUrl"] != src_url and "svccopy" in ports[9090]["previewUrl"]
+    assert d.call("io.pocketenv.sandbox.deleteSnapshot", {"id": "withsvc"}, {})[0] == 200
+    for name in ("svcsrc", "svccopy"):
+        assert d.sandbox("deleteSandbox", name)[0] == 200
