@@ -127,6 +127,9 @@ int pe_daemon_resume(pe_daemon *d, const char *id, const char *by, pe_err *err)
         return 0;
     }
     note(id, false, by);
+    /* Its idle clock starts over: frozen for hours, it must not be paused
+     * or stopped again by the next pass before whatever woke it is served. */
+    pe_daemon_touch(d, id);
     pe_log_info("event=resume sandbox=%s by=%s", id, by);
     return 1;
 }
