@@ -63,6 +63,10 @@ static const cmd_help helps[] = {
      "      --vcpus N            CPUs it may use (the daemon's default and maximum apply)\n"
      "      --memory GB          memory it may use, in GB\n"
      "      --disk GB            disk it may use, in GB\n"
+     "      --on-idle ACTION     when idle: stop (default), pause (memory kept, the\n"
+     "                           next exec, terminal or preview resumes it) or\n"
+     "                           snapshot-then-stop (pocketenv idle changes it)\n"
+     "      --idle-after SECONDS idle time before that (the daemon's --idle-timeout)\n"
      "      --no-wait            answer at once (it is then INITIALIZING)",
      "pocketenv create\n"
      "pocketenv create web -b busybox -k\n"
@@ -246,6 +250,13 @@ static const cmd_help helps[] = {
      "once; they start in the background (pocketenv ls shows when they run). The\n"
      "snapshot stays an hour (pocketenv snapshot ls), for more copies.",
      "  -n, --count N   how many (1 to 100; 1)", "pocketenv fork web -n 10", "", 0},
+    {"idle", "idle SANDBOX [stop|pause|snapshot-then-stop [SECONDS]] [--json]",
+     "Show or set what happens to a sandbox nobody uses (no exec, terminal or\n"
+     "preview traffic) for SECONDS (0: the daemon's --idle-timeout): stop it (the\n"
+     "default), pause it (its processes frozen, memory kept; the next exec,\n"
+     "terminal or preview request resumes it) or snapshot it as NAME-idle-TIME\n"
+     "and stop it.",
+     NULL, "pocketenv idle web pause 600\npocketenv idle web", "", 0},
     {"sshkeys",
      "sshkeys put SANDBOX (--private-key FILE --public-key FILE | -g|--generate)\n"
      "sshkeys get SANDBOX [--json]",

@@ -172,6 +172,8 @@ enum {
     O_VCPUS,
     O_MEMORY,
     O_DISK,
+    O_ON_IDLE,
+    O_IDLE_AFTER,
 };
 
 static const pe_opt create_opts[] = {
@@ -184,13 +186,16 @@ static const pe_opt create_opts[] = {
     {"vcpus", 0, true, O_VCPUS, "N", "CPUs it may use (the daemon's default, 2)"},
     {"memory", 0, true, O_MEMORY, "GB", "memory it may use, in GB (the daemon's default, 4)"},
     {"disk", 0, true, O_DISK, "GB", "disk it may use, in GB (the daemon's default, 10)"},
+    {"on-idle", 0, true, O_ON_IDLE, "ACTION", "stop, pause or snapshot-then-stop when idle (stop)"},
+    {"idle-after", 0, true, O_IDLE_AFTER, "SECONDS", "idle time before that (the daemon's)"},
     {NULL, 0, false, 0, NULL, NULL},
 };
 
 struct create_args {
-    const char *name, *base, *provider, *repo;
+    const char *name, *base, *provider, *repo, *on_idle;
     bool ssh, keep_alive, no_wait;
     long long vcpus, memory, disk; /* 0: the daemon's default */
+    long long idle_after;          /* 0: the daemon's --idle-timeout */
 };
 
 /* A whole number of 1 or more, for --vcpus, --memory and --disk. */
@@ -237,6 +242,11 @@ static int on_create_opt(int id, const char *arg, void *ctx, pe_err *err)
         return positive("memory", arg, &c->memory, err);
     case O_DISK:
         return positive("disk", arg, &c->disk, err);
+    case O_ON_IDLE: /* the daemon names the actions it takes */
+        c->on_idle = arg;
+        return 0;
+    case O_IDLE_AFTER:
+        return positive("idle-after", arg, &c->idle_after, err);
     default:
         c->keep_alive = true;
         return 0;
@@ -294,6 +304,10 @@ static int cmd_create(int argc, char **argv)
         json_object_set_new(body, "memory", json_integer(c.memory));
     if (c.disk)
         json_object_set_new(body, "disk", json_integer(c.disk));
+    if (c.on_idle || c.idle_after)
+        json_object_set_new(body, "idlePolicy",
+                            json_pack("{s:s, s:I}", "action", c.on_idle ? c.on_idle : "stop",
+                                      "timeout", (json_int_t)c.idle_after));
     r = pe_api_call(&a, "io.pocketenv.sandbox.createSandbox", NULL, body, &out, &err);
     json_decref(body);
     pe_api_close(&a);

@@ -20,7 +20,7 @@ bool pe_cli_is_client(const char *cmd)
         "shell",  "ssh",      "s",        "env",       "secret",  "file",        "volume",
         "expose", "unexpose", "ports",    "vscode",    "code",    "code-server", "cp",
         "copy",   "backup",   "sshkeys",  "tailscale", "service", "inspect",     "logs",
-        "mcp",    "net",      "snapshot", "fork",      "node",
+        "mcp",    "net",      "snapshot", "fork",      "node",    "idle",
     };
 
     for (size_t i = 0; i < PE_ARRAY_LEN(names); i++)

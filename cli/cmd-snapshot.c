@@ -1,6 +1,8 @@
 /* pocketenv snapshot create|ls|rm|inspect: a sandbox's filesystem kept
- * as a named, read-only snapshot (io.pocketenv.sandbox.*Snapshot*); and
- * pocketenv fork SANDBOX -n N (io.pocketenv.sandbox.forkSandbox). */
+ * as a named, read-only snapshot (io.pocketenv.sandbox.*Snapshot*);
+ * pocketenv fork SANDBOX -n N (io.pocketenv.sandbox.forkSandbox); and
+ * pocketenv idle SANDBOX [ACTION [SECONDS]], its idle policy (stop, pause
+ * or snapshot-then-stop; io.pocketenv.sandbox.get/putIdlePolicy). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,8 @@
     "snapshot ls|list\n"                                                                           \
     "snapshot inspect SNAPSHOT\n"                                                                  \
     "snapshot rm|delete SNAPSHOT..."
+
+#define IDLE_USAGE "idle SANDBOX [stop|pause|snapshot-then-stop [SECONDS]]   (0: the daemon's)"
 
 #define FORK_USAGE "fork SANDBOX [-n N]   (N copies, 1 to 100; default 1)"
 
@@ -111,6 +115,11 @@ static int list(void)
                json_string_value(json_object_get(v, "createdAt")) ?: "-",
                json_string_value(json_object_get(v, "expiresAt")) ?: "Never");
     }
+    /* On stderr: the table stays the table for scripts. */
+    v = json_object_get(out, "memoryCheckpoint");
+    if (v && !json_is_true(json_object_get(v, "available")))
+        fprintf(stderr, "memory checkpoints: unavailable (%s); snapshots hold files only\n",
+                json_string_value(json_object_get(v, "reason")) ?: "unknown");
     json_decref(out);
     return 0;
 }
@@ -123,6 +132,10 @@ static int inspect(const char *key)
     json_decref(params);
     if (r != 0)
         return r;
+    /* the daemon's word on memory checkpoints, beside the snapshot's own */
+    if (json_object_get(out, "memoryCheckpoint"))
+        json_object_set(json_object_get(out, "snapshot"), "memoryCheckpoint",
+                        json_object_get(out, "memoryCheckpoint"));
     pe_cli_print_json(json_object_get(out, "snapshot"));
     json_decref(out);
     return 0;
@@ -201,12 +214,56 @@ static int fork_sandbox(int argc, char **argv)
     return 0;
 }
 
+/* pocketenv idle SANDBOX: show the policy; with ACTION [SECONDS], set it. */
+static int idle(int argc, char **argv)
+{
+    json_t *params, *body = NULL, *out = NULL;
+    long long secs = 0;
+    char *end;
+    int r;
+
+    if (pe_cli_bad_args(argc, argv, 1, "SANDBOX [ACTION [SECONDS]]", 1, 3))
+        return pe_cli_usage(IDLE_USAGE);
+    if (argc > 3) {
+        errno = 0;
+        secs = strtoll(argv[3], &end, 10);
+        if (errno || end == argv[3] || *end || secs < 0) {
+            pe_cli_why("SECONDS: a whole number, 0 for the daemon's --idle-timeout");
+            return pe_cli_usage(IDLE_USAGE);
+        }
+    }
+    params = json_pack("{s:s}", "id", argv[1]);
+    if (argc > 2)
+        body = json_pack("{s:s, s:I}", "action", argv[2], "timeout", (json_int_t)secs);
+    r = pe_cli_call(body ? "io.pocketenv.sandbox.putIdlePolicy"
+                         : "io.pocketenv.sandbox.getIdlePolicy",
+                    params, body, &out, argv[1]);
+    json_decref(params);
+    json_decref(body);
+    if (r != 0)
+        return r;
+    if (pe_cli_json)
+        pe_cli_print_json(out);
+    else if (json_integer_value(json_object_get(out, "effectiveTimeout")) <= 0)
+        printf("%s: %s when idle, but the daemon never counts it idle (no timeout)\n", argv[1],
+               json_string_value(json_object_get(out, "action")) ?: "");
+    else
+        printf("%s: %s after %llds without exec, terminal or preview traffic%s\n", argv[1],
+               json_string_value(json_object_get(out, "action")) ?: "",
+               (long long)json_integer_value(json_object_get(out, "effectiveTimeout")),
+               json_is_true(json_object_get(out, "isDefault")) ? " (the daemon's default)" : "");
+    json_decref(out);
+    return 0;
+}
+
 int pe_cmd_snapshot(int argc, char **argv)
 {
     const char *verb = argc > 1 ? argv[1] : "";
 
     if (strcmp(argv[0], "fork") == 0)
         return fork_sandbox(argc, argv);
+    if (strcmp(argv[0], "idle") == 0)
+        return idle(argc, argv);
     if (strcmp(argv[0], "snapshot") != 0)
         return -1;
     if (strcmp(verb, "create") == 0)

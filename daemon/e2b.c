@@ -43,6 +43,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
+#include "pause.h"
 #include "resource-limits.h"
 #include "resources.h"
 #include "terminal.h"
@@ -396,8 +397,11 @@ static json_t *detail_of(const json_t *view, const char *key)
         json_string(template_of(json_string_value(json_object_get(view, "baseSandbox")))));
     json_object_set_new(o, "alias", json_string(json_string_value(json_object_get(view, "name"))));
     json_object_set_new(o, "clientID", json_string("pocketenv"));
-    json_object_set_new(
-        o, "state", json_string(status && strcmp(status, "RUNNING") == 0 ? "running" : "paused"));
+    json_object_set_new(o, "state",
+                        json_string(status && strcmp(status, "RUNNING") == 0 &&
+                                            !json_is_true(json_object_get(view, "paused"))
+                                        ? "running"
+                                        : "paused"));
     json_object_set_new(o, "startedAt",
                         json_string(json_string_value(json_object_get(view, "startedAt"))
                                         ? json_string_value(json_object_get(view, "startedAt"))
@@ -675,19 +679,24 @@ static const char *view_status(const pe_daemon_job *job)
     return json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "status"));
 }
 
+/* E2B's pause keeps processes and memory: a freeze (pause.c), not a stop.
+ * A stopped sandbox counts as paused already (its files are kept). */
 static void pause_work(pe_daemon_job *job, pe_store *s)
 {
+    const char *id;
+
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
-    if (view_status(job) && strcmp(view_status(job), "RUNNING") != 0) {
+    id = json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
+    if ((view_status(job) && strcmp(view_status(job), "RUNNING") != 0) || id == NULL ||
+        pe_daemon_paused(id)) {
         pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is already paused", job->id);
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
-    json_decref(job->out);
-    job->out = NULL;
-    pe_daemon_sandbox_stop_work(job, s);
+    if (pe_daemon_pause(job->d, id, "paused through the E2B API", &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
 }
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
@@ -698,7 +707,18 @@ static void resume_work(pe_daemon_job *job, pe_store *s)
     if (job->failed)
         return;
     started = view_status(job) && strcmp(view_status(job), "RUNNING") != 0;
-    if (started) {
+    if (!started) { /* frozen: thaw, its processes carry on */
+        const char *id =
+            json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
+        int r = id ? pe_daemon_wake(job->d, id, "e2b", &job->err) : 0;
+
+        if (r < 0) {
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return;
+        }
+        started = r > 0;
+    }
+    if (started && view_status(job) && strcmp(view_status(job), "RUNNING") != 0) {
         json_t *in = job->in;
         json_decref(job->out);
         job->out = NULL;
@@ -1071,7 +1091,13 @@ static void envd_found(pe_daemon *d, pe_http_request *req, const char *sandbox_i
     struct envd *e = ud;
 
     if (sandbox_id) {
+        pe_err werr;
+
         pe_daemon_touch(d, sandbox_id);
+        /* A frozen sandbox would hang the call: thaw it (a cgroup write,
+         * quick enough for the loop thread, and only when paused). */
+        if (pe_daemon_wake(d, sandbox_id, "e2b-envd", &werr) < 0)
+            pe_log_warn("e2b: resume %s: %s", sandbox_id, werr.msg);
         switch (e->service) {
         case SVC_PROCESS:
             pe__e2b_process(d, req, e->did, sandbox_id, e->method);

@@ -22,9 +22,11 @@
  *
  * The tick runs the same join on a worker every tick_s seconds, minus the
  * start-only moves (a start or create in flight would look the same), plus
- * idle stops: a RUNNING sandbox without keepAlive whose last activity (its
- * start, an exec, a terminal; pe_daemon_touch) is older than its
- * idle_timeout (or the daemon's --idle-timeout) is stopped. It also counts
+ * idle policies: a RUNNING sandbox without keepAlive whose last activity (its
+ * start, an exec, a terminal, preview traffic; pe_daemon_touch) is older
+ * than its policy's timeout (or the daemon's --idle-timeout) is stopped,
+ * paused, or snapshotted then stopped, as its policy says (handlers/idle.c;
+ * stopped without one). A paused sandbox is left alone. It also counts
  * sandboxes by status for /metrics. */
 #include <errno.h>
 #include <pthread.h>
@@ -39,6 +41,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "pause.h"
+#include "pocketenv/store-idle.h"
 #include "read-cache.h"
 #include "providers.h"
 #include "snapshots.h"
@@ -239,6 +243,13 @@ static bool up(json_t *states, const char *id)
     return st && (strcmp(st, "running") == 0 || strcmp(st, "paused") == 0);
 }
 
+static bool frozen(json_t *states, const char *id)
+{
+    const char *st = json_string_value(json_object_get(json_object_get(states, id), "status"));
+
+    return st && strcmp(st, "paused") == 0;
+}
+
 /* The runtime's word on why a sandbox's init is gone, when it was the
  * memory limit (pe_runtime_list's "error"; malloc'd), else NULL. */
 static char *oom_reason(json_t *states, const char *id)
@@ -262,26 +273,59 @@ static void set_status(pe_store *s, const pe_store_sandbox *sb, int status, cons
         pe_log_warn("reconcile %s: %s", sb->id, err.msg);
 }
 
-static void idle_stop(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int64_t now)
+/* The policy of sandbox id in list (n of them), or NULL: stop after the
+ * row's or the daemon's timeout. */
+static const pe_store_idle *policy_of(const pe_store_idle *list, size_t n, const char *id)
 {
-    int64_t timeout = sb->idle_timeout > 0 ? sb->idle_timeout : (int64_t)d->idle_timeout;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].sandbox_id, id) == 0)
+            return &list[i];
+    return NULL;
+}
+
+/* What the idle policy (pol, or none) says to do with sb, if it has been
+ * idle long enough: stop, pause, or snapshot then stop. */
+static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                     const pe_store_idle *pol, int64_t now)
+{
+    int64_t timeout = pol && pol->timeout > 0 ? pol->timeout
+                      : sb->idle_timeout > 0  ? sb->idle_timeout
+                                              : (int64_t)d->idle_timeout;
+    const char *action = pol ? pol->action : PE_IDLE_STOP;
     int64_t last = last_activity(sb->id);
     char reason[80];
     pe_err err;
 
-    if (sb->keep_alive || timeout <= 0)
+    /* Paused: nothing runs, memory is kept on purpose (E2B's pause, the
+     * idle policy's pause); a stop would lose what the pause keeps. */
+    if (sb->keep_alive || timeout <= 0 || pe_daemon_paused(sb->id))
         return;
     if (sb->started_at > last)
         last = sb->started_at;
     if (last == INT64_MAX || now - last < timeout * 1000)
         return;
     pe_err_clear(&err);
+    if (strcmp(action, PE_IDLE_PAUSE) == 0) {
+        snprintf(reason, sizeof(reason), "paused after %llds without activity", (long long)timeout);
+        if (pe_daemon_pause(d, sb->id, reason, &err) < 0 && err.code != PE_ESTATE)
+            pe_log_warn("idle pause %s: %s", sb->id, err.msg);
+        return;
+    }
+    /* A failed snapshot still stops: the stop loses nothing (the
+     * writable layer stays), and the snapshot is retried at no later
+     * time since the sandbox no longer runs. */
+    if (strcmp(action, PE_IDLE_SNAPSHOT_STOP) == 0 && pe_daemon_snapshot_idle(d, s, sb, &err) < 0)
+        pe_log_warn("idle snapshot %s: %s", sb->id, err.msg);
+    pe_err_clear(&err);
     pe_daemon_unit_stop_sandbox(sb->id); /* its services first, as stopSandbox does */
     if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &err) < 0 && err.code != PE_ESTATE) {
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;
     }
-    snprintf(reason, sizeof(reason), "stopped after %llds without activity", (long long)timeout);
+    pe_daemon_paused_note(sb->id, false);
+    snprintf(reason, sizeof(reason), "%s after %llds without activity",
+             strcmp(action, PE_IDLE_STOP) == 0 ? "stopped" : "snapshot taken and stopped",
+             (long long)timeout);
     set_status(s, sb, PE_STORE_STOPPED, reason);
     forget(sb->id);
 }
@@ -293,15 +337,22 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
     int64_t c[PE_STORE_FAILED + 1] = {0};
     int64_t now = pe_store_now_ms(), total = 0;
     json_t *states = runtime_states(d, err);
+    pe_store_idle *pols = NULL;
+    size_t npols = 0;
+    pe_err perr;
 
     if (states == NULL)
         return -1;
+    pe_err_clear(&perr);
+    if (!at_start && pe_store_idle_list(s, &pols, &npols, &perr) < 0)
+        pe_log_warn("tick: %s (idle policies: stop after the default)", perr.msg);
     for (int64_t off = 0;; off += PAGE) {
         pe_store_sandbox *list = NULL;
         size_t n = 0;
 
         if (pe_store_sandbox_list(s, NULL, PAGE, off, &list, &n, &total, err) < 0) {
             json_decref(states);
+            pe_store_idle_list_free(pols, npols);
             return -1;
         }
         for (size_t i = 0; i < n; i++) {
@@ -309,9 +360,12 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
             bool is_up = up(states, sb->id);
             cleanup_free char *oom = is_up ? NULL : oom_reason(states, sb->id);
 
-            json_object_del(states, sb->id); /* seen: not an orphan */
-            if (!pe_daemon_is_mine(d, sb))
+            if (!pe_daemon_is_mine(d, sb)) {
+                json_object_del(states, sb->id); /* seen: not an orphan */
                 continue;
+            }
+            pe_daemon_paused_note(sb->id, is_up && frozen(states, sb->id));
+            json_object_del(states, sb->id); /* seen: not an orphan */
             if (sb->status == PE_STORE_INITIALIZING && at_start) {
                 json_array_append_new(resume, json_string(sb->id));
             } else if (sb->status == PE_STORE_RUNNING && !is_up && oom != NULL) {
@@ -325,7 +379,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
             } else if (sb->status == PE_STORE_RUNNING && at_start) {
                 pe_daemon_touch(d, sb->id); /* adopted: the idle clock restarts */
             } else if (sb->status == PE_STORE_RUNNING) {
-                idle_stop(d, s, sb, now);
+                idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
             } else if (is_up && at_start) {
                 set_status(s, sb, PE_STORE_RUNNING, NULL);
                 sb->status = PE_STORE_RUNNING;
@@ -356,6 +410,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
         }
     }
     json_decref(states);
+    pe_store_idle_list_free(pols, npols);
     pthread_mutex_lock(&counts_lock);
     memcpy(counts, c, sizeof(c));
     counts_known = true;
@@ -433,6 +488,7 @@ int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err)
 
 void pe_daemon_housekeeping_free(void)
 {
+    pe_daemon_paused_free();
     pthread_mutex_lock(&activity_lock);
     activity_free();
     pthread_mutex_unlock(&activity_lock);

@@ -63,6 +63,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "pause.h"
 #include "ports.h"
 #include "pocketenv/store-ports.h"
 
@@ -131,6 +132,7 @@ struct preq {
     char *err_name, *err_msg;
     char *addr;
     char *sandbox_id; /* held busy (no idle stop) while connected */
+    bool resumed;     /* it was paused: this request resumed it (pause.c) */
     /* who opened it, if a user's token or cookie did: revoking the user's
      * tokens ends the connection (pe_daemon_proxy_recheck) */
     char *opener;
@@ -646,6 +648,7 @@ static void check_work(pe_daemon_job *job, pe_store *s)
     char aud[PE_AUTH_AUD_MAX];
     bool ok = false, other_user = false;
     pe_err err;
+    int r;
 
     pe_err_clear(&err);
     if (pe_store_port_find(s, p->ident, p->port, &row, &err) < 0) {
@@ -691,9 +694,11 @@ static void check_work(pe_daemon_job *job, pe_store *s)
         ok = true;
     if (!ok)
         refuse(p, other_user);
-    else if (pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
+    else if ((r = pe_daemon_wake(job->d, row.sandbox_id, "preview", &err)) < 0 ||
+             pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
         verdict(p, 502, "SandboxNotRunning", err.msg);
     else {
+        p->resumed = r > 0;
         pe_daemon_touch(job->d, row.sandbox_id);
         p->sandbox_id = pe_xstrdup(row.sandbox_id);
         pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
@@ -868,7 +873,8 @@ static bool relay_body(struct preq *p, const char *data, size_t len)
 static void on_head(struct preq *p, size_t head_len)
 {
     const char *hdrs[2 * MAX_RESP_HEADERS + 4];
-    const char *out[2 * MAX_RESP_HEADERS + 10]; /* + Set-Cookie, Referrer-Policy, CSP, NULL */
+    const char
+        *out[2 * MAX_RESP_HEADERS + 10]; /* + Set-Cookie, resumed, Referrer-Policy, CSP, NULL */
     unsigned status;
     int64_t clen;
     bool chunked;
@@ -899,6 +905,10 @@ static void on_head(struct preq *p, size_t head_len)
     if (p->set_cookie) {
         out[n++] = "Set-Cookie";
         out[n++] = p->set_cookie;
+    }
+    if (p->resumed) { /* the sandbox was paused: this request woke it */
+        out[n++] = PE_RESUMED_HEADER;
+        out[n++] = "preview";
     }
     /* No URL of a preview is told on: a share link's or an app's own. */
     out[n++] = "Referrer-Policy";

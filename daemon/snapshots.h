@@ -26,10 +26,15 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in);
 
 /* pe_runtime_create for sandbox row sb: from its snapshot's layer when
  * its base is a snapshot (still there, still its owner's), else from its
- * image. From a snapshot, the sandbox also gets the variables, secrets and
- * files the snapshot's source had (those of its own create win). Worker
- * thread. */
+ * image. From a snapshot, the sandbox also gets the variables, secrets,
+ * files, services and exposed ports the snapshot's source had (those of
+ * its own create win). Worker thread. */
 int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
                                       const pe_sandbox_cfg *cfg, pe_err *err);
+
+/* The idle policy's snapshot-then-stop (housekeeping, worker): snapshot
+ * sb as its owner's "<name>-idle-<UTC time>", with the default TTL and
+ * retention. */
+int pe_daemon_snapshot_idle(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 
 #endif

@@ -45,6 +45,7 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "core/util.h"
+#include "pause.h"
 #include "terminal.h"
 
 #define RING_SIZE (64 * 1024)
@@ -592,6 +593,7 @@ struct start_job {
     bool remote;
     pe_provider_proc rproc;
     bool ok;
+    bool resumed; /* the sandbox was paused: this session resumed it */
     pe_err err;
 };
 
@@ -668,6 +670,7 @@ static void start_work(void *ud)
                          .tty = true,
                          .tty_cols = (unsigned short)j->cols,
                          .tty_rows = (unsigned short)j->rows};
+    int r;
 
     pe_err_clear(&j->err);
     if (start_remote(j)) {
@@ -675,7 +678,11 @@ static void start_work(void *ud)
         return;
     }
     pe_err_clear(&j->err);
-    j->ok = pe_runtime_exec_start(&j->d->rt, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
+    /* A frozen sandbox would start a frozen shell: thaw it first. */
+    r = pe_daemon_wake(j->d, j->sandbox_id, "terminal", &j->err);
+    j->resumed = r > 0;
+    j->ok =
+        r >= 0 && pe_runtime_exec_start(&j->d->rt, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
     for (char **e = env; *e; e++) {
         memset(*e, 0, strlen(*e)); /* secrets */
         free(*e);
@@ -749,6 +756,11 @@ static void start_done(void *ud)
         s->reaped = true;
         session_maybe_free(s);
     } else {
+        if (j->resumed) { /* said first, in the scrollback for later viewers too */
+            static const char note[] = "[pocketenv: the sandbox was paused; this terminal "
+                                       "resumed it]\r\n";
+            session_output(s, (const unsigned char *)note, sizeof(note) - 1);
+        }
         session_running(s, j);
     }
     free(j->sandbox_id);

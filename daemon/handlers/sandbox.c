@@ -34,6 +34,8 @@
 #include "cluster.h"
 #include "daemon.h"
 #include "resource-limits.h"
+#include "idle.h"
+#include "pause.h"
 #include "providers.h"
 #include "records.h"
 #include "read-cache.h"
@@ -93,6 +95,7 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
     json_object_set_new(o, "keepAlive", json_boolean(sb->keep_alive));
     pe_daemon_set_time(o, "createdAt", sb->created_at);
     pe_daemon_set_time(o, "startedAt", sb->started_at);
+    pe_daemon_paused_view(sb->id, o);
     return o;
 }
 
@@ -437,7 +440,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     }
     if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0 ||
         pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0 ||
-        (cred && pe_store_cred_put(s, id, job->did, sb.backend, cred, cred_shown, &job->err) < 0)) {
+        (cred && pe_store_cred_put(s, id, job->did, sb.backend, cred, cred_shown, &job->err) < 0) ||
+        pe_daemon_idle_create_store(s, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -548,6 +552,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
     }
     in = create_input(d, req->body, &err);
     if (in == NULL || pe_daemon_netpolicy_create_check(in, &err) < 0 ||
+        pe_daemon_idle_create_check(in, &err) < 0 ||
         pe_daemon_create_resources_check(d, in, &err) < 0 ||
         pe_daemon_limits_request(&d->lim, in, &sizes, &err) < 0) {
         json_decref(in);
@@ -723,6 +728,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
         if ((pe_sandbox_stop(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
+        pe_daemon_paused_note(sb.id, false); /* the runtime thaws before it stops */
     }
     pe_store_sandbox_clear(&sb);
 }
@@ -734,6 +740,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
     if (!lookup(job, s, &sb))
         return;
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
+    pe_daemon_paused_forget(sb.id);
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_sandbox_remove(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {
@@ -897,7 +904,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     int64_t kills0 = -1, kills1 = -1, limit = 0;
     pe_store_sandbox sb;
     pe_provider_proc p;
-    int code = -1;
+    int code = -1, resumed;
 
     if (!lookup(job, s, &sb))
         return;
@@ -908,6 +915,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_daemon_hold(job->d, sb.id);
+    /* A paused sandbox thaws for the command (a frozen one would hang it). */
+    resumed = pe_daemon_wake(job->d, sb.id, "exec", &job->err);
+    if (resumed < 0) {
+        pe_daemon_release(job->d, sb.id);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     pe_runtime_oom_kills(&job->d->rt, sb.id, &kills0, &limit, NULL);
     if (pe_sandbox_exec_start(&job->d->sx, s, &sb, &opts, &p, &job->err) < 0) {
         pe_daemon_release(job->d, sb.id);
@@ -945,6 +960,8 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
          * /exec/:id/ws has no cap). */
         if (out.cut || errb.cut)
             json_object_set_new(job->out, "truncated", json_true());
+        if (resumed > 0) /* ours too: it was paused, this request resumed it */
+            json_object_set_new(job->out, "resumed", json_true());
     }
     free(out.data);
     free(errb.data);

@@ -13,15 +13,20 @@
  * job runs (or after a crash, when it stays until an operator removes
  * it: see the report in docs). Store and runtime work run on workers. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "idle.h"
+#include "pocketenv/store-ports.h"
 #include "pocketenv/store-snapshots.h"
+#include "ports.h"
 #include "resource-limits.h"
 #include "resources.h"
 #include "snapshots.h"
@@ -34,6 +39,29 @@
 #define SNAPSHOT_NOT_FOUND "SnapshotNotFound"
 #define FORK_MAX 100
 #define FORK_TTL 3600 /* the snapshot a fork makes: long enough to make more */
+
+/* Can snapshots hold memory (docs/design/checkpoint.md)? Asked of the
+ * host once (`criu check`, up to 10 s), on the worker of the first call
+ * that reports it; never, so far, since no checkpoint is built: a host
+ * that passes the check is reported as such, still unavailable. */
+static pthread_once_t ckpt_once = PTHREAD_ONCE_INIT;
+static bool ckpt_host;
+static char *ckpt_reason; /* kept for the daemon's life */
+
+static void ckpt_probe(void)
+{
+    ckpt_host = pe_runtime_checkpoint_probe(&ckpt_reason) == 1;
+    pe_log_info("event=checkpoint_probe host_supported=%d reason=\"%s\"", ckpt_host, ckpt_reason);
+}
+
+static json_t *memory_checkpoint(void)
+{
+    pthread_once(&ckpt_once, ckpt_probe);
+    return json_pack("{s:b, s:b, s:s}", "available", 0, "hostSupported", ckpt_host, "reason",
+                     ckpt_host ? "this host passes criu check, but pocketenv does not "
+                                 "checkpoint memory yet"
+                               : ckpt_reason);
+}
 
 static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
 {
@@ -48,6 +76,7 @@ static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
     json_object_set_new(o, "sizeBytes", json_integer(v->size_bytes));
     if (pe_runtime_snapshot_usage(&d->rt, v->layer, &excl, NULL) == 0 && excl >= 0)
         json_object_set_new(o, "exclusiveBytes", json_integer(excl));
+    json_object_set_new(o, "memory", json_false()); /* files only: memoryCheckpoint */
     json_object_set_new(o, "frozenMs", json_integer((v->frozen_us + 999) / 1000));
     pe_daemon_set_time(o, "expiresAt", v->expires_at);
     pe_daemon_set_time(o, "createdAt", v->created_at);
@@ -104,11 +133,65 @@ static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 
 /* The parts of a sandbox's definition a snapshot carries: variables,
  * secrets (sealed, as stored) and files (sealed content), as JSON text
- * {"envs":[{name,value}],"secrets":[...],"files":[{name: path, value}]}. */
+ * {"envs":[{name,value}],"secrets":[...],"files":[{name: path, value}],
+ * "services":[...],"ports":[...]} (services_and_ports; snapshots made
+ * before those were carried have neither). */
 static const struct {
     const char *key;
     int kind;
 } carried[] = {{"envs", PE_STORE_VARIABLE}, {"secrets", PE_STORE_SECRET}, {"files", PE_STORE_FILE}};
+
+/* The sandbox's services ({name, command, description, running, ports})
+ * and the ports it exposes itself, not through a service ({port,
+ * description, public}), into o's "services" and "ports". */
+static int services_and_ports(pe_store *s, const char *sandbox_id, json_t *o, pe_err *err)
+{
+    pe_store_service *svc = NULL;
+    pe_store_port *ports = NULL;
+    size_t nsvc = 0, nports = 0;
+    json_t *sa = json_array(), *pa = json_array(), *taken = json_object();
+    int r = -1;
+
+    json_object_set_new(o, "services", sa);
+    json_object_set_new(o, "ports", pa);
+    if (pe_store_service_list(s, sandbox_id, 1000, 0, &svc, &nsvc, NULL, err) < 0 ||
+        pe_store_port_list(s, sandbox_id, &ports, &nports, err) < 0)
+        goto out;
+    for (size_t i = 0; i < nsvc; i++) {
+        int64_t *sp = NULL;
+        size_t n = 0;
+        json_t *list = json_array();
+        if (pe_store_service_ports(s, svc[i].id, &sp, &n, err) < 0) {
+            json_decref(list);
+            goto out;
+        }
+        for (size_t k = 0; k < n; k++) {
+            char key[24];
+            snprintf(key, sizeof(key), "%lld", (long long)sp[k]);
+            json_object_set_new(taken, key, json_true());
+            json_array_append_new(list, json_integer(sp[k]));
+        }
+        free(sp);
+        json_array_append_new(sa, json_pack("{s:s, s:s, s:s?, s:b, s:o}", "name", svc[i].name,
+                                            "command", svc[i].command, "description",
+                                            svc[i].description, "running",
+                                            svc[i].status == PE_STORE_RUNNING, "ports", list));
+    }
+    for (size_t i = 0; i < nports; i++) {
+        char key[24];
+        snprintf(key, sizeof(key), "%d", ports[i].port);
+        if (json_object_get(taken, key) == NULL) /* a service's: made with it */
+            json_array_append_new(pa, json_pack("{s:i, s:s?, s:b}", "port", ports[i].port,
+                                                "description", ports[i].description, "public",
+                                                ports[i].public_access));
+    }
+    r = 0;
+out:
+    pe_store_service_list_free(svc, nsvc);
+    pe_store_port_list_free(ports, nports);
+    json_decref(taken);
+    return r;
+}
 
 static char *definition_of(pe_store *s, const char *sandbox_id, pe_err *err)
 {
@@ -130,17 +213,102 @@ static char *definition_of(pe_store *s, const char *sandbox_id, pe_err *err)
         pe_store_kv_list_free(list, n);
         json_object_set_new(o, carried[k].key, arr);
     }
+    if (services_and_ports(s, sandbox_id, o, err) < 0) {
+        json_decref(o);
+        return NULL;
+    }
     text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }
 
-/* Give sandbox_id (a new row) the definition a snapshot carries; a name
+/* 32 hex digits from the kernel's CSPRNG: a private preview's secret. */
+static char *preview_secret(void)
+{
+    unsigned char raw[16];
+    char *hex = pe_xmalloc(sizeof(raw) * 2 + 1);
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        abort(); /* the kernel's CSPRNG does not fail for 16 bytes */
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return hex;
+}
+
+/* The services and exposed ports a snapshot carries, onto new sandbox sb:
+ * a service or port sb has already (its create's) is kept. Exposed ports
+ * get sb's own preview URL and a fresh secret: the source's link does not
+ * open the copy. */
+static int apply_services_and_ports(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                                    const json_t *o, pe_err *err)
+{
+    cleanup_free char *tag = NULL;
+    const json_t *e;
+    size_t i;
+
+    json_array_foreach(json_object_get(o, "services"), i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const json_t *pl = json_object_get(e, "ports"), *p;
+        int64_t ports[64];
+        size_t n = 0, k;
+        cleanup_free char *id = NULL;
+        pe_err e2;
+        if (name == NULL || json_string_value(json_object_get(e, "command")) == NULL)
+            continue;
+        pe_err_clear(&e2);
+        if (pe_store_service_add(s, sb->id, name, json_string_value(json_object_get(e, "command")),
+                                 json_string_value(json_object_get(e, "description")),
+                                 json_is_false(json_object_get(e, "running")) ? PE_STORE_STOPPED
+                                                                              : PE_STORE_RUNNING,
+                                 &id, &e2) < 0) {
+            if (e2.code == PE_EEXIST)
+                continue;
+            *err = e2;
+            return -1;
+        }
+        json_array_foreach(pl, k, p) if (n < PE_ARRAY_LEN(ports) && json_is_integer(p)) ports[n++] =
+            json_integer_value(p);
+        if (n > 0 && pe_store_service_set_ports(s, sb->id, id, name, ports, n, &e2) < 0 &&
+            e2.code != PE_EEXIST) {
+            *err = e2;
+            return -1;
+        }
+    }
+    json_array_foreach(json_object_get(o, "ports"), i, e)
+    {
+        int port = (int)json_integer_value(json_object_get(e, "port"));
+        cleanup_free char *pid = pe_store_new_id("port_"), *secret = preview_secret();
+        cleanup_free char *url = NULL;
+        pe_store_port row = {.id = pid,
+                             .sandbox_id = sb->id,
+                             .port = port,
+                             .description = json_string_value(json_object_get(e, "description")),
+                             .public_access = json_is_true(json_object_get(e, "public")),
+                             .secret = secret};
+        pe_err e2;
+        if (port < 1 || port > 65535)
+            continue;
+        if (tag == NULL && pe_store_preview_tag(s, sb->id, &tag, err) < 0)
+            return -1;
+        url = pe_daemon_preview_url(d, sb->name, tag, port);
+        row.preview_url = url;
+        pe_err_clear(&e2);
+        if (pe_store_port_add(s, &row, &e2) < 0 && e2.code != PE_EEXIST) {
+            *err = e2;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Give sandbox sb (a new row) the definition a snapshot carries; a name
  * the sandbox has already (given by its create) is kept. */
-static int apply_definition(pe_store *s, const char *sandbox_id, const char *definition,
-                            pe_err *err)
+static int apply_definition(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                            const char *definition, pe_err *err)
 {
     json_t *o = definition ? json_loads(definition, 0, NULL) : NULL;
+    const char *sandbox_id = sb->id;
     int r = 0;
 
     for (size_t k = 0; o && k < PE_ARRAY_LEN(carried) && r == 0; k++) {
@@ -162,6 +330,8 @@ static int apply_definition(pe_store *s, const char *sandbox_id, const char *def
                 break;
         }
     }
+    if (r == 0 && o)
+        r = apply_services_and_ports(d, s, sb, o, err);
     json_decref(o);
     return r;
 }
@@ -216,6 +386,28 @@ static int take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, con
     r = record(job, s, sb, &info, name, ttl, description, view_out);
     free(info.image);
     return r;
+}
+
+int pe_daemon_snapshot_idle(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_daemon_job job = {.d = d, .did = (char *)sb->owner_did, .init_pidfd = -1};
+    char name[64], when[16];
+    struct tm tm;
+    time_t now = time(NULL);
+    json_t *v = NULL;
+
+    gmtime_r(&now, &tm);
+    if (strftime(when, sizeof(when), "%Y%m%d-%H%M%S", &tm) == 0)
+        when[0] = '\0';
+    /* sandbox names are slugs: the result is a valid snapshot name */
+    snprintf(name, sizeof(name), "%.40s-idle-%.15s", sb->name, when);
+    pe_err_clear(&job.err);
+    if (take(&job, s, sb, name, TTL_DEFAULT, "taken by the sandbox's idle policy", &v) < 0) {
+        *err = job.err;
+        return -1;
+    }
+    json_decref(v);
+    return 0;
 }
 
 static void create_work(pe_daemon_job *job, pe_store *s)
@@ -296,7 +488,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
     arr = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, view(job->d, &list[i]));
-    job->out = json_pack("{s:o}", "snapshots", arr);
+    job->out = json_pack("{s:o, s:o}", "snapshots", arr, "memoryCheckpoint", memory_checkpoint());
     pe_store_snapshot_list_free(list, n);
 }
 
@@ -314,7 +506,8 @@ static void get_work(pe_daemon_job *job, pe_store *s)
 
     if (!lookup(job, s, &v))
         return;
-    job->out = json_pack("{s:o}", "snapshot", view(job->d, &v));
+    job->out = json_pack("{s:o, s:o}", "snapshot", view(job->d, &v), "memoryCheckpoint",
+                         memory_checkpoint());
     pe_store_snapshot_clear(&v);
 }
 
@@ -532,8 +725,8 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
     r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
     /* Once, when its runtime sandbox is made: at a later start the
      * variables are the sandbox's own, deleted ones staying deleted. */
-    if (r == 0 && apply_definition(s, sb->id, v.definition, err) < 0)
-        r = pe_err_prefix(err, "its snapshot's variables, secrets and files");
+    if (r == 0 && apply_definition(d, s, sb, v.definition, err) < 0)
+        r = pe_err_prefix(err, "its snapshot's variables, secrets, files, services and ports");
     pe_store_snapshot_clear(&v);
     return r;
 }
@@ -568,7 +761,8 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0 ||
+        pe_daemon_register_idle(d, err) < 0) /* idle policies snapshot or pause: kin */
         return -1;
     return 0;
 }

@@ -249,6 +249,11 @@ int pe_runtime_snapshot(pe_runtime *rt, const char *name, pe_runtime_snapshot_in
 int pe_runtime_snapshot_remove(pe_runtime *rt, const char *id, pe_err *err);
 /* What btrfs charges to snapshot id alone (as of its last commit). */
 int pe_runtime_snapshot_usage(pe_runtime *rt, const char *id, int64_t *exclusive, pe_err *err);
+/* Could this host checkpoint a sandbox's processes and memory (CRIU,
+ * docs/design/checkpoint.md)? Runs `criu check`, bounded (10 s): 1 if it
+ * passes, else 0 with *reason (malloc'd, also on 1) saying why not: not
+ * installed, or the check's own error. Slow: call it once and keep it. */
+int pe_runtime_checkpoint_probe(char **reason);
 /* pe_runtime_create on snapshot id's state: cfg->image is ignored (the
  * snapshot's image is used), cfg->disk_bytes must be set. */
 int pe_runtime_create_from(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *id, pe_err *err);

@@ -154,64 +154,70 @@ static const pe_xrpc_prop p54[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
 static const pe_xrpc_schema s55 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p54, .n_props = 2};
-static const pe_xrpc_prop p56[] = {
+static const pe_xrpc_schema s56 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 0LL, .has_max = 1, .maximum = 2592000LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p57[] = {
+    {.name = "action", .required = 1, .schema = &s7},
+    {.name = "timeout", .schema = &s56},
+};
+static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p57, .n_props = 2};
+static const pe_xrpc_prop p59[] = {
     {.name = "policy", .required = 1, .schema = &s28},
 };
-static const pe_xrpc_schema s57 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p56, .n_props = 1};
-static const pe_xrpc_schema s58 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
-static const pe_xrpc_prop p59[] = {
-    {.name = "preferences", .required = 1, .schema = &s58},
+static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 1};
+static const pe_xrpc_schema s61 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s28};
+static const pe_xrpc_prop p62[] = {
+    {.name = "preferences", .required = 1, .schema = &s61},
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s60 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p59, .n_props = 2};
-static const pe_xrpc_prop p61[] = {
+static const pe_xrpc_schema s63 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p62, .n_props = 2};
+static const pe_xrpc_prop p64[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "privateKey", .required = 1, .schema = &s7},
     {.name = "publicKey", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s62 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p61, .n_props = 4};
-static const pe_xrpc_prop p63[] = {
+static const pe_xrpc_schema s65 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p64, .n_props = 4};
+static const pe_xrpc_prop p66[] = {
     {.name = "authKey", .required = 1, .schema = &s7},
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
 };
-static const pe_xrpc_schema s64 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p63, .n_props = 3};
-static const pe_xrpc_prop p65[] = {
+static const pe_xrpc_schema s67 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p66, .n_props = 3};
+static const pe_xrpc_prop p68[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "token", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s66 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p65, .n_props = 2};
-static const pe_xrpc_prop p67[] = {
+static const pe_xrpc_schema s69 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p68, .n_props = 2};
+static const pe_xrpc_prop p70[] = {
     {.name = "backupId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s68 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p67, .n_props = 1};
-static const pe_xrpc_prop p69[] = {
+static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 1};
+static const pe_xrpc_prop p72[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s70 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p69, .n_props = 2};
-static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p72[] = {
-    {.name = "port", .required = 1, .schema = &s71},
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 2};
+static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
+static const pe_xrpc_prop p75[] = {
+    {.name = "port", .required = 1, .schema = &s74},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 1};
-static const pe_xrpc_prop p74[] = {
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 1};
+static const pe_xrpc_prop p77[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 3};
-static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s75};
-static const pe_xrpc_prop p77[] = {
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 3};
+static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s78};
+static const pe_xrpc_prop p80[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 4};
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s78};
-static const pe_xrpc_prop p80[] = {
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 4};
+static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s81};
+static const pe_xrpc_prop p83[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s27},
     {.name = "files", .schema = &s9},
@@ -219,60 +225,60 @@ static const pe_xrpc_prop p80[] = {
     {.name = "name", .schema = &s29},
     {.name = "readme", .schema = &s32},
     {.name = "repo", .schema = &s32},
-    {.name = "secrets", .schema = &s76},
+    {.name = "secrets", .schema = &s79},
     {.name = "topics", .schema = &s34},
-    {.name = "variables", .schema = &s58},
+    {.name = "variables", .schema = &s61},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s79},
+    {.name = "volumes", .schema = &s82},
 };
-static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 12};
-static const pe_xrpc_prop p82[] = {
+static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 12};
+static const pe_xrpc_prop p85[] = {
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s75},
+    {.name = "secret", .required = 1, .schema = &s78},
 };
-static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 2};
-static const pe_xrpc_prop p84[] = {
+static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 2};
+static const pe_xrpc_prop p87[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s75},
+    {.name = "secret", .required = 1, .schema = &s78},
 };
-static const pe_xrpc_schema s85 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p84, .n_props = 3};
-static const pe_xrpc_prop p86[] = {
+static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 3};
+static const pe_xrpc_prop p89[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s87 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
-static const pe_xrpc_prop p88[] = {
+static const pe_xrpc_schema s90 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
+static const pe_xrpc_prop p91[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s87},
+    {.name = "ports", .schema = &s90},
 };
-static const pe_xrpc_schema s89 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p88, .n_props = 4};
-static const pe_xrpc_prop p90[] = {
-    {.name = "service", .required = 1, .schema = &s89},
-};
-static const pe_xrpc_schema s91 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p90, .n_props = 1};
-static const pe_xrpc_prop p92[] = {
-    {.name = "serviceId", .required = 1, .schema = &s7},
-};
+static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p91, .n_props = 4};
 static const pe_xrpc_prop p93[] = {
-    {.name = "variable", .required = 1, .schema = &s75},
+    {.name = "service", .required = 1, .schema = &s92},
 };
 static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 1};
 static const pe_xrpc_prop p95[] = {
+    {.name = "serviceId", .required = 1, .schema = &s7},
+};
+static const pe_xrpc_prop p96[] = {
+    {.name = "variable", .required = 1, .schema = &s78},
+};
+static const pe_xrpc_schema s97 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p96, .n_props = 1};
+static const pe_xrpc_prop p98[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s75},
+    {.name = "variable", .required = 1, .schema = &s78},
 };
-static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 2};
-static const pe_xrpc_prop p97[] = {
-    {.name = "volume", .required = 1, .schema = &s78},
+static const pe_xrpc_schema s99 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p98, .n_props = 2};
+static const pe_xrpc_prop p100[] = {
+    {.name = "volume", .required = 1, .schema = &s81},
 };
-static const pe_xrpc_schema s98 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p97, .n_props = 1};
-static const pe_xrpc_prop p99[] = {
+static const pe_xrpc_schema s101 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p100, .n_props = 1};
+static const pe_xrpc_prop p102[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s78},
+    {.name = "volume", .required = 1, .schema = &s81},
 };
-static const pe_xrpc_schema s100 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p99, .n_props = 2};
+static const pe_xrpc_schema s103 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p102, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -419,6 +425,12 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
+    {.nsid = "io.pocketenv.sandbox.getIdlePolicy",
+     .kind = PE_XRPC_QUERY,
+     .params = p12,
+     .n_params = 1,
+     .input = NULL,
+     .input_encoding = NULL},
     {.nsid = "io.pocketenv.sandbox.getIntegrations",
      .kind = PE_XRPC_QUERY,
      .params = p12,
@@ -497,47 +509,53 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s55,
      .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.sandbox.putIdlePolicy",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s58,
+     .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putNetworkPolicy",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s57,
+     .input = &s60,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putPreferences",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s60,
+     .input = &s63,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putSshKeys",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s62,
+     .input = &s65,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleAuthKey",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s64,
+     .input = &s67,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.putTailscaleToken",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s66,
+     .input = &s69,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.restoreBackup",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s68,
+     .input = &s71,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.startSandbox",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s70,
+     .input = &s73,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -549,19 +567,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s73,
+     .input = &s76,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s81,
+     .input = &s84,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s83,
+     .input = &s86,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -585,7 +603,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s85,
+     .input = &s88,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -595,57 +613,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p86,
+     .params = p89,
      .n_params = 1,
-     .input = &s91,
+     .input = &s94,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p86,
+     .params = p89,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p92,
+     .params = p95,
      .n_params = 1,
-     .input = &s91,
+     .input = &s94,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s94,
+     .input = &s97,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -669,13 +687,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s96,
+     .input = &s99,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s98,
+     .input = &s101,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -699,7 +717,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s100,
+     .input = &s103,
      .input_encoding = "application/json"},
 };
 

@@ -283,12 +283,31 @@ static const char *const migrations[] = {
     "  started_at BIGINT NOT NULL,"
     "  updated_at BIGINT NOT NULL"
     ");",
+    /* 8: idle policies (pocketenv/store-idle.h): what happens to a running
+     * sandbox left idle. A sandbox without a row keeps the old behaviour
+     * (stopped after the daemon's --idle-timeout). */
+    "CREATE TABLE idle_policies ("
+    "  sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,"
+    "  action TEXT NOT NULL CHECK (action IN ('stop', 'pause', 'snapshot-then-stop')),"
+    "  timeout BIGINT NOT NULL DEFAULT 0,"
+    "  updated_at BIGINT NOT NULL"
+    ");",
 };
 
 const char *const pe__store_sandbox_children[] = {
-    "variables",     "secrets",  "files",          "sandbox_volumes", "services",
-    "sandbox_ports", "ssh_keys", "tailscale_keys", "backups",         "provider_credentials",
-    "preview_hosts", NULL,
+    "variables",
+    "secrets",
+    "files",
+    "sandbox_volumes",
+    "services",
+    "sandbox_ports",
+    "ssh_keys",
+    "tailscale_keys",
+    "backups",
+    "provider_credentials",
+    "preview_hosts",
+    "idle_policies",
+    NULL,
 };
 
 const char *const *pe__store_migrations(size_t *n)

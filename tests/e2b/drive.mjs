@@ -210,6 +210,27 @@ async function reattach() {
   await sbx.kill()
 }
 
+// pause keeps processes and memory: a shell counting in a variable is
+// frozen by pause and carries on from where it was after connect.
+async function pauseKeeps() {
+  const sbx = await Sandbox.create(template)
+  const h = await sbx.commands.run(
+    'i=0; while :; do i=$((i+1)); echo $i > /tmp/count.tmp; mv /tmp/count.tmp /tmp/count; sleep 0.05; done',
+    { background: true })
+  const count = async () => Number((await sbx.files.read('/tmp/count').catch(() => '0')).trim() || 0)
+  out.counting = await until(async () => (await count()) >= 3)
+  await sbx.pause()
+  const info = await Sandbox.getInfo(sbx.sandboxId)
+  out.pausedState = info.state
+  const again = await Sandbox.connect(sbx.sandboxId)
+  const atResume = await count()
+  out.resumedFrom = atResume
+  out.continues = await until(async () => (await count()) > atResume + 2)
+  out.samePid = (await again.commands.list()).some((p) => p.pid === h.pid)
+  out.stateAfter = (await Sandbox.getInfo(sbx.sandboxId)).state
+  await again.kill()
+}
+
 // Sandbox.list's filters: metadata (with characters that need escaping),
 // state, template.
 async function listFilter() {
@@ -353,7 +374,7 @@ async function interpBench() {
   await sbx.kill()
 }
 
-const scenarios = { flow, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
+const scenarios = { flow, pauseKeeps, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -259,6 +259,25 @@ def test_bad_network_policies_refused(daemon, raw, message):
     assert daemon.healthy()
 
 
+@pytest.mark.parametrize("raw,message", [
+    (b'{}', "action"),
+    (b'{"action":"hibernate"}', "action must be"),
+    (b'{"action":["pause"]}', "action"),
+    (b'{"action":"pause","timeout":-5}', "timeout"),
+    (b'{"action":"pause","timeout":1.5}', "timeout"),
+    (b'{"action":"pause","timeout":99999999999}', "timeout"),
+    (b'{"action":"pause","timeout":null}', "timeout"),
+    (b'[1]', "object"),
+])
+def test_bad_idle_policies_refused(daemon, raw, message):
+    """putIdlePolicy (issue 19): a bad policy is a 400 saying what is
+    wrong, checked before any sandbox is looked up."""
+    st, out = daemon.call("io.pocketenv.sandbox.putIdlePolicy", {"id": "nobox"}, raw=raw)
+    assert st == 400 and out["error"] == "InvalidRequest" and message in out["message"], out
+    assert daemon.call("io.pocketenv.sandbox.getIdlePolicy", {"id": "nobox"})[0] == 404
+    assert daemon.healthy()
+
+
 @pytest.mark.parametrize("body,message", [
     (b"--B0undary\r\nContent-Disposition: form-data; name=\"other\"\r\n\r\nx\r\n--B0undary--\r\n",
      "without a \\\"file\\\" part"),
@@ -310,7 +329,7 @@ SNAP = "io.pocketenv.sandbox."
 def test_malformed_snapshot_calls(daemon, method, params, body, status, message):
     st, out = daemon.call(SNAP + method, params, body, post=body is not None)
     assert st == status and message in out["message"], out
-    assert daemon.call(SNAP + "getSnapshots")[1] == {"snapshots": []}
+    assert daemon.call(SNAP + "getSnapshots")[1]["snapshots"] == []
     assert daemon.healthy()
 
 

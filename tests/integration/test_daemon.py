@@ -27,7 +27,8 @@ import pytest
 from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
-                   "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials"]
+                   "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials",
+                   "getIdlePolicy", "putIdlePolicy"]
 
 
 def free_port():
@@ -75,9 +76,12 @@ class Daemon:
 
     def sandbox(self, method, ident, body=None, token="owner"):
         nsid = f"io.pocketenv.sandbox.{method}"
-        post = method not in ("getSandbox", "getNetworkPolicy", "getNetworkDenials")
+        post = method not in ("getSandbox", "getNetworkPolicy", "getNetworkDenials",
+                                  "getIdlePolicy")
         if method == "putNetworkPolicy" and body is None:
             body = {"policy": {"mode": "none"}}
+        if method == "putIdlePolicy" and body is None:
+            body = {"action": "pause", "timeout": 3600}
         if method == "exec" and body is None:
             body = {"command": "true"}
         if method == "startSandbox" and body is None:

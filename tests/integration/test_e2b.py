@@ -175,6 +175,16 @@ def test_pause_resume_connect(daemon):
     assert api(daemon, "DELETE", f"/sandboxes/{sid}")[0] == 204
 
 
+def test_sdk_pause_keeps_processes_and_memory(daemon):
+    """E2B's pause freezes the sandbox: a background shell counting in a
+    variable is still there after connect and counts on from its value."""
+    out = drive(daemon, "pauseKeeps")
+    assert out["counting"] is True and out["pausedState"] == "paused"
+    assert out["resumedFrom"] >= 3
+    assert out["continues"] is True and out["samePid"] is True
+    assert out["stateAfter"] == "running"
+
+
 def test_authz_other_users_and_bad_keys(daemon):
     sid = create(daemon)["sandboxID"]
     other = daemon.token_for("did:key:zSomeoneElseE2b")

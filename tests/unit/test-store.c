@@ -25,6 +25,7 @@
 #include "pocketenv/store-nodes.h"
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-records.h"
+#include "pocketenv/store-idle.h"
 #include "pocketenv/store-usage.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
@@ -320,6 +321,7 @@ BOTH(migration_provider_names)
     exec_ok(s, "DROP TABLE snapshots", NULL, 0);       /* migration 5's */
     exec_ok(s, "DROP TABLE atproto_records", NULL, 0); /* migration 6's */
     exec_ok(s, "DROP TABLE nodes", NULL, 0);           /* migration 7's */
+    exec_ok(s, "DROP TABLE idle_policies", NULL, 0);   /* migration 8's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -1130,6 +1132,7 @@ BOTH(delete_cascades)
                 a, 2);
         cleanup_free char *tag = NULL;
         ASSERT_EQ_INT(pe_store_preview_tag(s, sbx, &tag, &err), 0);
+        ASSERT_EQ_INT(pe_store_idle_put(s, sbx, PE_IDLE_PAUSE, 60, &err), 0);
     }
     for (const char *const *t = pe__store_sandbox_children; *t; t++)
         if (count_rows(s, *t) != 2)
@@ -1329,6 +1332,43 @@ TEST_CASE(open_errors)
 /* Quotas read a user's usage: their sandboxes, the memory of those that
  * run (rows without a size count as the default), disk of all, and their
  * backups' archives; another user's rows never count. */
+/* Idle policies: set, replaced, listed, checked, gone with the sandbox. */
+BOTH(idle_policies)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL;
+    pe_store_idle p = {0}, *list = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    a = add_sandbox(s, "did:key:zA", "one", 0);
+    b = add_sandbox(s, "did:key:zA", "two", 0);
+    ASSERT_EQ_INT(pe_store_idle_get(s, a, &p, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_idle_put(s, a, PE_IDLE_PAUSE, 30, &err), 0);
+    ASSERT_EQ_INT(pe_store_idle_put(s, a, PE_IDLE_SNAPSHOT_STOP, 60, &err), 0); /* replaced */
+    ASSERT_EQ_INT(pe_store_idle_put(s, b, PE_IDLE_STOP, 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_idle_get(s, a, &p, &err), 0);
+    ASSERT_EQ_STR(p.action, "snapshot-then-stop");
+    ASSERT_EQ_INT(p.timeout, 60);
+    pe_store_idle_clear(&p);
+    ASSERT_EQ_INT(pe_store_idle_put(s, a, "hibernate", 1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_EINVAL);
+    ASSERT_EQ_INT(pe_store_idle_put(s, a, PE_IDLE_STOP, -1, &err), -1);
+    ASSERT_EQ_INT(pe_store_idle_put(s, "sbx_nosuch", PE_IDLE_STOP, 1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_idle_list(s, &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    pe_store_idle_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, a, &err), 0);
+    ASSERT_EQ_INT(pe_store_idle_list(s, &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_STR(list[0].sandbox_id, b);
+    pe_store_idle_list_free(list, n);
+    pe_store_close(s);
+}
+
 BOTH(usage)
 {
     pe_err err = {0};
@@ -1608,14 +1648,15 @@ int main(void)
                   sqlite_status, sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
                   sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups,
-                        sqlite_usage, sqlite_records);
+                        sqlite_usage, sqlite_records, sqlite_idle_policies);
     failed |= RUN_TESTS(sqlite_nodes, pg_nodes);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
         RUN_TESTS(pg_migrations, pg_migration_provider_names, pg_concurrent_open, pg_users,
                   pg_sandbox_crud, pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
                   pg_volumes, pg_delete_cascades, pg_hostile_strings, pg_two_handles);
-    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage, pg_records);
+    failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage, pg_records,
+                        pg_idle_policies);
 
     pg_stop();
     free(g_pg_url);

@@ -1,0 +1,155 @@
+/* Paused sandboxes (issue 19, docs/design/checkpoint.md): pausing freezes
+ * every process of a local sandbox (the cgroup freezer: memory, open files
+ * and sockets are kept, nothing runs), and the next exec, terminal or
+ * preview request thaws it before it is served, saying so.
+ *
+ * The runtime keeps the truth (its state file says "paused"); the daemon
+ * keeps a copy here so that the request paths, some of them per HTTP
+ * request, answer "is it paused?" without reading a file. The copy is
+ * refreshed from the runtime by each housekeeping pass, so a pause made
+ * behind the daemon's back (`pocketenv runtime pause`) is seen within a
+ * tick. Each entry also remembers the last resume (what woke it, when), so
+ * that the owner sees it in getSandbox. Any thread. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "pause.h"
+
+struct paused {
+    char *id;
+    bool paused;
+    char *by;   /* what last resumed it ("exec", "terminal", "preview"...) */
+    int64_t at; /* when (unix ms) */
+};
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static struct paused *tab;
+static size_t tab_n, tab_cap;
+
+static struct paused *find(const char *id, bool add)
+{
+    for (size_t i = 0; i < tab_n; i++)
+        if (strcmp(tab[i].id, id) == 0)
+            return &tab[i];
+    if (!add)
+        return NULL;
+    if (tab_n == tab_cap) {
+        tab_cap = tab_cap ? tab_cap * 2 : 16;
+        tab = pe_xrealloc(tab, tab_cap * sizeof(*tab));
+    }
+    tab[tab_n] = (struct paused){.id = pe_xstrdup(id)};
+    return &tab[tab_n++];
+}
+
+static void note(const char *id, bool paused, const char *by)
+{
+    struct paused *p;
+
+    pthread_mutex_lock(&lock);
+    p = find(id, paused || by);
+    if (p) {
+        p->paused = paused;
+        if (by) {
+            free(p->by);
+            p->by = pe_xstrdup(by);
+            p->at = pe_store_now_ms();
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+bool pe_daemon_paused(const char *id)
+{
+    struct paused *p;
+    bool r;
+
+    pthread_mutex_lock(&lock);
+    p = find(id, false);
+    r = p && p->paused;
+    pthread_mutex_unlock(&lock);
+    return r;
+}
+
+void pe_daemon_paused_note(const char *id, bool paused)
+{
+    note(id, paused, NULL);
+}
+
+void pe_daemon_paused_forget(const char *id)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < tab_n; i++) {
+        if (strcmp(tab[i].id, id) == 0) {
+            free(tab[i].id);
+            free(tab[i].by);
+            tab[i] = tab[--tab_n];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+void pe_daemon_paused_view(const char *id, json_t *view)
+{
+    struct paused *p;
+
+    pthread_mutex_lock(&lock);
+    p = find(id, false);
+    if (p && p->paused)
+        json_object_set_new(view, "paused", json_true());
+    if (p && p->by) {
+        pe_daemon_set_str(view, "resumedBy", p->by);
+        pe_daemon_set_time(view, "resumedAt", p->at);
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+int pe_daemon_pause(pe_daemon *d, const char *id, const char *why, pe_err *err)
+{
+    if (pe_runtime_pause(&d->rt, id, err) < 0)
+        return -1;
+    note(id, true, NULL);
+    pe_log_info("event=pause sandbox=%s reason=\"%s\"", id, why);
+    return 0;
+}
+
+int pe_daemon_resume(pe_daemon *d, const char *id, const char *by, pe_err *err)
+{
+    if (pe_runtime_resume(&d->rt, id, err) < 0) {
+        if (err->code != PE_ESTATE)
+            return -1;
+        /* Not paused (any more): another request woke it first. */
+        note(id, false, NULL);
+        return 0;
+    }
+    note(id, false, by);
+    /* Its idle clock starts over: frozen for hours, it must not be paused
+     * or stopped again by the next pass before whatever woke it is served. */
+    pe_daemon_touch(d, id);
+    pe_log_info("event=resume sandbox=%s by=%s", id, by);
+    return 1;
+}
+
+int pe_daemon_wake(pe_daemon *d, const char *id, const char *by, pe_err *err)
+{
+    if (!pe_daemon_paused(id))
+        return 0;
+    return pe_daemon_resume(d, id, by, err);
+}
+
+void pe_daemon_paused_free(void)
+{
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; i < tab_n; i++) {
+        free(tab[i].id);
+        free(tab[i].by);
+    }
+    free(tab);
+    tab = NULL;
+    tab_n = tab_cap = 0;
+    pthread_mutex_unlock(&lock);
+}
