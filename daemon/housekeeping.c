@@ -38,6 +38,7 @@
 #include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "pool.h"
 #include "daemon.h"
 #include "providers.h"
 #include "snapshots.h"
@@ -154,6 +155,7 @@ static void on_metrics(FILE *out, void *ud)
     known = counts_known;
     pthread_mutex_unlock(&counts_lock);
     pe_daemon_jobs_metrics(ud, out);
+    pe_daemon_pool_metrics(ud, out);
     if (!known)
         return;
     fputs("# HELP pocketenv_sandboxes Sandboxes of this node by status (as of the last tick).\n"
