@@ -3,6 +3,8 @@
 
   create-rate.py api PORT TOKEN_FILE N CONC BASE   createSandbox x N through the API
   create-rate.py bwrap ROOTFS N CONC               N detached bwrap sandboxes (the peer)
+  create-rate.py keep PORT TOKEN_FILE N CONC BASE IDS   as api, but keep them: ids to IDS
+  create-rate.py delete PORT TOKEN_FILE CONC IDS       delete the sandboxes listed in IDS
 
 api: CONC threads, each with one keep-alive HTTP/1.1 connection to
 127.0.0.1:PORT, send createSandbox until N were sent, and poll getSandbox
@@ -26,7 +28,7 @@ import threading
 import time
 
 
-def api(port, token_file, n, conc, base):
+def api(port, token_file, n, conc, base, keep_to=None):
     with open(token_file) as f:
         token = json.load(f)["token"]
     head = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
@@ -75,7 +77,27 @@ def api(port, token_file, n, conc, base):
     wall = time.monotonic() - t0
 
     ids = list(state["ids"])
+    if keep_to:
+        with open(keep_to, "w") as f:
+            f.write("".join(i + "\n" for i in ids))
+        print(json.dumps({"n": n, "failures": len(state["fail"]),
+                          "first_failures": state["fail"][:5], "wall_s": wall, "per_s": n / wall}))
+        return
+    delete(port, token_file, conc, ids, n, state, wall)
+
+
+def delete(port, token_file, conc, ids, n=0, state=None, wall=0.0):
+    with open(token_file) as f:
+        token = json.load(f)["token"]
+    head = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    state = state or {"fail": [], "claimed_now": 0}
     del_fail = []
+
+    def call(c, method, path, body=None):
+        c.request(method, path, body=json.dumps(body) if body is not None else None, headers=head)
+        r = c.getresponse()
+        data = r.read()
+        return r.status, json.loads(data) if data else None
 
     def deleter(part):
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
@@ -92,6 +114,11 @@ def api(port, token_file, n, conc, base):
     for t in threads:
         t.join()
     del_wall = time.monotonic() - t1
+    if not n:
+        print(json.dumps({"deleted": len(ids) - len(del_fail), "failures": len(del_fail),
+                          "first_failures": del_fail[:5], "wall_s": del_wall,
+                          "per_s": len(ids) / del_wall if ids else 0}))
+        return
     print(json.dumps({"n": n, "ok": len(ids) - len([f for f in state["fail"] if f.startswith("sbx_")]),
                       "failures": len(state["fail"]) + len(del_fail),
                       "first_failures": (state["fail"] + del_fail)[:5],
@@ -140,5 +167,11 @@ def bwrap(rootfs, n, conc):
 if __name__ == "__main__":
     if sys.argv[1] == "api":
         api(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6])
+    elif sys.argv[1] == "keep":
+        api(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6],
+            sys.argv[7])
+    elif sys.argv[1] == "delete":
+        with open(sys.argv[5]) as f:
+            delete(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), f.read().split())
     else:
         bwrap(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
