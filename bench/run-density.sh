@@ -16,8 +16,10 @@ set -euo pipefail
 
 usage() {
     cat <<EOF
-usage: bench/run-density.sh [-n N] [--deadline S]
+usage: bench/run-density.sh [-n N] [--deadline S] [--api [-j CONNS]]
   -n N          sandboxes to start (default 1000; 100 for a quick run)
+  --api         create and delete them through \`pocketenv serve\` (createSandbox until
+                RUNNING, CONNS at a time, default 8; bench/create-rate.py), not the CLI
   --deadline S  give up waiting for MemAvailable to settle after S s (default 60)
 Needs root and a build in \$BUILD (default build/).
 EOF
@@ -25,9 +27,12 @@ EOF
 
 N=1000
 DEADLINE=60
+API=0 CONNS=8
 while [ $# -gt 0 ]; do
     case $1 in
     -n) N=$2; shift 2 ;;
+    --api) API=1; shift ;;
+    -j) CONNS=$2; shift 2 ;;
     --deadline) DEADLINE=$2; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -36,6 +41,7 @@ done
 [[ $N =~ ^[1-9][0-9]*$ ]] || die "-n wants a positive number"
 [[ $DEADLINE =~ ^[1-9][0-9]*$ ]] || die "--deadline wants a positive number of seconds"
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 bench_init density
 
 # ---- cleanup ------------------------------------------------------------
@@ -145,10 +151,43 @@ for i in 1 2 3; do
     "$PE" --data "$DATA" runtime rm "pebench-warm-$i" >/dev/null
 done
 
+# --api: the daemon, on the same data dir. Its open files grow with the
+# sandboxes (a pidfd per init, the store): raised for this run only.
+DPID="" PORT=""
+if [ "$API" = 1 ]; then
+    [ -x "$BUILD/pocketenv-serve" ] || die "$BUILD/pocketenv-serve missing"
+    cp "$BUILD/pocketenv-serve" "$HERE/create-rate.py" bin/
+    ulimit -n "$(ulimit -Hn)" # the hard limit: what this shell may take
+    "$PE" --data "$DATA" serve --listen 127.0.0.1:0 --token-file "$TMPD/token.json" --rate-limit 0 \
+        --sandbox-net none --idle-timeout 0 2>"$TMPD/serve.log" &
+    DPID=$!
+    for ((k = 0; k < 100; k++)); do
+        PORT=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$TMPD/serve.log")
+        [ -z "$PORT" ] || break
+        sleep 0.1
+    done
+    [ -n "$PORT" ] || die "the daemon did not listen: $(cat "$TMPD/serve.log")"
+    stop_daemon() {
+        [ -n "$DPID" ] || return 0
+        kill -TERM "$DPID" 2>/dev/null || true
+        wait "$DPID" 2>/dev/null || true
+        DPID=""
+    }
+    on_cleanup stop_daemon # runs before cleanup_density's rm (last registered first)
+fi
+
 echo "## Density: $N idle persistent sandboxes"
 echo
 machine_info
-echo "- sandboxes: \`runtime create pebench-I --image busybox\` + \`runtime start pebench-I\`, one after the other"
+if [ "$API" = 1 ]; then
+    echo "- sandboxes: \`createSandbox {\"base\":\"busybox\"}\` through \`pocketenv serve --sandbox-net none"
+    echo "  --idle-timeout 0\`, $CONNS connections, each until RUNNING; deleted with deleteSandbox"
+    echo "- limits: open files of the daemon $(ulimit -n) (raised for this run); kernel.pid_max" \
+        "$(cat /proc/sys/kernel/pid_max), user.max_user_namespaces $(cat /proc/sys/user/max_user_namespaces)," \
+        "fs.inotify.max_user_instances $(cat /proc/sys/fs/inotify/max_user_instances) (not changed)"
+else
+    echo "- sandboxes: \`runtime create pebench-I --image busybox\` + \`runtime start pebench-I\`, one after the other"
+fi
 echo
 
 declare -A before after gone
@@ -159,7 +198,12 @@ echo "- before: MemAvailable $((before[MemAvailable] / 1024)) MiB, $SETTLE_NOTE"
 
 t_create=0 t_start=0
 t0=$(now)
-for ((i = 1; i <= N; i++)); do
+if [ "$API" = 1 ]; then
+    python3 bin/create-rate.py keep "$PORT" "$TMPD/token.json" "$N" "$CONNS" busybox "$TMPD/ids.txt" \
+        >"$TMPD/create.json"
+    echo "- API creates: $(cat "$TMPD/create.json")"
+fi
+for ((i = 1; API == 0 && i <= N; i++)); do
     a=$(now)
     "$PE" --data "$DATA" runtime create "pebench-$i" --image busybox >/dev/null
     b=$(now)
@@ -187,8 +231,9 @@ echo "| figure | value |"
 echo "|---|---:|"
 echo "| sandboxes running / processes in their uid ranges | $running / $procs |"
 printf '| create + start, wall | %.1f s (%.0f sandboxes/s) |\n' "$total" "$(echo "$N / $total" | bc -l)"
-printf '| per sandbox: create / start (mean) | %.2f / %.2f ms |\n' \
+[ "$API" = 1 ] || printf '| per sandbox: create / start (mean) | %.2f / %.2f ms |\n' \
     "$(echo "$t_create * 1000 / $N" | bc -l)" "$(echo "$t_start * 1000 / $N" | bc -l)"
+[ "$API" = 0 ] || printf '| the daemon: VmRSS | %s |\n' "$(awk '/^VmRSS/ { printf "%.1f MiB", $2 / 1024 }' /proc/$DPID/status)"
 for f in "${FIELDS[@]}"; do
     case $f in
     MemAvailable | MemFree) d=$((before[$f] - after[$f])) label="$f drop" ;;
@@ -211,12 +256,17 @@ printf '| data dir (sandboxes/) on disk | %.1f KiB per sandbox |\n' "$(echo "$di
 # ---- teardown and leftovers ---------------------------------------------
 
 t0=$(now)
-for ((i = 1; i <= N; i++)); do
+if [ "$API" = 1 ]; then
+    python3 bin/create-rate.py delete "$PORT" "$TMPD/token.json" "$CONNS" "$TMPD/ids.txt" >"$TMPD/delete.json"
+    echo "- API deletes: $(cat "$TMPD/delete.json")"
+    stop_daemon
+fi
+for ((i = 1; API == 0 && i <= N; i++)); do
     "$PE" --data "$DATA" runtime rm "pebench-$i" >/dev/null
 done
 t1=$(now)
 total=$(elapsed "$t0" "$t1")
-printf '| runtime rm, wall | %.1f s (%.0f sandboxes/s) |\n' "$total" "$(echo "$N / $total" | bc -l)"
+printf '| rm of all (runtime rm, or deleteSandbox with --api), wall | %.1f s (%.0f sandboxes/s) |\n' "$total" "$(echo "$N / $total" | bc -l)"
 
 # Exited inits may stay zombies for a moment until the host's PID 1 reaps
 # them: wait for that (bounded) before calling anything a leftover.

@@ -91,6 +91,7 @@ typedef struct pe_daemon {
     unsigned long_waiting;        /* long jobs waiting in a lane */
     struct pe_oauth *oauth;       /* AT Protocol sign-ins in progress (oauth.c) */
     struct pe_cluster *cluster;   /* nodes sharing a PostgreSQL store; NULL on SQLite */
+    struct pe_daemon_pool *pool;  /* the warm pool (pool.c), NULL: none */
 } pe_daemon;
 
 /* What a job does, for where it runs (job.c). */
@@ -129,6 +130,7 @@ struct pe_daemon_job {
      * bound; one without a did runs within the daemon's own share. */
     int kind; /* enum pe_daemon_job_kind */
     bool background;
+    bool claimed; /* a create that took a warm sandbox from the pool (pool.h) */
     /* job.c's */
     bool started;
     struct pe_daemon_lane *lane;

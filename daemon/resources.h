@@ -47,6 +47,12 @@ int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
 int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *path,
                                       const unsigned char *data, size_t len, mode_t mode,
                                       pe_err *err);
+/* The same without the fsync, for what every start places again from the
+ * store (files, keys): a write lost with the host is redone at the next
+ * start, and each fsync cost a start 5-700 ms on a busy disk (issue 21). */
+int pe_daemon_sandbox_place_file_mode(pe_daemon *d, const char *id, const char *path,
+                                      const unsigned char *data, size_t len, mode_t mode,
+                                      pe_err *err);
 /* Remove the file at path inside running sandbox id (resolved as writes
  * are); a missing file is fine. */
 int pe_daemon_sandbox_remove_file(pe_daemon *d, const char *id, const char *path, pe_err *err);

@@ -25,6 +25,7 @@
 #include "daemon.h"
 #include "oauth.h"
 #include "records.h"
+#include "pool.h"
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
@@ -77,6 +78,8 @@ enum {
     O_NODE_LABEL,
     O_PLACE_LABEL,
     O_CLUSTER_END = O_PLACE_LABEL,
+    O_POOL,
+    O_POOL_MIN_AVAILABLE,
     O_LIMITS, /* from here on: daemon/resource-limits.c's, by name */
     O_DEFAULT_VCPUS = O_LIMITS,
     O_MAX_VCPUS,
@@ -148,6 +151,10 @@ static const pe_opt serve_opts[] = {
      "a label placement can pin sandboxes to; repeatable"},
     {"place-label", 0, true, O_PLACE_LABEL, "KEY=VALUE",
      "place the sandboxes created through this node only on nodes with this label"},
+    {"pool", 0, true, O_POOL, "BASE=N[,...]",
+     "keep N sandboxes of BASE started for creates to claim; repeatable; 0 = none (none)"},
+    {"pool-min-available", 0, true, O_POOL_MIN_AVAILABLE, "MIB",
+     "grow the pool only while MemAvailable is above MIB, shrink it below (1024)"},
     {"default-vcpus", 0, true, O_DEFAULT_VCPUS, "N",
      "vCPUs of a sandbox made without vcpus (2, at most --max-vcpus)"},
     {"max-vcpus", 0, true, O_MAX_VCPUS, "N", "most vCPUs a sandbox may ask for (the host's CPUs)"},
@@ -193,6 +200,7 @@ struct serve_args {
     const char *provider_config;
     pe_oauth_cfg oauth;
     pe_cluster_cfg cluster;
+    pe_daemon_pool_cfg pool;
 };
 
 /* An origin as a browser sends it: scheme "://" host, maybe ":" port, no
@@ -290,6 +298,10 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
     case O_METRICS_PUBLIC:
         a->metrics_public = true;
         return 0;
+    case O_POOL:
+        return pe_daemon_pool_parse(&a->pool, arg, err);
+    case O_POOL_MIN_AVAILABLE:
+        return pe_daemon_pool_parse_min(&a->pool, arg, err);
     case O_CP_MAX: {
         long long size;
         if (pe_parse_size(arg, &size) < 0 || size <= 0)
@@ -541,7 +553,8 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         pe_daemon_register_oauth(d, &a->oauth, err) < 0 || pe_daemon_records_start(d, err) < 0 ||
         pe_daemon_register_nodes(d, err) < 0 ||
         pe_daemon_cluster_start(d, &a->cluster, cfg.host, pe_http_server_port(d->srv), err) < 0 ||
-        pe_daemon_housekeeping_start(d, err) < 0) {
+        pe_daemon_housekeeping_start(d, err) < 0 ||
+        pe_daemon_pool_start(d, &a->pool, err) < 0) { /* after reconcile: it removes orphans */
         json_decref(resume);
         return -1;
     }
@@ -573,6 +586,7 @@ static void teardown(pe_daemon *d)
     pe_daemon_tailscale_quiesce();
     if (d->srv)
         pe_http_server_free(d->srv);
+    pe_daemon_pool_stop(d); /* its sandboxes go: no row will own them */
     if (d->loop)
         pe_daemon_watch_free_all(d);
     if (d->loop)
@@ -612,8 +626,10 @@ int pe_daemon_serve_main(int argc, char **argv)
     pe_daemon_providers_defaults(&a.providers);
     pe_cluster_cfg_defaults(&a.cluster);
     if (pe_opts_parse(serve_opts, argc, argv, &idx, false, on_opt, &a, &err) < 0 ||
-        pe_daemon_limits_check(&a.lim, &err) < 0)
+        pe_daemon_limits_check(&a.lim, &err) < 0) {
+        pe_daemon_pool_cfg_clear(&a.pool);
         return pe_cli_fail(&err);
+    }
     if (a.help) {
         printf("usage: pocketenv serve [OPTIONS]\n\nServe the io.pocketenv.* XRPC API.\n\n");
         pe_opts_help(serve_opts);
@@ -638,6 +654,7 @@ int pe_daemon_serve_main(int argc, char **argv)
     r = serve(&d, &a, &err);
     teardown(&d);
     pe_cluster_cfg_free(&a.cluster);
+    pe_daemon_pool_cfg_clear(&a.pool);
     if (r < 0)
         return pe_cli_fail(&err);
     return 0;

@@ -285,7 +285,7 @@ static int write_all(int fd, const unsigned char *data, size_t len)
 
 /* tmp + rename inside parent; name is the final component. */
 static int replace_file(const struct init_root *ir, int parent, const char *name,
-                        const unsigned char *data, size_t len, mode_t want, pe_err *err)
+                        const unsigned char *data, size_t len, mode_t want, bool sync, pe_err *err)
 {
     char tmp[64];
     unsigned char rnd[8];
@@ -316,7 +316,7 @@ static int replace_file(const struct init_root *ir, int parent, const char *name
      * with its fsuid: the file is then the sandbox root's. */
     if ((uid != ir->uid || gid != ir->uid) && fchown(fd, uid, gid) < 0)
         mode &= 0700;
-    if (write_all(fd, data, len) < 0 || fchmod(fd, mode) < 0 || fsync(fd) < 0 ||
+    if (write_all(fd, data, len) < 0 || fchmod(fd, mode) < 0 || (sync && fsync(fd) < 0) ||
         renameat(parent, tmp, parent, name) < 0) {
         e = errno;
         close(fd);
@@ -327,9 +327,8 @@ static int replace_file(const struct init_root *ir, int parent, const char *name
     return 0;
 }
 
-int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *path,
-                                      const unsigned char *data, size_t len, mode_t mode,
-                                      pe_err *err)
+static int write_file(pe_daemon *d, const char *id, const char *path, const unsigned char *data,
+                      size_t len, mode_t mode, bool sync, pe_err *err)
 {
     struct init_root ir;
     int parent, r;
@@ -350,13 +349,27 @@ int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *
     } else if (pseudo_fs(parent)) {
         r = pe_err_set(err, PE_EINVAL, 0, "not a regular filesystem");
     } else {
-        r = replace_file(&ir, parent, strrchr(path, '/') + 1, data, len, mode, err);
+        r = replace_file(&ir, parent, strrchr(path, '/') + 1, data, len, mode, sync, err);
     }
     if (parent >= 0)
         close(parent);
     setfsuid(0);
     setfsgid(0);
     return r < 0 ? pe_err_prefix(err, "write %s", path) : 0;
+}
+
+int pe_daemon_sandbox_write_file_mode(pe_daemon *d, const char *id, const char *path,
+                                      const unsigned char *data, size_t len, mode_t mode,
+                                      pe_err *err)
+{
+    return write_file(d, id, path, data, len, mode, true, err);
+}
+
+int pe_daemon_sandbox_place_file_mode(pe_daemon *d, const char *id, const char *path,
+                                      const unsigned char *data, size_t len, mode_t mode,
+                                      pe_err *err)
+{
+    return write_file(d, id, path, data, len, mode, false, err);
 }
 
 int pe_daemon_sandbox_write_file(pe_daemon *d, const char *id, const char *path,
@@ -409,7 +422,7 @@ void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)
         size_t len = 0;
 
         if (pe_auth_unseal(d->auth, list[i].value, &plain, &len, &err) < 0 ||
-            pe_daemon_sandbox_write_file(d, sb->id, list[i].key, plain, len, &err) < 0)
+            pe_daemon_sandbox_place_file_mode(d, sb->id, list[i].key, plain, len, 0, &err) < 0)
             pe_log_warn("sandbox %s: file %s not placed: %s", sb->id, list[i].key, err.msg);
         pe_auth_plain_free(plain);
         pe_err_clear(&err);

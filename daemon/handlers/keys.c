@@ -237,14 +237,14 @@ static int install_ssh(pe_daemon *d, const char *id, const char *priv, size_t le
         memcpy(withnl, priv, len);
         withnl[len++] = '\n';
     }
-    r = pe_daemon_sandbox_write_file_mode(d, id, SSH_DIR "/id_ed25519",
+    r = pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519",
                                           withnl ? withnl : (const unsigned char *)priv, len, 0600,
                                           err);
     if (withnl)
         sodium_free(withnl);
     if (r < 0)
         return -1;
-    return pe_daemon_sandbox_write_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
+    return pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
                                              (const unsigned char *)publine, strlen(publine), 0644,
                                              err);
 }

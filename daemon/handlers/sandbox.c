@@ -36,6 +36,7 @@
 #include "resource-limits.h"
 #include "idle.h"
 #include "pause.h"
+#include "pool.h"
 #include "providers.h"
 #include "records.h"
 #include "read-cache.h"
@@ -239,6 +240,10 @@ static void run_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
+    if (sb.status != PE_STORE_INITIALIZING) { /* claimed from the pool: it runs */
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     if (job->did == NULL) /* resumed at start: the clone after it is the owner's */
         job->did = pe_xstrdup(sb.owner_did);
     pe_err_clear(&err);
@@ -408,6 +413,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     cleanup_free char *cred_shown = NULL;
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
+    char *pooled;
     int r;
 
     if (pe_daemon_snapshot_base(job, s, in) < 0 || !base_from_record(job, in) ||
@@ -428,10 +434,17 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     pe_store_user_clear(&u);
+    pooled = pe_daemon_pool_take(job->d, in, &sb); /* a warm sandbox, under its id */
+    if (pooled) {
+        free(id);
+        id = pooled;
+    }
     sb.id = id;
     sb.uri = uri = pe_daemon_record_new_uri(job->d, job->did); /* a record's, if signed in */
     r = insert_within_quota(job, s, &sb, given, &name);
     if (r < 0) {
+        if (pooled) /* used once or never: it does not go back */
+            pe_daemon_pool_discard(job->d, id);
         if (job->err.code == PE_EEXIST)
             pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", name);
         pe_daemon_job_fail(job, &job->err,
@@ -443,10 +456,14 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         (cred && pe_store_cred_put(s, id, job->did, sb.backend, cred, cred_shown, &job->err) < 0) ||
         pe_daemon_idle_create_store(s, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
+        if (pooled)
+            pe_daemon_pool_discard(job->d, id);
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     pe_daemon_record_sync_base(job->d, s, id, json_object_get(in, "baseRef"));
+    /* Claimed: RUNNING now, no background start (create_after). */
+    job->claimed = pooled && pe_daemon_pool_claim(job->d, s, id, &job->init_pidfd) == 0;
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
@@ -478,7 +495,9 @@ void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id)
 
 static void create_after(pe_daemon_job *job)
 {
-    if (!job->failed && job->id != NULL)
+    if (!job->failed && job->id != NULL && job->claimed)
+        clone_after(job); /* a warm sandbox runs already: its repo, if any */
+    else if (!job->failed && job->id != NULL)
         pe_daemon_sandbox_resume(job->d, job->did, job->id);
 }
 

@@ -1,0 +1,510 @@
+/* The warm pool (pool.h): one filler thread keeps, per base, the
+ * operator's number of runtime sandboxes started; a create takes one and
+ * adopts it under its row.
+ *
+ * Why a runtime sandbox named by a store id: the row a claim inserts
+ * takes that id, so the running sandbox needs no rename, and a daemon
+ * killed with a full pool leaves runtime sandboxes shaped like store ids
+ * with no row, which the next daemon's reconcile removes as orphans
+ * (housekeeping.c) before its own filler starts.
+ *
+ * What a pooled sandbox is started with is what every create gets
+ * without asking: the base, the daemon's network mode, the default
+ * sizes, no volumes. A create asking for anything a running sandbox
+ * cannot take (other sizes, a network policy, another backend) starts
+ * its own. Variables and secrets need nothing here: every exec reads
+ * them from the store (lib/sandbox).
+ *
+ * Memory: pooled sandboxes are real sandboxes and cost the host what an
+ * idle one costs (bench/README.md: ~0.5 MiB). The filler adds one only
+ * while MemAvailable is above --pool-min-available and removes them,
+ * newest first, while it is below. POCKETENV_POOL_MEMINFO names another
+ * file in /proc/meminfo's format, for tests to play the pressure. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "pool.h"
+#include "providers.h"
+#include "resource-limits.h"
+#include "resources.h"
+#include "supervise.h"
+#include "templates.h"
+
+#define RETRY_S 5.0     /* after a failed fill of a base */
+#define PRESSURE_S 0.25 /* how often MemAvailable is read while idle */
+#define DEFAULT_MIN_AVAILABLE_MIB 1024
+#define NAME_CHARS "abcdefghijklmnopqrstuvwxyz0123456789._-" /* a base's name */
+
+struct pool_base {
+    char *name;
+    unsigned size;
+    char **ready; /* ids, oldest first */
+    size_t n_ready;
+    double retry_at;
+    uint64_t made, claimed, shrunk, failed;
+};
+
+struct pe_daemon_pool {
+    pe_daemon *d;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;
+    size_t n;
+    struct pool_base b[PE_POOL_BASES_MAX];
+    int64_t min_mib;
+    pe_sandbox_cfg sizes; /* the limits pooled sandboxes run with */
+};
+
+/* ---- configuration ---- */
+
+int pe_daemon_pool_parse(pe_daemon_pool_cfg *c, const char *arg, pe_err *err)
+{
+    cleanup_free char *copy = pe_xstrdup(arg);
+    char *save = NULL;
+
+    for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '='), *end;
+        unsigned long n;
+        size_t i;
+
+        if (eq == NULL || eq == tok || eq - tok > 64 ||
+            strspn(tok, NAME_CHARS) != (size_t)(eq - tok))
+            return pe_err_set(err, PE_EINVAL, 0, "--pool: BASE=N[,BASE=N...], not '%s'", arg);
+        *eq = '\0';
+        errno = 0;
+        n = strtoul(eq + 1, &end, 10);
+        if (errno || end == eq + 1 || *end || eq[1] == '-' || n > PE_POOL_SIZE_MAX)
+            return pe_err_set(err, PE_EINVAL, 0, "--pool %s: a size from 0 to %d, not '%s'", tok,
+                              PE_POOL_SIZE_MAX, eq + 1);
+        for (i = 0; i < c->n && strcmp(c->base[i], tok) != 0; i++)
+            ;
+        if (i == c->n) {
+            if (c->n == PE_POOL_BASES_MAX)
+                return pe_err_set(err, PE_EINVAL, 0, "--pool: at most %d bases", PE_POOL_BASES_MAX);
+            c->base[c->n++] = pe_xstrdup(tok);
+        }
+        c->size[i] = (unsigned)n;
+    }
+    return 0;
+}
+
+int pe_daemon_pool_parse_min(pe_daemon_pool_cfg *c, const char *arg, pe_err *err)
+{
+    char *end;
+    long long v;
+
+    errno = 0;
+    v = strtoll(arg, &end, 10);
+    if (errno || end == arg || *end || v < 0)
+        return pe_err_set(err, PE_EINVAL, 0, "--pool-min-available: MiB, 0 or more, not '%s'", arg);
+    c->min_available_mib = v + 1; /* 0 in the struct: not given */
+    return 0;
+}
+
+void pe_daemon_pool_cfg_clear(pe_daemon_pool_cfg *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->base[i]);
+    memset(c, 0, sizeof(*c));
+}
+
+/* ---- memory ---- */
+
+/* MemAvailable in MiB, -1 if unknown (then the pool neither grows nor
+ * shrinks for memory). */
+static int64_t mem_available_mib(void)
+{
+    const char *path = getenv("POCKETENV_POOL_MEMINFO");
+    char line[256];
+    long long kib = -1;
+    FILE *f = fopen(path && path[0] ? path : "/proc/meminfo", "re");
+
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f))
+        if (sscanf(line, "MemAvailable: %lld kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib < 0 ? -1 : kib / 1024;
+}
+
+/* ---- one pooled sandbox ---- */
+
+static int init_pidfd(pe_daemon *d, const char *id, bool *running)
+{
+    char *text = NULL;
+    json_t *info;
+    const char *st;
+    pid_t pid;
+    pe_err e;
+
+    *running = false;
+    pe_err_clear(&e);
+    if (pe_runtime_inspect(&d->rt, id, &text, &e) < 0)
+        return -1;
+    info = json_loads(text, 0, NULL);
+    free(text);
+    st = json_string_value(json_object_get(info, "status"));
+    *running = st && strcmp(st, "running") == 0;
+    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
+    json_decref(info);
+    return pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+}
+
+/* Remove a pooled (or taken) sandbox and reap its init, which the filler
+ * cloned: nothing else watches it. */
+static void remove_one(pe_daemon *d, const char *id)
+{
+    bool running;
+    int fd = init_pidfd(d, id, &running);
+    siginfo_t si;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_runtime_remove(&d->rt, id, &e) < 0 && e.code != PE_ENOENT)
+        pe_log_warn("pool: remove %s: %s", id, e.msg);
+    if (fd >= 0) {
+        /* ECHILD: not ours to reap (reaped already, or a daemon's before) */
+        while (waitid(P_PIDFD, (id_t)fd, &si, WEXITED) < 0 && errno == EINTR)
+            ;
+        close(fd);
+    }
+}
+
+/* Create and start one sandbox of base as a create without options would. */
+static char *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
+{
+    pe_daemon *d = p->d;
+    char *id = pe_store_new_id("sbx_");
+    pe_sandbox_cfg cfg;
+    int r;
+
+    pe_sandbox_cfg_init(&cfg);
+    cfg.name = pe_xstrdup(id);
+    cfg.image = pe_xstrdup(base);
+    cfg.net = d->sandbox_net;
+    cfg.cpu_millis = p->sizes.cpu_millis;
+    cfg.memory_bytes = p->sizes.memory_bytes;
+    cfg.disk_bytes = p->sizes.disk_bytes;
+    cfg.pids_max = p->sizes.pids_max;
+    r = pe_runtime_create(&d->rt, &cfg, err);
+    pe_sandbox_cfg_clear(&cfg);
+    if (r == 0 && pe_runtime_start(&d->rt, id, err) < 0) {
+        remove_one(d, id);
+        r = -1;
+    }
+    if (r < 0) {
+        free(id);
+        return NULL;
+    }
+    return id;
+}
+
+/* ---- the filler ---- */
+
+static struct pool_base *to_fill(pe_daemon_pool *p, double now)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (p->b[i].n_ready < p->b[i].size && p->b[i].retry_at <= now)
+            return &p->b[i];
+    return NULL;
+}
+
+static struct pool_base *fullest(pe_daemon_pool *p)
+{
+    struct pool_base *best = NULL;
+
+    for (size_t i = 0; i < p->n; i++)
+        if (p->b[i].n_ready > 0 && (best == NULL || p->b[i].n_ready > best->n_ready))
+            best = &p->b[i];
+    return best;
+}
+
+static void wait_a_while(pe_daemon_pool *p)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_nsec += (long)(PRESSURE_S * 1e9);
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&p->cv, &p->mu, &ts);
+}
+
+/* Called with p->mu held; returns with it held. */
+static void fill_one(pe_daemon_pool *p, struct pool_base *b)
+{
+    cleanup_free char *base = pe_xstrdup(b->name);
+    char *id;
+    pe_err e;
+
+    pthread_mutex_unlock(&p->mu);
+    pe_err_clear(&e);
+    id = make_one(p, base, &e);
+    pthread_mutex_lock(&p->mu);
+    if (id == NULL) {
+        b->failed++;
+        b->retry_at = pe_monotonic_s() + RETRY_S;
+        pe_log_warn("pool: start a %s sandbox: %s (again in %.0f s)", base, e.msg, RETRY_S);
+        return;
+    }
+    b->ready = pe_xrealloc(b->ready, (b->n_ready + 1) * sizeof(*b->ready));
+    b->ready[b->n_ready++] = id;
+    b->made++;
+}
+
+/* Called with p->mu held; returns with it held. The newest goes first. */
+static void shrink_one(pe_daemon_pool *p, struct pool_base *b, int64_t avail)
+{
+    char *id = b->ready[--b->n_ready];
+
+    b->shrunk++;
+    pthread_mutex_unlock(&p->mu);
+    pe_log_info("event=pool_shrink base=%s sandbox=%s mem_available_mib=%lld", b->name, id,
+                (long long)avail);
+    remove_one(p->d, id);
+    free(id);
+    pthread_mutex_lock(&p->mu);
+}
+
+static void *filler(void *arg)
+{
+    pe_daemon_pool *p = arg;
+
+    pthread_mutex_lock(&p->mu);
+    while (!p->stop) {
+        int64_t avail = mem_available_mib();
+        struct pool_base *b;
+
+        if (avail >= 0 && avail < p->min_mib && (b = fullest(p)) != NULL)
+            shrink_one(p, b, avail);
+        else if ((avail < 0 || avail >= p->min_mib) && (b = to_fill(p, pe_monotonic_s())) != NULL)
+            fill_one(p, b);
+        else
+            wait_a_while(p);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+int pe_daemon_pool_start(pe_daemon *d, const pe_daemon_pool_cfg *c, pe_err *err)
+{
+    pe_store_sandbox none = {.id = "pool"}; /* no sizes: the defaults */
+    pe_daemon_pool *p;
+    unsigned total = 0;
+    int r;
+
+    for (size_t i = 0; i < c->n; i++)
+        total += c->size[i];
+    if (total == 0)
+        return 0; /* no pool: 0 or absent disables it */
+    p = pe_xcalloc(1, sizeof(*p));
+    p->d = d;
+    pthread_mutex_init(&p->mu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&p->cv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    p->min_mib = c->min_available_mib ? c->min_available_mib - 1 : DEFAULT_MIN_AVAILABLE_MIB;
+    pe_sandbox_cfg_init(&p->sizes);
+    if (pe_daemon_limits_cfg(d, &none, &p->sizes, err) < 0) {
+        free(p);
+        return pe_err_prefix(err, "pool");
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->size[i] == 0)
+            continue;
+        p->b[p->n].name = pe_xstrdup(c->base[i]);
+        p->b[p->n++].size = c->size[i];
+        pe_log_info("event=pool base=%s size=%u min_available_mib=%lld", c->base[i], c->size[i],
+                    (long long)p->min_mib);
+    }
+    r = pthread_create(&p->thread, NULL, filler, p);
+    if (r != 0) {
+        for (size_t i = 0; i < p->n; i++)
+            free(p->b[i].name);
+        free(p);
+        return pe_err_set(err, PE_ESYS, r, "pool: start its thread");
+    }
+    d->pool = p;
+    return 0;
+}
+
+void pe_daemon_pool_stop(pe_daemon *d)
+{
+    pe_daemon_pool *p = d->pool;
+
+    if (p == NULL)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->thread, NULL);
+    d->pool = NULL;
+    for (size_t i = 0; i < p->n; i++) {
+        for (size_t k = 0; k < p->b[i].n_ready; k++) {
+            remove_one(d, p->b[i].ready[k]);
+            free(p->b[i].ready[k]);
+        }
+        free(p->b[i].ready);
+        free(p->b[i].name);
+    }
+    pe_sandbox_cfg_clear(&p->sizes);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+/* ---- claims ---- */
+
+/* Would a sandbox with these sizes run with the pool's limits? */
+static bool same_sizes(pe_daemon_pool *p, const pe_store_sandbox *sizes)
+{
+    pe_sandbox_cfg c;
+    pe_err e;
+    bool same;
+
+    pe_sandbox_cfg_init(&c);
+    pe_err_clear(&e);
+    same = pe_daemon_limits_cfg(p->d, sizes, &c, &e) == 0 && c.cpu_millis == p->sizes.cpu_millis &&
+           c.memory_bytes == p->sizes.memory_bytes && c.disk_bytes == p->sizes.disk_bytes &&
+           c.pids_max == p->sizes.pids_max;
+    pe_sandbox_cfg_clear(&c);
+    return same;
+}
+
+char *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes)
+{
+    pe_daemon_pool *p = d->pool;
+    const char *base = json_string_value(json_object_get(in, "base"));
+    const json_t *policy = json_object_get(in, "networkPolicy");
+    char *id = NULL;
+    bool running;
+    int fd;
+
+    if (p == NULL || base == NULL || (policy && !json_is_null(policy)) ||
+        (sizes->backend && strcmp(sizes->backend, PE_BACKEND_LOCAL) != 0) || !same_sizes(p, sizes))
+        return NULL;
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->n && id == NULL; i++) {
+        struct pool_base *b = &p->b[i];
+        if (strcmp(b->name, base) != 0 || b->n_ready == 0)
+            continue;
+        id = b->ready[0]; /* the oldest: it has settled */
+        memmove(b->ready, b->ready + 1, --b->n_ready * sizeof(*b->ready));
+        b->claimed++;
+        pthread_cond_signal(&p->cv); /* replace it */
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (id == NULL)
+        return NULL;
+    /* One that died in the pool (killed by hand, the OOM killer) is not
+     * handed out: the create starts its own. */
+    fd = init_pidfd(d, id, &running);
+    if (fd >= 0)
+        close(fd);
+    if (!running) {
+        pe_log_warn("pool: %s is not running any more: removed", id);
+        pe_daemon_pool_discard(d, id);
+        free(id);
+        return NULL;
+    }
+    return id;
+}
+
+int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int *init_pidfd_out,
+                         pe_err *err)
+{
+    bool running;
+
+    /* The template's service row (its image exists: the pool runs it). */
+    if (pe_daemon_template_prepare(d, s, sb, err) < 0 ||
+        pe_daemon_netpolicy_before_start(d, sb, err) < 0) /* a put since the insert */
+        return -1;
+    *init_pidfd_out = init_pidfd(d, sb->id, &running);
+    if (!running)
+        return pe_err_set(err, PE_ESTATE, 0, "pooled sandbox %s is not running", sb->id);
+    pe_daemon_sandbox_place_files(d, sb);
+    pe_daemon_sandbox_started(d, sb); /* keys, tailscale, services */
+    return pe_daemon_template_ready(d, s, sb, err);
+}
+
+int pe_daemon_pool_claim(pe_daemon *d, pe_store *s, const char *id, int *init_pidfd_out)
+{
+    pe_store_sandbox sb;
+    pe_err e;
+    int r;
+
+    pe_err_clear(&e);
+    if (pe_store_sandbox_get(s, id, &sb, &e) < 0) {
+        pe_log_warn("pool: claim %s: %s", id, e.msg);
+        pe_daemon_pool_discard(d, id);
+        return -1;
+    }
+    r = pe_daemon_pool_adopt(d, s, &sb, init_pidfd_out, &e);
+    if (r == 0)
+        r = pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING, &e);
+    if (r < 0) {
+        pe_log_warn("pool: claim %s: %s; starting a fresh one", id, e.msg);
+        pe_daemon_unit_stop_sandbox(id);
+        if (*init_pidfd_out >= 0) {
+            close(*init_pidfd_out);
+            *init_pidfd_out = -1;
+        }
+        pe_daemon_pool_discard(d, id);
+    } else {
+        pe_log_info("event=pool_claim base=%s sandbox=%s", sb.base, id);
+    }
+    pe_store_sandbox_clear(&sb);
+    return r;
+}
+
+void pe_daemon_pool_discard(pe_daemon *d, const char *id)
+{
+    remove_one(d, id);
+}
+
+void pe_daemon_pool_metrics(pe_daemon *d, FILE *out)
+{
+    pe_daemon_pool *p = d->pool;
+
+    if (p == NULL)
+        return;
+    fputs("# HELP pocketenv_pool_ready Started sandboxes waiting in the warm pool, by base.\n"
+          "# TYPE pocketenv_pool_ready gauge\n"
+          "# HELP pocketenv_pool_size The warm pool's size the operator set, by base.\n"
+          "# TYPE pocketenv_pool_size gauge\n"
+          "# HELP pocketenv_pool_events_total Pooled sandboxes made, claimed, removed under "
+          "memory pressure, and failed starts, by base.\n"
+          "# TYPE pocketenv_pool_events_total counter\n",
+          out);
+    pthread_mutex_lock(&p->mu);
+    for (size_t i = 0; i < p->n; i++) {
+        const struct pool_base *b = &p->b[i];
+        fprintf(out,
+                "pocketenv_pool_ready{base=\"%s\"} %zu\n"
+                "pocketenv_pool_size{base=\"%s\"} %u\n"
+                "pocketenv_pool_events_total{base=\"%s\",event=\"made\"} %llu\n"
+                "pocketenv_pool_events_total{base=\"%s\",event=\"claimed\"} %llu\n"
+                "pocketenv_pool_events_total{base=\"%s\",event=\"shrunk\"} %llu\n"
+                "pocketenv_pool_events_total{base=\"%s\",event=\"failed\"} %llu\n",
+                b->name, b->n_ready, b->name, b->size, b->name, (unsigned long long)b->made,
+                b->name, (unsigned long long)b->claimed, b->name, (unsigned long long)b->shrunk,
+                b->name, (unsigned long long)b->failed);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
