@@ -5,6 +5,7 @@
 #ifndef PE_PROVIDER_INTERNAL_H
 #define PE_PROVIDER_INTERNAL_H
 
+#include <archive.h>
 #include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -135,6 +136,16 @@ int pe__provider_tar_in_by_files(pe_provider *p, const char *id, const char *dir
                                  size_t len, pe_err *err);
 int pe__provider_tar_out_by_files(pe_provider *p, const char *id, const char *dir, size_t max,
                                   char **tar, size_t *len, pe_err *err);
+
+/* A tar archive written to memory, at most max bytes (toobig: it would
+ * have been more); pe__tar_membuf_write is libarchive's write callback
+ * for archive_write_open with the buffer as client data. */
+typedef struct pe__tar_membuf {
+    char *buf;
+    size_t len, max;
+    bool toobig;
+} pe__tar_membuf;
+la_ssize_t pe__tar_membuf_write(struct archive *a, void *ud, const void *data, size_t len);
 
 /* base64 (standard alphabet). decode: NULL on bad input. */
 char *pe__b64_encode(const void *data, size_t len);

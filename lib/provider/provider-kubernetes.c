@@ -950,27 +950,6 @@ static bool tar_name_ok(const char *name)
     }
 }
 
-typedef struct membuf {
-    char *data;
-    size_t len, max;
-    bool over;
-} membuf;
-
-static la_ssize_t mem_write(struct archive *a, void *ud, const void *buf, size_t n)
-{
-    membuf *m = ud;
-
-    if (m->len + n > m->max) {
-        m->over = true;
-        archive_set_error(a, 1, "too large");
-        return -1;
-    }
-    m->data = pe_xrealloc(m->data, m->len + n + 1);
-    memcpy(m->data + m->len, buf, n);
-    m->len += n;
-    return (la_ssize_t)n;
-}
-
 static struct archive *tar_reader(const void *tar, size_t len)
 {
     struct archive *a = archive_read_new();
@@ -984,13 +963,13 @@ static struct archive *tar_reader(const void *tar, size_t len)
     return a;
 }
 
-static struct archive *tar_writer(membuf *m)
+static struct archive *tar_writer(pe__tar_membuf *m)
 {
     struct archive *a = archive_write_new();
 
     archive_write_set_format_pax_restricted(a);
     archive_write_set_bytes_in_last_block(a, 1);
-    archive_write_open2(a, m, NULL, mem_write, NULL, NULL);
+    archive_write_open2(a, m, NULL, pe__tar_membuf_write, NULL, NULL);
     return a;
 }
 
@@ -1075,7 +1054,7 @@ static int untar(pe_provider *p, const char *id, const char *dir, const void *ta
 static int k8_file_write(pe_provider *p, const char *id, const char *path, const void *data,
                          size_t len, unsigned mode, pe_err *err)
 {
-    membuf m = {.max = len + (1u << 20)};
+    pe__tar_membuf m = {.max = len + (1u << 20)};
     struct archive *a = tar_writer(&m);
     struct archive_entry *e = archive_entry_new();
     const char *base;
@@ -1099,11 +1078,11 @@ static int k8_file_write(pe_provider *p, const char *id, const char *path, const
         archive_write_close(a) != ARCHIVE_OK)
         r = pe_err_set(err, PE_EINVAL, 0, NAME ": write %s: %s", path, archive_error_string(a));
     else
-        r = untar(p, id, dir, m.data, m.len, "write", err);
+        r = untar(p, id, dir, m.buf, m.len, "write", err);
     archive_entry_free(e);
     archive_write_free(a);
     free(dir);
-    free(m.data);
+    free(m.buf);
     return r < 0 ? -1 : 0;
 }
 
@@ -1188,7 +1167,7 @@ static int repack(const char *in, size_t in_len, size_t max, const char *dir, ch
 {
     struct archive *a = tar_reader(in, in_len), *w;
     struct archive_entry *e;
-    membuf m = {.max = max};
+    pe__tar_membuf m = {.max = max};
     int rc, r = 0;
 
     if (a == NULL)
@@ -1217,16 +1196,16 @@ static int repack(const char *in, size_t in_len, size_t max, const char *dir, ch
             if (archive_write_data(w, buf, (size_t)n) != n)
                 break;
     }
-    if (r == 0 && (archive_write_close(w) != ARCHIVE_OK || m.over))
-        r = pe_err_set(err, m.over ? PE_EINVAL : PE_EREMOTE, 0, NAME ": pack %s: %s", dir,
-                       m.over ? "larger than the limit" : archive_error_string(w));
+    if (r == 0 && (archive_write_close(w) != ARCHIVE_OK || m.toobig))
+        r = pe_err_set(err, m.toobig ? PE_EINVAL : PE_EREMOTE, 0, NAME ": pack %s: %s", dir,
+                       m.toobig ? "larger than the limit" : archive_error_string(w));
     archive_write_free(w);
     archive_read_free(a);
     if (r < 0) {
-        free(m.data);
+        free(m.buf);
         return -1;
     }
-    *tar = m.data ? m.data : pe_xstrdup("");
+    *tar = m.buf ? m.buf : pe_xstrdup("");
     *len = m.len;
     return 0;
 }

@@ -89,15 +89,9 @@ out:
     return r;
 }
 
-typedef struct membuf {
-    char *buf;
-    size_t len, max;
-    bool toobig;
-} membuf;
-
-static la_ssize_t mem_write(struct archive *a, void *ud, const void *data, size_t len)
+la_ssize_t pe__tar_membuf_write(struct archive *a, void *ud, const void *data, size_t len)
 {
-    membuf *m = ud;
+    pe__tar_membuf *m = ud;
 
     if (m->len + len > m->max) {
         m->toobig = true;
@@ -128,7 +122,7 @@ static int add_entry(struct archive *a, const char *name, bool is_dir, const cha
 
 /* dir/rel (rel "" = dir itself) into the archive, depth first. */
 static int walk(pe_provider *p, const char *id, const char *dir, const char *rel, int depth,
-                struct archive *a, membuf *m, pe_err *err)
+                struct archive *a, pe__tar_membuf *m, pe_err *err)
 {
     char *path = rel[0] ? pe_xasprintf("%s/%s", dir, rel) : pe_xstrdup(dir);
     pe_provider_dirent *ents = NULL;
@@ -170,12 +164,12 @@ int pe__provider_tar_out_by_files(pe_provider *p, const char *id, const char *di
                                   char **tar, size_t *len, pe_err *err)
 {
     struct archive *a = archive_write_new();
-    membuf m = {.max = max};
+    pe__tar_membuf m = {.max = max};
     int r;
 
     pe_err_clear(err);
     archive_write_set_format_pax_restricted(a);
-    if (archive_write_open(a, &m, NULL, mem_write, NULL) != ARCHIVE_OK) {
+    if (archive_write_open(a, &m, NULL, pe__tar_membuf_write, NULL) != ARCHIVE_OK) {
         archive_write_free(a);
         return pe_err_set(err, PE_ESYS, 0, "%s: pack %s", p->ops->name, dir);
     }
