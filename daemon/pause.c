@@ -48,10 +48,12 @@ static struct paused *find(const char *id, bool add)
 static void note(const char *id, bool paused, const char *by)
 {
     struct paused *p;
+    bool changed = false;
 
     pthread_mutex_lock(&lock);
     p = find(id, paused || by);
     if (p) {
+        changed = p->paused != paused || by;
         p->paused = paused;
         if (by) {
             free(p->by);
@@ -60,6 +62,8 @@ static void note(const char *id, bool paused, const char *by)
         }
     }
     pthread_mutex_unlock(&lock);
+    if (changed) /* getSandbox's cached answers show paused and resumedBy */
+        pe_store_write_gen_bump();
 }
 
 bool pe_daemon_paused(const char *id)

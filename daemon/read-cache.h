@@ -5,8 +5,9 @@
  * for, with the store's write generation (pe_store_write_gen) taken before
  * the read that made it. It is served only while that generation is still
  * current, so never after a write of this daemon has finished, and for at
- * most a second, which bounds what a write of another process (a shared
- * PostgreSQL) can leave stale. Loop thread only. */
+ * most a second. Only answers read from an SQLite store (this daemon's
+ * alone) are kept: on PostgreSQL other daemons may write (getSandbox in
+ * handlers/sandbox.c). Loop thread only. */
 #ifndef PE_DAEMON_READ_CACHE_H
 #define PE_DAEMON_READ_CACHE_H
 

@@ -42,6 +42,9 @@ void pe_store_close(pe_store *s);
  * of this process finished in between. Writes of other processes (a
  * shared PostgreSQL) do not count. */
 uint64_t pe_store_write_gen(void);
+/* Raise it for a change that is kept outside the store but shows in what
+ * reads answer (a sandbox paused or resumed), so cached answers go. */
+void pe_store_write_gen_bump(void);
 
 /* "sqlite" or "postgres". */
 const char *pe_store_backend(const pe_store *s);

@@ -69,6 +69,11 @@ uint64_t pe_store_write_gen(void)
     return atomic_load_explicit(&write_gen, memory_order_acquire);
 }
 
+void pe_store_write_gen_bump(void)
+{
+    atomic_fetch_add_explicit(&write_gen, 1, memory_order_release);
+}
+
 static bool is_select(const char *sql)
 {
     while (isspace((unsigned char)*sql))
@@ -85,7 +90,7 @@ int pe__store_query(pe_store *s, const char *sql, const pe__sql_arg *args, size_
     /* After the statement, failed or not: bumped before, a reader could
      * take the new generation and still read the old row. */
     if (!is_select(sql))
-        atomic_fetch_add_explicit(&write_gen, 1, memory_order_release);
+        pe_store_write_gen_bump();
     pe__sql_res_clear(&scratch);
     return ret;
 }

@@ -57,7 +57,9 @@ class LexiconCheck:
     @classmethod
     def check_record(cls, nsid, record):
         """A record written to a repository, against its record lexicon."""
-        assert os.path.isdir(LEXICONS[0]), "upstream's lexicons are needed to check records"
+        if not os.path.isdir(LEXICONS[0]):  # as check(): a clone without ../shared
+            cls.unchecked.add(f"{nsid}: record (../shared/lexicons not present)")
+            return
         with cls.lock:
             got = cls._ask(nsid, record, key="record")
         assert got["ok"], f"{nsid} record not allowed by its lexicon: {got.get('error')}: " \

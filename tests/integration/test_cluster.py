@@ -341,7 +341,14 @@ def test_node_credentials_are_checked(cluster, on_c):
     assert "node credential refused" in cluster.nodes[2].log_text()
 
 
+def slots_free(d):
+    return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
+
+
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
+    # Slots freed by the tests before count once b renews its lease.
+    wait_for(lambda: (lambda f: f["b"] > f["c"])(slots_free(cluster.b)), LEASE + 3,
+             "b to report more free slots than c")
     drain(cluster.b, "a")
     try:
         on_b = create(cluster.c, "made-on-b")  # c has on_c already: b has more room

@@ -29,6 +29,7 @@ from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
                    "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials",
                    "getIdlePolicy", "putIdlePolicy"]
+GET_METHODS = ("getSandbox", "getNetworkPolicy", "getNetworkDenials", "getIdlePolicy")
 
 
 def free_port():
@@ -76,8 +77,7 @@ class Daemon:
 
     def sandbox(self, method, ident, body=None, token="owner"):
         nsid = f"io.pocketenv.sandbox.{method}"
-        post = method not in ("getSandbox", "getNetworkPolicy", "getNetworkDenials",
-                                  "getIdlePolicy")
+        post = method not in GET_METHODS
         if method == "putNetworkPolicy" and body is None:
             body = {"policy": {"mode": "none"}}
         if method == "putIdlePolicy" and body is None:
@@ -375,10 +375,11 @@ def test_authz_matrix(daemon):
     check(*daemon.call("io.pocketenv.node.drainNode", body={"name": "x"}, token=other),
           (403, "Forbidden"))
     bodies = {"exec": {"command": "id"}, "startSandbox": {},
-              "putNetworkPolicy": {"policy": {"mode": "none"}}}
+              "putNetworkPolicy": {"policy": {"mode": "none"}},
+              "putIdlePolicy": {"action": "pause", "timeout": 3600}}
     for m in SANDBOX_METHODS:
         st, out = daemon.call(f"io.pocketenv.sandbox.{m}", {"id": mine["id"]}, bodies.get(m),
-                              token=None, post=m not in ("getSandbox", "getNetworkPolicy"),
+                              token=None, post=m not in GET_METHODS,
                               headers={"Authorization": "PocketenvNode v1.a.b.1.2.3.4.5"})
         check(st, out, (401, "InvalidNodeCredential"))
     # Another user: the owner's sandbox does not exist for them.
