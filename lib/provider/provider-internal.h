@@ -137,6 +137,9 @@ int pe__provider_tar_in_by_files(pe_provider *p, const char *id, const char *dir
 int pe__provider_tar_out_by_files(pe_provider *p, const char *id, const char *dir, size_t max,
                                   char **tar, size_t *len, pe_err *err);
 
+/* A name in a tar we take: relative, not empty, never climbing with "..". */
+bool pe__tar_name_ok(const char *name);
+
 /* A tar archive written to memory, at most max bytes (toobig: it would
  * have been more); pe__tar_membuf_write is libarchive's write callback
  * for archive_write_open with the buffer as client data. */

@@ -932,24 +932,6 @@ static int script_error(const k8_run *run, int code, const char *what, const cha
                       (int)strcspn(run->errs, "\n"), run->errs);
 }
 
-/* Names in a tar: relative, never climbing with "..". */
-static bool tar_name_ok(const char *name)
-{
-    const char *seg = name;
-
-    if (name == NULL || name[0] == '/' || name[0] == '\0')
-        return false;
-    for (;;) {
-        const char *end = strchr(seg, '/');
-        size_t n = end ? (size_t)(end - seg) : strlen(seg);
-        if (n == 2 && seg[0] == '.' && seg[1] == '.')
-            return false;
-        if (!end)
-            return true;
-        seg = end + 1;
-    }
-}
-
 static struct archive *tar_reader(const void *tar, size_t len)
 {
     struct archive *a = archive_read_new();
@@ -1142,7 +1124,7 @@ static int k8_tar_in(pe_provider *p, const char *id, const char *dir, const void
         const char *name = archive_entry_pathname(e), *link = archive_entry_hardlink(e);
         unsigned type = archive_entry_filetype(e);
         int r = 0;
-        if (!tar_name_ok(name) || (link && !tar_name_ok(link)))
+        if (!pe__tar_name_ok(name) || (link && !pe__tar_name_ok(link)))
             r = pe_err_set(err, PE_EINVAL, 0,
                            NAME ": tar entry '%s': names must be relative, no '..'",
                            name ? name : "");
@@ -1182,7 +1164,7 @@ static int repack(const char *in, size_t in_len, size_t max, const char *dir, ch
             name += 2;
         if (name == NULL || *name == '\0' || strcmp(name, ".") == 0)
             continue;
-        if (!tar_name_ok(name)) {
+        if (!pe__tar_name_ok(name)) {
             r = pe_err_set(err, PE_EREMOTE, 0, NAME ": pack %s: the sandbox sent entry '%s'", dir,
                            name);
             break;

@@ -18,11 +18,11 @@
 
 #define WALK_DEPTH_MAX 64
 
-static bool name_ok(const char *name)
+bool pe__tar_name_ok(const char *name)
 {
     const char *seg = name;
 
-    if (name[0] == '/' || name[0] == '\0')
+    if (name == NULL || name[0] == '/' || name[0] == '\0')
         return false;
     for (;;) {
         const char *end = strchr(seg, '/');
@@ -53,7 +53,7 @@ int pe__provider_tar_in_by_files(pe_provider *p, const char *id, const char *dir
         const char *name = archive_entry_pathname(e);
         la_int64_t size = archive_entry_size(e);
         char *path, *data;
-        if (name == NULL || !name_ok(name)) {
+        if (!pe__tar_name_ok(name)) {
             r = pe_err_set(err, PE_EINVAL, 0, "%s: tar entry '%s': names must be relative, no '..'",
                            p->ops->name, name ? name : "");
             break;
