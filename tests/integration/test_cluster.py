@@ -19,13 +19,17 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import pytest
 
 from conftest import BIN, wait_for
 from test_daemon import Daemon
 from test_daemon_postgres import pg  # noqa: F401 (module fixture)
+from test_exec_stream import collect
+from wsclient import SSE, WS
 
 LEASE = 2.0
 TAG = f"{os.getpid() % 10000}"
@@ -339,6 +343,119 @@ def test_node_credentials_are_checked(cluster, on_c):
         assert st == 401 and o["error"] == "InvalidNodeCredential", (junk[:40], o)
     # None of these ran anything: only the good call is in c's log as served.
     assert "node credential refused" in cluster.nodes[2].log_text()
+
+
+def host_of(d):
+    return d.url.split("//")[1].split(":")[0]
+
+
+def ws_to(d, path, token, headers=None):
+    h = {"Authorization": f"Bearer {token}"} if token else {}
+    return WS(8789, path, headers={**h, **(headers or {})}, host=host_of(d))
+
+
+def sse_to(d, path, token):
+    return SSE(8789, path, {"Authorization": f"Bearer {token}"}, host=host_of(d))
+
+
+def http(d, method, path, body=None, token=None, headers=None):
+    req = urllib.request.Request(d.url + path, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_exec_stream_through_another_node(cluster, on_c):
+    ws = ws_to(cluster.a, f"/exec/{on_c['id']}/ws", cluster.a.token)
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send(json.dumps({"command": "cat; echo to-err >&2; hostname >/dev/null; exit 5"}))
+    out, err, code, close = collect(ws, stdin=b"stdin-through-a\n" * 1000)
+    assert out == b"stdin-through-a\n" * 1000 and err == b"to-err\n", (out[-100:], err)
+    assert code == 5 and close == 1000
+    # The client going away through a ends the process on c.
+    ws = ws_to(cluster.b, "/exec/made-on-c/ws", cluster.b.token)
+    assert ws.status == 101, ws.head
+    ws.send(json.dumps({"argv": ["sh", "-c", "echo up; exec sleep 313"]}))
+    ws.read_until(b"up")
+    ws.close()
+
+    def sleeping():
+        st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "ps -o args"})
+        assert st == 200, o
+        return "sleep 313" in o["stdout"]
+    wait_for(lambda: not sleeping(), 10, "the remote process to end")
+
+
+def test_terminal_through_another_node(cluster, on_c):
+    sid = on_c["id"]
+    tok = cluster.a.token
+    ws = WS(8789, f"/tty/{sid}/ws?sessionId=cl&cols=100&rows=30&token={tok}",
+            host=host_of(cluster.a))
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send("stty size; echo e''nd1\n")
+    assert b"30 100" in ws.read_until(b"end1")
+    ws.send(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
+    ws.send("stty size; echo e''nd2\n")
+    assert b"45 123" in ws.read_until(b"end2")
+    # Resize through b, by POST: the same session on c.
+    st, _ = http(cluster.b, "POST", f"/tty/{sid}/resize?sessionId=cl",
+                 json.dumps({"cols": 77, "rows": 22}).encode(), token=tok)
+    assert st == 204
+    ws.send("stty size; echo e''nd3\n")
+    assert b"22 77" in ws.read_until(b"end3")
+    # SSE through b, input through a.
+    sse = sse_to(cluster.b, f"/tty/{sid}/stream?sessionId=clsse", tok)
+    assert sse.status == 200 and "text/event-stream" in sse.head, sse.head
+    st, _ = http(cluster.a, "POST", f"/tty/{sid}/input?sessionId=clsse", b"echo $((6*7))q\n",
+                 token=tok)
+    assert st == 204
+    sse.read_output_until("42q")
+    st, body = http(cluster.a, "POST", f"/tty/{sid}/input?sessionId=nobody", b"x", token=tok)
+    assert st == 404 and b"Session not found" in body
+    sse.close()
+    # The shell ending on c closes the client on a, with its exit code.
+    ws.send("exit 4\n")
+    code, reason, frames = ws.wait_close()
+    assert (code, reason) == (1000, "exit 4")
+
+
+def test_streams_authz_and_node_credentials(cluster, on_c):
+    sid = on_c["id"]
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        ws = ws_to(d, f"/exec/{sid}/ws", bob)
+        assert ws.status == 404, (d.url, ws.head)
+        ws = WS(8789, f"/tty/{sid}/ws?token={bob}", host=host_of(d))
+        assert ws.status == 404, (d.url, ws.head)
+        assert sse_to(d, f"/tty/{sid}/stream", bob).status == 404
+        st, _ = http(d, "POST", f"/tty/{sid}/input", b"x", token=bob)
+        assert st == 404
+    # Straight to c with a node credential: only a valid one for this path.
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    path = f"/exec/{sid}/ws"
+    good = cluster.mint(c_id, owner, path)
+    ws = ws_to(cluster.c, path, None, {"Authorization": good})
+    assert ws.status == 101, ws.head
+    ws.send(json.dumps({"command": "echo node-cred"}))
+    out, _, code, _ = collect(ws)
+    assert out == b"node-cred\n" and code == 0
+    for cred in (good,  # replayed
+                 cluster.mint(c_id, owner, f"/tty/{sid}/ws"),  # another path
+                 Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+                     c_id, owner, path),
+                 "PocketenvNode v1.x"):
+        ws = ws_to(cluster.c, path, None, {"Authorization": cred})
+        assert ws.status == 401 and b"InvalidNodeCredential" in ws.body, (cred[:40], ws.head)
+    st, body = http(cluster.c, "POST", f"/tty/{sid}/input", b"x",
+                    headers={"Authorization": cluster.mint(c_id, owner, "/elsewhere")})
+    assert st == 401 and b"InvalidNodeCredential" in body
 
 
 def slots_free(d):
