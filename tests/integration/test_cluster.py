@@ -64,7 +64,7 @@ class Node:
         self.d.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", BIN, "serve", "--listen", f"{self.addr}:8789",
              "--data", self.data, "--token-file", self.d.token_file, "--rate-limit", "0",
-             "--sandbox-net", "none", "--store", self.store, "--cluster-key-file",
+             "--sandbox-net", "nat", "--store", self.store, "--cluster-key-file",
              self.key_file, "--node-name", self.name, "--node-lease", str(LEASE)],
             stderr=self.log)
         wait_for(lambda: self.d.healthy() or self.d.proc.poll() is not None, 20, "/healthz")
@@ -456,6 +456,41 @@ def test_streams_authz_and_node_credentials(cluster, on_c):
     st, body = http(cluster.c, "POST", f"/tty/{sid}/input", b"x",
                     headers={"Authorization": cluster.mint(c_id, owner, "/elsewhere")})
     assert st == 401 and b"InvalidNodeCredential" in body
+
+
+def test_preview_through_another_node(cluster, on_c):
+    sid = on_c["id"]
+    st, o = cluster.a.sandbox("exec", sid, {
+        "command": "mkdir -p /www && echo page-on-c > /www/index.html && "
+                   "dd if=/dev/urandom of=/www/big bs=1024 count=3072 2>/dev/null && "
+                   "md5sum /www/big && httpd -p 8080 -h /www"})
+    assert st == 200 and o["exitCode"] == 0, o
+    big_md5 = o["stdout"].split()[0]
+    st, o = cluster.a.call("io.pocketenv.sandbox.exposePort", {"id": sid}, {"port": 8080})
+    assert st in (200, 409), o
+    st, o = cluster.b.call("io.pocketenv.sandbox.getExposedPorts", {"id": sid})
+    host = o["ports"][0]["previewUrl"].split("//", 1)[1].split("/", 1)[0]
+    tok = cluster.a.token
+    # The path form through a, the Host form through b.
+    st, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+        http(cluster.a, "GET", f"/p/{sid}/8080/index.html", token=tok)), 10, "preview via a")
+    assert body == b"page-on-c\n"
+    st, body = http(cluster.b, "GET", "/index.html", token=tok, headers={"Host": host})
+    assert st == 200 and body == b"page-on-c\n", (st, body[:200])
+    st, body = http(cluster.b, "GET", f"/p/{sid}/8080/big", token=tok)
+    assert st == 200 and hashlib.md5(body).hexdigest() == big_md5
+    # Another user, through any node: as missing. A node credential that is
+    # not valid, straight to c: refused.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        assert http(d, "GET", f"/p/{sid}/8080/index.html", token=bob)[0] == 404
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(tok.split(".")[1] + "=="))["did"]
+    forged = Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+        c_id, owner, f"/p/{sid}/8080/index.html")
+    st, body = http(cluster.c, "GET", f"/p/{sid}/8080/index.html",
+                    headers={"X-Pocketenv-Node-Credential": forged.split(" ", 1)[1]})
+    assert st == 401 and b"InvalidNodeCredential" in body, (st, body)
 
 
 def slots_free(d):
