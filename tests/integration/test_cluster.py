@@ -493,6 +493,39 @@ def test_preview_through_another_node(cluster, on_c):
     assert st == 401 and b"InvalidNodeCredential" in body, (st, body)
 
 
+def test_cp_through_another_node(cluster, on_c, tmp_path):
+    def cli(d, *args, token=None):
+        env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token or d.token,
+                   NO_COLOR="1")
+        return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=60)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "hello.txt").write_text("hello from the test\n")
+    (src / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+    # Up through a (the object lands on a, the unpack runs on c).
+    p = cli(cluster.a, "cp", str(src), "made-on-c:/cpdir")
+    assert p.returncode == 0, p.stderr
+    st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /cpdir/hello.txt"})
+    assert st == 200 and o["stdout"] == "hello from the test\n", o
+    # Down through b (packed on c, downloaded from b).
+    back = tmp_path / "back"
+    p = cli(cluster.b, "cp", "made-on-c:/cpdir", str(back))
+    assert p.returncode == 0, p.stderr
+    assert (back / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+    # Nothing is left waiting on any node.
+    for n in cluster.nodes:
+        cp = os.path.join(n.data, "cp")
+        assert not os.path.isdir(cp) or not [f for f in os.listdir(cp)
+                                              if not f.startswith(".")], n.name
+    # Another user, through any node: no such sandbox.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        p = cli(d, "cp", str(src), "made-on-c:/bobdir", token=bob)
+        assert p.returncode != 0
+        p = cli(d, "cp", "made-on-c:/cpdir", str(tmp_path / "bob"), token=bob)
+        assert p.returncode != 0 and not (tmp_path / "bob").exists()
+
+
 def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
