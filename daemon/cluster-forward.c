@@ -65,6 +65,8 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.putNetworkPolicy", IN_PARAMS, "id"),
+    /* kept by the node's resolver and proxy, in its runtime */
+    CALL("io.pocketenv.sandbox.getNetworkDenials", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.pushDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.pullDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.putTailscaleAuthKey", IN_BODY, "id"),

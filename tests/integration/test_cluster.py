@@ -526,6 +526,25 @@ def test_cp_through_another_node(cluster, on_c, tmp_path):
         assert p.returncode != 0 and not (tmp_path / "bob").exists()
 
 
+def test_network_denials_through_another_node(cluster, on_c):
+    """The denials live in c's resolver and proxy: a asks c."""
+    sid = on_c["id"]
+    pol = "io.pocketenv.sandbox.putNetworkPolicy"
+    st, o = cluster.a.call(pol, {"id": sid}, {"policy": {"mode": "allowlist",
+                                                        "allowDomains": ["allowed.test"]}})
+    assert st == 200, o
+    try:
+        st, o = cluster.a.sandbox("exec", sid, {"command": "nslookup denied.test >/dev/null 2>&1;"
+                                                           " true"})
+        assert st == 200, o
+        for d in (cluster.a, cluster.b):
+            st, o = d.call("io.pocketenv.sandbox.getNetworkDenials", {"id": sid})
+            assert st == 200, o
+            assert any(e.get("name") == "denied.test" for e in o["denials"]), (d.url, o)
+    finally:
+        assert cluster.a.call(pol, {"id": sid}, {"policy": {"mode": "open"}})[0] == 200
+
+
 def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
