@@ -517,6 +517,16 @@ def test_cp_through_another_node(cluster, on_c, tmp_path):
         cp = os.path.join(n.data, "cp")
         assert not os.path.isdir(cp) or not [f for f in os.listdir(cp)
                                               if not f.startswith(".")], n.name
+    # Straight to c's /cp: only a valid node credential for the path.
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    forged = Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+        c_id, owner, "/cp")
+    for cred, path, body in ((forged, "/cp", b"x"),
+                             (cluster.mint(c_id, owner, "/cp"), "/cp/" + "0" * 36, None)):
+        st, out = http(cluster.c, "POST" if body else "GET", path, body,
+                       headers={"Authorization": cred})
+        assert st == 401 and b"InvalidNodeCredential" in out, (path, st, out)
     # Another user, through any node: no such sandbox.
     bob = cluster.a.token_for("did:plc:clusterbob")
     for d in (cluster.a, cluster.b):
