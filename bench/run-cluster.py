@@ -6,8 +6,11 @@ each in a network namespace of its own joined by a bridge (the same setup
 as tests/integration/test_cluster.py). One sandbox runs on c. Every round
 makes, in a new random order, one XRPC exec of `true` through c (the
 owning node) and one through a (forwarded to c), each on its own
-keep-alive connection, and reports medians with p10/p90 and the ratio to
-the owning node. Prints; asserts no duration.
+keep-alive connection; then the same for a streaming exec of `true`
+(/exec/:id/ws: WebSocket open, command, output and exit code, close) and
+for terminal echo (one /tty/:id/ws session per path, kept open: a few
+keystrokes out, their echo back). Reports medians with p10/p90 and the
+ratio to the owning node. Prints; asserts no duration.
 
     bench/run-cluster.py [-r ROUNDS] [-w WARMUP]     (as root, after ninja -C build)
 
@@ -30,6 +33,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+from wsclient import WS  # noqa: E402 (the tests' standard-library client)
 BIN = os.path.join(os.environ.get("PE_BUILD", os.path.join(ROOT, "build")), "pocketenv")
 TAG = str(os.getpid() % 10000)
 SUBNET = f"10.232.{os.getpid() % 250}"
@@ -100,6 +105,39 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def table(title, times, base_key):
+    print(f"\n{title}\n")
+    print("| path | median ms | p10 | p90 | ratio |")
+    print("|---|---|---|---|---|")
+    base = statistics.median(times[base_key])
+    for k, xs in times.items():
+        med = statistics.median(xs)
+        print(f"| {k} | {med:.2f} | {pct(xs, 0.1):.2f} | {pct(xs, 0.9):.2f} | "
+              f"{med / base:.2f} |")
+
+
+def stream_exec(host, sid, token):
+    """One streaming exec of `true`, from the WebSocket's open to its close."""
+    ws = WS(8789, f"/exec/{sid}/ws", headers={"Authorization": f"Bearer {token}"}, host=host)
+    assert ws.status == 101, ws.head
+    ws.send(json.dumps({"argv": ["true"]}))
+    code = None
+    while ws.closed is None:
+        op, p = ws.recv(60)
+        if op == 1 and json.loads(p).get("type") == "exit":
+            code = json.loads(p)["code"]
+    ws.close()
+    assert code == 0
+
+
+def echo(ws, n):
+    """Keystrokes out, their echo (the PTY's) back; then the line is killed."""
+    mark = f"k{n:07d}"
+    ws.send(mark)
+    ws.read_until(mark, timeout=60)
+    ws.send("\x15")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-r", "--rounds", type=int, default=200)
@@ -162,16 +200,37 @@ def main():
                 assert st == 200 and o["exitCode"] == 0, o
                 if r >= args.warmup:
                     times[k].append(dt * 1000)
+        hosts = {"c (owning node)": f"{SUBNET}.2", "a -> c (forwarded)": f"{SUBNET}.1"}
+        streams = {k: [] for k in hosts}
+        echoes = {k: [] for k in hosts}
+        terms = {k: WS(8789, f"/tty/{sb['id']}/ws?sessionId=bench-{i}&token={token}", host=h)
+                 for i, (k, h) in enumerate(hosts.items())}
+        for k, ws in terms.items():
+            assert ws.status == 101, ws.head
+            echo(ws, 0)
+        for r in range(args.warmup + args.rounds):
+            order = list(hosts)
+            random.shuffle(order)
+            for k in order:
+                t = time.monotonic()
+                stream_exec(hosts[k], sb["id"], token)
+                t2 = time.monotonic()
+                echo(terms[k], r + 1)
+                t3 = time.monotonic()
+                if r >= args.warmup:
+                    streams[k].append((t2 - t) * 1000)
+                    echoes[k].append((t3 - t2) * 1000)
+        for ws in terms.values():
+            ws.close()
         commit = run("git", "-C", ROOT, "rev-parse", "--short", "HEAD").stdout.strip()
-        print(f"exec round trip (XRPC io.pocketenv.sandbox.exec `true`), commit {commit}, "
-              f"{args.rounds} rounds after {args.warmup} warm-up, interleaved and shuffled\n")
-        print("| path | median ms | p10 | p90 | ratio |")
-        print("|---|---|---|---|---|")
-        base = statistics.median(times["c (owning node)"])
-        for k, xs in times.items():
-            med = statistics.median(xs)
-            print(f"| {k} | {med:.2f} | {pct(xs, 0.1):.2f} | {pct(xs, 0.9):.2f} | "
-                  f"{med / base:.2f} |")
+        print(f"commit {commit}, {args.rounds} rounds after {args.warmup} warm-up, "
+              "interleaved and shuffled")
+        table("exec round trip (XRPC io.pocketenv.sandbox.exec `true`)", times,
+              "c (owning node)")
+        table("streaming exec of `true` (/exec/:id/ws, open to close)", streams,
+              "c (owning node)")
+        table("terminal echo (/tty/:id/ws, keystrokes to their echo)", echoes,
+              "c (owning node)")
         call(cc, token, "io.pocketenv.sandbox.deleteSandbox", params, post=True)
     finally:
         for p in procs:

@@ -29,6 +29,7 @@
 #include "cluster.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "transfer.h"
 
 /* An answer bigger than this is not relayed (exec's output is cut at
  * 1 MiB; nothing of the API comes near). */
@@ -64,6 +65,8 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.putNetworkPolicy", IN_PARAMS, "id"),
+    /* kept by the node's resolver and proxy, in its runtime */
+    CALL("io.pocketenv.sandbox.getNetworkDenials", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.pushDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.pullDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.putTailscaleAuthKey", IN_BODY, "id"),
@@ -211,6 +214,55 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* A node credential (Authorization's value) for path of f's node. */
+static char *cred_for(pe_daemon_job *job, struct fwd *f, const char *path)
+{
+    char nonce[33];
+
+    return pe_cluster_cred_mint(job->d->cluster, f->node_id, job->did, path, nonce);
+}
+
+/* pullDirectory: the /cp object it names, uploaded here, goes along. */
+static int send_object(pe_daemon_job *job, struct fwd *f)
+{
+    json_t *body = f->body ? json_loads(f->body, 0, NULL) : NULL;
+    const char *uuid = json_string_value(json_object_get(body, "uuid"));
+    char there[PE_DAEMON_COPY_UUID_LEN + 1];
+    char *cred;
+    int r = 0;
+
+    if (uuid) {
+        cred = cred_for(job, f, "/cp");
+        r = pe_daemon_copy_send(job->d, job->did, uuid, f->address, cred, there, &job->err);
+        free(cred);
+    }
+    if (r == 1) {
+        json_object_set_new(body, "uuid", json_string(there));
+        free(f->body);
+        f->body = json_dumps(body, JSON_COMPACT);
+    }
+    json_decref(body);
+    return r < 0 ? -1 : 0;
+}
+
+/* pushDirectory: the object it made there comes here, where the client
+ * downloads it (GET /cp/<uuid> of this node). */
+static void fetch_object(pe_daemon_job *job, pe_store *s, struct fwd *f)
+{
+    json_t *o = json_loads(f->answer, 0, NULL);
+    const char *uuid = json_string_value(json_object_get(o, "uuid"));
+    cleanup_free char *path = uuid ? pe_xasprintf("/cp/%s", uuid) : NULL;
+    char *cred;
+
+    if (uuid) {
+        cred = cred_for(job, f, path);
+        if (pe_daemon_copy_fetch(job->d, s, job->did, uuid, f->address, cred, &job->err) < 0)
+            pe_err_prefix(&job->err, "bring the copy from node %s", f->node_name);
+        free(cred);
+    }
+    json_decref(o);
+}
+
 static void forward_work(pe_daemon_job *job, pe_store *s)
 {
     struct fwd *f = job->ud;
@@ -220,10 +272,14 @@ static void forward_work(pe_daemon_job *job, pe_store *s)
     CURL *c = curl_easy_init();
     cleanup_free char *auth = pe_xasprintf("Authorization: %s", f->cred);
 
-    (void)s;
     if (c == NULL) {
         pe_err_set(&job->err, PE_XRPC_EUPSTREAM, 0, "libcurl: no handle");
         pe_daemon_job_fail(job, &job->err, NULL);
+        return;
+    }
+    if (strcmp(f->w->nsid, "io.pocketenv.sandbox.pullDirectory") == 0 && send_object(job, f) < 0) {
+        pe_err_prefix(&job->err, "take the copy to node %s", f->node_name);
+        curl_easy_cleanup(c);
         return;
     }
     h = curl_slist_append(h, auth);
@@ -259,6 +315,9 @@ static void forward_work(pe_daemon_job *job, pe_store *s)
     }
     pe_cluster_proof(job->d->cluster, f->nonce, want);
     f->proof_ok = sodium_memcmp(want, f->proof, 64) == 0;
+    if (f->proof_ok && f->status == 200 && f->answer &&
+        strcmp(f->w->nsid, "io.pocketenv.sandbox.pushDirectory") == 0)
+        fetch_object(job, s, f);
 }
 
 static void forward_after(pe_daemon_job *job)

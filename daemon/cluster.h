@@ -92,4 +92,30 @@ json_t *pe_daemon_cluster_view(pe_daemon *d, pe_store *s, const pe_store_sandbox
 /* Forwarding (cluster-forward.c): wrap the sandbox calls' handlers. */
 int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err);
 
+/* ---- the streaming routes (cluster-relay.c) ---- */
+
+/* The node of a sandbox that another node runs. */
+typedef struct pe_cluster_target {
+    char *node_id, *node_name, *address;
+    bool down; /* its lease lapsed (or it never registered) */
+} pe_cluster_target;
+
+/* Worker: 1 and *t filled when sb is another node's and this daemon can
+ * reach it (it has the cluster key), else 0 (serve it here, as before). */
+int pe_cluster_where(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_cluster_target *t);
+void pe_cluster_target_clear(pe_cluster_target *t);
+/* Does req carry a node credential (Authorization: PocketenvNode)? */
+bool pe_cluster_is_node_request(const pe_http_request *req);
+/* The DID of such a request, once its credential checks out for this node
+ * and req's path (consumed: a replay is refused); else NULL after answering
+ * 401 InvalidNodeCredential. Loop thread. */
+char *pe_cluster_route_auth(pe_daemon *d, pe_http_request *req);
+/* Relay req (a terminal, streaming exec or their input/resize request of
+ * did, already authenticated here) to the node t, or answer 503 NodeDown.
+ * Answers req, now or later. Loop thread. */
+void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
+                            const pe_cluster_target *t);
+/* The daemon stops: close the relays (their clients hear 1001). */
+void pe_cluster_relay_drain(pe_daemon *d);
+
 #endif

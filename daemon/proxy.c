@@ -60,6 +60,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include "cluster.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
@@ -82,6 +83,7 @@
 #define AUTH_PATH "__pocketenv/auth"
 #define SESSION_TTL (12 * 3600)
 #define SIGNIN_PAGE "/preview.html"
+#define NODE_HEADER "X-Pocketenv-Node-Credential" /* another node's (daemon/cluster.h) */
 #define PATH_FORM_CSP "sandbox allow-scripts allow-forms allow-popups allow-modals allow-downloads"
 
 static char *xstrndup(const char *s, size_t n)
@@ -137,6 +139,13 @@ struct preq {
      * tokens ends the connection (pe_daemon_proxy_recheck) */
     char *opener;
     int64_t opener_iat;
+    /* Another node runs the sandbox: the request goes to that node's proxy
+     * (its address up_host:up_port), in the path form, with a node
+     * credential for that path carrying the owner's DID (this node checked
+     * the caller); or it came that way (via_node: the owner's, one hop). */
+    bool remote, via_node, bad_node_cred;
+    char *node_cred, *remote_path;
+    int up_port;
     struct preq *lnext, *lprev; /* live: connected upstream */
     bool linked;
     /* upstream */
@@ -225,6 +234,10 @@ static void preq_free(struct preq *p)
     free(p->err_name);
     free(p->err_msg);
     free(p->addr);
+    if (p->node_cred)
+        explicit_bzero(p->node_cred, strlen(p->node_cred));
+    free(p->node_cred);
+    free(p->remote_path);
     buf_free(&p->out);
     buf_free(&p->in);
     buf_free(&p->to_up);
@@ -411,6 +424,7 @@ static void put_header(const char *name, const char *value, void *ud)
 
     if (hop_by_hop(name, h->connection) || strcasecmp(name, "Content-Length") == 0 ||
         strncasecmp(name, "X-Forwarded-", 12) == 0 || strcasecmp(name, "Forwarded") == 0 ||
+        strcasecmp(name, NODE_HEADER) == 0 || (h->p->remote && strcasecmp(name, "Host") == 0) ||
         (h->via_bearer && strcasecmp(name, "Authorization") == 0))
         return;
     if (strcasecmp(name, "Cookie") == 0) {
@@ -439,6 +453,21 @@ static void read_credentials(struct preq *p, pe_http_request *req, bool *via_bea
     cleanup_free char *csec = cookie_get(cookies, SECRET_PARAM);
 
     *via_bearer = false;
+    if ((v = pe_http_header(req, NODE_HEADER)) != NULL) {
+        /* another node checked the caller: the owner's, for this path */
+        char nonce[33];
+        enum pe_cluster_cred_result r =
+            pe_cluster_cred_verify(p->d, v, req->path, true, &p->did, nonce);
+        if (r == PE_CLUSTER_CRED_OK) {
+            p->via_node = true;
+            p->did_iat = pe_store_now_ms() / 1000;
+            return;
+        }
+        pe_log_warn("auth %s: preview %s node credential refused: %s", req->client_addr, req->path,
+                    pe_cluster_cred_result_name(r));
+        p->bad_node_cred = true;
+        return;
+    }
     if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
         if (pe_auth_token_verify_iat(p->d->auth, auth + 7, PE_AUTH_SCOPE_API, NULL, &p->did,
                                      &p->did_iat, NULL) == PE_AUTH_OK)
@@ -504,12 +533,19 @@ static void build_request(struct preq *p, pe_http_request *req, const char *path
     }
     buf_str(&p->out, req->client_addr);
     buf_str(&p->out, "\r\nX-Forwarded-Proto: http\r\n");
+    if (p->remote) {
+        buf_str(&p->out, "Host: ");
+        buf_str(&p->out, p->addr);
+        buf_str(&p->out, "\r\n" NODE_HEADER ": ");
+        buf_str(&p->out, p->node_cred);
+        buf_str(&p->out, "\r\n");
+    }
     if (host && !strpbrk(host, "\r\n")) {
         buf_str(&p->out, "X-Forwarded-Host: ");
         buf_str(&p->out, host);
         buf_str(&p->out, "\r\n");
     }
-    if (strcmp(p->scope, "/") != 0) {
+    if (strcmp(p->scope, "/") != 0 && !p->via_node) {
         buf_str(&p->out, "X-Forwarded-Prefix: ");
         buf_add(&p->out, p->scope, strlen(p->scope) - 1);
         buf_str(&p->out, "\r\n");
@@ -641,6 +677,49 @@ static void refuse(struct preq *p, bool other_user)
                 "open it in a browser signed in to the daemon's web page, or use its share URL");
 }
 
+/* Another node runs row's sandbox: 1 with p set to go there, -1 with
+ * p->err_msg when that node is down, 0 when it is ours. */
+static int remote_target(pe_daemon_job *job, pe_store *s, struct preq *p, const pe_store_port *row)
+{
+    pe_store_sandbox sb = {0};
+    pe_cluster_target t;
+    const char *host;
+    char nonce[33], *cred, *colon;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_sandbox_get(s, row->sandbox_id, &sb, &err) < 0 ||
+        pe_cluster_where(job->d, s, &sb, &t) == 0) {
+        pe_store_sandbox_clear(&sb);
+        return 0;
+    }
+    pe_store_sandbox_clear(&sb);
+    host = t.address ? strstr(t.address, "://") : NULL;
+    if (t.down || host == NULL || strncmp(t.address, "http://", 7) != 0) {
+        free(p->err_msg);
+        p->err_msg = pe_xasprintf(
+            t.down
+                ? "node %s is down: the sandbox runs there and cannot be reached until it is back"
+                : "node %s has no http:// address the preview can reach",
+            t.node_name);
+        pe_cluster_target_clear(&t);
+        return -1;
+    }
+    /* host[:port] of the node's address: the proxy speaks plain HTTP */
+    host += 3;
+    p->addr = xstrndup(host, strcspn(host, "/"));
+    colon = strrchr(p->addr, ':');
+    p->up_port = colon ? atoi(colon + 1) : 80;
+    p->remote_path = pe_xasprintf("/p/%s/%d%s", row->sandbox_id, p->port, p->fwd_path);
+    cred = pe_cluster_cred_mint(job->d->cluster, t.node_id, row->owner_did, p->remote_path, nonce);
+    p->node_cred = pe_xstrdup(cred + strlen(PE_CLUSTER_SCHEME));
+    explicit_bzero(cred, strlen(cred));
+    free(cred);
+    p->remote = true;
+    pe_cluster_target_clear(&t);
+    return 1;
+}
+
 static void check_work(pe_daemon_job *job, pe_store *s)
 {
     struct preq *p = job->ud;
@@ -665,7 +744,11 @@ static void check_work(pe_daemon_job *job, pe_store *s)
         verdict(p, 404, "NotFound", "no such exposed port");
         goto out;
     }
-    if (p->auth_path) {
+    if (p->bad_node_cred) {
+        verdict(p, 401, "InvalidNodeCredential", "node credential refused");
+        goto out;
+    }
+    if (p->auth_path && !p->via_node) {
         exchange(job, p, &row, aud);
         goto out;
     }
@@ -694,8 +777,11 @@ static void check_work(pe_daemon_job *job, pe_store *s)
         ok = true;
     if (!ok)
         refuse(p, other_user);
-    else if ((r = pe_daemon_wake(job->d, row.sandbox_id, "preview", &err)) < 0 ||
-             pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
+    else if (!p->via_node && (r = remote_target(job, s, p, &row)) != 0) {
+        if (r < 0)
+            verdict(p, 503, "NodeDown", p->err_msg);
+    } else if ((r = pe_daemon_wake(job->d, row.sandbox_id, "preview", &err)) < 0 ||
+               pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
         verdict(p, 502, "SandboxNotRunning", err.msg);
     else {
         p->resumed = r > 0;
@@ -723,11 +809,13 @@ static void on_head_timeout(pe_ev_timer *t, void *ud)
 
 static void connect_upstream(struct preq *p)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)p->port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)(p->remote ? p->up_port : p->port))};
+    cleanup_free char *ip = p->remote ? xstrndup(p->addr, strcspn(p->addr, ":")) : NULL;
     pe_err err;
 
     pe_err_clear(&err);
-    if (inet_pton(AF_INET, p->addr, &sa.sin_addr) != 1) {
+    if (inet_pton(AF_INET, ip ? ip : p->addr, &sa.sin_addr) != 1) {
         fail(p, 502, "UpstreamFailure", "sandbox %s has no network address", p->ident);
         return;
     }
@@ -896,7 +984,7 @@ static void on_head(struct preq *p, size_t head_len)
         out[n++] = hdrs[i];
         out[n++] = hdrs[i + 1];
         /* path form: an absolute-path redirect stays under the prefix */
-        if (strcasecmp(hdrs[i], "Location") == 0 && strcmp(p->scope, "/") != 0 &&
+        if (strcasecmp(hdrs[i], "Location") == 0 && strcmp(p->scope, "/") != 0 && !p->via_node &&
             hdrs[i + 1][0] == '/' && hdrs[i + 1][1] != '/' && p->location == NULL) {
             p->location = pe_xasprintf("%.*s%s", (int)strlen(p->scope) - 1, p->scope, hdrs[i + 1]);
             out[n - 1] = p->location;
@@ -913,7 +1001,7 @@ static void on_head(struct preq *p, size_t head_len)
     /* No URL of a preview is told on: a share link's or an app's own. */
     out[n++] = "Referrer-Policy";
     out[n++] = "no-referrer";
-    if (strcmp(p->scope, "/") != 0) {
+    if (strcmp(p->scope, "/") != 0 && !p->via_node) {
         /* The path form shares the daemon's origin, where the web page
          * keeps the API token: its pages run in an opaque origin. */
         out[n++] = "Content-Security-Policy";
@@ -1234,7 +1322,7 @@ static void on_body(pe_http_request *req, void *ud)
         send_error(req, 500, "InternalServerError", "Internal Server Error");
         return;
     }
-    build_request(p, req, p->fwd_path, p->via_bearer);
+    build_request(p, req, p->remote ? p->remote_path : p->fwd_path, p->via_bearer);
     pe_http_defer(req); /* answered once upstream answers (or fails) */
     if (p->opener) {
         p->lnext = live;

@@ -27,6 +27,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cluster.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "terminal.h"
@@ -63,8 +64,11 @@ struct lookup {
     char *did;
     pe_term_found_fn found;
     void *ud;
+    bool may_relay; /* not a node's request (one hop), not /ssh (sessions of its own) */
     /* result */
     char *sandbox_id;
+    bool remote; /* another node runs it: target */
+    pe_cluster_target target;
     unsigned status;
     const char *name;
     char msg[128];
@@ -143,6 +147,12 @@ char *pe__term_authenticate(pe_daemon *d, pe_http_request *req, bool websocket, 
     char *did = NULL;
     pe_err err;
 
+    if (pe_cluster_is_node_request(req)) {
+        /* another node relays its client's request (daemon/cluster-relay.c) */
+        did = pe_cluster_route_auth(d, req);
+        *iat = pe_store_now_ms() / 1000;
+        return did;
+    }
     if (jwt == NULL) {
         pe_http_respond_error(req, 401, "AuthenticationRequired", "authentication required");
         return NULL;
@@ -270,6 +280,11 @@ static void lookup_work(void *ud)
                  err.code == PE_ENOENT ? "sandbox not found" : "Internal Server Error");
         return;
     }
+    if (j->may_relay && pe_cluster_where(j->d, st, &sb, &j->target) == 1) {
+        j->remote = true; /* the node that runs it says whether it runs */
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     if (sb.status != PE_STORE_RUNNING) {
         j->status = 400, j->name = "SandboxNotRunning";
         snprintf(j->msg, sizeof(j->msg), "Sandbox not started");
@@ -284,9 +299,12 @@ static void lookup_done(void *ud)
     struct lookup *j = ud;
     pe_daemon *d = j->d;
 
-    if (j->status)
+    if (j->remote)
+        pe_cluster_relay_route(d, j->req, j->did, &j->target);
+    else if (j->status)
         pe_http_respond_error(j->req, j->status, j->name, j->msg);
-    j->found(d, j->req, j->status ? NULL : j->sandbox_id, j->ud);
+    j->found(d, j->req, j->status || j->remote ? NULL : j->sandbox_id, j->ud);
+    pe_cluster_target_clear(&j->target);
     free(j->did);
     free(j->sandbox_id);
     free(j);
@@ -306,6 +324,7 @@ void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, 
     j->did = pe_xstrdup(did);
     j->found = found;
     j->ud = ud;
+    j->may_relay = !pe_cluster_is_node_request(req) && strncmp(req->path, "/ssh/", 5) != 0;
     pe_err_clear(&err);
     if (pe_ev_submit(d->loop, lookup_work, lookup_done, j, &err) < 0) {
         pe_http_respond_error(req, 503, "ServiceUnavailable", "the daemon is busy");

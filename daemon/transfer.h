@@ -40,6 +40,17 @@ int pe_daemon_copy_put(pe_daemon *d, pe_store *s, const char *owner, const void 
 int pe_daemon_copy_take(pe_daemon *d, const char *owner, const char *uuid, size_t max, char **data,
                         size_t *len, pe_err *err);
 
+/* A pushDirectory or pullDirectory forwarded to another node (daemon/
+ * cluster-forward.c) moves the object along, on a worker, with cred (a
+ * node credential, Authorization's value) for POST /cp or GET /cp/<uuid>
+ * of that node (address). send: owner's object uuid, if this node has it
+ * (else 0), goes there and is used up here: 1 and *out its uuid there.
+ * fetch: that node's object uuid of owner becomes one here, same uuid. */
+int pe_daemon_copy_send(pe_daemon *d, const char *owner, const char *uuid, const char *address,
+                        const char *cred, char out[PE_DAEMON_COPY_UUID_LEN + 1], pe_err *err);
+int pe_daemon_copy_fetch(pe_daemon *d, pe_store *s, const char *owner, const char *uuid,
+                         const char *address, const char *cred, pe_err *err);
+
 /* The caller's sandbox by id or name (another user's answers PE_ENOENT
  * "sandbox not found"); unless any_state, also run by this daemon and
  * past INITIALIZING (PE_ESTATE otherwise). */

@@ -55,6 +55,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
+
+#include "cluster.h"
 #include "core/cp-path.h"
 #include "core/fs.h"
 #include "core/log.h"
@@ -170,9 +173,19 @@ int64_t pe_daemon_copy_usage(pe_daemon *d, const char *owner)
     return bytes;
 }
 
-/* A new temporary data file in DATA/cp for a future object. */
+/* A new temporary data file in DATA/cp for a future object (uuid: a new
+ * one, unless keep_uuid). */
+static int new_object_as(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], bool keep_uuid,
+                         char **tmp, pe_err *err);
+
 static int new_object(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], char **tmp,
                       pe_err *err)
+{
+    return new_object_as(d, owner, uuid, false, tmp, err);
+}
+
+static int new_object_as(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], bool keep_uuid,
+                         char **tmp, pe_err *err)
 {
     cleanup_free char *dir = cp_dir(d);
     int fd;
@@ -183,7 +196,8 @@ static int new_object(pe_daemon *d, const char *owner, char uuid[UUID_LEN + 1], 
         return pe_err_set(err, PE_EINVAL, 0,
                           "%d copies are waiting already: download or pull them first",
                           PER_OWNER_MAX);
-    new_uuid(uuid);
+    if (!keep_uuid)
+        new_uuid(uuid);
     *tmp = pe_xasprintf("%s/.new-%s.tar.gz", dir, uuid);
     fd = open(*tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -409,6 +423,8 @@ static char *route_auth(pe_daemon *d, pe_http_request *req)
     enum pe_auth_result r;
     char *did = NULL;
 
+    if (pe_cluster_is_node_request(req)) /* another node moves its user's copy */
+        return pe_cluster_route_auth(d, req);
     if (h && strncasecmp(h, "Bearer ", 7) == 0) {
         jwt = h + 7;
         while (*jwt == ' ')
@@ -694,6 +710,144 @@ static void cp_route(pe_http_request *req, void *ud)
         return;
     }
     submit_raw(d, req, did, take_work, download_after, rest + 1, PE_JOB_SHORT);
+}
+
+/* ---- objects between nodes (daemon/cluster-forward.c) ---- */
+
+static int write_full(int fd, const char *buf, size_t len);
+
+struct node_io {
+    int fd;
+    char *answer;
+    size_t len;
+};
+
+static size_t read_fd(char *buf, size_t size, size_t n, void *ud)
+{
+    struct node_io *io = ud;
+    ssize_t r = read(io->fd, buf, size * n);
+
+    return r < 0 ? CURL_READFUNC_ABORT : (size_t)r;
+}
+
+static size_t keep_answer(char *data, size_t size, size_t n, void *ud)
+{
+    struct node_io *io = ud;
+
+    if (io->len + size * n > 4096)
+        return 0;
+    io->answer = pe_xrealloc(io->answer, io->len + size * n + 1);
+    memcpy(io->answer + io->len, data, size * n);
+    io->len += size * n;
+    io->answer[io->len] = '\0';
+    return size * n;
+}
+
+static size_t write_fd(char *data, size_t size, size_t n, void *ud)
+{
+    struct node_io *io = ud;
+
+    return write_full(io->fd, data, size * n) < 0 ? 0 : size * n;
+}
+
+/* One transfer to or from another node's /cp, streamed from or to fd. */
+static long node_transfer(const char *url, const char *cred, int fd, bool upload,
+                          struct node_io *io, pe_err *err)
+{
+    CURL *c = curl_easy_init();
+    struct curl_slist *h = NULL;
+    cleanup_free char *auth = pe_xasprintf("Authorization: %s", cred);
+    struct stat st;
+    long status = 0;
+    CURLcode rc;
+
+    if (c == NULL)
+        return pe_err_set(err, PE_EREMOTE, 0, "libcurl: no handle");
+    io->fd = fd;
+    h = curl_slist_append(h, auth);
+    h = curl_slist_append(h, "Expect:");
+    h = curl_slist_append(h, "Content-Type: application/gzip");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    if (upload) {
+        curl_easy_setopt(c, CURLOPT_POST, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_fd);
+        curl_easy_setopt(c, CURLOPT_READDATA, io);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(fstat(fd, &st) == 0 ? st.st_size : 0));
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_answer);
+    } else {
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, write_fd);
+    }
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, io);
+    rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK)
+        return pe_err_set(err, PE_EREMOTE, 0, "the node did not answer: %s",
+                          curl_easy_strerror(rc));
+    if (status != 200)
+        return pe_err_set(err, PE_EREMOTE, 0, "the node answered %ld", status);
+    return 0;
+}
+
+int pe_daemon_copy_send(pe_daemon *d, const char *owner, const char *uuid, const char *address,
+                        const char *cred, char out[PE_DAEMON_COPY_UUID_LEN + 1], pe_err *err)
+{
+    cleanup_free char *url = pe_xasprintf("%s/cp", address);
+    struct node_io io = {0};
+    json_t *o;
+    int fd;
+
+    pe_err clear;
+    pe_err_clear(&clear);
+    fd = take_object(d, owner, uuid, &clear);
+    if (fd < 0)
+        return 0; /* not here: maybe uploaded to that node, which will say */
+    if (node_transfer(url, cred, fd, true, &io, err) < 0) {
+        close(fd);
+        free(io.answer);
+        return -1;
+    }
+    close(fd);
+    o = io.answer ? json_loads(io.answer, 0, NULL) : NULL;
+    free(io.answer);
+    if (!json_is_string(json_object_get(o, "uuid")) ||
+        !valid_uuid(json_string_value(json_object_get(o, "uuid")))) {
+        json_decref(o);
+        return pe_err_set(err, PE_EREMOTE, 0, "the node's answer has no uuid");
+    }
+    snprintf(out, PE_DAEMON_COPY_UUID_LEN + 1, "%s", json_string_value(json_object_get(o, "uuid")));
+    json_decref(o);
+    return 1;
+}
+
+int pe_daemon_copy_fetch(pe_daemon *d, pe_store *s, const char *owner, const char *uuid,
+                         const char *address, const char *cred, pe_err *err)
+{
+    cleanup_free char *url = pe_xasprintf("%s/cp/%s", address, uuid);
+    cleanup_free char *tmp = NULL;
+    struct node_io io = {0};
+    char id[UUID_LEN + 1];
+    int fd, r;
+
+    if (!valid_uuid(uuid))
+        return pe_err_set(err, PE_EREMOTE, 0, "the node's answer has no uuid");
+    snprintf(id, sizeof(id), "%s", uuid);
+    if ((fd = new_object_as(d, owner, id, true, &tmp, err)) < 0)
+        return -1;
+    r = node_transfer(url, cred, fd, false, &io, err);
+    if (r == 0)
+        r = commit_object(d, s, fd, tmp, owner, id, err);
+    if (r < 0)
+        unlink(tmp);
+    close(fd);
+    return r;
 }
 
 /* ---- pushDirectory / pullDirectory ---- */

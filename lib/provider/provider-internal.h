@@ -12,6 +12,7 @@
 #include <stdbool.h>
 
 #include "provider/provider.h"
+#include "provider/ws-client.h"
 
 /* Largest answer kept in memory from one call (files have their own max). */
 #define PE_PROVIDER_BODY_MAX (16u << 20)
@@ -170,40 +171,13 @@ void pe__daytona_demux_end(pe__demux *d,
                            void (*out)(void *ud, int fd, const unsigned char *data, size_t len),
                            void *ud);
 
-/* ---- outbound WebSocket (provider-ws.c) ---- */
-
-typedef struct pe__ws pe__ws;
+/* ---- outbound WebSocket (provider-ws.c, declared in ws-client.h) ---- */
 
 /* Connect to url (http:// or https://, or ws(s)://) and upgrade it, with
  * the provider's Authorization and extra headers. A non-101 answer is
  * mapped like pe__provider_http's. */
 int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, const char *what,
                 pe__ws **out, pe_err *err);
-/* Queue one message (opcode: WSLAY_TEXT_FRAME / WSLAY_BINARY_FRAME /
- * WSLAY_CONNECTION_CLOSE with a code) and try to send it. */
-int pe__ws_send(pe__ws *w, int opcode, const void *data, size_t len);
-int pe__ws_close(pe__ws *w, uint16_t code);
-/* The socket to poll, and one round of I/O after poll said so (events:
- * POLLIN/POLLOUT). Messages are handed to on_msg(ud, opcode, data, len);
- * a close frame's data is its 2-byte code then the reason. Returns < 0
- * once the connection ended (closed cleanly or not: see pe__ws_closed). */
-int pe__ws_fd(const pe__ws *w);
-/* Bytes that came with the handshake's answer wait to be read: poll will
- * not say so, so do not wait for it before the next pe__ws_io. */
-bool pe__ws_buffered(const pe__ws *w);
-bool pe__ws_want_write(const pe__ws *w);
-int pe__ws_io(pe__ws *w, short revents,
-              void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),
-              void *ud);
-bool pe__ws_closed(const pe__ws *w); /* a close frame arrived */
-/* A header of the upgrade's answer (x-deno-sandbox-id). */
-bool pe__ws_header(const pe__ws *w, const char *name, char *out, size_t size);
-/* Wait (poll, up to deadline) and run one round of pe__ws_io. 0 after a
- * round, -1 when the connection ended, -2 at the deadline. */
-int pe__ws_step(pe__ws *w, int64_t deadline,
-                void (*on_msg)(void *ud, int opcode, const unsigned char *data, size_t len),
-                void *ud);
-void pe__ws_free(pe__ws *w);
 
 /* ---- streams (provider-stream.c) ---- */
 

@@ -233,73 +233,54 @@ static int split_url(const char *url, char *http_url, size_t hsize, const char *
     return 0;
 }
 
-static int handshake(pe_provider *p, pe__ws *w, const char *host_url, const char *path,
-                     const char *const *headers, const char *what, int64_t deadline, pe_err *err)
+/* The upgrade of w (connected to host_url) at path with headers. A refused
+ * upgrade: -1 with *status (0: not HTTP) and *body (malloc'd, its start)
+ * set and err PE_EREMOTE; a broken connection or a timeout: -1, *status 0. */
+static int handshake(pe__ws *w, const char *host_url, const char *path, const char *const *headers,
+                     int64_t deadline, long *status, char **body, pe_err *err)
 {
     unsigned char nonce[16];
-    char *key = NULL, *auth = NULL, *req, expect[64], got[128];
+    char *key = NULL, *req, expect[64], got[128];
     const char *host = strstr(host_url, "://") + 3;
     size_t head_len = 0, extra = 0;
     char extra_hdrs[4096] = "";
-    long status = 0;
     int r;
 
-    bool own_auth = false;
-
-    for (const char *const *h = headers; h && *h; h++) {
+    for (const char *const *h = headers; h && *h; h++)
         extra += (size_t)snprintf(extra_hdrs + extra, sizeof(extra_hdrs) - extra, "%s\r\n", *h);
-        own_auth |= strncasecmp(*h, "Authorization:", 14) == 0;
-    }
-    /* a caller's own Authorization (a sandbox's token) replaces the key */
-    auth = own_auth || p->cfg.creds.key == NULL ? NULL : pe__bearer(p);
     randombytes_buf(nonce, sizeof(nonce));
     key = pe__b64_encode(nonce, sizeof(nonce));
     req = pe_xasprintf("GET %s HTTP/1.1\r\nHost: %.*s\r\nUpgrade: websocket\r\n"
                        "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                       "Sec-WebSocket-Version: 13\r\n%s%s%s\r\n",
-                       path, (int)(strlen(host) - 1), host, key, auth ? auth : "",
-                       auth ? "\r\n" : "", extra_hdrs);
-    pe__secret_free(auth);
+                       "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                       path, (int)(strlen(host) - 1), host, key, extra_hdrs);
+    sodium_memzero(extra_hdrs, sizeof(extra_hdrs)); /* may hold a credential */
     r = send_all(w, req, strlen(req), deadline);
     pe__secret_free(req);
     if (r < 0) {
         free(key);
-        return pe__provider_fail(p, err, PE_EREMOTE, "%s: %s: the connection broke", p->ops->name,
-                                 what);
+        return pe_err_set(err, PE_EREMOTE, 0, "the connection broke");
     }
     r = read_head(w, &head_len, deadline);
     if (r != 0) {
         free(key);
-        return pe__provider_fail(p, err, r == 1 ? PE_ETIMEDOUT : PE_EREMOTE,
-                                 r == 1 ? "%s did not answer %s in time"
-                                        : "%s: %s: the connection broke",
-                                 p->ops->name, what);
+        return pe_err_set(err, r == 1 ? PE_ETIMEDOUT : PE_EREMOTE, 0,
+                          r == 1 ? "no answer in time" : "the connection broke");
     }
     if (strncmp((char *)w->pre, "HTTP/1.", 7) == 0 && memchr(w->pre, ' ', head_len))
-        status = strtol((char *)memchr(w->pre, ' ', head_len) + 1, NULL, 10);
-    if (status != 101) {
-        pe__presp rs = {.status = status};
+        *status = strtol((char *)memchr(w->pre, ' ', head_len) + 1, NULL, 10);
+    if (*status != 101) {
         free(key);
         read_body(w, head_len, deadline);
-        /* the body that came with the head: enough for the provider's message */
-        rs.body = pe_xstrdup((char *)w->pre + head_len);
-        rs.len = strlen(rs.body);
-        if (status == 0 || (status >= 200 && status < 300)) {
-            pe__presp_free(&rs);
-            return pe__provider_fail(p, err, PE_EREMOTE,
-                                     "%s answered %s with something that is not its API",
-                                     p->ops->name, what);
-        }
-        r = pe__provider_status_error(p, &rs, what, err);
-        pe__presp_free(&rs);
-        return r;
+        /* the body that came with the head: enough for the peer's message */
+        *body = pe_xstrdup((char *)w->pre + head_len);
+        return pe_err_set(err, PE_EREMOTE, 0, "the upgrade was refused (HTTP %ld)", *status);
     }
     accept_of(key, expect, sizeof(expect));
     free(key);
     if (!head_value((char *)w->pre, head_len, "Sec-WebSocket-Accept", got, sizeof(got)) ||
         strcmp(got, expect) != 0)
-        return pe__provider_fail(p, err, PE_EREMOTE, "%s: %s: bad WebSocket handshake",
-                                 p->ops->name, what);
+        return pe_err_set(err, PE_EREMOTE, 0, "bad WebSocket handshake");
     w->pre_off = w->head_len = head_len;
     return 0;
 }
@@ -309,10 +290,11 @@ bool pe__ws_header(const pe__ws *w, const char *name, char *out, size_t size)
     return head_value((const char *)w->pre, w->head_len, name, out, size);
 }
 
-int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, const char *what,
-                pe__ws **out, pe_err *err)
+int pe_ws_client_open(const char *url, const char *const *headers, int64_t timeout_ms,
+                      void (*curl_setup)(void *ud, CURL *c), void *setup_ud, pe__ws **out,
+                      long *status, char **body, pe_err *err)
 {
-    int64_t deadline = pe_monotonic_ms() + p->cfg.timeout_ms;
+    int64_t deadline = pe_monotonic_ms() + timeout_ms;
     struct wslay_event_callbacks cb = {.recv_callback = ws_recv,
                                        .send_callback = ws_send,
                                        .genmask_callback = ws_genmask,
@@ -323,9 +305,10 @@ int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, con
     pe__ws *w;
     CURLcode rc;
 
+    *status = 0;
+    *body = NULL;
     if (split_url(url, host_url, sizeof(host_url), &path) < 0)
-        return pe__provider_fail(p, err, PE_EINVAL, "%s: %s: not an http(s) or ws(s) URL",
-                                 p->ops->name, what);
+        return pe_err_set(err, PE_EINVAL, 0, "not an http(s) or ws(s) URL");
     w = pe_xcalloc(1, sizeof(*w));
     w->fd = -1;
     w->curl = curl_easy_init();
@@ -333,21 +316,20 @@ int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, con
     curl_easy_setopt(w->curl, CURLOPT_CONNECT_ONLY, 1L);
     curl_easy_setopt(w->curl, CURLOPT_NOSIGNAL, 1L);
     pe__curl_cloexec(w->curl);
-    if (p->ops->curl_setup)
-        p->ops->curl_setup(p, w->curl);
+    if (curl_setup)
+        curl_setup(setup_ud, w->curl);
     curl_easy_setopt(w->curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(w->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)p->cfg.timeout_ms);
+    curl_easy_setopt(w->curl, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout_ms);
     rc = curl_easy_perform(w->curl);
     if (rc == CURLE_OK)
         rc = curl_easy_getinfo(w->curl, CURLINFO_ACTIVESOCKET, &sock);
     if (rc != CURLE_OK || sock == CURL_SOCKET_BAD) {
-        int timed_out = rc == CURLE_OPERATION_TIMEDOUT;
         pe__ws_free(w);
-        return pe__provider_fail(p, err, timed_out ? PE_ETIMEDOUT : PE_EREMOTE, "%s: %s: %s",
-                                 p->ops->name, what, curl_easy_strerror(rc));
+        return pe_err_set(err, rc == CURLE_OPERATION_TIMEDOUT ? PE_ETIMEDOUT : PE_EREMOTE, 0, "%s",
+                          curl_easy_strerror(rc));
     }
     w->fd = (int)sock;
-    if (handshake(p, w, host_url, path, headers, what, deadline, err) < 0) {
+    if (handshake(w, host_url, path, headers, deadline, status, body, err) < 0) {
         pe__ws_free(w);
         return -1;
     }
@@ -357,6 +339,62 @@ int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, con
     wslay_event_config_set_max_recv_msg_length(w->ctx, 8u << 20);
     *out = w;
     return 0;
+}
+
+static void provider_curl_setup(void *ud, CURL *c)
+{
+    pe_provider *p = ud;
+
+    if (p->ops->curl_setup)
+        p->ops->curl_setup(p, c);
+}
+
+int pe__ws_open(pe_provider *p, const char *url, const char *const *headers, const char *what,
+                pe__ws **out, pe_err *err)
+{
+    const char *hdrs[34];
+    size_t n = 0;
+    bool own_auth = false;
+    char *auth = NULL, *body = NULL;
+    long status = 0;
+    pe_err why;
+    int r;
+
+    for (const char *const *h = headers; h && *h && n < PE_ARRAY_LEN(hdrs) - 2; h++) {
+        own_auth |= strncasecmp(*h, "Authorization:", 14) == 0;
+        hdrs[n++] = *h;
+    }
+    /* a caller's own Authorization (a sandbox's token) replaces the key */
+    auth = own_auth || p->cfg.creds.key == NULL ? NULL : pe__bearer(p);
+    if (auth)
+        hdrs[n++] = auth;
+    hdrs[n] = NULL;
+    pe_err_clear(&why);
+    r = pe_ws_client_open(url, hdrs, p->cfg.timeout_ms, provider_curl_setup, p, out, &status, &body,
+                          &why);
+    pe__secret_free(auth);
+    if (r == 0)
+        return 0;
+    if (why.code == PE_EINVAL)
+        r = pe__provider_fail(p, err, PE_EINVAL, "%s: %s: not an http(s) or ws(s) URL",
+                              p->ops->name, what);
+    else if (body == NULL && strcmp(why.msg, "no answer in time") == 0)
+        r = pe__provider_fail(p, err, PE_ETIMEDOUT, "%s did not answer %s in time", p->ops->name,
+                              what);
+    else if (body == NULL)
+        r = pe__provider_fail(p, err, why.code, "%s: %s: %s", p->ops->name, what, why.msg);
+    else if (status == 0 || (status >= 200 && status < 300))
+        r = pe__provider_fail(p, err, PE_EREMOTE,
+                              "%s answered %s with something that is not its API", p->ops->name,
+                              what);
+    else {
+        pe__presp rs = {.status = status, .body = body, .len = strlen(body)};
+        body = NULL;
+        r = pe__provider_status_error(p, &rs, what, err);
+        pe__presp_free(&rs);
+    }
+    free(body);
+    return r;
 }
 
 int pe__ws_send(pe__ws *w, int opcode, const void *data, size_t len)

@@ -19,13 +19,17 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import pytest
 
 from conftest import BIN, wait_for
 from test_daemon import Daemon
 from test_daemon_postgres import pg  # noqa: F401 (module fixture)
+from test_exec_stream import collect
+from wsclient import SSE, WS
 
 LEASE = 2.0
 TAG = f"{os.getpid() % 10000}"
@@ -60,7 +64,7 @@ class Node:
         self.d.proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{self.ns}", BIN, "serve", "--listen", f"{self.addr}:8789",
              "--data", self.data, "--token-file", self.d.token_file, "--rate-limit", "0",
-             "--sandbox-net", "none", "--store", self.store, "--cluster-key-file",
+             "--sandbox-net", "nat", "--store", self.store, "--cluster-key-file",
              self.key_file, "--node-name", self.name, "--node-lease", str(LEASE)],
             stderr=self.log)
         wait_for(lambda: self.d.healthy() or self.d.proc.poll() is not None, 20, "/healthz")
@@ -339,6 +343,216 @@ def test_node_credentials_are_checked(cluster, on_c):
         assert st == 401 and o["error"] == "InvalidNodeCredential", (junk[:40], o)
     # None of these ran anything: only the good call is in c's log as served.
     assert "node credential refused" in cluster.nodes[2].log_text()
+
+
+def host_of(d):
+    return d.url.split("//")[1].split(":")[0]
+
+
+def ws_to(d, path, token, headers=None):
+    h = {"Authorization": f"Bearer {token}"} if token else {}
+    return WS(8789, path, headers={**h, **(headers or {})}, host=host_of(d))
+
+
+def sse_to(d, path, token):
+    return SSE(8789, path, {"Authorization": f"Bearer {token}"}, host=host_of(d))
+
+
+def http(d, method, path, body=None, token=None, headers=None):
+    req = urllib.request.Request(d.url + path, data=body, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_exec_stream_through_another_node(cluster, on_c):
+    ws = ws_to(cluster.a, f"/exec/{on_c['id']}/ws", cluster.a.token)
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send(json.dumps({"command": "cat; echo to-err >&2; hostname >/dev/null; exit 5"}))
+    out, err, code, close = collect(ws, stdin=b"stdin-through-a\n" * 1000)
+    assert out == b"stdin-through-a\n" * 1000 and err == b"to-err\n", (out[-100:], err)
+    assert code == 5 and close == 1000
+    # The client going away through a ends the process on c.
+    ws = ws_to(cluster.b, "/exec/made-on-c/ws", cluster.b.token)
+    assert ws.status == 101, ws.head
+    ws.send(json.dumps({"argv": ["sh", "-c", "echo up; exec sleep 313"]}))
+    ws.read_until(b"up")
+    ws.close()
+
+    def sleeping():
+        st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "ps -o args"})
+        assert st == 200, o
+        return "sleep 313" in o["stdout"]
+    wait_for(lambda: not sleeping(), 10, "the remote process to end")
+
+
+def test_terminal_through_another_node(cluster, on_c):
+    sid = on_c["id"]
+    tok = cluster.a.token
+    ws = WS(8789, f"/tty/{sid}/ws?sessionId=cl&cols=100&rows=30&token={tok}",
+            host=host_of(cluster.a))
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send("stty size; echo e''nd1\n")
+    assert b"30 100" in ws.read_until(b"end1")
+    ws.send(json.dumps({"type": "resize", "cols": 123, "rows": 45}))
+    ws.send("stty size; echo e''nd2\n")
+    assert b"45 123" in ws.read_until(b"end2")
+    # Resize through b, by POST: the same session on c.
+    st, _ = http(cluster.b, "POST", f"/tty/{sid}/resize?sessionId=cl",
+                 json.dumps({"cols": 77, "rows": 22}).encode(), token=tok)
+    assert st == 204
+    ws.send("stty size; echo e''nd3\n")
+    assert b"22 77" in ws.read_until(b"end3")
+    # SSE through b, input through a.
+    sse = sse_to(cluster.b, f"/tty/{sid}/stream?sessionId=clsse", tok)
+    assert sse.status == 200 and "text/event-stream" in sse.head, sse.head
+    st, _ = http(cluster.a, "POST", f"/tty/{sid}/input?sessionId=clsse", b"echo $((6*7))q\n",
+                 token=tok)
+    assert st == 204
+    sse.read_output_until("42q")
+    st, body = http(cluster.a, "POST", f"/tty/{sid}/input?sessionId=nobody", b"x", token=tok)
+    assert st == 404 and b"Session not found" in body
+    sse.close()
+    # The shell ending on c closes the client on a, with its exit code.
+    ws.send("exit 4\n")
+    code, reason, frames = ws.wait_close()
+    assert (code, reason) == (1000, "exit 4")
+
+
+def test_streams_authz_and_node_credentials(cluster, on_c):
+    sid = on_c["id"]
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        ws = ws_to(d, f"/exec/{sid}/ws", bob)
+        assert ws.status == 404, (d.url, ws.head)
+        ws = WS(8789, f"/tty/{sid}/ws?token={bob}", host=host_of(d))
+        assert ws.status == 404, (d.url, ws.head)
+        assert sse_to(d, f"/tty/{sid}/stream", bob).status == 404
+        st, _ = http(d, "POST", f"/tty/{sid}/input", b"x", token=bob)
+        assert st == 404
+    # Straight to c with a node credential: only a valid one for this path.
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    path = f"/exec/{sid}/ws"
+    good = cluster.mint(c_id, owner, path)
+    ws = ws_to(cluster.c, path, None, {"Authorization": good})
+    assert ws.status == 101, ws.head
+    ws.send(json.dumps({"command": "echo node-cred"}))
+    out, _, code, _ = collect(ws)
+    assert out == b"node-cred\n" and code == 0
+    for cred in (good,  # replayed
+                 cluster.mint(c_id, owner, f"/tty/{sid}/ws"),  # another path
+                 Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+                     c_id, owner, path),
+                 "PocketenvNode v1.x"):
+        ws = ws_to(cluster.c, path, None, {"Authorization": cred})
+        assert ws.status == 401 and b"InvalidNodeCredential" in ws.body, (cred[:40], ws.head)
+    st, body = http(cluster.c, "POST", f"/tty/{sid}/input", b"x",
+                    headers={"Authorization": cluster.mint(c_id, owner, "/elsewhere")})
+    assert st == 401 and b"InvalidNodeCredential" in body
+
+
+def test_preview_through_another_node(cluster, on_c):
+    sid = on_c["id"]
+    st, o = cluster.a.sandbox("exec", sid, {
+        "command": "mkdir -p /www && echo page-on-c > /www/index.html && "
+                   "dd if=/dev/urandom of=/www/big bs=1024 count=3072 2>/dev/null && "
+                   "md5sum /www/big && httpd -p 8080 -h /www"})
+    assert st == 200 and o["exitCode"] == 0, o
+    big_md5 = o["stdout"].split()[0]
+    st, o = cluster.a.call("io.pocketenv.sandbox.exposePort", {"id": sid}, {"port": 8080})
+    assert st in (200, 409), o
+    st, o = cluster.b.call("io.pocketenv.sandbox.getExposedPorts", {"id": sid})
+    host = o["ports"][0]["previewUrl"].split("//", 1)[1].split("/", 1)[0]
+    tok = cluster.a.token
+    # The path form through a, the Host form through b.
+    st, body = wait_for(lambda: (lambda r: r if r[0] == 200 else None)(
+        http(cluster.a, "GET", f"/p/{sid}/8080/index.html", token=tok)), 10, "preview via a")
+    assert body == b"page-on-c\n"
+    st, body = http(cluster.b, "GET", "/index.html", token=tok, headers={"Host": host})
+    assert st == 200 and body == b"page-on-c\n", (st, body[:200])
+    st, body = http(cluster.b, "GET", f"/p/{sid}/8080/big", token=tok)
+    assert st == 200 and hashlib.md5(body).hexdigest() == big_md5
+    # Another user, through any node: as missing. A node credential that is
+    # not valid, straight to c: refused.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        assert http(d, "GET", f"/p/{sid}/8080/index.html", token=bob)[0] == 404
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(tok.split(".")[1] + "=="))["did"]
+    forged = Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+        c_id, owner, f"/p/{sid}/8080/index.html")
+    st, body = http(cluster.c, "GET", f"/p/{sid}/8080/index.html",
+                    headers={"X-Pocketenv-Node-Credential": forged.split(" ", 1)[1]})
+    assert st == 401 and b"InvalidNodeCredential" in body, (st, body)
+
+
+def test_cp_through_another_node(cluster, on_c, tmp_path):
+    def cli(d, *args, token=None):
+        env = dict(os.environ, POCKETENV_API_URL=d.url, POCKETENV_TOKEN=token or d.token,
+                   NO_COLOR="1")
+        return subprocess.run([BIN, *args], capture_output=True, text=True, env=env, timeout=60)
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "hello.txt").write_text("hello from the test\n")
+    (src / "sub" / "data.bin").write_bytes(os.urandom(300_000))
+    # Up through a (the object lands on a, the unpack runs on c).
+    p = cli(cluster.a, "cp", str(src), "made-on-c:/cpdir")
+    assert p.returncode == 0, p.stderr
+    st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /cpdir/hello.txt"})
+    assert st == 200 and o["stdout"] == "hello from the test\n", o
+    # Down through b (packed on c, downloaded from b).
+    back = tmp_path / "back"
+    p = cli(cluster.b, "cp", "made-on-c:/cpdir", str(back))
+    assert p.returncode == 0, p.stderr
+    assert (back / "sub" / "data.bin").read_bytes() == (src / "sub" / "data.bin").read_bytes()
+    # Nothing is left waiting on any node.
+    for n in cluster.nodes:
+        cp = os.path.join(n.data, "cp")
+        assert not os.path.isdir(cp) or not [f for f in os.listdir(cp)
+                                              if not f.startswith(".")], n.name
+    # Straight to c's /cp: only a valid node credential for the path.
+    c_id = cluster.nodes[2].node_id()
+    owner = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    forged = Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+        c_id, owner, "/cp")
+    for cred, path, body in ((forged, "/cp", b"x"),
+                             (cluster.mint(c_id, owner, "/cp"), "/cp/" + "0" * 36, None)):
+        st, out = http(cluster.c, "POST" if body else "GET", path, body,
+                       headers={"Authorization": cred})
+        assert st == 401 and b"InvalidNodeCredential" in out, (path, st, out)
+    # Another user, through any node: no such sandbox.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b):
+        p = cli(d, "cp", str(src), "made-on-c:/bobdir", token=bob)
+        assert p.returncode != 0
+        p = cli(d, "cp", "made-on-c:/cpdir", str(tmp_path / "bob"), token=bob)
+        assert p.returncode != 0 and not (tmp_path / "bob").exists()
+
+
+def test_network_denials_through_another_node(cluster, on_c):
+    """The denials live in c's resolver and proxy: a asks c."""
+    sid = on_c["id"]
+    pol = "io.pocketenv.sandbox.putNetworkPolicy"
+    st, o = cluster.a.call(pol, {"id": sid}, {"policy": {"mode": "allowlist",
+                                                        "allowDomains": ["allowed.test"]}})
+    assert st == 200, o
+    try:
+        st, o = cluster.a.sandbox("exec", sid, {"command": "nslookup denied.test >/dev/null 2>&1;"
+                                                           " true"})
+        assert st == 200, o
+        for d in (cluster.a, cluster.b):
+            st, o = d.call("io.pocketenv.sandbox.getNetworkDenials", {"id": sid})
+            assert st == 200, o
+            assert any(e.get("name") == "denied.test" for e in o["denials"]), (d.url, o)
+    finally:
+        assert cluster.a.call(pol, {"id": sid}, {"policy": {"mode": "open"}})[0] == 200
 
 
 def slots_free(d):

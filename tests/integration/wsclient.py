@@ -14,8 +14,8 @@ import time
 class WS:
     """A WebSocket client: handshake, masked frames out, frames in."""
 
-    def __init__(self, port, path, headers=None, src=None, timeout=10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout,
+    def __init__(self, port, path, headers=None, src=None, timeout=10, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout,
                                              source_address=(src, 0) if src else None)
         key = base64.b64encode(os.urandom(16)).decode()
         lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Upgrade: websocket",
@@ -155,8 +155,8 @@ def _mask_fast(payload, key):
 class SSE:
     """An event-stream client over a raw socket (chunked encoding)."""
 
-    def __init__(self, port, path, headers=None):
-        self.sock = socket.create_connection(("127.0.0.1", port), 10)
+    def __init__(self, port, path, headers=None, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), 10)
         lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
