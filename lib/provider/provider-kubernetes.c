@@ -67,6 +67,8 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
     char *path = NULL;
     int r;
 
+    if (p->cfg.kubeconfig)
+        return pe__k8s_conf_kubeconfig_file(p->cfg.kubeconfig, &k->c, err);
     if (key && *key) {
         if (is_kubeconfig(key))
             return pe__k8s_conf_kubeconfig(key, strlen(key), "the kubeconfig given as key", NULL,
@@ -75,6 +77,10 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
         k->c.how = "token";
         return 0;
     }
+    if (p->cfg.no_ambient)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          NAME ": no credentials configured: give a kubeconfig file or a token "
+                               "in the operator's configuration");
     /* as kubectl looks: $KUBECONFIG (its first file), ~/.kube/config, then
      * the pod's own service account */
     if (kc && *kc)
@@ -651,7 +657,7 @@ static char **wrap_argv(const pe_provider_exec_opts *o)
         n++;
     for (char *const *e = o->env; e && *e; e++)
         m++;
-    out = pe_xcalloc(n + m + 8, sizeof(*out));
+    out = pe_xcalloc(n + m + 10, sizeof(*out));
     n = 0;
     if (o->workdir) {
         out[n++] = (char *)"sh";
@@ -663,6 +669,17 @@ static char **wrap_argv(const pe_provider_exec_opts *o)
         out[n++] = (char *)"env";
         for (char *const *e = o->env; *e; e++)
             out[n++] = *e;
+    }
+    /* a terminal's bash where the image may have none (busybox, alpine):
+     * the cluster runs images we did not build, so fall back to sh */
+    if (o->tty && strcmp(o->argv[0], "bash") == 0) {
+        out[n++] = (char *)"sh";
+        out[n++] = (char *)"-c";
+        out[n++] = (char *)"command -v bash >/dev/null && exec bash \"$@\"; exec sh \"$@\"";
+        out[n++] = (char *)"sh";
+        for (char *const *a = o->argv + 1; *a; a++)
+            out[n++] = *a;
+        return out;
     }
     for (char *const *a = o->argv; *a; a++)
         out[n++] = *a;
