@@ -448,3 +448,69 @@ def test_kubernetes_is_off_without_a_cluster(tmp_path):
     with serving(tmp_path, ResDaemon, ["--rate-limit", "0"]) as d:
         st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "k8s-off", "provider": "kubernetes"})
         assert st == 400 and o["error"] == "ProviderNotAvailable" and "kubernetes" in o["message"], o
+
+
+def test_claims_from_a_warm_pool_where_the_extensions_are_served(tmp_path):
+    """Where extensions.agents.x-k8s.io is served, a create makes (once)
+    the SandboxTemplate of its image, named pe-<image>-<hash>, and a
+    SandboxClaim of it, waits for the claim to be bound, and runs in the
+    bound Sandbox's Pod: a warm one when the operator keeps a
+    SandboxWarmPool of that template. The warm Pod started without the
+    sandbox's variables: every exec gets them. stop/start are the bound
+    Sandbox's replicas; remove deletes the claim (and so the Sandbox) and
+    leaves the template to the next create."""
+    d = double_class("kubernetes")(extensions=True)
+    d.start()
+    try:
+        env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+        first = drive(env, "create", "cold")["id"]
+        assert first.startswith("pc-cold-") and ("default", first) in d.claims
+        [(tns, tpl)] = list(d.templates)
+        assert tpl.startswith("pe-debian-bookworm-slim-") and len(tpl) == len("pe-debian-bookworm-slim-") + 8
+        assert d.bindings == [(first, first, "cold")]  # no pool yet: a fresh Sandbox
+        # the operator keeps two warm Sandboxes of that template
+        d.pools[("default", "pool-a")] = {"metadata": {"name": "pool-a", "namespace": "default"},
+                                          "spec": {"replicas": 2, "sandboxTemplateRef": {"name": tpl}}}
+        d.call(d.fill_pools, "default")
+        warm = list(d.warm[("default", "pool-a")])
+        sid = drive(env, "create", "warm", "GREETING=from the record")["id"]
+        assert sid.startswith("pc-warm-") and len(d.templates) == 1
+        assert d.bindings[-1] == (sid, warm[0], "warm")
+        assert len(d.warm[("default", "pool-a")]) == 2  # filled again
+        assert [r["route"] for r in d.requests].count("template.create") == 2  # the second was a 409
+        r = drive(env, "exec", sid, "printenv", "GREETING")
+        assert (r["exit_code"], r["stdout"]) == (0, "from the record\n")
+        assert d.sandboxes[warm[0]].env.get("GREETING") is None  # not in the Pod: at each exec
+        drive(env, "write", sid, "/workspace/a.txt", "hello")
+        assert drive(env, "read", sid, "/workspace/a.txt")["data"] == "hello"
+        assert "/workspace/a.txt" in d.sandboxes[warm[0]].fs.snapshot()
+        assert drive(env, "stop", sid) == {}
+        assert d.agent_sandboxes[("default", warm[0])]["spec"]["replicas"] == 0 and warm[0] not in d.sandboxes
+        assert drive(env, "status", sid)["state"] == "stopped"
+        assert drive(env, "start", sid) == {}
+        assert drive(env, "status", sid)["state"] == "running" and warm[0] in d.sandboxes
+        for x in (sid, first):
+            assert drive(env, "remove", x) == {}
+        assert d.claims == {} and ("default", warm[0]) not in d.agent_sandboxes and warm[0] not in d.sandboxes
+        assert not [k for k in d.secrets if k[1] in (sid, first)]
+        assert list(d.templates) == [(tns, tpl)]
+        assert drive(env, "status", sid)["error"] == "ENOENT"
+    finally:
+        d.stop()
+
+
+def test_without_the_extensions_no_claim_is_made(tmp_path):
+    """The fallbacks: agents.x-k8s.io alone makes a Sandbox; no group at
+    all makes a Pod. Neither asks for the extensions' resources."""
+    for kw, prefix in (({"agent_sandbox": True}, "ps-"), ({}, "pe-")):
+        d = double_class("kubernetes")(**kw)
+        d.start()
+        try:
+            env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+            sid = drive(env, "create", "plain")["id"]
+            assert sid.startswith(prefix + "plain-"), sid
+            assert drive(env, "exec", sid, "echo", "ok")["stdout"] == "ok\n"
+            assert drive(env, "remove", sid) == {}
+            assert not any("claim" in r["route"] or "template" in r["route"] for r in d.requests)
+        finally:
+            d.stop()
