@@ -48,9 +48,10 @@ typedef struct pe_daemon_limits {
     bool disk_enforced;                 /* the runtime holds sandboxes to their disk (at start) */
 } pe_daemon_limits;
 
-/* Which backend serves each of upstream's provider names (serve
- * --provider; daemon/providers.h): indexed like pe_provider_names. */
-#define PE_PROVIDER_COUNT 10
+/* Which backend serves each of upstream's provider names and ours
+ * (kubernetes) (serve --provider; daemon/providers.h): indexed like
+ * pe_provider_names. */
+#define PE_PROVIDER_COUNT 11
 enum pe_provider_backend {
     PE_PROVIDER_LOCAL = 0, /* this daemon's runtime */
     PE_PROVIDER_OFF,       /* turned off by the operator: creates refused */

@@ -14,8 +14,8 @@
 #include "providers.h"
 
 const char *const pe_provider_names[PE_PROVIDER_COUNT] = {
-    "daytona", "vercel", "cloudflare", "deno", "sprites",
-    "modal",   "e2b",    "blaxel",     "hopx", "runloop",
+    "daytona", "vercel",  "cloudflare",         "deno", "sprites", "modal", "e2b", "blaxel",
+    "hopx",    "runloop", PE_PROVIDER_OURS_K8S,
 };
 
 static const char *const backend_names[] = {
@@ -49,6 +49,9 @@ void pe_daemon_providers_defaults(pe_daemon_providers *p)
 {
     for (int i = 0; i < PE_PROVIDER_COUNT; i++)
         p->backend[i] = PE_PROVIDER_LOCAL;
+    /* ours, not upstream's: nothing local stands in for a cluster, so it
+     * is served only where the operator configured one */
+    p->backend[find(PE_PROVIDER_OURS_K8S, strlen(PE_PROVIDER_OURS_K8S))] = PE_PROVIDER_OFF;
 }
 
 int pe_daemon_providers_flag(pe_daemon_providers *p, const char *arg, pe_err *err)
@@ -67,6 +70,11 @@ int pe_daemon_providers_flag(pe_daemon_providers *p, const char *arg, pe_err *er
         if (strcmp(eq + 1, backend_names[b]) == 0) {
             if (b == PE_PROVIDER_REMOTE)
                 return pe_daemon_providers_remote(p, pe_provider_names[i], err);
+            if (b == PE_PROVIDER_LOCAL && strcmp(pe_provider_names[i], PE_PROVIDER_OURS_K8S) == 0)
+                return pe_err_set(err, PE_EINVAL, 0,
+                                  "--provider %s: a cluster cannot be served locally; configure "
+                                  "it with --provider-config",
+                                  pe_provider_names[i]);
             p->backend[i] = (unsigned char)b;
             return 0;
         }

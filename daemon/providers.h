@@ -18,11 +18,15 @@
 /* What a create without a provider gets: upstream's default (its CLI
  * sends it when told nothing, its API fills it in when absent). */
 #define PE_PROVIDER_DEFAULT "cloudflare"
+/* Our provider name beyond upstream's: sandboxes in the operator's
+ * Kubernetes cluster. Off unless --provider-config names it. */
+#define PE_PROVIDER_OURS_K8S "kubernetes"
 /* The backend of sandboxes this daemon runs itself, with its runtime. */
 #define PE_BACKEND_LOCAL "local"
 
-/* The names of createSandbox's provider enum, in the lexicon's order;
- * PE_PROVIDER_COUNT of them. */
+/* The names of createSandbox's provider enum, in the lexicon's order,
+ * then ours (the enum extended by tools/lexicon-table.py); PE_PROVIDER_COUNT
+ * of them. */
 extern const char *const pe_provider_names[PE_PROVIDER_COUNT];
 
 /* ---- flags (serve.c) ---- */

@@ -34,6 +34,12 @@ DEFAULT_OUT = os.path.join(ROOT, "lib", "http", "xrpc-table.c")
 # Our extensions (lexicons/README.md): methods upstream's lexicons lack.
 EXTENSIONS = os.path.join(ROOT, "lexicons")
 MAX_DEPTH = 8
+# Values our daemon accepts beyond an upstream enum (lexicons/README.md):
+# {nsid: {input property: [values]}}. Kept here, not in a lexicon file,
+# because upstream's document is the contract and is never edited.
+ENUM_EXTENSIONS = {
+    "io.pocketenv.sandbox.createSandbox": {"provider": ["kubernetes"]},
+}
 
 # String formats (atproto lexicon spec) and the validator's name for each.
 FORMATS = {
@@ -173,6 +179,15 @@ def load_all(lexdir):
     if both:
         raise SystemExit("lexicons defined upstream and as extensions: " + ", ".join(both))
     docs.update(ext)
+    for nsid, props in ENUM_EXTENSIONS.items():
+        for pname, values in props.items():
+            try:
+                node = docs[nsid]["defs"]["main"]["input"]["schema"]["properties"][pname]
+            except (KeyError, TypeError):
+                raise SystemExit("enum extension: %s has no input property %s" % (nsid, pname))
+            if not isinstance(node.get("enum"), list):
+                raise SystemExit("enum extension: %s.%s is not an enum" % (nsid, pname))
+            node["enum"] = node["enum"] + [v for v in values if v not in node["enum"]]
     return docs
 
 

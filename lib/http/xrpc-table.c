@@ -68,7 +68,7 @@ static const pe_xrpc_schema s26 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .
 static const pe_xrpc_schema s27 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 3LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_schema s28 = {.type = PE_XRPC_T_ANY, .min_length = -1, .max_length = -1};
 static const pe_xrpc_schema s29 = {.type = PE_XRPC_T_STRING, .min_length = 1, .max_length = -1};
-static const char *const e30[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", NULL};
+static const char *const e30[] = {"daytona", "vercel", "cloudflare", "deno", "sprites", "modal", "e2b", "blaxel", "hopx", "runloop", "kubernetes", NULL};
 static const pe_xrpc_schema s31 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .enum_values = e30};
 static const pe_xrpc_schema s32 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = -1, .format = PE_XRPC_F_URI};
 static const pe_xrpc_schema s33 = {.type = PE_XRPC_T_STRING, .min_length = -1, .max_length = 50};

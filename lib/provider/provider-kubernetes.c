@@ -42,6 +42,9 @@
 #define MANAGED_LABEL "app.kubernetes.io/managed-by"
 #define AGENTS_GROUP "agents.x-k8s.io"
 #define CRD_PREFIX "ps" /* ids of Sandbox-backed sandboxes; Pod-backed ones are pe-... */
+#define EXT_GROUP "extensions.agents.x-k8s.io"
+#define CLAIM_PREFIX "pc" /* ids of SandboxClaim-backed sandboxes (the claim's name) */
+#define IMAGE_ANNOTATION "pocketenv.dev/image"
 /* Exit codes our file scripts use for "no such path" and "wrong kind". */
 #define EXIT_NOENT 44
 #define EXIT_KIND 45
@@ -51,6 +54,8 @@ typedef struct k8 {
     pe__k8s_conf c;
     char *ns;
 } k8;
+
+static int pod_name(pe_provider *p, const char *id, char **name, pe_err *err);
 
 /* ---- credentials ---- */
 
@@ -67,6 +72,8 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
     char *path = NULL;
     int r;
 
+    if (p->cfg.kubeconfig)
+        return pe__k8s_conf_kubeconfig_file(p->cfg.kubeconfig, &k->c, err);
     if (key && *key) {
         if (is_kubeconfig(key))
             return pe__k8s_conf_kubeconfig(key, strlen(key), "the kubeconfig given as key", NULL,
@@ -75,6 +82,10 @@ static int load_creds(pe_provider *p, k8 *k, pe_err *err)
         k->c.how = "token";
         return 0;
     }
+    if (p->cfg.no_ambient)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          NAME ": no credentials configured: give a kubeconfig file or a token "
+                               "in the operator's configuration");
     /* as kubectl looks: $KUBECONFIG (its first file), ~/.kube/config, then
      * the pod's own service account */
     if (kc && *kc)
@@ -266,10 +277,17 @@ static int probe_running(pe_provider *p, const char *id, void *ud, pe_err *err)
 {
     json_t *pod = NULL, *st, *cs;
     const char *phase;
+    char *name = NULL;
     size_t i;
     int r = 0;
 
-    if (k8_call(p, "GET", "pods", id, NULL, true, &pod, "look at a sandbox", err) < 0)
+    if (pod_name(p, id, &name, err) < 0)
+        return -1;
+    if (name == NULL) /* the claim is not bound yet */
+        return 0;
+    r = k8_call(p, "GET", "pods", name, NULL, true, &pod, "look at a sandbox", err);
+    free(name);
+    if (r < 0)
         return -1;
     st = json_object_get(pod, "status");
     phase = json_string_value(json_object_get(st, "phase"));
@@ -303,11 +321,18 @@ static bool is_crd(const char *id)
     return strncmp(id, CRD_PREFIX "-", sizeof(CRD_PREFIX)) == 0;
 }
 
+/* A sandbox claimed from a SandboxTemplate (below): its Pod is the bound
+ * Sandbox's, whose name the controller chose. */
+static bool is_claim(const char *id)
+{
+    return strncmp(id, CLAIM_PREFIX "-", sizeof(CLAIM_PREFIX)) == 0;
+}
+
 /* The group/version of agents.x-k8s.io the cluster prefers (malloc'd), or
  * NULL (and no error) when it does not serve the group. */
-static int discover(pe_provider *p, char **gv, pe_err *err)
+static int discover_group(pe_provider *p, const char *group, char **gv, pe_err *err)
 {
-    char *url = pe__provider_url(p, "/apis/" AGENTS_GROUP);
+    char *url = pe__provider_url(p, "/apis/%s", group);
     json_t *g = NULL, *v;
     const char *s;
     int r = pe__provider_json_call(p, "GET", url, NULL, NULL, true, JSON_OBJECT, &g,
@@ -325,10 +350,16 @@ static int discover(pe_provider *p, char **gv, pe_err *err)
     if (v == NULL)
         v = json_array_get(json_object_get(g, "versions"), 0);
     s = json_string_value(json_object_get(v, "groupVersion"));
-    if (s && strncmp(s, AGENTS_GROUP "/", sizeof(AGENTS_GROUP)) == 0 && s[sizeof(AGENTS_GROUP)])
+    if (s && strncmp(s, group, strlen(group)) == 0 && s[strlen(group)] == '/' &&
+        s[strlen(group) + 1])
         *gv = pe_xstrdup(s);
     json_decref(g);
     return 0;
+}
+
+static int discover(pe_provider *p, char **gv, pe_err *err)
+{
+    return discover_group(p, AGENTS_GROUP, gv, err);
 }
 
 /* One call on a Sandbox (name NULL: the collection); patch: body is a
@@ -390,18 +421,171 @@ static json_t *sandbox_manifest(const char *gv, const char *id, json_t *pod)
                      json_object_get(pod, "spec"), "replicas", 1);
 }
 
+/* ---- SandboxTemplate, SandboxClaim and warm pools (extensions.agents.x-k8s.io) ----
+ *
+ * Where the cluster also serves the extensions, a create claims a Sandbox
+ * rather than making one: a SandboxClaim named as our id referencing the
+ * SandboxTemplate made for the image, which the controller binds to a
+ * warm Sandbox of a SandboxWarmPool of that template (or to a fresh one
+ * when the pool is empty or there is none). The template is named from
+ * the image, pe-<image as a DNS label, up to 40>-<8 hex of its hash>, so
+ * an operator can keep a warm pool of it (docs/providers.md); it is made
+ * at the first create of the image and never deleted by us. A warm Pod
+ * started before the sandbox existed, so the sandbox's environment
+ * (its record, as for the other kinds) is given to each exec. */
+
+static int ext_call(pe_provider *p, const char *gv, const char *method, const char *kind,
+                    const char *name, json_t *body, bool idempotent, json_t **out, const char *what,
+                    pe_err *err)
+{
+    k8 *k = p->impl;
+    char *ens = pe__url_escape(k->ns), *en = name ? pe__url_escape(name) : NULL;
+    char *url = pe__provider_url(p, "/apis/%s/namespaces/%s/%s%s%s", gv, ens, kind, en ? "/" : "",
+                                 en ? en : "");
+    json_t *ans = NULL;
+    int r = pe__provider_json_call(p, method, url, NULL, body, idempotent, JSON_OBJECT, &ans, what,
+                                   err);
+
+    free(url);
+    free(ens);
+    free(en);
+    if (r == 0 && out)
+        *out = ans;
+    else
+        json_decref(ans);
+    return r;
+}
+
+/* POST body to the collection; 409 (made already, by us or the operator)
+ * is what was asked. */
+static int post_unless_there(pe_provider *p, const char *gv, const char *kind, json_t *body,
+                             const char *what, pe_err *err)
+{
+    k8 *k = p->impl;
+    char *ens = pe__url_escape(k->ns), *text = json_dumps(body, JSON_COMPACT);
+    char *url = pe__provider_url(p, "/apis/%s/namespaces/%s/%s", gv, ens, kind);
+    pe__preq rq = {.method = "POST",
+                   .url = url,
+                   .content_type = "application/json",
+                   .body = text,
+                   .body_len = strlen(text)};
+    pe__presp rs;
+    int r = pe__provider_http(p, &rq, &rs, what, err);
+
+    if (r < 0 && rs.status == 409) {
+        pe_err_clear(err);
+        r = 0;
+    }
+    pe__presp_free(&rs);
+    free(text);
+    free(url);
+    free(ens);
+    return r;
+}
+
+static char *template_name(const char *image)
+{
+    unsigned char h[4];
+    char base[41] = "";
+    size_t n = 0;
+
+    crypto_generichash(h, sizeof(h), (const unsigned char *)image, strlen(image), NULL, 0);
+    for (const char *c = image; *c && n < sizeof(base) - 1; c++) {
+        char ch = (char)tolower((unsigned char)*c);
+        if (isalnum((unsigned char)ch))
+            base[n++] = ch;
+        else if (n && base[n - 1] != '-')
+            base[n++] = '-';
+    }
+    while (n && base[n - 1] == '-')
+        base[--n] = '\0';
+    return pe_xasprintf("pe-%s%s%02x%02x%02x%02x", base, n ? "-" : "", h[0], h[1], h[2], h[3]);
+}
+
+/* The template for pod's image, made unless it is there (409). */
+static int ensure_template(pe_provider *p, const char *gv, const char *tpl, const char *image,
+                           json_t *pod, pe_err *err)
+{
+    json_t *spec = json_deep_copy(json_object_get(pod, "spec")), *labels, *body;
+    json_t *ctr = json_array_get(json_object_get(spec, "containers"), 0);
+    int r;
+
+    /* one template per image, shared: nothing of one sandbox goes in (the
+     * warm Pod has no sandbox yet) */
+    json_object_del(ctr, "envFrom");
+    json_object_del(ctr, "resources");
+    json_object_del(ctr, "ports");
+    labels = json_pack("{s:s}", MANAGED_LABEL, "pocketenv");
+    body = json_pack("{s:s, s:s, s:{s:s, s:O, s:{s:s}}, s:{s:{s:{s:O}, s:o}}}", "apiVersion", gv,
+                     "kind", "SandboxTemplate", "metadata", "name", tpl, "labels", labels,
+                     "annotations", IMAGE_ANNOTATION, image, "spec", "podTemplate", "metadata",
+                     "labels", labels, "spec", spec);
+    json_decref(labels);
+    r = post_unless_there(p, gv, "sandboxtemplates", body, "create a sandbox template", err);
+    json_decref(body);
+    return r;
+}
+
+static int claim(pe_provider *p, const char *gv, const char *id, const char *tpl, pe_err *err)
+{
+    json_t *body = json_pack("{s:s, s:s, s:{s:s, s:{s:s}}, s:{s:{s:s}}}", "apiVersion", gv, "kind",
+                             "SandboxClaim", "metadata", "name", id, "labels", MANAGED_LABEL,
+                             "pocketenv", "spec", "sandboxTemplateRef", "name", tpl);
+    int r =
+        ext_call(p, gv, "POST", "sandboxclaims", NULL, body, false, NULL, "claim a sandbox", err);
+
+    json_decref(body);
+    return r;
+}
+
+/* The Pod (and Sandbox) name of sandbox id into *name (malloc'd): id
+ * itself, or the Sandbox a claim is bound to; *name NULL while the claim
+ * is not bound yet. PE_ENOENT: no such claim. */
+static int pod_name(pe_provider *p, const char *id, char **name, pe_err *err)
+{
+    json_t *c = NULL, *sb;
+    char *gv = NULL;
+    const char *s;
+
+    *name = NULL;
+    if (!is_claim(id)) {
+        *name = pe_xstrdup(id);
+        return 0;
+    }
+    if (discover_group(p, EXT_GROUP, &gv, err) < 0)
+        return -1;
+    if (gv == NULL)
+        return pe_err_set(
+            err, PE_EREMOTE, 0,
+            NAME ": sandbox %s is a SandboxClaim, but the cluster no longer serves " EXT_GROUP, id);
+    if (ext_call(p, gv, "GET", "sandboxclaims", id, NULL, true, &c, "look at a sandbox", err) < 0) {
+        free(gv);
+        return -1;
+    }
+    free(gv);
+    sb = json_object_get(json_object_get(c, "status"), "sandbox");
+    s = json_string_value(json_object_get(sb, "name"));
+    if (s == NULL) /* older controllers */
+        s = json_string_value(json_object_get(sb, "Name"));
+    if (s && *s)
+        *name = pe_xstrdup(s);
+    json_decref(c);
+    return 0;
+}
+
 static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
 {
-    char *sid, *podtext, *gv = NULL;
+    char *sid, *podtext, *gv = NULL, *xgv = NULL;
     json_t *env = json_object(), *pod, *rec;
     pe_err ignored;
     int r;
 
-    if (discover(p, &gv, err) < 0) {
+    if (discover(p, &gv, err) < 0 || (gv && discover_group(p, EXT_GROUP, &xgv, err) < 0)) {
         json_decref(env);
+        free(gv);
         return -1;
     }
-    sid = make_id(gv ? CRD_PREFIX : "pe", spec->name);
+    sid = make_id(xgv ? CLAIM_PREFIX : gv ? CRD_PREFIX : "pe", spec->name);
 
     for (char *const *e = spec->env; e && *e; e++) {
         const char *eq = strchr(*e, '=');
@@ -410,6 +594,7 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
             json_decref(env);
             free(sid);
             free(gv);
+            free(xgv);
             return pe_err_set(err, PE_EINVAL, 0,
                               NAME ": create a sandbox: environment names are letters, digits, "
                                    "'-', '_' and '.'");
@@ -427,7 +612,14 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     r = k8_call(p, "POST", "secrets", NULL, rec, false, NULL, "create a sandbox's record", err);
     json_decref(rec);
     if (r == 0) {
-        if (gv) {
+        if (xgv) {
+            const char *image = spec->image && *spec->image ? spec->image : DEFAULT_IMAGE;
+            char *tpl = template_name(image);
+            r = ensure_template(p, xgv, tpl, image, pod, err);
+            if (r == 0)
+                r = claim(p, xgv, sid, tpl, err);
+            free(tpl);
+        } else if (gv) {
             json_t *sbx = sandbox_manifest(gv, sid, pod);
             r = sandbox_call(p, gv, "POST", NULL, sbx, false, false, "create a sandbox", err);
             json_decref(sbx);
@@ -439,6 +631,7 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     json_decref(pod);
     free(gv);
+    free(xgv);
     if (r < 0) {
         free(sid);
         return -1;
@@ -449,7 +642,14 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
 
 static int probe_gone(pe_provider *p, const char *id, void *ud, pe_err *err)
 {
-    int r = k8_call(p, "GET", "pods", id, NULL, true, NULL, "look at a sandbox", err);
+    char *name = NULL;
+    int r = pod_name(p, id, &name, err);
+
+    if (r == 0 && name == NULL)
+        return 1;
+    if (r == 0)
+        r = k8_call(p, "GET", "pods", name, NULL, true, NULL, "look at a sandbox", err);
+    free(name);
 
     if (r < 0 && err->code == PE_ENOENT) {
         pe_err_clear(err);
@@ -470,8 +670,13 @@ static int k8_stop(pe_provider *p, const char *id, pe_err *err)
 {
     int r;
 
-    if (is_crd(id)) {
-        if (set_replicas(p, id, 0, "stop a sandbox", err) < 0)
+    if (is_crd(id) || is_claim(id)) { /* the Sandbox, ours or the one bound to our claim */
+        char *name = NULL;
+        if (pod_name(p, id, &name, err) == 0 && name == NULL)
+            pe_err_set(err, PE_ESTATE, 0, NAME ": sandbox %s is not bound yet", id);
+        r = name ? set_replicas(p, name, 0, "stop a sandbox", err) : -1;
+        free(name);
+        if (r < 0)
             return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
         return pe__provider_poll(p, id, "stopped", probe_gone, NULL, err);
     }
@@ -518,8 +723,13 @@ static int k8_start(pe_provider *p, const char *id, pe_err *err)
     const char *text;
     int r;
 
-    if (is_crd(id)) {
-        if (set_replicas(p, id, 1, "start a sandbox", err) < 0)
+    if (is_crd(id) || is_claim(id)) {
+        char *name = NULL;
+        if (pod_name(p, id, &name, err) == 0 && name == NULL)
+            pe_err_set(err, PE_ESTATE, 0, NAME ": sandbox %s is not bound yet", id);
+        r = name ? set_replicas(p, name, 1, "start a sandbox", err) : -1;
+        free(name);
+        if (r < 0)
             return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
         return pe__provider_poll(p, id, "running", probe_running, NULL, err);
     }
@@ -551,6 +761,19 @@ static int k8_remove(pe_provider *p, const char *id, pe_err *err)
             return -1;
         pod = sandbox_call(p, gv, "DELETE", id, NULL, true, false, "remove a sandbox", err);
         free(gv);
+    } else if (is_claim(id)) { /* the claim: its controller deletes the Sandbox it bound */
+        char *gv = NULL;
+        if (discover_group(p, EXT_GROUP, &gv, err) < 0)
+            return -1;
+        pod = gv ? ext_call(p, gv, "DELETE", "sandboxclaims", id, NULL, true, NULL,
+                            "remove a sandbox", err)
+                 : pe_err_set(err, PE_EREMOTE, 0,
+                              NAME ": sandbox %s is a SandboxClaim, but the cluster no longer "
+                                   "serves " EXT_GROUP,
+                              id);
+        free(gv);
+        if (pod < 0 && err->code == PE_EREMOTE)
+            return -1;
     } else
         pod = k8_call(p, "DELETE", "pods", id, NULL, true, NULL, "remove a sandbox", err);
 
@@ -571,8 +794,19 @@ static int k8_status(pe_provider *p, const char *id, pe_provider_status *st, pe_
 {
     json_t *pod = NULL;
     const char *phase;
+    char *name = NULL;
+    int r;
 
-    if (k8_call(p, "GET", "pods", id, NULL, true, &pod, "look at a sandbox", err) < 0) {
+    if (pod_name(p, id, &name, err) < 0)
+        return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+    if (name == NULL) {
+        snprintf(st->raw, sizeof(st->raw), "Unbound");
+        st->state = PE_PSTATE_CREATING;
+        return 0;
+    }
+    r = k8_call(p, "GET", "pods", name, NULL, true, &pod, "look at a sandbox", err);
+    free(name);
+    if (r < 0) {
         if (err->code != PE_ENOENT)
             return -1;
         pe_err_clear(err);
@@ -651,7 +885,7 @@ static char **wrap_argv(const pe_provider_exec_opts *o)
         n++;
     for (char *const *e = o->env; e && *e; e++)
         m++;
-    out = pe_xcalloc(n + m + 8, sizeof(*out));
+    out = pe_xcalloc(n + m + 10, sizeof(*out));
     n = 0;
     if (o->workdir) {
         out[n++] = (char *)"sh";
@@ -663,6 +897,17 @@ static char **wrap_argv(const pe_provider_exec_opts *o)
         out[n++] = (char *)"env";
         for (char *const *e = o->env; *e; e++)
             out[n++] = *e;
+    }
+    /* a terminal's bash where the image may have none (busybox, alpine):
+     * the cluster runs images we did not build, so fall back to sh */
+    if (o->tty && strcmp(o->argv[0], "bash") == 0) {
+        out[n++] = (char *)"sh";
+        out[n++] = (char *)"-c";
+        out[n++] = (char *)"command -v bash >/dev/null && exec bash \"$@\"; exec sh \"$@\"";
+        out[n++] = (char *)"sh";
+        for (char *const *a = o->argv + 1; *a; a++)
+            out[n++] = *a;
+        return out;
     }
     for (char *const *a = o->argv; *a; a++)
         out[n++] = *a;
@@ -684,8 +929,16 @@ static int exec_open(pe_provider *p, const char *id, char *const *argv, bool in,
 {
     static const char *const hdrs[] = {
         "Sec-WebSocket-Protocol: v5.channel.k8s.io, v4.channel.k8s.io", NULL};
-    char *q = pe_xstrdup("container=" CONTAINER), *base = res_url(p, "pods", id), *url, proto[64];
+    char *q, *base, *url, proto[64], *name = NULL;
     int r;
+
+    if (pod_name(p, id, &name, err) < 0)
+        return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+    if (name == NULL)
+        return pe_err_set(err, PE_ESTATE, 0, NAME ": sandbox %s is not bound yet", id);
+    q = pe_xstrdup("container=" CONTAINER);
+    base = res_url(p, "pods", name);
+    free(name);
 
     add_param(&q, "stdout", "true");
     add_param(&q, "stderr", tty ? "false" : "true");
@@ -806,16 +1059,67 @@ static const pe__stream_ops k8_ops = {.on_msg = k8_msg,
                                       .on_kill = k8_kill,
                                       .free_ud = k8_exec_free};
 
+/* A claimed sandbox's environment, from its record, before the caller's
+ * own (a later NAME= wins): its warm Pod was made without it. NULL-
+ * terminated "NAME=value" strings (wiped and freed by env_free). */
+static char **record_env(pe_provider *p, const char *id, char *const *more, pe_err *err)
+{
+    json_t *rec = NULL, *data, *v;
+    const char *k;
+    size_t n = 0, m = 0;
+    char **env;
+
+    if (k8_call(p, "GET", "secrets", id, NULL, true, &rec, "read a sandbox's record", err) < 0)
+        return NULL;
+    data = json_object_get(rec, "data");
+    for (char *const *e = more; e && *e; e++)
+        m++;
+    env = pe_xcalloc(json_object_size(data) + m + 1, sizeof(*env));
+    json_object_foreach(data, k, v)
+    {
+        const char *b64 = json_string_value(v);
+        size_t cap = b64 ? strlen(b64) : 0, len = 0;
+        unsigned char *buf = pe_xmalloc(cap + 1);
+        if (b64 && sodium_base642bin(buf, cap, b64, cap, NULL, &len, NULL,
+                                     sodium_base64_VARIANT_ORIGINAL) == 0)
+            env[n++] = pe_xasprintf("%s=%.*s", k, (int)len, (const char *)buf);
+        sodium_memzero(buf, cap + 1);
+        free(buf);
+    }
+    for (char *const *e = more; e && *e; e++)
+        env[n++] = pe_xstrdup(*e);
+    json_decref(rec); /* jansson's copy of the values goes to the allocator as it is */
+    return env;
+}
+
+static void env_free(char **env)
+{
+    for (char **e = env; e && *e; e++)
+        pe__secret_free(*e);
+    free(env);
+}
+
 static int k8_exec_start(pe_provider *p, const char *id, const pe_provider_exec_opts *o,
                          pe_provider_proc *proc, pe_err *err)
 {
-    char **argv = wrap_argv(o);
-    k8_exec *x = pe_xcalloc(1, sizeof(*x));
+    pe_provider_exec_opts eo = *o;
+    char **env = NULL, **argv;
+    k8_exec *x;
     pe__ws *ws = NULL;
-    int r = exec_open(p, id, argv, o->stdin_pipe, o->tty, o->tty ? "open a terminal" : "exec", &ws,
-                      &x->v5, err);
+    int r;
 
+    if (is_claim(id)) {
+        env = record_env(p, id, o->env, err);
+        if (env == NULL)
+            return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+        eo.env = env;
+    }
+    argv = wrap_argv(&eo);
+    x = pe_xcalloc(1, sizeof(*x));
+    r = exec_open(p, id, argv, o->stdin_pipe, o->tty, o->tty ? "open a terminal" : "exec", &ws,
+                  &x->v5, err);
     free(argv);
+    env_free(env);
     if (r < 0) {
         free(x);
         return -1;
@@ -1219,10 +1523,16 @@ static int k8_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
     k8 *k = p->impl;
     char *ens, *eid, *url;
 
-    if (k8_call(p, "GET", "pods", id, NULL, true, NULL, "look at a sandbox", err) < 0)
-        return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+    char *name = NULL;
+
+    if (pod_name(p, id, &name, err) < 0 || name == NULL ||
+        k8_call(p, "GET", "pods", name, NULL, true, NULL, "look at a sandbox", err) < 0) {
+        free(name);
+        return err->code == PE_ENOENT || err->code == PE_OK ? no_sandbox(p, id, err) : -1;
+    }
     ens = pe__url_escape(k->ns);
-    eid = pe__url_escape(id);
+    eid = pe__url_escape(name);
+    free(name);
     url = pe__provider_url(p, "/api/v1/namespaces/%s/pods/%s:%u/proxy/", ens, eid, port);
     memset(out, 0, sizeof(*out));
     snprintf(out->url, sizeof(out->url), "%s", url);

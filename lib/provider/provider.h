@@ -76,6 +76,13 @@ typedef struct pe_provider_config {
      * including waiting for the sandbox to run (0: 120 s). */
     int64_t timeout_ms;
     int64_t create_timeout_ms;
+    /* kubernetes: the operator's kubeconfig file (read at open; its
+     * relative file names resolve beside it), used instead of the key. */
+    const char *kubeconfig;
+    /* Credentials come only from creds and kubeconfig: a keyless adapter
+     * never looks at this host's environment, home or service account
+     * (the daemon sets it: a user's call must not reach those). */
+    bool no_ambient;
 } pe_provider_config;
 
 /* What to create. Fields a provider cannot take are ignored by it

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -34,6 +35,7 @@ static void remote_clear(pe_sandbox_remote *r)
     free(r->key);
     free(r->org);
     free(r->project);
+    free(r->kubeconfig);
     memset(r, 0, sizeof(*r));
 }
 
@@ -75,12 +77,13 @@ static int opt_ms(const char *path, const char *name, json_t *o, const char *fie
 static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
                     pe_err *err)
 {
-    static const char *const known[] = {"url",     "key",       "org",
-                                        "project", "timeoutMs", "createTimeoutMs"};
+    static const char *const known[] = {
+        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig"};
+    const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
 
-    if (pe_provider_lookup(name) == NULL || strcmp(name, "local") == 0)
+    if (ops == NULL || strcmp(name, "local") == 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: '%s' is not a remote provider", path, name);
     if (!json_is_object(o))
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s must be an object", path, name);
@@ -92,7 +95,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs)",
+                              "createTimeoutMs, kubeconfig)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -101,8 +104,21 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_str(path, name, o, "org", &r->org, err) < 0 ||
         opt_str(path, name, o, "project", &r->project, err) < 0 ||
         opt_ms(path, name, o, "timeoutMs", &r->timeout_ms, err) < 0 ||
-        opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0)
+        opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
+        opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0)
         return -1;
+    if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
+                          name);
+    if (r->kubeconfig && r->kubeconfig[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig must be an absolute path", path,
+                          name);
+    if (r->kubeconfig && access(r->kubeconfig, R_OK) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "%s: %s.kubeconfig %s", path, name, r->kubeconfig);
+    /* a keyless adapter here takes only the operator's credential (see
+     * pe__sandbox_remote_open): without one it could not run anything */
+    if (ops->keyless && r->key == NULL && r->kubeconfig == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s needs a kubeconfig or a key", path, name);
     if (r->base_url && strncmp(r->base_url, "http://", 7) != 0 &&
         strncmp(r->base_url, "https://", 8) != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.url must be http:// or https://", path, name);
@@ -232,7 +248,7 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
             break;
     v = i < PE_ARRAY_LEN(FIELDS) ? json_string_value(json_object_get(in, FIELDS[i].key)) : NULL;
     if (v == NULL) {
-        if (op && op->key)
+        if (op && (op->key || op->kubeconfig))
             return 0;
         if (i < PE_ARRAY_LEN(FIELDS))
             return pe_err_set(err, PE_EINVAL, 0,
@@ -336,15 +352,27 @@ int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
         return pe_err_set(err, PE_EUNSUP, 0,
                           "sandbox %s runs on '%s', which this daemon does not serve", sb->name,
                           sb->backend);
-    if (stored_creds(sx, s, sb, &key, &org, &project, err) < 0)
+    /* A keyless adapter (kubernetes) takes the operator's credential
+     * only: a user's kubeconfig could name another API server, or files
+     * of this host; and its ambient ones (KUBECONFIG, ~/.kube, the
+     * service account) are never looked at from here. */
+    if (pe_provider_lookup(sb->backend)->keyless) {
+        if (op == NULL || (op->key == NULL && op->kubeconfig == NULL))
+            return pe_err_set(err, PE_EUNSUP, 0,
+                              "sandbox %s runs on %s, which this daemon's operator has not "
+                              "configured",
+                              sb->name, sb->backend);
+    } else if (stored_creds(sx, s, sb, &key, &org, &project, err) < 0)
         return -1;
+    cfg.no_ambient = true;
+    cfg.kubeconfig = op ? op->kubeconfig : NULL;
     cfg.creds.base_url = op ? op->base_url : NULL;
     cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
     cfg.creds.org = org ? org : op ? op->org : NULL;
     cfg.creds.project = project ? project : op ? op->project : NULL;
     cfg.timeout_ms = op ? op->timeout_ms : 0;
     cfg.create_timeout_ms = op ? op->create_timeout_ms : 0;
-    if (cfg.creds.key == NULL) {
+    if (cfg.creds.key == NULL && cfg.kubeconfig == NULL) {
         pe_auth_plain_free(key);
         return pe_err_set(err, PE_EINVAL, 0,
                           "sandbox %s has no %s credential: set one with putPreferences", sb->name,

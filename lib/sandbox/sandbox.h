@@ -34,6 +34,7 @@ typedef struct pe_sandbox_remote {
     char *name;     /* the adapter (lib/provider) */
     char *base_url; /* NULL: the provider's public endpoint */
     char *key, *org, *project;
+    char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
 } pe_sandbox_remote;
 
@@ -52,7 +53,9 @@ void pe_sandboxes_close(pe_sandboxes *sx);
 /* Read the operator's remote providers from a JSON file (mode 0600 or
  * stricter: it holds credentials): {"daytona": {"url", "key", "org",
  * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
- * each name an adapter. Errors name the file and the field, never a value. */
+ * each name an adapter; "kubernetes" also takes "kubeconfig" (an absolute
+ * path) and needs it or a key (a token). Errors name the file and the
+ * field, never a value. */
 int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
 /* The operator's settings of adapter `name`, or NULL. */
 const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char *name);

@@ -26,8 +26,18 @@ credential). Errors are `Status` objects (`kind`, `status: Failure`,
 or, when the double serves TLS with a client CA (`tls=`), a verified
 client certificate.
 
+With `extensions=True` (implies agent_sandbox),
+`extensions.agents.x-k8s.io/v1alpha1` too: `SandboxTemplate`,
+`SandboxWarmPool` and `SandboxClaim` (create, get, delete), with their
+controller in memory: a pool keeps `spec.replicas` warm Sandboxes (and
+Pods) of its template; a claim is bound 0.1 s after its create
+(`status.sandbox.name`) to a warm Sandbox of a pool of its template, or to
+a fresh one named as the claim, and the pool is filled again; deleting a
+claim deletes the Sandbox it bound. `bindings` lists (claim, Sandbox,
+"warm"/"cold").
+
 Not implemented: any other resource or group (Services, ConfigMaps,
-SandboxTemplate, SandboxClaim, SandboxWarmPool, volume claims), label/field selectors, resourceVersion semantics beyond a counter,
+volume claims), label/field selectors, resourceVersion semantics beyond a counter,
 attach, port-forward, logs, patch/update, namespaces as objects.
 
 Routes: `version`, `discovery`, `create`, `list`, `watch`, `get`,
@@ -58,6 +68,9 @@ PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 AGENTS_GROUP = {"kind": "APIGroup", "apiVersion": "v1", "name": "agents.x-k8s.io",
                 "versions": [{"groupVersion": "agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}],
                 "preferredVersion": {"groupVersion": "agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}}
+EXT_GROUP = {"kind": "APIGroup", "apiVersion": "v1", "name": "extensions.agents.x-k8s.io",
+             "versions": [{"groupVersion": "extensions.agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}],
+             "preferredVersion": {"groupVersion": "extensions.agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
 
 _applets = None
@@ -136,9 +149,15 @@ def status_obj(code, reason, message, **extra):
 class KubernetesDouble(Double):
     name = "kubernetes"
 
-    def __init__(self, key=None, tls=None, agent_sandbox=False):
+    def __init__(self, key=None, tls=None, agent_sandbox=False, extensions=False):
         super().__init__(key=key)
-        self.agent_sandbox = agent_sandbox  # serve agents.x-k8s.io/v1alpha1 Sandboxes
+        self.agent_sandbox = agent_sandbox or extensions  # serve agents.x-k8s.io/v1alpha1 Sandboxes
+        self.extensions = extensions  # and extensions.agents.x-k8s.io/v1alpha1
+        self.templates = {}  # (ns, name) -> SandboxTemplate
+        self.pools = {}  # (ns, name) -> SandboxWarmPool
+        self.warm = {}  # (ns, pool name) -> [names of its warm Sandboxes, not yet claimed]
+        self.claims = {}  # (ns, name) -> SandboxClaim
+        self.bindings = []  # (claim, Sandbox name, "warm" or "cold"), in order
         self.agent_sandboxes = {}  # (ns, name) -> Sandbox
         self.secrets = {}  # (ns, name) -> Secret
         self.watchers = []  # (ns, asyncio.Queue)
@@ -195,6 +214,14 @@ class KubernetesDouble(Double):
             r.add_get(sb + "/{name}", self.sandbox_get, name="sandbox.get")
             r.add_patch(sb + "/{name}", self.sandbox_patch, name="sandbox.patch")
             r.add_delete(sb + "/{name}", self.sandbox_delete, name="sandbox.delete")
+        if self.extensions:
+            r.add_get("/apis/extensions.agents.x-k8s.io", self.ext_group, name="discovery:extensions")
+            ext = "/apis/extensions.agents.x-k8s.io/v1alpha1/namespaces/{ns}/"
+            for kind in ("sandboxtemplates", "sandboxwarmpools", "sandboxclaims"):
+                short = kind[len("sandbox"):-1]
+                r.add_post(ext + kind, self.ext_create, name=f"{short}.create")
+                r.add_get(ext + kind + "/{name}", self.ext_get, name=f"{short}.get")
+                r.add_delete(ext + kind + "/{name}", self.ext_delete, name=f"{short}.delete")
         r.add_post(ns + "/secrets", self.secret_create, name="record.create")
         r.add_get(ns + "/secrets/{name}", self.secret_get, name="record.get")
         r.add_delete(ns + "/secrets/{name}", self.secret_delete, name="record.delete")
@@ -229,7 +256,8 @@ class KubernetesDouble(Double):
 
     async def apis(self, request):
         return web.json_response({"kind": "APIGroupList", "apiVersion": "v1",
-                                  "groups": [AGENTS_GROUP] if self.agent_sandbox else []})
+                                  "groups": ([AGENTS_GROUP] if self.agent_sandbox else []) +
+                                  ([EXT_GROUP] if self.extensions else [])})
 
     # -- pods
     def pod_object(self, pod):
@@ -409,6 +437,103 @@ class KubernetesDouble(Double):
         if pod is not None:  # garbage collection of what it owned
             self.remove_pod(pod)
         return web.json_response(sbx)
+
+    # -- agent-sandbox extensions: templates, warm pools, claims, and their controller
+    async def ext_group(self, request):
+        return web.json_response(EXT_GROUP)
+
+    def ext_store(self, request):
+        kind = request.path.split("/")[-1] if request.method == "POST" else request.path.split("/")[-2]
+        return kind, {"sandboxtemplates": self.templates, "sandboxwarmpools": self.pools,
+                      "sandboxclaims": self.claims}[kind]
+
+    def new_sandbox(self, ns, name, tmpl):
+        """The controller makes a Sandbox (and its Pod) from a template."""
+        sbx = {"apiVersion": "agents.x-k8s.io/v1alpha1", "kind": "Sandbox",
+               "metadata": {"name": name, "namespace": ns, "resourceVersion": self.next_rv()},
+               "spec": {"podTemplate": json.loads(json.dumps(tmpl["spec"]["podTemplate"])), "replicas": 1}}
+        self.agent_sandboxes[(ns, name)] = sbx
+        self.sandbox_pod(sbx)
+        return sbx
+
+    def fill_pools(self, ns):
+        """Each pool keeps spec.replicas warm Sandboxes of its template."""
+        for (pns, pname), pool in self.pools.items():
+            tmpl = self.templates.get((pns, pool["spec"]["sandboxTemplateRef"]["name"]))
+            if pns != ns or tmpl is None:
+                continue
+            warm = self.warm.setdefault((pns, pname), [])
+            while len(warm) < pool["spec"].get("replicas", 0):
+                name = f"{pname}-{os.urandom(3).hex()}"
+                self.new_sandbox(ns, name, tmpl)
+                warm.append(name)
+
+    def bind(self, ns, claim):
+        """A claim takes a warm Sandbox of a pool of its template (unless its
+        policy is none), else a fresh one named as the claim; the pool is
+        filled again."""
+        tname = claim["spec"]["sandboxTemplateRef"]["name"]
+        policy = claim["spec"].get("warmpool", "default")
+        name, how = None, "cold"
+        for (pns, pname), pool in self.pools.items():
+            if pns == ns and pool["spec"]["sandboxTemplateRef"]["name"] == tname and policy != "none" \
+                    and policy in ("default", pname) and self.warm.get((pns, pname)):
+                name, how = self.warm[(pns, pname)].pop(0), "warm"
+                break
+        if name is None:
+            name = claim["metadata"]["name"]
+            self.new_sandbox(ns, name, self.templates[(ns, tname)])
+        claim["status"] = {"sandbox": {"name": name},
+                           "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxReady"}]}
+        self.bindings.append((claim["metadata"]["name"], name, how))
+        self.fill_pools(ns)
+
+    async def ext_create(self, request):
+        ns = request.match_info["ns"]
+        kind, store = self.ext_store(request)
+        body = await request.json()
+        name = ((body or {}).get("metadata") or {}).get("name") if isinstance(body, dict) else None
+        spec = body.get("spec") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name or not isinstance(spec, dict):
+            return self.error(request, 422, "Invalid", f"{kind}: metadata.name and spec are required")
+        if (ns, name) in store:
+            return web.json_response(status_obj(409, "AlreadyExists", f'{kind}.extensions.agents.x-k8s.io "{name}" already exists'), status=409)
+        if kind == "sandboxtemplates" and not (spec.get("podTemplate") or {}).get("spec"):
+            return self.error(request, 422, "Invalid", "SandboxTemplate is invalid: spec.podTemplate.spec is required")
+        if kind != "sandboxtemplates" and not (spec.get("sandboxTemplateRef") or {}).get("name"):
+            return self.error(request, 422, "Invalid", f"{kind}: spec.sandboxTemplateRef.name is required")
+        obj = dict(body, metadata=dict(body["metadata"], namespace=ns, resourceVersion=self.next_rv()))
+        store[(ns, name)] = obj
+        if kind == "sandboxclaims":
+            if (ns, spec["sandboxTemplateRef"]["name"]) not in self.templates:
+                obj["status"] = {"conditions": [{"type": "Ready", "status": "False", "reason": "TemplateNotFound"}]}
+            else:  # bound a moment later, as a controller does: the client has to wait
+                asyncio.get_running_loop().call_later(
+                    0.1, lambda: (ns, name) in self.claims and "sandbox" not in obj.get("status", {}) and self.bind(ns, obj))
+        else:
+            self.fill_pools(ns)
+        return web.json_response(obj, status=201)
+
+    async def ext_get(self, request):
+        kind, store = self.ext_store(request)
+        obj = store.get((request.match_info["ns"], request.match_info["name"]))
+        if obj is None:
+            return self.not_found(f"{kind}.extensions.agents.x-k8s.io", request.match_info["name"])
+        return web.json_response(obj)
+
+    async def ext_delete(self, request):
+        ns, name = request.match_info["ns"], request.match_info["name"]
+        kind, store = self.ext_store(request)
+        obj = store.pop((ns, name), None)
+        if obj is None:
+            return self.not_found(f"{kind}.extensions.agents.x-k8s.io", name)
+        bound = [((obj.get("status") or {}).get("sandbox") or {}).get("name")] if kind == "sandboxclaims" else \
+            self.warm.pop((ns, name), []) if kind == "sandboxwarmpools" else []
+        for sname in bound:  # garbage collection of what it owned
+            sbx = self.agent_sandboxes.pop((ns, sname), None) if sname else None
+            if sbx is not None and sname in self.sandboxes:
+                self.remove_pod(self.sandboxes[sname])
+        return web.json_response(obj)
 
     async def proxy(self, request):
         pod = self.find(request)

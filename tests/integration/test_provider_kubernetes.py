@@ -268,3 +268,253 @@ def test_agent_sandbox_crd_where_the_cluster_serves_it(tmp_path):
         assert err["error"] == "ENOENT"
     finally:
         d.stop()
+
+
+# ---- through the daemon (serve --provider-config with a kubernetes entry) ----
+
+SB = "io.pocketenv.sandbox."
+
+
+@pytest.fixture(scope="module")
+def kd(double, pki, tmp_path_factory):
+    """One daemon for the module whose operator configured the TLS double
+    as its cluster (a kubeconfig file with the token and the CA). The
+    daemon's own environment points KUBECONFIG and HOME's ~/.kube/config at
+    another API server (a second double): nothing a user sends may make it
+    use those."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_daemon import serving
+    from test_resources import ResDaemon, banner_key
+    other = double_class("kubernetes")(key="other-cluster-token-0123456789")
+    other.start()
+    tmp = tmp_path_factory.mktemp("k8sd")
+    kc = tmp / "cluster.yaml"
+    kc.write_text(yaml_text(kubeconfig(double.url, {"token": TOKEN},
+                                       {"certificate-authority-data": b64file(os.path.join(pki, "ca.crt"))},
+                                       namespace="pe-daemon")))
+    home = tmp / "home"
+    (home / ".kube").mkdir(parents=True)
+    host_kc = yaml_text(kubeconfig(other.url, {"token": other.key}, namespace="host"))
+    (home / ".kube" / "config").write_text(host_kc)
+    (tmp / "host-kubeconfig").write_text(host_kc)
+    conf = tmp / "providers.json"
+    conf.write_text(json.dumps({"kubernetes": {"kubeconfig": str(kc), "timeoutMs": 5000,
+                                               "createTimeoutMs": 15000}}))
+    os.chmod(conf, 0o600)
+    env = {"KUBECONFIG": str(tmp / "host-kubeconfig"), "HOME": str(home)}
+    try:
+        with serving(tmp, ResDaemon, ["--rate-limit", "0", "--provider-config", str(conf)], env=env) as d:
+            d.public_key = banner_key(d)
+            d.double, d.other = double, other
+            yield d
+    finally:
+        other.stop()
+
+
+def k8s_create(d, name, **extra):
+    st, sb = d.call(SB + "createSandbox", body={"base": "busybox", "name": name, "provider": "kubernetes",
+                                                **extra}, timeout=60)
+    assert st == 200, sb
+    assert (sb["provider"], sb["backend"], sb["status"]) == ("kubernetes", "kubernetes", "RUNNING"), sb
+    return sb
+
+
+def test_daemon_lifecycle_on_kubernetes(kd):
+    """createSandbox with provider kubernetes → exec with its exit code and
+    environment → a file resource → stop (the Pod goes, the record stays)
+    → start → delete, each reaching the API server with the operator's
+    credential."""
+    d, dbl = kd, kd.double
+    before = len(dbl.requests)
+    sb = k8s_create(d, "k8s-life", envs=[{"name": "GREETING", "value": "hello pod"}],
+                    secrets=[{"name": "API_TOKEN", "value": d.seal("s3cret-k8s")}])
+    rid = sb["remoteId"]
+    assert rid in dbl.sandboxes and dbl.sandboxes[rid].ns == "pe-daemon"
+    out = d.sh(sb["id"], "echo out; echo err >&2; exit 3")
+    assert (out["stdout"], out["stderr"], out["exitCode"]) == ("out\n", "err\n", 3), out
+    assert d.sh(sb["id"], "printenv GREETING; printenv API_TOKEN")["stdout"] == "hello pod\ns3cret-k8s\n"
+    st, o = d.call("io.pocketenv.file.addFile", body={"file": {
+        "sandboxId": sb["id"], "path": "/opt/app/conf.json", "content": d.seal('{"k": 8}\n')}})
+    assert st == 200, o
+    assert d.sh(sb["id"], "cat /opt/app/conf.json")["stdout"] == '{"k": 8}\n'
+    # the Pod proxy wants the cluster credential: no preview through us yet, clearly
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 501 and o["message"].startswith("not supported by kubernetes"), o
+    assert TOKEN not in json.dumps(o)
+
+    assert d.sandbox("stopSandbox", sb["id"])[0] == 200
+    assert d.wait_status(sb["id"], ["STOPPED"])
+    assert rid not in dbl.sandboxes and ("pe-daemon", rid) in dbl.secrets  # the record stays
+    st, o = d.sandbox("startSandbox", sb["id"])
+    assert st == 200, o
+    d.wait_status(sb["id"], ["RUNNING"])
+    # the Pod is new; the file resource went in again at start
+    assert d.sh(sb["id"], "cat /opt/app/conf.json; printenv GREETING")["stdout"] == '{"k": 8}\nhello pod\n'
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert rid not in dbl.sandboxes and not [k for k in dbl.secrets if k[1] == rid]
+    mine = dbl.requests[before:]
+    assert mine and all(r["authorized"] for r in mine)
+    assert kd.other.requests == []
+    assert TOKEN not in d.log_text() and "s3cret-k8s" not in d.log_text()
+
+
+def test_daemon_terminal_streaming_exec_and_cp_on_kubernetes(kd):
+    """The terminal (WebSocket and SSE), /exec/:id/ws and cp between two
+    Pods (pushDirectory, pullDirectory), through the exec subresource."""
+    import urllib.request
+    from test_exec_stream import collect
+    from wsclient import SSE, WS
+    d = kd
+    a, b = k8s_create(d, "k8s-term"), k8s_create(d, "k8s-cp-to")
+    port = int(d.url.rsplit(":", 1)[1])
+    ws = WS(port, f"/tty/{a['id']}/ws?sessionId=t1&cols=100&rows=30&token={d.token}")
+    assert ws.status == 101, ws.head
+    ws.send("echo pod-$((6*7))\n")
+    ws.read_until("pod-42")
+    sse = SSE(port, f"/tty/{a['id']}/stream?sessionId=t2", {"Authorization": f"Bearer {d.token}"})
+    assert sse.status == 200, sse.head
+    req = urllib.request.Request(f"{d.url}/tty/{a['id']}/input?sessionId=t2", data=b"echo via-$((1+1))-sse\n",
+                                 method="POST", headers={"Authorization": f"Bearer {d.token}"})
+    with urllib.request.urlopen(req, timeout=15) as r:
+        assert r.status == 204
+    sse.read_output_until("via-2-sse")
+    sse.close()
+    ws.send("exit\n")
+    ws.wait_close()
+    ws.close()
+
+    x = WS(port, f"/exec/{a['id']}/ws", headers={"Authorization": f"Bearer {d.token}"})
+    assert x.status == 101, x.head
+    x.send(json.dumps({"argv": ["sh", "-c", "cat; echo oops >&2; exit 7"]}))
+    out, err, code, close = collect(x, stdin=b"hello\n")
+    assert (out, err, code, close) == (b"hello\n", b"oops\n", 7, 1000)
+
+    assert d.sh(a["id"], "mkdir -p /work/sub; echo one > /work/a.txt; echo two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": a["id"], "directoryPath": "/work"})
+    assert st == 200, o
+    st, o = d.call(SB + "pullDirectory", body={"sandboxId": b["id"], "uuid": o["uuid"], "directoryPath": "/dest"})
+    assert st == 200, o
+    assert d.sh(b["id"], "cat /dest/a.txt /dest/sub/b.txt")["stdout"] == "one\ntwo\n"
+    for sb in (a, b):
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert kd.other.requests == []
+
+
+def test_a_user_cannot_choose_the_cluster(kd):
+    """Whatever a user sends (a kubeconfig or a token in the create, in
+    putPreferences), the daemon talks only to the operator's API server
+    with the operator's credential: never the host's KUBECONFIG or
+    ~/.kube/config (both name another server here), never one the user
+    names."""
+    d, other = kd, kd.other
+    theirs = json.dumps(kubeconfig(other.url, {"token": other.key}))
+    url = other.url
+    sb = k8s_create(d, "k8s-choose", kubeconfig=d.seal(theirs), apiKey=d.seal(other.key), url=url,
+                    apiUrl=url, kubernetesApiKey=d.seal(theirs), providerOptions={"server": url})
+    st, o = d.call(SB + "putPreferences", body={"sandboxId": sb["id"], "preferences": [
+        {"$type": "io.pocketenv.sandbox.defs#sandboxProviderPref", "name": "kubernetes",
+         "apiKey": d.seal(theirs)}]})
+    assert st == 400 and "must be a provider" in o["message"], o  # no user credential for kubernetes
+    assert d.sh(sb["id"], "echo still-ours")["stdout"] == "still-ours\n"
+    assert sb["remoteId"] in d.double.sandboxes
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert other.requests == [], "the daemon called an API server a user or the host's files named"
+
+
+def test_kubernetes_entry_of_the_provider_config_is_checked(tmp_path):
+    """kubernetes needs the operator's kubeconfig (absolute, readable) or
+    key: without one the daemon would have nothing but the host's own
+    credentials, which it never uses. And it is off unless configured."""
+    from conftest import BIN
+    ok = tmp_path / "kc.yaml"
+    ok.write_text(yaml_text(kubeconfig("https://127.0.0.1:1", {"token": TOKEN})))
+    cases = [({"kubernetes": {"url": "https://127.0.0.1:1"}}, "kubernetes needs a kubeconfig or a key"),
+             ({"kubernetes": {"kubeconfig": "kc.yaml"}}, "kubeconfig must be an absolute path"),
+             ({"kubernetes": {"kubeconfig": str(tmp_path / "absent")}}, str(tmp_path / "absent")),
+             ({"daytona": {"kubeconfig": str(ok)}}, "only kubernetes takes one")]
+    for conf, want in cases:
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps(conf))
+        os.chmod(path, 0o600)
+        r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:1", "--data", str(tmp_path / "data"),
+                            "--provider-config", str(path)], capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0 and want in r.stderr, (conf, r.stderr)
+        assert TOKEN not in r.stderr
+    r = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:1", "--data", str(tmp_path / "data"),
+                        "--provider", "kubernetes=local"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "cannot be served locally" in r.stderr, r.stderr
+
+
+def test_kubernetes_is_off_without_a_cluster(tmp_path):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from test_daemon import serving
+    from test_resources import ResDaemon
+    with serving(tmp_path, ResDaemon, ["--rate-limit", "0"]) as d:
+        st, o = d.call(SB + "createSandbox", body={"base": "busybox", "name": "k8s-off", "provider": "kubernetes"})
+        assert st == 400 and o["error"] == "ProviderNotAvailable" and "kubernetes" in o["message"], o
+
+
+def test_claims_from_a_warm_pool_where_the_extensions_are_served(tmp_path):
+    """Where extensions.agents.x-k8s.io is served, a create makes (once)
+    the SandboxTemplate of its image, named pe-<image>-<hash>, and a
+    SandboxClaim of it, waits for the claim to be bound, and runs in the
+    bound Sandbox's Pod: a warm one when the operator keeps a
+    SandboxWarmPool of that template. The warm Pod started without the
+    sandbox's variables: every exec gets them. stop/start are the bound
+    Sandbox's replicas; remove deletes the claim (and so the Sandbox) and
+    leaves the template to the next create."""
+    d = double_class("kubernetes")(extensions=True)
+    d.start()
+    try:
+        env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+        first = drive(env, "create", "cold")["id"]
+        assert first.startswith("pc-cold-") and ("default", first) in d.claims
+        [(tns, tpl)] = list(d.templates)
+        assert tpl.startswith("pe-debian-bookworm-slim-") and len(tpl) == len("pe-debian-bookworm-slim-") + 8
+        assert d.bindings == [(first, first, "cold")]  # no pool yet: a fresh Sandbox
+        # the operator keeps two warm Sandboxes of that template
+        d.pools[("default", "pool-a")] = {"metadata": {"name": "pool-a", "namespace": "default"},
+                                          "spec": {"replicas": 2, "sandboxTemplateRef": {"name": tpl}}}
+        d.call(d.fill_pools, "default")
+        warm = list(d.warm[("default", "pool-a")])
+        sid = drive(env, "create", "warm", "GREETING=from the record")["id"]
+        assert sid.startswith("pc-warm-") and len(d.templates) == 1
+        assert d.bindings[-1] == (sid, warm[0], "warm")
+        assert len(d.warm[("default", "pool-a")]) == 2  # filled again
+        assert [r["route"] for r in d.requests].count("template.create") == 2  # the second was a 409
+        r = drive(env, "exec", sid, "printenv", "GREETING")
+        assert (r["exit_code"], r["stdout"]) == (0, "from the record\n")
+        assert d.sandboxes[warm[0]].env.get("GREETING") is None  # not in the Pod: at each exec
+        drive(env, "write", sid, "/workspace/a.txt", "hello")
+        assert drive(env, "read", sid, "/workspace/a.txt")["data"] == "hello"
+        assert "/workspace/a.txt" in d.sandboxes[warm[0]].fs.snapshot()
+        assert drive(env, "stop", sid) == {}
+        assert d.agent_sandboxes[("default", warm[0])]["spec"]["replicas"] == 0 and warm[0] not in d.sandboxes
+        assert drive(env, "status", sid)["state"] == "stopped"
+        assert drive(env, "start", sid) == {}
+        assert drive(env, "status", sid)["state"] == "running" and warm[0] in d.sandboxes
+        for x in (sid, first):
+            assert drive(env, "remove", x) == {}
+        assert d.claims == {} and ("default", warm[0]) not in d.agent_sandboxes and warm[0] not in d.sandboxes
+        assert not [k for k in d.secrets if k[1] in (sid, first)]
+        assert list(d.templates) == [(tns, tpl)]
+        assert drive(env, "status", sid)["error"] == "ENOENT"
+    finally:
+        d.stop()
+
+
+def test_without_the_extensions_no_claim_is_made(tmp_path):
+    """The fallbacks: agents.x-k8s.io alone makes a Sandbox; no group at
+    all makes a Pod. Neither asks for the extensions' resources."""
+    for kw, prefix in (({"agent_sandbox": True}, "ps-"), ({}, "pe-")):
+        d = double_class("kubernetes")(**kw)
+        d.start()
+        try:
+            env = clean_env(tmp_path, PE_PROVIDER_URL=d.url, PE_PROVIDER_KEY=d.key)
+            sid = drive(env, "create", "plain")["id"]
+            assert sid.startswith(prefix + "plain-"), sid
+            assert drive(env, "exec", sid, "echo", "ok")["stdout"] == "ok\n"
+            assert drive(env, "remove", sid) == {}
+            assert not any("claim" in r["route"] or "template" in r["route"] for r in d.requests)
+        finally:
+            d.stop()
