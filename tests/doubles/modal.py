@@ -309,6 +309,7 @@ class ModalDouble(Double):
     async def rpc_delete(self, req, md, send):
         sb = self.sandbox(pb_str(req, 1))
         sb.status = "terminated"
+        sb.destroyed = True
         sb.ended = time.time()
         for x in sb.execs_by_id.values():
             if x.task and not x.task.done():
