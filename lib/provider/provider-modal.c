@@ -377,8 +377,8 @@ static int md_xfer_result(pe_provider *p, md_xfer *x, CURLcode rc, bool *retry, 
                                  what, (long long)p->cfg.timeout_ms);
     if (rc == CURLE_ABORTED_BY_CALLBACK)
         return pe__provider_fail(p, err, PE_EREMOTE, NAME ": %s: cancelled", what);
-    if (rc == CURLE_WRITE_ERROR && !x->grpc_ctype && x->http == 200)
-        rc = CURLE_OK; /* we stopped keeping a page that is not gRPC */
+    if (rc == CURLE_WRITE_ERROR && !x->grpc_ctype)
+        rc = CURLE_OK; /* we stopped keeping a page that is not gRPC: judged below */
     if (rc != CURLE_OK) {
         *retry = rc == CURLE_COULDNT_CONNECT || x->c->idempotent;
         return pe__provider_fail(p, err, PE_EREMOTE, NAME ": %s: %s", what, curl_easy_strerror(rc));
