@@ -28,17 +28,18 @@ extern const pe_provider_ops pe__provider_runloop;
 extern const pe_provider_ops pe__provider_hopx;
 extern const pe_provider_ops pe__provider_blaxel;
 extern const pe_provider_ops pe__provider_kubernetes;
+extern const pe_provider_ops pe__provider_modal;
 
 static const pe_provider_ops *const adapters[] = {
     &pe__provider_cloudflare, &pe__provider_daytona,    &pe__provider_sprites,
     &pe__provider_vercel,     &pe__provider_deno,       &pe__provider_local,
     &pe__provider_e2b,        &pe__provider_runloop,    &pe__provider_hopx,
-    &pe__provider_blaxel,     &pe__provider_kubernetes,
+    &pe__provider_blaxel,     &pe__provider_kubernetes, &pe__provider_modal,
 };
 
-const char *const pe_provider_adapters[] = {"blaxel",  "cloudflare", "daytona",    "deno",
-                                            "e2b",     "hopx",       "kubernetes", "local",
-                                            "runloop", "sprites",    "vercel",     NULL};
+const char *const pe_provider_adapters[] = {"blaxel",  "cloudflare", "daytona", "deno",  "e2b",
+                                            "hopx",    "kubernetes", "local",   "modal", "runloop",
+                                            "sprites", "vercel",     NULL};
 
 static const char *const cap_names[] = {
     "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",

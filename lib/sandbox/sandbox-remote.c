@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -231,6 +232,73 @@ static char *redact(const char *plain, size_t n)
     return pe_xasprintf("%.11s************************%s", plain, plain + n - 3);
 }
 
+/* Modal's token is two sealed values, modalTokenId and modalTokenSecret
+ * (upstream's fields), kept sealed as they came; the adapter gets them
+ * joined as "ID:SECRET" (stored_creds). */
+static const char *const MODAL_FIELDS[] = {"modalTokenId", "modalTokenSecret"};
+
+static int modal_creds_from_request(pe_sandboxes *sx, const json_t *in, char **sealed,
+                                    char **redacted, pe_err *err)
+{
+    json_t *sj = json_object(), *rj = json_pack("{s:s}", "name", "modal");
+
+    for (size_t i = 0; i < PE_ARRAY_LEN(MODAL_FIELDS); i++) {
+        const char *v = json_string_value(json_object_get(in, MODAL_FIELDS[i]));
+        unsigned char *plain = NULL;
+        size_t len = 0;
+        char *shown, rname[64];
+        if (v == NULL || strlen(v) > CRED_MAX ||
+            pe_auth_unseal(sx->auth, v, &plain, &len, err) < 0 || len == 0 || len > CRED_MAX ||
+            memchr(plain, '\0', len) != NULL || (i == 0 && memchr(plain, ':', len) != NULL)) {
+            pe_auth_plain_free(plain);
+            json_decref(sj);
+            json_decref(rj);
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "modal needs modalTokenId and modalTokenSecret, each sealed to this "
+                              "server's public key (1 to %d bytes of text)",
+                              CRED_MAX);
+        }
+        shown = redact((const char *)plain, len);
+        pe_auth_plain_free(plain);
+        snprintf(rname, sizeof(rname), "redacted%c%s", 'M', MODAL_FIELDS[i] + 1);
+        json_object_set_new(sj, MODAL_FIELDS[i], json_string(v));
+        json_object_set_new(rj, rname, json_string(shown));
+        free(shown);
+    }
+    *sealed = json_dumps(sj, JSON_COMPACT | JSON_SORT_KEYS);
+    *redacted = json_dumps(rj, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(sj);
+    json_decref(rj);
+    return 0;
+}
+
+/* A stored Modal token, unsealed and joined "ID:SECRET" into *key (NULL
+ * when sj holds none). */
+static int modal_stored_key(pe_sandboxes *sx, json_t *sj, unsigned char **key, pe_err *err)
+{
+    unsigned char *part[2] = {NULL, NULL};
+    size_t len[2] = {0, 0};
+    int r = 0;
+
+    for (size_t i = 0; i < 2 && r == 0; i++) {
+        const char *v = json_string_value(json_object_get(sj, MODAL_FIELDS[i]));
+        if (v == NULL || pe_auth_unseal(sx->auth, v, &part[i], &len[i], err) < 0)
+            r = -1;
+    }
+    /* sodium_malloc: the caller frees it as any unsealed key (sodium_free) */
+    if (r == 0 && (*key = sodium_malloc(len[0] + len[1] + 2)) == NULL)
+        r = pe_err_set(err, PE_ESYS, ENOMEM, "modal credential: out of locked memory");
+    if (r == 0) {
+        memcpy(*key, part[0], len[0]);
+        (*key)[len[0]] = ':';
+        memcpy(*key + len[0] + 1, part[1], len[1]);
+        (*key)[len[0] + len[1] + 1] = '\0';
+    }
+    pe_auth_plain_free(part[0]);
+    pe_auth_plain_free(part[1]);
+    return r;
+}
+
 int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const void *json_in,
                                   char **sealed, char **redacted, pe_err *err)
 {
@@ -243,6 +311,10 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
     char *shown;
 
     *sealed = *redacted = NULL;
+    if (strcmp(backend, "modal") == 0 &&
+        (json_object_get(in, "modalTokenId") || json_object_get(in, "modalTokenSecret") ||
+         op == NULL || op->key == NULL))
+        return modal_creds_from_request(sx, in, sealed, redacted, err);
     for (i = 0; i < PE_ARRAY_LEN(FIELDS); i++)
         if (strcmp(FIELDS[i].provider, backend) == 0)
             break;
@@ -317,6 +389,10 @@ static int stored_creds(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *s
             continue;
         sj = json_loads(list[i].sealed, 0, NULL);
         rj = json_loads(list[i].redacted, 0, NULL);
+        if (json_object_get(sj, "modalTokenSecret") && modal_stored_key(sx, sj, key, err) < 0)
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           "the stored %s credential of %s no longer opens: send it again",
+                           sb->backend, sb->name);
         for (size_t k = 0; k < PE_ARRAY_LEN(KEY_FIELDS) && *key == NULL && r == 0; k++) {
             const char *v = json_string_value(json_object_get(sj, KEY_FIELDS[k]));
             if (v && pe_auth_unseal(sx->auth, v, key, &len, err) < 0)

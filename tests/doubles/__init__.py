@@ -8,7 +8,7 @@
         d.sandboxes, d.seen("create")    # what it keeps and what it saw
 
 Providers: sprites, daytona, vercel, deno, cloudflare (the bridge Worker), e2b, runloop, hopx, blaxel,
-kubernetes (which runs real processes, chrooted in a busybox root).
+kubernetes (which runs real processes, chrooted in a busybox root), modal (gRPC over h2c).
 Each double's module docstring says what it implements and what not;
 `_core.Fault` lists the fault kinds, `_core.Interpreter` the commands exec
 understands. Run one by hand: python3 -m tests.doubles PROVIDER.
@@ -26,6 +26,7 @@ PROVIDERS = {
     "hopx": ("hopx", "HopxDouble"),
     "blaxel": ("blaxel", "BlaxelDouble"),
     "kubernetes": ("kubernetes", "KubernetesDouble"),
+    "modal": ("modal", "ModalDouble"),
 }
 
 

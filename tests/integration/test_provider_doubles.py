@@ -30,7 +30,7 @@ from tests.doubles import PROVIDERS, start  # noqa: E402
 SDK_DIR = os.path.join(ROOT, "tests", "doubles", "sdk")
 SDKS = {"sprites": "@fly/sprites", "daytona": "@daytonaio/sdk", "vercel": "@vercel/sandbox", "deno": "@deno/sandbox",
         "e2b": "e2b", "runloop": "@runloop/api-client",
-        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core", "kubernetes": "@kubernetes/client-node"}
+        "hopx": "@hopx-ai/sdk", "blaxel": "@blaxel/core", "kubernetes": "@kubernetes/client-node", "modal": "modal"}
 
 
 def node_version():
@@ -340,6 +340,66 @@ def test_blaxel_sdk_lifecycle():
         assert [r for r in d.seen("get") if r["status"] == 401][0]["authorized"] is False
 
 
+def test_modal_sdk_lifecycle():
+    """Modal's JS SDK (gRPC over HTTP/2 through @grpc/grpc-js) against the
+    double: control plane, then exec and stdio on the command router whose
+    URL and JWT the double handed out, files through the SDK's fs tool."""
+    with start("modal") as d:
+        got = run_node("modal", d, "modal.mjs")
+        sid = got["created"]["id"]
+        assert got["exec"] == {"stdout": "hi\n", "stderr": "oops", "exitCode": 0}
+        assert got["fail"] == {"stdout": "before\n", "exitCode": 3}
+        assert got["stdin"] == {"stdout": "from stdin", "exitCode": 0}
+        assert got["read"] == "hello" and got["readMissing"] == "SandboxFilesystemNotFoundError"
+        assert got["pollBefore"] is None and got["waited"] == 137  # terminated: 137, as Modal reports it
+        assert got["badKey"]["code"] == 16  # UNAUTHENTICATED
+        sb = d.sandboxes[sid]
+        assert sb.status == "terminated" and sb.image == ["FROM alpine:3.21"]
+        assert sb.milli_cpu == 2000 and sb.memory_mb == 1024 and sb.timeout_secs == 600
+        assert bytes(sb.fs.read("/tmp/a.txt")) == b"hello"
+        seen = [(r["route"], r["status"]) for r in d.requests]
+        for want in [("app", 0), ("image", 0), ("create", 0), ("task", 0), ("router", 0), ("exec", 0),
+                     ("exec.stdio", 0), ("exec.wait", 0), ("exec.stdin:stream", 0), ("delete", 0),
+                     ("auth.token", 16)]:
+            assert want in seen, want
+        cp = [r for r in d.requests if not r["route"].startswith("exec") and r["status"] == 0]
+        assert cp and all(r["authorized"] for r in cp)
+
+
+def grpc_curl(d, path, body=b"", headers=()):
+    """One gRPC call with the curl tool over h2c: (grpc-status, its message)."""
+    cmd = ["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-", "-X", "POST",
+           "-H", "content-type: application/grpc", "-H", "te: trailers", "--data-binary", "@-",
+           "--max-time", "10"]
+    for h in headers:
+        cmd += ["-H", h]
+    p = subprocess.run(cmd + [d.url + path], input=body, capture_output=True, timeout=20)
+    head = p.stdout.decode(errors="replace")
+    status = [ln.split(":", 1)[1].strip() for ln in head.splitlines() if ln.lower().startswith("grpc-status:")]
+    msg = [ln.split(":", 1)[1].strip() for ln in head.splitlines() if ln.lower().startswith("grpc-message:")]
+    return (int(status[0]) if status else None), (msg[0] if msg else "")
+
+
+def test_modal_double_rejects_a_wrong_token_and_bad_input_as_grpc_does():
+    from tests.doubles.modal import pb_encode
+    with start("modal") as d:
+        app = pb_encode((1, "pocketenv"), (3, 1))
+        frame = b"\0" + len(app).to_bytes(4, "big") + app
+        path = "/modal.client.ModalClient/AppGetOrCreate"
+        for hdrs in ([], [f"x-modal-token-id: {d.token_id}", "x-modal-token-secret: as-wrong"],
+                     [f"x-modal-token-id: {d.token_id}x", f"x-modal-token-secret: {d.token_secret}"]):
+            assert grpc_curl(d, path, frame, hdrs)[0] == 16, hdrs
+        good = [f"x-modal-token-id: {d.token_id}", f"x-modal-token-secret: {d.token_secret}"]
+        assert grpc_curl(d, path, frame, good) == (0, "")
+        assert grpc_curl(d, path, b"\0\0\0\0\x03\xff\xff\xff", good)[0] == 3  # not protobuf: INVALID_ARGUMENT
+        assert grpc_curl(d, path, b"\1\0\0", good)[0] == 3  # not one uncompressed message
+        assert grpc_curl(d, "/modal.client.ModalClient/NoSuchRpc", frame, good)[0] == 12  # UNIMPLEMENTED
+        assert d.seen("unknown")[0]["status"] == 12
+        # a router call with the control plane's token but no task JWT
+        assert grpc_curl(d, "/modal.task_command_router.TaskCommandRouter/TaskExecWait",
+                         b"\0\0\0\0\0", good)[0] == 16
+
+
 def test_kubernetes_sdk_lifecycle():
     """@kubernetes/client-node through a kubeconfig: it creates a pod, its
     watch sees it added, running and deleted, it execs into it (exit code
@@ -550,7 +610,10 @@ process.exit(0);
 def test_double_listens_on_loopback_only(double):
     host, port = double.url.split("://")[1].split(":")
     assert host == "127.0.0.1"
-    socks = [sock for site in double._runner.sites for sock in site._server.sockets]
+    if double.name == "modal":  # gRPC over h2c: an asyncio server of its own
+        socks = double._server.sockets
+    else:
+        socks = [sock for site in double._runner.sites for sock in site._server.sockets]
     assert [(s.family, s.getsockname()[0]) for s in socks] == [(socket.AF_INET, "127.0.0.1")]
 
 
@@ -571,7 +634,11 @@ def key_auth(double, value):
     return {name: value.removeprefix("Bearer ")}
 
 
-@pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
+# Modal speaks gRPC: its credential and bad-input checks are test_modal_double_* below.
+HTTP_DOUBLES = sorted(p for p in PROVIDERS if p != "modal")
+
+
+@pytest.mark.parametrize("double", HTTP_DOUBLES, indirect=True)
 def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     path = {"sprites": "/v1/sprites", "daytona": "/api/sandbox", "vercel": "/v1/sandboxes",
             "deno": "/api/v3/sandboxes", "cloudflare": "/v1/sandbox/aaaa/running", "e2b": "/v2/sandboxes",
@@ -598,7 +665,7 @@ def test_double_rejects_a_wrong_credential_in_the_providers_shape(double):
     assert status == 200
 
 
-@pytest.mark.parametrize("double", sorted(PROVIDERS), indirect=True)
+@pytest.mark.parametrize("double", HTTP_DOUBLES, indirect=True)
 def test_double_answers_bad_input_in_the_providers_shape(double):
     js = {"Content-Type": "application/json", **key_auth(double, f"Bearer {double.key}")}
     bad = {"sprites": ("POST", "/v1/sprites", js), "daytona": ("POST", "/api/sandbox", js),

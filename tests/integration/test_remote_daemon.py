@@ -1,6 +1,6 @@
 """Sandboxes on remote providers, through our daemon (issue 15).
 
-One daemon for the module, serving daytona, e2b, hopx and vercel remotely
+One daemon for the module, serving daytona, e2b, hopx, modal and vercel remotely
 (`--provider-config`: each provider's URL is its double's, on loopback;
 hopx also gets an operator-wide key), the others locally. A client sends
 what upstream's clients send: createSandbox with `provider` and the
@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 from tests.doubles import start  # noqa: E402
 
 SB = "io.pocketenv.sandbox."
-REMOTE = ["daytona", "e2b", "hopx", "vercel"]
+REMOTE = ["daytona", "e2b", "hopx", "modal", "vercel"]
 URL_SUFFIX = {"daytona": "/api"}
 # The request's credential fields (reference §1.4), by provider.
 KEY_FIELD = {"daytona": "daytonaApiKey", "e2b": "e2bApiKey", "hopx": "hopxApiKey",
@@ -77,6 +77,10 @@ def env(tmp_path_factory):
 def creds(d, p, key=None):
     """What upstream's CLI sends for provider p: the key sealed, a redacted
     copy, the account's ids."""
+    if p == "modal":  # a token is two sealed values
+        tid, secret = (key if key is not None else d.doubles[p].key).split(":", 1)
+        return {"modalTokenId": d.seal(tid), "modalTokenSecret": d.seal(secret),
+                "redactedModalTokenId": tid[:3] + "***", "redactedModalTokenSecret": secret[:3] + "***"}
     if p not in KEY_FIELD:
         return {}
     k = key if key is not None else d.doubles[p].key
@@ -145,6 +149,35 @@ def test_lifecycle_through_the_daemon(env, p):
     assert d.sandbox("getSandbox", sb["id"])[0] == 404
     no_secret_anywhere(d, dbl.key)
     no_secret_anywhere(d, "s3cret-value")
+
+
+def test_modal_through_the_daemon(env):
+    """createSandbox with provider modal and upstream's two sealed token
+    fields: the sandbox runs on the Modal double (gRPC), execs come back
+    with their exit codes and environment, files stay, delete terminates
+    it; a missing token half is a clear 400 and nothing is made."""
+    d, dbl = env, env.doubles["modal"]
+    before = set(dbl.sandboxes)
+    half = {"base": "busybox", "name": "modal-half", "provider": "modal", "modalTokenId": d.seal(dbl.token_id)}
+    st, o = d.call(SB + "createSandbox", body=half, token="owner", timeout=60)
+    assert st == 400 and "modalTokenSecret" in o["message"], o
+    assert set(dbl.sandboxes) == before and "modal-half" not in names(d)
+    st, sb = create(d, "modal", "life-modal", envs=[{"name": "GREETING", "value": "hello there"}])
+    assert st == 200, sb
+    assert (sb["provider"], sb["backend"], sb["status"]) == ("modal", "modal", "RUNNING"), sb
+    rid = sb["remoteId"]
+    assert state(dbl, rid) == "running"
+    out = d.sh(sb["id"], "echo out; echo err >&2; exit 3")
+    assert (out["stdout"], out["stderr"], out["exitCode"]) == ("out\n", "err\n", 3), out
+    assert d.sh(sb["id"], "printenv GREETING")["stdout"] == "hello there\n"
+    assert d.sh(sb["id"], "echo -n data > /tmp/f.txt")["exitCode"] == 0
+    assert d.sh(sb["id"], "cat /tmp/f.txt")["stdout"] == "data"
+    st, o = d.sandbox("deleteSandbox", sb["id"])
+    assert st == 200, o
+    assert state(dbl, rid) is None and dbl.sandboxes[rid].status == "terminated"
+    assert d.sandbox("getSandbox", sb["id"])[0] == 404
+    no_secret_anywhere(d, dbl.token_secret)
+    assert all(r["authorized"] for r in dbl.requests if not r["route"].startswith("exec"))
 
 
 def test_credentials_stored_sealed_and_shown_redacted(env):
