@@ -16,9 +16,15 @@
  * URL, and the callback page shows nothing worth stealing. It is compared
  * in constant time and works once.
  *
- * The client is the spec's loopback client (lib/auth/atproto-oauth.c),
- * with redirect URI http://127.0.0.1:PORT/oauth/callback: right for a
- * daemon its users reach on this machine. The PDS's refresh token and the
+ * Without --atproto-public-url the client is the spec's loopback client
+ * (lib/auth/atproto-oauth.c), with redirect URI
+ * http://127.0.0.1:PORT/oauth/callback: right for a daemon its users
+ * reach on this machine. With it, a confidential web client: GET
+ * /oauth/client-metadata.json and /oauth/jwks.json are its metadata
+ * document and public key, every call to the authorization server carries
+ * a client assertion signed with DATA/atproto-client-key.sealed (made
+ * once, sealed, 0600), the redirect URI is URL/oauth/callback. The PDS's
+ * refresh token and the
  * session's DPoP key are kept sealed to the daemon's own X25519 key in
  * DATA/atproto/ (0700 directory, 0600 files), never in the clear.
  *
@@ -49,7 +55,11 @@
 #define PENDING_TTL_S 600         /* the user has 10 minutes to finish */
 #define TOKEN_TTL_S (30L * 86400) /* our API token: 30 days, as the owner's */
 #define OAUTH_BODY_MAX 4096
-#define SCOPE "atproto transition:generic"
+/* What the daemon does in a user's repository: writes its own
+ * io.pocketenv.* records (granular scopes), nothing else. */
+#define SCOPE "atproto repo:io.pocketenv.sandbox"
+#define CLIENT_KEY_FILE "atproto-client-key.sealed" /* in DATA: not a session */
+#define CLIENT_KEY_MAX (16 * 1024)
 
 enum slot_state { S_FREE = 0, S_STARTING, S_WAITING, S_FINISHING, S_DONE, S_FAILED };
 
@@ -85,7 +95,12 @@ struct pe_oauth {
     live live[LIVE_MAX];
     pe_atproto_client client;
     char plc[PE_ATPROTO_URL_MAX], dns[64];
-    char redirect[96];
+    char redirect[PE_ATPROTO_URL_MAX];
+    /* The confidential web client (--atproto-public-url): its public URL,
+     * client_id (its metadata document's URL) and signing key. */
+    char public_url[PE_ATPROTO_URL_MAX - 64]; /* room for /oauth/client-metadata.json */
+    char client_id[PE_ATPROTO_URL_MAX];
+    pe_atproto_dpop *client_key;
     slot slots[PENDING_MAX];
 };
 
@@ -715,12 +730,34 @@ static void on_logout(struct pe_oauth *o, pe_http_request *req)
     o->d->inflight++;
 }
 
+/* ---- the web client's metadata document and JWKS ---- */
+
+static void on_client_metadata(struct pe_oauth *o, pe_http_request *req)
+{
+    char jwks[PE_ATPROTO_URL_MAX + 32];
+
+    snprintf(jwks, sizeof jwks, "%s/oauth/jwks.json", o->public_url);
+    respond_json(req, 200,
+                 json_pack("{s:s, s:s, s:s, s:s, s:[s,s], s:[s], s:[s], s:s, s:b, s:s, s:s, s:s}",
+                           "client_id", o->client_id, "client_name", "Pocketenv", "client_uri",
+                           o->public_url, "application_type", "web", "grant_types",
+                           "authorization_code", "refresh_token", "response_types", "code",
+                           "redirect_uris", o->redirect, "scope", SCOPE, "dpop_bound_access_tokens",
+                           1, "token_endpoint_auth_method", "private_key_jwt",
+                           "token_endpoint_auth_signing_alg", "ES256", "jwks_uri", jwks));
+}
+
 static void on_oauth(pe_http_request *req, void *ud)
 {
     struct pe_oauth *o = ud;
     bool post = strcmp(req->method, "POST") == 0;
+    bool get = strcmp(req->method, "GET") == 0;
 
-    if (strcmp(req->rest, "login") == 0 && post)
+    if (o->client_key != NULL && get && strcmp(req->rest, "client-metadata.json") == 0)
+        on_client_metadata(o, req);
+    else if (o->client_key != NULL && get && strcmp(req->rest, "jwks.json") == 0)
+        respond_json(req, 200, pe_atproto_key_jwks(o->client_key));
+    else if (strcmp(req->rest, "login") == 0 && post)
         on_login(o, req);
     else if (strcmp(req->rest, "token") == 0 && post)
         on_token(o, req);
@@ -730,6 +767,62 @@ static void on_oauth(pe_http_request *req, void *ud)
         on_callback(o, req);
     else
         pe_http_respond_error(req, 404, "NotFound", "no such sign-in route");
+}
+
+/* The web client's signing key: made once, kept sealed to the daemon's
+ * own key in DATA (mode 0600), so its JWKS stays the same across
+ * restarts and the sessions it signed for keep working. */
+static int client_key_load(struct pe_oauth *o, pe_err *err)
+{
+    char path[4200];
+    cleanup_free char *sealed = NULL, *pem = NULL, *resealed = NULL;
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(path, sizeof path, "%s/" CLIENT_KEY_FILE, o->d->rt.data_dir);
+    if (pe_fs_read_file(path, CLIENT_KEY_MAX, &sealed, &len, err) == 0) {
+        if (pe_auth_unseal(o->d->auth, sealed, &plain, &len, err) < 0)
+            return pe_err_prefix(err, "web client key %s", path);
+        pem = pe_xcalloc(1, len + 1);
+        memcpy(pem, plain, len);
+        pe_auth_plain_free(plain);
+        rc = pe_atproto_dpop_load(pem, &o->client_key, err);
+        sodium_memzero(pem, len);
+        return rc < 0 ? pe_err_prefix(err, "web client key %s", path) : 0;
+    }
+    if (err->errnum != ENOENT)
+        return -1;
+    pe_err_clear(err);
+    if (pe_atproto_dpop_new(&o->client_key, err) < 0 ||
+        pe_atproto_dpop_pem(o->client_key, &pem, err) < 0)
+        return -1;
+    rc = pe_auth_seal(pe_auth_public_key_hex(o->d->auth), pem, strlen(pem), &resealed, err);
+    sodium_memzero(pem, strlen(pem));
+    if (rc < 0 || pe_fs_write_atomic(path, resealed, strlen(resealed), 0600, err) < 0)
+        return pe_err_prefix(err, "web client key %s", path);
+    pe_log_info("event=atproto-client-key-created path=%s", path);
+    return 0;
+}
+
+/* --atproto-public-url: https://HOST[:PORT][/PATH], where the daemon's
+ * /oauth/ routes are reached from the Internet (a TLS proxy in front). */
+static int public_url_set(struct pe_oauth *o, const char *url, pe_err *err)
+{
+    size_t n = strlen(url);
+
+    while (n > 8 && url[n - 1] == '/')
+        n--;
+    if (strncmp(url, "https://", 8) != 0 || n <= 8 || strpbrk(url, "?#@ \t\r\n") != NULL ||
+        n >= sizeof o->public_url)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "--atproto-public-url: want https://HOST[:PORT][/PATH] (no query, no "
+                          "user, at most %zu characters)",
+                          sizeof o->public_url - 1);
+    snprintf(o->public_url, sizeof o->public_url, "%.*s", (int)n, url);
+    snprintf(o->client_id, sizeof o->client_id, "%s/oauth/client-metadata.json", o->public_url);
+    snprintf(o->redirect, sizeof o->redirect, "%s/oauth/callback", o->public_url);
+    return client_key_load(o, err);
 }
 
 int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
@@ -751,6 +844,13 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
     o->client.redirect_uri = o->redirect;
     o->client.scope = SCOPE;
     d->oauth = o;
+    if (cfg->public_url != NULL) {
+        if (public_url_set(o, cfg->public_url, err) < 0)
+            return -1;
+        o->client.client_id = o->client_id;
+        o->client.client_key = o->client_key;
+        pe_log_info("event=atproto-web-client client_id=%s", o->client_id);
+    }
     return pe_http_route(d->srv, "/oauth/", OAUTH_BODY_MAX, on_oauth, o, err);
 }
 
@@ -762,6 +862,7 @@ void pe_daemon_oauth_free(pe_daemon *d)
         slot_clear(&d->oauth->slots[i]);
     for (size_t i = 0; i < LIVE_MAX; i++)
         live_clear(&d->oauth->live[i]);
+    pe_atproto_dpop_free(d->oauth->client_key);
     pthread_mutex_destroy(&d->oauth->lock);
     free(d->oauth);
     d->oauth = NULL;

@@ -14,6 +14,10 @@ typedef struct pe_oauth_cfg {
     const char *dns_server; /* --atproto-dns IPV4:PORT|off (resolv.conf) */
     bool insecure_http;     /* --atproto-insecure-http: a local dev PDS */
     bool allow_private;     /* --atproto-allow-private: hosts on private addresses */
+    /* --atproto-public-url https://...: be a confidential web client whose
+     * metadata document and JWKS are served under this URL; NULL: the
+     * loopback client. */
+    const char *public_url;
 } pe_oauth_cfg;
 
 /* Register the routes (after the server exists: the redirect URI carries

@@ -10,6 +10,8 @@
 //    "accounts": [{"handle", "did", "password", "accessJwt"}]}
 // Then the script reads commands from stdin, one JSON object a line:
 //   {"op": "account", "handle", "password"}   another account, answered
+//   {"op": "route", "origin", "to"}           the PDS's requests to https ORIGIN
+//                                             go to http TO instead (no "to": forget)
 //   {"op": "stop-pds"} / {"op": "start-pds"}  the PDS goes away / comes back
 //                                             on the same port and data
 // Each is answered with one JSON line ({"ok": true, ...} or {"error"}).
@@ -31,6 +33,23 @@ import path from 'node:path';
 import { PlcServer, Database as PlcDatabase } from '@did-plc/server';
 import { PDS, envToCfg, envToSecrets, readEnv } from '@atproto/pds';
 import { Secp256k1Keypair } from '@atproto/crypto';
+
+// Origins the PDS reaches elsewhere than their name says ({"op": "route"}):
+// a daemon with a public https URL (a confidential OAuth client, whose
+// metadata document and JWKS the PDS fetches) is served here on plain
+// http on loopback, as a TLS proxy in front of it would forward. The PDS
+// fetches through globalThis.fetch, looked up at each call.
+const routes = new Map();
+const realFetch = globalThis.fetch;
+globalThis.fetch = function (input, init) {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const to = routes.get(url.origin);
+    if (to) {
+        const target = to + url.pathname + url.search;
+        input = input instanceof Request ? new Request(target, input) : target;
+    }
+    return realFetch.call(this, input, init);
+};
 
 const dir = process.argv[2];
 if (!dir) {
@@ -139,6 +158,10 @@ async function main() {
             const cmd = JSON.parse(line);
             if (cmd.op === 'account') {
                 answer({ ok: true, ...(await createAccount(pdsUrl, cmd.handle, cmd.password)) });
+            } else if (cmd.op === 'route') {
+                if (cmd.to) routes.set(new URL(cmd.origin).origin, cmd.to);
+                else routes.delete(new URL(cmd.origin).origin);
+                answer({ ok: true });
             } else if (cmd.op === 'stop-pds') {
                 if (state.pds) await state.pds.destroy();
                 state.pds = null;

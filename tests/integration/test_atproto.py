@@ -220,14 +220,16 @@ class Login:
         assert self.proc.wait(timeout=30) == 0
 
 
-def sign_in_in_browser(url, password, redirect, follow=False):
+def sign_in_in_browser(url, password, redirect, follow=False, proxy=None):
     """The user's part: the PDS's own sign-in page in headless chromium;
     returns the redirect URL the PDS sent the browser to (with follow, also
-    the text of the page that URL showed: {"callback", "page"})."""
+    the text of the page that URL showed: {"callback", "page"}). proxy
+    {"from": "https://ORIGIN", "to": "http://127.0.0.1:PORT"}: the browser
+    reaches that origin on loopback (a daemon's public URL)."""
     assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
     env = dict(os.environ, PE_SIGNIN=json.dumps(
         {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM,
-         "follow": follow}))
+         "follow": follow, "proxy": proxy}))
     p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
@@ -447,6 +449,105 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
     assert f"event=oauth-logout did={bob['did']}" in d.log_text()
     st, _ = d.call("io.pocketenv.actor.getProfile", token=token)
     assert st == 401
+
+
+# ---- the confidential web client: --atproto-public-url, private_key_jwt ----
+
+# A name under home.arpa (RFC 8375, never public): the PDS refuses a
+# client_id under .test, .local or .example and fetches nothing from
+# example.org; nothing resolves this one either, both the PDS and the
+# browser are routed to the daemon on loopback.
+WEB = "https://pocketenv.home.arpa"
+
+
+def other_jwks():
+    """A JWKS of a P-256 key the daemon does not have."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric import ec
+    n = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    b64 = lambda i: base64.urlsafe_b64encode(i.to_bytes(32, "big")).rstrip(b"=").decode()
+    return {"keys": [{"kty": "EC", "crv": "P-256", "x": b64(n.x), "y": b64(n.y), "kid": "other",
+                      "alg": "ES256", "use": "sig"}]}
+
+
+def test_web_client_signs_in_with_private_key_jwt_and_a_wrong_key_is_refused(
+        pds, dns, fake, tmp_path):
+    from test_daemon import serving
+    from conftest import BIN
+    alice = pds.accounts["alice.test"]
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    base = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+            "--atproto-allow-private"]
+    # Not an https URL, or one with a query: the daemon does not start.
+    for bad in ["http://pocketenv.test", "https://pocketenv.test/?x=1", "https://"]:
+        p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data",
+                            str(tmp_path / "bad"), "--atproto-public-url", bad],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "--atproto-public-url" in p.stderr, (bad, p.stderr)
+    extra = base + ["--atproto-public-url", WEB + "/"]
+    with serving(tmp_path, extra=extra, check_leaks=False) as d:
+        # The metadata document the PDS fetches, and the JWKS it names.
+        with urllib.request.urlopen(f"{d.url}/oauth/client-metadata.json", timeout=30) as r:
+            meta = json.loads(r.read())
+        assert meta["client_id"] == f"{WEB}/oauth/client-metadata.json", meta
+        assert meta["redirect_uris"] == [f"{WEB}/oauth/callback"]
+        assert meta["token_endpoint_auth_method"] == "private_key_jwt"
+        assert meta["token_endpoint_auth_signing_alg"] == "ES256"
+        assert meta["dpop_bound_access_tokens"] is True
+        assert meta["jwks_uri"] == f"{WEB}/oauth/jwks.json"
+        assert "repo:io.pocketenv.sandbox" in meta["scope"].split()
+        with urllib.request.urlopen(f"{d.url}/oauth/jwks.json", timeout=30) as r:
+            jwks = json.loads(r.read())
+        [key] = jwks["keys"]
+        assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256") and key["kid"]
+        assert "d" not in key  # the public part only
+        # The signing key: sealed, mode 600, made once.
+        kpath = os.path.join(d.data, "atproto-client-key.sealed")
+        assert os.stat(kpath).st_mode & 0o777 == 0o600
+        assert "PRIVATE KEY" not in open(kpath).read()
+        # Sign in: the PDS fetches our metadata (through the TLS proxy
+        # stand-in), PAR, token and the first refresh carry our assertion.
+        pds.command("route", origin=WEB, to=d.url)
+        try:
+            st, started = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+            assert st == 200, started
+            assert "client_id=" + urllib.parse.quote(meta["client_id"], safe="") in \
+                started["url"], started
+            got = sign_in_in_browser(started["url"], alice["password"], f"{WEB}/oauth/callback",
+                                     follow=True, proxy={"from": WEB, "to": d.url})
+            assert "Signed in as @alice.test" in got["page"], got
+            st, out = post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})
+            assert st == 200 and out["did"] == alice["did"], out
+            assert f"event=atproto-session-refreshed did={alice['did']}" in d.log_text()
+            # The granular scope lets the daemon write her sandbox's record.
+            d.others = [out["token"]]
+            st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                            body={"base": "busybox", "name": "web-one"}, token=out["token"])
+            assert st == 200, sb
+            rec = wait_synced(d, out["token"], sb["id"])
+            assert rec["uri"] == sb["uri"]
+            assert d.sandbox("deleteSandbox", sb["id"], token=out["token"])[0] == 200
+            # Logout revokes at the authorization server with our assertion.
+            st, bye = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+            assert st == 200, (bye, d.log_text()[-2000:])
+        finally:
+            pds.command("route", origin=WEB)
+        # The same daemon under another URL, whose published JWKS holds a
+        # key it does not sign with: sign-in fails at once, clearly.
+        moved = "https://moved.pocketenv.home.arpa"
+        fake.routes["/oauth/client-metadata.json"] = (200, dict(
+            meta, client_id=f"{moved}/oauth/client-metadata.json", client_uri=moved,
+            redirect_uris=[f"{moved}/oauth/callback"], jwks_uri=f"{moved}/oauth/jwks.json"), 0)
+        fake.routes["/oauth/jwks.json"] = (200, other_jwks(), 0)
+        restart_daemon(d, base + ["--atproto-public-url", moved])
+        pds.command("route", origin=moved, to=fake.url)
+        try:
+            st, out = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+        finally:
+            pds.command("route", origin=moved)
+        assert st == 401 and out["error"] == "SignInFailed", out
+        assert "invalid_client" in out["message"] and "JWKS" in out["message"], out
 
 
 # ---- records: sandboxes in the user's repository (daemon/records.c) ----
@@ -845,3 +946,4 @@ def test_web_page_sign_in_with_a_handle(pds, alice_daemon):
     assert got["who"] == f"alice.test ({pds.accounts['alice.test']['did']})", got
     # No token and no pickup ever travels in a URL.
     assert not [u for u in got["urls"] if "pickup" in u or "token=" in u], got["urls"]
+
