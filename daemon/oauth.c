@@ -76,13 +76,17 @@ typedef struct slot {
  * their PDS (records, profile): restored from the sealed file on first
  * use, its access token refreshed before it expires. */
 #define LIVE_MAX 64
-#define REFRESH_MARGIN_S 120 /* refresh when less than this is left */
+/* Refresh when less than this is left of the access token, or a quarter
+ * of its lifetime when that is shorter (a server issuing short tokens
+ * must not make every call a refresh). */
+#define REFRESH_MARGIN_S 120
 
 typedef struct live {
     char did[PE_AUTH_DID_MAX]; /* "" when free */
     pe_atproto_login *login;
     pe_atproto_session ps;
     time_t expires_at; /* of ps.access_token; 0: none yet */
+    long margin;       /* refresh when less than this is left of it */
     time_t used;
 } live;
 
@@ -447,7 +451,8 @@ static int load_session(struct pe_oauth *o, const char *did, pe_atproto_login **
     session_path(o, did, dir, sizeof dir, path, sizeof path);
     if (pe_fs_read_file(path, SEALED_FILE_MAX, &sealed, &len, err) < 0)
         return errno == ENOENT || err->errnum == ENOENT
-                   ? pe_err_set(err, PE_ENOENT, 0, "no AT Protocol session for %s", did)
+                   ? pe_err_set(err, PE_ENOENT, 0, "no AT Protocol session for %s: sign in again",
+                                did)
                    : -1;
     if (pe_auth_unseal(o->d->auth, sealed, &plain, &len, err) < 0)
         return pe_err_prefix(err, "session of %s", did);
@@ -485,14 +490,38 @@ static live *live_find(struct pe_oauth *o, const char *did)
     return NULL;
 }
 
-/* New tokens for e, the rotated refresh token sealed again at once (the
- * old one is dead: losing the new one would lose the session). */
-static int live_refresh(struct pe_oauth *o, live *e, pe_err *err)
+/* The session of did is over at its authorization server (its refresh
+ * token refused: revoked, expired, the app removed by its user): its
+ * sealed file goes, so nothing asks the server again until the user signs
+ * in again (the record writer then finds no session: no network). */
+static void session_ended(struct pe_oauth *o, const char *did, pe_err *err)
 {
-    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0)
+    char dir[4096], path[4200], why[200];
+
+    snprintf(why, sizeof why, "%.199s", err->msg);
+    session_path(o, did, dir, sizeof dir, path, sizeof path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        pe_log_warn("remove %s: %s", path, strerror(errno));
+    pe_log_info("event=atproto-session-ended did=%s error=%s", did, why);
+    pe_err_set(err, PE_EAUTH, 0, "the AT Protocol session of %s ended (%s): sign in again", did,
+               why);
+}
+
+/* New tokens for e, the rotated refresh token sealed again at once (the
+ * old one is dead: losing the new one would lose the session). why: for
+ * the log (expiring, or refused by the PDS). */
+static int live_refresh(struct pe_oauth *o, live *e, const char *why, pe_err *err)
+{
+    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0) {
+        if (err->code == PE_EAUTH)
+            session_ended(o, e->did, err);
         return pe_err_prefix(err, "session of %s", e->did);
-    e->expires_at = time(NULL) + (e->ps.expires_in > 0 ? e->ps.expires_in : 60);
-    pe_log_info("event=atproto-session-refreshed did=%s expires_in=%ld", e->did, e->ps.expires_in);
+    }
+    long life = e->ps.expires_in > 0 ? e->ps.expires_in : 60;
+    e->expires_at = time(NULL) + life;
+    e->margin = life / 4 < REFRESH_MARGIN_S ? life / 4 : REFRESH_MARGIN_S;
+    pe_log_info("event=atproto-session-refreshed did=%s why=%s expires_in=%ld", e->did, why,
+                e->ps.expires_in);
     return keep_session(o, e->login, &e->ps, err);
 }
 
@@ -517,8 +546,8 @@ static live *live_get(struct pe_oauth *o, const char *did, pe_err *err)
         e = oldest;
     }
     e->used = now;
-    if ((e->ps.access_token == NULL || e->expires_at - now < REFRESH_MARGIN_S) &&
-        live_refresh(o, e, err) < 0) {
+    if ((e->ps.access_token == NULL || e->expires_at - now < e->margin) &&
+        live_refresh(o, e, e->ps.access_token ? "expiring" : "restored", err) < 0) {
         live_clear(e);
         return NULL;
     }
@@ -559,7 +588,7 @@ int pe_daemon_oauth_pds_call(pe_daemon *d, const char *did, const char *nsid, co
             break;
         free(*body);
         *body = NULL;
-        if (live_refresh(o, e, err) < 0) {
+        if (live_refresh(o, e, "refused", err) < 0) {
             live_clear(e);
             rc = -1;
             break;

@@ -10,6 +10,8 @@
 //    "accounts": [{"handle", "did", "password", "accessJwt"}]}
 // Then the script reads commands from stdin, one JSON object a line:
 //   {"op": "account", "handle", "password"}   another account, answered
+//   {"op": "token-max-age", "seconds"}        access tokens issued from now on live that long
+//   {"op": "revoke-tokens", "did"}            end every OAuth session of the account
 //   {"op": "route", "origin", "to"}           the PDS's requests to https ORIGIN
 //                                             go to http TO instead (no "to": forget)
 //   {"op": "stop-pds"} / {"op": "start-pds"}  the PDS goes away / comes back
@@ -107,6 +109,7 @@ function pdsEnv(port, plcUrl, rotationHex) {
 async function startPds(state) {
     const { cfg, secrets } = pdsEnv(state.port, state.plcUrl, state.rotationHex);
     state.pds = await PDS.create(cfg, secrets);
+    if (state.tokenMaxAge) state.pds.ctx.oauthProvider.tokenManager.tokenMaxAge = state.tokenMaxAge;
     await state.pds.start();
 }
 
@@ -158,6 +161,20 @@ async function main() {
             const cmd = JSON.parse(line);
             if (cmd.op === 'account') {
                 answer({ ok: true, ...(await createAccount(pdsUrl, cmd.handle, cmd.password)) });
+            } else if (cmd.op === 'token-max-age') {
+                // The lifetime of the access tokens issued from now on (the
+                // PDS has no setting for it; its OAuth provider reads this
+                // field at each token it issues).
+                state.tokenMaxAge = cmd.seconds * 1000;
+                state.pds.ctx.oauthProvider.tokenManager.tokenMaxAge = state.tokenMaxAge;
+                answer({ ok: true });
+            } else if (cmd.op === 'revoke-tokens') {
+                // Every OAuth session of the account ends (as when its user
+                // removes an app from their PDS): its refresh tokens die.
+                const store = state.pds.ctx.oauthProvider.tokenManager.store;
+                const tokens = await store.listAccountTokens(cmd.did);
+                for (const t of tokens) await store.deleteToken(t.id);
+                answer({ ok: true, revoked: tokens.length });
             } else if (cmd.op === 'route') {
                 if (cmd.to) routes.set(new URL(cmd.origin).origin, cmd.to);
                 else routes.delete(new URL(cmd.origin).origin);

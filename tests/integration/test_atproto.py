@@ -947,3 +947,76 @@ def test_web_page_sign_in_with_a_handle(pds, alice_daemon):
     # No token and no pickup ever travels in a URL.
     assert not [u for u in got["urls"] if "pickup" in u or "token=" in u], got["urls"]
 
+
+# ---- access tokens refreshed before they expire; a dead session ----
+
+LIFE = 10  # seconds of the PDS's access tokens in this test (1 hour by default)
+
+
+def test_tokens_refreshed_before_expiry_and_a_revoked_session_asks_to_sign_in_again(
+        pds, alice_daemon):
+    import re
+    import time
+    from conftest import wait_for
+    d, token, extra, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    sealed_dir = os.path.join(d.data, "atproto")
+
+    def refreshes(since):
+        return re.findall(rf"event=atproto-session-refreshed did={did} why=(\w+)",
+                          d.log_text()[since:])
+
+    def describe(sid, text):
+        st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+            "sandboxId": sid, "preferences": [{
+                "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "description": text}]},
+            token=token)
+        assert st == 200
+
+    pds.command("token-max-age", seconds=LIFE)
+    try:
+        # The restarted daemon restores Alice's session: a refresh, which
+        # now brings a short-lived access token.
+        restart_daemon(d, extra)
+        mark = len(d.log_text())
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": "short-life"}, token=token)
+        assert st == 200, sb
+        rec = wait_synced(d, token, sb["id"])
+        assert refreshes(mark) == ["restored"], d.log_text()[mark:]
+        life = re.search(r"why=restored expires_in=(\d+)", d.log_text()[mark:])
+        assert life and LIFE - 2 <= int(life[1]) <= LIFE, d.log_text()[mark:]
+        expiry = time.monotonic() + LIFE  # the token was issued before now
+        # While it is good, the token is used as it is: no refresh per call.
+        describe(sb["id"], "fresh")
+        rec = wait_synced(d, token, sb["id"], cid=rec["cid"])
+        assert time.monotonic() < expiry - LIFE / 4, "too slow to tell (machine overloaded?)"
+        assert refreshes(mark) == ["restored"]
+        # Past its expiry: the daemon refreshes before writing; the PDS
+        # never has to refuse it.
+        wait_for(lambda: time.monotonic() > expiry + 1, LIFE + 5, "the access token to expire")
+        describe(sb["id"], "after expiry")
+        rec = wait_synced(d, token, sb["id"], cid=rec["cid"])
+        check_record(pds, did, rec["uri"].rsplit("/", 1)[1], description="after expiry")
+        assert refreshes(mark) == ["restored", "expiring"], d.log_text()[mark:]
+        expiry = time.monotonic() + LIFE
+        # Her session ends at the PDS (she removed the app there): past the
+        # access token's expiry the refresh is refused, the daemon forgets
+        # the session and says to sign in again, and asks the PDS no more.
+        assert pds.command("revoke-tokens", did=did)["revoked"] >= 1
+        wait_for(lambda: time.monotonic() > expiry + 1, LIFE + 5, "the access token to expire")
+        describe(sb["id"], "revoked")
+        got = wait_for(lambda: (record_state(d, token, sb["id"]).get("error") or "") and
+                       record_state(d, token, sb["id"]), 30, "the write to fail")
+        assert got["state"] == "pending" and "sign in again" in got["error"], got
+        assert os.listdir(sealed_dir) == []
+        ended = f"event=atproto-session-ended did={did}"
+        assert d.log_text().count(ended) == 1
+        wait_for(lambda: record_state(d, token, sb["id"])["attempts"] >= 3, 30,
+                 "the writer to try again")
+        got = record_state(d, token, sb["id"])
+        assert "sign in again" in got["error"], got
+        assert d.log_text().count(ended) == 1  # no refresh tried again: no loop
+        assert refreshes(mark) == ["restored", "expiring"]
+    finally:
+        pds.command("token-max-age", seconds=3600)
