@@ -10,6 +10,11 @@
  *   POST /oauth/logout   (Bearer: our token) revoke the user's PDS session
  *                        at their authorization server, forget it, and
  *                        revoke every API token of that DID issued so far
+ *   GET  /oauth/client-metadata.json, /oauth/jwks.json
+ *                        the web client's metadata document and public key
+ *   POST /login          {"handle", "cli": true}: upstream's CLI; the URL to
+ *                        open as text, the token later posted by the
+ *                        callback page to the CLI's localhost:6997 listener
  *
  * The pickup secret, not the browser, carries the token to whoever
  * started the sign-in (the CLI polls with it): a token never travels in a
@@ -60,6 +65,9 @@
 #define SCOPE "atproto repo:io.pocketenv.sandbox"
 #define CLIENT_KEY_FILE "atproto-client-key.sealed" /* in DATA: not a session */
 #define CLIENT_KEY_MAX (16 * 1024)
+/* Where upstream's CLI waits for the token (`pocketenv login HANDLE` in
+ * apps/cli: a listener on port 6997 of the user's machine). */
+#define UPSTREAM_CLI_URL "http://localhost:6997/token"
 
 enum slot_state { S_FREE = 0, S_STARTING, S_WAITING, S_FINISHING, S_DONE, S_FAILED };
 
@@ -70,6 +78,10 @@ typedef struct slot {
     pe_atproto_login *login;
     char *token; /* ours, once S_DONE */
     char message[256];
+    /* Started by upstream's CLI (POST /login {handle, cli: true}): the
+     * callback page hands the token to the CLI's listener on this
+     * machine (UPSTREAM_CLI_URL). */
+    bool upstream_cli;
 } slot;
 
 /* A signed-in user's PDS session in memory, for the daemon's own calls to
@@ -186,6 +198,13 @@ static void login_done(void *ud)
         pe_log_info("event=oauth-login-failed handle=%s error=%s", w->arg, w->err.msg);
         slot_clear(s);
         pe_http_respond_error(w->req, status_of(&w->err), "SignInFailed", w->err.msg);
+    } else if (s->upstream_cli) {
+        /* Upstream's CLI reads the answer as the URL to open. */
+        const char *const headers[] = {"Cache-Control", "no-store", NULL};
+        s->state = S_WAITING;
+        s->born = time(NULL);
+        pe_http_respond(w->req, 200, "text/plain; charset=utf-8", s->login->authorize_url,
+                        strlen(s->login->authorize_url), headers);
     } else {
         s->state = S_WAITING;
         s->born = time(NULL);
@@ -222,13 +241,27 @@ static void submit(struct pe_oauth *o, work *w, void (*fn)(void *), void (*done)
     o->d->inflight++;
 }
 
-static void on_login(struct pe_oauth *o, pe_http_request *req)
+static void on_login(struct pe_oauth *o, pe_http_request *req, bool upstream)
 {
     json_t *in = json_loads(req->body, 0, NULL);
     const char *h = json_string_value(json_object_get(in, "handle"));
     work *w;
     slot *s;
 
+    if (upstream && json_object_get(in, "password") != NULL) {
+        json_decref(in);
+        pe_http_respond_error(req, 501, "MethodNotImplemented",
+                              "this daemon takes no passwords: sign in with the handle alone, "
+                              "on your PDS's own page");
+        return;
+    }
+    if (upstream && !json_is_true(json_object_get(in, "cli"))) {
+        json_decref(in);
+        pe_http_respond_error(req, 400, "InvalidRequest",
+                              "POST /login is for upstream's CLI ({\"handle\", \"cli\": true}); "
+                              "a web page signs in with POST /oauth/login");
+        return;
+    }
     if (h == NULL || !(pe_atproto_handle_valid(h) || pe_atproto_did_valid(h))) {
         json_decref(in);
         pe_http_respond_error(req, 400, "InvalidRequest",
@@ -245,6 +278,7 @@ static void on_login(struct pe_oauth *o, pe_http_request *req)
     snprintf(w->arg, sizeof w->arg, "%s", h);
     json_decref(in);
     s->state = S_STARTING;
+    s->upstream_cli = upstream;
     s->born = time(NULL);
     {
         unsigned char raw[32];
@@ -342,6 +376,50 @@ static void answer_page(pe_http_request *req, unsigned status, const char *text)
     pe_http_respond(req, status, "text/html; charset=utf-8", page, (size_t)n, headers);
 }
 
+/* The callback page of a sign-in upstream's CLI started: its script takes
+ * the token with the pickup (once) and gives it to the CLI's listener,
+ * as upstream's web app does; nothing else may run or be reached. The
+ * pickup is in the page, not in any URL; the page is not cached. */
+static void answer_cli_page(pe_http_request *req, const slot *s, const char *text)
+{
+    char nonce[32], csp[256], page[2048];
+    unsigned char raw[16];
+
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(nonce, sizeof nonce, raw, sizeof raw, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(csp, sizeof csp,
+             "default-src 'none'; script-src 'nonce-%s'; connect-src 'self' %s; "
+             "form-action 'none'; frame-ancestors 'none'",
+             nonce, UPSTREAM_CLI_URL);
+    const char *const headers[] = {"Cache-Control",
+                                   "no-store",
+                                   "Referrer-Policy",
+                                   "no-referrer",
+                                   "Content-Security-Policy",
+                                   csp,
+                                   NULL};
+    int n = snprintf(
+        page, sizeof page,
+        "<!doctype html><meta charset=utf-8><title>Pocketenv sign-in</title>"
+        "<p id=m>%s Handing the token to the Pocketenv CLI&hellip;</p>"
+        "<script nonce=\"%s\">(async () => {"
+        "const m = document.getElementById('m');"
+        "try {"
+        "const r = await fetch('token', {method: 'POST', headers: {'Content-Type': "
+        "'application/json'}, body: JSON.stringify({pickup: '%s'})});"
+        "const t = await r.json();"
+        "if (!r.ok) throw new Error(t.message || r.status);"
+        "const c = await fetch('%s', {method: 'POST', headers: {'Content-Type': "
+        "'application/json'}, body: JSON.stringify({token: t.token})});"
+        "if (!c.ok) throw new Error('the CLI answered ' + c.status);"
+        "m.textContent = '%s The Pocketenv CLI has your token.';"
+        "} catch (e) { m.textContent = 'The Pocketenv CLI did not get the token: ' + e.message "
+        "+ '. Is pocketenv login still running?'; }"
+        "})();</script>\n",
+        text, nonce, s->pickup, UPSTREAM_CLI_URL, text);
+    pe_http_respond(req, 200, "text/html; charset=utf-8", page, (size_t)n, headers);
+}
+
 static void callback_done(void *ud)
 {
     work *w = ud;
@@ -356,7 +434,10 @@ static void callback_done(void *ud)
                     s->login->id.handle);
         snprintf(text, sizeof text, "Signed in as @%s. You can close this window.",
                  s->login->id.handle);
-        answer_page(w->req, 200, text);
+        if (s->upstream_cli)
+            answer_cli_page(w->req, s, text);
+        else
+            answer_page(w->req, 200, text);
     } else {
         s->state = S_FAILED;
         snprintf(s->message, sizeof s->message, "%.200s", w->err.msg);
@@ -654,6 +735,14 @@ int pe_daemon_oauth_profile_sync(pe_daemon *d, pe_store *s, const char *did, con
     return rc;
 }
 
+bool pe_daemon_oauth_upstream_login(pe_daemon *d, pe_http_request *req)
+{
+    if (d->oauth == NULL)
+        return false;
+    on_login(d->oauth, req, true);
+    return true;
+}
+
 const pe_atproto_cfg *pe_daemon_oauth_net(pe_daemon *d)
 {
     return d->oauth ? &d->oauth->client.net : NULL;
@@ -787,7 +876,7 @@ static void on_oauth(pe_http_request *req, void *ud)
     else if (o->client_key != NULL && get && strcmp(req->rest, "jwks.json") == 0)
         respond_json(req, 200, pe_atproto_key_jwks(o->client_key));
     else if (strcmp(req->rest, "login") == 0 && post)
-        on_login(o, req);
+        on_login(o, req, false);
     else if (strcmp(req->rest, "token") == 0 && post)
         on_token(o, req);
     else if (strcmp(req->rest, "logout") == 0 && post)

@@ -44,6 +44,12 @@ int pe_daemon_oauth_profile_sync(struct pe_daemon *d, struct pe_store *s, const 
  * or NULL without the sign-in routes. */
 struct pe_atproto_cfg;
 const struct pe_atproto_cfg *pe_daemon_oauth_net(struct pe_daemon *d);
+/* POST /login {handle, cli: true}, as upstream's CLI sends it: starts a
+ * sign-in and answers the URL to open as text; the callback page then
+ * gives the token to the CLI's listener (http://localhost:6997/token).
+ * false (nothing answered) without the sign-in routes. */
+struct pe_http_request;
+bool pe_daemon_oauth_upstream_login(struct pe_daemon *d, struct pe_http_request *req);
 /* did signed in with AT Protocol here (a sealed session exists). */
 bool pe_daemon_oauth_signed_in(struct pe_daemon *d, const char *did);
 

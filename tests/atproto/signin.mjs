@@ -2,7 +2,8 @@
 // a browser, and prints where the PDS sent the browser back: the OAuth
 // redirect the client under test must finish.
 //
-//   PE_SIGNIN='{"url", "password", "redirect", "chromium", "follow"}' node tests/atproto/signin.mjs
+//   PE_SIGNIN='{"url", "password", "redirect", "chromium", "follow", "proxy", "waitText"}' \
+//     node tests/atproto/signin.mjs
 //
 // url: the authorize URL the client built; redirect: its redirect_uri
 // prefix (http://127.0.0.1:PORT/...), intercepted here so nothing needs to
@@ -56,6 +57,10 @@ try {
   let text = "";
   if (cfg.follow) {
     await page.waitForLoadState("load", WAIT);
+    // waitText: the page's own script has work to finish (the token handed
+    // to upstream's CLI): wait until it says so.
+    if (cfg.waitText)
+      await page.waitForFunction((t) => document.body.innerText.includes(t), cfg.waitText, WAIT);
     text = await page.evaluate(() => document.body.innerText);
   }
   process.stdout.write(JSON.stringify({ callback: url, page: text }) + "\n");

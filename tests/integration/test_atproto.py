@@ -220,7 +220,7 @@ class Login:
         assert self.proc.wait(timeout=30) == 0
 
 
-def sign_in_in_browser(url, password, redirect, follow=False, proxy=None):
+def sign_in_in_browser(url, password, redirect, follow=False, proxy=None, wait_text=None):
     """The user's part: the PDS's own sign-in page in headless chromium;
     returns the redirect URL the PDS sent the browser to (with follow, also
     the text of the page that URL showed: {"callback", "page"}). proxy
@@ -229,7 +229,7 @@ def sign_in_in_browser(url, password, redirect, follow=False, proxy=None):
     assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
     env = dict(os.environ, PE_SIGNIN=json.dumps(
         {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM,
-         "follow": follow, "proxy": proxy}))
+         "follow": follow, "proxy": proxy, "waitText": wait_text}))
     p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
@@ -548,6 +548,116 @@ def test_web_client_signs_in_with_private_key_jwt_and_a_wrong_key_is_refused(
             pds.command("route", origin=moved)
         assert st == 401 and out["error"] == "SignInFailed", out
         assert "invalid_client" in out["message"] and "JWKS" in out["message"], out
+
+
+# ---- upstream's CLI: `pocketenv login HANDLE` (apps/cli/src/cmd/login.ts) ----
+
+class UpstreamCliListener:
+    """What upstream's CLI runs during `login`: an HTTP listener on port
+    6997 (express with cors(): any origin, preflight answered) whose POST
+    /token {token} is the sign-in's end; it answers {"ok": 1}."""
+
+    PORT = 6997
+
+    def __init__(self):
+        import http.server
+        import socket
+        import threading
+        got = self.got = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _cors(self):
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
+                want = self.headers.get("Access-Control-Request-Headers")
+                if want:
+                    self.send_header("Access-Control-Allow-Headers", want)
+
+            def do_OPTIONS(self):
+                self.send_response(204)
+                self._cors()
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/token":
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                got.append({"body": json.loads(body), "origin": self.headers.get("Origin")})
+                out = b'{"ok":1}'
+                self.send_response(200)
+                self._cors()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6  # "localhost" may be ::1 or 127.0.0.1
+
+            def server_bind(self):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                super().server_bind()
+
+        self.server = Server(("::", self.PORT), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def post_text(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def test_upstream_cli_login_gets_its_token_through_its_listener(pds, oauth_daemon):
+    """Upstream's CLI, step by step as its login.ts does it: listen on
+    6997, POST /login {handle, cli: true}, take the answer as the URL to
+    open (it must contain "authorize"), then wait for POST /token {token}
+    on its listener; the token is then its API token."""
+    d, bob = oauth_daemon, pds.accounts["bob.test"]
+    # What it cannot use here: a password, or a call without cli.
+    st, _, body = post_text(f"{d.url}/login", {"handle": "bob.test", "password": "x"})
+    assert st == 501 and json.loads(body)["error"] == "MethodNotImplemented", body
+    st, _, body = post_text(f"{d.url}/login", {"handle": "bob.test"})
+    assert st == 400 and "/oauth/login" in json.loads(body)["message"], body
+    st, _, body = post_text(f"{d.url}/login", {"handle": "not a handle", "cli": True})
+    assert st == 400 and json.loads(body)["error"] == "InvalidRequest", body
+    cli = UpstreamCliListener()
+    try:
+        st, ctype, url = post_text(f"{d.url}/login", {"handle": "bob.test", "cli": True})
+        assert st == 200 and ctype.startswith("text/plain"), (st, url)
+        assert "authorize" in url and url.startswith(f"{pds.pds}/oauth/authorize?"), url
+        # The browser: the PDS's page, then the daemon's callback page,
+        # whose script hands the token to the CLI's listener.
+        got = sign_in_in_browser(url, bob["password"], f"{d.url}/oauth/callback", follow=True,
+                                 wait_text="The Pocketenv CLI has your token.")
+        assert "Signed in as @bob.test" in got["page"], got
+        assert len(cli.got) == 1, cli.got
+        token = cli.got[0]["body"]["token"]
+        assert cli.got[0]["origin"] == d.url  # sent by the daemon's own page
+    finally:
+        cli.close()
+    assert token not in got["callback"] and token not in got["page"]
+    assert token not in d.log_text()
+    assert jwt_claims(token)["did"] == bob["did"]
+    # What the CLI then does with it (whoami: getProfile).
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
 
 
 # ---- records: sandboxes in the user's repository (daemon/records.c) ----
