@@ -382,7 +382,7 @@ static void answer_page(pe_http_request *req, unsigned status, const char *text)
  * pickup is in the page, not in any URL; the page is not cached. */
 static void answer_cli_page(pe_http_request *req, const slot *s, const char *text)
 {
-    char nonce[32], csp[256], page[2048];
+    char nonce[32], csp[256], page[4096]; /* the handle, twice, is 253 characters at most */
     unsigned char raw[16];
 
     randombytes_buf(raw, sizeof raw);
@@ -417,6 +417,10 @@ static void answer_cli_page(pe_http_request *req, const slot *s, const char *tex
         "+ '. Is pocketenv login still running?'; }"
         "})();</script>\n",
         text, nonce, s->pickup, UPSTREAM_CLI_URL, text);
+    if (n < 0 || (size_t)n >= sizeof page) {
+        answer_page(req, 500, "Sign-in page too large.");
+        return;
+    }
     pe_http_respond(req, 200, "text/html; charset=utf-8", page, (size_t)n, headers);
 }
 
@@ -909,7 +913,7 @@ static int client_key_load(struct pe_oauth *o, pe_err *err)
         sodium_memzero(pem, len);
         return rc < 0 ? pe_err_prefix(err, "web client key %s", path) : 0;
     }
-    if (err->errnum != ENOENT)
+    if (errno != ENOENT && err->errnum != ENOENT)
         return -1;
     pe_err_clear(err);
     if (pe_atproto_dpop_new(&o->client_key, err) < 0 ||
