@@ -10,15 +10,26 @@
  *   POST /oauth/logout   (Bearer: our token) revoke the user's PDS session
  *                        at their authorization server, forget it, and
  *                        revoke every API token of that DID issued so far
+ *   GET  /oauth/client-metadata.json, /oauth/jwks.json
+ *                        the web client's metadata document and public key
+ *   POST /login          {"handle", "cli": true}: upstream's CLI; the URL to
+ *                        open as text, the token later posted by the
+ *                        callback page to the CLI's localhost:6997 listener
  *
  * The pickup secret, not the browser, carries the token to whoever
  * started the sign-in (the CLI polls with it): a token never travels in a
  * URL, and the callback page shows nothing worth stealing. It is compared
  * in constant time and works once.
  *
- * The client is the spec's loopback client (lib/auth/atproto-oauth.c),
- * with redirect URI http://127.0.0.1:PORT/oauth/callback: right for a
- * daemon its users reach on this machine. The PDS's refresh token and the
+ * Without --atproto-public-url the client is the spec's loopback client
+ * (lib/auth/atproto-oauth.c), with redirect URI
+ * http://127.0.0.1:PORT/oauth/callback: right for a daemon its users
+ * reach on this machine. With it, a confidential web client: GET
+ * /oauth/client-metadata.json and /oauth/jwks.json are its metadata
+ * document and public key, every call to the authorization server carries
+ * a client assertion signed with DATA/atproto-client-key.sealed (made
+ * once, sealed, 0600), the redirect URI is URL/oauth/callback. The PDS's
+ * refresh token and the
  * session's DPoP key are kept sealed to the daemon's own X25519 key in
  * DATA/atproto/ (0700 directory, 0600 files), never in the clear.
  *
@@ -49,7 +60,14 @@
 #define PENDING_TTL_S 600         /* the user has 10 minutes to finish */
 #define TOKEN_TTL_S (30L * 86400) /* our API token: 30 days, as the owner's */
 #define OAUTH_BODY_MAX 4096
-#define SCOPE "atproto transition:generic"
+/* What the daemon does in a user's repository: writes its own
+ * io.pocketenv.* records (granular scopes), nothing else. */
+#define SCOPE "atproto repo:io.pocketenv.sandbox"
+#define CLIENT_KEY_FILE "atproto-client-key.sealed" /* in DATA: not a session */
+#define CLIENT_KEY_MAX (16 * 1024)
+/* Where upstream's CLI waits for the token (`pocketenv login HANDLE` in
+ * apps/cli: a listener on port 6997 of the user's machine). */
+#define UPSTREAM_CLI_URL "http://localhost:6997/token"
 
 enum slot_state { S_FREE = 0, S_STARTING, S_WAITING, S_FINISHING, S_DONE, S_FAILED };
 
@@ -60,19 +78,27 @@ typedef struct slot {
     pe_atproto_login *login;
     char *token; /* ours, once S_DONE */
     char message[256];
+    /* Started by upstream's CLI (POST /login {handle, cli: true}): the
+     * callback page hands the token to the CLI's listener on this
+     * machine (UPSTREAM_CLI_URL). */
+    bool upstream_cli;
 } slot;
 
 /* A signed-in user's PDS session in memory, for the daemon's own calls to
  * their PDS (records, profile): restored from the sealed file on first
  * use, its access token refreshed before it expires. */
 #define LIVE_MAX 64
-#define REFRESH_MARGIN_S 120 /* refresh when less than this is left */
+/* Refresh when less than this is left of the access token, or a quarter
+ * of its lifetime when that is shorter (a server issuing short tokens
+ * must not make every call a refresh). */
+#define REFRESH_MARGIN_S 120
 
 typedef struct live {
     char did[PE_AUTH_DID_MAX]; /* "" when free */
     pe_atproto_login *login;
     pe_atproto_session ps;
     time_t expires_at; /* of ps.access_token; 0: none yet */
+    long margin;       /* refresh when less than this is left of it */
     time_t used;
 } live;
 
@@ -85,7 +111,12 @@ struct pe_oauth {
     live live[LIVE_MAX];
     pe_atproto_client client;
     char plc[PE_ATPROTO_URL_MAX], dns[64];
-    char redirect[96];
+    char redirect[PE_ATPROTO_URL_MAX];
+    /* The confidential web client (--atproto-public-url): its public URL,
+     * client_id (its metadata document's URL) and signing key. */
+    char public_url[PE_ATPROTO_URL_MAX - 64]; /* room for /oauth/client-metadata.json */
+    char client_id[PE_ATPROTO_URL_MAX];
+    pe_atproto_dpop *client_key;
     slot slots[PENDING_MAX];
 };
 
@@ -167,6 +198,13 @@ static void login_done(void *ud)
         pe_log_info("event=oauth-login-failed handle=%s error=%s", w->arg, w->err.msg);
         slot_clear(s);
         pe_http_respond_error(w->req, status_of(&w->err), "SignInFailed", w->err.msg);
+    } else if (s->upstream_cli) {
+        /* Upstream's CLI reads the answer as the URL to open. */
+        const char *const headers[] = {"Cache-Control", "no-store", NULL};
+        s->state = S_WAITING;
+        s->born = time(NULL);
+        pe_http_respond(w->req, 200, "text/plain; charset=utf-8", s->login->authorize_url,
+                        strlen(s->login->authorize_url), headers);
     } else {
         s->state = S_WAITING;
         s->born = time(NULL);
@@ -203,13 +241,27 @@ static void submit(struct pe_oauth *o, work *w, void (*fn)(void *), void (*done)
     o->d->inflight++;
 }
 
-static void on_login(struct pe_oauth *o, pe_http_request *req)
+static void on_login(struct pe_oauth *o, pe_http_request *req, bool upstream)
 {
     json_t *in = json_loads(req->body, 0, NULL);
     const char *h = json_string_value(json_object_get(in, "handle"));
     work *w;
     slot *s;
 
+    if (upstream && json_object_get(in, "password") != NULL) {
+        json_decref(in);
+        pe_http_respond_error(req, 501, "MethodNotImplemented",
+                              "this daemon takes no passwords: sign in with the handle alone, "
+                              "on your PDS's own page");
+        return;
+    }
+    if (upstream && !json_is_true(json_object_get(in, "cli"))) {
+        json_decref(in);
+        pe_http_respond_error(req, 400, "InvalidRequest",
+                              "POST /login is for upstream's CLI ({\"handle\", \"cli\": true}); "
+                              "a web page signs in with POST /oauth/login");
+        return;
+    }
     if (h == NULL || !(pe_atproto_handle_valid(h) || pe_atproto_did_valid(h))) {
         json_decref(in);
         pe_http_respond_error(req, 400, "InvalidRequest",
@@ -226,6 +278,7 @@ static void on_login(struct pe_oauth *o, pe_http_request *req)
     snprintf(w->arg, sizeof w->arg, "%s", h);
     json_decref(in);
     s->state = S_STARTING;
+    s->upstream_cli = upstream;
     s->born = time(NULL);
     {
         unsigned char raw[32];
@@ -323,6 +376,54 @@ static void answer_page(pe_http_request *req, unsigned status, const char *text)
     pe_http_respond(req, status, "text/html; charset=utf-8", page, (size_t)n, headers);
 }
 
+/* The callback page of a sign-in upstream's CLI started: its script takes
+ * the token with the pickup (once) and gives it to the CLI's listener,
+ * as upstream's web app does; nothing else may run or be reached. The
+ * pickup is in the page, not in any URL; the page is not cached. */
+static void answer_cli_page(pe_http_request *req, const slot *s, const char *text)
+{
+    char nonce[32], csp[256], page[4096]; /* the handle, twice, is 253 characters at most */
+    unsigned char raw[16];
+
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2base64(nonce, sizeof nonce, raw, sizeof raw, sodium_base64_VARIANT_ORIGINAL);
+    snprintf(csp, sizeof csp,
+             "default-src 'none'; script-src 'nonce-%s'; connect-src 'self' %s; "
+             "form-action 'none'; frame-ancestors 'none'",
+             nonce, UPSTREAM_CLI_URL);
+    const char *const headers[] = {"Cache-Control",
+                                   "no-store",
+                                   "Referrer-Policy",
+                                   "no-referrer",
+                                   "Content-Security-Policy",
+                                   csp,
+                                   NULL};
+    int n = snprintf(
+        page, sizeof page,
+        "<!doctype html><meta charset=utf-8><title>Pocketenv sign-in</title>"
+        "<p id=m>%s Handing the token to the Pocketenv CLI&hellip;</p>"
+        "<script nonce=\"%s\">(async () => {"
+        "const m = document.getElementById('m');"
+        "try {"
+        "const r = await fetch('token', {method: 'POST', headers: {'Content-Type': "
+        "'application/json'}, body: JSON.stringify({pickup: '%s'})});"
+        "const t = await r.json();"
+        "if (!r.ok) throw new Error(t.message || r.status);"
+        "const c = await fetch('%s', {method: 'POST', headers: {'Content-Type': "
+        "'application/json'}, body: JSON.stringify({token: t.token})});"
+        "if (!c.ok) throw new Error('the CLI answered ' + c.status);"
+        "m.textContent = '%s The Pocketenv CLI has your token.';"
+        "} catch (e) { m.textContent = 'The Pocketenv CLI did not get the token: ' + e.message "
+        "+ '. Is pocketenv login still running?'; }"
+        "})();</script>\n",
+        text, nonce, s->pickup, UPSTREAM_CLI_URL, text);
+    if (n < 0 || (size_t)n >= sizeof page) {
+        answer_page(req, 500, "Sign-in page too large.");
+        return;
+    }
+    pe_http_respond(req, 200, "text/html; charset=utf-8", page, (size_t)n, headers);
+}
+
 static void callback_done(void *ud)
 {
     work *w = ud;
@@ -337,7 +438,10 @@ static void callback_done(void *ud)
                     s->login->id.handle);
         snprintf(text, sizeof text, "Signed in as @%s. You can close this window.",
                  s->login->id.handle);
-        answer_page(w->req, 200, text);
+        if (s->upstream_cli)
+            answer_cli_page(w->req, s, text);
+        else
+            answer_page(w->req, 200, text);
     } else {
         s->state = S_FAILED;
         snprintf(s->message, sizeof s->message, "%.200s", w->err.msg);
@@ -432,7 +536,8 @@ static int load_session(struct pe_oauth *o, const char *did, pe_atproto_login **
     session_path(o, did, dir, sizeof dir, path, sizeof path);
     if (pe_fs_read_file(path, SEALED_FILE_MAX, &sealed, &len, err) < 0)
         return errno == ENOENT || err->errnum == ENOENT
-                   ? pe_err_set(err, PE_ENOENT, 0, "no AT Protocol session for %s", did)
+                   ? pe_err_set(err, PE_ENOENT, 0, "no AT Protocol session for %s: sign in again",
+                                did)
                    : -1;
     if (pe_auth_unseal(o->d->auth, sealed, &plain, &len, err) < 0)
         return pe_err_prefix(err, "session of %s", did);
@@ -470,14 +575,38 @@ static live *live_find(struct pe_oauth *o, const char *did)
     return NULL;
 }
 
-/* New tokens for e, the rotated refresh token sealed again at once (the
- * old one is dead: losing the new one would lose the session). */
-static int live_refresh(struct pe_oauth *o, live *e, pe_err *err)
+/* The session of did is over at its authorization server (its refresh
+ * token refused: revoked, expired, the app removed by its user): its
+ * sealed file goes, so nothing asks the server again until the user signs
+ * in again (the record writer then finds no session: no network). */
+static void session_ended(struct pe_oauth *o, const char *did, pe_err *err)
 {
-    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0)
+    char dir[4096], path[4200], why[200];
+
+    snprintf(why, sizeof why, "%.199s", err->msg);
+    session_path(o, did, dir, sizeof dir, path, sizeof path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        pe_log_warn("remove %s: %s", path, strerror(errno));
+    pe_log_info("event=atproto-session-ended did=%s error=%s", did, why);
+    pe_err_set(err, PE_EAUTH, 0, "the AT Protocol session of %s ended (%s): sign in again", did,
+               why);
+}
+
+/* New tokens for e, the rotated refresh token sealed again at once (the
+ * old one is dead: losing the new one would lose the session). why: for
+ * the log (expiring, or refused by the PDS). */
+static int live_refresh(struct pe_oauth *o, live *e, const char *why, pe_err *err)
+{
+    if (pe_atproto_refresh(&o->client, e->login, &e->ps, err) < 0) {
+        if (err->code == PE_EAUTH)
+            session_ended(o, e->did, err);
         return pe_err_prefix(err, "session of %s", e->did);
-    e->expires_at = time(NULL) + (e->ps.expires_in > 0 ? e->ps.expires_in : 60);
-    pe_log_info("event=atproto-session-refreshed did=%s expires_in=%ld", e->did, e->ps.expires_in);
+    }
+    long life = e->ps.expires_in > 0 ? e->ps.expires_in : 60;
+    e->expires_at = time(NULL) + life;
+    e->margin = life / 4 < REFRESH_MARGIN_S ? life / 4 : REFRESH_MARGIN_S;
+    pe_log_info("event=atproto-session-refreshed did=%s why=%s expires_in=%ld", e->did, why,
+                e->ps.expires_in);
     return keep_session(o, e->login, &e->ps, err);
 }
 
@@ -502,8 +631,8 @@ static live *live_get(struct pe_oauth *o, const char *did, pe_err *err)
         e = oldest;
     }
     e->used = now;
-    if ((e->ps.access_token == NULL || e->expires_at - now < REFRESH_MARGIN_S) &&
-        live_refresh(o, e, err) < 0) {
+    if ((e->ps.access_token == NULL || e->expires_at - now < e->margin) &&
+        live_refresh(o, e, e->ps.access_token ? "expiring" : "restored", err) < 0) {
         live_clear(e);
         return NULL;
     }
@@ -544,7 +673,7 @@ int pe_daemon_oauth_pds_call(pe_daemon *d, const char *did, const char *nsid, co
             break;
         free(*body);
         *body = NULL;
-        if (live_refresh(o, e, err) < 0) {
+        if (live_refresh(o, e, "refused", err) < 0) {
             live_clear(e);
             rc = -1;
             break;
@@ -608,6 +737,14 @@ int pe_daemon_oauth_profile_sync(pe_daemon *d, pe_store *s, const char *did, con
     json_decref(v);
     pe_store_user_clear(&had);
     return rc;
+}
+
+bool pe_daemon_oauth_upstream_login(pe_daemon *d, pe_http_request *req)
+{
+    if (d->oauth == NULL)
+        return false;
+    on_login(d->oauth, req, true);
+    return true;
 }
 
 const pe_atproto_cfg *pe_daemon_oauth_net(pe_daemon *d)
@@ -715,13 +852,35 @@ static void on_logout(struct pe_oauth *o, pe_http_request *req)
     o->d->inflight++;
 }
 
+/* ---- the web client's metadata document and JWKS ---- */
+
+static void on_client_metadata(struct pe_oauth *o, pe_http_request *req)
+{
+    char jwks[PE_ATPROTO_URL_MAX + 32];
+
+    snprintf(jwks, sizeof jwks, "%s/oauth/jwks.json", o->public_url);
+    respond_json(req, 200,
+                 json_pack("{s:s, s:s, s:s, s:s, s:[s,s], s:[s], s:[s], s:s, s:b, s:s, s:s, s:s}",
+                           "client_id", o->client_id, "client_name", "Pocketenv", "client_uri",
+                           o->public_url, "application_type", "web", "grant_types",
+                           "authorization_code", "refresh_token", "response_types", "code",
+                           "redirect_uris", o->redirect, "scope", SCOPE, "dpop_bound_access_tokens",
+                           1, "token_endpoint_auth_method", "private_key_jwt",
+                           "token_endpoint_auth_signing_alg", "ES256", "jwks_uri", jwks));
+}
+
 static void on_oauth(pe_http_request *req, void *ud)
 {
     struct pe_oauth *o = ud;
     bool post = strcmp(req->method, "POST") == 0;
+    bool get = strcmp(req->method, "GET") == 0;
 
-    if (strcmp(req->rest, "login") == 0 && post)
-        on_login(o, req);
+    if (o->client_key != NULL && get && strcmp(req->rest, "client-metadata.json") == 0)
+        on_client_metadata(o, req);
+    else if (o->client_key != NULL && get && strcmp(req->rest, "jwks.json") == 0)
+        respond_json(req, 200, pe_atproto_key_jwks(o->client_key));
+    else if (strcmp(req->rest, "login") == 0 && post)
+        on_login(o, req, false);
     else if (strcmp(req->rest, "token") == 0 && post)
         on_token(o, req);
     else if (strcmp(req->rest, "logout") == 0 && post)
@@ -730,6 +889,62 @@ static void on_oauth(pe_http_request *req, void *ud)
         on_callback(o, req);
     else
         pe_http_respond_error(req, 404, "NotFound", "no such sign-in route");
+}
+
+/* The web client's signing key: made once, kept sealed to the daemon's
+ * own key in DATA (mode 0600), so its JWKS stays the same across
+ * restarts and the sessions it signed for keep working. */
+static int client_key_load(struct pe_oauth *o, pe_err *err)
+{
+    char path[4200];
+    cleanup_free char *sealed = NULL, *pem = NULL, *resealed = NULL;
+    unsigned char *plain = NULL;
+    size_t len = 0;
+    int rc;
+
+    snprintf(path, sizeof path, "%s/" CLIENT_KEY_FILE, o->d->rt.data_dir);
+    if (pe_fs_read_file(path, CLIENT_KEY_MAX, &sealed, &len, err) == 0) {
+        if (pe_auth_unseal(o->d->auth, sealed, &plain, &len, err) < 0)
+            return pe_err_prefix(err, "web client key %s", path);
+        pem = pe_xcalloc(1, len + 1);
+        memcpy(pem, plain, len);
+        pe_auth_plain_free(plain);
+        rc = pe_atproto_dpop_load(pem, &o->client_key, err);
+        sodium_memzero(pem, len);
+        return rc < 0 ? pe_err_prefix(err, "web client key %s", path) : 0;
+    }
+    if (errno != ENOENT && err->errnum != ENOENT)
+        return -1;
+    pe_err_clear(err);
+    if (pe_atproto_dpop_new(&o->client_key, err) < 0 ||
+        pe_atproto_dpop_pem(o->client_key, &pem, err) < 0)
+        return -1;
+    rc = pe_auth_seal(pe_auth_public_key_hex(o->d->auth), pem, strlen(pem), &resealed, err);
+    sodium_memzero(pem, strlen(pem));
+    if (rc < 0 || pe_fs_write_atomic(path, resealed, strlen(resealed), 0600, err) < 0)
+        return pe_err_prefix(err, "web client key %s", path);
+    pe_log_info("event=atproto-client-key-created path=%s", path);
+    return 0;
+}
+
+/* --atproto-public-url: https://HOST[:PORT][/PATH], where the daemon's
+ * /oauth/ routes are reached from the Internet (a TLS proxy in front). */
+static int public_url_set(struct pe_oauth *o, const char *url, pe_err *err)
+{
+    size_t n = strlen(url);
+
+    while (n > 8 && url[n - 1] == '/')
+        n--;
+    if (strncmp(url, "https://", 8) != 0 || n <= 8 || strpbrk(url, "?#@ \t\r\n") != NULL ||
+        n >= sizeof o->public_url)
+        return pe_err_set(err, PE_EINVAL, 0,
+                          "--atproto-public-url: want https://HOST[:PORT][/PATH] (no query, no "
+                          "user, at most %zu characters)",
+                          sizeof o->public_url - 1);
+    snprintf(o->public_url, sizeof o->public_url, "%.*s", (int)n, url);
+    snprintf(o->client_id, sizeof o->client_id, "%s/oauth/client-metadata.json", o->public_url);
+    snprintf(o->redirect, sizeof o->redirect, "%s/oauth/callback", o->public_url);
+    return client_key_load(o, err);
 }
 
 int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
@@ -751,6 +966,13 @@ int pe_daemon_register_oauth(pe_daemon *d, const pe_oauth_cfg *cfg, pe_err *err)
     o->client.redirect_uri = o->redirect;
     o->client.scope = SCOPE;
     d->oauth = o;
+    if (cfg->public_url != NULL) {
+        if (public_url_set(o, cfg->public_url, err) < 0)
+            return -1;
+        o->client.client_id = o->client_id;
+        o->client.client_key = o->client_key;
+        pe_log_info("event=atproto-web-client client_id=%s", o->client_id);
+    }
     return pe_http_route(d->srv, "/oauth/", OAUTH_BODY_MAX, on_oauth, o, err);
 }
 
@@ -762,6 +984,7 @@ void pe_daemon_oauth_free(pe_daemon *d)
         slot_clear(&d->oauth->slots[i]);
     for (size_t i = 0; i < LIVE_MAX; i++)
         live_clear(&d->oauth->live[i]);
+    pe_atproto_dpop_free(d->oauth->client_key);
     pthread_mutex_destroy(&d->oauth->lock);
     free(d->oauth);
     d->oauth = NULL;

@@ -14,6 +14,10 @@ typedef struct pe_oauth_cfg {
     const char *dns_server; /* --atproto-dns IPV4:PORT|off (resolv.conf) */
     bool insecure_http;     /* --atproto-insecure-http: a local dev PDS */
     bool allow_private;     /* --atproto-allow-private: hosts on private addresses */
+    /* --atproto-public-url https://...: be a confidential web client whose
+     * metadata document and JWKS are served under this URL; NULL: the
+     * loopback client. */
+    const char *public_url;
 } pe_oauth_cfg;
 
 /* Register the routes (after the server exists: the redirect URI carries
@@ -40,6 +44,12 @@ int pe_daemon_oauth_profile_sync(struct pe_daemon *d, struct pe_store *s, const 
  * or NULL without the sign-in routes. */
 struct pe_atproto_cfg;
 const struct pe_atproto_cfg *pe_daemon_oauth_net(struct pe_daemon *d);
+/* POST /login {handle, cli: true}, as upstream's CLI sends it: starts a
+ * sign-in and answers the URL to open as text; the callback page then
+ * gives the token to the CLI's listener (http://localhost:6997/token).
+ * false (nothing answered) without the sign-in routes. */
+struct pe_http_request;
+bool pe_daemon_oauth_upstream_login(struct pe_daemon *d, struct pe_http_request *req);
 /* did signed in with AT Protocol here (a sealed session exists). */
 bool pe_daemon_oauth_signed_in(struct pe_daemon *d, const char *did);
 

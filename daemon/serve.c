@@ -69,6 +69,7 @@ enum {
     O_ATPROTO_DNS,
     O_ATPROTO_INSECURE_HTTP,
     O_ATPROTO_ALLOW_PRIVATE,
+    O_ATPROTO_PUBLIC_URL,
     O_CLUSTER, /* from here to O_CLUSTER_END: daemon/cluster.c's, by name */
     O_CLUSTER_KEY_FILE = O_CLUSTER,
     O_NODE_NAME,
@@ -139,6 +140,9 @@ static const pe_opt serve_opts[] = {
      "development only: let sign-in reach handles, did:web and PDSes over plain http"},
     {"atproto-allow-private", 0, false, O_ATPROTO_ALLOW_PRIVATE, NULL,
      "let AT Protocol requests reach hosts on private addresses (a PDS on the LAN or loopback)"},
+    {"atproto-public-url", 0, true, O_ATPROTO_PUBLIC_URL, "URL",
+     "https URL where the daemon is reached: sign in as a web client with private_key_jwt, its "
+     "metadata at URL/oauth/client-metadata.json (none: a loopback client)"},
     {"cluster-key-file", 0, true, O_CLUSTER_KEY_FILE, "PATH",
      "the key nodes of one PostgreSQL store share to call each other (docs/cluster.md)"},
     {"node-name", 0, true, O_NODE_NAME, "NAME", "this node's name in the store (HOST-NODEID)"},
@@ -325,6 +329,9 @@ static int on_opt(int id, const char *arg, void *ctx, pe_err *err)
         return 0;
     case O_ATPROTO_ALLOW_PRIVATE:
         a->oauth.allow_private = true;
+        return 0;
+    case O_ATPROTO_PUBLIC_URL:
+        a->oauth.public_url = arg;
         return 0;
     case O_HELP:
         a->help = true;

@@ -206,14 +206,17 @@ static void get_public_key(pe_xrpc_request *req, void *ud)
 }
 
 /* POST /login {handle, cli}: upstream's CLI starts an AT Protocol OAuth
- * sign-in here (reference §1.11). This daemon has no handle sign-in yet:
- * say how a token is had instead, rather than a bare 404/405. */
+ * sign-in here (reference §1.11): daemon/oauth.c serves it. A daemon
+ * without the sign-in routes says how a token is had instead, rather than
+ * a bare 404/405. */
 static void on_login(pe_http_request *req, void *ud)
 {
     if (strcmp(req->path, "/login") != 0) {
         pe_http_respond_error(req, 404, "NotFound", "Not Found");
         return;
     }
+    if (strcmp(req->method, "POST") == 0 && pe_daemon_oauth_upstream_login(ud, req))
+        return;
     pe_http_respond_error(
         req, 501, "MethodNotImplemented",
         "signing in with a handle is not available on this daemon yet: on the daemon's "

@@ -121,12 +121,18 @@ int pe_atproto_get_record(const pe_atproto_cfg *cfg, const char *uri, pe_atproto
  * The daemon signs a user in as an AT Protocol OAuth client: discovery of
  * the PDS's authorization server, PKCE (S256), a pushed authorization
  * request, DPoP-bound tokens with server nonces, then refresh and revoke.
- * This build is the spec's loopback (development) client: its client_id is
- * "http://localhost?redirect_uri=...&scope=...", so an authorization
- * server accepts it without fetching metadata and without a client
- * secret (token_endpoint_auth_method "none"). A confidential web client
- * (https client_id, private_key_jwt) needs the daemon reachable on a
- * public https URL and is not built yet. */
+ * Two kinds of client (the spec's):
+ *  - the loopback (development) client: client_id
+ *    "http://localhost?redirect_uri=...&scope=...", accepted without any
+ *    metadata fetched and without client authentication ("none");
+ *  - a confidential web client: client_id is the https URL of its metadata
+ *    document, which the authorization server fetches, and every PAR,
+ *    token, refresh and revoke call carries a client assertion (RFC 7523,
+ *    private_key_jwt) signed ES256 with the client's key, whose public
+ *    part the metadata's JWKS publishes. */
+
+/* Lifetime of a client assertion: it is made for one request. */
+#define PE_ATPROTO_ASSERTION_TTL_S 60
 
 /* A DPoP key pair (P-256, ES256), one per signed-in session. */
 typedef struct pe_atproto_dpop pe_atproto_dpop;
@@ -137,10 +143,24 @@ int pe_atproto_dpop_load(const char *pem, pe_atproto_dpop **out, pe_err *err);
 int pe_atproto_dpop_pem(const pe_atproto_dpop *d, char **pem, pe_err *err);
 void pe_atproto_dpop_free(pe_atproto_dpop *d);
 
+/* A confidential client's signing key is a P-256 key too (same type).
+ * Its RFC 7638 thumbprint (base64url of a SHA-256), used as "kid"; and
+ * {"keys": [its public JWK with kid, alg ES256, use sig]} (new reference,
+ * NULL on ENOMEM): what the client's jwks_uri serves. */
+int pe_atproto_key_thumbprint(const pe_atproto_dpop *d, char out[48]);
+json_t *pe_atproto_key_jwks(const pe_atproto_dpop *d);
+
 typedef struct pe_atproto_client {
     pe_atproto_cfg net;
     const char *redirect_uri; /* http://127.0.0.1:PORT/PATH for a loopback client */
     const char *scope;        /* space-separated; must contain "atproto" */
+    /* A confidential web client: client_id is the https URL of its
+     * metadata document, client_key the key of its client assertions.
+     * NULL: the loopback client. A session keeps the client_id it was
+     * issued to (pe_atproto_login.client_id): an https one authenticates
+     * with client_key. */
+    const char *client_id;
+    const pe_atproto_dpop *client_key;
 } pe_atproto_client;
 
 /* An authorization server's endpoints, from its metadata. */

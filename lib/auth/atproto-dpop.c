@@ -194,3 +194,58 @@ int pe__atproto_dpop_proof(const pe_atproto_dpop *d, const char *method, const c
     json_decref(payload);
     return *proof ? 0 : pe_err_set(err, PE_ESYS, 0, "DPoP proof: signing failed");
 }
+
+int pe_atproto_key_thumbprint(const pe_atproto_dpop *d, char out[48])
+{
+    unsigned char h[crypto_hash_sha256_BYTES];
+    char members[160];
+    /* RFC 7638: the required members, lexicographic order, no spaces. */
+    int n = snprintf(members, sizeof members,
+                     "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", d->jwk_x,
+                     d->jwk_y);
+
+    if (n < 0 || (size_t)n >= sizeof members)
+        return -1;
+    crypto_hash_sha256(h, (const unsigned char *)members, (size_t)n);
+    sodium_bin2base64(out, 48, h, sizeof h, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    return 0;
+}
+
+json_t *pe_atproto_key_jwks(const pe_atproto_dpop *d)
+{
+    char kid[48];
+    json_t *jwk = pe__atproto_dpop_jwk(d);
+
+    if (jwk == NULL || pe_atproto_key_thumbprint(d, kid) < 0) {
+        json_decref(jwk);
+        return NULL;
+    }
+    json_object_set_new(jwk, "kid", json_string(kid));
+    json_object_set_new(jwk, "alg", json_string("ES256"));
+    json_object_set_new(jwk, "use", json_string("sig"));
+    return json_pack("{s:[o]}", "keys", jwk);
+}
+
+int pe__atproto_client_assertion(const pe_atproto_dpop *key, const char *client_id,
+                                 const char *audience, char **jwt, pe_err *err)
+{
+    unsigned char jti[16];
+    cleanup_free char *jti64 = NULL;
+    char kid[48];
+    json_t *header, *payload;
+    time_t now = time(NULL);
+
+    randombytes_buf(jti, sizeof jti);
+    if (pe__atproto_b64url(jti, sizeof jti, &jti64) < 0 || pe_atproto_key_thumbprint(key, kid) < 0)
+        return pe_err_set(err, PE_ESYS, 12, "client assertion");
+    /* RFC 7523 3: iss = sub = our client_id, aud = the authorization
+     * server's issuer; short-lived, and a jti the server may remember. */
+    header = json_pack("{s:s, s:s, s:s}", "typ", "JWT", "alg", "ES256", "kid", kid);
+    payload = json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "iss", client_id, "sub", client_id, "aud",
+                        audience, "jti", jti64, "iat", (json_int_t)now, "exp",
+                        (json_int_t)(now + PE_ATPROTO_ASSERTION_TTL_S));
+    *jwt = header && payload ? sign_jws(key, header, payload) : NULL;
+    json_decref(header);
+    json_decref(payload);
+    return *jwt ? 0 : pe_err_set(err, PE_ESYS, 0, "client assertion: signing failed");
+}

@@ -55,4 +55,10 @@ json_t *pe__atproto_dpop_jwk(const pe_atproto_dpop *d);
 int pe__atproto_dpop_proof(const pe_atproto_dpop *d, const char *method, const char *url,
                            const char *nonce, const char *access_token, char **proof, pe_err *err);
 
+/* A client assertion (RFC 7523) for client_id towards the authorization
+ * server whose issuer is audience: ES256 with key, kid its thumbprint,
+ * a fresh jti, valid PE_ATPROTO_ASSERTION_TTL_S. *jwt malloc'd. */
+int pe__atproto_client_assertion(const pe_atproto_dpop *key, const char *client_id,
+                                 const char *audience, char **jwt, pe_err *err);
+
 #endif

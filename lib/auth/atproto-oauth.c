@@ -52,6 +52,56 @@ static char *form(const char *const *kv)
     return out;
 }
 
+#define ASSERTION_TYPE "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#define FORM_PAIRS 12
+
+/* A session of a confidential client: its client_id is an https URL. */
+static bool confidential(const pe_atproto_login *l)
+{
+    return strncmp(l->client_id, "https://", 8) == 0;
+}
+
+/* form(kv) and the client's identity: its client_id, and for a
+ * confidential client a client assertion made for this one request. */
+static char *auth_form(const pe_atproto_client *c, const pe_atproto_login *l, const char *const *kv,
+                       pe_err *err)
+{
+    const char *all[2 * FORM_PAIRS + 1];
+    cleanup_free char *jwt = NULL;
+    char *out;
+    size_t n = 0;
+
+    for (; kv[n] != NULL; n += 2) {
+        if (n >= 2 * (FORM_PAIRS - 3)) { /* room for client_id and the assertion */
+            pe_err_set(err, PE_EINVAL, 0, "OAuth request: too many parameters");
+            return NULL;
+        }
+        all[n] = kv[n];
+        all[n + 1] = kv[n + 1];
+    }
+    all[n++] = "client_id";
+    all[n++] = l->client_id;
+    if (confidential(l)) {
+        if (c->client_key == NULL) {
+            pe_err_set(err, PE_ESTATE, 0,
+                       "a session of the web client %s, but this daemon has no client key "
+                       "(started without --atproto-public-url?)",
+                       l->client_id);
+            return NULL;
+        }
+        if (pe__atproto_client_assertion(c->client_key, l->client_id, l->as.issuer, &jwt, err) < 0)
+            return NULL;
+        all[n++] = "client_assertion_type";
+        all[n++] = ASSERTION_TYPE;
+        all[n++] = "client_assertion";
+        all[n++] = jwt;
+    }
+    all[n] = NULL;
+    if ((out = form(all)) == NULL)
+        pe_err_set(err, PE_EINVAL, 0, "OAuth request too large");
+    return out;
+}
+
 static bool url_ok(const pe_atproto_client *c, const char *u)
 {
     return u != NULL && strlen(u) < PE_ATPROTO_URL_MAX &&
@@ -182,8 +232,12 @@ static int oauth_error(const char *what, const pe__atproto_resp *rs, pe_err *err
     const char *code = json_string_value(json_object_get(v, "error"));
     int status = rs->status == 401 || rs->status == 400 ? PE_EAUTH : PE_EREMOTE;
 
-    pe_err_set(err, status, 0, "%s: status %ld%s%s", what, rs->status, code ? ", " : "",
-               code ? code : "");
+    pe_err_set(err, status, 0, "%s: status %ld%s%s%s", what, rs->status, code ? ", " : "",
+               code ? code : "",
+               code && strcmp(code, "invalid_client") == 0
+                   ? " (the authorization server refused this client: for a web client, is the "
+                     "key the daemon signs with the one its JWKS publishes?)"
+                   : "");
     json_decref(v);
     return -1;
 }
@@ -201,12 +255,14 @@ static int push_request(const pe_atproto_client *c, pe_atproto_login *l, const c
     crypto_hash_sha256(challenge, (const unsigned char *)l->verifier, strlen(l->verifier));
     sodium_bin2base64(challenge64, sizeof challenge64, challenge, sizeof challenge,
                       sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-    body = form((const char *const[]){"client_id", l->client_id, "redirect_uri", c->redirect_uri,
-                                      "response_type", "code", "scope", c->scope, "state", l->state,
-                                      "code_challenge", challenge64, "code_challenge_method",
-                                      "S256", "login_hint", hint, NULL});
+    body = auth_form(c, l,
+                     (const char *const[]){"redirect_uri", c->redirect_uri, "response_type", "code",
+                                           "scope", c->scope, "state", l->state, "code_challenge",
+                                           challenge64, "code_challenge_method", "S256",
+                                           "login_hint", hint, NULL},
+                     err);
     if (body == NULL)
-        return pe_err_set(err, PE_EINVAL, 0, "authorization request too large");
+        return pe_err_prefix(err, "pushed authorization request");
     if (dpop_call(c, l->dpop, "POST", l->as.par, body, NULL, l->nonce, &rs, err) < 0)
         return -1;
     if (rs.status != 201 && rs.status != 200) {
@@ -230,7 +286,8 @@ static int push_request(const pe_atproto_client *c, pe_atproto_login *l, const c
     return 0;
 }
 
-/* A new login with the loopback client's client_id. */
+/* A new login with the client's client_id: the web client's URL, or the
+ * loopback client's, which says its redirect URI and scope. */
 static pe_atproto_login *login_new(const pe_atproto_client *c, pe_err *err)
 {
     pe_atproto_login *l = calloc(1, sizeof *l);
@@ -244,6 +301,16 @@ static pe_atproto_login *login_new(const pe_atproto_client *c, pe_err *err)
         free(l);
         pe_err_set(err, PE_EINVAL, 0, "the OAuth scope must contain \"atproto\"");
         return NULL;
+    }
+    if (c->client_id != NULL) {
+        if (strncmp(c->client_id, "https://", 8) != 0 || c->client_key == NULL ||
+            (size_t)snprintf(l->client_id, sizeof l->client_id, "%s", c->client_id) >=
+                sizeof l->client_id) {
+            free(l);
+            pe_err_set(err, PE_EINVAL, 0, "a web client needs an https client_id and a key");
+            return NULL;
+        }
+        return l;
     }
     ru = curl_easy_escape(NULL, c->redirect_uri, 0);
     sc = curl_easy_escape(NULL, c->scope, 0);
@@ -345,7 +412,7 @@ static int token_call(const pe_atproto_client *c, pe_atproto_login *l, const cha
     int rc;
 
     if (body == NULL)
-        return pe_err_set(err, PE_EINVAL, 0, "%s: request too large", what);
+        return pe_err_prefix(err, "%s", what);
     if (dpop_call(c, l->dpop, "POST", l->as.token, body, NULL, l->nonce, &rs, err) < 0)
         return -1;
     rc = rs.status == 200 ? take_tokens(l, &rs, s, err) : oauth_error(what, &rs, err);
@@ -366,9 +433,11 @@ int pe_atproto_login_finish(const pe_atproto_client *c, pe_atproto_login *l, con
                           l->as.issuer);
     if (code == NULL || code[0] == '\0')
         return pe_err_set(err, PE_EAUTH, 0, "sign-in answer: no code");
-    body = form((const char *const[]){"grant_type", "authorization_code", "code", code,
-                                      "redirect_uri", c->redirect_uri, "client_id", l->client_id,
-                                      "code_verifier", l->verifier, NULL});
+    body = auth_form(c, l,
+                     (const char *const[]){"grant_type", "authorization_code", "code", code,
+                                           "redirect_uri", c->redirect_uri, "code_verifier",
+                                           l->verifier, NULL},
+                     err);
     return token_call(c, l, body, s, "token exchange", err);
 }
 
@@ -379,8 +448,10 @@ int pe_atproto_refresh(const pe_atproto_client *c, pe_atproto_login *l, pe_atpro
 
     if (s->refresh_token == NULL)
         return pe_err_set(err, PE_ESTATE, 0, "refresh: the session has no refresh token");
-    body = form((const char *const[]){"grant_type", "refresh_token", "refresh_token",
-                                      s->refresh_token, "client_id", l->client_id, NULL});
+    body = auth_form(c, l,
+                     (const char *const[]){"grant_type", "refresh_token", "refresh_token",
+                                           s->refresh_token, NULL},
+                     err);
     return token_call(c, l, body, s, "token refresh", err);
 }
 
@@ -394,9 +465,9 @@ int pe_atproto_revoke(const pe_atproto_client *c, pe_atproto_login *l, const pe_
 
     if (l->as.revoke[0] == '\0')
         return pe_err_set(err, PE_ENOTCAP, 0, "%s has no revocation endpoint", l->as.issuer);
-    body = form((const char *const[]){"token", token, "client_id", l->client_id, NULL});
+    body = auth_form(c, l, (const char *const[]){"token", token, NULL}, err);
     if (body == NULL)
-        return pe_err_set(err, PE_EINVAL, 0, "revoke: request too large");
+        return pe_err_prefix(err, "revoke");
     if (dpop_call(c, l->dpop, "POST", l->as.revoke, body, NULL, l->nonce, &rs, err) < 0)
         return -1;
     if (rs.status != 200)

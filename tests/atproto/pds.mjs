@@ -10,6 +10,10 @@
 //    "accounts": [{"handle", "did", "password", "accessJwt"}]}
 // Then the script reads commands from stdin, one JSON object a line:
 //   {"op": "account", "handle", "password"}   another account, answered
+//   {"op": "token-max-age", "seconds"}        access tokens issued from now on live that long
+//   {"op": "revoke-tokens", "did"}            end every OAuth session of the account
+//   {"op": "route", "origin", "to"}           the PDS's requests to https ORIGIN
+//                                             go to http TO instead (no "to": forget)
 //   {"op": "stop-pds"} / {"op": "start-pds"}  the PDS goes away / comes back
 //                                             on the same port and data
 // Each is answered with one JSON line ({"ok": true, ...} or {"error"}).
@@ -31,6 +35,23 @@ import path from 'node:path';
 import { PlcServer, Database as PlcDatabase } from '@did-plc/server';
 import { PDS, envToCfg, envToSecrets, readEnv } from '@atproto/pds';
 import { Secp256k1Keypair } from '@atproto/crypto';
+
+// Origins the PDS reaches elsewhere than their name says ({"op": "route"}):
+// a daemon with a public https URL (a confidential OAuth client, whose
+// metadata document and JWKS the PDS fetches) is served here on plain
+// http on loopback, as a TLS proxy in front of it would forward. The PDS
+// fetches through globalThis.fetch, looked up at each call.
+const routes = new Map();
+const realFetch = globalThis.fetch;
+globalThis.fetch = function (input, init) {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const to = routes.get(url.origin);
+    if (to) {
+        const target = to + url.pathname + url.search;
+        input = input instanceof Request ? new Request(target, input) : target;
+    }
+    return realFetch.call(this, input, init);
+};
 
 const dir = process.argv[2];
 if (!dir) {
@@ -88,6 +109,7 @@ function pdsEnv(port, plcUrl, rotationHex) {
 async function startPds(state) {
     const { cfg, secrets } = pdsEnv(state.port, state.plcUrl, state.rotationHex);
     state.pds = await PDS.create(cfg, secrets);
+    if (state.tokenMaxAge) state.pds.ctx.oauthProvider.tokenManager.tokenMaxAge = state.tokenMaxAge;
     await state.pds.start();
 }
 
@@ -139,6 +161,24 @@ async function main() {
             const cmd = JSON.parse(line);
             if (cmd.op === 'account') {
                 answer({ ok: true, ...(await createAccount(pdsUrl, cmd.handle, cmd.password)) });
+            } else if (cmd.op === 'token-max-age') {
+                // The lifetime of the access tokens issued from now on (the
+                // PDS has no setting for it; its OAuth provider reads this
+                // field at each token it issues).
+                state.tokenMaxAge = cmd.seconds * 1000;
+                state.pds.ctx.oauthProvider.tokenManager.tokenMaxAge = state.tokenMaxAge;
+                answer({ ok: true });
+            } else if (cmd.op === 'revoke-tokens') {
+                // Every OAuth session of the account ends (as when its user
+                // removes an app from their PDS): its refresh tokens die.
+                const store = state.pds.ctx.oauthProvider.tokenManager.store;
+                const tokens = await store.listAccountTokens(cmd.did);
+                for (const t of tokens) await store.deleteToken(t.id);
+                answer({ ok: true, revoked: tokens.length });
+            } else if (cmd.op === 'route') {
+                if (cmd.to) routes.set(new URL(cmd.origin).origin, cmd.to);
+                else routes.delete(new URL(cmd.origin).origin);
+                answer({ ok: true });
             } else if (cmd.op === 'stop-pds') {
                 if (state.pds) await state.pds.destroy();
                 state.pds = null;

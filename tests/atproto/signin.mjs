@@ -2,13 +2,15 @@
 // a browser, and prints where the PDS sent the browser back: the OAuth
 // redirect the client under test must finish.
 //
-//   PE_SIGNIN='{"url", "password", "redirect", "chromium", "follow"}' node tests/atproto/signin.mjs
+//   PE_SIGNIN='{"url", "password", "redirect", "chromium", "follow", "proxy", "waitText"}' \
+//     node tests/atproto/signin.mjs
 //
 // url: the authorize URL the client built; redirect: its redirect_uri
 // prefix (http://127.0.0.1:PORT/...), intercepted here so nothing needs to
 // listen there, unless follow is true: then the browser goes there (the
 // daemon's own callback) and the page it shows is reported too;
-// chromium: Debian's (headless, through playwright-core).
+// chromium: Debian's (headless, through playwright-core); proxy (optional):
+// see below.
 // Prints {"callback": URL, "page": TEXT} or exits 1 with what the page showed.
 import { chromium } from "playwright-core";
 
@@ -21,6 +23,16 @@ const browser = await chromium.launch({ executablePath: cfg.chromium, args: ["--
 let page;
 try {
   page = await browser.newPage();
+  // proxy: {"from": "https://ORIGIN", "to": "http://127.0.0.1:PORT"}: the
+  // browser's requests to a daemon's public https URL reach the daemon on
+  // loopback, as through the TLS proxy in front of it.
+  if (cfg.proxy) {
+    await page.route(`${cfg.proxy.from}/**`, async (route) => {
+      const url = cfg.proxy.to + route.request().url().slice(cfg.proxy.from.length);
+      const response = await route.fetch({ url });
+      await route.fulfill({ response });
+    });
+  }
   let resolveCallback;
   const callback = new Promise((r) => (resolveCallback = r));
   if (cfg.follow) {
@@ -45,6 +57,10 @@ try {
   let text = "";
   if (cfg.follow) {
     await page.waitForLoadState("load", WAIT);
+    // waitText: the page's own script has work to finish (the token handed
+    // to upstream's CLI): wait until it says so.
+    if (cfg.waitText)
+      await page.waitForFunction((t) => document.body.innerText.includes(t), cfg.waitText, WAIT);
     text = await page.evaluate(() => document.body.innerText);
   }
   process.stdout.write(JSON.stringify({ callback: url, page: text }) + "\n");

@@ -132,9 +132,13 @@ class FakeHttp:
                 status, body, delay = routes.get(self.path, (404, "not found", 0))
                 if delay:
                     time.sleep(delay)
+                if isinstance(body, (dict, list)):
+                    body = json.dumps(body)
                 data = body.encode() if isinstance(body, str) else body
                 try:
                     self.send_response(status)
+                    if data[:1] in (b"{", b"["):
+                        self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

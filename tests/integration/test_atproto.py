@@ -220,14 +220,16 @@ class Login:
         assert self.proc.wait(timeout=30) == 0
 
 
-def sign_in_in_browser(url, password, redirect, follow=False):
+def sign_in_in_browser(url, password, redirect, follow=False, proxy=None, wait_text=None):
     """The user's part: the PDS's own sign-in page in headless chromium;
     returns the redirect URL the PDS sent the browser to (with follow, also
-    the text of the page that URL showed: {"callback", "page"})."""
+    the text of the page that URL showed: {"callback", "page"}). proxy
+    {"from": "https://ORIGIN", "to": "http://127.0.0.1:PORT"}: the browser
+    reaches that origin on loopback (a daemon's public URL)."""
     assert os.access(CHROMIUM, os.X_OK), "chromium is missing: run scripts/setup"
     env = dict(os.environ, PE_SIGNIN=json.dumps(
         {"url": url, "password": password, "redirect": redirect, "chromium": CHROMIUM,
-         "follow": follow}))
+         "follow": follow, "proxy": proxy, "waitText": wait_text}))
     p = subprocess.run(["node", SIGNIN], capture_output=True, text=True, env=env, timeout=180)
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
@@ -447,6 +449,209 @@ def test_cli_login_with_a_handle_prints_the_url_and_keeps_the_token(pds, oauth_d
     assert f"event=oauth-logout did={bob['did']}" in d.log_text()
     st, _ = d.call("io.pocketenv.actor.getProfile", token=token)
     assert st == 401
+
+
+# ---- the confidential web client: --atproto-public-url, private_key_jwt ----
+
+# A name under home.arpa (RFC 8375, never public): the PDS refuses a
+# client_id under .test, .local or .example and fetches nothing from
+# example.org; nothing resolves this one either, both the PDS and the
+# browser are routed to the daemon on loopback.
+WEB = "https://pocketenv.home.arpa"
+
+
+def other_jwks():
+    """A JWKS of a P-256 key the daemon does not have."""
+    import base64
+    from cryptography.hazmat.primitives.asymmetric import ec
+    n = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    b64 = lambda i: base64.urlsafe_b64encode(i.to_bytes(32, "big")).rstrip(b"=").decode()
+    return {"keys": [{"kty": "EC", "crv": "P-256", "x": b64(n.x), "y": b64(n.y), "kid": "other",
+                      "alg": "ES256", "use": "sig"}]}
+
+
+def test_web_client_signs_in_with_private_key_jwt_and_a_wrong_key_is_refused(
+        pds, dns, fake, tmp_path):
+    from test_daemon import serving
+    from conftest import BIN
+    alice = pds.accounts["alice.test"]
+    for handle, a in pds.accounts.items():
+        dns.records[f"_atproto.{handle}"] = [f"did={a['did']}"]
+    base = ["--atproto-plc", pds.plc, "--atproto-dns", dns.addr, "--atproto-insecure-http",
+            "--atproto-allow-private"]
+    # Not an https URL, or one with a query: the daemon does not start.
+    for bad in ["http://pocketenv.test", "https://pocketenv.test/?x=1", "https://"]:
+        p = subprocess.run([BIN, "serve", "--listen", "127.0.0.1:0", "--data",
+                            str(tmp_path / "bad"), "--atproto-public-url", bad],
+                           capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0 and "--atproto-public-url" in p.stderr, (bad, p.stderr)
+    extra = base + ["--atproto-public-url", WEB + "/"]
+    with serving(tmp_path, extra=extra, check_leaks=False) as d:
+        # The metadata document the PDS fetches, and the JWKS it names.
+        with urllib.request.urlopen(f"{d.url}/oauth/client-metadata.json", timeout=30) as r:
+            meta = json.loads(r.read())
+        assert meta["client_id"] == f"{WEB}/oauth/client-metadata.json", meta
+        assert meta["redirect_uris"] == [f"{WEB}/oauth/callback"]
+        assert meta["token_endpoint_auth_method"] == "private_key_jwt"
+        assert meta["token_endpoint_auth_signing_alg"] == "ES256"
+        assert meta["dpop_bound_access_tokens"] is True
+        assert meta["jwks_uri"] == f"{WEB}/oauth/jwks.json"
+        assert "repo:io.pocketenv.sandbox" in meta["scope"].split()
+        with urllib.request.urlopen(f"{d.url}/oauth/jwks.json", timeout=30) as r:
+            jwks = json.loads(r.read())
+        [key] = jwks["keys"]
+        assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256") and key["kid"]
+        assert "d" not in key  # the public part only
+        # The signing key: sealed, mode 600, made once.
+        kpath = os.path.join(d.data, "atproto-client-key.sealed")
+        assert os.stat(kpath).st_mode & 0o777 == 0o600
+        assert "PRIVATE KEY" not in open(kpath).read()
+        # Sign in: the PDS fetches our metadata (through the TLS proxy
+        # stand-in), PAR, token and the first refresh carry our assertion.
+        pds.command("route", origin=WEB, to=d.url)
+        try:
+            st, started = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+            assert st == 200, started
+            assert "client_id=" + urllib.parse.quote(meta["client_id"], safe="") in \
+                started["url"], started
+            got = sign_in_in_browser(started["url"], alice["password"], f"{WEB}/oauth/callback",
+                                     follow=True, proxy={"from": WEB, "to": d.url})
+            assert "Signed in as @alice.test" in got["page"], got
+            st, out = post_json(f"{d.url}/oauth/token", {"pickup": started["pickup"]})
+            assert st == 200 and out["did"] == alice["did"], out
+            assert f"event=atproto-session-refreshed did={alice['did']}" in d.log_text()
+            # (Records written with the granular scope this client asks for:
+            # test_records_created_updated_and_deleted_in_the_users_repository.)
+            # Logout revokes at the authorization server with our assertion.
+            st, bye = post_json_auth(f"{d.url}/oauth/logout", out["token"])
+            assert st == 200, (bye, d.log_text()[-2000:])
+        finally:
+            pds.command("route", origin=WEB)
+        # The same daemon under another URL, whose published JWKS holds a
+        # key it does not sign with: sign-in fails at once, clearly.
+        moved = "https://moved.pocketenv.home.arpa"
+        fake.routes["/oauth/client-metadata.json"] = (200, dict(
+            meta, client_id=f"{moved}/oauth/client-metadata.json", client_uri=moved,
+            redirect_uris=[f"{moved}/oauth/callback"], jwks_uri=f"{moved}/oauth/jwks.json"), 0)
+        fake.routes["/oauth/jwks.json"] = (200, other_jwks(), 0)
+        restart_daemon(d, base + ["--atproto-public-url", moved])
+        pds.command("route", origin=moved, to=fake.url)
+        try:
+            st, out = post_json(f"{d.url}/oauth/login", {"handle": "alice.test"})
+        finally:
+            pds.command("route", origin=moved)
+        assert st == 401 and out["error"] == "SignInFailed", out
+        assert "invalid_client" in out["message"] and "JWKS" in out["message"], out
+
+
+# ---- upstream's CLI: `pocketenv login HANDLE` (apps/cli/src/cmd/login.ts) ----
+
+class UpstreamCliListener:
+    """What upstream's CLI runs during `login`: an HTTP listener on port
+    6997 (express with cors(): any origin, preflight answered) whose POST
+    /token {token} is the sign-in's end; it answers {"ok": 1}."""
+
+    PORT = 6997
+
+    def __init__(self):
+        import http.server
+        import socket
+        import threading
+        got = self.got = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _cors(self):
+                self.send_header("Access-Control-Allow-Origin", "*")
+                self.send_header("Access-Control-Allow-Methods", "GET,HEAD,PUT,PATCH,POST,DELETE")
+                want = self.headers.get("Access-Control-Request-Headers")
+                if want:
+                    self.send_header("Access-Control-Allow-Headers", want)
+
+            def do_OPTIONS(self):
+                self.send_response(204)
+                self._cors()
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path != "/token":
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                got.append({"body": json.loads(body), "origin": self.headers.get("Origin")})
+                out = b'{"ok":1}'
+                self.send_response(200)
+                self._cors()
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        class Server(http.server.ThreadingHTTPServer):
+            address_family = socket.AF_INET6  # "localhost" may be ::1 or 127.0.0.1
+
+            def server_bind(self):
+                self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                super().server_bind()
+
+        self.server = Server(("::", self.PORT), H)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def post_text(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers.get("Content-Type"), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def test_upstream_cli_login_gets_its_token_through_its_listener(pds, oauth_daemon):
+    """Upstream's CLI, step by step as its login.ts does it: listen on
+    6997, POST /login {handle, cli: true}, take the answer as the URL to
+    open (it must contain "authorize"), then wait for POST /token {token}
+    on its listener; the token is then its API token."""
+    d, bob = oauth_daemon, pds.accounts["bob.test"]
+    # What it cannot use here: a password, or a call without cli.
+    st, _, body = post_text(f"{d.url}/login", {"handle": "bob.test", "password": "x"})
+    assert st == 501 and json.loads(body)["error"] == "MethodNotImplemented", body
+    st, _, body = post_text(f"{d.url}/login", {"handle": "bob.test"})
+    assert st == 400 and "/oauth/login" in json.loads(body)["message"], body
+    st, _, body = post_text(f"{d.url}/login", {"handle": "not a handle", "cli": True})
+    assert st == 400 and json.loads(body)["error"] == "InvalidRequest", body
+    cli = UpstreamCliListener()
+    try:
+        st, ctype, url = post_text(f"{d.url}/login", {"handle": "bob.test", "cli": True})
+        assert st == 200 and ctype.startswith("text/plain"), (st, url)
+        assert "authorize" in url and url.startswith(f"{pds.pds}/oauth/authorize?"), url
+        # The browser: the PDS's page, then the daemon's callback page,
+        # whose script hands the token to the CLI's listener.
+        got = sign_in_in_browser(url, bob["password"], f"{d.url}/oauth/callback", follow=True,
+                                 wait_text="The Pocketenv CLI has your token.")
+        assert "Signed in as @bob.test" in got["page"], got
+        assert len(cli.got) == 1, cli.got
+        token = cli.got[0]["body"]["token"]
+        assert cli.got[0]["origin"] == d.url  # sent by the daemon's own page
+    finally:
+        cli.close()
+    assert token not in got["callback"] and token not in got["page"]
+    assert token not in d.log_text()
+    assert jwt_claims(token)["did"] == bob["did"]
+    # What the CLI then does with it (whoami: getProfile).
+    st, prof = d.call("io.pocketenv.actor.getProfile", token=token)
+    assert st == 200 and (prof["did"], prof["handle"]) == (bob["did"], "bob.test"), prof
 
 
 # ---- records: sandboxes in the user's repository (daemon/records.c) ----
@@ -845,3 +1050,77 @@ def test_web_page_sign_in_with_a_handle(pds, alice_daemon):
     assert got["who"] == f"alice.test ({pds.accounts['alice.test']['did']})", got
     # No token and no pickup ever travels in a URL.
     assert not [u for u in got["urls"] if "pickup" in u or "token=" in u], got["urls"]
+
+
+# ---- access tokens refreshed before they expire; a dead session ----
+
+LIFE = 10  # seconds of the PDS's access tokens in this test (1 hour by default)
+
+
+def test_tokens_refreshed_before_expiry_and_a_revoked_session_asks_to_sign_in_again(
+        pds, alice_daemon):
+    import re
+    import time
+    from conftest import wait_for
+    d, token, extra, _ = alice_daemon
+    did = pds.accounts["alice.test"]["did"]
+    sealed_dir = os.path.join(d.data, "atproto")
+
+    def refreshes(since):
+        return re.findall(rf"event=atproto-session-refreshed did={did} why=(\w+)",
+                          d.log_text()[since:])
+
+    def describe(sid, text):
+        st, _ = d.call("io.pocketenv.sandbox.putPreferences", body={
+            "sandboxId": sid, "preferences": [{
+                "$type": "io.pocketenv.sandbox.defs#sandboxDetailsPref", "description": text}]},
+            token=token)
+        assert st == 200
+
+    pds.command("token-max-age", seconds=LIFE)
+    try:
+        # The restarted daemon restores Alice's session: a refresh, which
+        # now brings a short-lived access token.
+        restart_daemon(d, extra)
+        mark = len(d.log_text())
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox",
+                        body={"base": "busybox", "name": "short-life"}, token=token)
+        assert st == 200, sb
+        rec = wait_synced(d, token, sb["id"])
+        assert refreshes(mark) == ["restored"], d.log_text()[mark:]
+        life = re.search(r"why=restored expires_in=(\d+)", d.log_text()[mark:])
+        assert life and LIFE - 2 <= int(life[1]) <= LIFE, d.log_text()[mark:]
+        expiry = time.monotonic() + LIFE  # the token was issued before now
+        # While it is good, the token is used as it is: no refresh per call.
+        describe(sb["id"], "fresh")
+        rec = wait_synced(d, token, sb["id"], cid=rec["cid"])
+        assert time.monotonic() < expiry - LIFE / 4, "too slow to tell (machine overloaded?)"
+        assert refreshes(mark) == ["restored"]
+        # Past its expiry: the daemon refreshes before writing; the PDS
+        # never has to refuse it.
+        wait_for(lambda: time.monotonic() > expiry + 1, LIFE + 5, "the access token to expire")
+        describe(sb["id"], "after expiry")
+        rec = wait_synced(d, token, sb["id"], cid=rec["cid"])
+        check_record(pds, did, rec["uri"].rsplit("/", 1)[1], description="after expiry")
+        assert refreshes(mark) == ["restored", "expiring"], d.log_text()[mark:]
+        expiry = time.monotonic() + LIFE
+        # Her session ends at the PDS (she removed the app there): past the
+        # access token's expiry the refresh is refused, the daemon forgets
+        # the session and says to sign in again, and asks the PDS no more.
+        assert pds.command("revoke-tokens", did=did)["revoked"] >= 1
+        wait_for(lambda: time.monotonic() > expiry + 1, LIFE + 5, "the access token to expire")
+        describe(sb["id"], "revoked")
+        got = wait_for(lambda: (record_state(d, token, sb["id"]).get("error") or "") and
+                       record_state(d, token, sb["id"]), 30, "the write to fail")
+        assert got["state"] == "pending" and "sign in again" in got["error"], got
+        assert os.listdir(sealed_dir) == []
+        ended = f"event=atproto-session-ended did={did}"
+        assert d.log_text().count(ended) == 1
+        wait_for(lambda: record_state(d, token, sb["id"])["attempts"] >= 3, 30,
+                 "the writer to try again")
+        got = record_state(d, token, sb["id"])
+        assert "sign in again" in got["error"], got
+        assert d.log_text().count(ended) == 1  # no refresh tried again: no loop
+        assert refreshes(mark) == ["restored", "expiring"]
+    finally:
+        pds.command("token-max-age", seconds=3600)

@@ -86,14 +86,17 @@ def post(url, body, headers=None):
         return e.code, e.read()
 
 
-def test_login_with_a_handle_says_how_to_get_a_token(daemon):
+def test_login_with_a_handle_answers_what_it_cannot_do(daemon):
     """Upstream's `pocketenv login HANDLE` posts {handle, cli: true} to
-    /login: an XRPC-style error that says what to do, not a bare 405."""
-    st, body = post(daemon.url + "/login", {"handle": "alice.bsky.social", "cli": True})
+    /login, which starts a sign-in (test_atproto.py::
+    test_upstream_cli_login_gets_its_token_through_its_listener). What it
+    cannot do gets an XRPC-style error that says why, not a bare 405: here
+    no request leaves the machine (no handle is resolved)."""
+    st, body = post(daemon.url + "/login", {"handle": "alice.bsky.social", "password": "pw"})
     assert st == 501, body
-    err = json.loads(body)
-    assert err["error"] == "MethodNotImplemented"
-    assert "pocketenv token create" in err["message"] and "token.json" in err["message"]
+    assert json.loads(body)["error"] == "MethodNotImplemented"
+    st, body = post(daemon.url + "/login", {"handle": "not a handle!", "cli": True})
+    assert st == 400 and json.loads(body)["error"] == "InvalidRequest", body
     st, _ = post(daemon.url + "/loginx", {})
     assert st == 404
     assert daemon.healthy()
