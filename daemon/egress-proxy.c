@@ -42,6 +42,7 @@
 #include "pocketenv/egress-sniff.h"
 #include "pocketenv/egress.h"
 #include "resources.h"
+#include "sandbox/sandbox.h"
 
 #define PROXY_MAX_CONNS 256
 #define FIRST_BYTE_MS 1000 /* a client that says nothing by then: the server speaks first */
@@ -49,6 +50,9 @@
 #define CONNECT_MS 10000
 #define RELAY_BUF (64 * 1024)
 #define HALF_CLOSED_MS 60000
+/* Room for request heads that grow when placeholders become values. */
+#define SUBST_ROOM (64 * 1024)
+#define PLACEHOLDER_STEM "PE_SECRET_"
 
 typedef struct pconn {
     struct pconn *next;
@@ -61,6 +65,7 @@ typedef struct pconn {
 
 typedef struct proxy {
     struct proxy *next;
+    pe_daemon *d;
     pe_runtime *rt;
     char *id;
     pid_t pid;
@@ -252,6 +257,75 @@ typedef struct framer {
     pe_sniff_chunked ch;
 } framer;
 
+static const uint8_t *find(const uint8_t *p, size_t n, const char *s, size_t k)
+{
+    return k == 0 || n < k ? NULL : memmem(p, n, s, k);
+}
+
+/* Put the values of egress-only secrets whose placeholders are in the
+ * head at f->buf + f->ok (head bytes, the request line excluded) when the
+ * request goes to a host they are bound to; a placeholder for another
+ * host goes on unchanged (it is useless there) and is logged. Only heads
+ * that carry the placeholder stem cost a look at the store. false:
+ * refuse the request (what it needs cannot be done). */
+static bool subst(proxy *px, pconn *c, flow *f, size_t *head_len, const char *host)
+{
+    const uint8_t *head = f->buf + f->ok, *eol;
+    pe_sandbox_egress_secret *list = NULL;
+    json_t *policy = NULL;
+    size_t n = 0, skip;
+    pe_store *s;
+    pe_err err;
+    bool ok = true;
+
+    if (find(head, *head_len, PLACEHOLDER_STEM, strlen(PLACEHOLDER_STEM)) == NULL)
+        return true;
+    eol = memchr(head, '\n', *head_len);
+    skip = eol ? (size_t)(eol - head) + 1 : *head_len; /* headers only, not the target */
+    if (pe_runtime_egress_get(px->rt, px->id, &policy, &err) < 0 || policy == NULL ||
+        (s = pe_daemon_store(px->d, &err)) == NULL ||
+        pe_sandbox_egress_secrets(&px->d->sx, s, px->id, policy, &list, &n, &err) < 0) {
+        json_decref(policy);
+        return policy == NULL; /* no policy, no egress-only secret */
+    }
+    for (size_t i = 0; i < n && ok; i++) {
+        size_t k = strlen(list[i].placeholder);
+        const uint8_t *at;
+        bool bound = pe_egress_secret_bound(policy, list[i].name, host);
+        char *why;
+
+        while (ok && (at = find(f->buf + f->ok + skip, *head_len - skip, list[i].placeholder, k))) {
+            size_t off = (size_t)(at - f->buf);
+            if (!bound) {
+                why = pe_xasprintf("placeholder of secret %.40s sent to a host it is not bound to",
+                                   list[i].name);
+                pe_daemon_egress_denied(px->rt, px->id, host, c->addr, c->port, "secret", why);
+                free(why);
+                break;
+            }
+            /* a value that would end the header line would forge others */
+            if (memchr(list[i].value, '\r', list[i].len) ||
+                memchr(list[i].value, '\n', list[i].len) ||
+                memchr(list[i].value, '\0', list[i].len) ||
+                f->len - k + list[i].len > PE_SNIFF_MAX + SUBST_ROOM) {
+                pe_daemon_egress_denied(px->rt, px->id, host, c->addr, c->port, "secret",
+                                        "a secret value does not fit in the request head");
+                ok = false;
+                break;
+            }
+            memmove(f->buf + off + list[i].len, f->buf + off + k, f->len - off - k);
+            memcpy(f->buf + off, list[i].value, list[i].len);
+            f->len = f->len - k + list[i].len;
+            *head_len = *head_len - k + list[i].len;
+            skip = off + list[i].len - f->ok;
+        }
+        skip = eol ? (size_t)(eol - head) + 1 : *head_len;
+    }
+    pe_sandbox_egress_secrets_free(list, n);
+    json_decref(policy);
+    return ok;
+}
+
 /* Clear what may go on of the client's bytes; false: refuse the rest (a
  * request for a name the policy does not allow, or unreadable). */
 static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
@@ -287,6 +361,8 @@ static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
             pthread_mutex_lock(&px_mu);
             memcpy(c->name, h.host, sizeof(c->name));
             pthread_mutex_unlock(&px_mu);
+            if (!subst(px, c, f, &h.head_len, h.host))
+                return false;
             f->ok += h.head_len;
             fr->left = h.content_length > 0 ? (uint64_t)h.content_length : 0;
             fr->state = h.upgrade ? FR_RAW : h.chunked ? FR_CHUNKED : fr->left ? FR_LEN : FR_HEAD;
@@ -456,7 +532,7 @@ static void *conn_thread(void *arg)
     conn_arg a = *(conn_arg *)arg;
     proxy *px = a.px;
     pconn *c = a.c;
-    uint8_t *cbuf = pe_xmalloc(PE_SNIFF_MAX);
+    uint8_t *cbuf = pe_xmalloc(PE_SNIFF_MAX + SUBST_ROOM);
     flow cf = {.buf = cbuf};
     framer fr = {.state = FR_RAW};
     char name[PE_SNIFF_NAME_MAX + 1] = "";
@@ -570,8 +646,9 @@ static void *listen_thread(void *arg)
     return NULL;
 }
 
-void pe_daemon_egress_proxy_start(pe_runtime *rt, const char *id, pid_t pid, int netns)
+void pe_daemon_egress_proxy_start(pe_daemon *d, const char *id, pid_t pid, int netns)
 {
+    pe_runtime *rt = &d->rt;
     proxy *px;
     pthread_t t;
     pe_err err;
@@ -584,6 +661,7 @@ void pe_daemon_egress_proxy_start(pe_runtime *rt, const char *id, pid_t pid, int
     if (px != NULL)
         return;
     px = pe_xcalloc(1, sizeof(*px));
+    px->d = d;
     px->rt = rt;
     px->id = pe_xstrdup(id);
     px->pid = pid;

@@ -573,7 +573,7 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->next = fwd_list;
     fwd_list = f;
     pthread_mutex_unlock(&fwd_mu);
-    pe_daemon_egress_proxy_start(&d->rt, id, pid, netns);
+    pe_daemon_egress_proxy_start(d, id, pid, netns);
     if (pthread_create(&t, NULL, fwd_thread, f) != 0) {
         fwd_free(f);
         return;

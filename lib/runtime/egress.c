@@ -152,11 +152,71 @@ static json_t *string_list(const json_t *in, const char *key, bool cidr, pe_err 
     return out;
 }
 
+static bool env_name_ok(const char *s)
+{
+    if (s[0] == '\0' || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return false;
+    return true;
+}
+
+/* "secrets": [{"name": "API_KEY", "hosts": ["api.example.org", ...]}]:
+ * the sandbox's secrets of those names are egress-only, bound to those
+ * hosts (an empty list: to none, so never substituted). */
+static int secret_bindings(const json_t *in, json_t *out, pe_err *err)
+{
+    const json_t *a = json_object_get(in, "secrets"), *v;
+    json_t *list;
+    size_t i;
+
+    /* absent when empty: a policy without secrets reads as before */
+    if (a == NULL || json_is_null(a) || (json_is_array(a) && json_array_size(a) == 0))
+        return 0;
+    list = json_array();
+    json_object_set_new(out, "secrets", list);
+    if (!json_is_array(a) || json_array_size(a) > PE_EGRESS_MAX_SECRETS)
+        return pe_err_set(err, PE_EINVAL, 0, "secrets must be an array of at most %d bindings",
+                          PE_EGRESS_MAX_SECRETS);
+    json_array_foreach(a, i, v)
+    {
+        const json_t *name = json_object_get(v, "name"), *hosts;
+        const char *key;
+        json_t *x, *h;
+
+        if (!json_is_object(v))
+            return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu] must be an object", i);
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (strcmp(key, "name") != 0 && strcmp(key, "hosts") != 0)
+                return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu]: unknown field '%.40s'", i, key);
+        }
+        if (!json_is_string(name) || json_string_length(name) > 128 ||
+            strlen(json_string_value(name)) != json_string_length(name) ||
+            !env_name_ok(json_string_value(name)))
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "secrets[%zu].name must be a variable name (letters, digits, '_')",
+                              i);
+        hosts = json_object_get(v, "hosts");
+        if (hosts != NULL && json_array_size(hosts) > PE_EGRESS_MAX_SECRET_HOSTS)
+            return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu].hosts: at most %d", i,
+                              PE_EGRESS_MAX_SECRET_HOSTS);
+        h = string_list(v, "hosts", false, err);
+        if (h == NULL)
+            return pe_err_prefix(err, "secrets[%zu]", i);
+        json_array_append_new(list,
+                              json_pack("{s:s, s:o}", "name", json_string_value(name), "hosts", h));
+    }
+    return 0;
+}
+
 json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
 {
     static const char *const keys[] = {"mode",           "allowDomains", "denyDomains",
                                        "allowCidrs",     "denyCidrs",    "ports",
-                                       "maxConnections", "maxRateKBps"};
+                                       "maxConnections", "maxRateKBps",  "secrets"};
     static const char *const lists[] = {"allowDomains", "denyDomains", "allowCidrs", "denyCidrs"};
     /* limits: absent = none */
     static const struct {
@@ -224,6 +284,10 @@ json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
         }
         json_object_set_new(out, limits[i].key, json_integer(json_integer_value(v)));
     }
+    if (secret_bindings(in, out, err) < 0) {
+        json_decref(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -284,6 +348,26 @@ bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
 bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr)
 {
     return in_cidrs(json_object_get(policy, "allowCidrs"), addr);
+}
+
+const json_t *pe_egress_secret_hosts(const json_t *policy, const char *secret)
+{
+    const json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(policy, "secrets"), i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "name")), secret) == 0)
+            return json_object_get(v, "hosts");
+    }
+    return NULL;
+}
+
+bool pe_egress_secret_bound(const json_t *policy, const char *secret, const char *host)
+{
+    const json_t *hosts = pe_egress_secret_hosts(policy, secret);
+
+    return hosts != NULL && host[0] != '\0' && any_match(hosts, host);
 }
 
 bool pe_egress_name_denied(const json_t *policy, const char *name)

@@ -85,6 +85,9 @@ class H(http.server.BaseHTTPRequestHandler):
         body = sys.argv[1].encode()
         if len(sys.argv) > 3:  # a virtual host: say which
             body += b"/" + self.headers.get("Host", "-").encode()
+            if self.headers.get("X-Key") is not None:  # what it received, kept here only
+                with open(sys.argv[4], "a") as f:
+                    f.write(self.headers.get("Host", "-") + " " + self.headers["X-Key"] + "\n")
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -160,7 +163,7 @@ def internet(tmp_path_factory):
            "-nodes", "-days", "2", "-subj", "/CN=allowed.test", "-keyout", str(key),
            "-out", str(cert), "-addext", "subjectAltName=DNS:allowed.test,DNS:shared.test")
         for a in (DNS, OTHER):
-            procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost"))
+            procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost", str(zone.with_name(f"recv-{a}"))))
             procs.append(spawn(ns, TLS_SERVER, a, str(cert), str(key)))
         yield zone
     finally:
@@ -702,3 +705,95 @@ def test_limits_cap_connections_and_bandwidth(daemon, box):
               f"tail -c {size} | wc -c; cut -d' ' -f1 /proc/uptime").split()
     assert got[1] == str(size), got
     assert float(got[2]) - float(got[0]) >= 2.0, got
+
+
+# ---- egress-only secrets (placeholders) ----
+
+def received(internet, addr):
+    """Lines "host X-Key" the HTTP server at addr:80 received."""
+    f = internet.with_name(f"recv-{addr}")
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def keyed_get(target, host, timeout=3):
+    """Shell: GET / from target:80 with Host host and X-Key: $API_KEY."""
+    return (f"printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nX-Key: %s\\r\\n"
+            f"Connection: close\\r\\n\\r\\n' \"$API_KEY\" | nc -w {timeout} {target} 80 "
+            "2>/dev/null | grep -o '10\\.124\\.0\\.[0-9]*/[A-Za-z0-9.:-]*'; echo; ")
+
+
+@pytest.fixture(scope="module")
+def secret_box(daemon):
+    """A sandbox whose API_KEY is egress-only, bound to allowed.test, from
+    its create on (so its init never had the value either)."""
+    value = "real-" + os.urandom(12).hex()
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox", body={
+        "base": "busybox", "name": "secrets",
+        "secrets": [{"name": "API_KEY", "value": value}],
+        "networkPolicy": {"mode": "allowlist", "allowDomains": ["allowed.test", "shared.test"],
+                          "secrets": [{"name": "API_KEY", "hosts": ["Allowed.test"]}]}})
+    assert st == 200, out
+    daemon.wait_status("secrets", ["RUNNING"])
+    st, out = daemon.call("io.pocketenv.secret.getSecrets",
+                          {"sandboxId": daemon.sandbox("getSandbox", "secrets")[1]["sandbox"]["id"]})
+    assert st == 200, out
+    yield "secrets", value, out["secrets"][0]["id"]
+    daemon.sandbox("deleteSandbox", "secrets")
+
+
+def test_secret_policy_bad_input(daemon, box):
+    for bad, msg in (({"mode": "open", "secrets": "x"}, "secrets must be an array"),
+                     ({"mode": "open", "secrets": [{"name": "A B", "hosts": []}]}, "secrets[0].name"),
+                     ({"mode": "open", "secrets": [{"name": "A", "hosts": ["a..b"]}]}, "empty label"),
+                     ({"mode": "open", "secrets": [{"name": "A", "other": 1}]}, "unknown field"),
+                     ({"mode": "open", "secrets": [{"name": "A"}] * 65}, "at most 64")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and out["error"] == "InvalidRequest" and msg in out["message"], (bad, out)
+    st, out = put(daemon, box, {"mode": "open", "secrets": [{"name": "K", "hosts": ["A.test"]}]})
+    assert st == 200 and out["policy"]["secrets"] == [{"name": "K", "hosts": ["a.test"]}], out
+    put(daemon, box, None)
+
+
+def test_secret_is_a_placeholder_in_the_sandbox_and_substituted_for_its_host_only(
+        daemon, secret_box, internet):
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    assert run(daemon, name, "echo $API_KEY").split() == [placeholder]
+    # the bound host gets the value; the server saw it, the sandbox did not
+    reaches(daemon, name, "nslookup allowed.test >/dev/null 2>&1; " +
+            keyed_get(DNS, "allowed.test"), [f"{DNS}/allowed.test"])
+    assert f"allowed.test {value}" in received(internet, DNS)
+    # another host (allowed, same address) gets the placeholder, logged
+    reaches(daemon, name, "nslookup shared.test >/dev/null 2>&1; " +
+            keyed_get(DNS, "shared.test"), [f"{DNS}/shared.test"])
+    assert f"shared.test {placeholder}" in received(internet, DNS)
+    assert not any(value in line for line in received(internet, DNS) if "shared" in line)
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    assert st == 200, out
+    assert any(e["via"] == "secret" and e.get("name") == "shared.test" and "API_KEY" in e["reason"]
+               for e in out["denials"]), out
+    assert value not in json.dumps(out)
+
+
+def test_secret_value_is_nowhere_in_the_sandbox_nor_the_log(daemon, secret_box):
+    name, value, sid = secret_box
+
+    def holders(text):
+        """Files of the sandbox and /proc/*/environ holding text (set in
+        two halves, so no command line of ours holds it whole)."""
+        half = len(text) // 2
+        return run(daemon, name, f"A='{text[:half]}'; B='{text[half:]}'; V=$A$B; "
+                   "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print 2>/dev/null"
+                   " | while read -r f; do grep -lF \"$V\" \"$f\" 2>/dev/null; done; "
+                   "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e 2>/dev/null | grep -qF \"$V\""
+                   " && echo $e; done"
+                   ).split()
+
+    # the search finds what is there: the placeholder, in init's environment
+    # and in a file the sandbox writes
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    run(daemon, name, "echo $API_KEY > /tmp/probe")
+    found = holders(placeholder)
+    assert "/proc/1/environ" in found and "/tmp/probe" in found, found
+    assert holders(value) == []
+    assert value not in daemon.log_text()
