@@ -441,6 +441,22 @@ def test_cli_net_policy(daemon, box):
     assert p.returncode == 1 and "mode must be" in p.stderr, p
     p = cli("no-such-box")
     assert p.returncode == 1 and "not found" in p.stderr, p
+    # limits and egress-only secrets
+    p = cli(box, "open", "--max-connections", "7", "--max-rate", "300",
+            "--secret", "API_KEY=allowed.test,*.allowed.test")
+    assert p.returncode == 0, p
+    assert p.stdout.splitlines()[-2:] == ["limits: 7 connections 300 KB/s",
+                                          "secret: API_KEY -> allowed.test *.allowed.test"], p
+    pol = get(daemon, box)[1]["policy"]
+    assert pol["maxConnections"] == 7 and pol["maxRateKBps"] == 300, pol
+    assert pol["secrets"] == [{"name": "API_KEY", "hosts": ["allowed.test", "*.allowed.test"]}]
+    # (that the limits hold: test_limits_cap_connections_and_bandwidth)
+    for bad, msg in ((["--max-connections", "0"], "65535"), (["--max-rate", "x"], "10000000"),
+                     (["--secret", "=a.test"], "NAME=HOST")):
+        p = cli(box, "open", *bad)
+        assert p.returncode == 2 and msg in p.stderr, (bad, p)
+    p = cli(box, "open", "--secret", "BAD NAME=a.test")
+    assert p.returncode == 1 and "secrets[0].name" in p.stderr, p
     assert cli(box, "--reset").returncode == 0
 
 
