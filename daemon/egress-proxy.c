@@ -26,10 +26,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,6 +43,10 @@
 #include "daemon.h"
 #include "pocketenv/egress-sniff.h"
 #include "pocketenv/egress.h"
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "egress-tls.h"
 #include "resources.h"
 #include "sandbox/sandbox.h"
 
@@ -144,6 +150,20 @@ static const char *judge(proxy *px, const char *name, uint32_t addr, unsigned po
     why = verdict(px, policy, name, addr, port);
     json_decref(policy);
     return why;
+}
+
+/* Is a secret bound to name, so its TLS is to be terminated here? */
+static bool bound(proxy *px, const char *name)
+{
+    json_t *policy = NULL;
+    pe_err err;
+    bool b;
+
+    if (pe_runtime_egress_get(px->rt, px->id, &policy, &err) < 0 || policy == NULL)
+        return false;
+    b = pe_egress_host_bound(policy, name);
+    json_decref(policy);
+    return b;
 }
 
 static void log_denied(proxy *px, const char *name, uint32_t addr, unsigned port, const char *why)
@@ -498,6 +518,171 @@ static void reset_close(int fd)
     close(fd);
 }
 
+/* ---- TLS to a host a secret is bound to: terminated here ----
+ *
+ * Only then: the request heads must be read to put the values in. The
+ * client gets a leaf of the sandbox's CA for the name it sent (SNI); the
+ * real host is verified as any client would (egress-tls.c). The
+ * ClientHello the sniffer read is handed to OpenSSL through a buffering
+ * BIO in front of the socket. Both sockets are non-blocking. */
+
+/* Wait for what s needs after a call returned r; false: failed, or the
+ * deadline passed. */
+static bool ssl_wait(SSL *s, int fd, int r, int64_t deadline)
+{
+    int e = SSL_get_error(s, r);
+    struct pollfd p = {.fd = fd};
+    int64_t left = deadline - now_ms();
+
+    if (e == SSL_ERROR_WANT_READ)
+        p.events = POLLIN;
+    else if (e == SSL_ERROR_WANT_WRITE)
+        p.events = POLLOUT;
+    else
+        return false;
+    return left > 0 && poll(&p, 1, (int)left) == 1;
+}
+
+static bool handshake(SSL *s, int fd)
+{
+    int64_t deadline = now_ms() + CONNECT_MS;
+    int r;
+
+    while ((r = SSL_do_handshake(s)) != 1)
+        if (!ssl_wait(s, fd, r, deadline))
+            return false;
+    return true;
+}
+
+static bool write_all(SSL *s, int fd, const uint8_t *buf, size_t n)
+{
+    int64_t deadline = now_ms() + HALF_CLOSED_MS;
+
+    while (n > 0) {
+        int k = SSL_write(s, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+        if (k > 0) {
+            buf += k;
+            n -= (size_t)k;
+        } else if (!ssl_wait(s, fd, k, deadline)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* SSL_read into buf: > 0 bytes, 0 nothing yet, -1 the peer is done. */
+static int ssl_read(SSL *s, uint8_t *buf, size_t cap)
+{
+    int k = SSL_read(s, buf, (int)cap), e;
+
+    if (k > 0)
+        return k;
+    e = SSL_get_error(s, k);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
+static bool tls_relay(proxy *px, pconn *c, SSL *cs, SSL *us, flow *cf, framer *fr)
+{
+    uint8_t *ubuf = pe_xmalloc(RELAY_BUF);
+    bool ok = true, ueof = false, progress = true;
+
+    while (ok && !is_cut(c) && !(cf->eof && cf->len == 0 && ueof)) {
+        struct pollfd p[2] = {{.fd = c->client, .events = POLLIN}, {.fd = c->up, .events = POLLIN}};
+        int k;
+
+        /* bytes OpenSSL already holds are read before waiting again */
+        if (!progress && poll(p, 2, cf->eof ? HALF_CLOSED_MS : -1) == 0)
+            break;
+        progress = false;
+        if (!cf->eof && cf->len < PE_SNIFF_MAX) {
+            k = ssl_read(cs, cf->buf + cf->len, PE_SNIFF_MAX - cf->len);
+            if (k > 0) {
+                cf->len += (size_t)k;
+                progress = true;
+                if (!frame(px, c, fr, cf))
+                    cf->eof = true;
+            } else if (k < 0) {
+                cf->eof = true;
+            }
+            if (cf->eof) {
+                cf->len = cf->ok; /* a head cut short, or refused, goes nowhere */
+                progress = true;
+            }
+        }
+        if (cf->ok > 0) {
+            ok = write_all(us, c->up, cf->buf, cf->ok);
+            memmove(cf->buf, cf->buf + cf->ok, cf->len - cf->ok);
+            cf->len -= cf->ok;
+            cf->ok = 0;
+        }
+        if (ok && cf->eof && cf->len == 0 && !cf->shut) {
+            SSL_shutdown(us);
+            shutdown(c->up, SHUT_WR);
+            cf->shut = true;
+        }
+        if (ok && !ueof) {
+            k = ssl_read(us, ubuf, RELAY_BUF);
+            if (k > 0)
+                ok = write_all(cs, c->client, ubuf, (size_t)k);
+            else if (k < 0) {
+                ueof = true;
+                SSL_shutdown(cs);
+                shutdown(c->client, SHUT_WR);
+            }
+            progress = progress || k != 0;
+        }
+    }
+    free(ubuf);
+    return ok && !is_cut(c);
+}
+
+/* Terminate the client's TLS (its ClientHello in cf), open verified TLS
+ * to the real host, relay with the heads framed (and placeholders put
+ * in). false: refuse (reset). */
+static bool intercept(proxy *px, pconn *c, flow *cf, const char *name)
+{
+    SSL *us = pe_egress_tls_client(name), *cs = NULL;
+    BIO *rb = NULL, *wb = NULL;
+    framer fr = {.state = FR_HEAD};
+    bool ok = false;
+
+    if (us == NULL || SSL_set_fd(us, c->up) != 1) {
+        log_denied(px, name, c->addr, c->port, "TLS to the host could not be set up");
+        goto out;
+    }
+    SSL_set_connect_state(us);
+    if (!handshake(us, c->up)) {
+        long v = SSL_get_verify_result(us);
+        char why[128];
+        snprintf(why, sizeof(why), "host's certificate not accepted: %.80s",
+                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "TLS handshake failed");
+        log_denied(px, name, c->addr, c->port, why);
+        goto out;
+    }
+    cs = pe_egress_tls_server(px->id, name);
+    rb = BIO_new(BIO_f_buffer());
+    wb = BIO_new_socket(c->client, BIO_NOCLOSE);
+    if (cs == NULL || rb == NULL || wb == NULL)
+        goto out;
+    BIO_push(rb, BIO_new_socket(c->client, BIO_NOCLOSE));
+    if (BIO_set_buffer_read_data(rb, cf->buf, cf->len) != 1)
+        goto out;
+    cf->len = cf->ok = 0;
+    SSL_set_bio(cs, rb, wb);
+    rb = wb = NULL; /* cs has them */
+    SSL_set_accept_state(cs);
+    if (!handshake(cs, c->client))
+        goto out; /* the client does not trust us (yet): nothing was sent */
+    ok = tls_relay(px, c, cs, us, cf, &fr);
+out:
+    BIO_free_all(rb);
+    BIO_free(wb);
+    SSL_free(cs);
+    SSL_free(us);
+    ERR_clear_error();
+    return ok;
+}
+
 typedef struct conn_arg {
     proxy *px;
     pconn *c;
@@ -561,6 +746,10 @@ static void *conn_thread(void *arg)
     pthread_mutex_lock(&px_mu);
     c->up = up;
     pthread_mutex_unlock(&px_mu);
+    if (kind == KIND_TLS && name[0] != '\0' && bound(px, name)) {
+        clean = intercept(px, c, &cf, name);
+        goto out;
+    }
     /* the first head is framed like the ones after it */
     fr.state = kind == KIND_HTTP ? FR_HEAD : FR_RAW;
     if (!frame(px, c, &fr, &cf)) {

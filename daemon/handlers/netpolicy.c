@@ -40,6 +40,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "egress-tls.h"
 #include "pocketenv/egress.h"
 #include "resources.h"
 #include "template/template.h"
@@ -581,13 +582,59 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     pthread_detach(t);
 }
 
+/* Egress-only secrets: the sandbox's trust store gets its CA's
+ * certificate (egress-tls.c; the key stays in the daemon): the image's
+ * bundle (kept once as BUNDLE.pocketenv-orig) plus ours, and ours alone
+ * for NODE_EXTRA_CA_CERTS. pe_sandbox_env points the usual variables at
+ * them. Written as the sandbox starts, through the provider (RESOLVE_IN_ROOT). */
+static void install_ca(pe_daemon *d, const char *id)
+{
+    cleanup_free char *pem = pe_egress_tls_ca_pem(id), *orig = NULL, *bundle = NULL;
+    size_t len = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pem == NULL) {
+        pe_log_warn("sandbox %s: egress CA not made", id);
+        return;
+    }
+    if (pe_provider_file_read(d->sx.local, id, PE_SANDBOX_CA_BUNDLE ".pocketenv-orig",
+                              PE_SANDBOX_CA_BUNDLE_MAX, &orig, &len, &err) < 0) {
+        free(orig);
+        orig = NULL;
+        len = 0;
+        if (pe_provider_file_read(d->sx.local, id, PE_SANDBOX_CA_BUNDLE, PE_SANDBOX_CA_BUNDLE_MAX,
+                                  &orig, &len, &err) < 0) {
+            free(orig);
+            orig = pe_xstrdup("");
+            len = 0;
+        }
+        if (pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_BUNDLE ".pocketenv-orig", orig,
+                                   len, 0644, &err) < 0)
+            goto fail;
+    }
+    bundle =
+        pe_xasprintf("%.*s%s%s", (int)len, orig, len && orig[len - 1] != '\n' ? "\n" : "", pem);
+    if (pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_BUNDLE, bundle, strlen(bundle), 0644,
+                               &err) < 0 ||
+        pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_FILE, pem, strlen(pem), 0644, &err) <
+            0)
+        goto fail;
+    return;
+fail:
+    pe_log_warn("sandbox %s: egress CA not installed: %s", id, err.msg);
+}
+
 void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb)
 {
     json_t *policy = NULL;
     pe_err err;
 
-    if (pe_runtime_egress_get(&d->rt, sb->id, &policy, &err) == 0 && policy != NULL)
+    if (pe_runtime_egress_get(&d->rt, sb->id, &policy, &err) == 0 && policy != NULL) {
+        if (json_array_size(json_object_get(policy, "secrets")) > 0 && !pe_sandbox_is_remote(sb))
+            install_ca(d, sb->id);
         fwd_ensure(d, sb->id);
+    }
     json_decref(policy);
 }
 

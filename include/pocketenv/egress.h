@@ -87,6 +87,8 @@ bool pe_egress_port_allowed(const json_t *policy, unsigned port);
 const json_t *pe_egress_secret_hosts(const json_t *policy, const char *secret);
 /* Is secret egress-only and bound to host (a name the client sent)? */
 bool pe_egress_secret_bound(const json_t *policy, const char *secret, const char *host);
+/* Is any secret bound to host (so the proxy intercepts its TLS)? */
+bool pe_egress_host_bound(const json_t *policy, const char *host);
 /* Is the IPv4 address (host order) inside one of the allowCidrs? */
 bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr);
 /* Is name in the policy's denyDomains? */

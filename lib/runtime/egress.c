@@ -370,6 +370,19 @@ bool pe_egress_secret_bound(const json_t *policy, const char *secret, const char
     return hosts != NULL && host[0] != '\0' && any_match(hosts, host);
 }
 
+bool pe_egress_host_bound(const json_t *policy, const char *host)
+{
+    const json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(policy, "secrets"), i, v)
+    {
+        if (host[0] != '\0' && any_match(json_object_get(v, "hosts"), host))
+            return true;
+    }
+    return false;
+}
+
 bool pe_egress_name_denied(const json_t *policy, const char *name)
 {
     return any_match(json_object_get(policy, "denyDomains"), name);

@@ -136,6 +136,17 @@ int pe_sandbox_env(pe_sandboxes *sx, pe_store *s, const char *sandbox_id, char *
     if (egress_policy(sx, sandbox_id, &policy, err) < 0)
         return pe_err_prefix(err, "environment of %s", sandbox_id);
     out = pe_xcalloc(1, sizeof(char *));
+    /* egress-only secrets: TLS clients trust the sandbox's CA, which the
+     * daemon installs there (install_ca); the owner's variables win */
+    if (json_array_size(json_object_get(policy, "secrets")) > 0) {
+        static const char *const vars[] = {
+            "SSL_CERT_FILE=" PE_SANDBOX_CA_BUNDLE, "REQUESTS_CA_BUNDLE=" PE_SANDBOX_CA_BUNDLE,
+            "CURL_CA_BUNDLE=" PE_SANDBOX_CA_BUNDLE, "NODE_EXTRA_CA_CERTS=" PE_SANDBOX_CA_FILE};
+        out = pe_xrealloc(out, (PE_ARRAY_LEN(vars) + 1) * sizeof(char *));
+        for (size_t i = 0; i < PE_ARRAY_LEN(vars); i++)
+            out[n++] = pe_xstrdup(vars[i]);
+        out[n] = NULL;
+    }
     /* Secrets last: the runtime lets a later NAME= replace an earlier one. */
     if (append_kind(sx, s, PE_STORE_VARIABLE, sandbox_id, NULL, &out, &n, err) < 0 ||
         append_kind(sx, s, PE_STORE_SECRET, sandbox_id, policy, &out, &n, err) < 0) {

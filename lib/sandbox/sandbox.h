@@ -146,6 +146,10 @@ void pe_sandbox_start_opts_free(pe_provider_start_opts *o);
  * only the daemon's egress proxy puts the value in requests to the bound
  * hosts. */
 #define PE_SANDBOX_PLACEHOLDER_MAX 96
+/* where the sandbox's CA goes (the daemon writes them at start) */
+#define PE_SANDBOX_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define PE_SANDBOX_CA_FILE "/etc/ssl/certs/pocketenv-egress-ca.pem"
+#define PE_SANDBOX_CA_BUNDLE_MAX (8 * 1024 * 1024)
 void pe_sandbox_secret_placeholder(const char *secret_id, char out[PE_SANDBOX_PLACEHOLDER_MAX]);
 
 typedef struct pe_sandbox_egress_secret {

@@ -113,8 +113,21 @@ print("ready", flush=True)
 def serve(c):
     try:
         with ctx.wrap_socket(c, server_side=True) as t:
-            t.recv(100)
-            t.sendall(b"tls " + sys.argv[1].encode())
+            head = t.recv(100)
+            while head.startswith(b"GET ") and b"\r\n\r\n" not in head and len(head) < 65536:
+                more = t.recv(4096)
+                if not more:
+                    break
+                head += more
+            if not head.startswith(b"GET "):
+                t.sendall(b"tls " + sys.argv[1].encode())
+                return
+            # HTTP over TLS: keep what it received (Host, X-Key), say who served
+            hdr = dict(l.split(": ", 1) for l in head.decode().split("\r\n")[1:] if ": " in l)
+            with open(sys.argv[4], "a") as f:
+                f.write(hdr.get("Host", "-") + " " + hdr.get("X-Key", "-") + "\n")
+            body = ("tls " + sys.argv[1] + "/" + hdr.get("Host", "-")).encode()
+            t.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     except (OSError, ssl.SSLError):
         pass
 while True:
@@ -162,9 +175,16 @@ def internet(tmp_path_factory):
         sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
            "-nodes", "-days", "2", "-subj", "/CN=allowed.test", "-keyout", str(key),
            "-out", str(cert), "-addext", "subjectAltName=DNS:allowed.test,DNS:shared.test")
-        for a in (DNS, OTHER):
+        # OTHER's certificate is from no CA the daemon trusts (the egress
+        # proxy's "wrong CA" case); DNS's is in POCKETENV_EGRESS_CA_FILE
+        ocert, okey = zone.with_name("other-cert.pem"), zone.with_name("other-key.pem")
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-days", "2", "-subj", "/CN=also.allowed.test", "-keyout", str(okey),
+           "-out", str(ocert), "-addext", "subjectAltName=DNS:also.allowed.test,DNS:denied.test")
+        for a, c, k in ((DNS, cert, key), (OTHER, ocert, okey)):
             procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost", str(zone.with_name(f"recv-{a}"))))
-            procs.append(spawn(ns, TLS_SERVER, a, str(cert), str(key)))
+            procs.append(spawn(ns, TLS_SERVER, a, str(c), str(k),
+                               str(zone.with_name(f"recv-tls-{a}"))))
         yield zone
     finally:
         for p in procs:
@@ -177,7 +197,8 @@ def internet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, internet):
     with serving(tmp_path_factory.mktemp("egress"),
-                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53"}) as d:
+                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53",
+                      "POCKETENV_EGRESS_CA_FILE": str(internet.with_name("cert.pem"))}) as d:
         yield d
 
 
@@ -725,9 +746,9 @@ def test_limits_cap_connections_and_bandwidth(daemon, box):
 
 # ---- egress-only secrets (placeholders) ----
 
-def received(internet, addr):
-    """Lines "host X-Key" the HTTP server at addr:80 received."""
-    f = internet.with_name(f"recv-{addr}")
+def received(internet, addr, tls=False):
+    """Lines "host X-Key" the HTTP (or HTTPS) server at addr received."""
+    f = internet.with_name(f"recv-tls-{addr}" if tls else f"recv-{addr}")
     return f.read_text().splitlines() if f.exists() else []
 
 
@@ -746,8 +767,11 @@ def secret_box(daemon):
     st, out = daemon.call("io.pocketenv.sandbox.createSandbox", body={
         "base": "busybox", "name": "secrets",
         "secrets": [{"name": "API_KEY", "value": value}],
-        "networkPolicy": {"mode": "allowlist", "allowDomains": ["allowed.test", "shared.test"],
-                          "secrets": [{"name": "API_KEY", "hosts": ["Allowed.test"]}]}})
+        "networkPolicy": {"mode": "allowlist",
+                          "allowDomains": ["allowed.test", "shared.test", "flip.test",
+                                           "also.allowed.test"],
+                          "secrets": [{"name": "API_KEY", "hosts": [
+                              "Allowed.test", "flip.test", "also.allowed.test"]}]}})
     assert st == 200, out
     daemon.wait_status("secrets", ["RUNNING"])
     st, out = daemon.call("io.pocketenv.secret.getSecrets",
@@ -813,3 +837,96 @@ def test_secret_value_is_nowhere_in_the_sandbox_nor_the_log(daemon, secret_box):
     assert "/proc/1/environ" in found and "/tmp/probe" in found, found
     assert holders(value) == []
     assert value not in daemon.log_text()
+
+
+def sandbox_pid(daemon, name):
+    sid = daemon.sandbox("getSandbox", name)[1]["sandbox"]["id"]
+    p = subprocess.run([BIN, "--data", daemon.data, "runtime", "ls", "--json"],
+                       capture_output=True, text=True, check=True)
+    return next(s["pid"] for s in json.loads(p.stdout) if s["name"] == sid)
+
+
+def https_get(daemon, name, cafile, host, addr, key):
+    """GET https://host/ (at addr) with X-Key: key, from the sandbox's
+    network namespace (its table, its proxy) with OpenSSL verifying against
+    cafile: busybox's TLS client in the image cannot do ECDSA. Returns
+    (verified, body)."""
+    req = f"GET / HTTP/1.0\r\nHost: {host}\r\nX-Key: {key}\r\n\r\n"
+    p = subprocess.run(["nsenter", "-t", str(sandbox_pid(daemon, name)), "-n", "openssl",
+                        "s_client", "-quiet", "-connect", f"{addr}:443", "-servername", host,
+                        "-CAfile", str(cafile), "-verify_hostname", host, "-verify_return_error"],
+                       input=req, capture_output=True, text=True, timeout=30)
+    return p.returncode == 0, p.stdout.splitlines()[-1] if p.stdout else ""
+
+
+@pytest.fixture(scope="module")
+def sandbox_ca(daemon, secret_box, internet):
+    """The CA certificate installed in secret_box, as a file on the host."""
+    name = secret_box[0]
+    ca = run(daemon, name, "cat /etc/ssl/certs/pocketenv-egress-ca.pem")
+    assert ca.startswith("-----BEGIN CERTIFICATE-----"), ca
+    f = internet.with_name("sandbox-ca.pem")
+    f.write_text(ca)
+    return f
+
+
+def test_https_to_a_bound_host_is_intercepted_and_substituted(daemon, secret_box, internet,
+                                                               sandbox_ca):
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    # the sandbox's trust store and variables name its CA
+    env = run(daemon, name, "echo $SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE")
+    assert env.split() == ["/etc/ssl/certs/ca-certificates.crt",
+                           "/etc/ssl/certs/pocketenv-egress-ca.pem",
+                           "/etc/ssl/certs/ca-certificates.crt"], env
+    assert sandbox_ca.read_text() in run(daemon, name, "cat /etc/ssl/certs/ca-certificates.crt")
+    # the bound host: a leaf of the sandbox's CA for its name, the value put in
+    ok, body = https_get(daemon, name, sandbox_ca, "allowed.test", DNS, placeholder)
+    assert ok and body == f"tls {DNS}/allowed.test", body
+    assert f"allowed.test {value}" in received(internet, DNS, tls=True)
+    # shared.test (same address, bound to nothing) is passed through: the
+    # server's own certificate (not the sandbox CA's) and the placeholder
+    ok, body = https_get(daemon, name, sandbox_ca, "shared.test", DNS, placeholder)
+    assert not ok and body == "", body
+    # (that server ends without close_notify: OpenSSL's status says so, the
+    # body is what counts here)
+    ok, body = https_get(daemon, name, internet.with_name("cert.pem"), "shared.test", DNS,
+                         placeholder)
+    assert body == f"tls {DNS}/shared.test", body
+    assert f"shared.test {placeholder}" in received(internet, DNS, tls=True)
+
+
+def test_https_upstream_certificate_failures_fail_the_request(daemon, secret_box, internet,
+                                                              sandbox_ca):
+    """flip.test is served with allowed.test's certificate (wrong name),
+    also.allowed.test by a CA the daemon does not trust: the proxy refuses
+    both, and nothing (the value least of all) reaches those servers."""
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    for host, addr in (("flip.test", DNS), ("also.allowed.test", OTHER)):
+        ok, body = https_get(daemon, name, sandbox_ca, host, addr, placeholder)
+        assert not ok and "tls" not in body, (host, body)
+        assert not any(line.startswith(host) for line in received(internet, addr, tls=True))
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    reasons = [(e.get("name"), e["reason"]) for e in out["denials"]]
+    assert any(n == "flip.test" and "certificate not accepted" in r for n, r in reasons), reasons
+    assert any(n == "also.allowed.test" and "certificate not accepted" in r
+               for n, r in reasons), reasons
+
+
+def test_the_ca_key_is_not_in_the_sandbox(daemon, secret_box, sandbox_ca, tmp_path):
+    """No private key in the sandbox's files is the CA's (its public key is
+    the certificate's); its own SSH key is there, and is another."""
+    name = secret_box[0]
+    ca_pub = subprocess.run(["openssl", "x509", "-noout", "-pubkey", "-in", str(sandbox_ca)],
+                            capture_output=True, text=True, check=True).stdout
+    files = run(daemon, name, "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print "
+                "2>/dev/null | while read -r f; do grep -l 'PRIVATE KEY' \"$f\" 2>/dev/null; done"
+                ).split()
+    for f in files:
+        (tmp_path / "k.pem").write_text(run(daemon, name, f"cat {f}"))
+        pub = subprocess.run(["openssl", "pkey", "-pubout", "-in", str(tmp_path / "k.pem")],
+                             capture_output=True, text=True).stdout
+        assert pub != ca_pub, f
+    # and none in any process's environment
+    assert run(daemon, name, "cat /proc/[0-9]*/environ | grep -c 'PRIVATE KEY'").split() == ["0"]
