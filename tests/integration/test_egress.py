@@ -8,6 +8,7 @@ daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
 """
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -930,3 +931,32 @@ def test_the_ca_key_is_not_in_the_sandbox(daemon, secret_box, sandbox_ca, tmp_pa
         assert pub != ca_pub, f
     # and none in any process's environment
     assert run(daemon, name, "cat /proc/[0-9]*/environ | grep -c 'PRIVATE KEY'").split() == ["0"]
+
+
+def test_an_agent_template_gets_its_default_policy_at_create(daemon, internet):
+    """A create from claude-code naming no networkPolicy gets that
+    template's allowlist, in force: an allowed registry resolves and is
+    reached, a name outside it does not resolve. (The image is busybox's
+    root under the template's name: no template is built here.)"""
+    images = os.path.join(daemon.data, "images")
+    shutil.copytree(os.path.join(images, "busybox"), os.path.join(images, "claude-code"),
+                    symlinks=True)
+    with open(internet, "a") as f:
+        f.write(f"registry.npmjs.org {DNS}\n")
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "claude-code", "name": "agent"})
+    assert st == 200, out
+    try:
+        assert daemon.wait_status("agent", ["RUNNING", "FAILED"])["status"] == "RUNNING"
+        st, out = get(daemon, "agent")
+        assert st == 200 and out["isDefault"] is False, out
+        assert out["policy"]["mode"] == "allowlist"
+        assert {"api.anthropic.com", "registry.npmjs.org"} <= set(out["policy"]["allowDomains"])
+        reaches(daemon, "agent", fetch("registry.npmjs.org"), [DNS])
+        out = run(daemon, "agent", "nslookup allowed.test 2>&1; echo rc=$?")
+        assert "rc=0" not in out and DNS not in out, out
+        # an address no allowed name resolved to is refused too
+        assert run(daemon, "agent", fetch(OTHER)).split() == []
+    finally:
+        daemon.sandbox("deleteSandbox", "agent")
+        shutil.rmtree(os.path.join(images, "claude-code"))
