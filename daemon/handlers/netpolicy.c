@@ -68,6 +68,7 @@ typedef struct fwd {
     char *id;
     pid_t pid;
     int netns, sock, tcp, pidfd;
+    int nflog;                 /* the table's refusals; -1 if it could not be bound */
     learned seen[LEARNED_MAX]; /* under fwd_mu */
 } fwd;
 
@@ -244,7 +245,8 @@ void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, u
     if (addr != 0) {
         inet_ntop(AF_INET, &in, a, sizeof(a));
         json_object_set_new(e, "address", json_string(a));
-        json_object_set_new(e, "port", json_integer(port));
+        if (port != 0) /* none for ICMP */
+            json_object_set_new(e, "port", json_integer(port));
     }
     if (name != NULL && name[0] != '\0')
         json_object_set_new(e, "name", json_string(name));
@@ -454,6 +456,8 @@ static void fwd_free(fwd *f)
     pthread_mutex_unlock(&fwd_mu);
     close(f->sock);
     close(f->tcp);
+    if (f->nflog >= 0)
+        close(f->nflog);
     close(f->netns);
     close(f->pidfd);
     free(f->id);
@@ -497,6 +501,21 @@ static void serve_tcp(fwd *f, int up, unsigned char *q)
         serve_query(f, up, q, n, &r);
 }
 
+/* What the table refused by itself (a connection by address to what the
+ * policy does not allow, IPv6): the kernel copied it to our NFLOG socket
+ * (rate-limited there). */
+static void kernel_refusals(fwd *f)
+{
+    pe_egress_refusal r[32];
+    size_t n = pe_egress_nflog_read(f->nflog, r, PE_ARRAY_LEN(r));
+
+    for (size_t i = 0; i < n; i++)
+        pe_daemon_egress_denied(f->rt, f->id, NULL, r[i].addr, r[i].port, "kernel",
+                                r[i].ipv6                   ? "IPv6 is dropped"
+                                : r[i].proto == IPPROTO_UDP ? "refused by the table (udp)"
+                                                            : "refused by the table");
+}
+
 static void *fwd_thread(void *arg)
 {
     fwd *f = arg;
@@ -504,18 +523,21 @@ static void *fwd_thread(void *arg)
     unsigned char q[DNS_MAX];
 
     for (;;) {
-        struct pollfd p[3] = {{.fd = f->sock, .events = POLLIN},
+        struct pollfd p[4] = {{.fd = f->sock, .events = POLLIN},
                               {.fd = f->tcp, .events = POLLIN},
-                              {.fd = f->pidfd, .events = POLLIN}};
+                              {.fd = f->pidfd, .events = POLLIN},
+                              {.fd = f->nflog, .events = POLLIN}};
         struct sockaddr_in from;
         socklen_t flen = sizeof(from);
         reply r = {f->sock, &from};
         ssize_t n;
 
-        if (poll(p, 3, -1) < 0 && errno != EINTR)
+        if (poll(p, 4, -1) < 0 && errno != EINTR)
             break;
         if (p[2].revents)
             break; /* the sandbox ended */
+        if (p[3].revents & POLLIN)
+            kernel_refusals(f);
         if (up < 0)
             continue;
         if (p[1].revents & POLLIN)
@@ -558,6 +580,13 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     f->sock = f->pidfd < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_DGRAM, &err);
     f->tcp = f->sock < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_STREAM, &err);
+    f->nflog = -1;
+    if (f->tcp >= 0) {
+        pe_err e2;
+        f->nflog = pe_egress_nflog_socket(netns, &e2);
+        if (f->nflog < 0) /* the policy holds; only the log of its refusals is missing */
+            pe_log_warn("sandbox %s: egress: kernel refusals not logged: %s", id, e2.msg);
+    }
     if (f->pidfd < 0 || f->sock < 0 || f->tcp < 0) {
         pthread_mutex_unlock(&fwd_mu);
         pe_log_warn("sandbox %s: egress resolver: %s", id,

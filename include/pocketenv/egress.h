@@ -38,6 +38,8 @@
  * has no CAP_NET_ADMIN there): not redirected again, let through. */
 #define PE_EGRESS_PROXY_PORT 999
 #define PE_EGRESS_PROXY_MARK 0x70650001u
+/* The NFLOG group (in the sandbox's namespace) of what its table refuses. */
+#define PE_EGRESS_LOG_GROUP 7
 
 /* Check in and return its normalized copy (every key present, names
  * lower-cased, CIDRs with their host bits cleared), or NULL with err
@@ -78,6 +80,17 @@ int pe_egress_proxy_socket(int netns, pe_err *err);
 /* In netns: a TCP socket marked PE_EGRESS_PROXY_MARK, for the proxy's
  * connection to where the sandbox wanted to go. Non-blocking. */
 int pe_egress_out_socket(int netns, pe_err *err);
+/* In netns: a socket bound to the table's NFLOG group (non-blocking):
+ * the kernel's own refusals (new connections, IPv6). */
+int pe_egress_nflog_socket(int netns, pe_err *err);
+typedef struct pe_egress_refusal {
+    uint32_t addr; /* IPv4 destination, host order (0 for IPv6) */
+    unsigned port; /* TCP/UDP destination port, else 0 */
+    int proto;
+    bool ipv6;
+} pe_egress_refusal;
+/* What the NFLOG socket holds now, at most cap refusals. */
+size_t pe_egress_nflog_read(int fd, pe_egress_refusal *out, size_t cap);
 /* Is port one the table sends to the proxy under policy? */
 bool pe_egress_port_proxied(const json_t *policy, unsigned port);
 /* Does the policy list port, or list none (all allowed)? */

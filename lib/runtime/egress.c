@@ -24,6 +24,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_log.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -509,13 +512,24 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
                 "tcp dport @proxied redirect to :%d\n",
                 PE_EGRESS_PROXY_PORT);
     /* Refused at once, so that clients fail fast (and cut connections end). */
-    fprintf(f, "add chain " T " refuse\n"
-               "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
+    /* New connections refused here, and IPv6, are also copied (a header's
+     * worth, at most 20 a second) to the daemon's NFLOG socket in this
+     * namespace, for the owner's denial log. */
+    fprintf(f,
+            "add chain " T " refuse\n"
+            "add rule " T " refuse ct state new limit rate 20/second burst 20 packets log group %d "
+            "snaplen 64\n",
+            PE_EGRESS_LOG_GROUP);
+    fprintf(f, "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
                "add rule " T " refuse reject with icmp type admin-prohibited\n");
-    fprintf(f, "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
-               "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
-               "add rule " T " out ip6 daddr ::1 accept\n"
-               "add rule " T " out meta nfproto ipv6 drop\n");
+    fprintf(f,
+            "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
+            "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
+            "add rule " T " out ip6 daddr ::1 accept\n"
+            "add rule " T " out meta nfproto ipv6 ct state new limit rate 20/second "
+            "burst 20 packets log group %d snaplen 64\n"
+            "add rule " T " out meta nfproto ipv6 drop\n",
+            PE_EGRESS_LOG_GROUP);
     /* Limits, before anything is accepted: the proxy's connections out
      * (made in this namespace) count and are slowed like the sandbox's. */
     if (max_conns > 0)
@@ -681,6 +695,122 @@ int pe_egress_out_socket(int netns, pe_err *err)
 {
     ns_job j = {.netns = netns, .fn = make_out_socket, .fd = -1};
     return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+/* Bind the NFLOG group and ask for packets (a header's worth). */
+static int nflog_config(int fd, const struct nfulnl_msg_config_cmd *cmd,
+                        const struct nfulnl_msg_config_mode *mode)
+{
+    char buf[256], ack[256];
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+    struct nfgenmsg *g;
+    ssize_t n;
+
+    nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+    g->nfgen_family = AF_UNSPEC;
+    g->version = NFNETLINK_V0;
+    g->res_id = htons(PE_EGRESS_LOG_GROUP);
+    if (cmd)
+        mnl_attr_put(nlh, NFULA_CFG_CMD, sizeof(*cmd), cmd);
+    if (mode)
+        mnl_attr_put(nlh, NFULA_CFG_MODE, sizeof(*mode), mode);
+    if (send(fd, nlh, nlh->nlmsg_len, 0) < 0)
+        return -1;
+    n = recv(fd, ack, sizeof(ack), 0);
+    if (n < (ssize_t)sizeof(struct nlmsghdr))
+        return -1;
+    nlh = (struct nlmsghdr *)ack;
+    if (nlh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+        if (e->error != 0) {
+            errno = -e->error;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int make_nflog_socket(ns_job *j)
+{
+    struct nfulnl_msg_config_cmd bind = {.command = NFULNL_CFG_CMD_BIND};
+    struct nfulnl_msg_config_mode mode = {.copy_range = htonl(64), .copy_mode = NFULNL_COPY_PACKET};
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "netfilter netlink socket");
+    if (nflog_config(fd, &bind, NULL) < 0 || nflog_config(fd, NULL, &mode) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "bind NFLOG group %d in the sandbox", PE_EGRESS_LOG_GROUP);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    j->fd = fd;
+    return 0;
+}
+
+int pe_egress_nflog_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_nflog_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+typedef struct nflog_cb {
+    pe_egress_refusal *out;
+    size_t cap, n;
+} nflog_cb;
+
+static int nflog_attr(const struct nlattr *a, void *data)
+{
+    const struct nlattr **tb = data;
+
+    if (mnl_attr_get_type(a) <= NFULA_MAX)
+        tb[mnl_attr_get_type(a)] = a;
+    return MNL_CB_OK;
+}
+
+static int nflog_msg(const struct nlmsghdr *nlh, void *data)
+{
+    const struct nlattr *tb[NFULA_MAX + 1] = {0};
+    nflog_cb *cb = data;
+    const uint8_t *p;
+    size_t len;
+    pe_egress_refusal r = {0};
+
+    if ((nlh->nlmsg_type & 0xff) != NFULNL_MSG_PACKET || cb->n >= cb->cap)
+        return MNL_CB_OK;
+    mnl_attr_parse(nlh, sizeof(struct nfgenmsg), nflog_attr, tb);
+    if (tb[NFULA_PAYLOAD] == NULL)
+        return MNL_CB_OK;
+    p = mnl_attr_get_payload(tb[NFULA_PAYLOAD]);
+    len = mnl_attr_get_payload_len(tb[NFULA_PAYLOAD]);
+    if (len >= 20 && (p[0] >> 4) == 4) {
+        size_t ihl = (size_t)(p[0] & 0x0f) * 4;
+        r.addr = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+        r.proto = p[9];
+        if ((r.proto == IPPROTO_TCP || r.proto == IPPROTO_UDP) && len >= ihl + 4)
+            r.port = (unsigned)p[ihl + 2] << 8 | p[ihl + 3];
+    } else if (len >= 40 && (p[0] >> 4) == 6) {
+        r.ipv6 = true;
+        r.proto = p[6];
+        if ((r.proto == IPPROTO_TCP || r.proto == IPPROTO_UDP) && len >= 44)
+            r.port = (unsigned)p[42] << 8 | p[43];
+    } else {
+        return MNL_CB_OK;
+    }
+    cb->out[cb->n++] = r;
+    return MNL_CB_OK;
+}
+
+size_t pe_egress_nflog_read(int fd, pe_egress_refusal *out, size_t cap)
+{
+    char buf[8192];
+    nflog_cb cb = {.out = out, .cap = cap};
+    ssize_t n;
+
+    while (cb.n < cap && (n = recv(fd, buf, sizeof(buf), 0)) > 0)
+        mnl_cb_run(buf, (size_t)n, 0, 0, nflog_msg, &cb);
+    return cb.n;
 }
 
 int pe_egress_dns_socket(int netns, int type, pe_err *err)

@@ -960,3 +960,22 @@ def test_an_agent_template_gets_its_default_policy_at_create(daemon, internet):
     finally:
         daemon.sandbox("deleteSandbox", "agent")
         shutil.rmtree(os.path.join(images, "claude-code"))
+
+
+def test_kernel_refusals_are_in_the_denial_log(daemon, box):
+    """What only the table sees (a connection by address to a port the
+    proxy does not take, IPv6) is in the owner's denial log too (NFLOG in
+    the sandbox's namespace)."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert run(daemon, box, fetch(OTHER, timeout=1)).split() == []
+    run(daemon, box, "ping -6 -c 1 -W 1 ff02::1%eth0 >/dev/null 2>&1; true")
+
+    def kernel():
+        st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": box})
+        assert st == 200, out
+        return [e for e in out["denials"] if e["via"] == "kernel"]
+    wait_for(lambda: any(e.get("address") == OTHER and e.get("port") == 8000 for e in kernel()),
+             10, "the refused TCP connection in the log")
+    wait_for(lambda: any(e["reason"] == "IPv6 is dropped" for e in kernel()), 10, "IPv6")
+    put(daemon, box, None)
