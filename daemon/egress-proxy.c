@@ -275,6 +275,7 @@ typedef struct framer {
     int state;
     uint64_t left;
     pe_sniff_chunked ch;
+    const char *tls_name; /* terminated TLS: the name verified upstream */
 } framer;
 
 static const uint8_t *find(const uint8_t *p, size_t n, const char *s, size_t k)
@@ -288,7 +289,7 @@ static const uint8_t *find(const uint8_t *p, size_t n, const char *s, size_t k)
  * host goes on unchanged (it is useless there) and is logged. Only heads
  * that carry the placeholder stem cost a look at the store. false:
  * refuse the request (what it needs cannot be done). */
-static bool subst(proxy *px, pconn *c, flow *f, size_t *head_len, const char *host)
+static bool subst(proxy *px, pconn *c, flow *f, size_t *head_len, const char *host, bool tls)
 {
     const uint8_t *head = f->buf + f->ok, *eol;
     pe_sandbox_egress_secret *list = NULL;
@@ -311,7 +312,11 @@ static bool subst(proxy *px, pconn *c, flow *f, size_t *head_len, const char *ho
     for (size_t i = 0; i < n && ok; i++) {
         size_t k = strlen(list[i].placeholder);
         const uint8_t *at;
-        bool bound = pe_egress_secret_bound(policy, list[i].name, host);
+        /* Over plain HTTP the value goes only where the bound name
+         * resolves (else any address with that Host would get it); over
+         * terminated TLS the host's certificate was verified for it. */
+        bool bound = pe_egress_secret_bound(policy, list[i].name, host) &&
+                     (tls || pe_daemon_egress_resolves(px->rt, px->id, policy, host, c->addr));
         char *why;
 
         while (ok && (at = find(f->buf + f->ok + skip, *head_len - skip, list[i].placeholder, k))) {
@@ -371,6 +376,12 @@ static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
                 return true;
             if (r < PE_SNIFF_NONE)
                 return false;
+            /* inside terminated TLS, only the name verified upstream: a
+             * value bound to another host must not go to this one */
+            if (fr->tls_name != NULL && strcmp(h.host, fr->tls_name) != 0) {
+                log_denied(px, h.host, c->addr, c->port, "Host is not the TLS name");
+                return false;
+            }
             pthread_mutex_lock(&px_mu);
             why = strcmp(h.host, c->name) == 0 ? NULL : "";
             pthread_mutex_unlock(&px_mu);
@@ -381,7 +392,7 @@ static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
             pthread_mutex_lock(&px_mu);
             memcpy(c->name, h.host, sizeof(c->name));
             pthread_mutex_unlock(&px_mu);
-            if (!subst(px, c, f, &h.head_len, h.host))
+            if (!subst(px, c, f, &h.head_len, h.host, fr->tls_name != NULL))
                 return false;
             f->ok += h.head_len;
             fr->left = h.content_length > 0 ? (uint64_t)h.content_length : 0;
@@ -587,7 +598,9 @@ static bool tls_relay(proxy *px, pconn *c, SSL *cs, SSL *us, flow *cf, framer *f
     bool ok = true, ueof = false, progress = true;
 
     while (ok && !is_cut(c) && !(cf->eof && cf->len == 0 && ueof)) {
-        struct pollfd p[2] = {{.fd = c->client, .events = POLLIN}, {.fd = c->up, .events = POLLIN}};
+        /* an end that is done is not watched (it would wake us forever) */
+        struct pollfd p[2] = {{.fd = cf->eof ? -1 : c->client, .events = POLLIN},
+                              {.fd = ueof ? -1 : c->up, .events = POLLIN}};
         int k;
 
         /* bytes OpenSSL already holds are read before waiting again */
@@ -643,7 +656,7 @@ static bool intercept(proxy *px, pconn *c, flow *cf, const char *name)
 {
     SSL *us = pe_egress_tls_client(name), *cs = NULL;
     BIO *rb = NULL, *wb = NULL;
-    framer fr = {.state = FR_HEAD};
+    framer fr = {.state = FR_HEAD, .tls_name = name};
     bool ok = false;
 
     if (us == NULL || SSL_set_fd(us, c->up) != 1) {

@@ -847,12 +847,12 @@ def sandbox_pid(daemon, name):
     return next(s["pid"] for s in json.loads(p.stdout) if s["name"] == sid)
 
 
-def https_get(daemon, name, cafile, host, addr, key):
+def https_get(daemon, name, cafile, host, addr, key, header_host=None):
     """GET https://host/ (at addr) with X-Key: key, from the sandbox's
     network namespace (its table, its proxy) with OpenSSL verifying against
     cafile: busybox's TLS client in the image cannot do ECDSA. Returns
     (verified, body)."""
-    req = f"GET / HTTP/1.0\r\nHost: {host}\r\nX-Key: {key}\r\n\r\n"
+    req = f"GET / HTTP/1.0\r\nHost: {header_host or host}\r\nX-Key: {key}\r\n\r\n"
     p = subprocess.run(["nsenter", "-t", str(sandbox_pid(daemon, name)), "-n", "openssl",
                         "s_client", "-quiet", "-connect", f"{addr}:443", "-servername", host,
                         "-CAfile", str(cafile), "-verify_hostname", host, "-verify_return_error"],
@@ -979,3 +979,30 @@ def test_kernel_refusals_are_in_the_denial_log(daemon, box):
              10, "the refused TCP connection in the log")
     wait_for(lambda: any(e["reason"] == "IPv6 is dropped" for e in kernel()), 10, "IPv6")
     put(daemon, box, None)
+
+
+def test_a_bound_name_does_not_carry_the_value_elsewhere(daemon, secret_box, internet,
+                                                          sandbox_ca):
+    """The value follows the verified destination, not the words of the
+    request: a bound Host sent to an address it does not resolve to (open
+    mode lets the connection through) gets the placeholder; inside TLS
+    terminated for allowed.test, a Host naming another host is refused."""
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    st, pol = get(daemon, name)
+    try:
+        st, out = put(daemon, name, {"mode": "open", "secrets": pol["policy"]["secrets"]})
+        assert st == 200, out
+        reaches(daemon, name, keyed_get(OTHER, "allowed.test"), [f"{OTHER}/allowed.test"])
+        got = received(internet, OTHER)
+        assert f"allowed.test {placeholder}" in got and not any(value in g for g in got), got
+    finally:
+        put(daemon, name, pol["policy"])
+    ok, body = https_get(daemon, name, sandbox_ca, "allowed.test", DNS, placeholder,
+                         header_host="flip.test")
+    # (the server hears nothing but the end: it answers its non-HTTP greeting)
+    assert "flip.test" not in body, body
+    assert not any(g.startswith("flip.test") for g in received(internet, DNS, tls=True))
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    assert any(e["reason"] == "Host is not the TLS name" and e.get("name") == "flip.test"
+               for e in out["denials"]), out
