@@ -823,6 +823,11 @@ static void put_work(pe_daemon_job *job, pe_store *s)
     } else {
         pe_log_info("event=netpolicy sandbox=%s mode=%s", sb.id,
                     policy ? json_string_value(json_object_get(policy, "mode")) : "default");
+        /* newly bound secrets in a running sandbox: its trust store needs
+         * the CA now (the placeholders come with its next exec) */
+        if (policy != NULL && json_array_size(json_object_get(policy, "secrets")) > 0 &&
+            sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb))
+            install_ca(job->d, sb.id);
         if (policy != NULL)
             fwd_ensure(job->d, sb.id);
         pe_daemon_egress_proxy_recheck(&job->d->rt, sb.id);

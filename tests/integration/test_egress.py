@@ -792,6 +792,9 @@ def test_secret_policy_bad_input(daemon, box):
         assert st == 400 and out["error"] == "InvalidRequest" and msg in out["message"], (bad, out)
     st, out = put(daemon, box, {"mode": "open", "secrets": [{"name": "K", "hosts": ["A.test"]}]})
     assert st == 200 and out["policy"]["secrets"] == [{"name": "K", "hosts": ["a.test"]}], out
+    # bound while it runs: the CA goes into its trust store at once
+    assert run(daemon, box, "head -1 /etc/ssl/certs/pocketenv-egress-ca.pem").split() == [
+        "-----BEGIN", "CERTIFICATE-----"]
     put(daemon, box, None)
 
 
