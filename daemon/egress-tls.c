@@ -208,28 +208,6 @@ SSL *pe_egress_tls_server(const char *id, const char *host)
     return ssl;
 }
 
-void pe_egress_tls_forget(const char *id)
-{
-    pthread_mutex_lock(&ca_mu);
-    for (ca **p = &ca_list; *p; p = &(*p)->next) {
-        ca *c = *p;
-        if (strcmp(c->id, id) != 0)
-            continue;
-        *p = c->next;
-        for (size_t i = 0; i < c->n_leaves; i++) {
-            free(c->leaves[i].host);
-            SSL_CTX_free(c->leaves[i].ctx);
-        }
-        X509_free(c->cert);
-        EVP_PKEY_free(c->key);
-        free(c->pem);
-        free(c->id);
-        free(c);
-        break;
-    }
-    pthread_mutex_unlock(&ca_mu);
-}
-
 static void client_init(void)
 {
     const char *extra = getenv("POCKETENV_EGRESS_CA_FILE");

@@ -14,7 +14,5 @@ SSL *pe_egress_tls_server(const char *id, const char *host);
 /* A client-side SSL that sends host as SNI and accepts only a certificate
  * for host that chains to the trusted roots, or NULL. */
 SSL *pe_egress_tls_client(const char *host);
-/* Drop id's CA and leaves (its sandbox is gone). */
-void pe_egress_tls_forget(const char *id);
 
 #endif
