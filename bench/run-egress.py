@@ -3,7 +3,11 @@
 connection setup time and throughput of HTTP on port 80 from a sandbox,
 with no policy (kernel NAT only) and with an allowlist (resolver, table,
 and every connection through the daemon's proxy), interleaved round by
-round so that both see the same load.
+round so that both see the same load. Then the same for HTTPS on 443:
+passed through by SNI (an allowlist) against terminated and re-encrypted
+by the proxy (a secret bound to the host, its placeholder in a header),
+with a Python TLS client run in each sandbox's network namespace
+(busybox's TLS client cannot talk ECDSA).
 
 Everything stays on this machine: an "internet" namespace this script
 makes (10.125.0.0/24, test-only) with a DNS server (the daemon's upstream)
@@ -46,6 +50,60 @@ while True:
              peer)
 """
 
+HTTPS_SERVER = r"""
+import http.server, socketserver, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        n = int(self.path[5:]) if self.path.startswith("/big/") else 2
+        self.send_response(200)
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        chunk = b"x" * 65536
+        while n > 0:
+            self.wfile.write(chunk[:n])
+            n -= 65536
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+s = S((sys.argv[1], 443), H)
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("ready", flush=True)
+s.serve_forever()
+"""
+
+# run in a sandbox's network namespace: N HTTPS GETs (a connection each),
+# then one download; prints ms per GET and MB/s
+TLS_CLIENT = r"""
+import socket, ssl, sys, time
+addr, host, cafile, n, size, key = sys.argv[1:7]
+n, size = int(n), int(size)
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+def get(path):
+    with socket.create_connection((addr, 443)) as raw:
+        with ctx.wrap_socket(raw, server_hostname=host) as t:
+            t.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nX-Key: %s\r\nConnection: close\r\n\r\n"
+                       % (path, host, key)).encode())
+            got = 0
+            while True:
+                b = t.recv(1 << 16)
+                if not b:
+                    return got
+                got += len(b)
+t0 = time.monotonic()
+for _ in range(n):
+    get("/")
+t1 = time.monotonic()
+got = get("/big/%d" % size)
+t2 = time.monotonic()
+assert got > size, got
+print((t1 - t0) / n * 1000, size / 1048576 / (t2 - t1))
+"""
+
 HTTP_SERVER = r"""
 import http.server, socketserver, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -85,7 +143,8 @@ class Daemon:
         self.proc = subprocess.Popen(
             [os.path.join(BUILD, "pocketenv"), "serve", "--listen", self.url[7:], "--data",
              self.data, "--token-file", tok], stderr=self.log,
-            env=dict(os.environ, POCKETENV_DNS_UPSTREAM=f"{SRV}:53"))
+            env=dict(os.environ, POCKETENV_DNS_UPSTREAM=f"{SRV}:53",
+                     POCKETENV_EGRESS_CA_FILE=os.path.join(tmp, "cert.pem")))
         for _ in range(100):
             if os.path.exists(tok) and os.path.getsize(tok) > 0:
                 break
@@ -104,10 +163,12 @@ class Daemon:
         with urllib.request.urlopen(req, timeout=600) as r:
             return json.loads(r.read() or b"null")
 
-    def create(self, name, policy):
+    def create(self, name, policy, secrets=None):
         body = {"base": "busybox", "name": name}
         if policy:
             body["networkPolicy"] = policy
+        if secrets:
+            body["secrets"] = secrets
         self.call("io.pocketenv.sandbox.createSandbox", body=body)
         for _ in range(600):
             sb = self.call("io.pocketenv.sandbox.getSandbox", {"id": name})["sandbox"]
@@ -122,6 +183,15 @@ class Daemon:
                         {"command": "a=$(cut -d' ' -f1 /proc/uptime); " + script +
                          "; b=$(cut -d' ' -f1 /proc/uptime); echo $a $b"})["stdout"].split()
         return float(out[-1]) - float(out[-2])
+
+    def sh(self, name, script):
+        return self.call("io.pocketenv.sandbox.exec", {"id": name}, {"command": script})["stdout"]
+
+    def pid(self, name):
+        sid = self.call("io.pocketenv.sandbox.getSandbox", {"id": name})["sandbox"]["id"]
+        p = subprocess.run([os.path.join(BUILD, "pocketenv"), "--data", self.data, "runtime",
+                            "ls", "--json"], capture_output=True, text=True, check=True)
+        return next(s["pid"] for s in json.loads(p.stdout) if s["name"] == sid)
 
 
 def main():
@@ -144,14 +214,25 @@ def main():
         sh("ip", "link", "set", hif, "up")
         sh("ip", "-n", ns, "addr", "add", f"{SRV}/24", "dev", nif)
         sh("ip", "-n", ns, "link", "set", nif, "up")
-        for src in (DNS_SERVER, HTTP_SERVER):
-            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", src, SRV],
+        cert, key = os.path.join(tmp, "cert.pem"), os.path.join(tmp, "key.pem")
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-days", "2", "-subj", "/CN=bench.test", "-keyout", key, "-out", cert,
+           "-addext", "subjectAltName=DNS:bench.test")
+        for src, args in ((DNS_SERVER, []), (HTTP_SERVER, []), (HTTPS_SERVER, [cert, key])):
+            p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", src, SRV, *args],
                                  stdout=subprocess.PIPE, text=True)
             procs.append(p)
             assert p.stdout.readline() == "ready\n"
         d = Daemon(tmp)
         d.create("off", None)
         d.create("on", {"mode": "allowlist", "allowDomains": ["bench.test"]})
+        d.create("tls", {"mode": "allowlist", "allowDomains": ["bench.test"],
+                         "secrets": [{"name": "KEY", "hosts": ["bench.test"]}]},
+                 [{"name": "KEY", "value": "bench-secret-value"}])
+        ca = os.path.join(tmp, "sandbox-ca.pem")
+        with open(ca, "w") as f:
+            f.write(d.sh("tls", "cat /etc/ssl/certs/pocketenv-egress-ca.pem"))
+        placeholder = d.sh("tls", "echo $KEY").strip()
         req = "printf 'GET %s HTTP/1.1\\r\\nHost: bench.test\\r\\nConnection: close\\r\\n\\r\\n'"
         conns = (f"nslookup bench.test >/dev/null; i=0; while [ $i -lt {a.n} ]; do "
                  f"{req % '/'} | nc {SRV} 80 >/dev/null; i=$((i+1)); done")
@@ -171,9 +252,31 @@ def main():
             print("%-38s %10.2f (%.2f-%.2f) %8.0f (%.0f-%.0f)" % (
                 what, sorted(ms)[len(ms) // 2], min(ms), max(ms), sorted(mbs)[len(mbs) // 2],
                 min(mbs), max(mbs)))
+        # HTTPS: pass-through (SNI checked) against intercepted (a bound secret)
+        tres = {"on": ([], []), "tls": ([], [])}
+        n_tls = max(1, a.n // 4)  # handshakes cost the client's CPU too
+        for r in range(a.r):
+            for name in ("on", "tls") if r % 2 == 0 else ("tls", "on"):
+                d.sh(name, "nslookup bench.test >/dev/null")
+                out = subprocess.run(
+                    ["nsenter", "-t", str(d.pid(name)), "-n", sys.executable, "-c", TLS_CLIENT,
+                     SRV, "bench.test", ca if name == "tls" else cert, str(n_tls), str(size),
+                     placeholder if name == "tls" else "none"],
+                    capture_output=True, text=True, check=True).stdout.split()
+                tres[name][0].append(float(out[0]))
+                tres[name][1].append(float(out[1]))
+        print(f"== HTTPS on port 443, {a.r} rounds interleaved ({n_tls} connections each; "
+              f"{a.m} MB downloads)")
+        print("%-38s %22s %18s" % ("", "handshake + GET (ms)", "download (MB/s)"))
+        for name, what in (("on", "allowlist, passed through by SNI"),
+                           ("tls", "bound secret: terminated + re-encrypted")):
+            ms, mbs = tres[name]
+            print("%-38s %10.2f (%.2f-%.2f) %8.0f (%.0f-%.0f)" % (
+                what, sorted(ms)[len(ms) // 2], min(ms), max(ms), sorted(mbs)[len(mbs) // 2],
+                min(mbs), max(mbs)))
     finally:
         if d is not None:
-            for name in ("off", "on"):
+            for name in ("off", "on", "tls"):
                 try:
                     d.call("io.pocketenv.sandbox.deleteSandbox", {"id": name}, {})
                 except Exception:  # noqa: BLE001 - best effort on the way out

@@ -3,8 +3,11 @@
  *
  *   net policy SANDBOX                      show it (--json: the policy object)
  *   net policy SANDBOX MODE [--allow X]... [--deny X]... [--port P]...
+ *              [--max-connections N] [--max-rate KBPS] [--secret NAME=HOST[,HOST]...]...
  *                                           replace it; X is a name, *.name
- *                                           or an IPv4 CIDR (a.b.c.d[/len])
+ *                                           or an IPv4 CIDR (a.b.c.d[/len]);
+ *                                           --secret makes secret NAME
+ *                                           egress-only, bound to HOSTs
  *   net policy SANDBOX --reset              remove it: the open network again
  *
  * A set replaces the whole policy: what the command line says is what
@@ -19,7 +22,9 @@
 #include "client.h"
 #include "core/util.h"
 
-#define USAGE "net policy SANDBOX [MODE [--allow X]... [--deny X]... [--port P]...] | --reset"
+#define USAGE                                                                                      \
+    "net policy SANDBOX [MODE [--allow X]... [--deny X]... [--port P]... [--max-connections N] "   \
+    "[--max-rate KBPS] [--secret NAME=HOST[,HOST]...]...] | --reset"
 
 /* An address or CIDR goes to the *Cidrs lists, anything else is a name. */
 static bool is_cidr(const char *s)
@@ -64,6 +69,58 @@ static void show(json_t *out)
     json_array_foreach(json_object_get(p, "ports"), i, v)
         printf(" %lld", (long long)json_integer_value(v));
     printf("%s\n", json_array_size(json_object_get(p, "ports")) ? "" : " all");
+    /* limits and secrets only when set: the common case stays four lines */
+    if (json_object_get(p, "maxConnections") || json_object_get(p, "maxRateKBps")) {
+        printf("limits:");
+        if (json_object_get(p, "maxConnections"))
+            printf(" %lld connections",
+                   (long long)json_integer_value(json_object_get(p, "maxConnections")));
+        if (json_object_get(p, "maxRateKBps"))
+            printf(" %lld KB/s", (long long)json_integer_value(json_object_get(p, "maxRateKBps")));
+        printf("\n");
+    }
+    json_array_foreach(json_object_get(p, "secrets"), i, v)
+    {
+        json_t *h;
+        size_t j;
+        printf("secret: %s ->", json_string_value(json_object_get(v, "name")));
+        json_array_foreach(json_object_get(v, "hosts"), j, h) printf(" %s", json_string_value(h));
+        printf("\n");
+    }
+}
+
+/* An integer option from 1 to max; false (said on stderr) otherwise. */
+static bool int_opt(const char *o, const char *v, long max, long *out)
+{
+    char *end;
+
+    errno = 0;
+    *out = strtol(v, &end, 10);
+    if (errno || end == v || *end || *out < 1 || *out > max) {
+        fprintf(stderr, "pocketenv: %s must be an integer from 1 to %ld, not '%s'\n", o, max, v);
+        return false;
+    }
+    return true;
+}
+
+/* NAME=HOST[,HOST]... into {name, hosts}; the daemon checks both. */
+static json_t *secret_binding(const char *v)
+{
+    const char *eq = strchr(v, '='), *h;
+    json_t *hosts;
+
+    if (eq == NULL || eq == v) {
+        fprintf(stderr, "pocketenv: --secret wants NAME=HOST[,HOST]..., not '%s'\n", v);
+        return NULL;
+    }
+    hosts = json_array();
+    for (h = eq + 1; *h;) {
+        size_t n = strcspn(h, ",");
+        if (n > 0)
+            json_array_append_new(hosts, json_stringn(h, n));
+        h += n + (h[n] == ',');
+    }
+    return json_pack("{s:s%, s:o}", "name", v, (size_t)(eq - v), "hosts", hosts);
 }
 
 /* argv[3..]: MODE and its options, into a policy object; NULL on a bad
@@ -75,7 +132,9 @@ static json_t *parse_policy(int argc, char **argv)
 
     for (int i = 4; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(o, "--allow") != 0 && strcmp(o, "--deny") != 0 && strcmp(o, "--port") != 0) {
+        if (strcmp(o, "--allow") != 0 && strcmp(o, "--deny") != 0 && strcmp(o, "--port") != 0 &&
+            strcmp(o, "--max-connections") != 0 && strcmp(o, "--max-rate") != 0 &&
+            strcmp(o, "--secret") != 0) {
             fprintf(stderr, "pocketenv: net policy: unknown option '%s'\n", o);
             goto bad;
         }
@@ -84,7 +143,20 @@ static json_t *parse_policy(int argc, char **argv)
             goto bad;
         }
         i++;
-        if (strcmp(o, "--port") == 0) {
+        if (strcmp(o, "--max-connections") == 0 || strcmp(o, "--max-rate") == 0) {
+            bool conns = strcmp(o, "--max-connections") == 0;
+            long n;
+            if (!int_opt(o, v, conns ? 65535 : 10000000, &n))
+                goto bad;
+            json_object_set_new(p, conns ? "maxConnections" : "maxRateKBps", json_integer(n));
+        } else if (strcmp(o, "--secret") == 0) {
+            json_t *b = secret_binding(v), *list = json_object_get(p, "secrets");
+            if (b == NULL)
+                goto bad;
+            if (list == NULL)
+                json_object_set_new(p, "secrets", list = json_array());
+            json_array_append_new(list, b);
+        } else if (strcmp(o, "--port") == 0) {
             char *end;
             long port;
             errno = 0;

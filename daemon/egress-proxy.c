@@ -26,10 +26,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/netfilter_ipv4.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -41,7 +43,12 @@
 #include "daemon.h"
 #include "pocketenv/egress-sniff.h"
 #include "pocketenv/egress.h"
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include "egress-tls.h"
 #include "resources.h"
+#include "sandbox/sandbox.h"
 
 #define PROXY_MAX_CONNS 256
 #define FIRST_BYTE_MS 1000 /* a client that says nothing by then: the server speaks first */
@@ -49,6 +56,9 @@
 #define CONNECT_MS 10000
 #define RELAY_BUF (64 * 1024)
 #define HALF_CLOSED_MS 60000
+/* Room for request heads that grow when placeholders become values. */
+#define SUBST_ROOM (64 * 1024)
+#define PLACEHOLDER_STEM "PE_SECRET_"
 
 typedef struct pconn {
     struct pconn *next;
@@ -61,6 +71,7 @@ typedef struct pconn {
 
 typedef struct proxy {
     struct proxy *next;
+    pe_daemon *d;
     pe_runtime *rt;
     char *id;
     pid_t pid;
@@ -139,6 +150,20 @@ static const char *judge(proxy *px, const char *name, uint32_t addr, unsigned po
     why = verdict(px, policy, name, addr, port);
     json_decref(policy);
     return why;
+}
+
+/* Is a secret bound to name, so its TLS is to be terminated here? */
+static bool bound(proxy *px, const char *name)
+{
+    json_t *policy = NULL;
+    pe_err err;
+    bool b;
+
+    if (pe_runtime_egress_get(px->rt, px->id, &policy, &err) < 0 || policy == NULL)
+        return false;
+    b = pe_egress_host_bound(policy, name);
+    json_decref(policy);
+    return b;
 }
 
 static void log_denied(proxy *px, const char *name, uint32_t addr, unsigned port, const char *why)
@@ -250,7 +275,82 @@ typedef struct framer {
     int state;
     uint64_t left;
     pe_sniff_chunked ch;
+    const char *tls_name; /* terminated TLS: the name verified upstream */
 } framer;
+
+static const uint8_t *find(const uint8_t *p, size_t n, const char *s, size_t k)
+{
+    /* (p is never NULL; saying so keeps -Wnonnull quiet in the ASan build) */
+    return p == NULL || k == 0 || n < k ? NULL : memmem(p, n, s, k);
+}
+
+/* Put the values of egress-only secrets whose placeholders are in the
+ * head at f->buf + f->ok (head bytes, the request line excluded) when the
+ * request goes to a host they are bound to; a placeholder for another
+ * host goes on unchanged (it is useless there) and is logged. Only heads
+ * that carry the placeholder stem cost a look at the store. false:
+ * refuse the request (what it needs cannot be done). */
+static bool subst(proxy *px, pconn *c, flow *f, size_t *head_len, const char *host, bool tls)
+{
+    const uint8_t *head = f->buf + f->ok, *eol;
+    pe_sandbox_egress_secret *list = NULL;
+    json_t *policy = NULL;
+    size_t n = 0, skip;
+    pe_store *s;
+    pe_err err;
+    bool ok = true;
+
+    if (find(head, *head_len, PLACEHOLDER_STEM, strlen(PLACEHOLDER_STEM)) == NULL)
+        return true;
+    eol = memchr(head, '\n', *head_len);
+    skip = eol ? (size_t)(eol - head) + 1 : *head_len; /* headers only, not the target */
+    if (pe_runtime_egress_get(px->rt, px->id, &policy, &err) < 0 || policy == NULL ||
+        (s = pe_daemon_store(px->d, &err)) == NULL ||
+        pe_sandbox_egress_secrets(&px->d->sx, s, px->id, policy, &list, &n, &err) < 0) {
+        json_decref(policy);
+        return policy == NULL; /* no policy, no egress-only secret */
+    }
+    for (size_t i = 0; i < n && ok; i++) {
+        size_t k = strlen(list[i].placeholder);
+        const uint8_t *at;
+        /* Over plain HTTP the value goes only where the bound name
+         * resolves (else any address with that Host would get it); over
+         * terminated TLS the host's certificate was verified for it. */
+        bool bound = pe_egress_secret_bound(policy, list[i].name, host) &&
+                     (tls || pe_daemon_egress_resolves(px->rt, px->id, policy, host, c->addr));
+        char *why;
+
+        while (ok && (at = find(f->buf + f->ok + skip, *head_len - skip, list[i].placeholder, k))) {
+            size_t off = (size_t)(at - f->buf);
+            if (!bound) {
+                why = pe_xasprintf("placeholder of secret %.40s sent to a host it is not bound to",
+                                   list[i].name);
+                pe_daemon_egress_denied(px->rt, px->id, host, c->addr, c->port, "secret", why);
+                free(why);
+                break;
+            }
+            /* a value that would end the header line would forge others */
+            if (memchr(list[i].value, '\r', list[i].len) ||
+                memchr(list[i].value, '\n', list[i].len) ||
+                memchr(list[i].value, '\0', list[i].len) ||
+                f->len - k + list[i].len > PE_SNIFF_MAX + SUBST_ROOM) {
+                pe_daemon_egress_denied(px->rt, px->id, host, c->addr, c->port, "secret",
+                                        "a secret value does not fit in the request head");
+                ok = false;
+                break;
+            }
+            memmove(f->buf + off + list[i].len, f->buf + off + k, f->len - off - k);
+            memcpy(f->buf + off, list[i].value, list[i].len);
+            f->len = f->len - k + list[i].len;
+            *head_len = *head_len - k + list[i].len;
+            skip = off + list[i].len - f->ok;
+        }
+        skip = eol ? (size_t)(eol - head) + 1 : *head_len;
+    }
+    pe_sandbox_egress_secrets_free(list, n);
+    json_decref(policy);
+    return ok;
+}
 
 /* Clear what may go on of the client's bytes; false: refuse the rest (a
  * request for a name the policy does not allow, or unreadable). */
@@ -277,6 +377,12 @@ static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
                 return true;
             if (r < PE_SNIFF_NONE)
                 return false;
+            /* inside terminated TLS, only the name verified upstream: a
+             * value bound to another host must not go to this one */
+            if (fr->tls_name != NULL && strcmp(h.host, fr->tls_name) != 0) {
+                log_denied(px, h.host, c->addr, c->port, "Host is not the TLS name");
+                return false;
+            }
             pthread_mutex_lock(&px_mu);
             why = strcmp(h.host, c->name) == 0 ? NULL : "";
             pthread_mutex_unlock(&px_mu);
@@ -287,6 +393,8 @@ static bool frame(proxy *px, pconn *c, framer *fr, flow *f)
             pthread_mutex_lock(&px_mu);
             memcpy(c->name, h.host, sizeof(c->name));
             pthread_mutex_unlock(&px_mu);
+            if (!subst(px, c, f, &h.head_len, h.host, fr->tls_name != NULL))
+                return false;
             f->ok += h.head_len;
             fr->left = h.content_length > 0 ? (uint64_t)h.content_length : 0;
             fr->state = h.upgrade ? FR_RAW : h.chunked ? FR_CHUNKED : fr->left ? FR_LEN : FR_HEAD;
@@ -422,6 +530,173 @@ static void reset_close(int fd)
     close(fd);
 }
 
+/* ---- TLS to a host a secret is bound to: terminated here ----
+ *
+ * Only then: the request heads must be read to put the values in. The
+ * client gets a leaf of the sandbox's CA for the name it sent (SNI); the
+ * real host is verified as any client would (egress-tls.c). The
+ * ClientHello the sniffer read is handed to OpenSSL through a buffering
+ * BIO in front of the socket. Both sockets are non-blocking. */
+
+/* Wait for what s needs after a call returned r; false: failed, or the
+ * deadline passed. */
+static bool ssl_wait(SSL *s, int fd, int r, int64_t deadline)
+{
+    int e = SSL_get_error(s, r);
+    struct pollfd p = {.fd = fd};
+    int64_t left = deadline - now_ms();
+
+    if (e == SSL_ERROR_WANT_READ)
+        p.events = POLLIN;
+    else if (e == SSL_ERROR_WANT_WRITE)
+        p.events = POLLOUT;
+    else
+        return false;
+    return left > 0 && poll(&p, 1, (int)left) == 1;
+}
+
+static bool handshake(SSL *s, int fd)
+{
+    int64_t deadline = now_ms() + CONNECT_MS;
+    int r;
+
+    while ((r = SSL_do_handshake(s)) != 1)
+        if (!ssl_wait(s, fd, r, deadline))
+            return false;
+    return true;
+}
+
+static bool write_all(SSL *s, int fd, const uint8_t *buf, size_t n)
+{
+    int64_t deadline = now_ms() + HALF_CLOSED_MS;
+
+    while (n > 0) {
+        int k = SSL_write(s, buf, (int)(n > INT32_MAX ? INT32_MAX : n));
+        if (k > 0) {
+            buf += k;
+            n -= (size_t)k;
+        } else if (!ssl_wait(s, fd, k, deadline)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* SSL_read into buf: > 0 bytes, 0 nothing yet, -1 the peer is done. */
+static int ssl_read(SSL *s, uint8_t *buf, size_t cap)
+{
+    int k = SSL_read(s, buf, (int)cap), e;
+
+    if (k > 0)
+        return k;
+    e = SSL_get_error(s, k);
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? 0 : -1;
+}
+
+static bool tls_relay(proxy *px, pconn *c, SSL *cs, SSL *us, flow *cf, framer *fr)
+{
+    uint8_t *ubuf = pe_xmalloc(RELAY_BUF);
+    bool ok = true, ueof = false, progress = true;
+
+    while (ok && !is_cut(c) && !(cf->eof && cf->len == 0 && ueof)) {
+        /* an end that is done is not watched (it would wake us forever) */
+        struct pollfd p[2] = {{.fd = cf->eof ? -1 : c->client, .events = POLLIN},
+                              {.fd = ueof ? -1 : c->up, .events = POLLIN}};
+        int k;
+
+        /* bytes OpenSSL already holds are read before waiting again */
+        if (!progress && poll(p, 2, cf->eof ? HALF_CLOSED_MS : -1) == 0)
+            break;
+        progress = false;
+        if (!cf->eof && cf->len < PE_SNIFF_MAX) {
+            k = ssl_read(cs, cf->buf + cf->len, PE_SNIFF_MAX - cf->len);
+            if (k > 0) {
+                cf->len += (size_t)k;
+                progress = true;
+                if (!frame(px, c, fr, cf))
+                    cf->eof = true;
+            } else if (k < 0) {
+                cf->eof = true;
+            }
+            if (cf->eof) {
+                cf->len = cf->ok; /* a head cut short, or refused, goes nowhere */
+                progress = true;
+            }
+        }
+        if (cf->ok > 0) {
+            ok = write_all(us, c->up, cf->buf, cf->ok);
+            memmove(cf->buf, cf->buf + cf->ok, cf->len - cf->ok);
+            cf->len -= cf->ok;
+            cf->ok = 0;
+        }
+        if (ok && cf->eof && cf->len == 0 && !cf->shut) {
+            SSL_shutdown(us);
+            shutdown(c->up, SHUT_WR);
+            cf->shut = true;
+        }
+        if (ok && !ueof) {
+            k = ssl_read(us, ubuf, RELAY_BUF);
+            if (k > 0)
+                ok = write_all(cs, c->client, ubuf, (size_t)k);
+            else if (k < 0) {
+                ueof = true;
+                SSL_shutdown(cs);
+                shutdown(c->client, SHUT_WR);
+            }
+            progress = progress || k != 0;
+        }
+    }
+    free(ubuf);
+    return ok && !is_cut(c);
+}
+
+/* Terminate the client's TLS (its ClientHello in cf), open verified TLS
+ * to the real host, relay with the heads framed (and placeholders put
+ * in). false: refuse (reset). */
+static bool intercept(proxy *px, pconn *c, flow *cf, const char *name)
+{
+    SSL *us = pe_egress_tls_client(name), *cs = NULL;
+    BIO *rb = NULL, *wb = NULL;
+    framer fr = {.state = FR_HEAD, .tls_name = name};
+    bool ok = false;
+
+    if (us == NULL || SSL_set_fd(us, c->up) != 1) {
+        log_denied(px, name, c->addr, c->port, "TLS to the host could not be set up");
+        goto out;
+    }
+    SSL_set_connect_state(us);
+    if (!handshake(us, c->up)) {
+        long v = SSL_get_verify_result(us);
+        char why[128];
+        snprintf(why, sizeof(why), "host's certificate not accepted: %.80s",
+                 v != X509_V_OK ? X509_verify_cert_error_string(v) : "TLS handshake failed");
+        log_denied(px, name, c->addr, c->port, why);
+        goto out;
+    }
+    cs = pe_egress_tls_server(px->id, name);
+    rb = BIO_new(BIO_f_buffer());
+    wb = BIO_new_socket(c->client, BIO_NOCLOSE);
+    if (cs == NULL || rb == NULL || wb == NULL)
+        goto out;
+    BIO_push(rb, BIO_new_socket(c->client, BIO_NOCLOSE));
+    if (BIO_set_buffer_read_data(rb, cf->buf, cf->len) != 1)
+        goto out;
+    cf->len = cf->ok = 0;
+    SSL_set_bio(cs, rb, wb);
+    rb = wb = NULL; /* cs has them */
+    SSL_set_accept_state(cs);
+    if (!handshake(cs, c->client))
+        goto out; /* the client does not trust us (yet): nothing was sent */
+    ok = tls_relay(px, c, cs, us, cf, &fr);
+out:
+    BIO_free_all(rb);
+    BIO_free(wb);
+    SSL_free(cs);
+    SSL_free(us);
+    ERR_clear_error();
+    return ok;
+}
+
 typedef struct conn_arg {
     proxy *px;
     pconn *c;
@@ -456,7 +731,7 @@ static void *conn_thread(void *arg)
     conn_arg a = *(conn_arg *)arg;
     proxy *px = a.px;
     pconn *c = a.c;
-    uint8_t *cbuf = pe_xmalloc(PE_SNIFF_MAX);
+    uint8_t *cbuf = pe_xmalloc(PE_SNIFF_MAX + SUBST_ROOM);
     flow cf = {.buf = cbuf};
     framer fr = {.state = FR_RAW};
     char name[PE_SNIFF_NAME_MAX + 1] = "";
@@ -485,6 +760,10 @@ static void *conn_thread(void *arg)
     pthread_mutex_lock(&px_mu);
     c->up = up;
     pthread_mutex_unlock(&px_mu);
+    if (kind == KIND_TLS && name[0] != '\0' && bound(px, name)) {
+        clean = intercept(px, c, &cf, name);
+        goto out;
+    }
     /* the first head is framed like the ones after it */
     fr.state = kind == KIND_HTTP ? FR_HEAD : FR_RAW;
     if (!frame(px, c, &fr, &cf)) {
@@ -570,8 +849,9 @@ static void *listen_thread(void *arg)
     return NULL;
 }
 
-void pe_daemon_egress_proxy_start(pe_runtime *rt, const char *id, pid_t pid, int netns)
+void pe_daemon_egress_proxy_start(pe_daemon *d, const char *id, pid_t pid, int netns)
 {
+    pe_runtime *rt = &d->rt;
     proxy *px;
     pthread_t t;
     pe_err err;
@@ -584,6 +864,7 @@ void pe_daemon_egress_proxy_start(pe_runtime *rt, const char *id, pid_t pid, int
     if (px != NULL)
         return;
     px = pe_xcalloc(1, sizeof(*px));
+    px->d = d;
     px->rt = rt;
     px->id = pe_xstrdup(id);
     px->pid = pid;

@@ -117,7 +117,7 @@ void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, u
 /* egress-proxy.c: sandbox id's name-checking proxy in netns (its init
  * pid), unless it has one; a policy change: cut its connections that the
  * new policy does not allow. */
-void pe_daemon_egress_proxy_start(pe_runtime *rt, const char *id, pid_t pid, int netns);
+void pe_daemon_egress_proxy_start(pe_daemon *d, const char *id, pid_t pid, int netns);
 void pe_daemon_egress_proxy_recheck(pe_runtime *rt, const char *id);
 /* The daemon exits: wait for a Tailscale bring-up in progress, start no
  * other (teardown, before the runtime and keys are freed). */

@@ -40,6 +40,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "egress-tls.h"
 #include "pocketenv/egress.h"
 #include "resources.h"
 #include "template/template.h"
@@ -67,6 +68,7 @@ typedef struct fwd {
     char *id;
     pid_t pid;
     int netns, sock, tcp, pidfd;
+    int nflog;                 /* the table's refusals; -1 if it could not be bound */
     learned seen[LEARNED_MAX]; /* under fwd_mu */
 } fwd;
 
@@ -243,7 +245,8 @@ void pe_daemon_egress_denied(pe_runtime *rt, const char *id, const char *name, u
     if (addr != 0) {
         inet_ntop(AF_INET, &in, a, sizeof(a));
         json_object_set_new(e, "address", json_string(a));
-        json_object_set_new(e, "port", json_integer(port));
+        if (port != 0) /* none for ICMP */
+            json_object_set_new(e, "port", json_integer(port));
     }
     if (name != NULL && name[0] != '\0')
         json_object_set_new(e, "name", json_string(name));
@@ -453,6 +456,8 @@ static void fwd_free(fwd *f)
     pthread_mutex_unlock(&fwd_mu);
     close(f->sock);
     close(f->tcp);
+    if (f->nflog >= 0)
+        close(f->nflog);
     close(f->netns);
     close(f->pidfd);
     free(f->id);
@@ -496,6 +501,21 @@ static void serve_tcp(fwd *f, int up, unsigned char *q)
         serve_query(f, up, q, n, &r);
 }
 
+/* What the table refused by itself (a connection by address to what the
+ * policy does not allow, IPv6): the kernel copied it to our NFLOG socket
+ * (rate-limited there). */
+static void kernel_refusals(fwd *f)
+{
+    pe_egress_refusal r[32];
+    size_t n = pe_egress_nflog_read(f->nflog, r, PE_ARRAY_LEN(r));
+
+    for (size_t i = 0; i < n; i++)
+        pe_daemon_egress_denied(f->rt, f->id, NULL, r[i].addr, r[i].port, "kernel",
+                                r[i].ipv6                   ? "IPv6 is dropped"
+                                : r[i].proto == IPPROTO_UDP ? "refused by the table (udp)"
+                                                            : "refused by the table");
+}
+
 static void *fwd_thread(void *arg)
 {
     fwd *f = arg;
@@ -503,18 +523,21 @@ static void *fwd_thread(void *arg)
     unsigned char q[DNS_MAX];
 
     for (;;) {
-        struct pollfd p[3] = {{.fd = f->sock, .events = POLLIN},
+        struct pollfd p[4] = {{.fd = f->sock, .events = POLLIN},
                               {.fd = f->tcp, .events = POLLIN},
-                              {.fd = f->pidfd, .events = POLLIN}};
+                              {.fd = f->pidfd, .events = POLLIN},
+                              {.fd = f->nflog, .events = POLLIN}};
         struct sockaddr_in from;
         socklen_t flen = sizeof(from);
         reply r = {f->sock, &from};
         ssize_t n;
 
-        if (poll(p, 3, -1) < 0 && errno != EINTR)
+        if (poll(p, 4, -1) < 0 && errno != EINTR)
             break;
         if (p[2].revents)
             break; /* the sandbox ended */
+        if (p[3].revents & POLLIN)
+            kernel_refusals(f);
         if (up < 0)
             continue;
         if (p[1].revents & POLLIN)
@@ -557,6 +580,13 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     f->sock = f->pidfd < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_DGRAM, &err);
     f->tcp = f->sock < 0 ? -1 : pe_egress_dns_socket(netns, SOCK_STREAM, &err);
+    f->nflog = -1;
+    if (f->tcp >= 0) {
+        pe_err e2;
+        f->nflog = pe_egress_nflog_socket(netns, &e2);
+        if (f->nflog < 0) /* the policy holds; only the log of its refusals is missing */
+            pe_log_warn("sandbox %s: egress: kernel refusals not logged: %s", id, e2.msg);
+    }
     if (f->pidfd < 0 || f->sock < 0 || f->tcp < 0) {
         pthread_mutex_unlock(&fwd_mu);
         pe_log_warn("sandbox %s: egress resolver: %s", id,
@@ -573,7 +603,7 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     f->next = fwd_list;
     fwd_list = f;
     pthread_mutex_unlock(&fwd_mu);
-    pe_daemon_egress_proxy_start(&d->rt, id, pid, netns);
+    pe_daemon_egress_proxy_start(d, id, pid, netns);
     if (pthread_create(&t, NULL, fwd_thread, f) != 0) {
         fwd_free(f);
         return;
@@ -581,13 +611,59 @@ static void fwd_ensure(pe_daemon *d, const char *id)
     pthread_detach(t);
 }
 
+/* Egress-only secrets: the sandbox's trust store gets its CA's
+ * certificate (egress-tls.c; the key stays in the daemon): the image's
+ * bundle (kept once as BUNDLE.pocketenv-orig) plus ours, and ours alone
+ * for NODE_EXTRA_CA_CERTS. pe_sandbox_env points the usual variables at
+ * them. Written as the sandbox starts, through the provider (RESOLVE_IN_ROOT). */
+static void install_ca(pe_daemon *d, const char *id)
+{
+    cleanup_free char *pem = pe_egress_tls_ca_pem(id), *orig = NULL, *bundle = NULL;
+    size_t len = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pem == NULL) {
+        pe_log_warn("sandbox %s: egress CA not made", id);
+        return;
+    }
+    if (pe_provider_file_read(d->sx.local, id, PE_SANDBOX_CA_BUNDLE ".pocketenv-orig",
+                              PE_SANDBOX_CA_BUNDLE_MAX, &orig, &len, &err) < 0) {
+        free(orig);
+        orig = NULL;
+        len = 0;
+        if (pe_provider_file_read(d->sx.local, id, PE_SANDBOX_CA_BUNDLE, PE_SANDBOX_CA_BUNDLE_MAX,
+                                  &orig, &len, &err) < 0) {
+            free(orig);
+            orig = pe_xstrdup("");
+            len = 0;
+        }
+        if (pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_BUNDLE ".pocketenv-orig", orig,
+                                   len, 0644, &err) < 0)
+            goto fail;
+    }
+    bundle =
+        pe_xasprintf("%.*s%s%s", (int)len, orig, len && orig[len - 1] != '\n' ? "\n" : "", pem);
+    if (pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_BUNDLE, bundle, strlen(bundle), 0644,
+                               &err) < 0 ||
+        pe_provider_file_write(d->sx.local, id, PE_SANDBOX_CA_FILE, pem, strlen(pem), 0644, &err) <
+            0)
+        goto fail;
+    return;
+fail:
+    pe_log_warn("sandbox %s: egress CA not installed: %s", id, err.msg);
+}
+
 void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb)
 {
     json_t *policy = NULL;
     pe_err err;
 
-    if (pe_runtime_egress_get(&d->rt, sb->id, &policy, &err) == 0 && policy != NULL)
+    if (pe_runtime_egress_get(&d->rt, sb->id, &policy, &err) == 0 && policy != NULL) {
+        if (json_array_size(json_object_get(policy, "secrets")) > 0 && !pe_sandbox_is_remote(sb))
+            install_ca(d, sb->id);
         fwd_ensure(d, sb->id);
+    }
     json_decref(policy);
 }
 
@@ -747,6 +823,11 @@ static void put_work(pe_daemon_job *job, pe_store *s)
     } else {
         pe_log_info("event=netpolicy sandbox=%s mode=%s", sb.id,
                     policy ? json_string_value(json_object_get(policy, "mode")) : "default");
+        /* newly bound secrets in a running sandbox: its trust store needs
+         * the CA now (the placeholders come with its next exec) */
+        if (policy != NULL && json_array_size(json_object_get(policy, "secrets")) > 0 &&
+            sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb))
+            install_ca(job->d, sb.id);
         if (policy != NULL)
             fwd_ensure(job->d, sb.id);
         pe_daemon_egress_proxy_recheck(&job->d->rt, sb.id);

@@ -12,6 +12,10 @@
  *   ports         allowed destination ports in "allowlist" (empty: all)
  *   maxConnections  (optional) connections out at once
  *   maxRateKBps   (optional) kilobytes per second out, and as many in
+ *   secrets       [{name, hosts}]: the sandbox's secrets of those names
+ *                 are egress-only: the sandbox sees PE_SECRET_<id>, and
+ *                 the daemon's proxy puts the value in request headers
+ *                 sent to those hosts only
  * A sandbox without a stored policy keeps --net nat's open network. */
 #ifndef POCKETENV_EGRESS_H
 #define POCKETENV_EGRESS_H
@@ -24,6 +28,8 @@
 #include "pocketenv/runtime.h"
 
 #define PE_EGRESS_MAX_ENTRIES 256
+#define PE_EGRESS_MAX_SECRETS 64
+#define PE_EGRESS_MAX_SECRET_HOSTS 32
 /* The daemon's name-checking proxy listens on 127.0.0.1 of the sandbox's
  * namespace at this port (a privileged one: the sandbox's unprivileged
  * users cannot take it first); the table redirects TCP to ports 80, 443
@@ -32,6 +38,8 @@
  * has no CAP_NET_ADMIN there): not redirected again, let through. */
 #define PE_EGRESS_PROXY_PORT 999
 #define PE_EGRESS_PROXY_MARK 0x70650001u
+/* The NFLOG group (in the sandbox's namespace) of what its table refuses. */
+#define PE_EGRESS_LOG_GROUP 7
 
 /* Check in and return its normalized copy (every key present, names
  * lower-cased, CIDRs with their host bits cleared), or NULL with err
@@ -72,10 +80,28 @@ int pe_egress_proxy_socket(int netns, pe_err *err);
 /* In netns: a TCP socket marked PE_EGRESS_PROXY_MARK, for the proxy's
  * connection to where the sandbox wanted to go. Non-blocking. */
 int pe_egress_out_socket(int netns, pe_err *err);
+/* In netns: a socket bound to the table's NFLOG group (non-blocking):
+ * the kernel's own refusals (new connections, IPv6). */
+int pe_egress_nflog_socket(int netns, pe_err *err);
+typedef struct pe_egress_refusal {
+    uint32_t addr; /* IPv4 destination, host order (0 for IPv6) */
+    unsigned port; /* TCP/UDP destination port, else 0 */
+    int proto;
+    bool ipv6;
+} pe_egress_refusal;
+/* What the NFLOG socket holds now, at most cap refusals. */
+size_t pe_egress_nflog_read(int fd, pe_egress_refusal *out, size_t cap);
 /* Is port one the table sends to the proxy under policy? */
 bool pe_egress_port_proxied(const json_t *policy, unsigned port);
 /* Does the policy list port, or list none (all allowed)? */
 bool pe_egress_port_allowed(const json_t *policy, unsigned port);
+/* The hosts egress-only secret (a variable name) is bound to, or NULL if
+ * the policy does not make it egress-only. */
+const json_t *pe_egress_secret_hosts(const json_t *policy, const char *secret);
+/* Is secret egress-only and bound to host (a name the client sent)? */
+bool pe_egress_secret_bound(const json_t *policy, const char *secret, const char *host);
+/* Is any secret bound to host (so the proxy intercepts its TLS)? */
+bool pe_egress_host_bound(const json_t *policy, const char *host);
 /* Is the IPv4 address (host order) inside one of the allowCidrs? */
 bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr);
 /* Is name in the policy's denyDomains? */

@@ -24,6 +24,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libmnl/libmnl.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netfilter/nfnetlink_log.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
@@ -152,11 +155,71 @@ static json_t *string_list(const json_t *in, const char *key, bool cidr, pe_err 
     return out;
 }
 
+static bool env_name_ok(const char *s)
+{
+    if (s[0] == '\0' || (s[0] >= '0' && s[0] <= '9'))
+        return false;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_'))
+            return false;
+    return true;
+}
+
+/* "secrets": [{"name": "API_KEY", "hosts": ["api.example.org", ...]}]:
+ * the sandbox's secrets of those names are egress-only, bound to those
+ * hosts (an empty list: to none, so never substituted). */
+static int secret_bindings(const json_t *in, json_t *out, pe_err *err)
+{
+    const json_t *a = json_object_get(in, "secrets"), *v;
+    json_t *list;
+    size_t i;
+
+    /* absent when empty: a policy without secrets reads as before */
+    if (a == NULL || json_is_null(a) || (json_is_array(a) && json_array_size(a) == 0))
+        return 0;
+    list = json_array();
+    json_object_set_new(out, "secrets", list);
+    if (!json_is_array(a) || json_array_size(a) > PE_EGRESS_MAX_SECRETS)
+        return pe_err_set(err, PE_EINVAL, 0, "secrets must be an array of at most %d bindings",
+                          PE_EGRESS_MAX_SECRETS);
+    json_array_foreach(a, i, v)
+    {
+        const json_t *name = json_object_get(v, "name"), *hosts;
+        const char *key;
+        json_t *x, *h;
+
+        if (!json_is_object(v))
+            return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu] must be an object", i);
+        json_object_foreach((json_t *)v, key, x)
+        {
+            if (strcmp(key, "name") != 0 && strcmp(key, "hosts") != 0)
+                return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu]: unknown field '%.40s'", i, key);
+        }
+        if (!json_is_string(name) || json_string_length(name) > 128 ||
+            strlen(json_string_value(name)) != json_string_length(name) ||
+            !env_name_ok(json_string_value(name)))
+            return pe_err_set(err, PE_EINVAL, 0,
+                              "secrets[%zu].name must be a variable name (letters, digits, '_')",
+                              i);
+        hosts = json_object_get(v, "hosts");
+        if (hosts != NULL && json_array_size(hosts) > PE_EGRESS_MAX_SECRET_HOSTS)
+            return pe_err_set(err, PE_EINVAL, 0, "secrets[%zu].hosts: at most %d", i,
+                              PE_EGRESS_MAX_SECRET_HOSTS);
+        h = string_list(v, "hosts", false, err);
+        if (h == NULL)
+            return pe_err_prefix(err, "secrets[%zu]", i);
+        json_array_append_new(list,
+                              json_pack("{s:s, s:o}", "name", json_string_value(name), "hosts", h));
+    }
+    return 0;
+}
+
 json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
 {
     static const char *const keys[] = {"mode",           "allowDomains", "denyDomains",
                                        "allowCidrs",     "denyCidrs",    "ports",
-                                       "maxConnections", "maxRateKBps"};
+                                       "maxConnections", "maxRateKBps",  "secrets"};
     static const char *const lists[] = {"allowDomains", "denyDomains", "allowCidrs", "denyCidrs"};
     /* limits: absent = none */
     static const struct {
@@ -224,6 +287,10 @@ json_t *pe_egress_policy_parse(const json_t *in, pe_err *err)
         }
         json_object_set_new(out, limits[i].key, json_integer(json_integer_value(v)));
     }
+    if (secret_bindings(in, out, err) < 0) {
+        json_decref(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -284,6 +351,39 @@ bool pe_egress_addr_denied(const json_t *policy, uint32_t addr)
 bool pe_egress_addr_allowed(const json_t *policy, uint32_t addr)
 {
     return in_cidrs(json_object_get(policy, "allowCidrs"), addr);
+}
+
+const json_t *pe_egress_secret_hosts(const json_t *policy, const char *secret)
+{
+    const json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(policy, "secrets"), i, v)
+    {
+        if (strcmp(json_string_value(json_object_get(v, "name")), secret) == 0)
+            return json_object_get(v, "hosts");
+    }
+    return NULL;
+}
+
+bool pe_egress_secret_bound(const json_t *policy, const char *secret, const char *host)
+{
+    const json_t *hosts = pe_egress_secret_hosts(policy, secret);
+
+    return hosts != NULL && host[0] != '\0' && any_match(hosts, host);
+}
+
+bool pe_egress_host_bound(const json_t *policy, const char *host)
+{
+    const json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(policy, "secrets"), i, v)
+    {
+        if (host[0] != '\0' && any_match(json_object_get(v, "hosts"), host))
+            return true;
+    }
+    return false;
 }
 
 bool pe_egress_name_denied(const json_t *policy, const char *name)
@@ -412,13 +512,24 @@ static char *table_script(const json_t *policy, const pe_egress_addrs *keep)
                 "tcp dport @proxied redirect to :%d\n",
                 PE_EGRESS_PROXY_PORT);
     /* Refused at once, so that clients fail fast (and cut connections end). */
-    fprintf(f, "add chain " T " refuse\n"
-               "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
+    /* New connections refused here, and IPv6, are also copied (a header's
+     * worth, at most 20 a second) to the daemon's NFLOG socket in this
+     * namespace, for the owner's denial log. */
+    fprintf(f,
+            "add chain " T " refuse\n"
+            "add rule " T " refuse ct state new limit rate 20/second burst 20 packets log group %d "
+            "snaplen 64\n",
+            PE_EGRESS_LOG_GROUP);
+    fprintf(f, "add rule " T " refuse meta l4proto tcp reject with tcp reset\n"
                "add rule " T " refuse reject with icmp type admin-prohibited\n");
-    fprintf(f, "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
-               "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
-               "add rule " T " out ip6 daddr ::1 accept\n"
-               "add rule " T " out meta nfproto ipv6 drop\n");
+    fprintf(f,
+            "add chain " T " out { type filter hook output priority 0; policy drop; }\n"
+            "add rule " T " out ip daddr 127.0.0.0/8 accept\n"
+            "add rule " T " out ip6 daddr ::1 accept\n"
+            "add rule " T " out meta nfproto ipv6 ct state new limit rate 20/second "
+            "burst 20 packets log group %d snaplen 64\n"
+            "add rule " T " out meta nfproto ipv6 drop\n",
+            PE_EGRESS_LOG_GROUP);
     /* Limits, before anything is accepted: the proxy's connections out
      * (made in this namespace) count and are slowed like the sandbox's. */
     if (max_conns > 0)
@@ -584,6 +695,122 @@ int pe_egress_out_socket(int netns, pe_err *err)
 {
     ns_job j = {.netns = netns, .fn = make_out_socket, .fd = -1};
     return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+/* Bind the NFLOG group and ask for packets (a header's worth). */
+static int nflog_config(int fd, const struct nfulnl_msg_config_cmd *cmd,
+                        const struct nfulnl_msg_config_mode *mode)
+{
+    char buf[256], ack[256];
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+    struct nfgenmsg *g;
+    ssize_t n;
+
+    nlh->nlmsg_type = (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    g = mnl_nlmsg_put_extra_header(nlh, sizeof(*g));
+    g->nfgen_family = AF_UNSPEC;
+    g->version = NFNETLINK_V0;
+    g->res_id = htons(PE_EGRESS_LOG_GROUP);
+    if (cmd)
+        mnl_attr_put(nlh, NFULA_CFG_CMD, sizeof(*cmd), cmd);
+    if (mode)
+        mnl_attr_put(nlh, NFULA_CFG_MODE, sizeof(*mode), mode);
+    if (send(fd, nlh, nlh->nlmsg_len, 0) < 0)
+        return -1;
+    n = recv(fd, ack, sizeof(ack), 0);
+    if (n < (ssize_t)sizeof(struct nlmsghdr))
+        return -1;
+    nlh = (struct nlmsghdr *)ack;
+    if (nlh->nlmsg_type == NLMSG_ERROR) {
+        const struct nlmsgerr *e = mnl_nlmsg_get_payload(nlh);
+        if (e->error != 0) {
+            errno = -e->error;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int make_nflog_socket(ns_job *j)
+{
+    struct nfulnl_msg_config_cmd bind = {.command = NFULNL_CFG_CMD_BIND};
+    struct nfulnl_msg_config_mode mode = {.copy_range = htonl(64), .copy_mode = NFULNL_COPY_PACKET};
+    int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+
+    if (fd < 0)
+        return pe_err_sys(&j->err, "netfilter netlink socket");
+    if (nflog_config(fd, &bind, NULL) < 0 || nflog_config(fd, NULL, &mode) < 0) {
+        close(fd);
+        return pe_err_sys(&j->err, "bind NFLOG group %d in the sandbox", PE_EGRESS_LOG_GROUP);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    j->fd = fd;
+    return 0;
+}
+
+int pe_egress_nflog_socket(int netns, pe_err *err)
+{
+    ns_job j = {.netns = netns, .fn = make_nflog_socket, .fd = -1};
+    return in_netns(&j, err) < 0 ? -1 : j.fd;
+}
+
+typedef struct nflog_cb {
+    pe_egress_refusal *out;
+    size_t cap, n;
+} nflog_cb;
+
+static int nflog_attr(const struct nlattr *a, void *data)
+{
+    const struct nlattr **tb = data;
+
+    if (mnl_attr_get_type(a) <= NFULA_MAX)
+        tb[mnl_attr_get_type(a)] = a;
+    return MNL_CB_OK;
+}
+
+static int nflog_msg(const struct nlmsghdr *nlh, void *data)
+{
+    const struct nlattr *tb[NFULA_MAX + 1] = {0};
+    nflog_cb *cb = data;
+    const uint8_t *p;
+    size_t len;
+    pe_egress_refusal r = {0};
+
+    if ((nlh->nlmsg_type & 0xff) != NFULNL_MSG_PACKET || cb->n >= cb->cap)
+        return MNL_CB_OK;
+    mnl_attr_parse(nlh, sizeof(struct nfgenmsg), nflog_attr, tb);
+    if (tb[NFULA_PAYLOAD] == NULL)
+        return MNL_CB_OK;
+    p = mnl_attr_get_payload(tb[NFULA_PAYLOAD]);
+    len = mnl_attr_get_payload_len(tb[NFULA_PAYLOAD]);
+    if (len >= 20 && (p[0] >> 4) == 4) {
+        size_t ihl = (size_t)(p[0] & 0x0f) * 4;
+        r.addr = (uint32_t)p[16] << 24 | (uint32_t)p[17] << 16 | (uint32_t)p[18] << 8 | p[19];
+        r.proto = p[9];
+        if ((r.proto == IPPROTO_TCP || r.proto == IPPROTO_UDP) && len >= ihl + 4)
+            r.port = (unsigned)p[ihl + 2] << 8 | p[ihl + 3];
+    } else if (len >= 40 && (p[0] >> 4) == 6) {
+        r.ipv6 = true;
+        r.proto = p[6];
+        if ((r.proto == IPPROTO_TCP || r.proto == IPPROTO_UDP) && len >= 44)
+            r.port = (unsigned)p[42] << 8 | p[43];
+    } else {
+        return MNL_CB_OK;
+    }
+    cb->out[cb->n++] = r;
+    return MNL_CB_OK;
+}
+
+size_t pe_egress_nflog_read(int fd, pe_egress_refusal *out, size_t cap)
+{
+    char buf[8192];
+    nflog_cb cb = {.out = out, .cap = cap};
+    ssize_t n;
+
+    while (cb.n < cap && (n = recv(fd, buf, sizeof(buf), 0)) > 0)
+        mnl_cb_run(buf, (size_t)n, 0, 0, nflog_msg, &cb);
+    return cb.n;
 }
 
 int pe_egress_dns_socket(int netns, int type, pe_err *err)

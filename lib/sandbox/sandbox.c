@@ -5,12 +5,14 @@
  * only into the environment handed to the provider and is wiped after
  * (pe_sandbox_env_free). No log line or error message quotes a value. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "core/log.h"
 #include "core/util.h"
+#include "pocketenv/egress.h"
 #include "sandbox/sandbox-internal.h"
 
 int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *err)
@@ -20,6 +22,7 @@ int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *e
     memset(sx, 0, sizeof(*sx));
     sx->auth = auth;
     sx->data_dir = pe_xstrdup(rt->data_dir);
+    sx->rt = rt;
     return pe_provider_open(&sx->local, "local", &cfg, err);
 }
 
@@ -61,8 +64,31 @@ void pe_sandbox_env_free(char **env)
     free(env);
 }
 
-static int append_kind(pe_sandboxes *sx, pe_store *s, int kind, const char *sandbox_id, char ***env,
-                       size_t *n, pe_err *err)
+void pe_sandbox_secret_placeholder(const char *secret_id, char out[PE_SANDBOX_PLACEHOLDER_MAX])
+{
+    const char *id = strncmp(secret_id, "secret_", 7) == 0 ? secret_id + 7 : secret_id;
+
+    snprintf(out, PE_SANDBOX_PLACEHOLDER_MAX, "PE_SECRET_%.80s", id);
+}
+
+/* The egress policy of a local sandbox (NULL: none); a remote one has
+ * none of ours. */
+static int egress_policy(pe_sandboxes *sx, const char *sandbox_id, json_t **policy, pe_err *err)
+{
+    *policy = NULL;
+    pe_err e2;
+
+    if (sx->rt == NULL)
+        return 0;
+    pe_err_clear(&e2);
+    if (pe_runtime_egress_get(sx->rt, sandbox_id, policy, &e2) == 0 || e2.code == PE_ENOENT)
+        return 0; /* ENOENT: not the runtime's (remote), or not made yet */
+    *err = e2;
+    return -1;
+}
+
+static int append_kind(pe_sandboxes *sx, pe_store *s, int kind, const char *sandbox_id,
+                       const json_t *policy, char ***env, size_t *n, pe_err *err)
 {
     pe_store_kv *list = NULL;
     size_t k = 0;
@@ -77,6 +103,13 @@ static int append_kind(pe_sandboxes *sx, pe_store *s, int kind, const char *sand
 
         if (kind == PE_STORE_VARIABLE) {
             (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, list[i].value);
+            continue;
+        }
+        if (policy != NULL && pe_egress_secret_hosts(policy, list[i].key) != NULL) {
+            char ph[PE_SANDBOX_PLACEHOLDER_MAX];
+            /* egress-only: the value never enters the sandbox */
+            pe_sandbox_secret_placeholder(list[i].id, ph);
+            (*env)[(*n)++] = pe_xasprintf("%s=%s", list[i].key, ph);
             continue;
         }
         pe_err_clear(&e2);
@@ -94,17 +127,80 @@ static int append_kind(pe_sandboxes *sx, pe_store *s, int kind, const char *sand
 
 int pe_sandbox_env(pe_sandboxes *sx, pe_store *s, const char *sandbox_id, char ***env, pe_err *err)
 {
-    char **out = pe_xcalloc(1, sizeof(char *));
+    char **out = NULL;
+    json_t *policy = NULL;
     size_t n = 0;
 
+    /* A policy that cannot be read could make a secret egress-only: fail
+     * rather than hand its value to the sandbox. */
+    if (egress_policy(sx, sandbox_id, &policy, err) < 0)
+        return pe_err_prefix(err, "environment of %s", sandbox_id);
+    out = pe_xcalloc(1, sizeof(char *));
+    /* egress-only secrets: TLS clients trust the sandbox's CA, which the
+     * daemon installs there (install_ca); the owner's variables win */
+    if (json_array_size(json_object_get(policy, "secrets")) > 0) {
+        static const char *const vars[] = {
+            "SSL_CERT_FILE=" PE_SANDBOX_CA_BUNDLE, "REQUESTS_CA_BUNDLE=" PE_SANDBOX_CA_BUNDLE,
+            "CURL_CA_BUNDLE=" PE_SANDBOX_CA_BUNDLE, "NODE_EXTRA_CA_CERTS=" PE_SANDBOX_CA_FILE};
+        out = pe_xrealloc(out, (PE_ARRAY_LEN(vars) + 1) * sizeof(char *));
+        for (size_t i = 0; i < PE_ARRAY_LEN(vars); i++)
+            out[n++] = pe_xstrdup(vars[i]);
+        out[n] = NULL;
+    }
     /* Secrets last: the runtime lets a later NAME= replace an earlier one. */
-    if (append_kind(sx, s, PE_STORE_VARIABLE, sandbox_id, &out, &n, err) < 0 ||
-        append_kind(sx, s, PE_STORE_SECRET, sandbox_id, &out, &n, err) < 0) {
+    if (append_kind(sx, s, PE_STORE_VARIABLE, sandbox_id, NULL, &out, &n, err) < 0 ||
+        append_kind(sx, s, PE_STORE_SECRET, sandbox_id, policy, &out, &n, err) < 0) {
+        json_decref(policy);
         pe_sandbox_env_free(out);
         return pe_err_prefix(err, "environment of %s", sandbox_id);
     }
+    json_decref(policy);
     *env = out;
     return 0;
+}
+
+int pe_sandbox_egress_secrets(pe_sandboxes *sx, pe_store *s, const char *sandbox_id,
+                              const json_t *policy, pe_sandbox_egress_secret **out, size_t *n,
+                              pe_err *err)
+{
+    pe_store_kv *list = NULL;
+    pe_sandbox_egress_secret *o = NULL;
+    size_t k = 0, m = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (json_array_size(json_object_get(policy, "secrets")) == 0)
+        return 0;
+    if (pe_store_kv_list(s, PE_STORE_SECRET, sandbox_id, &list, &k, err) < 0)
+        return pe_err_prefix(err, "secrets of %s", sandbox_id);
+    o = pe_xcalloc(k + 1, sizeof(*o));
+    for (size_t i = 0; i < k; i++) {
+        pe_err e2;
+
+        if (pe_egress_secret_hosts(policy, list[i].key) == NULL)
+            continue;
+        pe_err_clear(&e2);
+        if (pe_auth_unseal(sx->auth, list[i].value, &o[m].value, &o[m].len, &e2) < 0) {
+            pe_log_warn("sandbox %s: secret %s left out: %s", sandbox_id, list[i].key, e2.msg);
+            continue;
+        }
+        o[m].name = pe_xstrdup(list[i].key);
+        pe_sandbox_secret_placeholder(list[i].id, o[m].placeholder);
+        m++;
+    }
+    pe_store_kv_list_free(list, k);
+    *out = o;
+    *n = m;
+    return 0;
+}
+
+void pe_sandbox_egress_secrets_free(pe_sandbox_egress_secret *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(list[i].name);
+        pe_auth_plain_free(list[i].value);
+    }
+    free(list);
 }
 
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,

@@ -42,6 +42,7 @@ typedef struct pe_sandboxes {
     pe_auth *auth;      /* opens secrets (borrowed) */
     pe_provider *local; /* serves the sandboxes whose backend is "local" */
     char *data_dir;     /* the daemon's: volumes live in DATA/volumes/<id> */
+    pe_runtime *rt;     /* local sandboxes' runtime: their egress policies (borrowed) */
     pe_sandbox_remote remotes[PE_SANDBOX_REMOTES_MAX];
     size_t n_remotes;
 } pe_sandboxes;
@@ -141,6 +142,31 @@ char *pe_sandbox_volume_dir(const pe_sandboxes *sx, const char *volume_id);
 int pe_sandbox_start_opts(pe_sandboxes *sx, pe_store *s, const char *sandbox_id,
                           pe_provider_start_opts *o, pe_err *err);
 void pe_sandbox_start_opts_free(pe_provider_start_opts *o);
+
+/* Egress-only secrets (issue 20): a secret that the sandbox's egress
+ * policy binds to hosts ("secrets" in the policy) is in the sandbox's
+ * environment as its placeholder PE_SECRET_<id> (pe_sandbox_env), and
+ * only the daemon's egress proxy puts the value in requests to the bound
+ * hosts. */
+#define PE_SANDBOX_PLACEHOLDER_MAX 96
+/* where the sandbox's CA goes (the daemon writes them at start) */
+#define PE_SANDBOX_CA_BUNDLE "/etc/ssl/certs/ca-certificates.crt"
+#define PE_SANDBOX_CA_FILE "/etc/ssl/certs/pocketenv-egress-ca.pem"
+#define PE_SANDBOX_CA_BUNDLE_MAX (8 * 1024 * 1024)
+void pe_sandbox_secret_placeholder(const char *secret_id, char out[PE_SANDBOX_PLACEHOLDER_MAX]);
+
+typedef struct pe_sandbox_egress_secret {
+    char *name;
+    char placeholder[PE_SANDBOX_PLACEHOLDER_MAX];
+    unsigned char *value; /* wiped by pe_sandbox_egress_secrets_free */
+    size_t len;
+} pe_sandbox_egress_secret;
+
+/* The egress-only secrets of sandbox_id under policy, with their values. */
+int pe_sandbox_egress_secrets(pe_sandboxes *sx, pe_store *s, const char *sandbox_id,
+                              const json_t *policy, pe_sandbox_egress_secret **out, size_t *n,
+                              pe_err *err);
+void pe_sandbox_egress_secrets_free(pe_sandbox_egress_secret *list, size_t n);
 
 /* Start sb where it runs, with its variables, secrets and volumes. */
 int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);

@@ -8,6 +8,7 @@ daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
 """
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -85,6 +86,9 @@ class H(http.server.BaseHTTPRequestHandler):
         body = sys.argv[1].encode()
         if len(sys.argv) > 3:  # a virtual host: say which
             body += b"/" + self.headers.get("Host", "-").encode()
+            if self.headers.get("X-Key") is not None:  # what it received, kept here only
+                with open(sys.argv[4], "a") as f:
+                    f.write(self.headers.get("Host", "-") + " " + self.headers["X-Key"] + "\n")
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -110,8 +114,21 @@ print("ready", flush=True)
 def serve(c):
     try:
         with ctx.wrap_socket(c, server_side=True) as t:
-            t.recv(100)
-            t.sendall(b"tls " + sys.argv[1].encode())
+            head = t.recv(100)
+            while head.startswith(b"GET ") and b"\r\n\r\n" not in head and len(head) < 65536:
+                more = t.recv(4096)
+                if not more:
+                    break
+                head += more
+            if not head.startswith(b"GET "):
+                t.sendall(b"tls " + sys.argv[1].encode())
+                return
+            # HTTP over TLS: keep what it received (Host, X-Key), say who served
+            hdr = dict(l.split(": ", 1) for l in head.decode().split("\r\n")[1:] if ": " in l)
+            with open(sys.argv[4], "a") as f:
+                f.write(hdr.get("Host", "-") + " " + hdr.get("X-Key", "-") + "\n")
+            body = ("tls " + sys.argv[1] + "/" + hdr.get("Host", "-")).encode()
+            t.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
     except (OSError, ssl.SSLError):
         pass
 while True:
@@ -159,9 +176,16 @@ def internet(tmp_path_factory):
         sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
            "-nodes", "-days", "2", "-subj", "/CN=allowed.test", "-keyout", str(key),
            "-out", str(cert), "-addext", "subjectAltName=DNS:allowed.test,DNS:shared.test")
-        for a in (DNS, OTHER):
-            procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost"))
-            procs.append(spawn(ns, TLS_SERVER, a, str(cert), str(key)))
+        # OTHER's certificate is from no CA the daemon trusts (the egress
+        # proxy's "wrong CA" case); DNS's is in POCKETENV_EGRESS_CA_FILE
+        ocert, okey = zone.with_name("other-cert.pem"), zone.with_name("other-key.pem")
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-days", "2", "-subj", "/CN=also.allowed.test", "-keyout", str(okey),
+           "-out", str(ocert), "-addext", "subjectAltName=DNS:also.allowed.test,DNS:denied.test")
+        for a, c, k in ((DNS, cert, key), (OTHER, ocert, okey)):
+            procs.append(spawn(ns, HTTP_SERVER, a, "80", "vhost", str(zone.with_name(f"recv-{a}"))))
+            procs.append(spawn(ns, TLS_SERVER, a, str(c), str(k),
+                               str(zone.with_name(f"recv-tls-{a}"))))
         yield zone
     finally:
         for p in procs:
@@ -174,7 +198,8 @@ def internet(tmp_path_factory):
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, internet):
     with serving(tmp_path_factory.mktemp("egress"),
-                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53"}) as d:
+                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53",
+                      "POCKETENV_EGRESS_CA_FILE": str(internet.with_name("cert.pem"))}) as d:
         yield d
 
 
@@ -438,6 +463,22 @@ def test_cli_net_policy(daemon, box):
     assert p.returncode == 1 and "mode must be" in p.stderr, p
     p = cli("no-such-box")
     assert p.returncode == 1 and "not found" in p.stderr, p
+    # limits and egress-only secrets
+    p = cli(box, "open", "--max-connections", "7", "--max-rate", "300",
+            "--secret", "API_KEY=allowed.test,*.allowed.test")
+    assert p.returncode == 0, p
+    assert p.stdout.splitlines()[-2:] == ["limits: 7 connections 300 KB/s",
+                                          "secret: API_KEY -> allowed.test *.allowed.test"], p
+    pol = get(daemon, box)[1]["policy"]
+    assert pol["maxConnections"] == 7 and pol["maxRateKBps"] == 300, pol
+    assert pol["secrets"] == [{"name": "API_KEY", "hosts": ["allowed.test", "*.allowed.test"]}]
+    # (that the limits hold: test_limits_cap_connections_and_bandwidth)
+    for bad, msg in ((["--max-connections", "0"], "65535"), (["--max-rate", "x"], "10000000"),
+                     (["--secret", "=a.test"], "NAME=HOST")):
+        p = cli(box, "open", *bad)
+        assert p.returncode == 2 and msg in p.stderr, (bad, p)
+    p = cli(box, "open", "--secret", "BAD NAME=a.test")
+    assert p.returncode == 1 and "secrets[0].name" in p.stderr, p
     assert cli(box, "--reset").returncode == 0
 
 
@@ -702,3 +743,269 @@ def test_limits_cap_connections_and_bandwidth(daemon, box):
               f"tail -c {size} | wc -c; cut -d' ' -f1 /proc/uptime").split()
     assert got[1] == str(size), got
     assert float(got[2]) - float(got[0]) >= 2.0, got
+
+
+# ---- egress-only secrets (placeholders) ----
+
+def received(internet, addr, tls=False):
+    """Lines "host X-Key" the HTTP (or HTTPS) server at addr received."""
+    f = internet.with_name(f"recv-tls-{addr}" if tls else f"recv-{addr}")
+    return f.read_text().splitlines() if f.exists() else []
+
+
+def keyed_get(target, host, timeout=3):
+    """Shell: GET / from target:80 with Host host and X-Key: $API_KEY."""
+    return (f"printf 'GET / HTTP/1.1\\r\\nHost: {host}\\r\\nX-Key: %s\\r\\n"
+            f"Connection: close\\r\\n\\r\\n' \"$API_KEY\" | nc -w {timeout} {target} 80 "
+            "2>/dev/null | grep -o '10\\.124\\.0\\.[0-9]*/[A-Za-z0-9.:-]*'; echo; ")
+
+
+@pytest.fixture(scope="module")
+def secret_box(daemon):
+    """A sandbox whose API_KEY is egress-only, bound to allowed.test, from
+    its create on (so its init never had the value either)."""
+    value = "real-" + os.urandom(12).hex()
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox", body={
+        "base": "busybox", "name": "secrets",
+        "secrets": [{"name": "API_KEY", "value": value}],
+        "networkPolicy": {"mode": "allowlist",
+                          "allowDomains": ["allowed.test", "shared.test", "flip.test",
+                                           "also.allowed.test"],
+                          "secrets": [{"name": "API_KEY", "hosts": [
+                              "Allowed.test", "flip.test", "also.allowed.test"]}]}})
+    assert st == 200, out
+    daemon.wait_status("secrets", ["RUNNING"])
+    st, out = daemon.call("io.pocketenv.secret.getSecrets",
+                          {"sandboxId": daemon.sandbox("getSandbox", "secrets")[1]["sandbox"]["id"]})
+    assert st == 200, out
+    yield "secrets", value, out["secrets"][0]["id"]
+    daemon.sandbox("deleteSandbox", "secrets")
+
+
+def test_secret_policy_bad_input(daemon, box):
+    for bad, msg in (({"mode": "open", "secrets": "x"}, "secrets must be an array"),
+                     ({"mode": "open", "secrets": [{"name": "A B", "hosts": []}]}, "secrets[0].name"),
+                     ({"mode": "open", "secrets": [{"name": "A", "hosts": ["a..b"]}]}, "empty label"),
+                     ({"mode": "open", "secrets": [{"name": "A", "other": 1}]}, "unknown field"),
+                     ({"mode": "open", "secrets": [{"name": "A"}] * 65}, "at most 64")):
+        st, out = put(daemon, box, bad)
+        assert st == 400 and out["error"] == "InvalidRequest" and msg in out["message"], (bad, out)
+    st, out = put(daemon, box, {"mode": "open", "secrets": [{"name": "K", "hosts": ["A.test"]}]})
+    assert st == 200 and out["policy"]["secrets"] == [{"name": "K", "hosts": ["a.test"]}], out
+    # bound while it runs: the CA goes into its trust store at once
+    assert run(daemon, box, "head -1 /etc/ssl/certs/pocketenv-egress-ca.pem").split() == [
+        "-----BEGIN", "CERTIFICATE-----"]
+    put(daemon, box, None)
+
+
+def test_secret_is_a_placeholder_in_the_sandbox_and_substituted_for_its_host_only(
+        daemon, secret_box, internet):
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    assert run(daemon, name, "echo $API_KEY").split() == [placeholder]
+    # the bound host gets the value; the server saw it, the sandbox did not
+    reaches(daemon, name, "nslookup allowed.test >/dev/null 2>&1; " +
+            keyed_get(DNS, "allowed.test"), [f"{DNS}/allowed.test"])
+    assert f"allowed.test {value}" in received(internet, DNS)
+    # another host (allowed, same address) gets the placeholder, logged
+    reaches(daemon, name, "nslookup shared.test >/dev/null 2>&1; " +
+            keyed_get(DNS, "shared.test"), [f"{DNS}/shared.test"])
+    assert f"shared.test {placeholder}" in received(internet, DNS)
+    assert not any(value in line for line in received(internet, DNS) if "shared" in line)
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    assert st == 200, out
+    assert any(e["via"] == "secret" and e.get("name") == "shared.test" and "API_KEY" in e["reason"]
+               for e in out["denials"]), out
+    assert value not in json.dumps(out)
+
+
+def test_secret_value_is_nowhere_in_the_sandbox_nor_the_log(daemon, secret_box):
+    name, value, sid = secret_box
+
+    def holders(text):
+        """Files of the sandbox and /proc/*/environ holding text (set in
+        two halves, so no command line of ours holds it whole)."""
+        half = len(text) // 2
+        return run(daemon, name, f"A='{text[:half]}'; B='{text[half:]}'; V=$A$B; "
+                   "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print 2>/dev/null"
+                   " | while read -r f; do grep -lF \"$V\" \"$f\" 2>/dev/null; done; "
+                   "for e in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $e 2>/dev/null | grep -qF \"$V\""
+                   " && echo $e; done"
+                   ).split()
+
+    # the search finds what is there: the placeholder, in init's environment
+    # and in a file the sandbox writes
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    run(daemon, name, "echo $API_KEY > /tmp/probe")
+    found = holders(placeholder)
+    assert "/proc/1/environ" in found and "/tmp/probe" in found, found
+    assert holders(value) == []
+    assert value not in daemon.log_text()
+
+
+def sandbox_pid(daemon, name):
+    sid = daemon.sandbox("getSandbox", name)[1]["sandbox"]["id"]
+    p = subprocess.run([BIN, "--data", daemon.data, "runtime", "ls", "--json"],
+                       capture_output=True, text=True, check=True)
+    return next(s["pid"] for s in json.loads(p.stdout) if s["name"] == sid)
+
+
+def https_get(daemon, name, cafile, host, addr, key, header_host=None):
+    """GET https://host/ (at addr) with X-Key: key, from the sandbox's
+    network namespace (its table, its proxy) with OpenSSL verifying against
+    cafile: busybox's TLS client in the image cannot do ECDSA. Returns
+    (verified, body)."""
+    req = f"GET / HTTP/1.0\r\nHost: {header_host or host}\r\nX-Key: {key}\r\n\r\n"
+    p = subprocess.run(["nsenter", "-t", str(sandbox_pid(daemon, name)), "-n", "openssl",
+                        "s_client", "-quiet", "-connect", f"{addr}:443", "-servername", host,
+                        "-CAfile", str(cafile), "-verify_hostname", host, "-verify_return_error"],
+                       input=req, capture_output=True, text=True, timeout=30)
+    return p.returncode == 0, p.stdout.splitlines()[-1] if p.stdout else ""
+
+
+@pytest.fixture(scope="module")
+def sandbox_ca(daemon, secret_box, internet):
+    """The CA certificate installed in secret_box, as a file on the host."""
+    name = secret_box[0]
+    ca = run(daemon, name, "cat /etc/ssl/certs/pocketenv-egress-ca.pem")
+    assert ca.startswith("-----BEGIN CERTIFICATE-----"), ca
+    f = internet.with_name("sandbox-ca.pem")
+    f.write_text(ca)
+    return f
+
+
+def test_https_to_a_bound_host_is_intercepted_and_substituted(daemon, secret_box, internet,
+                                                               sandbox_ca):
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    # the sandbox's trust store and variables name its CA
+    env = run(daemon, name, "echo $SSL_CERT_FILE $NODE_EXTRA_CA_CERTS $REQUESTS_CA_BUNDLE")
+    assert env.split() == ["/etc/ssl/certs/ca-certificates.crt",
+                           "/etc/ssl/certs/pocketenv-egress-ca.pem",
+                           "/etc/ssl/certs/ca-certificates.crt"], env
+    assert sandbox_ca.read_text() in run(daemon, name, "cat /etc/ssl/certs/ca-certificates.crt")
+    # the bound host: a leaf of the sandbox's CA for its name, the value put in
+    ok, body = https_get(daemon, name, sandbox_ca, "allowed.test", DNS, placeholder)
+    assert ok and body == f"tls {DNS}/allowed.test", body
+    assert f"allowed.test {value}" in received(internet, DNS, tls=True)
+    # shared.test (same address, bound to nothing) is passed through: the
+    # server's own certificate (not the sandbox CA's) and the placeholder
+    ok, body = https_get(daemon, name, sandbox_ca, "shared.test", DNS, placeholder)
+    assert not ok and body == "", body
+    # (that server ends without close_notify: OpenSSL's status says so, the
+    # body is what counts here)
+    ok, body = https_get(daemon, name, internet.with_name("cert.pem"), "shared.test", DNS,
+                         placeholder)
+    assert body == f"tls {DNS}/shared.test", body
+    assert f"shared.test {placeholder}" in received(internet, DNS, tls=True)
+
+
+def test_https_upstream_certificate_failures_fail_the_request(daemon, secret_box, internet,
+                                                              sandbox_ca):
+    """flip.test is served with allowed.test's certificate (wrong name),
+    also.allowed.test by a CA the daemon does not trust: the proxy refuses
+    both, and nothing (the value least of all) reaches those servers."""
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    for host, addr in (("flip.test", DNS), ("also.allowed.test", OTHER)):
+        ok, body = https_get(daemon, name, sandbox_ca, host, addr, placeholder)
+        assert not ok and "tls" not in body, (host, body)
+        assert not any(line.startswith(host) for line in received(internet, addr, tls=True))
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    reasons = [(e.get("name"), e["reason"]) for e in out["denials"]]
+    assert any(n == "flip.test" and "certificate not accepted" in r for n, r in reasons), reasons
+    assert any(n == "also.allowed.test" and "certificate not accepted" in r
+               for n, r in reasons), reasons
+
+
+def test_the_ca_key_is_not_in_the_sandbox(daemon, secret_box, sandbox_ca, tmp_path):
+    """No private key in the sandbox's files is the CA's (its public key is
+    the certificate's); its own SSH key is there, and is another."""
+    name = secret_box[0]
+    ca_pub = subprocess.run(["openssl", "x509", "-noout", "-pubkey", "-in", str(sandbox_ca)],
+                            capture_output=True, text=True, check=True).stdout
+    files = run(daemon, name, "find / \\( -path /proc -o -path /sys \\) -prune -o -type f -print "
+                "2>/dev/null | while read -r f; do grep -l 'PRIVATE KEY' \"$f\" 2>/dev/null; done"
+                ).split()
+    for f in files:
+        (tmp_path / "k.pem").write_text(run(daemon, name, f"cat {f}"))
+        pub = subprocess.run(["openssl", "pkey", "-pubout", "-in", str(tmp_path / "k.pem")],
+                             capture_output=True, text=True).stdout
+        assert pub != ca_pub, f
+    # and none in any process's environment
+    assert run(daemon, name, "cat /proc/[0-9]*/environ | grep -c 'PRIVATE KEY'").split() == ["0"]
+
+
+def test_an_agent_template_gets_its_default_policy_at_create(daemon, internet):
+    """A create from claude-code naming no networkPolicy gets that
+    template's allowlist, in force: an allowed registry resolves and is
+    reached, a name outside it does not resolve. (The image is busybox's
+    root under the template's name: no template is built here.)"""
+    images = os.path.join(daemon.data, "images")
+    shutil.copytree(os.path.join(images, "busybox"), os.path.join(images, "claude-code"),
+                    symlinks=True)
+    with open(internet, "a") as f:
+        f.write(f"registry.npmjs.org {DNS}\n")
+    st, out = daemon.call("io.pocketenv.sandbox.createSandbox",
+                          body={"base": "claude-code", "name": "agent"})
+    assert st == 200, out
+    try:
+        assert daemon.wait_status("agent", ["RUNNING", "FAILED"])["status"] == "RUNNING"
+        st, out = get(daemon, "agent")
+        assert st == 200 and out["isDefault"] is False, out
+        assert out["policy"]["mode"] == "allowlist"
+        assert {"api.anthropic.com", "registry.npmjs.org"} <= set(out["policy"]["allowDomains"])
+        reaches(daemon, "agent", fetch("registry.npmjs.org"), [DNS])
+        out = run(daemon, "agent", "nslookup allowed.test 2>&1; echo rc=$?")
+        assert "rc=0" not in out and DNS not in out, out
+        # an address no allowed name resolved to is refused too
+        assert run(daemon, "agent", fetch(OTHER)).split() == []
+    finally:
+        daemon.sandbox("deleteSandbox", "agent")
+        shutil.rmtree(os.path.join(images, "claude-code"))
+
+
+def test_kernel_refusals_are_in_the_denial_log(daemon, box):
+    """What only the table sees (a connection by address to a port the
+    proxy does not take, IPv6) is in the owner's denial log too (NFLOG in
+    the sandbox's namespace)."""
+    st, out = put(daemon, box, {"mode": "allowlist", "allowDomains": ["allowed.test"]})
+    assert st == 200, out
+    assert run(daemon, box, fetch(OTHER, timeout=1)).split() == []
+    run(daemon, box, "ping -6 -c 1 -W 1 ff02::1%eth0 >/dev/null 2>&1; true")
+
+    def kernel():
+        st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": box})
+        assert st == 200, out
+        return [e for e in out["denials"] if e["via"] == "kernel"]
+    wait_for(lambda: any(e.get("address") == OTHER and e.get("port") == 8000 for e in kernel()),
+             10, "the refused TCP connection in the log")
+    wait_for(lambda: any(e["reason"] == "IPv6 is dropped" for e in kernel()), 10, "IPv6")
+    put(daemon, box, None)
+
+
+def test_a_bound_name_does_not_carry_the_value_elsewhere(daemon, secret_box, internet,
+                                                          sandbox_ca):
+    """The value follows the verified destination, not the words of the
+    request: a bound Host sent to an address it does not resolve to (open
+    mode lets the connection through) gets the placeholder; inside TLS
+    terminated for allowed.test, a Host naming another host is refused."""
+    name, value, sid = secret_box
+    placeholder = "PE_SECRET_" + sid[len("secret_"):]
+    st, pol = get(daemon, name)
+    try:
+        st, out = put(daemon, name, {"mode": "open", "secrets": pol["policy"]["secrets"]})
+        assert st == 200, out
+        reaches(daemon, name, keyed_get(OTHER, "allowed.test"), [f"{OTHER}/allowed.test"])
+        got = received(internet, OTHER)
+        assert f"allowed.test {placeholder}" in got and not any(value in g for g in got), got
+    finally:
+        put(daemon, name, pol["policy"])
+    ok, body = https_get(daemon, name, sandbox_ca, "allowed.test", DNS, placeholder,
+                         header_host="flip.test")
+    # (the server hears nothing but the end: it answers its non-HTTP greeting)
+    assert "flip.test" not in body, body
+    assert not any(g.startswith("flip.test") for g in received(internet, DNS, tls=True))
+    st, out = daemon.call("io.pocketenv.sandbox.getNetworkDenials", {"id": name})
+    assert any(e["reason"] == "Host is not the TLS name" and e.get("name") == "flip.test"
+               for e in out["denials"]), out
