@@ -180,8 +180,23 @@ static int retain(pe_daemon *d, pe_store *s, const char *did, pe_err *err)
 
 static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 {
-    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, false, sb, &job->err) < 0) {
+    int r = 0;
+
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, true, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        return false;
+    }
+    /* Snapshots are the local runtime's layers; a remote sandbox's would
+     * be its provider's, and no adapter declares them yet. */
+    if (pe_sandbox_is_remote(sb) && !(pe_sandbox_caps(&job->d->sx, sb) & PE_CAP_SNAPSHOT))
+        r = pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot", sb->backend);
+    else if (!pe_daemon_is_mine(job->d, sb))
+        r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
+    else if (sb->status == PE_STORE_INITIALIZING)
+        r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
+    if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(sb);
         return false;
     }
     if (sb->status == PE_STORE_FAILED) {
