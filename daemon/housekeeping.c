@@ -355,6 +355,51 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
     forget(sb->id);
 }
 
+/* A remote sandbox left idle: its provider stops it. Its files stay with
+ * the provider, so stop is what each action comes to there: no remote
+ * adapter declares pause or snapshots yet (lib/provider), and the reason
+ * says so. Only a sandbox this daemon has served since it started (its
+ * activity is known here): another daemon sharing the store may be the
+ * one serving it, and a restart forgets nothing it could not see again. */
+static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                            const pe_store_idle *pol, int64_t now)
+{
+    int64_t timeout = pol && pol->timeout > 0 ? pol->timeout
+                      : sb->idle_timeout > 0  ? sb->idle_timeout
+                                              : (int64_t)d->idle_timeout;
+    const char *action = pol ? pol->action : PE_IDLE_STOP;
+    int64_t last;
+    bool known;
+    char reason[160];
+    pe_err err;
+
+    pthread_mutex_lock(&activity_lock);
+    known = activity_find(sb->id) != NULL;
+    pthread_mutex_unlock(&activity_lock);
+    last = last_activity(sb->id);
+    if (!known || sb->keep_alive || timeout <= 0)
+        return;
+    if (sb->started_at > last)
+        last = sb->started_at;
+    if (last == INT64_MAX || now - last < timeout * 1000)
+        return;
+    pe_err_clear(&err);
+    if (pe_sandbox_stop(&d->sx, s, sb, &err) < 0 && err.code != PE_ESTATE) {
+        pe_log_warn("idle stop %s on %s: %s", sb->id, sb->backend, err.msg);
+        return;
+    }
+    if (strcmp(action, PE_IDLE_STOP) == 0)
+        snprintf(reason, sizeof(reason), "stopped after %llds without activity",
+                 (long long)timeout);
+    else
+        snprintf(reason, sizeof(reason), "stopped after %llds without activity (%s cannot %s)",
+                 (long long)timeout, sb->backend,
+                 strcmp(action, PE_IDLE_PAUSE) == 0 ? "pause" : "snapshot");
+    pe_log_info("event=idle_stop sandbox=%s backend=%s action=%s", sb->id, sb->backend, action);
+    set_status(s, sb, PE_STORE_STOPPED, reason);
+    forget(sb->id);
+}
+
 /* One pass over this node's rows. resume (start only) collects the ids of
  * INITIALIZING rows, whose creates must be run again. */
 static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, pe_err *err)
@@ -388,6 +433,8 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
 
             if (!pe_daemon_is_mine(d, sb)) {
                 json_object_del(states, sb->id); /* seen: not an orphan */
+                if (!at_start && sb->status == PE_STORE_RUNNING && pe_sandbox_is_remote(sb))
+                    remote_idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
                 continue;
             }
             pe_daemon_paused_note(sb->id, is_up && frozen(states, sb->id));

@@ -946,13 +946,33 @@ static void t_snapshot_create(pe_mcp_call *c)
 {
     set_lead(c, "Snapshot taken (sandbox_create with base snapshot:NAME starts a copy of it):");
     xcall(c, "io.pocketenv.sandbox.createSnapshot", id_param(c, "id"),
-          json_pack("{s:s}", "name", arg_str(c, "name")), finish_step);
+          json_pack("{s:s, s:O*}", "name", arg_str(c, "name"), "ttl",
+                    json_object_get(c->args, "ttl")),
+          finish_step);
 }
 
 static void t_snapshot_list(pe_mcp_call *c)
 {
     set_lead(c, "Your snapshots, newest first:");
     xcall(c, "io.pocketenv.sandbox.getSnapshots", NULL, NULL, finish_step);
+}
+
+/* A snapshot by name or id: the snapshot methods take either as id. */
+static json_t *snapshot_param(pe_mcp_call *c)
+{
+    return json_pack("{s:s}", "id", arg_str(c, "snapshot"));
+}
+
+static void t_snapshot_get(pe_mcp_call *c)
+{
+    set_lead(c, "The snapshot (sizeBytes: its own files; expiresAt: when it is removed):");
+    xcall(c, "io.pocketenv.sandbox.getSnapshot", snapshot_param(c), NULL, finish_step);
+}
+
+static void t_snapshot_delete(pe_mcp_call *c)
+{
+    set_lead(c, "Snapshot deleted (sandboxes made from it keep their files):");
+    xcall(c, "io.pocketenv.sandbox.deleteSnapshot", snapshot_param(c), NULL, finish_step);
 }
 
 static void t_sandbox_fork(pe_mcp_call *c)
@@ -964,11 +984,34 @@ static void t_sandbox_fork(pe_mcp_call *c)
           json_pack("{s:I}", "count", n ? json_integer_value(n) : (json_int_t)1), finish_step);
 }
 
+/* ---- idle policies: what happens to a sandbox nobody uses ---- */
+
+static void t_idle_get(pe_mcp_call *c)
+{
+    set_lead(c, "Idle policy (effectiveTimeout: seconds without activity before the action):");
+    xcall(c, "io.pocketenv.sandbox.getIdlePolicy", id_param(c, "id"), NULL, finish_step);
+}
+
+static void t_idle_set(pe_mcp_call *c)
+{
+    json_t *body = json_pack("{s:s}", "action", arg_str(c, "action"));
+    json_t *t = json_object_get(c->args, "timeout");
+
+    if (t)
+        json_object_set(body, "timeout", t);
+    set_lead(c, "Idle policy set:");
+    xcall(c, "io.pocketenv.sandbox.putIdlePolicy", id_param(c, "id"), body, finish_step);
+}
+
 /* ---- the table ---- */
 
 #define SANDBOX_PROP                                                                               \
     "\"sandbox\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The sandbox's name " \
     "or id, as sandbox_list shows them.\"}"
+
+#define SNAPSHOT_PROP                                                                              \
+    "\"snapshot\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 63, "                   \
+    "\"description\": \"The snapshot's name or id, as snapshot_list shows them.\"}"
 
 static const pe_mcp_tool tools[] = {
     {"sandbox_templates",
@@ -981,7 +1024,8 @@ static const pe_mcp_tool tools[] = {
      "so exec and the file tools work right away. Returns its name and id.",
      "{\"type\": \"object\", \"required\": [\"base\"], \"additionalProperties\": false, "
      "\"properties\": {\"base\": {\"type\": \"string\", \"minLength\": 1, \"description\": \"The "
-     "template's id, e.g. from sandbox_templates.\"}, \"name\": {\"type\": \"string\", "
+     "template's id, e.g. from sandbox_templates, or snapshot:NAME for a copy of one of your "
+     "snapshots (snapshot_list).\"}, \"name\": {\"type\": \"string\", "
      "\"minLength\": 1, \"description\": \"A name for it (letters, digits, dashes); one is made up "
      "when left out.\"}, \"description\": {\"type\": \"string\"}, \"wait\": {\"type\": "
      "\"boolean\", \"description\": \"Wait until it runs (default true).\"}}}",
@@ -1122,11 +1166,25 @@ static const pe_mcp_tool tools[] = {
      "change; sandbox_create with base snapshot:NAME starts a new sandbox from it.",
      "{\"type\": \"object\", \"required\": [\"sandbox\", \"name\"], "
      "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP
-     ", \"name\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 63}}}",
+     ", \"name\": {\"type\": \"string\", \"minLength\": 1, \"maxLength\": 63}, \"ttl\": "
+     "{\"type\": \"integer\", \"minimum\": 1, \"maximum\": 31536000, \"description\": "
+     "\"Seconds to keep it (default 7 days).\"}}}",
      t_snapshot_create},
     {"snapshot_list", "List your snapshots, newest first, with their names and sizes.",
      "{\"type\": \"object\", \"properties\": {}, \"additionalProperties\": false}",
      t_snapshot_list},
+    {"snapshot_get",
+     "Show one of your snapshots: the sandbox it came from, its own size on disk, how long the "
+     "sandbox stayed frozen while it was taken, and when it expires.",
+     "{\"type\": \"object\", \"required\": [\"snapshot\"], \"additionalProperties\": "
+     "false, \"properties\": {" SNAPSHOT_PROP "}}",
+     t_snapshot_get},
+    {"snapshot_delete",
+     "Delete one of your snapshots for good, returning its disk space. Sandboxes already made "
+     "from it are not touched.",
+     "{\"type\": \"object\", \"required\": [\"snapshot\"], \"additionalProperties\": "
+     "false, \"properties\": {" SNAPSHOT_PROP "}}",
+     t_snapshot_delete},
     {"sandbox_fork",
      "Make count copies of a sandbox (running or stopped), each an independent sandbox on its "
      "own copy of the files; returns their ids at once.",
@@ -1134,6 +1192,23 @@ static const pe_mcp_tool tools[] = {
      "false, \"properties\": {" SANDBOX_PROP ", \"count\": {\"type\": \"integer\", "
      "\"minimum\": 1, \"maximum\": 100}}}",
      t_sandbox_fork},
+    {"idle_policy_get",
+     "Show what happens to a sandbox when nobody uses it (no exec, terminal or preview traffic): "
+     "its action (stop, pause or snapshot-then-stop) and after how many idle seconds.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\"], \"additionalProperties\": false, "
+     "\"properties\": {" SANDBOX_PROP "}}",
+     t_idle_get},
+    {"idle_policy_set",
+     "Choose what happens to a sandbox once idle for timeout seconds: stop it (files kept), "
+     "pause it (processes frozen, memory kept; the next exec, terminal or preview request "
+     "resumes it) or snapshot-then-stop (a snapshot named <name>-idle-<time>, then stop).",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"action\"], "
+     "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP
+     ", \"action\": {\"type\": \"string\", \"enum\": [\"stop\", \"pause\", "
+     "\"snapshot-then-stop\"]}, \"timeout\": {\"type\": \"integer\", \"minimum\": 0, "
+     "\"maximum\": 2592000, \"description\": \"Idle seconds before the action; 0: the "
+     "daemon's default.\"}}}",
+     t_idle_set},
     {"port_expose",
      "Expose a port of a sandbox and get its preview URL, to open a web server running there.",
      "{\"type\": \"object\", \"required\": [\"sandbox\", \"port\"], \"additionalProperties\": "

@@ -1,5 +1,5 @@
 // The panes of one sandbox besides its terminal: ports and previews,
-// variables, secrets, files, services and their logs, backups. Each is
+// variables, secrets, files, services and their logs, backups, snapshots. Each is
 // {show(sb), hide(), update(sb)}: show when its tab is opened (it loads
 // what it lists), update when the live list brings a new view of the
 // sandbox, hide when another tab or page is shown. Every action is a
@@ -458,6 +458,93 @@ $("backup-form").addEventListener("submit", async (ev) => {
   }
 });
 
+// ---- snapshots -----------------------------------------------------------
+
+const bytes = (n) => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+};
+
+// A span of time in the largest unit that fits: "40 s", "3 min", "2 h", "6 d".
+const span = (ms) => {
+  const s = Math.max(0, Math.round(ms / 1000));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h`;
+  return `${Math.floor(s / 86400)} d`;
+};
+
+// Snapshots belong to their owner, not to the sandbox (they outlive it):
+// this pane lists the owner's snapshots taken from the sandbox shown.
+const snapshots = listPane("snapshots", async (sb) => {
+  const out = await xrpc("io.pocketenv.sandbox.getSnapshots");
+  const now = Date.now();
+  return (out.snapshots || [])
+    .filter((v) => v.sandboxId === sb.id)
+    .map((v) => {
+      const own = v.exclusiveBytes ?? v.sizeBytes;
+      const r = tr(
+        cell(v.name, "name"),
+        cell(bytes(own), "size"),
+        cell(span(now - new Date(v.createdAt)), "age"),
+        cell(span(new Date(v.expiresAt) - now), "ttl"),
+        cell(`${v.frozenMs} ms`),
+      );
+      r.dataset.name = v.name;
+      r.dataset.id = v.id;
+      r.cells[2].title = when(v.createdAt);
+      r.cells[3].title = when(v.expiresAt);
+      r.append(
+        actions(
+          button("New sandbox", async () => {
+            let made;
+            const ok = await doing(`Starting a sandbox from ${v.name}…`, async () => {
+              made = await xrpc("io.pocketenv.sandbox.createSandbox", { body: { base: `snapshot:${v.id}` } });
+            });
+            if (ok) say(`Started ${made.name} from ${v.name}.`, true);
+          }),
+          button("Delete", async () => {
+            if (!confirm(`Delete the snapshot ${v.name}? Sandboxes made from it keep their files.`)) return;
+            const ok = await doing(`Deleting ${v.name}…`, () => xrpc("io.pocketenv.sandbox.deleteSnapshot", { params: { id: v.id }, procedure: true }));
+            if (ok) say(`Deleted ${v.name}.`, true);
+            snapshots.reload();
+          }),
+        ),
+      );
+      return r;
+    });
+});
+
+$("snapshot-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const sb = snapshots.sb;
+  const name = $("snapshot-name").value.trim();
+  const body = { name, ttl: Math.round(Number($("snapshot-ttl").value) * 3600) };
+  let out;
+  const ok = await doing(`Taking the snapshot ${name}…`, async () => {
+    out = await xrpc("io.pocketenv.sandbox.createSnapshot", { params: { id: sb.id }, body });
+  });
+  if (ok) {
+    $("snapshot-name").value = "";
+    say(`Took ${name} (frozen ${out.snapshot.frozenMs} ms).`, true);
+  }
+  snapshots.reload();
+});
+
+$("fork-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const sb = snapshots.sb;
+  const count = Number($("fork-count").value);
+  let out;
+  const ok = await doing(`Forking ${sb.name} ×${count}…`, async () => {
+    out = await xrpc("io.pocketenv.sandbox.forkSandbox", { params: { id: sb.id }, body: { count } });
+  });
+  if (ok) say(`Forked into ${out.sandboxes.map((x) => x.name).join(", ")}.`, true);
+  snapshots.reload();
+});
+
 // ---- network (egress policy) ----------------------------------------------
 
 const isCidr = (e) => /^[0-9./]+$/.test(e);
@@ -542,4 +629,4 @@ $("net-form").addEventListener("submit", (ev) => {
 $("net-reset").addEventListener("click", () => putPolicy(null, "Removing the network policy…"));
 $("net-denials-reload").addEventListener("click", () => network.denials());
 
-export const panes = { ports, variables, secrets, files, services, backups, network };
+export const panes = { ports, variables, secrets, files, services, backups, snapshots, network };

@@ -4,6 +4,12 @@
  * (pe_runtime_snapshot, docs/design/runtime.md "Snapshots") and recorded
  * in the store's snapshots table.
  *
+ * Deleting one (deleteSnapshot, eviction, expiry) moves its row to the
+ * store's deletions and answers; a background job then removes the layer
+ * and forgets the deletion. The deletions are in the store, so a daemon
+ * stopped meanwhile finishes them at its first tick; while a snapshot is
+ * being deleted it cannot be a sandbox's base (409, saying so).
+ *
  * A snapshot belongs to its owner, not to its sandbox: deleting the
  * sandbox keeps it. Each has an expiry (default 7 days) and an owner keeps
  * at most the daemon's --user-snapshots: a new one beyond removes the
@@ -37,6 +43,7 @@
 #define DESCRIPTION_MAX 1000
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define SNAPSHOT_NOT_FOUND "SnapshotNotFound"
+#define SNAPSHOT_DELETING "SnapshotDeleting"
 #define FORK_MAX 100
 #define FORK_TTL 3600 /* the snapshot a fork makes: long enough to make more */
 
@@ -83,15 +90,71 @@ static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
     return o;
 }
 
-/* Row first, then the layer: a sandbox being made from it has its own
- * copy already, and a layer whose row is gone is never used again. */
+/* To the deletions: the layer goes in the background (purge). A sandbox
+ * being made from it has its own copy already, and a layer whose row is
+ * gone is never used again. */
 static int remove_snapshot(pe_daemon *d, pe_store *s, const pe_store_snapshot *v, pe_err *err)
 {
-    if (pe_store_snapshot_delete(s, v->id, err) < 0)
+    (void)d;
+    if (pe_store_snapshot_delete_later(s, v, err) < 0)
         return -1;
-    if (pe_runtime_snapshot_remove(&d->rt, v->layer, err) < 0 && err->code != PE_ENOENT)
-        pe_log_warn("event=snapshot_remove_failed snapshot=%s reason=\"%s\"", v->id, err->msg);
+    pe_log_info("event=snapshot_delete_queued snapshot=%s layer=%s", v->id, v->layer);
     return 0;
+}
+
+/* One purge at a time (the tick's and a delete's may meet): a layer is
+ * removed once, and the deletion forgotten after. */
+static pthread_mutex_t purge_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Remove the layers of the deletions, then forget them; one that fails
+ * stays for the next tick. Worker thread. */
+static void purge(pe_daemon *d, pe_store *s)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    pthread_mutex_lock(&purge_lock);
+    if (pe_store_snapshot_deletions(s, 100, &list, &n, &err) < 0)
+        pe_log_warn("snapshot deletions: %s", err.msg);
+    for (size_t i = 0; i < n; i++) {
+        const pe_store_snapshot *v = &list[i];
+        int64_t t0 = pe_store_now_ms();
+        pe_err_clear(&err);
+        if ((pe_runtime_snapshot_remove(&d->rt, v->layer, &err) < 0 && err.code != PE_ENOENT) ||
+            pe_store_snapshot_deletion_done(s, v, &err) < 0) {
+            pe_log_warn("event=snapshot_remove_failed snapshot=%s layer=%s reason=\"%s\"", v->id,
+                        v->layer, err.msg);
+            continue;
+        }
+        pe_log_info("event=snapshot_layer_removed snapshot=%s layer=%s ms=%lld", v->id, v->layer,
+                    (long long)(pe_store_now_ms() - t0));
+    }
+    pthread_mutex_unlock(&purge_lock);
+    pe_store_snapshot_list_free(list, n);
+}
+
+static void purge_work(pe_daemon_job *job, pe_store *s)
+{
+    purge(job->d, s);
+}
+
+/* Loop thread: purge now, in the background. A refused job (a full queue,
+ * a draining daemon) leaves the deletions to the next tick. */
+static void purge_soon(pe_daemon *d)
+{
+    pe_daemon_job *job = pe_daemon_job_new(d, NULL, NULL, purge_work);
+
+    job->kind = PE_JOB_LONG;
+    job->background = true;
+    pe_daemon_job_submit(job);
+}
+
+/* A job's after: its work may have evicted or deleted snapshots. */
+static void purge_after(pe_daemon_job *job)
+{
+    purge_soon(job->d);
 }
 
 /* Make room for one more of did's snapshots: remove the oldest beyond
@@ -117,8 +180,23 @@ static int retain(pe_daemon *d, pe_store *s, const char *did, pe_err *err)
 
 static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
 {
-    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, false, sb, &job->err) < 0) {
+    int r = 0;
+
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, true, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        return false;
+    }
+    /* Snapshots are the local runtime's layers; a remote sandbox's would
+     * be its provider's, and no adapter declares them yet. */
+    if (pe_sandbox_is_remote(sb) && !(pe_sandbox_caps(&job->d->sx, sb) & PE_CAP_SNAPSHOT))
+        r = pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot", sb->backend);
+    else if (!pe_daemon_is_mine(job->d, sb))
+        r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
+    else if (sb->status == PE_STORE_INITIALIZING)
+        r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
+    if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(sb);
         return false;
     }
     if (sb->status == PE_STORE_FAILED) {
@@ -470,6 +548,7 @@ static void create_handler(pe_xrpc_request *req, void *ud)
     job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
     job->in = json_deep_copy(req->body);
     job->kind = PE_JOB_LONG;
+    job->after = purge_after; /* retention may have evicted one */
     pe_daemon_job_submit(job);
 }
 
@@ -546,7 +625,16 @@ static void get_handler(pe_xrpc_request *req, void *ud)
 
 static void delete_handler(pe_xrpc_request *req, void *ud)
 {
-    with_id(req, ud, delete_work);
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    pe_daemon_job *job;
+
+    if (did == NULL)
+        return;
+    job = pe_daemon_job_new(d, req, did, delete_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->after = purge_after;
+    pe_daemon_job_submit(job);
 }
 
 /* ---- forkSandbox ---- */
@@ -650,6 +738,7 @@ static void fork_after(pe_daemon_job *job)
     json_t *e;
     size_t i;
 
+    purge_soon(job->d); /* retention may have evicted one; a failed fork removed its own */
     if (job->failed)
         return;
     json_array_foreach(json_object_get(job->in, "forks"), i, e)
@@ -697,9 +786,17 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
 
     if (base == NULL || strncmp(base, PE_SNAPSHOT_BASE, n) != 0)
         return 0;
-    if (pe_store_snapshot_get(s, job->did, base + n, &v, &job->err) < 0)
+    if (pe_store_snapshot_get(s, job->did, base + n, &v, &job->err) < 0) {
+        if (job->err.code == PE_ENOENT &&
+            pe_store_snapshot_deletion_get(s, job->did, base + n, &v, NULL) == 0) {
+            pe_err_set(&job->err, PE_ESTATE, 0,
+                       "snapshot %s is being deleted: it cannot be a base any more", v.name);
+            pe_store_snapshot_clear(&v);
+            return pe_daemon_job_fail(job, &job->err, SNAPSHOT_DELETING);
+        }
         return pe_daemon_job_fail(job, &job->err,
                                   job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    }
     json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
     pe_store_snapshot_clear(&v);
     return 0;
@@ -718,10 +815,17 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
     s = pe_daemon_store(d, err);
     if (s == NULL)
         return -1;
-    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0)
+    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0) {
+        if (err->code == PE_ENOENT &&
+            pe_store_snapshot_deletion_get(s, sb->owner_did, sb->base + n, &v, NULL) == 0) {
+            pe_err_set(err, PE_ESTATE, 0, "its snapshot %s is being deleted", v.name);
+            pe_store_snapshot_clear(&v);
+            return -1;
+        }
         return err->code == PE_ENOENT
                    ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
                    : -1;
+    }
     r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
     /* Once, when its runtime sandbox is made: at a later start the
      * variables are the sandbox's own, deleted ones staying deleted. */
@@ -751,6 +855,9 @@ void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s)
             pe_log_info("event=snapshot_expired snapshot=%s", list[i].id);
     }
     pe_store_snapshot_list_free(list, n);
+    /* what expired now, what a delete's purge could not remove, and what
+     * a daemon stopped before its purge left */
+    purge(d, s);
 }
 
 int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)

@@ -46,4 +46,20 @@ int pe_store_snapshot_expired(pe_store *s, int64_t now_ms, int64_t limit, pe_sto
 /* PE_ENOENT if the row is gone already. */
 int pe_store_snapshot_delete(pe_store *s, const char *id, pe_err *err);
 
+/* Deleting in the background (migration 9). delete_later moves snapshot
+ * v to the deletions (its layer still to remove) and frees its name: from
+ * then on get, list and expired do not see it. PE_ENOENT if the row is
+ * gone already. */
+int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_err *err);
+/* Up to limit deletions, oldest first, as snapshots with only id,
+ * owner_did, name, layer and created_at (when asked) set. */
+int pe_store_snapshot_deletions(pe_store *s, int64_t limit, pe_store_snapshot **out, size_t *n,
+                                pe_err *err);
+/* The owner's deletion whose snapshot id or name is key, else PE_ENOENT. */
+int pe_store_snapshot_deletion_get(pe_store *s, const char *owner_did, const char *key,
+                                   pe_store_snapshot *out, pe_err *err);
+/* Layer gone: forget the deletion (and the snapshot row, if a stop
+ * between the two steps of delete_later left it). */
+int pe_store_snapshot_deletion_done(pe_store *s, const pe_store_snapshot *v, pe_err *err);
+
 #endif

@@ -292,6 +292,18 @@ static const char *const migrations[] = {
     "  timeout BIGINT NOT NULL DEFAULT 0,"
     "  updated_at BIGINT NOT NULL"
     ");",
+    /* 9: snapshots being deleted (pocketenv/store-snapshots.h): deleting
+     * one moves it here and answers; a background job removes its layer,
+     * then this row. No foreign key: the layer must go even if its owner
+     * is gone. A row here hides the snapshot of the same id, in case the
+     * daemon stopped between the two steps of the move. */
+    "CREATE TABLE snapshot_deletions ("
+    "  layer TEXT PRIMARY KEY,"
+    "  snapshot_id TEXT NOT NULL,"
+    "  owner_did TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
+    "  requested_at BIGINT NOT NULL"
+    ");",
 };
 
 const char *const pe__store_sandbox_children[] = {

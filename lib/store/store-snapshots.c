@@ -1,7 +1,6 @@
 /* The store's typed operations for snapshots (pocketenv/store-snapshots.h),
- * over the snapshots table of migration 5. Times are unix milliseconds.
- * Every value is a bound parameter. Threading: none; one pe_store per
- * thread. */
+ * over the snapshots table of migration 5 and the snapshot_deletions of 9. Times are unix
+ * milliseconds. Every value is a bound parameter. Threading: none; one pe_store per thread. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +11,11 @@
 #define SNAPSHOT_COLS                                                                              \
     "id, owner_did, name, source_sandbox, layer, image, definition, description, size_bytes, "     \
     "frozen_us, expires_at, created_at"
+/* A deletion in a snapshot's shape (the columns row_to_snapshot reads). */
+#define DELETION_COLS                                                                              \
+    "snapshot_id, owner_did, name, '', layer, '', NULL, NULL, 0, 0, NULL, requested_at"
+/* Not moved to the deletions (a stop between delete_later's steps). */
+#define NOT_DELETING " AND id NOT IN (SELECT snapshot_id FROM snapshot_deletions)"
 
 void pe_store_snapshot_clear(pe_store_snapshot *v)
 {
@@ -104,10 +108,10 @@ int pe_store_snapshot_get(pe_store *s, const char *owner_did, const char *key,
     if (owner_did)
         r = select_rows(s,
                         "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE owner_did = $2 AND "
-                        "(id = $1 OR name = $1)",
+                        "(id = $1 OR name = $1)" NOT_DELETING,
                         (pe__sql_arg[]){SQL_TEXT(key), SQL_TEXT(owner_did)}, 2, &list, &n, err);
     else
-        r = select_rows(s, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = $1",
+        r = select_rows(s, "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE id = $1" NOT_DELETING,
                         (pe__sql_arg[]){SQL_TEXT(key)}, 1, &list, &n, err);
     if (r < 0)
         return -1;
@@ -123,8 +127,8 @@ int pe_store_snapshot_list(pe_store *s, const char *owner_did, pe_store_snapshot
                            pe_err *err)
 {
     return select_rows(s,
-                       "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE owner_did = $1 "
-                       "ORDER BY created_at DESC, id",
+                       "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE owner_did = $1" NOT_DELETING
+                       " ORDER BY created_at DESC, id",
                        (pe__sql_arg[]){SQL_TEXT(owner_did)}, 1, out, n, err);
 }
 
@@ -133,7 +137,7 @@ int pe_store_snapshot_expired(pe_store *s, int64_t now_ms, int64_t limit, pe_sto
 {
     return select_rows(s,
                        "SELECT " SNAPSHOT_COLS " FROM snapshots WHERE expires_at IS NOT NULL "
-                       "AND expires_at <= $1 ORDER BY expires_at, id LIMIT $2",
+                       "AND expires_at <= $1" NOT_DELETING " ORDER BY expires_at, id LIMIT $2",
                        (pe__sql_arg[]){SQL_INT(now_ms), SQL_INT(limit > 0 ? limit : 100)}, 2, out,
                        n, err);
 }
@@ -150,5 +154,58 @@ int pe_store_snapshot_delete(pe_store *s, const char *id, pe_err *err)
         return pe_err_set(err, PE_ENOENT, 0, "snapshot not found");
     }
     pe__sql_res_clear(&r);
+    return 0;
+}
+
+/* Two steps, in this order: a stop between them leaves both rows, and the
+ * deletion hides the snapshot (NOT_DELETING) until deletion_done. */
+int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_err *err)
+{
+    if (pe__store_query(s,
+                        "INSERT INTO snapshot_deletions (layer, snapshot_id, owner_did, name, "
+                        "requested_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (layer) DO NOTHING",
+                        (pe__sql_arg[]){SQL_TEXT(v->layer), SQL_TEXT(v->id), SQL_TEXT(v->owner_did),
+                                        SQL_TEXT(v->name), SQL_INT(pe_store_now_ms())},
+                        5, NULL, err) < 0)
+        return pe_err_prefix(err, "delete snapshot %s", v->id);
+    return pe_store_snapshot_delete(s, v->id, err);
+}
+
+int pe_store_snapshot_deletions(pe_store *s, int64_t limit, pe_store_snapshot **out, size_t *n,
+                                pe_err *err)
+{
+    return select_rows(s,
+                       "SELECT " DELETION_COLS " FROM snapshot_deletions "
+                       "ORDER BY requested_at, layer LIMIT $1",
+                       (pe__sql_arg[]){SQL_INT(limit > 0 ? limit : 100)}, 1, out, n, err);
+}
+
+int pe_store_snapshot_deletion_get(pe_store *s, const char *owner_did, const char *key,
+                                   pe_store_snapshot *out, pe_err *err)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (select_rows(s,
+                    "SELECT " DELETION_COLS " FROM snapshot_deletions WHERE owner_did = $2 AND "
+                    "(snapshot_id = $1 OR name = $1) ORDER BY requested_at DESC LIMIT 1",
+                    (pe__sql_arg[]){SQL_TEXT(key), SQL_TEXT(owner_did)}, 2, &list, &n, err) < 0)
+        return -1;
+    if (n == 0)
+        return pe_err_set(err, PE_ENOENT, 0, "no snapshot being deleted");
+    *out = list[0];
+    memset(&list[0], 0, sizeof(list[0]));
+    pe_store_snapshot_list_free(list, n);
+    return 0;
+}
+
+int pe_store_snapshot_deletion_done(pe_store *s, const pe_store_snapshot *v, pe_err *err)
+{
+    if (pe__store_query(s, "DELETE FROM snapshots WHERE id = $1", (pe__sql_arg[]){SQL_TEXT(v->id)},
+                        1, NULL, err) < 0 ||
+        pe__store_query(s, "DELETE FROM snapshot_deletions WHERE layer = $1",
+                        (pe__sql_arg[]){SQL_TEXT(v->layer)}, 1, NULL, err) < 0)
+        return pe_err_prefix(err, "forget deleted snapshot %s", v->id);
     return 0;
 }

@@ -16,7 +16,7 @@ import { readFileSync } from "node:fs";
 import { cfg, WAIT, setStep, log, launch, signedIn, api, exec, until, waitLine, waitConnected, finish } from "./lib.mjs";
 
 const sb = cfg.sandbox;
-const PANES = ["terminal", "ports", "variables", "secrets", "files", "services", "backups", "network"];
+const PANES = ["terminal", "ports", "variables", "secrets", "files", "services", "backups", "snapshots", "network"];
 const PAGE_TITLE = "pane test page";
 const INDEX = `<!doctype html><title>${PAGE_TITLE}</title><h1>Served from the sandbox</h1>\n`;
 const NOTE = "héllo wörld.txt";
@@ -205,6 +205,64 @@ async function backups(page) {
   log("backups: made, restored");
 }
 
+// Take snapshots, start a sandbox from one, fork the sandbox, delete one;
+// each checked through the API. The copies are deleted at the end.
+async function snapshots(page) {
+  setStep("snapshots: take one");
+  await pane(page, "snapshots");
+  await page.waitForSelector("#snapshots-empty:not([hidden])", WAIT);
+  await stdout("echo first > /root/snapmark");
+  await page.fill("#snapshot-name", "before-change");
+  await page.fill("#snapshot-ttl", "2");
+  await page.click("#snapshot-form button[type=submit]");
+  const r = row(page, "snapshots", "name", "before-change");
+  await r.waitFor(WAIT);
+  await message(page, /^Took before-change \(frozen \d+ ms\)/);
+  const age = await r.locator("td.age").textContent();
+  const ttl = await r.locator("td.ttl").textContent();
+  if (!/^\d+ s$/.test(age) || !/^[12] h$/.test(ttl)) throw new Error(`age "${age}", expires in "${ttl}"`);
+  if (!/^\d+(\.\d)? (B|KiB|MiB)$/.test(await r.locator("td.size").textContent())) throw new Error("no size shown");
+  const v = (await api("io.pocketenv.sandbox.getSnapshot", { params: { id: "before-change" } })).snapshot;
+  if (v.sandboxId !== sb.id || new Date(v.expiresAt) - new Date(v.createdAt) !== 7200 * 1000) throw new Error(`the snapshot saved is ${JSON.stringify(v)}`);
+  await stdout("echo second > /root/snapmark");
+
+  setStep("snapshots: a bad name is refused, nothing made");
+  await page.fill("#snapshot-name", "snp_x");
+  await page.click("#snapshot-form button[type=submit]");
+  await message(page, /invalid snapshot name/);
+
+  setStep("snapshots: take another and delete it");
+  await page.fill("#snapshot-name", "throwaway");
+  await page.click("#snapshot-form button[type=submit]");
+  await row(page, "snapshots", "name", "throwaway").waitFor(WAIT);
+  page.once("dialog", (d) => d.accept());
+  await row(page, "snapshots", "name", "throwaway").getByRole("button", { name: "Delete" }).click();
+  await row(page, "snapshots", "name", "throwaway").waitFor({ state: "detached", ...WAIT });
+  const names = (await api("io.pocketenv.sandbox.getSnapshots")).snapshots.map((x) => x.name);
+  if (names.includes("throwaway") || names.includes("snp_x") || !names.includes("before-change")) throw new Error(`snapshots left: ${names}`);
+
+  setStep("snapshots: a new sandbox from one has its files");
+  await r.getByRole("button", { name: "New sandbox" }).click();
+  await message(page, /^Started \S+ from before-change\.$/);
+  const copy = /^Started (\S+) from/.exec(await page.textContent("#message"))[1];
+  await until(`${copy} to run with the snapshot's files`, async () => (await exec(copy, "cat /root/snapmark")).stdout === "first\n");
+
+  setStep("snapshots: fork the sandbox twice");
+  await page.fill("#fork-count", "2");
+  await page.click("#fork-form button[type=submit]");
+  await message(page, /^Forked into \S+, \S+\.$/);
+  const forks = /^Forked into (.*)\.$/.exec(await page.textContent("#message"))[1].split(", ");
+  // the fork's own snapshot is listed with the others of this sandbox
+  await page.locator("#snapshots tr td.name", { hasText: `${sb.name}-fork-` }).waitFor(WAIT);
+  for (const f of forks) {
+    const got = await api("io.pocketenv.sandbox.getSandbox", { params: { id: f } });
+    if (!got.sandbox && !got.id) throw new Error(`fork ${f} is not there`);
+  }
+  for (const name of [copy, ...forks]) await api("io.pocketenv.sandbox.deleteSandbox", { params: { id: name }, body: {} });
+  await shot(page, "snapshots", 1);
+  log(`snapshots: taken, refused a bad name, deleted one, started ${copy}, forked into ${forks}`);
+}
+
 async function network(page) {
   setStep("network: set an allowlist");
   await pane(page, "network");
@@ -254,7 +312,7 @@ async function hiDpi(browser) {
   setStep("screenshots at 2x");
   const { ctx, page } = await signedIn(browser, 2);
   await terminalAndList(page, 2);
-  const ready = { ports: "#ports tr", variables: "#variables tr", secrets: "#secrets tr", files: "#files tr[data-name]", services: "#services tr", backups: "#backups tr", network: "#net-state:not(:empty)" };
+  const ready = { ports: "#ports tr", variables: "#variables tr", secrets: "#secrets tr", files: "#files tr[data-name]", services: "#services tr", backups: "#backups tr", snapshots: "#snapshots tr", network: "#net-state:not(:empty)" };
   for (const name of PANES.slice(1)) {
     await pane(page, name);
     await page.locator(ready[name]).first().waitFor(WAIT);
@@ -308,6 +366,7 @@ async function main() {
   await services(page);
   await ports(page, browser);
   await backups(page);
+  await snapshots(page);
   await network(page);
   await hiDpi(browser);
   await cleanUp(page);

@@ -94,7 +94,8 @@ def test_page_and_terminal_in_chromium(daemon, tmp_path):
 def test_each_pane_in_chromium(daemon, tmp_path):
     """Ports and previews (open, share), variables, secrets (never shown
     back), files (upload, download), services and their logs, backups
-    (make, restore), the terminal: each used in the page and checked
+    (make, restore), snapshots (take, refuse a bad name, delete, start a
+    sandbox from one, fork), the terminal: each used in the page and checked
     through the API; a screenshot of each at 1x and 2x."""
     st, o = daemon.call("io.pocketenv.sandbox.createSandbox",
                         body={"name": "panebox", "base": "busybox"})
@@ -102,7 +103,7 @@ def test_each_pane_in_chromium(daemon, tmp_path):
     daemon.wait_status(o["id"], ["RUNNING"], timeout=60)
     os.makedirs(SHOTS, exist_ok=True)
     panes = ["sandboxes", "terminal", "ports", "variables", "secrets", "files", "services",
-             "backups"]
+             "backups", "snapshots"]
     for p in panes:
         for dpr in (1, 2):
             with contextlib.suppress(FileNotFoundError):

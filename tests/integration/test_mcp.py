@@ -6,6 +6,7 @@ sandbox, version negotiation, a stream resumed on a new connection.
 tests/mcp/drive.mjs is the client; raw HTTP checks the transport's edges
 (authz, malformed JSON-RPC, batches, sizes)."""
 import base64
+import datetime
 import io
 import json
 import os
@@ -36,7 +37,8 @@ TOOLS = {"sandbox_templates", "sandbox_create", "sandbox_list", "sandbox_get", "
          "service_logs", "service_stop", "file_read", "file_write", "file_list", "file_remove",
          "env_set", "port_expose", "backup_create", "backup_list", "backup_restore",
          "dir_download", "dir_upload",
-         "snapshot_create", "snapshot_list", "sandbox_fork"}
+         "snapshot_create", "snapshot_list", "snapshot_get", "snapshot_delete", "sandbox_fork",
+         "idle_policy_get", "idle_policy_set"}
 
 
 @pytest.fixture(scope="module")
@@ -545,3 +547,68 @@ def test_snapshot_tools(daemon):
     for x in forks + [sb]:
         d.wait_status(x["id"], ["RUNNING", "FAILED"], timeout=120)
         assert d.sandbox("deleteSandbox", x["id"])[0] == 200
+
+
+def iso(t):
+    return datetime.datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+
+def test_snapshot_and_idle_tools_through_the_sdk(daemon):
+    """snapshot_create (with a TTL), snapshot_get, a sandbox made from the
+    snapshot with sandbox_create, snapshot_delete, idle_policy_get/set,
+    driven by the MCP SDK; bad arguments are tool errors a model can act
+    on, and nothing changes."""
+    out = drive(daemon, "snapshots", MCP_SANDBOX="mcp-snapsdk")
+    assert not out["create"]["isError"], out["create"]
+    assert not out["snapCreate"]["isError"], out["snapCreate"]
+    made = out["snapCreate"]["structured"]["snapshot"]
+    assert made["name"] == "mcp-snapsdk-snap" and made["id"].startswith("snp_")
+    got = out["snapGet"]["structured"]["snapshot"]
+    assert got["id"] == made["id"] and got["frozenMs"] >= 0 and got["sizeBytes"] >= 0
+    # ttl 600 s: it expires in ten minutes, not the default 7 days
+    left = iso(got["expiresAt"]) - iso(got["createdAt"])
+    assert 590 <= left.total_seconds() <= 610, got
+    assert out["snapBadTtl"]["isError"] and "ttl" in out["snapBadTtl"]["text"]
+    # the copy has the snapshot's files, the source its own later write
+    assert not out["fromSnap"]["isError"], out["fromSnap"]
+    assert out["fromSnap"]["structured"]["status"] == "RUNNING"
+    assert "before" in out["copyRead"]["text"] and "after" in out["srcRead"]["text"]
+    idle = out["idleDefault"]["structured"]
+    assert idle["action"] == "stop" and idle["isDefault"] is True, idle
+    assert not out["idleSet"]["isError"], out["idleSet"]
+    assert out["idleGet"]["structured"] == {"action": "pause", "timeout": 3600,
+                                            "effectiveTimeout": 3600, "isDefault": False}
+    for bad in ("idleBad", "idleBadTimeout"):
+        assert out[bad]["isError"] and "bad arguments" in out[bad]["text"], out[bad]
+    assert not out["snapDelete"]["isError"], out["snapDelete"]
+    for gone in ("snapGone", "snapDeleteGone"):
+        assert out[gone]["isError"] and "HTTP 404" in out[gone]["text"], out[gone]
+    # deleting the snapshot leaves the sandbox made from it as it was
+    assert "before" in out["copyAfter"]["text"] and not out["copyAfter"]["isError"]
+    st, o = daemon.call("io.pocketenv.sandbox.getSnapshots")
+    assert all(s["name"] != "mcp-snapsdk-snap" for s in o["snapshots"]), o
+
+
+def test_another_users_snapshot_tools_see_nothing(daemon):
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "mcp-snapown"})
+    assert st == 200, sb
+    daemon.wait_status(sb["id"], ["RUNNING"])
+    st, snap = daemon.sandbox("createSnapshot", sb["id"], {"name": "mcp-owned"})
+    assert st == 200, snap
+    other = daemon.token_for("did:key:zMcpSnapshotThief")
+    daemon.others.append(other)
+    try:
+        for key in ("mcp-owned", snap["snapshot"]["id"]):
+            out = drive(daemon, "otherSnapshots", token=other, MCP_SNAPSHOT=key,
+                        MCP_SANDBOX="mcp-snapown")
+            for name in ("get", "delete", "fromSnap", "idleGet", "idleSet"):
+                assert out[name]["isError"] and "HTTP 404" in out[name]["text"], (name, out[name])
+            assert "mcp-owned" not in out["list"]["text"]
+        st, o = daemon.call("io.pocketenv.sandbox.getSnapshot", {"id": "mcp-owned"})
+        assert st == 200 and o["snapshot"]["id"] == snap["snapshot"]["id"]
+        st, o = daemon.sandbox("getIdlePolicy", sb["id"])
+        assert st == 200 and o["isDefault"] is True, o
+    finally:
+        daemon.call("io.pocketenv.sandbox.deleteSnapshot", {"id": "mcp-owned"}, post=True)
+        daemon.sandbox("deleteSandbox", sb["id"])

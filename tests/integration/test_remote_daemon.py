@@ -64,7 +64,9 @@ def env(tmp_path_factory):
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
     try:
-        with serving(tmp, ResDaemon, ["--rate-limit", "0", "--provider-config", str(path)]) as d:
+        # a short tick: idle policies act within a second
+        with serving(tmp, ResDaemon, ["--rate-limit", "0", "--provider-config", str(path),
+                                      "--tick", "0.5"]) as d:
             d.public_key = banner_key(d)
             d.doubles = doubles
             d.other = other
@@ -291,6 +293,47 @@ def test_capability_the_provider_lacks_is_501(env):
     assert st == 501 and o["error"] == "NotSupported", o
     assert o["message"] == "not supported by vercel: start", o
     assert d.sandbox("getSandbox", sb["id"])[1]["sandbox"]["status"] == "STOPPED"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_snapshot_and_fork_of_a_remote_sandbox_is_501(env):
+    """No remote adapter declares snapshots yet: createSnapshot and
+    forkSandbox of a remote sandbox answer 501 naming the provider and the
+    capability, and make nothing (no snapshot, no fork row)."""
+    d = env
+    st, sb = create(d, "daytona", "dt-nosnap")
+    assert st == 200, sb
+    before = names(d)
+    st, o = d.sandbox("createSnapshot", sb["id"], {"name": "remote-snap"})
+    assert st == 501 and o["error"] == "NotSupported", o
+    assert o["message"] == "not supported by daytona: snapshot", o
+    st, o = d.sandbox("forkSandbox", sb["id"], {"count": 2})
+    assert st == 501 and o["message"] == "not supported by daytona: snapshot", o
+    assert d.call(SB + "getSnapshots")[1]["snapshots"] == []
+    assert names(d) == before
+    assert d.sh(sb["id"], "echo still")["stdout"] == "still\n"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("daytona", "pause")])
+def test_idle_policy_stops_a_remote_sandbox(env, p, action):
+    """A remote sandbox idle past its policy's timeout is stopped through
+    its provider (which keeps its files); pause, which no remote adapter
+    declares, comes to a stop that says why. A start brings it back."""
+    d, dbl = env, env.doubles[p]
+    name = f"idle-{p}-{action}"
+    st, sb = create(d, p, name, idlePolicy={"action": action, "timeout": 1})
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
+    got = d.wait_status(sb["id"], ["STOPPED"], timeout=30)
+    want = "stopped after 1s without activity" + (f" ({p} cannot pause)" if action == "pause"
+                                                  else "")
+    assert got["statusReason"] == want, got
+    assert state(dbl, rid) in ("stopped", "stopping", "paused"), state(dbl, rid)
+    assert d.sandbox("startSandbox", sb["id"])[0] == 200
+    d.wait_status(sb["id"], ["RUNNING"])
+    assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 

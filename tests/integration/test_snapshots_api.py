@@ -21,17 +21,24 @@ SB = "io.pocketenv.sandbox."
 FORK_WAIT = 180
 
 
+FLAGS = ["--sandbox-net", "none", "--rate-limit", "0", "--tick", "0.5", "--user-snapshots", "3",
+         "--user-sandboxes", "40"]
+
+
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    with serving(tmp_path_factory.mktemp("snapshots"), ResDaemon,
-                 ["--sandbox-net", "none", "--rate-limit", "0", "--tick", "0.5",
-                  "--user-snapshots", "3", "--user-sandboxes", "40"]) as d:
+    with serving(tmp_path_factory.mktemp("snapshots"), ResDaemon, FLAGS) as d:
         d.public_key = banner_key(d)
         yield d
         for tok in [d.token] + list(getattr(d, "others", [])):
             st, out = d.call(SB + "getSnapshots", token=tok)
             for s in (out or {}).get("snapshots", []):
                 d.call(SB + "deleteSnapshot", {"id": s["id"]}, token=tok, post=True, timeout=BTRFS_WAIT_S)
+        # deleted layers go in the background: wait for them, then look
+        try:
+            wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "deleted layers to go")
+        except AssertionError:
+            pass
         left = snapshot_layers(d)
         for layer in left:  # so that a failed test leaves nothing behind
             subprocess.run([BIN, "--data", d.data, "runtime", "snapshot-rm", layer])
@@ -106,7 +113,7 @@ def test_create_list_inspect_delete(daemon):
     assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True, timeout=BTRFS_WAIT_S)[0] == 200
     assert d.call(SB + "getSnapshot", {"id": "first"})[0] == 404
     assert d.call(SB + "deleteSnapshot", {"id": "first"}, post=True, timeout=BTRFS_WAIT_S)[0] == 404
-    assert snapshot_layers(d) == []
+    wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "the deleted snapshot's layer to go")
 
 
 def test_another_user_cannot_see_use_or_delete(daemon):
@@ -146,7 +153,7 @@ def test_retention_and_ttl_evict(daemon):
     # Keep 3: the oldest went, its layer too.
     st, out = d.call(SB + "getSnapshots")
     assert [x["id"] for x in out["snapshots"]] == ids[:0:-1]
-    assert len(snapshot_layers(d)) == 3
+    wait_for(lambda: len(snapshot_layers(d)) == 3, BTRFS_WAIT_S, "the evicted layer to go")
     delete_all(d)
     st, out = snap(d, "src3", "short", ttl=1)
     assert st == 200, out
@@ -175,7 +182,7 @@ def test_bad_input(daemon):
     assert st == 400 and "FAILED" in fork_out["message"], fork_out
     assert d.sandbox("deleteSandbox", out["id"])[0] == 200
     assert d.call(SB + "getSnapshot", {"id": "nosuch"})[0] == 404
-    assert snapshot_layers(d) == []
+    wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "no layer left")
 
 
 def test_cli(daemon):
@@ -387,3 +394,104 @@ def test_definition_carried(daemon):
     for k in (kid, fk, sid):
         assert d.sandbox("deleteSandbox", k)[0] == 200
     delete_all(d)
+
+
+def layers_used():
+    st = os.statvfs(LAYERS_DIR)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def test_delete_answers_then_returns_the_space(daemon):
+    """deleteSnapshot answers before the layer goes (the snapshot is not
+    there any more and its name is free at once); a background job removes
+    the layer, and the filesystem gets the space back."""
+    d = daemon
+    sid = d.create("src9")
+    d.sh(sid, "dd if=/dev/urandom of=/root/big bs=1M count=64 2>/dev/null; sync")
+    st, out = snap(d, "src9", "big9")
+    assert st == 200, out
+    out_id = out["snapshot"]["id"]
+    layers = snapshot_layers(d)
+    assert len(layers) == 1, layers
+    # the sandbox goes: the snapshot alone holds the 64 MiB, whose space
+    # comes back only once its layer goes too
+    before = layers_used()
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+    st, out = d.call(SB + "deleteSnapshot", {"id": "big9"}, post=True, timeout=BTRFS_WAIT_S)
+    assert st == 200, out
+    assert d.call(SB + "getSnapshot", {"id": "big9"})[0] == 404
+    assert all(x["name"] != "big9" for x in d.call(SB + "getSnapshots")[1]["snapshots"])
+    wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "the layer to be removed")
+    wait_for(lambda: before - layers_used() >= 48 << 20, BTRFS_WAIT_S,
+             "the filesystem to get the space back")
+    # queued by the call, removed after by the background job
+    log = d.log_text()
+    snid = out_id
+    queued = log.find(f"event=snapshot_delete_queued snapshot={snid}")
+    removed = log.find(f"event=snapshot_layer_removed snapshot={snid}")
+    assert 0 <= queued < removed, log[-3000:]
+
+
+def restart_daemon(d, flags, between=None):
+    """SIGTERM d, between(), the same daemon again with flags."""
+    import signal
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(timeout=60) == 0, d.log_text()[-3000:]
+    if between:
+        between()
+    with open(d.log_path, "a") as log:
+        d.proc = subprocess.Popen([BIN, "serve", "--listen", d.url[len("http://"):], "--data",
+                                   d.data, "--token-file", d.token_file, *flags], stderr=log)
+    wait_for(lambda: d.healthy() or d.proc.poll() is not None, 10, "daemon /healthz")
+    assert d.proc.poll() is None, d.log_text()[-3000:]
+
+
+def store_exec(d, sql):
+    import sqlite3
+    db = sqlite3.connect(os.path.join(d.data, "pocketenv.db"), timeout=30)
+    try:
+        rows = db.execute(sql).fetchall()
+        db.commit()
+        return rows
+    finally:
+        db.close()
+
+
+def test_restart_mid_delete_finishes_and_refuses_the_base(daemon):
+    """A daemon stopped while deleting a snapshot (its row already moved to
+    the deletions, the layer still there: the state a stop between the
+    steps leaves) hides it, refuses it as a base with a clear error, and
+    removes the layer at its first tick after the restart."""
+    d = daemon
+    sid = d.create("src10")
+    d.sh(sid, "echo ten > /root/file")
+    st, out = snap(d, "src10", "gone10")
+    assert st == 200, out
+    snid = out["snapshot"]["id"]
+    layers = snapshot_layers(d)
+    assert len(layers) == 1, layers
+
+    def crash_state():
+        store_exec(d, "INSERT INTO snapshot_deletions (layer, snapshot_id, owner_did, name, "
+                      "requested_at) SELECT layer, id, owner_did, name, 1 FROM snapshots "
+                      f"WHERE id = '{snid}'")
+
+    # a tick far away: the deletion is still pending while we look
+    slow = [f if f != "0.5" else "60" for f in FLAGS]
+    restart_daemon(d, slow, between=crash_state)
+    try:
+        assert d.call(SB + "getSnapshot", {"id": "gone10"})[0] == 404
+        for key in ("gone10", snid):
+            st, out = d.call(SB + "createSandbox", body={"base": "snapshot:" + key, "name": "late10"})
+            assert st == 400 and out["error"] == "SnapshotDeleting", out
+            assert "gone10 is being deleted" in out["message"], out
+        assert snapshot_layers(d) == layers
+    finally:
+        restart_daemon(d, FLAGS)
+    wait_for(lambda: snapshot_layers(d) == [], BTRFS_WAIT_S, "the restarted daemon to remove it")
+    wait_for(lambda: store_exec(d, "SELECT count(*) FROM snapshot_deletions")[0][0] == 0, 30,
+             "the deletion to be forgotten")
+    assert store_exec(d, f"SELECT count(*) FROM snapshots WHERE id = '{snid}'")[0][0] == 0
+    # the name is free again
+    st, out = snap(d, "src10", "gone10")
+    assert st == 200, out

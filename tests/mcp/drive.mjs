@@ -366,6 +366,55 @@ const scenarios = {
     return out;
   },
 
+  // Snapshots, a copy made from one, and idle policies, as a model would use
+  // them (issue 19): MCP_SANDBOX is made here and, with its copy, deleted.
+  async snapshots() {
+    const client = await connect(httpTransport());
+    const sb = env.MCP_SANDBOX;
+    const snap = `${sb}-snap`;
+    const copy = `${sb}-copy`;
+    const out = {};
+    out.create = await call(client, 'sandbox_create', { base: 'busybox', name: sb });
+    await call(client, 'file_write', { sandbox: sb, path: '/work/state.txt', content: 'before\n' });
+    out.snapCreate = await call(client, 'snapshot_create', { sandbox: sb, name: snap, ttl: 600 });
+    await call(client, 'file_write', { sandbox: sb, path: '/work/state.txt', content: 'after\n' });
+    out.snapGet = await call(client, 'snapshot_get', { snapshot: snap });
+    out.snapBadTtl = await call(client, 'snapshot_create', { sandbox: sb, name: `${snap}2`, ttl: 0 });
+    out.fromSnap = await call(client, 'sandbox_create', { base: `snapshot:${snap}`, name: copy });
+    out.copyRead = await call(client, 'file_read', { sandbox: copy, path: '/work/state.txt' });
+    out.srcRead = await call(client, 'file_read', { sandbox: sb, path: '/work/state.txt' });
+    out.idleDefault = await call(client, 'idle_policy_get', { sandbox: sb });
+    out.idleSet = await call(client, 'idle_policy_set', { sandbox: sb, action: 'pause',
+                                                           timeout: 3600 });
+    out.idleGet = await call(client, 'idle_policy_get', { sandbox: sb });
+    out.idleBad = await call(client, 'idle_policy_set', { sandbox: sb, action: 'hibernate' });
+    out.idleBadTimeout = await call(client, 'idle_policy_set', { sandbox: sb, action: 'stop',
+                                                                  timeout: -5 });
+    out.snapDelete = await call(client, 'snapshot_delete', { snapshot: snap });
+    out.snapGone = await call(client, 'snapshot_get', { snapshot: snap });
+    out.snapDeleteGone = await call(client, 'snapshot_delete', { snapshot: snap });
+    out.copyAfter = await call(client, 'file_read', { sandbox: copy, path: '/work/state.txt' });
+    for (const name of [copy, sb]) await call(client, 'sandbox_delete', { sandbox: name });
+    await client.close();
+    return out;
+  },
+
+  // Another user's snapshot and sandbox, by name: not there.
+  async otherSnapshots() {
+    const client = await connect(httpTransport());
+    const out = {};
+    out.get = await call(client, 'snapshot_get', { snapshot: env.MCP_SNAPSHOT });
+    out.delete = await call(client, 'snapshot_delete', { snapshot: env.MCP_SNAPSHOT });
+    out.fromSnap = await call(client, 'sandbox_create', { base: `snapshot:${env.MCP_SNAPSHOT}`,
+                                                          name: 'stolen-copy' });
+    out.list = await call(client, 'snapshot_list', {});
+    out.idleGet = await call(client, 'idle_policy_get', { sandbox: env.MCP_SANDBOX });
+    out.idleSet = await call(client, 'idle_policy_set', { sandbox: env.MCP_SANDBOX,
+                                                          action: 'stop', timeout: 1 });
+    await client.close();
+    return out;
+  },
+
   // Launch the command an agent's configuration names and list the tools.
   async config() {
     const client = await connect(stdioTransport());

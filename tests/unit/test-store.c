@@ -25,6 +25,7 @@
 #include "pocketenv/store-nodes.h"
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-records.h"
+#include "pocketenv/store-snapshots.h"
 #include "pocketenv/store-idle.h"
 #include "pocketenv/store-usage.h"
 #include "pocketenv/store.h"
@@ -318,10 +319,11 @@ BOTH(migration_provider_names)
     exec_ok(s, "UPDATE sandboxes SET provider = 'e2b' WHERE id = $1",
             (pe__sql_arg[]){SQL_TEXT(asked)}, 1);
     exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN backend", NULL, 0);
-    exec_ok(s, "DROP TABLE snapshots", NULL, 0);       /* migration 5's */
-    exec_ok(s, "DROP TABLE atproto_records", NULL, 0); /* migration 6's */
-    exec_ok(s, "DROP TABLE nodes", NULL, 0);           /* migration 7's */
-    exec_ok(s, "DROP TABLE idle_policies", NULL, 0);   /* migration 8's */
+    exec_ok(s, "DROP TABLE snapshots", NULL, 0);          /* migration 5's */
+    exec_ok(s, "DROP TABLE atproto_records", NULL, 0);    /* migration 6's */
+    exec_ok(s, "DROP TABLE nodes", NULL, 0);              /* migration 7's */
+    exec_ok(s, "DROP TABLE idle_policies", NULL, 0);      /* migration 8's */
+    exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0); /* migration 9's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -1333,6 +1335,63 @@ TEST_CASE(open_errors)
  * run (rows without a size count as the default), disk of all, and their
  * backups' archives; another user's rows never count. */
 /* Idle policies: set, replaced, listed, checked, gone with the sandbox. */
+/* A deleted snapshot leaves get, list and expiry at once, frees its name,
+ * and stays a deletion (its layer to remove) until done; a stop between
+ * the two steps of the move still hides it. */
+BOTH(snapshot_deletions)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_snapshot v = {.id = "snp_1",
+                           .owner_did = "did:key:zA",
+                           .name = "keep",
+                           .sandbox_id = "sbx_gone",
+                           .layer = "layer1",
+                           .image = "busybox",
+                           .expires_at = 1},
+                      got = {0}, *list = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &v, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_snapshot_expired(s, 10, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &v, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zA", "keep", &got, &err), 0);
+    ASSERT_EQ_STR(got.layer, "layer1");
+    ASSERT_EQ_STR(got.id, "snp_1");
+    pe_store_snapshot_clear(&got);
+    ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zB", "snp_1", &got, &err), -1);
+    /* the name is free again */
+    v.id = "snp_2";
+    v.layer = "layer2";
+    ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), 0);
+    ASSERT_EQ_STR(got.id, "snp_2");
+    pe_store_snapshot_clear(&got);
+    /* a stop between the steps: both rows; the deletion hides the snapshot */
+    exec_ok(s,
+            "INSERT INTO snapshot_deletions (layer, snapshot_id, owner_did, name, requested_at) "
+            "VALUES ('layer2', 'snp_2', 'did:key:zA', 'keep', 5)",
+            NULL, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "snp_2", &got, &err), -1);
+    ASSERT_EQ_INT(pe_store_snapshot_list(s, "did:key:zA", &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 2);
+    for (size_t i = 0; i < n; i++)
+        ASSERT_EQ_INT(pe_store_snapshot_deletion_done(s, &list[i], &err), 0);
+    pe_store_snapshot_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_delete(s, "snp_2", &err), -1); /* the row went too */
+    pe_store_close(s);
+}
+
 BOTH(idle_policies)
 {
     pe_err err = {0};
@@ -1647,8 +1706,9 @@ int main(void)
                   sqlite_concurrent_open, sqlite_users, sqlite_sandbox_crud, sqlite_duplicate_name,
                   sqlite_status, sqlite_not_found, sqlite_kv, sqlite_resources, sqlite_volumes,
                   sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
-    failed |= RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups,
-                        sqlite_usage, sqlite_records, sqlite_idle_policies);
+    failed |=
+        RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage,
+                  sqlite_records, sqlite_idle_policies, sqlite_snapshot_deletions);
     failed |= RUN_TESTS(sqlite_nodes, pg_nodes);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
@@ -1656,7 +1716,7 @@ int main(void)
                   pg_sandbox_crud, pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
                   pg_volumes, pg_delete_cascades, pg_hostile_strings, pg_two_handles);
     failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage, pg_records,
-                        pg_idle_policies);
+                        pg_idle_policies, pg_snapshot_deletions);
 
     pg_stop();
     free(g_pg_url);
