@@ -29,13 +29,16 @@
 #include "cluster.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "pocketenv/store-backups.h"
 #include "transfer.h"
 
 /* An answer bigger than this is not relayed (exec's output is cut at
  * 1 MiB; nothing of the API comes near). */
 #define FORWARD_MAX_BODY (16u * 1024 * 1024)
 
-enum where { IN_PARAMS, IN_BODY, SERVICE_IN_PARAMS };
+/* Where the call names its sandbox: its id (or name) in the parameters
+ * or the body, or a resource of it whose row names the sandbox. */
+enum where { IN_PARAMS, IN_BODY, SERVICE_IN_PARAMS, BACKUP_IN_BODY };
 
 struct wrapped {
     const char *nsid;
@@ -61,6 +64,9 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.unexposePort", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.exposeVscode", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.createBackup", IN_PARAMS, "id"),
+    /* the archive is in the data directory of the node that made it:
+     * its sandbox's node, where the restore unpacks it */
+    CALL("io.pocketenv.sandbox.restoreBackup", BACKUP_IN_BODY, "backupId"),
     CALL("io.pocketenv.sandbox.createSnapshot", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
@@ -70,6 +76,8 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.pushDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.pullDirectory", IN_BODY, "sandboxId"),
     CALL("io.pocketenv.sandbox.putTailscaleAuthKey", IN_BODY, "id"),
+    /* installed at once in a running sandbox */
+    CALL("io.pocketenv.sandbox.putSshKeys", IN_BODY, "id"),
     CALL("io.pocketenv.service.addService", IN_PARAMS, "sandboxId"),
     CALL("io.pocketenv.service.startService", SERVICE_IN_PARAMS, "serviceId"),
     CALL("io.pocketenv.service.stopService", SERVICE_IN_PARAMS, "serviceId"),
@@ -119,6 +127,7 @@ static void locate_work(pe_daemon_job *job, pe_store *s)
     struct fwd *f = job->ud;
     pe_store_sandbox sb = {0};
     pe_store_service svc = {0};
+    pe_store_backup b = {0};
     pe_store_node node = {0};
     const char *sandbox = job->id;
     pe_err ignored;
@@ -127,6 +136,12 @@ static void locate_work(pe_daemon_job *job, pe_store *s)
         if (pe_store_service_get(s, job->did, job->id, &svc, &ignored) < 0)
             return; /* the handler says NotFound */
         sandbox = svc.sandbox_id;
+    }
+    if (f->w->where == BACKUP_IN_BODY) {
+        /* Another user's backup is not found, as by the handler. */
+        if (pe_store_backup_get(s, job->did, job->id, &b, &ignored) < 0)
+            return;
+        sandbox = b.sandbox_id;
     }
     if (pe_store_sandbox_get(s, sandbox, &sb, &ignored) < 0 ||
         strcmp(sb.owner_did, job->did) != 0) {
@@ -154,6 +169,7 @@ out:
     pe_store_node_clear(&node);
     pe_store_sandbox_clear(&sb);
     pe_store_service_clear(&svc);
+    pe_store_backup_clear(&b);
 }
 
 static void respond_json(pe_xrpc_request *req, unsigned status, const char *name,
@@ -486,7 +502,7 @@ static void on_call(pe_xrpc_request *req, void *ud)
 {
     struct wrapped *w = ud;
     pe_daemon *d = w->d;
-    json_t *from = w->where == IN_BODY ? req->body : req->params;
+    json_t *from = w->where == IN_BODY || w->where == BACKUP_IN_BODY ? req->body : req->params;
     const char *ref = json_string_value(json_object_get(from, w->field));
     struct fwd *f;
     pe_daemon_job *job;

@@ -29,6 +29,8 @@ from conftest import BIN, wait_for
 from test_daemon import Daemon
 from test_daemon_postgres import pg  # noqa: F401 (module fixture)
 from test_exec_stream import collect
+from test_keys import keygen
+from test_resources import banner_key, seal
 from wsclient import SSE, WS
 
 LEASE = 2.0
@@ -553,6 +555,46 @@ def test_network_denials_through_another_node(cluster, on_c):
             assert any(e.get("name") == "denied.test" for e in o["denials"]), (d.url, o)
     finally:
         assert cluster.a.call(pol, {"id": sid}, {"policy": {"mode": "open"}})[0] == 200
+
+
+def test_backup_restores_on_its_node_through_another(cluster, on_c):
+    """A backup of a sandbox on c is an archive in c's data directory: made
+    through a, restored through b, both run on c."""
+    sid, sb = on_c["id"], "io.pocketenv.sandbox."
+
+    def content():
+        st, o = cluster.c.sandbox("exec", sid, {"command": "cat /bakdir/f.txt"})
+        assert st == 200, o
+        return o["stdout"]
+
+    st, o = cluster.a.sandbox("exec", sid, {"command": "mkdir -p /bakdir && echo one > /bakdir/f.txt"})
+    assert st == 200 and o["exitCode"] == 0, o
+    st, o = cluster.a.call(sb + "createBackup", {"id": sid}, {"directory": "/bakdir"})
+    assert st == 200, o
+    bid = o["backup"]["id"]
+    assert os.path.isfile(os.path.join(cluster.nodes[2].data, "backups", bid + ".tar.zst"))
+    st, o = cluster.a.sandbox("exec", sid, {"command": "echo two > /bakdir/f.txt"})
+    assert st == 200 and o["exitCode"] == 0, o
+    # Another user cannot restore it, through any node: as missing.
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = d.call(sb + "restoreBackup", body={"backupId": bid}, token=bob)
+        assert st == 404 and o["error"] == "BackupNotFound", (d.url, st, o)
+    assert content() == "two\n"
+    st, o = cluster.b.call(sb + "restoreBackup", body={"backupId": bid})
+    assert st == 200, o
+    assert content() == "one\n"
+
+
+def test_ssh_keys_installed_through_another_node(cluster, on_c, tmp_path):
+    """putSshKeys installs the key in the running sandbox: on c."""
+    priv, pub = keygen(tmp_path)
+    st, o = cluster.b.call("io.pocketenv.sandbox.putSshKeys",
+                           body={"id": on_c["id"], "privateKey": seal(banner_key(cluster.b), priv),
+                                 "publicKey": pub})
+    assert st == 200, o
+    st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /root/.ssh/id_ed25519.pub"})
+    assert st == 200 and o["stdout"] == pub + "\n", o
 
 
 def slots_free(d):
