@@ -299,6 +299,34 @@ static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox
     return r;
 }
 
+/* The base of a remote create: a plain base of ours (busybox, debian) is
+ * the provider's default image; another base of this daemon (a template
+ * it builds, an import) no provider has, so it is refused; any other name
+ * is the provider's image, template, snapshot or blueprint
+ * (remote_image). */
+static bool remote_base(pe_daemon_job *job, const char *base, const char *backend)
+{
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_daemon_base_plain(base) || (pe_daemon_base_check(job->d, base, &e) < 0 &&
+                                       e.code == PE_EINVAL && pe_sandbox_image_valid(base)))
+        return true;
+    pe_err_set(&job->err, PE_EINVAL, 0,
+               "base %s is a template of this daemon, which %s does not have: name an image or "
+               "template of %s, or busybox or debian for its default image",
+               base, backend, backend);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return false;
+}
+
+/* What a remote sandbox's provider makes it from (remote_base): NULL for
+ * its default image. */
+static const char *remote_image(const char *base)
+{
+    return pe_daemon_base_plain(base) ? NULL : base;
+}
+
 /* The row a create makes, from its input (checked by the handler): false,
  * with the job failed, if this daemon will not make it. sb's strings point
  * into in; *topics is the caller's to free. */
@@ -314,8 +342,11 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
         return false;
     }
     sb->base = json_string_value(json_object_get(in, "base"));
-    /* A base we cannot run is refused now, not accepted and then FAILED. */
-    if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
+    if (pe_sandbox_is_remote(sb)) {
+        if (!remote_base(job, sb->base, sb->backend))
+            return false;
+    } else if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
+        /* A base we cannot run is refused now, not accepted and then FAILED. */
         pe_daemon_job_fail(job, &job->err,
                            job->err.code == PE_EUNSUP ? PE_TEMPLATE_MISSING_ERROR : NULL);
         return false;
@@ -334,6 +365,13 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     if (pe_daemon_limits_request(&job->d->lim, in, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return false;
+    }
+    /* A remote provider's defaults are its own: only the sizes asked for
+     * go to it (0: unset). */
+    if (pe_sandbox_is_remote(sb)) {
+        sb->vcpus = json_object_get(in, "vcpus") ? sb->vcpus : 0;
+        sb->memory = json_object_get(in, "memory") ? sb->memory : 0;
+        sb->disk = json_object_get(in, "disk") ? sb->disk : 0;
     }
     return true;
 }
@@ -376,7 +414,7 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         pe_daemon_job_fail(job, &job->err, NULL);
         return -1;
     }
-    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, &rid, &job->err) < 0) {
+    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, remote_image(sb.base), &rid, &job->err) < 0) {
         pe_log_warn("sandbox %s: create on %s failed: %s", sb.id, sb.backend, job->err.msg);
         pe_store_sandbox_delete(s, id, NULL);
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -516,14 +554,21 @@ static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
     return 0;
 }
 
-/* The body a create works from: base as the name of a base, secrets
- * sealed. NULL with err set if it cannot be. */
-static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
+/* The body a create works from: base as the name of a base (for a
+ * remote provider, also an image reference of its), secrets sealed. NULL
+ * with err set if it cannot be. */
+static json_t *create_input(pe_daemon *d, const json_t *body, bool remote, pe_err *err)
 {
     json_t *in = json_deep_copy(body);
+    const char *given = json_string_value(json_object_get(in, "base"));
     cleanup_free char *base = NULL;
 
-    if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0 ||
+    if (remote && strncmp(given, "at://", 5) != 0 && pe_sandbox_image_valid(given) &&
+        pe_daemon_base_name(given, &base, err) < 0) {
+        pe_err_clear(err);
+        base = pe_xstrdup(given); /* "ubuntu:22.04": the provider's image */
+    }
+    if ((base == NULL && pe_daemon_base_name(given, &base, err) < 0) ||
         seal_plain_secrets(d, in, err) < 0) {
         json_decref(in);
         return NULL;
@@ -569,7 +614,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    in = create_input(d, req->body, &err);
+    in = create_input(d, req->body, remote_route(d, req->body), &err);
     if (in == NULL || pe_daemon_netpolicy_create_check(in, &err) < 0 ||
         pe_daemon_idle_create_check(in, &err) < 0 ||
         pe_daemon_create_resources_check(d, in, &err) < 0 ||

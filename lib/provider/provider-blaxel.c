@@ -551,6 +551,7 @@ static int bl_file_remove(pe_provider *p, const char *id, const char *path, bool
 
 const pe_provider_ops pe__provider_blaxel = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE | PE_TAKES_MEMORY,
     .caps = PE_CAP_STOP | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
     .open = bl_open,
     .create = bl_create,

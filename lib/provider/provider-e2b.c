@@ -669,6 +669,7 @@ static int e2_file_remove(pe_provider *p, const char *id, const char *path, bool
 
 const pe_provider_ops pe__provider_e2b = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
     .open = e2_open,
     .create = e2_create,

@@ -7,6 +7,7 @@
  * pe_provider_close wipes, so plaintext lives only as long as the call.
  * The base URL comes from the operator's file only. No log line or error
  * here quotes a key. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -460,17 +461,60 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
 
 /* ---- create ---- */
 
+bool pe_sandbox_image_valid(const char *image)
+{
+    size_t n = image ? strlen(image) : 0;
+
+    if (n == 0 || n > 255 || !isalnum((unsigned char)image[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)image[i]) && strchr("._/:@+-", image[i]) == NULL)
+            return false;
+    return true;
+}
+
+/* The request's field behind each spec field a provider may refuse. */
+static const char *request_field(const char *refused)
+{
+    return strcmp(refused, "choice of image") == 0 ? "base"
+           : strcmp(refused, "cpu size") == 0      ? "vcpus"
+           : strcmp(refused, "memory size") == 0   ? "memory"
+                                                   : "disk";
+}
+
+/* sb's sizes (GB, as the lexicon) and image as a create's spec; PE_ENOTCAP
+ * for one its provider cannot take, said in the request's words. */
+static int remote_spec(const pe_store_sandbox *sb, const char *image, pe_provider_spec *spec,
+                       pe_err *err)
+{
+    const pe_provider_ops *ops = pe_provider_lookup(sb->backend);
+    const char *refused;
+
+    spec->name = sb->id;
+    spec->image = image;
+    if (__builtin_mul_overflow(sb->vcpus > 0 ? sb->vcpus : 0, (int64_t)1000, &spec->cpu_millis) ||
+        __builtin_mul_overflow(sb->memory > 0 ? sb->memory : 0, (int64_t)1 << 30,
+                               &spec->memory_bytes) ||
+        __builtin_mul_overflow(sb->disk > 0 ? sb->disk : 0, (int64_t)1 << 30, &spec->disk_bytes))
+        return pe_err_set(err, PE_EINVAL, 0, "sandbox %s: sizes out of range", sb->name);
+    refused = ops ? pe_provider_spec_refused(ops, spec) : NULL;
+    if (refused)
+        return pe_err_set(err, PE_ENOTCAP, 0, "not supported by %s: %s (the request's %s)",
+                          sb->backend, refused, request_field(refused));
+    return 0;
+}
+
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
-                             char **remote_id, pe_err *err)
+                             const char *image, char **remote_id, pe_err *err)
 {
     pe_provider *p = NULL;
-    pe_provider_spec spec = {.name = sb->id};
+    pe_provider_spec spec = {0};
     char **env = NULL;
     char *id = NULL;
     pe_err e2;
     int r;
 
-    if (pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
+    if (remote_spec(sb, image, &spec, err) < 0 || pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
         return -1;
     if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
         pe_provider_close(p);

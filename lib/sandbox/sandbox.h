@@ -110,12 +110,21 @@ int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb
 int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
                       const void *tar, size_t len, pe_err *err);
 
+/* An image reference a remote create may pass on as its provider's image,
+ * template, snapshot or blueprint name ("ubuntu:22.04",
+ * "blaxel/base-image:latest"): 1 to 255 of [A-Za-z0-9._/:@+-], starting
+ * with a letter or digit. What it names is the provider's business. */
+bool pe_sandbox_image_valid(const char *image);
+
 /* Create sb (a remote row, INITIALIZING) on its provider with its
- * variables and secrets as the environment and its files, and record the
- * provider's id on the row (and in *remote_id, malloc'd). On failure
- * nothing is left there. */
+ * variables and secrets as the environment and its files, on image (NULL:
+ * the provider's default) with the row's sizes (vcpus, memory and disk in
+ * GB; 0: the provider's default), and record the provider's id on the row
+ * (and in *remote_id, malloc'd). An image or a size the provider cannot
+ * take is PE_ENOTCAP naming the provider and the request's field, before
+ * anything is sent. On failure nothing is left there. */
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
-                             char **remote_id, pe_err *err);
+                             const char *image, char **remote_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 

@@ -26,11 +26,11 @@ sys.path.insert(0, ROOT)
 from tests.doubles import start  # noqa: E402
 
 SB = "io.pocketenv.sandbox."
-REMOTE = ["daytona", "e2b", "hopx", "vercel"]
-URL_SUFFIX = {"daytona": "/api"}
+REMOTE = ["daytona", "e2b", "hopx", "vercel", "runloop", "sprites", "blaxel"]
+URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 # The request's credential fields (reference §1.4), by provider.
 KEY_FIELD = {"daytona": "daytonaApiKey", "e2b": "e2bApiKey", "hopx": "hopxApiKey",
-             "vercel": "vercelApiToken"}
+             "vercel": "vercelApiToken", "runloop": "runloopApiKey", "sprites": "spriteToken"}
 EXTRA = {"daytona": {"daytonaOrganizationId": "org-1"},
          "vercel": {"vercelTeamId": "team_1", "vercelProjectId": "prj_1"}}
 # Ending a sandbox: the double's route (Vercel v1 cannot delete: stop is the end).
@@ -60,6 +60,8 @@ def env(tmp_path_factory):
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
+    # Blaxel has no request field upstream: the operator's key and workspace
+    conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     path = tmp / "providers.json"
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
@@ -446,3 +448,101 @@ def test_preview_of_a_remote_sandbox_is_the_providers(env):
     st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
     assert st == 200 and o["ports"][0]["previewUrl"] == url, o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+# What a create of each provider asks for, and where its double keeps it
+# (the double's own record of the request it received).
+IMAGE_AND_SIZES = {
+    "daytona": ({"base": "daytonaio/sandbox:0.4.3", "vcpus": 2, "memory": 2, "disk": 8},
+                lambda sb: (sb.snapshot, sb.cpu, sb.memory, sb.disk),
+                ("daytonaio/sandbox:0.4.3", 2, 2, 8)),
+    "runloop": ({"base": "bp-node", "vcpus": 2, "memory": 2, "disk": 8},
+                lambda sb: (sb.blueprint, sb.launch.get("resource_size_request"),
+                            sb.launch.get("custom_cpu_cores"), sb.launch.get("custom_gb_memory"),
+                            sb.launch.get("custom_disk_size")),
+                ("bp-node", "CUSTOM_SIZE", 2, 2, 8)),
+    "e2b": ({"base": "my-team/py-template"}, lambda sb: sb.template, "my-team/py-template"),
+    "hopx": ({"base": "code-interpreter"}, lambda sb: sb.template, "code-interpreter"),
+    "blaxel": ({"base": "blaxel/base-image:latest", "memory": 2},
+               lambda sb: (sb.spec["runtime"]["image"], sb.spec["runtime"]["memory"]),
+               ("blaxel/base-image:latest", 2048)),
+    "sprites": ({"vcpus": 2, "memory": 1, "disk": 8}, lambda sb: sb.config,
+                {"cpus": 2, "ram_mb": 1024, "storage_gb": 8}),
+    "vercel": ({"vcpus": 2}, lambda sb: sb.vcpus, 2),
+}
+
+
+@pytest.mark.parametrize("p", sorted(IMAGE_AND_SIZES))
+def test_image_and_sizes_reach_the_provider(env, p):
+    """createSandbox's base (an image, template, snapshot or blueprint of
+    the provider) and its vcpus, memory and disk (GB) arrive in the
+    provider's own create call, as the double recorded it; the record
+    shows what was asked."""
+    d, dbl = env, env.doubles[p]
+    extra, got, want = IMAGE_AND_SIZES[p]
+    body = dict(extra)
+    body.setdefault("base", "debian")  # a plain base: the provider's default image
+    st, sb = create(d, p, f"sized-{p}", **body)
+    assert st == 200, sb
+    assert got(dbl.sandboxes[sb["remoteId"]]) == want
+    st, view = d.sandbox("getSandbox", sb["id"])
+    assert st == 200
+    for k in ("vcpus", "memory", "disk"):
+        assert view["sandbox"].get(k) == extra.get(k), (k, view["sandbox"])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_a_plain_base_is_the_providers_default(env):
+    """busybox and debian (this daemon's plain bases) are the provider's
+    own default image; no size asked is no size sent."""
+    d = env
+    for base in ("busybox", "debian"):
+        st, sb = create(d, "e2b", f"plain-{base}", base=base)
+        assert st == 200, sb
+        assert env.doubles["e2b"].sandboxes[sb["remoteId"]].template == "base"
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    st, sb = create(d, "daytona", "plain-dtn", base="debian")
+    assert st == 200, sb
+    made = env.doubles["daytona"].seen("create")[-1]
+    assert made["status"] == 200 and "vcpus" not in sb, sb
+    assert env.doubles["daytona"].sandboxes[sb["remoteId"]].snapshot == "daytonaio/sandbox:double"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+REFUSED = [
+    ("e2b", {"vcpus": 2}, "not supported by e2b: cpu size (the request's vcpus)"),
+    ("hopx", {"memory": 2}, "not supported by hopx: memory size (the request's memory)"),
+    ("blaxel", {"disk": 8}, "not supported by blaxel: disk size (the request's disk)"),
+    ("vercel", {"memory": 2}, "not supported by vercel: memory size (the request's memory)"),
+    ("vercel", {"base": "node22"}, "not supported by vercel: choice of image (the request's base)"),
+    ("sprites", {"base": "ubuntu:22.04"},
+     "not supported by sprites: choice of image (the request's base)"),
+]
+
+
+@pytest.mark.parametrize("p,extra,message", REFUSED, ids=[f"{p}-{list(x)[0]}" for p, x, _ in REFUSED])
+def test_what_the_provider_cannot_take_is_501(env, p, extra, message):
+    """An image or a size the provider has no field for is refused (501,
+    naming the provider and the request's field) before anything reaches
+    it, and leaves no row: never a sandbox of another size or image than
+    asked."""
+    d, dbl = env, env.doubles[p]
+    before, made = names(d), len(dbl.seen("create"))
+    body = {"base": "debian", **extra}
+    st, o = create(d, p, f"refused-{p}", **body)
+    assert (st, o.get("error"), o.get("message")) == (501, "NotSupported", message), o
+    assert len(dbl.seen("create")) == made, "a refused create reached the provider"
+    assert names(d) == before
+
+
+def test_a_template_of_this_daemon_is_refused_on_a_provider(env):
+    """openclaw is a template this daemon builds: no provider has it, so a
+    remote create of it is 400 naming the provider, not the provider's
+    default image in its place; a bad image name is 400 too."""
+    d, dbl = env, env.doubles["e2b"]
+    made = len(dbl.seen("create"))
+    st, o = create(d, "e2b", "tmpl-e2b", base="openclaw")
+    assert st == 400 and "openclaw" in o["message"] and "e2b" in o["message"], o
+    st, o = create(d, "e2b", "tmpl-e2b", base="bad image;rm")
+    assert st == 400, o
+    assert len(dbl.seen("create")) == made
