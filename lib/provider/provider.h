@@ -173,12 +173,15 @@ typedef struct pe_provider_dirent {
     unsigned mode;
 } pe_provider_dirent;
 
-/* A URL that reaches a port of a sandbox, and the header (name and value)
- * a client must send with it when the provider protects it (else empty). */
+/* A URL that reaches a port of a sandbox, and the headers (name and
+ * value) a client must send with it when the provider protects it or a
+ * shared host routes by them (else empty). */
 typedef struct pe_provider_preview_link {
     char url[1024];
     char header_name[64];
     char header_value[256]; /* a preview token, never the API key */
+    char header2_name[64];  /* a second one (E2B's shared host: id and port) */
+    char header2_value[256];
     /* The URL wants the provider's credential itself (Sprites' private
      * URLs): hand it to no client; proxy it and add the credential there. */
     bool needs_credential;

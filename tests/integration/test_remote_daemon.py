@@ -546,3 +546,27 @@ def test_a_template_of_this_daemon_is_refused_on_a_provider(env):
     st, o = create(d, "e2b", "tmpl-e2b", base="bad image;rm")
     assert st == 400, o
     assert len(dbl.seen("create")) == made
+
+
+def test_preview_of_an_e2b_sandbox(env):
+    """E2B's preview through exposePort: a self-hosted E2B (here its
+    double) serves a port on its shared sandbox host, routed by the headers
+    the answer names; the stand-in server of the double's sandbox answers
+    through it, and the API key is no part of it."""
+    import urllib.request
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "pv-e2b")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, headers = o["previewUrl"], o.get("previewHeaders", {})
+    assert headers == {"E2b-Sandbox-Id": sb["remoteId"], "E2b-Sandbox-Port": "3000"}, o
+    assert url.startswith(dbl.url) and dbl.key not in json.dumps(o), o
+    with urllib.request.urlopen(urllib.request.Request(url + "index.html", headers=headers),
+                                timeout=10) as r:
+        assert r.status == 200
+        assert r.read().decode() == f"preview of {sb['remoteId']} port 3000: GET /index.html\n"
+    assert dbl.seen("preview")[-1]["status"] == 200
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
