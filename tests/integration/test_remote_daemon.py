@@ -570,3 +570,25 @@ def test_preview_of_an_e2b_sandbox(env):
     st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
     assert st == 200 and o["ports"][0]["previewUrl"] == url, o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_blaxel_sandbox(env):
+    """Blaxel's preview is an object of its own: exposePort makes it (once:
+    a second exposure of the port reads it back) and answers its URL, which
+    reaches the stand-in server of the double's sandbox."""
+    import urllib.request
+    d, dbl = env, env.doubles["blaxel"]
+    st, sb = create(d, "blaxel", "pv-blx")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert dbl.sandboxes[sb["remoteId"]].previews["port-3000"]["port"] == 3000
+    assert dbl.key not in json.dumps(o) and "previewHeaders" not in o, o
+    with urllib.request.urlopen(url + "app", timeout=10) as r:
+        assert r.read().decode() == f"preview of {sb['remoteId']} port 3000: GET /app\n"
+    assert d.call(SB + "unexposePort", {"id": sb["id"]}, body={"port": 3000})[0] == 200
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200 and o["previewUrl"] == url, o
+    assert len(dbl.seen("preview.create")) == 1
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
