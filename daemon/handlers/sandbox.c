@@ -405,6 +405,7 @@ static bool base_from_record(pe_daemon_job *job, json_t *in)
  * failure leaves no row (and, the adapter's promise, nothing remote). */
 static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *got)
 {
+    cleanup_free char *note = NULL;
     pe_store_sandbox sb;
     char *rid = NULL;
     pe_err e2;
@@ -422,8 +423,9 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         return -1;
     }
     free((char *)sb.provider_id);
-    sb.provider_id = rid; /* where it now is, for the undo below */
-    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
+    sb.provider_id = rid;                            /* where it now is, for the undo below */
+    note = pe_sandbox_run_note(&job->d->sx, s, &sb); /* what it runs without */
+    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, note, PE_STORE_INITIALIZING,
                                     &job->err) < 0 ||
         pe_store_sandbox_get(s, id, got, &job->err) < 0) {
         /* deleted while it was being made: undo there too */

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "core/fs.h"
 #include "core/log.h"
@@ -373,6 +374,19 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r;
 }
 
+int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *priv, size_t len, const char *pub, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_sandbox_ssh_write(p, pe_sandbox_remote_id(sb), priv, len, pub, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
                        pe_provider_preview_link *link, pe_err *err)
 {
@@ -439,16 +453,84 @@ int pe__sandbox_place_files(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
     return r;
 }
 
-char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+/* The sandbox's SSH key pair, written where a local sandbox has it
+ * (/root/.ssh/id_ed25519, 0600, and its .pub): a remote sandbox gets the
+ * pair putSshKeys stored, as it is made and at every start. None stored:
+ * nothing to do (a local sandbox's default pair is made at its first
+ * start, by the daemon). */
+int pe__sandbox_place_ssh(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_provider *p,
+                          const char *remote_id, pe_err *err)
 {
-    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+    pe_store_key k;
+    unsigned char *plain = NULL;
+    cleanup_free char *pub = NULL;
+    size_t len = 0;
+    int r;
+
+    if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, err) < 0) {
+        if (err->code != PE_ENOENT)
+            return pe_err_prefix(err, "ssh key of %s", sb->name);
+        pe_err_clear(err);
+        return 0;
+    }
+    r = pe_auth_unseal(sx->auth, k.sealed, &plain, &len, err);
+    if (r == 0)
+        r = pe_sandbox_ssh_write(p, remote_id, (const char *)plain, len, k.public_key, err);
+    pe_auth_plain_free(plain);
+    pe_store_key_clear(&k);
+    return r < 0 ? pe_err_prefix(err, "ssh key of %s", sb->name) : 0;
+}
+
+int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
+                         const char *pub, pe_err *err)
+{
+    cleanup_free char *publine = NULL;
+    size_t plen = strlen(pub);
+    unsigned char *withnl = NULL;
+    int r;
+
+    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
+        plen--;
+    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
+    /* ssh reads a key only up to a final newline: add one if missing */
+    withnl = sodium_malloc(len + 1);
+    if (withnl == NULL)
+        abort();
+    memcpy(withnl, priv, len);
+    if (len == 0 || priv[len - 1] != '\n')
+        withnl[len++] = '\n';
+    r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519", withnl, len, 0600,
+                               err);
+    sodium_free(withnl);
+    if (r == 0)
+        r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519.pub", publine,
+                                   strlen(publine), 0644, err);
+    return r;
+}
+
+/* Append one "what was not applied" part to *note. */
+static void note_add(char **note, char *part)
+{
+    char *joined;
+
+    if (part == NULL)
+        return;
+    joined = *note ? pe_xasprintf("%s; %s", *note, part) : pe_xstrdup(part);
+    free(*note);
+    free(part);
+    *note = joined;
+}
+
+/* Volumes a provider cannot mount. */
+static char *volumes_note(pe_store *s, const pe_store_sandbox *sb, const pe_provider_ops *ops)
+{
     pe_store_mount *ml = NULL;
     size_t k = 0;
     char *note = NULL;
     pe_err e;
 
     pe_err_clear(&e);
-    if (ops == NULL || (ops->caps & PE_CAP_VOLUMES))
+    if (ops->caps & PE_CAP_VOLUMES)
         return NULL;
     if (pe_store_mount_list_sandbox(s, sb->id, PE_SANDBOX_MOUNTS_MAX, 0, &ml, &k, NULL, &e) < 0)
         return NULL;
@@ -456,6 +538,55 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
         note = pe_xasprintf("%s cannot mount volumes: %zu volume%s not mounted (the first at %s)",
                             sb->backend, k, k == 1 ? "" : "s", ml[0].path);
     pe_store_mount_list_free(ml, k);
+    return note;
+}
+
+/* Services and the Tailscale key: this daemon supervises processes and
+ * runs tailscaled only in the sandboxes it runs itself. */
+static char *services_note(pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_service *list = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    char *note = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_service_list(s, sb->id, 1, 0, &list, &n, &total, &e) < 0)
+        return NULL;
+    if (total > 0)
+        note = pe_xasprintf("%lld service%s not started (services are supervised on this "
+                            "daemon's own sandboxes only, not on %s)",
+                            (long long)total, total == 1 ? "" : "s", sb->backend);
+    pe_store_service_list_free(list, n);
+    return note;
+}
+
+static char *tailscale_note(pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_key k;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &e) < 0)
+        return NULL;
+    pe_store_key_clear(&k);
+    return pe_xasprintf("tailscale key not applied (tailscaled runs on this daemon's own "
+                        "sandboxes only, not on %s)",
+                        sb->backend);
+}
+
+char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+    char *note = NULL;
+
+    (void)sx;
+    if (ops == NULL)
+        return NULL;
+    note_add(&note, volumes_note(s, sb, ops));
+    note_add(&note, services_note(s, sb));
+    note_add(&note, tailscale_note(s, sb));
     return note;
 }
 
@@ -524,6 +655,7 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
     r = pe_provider_create(p, &spec, &id, err);
     pe_sandbox_env_free(env);
     if (r == 0 && (pe__sandbox_place_files(sx, s, sb, p, id, err) < 0 ||
+                   pe__sandbox_place_ssh(sx, s, sb, p, id, err) < 0 ||
                    pe_store_sandbox_set_provider(s, sb->id, sb->provider, id, err) < 0)) {
         /* half made, or the row cannot say where it is: leave nothing there */
         pe_err_clear(&e2);

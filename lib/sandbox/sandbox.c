@@ -212,6 +212,8 @@ int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, 
         r = pe_provider_start(p, pe_sandbox_remote_id(sb), err);
         if (r == 0)
             r = pe__sandbox_place_files(sx, s, sb, p, pe_sandbox_remote_id(sb), err);
+        if (r == 0)
+            r = pe__sandbox_place_ssh(sx, s, sb, p, pe_sandbox_remote_id(sb), err);
         pe_sandbox_provider_release(sx, p);
         return r;
     }

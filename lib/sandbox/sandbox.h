@@ -89,7 +89,9 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
                                   char **sealed, char **redacted, pe_err *err);
 
 /* What sb runs without where it runs, for its record's statusReason
- * (malloc'd; NULL: nothing): the volumes a provider cannot mount. */
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount, the
+ * services and the Tailscale key, which only this daemon's own sandboxes
+ * run. */
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
 
 /* Write a file into remote sb through its provider (the file resources;
@@ -97,6 +99,20 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
 int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const char *path, const void *data, size_t len, unsigned mode,
                           pe_err *err);
+
+/* Where a sandbox's SSH key pair lives (id_ed25519, id_ed25519.pub). */
+#define PE_SANDBOX_SSH_DIR "/root/.ssh"
+
+/* Write an SSH key pair (private key priv, len bytes of plain text, and
+ * public key line pub) into remote_id through p: id_ed25519 (0600) and
+ * id_ed25519.pub (0644) under PE_SANDBOX_SSH_DIR. */
+int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
+                         const char *pub, pe_err *err);
+
+/* Write remote sb's SSH key pair (pe_sandbox_ssh_write) through its
+ * provider: putSshKeys on a running remote sandbox. */
+int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *priv, size_t len, const char *pub, pe_err *err);
 
 /* The provider's link to port of remote sb. */
 int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,

@@ -592,3 +592,43 @@ def test_preview_of_a_blaxel_sandbox(env):
     assert st == 200 and o["previewUrl"] == url, o
     assert len(dbl.seen("preview.create")) == 1
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
+    """putSshKeys on a running remote sandbox writes the pair through the
+    provider where a local sandbox has it, and every start writes it again;
+    a Tailscale key and a service, which only this daemon's own sandboxes
+    run, are named in the record's statusReason instead of being dropped
+    in silence."""
+    import subprocess
+    d, dbl = env, env.doubles["daytona"]
+    path = str(tmp_path / "k")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", path],
+                   check=True)
+    priv, pub = open(path).read(), open(path + ".pub").read().strip()
+    st, sb = create(d, "daytona", "ssh-dtn")
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, k = d.call(SB + "putSshKeys", body={"id": sb["id"], "privateKey": d.seal(priv),
+                                             "publicKey": pub})
+    assert st == 200, k
+    fs = dbl.sandboxes[rid].fs
+    assert fs.read("/root/.ssh/id_ed25519").decode() == priv
+    assert fs.read("/root/.ssh/id_ed25519.pub").decode() == pub + "\n"
+    fs.remove("/root/.ssh/id_ed25519")
+    st, o = d.call(SB + "putTailscaleAuthKey", body={
+        "id": sb["id"], "authKey": d.seal("tskey-auth-k" + os.urandom(12).hex() + "-x")})
+    assert st == 200, o
+    st, o = d.call("io.pocketenv.service.addService", {"sandboxId": sb["id"]},
+                   body={"service": {"name": "web", "command": "sleep 60"}})
+    assert st == 200, o
+    assert d.sandbox("stopSandbox", sb["id"])[0] == 200
+    d.wait_status(sb["id"], ["STOPPED"])
+    assert d.sandbox("startSandbox", sb["id"])[0] == 200
+    got = d.wait_status(sb["id"], ["RUNNING"])
+    assert fs.read("/root/.ssh/id_ed25519").decode() == priv  # written again at start
+    reason = got.get("statusReason") or ""
+    assert "tailscale key not applied" in reason and "daytona" in reason, got
+    assert "1 service not started" in reason, got
+    assert priv not in d.log_text()
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
