@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <jansson.h>
 #include <sodium.h>
@@ -424,6 +425,48 @@ int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
     r = pe_provider_tar_in(p, pe_sandbox_remote_id(sb), dir, tar, len, err);
     pe_sandbox_provider_release(sx, p);
     return r;
+}
+
+int pe_sandbox_tar_out_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *dir, size_t max, int fd, pe_err *err)
+{
+    cleanup_free char *tar = NULL;
+    size_t len = 0, off = 0;
+
+    if (pe_sandbox_tar_out(sx, s, sb, dir, max, &tar, &len, err) < 0)
+        return -1;
+    while (off < len) {
+        ssize_t n = write(fd, tar + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pe_err_sys(err, "write the tar of %s", dir);
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+int pe_sandbox_tar_in_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                         int fd, size_t max, pe_err *err)
+{
+    cleanup_free char *tar = NULL;
+    struct stat st;
+    size_t off = 0;
+
+    if (fstat(fd, &st) < 0)
+        return pe_err_sys(err, "read the tar for %s", dir);
+    if (st.st_size < 0 || (uint64_t)st.st_size > max)
+        return pe_err_set(err, PE_EINVAL, 0, "the tar for %s is larger than %zu bytes", dir, max);
+    tar = pe_xmalloc((size_t)st.st_size + 1);
+    while (off < (size_t)st.st_size) {
+        ssize_t n = read(fd, tar + off, (size_t)st.st_size - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pe_err_sys(err, "read the tar for %s", dir);
+        off += (size_t)n;
+    }
+    return pe_sandbox_tar_in(sx, s, sb, dir, tar, off, err);
 }
 
 /* The sandbox's file resources (sealed contents), written through p: a

@@ -132,6 +132,15 @@ int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
  * with a letter or digit. What it names is the provider's business. */
 bool pe_sandbox_image_valid(const char *image);
 
+/* The same with a file: dir of sb packed as a plain tar (at most max
+ * bytes, built in memory by the adapter) written to fd; and the tar read
+ * from fd (at most max bytes) unpacked into dir. Backups of remote
+ * sandboxes. */
+int pe_sandbox_tar_out_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *dir, size_t max, int fd, pe_err *err);
+int pe_sandbox_tar_in_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                         int fd, size_t max, pe_err *err);
+
 /* Create sb (a remote row, INITIALIZING) on its provider with its
  * variables and secrets as the environment and its files, on image (NULL:
  * the provider's default) with the row's sizes (vcpus, memory and disk in

@@ -632,3 +632,35 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     assert "1 service not started" in reason, got
     assert priv not in d.log_text()
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_backup_and_restore_of_a_remote_sandbox(env):
+    """createBackup of a remote sandbox's directory packs it through its
+    provider (a tar of its files) into this daemon's backups; restoreBackup
+    writes it back after the files changed. A provider without files to
+    pack (runloop: no listing, no tar) is 501 and keeps nothing."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "bk-dtn")
+    assert st == 200, sb
+    assert d.sh(sb["id"], "mkdir -p /work/sub && echo -n one > /work/a.txt"
+                          " && echo -n two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "createBackup", {"id": sb["id"]}, {"directory": "/work"})
+    assert st == 200, o
+    b = o["backup"]
+    assert (b["sandboxId"], b["directory"]) == (sb["id"], "/work"), b
+    assert os.path.exists(os.path.join(d.data, "backups", b["id"] + ".tar"))
+    assert d.sh(sb["id"], "echo -n changed > /work/a.txt && rm /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "restoreBackup", body={"backupId": b["id"]})
+    assert st == 200, o
+    fs = dbl.sandboxes[sb["remoteId"]].fs
+    assert (fs.read("/work/a.txt"), fs.read("/work/sub/b.txt")) == (b"one", b"two")
+    st, o = d.call(SB + "getBackups", {"id": sb["id"]})
+    assert st == 200 and [x["id"] for x in o["backups"]] == [b["id"]], o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+    st, sb = create(d, "runloop", "bk-rl")
+    assert st == 200, sb
+    st, o = d.call(SB + "createBackup", {"id": sb["id"]}, {"directory": "/work"})
+    assert st == 501 and o["message"] == "backup of /work: not supported by runloop: tar", o
+    assert d.call(SB + "getBackups", {"id": sb["id"]})[1]["backups"] == []
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
