@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)
 from tests.doubles import start  # noqa: E402
 
 SB = "io.pocketenv.sandbox."
-REMOTE = ["daytona", "e2b", "hopx", "vercel", "runloop", "sprites", "blaxel"]
+REMOTE = ["daytona", "e2b", "hopx", "vercel", "runloop", "sprites", "blaxel", "cloudflare"]
 URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 # The request's credential fields (reference §1.4), by provider.
 KEY_FIELD = {"daytona": "daytonaApiKey", "e2b": "e2bApiKey", "hopx": "hopxApiKey",
@@ -62,6 +62,7 @@ def env(tmp_path_factory):
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
+    conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
     path = tmp / "providers.json"
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
@@ -344,7 +345,7 @@ def test_files_and_volumes_of_a_remote_sandbox(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare"])
 def test_terminal_of_a_remote_sandbox(env, p):
     """The terminal endpoints we serve (WebSocket and SSE) reach the
     provider's PTY: typed lines run there and come back, a resize reaches
