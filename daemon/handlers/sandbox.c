@@ -514,6 +514,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
             return;
         job->out = pe_daemon_sandbox_view(&got);
         pe_store_sandbox_clear(&got);
+        if (sb.repo) /* in the background, as a local sandbox's first start does */
+            pe_daemon_repo_clone_later(job->d, job->did, id, sb.repo);
         return; /* job->id stays NULL: nothing runs after it here */
     }
     job->out = pe_daemon_sandbox_view(&got);

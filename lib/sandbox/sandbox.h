@@ -193,4 +193,11 @@ unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb);
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const pe_provider_exec_opts *o, pe_provider_proc *proc, pe_err *err);
 
+/* One-shot: o->argv run in sb where it runs with the sandbox's
+ * environment (o->env is ignored), its output kept up to max_output bytes
+ * per stream; res freed with pe_provider_exec_free. */
+int pe_sandbox_exec(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                    const pe_provider_exec_opts *o, size_t max_output, pe_provider_exec_result *res,
+                    pe_err *err);
+
 #endif

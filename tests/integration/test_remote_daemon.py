@@ -665,3 +665,23 @@ def test_backup_and_restore_of_a_remote_sandbox(env):
     assert st == 501 and o["message"] == "backup of /work: not supported by runloop: tar", o
     assert d.call(SB + "getBackups", {"id": sb["id"]})[1]["backups"] == []
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_repo_clone_on_a_remote_sandbox(env):
+    """createSandbox's repo is cloned in a remote sandbox too: `git clone --
+    URL DIR` from an argv runs through its provider after the create, and
+    the record's statusReason says how it went (the double's toy shell has
+    no git: the same words as a local image without git)."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "repo-dtn", repo="https://example.com/me/proj.git")
+    assert st == 200, sb
+
+    def reason():
+        return d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("statusReason") or ""
+    assert wait_for(lambda: "repo not cloned" in reason(), timeout=20), reason()
+    assert reason() == "repo not cloned: the image has no git", reason()
+    scripts = [str(e.get("script")) for e in dbl.sandboxes[sb["remoteId"]].execs]
+    # each word quoted for the provider's shell line: the URL stays one word
+    assert any("'git' 'clone' '--' 'https://example.com/me/proj.git' 'proj'" in x
+               for x in scripts), scripts
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
