@@ -247,6 +247,14 @@ int pe_daemon_catalog(pe_daemon *d, json_t **out, pe_err *err)
 
 /* ---- is it here? ---- */
 
+bool pe_daemon_base_plain(const char *name)
+{
+    for (size_t i = 0; i < PE_ARRAY_LEN(builtin_images); i++)
+        if (strcmp(name, builtin_images[i].name) == 0)
+            return true;
+    return false;
+}
+
 int pe_daemon_base_check(pe_daemon *d, const char *name, pe_err *err)
 {
     char list[LIST_MAX];

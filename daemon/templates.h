@@ -25,6 +25,11 @@
  * path, another collection) is PE_EINVAL. Pure: any thread. */
 int pe_daemon_base_name(const char *base, char **name, pe_err *err);
 
+/* name is one of this daemon's plain bases (busybox, debian): no tool of
+ * a template in it, so a remote provider's own default image stands for
+ * it. */
+bool pe_daemon_base_plain(const char *name);
+
 /* 0 if this daemon can run (or build) base `name`. Otherwise an error:
  * PE_EUNSUP for a template of upstream's catalog whose tool installs only
  * from a vendor's download site (PE_TEMPLATE_MISSING_ERROR), PE_EINVAL

@@ -39,6 +39,9 @@
 #define PER_SANDBOX_MAX 32
 #define ARCHIVE_MAX (2LL << 30)    /* compressed size of one backup */
 #define RESTORE_BYTES (64LL << 30) /* what one restore may unpack */
+/* A remote sandbox's backup is packed and unpacked in memory by its
+ * adapter (lib/provider has tars as buffers): a smaller bound. */
+#define REMOTE_MAX ((size_t)256 << 20)
 #define RESTORE_ENTRIES 2000000
 #define STRAY_AGE_S 3600 /* temporary files older than this are leftovers */
 #define SWEEP_EVERY_S 60 /* how often the tick looks for archives without a row */
@@ -59,7 +62,7 @@ int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const
         return -1;
     if (any_state)
         return 0;
-    if (!pe_daemon_is_mine(d, out))
+    if (!pe_sandbox_is_remote(out) && !pe_daemon_is_mine(d, out)) /* a remote one: its provider's */
         r = pe_err_set(err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
     else if (out->status == PE_STORE_INITIALIZING)
         r = pe_err_set(err, PE_ESTATE, 0, "the sandbox is still being created");
@@ -109,9 +112,10 @@ static int new_temp(const char *dir, const char *id, char **path, pe_err *err)
     return fd;
 }
 
-/* The archive of dir, synced, at a temporary name (*tmp); its size. */
-static int make_archive(pe_daemon_job *job, const pe_store_sandbox *sb, const char *dir,
-                        const char *id, char **tmp, int64_t *size)
+/* The archive of dir, synced, at a temporary name (*tmp); its size. A
+ * remote sandbox's is the plain tar its provider packs (lib/sandbox). */
+static int make_archive(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                        const char *dir, const char *id, char **tmp, int64_t *size)
 {
     cleanup_free char *bdir = backups_dir(job->d);
     int fd = new_temp(bdir, id, tmp, &job->err), r;
@@ -120,7 +124,10 @@ static int make_archive(pe_daemon_job *job, const pe_store_sandbox *sb, const ch
     if (fd < 0)
         return -1;
     pe_daemon_hold(job->d, sb->id);
-    r = pe_daemon_archive_dir(job->d, sb->id, dir, PE_ARCHIVE_ZSTD, fd, ARCHIVE_MAX, &job->err);
+    if (pe_sandbox_is_remote(sb))
+        r = pe_sandbox_tar_out_fd(&job->d->sx, s, sb, dir, REMOTE_MAX, fd, &job->err);
+    else
+        r = pe_daemon_archive_dir(job->d, sb->id, dir, PE_ARCHIVE_ZSTD, fd, ARCHIVE_MAX, &job->err);
     pe_daemon_release(job->d, sb->id);
     if (r == 0 && (fsync(fd) < 0 || fstat(fd, &st) < 0))
         r = pe_err_sys(&job->err, "keep the backup");
@@ -183,7 +190,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     } else if (count >= PER_SANDBOX_MAX) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox keeps at most %d backups", PER_SANDBOX_MAX);
         pe_daemon_job_fail(job, &job->err, NULL);
-    } else if (make_archive(job, &sb, dir, id, &tmp, &size) < 0) {
+    } else if (make_archive(job, s, &sb, dir, id, &tmp, &size) < 0) {
         pe_err_prefix(&job->err, "backup of %s", dir);
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);
     }
@@ -191,7 +198,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
-    name = pe_xasprintf("%s.tar.zst", id);
+    name = pe_xasprintf("%s%s", id, pe_sandbox_is_remote(&sb) ? ".tar" : ".tar.zst");
     b = (pe_store_backup){.id = id,
                           .sandbox_id = sb.id,
                           .archive = name,
@@ -310,8 +317,13 @@ static void restore_work(pe_daemon_job *job, pe_store *s)
         pe_err_set(&job->err, PE_ENOENT, errno, "the backup's archive is gone");
         pe_daemon_job_fail(job, &job->err, BACKUP_NOT_FOUND);
     } else {
+        int r;
         pe_daemon_hold(job->d, sb.id);
-        if (pe_daemon_archive_unpack(job->d, sb.id, b.directory, fd, &lim, true, &job->err) < 0) {
+        if (pe_sandbox_is_remote(&sb)) /* through its provider, whatever it was taken from */
+            r = pe_sandbox_tar_in_fd(&job->d->sx, s, &sb, b.directory, fd, REMOTE_MAX, &job->err);
+        else
+            r = pe_daemon_archive_unpack(job->d, sb.id, b.directory, fd, &lim, true, &job->err);
+        if (r < 0) {
             pe_err_prefix(&job->err, "restore %s into %s", b.id, b.directory);
             pe_daemon_job_fail(job, &job->err,
                                job->err.code == PE_ENOENT ? "DirectoryNotFound" : NULL);

@@ -536,7 +536,9 @@ static void put_ssh_work(pe_daemon_job *job, pe_store *s)
         return;
     }
     red = pe_daemon_ssh_redact((const char *)plain);
-    if (sb.status == PE_STORE_RUNNING) {
+    if (sb.status == PE_STORE_RUNNING && pe_sandbox_is_remote(&sb)) {
+        r = pe_sandbox_ssh_install(&job->d->sx, s, &sb, (const char *)plain, len, pub, &job->err);
+    } else if (sb.status == PE_STORE_RUNNING) {
         r = install_ssh(job->d, sb.id, (const char *)plain, len, pub, &job->err);
         if (r < 0 && job->err.code == PE_ESTATE) /* stopped meanwhile: at its next start */
             r = 0;
@@ -568,7 +570,9 @@ static void put_ts_work(pe_daemon_job *job, pe_store *s)
     if (pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, sb.id, NULL, sealed, red, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
-        if (sb.status == PE_STORE_RUNNING) /* outcome in the log, as a clone's */
+        /* outcome in the log, as a clone's; a remote sandbox's record
+         * says it is not applied there (pe_sandbox_run_note) */
+        if (sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb))
             ts_up_later(job->d, &sb, sealed);
         reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
     }

@@ -167,9 +167,12 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         return 0;
     }
     job->out = port_view(job->d, sb->name, tag, &p, remote);
-    if (remote && link.header_name[0]) /* our extension: what the link wants sent */
-        json_object_set_new(job->out, "previewHeaders",
-                            json_pack("{s:s}", link.header_name, link.header_value));
+    if (remote && link.header_name[0]) { /* our extension: what the link wants sent */
+        json_t *h = json_pack("{s:s}", link.header_name, link.header_value);
+        if (link.header2_name[0])
+            json_object_set_new(h, link.header2_name, json_string(link.header2_value));
+        json_object_set_new(job->out, "previewHeaders", h);
+    }
     explicit_bzero(&link, sizeof(link));
     pe_log_info("event=expose sandbox=%s port=%d public=%d", sb->id, port, pub);
     pe_daemon_record_sync(job->d, s, sb->id); /* the record's ports */

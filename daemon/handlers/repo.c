@@ -128,6 +128,55 @@ static void last_line(char *buf, size_t len, char *out, size_t size)
     out[n] = '\0';
 }
 
+static bool runs_remote(pe_store *s, const char *id)
+{
+    pe_store_sandbox sb;
+    bool remote;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_sandbox_get(s, id, &sb, &e) < 0)
+        return false;
+    remote = pe_sandbox_is_remote(&sb);
+    pe_store_sandbox_clear(&sb);
+    return remote;
+}
+
+/* The clone in a remote sandbox, through its provider: *reason says how
+ * it went. */
+static void clone_remote(pe_daemon_job *job, pe_store *s, char **argv, char *reason, size_t size)
+{
+    pe_provider_exec_opts o = {.argv = argv, .timeout = CLONE_TIMEOUT};
+    pe_provider_exec_result res = {0};
+    pe_store_sandbox sb;
+    char said[CLONE_ERR_MAX];
+
+    if (pe_store_sandbox_get(s, job->id, &sb, &job->err) < 0) {
+        snprintf(reason, size, "repo not cloned: %.250s", job->err.msg);
+        return;
+    }
+    if (pe_sandbox_exec(&job->d->sx, s, &sb, &o, sizeof(said) * 8, &res, &job->err) < 0) {
+        snprintf(reason, size, "repo not cloned: %.250s", job->err.msg);
+    } else {
+        char tail[4096];
+        size_t n = res.err_len < sizeof(tail) - 1 ? res.err_len : sizeof(tail) - 1;
+        /* the error is at the end: keep the tail, NUL-terminated for last_line */
+        if (n)
+            memcpy(tail, res.err + res.err_len - n, n);
+        last_line(tail, n, said, sizeof(said));
+        if (res.timed_out)
+            snprintf(reason, size, "repo not cloned: no answer in %g s", CLONE_TIMEOUT);
+        else if (res.exit_code == 0)
+            snprintf(reason, size, "cloned %s into %s", argv[3], argv[4]);
+        else if (res.exit_code == 127)
+            snprintf(reason, size, "repo not cloned: the image has no git");
+        else
+            snprintf(reason, size, "repo not cloned (git exit %d): %s", res.exit_code, said);
+    }
+    pe_provider_exec_free(&res);
+    pe_store_sandbox_clear(&sb);
+}
+
 static void clone_work(pe_daemon_job *job, pe_store *s)
 {
     const char *repo = json_string_value(json_object_get(job->in, "repo"));
@@ -145,6 +194,10 @@ static void clone_work(pe_daemon_job *job, pe_store *s)
     if (url == NULL) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
+    }
+    if (runs_remote(s, job->id)) {
+        clone_remote(job, s, argv, reason, sizeof(reason));
+        goto out;
     }
     pe_daemon_hold(job->d, job->id);
     if (pe_runtime_exec_start(&job->d->rt, job->id, &opts, &p, &job->err) < 0) {

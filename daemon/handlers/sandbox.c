@@ -299,6 +299,34 @@ static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox
     return r;
 }
 
+/* The base of a remote create: a plain base of ours (busybox, debian) is
+ * the provider's default image; another base of this daemon (a template
+ * it builds, an import) no provider has, so it is refused; any other name
+ * is the provider's image, template, snapshot or blueprint
+ * (remote_image). */
+static bool remote_base(pe_daemon_job *job, const char *base, const char *backend)
+{
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_daemon_base_plain(base) || (pe_daemon_base_check(job->d, base, &e) < 0 &&
+                                       e.code == PE_EINVAL && pe_sandbox_image_valid(base)))
+        return true;
+    pe_err_set(&job->err, PE_EINVAL, 0,
+               "base %s is a template of this daemon, which %s does not have: name an image or "
+               "template of %s, or busybox or debian for its default image",
+               base, backend, backend);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return false;
+}
+
+/* What a remote sandbox's provider makes it from (remote_base): NULL for
+ * its default image. */
+static const char *remote_image(const char *base)
+{
+    return pe_daemon_base_plain(base) ? NULL : base;
+}
+
 /* The row a create makes, from its input (checked by the handler): false,
  * with the job failed, if this daemon will not make it. sb's strings point
  * into in; *topics is the caller's to free. */
@@ -314,8 +342,11 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
         return false;
     }
     sb->base = json_string_value(json_object_get(in, "base"));
-    /* A base we cannot run is refused now, not accepted and then FAILED. */
-    if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
+    if (pe_sandbox_is_remote(sb)) {
+        if (!remote_base(job, sb->base, sb->backend))
+            return false;
+    } else if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
+        /* A base we cannot run is refused now, not accepted and then FAILED. */
         pe_daemon_job_fail(job, &job->err,
                            job->err.code == PE_EUNSUP ? PE_TEMPLATE_MISSING_ERROR : NULL);
         return false;
@@ -334,6 +365,13 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     if (pe_daemon_limits_request(&job->d->lim, in, sb, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return false;
+    }
+    /* A remote provider's defaults are its own: only the sizes asked for
+     * go to it (0: unset). */
+    if (pe_sandbox_is_remote(sb)) {
+        sb->vcpus = json_object_get(in, "vcpus") ? sb->vcpus : 0;
+        sb->memory = json_object_get(in, "memory") ? sb->memory : 0;
+        sb->disk = json_object_get(in, "disk") ? sb->disk : 0;
     }
     return true;
 }
@@ -367,6 +405,7 @@ static bool base_from_record(pe_daemon_job *job, json_t *in)
  * failure leaves no row (and, the adapter's promise, nothing remote). */
 static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *got)
 {
+    cleanup_free char *note = NULL;
     pe_store_sandbox sb;
     char *rid = NULL;
     pe_err e2;
@@ -376,7 +415,7 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         pe_daemon_job_fail(job, &job->err, NULL);
         return -1;
     }
-    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, &rid, &job->err) < 0) {
+    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, remote_image(sb.base), &rid, &job->err) < 0) {
         pe_log_warn("sandbox %s: create on %s failed: %s", sb.id, sb.backend, job->err.msg);
         pe_store_sandbox_delete(s, id, NULL);
         pe_daemon_job_fail(job, &job->err, NULL);
@@ -384,8 +423,9 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         return -1;
     }
     free((char *)sb.provider_id);
-    sb.provider_id = rid; /* where it now is, for the undo below */
-    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING,
+    sb.provider_id = rid;                            /* where it now is, for the undo below */
+    note = pe_sandbox_run_note(&job->d->sx, s, &sb); /* what it runs without */
+    if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, note, PE_STORE_INITIALIZING,
                                     &job->err) < 0 ||
         pe_store_sandbox_get(s, id, got, &job->err) < 0) {
         /* deleted while it was being made: undo there too */
@@ -474,6 +514,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
             return;
         job->out = pe_daemon_sandbox_view(&got);
         pe_store_sandbox_clear(&got);
+        if (sb.repo) /* in the background, as a local sandbox's first start does */
+            pe_daemon_repo_clone_later(job->d, job->did, id, sb.repo);
         return; /* job->id stays NULL: nothing runs after it here */
     }
     job->out = pe_daemon_sandbox_view(&got);
@@ -516,14 +558,21 @@ static int seal_plain_secrets(pe_daemon *d, json_t *body, pe_err *err)
     return 0;
 }
 
-/* The body a create works from: base as the name of a base, secrets
- * sealed. NULL with err set if it cannot be. */
-static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
+/* The body a create works from: base as the name of a base (for a
+ * remote provider, also an image reference of its), secrets sealed. NULL
+ * with err set if it cannot be. */
+static json_t *create_input(pe_daemon *d, const json_t *body, bool remote, pe_err *err)
 {
     json_t *in = json_deep_copy(body);
+    const char *given = json_string_value(json_object_get(in, "base"));
     cleanup_free char *base = NULL;
 
-    if (pe_daemon_base_name(json_string_value(json_object_get(in, "base")), &base, err) < 0 ||
+    if (remote && strncmp(given, "at://", 5) != 0 && pe_sandbox_image_valid(given) &&
+        pe_daemon_base_name(given, &base, err) < 0) {
+        pe_err_clear(err);
+        base = pe_xstrdup(given); /* "ubuntu:22.04": the provider's image */
+    }
+    if ((base == NULL && pe_daemon_base_name(given, &base, err) < 0) ||
         seal_plain_secrets(d, in, err) < 0) {
         json_decref(in);
         return NULL;
@@ -569,7 +618,7 @@ static void create_sandbox(pe_xrpc_request *req, void *ud)
         pe_xrpc_respond_err(req, &err);
         return;
     }
-    in = create_input(d, req->body, &err);
+    in = create_input(d, req->body, remote_route(d, req->body), &err);
     if (in == NULL || pe_daemon_netpolicy_create_check(in, &err) < 0 ||
         pe_daemon_idle_create_check(in, &err) < 0 ||
         pe_daemon_create_resources_check(d, in, &err) < 0 ||

@@ -10,7 +10,9 @@
  * whose output is the prefixed-line log stream (`stdout:`/`stderr:` lines), then the process's exit
  * code; a kill is Blaxel's, on the stream's side thread. Files are /filesystem/{path} with the path
  * encoded (so absolute), bytes written as multipart. No PTY (its terminal WebSocket is not used
- * yet), no stdin, no preview yet (previews are objects of their own): docs/providers.md. */
+ * yet), no stdin. A port's preview is a Blaxel preview object of its own
+ * (`port-N`, public: how a token is sent to a private one is not in the
+ * sources), made on first use and read back after: docs/providers.md. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -549,9 +551,59 @@ static int bl_file_remove(pe_provider *p, const char *id, const char *path, bool
     return r < 0 ? pe_err_prefix(err, "%s", path) : 0;
 }
 
+/* The preview object port-N of sandbox name: read it, else make it (a
+ * create that lost a race to another reads it again). */
+static int bl_preview_object(pe_provider *p, const char *name, uint16_t port, json_t **out,
+                             pe_err *err)
+{
+    char *en = pe__url_escape(name);
+    char *get = pe__provider_url(p, "/sandboxes/%s/previews/port-%u", en, port);
+    char *post = pe__provider_url(p, "/sandboxes/%s/previews", en);
+    json_t *body = NULL;
+    int r = bl_json(p, "GET", get, NULL, true, JSON_OBJECT, out, "get a preview", err);
+
+    if (r < 0 && err->code == PE_ENOENT) {
+        char label[16];
+        snprintf(label, sizeof(label), "port-%u", port);
+        body = json_pack("{s:{s:s}, s:{s:i, s:b}}", "metadata", "name", label, "spec", "port",
+                         (int)port, "public", 1);
+        pe_err_clear(err);
+        r = bl_json(p, "POST", post, body, false, JSON_OBJECT, out, "create a preview", err);
+        if (r < 0 && err->code == PE_EINVAL) { /* made meanwhile: 409 */
+            pe_err_clear(err);
+            r = bl_json(p, "GET", get, NULL, true, JSON_OBJECT, out, "get a preview", err);
+        }
+    }
+    json_decref(body);
+    free(en);
+    free(get);
+    free(post);
+    return r;
+}
+
+static int bl_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    json_t *v = NULL;
+    const char *u;
+
+    if (bl_preview_object(p, id, port, &v, err) < 0)
+        return -1;
+    u = json_string_value(json_object_get(json_object_get(v, "spec"), "url"));
+    if (u == NULL || strlen(u) >= sizeof(out->url) ||
+        (strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)) {
+        json_decref(v);
+        return pe__provider_fail(p, err, PE_EREMOTE, NAME " answered a preview without a url");
+    }
+    snprintf(out->url, sizeof(out->url), "%s", u);
+    json_decref(v);
+    return 0;
+}
+
 const pe_provider_ops pe__provider_blaxel = {
     .name = NAME,
-    .caps = PE_CAP_STOP | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
+    .takes = PE_TAKES_IMAGE | PE_TAKES_MEMORY,
+    .caps = PE_CAP_STOP | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = bl_open,
     .create = bl_create,
     .start = bl_start,
@@ -563,4 +615,5 @@ const pe_provider_ops pe__provider_blaxel = {
     .file_write = bl_file_write,
     .file_list = bl_file_list,
     .file_remove = bl_file_remove,
+    .preview = bl_preview,
 };

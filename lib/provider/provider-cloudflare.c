@@ -500,6 +500,7 @@ static int cf_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_cloudflare = {
     .name = NAME,
+    .takes = 0,
     .caps = PE_CAP_PTY | PE_CAP_FILE_REMOVE | PE_CAP_TAR | PE_CAP_PREVIEW,
     .open = cf_open,
     .create = cf_create,

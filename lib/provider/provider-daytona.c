@@ -599,6 +599,7 @@ static int dt_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_daytona = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = dt_open,
     .create = dt_create,

@@ -518,6 +518,7 @@ static int dn_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_deno = {
     .name = NAME,
+    .takes = PE_TAKES_MEMORY,
     .caps = PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = dn_open,
     .create = dn_create,

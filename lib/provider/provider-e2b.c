@@ -17,8 +17,10 @@
  * tag of ours (known before envd answered its pid).
  *
  * Stop is E2B's pause (files and memory kept), start its connect. CPU,
- * memory and disk are the template's: create ignores them. Previews
- * ({port}-{id}.DOMAIN) are not done yet: see docs/providers.md. */
+ * memory and disk are the template's: create takes none. A port's preview
+ * is https://{port}-{id}.DOMAIN/ for an https://api.DOMAIN base (public:
+ * sandboxes are made without allowPublicTraffic=false), else the shared
+ * host with the headers naming sandbox and port, as envd is reached. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -667,9 +669,38 @@ static int e2_file_remove(pe_provider *p, const char *id, const char *path, bool
     return r < 0 ? pe_err_prefix(err, "%s", path) : 0;
 }
 
+static int e2_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    const char *b = p->cfg.creds.base_url;
+    json_t *sb = NULL;
+    char *host;
+
+    if (e2_get(p, id, &sb, err) < 0) /* a sandbox that is not there has no preview */
+        return -1;
+    json_decref(sb);
+    if (strncmp(b, "https://api.", 12) == 0) {
+        size_t n = strlen(b + 12);
+        while (n > 0 && b[12 + n - 1] == '/')
+            n--;
+        snprintf(out->url, sizeof(out->url), "https://%u-%s.%.*s/", port, id, (int)n, b + 12);
+        return 0;
+    }
+    host = e2_envd_base(p);
+    snprintf(out->url, sizeof(out->url), "%s/", host);
+    free(host);
+    snprintf(out->header_name, sizeof(out->header_name), "E2b-Sandbox-Id");
+    snprintf(out->header_value, sizeof(out->header_value), "%s", id);
+    snprintf(out->header2_name, sizeof(out->header2_name), "E2b-Sandbox-Port");
+    snprintf(out->header2_value, sizeof(out->header2_value), "%u", port);
+    return 0;
+}
+
 const pe_provider_ops pe__provider_e2b = {
     .name = NAME,
-    .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
+    .takes = PE_TAKES_IMAGE,
+    .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
+            PE_CAP_PREVIEW,
     .open = e2_open,
     .create = e2_create,
     .start = e2_start,
@@ -681,4 +712,5 @@ const pe_provider_ops pe__provider_e2b = {
     .file_write = e2_file_write,
     .file_list = e2_file_list,
     .file_remove = e2_file_remove,
+    .preview = e2_preview,
 };

@@ -467,6 +467,7 @@ static int hx_file_remove(pe_provider *p, const char *id, const char *path, bool
 
 const pe_provider_ops pe__provider_hopx = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
     .open = hx_open,
     .create = hx_create,

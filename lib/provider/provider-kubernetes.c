@@ -1545,6 +1545,7 @@ static int k8_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_kubernetes = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_TAR |
             PE_CAP_PREVIEW,
     .keyless = true, /* a kubeconfig or the pod's service account may be the credential */

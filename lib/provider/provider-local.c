@@ -702,6 +702,7 @@ static int lc_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 const pe_provider_ops pe__provider_local = {
     .name = "local",
     /* tar through the file calls: provider.c adds PE_CAP_TAR */
+    .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
             PE_CAP_PREVIEW | PE_CAP_PAUSE | PE_CAP_VOLUMES,
     .keyless = true,

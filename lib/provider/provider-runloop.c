@@ -487,6 +487,7 @@ static int rl_file_write(pe_provider *p, const char *id, const char *path, const
 
 const pe_provider_ops pe__provider_runloop = {
     .name = NAME,
+    .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_STDIN | PE_CAP_FILE_REMOVE,
     .open = rl_open,
     .create = rl_create,

@@ -78,6 +78,19 @@ static int sp_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
 
     body = json_pack("{s:s, s:o, s:{s:s}}", "name", name, "environment", env, "url_settings",
                      "auth", "sprite");
+    /* sizes in the create's config (ref §3.2: the platform may scale past them) */
+    if (spec->cpu_millis || spec->memory_bytes || spec->disk_bytes) {
+        json_t *config = json_object();
+        if (spec->cpu_millis)
+            json_object_set_new(config, "cpus", json_integer((spec->cpu_millis + 999) / 1000));
+        if (spec->memory_bytes)
+            json_object_set_new(config, "ram_mb",
+                                json_integer((spec->memory_bytes + (1 << 20) - 1) >> 20));
+        if (spec->disk_bytes)
+            json_object_set_new(config, "storage_gb",
+                                json_integer((spec->disk_bytes + (1 << 30) - 1) >> 30));
+        json_object_set_new(body, "config", config);
+    }
     r = sp_json(p, "POST", url, body, false, JSON_OBJECT, &sprite, "create a sprite", err);
     json_decref(body);
     json_decref(sprite);
@@ -354,6 +367,7 @@ static int sp_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_sprites = {
     .name = NAME,
+    .takes = PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
             PE_CAP_PREVIEW,
     .open = sp_open,

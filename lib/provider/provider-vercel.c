@@ -442,6 +442,7 @@ static int vc_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 
 const pe_provider_ops pe__provider_vercel = {
     .name = NAME,
+    .takes = PE_TAKES_CPU,
     .caps = PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = vc_open,
     .create = vc_create,

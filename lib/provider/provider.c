@@ -154,8 +154,25 @@ int pe_provider_unsupported(const pe_provider *p, const char *capability, pe_err
             return pe_provider_unsupported(p, what, err);                                          \
     } while (0)
 
+const char *pe_provider_spec_refused(const pe_provider_ops *ops, const pe_provider_spec *spec)
+{
+    if (spec->image && spec->image[0] && !(ops->takes & PE_TAKES_IMAGE))
+        return "choice of image";
+    if (spec->cpu_millis > 0 && !(ops->takes & PE_TAKES_CPU))
+        return "cpu size";
+    if (spec->memory_bytes > 0 && !(ops->takes & PE_TAKES_MEMORY))
+        return "memory size";
+    if (spec->disk_bytes > 0 && !(ops->takes & PE_TAKES_DISK))
+        return "disk size";
+    return NULL;
+}
+
 int pe_provider_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
 {
+    const char *refused = pe_provider_spec_refused(p->ops, spec);
+
+    if (refused)
+        return pe_provider_unsupported(p, refused, err);
     return p->ops->create(p, spec, id, err);
 }
 

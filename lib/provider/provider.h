@@ -49,6 +49,17 @@ enum pe_provider_cap {
     PE_CAP_SERVICES = 1u << 10,   /* supervised services */
 };
 
+/* What a create can choose (pe_provider_ops.takes): a spec field set for
+ * one an adapter does not take is refused by pe_provider_create ("not
+ * supported by e2b: cpu size"), never dropped, so a sandbox never runs
+ * smaller, larger or on another image than its record says. */
+enum pe_provider_spec_field {
+    PE_TAKES_IMAGE = 1u << 0,  /* spec.image: an image, template, snapshot or blueprint */
+    PE_TAKES_CPU = 1u << 1,    /* spec.cpu_millis */
+    PE_TAKES_MEMORY = 1u << 2, /* spec.memory_bytes */
+    PE_TAKES_DISK = 1u << 3,   /* spec.disk_bytes */
+};
+
 /* The name of one capability bit ("pty", "pause"...), for errors and the
  * conformance matrix. */
 const char *pe_provider_cap_name(unsigned cap);
@@ -85,10 +96,9 @@ typedef struct pe_provider_config {
     bool no_ambient;
 } pe_provider_config;
 
-/* What to create. Fields a provider cannot take are ignored by it
- * (docs/providers.md lists which: e.g. the Cloudflare bridge takes no env,
- * image or resources); recording that on the sandbox is the sandbox
- * layer's job, which does not exist yet. */
+/* What to create. image and the sizes go only to an adapter that takes
+ * them (pe_provider_ops.takes; docs/providers.md lists which): another
+ * refuses the create. The environment goes to every adapter that has one. */
 typedef struct pe_provider_spec {
     const char *name;                             /* our sandbox id: a label or the remote name */
     const char *image;                            /* image / snapshot / template; NULL: default */
@@ -170,12 +180,15 @@ typedef struct pe_provider_dirent {
     unsigned mode;
 } pe_provider_dirent;
 
-/* A URL that reaches a port of a sandbox, and the header (name and value)
- * a client must send with it when the provider protects it (else empty). */
+/* A URL that reaches a port of a sandbox, and the headers (name and
+ * value) a client must send with it when the provider protects it or a
+ * shared host routes by them (else empty). */
 typedef struct pe_provider_preview_link {
     char url[1024];
     char header_name[64];
     char header_value[256]; /* a preview token, never the API key */
+    char header2_name[64];  /* a second one (E2B's shared host: id and port) */
+    char header2_value[256];
     /* The URL wants the provider's credential itself (Sprites' private
      * URLs): hand it to no client; proxy it and add the credential there. */
     bool needs_credential;
@@ -185,8 +198,9 @@ typedef struct pe_provider_preview_link {
 
 typedef struct pe_provider_ops {
     const char *name;
-    unsigned caps; /* enum pe_provider_cap bits */
-    bool keyless;  /* needs no credential (local) */
+    unsigned caps;  /* enum pe_provider_cap bits */
+    unsigned takes; /* enum pe_provider_spec_field bits: what create can choose */
+    bool keyless;   /* needs no credential (local) */
     int (*open)(pe_provider *p, pe_err *err);
     void (*close)(pe_provider *p);
     /* set on every curl handle of the provider's (TLS from a kubeconfig); may be NULL */
@@ -250,7 +264,13 @@ unsigned pe_provider_caps(const pe_provider *p);
 /* PE_ENOTCAP "not supported by NAME: CAPABILITY". Returns -1. */
 int pe_provider_unsupported(const pe_provider *p, const char *capability, pe_err *err);
 
+/* PE_ENOTCAP, before anything is sent, for a spec field the adapter does
+ * not take (pe_provider_spec_refused says which). */
 int pe_provider_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err);
+/* The first field of spec that ops cannot take ("image", "cpu size",
+ * "memory size", "disk size"), or NULL: what the sandbox layer checks
+ * before it makes anything. */
+const char *pe_provider_spec_refused(const pe_provider_ops *ops, const pe_provider_spec *spec);
 int pe_provider_start(pe_provider *p, const char *id, pe_err *err);
 /* start with o's extras (o NULL or empty: pe_provider_start). Mounts need
  * PE_CAP_VOLUMES; extras on an adapter that takes none are refused

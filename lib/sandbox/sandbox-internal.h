@@ -14,4 +14,8 @@ void pe__sandboxes_remotes_clear(pe_sandboxes *sx);
 int pe__sandbox_place_files(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                             pe_provider *p, const char *remote_id, pe_err *err);
 
+/* sandbox-remote.c: the stored SSH key pair of sb written through p. */
+int pe__sandbox_place_ssh(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_provider *p,
+                          const char *remote_id, pe_err *err);
+
 #endif

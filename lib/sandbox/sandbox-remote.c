@@ -7,6 +7,7 @@
  * pe_provider_close wipes, so plaintext lives only as long as the call.
  * The base URL comes from the operator's file only. No log line or error
  * here quotes a key. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -476,6 +477,19 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r;
 }
 
+int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *priv, size_t len, const char *pub, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_sandbox_ssh_write(p, pe_sandbox_remote_id(sb), priv, len, pub, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
                        pe_provider_preview_link *link, pe_err *err)
 {
@@ -515,6 +529,48 @@ int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
     return r;
 }
 
+int pe_sandbox_tar_out_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *dir, size_t max, int fd, pe_err *err)
+{
+    cleanup_free char *tar = NULL;
+    size_t len = 0, off = 0;
+
+    if (pe_sandbox_tar_out(sx, s, sb, dir, max, &tar, &len, err) < 0)
+        return -1;
+    while (off < len) {
+        ssize_t n = write(fd, tar + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pe_err_sys(err, "write the tar of %s", dir);
+        off += (size_t)n;
+    }
+    return 0;
+}
+
+int pe_sandbox_tar_in_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                         int fd, size_t max, pe_err *err)
+{
+    cleanup_free char *tar = NULL;
+    struct stat st;
+    size_t off = 0;
+
+    if (fstat(fd, &st) < 0)
+        return pe_err_sys(err, "read the tar for %s", dir);
+    if (st.st_size < 0 || (uint64_t)st.st_size > max)
+        return pe_err_set(err, PE_EINVAL, 0, "the tar for %s is larger than %zu bytes", dir, max);
+    tar = pe_xmalloc((size_t)st.st_size + 1);
+    while (off < (size_t)st.st_size) {
+        ssize_t n = read(fd, tar + off, (size_t)st.st_size - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return pe_err_sys(err, "read the tar for %s", dir);
+        off += (size_t)n;
+    }
+    return pe_sandbox_tar_in(sx, s, sb, dir, tar, off, err);
+}
+
 /* The sandbox's file resources (sealed contents), written through p: a
  * remote sandbox gets them as it is made and at every start, as a local
  * one does. One that does not go in fails the call: a sandbox without its
@@ -542,16 +598,84 @@ int pe__sandbox_place_files(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
     return r;
 }
 
-char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+/* The sandbox's SSH key pair, written where a local sandbox has it
+ * (/root/.ssh/id_ed25519, 0600, and its .pub): a remote sandbox gets the
+ * pair putSshKeys stored, as it is made and at every start. None stored:
+ * nothing to do (a local sandbox's default pair is made at its first
+ * start, by the daemon). */
+int pe__sandbox_place_ssh(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_provider *p,
+                          const char *remote_id, pe_err *err)
 {
-    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+    pe_store_key k;
+    unsigned char *plain = NULL;
+    cleanup_free char *pub = NULL;
+    size_t len = 0;
+    int r;
+
+    if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, err) < 0) {
+        if (err->code != PE_ENOENT)
+            return pe_err_prefix(err, "ssh key of %s", sb->name);
+        pe_err_clear(err);
+        return 0;
+    }
+    r = pe_auth_unseal(sx->auth, k.sealed, &plain, &len, err);
+    if (r == 0)
+        r = pe_sandbox_ssh_write(p, remote_id, (const char *)plain, len, k.public_key, err);
+    pe_auth_plain_free(plain);
+    pe_store_key_clear(&k);
+    return r < 0 ? pe_err_prefix(err, "ssh key of %s", sb->name) : 0;
+}
+
+int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
+                         const char *pub, pe_err *err)
+{
+    cleanup_free char *publine = NULL;
+    size_t plen = strlen(pub);
+    unsigned char *withnl = NULL;
+    int r;
+
+    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
+        plen--;
+    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
+    /* ssh reads a key only up to a final newline: add one if missing */
+    withnl = sodium_malloc(len + 1);
+    if (withnl == NULL)
+        abort();
+    memcpy(withnl, priv, len);
+    if (len == 0 || priv[len - 1] != '\n')
+        withnl[len++] = '\n';
+    r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519", withnl, len, 0600,
+                               err);
+    sodium_free(withnl);
+    if (r == 0)
+        r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519.pub", publine,
+                                   strlen(publine), 0644, err);
+    return r;
+}
+
+/* Append one "what was not applied" part to *note. */
+static void note_add(char **note, char *part)
+{
+    char *joined;
+
+    if (part == NULL)
+        return;
+    joined = *note ? pe_xasprintf("%s; %s", *note, part) : pe_xstrdup(part);
+    free(*note);
+    free(part);
+    *note = joined;
+}
+
+/* Volumes a provider cannot mount. */
+static char *volumes_note(pe_store *s, const pe_store_sandbox *sb, const pe_provider_ops *ops)
+{
     pe_store_mount *ml = NULL;
     size_t k = 0;
     char *note = NULL;
     pe_err e;
 
     pe_err_clear(&e);
-    if (ops == NULL || (ops->caps & PE_CAP_VOLUMES))
+    if (ops->caps & PE_CAP_VOLUMES)
         return NULL;
     if (pe_store_mount_list_sandbox(s, sb->id, PE_SANDBOX_MOUNTS_MAX, 0, &ml, &k, NULL, &e) < 0)
         return NULL;
@@ -562,19 +686,111 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return note;
 }
 
+/* Services and the Tailscale key: this daemon supervises processes and
+ * runs tailscaled only in the sandboxes it runs itself. */
+static char *services_note(pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_service *list = NULL;
+    size_t n = 0;
+    int64_t total = 0;
+    char *note = NULL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_service_list(s, sb->id, 1, 0, &list, &n, &total, &e) < 0)
+        return NULL;
+    if (total > 0)
+        note = pe_xasprintf("%lld service%s not started (services are supervised on this "
+                            "daemon's own sandboxes only, not on %s)",
+                            (long long)total, total == 1 ? "" : "s", sb->backend);
+    pe_store_service_list_free(list, n);
+    return note;
+}
+
+static char *tailscale_note(pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_key k;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &e) < 0)
+        return NULL;
+    pe_store_key_clear(&k);
+    return pe_xasprintf("tailscale key not applied (tailscaled runs on this daemon's own "
+                        "sandboxes only, not on %s)",
+                        sb->backend);
+}
+
+char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    const pe_provider_ops *ops = pe_sandbox_is_remote(sb) ? pe_provider_lookup(sb->backend) : NULL;
+    char *note = NULL;
+
+    (void)sx;
+    if (ops == NULL)
+        return NULL;
+    note_add(&note, volumes_note(s, sb, ops));
+    note_add(&note, services_note(s, sb));
+    note_add(&note, tailscale_note(s, sb));
+    return note;
+}
+
 /* ---- create ---- */
 
+bool pe_sandbox_image_valid(const char *image)
+{
+    size_t n = image ? strlen(image) : 0;
+
+    if (n == 0 || n > 255 || !isalnum((unsigned char)image[0]))
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)image[i]) && strchr("._/:@+-", image[i]) == NULL)
+            return false;
+    return true;
+}
+
+/* The request's field behind each spec field a provider may refuse. */
+static const char *request_field(const char *refused)
+{
+    return strcmp(refused, "choice of image") == 0 ? "base"
+           : strcmp(refused, "cpu size") == 0      ? "vcpus"
+           : strcmp(refused, "memory size") == 0   ? "memory"
+                                                   : "disk";
+}
+
+/* sb's sizes (GB, as the lexicon) and image as a create's spec; PE_ENOTCAP
+ * for one its provider cannot take, said in the request's words. */
+static int remote_spec(const pe_store_sandbox *sb, const char *image, pe_provider_spec *spec,
+                       pe_err *err)
+{
+    const pe_provider_ops *ops = pe_provider_lookup(sb->backend);
+    const char *refused;
+
+    spec->name = sb->id;
+    spec->image = image;
+    if (__builtin_mul_overflow(sb->vcpus > 0 ? sb->vcpus : 0, (int64_t)1000, &spec->cpu_millis) ||
+        __builtin_mul_overflow(sb->memory > 0 ? sb->memory : 0, (int64_t)1 << 30,
+                               &spec->memory_bytes) ||
+        __builtin_mul_overflow(sb->disk > 0 ? sb->disk : 0, (int64_t)1 << 30, &spec->disk_bytes))
+        return pe_err_set(err, PE_EINVAL, 0, "sandbox %s: sizes out of range", sb->name);
+    refused = ops ? pe_provider_spec_refused(ops, spec) : NULL;
+    if (refused)
+        return pe_err_set(err, PE_ENOTCAP, 0, "not supported by %s: %s (the request's %s)",
+                          sb->backend, refused, request_field(refused));
+    return 0;
+}
+
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
-                             char **remote_id, pe_err *err)
+                             const char *image, char **remote_id, pe_err *err)
 {
     pe_provider *p = NULL;
-    pe_provider_spec spec = {.name = sb->id};
+    pe_provider_spec spec = {0};
     char **env = NULL;
     char *id = NULL;
     pe_err e2;
     int r;
 
-    if (pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
+    if (remote_spec(sb, image, &spec, err) < 0 || pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
         return -1;
     if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
         pe_provider_close(p);
@@ -584,6 +800,7 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
     r = pe_provider_create(p, &spec, &id, err);
     pe_sandbox_env_free(env);
     if (r == 0 && (pe__sandbox_place_files(sx, s, sb, p, id, err) < 0 ||
+                   pe__sandbox_place_ssh(sx, s, sb, p, id, err) < 0 ||
                    pe_store_sandbox_set_provider(s, sb->id, sb->provider, id, err) < 0)) {
         /* half made, or the row cannot say where it is: leave nothing there */
         pe_err_clear(&e2);

@@ -235,6 +235,29 @@ int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r;
 }
 
+int pe_sandbox_exec(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                    const pe_provider_exec_opts *o, size_t max_output, pe_provider_exec_result *res,
+                    pe_err *err)
+{
+    pe_provider *p = NULL;
+    pe_provider_exec_opts eo = *o;
+    char **env = NULL;
+    int r;
+
+    memset(res, 0, sizeof(*res));
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
+        pe_sandbox_provider_release(sx, p);
+        return -1;
+    }
+    eo.env = env;
+    r = pe_provider_exec(p, pe_sandbox_remote_id(sb), &eo, max_output, res, err);
+    pe_sandbox_env_free(env);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 char *pe_sandbox_volume_dir(const pe_sandboxes *sx, const char *volume_id)
 {
     return pe_xasprintf("%s/volumes/%s", sx->data_dir, volume_id);
@@ -308,6 +331,8 @@ int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, 
         r = pe_provider_start(p, pe_sandbox_remote_id(sb), err);
         if (r == 0)
             r = pe__sandbox_place_files(sx, s, sb, p, pe_sandbox_remote_id(sb), err);
+        if (r == 0)
+            r = pe__sandbox_place_ssh(sx, s, sb, p, pe_sandbox_remote_id(sb), err);
         pe_sandbox_provider_release(sx, p);
         return r;
     }

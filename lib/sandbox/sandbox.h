@@ -93,7 +93,9 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
                                   char **sealed, char **redacted, pe_err *err);
 
 /* What sb runs without where it runs, for its record's statusReason
- * (malloc'd; NULL: nothing): the volumes a provider cannot mount. */
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount, the
+ * services and the Tailscale key, which only this daemon's own sandboxes
+ * run. */
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
 
 /* Write a file into remote sb through its provider (the file resources;
@@ -101,6 +103,20 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
 int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const char *path, const void *data, size_t len, unsigned mode,
                           pe_err *err);
+
+/* Where a sandbox's SSH key pair lives (id_ed25519, id_ed25519.pub). */
+#define PE_SANDBOX_SSH_DIR "/root/.ssh"
+
+/* Write an SSH key pair (private key priv, len bytes of plain text, and
+ * public key line pub) into remote_id through p: id_ed25519 (0600) and
+ * id_ed25519.pub (0644) under PE_SANDBOX_SSH_DIR. */
+int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
+                         const char *pub, pe_err *err);
+
+/* Write remote sb's SSH key pair (pe_sandbox_ssh_write) through its
+ * provider: putSshKeys on a running remote sandbox. */
+int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *priv, size_t len, const char *pub, pe_err *err);
 
 /* The provider's link to port of remote sb. */
 int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
@@ -114,12 +130,30 @@ int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb
 int pe_sandbox_tar_in(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
                       const void *tar, size_t len, pe_err *err);
 
+/* An image reference a remote create may pass on as its provider's image,
+ * template, snapshot or blueprint name ("ubuntu:22.04",
+ * "blaxel/base-image:latest"): 1 to 255 of [A-Za-z0-9._/:@+-], starting
+ * with a letter or digit. What it names is the provider's business. */
+bool pe_sandbox_image_valid(const char *image);
+
+/* The same with a file: dir of sb packed as a plain tar (at most max
+ * bytes, built in memory by the adapter) written to fd; and the tar read
+ * from fd (at most max bytes) unpacked into dir. Backups of remote
+ * sandboxes. */
+int pe_sandbox_tar_out_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                          const char *dir, size_t max, int fd, pe_err *err);
+int pe_sandbox_tar_in_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                         int fd, size_t max, pe_err *err);
+
 /* Create sb (a remote row, INITIALIZING) on its provider with its
- * variables and secrets as the environment and its files, and record the
- * provider's id on the row (and in *remote_id, malloc'd). On failure
- * nothing is left there. */
+ * variables and secrets as the environment and its files, on image (NULL:
+ * the provider's default) with the row's sizes (vcpus, memory and disk in
+ * GB; 0: the provider's default), and record the provider's id on the row
+ * (and in *remote_id, malloc'd). An image or a size the provider cannot
+ * take is PE_ENOTCAP naming the provider and the request's field, before
+ * anything is sent. On failure nothing is left there. */
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
-                             char **remote_id, pe_err *err);
+                             const char *image, char **remote_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 
@@ -187,5 +221,12 @@ unsigned pe_sandbox_caps(pe_sandboxes *sx, const pe_store_sandbox *sb);
  * also closes a remote provider opened for it). */
 int pe_sandbox_exec_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                           const pe_provider_exec_opts *o, pe_provider_proc *proc, pe_err *err);
+
+/* One-shot: o->argv run in sb where it runs with the sandbox's
+ * environment (o->env is ignored), its output kept up to max_output bytes
+ * per stream; res freed with pe_provider_exec_free. */
+int pe_sandbox_exec(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                    const pe_provider_exec_opts *o, size_t max_output, pe_provider_exec_result *res,
+                    pe_err *err);
 
 #endif

@@ -19,7 +19,7 @@ else JSON: a file with `content`, a directory with `files` and
 (`recursive`). A path in the URL is absolute when it is sent encoded
 (`%2Ftmp%2Fa.txt`), else relative to `/` (the process's cwd), as the
 reference says. Errors are `{"error": "..."}`.
-Not implemented: previews, snapshots, volumes, drives, the terminal
+Not implemented: private previews and their tokens, snapshots, volumes, drives, the terminal
 WebSocket, multipart uploads, watch, find/search, fork.
 """
 import asyncio
@@ -77,6 +77,8 @@ class BlaxelDouble(Double):
         r.add_get("/v0/sandboxes", self.list, name="list")
         r.add_get("/v0/sandboxes/{name}", self.get, name="get")
         r.add_delete("/v0/sandboxes/{name}", self.delete, name="delete")
+        r.add_post("/v0/sandboxes/{name}/previews", self.preview_create, name="preview.create")
+        r.add_get("/v0/sandboxes/{name}/previews/{preview}", self.preview_get, name="preview.get")
         s = "/sbx/{name}"
         r.add_post(s + "/process", self.process, name="exec")
         r.add_get(s + "/process/{pid}", self.process_get, name="process.get")
@@ -109,10 +111,39 @@ class BlaxelDouble(Double):
         runtime = body["spec"].get("runtime") or {}
         env = {e["name"]: e.get("value", "") for e in runtime.get("envs") or [] if isinstance(e, dict)}
         sb = Sandbox(name, env=env, spec=body["spec"], status="DEPLOYING",
-                     labels=(body.get("metadata") or {}).get("labels"), procs={})
+                     labels=(body.get("metadata") or {}).get("labels"), procs={}, previews={})
         sb.fs.mkdir("/blaxel")
         self.sandboxes[name] = sb
         return web.json_response(self.view(sb))
+
+    # -- previews: objects of their own, their URL the stand-in's
+    def preview_view(self, sb, p):
+        return {"metadata": {"name": p["name"], "workspace": self.workspace},
+                "spec": {"port": p["port"], "public": p["public"], "url": self.preview_url(sb.id, p["port"])}}
+
+    async def preview_create(self, request):
+        sb = self.find(request)
+        body = await request.json()
+        name = ((body or {}).get("metadata") or {}).get("name")
+        port = ((body or {}).get("spec") or {}).get("port")
+        if not isinstance(name, str) or not name or not isinstance(port, int) or not 0 < port < 65536:
+            return self.error(request, 400, "invalid_request", "metadata.name and spec.port are required")
+        if name in sb.previews:
+            return self.error(request, 409, "conflict", f"preview {name} already exists")
+        sb.previews[name] = {"name": name, "port": port, "public": bool(body["spec"].get("public"))}
+        return web.json_response(self.preview_view(sb, sb.previews[name]))
+
+    async def preview_get(self, request):
+        sb = self.find(request)
+        p = sb.previews.get(request.match_info["preview"])
+        if p is None:
+            return self.error(request, 404, "not_found", f"preview {request.match_info['preview']} not found")
+        return web.json_response(self.preview_view(sb, p))
+
+    def preview_denied(self, request, sb, port):
+        if not any(p["port"] == port and p["public"] for p in sb.previews.values()):
+            return web.Response(status=404, text="no preview of this port\n")
+        return None
 
     async def list(self, request):
         return web.json_response([self.view(s) for s in self.sandboxes.values()])

@@ -17,7 +17,8 @@ answers 502 as E2B's proxy does. proto3 JSON omits zero values, so an
 exit code 0 is absent from `end`, as on the wire.
 Not implemented: templates, snapshots, volumes, fork, metrics, logs,
 watchers, `Process/Connect`, `StreamInput`, signed file URLs, previews on
-`{port}-{id}` hosts.
+`{port}-{id}` hosts (previews are served on the shared host: another
+`E2b-Sandbox-Port` than envd's).
 """
 import asyncio
 import base64
@@ -84,6 +85,27 @@ class E2BDouble(Double):
             return sb is not None and (not sb.secure or request.headers.get("X-Access-Token") == sb.access_token)
         return request.headers.get("X-API-Key") == self.key
 
+    @web.middleware
+    async def shared_host_preview(self, request, handler):
+        """Another port than envd's on the shared sandbox host (headers
+        E2b-Sandbox-Id / E2b-Sandbox-Port): a preview of that port, public
+        as E2B's are, answered by the stand-in server of every double."""
+        port = request.headers.get("E2b-Sandbox-Port")
+        if port is None or port == ENVD_PORT or not port.isdigit():
+            return await handler(request)
+        sid = request.headers.get("E2b-Sandbox-Id", "")
+        entry = {"method": request.method, "path": request.path, "query": {}, "route": "preview",
+                 "status": None, "time": time.time(), "authorized": True}
+        with self.lock:
+            self.requests.append(entry)
+        sb = self.sandboxes.get(sid)
+        if sb is None or sb.state != "running":
+            resp = web.json_response({"code": 502, "message": "The sandbox was not found"}, status=502)
+        else:
+            resp = web.Response(text=f"preview of {sid} port {port}: {request.method} {request.path}\n")
+        entry["status"] = resp.status
+        return resp
+
     def error(self, request, status, code, message):
         if "." in request.path.split("/")[1]:
             # Connect-RPC: {code: "not_found", message}
@@ -97,6 +119,7 @@ class E2BDouble(Double):
         return self.error(request, 401, "unauthorized", "Invalid API key, it must start with 'e2b_'")
 
     def routes(self, app):
+        app.middlewares.insert(0, self.shared_host_preview)
         r = app.router
         r.add_post("/sandboxes", self.create, name="create")
         r.add_get("/v2/sandboxes", self.list, name="list")

@@ -134,6 +134,7 @@ class RunloopDouble(Double):
             raise ValueError("body must be an object")
         sb = Sandbox(new_id("dbx_"), env=body.get("environment_variables") or {}, name=body.get("name"),
                      status="provisioning", launch=body.get("launch_parameters") or {},
+                     blueprint=body.get("blueprint_name"),
                      metadata=body.get("metadata") or {}, transitions=[], end_time_ms=None,
                      shutdown_reason=None, tunnel=None, executions={}, destroyed=False)
         sb.fs.mkdir(HOME, parents=True)

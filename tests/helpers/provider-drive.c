@@ -293,9 +293,10 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
         pe_provider_preview_link pv;
         if (pe_provider_preview(p, a[0], (uint16_t)strtoul(a[1], NULL, 10), &pv, err) < 0)
             return fail(err);
-        return print(json_pack("{s:s, s:s, s:s, s:b}", "url", pv.url, "header_name", pv.header_name,
-                               "header_value", pv.header_value, "needs_credential",
-                               pv.needs_credential));
+        return print(json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "url", pv.url, "header_name",
+                               pv.header_name, "header_value", pv.header_value, "header2_name",
+                               pv.header2_name, "header2_value", pv.header2_value,
+                               "needs_credential", pv.needs_credential));
     }
     return step_files(p, name, a, n, err);
 }

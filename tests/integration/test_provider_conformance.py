@@ -341,6 +341,8 @@ def test_preview(adapter):
     req = urllib.request.Request(pv["url"])
     if pv["header_name"]:
         req.add_header(pv["header_name"], pv["header_value"])
+    if pv["header2_name"]:  # E2B's shared host: sandbox and port
+        req.add_header(pv["header2_name"], pv["header2_value"])
     if pv["needs_credential"]:  # what our proxy will add (Sprites' private URL)
         req.add_header("Authorization", f"Bearer {adapter.d.key}")
     with urllib.request.urlopen(req, timeout=10) as r:

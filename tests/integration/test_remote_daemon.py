@@ -26,11 +26,11 @@ sys.path.insert(0, ROOT)
 from tests.doubles import start  # noqa: E402
 
 SB = "io.pocketenv.sandbox."
-REMOTE = ["daytona", "e2b", "hopx", "modal", "vercel"]
-URL_SUFFIX = {"daytona": "/api"}
+REMOTE = ["daytona", "e2b", "hopx", "modal", "vercel", "runloop", "sprites", "blaxel", "cloudflare"]
+URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
 # The request's credential fields (reference §1.4), by provider.
 KEY_FIELD = {"daytona": "daytonaApiKey", "e2b": "e2bApiKey", "hopx": "hopxApiKey",
-             "vercel": "vercelApiToken"}
+             "vercel": "vercelApiToken", "runloop": "runloopApiKey", "sprites": "spriteToken"}
 EXTRA = {"daytona": {"daytonaOrganizationId": "org-1"},
          "vercel": {"vercelTeamId": "team_1", "vercelProjectId": "prj_1"}}
 # Ending a sandbox: the double's route (Vercel v1 cannot delete: stop is the end).
@@ -60,6 +60,9 @@ def env(tmp_path_factory):
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
+    # Blaxel has no request field upstream: the operator's key and workspace
+    conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
+    conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
     path = tmp / "providers.json"
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
@@ -418,7 +421,7 @@ def test_files_and_volumes_of_a_remote_sandbox(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare"])
 def test_terminal_of_a_remote_sandbox(env, p):
     """The terminal endpoints we serve (WebSocket and SSE) reach the
     provider's PTY: typed lines run there and come back, a resize reaches
@@ -521,4 +524,240 @@ def test_preview_of_a_remote_sandbox_is_the_providers(env):
     assert e.value.code == 401
     st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
     assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+# What a create of each provider asks for, and where its double keeps it
+# (the double's own record of the request it received).
+IMAGE_AND_SIZES = {
+    "daytona": ({"base": "daytonaio/sandbox:0.4.3", "vcpus": 2, "memory": 2, "disk": 8},
+                lambda sb: (sb.snapshot, sb.cpu, sb.memory, sb.disk),
+                ("daytonaio/sandbox:0.4.3", 2, 2, 8)),
+    "runloop": ({"base": "bp-node", "vcpus": 2, "memory": 2, "disk": 8},
+                lambda sb: (sb.blueprint, sb.launch.get("resource_size_request"),
+                            sb.launch.get("custom_cpu_cores"), sb.launch.get("custom_gb_memory"),
+                            sb.launch.get("custom_disk_size")),
+                ("bp-node", "CUSTOM_SIZE", 2, 2, 8)),
+    "e2b": ({"base": "my-team/py-template"}, lambda sb: sb.template, "my-team/py-template"),
+    "hopx": ({"base": "code-interpreter"}, lambda sb: sb.template, "code-interpreter"),
+    "blaxel": ({"base": "blaxel/base-image:latest", "memory": 2},
+               lambda sb: (sb.spec["runtime"]["image"], sb.spec["runtime"]["memory"]),
+               ("blaxel/base-image:latest", 2048)),
+    "sprites": ({"vcpus": 2, "memory": 1, "disk": 8}, lambda sb: sb.config,
+                {"cpus": 2, "ram_mb": 1024, "storage_gb": 8}),
+    "vercel": ({"vcpus": 2}, lambda sb: sb.vcpus, 2),
+}
+
+
+@pytest.mark.parametrize("p", sorted(IMAGE_AND_SIZES))
+def test_image_and_sizes_reach_the_provider(env, p):
+    """createSandbox's base (an image, template, snapshot or blueprint of
+    the provider) and its vcpus, memory and disk (GB) arrive in the
+    provider's own create call, as the double recorded it; the record
+    shows what was asked."""
+    d, dbl = env, env.doubles[p]
+    extra, got, want = IMAGE_AND_SIZES[p]
+    body = dict(extra)
+    body.setdefault("base", "debian")  # a plain base: the provider's default image
+    st, sb = create(d, p, f"sized-{p}", **body)
+    assert st == 200, sb
+    assert got(dbl.sandboxes[sb["remoteId"]]) == want
+    st, view = d.sandbox("getSandbox", sb["id"])
+    assert st == 200
+    for k in ("vcpus", "memory", "disk"):
+        assert view["sandbox"].get(k) == extra.get(k), (k, view["sandbox"])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_a_plain_base_is_the_providers_default(env):
+    """busybox and debian (this daemon's plain bases) are the provider's
+    own default image; no size asked is no size sent."""
+    d = env
+    for base in ("busybox", "debian"):
+        st, sb = create(d, "e2b", f"plain-{base}", base=base)
+        assert st == 200, sb
+        assert env.doubles["e2b"].sandboxes[sb["remoteId"]].template == "base"
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    st, sb = create(d, "daytona", "plain-dtn", base="debian")
+    assert st == 200, sb
+    made = env.doubles["daytona"].seen("create")[-1]
+    assert made["status"] == 200 and "vcpus" not in sb, sb
+    assert env.doubles["daytona"].sandboxes[sb["remoteId"]].snapshot == "daytonaio/sandbox:double"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+REFUSED = [
+    ("e2b", {"vcpus": 2}, "not supported by e2b: cpu size (the request's vcpus)"),
+    ("hopx", {"memory": 2}, "not supported by hopx: memory size (the request's memory)"),
+    ("blaxel", {"disk": 8}, "not supported by blaxel: disk size (the request's disk)"),
+    ("vercel", {"memory": 2}, "not supported by vercel: memory size (the request's memory)"),
+    ("vercel", {"base": "node22"}, "not supported by vercel: choice of image (the request's base)"),
+    ("sprites", {"base": "ubuntu:22.04"},
+     "not supported by sprites: choice of image (the request's base)"),
+]
+
+
+@pytest.mark.parametrize("p,extra,message", REFUSED, ids=[f"{p}-{list(x)[0]}" for p, x, _ in REFUSED])
+def test_what_the_provider_cannot_take_is_501(env, p, extra, message):
+    """An image or a size the provider has no field for is refused (501,
+    naming the provider and the request's field) before anything reaches
+    it, and leaves no row: never a sandbox of another size or image than
+    asked."""
+    d, dbl = env, env.doubles[p]
+    before, made = names(d), len(dbl.seen("create"))
+    body = {"base": "debian", **extra}
+    st, o = create(d, p, f"refused-{p}", **body)
+    assert (st, o.get("error"), o.get("message")) == (501, "NotSupported", message), o
+    assert len(dbl.seen("create")) == made, "a refused create reached the provider"
+    assert names(d) == before
+
+
+def test_a_template_of_this_daemon_is_refused_on_a_provider(env):
+    """openclaw is a template this daemon builds: no provider has it, so a
+    remote create of it is 400 naming the provider, not the provider's
+    default image in its place; a bad image name is 400 too."""
+    d, dbl = env, env.doubles["e2b"]
+    made = len(dbl.seen("create"))
+    st, o = create(d, "e2b", "tmpl-e2b", base="openclaw")
+    assert st == 400 and "openclaw" in o["message"] and "e2b" in o["message"], o
+    st, o = create(d, "e2b", "tmpl-e2b", base="bad image;rm")
+    assert st == 400, o
+    assert len(dbl.seen("create")) == made
+
+
+def test_preview_of_an_e2b_sandbox(env):
+    """E2B's preview through exposePort: a self-hosted E2B (here its
+    double) serves a port on its shared sandbox host, routed by the headers
+    the answer names; the stand-in server of the double's sandbox answers
+    through it, and the API key is no part of it."""
+    import urllib.request
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "pv-e2b")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, headers = o["previewUrl"], o.get("previewHeaders", {})
+    assert headers == {"E2b-Sandbox-Id": sb["remoteId"], "E2b-Sandbox-Port": "3000"}, o
+    assert url.startswith(dbl.url) and dbl.key not in json.dumps(o), o
+    with urllib.request.urlopen(urllib.request.Request(url + "index.html", headers=headers),
+                                timeout=10) as r:
+        assert r.status == 200
+        assert r.read().decode() == f"preview of {sb['remoteId']} port 3000: GET /index.html\n"
+    assert dbl.seen("preview")[-1]["status"] == 200
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_blaxel_sandbox(env):
+    """Blaxel's preview is an object of its own: exposePort makes it (once:
+    a second exposure of the port reads it back) and answers its URL, which
+    reaches the stand-in server of the double's sandbox."""
+    import urllib.request
+    d, dbl = env, env.doubles["blaxel"]
+    st, sb = create(d, "blaxel", "pv-blx")
+    assert st == 200, sb
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert dbl.sandboxes[sb["remoteId"]].previews["port-3000"]["port"] == 3000
+    assert dbl.key not in json.dumps(o) and "previewHeaders" not in o, o
+    with urllib.request.urlopen(url + "app", timeout=10) as r:
+        assert r.read().decode() == f"preview of {sb['remoteId']} port 3000: GET /app\n"
+    assert d.call(SB + "unexposePort", {"id": sb["id"]}, body={"port": 3000})[0] == 200
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200 and o["previewUrl"] == url, o
+    assert len(dbl.seen("preview.create")) == 1
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
+    """putSshKeys on a running remote sandbox writes the pair through the
+    provider where a local sandbox has it, and every start writes it again;
+    a Tailscale key and a service, which only this daemon's own sandboxes
+    run, are named in the record's statusReason instead of being dropped
+    in silence."""
+    import subprocess
+    d, dbl = env, env.doubles["daytona"]
+    path = str(tmp_path / "k")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f", path],
+                   check=True)
+    priv, pub = open(path).read(), open(path + ".pub").read().strip()
+    st, sb = create(d, "daytona", "ssh-dtn")
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, k = d.call(SB + "putSshKeys", body={"id": sb["id"], "privateKey": d.seal(priv),
+                                             "publicKey": pub})
+    assert st == 200, k
+    fs = dbl.sandboxes[rid].fs
+    assert fs.read("/root/.ssh/id_ed25519").decode() == priv
+    assert fs.read("/root/.ssh/id_ed25519.pub").decode() == pub + "\n"
+    fs.remove("/root/.ssh/id_ed25519")
+    st, o = d.call(SB + "putTailscaleAuthKey", body={
+        "id": sb["id"], "authKey": d.seal("tskey-auth-k" + os.urandom(12).hex() + "-x")})
+    assert st == 200, o
+    st, o = d.call("io.pocketenv.service.addService", {"sandboxId": sb["id"]},
+                   body={"service": {"name": "web", "command": "sleep 60"}})
+    assert st == 200, o
+    assert d.sandbox("stopSandbox", sb["id"])[0] == 200
+    d.wait_status(sb["id"], ["STOPPED"])
+    assert d.sandbox("startSandbox", sb["id"])[0] == 200
+    got = d.wait_status(sb["id"], ["RUNNING"])
+    assert fs.read("/root/.ssh/id_ed25519").decode() == priv  # written again at start
+    reason = got.get("statusReason") or ""
+    assert "tailscale key not applied" in reason and "daytona" in reason, got
+    assert "1 service not started" in reason, got
+    assert priv not in d.log_text()
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_backup_and_restore_of_a_remote_sandbox(env):
+    """createBackup of a remote sandbox's directory packs it through its
+    provider (a tar of its files) into this daemon's backups; restoreBackup
+    writes it back after the files changed. A provider without files to
+    pack (runloop: no listing, no tar) is 501 and keeps nothing."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "bk-dtn")
+    assert st == 200, sb
+    assert d.sh(sb["id"], "mkdir -p /work/sub && echo -n one > /work/a.txt"
+                          " && echo -n two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "createBackup", {"id": sb["id"]}, {"directory": "/work"})
+    assert st == 200, o
+    b = o["backup"]
+    assert (b["sandboxId"], b["directory"]) == (sb["id"], "/work"), b
+    assert os.path.exists(os.path.join(d.data, "backups", b["id"] + ".tar"))
+    assert d.sh(sb["id"], "echo -n changed > /work/a.txt && rm /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "restoreBackup", body={"backupId": b["id"]})
+    assert st == 200, o
+    fs = dbl.sandboxes[sb["remoteId"]].fs
+    assert (fs.read("/work/a.txt"), fs.read("/work/sub/b.txt")) == (b"one", b"two")
+    st, o = d.call(SB + "getBackups", {"id": sb["id"]})
+    assert st == 200 and [x["id"] for x in o["backups"]] == [b["id"]], o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+    st, sb = create(d, "runloop", "bk-rl")
+    assert st == 200, sb
+    st, o = d.call(SB + "createBackup", {"id": sb["id"]}, {"directory": "/work"})
+    assert st == 501 and o["message"] == "backup of /work: not supported by runloop: tar", o
+    assert d.call(SB + "getBackups", {"id": sb["id"]})[1]["backups"] == []
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_repo_clone_on_a_remote_sandbox(env):
+    """createSandbox's repo is cloned in a remote sandbox too: `git clone --
+    URL DIR` from an argv runs through its provider after the create, and
+    the record's statusReason says how it went (the double's toy shell has
+    no git: the same words as a local image without git)."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "repo-dtn", repo="https://example.com/me/proj.git")
+    assert st == 200, sb
+
+    def reason():
+        return d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("statusReason") or ""
+    assert wait_for(lambda: "repo not cloned" in reason(), timeout=20), reason()
+    assert reason() == "repo not cloned: the image has no git", reason()
+    scripts = [str(e.get("script")) for e in dbl.sandboxes[sb["remoteId"]].execs]
+    # each word quoted for the provider's shell line: the URL stays one word
+    assert any("'git' 'clone' '--' 'https://example.com/me/proj.git' 'proj'" in x
+               for x in scripts), scripts
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
