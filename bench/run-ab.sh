@@ -2,6 +2,7 @@
 # Two builds of the daemon side by side (issue 21): the same requests to
 # each, alternating, so that both see the same load of this shared host.
 #   bench/run-ab.sh -b BASE_BIN_DIR [-k ROUNDS] [-d WRK_SECONDS] [-c CONNS] [-e EXEC_ROUNDS]
+#                   [-P POOL] [-C CREATE_ROUNDS]
 # (-d 0: no wrk runs)
 # BASE_BIN_DIR holds pocketenv, pocketenv-serve and pocketenv-init of the
 # build to compare with (e.g. copied from an earlier run-daemon.sh); the
@@ -10,13 +11,16 @@
 # order: wrk on getSandbox and on getPublicKey (the HTTP + XRPC floor,
 # answered on the loop thread) against each daemon; then, with -e N,
 # daemonbench exec (N rounds) against each, next to `nsenter -a` into the
-# same sandbox's init (the ratio is to it). Prints one line per run;
+# same sandbox's init (the ratio is to it); with -C N, daemonbench create
+# (N rounds: createSandbox -> first exec answered) against each, with the
+# daemon's CPU per create. -P N starts both daemons with --pool busybox=N
+# and waits until both pools are full. Prints one line per run;
 # nothing is asserted. An EXIT trap stops both daemons and removes their
 # sandboxes and the directory.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0
+BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0 POOL=0 CREATE_ROUNDS=0
 while [ $# -gt 0 ]; do
     case $1 in
     -b) BASE=$(cd "$2" && pwd); shift 2 ;;
@@ -24,7 +28,9 @@ while [ $# -gt 0 ]; do
     -d) WRK_SECONDS=$2; shift 2 ;;
     -c) CONNS=$2; shift 2 ;;
     -e) EXEC_ROUNDS=$2; shift 2 ;;
-    *) sed -n '2,13p' "$0" >&2; exit 2 ;;
+    -P) POOL=$2; shift 2 ;;
+    -C) CREATE_ROUNDS=$2; shift 2 ;;
+    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$BASE" ] || die "-b BASE_BIN_DIR is required"
@@ -57,10 +63,13 @@ api() { # VARIANT METHOD NSID [QUERY] [BODY]
         -X "$m" "http://127.0.0.1:${PORTN[$v]}/xrpc/$nsid${q:+?$q}"
 }
 
+POOL_ARGS=()
+[ "$POOL" -eq 0 ] || POOL_ARGS=(--pool "busybox=$POOL")
 for v in base new; do
     "$v/pocketenv" --data "data-$v" image build busybox >/dev/null
     "$v/pocketenv" --data "data-$v" serve --listen 127.0.0.1:0 --token-file "token-$v.json" \
-        --rate-limit 0 --sandbox-net none --idle-timeout 0 2>"serve-$v.log" &
+        --rate-limit 0 --sandbox-net none --idle-timeout 0 "${POOL_ARGS[@]}" \
+        2>"serve-$v.log" &
     PID[$v]=$!
     for ((i = 0; i < 100; i++)); do
         p=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\) .*/\1/p' "serve-$v.log")
@@ -79,6 +88,17 @@ for v in base new; do
     [ "$st" = RUNNING ] || die "$v: sandbox not RUNNING ($st)"
     SBX[$v]=$(api "$v" GET io.pocketenv.sandbox.getSandbox id=pebench-ab | jq -r .sandbox.id)
 done
+
+pool_full() { # VARIANT
+    curl -s -H "Authorization: Bearer ${TOK[$1]}" "http://127.0.0.1:${PORTN[$1]}/metrics" |
+        grep -q "^pocketenv_pool_ready{base=\"busybox\"} $POOL\$"
+}
+if [ "$POOL" -gt 0 ]; then
+    for v in base new; do
+        for ((i = 0; i < 1200; i++)); do pool_full "$v" && break; sleep 0.1; done
+        pool_full "$v" || die "$v: the pool did not fill"
+    done
+fi
 
 echo "## Daemon A/B: base $(sha256sum base/pocketenv-serve | cut -c1-12) vs new $(sha256sum new/pocketenv-serve | cut -c1-12) ($(git -C "$REPO_DIR" rev-parse --short HEAD))"
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); wrk -t2 -c$CONNS -d${WRK_SECONDS}s"
@@ -115,6 +135,23 @@ if [ "$EXEC_ROUNDS" -gt 0 ]; then
             # the daemon with its reaped children (waiters, and the commands they reaped)
             echo "daemon CPU per exec (with its children, the command included): $(awk -v c=$((c1 - c0)) \
                 -v n=$((EXEC_ROUNDS + 10)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
+        done
+    done
+fi
+if [ "$CREATE_ROUNDS" -gt 0 ]; then
+    echo
+    for ((r = 1; r <= ROUNDS; r++)); do
+        for v in $(printf '%s\n' base new | shuf); do
+            [ "$POOL" -eq 0 ] || for ((i = 0; i < 1200; i++)); do pool_full "$v" && break; sleep 0.1; done
+            echo "#### create round $r: $v (load $(cut -d' ' -f1 /proc/loadavg))"
+            c0=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" create -r "$CREATE_ROUNDS" -w 2 \
+                -B busybox 2>&1 | grep -E '^\| (variant|API)' || true
+            c1=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            # create, exec, delete and the pool's refill of each, children included
+            echo "daemon CPU per create (2 variants a round, with the exec, the delete and the refill): $(awk \
+                -v c=$((c1 - c0)) -v n=$((2 * (CREATE_ROUNDS + 2))) -v hz="$(getconf CLK_TCK)" \
+                'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
         done
     done
 fi

@@ -142,23 +142,15 @@ static int64_t mem_available_mib(void)
 
 static int init_pidfd(pe_daemon *d, const char *id, bool *running)
 {
-    char *text = NULL;
-    json_t *info;
-    const char *st;
-    pid_t pid;
+    pe_runtime_init init;
     pe_err e;
 
-    *running = false;
     pe_err_clear(&e);
-    if (pe_runtime_inspect(&d->rt, id, &text, &e) < 0)
+    *running = false;
+    if (pe_runtime_init_of(&d->rt, id, &init, &e) < 0)
         return -1;
-    info = json_loads(text, 0, NULL);
-    free(text);
-    st = json_string_value(json_object_get(info, "status"));
-    *running = st && strcmp(st, "running") == 0;
-    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
-    json_decref(info);
-    return pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    *running = init.running;
+    return init.running ? (int)syscall(SYS_pidfd_open, init.pid, 0) : -1;
 }
 
 /* Remove a pooled (or taken) sandbox and reap its init, which the filler

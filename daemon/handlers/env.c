@@ -136,33 +136,22 @@ struct init_root {
 /* The running init of sandbox id and its root directory. */
 static int open_init_root(pe_daemon *d, const char *id, struct init_root *ir, pe_err *err)
 {
-    char *text = NULL, path[64];
-    json_t *info;
-    const char *status;
-    uint64_t start;
-    pid_t pid;
+    pe_runtime_init init;
+    char path[64];
     int fd;
 
     ir->root = -1;
-    if (pe_runtime_inspect(&d->rt, id, &text, err) < 0)
+    if (pe_runtime_init_of(&d->rt, id, &init, err) < 0)
         return -1;
-    info = json_loads(text, 0, NULL);
-    free(text);
-    status = json_string_value(json_object_get(info, "status"));
-    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
-    start = (uint64_t)json_integer_value(json_object_get(info, "startTime"));
-    ir->uid = (uid_t)json_integer_value(json_object_get(info, "idBase"));
-    if (status == NULL || strcmp(status, "running") != 0 || pid <= 0) {
-        json_decref(info);
+    ir->uid = (uid_t)init.id_base;
+    if (!init.running)
         return pe_err_set(err, PE_ESTATE, 0, "sandbox is not running");
-    }
-    json_decref(info);
-    snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+    snprintf(path, sizeof(path), "/proc/%d/root", (int)init.pid);
     fd = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return pe_err_set(err, PE_ESTATE, errno, "sandbox is not running");
     /* Checked after the open: the fd is the root of that very init. */
-    if (start == 0 || pe__proc_start_time(pid) != start) {
+    if (pe__proc_start_time(init.pid) != init.start_time) {
         close(fd);
         return pe_err_set(err, PE_ESTATE, 0, "sandbox is not running");
     }

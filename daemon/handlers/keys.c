@@ -249,8 +249,34 @@ static int install_ssh(pe_daemon *d, const char *id, const char *priv, size_t le
                                              err);
 }
 
-/* The sandbox's stored pair, or a new default one (stored first, so the
- * pair getSshKeys shows is the one installed), into the sandbox. */
+/* A new default pair for sb: stored first (so the pair getSshKeys shows
+ * is the one installed), then installed from the plain text in hand
+ * rather than read back and unsealed. */
+static int new_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    cleanup_free char *comment = pe_xasprintf("root@%s", sb->name);
+    char *priv = NULL, *pub = NULL, *sealed = NULL, *red = NULL;
+    int r;
+
+    if (pe_auth_ssh_generate(comment, &priv, &pub) < 0)
+        return pe_err_set(err, PE_ESYS, 0, "generate a key pair");
+    red = pe_daemon_ssh_redact(priv);
+    r = pe_auth_seal(pe_auth_public_key_hex(d->auth), priv, strlen(priv), &sealed, err);
+    if (r == 0)
+        r = pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, pub, sealed, red, err);
+    if (r == 0) {
+        pe_log_info("event=ssh_key sandbox=%s generated=1", sb->id);
+        r = install_ssh(d, sb->id, priv, strlen(priv), pub, err);
+    }
+    sodium_memzero(priv, strlen(priv));
+    free(priv);
+    free(pub);
+    free(sealed);
+    free(red);
+    return r;
+}
+
+/* The sandbox's stored pair, or a new default one, into the sandbox. */
 static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
 {
     pe_store_key k;
@@ -260,32 +286,18 @@ static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
 
     pe_err_clear(&err);
     if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0) {
-        cleanup_free char *comment = pe_xasprintf("root@%s", sb->name);
-        char *priv = NULL, *pub = NULL, *sealed = NULL, *red = NULL;
-        if (err.code != PE_ENOENT)
-            goto fail;
-        pe_err_clear(&err);
-        pe_auth_ssh_generate(comment, &priv, &pub);
-        red = pe_daemon_ssh_redact(priv);
-        if (pe_auth_seal(pe_auth_public_key_hex(d->auth), priv, strlen(priv), &sealed, &err) == 0 &&
-            pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, pub, sealed, red, &err) == 0)
-            pe_log_info("event=ssh_key sandbox=%s generated=1", sb->id);
-        sodium_memzero(priv, strlen(priv));
-        free(priv);
-        free(pub);
-        free(sealed);
-        free(red);
-        if (err.code || pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0)
-            goto fail;
+        if (err.code == PE_ENOENT) {
+            pe_err_clear(&err);
+            new_ssh(d, s, sb, &err);
+        }
+    } else {
+        if (pe_auth_unseal(d->auth, k.sealed, &plain, &len, &err) == 0)
+            install_ssh(d, sb->id, (const char *)plain, len, k.public_key, &err);
+        pe_auth_plain_free(plain);
+        pe_store_key_clear(&k);
     }
-    if (pe_auth_unseal(d->auth, k.sealed, &plain, &len, &err) == 0)
-        install_ssh(d, sb->id, (const char *)plain, len, k.public_key, &err);
-    pe_auth_plain_free(plain);
-    pe_store_key_clear(&k);
-    if (err.code == 0)
-        return;
-fail:
-    pe_log_warn("sandbox %s: ssh key not installed: %s", sb->id, err.msg);
+    if (err.code != 0)
+        pe_log_warn("sandbox %s: ssh key not installed: %s", sb->id, err.msg);
 }
 
 /* Run argv in the sandbox, output discarded, killed after timeout; its

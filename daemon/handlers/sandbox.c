@@ -180,9 +180,7 @@ bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_s
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err)
 {
     pe_sandbox_cfg cfg;
-    char *json = NULL;
-    json_t *info;
-    pid_t pid;
+    pe_runtime_init init;
     int r;
 
     if (pe_sandbox_is_remote(sb)) /* its provider starts it (lib/sandbox) */
@@ -202,14 +200,10 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     if (pe_daemon_sandbox_start(d, sb, err) < 0) /* with its variables, secrets, volumes */
         return -1;
     /* Keep a pidfd of the init we just cloned, to reap it when it exits. */
-    if (pe_runtime_inspect(&d->rt, sb->id, &json, err) < 0)
+    if (pe_runtime_init_of(&d->rt, sb->id, &init, err) < 0)
         return 0;
-    info = json_loads(json, 0, NULL);
-    free(json);
-    pid = (pid_t)json_integer_value(json_object_get(info, "pid"));
-    json_decref(info);
-    if (pid > 0)
-        *init_pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (init.running)
+        *init_pidfd = (int)syscall(SYS_pidfd_open, init.pid, 0);
     pe_daemon_sandbox_place_files(d, sb);
     pe_daemon_sandbox_started(d, sb); /* keys, tailscale, services */
     return 0;

@@ -206,6 +206,20 @@ int pe_runtime_oom_kills(pe_runtime *rt, const char *name, int64_t *kills, int64
 /* bytes as "512 MiB", "1 GiB" (the largest whole unit), else "N bytes". */
 void pe_runtime_size_text(int64_t bytes, char *out, size_t len);
 
+/* What reaching a sandbox's init takes, read from its state alone: no
+ * JSON text and no disk usage, unlike pe_runtime_inspect (the daemon's
+ * hot paths ask this several times per create). running: its state says
+ * running and that very init (pid + start time) is alive; pid and
+ * start_time are then set. id_base: the first host id of its user
+ * namespace (0 without one). PE_ENOENT if there is no such sandbox. */
+typedef struct pe_runtime_init {
+    bool running;
+    pid_t pid;
+    uint64_t start_time;
+    uint32_t id_base;
+} pe_runtime_init;
+int pe_runtime_init_of(pe_runtime *rt, const char *name, pe_runtime_init *out, pe_err *err);
+
 /* JSON text (malloc'd) describing one sandbox / all sandboxes:
  * {"name","status","image","pid","created","started","config":{...}} */
 int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err *err);

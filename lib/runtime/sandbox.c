@@ -1546,6 +1546,29 @@ int pe_runtime_inspect(pe_runtime *rt, const char *name, char **json_out, pe_err
     return 0;
 }
 
+int pe_runtime_init_of(pe_runtime *rt, const char *name, pe_runtime_init *out, pe_err *err)
+{
+    cleanup_free char *dir = NULL;
+    pe_state st;
+
+    memset(out, 0, sizeof(*out));
+    if (!pe_name_valid(name))
+        return pe_err_set(err, PE_EINVAL, 0, "invalid sandbox name '%s'", name);
+    dir = sandbox_dir(rt, name);
+    if (access(dir, F_OK) < 0)
+        return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
+    if (pe__state_load(dir, &st, err) < 0)
+        return -1;
+    out->id_base = st.id_base;
+    out->running = strcmp(st.status, "running") == 0 && st.pid > 0 && pe__state_alive(&st);
+    if (out->running) {
+        out->pid = st.pid;
+        out->start_time = st.start_time;
+    }
+    pe__state_clear(&st);
+    return 0;
+}
+
 static int cmp_names(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);

@@ -1128,6 +1128,93 @@ TEST_CASE(atproto_private_addresses)
             TEST_FAIL("%s should be public", pub[i]);
 }
 
+/* Read a big-endian uint32 and a string(...) of the OpenSSH key format. */
+static uint32_t be32(const unsigned char **p)
+{
+    uint32_t v =
+        (uint32_t)(*p)[0] << 24 | (uint32_t)(*p)[1] << 16 | (uint32_t)(*p)[2] << 8 | (*p)[3];
+    *p += 4;
+    return v;
+}
+
+static const unsigned char *sshstr(const unsigned char **p, uint32_t *len)
+{
+    const unsigned char *s;
+
+    *len = be32(p);
+    s = *p;
+    *p += *len;
+    return s;
+}
+
+/* The key file's layout for comments of every padding length and a long
+ * one (its buffers are sized up front): the container, the public blob
+ * in both files, the check words, the seed that makes the public key,
+ * the comment and the padding 1, 2, 3, ... */
+TEST_CASE(ssh_key_file_layout)
+{
+    static const char B[] = "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+                      E[] = "-----END OPENSSH PRIVATE KEY-----\n";
+    char comment[301];
+
+    for (size_t clen = 0; clen <= 300; clen += clen < 16 ? 1 : 142) {
+        char *priv = NULL, *pub = NULL, body[2048], pubb64[128];
+        unsigned char raw[1536], pk[32], sk[64];
+        const unsigned char *p = raw, *blob, *sec, *q, *s;
+        size_t o = 0, rawlen = 0;
+        uint32_t n, blen, slen, k;
+
+        memset(comment, 'c', clen);
+        comment[clen] = '\0';
+        ASSERT_EQ_INT(pe_auth_ssh_generate(comment, &priv, &pub), 0);
+        ASSERT_EQ_INT(strncmp(priv, B, strlen(B)), 0);
+        ASSERT_EQ_STR(priv + strlen(priv) - strlen(E), E);
+        for (const char *c = priv + strlen(B); c < priv + strlen(priv) - strlen(E); c++)
+            if (*c != '\n' && o < sizeof(body) - 1)
+                body[o++] = *c;
+        body[o] = '\0';
+        ASSERT_EQ_INT(sodium_base642bin(raw, sizeof(raw), body, o, NULL, &rawlen, NULL,
+                                        sodium_base64_VARIANT_ORIGINAL),
+                      0);
+        ASSERT_EQ_INT(memcmp(p, "openssh-key-v1", 15), 0);
+        p += 15;
+        ASSERT_EQ_INT(memcmp(sshstr(&p, &n), "none", 4), 0);
+        ASSERT_EQ_INT(memcmp(sshstr(&p, &n), "none", 4), 0);
+        sshstr(&p, &n);
+        ASSERT_EQ_INT(n, 0);
+        ASSERT_EQ_INT(be32(&p), 1);
+        blob = sshstr(&p, &blen);
+        sec = sshstr(&p, &slen);
+        ASSERT_EQ_INT((size_t)(p - raw), rawlen);
+        ASSERT_EQ_INT(slen % 8, 0);
+        q = blob;
+        ASSERT_EQ_INT(memcmp(sshstr(&q, &n), "ssh-ed25519", 11), 0);
+        memcpy(pk, sshstr(&q, &n), 32);
+        ASSERT_EQ_INT(n, 32);
+        q = sec;
+        k = be32(&q);
+        ASSERT_EQ_INT(be32(&q), k);
+        ASSERT_EQ_INT(memcmp(sshstr(&q, &n), "ssh-ed25519", 11), 0);
+        ASSERT_EQ_INT(memcmp(sshstr(&q, &n), pk, 32), 0);
+        s = sshstr(&q, &n);
+        ASSERT_EQ_INT(n, 64);
+        crypto_sign_seed_keypair(pk, sk, s); /* the seed makes the same pair */
+        ASSERT_EQ_INT(memcmp(sk, s, 64), 0);
+        s = sshstr(&q, &n);
+        ASSERT_EQ_INT(n, clen);
+        ASSERT_EQ_INT(memcmp(s, comment, clen), 0);
+        for (unsigned char pad = 1; q < sec + slen; pad++, q++)
+            ASSERT_EQ_INT(*q, pad);
+        sodium_bin2base64(pubb64, sizeof(pubb64), blob, blen, sodium_base64_VARIANT_ORIGINAL);
+        char *want = pe_xasprintf("ssh-ed25519 %s %s", pubb64, comment);
+        ASSERT_EQ_STR(pub, want);
+        free(want);
+        sodium_memzero(priv, strlen(priv));
+        free(priv);
+        free(pub);
+    }
+}
+
 int main(void)
 {
     int failed = 0;
@@ -1141,10 +1228,10 @@ int main(void)
                         token_tampering_refused, token_alg_none_and_others_refused,
                         token_of_another_secret_refused, token_wrong_scope_refused,
                         token_bad_claims_refused, token_garbage_refused);
-    failed |= RUN_TESTS(token_cache_keeps_every_check, token_revocation_per_user,
-                        token_bound_to_an_audience, token_mint_rejects_bad_input,
-                        token_file_private_and_atomic, seal_round_trip,
-                        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys,
-                        atproto_handle_and_did_syntax, atproto_private_addresses);
+    failed |= RUN_TESTS(
+        token_cache_keeps_every_check, token_revocation_per_user, token_bound_to_an_audience,
+        token_mint_rejects_bad_input, token_file_private_and_atomic, seal_round_trip,
+        unseal_bad_input_fails_cleanly, seal_rejects_bad_public_keys, atproto_handle_and_did_syntax,
+        atproto_private_addresses, ssh_key_file_layout);
     return failed;
 }

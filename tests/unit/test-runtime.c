@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -173,8 +174,40 @@ TEST_CASE(start_with_extra_env_and_binds)
     teardown(&rt);
 }
 
+/* pe_runtime_init_of says running only for the very init that runs: not
+ * after a stop, not for an init killed behind the runtime's back (its
+ * state still says running), and ENOENT for no such sandbox. */
+TEST_CASE(init_of_follows_the_init)
+{
+    pe_runtime_init init;
+    pe_runtime rt;
+    pe_err e;
+
+    setup(&rt);
+    ASSERT_EQ_INT(pe_runtime_init_of(&rt, "t1", &init, &e), 0);
+    ASSERT(init.running);
+    ASSERT(init.pid > 0 && init.start_time != 0 && init.id_base != 0);
+    ASSERT_EQ_INT(pe_runtime_stop(&rt, "t1", 5, &e), 0);
+    ASSERT_EQ_INT(pe_runtime_init_of(&rt, "t1", &init, &e), 0);
+    ASSERT(!init.running);
+    ASSERT_EQ_INT(init.pid, 0);
+    ASSERT(init.id_base != 0);
+
+    ASSERT_EQ_INT(pe_runtime_start(&rt, "t1", &e), 0);
+    ASSERT_EQ_INT(pe_runtime_init_of(&rt, "t1", &init, &e), 0);
+    ASSERT(init.running);
+    ASSERT_EQ_INT(kill(init.pid, SIGKILL), 0);
+    ASSERT_EQ_INT(waitpid(init.pid, NULL, 0), init.pid); /* this process cloned it */
+    ASSERT_EQ_INT(pe_runtime_init_of(&rt, "t1", &init, &e), 0);
+    ASSERT(!init.running);
+
+    ASSERT_EQ_INT(pe_runtime_init_of(&rt, "nosuch", &init, &e), -1);
+    ASSERT_EQ_INT(e.code, PE_ENOENT);
+    teardown(&rt);
+}
+
 int main(void)
 {
     return RUN_TESTS(exec_start_captures_stdio, exec_start_signal_and_unknown_command,
-                     start_with_extra_env_and_binds);
+                     start_with_extra_env_and_binds, init_of_follows_the_init);
 }
