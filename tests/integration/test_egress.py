@@ -9,6 +9,7 @@ daemon uses as its upstream, and HTTP servers on 10.124.0.2 and .3.
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -147,11 +148,31 @@ def spawn(ns, *args):
     return p
 
 
+def remove_dead_internets():
+    """A run killed before its teardown leaves its namespace, veth and
+    servers, whose route to 10.124.0.0/24 would capture this run's traffic:
+    remove those whose run (the pid in the name) is gone."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    for ns in (line.split()[0] for line in names.splitlines() if line.startswith("pt-inet-")):
+        tag = ns[len("pt-inet-"):]
+        if tag.isdigit() and os.path.exists(f"/proc/{tag}"):
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
+        for pid in pids.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        subprocess.run(["ip", "link", "del", "pt-ih-" + tag], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def internet(tmp_path_factory):
     """The test's internet: a namespace with DNS and HTTP servers. Yields the
     zone file (lines "name address"; the server reads it at every query)."""
-    tag = os.getpid() % 100000
+    remove_dead_internets()
+    tag = os.getpid()  # the name says whose it is (remove_dead_internets)
     ns, host_if, ns_if = f"pt-inet-{tag}", f"pt-ih-{tag}", f"pt-in-{tag}"
     zone = tmp_path_factory.mktemp("zone") / "zone"
     zone.write_text(ZONE)
