@@ -185,7 +185,7 @@ def test_operator_turns_provider_names_off(served):  # noqa: F811 (fixture)
 
     for bad, says in [("aws=local", "NAME one of daytona"),
                       ("daytona=elsewhere", "local, remote or off"),
-                      ("modal=remote", "no adapter for provider 'modal'"),
+                      ("kubernetes=local", "a cluster cannot be served locally"),
                       ("daytona", "NAME=local, NAME=remote or NAME=off")]:
         p = subprocess.run([BIN, "serve", "--data", s.data, "--listen", "127.0.0.1:1",
                             "--provider", bad], capture_output=True, text=True, timeout=30)
