@@ -198,15 +198,14 @@ static int k8_call(pe_provider *p, const char *method, const char *kind, const c
     return r;
 }
 
-/* A DNS-1123 name from ours: PREFIX-NAME-xxxxxxxx (unique, so a name in
- * use by another sandbox or a stopped one's record never collides). */
-static char *make_id(const char *prefix, const char *name)
+/* s as the start of a DNS-1123 label: lower case, every other run of
+ * characters one '-', none at the ends, at most 40 characters. Returns the
+ * length written into base (41 bytes). */
+static size_t dns_slug(const char *s, char base[41])
 {
-    char base[41] = "", *id;
     size_t n = 0;
-    unsigned char rnd[4];
 
-    for (const char *c = name ? name : ""; *c && n < sizeof(base) - 1; c++) {
+    for (const char *c = s; *c && n < 40; c++) {
         char ch = (char)tolower((unsigned char)*c);
         if (isalnum((unsigned char)ch))
             base[n++] = ch;
@@ -214,11 +213,22 @@ static char *make_id(const char *prefix, const char *name)
             base[n++] = '-';
     }
     while (n && base[n - 1] == '-')
-        base[--n] = '\0';
+        n--;
+    base[n] = '\0';
+    return n;
+}
+
+/* A DNS-1123 name from ours: PREFIX-NAME-xxxxxxxx (unique, so a name in
+ * use by another sandbox or a stopped one's record never collides). */
+static char *make_id(const char *prefix, const char *name)
+{
+    char base[41];
+    size_t n = dns_slug(name ? name : "", base);
+    unsigned char rnd[4];
+
     randombytes_buf(rnd, sizeof(rnd));
-    id = pe_xasprintf("%s-%s%s%02x%02x%02x%02x", prefix, base, n ? "-" : "", rnd[0], rnd[1], rnd[2],
-                      rnd[3]);
-    return id;
+    return pe_xasprintf("%s-%s%s%02x%02x%02x%02x", prefix, base, n ? "-" : "", rnd[0], rnd[1],
+                        rnd[2], rnd[3]);
 }
 
 static json_t *pod_manifest(const char *id, const pe_provider_spec *spec, bool has_env)
@@ -486,19 +496,10 @@ static int post_unless_there(pe_provider *p, const char *gv, const char *kind, j
 static char *template_name(const char *image)
 {
     unsigned char h[4];
-    char base[41] = "";
-    size_t n = 0;
+    char base[41];
+    size_t n = dns_slug(image, base);
 
     crypto_generichash(h, sizeof(h), (const unsigned char *)image, strlen(image), NULL, 0);
-    for (const char *c = image; *c && n < sizeof(base) - 1; c++) {
-        char ch = (char)tolower((unsigned char)*c);
-        if (isalnum((unsigned char)ch))
-            base[n++] = ch;
-        else if (n && base[n - 1] != '-')
-            base[n++] = '-';
-    }
-    while (n && base[n - 1] == '-')
-        base[--n] = '\0';
     return pe_xasprintf("pe-%s%s%02x%02x%02x%02x", base, n ? "-" : "", h[0], h[1], h[2], h[3]);
 }
 
