@@ -308,14 +308,22 @@ static const pe_store_idle *policy_of(const pe_store_idle *list, size_t n, const
     return NULL;
 }
 
+/* Seconds without activity after which sb's idle action runs: its policy's,
+ * else its own create-time timeout, else the daemon's. */
+static int64_t idle_timeout_of(const pe_daemon *d, const pe_store_sandbox *sb,
+                               const pe_store_idle *pol)
+{
+    return pol && pol->timeout > 0 ? pol->timeout
+           : sb->idle_timeout > 0  ? sb->idle_timeout
+                                   : (int64_t)d->idle_timeout;
+}
+
 /* What the idle policy (pol, or none) says to do with sb, if it has been
  * idle long enough: stop, pause, or snapshot then stop. */
 static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                      const pe_store_idle *pol, int64_t now)
 {
-    int64_t timeout = pol && pol->timeout > 0 ? pol->timeout
-                      : sb->idle_timeout > 0  ? sb->idle_timeout
-                                              : (int64_t)d->idle_timeout;
+    int64_t timeout = idle_timeout_of(d, sb, pol);
     const char *action = pol ? pol->action : PE_IDLE_STOP;
     int64_t last = last_activity(sb->id);
     char reason[80];
@@ -364,9 +372,7 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
 static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                             const pe_store_idle *pol, int64_t now)
 {
-    int64_t timeout = pol && pol->timeout > 0 ? pol->timeout
-                      : sb->idle_timeout > 0  ? sb->idle_timeout
-                                              : (int64_t)d->idle_timeout;
+    int64_t timeout = idle_timeout_of(d, sb, pol);
     const char *action = pol ? pol->action : PE_IDLE_STOP;
     int64_t last;
     bool known;
