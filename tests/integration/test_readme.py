@@ -49,7 +49,7 @@ SKIP = {
         "the whole test suite, which runs this test",
     "pocketenv serve [--listen 127.0.0.1:8789] [--data DIR] [--store URL]":
         "a synopsis: brackets and placeholders",
-    "pocketenv login --token T | logout | whoami":
+    "pocketenv login HANDLE | login --token T | logout | whoami":
         "a synopsis: placeholders and alternatives",
     "pocketenv run -t --memory 512m --cpus 1.5 --pids 256 -v $PWD:/work -w /work -- bash":
         "interactive (a terminal, bash waiting for input), the debian image (the internet), "
