@@ -770,6 +770,15 @@ def alice_daemon(tmp_path_factory, pds):
             yield d, token, extra, tmp
     finally:
         dns.close()
+        # Leaks go unchecked here (restarts share the data directory): end
+        # what the tests left running, so no sandbox outlives the module.
+        from conftest import BIN
+        data = str(tmp / "data")
+        ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
+                            capture_output=True, text=True)
+        for sb in json.loads(ls.stdout or "[]"):
+            subprocess.run([BIN, "--data", data, "runtime", "rm", sb["name"]],
+                           capture_output=True)
 
 
 def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_daemon):
