@@ -50,7 +50,34 @@ while True:
              peer)
 """
 
-HTTPS_SERVER = r"""
+# one web server: plain HTTP on port 80, or HTTPS on 443 given a
+# certificate and its key; "/big/N" answers N bytes
+WEB_SERVER = r"""
+import http.server, socketserver, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        n = int(self.path[5:]) if self.path.startswith("/big/") else 2
+        self.send_response(200)
+        self.send_header("Content-Length", str(n))
+        self.end_headers()
+        chunk = b"x" * 65536
+        while n > 0:
+            self.wfile.write(chunk[:n])
+            n -= 65536
+    def log_message(self, *a):
+        pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+tls = len(sys.argv) > 2
+s = S((sys.argv[1], 443 if tls else 80), H)
+if tls:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("ready", flush=True)
+s.serve_forever()
+"""
 import http.server, socketserver, ssl, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -104,7 +131,6 @@ assert got > size, got
 print((t1 - t0) / n * 1000, size / 1048576 / (t2 - t1))
 """
 
-HTTP_SERVER = r"""
 import http.server, socketserver, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -218,7 +244,7 @@ def main():
         sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
            "-nodes", "-days", "2", "-subj", "/CN=bench.test", "-keyout", key, "-out", cert,
            "-addext", "subjectAltName=DNS:bench.test")
-        for src, args in ((DNS_SERVER, []), (HTTP_SERVER, []), (HTTPS_SERVER, [cert, key])):
+        for src, args in ((DNS_SERVER, []), (WEB_SERVER, []), (WEB_SERVER, [cert, key])):
             p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", src, SRV, *args],
                                  stdout=subprocess.PIPE, text=True)
             procs.append(p)
