@@ -392,6 +392,27 @@ def template_images(tmp_path_factory):
     return path
 
 
+# What test_images.py checks in Debian's image, as a user's first run of it.
+DEBIAN_CHECK = ("cat /etc/debian_version; git --version; ls -ln /etc/passwd; "
+                "echo x > /etc/new && chown root:root /etc/new && id -un")
+
+
+@pytest.fixture(scope="session")
+def debian_first_use(template_images, tmp_path_factory):
+    """Debian's image in the run's shared images, built the way a user
+    first meets it: by the first `pocketenv run` that needs it. Every
+    template builds on it, so a run builds Debian once instead of once
+    for test_images.py and again for the templates. The run's outcome is
+    returned for test_images.py to check; None when $PE_TEMPLATE_CACHE
+    already held the image (nothing was built on first use)."""
+    if os.path.exists(os.path.join(template_images, "debian", "image.json")):
+        return None
+    data = str(tmp_path_factory.mktemp("debian-first-use"))
+    return subprocess.run([BIN, "--data", data, "run", "--", "bash", "-c", DEBIAN_CHECK],
+                          env=dict(os.environ, POCKETENV_IMAGES=template_images),
+                          capture_output=True, text=True, timeout=900)
+
+
 @pytest.fixture
 def pe(tmp_path, image_dir):
     data = str(tmp_path / "data")

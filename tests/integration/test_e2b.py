@@ -604,7 +604,7 @@ def python_built(images):
 
 
 @pytest.fixture(scope="module")
-def py_daemon(tmp_path_factory, template_images):
+def py_daemon(tmp_path_factory, template_images, debian_first_use):
     """A daemon whose images hold the python template with matplotlib: the
     run's shared template images (test_templates.py's), where it is built
     once for both files."""

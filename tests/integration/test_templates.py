@@ -75,6 +75,14 @@ def requests_seen(log):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.fixture(autouse=True)
+def debian_first(request):
+    """A slow test builds templates, which start from Debian's image: the
+    run's first use of it (conftest.py), so that it is built once."""
+    if request.node.get_closest_marker("slow"):
+        request.getfixturevalue("debian_first_use")
+
+
 @pytest.fixture(scope="module")
 def tdaemon(tmp_path_factory, template_images):
     with serving(tmp_path_factory.mktemp("tdaemon"),
@@ -378,10 +386,11 @@ def cached(template_images, name):
 
 def fresh_images(template_images, path, layers):
     """An image directory of its own holding only `layers` of the cache
-    (hard links: images are read-only lowerdirs), for a test that watches
-    what a build adds."""
+    (hard links: images are read-only lowerdirs; each built first if the
+    cache lacks it), for a test that watches what a build adds."""
     os.makedirs(path)
     for name in layers:
+        cached(template_images, name)
         subprocess.run(["cp", "-al", os.path.join(template_images, name),
                         os.path.join(path, name)], check=True)
     return str(path)
