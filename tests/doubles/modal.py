@@ -21,9 +21,11 @@ TaskGetCommandRouterAccess [router]; on the router TaskExecStart [exec],
 TaskExecStdioRead [exec.stdio] (a server stream), TaskExecStdinWrite
 [exec.stdin] and its client stream TaskExecStdinWriteStream [exec.stdin:stream], TaskExecWait [exec.wait], TaskExecPoll [exec.poll]. Files go
 through exec of Modal's in-sandbox tool `/__modal/.bin/modal-sandbox-fs-tools`
-with a JSON command (ReadFile, WriteFile, Remove, MakeDirectory, Stat), as the
-SDK does. Anything else answers UNIMPLEMENTED (route "unknown").
-Not implemented: secrets, volumes, tunnels, snapshots, PTYs, SandboxList,
+with a JSON command (ReadFile, WriteFile, Remove, MakeDirectory, Stat,
+ListFiles), as the SDK does. A TaskExecStart with pty_info runs a terminal
+(PtyShell: input through the stdin writes, output on stdout; its record in
+sb.pty keeps the size asked at start: the router has no resize call). Anything else answers UNIMPLEMENTED (route "unknown").
+Not implemented: secrets, volumes, tunnels, snapshots, SandboxList,
 the legacy ContainerExec calls, the control endpoints over HTTP (use the
 Python API: d.fault, d.seen, d.sandboxes).
 
@@ -50,7 +52,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from ._core import LOOPBACK, ByteQueue, Double, Dropped, FsError, Sandbox, new_id, run_exec
+from ._core import LOOPBACK, ByteQueue, Double, Dropped, FsError, Interpreter, PtyShell, Sandbox, new_id, \
+    run_exec
 
 FS_TOOLS = "/__modal/.bin/modal-sandbox-fs-tools"
 CP = "/modal.client.ModalClient/"
@@ -189,6 +192,7 @@ class Exec:
         self.code = None
         self.changed = asyncio.Condition()
         self.task = None
+        self.pty = None  # the terminal's record (sb.pty) when started with pty_info
 
 
 class ModalDouble(Double):
@@ -341,8 +345,38 @@ class ModalDouble(Double):
             env[pb_str(kv, 1)] = pb_str(kv, 2)
         x = Exec(eid, argv)
         sb.execs_by_id[eid] = x
-        x.task = asyncio.ensure_future(self._run(sb, x, env, pb_str(req, 7) or None))
+        pty = pb_decode(req[9][-1]) if 9 in req else {}
+        if pb_int(pty, 1):  # pty_info.enabled: a terminal, its size fixed at start
+            x.pty = {"id": eid, "argv": argv, "rows": pb_int(pty, 2), "cols": pb_int(pty, 3),
+                     "term": pb_str(pty, 4), "resizes": [], "input": bytearray(), "exit_code": None}
+            sb.pty.append(x.pty)
+            x.task = asyncio.ensure_future(self._pty(sb, x, env, pb_str(req, 7) or None))
+        else:
+            x.task = asyncio.ensure_future(self._run(sb, x, env, pb_str(req, 7) or None))
         return b""
+
+    async def _pty(self, sb, x, env, cwd):
+        """A terminal: one output stream (stdout), input through stdin
+        writes; the router has no resize call."""
+        async def out(data):
+            x.out[1].extend(data)
+            async with x.changed:
+                x.changed.notify_all()
+        shell = PtyShell(Interpreter(sb.fs, {**sb.env, **env}, cwd or "/"), out)
+        code = 0
+        try:
+            await shell.start()
+            async for data in x.stdin:
+                x.pty["input"].extend(data)
+                await shell.feed(data)
+                if shell.exit_code is not None:
+                    code = shell.exit_code
+                    break
+        except asyncio.CancelledError:
+            code = 137
+        x.code = x.pty["exit_code"] = code
+        async with x.changed:
+            x.changed.notify_all()
 
     async def _run(self, sb, x, env, cwd):
         async def out(fd, data):
@@ -378,6 +412,13 @@ class ModalDouble(Double):
                 sb.fs.mkdir(path, parents=bool(arg.get("parents")))
             elif op == "Stat":
                 await out(1, json.dumps(sb.fs.stat(path), default=str).encode())
+            elif op == "ListFiles":
+                # the entries' shape the SDK parses (parseFileEntry)
+                await out(1, json.dumps([
+                    {"name": e["name"], "path": e["path"], "type": "directory" if e["is_dir"] else "file",
+                     "size": e["size"], "mode": e.get("mode", 0o644), "permissions": "",
+                     "owner": "root", "group": "root", "modified_time": e.get("mtime", 0),
+                     "symlink_target": None} for e in sb.fs.list(path)]).encode())
             else:
                 raise ValueError(op)
             return 0

@@ -421,11 +421,12 @@ def test_files_and_volumes_of_a_remote_sandbox(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare", "modal"])
 def test_terminal_of_a_remote_sandbox(env, p):
     """The terminal endpoints we serve (WebSocket and SSE) reach the
     provider's PTY: typed lines run there and come back, a resize reaches
-    it, the shell's exit ends the session."""
+    it (Modal: the size asked at start, its router having no resize), the
+    shell's exit ends the session."""
     from wsclient import SSE, WS
     d, dbl = env, env.doubles[p]
     st, sb = create(d, p, f"term-{p}")
@@ -436,7 +437,10 @@ def test_terminal_of_a_remote_sandbox(env, p):
     ws.send("echo remote-hello\n")
     ws.read_until("remote-hello")
     pty = dbl.sandboxes[sb["remoteId"]].pty[-1]
-    assert (100, 30) in pty["resizes"], pty["resizes"]
+    if p == "modal":
+        assert (pty["cols"], pty["rows"]) == (100, 30), pty
+    else:
+        assert (100, 30) in pty["resizes"], pty["resizes"]
     assert b"echo remote-hello\n" in bytes(pty["input"])
 
     sse = SSE(port, f"/tty/{sb['id']}/stream?sessionId=t2", {"Authorization": f"Bearer {d.token}"})
@@ -501,6 +505,26 @@ def test_cp_between_remote_sandboxes(env):
     assert st == 501 and o["message"].endswith("not supported by daytona: copy with includeRoot"), o
     for sb in (a, b):
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_cp_of_a_directory_on_modal(env):
+    """pushDirectory and pullDirectory (upstream's `cp`) on a Modal
+    sandbox: the adapter lists, reads and writes through Modal's fs tool
+    and we pack and unpack the tar, so a directory tree goes out and back."""
+    d, dbl = env, env.doubles["modal"]
+    st, sb = create(d, "modal", "cp-modal")
+    assert st == 200, sb
+    assert d.sh(sb["id"], "mkdir -p /work/sub; echo one > /work/a.txt; "
+                          "echo two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": sb["id"], "directoryPath": "/work"})
+    assert st == 200, o
+    st, o2 = d.call(SB + "pullDirectory", body={"sandboxId": sb["id"], "uuid": o["uuid"],
+                                                 "directoryPath": "/dest"})
+    assert st == 200, o2
+    assert d.sh(sb["id"], "cat /dest/a.txt; cat /dest/sub/b.txt")["stdout"] == "one\ntwo\n"
+    files = dbl.sandboxes[sb["remoteId"]].fs.snapshot()
+    assert bytes(files["/dest/sub/b.txt"]) == b"two\n", sorted(files)
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
 def test_preview_of_a_remote_sandbox_is_the_providers(env):
