@@ -25,7 +25,8 @@
  * Modal's in-sandbox tool (/__modal/.bin/modal-sandbox-fs-tools, the one
  * Modal's own SDK execs) for read, write, list and remove; tar is packed
  * and unpacked here through those calls (provider.c), no tar binary being
- * assumed in the sandbox's image. Previews (tunnels) are not done. */
+ * assumed in the sandbox's image. Previews are Modal's tunnels, which it
+ * opens only for the ports named at create (spec.ports). */
 #include <ctype.h>
 #include <errno.h>
 #include <time.h>
@@ -663,6 +664,8 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     PeModal__StringMap envs = PE_MODAL__STRING_MAP__INIT;
     PeModal__SandboxCreateResponse *rs = NULL;
     PeModal__StringMap__ContentsEntry *entries = NULL, **ptrs = NULL;
+    PeModal__PortSpecs open = PE_MODAL__PORT_SPECS__INIT;
+    PeModal__PortSpec *ports = NULL, **port_ptrs = NULL;
     char *app = NULL, *image = NULL;
     size_t n = 0;
     int r;
@@ -696,6 +699,20 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     def.resources = &res;
     def.timeout_secs = SANDBOX_TIMEOUT_S;
     def.environment_variables = &envs;
+    if (spec->n_ports > 0) {
+        /* a tunnel for each port asked, with TLS at Modal's edge; ports are
+         * opened here only (no call opens one later) */
+        ports = pe_xcalloc(spec->n_ports, sizeof(*ports));
+        port_ptrs = pe_xcalloc(spec->n_ports, sizeof(*port_ptrs));
+        for (size_t i = 0; i < spec->n_ports; i++) {
+            pe_modal__port_spec__init(&ports[i]);
+            ports[i].port = spec->ports[i];
+            port_ptrs[i] = &ports[i];
+        }
+        open.n_ports = spec->n_ports;
+        open.ports = port_ptrs;
+        def.open_ports = &open;
+    }
     rq.app_id = app;
     rq.definition = &def;
     /* not idempotent: a second call makes a second sandbox */
@@ -705,6 +722,8 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         free(entries[i].key);
     free(entries);
     free(ptrs);
+    free(ports);
+    free(port_ptrs);
     free(app);
     free(image);
     if (r < 0)
@@ -742,6 +761,58 @@ static int md_status(pe_provider *p, const char *id, pe_provider_status *st, pe_
     }
     protobuf_c_message_free_unpacked(MSG(rs), NULL);
     return 0;
+}
+
+/* ---- previews: tunnels ---- */
+
+/* The tunnel of a port opened at create: https://HOST[:PORT], public (a
+ * Modal tunnel takes no credential). A plain http control plane (a local
+ * endpoint, the test double) has plain tunnels, as it has a plain router. */
+static int md_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    PeModal__SandboxGetTunnelsRequest rq = PE_MODAL__SANDBOX_GET_TUNNELS_REQUEST__INIT;
+    PeModal__SandboxGetTunnelsResponse *rs = NULL;
+    const char *scheme = strncmp(p->cfg.creds.base_url, "http://", 7) == 0 ? "http" : "https";
+    int r = -1;
+
+    rq.sandbox_id = (char *)id;
+    rq.timeout = 10;
+    if (md_cp(p, "SandboxGetTunnels", MSG(&rq), &pe_modal__sandbox_get_tunnels_response__descriptor,
+              UNPACKED(&rs), true, "get a sandbox's tunnels", err) < 0)
+        return -1;
+    if (rs->result && rs->result->status != 0 &&
+        rs->result->status != PE_MODAL__GENERIC_STATUS__GENERIC_SUCCESS) {
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": get a sandbox's tunnels: status %d",
+                              rs->result->status);
+        goto out;
+    }
+    for (size_t i = 0; i < rs->n_tunnels; i++) {
+        const PeModal__TunnelData *t = rs->tunnels[i];
+        bool host_ok = t->host[0] != '\0' && strlen(t->host) < 256;
+        if (t->container_port != port)
+            continue;
+        for (const char *c = t->host; host_ok && *c; c++)
+            host_ok = isalnum((unsigned char)*c) || *c == '.' || *c == '-';
+        if (!host_ok || t->port == 0 || t->port > 65535) {
+            r = pe__provider_fail(p, err, PE_EREMOTE, NAME " answered a tunnel without a host");
+            goto out;
+        }
+        memset(out, 0, sizeof(*out));
+        if (t->port == 443)
+            snprintf(out->url, sizeof(out->url), "%s://%s/", scheme, t->host);
+        else
+            snprintf(out->url, sizeof(out->url), "%s://%s:%u/", scheme, t->host, t->port);
+        r = 0;
+        goto out;
+    }
+    r = pe_err_set(err, PE_ENOTCAP, 0,
+                   "not supported by " NAME ": preview of port %u (Modal opens a tunnel only for "
+                   "the ports asked at create)",
+                   port);
+out:
+    protobuf_c_message_free_unpacked(MSG(rs), NULL);
+    return r;
 }
 
 /* ---- the command router ---- */
@@ -1295,7 +1366,7 @@ static int md_file_list(pe_provider *p, const char *id, const char *path, pe_pro
 
 const pe_provider_ops pe__provider_modal = {
     .name = NAME,
-    .caps = PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
+    .caps = PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = md_open,
     .close = md_close,
     .create = md_create,
@@ -1308,4 +1379,5 @@ const pe_provider_ops pe__provider_modal = {
     .file_write = md_file_write,
     .file_list = md_file_list,
     .file_remove = md_file_remove,
+    .preview = md_preview,
 };

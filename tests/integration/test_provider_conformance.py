@@ -63,6 +63,7 @@ NO_RESIZE = {"modal"}  # Modal's command router has no resize call
 EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
                         "PE_PROVIDER_PORTS": "3000"},
              "blaxel": {"PE_PROVIDER_ORG": "ws-double"},  # Blaxel's workspace
+             "modal": {"PE_PROVIDER_PORTS": "3000"},  # tunnels are opened at create only
              "kubernetes": {"PE_DRIVE_SHELL": "sh"}}  # the double's Pods are busybox
 # Where each API lives under the double's URL (the public base URLs end so too).
 URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
@@ -358,6 +359,11 @@ def test_preview(adapter):
         err = adapter.run("preview", sid, "3000", ok=False)
         assert err["error"] == "ENOTCAP" and "8080" in err["message"]
         note = "ok (8080 only)"
+    if adapter.provider == "modal":  # a tunnel per port asked at create, no other
+        assert adapter.d.seen("tunnel.http"), "the preview did not go through the tunnel"
+        err = adapter.run("preview", sid, "8080", ok=False)
+        assert err["error"] == "ENOTCAP" and "8080" in err["message"] and "at create" in err["message"]
+        note = "ok (ports of the create)"
     adapter.run("remove", sid)
     return note
 

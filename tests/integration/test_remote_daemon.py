@@ -63,6 +63,7 @@ def env(tmp_path_factory):
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
+    conf["modal"]["ports"] = [3000]  # Modal tunnels only the ports named at create
     path = tmp / "providers.json"
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
@@ -386,7 +387,9 @@ def test_provider_config_is_checked(tmp_path):
     cases = [({"daytona": {"url": "http://127.0.0.1:1"}}, 0o644, "chmod 600"),
              ({"nosuch": {}}, 0o600, "not a remote provider"),
              ({"daytona": {"kee": "x"}}, 0o600, "unknown field 'kee'"),
-             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://")]
+             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://"),
+             ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
+             ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports")]
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -548,6 +551,27 @@ def test_preview_of_a_remote_sandbox_is_the_providers(env):
     assert e.value.code == 401
     st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
     assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_modal_sandbox_is_its_tunnel(env):
+    """A Modal sandbox gets a tunnel for each port of the operator's
+    `ports` (asked at create: Modal opens none later); exposePort answers
+    that tunnel's URL, which reaches the port; another port is 501."""
+    import urllib.request
+    d, dbl = env, env.doubles["modal"]
+    st, sb = create(d, "modal", "pv-modal")
+    assert st == 200, sb
+    assert list(dbl.sandboxes[sb["remoteId"]].tunnels) == [3000]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert url.startswith("http://127.0.0.1:") and not o.get("previewHeaders"), o
+    assert dbl.key not in json.dumps(o) and dbl.token_secret not in json.dumps(o)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200 and f"preview of {sb['remoteId']} port 3000" in r.read().decode()
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 8080})
+    assert st == 501 and "not supported by modal: preview of port 8080" in o["message"], o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
