@@ -1096,6 +1096,10 @@ typedef struct md_exec {
     char exec_id[33];
     bool tty;
     uint64_t in_off;
+    /* a write to stdin failed: the input is lost, so the stream ends with
+     * in_error (set before in_failed; the side thread writes, run reads) */
+    int in_failed;
+    char in_error[PE_ERR_MSG_MAX];
     volatile int killed;
 } md_exec;
 
@@ -1122,6 +1126,8 @@ static int md_run(struct pe_provider_stream *s)
     if (md_read_output(s->p, &x->rt, x->exec_id, sinks, x->tty ? 1 : 2, &s->cancel, &err) < 0) {
         if (x->killed)
             pe__stream_exit(s, 137);
+        else if (__atomic_load_n(&x->in_failed, __ATOMIC_ACQUIRE))
+            snprintf(s->error, sizeof(s->error), "%s", x->in_error);
         else
             snprintf(s->error, sizeof(s->error), "%s", err.msg);
         return 0;
@@ -1138,8 +1144,18 @@ static int md_input(struct pe_provider_stream *s, const unsigned char *data, siz
     md_exec *x = s->ud;
     pe_err err;
 
-    if (md_stdin_write(s->p, &x->rt, x->exec_id, x->in_off, data, len, len == 0, &err) == 0)
+    if (__atomic_load_n(&x->in_failed, __ATOMIC_ACQUIRE))
+        return 0;
+    if (md_stdin_write(s->p, &x->rt, x->exec_id, x->in_off, data, len, len == 0, &err) == 0) {
         x->in_off += len;
+        return 0;
+    }
+    /* the bytes are lost (a later write's offset would be refused, and the
+     * process would wait for them): end the stream with the reason rather
+     * than leave it waiting for input that never comes */
+    snprintf(x->in_error, sizeof(x->in_error), "%s", err.msg);
+    __atomic_store_n(&x->in_failed, 1, __ATOMIC_RELEASE);
+    s->cancel = 1;
     return 0;
 }
 

@@ -489,6 +489,23 @@ def test_env(adapter):
     adapter.run("remove", sid)
 
 
+def test_modal_input_lost_ends_the_stream():
+    """A write to a Modal process's stdin that fails loses those bytes
+    (the router checks offsets: the next write and the EOF are refused), so
+    the stream ends with an error naming modal instead of leaving the
+    process waiting for its input forever."""
+    with start("modal") as d:
+        a = Drive("modal", d)
+        sid = a.create()
+        d.fault("exec.stdin", status=500, times=1)
+        out = a.run("stdin", sid, "typed input", "cat", ok=False, timeout=30)
+        err = out[-1] if isinstance(out, list) else out
+        assert err["error"] == "EREMOTE" and err["message"].startswith("modal") and "stdin" in err["message"], err
+        lines = a.run("stdin", sid, "again", "cat")  # a later call works
+        assert "".join(x.get("data", "") for x in lines) == "again" and lines[-1] == {"exit_code": 0}
+        a.run("remove", sid)
+
+
 # ---- local: the same promises, on this host's runtime, for real ----
 
 INIT = os.path.join(BUILD, "pocketenv-init")

@@ -442,6 +442,9 @@ def test_terminal_of_a_remote_sandbox(env, p):
     pty = dbl.sandboxes[sb["remoteId"]].pty[-1]
     if p == "modal":
         assert (pty["cols"], pty["rows"]) == (100, 30), pty
+        for i in range(2):  # each line typed is a stdin call of its own, in order
+            ws.send(f"echo line-{i}\n")
+            ws.read_until(f"line-{i}\r\n")
     else:
         assert (100, 30) in pty["resizes"], pty["resizes"]
     assert b"echo remote-hello\n" in bytes(pty["input"])
