@@ -467,11 +467,11 @@ def test_terminal_of_a_remote_sandbox(env, p):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["e2b", "daytona"])
+@pytest.mark.parametrize("p", ["e2b", "daytona", "modal"])
 def test_streaming_exec_of_a_remote_sandbox(env, p):
     """/exec/:id/ws (`pocketenv exec`) runs the command on the provider:
     stdout and stderr apart as they come, stdin where the provider takes
-    it (E2B; Daytona's command reads end of file), the exit code."""
+    it (E2B, Modal; Daytona's command reads end of file), the exit code."""
     from test_exec_stream import collect
     from wsclient import WS
     d, dbl = env, env.doubles[p]
@@ -483,7 +483,7 @@ def test_streaming_exec_of_a_remote_sandbox(env, p):
     script = "cat; printenv WHO; printenv EXTRA; echo oops >&2; exit 7"
     ws.send(json.dumps({"argv": ["sh", "-c", script], "env": {"EXTRA": "x1"}}))
     out, err, code, close = collect(ws, stdin=b"hello\n")
-    want_in = b"hello\n" if p == "e2b" else b""
+    want_in = b"hello\n" if p in ("e2b", "modal") else b""
     assert (out, err, code, close) == (want_in + b"remote\nx1\n", b"oops\n", 7, 1000)
     assert any(r["route"].startswith("exec") for r in dbl.requests), "it never reached the provider"
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
