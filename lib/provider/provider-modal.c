@@ -19,11 +19,14 @@
  * clients send. Router calls carry the router's JWT instead.
  *
  * What Modal lacks: stop keeps nothing (Modal has no stop: a sandbox runs
- * until terminated), so stop terminates and there is no start; no resize
- * over the router, so no PTY here; files go through Modal's in-sandbox
- * tool (/__modal/.bin/modal-sandbox-fs-tools, the one Modal's own SDK
- * execs) for read, write and remove; no listing (its ListFiles answer is
- * not documented), so no tar either. Previews (tunnels) are not done. */
+ * until terminated), so stop terminates and there is no start; a PTY is an
+ * exec with pty_info, but the router has no resize call, so a terminal
+ * keeps the size it started with (a resize is dropped). Files go through
+ * Modal's in-sandbox tool (/__modal/.bin/modal-sandbox-fs-tools, the one
+ * Modal's own SDK execs) for read, write, list and remove; tar is packed
+ * and unpacked here through those calls (provider.c), no tar binary being
+ * assumed in the sandbox's image. Previews are Modal's tunnels, which it
+ * opens only for the ports named at create (spec.ports). */
 #include <ctype.h>
 #include <errno.h>
 #include <time.h>
@@ -661,6 +664,8 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     PeModal__StringMap envs = PE_MODAL__STRING_MAP__INIT;
     PeModal__SandboxCreateResponse *rs = NULL;
     PeModal__StringMap__ContentsEntry *entries = NULL, **ptrs = NULL;
+    PeModal__PortSpecs open = PE_MODAL__PORT_SPECS__INIT;
+    PeModal__PortSpec *ports = NULL, **port_ptrs = NULL;
     char *app = NULL, *image = NULL;
     size_t n = 0;
     int r;
@@ -694,6 +699,20 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     def.resources = &res;
     def.timeout_secs = SANDBOX_TIMEOUT_S;
     def.environment_variables = &envs;
+    if (spec->n_ports > 0) {
+        /* a tunnel for each port asked, with TLS at Modal's edge; ports are
+         * opened here only (no call opens one later) */
+        ports = pe_xcalloc(spec->n_ports, sizeof(*ports));
+        port_ptrs = pe_xcalloc(spec->n_ports, sizeof(*port_ptrs));
+        for (size_t i = 0; i < spec->n_ports; i++) {
+            pe_modal__port_spec__init(&ports[i]);
+            ports[i].port = spec->ports[i];
+            port_ptrs[i] = &ports[i];
+        }
+        open.n_ports = spec->n_ports;
+        open.ports = port_ptrs;
+        def.open_ports = &open;
+    }
     rq.app_id = app;
     rq.definition = &def;
     /* not idempotent: a second call makes a second sandbox */
@@ -703,6 +722,8 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         free(entries[i].key);
     free(entries);
     free(ptrs);
+    free(ports);
+    free(port_ptrs);
     free(app);
     free(image);
     if (r < 0)
@@ -740,6 +761,58 @@ static int md_status(pe_provider *p, const char *id, pe_provider_status *st, pe_
     }
     protobuf_c_message_free_unpacked(MSG(rs), NULL);
     return 0;
+}
+
+/* ---- previews: tunnels ---- */
+
+/* The tunnel of a port opened at create: https://HOST[:PORT], public (a
+ * Modal tunnel takes no credential). A plain http control plane (a local
+ * endpoint, the test double) has plain tunnels, as it has a plain router. */
+static int md_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    PeModal__SandboxGetTunnelsRequest rq = PE_MODAL__SANDBOX_GET_TUNNELS_REQUEST__INIT;
+    PeModal__SandboxGetTunnelsResponse *rs = NULL;
+    const char *scheme = strncmp(p->cfg.creds.base_url, "http://", 7) == 0 ? "http" : "https";
+    int r = -1;
+
+    rq.sandbox_id = (char *)id;
+    rq.timeout = 10;
+    if (md_cp(p, "SandboxGetTunnels", MSG(&rq), &pe_modal__sandbox_get_tunnels_response__descriptor,
+              UNPACKED(&rs), true, "get a sandbox's tunnels", err) < 0)
+        return -1;
+    if (rs->result && rs->result->status != 0 &&
+        rs->result->status != PE_MODAL__GENERIC_STATUS__GENERIC_SUCCESS) {
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": get a sandbox's tunnels: status %d",
+                              rs->result->status);
+        goto out;
+    }
+    for (size_t i = 0; i < rs->n_tunnels; i++) {
+        const PeModal__TunnelData *t = rs->tunnels[i];
+        bool host_ok = t->host[0] != '\0' && strlen(t->host) < 256;
+        if (t->container_port != port)
+            continue;
+        for (const char *c = t->host; host_ok && *c; c++)
+            host_ok = isalnum((unsigned char)*c) || *c == '.' || *c == '-';
+        if (!host_ok || t->port == 0 || t->port > 65535) {
+            r = pe__provider_fail(p, err, PE_EREMOTE, NAME " answered a tunnel without a host");
+            goto out;
+        }
+        memset(out, 0, sizeof(*out));
+        if (t->port == 443)
+            snprintf(out->url, sizeof(out->url), "%s://%s/", scheme, t->host);
+        else
+            snprintf(out->url, sizeof(out->url), "%s://%s:%u/", scheme, t->host, t->port);
+        r = 0;
+        goto out;
+    }
+    r = pe_err_set(err, PE_ENOTCAP, 0,
+                   "not supported by " NAME ": preview of port %u (Modal opens a tunnel only for "
+                   "the ports asked at create)",
+                   port);
+out:
+    protobuf_c_message_free_unpacked(MSG(rs), NULL);
+    return r;
 }
 
 /* ---- the command router ---- */
@@ -834,6 +907,7 @@ static int md_exec_begin(pe_provider *p, const md_router *rt, const char *exec_i
                          const pe_provider_exec_opts *o, pe_err *err)
 {
     PeModal__TaskExecStartRequest rq = PE_MODAL__TASK_EXEC_START_REQUEST__INIT;
+    PeModal__PTYInfo pty = PE_MODAL__PTYINFO__INIT;
     PeModal__TaskExecStartRequest__EnvEntry *entries, **ptrs;
     size_t n = 0, argc = 0;
     int r;
@@ -861,6 +935,18 @@ static int md_exec_begin(pe_provider *p, const md_router *rt, const char *exec_i
     rq.command_args = (char **)o->argv;
     rq.stdout_config = 1; /* pipe */
     rq.stderr_config = 1;
+    if (o->tty) {
+        /* the terminal's output is stdout alone; its size is fixed here */
+        pty.enabled = true;
+        pty.winsz_rows = o->rows ? o->rows : 24;
+        pty.winsz_cols = o->cols ? o->cols : 80;
+        pty.env_term = (char *)"xterm-256color";
+        pty.env_colorterm = (char *)"truecolor";
+        pty.pty_type = 2; /* shell */
+        /* a terminal may sit idle: a quiet keyboard must not end it */
+        pty.no_terminate_on_idle_stdin = true;
+        rq.pty_info = &pty;
+    }
     /* Modal ends the process itself at its timeout (we have no kill call) */
     rq.timeout_secs = o->timeout > 0 ? (uint32_t)(o->timeout + 0.999) : 0;
     if (o->workdir)
@@ -941,8 +1027,9 @@ static bool md_stdio_msg(const uint8_t *msg, size_t len, void *ud)
     return true;
 }
 
+/* n: 2 (stdout and stderr), or 1 (stdout: a terminal's only output) */
 static int md_read_output(pe_provider *p, const md_router *rt, const char *exec_id,
-                          md_sink sinks[2], volatile int *cancel, pe_err *err)
+                          md_sink sinks[2], int n, volatile int *cancel, pe_err *err)
 {
     PeModal__TaskExecStdioReadRequest rq[2] = {PE_MODAL__TASK_EXEC_STDIO_READ_REQUEST__INIT,
                                                PE_MODAL__TASK_EXEC_STDIO_READ_REQUEST__INIT};
@@ -958,7 +1045,7 @@ static int md_read_output(pe_provider *p, const md_router *rt, const char *exec_
      * HTTP/2 framing error against the double; which side is at fault is
      * not settled, and two connections cost little */
     curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_NOTHING);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n; i++) {
         rq[i].task_id = rt->task_id;
         rq[i].exec_id = (char *)exec_id;
         rq[i].file_descriptor = i; /* the router's numbering: 0 stdout, 1 stderr */
@@ -989,11 +1076,11 @@ static int md_read_output(pe_provider *p, const md_router *rt, const char *exec_
             break;
         if (m->msg != CURLMSG_DONE)
             continue;
-        for (int i = 0; i < 2; i++)
+        for (int i = 0; i < n; i++)
             if (m->easy_handle == x[i].curl && r == 0)
                 r = md_xfer_result(p, &x[i], m->data.result, &retry, err);
     }
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < n; i++) {
         curl_multi_remove_handle(multi, x[i].curl);
         md_xfer_free(&x[i]);
         free(url[i]);
@@ -1007,7 +1094,12 @@ static int md_read_output(pe_provider *p, const md_router *rt, const char *exec_
 typedef struct md_exec {
     md_router rt;
     char exec_id[33];
+    bool tty;
     uint64_t in_off;
+    /* a write to stdin failed: the input is lost, so the stream ends with
+     * in_error (set before in_failed; the side thread writes, run reads) */
+    int in_failed;
+    char in_error[PE_ERR_MSG_MAX];
     volatile int killed;
 } md_exec;
 
@@ -1031,9 +1123,11 @@ static int md_run(struct pe_provider_stream *s)
     pe_err err;
     int code;
 
-    if (md_read_output(s->p, &x->rt, x->exec_id, sinks, &s->cancel, &err) < 0) {
+    if (md_read_output(s->p, &x->rt, x->exec_id, sinks, x->tty ? 1 : 2, &s->cancel, &err) < 0) {
         if (x->killed)
             pe__stream_exit(s, 137);
+        else if (__atomic_load_n(&x->in_failed, __ATOMIC_ACQUIRE))
+            snprintf(s->error, sizeof(s->error), "%s", x->in_error);
         else
             snprintf(s->error, sizeof(s->error), "%s", err.msg);
         return 0;
@@ -1050,8 +1144,18 @@ static int md_input(struct pe_provider_stream *s, const unsigned char *data, siz
     md_exec *x = s->ud;
     pe_err err;
 
-    if (md_stdin_write(s->p, &x->rt, x->exec_id, x->in_off, data, len, len == 0, &err) == 0)
+    if (__atomic_load_n(&x->in_failed, __ATOMIC_ACQUIRE))
+        return 0;
+    if (md_stdin_write(s->p, &x->rt, x->exec_id, x->in_off, data, len, len == 0, &err) == 0) {
         x->in_off += len;
+        return 0;
+    }
+    /* the bytes are lost (a later write's offset would be refused, and the
+     * process would wait for them): end the stream with the reason rather
+     * than leave it waiting for input that never comes */
+    snprintf(x->in_error, sizeof(x->in_error), "%s", err.msg);
+    __atomic_store_n(&x->in_failed, 1, __ATOMIC_RELEASE);
+    s->cancel = 1;
     return 0;
 }
 
@@ -1077,16 +1181,19 @@ static int md_exec_start(pe_provider *p, const char *id, const pe_provider_exec_
     md_exec *x = pe_xcalloc(1, sizeof(*x));
 
     md_exec_id(x->exec_id);
+    x->tty = o->tty;
     if (md_router_get(p, id, &x->rt, err) < 0 || md_exec_begin(p, &x->rt, x->exec_id, o, err) < 0) {
         md_exec_free(x);
         return -1;
     }
-    /* no stdin: EOF now, so a command that reads it does not wait forever */
-    if (!o->stdin_pipe && md_stdin_write(p, &x->rt, x->exec_id, 0, NULL, 0, true, err) < 0) {
+    /* no stdin: EOF now, so a command that reads it does not wait forever
+     * (a terminal's keyboard is its stdin) */
+    if (!o->tty && !o->stdin_pipe &&
+        md_stdin_write(p, &x->rt, x->exec_id, 0, NULL, 0, true, err) < 0) {
         md_exec_free(x);
         return -1;
     }
-    return pe__stream_start(p, &md_exec_ops, x, NULL, false, o->stdin_pipe, proc, err);
+    return pe__stream_start(p, &md_exec_ops, x, NULL, o->tty, o->stdin_pipe, proc, err);
 }
 
 /* ---- files: Modal's in-sandbox tool ---- */
@@ -1138,7 +1245,7 @@ static int md_tool(pe_provider *p, const char *id, json_t *cmd, const void *in, 
     if (r == 0)
         r = md_stdin_write(p, &rt, exec_id, off, NULL, 0, true, err);
     if (r == 0)
-        r = md_read_output(p, &rt, exec_id, sinks, NULL, err);
+        r = md_read_output(p, &rt, exec_id, sinks, 2, NULL, err);
     if (r == 0)
         r = md_exec_wait(p, &rt, exec_id, code, err);
     md_router_free(&rt);
@@ -1230,9 +1337,52 @@ static int md_file_remove(pe_provider *p, const char *id, const char *path, bool
     return 0;
 }
 
+/* ListFiles answers a JSON array of {name, type: file|directory|symlink,
+ * size, mode, ...} (the entry Modal's SDK parses). */
+static int md_file_list(pe_provider *p, const char *id, const char *path, pe_provider_dirent **ents,
+                        size_t *n, pe_err *err)
+{
+    json_t *cmd = json_pack("{s:{s:s}}", "ListFiles", "path", path), *v, *e;
+    md_buf out[2];
+    size_t i;
+    int code, r = md_tool(p, id, cmd, NULL, 0, 16 << 20, out, &code, "list files", err);
+
+    json_decref(cmd);
+    if (r < 0)
+        return -1;
+    if (code != 0)
+        return md_tool_error(p, out, code, "list files", path, err);
+    free(out[1].data);
+    v = out[0].toobig || out[0].data == NULL ? NULL : json_loadb(out[0].data, out[0].len, 0, NULL);
+    free(out[0].data);
+    if (!json_is_array(v)) {
+        json_decref(v);
+        return pe__provider_fail(p, err, PE_EREMOTE,
+                                 NAME ": list files: %s: an answer that is not its API", path);
+    }
+    *ents = pe_xcalloc(json_array_size(v) + 1, sizeof(**ents));
+    *n = 0;
+    json_array_foreach(v, i, e)
+    {
+        const char *name = json_string_value(json_object_get(e, "name"));
+        const char *type = json_string_value(json_object_get(e, "type"));
+        pe_provider_dirent *d = &(*ents)[*n];
+        if (name == NULL || name[0] == '\0' || strlen(name) >= sizeof(d->name) ||
+            strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue; /* a name that would climb or nest: not one entry of path */
+        snprintf(d->name, sizeof(d->name), "%s", name);
+        d->is_dir = type && strcmp(type, "directory") == 0;
+        d->size = (uint64_t)json_integer_value(json_object_get(e, "size"));
+        d->mode = (unsigned)json_integer_value(json_object_get(e, "mode")) & 07777;
+        (*n)++;
+    }
+    json_decref(v);
+    return 0;
+}
+
 const pe_provider_ops pe__provider_modal = {
     .name = NAME,
-    .caps = PE_CAP_STDIN | PE_CAP_FILE_REMOVE,
+    .caps = PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = md_open,
     .close = md_close,
     .create = md_create,
@@ -1243,5 +1393,7 @@ const pe_provider_ops pe__provider_modal = {
     .exec_start = md_exec_start,
     .file_read = md_file_read,
     .file_write = md_file_write,
+    .file_list = md_file_list,
     .file_remove = md_file_remove,
+    .preview = md_preview,
 };

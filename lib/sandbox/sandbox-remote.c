@@ -76,11 +76,31 @@ static int opt_ms(const char *path, const char *name, json_t *o, const char *fie
     return 0;
 }
 
+static int opt_ports(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
+                     pe_err *err)
+{
+    json_t *v = json_object_get(o, "ports"), *x;
+    size_t i;
+
+    if (v == NULL)
+        return 0;
+    if (!json_is_array(v) || json_array_size(v) > PE_SANDBOX_REMOTE_PORTS_MAX)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.ports must be an array of at most %d ports",
+                          path, name, PE_SANDBOX_REMOTE_PORTS_MAX);
+    json_array_foreach(v, i, x)
+    {
+        if (!json_is_integer(x) || json_integer_value(x) < 1 || json_integer_value(x) > 65535)
+            return pe_err_set(err, PE_EINVAL, 0, "%s: %s.ports: a port is 1 to 65535", path, name);
+        r->ports[r->n_ports++] = (uint16_t)json_integer_value(x);
+    }
+    return 0;
+}
+
 static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
                     pe_err *err)
 {
     static const char *const known[] = {
-        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig"};
+        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig", "ports"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
@@ -97,7 +117,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs, kubeconfig)",
+                              "createTimeoutMs, kubeconfig, ports)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -107,7 +127,8 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_str(path, name, o, "project", &r->project, err) < 0 ||
         opt_ms(path, name, o, "timeoutMs", &r->timeout_ms, err) < 0 ||
         opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
-        opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0)
+        opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0 ||
+        opt_ports(path, name, o, r, err) < 0)
         return -1;
     if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
@@ -783,6 +804,7 @@ static int remote_spec(const pe_store_sandbox *sb, const char *image, pe_provide
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                              const char *image, char **remote_id, pe_err *err)
 {
+    const pe_sandbox_remote *op = pe_sandboxes_remote(sx, sb->backend);
     pe_provider *p = NULL;
     pe_provider_spec spec = {0};
     char **env = NULL;
@@ -792,6 +814,10 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
 
     if (remote_spec(sb, image, &spec, err) < 0 || pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
         return -1;
+    if (op) { /* the operator's ports: routed from the start */
+        spec.ports = op->ports;
+        spec.n_ports = op->n_ports;
+    }
     if (pe_sandbox_env(sx, s, sb->id, &env, err) < 0) {
         pe_provider_close(p);
         return -1;

@@ -25,6 +25,7 @@
 
 /* Remote providers the operator configured (serve --provider-config). */
 #define PE_SANDBOX_REMOTES_MAX 16
+#define PE_SANDBOX_REMOTE_PORTS_MAX 8
 
 /* The operator's settings of one remote provider: where its API is (only
  * ever from here, never from a client: a client-chosen URL would make the
@@ -36,6 +37,11 @@ typedef struct pe_sandbox_remote {
     char *key, *org, *project;
     char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
+    /* ports every create asks the provider to route (Modal's tunnels,
+     * Vercel's routes: taken at create only); the operator's choice, as
+     * such a port may be public */
+    uint16_t ports[PE_SANDBOX_REMOTE_PORTS_MAX];
+    size_t n_ports;
 } pe_sandbox_remote;
 
 typedef struct pe_sandboxes {

@@ -17,13 +17,17 @@ EnvironmentGetOrCreate [environment],
 AppGetOrCreate [app], ImageGetOrCreate [image] (every image builds at
 once), ImageJoinStreaming [image.join], SandboxCreate [create],
 SandboxGetTaskId [task], SandboxWait [wait], SandboxTerminate [delete],
-TaskGetCommandRouterAccess [router]; on the router TaskExecStart [exec],
+SandboxGetTunnels [tunnels] (each port of the create's open_ports is a
+plain HTTP listener on loopback answering "preview of SID port P"; its
+requests are logged as tunnel.http), TaskGetCommandRouterAccess [router]; on the router TaskExecStart [exec],
 TaskExecStdioRead [exec.stdio] (a server stream), TaskExecStdinWrite
 [exec.stdin] and its client stream TaskExecStdinWriteStream [exec.stdin:stream], TaskExecWait [exec.wait], TaskExecPoll [exec.poll]. Files go
 through exec of Modal's in-sandbox tool `/__modal/.bin/modal-sandbox-fs-tools`
-with a JSON command (ReadFile, WriteFile, Remove, MakeDirectory, Stat), as the
-SDK does. Anything else answers UNIMPLEMENTED (route "unknown").
-Not implemented: secrets, volumes, tunnels, snapshots, PTYs, SandboxList,
+with a JSON command (ReadFile, WriteFile, Remove, MakeDirectory, Stat,
+ListFiles), as the SDK does. A TaskExecStart with pty_info runs a terminal
+(PtyShell: input through the stdin writes, output on stdout; its record in
+sb.pty keeps the size asked at start: the router has no resize call). Anything else answers UNIMPLEMENTED (route "unknown").
+Not implemented: secrets, volumes, TLS or unencrypted (TCP) tunnels, snapshots, SandboxList,
 the legacy ContainerExec calls, the control endpoints over HTTP (use the
 Python API: d.fault, d.seen, d.sandboxes).
 
@@ -50,7 +54,8 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
-from ._core import LOOPBACK, ByteQueue, Double, Dropped, FsError, Sandbox, new_id, run_exec
+from ._core import LOOPBACK, ByteQueue, Double, Dropped, FsError, Interpreter, PtyShell, Sandbox, new_id, \
+    run_exec
 
 FS_TOOLS = "/__modal/.bin/modal-sandbox-fs-tools"
 CP = "/modal.client.ModalClient/"
@@ -66,6 +71,7 @@ ROUTES = {
     CP + "SandboxGetTaskId": "task",
     CP + "SandboxWait": "wait",
     CP + "SandboxTerminate": "delete",
+    CP + "SandboxGetTunnels": "tunnels",
     CP + "TaskGetCommandRouterAccess": "router",
     ROUTER + "TaskExecStart": "exec",
     ROUTER + "TaskExecStdioRead": "exec.stdio",
@@ -189,6 +195,7 @@ class Exec:
         self.code = None
         self.changed = asyncio.Condition()
         self.task = None
+        self.pty = None  # the terminal's record (sb.pty) when started with pty_info
 
 
 class ModalDouble(Double):
@@ -234,6 +241,7 @@ class ModalDouble(Double):
     def describe(self, sb):
         d = super().describe(sb)
         d.pop("execs_by_id", None)
+        d["tunnels"] = {p: f"{h}:{lp}" for p, (h, lp, _) in getattr(sb, "tunnels", {}).items()}
         return d
 
     # -- control plane
@@ -280,6 +288,9 @@ class ModalDouble(Double):
                 kv = pb_decode(entry)
                 env[pb_str(kv, 1)] = pb_str(kv, 2)
         res = pb_decode(d.get(5, [b""])[-1])
+        open_ports = [pb_int(pb_decode(ps), 1) for raw in d.get(20, []) for ps in pb_decode(raw).get(1, [])]
+        if any(not 0 < port < 65536 for port in open_ports):
+            raise GrpcError(INVALID_ARGUMENT, "open_ports: a port is 1..65535")
         # Modal ids: a prefix and 22 alphanumerics (the SDK tells V1 sandboxes by that shape)
         sid, tid = new_id("sb-", 22), new_id("ta-", 22)
         self.sandboxes[sid] = Sandbox(sid, env=env, image=self.images[image], task_id=tid,
@@ -287,7 +298,42 @@ class ModalDouble(Double):
                                       milli_cpu=pb_int(res, 3), memory_mb=pb_int(res, 2),
                                       name=pb_str(d, 30), execs_by_id={}, ended=None)
         self.tasks[tid] = sid
+        sb = self.sandboxes[sid]
+        sb.tunnels = {}  # container port -> (host, port, its listener)
+        for port in open_ports:
+            srv = await asyncio.start_server(self._tunnel_conn(sid, port), LOOPBACK, 0)
+            sb.tunnels[port] = (LOOPBACK, srv.sockets[0].getsockname()[1], srv)
         return pb_encode((1, sid))
+
+    def _tunnel_conn(self, sid, port):
+        """A tunnel: what a server on that port of the sandbox would answer
+        (no processes here), over plain HTTP/1.1 on loopback (Modal's edge
+        speaks TLS; a plain control plane gets plain tunnels)."""
+        async def conn(reader, writer):
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                line = head.split(b"\r\n", 1)[0].decode(errors="replace").split(" ")
+                self.log(line[0], line[1] if len(line) > 1 else "", "tunnel.http")
+                sb = self.sandboxes.get(sid)
+                if sb is None or sb.status != "running":
+                    body, status = b"sandbox ended\n", "502 Bad Gateway"
+                else:
+                    body, status = f"preview of {sid} port {port}: {' '.join(line[:2])}\n".encode(), "200 OK"
+                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
+                             f"Connection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+            except (asyncio.TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+        return conn
+
+    async def rpc_tunnels(self, req, md, send):
+        sb = self.sandbox(pb_str(req, 1))
+        if sb.status != "running":
+            return pb_encode((1, pb_encode((1, GENERIC_TERMINATED))))
+        return pb_encode(*[(2, pb_encode((1, host), (2, lport), (5, port)))
+                           for port, (host, lport, _) in sorted(sb.tunnels.items())])
 
     async def rpc_task(self, req, md, send):
         sb = self.sandbox(pb_str(req, 1))
@@ -311,6 +357,8 @@ class ModalDouble(Double):
         sb.status = "terminated"
         sb.destroyed = True
         sb.ended = time.time()
+        for _, _, srv in getattr(sb, "tunnels", {}).values():
+            srv.close()
         for x in sb.execs_by_id.values():
             if x.task and not x.task.done():
                 x.task.cancel()
@@ -341,8 +389,38 @@ class ModalDouble(Double):
             env[pb_str(kv, 1)] = pb_str(kv, 2)
         x = Exec(eid, argv)
         sb.execs_by_id[eid] = x
-        x.task = asyncio.ensure_future(self._run(sb, x, env, pb_str(req, 7) or None))
+        pty = pb_decode(req[9][-1]) if 9 in req else {}
+        if pb_int(pty, 1):  # pty_info.enabled: a terminal, its size fixed at start
+            x.pty = {"id": eid, "argv": argv, "rows": pb_int(pty, 2), "cols": pb_int(pty, 3),
+                     "term": pb_str(pty, 4), "resizes": [], "input": bytearray(), "exit_code": None}
+            sb.pty.append(x.pty)
+            x.task = asyncio.ensure_future(self._pty(sb, x, env, pb_str(req, 7) or None))
+        else:
+            x.task = asyncio.ensure_future(self._run(sb, x, env, pb_str(req, 7) or None))
         return b""
+
+    async def _pty(self, sb, x, env, cwd):
+        """A terminal: one output stream (stdout), input through stdin
+        writes; the router has no resize call."""
+        async def out(data):
+            x.out[1].extend(data)
+            async with x.changed:
+                x.changed.notify_all()
+        shell = PtyShell(Interpreter(sb.fs, {**sb.env, **env}, cwd or "/"), out)
+        code = 0
+        try:
+            await shell.start()
+            async for data in x.stdin:
+                x.pty["input"].extend(data)
+                await shell.feed(data)
+                if shell.exit_code is not None:
+                    code = shell.exit_code
+                    break
+        except asyncio.CancelledError:
+            code = 137
+        x.code = x.pty["exit_code"] = code
+        async with x.changed:
+            x.changed.notify_all()
 
     async def _run(self, sb, x, env, cwd):
         async def out(fd, data):
@@ -378,6 +456,13 @@ class ModalDouble(Double):
                 sb.fs.mkdir(path, parents=bool(arg.get("parents")))
             elif op == "Stat":
                 await out(1, json.dumps(sb.fs.stat(path), default=str).encode())
+            elif op == "ListFiles":
+                # the entries' shape the SDK parses (parseFileEntry)
+                await out(1, json.dumps([
+                    {"name": e["name"], "path": e["path"], "type": "directory" if e["is_dir"] else "file",
+                     "size": e["size"], "mode": e.get("mode", 0o644), "permissions": "",
+                     "owner": "root", "group": "root", "modified_time": e.get("mtime", 0),
+                     "symlink_target": None} for e in sb.fs.list(path)]).encode())
             else:
                 raise ValueError(op)
             return 0
@@ -477,7 +562,7 @@ class ModalDouble(Double):
 
     HANDLERS = {"auth.token": "rpc_auth_token", "app": "rpc_app", "environment": "rpc_environment", "image": "rpc_image",
                 "image.join": "rpc_image_join", "create": "rpc_create", "task": "rpc_task",
-                "wait": "rpc_wait", "delete": "rpc_delete", "router": "rpc_router",
+                "wait": "rpc_wait", "delete": "rpc_delete", "router": "rpc_router", "tunnels": "rpc_tunnels",
                 "exec": "rpc_exec", "exec.stdio": "rpc_stdio", "exec.stdin": "rpc_stdin", "exec.stdin:stream": "rpc_stdin_stream",
                 "exec.wait": "rpc_exec_wait", "exec.poll": "rpc_exec_poll"}
 

@@ -57,11 +57,13 @@ DELETE_ROUTE = {"vercel": "stop", "runloop": "shutdown"}
 KEPT_AFTER_REMOVE = {"runloop"}
 # Providers whose stop ends a sandbox for good (no start after it).
 STOP_ENDS = {"vercel", "deno", "modal"}  # Modal: stop is its terminate
+NO_RESIZE = {"modal"}  # Modal's command router has no resize call
 # What each provider's account needs besides the key (Vercel: team, project,
 # and the ports to route, which it takes at create only).
 EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJECT": "prj_conformance",
                         "PE_PROVIDER_PORTS": "3000"},
              "blaxel": {"PE_PROVIDER_ORG": "ws-double"},  # Blaxel's workspace
+             "modal": {"PE_PROVIDER_PORTS": "3000"},  # tunnels are opened at create only
              "kubernetes": {"PE_DRIVE_SHELL": "sh"}}  # the double's Pods are busybox
 # Where each API lives under the double's URL (the public base URLs end so too).
 URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
@@ -266,7 +268,12 @@ def test_pty(adapter):
     pty = adapter.d.sandboxes[sid].pty[-1]
     # Hopx's terminal and Kubernetes' exec take the first size as a resize: 80x24 (the size asked) comes first
     first = [(80, 24)] if adapter.provider in ("hopx", "kubernetes") else []
-    assert pty["resizes"] == first + [(100, 30)] and bytes(pty["input"]) == b"echo hi\nexit 4\n"
+    assert bytes(pty["input"]) == b"echo hi\nexit 4\n"
+    if adapter.provider in NO_RESIZE:  # the size asked at start stays
+        assert (pty["cols"], pty["rows"], pty["resizes"]) == (80, 24, [])
+        adapter.run("remove", sid)
+        return "ok (no resize)"
+    assert pty["resizes"] == first + [(100, 30)]
     adapter.run("remove", sid)
 
 
@@ -352,6 +359,11 @@ def test_preview(adapter):
         err = adapter.run("preview", sid, "3000", ok=False)
         assert err["error"] == "ENOTCAP" and "8080" in err["message"]
         note = "ok (8080 only)"
+    if adapter.provider == "modal":  # a tunnel per port asked at create, no other
+        assert adapter.d.seen("tunnel.http"), "the preview did not go through the tunnel"
+        err = adapter.run("preview", sid, "8080", ok=False)
+        assert err["error"] == "ENOTCAP" and "8080" in err["message"] and "at create" in err["message"]
+        note = "ok (ports of the create)"
     adapter.run("remove", sid)
     return note
 
@@ -475,6 +487,23 @@ def test_env(adapter):
     r = adapter.run("exec", sid, "printenv", "PER_EXEC")  # one exec's, not the next one's
     assert r["stdout"] == ""
     adapter.run("remove", sid)
+
+
+def test_modal_input_lost_ends_the_stream():
+    """A write to a Modal process's stdin that fails loses those bytes
+    (the router checks offsets: the next write and the EOF are refused), so
+    the stream ends with an error naming modal instead of leaving the
+    process waiting for its input forever."""
+    with start("modal") as d:
+        a = Drive("modal", d)
+        sid = a.create()
+        d.fault("exec.stdin", status=500, times=1)
+        out = a.run("stdin", sid, "typed input", "cat", ok=False, timeout=30)
+        err = out[-1] if isinstance(out, list) else out
+        assert err["error"] == "EREMOTE" and err["message"].startswith("modal") and "stdin" in err["message"], err
+        lines = a.run("stdin", sid, "again", "cat")  # a later call works
+        assert "".join(x.get("data", "") for x in lines) == "again" and lines[-1] == {"exit_code": 0}
+        a.run("remove", sid)
 
 
 # ---- local: the same promises, on this host's runtime, for real ----

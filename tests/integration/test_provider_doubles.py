@@ -351,12 +351,15 @@ def test_modal_sdk_lifecycle():
         assert got["fail"] == {"stdout": "before\n", "exitCode": 3}
         assert got["stdin"] == {"stdout": "from stdin", "exitCode": 0}
         assert got["read"] == "hello" and got["readMissing"] == "SandboxFilesystemNotFoundError"
+        assert got["list"] == [["a.txt", "file", 5]]
+        assert "in-pty\r\n" in got["pty"]["stdout"] and got["pty"]["exitCode"] == 5
         assert got["pollBefore"] is None and got["waited"] == 137  # terminated: 137, as Modal reports it
         assert got["badKey"]["code"] == 16  # UNAUTHENTICATED
         sb = d.sandboxes[sid]
         assert sb.status == "terminated" and sb.image == ["FROM alpine:3.21"]
         assert sb.milli_cpu == 2000 and sb.memory_mb == 1024 and sb.timeout_secs == 600
         assert bytes(sb.fs.read("/tmp/a.txt")) == b"hello"
+        assert (sb.pty[-1]["rows"], sb.pty[-1]["cols"]) == (24, 80)  # the SDK's default terminal
         seen = [(r["route"], r["status"]) for r in d.requests]
         for want in [("app", 0), ("image", 0), ("create", 0), ("task", 0), ("router", 0), ("exec", 0),
                      ("exec.stdio", 0), ("exec.wait", 0), ("exec.stdin:stream", 0), ("delete", 0),

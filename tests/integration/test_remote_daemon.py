@@ -63,6 +63,7 @@ def env(tmp_path_factory):
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
+    conf["modal"]["ports"] = [3000]  # Modal tunnels only the ports named at create
     path = tmp / "providers.json"
     path.write_text(json.dumps(conf))
     os.chmod(path, 0o600)
@@ -386,7 +387,9 @@ def test_provider_config_is_checked(tmp_path):
     cases = [({"daytona": {"url": "http://127.0.0.1:1"}}, 0o644, "chmod 600"),
              ({"nosuch": {}}, 0o600, "not a remote provider"),
              ({"daytona": {"kee": "x"}}, 0o600, "unknown field 'kee'"),
-             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://")]
+             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://"),
+             ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
+             ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports")]
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -421,11 +424,12 @@ def test_files_and_volumes_of_a_remote_sandbox(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "hopx", "cloudflare", "modal"])
 def test_terminal_of_a_remote_sandbox(env, p):
     """The terminal endpoints we serve (WebSocket and SSE) reach the
     provider's PTY: typed lines run there and come back, a resize reaches
-    it, the shell's exit ends the session."""
+    it (Modal: the size asked at start, its router having no resize), the
+    shell's exit ends the session."""
     from wsclient import SSE, WS
     d, dbl = env, env.doubles[p]
     st, sb = create(d, p, f"term-{p}")
@@ -436,7 +440,13 @@ def test_terminal_of_a_remote_sandbox(env, p):
     ws.send("echo remote-hello\n")
     ws.read_until("remote-hello")
     pty = dbl.sandboxes[sb["remoteId"]].pty[-1]
-    assert (100, 30) in pty["resizes"], pty["resizes"]
+    if p == "modal":
+        assert (pty["cols"], pty["rows"]) == (100, 30), pty
+        for i in range(2):  # each line typed is a stdin call of its own, in order
+            ws.send(f"echo line-{i}\n")
+            ws.read_until(f"line-{i}\r\n")
+    else:
+        assert (100, 30) in pty["resizes"], pty["resizes"]
     assert b"echo remote-hello\n" in bytes(pty["input"])
 
     sse = SSE(port, f"/tty/{sb['id']}/stream?sessionId=t2", {"Authorization": f"Bearer {d.token}"})
@@ -457,11 +467,11 @@ def test_terminal_of_a_remote_sandbox(env, p):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p", ["e2b", "daytona"])
+@pytest.mark.parametrize("p", ["e2b", "daytona", "modal"])
 def test_streaming_exec_of_a_remote_sandbox(env, p):
     """/exec/:id/ws (`pocketenv exec`) runs the command on the provider:
     stdout and stderr apart as they come, stdin where the provider takes
-    it (E2B; Daytona's command reads end of file), the exit code."""
+    it (E2B, Modal; Daytona's command reads end of file), the exit code."""
     from test_exec_stream import collect
     from wsclient import WS
     d, dbl = env, env.doubles[p]
@@ -473,7 +483,7 @@ def test_streaming_exec_of_a_remote_sandbox(env, p):
     script = "cat; printenv WHO; printenv EXTRA; echo oops >&2; exit 7"
     ws.send(json.dumps({"argv": ["sh", "-c", script], "env": {"EXTRA": "x1"}}))
     out, err, code, close = collect(ws, stdin=b"hello\n")
-    want_in = b"hello\n" if p == "e2b" else b""
+    want_in = b"hello\n" if p in ("e2b", "modal") else b""
     assert (out, err, code, close) == (want_in + b"remote\nx1\n", b"oops\n", 7, 1000)
     assert any(r["route"].startswith("exec") for r in dbl.requests), "it never reached the provider"
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
@@ -503,6 +513,26 @@ def test_cp_between_remote_sandboxes(env):
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
+def test_cp_of_a_directory_on_modal(env):
+    """pushDirectory and pullDirectory (upstream's `cp`) on a Modal
+    sandbox: the adapter lists, reads and writes through Modal's fs tool
+    and we pack and unpack the tar, so a directory tree goes out and back."""
+    d, dbl = env, env.doubles["modal"]
+    st, sb = create(d, "modal", "cp-modal")
+    assert st == 200, sb
+    assert d.sh(sb["id"], "mkdir -p /work/sub; echo one > /work/a.txt; "
+                          "echo two > /work/sub/b.txt")["exitCode"] == 0
+    st, o = d.call(SB + "pushDirectory", body={"sandboxId": sb["id"], "directoryPath": "/work"})
+    assert st == 200, o
+    st, o2 = d.call(SB + "pullDirectory", body={"sandboxId": sb["id"], "uuid": o["uuid"],
+                                                 "directoryPath": "/dest"})
+    assert st == 200, o2
+    assert d.sh(sb["id"], "cat /dest/a.txt; cat /dest/sub/b.txt")["stdout"] == "one\ntwo\n"
+    files = dbl.sandboxes[sb["remoteId"]].fs.snapshot()
+    assert bytes(files["/dest/sub/b.txt"]) == b"two\n", sorted(files)
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
 def test_preview_of_a_remote_sandbox_is_the_providers(env):
     """exposePort of a remote sandbox answers the provider's preview URL
     and the header it wants (Daytona's preview token, never the API key);
@@ -524,6 +554,27 @@ def test_preview_of_a_remote_sandbox_is_the_providers(env):
     assert e.value.code == 401
     st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
     assert st == 200 and o["ports"][0]["previewUrl"] == url, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_of_a_modal_sandbox_is_its_tunnel(env):
+    """A Modal sandbox gets a tunnel for each port of the operator's
+    `ports` (asked at create: Modal opens none later); exposePort answers
+    that tunnel's URL, which reaches the port; another port is 501."""
+    import urllib.request
+    d, dbl = env, env.doubles["modal"]
+    st, sb = create(d, "modal", "pv-modal")
+    assert st == 200, sb
+    assert list(dbl.sandboxes[sb["remoteId"]].tunnels) == [3000]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert url.startswith("http://127.0.0.1:") and not o.get("previewHeaders"), o
+    assert dbl.key not in json.dumps(o) and dbl.token_secret not in json.dumps(o)
+    with urllib.request.urlopen(url, timeout=10) as r:
+        assert r.status == 200 and f"preview of {sb['remoteId']} port 3000" in r.read().decode()
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 8080})
+    assert st == 501 and "not supported by modal: preview of port 8080" in o["message"], o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 

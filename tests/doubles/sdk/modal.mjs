@@ -3,8 +3,8 @@
 // loopback: the SDK dials h2c), MODAL_TOKEN_ID and MODAL_TOKEN_SECRET. The
 // command router URL comes from the double (https on loopback, which the
 // SDK dials without TLS). Lifecycle: create, exec with exit codes and both
-// streams, stdin, write and read a file through the SDK's filesystem,
-// terminate, then a bad token. Prints one JSON line.
+// streams, stdin, write, read and list files through the SDK's filesystem,
+// a PTY, terminate, then a bad token. Prints one JSON line.
 import { ModalClient } from 'modal'
 
 const [tokenId, tokenSecret] = process.env.DOUBLE_KEY.split(':')
@@ -42,6 +42,13 @@ try {
 } catch (e) {
   out.readMissing = e?.constructor?.name
 }
+
+out.list = (await sb.filesystem.listFiles('/tmp')).map((e) => [e.name, e.type, e.size])
+
+// a terminal: pty_info on the exec, keystrokes through stdin, output on stdout
+const t = await sb.exec(['bash', '-i'], { pty: true })
+await t.stdin.writeText('echo in-pty\nexit 5\n')
+out.pty = { stdout: await t.stdout.readText(), exitCode: await t.wait() }
 
 out.pollBefore = await sb.poll()
 await sb.terminate()
