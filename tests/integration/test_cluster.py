@@ -601,6 +601,28 @@ def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
 
+def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
+    """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
+    report its sandboxes down well before its lease would lapse; a restart
+    brings it back."""
+    c = cluster.nodes[2]
+    c.d.proc.send_signal(signal.SIGTERM)
+
+    def down():
+        st, o = cluster.a.sandbox("getSandbox", on_c["id"])
+        return st == 200 and o["sandbox"].get("statusReason") == "node c is down"
+    # Renewed every LEASE/3, c's lease runs at least 2/3 LEASE past the
+    # signal: seeing it down before LEASE/2 needs the release.
+    wait_for(down, LEASE / 2, "a to see c down after its SIGTERM")
+    st, o = cluster.b.sandbox("exec", on_c["id"], {"command": "true"})
+    assert st == 503 and o["error"] == "NodeDown", o
+    assert c.d.proc.wait(30) == 0
+    assert "event=node_left" in c.log_text()
+    c.start()
+    wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
+             LEASE + 10, "c's sandbox reachable again")
+
+
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     # Slots freed by the tests before count once b renews its lease.
     wait_for(lambda: (lambda f: f["b"] > f["c"])(slots_free(cluster.b)), LEASE + 3,
