@@ -31,6 +31,7 @@ from test_daemon_postgres import pg  # noqa: F401 (module fixture)
 from test_exec_stream import collect
 from test_keys import keygen
 from test_resources import banner_key, seal
+from test_snapshots_api import BTRFS_WAIT_S, snapshot_layers
 from wsclient import SSE, WS
 
 LEASE = 2.0
@@ -595,6 +596,54 @@ def test_ssh_keys_installed_through_another_node(cluster, on_c, tmp_path):
     assert st == 200, o
     st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /root/.ssh/id_ed25519.pub"})
     assert st == 200 and o["stdout"] == pub + "\n", o
+
+
+def test_snapshots_live_on_their_node(cluster, on_c):
+    """A snapshot of c's sandbox is a layer in c's runtime: taken through a,
+    inspected and used through b (the new sandbox runs on c), removed
+    through a (the layer goes on c); another user's calls find nothing
+    through any node; a drained snapshot node is named."""
+    sid, sb = on_c["id"], "io.pocketenv.sandbox."
+    a, b, c = cluster.a, cluster.b, cluster.c
+    st, o = a.sandbox("exec", sid, {"command": "echo snapped > /snapf.txt"})
+    assert st == 200 and o["exitCode"] == 0, o
+    st, o = a.call(sb + "createSnapshot", {"id": sid}, {"name": "on-c"}, timeout=BTRFS_WAIT_S)
+    assert st == 200, o
+    snid = o["snapshot"]["id"]
+    assert snapshot_layers(c) != [] and snapshot_layers(a) == []
+    st, o = b.call(sb + "getSnapshot", {"id": "on-c"})
+    assert st == 200 and o["snapshot"]["id"] == snid, o
+    assert "exclusiveBytes" in o["snapshot"], o  # measured where the layer is
+    bob = a.token_for("did:plc:clusterbob")
+    for d in (a, b, c):
+        st, o = d.call(sb + "getSnapshots", token=bob)
+        assert st == 200 and o["snapshots"] == [], (d.url, o)
+        for key in (snid, "on-c"):
+            assert d.call(sb + "getSnapshot", {"id": key}, token=bob)[0] == 404
+            assert d.call(sb + "deleteSnapshot", {"id": key}, token=bob, post=True)[0] == 404
+        st, o = d.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "bobs"},
+                       token=bob)
+        assert st == 404 and o["error"] == "SnapshotNotFound", (d.url, st, o)
+    # From it through b: placed on c, where the layer is (b and a have room).
+    st, made = b.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "from-snap"})
+    assert st == 200, made
+    b.wait_status(made["id"], ["RUNNING"], timeout=60)
+    assert made["id"] in cluster.nodes[2].runtime_names()
+    st, o = b.sandbox("exec", made["id"], {"command": "cat /snapf.txt"})
+    assert st == 200 and o["stdout"] == "snapped\n", o
+    assert a.sandbox("deleteSandbox", made["id"])[0] == 200
+    # c drained: no new sandbox can come from it, and the error says where.
+    drain(a, "c")
+    try:
+        st, o = b.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "nope"})
+    finally:
+        drain(a, "c", False)
+    assert st == 503 and "node c" in o["message"] and "draining" in o["message"], o
+    # Removed through a: gone from the store and, soon, from c's runtime.
+    st, o = a.call(sb + "deleteSnapshot", {"id": "on-c"}, post=True, timeout=BTRFS_WAIT_S)
+    assert st == 200, o
+    assert b.call(sb + "getSnapshot", {"id": snid})[0] == 404
+    wait_for(lambda: snapshot_layers(c) == [], BTRFS_WAIT_S, "the snapshot's layer to go on c")
 
 
 def slots_free(d):

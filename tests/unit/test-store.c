@@ -1381,14 +1381,27 @@ BOTH(snapshot_deletions)
     ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "snp_2", &got, &err), -1);
     ASSERT_EQ_INT(pe_store_snapshot_list(s, "did:key:zA", &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 0);
-    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, NULL, 10, &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 2);
     for (size_t i = 0; i < n; i++)
         ASSERT_EQ_INT(pe_store_snapshot_deletion_done(s, &list[i], &err), 0);
     pe_store_snapshot_list_free(list, n);
-    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, NULL, 10, &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 0);
     ASSERT_EQ_INT(pe_store_snapshot_delete(s, "snp_2", &err), -1); /* the row went too */
+    /* a node purges only the layers it has (or no recorded node's) */
+    v.id = "snp_3", v.layer = "layer3", v.name = "on-n1", v.node = "n1";
+    ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "on-n1", &got, &err), 0);
+    ASSERT_EQ_STR(got.node, "n1");
+    ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &got, &err), 0);
+    pe_store_snapshot_clear(&got);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, "n2", 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, "n1", 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 1);
+    ASSERT_EQ_STR(list[0].node, "n1");
+    pe_store_snapshot_list_free(list, n);
     pe_store_close(s);
 }
 
