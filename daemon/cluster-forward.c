@@ -40,7 +40,15 @@
 
 /* Where the call names its sandbox: its id (or name) in the parameters
  * or the body, or a resource of it whose row names the sandbox. */
-enum where { IN_PARAMS, IN_BODY, SERVICE_IN_PARAMS, BACKUP_IN_BODY, SNAPSHOT_IN_PARAMS };
+enum where {
+    IN_PARAMS,
+    IN_BODY,
+    SERVICE_IN_PARAMS,
+    BACKUP_IN_BODY,
+    SNAPSHOT_IN_PARAMS,
+    VOLUME_IN_PARAMS,
+    IN_BODY_VOLUME, /* body.volume.<field> */
+};
 
 struct wrapped {
     const char *nsid;
@@ -84,6 +92,10 @@ static struct wrapped calls[] = {
      * there, and its removal (the list is the store's, any node) */
     CALL("io.pocketenv.sandbox.getSnapshot", SNAPSHOT_IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.deleteSnapshot", SNAPSHOT_IN_PARAMS, "id"),
+    /* a volume's data is in the data directory of the node that made it:
+     * made on its sandbox's node, removed on its own */
+    CALL("io.pocketenv.volume.addVolume", IN_BODY_VOLUME, "sandboxId"),
+    CALL("io.pocketenv.volume.deleteVolume", VOLUME_IN_PARAMS, "id"),
     CALL("io.pocketenv.service.addService", IN_PARAMS, "sandboxId"),
     CALL("io.pocketenv.service.startService", SERVICE_IN_PARAMS, "serviceId"),
     CALL("io.pocketenv.service.stopService", SERVICE_IN_PARAMS, "serviceId"),
@@ -168,6 +180,19 @@ static void locate_snapshot(pe_daemon_job *job, pe_store *s, struct fwd *f)
     pe_store_snapshot_clear(&v);
 }
 
+static void locate_volume(pe_daemon_job *job, pe_store *s, struct fwd *f)
+{
+    pe_store_volume v = {0};
+    pe_err ignored;
+
+    if (pe_store_volume_get(s, job->did, job->id, &v, &ignored) == 0 && v.node &&
+        strcmp(v.node, job->d->node) != 0) {
+        f->what = "volume";
+        to_node(job, s, f, v.node);
+    }
+    pe_store_volume_clear(&v);
+}
+
 static void locate_work(pe_daemon_job *job, pe_store *s)
 {
     struct fwd *f = job->ud;
@@ -179,6 +204,10 @@ static void locate_work(pe_daemon_job *job, pe_store *s)
 
     if (f->w->where == SNAPSHOT_IN_PARAMS) {
         locate_snapshot(job, s, f);
+        return;
+    }
+    if (f->w->where == VOLUME_IN_PARAMS) {
+        locate_volume(job, s, f);
         return;
     }
     if (f->w->where == SERVICE_IN_PARAMS) {
@@ -583,8 +612,14 @@ static void on_call(pe_xrpc_request *req, void *ud)
     struct wrapped *w = ud;
     pe_daemon *d = w->d;
     json_t *from = w->where == IN_BODY || w->where == BACKUP_IN_BODY ? req->body : req->params;
-    const char *ref = w == &create_call ? json_string_value(json_object_get(req->body, "base"))
-                                        : json_string_value(json_object_get(from, w->field));
+    const char *w_field = w->field;
+    const char *ref;
+
+    if (w == &create_call)
+        from = req->body, w_field = "base";
+    else if (w->where == IN_BODY_VOLUME)
+        from = json_object_get(req->body, "volume");
+    ref = json_string_value(json_object_get(from, w_field));
     struct fwd *f;
     pe_daemon_job *job;
     char *did;

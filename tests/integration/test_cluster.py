@@ -646,6 +646,32 @@ def test_snapshots_live_on_their_node(cluster, on_c):
     wait_for(lambda: snapshot_layers(c) == [], BTRFS_WAIT_S, "the snapshot's layer to go on c")
 
 
+def test_volumes_live_on_their_node(cluster, on_c):
+    """A volume mounted in c's sandbox is made on c (through a) and removed
+    there (through b); a volume made on a cannot be mounted in c's sandbox:
+    409 naming both nodes."""
+    vol, sid = "io.pocketenv.volume.", on_c["id"]
+    a, b = cluster.a, cluster.b
+    st, o = a.call(vol + "addVolume", body={"volume": {"name": "vol-c", "sandboxId": sid,
+                                                       "path": "/mnt/vc"}})
+    assert st == 200, o
+    vid = o["volume"]["id"]
+    on = {n.name for n in cluster.nodes
+          if os.path.isdir(os.path.join(n.data, "volumes", vid))}
+    assert on == {"c"}, on
+    st, o = a.call(vol + "addVolume", body={"volume": {"name": "vol-a"}})
+    assert st == 200, o
+    vid_a = o["volume"]["id"]
+    assert os.path.isdir(os.path.join(cluster.nodes[0].data, "volumes", vid_a))
+    st, o = b.call(vol + "addVolume", body={"volume": {"name": "vol-a", "sandboxId": sid,
+                                                       "path": "/mnt/va"}})
+    assert st == 409 and "node a" in o["message"] and "node c" in o["message"], o
+    for v, n in ((vid, cluster.nodes[2]), (vid_a, cluster.nodes[0])):
+        st, o = b.call(vol + "deleteVolume", {"id": v}, post=True)
+        assert st == 200, o
+        assert not os.path.exists(os.path.join(n.data, "volumes", v))
+
+
 def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
