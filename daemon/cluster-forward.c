@@ -124,7 +124,7 @@ struct fwd {
     char proof[65];
     bool proof_ok;
     char why[PE_ERR_MSG_MAX]; /* NO_ROOM's */
-    const char *what;         /* what runs on the node: "sandbox" (NULL) or "snapshot" */
+    const char *what;         /* what is on the node: the sandbox (NULL), "snapshot", "volume" */
 };
 
 static void fwd_free(struct fwd *f)
@@ -530,8 +530,8 @@ static void locate_after(pe_daemon_job *job)
 
 /* createSandbox from a snapshot: on the node that has its layer, whatever
  * its room (it is the only node that can make it). 1 if decided (f's
- * verdict, or the job failed), 0 if the snapshot is no other node's:
- * placed as any create. */
+ * verdict, LOCAL included, or the job failed), 0 if the snapshot has no
+ * recorded node: placed as any create. */
 static int place_on_snapshot(pe_daemon_job *job, pe_store *s, struct fwd *f, const char *base)
 {
     pe_store_snapshot v = {0};
@@ -612,18 +612,17 @@ static void on_call(pe_xrpc_request *req, void *ud)
     struct wrapped *w = ud;
     pe_daemon *d = w->d;
     json_t *from = w->where == IN_BODY || w->where == BACKUP_IN_BODY ? req->body : req->params;
-    const char *w_field = w->field;
-    const char *ref;
-
-    if (w == &create_call)
-        from = req->body, w_field = "base";
-    else if (w->where == IN_BODY_VOLUME)
-        from = json_object_get(req->body, "volume");
-    ref = json_string_value(json_object_get(from, w_field));
+    const char *field = w->field, *ref;
     struct fwd *f;
     pe_daemon_job *job;
     char *did;
     pe_err why;
+
+    if (w == &create_call)
+        from = req->body, field = "base"; /* placed by its snapshot, if one */
+    else if (w->where == IN_BODY_VOLUME)
+        from = json_object_get(req->body, "volume");
+    ref = json_string_value(json_object_get(from, field));
 
     /* Forwarded to us (one hop: ours to run), or nothing to look up.
      * Placement needs the key: without it only this node is reachable. */
