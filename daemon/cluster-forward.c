@@ -30,6 +30,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
+#include "pocketenv/store-snapshots.h"
+#include "snapshots.h"
 #include "transfer.h"
 
 /* An answer bigger than this is not relayed (exec's output is cut at
@@ -38,7 +40,15 @@
 
 /* Where the call names its sandbox: its id (or name) in the parameters
  * or the body, or a resource of it whose row names the sandbox. */
-enum where { IN_PARAMS, IN_BODY, SERVICE_IN_PARAMS, BACKUP_IN_BODY };
+enum where {
+    IN_PARAMS,
+    IN_BODY,
+    SERVICE_IN_PARAMS,
+    BACKUP_IN_BODY,
+    SNAPSHOT_IN_PARAMS,
+    VOLUME_IN_PARAMS,
+    IN_BODY_VOLUME, /* body.volume.<field> */
+};
 
 struct wrapped {
     const char *nsid;
@@ -78,6 +88,14 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.putTailscaleAuthKey", IN_BODY, "id"),
     /* installed at once in a running sandbox */
     CALL("io.pocketenv.sandbox.putSshKeys", IN_BODY, "id"),
+    /* the layer is in the runtime of the node that took it: its size
+     * there, and its removal (the list is the store's, any node) */
+    CALL("io.pocketenv.sandbox.getSnapshot", SNAPSHOT_IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.deleteSnapshot", SNAPSHOT_IN_PARAMS, "id"),
+    /* a volume's data is in the data directory of the node that made it:
+     * made on its sandbox's node, removed on its own */
+    CALL("io.pocketenv.volume.addVolume", IN_BODY_VOLUME, "sandboxId"),
+    CALL("io.pocketenv.volume.deleteVolume", VOLUME_IN_PARAMS, "id"),
     CALL("io.pocketenv.service.addService", IN_PARAMS, "sandboxId"),
     CALL("io.pocketenv.service.startService", SERVICE_IN_PARAMS, "serviceId"),
     CALL("io.pocketenv.service.stopService", SERVICE_IN_PARAMS, "serviceId"),
@@ -106,6 +124,7 @@ struct fwd {
     char proof[65];
     bool proof_ok;
     char why[PE_ERR_MSG_MAX]; /* NO_ROOM's */
+    const char *what;         /* what is on the node: the sandbox (NULL), "snapshot", "volume" */
 };
 
 static void fwd_free(struct fwd *f)
@@ -122,16 +141,75 @@ static void fwd_free(struct fwd *f)
 
 /* ---- which node: a short job ---- */
 
+/* f's verdict for a thing on node id (another node's): FORWARD there, or
+ * DOWN. 0, or -1 with the job failed. */
+static int to_node(pe_daemon_job *job, pe_store *s, struct fwd *f, const char *id)
+{
+    pe_store_node node = {0};
+
+    if (pe_store_node_get(s, id, &node, &job->err) < 0) {
+        if (job->err.code != PE_ENOENT)
+            return pe_daemon_job_fail(job, &job->err, NULL);
+        pe_err_clear(&job->err);
+        /* A node that never registered (rows of an older node id): as
+         * good as down. */
+        f->verdict = DOWN;
+        f->node_name = pe_xstrdup(id);
+        return 0;
+    }
+    f->node_id = pe_xstrdup(node.id);
+    f->node_name = pe_xstrdup(node.name);
+    f->address = pe_xstrdup(node.address);
+    f->verdict = pe_cluster_node_up(&node, pe_store_now_ms()) ? FORWARD : DOWN;
+    pe_store_node_clear(&node);
+    return 0;
+}
+
+/* A snapshot's calls: to the node that has its layer. Another user's is
+ * not found (the handler says so); one of no recorded node is here. */
+static void locate_snapshot(pe_daemon_job *job, pe_store *s, struct fwd *f)
+{
+    pe_store_snapshot v = {0};
+    pe_err ignored;
+
+    if (pe_store_snapshot_get(s, job->did, job->id, &v, &ignored) == 0 && v.node &&
+        strcmp(v.node, job->d->node) != 0) {
+        f->what = "snapshot";
+        to_node(job, s, f, v.node);
+    }
+    pe_store_snapshot_clear(&v);
+}
+
+static void locate_volume(pe_daemon_job *job, pe_store *s, struct fwd *f)
+{
+    pe_store_volume v = {0};
+    pe_err ignored;
+
+    if (pe_store_volume_get(s, job->did, job->id, &v, &ignored) == 0 && v.node &&
+        strcmp(v.node, job->d->node) != 0) {
+        f->what = "volume";
+        to_node(job, s, f, v.node);
+    }
+    pe_store_volume_clear(&v);
+}
+
 static void locate_work(pe_daemon_job *job, pe_store *s)
 {
     struct fwd *f = job->ud;
     pe_store_sandbox sb = {0};
     pe_store_service svc = {0};
     pe_store_backup b = {0};
-    pe_store_node node = {0};
     const char *sandbox = job->id;
     pe_err ignored;
 
+    if (f->w->where == SNAPSHOT_IN_PARAMS) {
+        locate_snapshot(job, s, f);
+        return;
+    }
+    if (f->w->where == VOLUME_IN_PARAMS) {
+        locate_volume(job, s, f);
+        return;
+    }
     if (f->w->where == SERVICE_IN_PARAMS) {
         if (pe_store_service_get(s, job->did, job->id, &svc, &ignored) < 0)
             return; /* the handler says NotFound */
@@ -151,22 +229,8 @@ static void locate_work(pe_daemon_job *job, pe_store *s)
     }
     if (pe_daemon_is_mine(job->d, &sb) || sb.provider_id == NULL)
         goto out;
-    if (pe_store_node_get(s, sb.provider_id, &node, &job->err) < 0) {
-        if (job->err.code != PE_ENOENT)
-            pe_daemon_job_fail(job, &job->err, NULL);
-        pe_err_clear(&job->err);
-        /* A node that never registered (rows of an older node id): as
-         * good as down. */
-        f->verdict = DOWN;
-        f->node_name = pe_xstrdup(sb.provider_id);
-        goto out;
-    }
-    f->node_id = pe_xstrdup(node.id);
-    f->node_name = pe_xstrdup(node.name);
-    f->address = pe_xstrdup(node.address);
-    f->verdict = pe_cluster_node_up(&node, pe_store_now_ms()) ? FORWARD : DOWN;
+    to_node(job, s, f, sb.provider_id);
 out:
-    pe_store_node_clear(&node);
     pe_store_sandbox_clear(&sb);
     pe_store_service_clear(&svc);
     pe_store_backup_clear(&b);
@@ -187,9 +251,14 @@ static void respond_down(struct fwd *f)
 {
     char msg[512];
 
-    snprintf(msg, sizeof(msg),
-             "node %s is down: the sandbox runs there and cannot be reached until it is back",
-             f->node_name);
+    if (f->what)
+        snprintf(msg, sizeof(msg),
+                 "node %s is down: the %s is there and cannot be reached until it is back",
+                 f->node_name, f->what);
+    else
+        snprintf(msg, sizeof(msg),
+                 "node %s is down: the sandbox runs there and cannot be reached until it is back",
+                 f->node_name);
     respond_json(f->req, 503, "NodeDown", msg);
 }
 
@@ -459,12 +528,52 @@ static void locate_after(pe_daemon_job *job)
 
 /* ---- placement: createSandbox goes to the node with the most room ---- */
 
+/* createSandbox from a snapshot: on the node that has its layer, whatever
+ * its room (it is the only node that can make it). 1 if decided (f's
+ * verdict, LOCAL included, or the job failed), 0 if the snapshot has no
+ * recorded node: placed as any create. */
+static int place_on_snapshot(pe_daemon_job *job, pe_store *s, struct fwd *f, const char *base)
+{
+    pe_store_snapshot v = {0};
+    pe_store_node node = {0};
+    pe_err ignored;
+    int r = 0;
+
+    /* Not found (or another user's): the handler answers SnapshotNotFound. */
+    if (pe_store_snapshot_get(s, job->did, base + strlen(PE_SNAPSHOT_BASE), &v, &ignored) < 0)
+        return 1;
+    if (v.node == NULL)
+        goto out;
+    r = 1;
+    if (pe_store_node_get(s, v.node, &node, &ignored) == 0 && node.draining &&
+        pe_cluster_node_up(&node, pe_store_now_ms())) {
+        f->verdict = NO_ROOM;
+        snprintf(f->why, sizeof(f->why),
+                 "snapshot %s is on node %s, which is draining: no new sandboxes there until it "
+                 "is undrained",
+                 v.name, node.name);
+        goto out;
+    }
+    if (strcmp(v.node, job->d->node) == 0)
+        goto out; /* LOCAL */
+    f->what = "snapshot";
+    to_node(job, s, f, v.node);
+out:
+    pe_store_node_clear(&node);
+    pe_store_snapshot_clear(&v);
+    return r;
+}
+
 static void place_work(pe_daemon_job *job, pe_store *s)
 {
     struct fwd *f = job->ud;
     pe_store_node node = {0};
     cleanup_free char *id = NULL;
+    const char *base = job->id; /* createSandbox's base, copied on the loop */
 
+    if (base && strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0 &&
+        place_on_snapshot(job, s, f, base))
+        return;
     if (pe_store_node_place(s, pe_cluster_place_label(job->d->cluster), &id, &job->err) < 0) {
         if (job->err.code != PE_ESTATE) {
             pe_daemon_job_fail(job, &job->err, NULL);
@@ -503,11 +612,17 @@ static void on_call(pe_xrpc_request *req, void *ud)
     struct wrapped *w = ud;
     pe_daemon *d = w->d;
     json_t *from = w->where == IN_BODY || w->where == BACKUP_IN_BODY ? req->body : req->params;
-    const char *ref = json_string_value(json_object_get(from, w->field));
+    const char *field = w->field, *ref;
     struct fwd *f;
     pe_daemon_job *job;
     char *did;
     pe_err why;
+
+    if (w == &create_call)
+        from = req->body, field = "base"; /* placed by its snapshot, if one */
+    else if (w->where == IN_BODY_VOLUME)
+        from = json_object_get(req->body, "volume");
+    ref = json_string_value(json_object_get(from, field));
 
     /* Forwarded to us (one hop: ours to run), or nothing to look up.
      * Placement needs the key: without it only this node is reachable. */

@@ -49,6 +49,7 @@ struct pe_cluster {
     pe_ev_timer *timer;
     bool renewing; /* a renewal job is queued or running */
     bool renew_failed;
+    bool left; /* pe_daemon_cluster_leave ran: renew no more */
     struct seen *seen;
     size_t nseen;
 };
@@ -421,7 +422,7 @@ static void on_lease_timer(pe_ev_timer *t, void *ud)
     pe_daemon *d = ud;
     pe_daemon_job *job;
 
-    if (d->cluster->renewing || d->draining)
+    if (d->cluster->renewing || d->cluster->left || d->draining)
         return;
     job = pe_daemon_job_new(d, NULL, NULL, renew_work);
     job->after = renew_after;
@@ -499,6 +500,25 @@ int pe_daemon_cluster_start(pe_daemon *d, const pe_cluster_cfg *cfg, const char 
     pe_log_info("event=node_registered node=%s name=%s address=%s lease_s=%g key=%s", d->node,
                 cl->name, cl->address, cl->lease_s, cl->key ? "yes" : "no");
     return pe_daemon_cluster_wrap(d, err);
+}
+
+void pe_daemon_cluster_leave(pe_daemon *d)
+{
+    struct pe_cluster *cl = d->cluster;
+    pe_store *s;
+    pe_err err;
+
+    if (cl == NULL || cl->left)
+        return;
+    cl->left = true;
+    /* Once, as the daemon stops: a short query on the loop rather than a
+     * job, since the pool turns jobs away from here on. */
+    s = pe_store_open(d->store_url, &err);
+    if (s == NULL || pe_store_node_leave(s, d->node, &err) < 0)
+        pe_log_warn("event=node_leave_failed node=%s reason=\"%s\"", cl->name, err.msg);
+    else
+        pe_log_info("event=node_left node=%s", cl->name);
+    pe_store_close(s);
 }
 
 void pe_daemon_cluster_free(pe_daemon *d)

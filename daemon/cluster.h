@@ -49,6 +49,10 @@ void pe_cluster_cfg_free(pe_cluster_cfg *cfg);
  * there. Nothing on SQLite. listen_host/port: where this daemon listens. */
 int pe_daemon_cluster_start(pe_daemon *d, const pe_cluster_cfg *cfg, const char *listen_host,
                             unsigned port, pe_err *err);
+/* The daemon stops cleanly (SIGTERM, SIGINT; loop thread): end this
+ * node's lease now and NOTIFY the other nodes, so they see it down at once
+ * rather than when the lease would lapse. Once; nothing without a cluster. */
+void pe_daemon_cluster_leave(pe_daemon *d);
 /* Stop the lease timer and free (teardown). */
 void pe_daemon_cluster_free(pe_daemon *d);
 /* listNodes and drainNode (registered whatever the store). */

@@ -399,6 +399,7 @@ static void on_signal(pe_ev_signal *s, int signo, void *ud)
         (void)!write(d->stop_fd, &(uint64_t){1}, sizeof(uint64_t));
     pe_daemon_exec_stream_drain(d);
     pe_cluster_relay_drain(d);
+    pe_daemon_cluster_leave(d);
     sd_notify(0, "STOPPING=1");
     if (d->inflight == 0)
         pe_ev_stop(d->loop);

@@ -116,7 +116,9 @@ static void purge(pe_daemon *d, pe_store *s)
 
     pe_err_clear(&err);
     pthread_mutex_lock(&purge_lock);
-    if (pe_store_snapshot_deletions(s, 100, &list, &n, &err) < 0)
+    /* On a cluster, only the layers this node has: another node's purge
+     * would find none here and forget the deletion, leaving its layer. */
+    if (pe_store_snapshot_deletions(s, d->cluster ? d->node : NULL, 100, &list, &n, &err) < 0)
         pe_log_warn("snapshot deletions: %s", err.msg);
     for (size_t i = 0; i < n; i++) {
         const pe_store_snapshot *v = &list[i];
@@ -437,6 +439,8 @@ static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         .frozen_us = (int64_t)(info->frozen_ms * 1000.0),
         .expires_at = now + ttl * 1000,
         .created_at = now,
+        /* on a cluster, the layer is in this node's runtime only */
+        .node = job->d->cluster ? job->d->node : NULL,
     };
 
     if (retain(job->d, s, job->did, &job->err) < 0 || pe_store_snapshot_add(s, &v, &job->err) < 0) {

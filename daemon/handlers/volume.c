@@ -38,6 +38,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "pocketenv/store-nodes.h"
 #include "resources.h"
 
 #define VOLUME_NAME_MAX 63
@@ -152,6 +153,11 @@ static int create_volume(pe_daemon_job *job, pe_store *s, const char *name, pe_s
     pe_store_user_clear(&u);
     if (pe_store_volume_add(s, job->did, name, &id, &job->err) < 0)
         return -1;
+    /* On a cluster its data is in this node's data directory only. */
+    if (job->d->cluster && pe_store_volume_set_node(s, id, job->d->node, &job->err) < 0) {
+        pe_store_volume_delete(s, id, NULL);
+        return -1;
+    }
     dir = volume_dir(job->d, id);
     pe_err_clear(&job->err);
     if (pe_fs_mkdir_p(parent, 0700, &job->err) < 0 || mkdir(dir, 0755) < 0) {
@@ -163,6 +169,23 @@ static int create_volume(pe_daemon_job *job, pe_store *s, const char *name, pe_s
     return pe_store_volume_get(s, job->did, id, v, &job->err);
 }
 
+/* A node's name for a message (its id if it has no row), in a per-thread
+ * ring of two: one message names two nodes. */
+static const char *node_name(pe_store *s, const char *id)
+{
+    static __thread char ring[2][128];
+    static __thread int at;
+    pe_store_node n = {0};
+    pe_err ignored;
+    char *out = ring[at++ % 2];
+
+    snprintf(out, sizeof(ring[0]), "%s", id);
+    if (pe_store_node_get(s, id, &n, &ignored) == 0)
+        snprintf(out, sizeof(ring[0]), "%s", n.name);
+    pe_store_node_clear(&n);
+    return out;
+}
+
 static int mount_at(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                     const pe_store_volume *v, const char *path, bool read_only)
 {
@@ -171,6 +194,14 @@ static int mount_at(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
     size_t n = 0;
     bool again = false;
 
+    /* Its data is on one node: only a sandbox that node runs can mount it
+     * (a sandbox of a volume on another node would need the two in one). */
+    if (v->node && sb->provider_id && strcmp(v->node, sb->provider_id) != 0 &&
+        (sb->backend == NULL || strcmp(sb->backend, "local") == 0))
+        return pe_err_set(&job->err, PE_EEXIST, 0,
+                          "volume %s lives on node %s and sandbox %s runs on node %s: a sandbox "
+                          "mounts only volumes of its own node",
+                          v->name, node_name(s, v->node), sb->name, node_name(s, sb->provider_id));
     if (pe_store_mount_list_sandbox(s, sb->id, MOUNTS_MAX + 1, 0, &list, &n, &total, &job->err) < 0)
         return -1;
     for (size_t i = 0; i < n; i++)

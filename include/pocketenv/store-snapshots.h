@@ -25,6 +25,7 @@ typedef struct pe_store_snapshot {
     int64_t frozen_us;  /* how long the sandbox was frozen */
     int64_t expires_at; /* unix ms; 0 = never */
     int64_t created_at;
+    const char *node; /* nodes.id whose runtime has the layer; NULL: not recorded */
 } pe_store_snapshot;
 
 void pe_store_snapshot_clear(pe_store_snapshot *v);
@@ -52,9 +53,10 @@ int pe_store_snapshot_delete(pe_store *s, const char *id, pe_err *err);
  * gone already. */
 int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_err *err);
 /* Up to limit deletions, oldest first, as snapshots with only id,
- * owner_did, name, layer and created_at (when asked) set. */
-int pe_store_snapshot_deletions(pe_store *s, int64_t limit, pe_store_snapshot **out, size_t *n,
-                                pe_err *err);
+ * owner_did, name, layer, node and created_at (when asked) set. node not
+ * NULL: only those whose layer is on that node (or on no recorded one). */
+int pe_store_snapshot_deletions(pe_store *s, const char *node, int64_t limit,
+                                pe_store_snapshot **out, size_t *n, pe_err *err);
 /* The owner's deletion whose snapshot id or name is key, else PE_ENOENT. */
 int pe_store_snapshot_deletion_get(pe_store *s, const char *owner_did, const char *key,
                                    pe_store_snapshot *out, pe_err *err);

@@ -245,6 +245,7 @@ typedef struct pe_store_volume {
     const char *name;
     int64_t created_at;
     int64_t updated_at;
+    const char *node; /* nodes.id whose data directory has it; NULL: not recorded */
 } pe_store_volume;
 
 typedef struct pe_store_mount {
@@ -277,6 +278,8 @@ int pe_store_volume_list(pe_store *s, const char *owner_did, int64_t limit, int6
 int pe_store_volume_rename(pe_store *s, const char *id, const char *name, pe_err *err);
 /* Delete the volume and (cascade) its mounts. */
 int pe_store_volume_delete(pe_store *s, const char *id, pe_err *err);
+/* Record the node whose data directory has volume id (a cluster's). */
+int pe_store_volume_set_node(pe_store *s, const char *id, const char *node, pe_err *err);
 
 /* Mount volume_id in sandbox_id at path, replacing its earlier mount in
  * that sandbox. A path another volume holds there is PE_EEXIST. */

@@ -304,6 +304,14 @@ static const char *const migrations[] = {
     "  name TEXT NOT NULL,"
     "  requested_at BIGINT NOT NULL"
     ");",
+    /* 12 (this branch's number; renumbered at merge): the node whose
+     * runtime has a snapshot's layer, whose data directory has a volume's
+     * data (issue 22). NULL: made before nodes
+     * recorded it, by whichever daemon serves the store. */
+    "ALTER TABLE snapshots ADD COLUMN node TEXT;"
+    "ALTER TABLE snapshot_deletions ADD COLUMN node TEXT;"
+    /* and the node whose data directory has a volume's data */
+    "ALTER TABLE volumes ADD COLUMN node TEXT;",
 };
 
 const char *const pe__store_sandbox_children[] = {

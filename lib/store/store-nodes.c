@@ -93,7 +93,10 @@ int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err 
             "mem_free = excluded.mem_free, cpus = excluded.cpus, "
             "slots_free = excluded.slots_free, sandboxes = excluded.sandboxes, "
             "lease_until = excluded.lease_until, updated_at = excluded.updated_at, "
-            "started_at = CASE WHEN $11 = 1 THEN excluded.started_at ELSE nodes.started_at END",
+            "started_at = CASE WHEN $11 = 1 THEN excluded.started_at ELSE nodes.started_at END "
+            /* a node that left (lease 0) comes back only by a restart: a
+             * renewal that was under way as it stopped keeps it down */
+            "WHERE $11 = 1 OR nodes.lease_until <> 0",
             (pe__sql_arg[]){SQL_TEXT(n->id), SQL_TEXT(n->name), SQL_TEXT(n->address),
                             SQL_TEXT(n->version ? n->version : ""),
                             SQL_TEXT(n->labels ? n->labels : "{}"), SQL_INT(n->mem_free),
@@ -101,6 +104,17 @@ int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err 
                             SQL_INT(now), SQL_INT(restart ? 1 : 0)},
             11, NULL, err) < 0)
         return pe_err_prefix(err, "node %s", n->name);
+    return 0;
+}
+
+int pe_store_node_leave(pe_store *s, const char *id, pe_err *err)
+{
+    if (pe__store_query(s, "UPDATE nodes SET lease_until = 0, updated_at = $2 WHERE id = $1",
+                        (pe__sql_arg[]){SQL_TEXT(id), SQL_INT(pe_store_now_ms())}, 2, NULL,
+                        err) < 0 ||
+        pe__store_query(s, "SELECT pg_notify('" PE_STORE_NODES_CHANNEL "', $1)",
+                        (pe__sql_arg[]){SQL_TEXT(id)}, 1, NULL, err) < 0)
+        return pe_err_prefix(err, "node %s leaves", id);
     return 0;
 }
 

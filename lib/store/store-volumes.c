@@ -24,6 +24,7 @@ void pe_store_volume_clear(pe_store_volume *v)
     free((char *)v->id);
     free((char *)v->owner_did);
     free((char *)v->name);
+    free((char *)v->node);
     memset(v, 0, sizeof(*v));
 }
 
@@ -54,7 +55,7 @@ void pe_store_mount_list_free(pe_store_mount *list, size_t n)
 
 /* ---- volumes ---- */
 
-#define VOLUME_COLS "v.id, v.owner_did, v.name, v.created_at, v.updated_at"
+#define VOLUME_COLS "v.id, v.owner_did, v.name, v.created_at, v.updated_at, v.node"
 
 static void row_to_volume(const pe__sql_res *r, size_t row, pe_store_volume *v)
 {
@@ -63,6 +64,15 @@ static void row_to_volume(const pe__sql_res *r, size_t row, pe_store_volume *v)
     v->name = pe__sql_dup(r, row, 2);
     v->created_at = pe__sql_int(r, row, 3);
     v->updated_at = pe__sql_int(r, row, 4);
+    v->node = pe__sql_dup(r, row, 5);
+}
+
+int pe_store_volume_set_node(pe_store *s, const char *id, const char *node, pe_err *err)
+{
+    if (pe__store_query(s, "UPDATE volumes SET node = $2 WHERE id = $1",
+                        (pe__sql_arg[]){SQL_TEXT(id), SQL_TEXT(node)}, 2, NULL, err) < 0)
+        return pe_err_prefix(err, "volume %s", id);
+    return 0;
 }
 
 int pe_store_volume_add(pe_store *s, const char *owner_did, const char *name, char **id_out,

@@ -31,6 +31,7 @@ from test_daemon_postgres import pg  # noqa: F401 (module fixture)
 from test_exec_stream import collect
 from test_keys import keygen
 from test_resources import banner_key, seal
+from test_snapshots_api import BTRFS_WAIT_S, snapshot_layers
 from wsclient import SSE, WS
 
 LEASE = 2.0
@@ -597,8 +598,114 @@ def test_ssh_keys_installed_through_another_node(cluster, on_c, tmp_path):
     assert st == 200 and o["stdout"] == pub + "\n", o
 
 
+def test_snapshots_live_on_their_node(cluster, on_c):
+    """A snapshot of c's sandbox is a layer in c's runtime: taken through a,
+    inspected and used through b (the new sandbox runs on c), removed
+    through a (the layer goes on c); another user's calls find nothing
+    through any node; a drained snapshot node is named."""
+    sid, sb = on_c["id"], "io.pocketenv.sandbox."
+    a, b, c = cluster.a, cluster.b, cluster.c
+    st, o = a.sandbox("exec", sid, {"command": "echo snapped > /snapf.txt"})
+    assert st == 200 and o["exitCode"] == 0, o
+    before_a, before_c = set(snapshot_layers(a)), set(snapshot_layers(c))
+    st, o = a.call(sb + "createSnapshot", {"id": sid}, {"name": "on-c"}, timeout=BTRFS_WAIT_S)
+    assert st == 200, o
+    try:
+        check_snapshot_on_c(cluster, sb, o["snapshot"]["id"], before_a, before_c)
+    finally:  # a failed check leaves no layer for the next run
+        a.call(sb + "deleteSnapshot", {"id": "on-c"}, post=True, timeout=BTRFS_WAIT_S)
+
+
+def check_snapshot_on_c(cluster, sb, snid, before_a, before_c):
+    a, b, c = cluster.a, cluster.b, cluster.c
+    new = set(snapshot_layers(c)) - before_c
+    assert new and set(snapshot_layers(a)) == before_a
+    st, o = b.call(sb + "getSnapshot", {"id": "on-c"})
+    assert st == 200 and o["snapshot"]["id"] == snid, o
+    assert "exclusiveBytes" in o["snapshot"], o  # measured where the layer is
+    bob = a.token_for("did:plc:clusterbob")
+    for d in (a, b, c):
+        st, o = d.call(sb + "getSnapshots", token=bob)
+        assert st == 200 and o["snapshots"] == [], (d.url, o)
+        for key in (snid, "on-c"):
+            assert d.call(sb + "getSnapshot", {"id": key}, token=bob)[0] == 404
+            assert d.call(sb + "deleteSnapshot", {"id": key}, token=bob, post=True)[0] == 404
+        st, o = d.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "bobs"},
+                       token=bob)
+        assert st == 404 and o["error"] == "SnapshotNotFound", (d.url, st, o)
+    # From it through b: placed on c, where the layer is (b and a have room).
+    st, made = b.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "from-snap"})
+    assert st == 200, made
+    b.wait_status(made["id"], ["RUNNING"], timeout=60)
+    assert made["id"] in cluster.nodes[2].runtime_names()
+    st, o = b.sandbox("exec", made["id"], {"command": "cat /snapf.txt"})
+    assert st == 200 and o["stdout"] == "snapped\n", o
+    assert a.sandbox("deleteSandbox", made["id"])[0] == 200
+    # c drained: no new sandbox can come from it, and the error says where.
+    drain(a, "c")
+    try:
+        st, o = b.call(sb + "createSandbox", body={"base": "snapshot:on-c", "name": "nope"})
+    finally:
+        drain(a, "c", False)
+    assert st == 503 and "node c" in o["message"] and "draining" in o["message"], o
+    # Removed through a: gone from the store and, soon, from c's runtime.
+    st, o = a.call(sb + "deleteSnapshot", {"id": "on-c"}, post=True, timeout=BTRFS_WAIT_S)
+    assert st == 200, o
+    assert b.call(sb + "getSnapshot", {"id": snid})[0] == 404
+    wait_for(lambda: not new & set(snapshot_layers(c)), BTRFS_WAIT_S,
+             "the snapshot's layer to go on c")
+
+
+def test_volumes_live_on_their_node(cluster, on_c):
+    """A volume mounted in c's sandbox is made on c (through a) and removed
+    there (through b); a volume made on a cannot be mounted in c's sandbox:
+    409 naming both nodes."""
+    vol, sid = "io.pocketenv.volume.", on_c["id"]
+    a, b = cluster.a, cluster.b
+    st, o = a.call(vol + "addVolume", body={"volume": {"name": "vol-c", "sandboxId": sid,
+                                                       "path": "/mnt/vc"}})
+    assert st == 200, o
+    vid = o["volume"]["id"]
+    on = {n.name for n in cluster.nodes
+          if os.path.isdir(os.path.join(n.data, "volumes", vid))}
+    assert on == {"c"}, on
+    st, o = a.call(vol + "addVolume", body={"volume": {"name": "vol-a"}})
+    assert st == 200, o
+    vid_a = o["volume"]["id"]
+    assert os.path.isdir(os.path.join(cluster.nodes[0].data, "volumes", vid_a))
+    st, o = b.call(vol + "addVolume", body={"volume": {"name": "vol-a", "sandboxId": sid,
+                                                       "path": "/mnt/va"}})
+    assert st == 409 and "node a" in o["message"] and "node c" in o["message"], o
+    for v, n in ((vid, cluster.nodes[2]), (vid_a, cluster.nodes[0])):
+        st, o = b.call(vol + "deleteVolume", {"id": v}, post=True)
+        assert st == 200, o
+        assert not os.path.exists(os.path.join(n.data, "volumes", v))
+
+
 def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
+
+
+def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
+    """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
+    report its sandboxes down well before its lease would lapse; a restart
+    brings it back."""
+    c = cluster.nodes[2]
+    c.d.proc.send_signal(signal.SIGTERM)
+
+    def down():
+        st, o = cluster.a.sandbox("getSandbox", on_c["id"])
+        return st == 200 and o["sandbox"].get("statusReason") == "node c is down"
+    # Renewed every LEASE/3, c's lease runs at least 2/3 LEASE past the
+    # signal: seeing it down before LEASE/2 needs the release.
+    wait_for(down, LEASE / 2, "a to see c down after its SIGTERM")
+    st, o = cluster.b.sandbox("exec", on_c["id"], {"command": "true"})
+    assert st == 503 and o["error"] == "NodeDown", o
+    assert c.d.proc.wait(30) == 0
+    assert "event=node_left" in c.log_text()
+    c.start()
+    wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
+             LEASE + 10, "c's sandbox reachable again")
 
 
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):

@@ -319,11 +319,12 @@ BOTH(migration_provider_names)
     exec_ok(s, "UPDATE sandboxes SET provider = 'e2b' WHERE id = $1",
             (pe__sql_arg[]){SQL_TEXT(asked)}, 1);
     exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN backend", NULL, 0);
-    exec_ok(s, "DROP TABLE snapshots", NULL, 0);          /* migration 5's */
-    exec_ok(s, "DROP TABLE atproto_records", NULL, 0);    /* migration 6's */
-    exec_ok(s, "DROP TABLE nodes", NULL, 0);              /* migration 7's */
-    exec_ok(s, "DROP TABLE idle_policies", NULL, 0);      /* migration 8's */
-    exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0); /* migration 9's */
+    exec_ok(s, "DROP TABLE snapshots", NULL, 0);                 /* migration 5's */
+    exec_ok(s, "DROP TABLE atproto_records", NULL, 0);           /* migration 6's */
+    exec_ok(s, "DROP TABLE nodes", NULL, 0);                     /* migration 7's */
+    exec_ok(s, "DROP TABLE idle_policies", NULL, 0);             /* migration 8's */
+    exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0);        /* migration 9's */
+    exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 12's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -999,6 +1000,11 @@ BOTH(volumes)
 
     ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
     ASSERT_EQ_STR(v.name, "data");
+    ASSERT_EQ_INT(v.node == NULL, 1); /* none recorded: a single daemon's */
+    pe_store_volume_clear(&v);
+    ASSERT_EQ_INT(pe_store_volume_set_node(s, v1, "n1", &err), 0);
+    ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", v1, &v, &err), 0);
+    ASSERT_EQ_STR(v.node, "n1");
     pe_store_volume_clear(&v);
     ASSERT_EQ_INT(pe_store_volume_get(s, "did:key:zA", theirs, &v, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
@@ -1381,14 +1387,27 @@ BOTH(snapshot_deletions)
     ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "snp_2", &got, &err), -1);
     ASSERT_EQ_INT(pe_store_snapshot_list(s, "did:key:zA", &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 0);
-    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, NULL, 10, &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 2);
     for (size_t i = 0; i < n; i++)
         ASSERT_EQ_INT(pe_store_snapshot_deletion_done(s, &list[i], &err), 0);
     pe_store_snapshot_list_free(list, n);
-    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, NULL, 10, &list, &n, &err), 0);
     ASSERT_EQ_INT((int)n, 0);
     ASSERT_EQ_INT(pe_store_snapshot_delete(s, "snp_2", &err), -1); /* the row went too */
+    /* a node purges only the layers it has (or no recorded node's) */
+    v.id = "snp_3", v.layer = "layer3", v.name = "on-n1", v.node = "n1";
+    ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "on-n1", &got, &err), 0);
+    ASSERT_EQ_STR(got.node, "n1");
+    ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &got, &err), 0);
+    pe_store_snapshot_clear(&got);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, "n2", 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 0);
+    ASSERT_EQ_INT(pe_store_snapshot_deletions(s, "n1", 10, &list, &n, &err), 0);
+    ASSERT_EQ_INT((int)n, 1);
+    ASSERT_EQ_STR(list[0].node, "n1");
+    pe_store_snapshot_list_free(list, n);
     pe_store_close(s);
 }
 
