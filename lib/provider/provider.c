@@ -407,7 +407,10 @@ int pe_provider_preview(pe_provider *p, const char *id, uint16_t port,
 {
     NEED(p, PE_CAP_PREVIEW);
     memset(out, 0, sizeof(*out));
-    return p->ops->preview(p, id, port, out, err);
+    if (p->ops->preview(p, id, port, out, err) < 0)
+        return -1;
+    out->forward = out->needs_credential && p->ops->port_open != NULL;
+    return 0;
 }
 
 int pe_provider_port_open(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err)

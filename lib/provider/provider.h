@@ -192,6 +192,10 @@ typedef struct pe_provider_preview_link {
     /* The URL wants the provider's credential itself (Sprites' private
      * URLs): hand it to no client; proxy it and add the credential there. */
     bool needs_credential;
+    /* The adapter can open the port itself (ops->port_open): the daemon's
+     * preview proxy serves it under its own preview URL, connecting
+     * through the adapter, and url is for nobody. */
+    bool forward;
 } pe_provider_preview_link;
 
 /* ---- the table an adapter fills (provider-<name>.c) ---- */
