@@ -1558,6 +1558,8 @@ static int k8_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
  * port (2 bytes, little-endian), not data. A thread pumps between the
  * WebSocket and one end of a socket pair; the caller gets the other. */
 
+#define FWD_CLOSE_MS 5000
+
 typedef struct k8_fwd {
     pe__ws *ws;
     int sock;
@@ -1607,6 +1609,7 @@ static void *fwd_pump(void *arg)
 {
     k8_fwd *f = arg;
     bool sock_eof = false;
+    int64_t close_by = 0; /* once we closed: the server's close is awaited until then */
     unsigned char buf[32769];
 
     while (!f->ended) {
@@ -1615,7 +1618,10 @@ static void *fwd_pump(void *arg)
             {.fd = pe__ws_fd(f->ws), .events = POLLIN | (busy ? POLLOUT : 0)},
             {.fd = f->sock, .events = sock_eof || busy ? 0 : POLLIN},
         };
-        if (poll(pfd, 2, pe__ws_buffered(f->ws) ? 0 : -1) < 0) {
+        int wait = pe__ws_buffered(f->ws) ? 0 : sock_eof ? (int)(close_by - pe_monotonic_ms()) : -1;
+        if (sock_eof && wait <= 0 && !pe__ws_buffered(f->ws))
+            break;
+        if (poll(pfd, 2, wait) < 0) {
             if (errno == EINTR)
                 continue;
             break;
@@ -1628,6 +1634,7 @@ static void *fwd_pump(void *arg)
             } else if (n == 0 || errno != EINTR) {
                 /* the client is done: no half-close in this protocol */
                 sock_eof = true;
+                close_by = pe_monotonic_ms() + FWD_CLOSE_MS;
                 pe__ws_close(f->ws, 1000);
             }
         }
