@@ -1616,7 +1616,8 @@ static void *fwd_pump(void *arg)
         bool busy = pe__ws_want_write(f->ws);
         struct pollfd pfd[2] = {
             {.fd = pe__ws_fd(f->ws), .events = POLLIN | (busy ? POLLOUT : 0)},
-            {.fd = f->sock, .events = sock_eof || busy ? 0 : POLLIN},
+            /* -1 once it ended: poll would say POLLHUP for ever */
+            {.fd = sock_eof ? -1 : f->sock, .events = busy ? 0 : POLLIN},
         };
         int wait = pe__ws_buffered(f->ws) ? 0 : sock_eof ? (int)(close_by - pe_monotonic_ms()) : -1;
         if (sock_eof && wait <= 0 && !pe__ws_buffered(f->ws))
