@@ -155,6 +155,7 @@ def status_obj(code, reason, message, **extra):
 
 class KubernetesDouble(Double):
     name = "kubernetes"
+    pods_made = 0  # Pod IPs: 127.<from the pid>.x.y, the n-th Pod of this process
 
     def __init__(self, key=None, tls=None, agent_sandbox=False, extensions=False):
         super().__init__(key=key)
@@ -173,7 +174,6 @@ class KubernetesDouble(Double):
         self.procs = {}  # pod name -> set of running processes
         self.tls = tls  # ssl.SSLContext (server side), or None
         self.ssl_context = tls
-        self.pod_net = (os.getpid() % 200 + 20, 0)  # 127.<this>.x.y: Pod IPs of this double
         self.forwards = []  # one record per port-forward: pod, port, protocol, bytes each way, error
 
     def stop(self):
@@ -319,9 +319,9 @@ class KubernetesDouble(Double):
         pod = Pod(name, env=env, ns=ns, manifest=body, phase="Pending", deleted=False,
                   uid=f"uid-{name}", rv=self.next_rv())
         pod.root = make_root(self.base, name)
-        a, n = self.pod_net
-        self.pod_net = (a, n + 1)
-        pod.ip = f"127.{a}.{n // 250 % 250}.{n % 250 + 1}"
+        n = KubernetesDouble.pods_made  # across the doubles of this process: no two Pods share an IP
+        KubernetesDouble.pods_made += 1
+        pod.ip = f"127.{os.getpid() % 200 + 20}.{n // 250 % 250}.{n % 250 + 1}"
         pod.fs = RootFS(pod.root)
         self.sandboxes[name] = pod
         self.notify(ns, "ADDED", self.pod_object(pod))
