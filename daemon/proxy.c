@@ -28,6 +28,9 @@
  *            upstream request head
  *   worker:  the store says which exposed port that is and whether these
  *            credentials open it; the runtime gives the sandbox's address
+ *            (a provider's sandbox whose preview is ours, kubernetes:
+ *            its adapter opens a stream to the port, port-forward, and
+ *            that socket stands for the connection)
  *   loop:    non-blocking connect, write the request, read the answer's
  *            head, then stream the body back (pe_http_respond_stream) or,
  *            on 101, splice both directions (pe_http_upgrade_raw).
@@ -720,6 +723,35 @@ static int remote_target(pe_daemon_job *job, pe_store *s, struct preq *p, const 
     return 1;
 }
 
+/* A provider runs row's sandbox (only rows whose preview is ours get
+ * here: kubernetes): 1 with p->fd a stream to the port that the
+ * provider opened (port-forward), -1 with p->err_msg, 0 when it is a
+ * local sandbox. */
+static int provider_port(pe_daemon_job *job, pe_store *s, struct preq *p, const pe_store_port *row)
+{
+    pe_store_sandbox sb = {0};
+    pe_err err;
+    int r = 0;
+
+    pe_err_clear(&err);
+    if (pe_store_sandbox_get(s, row->sandbox_id, &sb, &err) < 0 || !pe_sandbox_is_remote(&sb)) {
+        pe_store_sandbox_clear(&sb);
+        return 0;
+    }
+    if (pe_sandbox_port_open(&job->d->sx, s, &sb, (uint16_t)p->port, &p->fd, &err) < 0) {
+        free(p->err_msg);
+        p->err_msg = pe_xstrdup(err.msg);
+        r = -1;
+    } else {
+        pe_daemon_touch(job->d, row->sandbox_id);
+        p->sandbox_id = pe_xstrdup(row->sandbox_id);
+        pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
+        r = 1;
+    }
+    pe_store_sandbox_clear(&sb);
+    return r;
+}
+
 static void check_work(pe_daemon_job *job, pe_store *s)
 {
     struct preq *p = job->ud;
@@ -780,6 +812,9 @@ static void check_work(pe_daemon_job *job, pe_store *s)
     else if (!p->via_node && (r = remote_target(job, s, p, &row)) != 0) {
         if (r < 0)
             verdict(p, 503, "NodeDown", p->err_msg);
+    } else if ((r = provider_port(job, s, p, &row)) != 0) {
+        if (r < 0)
+            verdict(p, 502, "SandboxNotRunning", p->err_msg);
     } else if ((r = pe_daemon_wake(job->d, row.sandbox_id, "preview", &err)) < 0 ||
                pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
         verdict(p, 502, "SandboxNotRunning", err.msg);
@@ -815,6 +850,8 @@ static void connect_upstream(struct preq *p)
     pe_err err;
 
     pe_err_clear(&err);
+    if (p->fd >= 0) /* the provider's stream to the port (provider_port) */
+        goto watch;
     if (inet_pton(AF_INET, ip ? ip : p->addr, &sa.sin_addr) != 1) {
         fail(p, 502, "UpstreamFailure", "sandbox %s has no network address", p->ident);
         return;
@@ -826,6 +863,7 @@ static void connect_upstream(struct preq *p)
              strerror(errno));
         return;
     }
+watch:
     p->io = pe_ev_io_start(p->d->loop, p->fd, EPOLLOUT, on_upstream, p, &err);
     p->timer = p->io ? pe_ev_timer_start(p->d->loop, (uint64_t)HEAD_TIMEOUT_S * 1000000000ull, 0,
                                          on_head_timeout, p, &err)

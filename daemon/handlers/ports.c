@@ -76,10 +76,13 @@ char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int
 }
 
 /* remote: the sandbox runs on a provider, whose own preview URL the row
- * keeps (our proxy reaches local sandboxes only). */
+ * keeps, unless our proxy serves it through the provider (a row without
+ * one: kubernetes' port-forward), as it serves local sandboxes. */
 static json_t *port_view(pe_daemon *d, const char *name, const char *tag, const pe_store_port *p,
                          bool remote)
 {
+    remote = remote && p->preview_url;
+
     cleanup_free char *url = remote && p->preview_url
                                  ? pe_xstrdup(p->preview_url)
                                  : pe_daemon_preview_url(d, name, tag, p->port);
@@ -129,7 +132,7 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                        .secret = secret};
     pe_store_port *list = NULL, got = {0};
     pe_provider_preview_link link = {0};
-    bool remote = pe_sandbox_is_remote(sb);
+    bool remote = pe_sandbox_is_remote(sb), proxied = false;
     size_t n = 0;
 
     if (pe_store_preview_tag(s, sb->id, &tag, &job->err) < 0 ||
@@ -137,10 +140,17 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         return pe_daemon_job_fail(job, &job->err, NULL);
     /* A remote sandbox's preview is its provider's: its link, with the
      * header it wants (a preview token, never the API key). One that
-     * wants the provider's credential itself would need our proxy. */
+     * wants the provider's credential itself goes through our proxy when
+     * the provider can open the port for it (forward: kubernetes'
+     * port-forward), under our own preview URL; otherwise none. */
     if (remote && pe_sandbox_preview(&job->d->sx, s, sb, port, &link, &job->err) < 0) {
         pe_store_port_list_free(list, n);
         return pe_daemon_job_fail(job, &job->err, NULL);
+    }
+    if (remote && link.forward) { /* served as a local sandbox's is, by our proxy */
+        remote = false;
+        proxied = true;
+        explicit_bzero(&link, sizeof(link));
     }
     if (remote && link.needs_credential) {
         pe_store_port_list_free(list, n);
@@ -150,7 +160,7 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
         return pe_daemon_job_fail(job, &job->err, NULL);
     }
     url = remote ? pe_xstrdup(link.url) : pe_daemon_preview_url(job->d, sb->name, tag, port);
-    p.preview_url = url;
+    p.preview_url = proxied ? NULL : url; /* a remote row without one: ours (port_view) */
     pe_store_port_list_free(list, n);
     if (n >= PER_SANDBOX_MAX) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox exposes at most %d ports", PER_SANDBOX_MAX);

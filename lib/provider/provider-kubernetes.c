@@ -22,14 +22,19 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <ctype.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "provider-internal.h"
 #include "provider-kubernetes.h"
@@ -1544,6 +1549,152 @@ static int k8_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
     return 0;
 }
 
+/* A port of the Pod as a byte stream: the API server's `portforward`
+ * subresource over a WebSocket (v4.channel.k8s.io), which works wherever
+ * the API server does (a daemon outside the cluster cannot reach Pod IPs;
+ * docs/providers.md says why not a Service). One WebSocket is one TCP
+ * connection to the port: channel 0 its data, channel 1 the kubelet's
+ * error text; the first message of each channel from the server is the
+ * port (2 bytes, little-endian), not data. A thread pumps between the
+ * WebSocket and one end of a socket pair; the caller gets the other. */
+
+#define FWD_CLOSE_MS 5000
+
+typedef struct k8_fwd {
+    pe__ws *ws;
+    int sock;
+    bool seen[2]; /* the port prefix of channel 0 / 1 came */
+    bool ended;   /* the port's connection is over (error, or a write failed) */
+} k8_fwd;
+
+static void fwd_msg(void *ud, int opcode, const unsigned char *data, size_t len)
+{
+    k8_fwd *f = ud;
+    unsigned ch;
+
+    if (opcode != WSLAY_BINARY_FRAME || len == 0 || f->ended)
+        return;
+    ch = data[0];
+    data++;
+    len--;
+    if (ch > 1)
+        return;
+    if (!f->seen[ch]) { /* the port number, once per channel */
+        size_t skip = len < 2 ? len : 2;
+        f->seen[ch] = true;
+        data += skip;
+        len -= skip;
+    }
+    if (ch == 1) { /* the kubelet could not reach the port: the stream ends */
+        if (len)
+            pe_log_warn(NAME ": port-forward: %.*s", (int)(len > 300 ? 300 : len),
+                        (const char *)data);
+        f->ended = len > 0;
+        return;
+    }
+    while (len) { /* blocking: a slow reader holds the WebSocket back */
+        ssize_t w = send(f->sock, data, len, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            f->ended = true;
+            return;
+        }
+        data += w;
+        len -= (size_t)w;
+    }
+}
+
+static void *fwd_pump(void *arg)
+{
+    k8_fwd *f = arg;
+    bool sock_eof = false;
+    int64_t close_by = 0; /* once we closed: the server's close is awaited until then */
+    unsigned char buf[32769];
+
+    while (!f->ended) {
+        bool busy = pe__ws_want_write(f->ws);
+        struct pollfd pfd[2] = {
+            {.fd = pe__ws_fd(f->ws), .events = POLLIN | (busy ? POLLOUT : 0)},
+            /* -1 once it ended: poll would say POLLHUP for ever */
+            {.fd = sock_eof ? -1 : f->sock, .events = busy ? 0 : POLLIN},
+        };
+        int wait = pe__ws_buffered(f->ws) ? 0 : sock_eof ? (int)(close_by - pe_monotonic_ms()) : -1;
+        if (sock_eof && wait <= 0 && !pe__ws_buffered(f->ws))
+            break;
+        if (poll(pfd, 2, wait) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (pfd[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+            ssize_t n = recv(f->sock, buf + 1, sizeof(buf) - 1, 0);
+            if (n > 0) {
+                buf[0] = 0;
+                pe__ws_send(f->ws, WSLAY_BINARY_FRAME, buf, (size_t)n + 1);
+            } else if (n == 0 || errno != EINTR) {
+                /* the client is done: no half-close in this protocol */
+                sock_eof = true;
+                close_by = pe_monotonic_ms() + FWD_CLOSE_MS;
+                pe__ws_close(f->ws, 1000);
+            }
+        }
+        if (pe__ws_io(f->ws, pfd[0].revents, fwd_msg, f) < 0)
+            break;
+    }
+    close(f->sock);
+    pe__ws_free(f->ws);
+    free(f);
+    return NULL;
+}
+
+static int k8_port_open(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err)
+{
+    static const char *const hdrs[] = {"Sec-WebSocket-Protocol: v4.channel.k8s.io", NULL};
+    char *name = NULL, *base, *url, proto[64];
+    pe__ws *ws = NULL;
+    k8_fwd *f;
+    pthread_t t;
+    int sv[2], r;
+
+    if (pod_name(p, id, &name, err) < 0)
+        return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+    if (name == NULL)
+        return pe_err_set(err, PE_ESTATE, 0, NAME ": sandbox %s is not bound yet", id);
+    base = res_url(p, "pods", name);
+    free(name);
+    url = pe_xasprintf("%s/portforward?ports=%u", base, port);
+    free(base);
+    r = pe__ws_open(p, url, hdrs, "forward a port", &ws, err);
+    free(url);
+    if (r < 0)
+        return err->code == PE_ENOENT ? no_sandbox(p, id, err) : -1;
+    if (!pe__ws_header(ws, "Sec-WebSocket-Protocol", proto, sizeof(proto)) ||
+        strcmp(proto, "v4.channel.k8s.io") != 0) {
+        pe__ws_free(ws);
+        return pe_err_set(err, PE_EREMOTE, 0,
+                          NAME ": forward a port: the API server does not speak "
+                               "v4.channel.k8s.io");
+    }
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        pe__ws_free(ws);
+        return pe_err_set(err, PE_ESYS, errno, NAME ": forward a port: socketpair");
+    }
+    f = pe_xcalloc(1, sizeof(*f));
+    f->ws = ws;
+    f->sock = sv[1];
+    if (pthread_create(&t, NULL, fwd_pump, f) != 0) {
+        close(sv[0]);
+        close(sv[1]);
+        pe__ws_free(ws);
+        free(f);
+        return pe_err_set(err, PE_ESYS, 0, NAME ": forward a port: no thread");
+    }
+    pthread_detach(t);
+    *fd = sv[0];
+    return 0;
+}
+
 const pe_provider_ops pe__provider_kubernetes = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
@@ -1566,4 +1717,5 @@ const pe_provider_ops pe__provider_kubernetes = {
     .tar_in = k8_tar_in,
     .tar_out = k8_tar_out,
     .preview = k8_preview,
+    .port_open = k8_port_open,
 };

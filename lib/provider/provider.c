@@ -407,7 +407,23 @@ int pe_provider_preview(pe_provider *p, const char *id, uint16_t port,
 {
     NEED(p, PE_CAP_PREVIEW);
     memset(out, 0, sizeof(*out));
-    return p->ops->preview(p, id, port, out, err);
+    if (p->ops->preview(p, id, port, out, err) < 0)
+        return -1;
+    out->forward = out->needs_credential && p->ops->port_open != NULL;
+    return 0;
+}
+
+int pe_provider_port_open(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err)
+{
+    *fd = -1;
+    if (p->ops->port_open == NULL)
+        return pe_err_set(err, PE_ENOTCAP, 0, "not supported by %s: port-forward", p->ops->name);
+    return p->ops->port_open(p, id, port, fd, err);
+}
+
+bool pe_provider_can_port_open(const pe_provider *p)
+{
+    return p->ops->port_open != NULL;
 }
 
 int pe__provider_remove_by_exec(pe_provider *p, const char *id, const char *path, bool recursive,

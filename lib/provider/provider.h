@@ -192,6 +192,10 @@ typedef struct pe_provider_preview_link {
     /* The URL wants the provider's credential itself (Sprites' private
      * URLs): hand it to no client; proxy it and add the credential there. */
     bool needs_credential;
+    /* The adapter can open the port itself (ops->port_open): the daemon's
+     * preview proxy serves it under its own preview URL, connecting
+     * through the adapter, and url is for nobody. */
+    bool forward;
 } pe_provider_preview_link;
 
 /* ---- the table an adapter fills (provider-<name>.c) ---- */
@@ -237,6 +241,11 @@ typedef struct pe_provider_ops {
 
     int (*preview)(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
                    pe_err *err);
+    /* A byte stream to port of the sandbox (NULL: none): *fd is one end
+     * of a socket pair whose other end the adapter pumps to the port until
+     * either side closes. For previews that need the provider's credential
+     * (the daemon's proxy connects through it, no client sees it). */
+    int (*port_open)(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err);
     int (*pause)(pe_provider *p, const char *id, pe_err *err);
     int (*resume)(pe_provider *p, const char *id, pe_err *err);
 } pe_provider_ops;
@@ -320,5 +329,9 @@ int pe_provider_tar_out(pe_provider *p, const char *id, const char *dir, size_t 
                         size_t *len, pe_err *err);
 int pe_provider_preview(pe_provider *p, const char *id, uint16_t port,
                         pe_provider_preview_link *out, pe_err *err);
+/* A connected stream socket to port of sandbox id (ops->port_open), or
+ * PE_ENOTCAP. */
+int pe_provider_port_open(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err);
+bool pe_provider_can_port_open(const pe_provider *p);
 
 #endif

@@ -524,6 +524,20 @@ int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb
     return r;
 }
 
+int pe_sandbox_port_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
+                         int *fd, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    *fd = -1;
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_port_open(p, pe_sandbox_remote_id(sb), port, fd, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_tar_out(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *dir,
                        size_t max, char **tar, size_t *len, pe_err *err)
 {

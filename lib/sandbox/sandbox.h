@@ -128,6 +128,12 @@ int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox
 int pe_sandbox_preview(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
                        pe_provider_preview_link *link, pe_err *err);
 
+/* A connected stream socket to port of remote sb, through its provider
+ * (pe_provider_port_open): what the preview proxy uses when the
+ * provider's preview link says forward. */
+int pe_sandbox_port_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, uint16_t port,
+                         int *fd, pe_err *err);
+
 /* A directory of remote sb packed as a tar (at most max bytes, malloc'd),
  * and a tar (plain or compressed) unpacked into one, through its provider
  * (a local sandbox's go through daemon/sandbox-archive.c). */

@@ -21,7 +21,13 @@ container's `env` and `envFrom: secretRef` reach its processes; the
 0 stdin, 1 stdout, 2 stderr, 3 the Status with the exit code, 4 resize
 `{"Width","Height"}`, v5's 255 close of stdin; tty through a real PTY);
 the Pod proxy `pods/NAME:PORT/proxy/...` (answers who it is, with the
-credential). Errors are `Status` objects (`kind`, `status: Failure`,
+credential); the `portforward` subresource over WebSocket
+(`v4.channel.k8s.io`, one port: channel 0 data, 1 errors, each opened by
+the port as 2 bytes little-endian) to a real TCP connection to the port at
+the Pod's IP. Each Pod has an address of its own on loopback
+(`status.podIP`, 127.x.y.z): its processes share the host's network, so
+a server "in the Pod" listens on that address (the test starts one by
+exec); deleting the Pod kills every process rooted in it, daemons too. Errors are `Status` objects (`kind`, `status: Failure`,
 `message`, `reason`, `code`). Credentials: `Authorization: Bearer KEY`,
 or, when the double serves TLS with a client CA (`tls=`), a verified
 client certificate.
@@ -38,10 +44,10 @@ claim deletes the Sandbox it bound. `bindings` lists (claim, Sandbox,
 
 Not implemented: any other resource or group (Services, ConfigMaps,
 volume claims), label/field selectors, resourceVersion semantics beyond a counter,
-attach, port-forward, logs, patch/update, namespaces as objects.
+attach, logs, patch/update, namespaces as objects.
 
 Routes: `version`, `discovery`, `create`, `list`, `watch`, `get`,
-`delete`, `exec`, `preview`, `record.create`, `record.get`,
+`delete`, `exec`, `portforward`, `preview`, `record.create`, `record.get`,
 `record.delete`; with agent-sandbox `discovery:agents`, `sandbox.create`,
 `sandbox.get`, `sandbox.patch`, `sandbox.delete`.
 """
@@ -72,6 +78,7 @@ EXT_GROUP = {"kind": "APIGroup", "apiVersion": "v1", "name": "extensions.agents.
              "versions": [{"groupVersion": "extensions.agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}],
              "preferredVersion": {"groupVersion": "extensions.agents.x-k8s.io/v1alpha1", "version": "v1alpha1"}}
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io")
+PF_PROTOCOLS = ("v4.channel.k8s.io",)  # the kubelet's WebSocket port-forward
 
 _applets = None
 PRINTENV = """#!/bin/sh
@@ -148,6 +155,7 @@ def status_obj(code, reason, message, **extra):
 
 class KubernetesDouble(Double):
     name = "kubernetes"
+    pods_made = 0  # Pod IPs: 127.<from the pid>.x.y, the n-th Pod of this process
 
     def __init__(self, key=None, tls=None, agent_sandbox=False, extensions=False):
         super().__init__(key=key)
@@ -166,12 +174,15 @@ class KubernetesDouble(Double):
         self.procs = {}  # pod name -> set of running processes
         self.tls = tls  # ssl.SSLContext (server side), or None
         self.ssl_context = tls
+        self.forwards = []  # one record per port-forward: pod, port, protocol, bytes each way, error
 
     def stop(self):
         super().stop()
         for procs in self.procs.values():
             for p in procs:
                 kill(p)
+        for pod in list(self.sandboxes.values()):
+            kill_rooted(pod.root)
         shutil.rmtree(self.base, ignore_errors=True)
 
     # -- shape
@@ -207,6 +218,7 @@ class KubernetesDouble(Double):
         r.add_get(ns + "/pods/{name}", self.get, name="get")
         r.add_delete(ns + "/pods/{name}", self.delete, name="delete")
         r.add_route("*", ns + "/pods/{name}/exec", self.exec_, name="exec")
+        r.add_route("*", ns + "/pods/{name}/portforward", self.portforward, name="portforward")
         if self.agent_sandbox:
             r.add_get("/apis/agents.x-k8s.io", self.agents_group, name="discovery:agents")
             sb = "/apis/agents.x-k8s.io/v1alpha1/namespaces/{ns}/sandboxes"
@@ -270,7 +282,7 @@ class KubernetesDouble(Double):
         if pod.deleted:
             meta["deletionTimestamp"] = iso(time.time())
         return {"kind": "Pod", "apiVersion": "v1", "metadata": meta, "spec": pod.manifest.get("spec"),
-                "status": {"phase": pod.phase,
+                "status": {"phase": pod.phase, "podIP": pod.ip,
                            "containerStatuses": [{"name": c.get("name"), "ready": ready, "state": state,
                                                   "image": c.get("image"), "restartCount": 0}
                                                  for c in pod.manifest["spec"]["containers"]]}}
@@ -307,6 +319,9 @@ class KubernetesDouble(Double):
         pod = Pod(name, env=env, ns=ns, manifest=body, phase="Pending", deleted=False,
                   uid=f"uid-{name}", rv=self.next_rv())
         pod.root = make_root(self.base, name)
+        n = KubernetesDouble.pods_made  # across the doubles of this process: no two Pods share an IP
+        KubernetesDouble.pods_made += 1
+        pod.ip = f"127.{os.getpid() % 200 + 20}.{n // 250 % 250}.{n % 250 + 1}"
         pod.fs = RootFS(pod.root)
         self.sandboxes[name] = pod
         self.notify(ns, "ADDED", self.pod_object(pod))
@@ -362,6 +377,7 @@ class KubernetesDouble(Double):
         del self.sandboxes[pod.id]
         for p in self.procs.pop(pod.id, set()):
             kill(p)
+        kill_rooted(pod.root)
         shutil.rmtree(pod.root, ignore_errors=True)
         self.notify(pod.ns, "DELETED", obj)
         return obj
@@ -574,6 +590,56 @@ class KubernetesDouble(Double):
             return self.not_found("secrets", request.match_info["name"])
         return web.json_response(status_obj(200, "", "", status="Success"))
 
+    # -- port-forward
+    async def portforward(self, request):
+        pod = self.find(request)
+        if pod is None:
+            return self.not_found("pods", request.match_info["name"])
+        ports = [p for v in request.query.getall("ports", []) for p in v.split(",") if p]
+        if len(ports) != 1 or not ports[0].isdigit() or not 0 < int(ports[0]) < 65536:
+            return self.error(request, 400, "BadRequest", "the double forwards exactly one port (ports=N)")
+        port = int(ports[0])
+        ws = web.WebSocketResponse(protocols=PF_PROTOCOLS)
+        if not ws.can_prepare(request).ok:
+            return self.error(request, 400, "BadRequest", "Upgrade request required")
+        await ws.prepare(request)
+        rec = {"pod": pod.id, "port": port, "protocol": ws.ws_protocol, "up": 0, "down": 0, "error": None}
+        self.forwards.append(rec)
+        prefix = struct.pack("<H", port)
+        await ws.send_bytes(b"\x00" + prefix)
+        await ws.send_bytes(b"\x01" + prefix)
+        try:
+            reader, writer = await asyncio.open_connection(pod.ip, port)
+        except OSError as e:
+            rec["error"] = (f"error forwarding port {port} to pod {pod.id}, uid {pod.uid}: "
+                            f"failed to connect to {pod.ip}:{port}: {e.strerror}")
+            await ws.send_bytes(b"\x01" + rec["error"].encode())
+            await ws.close()
+            return ws
+
+        async def up():  # the client's bytes (channel 0) to the port
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY and msg.data[:1] == b"\x00" and len(msg.data) > 1:
+                    rec["up"] += len(msg.data) - 1
+                    writer.write(msg.data[1:])
+                    await writer.drain()
+            writer.close()  # the client closed: so does the connection to the port
+        t = asyncio.ensure_future(up())
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                rec["down"] += len(data)
+                await ws.send_bytes(b"\x00" + data)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        finally:
+            t.cancel()
+            writer.close()
+            await ws.close()
+        return ws
+
     # -- exec
     def resolve(self, pod, cmd, env):
         if "/" in cmd:
@@ -704,6 +770,20 @@ class KubernetesDouble(Double):
                 os.close(master)
             self.procs.get(pod.id, set()).discard(proc)
         return ws
+
+
+def kill_rooted(root):
+    """Every process whose root is the Pod's (servers that went to the
+    background too): the Pod is gone, so are they."""
+    want = os.path.realpath(root)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{pid}/root") == want:
+                os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def kill(proc):

@@ -31,6 +31,9 @@ static const char *const code_names[] = {
 
 static int64_t t0;
 
+static int step_forward(pe_provider *p, const char *id, const char *port, const char *data,
+                        pe_err *err);
+
 static int print(json_t *v)
 {
     char *s = json_dumps(v, JSON_COMPACT);
@@ -298,7 +301,45 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
                                pv.header2_name, "header2_value", pv.header2_value,
                                "needs_credential", pv.needs_credential));
     }
+    if (strcmp(name, "forward") == 0 && n >= 3)
+        return step_forward(p, a[0], a[1], a[2], err);
     return step_files(p, name, a, n, err);
+}
+
+/* forward SID PORT DATA: DATA to the port through port_open, and what
+ * comes back until the port closes (10 s at most). */
+static int step_forward(pe_provider *p, const char *id, const char *port, const char *data,
+                        pe_err *err)
+{
+    char *got = NULL;
+    size_t len = 0;
+    int fd, r;
+
+    if (pe_provider_port_open(p, id, (uint16_t)strtoul(port, NULL, 10), &fd, err) < 0)
+        return fail(err);
+    if (write(fd, data, strlen(data)) != (ssize_t)strlen(data)) {
+        close(fd);
+        pe_err_set(err, PE_ESYS, errno, "write to the forwarded port");
+        return fail(err);
+    }
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        char buf[4096];
+        ssize_t got_n;
+        if (poll(&pfd, 1, 10000) <= 0)
+            break;
+        got_n = read(fd, buf, sizeof(buf));
+        if (got_n <= 0)
+            break;
+        got = pe_xrealloc(got, len + (size_t)got_n + 1);
+        memcpy(got + len, buf, (size_t)got_n);
+        len += (size_t)got_n;
+        got[len] = '\0';
+    }
+    close(fd);
+    r = print(json_pack("{s:s%}", "data", got ? got : "", len));
+    free(got);
+    return r;
 }
 
 int main(int argc, char **argv)

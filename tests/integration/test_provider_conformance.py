@@ -364,8 +364,30 @@ def test_preview(adapter):
         err = adapter.run("preview", sid, "8080", ok=False)
         assert err["error"] == "ENOTCAP" and "8080" in err["message"] and "at create" in err["message"]
         note = "ok (ports of the create)"
+    if adapter.provider == "kubernetes":
+        note = forward_check(adapter, sid, port)
+    else:  # refused before any request
+        err = adapter.run("forward", sid, str(port), "x", ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {adapter.provider}: port-forward"}
     adapter.run("remove", sid)
     return note
+
+
+def forward_check(adapter, sid, port):
+    """The daemon's preview proxy reaches a Pod through port-forward: a
+    real server in the Pod (busybox httpd on the Pod's address) answers
+    the bytes sent; a port nothing listens on ends the stream with the
+    kubelet's error."""
+    ip = adapter.d.sandboxes[sid].ip
+    adapter.run("exec", sid, "sh", "-c",
+                f"mkdir -p /www && echo from-the-pod > /www/index.html && httpd -p {ip}:{port} -h /www")
+    got = adapter.run("forward", sid, str(port), "GET /index.html HTTP/1.0\r\n\r\n")
+    assert got["data"].startswith("HTTP/1.") and got["data"].endswith("\r\n\r\nfrom-the-pod\n"), got
+    rec = adapter.d.forwards[-1]
+    assert (rec["pod"], rec["port"], rec["protocol"], rec["error"]) == (sid, port, "v4.channel.k8s.io", None)
+    got = adapter.run("forward", sid, str(port + 1), "GET / HTTP/1.0\r\n\r\n")
+    assert got["data"] == "" and "failed to connect" in adapter.d.forwards[-1]["error"]
+    return "ok (and port-forward)"
 
 
 @checked("capabilities")

@@ -406,8 +406,10 @@ def test_modal_double_rejects_a_wrong_token_and_bad_input_as_grpc_does():
 def test_kubernetes_sdk_lifecycle():
     """@kubernetes/client-node through a kubeconfig: it creates a pod, its
     watch sees it added, running and deleted, it execs into it (exit code
-    from the status channel, stdin closed with v5's close message, a TTY)
-    and deletes it; a wrong token is 401. The double runs the commands for
+    from the status channel, stdin closed with v5's close message, a TTY),
+    forwards a port to a server in it (PortForward, v4.channel.k8s.io: the
+    port prefix of each channel taken off, the kubelet's error on channel
+    1) and deletes it; a wrong token is 401. The double runs the commands for
     real (the pod's environment reaches them)."""
     with start("kubernetes") as d:
         got = run_node("kubernetes", d, "kubernetes.mjs")
@@ -416,6 +418,12 @@ def test_kubernetes_sdk_lifecycle():
         assert got["ok"] == {"status": "Success", "exitCode": 0, "stdout": "fine\n", "stderr": ""}
         assert got["stdin"]["stdout"] == "from stdin" and got["stdin"]["exitCode"] == 0
         assert got["tty"]["exitCode"] == 5 and "typed\r\n" in got["tty"]["stdout"]
+        assert got["serve"]["exitCode"] == 0, got["serve"]
+        fwd = got["forward"]
+        assert fwd["protocol"] == "v4.channel.k8s.io" and fwd["stderr"] == "", fwd
+        assert fwd["stdout"].startswith("HTTP/1.") and fwd["stdout"].endswith("\r\n\r\nserved-in-pod\n"), fwd
+        refused = got["forwardRefused"]
+        assert refused["stdout"] == "" and "failed to connect" in refused["stderr"], refused
         assert [e[0] for e in got["events"]] == ["ADDED", "MODIFIED", "DELETED"]
         assert got["events"][1][2] == "Running"
         assert got["afterDelete"] == 404 and got["badKey"] == 401
@@ -424,7 +432,7 @@ def test_kubernetes_sdk_lifecycle():
         for want in [("POST", "create", 201), ("GET", "exec", 101), ("DELETE", "delete", 200),
                      ("GET", "get", 404), ("GET", "list", 401)]:
             assert want in seen, want
-        assert len(d.seen("exec")) == 4 and d.seen("watch")
+        assert len(d.seen("exec")) == 5 and d.seen("watch") and len(d.seen("portforward")) == 2
 
 
 def test_cloudflare_bridge_contract():

@@ -337,10 +337,6 @@ def test_daemon_lifecycle_on_kubernetes(kd):
         "sandboxId": sb["id"], "path": "/opt/app/conf.json", "content": d.seal('{"k": 8}\n')}})
     assert st == 200, o
     assert d.sh(sb["id"], "cat /opt/app/conf.json")["stdout"] == '{"k": 8}\n'
-    # the Pod proxy wants the cluster credential: no preview through us yet, clearly
-    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
-    assert st == 501 and o["message"].startswith("not supported by kubernetes"), o
-    assert TOKEN not in json.dumps(o)
 
     assert d.sandbox("stopSandbox", sb["id"])[0] == 200
     assert d.wait_status(sb["id"], ["STOPPED"])
@@ -398,6 +394,55 @@ def test_daemon_terminal_streaming_exec_and_cp_on_kubernetes(kd):
     for sb in (a, b):
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
     assert kd.other.requests == []
+
+
+def test_daemon_preview_through_port_forward(kd):
+    """exposePort on a kubernetes sandbox: our preview URL reaches a real
+    server in the Pod through the API server's portforward subresource
+    (the operator's credential, which no client sees); private to its
+    owner (another user's token: as missing; none: 401), the share URL
+    opens it, and unexposePort closes it."""
+    from test_ports import get
+    d, dbl = kd, kd.double
+    d.port = int(d.url.rsplit(":", 1)[1])
+    sb = k8s_create(d, "k8s-web")
+    ip = dbl.sandboxes[sb["remoteId"]].ip
+    out = d.sh(sb["id"], f"mkdir -p /www && echo from-pod-$((6*7)) > /www/index.html && httpd -p {ip}:8080 -h /www")
+    assert out["exitCode"] == 0, out
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 8080})
+    assert st == 200, o
+    assert o["previewUrl"].startswith("http://8080-k8s-web-") and o["previewUrl"].endswith(f".localhost:{d.port}/")
+    assert TOKEN not in json.dumps(o) and "portforward" not in json.dumps(o) and "shareUrl" in o
+    host = o["previewUrl"].split("//", 1)[1].rstrip("/")
+    before = len(dbl.forwards)
+    st, h, body = get(d, "/index.html", host=host, token=d.token)
+    assert (st, body) == (200, b"from-pod-42\n"), (st, h, body)
+    fwd = dbl.forwards[before:]
+    assert [(f["pod"], f["port"], f["protocol"]) for f in fwd] == [(sb["remoteId"], 8080, "v4.channel.k8s.io")]
+    seen = dbl.seen("portforward")
+    assert seen and all(r["authorized"] for r in seen)
+    # the path form and the share URL go the same way
+    st, _, body = get(d, f"/p/{sb['id']}/8080/index.html", token=d.token)
+    assert (st, body) == (200, b"from-pod-42\n")
+    share = o["shareUrl"].split(host, 1)[1]
+    assert get(d, share.replace("/?", "/index.html?"), host=host)[::2] == (200, b"from-pod-42\n")
+    # private: nobody else
+    other = d.token_for("did:key:z6MkK8sPreviewThief")
+    assert get(d, "/index.html", host=host, token=other)[0] == 404
+    assert get(d, "/index.html", host=host)[0] == 401
+    assert len(dbl.forwards) == before + 3, "a refused caller still reached the Pod"
+    assert d.call(SB + "getExposedPorts", {"id": sb["id"]}, token=other)[0] == 404
+    st, o2 = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and [(p["port"], p["previewUrl"]) for p in o2["ports"]] == [(8080, o["previewUrl"])]
+    # a port nothing listens on in the Pod: a clean 502
+    assert d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 8081})[0] == 200
+    st, _, body = get(d, "/", host=host.replace("8080-", "8081-", 1), token=d.token)
+    assert st == 502 and b"UpstreamFailure" in body, body
+    # unexposePort closes it at once
+    assert d.call(SB + "unexposePort", {"id": sb["id"]}, body={"port": 8080})[0] == 200
+    assert get(d, "/index.html", host=host, token=d.token)[0] == 404
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert TOKEN not in d.log_text()
 
 
 def test_a_user_cannot_choose_the_cluster(kd):

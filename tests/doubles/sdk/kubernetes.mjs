@@ -2,7 +2,7 @@
 // Kubernetes API server double, configured as a user would: a kubeconfig
 // (cluster server, user token, context namespace). Creates a pod, watches
 // it start, execs into it (exit code from the status channel, stdin with
-// its end, a TTY), deletes it and sees the deletion, then a bad token.
+// its end, a TTY), forwards a port to a server in it, deletes it and sees the deletion, then a bad token.
 // Prints one JSON line; the pytest test checks it against the double.
 import * as k8s from '@kubernetes/client-node'
 import { PassThrough, Writable } from 'node:stream'
@@ -75,6 +75,21 @@ const keys = new PassThrough()
 const shell = run(['sh'], { stdin: keys, tty: true })
 keys.write('echo typed\nexit 5\n')
 out.tty = await shell
+
+// port-forward: a server in the pod (busybox httpd on the pod's address)
+// answers through the portforward subresource
+const podIP = (await core.readNamespacedPod({ namespace: ns, name: 'sdk-pod' })).status.podIP
+out.serve = await run(['sh', '-c', `mkdir -p /www && echo served-in-pod > /www/index.html && httpd -p ${podIP}:8080 -h /www`])
+async function forward (port) {
+  const got = sink(); const errs = sink(); const input = new PassThrough()
+  const ws = await new k8s.PortForward(kc).portForward(ns, 'sdk-pod', [port], got, errs, input)
+  const closed = new Promise((resolve) => ws.on('close', resolve))
+  input.write('GET /index.html HTTP/1.0\r\n\r\n')
+  await closed
+  return { protocol: ws.protocol, stdout: got.text(), stderr: errs.text() }
+}
+out.forward = await forward(8080)
+out.forwardRefused = await forward(8081)
 
 await core.deleteNamespacedPod({ namespace: ns, name: 'sdk-pod' })
 await deleted
