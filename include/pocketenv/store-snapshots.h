@@ -25,6 +25,11 @@ typedef struct pe_store_snapshot {
     int64_t frozen_us;  /* how long the sandbox was frozen */
     int64_t expires_at; /* unix ms; 0 = never */
     int64_t created_at;
+    /* A remote sandbox's (migration 10): the adapter that keeps it (NULL:
+     * the local runtime), then layer is its id there; the credential that
+     * made it, sealed and redacted texts (NULL: the operator's). */
+    const char *provider;
+    const char *credential, *credential_shown;
 } pe_store_snapshot;
 
 void pe_store_snapshot_clear(pe_store_snapshot *v);
@@ -52,7 +57,8 @@ int pe_store_snapshot_delete(pe_store *s, const char *id, pe_err *err);
  * gone already. */
 int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_err *err);
 /* Up to limit deletions, oldest first, as snapshots with only id,
- * owner_did, name, layer and created_at (when asked) set. */
+ * owner_did, name, layer, provider, credential, credential_shown and
+ * created_at (when asked) set. */
 int pe_store_snapshot_deletions(pe_store *s, int64_t limit, pe_store_snapshot **out, size_t *n,
                                 pe_err *err);
 /* The owner's deletion whose snapshot id or name is key, else PE_ENOENT. */

@@ -1348,12 +1348,21 @@ BOTH(snapshot_deletions)
                            .sandbox_id = "sbx_gone",
                            .layer = "layer1",
                            .image = "busybox",
-                           .expires_at = 1},
+                           .expires_at = 1,
+                           .provider = "daytona",
+                           .credential = "{\"apiKey\":\"sealed\"}",
+                           .credential_shown = "{\"name\":\"daytona\"}"},
                       got = {0}, *list = NULL;
     size_t n = 0;
 
     add_user(s, "did:key:zA", "a");
     ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    /* a remote one keeps where it is and the credential that made it */
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), 0);
+    ASSERT_EQ_STR(got.provider, "daytona");
+    ASSERT_EQ_STR(got.credential, v.credential);
+    ASSERT_EQ_STR(got.credential_shown, v.credential_shown);
+    pe_store_snapshot_clear(&got);
     ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &v, &err), 0);
     ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
@@ -1364,7 +1373,11 @@ BOTH(snapshot_deletions)
     ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zA", "keep", &got, &err), 0);
     ASSERT_EQ_STR(got.layer, "layer1");
     ASSERT_EQ_STR(got.id, "snp_1");
+    ASSERT_EQ_STR(got.provider, "daytona"); /* deleted there with its own credential */
+    ASSERT_EQ_STR(got.credential, v.credential);
+    ASSERT_EQ_STR(got.credential_shown, v.credential_shown);
     pe_store_snapshot_clear(&got);
+    v.provider = v.credential = v.credential_shown = NULL;
     ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zB", "snp_1", &got, &err), -1);
     /* the name is free again */
     v.id = "snp_2";
