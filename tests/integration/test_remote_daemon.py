@@ -323,7 +323,7 @@ def snapshot_of(d, name):
     return o["snapshot"] if st == 200 else None
 
 
-@pytest.mark.parametrize("p", ["daytona"])
+@pytest.mark.parametrize("p", ["daytona", "e2b"])
 def test_remote_snapshot_restore_fork_and_rm(env, p):
     """Through our daemon, on the provider: a file written, a snapshot
     taken there (the row says where), the source deleted; a sandbox made
