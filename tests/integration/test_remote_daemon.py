@@ -259,7 +259,7 @@ def test_bad_input(env):
     no_secret_anywhere(d, dbl.key, [o])
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel"])
 def test_provider_down_leaves_nothing_and_a_retry_works(env, p):
     """The provider makes the sandbox and then stops answering: 504, no
     row here, no sandbox there; the same create again works."""
@@ -323,7 +323,7 @@ def snapshot_of(d, name):
     return o["snapshot"] if st == 200 else None
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel"])
 def test_remote_snapshot_restore_fork_and_rm(env, p):
     """Through our daemon, on the provider: a file written, a snapshot
     taken there (the row says where), the source deleted; a sandbox made
