@@ -364,9 +364,10 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
 }
 
 /* A remote sandbox left idle: its provider stops it. Its files stay with
- * the provider, so stop is what each action comes to there: no remote
- * adapter declares pause or snapshots yet (lib/provider), and the reason
- * says so. Only a sandbox this daemon has served since it started (its
+ * the provider, so stop is what each action comes to there, after a
+ * snapshot for snapshot-then-stop where the adapter takes them; no remote
+ * adapter declares pause yet (lib/provider), and the reason says what was
+ * not done. Only a sandbox this daemon has served since it started (its
  * activity is known here): another daemon sharing the store may be the
  * one serving it, and a restart forgets nothing it could not see again. */
 static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
@@ -377,6 +378,8 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     int64_t last;
     bool known;
     char reason[160];
+    bool snap = strcmp(action, PE_IDLE_SNAPSHOT_STOP) == 0 &&
+                (pe_sandbox_caps(&d->sx, sb) & PE_CAP_SNAPSHOT);
     pe_err err;
 
     pthread_mutex_lock(&activity_lock);
@@ -390,11 +393,20 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     if (last == INT64_MAX || now - last < timeout * 1000)
         return;
     pe_err_clear(&err);
+    /* as a local one's: a failed snapshot still stops */
+    if (snap && pe_daemon_snapshot_idle(d, s, sb, &err) < 0) {
+        pe_log_warn("idle snapshot %s on %s: %s", sb->id, sb->backend, err.msg);
+        snap = false;
+    }
+    pe_err_clear(&err);
     if (pe_sandbox_stop(&d->sx, s, sb, &err) < 0 && err.code != PE_ESTATE) {
         pe_log_warn("idle stop %s on %s: %s", sb->id, sb->backend, err.msg);
         return;
     }
-    if (strcmp(action, PE_IDLE_STOP) == 0)
+    if (snap)
+        snprintf(reason, sizeof(reason), "snapshot taken and stopped after %llds without activity",
+                 (long long)timeout);
+    else if (strcmp(action, PE_IDLE_STOP) == 0)
         snprintf(reason, sizeof(reason), "stopped after %llds without activity",
                  (long long)timeout);
     else
