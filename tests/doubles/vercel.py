@@ -79,6 +79,8 @@ class VercelDouble(Double):
             v["startedAt"] = _ms(sb.started_at)
         if sb.stopped_at:
             v["stoppedAt"] = _ms(sb.stopped_at)
+        if getattr(sb, "sourceSnapshotId", None):
+            v["sourceSnapshotId"] = sb.sourceSnapshotId
         return v
 
     def routes_of(self, sb):
@@ -165,8 +167,9 @@ class VercelDouble(Double):
         return web.json_response({"sandbox": self.view(sb)})
 
     def snapshot_view(self, v):
+        # the SDK's schema: expiresAt is a number or absent, never null
         return {k: v[k] for k in ("id", "sourceSandboxId", "region", "status", "sizeBytes", "expiresAt",
-                                  "createdAt", "updatedAt")}
+                                  "createdAt", "updatedAt") if v[k] is not None}
 
     async def snapshot_sb(self, request):
         sb = self.find(request, live=True)
