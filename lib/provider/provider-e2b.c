@@ -746,7 +746,7 @@ const pe_provider_ops pe__provider_e2b = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
-            PE_CAP_PREVIEW | PE_CAP_SNAPSHOT,
+            PE_CAP_PREVIEW | PE_CAP_SNAPSHOT | PE_CAP_PAUSE,
     .open = e2_open,
     .create = e2_create,
     .start = e2_start,
@@ -759,6 +759,10 @@ const pe_provider_ops pe__provider_e2b = {
     .file_list = e2_file_list,
     .file_remove = e2_file_remove,
     .preview = e2_preview,
+    /* E2B's pause keeps memory (reference 9): it is our stop and our
+     * pause; connect resumes either */
+    .pause = e2_stop,
+    .resume = e2_start,
     .snapshot_create = e2_snapshot_create,
     .snapshot_delete = e2_snapshot_delete,
 };

@@ -247,6 +247,10 @@ void pe_sandbox_egress_secrets_free(pe_sandbox_egress_secret *list, size_t n);
 int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Stop it (its processes get a grace period); its files stay. */
 int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+/* Pause it where it runs, memory kept (PE_CAP_PAUSE; else PE_ENOTCAP
+ * "not supported by P: pause"), and resume it. */
+int pe_sandbox_pause(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+int pe_sandbox_resume(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Remove it where it runs (a running one is killed first). */
 int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 

@@ -442,6 +442,28 @@ def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
+def test_idle_policy_pauses_a_remote_sandbox_that_can(env):
+    """E2B pauses with memory kept: the idle policy's pause pauses it there
+    (the row stays RUNNING, paused), and the next exec resumes it and says
+    so; Daytona, without pause, comes to a stop saying why (above)."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "idle-e2b-pause", idlePolicy={"action": "pause", "timeout": 1})
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
+    wait_for(lambda: state(dbl, rid) == "paused", 30, "the idle pause at e2b")
+    wait_for(lambda: d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("paused") is True, 10,
+             "the row to say paused")
+    got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
+    assert got["status"] == "RUNNING", got
+    assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"  # resumed by the exec
+    assert state(dbl, rid) == "running"
+    got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
+    assert got.get("resumedBy") == "exec" and not got.get("paused"), got
+    assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
 def test_client_cannot_choose_the_provider_url(env):
     """A URL in the request (as an SSRF would put it) is never called: the
     URL is the operator's alone."""
