@@ -363,11 +363,12 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
     forget(sb->id);
 }
 
-/* A remote sandbox left idle: its provider stops it. Its files stay with
- * the provider, so stop is what each action comes to there: no remote
- * adapter declares pause or snapshots yet (lib/provider), and the reason
- * says so. Only a sandbox this daemon has served since it started (its
- * activity is known here): another daemon sharing the store may be the
+/* A remote sandbox left idle: its provider pauses it where the adapter
+ * declares pause (E2B) and the policy asks for it; else its provider
+ * stops it. Its files stay with the provider, so stop is what the other
+ * actions come to there, after a snapshot for snapshot-then-stop where
+ * the adapter takes them, and the reason says what was not done. Only a sandbox this daemon has
+ * served since it started (its activity is known here): another daemon sharing the store may be the
  * one serving it, and a restart forgets nothing it could not see again. */
 static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                             const pe_store_idle *pol, int64_t now)
@@ -377,24 +378,44 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     int64_t last;
     bool known;
     char reason[160];
+    bool snap = strcmp(action, PE_IDLE_SNAPSHOT_STOP) == 0 &&
+                (pe_sandbox_caps(&d->sx, sb) & PE_CAP_SNAPSHOT);
     pe_err err;
 
     pthread_mutex_lock(&activity_lock);
     known = activity_find(sb->id) != NULL;
     pthread_mutex_unlock(&activity_lock);
     last = last_activity(sb->id);
-    if (!known || sb->keep_alive || timeout <= 0)
+    if (!known || sb->keep_alive || timeout <= 0 || pe_daemon_paused(sb->id))
         return;
     if (sb->started_at > last)
         last = sb->started_at;
     if (last == INT64_MAX || now - last < timeout * 1000)
         return;
     pe_err_clear(&err);
+    /* its provider pauses it, memory kept; the next exec, terminal or
+     * preview resumes it (pause.c); one that fails comes to the stop */
+    if (strcmp(action, PE_IDLE_PAUSE) == 0 && (pe_sandbox_caps(&d->sx, sb) & PE_CAP_PAUSE)) {
+        snprintf(reason, sizeof(reason), "paused after %llds without activity", (long long)timeout);
+        if (pe_daemon_pause(d, sb->id, reason, &err) == 0)
+            return;
+        pe_log_warn("idle pause %s on %s: %s", sb->id, sb->backend, err.msg);
+        pe_err_clear(&err);
+    }
+    /* as a local one's: a failed snapshot still stops */
+    if (snap && pe_daemon_snapshot_idle(d, s, sb, &err) < 0) {
+        pe_log_warn("idle snapshot %s on %s: %s", sb->id, sb->backend, err.msg);
+        snap = false;
+    }
+    pe_err_clear(&err);
     if (pe_sandbox_stop(&d->sx, s, sb, &err) < 0 && err.code != PE_ESTATE) {
         pe_log_warn("idle stop %s on %s: %s", sb->id, sb->backend, err.msg);
         return;
     }
-    if (strcmp(action, PE_IDLE_STOP) == 0)
+    if (snap)
+        snprintf(reason, sizeof(reason), "snapshot taken and stopped after %llds without activity",
+                 (long long)timeout);
+    else if (strcmp(action, PE_IDLE_STOP) == 0)
         snprintf(reason, sizeof(reason), "stopped after %llds without activity",
                  (long long)timeout);
     else

@@ -9,7 +9,12 @@
  * refreshed from the runtime by each housekeeping pass, so a pause made
  * behind the daemon's back (`pocketenv runtime pause`) is seen within a
  * tick. Each entry also remembers the last resume (what woke it, when), so
- * that the owner sees it in getSandbox. Any thread. */
+ * that the owner sees it in getSandbox. Any thread.
+ *
+ * A remote sandbox is paused and resumed by its provider, where its
+ * adapter declares the pause capability (E2B's pause keeps memory); the
+ * copy here is then the only one the daemon has (its pause is this
+ * daemon's doing: the idle policy's). */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,9 +117,30 @@ void pe_daemon_paused_view(const char *id, json_t *view)
     pthread_mutex_unlock(&lock);
 }
 
+/* Pause (pause true) or resume remote sandbox id through its provider:
+ * 1 done, 0 id is not a remote sandbox, -1 err set. */
+static int remote(pe_daemon *d, const char *id, bool pause, pe_err *err)
+{
+    pe_store *s = pe_daemon_store(d, err);
+    pe_store_sandbox sb;
+    int r;
+
+    if (s == NULL || pe_store_sandbox_get(s, id, &sb, err) < 0)
+        return -1;
+    if (!pe_sandbox_is_remote(&sb)) {
+        pe_store_sandbox_clear(&sb);
+        return 0;
+    }
+    r = pause ? pe_sandbox_pause(&d->sx, s, &sb, err) : pe_sandbox_resume(&d->sx, s, &sb, err);
+    pe_store_sandbox_clear(&sb);
+    return r < 0 ? -1 : 1;
+}
+
 int pe_daemon_pause(pe_daemon *d, const char *id, const char *why, pe_err *err)
 {
-    if (pe_runtime_pause(&d->rt, id, err) < 0)
+    int r = remote(d, id, true, err);
+
+    if (r < 0 || (r == 0 && pe_runtime_pause(&d->rt, id, err) < 0))
         return -1;
     note(id, true, NULL);
     pe_log_info("event=pause sandbox=%s reason=\"%s\"", id, why);
@@ -123,7 +149,11 @@ int pe_daemon_pause(pe_daemon *d, const char *id, const char *why, pe_err *err)
 
 int pe_daemon_resume(pe_daemon *d, const char *id, const char *by, pe_err *err)
 {
-    if (pe_runtime_resume(&d->rt, id, err) < 0) {
+    int r = remote(d, id, false, err);
+
+    if (r < 0)
+        return -1;
+    if (r == 0 && pe_runtime_resume(&d->rt, id, err) < 0) {
         if (err->code != PE_ESTATE)
             return -1;
         /* Not paused (any more): another request woke it first. */

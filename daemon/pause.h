@@ -11,8 +11,10 @@
  * (a preview's); its value says what resumed it. */
 #define PE_RESUMED_HEADER "Pocketenv-Resumed"
 
-/* Freeze every process of local sandbox id (memory kept); why goes to the
- * log. PE_ESTATE if it is not running (or paused already). Worker thread. */
+/* Freeze every process of local sandbox id (memory kept), or pause a
+ * remote one through its provider (PE_ENOTCAP naming it when it has no
+ * pause); why goes to the log. PE_ESTATE if it is not running (or paused
+ * already). Worker thread (this and resume read the store). */
 int pe_daemon_pause(pe_daemon *d, const char *id, const char *why, pe_err *err);
 
 /* Thaw sandbox id, because of by ("exec", "terminal", "preview", "e2b"):

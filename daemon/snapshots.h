@@ -32,6 +32,13 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in);
 int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
                                       const pe_sandbox_cfg *cfg, pe_err *err);
 
+/* Make remote sandbox row sb (its base "snapshot:<id>", a snapshot its
+ * provider keeps) at its provider from that snapshot, with the
+ * definition the snapshot carries; the provider's id on the row and in
+ * *remote_id (malloc'd). createSandbox's and a fork's. Worker thread. */
+int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                                     char **remote_id, pe_err *err);
+
 /* The idle policy's snapshot-then-stop (housekeeping, worker): snapshot
  * sb as its owner's "<name>-idle-<UTC time>", with the default TTL and
  * retention. */

@@ -177,12 +177,30 @@ bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_s
 
 /* ---- runtime ---- */
 
+/* A remote fork (forkSandbox's row, no provider id yet): made at its
+ * provider from its snapshot, in the background like a local one's first
+ * start. */
+static int remote_fork_create(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
+{
+    cleanup_free char *rid = NULL;
+    pe_store *s = pe_daemon_store(d, err);
+
+    if (s == NULL)
+        return -1;
+    if (sb->base == NULL || strncmp(sb->base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) != 0)
+        return pe_err_set(err, PE_ESTATE, 0, "sandbox %s was never made at %s", sb->name,
+                          sb->backend);
+    return pe_daemon_snapshot_remote_create(d, s, sb, &rid, err);
+}
+
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err)
 {
     pe_sandbox_cfg cfg;
     pe_runtime_init init;
     int r;
 
+    if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL) /* a fork: made from its snapshot */
+        return remote_fork_create(d, sb, err);
     if (pe_sandbox_is_remote(sb)) /* its provider starts it (lib/sandbox) */
         return pe_daemon_sandbox_start(d, sb, err);
     pe_sandbox_cfg_init(&cfg);
@@ -303,6 +321,9 @@ static bool remote_base(pe_daemon_job *job, const char *base, const char *backen
     pe_err e;
 
     pe_err_clear(&e);
+    /* a snapshot its provider keeps (pe_daemon_snapshot_base checked) */
+    if (strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0)
+        return true;
     if (pe_daemon_base_plain(base) || (pe_daemon_base_check(job->d, base, &e) < 0 &&
                                        e.code == PE_EINVAL && pe_sandbox_image_valid(base)))
         return true;
@@ -409,7 +430,10 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         pe_daemon_job_fail(job, &job->err, NULL);
         return -1;
     }
-    if (pe_sandbox_create_remote(&job->d->sx, s, &sb, remote_image(sb.base), &rid, &job->err) < 0) {
+    if ((strncmp(sb.base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0
+             ? pe_daemon_snapshot_remote_create(job->d, s, &sb, &rid, &job->err)
+             : pe_sandbox_create_remote(&job->d->sx, s, &sb, remote_image(sb.base), &rid,
+                                        &job->err)) < 0) {
         pe_log_warn("sandbox %s: create on %s failed: %s", sb.id, sb.backend, job->err.msg);
         pe_store_sandbox_delete(s, id, NULL);
         pe_daemon_job_fail(job, &job->err, NULL);

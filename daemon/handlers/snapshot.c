@@ -33,6 +33,7 @@
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-snapshots.h"
 #include "ports.h"
+#include "providers.h"
 #include "resource-limits.h"
 #include "resources.h"
 #include "snapshots.h"
@@ -81,7 +82,9 @@ static json_t *view(pe_daemon *d, const pe_store_snapshot *v)
     json_object_set_new(o, "image", json_string(v->image));
     pe_daemon_set_str(o, "description", v->description);
     json_object_set_new(o, "sizeBytes", json_integer(v->size_bytes));
-    if (pe_runtime_snapshot_usage(&d->rt, v->layer, &excl, NULL) == 0 && excl >= 0)
+    pe_daemon_set_str(o, "provider", v->provider);
+    if (v->provider == NULL && pe_runtime_snapshot_usage(&d->rt, v->layer, &excl, NULL) == 0 &&
+        excl >= 0)
         json_object_set_new(o, "exclusiveBytes", json_integer(excl));
     json_object_set_new(o, "memory", json_false()); /* files only: memoryCheckpoint */
     json_object_set_new(o, "frozenMs", json_integer((v->frozen_us + 999) / 1000));
@@ -106,8 +109,24 @@ static int remove_snapshot(pe_daemon *d, pe_store *s, const pe_store_snapshot *v
  * removed once, and the deletion forgotten after. */
 static pthread_mutex_t purge_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* Remove what deletion v names: a layer of the runtime, or a remote
+ * sandbox's snapshot at its provider, with the credential it keeps
+ * (the sandbox that made it may be gone). */
+static int remove_kept(pe_daemon *d, const pe_store_snapshot *v, pe_err *err)
+{
+    cleanup_free char *label = NULL;
+
+    if (v->provider == NULL)
+        return pe_runtime_snapshot_remove(&d->rt, v->layer, err) < 0 && err->code != PE_ENOENT ? -1
+                                                                                               : 0;
+    label = pe_xasprintf("snapshot %s", v->id);
+    return pe_sandbox_snapshot_delete(&d->sx, v->provider, label, v->credential,
+                                      v->credential_shown, v->layer, err);
+}
+
 /* Remove the layers of the deletions, then forget them; one that fails
- * stays for the next tick. Worker thread. */
+ * stays for the next tick (a provider that refused, or did not answer,
+ * is asked again then). Worker thread. */
 static void purge(pe_daemon *d, pe_store *s)
 {
     pe_store_snapshot *list = NULL;
@@ -124,13 +143,15 @@ static void purge(pe_daemon *d, pe_store *s)
         const pe_store_snapshot *v = &list[i];
         int64_t t0 = pe_store_now_ms();
         pe_err_clear(&err);
-        if ((pe_runtime_snapshot_remove(&d->rt, v->layer, &err) < 0 && err.code != PE_ENOENT) ||
-            pe_store_snapshot_deletion_done(s, v, &err) < 0) {
-            pe_log_warn("event=snapshot_remove_failed snapshot=%s layer=%s reason=\"%s\"", v->id,
-                        v->layer, err.msg);
+        /* err.msg names the provider, never its credential (provider.h) */
+        if (remove_kept(d, v, &err) < 0 || pe_store_snapshot_deletion_done(s, v, &err) < 0) {
+            pe_log_warn("event=snapshot_remove_failed snapshot=%s layer=%s provider=%s "
+                        "reason=\"%s\"",
+                        v->id, v->layer, v->provider ? v->provider : "local", err.msg);
             continue;
         }
-        pe_log_info("event=snapshot_layer_removed snapshot=%s layer=%s ms=%lld", v->id, v->layer,
+        pe_log_info("event=snapshot_layer_removed snapshot=%s layer=%s provider=%s ms=%lld", v->id,
+                    v->layer, v->provider ? v->provider : "local",
                     (long long)(pe_store_now_ms() - t0));
     }
     pthread_mutex_unlock(&purge_lock);
@@ -188,11 +209,13 @@ static bool check_sandbox(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb)
         pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
         return false;
     }
-    /* Snapshots are the local runtime's layers; a remote sandbox's would
-     * be its provider's, and no adapter declares them yet. */
+    /* Snapshots are the local runtime's layers; a remote sandbox's are its
+     * provider's, where its adapter declares them. */
     if (pe_sandbox_is_remote(sb) && !(pe_sandbox_caps(&job->d->sx, sb) & PE_CAP_SNAPSHOT))
         r = pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot", sb->backend);
-    else if (!pe_daemon_is_mine(job->d, sb))
+    else if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL)
+        r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
+    else if (!pe_sandbox_is_remote(sb) && !pe_daemon_is_mine(job->d, sb))
         r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
     else if (sb->status == PE_STORE_INITIALIZING)
         r = pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
@@ -416,56 +439,91 @@ static int apply_definition(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     return r;
 }
 
-/* Record runtime snapshot info as job->did's snapshot name; the row's
- * view in *view. On failure the runtime snapshot is removed and the job
- * failed. */
-static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
-                  pe_runtime_snapshot_info *info, const char *name, int64_t ttl,
-                  const char *description, json_t **view_out)
+/* Record snapshot v (its id, layer, image, sizes, where it is kept set by
+ * the caller) as job->did's snapshot name; the row's view in *view_out.
+ * On failure the job is failed and the caller removes what v names. */
+static int record(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, pe_store_snapshot *v,
+                  const char *name, int64_t ttl, const char *description, json_t **view_out)
 {
-    cleanup_free char *id = pe_store_new_id("snp_");
     cleanup_free char *definition = definition_of(s, sb->id, &job->err);
     int64_t now = pe_store_now_ms();
-    pe_store_snapshot v = {
-        .id = id,
-        .owner_did = job->did,
-        .name = name,
-        .sandbox_id = sb->id,
-        .layer = info->id,
-        .image = info->image,
-        .definition = definition,
-        .description = description,
-        .size_bytes = info->size_bytes,
-        .frozen_us = (int64_t)(info->frozen_ms * 1000.0),
-        .expires_at = now + ttl * 1000,
-        .created_at = now,
-        /* on a cluster, the layer is in this node's runtime only */
-        .node = job->d->cluster ? job->d->node : NULL,
-    };
 
-    if (retain(job->d, s, job->did, &job->err) < 0 || pe_store_snapshot_add(s, &v, &job->err) < 0) {
-        pe_runtime_snapshot_remove(&job->d->rt, info->id, NULL);
+    v->owner_did = job->did;
+    v->name = name;
+    v->sandbox_id = sb->id;
+    v->definition = definition;
+    v->description = description;
+    v->expires_at = now + ttl * 1000;
+    v->created_at = now;
+    if (definition == NULL || retain(job->d, s, job->did, &job->err) < 0 ||
+        pe_store_snapshot_add(s, v, &job->err) < 0)
         return pe_daemon_job_fail(job, &job->err, NULL);
-    }
-    *view_out = view(job->d, &v);
-    pe_log_info("event=snapshot sandbox=%s snapshot=%s layer=%s frozen_ms=%.3f bytes=%lld", sb->id,
-                id, info->id, info->frozen_ms, (long long)info->size_bytes);
+    *view_out = view(job->d, v);
+    pe_log_info("event=snapshot sandbox=%s snapshot=%s layer=%s provider=%s frozen_ms=%.3f "
+                "bytes=%lld",
+                sb->id, v->id, v->layer, v->provider ? v->provider : "local",
+                (double)v->frozen_us / 1000.0, (long long)v->size_bytes);
     return 0;
+}
+
+/* A remote sandbox's snapshot, taken by its provider (named there by our
+ * id); the row keeps its own copy of the sandbox's credential, to delete
+ * it there after the sandbox is gone (docs/providers.md "Snapshots"). */
+static int take_remote(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                       const char *name, int64_t ttl, const char *description, json_t **view_out)
+{
+    cleanup_free char *id = pe_store_new_id("snp_");
+    pe_sandbox_remote_snapshot rs;
+    pe_store_snapshot v = {0};
+    pe_err e2;
+    int r;
+
+    pe_daemon_hold(job->d, sb->id);
+    r = pe_sandbox_snapshot_create(&job->d->sx, s, sb, id, &rs, &job->err);
+    pe_daemon_release(job->d, sb->id);
+    if (r < 0)
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    v.id = id;
+    v.layer = rs.snap_id;
+    v.image = sb->base ? sb->base : "";
+    v.provider = sb->backend;
+    v.credential = rs.cred_sealed;
+    v.credential_shown = rs.cred_redacted;
+    r = record(job, s, sb, &v, name, ttl, description, view_out);
+    pe_err_clear(&e2);
+    if (r < 0 && pe_sandbox_snapshot_delete(&job->d->sx, sb->backend, "a snapshot not recorded",
+                                            rs.cred_sealed, rs.cred_redacted, rs.snap_id, &e2) < 0)
+        pe_log_warn("snapshot %s: left at %s after a failed record: %s", id, sb->backend, e2.msg);
+    pe_sandbox_remote_snapshot_clear(&rs);
+    return r;
 }
 
 /* Snapshot sandbox sb (held busy meanwhile) and record it. */
 static int take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, const char *name,
                 int64_t ttl, const char *description, json_t **view_out)
 {
+    cleanup_free char *id = NULL;
     pe_runtime_snapshot_info info;
+    pe_store_snapshot v = {0};
     int r;
 
+    if (pe_sandbox_is_remote(sb))
+        return take_remote(job, s, sb, name, ttl, description, view_out);
     pe_daemon_hold(job->d, sb->id);
     r = pe_runtime_snapshot(&job->d->rt, sb->id, &info, &job->err);
     pe_daemon_release(job->d, sb->id);
     if (r < 0)
         return pe_daemon_job_fail(job, &job->err, NULL);
-    r = record(job, s, sb, &info, name, ttl, description, view_out);
+    id = pe_store_new_id("snp_");
+    v.id = id;
+    v.layer = info.id;
+    v.image = info.image;
+    v.size_bytes = info.size_bytes;
+    v.frozen_us = (int64_t)(info.frozen_ms * 1000.0);
+    v.node = job->d->cluster ? job->d->node : NULL; /* the layer is in this node's runtime only */
+    r = record(job, s, sb, &v, name, ttl, description, view_out);
+    if (r < 0)
+        pe_runtime_snapshot_remove(&job->d->rt, info.id, NULL);
     free(info.image);
     return r;
 }
@@ -664,8 +722,13 @@ static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox 
     cleanup_free char *base = pe_xasprintf(PE_SNAPSHOT_BASE "%s", snid);
     char **ids = pe_xcalloc((size_t)count, sizeof(char *));
     json_int_t made = 0;
+    cleanup_free char *cred = NULL, *cred_shown = NULL;
     int r = 0;
 
+    /* Each remote fork runs with the credential its source runs with. */
+    if (pe_sandbox_is_remote(src) &&
+        pe_sandbox_cred_copy(s, src, &cred, &cred_shown, &job->err) < 0)
+        return -1;
     pe_daemon_quota_lock();
     for (; made < count && r == 0; made++) {
         cleanup_free char *name =
@@ -674,7 +737,8 @@ static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox 
         sb.id = ids[made] = pe_store_new_id("sbx_");
         sb.name = name;
         sb.base = base;
-        sb.provider_id = job->d->node;
+        /* a remote fork is made by its provider (run_work): no node */
+        sb.provider_id = pe_sandbox_is_remote(src) ? NULL : job->d->node;
         sb.status = PE_STORE_INITIALIZING;
         sb.status_reason = NULL;
         sb.repo = NULL;
@@ -683,6 +747,8 @@ static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox 
         r = pe_daemon_quota_new_sandbox(job->d, s, &sb, &job->err);
         if (r == 0)
             r = pe_store_sandbox_insert(s, &sb, &job->err);
+        if (r == 0 && cred)
+            r = pe_store_cred_put(s, sb.id, job->did, src->backend, cred, cred_shown, &job->err);
         if (r == 0 && (r = pe_store_sandbox_get(s, sb.id, &got, &job->err)) == 0) {
             json_array_append_new(arr, pe_daemon_sandbox_view(&got));
             pe_store_sandbox_clear(&got);
@@ -782,6 +848,34 @@ static void fork_handler(pe_xrpc_request *req, void *ud)
 
 /* ---- sandboxes made from a snapshot ---- */
 
+/* A snapshot is kept where its sandbox ran (the layers here, or a
+ * provider): a sandbox made from it runs there too. false, with the job
+ * failed, for a create that asks for another place. */
+static bool same_backend(pe_daemon_job *job, const json_t *in, const pe_store_snapshot *v)
+{
+    const char *provider = NULL, *backend = NULL;
+    const char *kept = v->provider ? v->provider : PE_BACKEND_LOCAL;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_daemon_provider_route(&job->d->providers,
+                                 json_string_value(json_object_get(in, "provider")), &provider,
+                                 &backend, &e) < 0)
+        return true; /* plan_sandbox answers that */
+    if (strcmp(backend, kept) == 0)
+        return true;
+    if (v->provider)
+        pe_err_set(&job->err, PE_EINVAL, 0,
+                   "snapshot %s is kept by %s: make its sandboxes there (provider %s)", v->name,
+                   v->provider, v->provider);
+    else
+        pe_err_set(&job->err, PE_EINVAL, 0,
+                   "snapshot %s is kept by this daemon: %s cannot make a sandbox from it", v->name,
+                   backend);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    return false;
+}
+
 int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
 {
     const char *base = json_string_value(json_object_get(in, "base"));
@@ -800,6 +894,10 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
         }
         return pe_daemon_job_fail(job, &job->err,
                                   job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+    }
+    if (!same_backend(job, in, &v)) {
+        pe_store_snapshot_clear(&v);
+        return -1;
     }
     json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
     pe_store_snapshot_clear(&v);
@@ -835,6 +933,40 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
      * variables are the sandbox's own, deleted ones staying deleted. */
     if (r == 0 && apply_definition(d, s, sb, v.definition, err) < 0)
         r = pe_err_prefix(err, "its snapshot's variables, secrets, files, services and ports");
+    pe_store_snapshot_clear(&v);
+    return r;
+}
+
+int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                                     char **remote_id, pe_err *err)
+{
+    size_t n = strlen(PE_SNAPSHOT_BASE);
+    pe_store_snapshot v;
+    int r;
+
+    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0) {
+        if (err->code == PE_ENOENT &&
+            pe_store_snapshot_deletion_get(s, sb->owner_did, sb->base + n, &v, NULL) == 0) {
+            pe_err_set(err, PE_ESTATE, 0, "its snapshot %s is being deleted", v.name);
+            pe_store_snapshot_clear(&v);
+            return -1;
+        }
+        return err->code == PE_ENOENT
+                   ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
+                   : -1;
+    }
+    if (v.provider == NULL || strcmp(v.provider, sb->backend) != 0) {
+        r = pe_err_set(err, PE_EINVAL, 0, "its snapshot %s is not kept by %s", v.name, sb->backend);
+        pe_store_snapshot_clear(&v);
+        return r;
+    }
+    /* Before the create: its variables and secrets are the new sandbox's
+     * environment there, and its files are written as it is made. */
+    r = apply_definition(d, s, sb, v.definition, err);
+    if (r < 0)
+        pe_err_prefix(err, "its snapshot's variables, secrets, files, services and ports");
+    else
+        r = pe_sandbox_create_remote_from(&d->sx, s, sb, NULL, v.layer, remote_id, err);
     pe_store_snapshot_clear(&v);
     return r;
 }

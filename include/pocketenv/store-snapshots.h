@@ -26,6 +26,11 @@ typedef struct pe_store_snapshot {
     int64_t expires_at; /* unix ms; 0 = never */
     int64_t created_at;
     const char *node; /* nodes.id whose runtime has the layer; NULL: not recorded */
+    /* A remote sandbox's (migration 10): the adapter that keeps it (NULL:
+     * the local runtime), then layer is its id there; the credential that
+     * made it, sealed and redacted texts (NULL: the operator's). */
+    const char *provider;
+    const char *credential, *credential_shown;
 } pe_store_snapshot;
 
 void pe_store_snapshot_clear(pe_store_snapshot *v);
@@ -53,8 +58,9 @@ int pe_store_snapshot_delete(pe_store *s, const char *id, pe_err *err);
  * gone already. */
 int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_err *err);
 /* Up to limit deletions, oldest first, as snapshots with only id,
- * owner_did, name, layer, node and created_at (when asked) set. node not
- * NULL: only those whose layer is on that node (or on no recorded one). */
+ * owner_did, name, layer, node, provider, credential, credential_shown and
+ * created_at (when asked) set. node not NULL: only those whose layer is on
+ * that node (or on no recorded one). */
 int pe_store_snapshot_deletions(pe_store *s, const char *node, int64_t limit,
                                 pe_store_snapshot **out, size_t *n, pe_err *err);
 /* The owner's deletion whose snapshot id or name is key, else PE_ENOENT. */

@@ -120,6 +120,10 @@ static int vc_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         json_array_append_new(ports, json_integer(spec->ports[i]));
     body = json_pack("{s:s, s:o, s:o}", "projectId", p->cfg.creds.project, "ports", ports, "env",
                      vc_env(spec->env));
+    if (spec->snapshot) /* reference 5.6: restore = a create from it */
+        json_object_set_new(
+            body, "source",
+            json_pack("{s:s, s:s}", "type", "snapshot", "snapshotId", spec->snapshot));
     if (spec->cpu_millis)
         json_object_set_new(
             body, "resources",
@@ -440,10 +444,89 @@ static int vc_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
     return 0;
 }
 
+/* ---- snapshots (reference 5.6, the SDK's sandbox.snapshot()) ----
+ *
+ * POST /v1/sandboxes/{id}/snapshot answers {snapshot, sandbox}; the
+ * snapshot is usable once "created", and Vercel stops the sandbox to take
+ * it (the SDK says so): we wait for "stopped", which the sandbox layer
+ * then records. v1 cannot start it again: a Vercel snapshot (and a fork)
+ * ends its source. */
+
+static char *vc_snap_url(pe_provider *p, const char *snap_id)
+{
+    char *esc = pe__url_escape(snap_id), *suffix = pe_xasprintf("/%s", esc);
+    char *url = vc_url(p, "snapshots", suffix);
+
+    free(esc);
+    free(suffix);
+    return url;
+}
+
+/* probe: is snapshot id "created"? */
+static int vc_snap_probe(pe_provider *p, const char *id, void *ud, pe_err *err)
+{
+    char *url = vc_snap_url(p, id);
+    json_t *v = NULL;
+    const char *st;
+    int r;
+
+    (void)ud;
+    r = vc_json(p, "GET", url, NULL, true, &v, "get a snapshot", err);
+    free(url);
+    if (r < 0)
+        return -1;
+    st = json_string_value(json_object_get(json_object_get(v, "snapshot"), "status"));
+    r = st && strcmp(st, "created") == 0;
+    if (st && strcmp(st, "failed") == 0)
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": snapshot %s failed", id);
+    json_decref(v);
+    return r;
+}
+
+static int vc_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
+                              pe_err *err)
+{
+    char *url = vc_url(p, id, "/snapshot");
+    json_t *body = json_object(), *v = NULL;
+    const char *sid;
+    int r;
+
+    (void)name; /* Vercel does not name snapshots */
+    /* not idempotent: a second POST makes a second snapshot */
+    r = vc_json(p, "POST", url, body, false, &v, "snapshot a sandbox", err);
+    json_decref(body);
+    free(url);
+    if (r < 0)
+        return -1;
+    sid = json_string_value(json_object_get(json_object_get(v, "snapshot"), "id"));
+    if (sid == NULL || sid[0] == '\0' || strlen(sid) > 128) {
+        json_decref(v);
+        return pe__provider_fail(p, err, PE_EREMOTE, NAME " answered a snapshot without an id");
+    }
+    *snap_id = pe_xstrdup(sid);
+    json_decref(v);
+    if (pe__provider_poll(p, *snap_id, "created", vc_snap_probe, NULL, err) < 0 ||
+        vc_wait(p, id, "stopped", err) < 0) {
+        free(*snap_id);
+        *snap_id = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static int vc_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
+{
+    char *url = vc_snap_url(p, snap_id);
+    int r = vc_json(p, "DELETE", url, NULL, true, NULL, "delete a snapshot", err);
+
+    free(url);
+    return r;
+}
+
 const pe_provider_ops pe__provider_vercel = {
     .name = NAME,
     .takes = PE_TAKES_CPU,
-    .caps = PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
+    .caps = PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW | PE_CAP_SNAPSHOT,
     .open = vc_open,
     .create = vc_create,
     .stop = vc_stop,
@@ -454,4 +537,6 @@ const pe_provider_ops pe__provider_vercel = {
     .file_write = vc_file_write,
     .file_remove = pe__provider_remove_by_exec,
     .preview = vc_preview,
+    .snapshot_create = vc_snapshot_create,
+    .snapshot_delete = vc_snapshot_delete,
 };

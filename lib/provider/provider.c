@@ -158,6 +158,8 @@ const char *pe_provider_spec_refused(const pe_provider_ops *ops, const pe_provid
 {
     if (spec->image && spec->image[0] && !(ops->takes & PE_TAKES_IMAGE))
         return "choice of image";
+    if (spec->snapshot && !(ops->caps & PE_CAP_SNAPSHOT))
+        return "snapshot";
     if (spec->cpu_millis > 0 && !(ops->takes & PE_TAKES_CPU))
         return "cpu size";
     if (spec->memory_bytes > 0 && !(ops->takes & PE_TAKES_MEMORY))
@@ -220,6 +222,20 @@ int pe_provider_resume(pe_provider *p, const char *id, pe_err *err)
 {
     NEED(p, PE_CAP_PAUSE);
     return p->ops->resume(p, id, err);
+}
+
+int pe_provider_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
+                                pe_err *err)
+{
+    *snap_id = NULL;
+    NEED(p, PE_CAP_SNAPSHOT);
+    return p->ops->snapshot_create(p, id, name, snap_id, err);
+}
+
+int pe_provider_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
+{
+    NEED(p, PE_CAP_SNAPSHOT);
+    return p->ops->snapshot_delete(p, snap_id, err);
 }
 
 int pe_provider_exec_start(pe_provider *p, const char *id, const pe_provider_exec_opts *o,

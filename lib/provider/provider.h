@@ -44,7 +44,7 @@ enum pe_provider_cap {
     PE_CAP_TAR = 1u << 5,         /* tar_in / tar_out */
     PE_CAP_PREVIEW = 1u << 6,     /* preview (any port, or the one it routes) */
     PE_CAP_PAUSE = 1u << 7,       /* pause / resume (memory kept) */
-    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshots / backups */
+    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete, create from one */
     PE_CAP_VOLUMES = 1u << 9,     /* volumes mounted at create */
     PE_CAP_SERVICES = 1u << 10,   /* supervised services */
 };
@@ -100,8 +100,11 @@ typedef struct pe_provider_config {
  * them (pe_provider_ops.takes; docs/providers.md lists which): another
  * refuses the create. The environment goes to every adapter that has one. */
 typedef struct pe_provider_spec {
-    const char *name;                             /* our sandbox id: a label or the remote name */
-    const char *image;                            /* image / snapshot / template; NULL: default */
+    const char *name;  /* our sandbox id: a label or the remote name */
+    const char *image; /* image / snapshot / template; NULL: default */
+    /* A snapshot of the provider's (snapshot_create's id) to make the
+     * sandbox from, instead of image (PE_CAP_SNAPSHOT); NULL: none. */
+    const char *snapshot;
     char *const *env;                             /* "K=V", NULL-terminated; may be NULL */
     int64_t memory_bytes, cpu_millis, disk_bytes; /* 0: provider default */
     const uint16_t *ports;                        /* ports to route (Vercel must know them now) */
@@ -248,6 +251,13 @@ typedef struct pe_provider_ops {
     int (*port_open)(pe_provider *p, const char *id, uint16_t port, int *fd, pe_err *err);
     int (*pause)(pe_provider *p, const char *id, pe_err *err);
     int (*resume)(pe_provider *p, const char *id, pe_err *err);
+    /* PE_CAP_SNAPSHOT: a snapshot of sandbox id's filesystem, named name
+     * where the provider names them; *snap_id (malloc'd) is what
+     * spec.snapshot and snapshot_delete take. snapshot_delete of one
+     * already gone is PE_ENOENT. */
+    int (*snapshot_create)(pe_provider *p, const char *id, const char *name, char **snap_id,
+                           pe_err *err);
+    int (*snapshot_delete)(pe_provider *p, const char *snap_id, pe_err *err);
 } pe_provider_ops;
 
 struct pe_provider {
@@ -291,6 +301,10 @@ int pe_provider_remove(pe_provider *p, const char *id, pe_err *err);
 int pe_provider_status_get(pe_provider *p, const char *id, pe_provider_status *st, pe_err *err);
 int pe_provider_pause(pe_provider *p, const char *id, pe_err *err);
 int pe_provider_resume(pe_provider *p, const char *id, pe_err *err);
+/* PE_ENOTCAP "not supported by NAME: snapshot" without PE_CAP_SNAPSHOT. */
+int pe_provider_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
+                                pe_err *err);
+int pe_provider_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err);
 
 /* One-shot: run, collect output (bounded), return the exit code. Falls
  * back to exec_start when the adapter has no one-shot call of its own. */

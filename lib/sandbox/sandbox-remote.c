@@ -391,49 +391,103 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
     return 0;
 }
 
-/* The owner's stored credential for sb's provider: key (unsealed: the
- * caller wipes it with pe_auth_plain_free), org and project (malloc'd).
+/* One stored credential (sealed and redacted JSON texts, as
+ * pe_store_cred keeps them) of backend: key (unsealed: the caller wipes it
+ * with pe_auth_plain_free), org and project (malloc'd). label names what
+ * holds it, for errors. */
+static int creds_from_texts(pe_sandboxes *sx, const char *backend, const char *label,
+                            const char *sealed, const char *redacted, unsigned char **key,
+                            char **org, char **project, pe_err *err)
+{
+    json_t *sj = json_loads(sealed ? sealed : "{}", 0, NULL);
+    json_t *rj = json_loads(redacted ? redacted : "{}", 0, NULL);
+    size_t len = 0;
+    int r = 0;
+
+    if (json_object_get(sj, "modalTokenSecret") && modal_stored_key(sx, sj, key, err) < 0)
+        r = pe_err_set(err, PE_EINVAL, 0,
+                       "the stored %s credential of %s no longer opens: send it again", backend,
+                       label);
+    for (size_t k = 0; k < PE_ARRAY_LEN(KEY_FIELDS) && *key == NULL && r == 0; k++) {
+        const char *v = json_string_value(json_object_get(sj, KEY_FIELDS[k]));
+        if (v && pe_auth_unseal(sx->auth, v, key, &len, err) < 0)
+            r = pe_err_set(err, PE_EINVAL, 0,
+                           "the stored %s credential of %s no longer opens: send it again", backend,
+                           label);
+    }
+    if (*key) {
+        const char *o = json_string_value(json_object_get(rj, "organizationId"));
+        const char *t = json_string_value(json_object_get(rj, "vercelTeamId"));
+        const char *p = json_string_value(json_object_get(rj, "vercelProjectId"));
+        *org = o ? pe_xstrdup(o) : t ? pe_xstrdup(t) : NULL;
+        *project = p ? pe_xstrdup(p) : NULL;
+    }
+    json_decref(sj);
+    json_decref(rj);
+    return r;
+}
+
+/* The owner's stored credential for sb's provider (creds_from_texts).
  * All NULL when there is none. */
 static int stored_creds(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                         unsigned char **key, char **org, char **project, pe_err *err)
 {
     pe_store_cred *list = NULL;
-    size_t n = 0, len = 0;
+    size_t n = 0;
     int r = 0;
 
     *key = NULL;
     *org = *project = NULL;
     if (pe_store_cred_list(s, sb->id, sb->owner_did, &list, &n, err) < 0)
         return pe_err_prefix(err, "credentials of %s", sb->name);
-    for (size_t i = 0; i < n && *key == NULL; i++) {
-        json_t *sj, *rj;
-        if (strcmp(list[i].provider, sb->backend) != 0)
-            continue;
-        sj = json_loads(list[i].sealed, 0, NULL);
-        rj = json_loads(list[i].redacted, 0, NULL);
-        if (json_object_get(sj, "modalTokenSecret") && modal_stored_key(sx, sj, key, err) < 0)
-            r = pe_err_set(err, PE_EINVAL, 0,
-                           "the stored %s credential of %s no longer opens: send it again",
-                           sb->backend, sb->name);
-        for (size_t k = 0; k < PE_ARRAY_LEN(KEY_FIELDS) && *key == NULL && r == 0; k++) {
-            const char *v = json_string_value(json_object_get(sj, KEY_FIELDS[k]));
-            if (v && pe_auth_unseal(sx->auth, v, key, &len, err) < 0)
-                r = pe_err_set(err, PE_EINVAL, 0,
-                               "the stored %s credential of %s no longer opens: send it again",
-                               sb->backend, sb->name);
-        }
-        if (*key) {
-            const char *o = json_string_value(json_object_get(rj, "organizationId"));
-            const char *t = json_string_value(json_object_get(rj, "vercelTeamId"));
-            const char *p = json_string_value(json_object_get(rj, "vercelProjectId"));
-            *org = o ? pe_xstrdup(o) : t ? pe_xstrdup(t) : NULL;
-            *project = p ? pe_xstrdup(p) : NULL;
-        }
-        json_decref(sj);
-        json_decref(rj);
-    }
+    for (size_t i = 0; i < n && *key == NULL && r == 0; i++)
+        if (strcmp(list[i].provider, sb->backend) == 0)
+            r = creds_from_texts(sx, sb->backend, sb->name, list[i].sealed, list[i].redacted, key,
+                                 org, project, err);
     pe_store_cred_list_free(list, n);
     return r;
+}
+
+int pe_sandbox_cred_copy(pe_store *s, const pe_store_sandbox *sb, char **sealed, char **redacted,
+                         pe_err *err)
+{
+    pe_store_cred *list = NULL;
+    size_t n = 0;
+
+    *sealed = *redacted = NULL;
+    if (pe_store_cred_list(s, sb->id, sb->owner_did, &list, &n, err) < 0)
+        return pe_err_prefix(err, "credentials of %s", sb->name);
+    for (size_t i = 0; i < n && *sealed == NULL; i++) {
+        if (strcmp(list[i].provider, sb->backend) != 0)
+            continue;
+        *sealed = pe_xstrdup(list[i].sealed);
+        *redacted = list[i].redacted ? pe_xstrdup(list[i].redacted) : NULL;
+    }
+    pe_store_cred_list_free(list, n);
+    return 0;
+}
+
+/* Open adapter backend with key, org and project (each NULL: the
+ * operator's). */
+static int open_with(pe_sandboxes *sx, const char *backend, const char *label,
+                     const unsigned char *key, const char *org, const char *project,
+                     pe_provider **out, pe_err *err)
+{
+    const pe_sandbox_remote *op = pe_sandboxes_remote(sx, backend);
+    pe_provider_config cfg = {0};
+
+    cfg.no_ambient = true;
+    cfg.kubeconfig = op ? op->kubeconfig : NULL;
+    cfg.creds.base_url = op ? op->base_url : NULL;
+    cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
+    cfg.creds.org = org ? org : op ? op->org : NULL;
+    cfg.creds.project = project ? project : op ? op->project : NULL;
+    cfg.timeout_ms = op ? op->timeout_ms : 0;
+    cfg.create_timeout_ms = op ? op->create_timeout_ms : 0;
+    if (cfg.creds.key == NULL && cfg.kubeconfig == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "%s has no %s credential: set one with putPreferences",
+                          label, backend);
+    return pe_provider_open(out, backend, &cfg, err); /* copies, and wipes at close */
 }
 
 int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
@@ -443,7 +497,7 @@ int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
     unsigned char *key = NULL;
     cleanup_free char *org = NULL;
     cleanup_free char *project = NULL;
-    pe_provider_config cfg = {0};
+    cleanup_free char *label = NULL;
     int r;
 
     if (pe_provider_lookup(sb->backend) == NULL || strcmp(sb->backend, "local") == 0)
@@ -462,21 +516,29 @@ int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
                               sb->name, sb->backend);
     } else if (stored_creds(sx, s, sb, &key, &org, &project, err) < 0)
         return -1;
-    cfg.no_ambient = true;
-    cfg.kubeconfig = op ? op->kubeconfig : NULL;
-    cfg.creds.base_url = op ? op->base_url : NULL;
-    cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
-    cfg.creds.org = org ? org : op ? op->org : NULL;
-    cfg.creds.project = project ? project : op ? op->project : NULL;
-    cfg.timeout_ms = op ? op->timeout_ms : 0;
-    cfg.create_timeout_ms = op ? op->create_timeout_ms : 0;
-    if (cfg.creds.key == NULL && cfg.kubeconfig == NULL) {
-        pe_auth_plain_free(key);
-        return pe_err_set(err, PE_EINVAL, 0,
-                          "sandbox %s has no %s credential: set one with putPreferences", sb->name,
-                          sb->backend);
-    }
-    r = pe_provider_open(out, sb->backend, &cfg, err); /* copies, and wipes at close */
+    label = pe_xasprintf("sandbox %s", sb->name);
+    r = open_with(sx, sb->backend, label, key, org, project, out, err);
+    pe_auth_plain_free(key);
+    return r;
+}
+
+int pe__sandbox_remote_open_creds(pe_sandboxes *sx, const char *backend, const char *label,
+                                  const char *sealed, const char *redacted, pe_provider **out,
+                                  pe_err *err)
+{
+    const pe_provider_ops *ops = pe_provider_lookup(backend);
+    unsigned char *key = NULL;
+    cleanup_free char *org = NULL;
+    cleanup_free char *project = NULL;
+    int r;
+
+    if (ops == NULL || strcmp(backend, "local") == 0)
+        return pe_err_set(err, PE_EUNSUP, 0, "%s is on '%s', which this daemon does not serve",
+                          label, backend);
+    if (!ops->keyless && sealed &&
+        creds_from_texts(sx, backend, label, sealed, redacted, &key, &org, &project, err) < 0)
+        return -1;
+    r = open_with(sx, backend, label, ops->keyless ? NULL : key, org, project, out, err);
     pe_auth_plain_free(key);
     return r;
 }
@@ -787,10 +849,10 @@ bool pe_sandbox_image_valid(const char *image)
 /* The request's field behind each spec field a provider may refuse. */
 static const char *request_field(const char *refused)
 {
-    return strcmp(refused, "choice of image") == 0 ? "base"
-           : strcmp(refused, "cpu size") == 0      ? "vcpus"
-           : strcmp(refused, "memory size") == 0   ? "memory"
-                                                   : "disk";
+    return strcmp(refused, "choice of image") == 0 || strcmp(refused, "snapshot") == 0 ? "base"
+           : strcmp(refused, "cpu size") == 0                                          ? "vcpus"
+           : strcmp(refused, "memory size") == 0                                       ? "memory"
+                                                                                       : "disk";
 }
 
 /* sb's sizes (GB, as the lexicon) and image as a create's spec; PE_ENOTCAP
@@ -818,6 +880,13 @@ static int remote_spec(const pe_store_sandbox *sb, const char *image, pe_provide
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                              const char *image, char **remote_id, pe_err *err)
 {
+    return pe_sandbox_create_remote_from(sx, s, sb, image, NULL, remote_id, err);
+}
+
+int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                                  const char *image, const char *snapshot, char **remote_id,
+                                  pe_err *err)
+{
     const pe_sandbox_remote *op = pe_sandboxes_remote(sx, sb->backend);
     pe_provider *p = NULL;
     pe_provider_spec spec = {0};
@@ -837,6 +906,7 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
         return -1;
     }
     spec.env = env;
+    spec.snapshot = snapshot;
     r = pe_provider_create(p, &spec, &id, err);
     pe_sandbox_env_free(env);
     if (r == 0 && (pe__sandbox_place_files(sx, s, sb, p, id, err) < 0 ||
@@ -849,7 +919,8 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
         r = -1;
     }
     if (r == 0) {
-        pe_log_info("event=remote_create sandbox=%s backend=%s", sb->id, sb->backend);
+        pe_log_info("event=remote_create sandbox=%s backend=%s from_snapshot=%s", sb->id,
+                    sb->backend, snapshot ? snapshot : "-");
         *remote_id = pe_steal_ptr(&id);
     }
     free(id);

@@ -355,6 +355,30 @@ int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, p
     return r;
 }
 
+int pe_sandbox_pause(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_pause(p, pe_sandbox_remote_id(sb), err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_resume(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_resume(p, pe_sandbox_remote_id(sb), err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
     pe_provider *p = NULL;

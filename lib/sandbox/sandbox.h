@@ -98,6 +98,13 @@ const char *pe_sandbox_remote_id(const pe_store_sandbox *sb);
 int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const void *json_in,
                                   char **sealed, char **redacted, pe_err *err);
 
+/* Copies of remote sb's stored credential for its provider, the sealed
+ * and redacted JSON texts as the store keeps them (both NULL: it has
+ * none; the operator's serves it), for a row that must reach the
+ * provider as sb does: its snapshots, its forks. Never unsealed here. */
+int pe_sandbox_cred_copy(pe_store *s, const pe_store_sandbox *sb, char **sealed, char **redacted,
+                         pe_err *err);
+
 /* What sb runs without where it runs, for its record's statusReason
  * (malloc'd; NULL: nothing): the volumes a provider cannot mount, the
  * services and the Tailscale key, which only this daemon's own sandboxes
@@ -167,6 +174,40 @@ int pe_sandbox_tar_in_fd(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *
 int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                              const char *image, char **remote_id, pe_err *err);
 
+/* The same made from snapshot (a snapshot id of sb's provider, from
+ * pe_sandbox_snapshot_create; NULL: from image), on a provider that
+ * declares PE_CAP_SNAPSHOT (else PE_ENOTCAP before anything is sent). */
+int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                                  const char *image, const char *snapshot, char **remote_id,
+                                  pe_err *err);
+
+/* ---- snapshots of remote sandboxes (sandbox-snapshot.c) ---- */
+
+/* What a provider's snapshot is, for the daemon's snapshot row: its id
+ * there, and its own copy of the credential that made it (the sandbox's
+ * stored one, still sealed as pe_store_cred keeps it; both NULL when the
+ * operator's served the sandbox). Strings malloc'd. */
+typedef struct pe_sandbox_remote_snapshot {
+    char *snap_id;
+    char *cred_sealed, *cred_redacted;
+    bool source_stopped; /* the provider stopped the sandbox to snapshot it */
+} pe_sandbox_remote_snapshot;
+void pe_sandbox_remote_snapshot_clear(pe_sandbox_remote_snapshot *v);
+
+/* Snapshot remote sb at its provider, as name (the provider's name of
+ * it, where it names them). PE_ENOTCAP naming the provider without
+ * PE_CAP_SNAPSHOT. When the provider stops the sandbox to take it, the
+ * row is set STOPPED too. */
+int pe_sandbox_snapshot_create(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                               const char *name, pe_sandbox_remote_snapshot *out, pe_err *err);
+
+/* Delete snapshot snap_id at provider backend with the credential the
+ * snapshot keeps (cred_sealed NULL: the operator's). label names the
+ * snapshot in errors. One already gone there is done (0). */
+int pe_sandbox_snapshot_delete(pe_sandboxes *sx, const char *backend, const char *label,
+                               const char *cred_sealed, const char *cred_redacted,
+                               const char *snap_id, pe_err *err);
+
 /* ---- the environment of an exec ---- */
 
 /* "NAME=value" for every variable of the sandbox, then every secret
@@ -218,6 +259,10 @@ void pe_sandbox_egress_secrets_free(pe_sandbox_egress_secret *list, size_t n);
 int pe_sandbox_start(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Stop it (its processes get a grace period); its files stay. */
 int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+/* Pause it where it runs, memory kept (PE_CAP_PAUSE; else PE_ENOTCAP
+ * "not supported by P: pause"), and resume it. */
+int pe_sandbox_pause(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+int pe_sandbox_resume(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 /* Remove it where it runs (a running one is killed first). */
 int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 

@@ -304,9 +304,20 @@ static const char *const migrations[] = {
     "  name TEXT NOT NULL,"
     "  requested_at BIGINT NOT NULL"
     ");",
-    /* 12 (this branch's number; renumbered at merge): the node whose
-     * runtime has a snapshot's layer, whose data directory has a volume's
-     * data (issue 22). NULL: made before nodes
+    /* 10: snapshots of remote sandboxes (lib/sandbox/sandbox-snapshot.c):
+     * provider is the adapter that keeps it (NULL: the local runtime; then
+     * layer is the provider's snapshot id), credential and credential_shown
+     * the sealed and redacted texts of the credential that made it, as
+     * provider_credentials keeps them (NULL: the operator's), so that it can
+     * be deleted there once its sandbox is gone. A deletion keeps them. */
+    "ALTER TABLE snapshots ADD COLUMN provider TEXT;"
+    "ALTER TABLE snapshots ADD COLUMN credential TEXT;"
+    "ALTER TABLE snapshots ADD COLUMN credential_shown TEXT;"
+    "ALTER TABLE snapshot_deletions ADD COLUMN provider TEXT;"
+    "ALTER TABLE snapshot_deletions ADD COLUMN credential TEXT;"
+    "ALTER TABLE snapshot_deletions ADD COLUMN credential_shown TEXT;",
+    /* 11: the node whose runtime has a snapshot's layer, whose data
+     * directory has a volume's data (issue 22). NULL: made before nodes
      * recorded it, by whichever daemon serves the store. */
     "ALTER TABLE snapshots ADD COLUMN node TEXT;"
     "ALTER TABLE snapshot_deletions ADD COLUMN node TEXT;"

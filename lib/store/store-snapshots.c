@@ -10,10 +10,11 @@
 
 #define SNAPSHOT_COLS                                                                              \
     "id, owner_did, name, source_sandbox, layer, image, definition, description, size_bytes, "     \
-    "frozen_us, expires_at, created_at, node"
+    "frozen_us, expires_at, created_at, node, provider, credential, credential_shown"
 /* A deletion in a snapshot's shape (the columns row_to_snapshot reads). */
 #define DELETION_COLS                                                                              \
-    "snapshot_id, owner_did, name, '', layer, '', NULL, NULL, 0, 0, NULL, requested_at, node"
+    "snapshot_id, owner_did, name, '', layer, '', NULL, NULL, 0, 0, NULL, requested_at, node, "    \
+    "provider, credential, credential_shown"
 /* Not moved to the deletions (a stop between delete_later's steps). */
 #define NOT_DELETING " AND id NOT IN (SELECT snapshot_id FROM snapshot_deletions)"
 
@@ -30,6 +31,9 @@ void pe_store_snapshot_clear(pe_store_snapshot *v)
     free((char *)v->definition);
     free((char *)v->description);
     free((char *)v->node);
+    free((char *)v->provider);
+    free((char *)v->credential);
+    free((char *)v->credential_shown);
     memset(v, 0, sizeof(*v));
 }
 
@@ -55,6 +59,9 @@ static void row_to_snapshot(const pe__sql_res *r, size_t row, pe_store_snapshot 
     v->expires_at = pe__sql_int(r, row, 10);
     v->created_at = pe__sql_int(r, row, 11);
     v->node = pe__sql_dup(r, row, 12);
+    v->provider = pe__sql_dup(r, row, 13);
+    v->credential = pe__sql_dup(r, row, 14);
+    v->credential_shown = pe__sql_dup(r, row, 15);
 }
 
 int pe_store_snapshot_add(pe_store *s, const pe_store_snapshot *v, pe_err *err)
@@ -64,16 +71,18 @@ int pe_store_snapshot_add(pe_store *s, const pe_store_snapshot *v, pe_err *err)
     if (v->id == NULL || v->owner_did == NULL || v->name == NULL || v->sandbox_id == NULL ||
         v->layer == NULL || v->image == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "add snapshot: a field is missing");
-    if (pe__store_query(s,
-                        "INSERT INTO snapshots (" SNAPSHOT_COLS
-                        ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                        (pe__sql_arg[]){SQL_TEXT(v->id), SQL_TEXT(v->owner_did), SQL_TEXT(v->name),
-                                        SQL_TEXT(v->sandbox_id), SQL_TEXT(v->layer),
-                                        SQL_TEXT(v->image), SQL_TEXT(v->definition),
-                                        SQL_TEXT(v->description), SQL_INT(v->size_bytes),
-                                        SQL_INT(v->frozen_us), SQL_INT_OR_NULL(v->expires_at),
-                                        SQL_INT(created), SQL_TEXT(v->node)},
-                        13, NULL, err) < 0) {
+    if (pe__store_query(
+            s,
+            "INSERT INTO snapshots (" SNAPSHOT_COLS
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            (pe__sql_arg[]){SQL_TEXT(v->id), SQL_TEXT(v->owner_did), SQL_TEXT(v->name),
+                            SQL_TEXT(v->sandbox_id), SQL_TEXT(v->layer), SQL_TEXT(v->image),
+                            SQL_TEXT(v->definition), SQL_TEXT(v->description),
+                            SQL_INT(v->size_bytes), SQL_INT(v->frozen_us),
+                            SQL_INT_OR_NULL(v->expires_at), SQL_INT(created), SQL_TEXT(v->node),
+                            SQL_TEXT(v->provider), SQL_TEXT(v->credential),
+                            SQL_TEXT(v->credential_shown)},
+            16, NULL, err) < 0) {
         if (err && err->code == PE_EEXIST)
             return pe_err_set(err, PE_EEXIST, 0, "a snapshot named %s exists", v->name);
         return pe_err_prefix(err, "add snapshot %s", v->id);
@@ -165,12 +174,13 @@ int pe_store_snapshot_delete_later(pe_store *s, const pe_store_snapshot *v, pe_e
 {
     if (pe__store_query(s,
                         "INSERT INTO snapshot_deletions (layer, snapshot_id, owner_did, name, "
-                        "requested_at, node) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (layer) "
-                        "DO NOTHING",
+                        "requested_at, node, provider, credential, credential_shown) VALUES ($1, "
+                        "$2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (layer) DO NOTHING",
                         (pe__sql_arg[]){SQL_TEXT(v->layer), SQL_TEXT(v->id), SQL_TEXT(v->owner_did),
                                         SQL_TEXT(v->name), SQL_INT(pe_store_now_ms()),
-                                        SQL_TEXT(v->node)},
-                        6, NULL, err) < 0)
+                                        SQL_TEXT(v->node), SQL_TEXT(v->provider),
+                                        SQL_TEXT(v->credential), SQL_TEXT(v->credential_shown)},
+                        9, NULL, err) < 0)
         return pe_err_prefix(err, "delete snapshot %s", v->id);
     return pe_store_snapshot_delete(s, v->id, err);
 }

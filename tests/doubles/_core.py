@@ -86,6 +86,15 @@ class MemFS:
         for d in dirs:
             self.mkdir(d, parents=True)
 
+    def clone(self):
+        """An independent copy: what a snapshot keeps, and what a sandbox
+        made from one starts with."""
+        c = MemFS(dirs=())
+        c.files = {k: bytearray(v) for k, v in self.files.items()}
+        c.meta = {k: dict(v) for k, v in self.meta.items()}
+        c.dirs = set(self.dirs)
+        return c
+
     @staticmethod
     def norm(path, cwd="/"):
         if not path:
@@ -608,6 +617,7 @@ class Double:
         self.key = key or self.key_prefix + secrets.token_hex(16)
         self.url = None
         self.sandboxes = {}
+        self.snapshots = {}  # a provider's snapshots of sandboxes, by its id
         self.requests = []  # {"method","path","query","route","status","authorized"}
         self.faults = []
         self.lock = threading.Lock()

@@ -16,7 +16,12 @@ over a WebSocket with `?follow=true`); PTY (`process/pty`: create, list, get, re
 delete, and the `/connect` WebSocket: a control JSON, raw bytes both ways,
 the exit code in the close reason); files (list, info, download, upload,
 bulk-upload, bulk-download as multipart, folder, delete).
-Not implemented: snapshots, volumes, archive/pause/resize/backup/fork,
+A sandbox's snapshot (`POST /sandbox/{id}/snapshot {name}`) keeps a copy of
+its files, is listed under `/snapshots/{id or name}` ("pending" for one poll,
+then "active"), can be deleted there, and a create naming it as `snapshot`
+starts with those files.
+Not implemented: image snapshots (`POST /snapshots`), volumes,
+archive/pause/resize/backup/fork,
 labels/auto-stop endpoints, signed preview URLs, ssh-access, git, LSP,
 computer-use, find/search/replace/move/permissions.
 Toolbox calls on a sandbox that is not started answer 409 (the real
@@ -63,6 +68,9 @@ class DaytonaDouble(Double):
         r.add_post("/api/sandbox/{sid}/stop", self.stop_sb, name="stop")
         r.add_delete("/api/sandbox/{sid}", self.delete, name="delete")
         r.add_get("/api/sandbox/{sid}/ports/{port:\\d+}/preview-url", self.preview_link, name="preview-url")
+        r.add_post("/api/sandbox/{sid}/snapshot", self.snapshot_sb, name="snapshot")
+        r.add_get("/api/snapshots/{snap}", self.snapshot_get, name="snapshot.get")
+        r.add_delete("/api/snapshots/{snap}", self.snapshot_delete, name="snapshot.delete")
         t = TOOLBOX
         r.add_post(t + "/process/execute", self.execute, name="exec")
         r.add_post(t + "/process/session", self.session_create, name="session.create")
@@ -146,6 +154,11 @@ class DaytonaDouble(Double):
                      auto_stop=body.get("autoStopInterval", 15), state="creating", desired="started",
                      updated_at=time.time(), preview_token=secrets.token_hex(12), sessions={}, ptys={},
                      cwd="/home/daytona")
+        snap = self.find_snapshot(sb.snapshot)
+        if snap is not None:
+            if snap["state"] != "active":
+                return self.error(request, 400, None, f"Snapshot {snap['name']} is not active")
+            sb.fs = snap["fs"].clone()
         sb.fs.mkdir("/home/daytona", parents=True)
         self.sandboxes[sid] = sb
         return web.json_response(self.dto(sb))
@@ -193,6 +206,45 @@ class DaytonaDouble(Double):
         url = self.preview_url(sb.id, port)
         sb.ports[port] = url
         return web.json_response({"sandboxId": sb.id, "url": url, "token": sb.preview_token})
+
+    # -- snapshots of sandboxes
+    def find_snapshot(self, key):
+        return self.snapshots.get(key) or next((v for v in self.snapshots.values() if v["name"] == key),
+                                                None)
+
+    def snapshot_dto(self, v):
+        return {"id": v["id"], "organizationId": "double-org", "general": False, "name": v["name"],
+                "imageName": v["name"], "state": v["state"], "size": 0.1, "entrypoint": None,
+                "cpu": 1, "gpu": 0, "mem": 1, "disk": 3, "errorReason": None,
+                "createdAt": iso(v["created_at"]), "updatedAt": iso(v["created_at"])}
+
+    async def snapshot_sb(self, request):
+        sb = self.find(request)
+        body = await self.json_body(request)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            return self.error(request, 400, None, "name must be a non-empty string")
+        if self.find_snapshot(name) is not None:
+            return self.error(request, 409, None, f"Snapshot with name {name} already exists")
+        sid = new_id("", 8) + "-" + new_id("", 4) + "-" + new_id("", 12)
+        self.snapshots[sid] = {"id": sid, "name": name, "state": "pending", "fs": sb.fs.clone(),
+                               "source": sb.id, "created_at": time.time()}
+        return web.json_response(self.dto(sb))
+
+    async def snapshot_get(self, request):
+        v = self.find_snapshot(request.match_info["snap"])
+        if v is None:
+            return self.error(request, 404, None, f"Snapshot {request.match_info['snap']} not found")
+        resp = web.json_response(self.snapshot_dto(v))
+        v["state"] = "active"  # one poll sees it pending
+        return resp
+
+    async def snapshot_delete(self, request):
+        v = self.find_snapshot(request.match_info["snap"])
+        if v is None:
+            return self.error(request, 404, None, f"Snapshot {request.match_info['snap']} not found")
+        del self.snapshots[v["id"]]
+        return web.Response(status=200)
 
     # -- exec
     async def execute(self, request):

@@ -15,7 +15,10 @@ end-of-stream envelope with flag 0x02), with a PTY (`pty.size`, output as
 envd calls need `X-Access-Token` of the sandbox; a paused sandbox's envd
 answers 502 as E2B's proxy does. proto3 JSON omits zero values, so an
 exit code 0 is absent from `end`, as on the wire.
-Not implemented: templates, snapshots, volumes, fork, metrics, logs,
+Snapshots (`POST /sandboxes/{id}/snapshots` -> {snapshotID, names}) keep a
+copy of the sandbox's files; a create whose templateID is one starts with
+them; `DELETE /templates/{id}` deletes one (404 for an unknown id).
+Not implemented: templates (but snapshots), volumes, fork, metrics, logs,
 watchers, `Process/Connect`, `StreamInput`, signed file URLs, previews on
 `{port}-{id}` hosts (previews are served on the shared host: another
 `E2b-Sandbox-Port` than envd's).
@@ -129,6 +132,8 @@ class E2BDouble(Double):
         r.add_post("/sandboxes/{id}/connect", self.connect, name="connect")
         r.add_post("/sandboxes/{id}/resume", self.connect, name="resume")
         r.add_post("/sandboxes/{id}/timeout", self.set_timeout, name="timeout")
+        r.add_post("/sandboxes/{id}/snapshots", self.snapshot_sb, name="snapshot")
+        r.add_delete("/templates/{tid}", self.template_delete, name="snapshot.delete")
         r.add_get("/health", self.health, name="envd.health")
         r.add_post("/process.Process/Start", self.start_process, name="exec")
         for m in ("SendInput", "CloseStdin", "SendSignal", "Update", "List"):
@@ -163,6 +168,8 @@ class E2BDouble(Double):
                      timeout=int(body.get("timeout", 15)), metadata=body.get("metadata") or {},
                      secure=secure, access_token=new_id("ea_", 24) if secure else None, state="running",
                      procs={}, pauses=0)
+        if body["templateID"] in self.snapshots:
+            sb.fs = self.snapshots[body["templateID"]]["fs"].clone()
         sb.fs.mkdir(HOME, parents=True)
         self.sandboxes[sb.id] = sb
         return web.json_response(self.info(sb), status=201)
@@ -195,6 +202,24 @@ class E2BDouble(Double):
         resumed = sb.state == "paused"
         sb.state = "running"
         return web.json_response(self.info(sb), status=201 if resumed else 200)
+
+    async def snapshot_sb(self, request):
+        sb = self.find(request)
+        try:
+            body = await request.json() if request.can_read_body else {}
+        except ValueError:
+            return self.error(request, 400, "bad_request", "body must be JSON")
+        sid = new_id("snap")
+        name = body.get("name") if isinstance(body, dict) else None
+        self.snapshots[sid] = {"id": sid, "names": [name or sid], "fs": sb.fs.clone(), "source": sb.id}
+        return web.json_response({"snapshotID": sid, "names": [name or sid]}, status=201)
+
+    async def template_delete(self, request):
+        tid = request.match_info["tid"]
+        if tid not in self.snapshots:
+            return self.error(request, 404, "not_found", f"template \"{tid}\" doesn't exist")
+        del self.snapshots[tid]
+        return web.Response(status=204)
 
     async def set_timeout(self, request):
         sb = self.find(request)

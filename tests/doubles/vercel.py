@@ -12,7 +12,11 @@ command record, then the finished one; without wait as JSON; `cmd/{id}`
 with `?wait=true`; `cmd/{id}/logs` as NDJSON lines streamed while it runs;
 kill); files (read, write as a gzip'd tar extracted under `x-cwd`, mkdir).
 Every request's `teamId` is recorded (`d.seen(...)[i]["query"]`).
-Not implemented: snapshots, network policy, git/tarball sources, the v2/v3
+Snapshots (`POST /v1/sandboxes/{id}/snapshot` -> {snapshot, sandbox}) keep a
+copy of the sandbox's files and stop it, as Vercel's do ("snapshotting" for
+one poll, then "stopped"); `GET|DELETE /v1/sandboxes/snapshots/{id}`; a
+create with `source: {type: "snapshot", snapshotId}` starts with its files.
+Not implemented: network policy, git/tarball sources, the v2/v3
 API (named sandboxes, sessions, the interactive PTY WebSocket): v1 has no
 PTY at all. The status and body of a rejected token are not in the
 sources: the double answers 403 {"error":{"code":"forbidden",
@@ -54,6 +58,9 @@ class VercelDouble(Double):
         r.add_get("/v1/sandboxes", self.list, name="list")
         r.add_get("/v1/sandboxes/{sid}", self.get, name="get")
         r.add_post("/v1/sandboxes/{sid}/stop", self.stop_sb, name="stop")
+        r.add_post("/v1/sandboxes/{sid}/snapshot", self.snapshot_sb, name="snapshot")
+        r.add_get("/v1/sandboxes/snapshots/{snap}", self.snapshot_get, name="snapshot.get")
+        r.add_delete("/v1/sandboxes/snapshots/{snap}", self.snapshot_delete, name="snapshot.delete")
         r.add_post("/v1/sandboxes/{sid}/extend-timeout", self.extend, name="extend")
         r.add_post("/v1/sandboxes/{sid}/cmd", self.cmd, name="exec")
         r.add_get("/v1/sandboxes/{sid}/cmd/{cid}", self.cmd_get, name="exec.command")
@@ -72,6 +79,8 @@ class VercelDouble(Double):
             v["startedAt"] = _ms(sb.started_at)
         if sb.stopped_at:
             v["stoppedAt"] = _ms(sb.stopped_at)
+        if getattr(sb, "sourceSnapshotId", None):
+            v["sourceSnapshotId"] = sb.sourceSnapshotId
         return v
 
     def routes_of(self, sb):
@@ -113,12 +122,21 @@ class VercelDouble(Double):
         if not isinstance(ports, list) or len(ports) > 4 or not all(isinstance(p, int) for p in ports):
             return self.error(request, 400, "bad_request", "ports: at most 4 integers")
         env = b.get("env") or {}
+        src = b.get("source")
+        snap = None
+        if isinstance(src, dict) and src.get("type") == "snapshot":
+            snap = self.snapshots.get(src.get("snapshotId"))
+            if snap is None or snap["status"] != "created":
+                return self.error(request, 404, "not_found", "Snapshot not found")
         sid = new_id("sbx_", 24)
         sb = Sandbox(sid, env=env, project=b["projectId"], team=request.query.get("teamId"),
                      port_list=ports, timeout=b.get("timeout") or 300000,
                      vcpus=(b.get("resources") or {}).get("vcpus") or 2, runtime=b.get("runtime") or "node24",
                      source=b.get("source"), status="pending", started_at=None, stopped_at=None,
                      updated_at=time.time(), commands={}, cwd=CWD)
+        if snap is not None:
+            sb.fs = snap["fs"].clone()
+            sb.sourceSnapshotId = snap["id"]
         sb.fs.mkdir(CWD, parents=True)
         for p in ports:
             sb.ports[p] = self.preview_url(sid, p)
@@ -130,7 +148,7 @@ class VercelDouble(Double):
         resp = web.json_response(self.both(sb))
         if sb.status == "pending":
             self.run(sb)
-        elif sb.status == "stopping":
+        elif sb.status in ("stopping", "snapshotting"):
             sb.status, sb.stopped_at = "stopped", time.time()
         return resp
 
@@ -147,6 +165,37 @@ class VercelDouble(Double):
                 if c["task"] and not c["task"].done():
                     c["task"].cancel()
         return web.json_response({"sandbox": self.view(sb)})
+
+    def snapshot_view(self, v):
+        # the SDK's schema: expiresAt is a number or absent, never null
+        return {k: v[k] for k in ("id", "sourceSandboxId", "region", "status", "sizeBytes", "expiresAt",
+                                  "createdAt", "updatedAt") if v[k] is not None}
+
+    async def snapshot_sb(self, request):
+        sb = self.find(request, live=True)
+        now = _ms(time.time())
+        snap = {"id": new_id("snap_", 24), "sourceSandboxId": sb.id, "region": "iad1", "status": "created",
+                "sizeBytes": sum(len(v) for v in sb.fs.files.values()), "expiresAt": None,
+                "createdAt": now, "updatedAt": now, "fs": sb.fs.clone()}
+        self.snapshots[snap["id"]] = snap
+        sb.status, sb.updated_at = "snapshotting", time.time()  # it stops, as Vercel's does
+        for c in sb.commands.values():
+            if c["task"] and not c["task"].done():
+                c["task"].cancel()
+        return web.json_response({"snapshot": self.snapshot_view(snap), "sandbox": self.view(sb)})
+
+    async def snapshot_get(self, request):
+        snap = self.snapshots.get(request.match_info["snap"])
+        if snap is None:
+            return self.error(request, 404, "not_found", "Snapshot not found")
+        return web.json_response({"snapshot": self.snapshot_view(snap)})
+
+    async def snapshot_delete(self, request):
+        snap = self.snapshots.pop(request.match_info["snap"], None)
+        if snap is None:
+            return self.error(request, 404, "not_found", "Snapshot not found")
+        snap["status"] = "deleted"
+        return web.json_response({"snapshot": self.snapshot_view(snap)})
 
     async def extend(self, request):
         sb = self.find(request, live=True)

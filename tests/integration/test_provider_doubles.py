@@ -245,6 +245,73 @@ def test_e2b_sdk_lifecycle():
                    for r in d.requests)
 
 
+E2B_SNAPSHOTS = """
+import { Sandbox } from 'e2b'
+process.env.E2B_API_URL = process.env.DOUBLE_URL
+process.env.E2B_SANDBOX_URL = process.env.DOUBLE_URL
+process.env.E2B_API_KEY = process.env.DOUBLE_KEY
+const src = await Sandbox.create('base')
+await src.files.write('/tmp/s.txt', 'snapped')
+const snap = await Sandbox.createSnapshot(src.sandboxId)
+await src.files.write('/tmp/s.txt', 'changed later')
+const copy = await Sandbox.create(snap.snapshotId)
+const out = { snapshotId: snap.snapshotId, read: await copy.files.read('/tmp/s.txt') }
+await copy.kill()
+await src.kill()
+out.deleted = await Sandbox.deleteSnapshot(snap.snapshotId)
+out.deletedAgain = await Sandbox.deleteSnapshot(snap.snapshotId)
+console.log(JSON.stringify(out))
+"""
+
+
+def test_e2b_sdk_snapshots():
+    """e2b's Sandbox.createSnapshot, a sandbox made from its id, and
+    deleteSnapshot (false the second time: the double's 404)."""
+    with start("e2b") as d:
+        got = run_node("e2b", d, code=E2B_SNAPSHOTS)
+        assert got["read"] == "snapped", got
+        assert got["deleted"] is True and got["deletedAgain"] is False, got
+        assert d.snapshots == {} and ("POST", "snapshot", 201) in routes(d)
+
+
+VERCEL_SNAPSHOTS = """
+import { Sandbox } from '@vercel/sandbox'
+const url = process.env.DOUBLE_URL, API = 'https://vercel.com/api'
+const toDouble = (input, init = {}) => {
+  const u = String(input instanceof Request ? input.url : input)
+  if (!u.startsWith(API)) throw new Error('outside the API base: ' + u)
+  const { dispatcher, ...rest } = init
+  return fetch(url + u.slice(API.length), rest)
+}
+const creds = { token: process.env.DOUBLE_KEY, teamId: 'team_double', projectId: 'prj_double', fetch: toDouble }
+const src = await Sandbox.create({ ...creds, timeout: 600000 })
+await src.writeFiles([{ path: '/vercel/sandbox/s.txt', content: Buffer.from('snapped') }])
+const snap = await src.snapshot()
+const out = { status: snap.status, source: snap.sourceSandboxId === src.sandboxId }
+out.srcAfter = (await Sandbox.get({ ...creds, sandboxId: src.sandboxId })).status
+const copy = await Sandbox.create({ ...creds, source: { type: 'snapshot', snapshotId: snap.snapshotId } })
+const r = await copy.runCommand('cat', ['/vercel/sandbox/s.txt'])
+out.read = await r.stdout()
+out.copySource = copy.sourceSnapshotId === snap.snapshotId
+await snap.delete()
+out.deleted = snap.status
+console.log(JSON.stringify(out))
+"""
+
+
+def test_vercel_sdk_snapshots():
+    """@vercel/sandbox's sandbox.snapshot() (the source stops), a sandbox
+    made from it (source: snapshot), and snapshot.delete(); the source is
+    "snapshotting" on its way to stopped. (Not
+    Snapshot.get: 1.9.3 does not pass its `fetch` option on, so it would
+    call vercel.com.)"""
+    with start("vercel") as d:
+        got = run_node("vercel", d, code=VERCEL_SNAPSHOTS)
+        assert got == {"status": "created", "source": True, "srcAfter": "snapshotting", "read": "snapped",
+                       "copySource": True, "deleted": "deleted"}, got
+        assert d.snapshots == {}
+
+
 def test_e2b_double_refuses_envd_calls_without_the_access_token():
     async def scenario(d):
         h = {"X-API-Key": d.key}

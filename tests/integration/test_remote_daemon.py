@@ -300,30 +300,124 @@ def test_capability_the_provider_lacks_is_501(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-def test_snapshot_and_fork_of_a_remote_sandbox_is_501(env):
-    """No remote adapter declares snapshots yet: createSnapshot and
-    forkSandbox of a remote sandbox answer 501 naming the provider and the
-    capability, and make nothing (no snapshot, no fork row)."""
+def test_snapshot_and_fork_where_the_provider_has_none_is_501(env):
+    """Hopx has no snapshots: createSnapshot and forkSandbox of a hopx
+    sandbox answer 501 naming the provider and the capability, and make
+    nothing (no snapshot, no fork row)."""
     d = env
-    st, sb = create(d, "daytona", "dt-nosnap")
+    st, sb = create(d, "hopx", "hx-nosnap")
     assert st == 200, sb
     before = names(d)
     st, o = d.sandbox("createSnapshot", sb["id"], {"name": "remote-snap"})
     assert st == 501 and o["error"] == "NotSupported", o
-    assert o["message"] == "not supported by daytona: snapshot", o
+    assert o["message"] == "not supported by hopx: snapshot", o
     st, o = d.sandbox("forkSandbox", sb["id"], {"count": 2})
-    assert st == 501 and o["message"] == "not supported by daytona: snapshot", o
-    assert d.call(SB + "getSnapshots")[1]["snapshots"] == []
+    assert st == 501 and o["message"] == "not supported by hopx: snapshot", o
+    assert not [s for s in d.call(SB + "getSnapshots")[1]["snapshots"] if s["name"] == "remote-snap"]
     assert names(d) == before
     assert d.sh(sb["id"], "echo still")["stdout"] == "still\n"
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("daytona", "pause")])
+def snapshot_of(d, name):
+    st, o = d.call(SB + "getSnapshot", {"id": name})
+    return o["snapshot"] if st == 200 else None
+
+
+@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel"])
+def test_remote_snapshot_restore_fork_and_rm(env, p):
+    """Through our daemon, on the provider: a file written, a snapshot
+    taken there (the row says where), the source deleted; a sandbox made
+    from the snapshot has the file; fork -n 3 of it makes three
+    independent sandboxes there; deleting the snapshots deletes them at the
+    provider, with the credential they keep (their sandboxes are gone)."""
+    d, dbl = env, env.doubles[p]
+    key = dbl.key
+    st, src = create(d, p, f"snap-src-{p}")
+    assert st == 200, src
+    assert d.sh(src["id"], "echo -n kept > /tmp/snap.txt")["exitCode"] == 0
+    st, o = d.sandbox("createSnapshot", src["id"], {"name": f"rs-{p}"})
+    assert st == 200, o
+    snap = o["snapshot"]
+    assert snap["provider"] == p and snap["sandboxId"] == src["id"], snap
+    assert len(dbl.snapshots) == 1, dbl.snapshots
+    (kept,) = dbl.snapshots.values()
+    assert bytes(kept["fs"].files["/tmp/snap.txt"]) == b"kept"
+    if p == "vercel":  # Vercel stops a sandbox to snapshot it (v1 cannot start it again)
+        assert d.sandbox("getSandbox", src["id"])[1]["sandbox"]["status"] == "STOPPED"
+    assert d.sandbox("deleteSandbox", src["id"])[0] == 200
+
+    st, sb = create(d, p, f"snap-new-{p}", base=f"snapshot:rs-{p}")
+    assert st == 200 and sb["status"] == "RUNNING", sb
+    assert d.sh(sb["id"], "cat /tmp/snap.txt")["stdout"] == "kept"
+
+    st, o = d.sandbox("forkSandbox", sb["id"], {"count": 3})
+    assert st == 200, o
+    forks = [f["id"] for f in o["sandboxes"]]
+    assert len(forks) == 3 and snapshot_of(d, o["snapshot"])["provider"] == p
+    for f in forks:
+        got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING" and got["backend"] == p, got
+    for i, f in enumerate(forks):
+        assert d.sh(f, f"cat /tmp/snap.txt; echo -n fork{i} > /tmp/mine")["stdout"] == "kept"
+    for i, f in enumerate(forks):
+        assert d.sh(f, "cat /tmp/mine")["stdout"] == f"fork{i}"
+    if p != "vercel":  # the source runs on (Vercel stopped it)
+        assert d.sh(sb["id"], "cat /tmp/mine")["exitCode"] != 0
+    for x in forks + [sb["id"]]:
+        assert d.sandbox("deleteSandbox", x)[0] == 200
+
+    assert len(dbl.snapshots) == 2
+    for name in (f"rs-{p}", o["snapshot"]):
+        assert d.call(SB + "deleteSnapshot", {"id": name}, body={})[0] == 200
+    wait_for(lambda: not dbl.snapshots, 20, f"the snapshots to go at {p}")
+    assert [r for r in dbl.requests if r["route"] == "snapshot.delete" and r["status"] < 300]
+    no_secret_anywhere(d, key, [snap])
+
+
+def test_remote_snapshot_deletion_refused_is_retried(env):
+    """The provider refuses a snapshot's deletion once: the background job
+    logs it (without the credential) and deletes it at the next tick."""
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "snap-retry")
+    assert st == 200, sb
+    st, o = d.sandbox("createSnapshot", sb["id"], {"name": "rs-retry"})
+    assert st == 200, o
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    f = dbl.fault("snapshot.delete", times=1, status=409, message="snapshot in use")
+    assert d.call(SB + "deleteSnapshot", {"id": "rs-retry"}, body={})[0] == 200
+    wait_for(lambda: not dbl.snapshots, 20, "the snapshot to go at daytona after a refusal")
+    assert f.hits == 1
+    log = d.log_text()
+    assert f"event=snapshot_remove_failed snapshot={o['snapshot']['id']}" in log
+    assert "provider=daytona" in log
+    no_secret_anywhere(d, dbl.key)
+
+
+def test_remote_snapshot_stays_where_it_is_kept(env):
+    """A daytona snapshot makes daytona sandboxes only: asking another
+    provider (or this daemon's runtime) is a 400 that says where it is."""
+    d = env
+    st, sb = create(d, "daytona", "snap-where")
+    assert st == 200, sb
+    st, o = d.sandbox("createSnapshot", sb["id"], {"name": "rs-where"})
+    assert st == 200, o
+    before = names(d)
+    st, o = create(d, "e2b", "snap-elsewhere", base="snapshot:rs-where")
+    assert st == 400 and "kept by daytona" in o["message"], o
+    assert names(d) == before
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert d.call(SB + "deleteSnapshot", {"id": "rs-where"}, body={})[0] == 200
+    wait_for(lambda: not env.doubles["daytona"].snapshots, 20, "the snapshot to go")
+
+
+@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("daytona", "pause"),
+                                      ("daytona", "snapshot-then-stop")])
 def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     """A remote sandbox idle past its policy's timeout is stopped through
     its provider (which keeps its files); pause, which no remote adapter
-    declares, comes to a stop that says why. A start brings it back."""
+    declares, comes to a stop that says why; snapshot-then-stop takes the
+    provider's snapshot first. A start brings it back."""
     d, dbl = env, env.doubles[p]
     name = f"idle-{p}-{action}"
     st, sb = create(d, p, name, idlePolicy={"action": action, "timeout": 1})
@@ -331,13 +425,43 @@ def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     rid = sb["remoteId"]
     assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
     got = d.wait_status(sb["id"], ["STOPPED"], timeout=30)
-    want = "stopped after 1s without activity" + (f" ({p} cannot pause)" if action == "pause"
-                                                  else "")
+    want = {"stop": "stopped after 1s without activity",
+            "pause": f"stopped after 1s without activity ({p} cannot pause)",
+            "snapshot-then-stop": "snapshot taken and stopped after 1s without activity"}[action]
     assert got["statusReason"] == want, got
+    if action == "snapshot-then-stop":
+        (snap,) = [x for x in d.call(SB + "getSnapshots")[1]["snapshots"]
+                   if x["name"].startswith(f"{name}-idle-")]
+        assert snap["provider"] == p and [v for v in dbl.snapshots.values()
+                                          if bytes(v["fs"].files.get("/tmp/k", b"")) == b"kept"]
+        assert d.call(SB + "deleteSnapshot", {"id": snap["id"]}, body={})[0] == 200
+        wait_for(lambda: not dbl.snapshots, 20, "the idle snapshot to go")
     assert state(dbl, rid) in ("stopped", "stopping", "paused"), state(dbl, rid)
     assert d.sandbox("startSandbox", sb["id"])[0] == 200
     d.wait_status(sb["id"], ["RUNNING"])
     assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_idle_policy_pauses_a_remote_sandbox_that_can(env):
+    """E2B pauses with memory kept: the idle policy's pause pauses it there
+    (the row stays RUNNING, paused), and the next exec resumes it and says
+    so; Daytona, without pause, comes to a stop saying why (above)."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "idle-e2b-pause", idlePolicy={"action": "pause", "timeout": 1})
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
+    wait_for(lambda: state(dbl, rid) == "paused", 30, "the idle pause at e2b")
+    wait_for(lambda: d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("paused") is True, 10,
+             "the row to say paused")
+    got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
+    assert got["status"] == "RUNNING", got
+    assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"  # resumed by the exec
+    assert state(dbl, rid) == "running"
+    got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
+    assert got.get("resumedBy") == "exec" and not got.get("paused"), got
+    assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 

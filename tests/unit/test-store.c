@@ -324,7 +324,7 @@ BOTH(migration_provider_names)
     exec_ok(s, "DROP TABLE nodes", NULL, 0);                     /* migration 7's */
     exec_ok(s, "DROP TABLE idle_policies", NULL, 0);             /* migration 8's */
     exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0);        /* migration 9's */
-    exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 12's */
+    exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 11's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -1354,12 +1354,21 @@ BOTH(snapshot_deletions)
                            .sandbox_id = "sbx_gone",
                            .layer = "layer1",
                            .image = "busybox",
-                           .expires_at = 1},
+                           .expires_at = 1,
+                           .provider = "daytona",
+                           .credential = "{\"apiKey\":\"sealed\"}",
+                           .credential_shown = "{\"name\":\"daytona\"}"},
                       got = {0}, *list = NULL;
     size_t n = 0;
 
     add_user(s, "did:key:zA", "a");
     ASSERT_EQ_INT(pe_store_snapshot_add(s, &v, &err), 0);
+    /* a remote one keeps where it is and the credential that made it */
+    ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), 0);
+    ASSERT_EQ_STR(got.provider, "daytona");
+    ASSERT_EQ_STR(got.credential, v.credential);
+    ASSERT_EQ_STR(got.credential_shown, v.credential_shown);
+    pe_store_snapshot_clear(&got);
     ASSERT_EQ_INT(pe_store_snapshot_delete_later(s, &v, &err), 0);
     ASSERT_EQ_INT(pe_store_snapshot_get(s, "did:key:zA", "keep", &got, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
@@ -1370,7 +1379,11 @@ BOTH(snapshot_deletions)
     ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zA", "keep", &got, &err), 0);
     ASSERT_EQ_STR(got.layer, "layer1");
     ASSERT_EQ_STR(got.id, "snp_1");
+    ASSERT_EQ_STR(got.provider, "daytona"); /* deleted there with its own credential */
+    ASSERT_EQ_STR(got.credential, v.credential);
+    ASSERT_EQ_STR(got.credential_shown, v.credential_shown);
     pe_store_snapshot_clear(&got);
+    v.provider = v.credential = v.credential_shown = NULL;
     ASSERT_EQ_INT(pe_store_snapshot_deletion_get(s, "did:key:zB", "snp_1", &got, &err), -1);
     /* the name is free again */
     v.id = "snp_2";
