@@ -68,6 +68,10 @@ struct pe__cgroup_ops {
     int (*kill_fast)(pe_cgroup *cg, pe_err *err);
 
     int (*stats)(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err);
+
+    /* The OOM kill count and memory limit alone (two files of stats'
+     * six): what every exec reads before its command starts. */
+    void (*oom)(pe_cgroup *cg, int64_t *kills, int64_t *limit);
 };
 
 extern const pe__cgroup_ops pe__cgroup_v1_ops;

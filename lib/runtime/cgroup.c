@@ -528,6 +528,13 @@ int pe_cgroup_stats_read(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err)
     return 0;
 }
 
+void pe_cgroup_oom_read(pe_cgroup *cg, int64_t *kills, int64_t *limit)
+{
+    *kills = -1;
+    *limit = -1;
+    cg->ops->oom(cg, kills, limit);
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 
 static int rmdir_done(pe_cgroup *cg, void *arg, pe_err *err)

@@ -70,6 +70,11 @@ int pe_cgroup_count_procs(pe_cgroup *cg, pe_err *err);
 
 int pe_cgroup_stats_read(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err);
 
+/* The OOM kills counted in cg and its memory limit, as in
+ * pe_cgroup_stats_read (-1 each when unknown, limit -1 when none), read
+ * without the other counters. */
+void pe_cgroup_oom_read(pe_cgroup *cg, int64_t *kills, int64_t *limit);
+
 /* Kill what is left and remove the cgroup from every hierarchy. Idempotent:
  * a missing cgroup is not an error. Does not free cg. */
 int pe_cgroup_destroy(pe_cgroup *cg, pe_err *err);
