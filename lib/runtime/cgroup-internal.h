@@ -46,6 +46,9 @@ struct pe_cgroup {
     size_t ndirs;
     int ctl_dir[PE__CG_NCTL]; /* index into dirs, -1 if the controller is unusable */
     bool has_kill;            /* v2 cgroup.kill */
+    /* v1: controllers (1 << PE__CG_*) whose hierarchies setup leaves out
+     * (pe_cgroup_create_lean); memory, the main one, is never left out */
+    unsigned skip;
 };
 
 struct pe__cgroup_ops {

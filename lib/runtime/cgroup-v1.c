@@ -80,6 +80,8 @@ static int v1_setup(pe_cgroup *cg, bool create, bool *existed, pe_err *err)
         size_t before = cg->ndirs;
         bool made = false;
 
+        if (i != PE__CG_MEMORY && (cg->skip & (1u << i)))
+            continue;
         if (add_hierarchy(cg, i, create, &made, devs, err) < 0)
             goto rollback;
         if (cg->ndirs > before)

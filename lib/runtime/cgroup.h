@@ -48,6 +48,14 @@ const char *pe_cgroup_backend_name(pe_err *err);
  * with that key (after a crash) is emptied and reused. */
 int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out, pe_err *err);
 
+/* pe_cgroup_create for a process tree that is never frozen and whose CPU
+ * time is never read (a one-shot run): on v1, only the hierarchies its
+ * limits need (memory, the main one with the OOM count; pids; cpu with a
+ * CPU limit), each of which costs the start and the end a few kernfs
+ * operations. The same single directory on v2. Destroyed like any. */
+int pe_cgroup_create_lean(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out,
+                          pe_err *err);
+
 /* Open the cgroup of an existing sandbox; ENOENT-coded error if missing. */
 int pe_cgroup_open(const char *key, pe_cgroup **out, pe_err *err);
 

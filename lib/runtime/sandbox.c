@@ -463,8 +463,9 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     pe__cfg_apply_defaults(&cfg);
     limits_of(&cfg, &lim);
     /* Every sandbox has a pids limit (a default one at least), so every
-     * one-shot run has a cgroup of its own. */
-    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
+     * one-shot run has a cgroup of its own: a lean one, as a one-shot is
+     * never paused and its CPU time never read. */
+    if (pe_cgroup_create_lean(key, &lim, &cg, err) < 0)
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
