@@ -1256,10 +1256,10 @@ out:
     return ret;
 }
 
-/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. */
-/* oom (may be NULL) gets the sandbox's OOM kill count and memory limit
- * before the process starts, read from the cgroup opened here anyway (a
- * separate pe_runtime_oom_kills would load the state and open it again). */
+/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. oom (may
+ * be NULL) gets the sandbox's OOM kill count and memory limit before the
+ * process starts, read from the cgroup opened here anyway (a separate
+ * pe_runtime_oom_kills would load the state and open it again). */
 static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
                           const int stdio[3], pe_spawn_res *sp, int64_t oom[2], pe_err *err)
 {
