@@ -2,7 +2,7 @@
 # Two builds of the daemon side by side (issue 21): the same requests to
 # each, alternating, so that both see the same load of this shared host.
 #   bench/run-ab.sh -b BASE_BIN_DIR [-k ROUNDS] [-d WRK_SECONDS] [-c CONNS] [-e EXEC_ROUNDS]
-#                   [-P POOL] [-C CREATE_ROUNDS]
+#                   [-P POOL] [-C CREATE_ROUNDS] [-o ONESHOT_ROUNDS]
 # (-d 0: no wrk runs)
 # BASE_BIN_DIR holds pocketenv, pocketenv-serve and pocketenv-init of the
 # build to compare with (e.g. copied from an earlier run-daemon.sh); the
@@ -14,13 +14,16 @@
 # same sandbox's init (the ratio is to it); with -C N, daemonbench create
 # (N rounds: createSandbox -> first exec answered) against each, with the
 # daemon's CPU per create. -P N starts both daemons with --pool busybox=N
-# and waits until both pools are full. Prints one line per run;
+# and waits until both pools are full. With -o N, per round one altbench
+# run (N rounds) of each build's one-shot `pocketenv run -- /bin/true` beside
+# bwrap on the same rootfs, interleaved (the ratio is to bwrap; the daemons
+# stay idle meanwhile), then the CPU each run took (bench/cpu-per-run.py). Prints one line per run;
 # nothing is asserted. An EXIT trap stops both daemons and removes their
 # sandboxes and the directory.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
-BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0 POOL=0 CREATE_ROUNDS=0
+BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0 POOL=0 CREATE_ROUNDS=0 ONESHOT_ROUNDS=0
 while [ $# -gt 0 ]; do
     case $1 in
     -b) BASE=$(cd "$2" && pwd); shift 2 ;;
@@ -30,7 +33,8 @@ while [ $# -gt 0 ]; do
     -e) EXEC_ROUNDS=$2; shift 2 ;;
     -P) POOL=$2; shift 2 ;;
     -C) CREATE_ROUNDS=$2; shift 2 ;;
-    *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+    -o) ONESHOT_ROUNDS=$2; shift 2 ;;
+    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$BASE" ] || die "-b BASE_BIN_DIR is required"
@@ -40,7 +44,7 @@ bench_init ab
 mkdir -p base new
 cp "$BASE/pocketenv" "$BASE/pocketenv-serve" "$BASE/pocketenv-init" base/
 cp "$BUILD/pocketenv" "$BUILD/pocketenv-serve" "$BUILD/pocketenv-init" new/
-cp "$BUILD/bench/daemonbench" bin/
+cp "$BUILD/bench/daemonbench" "$BUILD/bench/altbench" bin/
 declare -A PID PORTN TOK SBX
 
 cleanup_ab() {
@@ -153,5 +157,21 @@ if [ "$CREATE_ROUNDS" -gt 0 ]; then
                 -v c=$((c1 - c0)) -v n=$((2 * (CREATE_ROUNDS + 2))) -v hz="$(getconf CLK_TCK)" \
                 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
         done
+    done
+fi
+if [ "$ONESHOT_ROUNDS" -gt 0 ]; then
+    command -v bwrap >/dev/null || die "bwrap is missing"
+    echo
+    rootfs=data-new/images/busybox/rootfs
+    cat >variants-run <<EOF
+[bwrap] bwrap --unshare-all --die-with-parent --ro-bind $rootfs / --proc /proc --dev /dev /bin/true
+[base: pocketenv run] base/pocketenv --data data-base run --image data-base/images/busybox/rootfs -- /bin/true
+[new: pocketenv run] new/pocketenv --data data-new run --image $rootfs -- /bin/true
+EOF
+    for ((r = 1; r <= ROUNDS; r++)); do
+        echo "#### one-shot round $r (load $(cut -d' ' -f1 /proc/loadavg))"
+        bin/altbench -r "$ONESHOT_ROUNDS" -w 10 -b bwrap -f variants-run
+        echo
+        "$REPO_DIR/bench/cpu-per-run.py" -r "$ONESHOT_ROUNDS" -b bwrap -f variants-run
     done
 fi

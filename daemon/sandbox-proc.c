@@ -125,9 +125,11 @@ static void start_work(void *ud)
     if (ne)
         memcpy(all + ns, j->spec.env, ne * sizeof(*all));
     opts.env = all;
-    j->oom_kills = -1;
-    pe_runtime_oom_kills(&d->rt, j->p->sandbox_id, &j->oom_kills, &j->oom_limit, NULL);
     j->ok = pe_runtime_exec_start(&d->rt, j->p->sandbox_id, &opts, &j->proc, &j->err) == 0;
+    if (j->ok) {
+        j->oom_kills = j->proc.oom_kills;
+        j->oom_limit = j->proc.oom_limit;
+    }
     free(all); /* the strings are senv's and the spec's */
     pe_daemon_env_free(senv);
 }

@@ -838,7 +838,7 @@ pe_term_session *pe__term_create(pe_daemon *d, const char *key, const char *did,
     s->state = ST_STARTING;
     s->starting = true;
     s->proc.pty_fd = s->proc.pidfd = s->proc.signal_pidfd = -1;
-    s->rproc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
+    s->rproc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL, false, 0, 0};
     s->idle = pe_ev_timer_start(d->loop, 0, 0, on_idle, s, err);
     j = pe_xcalloc(1, sizeof(*j));
     j->d = d;

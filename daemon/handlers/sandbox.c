@@ -1012,13 +1012,14 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         pe_store_sandbox_clear(&sb);
         return;
     }
-    pe_runtime_oom_kills(&job->d->rt, sb.id, &kills0, &limit, NULL);
     if (pe_sandbox_exec_start(&job->d->sx, s, &sb, &opts, &p, &job->err) < 0) {
         pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);
         pe_store_sandbox_clear(&sb);
         return;
     }
+    if (p.oom_known) /* read as it started, from the state it loaded anyway */
+        kills0 = p.oom_kills;
     collect(&p, job->d->exec_timeout, job->d->stop_fd, &out, &errb, &why);
     if (pe_provider_proc_wait(&p, &code, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);

@@ -113,6 +113,9 @@ typedef struct pe_proc {
     int stderr_fd;
     int pty_fd;    /* PTY master when tty, else -1 */
     int status_fd; /* readable once the process has ended, before pidfd is */
+    /* pe_runtime_oom_kills as the process started (kills -1: unknown), for
+     * telling later whether a SIGKILL was the OOM killer's */
+    int64_t oom_kills, oom_limit;
 } pe_proc;
 
 /* Result of a process: exit code as a shell reports it (code, or 128+signal),

@@ -311,6 +311,9 @@ static int lc_exec_start(pe_provider *p, const char *id, const pe_provider_exec_
         .stderr_fd = lp->proc.stderr_fd,
         .pty_fd = lp->proc.pty_fd,
         .status_fd = lp->proc.status_fd,
+        .oom_known = lp->proc.oom_kills >= 0,
+        .oom_kills = lp->proc.oom_kills,
+        .oom_limit = lp->proc.oom_limit,
     };
     /* the caller's now: pe_provider_proc_close closes them */
     lp->proc.stdin_fd = lp->proc.stdout_fd = lp->proc.stderr_fd = -1;

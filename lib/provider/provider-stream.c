@@ -194,7 +194,7 @@ int pe__stream_start(pe_provider *p, const pe__stream_ops *ops, void *ud, pe__ws
     struct pe_provider_stream *s = pe_xcalloc(1, sizeof(*s));
     int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1}, st[2] = {-1, -1};
 
-    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
+    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL, false, 0, 0};
     s->p = p;
     s->ops = ops;
     s->ud = ud;
@@ -243,7 +243,7 @@ fail:
         ops->free_ud(ud);
     pe__ws_free(ws);
     free(s);
-    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL};
+    *proc = (pe_provider_proc){-1, -1, -1, -1, -1, NULL, NULL, false, 0, 0};
     return -1;
 }
 

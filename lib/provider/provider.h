@@ -154,6 +154,10 @@ typedef struct pe_provider_proc {
      * pe_provider_proc_close after the pump. Set by the caller, after
      * exec_start; NULL otherwise. */
     pe_provider *owner;
+    /* A local sandbox's OOM kill count and memory limit as the process
+     * started (pe_proc's), when oom_known; a remote provider leaves them. */
+    bool oom_known;
+    int64_t oom_kills, oom_limit;
 } pe_provider_proc;
 
 typedef struct pe_provider_exec_opts {

@@ -121,13 +121,44 @@ static int caps_set(uint64_t effective, uint64_t permitted, uint64_t inheritable
     return 0;
 }
 
+/* The kernel's capabilities (pe_caps_prepare), 0 until learnt. Written
+ * by a parent before it clones, read by its children: set once, to the
+ * same value by whichever thread gets there. */
+static uint64_t known_valid;
+
+static uint64_t probe_valid(void)
+{
+    uint64_t valid = 0;
+
+    for (int cap = 0; cap < CAP_ABI_MAX; cap++) {
+        if (prctl(PR_CAPBSET_READ, (unsigned long)cap, 0, 0, 0) < 0)
+            break;
+        valid |= CAP_BIT(cap);
+    }
+    return valid;
+}
+
+void pe_caps_prepare(void)
+{
+    if (__atomic_load_n(&known_valid, __ATOMIC_RELAXED) == 0)
+        __atomic_store_n(&known_valid, probe_valid(), __ATOMIC_RELAXED);
+}
+
 /* Drop every capability not in keep from the bounding set. The kernel's
  * last capability is found by asking, not from /proc/sys/kernel/cap_last_cap:
  * PR_CAPBSET_READ fails with EINVAL past it. Stores the kernel's valid
- * capabilities in *valid. Needs CAP_SETPCAP in the effective set. */
+ * capabilities in *valid. Needs CAP_SETPCAP in the effective set. When the
+ * parent learnt them (pe_caps_prepare), each is dropped without asking:
+ * dropping one no longer in the set is not an error. */
 static int bounding_drop(uint64_t keep, uint64_t *valid)
 {
-    *valid = 0;
+    *valid = __atomic_load_n(&known_valid, __ATOMIC_RELAXED);
+    for (int cap = 0; *valid != 0 && cap < CAP_ABI_MAX; cap++)
+        if ((*valid & CAP_BIT(cap)) && !(keep & CAP_BIT(cap)) &&
+            prctl(PR_CAPBSET_DROP, (unsigned long)cap, 0, 0, 0) < 0)
+            return -errno;
+    if (*valid != 0)
+        return 0;
     for (int cap = 0; cap < CAP_ABI_MAX; cap++) {
         int in = prctl(PR_CAPBSET_READ, (unsigned long)cap, 0, 0, 0);
 

@@ -46,6 +46,9 @@ struct pe_cgroup {
     size_t ndirs;
     int ctl_dir[PE__CG_NCTL]; /* index into dirs, -1 if the controller is unusable */
     bool has_kill;            /* v2 cgroup.kill */
+    /* v1: controllers (1 << PE__CG_*) whose hierarchies setup leaves out
+     * (pe_cgroup_create_lean); memory, the main one, is never left out */
+    unsigned skip;
 };
 
 struct pe__cgroup_ops {
@@ -68,6 +71,10 @@ struct pe__cgroup_ops {
     int (*kill_fast)(pe_cgroup *cg, pe_err *err);
 
     int (*stats)(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err);
+
+    /* The OOM kill count and memory limit alone (two files of stats'
+     * six): what every exec reads before its command starts. */
+    void (*oom)(pe_cgroup *cg, int64_t *kills, int64_t *limit);
 };
 
 extern const pe__cgroup_ops pe__cgroup_v1_ops;

@@ -80,6 +80,8 @@ static int v1_setup(pe_cgroup *cg, bool create, bool *existed, pe_err *err)
         size_t before = cg->ndirs;
         bool made = false;
 
+        if (i != PE__CG_MEMORY && (cg->skip & (1u << i)))
+            continue;
         if (add_hierarchy(cg, i, create, &made, devs, err) < 0)
             goto rollback;
         if (cg->ndirs > before)
@@ -239,6 +241,14 @@ static int v1_stats(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err)
     return 0;
 }
 
+static void v1_oom(pe_cgroup *cg, int64_t *kills, int64_t *limit)
+{
+    stat_opt(cg, PE__CG_MEMORY, "memory.limit_in_bytes", NULL, limit);
+    if (*limit >= V1_UNLIMITED_MIN)
+        *limit = -1;
+    stat_opt(cg, PE__CG_MEMORY, "memory.oom_control", "oom_kill", kills);
+}
+
 const pe__cgroup_ops pe__cgroup_v1_ops = {
     .name = "v1",
     .setup = v1_setup,
@@ -246,4 +256,5 @@ const pe__cgroup_ops pe__cgroup_v1_ops = {
     .freeze = v1_freeze,
     .kill_fast = v1_kill_fast,
     .stats = v1_stats,
+    .oom = v1_oom,
 };

@@ -219,6 +219,14 @@ static int v2_stats(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err)
     return 0;
 }
 
+static void v2_oom(pe_cgroup *cg, int64_t *kills, int64_t *limit)
+{
+    if (cg->ctl_dir[PE__CG_MEMORY] < 0)
+        return;
+    stat_opt(cg->dirs[0], "memory.max", NULL, limit);
+    stat_opt(cg->dirs[0], "memory.events", "oom_kill", kills);
+}
+
 const pe__cgroup_ops pe__cgroup_v2_ops = {
     .name = "v2",
     .setup = v2_setup,
@@ -226,4 +234,5 @@ const pe__cgroup_ops pe__cgroup_v2_ops = {
     .freeze = v2_freeze,
     .kill_fast = v2_kill_fast,
     .stats = v2_stats,
+    .oom = v2_oom,
 };

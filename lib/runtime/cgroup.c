@@ -295,7 +295,8 @@ static pe_cgroup *cg_new(const pe__cgroup_ops *ops, char *hroot, const char *key
 
 /* Detect, validate and set up a cgroup object for key; with create the
  * directories are made. */
-static int cg_setup(const char *key, bool create, bool *existed, pe_cgroup **out, pe_err *err)
+static int cg_setup(const char *key, bool create, unsigned skip, bool *existed, pe_cgroup **out,
+                    pe_err *err)
 {
     cleanup_free char *hroot = NULL;
     const pe__cgroup_ops *ops;
@@ -307,6 +308,7 @@ static int cg_setup(const char *key, bool create, bool *existed, pe_cgroup **out
     if (ops == NULL)
         return -1;
     cg = cg_new(ops, pe_steal_ptr(&hroot), key);
+    cg->skip = skip;
     if (ops->setup(cg, create, existed, err) < 0) {
         pe_cgroup_free(cg);
         return pe_err_prefix(err, "cgroup %s", ops->name);
@@ -528,6 +530,13 @@ int pe_cgroup_stats_read(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err)
     return 0;
 }
 
+void pe_cgroup_oom_read(pe_cgroup *cg, int64_t *kills, int64_t *limit)
+{
+    *kills = -1;
+    *limit = -1;
+    cg->ops->oom(cg, kills, limit);
+}
+
 /* ---- lifetime ------------------------------------------------------------ */
 
 static int rmdir_done(pe_cgroup *cg, void *arg, pe_err *err)
@@ -574,7 +583,8 @@ int pe_cgroup_destroy(pe_cgroup *cg, pe_err *err)
     return 0;
 }
 
-int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out, pe_err *err)
+static int create(const char *key, const pe_cgroup_limits *limits, unsigned skip, pe_cgroup **out,
+                  pe_err *err)
 {
     pe_cgroup *cg = NULL;
     bool existed = false;
@@ -582,7 +592,7 @@ int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup 
 
     if (check_limits(limits, err) < 0)
         return -1;
-    if (cg_setup(key, true, &existed, &cg, err) < 0)
+    if (cg_setup(key, true, skip, &existed, &cg, err) < 0)
         return -1;
     /* A leftover from a crash may still hold processes, a freeze or limits
      * of its own: empty it; set_limits below rewrites every knob. */
@@ -602,13 +612,28 @@ fail:
     return -1;
 }
 
+int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out, pe_err *err)
+{
+    return create(key, limits, 0, out, err);
+}
+
+int pe_cgroup_create_lean(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out,
+                          pe_err *err)
+{
+    unsigned skip = 1u << PE__CG_CPUACCT | 1u << PE__CG_FREEZER;
+
+    if (limits->cpu_millis == 0)
+        skip |= 1u << PE__CG_CPU;
+    return create(key, limits, skip, out, err);
+}
+
 int pe_cgroup_open(const char *key, pe_cgroup **out, pe_err *err)
 {
     bool existed = false;
     pe_cgroup *cg = NULL;
     struct stat st;
 
-    if (cg_setup(key, false, &existed, &cg, err) < 0)
+    if (cg_setup(key, false, 0, &existed, &cg, err) < 0)
         return -1;
     if (stat(cg->dirs[0], &st) < 0) {
         pe_err_set(err, errno == ENOENT ? PE_ENOENT : PE_ESYS, errno, "cgroup %s: open %s",
@@ -626,7 +651,7 @@ int pe_cgroup_destroy_key(const char *key, pe_err *err)
     bool existed = false;
     int r;
 
-    if (cg_setup(key, false, &existed, &cg, err) < 0)
+    if (cg_setup(key, false, 0, &existed, &cg, err) < 0)
         return -1;
     r = pe_cgroup_destroy(cg, err);
     pe_cgroup_free(cg);
@@ -642,7 +667,7 @@ int pe_cgroup_list_keys(void (*fn)(const char *key, void *arg), void *arg, pe_er
     DIR *d;
 
     /* Any valid key gives the paths; only its parent is read. */
-    if (cg_setup("x", false, &existed, &cg, err) < 0)
+    if (cg_setup("x", false, 0, &existed, &cg, err) < 0)
         return -1;
     parent = pe_xstrdup(cg->dirs[0]);
     *strrchr(parent, '/') = '\0';

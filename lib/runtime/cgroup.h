@@ -48,6 +48,14 @@ const char *pe_cgroup_backend_name(pe_err *err);
  * with that key (after a crash) is emptied and reused. */
 int pe_cgroup_create(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out, pe_err *err);
 
+/* pe_cgroup_create for a process tree that is never frozen and whose CPU
+ * time is never read (a one-shot run): on v1, only the hierarchies its
+ * limits need (memory, the main one with the OOM count; pids; cpu with a
+ * CPU limit), each of which costs the start and the end a few kernfs
+ * operations. The same single directory on v2. Destroyed like any. */
+int pe_cgroup_create_lean(const char *key, const pe_cgroup_limits *limits, pe_cgroup **out,
+                          pe_err *err);
+
 /* Open the cgroup of an existing sandbox; ENOENT-coded error if missing. */
 int pe_cgroup_open(const char *key, pe_cgroup **out, pe_err *err);
 
@@ -69,6 +77,11 @@ int pe_cgroup_kill_all(pe_cgroup *cg, pe_err *err);
 int pe_cgroup_count_procs(pe_cgroup *cg, pe_err *err);
 
 int pe_cgroup_stats_read(pe_cgroup *cg, pe_cgroup_stats *st, pe_err *err);
+
+/* The OOM kills counted in cg and its memory limit, as in
+ * pe_cgroup_stats_read (-1 each when unknown, limit -1 when none), read
+ * without the other counters. */
+void pe_cgroup_oom_read(pe_cgroup *cg, int64_t *kills, int64_t *limit);
 
 /* Kill what is left and remove the cgroup from every hierarchy. Idempotent:
  * a missing cgroup is not an error. Does not free cg. */

@@ -463,8 +463,9 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     pe__cfg_apply_defaults(&cfg);
     limits_of(&cfg, &lim);
     /* Every sandbox has a pids limit (a default one at least), so every
-     * one-shot run has a cgroup of its own. */
-    if (pe_cgroup_create(key, &lim, &cg, err) < 0)
+     * one-shot run has a cgroup of its own: a lean one, as a one-shot is
+     * never paused and its CPU time never read. */
+    if (pe_cgroup_create_lean(key, &lim, &cg, err) < 0)
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
@@ -608,20 +609,26 @@ static void human_size(int64_t bytes, char *out, size_t len)
 
 /* OOM kills counted by st's cgroup (memory.events on v2, oom_control on
  * v1) and its memory limit; *kills is -1 when unknown (no cgroup). */
-static void oom_count(const pe_state *st, int64_t *kills, int64_t *limit)
+static void oom_count_of(const pe_state *st, pe_cgroup *cg, int64_t *kills, int64_t *limit)
 {
-    pe_cgroup *cg = NULL;
-    pe_cgroup_stats cs;
+    int64_t max = -1;
 
     *kills = -1;
     *limit = st->cfg.memory_bytes;
-    if (pe_cgroup_open(st->id, &cg, NULL) < 0)
+    if (cg == NULL)
         return;
-    if (pe_cgroup_stats_read(cg, &cs, NULL) == 0) {
-        *kills = cs.oom_kills;
-        if (cs.memory_max > 0)
-            *limit = cs.memory_max;
-    }
+    pe_cgroup_oom_read(cg, kills, &max);
+    if (max > 0)
+        *limit = max;
+}
+
+static void oom_count(const pe_state *st, int64_t *kills, int64_t *limit)
+{
+    pe_cgroup *cg = NULL;
+
+    if (pe_cgroup_open(st->id, &cg, NULL) < 0)
+        cg = NULL;
+    oom_count_of(st, cg, kills, limit);
     pe_cgroup_free(cg);
 }
 
@@ -1249,9 +1256,12 @@ out:
     return ret;
 }
 
-/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. */
+/* Start proc in sandbox name with stdio[i] >= 0 as its 0,1,2. oom (may
+ * be NULL) gets the sandbox's OOM kill count and memory limit before the
+ * process starts, read from the cgroup opened here anyway (a separate
+ * pe_runtime_oom_kills would load the state and open it again). */
 static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                          const int stdio[3], pe_spawn_res *sp, pe_err *err)
+                          const int stdio[3], pe_spawn_res *sp, int64_t oom[2], pe_err *err)
 {
     cleanup_free char *dir = NULL;
     pe_cgroup *cg = NULL;
@@ -1278,6 +1288,8 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
     /* The process runs unlocked: exec may take hours; stop/rm must not wait. */
     close(lock);
     lock = -1;
+    if (oom != NULL)
+        oom_count_of(&st, cg, &oom[0], &oom[1]);
     envp = build_env(&st.cfg, proc->env, proc->tty, proc->has_user ? proc->uid : st.cfg.uid);
     pe__cfg_apply_defaults(&st.cfg);
     memset(&req, 0, sizeof(req));
@@ -1315,7 +1327,7 @@ out:
  * caller's terminals among the rest are replaced (pe__stdio_guard): by
  * pipes whose our ends land in sp->relay when relay, else by /dev/null. */
 static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc,
-                      const int stdio[3], bool relay, pe_spawn_res *sp, pe_err *err)
+                      const int stdio[3], bool relay, pe_spawn_res *sp, int64_t oom[2], pe_err *err)
 {
     int fds[3] = {stdio[0], stdio[1], stdio[2]};
     int ours[3] = {-1, -1, -1};
@@ -1324,7 +1336,7 @@ static int exec_spawn(pe_runtime *rt, const char *name, const pe_proc_opts *proc
 
     if (!proc->tty && pe__stdio_guard(fds, relay ? ours : NULL, own, err) < 0)
         return -1;
-    r = exec_spawn_fds(rt, name, proc, fds, sp, err);
+    r = exec_spawn_fds(rt, name, proc, fds, sp, oom, err);
     pe__stdio_guard_close(fds, r < 0 ? ours : NULL, own);
     if (r == 0)
         memcpy(sp->relay, ours, sizeof(ours));
@@ -1337,7 +1349,7 @@ int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, 
     static const int inherit[3] = {-1, -1, -1};
     pe_spawn_res sp;
 
-    if (exec_spawn(rt, name, proc, inherit, true, &sp, err) < 0)
+    if (exec_spawn(rt, name, proc, inherit, true, &sp, NULL, err) < 0)
         return -1;
     if (pe__wait_process(&sp, proc->timeout, res, err) < 0)
         return pe_err_prefix(err, "exec in sandbox %s", name);
@@ -1358,6 +1370,7 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     int pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
     int stdio[3] = {-1, -1, -1};
     bool capture = proc->capture && !proc->tty;
+    int64_t oom[2] = {-1, 0};
     pe_spawn_res sp;
 
     for (int i = 0; capture && i < 3; i++) {
@@ -1368,7 +1381,7 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
         /* The process reads fd 0 and writes 1 and 2. */
         stdio[i] = pipes[i][i == 0 ? 0 : 1];
     }
-    if (exec_spawn(rt, name, proc, stdio, false, &sp, err) < 0) {
+    if (exec_spawn(rt, name, proc, stdio, false, &sp, oom, err) < 0) {
         close_pipes(pipes);
         return -1;
     }
@@ -1384,6 +1397,8 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     out->stdin_fd = pipes[0][1];
     out->stdout_fd = pipes[1][0];
     out->stderr_fd = pipes[2][0];
+    out->oom_kills = oom[0];
+    out->oom_limit = oom[1];
     return 0;
 }
 

@@ -474,6 +474,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.bind_is_dir = is_dir;
     ctx.seccomp = prog;
     ctx.caps = pe_caps_default_mask();
+    pe_caps_prepare();
     memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
     if (req->tty)
         caller_winsize(&ctx.winsize);
@@ -667,6 +668,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.nofile_hard = req->nofile_hard;
     ctx.seccomp = prog;
     ctx.caps = pe_caps_default_mask();
+    pe_caps_prepare();
     ctx.argv = req->argv;
     ctx.envp = req->envp;
     ctx.init_fd = req->init_fd;

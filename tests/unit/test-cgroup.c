@@ -528,6 +528,67 @@ TEST_CASE(cpu_quota_throttles)
     guarded(body_cpu);
 }
 
+/* A one-shot's lean cgroup: the pids bound and the memory hierarchy (its
+ * OOM count) are there; on v1 no freezer or cpuacct directory is made,
+ * and cpu only with a CPU limit; destroy leaves nothing. */
+static void body_lean(void)
+{
+    pe_cgroup_limits lim = {0, 0, 20};
+    pe_cgroup *cg = NULL, *cpu = NULL;
+    int rep[2] = {-1, -1}, p[2];
+    int64_t kills, limit;
+    pid_t pid;
+    pe_err err;
+
+    if (pe_cgroup_create_lean(key(0), &lim, &cg, &err) < 0)
+        TEST_FAIL("create lean %s: %s", key(0), err.msg);
+    ASSERT(pe_cgroup_controller_path(cg, "pids") != NULL);
+    if (is_v1()) {
+        cleanup_free char *freezer = NULL, *cpuacct = NULL, *pids = NULL;
+        ASSERT(pe_cgroup_controller_path(cg, "memory") != NULL);
+        ASSERT(pe_cgroup_controller_path(cg, "freezer") == NULL);
+        ASSERT(pe_cgroup_controller_path(cg, "cpuacct") == NULL);
+        ASSERT(pe_cgroup_controller_path(cg, "cpu") == NULL);
+        /* not made at all, not merely left out of cg */
+        freezer = pe_xasprintf("%s/../../../freezer/pocketenv/pocketenv-%s",
+                               pe_cgroup_controller_path(cg, "memory"), key(0));
+        cpuacct = pe_xasprintf("%s/../../../cpuacct/pocketenv/pocketenv-%s",
+                               pe_cgroup_controller_path(cg, "memory"), key(0));
+        pids = pe_xasprintf("%s/../../../pids/pocketenv/pocketenv-%s",
+                            pe_cgroup_controller_path(cg, "memory"), key(0));
+        ASSERT_EQ_INT(access(pids, F_OK), 0); /* the paths are right */
+        ASSERT(access(freezer, F_OK) < 0 && errno == ENOENT);
+        ASSERT(access(cpuacct, F_OK) < 0 && errno == ENOENT);
+        pe_cgroup_oom_read(cg, &kills, &limit);
+        ASSERT_EQ_INT(kills, 0);
+        ASSERT_EQ_INT(limit, -1);
+    }
+
+    ASSERT_EQ_INT(pipe2(p, O_CLOEXEC), 0);
+    pid = spawn_in(cg, forker, &p[1]);
+    close(p[1]);
+    ASSERT_EQ_INT(read(p[0], rep, sizeof(rep)), sizeof(rep));
+    close(p[0]);
+    ASSERT_EQ_INT(rep[1], EAGAIN);
+    if (rep[0] < 1 || rep[0] >= 20)
+        TEST_FAIL("forked %d children under a lean cgroup's pids.max 20", rep[0]);
+    must_destroy(cg);
+    ASSERT_KILLED(reap(pid));
+    ASSERT_EQ_INT(pe_cgroup_open(key(0), &cg, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    lim = (pe_cgroup_limits){0, 500, 0};
+    if (pe_cgroup_create_lean(key(1), &lim, &cpu, &err) < 0)
+        TEST_FAIL("create lean %s with a cpu limit: %s", key(1), err.msg);
+    ASSERT(pe_cgroup_controller_path(cpu, "cpu") != NULL);
+    must_destroy(cpu);
+}
+
+TEST_CASE(create_lean)
+{
+    guarded(body_lean);
+}
+
 static bool advanced(void *arg)
 {
     volatile uint64_t *c = arg;
@@ -781,7 +842,7 @@ TEST_CASE(v2_degrades_without_controllers)
 int main(void)
 {
     return RUN_TESTS(invalid_key, create_limits_readback, attach_child, oom_kill, pids_limit,
-                     cpu_quota_throttles, freeze_thaw, kill_all_frozen,
+                     create_lean, cpu_quota_throttles, freeze_thaw, kill_all_frozen,
                      destroy_removes_and_is_idempotent, list_keys, create_reuses_leftover,
                      v2_degrades_without_controllers);
 }

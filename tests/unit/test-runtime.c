@@ -66,10 +66,15 @@ TEST_CASE(exec_start_captures_stdio)
     pe_proc p;
     pe_err e;
     int code = -1;
+    int64_t kills = -2, limit = -2;
 
     setup(&rt);
     if (pe_runtime_exec_start(&rt, "t1", &po, &p, &e) < 0)
         TEST_FAIL("exec_start: %s", e.msg);
+    /* the OOM count as it started, read with the exec's own state load */
+    ASSERT_EQ_INT(pe_runtime_oom_kills(&rt, "t1", &kills, &limit, &e), 0);
+    ASSERT_EQ_INT(p.oom_kills, kills);
+    ASSERT_EQ_INT(p.oom_limit, limit);
     ASSERT_EQ_INT(write(p.stdin_fd, "hello\n", 6), 6);
     close(p.stdin_fd); /* EOF must reach cat: nobody else holds the pipe */
     p.stdin_fd = -1;
