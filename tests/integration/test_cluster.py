@@ -601,6 +601,50 @@ def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
 
+def envd_call(d, sandbox_id, path, body, key=None, headers=None):
+    """(status, body) of one raw envd call (Connect unary, JSON) to d."""
+    h = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox_id,
+         "Connect-Protocol-Version": "1", **(headers or {})}
+    if key:
+        h["X-Access-Token"] = key
+    req = urllib.request.Request(d.url + path, data=json.dumps(body).encode(), headers=h,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_e2b_sdk_through_another_node(cluster, on_c):
+    """E2B's SDK pointed at a runs commands (a Connect stream) and writes,
+    lists and reads files in a sandbox that c runs: each envd call is
+    relayed to c, one hop, with a node credential; the user's key stays on
+    a. Another user is refused through any node."""
+    from test_e2b import drive, e2b_key
+    out = drive(cluster.a, "remote", template=on_c["id"], timeout=120)
+    assert out["run"] == {"stdout": "out\n", "stderr": "err\n", "exitCode": 0}, out
+    assert out["exit3"] == {"exitCode": 3, "stdout": "before\n"}, out
+    assert out["read"] == "hello file", out
+    assert {"name": "a.txt", "type": "file"} in out["list"], out
+    assert out["readMissing"]["name"] == "FileNotFoundError", out
+    # the upload went to c's sandbox
+    st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /tmp/e2b/a.txt"})
+    assert st == 200 and o["stdout"] == "hello file", o
+    owner = e2b_key(cluster.a.token)
+    st, o = envd_call(cluster.b, on_c["id"], "/filesystem.Filesystem/Stat",
+                      {"path": "/tmp/e2b/a.txt"}, owner)
+    assert st == 200 and o["entry"]["name"] == "a.txt", o
+    bob = e2b_key(cluster.a.token_for("did:plc:clusterbob"))
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = envd_call(d, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"}, bob)
+        assert st == 404, (d.url, st, o)
+    # c takes no made-up node credential in place of a key
+    st, o = envd_call(cluster.c, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"},
+                      headers={"Authorization": "PocketenvNode v1.x.y.1.n.a.b.c"})
+    assert st == 401 and o["error"] == "InvalidNodeCredential", o
+
+
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     # Slots freed by the tests before count once b renews its lease.
     wait_for(lambda: (lambda f: f["b"] > f["c"])(slots_free(cluster.b)), LEASE + 3,
