@@ -55,12 +55,17 @@
 /* E2B's /files download, gathered whole as the owning node holds it */
 #define FILES_ANSWER_MAX (64u * 1024 * 1024 + 4096)
 
-/* Request headers a relayed call keeps: which sandbox and port the E2B
- * API means, Connect's protocol and keepalive. Credentials (X-API-Key,
- * X-Access-Token, Authorization, cookies) stay here. */
-static const char *const FORWARDED_HEADERS[] = {"E2b-Sandbox-Id",           "E2b-Sandbox-Port",
-                                                "Connect-Protocol-Version", "Connect-Timeout-Ms",
-                                                "Keepalive-Ping-Interval",  "Accept"};
+/* Request headers a relayed call keeps: which sandbox /ssh/connect and
+ * the E2B API mean (and its port), Connect's protocol and keepalive.
+ * Credentials (X-API-Key, X-Access-Token, Authorization, cookies) stay
+ * here. */
+static const char *const FORWARDED_HEADERS[] = {"X-Sandbox-Id",
+                                                "E2b-Sandbox-Id",
+                                                "E2b-Sandbox-Port",
+                                                "Connect-Protocol-Version",
+                                                "Connect-Timeout-Ms",
+                                                "Keepalive-Ping-Interval",
+                                                "Accept"};
 
 /* ---- where: a worker's look at the store ---- */
 
@@ -425,11 +430,15 @@ struct hrelay {
     pe_http_stream *st;   /* an event stream, once started */
     char *url, *cred, *node_name, *ctype_in, *body;
     size_t body_len;
-    int body_fd;    /* the body as a route wrote it to a file (dup), or -1 */
-    off_t body_off; /* read so far */
+    const char *method; /* DELETE (a literal), else NULL: GET, or POST when post */
+    int body_fd;        /* the body as a route wrote it to a file (dup), or -1 */
+    off_t body_off;     /* read so far */
     struct curl_slist *headers;
     size_t answer_max;
     bool post;
+    pe_cluster_relay_then_fn then; /* with then_did and then_t */
+    char *then_did;
+    pe_cluster_target then_t;
     pthread_t thread;
     atomic_bool cancel;
     /* the answer as the thread saw it */
@@ -477,6 +486,8 @@ static void h_free(struct hrelay *h)
     free(h->body);
     if (h->body_fd >= 0)
         close(h->body_fd);
+    free(h->then_did);
+    pe_cluster_target_clear(&h->then_t);
     curl_slist_free_all(h->headers);
     free(h->ctype);
     free(h->answer);
@@ -550,6 +561,9 @@ static void on_hevent(void *ud)
                          h->node_name);
                 pe_http_respond_error(h->req, 502, "NodeUnreachable", msg);
             } else {
+                if (h->then)
+                    h->then(d, h->then_did, &h->then_t, h->status, h->answer ? h->answer : "",
+                            h->answer_len);
                 respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
                                 h->answer_len);
             }
@@ -674,6 +688,8 @@ static void *h_run(void *ud)
         curl_easy_setopt(t.c, CURLOPT_POST, 1L);
         curl_easy_setopt(t.c, CURLOPT_POSTFIELDS, h->body ? h->body : "");
         curl_easy_setopt(t.c, CURLOPT_POSTFIELDSIZE, (long)h->body_len);
+    } else if (h->method) {
+        curl_easy_setopt(t.c, CURLOPT_CUSTOMREQUEST, h->method); /* DELETE */
     }
     rc = curl_easy_perform(t.c);
     if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK)
@@ -698,6 +714,7 @@ static void relay_http(pe_daemon *d, pe_http_request *req, struct hrelay *h)
     int bfd = pe_http_body_fd(req);
 
     h->post = strcmp(req->method, "POST") == 0;
+    h->method = strcmp(req->method, "DELETE") == 0 ? "DELETE" : NULL;
     h->answer_max = strcmp(req->path, "/files") == 0 ? FILES_ANSWER_MAX : ANSWER_MAX;
     for (size_t i = 0; i < PE_ARRAY_LEN(FORWARDED_HEADERS); i++) {
         const char *v = pe_http_header(req, FORWARDED_HEADERS[i]);
@@ -739,6 +756,12 @@ static void relay_http(pe_daemon *d, pe_http_request *req, struct hrelay *h)
 void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
                             const pe_cluster_target *t)
 {
+    pe_cluster_relay_route_then(d, req, did, t, NULL);
+}
+
+void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+{
     const char *upgrade = pe_http_header(req, "Upgrade");
     char nonce[33];
     char *cred, *url;
@@ -768,6 +791,13 @@ void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
 
         h->body_fd = -1;
         h->d = d;
+        if (then) {
+            h->then = then;
+            h->then_did = pe_xstrdup(did);
+            h->then_t.node_id = pe_xstrdup(t->node_id);
+            h->then_t.node_name = pe_xstrdup(t->node_name);
+            h->then_t.address = pe_xstrdup(t->address);
+        }
         h->req = req;
         h->url = url;
         h->cred = pe_xasprintf("Authorization: %s", cred);

@@ -601,6 +601,41 @@ def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
 
+def test_ssh_gateway_through_another_node(cluster, on_c):
+    """Upstream's CLI /ssh flow (test_compat_ssh.py) through a, to a
+    sandbox that c runs: connect is relayed to c, which makes the session;
+    its WebSocket, input, resize and disconnect made on a reach it there.
+    Another user cannot use the session id through a."""
+    from test_compat_ssh import read_b64_until
+    tok = cluster.a.token
+    st, body = http(cluster.a, "POST", "/ssh/connect", json.dumps({"cols": 100, "rows": 30}).encode(),
+                    token=tok, headers={"Content-Type": "application/json",
+                                        "X-Sandbox-Id": on_c["id"]})
+    assert st == 200, body
+    sid = json.loads(body)["sessionId"]
+    ws = WS(8789, f"/ssh/{sid}/ws?token={tok}", headers={"User-Agent": "pocketenv-cli"},
+            host=host_of(cluster.a))
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send("stty size; echo hi-$((6*7))\n")
+    assert b"30 100" in read_b64_until(ws, b"hi-42")
+    st, _ = http(cluster.a, "POST", f"/ssh/resize/{sid}",
+                 json.dumps({"cols": 90, "rows": 20}).encode(), token=tok)
+    assert st == 200
+    st, _ = http(cluster.a, "POST", f"/ssh/input/{sid}",
+                 json.dumps({"data": "stty size; echo e''nd\n"}).encode(), token=tok)
+    assert st == 200
+    assert b"20 90" in read_b64_until(ws, b"end")
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.c):
+        st, _ = http(d, "POST", f"/ssh/input/{sid}", b'{"data": "x"}', token=bob)
+        assert st == 404, d.url
+    ws.close()
+    st, body = http(cluster.a, "DELETE", f"/ssh/disconnect/{sid}", token=tok)
+    assert (st, json.loads(body)) == (200, {"ok": True})
+    st, _ = http(cluster.c, "POST", f"/ssh/input/{sid}", b'{"data": "x"}', token=tok)
+    assert st == 404  # ended on c
+
+
 def envd_call(d, sandbox_id, path, body, key=None, headers=None):
     """(status, body) of one raw envd call (Connect unary, JSON) to d."""
     h = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox_id,
