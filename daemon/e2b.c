@@ -631,7 +631,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_CONNECT:
     case OP_RESUME:
-        if (id && c->timeout > 0)
+        if (id && c->timeout > 0 && !json_is_true(json_object_get(job->in, "elsewhere")))
             box_set_timeout(job->d, id, job->did, c->timeout);
         respond_json(req, json_is_true(json_object_get(job->in, "started")) ? 201 : 200,
                      created_of(view, c->key));
@@ -690,14 +690,57 @@ static void view_again(pe_daemon_job *job, pe_store *s)
     job->in = in;
 }
 
+/* A change of the caller's sandbox job->id that another node runs: the
+ * control plane's changes are not forwarded (docs/cluster.md), and made
+ * here they would act on a runtime that does not have it. true after
+ * failing the job with where to go instead. Reads (get, list, a connect
+ * to a running sandbox) are the shared store's and served anywhere. */
+static bool other_node(pe_daemon_job *job, pe_store *s, pe_cluster_target *t)
+{
+    pe_store_sandbox sb;
+    pe_err e;
+    bool other;
+
+    memset(t, 0, sizeof(*t));
+    pe_err_clear(&e);
+    if (job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
+        return false; /* the work answers 404 */
+    other = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
+            pe_cluster_where(job->d, s, &sb, t) == 1;
+    pe_store_sandbox_clear(&sb);
+    return other;
+}
+
+static bool elsewhere(pe_daemon_job *job, pe_store *s)
+{
+    pe_cluster_target t;
+
+    if (!other_node(job, s, &t))
+        return false;
+    pe_err_set(&job->err, PE_ESTATE, 0,
+               "sandbox %s runs on node %s: make this call through that node's address "
+               "(pocketenv node ls)",
+               job->id, t.node_name);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    pe_cluster_target_clear(&t);
+    return true;
+}
+
 static void get_or_404(pe_daemon_job *job, pe_store *s)
 {
     pe_daemon_sandbox_get_work(job, s);
 }
 
+static void timeout_work(pe_daemon_job *job, pe_store *s)
+{
+    if (!elsewhere(job, s))
+        pe_daemon_sandbox_get_work(job, s);
+}
+
 static void kill_work(pe_daemon_job *job, pe_store *s)
 {
-    pe_daemon_sandbox_delete_work(job, s);
+    if (!elsewhere(job, s))
+        pe_daemon_sandbox_delete_work(job, s);
 }
 
 static const char *view_status(const pe_daemon_job *job)
@@ -711,6 +754,8 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 {
     const char *id;
 
+    if (elsewhere(job, s))
+        return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
@@ -727,12 +772,25 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
 {
+    pe_cluster_target t;
     bool started;
 
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
     started = view_status(job) && strcmp(view_status(job), "RUNNING") != 0;
+    /* a running sandbox of another node: its view, as any node has it
+     * (its timeout is not kept here); a stopped one would start here */
+    if (other_node(job, s, &t)) {
+        pe_cluster_target_clear(&t);
+        if (started) {
+            (void)elsewhere(job, s);
+            return;
+        }
+        json_object_set_new(job->in, "elsewhere", json_true());
+        json_object_set_new(job->in, "started", json_false());
+        return;
+    }
     if (!started) { /* frozen: thaw, its processes carry on */
         const char *id =
             json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
@@ -1029,9 +1087,11 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     json_decref(body);
     switch (op) {
     case OP_GET:
-    case OP_TIMEOUT:
     case OP_REFRESH:
         submit_call(d, req, did, c, get_or_404, id, NULL, PE_JOB_SHORT);
+        break;
+    case OP_TIMEOUT:
+        submit_call(d, req, did, c, timeout_work, id, NULL, PE_JOB_SHORT);
         break;
     case OP_KILL:
         submit_call(d, req, did, c, kill_work, id, NULL, PE_JOB_LIFECYCLE);

@@ -674,6 +674,16 @@ def test_e2b_sdk_through_another_node(cluster, on_c):
     for d in (cluster.a, cluster.b, cluster.c):
         st, o = envd_call(d, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"}, bob)
         assert st == 404, (d.url, st, o)
+    # A control-plane change is not made on a node that does not run it
+    req = urllib.request.Request(f"{cluster.a.url}/sandboxes/{on_c['id']}", method="DELETE",
+                                 headers={"X-API-Key": owner})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("a killed a sandbox that c runs")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+        assert e.code == 409 and "runs on node c" in body["message"], (e.code, body)
+    assert on_c["id"] in cluster.nodes[2].runtime_names()
     # c takes no made-up node credential in place of a key
     st, o = envd_call(cluster.c, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"},
                       headers={"Authorization": "PocketenvNode v1.x.y.1.n.a.b.c"})
