@@ -14,6 +14,8 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -768,7 +770,7 @@ def test_e2b_sdk_on_a_remote_sandbox(env):
     double runs: envd's process and filesystem calls and /files go through
     lib/sandbox to the provider, and what Daytona lacks (stdin) or the
     provider interface has not (a directory watch) is refused naming it."""
-    from test_e2b import drive
+    from test_e2b import drive, e2b_key
     d, dbl = env, env.doubles["daytona"]
     st, sb = create(d, "daytona", "e2b-dtn")
     assert st == 200, sb
@@ -786,5 +788,16 @@ def test_e2b_sdk_on_a_remote_sandbox(env):
         assert any("echo out" in (x.get("script") or "") for x in remote.execs), remote.execs
         assert "not supported by daytona: stdin" in out["stdin"]["message"], out
         assert "not supported by daytona: watching a directory" in out["watch"]["message"], out
+        # the code interpreter's gateway takes its request on stdin
+        req = urllib.request.Request(d.url + "/contexts", data=b'{"language": "python"}',
+                                     method="POST", headers={
+                                         "Content-Type": "application/json",
+                                         "E2b-Sandbox-Id": sb["id"],
+                                         "X-Access-Token": e2b_key(d.token)})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("a context on a provider without stdin")
+        except urllib.error.HTTPError as e:
+            assert e.code == 501 and b"not supported by daytona: stdin" in e.read()
     finally:
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
