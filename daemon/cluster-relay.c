@@ -11,9 +11,12 @@
  *              provider/ws-client.h, the provider adapters' client), then
  *              every message goes across as it came, both ways; a close on
  *              either side closes the other (with its code).
- *   otherwise  (an SSE stream, a POST of input or a resize) libcurl makes
- *              the same request on a thread of its own; an event stream's
- *              bytes are relayed as they come, any other answer once whole.
+ *   otherwise  (an SSE stream, a POST of input or a resize, the E2B API's
+ *              envd calls) libcurl makes the same request on a thread of
+ *              its own, with the request's E2B and Connect headers (never a
+ *              credential of the user's) and its body (or the file a route
+ *              wrote it to); an event stream's or a Connect stream's bytes
+ *              are relayed as they come, any other answer once whole.
  *
  * A refused upgrade or request is answered with the other node's status
  * and body. Backpressure: while the client has more than HIGH_WATER
@@ -23,6 +26,8 @@
  * Threading: the WebSocket relay is the loop's (the connect is a worker's
  * job); an HTTP relay's transfer runs on its own thread and hands its
  * bytes to the loop with pe_ev_post, in order. */
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -31,6 +36,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <poll.h>
 #include <sodium.h>
 #include <wslay/wslay.h>
@@ -45,6 +52,20 @@
 #define MESSAGE_MAX (8u * 1024 * 1024)
 #define HIGH_WATER (1024 * 1024)
 #define ANSWER_MAX (1024 * 1024) /* a non-stream answer (input, resize: tiny) */
+/* E2B's /files download, gathered whole as the owning node holds it */
+#define FILES_ANSWER_MAX (64u * 1024 * 1024 + 4096)
+
+/* Request headers a relayed call keeps: which sandbox /ssh/connect and
+ * the E2B API mean (and its port), Connect's protocol and keepalive.
+ * Credentials (X-API-Key, X-Access-Token, Authorization, cookies) stay
+ * here. */
+static const char *const FORWARDED_HEADERS[] = {"X-Sandbox-Id",
+                                                "E2b-Sandbox-Id",
+                                                "E2b-Sandbox-Port",
+                                                "Connect-Protocol-Version",
+                                                "Connect-Timeout-Ms",
+                                                "Keepalive-Ping-Interval",
+                                                "Accept"};
 
 /* ---- where: a worker's look at the store ---- */
 
@@ -409,7 +430,15 @@ struct hrelay {
     pe_http_stream *st;   /* an event stream, once started */
     char *url, *cred, *node_name, *ctype_in, *body;
     size_t body_len;
+    const char *method; /* DELETE (a literal), else NULL: GET, or POST when post */
+    int body_fd;        /* the body as a route wrote it to a file (dup), or -1 */
+    off_t body_off;     /* read so far */
+    struct curl_slist *headers;
+    size_t answer_max;
     bool post;
+    pe_cluster_relay_then_fn then; /* with then_did and then_t */
+    char *then_did;
+    pe_cluster_target then_t;
     pthread_t thread;
     atomic_bool cancel;
     /* the answer as the thread saw it */
@@ -455,6 +484,11 @@ static void h_free(struct hrelay *h)
     free(h->node_name);
     free(h->ctype_in);
     free(h->body);
+    if (h->body_fd >= 0)
+        close(h->body_fd);
+    free(h->then_did);
+    pe_cluster_target_clear(&h->then_t);
+    curl_slist_free_all(h->headers);
     free(h->ctype);
     free(h->answer);
     free(h);
@@ -462,7 +496,9 @@ static void h_free(struct hrelay *h)
 
 static bool is_stream(const char *ctype)
 {
-    return ctype && strncasecmp(ctype, "text/event-stream", 17) == 0;
+    return ctype && (strncasecmp(ctype, "text/event-stream", 17) == 0 ||
+                     strncasecmp(ctype, "application/connect+", 20) == 0 ||
+                     strncasecmp(ctype, "application/x-ndjson", 20) == 0);
 }
 
 static void st_gone(pe_http_stream *st, void *ud)
@@ -501,7 +537,7 @@ static void on_hevent(void *ud)
                 pe_http_stream_write(h->st, e->data, e->len);
             }
         } else if (h->req && !h->too_big) {
-            if (h->answer_len + e->len > ANSWER_MAX) {
+            if (h->answer_len + e->len > h->answer_max) {
                 h->too_big = true;
                 atomic_store(&h->cancel, true);
             } else {
@@ -525,6 +561,9 @@ static void on_hevent(void *ud)
                          h->node_name);
                 pe_http_respond_error(h->req, 502, "NodeUnreachable", msg);
             } else {
+                if (h->then)
+                    h->then(d, h->then_did, &h->then_t, h->status, h->answer ? h->answer : "",
+                            h->answer_len);
                 respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
                                 h->answer_len);
             }
@@ -592,6 +631,22 @@ static int h_progress(void *ud, curl_off_t a, curl_off_t b, curl_off_t c, curl_o
     return atomic_load(&t->h->cancel) ? 1 : 0;
 }
 
+static size_t h_read_body(char *buf, size_t size, size_t nmemb, void *ud)
+{
+    struct hrelay *h = ud;
+    ssize_t n;
+
+    if (atomic_load(&h->cancel))
+        return CURL_READFUNC_ABORT;
+    do
+        n = pread(h->body_fd, buf, size * nmemb, h->body_off);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return CURL_READFUNC_ABORT;
+    h->body_off += n;
+    return (size_t)n;
+}
+
 static void *h_run(void *ud)
 {
     struct hrelay *h = ud;
@@ -611,6 +666,8 @@ static void *h_run(void *ud)
     hdrs = curl_slist_append(hdrs, "Expect:");
     if (ct)
         hdrs = curl_slist_append(hdrs, ct);
+    for (struct curl_slist *x = h->headers; x; x = x->next)
+        hdrs = curl_slist_append(hdrs, x->data);
     curl_easy_setopt(t.c, CURLOPT_URL, h->url);
     curl_easy_setopt(t.c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(t.c, CURLOPT_NOSIGNAL, 1L);
@@ -622,10 +679,17 @@ static void *h_run(void *ud)
     curl_easy_setopt(t.c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(t.c, CURLOPT_XFERINFOFUNCTION, h_progress);
     curl_easy_setopt(t.c, CURLOPT_XFERINFODATA, &t);
-    if (h->post) {
+    if (h->post && h->body_fd >= 0) {
+        curl_easy_setopt(t.c, CURLOPT_POST, 1L);
+        curl_easy_setopt(t.c, CURLOPT_READFUNCTION, h_read_body);
+        curl_easy_setopt(t.c, CURLOPT_READDATA, h);
+        curl_easy_setopt(t.c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)h->body_len);
+    } else if (h->post) {
         curl_easy_setopt(t.c, CURLOPT_POST, 1L);
         curl_easy_setopt(t.c, CURLOPT_POSTFIELDS, h->body ? h->body : "");
         curl_easy_setopt(t.c, CURLOPT_POSTFIELDSIZE, (long)h->body_len);
+    } else if (h->method) {
+        curl_easy_setopt(t.c, CURLOPT_CUSTOMREQUEST, h->method); /* DELETE */
     }
     rc = curl_easy_perform(t.c);
     if (rc == CURLE_OK || rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK)
@@ -646,8 +710,24 @@ static void relay_http(pe_daemon *d, pe_http_request *req, struct hrelay *h)
     sigset_t all, old;
     int rc;
 
+    struct stat st;
+    int bfd = pe_http_body_fd(req);
+
     h->post = strcmp(req->method, "POST") == 0;
-    if (h->post) {
+    h->method = strcmp(req->method, "DELETE") == 0 ? "DELETE" : NULL;
+    h->answer_max = strcmp(req->path, "/files") == 0 ? FILES_ANSWER_MAX : ANSWER_MAX;
+    for (size_t i = 0; i < PE_ARRAY_LEN(FORWARDED_HEADERS); i++) {
+        const char *v = pe_http_header(req, FORWARDED_HEADERS[i]);
+        cleanup_free char *line = v ? pe_xasprintf("%s: %s", FORWARDED_HEADERS[i], v) : NULL;
+        if (line)
+            h->headers = curl_slist_append(h->headers, line);
+    }
+    if (h->post && bfd >= 0 && fstat(bfd, &st) == 0 &&
+        (h->body_fd = fcntl(bfd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+        /* a body a route wrote to a file (a decoded multipart part): as it is */
+        h->body_len = (size_t)st.st_size;
+        h->ctype_in = pe_xstrdup("application/octet-stream");
+    } else if (h->post) {
         h->body = pe_xmalloc(req->body_len + 1);
         memcpy(h->body, req->body, req->body_len);
         h->body_len = req->body_len;
@@ -676,6 +756,12 @@ static void relay_http(pe_daemon *d, pe_http_request *req, struct hrelay *h)
 void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
                             const pe_cluster_target *t)
 {
+    pe_cluster_relay_route_then(d, req, did, t, NULL);
+}
+
+void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+{
     const char *upgrade = pe_http_header(req, "Upgrade");
     char nonce[33];
     char *cred, *url;
@@ -703,7 +789,15 @@ void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
     } else {
         struct hrelay *h = pe_xcalloc(1, sizeof(*h));
 
+        h->body_fd = -1;
         h->d = d;
+        if (then) {
+            h->then = then;
+            h->then_did = pe_xstrdup(did);
+            h->then_t.node_id = pe_xstrdup(t->node_id);
+            h->then_t.node_name = pe_xstrdup(t->node_name);
+            h->then_t.address = pe_xstrdup(t->address);
+        }
         h->req = req;
         h->url = url;
         h->cred = pe_xasprintf("Authorization: %s", cred);

@@ -119,6 +119,14 @@ char *pe_cluster_route_auth(pe_daemon *d, pe_http_request *req);
  * Answers req, now or later. Loop thread. */
 void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
                             const pe_cluster_target *t);
+/* Called on the loop with a relayed answer that is not a stream, before
+ * it goes to the client: a route that remembers what the other node made
+ * (the /ssh gateway's sessions). did and t are the relay's. */
+typedef void (*pe_cluster_relay_then_fn)(pe_daemon *d, const char *did, const pe_cluster_target *t,
+                                         long status, const char *body, size_t len);
+/* pe_cluster_relay_route, then `then` (NULL: none) with its answer. */
+void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then);
 /* The daemon stops: close the relays (their clients hear 1001). */
 void pe_cluster_relay_drain(pe_daemon *d);
 

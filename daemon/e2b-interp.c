@@ -148,6 +148,10 @@ static void interp_work(pe_daemon_job *job, pe_store *s)
             set_error(op, 503, NO_PYTHON);
             return;
         }
+        if (err.code == PE_ENOTCAP) { /* a remote provider without stdin */
+            set_error(op, 501, err.msg);
+            return;
+        }
         pe_log_warn("e2b interpreter %s in %s: %s", op->op, op->sandbox_id, err.msg);
         set_error(op, err.code == PE_XRPC_ETOOBIG ? 502 : 500,
                   err.code == PE_XRPC_ETOOBIG ? "the code interpreter's answer is too long"
@@ -337,6 +341,8 @@ static void on_exec_started(pe_sbproc *p, const pe_err *err, void *ud)
         return;
     if (err->code == PE_ENOEXEC && err->errnum == ENOENT) {
         ixec_refuse(x, 503, NO_PYTHON);
+    } else if (err->code == PE_ENOTCAP) { /* "not supported by PROVIDER: stdin" */
+        ixec_refuse(x, 501, err->msg);
     } else {
         pe_log_warn("e2b interpreter execute in %s: %s", x->sandbox_id, err->msg);
         ixec_refuse(x, 500, "the code interpreter could not run");
@@ -381,6 +387,7 @@ static void execute(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
     spec.argv[1] = pe_xstrdup("-c");
     spec.argv[2] = pe_xstrdup(pe__e2b_interp_py);
     spec.argv[3] = pe_xstrdup("execute");
+    spec.stdin_required = true; /* the request goes in on stdin */
     x->d = d;
     x->sandbox_id = pe_xstrdup(sandbox_id);
     x->req = req;

@@ -257,7 +257,7 @@ static void on_started(pe_sbproc *p, const pe_err *err, void *ud)
         char why[PE_ERR_MSG_MAX + 32];
         pe_log_info("e2b process %s: %s", x->sandbox_id, err->msg);
         snprintf(why, sizeof(why), "cannot start the command: %.200s", err->msg);
-        end_stream(x, "internal", why);
+        end_stream(x, pe__e2b_connect_code(err->code), why);
         pe_sbproc_free(p);
         x->p = NULL;
     } else {
@@ -302,6 +302,18 @@ static char **argv_of(const char *cmd, const json_t *args)
         argv[k++] = pe_xstrdup("-c");
         argv[k++] = pe_xstrdup("[ -x /bin/bash ] && exec /bin/bash \"$@\"; exec /bin/sh \"$@\"");
     }
+    argv[k++] = pe_xstrdup(cmd);
+    json_array_foreach(args, i, v) argv[k++] = pe_xstrdup(json_string_value(v));
+    return argv;
+}
+
+/* cmd and args as the SDK sent them. */
+static char **argv_plain(const char *cmd, const json_t *args)
+{
+    size_t n = json_array_size(args), k = 0, i;
+    char **argv = pe_xcalloc(n + 2, sizeof(char *));
+    json_t *v;
+
     argv[k++] = pe_xstrdup(cmd);
     json_array_foreach(args, i, v) argv[k++] = pe_xstrdup(json_string_value(v));
     return argv;
@@ -461,7 +473,10 @@ static void start(pe_daemon *d, pe_http_request *req, const char *sandbox_id)
                   "envs", envs ? json_incref(envs) : json_object(), "cwd", cwd ? cwd : "");
     j.sandbox_id = sandbox_id;
     j.tty = x->tty;
+    j.stdin_required = stdin_open;
     j.argv = argv_of(cmd, args);
+    /* A remote provider's image is its own: the SDK's command as it is. */
+    j.remote_argv = argv_plain(cmd, args);
     j.workdir = cwd && cwd[0] ? pe_xstrdup(cwd) : NULL;
     j.cols = (unsigned)json_integer_value(json_object_get(size, "cols"));
     j.rows = (unsigned)json_integer_value(json_object_get(size, "rows"));

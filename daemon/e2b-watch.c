@@ -281,9 +281,19 @@ static void open_work(void *ud)
 {
     ewatch *w = ud;
     char self[64];
-    int dir = pe_daemon_open_sandbox_dir(w->d, w->sandbox_id, w->path, &w->err);
+    pe_store_sandbox sb;
+    int dir, remote = pe__e2b_remote_row(w->d, w->sandbox_id, &sb, &w->err);
 
-    if (dir < 0)
+    /* inotify sees this host's files only; the provider interface has no
+     * watch (docs/e2b.md) */
+    if (remote != 0) {
+        if (remote > 0)
+            pe_err_set(&w->err, PE_ENOTCAP, 0, "not supported by %s: watching a directory",
+                       sb.backend);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    if ((dir = pe_daemon_open_sandbox_dir(w->d, w->sandbox_id, w->path, &w->err)) < 0)
         return;
     w->ifd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
     if (w->ifd < 0) {
@@ -325,6 +335,8 @@ static void open_done(void *ud)
             snprintf(msg, sizeof(msg), "path '%s' does not exist", w->path);
         else if (w->err.code == PE_EINVAL)
             snprintf(msg, sizeof(msg), "path '%s' is not a directory", w->path);
+        else if (w->err.code == PE_ENOTCAP)
+            snprintf(msg, sizeof(msg), "%s", w->err.msg);
         else
             snprintf(msg, sizeof(msg), "cannot watch '%s'", w->path);
         if (w->err.code == PE_ESYS)

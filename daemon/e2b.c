@@ -41,6 +41,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "cluster.h"
 #include "core/util.h"
 #include "e2b.h"
 #include "pause.h"
@@ -140,6 +141,17 @@ static char *authenticate(pe_daemon *d, pe_http_request *req, bool envd, const c
     return NULL;
 }
 
+/* The caller of an envd call: the user's key, or, from another node that
+ * relays it (docs/cluster.md), the node credential made for this path,
+ * which carries the user it checked (and is spent: a replay is refused).
+ * NULL after answering 401. */
+static char *envd_caller(pe_daemon *d, pe_http_request *req)
+{
+    if (pe_cluster_is_node_request(req))
+        return pe_cluster_route_auth(d, req);
+    return authenticate(d, req, true, NULL);
+}
+
 /* ---- Connect errors ---- */
 
 const char *pe__e2b_connect_code(int code)
@@ -163,7 +175,13 @@ const char *pe__e2b_connect_code(int code)
     case PE_XRPC_EBUSY:
         return "unavailable";
     case PE_EUNSUP:
+    case PE_ENOTCAP: /* a remote provider lacks it: the message names both */
         return "unimplemented";
+    case PE_ETIMEDOUT:
+        return "deadline_exceeded";
+    case PE_EAUTH:
+    case PE_EREMOTE:
+        return "unavailable";
     default:
         return "internal";
     }
@@ -176,7 +194,8 @@ static unsigned connect_status(const char *code)
         unsigned status;
     } map[] = {{"invalid_argument", 400},    {"unauthenticated", 401}, {"permission_denied", 403},
                {"not_found", 404},           {"already_exists", 409},  {"resource_exhausted", 429},
-               {"failed_precondition", 412}, {"unimplemented", 501},   {"unavailable", 503}};
+               {"failed_precondition", 412}, {"unimplemented", 501},   {"unavailable", 503},
+               {"deadline_exceeded", 504}};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(map); i++)
         if (strcmp(map[i].code, code) == 0)
@@ -498,6 +517,13 @@ static unsigned status_of(const pe_err *err)
         return 429;
     case PE_XRPC_EBUSY:
         return 503;
+    case PE_ENOTCAP:
+        return 501; /* "not supported by NAME: CAPABILITY" */
+    case PE_EAUTH:
+    case PE_EREMOTE:
+        return 502; /* the provider's answer, said without a credential */
+    case PE_ETIMEDOUT:
+        return 504;
     default:
         return 500;
     }
@@ -605,7 +631,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_CONNECT:
     case OP_RESUME:
-        if (id && c->timeout > 0)
+        if (id && c->timeout > 0 && !json_is_true(json_object_get(job->in, "elsewhere")))
             box_set_timeout(job->d, id, job->did, c->timeout);
         respond_json(req, json_is_true(json_object_get(job->in, "started")) ? 201 : 200,
                      created_of(view, c->key));
@@ -664,14 +690,57 @@ static void view_again(pe_daemon_job *job, pe_store *s)
     job->in = in;
 }
 
+/* A change of the caller's sandbox job->id that another node runs: the
+ * control plane's changes are not forwarded (docs/cluster.md), and made
+ * here they would act on a runtime that does not have it. true after
+ * failing the job with where to go instead. Reads (get, list, a connect
+ * to a running sandbox) are the shared store's and served anywhere. */
+static bool other_node(pe_daemon_job *job, pe_store *s, pe_cluster_target *t)
+{
+    pe_store_sandbox sb;
+    pe_err e;
+    bool other;
+
+    memset(t, 0, sizeof(*t));
+    pe_err_clear(&e);
+    if (job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
+        return false; /* the work answers 404 */
+    other = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
+            pe_cluster_where(job->d, s, &sb, t) == 1;
+    pe_store_sandbox_clear(&sb);
+    return other;
+}
+
+static bool elsewhere(pe_daemon_job *job, pe_store *s)
+{
+    pe_cluster_target t;
+
+    if (!other_node(job, s, &t))
+        return false;
+    pe_err_set(&job->err, PE_ESTATE, 0,
+               "sandbox %s runs on node %s: make this call through that node's address "
+               "(pocketenv node ls)",
+               job->id, t.node_name);
+    pe_daemon_job_fail(job, &job->err, NULL);
+    pe_cluster_target_clear(&t);
+    return true;
+}
+
 static void get_or_404(pe_daemon_job *job, pe_store *s)
 {
     pe_daemon_sandbox_get_work(job, s);
 }
 
+static void timeout_work(pe_daemon_job *job, pe_store *s)
+{
+    if (!elsewhere(job, s))
+        pe_daemon_sandbox_get_work(job, s);
+}
+
 static void kill_work(pe_daemon_job *job, pe_store *s)
 {
-    pe_daemon_sandbox_delete_work(job, s);
+    if (!elsewhere(job, s))
+        pe_daemon_sandbox_delete_work(job, s);
 }
 
 static const char *view_status(const pe_daemon_job *job)
@@ -685,6 +754,8 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 {
     const char *id;
 
+    if (elsewhere(job, s))
+        return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
@@ -701,12 +772,25 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
 {
+    pe_cluster_target t;
     bool started;
 
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
     started = view_status(job) && strcmp(view_status(job), "RUNNING") != 0;
+    /* a running sandbox of another node: its view, as any node has it
+     * (its timeout is not kept here); a stopped one would start here */
+    if (other_node(job, s, &t)) {
+        pe_cluster_target_clear(&t);
+        if (started) {
+            (void)elsewhere(job, s);
+            return;
+        }
+        json_object_set_new(job->in, "elsewhere", json_true());
+        json_object_set_new(job->in, "started", json_false());
+        return;
+    }
     if (!started) { /* frozen: thaw, its processes carry on */
         const char *id =
             json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
@@ -1003,9 +1087,11 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     json_decref(body);
     switch (op) {
     case OP_GET:
-    case OP_TIMEOUT:
     case OP_REFRESH:
         submit_call(d, req, did, c, get_or_404, id, NULL, PE_JOB_SHORT);
+        break;
+    case OP_TIMEOUT:
+        submit_call(d, req, did, c, timeout_work, id, NULL, PE_JOB_SHORT);
         break;
     case OP_KILL:
         submit_call(d, req, did, c, kill_work, id, NULL, PE_JOB_LIFECYCLE);
@@ -1120,9 +1206,15 @@ static void envd_found(pe_daemon *d, pe_http_request *req, const char *sandbox_i
     free(e);
 }
 
+struct xfer {
+    int fd;    /* the upload's body, or the download's file */
+    char *did; /* a node credential's caller, checked (and spent) in the head */
+};
+
 static void envd_request(pe_daemon *d, pe_http_request *req, int service)
 {
     const char *id = pe_http_header(req, "E2b-Sandbox-Id");
+    struct xfer *x = service == SVC_FILES ? pe_http_data(req) : NULL;
     struct envd *e;
     char *did;
 
@@ -1131,7 +1223,9 @@ static void envd_request(pe_daemon *d, pe_http_request *req, int service)
                               "envd requests name their sandbox in E2b-Sandbox-Id");
         return;
     }
-    if ((did = authenticate(d, req, true, NULL)) == NULL)
+    if (x && x->did)
+        did = pe_steal_ptr(&x->did);
+    else if ((did = envd_caller(d, req)) == NULL)
         return;
     if (d->draining) {
         free(did);
@@ -1186,28 +1280,82 @@ static void on_interpreter(pe_http_request *req, void *ud)
 
 /* ---- running a helper command in a sandbox (worker threads) ---- */
 
+/* ---- sandboxes on remote providers ---- */
+
+int pe__e2b_remote_row(pe_daemon *d, const char *sandbox_id, pe_store_sandbox *sb, pe_err *err)
+{
+    pe_store *s = pe_daemon_store(d, err);
+    pe_err e;
+
+    memset(sb, 0, sizeof(*sb));
+    if (s == NULL)
+        return -1;
+    pe_err_clear(&e);
+    if (pe_store_sandbox_get(s, sandbox_id, sb, &e) < 0)
+        return 0; /* the local path says what is wrong */
+    if (pe_sandbox_is_remote(sb))
+        return 1;
+    pe_store_sandbox_clear(sb);
+    return 0;
+}
+
+/* The helper command started where sandbox sb runs, through its provider
+ * (the same argv: a remote sandbox's own shell resolves its paths). */
+static int run_start_remote(pe_daemon *d, const pe_store_sandbox *sb, struct pe__e2b_run *r,
+                            pe_provider_proc *rp, pe_err *err)
+{
+    pe_provider_exec_opts o = {.argv = (char *const *)r->argv, .stdin_pipe = r->in_fd >= 0};
+    pe_store *s = pe_daemon_store(d, err);
+
+    if (s == NULL)
+        return -1;
+    if (o.stdin_pipe && !(pe_sandbox_caps(&d->sx, sb) & PE_CAP_STDIN))
+        return pe_err_set(err, PE_ENOTCAP, 0, "not supported by %s: %s", sb->backend,
+                          pe_provider_cap_name(PE_CAP_STDIN));
+    return pe_sandbox_exec_start(&d->sx, s, sb, &o, rp, err);
+}
+
 /* Copy in_fd to the process's stdin while reading its output (no
- * deadlock on full pipes), until it exits. */
+ * deadlock on full pipes), until it exits. A sandbox on a remote provider
+ * runs it through the provider (lib/sandbox), its stream's fds read the
+ * same way. */
 int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err)
 {
     pe_proc_opts opts = {.argv = (char **)r->argv, .capture = true};
-    pe_proc p;
+    pe_proc p = {.stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .pidfd = -1};
+    pe_provider_proc rp = {
+        .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .pty_fd = -1, .status_fd = -1};
+    pe_store_sandbox sb;
     char buf[65536];
     size_t in_have = 0, in_off = 0, err_max = 4096;
     bool in_eof = r->in_fd < 0, out_eof = false, err_eof = false, too_big = false;
+    int remote, rc, *in, out_fd, err_fd;
 
     r->out = pe_xcalloc(1, 1);
     r->errout = pe_xcalloc(1, 1);
-    if (pe_runtime_exec_start(&d->rt, r->sandbox_id, &opts, &p, err) < 0)
+    if ((remote = pe__e2b_remote_row(d, r->sandbox_id, &sb, err)) < 0)
         return -1;
-    if (in_eof) {
-        close(p.stdin_fd);
-        p.stdin_fd = -1;
+    if (remote) {
+        rc = run_start_remote(d, &sb, r, &rp, err);
+        pe_store_sandbox_clear(&sb);
+        if (rc < 0)
+            return -1;
+        in = &rp.stdin_fd, out_fd = rp.stdout_fd, err_fd = rp.stderr_fd;
+    } else {
+        if (pe_runtime_exec_start(&d->rt, r->sandbox_id, &opts, &p, err) < 0)
+            return -1;
+        in = &p.stdin_fd, out_fd = p.stdout_fd, err_fd = p.stderr_fd;
+    }
+    out_eof = out_fd < 0;
+    err_eof = err_fd < 0;
+    if (in_eof && *in >= 0) {
+        close(*in);
+        *in = -1;
     }
     while (!out_eof || !err_eof) {
-        struct pollfd fds[3] = {{.fd = out_eof ? -1 : p.stdout_fd, .events = POLLIN},
-                                {.fd = err_eof ? -1 : p.stderr_fd, .events = POLLIN},
-                                {.fd = p.stdin_fd, .events = POLLOUT}};
+        struct pollfd fds[3] = {{.fd = out_eof ? -1 : out_fd, .events = POLLIN},
+                                {.fd = err_eof ? -1 : err_fd, .events = POLLIN},
+                                {.fd = *in, .events = POLLOUT}};
         if (poll(fds, 3, -1) < 0 && errno != EINTR)
             break;
         for (int i = 0; i < 2; i++) {
@@ -1229,8 +1377,8 @@ int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err)
             *len += (size_t)n;
             (*dst)[*len] = '\0';
         }
-        if (p.stdin_fd >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            static char ibuf[65536];
+        if (*in >= 0 && (fds[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
+            static _Thread_local char ibuf[65536];
             if (in_off == in_have && !in_eof) {
                 ssize_t n = read(r->in_fd, ibuf, sizeof(ibuf));
                 in_eof = n <= 0;
@@ -1238,27 +1386,29 @@ int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err)
                 in_off = 0;
             }
             if (in_off < in_have) {
-                ssize_t n = write(p.stdin_fd, ibuf + in_off, in_have - in_off);
+                ssize_t n = write(*in, ibuf + in_off, in_have - in_off);
                 if (n > 0)
                     in_off += (size_t)n;
                 else if (errno != EAGAIN && errno != EINTR)
                     in_eof = true, in_off = in_have;
             }
             if (in_eof && in_off == in_have) {
-                close(p.stdin_fd);
-                p.stdin_fd = -1;
+                close(*in);
+                *in = -1;
             }
         }
     }
-    if (p.stdin_fd >= 0) {
-        close(p.stdin_fd);
-        p.stdin_fd = -1;
+    if (*in >= 0) {
+        close(*in);
+        *in = -1;
     }
-    if (pe_proc_wait(&p, &r->code, err) < 0) {
+    rc = remote ? pe_provider_proc_wait(&rp, &r->code, err) : pe_proc_wait(&p, &r->code, err);
+    if (remote)
+        pe_provider_proc_close(&rp);
+    else
         pe_proc_close(&p);
+    if (rc < 0)
         return -1;
-    }
-    pe_proc_close(&p);
     if (too_big)
         return pe_err_set(err, PE_XRPC_ETOOBIG, 0, "more than %zu bytes", r->out_max);
     return 0;
@@ -1335,6 +1485,157 @@ struct fsop {
     json_t *in;
 };
 
+/* ---- the filesystem service of a sandbox on a remote provider ----
+ *
+ * Through the provider interface (lib/sandbox): ListDir from its file
+ * listing, Stat from its parent's, Remove from its file removal, MakeDir
+ * as `mkdir -p` through its exec (the interface has no call of its own);
+ * Move runs the same helper as a local sandbox's, through its exec. What
+ * the provider lacks answers "not supported by NAME: CAPABILITY". The
+ * interface knows no owner, group or time of a file: those are left out. */
+
+#define REMOTE_LIST_MAX 10000 /* entries of one remote ListDir */
+
+static json_t *entry_remote(const char *dir, const pe_provider_dirent *e)
+{
+    size_t dl = strlen(dir);
+    cleanup_free char *path =
+        strcmp(e->name, "/") == 0
+            ? pe_xstrdup("/")
+            : pe_xasprintf("%.*s/%s", (int)(dl && dir[dl - 1] == '/' ? dl - 1 : dl), dir, e->name);
+    unsigned mode = e->mode & 0777;
+    char perms[11];
+    json_t *o;
+
+    if (mode == 0)
+        mode = e->is_dir ? 0755 : 0644; /* the provider did not say */
+    perms[0] = e->is_dir ? 'd' : '-';
+    for (int i = 0; i < 9; i++)
+        perms[1 + i] = (mode >> (8 - i)) & 1 ? "rwxrwxrwx"[i] : '-';
+    perms[10] = '\0';
+    o = json_pack("{s:s,s:s,s:s,s:i,s:s}", "name", e->name, "type",
+                  e->is_dir ? "FILE_TYPE_DIRECTORY" : "FILE_TYPE_FILE", "path", path, "mode",
+                  (int)mode, "permissions", perms);
+    json_object_set_new(o, "size", json_sprintf("%llu", (unsigned long long)e->size));
+    return o;
+}
+
+/* dir's entries down to depth levels, appended to entries. */
+static int list_remote(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, const char *dir,
+                       long depth, json_t *entries, pe_err *err)
+{
+    pe_provider_dirent *ents = NULL;
+    size_t n = 0;
+    int r = 0;
+
+    if (pe_sandbox_file_list(&d->sx, s, sb, dir, &ents, &n, err) < 0)
+        return -1;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        json_t *e;
+        if (strcmp(ents[i].name, ".") == 0 || strcmp(ents[i].name, "..") == 0)
+            continue;
+        if (json_array_size(entries) >= REMOTE_LIST_MAX) {
+            r = pe_err_set(err, PE_XRPC_ETOOBIG, 0, "more than %d entries", REMOTE_LIST_MAX);
+            break;
+        }
+        e = entry_remote(dir, &ents[i]);
+        json_array_append_new(entries, e);
+        if (ents[i].is_dir && depth > 1)
+            r = list_remote(d, s, sb, json_string_value(json_object_get(e, "path")), depth - 1,
+                            entries, err);
+    }
+    free(ents);
+    return r;
+}
+
+/* path's entry, from its parent's listing: NULL and PE_ENOENT if absent. */
+static json_t *stat_remote(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, const char *path,
+                           pe_err *err)
+{
+    cleanup_free char *parent = pe_xstrdup(path);
+    char *slash;
+    size_t len = strlen(parent);
+    pe_provider_dirent *ents = NULL;
+    size_t n = 0;
+    json_t *found = NULL;
+
+    while (len > 1 && parent[len - 1] == '/')
+        parent[--len] = '\0';
+    if (strcmp(parent, "/") == 0) {
+        pe_provider_dirent root = {.name = "/", .is_dir = true};
+        return entry_remote("/", &root);
+    }
+    slash = strrchr(parent, '/');
+    *slash = '\0';
+    if (pe_sandbox_file_list(&d->sx, s, sb, parent[0] ? parent : "/", &ents, &n, err) < 0) {
+        if (err->code == PE_ENOENT)
+            pe_err_set(err, PE_ENOENT, 0, "path '%s' does not exist", path);
+        return NULL;
+    }
+    for (size_t i = 0; i < n && found == NULL; i++)
+        if (strcmp(ents[i].name, slash + 1) == 0)
+            found = entry_remote(parent[0] ? parent : "/", &ents[i]);
+    free(ents);
+    if (found == NULL)
+        pe_err_set(err, PE_ENOENT, 0, "path '%s' does not exist", path);
+    return found;
+}
+
+static json_t *mkdir_remote(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, const char *path,
+                            pe_err *err)
+{
+    char *const argv[] = {(char *)"mkdir", (char *)"-p", (char *)path, NULL};
+    pe_provider_exec_opts o = {.argv = argv, .timeout = 60};
+    pe_provider_exec_result res;
+    json_t *e = stat_remote(d, s, sb, path, err);
+
+    if (e) {
+        json_decref(e);
+        pe_err_set(err, PE_EEXIST, 0, "path '%s' already exists", path);
+        return NULL;
+    }
+    if (err->code != PE_ENOENT)
+        return NULL;
+    pe_err_clear(err);
+    if (pe_sandbox_exec(&d->sx, s, sb, &o, 4096, &res, err) < 0)
+        return NULL;
+    if (res.exit_code != 0)
+        pe_err_set(err, PE_EINVAL, 0, "MakeDir %s: %.200s", path, res.err_len ? res.err : "failed");
+    pe_provider_exec_free(&res);
+    return err->code == PE_OK ? stat_remote(d, s, sb, path, err) : NULL;
+}
+
+/* 1 once op was answered in job (a remote sandbox's call); 0: run the
+ * helper command (a local sandbox, or Move). */
+static int fs_remote(pe_daemon_job *job, pe_store *s, const char *m, const char *path, long depth)
+{
+    pe_store_sandbox sb;
+    struct fsop *op = job->ud;
+    json_t *e = NULL;
+    int r = pe__e2b_remote_row(job->d, op->sandbox_id, &sb, &job->err);
+
+    if (r <= 0 || strcmp(m, "Move") == 0) {
+        if (r > 0)
+            pe_store_sandbox_clear(&sb);
+        return r < 0 ? 1 : 0;
+    }
+    if (strcmp(m, "ListDir") == 0) {
+        json_t *entries = json_array();
+        if (list_remote(job->d, s, &sb, path, depth, entries, &job->err) == 0)
+            job->out = json_pack("{s:O}", "entries", entries);
+        json_decref(entries);
+    } else if (strcmp(m, "Stat") == 0 || strcmp(m, "MakeDir") == 0) {
+        e = m[0] == 'S' ? stat_remote(job->d, s, &sb, path, &job->err)
+                        : mkdir_remote(job->d, s, &sb, path, &job->err);
+        if (e)
+            job->out = json_pack("{s:o}", "entry", e);
+    } else if (pe_sandbox_file_remove(&job->d->sx, s, &sb, path, true, &job->err) == 0) {
+        job->out = json_object();
+    }
+    pe_store_sandbox_clear(&sb);
+    return 1;
+}
+
 /* Errors stay in job->err, the job not failed: fs_after answers them (a
  * failed job without a request is logged as a background failure). */
 static void fs_work(pe_daemon_job *job, pe_store *s)
@@ -1347,13 +1648,14 @@ static void fs_work(pe_daemon_job *job, pe_store *s)
     json_int_t dep = json_integer_value(json_object_get(op->in, "depth"));
     bool list = strcmp(m, "ListDir") == 0;
 
-    (void)s;
     path = envd_path(
         json_string_value(json_object_get(op->in, strcmp(m, "Move") == 0 ? "source" : "path")),
         &job->err);
     if (path == NULL) {
         return;
     }
+    if (fs_remote(job, s, m, path, dep < 1 ? 1 : dep > 64 ? 64 : dep))
+        return;
     if (strcmp(m, "Stat") == 0) {
         const char *a[] = {"stat", "-c", STAT_FMT, "--", path, NULL};
         memcpy(argv, a, sizeof(a));
@@ -1506,16 +1808,13 @@ static void fs_call(pe_daemon *d, pe_http_request *req, const char *did, const c
 
 /* ---- /files: upload and download ---- */
 
-struct xfer {
-    int fd; /* the upload's body, or the download's file */
-};
-
 static void xfer_free(void *p)
 {
     struct xfer *x = p;
 
     if (x->fd >= 0)
         close(x->fd);
+    free(x->did);
     free(x);
 }
 
@@ -1529,10 +1828,12 @@ static void files_head(pe_http_request *req, void *ud)
 
     if (strcmp(req->method, "POST") != 0)
         return; /* no body to take */
-    cleanup_free char *did = authenticate(d, req, true, NULL);
+    cleanup_free char *did = envd_caller(d, req);
     if (did == NULL)
         return; /* answered: nothing of an unknown caller is stored */
     x = pe_xcalloc(1, sizeof(*x));
+    if (pe_cluster_is_node_request(req))
+        x->did = pe_steal_ptr(&did); /* its nonce is spent: the handler takes it from here */
     x->fd = open(d->rt.data_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (x->fd < 0) {
         free(x);
@@ -1559,6 +1860,34 @@ struct fileop {
     size_t len;
 };
 
+/* /files of a sandbox on a remote provider: its file read and write
+ * (lib/sandbox). 1 once done (job->err says how), 0: a local sandbox. */
+static int files_remote(pe_daemon_job *job, pe_store *s, struct fileop *op)
+{
+    pe_store_sandbox sb;
+    cleanup_free char *data = NULL;
+    struct stat st;
+    int r = pe__e2b_remote_row(job->d, op->sandbox_id, &sb, &job->err);
+
+    if (r <= 0)
+        return r < 0;
+    if (!op->upload) {
+        (void)pe_sandbox_file_read(&job->d->sx, s, &sb, op->path, FILE_MAX, &op->data, &op->len,
+                                   &job->err);
+    } else if (op->fd < 0 || fstat(op->fd, &st) < 0 || (uint64_t)st.st_size > FILE_MAX) {
+        pe_err_set(&job->err, PE_EINVAL, 0, "no upload to write");
+    } else {
+        size_t len = (size_t)st.st_size;
+        data = pe_xmalloc(len ? len : 1);
+        if (pread(op->fd, data, len, 0) != (ssize_t)len)
+            pe_err_sys(&job->err, "read the upload");
+        else
+            (void)pe_sandbox_file_write(&job->d->sx, s, &sb, op->path, data, len, 0644, &job->err);
+    }
+    pe_store_sandbox_clear(&sb);
+    return 1;
+}
+
 static void files_work(pe_daemon_job *job, pe_store *s)
 {
     struct fileop *op = job->ud;
@@ -1568,7 +1897,8 @@ static void files_work(pe_daemon_job *job, pe_store *s)
     static const char get[] = "[ -e \"$1\" ] || exit 2; [ -d \"$1\" ] && exit 21; cat -- \"$1\"";
     const char *argv[] = {"sh", "-c", op->upload ? put : get, "sh", op->path, NULL};
 
-    (void)s;
+    if (files_remote(job, s, op))
+        return;
     r.argv = argv;
     if (op->upload) {
         lseek(op->fd, 0, SEEK_SET);
@@ -1595,7 +1925,7 @@ static void files_after(pe_daemon_job *job)
     struct fileop *op = job->ud;
 
     if (job->failed || job->err.code != PE_OK) {
-        unsigned st = job->err.code == PE_ENOENT ? 404 : job->err.code == PE_EINVAL ? 400 : 500;
+        unsigned st = status_of(&job->err);
         api_error(op->req, st, st == 500 ? "internal error" : job->err.msg);
     } else if (op->upload) {
         const char *slash = strrchr(op->path, '/');

@@ -61,6 +61,11 @@ struct pe__e2b_run {
 int pe__e2b_run_in(pe_daemon *d, struct pe__e2b_run *r, pe_err *err);
 void pe__e2b_run_clear(struct pe__e2b_run *r);
 
+/* Worker: 1 and *sb filled (clear it) when sandbox_id runs on a remote
+ * provider, whose envd calls go through lib/sandbox; 0 when it is this
+ * daemon's own (or unknown: the local path says so); -1 without a store. */
+int pe__e2b_remote_row(pe_daemon *d, const char *sandbox_id, pe_store_sandbox *sb, pe_err *err);
+
 /* The code interpreter (e2b-interp.c): req is /execute or /contexts… of
  * running sandbox sandbox_id, the caller's (checked). Answers req. */
 void pe__e2b_interp(pe_daemon *d, pe_http_request *req, const char *did, const char *sandbox_id);

@@ -63,6 +63,7 @@ static void free_strv(char **v)
 static void spec_free(pe_sbproc_spec *s)
 {
     free_strv(s->argv);
+    free_strv(s->remote_argv);
     free_strv(s->env);
     free(s->workdir);
 }
@@ -71,7 +72,7 @@ static void spec_free(pe_sbproc_spec *s)
  * variables and secrets, then the caller's). false: the sandbox is local. */
 static bool start_remote(struct start *j, pe_store *s)
 {
-    pe_provider_exec_opts o = {.argv = j->spec.argv,
+    pe_provider_exec_opts o = {.argv = j->spec.remote_argv ? j->spec.remote_argv : j->spec.argv,
                                .env = j->spec.env,
                                .workdir = j->spec.workdir,
                                .tty = j->spec.tty,
@@ -91,7 +92,11 @@ static bool start_remote(struct start *j, pe_store *s)
     /* stdin where the provider takes it; else the process reads EOF */
     o.stdin_pipe = !o.tty && (pe_sandbox_caps(&d->sx, &sb) & PE_CAP_STDIN);
     j->remote = true;
-    j->ok = pe_sandbox_exec_start(&d->sx, s, &sb, &o, &j->rproc, &j->err) == 0;
+    if (!o.tty && !o.stdin_pipe && j->spec.stdin_required)
+        pe_err_set(&j->err, PE_ENOTCAP, 0, "not supported by %s: %s", sb.backend,
+                   pe_provider_cap_name(PE_CAP_STDIN));
+    else
+        j->ok = pe_sandbox_exec_start(&d->sx, s, &sb, &o, &j->rproc, &j->err) == 0;
     pe_store_sandbox_clear(&sb);
     return true;
 }

@@ -21,11 +21,17 @@ typedef struct pe_sbproc pe_sbproc;
 
 typedef struct pe_sbproc_spec {
     const char *sandbox_id;
-    char **argv;   /* taken */
+    char **argv; /* taken */
+    /* taken, NULL: argv. What a sandbox on a remote provider runs instead
+     * (argv may wrap the command in a probe of this daemon's images). */
+    char **remote_argv;
     char **env;    /* taken, NULL: none; after the sandbox's variables, so they win */
     char *workdir; /* taken, NULL: the sandbox's default */
     bool tty;
     unsigned cols, rows; /* the PTY's size */
+    /* stdin must reach the process: a remote provider without stdin
+     * (PE_CAP_STDIN) refuses the start (PE_ENOTCAP) rather than give EOF */
+    bool stdin_required;
 } pe_sbproc_spec;
 
 /* Every callback runs on the loop thread with the owner's ud. */

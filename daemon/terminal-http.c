@@ -65,6 +65,7 @@ struct lookup {
     pe_term_found_fn found;
     void *ud;
     bool may_relay; /* not a node's request (one hop), not /ssh (sessions of its own) */
+    pe_cluster_relay_then_fn then; /* /ssh/connect: relayed, then told */
     /* result */
     char *sandbox_id;
     bool remote; /* another node runs it: target */
@@ -300,7 +301,7 @@ static void lookup_done(void *ud)
     pe_daemon *d = j->d;
 
     if (j->remote)
-        pe_cluster_relay_route(d, j->req, j->did, &j->target);
+        pe_cluster_relay_route_then(d, j->req, j->did, &j->target, j->then);
     else if (j->status)
         pe_http_respond_error(j->req, j->status, j->name, j->msg);
     j->found(d, j->req, j->status || j->remote ? NULL : j->sandbox_id, j->ud);
@@ -315,6 +316,13 @@ static void lookup_done(void *ud)
 void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, const char *ident,
                            pe_term_found_fn found, void *ud)
 {
+    pe__term_find_sandbox_then(d, req, did, ident, found, ud, NULL);
+}
+
+void pe__term_find_sandbox_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                const char *ident, pe_term_found_fn found, void *ud,
+                                pe_cluster_relay_then_fn then)
+{
     struct lookup *j = pe_xcalloc(1, sizeof(*j));
     pe_err err;
 
@@ -324,7 +332,9 @@ void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, 
     j->did = pe_xstrdup(did);
     j->found = found;
     j->ud = ud;
-    j->may_relay = !pe_cluster_is_node_request(req) && strncmp(req->path, "/ssh/", 5) != 0;
+    j->then = then;
+    j->may_relay =
+        !pe_cluster_is_node_request(req) && (then || strncmp(req->path, "/ssh/", 5) != 0);
     pe_err_clear(&err);
     if (pe_ev_submit(d->loop, lookup_work, lookup_done, j, &err) < 0) {
         pe_http_respond_error(req, 503, "ServiceUnavailable", "the daemon is busy");

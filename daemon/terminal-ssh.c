@@ -23,7 +23,15 @@
  * WebSocket handshake without Origin, which is upstream's CLI). The store
  * is read only by connect (the sandbox must be the caller's and running);
  * a session dies with its sandbox's processes, so later requests need only
- * find it. Loop thread only. */
+ * find it.
+ *
+ * Across nodes (docs/cluster.md): connect about a sandbox another node
+ * runs is relayed there (cluster-relay.c), and this node remembers the
+ * session id that node answered, with its user, so that the session's
+ * later requests (stream, input, resize, disconnect, WebSocket) made here
+ * are relayed to it too. At most RELAYED_MAX are remembered (the oldest
+ * is forgotten first: its requests then answer 404 here); disconnect
+ * forgets one. Loop thread only. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,6 +135,80 @@ static void respond_ok(pe_http_request *req)
     respond_json(req, 200, json_pack("{s:b}", "ok", 1));
 }
 
+/* ---- sessions on other nodes ---- */
+
+#define RELAYED_MAX 256
+
+struct relayed {
+    char *key; /* pe__term_session_key(did, SSH_NAMESPACE, id) */
+    pe_cluster_target t;
+    struct relayed *next;
+};
+
+static struct relayed *relayed; /* newest first */
+
+static void relayed_free(struct relayed *r)
+{
+    free(r->key);
+    pe_cluster_target_clear(&r->t);
+    free(r);
+}
+
+static struct relayed **relayed_at(const char *key)
+{
+    struct relayed **p = &relayed;
+
+    while (*p && strcmp((*p)->key, key) != 0)
+        p = &(*p)->next;
+    return p;
+}
+
+static void relayed_forget(const char *key)
+{
+    struct relayed **p = relayed_at(key), *r = *p;
+
+    if (r) {
+        *p = r->next;
+        relayed_free(r);
+    }
+}
+
+/* The other node's answer to a relayed connect: its session id. */
+static void relayed_connect(pe_daemon *d, const char *did, const pe_cluster_target *t, long status,
+                            const char *body, size_t len)
+{
+    json_t *o = status == 200 ? json_loadb(body, len, 0, NULL) : NULL;
+    const char *id = json_string_value(json_object_get(o, "sessionId"));
+    struct relayed *r, **p;
+    size_t n = 0;
+
+    (void)d;
+    if (id && uuid_ok(id, strlen(id))) {
+        r = pe_xcalloc(1, sizeof(*r));
+        r->key = pe__term_session_key(did, SSH_NAMESPACE, id);
+        r->t.node_id = pe_xstrdup(t->node_id);
+        r->t.node_name = pe_xstrdup(t->node_name);
+        r->t.address = pe_xstrdup(t->address);
+        r->next = relayed;
+        relayed = r;
+        for (p = &relayed; *p && ++n <= RELAYED_MAX;)
+            p = &(*p)->next;
+        while (*p) { /* past the cap: the oldest go */
+            r = *p;
+            *p = r->next;
+            relayed_free(r);
+        }
+    }
+    json_decref(o);
+}
+
+void pe__term_ssh_shutdown(pe_daemon *d)
+{
+    (void)d;
+    while (relayed)
+        relayed_forget(relayed->key);
+}
+
 /* ---- connect ---- */
 
 struct connect {
@@ -197,7 +279,7 @@ static void do_connect(pe_daemon *d, pe_http_request *req, char *did)
     c->cols = dim(body, "cols", 80, PE_TERM_COLS_MAX);
     c->rows = dim(body, "rows", 24, PE_TERM_ROWS_MAX);
     json_decref(body);
-    pe__term_find_sandbox(d, req, did, sandbox, connect_found, c);
+    pe__term_find_sandbox_then(d, req, did, sandbox, connect_found, c, relayed_connect);
 }
 
 /* ---- the session's own routes ---- */
@@ -226,6 +308,14 @@ static void do_session(pe_daemon *d, pe_http_request *req, int op, const char *d
     const char *upgrade = pe_http_header(req, "Upgrade");
     unsigned cols, rows;
 
+    struct relayed *r = s ? NULL : *relayed_at(key);
+
+    if (s == NULL && r && !pe_cluster_is_node_request(req)) {
+        pe_cluster_relay_route(d, req, did, &r->t); /* copies what it needs */
+        if (op == OP_DISCONNECT)
+            relayed_forget(key);
+        return;
+    }
     if (s == NULL) {
         pe_http_respond_error(req, 404, "SessionNotFound", "Session not found");
         return;

@@ -1093,6 +1093,7 @@ void pe_daemon_terminal_shutdown(pe_daemon *d)
 {
     struct pe_terminals *t = d->terms;
 
+    pe__term_ssh_shutdown(d);
     if (t == NULL)
         return;
     while (t->head) {

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cluster.h"
 #include "daemon.h"
 
 enum pe_term_proto {
@@ -86,6 +87,14 @@ typedef void (*pe_term_found_fn)(pe_daemon *d, pe_http_request *req, const char 
                                  void *ud);
 void pe__term_find_sandbox(pe_daemon *d, pe_http_request *req, const char *did, const char *ident,
                            pe_term_found_fn found, void *ud);
+/* The same for a route of sessions of its own (/ssh/connect), which are
+ * not relayed by default: another node's sandbox is relayed there, and
+ * then gets the answer (cluster.h) to remember where the session is. */
+void pe__term_find_sandbox_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                const char *ident, pe_term_found_fn found, void *ud,
+                                pe_cluster_relay_then_fn then);
+/* Forget the sessions of other nodes /ssh remembers (shutdown). */
+void pe__term_ssh_shutdown(pe_daemon *d);
 
 /* A session's key: its user, sandbox (or another namespace that no
  * sandbox id can be) and name. malloc'd. */

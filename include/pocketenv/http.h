@@ -305,6 +305,10 @@ void pe_http_continue(pe_http_request *req);
 int pe_http_body_to_fd(pe_http_request *req, int fd, unsigned long long max_bytes,
                        const char *form_field, pe_err *err);
 
+/* The fd pe_http_body_to_fd wrote the body to (the caller's), or -1: what
+ * relays the request elsewhere sends (body_len bytes from its start). */
+int pe_http_body_fd(pe_http_request *req);
+
 /* State for the rest of the request (see above); data is freed with
  * free_fn (may be NULL) when the request is over. One per request: a
  * second call frees the first. */

@@ -282,6 +282,11 @@ int pe_http_body_to_fd(pe_http_request *req, int fd, unsigned long long max_byte
     return 0;
 }
 
+int pe_http_body_fd(pe_http_request *req)
+{
+    return pe__http_conn_of(req)->body_fd;
+}
+
 void pe_http_set_data(pe_http_request *req, void *data, void (*free_fn)(void *))
 {
     struct conn *c = pe__http_conn_of(req);

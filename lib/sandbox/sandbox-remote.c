@@ -560,6 +560,45 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r;
 }
 
+int pe_sandbox_file_read(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                         const char *path, size_t max, char **data, size_t *len, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_file_read(p, pe_sandbox_remote_id(sb), path, max, data, len, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_file_list(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                         const char *path, pe_provider_dirent **ents, size_t *n, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_file_list(p, pe_sandbox_remote_id(sb), path, ents, n, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
+int pe_sandbox_file_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *path, bool recursive, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_file_remove(p, pe_sandbox_remote_id(sb), path, recursive, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_ssh_install(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                            const char *priv, size_t len, const char *pub, pe_err *err)
 {

@@ -117,6 +117,17 @@ int pe_sandbox_file_write(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
                           const char *path, const void *data, size_t len, unsigned mode,
                           pe_err *err);
 
+/* The same for reading (at most max bytes, malloc'd), listing (one level;
+ * *ents malloc'd) and removing a path of remote sb through its provider:
+ * the file calls of the E2B API. A capability the provider lacks is
+ * PE_ENOTCAP naming it. */
+int pe_sandbox_file_read(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                         const char *path, size_t max, char **data, size_t *len, pe_err *err);
+int pe_sandbox_file_list(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                         const char *path, pe_provider_dirent **ents, size_t *n, pe_err *err);
+int pe_sandbox_file_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                           const char *path, bool recursive, pe_err *err);
+
 /* Where a sandbox's SSH key pair lives (id_ed25519, id_ed25519.pub). */
 #define PE_SANDBOX_SSH_DIR "/root/.ssh"
 

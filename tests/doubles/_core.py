@@ -202,7 +202,7 @@ class Interpreter:
     """The double's stand-in for running a command. It understands exactly:
 
     * argv whose argv[0] is a shell (`sh`, `bash`, `/bin/sh`, `/bin/bash`)
-      with `-c SCRIPT` (or `-lc`): SCRIPT is interpreted as below; any other
+      with `-c SCRIPT` (or `-lc`, or `-l -c`): SCRIPT is interpreted as below; any other
       argv is run as one command (no shell parsing of its words).
     * a script: commands separated by `;`, `&&`, `||` or newlines; words
       split like the shell does (quotes, backslashes) but WITHOUT variable
@@ -233,6 +233,9 @@ class Interpreter:
             await out(2, b"double: empty command\n")
             return 127
         if argv[0] in SHELLS:
+            # a login or interactive flag first, as E2B's SDK sends (`bash -l -c`)
+            while len(argv) >= 4 and argv[1] in ("-l", "-i", "--login"):
+                del argv[1]
             if len(argv) >= 3 and argv[1] in ("-c", "-lc", "-ic"):
                 return await self.run_script(argv[2], out, stdin)
             if len(argv) == 1 and stdin is not None:
@@ -323,6 +326,9 @@ class Interpreter:
 
     async def _command(self, argv, out, stdin):
         name, args = argv[0], argv[1:]
+        if name in SHELLS and len(argv) >= 3:  # a script in a script (`bash -l -c '...'`)
+            sub = Interpreter(self.fs, self.env, self.cwd)
+            return await sub.run_argv(argv, out, stdin)
         fn = getattr(self, "_c_" + name, None) if re.fullmatch(r"[a-z]+", name) else None
         if fn is None:
             await out(2, f"sh: {name}: command not found\n".encode())

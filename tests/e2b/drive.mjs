@@ -374,7 +374,48 @@ async function interpBench() {
   await sbx.kill()
 }
 
-const scenarios = { flow, pauseKeeps, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
+// A sandbox made elsewhere (on a remote provider, on another node), its
+// id in the template argument: connect, run commands, write, read and list
+// files; with E2B_DRIVE_LACKS, stdin and a watch, which a provider may lack.
+async function remote() {
+  const sbx = await Sandbox.connect(template)
+  const r = await sbx.commands.run('echo out; echo err >&2')
+  out.run = { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode }
+  try {
+    await sbx.commands.run('echo before; exit 3')
+    out.exit3 = 'no error'
+  } catch (e) {
+    out.exit3 = e instanceof CommandExitError ? { exitCode: e.exitCode, stdout: e.stdout } : errorOf(e)
+  }
+  await sbx.files.write('/tmp/e2b/a.txt', 'hello file')
+  out.read = await sbx.files.read('/tmp/e2b/a.txt')
+  out.list = (await sbx.files.list('/tmp/e2b')).map((e) => ({ name: e.name, type: e.type }))
+  try {
+    await sbx.files.read('/tmp/e2b/none')
+    out.readMissing = 'no error'
+  } catch (e) {
+    out.readMissing = errorOf(e)
+  }
+  if (process.env.E2B_DRIVE_LACKS) {
+    try {
+      const h = await sbx.commands.run('cat', { background: true, stdin: true })
+      await sbx.commands.sendStdin(h.pid, 'x')
+      out.stdin = 'accepted'
+      await h.kill()
+    } catch (e) {
+      out.stdin = errorOf(e)
+    }
+    try {
+      const w = await sbx.files.watchDir('/tmp/e2b', () => {})
+      out.watch = 'accepted'
+      await w.stop()
+    } catch (e) {
+      out.watch = errorOf(e)
+    }
+  }
+}
+
+const scenarios = { remote, flow, pauseKeeps, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

@@ -708,6 +708,95 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
              LEASE + 10, "c's sandbox reachable again")
 
 
+def test_ssh_gateway_through_another_node(cluster, on_c):
+    """Upstream's CLI /ssh flow (test_compat_ssh.py) through a, to a
+    sandbox that c runs: connect is relayed to c, which makes the session;
+    its WebSocket, input, resize and disconnect made on a reach it there.
+    Another user cannot use the session id through a."""
+    from test_compat_ssh import read_b64_until
+    tok = cluster.a.token
+    st, body = http(cluster.a, "POST", "/ssh/connect", json.dumps({"cols": 100, "rows": 30}).encode(),
+                    token=tok, headers={"Content-Type": "application/json",
+                                        "X-Sandbox-Id": on_c["id"]})
+    assert st == 200, body
+    sid = json.loads(body)["sessionId"]
+    ws = WS(8789, f"/ssh/{sid}/ws?token={tok}", headers={"User-Agent": "pocketenv-cli"},
+            host=host_of(cluster.a))
+    assert ws.status == 101, (ws.head, ws.body)
+    ws.send("stty size; echo hi-$((6*7))\n")
+    assert b"30 100" in read_b64_until(ws, b"hi-42")
+    st, _ = http(cluster.a, "POST", f"/ssh/resize/{sid}",
+                 json.dumps({"cols": 90, "rows": 20}).encode(), token=tok)
+    assert st == 200
+    st, _ = http(cluster.a, "POST", f"/ssh/input/{sid}",
+                 json.dumps({"data": "stty size; echo e''nd\n"}).encode(), token=tok)
+    assert st == 200
+    assert b"20 90" in read_b64_until(ws, b"end")
+    bob = cluster.a.token_for("did:plc:clusterbob")
+    for d in (cluster.a, cluster.c):
+        st, _ = http(d, "POST", f"/ssh/input/{sid}", b'{"data": "x"}', token=bob)
+        assert st == 404, d.url
+    ws.close()
+    st, body = http(cluster.a, "DELETE", f"/ssh/disconnect/{sid}", token=tok)
+    assert (st, json.loads(body)) == (200, {"ok": True})
+    st, _ = http(cluster.c, "POST", f"/ssh/input/{sid}", b'{"data": "x"}', token=tok)
+    assert st == 404  # ended on c
+
+
+def envd_call(d, sandbox_id, path, body, key=None, headers=None):
+    """(status, body) of one raw envd call (Connect unary, JSON) to d."""
+    h = {"Content-Type": "application/json", "E2b-Sandbox-Id": sandbox_id,
+         "Connect-Protocol-Version": "1", **(headers or {})}
+    if key:
+        h["X-Access-Token"] = key
+    req = urllib.request.Request(d.url + path, data=json.dumps(body).encode(), headers=h,
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+def test_e2b_sdk_through_another_node(cluster, on_c):
+    """E2B's SDK pointed at a runs commands (a Connect stream) and writes,
+    lists and reads files in a sandbox that c runs: each envd call is
+    relayed to c, one hop, with a node credential; the user's key stays on
+    a. Another user is refused through any node."""
+    from test_e2b import drive, e2b_key
+    out = drive(cluster.a, "remote", template=on_c["id"], timeout=120)
+    assert out["run"] == {"stdout": "out\n", "stderr": "err\n", "exitCode": 0}, out
+    assert out["exit3"] == {"exitCode": 3, "stdout": "before\n"}, out
+    assert out["read"] == "hello file", out
+    assert {"name": "a.txt", "type": "file"} in out["list"], out
+    assert out["readMissing"]["name"] == "FileNotFoundError", out
+    # the upload went to c's sandbox
+    st, o = cluster.c.sandbox("exec", on_c["id"], {"command": "cat /tmp/e2b/a.txt"})
+    assert st == 200 and o["stdout"] == "hello file", o
+    owner = e2b_key(cluster.a.token)
+    st, o = envd_call(cluster.b, on_c["id"], "/filesystem.Filesystem/Stat",
+                      {"path": "/tmp/e2b/a.txt"}, owner)
+    assert st == 200 and o["entry"]["name"] == "a.txt", o
+    bob = e2b_key(cluster.a.token_for("did:plc:clusterbob"))
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = envd_call(d, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"}, bob)
+        assert st == 404, (d.url, st, o)
+    # A control-plane change is not made on a node that does not run it
+    req = urllib.request.Request(f"{cluster.a.url}/sandboxes/{on_c['id']}", method="DELETE",
+                                 headers={"X-API-Key": owner})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("a killed a sandbox that c runs")
+    except urllib.error.HTTPError as e:
+        body = json.loads(e.read())
+        assert e.code == 409 and "runs on node c" in body["message"], (e.code, body)
+    assert on_c["id"] in cluster.nodes[2].runtime_names()
+    # c takes no made-up node credential in place of a key
+    st, o = envd_call(cluster.c, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"},
+                      headers={"Authorization": "PocketenvNode v1.x.y.1.n.a.b.c"})
+    assert st == 401 and o["error"] == "InvalidNodeCredential", o
+
+
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     # Slots freed by the tests before count once b renews its lease.
     wait_for(lambda: (lambda f: f["b"] > f["c"])(slots_free(cluster.b)), LEASE + 3,

@@ -43,10 +43,12 @@ def need_sdk():
         pytest.skip("e2b is not installed: run `npm ci` (package.json pins it)")
 
 
-def drive(d, scenario, key=None, timeout=180, template="busybox"):
+def drive(d, scenario, key=None, timeout=180, template="busybox", env=None, url=None):
+    """Run a scenario of tests/e2b/drive.mjs against d (at url: another
+    daemon's address) and return what it printed."""
     need_sdk()
-    env = dict(os.environ, E2B_API_URL=d.url, E2B_SANDBOX_URL=d.url,
-               E2B_API_KEY=key or e2b_key(d.token))
+    env = dict(os.environ, E2B_API_URL=url or d.url, E2B_SANDBOX_URL=url or d.url,
+               E2B_API_KEY=key or e2b_key(d.token), **(env or {}))
     env.pop("NODE_OPTIONS", None)
     p = subprocess.run(["node", DRIVE, scenario, template], env=env, cwd=ROOT, capture_output=True,
                        text=True, timeout=timeout)

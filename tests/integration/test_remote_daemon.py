@@ -14,6 +14,8 @@ import json
 import os
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -936,3 +938,41 @@ def test_repo_clone_on_a_remote_sandbox(env):
     assert any("'git' 'clone' '--' 'https://example.com/me/proj.git' 'proj'" in x
                for x in scripts), scripts
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_e2b_sdk_on_a_remote_sandbox(env):
+    """E2B's SDK, pointed at our daemon, drives a sandbox that Daytona's
+    double runs: envd's process and filesystem calls and /files go through
+    lib/sandbox to the provider, and what Daytona lacks (stdin) or the
+    provider interface has not (a directory watch) is refused naming it."""
+    from test_e2b import drive, e2b_key
+    d, dbl = env, env.doubles["daytona"]
+    st, sb = create(d, "daytona", "e2b-dtn")
+    assert st == 200, sb
+    try:
+        out = drive(d, "remote", template=sb["id"], timeout=120,
+                    env={"E2B_DRIVE_LACKS": "1"})
+        assert out["run"] == {"stdout": "out\n", "stderr": "err\n", "exitCode": 0}, out
+        assert out["exit3"] == {"exitCode": 3, "stdout": "before\n"}, out
+        assert out["read"] == "hello file", out
+        assert {"name": "a.txt", "type": "file"} in out["list"], out
+        assert out["readMissing"]["name"] == "FileNotFoundError", out
+        # the SDK's command and file reached the provider
+        remote = dbl.sandboxes[sb["remoteId"]]
+        assert remote.fs.files["/tmp/e2b/a.txt"] == b"hello file"
+        assert any("echo out" in (x.get("script") or "") for x in remote.execs), remote.execs
+        assert "not supported by daytona: stdin" in out["stdin"]["message"], out
+        assert "not supported by daytona: watching a directory" in out["watch"]["message"], out
+        # the code interpreter's gateway takes its request on stdin
+        req = urllib.request.Request(d.url + "/contexts", data=b'{"language": "python"}',
+                                     method="POST", headers={
+                                         "Content-Type": "application/json",
+                                         "E2b-Sandbox-Id": sb["id"],
+                                         "X-Access-Token": e2b_key(d.token)})
+        try:
+            urllib.request.urlopen(req, timeout=30)
+            raise AssertionError("a context on a provider without stdin")
+        except urllib.error.HTTPError as e:
+            assert e.code == 501 and b"not supported by daytona: stdin" in e.read()
+    finally:
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
