@@ -15,12 +15,6 @@
  * same few queries for every request, and preparing one costs more than
  * running it.
  *
- * The file is read through a memory map (mmap_size): every commit of
- * another connection (each worker thread has its own) empties this
- * connection's page cache, and a create read the same pages back with
- * ~90 pread calls; through the map they are memory reads of the kernel's
- * page cache. Writes still go through the WAL file.
- *
  * Threading: the connection is opened NOMUTEX; a pe_store is used by one
  * thread at a time (pocketenv/store.h). */
 #include <errno.h>
@@ -34,8 +28,6 @@
 #include "store-internal.h"
 
 #define BUSY_TIMEOUT_MS 10000
-/* SQLite maps at most this much of the file; the rest is read with pread. */
-#define STORE_MMAP_BYTES "268435456"
 #define STMT_CACHE 48
 
 typedef struct sq_conn {
@@ -326,10 +318,7 @@ int pe__store_sqlite_open(pe_store *s, const char *path, pe_err *err)
     s->impl = pe_xcalloc(1, sizeof(sq_conn));
     ((sq_conn *)s->impl)->db = db;
     if (set_wal(db, err) < 0 ||
-        sqlite_exec_script(s,
-                           "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; "
-                           "PRAGMA mmap_size = " STORE_MMAP_BYTES ";",
-                           err) < 0) {
+        sqlite_exec_script(s, "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;", err) < 0) {
         sqlite_close(s);
         return pe_err_prefix(err, "open store %s", path);
     }
