@@ -21,6 +21,8 @@ struct slot {
     uint64_t gen;
     uint64_t at_ns;
     json_t *out;
+    char *text; /* out as sent: dumped once at put, not once per hit */
+    size_t len;
 };
 
 static struct slot slots[SLOTS];
@@ -32,7 +34,9 @@ static size_t used;
 static struct slot *slot_of(const char *did, const char *id)
 {
     size_t nd = strlen(did), ni = strlen(id);
-    cleanup_free unsigned char *buf = pe_xmalloc(nd + 1 + ni);
+    unsigned char small[512];
+    cleanup_free unsigned char *big = nd + 1 + ni > sizeof(small) ? pe_xmalloc(nd + 1 + ni) : NULL;
+    unsigned char *buf = big ? big : small;
     unsigned char h[crypto_shorthash_BYTES];
     uint64_t v;
 
@@ -56,10 +60,11 @@ static void slot_clear(struct slot *s)
     free(s->did);
     free(s->id);
     json_decref(s->out);
+    free(s->text);
     memset(s, 0, sizeof(*s));
 }
 
-json_t *pe_daemon_read_cache_get(const char *did, const char *id)
+json_t *pe_daemon_read_cache_get(const char *did, const char *id, const char **text, size_t *len)
 {
     struct slot *s;
 
@@ -76,6 +81,8 @@ json_t *pe_daemon_read_cache_get(const char *did, const char *id)
         return NULL;
     }
     hits++;
+    *text = s->text;
+    *len = s->len;
     return json_incref(s->out);
 }
 
@@ -91,6 +98,10 @@ void pe_daemon_read_cache_put(const char *did, const char *id, uint64_t gen, jso
     s->id = pe_xstrdup(id);
     s->gen = gen;
     s->at_ns = pe_monotonic_ns();
+    s->text = json_dumps(out, JSON_COMPACT);
+    if (s->text == NULL)
+        abort(); /* jansson fails only on allocation failure for valid values */
+    s->len = strlen(s->text);
     s->out = json_incref(out);
     used++;
 }

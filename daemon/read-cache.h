@@ -15,8 +15,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* The kept answer of did's read of id (a new reference), or NULL. */
-json_t *pe_daemon_read_cache_get(const char *did, const char *id);
+/* The kept answer of did's read of id (a new reference), or NULL; *text
+ * and *len: the same answer as sent (compact JSON), valid until the next
+ * put or clear. */
+json_t *pe_daemon_read_cache_get(const char *did, const char *id, const char **text, size_t *len);
 /* Keep out (a reference is taken) as did's answer for id, read at store
  * write generation gen. */
 void pe_daemon_read_cache_put(const char *did, const char *id, uint64_t gen, json_t *out);

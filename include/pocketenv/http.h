@@ -156,7 +156,8 @@ void pe_xrpc_respond_err_named(pe_xrpc_request *req, const pe_err *err, const ch
 
 /* Answer with another server's XRPC answer as it came: status and its
  * JSON body (len 0: empty), relayed byte for byte (a daemon forwarding a
- * call to the node that runs the sandbox, daemon/cluster.c). Unlike
+ * call to the node that runs the sandbox, daemon/cluster.c; or an answer
+ * this daemon dumped earlier, daemon/read-cache.h). Unlike
  * pe_xrpc_respond_err, a 5xx message is sent: the caller vouches for it. */
 void pe_xrpc_respond_relayed(pe_xrpc_request *req, unsigned status, const char *json_body,
                              size_t len);

@@ -16,8 +16,15 @@
 #include "fs.h"
 #include "util.h"
 
-static int write_replace(const char *path, const void *data, size_t len, mode_t mode, bool durable,
-                         pe_err *err)
+/* How much of a replace survives a crash of the host. */
+enum durability {
+    DUR_NONE,    /* old file or new file, possibly neither's data */
+    DUR_CONTENT, /* old complete file or new complete file */
+    DUR_ALL,     /* the new complete file */
+};
+
+static int write_replace(const char *path, const void *data, size_t len, mode_t mode,
+                         enum durability durable, pe_err *err)
 {
     cleanup_free char *tmp = pe_xasprintf("%s.tmp.%d", path, (int)getpid());
     cleanup_free char *dir = pe_xstrdup(path);
@@ -42,12 +49,12 @@ static int write_replace(const char *path, const void *data, size_t len, mode_t 
         p += w;
         len -= (size_t)w;
     }
-    if (durable && fsync(fd) < 0)
+    if (durable != DUR_NONE && fsync(fd) < 0)
         goto fail;
     if (rename(tmp, path) < 0)
         goto fail;
     slash = strrchr(dir, '/');
-    if (durable && slash != NULL) {
+    if (durable == DUR_ALL && slash != NULL) {
         *slash = '\0';
         dfd = open(*dir ? dir : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0)
@@ -62,12 +69,17 @@ fail:
 
 int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
 {
-    return write_replace(path, data, len, mode, true, err);
+    return write_replace(path, data, len, mode, DUR_ALL, err);
+}
+
+int pe_fs_write_whole(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    return write_replace(path, data, len, mode, DUR_CONTENT, err);
 }
 
 int pe_fs_write_replace(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
 {
-    return write_replace(path, data, len, mode, false, err);
+    return write_replace(path, data, len, mode, DUR_NONE, err);
 }
 
 int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)

@@ -11,6 +11,12 @@
 /* Write data to path atomically: tmp file in the same directory, fsync,
  * rename, fsync of the directory. mode applies to the new file. */
 int pe_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
+/* The same without the directory's fsync: the new file's data is on disk
+ * before the rename, so after a crash path holds the old complete file or
+ * the new one (the rename may be lost), never an empty or partial one. For
+ * state whose last version matters only while this boot lasts, where the
+ * previous version is a fine thing to find after a crash. */
+int pe_fs_write_whole(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
 /* The same without the fsyncs: readers still see the old file or the new
  * one, never a part, but a crash may lose it. For files made again at
  * every use (a sandbox's resolv.conf), where two fsyncs are most of the

@@ -194,6 +194,12 @@ typedef struct pe_state {
 
 int pe__state_load(const char *dir, pe_state *st, pe_err *err);
 int pe__state_save(const char *dir, const pe_state *st, pe_err *err);
+/* The state a start leaves (running, its pid, start time and lease): the
+ * file's data is synced, the directory is not (pe_fs_write_whole), one
+ * fsync fewer per start. After a crash of the host no init runs any more,
+ * and the state before the start (complete, synced when it was written)
+ * is as true as this one: reconcile reads both as not running. */
+int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err);
 void pe__state_clear(pe_state *st);
 json_t *pe__state_to_json(const pe_state *st);
 

@@ -1039,7 +1039,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     st->started = unix_now();
     free(st->error);
     st->error = NULL;
-    ret = pe__state_save(dir, st, err);
+    ret = pe__state_save_started(dir, st, err);
 out:
     json_decref(egress);
     net_cfg_free(&xcfg, &ncfg);

@@ -116,7 +116,7 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     return 0;
 }
 
-int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
+static int state_write(const char *dir, const pe_state *st, bool durable, pe_err *err)
 {
     cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
     json_t *o = pe__state_to_json(st);
@@ -126,9 +126,20 @@ int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
     json_decref(o);
     if (text == NULL)
         return pe_err_set(err, PE_ESYS, ENOMEM, "encode state");
-    r = pe_fs_write_atomic(path, text, strlen(text), 0600, err);
+    r = durable ? pe_fs_write_atomic(path, text, strlen(text), 0600, err)
+                : pe_fs_write_whole(path, text, strlen(text), 0600, err);
     free(text);
     return r;
+}
+
+int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
+{
+    return state_write(dir, st, true, err);
+}
+
+int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err)
+{
+    return state_write(dir, st, false, err);
 }
 
 bool pe__state_alive(const pe_state *st)

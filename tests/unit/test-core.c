@@ -86,6 +86,28 @@ TEST_CASE(atomic_write_and_bounded_read)
     ASSERT_EQ_INT(pe_fs_rm_rf(dir, &e), 0);
 }
 
+/* pe_fs_write_whole (a start's state): the same replace as the atomic
+ * write, its mode, no temporary file left beside it. */
+TEST_CASE(whole_write_replaces)
+{
+    char dir[] = "/tmp/pe-core-XXXXXX";
+    char *text = NULL;
+    struct stat st;
+    pe_err e;
+    ASSERT(mkdtemp(dir) != NULL);
+    cleanup_free char *p = pe_xasprintf("%s/state.json", dir);
+    cleanup_free char *tmp = pe_xasprintf("%s.tmp.%d", p, (int)getpid());
+    ASSERT_EQ_INT(pe_fs_write_atomic(p, "created", 7, 0600, &e), 0);
+    ASSERT_EQ_INT(pe_fs_write_whole(p, "running", 7, 0600, &e), 0);
+    ASSERT_EQ_INT(pe_fs_read_file(p, 100, &text, NULL, &e), 0);
+    ASSERT_EQ_STR(text, "running");
+    free(text);
+    ASSERT_EQ_INT(stat(p, &st), 0);
+    ASSERT_EQ_INT(st.st_mode & 0777, 0600);
+    ASSERT_EQ_INT(access(tmp, F_OK), -1);
+    ASSERT_EQ_INT(pe_fs_rm_rf(dir, &e), 0);
+}
+
 TEST_CASE(rm_rf_does_not_follow_symlinks_or_cross_mounts)
 {
     char dir[] = "/tmp/pe-core-XXXXXX";
@@ -175,6 +197,6 @@ TEST_CASE(rm_rf_any_depth_without_following)
 int main(void)
 {
     return RUN_TESTS(parse_size, name_valid, error_context, atomic_write_and_bounded_read,
-                     rm_rf_does_not_follow_symlinks_or_cross_mounts,
+                     whole_write_replaces, rm_rf_does_not_follow_symlinks_or_cross_mounts,
                      rm_rf_any_depth_without_following);
 }
