@@ -38,6 +38,7 @@ static void remote_clear(pe_sandbox_remote *r)
     free(r->org);
     free(r->project);
     free(r->kubeconfig);
+    free(r->preview_url);
     memset(r, 0, sizeof(*r));
 }
 
@@ -80,7 +81,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
                     pe_err *err)
 {
     static const char *const known[] = {
-        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig"};
+        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig", "previewUrl"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
@@ -97,7 +98,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs, kubeconfig)",
+                              "createTimeoutMs, kubeconfig, previewUrl)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -107,8 +108,17 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_str(path, name, o, "project", &r->project, err) < 0 ||
         opt_ms(path, name, o, "timeoutMs", &r->timeout_ms, err) < 0 ||
         opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
-        opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0)
+        opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0 ||
+        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0)
         return -1;
+    /* the adapters whose preview host is a pattern of the sandbox's */
+    if (r->preview_url && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl: only hopx and runloop take one",
+                          path, name);
+    if (r->preview_url && strncmp(r->preview_url, "http://", 7) != 0 &&
+        strncmp(r->preview_url, "https://", 8) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl must be http:// or https://", path,
+                          name);
     if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
                           name);
@@ -443,6 +453,7 @@ int pe__sandbox_remote_open(pe_sandboxes *sx, pe_store *s, const pe_store_sandbo
         return -1;
     cfg.no_ambient = true;
     cfg.kubeconfig = op ? op->kubeconfig : NULL;
+    cfg.preview_url = op ? op->preview_url : NULL;
     cfg.creds.base_url = op ? op->base_url : NULL;
     cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
     cfg.creds.org = org ? org : op ? op->org : NULL;

@@ -35,6 +35,7 @@ typedef struct pe_sandbox_remote {
     char *base_url; /* NULL: the provider's public endpoint */
     char *key, *org, *project;
     char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
+    char *preview_url;                     /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
 } pe_sandbox_remote;
 
@@ -55,7 +56,8 @@ void pe_sandboxes_close(pe_sandboxes *sx);
  * stricter: it holds credentials): {"daytona": {"url", "key", "org",
  * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
  * each name an adapter; "kubernetes" also takes "kubeconfig" (an absolute
- * path) and needs it or a key (a token). Errors name the file and the
+ * path) and needs it or a key (a token); "hopx" and "runloop" take
+ * "previewUrl", the template of a port's URL (pe_provider_config). Errors name the file and the
  * field, never a value. */
 int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
 /* The operator's settings of adapter `name`, or NULL. */

@@ -60,6 +60,9 @@ def env(tmp_path_factory):
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
+    # the doubles' stand-in for each provider's per-port preview hosts
+    conf["hopx"]["previewUrl"] = doubles["hopx"].url + "/__preview__/{id}/{port}/"
+    conf["runloop"]["previewUrl"] = doubles["runloop"].url + "/__preview__/{key}/{port}/"
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
@@ -386,7 +389,9 @@ def test_provider_config_is_checked(tmp_path):
     cases = [({"daytona": {"url": "http://127.0.0.1:1"}}, 0o644, "chmod 600"),
              ({"nosuch": {}}, 0o600, "not a remote provider"),
              ({"daytona": {"kee": "x"}}, 0o600, "unknown field 'kee'"),
-             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://")]
+             ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://"),
+             ({"daytona": {"previewUrl": "http://x/{port}"}}, 0o600, "only hopx and runloop"),
+             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://")]
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -668,6 +673,63 @@ def test_preview_of_a_blaxel_sandbox(env):
     st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
     assert st == 200 and o["previewUrl"] == url, o
     assert len(dbl.seen("preview.create")) == 1
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def proxied(d, url, path="", token=None):
+    """(status, body) of a request to our preview proxy at previewUrl url
+    (Host form), with a Bearer token or none."""
+    import http.client
+    host = url.split("//", 1)[1].split("/", 1)[0]
+    c = http.client.HTTPConnection("127.0.0.1", int(d.url.rsplit(":", 1)[1]), timeout=20)
+    c.request("GET", "/" + path, headers={"Host": host, **(
+        {"Authorization": f"Bearer {token}"} if token else {})})
+    r = c.getresponse()
+    out = (r.status, r.read().decode(errors="replace"))
+    c.close()
+    return out
+
+
+@pytest.mark.parametrize("p", ["hopx", "runloop"])
+def test_preview_through_our_proxy(env, p):
+    """Hopx's preview hosts are public and Runloop's tunnel serves every
+    port: both go through our preview proxy, so a remote port is private
+    or public by the same rules as a local one. The stand-in server of the
+    double's sandbox answers through our previewUrl for the owner; nobody
+    else gets a private port; the provider's URL and Runloop's tunnel token
+    reach no answer and no log line."""
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, "pv-" + p)
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert url.startswith("http://3000-") and ".localhost:" in url, o
+    assert "previewHeaders" not in o and dbl.url not in json.dumps(o) and "shareUrl" in o, o
+    st, body = proxied(d, url, "index.html", token=d.token)
+    assert (st, body) == (200, f"preview of {rid} port 3000: GET /index.html\n")
+    # another user: as missing; nobody: must sign in; the share URL opens it
+    bob = d.token_for("did:plc:bob-preview")
+    assert proxied(d, url, "index.html", token=bob)[0] == 404
+    assert proxied(d, url, "index.html")[0] == 401
+    assert proxied(d, url, o["shareUrl"][len(url):]) == (
+        200, f"preview of {rid} port 3000: GET /\n")
+    seen = len(dbl.seen("preview"))
+    assert proxied(d, url, token=bob)[0] == 404 and len(dbl.seen("preview")) == seen
+    # a public port opens without a credential
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3001, "public": True})
+    assert st == 200, o
+    assert proxied(d, o["previewUrl"], "a") == (200, f"preview of {rid} port 3001: GET /a\n")
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and {x["previewUrl"].split("-", 1)[0] for x in o["ports"]} == {
+        "http://3000", "http://3001"}, o
+    if p == "runloop":  # its tunnel is authenticated: the token went to the double only
+        tunnel = dbl.sandboxes[rid].tunnel
+        assert tunnel["auth_mode"] == "authenticated" and len(dbl.seen("tunnel")) == 1
+        assert dbl.seen("preview")[-1]["status"] == 200
+        no_secret_anywhere(d, tunnel["auth_token"], [o])
+    no_secret_anywhere(d, dbl.key, [o])
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
