@@ -183,8 +183,18 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_runtime_init init;
     int r;
 
-    if (pe_sandbox_is_remote(sb)) /* its provider starts it (lib/sandbox) */
-        return pe_daemon_sandbox_start(d, sb, err);
+    if (pe_sandbox_is_remote(sb)) { /* its provider starts it (lib/sandbox) */
+        pe_store *s;
+        pe_err e;
+        if (pe_daemon_sandbox_start(d, sb, err) < 0)
+            return -1;
+        pe_err_clear(&e);
+        if ((s = pe_daemon_store(d, &e)) != NULL) /* its services, through the provider */
+            pe_daemon_services_start(d, s, sb);
+        else
+            pe_log_warn("sandbox %s: services not started: %s", sb->id, e.msg);
+        return 0;
+    }
     pe_sandbox_cfg_init(&cfg);
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);

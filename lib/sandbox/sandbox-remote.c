@@ -699,25 +699,6 @@ static char *volumes_note(pe_store *s, const pe_store_sandbox *sb, const pe_prov
 
 /* Services and the Tailscale key: this daemon supervises processes and
  * runs tailscaled only in the sandboxes it runs itself. */
-static char *services_note(pe_store *s, const pe_store_sandbox *sb)
-{
-    pe_store_service *list = NULL;
-    size_t n = 0;
-    int64_t total = 0;
-    char *note = NULL;
-    pe_err e;
-
-    pe_err_clear(&e);
-    if (pe_store_service_list(s, sb->id, 1, 0, &list, &n, &total, &e) < 0)
-        return NULL;
-    if (total > 0)
-        note = pe_xasprintf("%lld service%s not started (services are supervised on this "
-                            "daemon's own sandboxes only, not on %s)",
-                            (long long)total, total == 1 ? "" : "s", sb->backend);
-    pe_store_service_list_free(list, n);
-    return note;
-}
-
 static char *tailscale_note(pe_store *s, const pe_store_sandbox *sb)
 {
     pe_store_key k;
@@ -741,7 +722,6 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     if (ops == NULL)
         return NULL;
     note_add(&note, volumes_note(s, sb, ops));
-    note_add(&note, services_note(s, sb));
     note_add(&note, tailscale_note(s, sb));
     return note;
 }

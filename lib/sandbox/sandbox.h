@@ -95,9 +95,8 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
                                   char **sealed, char **redacted, pe_err *err);
 
 /* What sb runs without where it runs, for its record's statusReason
- * (malloc'd; NULL: nothing): the volumes a provider cannot mount, the
- * services and the Tailscale key, which only this daemon's own sandboxes
- * run. */
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount and the
+ * Tailscale key, which only this daemon's own sandboxes run. */
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
 
 /* Write a file into remote sb through its provider (the file resources;

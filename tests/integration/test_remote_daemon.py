@@ -736,9 +736,8 @@ def test_preview_through_our_proxy(env, p):
 def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     """putSshKeys on a running remote sandbox writes the pair through the
     provider where a local sandbox has it, and every start writes it again;
-    a Tailscale key and a service, which only this daemon's own sandboxes
-    run, are named in the record's statusReason instead of being dropped
-    in silence."""
+    a Tailscale key, which only this daemon's own sandboxes run, is named
+    in the record's statusReason instead of being dropped in silence."""
     import subprocess
     d, dbl = env, env.doubles["daytona"]
     path = str(tmp_path / "k")
@@ -758,9 +757,6 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     st, o = d.call(SB + "putTailscaleAuthKey", body={
         "id": sb["id"], "authKey": d.seal("tskey-auth-k" + os.urandom(12).hex() + "-x")})
     assert st == 200, o
-    st, o = d.call("io.pocketenv.service.addService", {"sandboxId": sb["id"]},
-                   body={"service": {"name": "web", "command": "sleep 60"}})
-    assert st == 200, o
     assert d.sandbox("stopSandbox", sb["id"])[0] == 200
     d.wait_status(sb["id"], ["STOPPED"])
     assert d.sandbox("startSandbox", sb["id"])[0] == 200
@@ -768,9 +764,66 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     assert fs.read("/root/.ssh/id_ed25519").decode() == priv  # written again at start
     reason = got.get("statusReason") or ""
     assert "tailscale key not applied" in reason and "daytona" in reason, got
-    assert "1 service not started" in reason, got
+    assert "service" not in reason, got
     assert priv not in d.log_text()
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+SV = "io.pocketenv.service."
+
+
+def services(d, sid):
+    st, o = d.call(SV + "getServices", {"sandboxId": sid})
+    assert st == 200, o
+    return {v["name"]: v for v in o["services"]}
+
+
+def test_services_of_a_remote_sandbox(env):
+    """A remote sandbox's services run through its provider as they do on a
+    local one: started at addService and at every start (a streaming exec
+    the daemon holds open), their output in getServiceLogs, restarted when
+    they fail, ended by stopService and by stopping the sandbox."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "svc-e2b")
+    assert st == 200, sb
+    sid, rid = sb["id"], sb["remoteId"]
+
+    def runs(word):
+        """The double's execs whose command holds word."""
+        return [e for e in list(dbl.sandboxes[rid].execs) if word in json.dumps(e)]
+    st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+        "name": "web", "command": "echo up-web; sleep 50"}})
+    assert st == 200, o
+    web = o["service"]["id"]
+    wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING" and runs("up-web"), 10,
+             "the service on the provider")
+
+    def logs(v):
+        st, o = d.call(SV + "getServiceLogs", {"serviceId": v})
+        assert st == 200, o
+        return o["logs"]
+    wait_for(lambda: "up-web" in logs(web), 10, "the service's output")
+    # a failing one is restarted, and says why it died
+    st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+        "name": "bad", "command": "echo boom-bad >&2; exit 3"}})
+    assert st == 200, o
+    wait_for(lambda: len(runs("boom-bad")) >= 2, 10, "a restart of the failing service")
+    bad = services(d, sid)["bad"]
+    assert bad.get("exitCode") == 3 and "boom-bad" in bad.get("lastError", ""), bad
+    assert d.call(SV + "stopService", {"serviceId": o["service"]["id"]}, post=True)[0] == 200
+    # stopping the sandbox ends the service; starting it starts it again
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    d.wait_status(sid, ["STOPPED"])
+    assert services(d, sid)["web"]["status"] == "STOPPED"
+    n, nb = len(runs("up-web")), len(runs("boom-bad"))
+    assert d.sandbox("startSandbox", sid)[0] == 200
+    d.wait_status(sid, ["RUNNING"])
+    wait_for(lambda: len(runs("up-web")) > n, 10, "the service started again")
+    wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING", 10, "RUNNING again")
+    assert len(runs("boom-bad")) == nb  # stopped by its owner: not started again
+    assert d.call(SV + "stopService", {"serviceId": web}, post=True)[0] == 200
+    assert services(d, sid)["web"]["status"] == "STOPPED"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
 
 
 def test_backup_and_restore_of_a_remote_sandbox(env):
