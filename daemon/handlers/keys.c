@@ -582,10 +582,18 @@ static void put_ts_work(pe_daemon_job *job, pe_store *s)
     if (pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, sb.id, NULL, sealed, red, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
-        /* outcome in the log, as a clone's; a remote sandbox's record
-         * says it is not applied there (pe_sandbox_run_note) */
-        if (sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb))
+        /* outcome in the log, as a clone's; a remote sandbox's through
+         * its provider, now, and in its record when it is not applied */
+        if (sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb)) {
             ts_up_later(job->d, &sb, sealed);
+        } else if (sb.status == PE_STORE_RUNNING) {
+            cleanup_free char *note = pe_sandbox_started_note(&job->d->sx, s, &sb);
+            pe_err e;
+            pe_err_clear(&e);
+            if (pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, note, PE_STORE_RUNNING,
+                                            &e) < 0)
+                pe_log_warn("sandbox %s: %s", sb.id, e.msg);
+        }
         reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
     }
     pe_auth_plain_free(plain);

@@ -427,8 +427,8 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         return -1;
     }
     free((char *)sb.provider_id);
-    sb.provider_id = rid;                            /* where it now is, for the undo below */
-    note = pe_sandbox_run_note(&job->d->sx, s, &sb); /* what it runs without */
+    sb.provider_id = rid;                                /* where it now is, for the undo below */
+    note = pe_sandbox_started_note(&job->d->sx, s, &sb); /* what it runs without */
     if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, note, PE_STORE_INITIALIZING,
                                     &job->err) < 0 ||
         pe_store_sandbox_get(s, id, got, &job->err) < 0) {
@@ -752,7 +752,7 @@ static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_s
     if (pe_daemon_sandbox_run(job->d, sb, &job->init_pidfd, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
-        cleanup_free char *note = pe_sandbox_run_note(&job->d->sx, s, sb); /* what it lacks */
+        cleanup_free char *note = pe_sandbox_started_note(&job->d->sx, s, sb); /* what it lacks */
         if (pe_store_sandbox_set_status(s, sb->id, PE_STORE_RUNNING, note, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }

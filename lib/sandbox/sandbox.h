@@ -95,9 +95,16 @@ int pe_sandbox_creds_from_request(pe_sandboxes *sx, const char *backend, const v
                                   char **sealed, char **redacted, pe_err *err);
 
 /* What sb runs without where it runs, for its record's statusReason
- * (malloc'd; NULL: nothing): the volumes a provider cannot mount and the
- * Tailscale key, which only this daemon's own sandboxes run. */
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount. */
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
+
+/* Once sb runs (created, started, or a Tailscale key put on it): apply
+ * what a remote sandbox gets through exec, its Tailscale key (`tailscale
+ * up` where the image has tailscale, the key in a file removed after,
+ * never on a command line), then the statusReason to record: the run note
+ * and why the key is not applied, if it is not (malloc'd; NULL: nothing).
+ * Blocks for the bring-up (at most about a minute). */
+char *pe_sandbox_started_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
 
 /* Write a file into remote sb through its provider (the file resources;
  * a local sandbox's are written by the daemon, inside its root). */

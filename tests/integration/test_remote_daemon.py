@@ -772,6 +772,51 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
 SV = "io.pocketenv.service."
 
 
+def test_tailscale_key_on_a_remote_sandbox(env):
+    """putTailscaleAuthKey on a running remote sandbox brings Tailscale up
+    through exec where the image has it: the key in a file for `tailscale
+    up --auth-key=file:`, removed after; where it has none, the record says
+    the key is not applied and why. The key never reaches a command line,
+    an environment, the double's request log or the daemon's log."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "ts-e2b")
+    assert st == 200, sb
+    sid, rid = sb["id"], sb["remoteId"]
+    key = "tskey-auth-k" + os.urandom(12).hex() + "-x"
+    fs = dbl.sandboxes[rid].fs
+    writes = len(dbl.seen("fs.write"))
+    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+    assert st == 200, o
+    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
+    assert "tailscale key not applied: no tailscale in the image on e2b" in \
+        got.get("statusReason", ""), got
+    assert len(dbl.seen("fs.write")) == writes  # no tailscale: the key is not sent at all
+    # an image with tailscale (the double cannot run it: `tailscale up` fails)
+    fs.write("/usr/bin/tailscale", b"stand-in\n")
+    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+    assert st == 200, o
+    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
+    reason = got.get("statusReason", "")
+    assert "tailscale key not applied: tailscale up exited" in reason, got
+    assert len(dbl.seen("fs.write")) == writes + 1  # the key file, then removed
+    assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    ups = [e for e in dbl.sandboxes[rid].execs if "tailscale up" in json.dumps(e)]
+    assert ups and "--auth-key=file:/run/pocketenv/tailscale-authkey" in json.dumps(ups[-1])
+    # and again at every start
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    d.wait_status(sid, ["STOPPED"])
+    assert d.sandbox("startSandbox", sid)[0] == 200
+    got = d.wait_status(sid, ["RUNNING"])
+    wait_for(lambda: len(dbl.seen("fs.write")) == writes + 2, 10, "the key applied at start")
+    assert "tailscale up exited" in (d.sandbox("getSandbox", sid)[1]["sandbox"].get(
+        "statusReason") or "")
+    assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    assert key not in json.dumps(dbl.sandboxes[rid].execs)
+    assert key not in json.dumps(dbl.seen()) and key not in json.dumps(dbl.sandboxes[rid].env)
+    no_secret_anywhere(d, key)
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
 def services(d, sid):
     st, o = d.call(SV + "getServices", {"sandboxId": sid})
     assert st == 200, o
