@@ -49,7 +49,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "supervise.h"
 
 #define BACKOFF_FIRST_MS 500

@@ -40,7 +40,11 @@
 #include "providers.h"
 #include "records.h"
 #include "read-cache.h"
-#include "resources.h"
+#include "netpolicy.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
+#include "sandbox-keys.h"
+#include "sandbox-services.h"
 #include "snapshots.h"
 #include "supervise.h"
 #include "templates.h"
@@ -141,38 +145,6 @@ static char *slug_name(void)
     suffix[4] = '\0';
     return pe_xasprintf("%s-%s-%s", adj[r[0] % PE_ARRAY_LEN(adj)], noun[r[1] % PE_ARRAY_LEN(noun)],
                         suffix);
-}
-
-/* ---- the caller's sandbox: by id (sbx_…) or name; another's is not found ---- */
-
-int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
-                           pe_err *err)
-{
-    memset(out, 0, sizeof(*out));
-    if (id == NULL || id[0] == '\0')
-        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-    if (strncmp(id, "sbx_", 4) == 0) {
-        if (pe_store_sandbox_get(s, id, out, err) == 0) {
-            if (strcmp(out->owner_did, did) == 0)
-                return 0;
-            pe_store_sandbox_clear(out);
-        } else if (err->code != PE_ENOENT) {
-            return -1;
-        }
-    } else if (pe_store_sandbox_get_by_name(s, did, id, out, err) == 0) {
-        return 0;
-    } else if (err->code != PE_ENOENT) {
-        return -1;
-    }
-    return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-}
-
-bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
-{
-    if (pe_daemon_find_sandbox(s, job->did, id, sb, &job->err) == 0)
-        return true;
-    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? NOT_FOUND : NULL);
-    return false;
 }
 
 /* ---- runtime ---- */

@@ -34,7 +34,6 @@
 #include "pocketenv/store-snapshots.h"
 #include "ports.h"
 #include "resource-limits.h"
-#include "resources.h"
 #include "snapshots.h"
 #include "transfer.h"
 
