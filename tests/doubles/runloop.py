@@ -18,8 +18,10 @@ query, ending with the execution; `offset` is where the next chunk starts,
 so a reconnect resumes there [?: the SDK's docs say "the byte offset of
 this chunk"]). Files: `write_file_contents` (UTF-8 text),
 `read_file_contents` (text/plain), `upload_file` (multipart `path`,
-`file`), `download_file` (bytes). Tunnel: `enable_tunnel` (the URL is on
-the double: `/__preview__/{id}/{port}/`).
+`file`), `download_file` (bytes). Tunnel: `enable_tunnel` (one per devbox,
+its key the devbox id; the URL is on the double: `/__preview__/{key}/{port}/`;
+an `authenticated` one gets an `auth_token` that previews must send as
+`X-Runloop-Tunnel-Authorization: Bearer TOKEN`, else 401; no tunnel: 404).
 Not implemented: blueprints, snapshots, the PTY tunnel
 (`create_pty_tunnel` and its WebSocket, whose frame format is not in the
 sources), code mounts, gateways, MCP, SSH keys, usage, evictions.
