@@ -215,6 +215,15 @@ int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_e
 
 /* Handlers, registered on d->srv. */
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
+/* Every handler of the four namespaces (volumes: pe_daemon_register_volumes). */
+int pe_daemon_register_resources(pe_daemon *d, pe_err *err);
+int pe_daemon_register_volumes(pe_daemon *d, pe_err *err);
+int pe_daemon_register_keys(pe_daemon *d, pe_err *err);
+/* Also queues the re-adoption of services after a daemon restart. */
+int pe_daemon_register_services(pe_daemon *d, pe_err *err);
+int pe_daemon_register_prefs(pe_daemon *d, pe_err *err);
+/* handlers/netpolicy.c: the egress methods. */
+int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err);
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
 /* Terminal gateways /tty, /pty and /v1/sandboxes/:id/ws/terminal. */
 int pe_daemon_register_terminal(pe_daemon *d, pe_err *err);

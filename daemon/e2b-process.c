@@ -34,7 +34,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "sandbox-proc.h"
 #include "terminal.h"
 

@@ -36,7 +36,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "e2b.h"
-#include "resources.h"
+#include "sandbox-env.h"
 
 #define WATCHES_MAX 256
 #define REQUEST_MAX (64 * 1024)

@@ -46,7 +46,7 @@
 #include "e2b.h"
 #include "pause.h"
 #include "resource-limits.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "terminal.h"
 #include "templates.h"
 

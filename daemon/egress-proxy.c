@@ -47,7 +47,7 @@
 #include <openssl/x509.h>
 
 #include "egress-tls.h"
-#include "resources.h"
+#include "netpolicy.h"
 #include "sandbox/sandbox.h"
 
 #define PROXY_MAX_CONNS 256

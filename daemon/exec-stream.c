@@ -43,7 +43,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "resource-limits.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "sandbox-proc.h"
 #include "terminal.h"
 

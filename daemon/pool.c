@@ -35,7 +35,9 @@
 #include "pool.h"
 #include "providers.h"
 #include "resource-limits.h"
-#include "resources.h"
+#include "netpolicy.h"
+#include "sandbox-env.h"
+#include "sandbox-keys.h"
 #include "supervise.h"
 #include "templates.h"
 

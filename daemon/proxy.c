@@ -53,6 +53,7 @@
  * failure ends this request only. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,6 +149,12 @@ struct preq {
      * the caller); or it came that way (via_node: the owner's, one hop). */
     bool remote, via_node, bad_node_cred;
     char *node_cred, *remote_path;
+    /* A provider runs the sandbox and its preview is ours to serve
+     * (pe_provider_preview_link.proxy): the request goes to the provider's
+     * URL (remote set too: addr, up_port, remote_path), with its Host and
+     * the headers the link wants (a tunnel token: never handed out). */
+    bool provider;
+    char *up_host, *link_headers;
     int up_port;
     struct preq *lnext, *lprev; /* live: connected upstream */
     bool linked;
@@ -241,6 +248,10 @@ static void preq_free(struct preq *p)
         explicit_bzero(p->node_cred, strlen(p->node_cred));
     free(p->node_cred);
     free(p->remote_path);
+    free(p->up_host);
+    if (p->link_headers)
+        explicit_bzero(p->link_headers, strlen(p->link_headers));
+    free(p->link_headers);
     buf_free(&p->out);
     buf_free(&p->in);
     buf_free(&p->to_up);
@@ -536,7 +547,13 @@ static void build_request(struct preq *p, pe_http_request *req, const char *path
     }
     buf_str(&p->out, req->client_addr);
     buf_str(&p->out, "\r\nX-Forwarded-Proto: http\r\n");
-    if (p->remote) {
+    if (p->provider) {
+        buf_str(&p->out, "Host: ");
+        buf_str(&p->out, p->up_host);
+        buf_str(&p->out, "\r\n");
+        if (p->link_headers)
+            buf_str(&p->out, p->link_headers);
+    } else if (p->remote) {
         buf_str(&p->out, "Host: ");
         buf_str(&p->out, p->addr);
         buf_str(&p->out, "\r\n" NODE_HEADER ": ");
@@ -723,32 +740,109 @@ static int remote_target(pe_daemon_job *job, pe_store *s, struct preq *p, const 
     return 1;
 }
 
-/* A provider runs row's sandbox (only rows whose preview is ours get
- * here: kubernetes): 1 with p->fd a stream to the port that the
- * provider opened (port-forward), -1 with p->err_msg, 0 when it is a
- * local sandbox. */
-static int provider_port(pe_daemon_job *job, pe_store *s, struct preq *p, const pe_store_port *row)
+/* "Name: value\r\n" of one of link's headers into b (none: nothing). */
+static void link_header(struct buf *b, const char *name, const char *value)
 {
-    pe_store_sandbox sb = {0};
+    if (name[0] == '\0' || strpbrk(name, "\r\n: ") || strpbrk(value, "\r\n"))
+        return;
+    buf_str(b, name);
+    buf_str(b, ": ");
+    buf_str(b, value);
+    buf_str(b, "\r\n");
+}
+
+/* 1 with *sb set when a provider runs row's sandbox, 0 when this node's
+ * runtime or another node does, -1 when the store failed. */
+static int provider_sandbox(pe_daemon_job *job, pe_store *s, const pe_store_port *row,
+                            pe_store_sandbox *sb)
+{
     pe_err err;
-    int r = 0;
+
+    (void)job;
+    pe_err_clear(&err);
+    if (pe_store_sandbox_get(s, row->sandbox_id, sb, &err) < 0) {
+        pe_log_error("proxy: %s", err.msg);
+        return -1;
+    }
+    if (pe_sandbox_is_remote(sb))
+        return 1;
+    pe_store_sandbox_clear(sb);
+    return 0;
+}
+
+/* A provider runs sb (a remote sandbox): set p to reach the port through
+ * the provider's link (or p->fd to a stream the adapter opened to it), 0;
+ * -1 with the verdict given. The link's URL and
+ * headers stay in p (they may hold a tunnel key or token): no answer or
+ * log line names them. */
+static int provider_target(pe_daemon_job *job, pe_store *s, struct preq *p,
+                           const pe_store_sandbox *sb)
+{
+    pe_provider_preview_link link = {0};
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    struct buf hb = {0};
+    char ip[INET_ADDRSTRLEN], nul = '\0';
+    cleanup_free char *host = NULL, *path = NULL, *name = NULL;
+    const char *rest, *slash, *colon;
+    int port = 80, r = -1;
+    pe_err err;
 
     pe_err_clear(&err);
-    if (pe_store_sandbox_get(s, row->sandbox_id, &sb, &err) < 0 || !pe_sandbox_is_remote(&sb)) {
-        pe_store_sandbox_clear(&sb);
-        return 0;
+    if (pe_sandbox_preview(&job->d->sx, s, sb, (uint16_t)p->port, &link, &err) < 0) {
+        verdict(p, err.code == PE_ETIMEDOUT ? 504 : 502, "UpstreamFailure", err.msg);
+        goto out;
     }
-    if (pe_sandbox_port_open(&job->d->sx, s, &sb, (uint16_t)p->port, &p->fd, &err) < 0) {
-        free(p->err_msg);
-        p->err_msg = pe_xstrdup(err.msg);
-        r = -1;
-    } else {
-        pe_daemon_touch(job->d, row->sandbox_id);
-        p->sandbox_id = pe_xstrdup(row->sandbox_id);
-        pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
-        r = 1;
+    if (link.forward) { /* the adapter opens the port itself (kubernetes' port-forward) */
+        if (pe_sandbox_port_open(&job->d->sx, s, sb, (uint16_t)p->port, &p->fd, &err) < 0)
+            verdict(p, 502, "SandboxNotRunning", err.msg);
+        else
+            r = 0;
+        goto out;
     }
-    pe_store_sandbox_clear(&sb);
+    if (!link.proxy) { /* the provider serves it: exposePort answered its URL */
+        verdict(p, 404, "NotFound", "this preview is served at its provider's URL (previewUrl)");
+        goto out;
+    }
+    if (strncmp(link.url, "http://", 7) != 0) {
+        verdict(p, 502, "UpstreamFailure",
+                "the preview proxy reaches a provider over plain http:// only; this provider's "
+                "preview host is https (not proxied yet)");
+        goto out;
+    }
+    rest = link.url + 7;
+    slash = rest + strcspn(rest, "/");
+    host = xstrndup(rest, (size_t)(slash - rest));
+    colon = strrchr(host, ':');
+    if (colon)
+        port = atoi(colon + 1);
+    name = xstrndup(host, colon ? (size_t)(colon - host) : strlen(host));
+    if (port <= 0 || port > 65535 || name[0] == '\0' || getaddrinfo(name, NULL, &hints, &ai) != 0 ||
+        ai == NULL ||
+        inet_ntop(AF_INET, &((struct sockaddr_in *)ai->ai_addr)->sin_addr, ip, sizeof(ip)) ==
+            NULL) {
+        verdict(p, 502, "UpstreamFailure", "the provider's preview host does not resolve");
+        goto out;
+    }
+    /* the link's path, then the app's path without its leading '/' */
+    path = xstrndup(slash, strlen(slash) - (slash[0] && slash[strlen(slash) - 1] == '/'));
+    p->remote_path = pe_xasprintf("%s/%s", path, p->fwd_path + (p->fwd_path[0] == '/'));
+    p->addr = pe_xasprintf("%s:%d", ip, port);
+    p->up_port = port;
+    p->up_host = pe_xstrdup(host);
+    link_header(&hb, link.header_name, link.header_value);
+    link_header(&hb, link.header2_name, link.header2_value);
+    if (hb.len) {
+        buf_add(&hb, &nul, 1);
+        p->link_headers = hb.data;
+        hb.data = NULL;
+    }
+    p->remote = p->provider = true;
+    r = 0;
+out:
+    if (ai)
+        freeaddrinfo(ai);
+    buf_free(&hb);
+    explicit_bzero(&link, sizeof(link));
     return r;
 }
 
@@ -756,6 +850,7 @@ static void check_work(pe_daemon_job *job, pe_store *s)
 {
     struct preq *p = job->ud;
     pe_store_port row;
+    pe_store_sandbox sb = {0};
     char aud[PE_AUTH_AUD_MAX];
     bool ok = false, other_user = false;
     pe_err err;
@@ -809,12 +904,17 @@ static void check_work(pe_daemon_job *job, pe_store *s)
         ok = true;
     if (!ok)
         refuse(p, other_user);
-    else if (!p->via_node && (r = remote_target(job, s, p, &row)) != 0) {
+    else if ((r = provider_sandbox(job, s, &row, &sb)) != 0) {
+        if (r > 0 && provider_target(job, s, p, &sb) == 0) {
+            pe_daemon_touch(job->d, row.sandbox_id);
+            p->sandbox_id = pe_xstrdup(row.sandbox_id);
+            pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */
+        } else if (r < 0)
+            verdict(p, 500, "InternalServerError", "Internal Server Error");
+        pe_store_sandbox_clear(&sb);
+    } else if (!p->via_node && (r = remote_target(job, s, p, &row)) != 0) {
         if (r < 0)
             verdict(p, 503, "NodeDown", p->err_msg);
-    } else if ((r = provider_port(job, s, p, &row)) != 0) {
-        if (r < 0)
-            verdict(p, 502, "SandboxNotRunning", p->err_msg);
     } else if ((r = pe_daemon_wake(job->d, row.sandbox_id, "preview", &err)) < 0 ||
                pe_daemon_sandbox_address(job->d, row.sandbox_id, &p->addr, &err) < 0)
         verdict(p, 502, "SandboxNotRunning", err.msg);
@@ -850,7 +950,7 @@ static void connect_upstream(struct preq *p)
     pe_err err;
 
     pe_err_clear(&err);
-    if (p->fd >= 0) /* the provider's stream to the port (provider_port) */
+    if (p->fd >= 0) /* the adapter's stream to the port (provider_target) */
         goto watch;
     if (inet_pton(AF_INET, ip ? ip : p->addr, &sa.sin_addr) != 1) {
         fail(p, 502, "UpstreamFailure", "sandbox %s has no network address", p->ident);

@@ -51,7 +51,7 @@
 #include "core/log.h"
 #include "core/utf8.h"
 #include "core/util.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "runtime/internal.h"
 #include "sandbox-archive.h"
 

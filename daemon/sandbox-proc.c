@@ -13,7 +13,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "sandbox-proc.h"
 
 #define READ_CHUNK (64 * 1024)

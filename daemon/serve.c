@@ -29,7 +29,7 @@
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
-#include "resources.h"
+#include "sandbox-keys.h"
 #include "snapshots.h"
 #include "transfer.h"
 #include "runtime/security.h"

@@ -49,7 +49,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "supervise.h"
 
 #define BACKOFF_FIRST_MS 500
@@ -224,6 +224,137 @@ static int run_once(unit *u, pe_proc *p)
     return code;
 }
 
+/* ---- a unit of a remote sandbox ----
+ *
+ * Its provider runs the command as a streaming exec (pe_sandbox_exec_start:
+ * the sandbox's environment, the marker) that this thread holds open for
+ * the process's life, pumping its output into the ring as for a local one;
+ * the process ending is status_fd. There is no process group to signal
+ * from another thread: a stop sets u->stop and this thread, which owns the
+ * stream, asks the provider to end the process (proc_kill), then kills it
+ * (proc_kill_now) after PE_UNIT_STOP_TIMEOUT, and gives up on it 5 s later.
+ * A stream that broke before an exit code counts as a failure (-1), so the
+ * restart policy applies to a dropped connection too. */
+#define REMOTE_POLL_MS 200
+#define REMOTE_GIVE_UP_S 5.0
+
+static int run_remote(unit *u, pe_provider_proc *pp)
+{
+    char buf[8192];
+    int fds[2] = {pp->stdout_fd, pp->stderr_fd}, code = -1;
+    tail t[2] = {{.len = 0}, {.len = 0}};
+    double kill_at = 0;
+    bool killed_now = false;
+    pe_err err;
+
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            fcntl(fds[i], F_SETFL, O_NONBLOCK);
+    for (;;) {
+        struct pollfd pf[3] = {
+            {pp->status_fd, POLLIN, 0}, {fds[0], POLLIN, 0}, {fds[1], POLLIN, 0}};
+        bool ended, stop;
+
+        if (poll(pf, 3, REMOTE_POLL_MS) < 0 && errno != EINTR)
+            break;
+        ended = pf[0].revents & (POLLIN | POLLHUP);
+        for (int i = 0; i < 2; i++) {
+            ssize_t n;
+            if (fds[i] < 0 || !(pf[i + 1].revents || ended))
+                continue;
+            while ((n = read(fds[i], buf, sizeof(buf))) > 0) {
+                tail_put(&t[i], buf, (size_t)n);
+                pthread_mutex_lock(&mu);
+                ring_put(u, buf, (size_t)n);
+                pthread_mutex_unlock(&mu);
+            }
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                fds[i] = -1;
+        }
+        if (ended)
+            break;
+        pthread_mutex_lock(&mu);
+        stop = u->stop || detached;
+        pthread_mutex_unlock(&mu);
+        if (stop && kill_at == 0) {
+            pe_provider_proc_kill(pp);
+            kill_at = pe_monotonic_s() + PE_UNIT_STOP_TIMEOUT;
+        } else if (stop && !killed_now && pe_monotonic_s() >= kill_at) {
+            pe_provider_proc_kill_now(pp);
+            killed_now = true;
+        } else if (killed_now && pe_monotonic_s() >= kill_at + REMOTE_GIVE_UP_S) {
+            code = 137; /* the provider never said it ended: proc_close cuts it */
+            goto out;
+        }
+    }
+    pe_err_clear(&err);
+    if (pe_provider_proc_wait(pp, &code, &err) < 0) {
+        code = -1;
+        pthread_mutex_lock(&mu);
+        note(u, "[pocketenv] %s\n", err.msg);
+        pthread_mutex_unlock(&mu);
+    }
+out:
+    pthread_mutex_lock(&mu);
+    keep_last_words(u, t);
+    pthread_mutex_unlock(&mu);
+    return code;
+}
+
+/* start_and_wait of a unit whose sandbox sb runs on a provider. */
+static bool start_remote(unit *u, pe_store *s, const pe_store_sandbox *sb, int *code)
+{
+    cleanup_free char *marker = pe_xasprintf("POCKETENV_UNIT=%s", u->key);
+    char *env[] = {marker, NULL};
+    pe_provider_exec_opts o = {.argv = u->argv, .env = env};
+    pe_provider_proc pp;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_sandbox_exec_start(&u->d->sx, s, sb, &o, &pp, &err) < 0) {
+        pthread_mutex_lock(&mu);
+        u->state = PE_STORE_FAILED;
+        u->exit_code = err.code == PE_ENOENT ? 127 : 126;
+        note(u, "[pocketenv] cannot start %s: %s\n", u->argv[0], err.msg);
+        pthread_mutex_unlock(&mu);
+        return false;
+    }
+    if (pp.stdin_fd >= 0) {
+        close(pp.stdin_fd);
+        pp.stdin_fd = -1;
+    }
+    pthread_mutex_lock(&mu);
+    u->state = PE_STORE_RUNNING;
+    u->run_started = pe_monotonic_s();
+    pthread_mutex_unlock(&mu);
+    *code = run_remote(u, &pp);
+    pe_provider_proc_close(&pp);
+    return true;
+}
+
+/* The row of u's sandbox when a provider runs it: 1 (sb set), 0 local, -1
+ * when it is gone or not running (u is STOPPED then). */
+static int remote_sandbox(unit *u, pe_store **s, pe_store_sandbox *sb)
+{
+    pe_err err;
+
+    pe_err_clear(&err);
+    *s = pe_daemon_store(u->d, &err);
+    if (*s == NULL || pe_store_sandbox_get(*s, u->sandbox_id, sb, &err) < 0)
+        return 0; /* the local path reports what is wrong */
+    if (!pe_sandbox_is_remote(sb)) {
+        pe_store_sandbox_clear(sb);
+        return 0;
+    }
+    if (sb->status == PE_STORE_RUNNING)
+        return 1;
+    pe_store_sandbox_clear(sb);
+    pthread_mutex_lock(&mu);
+    u->state = PE_STORE_STOPPED; /* the sandbox is not running */
+    pthread_mutex_unlock(&mu);
+    return -1;
+}
+
 /* One start; false if the unit is done (stopped, failed to start). */
 static bool start_and_wait(unit *u, int *code)
 {
@@ -239,6 +370,19 @@ static bool start_and_wait(unit *u, int *code)
         return false;
     }
     pthread_mutex_unlock(&mu);
+    {
+        pe_store *s = NULL;
+        pe_store_sandbox sb;
+        int r = remote_sandbox(u, &s, &sb);
+        bool ran;
+        if (r < 0)
+            return false;
+        if (r > 0) {
+            ran = start_remote(u, s, &sb, code);
+            pe_store_sandbox_clear(&sb);
+            return ran;
+        }
+    }
     opts.env = unit_env(u, &err);
     if (opts.env == NULL || pe_runtime_exec_start(&u->d->rt, u->sandbox_id, &opts, &p, &err) < 0) {
         pe_daemon_env_free(opts.env);

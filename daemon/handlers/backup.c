@@ -29,7 +29,8 @@
 #include "daemon.h"
 #include "resource-limits.h"
 #include "pocketenv/store-backups.h"
-#include "resources.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
 #include "sandbox-archive.h"
 #include "transfer.h"
 

@@ -65,7 +65,7 @@
 #include "daemon.h"
 #include "http/xrpc-internal.h"
 #include "resource-limits.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "sandbox-archive.h"
 #include "transfer.h"
 

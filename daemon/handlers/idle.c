@@ -13,7 +13,7 @@
 #include "daemon.h"
 #include "idle.h"
 #include "pocketenv/store-idle.h"
-#include "resources.h"
+#include "sandbox-find.h"
 
 #define TIMEOUT_MAX (30LL * 24 * 3600)
 

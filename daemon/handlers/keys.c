@@ -10,7 +10,7 @@
  * (0600) and id_ed25519.pub (0644): every process the daemon runs in a
  * sandbox (exec, services, PID 1) runs as its root with HOME=/root. It is
  * installed at every start and at once when put on a running sandbox,
- * through the same file placement as files (handlers/env.c: openat2
+ * through the same file placement as files (sandbox-env.c: openat2
  * RESOLVE_IN_ROOT under /proc/<init>/root, no shell). A sandbox without a
  * key gets one at its first start: an Ed25519 pair generated here with
  * libsodium, written in OpenSSH's format (below), and stored sealed to
@@ -22,6 +22,9 @@
  * (userspace networking, supervised, supervise.c) and `tailscale up
  * --auth-key=file:PATH`: the key travels in a 0600 file that is removed
  * when `up` returns, never on a command line or in an environment.
+ *
+ * What a start does with them (installing the pair, bringing Tailscale
+ * up) is sandbox-keys.c's, below the handlers.
  *
  * Threading: handlers on the loop thread, jobs on workers. */
 #include <errno.h>
@@ -38,19 +41,17 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
-#include "resources.h"
-#include "supervise.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
+#include "sandbox-keys.h"
 
 #define SSH_PRIV_MAX (16 * 1024)
 #define SSH_PUB_MAX 8192
 #define TS_KEY_MAX 256
-#define SSH_DIR "/root/.ssh"
-#define TS_KEY_FILE "/run/pocketenv/tailscale-authkey"
-#define TS_UP_TIMEOUT 30.0
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 
-static const char OPENSSH_BEGIN[] = "-----BEGIN OPENSSH PRIVATE KEY-----";
-static const char OPENSSH_END[] = "-----END OPENSSH PRIVATE KEY-----";
+static const char OPENSSH_BEGIN[] = PE_OPENSSH_BEGIN;
+static const char OPENSSH_END[] = PE_OPENSSH_END;
 static const char OPENSSH_MAGIC[] = "openssh-key-v1"; /* and its NUL */
 
 /* Read string i of an SSH wire buffer at *off; false if it runs past n. */
@@ -152,40 +153,6 @@ static int check_ssh_pair(const char *priv, size_t len, const char *pub, pe_err 
     return r;
 }
 
-/* Upstream's redaction (§5): between the OpenSSH header and footer, every
- * character but newlines, the first 10 and the last 5 becomes '*' (when
- * there are more than 15); newlines are then written as the two
- * characters '\' 'n'. */
-char *pe_daemon_ssh_redact(const char *priv)
-{
-    const char *begin = strstr(priv, OPENSSH_BEGIN),
-               *end = begin ? strstr(begin, OPENSSH_END) : NULL;
-    size_t n = strlen(priv), count = 0, k = 0, o = 0;
-    char *out = pe_xmalloc(2 * n + 1);
-
-    if (begin == NULL || end == NULL) { /* never stored: checked on put */
-        free(out);
-        return pe_xstrdup("");
-    }
-    begin += sizeof(OPENSSH_BEGIN) - 1;
-    for (const char *p = begin; p < end; p++)
-        count += *p != '\n' && *p != '\r';
-    for (const char *p = priv; *p; p++) {
-        bool body = p >= begin && p < end && *p != '\n' && *p != '\r';
-        if (*p == '\r')
-            continue;
-        if (*p == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-            continue;
-        }
-        out[o++] = body && count > 15 && k >= 10 && k < count - 5 ? '*' : *p;
-        k += body;
-    }
-    out[o] = '\0';
-    return out;
-}
-
 /* Tailscale's (and the generic) rule: first 11, a '*' for each of the
  * middle characters, last 3. */
 static char *ts_redact(const char *key)
@@ -215,265 +182,6 @@ static int check_ts_key(const char *key, size_t len, pe_err *err)
                               "authKey must be letters, digits, '-' and '_' only");
     return 0;
 }
-
-/* ---- installing into a sandbox ---- */
-
-static int install_ssh(pe_daemon *d, const char *id, const char *priv, size_t len, const char *pub,
-                       pe_err *err)
-{
-    cleanup_free char *publine = NULL;
-    size_t plen = strlen(pub);
-    unsigned char *withnl = NULL;
-    int r;
-
-    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
-        plen--;
-    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
-    /* ssh reads a key only up to a final newline: add one if missing. */
-    if (len == 0 || priv[len - 1] != '\n') {
-        withnl = sodium_malloc(len + 1);
-        if (withnl == NULL)
-            abort();
-        memcpy(withnl, priv, len);
-        withnl[len++] = '\n';
-    }
-    r = pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519",
-                                          withnl ? withnl : (const unsigned char *)priv, len, 0600,
-                                          err);
-    if (withnl)
-        sodium_free(withnl);
-    if (r < 0)
-        return -1;
-    return pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
-                                             (const unsigned char *)publine, strlen(publine), 0644,
-                                             err);
-}
-
-/* A new default pair for sb: stored first (so the pair getSshKeys shows
- * is the one installed), then installed from the plain text in hand
- * rather than read back and unsealed. */
-static int new_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
-{
-    cleanup_free char *comment = pe_xasprintf("root@%s", sb->name);
-    char *priv = NULL, *pub = NULL, *sealed = NULL, *red = NULL;
-    int r;
-
-    if (pe_auth_ssh_generate(comment, &priv, &pub) < 0)
-        return pe_err_set(err, PE_ESYS, 0, "generate a key pair");
-    red = pe_daemon_ssh_redact(priv);
-    r = pe_auth_seal(pe_auth_public_key_hex(d->auth), priv, strlen(priv), &sealed, err);
-    if (r == 0)
-        r = pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, pub, sealed, red, err);
-    if (r == 0) {
-        pe_log_info("event=ssh_key sandbox=%s generated=1", sb->id);
-        r = install_ssh(d, sb->id, priv, strlen(priv), pub, err);
-    }
-    sodium_memzero(priv, strlen(priv));
-    free(priv);
-    free(pub);
-    free(sealed);
-    free(red);
-    return r;
-}
-
-/* The sandbox's stored pair, or a new default one, into the sandbox. */
-static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
-{
-    pe_store_key k;
-    unsigned char *plain = NULL;
-    size_t len = 0;
-    pe_err err;
-
-    pe_err_clear(&err);
-    if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0) {
-        if (err.code == PE_ENOENT) {
-            pe_err_clear(&err);
-            new_ssh(d, s, sb, &err);
-        }
-    } else {
-        if (pe_auth_unseal(d->auth, k.sealed, &plain, &len, &err) == 0)
-            install_ssh(d, sb->id, (const char *)plain, len, k.public_key, &err);
-        pe_auth_plain_free(plain);
-        pe_store_key_clear(&k);
-    }
-    if (err.code != 0)
-        pe_log_warn("sandbox %s: ssh key not installed: %s", sb->id, err.msg);
-}
-
-/* Run argv in the sandbox, output discarded, killed after timeout; its
- * exit code (127: not found, -1: not started). */
-static int run_quiet(pe_daemon *d, const char *id, char **argv, double timeout)
-{
-    pe_proc_opts opts = {.argv = argv, .capture = true};
-    double deadline = pe_monotonic_s() + timeout;
-    char sink[4096];
-    pe_proc p;
-    pe_err err;
-    int code = -1;
-
-    pe_err_clear(&err);
-    if (pe_runtime_exec_start(&d->rt, id, &opts, &p, &err) < 0)
-        return err.errnum == ENOENT ? 127 : -1;
-    close(p.stdin_fd);
-    p.stdin_fd = -1;
-    /* Nothing it says is kept: a stand-in could echo what it was given. */
-    fcntl(p.stdout_fd, F_SETFL, O_NONBLOCK);
-    fcntl(p.stderr_fd, F_SETFL, O_NONBLOCK);
-    for (;;) {
-        struct pollfd pf[3] = {
-            {p.pidfd, POLLIN, 0}, {p.stdout_fd, POLLIN, 0}, {p.stderr_fd, POLLIN, 0}};
-        double left = deadline - pe_monotonic_s();
-        if (left <= 0) {
-            pe_proc_signal(&p, SIGKILL);
-            break;
-        }
-        if (poll(pf, 3, (int)(left * 1000) + 1) < 0 && errno != EINTR)
-            break;
-        for (int i = 1; i < 3; i++)
-            if (pf[i].revents && read(pf[i].fd, sink, sizeof(sink)) <= 0)
-                pf[i].fd = -1;
-        if (pf[0].revents & POLLIN)
-            break;
-    }
-    if (pe_proc_wait(&p, &code, &err) < 0)
-        code = -1;
-    pe_proc_close(&p);
-    return code;
-}
-
-static void ts_up(pe_daemon *d, const pe_store_sandbox *sb, const unsigned char *key, size_t len)
-{
-    static char *tailscaled[] = {(char *)"tailscaled", (char *)"--tun=userspace-networking",
-                                 (char *)"--statedir=/var/lib/tailscale", NULL};
-    cleanup_free char *unit = pe_xasprintf("tailscaled:%s", sb->id);
-    cleanup_free char *host = pe_xasprintf("--hostname=%s", sb->name);
-    char *up[] = {(char *)"tailscale", (char *)"up", (char *)"--auth-key=file:" TS_KEY_FILE, host,
-                  NULL};
-    pe_err err;
-    int code = -1;
-
-    pe_err_clear(&err);
-    if (pe_daemon_sandbox_write_file_mode(d, sb->id, TS_KEY_FILE, key, len, 0600, &err) < 0) {
-        pe_log_warn("sandbox %s: tailscale not started: %s", sb->id, err.msg);
-        return;
-    }
-    if (pe_daemon_unit_start(d, unit, sb->id, tailscaled, true, &err) < 0)
-        pe_log_warn("sandbox %s: tailscaled: %s", sb->id, err.msg);
-    /* tailscaled may take a moment to listen: a few tries. */
-    for (int i = 0; i < 3 && code != 0 && code != 127; i++) {
-        if (i > 0)
-            sleep(1);
-        code = run_quiet(d, sb->id, up, TS_UP_TIMEOUT);
-    }
-    if (pe_daemon_sandbox_remove_file(d, sb->id, TS_KEY_FILE, &err) < 0)
-        pe_log_warn("sandbox %s: %s", sb->id, err.msg);
-    if (code == 127) {
-        pe_daemon_unit_forget(unit);
-        pe_log_info("event=tailscale sandbox=%s outcome=\"no tailscale in the image\"", sb->id);
-    } else {
-        pe_log_info("event=tailscale sandbox=%s up_exit=%d", sb->id, code);
-    }
-}
-
-/* Bringing Tailscale up can take `tailscale up`'s whole timeout (three
- * times): it runs on a thread of its own, so a start or a put is answered
- * without waiting; the outcome is logged. One bring-up at a time: two
- * would share the key file. The thread carries the sealed key and opens it
- * itself, so no plaintext waits in a queue. */
-struct ts_job {
-    pe_daemon *d;
-    pe_store_sandbox sb; /* id and name only */
-    char *sealed;
-};
-
-static pthread_mutex_t ts_mu = PTHREAD_MUTEX_INITIALIZER;
-static bool ts_closed; /* the daemon exits: bring nothing more up (under ts_mu) */
-
-void pe_daemon_tailscale_quiesce(void)
-{
-    pthread_mutex_lock(&ts_mu); /* waits for a bring-up in progress */
-    ts_closed = true;
-    pthread_mutex_unlock(&ts_mu);
-}
-
-static void *ts_thread(void *arg)
-{
-    struct ts_job *t = arg;
-    unsigned char *plain = NULL;
-    size_t len = 0;
-    pe_err err;
-
-    pe_err_clear(&err);
-    pthread_mutex_lock(&ts_mu);
-    if (ts_closed)
-        ;
-    else if (pe_auth_unseal(t->d->auth, t->sealed, &plain, &len, &err) < 0)
-        pe_log_warn("sandbox %s: tailscale key does not open: %s", t->sb.id, err.msg);
-    else
-        ts_up(t->d, &t->sb, plain, len);
-    pthread_mutex_unlock(&ts_mu);
-    pe_auth_plain_free(plain);
-    free((char *)t->sb.id);
-    free((char *)t->sb.name);
-    free(t->sealed);
-    free(t);
-    return NULL;
-}
-
-static void ts_up_later(pe_daemon *d, const pe_store_sandbox *sb, const char *sealed)
-{
-    struct ts_job *t = pe_xcalloc(1, sizeof(*t));
-    pthread_attr_t attr;
-    pthread_t th;
-
-    t->d = d;
-    t->sb.id = pe_xstrdup(sb->id);
-    t->sb.name = pe_xstrdup(sb->name);
-    t->sealed = pe_xstrdup(sealed);
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&th, &attr, ts_thread, t) != 0) {
-        pe_log_warn("sandbox %s: tailscale not started: no thread", sb->id);
-        free((char *)t->sb.id);
-        free((char *)t->sb.name);
-        free(t->sealed);
-        free(t);
-    }
-    pthread_attr_destroy(&attr);
-}
-
-static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
-{
-    pe_store_key k;
-    pe_err err;
-
-    pe_err_clear(&err);
-    if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &err) < 0) {
-        if (err.code != PE_ENOENT)
-            pe_log_warn("sandbox %s: tailscale: %s", sb->id, err.msg);
-        return;
-    }
-    ts_up_later(d, sb, k.sealed);
-    pe_store_key_clear(&k);
-}
-
-void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
-{
-    pe_store *s;
-    pe_err err;
-
-    pe_err_clear(&err);
-    s = pe_daemon_store(d, &err);
-    if (s == NULL) {
-        pe_log_warn("sandbox %s: keys and services not started: %s", sb->id, err.msg);
-        return;
-    }
-    pe_daemon_netpolicy_started(d, sb);
-    place_ssh(d, s, sb);
-    place_tailscale(d, s, sb);
-    pe_daemon_services_start(d, s, sb);
-}
-
 /* ---- views ---- */
 
 static json_t *ssh_view(const pe_store_key *k)
@@ -551,7 +259,7 @@ static void put_ssh_work(pe_daemon_job *job, pe_store *s)
     if (sb.status == PE_STORE_RUNNING && pe_sandbox_is_remote(&sb)) {
         r = pe_sandbox_ssh_install(&job->d->sx, s, &sb, (const char *)plain, len, pub, &job->err);
     } else if (sb.status == PE_STORE_RUNNING) {
-        r = install_ssh(job->d, sb.id, (const char *)plain, len, pub, &job->err);
+        r = pe_daemon_ssh_install(job->d, sb.id, (const char *)plain, len, pub, &job->err);
         if (r < 0 && job->err.code == PE_ESTATE) /* stopped meanwhile: at its next start */
             r = 0;
     }
@@ -582,10 +290,18 @@ static void put_ts_work(pe_daemon_job *job, pe_store *s)
     if (pe_store_key_put(s, PE_STORE_TAILSCALE_KEY, sb.id, NULL, sealed, red, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
-        /* outcome in the log, as a clone's; a remote sandbox's record
-         * says it is not applied there (pe_sandbox_run_note) */
-        if (sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb))
-            ts_up_later(job->d, &sb, sealed);
+        /* outcome in the log, as a clone's; a remote sandbox's through
+         * its provider, now, and in its record when it is not applied */
+        if (sb.status == PE_STORE_RUNNING && !pe_sandbox_is_remote(&sb)) {
+            pe_daemon_tailscale_up_later(job->d, &sb, sealed);
+        } else if (sb.status == PE_STORE_RUNNING) {
+            cleanup_free char *note = pe_sandbox_started_note(&job->d->sx, s, &sb);
+            pe_err e;
+            pe_err_clear(&e);
+            if (pe_store_sandbox_set_status(s, sb.id, PE_STORE_RUNNING, note, PE_STORE_RUNNING,
+                                            &e) < 0)
+                pe_log_warn("sandbox %s: %s", sb.id, e.msg);
+        }
         reply_key(job, s, PE_STORE_TAILSCALE_KEY, sb.id);
     }
     pe_auth_plain_free(plain);

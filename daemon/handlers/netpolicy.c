@@ -42,7 +42,8 @@
 #include "daemon.h"
 #include "egress-tls.h"
 #include "pocketenv/egress.h"
-#include "resources.h"
+#include "netpolicy.h"
+#include "sandbox-find.h"
 #include "template/template.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"

@@ -75,23 +75,23 @@ char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int
     return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
 }
 
-/* remote: the sandbox runs on a provider, whose own preview URL the row
- * keeps, unless our proxy serves it through the provider (a row without
- * one: kubernetes' port-forward), as it serves local sandboxes. */
+/* remote: the sandbox runs on a provider. A row with a preview URL is
+ * served at the provider's (its own rules); one without, by our proxy
+ * over the provider's link (pe_provider_preview_link.proxy) or a stream
+ * the adapter opens (.forward: kubernetes' port-forward), under the same
+ * rules as a local sandbox's. */
 static json_t *port_view(pe_daemon *d, const char *name, const char *tag, const pe_store_port *p,
                          bool remote)
 {
-    remote = remote && p->preview_url;
-
-    cleanup_free char *url = remote && p->preview_url
-                                 ? pe_xstrdup(p->preview_url)
-                                 : pe_daemon_preview_url(d, name, tag, p->port);
+    bool theirs = remote && p->preview_url;
+    cleanup_free char *url =
+        theirs ? pe_xstrdup(p->preview_url) : pe_daemon_preview_url(d, name, tag, p->port);
     json_t *o = json_pack("{s:i, s:s, s:b}", "port", p->port, "previewUrl", url, "public",
                           p->public_access);
 
     if (p->description)
         json_object_set_new(o, "description", json_string(p->description));
-    if (!remote && !p->public_access && p->secret)
+    if (!theirs && !p->public_access && p->secret)
         json_object_set_new(o, "shareUrl", json_sprintf("%s?pe_secret=%s", url, p->secret));
     return o;
 }
@@ -159,8 +159,10 @@ static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
                    sb->backend);
         return pe_daemon_job_fail(job, &job->err, NULL);
     }
+    /* a link for our proxy is kept out of the row and of every answer */
+    remote = remote && !link.proxy;
     url = remote ? pe_xstrdup(link.url) : pe_daemon_preview_url(job->d, sb->name, tag, port);
-    p.preview_url = proxied ? NULL : url; /* a remote row without one: ours (port_view) */
+    p.preview_url = proxied || link.proxy ? NULL : url; /* without one: ours (port_view) */
     pe_store_port_list_free(list, n);
     if (n >= PER_SANDBOX_MAX) {
         pe_err_set(&job->err, PE_EINVAL, 0, "a sandbox exposes at most %d ports", PER_SANDBOX_MAX);

@@ -33,7 +33,8 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "records.h"
-#include "resources.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
 
 #define PREFS_MAX 64
 #define SECRET_MAX (8 * 1024)

@@ -15,14 +15,15 @@
  * - secrets and files are stored as sent, sealed; listings never carry a
  *   secret's value or a file's content; the "redacted" input is ignored;
  * - a file added or updated while the sandbox runs is written into it at
- *   once (handlers/env.c); deleting a file's row leaves the file in the
+ *   once (sandbox-env.c); deleting a file's row leaves the file in the
  *   sandbox. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/util.h"
 #include "daemon.h"
-#include "resources.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
 
 #define VALUE_MAX (8 * 1024)      /* a variable's or secret's value */
 #define CONTENT_MAX (1024 * 1024) /* a file's content, opened */

@@ -40,7 +40,11 @@
 #include "providers.h"
 #include "records.h"
 #include "read-cache.h"
-#include "resources.h"
+#include "netpolicy.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
+#include "sandbox-keys.h"
+#include "sandbox-services.h"
 #include "snapshots.h"
 #include "supervise.h"
 #include "templates.h"
@@ -143,38 +147,6 @@ static char *slug_name(void)
                         suffix);
 }
 
-/* ---- the caller's sandbox: by id (sbx_…) or name; another's is not found ---- */
-
-int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_store_sandbox *out,
-                           pe_err *err)
-{
-    memset(out, 0, sizeof(*out));
-    if (id == NULL || id[0] == '\0')
-        return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-    if (strncmp(id, "sbx_", 4) == 0) {
-        if (pe_store_sandbox_get(s, id, out, err) == 0) {
-            if (strcmp(out->owner_did, did) == 0)
-                return 0;
-            pe_store_sandbox_clear(out);
-        } else if (err->code != PE_ENOENT) {
-            return -1;
-        }
-    } else if (pe_store_sandbox_get_by_name(s, did, id, out, err) == 0) {
-        return 0;
-    } else if (err->code != PE_ENOENT) {
-        return -1;
-    }
-    return pe_err_set(err, PE_ENOENT, 0, "sandbox not found");
-}
-
-bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb)
-{
-    if (pe_daemon_find_sandbox(s, job->did, id, sb, &job->err) == 0)
-        return true;
-    pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? NOT_FOUND : NULL);
-    return false;
-}
-
 /* ---- runtime ---- */
 
 /* A remote fork (forkSandbox's row, no provider id yet): made at its
@@ -201,8 +173,18 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
 
     if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL) /* a fork: made from its snapshot */
         return remote_fork_create(d, sb, err);
-    if (pe_sandbox_is_remote(sb)) /* its provider starts it (lib/sandbox) */
-        return pe_daemon_sandbox_start(d, sb, err);
+    if (pe_sandbox_is_remote(sb)) { /* its provider starts it (lib/sandbox) */
+        pe_store *s;
+        pe_err e;
+        if (pe_daemon_sandbox_start(d, sb, err) < 0)
+            return -1;
+        pe_err_clear(&e);
+        if ((s = pe_daemon_store(d, &e)) != NULL) /* its services, through the provider */
+            pe_daemon_services_start(d, s, sb);
+        else
+            pe_log_warn("sandbox %s: services not started: %s", sb->id, e.msg);
+        return 0;
+    }
     pe_sandbox_cfg_init(&cfg);
     cfg.name = pe_xstrdup(sb->id);
     cfg.image = pe_xstrdup(sb->base);
@@ -441,8 +423,8 @@ static int create_remote_now(pe_daemon_job *job, pe_store *s, const char *id, pe
         return -1;
     }
     free((char *)sb.provider_id);
-    sb.provider_id = rid;                            /* where it now is, for the undo below */
-    note = pe_sandbox_run_note(&job->d->sx, s, &sb); /* what it runs without */
+    sb.provider_id = rid;                                /* where it now is, for the undo below */
+    note = pe_sandbox_started_note(&job->d->sx, s, &sb); /* what it runs without */
     if (pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, note, PE_STORE_INITIALIZING,
                                     &job->err) < 0 ||
         pe_store_sandbox_get(s, id, got, &job->err) < 0) {
@@ -773,7 +755,7 @@ static void start_within_quota(pe_daemon_job *job, pe_store *s, const pe_store_s
     if (pe_daemon_sandbox_run(job->d, sb, &job->init_pidfd, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
-        cleanup_free char *note = pe_sandbox_run_note(&job->d->sx, s, sb); /* what it lacks */
+        cleanup_free char *note = pe_sandbox_started_note(&job->d->sx, s, sb); /* what it lacks */
         if (pe_store_sandbox_set_status(s, sb->id, PE_STORE_RUNNING, note, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
     }

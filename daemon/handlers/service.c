@@ -32,7 +32,9 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
-#include "resources.h"
+#include "sandbox-find.h"
+#include "sandbox-keys.h"
+#include "sandbox-services.h"
 #include "supervise.h"
 
 #define NAME_MAX_LEN 63
@@ -87,40 +89,6 @@ static int check_service(const json_t *o, pe_err *err)
                 return pe_err_set(err, PE_EINVAL, 0, "service port %lld given twice", (long long)v);
     }
     return 0;
-}
-
-/* ---- running ---- */
-
-static int start_unit(pe_daemon *d, const pe_store_service *v, pe_err *err)
-{
-    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)v->command, NULL};
-
-    return pe_daemon_unit_start(d, v->id, v->sandbox_id, argv, true, err);
-}
-
-void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
-{
-    pe_store_service *list = NULL;
-    size_t n = 0;
-    pe_err err;
-
-    pe_err_clear(&err);
-    if (pe_store_service_list(s, sb->id, 1000, 0, &list, &n, NULL, &err) < 0) {
-        pe_log_warn("sandbox %s: services not started: %s", sb->id, err.msg);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (list[i].status != PE_STORE_RUNNING)
-            continue;
-        /* A unit left from the sandbox's last run is stopped: it starts
-         * again with this run's environment. */
-        pe_daemon_unit_stop(list[i].id, PE_UNIT_STOP_TIMEOUT);
-        if (start_unit(d, &list[i], &err) < 0) {
-            pe_log_warn("sandbox %s: service %s not started: %s", sb->id, list[i].name, err.msg);
-            pe_err_clear(&err);
-        }
-    }
-    pe_store_service_list_free(list, n);
 }
 
 /* ---- views ---- */
@@ -265,7 +233,7 @@ static void add_work(pe_daemon_job *job, pe_store *s)
         goto out;
     }
     if (sb.status == PE_STORE_RUNNING && pe_store_service_get(s, NULL, id, &v, &job->err) == 0) {
-        if (start_unit(job->d, &v, &job->err) < 0)
+        if (pe_daemon_service_unit_start(job->d, &v, &job->err) < 0)
             pe_log_warn("sandbox %s: service %s not started: %s", sb.id, name, job->err.msg);
         pe_err_clear(&job->err);
         pe_store_service_clear(&v);
@@ -317,7 +285,7 @@ static void control(pe_daemon_job *job, pe_store *s, int op)
         /* Recorded: it starts with the sandbox. */
         reply(job, s, v.id, sb.status);
     } else {
-        if (want == PE_STORE_RUNNING && start_unit(job->d, &v, &job->err) < 0)
+        if (want == PE_STORE_RUNNING && pe_daemon_service_unit_start(job->d, &v, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
         else
             reply(job, s, v.id, sb.status);
@@ -365,7 +333,7 @@ static void update_work(pe_daemon_job *job, pe_store *s)
     /* A running service runs the new command from now on. */
     if (restart && pe_store_service_get(s, NULL, v.id, &nv, &job->err) == 0) {
         pe_daemon_unit_stop(v.id, PE_UNIT_STOP_TIMEOUT);
-        if (start_unit(job->d, &nv, &job->err) < 0)
+        if (pe_daemon_service_unit_start(job->d, &nv, &job->err) < 0)
             pe_log_warn("service %s not restarted: %s", v.id, job->err.msg);
         pe_err_clear(&job->err);
         pe_store_service_clear(&nv);

@@ -35,7 +35,6 @@
 #include "ports.h"
 #include "providers.h"
 #include "resource-limits.h"
-#include "resources.h"
 #include "snapshots.h"
 #include "transfer.h"
 

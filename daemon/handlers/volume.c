@@ -39,7 +39,8 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "pocketenv/store-nodes.h"
-#include "resources.h"
+#include "sandbox-env.h"
+#include "sandbox-find.h"
 
 #define VOLUME_NAME_MAX 63
 #define MOUNTS_MAX PE_SANDBOX_MOUNTS_MAX

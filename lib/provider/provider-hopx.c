@@ -9,8 +9,10 @@
  * WebSocket (a shell line; stdout/stderr/result messages), the terminal
  * its /terminal WebSocket (JSON frames; the agent's own shell: argv is
  * not chosen). Stop is pause, start resume. CPU, memory and disk are the
- * template's. No stdin (the stream takes none) and no preview yet (its
- * URLs are {port}-{id}.{region}.vms.hopx.dev hosts): docs/providers.md. */
+ * template's. No stdin (the stream takes none). A port's preview is the
+ * agent's host with the port in place of 7777 (reference §11.6:
+ * {port}-{id}.{region}.vms.hopx.dev), public at Hopx: so it goes through
+ * our preview proxy (link.proxy), which keeps private ports private. */
 #include <stdio.h>
 #include <string.h>
 #include <wslay/wslay.h>
@@ -465,10 +467,45 @@ static int hx_file_remove(pe_provider *p, const char *id, const char *path, bool
     return r < 0 ? pe_err_prefix(err, "%s", path) : 0;
 }
 
+#define AGENT_PREFIX "7777-"
+
+static int hx_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    json_t *sb = NULL;
+    const char *host, *rest;
+    cleanup_free char *tmpl = NULL;
+    size_t n;
+
+    if (hx_api(p, "GET", id, "", NULL, true, &sb, "get a sandbox", err) < 0)
+        return -1; /* a sandbox that is not there has no preview */
+    if (p->cfg.preview_url) {
+        json_decref(sb);
+        return pe__preview_fill(p, p->cfg.preview_url, id, NULL, port, out, err);
+    }
+    host = json_string_value(json_object_get(sb, "public_host"));
+    rest = host && strncmp(host, "https://", 8) == 0 ? host + 8 : NULL;
+    n = rest ? strcspn(rest, "/") : 0;
+    /* a plain host name after the prefix: nothing of a template in it */
+    if (rest == NULL || strncmp(rest, AGENT_PREFIX, strlen(AGENT_PREFIX)) != 0 ||
+        n == strlen(AGENT_PREFIX) || strcspn(rest, "{}?#@") < n ||
+        strspn(rest + n, "/") != strlen(rest + n)) {
+        json_decref(sb);
+        return pe__provider_fail(p, err, PE_EREMOTE,
+                                 NAME ": the agent host of sandbox %s is not "
+                                      "https://" AGENT_PREFIX "HOST: no preview host to derive",
+                                 id);
+    }
+    tmpl = pe_xasprintf("https://{port}-%.*s/", (int)(n - strlen(AGENT_PREFIX)),
+                        rest + strlen(AGENT_PREFIX));
+    json_decref(sb);
+    return pe__preview_fill(p, tmpl, id, NULL, port, out, err);
+}
+
 const pe_provider_ops pe__provider_hopx = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE,
-    .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE,
+    .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = hx_open,
     .create = hx_create,
     .start = hx_start,
@@ -480,4 +517,5 @@ const pe_provider_ops pe__provider_hopx = {
     .file_write = hx_file_write,
     .file_list = hx_file_list,
     .file_remove = hx_file_remove,
+    .preview = hx_preview,
 };

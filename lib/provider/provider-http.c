@@ -402,6 +402,41 @@ char *pe__url_escape(const char *s)
     return r;
 }
 
+int pe__preview_fill(pe_provider *p, const char *tmpl, const char *id, const char *key,
+                     uint16_t port, pe_provider_preview_link *out, pe_err *err)
+{
+    cleanup_free char *eid = pe__url_escape(id), *ekey = key ? pe__url_escape(key) : NULL;
+    size_t used = 0;
+    char num[8];
+
+    snprintf(num, sizeof(num), "%u", port);
+    for (const char *t = tmpl; *t && used < sizeof(out->url); t++) {
+        const char *put = NULL;
+        if (strncmp(t, "{port}", 6) == 0)
+            put = num;
+        else if (strncmp(t, "{id}", 4) == 0)
+            put = eid;
+        else if (strncmp(t, "{key}", 5) == 0 && ekey == NULL)
+            return pe__provider_fail(p, err, PE_EREMOTE,
+                                     "%s gave no tunnel key for the preview of sandbox %s",
+                                     p->ops->name, id);
+        else if (strncmp(t, "{key}", 5) == 0)
+            put = ekey;
+        if (put == NULL) {
+            out->url[used++] = *t;
+            continue;
+        }
+        used += (size_t)snprintf(out->url + used, sizeof(out->url) - used, "%s", put);
+        t = strchr(t, '}');
+    }
+    if (used >= sizeof(out->url))
+        return pe__provider_fail(p, err, PE_EREMOTE,
+                                 "%s: the preview URL of sandbox %s is too long", p->ops->name, id);
+    out->url[used] = '\0';
+    out->proxy = true;
+    return 0;
+}
+
 char *pe__b64_encode(const void *data, size_t len)
 {
     size_t n = sodium_base64_encoded_len(len, sodium_base64_VARIANT_ORIGINAL);

@@ -111,6 +111,13 @@ int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__
 char *pe__provider_url(pe_provider *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 char *pe__url_escape(const char *s);
 
+/* out->url from a preview template (pe_provider_config.preview_url, or
+ * the provider's documented one): {port}, {id} and {key} replaced by
+ * port, id and key (escaped; key NULL: "{key}" is refused), marked for
+ * our proxy (out->proxy). PE_EREMOTE when the result does not fit. */
+int pe__preview_fill(pe_provider *p, const char *tmpl, const char *id, const char *key,
+                     uint16_t port, pe_provider_preview_link *out, pe_err *err);
+
 /* "Authorization: Bearer KEY" for the provider's key (malloc'd; wipe
  * with pe__secret_free). */
 char *pe__bearer(pe_provider *p);

@@ -12,8 +12,10 @@
  * shut down devbox stays listed: status on it answers ENOENT). Files are
  * upload_file/download_file; there is no listing call (so no tar), and
  * removal runs `rm`. No PTY (Runloop's PTY tunnel speaks a WebSocket whose
- * frames are not in the sources) and no preview yet (its tunnel URLs are
- * {port}-{key}.tunnel.runloop.ai hosts): docs/providers.md. */
+ * frames are not in the sources). A port's preview is the devbox's tunnel
+ * (reference §10.6: one key for every port, {port}-{key}.tunnel.runloop.ai),
+ * enabled on first use in authenticated mode: its token goes only to our
+ * preview proxy (link.proxy), which decides who may open which port. */
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -485,10 +487,48 @@ static int rl_file_write(pe_provider *p, const char *id, const char *path, const
     return r < 0 ? pe_err_prefix(err, "%s", path) : 0;
 }
 
+#define TUNNEL_URL "https://{port}-{key}.tunnel.runloop.ai/"
+#define TUNNEL_HEADER "X-Runloop-Tunnel-Authorization"
+
+static int rl_preview(pe_provider *p, const char *id, uint16_t port, pe_provider_preview_link *out,
+                      pe_err *err)
+{
+    json_t *v = NULL, *t, *body = NULL;
+    const char *key, *token;
+    int r;
+
+    if (rl_call(p, "GET", id, "", NULL, true, &v, "get a devbox", err) < 0)
+        return -1;
+    t = json_object_get(v, "tunnel");
+    if (!json_is_string(json_object_get(t, "tunnel_key"))) {
+        /* idempotent: enabling an enabled tunnel answers the same one */
+        json_decref(v);
+        v = NULL;
+        body = json_pack("{s:s}", "auth_mode", "authenticated");
+        r = rl_call(p, "POST", id, "/enable_tunnel", body, true, &v, "enable a tunnel", err);
+        json_decref(body);
+        if (r < 0)
+            return -1;
+        t = v;
+    }
+    key = json_string_value(json_object_get(t, "tunnel_key"));
+    token = json_string_value(json_object_get(t, "auth_token"));
+    r = pe__preview_fill(p, p->cfg.preview_url ? p->cfg.preview_url : TUNNEL_URL, id, key, port,
+                         out, err);
+    if (r == 0 && token && token[0] && !strpbrk(token, "\r\n")) {
+        snprintf(out->header_name, sizeof(out->header_name), TUNNEL_HEADER);
+        if ((size_t)snprintf(out->header_value, sizeof(out->header_value), "Bearer %s", token) >=
+            sizeof(out->header_value))
+            r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": a tunnel token too long");
+    }
+    json_decref(v);
+    return r;
+}
+
 const pe_provider_ops pe__provider_runloop = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
-    .caps = PE_CAP_STOP | PE_CAP_STDIN | PE_CAP_FILE_REMOVE,
+    .caps = PE_CAP_STOP | PE_CAP_STDIN | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
     .open = rl_open,
     .create = rl_create,
     .start = rl_start,
@@ -499,4 +539,5 @@ const pe_provider_ops pe__provider_runloop = {
     .file_read = rl_file_read,
     .file_write = rl_file_write,
     .file_remove = pe__provider_remove_by_exec,
+    .preview = rl_preview,
 };

@@ -101,6 +101,7 @@ int pe_provider_open(pe_provider **out, const char *name, const pe_provider_conf
     p->cfg.creds.key = dup_or_null(cfg->creds.key);
     p->cfg.creds.org = dup_or_null(cfg->creds.org);
     p->cfg.creds.project = dup_or_null(cfg->creds.project);
+    p->cfg.preview_url = dup_or_null(cfg->preview_url);
     if (p->cfg.timeout_ms <= 0)
         p->cfg.timeout_ms = PE_PROVIDER_TIMEOUT_MS;
     if (p->cfg.create_timeout_ms <= 0)
@@ -123,6 +124,7 @@ void pe_provider_close(pe_provider *p)
     pe__secret_free((char *)p->cfg.creds.key);
     pe__secret_free((char *)p->cfg.creds.org);
     pe__secret_free((char *)p->cfg.creds.project);
+    free((char *)p->cfg.preview_url);
     free(p);
 }
 

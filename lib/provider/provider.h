@@ -90,6 +90,11 @@ typedef struct pe_provider_config {
     /* kubernetes: the operator's kubeconfig file (read at open; its
      * relative file names resolve beside it), used instead of the key. */
     const char *kubeconfig;
+    /* hopx, runloop: the URL of a sandbox's port, a template with {port},
+     * {id} (the provider's sandbox id) and {key} (Runloop's tunnel key);
+     * NULL: the provider's documented public host. The operator's (a
+     * self-hosted or test deployment); copied at open. */
+    const char *preview_url;
     /* Credentials come only from creds and kubeconfig: a keyless adapter
      * never looks at this host's environment, home or service account
      * (the daemon sets it: a user's call must not reach those). */
@@ -203,6 +208,11 @@ typedef struct pe_provider_preview_link {
      * preview proxy serves it under its own preview URL, connecting
      * through the adapter, and url is for nobody. */
     bool forward;
+    /* The provider's URL has no per-port visibility of its own (Hopx: every
+     * port public; Runloop: one tunnel for all ports): hand it to no
+     * client; our preview proxy serves it under the local rules (private
+     * unless exposed public) and adds the headers itself. */
+    bool proxy;
 } pe_provider_preview_link;
 
 /* ---- the table an adapter fills (provider-<name>.c) ---- */

@@ -38,6 +38,7 @@ static void remote_clear(pe_sandbox_remote *r)
     free(r->org);
     free(r->project);
     free(r->kubeconfig);
+    free(r->preview_url);
     memset(r, 0, sizeof(*r));
 }
 
@@ -100,7 +101,8 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
                     pe_err *err)
 {
     static const char *const known[] = {
-        "url", "key", "org", "project", "timeoutMs", "createTimeoutMs", "kubeconfig", "ports"};
+        "url",        "key",        "org",       "project", "timeoutMs",
+        "createTimeoutMs", "kubeconfig", "ports", "previewUrl"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
@@ -117,7 +119,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs, kubeconfig, ports)",
+                              "createTimeoutMs, kubeconfig, ports, previewUrl)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -128,8 +130,17 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_ms(path, name, o, "timeoutMs", &r->timeout_ms, err) < 0 ||
         opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
         opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0 ||
-        opt_ports(path, name, o, r, err) < 0)
+        opt_ports(path, name, o, r, err) < 0 ||
+        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0)
         return -1;
+    /* the adapters whose preview host is a pattern of the sandbox's */
+    if (r->preview_url && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl: only hopx and runloop take one",
+                          path, name);
+    if (r->preview_url && strncmp(r->preview_url, "http://", 7) != 0 &&
+        strncmp(r->preview_url, "https://", 8) != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl must be http:// or https://", path,
+                          name);
     if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
                           name);
@@ -478,6 +489,7 @@ static int open_with(pe_sandboxes *sx, const char *backend, const char *label,
 
     cfg.no_ambient = true;
     cfg.kubeconfig = op ? op->kubeconfig : NULL;
+    cfg.preview_url = op ? op->preview_url : NULL;
     cfg.creds.base_url = op ? op->base_url : NULL;
     cfg.creds.key = key ? (const char *)key : op ? op->key : NULL;
     cfg.creds.org = org ? org : op ? op->org : NULL;
@@ -824,37 +836,100 @@ static char *volumes_note(pe_store *s, const pe_store_sandbox *sb, const pe_prov
 
 /* Services and the Tailscale key: this daemon supervises processes and
  * runs tailscaled only in the sandboxes it runs itself. */
-static char *services_note(pe_store *s, const pe_store_sandbox *sb)
-{
-    pe_store_service *list = NULL;
-    size_t n = 0;
-    int64_t total = 0;
-    char *note = NULL;
-    pe_err e;
+/* ---- the Tailscale key of a remote sandbox ----
+ *
+ * Applied through exec where the image has tailscale: the key goes into a
+ * file (0600, written through the provider's file call) that `tailscale up
+ * --auth-key=file:` reads, never into a command line (a provider may log
+ * those) nor an environment; the file is removed after, whatever came of
+ * it. tailscaled is started beside it (userspace networking, as in our own
+ * sandboxes) by the same exec and lives as long as the sandbox lets a
+ * background process live. Nothing the commands print is kept: a stand-in
+ * could echo what it was given. */
+#define TS_KEY_FILE "/run/pocketenv/tailscale-authkey"
+#define TS_CHECK_S 30.0
+#define TS_UP_S 45.0
+/* `command -v` where the shell has it, else the usual places; `a || b &&
+ * c` is `(a || b) && c` in sh */
+#define TS_CHECK                                                                                   \
+    "command -v tailscale >/dev/null 2>&1 || test -e /usr/bin/tailscale || test -e "               \
+    "/usr/local/bin/tailscale"
 
-    pe_err_clear(&e);
-    if (pe_store_service_list(s, sb->id, 1, 0, &list, &n, &total, &e) < 0)
-        return NULL;
-    if (total > 0)
-        note = pe_xasprintf("%lld service%s not started (services are supervised on this "
-                            "daemon's own sandboxes only, not on %s)",
-                            (long long)total, total == 1 ? "" : "s", sb->backend);
-    pe_store_service_list_free(list, n);
-    return note;
+/* Run script in sb with a deadline; its exit code, -1 with err when the
+ * provider failed. */
+static int ts_run(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, const char *script,
+                  double timeout, pe_err *err)
+{
+    char *argv[] = {(char *)"sh", (char *)"-c", (char *)script, NULL};
+    pe_provider_exec_opts o = {.argv = argv, .timeout = timeout};
+    pe_provider_exec_result res = {0};
+    int code;
+
+    if (pe_sandbox_exec(sx, s, sb, &o, 4096, &res, err) < 0)
+        return -1;
+    code = res.exit_code;
+    pe_provider_exec_free(&res);
+    return code;
 }
 
-static char *tailscale_note(pe_store *s, const pe_store_sandbox *sb)
+/* A host name for tailscale from sb's name: letters, digits, '-'. */
+static char *ts_hostname(const char *name)
 {
+    char *h = pe_xstrdup(name && name[0] ? name : "pocketenv");
+
+    for (char *c = h; *c; c++)
+        if (!isalnum((unsigned char)*c) && *c != '-')
+            *c = '-';
+    return h;
+}
+
+/* Bring Tailscale up in remote sb with its stored key; the record's note
+ * (malloc'd) when it is not applied, NULL when it is or there is no key. */
+static char *tailscale_apply(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    cleanup_free char *host = ts_hostname(sb->name), *up = NULL;
+    unsigned char *plain = NULL;
+    size_t len = 0;
     pe_store_key k;
     pe_err e;
+    int code;
 
     pe_err_clear(&e);
     if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &e) < 0)
         return NULL;
+    code = ts_run(sx, s, sb, TS_CHECK " && mkdir -p /run/pocketenv", TS_CHECK_S, &e);
+    if (code != 0) {
+        pe_store_key_clear(&k);
+        pe_log_info("event=tailscale sandbox=%s outcome=\"%s\"", sb->id,
+                    code < 0 ? "exec failed" : "no tailscale in the image");
+        return code < 0 ? pe_xasprintf("tailscale key not applied: %s", e.msg)
+                        : pe_xasprintf("tailscale key not applied: no tailscale in the image on %s",
+                                       sb->backend);
+    }
+    if (pe_auth_unseal(sx->auth, k.sealed, &plain, &len, &e) < 0) {
+        pe_store_key_clear(&k);
+        return pe_xasprintf("tailscale key not applied: %s", e.msg);
+    }
     pe_store_key_clear(&k);
-    return pe_xasprintf("tailscale key not applied (tailscaled runs on this daemon's own "
-                        "sandboxes only, not on %s)",
-                        sb->backend);
+    code = pe_sandbox_file_write(sx, s, sb, TS_KEY_FILE, plain, len, 0600, &e);
+    pe_auth_plain_free(plain);
+    if (code == 0) {
+        up = pe_xasprintf("(tailscaled --tun=userspace-networking --statedir=/var/lib/tailscale "
+                          "</dev/null >/dev/null 2>&1 &); tailscale up --auth-key=file:" TS_KEY_FILE
+                          " --hostname=%s --timeout=30s >/dev/null 2>&1",
+                          host);
+        code = ts_run(sx, s, sb, up, TS_UP_S, &e);
+    } else {
+        code = -1;
+    }
+    /* whatever happened, the key does not stay there */
+    if (ts_run(sx, s, sb, "rm -f " TS_KEY_FILE, TS_CHECK_S, &(pe_err){0}) != 0)
+        pe_log_warn("sandbox %s: the tailscale key file could not be removed", sb->id);
+    pe_log_info("event=tailscale sandbox=%s up_exit=%d", sb->id, code);
+    if (code == 0)
+        return NULL;
+    return code < 0 ? pe_xasprintf("tailscale key not applied: %s", e.msg)
+                    : pe_xasprintf("tailscale key not applied: tailscale up exited %d", code);
 }
 
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
@@ -866,8 +941,15 @@ char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     if (ops == NULL)
         return NULL;
     note_add(&note, volumes_note(s, sb, ops));
-    note_add(&note, services_note(s, sb));
-    note_add(&note, tailscale_note(s, sb));
+    return note;
+}
+
+char *pe_sandbox_started_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    char *note = pe_sandbox_run_note(sx, s, sb);
+
+    if (pe_sandbox_is_remote(sb))
+        note_add(&note, tailscale_apply(sx, s, sb));
     return note;
 }
 

@@ -36,6 +36,7 @@ typedef struct pe_sandbox_remote {
     char *base_url; /* NULL: the provider's public endpoint */
     char *key, *org, *project;
     char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
+    char *preview_url;                     /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
     /* ports every create asks the provider to route (Modal's tunnels,
      * Vercel's routes: taken at create only); the operator's choice, as
@@ -61,7 +62,8 @@ void pe_sandboxes_close(pe_sandboxes *sx);
  * stricter: it holds credentials): {"daytona": {"url", "key", "org",
  * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
  * each name an adapter; "kubernetes" also takes "kubeconfig" (an absolute
- * path) and needs it or a key (a token). Errors name the file and the
+ * path) and needs it or a key (a token); "hopx" and "runloop" take
+ * "previewUrl", the template of a port's URL (pe_provider_config). Errors name the file and the
  * field, never a value. */
 int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
 /* The operator's settings of adapter `name`, or NULL. */
@@ -106,10 +108,16 @@ int pe_sandbox_cred_copy(pe_store *s, const pe_store_sandbox *sb, char **sealed,
                          pe_err *err);
 
 /* What sb runs without where it runs, for its record's statusReason
- * (malloc'd; NULL: nothing): the volumes a provider cannot mount, the
- * services and the Tailscale key, which only this daemon's own sandboxes
- * run. */
+ * (malloc'd; NULL: nothing): the volumes a provider cannot mount. */
 char *pe_sandbox_run_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
+
+/* Once sb runs (created, started, or a Tailscale key put on it): apply
+ * what a remote sandbox gets through exec, its Tailscale key (`tailscale
+ * up` where the image has tailscale, the key in a file removed after,
+ * never on a command line), then the statusReason to record: the run note
+ * and why the key is not applied, if it is not (malloc'd; NULL: nothing).
+ * Blocks for the bring-up (at most about a minute). */
+char *pe_sandbox_started_note(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb);
 
 /* Write a file into remote sb through its provider (the file resources;
  * a local sandbox's are written by the daemon, inside its root). */

@@ -18,8 +18,10 @@ query, ending with the execution; `offset` is where the next chunk starts,
 so a reconnect resumes there [?: the SDK's docs say "the byte offset of
 this chunk"]). Files: `write_file_contents` (UTF-8 text),
 `read_file_contents` (text/plain), `upload_file` (multipart `path`,
-`file`), `download_file` (bytes). Tunnel: `enable_tunnel` (the URL is on
-the double: `/__preview__/{id}/{port}/`).
+`file`), `download_file` (bytes). Tunnel: `enable_tunnel` (one per devbox,
+its key the devbox id; the URL is on the double: `/__preview__/{key}/{port}/`;
+an `authenticated` one gets an `auth_token` that previews must send as
+`X-Runloop-Tunnel-Authorization: Bearer TOKEN`, else 401; no tunnel: 404).
 Not implemented: blueprints, snapshots, the PTY tunnel
 (`create_pty_tunnel` and its WebSocket, whose frame format is not in the
 sources), code mounts, gateways, MCP, SSH keys, usage, evictions.
@@ -386,7 +388,21 @@ class RunloopDouble(Double):
     async def enable_tunnel(self, request):
         sb = self.running(request)
         body = await request.json() if request.can_read_body else {}
-        sb.tunnel = {"tunnel_key": sb.id, "auth_mode": body.get("auth_mode", "open"),
-                     "http_keep_alive": True, "wake_on_http": False, "create_time_ms": int(time.time() * 1000),
-                     "auth_token": None}
+        if sb.tunnel is None:  # one tunnel per devbox: enabling it again answers it
+            mode = body.get("auth_mode", "open")
+            sb.tunnel = {"tunnel_key": sb.id, "auth_mode": mode,
+                         "http_keep_alive": True, "wake_on_http": False,
+                         "create_time_ms": int(time.time() * 1000),
+                         "auth_token": new_id("tkn_", 24) if mode == "authenticated" else None}
         return web.json_response(sb.tunnel)
+
+    def preview_denied(self, request, sb, port):
+        """A tunnel serves only a devbox that has one; an authenticated
+        one wants its token (reference §10.6)."""
+        t = sb.tunnel
+        if t is None:
+            return web.Response(status=404, text="no tunnel\n")
+        if t["auth_token"] and request.headers.get("X-Runloop-Tunnel-Authorization") != \
+                "Bearer " + t["auth_token"]:
+            return web.Response(status=401, text="tunnel token required\n")
+        return None

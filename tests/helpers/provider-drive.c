@@ -296,10 +296,10 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
         pe_provider_preview_link pv;
         if (pe_provider_preview(p, a[0], (uint16_t)strtoul(a[1], NULL, 10), &pv, err) < 0)
             return fail(err);
-        return print(json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "url", pv.url, "header_name",
+        return print(json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b}", "url", pv.url, "header_name",
                                pv.header_name, "header_value", pv.header_value, "header2_name",
                                pv.header2_name, "header2_value", pv.header2_value,
-                               "needs_credential", pv.needs_credential));
+                               "needs_credential", pv.needs_credential, "proxy", pv.proxy));
     }
     if (strcmp(name, "forward") == 0 && n >= 3)
         return step_forward(p, a[0], a[1], a[2], err);
@@ -352,6 +352,7 @@ int main(int argc, char **argv)
         .timeout_ms = env_ms("PE_PROVIDER_TIMEOUT_MS"),
         .create_timeout_ms = env_ms("PE_PROVIDER_CREATE_TIMEOUT_MS"),
         .data_dir = getenv("PE_PROVIDER_DATA"),
+        .preview_url = getenv("PE_PROVIDER_PREVIEW_URL"),
     };
     pe_provider *p = NULL;
     pe_err err = {0};

@@ -67,6 +67,9 @@ EXTRA_ENV = {"vercel": {"PE_PROVIDER_ORG": "team_conformance", "PE_PROVIDER_PROJ
              "kubernetes": {"PE_DRIVE_SHELL": "sh"}}  # the double's Pods are busybox
 # Where each API lives under the double's URL (the public base URLs end so too).
 URL_SUFFIX = {"daytona": "/api", "blaxel": "/v0"}
+# The operator's preview template (previewUrl in --provider-config) of the
+# providers whose preview hosts are a pattern: here the doubles' stand-in.
+PREVIEW_TEMPLATE = {"hopx": "/__preview__/{id}/{port}/", "runloop": "/__preview__/{key}/{port}/"}
 
 RESULTS = {}
 
@@ -106,6 +109,8 @@ class Drive:
         self.env = dict(os.environ, PE_PROVIDER_URL=url, PE_PROVIDER_KEY=key or d.key,
                         PE_PROVIDER_TIMEOUT_MS=str(timeout_ms), PE_PROVIDER_CREATE_TIMEOUT_MS="10000",
                         **EXTRA_ENV.get(provider, {}))
+        if provider in PREVIEW_TEMPLATE:
+            self.env["PE_PROVIDER_PREVIEW_URL"] = d.url + PREVIEW_TEMPLATE[provider]
 
     def run(self, *args, ok=True, timeout=60):
         r = subprocess.run([DRIVE, self.provider, *args], capture_output=True, text=True,
@@ -354,7 +359,7 @@ def test_preview(adapter):
         req.add_header("Authorization", f"Bearer {adapter.d.key}")
     with urllib.request.urlopen(req, timeout=10) as r:
         assert r.status == 200 and f"preview of {sid} port {port}" in r.read().decode()
-    note = None
+    note = "ok (through our proxy)" if pv["proxy"] else None
     if adapter.provider == "sprites":
         err = adapter.run("preview", sid, "3000", ok=False)
         assert err["error"] == "ENOTCAP" and "8080" in err["message"]

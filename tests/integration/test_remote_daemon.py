@@ -62,6 +62,9 @@ def env(tmp_path_factory):
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
+    # the doubles' stand-in for each provider's per-port preview hosts
+    conf["hopx"]["previewUrl"] = doubles["hopx"].url + "/__preview__/{id}/{port}/"
+    conf["runloop"]["previewUrl"] = doubles["runloop"].url + "/__preview__/{key}/{port}/"
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
@@ -515,7 +518,9 @@ def test_provider_config_is_checked(tmp_path):
              ({"daytona": {"kee": "x"}}, 0o600, "unknown field 'kee'"),
              ({"daytona": {"url": "ftp://x"}}, 0o600, "http:// or https://"),
              ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
-             ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports")]
+             ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports"),
+             ({"daytona": {"previewUrl": "http://x/{port}"}}, 0o600, "only hopx and runloop"),
+             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://")]
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -848,12 +853,68 @@ def test_preview_of_a_blaxel_sandbox(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
+def proxied(d, url, path="", token=None):
+    """(status, body) of a request to our preview proxy at previewUrl url
+    (Host form), with a Bearer token or none."""
+    import http.client
+    host = url.split("//", 1)[1].split("/", 1)[0]
+    c = http.client.HTTPConnection("127.0.0.1", int(d.url.rsplit(":", 1)[1]), timeout=20)
+    c.request("GET", "/" + path, headers={"Host": host, **(
+        {"Authorization": f"Bearer {token}"} if token else {})})
+    r = c.getresponse()
+    out = (r.status, r.read().decode(errors="replace"))
+    c.close()
+    return out
+
+
+@pytest.mark.parametrize("p", ["hopx", "runloop"])
+def test_preview_through_our_proxy(env, p):
+    """Hopx's preview hosts are public and Runloop's tunnel serves every
+    port: both go through our preview proxy, so a remote port is private
+    or public by the same rules as a local one. The stand-in server of the
+    double's sandbox answers through our previewUrl for the owner; nobody
+    else gets a private port; the provider's URL and Runloop's tunnel token
+    reach no answer and no log line."""
+    d, dbl = env, env.doubles[p]
+    st, sb = create(d, p, "pv-" + p)
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url = o["previewUrl"]
+    assert url.startswith("http://3000-") and ".localhost:" in url, o
+    assert "previewHeaders" not in o and dbl.url not in json.dumps(o) and "shareUrl" in o, o
+    st, body = proxied(d, url, "index.html", token=d.token)
+    assert (st, body) == (200, f"preview of {rid} port 3000: GET /index.html\n")
+    # another user: as missing; nobody: must sign in; the share URL opens it
+    bob = d.token_for("did:plc:bob-preview")
+    assert proxied(d, url, "index.html", token=bob)[0] == 404
+    assert proxied(d, url, "index.html")[0] == 401
+    assert proxied(d, url, o["shareUrl"][len(url):]) == (
+        200, f"preview of {rid} port 3000: GET /\n")
+    seen = len(dbl.seen("preview"))
+    assert proxied(d, url, token=bob)[0] == 404 and len(dbl.seen("preview")) == seen
+    # a public port opens without a credential
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3001, "public": True})
+    assert st == 200, o
+    assert proxied(d, o["previewUrl"], "a") == (200, f"preview of {rid} port 3001: GET /a\n")
+    st, o = d.call(SB + "getExposedPorts", {"id": sb["id"]})
+    assert st == 200 and {x["previewUrl"].split("-", 1)[0] for x in o["ports"]} == {
+        "http://3000", "http://3001"}, o
+    if p == "runloop":  # its tunnel is authenticated: the token went to the double only
+        tunnel = dbl.sandboxes[rid].tunnel
+        assert tunnel["auth_mode"] == "authenticated" and len(dbl.seen("tunnel")) == 1
+        assert dbl.seen("preview")[-1]["status"] == 200
+        no_secret_anywhere(d, tunnel["auth_token"], [o])
+    no_secret_anywhere(d, dbl.key, [o])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
 def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     """putSshKeys on a running remote sandbox writes the pair through the
     provider where a local sandbox has it, and every start writes it again;
-    a Tailscale key and a service, which only this daemon's own sandboxes
-    run, are named in the record's statusReason instead of being dropped
-    in silence."""
+    a Tailscale key, which only this daemon's own sandboxes run, is named
+    in the record's statusReason instead of being dropped in silence."""
     import subprocess
     d, dbl = env, env.doubles["daytona"]
     path = str(tmp_path / "k")
@@ -873,9 +934,6 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     st, o = d.call(SB + "putTailscaleAuthKey", body={
         "id": sb["id"], "authKey": d.seal("tskey-auth-k" + os.urandom(12).hex() + "-x")})
     assert st == 200, o
-    st, o = d.call("io.pocketenv.service.addService", {"sandboxId": sb["id"]},
-                   body={"service": {"name": "web", "command": "sleep 60"}})
-    assert st == 200, o
     assert d.sandbox("stopSandbox", sb["id"])[0] == 200
     d.wait_status(sb["id"], ["STOPPED"])
     assert d.sandbox("startSandbox", sb["id"])[0] == 200
@@ -883,9 +941,111 @@ def test_ssh_keys_and_what_is_not_applied_on_a_remote_sandbox(env, tmp_path):
     assert fs.read("/root/.ssh/id_ed25519").decode() == priv  # written again at start
     reason = got.get("statusReason") or ""
     assert "tailscale key not applied" in reason and "daytona" in reason, got
-    assert "1 service not started" in reason, got
+    assert "service" not in reason, got
     assert priv not in d.log_text()
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+SV = "io.pocketenv.service."
+
+
+def test_tailscale_key_on_a_remote_sandbox(env):
+    """putTailscaleAuthKey on a running remote sandbox brings Tailscale up
+    through exec where the image has it: the key in a file for `tailscale
+    up --auth-key=file:`, removed after; where it has none, the record says
+    the key is not applied and why. The key never reaches a command line,
+    an environment, the double's request log or the daemon's log."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "ts-e2b")
+    assert st == 200, sb
+    sid, rid = sb["id"], sb["remoteId"]
+    key = "tskey-auth-k" + os.urandom(12).hex() + "-x"
+    fs = dbl.sandboxes[rid].fs
+    writes = len(dbl.seen("fs.write"))
+    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+    assert st == 200, o
+    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
+    assert "tailscale key not applied: no tailscale in the image on e2b" in \
+        got.get("statusReason", ""), got
+    assert len(dbl.seen("fs.write")) == writes  # no tailscale: the key is not sent at all
+    # an image with tailscale (the double cannot run it: `tailscale up` fails)
+    fs.write("/usr/bin/tailscale", b"stand-in\n")
+    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+    assert st == 200, o
+    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
+    reason = got.get("statusReason", "")
+    assert "tailscale key not applied: tailscale up exited" in reason, got
+    assert len(dbl.seen("fs.write")) == writes + 1  # the key file, then removed
+    assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    ups = [e for e in dbl.sandboxes[rid].execs if "tailscale up" in json.dumps(e)]
+    assert ups and "--auth-key=file:/run/pocketenv/tailscale-authkey" in json.dumps(ups[-1])
+    # and again at every start
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    d.wait_status(sid, ["STOPPED"])
+    assert d.sandbox("startSandbox", sid)[0] == 200
+    got = d.wait_status(sid, ["RUNNING"])
+    wait_for(lambda: len(dbl.seen("fs.write")) == writes + 2, 10, "the key applied at start")
+    assert "tailscale up exited" in (d.sandbox("getSandbox", sid)[1]["sandbox"].get(
+        "statusReason") or "")
+    assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    assert key not in json.dumps(dbl.sandboxes[rid].execs)
+    assert key not in json.dumps(dbl.seen()) and key not in json.dumps(dbl.sandboxes[rid].env)
+    no_secret_anywhere(d, key)
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
+
+
+def services(d, sid):
+    st, o = d.call(SV + "getServices", {"sandboxId": sid})
+    assert st == 200, o
+    return {v["name"]: v for v in o["services"]}
+
+
+def test_services_of_a_remote_sandbox(env):
+    """A remote sandbox's services run through its provider as they do on a
+    local one: started at addService and at every start (a streaming exec
+    the daemon holds open), their output in getServiceLogs, restarted when
+    they fail, ended by stopService and by stopping the sandbox."""
+    d, dbl = env, env.doubles["e2b"]
+    st, sb = create(d, "e2b", "svc-e2b")
+    assert st == 200, sb
+    sid, rid = sb["id"], sb["remoteId"]
+
+    def runs(word):
+        """The double's execs whose command holds word."""
+        return [e for e in list(dbl.sandboxes[rid].execs) if word in json.dumps(e)]
+    st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+        "name": "web", "command": "echo up-web; sleep 50"}})
+    assert st == 200, o
+    web = o["service"]["id"]
+    wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING" and runs("up-web"), 10,
+             "the service on the provider")
+
+    def logs(v):
+        st, o = d.call(SV + "getServiceLogs", {"serviceId": v})
+        assert st == 200, o
+        return o["logs"]
+    wait_for(lambda: "up-web" in logs(web), 10, "the service's output")
+    # a failing one is restarted, and says why it died
+    st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+        "name": "bad", "command": "echo boom-bad >&2; exit 3"}})
+    assert st == 200, o
+    wait_for(lambda: len(runs("boom-bad")) >= 2, 10, "a restart of the failing service")
+    bad = services(d, sid)["bad"]
+    assert bad.get("exitCode") == 3 and "boom-bad" in bad.get("lastError", ""), bad
+    assert d.call(SV + "stopService", {"serviceId": o["service"]["id"]}, post=True)[0] == 200
+    # stopping the sandbox ends the service; starting it starts it again
+    assert d.sandbox("stopSandbox", sid)[0] == 200
+    d.wait_status(sid, ["STOPPED"])
+    assert services(d, sid)["web"]["status"] == "STOPPED"
+    n, nb = len(runs("up-web")), len(runs("boom-bad"))
+    assert d.sandbox("startSandbox", sid)[0] == 200
+    d.wait_status(sid, ["RUNNING"])
+    wait_for(lambda: len(runs("up-web")) > n, 10, "the service started again")
+    wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING", 10, "RUNNING again")
+    assert len(runs("boom-bad")) == nb  # stopped by its owner: not started again
+    assert d.call(SV + "stopService", {"serviceId": web}, post=True)[0] == 200
+    assert services(d, sid)["web"]["status"] == "STOPPED"
+    assert d.sandbox("deleteSandbox", sid)[0] == 200
 
 
 def test_backup_and_restore_of_a_remote_sandbox(env):

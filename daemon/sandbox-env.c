@@ -45,7 +45,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "resources.h"
+#include "sandbox-env.h"
 #include "runtime/internal.h"
 
 #define NAME_MAX_LEN 128

@@ -1,0 +1,39 @@
+/* A sandbox's services as supervised units (supervise.c), below the
+ * handlers: what a start of the sandbox and handlers/service.c start. */
+#include "core/log.h"
+#include "core/util.h"
+#include "daemon.h"
+#include "sandbox-services.h"
+#include "supervise.h"
+
+int pe_daemon_service_unit_start(pe_daemon *d, const pe_store_service *v, pe_err *err)
+{
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)v->command, NULL};
+
+    return pe_daemon_unit_start(d, v->id, v->sandbox_id, argv, true, err);
+}
+
+void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_service *list = NULL;
+    size_t n = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_service_list(s, sb->id, 1000, 0, &list, &n, NULL, &err) < 0) {
+        pe_log_warn("sandbox %s: services not started: %s", sb->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].status != PE_STORE_RUNNING)
+            continue;
+        /* A unit left from the sandbox's last run is stopped: it starts
+         * again with this run's environment. */
+        pe_daemon_unit_stop(list[i].id, PE_UNIT_STOP_TIMEOUT);
+        if (pe_daemon_service_unit_start(d, &list[i], &err) < 0) {
+            pe_log_warn("sandbox %s: service %s not started: %s", sb->id, list[i].name, err.msg);
+            pe_err_clear(&err);
+        }
+    }
+    pe_store_service_list_free(list, n);
+}
