@@ -100,9 +100,9 @@ static int opt_ports(const char *path, const char *name, json_t *o, pe_sandbox_r
 static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
                     pe_err *err)
 {
-    static const char *const known[] = {
-        "url",        "key",        "org",       "project", "timeoutMs",
-        "createTimeoutMs", "kubeconfig", "ports", "previewUrl"};
+    static const char *const known[] = {"url",        "key",       "org",
+                                        "project",    "timeoutMs", "createTimeoutMs",
+                                        "kubeconfig", "ports",     "previewUrl"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;

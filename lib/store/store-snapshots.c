@@ -75,13 +75,12 @@ int pe_store_snapshot_add(pe_store *s, const pe_store_snapshot *v, pe_err *err)
             s,
             "INSERT INTO snapshots (" SNAPSHOT_COLS
             ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            (pe__sql_arg[]){SQL_TEXT(v->id), SQL_TEXT(v->owner_did), SQL_TEXT(v->name),
-                            SQL_TEXT(v->sandbox_id), SQL_TEXT(v->layer), SQL_TEXT(v->image),
-                            SQL_TEXT(v->definition), SQL_TEXT(v->description),
-                            SQL_INT(v->size_bytes), SQL_INT(v->frozen_us),
-                            SQL_INT_OR_NULL(v->expires_at), SQL_INT(created), SQL_TEXT(v->node),
-                            SQL_TEXT(v->provider), SQL_TEXT(v->credential),
-                            SQL_TEXT(v->credential_shown)},
+            (pe__sql_arg[]){
+                SQL_TEXT(v->id), SQL_TEXT(v->owner_did), SQL_TEXT(v->name), SQL_TEXT(v->sandbox_id),
+                SQL_TEXT(v->layer), SQL_TEXT(v->image), SQL_TEXT(v->definition),
+                SQL_TEXT(v->description), SQL_INT(v->size_bytes), SQL_INT(v->frozen_us),
+                SQL_INT_OR_NULL(v->expires_at), SQL_INT(created), SQL_TEXT(v->node),
+                SQL_TEXT(v->provider), SQL_TEXT(v->credential), SQL_TEXT(v->credential_shown)},
             16, NULL, err) < 0) {
         if (err && err->code == PE_EEXIST)
             return pe_err_set(err, PE_EEXIST, 0, "a snapshot named %s exists", v->name);
