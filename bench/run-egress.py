@@ -78,29 +78,6 @@ if tls:
 print("ready", flush=True)
 s.serve_forever()
 """
-import http.server, socketserver, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        n = int(self.path[5:]) if self.path.startswith("/big/") else 2
-        self.send_response(200)
-        self.send_header("Content-Length", str(n))
-        self.end_headers()
-        chunk = b"x" * 65536
-        while n > 0:
-            self.wfile.write(chunk[:n])
-            n -= 65536
-    def log_message(self, *a):
-        pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[2], sys.argv[3])
-s = S((sys.argv[1], 443), H)
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-print("ready", flush=True)
-s.serve_forever()
-"""
 
 # run in a sandbox's network namespace: N HTTPS GETs (a connection each),
 # then one download; prints ms per GET and MB/s
@@ -129,27 +106,6 @@ got = get("/big/%d" % size)
 t2 = time.monotonic()
 assert got > size, got
 print((t1 - t0) / n * 1000, size / 1048576 / (t2 - t1))
-"""
-
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        n = int(self.path[5:]) if self.path.startswith("/big/") else 2
-        self.send_response(200)
-        self.send_header("Content-Length", str(n))
-        self.end_headers()
-        chunk = b"x" * 65536
-        while n > 0:
-            self.wfile.write(chunk[:n])
-            n -= 65536
-    def log_message(self, *a):
-        pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-s = S((sys.argv[1], 80), H)
-print("ready", flush=True)
-s.serve_forever()
 """
 
 
