@@ -182,10 +182,32 @@ static void keep_last_words(unit *u, const tail *t)
     u->last_words[w->len] = '\0';
 }
 
+/* Read what fds (stdout, stderr; -1: closed) have, as pf[1..2] polled
+ * them (all of it once the process ended), into the run's tails and u's
+ * ring; an fd at its end becomes -1 (it stays open until its owner closes
+ * it). */
+static void drain(unit *u, int fds[2], const struct pollfd *pf, bool ended, tail t[2])
+{
+    char buf[8192];
+
+    for (int i = 0; i < 2; i++) {
+        ssize_t n;
+        if (fds[i] < 0 || !(pf[i + 1].revents || ended))
+            continue;
+        while ((n = read(fds[i], buf, sizeof(buf))) > 0) {
+            tail_put(&t[i], buf, (size_t)n);
+            pthread_mutex_lock(&mu);
+            ring_put(u, buf, (size_t)n);
+            pthread_mutex_unlock(&mu);
+        }
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            fds[i] = -1;
+    }
+}
+
 /* Pump output until the process ends; its exit code. */
 static int run_once(unit *u, pe_proc *p)
 {
-    char buf[8192];
     int fds[2] = {p->stdout_fd, p->stderr_fd}, code = -1;
     tail t[2] = {{.len = 0}, {.len = 0}};
     pe_err err;
@@ -199,19 +221,7 @@ static int run_once(unit *u, pe_proc *p)
         if (poll(pf, 3, -1) < 0 && errno != EINTR)
             break;
         ended = pf[0].revents & POLLIN;
-        for (int i = 0; i < 2; i++) {
-            ssize_t n;
-            if (fds[i] < 0 || !(pf[i + 1].revents || ended))
-                continue;
-            while ((n = read(fds[i], buf, sizeof(buf))) > 0) {
-                tail_put(&t[i], buf, (size_t)n);
-                pthread_mutex_lock(&mu);
-                ring_put(u, buf, (size_t)n);
-                pthread_mutex_unlock(&mu);
-            }
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-                fds[i] = -1; /* the fd stays open until pe_proc_close */
-        }
+        drain(u, fds, pf, ended, t);
         if (ended)
             break;
     }
@@ -240,7 +250,6 @@ static int run_once(unit *u, pe_proc *p)
 
 static int run_remote(unit *u, pe_provider_proc *pp)
 {
-    char buf[8192];
     int fds[2] = {pp->stdout_fd, pp->stderr_fd}, code = -1;
     tail t[2] = {{.len = 0}, {.len = 0}};
     double kill_at = 0;
@@ -258,19 +267,7 @@ static int run_remote(unit *u, pe_provider_proc *pp)
         if (poll(pf, 3, REMOTE_POLL_MS) < 0 && errno != EINTR)
             break;
         ended = pf[0].revents & (POLLIN | POLLHUP);
-        for (int i = 0; i < 2; i++) {
-            ssize_t n;
-            if (fds[i] < 0 || !(pf[i + 1].revents || ended))
-                continue;
-            while ((n = read(fds[i], buf, sizeof(buf))) > 0) {
-                tail_put(&t[i], buf, (size_t)n);
-                pthread_mutex_lock(&mu);
-                ring_put(u, buf, (size_t)n);
-                pthread_mutex_unlock(&mu);
-            }
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
-                fds[i] = -1;
-        }
+        drain(u, fds, pf, ended, t);
         if (ended)
             break;
         pthread_mutex_lock(&mu);
