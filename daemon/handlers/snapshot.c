@@ -903,6 +903,24 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
     return 0;
 }
 
+/* The snapshot sb was made from (its base "snapshot:NAME") into *v;
+ * -1 saying it is gone or being deleted. */
+static int base_snapshot(pe_store *s, const pe_store_sandbox *sb, pe_store_snapshot *v, pe_err *err)
+{
+    const char *name = sb->base + strlen(PE_SNAPSHOT_BASE);
+
+    if (pe_store_snapshot_get(s, sb->owner_did, name, v, err) == 0)
+        return 0;
+    if (err->code == PE_ENOENT &&
+        pe_store_snapshot_deletion_get(s, sb->owner_did, name, v, NULL) == 0) {
+        pe_err_set(err, PE_ESTATE, 0, "its snapshot %s is being deleted", v->name);
+        pe_store_snapshot_clear(v);
+        return -1;
+    }
+    return err->code == PE_ENOENT ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", name)
+                                  : -1;
+}
+
 int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
                                       const pe_sandbox_cfg *cfg, pe_err *err)
 {
@@ -916,17 +934,8 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
     s = pe_daemon_store(d, err);
     if (s == NULL)
         return -1;
-    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0) {
-        if (err->code == PE_ENOENT &&
-            pe_store_snapshot_deletion_get(s, sb->owner_did, sb->base + n, &v, NULL) == 0) {
-            pe_err_set(err, PE_ESTATE, 0, "its snapshot %s is being deleted", v.name);
-            pe_store_snapshot_clear(&v);
-            return -1;
-        }
-        return err->code == PE_ENOENT
-                   ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
-                   : -1;
-    }
+    if (base_snapshot(s, sb, &v, err) < 0)
+        return -1;
     r = pe_runtime_create_from(&d->rt, cfg, v.layer, err);
     /* Once, when its runtime sandbox is made: at a later start the
      * variables are the sandbox's own, deleted ones staying deleted. */
@@ -939,21 +948,11 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
 int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                                      char **remote_id, pe_err *err)
 {
-    size_t n = strlen(PE_SNAPSHOT_BASE);
     pe_store_snapshot v;
     int r;
 
-    if (pe_store_snapshot_get(s, sb->owner_did, sb->base + n, &v, err) < 0) {
-        if (err->code == PE_ENOENT &&
-            pe_store_snapshot_deletion_get(s, sb->owner_did, sb->base + n, &v, NULL) == 0) {
-            pe_err_set(err, PE_ESTATE, 0, "its snapshot %s is being deleted", v.name);
-            pe_store_snapshot_clear(&v);
-            return -1;
-        }
-        return err->code == PE_ENOENT
-                   ? pe_err_set(err, PE_ENOENT, 0, "its snapshot %s is gone", sb->base + n)
-                   : -1;
-    }
+    if (base_snapshot(s, sb, &v, err) < 0)
+        return -1;
     if (v.provider == NULL || strcmp(v.provider, sb->backend) != 0) {
         r = pe_err_set(err, PE_EINVAL, 0, "its snapshot %s is not kept by %s", v.name, sb->backend);
         pe_store_snapshot_clear(&v);
