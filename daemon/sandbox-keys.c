@@ -71,32 +71,18 @@ char *pe_daemon_ssh_redact(const char *priv)
 int pe_daemon_ssh_install(pe_daemon *d, const char *id, const char *priv, size_t len,
                           const char *pub, pe_err *err)
 {
-    cleanup_free char *publine = NULL;
-    size_t plen = strlen(pub);
-    unsigned char *withnl = NULL;
+    pe_sandbox_ssh_texts t;
     int r;
 
-    while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
-        plen--;
-    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
-    /* ssh reads a key only up to a final newline: add one if missing. */
-    if (len == 0 || priv[len - 1] != '\n') {
-        withnl = sodium_malloc(len + 1);
-        if (withnl == NULL)
-            abort();
-        memcpy(withnl, priv, len);
-        withnl[len++] = '\n';
-    }
-    r = pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519",
-                                          withnl ? withnl : (const unsigned char *)priv, len, 0600,
+    pe_sandbox_ssh_texts_make(&t, priv, len, pub);
+    r = pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519", t.priv, t.priv_len, 0600,
                                           err);
-    if (withnl)
-        sodium_free(withnl);
-    if (r < 0)
-        return -1;
-    return pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
-                                             (const unsigned char *)publine, strlen(publine), 0644,
-                                             err);
+    if (r == 0)
+        r = pe_daemon_sandbox_place_file_mode(d, id, SSH_DIR "/id_ed25519.pub",
+                                              (const unsigned char *)t.pub, strlen(t.pub), 0644,
+                                              err);
+    pe_sandbox_ssh_texts_free(&t);
+    return r;
 }
 
 /* A new default pair for sb: stored first (so the pair getSshKeys shows

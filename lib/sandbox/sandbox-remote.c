@@ -774,30 +774,50 @@ int pe__sandbox_place_ssh(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox 
     return r < 0 ? pe_err_prefix(err, "ssh key of %s", sb->name) : 0;
 }
 
-int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
-                         const char *pub, pe_err *err)
+void pe_sandbox_ssh_texts_make(pe_sandbox_ssh_texts *t, const char *priv, size_t len,
+                               const char *pub)
 {
-    cleanup_free char *publine = NULL;
     size_t plen = strlen(pub);
-    unsigned char *withnl = NULL;
-    int r;
 
     while (plen > 0 && (pub[plen - 1] == '\n' || pub[plen - 1] == '\r'))
         plen--;
-    publine = pe_xasprintf("%.*s\n", (int)plen, pub);
-    /* ssh reads a key only up to a final newline: add one if missing */
-    withnl = sodium_malloc(len + 1);
-    if (withnl == NULL)
+    t->pub = pe_xasprintf("%.*s\n", (int)plen, pub);
+    t->owned = NULL;
+    t->priv = (const unsigned char *)priv;
+    t->priv_len = len;
+    if (len > 0 && priv[len - 1] == '\n')
+        return;
+    /* a guarded copy: one sodium_malloc per key, only when it lacks the newline */
+    t->owned = sodium_malloc(len + 1);
+    if (t->owned == NULL)
         abort();
-    memcpy(withnl, priv, len);
-    if (len == 0 || priv[len - 1] != '\n')
-        withnl[len++] = '\n';
-    r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519", withnl, len, 0600,
-                               err);
-    sodium_free(withnl);
+    memcpy(t->owned, priv, len);
+    t->owned[len] = '\n';
+    t->priv = t->owned;
+    t->priv_len = len + 1;
+}
+
+void pe_sandbox_ssh_texts_free(pe_sandbox_ssh_texts *t)
+{
+    if (t->owned)
+        sodium_free(t->owned);
+    free(t->pub);
+    memset(t, 0, sizeof(*t));
+}
+
+int pe_sandbox_ssh_write(pe_provider *p, const char *remote_id, const char *priv, size_t len,
+                         const char *pub, pe_err *err)
+{
+    pe_sandbox_ssh_texts t;
+    int r;
+
+    pe_sandbox_ssh_texts_make(&t, priv, len, pub);
+    r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519", t.priv, t.priv_len,
+                               0600, err);
     if (r == 0)
-        r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519.pub", publine,
-                                   strlen(publine), 0644, err);
+        r = pe_provider_file_write(p, remote_id, PE_SANDBOX_SSH_DIR "/id_ed25519.pub", t.pub,
+                                   strlen(t.pub), 0644, err);
+    pe_sandbox_ssh_texts_free(&t);
     return r;
 }
 

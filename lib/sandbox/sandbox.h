@@ -139,6 +139,21 @@ int pe_sandbox_file_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox
 /* Where a sandbox's SSH key pair lives (id_ed25519, id_ed25519.pub). */
 #define PE_SANDBOX_SSH_DIR "/root/.ssh"
 
+/* An SSH key pair's two files as ssh reads them: priv (priv_len bytes)
+ * ends with a newline (ssh reads a key only up to a final one), pub is the
+ * public key line with exactly one. priv is the caller's text, or a
+ * guarded copy (owned) when a newline had to be added. */
+typedef struct pe_sandbox_ssh_texts {
+    const unsigned char *priv;
+    size_t priv_len;
+    char *pub;
+    unsigned char *owned;
+} pe_sandbox_ssh_texts;
+
+void pe_sandbox_ssh_texts_make(pe_sandbox_ssh_texts *t, const char *priv, size_t len,
+                               const char *pub);
+void pe_sandbox_ssh_texts_free(pe_sandbox_ssh_texts *t);
+
 /* Write an SSH key pair (private key priv, len bytes of plain text, and
  * public key line pub) into remote_id through p: id_ed25519 (0600) and
  * id_ed25519.pub (0644) under PE_SANDBOX_SSH_DIR. */
