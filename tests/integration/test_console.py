@@ -121,6 +121,15 @@ class Terminal:
             self.proc.wait()
             os.close(self.master)
             raise AssertionError(f"the console did not exit; it showed {self.out[-500:]!r}")
+        # What it wrote just before exiting may still wait in the pty.
+        while select.select([self.master], [], [], 0)[0]:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            self.out += chunk
         self.after = self.modes()
         os.close(self.master)
         return self.proc.returncode
@@ -141,18 +150,19 @@ def test_raw_terminal_resize_and_detach(logged_in, box):
     # sleep, not the shell still setting the job up.
     wait_for(foreground_sleep, 10, "sleep 31 to be the terminal's foreground job")
     t.type(b"\x03")  # were it not delivered, the echo below would wait 31 s
-    t.type("echo after-interrupt\r")
-    t.read_until("after-interrupt\r\n")
+    # The shell's output, not the terminal's echo of what was typed.
+    t.type("echo after-$((2+3))-interrupt\r")
+    t.read_until("after-5-interrupt\r\n")
     assert t.proc.poll() is None
-    t.type("echo marker-$((6*7)) > /tmp/left\r")
-    t.read_until("#")
+    t.type("echo marker-$((6*7)) > /tmp/left; echo wrote-$((1+1))\r")
+    t.read_until("wrote-2\r\n")
     t.type(b"\x1d")  # Ctrl-]: detach
     assert t.finish() == 0
     assert b"detached" in t.out
 
     # Reattach: the same shell, with the screen replayed.
     t2 = Terminal(logged_in, ["console", box])
-    t2.read_until("after-interrupt")
+    t2.read_until("after-5-interrupt")
     t2.type("cat /tmp/left; exit 5\r")
     t2.read_until("marker-42")
     assert t2.finish() == 5
