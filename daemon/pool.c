@@ -49,7 +49,7 @@
 struct pool_base {
     char *name;
     unsigned size;
-    char **ready; /* ids, oldest first */
+    pe_daemon_pooled **ready; /* oldest first */
     size_t n_ready;
     double retry_at;
     uint64_t made, claimed, shrunk, failed;
@@ -175,10 +175,36 @@ static void remove_one(pe_daemon *d, const char *id)
     }
 }
 
+void pe_daemon_pooled_free(pe_daemon_pooled *p)
+{
+    if (p == NULL)
+        return;
+    free(p->id);
+    free(p->name);
+    pe_daemon_ssh_ahead_clear(&p->ssh);
+    free(p);
+}
+
+/* The per-user work a claim can have done ahead: a name drawn as a create
+ * without one draws it, and a default SSH pair named after it, installed
+ * (two file writes, the largest step of a claim otherwise). It is no
+ * user's data: the sandbox and its pair go to the one claim that takes
+ * them, or are removed. Without the pair (logged), the claim makes one. */
+static void ahead_of_claim(pe_daemon *d, pe_daemon_pooled *pd)
+{
+    pe_err e;
+
+    pe_err_clear(&e);
+    pd->name = pe_sandbox_slug_name();
+    if (pe_daemon_ssh_ahead_make(d, pd->id, pd->name, &pd->ssh, &e) < 0)
+        pe_log_warn("pool: %s: ssh key not placed ahead: %s", pd->id, e.msg);
+}
+
 /* Create and start one sandbox of base as a create without options would. */
-static char *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
+static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
 {
     pe_daemon *d = p->d;
+    pe_daemon_pooled *pd;
     char *id = pe_store_new_id("sbx_");
     pe_sandbox_cfg cfg;
     int r;
@@ -201,7 +227,10 @@ static char *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
         free(id);
         return NULL;
     }
-    return id;
+    pd = pe_xcalloc(1, sizeof(*pd));
+    pd->id = id;
+    ahead_of_claim(d, pd);
+    return pd;
 }
 
 /* ---- the filler ---- */
@@ -239,35 +268,34 @@ static void wait_a_while(pe_daemon_pool *p)
 static void fill_one(pe_daemon_pool *p, struct pool_base *b)
 {
     cleanup_free char *base = pe_xstrdup(b->name);
-    char *id;
+    pe_daemon_pooled *pd;
     pe_err e;
 
     pthread_mutex_unlock(&p->mu);
     pe_err_clear(&e);
-    id = make_one(p, base, &e);
+    pd = make_one(p, base, &e);
     pthread_mutex_lock(&p->mu);
-    if (id == NULL) {
+    if (pd == NULL) {
         b->failed++;
         b->retry_at = pe_monotonic_s() + RETRY_S;
         pe_log_warn("pool: start a %s sandbox: %s (again in %.0f s)", base, e.msg, RETRY_S);
         return;
     }
     b->ready = pe_xrealloc(b->ready, (b->n_ready + 1) * sizeof(*b->ready));
-    b->ready[b->n_ready++] = id;
+    b->ready[b->n_ready++] = pd;
     b->made++;
 }
 
 /* Called with p->mu held; returns with it held. The newest goes first. */
 static void shrink_one(pe_daemon_pool *p, struct pool_base *b, int64_t avail)
 {
-    char *id = b->ready[--b->n_ready];
+    pe_daemon_pooled *pd = b->ready[--b->n_ready];
 
     b->shrunk++;
     pthread_mutex_unlock(&p->mu);
-    pe_log_info("event=pool_shrink base=%s sandbox=%s mem_available_mib=%lld", b->name, id,
+    pe_log_info("event=pool_shrink base=%s sandbox=%s mem_available_mib=%lld", b->name, pd->id,
                 (long long)avail);
-    remove_one(p->d, id);
-    free(id);
+    pe_daemon_pool_discard(p->d, pd);
     pthread_mutex_lock(&p->mu);
 }
 
@@ -351,8 +379,7 @@ void pe_daemon_pool_stop(pe_daemon *d)
     d->pool = NULL;
     for (size_t i = 0; i < p->n; i++) {
         for (size_t k = 0; k < p->b[i].n_ready; k++) {
-            remove_one(d, p->b[i].ready[k]);
-            free(p->b[i].ready[k]);
+            pe_daemon_pool_discard(d, p->b[i].ready[k]);
         }
         free(p->b[i].ready);
         free(p->b[i].name);
@@ -381,12 +408,12 @@ static bool same_sizes(pe_daemon_pool *p, const pe_store_sandbox *sizes)
     return same;
 }
 
-char *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes)
+pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes)
 {
     pe_daemon_pool *p = d->pool;
     const char *base = json_string_value(json_object_get(in, "base"));
     const json_t *policy = json_object_get(in, "networkPolicy");
-    char *id = NULL;
+    pe_daemon_pooled *pd = NULL;
     bool running;
     int fd;
 
@@ -394,35 +421,40 @@ char *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox
         (sizes->backend && strcmp(sizes->backend, PE_BACKEND_LOCAL) != 0) || !same_sizes(p, sizes))
         return NULL;
     pthread_mutex_lock(&p->mu);
-    for (size_t i = 0; i < p->n && id == NULL; i++) {
+    for (size_t i = 0; i < p->n && pd == NULL; i++) {
         struct pool_base *b = &p->b[i];
         if (strcmp(b->name, base) != 0 || b->n_ready == 0)
             continue;
-        id = b->ready[0]; /* the oldest: it has settled */
+        pd = b->ready[0]; /* the oldest: it has settled */
         memmove(b->ready, b->ready + 1, --b->n_ready * sizeof(*b->ready));
         b->claimed++;
         pthread_cond_signal(&p->cv); /* replace it */
     }
     pthread_mutex_unlock(&p->mu);
-    if (id == NULL)
+    if (pd == NULL)
         return NULL;
     /* One that died in the pool (killed by hand, the OOM killer) is not
      * handed out: the create starts its own. */
-    fd = init_pidfd(d, id, &running);
+    fd = init_pidfd(d, pd->id, &running);
     if (fd >= 0)
         close(fd);
     if (!running) {
-        pe_log_warn("pool: %s is not running any more: removed", id);
-        pe_daemon_pool_discard(d, id);
-        free(id);
+        pe_log_warn("pool: %s is not running any more: removed", pd->id);
+        pe_daemon_pool_discard(d, pd);
         return NULL;
     }
-    return id;
+    return pd;
 }
 
-int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, int *init_pidfd_out,
-                         pe_err *err)
+int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                         const pe_daemon_pooled *pd, int *init_pidfd_out, pe_err *err)
 {
+    /* The pair placed ahead names the drawn name in its comment: it is the
+     * default pair of a sandbox that got that name, and of no other. A
+     * stored file may be written where the pair is (it is placed first,
+     * and a start writes the pair over it): then the pair is made anew. */
+    const pe_daemon_ssh_ahead *ssh =
+        pd->ssh.pub && pd->name && strcmp(sb->name, pd->name) == 0 ? &pd->ssh : NULL;
     bool running;
 
     /* The template's service row (its image exists: the pool runs it). */
@@ -432,13 +464,15 @@ int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, 
     *init_pidfd_out = init_pidfd(d, sb->id, &running);
     if (!running)
         return pe_err_set(err, PE_ESTATE, 0, "pooled sandbox %s is not running", sb->id);
-    pe_daemon_sandbox_place_files(d, sb);
-    pe_daemon_sandbox_started(d, sb); /* keys, tailscale, services */
+    if (pe_daemon_sandbox_place_files(d, sb) > 0)
+        ssh = NULL;
+    pe_daemon_sandbox_started_with(d, sb, ssh); /* keys, tailscale, services */
     return pe_daemon_template_ready(d, s, sb, err);
 }
 
-int pe_daemon_pool_claim(pe_daemon *d, pe_store *s, const char *id, int *init_pidfd_out)
+int pe_daemon_pool_claim(pe_daemon *d, pe_store *s, pe_daemon_pooled *pd, int *init_pidfd_out)
 {
+    const char *id = pd->id;
     pe_store_sandbox sb;
     pe_err e;
     int r;
@@ -446,10 +480,10 @@ int pe_daemon_pool_claim(pe_daemon *d, pe_store *s, const char *id, int *init_pi
     pe_err_clear(&e);
     if (pe_store_sandbox_get(s, id, &sb, &e) < 0) {
         pe_log_warn("pool: claim %s: %s", id, e.msg);
-        pe_daemon_pool_discard(d, id);
+        pe_daemon_pool_discard(d, pd);
         return -1;
     }
-    r = pe_daemon_pool_adopt(d, s, &sb, init_pidfd_out, &e);
+    r = pe_daemon_pool_adopt(d, s, &sb, pd, init_pidfd_out, &e);
     if (r == 0)
         r = pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING, &e);
     if (r < 0) {
@@ -459,17 +493,20 @@ int pe_daemon_pool_claim(pe_daemon *d, pe_store *s, const char *id, int *init_pi
             close(*init_pidfd_out);
             *init_pidfd_out = -1;
         }
-        pe_daemon_pool_discard(d, id);
-    } else {
-        pe_log_info("event=pool_claim base=%s sandbox=%s", sb.base, id);
+        pe_store_sandbox_clear(&sb);
+        pe_daemon_pool_discard(d, pd);
+        return -1;
     }
+    pe_log_info("event=pool_claim base=%s sandbox=%s", sb.base, id);
     pe_store_sandbox_clear(&sb);
-    return r;
+    pe_daemon_pooled_free(pd);
+    return 0;
 }
 
-void pe_daemon_pool_discard(pe_daemon *d, const char *id)
+void pe_daemon_pool_discard(pe_daemon *d, pe_daemon_pooled *pd)
 {
-    remove_one(d, id);
+    remove_one(d, pd->id);
+    pe_daemon_pooled_free(pd);
 }
 
 void pe_daemon_pool_metrics(pe_daemon *d, FILE *out)

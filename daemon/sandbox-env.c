@@ -393,7 +393,7 @@ int pe_daemon_sandbox_remove_file(pe_daemon *d, const char *id, const char *path
     return r;
 }
 
-void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)
+size_t pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)
 {
     pe_store *s;
     pe_store_kv *list = NULL;
@@ -404,7 +404,7 @@ void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)
     s = pe_daemon_store(d, &err);
     if (s == NULL || pe_store_kv_list(s, PE_STORE_FILE, sb->id, &list, &n, &err) < 0) {
         pe_log_warn("sandbox %s: files not placed: %s", sb->id, err.msg);
-        return;
+        return 0;
     }
     for (size_t i = 0; i < n; i++) {
         unsigned char *plain = NULL;
@@ -417,6 +417,7 @@ void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb)
         pe_err_clear(&err);
     }
     pe_store_kv_list_free(list, n);
+    return n;
 }
 
 /* ---- createSandbox's envs and secrets ---- */

@@ -27,8 +27,9 @@ int pe_daemon_sandbox_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *er
 
 /* Write every file of the running sandbox sb into it. A file that cannot
  * be written is logged (path and reason, never content) and skipped: a
- * bad file does not keep a sandbox from starting. */
-void pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb);
+ * bad file does not keep a sandbox from starting. Returns how many files
+ * sb has stored (placed or not). */
+size_t pe_daemon_sandbox_place_files(pe_daemon *d, const pe_store_sandbox *sb);
 
 /* Write len bytes at the absolute path inside running sandbox id (see
  * sandbox-env.c for how the path is resolved). PE_ESTATE if the sandbox

@@ -85,35 +85,79 @@ int pe_daemon_ssh_install(pe_daemon *d, const char *id, const char *priv, size_t
     return r;
 }
 
+/* A new default pair with comment root@name: *priv the plain text (the
+ * caller zeroes and frees it), a's parts as the store keeps them. */
+static int new_pair(pe_daemon *d, const char *name, char **priv, pe_daemon_ssh_ahead *a,
+                    pe_err *err)
+{
+    cleanup_free char *comment = pe_xasprintf("root@%s", name);
+
+    *priv = NULL;
+    memset(a, 0, sizeof(*a));
+    if (pe_auth_ssh_generate(comment, priv, &a->pub) < 0)
+        return pe_err_set(err, PE_ESYS, 0, "generate a key pair");
+    a->redacted = pe_daemon_ssh_redact(*priv);
+    if (pe_auth_seal(pe_auth_public_key_hex(d->auth), *priv, strlen(*priv), &a->sealed, err) < 0) {
+        pe_daemon_ssh_ahead_clear(a);
+        sodium_memzero(*priv, strlen(*priv));
+        free(*priv);
+        *priv = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+void pe_daemon_ssh_ahead_clear(pe_daemon_ssh_ahead *a)
+{
+    free(a->pub);
+    free(a->sealed);
+    free(a->redacted);
+    memset(a, 0, sizeof(*a));
+}
+
+int pe_daemon_ssh_ahead_make(pe_daemon *d, const char *id, const char *name,
+                             pe_daemon_ssh_ahead *out, pe_err *err)
+{
+    char *priv = NULL;
+    int r;
+
+    if (new_pair(d, name, &priv, out, err) < 0)
+        return -1;
+    r = pe_daemon_ssh_install(d, id, priv, strlen(priv), out->pub, err);
+    sodium_memzero(priv, strlen(priv));
+    free(priv);
+    if (r < 0)
+        pe_daemon_ssh_ahead_clear(out);
+    return r;
+}
+
 /* A new default pair for sb: stored first (so the pair getSshKeys shows
  * is the one installed), then installed from the plain text in hand
  * rather than read back and unsealed. */
 static int new_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
-    cleanup_free char *comment = pe_xasprintf("root@%s", sb->name);
-    char *priv = NULL, *pub = NULL, *sealed = NULL, *red = NULL;
+    pe_daemon_ssh_ahead a;
+    char *priv = NULL;
     int r;
 
-    if (pe_auth_ssh_generate(comment, &priv, &pub) < 0)
-        return pe_err_set(err, PE_ESYS, 0, "generate a key pair");
-    red = pe_daemon_ssh_redact(priv);
-    r = pe_auth_seal(pe_auth_public_key_hex(d->auth), priv, strlen(priv), &sealed, err);
-    if (r == 0)
-        r = pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, pub, sealed, red, err);
+    if (new_pair(d, sb->name, &priv, &a, err) < 0)
+        return -1;
+    r = pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, a.pub, a.sealed, a.redacted, err);
     if (r == 0) {
         pe_log_info("event=ssh_key sandbox=%s generated=1", sb->id);
-        r = pe_daemon_ssh_install(d, sb->id, priv, strlen(priv), pub, err);
+        r = pe_daemon_ssh_install(d, sb->id, priv, strlen(priv), a.pub, err);
     }
     sodium_memzero(priv, strlen(priv));
     free(priv);
-    free(pub);
-    free(sealed);
-    free(red);
+    pe_daemon_ssh_ahead_clear(&a);
     return r;
 }
 
-/* The sandbox's stored pair, or a new default one, into the sandbox. */
-static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+/* The sandbox's stored pair, or a new default one, into the sandbox. A
+ * pair placed ahead (ahead, the pool's) is the default one when the
+ * sandbox has none stored: it is stored, and not written again. */
+static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
+                      const pe_daemon_ssh_ahead *ahead)
 {
     pe_store_key k;
     unsigned char *plain = NULL;
@@ -122,7 +166,12 @@ static void place_ssh(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
 
     pe_err_clear(&err);
     if (pe_store_key_get(s, PE_STORE_SSH_KEY, sb->id, &k, &err) < 0) {
-        if (err.code == PE_ENOENT) {
+        if (err.code == PE_ENOENT && ahead && ahead->pub) {
+            pe_err_clear(&err);
+            if (pe_store_key_put(s, PE_STORE_SSH_KEY, sb->id, ahead->pub, ahead->sealed,
+                                 ahead->redacted, &err) == 0)
+                pe_log_info("event=ssh_key sandbox=%s generated=1 ahead=1", sb->id);
+        } else if (err.code == PE_ENOENT) {
             pe_err_clear(&err);
             new_ssh(d, s, sb, &err);
         }
@@ -295,6 +344,12 @@ static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
 
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
 {
+    pe_daemon_sandbox_started_with(d, sb, NULL);
+}
+
+void pe_daemon_sandbox_started_with(pe_daemon *d, const pe_store_sandbox *sb,
+                                    const pe_daemon_ssh_ahead *ssh)
+{
     pe_store *s;
     pe_err err;
 
@@ -305,7 +360,7 @@ void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
         return;
     }
     pe_daemon_netpolicy_started(d, sb);
-    place_ssh(d, s, sb);
+    place_ssh(d, s, sb, ssh);
     place_tailscale(d, s, sb);
     pe_daemon_services_start(d, s, sb);
 }

@@ -123,30 +123,6 @@ static int check_name(const char *name, pe_err *err)
     return 0;
 }
 
-/* adjective-noun-xxxx, as upstream names sandboxes (reference §0.4). */
-static char *slug_name(void)
-{
-    static const char *const adj[] = {"amber",  "brave",  "calm",  "clever", "crisp", "eager",
-                                      "fancy",  "gentle", "happy", "jolly",  "keen",  "lucky",
-                                      "mellow", "nimble", "proud", "quiet",  "rapid", "shiny",
-                                      "sunny",  "swift",  "tidy",  "vivid",  "witty", "zesty"};
-    static const char *const noun[] = {"otter",  "falcon", "maple",  "comet",   "harbor", "meadow",
-                                       "pebble", "river",  "summit", "tiger",   "walrus", "willow",
-                                       "badger", "cedar",  "dune",   "ember",   "fjord",  "lagoon",
-                                       "panda",  "quartz", "raven",  "sparrow", "tulip",  "yak"};
-    static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-    unsigned char r[6];
-    char suffix[5];
-
-    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
-        abort(); /* the kernel's CSPRNG does not fail once booted */
-    for (int i = 0; i < 4; i++)
-        suffix[i] = b36[r[2 + i] % 36];
-    suffix[4] = '\0';
-    return pe_xasprintf("%s-%s-%s", adj[r[0] % PE_ARRAY_LEN(adj)], noun[r[1] % PE_ARRAY_LEN(noun)],
-                        suffix);
-}
-
 /* ---- runtime ---- */
 
 /* A remote fork (forkSandbox's row, no provider id yet): made at its
@@ -271,10 +247,11 @@ static void clone_after(pe_daemon_job *job)
 /* ---- createSandbox ---- */
 
 /* The row of a new sandbox, if the owner's quotas allow it: the check and
- * the insert under the quota lock. A generated name can collide: drawn
- * again a few times. *name is the name tried last. */
+ * the insert under the quota lock. Without a given name, drawn is tried
+ * first (a pooled sandbox's, NULL: none), then a generated name, which can
+ * collide: drawn again a few times. *name is the name tried last. */
 static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox *sb,
-                               const char *given, char **name)
+                               const char *given, const char *drawn, char **name)
 {
     int r;
 
@@ -282,7 +259,9 @@ static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox
     r = pe_daemon_quota_new_sandbox(job->d, s, sb, &job->err);
     for (int tries = 0; r == 0; tries++) {
         free(*name);
-        *name = given ? pe_xstrdup(given) : slug_name();
+        *name = given         ? pe_xstrdup(given)
+                : tries == 0 && drawn ? pe_xstrdup(drawn)
+                                      : pe_sandbox_slug_name();
         sb->name = *name;
         r = pe_store_sandbox_insert(s, sb, &job->err);
         if (r == 0 || given || job->err.code != PE_EEXIST || tries == 8)
@@ -453,7 +432,7 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     cleanup_free char *cred_shown = NULL;
     pe_store_sandbox sb = {0}, got;
     pe_store_user u;
-    char *pooled;
+    pe_daemon_pooled *pooled;
     int r;
 
     if (pe_daemon_snapshot_base(job, s, in) < 0 || !base_from_record(job, in) ||
@@ -477,14 +456,14 @@ static void create_work(pe_daemon_job *job, pe_store *s)
     pooled = pe_daemon_pool_take(job->d, in, &sb); /* a warm sandbox, under its id */
     if (pooled) {
         free(id);
-        id = pooled;
+        id = pe_xstrdup(pooled->id);
     }
     sb.id = id;
     sb.uri = uri = pe_daemon_record_new_uri(job->d, job->did); /* a record's, if signed in */
-    r = insert_within_quota(job, s, &sb, given, &name);
+    r = insert_within_quota(job, s, &sb, given, pooled ? pooled->name : NULL, &name);
     if (r < 0) {
         if (pooled) /* used once or never: it does not go back */
-            pe_daemon_pool_discard(job->d, id);
+            pe_daemon_pool_discard(job->d, pooled);
         if (job->err.code == PE_EEXIST)
             pe_err_set(&job->err, PE_EEXIST, 0, "you already have a sandbox named %s", name);
         pe_daemon_job_fail(job, &job->err,
@@ -497,13 +476,13 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_idle_create_store(s, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
         if (pooled)
-            pe_daemon_pool_discard(job->d, id);
+            pe_daemon_pool_discard(job->d, pooled);
         pe_daemon_job_fail(job, &job->err, NULL);
         return;
     }
     pe_daemon_record_sync_base(job->d, s, id, json_object_get(in, "baseRef"));
     /* Claimed: RUNNING now, no background start (create_after). */
-    job->claimed = pooled && pe_daemon_pool_claim(job->d, s, id, &job->init_pidfd) == 0;
+    job->claimed = pooled && pe_daemon_pool_claim(job->d, s, pooled, &job->init_pidfd) == 0;
     if (pe_store_sandbox_get(s, id, &got, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
         return;

@@ -8,12 +8,37 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include "core/log.h"
 #include "core/util.h"
 #include "pocketenv/egress.h"
 #include "sandbox/sandbox-internal.h"
+
+/* adjective-noun-xxxx, as upstream names sandboxes (reference §0.4). */
+char *pe_sandbox_slug_name(void)
+{
+    static const char *const adj[] = {"amber",  "brave",  "calm",  "clever", "crisp", "eager",
+                                      "fancy",  "gentle", "happy", "jolly",  "keen",  "lucky",
+                                      "mellow", "nimble", "proud", "quiet",  "rapid", "shiny",
+                                      "sunny",  "swift",  "tidy",  "vivid",  "witty", "zesty"};
+    static const char *const noun[] = {"otter",  "falcon", "maple",  "comet",   "harbor", "meadow",
+                                       "pebble", "river",  "summit", "tiger",   "walrus", "willow",
+                                       "badger", "cedar",  "dune",   "ember",   "fjord",  "lagoon",
+                                       "panda",  "quartz", "raven",  "sparrow", "tulip",  "yak"};
+    static const char b36[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    unsigned char r[6];
+    char suffix[5];
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r))
+        abort(); /* the kernel's CSPRNG does not fail once booted */
+    for (int i = 0; i < 4; i++)
+        suffix[i] = b36[r[2 + i] % 36];
+    suffix[4] = '\0';
+    return pe_xasprintf("%s-%s-%s", adj[r[0] % PE_ARRAY_LEN(adj)], noun[r[1] % PE_ARRAY_LEN(noun)],
+                        suffix);
+}
 
 int pe_sandboxes_open(pe_sandboxes *sx, pe_auth *auth, pe_runtime *rt, pe_err *err)
 {

@@ -71,6 +71,12 @@ const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char 
 
 /* ---- where this sandbox runs ---- */
 
+/* A new sandbox name, adjective-noun-xxxx (4 base-36 characters from the
+ * kernel's CSPRNG), as upstream draws one for a create without a name.
+ * The caller frees it; a collision with a name in use is the caller's to
+ * draw again. */
+char *pe_sandbox_slug_name(void);
+
 /* sb runs on a remote provider (its backend is an adapter's name, its
  * provider_id the provider's id of it). */
 bool pe_sandbox_is_remote(const pe_store_sandbox *sb);

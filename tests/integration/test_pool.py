@@ -75,6 +75,24 @@ def pooled(tmp_path_factory):
         yield d
 
 
+def ssh_pair(d, sb, token="owner"):
+    """The default pair of claimed sb as getSshKeys shows it, checked
+    against the two files in the sandbox: the public line is the file's,
+    its comment names the sandbox's name, and OpenSSH derives that public
+    key from the private key file."""
+    st, k = d.call("io.pocketenv.sandbox.getSshKeys", {"id": sb["id"]}, token=token)
+    assert st == 200, k
+    assert k["publicKey"].endswith(" root@" + sb["name"]), (k["publicKey"], sb["name"])
+    pub = exec_sh(d, sb["id"], "cat /root/.ssh/id_ed25519.pub", token=token)["stdout"]
+    assert pub.strip() == k["publicKey"]
+    priv = exec_sh(d, sb["id"], "cat /root/.ssh/id_ed25519", token=token)["stdout"]
+    assert priv.startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", "/dev/stdin"], input=priv,
+                             capture_output=True, text=True, check=True).stdout
+    assert derived.split()[:2] == k["publicKey"].split()[:2]
+    return k["publicKey"], priv
+
+
 def claim(d, token="owner", **body):
     """A create that must come from the pool: it answers RUNNING."""
     wait_full(d)
@@ -99,6 +117,7 @@ def test_pool_fills_is_claimed_and_refills(pooled):
     sb = claim(d)
     assert sb["id"] in pool_ids  # the oldest warm sandbox, under its own id
     assert exec_sh(d, sb["id"], "echo hi")["stdout"] == "hi\n"
+    ssh_pair(d, sb)  # placed ahead by the filler, under the name the claim got
     wait_full(d)  # replaced in the background
     assert len(runtime_names(d.data)) == 3
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
@@ -116,6 +135,7 @@ def test_claim_takes_the_users_settings(pooled):
     assert (got["id"], got["name"], got["description"], got["keepAlive"], got["status"]) == \
         (sb["id"], "warm-one", "from the pool", True, "RUNNING")
     assert exec_sh(d, "warm-one", 'echo "$GREETING $TOKEN"')["stdout"] == "hello s3cret-value\n"
+    ssh_pair(d, got)  # a name of its own: a pair made for it, not the one placed ahead
     st, o = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
     assert [s["id"] for s in o["sandboxes"]] == [sb["id"]]
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
@@ -163,11 +183,14 @@ def test_claimed_sandbox_keeps_full_isolation(pooled):
 def test_a_pooled_sandbox_never_carries_one_users_data_to_another(pooled):
     """User A claims, leaves a file, a process and a variable, deletes;
     user B's next claims (every warm sandbox there is, twice over) see
-    none of it, and no sandbox id is ever handed out twice."""
+    none of it, and no sandbox id is ever handed out twice. The ssh pair
+    the filler placed ahead is each claim's own: never another claim's,
+    and only the claim's owner reads it."""
     d = pooled
     alice, bob = d.token_for("did:key:zPoolAlice"), d.token_for("did:key:zPoolBob")
     d.others += [alice, bob]
     a = claim(d, token=alice, envs=[{"name": "ALICE_VAR", "value": "alice-was-here"}])
+    pairs = {ssh_pair(d, a, token=alice)}
     exec_sh(d, a["id"], "echo alice-secret > /root/alice.txt; echo x > /tmp/alice.tmp; "
             "(setsid sleep 31337 </dev/null >/dev/null 2>&1 &); true", token=alice)
     assert "sleep 31337" in exec_sh(d, a["id"], "ps -o args", token=alice)["stdout"]
@@ -184,8 +207,14 @@ def test_a_pooled_sandbox_never_carries_one_users_data_to_another(pooled):
         assert "31337" not in exec_sh(d, b["id"], "ps -o args", token=bob)["stdout"]
         env = exec_sh(d, b["id"], "env", token=bob)["stdout"]
         assert "ALICE_VAR" not in env and "alice-was-here" not in env, env
-        # and Alice cannot reach Bob's sandbox by its id
+        # its own ssh pair: none of Alice's, none of another claim's
+        pair = ssh_pair(d, b, token=bob)
+        assert pair[0] not in {p[0] for p in pairs} and pair[1] not in {p[1] for p in pairs}
+        pairs.add(pair)
+        # and Alice cannot reach Bob's sandbox, nor its keys, by its id
         assert d.sandbox("getSandbox", b["id"], token=alice)[0] == 404
+        assert d.call("io.pocketenv.sandbox.getSshKeys", {"id": b["id"]},
+                      token=alice)[0] == 404
         assert d.sandbox("deleteSandbox", b["id"], token=bob)[0] == 200
 
 
