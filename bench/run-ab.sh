@@ -49,6 +49,8 @@ declare -A PID PORTN TOK SBX
 
 cleanup_ab() {
     local v i n
+    # AB_LOGS=DIR keeps both daemons' logs (e.g. for temporary probes)
+    [ -z "${AB_LOGS:-}" ] || cp serve-*.log "$AB_LOGS"/ 2>/dev/null || true
     for v in base new; do
         [ -n "${PID[$v]:-}" ] || continue
         kill -TERM "${PID[$v]}" 2>/dev/null || true

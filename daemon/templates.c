@@ -268,6 +268,12 @@ int pe_daemon_base_check(pe_daemon *d, const char *name, pe_err *err)
         return pe_err_set(err, PE_EUNSUP, 0,
                           "template %s is not available on this daemon: its tool %s (%s)", name,
                           VENDOR_ONLY, catalog[at].vendor);
+    /* A built-in image or a catalog template the daemon can build is
+     * available whether built yet or not (pe_daemon_catalog says so for
+     * each): only another name (an import) needs the images on disk,
+     * which every create would otherwise list and describe. */
+    if (pe_daemon_base_plain(name) || at >= 0)
+        return 0;
     if (pe_daemon_catalog(d, &all, err) < 0)
         return pe_err_prefix(err, "list bases");
     list[0] = '\0';
