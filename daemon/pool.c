@@ -21,6 +21,7 @@
  * newest first, while it is below. POCKETENV_POOL_MEMINFO names another
  * file in /proc/meminfo's format, for tests to play the pressure. */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,6 +180,8 @@ void pe_daemon_pooled_free(pe_daemon_pooled *p)
 {
     if (p == NULL)
         return;
+    if (p->pidfd >= 0)
+        close(p->pidfd);
     free(p->id);
     free(p->name);
     pe_daemon_ssh_ahead_clear(&p->ssh);
@@ -229,6 +232,7 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     }
     pd = pe_xcalloc(1, sizeof(*pd));
     pd->id = id;
+    pd->pidfd = -1;
     ahead_of_claim(d, pd);
     return pd;
 }
@@ -415,7 +419,6 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
     const json_t *policy = json_object_get(in, "networkPolicy");
     pe_daemon_pooled *pd = NULL;
     bool running;
-    int fd;
 
     if (p == NULL || base == NULL || (policy && !json_is_null(policy)) ||
         (sizes->backend && strcmp(sizes->backend, PE_BACKEND_LOCAL) != 0) || !same_sizes(p, sizes))
@@ -435,9 +438,7 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
         return NULL;
     /* One that died in the pool (killed by hand, the OOM killer) is not
      * handed out: the create starts its own. */
-    fd = init_pidfd(d, pd->id, &running);
-    if (fd >= 0)
-        close(fd);
+    pd->pidfd = init_pidfd(d, pd->id, &running); /* kept for the adopt */
     if (!running) {
         pe_log_warn("pool: %s is not running any more: removed", pd->id);
         pe_daemon_pool_discard(d, pd);
@@ -446,8 +447,16 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
     return pd;
 }
 
+/* Has the process of pidfd exited? (its pidfd turns readable) */
+static bool exited(int pidfd)
+{
+    struct pollfd pf = {pidfd, POLLIN, 0};
+
+    return poll(&pf, 1, 0) == 1;
+}
+
 int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
-                         const pe_daemon_pooled *pd, int *init_pidfd_out, pe_err *err)
+                         pe_daemon_pooled *pd, int *init_pidfd_out, pe_err *err)
 {
     /* The pair placed ahead names the drawn name in its comment: it is the
      * default pair of a sandbox that got that name, and of no other. A
@@ -461,7 +470,13 @@ int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
     if (pe_daemon_template_prepare(d, s, sb, err) < 0 ||
         pe_daemon_netpolicy_before_start(d, sb, err) < 0) /* a put since the insert */
         return -1;
-    *init_pidfd_out = init_pidfd(d, sb->id, &running);
+    /* The init's pidfd opened at the take, unless it could not be. */
+    if (pd->pidfd >= 0) {
+        running = !exited(pd->pidfd);
+        *init_pidfd_out = pe_steal_fd(&pd->pidfd);
+    } else {
+        *init_pidfd_out = init_pidfd(d, sb->id, &running);
+    }
     if (!running)
         return pe_err_set(err, PE_ESTATE, 0, "pooled sandbox %s is not running", sb->id);
     if (pe_daemon_sandbox_place_files(d, sb) > 0)

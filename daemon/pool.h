@@ -29,6 +29,7 @@ typedef struct pe_daemon_pooled {
     char *id;
     char *name;
     pe_daemon_ssh_ahead ssh; /* pub NULL: none placed */
+    int pidfd;               /* its init's, from the take on (-1: none) */
 } pe_daemon_pooled;
 
 void pe_daemon_pooled_free(pe_daemon_pooled *p);
@@ -66,7 +67,7 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
  * otherwise a new one is made and written over it. On failure the caller
  * removes it, as any failed start. */
 int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
-                         const pe_daemon_pooled *pd, int *init_pidfd, pe_err *err);
+                         pe_daemon_pooled *pd, int *init_pidfd, pe_err *err);
 /* Worker: the claim of taken pd, whose row (INITIALIZING) was just
  * inserted under its id: adopt it and move the row to RUNNING. -1 if it
  * could not be (logged): the sandbox is removed and the row is left
