@@ -59,7 +59,8 @@ void pe_daemon_pool_stop(pe_daemon *d);
  * none ready, sizes other than the pool's, a network policy). The caller
  * owns it: it must end in pe_daemon_pool_claim or _discard. A create
  * without a name of its own tries its drawn name first. */
-pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes);
+pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in,
+                                      const pe_store_sandbox *sizes);
 /* Worker: the row of sb (id = pd's id) exists: make the running sandbox
  * its own (network policy, files, keys, services), as a start would, and
  * keep a pidfd of its init in *init_pidfd. The pair placed ahead becomes

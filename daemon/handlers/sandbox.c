@@ -259,7 +259,7 @@ static int insert_within_quota(pe_daemon_job *job, pe_store *s, pe_store_sandbox
     r = pe_daemon_quota_new_sandbox(job->d, s, sb, &job->err);
     for (int tries = 0; r == 0; tries++) {
         free(*name);
-        *name = given         ? pe_xstrdup(given)
+        *name = given                 ? pe_xstrdup(given)
                 : tries == 0 && drawn ? pe_xstrdup(drawn)
                                       : pe_sandbox_slug_name();
         sb->name = *name;
