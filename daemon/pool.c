@@ -44,6 +44,13 @@
 
 #define RETRY_S 5.0     /* after a failed fill of a base */
 #define PRESSURE_S 0.25 /* how often MemAvailable is read while idle */
+/* After a claim, the refill waits this long since the base's last claim
+ * while at least half its pool is ready: a refill clones a sandbox's
+ * first process from the daemon (copy-on-write faults and TLB flushes
+ * across its threads) and competes for the CPUs with the claimed
+ * sandbox's first exec, which usually comes within milliseconds
+ * (bench/README.md: create -> first exec 0.43-0.69 x without it). */
+#define REFILL_QUIET_S 0.1
 #define DEFAULT_MIN_AVAILABLE_MIB 1024
 #define NAME_CHARS "abcdefghijklmnopqrstuvwxyz0123456789._-" /* a base's name */
 
@@ -53,6 +60,7 @@ struct pool_base {
     pe_daemon_pooled **ready; /* oldest first */
     size_t n_ready;
     double retry_at;
+    double quiet_until; /* no refill before, while half the pool is ready */
     uint64_t made, claimed, shrunk, failed;
 };
 
@@ -239,12 +247,32 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
 
 /* ---- the filler ---- */
 
+static bool may_fill(const struct pool_base *b, double now)
+{
+    return b->n_ready < b->size && b->retry_at <= now &&
+           (b->quiet_until <= now || 2 * b->n_ready < b->size);
+}
+
 static struct pool_base *to_fill(pe_daemon_pool *p, double now)
 {
     for (size_t i = 0; i < p->n; i++)
-        if (p->b[i].n_ready < p->b[i].size && p->b[i].retry_at <= now)
+        if (may_fill(&p->b[i], now))
             return &p->b[i];
     return NULL;
+}
+
+/* Seconds to wait for: the pressure check's period, or less when a quiet
+ * time after a claim ends sooner. */
+static double idle_wait(const pe_daemon_pool *p, double now)
+{
+    double wait = PRESSURE_S;
+
+    for (size_t i = 0; i < p->n; i++) {
+        const struct pool_base *b = &p->b[i];
+        if (b->n_ready < b->size && b->quiet_until > now && b->quiet_until - now < wait)
+            wait = b->quiet_until - now;
+    }
+    return wait;
 }
 
 static struct pool_base *fullest(pe_daemon_pool *p)
@@ -262,7 +290,7 @@ static void wait_a_while(pe_daemon_pool *p)
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_nsec += (long)(PRESSURE_S * 1e9);
+    ts.tv_nsec += (long)(idle_wait(p, pe_monotonic_s()) * 1e9) + 1000000; /* +1 ms: past it */
     ts.tv_sec += ts.tv_nsec / 1000000000L;
     ts.tv_nsec %= 1000000000L;
     pthread_cond_timedwait(&p->cv, &p->mu, &ts);
@@ -431,7 +459,8 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
         pd = b->ready[0]; /* the oldest: it has settled */
         memmove(b->ready, b->ready + 1, --b->n_ready * sizeof(*b->ready));
         b->claimed++;
-        pthread_cond_signal(&p->cv); /* replace it */
+        b->quiet_until = pe_monotonic_s() + REFILL_QUIET_S;
+        pthread_cond_signal(&p->cv); /* replace it (now, or after the quiet time) */
     }
     pthread_mutex_unlock(&p->mu);
     if (pd == NULL)
