@@ -210,7 +210,7 @@ void pe_daemon_set_str(json_t *o, const char *key, const char *s);
 json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb);
 
 /* The caller's user row, created (handle "handle.invalid", as atproto
- * names an unknown handle) if this DID never called before. */
+ * names an unknown handle) if this DID never called before (auth.c). */
 int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err);
 
 /* Handlers, registered on d->srv. */
