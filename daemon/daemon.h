@@ -271,7 +271,7 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err);
 /* End every E2B process stream (shutdown, before the server is freed). */
 void pe_daemon_e2b_shutdown(pe_daemon *d);
 
-/* Repos (handlers/repo.c). The git URL for a sandbox's `repo` (shorthands
+/* Repos (sandbox-repo.c). The git URL for a sandbox's `repo` (shorthands
  * expanded) and the directory it clones into, or NULL with err (PE_EINVAL)
  * for anything git could read as an option or a shell as syntax. */
 char *pe_daemon_repo_url(const char *repo, char **dir_out, pe_err *err);
