@@ -51,10 +51,4 @@ int pe_daemon_copy_send(pe_daemon *d, const char *owner, const char *uuid, const
 int pe_daemon_copy_fetch(pe_daemon *d, pe_store *s, const char *owner, const char *uuid,
                          const char *address, const char *cred, pe_err *err);
 
-/* The caller's sandbox by id or name (another user's answers PE_ENOENT
- * "sandbox not found"); unless any_state, also run by this daemon and
- * past INITIALIZING (PE_ESTATE otherwise). */
-int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
-                               bool any_state, pe_store_sandbox *out, pe_err *err);
-
 #endif

@@ -33,7 +33,7 @@
 #include "ports.h"
 #include "pocketenv/store-ports.h"
 #include "records.h"
-#include "transfer.h"
+#include "sandbox-find.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DESCRIPTION_MAX 1000

@@ -36,7 +36,7 @@
 #include "providers.h"
 #include "resource-limits.h"
 #include "snapshots.h"
-#include "transfer.h"
+#include "sandbox-find.h"
 
 #define TTL_DEFAULT (7 * 24 * 3600)
 #define TTL_MAX (365LL * 24 * 3600)
