@@ -31,6 +31,7 @@
 #include "providers.h"
 #include "sandbox-keys.h"
 #include "snapshots.h"
+#include "backups.h"
 #include "transfer.h"
 #include "runtime/security.h"
 #include "supervise.h"

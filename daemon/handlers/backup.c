@@ -32,7 +32,7 @@
 #include "sandbox-env.h"
 #include "sandbox-find.h"
 #include "sandbox-archive.h"
-#include "transfer.h"
+#include "backups.h"
 
 #define TTL_DEFAULT (3 * 24 * 3600) /* upstream's default */
 #define TTL_MAX (365LL * 24 * 3600)
