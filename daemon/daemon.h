@@ -215,7 +215,7 @@ int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_e
 
 /* Handlers, registered on d->srv. */
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
-/* Every handler of the four namespaces (volumes: pe_daemon_register_volumes). */
+/* Every handler of the four namespaces; volumes apart (handlers/volume.c). */
 int pe_daemon_register_resources(pe_daemon *d, pe_err *err);
 int pe_daemon_register_volumes(pe_daemon *d, pe_err *err);
 int pe_daemon_register_keys(pe_daemon *d, pe_err *err);

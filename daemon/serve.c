@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "idle.h"
 #include "oauth.h"
 #include "records.h"
 #include "pool.h"
@@ -551,6 +552,12 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     pe_http_set_metrics_auth(d->srv, metrics_auth, d);
+    /* Volumes and idle policies, kin of resources and snapshots, apart:
+     * no handler file registers another's methods. */
+    if (pe_daemon_register_volumes(d, err) < 0 || pe_daemon_register_idle(d, err) < 0) {
+        json_decref(resume);
+        return -1;
+    }
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
         pe_daemon_register_snapshots(d, err) < 0 ||

@@ -13,7 +13,6 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
-#include "idle.h"
 #include "pocketenv/store-snapshots.h"
 #include "resource-limits.h"
 #include "sandbox-find.h"
@@ -395,8 +394,7 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0 ||
-        pe_daemon_register_idle(d, err) < 0) /* idle policies snapshot or pause: kin */
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
         return -1;
     return 0;
 }
