@@ -247,11 +247,19 @@ void pe_daemon_mcp_shutdown(pe_daemon *d);
 void pe_daemon_terminal_recheck(pe_daemon *d);
 void pe_daemon_proxy_recheck(pe_daemon *d);
 
-/* Sandbox runtime work, shared by create (background) and start. */
+/* Sandbox runtime work, shared by create (background) and start
+ * (sandbox-run.c, as the two below and pe_daemon_sandbox_view). */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
 /* Queue the background half of a create (owner: whose share it runs in;
  * NULL at start, for an INITIALIZING row the daemon died while making). */
 void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id);
+/* That background half's work: job->id's row INITIALIZING made into a
+ * running sandbox (RUNNING, or FAILED with the reason); job->in then
+ * names a repo to clone, if it has one. Worker. */
+void pe_daemon_sandbox_run_work(pe_daemon_job *job, pe_store *s);
+/* A job's after (loop thread): the clone of job->in's "repo" into the
+ * now running sandbox job->id, unless the job failed. */
+void pe_daemon_sandbox_clone_after(pe_daemon_job *job);
 
 /* createSandbox's, getSandbox's, startSandbox's, stopSandbox's and
  * deleteSandbox's work (handlers/sandbox.c) for other front ends: job->id
