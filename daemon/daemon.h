@@ -261,18 +261,6 @@ void pe_daemon_sandbox_run_work(pe_daemon_job *job, pe_store *s);
  * now running sandbox job->id, unless the job failed. */
 void pe_daemon_sandbox_clone_after(pe_daemon_job *job);
 
-/* createSandbox's, getSandbox's, startSandbox's, stopSandbox's and
- * deleteSandbox's work (handlers/sandbox.c) for other front ends: job->id
- * names the sandbox (the caller's: another's is SandboxNotFound), job->in
- * as the XRPC body. create_now's in is createSandbox's input already
- * checked (base a base name); it answers once the sandbox runs, with its
- * view (a failed start fails the job and removes the sandbox). */
-void pe_daemon_sandbox_get_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_start_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_stop_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_delete_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s);
-
 /* The E2B API (daemon/e2b.c, daemon/e2b-process.c, docs/e2b.md): its
  * control plane and each sandbox's envd, on this daemon's URL. */
 int pe_daemon_register_e2b(pe_daemon *d, pe_err *err);

@@ -34,6 +34,7 @@
 #include "core/util.h"
 #include "cluster.h"
 #include "daemon.h"
+#include "sandbox.h"
 #include "resource-limits.h"
 #include "idle.h"
 #include "pause.h"
