@@ -222,7 +222,7 @@ int pe_daemon_register_keys(pe_daemon *d, pe_err *err);
 /* Also queues the re-adoption of services after a daemon restart. */
 int pe_daemon_register_services(pe_daemon *d, pe_err *err);
 int pe_daemon_register_prefs(pe_daemon *d, pe_err *err);
-/* handlers/netpolicy.c: the egress methods. */
+/* handlers/netpolicy.c: the egress methods (the rest: netpolicy.h). */
 int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err);
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
 /* Terminal gateways /tty, /pty and /v1/sandboxes/:id/ws/terminal. */
