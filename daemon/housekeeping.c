@@ -47,6 +47,7 @@
 #include "read-cache.h"
 #include "providers.h"
 #include "snapshots.h"
+#include "backups.h"
 #include "transfer.h"
 #include "supervise.h"
 

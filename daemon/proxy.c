@@ -1647,3 +1647,33 @@ int pe_daemon_sandbox_address(pe_daemon *d, const char *id, char **addr, pe_err 
     json_decref(info);
     return *addr ? 0 : -1;
 }
+
+#define NAME_IN_HOST_MAX 40 /* keeps <port>-<name>-<tag> a host label (<= 63) */
+
+/* Names that can stand in a host label as they are: letters, digits and
+ * inner dashes (a dot would split the label, '_' is not for host names). */
+static bool name_fits_host(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > NAME_IN_HOST_MAX || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-'))
+            return false;
+    return true;
+}
+
+char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port)
+{
+    unsigned dport = pe_http_server_port(d->srv);
+
+    if (!name_fits_host(name))
+        return pe_xasprintf("http://%d-%s.localhost:%u/", port, tag, dport);
+    cleanup_free char *lower = pe_xstrdup(name);
+    for (char *c = lower; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
+}

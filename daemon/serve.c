@@ -23,6 +23,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "idle.h"
 #include "oauth.h"
 #include "records.h"
 #include "pool.h"
@@ -31,6 +32,7 @@
 #include "providers.h"
 #include "sandbox-keys.h"
 #include "snapshots.h"
+#include "backups.h"
 #include "transfer.h"
 #include "runtime/security.h"
 #include "supervise.h"
@@ -550,6 +552,12 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     pe_http_set_metrics_auth(d->srv, metrics_auth, d);
+    /* Volumes and idle policies, kin of resources and snapshots, apart:
+     * no handler file registers another's methods. */
+    if (pe_daemon_register_volumes(d, err) < 0 || pe_daemon_register_idle(d, err) < 0) {
+        json_decref(resume);
+        return -1;
+    }
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
         pe_daemon_register_snapshots(d, err) < 0 ||

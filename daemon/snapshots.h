@@ -1,21 +1,42 @@
 /* Snapshots of sandboxes (issue 19): io.pocketenv.sandbox.createSnapshot,
- * getSnapshots, getSnapshot, deleteSnapshot (handlers/snapshot.c). */
+ * getSnapshots, getSnapshot, deleteSnapshot, forkSandbox (the methods:
+ * handlers/snapshot.c; the rest: sandbox-snapshots.c). */
 #ifndef PE_DAEMON_SNAPSHOTS_H
 #define PE_DAEMON_SNAPSHOTS_H
 
 #include "daemon.h"
+#include "pocketenv/store-snapshots.h"
 
 /* createSandbox's base for a sandbox made from a snapshot:
  * "snapshot:NAME" (or an id) as the caller gives it, "snapshot:snp_..."
  * in the row. */
 #define PE_SNAPSHOT_BASE "snapshot:"
 
-/* The four methods. Loop thread, at start. */
+/* A snapshot's life when its taker names none (seconds). */
+#define PE_SNAPSHOT_TTL_DEFAULT (7 * 24 * 3600)
+
+/* The methods (and the idle policy's, kin). Loop thread, at start. */
 int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err);
 
 /* Housekeeping, on a worker (the tick): remove expired snapshots (row,
  * then the runtime's layer). */
 void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s);
+
+/* Snapshot sandbox sb (held busy meanwhile) and record it as job->did's
+ * snapshot name, kept ttl seconds, the oldest beyond the owner's
+ * retention evicted; its view in *view_out. -1 with the job failed (and
+ * nothing left of the snapshot). Worker thread. */
+int pe_daemon_snapshot_take(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb,
+                            const char *name, int64_t ttl, const char *description,
+                            json_t **view_out);
+/* What getSnapshot answers for row v. */
+json_t *pe_daemon_snapshot_view(pe_daemon *d, const pe_store_snapshot *v);
+/* Move v to the store's deletions (its layer goes with the next purge).
+ * Worker thread. */
+int pe_daemon_snapshot_remove(pe_daemon *d, pe_store *s, const pe_store_snapshot *v, pe_err *err);
+/* Loop thread: purge the deletions now, in the background. A refused job
+ * (a full queue, a draining daemon) leaves them to the next tick. */
+void pe_daemon_snapshots_purge_soon(pe_daemon *d);
 
 /* createSandbox (on its worker, before the row is planned): a base
  * "snapshot:KEY" becomes "snapshot:<id>" of job->did's snapshot KEY (id
