@@ -111,9 +111,8 @@ int pe_store_node_leave(pe_store *s, const char *id, pe_err *err)
 {
     if (pe__store_query(s, "UPDATE nodes SET lease_until = 0, updated_at = $2 WHERE id = $1",
                         (pe__sql_arg[]){SQL_TEXT(id), SQL_INT(pe_store_now_ms())}, 2, NULL,
-                        err) < 0 ||
-        pe__store_query(s, "SELECT pg_notify('" PE_STORE_NODES_CHANNEL "', $1)",
-                        (pe__sql_arg[]){SQL_TEXT(id)}, 1, NULL, err) < 0)
+                        err) < 0)
+        /* the store's trigger sends id on PE_STORE_NODES_CHANNEL at commit */
         return pe_err_prefix(err, "node %s leaves", id);
     return 0;
 }
