@@ -31,9 +31,10 @@
 typedef struct pe_store_listener pe_store_listener;
 
 /* Connect to the PostgreSQL store at url and LISTEN on both channels.
- * PE_EUNSUP for an SQLite URL (one daemon: nothing to hear). Blocks for
- * the connection (a worker's job). */
-pe_store_listener *pe_store_listen_open(const char *url, pe_err *err);
+ * name: the connection's application_name (what pg_stat_activity shows;
+ * NULL: "pocketenv-listen"). PE_EUNSUP for an SQLite URL (one daemon:
+ * nothing to hear). Blocks for the connection (a worker's job). */
+pe_store_listener *pe_store_listen_open(const char *url, const char *name, pe_err *err);
 /* The socket to watch for input (EPOLLIN). */
 int pe_store_listen_fd(const pe_store_listener *l);
 /* Called for each notification; channel and payload are valid during

@@ -338,7 +338,8 @@ static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
      * (NOTIFY is transactional; a rolled-back change sends nothing, and
      * the same id twice in one transaction is sent once). A node's row:
      * only what others act on (a start, a clean stop's lease 0, its name,
-     * draining), not the renewals of every lease/3. */
+     * draining, a renewal after its lease had lapsed), not the renewals of
+     * every lease/3. */
     [11] = "CREATE OR REPLACE FUNCTION pocketenv_sandbox_notify() RETURNS trigger "
            "LANGUAGE plpgsql AS $$ BEGIN "
            "PERFORM pg_notify('pocketenv_sandboxes', "
@@ -353,7 +354,8 @@ static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
            "LANGUAGE plpgsql AS $$ BEGIN "
            "IF TG_OP = 'INSERT' OR NEW.draining <> OLD.draining OR NEW.name <> OLD.name "
            "OR NEW.started_at <> OLD.started_at "
-           "OR (NEW.lease_until = 0 AND OLD.lease_until <> 0) THEN "
+           "OR (NEW.lease_until = 0 AND OLD.lease_until <> 0) "
+           "OR OLD.lease_until < NEW.updated_at THEN "
            "PERFORM pg_notify('pocketenv_nodes', NEW.id); END IF; "
            "RETURN NULL; END $$;"
            "DROP TRIGGER IF EXISTS pocketenv_notify ON sandboxes;"

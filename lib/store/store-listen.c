@@ -50,7 +50,7 @@ static int listen_on(PGconn *conn, const char *channel, pe_err *err)
     return ok ? 0 : conn_fail(conn, sql, err);
 }
 
-pe_store_listener *pe_store_listen_open(const char *url, pe_err *err)
+pe_store_listener *pe_store_listen_open(const char *url, const char *name, pe_err *err)
 {
     pe_store_listener *l;
     PGconn *conn;
@@ -60,7 +60,9 @@ pe_store_listener *pe_store_listen_open(const char *url, pe_err *err)
         pe_err_set(err, PE_EUNSUP, 0, "listen: only a PostgreSQL store has notifications");
         return NULL;
     }
-    conn = PQconnectdb(url);
+    /* The URL first, expanded; the name after it wins over one in it. */
+    conn = PQconnectdbParams((const char *const[]){"dbname", "application_name", NULL},
+                             (const char *const[]){url, name ? name : "pocketenv-listen", NULL}, 1);
     if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
         conn_fail(conn, "connect", err);
         PQfinish(conn);

@@ -615,7 +615,7 @@ BOTH(listen)
 {
     pe_err err = {0};
     pe_store *s = open_ok(url);
-    pe_store_listener *l = pe_store_listen_open(url, &err);
+    pe_store_listener *l = pe_store_listen_open(url, "pocketenv-listen/unit", &err);
     pe_store_node n = {.id = "nd_one",
                        .name = "one",
                        .address = "http://10.0.0.1:8789",
@@ -650,8 +650,7 @@ BOTH(listen)
     /* Its backend ended (a server restart, an admin): a clear error. */
     exec_ok(s,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-            "datname = current_database() AND query LIKE 'LISTEN pocketenv%' AND "
-            "pid <> pg_backend_pid()",
+            "datname = current_database() AND application_name = 'pocketenv-listen/unit'",
             NULL, 0);
     ASSERT_EQ_INT(hear(l, &h), -1);
     pe_store_listen_close(l);
