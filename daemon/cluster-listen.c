@@ -78,14 +78,11 @@ static void on_notify(const char *channel, const char *payload, void *ud)
         pe_log_info("event=node_changed node=%s", payload);
 }
 
-static void on_readable(pe_ev_io *io, int fd, uint32_t events, void *ud)
+/* Read what arrived; on a broken connection, let it go and try again. */
+static void drain(struct pe_cluster_listen *lw)
 {
-    struct pe_cluster_listen *lw = ud;
     pe_err err = {0};
 
-    (void)io;
-    (void)fd;
-    (void)events;
     if (pe_store_listen_read(lw->l, on_notify, lw, &err) >= 0)
         return;
     pe_log_warn("event=store_listen_lost reason=\"%s\"", err.msg);
@@ -97,6 +94,14 @@ static void on_readable(pe_ev_io *io, int fd, uint32_t events, void *ud)
     pe_store_write_gen_bump();
     lw->backoff_ns = RETRY_FIRST_NS;
     connect_soon(lw);
+}
+
+static void on_readable(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    (void)io;
+    (void)fd;
+    (void)events;
+    drain(ud);
 }
 
 static void connect_work(void *ud)
@@ -141,8 +146,9 @@ static void connect_done(void *ud)
         pe_store_write_gen_bump();
         pe_log_info("event=%s", lw->ever ? "store_listen_restored" : "store_listening");
         lw->ever = true;
-        /* Anything already sent before the watch began is in libpq's
-         * buffer or the socket: the first readiness reads it. */
+        /* A notification read into libpq's buffer with the LISTENs'
+         * answers would never make the socket readable again. */
+        drain(lw);
     }
     free(cj->url);
     free(cj->name);
