@@ -756,12 +756,18 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     # signal, and a kept answer lives a second: seeing it down within half
     # of that needs the release and a's hearing of it.
     wait_for(down, 0.5, "a to see c down after its SIGTERM")
-    assert cluster.nodes[0].log_text().count(heard) == before + 1
+    wait_for(lambda: cluster.nodes[0].log_text().count(heard) == before + 1, 5,
+             "a to log that it heard c leave")
     st, o = cluster.b.sandbox("exec", on_c["id"], {"command": "true"})
     assert st == 503 and o["error"] == "NodeDown", o
     assert c.d.proc.wait(30) == 0
     assert "event=node_left" in c.log_text()
     c.start()
+    # Back up: heard too (its start is a notification), so what a kept
+    # saying "node c is down" goes.
+    wait_for(lambda: cluster.nodes[0].log_text().count(heard) == before + 2, 5,
+             "a to hear c come back")
+    assert "statusReason" not in cluster.a.sandbox("getSandbox", on_c["id"])[1]["sandbox"]
     wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
              LEASE + 10, "c's sandbox reachable again")
 
