@@ -17,9 +17,14 @@
  * RETRY_MAX_NS); once back, the generation is bumped again: what was sent
  * while nobody listened is lost, so whatever was kept is read anew.
  *
- * Lifetime: the state outlives pe__cluster_listen_free while a connect is
- * under way; its done callback (which the loop delivers even as it is
- * freed) then frees it. Loop thread only, but for the connect's work. */
+ * A user's tokens revoked elsewhere (PE_STORE_USERS_CHANNEL) makes this
+ * node read the store's revocations at once, as its tick would, and end
+ * what a revoked token opened (terminals, previews, exec streams).
+ *
+ * Lifetime: the state outlives pe__cluster_listen_free while a connect or
+ * a reload is under way; its completion (which the loop delivers even as
+ * it is freed) then frees it. Loop thread only, but for the connect's
+ * work. */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -40,10 +45,12 @@ struct pe_cluster_listen {
     pe_ev_io *io;
     pe_ev_timer *retry;
     uint64_t backoff_ns;
-    bool connecting; /* a connect is on the pool */
-    bool freed;      /* pe__cluster_listen_free ran: the connect's done frees */
-    bool failing;    /* the last attempt failed: logged once per run */
-    bool ever;       /* connected once: a later connect is a reconnect */
+    bool connecting;   /* a connect is on the pool */
+    bool freed;        /* pe__cluster_listen_free ran: the connect's done frees */
+    bool failing;      /* the last attempt failed: logged once per run */
+    bool ever;         /* connected once: a later connect is a reconnect */
+    bool reloading;    /* a revocations reload is on the pool */
+    bool reload_again; /* and another was asked for meanwhile */
     uint64_t heard, lost;
 };
 
@@ -66,11 +73,73 @@ static void listen_free(struct pe_cluster_listen *lw)
     free(lw);
 }
 
+/* Free lw once it is let go and nothing on the pool still holds it. */
+static void maybe_free(struct pe_cluster_listen *lw)
+{
+    if (lw->freed && !lw->connecting && !lw->reloading)
+        listen_free(lw);
+}
+
+/* ---- revocations: read anew, then end what revoked tokens opened ---- */
+
+static void reload(struct pe_cluster_listen *lw);
+
+static void reload_work(pe_daemon_job *job, pe_store *s)
+{
+    if (pe_daemon_auth_refresh(job->d->auth, s, &job->err) < 0)
+        pe_daemon_job_fail(job, &job->err, NULL);
+}
+
+static void reload_after(pe_daemon_job *job)
+{
+    struct pe_cluster_listen *lw = job->ud;
+
+    lw->reloading = false;
+    if (lw->freed) { /* the daemon is torn down: nothing to recheck */
+        maybe_free(lw);
+        return;
+    }
+    if (job->failed) /* the tick reads them again in any case */
+        pe_log_warn("event=revocations_reload_failed reason=\"%s\"", job->err.msg);
+    /* As the tick does after its own read (housekeeping.c). */
+    pe_daemon_terminal_recheck(job->d);
+    pe_daemon_proxy_recheck(job->d);
+    pe_daemon_exec_stream_recheck(job->d);
+    if (lw->reload_again) {
+        lw->reload_again = false;
+        reload(lw);
+    }
+}
+
+/* Another node (or `pocketenv token revoke` on the store) revoked a
+ * user's tokens: this node refuses them now, not at its next tick. One
+ * reload at a time; notifications meanwhile make one more. */
+static void reload(struct pe_cluster_listen *lw)
+{
+    pe_daemon_job *job;
+
+    if (lw->reloading) {
+        lw->reload_again = true;
+        return;
+    }
+    job = pe_daemon_job_new(lw->d, NULL, NULL, reload_work);
+    job->ud = lw;
+    job->after = reload_after;
+    lw->reloading = true;
+    if (pe_daemon_job_submit(job) < 0) /* draining, or the pool is full: the tick will */
+        lw->reloading = false;
+}
+
 static void on_notify(const char *channel, const char *payload, void *ud)
 {
     struct pe_cluster_listen *lw = ud;
 
     lw->heard++;
+    if (strcmp(channel, PE_STORE_USERS_CHANNEL) == 0) {
+        pe_log_info("event=tokens_revoked_elsewhere did=%s", payload);
+        reload(lw);
+        return;
+    }
     /* Drop the read cache's answers: one may show the row or the node
      * that just changed (read-cache.h). */
     pe_store_write_gen_bump();
@@ -127,7 +196,7 @@ static void connect_done(void *ud)
     lw->connecting = false;
     if (lw->freed) {
         pe_store_listen_close(cj->l);
-        listen_free(lw);
+        maybe_free(lw);
     } else if (cj->l == NULL) {
         if (!lw->failing)
             pe_log_warn("event=store_listen_failed reason=\"%s\"", cj->err.msg);
@@ -142,8 +211,11 @@ static void connect_done(void *ud)
         lw->l = cj->l;
         lw->failing = false;
         lw->backoff_ns = RETRY_FIRST_NS;
-        /* What changed while nobody listened is not kept (see above). */
+        /* What changed while nobody listened is not kept (see above),
+         * and a revocation then unheard is read now. */
         pe_store_write_gen_bump();
+        if (lw->ever)
+            reload(lw);
         pe_log_info("event=%s", lw->ever ? "store_listen_restored" : "store_listening");
         lw->ever = true;
         /* A notification read into libpq's buffer with the LISTENs'
@@ -234,12 +306,13 @@ void pe__cluster_listen_free(struct pe_cluster_listen *lw)
 {
     if (lw == NULL)
         return;
-    if (lw->connecting) {
-        /* connect_done frees it; nothing may fire meanwhile */
-        pe_ev_timer_stop(lw->retry);
-        lw->retry = NULL;
-        lw->freed = true;
-        return;
-    }
-    listen_free(lw);
+    /* A connect or a reload still on the pool frees it when it is done
+     * (the loop delivers their completions even as it is freed); nothing
+     * else may fire meanwhile. */
+    pe_ev_io_stop(lw->io);
+    lw->io = NULL;
+    pe_ev_timer_stop(lw->retry);
+    lw->retry = NULL;
+    lw->freed = true;
+    maybe_free(lw);
 }

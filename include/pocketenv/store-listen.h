@@ -8,8 +8,11 @@
  *                               atproto record's row) was inserted,
  *                               updated or deleted
  *   PE_STORE_NODES_CHANNEL      a node's id, when it registered (a start),
- *                               left (clean stop), was renamed, or its
- *                               draining flag changed; not on renewals
+ *                               left (clean stop), was renamed, its
+ *                               draining flag changed, or it renewed a
+ *                               lease that had lapsed; not on renewals
+ *   PE_STORE_USERS_CHANNEL      a user's DID, when their API tokens were
+ *                               revoked (users.tokens_valid_after)
  * Payloads are ids only: no secret ever travels on a channel.
  *
  * A listener is a connection of its own, never used for queries. Its fd
@@ -27,10 +30,11 @@
 #include "pocketenv/err.h"
 
 #define PE_STORE_SANDBOXES_CHANNEL "pocketenv_sandboxes"
+#define PE_STORE_USERS_CHANNEL "pocketenv_users"
 
 typedef struct pe_store_listener pe_store_listener;
 
-/* Connect to the PostgreSQL store at url and LISTEN on both channels.
+/* Connect to the PostgreSQL store at url and LISTEN on the channels.
  * name: the connection's application_name (what pg_stat_activity shows;
  * NULL: "pocketenv-listen"). PE_EUNSUP for an SQLite URL (one daemon:
  * nothing to hear). Blocks for the connection (a worker's job). */

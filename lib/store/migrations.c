@@ -339,7 +339,7 @@ static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
      * the same id twice in one transaction is sent once). A node's row:
      * only what others act on (a start, a clean stop's lease 0, its name,
      * draining, a renewal after its lease had lapsed), not the renewals of
-     * every lease/3. */
+     * every lease/3. A user's: their tokens revoked (a DID). */
     [11] = "CREATE OR REPLACE FUNCTION pocketenv_sandbox_notify() RETURNS trigger "
            "LANGUAGE plpgsql AS $$ BEGIN "
            "PERFORM pg_notify('pocketenv_sandboxes', "
@@ -358,6 +358,15 @@ static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
            "OR OLD.lease_until < NEW.updated_at THEN "
            "PERFORM pg_notify('pocketenv_nodes', NEW.id); END IF; "
            "RETURN NULL; END $$;"
+           "CREATE OR REPLACE FUNCTION pocketenv_user_notify() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN "
+           "IF NEW.tokens_valid_after > 0 AND (TG_OP = 'INSERT' OR "
+           "NEW.tokens_valid_after <> OLD.tokens_valid_after) THEN "
+           "PERFORM pg_notify('pocketenv_users', NEW.did); END IF; "
+           "RETURN NULL; END $$;"
+           "DROP TRIGGER IF EXISTS pocketenv_notify ON users;"
+           "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE ON users "
+           "FOR EACH ROW EXECUTE FUNCTION pocketenv_user_notify();"
            "DROP TRIGGER IF EXISTS pocketenv_notify ON sandboxes;"
            "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE OR DELETE ON sandboxes "
            "FOR EACH ROW EXECUTE FUNCTION pocketenv_sandbox_notify();"

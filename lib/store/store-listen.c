@@ -70,7 +70,8 @@ pe_store_listener *pe_store_listen_open(const char *url, const char *name, pe_er
     }
     PQsetNoticeProcessor(conn, quiet_notices, NULL);
     if (listen_on(conn, PE_STORE_SANDBOXES_CHANNEL, err) < 0 ||
-        listen_on(conn, PE_STORE_NODES_CHANNEL, err) < 0) {
+        listen_on(conn, PE_STORE_NODES_CHANNEL, err) < 0 ||
+        listen_on(conn, PE_STORE_USERS_CHANNEL, err) < 0) {
         PQfinish(conn);
         return NULL;
     }

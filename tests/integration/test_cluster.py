@@ -738,6 +738,26 @@ def test_a_node_listens_again_after_losing_the_store(cluster, on_c):
     change_seen_at_once(cluster, on_c["id"])
 
 
+def test_a_revocation_reaches_every_node_at_once(cluster):
+    """`pocketenv token revoke` writes the shared store, no daemon asked:
+    every node refuses the user's tokens within a second (the store's
+    NOTIFY makes it read the revocations), not at its next tick (10 s
+    here, the default)."""
+    did = "did:plc:clusterrevoked"
+    tok = cluster.a.token_for(did)
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = d.call("io.pocketenv.sandbox.getSandboxes", token=tok)
+        assert st == 200, o
+    a = cluster.nodes[0]
+    p = subprocess.run([BIN, "--data", a.data, "token", "revoke", "--did", did, "--store",
+                        a.store], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    for d in (cluster.a, cluster.b, cluster.c):
+        wait_for(lambda: d.call("io.pocketenv.sandbox.getSandboxes", token=tok)[0] == 401, 1,
+                 f"{d.url} to refuse the revoked token")
+    assert f"event=tokens_revoked_elsewhere did={did}" in cluster.nodes[1].log_text()
+
+
 def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
     report its sandboxes down well before its lease would lapse; a restart

@@ -609,7 +609,8 @@ static void expect_heard(pe_store_listener *l, const char *channel, const char *
 }
 
 /* Notifications (migration 12's triggers): what one node changes that
- * another must hear at once, ids only; none for a lease renewal. A
+ * another must hear at once (a sandbox, a node, a user's revoked tokens),
+ * ids only; none for a lease renewal. A
  * listener whose backend is ended says so. SQLite: none to hear. */
 BOTH(listen)
 {
@@ -647,6 +648,8 @@ BOTH(listen)
     expect_heard(l, PE_STORE_NODES_CHANNEL, "nd_one");
     ASSERT_EQ_INT(pe_store_sandbox_delete(s, id, &err), 0);
     expect_heard(l, PE_STORE_SANDBOXES_CHANNEL, id);
+    ASSERT_EQ_INT(pe_store_user_revoke_tokens(s, "did:key:zA", pe_store_now_ms(), &err), 0);
+    expect_heard(l, PE_STORE_USERS_CHANNEL, "did:key:zA");
     /* Its backend ended (a server restart, an admin): a clear error. */
     exec_ok(s,
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
