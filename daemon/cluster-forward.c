@@ -423,6 +423,10 @@ static void forward_after(pe_daemon_job *job)
                  f->node_name);
         respond_json(f->req, 502, "NodeUnreachable", msg);
     } else {
+        /* The other node may have changed the sandbox: its notification
+         * can reach this node after the caller's next read, which must
+         * not be answered from the read cache (read-cache.h). */
+        pe_store_write_gen_bump();
         pe_xrpc_respond_relayed(f->req, (unsigned)f->status, f->answer, f->answer_len);
     }
     fwd_free(f);

@@ -509,9 +509,11 @@ static void get_after(pe_daemon_job *job)
     struct get_kept *kept = job->ud;
 
     /* Only this daemon writes an SQLite store; a PostgreSQL one may be
-     * shared by other daemons (nodes), whose writes the generation does
-     * not see: their answers are not kept. */
-    if (kept->out && strncmp(job->d->store_url, "postgres", 8) != 0)
+     * shared by other daemons (nodes), whose writes reach the generation
+     * through the store's notifications: its answers are kept only while
+     * this node hears them (daemon/cluster-listen.c). */
+    if (kept->out &&
+        (strncmp(job->d->store_url, "postgres", 8) != 0 || pe_daemon_cluster_listening(job->d)))
         pe_daemon_read_cache_put(job->did, job->id, kept->gen, kept->out);
     get_kept_free(kept);
     job->ud = NULL;
