@@ -1,5 +1,6 @@
 /* io.pocketenv.sandbox.createSnapshot, getSnapshots, getSnapshot,
- * deleteSnapshot (our lexicons): named, read-only snapshots of a
+ * deleteSnapshot, forkSandbox, restoreSnapshot (our lexicons): named,
+ * read-only snapshots of a
  * sandbox's filesystem, kept by the runtime on the layers filesystem
  * (pe_runtime_snapshot, docs/design/runtime.md "Snapshots") and recorded
  * in the store's snapshots table.
@@ -46,6 +47,10 @@
 #define SNAPSHOT_DELETING "SnapshotDeleting"
 #define FORK_MAX 100
 #define FORK_TTL 3600 /* the snapshot a fork makes: long enough to make more */
+/* what a provider without PE_CAP_SNAPSHOT_BASE offers instead */
+#define BASE_WHY                                                                                   \
+    "no new sandbox from a snapshot there: its snapshots restore their own sandbox "               \
+    "(restoreSnapshot)"
 
 /* Can snapshots hold memory (docs/design/checkpoint.md)? Asked of the
  * host once (`criu check`, up to 10 s), on the worker of the first call
@@ -774,6 +779,15 @@ static void fork_work(pe_daemon_job *job, pe_store *s)
 
     if (!check_sandbox(job, s, &sb))
         return;
+    /* a fork is sandboxes made from a snapshot: where the provider can
+     * (Sprites' checkpoints restore their own sprite only) */
+    if (pe_sandbox_is_remote(&sb) && !(pe_sandbox_caps(&job->d->sx, &sb) & PE_CAP_SNAPSHOT_BASE)) {
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot-base (%s)", sb.backend,
+                   BASE_WHY);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     random_tag(tag);
     name = pe_xasprintf("%.40s-fork-%s", sb.name, tag);
     if (take(job, s, &sb, name, ttl > 0 ? ttl : FORK_TTL, "made by forkSandbox", &v) < 0) {
@@ -845,6 +859,92 @@ static void fork_handler(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+/* ---- restoreSnapshot ---- */
+
+/* The sandbox back to one of its own snapshots, in place, where its
+ * provider can (PE_CAP_SNAPSHOT_RESTORE: Blaxel, Sprites). A local
+ * sandbox's snapshots are layers a new sandbox is made on, never put back
+ * under a running one: 501 saying what to do instead. */
+static int restore_check(pe_daemon_job *job, const pe_store_sandbox *sb, const pe_store_snapshot *v)
+{
+    if (v->sandbox_id == NULL || strcmp(v->sandbox_id, sb->id) != 0)
+        return pe_err_set(&job->err, PE_EINVAL, 0,
+                          "snapshot %s was taken of another sandbox: a snapshot is restored onto "
+                          "the sandbox it was taken of (make a new sandbox from it: base "
+                          "snapshot:%s)",
+                          v->name, v->name);
+    if (!pe_sandbox_is_remote(sb))
+        return pe_err_set(&job->err, PE_ENOTCAP, 0,
+                          "not supported by local: snapshot-restore (make a new sandbox from it: "
+                          "base snapshot:%s)",
+                          v->name);
+    if (!(pe_sandbox_caps(&job->d->sx, sb) & PE_CAP_SNAPSHOT_RESTORE))
+        return pe_err_set(&job->err, PE_ENOTCAP, 0,
+                          "not supported by %s: snapshot-restore (make a new sandbox from it: "
+                          "base snapshot:%s)",
+                          sb->backend, v->name);
+    if (sb->provider_id == NULL || sb->status == PE_STORE_INITIALIZING)
+        return pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
+    if (sb->status == PE_STORE_FAILED)
+        return pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s has FAILED", sb->name);
+    return 0;
+}
+
+static void restore_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *key = json_string_value(json_object_get(job->in, "snapshot"));
+    pe_store_snapshot v;
+    pe_store_sandbox sb;
+    int r;
+
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, true, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        return;
+    }
+    if (pe_store_snapshot_get(s, job->did, key, &v, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    r = restore_check(job, &sb, &v);
+    if (r == 0) {
+        pe_daemon_hold(job->d, sb.id);
+        r = pe_sandbox_snapshot_restore(&job->d->sx, s, &sb, v.layer, &job->err);
+        pe_daemon_release(job->d, sb.id);
+    }
+    if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        job->out = json_pack("{s:o, s:s}", "snapshot", view(job->d, &v), "sandboxId", sb.id);
+        pe_log_info("event=snapshot_restored sandbox=%s snapshot=%s", sb.id, v.id);
+    }
+    pe_store_snapshot_clear(&v);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void restore_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *key = json_string_value(json_object_get(req->body, "snapshot"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (key == NULL || key[0] == '\0' || strlen(key) > 63) {
+        pe_err_set(&err, PE_EINVAL, 0, "snapshot must be a snapshot's name or id");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, restore_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
+    pe_daemon_job_submit(job);
+}
+
 /* ---- sandboxes made from a snapshot ---- */
 
 /* A snapshot is kept where its sandbox ran (the layers here, or a
@@ -897,6 +997,13 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
     if (!same_backend(job, in, &v)) {
         pe_store_snapshot_clear(&v);
         return -1;
+    }
+    if (v.provider && pe_provider_lookup(v.provider) &&
+        !(pe_provider_lookup(v.provider)->caps & PE_CAP_SNAPSHOT_BASE)) {
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot-base (%s)", v.provider,
+                   BASE_WHY);
+        pe_store_snapshot_clear(&v);
+        return pe_daemon_job_fail(job, &job->err, NULL);
     }
     json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
     pe_store_snapshot_clear(&v);
@@ -1003,6 +1110,8 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
             0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.restoreSnapshot", restore_handler, d, err) <
+            0 ||
         pe_daemon_register_idle(d, err) < 0) /* idle policies snapshot or pause: kin */
         return -1;
     return 0;
