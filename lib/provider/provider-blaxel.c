@@ -692,6 +692,31 @@ static int bl_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
     return r;
 }
 
+/* A fork runs with the memory its snapshot records (spec.memory, MB):
+ * asking another is refused, never dropped; asking the same is what it
+ * gets. true (err set) when it differs or cannot be read. */
+static bool bl_snap_memory_differs(pe_provider *p, const pe_provider_spec *spec, pe_err *err)
+{
+    char *es = pe__url_escape(spec->snapshot), *url = pe__provider_url(p, "/snapshots/%s", es);
+    json_int_t want = (json_int_t)((spec->memory_bytes + (1 << 20) - 1) >> 20), has;
+    json_t *v = NULL;
+    int r = bl_json(p, "GET", url, NULL, true, JSON_OBJECT, &v, "get a snapshot", err);
+
+    free(es);
+    free(url);
+    if (r < 0)
+        return true;
+    has = json_integer_value(json_object_get(json_object_get(v, "spec"), "memory"));
+    json_decref(v);
+    if (has == want)
+        return false;
+    pe_err_set(err, PE_ENOTCAP, 0,
+               "not supported by " NAME ": memory size of a sandbox from a snapshot (it runs with "
+               "its snapshot's, %lld MB)",
+               (long long)has);
+    return true;
+}
+
 static int bl_create_from(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
 {
     char *es, *url;
@@ -699,11 +724,12 @@ static int bl_create_from(pe_provider *p, const pe_provider_spec *spec, char **i
     int r;
 
     /* a fork runs with its snapshot's image and memory: none can be asked */
-    if (spec->image || spec->memory_bytes)
+    if (spec->image)
         return pe_err_set(err, PE_ENOTCAP, 0,
-                          "not supported by " NAME ": %s of a sandbox from a snapshot (it runs "
-                          "with its snapshot's)",
-                          spec->image ? "choice of image" : "memory size");
+                          "not supported by " NAME ": choice of image of a sandbox from a "
+                          "snapshot (it runs its snapshot's)");
+    if (spec->memory_bytes && bl_snap_memory_differs(p, spec, err))
+        return -1;
     es = pe__url_escape(spec->snapshot);
     url = pe__provider_url(p, "/snapshots/%s/fork", es);
     *id = bl_name(spec);

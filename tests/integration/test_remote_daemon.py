@@ -398,7 +398,8 @@ def test_remote_snapshot_restored_in_place(env, p):
     sprites and snapshot-base, and makes nothing. rm reaches Blaxel; a
     Sprites checkpoint has no delete there and goes with its sprite."""
     d, dbl = env, env.doubles[p]
-    st, src = create(d, p, f"rip-{p}")
+    # Blaxel: a sized source, whose forks run with its snapshot's memory
+    st, src = create(d, p, f"rip-{p}", **({"memory": 2} if p == "blaxel" else {}))
     assert st == 200, src
     st, other = create(d, p, f"rip-other-{p}")
     assert st == 200, other
@@ -427,6 +428,19 @@ def test_remote_snapshot_restored_in_place(env, p):
         assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
         assert "restoreSnapshot" in o["message"], o
         assert names(d) == before
+    if p == "blaxel":  # the fork has the memory it asks (the source's, its snapshot's)
+        st, o = d.sandbox("forkSandbox", src["id"], {"count": 1})
+        assert st == 200, o
+        (f,) = [x["id"] for x in o["sandboxes"]]
+        got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING", got
+        assert dbl.sandboxes[got["remoteId"]].spec["runtime"]["memory"] == 2048
+        assert cat(d, p, f, "/tmp/r.txt") == "before"
+        st, o2 = create(d, p, "rip-bigger", base=f"snapshot:{o['snapshot']}", memory=4)
+        assert st == 501 and "memory size of a sandbox from a snapshot" in o2["message"], o2
+        assert "2048 MB" in o2["message"] and "rip-bigger" not in names(d), o2
+        assert d.sandbox("deleteSandbox", f)[0] == 200
+        assert d.call(SB + "deleteSnapshot", {"id": o["snapshot"]}, body={})[0] == 200
     assert d.call(SB + "deleteSnapshot", {"id": f"rip-{p}"}, body={})[0] == 200
     assert snapshot_of(d, f"rip-{p}") is None
     if p == "blaxel":
