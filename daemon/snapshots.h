@@ -39,6 +39,13 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
 int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                                      char **remote_id, pe_err *err);
 
+/* Remote sandbox sb was deleted (worker): where its provider's snapshots
+ * go with their sandbox (snapshot but not snapshot-base: Sprites'
+ * checkpoints go with their sprite), its snapshots' rows go too, to the
+ * deletions as a deleteSnapshot's, rather than stay listed for nothing
+ * there. Best effort: logged. */
+void pe_daemon_snapshots_gone_with(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
+
 /* The idle policy's snapshot-then-stop (housekeeping, worker): snapshot
  * sb as its owner's "<name>-idle-<UTC time>", with the default TTL and
  * retention. */

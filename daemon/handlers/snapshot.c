@@ -1076,6 +1076,34 @@ int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_s
     return r;
 }
 
+void pe_daemon_snapshots_gone_with(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    unsigned caps;
+    pe_err err;
+
+    if (!pe_sandbox_is_remote(sb))
+        return;
+    caps = pe_sandbox_caps(&d->sx, sb);
+    if (!(caps & PE_CAP_SNAPSHOT) || (caps & PE_CAP_SNAPSHOT_BASE))
+        return; /* its snapshots outlive it there (or it has none) */
+    pe_err_clear(&err);
+    if (pe_store_snapshot_list(s, sb->owner_did, &list, &n, &err) < 0) {
+        pe_log_warn("sandbox %s: its snapshots: %s", sb->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const pe_store_snapshot *v = &list[i];
+        if (v->sandbox_id == NULL || strcmp(v->sandbox_id, sb->id) != 0 || v->provider == NULL)
+            continue;
+        if (remove_snapshot(d, s, v, &err) == 0)
+            pe_log_info("event=snapshot_gone_with_sandbox snapshot=%s sandbox=%s provider=%s",
+                        v->id, sb->id, v->provider);
+    }
+    pe_store_snapshot_list_free(list, n);
+}
+
 /* ---- expiry (the tick) ---- */
 
 void pe_daemon_snapshots_expire(pe_daemon *d, pe_store *s)

@@ -428,6 +428,9 @@ def test_remote_snapshot_restored_in_place(env, p):
         assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
         assert "restoreSnapshot" in o["message"], o
         assert names(d) == before
+        # a second checkpoint, kept until its sprite goes: then its row goes too
+        st, o = d.sandbox("createSnapshot", src["id"], {"name": "rip-sprites-kept"})
+        assert st == 200, o
     if p == "blaxel":  # the fork has the memory it asks (the source's, its snapshot's)
         st, o = d.sandbox("forkSandbox", src["id"], {"count": 1})
         assert st == 200, o
@@ -445,11 +448,14 @@ def test_remote_snapshot_restored_in_place(env, p):
     assert snapshot_of(d, f"rip-{p}") is None
     if p == "blaxel":
         wait_for(lambda: not dbl.snapshots, 20, "the snapshot to go at blaxel")
-    else:  # no delete call there: the checkpoint goes with its sprite
-        assert len(dbl.snapshots) == 1
+    else:  # no delete call there: the checkpoints go with their sprite
+        assert len(dbl.snapshots) == 2
     for x in (src, other):
         assert d.sandbox("deleteSandbox", x["id"])[0] == 200
     wait_for(lambda: not dbl.snapshots, 20, f"nothing left at {p}")
+    if p == "sprites":  # its checkpoint is gone there: no row lists it
+        assert snapshot_of(d, "rip-sprites-kept") is None
+        assert "event=snapshot_gone_with_sandbox" in d.log_text()
     if p == "sprites":
         no_secret_anywhere(d, dbl.key)
 
