@@ -79,6 +79,7 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.restoreBackup", BACKUP_IN_BODY, "backupId"),
     CALL("io.pocketenv.sandbox.createSnapshot", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.restoreSnapshot", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.putNetworkPolicy", IN_PARAMS, "id"),
     /* kept by the node's resolver and proxy, in its runtime */

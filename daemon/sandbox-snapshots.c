@@ -533,6 +533,13 @@ int pe_daemon_snapshot_base(pe_daemon_job *job, pe_store *s, json_t *in)
         pe_store_snapshot_clear(&v);
         return -1;
     }
+    if (v.provider && pe_provider_lookup(v.provider) &&
+        !(pe_provider_lookup(v.provider)->caps & PE_CAP_SNAPSHOT_BASE)) {
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot-base (%s)", v.provider,
+                   PE_SNAPSHOT_BASE_WHY);
+        pe_store_snapshot_clear(&v);
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    }
     json_object_set_new(in, "base", json_sprintf(PE_SNAPSHOT_BASE "%s", v.id));
     pe_store_snapshot_clear(&v);
     return 0;
@@ -602,6 +609,34 @@ int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_s
         r = pe_sandbox_create_remote_from(&d->sx, s, sb, NULL, v.layer, remote_id, err);
     pe_store_snapshot_clear(&v);
     return r;
+}
+
+void pe_daemon_snapshots_gone_with(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_snapshot *list = NULL;
+    size_t n = 0;
+    unsigned caps;
+    pe_err err;
+
+    if (!pe_sandbox_is_remote(sb))
+        return;
+    caps = pe_sandbox_caps(&d->sx, sb);
+    if (!(caps & PE_CAP_SNAPSHOT) || (caps & PE_CAP_SNAPSHOT_BASE))
+        return; /* its snapshots outlive it there (or it has none) */
+    pe_err_clear(&err);
+    if (pe_store_snapshot_list(s, sb->owner_did, &list, &n, &err) < 0) {
+        pe_log_warn("sandbox %s: its snapshots: %s", sb->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const pe_store_snapshot *v = &list[i];
+        if (v->sandbox_id == NULL || strcmp(v->sandbox_id, sb->id) != 0 || v->provider == NULL)
+            continue;
+        if (pe_daemon_snapshot_remove(d, s, v, &err) == 0)
+            pe_log_info("event=snapshot_gone_with_sandbox snapshot=%s sandbox=%s provider=%s",
+                        v->id, sb->id, v->provider);
+    }
+    pe_store_snapshot_list_free(list, n);
 }
 
 /* ---- expiry (the tick) ---- */

@@ -14,6 +14,10 @@
 
 /* A snapshot's life when its taker names none (seconds). */
 #define PE_SNAPSHOT_TTL_DEFAULT (7 * 24 * 3600)
+/* what a provider without PE_CAP_SNAPSHOT_BASE offers instead */
+#define PE_SNAPSHOT_BASE_WHY                                                                       \
+    "no new sandbox from a snapshot there: its snapshots restore their own sandbox "               \
+    "(restoreSnapshot)"
 
 /* The methods (and the idle policy's, kin). Loop thread, at start. */
 int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err);
@@ -59,6 +63,13 @@ int pe_daemon_snapshot_runtime_create(pe_daemon *d, const pe_store_sandbox *sb,
  * *remote_id (malloc'd). createSandbox's and a fork's. Worker thread. */
 int pe_daemon_snapshot_remote_create(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
                                      char **remote_id, pe_err *err);
+
+/* Remote sandbox sb was deleted (worker): where its provider's snapshots
+ * go with their sandbox (snapshot but not snapshot-base: Sprites'
+ * checkpoints go with their sprite), its snapshots' rows go too, to the
+ * deletions as a deleteSnapshot's, rather than stay listed for nothing
+ * there. Best effort: logged. */
+void pe_daemon_snapshots_gone_with(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
 
 /* The idle policy's snapshot-then-stop (housekeeping, worker): snapshot
  * sb as its owner's "<name>-idle-<UTC time>", with the default TTL and

@@ -650,6 +650,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
         pe_daemon_record_forget(job->d, s, sb.id); /* upstream leaves it behind */
+        pe_daemon_snapshots_gone_with(job->d, s, &sb);
         job->out = json_object();
     }
     pe_store_sandbox_clear(&sb);

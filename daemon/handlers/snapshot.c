@@ -1,5 +1,5 @@
 /* io.pocketenv.sandbox.createSnapshot, getSnapshots, getSnapshot,
- * deleteSnapshot, forkSandbox (our lexicons): parse, call the snapshots
+ * deleteSnapshot, forkSandbox, restoreSnapshot (our lexicons): parse, call the snapshots
  * below the handlers (sandbox-snapshots.c: taking, recording, removing,
  * their views) and answer. A snapshot belongs to its owner, not to its
  * sandbox; another user's snapshot answers exactly as a missing one.
@@ -313,6 +313,15 @@ static void fork_work(pe_daemon_job *job, pe_store *s)
 
     if (!check_sandbox(job, s, &sb))
         return;
+    /* a fork is sandboxes made from a snapshot: where the provider can
+     * (Sprites' checkpoints restore their own sprite only) */
+    if (pe_sandbox_is_remote(&sb) && !(pe_sandbox_caps(&job->d->sx, &sb) & PE_CAP_SNAPSHOT_BASE)) {
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: snapshot-base (%s)", sb.backend,
+                   PE_SNAPSHOT_BASE_WHY);
+        pe_daemon_job_fail(job, &job->err, NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
     random_tag(tag);
     name = pe_xasprintf("%.40s-fork-%s", sb.name, tag);
     if (pe_daemon_snapshot_take(job, s, &sb, name, ttl > 0 ? ttl : FORK_TTL, "made by forkSandbox",
@@ -386,6 +395,93 @@ static void fork_handler(pe_xrpc_request *req, void *ud)
     pe_daemon_job_submit(job);
 }
 
+/* ---- restoreSnapshot ---- */
+
+/* The sandbox back to one of its own snapshots, in place, where its
+ * provider can (PE_CAP_SNAPSHOT_RESTORE: Blaxel, Sprites). A local
+ * sandbox's snapshots are layers a new sandbox is made on, never put back
+ * under a running one: 501 saying what to do instead. */
+static int restore_check(pe_daemon_job *job, const pe_store_sandbox *sb, const pe_store_snapshot *v)
+{
+    if (v->sandbox_id == NULL || strcmp(v->sandbox_id, sb->id) != 0)
+        return pe_err_set(&job->err, PE_EINVAL, 0,
+                          "snapshot %s was taken of another sandbox: a snapshot is restored onto "
+                          "the sandbox it was taken of (make a new sandbox from it: base "
+                          "snapshot:%s)",
+                          v->name, v->name);
+    if (!pe_sandbox_is_remote(sb))
+        return pe_err_set(&job->err, PE_ENOTCAP, 0,
+                          "not supported by local: snapshot-restore (make a new sandbox from it: "
+                          "base snapshot:%s)",
+                          v->name);
+    if (!(pe_sandbox_caps(&job->d->sx, sb) & PE_CAP_SNAPSHOT_RESTORE))
+        return pe_err_set(&job->err, PE_ENOTCAP, 0,
+                          "not supported by %s: snapshot-restore (make a new sandbox from it: "
+                          "base snapshot:%s)",
+                          sb->backend, v->name);
+    if (sb->provider_id == NULL || sb->status == PE_STORE_INITIALIZING)
+        return pe_err_set(&job->err, PE_ESTATE, 0, "the sandbox is still being created");
+    if (sb->status == PE_STORE_FAILED)
+        return pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s has FAILED", sb->name);
+    return 0;
+}
+
+static void restore_work(pe_daemon_job *job, pe_store *s)
+{
+    const char *key = json_string_value(json_object_get(job->in, "snapshot"));
+    pe_store_snapshot v;
+    pe_store_sandbox sb;
+    int r;
+
+    if (pe_daemon_transfer_sandbox(job->d, s, job->did, job->id, true, &sb, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SANDBOX_NOT_FOUND : NULL);
+        return;
+    }
+    if (pe_store_snapshot_get(s, job->did, key, &v, &job->err) < 0) {
+        pe_daemon_job_fail(job, &job->err, job->err.code == PE_ENOENT ? SNAPSHOT_NOT_FOUND : NULL);
+        pe_store_sandbox_clear(&sb);
+        return;
+    }
+    r = restore_check(job, &sb, &v);
+    if (r == 0) {
+        pe_daemon_hold(job->d, sb.id);
+        r = pe_sandbox_snapshot_restore(&job->d->sx, s, &sb, v.layer, &job->err);
+        pe_daemon_release(job->d, sb.id);
+    }
+    if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else {
+        job->out = json_pack("{s:o, s:s}", "snapshot", pe_daemon_snapshot_view(job->d, &v),
+                             "sandboxId", sb.id);
+        pe_log_info("event=snapshot_restored sandbox=%s snapshot=%s", sb.id, v.id);
+    }
+    pe_store_snapshot_clear(&v);
+    pe_store_sandbox_clear(&sb);
+}
+
+static void restore_handler(pe_xrpc_request *req, void *ud)
+{
+    pe_daemon *d = ud;
+    cleanup_free char *did = pe_daemon_auth(d, req);
+    const char *key = json_string_value(json_object_get(req->body, "snapshot"));
+    pe_daemon_job *job;
+    pe_err err;
+
+    if (did == NULL)
+        return;
+    pe_err_clear(&err);
+    if (key == NULL || key[0] == '\0' || strlen(key) > 63) {
+        pe_err_set(&err, PE_EINVAL, 0, "snapshot must be a snapshot's name or id");
+        pe_xrpc_respond_err(req, &err);
+        return;
+    }
+    job = pe_daemon_job_new(d, req, did, restore_work);
+    job->id = pe_xstrdup(json_string_value(json_object_get(req->params, "id")));
+    job->in = json_deep_copy(req->body);
+    job->kind = PE_JOB_LONG;
+    pe_daemon_job_submit(job);
+}
+
 int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
 {
     if (pe_xrpc_register(d->srv, "io.pocketenv.sandbox.createSnapshot", create_handler, d, err) <
@@ -394,7 +490,9 @@ int pe_daemon_register_snapshots(pe_daemon *d, pe_err *err)
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.getSnapshot", get_handler, d, err) < 0 ||
         pe_xrpc_register(d->srv, "io.pocketenv.sandbox.deleteSnapshot", delete_handler, d, err) <
             0 ||
-        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0)
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.forkSandbox", fork_handler, d, err) < 0 ||
+        pe_xrpc_register(d->srv, "io.pocketenv.sandbox.restoreSnapshot", restore_handler, d, err) <
+            0)
         return -1;
     return 0;
 }

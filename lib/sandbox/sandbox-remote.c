@@ -990,10 +990,10 @@ bool pe_sandbox_image_valid(const char *image)
 /* The request's field behind each spec field a provider may refuse. */
 static const char *request_field(const char *refused)
 {
-    return strcmp(refused, "choice of image") == 0 || strcmp(refused, "snapshot") == 0 ? "base"
-           : strcmp(refused, "cpu size") == 0                                          ? "vcpus"
-           : strcmp(refused, "memory size") == 0                                       ? "memory"
-                                                                                       : "disk";
+    return strcmp(refused, "choice of image") == 0 || strcmp(refused, "snapshot-base") == 0 ? "base"
+           : strcmp(refused, "cpu size") == 0    ? "vcpus"
+           : strcmp(refused, "memory size") == 0 ? "memory"
+                                                 : "disk";
 }
 
 /* sb's sizes (GB, as the lexicon) and image as a create's spec; PE_ENOTCAP

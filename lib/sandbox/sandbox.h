@@ -210,7 +210,7 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
 
 /* The same made from snapshot (a snapshot id of sb's provider, from
  * pe_sandbox_snapshot_create; NULL: from image), on a provider that
- * declares PE_CAP_SNAPSHOT (else PE_ENOTCAP before anything is sent). */
+ * declares PE_CAP_SNAPSHOT_BASE (else PE_ENOTCAP before anything is sent). */
 int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                                   const char *image, const char *snapshot, char **remote_id,
                                   pe_err *err);
@@ -241,6 +241,13 @@ int pe_sandbox_snapshot_create(pe_sandboxes *sx, pe_store *s, const pe_store_san
 int pe_sandbox_snapshot_delete(pe_sandboxes *sx, const char *backend, const char *label,
                                const char *cred_sealed, const char *cred_redacted,
                                const char *snap_id, pe_err *err);
+
+/* Remote sb's files back to snap_id, one of its own snapshots at its
+ * provider, in place (PE_CAP_SNAPSHOT_RESTORE, else PE_ENOTCAP naming the
+ * provider before anything is sent). Returns once the provider says it is
+ * done; what sb wrote since is gone there. */
+int pe_sandbox_snapshot_restore(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                                const char *snap_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 

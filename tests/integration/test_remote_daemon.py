@@ -324,12 +324,20 @@ def test_snapshot_and_fork_where_the_provider_has_none_is_501(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
+def cat(d, p, sid, path):
+    """A file's bytes as an exec of `cat` prints them. Blaxel's exec output
+    is its line log stream, which ends a last line without a newline with
+    one: that newline is the stream's, not the file's."""
+    out = d.sh(sid, f"cat {path}")["stdout"]
+    return out[:-1] if p == "blaxel" and out.endswith("\n") else out
+
+
 def snapshot_of(d, name):
     st, o = d.call(SB + "getSnapshot", {"id": name})
     return o["snapshot"] if st == 200 else None
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel", "blaxel"])
 def test_remote_snapshot_restore_fork_and_rm(env, p):
     """Through our daemon, on the provider: a file written, a snapshot
     taken there (the row says where), the source deleted; a sandbox made
@@ -354,7 +362,7 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
 
     st, sb = create(d, p, f"snap-new-{p}", base=f"snapshot:rs-{p}")
     assert st == 200 and sb["status"] == "RUNNING", sb
-    assert d.sh(sb["id"], "cat /tmp/snap.txt")["stdout"] == "kept"
+    assert cat(d, p, sb["id"], "/tmp/snap.txt") == "kept"
 
     st, o = d.sandbox("forkSandbox", sb["id"], {"count": 3})
     assert st == 200, o
@@ -364,9 +372,10 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
         got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
         assert got["status"] == "RUNNING" and got["backend"] == p, got
     for i, f in enumerate(forks):
-        assert d.sh(f, f"cat /tmp/snap.txt; echo -n fork{i} > /tmp/mine")["stdout"] == "kept"
+        assert d.sh(f, f"echo -n fork{i} > /tmp/mine")["exitCode"] == 0
+        assert cat(d, p, f, "/tmp/snap.txt") == "kept"
     for i, f in enumerate(forks):
-        assert d.sh(f, "cat /tmp/mine")["stdout"] == f"fork{i}"
+        assert cat(d, p, f, "/tmp/mine") == f"fork{i}"
     if p != "vercel":  # the source runs on (Vercel stopped it)
         assert d.sh(sb["id"], "cat /tmp/mine")["exitCode"] != 0
     for x in forks + [sb["id"]]:
@@ -378,6 +387,77 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
     wait_for(lambda: not dbl.snapshots, 20, f"the snapshots to go at {p}")
     assert [r for r in dbl.requests if r["route"] == "snapshot.delete" and r["status"] < 300]
     no_secret_anywhere(d, key, [snap])
+
+
+@pytest.mark.parametrize("p", ["blaxel", "sprites"])
+def test_remote_snapshot_restored_in_place(env, p):
+    """Blaxel and Sprites put a sandbox back to one of its own snapshots in
+    place (restoreSnapshot): what it wrote since is gone, it keeps its id
+    and runs on. Onto another sandbox: 400 saying so. Sprites' checkpoints
+    make no new sandbox: a fork, or a create from one, is 501 naming
+    sprites and snapshot-base, and makes nothing. rm reaches Blaxel; a
+    Sprites checkpoint has no delete there and goes with its sprite."""
+    d, dbl = env, env.doubles[p]
+    # Blaxel: a sized source, whose forks run with its snapshot's memory
+    st, src = create(d, p, f"rip-{p}", **({"memory": 2} if p == "blaxel" else {}))
+    assert st == 200, src
+    st, other = create(d, p, f"rip-other-{p}")
+    assert st == 200, other
+    assert d.sh(src["id"], "echo -n before > /tmp/r.txt")["exitCode"] == 0
+    st, o = d.sandbox("createSnapshot", src["id"], {"name": f"rip-{p}"})
+    assert st == 200 and o["snapshot"]["provider"] == p, o
+    assert len(dbl.snapshots) == 1
+    assert d.sh(src["id"], "echo -n after > /tmp/r.txt; echo -n new > /tmp/n.txt")["exitCode"] == 0
+    st, o = d.sandbox("restoreSnapshot", src["id"], {"snapshot": f"rip-{p}"})
+    assert st == 200 and o["sandboxId"] == src["id"], o
+    assert cat(d, p, src["id"], "/tmp/r.txt") == "before"
+    assert d.sh(src["id"], "cat /tmp/n.txt")["exitCode"] != 0
+    assert d.sandbox("getSandbox", src["id"])[1]["sandbox"]["status"] == "RUNNING"
+    route = {"blaxel": "snapshot.restore", "sprites": "checkpoint.restore"}[p]
+    assert [r for r in dbl.requests if r["route"] == route and r["status"] == 200]
+
+    st, o = d.sandbox("restoreSnapshot", other["id"], {"snapshot": f"rip-{p}"})
+    assert st == 400 and "was taken of another sandbox" in o["message"], o
+    st, o = d.sandbox("restoreSnapshot", src["id"], {"snapshot": "nosuch"})
+    assert st == 404 and o["error"] == "SnapshotNotFound", o
+    if p == "sprites":
+        before = names(d)
+        st, o = d.sandbox("forkSandbox", src["id"], {"count": 2})
+        assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
+        st, o = create(d, p, "rip-from", base=f"snapshot:rip-{p}")
+        assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
+        assert "restoreSnapshot" in o["message"], o
+        assert names(d) == before
+        # a second checkpoint, kept until its sprite goes: then its row goes too
+        st, o = d.sandbox("createSnapshot", src["id"], {"name": "rip-sprites-kept"})
+        assert st == 200, o
+    if p == "blaxel":  # the fork has the memory it asks (the source's, its snapshot's)
+        st, o = d.sandbox("forkSandbox", src["id"], {"count": 1})
+        assert st == 200, o
+        (f,) = [x["id"] for x in o["sandboxes"]]
+        got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING", got
+        assert dbl.sandboxes[got["remoteId"]].spec["runtime"]["memory"] == 2048
+        assert cat(d, p, f, "/tmp/r.txt") == "before"
+        st, o2 = create(d, p, "rip-bigger", base=f"snapshot:{o['snapshot']}", memory=4)
+        assert st == 501 and "memory size of a sandbox from a snapshot" in o2["message"], o2
+        assert "2048 MB" in o2["message"] and "rip-bigger" not in names(d), o2
+        assert d.sandbox("deleteSandbox", f)[0] == 200
+        assert d.call(SB + "deleteSnapshot", {"id": o["snapshot"]}, body={})[0] == 200
+    assert d.call(SB + "deleteSnapshot", {"id": f"rip-{p}"}, body={})[0] == 200
+    assert snapshot_of(d, f"rip-{p}") is None
+    if p == "blaxel":
+        wait_for(lambda: not dbl.snapshots, 20, "the snapshot to go at blaxel")
+    else:  # no delete call there: the checkpoints go with their sprite
+        assert len(dbl.snapshots) == 2
+    for x in (src, other):
+        assert d.sandbox("deleteSandbox", x["id"])[0] == 200
+    wait_for(lambda: not dbl.snapshots, 20, f"nothing left at {p}")
+    if p == "sprites":  # its checkpoint is gone there: no row lists it
+        assert snapshot_of(d, "rip-sprites-kept") is None
+        assert "event=snapshot_gone_with_sandbox" in d.log_text()
+    if p == "sprites":
+        no_secret_anywhere(d, dbl.key)
 
 
 def test_remote_snapshot_deletion_refused_is_retried(env):
@@ -411,6 +491,10 @@ def test_remote_snapshot_stays_where_it_is_kept(env):
     st, o = create(d, "e2b", "snap-elsewhere", base="snapshot:rs-where")
     assert st == 400 and "kept by daytona" in o["message"], o
     assert names(d) == before
+    # Daytona makes new sandboxes from a snapshot; it cannot put one back in place
+    st, o = d.sandbox("restoreSnapshot", sb["id"], {"snapshot": "rs-where"})
+    assert st == 501 and o["error"] == "NotSupported", o
+    assert o["message"].startswith("not supported by daytona: snapshot-restore"), o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
     assert d.call(SB + "deleteSnapshot", {"id": "rs-where"}, body={})[0] == 200
     wait_for(lambda: not env.doubles["daytona"].snapshots, 20, "the snapshot to go")
