@@ -131,7 +131,8 @@ static const pe_opt serve_opts[] = {
      "nobody; repeatable (every name: local)"},
     {"provider-config", 0, true, O_PROVIDER_CONFIG, "FILE",
      "remote providers' URLs and operator-wide keys, JSON (mode 600); each name in it is served "
-     "remotely (docs/providers.md)"},
+     "remotely; hopx and runloop also take previewUrl and previewCaFile (PEM CAs the preview "
+     "proxy trusts for their https preview hosts, besides the system's) (docs/providers.md)"},
     {"atproto-plc", 0, true, O_ATPROTO_PLC, "URL",
      "PLC directory for did:plc at sign-in (https://plc.directory)"},
     {"atproto-dns", 0, true, O_ATPROTO_DNS, "IPV4:PORT|off",

@@ -39,6 +39,7 @@ static void remote_clear(pe_sandbox_remote *r)
     free(r->project);
     free(r->kubeconfig);
     free(r->preview_url);
+    free(r->preview_ca_file);
     memset(r, 0, sizeof(*r));
 }
 
@@ -100,9 +101,9 @@ static int opt_ports(const char *path, const char *name, json_t *o, pe_sandbox_r
 static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
                     pe_err *err)
 {
-    static const char *const known[] = {"url",        "key",       "org",
-                                        "project",    "timeoutMs", "createTimeoutMs",
-                                        "kubeconfig", "ports",     "previewUrl"};
+    static const char *const known[] = {
+        "url",        "key",   "org",        "project",      "timeoutMs", "createTimeoutMs",
+        "kubeconfig", "ports", "previewUrl", "previewCaFile"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
@@ -119,7 +120,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs, kubeconfig, ports, previewUrl)",
+                              "createTimeoutMs, kubeconfig, ports, previewUrl, previewCaFile)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -131,7 +132,8 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
         opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0 ||
         opt_ports(path, name, o, r, err) < 0 ||
-        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0)
+        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0 ||
+        opt_str(path, name, o, "previewCaFile", &r->preview_ca_file, err) < 0)
         return -1;
     /* the adapters whose preview host is a pattern of the sandbox's */
     if (r->preview_url && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
@@ -141,6 +143,18 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         strncmp(r->preview_url, "https://", 8) != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl must be http:// or https://", path,
                           name);
+    /* CAs (PEM) the preview proxy trusts, besides the system's, for this
+     * provider's https:// preview hosts only (a private or test CA vouches
+     * for no other provider's hosts) */
+    if (r->preview_ca_file && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewCaFile: only hopx and runloop take one",
+                          path, name);
+    if (r->preview_ca_file && r->preview_ca_file[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewCaFile must be an absolute path", path,
+                          name);
+    if (r->preview_ca_file && access(r->preview_ca_file, R_OK) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "%s: %s.previewCaFile %s", path, name,
+                          r->preview_ca_file);
     if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
                           name);

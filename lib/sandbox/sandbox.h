@@ -35,8 +35,11 @@ typedef struct pe_sandbox_remote {
     char *name;     /* the adapter (lib/provider) */
     char *base_url; /* NULL: the provider's public endpoint */
     char *key, *org, *project;
-    char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
-    char *preview_url;                     /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
+    char *kubeconfig;  /* kubernetes: the operator's kubeconfig file */
+    char *preview_url; /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
+    /* hopx, runloop: CAs (PEM) the preview proxy trusts for their https
+     * preview hosts, besides the system's */
+    char *preview_ca_file;
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
     /* ports every create asks the provider to route (Modal's tunnels,
      * Vercel's routes: taken at create only); the operator's choice, as

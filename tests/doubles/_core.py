@@ -720,7 +720,8 @@ class Double:
             route = request.match_info.route.name if request.match_info.route else None
             entry = {"method": request.method, "path": request.path,
                      "query": {k: request.query.getall(k) for k in request.query},
-                     "route": route, "status": None, "time": time.time()}
+                     "route": route, "status": None, "time": time.time(),
+                     "scheme": request.scheme}
             if request.path.startswith(CONTROL):
                 return await handler(request)
             entry["authorized"] = self.authorized(request)
@@ -813,6 +814,14 @@ class Double:
         if denied is not None:
             return denied
         tail = request.match_info.get("tail", "")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # the app's WebSocket: each text message comes back, signed
+            ws = web.WebSocketResponse(heartbeat=None, compress=False)
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"preview of {sid} port {port} echoes {msg.data}")
+            return ws
         return web.Response(text=f"preview of {sid} port {port}: {request.method} /{tail}\n")
 
     def preview_denied(self, request, sb, port):
@@ -820,6 +829,16 @@ class Double:
 
     def preview_url(self, sid, port):
         return f"{self.url}/__preview__/{sid}/{port}/"
+
+    def serve_tls(self, context, host="localhost"):
+        """Serve the same routes over TLS as well, on another port (a
+        provider's https:// preview host); returns its base URL, named
+        `host`. `context` is a server ssl.SSLContext."""
+        async def go():
+            site = web.TCPSite(self._runner, LOOPBACK, 0, shutdown_timeout=0.5, ssl_context=context)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+        return f"https://{host}:{self.call(go)}"
 
     def start(self):
         self._thread = threading.Thread(target=self._serve, name=f"double-{self.name}", daemon=True)

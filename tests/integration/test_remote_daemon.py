@@ -54,17 +54,64 @@ def alive(d):
             if state(d, k) in ("started", "starting", "creating", "running", "pending")}
 
 
+def openssl(*args, cwd):
+    import subprocess
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def preview_pki(d):
+    """A private CA and three server certificates in directory d: good
+    (localhost, from the CA), wrongname (another host, from the CA),
+    untrusted (localhost, from a CA nobody trusts)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "stranger-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                "-subj", f"/CN=pocketenv test {ca}", "-days", "2", cwd=d)
+    for name, ca, san in (("good", "ca", "DNS:localhost"), ("wrongname", "ca", "DNS:other.test"),
+                          ("untrusted", "stranger-ca", "DNS:localhost")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=x", cwd=d)
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=d)
+
+
+def tls_front(d):
+    """A server context that presents the certificate `front["cert"]`
+    names (good, wrongname, untrusted) at each handshake."""
+    import ssl
+    ctxs = {}
+    for name in ("good", "wrongname", "untrusted"):
+        ctxs[name] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctxs[name].load_cert_chain(os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
+    front = {"cert": "good"}
+
+    def pick(sslobj, server_name, ctx):
+        sslobj.context = ctxs[front["cert"]]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, "good.crt"), os.path.join(d, "good.key"))
+    ctx.sni_callback = pick
+    return ctx, front
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     doubles = {p: start(p) for p in REMOTE}
     other = start("daytona")  # a URL a client would like the daemon to call
     tmp = tmp_path_factory.mktemp("remote")
+    # Runloop's tunnel hosts are https: its double's preview is served over
+    # TLS with a certificate from a CA only the operator's previewCaFile names
+    preview_pki(str(tmp))
+    tls_ctx, tls = tls_front(str(tmp))
+    tls_url = doubles["runloop"].serve_tls(tls_ctx)
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
     # the doubles' stand-in for each provider's per-port preview hosts
     conf["hopx"]["previewUrl"] = doubles["hopx"].url + "/__preview__/{id}/{port}/"
-    conf["runloop"]["previewUrl"] = doubles["runloop"].url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewUrl"] = tls_url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewCaFile"] = str(tmp / "ca.crt")
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
@@ -79,6 +126,7 @@ def env(tmp_path_factory):
             d.public_key = banner_key(d)
             d.doubles = doubles
             d.other = other
+            d.tls_front = tls
             yield d
     finally:
         for x in list(doubles.values()) + [other]:
@@ -520,7 +568,11 @@ def test_provider_config_is_checked(tmp_path):
              ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
              ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports"),
              ({"daytona": {"previewUrl": "http://x/{port}"}}, 0o600, "only hopx and runloop"),
-             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://")]
+             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://"),
+             ({"e2b": {"previewCaFile": "/etc/hostname"}}, 0o600, "only hopx and runloop"),
+             ({"runloop": {"previewCaFile": "ca.pem"}}, 0o600, "must be an absolute path"),
+             ({"hopx": {"previewCaFile": "/nonexistent/ca.pem"}}, 0o600,
+              "previewCaFile /nonexistent/ca.pem")]
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -905,8 +957,51 @@ def test_preview_through_our_proxy(env, p):
         tunnel = dbl.sandboxes[rid].tunnel
         assert tunnel["auth_mode"] == "authenticated" and len(dbl.seen("tunnel")) == 1
         assert dbl.seen("preview")[-1]["status"] == 200
+        assert dbl.seen("preview")[-1]["scheme"] == "https"  # its tunnel host is https
         no_secret_anywhere(d, tunnel["auth_token"], [o])
     no_secret_anywhere(d, dbl.key, [o])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_over_tls_is_verified(env):
+    """Runloop's tunnel host is https: the proxy speaks TLS to it and
+    trusts it only with a certificate for that host from the system's or
+    the operator's CAs (previewCaFile). A page and a WebSocket reach the
+    sandbox's port over TLS; a certificate from another CA or for another
+    host ends in a 502 that says which and why, and the tunnel token the
+    proxy would add reaches neither the answer, the log nor the host."""
+    from wsclient import WS
+    d, dbl = env, env.doubles["runloop"]
+    st, sb = create(d, "runloop", "pv-tls")
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, token = o["previewUrl"], dbl.sandboxes[rid].tunnel["auth_token"]
+    assert proxied(d, url, "a", token=d.token) == (200, f"preview of {rid} port 3000: GET /a\n")
+    assert dbl.seen("preview")[-1]["scheme"] == "https"
+    ws = WS(int(d.url.rsplit(":", 1)[1]), f"/p/{sb['id']}/3000/ws",
+            headers={"Authorization": f"Bearer {d.token}"})
+    assert ws.status == 101, ws.head
+    ws.send("hello over tls")
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes hello over tls".encode())
+    ws.close()
+    answers = []
+    seen = len(dbl.seen("preview"))
+    try:
+        for cert, why in (("untrusted", "untrusted certificate"),
+                          ("wrongname", "hostname mismatch")):
+            d.tls_front["cert"] = cert
+            st, body = proxied(d, url, "a", token=d.token)
+            answers.append(body)
+            msg = json.loads(body)["message"]
+            assert st == 502 and "preview host localhost failed" in msg and why in msg, body
+    finally:
+        d.tls_front["cert"] = "good"
+    assert len(dbl.seen("preview")) == seen  # refused at the handshake: no request went
+    assert "event=preview_tls_failed" in d.log_text()
+    no_secret_anywhere(d, token, answers)
+    assert proxied(d, url, "b", token=d.token)[0] == 200
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
