@@ -468,6 +468,8 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0 ||
         pe_sandboxes_open(&d->sx, d->auth, &d->rt, err) < 0)
         return -1;
+    d->sx.unit_start = pe_daemon_unit_start_starting; /* tailscaled in a remote sandbox */
+    d->sx.unit_ud = d;
     if (a->provider_config) {
         if (pe_sandboxes_load_remotes(&d->sx, a->provider_config, err) < 0)
             return -1;

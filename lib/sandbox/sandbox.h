@@ -55,6 +55,15 @@ typedef struct pe_sandboxes {
     pe_runtime *rt;     /* local sandboxes' runtime: their egress policies (borrowed) */
     pe_sandbox_remote remotes[PE_SANDBOX_REMOTES_MAX];
     size_t n_remotes;
+    /* The daemon's supervisor (daemon/supervise.c), for tailscaled in a
+     * remote sandbox: run argv in sandbox_id as the unit named key (unless
+     * it runs already), restarted with backoff when it fails, its output
+     * kept; the caller has just seen the sandbox run, though its record
+     * may not say RUNNING yet (its start is not done). Returns 0 or -1
+     * with err. NULL: nothing supervises, tailscale is not brought up. */
+    int (*unit_start)(void *ud, const char *key, const char *sandbox_id, char *const *argv,
+                      pe_err *err);
+    void *unit_ud;
 } pe_sandboxes;
 
 /* rt: the runtime local sandboxes run on (borrowed: it must outlive sx). */

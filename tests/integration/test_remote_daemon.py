@@ -1046,10 +1046,14 @@ SV = "io.pocketenv.service."
 
 def test_tailscale_key_on_a_remote_sandbox(env):
     """putTailscaleAuthKey on a running remote sandbox brings Tailscale up
-    through exec where the image has it: the key in a file for `tailscale
-    up --auth-key=file:`, removed after; where it has none, the record says
-    the key is not applied and why. The key never reaches a command line,
-    an environment, the double's request log or the daemon's log."""
+    through exec where the image has it: tailscaled as a supervised unit
+    (restarted when it dies, as a service is), then, once it answers,
+    `tailscale up --auth-key=file:` with the key in a 0600 file removed
+    after; where the image lacks either program, the record says the key
+    is not applied and why. The key never reaches a command line, an
+    environment, the double's request log or the daemon's log."""
+    import hashlib
+    from tests.doubles._core import TS_CRASH, TS_STARTS, TS_UPS
     d, dbl = env, env.doubles["e2b"]
     st, sb = create(d, "e2b", "ts-e2b")
     assert st == 200, sb
@@ -1057,32 +1061,49 @@ def test_tailscale_key_on_a_remote_sandbox(env):
     key = "tskey-auth-k" + os.urandom(12).hex() + "-x"
     fs = dbl.sandboxes[rid].fs
     writes = len(dbl.seen("fs.write"))
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    assert "tailscale key not applied: no tailscale in the image on e2b" in \
-        got.get("statusReason", ""), got
+
+    def put():
+        st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+        assert st == 200, o
+        return d.sandbox("getSandbox", sid)[1]["sandbox"].get("statusReason") or ""
+
+    assert "tailscale key not applied: no tailscale in the image on e2b" in put()
+    # tailscale without its daemon: the key is not sent either
+    fs.write("/usr/bin/tailscale", b"#!double-program tailscale\n")
+    assert "tailscale key not applied: no tailscaled in the image on e2b" in put()
     assert len(dbl.seen("fs.write")) == writes  # no tailscale: the key is not sent at all
-    # an image with tailscale (the double cannot run it: `tailscale up` fails)
-    fs.write("/usr/bin/tailscale", b"stand-in\n")
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    reason = got.get("statusReason", "")
-    assert "tailscale key not applied: tailscale up exited" in reason, got
+
+    def starts():
+        return int(fs.read(TS_STARTS)) if fs.exists(TS_STARTS) else 0
+
+    def ups():
+        return [json.loads(x) for x in fs.read(TS_UPS).decode().splitlines()] \
+            if fs.exists(TS_UPS) else []
+    # the pair (the double's stand-ins: tests/doubles/_core.py PROGRAMS)
+    fs.write("/usr/sbin/tailscaled", b"#!double-program tailscaled\n")
+    assert "tailscale" not in put()
+    assert starts() == 1
+    want = {"key_sha256": hashlib.sha256(key.encode()).hexdigest(), "mode": 0o600,
+            "hostname": "ts-e2b"}
+    assert ups() == [want]
     assert len(dbl.seen("fs.write")) == writes + 1  # the key file, then removed
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
-    ups = [e for e in dbl.sandboxes[rid].execs if "tailscale up" in json.dumps(e)]
-    assert ups and "--auth-key=file:/run/pocketenv/tailscale-authkey" in json.dumps(ups[-1])
+    assert fs.stat("/run/pocketenv")["mode"] == 0o700
+    # supervised: when tailscaled dies it is started again
+    fs.write(TS_CRASH, b"")
+    wait_for(lambda: starts() == 2, 15, "tailscaled restarted after it died")
+    # a second put while it runs: the same tailscaled, `up` again
+    assert "tailscale" not in put() and starts() == 2 and ups() == [want, want]
     # and again at every start
     assert d.sandbox("stopSandbox", sid)[0] == 200
     d.wait_status(sid, ["STOPPED"])
     assert d.sandbox("startSandbox", sid)[0] == 200
     got = d.wait_status(sid, ["RUNNING"])
-    wait_for(lambda: len(dbl.seen("fs.write")) == writes + 2, 10, "the key applied at start")
-    assert "tailscale up exited" in (d.sandbox("getSandbox", sid)[1]["sandbox"].get(
-        "statusReason") or "")
+    assert "tailscale" not in (got.get("statusReason") or ""), got
+    assert starts() == 3 and ups() == [want] * 3
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    launches = [e for e in dbl.sandboxes[rid].execs if (e.get("argv") or [""])[0] == "tailscaled"]
+    assert len(launches) == 3 and "--tun=userspace-networking" in launches[0]["argv"], launches
     assert key not in json.dumps(dbl.sandboxes[rid].execs)
     assert key not in json.dumps(dbl.seen()) and key not in json.dumps(dbl.sandboxes[rid].env)
     no_secret_anywhere(d, key)
