@@ -1310,7 +1310,7 @@ static void upstream_tls(struct preq *p)
         /* the host and the reason; never the link's path or headers */
         pe_log_warn("event=preview_tls_failed sandbox=%s port=%d host=%s why=\"%s\"", p->sandbox_id,
                     p->port, p->tls_host, why);
-        fail(p, 502, "UpstreamTlsFailure", "TLS to the provider's preview host %s failed: %s",
+        fail(p, 502, "UpstreamFailure", "TLS to the provider's preview host %s failed: %s",
              p->tls_host, why);
         return;
     }

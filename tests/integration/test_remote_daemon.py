@@ -994,8 +994,9 @@ def test_preview_over_tls_is_verified(env):
             d.tls_front["cert"] = cert
             st, body = proxied(d, url, "a", token=d.token)
             answers.append(body)
-            msg = json.loads(body)["message"]
-            assert st == 502 and "preview host localhost failed" in msg and why in msg, body
+            err = json.loads(body)
+            assert (st, err["error"]) == (502, "UpstreamFailure"), body
+            assert "preview host localhost failed" in err["message"] and why in err["message"], body
     finally:
         d.tls_front["cert"] = "good"
     assert len(dbl.seen("preview")) == seen  # refused at the handshake: no request went
