@@ -82,6 +82,12 @@ static SSL_CTX *ctx_get(const char *ca_file, pe_err *err)
     return ctx;
 }
 
+int pe_proxy_tls_ca_check(const char *ca_file, pe_err *err)
+{
+    ERR_clear_error();
+    return ctx_get(ca_file, err) ? 0 : -1;
+}
+
 SSL *pe_proxy_tls_new(const char *host, const char *ca_file, pe_err *err)
 {
     struct in_addr ip;

@@ -16,6 +16,10 @@
  * thread. NULL with err set when the context or ca_file cannot be made. */
 SSL *pe_proxy_tls_new(const char *host, const char *ca_file, pe_err *err);
 
+/* Load ca_file (PEM) as pe_proxy_tls_new will: 0, or -1 with err saying
+ * why (the daemon refuses to start with a CA file it cannot use). */
+int pe_proxy_tls_ca_check(const char *ca_file, pe_err *err);
+
 /* One step of the handshake on ssl (its fd set, non-blocking). 1: done;
  * 0: call again once *want (EPOLLIN or EPOLLOUT) is ready; -1: failed,
  * why (size n) says why in a user's words ("untrusted certificate (...)",

@@ -29,6 +29,7 @@
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
+#include "proxy-tls.h"
 #include "sandbox-keys.h"
 #include "snapshots.h"
 #include "transfer.h"
@@ -473,9 +474,12 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (a->provider_config) {
         if (pe_sandboxes_load_remotes(&d->sx, a->provider_config, err) < 0)
             return -1;
-        for (size_t i = 0; i < d->sx.n_remotes; i++)
-            if (pe_daemon_providers_remote(&d->providers, d->sx.remotes[i].name, err) < 0)
-                return pe_err_prefix(err, "--provider-config");
+        for (size_t i = 0; i < d->sx.n_remotes; i++) {
+            const pe_sandbox_remote *r = &d->sx.remotes[i];
+            if (pe_daemon_providers_remote(&d->providers, r->name, err) < 0 ||
+                (r->preview_ca_file && pe_proxy_tls_ca_check(r->preview_ca_file, err) < 0))
+                return pe_err_prefix(err, "--provider-config: %s", r->name);
+        }
     }
     probe_disk_limits(d);
     return setup_owner(d, a, err);

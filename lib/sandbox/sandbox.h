@@ -75,8 +75,9 @@ void pe_sandboxes_close(pe_sandboxes *sx);
  * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
  * each name an adapter; "kubernetes" also takes "kubeconfig" (an absolute
  * path) and needs it or a key (a token); "hopx" and "runloop" take
- * "previewUrl", the template of a port's URL (pe_provider_config). Errors name the file and the
- * field, never a value. */
+ * "previewUrl", the template of a port's URL (pe_provider_config), and "previewCaFile", an
+ * absolute path to PEM CAs the preview proxy trusts for their https hosts besides the
+ * system's. Errors name the file and the field, never a value. */
 int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
 /* The operator's settings of adapter `name`, or NULL. */
 const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char *name);

@@ -572,7 +572,10 @@ def test_provider_config_is_checked(tmp_path):
              ({"e2b": {"previewCaFile": "/etc/hostname"}}, 0o600, "only hopx and runloop"),
              ({"runloop": {"previewCaFile": "ca.pem"}}, 0o600, "must be an absolute path"),
              ({"hopx": {"previewCaFile": "/nonexistent/ca.pem"}}, 0o600,
-              "previewCaFile /nonexistent/ca.pem")]
+              "previewCaFile /nonexistent/ca.pem"),
+             ({"runloop": {"previewCaFile": str(tmp_path / "notpem")}}, 0o600,
+              "not a PEM certificate file")]
+    (tmp_path / "notpem").write_text("a CA file that is no certificate\n")
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
