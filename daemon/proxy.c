@@ -166,11 +166,12 @@ struct preq {
     char *up_host, *link_headers;
     int up_port;
     /* An https:// link: TLS over fd (daemon/proxy-tls.c), verified for
-     * tls_host; tls_want is the event an SSL call last waited for, added
-     * to the one the phase watches. */
+     * tls_host. rd_want / wr_want: the event the last read / write on fd
+     * waits for (EPOLLIN / EPOLLOUT but for TLS, which may need to write
+     * to read or the reverse). */
     SSL *ssl;
     char *tls_host;
-    uint32_t rd_want, wr_want;  /* what the last read / write waits for */
+    uint32_t rd_want, wr_want;
     struct preq *lnext, *lprev; /* live: connected upstream */
     bool linked;
     /* upstream */
@@ -1233,7 +1234,8 @@ static void upstream_send(struct preq *p)
     while (p->out.off < p->out.len) {
         ssize_t w = up_send(p, p->out.data + p->out.off, p->out.len - p->out.off);
         if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-            pe_ev_io_modify(p->io, p->wr_want, NULL);
+            if (p->ssl)
+                pe_ev_io_modify(p->io, p->wr_want, NULL);
             return;
         }
         if (w < 0) {
@@ -1254,7 +1256,8 @@ static void upstream_head(struct preq *p)
     char *end;
 
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        pe_ev_io_modify(p->io, p->rd_want, NULL);
+        if (p->ssl)
+            pe_ev_io_modify(p->io, p->rd_want, NULL);
         return;
     }
     if (r <= 0) {
@@ -1282,7 +1285,8 @@ static void upstream_body(struct preq *p)
     ssize_t r = up_recv(p, tmp, sizeof(tmp));
 
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
-        pe_ev_io_modify(p->io, p->rd_want, NULL);
+        if (p->ssl)
+            pe_ev_io_modify(p->io, p->rd_want, NULL);
         return;
     }
     if (r <= 0 || !relay_body(p, tmp, (size_t)r)) {

@@ -919,6 +919,9 @@ class Double:
                 if msg.type == web.WSMsgType.TEXT:
                     await ws.send_str(f"preview of {sid} port {port} echoes {msg.data}")
             return ws
+        if request.query.get("bytes", "").isdigit():  # a big answer: 0123456789 repeated
+            n = min(int(request.query["bytes"]), 64 * 1024 * 1024)
+            return web.Response(body=(b"0123456789" * (n // 10 + 1))[:n])
         return web.Response(text=f"preview of {sid} port {port}: {request.method} /{tail}\n")
 
     def preview_denied(self, request, sb, port):

@@ -983,11 +983,18 @@ def test_preview_over_tls_is_verified(env):
     url, token = o["previewUrl"], dbl.sandboxes[rid].tunnel["auth_token"]
     assert proxied(d, url, "a", token=d.token) == (200, f"preview of {rid} port 3000: GET /a\n")
     assert dbl.seen("preview")[-1]["scheme"] == "https"
+    # a body of many TLS records, all of it (the proxy reads past what one record holds)
+    n = 3 * 1000 * 1000 + 7
+    st, body = proxied(d, url, f"big?bytes={n}", token=d.token)
+    assert st == 200 and body == ("0123456789" * (n // 10 + 1))[:n]
     ws = WS(int(d.url.rsplit(":", 1)[1]), f"/p/{sb['id']}/3000/ws",
             headers={"Authorization": f"Bearer {d.token}"})
     assert ws.status == 101, ws.head
     ws.send("hello over tls")
     assert ws.recv() == (1, f"preview of {rid} port 3000 echoes hello over tls".encode())
+    big = "x" * 200000  # a message of many records each way
+    ws.send(big)
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes {big}".encode())
     ws.close()
     answers = []
     seen = len(dbl.seen("preview"))
