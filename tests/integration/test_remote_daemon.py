@@ -54,17 +54,64 @@ def alive(d):
             if state(d, k) in ("started", "starting", "creating", "running", "pending")}
 
 
+def openssl(*args, cwd):
+    import subprocess
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def preview_pki(d):
+    """A private CA and three server certificates in directory d: good
+    (localhost, from the CA), wrongname (another host, from the CA),
+    untrusted (localhost, from a CA nobody trusts)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "stranger-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                "-subj", f"/CN=pocketenv test {ca}", "-days", "2", cwd=d)
+    for name, ca, san in (("good", "ca", "DNS:localhost"), ("wrongname", "ca", "DNS:other.test"),
+                          ("untrusted", "stranger-ca", "DNS:localhost")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=x", cwd=d)
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=d)
+
+
+def tls_front(d):
+    """A server context that presents the certificate `front["cert"]`
+    names (good, wrongname, untrusted) at each handshake."""
+    import ssl
+    ctxs = {}
+    for name in ("good", "wrongname", "untrusted"):
+        ctxs[name] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctxs[name].load_cert_chain(os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
+    front = {"cert": "good"}
+
+    def pick(sslobj, server_name, ctx):
+        sslobj.context = ctxs[front["cert"]]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, "good.crt"), os.path.join(d, "good.key"))
+    ctx.sni_callback = pick
+    return ctx, front
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     doubles = {p: start(p) for p in REMOTE}
     other = start("daytona")  # a URL a client would like the daemon to call
     tmp = tmp_path_factory.mktemp("remote")
+    # Runloop's tunnel hosts are https: its double's preview is served over
+    # TLS with a certificate from a CA only the operator's previewCaFile names
+    preview_pki(str(tmp))
+    tls_ctx, tls = tls_front(str(tmp))
+    tls_url = doubles["runloop"].serve_tls(tls_ctx)
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
     # the doubles' stand-in for each provider's per-port preview hosts
     conf["hopx"]["previewUrl"] = doubles["hopx"].url + "/__preview__/{id}/{port}/"
-    conf["runloop"]["previewUrl"] = doubles["runloop"].url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewUrl"] = tls_url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewCaFile"] = str(tmp / "ca.crt")
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
@@ -79,6 +126,7 @@ def env(tmp_path_factory):
             d.public_key = banner_key(d)
             d.doubles = doubles
             d.other = other
+            d.tls_front = tls
             yield d
     finally:
         for x in list(doubles.values()) + [other]:
@@ -604,7 +652,14 @@ def test_provider_config_is_checked(tmp_path):
              ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
              ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports"),
              ({"daytona": {"previewUrl": "http://x/{port}"}}, 0o600, "only hopx and runloop"),
-             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://")]
+             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://"),
+             ({"e2b": {"previewCaFile": "/etc/hostname"}}, 0o600, "only hopx and runloop"),
+             ({"runloop": {"previewCaFile": "ca.pem"}}, 0o600, "must be an absolute path"),
+             ({"hopx": {"previewCaFile": "/nonexistent/ca.pem"}}, 0o600,
+              "previewCaFile /nonexistent/ca.pem"),
+             ({"runloop": {"previewCaFile": str(tmp_path / "notpem")}}, 0o600,
+              "not a PEM certificate file")]
+    (tmp_path / "notpem").write_text("a CA file that is no certificate\n")
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -989,8 +1044,59 @@ def test_preview_through_our_proxy(env, p):
         tunnel = dbl.sandboxes[rid].tunnel
         assert tunnel["auth_mode"] == "authenticated" and len(dbl.seen("tunnel")) == 1
         assert dbl.seen("preview")[-1]["status"] == 200
+        assert dbl.seen("preview")[-1]["scheme"] == "https"  # its tunnel host is https
         no_secret_anywhere(d, tunnel["auth_token"], [o])
     no_secret_anywhere(d, dbl.key, [o])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_over_tls_is_verified(env):
+    """Runloop's tunnel host is https: the proxy speaks TLS to it and
+    trusts it only with a certificate for that host from the system's or
+    the operator's CAs (previewCaFile). A page and a WebSocket reach the
+    sandbox's port over TLS; a certificate from another CA or for another
+    host ends in a 502 that says which and why, and the tunnel token the
+    proxy would add reaches neither the answer, the log nor the host."""
+    from wsclient import WS
+    d, dbl = env, env.doubles["runloop"]
+    st, sb = create(d, "runloop", "pv-tls")
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, token = o["previewUrl"], dbl.sandboxes[rid].tunnel["auth_token"]
+    assert proxied(d, url, "a", token=d.token) == (200, f"preview of {rid} port 3000: GET /a\n")
+    assert dbl.seen("preview")[-1]["scheme"] == "https"
+    # a body of many TLS records, all of it (the proxy reads past what one record holds)
+    n = 3 * 1000 * 1000 + 7
+    st, body = proxied(d, url, f"big?bytes={n}", token=d.token)
+    assert st == 200 and body == ("0123456789" * (n // 10 + 1))[:n]
+    ws = WS(int(d.url.rsplit(":", 1)[1]), f"/p/{sb['id']}/3000/ws",
+            headers={"Authorization": f"Bearer {d.token}"})
+    assert ws.status == 101, ws.head
+    ws.send("hello over tls")
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes hello over tls".encode())
+    big = "x" * 200000  # a message of many records each way
+    ws.send(big)
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes {big}".encode())
+    ws.close()
+    answers = []
+    seen = len(dbl.seen("preview"))
+    try:
+        for cert, why in (("untrusted", "untrusted certificate"),
+                          ("wrongname", "hostname mismatch")):
+            d.tls_front["cert"] = cert
+            st, body = proxied(d, url, "a", token=d.token)
+            answers.append(body)
+            err = json.loads(body)
+            assert (st, err["error"]) == (502, "UpstreamFailure"), body
+            assert "preview host localhost failed" in err["message"] and why in err["message"], body
+    finally:
+        d.tls_front["cert"] = "good"
+    assert len(dbl.seen("preview")) == seen  # refused at the handshake: no request went
+    assert "event=preview_tls_failed" in d.log_text()
+    no_secret_anywhere(d, token, answers)
+    assert proxied(d, url, "b", token=d.token)[0] == 200
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
@@ -1035,10 +1141,14 @@ SV = "io.pocketenv.service."
 
 def test_tailscale_key_on_a_remote_sandbox(env):
     """putTailscaleAuthKey on a running remote sandbox brings Tailscale up
-    through exec where the image has it: the key in a file for `tailscale
-    up --auth-key=file:`, removed after; where it has none, the record says
-    the key is not applied and why. The key never reaches a command line,
-    an environment, the double's request log or the daemon's log."""
+    through exec where the image has it: tailscaled as a supervised unit
+    (restarted when it dies, as a service is), then, once it answers,
+    `tailscale up --auth-key=file:` with the key in a 0600 file removed
+    after; where the image lacks either program, the record says the key
+    is not applied and why. The key never reaches a command line, an
+    environment, the double's request log or the daemon's log."""
+    import hashlib
+    from tests.doubles._core import TS_CRASH, TS_STARTS, TS_UPS
     d, dbl = env, env.doubles["e2b"]
     st, sb = create(d, "e2b", "ts-e2b")
     assert st == 200, sb
@@ -1046,32 +1156,49 @@ def test_tailscale_key_on_a_remote_sandbox(env):
     key = "tskey-auth-k" + os.urandom(12).hex() + "-x"
     fs = dbl.sandboxes[rid].fs
     writes = len(dbl.seen("fs.write"))
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    assert "tailscale key not applied: no tailscale in the image on e2b" in \
-        got.get("statusReason", ""), got
+
+    def put():
+        st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+        assert st == 200, o
+        return d.sandbox("getSandbox", sid)[1]["sandbox"].get("statusReason") or ""
+
+    assert "tailscale key not applied: no tailscale in the image on e2b" in put()
+    # tailscale without its daemon: the key is not sent either
+    fs.write("/usr/bin/tailscale", b"#!double-program tailscale\n")
+    assert "tailscale key not applied: no tailscaled in the image on e2b" in put()
     assert len(dbl.seen("fs.write")) == writes  # no tailscale: the key is not sent at all
-    # an image with tailscale (the double cannot run it: `tailscale up` fails)
-    fs.write("/usr/bin/tailscale", b"stand-in\n")
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    reason = got.get("statusReason", "")
-    assert "tailscale key not applied: tailscale up exited" in reason, got
+
+    def starts():
+        return int(fs.read(TS_STARTS)) if fs.exists(TS_STARTS) else 0
+
+    def ups():
+        return [json.loads(x) for x in fs.read(TS_UPS).decode().splitlines()] \
+            if fs.exists(TS_UPS) else []
+    # the pair (the double's stand-ins: tests/doubles/_core.py PROGRAMS)
+    fs.write("/usr/sbin/tailscaled", b"#!double-program tailscaled\n")
+    assert "tailscale" not in put()
+    assert starts() == 1
+    want = {"key_sha256": hashlib.sha256(key.encode()).hexdigest(), "mode": 0o600,
+            "hostname": "ts-e2b"}
+    assert ups() == [want]
     assert len(dbl.seen("fs.write")) == writes + 1  # the key file, then removed
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
-    ups = [e for e in dbl.sandboxes[rid].execs if "tailscale up" in json.dumps(e)]
-    assert ups and "--auth-key=file:/run/pocketenv/tailscale-authkey" in json.dumps(ups[-1])
+    assert fs.stat("/run/pocketenv")["mode"] == 0o700
+    # supervised: when tailscaled dies it is started again
+    fs.write(TS_CRASH, b"")
+    wait_for(lambda: starts() == 2, 15, "tailscaled restarted after it died")
+    # a second put while it runs: the same tailscaled, `up` again
+    assert "tailscale" not in put() and starts() == 2 and ups() == [want, want]
     # and again at every start
     assert d.sandbox("stopSandbox", sid)[0] == 200
     d.wait_status(sid, ["STOPPED"])
     assert d.sandbox("startSandbox", sid)[0] == 200
     got = d.wait_status(sid, ["RUNNING"])
-    wait_for(lambda: len(dbl.seen("fs.write")) == writes + 2, 10, "the key applied at start")
-    assert "tailscale up exited" in (d.sandbox("getSandbox", sid)[1]["sandbox"].get(
-        "statusReason") or "")
+    assert "tailscale" not in (got.get("statusReason") or ""), got
+    assert starts() == 3 and ups() == [want] * 3
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    launches = [e for e in dbl.sandboxes[rid].execs if (e.get("argv") or [""])[0] == "tailscaled"]
+    assert len(launches) == 3 and "--tun=userspace-networking" in launches[0]["argv"], launches
     assert key not in json.dumps(dbl.sandboxes[rid].execs)
     assert key not in json.dumps(dbl.seen()) and key not in json.dumps(dbl.sandboxes[rid].env)
     no_secret_anywhere(d, key)
