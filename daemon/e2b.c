@@ -44,6 +44,7 @@
 #include "cluster.h"
 #include "core/util.h"
 #include "e2b.h"
+#include "handlers/sandbox.h"
 #include "pause.h"
 #include "resource-limits.h"
 #include "sandbox-env.h"
