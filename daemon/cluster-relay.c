@@ -439,6 +439,9 @@ struct hrelay {
     pe_cluster_relay_then_fn then; /* with then_did and then_t */
     char *then_did;
     pe_cluster_target then_t;
+    pe_cluster_relay_edit_fn edit; /* with edit_ud, freed by edit_free */
+    void *edit_ud;
+    void (*edit_free)(void *);
     pthread_t thread;
     atomic_bool cancel;
     /* the answer as the thread saw it */
@@ -488,6 +491,8 @@ static void h_free(struct hrelay *h)
         close(h->body_fd);
     free(h->then_did);
     pe_cluster_target_clear(&h->then_t);
+    if (h->edit_free)
+        h->edit_free(h->edit_ud);
     curl_slist_free_all(h->headers);
     free(h->ctype);
     free(h->answer);
@@ -561,11 +566,19 @@ static void on_hevent(void *ud)
                          h->node_name);
                 pe_http_respond_error(h->req, 502, "NodeUnreachable", msg);
             } else {
+                size_t elen = 0;
+                char *edited = h->edit ? h->edit(h->status, h->answer ? h->answer : "",
+                                                 h->answer_len, &elen, h->edit_ud)
+                                       : NULL;
                 if (h->then)
                     h->then(d, h->then_did, &h->then_t, h->status, h->answer ? h->answer : "",
                             h->answer_len);
-                respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
-                                h->answer_len);
+                if (edited)
+                    respond_relayed(h->req, h->status, h->ctype, edited, elen);
+                else
+                    respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
+                                    h->answer_len);
+                free(edited);
             }
         }
         if (h->st)
@@ -759,8 +772,15 @@ void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
     pe_cluster_relay_route_then(d, req, did, t, NULL);
 }
 
-void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
-                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+struct edit {
+    pe_cluster_relay_edit_fn fn;
+    void *ud;
+    void (*ud_free)(void *);
+};
+
+static void relay_route(pe_daemon *d, pe_http_request *req, const char *did,
+                        const pe_cluster_target *t, pe_cluster_relay_then_fn then,
+                        const struct edit *edit)
 {
     const char *upgrade = pe_http_header(req, "Upgrade");
     char nonce[33];
@@ -773,6 +793,8 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
                  "node %s is down: the sandbox runs there and cannot be reached until it is back",
                  t->node_name);
         pe_http_respond_error(req, 503, "NodeDown", msg);
+        if (edit->ud_free)
+            edit->ud_free(edit->ud);
         return;
     }
     cred = pe_cluster_cred_mint(d->cluster, t->node_id, did, req->path, nonce);
@@ -785,6 +807,8 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
         r->url = url;
         r->cred = pe_xasprintf("Authorization: %s", cred);
         r->node_name = pe_xstrdup(t->node_name);
+        if (edit->ud_free) /* a WebSocket's messages are not edited */
+            edit->ud_free(edit->ud);
         relay_ws(d, req, r);
     } else {
         struct hrelay *h = pe_xcalloc(1, sizeof(*h));
@@ -798,6 +822,9 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
             h->then_t.node_name = pe_xstrdup(t->node_name);
             h->then_t.address = pe_xstrdup(t->address);
         }
+        h->edit = edit->fn;
+        h->edit_ud = edit->ud;
+        h->edit_free = edit->ud_free;
         h->req = req;
         h->url = url;
         h->cred = pe_xasprintf("Authorization: %s", cred);
@@ -806,6 +833,23 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
     }
     sodium_memzero(cred, strlen(cred));
     free(cred);
+}
+
+void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+{
+    static const struct edit none = {0};
+
+    relay_route(d, req, did, t, then, &none);
+}
+
+void pe_cluster_relay_route_edit(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_edit_fn edit,
+                                 void *ud, void (*ud_free)(void *))
+{
+    const struct edit e = {.fn = edit, .ud = ud, .ud_free = ud_free};
+
+    relay_route(d, req, did, t, NULL, &e);
 }
 
 void pe_cluster_relay_drain(pe_daemon *d)

@@ -473,11 +473,15 @@ static void respond_json(pe_http_request *req, unsigned status, json_t *o)
 struct call {
     pe_http_request *req;
     json_t *filter; /* a list's: {"state": [..], "metadata": {..}, "template"} */
-    char *key;      /* as presented: the envdAccessToken we answer with */
+    char *key;      /* as presented: the envdAccessToken we answer with (NULL: from a node) */
     json_t *metadata;
     int64_t timeout;
     int op;
     size_t limit, offset; /* a v2 list's page (limit 0: everything) */
+    bool from_node;       /* relayed here by another node: ours to serve, never relayed on */
+    bool relay;           /* the sandbox is another node's (there): the call goes there */
+    pe_cluster_target there;
+    char *no_room; /* a create no node has room for: why */
 };
 
 enum {
@@ -497,6 +501,8 @@ static void call_free(struct call *c)
     json_decref(c->filter);
     free(c->key);
     json_decref(c->metadata);
+    pe_cluster_target_clear(&c->there);
+    free(c->no_room);
     free(c);
 }
 
@@ -587,6 +593,45 @@ static void list_page(pe_http_request *req, json_t *list, size_t offset, size_t 
     json_decref(list);
 }
 
+/* A relayed answer that is a sandbox (create, connect, resume, get):
+ * with the key the caller presented here as its envd tokens, as this
+ * node would answer (the other node never had the key). */
+static char *put_key_back(long status, const char *body, size_t len, size_t *out_len, void *ud)
+{
+    json_t *o = status == 200 || status == 201 ? json_loadb(body, len, 0, NULL) : NULL;
+    char *text = NULL;
+
+    if (json_is_object(o) && json_object_get(o, "sandboxID")) {
+        json_object_set_new(o, "envdAccessToken", json_string(ud));
+        json_object_set_new(o, "trafficAccessToken", json_string(ud));
+        text = json_dumps(o, JSON_COMPACT);
+        *out_len = strlen(text);
+    }
+    json_decref(o);
+    return text;
+}
+
+/* The call of a sandbox another node runs, or a create placed there:
+ * relayed as it came (the request's path, method and body), with a node
+ * credential for the caller in place of the key (daemon/cluster-relay.c).
+ * Or why it cannot be. */
+static void relay_call(pe_daemon *d, pe_http_request *req, const char *did, struct call *c)
+{
+    char msg[PE_ERR_MSG_MAX + 128];
+
+    if (c->no_room) {
+        api_error(req, 503, c->no_room);
+    } else if (c->there.down) {
+        snprintf(msg, sizeof(msg),
+                 "node %s is down: the %s there and cannot be reached until it is back",
+                 c->there.node_name, c->op == OP_CREATE ? "snapshot is" : "sandbox runs");
+        api_error(req, 503, msg);
+    } else {
+        pe_cluster_relay_route_edit(d, req, did, &c->there, put_key_back, pe_steal_ptr(&c->key),
+                                    free);
+    }
+}
+
 static void call_after(pe_daemon_job *job)
 {
     struct call *c = job->ud;
@@ -597,6 +642,11 @@ static void call_after(pe_daemon_job *job)
     if (view == NULL)
         view = job->out;
     id = json_string_value(json_object_get(view, "id"));
+    if (!job->failed && (c->relay || c->no_room)) {
+        relay_call(job->d, req, job->did, c);
+        call_free(c);
+        return;
+    }
     /* failed, not err: sandbox.c's work may leave a tolerated error there */
     if (job->failed) {
         call_fail(req, &job->err, job->id);
@@ -631,7 +681,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_CONNECT:
     case OP_RESUME:
-        if (id && c->timeout > 0 && !json_is_true(json_object_get(job->in, "elsewhere")))
+        if (id && c->timeout > 0)
             box_set_timeout(job->d, id, job->did, c->timeout);
         respond_json(req, json_is_true(json_object_get(job->in, "started")) ? 201 : 200,
                      created_of(view, c->key));
@@ -690,57 +740,67 @@ static void view_again(pe_daemon_job *job, pe_store *s)
     job->in = in;
 }
 
-/* A change of the caller's sandbox job->id that another node runs: the
- * control plane's changes are not forwarded (docs/cluster.md), and made
- * here they would act on a runtime that does not have it. true after
- * failing the job with where to go instead. Reads (get, list, a connect
- * to a running sandbox) are the shared store's and served anywhere. */
-static bool other_node(pe_daemon_job *job, pe_store *s, pe_cluster_target *t)
+/* Is the caller's sandbox job->id another node's? Then the call goes
+ * there (call_after relays it): its runtime, its E2B timeout and metadata
+ * are there. Not for a call another node relayed here (one hop). A read
+ * (get, refreshes) of a sandbox whose node is down is answered here from
+ * the store instead, as any node can. Another user's sandbox is left to
+ * the work, which answers 404 as for a missing one. */
+static bool elsewhere(pe_daemon_job *job, pe_store *s, bool read)
 {
+    struct call *c = job->ud;
     pe_store_sandbox sb;
     pe_err e;
-    bool other;
 
-    memset(t, 0, sizeof(*t));
     pe_err_clear(&e);
-    if (job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
+    if (c->from_node || job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
         return false; /* the work answers 404 */
-    other = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
-            pe_cluster_where(job->d, s, &sb, t) == 1;
+    c->relay = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
+               pe_cluster_where(job->d, s, &sb, &c->there) == 1;
     pe_store_sandbox_clear(&sb);
-    return other;
-}
-
-static bool elsewhere(pe_daemon_job *job, pe_store *s)
-{
-    pe_cluster_target t;
-
-    if (!other_node(job, s, &t))
-        return false;
-    pe_err_set(&job->err, PE_ESTATE, 0,
-               "sandbox %s runs on node %s: make this call through that node's address "
-               "(pocketenv node ls)",
-               job->id, t.node_name);
-    pe_daemon_job_fail(job, &job->err, NULL);
-    pe_cluster_target_clear(&t);
-    return true;
+    if (c->relay && read && c->there.down) {
+        pe_cluster_target_clear(&c->there);
+        c->relay = false;
+    }
+    return c->relay;
 }
 
 static void get_or_404(pe_daemon_job *job, pe_store *s)
 {
-    pe_daemon_sandbox_get_work(job, s);
+    if (!elsewhere(job, s, true))
+        pe_daemon_sandbox_get_work(job, s);
 }
 
 static void timeout_work(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s))
+    if (!elsewhere(job, s, false))
         pe_daemon_sandbox_get_work(job, s);
 }
 
 static void kill_work(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s))
+    if (!elsewhere(job, s, false))
         pe_daemon_sandbox_delete_work(job, s);
+}
+
+/* A create: placed as createSandbox is (most room, --place-label, a
+ * snapshot's node), unless another node placed it here already. */
+static void create_work(pe_daemon_job *job, pe_store *s)
+{
+    struct call *c = job->ud;
+    const char *base = json_string_value(json_object_get(job->in, "base"));
+    int r = c->from_node ? 0 : pe_cluster_place(job->d, s, job->did, base, &c->there, &job->err);
+
+    if (r < 0 && job->err.code == PE_ESTATE) {
+        c->no_room = pe_xstrdup(job->err.msg);
+        pe_err_clear(&job->err);
+    } else if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (r == 1) {
+        c->relay = true;
+    } else {
+        pe_daemon_sandbox_create_now_work(job, s);
+    }
 }
 
 static const char *view_status(const pe_daemon_job *job)
@@ -754,7 +814,7 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 {
     const char *id;
 
-    if (elsewhere(job, s))
+    if (elsewhere(job, s, false))
         return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
@@ -772,25 +832,14 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
 {
-    pe_cluster_target t;
     bool started;
 
+    if (elsewhere(job, s, false))
+        return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
     started = view_status(job) && strcmp(view_status(job), "RUNNING") != 0;
-    /* a running sandbox of another node: its view, as any node has it
-     * (its timeout is not kept here); a stopped one would start here */
-    if (other_node(job, s, &t)) {
-        pe_cluster_target_clear(&t);
-        if (started) {
-            (void)elsewhere(job, s);
-            return;
-        }
-        json_object_set_new(job->in, "elsewhere", json_true());
-        json_object_set_new(job->in, "started", json_false());
-        return;
-    }
     if (!started) { /* frozen: thaw, its processes carry on */
         const char *id =
             json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
@@ -964,7 +1013,8 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
     return in;
 }
 
-static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const char *key)
+static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const char *key,
+                      bool from_node)
 {
     json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL);
     const json_t *meta = json_object_get(body, "metadata");
@@ -982,7 +1032,8 @@ static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const
     meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
     c = pe_xcalloc(1, sizeof(*c));
     c->op = OP_CREATE;
-    c->key = pe_xstrdup(key);
+    c->key = key ? pe_xstrdup(key) : NULL;
+    c->from_node = from_node;
     c->timeout = timeout_of(body, TIMEOUT_DEFAULT, &err);
     in = c->timeout < 0 ? NULL : create_input(d, body, &err);
     if (in == NULL || (meta_text && strlen(meta_text) > META_MAX)) {
@@ -997,7 +1048,7 @@ static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const
     if (json_is_object(meta))
         c->metadata = json_deep_copy(meta);
     json_decref(body);
-    submit_call(d, req, did, c, pe_daemon_sandbox_create_now_work, NULL, in, PE_JOB_LIFECYCLE);
+    submit_call(d, req, did, c, create_work, NULL, in, PE_JOB_LIFECYCLE);
 }
 
 static void on_sandboxes(pe_http_request *req, void *ud)
@@ -1008,6 +1059,7 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     const char *action = NULL;
     json_t *body = NULL;
     struct call *c;
+    bool from_node;
     pe_err err;
     int op;
 
@@ -1015,7 +1067,12 @@ static void on_sandboxes(pe_http_request *req, void *ud)
         pe__e2b_connect_error(req, "not_found", "no such envd path");
         return;
     }
-    if ((did = authenticate(d, req, false, &key)) == NULL)
+    /* From another node: the caller its node credential (made for this
+     * path) carries; the key stays on that node, which puts it back into
+     * the answer. */
+    from_node = pe_cluster_is_node_request(req);
+    did = from_node ? pe_cluster_route_auth(d, req) : authenticate(d, req, false, &key);
+    if (did == NULL)
         return;
     if (d->draining) {
         api_error(req, 503, "the daemon is shutting down");
@@ -1023,7 +1080,7 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
     if (rest[0] == '\0' || strcmp(rest, "/") == 0) { /* the collection */
         if (strcmp(req->method, "POST") == 0)
-            on_create(d, req, did, key);
+            on_create(d, req, did, key, from_node);
         else if (strcmp(req->method, "GET") == 0) {
             json_t *f = list_filter(req);
             if (f == NULL)
@@ -1076,7 +1133,8 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
     c = pe_xcalloc(1, sizeof(*c));
     c->op = op;
-    c->key = pe_xstrdup(key);
+    c->key = key ? pe_xstrdup(key) : NULL;
+    c->from_node = from_node;
     c->timeout = timeout_of(body, op == OP_TIMEOUT ? -1 : 0, &err);
     if (err.code != PE_OK || (op == OP_TIMEOUT && c->timeout < 0)) {
         json_decref(body);
