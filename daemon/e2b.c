@@ -45,6 +45,7 @@
 #include "core/util.h"
 #include "e2b.h"
 #include "pause.h"
+#include "pocketenv/store-e2b.h"
 #include "resource-limits.h"
 #include "sandbox-env.h"
 #include "terminal.h"
@@ -399,12 +400,19 @@ static void set_time_iso(json_t *o, const char *key, int64_t ms)
     json_object_set_new(o, key, t ? t : json_null());
 }
 
+/* The key of a view under which a work put what the store keeps of a
+ * sandbox another node runs (attach_rows): {"metadata", "endMs"}. */
+#define E2B_ROW "e2bRow"
+
 /* E2B's ListedSandbox / SandboxDetail from our view. */
 static json_t *detail_of(const json_t *view, const char *key)
 {
     const char *id = json_string_value(json_object_get(view, "id"));
     const char *status = json_string_value(json_object_get(view, "status"));
     e2b_box *b = id ? box_find(id) : NULL;
+    const json_t *row = json_object_get(view, E2B_ROW);
+    json_t *meta = b ? b->metadata : json_object_get(row, "metadata");
+    int64_t end = b ? b->end_ms : (int64_t)json_integer_value(json_object_get(row, "endMs"));
     json_int_t vcpus = json_integer_value(json_object_get(view, "vcpus"));
     json_int_t mem = json_integer_value(json_object_get(view, "memory"));
     json_int_t disk = json_integer_value(json_object_get(view, "disk"));
@@ -425,14 +433,14 @@ static json_t *detail_of(const json_t *view, const char *key)
                         json_string(json_string_value(json_object_get(view, "startedAt"))
                                         ? json_string_value(json_object_get(view, "startedAt"))
                                         : json_string_value(json_object_get(view, "createdAt"))));
-    set_time_iso(o, "endAt", b && b->end_ms ? b->end_ms : 0);
+    set_time_iso(o, "endAt", end);
     if (json_is_null(json_object_get(o, "endAt")))
         json_object_set_new(o, "endAt", json_string("9999-12-31T23:59:59.000Z"));
     json_object_set_new(o, "cpuCount", json_integer(vcpus ? vcpus : 1));
     json_object_set_new(o, "memoryMB", json_integer(mem ? mem * 1024 : 512));
     json_object_set_new(o, "diskSizeMB", json_integer(disk ? disk * 1024 : 0));
     json_object_set_new(o, "envdVersion", json_string(PE_E2B_ENVD_VERSION));
-    json_object_set_new(o, "metadata", b && b->metadata ? json_incref(b->metadata) : json_object());
+    json_object_set_new(o, "metadata", json_is_object(meta) ? json_incref(meta) : json_object());
     if (key) {
         json_object_set_new(o, "envdAccessToken", json_string(key));
         json_object_set_new(o, "trafficAccessToken", json_string(key));
@@ -765,16 +773,90 @@ static bool elsewhere(pe_daemon_job *job, pe_store *s, bool read)
     return c->relay;
 }
 
+/* The id of the sandbox whose view a work left in job->out. */
+static const char *out_id(const pe_daemon_job *job)
+{
+    const json_t *view = json_object_get(job->out, "sandbox");
+
+    return json_string_value(json_object_get(view ? view : job->out, "id"));
+}
+
+/* What E2B keeps of sandbox id, in the store too (worker): this node
+ * keeps it (boxes) and arms the timer, the others read it for their lists
+ * (attach_rows). A failure is only logged: this node's own answers and
+ * timer do not need the row. with_metadata false: the end only. */
+static void row_put(pe_store *s, const char *id, const json_t *metadata, int64_t timeout_s,
+                    bool with_metadata)
+{
+    int64_t end = timeout_s ? now_ms() + timeout_s * 1000 : 0;
+    cleanup_free char *text = json_is_object(metadata) ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    pe_err err;
+    int r;
+
+    if (id == NULL)
+        return;
+    pe_err_clear(&err);
+    r = with_metadata ? pe_store_e2b_put(s, id, text, end, &err)
+                      : pe_store_e2b_set_end(s, id, end, &err);
+    if (r < 0)
+        pe_log_warn("e2b: sandbox %s: keep its metadata and timeout in the store: %s", id, err.msg);
+}
+
+/* Put into each view of views (an array) what the store keeps of it, under
+ * E2B_ROW, for detail_of: the metadata and timeout of a sandbox another
+ * node runs (this node's own are in its boxes). */
+static void attach_rows(pe_daemon_job *job, pe_store *s, json_t *views)
+{
+    pe_store_e2b *rows = NULL;
+    size_t n = 0, i;
+    json_t *v;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_e2b_list(s, job->did, &rows, &n, &err) < 0) {
+        pe_log_warn("e2b: %s", err.msg);
+        return;
+    }
+    json_array_foreach(views, i, v)
+    {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        for (size_t k = 0; id && k < n; k++) {
+            if (strcmp(rows[k].sandbox_id, id) != 0)
+                continue;
+            json_t *meta = rows[k].metadata ? json_loads(rows[k].metadata, 0, NULL) : NULL;
+            json_object_set_new(
+                v, E2B_ROW,
+                json_pack("{s:o*,s:I}", "metadata", meta, "endMs", (json_int_t)rows[k].end_ms));
+            break;
+        }
+    }
+    pe_store_e2b_list_free(rows, n);
+}
+
 static void get_or_404(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s, true))
-        pe_daemon_sandbox_get_work(job, s);
+    json_t *view;
+
+    if (elsewhere(job, s, true))
+        return;
+    pe_daemon_sandbox_get_work(job, s);
+    view = json_object_get(job->out, "sandbox");
+    if (!job->failed && view) {
+        json_t *one = json_pack("[O]", view);
+        attach_rows(job, s, one);
+        json_decref(one);
+    }
 }
 
 static void timeout_work(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s, false))
-        pe_daemon_sandbox_get_work(job, s);
+    struct call *c = job->ud;
+
+    if (elsewhere(job, s, false))
+        return;
+    pe_daemon_sandbox_get_work(job, s);
+    if (!job->failed)
+        row_put(s, out_id(job), NULL, c->timeout, false);
 }
 
 static void kill_work(pe_daemon_job *job, pe_store *s)
@@ -800,6 +882,8 @@ static void create_work(pe_daemon_job *job, pe_store *s)
         c->relay = true;
     } else {
         pe_daemon_sandbox_create_now_work(job, s);
+        if (!job->failed)
+            row_put(s, out_id(job), c->metadata, c->timeout, true);
     }
 }
 
@@ -832,6 +916,7 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
 {
+    struct call *c = job->ud;
     bool started;
 
     if (elsewhere(job, s, false))
@@ -864,6 +949,8 @@ static void resume_work(pe_daemon_job *job, pe_store *s)
     view_again(job, s);
     if (!job->failed)
         json_object_set_new(job->in, "started", json_boolean(started));
+    if (!job->failed && c->timeout > 0)
+        row_put(s, out_id(job), NULL, c->timeout, false);
 }
 
 static void list_work(pe_daemon_job *job, pe_store *s)
@@ -882,6 +969,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
         if (list[i].status == PE_STORE_RUNNING || list[i].status == PE_STORE_STOPPED)
             json_array_append_new(a, pe_daemon_sandbox_view(&list[i]));
     pe_store_sandbox_list_free(list, n);
+    attach_rows(job, s, a);
     job->out = json_pack("{s:o}", "sandboxes", a);
 }
 

@@ -323,6 +323,15 @@ static const char *const migrations[] = {
     "ALTER TABLE snapshot_deletions ADD COLUMN node TEXT;"
     /* and the node whose data directory has a volume's data */
     "ALTER TABLE volumes ADD COLUMN node TEXT;",
+    /* 12: what the E2B API keeps of a sandbox (pocketenv/store-e2b.h):
+     * its metadata (JSON object text) and the end of its timeout, which
+     * the node that runs it arms; any node of a cluster reads them. */
+    "CREATE TABLE e2b_sandboxes ("
+    "  sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,"
+    "  metadata TEXT,"
+    "  end_ms BIGINT NOT NULL DEFAULT 0,"
+    "  updated_at BIGINT NOT NULL"
+    ");",
 };
 
 const char *const pe__store_sandbox_children[] = {
@@ -338,6 +347,7 @@ const char *const pe__store_sandbox_children[] = {
     "provider_credentials",
     "preview_hosts",
     "idle_policies",
+    "e2b_sandboxes",
     NULL,
 };
 

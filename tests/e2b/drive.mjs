@@ -438,7 +438,9 @@ async function placedDrive() {
   const again = await Sandbox.connect(sbx.sandboxId)
   out.stateAfter = (await again.getInfo()).state
   out.resumed = (await again.commands.run('cat /tmp/placed')).stdout
-  out.inList = (await Sandbox.list().nextItems()).some((s) => s.sandboxId === sbx.sandboxId)
+  // the list is any node's, from the store: the metadata c keeps there
+  out.byMeta = (await Sandbox.list({ query: { metadata: { placed: 'yes' } } }).nextItems())
+    .map((s) => s.sandboxId)
   out.kill = await again.kill()
   out.killedAgain = await Sandbox.kill(sbx.sandboxId)
 }

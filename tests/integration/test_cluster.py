@@ -847,7 +847,7 @@ def test_e2b_control_plane_through_another_node(cluster, on_c):
     assert out["info"]["metadata"] == {"placed": "yes"} and out["info"]["state"] == "running", out
     assert 80 <= out["info"]["endInS"] <= 95, out  # the timeout c armed, seen through a
     assert out["paused"] == "paused" and out["stateAfter"] == "running", out
-    assert out["resumed"] == "placed\n" and out["inList"], out
+    assert out["resumed"] == "placed\n" and out["byMeta"] == [sid], out
     assert out["kill"] is True and out["killedAgain"] is False, out
     assert not where(cluster, sid)
     assert cluster.a.sandbox("getSandbox", sid)[0] == 404
