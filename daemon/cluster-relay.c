@@ -1,7 +1,8 @@
 /* The streaming routes of a sandbox another node runs (docs/cluster.md):
  * streaming exec (/exec/:id/ws), the terminals (/tty, /pty, Cloudflare's
  * and the root WebSocket routes, their SSE streams, input and resize) and
- * the /ssh gateway find their sandbox through pe__term_find_sandbox; when
+ * the /ssh gateway find their sandbox through pe__term_find_sandbox (the
+ * E2B API's control plane through its own lookup, daemon/e2b.c); when
  * the store says another node runs it, the request is relayed there, one
  * hop, with a node credential for the request's path instead of the
  * user's token (which never leaves this node):
@@ -12,7 +13,7 @@
  *              every message goes across as it came, both ways; a close on
  *              either side closes the other (with its code).
  *   otherwise  (an SSE stream, a POST of input or a resize, the E2B API's
- *              envd calls) libcurl makes the same request on a thread of
+ *              envd and control-plane calls) libcurl makes the same request on a thread of
  *              its own, with the request's E2B and Connect headers (never a
  *              credential of the user's) and its body (or the file a route
  *              wrote it to); an event stream's or a Connect stream's bytes

@@ -26,7 +26,14 @@
  * timeout) lives here, on the loop thread, and in DATA/e2b-boxes.json,
  * so that a restarted daemon has both again; a timeout kills (deletes)
  * the sandbox as E2B does, also one that ran out while the daemon was
- * down (at once after the restart). */
+ * down (at once after the restart). The works also write both to the
+ * store (e2b_sandboxes), which the other nodes of a cluster read.
+ *
+ * On a cluster (docs/cluster.md) a call about a sandbox another node runs
+ * is relayed there (daemon/cluster-relay.c), and a create is placed
+ * (pe_cluster_place) and relayed to the node chosen; a call relayed here
+ * carries a node credential for its path instead of a key and is served
+ * here, never relayed again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
