@@ -804,17 +804,25 @@ def test_e2b_control_plane_through_another_node(cluster, on_c):
     touch it through a; c takes a relayed call only with a valid node
     credential for its path."""
     from test_e2b import drive, e2b_key
+    owner, bob = e2b_key(cluster.a.token), e2b_key(cluster.a.token_for("did:plc:clusterbob"))
     drain(cluster.a, "a")
     drain(cluster.a, "b")
     try:
         made = drive(cluster.a, "placedCreate", timeout=120)
+        drain(cluster.a, "c")
+        try:  # no node with room: said, nothing made
+            before = len(sandboxes(cluster.a))
+            st, o = e2b_raw(cluster.a, "POST", "/sandboxes", owner, {"templateID": "busybox"})
+            assert st == 503 and "no node" in o["message"].lower(), (st, o)
+            assert len(sandboxes(cluster.a)) == before
+        finally:
+            drain(cluster.a, "c", False)
     finally:
         drain(cluster.a, "a", False)
         drain(cluster.a, "b", False)
     sid = made["sandboxId"]
     assert made["run"] == "placed\n", made
     assert where(cluster, sid) == {"c"}
-    owner, bob = e2b_key(cluster.a.token), e2b_key(cluster.a.token_for("did:plc:clusterbob"))
     # Another user, through a: as missing, for reads and changes alike.
     for method, path in (("DELETE", ""), ("POST", "/pause"), ("POST", "/connect"),
                          ("GET", "")):
