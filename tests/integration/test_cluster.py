@@ -892,6 +892,12 @@ def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     assert o["sandbox"]["statusReason"] == "node c is down", o
     listed = {s["id"]: s for s in sandboxes(cluster.a)}
     assert listed[on_c["id"]]["statusReason"] == "node c is down"
+    # E2B: a change waits for c; a read is the store's.
+    from test_e2b import e2b_key
+    st, o = e2b_raw(cluster.a, "DELETE", f"/sandboxes/{on_c['id']}", e2b_key(cluster.a.token))
+    assert st == 503 and "node c is down" in o["message"], o
+    st, o = e2b_raw(cluster.b, "GET", f"/sandboxes/{on_c['id']}", e2b_key(cluster.a.token))
+    assert st == 200 and o["sandboxID"] == on_c["id"], o
     assert "statusReason" not in listed[on_b["id"]]
     # c comes back and re-adopts it.
     c.start()
