@@ -349,6 +349,38 @@ static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int
     boxes_save(d);
 }
 
+/* At start, the boxes into the store's e2b_sandboxes too, where the other
+ * nodes of a cluster read them: those kept before the store had them
+ * (migration 12), and any whose write failed. Before the loop runs, with
+ * a handle of its own, as the start's reconciliation. A failure is only
+ * logged: this node has them. */
+static void boxes_mirror(pe_daemon *d)
+{
+    pe_store *s;
+    size_t n = 0;
+    pe_err err;
+
+    if (boxes == NULL)
+        return;
+    pe_err_clear(&err);
+    if ((s = pe_store_open(d->store_url, &err)) == NULL) {
+        pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts in the store: %s", err.msg);
+        return;
+    }
+    for (e2b_box *b = boxes; b; b = b->next) {
+        cleanup_free char *meta = b->metadata ? json_dumps(b->metadata, JSON_COMPACT) : NULL;
+        if (pe_store_e2b_put(s, b->id, meta, b->end_ms, &err) < 0 && err.code != PE_ENOENT) {
+            pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts in the store: %s",
+                        err.msg);
+            break;
+        }
+        pe_err_clear(&err);
+        n++;
+    }
+    pe_store_close(s);
+    pe_log_info("event=e2b_boxes_kept_in_store count=%zu", n);
+}
+
 /* The boxes a former run of the daemon kept (at start). A file that
  * cannot be read is said and left as it is. */
 static void boxes_load(pe_daemon *d)
@@ -375,6 +407,8 @@ static void boxes_load(pe_daemon *d)
         const char *id = json_string_value(json_object_get(v, "id"));
         const char *owner = json_string_value(json_object_get(v, "owner"));
         const json_t *meta = json_object_get(v, "metadata");
+        if (json_is_null(meta)) /* saved without metadata ("s:O?") */
+            meta = NULL;
         json_int_t end = json_integer_value(json_object_get(v, "endMs"));
         if (id == NULL || owner == NULL || box_find(id) || (meta && !json_is_object(meta)))
             continue;
@@ -390,6 +424,7 @@ static void boxes_load(pe_daemon *d)
         box_arm(b, left < RESTART_GRACE_S ? RESTART_GRACE_S : left);
     }
     json_decref(a);
+    boxes_mirror(d);
 }
 
 /* ---- views ---- */

@@ -10,6 +10,7 @@ token key). The module reuses the three daemons throughout; the test that
 kills c runs last.
 """
 import base64
+import glob
 import hashlib
 import hmac
 import json
@@ -691,6 +692,15 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     report its sandboxes down well before its lease would lapse; a restart
     brings it back."""
     c = cluster.nodes[2]
+    # An E2B timeout c keeps (set through a, relayed), whose row the store
+    # lost (as one kept before the store had them): c's restart puts it back.
+    from test_e2b import e2b_key
+    key = e2b_key(cluster.a.token)
+    st, _ = e2b_raw(cluster.a, "POST", f"/sandboxes/{on_c['id']}/timeout", key, {"timeout": 3600})
+    assert st == 204
+    p = subprocess.run([sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1], c.store, "-c",
+                        "DELETE FROM e2b_sandboxes"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "DELETE 1", (p.stdout, p.stderr)
     c.d.proc.send_signal(signal.SIGTERM)
 
     def down():
@@ -706,6 +716,9 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     c.start()
     wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
              LEASE + 10, "c's sandbox reachable again")
+    st, listed = e2b_raw(cluster.b, "GET", "/sandboxes", key)
+    end = [e["endAt"] for e in listed if e["sandboxID"] == on_c["id"]]
+    assert st == 200 and end and not end[0].startswith("9999"), listed
 
 
 def test_ssh_gateway_through_another_node(cluster, on_c):
