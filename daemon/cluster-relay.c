@@ -13,11 +13,13 @@
  *              every message goes across as it came, both ways; a close on
  *              either side closes the other (with its code).
  *   otherwise  (an SSE stream, a POST of input or a resize, the E2B API's
- *              envd and control-plane calls) libcurl makes the same request on a thread of
- *              its own, with the request's E2B and Connect headers (never a
- *              credential of the user's) and its body (or the file a route
- *              wrote it to); an event stream's or a Connect stream's bytes
- *              are relayed as they come, any other answer once whole.
+ *              envd and control-plane calls) libcurl makes the same request
+ *              on a thread of its own, with the request's E2B and Connect
+ *              headers (never a credential of the user's) and its body
+ *              (or the file a route wrote it to); an event stream's or a
+ *              Connect stream's bytes are relayed as they come, any other
+ *              answer once whole (which the caller may edit: the E2B API
+ *              puts back the key it kept).
  *
  * A refused upgrade or request is answered with the other node's status
  * and body. Backpressure: while the client has more than HIGH_WATER
