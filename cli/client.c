@@ -226,17 +226,22 @@ static const cmd_help helps[] = {
      "snapshot create SANDBOX NAME [-d DESCRIPTION] [-t TTL] [--json]\n"
      "snapshot ls|list [--json]\n"
      "snapshot inspect SNAPSHOT\n"
-     "snapshot rm|delete SNAPSHOT...",
+     "snapshot rm|delete SNAPSHOT...\n"
+     "snapshot restore SNAPSHOT [SANDBOX] [--json]",
      "Keep a sandbox's filesystem as a named, read-only snapshot (a running sandbox\n"
      "is frozen for the moment it is taken), list your snapshots, show or remove\n"
      "one. A snapshot outlives its sandbox; it is removed when its TTL runs out, or\n"
-     "when you keep more than the daemon's --user-snapshots (the oldest goes).",
+     "when you keep more than the daemon's --user-snapshots (the oldest goes).\n"
+     "restore puts the sandbox it was taken of back to it in place, where its\n"
+     "provider can (Blaxel, Sprites); elsewhere make a new sandbox from it\n"
+     "(create -b snapshot:NAME).",
      "  -d, --description TEXT   what the snapshot is\n"
      "  -t, --ttl TTL            how long to keep it: a number with m, h or d (7d)",
      "pocketenv snapshot create web before-upgrade -t 12h\n"
      "pocketenv snapshot ls\n"
+     "pocketenv snapshot restore before-upgrade\n"
      "pocketenv snapshot rm before-upgrade",
-     "create ls list", 0},
+     "create ls list restore", 0},
     {"node", "node ls|list [--json]\nnode drain|undrain NAME",
      "The daemons (nodes) sharing the daemon's PostgreSQL store: where they are,\n"
      "whether their lease runs (UP) or lapsed (DOWN), their room. A draining node\n"

@@ -1,4 +1,4 @@
-/* pocketenv snapshot create|ls|rm|inspect: a sandbox's filesystem kept
+/* pocketenv snapshot create|ls|rm|inspect|restore: a sandbox's filesystem kept
  * as a named, read-only snapshot (io.pocketenv.sandbox.*Snapshot*);
  * pocketenv fork SANDBOX -n N (io.pocketenv.sandbox.forkSandbox); and
  * pocketenv idle SANDBOX [ACTION [SECONDS]], its idle policy (stop, pause
@@ -17,7 +17,8 @@
     "snapshot create SANDBOX NAME [-d DESC] [-t TTL]   (TTL: a number with m, h or d)\n"           \
     "snapshot ls|list\n"                                                                           \
     "snapshot inspect SNAPSHOT\n"                                                                  \
-    "snapshot rm|delete SNAPSHOT..."
+    "snapshot rm|delete SNAPSHOT...\n"                                                             \
+    "snapshot restore SNAPSHOT [SANDBOX]   (in place; SANDBOX: the one it was taken of)"
 
 #define IDLE_USAGE "idle SANDBOX [stop|pause|snapshot-then-stop [SECONDS]]   (0: the daemon's)"
 
@@ -160,6 +161,45 @@ static int remove_all(int argc, char **argv)
     return worst;
 }
 
+/* pocketenv snapshot restore SNAPSHOT [SANDBOX]: the sandbox it was taken
+ * of (asked of getSnapshot when not given) back to it, in place, where its
+ * provider can; the daemon says what to do elsewhere. */
+static int restore(int argc, char **argv)
+{
+    json_t *params, *body, *out = NULL;
+    char *sb = NULL;
+    int r;
+
+    if (pe_cli_bad_args(argc, argv, 2, "SNAPSHOT [SANDBOX]", 1, 2))
+        return pe_cli_usage(USAGE);
+    if (argc > 3) {
+        sb = pe_xstrdup(argv[3]);
+    } else {
+        params = json_pack("{s:s}", "id", argv[2]);
+        r = pe_cli_call("io.pocketenv.sandbox.getSnapshot", params, NULL, &out, NULL);
+        json_decref(params);
+        if (r != 0)
+            return r;
+        sb = pe_xstrdup(
+            json_string_value(json_object_get(json_object_get(out, "snapshot"), "sandboxId"))
+                ?: "");
+        json_decref(out);
+        out = NULL;
+    }
+    params = json_pack("{s:s}", "id", sb);
+    body = json_pack("{s:s}", "snapshot", argv[2]);
+    r = pe_cli_call("io.pocketenv.sandbox.restoreSnapshot", params, body, &out, sb);
+    json_decref(params);
+    json_decref(body);
+    if (r == 0 && pe_cli_json)
+        pe_cli_print_json(out);
+    else if (r == 0)
+        printf("%s restored to snapshot %s\n", sb, argv[2]);
+    json_decref(out);
+    free(sb);
+    return r;
+}
+
 /* pocketenv fork SANDBOX [-n N]: N copies, their names one a line (ids
  * with --json), at once; they start in the background. */
 static int fork_sandbox(int argc, char **argv)
@@ -278,14 +318,16 @@ int pe_cmd_snapshot(int argc, char **argv)
             return pe_cli_usage(USAGE);
         return inspect(argv[2]);
     }
+    if (strcmp(verb, "restore") == 0)
+        return restore(argc, argv);
     if (strcmp(verb, "rm") == 0 || strcmp(verb, "delete") == 0) {
         if (pe_cli_bad_args(argc, argv, 2, "SNAPSHOT", 1, -1))
             return pe_cli_usage(USAGE);
         return remove_all(argc, argv);
     }
     if (argc < 2)
-        pe_cli_why("missing COMMAND (create, ls, inspect or rm)");
+        pe_cli_why("missing COMMAND (create, ls, inspect, restore or rm)");
     else
-        pe_cli_why("unknown snapshot command '%s' (create, ls, inspect or rm)", verb);
+        pe_cli_why("unknown snapshot command '%s' (create, ls, inspect, restore or rm)", verb);
     return pe_cli_usage(USAGE);
 }

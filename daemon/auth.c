@@ -3,7 +3,9 @@
  * Runs on the loop thread (an HS256 check costs microseconds). Every XRPC
  * handler calls pe_daemon_auth first, so no method is served anonymously.
  * Unlike upstream (reference §1.2), expiry is enforced and a bad signature
- * is a clean 401, never a server error. The token itself is never logged. */
+ * is a clean 401, never a server error. The token itself is never logged.
+ * Also the caller's user row (pe_daemon_user_ensure), which handlers and
+ * oauth.c share. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -118,6 +120,20 @@ static void revoke_one(const char *did, int64_t valid_after_ms, void *ud)
 int pe_daemon_auth_refresh(pe_auth *auth, pe_store *s, pe_err *err)
 {
     return pe_store_user_revocations(s, revoke_one, auth, err);
+}
+
+int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err)
+{
+    pe_store_user u = {.did = did, .handle = "handle.invalid"};
+
+    memset(out, 0, sizeof(*out));
+    if (pe_store_user_get(s, did, out, err) == 0)
+        return 0;
+    if (err->code != PE_ENOENT)
+        return -1;
+    if (pe_store_user_upsert(s, &u, err) < 0)
+        return -1;
+    return pe_store_user_get(s, did, out, err);
 }
 
 int pe_daemon_seal_if_plain(pe_daemon *d, json_t *obj, const char *field, size_t max, pe_err *err)

@@ -79,6 +79,7 @@ static struct wrapped calls[] = {
     CALL("io.pocketenv.sandbox.restoreBackup", BACKUP_IN_BODY, "backupId"),
     CALL("io.pocketenv.sandbox.createSnapshot", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.forkSandbox", IN_PARAMS, "id"),
+    CALL("io.pocketenv.sandbox.restoreSnapshot", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.getNetworkPolicy", IN_PARAMS, "id"),
     CALL("io.pocketenv.sandbox.putNetworkPolicy", IN_PARAMS, "id"),
     /* kept by the node's resolver and proxy, in its runtime */
@@ -416,6 +417,10 @@ static void forward_after(pe_daemon_job *job)
                  f->node_name);
         respond_json(f->req, 502, "NodeUnreachable", msg);
     } else {
+        /* The other node may have changed the sandbox: its notification
+         * can reach this node after the caller's next read, which must
+         * not be answered from the read cache (read-cache.h). */
+        pe_store_write_gen_bump();
         pe_xrpc_respond_relayed(f->req, (unsigned)f->status, f->answer, f->answer_len);
     }
     fwd_free(f);

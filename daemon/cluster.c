@@ -50,6 +50,7 @@ struct pe_cluster {
     bool renewing; /* a renewal job is queued or running */
     bool renew_failed;
     bool left; /* pe_daemon_cluster_leave ran: renew no more */
+    struct pe_cluster_listen *listen;
     struct seen *seen;
     size_t nseen;
 };
@@ -493,6 +494,7 @@ int pe_daemon_cluster_start(pe_daemon *d, const pe_cluster_cfg *cfg, const char 
                                 "--node-name %s: another node of this store, up, has that name",
                                 cl->name)
                    : -1;
+    cl->listen = pe__cluster_listen_start(d, cl->name);
     every = (uint64_t)(cl->lease_s * 1e9 / 3);
     cl->timer = pe_ev_timer_start(d->loop, every, every, on_lease_timer, d, err);
     if (cl->timer == NULL)
@@ -529,6 +531,7 @@ void pe_daemon_cluster_free(pe_daemon *d)
         return;
     if (cl->timer)
         pe_ev_timer_stop(cl->timer);
+    pe__cluster_listen_free(cl->listen);
     sodium_free(cl->key);
     free(cl->name);
     free(cl->address);
@@ -537,6 +540,17 @@ void pe_daemon_cluster_free(pe_daemon *d)
     free(cl->seen);
     free(cl);
     d->cluster = NULL;
+}
+
+bool pe_daemon_cluster_listening(const pe_daemon *d)
+{
+    return d->cluster && pe__cluster_listen_up(d->cluster->listen);
+}
+
+void pe_daemon_cluster_metrics(const pe_daemon *d, FILE *out)
+{
+    if (d->cluster)
+        pe__cluster_listen_metrics(d->cluster->listen, out);
 }
 
 /* ---- what views say of sandboxes on a node that is down ---- */

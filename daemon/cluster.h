@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "daemon.h"
 #include "pocketenv/store-nodes.h"
@@ -92,6 +93,24 @@ static inline bool pe_cluster_node_up(const pe_store_node *n, int64_t now_ms)
 /* pe_daemon_sandbox_view(sb), with statusReason "node NAME is down" when
  * sb runs on another node whose lease has lapsed (worker thread). */
 json_t *pe_daemon_cluster_view(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb);
+
+/* Does this node hear the store's notifications now (cluster-listen.c)?
+ * Only then may it keep answers read from a PostgreSQL store (getSandbox's
+ * read cache): another node's change reaches it at once. Loop thread. */
+bool pe_daemon_cluster_listening(const pe_daemon *d);
+/* Its counters in Prometheus text (GET /metrics); nothing without a cluster. */
+void pe_daemon_cluster_metrics(const pe_daemon *d, FILE *out);
+
+/* ---- LISTEN (cluster-listen.c) ---- */
+struct pe_cluster_listen;
+/* Listen on d's PostgreSQL store, connecting on the pool and again after
+ * a loss (with backoff): never fails, logs. The connection's
+ * application_name is "pocketenv-listen/NODE_NAME". Loop thread. */
+struct pe_cluster_listen *pe__cluster_listen_start(pe_daemon *d, const char *node_name);
+bool pe__cluster_listen_up(const struct pe_cluster_listen *lw);
+void pe__cluster_listen_metrics(const struct pe_cluster_listen *lw, FILE *out);
+/* Stop listening (teardown); NULL is a no-op. */
+void pe__cluster_listen_free(struct pe_cluster_listen *lw);
 
 /* Forwarding (cluster-forward.c): wrap the sandbox calls' handlers. */
 int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err);

@@ -210,19 +210,19 @@ void pe_daemon_set_str(json_t *o, const char *key, const char *s);
 json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb);
 
 /* The caller's user row, created (handle "handle.invalid", as atproto
- * names an unknown handle) if this DID never called before. */
+ * names an unknown handle) if this DID never called before (auth.c). */
 int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err);
 
 /* Handlers, registered on d->srv. */
 int pe_daemon_register_actor(pe_daemon *d, pe_err *err);
-/* Every handler of the four namespaces (volumes: pe_daemon_register_volumes). */
+/* Every handler of the four namespaces; volumes apart (handlers/volume.c). */
 int pe_daemon_register_resources(pe_daemon *d, pe_err *err);
 int pe_daemon_register_volumes(pe_daemon *d, pe_err *err);
 int pe_daemon_register_keys(pe_daemon *d, pe_err *err);
 /* Also queues the re-adoption of services after a daemon restart. */
 int pe_daemon_register_services(pe_daemon *d, pe_err *err);
 int pe_daemon_register_prefs(pe_daemon *d, pe_err *err);
-/* handlers/netpolicy.c: the egress methods. */
+/* handlers/netpolicy.c: the egress methods (the rest: netpolicy.h). */
 int pe_daemon_register_netpolicy(pe_daemon *d, pe_err *err);
 int pe_daemon_register_sandbox(pe_daemon *d, pe_err *err);
 /* Terminal gateways /tty, /pty and /v1/sandboxes/:id/ws/terminal. */
@@ -247,23 +247,19 @@ void pe_daemon_mcp_shutdown(pe_daemon *d);
 void pe_daemon_terminal_recheck(pe_daemon *d);
 void pe_daemon_proxy_recheck(pe_daemon *d);
 
-/* Sandbox runtime work, shared by create (background) and start. */
+/* Sandbox runtime work, shared by create (background) and start
+ * (sandbox-run.c, as the two below and pe_daemon_sandbox_view). */
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
 /* Queue the background half of a create (owner: whose share it runs in;
  * NULL at start, for an INITIALIZING row the daemon died while making). */
 void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id);
-
-/* createSandbox's, getSandbox's, startSandbox's, stopSandbox's and
- * deleteSandbox's work (handlers/sandbox.c) for other front ends: job->id
- * names the sandbox (the caller's: another's is SandboxNotFound), job->in
- * as the XRPC body. create_now's in is createSandbox's input already
- * checked (base a base name); it answers once the sandbox runs, with its
- * view (a failed start fails the job and removes the sandbox). */
-void pe_daemon_sandbox_get_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_start_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_stop_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_delete_work(pe_daemon_job *job, pe_store *s);
-void pe_daemon_sandbox_create_now_work(pe_daemon_job *job, pe_store *s);
+/* That background half's work: job->id's row INITIALIZING made into a
+ * running sandbox (RUNNING, or FAILED with the reason); job->in then
+ * names a repo to clone, if it has one. Worker. */
+void pe_daemon_sandbox_run_work(pe_daemon_job *job, pe_store *s);
+/* A job's after (loop thread): the clone of job->in's "repo" into the
+ * now running sandbox job->id, unless the job failed. */
+void pe_daemon_sandbox_clone_after(pe_daemon_job *job);
 
 /* The E2B API (daemon/e2b.c, daemon/e2b-process.c, docs/e2b.md): its
  * control plane and each sandbox's envd, on this daemon's URL. */
@@ -271,7 +267,7 @@ int pe_daemon_register_e2b(pe_daemon *d, pe_err *err);
 /* End every E2B process stream (shutdown, before the server is freed). */
 void pe_daemon_e2b_shutdown(pe_daemon *d);
 
-/* Repos (handlers/repo.c). The git URL for a sandbox's `repo` (shorthands
+/* Repos (sandbox-repo.c). The git URL for a sandbox's `repo` (shorthands
  * expanded) and the directory it clones into, or NULL with err (PE_EINVAL)
  * for anything git could read as an option or a shell as syntax. */
 char *pe_daemon_repo_url(const char *repo, char **dir_out, pe_err *err);

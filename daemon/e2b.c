@@ -51,6 +51,7 @@
 #include "cluster.h"
 #include "core/util.h"
 #include "e2b.h"
+#include "handlers/sandbox.h"
 #include "pause.h"
 #include "pocketenv/store-e2b.h"
 #include "resource-limits.h"
@@ -643,13 +644,18 @@ static void list_page(pe_http_request *req, json_t *list, size_t offset, size_t 
     json_decref(list);
 }
 
-/* A relayed answer that is a sandbox (create, connect, resume, get):
- * with the key the caller presented here as its envd tokens, as this
- * node would answer (the other node never had the key). */
+/* A relayed answer (loop thread). The other node may have changed the
+ * sandbox: its notification can reach this node after the caller's next
+ * read, which must not be answered from the read cache (read-cache.h), as
+ * for a forwarded XRPC call. One that is a sandbox (create, connect,
+ * resume, get): with the key the caller presented here as its envd
+ * tokens, as this node would answer (the other node never had the key). */
 static char *put_key_back(long status, const char *body, size_t len, size_t *out_len, void *ud)
 {
     json_t *o = status == 200 || status == 201 ? json_loadb(body, len, 0, NULL) : NULL;
     char *text = NULL;
+
+    pe_store_write_gen_bump();
 
     if (json_is_object(o) && json_object_get(o, "sandboxID")) {
         json_object_set_new(o, "envdAccessToken", json_string(ud));

@@ -39,6 +39,7 @@
 
 #include "core/fs.h"
 #include "core/log.h"
+#include "cluster.h"
 #include "core/util.h"
 #include "pool.h"
 #include "daemon.h"
@@ -47,6 +48,7 @@
 #include "read-cache.h"
 #include "providers.h"
 #include "snapshots.h"
+#include "backups.h"
 #include "transfer.h"
 #include "supervise.h"
 
@@ -161,6 +163,7 @@ static void on_metrics(FILE *out, void *ud)
     pthread_mutex_unlock(&counts_lock);
     pe_daemon_jobs_metrics(ud, out);
     pe_daemon_read_cache_metrics(out);
+    pe_daemon_cluster_metrics(ud, out);
     pe_daemon_pool_metrics(ud, out);
     if (!known)
         return;

@@ -975,6 +975,13 @@ static void t_snapshot_delete(pe_mcp_call *c)
     xcall(c, "io.pocketenv.sandbox.deleteSnapshot", snapshot_param(c), NULL, finish_step);
 }
 
+static void t_snapshot_restore(pe_mcp_call *c)
+{
+    set_lead(c, "The sandbox's files are back as they were in the snapshot:");
+    xcall(c, "io.pocketenv.sandbox.restoreSnapshot", id_param(c, "id"),
+          json_pack("{s:s}", "snapshot", arg_str(c, "snapshot")), finish_step);
+}
+
 static void t_sandbox_fork(pe_mcp_call *c)
 {
     json_t *n = json_object_get(c->args, "count");
@@ -1185,6 +1192,13 @@ static const pe_mcp_tool tools[] = {
      "{\"type\": \"object\", \"required\": [\"snapshot\"], \"additionalProperties\": "
      "false, \"properties\": {" SNAPSHOT_PROP "}}",
      t_snapshot_delete},
+    {"snapshot_restore",
+     "Put a sandbox's files back as they were in one of its own snapshots, in place (what it "
+     "wrote since is lost). Only where its provider can (Blaxel, Sprites); elsewhere make a new "
+     "sandbox from the snapshot with sandbox_create and base snapshot:NAME.",
+     "{\"type\": \"object\", \"required\": [\"sandbox\", \"snapshot\"], "
+     "\"additionalProperties\": false, \"properties\": {" SANDBOX_PROP ", " SNAPSHOT_PROP "}}",
+     t_snapshot_restore},
     {"sandbox_fork",
      "Make count copies of a sandbox (running or stopped), each an independent sandbox on its "
      "own copy of the files; returns their ids at once.",

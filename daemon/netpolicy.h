@@ -1,5 +1,6 @@
-/* A sandbox's egress policy (handlers/netpolicy.c, egress-proxy.c): what
- * the lifecycle and the egress proxy need of it. */
+/* A sandbox's egress policy (sandbox-netpolicy.c, egress-proxy.c; the
+ * methods: handlers/netpolicy.c): what the methods, the lifecycle and the
+ * egress proxy need of it. */
 #ifndef PE_DAEMON_NETPOLICY_H
 #define PE_DAEMON_NETPOLICY_H
 
@@ -9,8 +10,7 @@
 
 #include "daemon.h"
 
-/* handlers/netpolicy.c: a started sandbox's DNS
- * forwarder when it has a policy. */
+/* A started sandbox's DNS forwarder when it has a policy. */
 void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
 /* createSandbox's networkPolicy: checked (and normalized in place) by the
  * handler, kept for sandbox id by the create, handed to the runtime once
@@ -18,6 +18,14 @@ void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
 int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err);
 int pe_daemon_netpolicy_create_store(pe_daemon *d, const char *id, const json_t *in, pe_err *err);
 int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err);
+/* getNetworkPolicy's: sandbox id's policy in *policy (a reference;
+ * NULL: none), the runtime's or, before the runtime has the sandbox, the
+ * one waiting for it. putNetworkPolicy's: policy (parsed; NULL removes
+ * it) for sb, applied at once (a running sandbox's table, forwarder and
+ * proxy connections) or kept for its start. Workers. */
+int pe_daemon_netpolicy_get(pe_daemon *d, const char *id, json_t **policy, pe_err *err);
+int pe_daemon_netpolicy_put(pe_daemon *d, const pe_store_sandbox *sb, const json_t *policy,
+                            pe_err *err);
 /* For egress-proxy.c: does name (NULL: any name policy allows) resolve to
  * addr (host order) for sandbox id, by what its resolver answered while
  * the TTL runs, else (a name) by a fresh lookup upstream? */

@@ -788,7 +788,8 @@ static int end_session(struct pe_oauth *o, const char *did, pe_err *err)
 
 /* Our API tokens of did issued up to this second are refused from now on
  * (the next second's are valid: iat has a second's resolution), here at
- * once and in every daemon on this store at its next tick. */
+ * once and in every daemon on this store at its next tick (at once on a
+ * PostgreSQL store: its nodes hear the change, daemon/cluster-listen.c). */
 static int revoke_api_tokens(pe_daemon *d, const char *did, pe_err *err)
 {
     pe_store *s = pe_daemon_store(d, err);

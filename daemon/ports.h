@@ -12,7 +12,7 @@ int pe_daemon_register_ports(pe_daemon *d, pe_err *err);
 /* The proxy: Host *.localhost and the path prefix /p/. */
 int pe_daemon_register_proxy(pe_daemon *d, pe_err *err);
 
-/* previewUrl of port on the sandbox with this name and preview tag
+/* previewUrl (proxy.c) of port on the sandbox with this name and preview tag
  * (pe_store_preview_tag): http://<port>-<name>-<tag>.localhost:<daemon
  * port>/, the name left out where it is not a host label on its own. */
 char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port);

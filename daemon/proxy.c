@@ -44,6 +44,14 @@
  * WebSocket upgrades go out as HTTP/1.1, as they must, and a non-101
  * answer to them that is chunked is refused with 502.
  *
+ * A provider's https:// preview host (Hopx, Runloop) is reached over TLS
+ * on the same socket (daemon/proxy-tls.c: verified against the system's
+ * CAs and the provider's previewCaFile, host name checked, SNI sent): a
+ * PH_TLS handshake after the connect, then every upstream read and write
+ * goes through up_recv / up_send, whose rd_want / wr_want say which event
+ * the next try waits for. A failed handshake is a 502 naming the host and
+ * the reason, before a byte of the request (and its tunnel token) left.
+ *
  * Limits: the request body is read only once the credentials opened the
  * port (the head callback holds it meanwhile), into memory up to BODY_MAX (413
  * beyond); the answer's head up to HEAD_MAX (502 beyond); the answer's
@@ -71,6 +79,7 @@
 #include "pause.h"
 #include "ports.h"
 #include "pocketenv/store-ports.h"
+#include "proxy-tls.h"
 
 #define BODY_MAX (10 * 1024 * 1024)
 #define HEAD_MAX (64 * 1024)
@@ -104,7 +113,7 @@ struct buf {
     size_t len, off, cap;
 };
 
-enum phase { PH_CONNECT, PH_SEND, PH_HEAD, PH_BODY, PH_RELAY };
+enum phase { PH_CONNECT, PH_TLS, PH_SEND, PH_HEAD, PH_BODY, PH_RELAY };
 
 struct preq {
     pe_daemon *d;
@@ -156,6 +165,13 @@ struct preq {
     bool provider;
     char *up_host, *link_headers;
     int up_port;
+    /* An https:// link: TLS over fd (daemon/proxy-tls.c), verified for
+     * tls_host. rd_want / wr_want: the event the last read / write on fd
+     * waits for (EPOLLIN / EPOLLOUT but for TLS, which may need to write
+     * to read or the reverse). */
+    SSL *ssl;
+    char *tls_host;
+    uint32_t rd_want, wr_want;
     struct preq *lnext, *lprev; /* live: connected upstream */
     bool linked;
     /* upstream */
@@ -223,6 +239,7 @@ static void preq_free(struct preq *p)
     pe_ev_io_stop(p->io);
     pe_ev_io_stop(p->cio);
     pe_ev_timer_stop(p->timer);
+    SSL_free(p->ssl);
     if (p->fd >= 0)
         close(p->fd);
     if (p->raw)
@@ -249,6 +266,7 @@ static void preq_free(struct preq *p)
     free(p->node_cred);
     free(p->remote_path);
     free(p->up_host);
+    free(p->tls_host);
     if (p->link_headers)
         explicit_bzero(p->link_headers, strlen(p->link_headers));
     free(p->link_headers);
@@ -784,7 +802,9 @@ static int provider_target(pe_daemon_job *job, pe_store *s, struct preq *p,
     char ip[INET_ADDRSTRLEN], nul = '\0';
     cleanup_free char *host = NULL, *path = NULL, *name = NULL;
     const char *rest, *slash, *colon;
-    int port = 80, r = -1;
+    const pe_sandbox_remote *op;
+    bool tls;
+    int port, r = -1;
     pe_err err;
 
     pe_err_clear(&err);
@@ -803,18 +823,16 @@ static int provider_target(pe_daemon_job *job, pe_store *s, struct preq *p,
         verdict(p, 404, "NotFound", "this preview is served at its provider's URL (previewUrl)");
         goto out;
     }
-    if (strncmp(link.url, "http://", 7) != 0) {
-        verdict(p, 502, "UpstreamFailure",
-                "the preview proxy reaches a provider over plain http:// only; this provider's "
-                "preview host is https (not proxied yet)");
+    tls = strncmp(link.url, "https://", 8) == 0;
+    if (!tls && strncmp(link.url, "http://", 7) != 0) {
+        verdict(p, 502, "UpstreamFailure", "the provider's preview URL is not http:// or https://");
         goto out;
     }
-    rest = link.url + 7;
+    rest = link.url + (tls ? 8 : 7);
     slash = rest + strcspn(rest, "/");
     host = xstrndup(rest, (size_t)(slash - rest));
     colon = strrchr(host, ':');
-    if (colon)
-        port = atoi(colon + 1);
+    port = colon ? atoi(colon + 1) : tls ? 443 : 80;
     name = xstrndup(host, colon ? (size_t)(colon - host) : strlen(host));
     if (port <= 0 || port > 65535 || name[0] == '\0' || getaddrinfo(name, NULL, &hints, &ai) != 0 ||
         ai == NULL ||
@@ -823,6 +841,15 @@ static int provider_target(pe_daemon_job *job, pe_store *s, struct preq *p,
         verdict(p, 502, "UpstreamFailure", "the provider's preview host does not resolve");
         goto out;
     }
+    op = pe_sandboxes_remote(&job->d->sx, sb->backend);
+    if (tls && (p->ssl = pe_proxy_tls_new(name, op ? op->preview_ca_file : NULL, &err)) == NULL) {
+        pe_log_error("proxy: preview host %s: %s", name, err.msg);
+        verdict(p, 502, "UpstreamFailure",
+                "TLS to the provider's preview host cannot be set up: the daemon's log says why");
+        goto out;
+    }
+    if (tls)
+        p->tls_host = pe_xstrdup(name);
     /* the link's path, then the app's path without its leading '/' */
     path = xstrndup(slash, strlen(slash) - (slash[0] && slash[strlen(slash) - 1] == '/'));
     p->remote_path = pe_xasprintf("%s/%s", path, p->fwd_path + (p->fwd_path[0] == '/'));
@@ -929,6 +956,28 @@ out:
 }
 
 /* ---- upstream: connect, send, read the head ----------------------------- */
+
+/* recv(2) and send(2) to the upstream, over TLS for an https:// link;
+ * p->rd_want / wr_want: the event the next try waits for (TLS may need
+ * to write to read, or the reverse). */
+static ssize_t up_recv(struct preq *p, void *buf, size_t len)
+{
+    uint32_t want = EPOLLIN;
+    ssize_t r = p->ssl ? pe_proxy_tls_recv(p->ssl, buf, len, &want) : recv(p->fd, buf, len, 0);
+
+    p->rd_want = r < 0 && errno == EAGAIN ? want : EPOLLIN;
+    return r;
+}
+
+static ssize_t up_send(struct preq *p, const void *buf, size_t len)
+{
+    uint32_t want = EPOLLOUT;
+    ssize_t r =
+        p->ssl ? pe_proxy_tls_send(p->ssl, buf, len, &want) : send(p->fd, buf, len, MSG_NOSIGNAL);
+
+    p->wr_want = r < 0 && errno == EAGAIN ? want : EPOLLOUT;
+    return r;
+}
 
 static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud);
 static void raw_socket(pe_http_raw *raw, int fd, const char *extra, size_t extra_len, void *ud);
@@ -1066,7 +1115,7 @@ static void stream_drain(pe_http_stream *st, void *ud)
     struct preq *p = ud;
 
     if (p->io)
-        pe_ev_io_modify(p->io, EPOLLIN, NULL);
+        pe_ev_io_modify(p->io, p->rd_want, NULL);
 }
 
 static void stream_gone(pe_http_stream *st, void *ud)
@@ -1183,9 +1232,12 @@ static void on_head(struct preq *p, size_t head_len)
 static void upstream_send(struct preq *p)
 {
     while (p->out.off < p->out.len) {
-        ssize_t w = send(p->fd, p->out.data + p->out.off, p->out.len - p->out.off, MSG_NOSIGNAL);
-        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+        ssize_t w = up_send(p, p->out.data + p->out.off, p->out.len - p->out.off);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+            if (p->ssl)
+                pe_ev_io_modify(p->io, p->wr_want, NULL);
             return;
+        }
         if (w < 0) {
             fail(p, 502, "UpstreamFailure", "send to port %d of %s: %s", p->port, p->ident,
                  strerror(errno));
@@ -1200,11 +1252,14 @@ static void upstream_send(struct preq *p)
 static void upstream_head(struct preq *p)
 {
     char tmp[READ_BLOCK];
-    ssize_t r = recv(p->fd, tmp, sizeof(tmp), 0);
+    ssize_t r = up_recv(p, tmp, sizeof(tmp));
     char *end;
 
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (p->ssl)
+            pe_ev_io_modify(p->io, p->rd_want, NULL);
         return;
+    }
     if (r <= 0) {
         fail(p, 502, "UpstreamFailure", "port %d of %s closed the connection without an answer",
              p->port, p->ident);
@@ -1227,10 +1282,13 @@ static void upstream_head(struct preq *p)
 static void upstream_body(struct preq *p)
 {
     char tmp[READ_BLOCK];
-    ssize_t r = recv(p->fd, tmp, sizeof(tmp), 0);
+    ssize_t r = up_recv(p, tmp, sizeof(tmp));
 
-    if (r < 0 && (errno == EAGAIN || errno == EINTR))
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (p->ssl)
+            pe_ev_io_modify(p->io, p->rd_want, NULL);
         return;
+    }
     if (r <= 0 || !relay_body(p, tmp, (size_t)r)) {
         finish_stream(p);
         return;
@@ -1240,6 +1298,30 @@ static void upstream_body(struct preq *p)
 }
 
 static void relay_update(struct preq *p);
+
+/* The TLS handshake with an https:// link's host, one step per event. */
+static void upstream_tls(struct preq *p)
+{
+    char why[256];
+    uint32_t want = 0;
+    int r = pe_proxy_tls_handshake(p->ssl, &want, why, sizeof(why));
+
+    if (r == 0) {
+        pe_ev_io_modify(p->io, want, NULL);
+        return;
+    }
+    if (r < 0) {
+        /* the host and the reason; never the link's path or headers */
+        pe_log_warn("event=preview_tls_failed sandbox=%s port=%d host=%s why=\"%s\"", p->sandbox_id,
+                    p->port, p->tls_host, why);
+        fail(p, 502, "UpstreamFailure", "TLS to the provider's preview host %s failed: %s",
+             p->tls_host, why);
+        return;
+    }
+    p->phase = PH_SEND;
+    pe_ev_io_modify(p->io, EPOLLOUT, NULL);
+    upstream_send(p);
+}
 
 static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud)
 {
@@ -1256,8 +1338,21 @@ static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud)
                  soerr == ECONNREFUSED ? " (is a server listening on 0.0.0.0 there?)" : "");
             return;
         }
+        if (p->ssl && SSL_set_fd(p->ssl, fd) == 1) {
+            p->phase = PH_TLS;
+            upstream_tls(p);
+            return;
+        }
+        if (p->ssl) {
+            fail(p, 502, "UpstreamFailure", "TLS to the provider's preview host %s: no session",
+                 p->tls_host);
+            return;
+        }
         p->phase = PH_SEND;
         upstream_send(p);
+        return;
+    case PH_TLS:
+        upstream_tls(p);
         return;
     case PH_SEND:
         upstream_send(p);
@@ -1282,13 +1377,23 @@ static void on_upstream(pe_ev_io *io, int fd, uint32_t events, void *ud)
  * either side ends or fails, what is buffered is dropped and both close:
  * a WebSocket's own close handshake has gone through as data by then. */
 
-static bool pump(int from, int to, struct buf *b, bool *eof)
+static ssize_t side_recv(struct preq *p, int fd, void *buf, size_t len)
+{
+    return fd == p->fd ? up_recv(p, buf, len) : recv(fd, buf, len, 0);
+}
+
+static ssize_t side_send(struct preq *p, int fd, const void *buf, size_t len)
+{
+    return fd == p->fd ? up_send(p, buf, len) : send(fd, buf, len, MSG_NOSIGNAL);
+}
+
+static bool pump(struct preq *p, int from, int to, struct buf *b, bool *eof)
 {
     ssize_t r;
 
     for (;;) {
         if (b->off < b->len) {
-            r = send(to, b->data + b->off, b->len - b->off, MSG_NOSIGNAL);
+            r = side_send(p, to, b->data + b->off, b->len - b->off);
             if (r < 0)
                 return errno == EAGAIN || errno == EINTR;
             b->off += (size_t)r;
@@ -1301,7 +1406,7 @@ static bool pump(int from, int to, struct buf *b, bool *eof)
             b->cap = READ_BLOCK;
             b->data = pe_xrealloc(b->data, b->cap);
         }
-        r = recv(from, b->data, b->cap, 0);
+        r = side_recv(p, from, b->data, b->cap);
         if (r == 0) {
             *eof = true;
             return false;
@@ -1318,13 +1423,13 @@ static void relay_update(struct preq *p)
 
     if (p->cfd < 0)
         return; /* the client's socket has not come yet */
-    if (!pump(p->cfd, p->fd, &p->to_up, &p->client_eof) ||
-        !pump(p->fd, p->cfd, &p->to_client, &p->up_eof)) {
+    if (!pump(p, p->cfd, p->fd, &p->to_up, &p->client_eof) ||
+        !pump(p, p->fd, p->cfd, &p->to_client, &p->up_eof)) {
         preq_free(p);
         return;
     }
-    up_ev = (p->to_up.len > p->to_up.off ? EPOLLOUT : 0) |
-            (p->to_client.len > p->to_client.off ? 0 : EPOLLIN);
+    up_ev = (p->to_up.len > p->to_up.off ? p->wr_want : 0) |
+            (p->to_client.len > p->to_client.off ? 0 : p->rd_want);
     c_ev = (p->to_client.len > p->to_client.off ? EPOLLOUT : 0) |
            (p->to_up.len > p->to_up.off ? 0 : EPOLLIN);
     pe_ev_io_modify(p->io, up_ev, NULL);
@@ -1416,6 +1521,8 @@ static void start(pe_daemon *d, pe_http_request *req, const char *ident, size_t 
     pe_daemon_job *job;
 
     p->d = d;
+    p->rd_want = EPOLLIN;
+    p->wr_want = EPOLLOUT;
     p->req = req;
     p->fd = p->cfd = -1;
     p->ident = xstrndup(ident, ident_len);
@@ -1646,4 +1753,34 @@ int pe_daemon_sandbox_address(pe_daemon *d, const char *id, char **addr, pe_err 
         *addr = pe_xstrdup(a);
     json_decref(info);
     return *addr ? 0 : -1;
+}
+
+#define NAME_IN_HOST_MAX 40 /* keeps <port>-<name>-<tag> a host label (<= 63) */
+
+/* Names that can stand in a host label as they are: letters, digits and
+ * inner dashes (a dot would split the label, '_' is not for host names). */
+static bool name_fits_host(const char *name)
+{
+    size_t n = strlen(name);
+
+    if (n == 0 || n > NAME_IN_HOST_MAX || name[0] == '-' || name[n - 1] == '-')
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '-'))
+            return false;
+    return true;
+}
+
+char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port)
+{
+    unsigned dport = pe_http_server_port(d->srv);
+
+    if (!name_fits_host(name))
+        return pe_xasprintf("http://%d-%s.localhost:%u/", port, tag, dport);
+    cleanup_free char *lower = pe_xstrdup(name);
+    for (char *c = lower; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char)(*c - 'A' + 'a');
+    return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
 }

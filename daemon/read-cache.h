@@ -5,9 +5,14 @@
  * for, with the store's write generation (pe_store_write_gen) taken before
  * the read that made it. It is served only while that generation is still
  * current, so never after a write of this daemon has finished, and for at
- * most a second. Only answers read from an SQLite store (this daemon's
- * alone) are kept: on PostgreSQL other daemons may write (getSandbox in
- * handlers/sandbox.c). Loop thread only. */
+ * most a second. Answers read from an SQLite store (this daemon's alone)
+ * are kept; from a PostgreSQL store, which other daemons (nodes) write
+ * too, only while this node hears the store's notifications, each of
+ * which bumps the generation (daemon/cluster-listen.c; getSandbox in
+ * handlers/sandbox.c). A change another node makes thus ends what was
+ * kept as soon as its notification arrives (a few milliseconds after its
+ * commit); the second's bound covers what no notification says (a lease
+ * lapsing after a crash). Loop thread only. */
 #ifndef PE_DAEMON_READ_CACHE_H
 #define PE_DAEMON_READ_CACHE_H
 

@@ -12,4 +12,10 @@ int pe_daemon_find_sandbox(pe_store *s, const char *did, const char *id, pe_stor
 /* The same for a job: on failure the job is failed (SandboxNotFound). */
 bool pe_daemon_job_sandbox(pe_daemon_job *job, pe_store *s, const char *id, pe_store_sandbox *sb);
 
+/* The caller's sandbox by id or name (another user's answers PE_ENOENT
+ * "sandbox not found"); unless any_state, also run by this daemon and
+ * past INITIALIZING (PE_ESTATE otherwise). */
+int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
+                               bool any_state, pe_store_sandbox *out, pe_err *err);
+
 #endif

@@ -30,7 +30,12 @@ void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox 
         /* A unit left from the sandbox's last run is stopped: it starts
          * again with this run's environment. */
         pe_daemon_unit_stop(list[i].id, PE_UNIT_STOP_TIMEOUT);
-        if (pe_daemon_service_unit_start(d, &list[i], &err) < 0) {
+        /* The sandbox has just started, but its record says RUNNING only
+         * once its start is done: a remote sandbox's unit must not take
+         * the record's word at its first run (supervise.c), or a unit
+         * thread quicker than the start would find it not running. */
+        char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)list[i].command, NULL};
+        if (pe_daemon_unit_start_starting(d, list[i].id, sb->id, argv, &err) < 0) {
             pe_log_warn("sandbox %s: service %s not started: %s", sb->id, list[i].name, err.msg);
             pe_err_clear(&err);
         }

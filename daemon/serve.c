@@ -23,14 +23,17 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "daemon.h"
+#include "idle.h"
 #include "oauth.h"
 #include "records.h"
 #include "pool.h"
 #include "resource-limits.h"
 #include "ports.h"
 #include "providers.h"
+#include "proxy-tls.h"
 #include "sandbox-keys.h"
 #include "snapshots.h"
+#include "backups.h"
 #include "transfer.h"
 #include "runtime/security.h"
 #include "supervise.h"
@@ -131,7 +134,8 @@ static const pe_opt serve_opts[] = {
      "nobody; repeatable (every name: local)"},
     {"provider-config", 0, true, O_PROVIDER_CONFIG, "FILE",
      "remote providers' URLs and operator-wide keys, JSON (mode 600); each name in it is served "
-     "remotely (docs/providers.md)"},
+     "remotely; hopx and runloop also take previewUrl and previewCaFile (PEM CAs the preview "
+     "proxy trusts for their https preview hosts, besides the system's) (docs/providers.md)"},
     {"atproto-plc", 0, true, O_ATPROTO_PLC, "URL",
      "PLC directory for did:plc at sign-in (https://plc.directory)"},
     {"atproto-dns", 0, true, O_ATPROTO_DNS, "IPV4:PORT|off",
@@ -467,12 +471,17 @@ static int open_all(pe_daemon *d, const struct serve_args *a, pe_err *err)
     if (pe_auth_open(d->rt.data_dir, &d->auth, err) < 0 || pe_daemon_node_id(d, err) < 0 ||
         pe_sandboxes_open(&d->sx, d->auth, &d->rt, err) < 0)
         return -1;
+    d->sx.unit_start = pe_daemon_unit_start_starting; /* tailscaled in a remote sandbox */
+    d->sx.unit_ud = d;
     if (a->provider_config) {
         if (pe_sandboxes_load_remotes(&d->sx, a->provider_config, err) < 0)
             return -1;
-        for (size_t i = 0; i < d->sx.n_remotes; i++)
-            if (pe_daemon_providers_remote(&d->providers, d->sx.remotes[i].name, err) < 0)
-                return pe_err_prefix(err, "--provider-config");
+        for (size_t i = 0; i < d->sx.n_remotes; i++) {
+            const pe_sandbox_remote *r = &d->sx.remotes[i];
+            if (pe_daemon_providers_remote(&d->providers, r->name, err) < 0 ||
+                (r->preview_ca_file && pe_proxy_tls_ca_check(r->preview_ca_file, err) < 0))
+                return pe_err_prefix(err, "--provider-config: %s", r->name);
+        }
     }
     probe_disk_limits(d);
     return setup_owner(d, a, err);
@@ -550,6 +559,12 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
         return -1;
     pe_http_set_rate_key(d->srv, pe_daemon_rate_key, d);
     pe_http_set_metrics_auth(d->srv, metrics_auth, d);
+    /* Volumes and idle policies, kin of resources and snapshots, apart:
+     * no handler file registers another's methods. */
+    if (pe_daemon_register_volumes(d, err) < 0 || pe_daemon_register_idle(d, err) < 0) {
+        json_decref(resume);
+        return -1;
+    }
     if (pe_daemon_register_actor(d, err) < 0 || pe_daemon_register_sandbox(d, err) < 0 ||
         pe_daemon_register_resources(d, err) < 0 || pe_daemon_register_backups(d, err) < 0 ||
         pe_daemon_register_snapshots(d, err) < 0 ||

@@ -63,6 +63,8 @@ typedef struct unit {
     char **argv;
     bool restart_on_failure;
     /* under mu */
+    bool vouched; /* its caller saw the (remote) sandbox run: the first run
+                   * need not wait for its record to say RUNNING */
     int state;
     int exit_code;
     int restarts;
@@ -333,6 +335,7 @@ static bool start_remote(unit *u, pe_store *s, const pe_store_sandbox *sb, int *
  * when it is gone or not running (u is STOPPED then). */
 static int remote_sandbox(unit *u, pe_store **s, pe_store_sandbox *sb)
 {
+    bool vouched;
     pe_err err;
 
     pe_err_clear(&err);
@@ -343,7 +346,11 @@ static int remote_sandbox(unit *u, pe_store **s, pe_store_sandbox *sb)
         pe_store_sandbox_clear(sb);
         return 0;
     }
-    if (sb->status == PE_STORE_RUNNING)
+    pthread_mutex_lock(&mu);
+    vouched = u->vouched;
+    u->vouched = false; /* a restart goes by the record */
+    pthread_mutex_unlock(&mu);
+    if (sb->status == PE_STORE_RUNNING || vouched)
         return 1;
     pe_store_sandbox_clear(sb);
     pthread_mutex_lock(&mu);
@@ -514,8 +521,8 @@ static void join_locked(unit *u, double timeout)
     }
 }
 
-int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, char *const *argv,
-                         bool restart_on_failure, pe_err *err)
+static int unit_start(pe_daemon *d, const char *key, const char *sandbox_id, char *const *argv,
+                      bool restart_on_failure, bool vouched, pe_err *err)
 {
     pthread_condattr_t ca;
     size_t n = 0;
@@ -570,6 +577,7 @@ int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, 
         u->argv[i] = pe_xstrdup(argv[i]);
     u->sandbox_id = pe_xstrdup(sandbox_id);
     u->restart_on_failure = restart_on_failure;
+    u->vouched = vouched;
     u->stop = false;
     u->restarts = 0;
     u->exit_code = 0;
@@ -588,6 +596,18 @@ int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, 
     }
     pthread_mutex_unlock(&mu);
     return 0;
+}
+
+int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, char *const *argv,
+                         bool restart_on_failure, pe_err *err)
+{
+    return unit_start(d, key, sandbox_id, argv, restart_on_failure, false, err);
+}
+
+int pe_daemon_unit_start_starting(void *d, const char *key, const char *sandbox_id,
+                                  char *const *argv, pe_err *err)
+{
+    return unit_start(d, key, sandbox_id, argv, true, true, err);
 }
 
 int pe_daemon_unit_stop(const char *key, double timeout)

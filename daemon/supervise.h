@@ -33,6 +33,12 @@ typedef struct pe_unit_state {
  * service id), supervised, unless it runs already. argv is copied. */
 int pe_daemon_unit_start(pe_daemon *d, const char *key, const char *sandbox_id, char *const *argv,
                          bool restart_on_failure, pe_err *err);
+/* pe_sandboxes' unit_start (d: the pe_daemon): as pe_daemon_unit_start,
+ * restarted on failure, for a sandbox its caller has just seen run while
+ * its start is not done (its record does not say RUNNING yet): the first
+ * run does not wait for the record, the restarts do. */
+int pe_daemon_unit_start_starting(void *d, const char *key, const char *sandbox_id,
+                                  char *const *argv, pe_err *err);
 /* Stop unit key: SIGTERM to its process group, SIGKILL after timeout;
  * returns when its thread has ended. -1 if there is no such unit. */
 int pe_daemon_unit_stop(const char *key, double timeout);

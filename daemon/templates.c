@@ -135,7 +135,7 @@ int pe_daemon_base_name(const char *base, char **name, pe_err *err)
 
     *name = NULL;
     /* A snapshot's name or id: the create resolves it for its caller
-     * (handlers/snapshot.c). */
+     * (sandbox-snapshots.c). */
     if (base && strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0 &&
         pe_name_valid(base + strlen(PE_SNAPSHOT_BASE))) {
         *name = pe_xstrdup(base);

@@ -4,8 +4,9 @@
  *
  * `pocketenv token revoke --did DID`: every token of DID issued until now
  * stops working. It is recorded in the store (users.tokens_valid_after),
- * which every daemon on that store reads on its next tick; tokens minted
- * afterwards are valid. */
+ * which every daemon on that store reads on its next tick (at once on a
+ * PostgreSQL store, whose nodes hear it: daemon/cluster-listen.c); tokens
+ * minted afterwards are valid. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,7 +98,7 @@ static int revoke_tokens(pe_store *s, const char *did, pe_err *err)
         return -1;
     fprintf(stderr,
             "revoked every token of %s issued until now; running daemons refuse them "
-            "from their next tick (serve --tick)\n",
+            "from their next tick (serve --tick), at once on a PostgreSQL store\n",
             did);
     return 0;
 }

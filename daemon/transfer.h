@@ -1,7 +1,6 @@
-/* Backups and copies of a sandbox's directories (issue 5):
- * io.pocketenv.sandbox.createBackup / getBackups / restoreBackup
- * (handlers/backup.c), pushDirectory / pullDirectory and the /cp transfer
- * store (handlers/copy.c). docs/design/transfer.md says what a user sees. */
+/* Copies of a sandbox's directories (issue 5): pushDirectory /
+ * pullDirectory and the /cp transfer store (handlers/copy.c); backups are
+ * backups.h's. docs/design/transfer.md says what a user sees. */
 #ifndef PE_DAEMON_TRANSFER_H
 #define PE_DAEMON_TRANSFER_H
 
@@ -13,16 +12,12 @@
  * callback, which sees the declared length before a byte is stored. */
 #define PE_CP_UPLOAD_MAX_DEFAULT (1ULL << 30)
 
-/* The three backup methods, and pushDirectory, pullDirectory, POST /cp,
- * GET /cp/<uuid>; uploads of at most upload_max bytes. Loop thread, at
- * start. */
-int pe_daemon_register_backups(pe_daemon *d, pe_err *err);
+/* pushDirectory, pullDirectory, POST /cp, GET /cp/<uuid>; uploads of at
+ * most upload_max bytes. Loop thread, at start. */
 int pe_daemon_register_copy(pe_daemon *d, unsigned long long upload_max, pe_err *err);
 
-/* Housekeeping, on a worker (the tick): remove expired backups (row and
- * archive) and archives whose row is gone (a deleted sandbox); remove /cp
- * objects never downloaded before their expiry. */
-void pe_daemon_backups_expire(pe_daemon *d, pe_store *s);
+/* Housekeeping, on a worker (the tick): remove /cp objects never
+ * downloaded before their expiry. */
 void pe_daemon_copy_expire(pe_daemon *d);
 
 /* Bytes of owner's /cp objects waiting on disk (their disk quota). Any
@@ -50,11 +45,5 @@ int pe_daemon_copy_send(pe_daemon *d, const char *owner, const char *uuid, const
                         const char *cred, char out[PE_DAEMON_COPY_UUID_LEN + 1], pe_err *err);
 int pe_daemon_copy_fetch(pe_daemon *d, pe_store *s, const char *owner, const char *uuid,
                          const char *address, const char *cred, pe_err *err);
-
-/* The caller's sandbox by id or name (another user's answers PE_ENOENT
- * "sandbox not found"); unless any_state, also run by this daemon and
- * past INITIALIZING (PE_ESTATE otherwise). */
-int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
-                               bool any_state, pe_store_sandbox *out, pe_err *err);
 
 #endif

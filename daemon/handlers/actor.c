@@ -17,20 +17,6 @@
 #define LIST_MAX 100
 #define LIST_SCAN_MAX 1000 /* newest rows an isRunning filter scans (the store's page max) */
 
-int pe_daemon_user_ensure(pe_store *s, const char *did, pe_store_user *out, pe_err *err)
-{
-    pe_store_user u = {.did = did, .handle = "handle.invalid"};
-
-    memset(out, 0, sizeof(*out));
-    if (pe_store_user_get(s, did, out, err) == 0)
-        return 0;
-    if (err->code != PE_ENOENT)
-        return -1;
-    if (pe_store_user_upsert(s, &u, err) < 0)
-        return -1;
-    return pe_store_user_get(s, did, out, err);
-}
-
 /* Is `who` (a DID or handle from the parameters; NULL = self) the caller? */
 static bool is_self(const char *who, const pe_store_user *u)
 {

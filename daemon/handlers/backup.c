@@ -32,7 +32,7 @@
 #include "sandbox-env.h"
 #include "sandbox-find.h"
 #include "sandbox-archive.h"
-#include "transfer.h"
+#include "backups.h"
 
 #define TTL_DEFAULT (3 * 24 * 3600) /* upstream's default */
 #define TTL_MAX (365LL * 24 * 3600)
@@ -52,24 +52,6 @@
 static char *backups_dir(pe_daemon *d)
 {
     return pe_xasprintf("%s/backups", d->rt.data_dir);
-}
-
-int pe_daemon_transfer_sandbox(pe_daemon *d, pe_store *s, const char *did, const char *id,
-                               bool any_state, pe_store_sandbox *out, pe_err *err)
-{
-    int r = 0;
-
-    if (pe_daemon_find_sandbox(s, did, id, out, err) < 0)
-        return -1;
-    if (any_state)
-        return 0;
-    if (!pe_sandbox_is_remote(out) && !pe_daemon_is_mine(d, out)) /* a remote one: its provider's */
-        r = pe_err_set(err, PE_ESTATE, 0, "the sandbox is not run by this daemon");
-    else if (out->status == PE_STORE_INITIALIZING)
-        r = pe_err_set(err, PE_ESTATE, 0, "the sandbox is still being created");
-    if (r < 0)
-        pe_store_sandbox_clear(out);
-    return r;
 }
 
 static bool lookup_sandbox(pe_daemon_job *job, pe_store *s, const char *id, bool any_state,

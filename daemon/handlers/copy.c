@@ -67,6 +67,7 @@
 #include "resource-limits.h"
 #include "sandbox-env.h"
 #include "sandbox-archive.h"
+#include "sandbox-find.h"
 #include "transfer.h"
 
 #define UNPACK_BYTES_MIN (1LL << 30) /* what one object may unpack to, at least */

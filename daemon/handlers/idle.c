@@ -15,52 +15,6 @@
 #include "pocketenv/store-idle.h"
 #include "sandbox-find.h"
 
-#define TIMEOUT_MAX (30LL * 24 * 3600)
-
-/* {action, timeout} checked and normalised; NULL with err set. */
-static json_t *parse(const json_t *v, pe_err *err)
-{
-    const char *action = json_string_value(json_object_get(v, "action"));
-    const json_t *t = json_object_get(v, "timeout");
-
-    if (!json_is_object(v))
-        return pe_err_set(err, PE_EINVAL, 0, "an idle policy is an object {action, timeout}"), NULL;
-    if (!pe_store_idle_action_valid(action))
-        return pe_err_set(err, PE_EINVAL, 0,
-                          "action must be \"stop\", \"pause\" or \"snapshot-then-stop\""),
-               NULL;
-    if (t && !json_is_null(t) &&
-        (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > TIMEOUT_MAX))
-        return pe_err_set(err, PE_EINVAL, 0, "timeout must be 0 (the daemon's) to %lld seconds",
-                          TIMEOUT_MAX),
-               NULL;
-    return json_pack("{s:s, s:I}", "action", action, "timeout",
-                     t && json_is_integer(t) ? json_integer_value(t) : (json_int_t)0);
-}
-
-int pe_daemon_idle_create_check(json_t *in, pe_err *err)
-{
-    json_t *v = json_object_get(in, "idlePolicy"), *p;
-
-    if (v == NULL || json_is_null(v))
-        return 0;
-    p = parse(v, err);
-    if (p == NULL)
-        return pe_err_prefix(err, "idlePolicy");
-    json_object_set_new(in, "idlePolicy", p);
-    return 0;
-}
-
-int pe_daemon_idle_create_store(pe_store *s, const char *id, const json_t *in, pe_err *err)
-{
-    const json_t *p = json_object_get(in, "idlePolicy");
-
-    if (p == NULL || json_is_null(p))
-        return 0;
-    return pe_store_idle_put(s, id, json_string_value(json_object_get(p, "action")),
-                             json_integer_value(json_object_get(p, "timeout")), err);
-}
-
 static json_t *view(pe_daemon *d, const pe_store_idle *p)
 {
     const char *action = p ? p->action : PE_IDLE_STOP;
@@ -132,7 +86,7 @@ static void put_handler(pe_xrpc_request *req, void *ud)
     if (did == NULL)
         return;
     pe_err_clear(&err);
-    in = parse(req->body, &err);
+    in = pe_daemon_idle_parse(req->body, &err);
     if (in == NULL) {
         pe_xrpc_respond_err(req, &err);
         return;

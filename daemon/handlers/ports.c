@@ -33,7 +33,7 @@
 #include "ports.h"
 #include "pocketenv/store-ports.h"
 #include "records.h"
-#include "transfer.h"
+#include "sandbox-find.h"
 
 #define SANDBOX_NOT_FOUND "SandboxNotFound"
 #define DESCRIPTION_MAX 1000
@@ -44,36 +44,7 @@
 #define VSCODE_PORT 13337
 #define VSCODE_BIND "0.0.0.0:13337"
 #define VSCODE_SETTLE_MS 1000
-#define NAME_IN_HOST_MAX 40 /* keeps <port>-<name>-<tag> a host label (<= 63) */
-#define CODE_TTL 60         /* seconds a sign-in link works, once */
-
-/* Names that can stand in a host label as they are: letters, digits and
- * inner dashes (a dot would split the label, '_' is not for host names). */
-static bool name_fits_host(const char *name)
-{
-    size_t n = strlen(name);
-
-    if (n == 0 || n > NAME_IN_HOST_MAX || name[0] == '-' || name[n - 1] == '-')
-        return false;
-    for (const char *c = name; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-              *c == '-'))
-            return false;
-    return true;
-}
-
-char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port)
-{
-    unsigned dport = pe_http_server_port(d->srv);
-
-    if (!name_fits_host(name))
-        return pe_xasprintf("http://%d-%s.localhost:%u/", port, tag, dport);
-    cleanup_free char *lower = pe_xstrdup(name);
-    for (char *c = lower; *c; c++)
-        if (*c >= 'A' && *c <= 'Z')
-            *c = (char)(*c - 'A' + 'a');
-    return pe_xasprintf("http://%d-%s-%s.localhost:%u/", port, lower, tag, dport);
-}
+#define CODE_TTL 60 /* seconds a sign-in link works, once */
 
 /* remote: the sandbox runs on a provider. A row with a preview URL is
  * served at the provider's (its own rules); one without, by our proxy

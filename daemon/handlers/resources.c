@@ -434,5 +434,5 @@ int pe_daemon_register_resources(pe_daemon *d, pe_err *err)
     for (size_t i = 0; i < PE_ARRAY_LEN(routes); i++)
         if (pe_xrpc_register(d->srv, routes[i].nsid, routes[i].fn, d, err) < 0)
             return -1;
-    return pe_daemon_register_volumes(d, err);
+    return 0;
 }

@@ -40,12 +40,14 @@ void pe_store_node_list_free(pe_store_node *list, size_t n);
  * PE_EEXIST. */
 int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err *err);
 /* The channel of NOTIFY/LISTEN on which a node's id is sent when it
- * leaves (PostgreSQL). */
+ * starts, leaves, or is drained or undrained (PostgreSQL; the store's
+ * triggers send it: pocketenv/store-listen.h). */
 #define PE_STORE_NODES_CHANNEL "pocketenv_nodes"
 
 /* Node id stops cleanly: its lease ends now (lease_until 0, kept so until
  * it registers again with restart set; renewals do not bring it back),
- * and its id is sent on PE_STORE_NODES_CHANNEL. PostgreSQL only. */
+ * and its id is sent on PE_STORE_NODES_CHANNEL (by the store's trigger).
+ * PostgreSQL only. */
 int pe_store_node_leave(pe_store *s, const char *id, pe_err *err);
 /* A node that is down (lease over before now_ms) gives up its name: it
  * becomes "NAME~ID", so a host rebuilt with a new node id can take it.

@@ -193,31 +193,35 @@ static const pe_xrpc_prop p70[] = {
 };
 static const pe_xrpc_schema s71 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p70, .n_props = 1};
 static const pe_xrpc_prop p72[] = {
+    {.name = "snapshot", .required = 1, .schema = &s38},
+};
+static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 1};
+static const pe_xrpc_prop p74[] = {
     {.name = "keepAlive", .schema = &s2},
     {.name = "repo", .schema = &s7},
 };
-static const pe_xrpc_schema s73 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p72, .n_props = 2};
-static const pe_xrpc_schema s74 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
-static const pe_xrpc_prop p75[] = {
-    {.name = "port", .required = 1, .schema = &s74},
-};
-static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p75, .n_props = 1};
+static const pe_xrpc_schema s75 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p74, .n_props = 2};
+static const pe_xrpc_schema s76 = {.type = PE_XRPC_T_INTEGER, .has_min = 1, .minimum = 1024LL, .has_max = 1, .maximum = 65535LL, .min_length = -1, .max_length = -1};
 static const pe_xrpc_prop p77[] = {
+    {.name = "port", .required = 1, .schema = &s76},
+};
+static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 1};
+static const pe_xrpc_prop p79[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "sandboxId", .schema = &s7},
     {.name = "value", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s78 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p77, .n_props = 3};
-static const pe_xrpc_schema s79 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s78};
-static const pe_xrpc_prop p80[] = {
+static const pe_xrpc_schema s80 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p79, .n_props = 3};
+static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s80};
+static const pe_xrpc_prop p82[] = {
     {.name = "name", .required = 1, .schema = &s7},
     {.name = "path", .schema = &s7},
     {.name = "readOnly", .schema = &s2},
     {.name = "sandboxId", .schema = &s7},
 };
-static const pe_xrpc_schema s81 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p80, .n_props = 4};
-static const pe_xrpc_schema s82 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s81};
-static const pe_xrpc_prop p83[] = {
+static const pe_xrpc_schema s83 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p82, .n_props = 4};
+static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s83};
+static const pe_xrpc_prop p85[] = {
     {.name = "description", .schema = &s7},
     {.name = "disk", .schema = &s27},
     {.name = "files", .schema = &s9},
@@ -225,60 +229,60 @@ static const pe_xrpc_prop p83[] = {
     {.name = "name", .schema = &s29},
     {.name = "readme", .schema = &s32},
     {.name = "repo", .schema = &s32},
-    {.name = "secrets", .schema = &s79},
+    {.name = "secrets", .schema = &s81},
     {.name = "topics", .schema = &s34},
     {.name = "variables", .schema = &s61},
     {.name = "vcpus", .schema = &s3},
-    {.name = "volumes", .schema = &s82},
+    {.name = "volumes", .schema = &s84},
 };
-static const pe_xrpc_schema s84 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p83, .n_props = 12};
-static const pe_xrpc_prop p85[] = {
-    {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s78},
-};
-static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 2};
+static const pe_xrpc_schema s86 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p85, .n_props = 12};
 static const pe_xrpc_prop p87[] = {
+    {.name = "redacted", .schema = &s7},
+    {.name = "secret", .required = 1, .schema = &s80},
+};
+static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 2};
+static const pe_xrpc_prop p89[] = {
     {.name = "id", .required = 1, .schema = &s7},
     {.name = "redacted", .schema = &s7},
-    {.name = "secret", .required = 1, .schema = &s78},
+    {.name = "secret", .required = 1, .schema = &s80},
 };
-static const pe_xrpc_schema s88 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p87, .n_props = 3};
-static const pe_xrpc_prop p89[] = {
+static const pe_xrpc_schema s90 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p89, .n_props = 3};
+static const pe_xrpc_prop p91[] = {
     {.name = "sandboxId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_schema s90 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
-static const pe_xrpc_prop p91[] = {
+static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_ARRAY, .min_length = -1, .max_length = -1, .items = &s22};
+static const pe_xrpc_prop p93[] = {
     {.name = "command", .required = 1, .schema = &s7},
     {.name = "description", .schema = &s7},
     {.name = "name", .required = 1, .schema = &s7},
-    {.name = "ports", .schema = &s90},
+    {.name = "ports", .schema = &s92},
 };
-static const pe_xrpc_schema s92 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p91, .n_props = 4};
-static const pe_xrpc_prop p93[] = {
-    {.name = "service", .required = 1, .schema = &s92},
-};
-static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 1};
+static const pe_xrpc_schema s94 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p93, .n_props = 4};
 static const pe_xrpc_prop p95[] = {
+    {.name = "service", .required = 1, .schema = &s94},
+};
+static const pe_xrpc_schema s96 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p95, .n_props = 1};
+static const pe_xrpc_prop p97[] = {
     {.name = "serviceId", .required = 1, .schema = &s7},
 };
-static const pe_xrpc_prop p96[] = {
-    {.name = "variable", .required = 1, .schema = &s78},
-};
-static const pe_xrpc_schema s97 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p96, .n_props = 1};
 static const pe_xrpc_prop p98[] = {
-    {.name = "id", .required = 1, .schema = &s7},
-    {.name = "variable", .required = 1, .schema = &s78},
+    {.name = "variable", .required = 1, .schema = &s80},
 };
-static const pe_xrpc_schema s99 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p98, .n_props = 2};
+static const pe_xrpc_schema s99 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p98, .n_props = 1};
 static const pe_xrpc_prop p100[] = {
-    {.name = "volume", .required = 1, .schema = &s81},
-};
-static const pe_xrpc_schema s101 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p100, .n_props = 1};
-static const pe_xrpc_prop p102[] = {
     {.name = "id", .required = 1, .schema = &s7},
-    {.name = "volume", .required = 1, .schema = &s81},
+    {.name = "variable", .required = 1, .schema = &s80},
 };
-static const pe_xrpc_schema s103 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p102, .n_props = 2};
+static const pe_xrpc_schema s101 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p100, .n_props = 2};
+static const pe_xrpc_prop p102[] = {
+    {.name = "volume", .required = 1, .schema = &s83},
+};
+static const pe_xrpc_schema s103 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p102, .n_props = 1};
+static const pe_xrpc_prop p104[] = {
+    {.name = "id", .required = 1, .schema = &s7},
+    {.name = "volume", .required = 1, .schema = &s83},
+};
+static const pe_xrpc_schema s105 = {.type = PE_XRPC_T_OBJECT, .min_length = -1, .max_length = -1, .props = p104, .n_props = 2};
 
 const pe_xrpc_method pe__xrpc_methods[] = {
     {.nsid = "io.pocketenv.actor.getActorSandboxes",
@@ -551,11 +555,17 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .n_params = 0,
      .input = &s71,
      .input_encoding = "application/json"},
-    {.nsid = "io.pocketenv.sandbox.startSandbox",
+    {.nsid = "io.pocketenv.sandbox.restoreSnapshot",
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
      .input = &s73,
+     .input_encoding = "application/json"},
+    {.nsid = "io.pocketenv.sandbox.startSandbox",
+     .kind = PE_XRPC_PROCEDURE,
+     .params = p12,
+     .n_params = 1,
+     .input = &s75,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.stopSandbox",
      .kind = PE_XRPC_PROCEDURE,
@@ -567,19 +577,19 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = p12,
      .n_params = 1,
-     .input = &s76,
+     .input = &s78,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.sandbox.updateSandboxSettings",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s84,
+     .input = &s86,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.addSecret",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s86,
+     .input = &s88,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.secret.deleteSecret",
      .kind = PE_XRPC_PROCEDURE,
@@ -603,7 +613,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s88,
+     .input = &s90,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.server.getPublicKey",
      .kind = PE_XRPC_QUERY,
@@ -613,57 +623,57 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.addService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p89,
+     .params = p91,
      .n_params = 1,
-     .input = &s94,
+     .input = &s96,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.service.deleteService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServiceLogs",
      .kind = PE_XRPC_QUERY,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.getServices",
      .kind = PE_XRPC_QUERY,
-     .params = p89,
+     .params = p91,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.restartService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.startService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.stopService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
      .input = NULL,
      .input_encoding = NULL},
     {.nsid = "io.pocketenv.service.updateService",
      .kind = PE_XRPC_PROCEDURE,
-     .params = p95,
+     .params = p97,
      .n_params = 1,
-     .input = &s94,
+     .input = &s96,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.addVariable",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s97,
+     .input = &s99,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.variable.deleteVariable",
      .kind = PE_XRPC_PROCEDURE,
@@ -687,13 +697,13 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s99,
+     .input = &s101,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.addVolume",
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s101,
+     .input = &s103,
      .input_encoding = "application/json"},
     {.nsid = "io.pocketenv.volume.deleteVolume",
      .kind = PE_XRPC_PROCEDURE,
@@ -717,7 +727,7 @@ const pe_xrpc_method pe__xrpc_methods[] = {
      .kind = PE_XRPC_PROCEDURE,
      .params = NULL,
      .n_params = 0,
-     .input = &s103,
+     .input = &s105,
      .input_encoding = "application/json"},
 };
 

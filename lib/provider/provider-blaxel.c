@@ -12,7 +12,9 @@
  * encoded (so absolute), bytes written as multipart. No PTY (its terminal WebSocket is not used
  * yet), no stdin. A port's preview is a Blaxel preview object of its own
  * (`port-N`, public: how a token is sent to a private one is not in the
- * sources), made on first use and read back after: docs/providers.md. */
+ * sources), made on first use and read back after: docs/providers.md.
+ * Snapshots are workspace objects: taken, deleted, forked into a new
+ * sandbox, and restored onto their own sandbox in place. */
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -151,18 +153,33 @@ static char *bl_name(const pe_provider_spec *spec)
     return name;
 }
 
-static int bl_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
+/* The environment as Blaxel's [{name, value}]. */
+static json_t *bl_envs(char *const *env)
 {
-    json_t *envs = json_array(), *ports = json_array(), *runtime, *body, *v = NULL;
-    char *url = pe__provider_url(p, "/sandboxes");
-    int r;
+    json_t *envs = json_array();
 
-    for (char *const *e = spec->env; e && *e; e++) {
+    for (char *const *e = env; e && *e; e++) {
         const char *eq = strchr(*e, '=');
         if (eq)
             json_array_append_new(
                 envs, json_pack("{s:s%, s:s}", "name", *e, (size_t)(eq - *e), "value", eq + 1));
     }
+    return envs;
+}
+
+static int bl_create_from(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err);
+
+static int bl_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
+{
+    json_t *envs, *ports, *runtime, *body, *v = NULL;
+    char *url;
+    int r;
+
+    if (spec->snapshot)
+        return bl_create_from(p, spec, id, err);
+    envs = bl_envs(spec->env);
+    ports = json_array();
+    url = pe__provider_url(p, "/sandboxes");
     for (size_t i = 0; i < spec->n_ports; i++)
         json_array_append_new(
             ports, json_pack("{s:i, s:s}", "target", spec->ports[i], "protocol", "HTTP"));
@@ -600,10 +617,160 @@ static int bl_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
     return 0;
 }
 
+/* ---- snapshots (the SDK's sandbox.snapshots, Snapshot.fork; docs
+ * "Snapshots and forking") ----
+ *
+ * A snapshot is a workspace object that outlives its sandbox: taken with
+ * POST /sandboxes/{name}/snapshots (the nested call names it itself),
+ * usable once GET /snapshots/{id} says "ready"; its id is what the
+ * workspace calls take (the SDK's Snapshot.get/delete/fork pass the id).
+ * A sandbox from one is POST /snapshots/{id}/fork {targetName,
+ * targetType: "sandbox", envs}: it runs the snapshot's image, memory and
+ * ports, with envs on top. A restore (POST /sandboxes/{name}/snapshots/
+ * {id}/restore) rebuilds the same sandbox from one of its snapshots; it
+ * answers before the sandbox is back, so we wait for DEPLOYED. */
+
+static int bl_snap_probe(pe_provider *p, const char *snap, void *ud, pe_err *err)
+{
+    char *es = pe__url_escape(snap), *url = pe__provider_url(p, "/snapshots/%s", es);
+    json_t *v = NULL;
+    const char *st;
+    int r;
+
+    (void)ud;
+    r = bl_json(p, "GET", url, NULL, true, JSON_OBJECT, &v, "get a snapshot", err);
+    free(es);
+    free(url);
+    if (r < 0)
+        return -1;
+    st = json_string_value(json_object_get(v, "status"));
+    r = st && strcmp(st, "ready") == 0 ? 1 : 0;
+    if (st && strcmp(st, "failed") == 0)
+        r = pe__provider_fail(p, err, PE_EREMOTE, NAME ": snapshot %s failed", snap);
+    json_decref(v);
+    return r;
+}
+
+static int bl_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
+                              pe_err *err)
+{
+    char *en = pe__url_escape(id), *url = pe__provider_url(p, "/sandboxes/%s/snapshots", en);
+    json_t *body = json_object(), *v = NULL;
+    const char *sid;
+    int r;
+
+    (void)name; /* the nested call names the snapshot itself; we keep its id */
+    /* not idempotent: a second POST makes a second snapshot */
+    r = bl_json(p, "POST", url, body, false, JSON_OBJECT, &v, "snapshot a sandbox", err);
+    json_decref(body);
+    free(en);
+    free(url);
+    if (r < 0)
+        return -1;
+    sid = json_string_value(json_object_get(v, "id"));
+    if (sid == NULL || sid[0] == '\0' || strlen(sid) > 128 || strchr(sid, '/')) {
+        json_decref(v);
+        return pe__provider_fail(p, err, PE_EREMOTE, NAME " answered a snapshot without an id");
+    }
+    *snap_id = pe_xstrdup(sid);
+    json_decref(v);
+    if (pe__provider_poll(p, *snap_id, "ready", bl_snap_probe, NULL, err) < 0) {
+        free(*snap_id);
+        *snap_id = NULL;
+        return pe_err_prefix(err, "snapshot a sandbox");
+    }
+    return 0;
+}
+
+static int bl_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
+{
+    char *es = pe__url_escape(snap_id), *url = pe__provider_url(p, "/snapshots/%s", es);
+    int r = bl_json(p, "DELETE", url, NULL, true, 0, NULL, "delete a snapshot", err);
+
+    free(es);
+    free(url);
+    return r;
+}
+
+/* A fork runs with the memory its snapshot records (spec.memory, MB):
+ * asking another is refused, never dropped; asking the same is what it
+ * gets. true (err set) when it differs or cannot be read. */
+static bool bl_snap_memory_differs(pe_provider *p, const pe_provider_spec *spec, pe_err *err)
+{
+    char *es = pe__url_escape(spec->snapshot), *url = pe__provider_url(p, "/snapshots/%s", es);
+    json_int_t want = (json_int_t)((spec->memory_bytes + (1 << 20) - 1) >> 20), has;
+    json_t *v = NULL;
+    int r = bl_json(p, "GET", url, NULL, true, JSON_OBJECT, &v, "get a snapshot", err);
+
+    free(es);
+    free(url);
+    if (r < 0)
+        return true;
+    has = json_integer_value(json_object_get(json_object_get(v, "spec"), "memory"));
+    json_decref(v);
+    if (has == want)
+        return false;
+    pe_err_set(err, PE_ENOTCAP, 0,
+               "not supported by " NAME ": memory size of a sandbox from a snapshot (it runs with "
+               "its snapshot's, %lld MB)",
+               (long long)has);
+    return true;
+}
+
+static int bl_create_from(pe_provider *p, const pe_provider_spec *spec, char **id, pe_err *err)
+{
+    char *es, *url;
+    json_t *body, *v = NULL;
+    int r;
+
+    /* a fork runs with its snapshot's image and memory: none can be asked */
+    if (spec->image)
+        return pe_err_set(err, PE_ENOTCAP, 0,
+                          "not supported by " NAME ": choice of image of a sandbox from a "
+                          "snapshot (it runs its snapshot's)");
+    if (spec->memory_bytes && bl_snap_memory_differs(p, spec, err))
+        return -1;
+    es = pe__url_escape(spec->snapshot);
+    url = pe__provider_url(p, "/snapshots/%s/fork", es);
+    *id = bl_name(spec);
+    body = json_pack("{s:s, s:s, s:o}", "targetName", *id, "targetType", "sandbox", "envs",
+                     bl_envs(spec->env));
+    /* not idempotent: the name is new, and a second POST would fail on it */
+    r = bl_json(p, "POST", url, body, false, JSON_OBJECT, &v, "create a sandbox from a snapshot",
+                err);
+    json_decref(body);
+    json_decref(v);
+    free(es);
+    free(url);
+    if (r < 0) {
+        free(*id);
+        *id = NULL;
+        return -1;
+    }
+    return pe__provider_create_settle(p, id, "DEPLOYED", bl_probe, NULL, err);
+}
+
+static int bl_snapshot_restore(pe_provider *p, const char *id, const char *snap_id, pe_err *err)
+{
+    char *en = pe__url_escape(id), *es = pe__url_escape(snap_id);
+    char *url = pe__provider_url(p, "/sandboxes/%s/snapshots/%s/restore", en, es);
+    int r = bl_json(p, "POST", url, NULL, false, JSON_OBJECT, NULL, "restore a snapshot", err);
+
+    free(en);
+    free(es);
+    free(url);
+    if (r < 0)
+        return -1;
+    return pe__provider_poll(p, id, "DEPLOYED", bl_probe, NULL, err) < 0
+               ? pe_err_prefix(err, "restore a snapshot")
+               : 0;
+}
+
 const pe_provider_ops pe__provider_blaxel = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_MEMORY,
-    .caps = PE_CAP_STOP | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
+    .caps = PE_CAP_STOP | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW | PE_CAP_SNAPSHOT |
+            PE_CAP_SNAPSHOT_BASE | PE_CAP_SNAPSHOT_RESTORE,
     .open = bl_open,
     .create = bl_create,
     .start = bl_start,
@@ -616,4 +783,7 @@ const pe_provider_ops pe__provider_blaxel = {
     .file_list = bl_file_list,
     .file_remove = bl_file_remove,
     .preview = bl_preview,
+    .snapshot_create = bl_snapshot_create,
+    .snapshot_delete = bl_snapshot_delete,
+    .snapshot_restore = bl_snapshot_restore,
 };

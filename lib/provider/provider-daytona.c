@@ -672,7 +672,7 @@ const pe_provider_ops pe__provider_daytona = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW |
-            PE_CAP_SNAPSHOT,
+            PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_BASE,
     .open = dt_open,
     .create = dt_create,
     .start = dt_start,

@@ -746,7 +746,7 @@ const pe_provider_ops pe__provider_e2b = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
-            PE_CAP_PREVIEW | PE_CAP_SNAPSHOT | PE_CAP_PAUSE,
+            PE_CAP_PREVIEW | PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_BASE | PE_CAP_PAUSE,
     .open = e2_open,
     .create = e2_create,
     .start = e2_start,

@@ -7,6 +7,7 @@
  * wakes it): stop and start succeed and do nothing, and the disk stays.
  * One HTTP port (8080) is routed, and its URL wants the Sprites token:
  * preview says so (needs_credential) instead of handing the token out.
+ * Snapshots are checkpoints, restored onto their own sprite only (below).
  * Threading as provider.h; nothing kept between calls. */
 #include <stdio.h>
 #include <string.h>
@@ -365,11 +366,150 @@ static int sp_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
     return 0;
 }
 
+/* ---- checkpoints (reference 3.6, the SDK's createCheckpoint,
+ * listCheckpoints, restoreCheckpoint) ----
+ *
+ * A checkpoint is a copy of one sprite's disk that restores that sprite
+ * only, in place: POST /v1/sprites/{n}/checkpoint {comment} answers NDJSON
+ * progress ending in "complete" (or "error"); its id ("v3") is read back
+ * from GET …/checkpoints by the comment we gave it (the stream's text is
+ * prose, not an API). There is no sprite made from a checkpoint (so no
+ * sandbox from a snapshot, no fork) and no call to delete one: it goes
+ * with its sprite. Our snapshot id is "SPRITE/CHECKPOINT", so a restore
+ * can refuse another sprite's. */
+
+#define CKPT_BODY_MAX (1u << 20)
+
+/* The NDJSON answer of a checkpoint or a restore: ok once "complete" is
+ * there, else the "error" line's text (or that it never completed). */
+static int sp_ndjson_done(pe_provider *p, const pe__presp *rs, const char *what, pe_err *err)
+{
+    const char *line = rs->body, *end = rs->body + rs->len;
+    bool complete = false;
+
+    while (line < end) {
+        const char *nl = memchr(line, '\n', (size_t)(end - line));
+        size_t n = nl ? (size_t)(nl - line) : (size_t)(end - line);
+        json_t *v = json_loadb(line, n, 0, NULL);
+        const char *type = json_string_value(json_object_get(v, "type"));
+        if (type && strcmp(type, "error") == 0) {
+            const char *e = json_string_value(json_object_get(v, "error"));
+            pe__provider_fail(p, err, PE_EREMOTE, NAME ": %s: %.200s", what, e ? e : "failed");
+            json_decref(v);
+            return -1;
+        }
+        complete = complete || (type && strcmp(type, "complete") == 0);
+        json_decref(v);
+        line += n + 1;
+    }
+    return complete ? 0
+                    : pe__provider_fail(p, err, PE_EREMOTE,
+                                        NAME ": %s: the answer ended unfinished", what);
+}
+
+static int sp_ndjson_post(pe_provider *p, const char *url, const char *body, const char *what,
+                          pe_err *err)
+{
+    pe__preq rq = {.method = "POST",
+                   .url = url,
+                   .content_type = "application/json",
+                   .body = body,
+                   .body_len = strlen(body),
+                   .max = CKPT_BODY_MAX};
+    pe__presp rs;
+    int r = pe__provider_http(p, &rq, &rs, what, err);
+
+    if (r == 0)
+        r = sp_ndjson_done(p, &rs, what, err);
+    pe__presp_free(&rs);
+    return r;
+}
+
+/* The id of sprite id's checkpoint whose comment is comment. */
+static char *sp_checkpoint_by_comment(pe_provider *p, const char *id, const char *comment,
+                                      pe_err *err)
+{
+    char *eid = pe__url_escape(id), *url = pe__provider_url(p, "/v1/sprites/%s/checkpoints", eid);
+    json_t *arr = NULL, *e;
+    char *found = NULL;
+    size_t i;
+
+    if (sp_json(p, "GET", url, NULL, true, JSON_ARRAY, &arr, "list checkpoints", err) == 0) {
+        json_array_foreach(arr, i, e)
+        {
+            const char *c = json_string_value(json_object_get(e, "comment"));
+            const char *cid = json_string_value(json_object_get(e, "id"));
+            if (c && cid && strcmp(c, comment) == 0 && cid[0] && strlen(cid) <= 128 &&
+                !strchr(cid, '/'))
+                found = pe_xstrdup(cid);
+        }
+        if (found == NULL)
+            pe__provider_fail(p, err, PE_EREMOTE, NAME " did not list the checkpoint it made");
+    }
+    json_decref(arr);
+    free(eid);
+    free(url);
+    return found;
+}
+
+static int sp_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
+                              pe_err *err)
+{
+    char *eid = pe__url_escape(id), *url = pe__provider_url(p, "/v1/sprites/%s/checkpoint", eid);
+    char *comment = pe_xasprintf("pocketenv %s", name), *body, *cid = NULL;
+    json_t *b = json_pack("{s:s}", "comment", comment);
+    int r;
+
+    body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    /* not idempotent: a second POST makes a second checkpoint */
+    r = sp_ndjson_post(p, url, body, "checkpoint a sprite", err);
+    if (r == 0 && (cid = sp_checkpoint_by_comment(p, id, comment, err)) == NULL)
+        r = -1;
+    if (r == 0)
+        *snap_id = pe_xasprintf("%s/%s", id, cid);
+    free(cid);
+    free(body);
+    free(comment);
+    free(eid);
+    free(url);
+    return r;
+}
+
+/* Sprites has no call to delete one checkpoint: it is kept with its
+ * sprite, and goes when the sprite is deleted (docs/providers.md). */
+static int sp_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
+{
+    (void)p;
+    (void)snap_id;
+    (void)err;
+    return 0;
+}
+
+static int sp_snapshot_restore(pe_provider *p, const char *id, const char *snap_id, pe_err *err)
+{
+    size_t n = strlen(id);
+    char *eid, *ec, *url;
+    int r;
+
+    if (strncmp(snap_id, id, n) != 0 || snap_id[n] != '/' || snap_id[n + 1] == '\0')
+        return pe_err_set(err, PE_EINVAL, 0,
+                          NAME ": a checkpoint restores only the sprite it was taken of");
+    eid = pe__url_escape(id);
+    ec = pe__url_escape(snap_id + n + 1);
+    url = pe__provider_url(p, "/v1/sprites/%s/checkpoints/%s/restore", eid, ec);
+    r = sp_ndjson_post(p, url, "", "restore a checkpoint", err);
+    free(eid);
+    free(ec);
+    free(url);
+    return r;
+}
+
 const pe_provider_ops pe__provider_sprites = {
     .name = NAME,
     .takes = PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_STDIN | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE |
-            PE_CAP_PREVIEW,
+            PE_CAP_PREVIEW | PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_RESTORE,
     .open = sp_open,
     .create = sp_create,
     .start = sp_start,
@@ -382,4 +522,7 @@ const pe_provider_ops pe__provider_sprites = {
     .file_list = sp_file_list,
     .file_remove = sp_file_remove,
     .preview = sp_preview,
+    .snapshot_create = sp_snapshot_create,
+    .snapshot_delete = sp_snapshot_delete,
+    .snapshot_restore = sp_snapshot_restore,
 };

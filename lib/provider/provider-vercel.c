@@ -526,7 +526,7 @@ static int vc_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err)
 const pe_provider_ops pe__provider_vercel = {
     .name = NAME,
     .takes = PE_TAKES_CPU,
-    .caps = PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW | PE_CAP_SNAPSHOT,
+    .caps = PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW | PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_BASE,
     .open = vc_open,
     .create = vc_create,
     .stop = vc_stop,

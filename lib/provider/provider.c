@@ -42,8 +42,19 @@ const char *const pe_provider_adapters[] = {"blaxel",  "cloudflare", "daytona", 
                                             "sprites", "vercel",     NULL};
 
 static const char *const cap_names[] = {
-    "stop",    "pty",   "stdin",    "file-list", "file-remove", "tar",
-    "preview", "pause", "snapshot", "volumes",   "services",
+    "stop",
+    "pty",
+    "stdin",
+    "file-list",
+    "file-remove",
+    "tar",
+    "preview",
+    "pause",
+    "snapshot",
+    "volumes",
+    "services",
+    "snapshot-base",
+    "snapshot-restore",
 };
 
 const char *pe_provider_cap_name(unsigned cap)
@@ -160,8 +171,8 @@ const char *pe_provider_spec_refused(const pe_provider_ops *ops, const pe_provid
 {
     if (spec->image && spec->image[0] && !(ops->takes & PE_TAKES_IMAGE))
         return "choice of image";
-    if (spec->snapshot && !(ops->caps & PE_CAP_SNAPSHOT))
-        return "snapshot";
+    if (spec->snapshot && !(ops->caps & PE_CAP_SNAPSHOT_BASE))
+        return "snapshot-base";
     if (spec->cpu_millis > 0 && !(ops->takes & PE_TAKES_CPU))
         return "cpu size";
     if (spec->memory_bytes > 0 && !(ops->takes & PE_TAKES_MEMORY))
@@ -238,6 +249,12 @@ int pe_provider_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err
 {
     NEED(p, PE_CAP_SNAPSHOT);
     return p->ops->snapshot_delete(p, snap_id, err);
+}
+
+int pe_provider_snapshot_restore(pe_provider *p, const char *id, const char *snap_id, pe_err *err)
+{
+    NEED(p, PE_CAP_SNAPSHOT_RESTORE);
+    return p->ops->snapshot_restore(p, id, snap_id, err);
 }
 
 int pe_provider_exec_start(pe_provider *p, const char *id, const pe_provider_exec_opts *o,

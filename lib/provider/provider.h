@@ -44,10 +44,17 @@ enum pe_provider_cap {
     PE_CAP_TAR = 1u << 5,         /* tar_in / tar_out */
     PE_CAP_PREVIEW = 1u << 6,     /* preview (any port, or the one it routes) */
     PE_CAP_PAUSE = 1u << 7,       /* pause / resume (memory kept) */
-    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete, create from one */
+    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete */
     PE_CAP_VOLUMES = 1u << 9,     /* volumes mounted at create */
     PE_CAP_SERVICES = 1u << 10,   /* supervised services */
+    /* A new sandbox from a snapshot (spec.snapshot), so a fork: the
+     * snapshot outlives its sandbox. Sprites' checkpoints cannot. */
+    PE_CAP_SNAPSHOT_BASE = 1u << 11,
+    /* snapshot_restore: a sandbox back to one of its own snapshots, in
+     * place (same id; what it wrote since is gone). */
+    PE_CAP_SNAPSHOT_RESTORE = 1u << 12,
 };
+#define PE_CAP_LAST PE_CAP_SNAPSHOT_RESTORE
 
 /* What a create can choose (pe_provider_ops.takes): a spec field set for
  * one an adapter does not take is refused by pe_provider_create ("not
@@ -108,7 +115,7 @@ typedef struct pe_provider_spec {
     const char *name;  /* our sandbox id: a label or the remote name */
     const char *image; /* image / snapshot / template; NULL: default */
     /* A snapshot of the provider's (snapshot_create's id) to make the
-     * sandbox from, instead of image (PE_CAP_SNAPSHOT); NULL: none. */
+     * sandbox from, instead of image (PE_CAP_SNAPSHOT_BASE); NULL: none. */
     const char *snapshot;
     char *const *env;                             /* "K=V", NULL-terminated; may be NULL */
     int64_t memory_bytes, cpu_millis, disk_bytes; /* 0: provider default */
@@ -272,6 +279,9 @@ typedef struct pe_provider_ops {
     int (*snapshot_create)(pe_provider *p, const char *id, const char *name, char **snap_id,
                            pe_err *err);
     int (*snapshot_delete)(pe_provider *p, const char *snap_id, pe_err *err);
+    /* PE_CAP_SNAPSHOT_RESTORE: sandbox id's files back to snap_id (one of
+     * its own snapshots), in place; returns once it runs again. */
+    int (*snapshot_restore)(pe_provider *p, const char *id, const char *snap_id, pe_err *err);
 } pe_provider_ops;
 
 struct pe_provider {
@@ -319,6 +329,9 @@ int pe_provider_resume(pe_provider *p, const char *id, pe_err *err);
 int pe_provider_snapshot_create(pe_provider *p, const char *id, const char *name, char **snap_id,
                                 pe_err *err);
 int pe_provider_snapshot_delete(pe_provider *p, const char *snap_id, pe_err *err);
+/* PE_ENOTCAP "not supported by NAME: snapshot-restore" without
+ * PE_CAP_SNAPSHOT_RESTORE. */
+int pe_provider_snapshot_restore(pe_provider *p, const char *id, const char *snap_id, pe_err *err);
 
 /* One-shot: run, collect output (bounded), return the exit code. Falls
  * back to exec_start when the adapter has no one-shot call of its own. */

@@ -39,6 +39,7 @@ static void remote_clear(pe_sandbox_remote *r)
     free(r->project);
     free(r->kubeconfig);
     free(r->preview_url);
+    free(r->preview_ca_file);
     memset(r, 0, sizeof(*r));
 }
 
@@ -100,9 +101,9 @@ static int opt_ports(const char *path, const char *name, json_t *o, pe_sandbox_r
 static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_remote *r,
                     pe_err *err)
 {
-    static const char *const known[] = {"url",        "key",       "org",
-                                        "project",    "timeoutMs", "createTimeoutMs",
-                                        "kubeconfig", "ports",     "previewUrl"};
+    static const char *const known[] = {
+        "url",        "key",   "org",        "project",      "timeoutMs", "createTimeoutMs",
+        "kubeconfig", "ports", "previewUrl", "previewCaFile"};
     const pe_provider_ops *ops = pe_provider_lookup(name);
     const char *k;
     json_t *v;
@@ -119,7 +120,7 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         if (!ok)
             return pe_err_set(err, PE_EINVAL, 0,
                               "%s: %s: unknown field '%.64s' (url, key, org, project, timeoutMs, "
-                              "createTimeoutMs, kubeconfig, ports, previewUrl)",
+                              "createTimeoutMs, kubeconfig, ports, previewUrl, previewCaFile)",
                               path, name, k);
     }
     r->name = pe_xstrdup(name);
@@ -131,7 +132,8 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         opt_ms(path, name, o, "createTimeoutMs", &r->create_timeout_ms, err) < 0 ||
         opt_str(path, name, o, "kubeconfig", &r->kubeconfig, err) < 0 ||
         opt_ports(path, name, o, r, err) < 0 ||
-        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0)
+        opt_str(path, name, o, "previewUrl", &r->preview_url, err) < 0 ||
+        opt_str(path, name, o, "previewCaFile", &r->preview_ca_file, err) < 0)
         return -1;
     /* the adapters whose preview host is a pattern of the sandbox's */
     if (r->preview_url && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
@@ -141,6 +143,18 @@ static int load_one(const char *path, const char *name, json_t *o, pe_sandbox_re
         strncmp(r->preview_url, "https://", 8) != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewUrl must be http:// or https://", path,
                           name);
+    /* CAs (PEM) the preview proxy trusts, besides the system's, for this
+     * provider's https:// preview hosts only (a private or test CA vouches
+     * for no other provider's hosts) */
+    if (r->preview_ca_file && strcmp(name, "hopx") != 0 && strcmp(name, "runloop") != 0)
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewCaFile: only hopx and runloop take one",
+                          path, name);
+    if (r->preview_ca_file && r->preview_ca_file[0] != '/')
+        return pe_err_set(err, PE_EINVAL, 0, "%s: %s.previewCaFile must be an absolute path", path,
+                          name);
+    if (r->preview_ca_file && access(r->preview_ca_file, R_OK) < 0)
+        return pe_err_set(err, PE_ESYS, errno, "%s: %s.previewCaFile %s", path, name,
+                          r->preview_ca_file);
     if (r->kubeconfig && strcmp(name, "kubernetes") != 0)
         return pe_err_set(err, PE_EINVAL, 0, "%s: %s.kubeconfig: only kubernetes takes one", path,
                           name);
@@ -854,26 +868,35 @@ static char *volumes_note(pe_store *s, const pe_store_sandbox *sb, const pe_prov
     return note;
 }
 
-/* Services and the Tailscale key: this daemon supervises processes and
- * runs tailscaled only in the sandboxes it runs itself. */
 /* ---- the Tailscale key of a remote sandbox ----
  *
- * Applied through exec where the image has tailscale: the key goes into a
- * file (0600, written through the provider's file call) that `tailscale up
+ * Applied through exec where the image has tailscale and tailscaled.
+ * tailscaled (userspace networking, as in our own sandboxes) runs as a
+ * unit of the daemon's supervisor (sx->unit_start: a streaming exec held
+ * open, restarted with backoff when it dies, its output kept), named
+ * "tailscaled:<id>" as a local sandbox's; its state directory keeps the
+ * node logged in across its restarts. Once it answers (`tailscale version
+ * --daemon` asks it, tried until TS_WAIT_S), the key goes into a file
+ * (0600 in a 0700 directory, written through the provider's file call,
+ * which not every adapter gives a mode: chmod after) that `tailscale up
  * --auth-key=file:` reads, never into a command line (a provider may log
  * those) nor an environment; the file is removed after, whatever came of
- * it. tailscaled is started beside it (userspace networking, as in our own
- * sandboxes) by the same exec and lives as long as the sandbox lets a
- * background process live. Nothing the commands print is kept: a stand-in
- * could echo what it was given. */
-#define TS_KEY_FILE "/run/pocketenv/tailscale-authkey"
+ * it. Nothing the commands print is kept: a stand-in could echo what it
+ * was given. */
+#define TS_KEY_DIR "/run/pocketenv"
+#define TS_KEY_FILE TS_KEY_DIR "/tailscale-authkey"
 #define TS_CHECK_S 30.0
 #define TS_UP_S 45.0
+#define TS_WAIT_S 20.0 /* for tailscaled to answer */
 /* `command -v` where the shell has it, else the usual places; `a || b &&
  * c` is `(a || b) && c` in sh */
 #define TS_CHECK                                                                                   \
     "command -v tailscale >/dev/null 2>&1 || test -e /usr/bin/tailscale || test -e "               \
     "/usr/local/bin/tailscale"
+#define TSD_CHECK                                                                                  \
+    "command -v tailscaled >/dev/null 2>&1 || test -e /usr/sbin/tailscaled || test -e "            \
+    "/usr/bin/tailscaled || test -e /usr/local/sbin/tailscaled || test -e "                        \
+    "/usr/local/bin/tailscaled"
 
 /* Run script in sb with a deadline; its exit code, -1 with err when the
  * provider failed. */
@@ -903,6 +926,56 @@ static char *ts_hostname(const char *name)
     return h;
 }
 
+/* Is the image ready for Tailscale? NULL, or the note of why not. */
+static char *ts_image(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_err e;
+    int code;
+
+    pe_err_clear(&e);
+    code = ts_run(sx, s, sb, TS_CHECK " && mkdir -p " TS_KEY_DIR " && chmod 700 " TS_KEY_DIR,
+                  TS_CHECK_S, &e);
+    if (code == 0)
+        code = ts_run(sx, s, sb, TSD_CHECK, TS_CHECK_S, &e) == 0 ? 0 : -2;
+    if (code == 0)
+        return NULL;
+    pe_log_info("event=tailscale sandbox=%s outcome=\"%s\"", sb->id,
+                code == -1   ? "exec failed"
+                : code == -2 ? "no tailscaled in the image"
+                             : "no tailscale in the image");
+    if (code == -1)
+        return pe_xasprintf("tailscale key not applied: %s", e.msg);
+    return pe_xasprintf("tailscale key not applied: no %s in the image on %s",
+                        code == -2 ? "tailscaled" : "tailscale", sb->backend);
+}
+
+/* Start tailscaled supervised and wait until it answers: 0, or -1 with
+ * err. The tries back off from 0.2 s to 1 s until the deadline. */
+static int ts_daemon(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
+{
+    static char *argv[] = {(char *)"tailscaled", (char *)"--tun=userspace-networking",
+                           (char *)"--statedir=/var/lib/tailscale", NULL};
+    cleanup_free char *unit = pe_xasprintf("tailscaled:%s", sb->id);
+    double deadline = pe_monotonic_s() + TS_WAIT_S, pause = 0.2;
+    int code;
+
+    if (sx->unit_start == NULL)
+        return pe_err_set(err, PE_EUNSUP, 0, "nothing supervises tailscaled here");
+    if (sx->unit_start(sx->unit_ud, unit, sb->id, argv, err) < 0)
+        return -1;
+    for (;;) {
+        code = ts_run(sx, s, sb, "tailscale version --daemon >/dev/null 2>&1", TS_CHECK_S, err);
+        if (code <= 0)
+            return code;
+        if (pe_monotonic_s() + pause > deadline)
+            return pe_err_set(err, PE_ETIMEDOUT, 0,
+                              "tailscaled did not answer within %.0f s (its log: unit %s)",
+                              TS_WAIT_S, unit);
+        usleep((useconds_t)(pause * 1e6));
+        pause = pause * 2 > 1.0 ? 1.0 : pause * 2;
+    }
+}
+
 /* Bring Tailscale up in remote sb with its stored key; the record's note
  * (malloc'd) when it is not applied, NULL when it is or there is no key. */
 static char *tailscale_apply(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb)
@@ -911,20 +984,18 @@ static char *tailscale_apply(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
     unsigned char *plain = NULL;
     size_t len = 0;
     pe_store_key k;
+    char *note;
     pe_err e;
     int code;
 
     pe_err_clear(&e);
     if (pe_store_key_get(s, PE_STORE_TAILSCALE_KEY, sb->id, &k, &e) < 0)
         return NULL;
-    code = ts_run(sx, s, sb, TS_CHECK " && mkdir -p /run/pocketenv", TS_CHECK_S, &e);
-    if (code != 0) {
+    if ((note = ts_image(sx, s, sb)) != NULL || ts_daemon(sx, s, sb, &e) < 0) {
         pe_store_key_clear(&k);
-        pe_log_info("event=tailscale sandbox=%s outcome=\"%s\"", sb->id,
-                    code < 0 ? "exec failed" : "no tailscale in the image");
-        return code < 0 ? pe_xasprintf("tailscale key not applied: %s", e.msg)
-                        : pe_xasprintf("tailscale key not applied: no tailscale in the image on %s",
-                                       sb->backend);
+        if (note == NULL)
+            pe_log_info("event=tailscale sandbox=%s outcome=\"%s\"", sb->id, e.msg);
+        return note ? note : pe_xasprintf("tailscale key not applied: %s", e.msg);
     }
     if (pe_auth_unseal(sx->auth, k.sealed, &plain, &len, &e) < 0) {
         pe_store_key_clear(&k);
@@ -934,8 +1005,9 @@ static char *tailscale_apply(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
     code = pe_sandbox_file_write(sx, s, sb, TS_KEY_FILE, plain, len, 0600, &e);
     pe_auth_plain_free(plain);
     if (code == 0) {
-        up = pe_xasprintf("(tailscaled --tun=userspace-networking --statedir=/var/lib/tailscale "
-                          "</dev/null >/dev/null 2>&1 &); tailscale up --auth-key=file:" TS_KEY_FILE
+        /* 0600 whether the provider's file call keeps the mode or not (its
+         * directory, 0700, kept others out meanwhile) */
+        up = pe_xasprintf("chmod 600 " TS_KEY_FILE " && tailscale up --auth-key=file:" TS_KEY_FILE
                           " --hostname=%s --timeout=30s >/dev/null 2>&1",
                           host);
         code = ts_run(sx, s, sb, up, TS_UP_S, &e);
@@ -990,10 +1062,10 @@ bool pe_sandbox_image_valid(const char *image)
 /* The request's field behind each spec field a provider may refuse. */
 static const char *request_field(const char *refused)
 {
-    return strcmp(refused, "choice of image") == 0 || strcmp(refused, "snapshot") == 0 ? "base"
-           : strcmp(refused, "cpu size") == 0                                          ? "vcpus"
-           : strcmp(refused, "memory size") == 0                                       ? "memory"
-                                                                                       : "disk";
+    return strcmp(refused, "choice of image") == 0 || strcmp(refused, "snapshot-base") == 0 ? "base"
+           : strcmp(refused, "cpu size") == 0    ? "vcpus"
+           : strcmp(refused, "memory size") == 0 ? "memory"
+                                                 : "disk";
 }
 
 /* sb's sizes (GB, as the lexicon) and image as a create's spec; PE_ENOTCAP

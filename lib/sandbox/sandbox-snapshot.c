@@ -1,6 +1,7 @@
 /* Snapshots of remote sandboxes (sandbox.h, docs/providers.md
  * "Snapshots"): taken and deleted by the sandbox's provider, through its
- * adapter's snapshot_create / snapshot_delete (PE_CAP_SNAPSHOT).
+ * adapter's snapshot_create / snapshot_delete (PE_CAP_SNAPSHOT), and
+ * restored in place by snapshot_restore (PE_CAP_SNAPSHOT_RESTORE).
  *
  * A snapshot outlives its sandbox, and the sandbox's credential goes with
  * the sandbox: so a snapshot keeps its own copy of the credential that
@@ -84,4 +85,23 @@ int pe_sandbox_snapshot_delete(pe_sandboxes *sx, const char *backend, const char
         r = 0;
     }
     return r < 0 ? pe_err_prefix(err, "delete %s at %s", label, backend) : 0;
+}
+
+int pe_sandbox_snapshot_restore(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                                const char *snap_id, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    if (!(pe_sandbox_caps(sx, sb) & PE_CAP_SNAPSHOT_RESTORE))
+        return pe_err_set(err, PE_ENOTCAP, 0, "not supported by %s: snapshot-restore", sb->backend);
+    if (pe__sandbox_remote_open(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_snapshot_restore(p, pe_sandbox_remote_id(sb), snap_id, err);
+    pe_provider_close(p);
+    if (r < 0)
+        return pe_err_prefix(err, "restore sandbox %s", sb->name);
+    pe_log_info("event=remote_snapshot_restore sandbox=%s backend=%s snapshot=%s", sb->id,
+                sb->backend, snap_id);
+    return 0;
 }

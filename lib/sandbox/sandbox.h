@@ -35,8 +35,11 @@ typedef struct pe_sandbox_remote {
     char *name;     /* the adapter (lib/provider) */
     char *base_url; /* NULL: the provider's public endpoint */
     char *key, *org, *project;
-    char *kubeconfig;                      /* kubernetes: the operator's kubeconfig file */
-    char *preview_url;                     /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
+    char *kubeconfig;  /* kubernetes: the operator's kubeconfig file */
+    char *preview_url; /* hopx, runloop: a port's URL ({port}, {id}, {key}) */
+    /* hopx, runloop: CAs (PEM) the preview proxy trusts for their https
+     * preview hosts, besides the system's */
+    char *preview_ca_file;
     int64_t timeout_ms, create_timeout_ms; /* 0: the adapter's defaults */
     /* ports every create asks the provider to route (Modal's tunnels,
      * Vercel's routes: taken at create only); the operator's choice, as
@@ -52,6 +55,15 @@ typedef struct pe_sandboxes {
     pe_runtime *rt;     /* local sandboxes' runtime: their egress policies (borrowed) */
     pe_sandbox_remote remotes[PE_SANDBOX_REMOTES_MAX];
     size_t n_remotes;
+    /* The daemon's supervisor (daemon/supervise.c), for tailscaled in a
+     * remote sandbox: run argv in sandbox_id as the unit named key (unless
+     * it runs already), restarted with backoff when it fails, its output
+     * kept; the caller has just seen the sandbox run, though its record
+     * may not say RUNNING yet (its start is not done). Returns 0 or -1
+     * with err. NULL: nothing supervises, tailscale is not brought up. */
+    int (*unit_start)(void *ud, const char *key, const char *sandbox_id, char *const *argv,
+                      pe_err *err);
+    void *unit_ud;
 } pe_sandboxes;
 
 /* rt: the runtime local sandboxes run on (borrowed: it must outlive sx). */
@@ -63,8 +75,9 @@ void pe_sandboxes_close(pe_sandboxes *sx);
  * "project", "timeoutMs", "createTimeoutMs"}, ...}, every field optional,
  * each name an adapter; "kubernetes" also takes "kubeconfig" (an absolute
  * path) and needs it or a key (a token); "hopx" and "runloop" take
- * "previewUrl", the template of a port's URL (pe_provider_config). Errors name the file and the
- * field, never a value. */
+ * "previewUrl", the template of a port's URL (pe_provider_config), and "previewCaFile", an
+ * absolute path to PEM CAs the preview proxy trusts for their https hosts besides the
+ * system's. Errors name the file and the field, never a value. */
 int pe_sandboxes_load_remotes(pe_sandboxes *sx, const char *path, pe_err *err);
 /* The operator's settings of adapter `name`, or NULL. */
 const pe_sandbox_remote *pe_sandboxes_remote(const pe_sandboxes *sx, const char *name);
@@ -210,7 +223,7 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
 
 /* The same made from snapshot (a snapshot id of sb's provider, from
  * pe_sandbox_snapshot_create; NULL: from image), on a provider that
- * declares PE_CAP_SNAPSHOT (else PE_ENOTCAP before anything is sent). */
+ * declares PE_CAP_SNAPSHOT_BASE (else PE_ENOTCAP before anything is sent). */
 int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                                   const char *image, const char *snapshot, char **remote_id,
                                   pe_err *err);
@@ -241,6 +254,13 @@ int pe_sandbox_snapshot_create(pe_sandboxes *sx, pe_store *s, const pe_store_san
 int pe_sandbox_snapshot_delete(pe_sandboxes *sx, const char *backend, const char *label,
                                const char *cred_sealed, const char *cred_redacted,
                                const char *snap_id, pe_err *err);
+
+/* Remote sb's files back to snap_id, one of its own snapshots at its
+ * provider, in place (PE_CAP_SNAPSHOT_RESTORE, else PE_ENOTCAP naming the
+ * provider before anything is sent). Returns once the provider says it is
+ * done; what sb wrote since is gone there. */
+int pe_sandbox_snapshot_restore(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                                const char *snap_id, pe_err *err);
 
 /* ---- the environment of an exec ---- */
 

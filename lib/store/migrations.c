@@ -21,6 +21,7 @@
  * - every sandbox has an owner (no anonymous sandboxes), and a FAILED status
  *   with a reason. */
 #include <stdio.h>
+#include <string.h>
 
 #include "core/util.h"
 #include "store-internal.h"
@@ -323,7 +324,11 @@ static const char *const migrations[] = {
     "ALTER TABLE snapshot_deletions ADD COLUMN node TEXT;"
     /* and the node whose data directory has a volume's data */
     "ALTER TABLE volumes ADD COLUMN node TEXT;",
-    /* 12: what the E2B API keeps of a sandbox (pocketenv/store-e2b.h):
+    /* 12: notifications of changes other nodes must hear at once
+     * (pocketenv/store-listen.h): triggers, PostgreSQL's alone (pg_only
+     * below); SQLite has one daemon and nothing to notify. */
+    "SELECT 1;",
+    /* 13: what the E2B API keeps of a sandbox (pocketenv/store-e2b.h):
      * its metadata (JSON object text) and the end of its timeout, which
      * the node that runs it arms; any node of a cluster reads them. */
     "CREATE TABLE e2b_sandboxes ("
@@ -332,6 +337,54 @@ static const char *const migrations[] = {
     "  end_ms BIGINT NOT NULL DEFAULT 0,"
     "  updated_at BIGINT NOT NULL"
     ");",
+};
+
+/* What PostgreSQL runs after the shared migration of the same version
+ * (NULL: nothing). Written to run again on a schema that has it already
+ * (CREATE OR REPLACE, DROP ... IF EXISTS). */
+static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
+    /* 12: a sandbox's row or its record's changed: its id, at commit
+     * (NOTIFY is transactional; a rolled-back change sends nothing, and
+     * the same id twice in one transaction is sent once). A node's row:
+     * only what others act on (a start, a clean stop's lease 0, its name,
+     * draining, a renewal after its lease had lapsed), not the renewals of
+     * every lease/3. A user's: their tokens revoked (a DID). */
+    [11] = "CREATE OR REPLACE FUNCTION pocketenv_sandbox_notify() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN "
+           "PERFORM pg_notify('pocketenv_sandboxes', "
+           "CASE WHEN TG_OP = 'DELETE' THEN OLD.id ELSE NEW.id END); "
+           "RETURN NULL; END $$;"
+           "CREATE OR REPLACE FUNCTION pocketenv_record_notify() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN "
+           "PERFORM pg_notify('pocketenv_sandboxes', "
+           "CASE WHEN TG_OP = 'DELETE' THEN OLD.sandbox ELSE NEW.sandbox END); "
+           "RETURN NULL; END $$;"
+           "CREATE OR REPLACE FUNCTION pocketenv_node_notify() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN "
+           "IF TG_OP = 'INSERT' OR NEW.draining <> OLD.draining OR NEW.name <> OLD.name "
+           "OR NEW.started_at <> OLD.started_at "
+           "OR (NEW.lease_until = 0 AND OLD.lease_until <> 0) "
+           "OR OLD.lease_until < NEW.updated_at THEN "
+           "PERFORM pg_notify('pocketenv_nodes', NEW.id); END IF; "
+           "RETURN NULL; END $$;"
+           "CREATE OR REPLACE FUNCTION pocketenv_user_notify() RETURNS trigger "
+           "LANGUAGE plpgsql AS $$ BEGIN "
+           "IF NEW.tokens_valid_after > 0 AND (TG_OP = 'INSERT' OR "
+           "NEW.tokens_valid_after <> OLD.tokens_valid_after) THEN "
+           "PERFORM pg_notify('pocketenv_users', NEW.did); END IF; "
+           "RETURN NULL; END $$;"
+           "DROP TRIGGER IF EXISTS pocketenv_notify ON users;"
+           "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE ON users "
+           "FOR EACH ROW EXECUTE FUNCTION pocketenv_user_notify();"
+           "DROP TRIGGER IF EXISTS pocketenv_notify ON sandboxes;"
+           "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE OR DELETE ON sandboxes "
+           "FOR EACH ROW EXECUTE FUNCTION pocketenv_sandbox_notify();"
+           "DROP TRIGGER IF EXISTS pocketenv_notify ON atproto_records;"
+           "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE OR DELETE ON atproto_records "
+           "FOR EACH ROW EXECUTE FUNCTION pocketenv_record_notify();"
+           "DROP TRIGGER IF EXISTS pocketenv_notify ON nodes;"
+           "CREATE TRIGGER pocketenv_notify AFTER INSERT OR UPDATE ON nodes "
+           "FOR EACH ROW EXECUTE FUNCTION pocketenv_node_notify();",
 };
 
 const char *const pe__store_sandbox_children[] = {
@@ -378,7 +431,9 @@ static int apply_pending(pe_store *s, pe_err *err)
                           "database schema version %lld is newer than this build's (%zu)",
                           (long long)current, n);
     for (size_t v = (size_t)current + 1; v <= n; v++) {
-        if (s->ops->exec_script(s, migrations[v - 1], err) < 0)
+        if (s->ops->exec_script(s, migrations[v - 1], err) < 0 ||
+            (pg_only[v - 1] && strcmp(s->ops->name, "postgres") == 0 &&
+             s->ops->exec_script(s, pg_only[v - 1], err) < 0))
             return pe_err_prefix(err, "migration %zu", v);
         if (pe__store_query(
                 s, "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",

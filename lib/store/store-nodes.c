@@ -80,29 +80,46 @@ static void node_from_row(const pe__sql_res *r, size_t i, pe_store_node *out)
 
 int pe_store_node_put(pe_store *s, const pe_store_node *n, bool restart, pe_err *err)
 {
+    static const char sql[] =
+        "INSERT INTO nodes (" NODE_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
+        "$8 - (" ACTIVE_ON_NODE "), (" ACTIVE_ON_NODE
+        "), 0, $9, $10, $10) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
+        "address = excluded.address, version = excluded.version, labels = excluded.labels, "
+        "mem_free = excluded.mem_free, cpus = excluded.cpus, "
+        "slots_free = excluded.slots_free, sandboxes = excluded.sandboxes, "
+        "lease_until = excluded.lease_until, updated_at = excluded.updated_at, "
+        "started_at = CASE WHEN $11 = 1 THEN excluded.started_at ELSE nodes.started_at END "
+        /* a node that left (lease 0) comes back only by a restart: a
+         * renewal that was under way as it stopped keeps it down */
+        "WHERE $11 = 1 OR nodes.lease_until <> 0";
     int64_t now = pe_store_now_ms();
+    pe__sql_res r = {0};
+    int ret;
 
     if (n->id == NULL || n->name == NULL || n->address == NULL)
         return pe_err_set(err, PE_EINVAL, 0, "node: id, name and address are required");
-    if (pe__store_query(
-            s,
-            "INSERT INTO nodes (" NODE_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, "
-            "$8 - (" ACTIVE_ON_NODE "), (" ACTIVE_ON_NODE
-            "), 0, $9, $10, $10) ON CONFLICT (id) DO UPDATE SET name = excluded.name, "
-            "address = excluded.address, version = excluded.version, labels = excluded.labels, "
-            "mem_free = excluded.mem_free, cpus = excluded.cpus, "
-            "slots_free = excluded.slots_free, sandboxes = excluded.sandboxes, "
-            "lease_until = excluded.lease_until, updated_at = excluded.updated_at, "
-            "started_at = CASE WHEN $11 = 1 THEN excluded.started_at ELSE nodes.started_at END "
-            /* a node that left (lease 0) comes back only by a restart: a
-             * renewal that was under way as it stopped keeps it down */
-            "WHERE $11 = 1 OR nodes.lease_until <> 0",
-            (pe__sql_arg[]){SQL_TEXT(n->id), SQL_TEXT(n->name), SQL_TEXT(n->address),
-                            SQL_TEXT(n->version ? n->version : ""),
-                            SQL_TEXT(n->labels ? n->labels : "{}"), SQL_INT(n->mem_free),
-                            SQL_INT(n->cpus), SQL_INT(n->slots_free), SQL_INT(n->lease_until),
-                            SQL_INT(now), SQL_INT(restart ? 1 : 0)},
-            11, NULL, err) < 0)
+    pe__sql_arg args[] = {SQL_TEXT(n->id),
+                          SQL_TEXT(n->name),
+                          SQL_TEXT(n->address),
+                          SQL_TEXT(n->version ? n->version : ""),
+                          SQL_TEXT(n->labels ? n->labels : "{}"),
+                          SQL_INT(n->mem_free),
+                          SQL_INT(n->cpus),
+                          SQL_INT(n->slots_free),
+                          SQL_INT(n->lease_until),
+                          SQL_INT(now),
+                          SQL_INT(restart ? 1 : 0)};
+    /* A renewal leaves the write generation (pe_store_write_gen) alone:
+     * no answer a daemon keeps reads its own node's row (views read the
+     * rows of the nodes their sandboxes run on, which notify when it
+     * matters), and a bump every lease/3 would drop all of them. A start
+     * is a write like any other. */
+    if (restart)
+        ret = pe__store_query(s, sql, args, PE_ARRAY_LEN(args), NULL, err);
+    else
+        ret = s->ops->query(s, sql, args, PE_ARRAY_LEN(args), &r, err);
+    pe__sql_res_clear(&r);
+    if (ret < 0)
         return pe_err_prefix(err, "node %s", n->name);
     return 0;
 }
@@ -111,9 +128,8 @@ int pe_store_node_leave(pe_store *s, const char *id, pe_err *err)
 {
     if (pe__store_query(s, "UPDATE nodes SET lease_until = 0, updated_at = $2 WHERE id = $1",
                         (pe__sql_arg[]){SQL_TEXT(id), SQL_INT(pe_store_now_ms())}, 2, NULL,
-                        err) < 0 ||
-        pe__store_query(s, "SELECT pg_notify('" PE_STORE_NODES_CHANNEL "', $1)",
-                        (pe__sql_arg[]){SQL_TEXT(id)}, 1, NULL, err) < 0)
+                        err) < 0)
+        /* the store's trigger sends id on PE_STORE_NODES_CHANNEL at commit */
         return pe_err_prefix(err, "node %s leaves", id);
     return 0;
 }

@@ -214,9 +214,14 @@ class Interpreter:
       \\n \\t \\\\ escapes), `cat [FILE...]` (no FILE: stdin), `exit [N]`,
       `true`, `false`, `env` (the environment, sorted KEY=VALUE lines),
       `printenv NAME`, `export NAME=VALUE`, `pwd`, `cd DIR`, `ls [DIR]`,
-      `rm [-r] [-f] PATH...`, `mkdir [-p] DIR...`, `sleep SECONDS` (at most
-      60), `test -e|-f|-d PATH`. Anything else: "NAME: command not found"
-      on stderr, exit 127.
+      `rm [-r] [-f] PATH...`, `mkdir [-p] DIR...`, `chmod OCTAL PATH...`,
+      `sleep SECONDS` (at most
+      60), `test -e|-f|-d PATH`.
+    * a program of the sandbox's image: a file NAME in /usr/local/bin,
+      /usr/bin, /usr/sbin or /bin (or the path given) whose first line is
+      `#!double-program PROG` runs PROGRAMS[PROG] (the double's stand-ins
+      for programs it cannot run, e.g. a fake tailscale pair).
+      Anything else: "NAME: command not found" on stderr, exit 127.
     Output is emitted through `out(fd, bytes)` as each command runs, so
     `echo a; sleep 1; echo b` streams two pieces a second apart."""
 
@@ -331,9 +336,24 @@ class Interpreter:
             return await sub.run_argv(argv, out, stdin)
         fn = getattr(self, "_c_" + name, None) if re.fullmatch(r"[a-z]+", name) else None
         if fn is None:
+            prog = self._program(name)
+            if prog is not None:
+                return await prog(self, args, out)
             await out(2, f"sh: {name}: command not found\n".encode())
             return 127
         return await fn(args, out, stdin)
+
+    def _program(self, name):
+        """The stand-in program an image file for `name` names, or None."""
+        paths = [name] if "/" in name else [f"{d}/{name}" for d in PROGRAM_DIRS]
+        for p in paths:
+            try:
+                head = self.fs.read(self.fs.norm(p, self.cwd)).split(b"\n", 1)[0].decode(errors="replace")
+            except FsError:
+                continue
+            if head.startswith(PROGRAM_MAGIC):
+                return PROGRAMS.get(head[len(PROGRAM_MAGIC):].strip())
+        return None
 
     # each builtin: (args, out, stdin) -> exit code
     async def _c_echo(self, args, out, stdin):
@@ -477,6 +497,20 @@ class Interpreter:
                 code = 1
         return code
 
+    async def _c_chmod(self, args, out, stdin):
+        if len(args) < 2 or not re.fullmatch(r"[0-7]{3,4}", args[0]):
+            await out(2, b"chmod: usage: chmod OCTAL-MODE PATH... (the double's)\n")
+            return 1
+        code = 0
+        for a in args[1:]:
+            p = self.fs.norm(a, self.cwd)
+            if not self.fs.exists(p):
+                await out(2, f"chmod: cannot access '{a}': No such file or directory\n".encode())
+                code = 1
+                continue
+            self.fs.meta.setdefault(p, {"mtime": time.time()})["mode"] = int(args[0], 8)
+        return code
+
     async def _c_sleep(self, args, out, stdin):
         try:
             await asyncio.sleep(min(float(args[0]), 60.0))
@@ -494,6 +528,69 @@ class Interpreter:
 
 
 _EXIT = object()  # sentinel a builtin returns for `exit`
+
+# ---------------------------------------------------------------- stand-in programs
+#
+# Programs an image may have that the double cannot run: an image file
+# "#!double-program NAME" runs PROGRAMS[NAME](interpreter, args, out) ->
+# exit code. Their state lives in the sandbox's file system, where tests
+# read it.
+
+PROGRAM_MAGIC = "#!double-program "
+PROGRAM_DIRS = ("/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin")
+TS_SOCK = "/var/run/tailscale/tailscaled.sock"  # tailscaled answers while it exists
+TS_STARTS = "/var/lib/tailscale/double-starts"  # how many times tailscaled started
+TS_CRASH = "/var/lib/tailscale/double-crash"  # a test writes it: tailscaled dies (exit 1)
+TS_UPS = "/var/lib/tailscale/double-ups"  # one JSON line per `tailscale up`
+
+
+async def fake_tailscaled(interp, args, out):
+    """tailscaled: counts its starts, answers (TS_SOCK) until it is killed
+    or TS_CRASH appears, which it takes as its crash (exit 1)."""
+    fs = interp.fs
+    n = int(fs.read(TS_STARTS)) + 1 if fs.exists(TS_STARTS) else 1
+    fs.write(TS_STARTS, str(n).encode())
+    await out(2, f"tailscaled (double) start {n}: {' '.join(args)}\n".encode())
+    fs.write(TS_SOCK, b"")
+    try:
+        while not fs.exists(TS_CRASH):
+            await asyncio.sleep(0.05)
+        fs.remove(TS_CRASH)
+        await out(2, b"tailscaled (double): crashed\n")
+        return 1
+    finally:
+        if fs.exists(TS_SOCK):
+            fs.remove(TS_SOCK)
+
+
+async def fake_tailscale(interp, args, out):
+    """tailscale: `version --daemon` and `up --auth-key=file:PATH ...`, which
+    record the key's SHA-256 and the file's mode (never the key) in TS_UPS;
+    both fail as the real one does while tailscaled does not answer."""
+    import hashlib
+    fs = interp.fs
+    if not fs.exists(TS_SOCK):
+        await out(2, b"failed to connect to local tailscaled; it doesn't appear to be running\n")
+        return 1
+    if args[:1] == ["version"]:
+        await out(1, b"1.0.0-double\n  daemon: 1.0.0-double\n")
+        return 0
+    if args[:1] != ["up"]:
+        await out(2, f"tailscale (double): no {args[:1]}\n".encode())
+        return 2
+    opts = dict(a[2:].split("=", 1) for a in args[1:] if a.startswith("--") and "=" in a)
+    src = opts.get("auth-key", "")
+    if not src.startswith("file:") or not fs.exists(src[5:]):
+        await out(2, b"tailscale (double): --auth-key=file:PATH of an existing file only\n")
+        return 2
+    st = fs.stat(src[5:])
+    fs.write(TS_UPS, (json.dumps({"key_sha256": hashlib.sha256(fs.read(src[5:])).hexdigest(),
+                                  "mode": st["mode"], "hostname": opts.get("hostname")})
+                      + "\n").encode(), append=True)
+    return 0
+
+
+PROGRAMS = {"tailscaled": fake_tailscaled, "tailscale": fake_tailscale}
 
 
 class ByteQueue:
@@ -720,7 +817,8 @@ class Double:
             route = request.match_info.route.name if request.match_info.route else None
             entry = {"method": request.method, "path": request.path,
                      "query": {k: request.query.getall(k) for k in request.query},
-                     "route": route, "status": None, "time": time.time()}
+                     "route": route, "status": None, "time": time.time(),
+                     "scheme": request.scheme}
             if request.path.startswith(CONTROL):
                 return await handler(request)
             entry["authorized"] = self.authorized(request)
@@ -813,6 +911,17 @@ class Double:
         if denied is not None:
             return denied
         tail = request.match_info.get("tail", "")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            # the app's WebSocket: each text message comes back, signed
+            ws = web.WebSocketResponse(heartbeat=None, compress=False)
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == web.WSMsgType.TEXT:
+                    await ws.send_str(f"preview of {sid} port {port} echoes {msg.data}")
+            return ws
+        if request.query.get("bytes", "").isdigit():  # a big answer: 0123456789 repeated
+            n = min(int(request.query["bytes"]), 64 * 1024 * 1024)
+            return web.Response(body=(b"0123456789" * (n // 10 + 1))[:n])
         return web.Response(text=f"preview of {sid} port {port}: {request.method} /{tail}\n")
 
     def preview_denied(self, request, sb, port):
@@ -820,6 +929,16 @@ class Double:
 
     def preview_url(self, sid, port):
         return f"{self.url}/__preview__/{sid}/{port}/"
+
+    def serve_tls(self, context, host="localhost"):
+        """Serve the same routes over TLS as well, on another port (a
+        provider's https:// preview host); returns its base URL, named
+        `host`. `context` is a server ssl.SSLContext."""
+        async def go():
+            site = web.TCPSite(self._runner, LOOPBACK, 0, shutdown_timeout=0.5, ssl_context=context)
+            await site.start()
+            return site._server.sockets[0].getsockname()[1]
+        return f"https://{host}:{self.call(go)}"
 
     def start(self):
         self._thread = threading.Thread(target=self._serve, name=f"double-{self.name}", daemon=True)

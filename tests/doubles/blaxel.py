@@ -19,8 +19,22 @@ else JSON: a file with `content`, a directory with `files` and
 (`recursive`). A path in the URL is absolute when it is sent encoded
 (`%2Ftmp%2Fa.txt`), else relative to `/` (the process's cwd), as the
 reference says. Errors are `{"error": "..."}`.
-Not implemented: private previews and their tokens, snapshots, volumes, drives, the terminal
-WebSocket, multipart uploads, watch, find/search, fork.
+Snapshots (workspace objects, as @blaxel/core 0.3 drives them): taken with
+`POST /v0/sandboxes/{name}/snapshots` (a name made up when none is given)
+or `POST /v0/snapshots {name?, source: {name, kind}}`; each keeps a copy of
+the sandbox's files, its environment and spec, and is "pending" for one
+look (`GET /v0/snapshots/{id or name}`), then "ready"; listed at
+`GET /v0/snapshots` ({data, meta}) and `GET /v0/sandboxes/{name}/snapshots`
+(an array); deleted by `DELETE /v0/snapshots/{id or name}` (204) or
+`DELETE /v0/sandboxes/{name}/snapshots/{id}`; forked into a new sandbox by
+`POST /v0/snapshots/{id}/fork {targetName, targetType: "sandbox", envs}`
+(also after its source is gone: `source.deleted`) and
+`POST /v0/sandboxes/{name}/fork` (from `snapshotId`, else a fresh
+snapshot); restored onto its own sandbox by
+`POST /v0/sandboxes/{name}/snapshots/{id}/restore` (the files replaced;
+DEPLOYING for one look). A fork or a snapshot not ready yet is 409.
+Not implemented: private previews and their tokens, volumes, drives, the terminal
+WebSocket, multipart uploads, watch, find/search, forks into applications.
 """
 import asyncio
 import json
@@ -78,6 +92,17 @@ class BlaxelDouble(Double):
         r.add_get("/v0/sandboxes/{name}", self.get, name="get")
         r.add_delete("/v0/sandboxes/{name}", self.delete, name="delete")
         r.add_post("/v0/sandboxes/{name}/previews", self.preview_create, name="preview.create")
+        r.add_get("/v0/sandboxes/{name}/snapshots", self.snapshot_list_sb, name="snapshot.list.sandbox")
+        r.add_post("/v0/sandboxes/{name}/snapshots", self.snapshot_sb, name="snapshot")
+        r.add_delete("/v0/sandboxes/{name}/snapshots/{snap}", self.snapshot_delete, name="snapshot.delete.sandbox")
+        r.add_post("/v0/sandboxes/{name}/snapshots/{snap}/restore", self.snapshot_restore,
+                   name="snapshot.restore")
+        r.add_post("/v0/sandboxes/{name}/fork", self.fork_sb, name="fork")
+        r.add_get("/v0/snapshots", self.snapshot_list, name="snapshot.list")
+        r.add_post("/v0/snapshots", self.snapshot_root, name="snapshot.root")
+        r.add_get("/v0/snapshots/{snap}", self.snapshot_get, name="snapshot.get")
+        r.add_delete("/v0/snapshots/{snap}", self.snapshot_delete, name="snapshot.delete")
+        r.add_post("/v0/snapshots/{snap}/fork", self.snapshot_fork, name="snapshot.fork")
         r.add_get("/v0/sandboxes/{name}/previews/{preview}", self.preview_get, name="preview.get")
         s = "/sbx/{name}"
         r.add_post(s + "/process", self.process, name="exec")
@@ -144,6 +169,117 @@ class BlaxelDouble(Double):
         if not any(p["port"] == port and p["public"] for p in sb.previews.values()):
             return web.Response(status=404, text="no preview of this port\n")
         return None
+
+    # -- snapshots: workspace objects that outlive their sandbox
+    def snapshot_view(self, v):
+        return {"id": v["id"], "name": v["name"], "status": v["status"], "workspace": self.workspace,
+                "createdAt": iso(v["created_at"]), "sandboxName": v["source"],
+                "source": {"name": v["source"], "kind": "sandbox", "deleted": v["source"] not in self.sandboxes},
+                "spec": {"image": (v["spec"].get("runtime") or {}).get("image"),
+                         "memory": (v["spec"].get("runtime") or {}).get("memory"), "generation": "mk3"}}
+
+    def find_snapshot(self, request, key=None):
+        key = key or request.match_info["snap"]
+        v = self.snapshots.get(key) or next((x for x in self.snapshots.values() if x["name"] == key), None)
+        if v is None:
+            raise Answer(self.error(request, 404, "not_found", f"snapshot {key} not found"))
+        return v
+
+    def take(self, request, sb, name):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise Answer(self.error(request, 400, "invalid_request", "name must be a non-empty string"))
+        name = name or f"{sb.id}-{new_id('', 6)}"
+        if any(x["name"] == name for x in self.snapshots.values()):
+            raise Answer(self.error(request, 409, "conflict", f"snapshot {name} already exists"))
+        sid = new_id("snap-", 12)
+        self.snapshots[sid] = {"id": sid, "name": name, "status": "pending", "fs": sb.fs.clone(),
+                               "env": dict(sb.env), "spec": sb.spec, "source": sb.id,
+                               "created_at": time.time()}
+        return self.snapshots[sid]
+
+    async def snapshot_sb(self, request):
+        sb = self.find(request)
+        body = await request.json() if request.can_read_body else {}
+        return web.json_response(self.snapshot_view(self.take(request, sb, (body or {}).get("name"))))
+
+    async def snapshot_root(self, request):
+        body = await request.json()
+        src = (body or {}).get("source") if isinstance(body, dict) else None
+        if not isinstance(src, dict) or not isinstance(src.get("name"), str):
+            return self.error(request, 400, "invalid_request", "source.name is required")
+        sb = self.sandboxes.get(src["name"])
+        if sb is None:
+            return self.error(request, 404, "not_found", f"sandbox {src['name']} not found")
+        return web.json_response(self.snapshot_view(self.take(request, sb, body.get("name"))))
+
+    async def snapshot_get(self, request):
+        v = self.find_snapshot(request)
+        view = self.snapshot_view(v)
+        if v["status"] == "pending":
+            v["status"] = "ready"  # the next look sees it ready
+        return web.json_response(view)
+
+    async def snapshot_list(self, request):
+        return web.json_response({"data": [self.snapshot_view(v) for v in self.snapshots.values()],
+                                  "meta": {"nextCursor": None}})
+
+    async def snapshot_list_sb(self, request):
+        sb = self.find(request)
+        return web.json_response([self.snapshot_view(v) for v in self.snapshots.values() if v["source"] == sb.id])
+
+    async def snapshot_delete(self, request):
+        if "name" in request.match_info:
+            self.find(request)
+        v = self.find_snapshot(request)
+        del self.snapshots[v["id"]]
+        return web.Response(status=204)
+
+    def fork_into(self, request, v, target, envs):
+        if v["status"] != "ready":
+            raise Answer(self.error(request, 409, "conflict", f"snapshot {v['name']} is {v['status']}"))
+        if not isinstance(target, str) or not target:
+            raise Answer(self.error(request, 400, "invalid_request", "targetName is required"))
+        if target in self.sandboxes:
+            raise Answer(self.error(request, 409, "conflict", f"sandbox {target} already exists"))
+        env = dict(v["env"])
+        env.update({e["name"]: e.get("value", "") for e in envs or [] if isinstance(e, dict) and "name" in e})
+        sb = Sandbox(target, env=env, spec=v["spec"], status="DEPLOYING", labels=None, procs={}, previews={})
+        sb.fs = v["fs"].clone()
+        sb.forked_from = v["id"]
+        self.sandboxes[target] = sb
+        return web.json_response({"name": target, "snapshotId": v["id"], "type": "sandbox"})
+
+    async def snapshot_fork(self, request):
+        v = self.find_snapshot(request)
+        body = await request.json()
+        if body.get("targetType", "sandbox") != "sandbox":
+            return self.error(request, 400, "invalid_request", "the double forks into sandboxes only")
+        return self.fork_into(request, v, body.get("targetName"), body.get("envs"))
+
+    async def fork_sb(self, request):
+        sb = self.find(request)
+        body = await request.json()
+        if body.get("snapshotId"):
+            v = self.find_snapshot(request, body["snapshotId"])
+        else:
+            v = self.take(request, sb, None)
+            v["status"] = "ready"
+        return self.fork_into(request, v, body.get("targetName"), body.get("envs"))
+
+    async def snapshot_restore(self, request):
+        sb = self.find(request)
+        v = self.find_snapshot(request)
+        if v["source"] != sb.id:
+            return self.error(request, 400, "invalid_request",
+                              f"snapshot {v['name']} was not captured from sandbox {sb.id}")
+        if v["status"] != "ready":
+            return self.error(request, 409, "conflict", f"snapshot {v['name']} is {v['status']}")
+        for p in sb.procs.values():  # the instance is rebuilt: its processes end
+            if p.task and not p.task.done():
+                p.task.cancel()
+        sb.fs = v["fs"].clone()
+        sb.status = "DEPLOYING"  # the next look sees it deployed again
+        return web.json_response({"name": sb.id, "snapshotId": v["id"]})
 
     async def list(self, request):
         return web.json_response([self.view(s) for s in self.sandboxes.values()])

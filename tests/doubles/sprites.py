@@ -9,7 +9,15 @@ Implements: create/get/list/update/delete sprites; exec over WebSocket
 auth "sprite" needs the token, "public" does not). Status: "cold" after
 create, "running" once an exec or file call touches it; `idle(name, state)`
 sets warm/cold from a test (the real service does that on its own clock).
-Not implemented: checkpoints, services, TCP proxy, network policy, the
+Checkpoints: `POST /v1/sprites/{name}/checkpoint {comment?}` keeps a copy of
+the sprite's files as `v1`, `v2`… and answers NDJSON progress (`info`
+lines, then `complete`); `GET …/checkpoints` (an array of `{id,
+create_time, comment, is_auto}`), `GET …/checkpoints/{id}`, and
+`POST …/checkpoints/{id}/restore` (NDJSON; the files replaced). A
+checkpoint belongs to its sprite and goes with it: `snapshots` holds them
+as `SPRITE/ID` for the tests. There is no call to delete one, nor to make
+a sprite from one (as on the service).
+Not implemented: services, TCP proxy, network policy, the
 control connection (`/control`; the SDK falls back to plain exec), exec
 session attach and kill, rename/copy/chmod.
 """
@@ -54,6 +62,11 @@ class SpritesDouble(Double):
         r.add_put("/v1/sprites/{name}/fs/write", self.fs_write, name="fs.write")
         r.add_get("/v1/sprites/{name}/fs/list", self.fs_list, name="fs.list")
         r.add_delete("/v1/sprites/{name}/fs/delete", self.fs_delete, name="fs.delete")
+        r.add_post("/v1/sprites/{name}/checkpoint", self.checkpoint, name="checkpoint")
+        r.add_get("/v1/sprites/{name}/checkpoints", self.checkpoint_list, name="checkpoint.list")
+        r.add_get("/v1/sprites/{name}/checkpoints/{cid}", self.checkpoint_get, name="checkpoint.get")
+        r.add_post("/v1/sprites/{name}/checkpoints/{cid}/restore", self.checkpoint_restore,
+                   name="checkpoint.restore")
 
     # -- helpers
     def info(self, sb):
@@ -130,7 +143,57 @@ class SpritesDouble(Double):
     async def delete(self, request):
         sb = self.find(request)
         del self.sandboxes[sb.id]
+        for k in [k for k in self.snapshots if k.startswith(sb.id + "/")]:
+            del self.snapshots[k]  # its checkpoints go with it
         return web.Response(status=204)
+
+    # -- checkpoints: copies of one sprite's disk, restored onto it only
+    def checkpoint_view(self, c):
+        return {"id": c["id"], "create_time": _iso(c["created_at"]), "comment": c["comment"],
+                "is_auto": False}
+
+    async def ndjson(self, request, events):
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for type_, key, text in events:  # one write per event: a client sees pieces
+            await resp.write((json.dumps({"type": type_, key: text, "time": _iso(time.time())}) + "\n").encode())
+        await resp.write_eof()
+        return resp
+
+    async def checkpoint(self, request):
+        sb = self.find(request)
+        body = await request.json() if request.can_read_body else {}
+        comment = (body or {}).get("comment") if isinstance(body, dict) else None
+        self.touch(sb)
+        n = sum(1 for k in self.snapshots if k.startswith(sb.id + "/")) + 1
+        c = {"id": f"v{n}", "comment": comment, "fs": sb.fs.clone(), "created_at": time.time(), "source": sb.id}
+        self.snapshots[f"{sb.id}/{c['id']}"] = c
+        return await self.ndjson(request, [("info", "data", "Creating checkpoint..."),
+                                           ("info", "data", "Saving filesystem state..."),
+                                           ("complete", "data", f"Checkpoint {c['id']} created successfully")])
+
+    def find_checkpoint(self, request, sb):
+        c = self.snapshots.get(f"{sb.id}/{request.match_info['cid']}")
+        if c is None:
+            raise _Answer(self.error(request, 404, "not_found", "checkpoint not found"))
+        return c
+
+    async def checkpoint_list(self, request):
+        sb = self.find(request)
+        return web.json_response([self.checkpoint_view(c) for k, c in self.snapshots.items()
+                                  if k.startswith(sb.id + "/")])
+
+    async def checkpoint_get(self, request):
+        sb = self.find(request)
+        return web.json_response(self.checkpoint_view(self.find_checkpoint(request, sb)))
+
+    async def checkpoint_restore(self, request):
+        sb = self.find(request)
+        c = self.find_checkpoint(request, sb)
+        self.touch(sb)
+        sb.fs = c["fs"].clone()
+        return await self.ndjson(request, [("info", "data", f"Restoring to {c['id']}..."),
+                                           ("complete", "data", f"Restored to {c['id']}")])
 
     # -- exec
     def exec_params(self, request):

@@ -243,17 +243,19 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
 
     if (strcmp(name, "caps") == 0) {
         json_t *arr = json_array();
-        for (unsigned bit = 1; bit <= PE_CAP_SERVICES; bit <<= 1)
+        for (unsigned bit = 1; bit <= PE_CAP_LAST; bit <<= 1)
             if (pe_provider_caps(p) & bit)
                 json_array_append_new(arr, json_string(pe_provider_cap_name(bit)));
         return print(json_pack("{s:o}", "caps", arr));
     }
-    if (strcmp(name, "create") == 0) {
+    if (strcmp(name, "create") == 0 || (strcmp(name, "create-from") == 0 && n >= 1)) {
+        bool from = name[6] == '-'; /* create-from SNAP [NAME]: a sandbox from a snapshot */
         uint16_t ports[8];
         const char *pl = getenv("PE_PROVIDER_PORTS");
-        pe_provider_spec spec = {.name = n > 0 ? a[0] : "conformance",
-                                 .image = getenv("PE_PROVIDER_IMAGE"),
-                                 .env = n > 1 ? a + 1 : NULL,
+        pe_provider_spec spec = {.name = n > from ? a[from] : "conformance",
+                                 .image = from ? NULL : getenv("PE_PROVIDER_IMAGE"),
+                                 .snapshot = from ? a[0] : NULL,
+                                 .env = n > 1 + from ? a + 1 + from : NULL,
                                  .ports = ports};
         while (pl && *pl && spec.n_ports < PE_ARRAY_LEN(ports)) {
             char *end;
@@ -284,6 +286,18 @@ static int step(pe_provider *p, const char *name, char **a, int n, pe_err *err)
                                              : pe_provider_stop(p, a[0], err);
         return r < 0 ? fail(err) : print(json_object());
     }
+    if (strcmp(name, "snapshot") == 0 && n >= 2) { /* snapshot SID NAME */
+        if (pe_provider_snapshot_create(p, a[0], a[1], &id, err) < 0)
+            return fail(err);
+        print(json_pack("{s:s}", "snapshot", id));
+        free(id);
+        return 0;
+    }
+    if (strcmp(name, "snapshot-rm") == 0) /* snapshot-rm SNAP */
+        return pe_provider_snapshot_delete(p, a[0], err) < 0 ? fail(err) : print(json_object());
+    if (strcmp(name, "snapshot-restore") == 0 && n >= 2) /* snapshot-restore SID SNAP */
+        return pe_provider_snapshot_restore(p, a[0], a[1], err) < 0 ? fail(err)
+                                                                    : print(json_object());
     if (strcmp(name, "exec") == 0 && n >= 2)
         return step_exec(p, a, err);
     if (strcmp(name, "stream") == 0 && n >= 2)

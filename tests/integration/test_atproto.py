@@ -1,9 +1,11 @@
 """AT Protocol identity (issue 18) against a real PDS and PLC directory on
 loopback (tests/atproto/pds.mjs, see atproto_pds.py)."""
 
+import errno
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 
@@ -599,7 +601,17 @@ class UpstreamCliListener:
                 self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
                 super().server_bind()
 
-        self.server = Server(("::", self.PORT), H)
+        # The port is upstream's, fixed: another run of this suite on the
+        # host (CI's sanitized one, a colleague's) may hold it for a while.
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                self.server = Server(("::", self.PORT), H)
+                break
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

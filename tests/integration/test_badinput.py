@@ -323,6 +323,11 @@ SNAP = "io.pocketenv.sandbox."
     ("forkSandbox", {"id": "sbx_x"}, {"count": "10"}, 400, "count"),
     ("forkSandbox", {}, {}, 400, "id"),
     ("forkSandbox", {"id": "sbx_nosuch"}, {"count": 2}, 404, "sandbox not found"),
+    ("restoreSnapshot", {"id": "sbx_x"}, {}, 400, "snapshot"),
+    ("restoreSnapshot", {"id": "sbx_x"}, {"snapshot": 7}, 400, "snapshot"),
+    ("restoreSnapshot", {"id": "sbx_x"}, {"snapshot": ""}, 400, "snapshot"),
+    ("restoreSnapshot", {}, {"snapshot": "s"}, 400, "id"),
+    ("restoreSnapshot", {"id": "sbx_nosuch"}, {"snapshot": "s"}, 404, "sandbox not found"),
     ("createSandbox", {}, {"base": "snapshot:nosuch"}, 404, "snapshot not found"),
     ("createSandbox", {}, {"base": "snapshot:../etc"}, 400, "base"),
 ])

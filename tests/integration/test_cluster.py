@@ -28,8 +28,9 @@ import pytest
 
 from conftest import BIN, wait_for
 from test_daemon import Daemon
-from test_daemon_postgres import pg  # noqa: F401 (module fixture)
+from test_daemon_postgres import PG_BIN, pg  # noqa: F401 (module fixture)
 from test_exec_stream import collect
+from test_hot_paths import metric
 from test_keys import keygen
 from test_resources import banner_key, seal
 from test_snapshots_api import BTRFS_WAIT_S, snapshot_layers
@@ -687,6 +688,77 @@ def slots_free(d):
     return {n["name"]: n["slotsFree"] for n in d.call("io.pocketenv.node.listNodes")[1]["nodes"]}
 
 
+def kept(d, ident):
+    """getSandbox of ident as d's read cache answers it (a hit: d keeps
+    answers of the PostgreSQL store while it hears the store's
+    notifications). Tried until one is: another node's write between the
+    two reads rightly ends what d kept."""
+    def hit():
+        hits = metric(d, "pocketenv_read_cache_hits_total")
+        st, o = d.sandbox("getSandbox", ident)
+        return o if st == 200 and metric(d, "pocketenv_read_cache_hits_total") == hits + 1 else None
+    return wait_for(hit, 10, "a read answered from the read cache")
+
+
+def change_seen_at_once(cluster, ident):
+    """a keeps c's sandbox's answer; c changes the row through its own API
+    (startSandbox's keepAlive, on a running sandbox: one write); a's next
+    reads show it well within the second a kept answer may live, so only
+    the store's NOTIFY can explain it."""
+    a, c = cluster.a, cluster.c
+    heard = metric(a, "pocketenv_store_notifications_total")
+    keep = kept(a, ident)["sandbox"]["keepAlive"]
+    try:
+        st, o = c.sandbox("startSandbox", ident, {"keepAlive": not keep})
+        assert st == 200, o
+        wait_for(lambda: a.sandbox("getSandbox", ident)[1]["sandbox"]["keepAlive"] is (not keep),
+                 0.5, "a to see the change c made")
+    finally:
+        assert c.sandbox("startSandbox", ident, {"keepAlive": keep})[0] == 200
+    assert metric(a, "pocketenv_store_notifications_total") > heard
+
+
+def test_a_change_on_another_node_reaches_the_read_cache_at_once(cluster, on_c):
+    change_seen_at_once(cluster, on_c["id"])
+    change_seen_at_once(cluster, "made-on-c")  # by name: its own entry
+
+
+def test_a_node_listens_again_after_losing_the_store(cluster, on_c):
+    """a's listening connection ends (a server restart, an operator): a
+    connects again (it keeps nothing meanwhile) and hears changes again."""
+    a = cluster.nodes[0]
+    lost = metric(a.d, "pocketenv_store_listen_lost_total")
+    p = subprocess.run(["runuser", "-u", "postgres", "--", f"{PG_BIN[-1]}/psql", a.store, "-Atc",
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'pocketenv-listen/a'"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and p.stdout.strip() == "1", p.stdout + p.stderr
+    wait_for(lambda: metric(a.d, "pocketenv_store_listen_lost_total") == lost + 1
+             and metric(a.d, "pocketenv_store_listen_up") == 1, 5, "a to listen again")
+    assert "event=store_listen_restored" in a.log_text()
+    change_seen_at_once(cluster, on_c["id"])
+
+
+def test_a_revocation_reaches_every_node_at_once(cluster):
+    """`pocketenv token revoke` writes the shared store, no daemon asked:
+    every node refuses the user's tokens within a second (the store's
+    NOTIFY makes it read the revocations), not at its next tick (10 s
+    here, the default)."""
+    did = "did:plc:clusterrevoked"
+    tok = cluster.a.token_for(did)
+    for d in (cluster.a, cluster.b, cluster.c):
+        st, o = d.call("io.pocketenv.sandbox.getSandboxes", token=tok)
+        assert st == 200, o
+    a = cluster.nodes[0]
+    p = subprocess.run([BIN, "--data", a.data, "token", "revoke", "--did", did, "--store",
+                        a.store], capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    for d in (cluster.a, cluster.b, cluster.c):
+        wait_for(lambda: d.call("io.pocketenv.sandbox.getSandboxes", token=tok)[0] == 401, 1,
+                 f"{d.url} to refuse the revoked token")
+    assert f"event=tokens_revoked_elsewhere did={did}" in cluster.nodes[1].log_text()
+
+
 def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
     report its sandboxes down well before its lease would lapse; a restart
@@ -701,19 +773,31 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     p = subprocess.run([sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1], c.store, "-c",
                         "DELETE FROM e2b_sandboxes"], capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.strip() == "DELETE 1", (p.stdout, p.stderr)
+    # a keeps the answer that c's sandbox is up: the NOTIFY must end it.
+    assert "statusReason" not in kept(cluster.a, on_c["id"])["sandbox"]
+    heard = f"event=node_changed node={c.node_id()}"
+    before = cluster.nodes[0].log_text().count(heard)  # c's start was heard too
     c.d.proc.send_signal(signal.SIGTERM)
 
     def down():
         st, o = cluster.a.sandbox("getSandbox", on_c["id"])
         return st == 200 and o["sandbox"].get("statusReason") == "node c is down"
     # Renewed every LEASE/3, c's lease runs at least 2/3 LEASE past the
-    # signal: seeing it down before LEASE/2 needs the release.
-    wait_for(down, LEASE / 2, "a to see c down after its SIGTERM")
+    # signal, and a kept answer lives a second: seeing it down within half
+    # of that needs the release and a's hearing of it.
+    wait_for(down, 0.5, "a to see c down after its SIGTERM")
+    wait_for(lambda: cluster.nodes[0].log_text().count(heard) == before + 1, 5,
+             "a to log that it heard c leave")
     st, o = cluster.b.sandbox("exec", on_c["id"], {"command": "true"})
     assert st == 503 and o["error"] == "NodeDown", o
     assert c.d.proc.wait(30) == 0
     assert "event=node_left" in c.log_text()
     c.start()
+    # Back up: heard too (its start is a notification), so what a kept
+    # saying "node c is down" goes.
+    wait_for(lambda: cluster.nodes[0].log_text().count(heard) == before + 2, 5,
+             "a to hear c come back")
+    assert "statusReason" not in cluster.a.sandbox("getSandbox", on_c["id"])[1]["sandbox"]
     wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
              LEASE + 10, "c's sandbox reachable again")
     st, listed = e2b_raw(cluster.b, "GET", "/sandboxes", key)

@@ -28,7 +28,7 @@ from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
                    "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials",
-                   "getIdlePolicy", "putIdlePolicy"]
+                   "getIdlePolicy", "putIdlePolicy", "restoreSnapshot"]
 GET_METHODS = ("getSandbox", "getNetworkPolicy", "getNetworkDenials", "getIdlePolicy")
 
 
@@ -84,6 +84,8 @@ class Daemon:
             body = {"action": "pause", "timeout": 3600}
         if method == "exec" and body is None:
             body = {"command": "true"}
+        if method == "restoreSnapshot" and body is None:
+            body = {"snapshot": "nosuch"}
         if method == "startSandbox" and body is None:
             body = {}  # the lexicon declares an input: a body is required
         return self.call(nsid, {"id": ident}, body, token=token, post=post)
@@ -376,7 +378,8 @@ def test_authz_matrix(daemon):
           (403, "Forbidden"))
     bodies = {"exec": {"command": "id"}, "startSandbox": {},
               "putNetworkPolicy": {"policy": {"mode": "none"}},
-              "putIdlePolicy": {"action": "pause", "timeout": 3600}}
+              "putIdlePolicy": {"action": "pause", "timeout": 3600},
+              "restoreSnapshot": {"snapshot": "nosuch"}}
     for m in SANDBOX_METHODS:
         st, out = daemon.call(f"io.pocketenv.sandbox.{m}", {"id": mine["id"]}, bodies.get(m),
                               token=None, post=m not in GET_METHODS,

@@ -37,7 +37,8 @@ TOOLS = {"sandbox_templates", "sandbox_create", "sandbox_list", "sandbox_get", "
          "service_logs", "service_stop", "file_read", "file_write", "file_list", "file_remove",
          "env_set", "port_expose", "backup_create", "backup_list", "backup_restore",
          "dir_download", "dir_upload",
-         "snapshot_create", "snapshot_list", "snapshot_get", "snapshot_delete", "sandbox_fork",
+         "snapshot_create", "snapshot_list", "snapshot_get", "snapshot_delete", "snapshot_restore",
+         "sandbox_fork",
          "idle_policy_get", "idle_policy_set"}
 
 
@@ -569,6 +570,9 @@ def test_snapshot_and_idle_tools_through_the_sdk(daemon):
     left = iso(got["expiresAt"]) - iso(got["createdAt"])
     assert 590 <= left.total_seconds() <= 610, got
     assert out["snapBadTtl"]["isError"] and "ttl" in out["snapBadTtl"]["text"]
+    # a local snapshot makes new sandboxes; it is never put back in place
+    assert out["snapRestore"]["isError"], out["snapRestore"]
+    assert "not supported by local: snapshot-restore" in out["snapRestore"]["text"], out["snapRestore"]
     # the copy has the snapshot's files, the source its own later write
     assert not out["fromSnap"]["isError"], out["fromSnap"]
     assert out["fromSnap"]["structured"]["status"] == "RUNNING"

@@ -39,7 +39,7 @@ DRIVE = os.path.join(BUILD, "tests", "provider-drive")
 ADAPTERS = ["blaxel", "cloudflare", "daytona", "deno", "e2b", "hopx", "kubernetes", "modal", "runloop", "sprites",
             "vercel"]
 CHECKS = ["lifecycle", "exec", "stream", "stream-faults", "pty", "files", "tar", "preview", "capabilities",
-          "env", "errors", "no-leak"]
+          "snapshot", "env", "errors", "no-leak"]
 PROVIDERS = ["local"] + ADAPTERS
 # Where files live: the bridge serves /workspace only, the others anything.
 WORKDIR = "/workspace"
@@ -425,6 +425,61 @@ def test_undeclared_capabilities(adapter):
     return "ok: lacks " + ", ".join(missing)
 
 
+@checked("snapshot")
+def test_snapshot(adapter):
+    """Snapshots as each adapter declares them: taken (a file written
+    after it is not in it); where "snapshot-restore" is declared, the
+    sandbox goes back to it in place; where "snapshot-base" is, a new
+    sandbox is made from it, also once its source is gone; what is not
+    declared answers the standard error and sends nothing; deleting it
+    removes it there (Sprites has no such call: its checkpoints go with
+    their sprite)."""
+    d, p = adapter.d, adapter.provider
+    sid = adapter.create()
+    caps = adapter.caps()
+    if "snapshot" not in caps:
+        before = len(d.requests)
+        err = adapter.run("snapshot", sid, "s1", ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {p}: snapshot"}
+        assert "snapshot-base" not in caps and "snapshot-restore" not in caps
+        assert len(d.requests) == before
+        adapter.run("remove", sid)
+        return "not supported"
+    path = f"{WORKDIR}/snap.txt"
+    adapter.run("write", sid, path, "before")
+    snap = adapter.run("snapshot", sid, "s1")["snapshot"]
+    assert len(d.snapshots) == 1
+    if p != "vercel":  # Vercel stops a sandbox to snapshot it, for good (v1)
+        adapter.run("write", sid, path, "after")
+    did = []
+    if "snapshot-restore" in caps:
+        adapter.run("snapshot-restore", sid, snap)
+        assert adapter.run("read", sid, path)["data"] == "before"
+        did.append("restore in place")
+    else:
+        before = len(d.requests)
+        err = adapter.run("snapshot-restore", sid, snap, ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {p}: snapshot-restore"}
+        assert len(d.requests) == before
+    adapter.run("remove", sid)
+    if "snapshot-base" in caps:
+        new = adapter.run("create-from", snap, "t2")["id"]
+        assert adapter.run("read", new, path)["data"] == "before"
+        adapter.run("remove", new)
+        did.append("from one after its source is gone")
+    else:
+        before = len(d.requests)
+        err = adapter.run("create-from", snap, "t2", ok=False)
+        assert err == {"error": "ENOTCAP", "message": f"not supported by {p}: snapshot-base"}
+        assert len(d.requests) == before
+        did.append("none from one (snapshot-base)")
+    adapter.run("snapshot-rm", snap)
+    assert not d.snapshots, d.snapshots  # Sprites': gone with the sprite
+    if p == "sprites":
+        did.append("rm: none (gone with its sprite)")
+    return "ok: " + ", ".join(did)
+
+
 @checked("errors")
 def test_error_mapping(adapter):
     """401 names the provider and says the key was rejected; 5xx, garbage
@@ -783,6 +838,20 @@ def test_local_capabilities(local):
     local.run("remove", sid)
     missing = [c for c in ("snapshot", "volumes", "services") if c not in caps]
     return "ok: lacks " + ", ".join(missing) if missing else None
+
+
+@checked_local("snapshot")
+def test_local_snapshot(local):
+    """Local snapshots are the daemon's (layers on the runtime's btrfs,
+    tests/integration/test_snapshots*.py), not the interface's: the
+    adapter declares none of the three and answers the standard error."""
+    sid = local.create()
+    caps = local.caps()
+    assert not {"snapshot", "snapshot-base", "snapshot-restore"} & caps
+    err = local.run("snapshot", sid, "s1", ok=False)
+    assert err == {"error": "ENOTCAP", "message": "not supported by local: snapshot"}
+    local.run("remove", sid)
+    return "not through the interface (the daemon's layers)"
 
 
 @checked_local("env")

@@ -312,6 +312,110 @@ def test_vercel_sdk_snapshots():
         assert d.snapshots == {}
 
 
+BLAXEL_SNAPSHOTS = """
+process.env.BL_API_URL = process.env.DOUBLE_URL + '/v0'
+process.env.BL_WORKSPACE = process.env.DOUBLE_WORKSPACE
+process.env.BL_API_KEY = process.env.DOUBLE_KEY
+const { SandboxInstance, Snapshot } = await import('@blaxel/core')
+const out = {}
+const src = await SandboxInstance.create({ name: 'snap-src' })
+await SandboxInstance.get('snap-src')
+await src.fs.write('/tmp/s.txt', 'snapped')
+const snap = await src.snapshots.create('keep-1')
+out.created = { name: snap.name, status: snap.status, source: snap.source.name }
+out.firstLook = (await Snapshot.get(snap.id)).status
+out.secondLook = (await Snapshot.get(snap.id)).status
+out.listed = (await src.snapshots.list()).map((x) => x.name)
+await src.fs.write('/tmp/s.txt', 'changed')
+out.restored = await src.snapshots.restore(snap.name)
+await SandboxInstance.get('snap-src')
+out.afterRestore = await src.fs.read('/tmp/s.txt')
+await SandboxInstance.delete('snap-src')
+out.sourceDeleted = (await Snapshot.get(snap.id)).source.deleted
+out.fork = await snap.fork('snap-copy')
+const copy = await SandboxInstance.get('snap-copy')
+out.copyStatus = copy.status
+await SandboxInstance.get('snap-copy')
+out.copyRead = await copy.fs.read('/tmp/s.txt')
+const page = await Snapshot.list()
+out.workspace = page.data.map((x) => x.name)
+await Snapshot.delete(snap.id)
+try {
+  await Snapshot.get(snap.id)
+  out.afterDelete = 'still there'
+} catch (e) {
+  out.afterDelete = e?.error ?? String(e?.message ?? e).slice(0, 100)
+}
+await SandboxInstance.delete('snap-copy')
+console.log(JSON.stringify(out))
+process.exit(0)
+"""
+
+
+def test_blaxel_sdk_snapshots():
+    """@blaxel/core 0.3's snapshots against the double: sandbox.snapshots
+    .create (the workspace call), Snapshot.get ("pending", then "ready"),
+    .list, .restore onto its sandbox (the files back), Snapshot.fork after
+    the source is deleted (the copy has the snapshot's files), Snapshot
+    .list and .delete (not found after)."""
+    with start("blaxel") as d:
+        got = run_node("blaxel", d, code=BLAXEL_SNAPSHOTS, extra_env={"DOUBLE_WORKSPACE": d.workspace})
+        assert got["created"] == {"name": "keep-1", "status": "pending", "source": "snap-src"}, got
+        assert (got["firstLook"], got["secondLook"]) == ("pending", "ready"), got
+        assert got["listed"] == ["keep-1"] and got["restored"]["name"] == "snap-src", got
+        assert got["afterRestore"] == "snapped" and got["sourceDeleted"] is True, got
+        assert got["fork"]["name"] == "snap-copy" and got["fork"]["type"] == "sandbox", got
+        assert got["copyStatus"] == "DEPLOYING" and got["copyRead"] == "snapped", got
+        assert got["workspace"] == ["keep-1"] and got["afterDelete"].endswith(" not found"), got
+        assert d.snapshots == {} and d.sandboxes == {}
+        seen = routes(d)
+        for want in [("POST", "snapshot.root", 200), ("POST", "snapshot.restore", 200),
+                     ("POST", "snapshot.fork", 200), ("DELETE", "snapshot.delete", 204),
+                     ("GET", "snapshot.get", 404)]:
+            assert want in seen, want
+
+
+SPRITES_CHECKPOINTS = """
+import { SpritesClient } from '@fly/sprites'
+const client = new SpritesClient(process.env.DOUBLE_KEY, { baseURL: process.env.DOUBLE_URL })
+const sprite = await client.createSprite('ckpt-1')
+const fs = sprite.filesystem('/')
+await fs.writeFile('/tmp/s.txt', 'snapped')
+const out = { created: [] }
+for await (const m of await sprite.createCheckpoint('before the change')) out.created.push(m.type)
+out.list = (await sprite.listCheckpoints()).map((c) => [c.id, c.comment])
+out.got = (await sprite.getCheckpoint('v1')).comment
+await fs.writeFile('/tmp/s.txt', 'changed')
+out.restored = []
+for await (const m of await sprite.restoreCheckpoint('v1')) out.restored.push(m.type)
+out.afterRestore = await fs.readFile('/tmp/s.txt', 'utf8')
+try {
+  await sprite.getCheckpoint('v9')
+  out.missing = 'found'
+} catch (e) {
+  out.missing = String(e.message)
+}
+await sprite.delete()
+console.log(JSON.stringify(out))
+process.exit(0)
+"""
+
+
+def test_sprites_sdk_checkpoints():
+    """@fly/sprites' checkpoints against the double: createCheckpoint's
+    NDJSON stream (info, then complete), listCheckpoints and
+    getCheckpoint by id, restoreCheckpoint (the files back), a missing
+    one; the checkpoints go with their sprite."""
+    with start("sprites") as d:
+        got = run_node("sprites", d, code=SPRITES_CHECKPOINTS)
+        assert got["created"] == ["info", "info", "complete"], got
+        assert got["list"] == [["v1", "before the change"]] and got["got"] == "before the change", got
+        assert got["restored"][-1] == "complete" and got["afterRestore"] == "snapped", got
+        assert got["missing"] == "Checkpoint not found: v9", got
+        assert d.snapshots == {} and d.sandboxes == {}
+        assert ("POST", "checkpoint.restore", 200) in routes(d)
+
+
 def test_e2b_double_refuses_envd_calls_without_the_access_token():
     async def scenario(d):
         h = {"X-API-Key": d.key}

@@ -54,17 +54,64 @@ def alive(d):
             if state(d, k) in ("started", "starting", "creating", "running", "pending")}
 
 
+def openssl(*args, cwd):
+    import subprocess
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def preview_pki(d):
+    """A private CA and three server certificates in directory d: good
+    (localhost, from the CA), wrongname (another host, from the CA),
+    untrusted (localhost, from a CA nobody trusts)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "stranger-ca"):
+        openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                "-subj", f"/CN=pocketenv test {ca}", "-days", "2", cwd=d)
+    for name, ca, san in (("good", "ca", "DNS:localhost"), ("wrongname", "ca", "DNS:other.test"),
+                          ("untrusted", "stranger-ca", "DNS:localhost")):
+        openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/CN=x", cwd=d)
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(f"subjectAltName={san}\n")
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.crt", "-CAkey", f"{ca}.key",
+                "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=d)
+
+
+def tls_front(d):
+    """A server context that presents the certificate `front["cert"]`
+    names (good, wrongname, untrusted) at each handshake."""
+    import ssl
+    ctxs = {}
+    for name in ("good", "wrongname", "untrusted"):
+        ctxs[name] = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctxs[name].load_cert_chain(os.path.join(d, f"{name}.crt"), os.path.join(d, f"{name}.key"))
+    front = {"cert": "good"}
+
+    def pick(sslobj, server_name, ctx):
+        sslobj.context = ctxs[front["cert"]]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(os.path.join(d, "good.crt"), os.path.join(d, "good.key"))
+    ctx.sni_callback = pick
+    return ctx, front
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     doubles = {p: start(p) for p in REMOTE}
     other = start("daytona")  # a URL a client would like the daemon to call
     tmp = tmp_path_factory.mktemp("remote")
+    # Runloop's tunnel hosts are https: its double's preview is served over
+    # TLS with a certificate from a CA only the operator's previewCaFile names
+    preview_pki(str(tmp))
+    tls_ctx, tls = tls_front(str(tmp))
+    tls_url = doubles["runloop"].serve_tls(tls_ctx)
     conf = {p: {"url": d.url + URL_SUFFIX.get(p, ""), "timeoutMs": 3000,
                 "createTimeoutMs": 8000} for p, d in doubles.items()}
     conf["hopx"]["key"] = doubles["hopx"].key  # the operator's, for every hopx sandbox
     # the doubles' stand-in for each provider's per-port preview hosts
     conf["hopx"]["previewUrl"] = doubles["hopx"].url + "/__preview__/{id}/{port}/"
-    conf["runloop"]["previewUrl"] = doubles["runloop"].url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewUrl"] = tls_url + "/__preview__/{key}/{port}/"
+    conf["runloop"]["previewCaFile"] = str(tmp / "ca.crt")
     # Blaxel has no request field upstream: the operator's key and workspace
     conf["blaxel"].update(key=doubles["blaxel"].key, org=doubles["blaxel"].workspace)
     conf["cloudflare"]["key"] = doubles["cloudflare"].key  # the bridge's: no request field
@@ -79,6 +126,7 @@ def env(tmp_path_factory):
             d.public_key = banner_key(d)
             d.doubles = doubles
             d.other = other
+            d.tls_front = tls
             yield d
     finally:
         for x in list(doubles.values()) + [other]:
@@ -324,12 +372,20 @@ def test_snapshot_and_fork_where_the_provider_has_none_is_501(env):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
+def cat(d, p, sid, path):
+    """A file's bytes as an exec of `cat` prints them. Blaxel's exec output
+    is its line log stream, which ends a last line without a newline with
+    one: that newline is the stream's, not the file's."""
+    out = d.sh(sid, f"cat {path}")["stdout"]
+    return out[:-1] if p == "blaxel" and out.endswith("\n") else out
+
+
 def snapshot_of(d, name):
     st, o = d.call(SB + "getSnapshot", {"id": name})
     return o["snapshot"] if st == 200 else None
 
 
-@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel"])
+@pytest.mark.parametrize("p", ["daytona", "e2b", "vercel", "blaxel"])
 def test_remote_snapshot_restore_fork_and_rm(env, p):
     """Through our daemon, on the provider: a file written, a snapshot
     taken there (the row says where), the source deleted; a sandbox made
@@ -354,7 +410,7 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
 
     st, sb = create(d, p, f"snap-new-{p}", base=f"snapshot:rs-{p}")
     assert st == 200 and sb["status"] == "RUNNING", sb
-    assert d.sh(sb["id"], "cat /tmp/snap.txt")["stdout"] == "kept"
+    assert cat(d, p, sb["id"], "/tmp/snap.txt") == "kept"
 
     st, o = d.sandbox("forkSandbox", sb["id"], {"count": 3})
     assert st == 200, o
@@ -364,9 +420,10 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
         got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
         assert got["status"] == "RUNNING" and got["backend"] == p, got
     for i, f in enumerate(forks):
-        assert d.sh(f, f"cat /tmp/snap.txt; echo -n fork{i} > /tmp/mine")["stdout"] == "kept"
+        assert d.sh(f, f"echo -n fork{i} > /tmp/mine")["exitCode"] == 0
+        assert cat(d, p, f, "/tmp/snap.txt") == "kept"
     for i, f in enumerate(forks):
-        assert d.sh(f, "cat /tmp/mine")["stdout"] == f"fork{i}"
+        assert cat(d, p, f, "/tmp/mine") == f"fork{i}"
     if p != "vercel":  # the source runs on (Vercel stopped it)
         assert d.sh(sb["id"], "cat /tmp/mine")["exitCode"] != 0
     for x in forks + [sb["id"]]:
@@ -378,6 +435,77 @@ def test_remote_snapshot_restore_fork_and_rm(env, p):
     wait_for(lambda: not dbl.snapshots, 20, f"the snapshots to go at {p}")
     assert [r for r in dbl.requests if r["route"] == "snapshot.delete" and r["status"] < 300]
     no_secret_anywhere(d, key, [snap])
+
+
+@pytest.mark.parametrize("p", ["blaxel", "sprites"])
+def test_remote_snapshot_restored_in_place(env, p):
+    """Blaxel and Sprites put a sandbox back to one of its own snapshots in
+    place (restoreSnapshot): what it wrote since is gone, it keeps its id
+    and runs on. Onto another sandbox: 400 saying so. Sprites' checkpoints
+    make no new sandbox: a fork, or a create from one, is 501 naming
+    sprites and snapshot-base, and makes nothing. rm reaches Blaxel; a
+    Sprites checkpoint has no delete there and goes with its sprite."""
+    d, dbl = env, env.doubles[p]
+    # Blaxel: a sized source, whose forks run with its snapshot's memory
+    st, src = create(d, p, f"rip-{p}", **({"memory": 2} if p == "blaxel" else {}))
+    assert st == 200, src
+    st, other = create(d, p, f"rip-other-{p}")
+    assert st == 200, other
+    assert d.sh(src["id"], "echo -n before > /tmp/r.txt")["exitCode"] == 0
+    st, o = d.sandbox("createSnapshot", src["id"], {"name": f"rip-{p}"})
+    assert st == 200 and o["snapshot"]["provider"] == p, o
+    assert len(dbl.snapshots) == 1
+    assert d.sh(src["id"], "echo -n after > /tmp/r.txt; echo -n new > /tmp/n.txt")["exitCode"] == 0
+    st, o = d.sandbox("restoreSnapshot", src["id"], {"snapshot": f"rip-{p}"})
+    assert st == 200 and o["sandboxId"] == src["id"], o
+    assert cat(d, p, src["id"], "/tmp/r.txt") == "before"
+    assert d.sh(src["id"], "cat /tmp/n.txt")["exitCode"] != 0
+    assert d.sandbox("getSandbox", src["id"])[1]["sandbox"]["status"] == "RUNNING"
+    route = {"blaxel": "snapshot.restore", "sprites": "checkpoint.restore"}[p]
+    assert [r for r in dbl.requests if r["route"] == route and r["status"] == 200]
+
+    st, o = d.sandbox("restoreSnapshot", other["id"], {"snapshot": f"rip-{p}"})
+    assert st == 400 and "was taken of another sandbox" in o["message"], o
+    st, o = d.sandbox("restoreSnapshot", src["id"], {"snapshot": "nosuch"})
+    assert st == 404 and o["error"] == "SnapshotNotFound", o
+    if p == "sprites":
+        before = names(d)
+        st, o = d.sandbox("forkSandbox", src["id"], {"count": 2})
+        assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
+        st, o = create(d, p, "rip-from", base=f"snapshot:rip-{p}")
+        assert st == 501 and o["message"].startswith("not supported by sprites: snapshot-base"), o
+        assert "restoreSnapshot" in o["message"], o
+        assert names(d) == before
+        # a second checkpoint, kept until its sprite goes: then its row goes too
+        st, o = d.sandbox("createSnapshot", src["id"], {"name": "rip-sprites-kept"})
+        assert st == 200, o
+    if p == "blaxel":  # the fork has the memory it asks (the source's, its snapshot's)
+        st, o = d.sandbox("forkSandbox", src["id"], {"count": 1})
+        assert st == 200, o
+        (f,) = [x["id"] for x in o["sandboxes"]]
+        got = d.wait_status(f, ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING", got
+        assert dbl.sandboxes[got["remoteId"]].spec["runtime"]["memory"] == 2048
+        assert cat(d, p, f, "/tmp/r.txt") == "before"
+        st, o2 = create(d, p, "rip-bigger", base=f"snapshot:{o['snapshot']}", memory=4)
+        assert st == 501 and "memory size of a sandbox from a snapshot" in o2["message"], o2
+        assert "2048 MB" in o2["message"] and "rip-bigger" not in names(d), o2
+        assert d.sandbox("deleteSandbox", f)[0] == 200
+        assert d.call(SB + "deleteSnapshot", {"id": o["snapshot"]}, body={})[0] == 200
+    assert d.call(SB + "deleteSnapshot", {"id": f"rip-{p}"}, body={})[0] == 200
+    assert snapshot_of(d, f"rip-{p}") is None
+    if p == "blaxel":
+        wait_for(lambda: not dbl.snapshots, 20, "the snapshot to go at blaxel")
+    else:  # no delete call there: the checkpoints go with their sprite
+        assert len(dbl.snapshots) == 2
+    for x in (src, other):
+        assert d.sandbox("deleteSandbox", x["id"])[0] == 200
+    wait_for(lambda: not dbl.snapshots, 20, f"nothing left at {p}")
+    if p == "sprites":  # its checkpoint is gone there: no row lists it
+        assert snapshot_of(d, "rip-sprites-kept") is None
+        assert "event=snapshot_gone_with_sandbox" in d.log_text()
+    if p == "sprites":
+        no_secret_anywhere(d, dbl.key)
 
 
 def test_remote_snapshot_deletion_refused_is_retried(env):
@@ -411,6 +539,10 @@ def test_remote_snapshot_stays_where_it_is_kept(env):
     st, o = create(d, "e2b", "snap-elsewhere", base="snapshot:rs-where")
     assert st == 400 and "kept by daytona" in o["message"], o
     assert names(d) == before
+    # Daytona makes new sandboxes from a snapshot; it cannot put one back in place
+    st, o = d.sandbox("restoreSnapshot", sb["id"], {"snapshot": "rs-where"})
+    assert st == 501 and o["error"] == "NotSupported", o
+    assert o["message"].startswith("not supported by daytona: snapshot-restore"), o
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
     assert d.call(SB + "deleteSnapshot", {"id": "rs-where"}, body={})[0] == 200
     wait_for(lambda: not env.doubles["daytona"].snapshots, 20, "the snapshot to go")
@@ -520,7 +652,14 @@ def test_provider_config_is_checked(tmp_path):
              ({"modal": {"ports": [3000, 70000]}}, 0o600, "modal.ports: a port is 1 to 65535"),
              ({"modal": {"ports": list(range(1, 10))}}, 0o600, "at most 8 ports"),
              ({"daytona": {"previewUrl": "http://x/{port}"}}, 0o600, "only hopx and runloop"),
-             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://")]
+             ({"hopx": {"previewUrl": "x/{port}"}}, 0o600, "previewUrl must be http://"),
+             ({"e2b": {"previewCaFile": "/etc/hostname"}}, 0o600, "only hopx and runloop"),
+             ({"runloop": {"previewCaFile": "ca.pem"}}, 0o600, "must be an absolute path"),
+             ({"hopx": {"previewCaFile": "/nonexistent/ca.pem"}}, 0o600,
+              "previewCaFile /nonexistent/ca.pem"),
+             ({"runloop": {"previewCaFile": str(tmp_path / "notpem")}}, 0o600,
+              "not a PEM certificate file")]
+    (tmp_path / "notpem").write_text("a CA file that is no certificate\n")
     for conf, mode, want in cases:
         path = tmp_path / "p.json"
         path.write_text(json.dumps(conf))
@@ -905,8 +1044,59 @@ def test_preview_through_our_proxy(env, p):
         tunnel = dbl.sandboxes[rid].tunnel
         assert tunnel["auth_mode"] == "authenticated" and len(dbl.seen("tunnel")) == 1
         assert dbl.seen("preview")[-1]["status"] == 200
+        assert dbl.seen("preview")[-1]["scheme"] == "https"  # its tunnel host is https
         no_secret_anywhere(d, tunnel["auth_token"], [o])
     no_secret_anywhere(d, dbl.key, [o])
+    assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_preview_over_tls_is_verified(env):
+    """Runloop's tunnel host is https: the proxy speaks TLS to it and
+    trusts it only with a certificate for that host from the system's or
+    the operator's CAs (previewCaFile). A page and a WebSocket reach the
+    sandbox's port over TLS; a certificate from another CA or for another
+    host ends in a 502 that says which and why, and the tunnel token the
+    proxy would add reaches neither the answer, the log nor the host."""
+    from wsclient import WS
+    d, dbl = env, env.doubles["runloop"]
+    st, sb = create(d, "runloop", "pv-tls")
+    assert st == 200, sb
+    rid = sb["remoteId"]
+    st, o = d.call(SB + "exposePort", {"id": sb["id"]}, body={"port": 3000})
+    assert st == 200, o
+    url, token = o["previewUrl"], dbl.sandboxes[rid].tunnel["auth_token"]
+    assert proxied(d, url, "a", token=d.token) == (200, f"preview of {rid} port 3000: GET /a\n")
+    assert dbl.seen("preview")[-1]["scheme"] == "https"
+    # a body of many TLS records, all of it (the proxy reads past what one record holds)
+    n = 3 * 1000 * 1000 + 7
+    st, body = proxied(d, url, f"big?bytes={n}", token=d.token)
+    assert st == 200 and body == ("0123456789" * (n // 10 + 1))[:n]
+    ws = WS(int(d.url.rsplit(":", 1)[1]), f"/p/{sb['id']}/3000/ws",
+            headers={"Authorization": f"Bearer {d.token}"})
+    assert ws.status == 101, ws.head
+    ws.send("hello over tls")
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes hello over tls".encode())
+    big = "x" * 200000  # a message of many records each way
+    ws.send(big)
+    assert ws.recv() == (1, f"preview of {rid} port 3000 echoes {big}".encode())
+    ws.close()
+    answers = []
+    seen = len(dbl.seen("preview"))
+    try:
+        for cert, why in (("untrusted", "untrusted certificate"),
+                          ("wrongname", "hostname mismatch")):
+            d.tls_front["cert"] = cert
+            st, body = proxied(d, url, "a", token=d.token)
+            answers.append(body)
+            err = json.loads(body)
+            assert (st, err["error"]) == (502, "UpstreamFailure"), body
+            assert "preview host localhost failed" in err["message"] and why in err["message"], body
+    finally:
+        d.tls_front["cert"] = "good"
+    assert len(dbl.seen("preview")) == seen  # refused at the handshake: no request went
+    assert "event=preview_tls_failed" in d.log_text()
+    no_secret_anywhere(d, token, answers)
+    assert proxied(d, url, "b", token=d.token)[0] == 200
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
@@ -951,10 +1141,14 @@ SV = "io.pocketenv.service."
 
 def test_tailscale_key_on_a_remote_sandbox(env):
     """putTailscaleAuthKey on a running remote sandbox brings Tailscale up
-    through exec where the image has it: the key in a file for `tailscale
-    up --auth-key=file:`, removed after; where it has none, the record says
-    the key is not applied and why. The key never reaches a command line,
-    an environment, the double's request log or the daemon's log."""
+    through exec where the image has it: tailscaled as a supervised unit
+    (restarted when it dies, as a service is), then, once it answers,
+    `tailscale up --auth-key=file:` with the key in a 0600 file removed
+    after; where the image lacks either program, the record says the key
+    is not applied and why. The key never reaches a command line, an
+    environment, the double's request log or the daemon's log."""
+    import hashlib
+    from tests.doubles._core import TS_CRASH, TS_STARTS, TS_UPS
     d, dbl = env, env.doubles["e2b"]
     st, sb = create(d, "e2b", "ts-e2b")
     assert st == 200, sb
@@ -962,32 +1156,49 @@ def test_tailscale_key_on_a_remote_sandbox(env):
     key = "tskey-auth-k" + os.urandom(12).hex() + "-x"
     fs = dbl.sandboxes[rid].fs
     writes = len(dbl.seen("fs.write"))
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    assert "tailscale key not applied: no tailscale in the image on e2b" in \
-        got.get("statusReason", ""), got
+
+    def put():
+        st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
+        assert st == 200, o
+        return d.sandbox("getSandbox", sid)[1]["sandbox"].get("statusReason") or ""
+
+    assert "tailscale key not applied: no tailscale in the image on e2b" in put()
+    # tailscale without its daemon: the key is not sent either
+    fs.write("/usr/bin/tailscale", b"#!double-program tailscale\n")
+    assert "tailscale key not applied: no tailscaled in the image on e2b" in put()
     assert len(dbl.seen("fs.write")) == writes  # no tailscale: the key is not sent at all
-    # an image with tailscale (the double cannot run it: `tailscale up` fails)
-    fs.write("/usr/bin/tailscale", b"stand-in\n")
-    st, o = d.call(SB + "putTailscaleAuthKey", body={"id": sid, "authKey": d.seal(key)})
-    assert st == 200, o
-    got = d.sandbox("getSandbox", sid)[1]["sandbox"]
-    reason = got.get("statusReason", "")
-    assert "tailscale key not applied: tailscale up exited" in reason, got
+
+    def starts():
+        return int(fs.read(TS_STARTS)) if fs.exists(TS_STARTS) else 0
+
+    def ups():
+        return [json.loads(x) for x in fs.read(TS_UPS).decode().splitlines()] \
+            if fs.exists(TS_UPS) else []
+    # the pair (the double's stand-ins: tests/doubles/_core.py PROGRAMS)
+    fs.write("/usr/sbin/tailscaled", b"#!double-program tailscaled\n")
+    assert "tailscale" not in put()
+    assert starts() == 1
+    want = {"key_sha256": hashlib.sha256(key.encode()).hexdigest(), "mode": 0o600,
+            "hostname": "ts-e2b"}
+    assert ups() == [want]
     assert len(dbl.seen("fs.write")) == writes + 1  # the key file, then removed
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
-    ups = [e for e in dbl.sandboxes[rid].execs if "tailscale up" in json.dumps(e)]
-    assert ups and "--auth-key=file:/run/pocketenv/tailscale-authkey" in json.dumps(ups[-1])
+    assert fs.stat("/run/pocketenv")["mode"] == 0o700
+    # supervised: when tailscaled dies it is started again
+    fs.write(TS_CRASH, b"")
+    wait_for(lambda: starts() == 2, 15, "tailscaled restarted after it died")
+    # a second put while it runs: the same tailscaled, `up` again
+    assert "tailscale" not in put() and starts() == 2 and ups() == [want, want]
     # and again at every start
     assert d.sandbox("stopSandbox", sid)[0] == 200
     d.wait_status(sid, ["STOPPED"])
     assert d.sandbox("startSandbox", sid)[0] == 200
     got = d.wait_status(sid, ["RUNNING"])
-    wait_for(lambda: len(dbl.seen("fs.write")) == writes + 2, 10, "the key applied at start")
-    assert "tailscale up exited" in (d.sandbox("getSandbox", sid)[1]["sandbox"].get(
-        "statusReason") or "")
+    assert "tailscale" not in (got.get("statusReason") or ""), got
+    assert starts() == 3 and ups() == [want] * 3
     assert not fs.exists("/run/pocketenv/tailscale-authkey")
+    launches = [e for e in dbl.sandboxes[rid].execs if (e.get("argv") or [""])[0] == "tailscaled"]
+    assert len(launches) == 3 and "--tun=userspace-networking" in launches[0]["argv"], launches
     assert key not in json.dumps(dbl.sandboxes[rid].execs)
     assert key not in json.dumps(dbl.seen()) and key not in json.dumps(dbl.sandboxes[rid].env)
     no_secret_anywhere(d, key)

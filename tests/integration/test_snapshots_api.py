@@ -199,6 +199,10 @@ def test_cli(daemon):
     assert p.returncode == 0 and "c1" in p.stdout and "snp_" in p.stdout, p.stderr
     p = cli("snapshot", "inspect", "c1")
     assert p.returncode == 0 and '"from the cli"' in p.stdout, p.stderr
+    # a local snapshot is never put back under its sandbox: 501, saying what to do
+    p = cli("snapshot", "restore", "c1")
+    assert p.returncode != 0 and "not supported by local: snapshot-restore" in p.stderr, p.stderr
+    assert "base snapshot:c1" in p.stderr, p.stderr
     p = cli("snapshot", "rm", "c1")
     assert p.returncode == 0, p.stderr
     p = cli("snapshot", "inspect", "c1")

@@ -380,6 +380,7 @@ const scenarios = {
     await call(client, 'file_write', { sandbox: sb, path: '/work/state.txt', content: 'after\n' });
     out.snapGet = await call(client, 'snapshot_get', { snapshot: snap });
     out.snapBadTtl = await call(client, 'snapshot_create', { sandbox: sb, name: `${snap}2`, ttl: 0 });
+    out.snapRestore = await call(client, 'snapshot_restore', { sandbox: sb, snapshot: snap });
     out.fromSnap = await call(client, 'sandbox_create', { base: `snapshot:${snap}`, name: copy });
     out.copyRead = await call(client, 'file_read', { sandbox: copy, path: '/work/state.txt' });
     out.srcRead = await call(client, 'file_read', { sandbox: sb, path: '/work/state.txt' });

@@ -12,6 +12,7 @@
 #include <glob.h>
 #include <grp.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdint.h>
@@ -28,6 +29,7 @@
 #include "pocketenv/store-records.h"
 #include "pocketenv/store-snapshots.h"
 #include "pocketenv/store-idle.h"
+#include "pocketenv/store-listen.h"
 #include "pocketenv/store-usage.h"
 #include "pocketenv/store.h"
 #include "store/store-internal.h"
@@ -326,7 +328,7 @@ BOTH(migration_provider_names)
     exec_ok(s, "DROP TABLE idle_policies", NULL, 0);             /* migration 8's */
     exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0);        /* migration 9's */
     exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 11's */
-    exec_ok(s, "DROP TABLE e2b_sandboxes", NULL, 0);             /* migration 12's */
+    exec_ok(s, "DROP TABLE e2b_sandboxes", NULL, 0);             /* migration 13's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -560,6 +562,103 @@ BOTH(duplicate_name)
     ASSERT_EQ_INT(pe_store_sandbox_insert(s, &sb, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
     ASSERT_EQ_INT(count_rows(s, "sandboxes"), 3);
+    pe_store_close(s);
+}
+
+/* One notification within 5 s (they come at a change's commit). */
+struct heard {
+    char channel[64];
+    char payload[64];
+    int n;
+};
+
+static void on_heard(const char *channel, const char *payload, void *ud)
+{
+    struct heard *h = ud;
+
+    if (h->n++ == 0) { /* the first of what one read brought */
+        snprintf(h->channel, sizeof(h->channel), "%s", channel);
+        snprintf(h->payload, sizeof(h->payload), "%s", payload);
+    }
+}
+
+/* Read until something arrives; returns pe_store_listen_read's last. */
+static int hear(pe_store_listener *l, struct heard *h)
+{
+    struct pollfd p = {.fd = pe_store_listen_fd(l), .events = POLLIN};
+    uint64_t until = pe_monotonic_ns() + 5000000000ull;
+    pe_err err = {0};
+    int r = 0;
+
+    memset(h, 0, sizeof(*h));
+    while (h->n == 0 && pe_monotonic_ns() < until) {
+        if (poll(&p, 1, 100) < 0)
+            TEST_FAIL("poll: %s", strerror(errno));
+        if ((r = pe_store_listen_read(l, on_heard, h, &err)) < 0)
+            return r;
+    }
+    return r;
+}
+
+static void expect_heard(pe_store_listener *l, const char *channel, const char *payload)
+{
+    struct heard h;
+
+    ASSERT(hear(l, &h) > 0);
+    ASSERT_EQ_INT(h.n, 1);
+    ASSERT_EQ_STR(h.channel, channel);
+    ASSERT_EQ_STR(h.payload, payload);
+}
+
+/* Notifications (migration 12's triggers): what one node changes that
+ * another must hear at once (a sandbox, a node, a user's revoked tokens),
+ * ids only; none for a lease renewal. A
+ * listener whose backend is ended says so. SQLite: none to hear. */
+BOTH(listen)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    pe_store_listener *l = pe_store_listen_open(url, "pocketenv-listen/unit", &err);
+    pe_store_node n = {.id = "nd_one",
+                       .name = "one",
+                       .address = "http://10.0.0.1:8789",
+                       .slots_free = 4,
+                       .lease_until = pe_store_now_ms() + 60000};
+    cleanup_free char *id = NULL;
+    struct heard h;
+
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        ASSERT(l == NULL);
+        ASSERT_EQ_INT(err.code, PE_EUNSUP);
+        pe_store_close(s);
+        return;
+    }
+    ASSERT(l != NULL);
+    add_user(s, "did:key:zA", "a");
+    id = add_sandbox(s, "did:key:zA", "heard", 0);
+    expect_heard(l, PE_STORE_SANDBOXES_CHANNEL, id);
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, true, &err), 0); /* a start */
+    expect_heard(l, PE_STORE_NODES_CHANNEL, "nd_one");
+    /* A renewal is not heard: what comes next is the status change. */
+    ASSERT_EQ_INT(pe_store_node_put(s, &n, false, &err), 0);
+    ASSERT_EQ_INT(
+        pe_store_sandbox_set_status(s, id, PE_STORE_RUNNING, NULL, PE_STORE_INITIALIZING, &err), 0);
+    expect_heard(l, PE_STORE_SANDBOXES_CHANNEL, id);
+    ASSERT_EQ_INT(pe_store_node_set_draining(s, "one", true, NULL, &err), 0);
+    expect_heard(l, PE_STORE_NODES_CHANNEL, "nd_one");
+    ASSERT_EQ_INT(pe_store_node_leave(s, "nd_one", &err), 0);
+    expect_heard(l, PE_STORE_NODES_CHANNEL, "nd_one");
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, id, &err), 0);
+    expect_heard(l, PE_STORE_SANDBOXES_CHANNEL, id);
+    ASSERT_EQ_INT(pe_store_user_revoke_tokens(s, "did:key:zA", pe_store_now_ms(), &err), 0);
+    expect_heard(l, PE_STORE_USERS_CHANNEL, "did:key:zA");
+    /* Its backend ended (a server restart, an admin): a clear error. */
+    exec_ok(s,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "datname = current_database() AND application_name = 'pocketenv-listen/unit'",
+            NULL, 0);
+    ASSERT_EQ_INT(hear(l, &h), -1);
+    pe_store_listen_close(l);
     pe_store_close(s);
 }
 
@@ -1784,7 +1883,7 @@ int main(void)
     failed |=
         RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage,
                   sqlite_records, sqlite_idle_policies, sqlite_e2b_rows, sqlite_snapshot_deletions);
-    failed |= RUN_TESTS(sqlite_nodes, pg_nodes);
+    failed |= RUN_TESTS(sqlite_nodes, pg_nodes, sqlite_listen, pg_listen);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
         RUN_TESTS(pg_migrations, pg_migration_provider_names, pg_concurrent_open, pg_users,
