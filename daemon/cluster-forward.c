@@ -144,25 +144,18 @@ static void fwd_free(struct fwd *f)
 
 /* f's verdict for a thing on node id (another node's): FORWARD there, or
  * DOWN. 0, or -1 with the job failed. */
+static int target_of(pe_store *s, const char *id, pe_cluster_target *t, pe_err *err);
+
 static int to_node(pe_daemon_job *job, pe_store *s, struct fwd *f, const char *id)
 {
-    pe_store_node node = {0};
+    pe_cluster_target t;
 
-    if (pe_store_node_get(s, id, &node, &job->err) < 0) {
-        if (job->err.code != PE_ENOENT)
-            return pe_daemon_job_fail(job, &job->err, NULL);
-        pe_err_clear(&job->err);
-        /* A node that never registered (rows of an older node id): as
-         * good as down. */
-        f->verdict = DOWN;
-        f->node_name = pe_xstrdup(id);
-        return 0;
-    }
-    f->node_id = pe_xstrdup(node.id);
-    f->node_name = pe_xstrdup(node.name);
-    f->address = pe_xstrdup(node.address);
-    f->verdict = pe_cluster_node_up(&node, pe_store_now_ms()) ? FORWARD : DOWN;
-    pe_store_node_clear(&node);
+    if (target_of(s, id, &t, &job->err) < 0)
+        return pe_daemon_job_fail(job, &job->err, NULL);
+    f->verdict = t.down ? DOWN : FORWARD;
+    f->node_id = pe_steal_ptr(&t.node_id);
+    f->node_name = pe_steal_ptr(&t.node_name);
+    f->address = pe_steal_ptr(&t.address);
     return 0;
 }
 
@@ -533,73 +526,101 @@ static void locate_after(pe_daemon_job *job)
 
 /* ---- placement: createSandbox goes to the node with the most room ---- */
 
-/* createSandbox from a snapshot: on the node that has its layer, whatever
- * its room (it is the only node that can make it). 1 if decided (f's
- * verdict, LOCAL included, or the job failed), 0 if the snapshot has no
- * recorded node: placed as any create. */
-static int place_on_snapshot(pe_daemon_job *job, pe_store *s, struct fwd *f, const char *base)
+/* *t: node id's address and name, down if its lease lapsed or it never
+ * registered (rows of an older node id). 0, or -1 with err. */
+static int target_of(pe_store *s, const char *id, pe_cluster_target *t, pe_err *err)
+{
+    pe_store_node node = {0};
+
+    memset(t, 0, sizeof(*t));
+    if (pe_store_node_get(s, id, &node, err) < 0) {
+        if (err->code != PE_ENOENT)
+            return -1;
+        pe_err_clear(err);
+        t->node_name = pe_xstrdup(id);
+        t->down = true;
+        return 0;
+    }
+    t->node_id = pe_xstrdup(node.id);
+    t->node_name = pe_xstrdup(node.name);
+    t->address = pe_xstrdup(node.address);
+    t->down = !pe_cluster_node_up(&node, pe_store_now_ms());
+    pe_store_node_clear(&node);
+    return 0;
+}
+
+/* A create from a snapshot: on the node that has its layer, whatever its
+ * room (it is the only node that can make it). 0 here, 1 on *t (down,
+ * maybe), 2 undecided (the snapshot has no recorded node: placed as any
+ * create), -1 with err (PE_ESTATE: its node is draining). A snapshot not
+ * found (or another user's) is here: the create answers SnapshotNotFound. */
+static int place_on_snapshot(pe_daemon *d, pe_store *s, const char *did, const char *base,
+                             pe_cluster_target *t, pe_err *err)
 {
     pe_store_snapshot v = {0};
     pe_store_node node = {0};
     pe_err ignored;
     int r = 0;
 
-    /* Not found (or another user's): the handler answers SnapshotNotFound. */
-    if (pe_store_snapshot_get(s, job->did, base + strlen(PE_SNAPSHOT_BASE), &v, &ignored) < 0)
-        return 1;
-    if (v.node == NULL)
-        goto out;
-    r = 1;
-    if (pe_store_node_get(s, v.node, &node, &ignored) == 0 && node.draining &&
-        pe_cluster_node_up(&node, pe_store_now_ms())) {
-        f->verdict = NO_ROOM;
-        snprintf(f->why, sizeof(f->why),
-                 "snapshot %s is on node %s, which is draining: no new sandboxes there until it "
-                 "is undrained",
-                 v.name, node.name);
-        goto out;
+    if (pe_store_snapshot_get(s, did, base + strlen(PE_SNAPSHOT_BASE), &v, &ignored) < 0)
+        return 0;
+    if (v.node == NULL) {
+        r = 2;
+    } else if (pe_store_node_get(s, v.node, &node, &ignored) == 0 && node.draining &&
+               pe_cluster_node_up(&node, pe_store_now_ms())) {
+        r = pe_err_set(err, PE_ESTATE, 0,
+                       "snapshot %s is on node %s, which is draining: no new sandboxes there "
+                       "until it is undrained",
+                       v.name, node.name);
+    } else if (strcmp(v.node, d->node) != 0) {
+        r = target_of(s, v.node, t, err) < 0 ? -1 : 1;
     }
-    if (strcmp(v.node, job->d->node) == 0)
-        goto out; /* LOCAL */
-    f->what = "snapshot";
-    to_node(job, s, f, v.node);
-out:
     pe_store_node_clear(&node);
     pe_store_snapshot_clear(&v);
     return r;
 }
 
+int pe_cluster_place(pe_daemon *d, pe_store *s, const char *did, const char *base,
+                     pe_cluster_target *t, pe_err *err)
+{
+    cleanup_free char *id = NULL;
+    int r;
+
+    memset(t, 0, sizeof(*t));
+    if (!pe_cluster_has_key(d->cluster))
+        return 0; /* only this node is reachable */
+    if (base && strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0 &&
+        (r = place_on_snapshot(d, s, did, base, t, err)) != 2)
+        return r;
+    if (pe_store_node_place(s, pe_cluster_place_label(d->cluster), &id, err) < 0)
+        return -1;
+    if (strcmp(id, d->node) == 0)
+        return 0;
+    return target_of(s, id, t, err) < 0 ? -1 : 1;
+}
+
 static void place_work(pe_daemon_job *job, pe_store *s)
 {
     struct fwd *f = job->ud;
-    pe_store_node node = {0};
-    cleanup_free char *id = NULL;
+    pe_cluster_target t;
     const char *base = job->id; /* createSandbox's base, copied on the loop */
+    int r = pe_cluster_place(job->d, s, job->did, base, &t, &job->err);
 
-    if (base && strncmp(base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0 &&
-        place_on_snapshot(job, s, f, base))
-        return;
-    if (pe_store_node_place(s, pe_cluster_place_label(job->d->cluster), &id, &job->err) < 0) {
-        if (job->err.code != PE_ESTATE) {
-            pe_daemon_job_fail(job, &job->err, NULL);
-            return;
-        }
+    if (r < 0 && job->err.code == PE_ESTATE) {
         f->verdict = NO_ROOM;
         snprintf(f->why, sizeof(f->why), "%s", job->err.msg);
         pe_err_clear(&job->err);
-        return;
-    }
-    if (strcmp(id, job->d->node) == 0)
-        return; /* LOCAL */
-    if (pe_store_node_get(s, id, &node, &job->err) < 0) {
+    } else if (r < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
-        return;
+    } else if (r == 1) {
+        /* only a snapshot's node can be down: placement takes live ones */
+        f->what = t.down ? "snapshot" : NULL;
+        f->verdict = t.down ? DOWN : FORWARD;
+        f->node_id = pe_steal_ptr(&t.node_id);
+        f->node_name = pe_steal_ptr(&t.node_name);
+        f->address = pe_steal_ptr(&t.address);
     }
-    f->node_id = pe_xstrdup(node.id);
-    f->node_name = pe_xstrdup(node.name);
-    f->address = pe_xstrdup(node.address);
-    f->verdict = FORWARD;
-    pe_store_node_clear(&node);
+    pe_cluster_target_clear(&t);
 }
 
 static struct wrapped create_call = {.nsid = "io.pocketenv.sandbox.createSandbox"};

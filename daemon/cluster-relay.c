@@ -1,7 +1,8 @@
 /* The streaming routes of a sandbox another node runs (docs/cluster.md):
  * streaming exec (/exec/:id/ws), the terminals (/tty, /pty, Cloudflare's
  * and the root WebSocket routes, their SSE streams, input and resize) and
- * the /ssh gateway find their sandbox through pe__term_find_sandbox; when
+ * the /ssh gateway find their sandbox through pe__term_find_sandbox (the
+ * E2B API's control plane through its own lookup, daemon/e2b.c); when
  * the store says another node runs it, the request is relayed there, one
  * hop, with a node credential for the request's path instead of the
  * user's token (which never leaves this node):
@@ -12,11 +13,13 @@
  *              every message goes across as it came, both ways; a close on
  *              either side closes the other (with its code).
  *   otherwise  (an SSE stream, a POST of input or a resize, the E2B API's
- *              envd calls) libcurl makes the same request on a thread of
- *              its own, with the request's E2B and Connect headers (never a
- *              credential of the user's) and its body (or the file a route
- *              wrote it to); an event stream's or a Connect stream's bytes
- *              are relayed as they come, any other answer once whole.
+ *              envd and control-plane calls) libcurl makes the same request
+ *              on a thread of its own, with the request's E2B and Connect
+ *              headers (never a credential of the user's) and its body
+ *              (or the file a route wrote it to); an event stream's or a
+ *              Connect stream's bytes are relayed as they come, any other
+ *              answer once whole (which the caller may edit: the E2B API
+ *              puts back the key it kept).
  *
  * A refused upgrade or request is answered with the other node's status
  * and body. Backpressure: while the client has more than HIGH_WATER
@@ -439,6 +442,9 @@ struct hrelay {
     pe_cluster_relay_then_fn then; /* with then_did and then_t */
     char *then_did;
     pe_cluster_target then_t;
+    pe_cluster_relay_edit_fn edit; /* with edit_ud, freed by edit_free */
+    void *edit_ud;
+    void (*edit_free)(void *);
     pthread_t thread;
     atomic_bool cancel;
     /* the answer as the thread saw it */
@@ -488,6 +494,8 @@ static void h_free(struct hrelay *h)
         close(h->body_fd);
     free(h->then_did);
     pe_cluster_target_clear(&h->then_t);
+    if (h->edit_free)
+        h->edit_free(h->edit_ud);
     curl_slist_free_all(h->headers);
     free(h->ctype);
     free(h->answer);
@@ -561,11 +569,19 @@ static void on_hevent(void *ud)
                          h->node_name);
                 pe_http_respond_error(h->req, 502, "NodeUnreachable", msg);
             } else {
+                size_t elen = 0;
+                char *edited = h->edit ? h->edit(h->status, h->answer ? h->answer : "",
+                                                 h->answer_len, &elen, h->edit_ud)
+                                       : NULL;
                 if (h->then)
                     h->then(d, h->then_did, &h->then_t, h->status, h->answer ? h->answer : "",
                             h->answer_len);
-                respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
-                                h->answer_len);
+                if (edited)
+                    respond_relayed(h->req, h->status, h->ctype, edited, elen);
+                else
+                    respond_relayed(h->req, h->status, h->ctype, h->answer ? h->answer : "",
+                                    h->answer_len);
+                free(edited);
             }
         }
         if (h->st)
@@ -759,8 +775,15 @@ void pe_cluster_relay_route(pe_daemon *d, pe_http_request *req, const char *did,
     pe_cluster_relay_route_then(d, req, did, t, NULL);
 }
 
-void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
-                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+struct edit {
+    pe_cluster_relay_edit_fn fn;
+    void *ud;
+    void (*ud_free)(void *);
+};
+
+static void relay_route(pe_daemon *d, pe_http_request *req, const char *did,
+                        const pe_cluster_target *t, pe_cluster_relay_then_fn then,
+                        const struct edit *edit)
 {
     const char *upgrade = pe_http_header(req, "Upgrade");
     char nonce[33];
@@ -773,6 +796,8 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
                  "node %s is down: the sandbox runs there and cannot be reached until it is back",
                  t->node_name);
         pe_http_respond_error(req, 503, "NodeDown", msg);
+        if (edit->ud_free)
+            edit->ud_free(edit->ud);
         return;
     }
     cred = pe_cluster_cred_mint(d->cluster, t->node_id, did, req->path, nonce);
@@ -785,6 +810,8 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
         r->url = url;
         r->cred = pe_xasprintf("Authorization: %s", cred);
         r->node_name = pe_xstrdup(t->node_name);
+        if (edit->ud_free) /* a WebSocket's messages are not edited */
+            edit->ud_free(edit->ud);
         relay_ws(d, req, r);
     } else {
         struct hrelay *h = pe_xcalloc(1, sizeof(*h));
@@ -798,6 +825,9 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
             h->then_t.node_name = pe_xstrdup(t->node_name);
             h->then_t.address = pe_xstrdup(t->address);
         }
+        h->edit = edit->fn;
+        h->edit_ud = edit->ud;
+        h->edit_free = edit->ud_free;
         h->req = req;
         h->url = url;
         h->cred = pe_xasprintf("Authorization: %s", cred);
@@ -806,6 +836,23 @@ void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char 
     }
     sodium_memzero(cred, strlen(cred));
     free(cred);
+}
+
+void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_then_fn then)
+{
+    static const struct edit none = {0};
+
+    relay_route(d, req, did, t, then, &none);
+}
+
+void pe_cluster_relay_route_edit(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_edit_fn edit,
+                                 void *ud, void (*ud_free)(void *))
+{
+    const struct edit e = {.fn = edit, .ud = ud, .ud_free = ud_free};
+
+    relay_route(d, req, did, t, NULL, &e);
 }
 
 void pe_cluster_relay_drain(pe_daemon *d)

@@ -115,6 +115,17 @@ void pe__cluster_listen_free(struct pe_cluster_listen *lw);
 /* Forwarding (cluster-forward.c): wrap the sandbox calls' handlers. */
 int pe_daemon_cluster_wrap(pe_daemon *d, pe_err *err);
 
+struct pe_cluster_target;
+/* Placement (worker): where a new sandbox of did made from base (NULL:
+ * the default) goes. 0: here (also without a cluster key), 1: on node *t
+ * (clear it; down only for a snapshot's node, which is the only one that
+ * can make it), -1 with err: PE_ESTATE when no node has room (the message
+ * says why), else the store's error. A node chosen by room has one of its
+ * slots taken (docs/cluster.md "Placement"). createSandbox and the E2B
+ * API's create share it. */
+int pe_cluster_place(pe_daemon *d, pe_store *s, const char *did, const char *base,
+                     struct pe_cluster_target *t, pe_err *err);
+
 /* ---- the streaming routes (cluster-relay.c) ---- */
 
 /* The node of a sandbox that another node runs. */
@@ -146,6 +157,17 @@ typedef void (*pe_cluster_relay_then_fn)(pe_daemon *d, const char *did, const pe
 /* pe_cluster_relay_route, then `then` (NULL: none) with its answer. */
 void pe_cluster_relay_route_then(pe_daemon *d, pe_http_request *req, const char *did,
                                  const pe_cluster_target *t, pe_cluster_relay_then_fn then);
+/* Called on the loop with a relayed answer that is not a stream, before
+ * it goes to the client: a new body (malloc'd, its length in *out_len) to
+ * answer with instead, or NULL to relay it as it came (the E2B API puts
+ * back the key it keeps here). ud as given. */
+typedef char *(*pe_cluster_relay_edit_fn)(long status, const char *body, size_t len,
+                                          size_t *out_len, void *ud);
+/* pe_cluster_relay_route with edit; ud_free(ud) once the relay is over
+ * (also when it is refused at once: NodeDown, busy). */
+void pe_cluster_relay_route_edit(pe_daemon *d, pe_http_request *req, const char *did,
+                                 const pe_cluster_target *t, pe_cluster_relay_edit_fn edit,
+                                 void *ud, void (*ud_free)(void *));
 /* The daemon stops: close the relays (their clients hear 1001). */
 void pe_cluster_relay_drain(pe_daemon *d);
 

@@ -26,7 +26,14 @@
  * timeout) lives here, on the loop thread, and in DATA/e2b-boxes.json,
  * so that a restarted daemon has both again; a timeout kills (deletes)
  * the sandbox as E2B does, also one that ran out while the daemon was
- * down (at once after the restart). */
+ * down (at once after the restart). The works also write both to the
+ * store (e2b_sandboxes), which the other nodes of a cluster read.
+ *
+ * On a cluster (docs/cluster.md) a call about a sandbox another node runs
+ * is relayed there (daemon/cluster-relay.c), and a create is placed
+ * (pe_cluster_place) and relayed to the node chosen; a call relayed here
+ * carries a node credential for its path instead of a key and is served
+ * here, never relayed again. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -46,6 +53,7 @@
 #include "e2b.h"
 #include "handlers/sandbox.h"
 #include "pause.h"
+#include "pocketenv/store-e2b.h"
 #include "resource-limits.h"
 #include "sandbox-env.h"
 #include "terminal.h"
@@ -342,6 +350,38 @@ static void box_set_timeout(pe_daemon *d, const char *id, const char *owner, int
     boxes_save(d);
 }
 
+/* At start, the boxes into the store's e2b_sandboxes too, where the other
+ * nodes of a cluster read them: those kept before the store had them
+ * (migration 12), and any whose write failed. Before the loop runs, with
+ * a handle of its own, as the start's reconciliation. A failure is only
+ * logged: this node has them. */
+static void boxes_mirror(pe_daemon *d)
+{
+    pe_store *s;
+    size_t n = 0;
+    pe_err err;
+
+    if (boxes == NULL)
+        return;
+    pe_err_clear(&err);
+    if ((s = pe_store_open(d->store_url, &err)) == NULL) {
+        pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts in the store: %s", err.msg);
+        return;
+    }
+    for (e2b_box *b = boxes; b; b = b->next) {
+        cleanup_free char *meta = b->metadata ? json_dumps(b->metadata, JSON_COMPACT) : NULL;
+        if (pe_store_e2b_put(s, b->id, meta, b->end_ms, &err) < 0 && err.code != PE_ENOENT) {
+            pe_log_warn("e2b: cannot keep sandboxes' metadata and timeouts in the store: %s",
+                        err.msg);
+            break;
+        }
+        pe_err_clear(&err);
+        n++;
+    }
+    pe_store_close(s);
+    pe_log_info("event=e2b_boxes_kept_in_store count=%zu", n);
+}
+
 /* The boxes a former run of the daemon kept (at start). A file that
  * cannot be read is said and left as it is. */
 static void boxes_load(pe_daemon *d)
@@ -368,6 +408,8 @@ static void boxes_load(pe_daemon *d)
         const char *id = json_string_value(json_object_get(v, "id"));
         const char *owner = json_string_value(json_object_get(v, "owner"));
         const json_t *meta = json_object_get(v, "metadata");
+        if (json_is_null(meta)) /* saved without metadata ("s:O?") */
+            meta = NULL;
         json_int_t end = json_integer_value(json_object_get(v, "endMs"));
         if (id == NULL || owner == NULL || box_find(id) || (meta && !json_is_object(meta)))
             continue;
@@ -383,6 +425,7 @@ static void boxes_load(pe_daemon *d)
         box_arm(b, left < RESTART_GRACE_S ? RESTART_GRACE_S : left);
     }
     json_decref(a);
+    boxes_mirror(d);
 }
 
 /* ---- views ---- */
@@ -400,12 +443,19 @@ static void set_time_iso(json_t *o, const char *key, int64_t ms)
     json_object_set_new(o, key, t ? t : json_null());
 }
 
+/* The key of a view under which a work put what the store keeps of a
+ * sandbox another node runs (attach_rows): {"metadata", "endMs"}. */
+#define E2B_ROW "e2bRow"
+
 /* E2B's ListedSandbox / SandboxDetail from our view. */
 static json_t *detail_of(const json_t *view, const char *key)
 {
     const char *id = json_string_value(json_object_get(view, "id"));
     const char *status = json_string_value(json_object_get(view, "status"));
     e2b_box *b = id ? box_find(id) : NULL;
+    const json_t *row = json_object_get(view, E2B_ROW);
+    json_t *meta = b ? b->metadata : json_object_get(row, "metadata");
+    int64_t end = b ? b->end_ms : (int64_t)json_integer_value(json_object_get(row, "endMs"));
     json_int_t vcpus = json_integer_value(json_object_get(view, "vcpus"));
     json_int_t mem = json_integer_value(json_object_get(view, "memory"));
     json_int_t disk = json_integer_value(json_object_get(view, "disk"));
@@ -426,14 +476,14 @@ static json_t *detail_of(const json_t *view, const char *key)
                         json_string(json_string_value(json_object_get(view, "startedAt"))
                                         ? json_string_value(json_object_get(view, "startedAt"))
                                         : json_string_value(json_object_get(view, "createdAt"))));
-    set_time_iso(o, "endAt", b && b->end_ms ? b->end_ms : 0);
+    set_time_iso(o, "endAt", end);
     if (json_is_null(json_object_get(o, "endAt")))
         json_object_set_new(o, "endAt", json_string("9999-12-31T23:59:59.000Z"));
     json_object_set_new(o, "cpuCount", json_integer(vcpus ? vcpus : 1));
     json_object_set_new(o, "memoryMB", json_integer(mem ? mem * 1024 : 512));
     json_object_set_new(o, "diskSizeMB", json_integer(disk ? disk * 1024 : 0));
     json_object_set_new(o, "envdVersion", json_string(PE_E2B_ENVD_VERSION));
-    json_object_set_new(o, "metadata", b && b->metadata ? json_incref(b->metadata) : json_object());
+    json_object_set_new(o, "metadata", json_is_object(meta) ? json_incref(meta) : json_object());
     if (key) {
         json_object_set_new(o, "envdAccessToken", json_string(key));
         json_object_set_new(o, "trafficAccessToken", json_string(key));
@@ -474,11 +524,15 @@ static void respond_json(pe_http_request *req, unsigned status, json_t *o)
 struct call {
     pe_http_request *req;
     json_t *filter; /* a list's: {"state": [..], "metadata": {..}, "template"} */
-    char *key;      /* as presented: the envdAccessToken we answer with */
+    char *key;      /* as presented: the envdAccessToken we answer with (NULL: from a node) */
     json_t *metadata;
     int64_t timeout;
     int op;
     size_t limit, offset; /* a v2 list's page (limit 0: everything) */
+    bool from_node;       /* relayed here by another node: ours to serve, never relayed on */
+    bool relay;           /* the sandbox is another node's (there): the call goes there */
+    pe_cluster_target there;
+    char *no_room; /* a create no node has room for: why */
 };
 
 enum {
@@ -498,6 +552,8 @@ static void call_free(struct call *c)
     json_decref(c->filter);
     free(c->key);
     json_decref(c->metadata);
+    pe_cluster_target_clear(&c->there);
+    free(c->no_room);
     free(c);
 }
 
@@ -588,6 +644,50 @@ static void list_page(pe_http_request *req, json_t *list, size_t offset, size_t 
     json_decref(list);
 }
 
+/* A relayed answer (loop thread). The other node may have changed the
+ * sandbox: its notification can reach this node after the caller's next
+ * read, which must not be answered from the read cache (read-cache.h), as
+ * for a forwarded XRPC call. One that is a sandbox (create, connect,
+ * resume, get): with the key the caller presented here as its envd
+ * tokens, as this node would answer (the other node never had the key). */
+static char *put_key_back(long status, const char *body, size_t len, size_t *out_len, void *ud)
+{
+    json_t *o = status == 200 || status == 201 ? json_loadb(body, len, 0, NULL) : NULL;
+    char *text = NULL;
+
+    pe_store_write_gen_bump();
+
+    if (json_is_object(o) && json_object_get(o, "sandboxID")) {
+        json_object_set_new(o, "envdAccessToken", json_string(ud));
+        json_object_set_new(o, "trafficAccessToken", json_string(ud));
+        text = json_dumps(o, JSON_COMPACT);
+        *out_len = strlen(text);
+    }
+    json_decref(o);
+    return text;
+}
+
+/* The call of a sandbox another node runs, or a create placed there:
+ * relayed as it came (the request's path, method and body), with a node
+ * credential for the caller in place of the key (daemon/cluster-relay.c).
+ * Or why it cannot be. */
+static void relay_call(pe_daemon *d, pe_http_request *req, const char *did, struct call *c)
+{
+    char msg[PE_ERR_MSG_MAX + 128];
+
+    if (c->no_room) {
+        api_error(req, 503, c->no_room);
+    } else if (c->there.down) {
+        snprintf(msg, sizeof(msg),
+                 "node %s is down: the %s there and cannot be reached until it is back",
+                 c->there.node_name, c->op == OP_CREATE ? "snapshot is" : "sandbox runs");
+        api_error(req, 503, msg);
+    } else {
+        pe_cluster_relay_route_edit(d, req, did, &c->there, put_key_back, pe_steal_ptr(&c->key),
+                                    free);
+    }
+}
+
 static void call_after(pe_daemon_job *job)
 {
     struct call *c = job->ud;
@@ -598,6 +698,11 @@ static void call_after(pe_daemon_job *job)
     if (view == NULL)
         view = job->out;
     id = json_string_value(json_object_get(view, "id"));
+    if (!job->failed && (c->relay || c->no_room)) {
+        relay_call(job->d, req, job->did, c);
+        call_free(c);
+        return;
+    }
     /* failed, not err: sandbox.c's work may leave a tolerated error there */
     if (job->failed) {
         call_fail(req, &job->err, job->id);
@@ -632,7 +737,7 @@ static void call_after(pe_daemon_job *job)
         break;
     case OP_CONNECT:
     case OP_RESUME:
-        if (id && c->timeout > 0 && !json_is_true(json_object_get(job->in, "elsewhere")))
+        if (id && c->timeout > 0)
             box_set_timeout(job->d, id, job->did, c->timeout);
         respond_json(req, json_is_true(json_object_get(job->in, "started")) ? 201 : 200,
                      created_of(view, c->key));
@@ -691,57 +796,143 @@ static void view_again(pe_daemon_job *job, pe_store *s)
     job->in = in;
 }
 
-/* A change of the caller's sandbox job->id that another node runs: the
- * control plane's changes are not forwarded (docs/cluster.md), and made
- * here they would act on a runtime that does not have it. true after
- * failing the job with where to go instead. Reads (get, list, a connect
- * to a running sandbox) are the shared store's and served anywhere. */
-static bool other_node(pe_daemon_job *job, pe_store *s, pe_cluster_target *t)
+/* Is the caller's sandbox job->id another node's? Then the call goes
+ * there (call_after relays it): its runtime, its E2B timeout and metadata
+ * are there. Not for a call another node relayed here (one hop). A read
+ * (get, refreshes) of a sandbox whose node is down is answered here from
+ * the store instead, as any node can. Another user's sandbox is left to
+ * the work, which answers 404 as for a missing one. */
+static bool elsewhere(pe_daemon_job *job, pe_store *s, bool read)
 {
+    struct call *c = job->ud;
     pe_store_sandbox sb;
     pe_err e;
-    bool other;
 
-    memset(t, 0, sizeof(*t));
     pe_err_clear(&e);
-    if (job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
+    if (c->from_node || job->id == NULL || pe_store_sandbox_get(s, job->id, &sb, &e) < 0)
         return false; /* the work answers 404 */
-    other = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
-            pe_cluster_where(job->d, s, &sb, t) == 1;
+    c->relay = sb.owner_did && job->did && strcmp(sb.owner_did, job->did) == 0 &&
+               pe_cluster_where(job->d, s, &sb, &c->there) == 1;
     pe_store_sandbox_clear(&sb);
-    return other;
+    if (c->relay && read && c->there.down) {
+        pe_cluster_target_clear(&c->there);
+        c->relay = false;
+    }
+    return c->relay;
 }
 
-static bool elsewhere(pe_daemon_job *job, pe_store *s)
+/* The id of the sandbox whose view a work left in job->out. */
+static const char *out_id(const pe_daemon_job *job)
 {
-    pe_cluster_target t;
+    const json_t *view = json_object_get(job->out, "sandbox");
 
-    if (!other_node(job, s, &t))
-        return false;
-    pe_err_set(&job->err, PE_ESTATE, 0,
-               "sandbox %s runs on node %s: make this call through that node's address "
-               "(pocketenv node ls)",
-               job->id, t.node_name);
-    pe_daemon_job_fail(job, &job->err, NULL);
-    pe_cluster_target_clear(&t);
-    return true;
+    return json_string_value(json_object_get(view ? view : job->out, "id"));
+}
+
+/* What E2B keeps of sandbox id, in the store too (worker): this node
+ * keeps it (boxes) and arms the timer, the others read it for their lists
+ * (attach_rows). A failure is only logged: this node's own answers and
+ * timer do not need the row. with_metadata false: the end only. */
+static void row_put(pe_store *s, const char *id, const json_t *metadata, int64_t timeout_s,
+                    bool with_metadata)
+{
+    int64_t end = timeout_s ? now_ms() + timeout_s * 1000 : 0;
+    cleanup_free char *text = json_is_object(metadata) ? json_dumps(metadata, JSON_COMPACT) : NULL;
+    pe_err err;
+    int r;
+
+    if (id == NULL)
+        return;
+    pe_err_clear(&err);
+    r = with_metadata ? pe_store_e2b_put(s, id, text, end, &err)
+                      : pe_store_e2b_set_end(s, id, end, &err);
+    if (r < 0)
+        pe_log_warn("e2b: sandbox %s: keep its metadata and timeout in the store: %s", id, err.msg);
+}
+
+/* Put into each view of views (an array) what the store keeps of it, under
+ * E2B_ROW, for detail_of: the metadata and timeout of a sandbox another
+ * node runs (this node's own are in its boxes). */
+static void attach_rows(pe_daemon_job *job, pe_store *s, json_t *views)
+{
+    pe_store_e2b *rows = NULL;
+    size_t n = 0, i;
+    json_t *v;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_e2b_list(s, job->did, &rows, &n, &err) < 0) {
+        pe_log_warn("e2b: %s", err.msg);
+        return;
+    }
+    json_array_foreach(views, i, v)
+    {
+        const char *id = json_string_value(json_object_get(v, "id"));
+        for (size_t k = 0; id && k < n; k++) {
+            if (strcmp(rows[k].sandbox_id, id) != 0)
+                continue;
+            json_t *meta = rows[k].metadata ? json_loads(rows[k].metadata, 0, NULL) : NULL;
+            json_object_set_new(
+                v, E2B_ROW,
+                json_pack("{s:o*,s:I}", "metadata", meta, "endMs", (json_int_t)rows[k].end_ms));
+            break;
+        }
+    }
+    pe_store_e2b_list_free(rows, n);
 }
 
 static void get_or_404(pe_daemon_job *job, pe_store *s)
 {
+    json_t *view;
+
+    if (elsewhere(job, s, true))
+        return;
     pe_daemon_sandbox_get_work(job, s);
+    view = json_object_get(job->out, "sandbox");
+    if (!job->failed && view) {
+        json_t *one = json_pack("[O]", view);
+        attach_rows(job, s, one);
+        json_decref(one);
+    }
 }
 
 static void timeout_work(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s))
-        pe_daemon_sandbox_get_work(job, s);
+    struct call *c = job->ud;
+
+    if (elsewhere(job, s, false))
+        return;
+    pe_daemon_sandbox_get_work(job, s);
+    if (!job->failed)
+        row_put(s, out_id(job), NULL, c->timeout, false);
 }
 
 static void kill_work(pe_daemon_job *job, pe_store *s)
 {
-    if (!elsewhere(job, s))
+    if (!elsewhere(job, s, false))
         pe_daemon_sandbox_delete_work(job, s);
+}
+
+/* A create: placed as createSandbox is (most room, --place-label, a
+ * snapshot's node), unless another node placed it here already. */
+static void create_work(pe_daemon_job *job, pe_store *s)
+{
+    struct call *c = job->ud;
+    const char *base = json_string_value(json_object_get(job->in, "base"));
+    int r = c->from_node ? 0 : pe_cluster_place(job->d, s, job->did, base, &c->there, &job->err);
+
+    if (r < 0 && job->err.code == PE_ESTATE) {
+        c->no_room = pe_xstrdup(job->err.msg);
+        pe_err_clear(&job->err);
+    } else if (r < 0) {
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (r == 1) {
+        c->relay = true;
+    } else {
+        pe_daemon_sandbox_create_now_work(job, s);
+        if (!job->failed)
+            row_put(s, out_id(job), c->metadata, c->timeout, true);
+    }
 }
 
 static const char *view_status(const pe_daemon_job *job)
@@ -755,7 +946,7 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 {
     const char *id;
 
-    if (elsewhere(job, s))
+    if (elsewhere(job, s, false))
         return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
@@ -773,25 +964,15 @@ static void pause_work(pe_daemon_job *job, pe_store *s)
 
 static void resume_work(pe_daemon_job *job, pe_store *s)
 {
-    pe_cluster_target t;
+    struct call *c = job->ud;
     bool started;
 
+    if (elsewhere(job, s, false))
+        return;
     pe_daemon_sandbox_get_work(job, s);
     if (job->failed)
         return;
     started = view_status(job) && strcmp(view_status(job), "RUNNING") != 0;
-    /* a running sandbox of another node: its view, as any node has it
-     * (its timeout is not kept here); a stopped one would start here */
-    if (other_node(job, s, &t)) {
-        pe_cluster_target_clear(&t);
-        if (started) {
-            (void)elsewhere(job, s);
-            return;
-        }
-        json_object_set_new(job->in, "elsewhere", json_true());
-        json_object_set_new(job->in, "started", json_false());
-        return;
-    }
     if (!started) { /* frozen: thaw, its processes carry on */
         const char *id =
             json_string_value(json_object_get(json_object_get(job->out, "sandbox"), "id"));
@@ -816,6 +997,8 @@ static void resume_work(pe_daemon_job *job, pe_store *s)
     view_again(job, s);
     if (!job->failed)
         json_object_set_new(job->in, "started", json_boolean(started));
+    if (!job->failed && c->timeout > 0)
+        row_put(s, out_id(job), NULL, c->timeout, false);
 }
 
 static void list_work(pe_daemon_job *job, pe_store *s)
@@ -834,6 +1017,7 @@ static void list_work(pe_daemon_job *job, pe_store *s)
         if (list[i].status == PE_STORE_RUNNING || list[i].status == PE_STORE_STOPPED)
             json_array_append_new(a, pe_daemon_sandbox_view(&list[i]));
     pe_store_sandbox_list_free(list, n);
+    attach_rows(job, s, a);
     job->out = json_pack("{s:o}", "sandboxes", a);
 }
 
@@ -965,7 +1149,8 @@ static json_t *create_input(pe_daemon *d, const json_t *body, pe_err *err)
     return in;
 }
 
-static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const char *key)
+static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const char *key,
+                      bool from_node)
 {
     json_t *body = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, NULL);
     const json_t *meta = json_object_get(body, "metadata");
@@ -983,7 +1168,8 @@ static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const
     meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
     c = pe_xcalloc(1, sizeof(*c));
     c->op = OP_CREATE;
-    c->key = pe_xstrdup(key);
+    c->key = key ? pe_xstrdup(key) : NULL;
+    c->from_node = from_node;
     c->timeout = timeout_of(body, TIMEOUT_DEFAULT, &err);
     in = c->timeout < 0 ? NULL : create_input(d, body, &err);
     if (in == NULL || (meta_text && strlen(meta_text) > META_MAX)) {
@@ -998,7 +1184,7 @@ static void on_create(pe_daemon *d, pe_http_request *req, const char *did, const
     if (json_is_object(meta))
         c->metadata = json_deep_copy(meta);
     json_decref(body);
-    submit_call(d, req, did, c, pe_daemon_sandbox_create_now_work, NULL, in, PE_JOB_LIFECYCLE);
+    submit_call(d, req, did, c, create_work, NULL, in, PE_JOB_LIFECYCLE);
 }
 
 static void on_sandboxes(pe_http_request *req, void *ud)
@@ -1009,6 +1195,7 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     const char *action = NULL;
     json_t *body = NULL;
     struct call *c;
+    bool from_node;
     pe_err err;
     int op;
 
@@ -1016,7 +1203,12 @@ static void on_sandboxes(pe_http_request *req, void *ud)
         pe__e2b_connect_error(req, "not_found", "no such envd path");
         return;
     }
-    if ((did = authenticate(d, req, false, &key)) == NULL)
+    /* From another node: the caller its node credential (made for this
+     * path) carries; the key stays on that node, which puts it back into
+     * the answer. */
+    from_node = pe_cluster_is_node_request(req);
+    did = from_node ? pe_cluster_route_auth(d, req) : authenticate(d, req, false, &key);
+    if (did == NULL)
         return;
     if (d->draining) {
         api_error(req, 503, "the daemon is shutting down");
@@ -1024,7 +1216,7 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
     if (rest[0] == '\0' || strcmp(rest, "/") == 0) { /* the collection */
         if (strcmp(req->method, "POST") == 0)
-            on_create(d, req, did, key);
+            on_create(d, req, did, key, from_node);
         else if (strcmp(req->method, "GET") == 0) {
             json_t *f = list_filter(req);
             if (f == NULL)
@@ -1077,7 +1269,8 @@ static void on_sandboxes(pe_http_request *req, void *ud)
     }
     c = pe_xcalloc(1, sizeof(*c));
     c->op = op;
-    c->key = pe_xstrdup(key);
+    c->key = key ? pe_xstrdup(key) : NULL;
+    c->from_node = from_node;
     c->timeout = timeout_of(body, op == OP_TIMEOUT ? -1 : 0, &err);
     if (err.code != PE_OK || (op == OP_TIMEOUT && c->timeout < 0)) {
         json_decref(body);

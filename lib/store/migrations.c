@@ -328,6 +328,15 @@ static const char *const migrations[] = {
      * (pocketenv/store-listen.h): triggers, PostgreSQL's alone (pg_only
      * below); SQLite has one daemon and nothing to notify. */
     "SELECT 1;",
+    /* 13: what the E2B API keeps of a sandbox (pocketenv/store-e2b.h):
+     * its metadata (JSON object text) and the end of its timeout, which
+     * the node that runs it arms; any node of a cluster reads them. */
+    "CREATE TABLE e2b_sandboxes ("
+    "  sandbox_id TEXT PRIMARY KEY REFERENCES sandboxes(id) ON DELETE CASCADE,"
+    "  metadata TEXT,"
+    "  end_ms BIGINT NOT NULL DEFAULT 0,"
+    "  updated_at BIGINT NOT NULL"
+    ");",
 };
 
 /* What PostgreSQL runs after the shared migration of the same version
@@ -391,6 +400,7 @@ const char *const pe__store_sandbox_children[] = {
     "provider_credentials",
     "preview_hosts",
     "idle_policies",
+    "e2b_sandboxes",
     NULL,
 };
 

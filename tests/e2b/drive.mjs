@@ -415,7 +415,37 @@ async function remote() {
   }
 }
 
-const scenarios = { remote, flow, pauseKeeps, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
+// A sandbox made through one node of a cluster (test_cluster.py): the
+// create is placed on another node, and left running for the test to see
+// where it is.
+async function placedCreate() {
+  const sbx = await Sandbox.create(template, { timeoutMs: 120_000, metadata: { placed: 'yes' } })
+  out.sandboxId = sbx.sandboxId
+  out.run = (await sbx.commands.run('echo placed > /tmp/placed; cat /tmp/placed')).stdout
+}
+
+// Then its control plane, every call through the node the SDK knows
+// (template: the sandbox's id): timeout, info, pause, connect, kill.
+async function placedDrive() {
+  const sbx = await Sandbox.connect(template)
+  const before = Date.now()
+  await sbx.setTimeout(90_000)
+  const info = await sbx.getInfo()
+  out.info = { metadata: info.metadata, state: info.state,
+    endInS: Math.round((new Date(info.endAt).getTime() - before) / 1000) }
+  await sbx.pause()
+  out.paused = (await Sandbox.getInfo(sbx.sandboxId)).state
+  const again = await Sandbox.connect(sbx.sandboxId)
+  out.stateAfter = (await again.getInfo()).state
+  out.resumed = (await again.commands.run('cat /tmp/placed')).stdout
+  // the list is any node's, from the store: the metadata c keeps there
+  out.byMeta = (await Sandbox.list({ query: { metadata: { placed: 'yes' } } }).nextItems())
+    .map((s) => s.sandboxId)
+  out.kill = await again.kill()
+  out.killedAgain = await Sandbox.kill(sbx.sandboxId)
+}
+
+const scenarios = { placedCreate, placedDrive, remote, flow, pauseKeeps, badKey, unknown, pty, watch, agent, reattach, listFilter, paging, watchRecursive, bench, interpBench, interp, interpAgent }
 try {
   await scenarios[scenario]()
 } catch (e) {

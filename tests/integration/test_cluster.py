@@ -10,6 +10,7 @@ token key). The module reuses the three daemons throughout; the test that
 kills c runs last.
 """
 import base64
+import glob
 import hashlib
 import hmac
 import json
@@ -763,6 +764,15 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     report its sandboxes down well before its lease would lapse; a restart
     brings it back."""
     c = cluster.nodes[2]
+    # An E2B timeout c keeps (set through a, relayed), whose row the store
+    # lost (as one kept before the store had them): c's restart puts it back.
+    from test_e2b import e2b_key
+    key = e2b_key(cluster.a.token)
+    st, _ = e2b_raw(cluster.a, "POST", f"/sandboxes/{on_c['id']}/timeout", key, {"timeout": 3600})
+    assert st == 204
+    p = subprocess.run([sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"))[-1], c.store, "-c",
+                        "DELETE FROM e2b_sandboxes"], capture_output=True, text=True)
+    assert p.returncode == 0 and p.stdout.strip() == "DELETE 1", (p.stdout, p.stderr)
     # a keeps the answer that c's sandbox is up: the NOTIFY must end it.
     assert "statusReason" not in kept(cluster.a, on_c["id"])["sandbox"]
     heard = f"event=node_changed node={c.node_id()}"
@@ -790,6 +800,9 @@ def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     assert "statusReason" not in cluster.a.sandbox("getSandbox", on_c["id"])[1]["sandbox"]
     wait_for(lambda: cluster.a.sandbox("exec", on_c["id"], {"command": "true"})[0] == 200,
              LEASE + 10, "c's sandbox reachable again")
+    st, listed = e2b_raw(cluster.b, "GET", "/sandboxes", key)
+    end = [e["endAt"] for e in listed if e["sandboxID"] == on_c["id"]]
+    assert st == 200 and end and not end[0].startswith("9999"), listed
 
 
 def test_ssh_gateway_through_another_node(cluster, on_c):
@@ -865,20 +878,84 @@ def test_e2b_sdk_through_another_node(cluster, on_c):
     for d in (cluster.a, cluster.b, cluster.c):
         st, o = envd_call(d, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"}, bob)
         assert st == 404, (d.url, st, o)
-    # A control-plane change is not made on a node that does not run it
-    req = urllib.request.Request(f"{cluster.a.url}/sandboxes/{on_c['id']}", method="DELETE",
-                                 headers={"X-API-Key": owner})
-    try:
-        urllib.request.urlopen(req, timeout=30)
-        raise AssertionError("a killed a sandbox that c runs")
-    except urllib.error.HTTPError as e:
-        body = json.loads(e.read())
-        assert e.code == 409 and "runs on node c" in body["message"], (e.code, body)
-    assert on_c["id"] in cluster.nodes[2].runtime_names()
     # c takes no made-up node credential in place of a key
     st, o = envd_call(cluster.c, on_c["id"], "/filesystem.Filesystem/Stat", {"path": "/tmp"},
                       headers={"Authorization": "PocketenvNode v1.x.y.1.n.a.b.c"})
     assert st == 401 and o["error"] == "InvalidNodeCredential", o
+
+
+def e2b_raw(d, method, path, key=None, body=None, headers=None):
+    """(status, JSON or None) of one E2B control-plane request to d."""
+    h = {"X-API-Key": key} if key else {}
+    st, out = http(d, method, path, json.dumps(body).encode() if body is not None else None,
+                   headers={**h, **({"Content-Type": "application/json"} if body else {}),
+                            **(headers or {})})
+    return st, json.loads(out) if out else None
+
+
+def test_e2b_control_plane_through_another_node(cluster, on_c):
+    """E2B's SDK pointed at a only: its create is placed on c (a and b
+    drained), and kill, setTimeout, pause and connect (resume) of it made
+    through a act on c, relayed with a node credential; the key stays on
+    a, which puts it back into the answers. Another user's key cannot
+    touch it through a; c takes a relayed call only with a valid node
+    credential for its path."""
+    from test_e2b import drive, e2b_key
+    owner, bob = e2b_key(cluster.a.token), e2b_key(cluster.a.token_for("did:plc:clusterbob"))
+    drain(cluster.a, "a")
+    drain(cluster.a, "b")
+    try:
+        made = drive(cluster.a, "placedCreate", timeout=120)
+        drain(cluster.a, "c")
+        try:  # no node with room: said, nothing made
+            before = len(sandboxes(cluster.a))
+            st, o = e2b_raw(cluster.a, "POST", "/sandboxes", owner, {"templateID": "busybox"})
+            assert st == 503 and "no node" in o["message"].lower(), (st, o)
+            assert len(sandboxes(cluster.a)) == before
+        finally:
+            drain(cluster.a, "c", False)
+    finally:
+        drain(cluster.a, "a", False)
+        drain(cluster.a, "b", False)
+    sid = made["sandboxId"]
+    assert made["run"] == "placed\n", made
+    assert where(cluster, sid) == {"c"}
+    # Another user, through a: as missing, for reads and changes alike.
+    for method, path in (("DELETE", ""), ("POST", "/pause"), ("POST", "/connect"),
+                         ("GET", "")):
+        st, o = e2b_raw(cluster.a, method, f"/sandboxes/{sid}{path}", bob,
+                        {"timeout": 30} if method == "POST" else None)
+        assert st == 404, (method, path, st, o)
+    st, o = e2b_raw(cluster.a, "POST", f"/sandboxes/{sid}/timeout", bob, {"timeout": 1})
+    assert st == 404, o
+    # Relayed, the answer has the caller's key; c never had it.
+    st, o = e2b_raw(cluster.b, "GET", f"/sandboxes/{sid}", owner)
+    assert st == 200 and o["metadata"] == {"placed": "yes"}, o
+    assert o["envdAccessToken"] == owner, o
+    # Straight to c: only a node credential made for this path, once.
+    c_id = cluster.nodes[2].node_id()
+    did = json.loads(base64.urlsafe_b64decode(cluster.a.token.split(".")[1] + "=="))["did"]
+    path = f"/sandboxes/{sid}"
+    good = cluster.mint(c_id, did, path)
+    st, o = e2b_raw(cluster.c, "GET", path, headers={"Authorization": good})
+    assert st == 200 and o["sandboxID"] == sid and "envdAccessToken" not in o, o
+    forged = Cluster(cluster.nodes, b"not the key, but thirty-two bytes long").mint(
+        c_id, did, f"{path}/pause")
+    for cred in (good, cluster.mint(c_id, did, path), forged, "PocketenvNode v1.x"):
+        st, o = e2b_raw(cluster.c, "POST", f"{path}/pause", headers={"Authorization": cred})
+        assert st == 401 and o["error"] == "InvalidNodeCredential", (cred[:40], st, o)
+    st, o = e2b_raw(cluster.c, "DELETE", path, headers={"Authorization": cluster.mint(
+        cluster.nodes[0].node_id(), did, path)})
+    assert st == 401 and o["message"].endswith("wrong_node"), o
+    assert sid in cluster.nodes[2].runtime_names()
+    out = drive(cluster.a, "placedDrive", template=sid, timeout=120)
+    assert out["info"]["metadata"] == {"placed": "yes"} and out["info"]["state"] == "running", out
+    assert 80 <= out["info"]["endInS"] <= 95, out  # the timeout c armed, seen through a
+    assert out["paused"] == "paused" and out["stateAfter"] == "running", out
+    assert out["resumed"] == "placed\n" and out["byMeta"] == [sid], out
+    assert out["kill"] is True and out["killedAgain"] is False, out
+    assert not where(cluster, sid)
+    assert cluster.a.sandbox("getSandbox", sid)[0] == 404
 
 
 def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
@@ -912,6 +989,12 @@ def test_a_node_down_is_reported_and_comes_back(cluster, on_c):
     assert o["sandbox"]["statusReason"] == "node c is down", o
     listed = {s["id"]: s for s in sandboxes(cluster.a)}
     assert listed[on_c["id"]]["statusReason"] == "node c is down"
+    # E2B: a change waits for c; a read is the store's.
+    from test_e2b import e2b_key
+    st, o = e2b_raw(cluster.a, "DELETE", f"/sandboxes/{on_c['id']}", e2b_key(cluster.a.token))
+    assert st == 503 and "node c is down" in o["message"], o
+    st, o = e2b_raw(cluster.b, "GET", f"/sandboxes/{on_c['id']}", e2b_key(cluster.a.token))
+    assert st == 200 and o["sandboxID"] == on_c["id"], o
     assert "statusReason" not in listed[on_b["id"]]
     # c comes back and re-adopts it.
     c.start()

@@ -385,6 +385,17 @@ def test_authz_matrix(daemon):
                               token=None, post=m not in GET_METHODS,
                               headers={"Authorization": "PocketenvNode v1.a.b.1.2.3.4.5"})
         check(st, out, (401, "InvalidNodeCredential"))
+    # ... nor to the E2B API's routes (control plane, create and envd)
+    node = {"Authorization": "PocketenvNode v1.a.b.1.2.3.4.5"}
+    assert set(e2b_statuses(daemon, mine["id"], None, node)) == {401}
+    req = urllib.request.Request(daemon.url + "/sandboxes", data=b'{"templateID": "busybox"}',
+                                 method="POST",
+                                 headers={**node, "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("a made-up node credential created a sandbox")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401 and json.loads(e.read())["error"] == "InvalidNodeCredential"
     # Another user: the owner's sandbox does not exist for them.
     check(*daemon.call("io.pocketenv.port.createPreviewLink", body=preview, token=other),
           (404, "PortNotFound"))
@@ -434,12 +445,13 @@ def test_authz_matrix(daemon):
     assert daemon.sandbox("deleteSandbox", "private")[0] == 200
 
 
-def e2b_statuses(daemon, sandbox_id, token):
-    """Statuses of the E2B API's sandbox routes for token (None: no key)."""
+def e2b_statuses(daemon, sandbox_id, token, extra=None):
+    """Statuses of the E2B API's sandbox routes for token (None: no key),
+    with the extra headers."""
     out = []
-    key = {"X-API-Key": token} if token else {}
+    key = {"X-API-Key": token, **(extra or {})} if token else dict(extra or {})
     envd = {"E2b-Sandbox-Id": sandbox_id, "Content-Type": "application/json",
-            **({"X-Access-Token": token} if token else {})}
+            **({"X-Access-Token": token} if token else {}), **(extra or {})}
     for method, path, headers, body in (
             ("GET", f"/sandboxes/{sandbox_id}", key, None),
             ("DELETE", f"/sandboxes/{sandbox_id}", key, None),

@@ -23,6 +23,7 @@
 #include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/store-backups.h"
+#include "pocketenv/store-e2b.h"
 #include "pocketenv/store-nodes.h"
 #include "pocketenv/store-ports.h"
 #include "pocketenv/store-records.h"
@@ -327,6 +328,7 @@ BOTH(migration_provider_names)
     exec_ok(s, "DROP TABLE idle_policies", NULL, 0);             /* migration 8's */
     exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0);        /* migration 9's */
     exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 11's */
+    exec_ok(s, "DROP TABLE e2b_sandboxes", NULL, 0);             /* migration 13's */
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -1240,6 +1242,7 @@ BOTH(delete_cascades)
         cleanup_free char *tag = NULL;
         ASSERT_EQ_INT(pe_store_preview_tag(s, sbx, &tag, &err), 0);
         ASSERT_EQ_INT(pe_store_idle_put(s, sbx, PE_IDLE_PAUSE, 60, &err), 0);
+        ASSERT_EQ_INT(pe_store_e2b_put(s, sbx, "{}", 60, &err), 0);
     }
     for (const char *const *t = pe__store_sandbox_children; *t; t++)
         if (count_rows(s, *t) != 2)
@@ -1559,6 +1562,46 @@ BOTH(idle_policies)
     pe_store_close(s);
 }
 
+/* The E2B API's metadata and timeouts: set by the node that runs the
+ * sandbox, listed by owner on any node, gone with the sandbox. */
+BOTH(e2b_rows)
+{
+    pe_err err = {0};
+    pe_store *s = open_ok(url);
+    cleanup_free char *a = NULL, *b = NULL, *c = NULL;
+    pe_store_e2b *list = NULL;
+    size_t n = 0;
+
+    add_user(s, "did:key:zA", "a");
+    add_user(s, "did:key:zB", "b");
+    a = add_sandbox(s, "did:key:zA", "one", 0);
+    b = add_sandbox(s, "did:key:zA", "two", 0);
+    c = add_sandbox(s, "did:key:zB", "three", 0);
+    ASSERT_EQ_INT(pe_store_e2b_put(s, a, "{\"k\":\"v\"}", 1000, &err), 0);
+    ASSERT_EQ_INT(pe_store_e2b_set_end(s, a, 2000, &err), 0); /* the metadata stays */
+    ASSERT_EQ_INT(pe_store_e2b_set_end(s, b, 3000, &err), 0); /* a row without metadata */
+    ASSERT_EQ_INT(pe_store_e2b_put(s, c, NULL, 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_e2b_put(s, "sbx_nosuch", NULL, 1, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+    ASSERT_EQ_INT(pe_store_e2b_list(s, "did:key:zA", &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        bool is_a = strcmp(list[i].sandbox_id, a) == 0;
+        ASSERT_EQ_INT(list[i].end_ms, is_a ? 2000 : 3000);
+        if (is_a)
+            ASSERT_EQ_STR(list[i].metadata, "{\"k\":\"v\"}");
+        else
+            ASSERT(list[i].metadata == NULL);
+    }
+    pe_store_e2b_list_free(list, n);
+    ASSERT_EQ_INT(pe_store_sandbox_delete(s, a, &err), 0);
+    ASSERT_EQ_INT(pe_store_e2b_list(s, "did:key:zA", &list, &n, &err), 0);
+    ASSERT_EQ_INT(n, 1);
+    ASSERT_EQ_STR(list[0].sandbox_id, b);
+    pe_store_e2b_list_free(list, n);
+    pe_store_close(s);
+}
+
 BOTH(usage)
 {
     pe_err err = {0};
@@ -1839,7 +1882,7 @@ int main(void)
                   sqlite_delete_cascades, sqlite_hostile_strings, sqlite_two_handles);
     failed |=
         RUN_TESTS(sqlite_keys, sqlite_services, sqlite_credentials, sqlite_backups, sqlite_usage,
-                  sqlite_records, sqlite_idle_policies, sqlite_snapshot_deletions);
+                  sqlite_records, sqlite_idle_policies, sqlite_e2b_rows, sqlite_snapshot_deletions);
     failed |= RUN_TESTS(sqlite_nodes, pg_nodes, sqlite_listen, pg_listen);
     failed |= RUN_TESTS(sqlite_ports, pg_ports);
     failed |=
@@ -1847,7 +1890,7 @@ int main(void)
                   pg_sandbox_crud, pg_duplicate_name, pg_status, pg_not_found, pg_kv, pg_resources,
                   pg_volumes, pg_delete_cascades, pg_hostile_strings, pg_two_handles);
     failed |= RUN_TESTS(pg_keys, pg_services, pg_credentials, pg_backups, pg_usage, pg_records,
-                        pg_idle_policies, pg_snapshot_deletions);
+                        pg_idle_policies, pg_e2b_rows, pg_snapshot_deletions);
 
     pg_stop();
     free(g_pg_url);
