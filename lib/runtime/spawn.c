@@ -480,6 +480,15 @@ static void init_stack_free(struct init_stack *st, const sigset_t *old_mask)
  * CLONE_FILES): fds are closed on exec as before, and the net lock's
  * guard still keeps a held flock out of the copy (pe__fork_guard).
  *
+ * The kernel's OOM killer kills every process sharing its victim's memory,
+ * and this child, unlike a vfork child, may be a victim: in its sandbox's
+ * memory cgroup (attached before GO) it is the only process until it
+ * execs, in a cgroup made fresh for this start with a limit of at least
+ * 4 MiB, and only its setup's kernel objects are charged there (~0.1 MiB;
+ * its user pages go to our cgroup, the memory's owner). So that OOM
+ * killer cannot run before the exec; never attach the child to a cgroup
+ * that may already be near its limit (docs/design/runtime.md).
+ *
  * Returns the pid, with *pidfd set, or -1 with err set. */
 static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack *st, int *pidfd,
                        sigset_t *old_mask, pe_err *err)
