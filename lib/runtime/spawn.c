@@ -428,8 +428,9 @@ static int await_started(int sync_fd, const char *what, int *pty, pe_err *err)
 #define INIT_STACK (512 * 1024)
 
 struct init_stack {
-    char *base;
+    char *base; /* NULL: none (a sanitized build's copy) */
     size_t len;
+    bool masked; /* the caller's signals are blocked until init_stack_free */
 };
 
 static int init_child(void *arg)
@@ -444,18 +445,15 @@ static int init_child(void *arg)
  * more. Restores the caller's signal mask, blocked since the clone. */
 static void init_stack_free(struct init_stack *st, const sigset_t *old_mask)
 {
-    if (st->base == NULL)
-        return;
-#if defined(__SANITIZE_ADDRESS__)
-    /* The child's frames poisoned shadow of this stack, in our memory; it
-     * exec'd (or was killed) without unwinding them. */
-    __asan_unpoison_memory_region(st->base, st->len);
-#endif
-    munmap(st->base, st->len);
+    if (st->base != NULL)
+        munmap(st->base, st->len);
     st->base = NULL;
-    pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    if (st->masked)
+        pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    st->masked = false;
 }
 
+#if !defined(__SANITIZE_ADDRESS__)
 /* Start a sandbox's first process without copying the caller: clone with
  * CLONE_VM onto its own stack, not CLONE_VFORK (the child must wait for
  * its id maps, idmapped mounts, cgroup and network while we make them).
@@ -494,11 +492,12 @@ static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack 
                        sigset_t *old_mask, pe_err *err)
 {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    int flags = CLONE_VM | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC |
-                CLONE_NEWNET | CLONE_PIDFD | SIGCHLD | (userns ? CLONE_NEWUSER : 0);
+    int flags = CLONE_VM | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                CLONE_PIDFD | SIGCHLD | (userns ? CLONE_NEWUSER : 0);
     sigset_t all;
     long pid;
 
+    st->masked = false;
     st->len = page + INIT_STACK;
     st->base =
         mmap(NULL, st->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
@@ -514,6 +513,7 @@ static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack 
     }
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, old_mask);
+    st->masked = true;
     pe__fork_guard(true);
     pid = clone(init_child, st->base + st->len, flags, ctx, pidfd);
     pe__fork_guard(false);
@@ -524,6 +524,39 @@ static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack 
     }
     return pid;
 }
+#else
+/* AddressSanitizer keeps the calling thread's stack bounds in memory that
+ * a CLONE_VM child shares (its thread record): on its own stack the child
+ * would make every noreturn call look like a jump of gigabytes, and ASan
+ * prints a warning for it into the sandbox's stderr. The exec helper gets
+ * away with it because it only makes such calls when it fails. Sanitized
+ * builds start the first process as a copy of the caller, as before, on
+ * the copied stack; the sanitizers still check everything the parent and
+ * the child do, and the normal build runs the CLONE_VM path. */
+static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack *st, int *pidfd,
+                       sigset_t *old_mask, pe_err *err)
+{
+    struct clone_args args;
+    long pid;
+
+    (void)old_mask;
+    st->base = NULL;
+    st->masked = false;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                 CLONE_PIDFD | (userns ? CLONE_NEWUSER : 0);
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    pe__fork_guard(true);
+    pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0)
+        init_child(ctx);
+    pe__fork_guard(false);
+    if (pid < 0)
+        return pe_err_sys(err, "clone3 sandbox");
+    return pid;
+}
+#endif
 
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
 {
@@ -537,7 +570,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     int nfds = PE_FD_BINDS + (int)cfg->n_binds + (int)req->n_lowers - 1;
     cleanup_fd int pidfd = -1;
     struct pe_child_ctx ctx;
-    struct init_stack stack = {NULL, 0};
+    struct init_stack stack = {NULL, 0, false};
     sigset_t old_mask;
     long pid = -1;
 
