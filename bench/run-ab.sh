@@ -96,6 +96,11 @@ for v in base new; do
     SBX[$v]=$(api "$v" GET io.pocketenv.sandbox.getSandbox id=pebench-ab | jq -r .sandbox.id)
 done
 
+tlb_shootdowns() { # every CPU's count of TLB shootdown IPIs received
+    awk '$1 == "TLB:" { for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i } END { print n + 0 }' \
+        /proc/interrupts
+}
+
 pool_full() { # VARIANT
     curl -s -H "Authorization: Bearer ${TOK[$1]}" "http://127.0.0.1:${PORTN[$1]}/metrics" |
         grep -q "^pocketenv_pool_ready{base=\"busybox\"} $POOL\$"
@@ -136,9 +141,13 @@ if [ "$EXEC_ROUNDS" -gt 0 ]; then
             init=$("$v/pocketenv" --data "data-$v" runtime inspect "${SBX[$v]}" | jq -e .pid)
             echo "[nsenter -a] nsenter -a -t $init /bin/sh -c true" >"peers-$v"
             c0=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            t0=$(tlb_shootdowns)
             bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" exec -r "$EXEC_ROUNDS" -w 10 \
                 -s "${SBX[$v]}" -f "peers-$v" -b "nsenter -a" 2>&1 | grep -E '^\| (variant|API|nsenter)' || true
+            t1=$(tlb_shootdowns)
             c1=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            echo "TLB shootdowns (host) per exec and nsenter pair: $(awk -v t=$((t1 - t0)) \
+                -v n=$((EXEC_ROUNDS + 10)) 'BEGIN { printf "%.0f", t / n }')"
             # the daemon with its reaped children (waiters, and the commands they reaped)
             echo "daemon CPU per exec (with its children, the command included): $(awk -v c=$((c1 - c0)) \
                 -v n=$((EXEC_ROUNDS + 10)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
@@ -152,13 +161,22 @@ if [ "$CREATE_ROUNDS" -gt 0 ]; then
             [ "$POOL" -eq 0 ] || for ((i = 0; i < 1200; i++)); do pool_full "$v" && break; sleep 0.1; done
             echo "#### create round $r: $v (load $(cut -d' ' -f1 /proc/loadavg))"
             c0=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            f0=$(awk '{ print $10 + $12 }' "/proc/${PID[$v]}/stat")
+            t0=$(tlb_shootdowns)
             bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" create -r "$CREATE_ROUNDS" -w 2 \
                 -B busybox 2>&1 | grep -E '^\| (variant|API)' || true
+            t1=$(tlb_shootdowns)
+            f1=$(awk '{ print $10 + $12 }' "/proc/${PID[$v]}/stat")
             c1=$(awk '{ print $14 + $15 + $16 + $17 }' "/proc/${PID[$v]}/stat")
+            n=$((2 * (CREATE_ROUNDS + 2)))
             # create, exec, delete and the pool's refill of each, children included
             echo "daemon CPU per create (2 variants a round, with the exec, the delete and the refill): $(awk \
-                -v c=$((c1 - c0)) -v n=$((2 * (CREATE_ROUNDS + 2))) -v hz="$(getconf CLK_TCK)" \
+                -v c=$((c1 - c0)) -v n=$n -v hz="$(getconf CLK_TCK)" \
                 'BEGIN { printf "%.2f ms", c / hz * 1e3 / n }')"
+            # minor faults of the daemon and its reaped children; TLB
+            # shootdown IPIs of the whole host (other work included)
+            echo "per create: $(awk -v f=$((f1 - f0)) -v t=$((t1 - t0)) -v n=$n \
+                'BEGIN { printf "%.0f minor faults, %.0f TLB shootdowns (host)", f / n, t / n }')"
         done
     done
 fi

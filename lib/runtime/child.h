@@ -16,6 +16,7 @@ enum { PE_FD_LOWER = 0, PE_FD_DISK = 1, PE_FD_BINDS = 2 };
 
 struct pe_child_ctx {
     int sync_fd;
+    int close_fd; /* the parent's end of the sync socket, closed first */
     bool userns;
     bool persist;
     bool tty;

@@ -1,8 +1,9 @@
 /* The parent side of starting a sandbox, or a process in one.
  *
  * pe__spawn_sandbox: prepare everything the child needs (detached mounts
- * of the image, disk and volumes; argv/env; the seccomp program), clone3
- * into new mount/pid/uts/ipc/net(/user) namespaces with a pidfd, write the
+ * of the image, disk and volumes; argv/env; the seccomp program), clone
+ * into new mount/pid/uts/ipc/net(/user) namespaces with a pidfd, in our
+ * own memory (CLONE_VM, no copy of the caller: see init_clone), write the
  * id maps, idmap the image to the child's user namespace, attach the child
  * to its cgroup, then send GO and wait for STARTED (or a reported error).
  *
@@ -421,6 +422,142 @@ static int await_started(int sync_fd, const char *what, int *pty, pe_err *err)
     }
 }
 
+/* The stack a sandbox's first process runs on until it execs
+ * pocketenv-init, above a guard page. child.c's deepest path (a symlink
+ * chain in make_in_root, 8 levels of 12 KiB) stays well inside it. */
+#define INIT_STACK (512 * 1024)
+
+struct init_stack {
+    char *base; /* NULL: none (a sanitized build's copy) */
+    size_t len;
+    bool masked; /* the caller's signals are blocked until init_stack_free */
+};
+
+static int init_child(void *arg)
+{
+    const struct pe_child_ctx *ctx = arg;
+
+    close(ctx->close_fd);
+    pe__child_main(ctx);
+}
+
+/* Once the child has exec'd or is reaped: nothing runs on the stack any
+ * more. Restores the caller's signal mask, blocked since the clone. */
+static void init_stack_free(struct init_stack *st, const sigset_t *old_mask)
+{
+    if (st->base != NULL)
+        munmap(st->base, st->len);
+    st->base = NULL;
+    if (st->masked)
+        pthread_sigmask(SIG_SETMASK, old_mask, NULL);
+    st->masked = false;
+}
+
+#if !defined(__SANITIZE_ADDRESS__)
+/* Start a sandbox's first process without copying the caller: clone with
+ * CLONE_VM onto its own stack, not CLONE_VFORK (the child must wait for
+ * its id maps, idmapped mounts, cgroup and network while we make them).
+ * A copy of the caller (for the daemon: its whole address space, until
+ * the child execs pocketenv-init after its ~28 mounts) made every page
+ * that any of the daemon's threads wrote meanwhile a copy-on-write fault
+ * with a TLB shootdown on the other CPUs (bench/README.md).
+ *
+ * Sharing our memory is safe because the child writes nothing of it but
+ * its own stack and, through the calling thread's TLS (no CLONE_SETTLS),
+ * errno and child.c's g_sync_fd, and the calling thread never runs
+ * alongside it in a way that could see those: until GO the child only
+ * waits in recvmsg (no errno unless it fails, and it cannot: every signal
+ * is blocked); after GO this thread only waits in recvmsg for the next
+ * message, and the child's last write to our memory comes before the
+ * message that wakes us (ERROR, then _exit; or PTY, then nothing of ours
+ * that we read; STARTED is sent by pocketenv-init after the exec). So the
+ * calling thread keeps every signal blocked until the child has exec'd or
+ * been reaped (init_stack_free): no handler runs on it meanwhile, and the
+ * child starts with all blocked (lock_down resets them before the exec).
+ * Its own signal handlers and fd table are copies (no CLONE_SIGHAND, no
+ * CLONE_FILES): fds are closed on exec as before, and the net lock's
+ * guard still keeps a held flock out of the copy (pe__fork_guard).
+ *
+ * The kernel's OOM killer kills every process sharing its victim's memory,
+ * and this child, unlike a vfork child, may be a victim: in its sandbox's
+ * memory cgroup (attached before GO) it is the only process until it
+ * execs, in a cgroup made fresh for this start with a limit of at least
+ * 4 MiB, and only its setup's kernel objects are charged there (~0.1 MiB;
+ * its user pages go to our cgroup, the memory's owner). So that OOM
+ * killer cannot run before the exec; never attach the child to a cgroup
+ * that may already be near its limit (docs/design/runtime.md).
+ *
+ * Returns the pid, with *pidfd set, or -1 with err set. */
+static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack *st, int *pidfd,
+                       sigset_t *old_mask, pe_err *err)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    int flags = CLONE_VM | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                CLONE_PIDFD | SIGCHLD | (userns ? CLONE_NEWUSER : 0);
+    sigset_t all;
+    long pid;
+
+    st->masked = false;
+    st->len = page + INIT_STACK;
+    st->base =
+        mmap(NULL, st->len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (st->base == MAP_FAILED) {
+        st->base = NULL;
+        return pe_err_sys(err, "mmap the sandbox's first stack");
+    }
+    if (mprotect(st->base, page, PROT_NONE) < 0) {
+        pe_err_sys(err, "guard the sandbox's first stack");
+        munmap(st->base, st->len);
+        st->base = NULL;
+        return -1;
+    }
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, old_mask);
+    st->masked = true;
+    pe__fork_guard(true);
+    pid = clone(init_child, st->base + st->len, flags, ctx, pidfd);
+    pe__fork_guard(false);
+    if (pid < 0) {
+        pe_err_sys(err, "clone sandbox");
+        init_stack_free(st, old_mask);
+        return -1;
+    }
+    return pid;
+}
+#else
+/* AddressSanitizer keeps the calling thread's stack bounds in memory that
+ * a CLONE_VM child shares (its thread record): on its own stack the child
+ * would make every noreturn call look like a jump of gigabytes, and ASan
+ * prints a warning for it into the sandbox's stderr. The exec helper gets
+ * away with it because it only makes such calls when it fails. Sanitized
+ * builds start the first process as a copy of the caller, as before, on
+ * the copied stack; the sanitizers still check everything the parent and
+ * the child do, and the normal build runs the CLONE_VM path. */
+static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack *st, int *pidfd,
+                       sigset_t *old_mask, pe_err *err)
+{
+    struct clone_args args;
+    long pid;
+
+    (void)old_mask;
+    st->base = NULL;
+    st->masked = false;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
+                 CLONE_PIDFD | (userns ? CLONE_NEWUSER : 0);
+    args.pidfd = (uint64_t)(uintptr_t)pidfd;
+    args.exit_signal = SIGCHLD;
+    pe__fork_guard(true);
+    pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0)
+        init_child(ctx);
+    pe__fork_guard(false);
+    if (pid < 0)
+        return pe_err_sys(err, "clone3 sandbox");
+    return pid;
+}
+#endif
+
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
 {
     const pe_sandbox_cfg *cfg = req->cfg;
@@ -432,9 +569,10 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     int sp[2] = {-1, -1};
     int nfds = PE_FD_BINDS + (int)cfg->n_binds + (int)req->n_lowers - 1;
     cleanup_fd int pidfd = -1;
-    struct clone_args args;
     struct pe_child_ctx ctx;
-    long pid;
+    struct init_stack stack = {NULL, 0, false};
+    sigset_t old_mask;
+    long pid = -1;
 
     memset(res, 0, sizeof(*res));
     res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
@@ -487,23 +625,10 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         goto fail;
     }
     ctx.sync_fd = sp[1];
-    memset(&args, 0, sizeof(args));
-    args.flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET |
-                 CLONE_PIDFD | (cfg->userns ? CLONE_NEWUSER : 0);
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
-    pe__fork_guard(true);
-    pid = syscall(SYS_clone3, &args, sizeof(args));
-    if (pid != 0)
-        pe__fork_guard(false); /* the child's copy stays taken: it never uses it */
-    if (pid < 0) {
-        pe_err_sys(err, "clone3 sandbox");
+    ctx.close_fd = sp[0];
+    pid = init_clone(&ctx, cfg->userns, &stack, &pidfd, &old_mask, err);
+    if (pid < 0)
         goto fail;
-    }
-    if (pid == 0) {
-        close(sp[0]);
-        pe__child_main(&ctx);
-    }
     close(sp[1]);
     sp[1] = -1;
 
@@ -552,6 +677,9 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     if (await_started(sp[0], "start sandbox", &res->pty_master, err) < 0)
         goto kill;
 
+    /* STARTED comes from pocketenv-init: the child has exec'd, out of
+     * our memory. */
+    init_stack_free(&stack, &old_mask);
     res->pid = (pid_t)pid;
     res->pidfd = pe_steal_fd(&pidfd);
     res->start_time = pe__proc_start_time((pid_t)pid);
@@ -568,6 +696,7 @@ kill:
         close(res->pty_master);
     res->pty_master = -1;
 fail:
+    init_stack_free(&stack, &old_mask);
     close_fds(fds, nfds);
     if (sp[0] >= 0)
         close(sp[0]);

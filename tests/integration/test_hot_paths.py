@@ -196,3 +196,29 @@ def test_exec_runs_without_a_copy_of_the_daemon_and_fully_isolated(daemon):
     assert daemon.sandbox("exec", sb["id"], {"command": "nosuchcmd"})[1]["exitCode"] == 127
     assert daemon.sandbox("exec", sb["id"], {"command": "kill -9 $$"})[1]["exitCode"] == 137
     assert daemon.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_init_holds_nothing_of_the_daemon(daemon):
+    """A sandbox's init is cloned in the daemon's own memory (CLONE_VM,
+    lib/runtime/spawn.c) and sets the sandbox up there before it execs
+    pocketenv-init. From inside the sandbox, as its root, look at PID 1 for
+    anything of the daemon: a mapping of its binary or libraries, its
+    heap, an fd it had open. Only pocketenv-init (from its memfd), its own
+    small heap and stack, stdio and the sync socket may be there."""
+    st, sb = daemon.call("io.pocketenv.sandbox.createSandbox",
+                         body={"base": "busybox", "name": "hot-init"})
+    assert st == 200, sb
+    daemon.wait_status("hot-init", ["RUNNING"])
+    st, out = daemon.sandbox("exec", sb["id"], {
+        "command": "cat /proc/1/maps; echo ==; ls /proc/1/fd; echo ==;"
+                   " grep -E '^(Name|VmRSS)' /proc/1/status"})
+    assert st == 200 and out["exitCode"] == 0, out
+    maps, fds, status = out["stdout"].split("==\n")
+    files = {line.split()[5] for line in maps.splitlines() if len(line.split()) > 5}
+    assert files and all(f.startswith("/memfd:pocketenv-init") or f.startswith("[")
+                         for f in files), maps
+    assert sorted(int(fd) for fd in fds.split()) == [0, 1, 2, 3], fds
+    assert "pocketenv-init" in status, status
+    rss_kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+    assert rss_kib < 2048, status
+    assert daemon.sandbox("deleteSandbox", sb["id"])[0] == 200

@@ -107,12 +107,28 @@ def test_crashed_run_leaves_nothing(pe):
     disk (state, cgroup) is collected by the next command (the fixture
     checks it after `runtime gc`)."""
     from conftest import sandbox_processes
-    others = set(sandbox_processes())  # other sandboxes on the host are not ours to wait for
     proc = subprocess.Popen(pe.cmd("run", "--image", pe.image, "--", "sleep", "100"))
     run_dir = os.path.join(pe.data, "run")
     wait_for(lambda: os.path.isdir(run_dir) and
              any(n.startswith("run-") for n in os.listdir(run_dir)), 10, "run to start")
-    mine = wait_for(lambda: set(sandbox_processes()) - others, 10, "sandbox processes")
+
+    def children(pid):
+        kids = set()
+        try:
+            for t in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{t}/children") as f:
+                    kids |= {int(k) for k in f.read().split()}
+        except OSError:
+            pass
+        return kids
+    # The CLI's sandbox, not another one started on the host meanwhile:
+    # sandbox processes among the CLI's children (its init) and theirs.
+    def ours():
+        found = set(sandbox_processes()) & children(proc.pid)
+        for p in list(found):
+            found |= children(p)
+        return found
+    mine = wait_for(ours, 10, "sandbox processes")
     proc.kill()
     proc.wait()
     wait_for(lambda: not set(sandbox_processes()) & mine, 10, "sandbox to die with its CLI")
