@@ -43,7 +43,9 @@ enum pe_provider_cap {
     PE_CAP_FILE_REMOVE = 1u << 4, /* file_remove */
     PE_CAP_TAR = 1u << 5,         /* tar_in / tar_out */
     PE_CAP_PREVIEW = 1u << 6,     /* preview (any port, or the one it routes) */
-    PE_CAP_PAUSE = 1u << 7,       /* pause / resume (memory kept) */
+    /* pause / resume: no compute until the next use resumes it; memory
+     * kept on E2B and Daytona, only the disk on Runloop (its suspend) */
+    PE_CAP_PAUSE = 1u << 7,
     PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete */
     PE_CAP_VOLUMES = 1u << 9,     /* volumes mounted at create */
     PE_CAP_SERVICES = 1u << 10,   /* supervised services */

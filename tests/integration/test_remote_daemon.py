@@ -548,7 +548,7 @@ def test_remote_snapshot_stays_where_it_is_kept(env):
     wait_for(lambda: not env.doubles["daytona"].snapshots, 20, "the snapshot to go")
 
 
-@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("daytona", "pause"),
+@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("hopx", "pause"),
                                       ("daytona", "snapshot-then-stop")])
 def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     """A remote sandbox idle past its policy's timeout is stopped through
@@ -580,22 +580,30 @@ def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-def test_idle_policy_pauses_a_remote_sandbox_that_can(env):
-    """E2B pauses with memory kept: the idle policy's pause pauses it there
-    (the row stays RUNNING, paused), and the next exec resumes it and says
-    so; Daytona, without pause, comes to a stop saying why (above)."""
-    d, dbl = env, env.doubles["e2b"]
-    st, sb = create(d, "e2b", "idle-e2b-pause", idlePolicy={"action": "pause", "timeout": 1})
+# The double's word for a paused sandbox and for one running again.
+PAUSED = {"e2b": ("paused", "running"), "daytona": ("paused", "started"),
+          "runloop": ("suspended", "running")}
+
+
+@pytest.mark.parametrize("p", sorted(PAUSED))
+def test_idle_policy_pauses_a_remote_sandbox_that_can(env, p):
+    """E2B and Daytona pause with memory kept, Runloop suspends (its disk
+    kept): the idle policy's pause pauses it there (the row stays RUNNING,
+    paused), and the next exec resumes it and says so; Hopx, without pause,
+    comes to a stop saying why (above)."""
+    d, dbl = env, env.doubles[p]
+    paused, running = PAUSED[p]
+    st, sb = create(d, p, f"idle-{p}-pause", idlePolicy={"action": "pause", "timeout": 1})
     assert st == 200, sb
     rid = sb["remoteId"]
     assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
-    wait_for(lambda: state(dbl, rid) == "paused", 30, "the idle pause at e2b")
+    wait_for(lambda: state(dbl, rid) == paused, 30, f"the idle pause at {p}")
     wait_for(lambda: d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("paused") is True, 10,
              "the row to say paused")
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got["status"] == "RUNNING", got
     assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"  # resumed by the exec
-    assert state(dbl, rid) == "running"
+    assert state(dbl, rid) == running
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got.get("resumedBy") == "exec" and not got.get("paused"), got
     assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
