@@ -130,7 +130,7 @@ static int dt_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(sb);
-    return pe__provider_create_settle(p, id, "started", dt_probe, (void *)"started", err);
+    return pe__provider_create_settle(p, spec, id, "started", dt_probe, (void *)"started", err);
 }
 
 static int dt_action(pe_provider *p, const char *id, const char *action, const char *want,

@@ -133,7 +133,7 @@ static int rl_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(v);
-    return pe__provider_create_settle(p, id, "running", rl_probe, (void *)"running", err);
+    return pe__provider_create_settle(p, spec, id, "running", rl_probe, (void *)"running", err);
 }
 
 static int rl_action(pe_provider *p, const char *id, const char *action, const char *want,

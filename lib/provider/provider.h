@@ -46,9 +46,9 @@ enum pe_provider_cap {
     /* pause / resume: no compute until the next use resumes it; memory
      * kept on E2B and Daytona, only the disk on Runloop (its suspend) */
     PE_CAP_PAUSE = 1u << 7,
-    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete */
-    PE_CAP_VOLUMES = 1u << 9,     /* volumes mounted at create */
-    PE_CAP_SERVICES = 1u << 10,   /* supervised services */
+    PE_CAP_SNAPSHOT = 1u << 8,  /* snapshot_create / snapshot_delete */
+    PE_CAP_VOLUMES = 1u << 9,   /* volumes mounted at create */
+    PE_CAP_SERVICES = 1u << 10, /* supervised services */
     /* A new sandbox from a snapshot (spec.snapshot), so a fork: the
      * snapshot outlives its sandbox. Sprites' checkpoints cannot. */
     PE_CAP_SNAPSHOT_BASE = 1u << 11,
@@ -123,6 +123,12 @@ typedef struct pe_provider_spec {
     int64_t memory_bytes, cpu_millis, disk_bytes; /* 0: provider default */
     const uint16_t *ports;                        /* ports to route (Vercel must know them now) */
     size_t n_ports;
+    /* Called (on the create's thread) with the provider's id as soon as
+     * the provider answered the create, before create waits for it to
+     * run: so that a caller killed during that wait has written down what
+     * may be left there. NULL: not told. */
+    void (*made)(void *ud, const char *id);
+    void *made_ud;
 } pe_provider_spec;
 
 /* A volume: a directory of the caller's mounted at path (PE_CAP_VOLUMES). */

@@ -12,15 +12,18 @@ test checks both our answer and what reached the provider.
 """
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import wait_for
-from test_daemon import serving
+from conftest import BIN, wait_for
+from test_daemon import free_port, serving
 from test_resources import ResDaemon, banner_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -1355,3 +1358,92 @@ def test_e2b_sdk_on_a_remote_sandbox(env):
             assert e.code == 501 and b"not supported by daytona: stdin" in e.read()
     finally:
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_a_daemon_restart_settles_remote_creates_and_supervises_remote_services_again(env, tmp_path):
+    """kill -9 while a Daytona create waits for its sandbox to run (the
+    double holds its polls): at the restart the row, INITIALIZING with the
+    provider's id already written down, is settled: the half-made sandbox is
+    deleted there and the create is made again (RUNNING). An E2B sandbox's
+    service, whose exec stream died with the daemon, runs again under the
+    new daemon and its logs go on. Its own daemon (it is killed), on the
+    module's doubles."""
+    dt, e2 = env.doubles["daytona"], env.doubles["e2b"]
+    data, tok = str(tmp_path / "data"), str(tmp_path / "token.json")
+    port = free_port()
+    procs = []
+
+    def start_daemon():
+        d = ResDaemon(data, port, tok)
+        d.log_path = str(tmp_path / f"daemon-{len(procs)}.log")
+        log = open(d.log_path, "w")
+        d.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", d.url[len("http://"):], "--data", data, "--token-file", tok,
+             "--rate-limit", "0", "--provider-config", str(env.tmp / "providers.json")],
+            stderr=log)
+        procs.append((d.proc, log))
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 15, "/healthz")
+        assert d.proc.poll() is None, d.log_text()
+        with open(tok) as f:
+            d.token = json.load(f)["token"]
+        d.public_key = banner_key(d)
+        d.doubles = env.doubles
+        return d
+
+    def runs(rid, word):
+        return [e for e in list(e2.sandboxes[rid].execs) if word in json.dumps(e)]
+
+    def rows(d):
+        st, o = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
+        return o["sandboxes"] if st == 200 else []
+
+    def create_dies(d):
+        try:
+            create(d, "daytona", "rs-mid")
+        except OSError:  # the daemon was killed under it
+            pass
+
+    try:
+        d = start_daemon()
+        st, sb = create(d, "e2b", "rs-svc")
+        assert st == 200, sb
+        sid, erid = sb["id"], sb["remoteId"]
+        st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+            "name": "web", "command": "echo up-again; sleep 60"}})
+        assert st == 200, o
+        svc = o["service"]["id"]
+        wait_for(lambda: runs(erid, "up-again"), 10, "the service on e2b")
+        # a create whose sandbox never comes up before the kill
+        before = set(dt.sandboxes)
+        dt.fault("get", hang=True)
+        threading.Thread(target=create_dies, args=(d,), daemon=True).start()
+        mid = wait_for(lambda: [s for s in rows(d) if s["name"] == "rs-mid" and s.get("remoteId")],
+                       15, "the provider's id on the row")[0]
+        assert mid["status"] == "INITIALIZING" and mid["remoteId"] in dt.sandboxes
+        half = mid["remoteId"]
+        n = len(runs(erid, "up-again"))
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        dt.clear_faults()
+
+        d = start_daemon()
+        got = d.wait_status(mid["id"], ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING", got
+        assert got["remoteId"] != half and got["remoteId"] in dt.sandboxes
+        assert half not in dt.sandboxes, "the half-made sandbox was left at daytona"
+        assert set(dt.sandboxes) - before == {got["remoteId"]}
+        assert d.sh(mid["id"], "echo made")["stdout"] == "made\n"
+        # the service runs again, and its new output is in its logs
+        wait_for(lambda: len(runs(erid, "up-again")) > n, 15, "the service started again")
+        wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING", 10, "RUNNING")
+        wait_for(lambda: "up-again" in d.call(SV + "getServiceLogs", {"serviceId": svc})[1]["logs"],
+                 10, "the service's logs under the new daemon")
+        for x in (sid, mid["id"]):
+            assert d.sandbox("deleteSandbox", x)[0] == 200
+    finally:
+        dt.clear_faults()
+        for p, log in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                assert p.wait(30) == 0
+            log.close()
