@@ -12,6 +12,9 @@
  *   STOPPED/FAILED  up            RUNNING (a start got that far)
  *   (no row)        sbx_* any     removed (a delete got that far)
  *
+ * Remote rows have no runtime here: their providers are asked instead, in
+ * a job of their own (below, "remote sandboxes at start").
+ *
  * Runtime sandboxes whose names are not store ids belong to someone using
  * `pocketenv runtime` with the same data directory and are left alone.
  *

@@ -610,6 +610,14 @@ def test_idle_policy_pauses_a_remote_sandbox_that_can(env, p):
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got.get("resumedBy") == "exec" and not got.get("paused"), got
     assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
+    # our E2B API's pause reaches the provider's too
+    from test_e2b import e2b_key
+    req = urllib.request.Request(f"{d.url}/sandboxes/{sb['id']}/pause", data=b"", method="POST",
+                                 headers={"X-API-Key": e2b_key(d.token)})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 204
+    assert state(dbl, rid) == paused
+    assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept" and state(dbl, rid) == running
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
