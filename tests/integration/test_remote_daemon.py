@@ -600,15 +600,31 @@ def test_idle_policy_pauses_a_remote_sandbox_that_can(env, p):
     assert st == 200, sb
     rid = sb["remoteId"]
     assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
+    if p == "runloop":  # its suspend ends processes: a service starts again at the resume
+        st, o = d.call(SV + "addService", {"sandboxId": sb["id"]}, body={"service": {
+            "name": "web", "command": "echo up-rl; sleep 60"}})
+        assert st == 200, o
+
+        def runs():
+            return [e for e in list(dbl.sandboxes[rid].execs) if "up-rl" in json.dumps(e)]
+        wait_for(runs, 10, "the service on runloop")
+    n = len(runs()) if p == "runloop" else 0
     wait_for(lambda: state(dbl, rid) == paused, 30, f"the idle pause at {p}")
     wait_for(lambda: d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("paused") is True, 10,
              "the row to say paused")
+    if p == "runloop":  # ended with the suspend, and not restarted while paused
+        wait_for(lambda: services(d, sb["id"])["web"]["status"] == "STOPPED", 10,
+                 "the service to end with the suspend")
+        assert "paused" in d.call(SV + "getServiceLogs", {"serviceId": o["service"]["id"]})[1]["logs"]
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got["status"] == "RUNNING", got
     assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"  # resumed by the exec
     assert state(dbl, rid) == running
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got.get("resumedBy") == "exec" and not got.get("paused"), got
+    if p == "runloop":  # its process ended with the suspend: a new one runs
+        wait_for(lambda: len(runs()) > n, 10, "the service started again")
+        assert services(d, sb["id"])["web"]["status"] == "RUNNING"
     assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
     # our E2B API's pause reaches the provider's too
     from test_e2b import e2b_key
