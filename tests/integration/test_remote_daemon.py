@@ -1437,6 +1437,12 @@ def test_a_daemon_restart_settles_remote_creates_and_supervises_remote_services_
         assert st == 200, o
         svc = o["service"]["id"]
         wait_for(lambda: runs(erid, "up-again"), 10, "the service on e2b")
+        # three more, changed at their providers while no daemon runs
+        behind = {}
+        for p, name in (("hopx", "rs-hx"), ("e2b", "rs-gone"), ("daytona", "rs-dstop")):
+            st, o = create(d, p, name)
+            assert st == 200, o
+            behind[name] = o
         # a create whose sandbox never comes up before the kill
         before = set(dt.sandboxes)
         dt.fault("get", hang=True)
@@ -1449,6 +1455,9 @@ def test_a_daemon_restart_settles_remote_creates_and_supervises_remote_services_
         d.proc.send_signal(signal.SIGKILL)
         d.proc.wait(10)
         dt.clear_faults()
+        env.doubles["hopx"].sandboxes[behind["rs-hx"]["remoteId"]].status = "paused"
+        del e2.sandboxes[behind["rs-gone"]["remoteId"]]
+        dt.sandboxes[behind["rs-dstop"]["remoteId"]].state = "stopped"
 
         d = start_daemon()
         got = d.wait_status(mid["id"], ["RUNNING", "FAILED"], timeout=30)
@@ -1462,7 +1471,18 @@ def test_a_daemon_restart_settles_remote_creates_and_supervises_remote_services_
         wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING", 10, "RUNNING")
         wait_for(lambda: "up-again" in d.call(SV + "getServiceLogs", {"serviceId": svc})[1]["logs"],
                  10, "the service's logs under the new daemon")
-        for x in (sid, mid["id"]):
+        # the others are what their providers say: hopx cannot pause (its
+        # pause is our stop), e2b lost it, daytona's resumes on next use
+        got = d.wait_status(behind["rs-hx"]["id"], ["STOPPED"])
+        assert got["statusReason"] == "stopped at hopx while pocketenv serve was not running"
+        got = d.wait_status(behind["rs-gone"]["id"], ["FAILED"])
+        assert got["statusReason"] == f"e2b has no sandbox {behind['rs-gone']['remoteId']} any more"
+        dstop = behind["rs-dstop"]["id"]
+        wait_for(lambda: d.sandbox("getSandbox", dstop)[1]["sandbox"].get("paused"), 10,
+                 "the stopped daytona sandbox to be paused")
+        assert d.sh(dstop, "echo back")["stdout"] == "back\n"
+        assert d.sandbox("getSandbox", dstop)[1]["sandbox"]["resumedBy"] == "exec"
+        for x in [sid, mid["id"]] + [v["id"] for v in behind.values()]:
             assert d.sandbox("deleteSandbox", x)[0] == 200
     finally:
         dt.clear_faults()
