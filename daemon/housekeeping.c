@@ -434,6 +434,12 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     forget(sb->id);
 }
 
+/* The remote rows to settle at start (below), listed by the start's pass
+ * before the daemon serves anything: a row a client makes after that is
+ * its create's, never taken for an interrupted one. Main thread, then the
+ * job's. */
+static json_t *remote_at_start;
+
 /* One pass over this node's rows. resume (start only) collects the ids of
  * INITIALIZING rows, whose creates must be run again. */
 static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, pe_err *err)
@@ -467,6 +473,9 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
 
             if (!pe_daemon_is_mine(d, sb)) {
                 json_object_del(states, sb->id); /* seen: not an orphan */
+                if (at_start && pe_sandbox_is_remote(sb) &&
+                    (sb->status == PE_STORE_INITIALIZING || sb->status == PE_STORE_RUNNING))
+                    json_array_append_new(remote_at_start, json_string(sb->id));
                 if (!at_start && sb->status == PE_STORE_RUNNING && pe_sandbox_is_remote(sb))
                     remote_idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
                 continue;
@@ -534,6 +543,8 @@ int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err)
 
     if (s == NULL)
         return pe_err_prefix(err, "open store");
+    json_decref(remote_at_start);
+    remote_at_start = json_array();
     r = sync_store(d, s, true, resume, err);
     pe_store_close(s);
     if (r < 0)
@@ -657,35 +668,38 @@ static void remote_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
 
 static void remote_reconcile_work(pe_daemon_job *job, pe_store *s)
 {
-    for (int64_t off = 0;; off += PAGE) {
-        pe_store_sandbox *list = NULL;
-        size_t n = 0;
+    size_t i;
+    json_t *v;
 
-        if (pe_store_sandbox_list(s, NULL, PAGE, off, &list, &n, NULL, &job->err) < 0) {
-            pe_log_warn("reconcile remote sandboxes: %s", job->err.msg);
-            return;
-        }
-        for (size_t i = 0; i < n; i++) {
-            if (!pe_sandbox_is_remote(&list[i]))
-                continue;
-            if (list[i].status == PE_STORE_INITIALIZING)
-                remote_interrupted(job->d, s, &list[i]);
-            else if (list[i].status == PE_STORE_RUNNING)
-                remote_adopt(job->d, s, &list[i]);
-        }
-        pe_store_sandbox_list_free(list, n);
-        if ((int64_t)n < PAGE)
-            return;
+    json_array_foreach(job->in, i, v)
+    {
+        pe_store_sandbox sb;
+        pe_err err;
+
+        pe_err_clear(&err);
+        if (pe_store_sandbox_get(s, json_string_value(v), &sb, &err) < 0)
+            continue; /* deleted meanwhile */
+        if (sb.status == PE_STORE_INITIALIZING)
+            remote_interrupted(job->d, s, &sb);
+        else if (sb.status == PE_STORE_RUNNING)
+            remote_adopt(job->d, s, &sb);
+        pe_store_sandbox_clear(&sb);
     }
 }
 
 void pe_daemon_reconcile_remote(pe_daemon *d)
 {
+    json_t *ids = remote_at_start;
     pe_daemon_job *job;
 
-    if (d->sx.n_remotes == 0 || strncmp(d->store_url, "postgres", 8) == 0)
+    remote_at_start = NULL;
+    if (ids == NULL || json_array_size(ids) == 0 || d->sx.n_remotes == 0 ||
+        strncmp(d->store_url, "postgres", 8) == 0) {
+        json_decref(ids);
         return;
+    }
     job = pe_daemon_job_new(d, NULL, NULL, remote_reconcile_work);
+    job->in = ids;
     job->kind = PE_JOB_LIFECYCLE; /* provider calls, services started */
     job->background = true;
     pe_daemon_job_submit(job);
@@ -744,6 +758,8 @@ int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err)
 
 void pe_daemon_housekeeping_free(void)
 {
+    json_decref(remote_at_start); /* a start that never served */
+    remote_at_start = NULL;
     pe_daemon_paused_free();
     pthread_mutex_lock(&activity_lock);
     activity_free();
