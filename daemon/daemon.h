@@ -252,6 +252,9 @@ void pe_daemon_proxy_recheck(pe_daemon *d);
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err);
 /* Queue the background half of a create (owner: whose share it runs in;
  * NULL at start, for an INITIALIZING row the daemon died while making). */
+/* Remote sandboxes at start (housekeeping.c): interrupted creates made
+ * again, running ones adopted, in a background job. */
+void pe_daemon_reconcile_remote(pe_daemon *d);
 void pe_daemon_sandbox_resume(pe_daemon *d, const char *owner, const char *id);
 /* That background half's work: job->id's row INITIALIZING made into a
  * running sandbox (RUNNING, or FAILED with the reason); job->in then

@@ -12,6 +12,9 @@
  *   STOPPED/FAILED  up            RUNNING (a start got that far)
  *   (no row)        sbx_* any     removed (a delete got that far)
  *
+ * Remote rows have no runtime here: their providers are asked instead, in
+ * a job of their own (below, "remote sandboxes at start").
+ *
  * Runtime sandboxes whose names are not store ids belong to someone using
  * `pocketenv runtime` with the same data directory and are left alone.
  *
@@ -47,6 +50,7 @@
 #include "pocketenv/store-idle.h"
 #include "read-cache.h"
 #include "providers.h"
+#include "sandbox-services.h"
 #include "snapshots.h"
 #include "backups.h"
 #include "transfer.h"
@@ -430,6 +434,12 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
     forget(sb->id);
 }
 
+/* The remote rows to settle at start (below), listed by the start's pass
+ * before the daemon serves anything: a row a client makes after that is
+ * its create's, never taken for an interrupted one. Main thread, then the
+ * job's. */
+static json_t *remote_at_start;
+
 /* One pass over this node's rows. resume (start only) collects the ids of
  * INITIALIZING rows, whose creates must be run again. */
 static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, pe_err *err)
@@ -463,6 +473,9 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
 
             if (!pe_daemon_is_mine(d, sb)) {
                 json_object_del(states, sb->id); /* seen: not an orphan */
+                if (at_start && pe_sandbox_is_remote(sb) &&
+                    (sb->status == PE_STORE_INITIALIZING || sb->status == PE_STORE_RUNNING))
+                    json_array_append_new(remote_at_start, json_string(sb->id));
                 if (!at_start && sb->status == PE_STORE_RUNNING && pe_sandbox_is_remote(sb))
                     remote_idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
                 continue;
@@ -530,12 +543,166 @@ int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err)
 
     if (s == NULL)
         return pe_err_prefix(err, "open store");
+    json_decref(remote_at_start);
+    remote_at_start = json_array();
     r = sync_store(d, s, true, resume, err);
     pe_store_close(s);
     if (r < 0)
         return pe_err_prefix(err, "reconcile");
     pe_log_info("event=reconciled resumed=%zu", json_array_size(resume));
     return 0;
+}
+
+/* ---- remote sandboxes at start ----
+ *
+ * The join above skips remote rows: no runtime here knows them. Their
+ * providers do, so a background job (provider calls take seconds) asks:
+ *
+ *   row             provider says         becomes
+ *   INITIALIZING    anything              the half-made sandbox (if the row
+ *                                         names one) deleted there, the
+ *                                         create run again (RUNNING, or
+ *                                         FAILED saying why)
+ *   RUNNING         running               adopted: services started again,
+ *                                         the idle clock restarts
+ *   RUNNING         stopped or paused     paused (resumed on its next use)
+ *                                         where the adapter pauses, else
+ *                                         STOPPED, saying so
+ *   RUNNING         no such sandbox       FAILED, saying so
+ *
+ * An interrupted create is made again rather than adopted: the steps after
+ * the provider's create (files, SSH keys) may not have run, and a fork's
+ * or a create's row promised a whole sandbox; making it again is the one
+ * path known to give one, and deleting the half-made one first leaves
+ * nothing behind there. A remote row names no node, so only a daemon
+ * alone on its store (SQLite) does this: on a shared PostgreSQL store
+ * another daemon may be making or serving that sandbox right now. */
+
+/* One-shot in the sandbox: end what an earlier daemon's units left
+ * running there (their output streams died with it), found by the marker
+ * every unit's environment carries (supervise.c). Best effort. */
+static void remote_kill_leftovers(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    static char *const argv[] = {
+        (char *)"/bin/sh", (char *)"-c",
+        (char *)"for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | "
+                "grep -q '^POCKETENV_UNIT=' && kill -9 ${p#/proc/} 2>/dev/null; done; true",
+        NULL};
+    pe_provider_exec_opts o = {.argv = argv, .timeout = 10};
+    pe_provider_exec_result res = {0};
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_sandbox_exec(&d->sx, s, sb, &o, 4096, &res, &err) < 0)
+        pe_log_warn("sandbox %s: leftovers of the last daemon not ended on %s: %s", sb->id,
+                    sb->backend, err.msg);
+    pe_provider_exec_free(&res);
+}
+
+static void remote_interrupted(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_provider_status st;
+    char reason[PE_ERR_MSG_MAX + 160];
+    pe_err err;
+
+    pe_err_clear(&err);
+    /* gone there already (ENOENT): nothing to delete */
+    if (sb->provider_id &&
+        (pe_sandbox_status(&d->sx, s, sb, &st, &err) == 0 || err.code != PE_ENOENT)) {
+        pe_err_clear(&err);
+        if (pe_sandbox_remove(&d->sx, s, sb, &err) < 0 && err.code != PE_ENOENT) {
+            snprintf(reason, sizeof(reason),
+                     "create interrupted by a restart of pocketenv serve; its half-made %s "
+                     "sandbox %s could not be deleted: %s",
+                     sb->backend, sb->provider_id, err.msg);
+            set_status(s, sb, PE_STORE_FAILED, reason);
+            return;
+        }
+        pe_log_info("event=reconcile sandbox=%s backend=%s half_made=%s removed", sb->id,
+                    sb->backend, sb->provider_id);
+    }
+    pe_err_clear(&err);
+    if (sb->provider_id && pe_store_sandbox_set_provider(s, sb->id, sb->provider, NULL, &err) < 0) {
+        pe_log_warn("reconcile %s: %s", sb->id, err.msg);
+        return;
+    }
+    pe_log_info("event=reconcile sandbox=%s backend=%s create=again", sb->id, sb->backend);
+    pe_daemon_sandbox_resume(d, NULL, sb->id);
+}
+
+static void remote_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_provider_status st;
+    char reason[PE_ERR_MSG_MAX + 160];
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_sandbox_status(&d->sx, s, sb, &st, &err) < 0) {
+        if (err.code != PE_ENOENT) { /* unreachable now: the next use will say */
+            pe_log_warn("reconcile %s on %s: %s", sb->id, sb->backend, err.msg);
+            return;
+        }
+        snprintf(reason, sizeof(reason), "%s has no sandbox %s any more", sb->backend,
+                 sb->provider_id);
+        set_status(s, sb, PE_STORE_FAILED, reason);
+        return;
+    }
+    if (st.state == PE_PSTATE_STOPPED || st.state == PE_PSTATE_PAUSED) {
+        if (pe_sandbox_caps(&d->sx, sb) & PE_CAP_PAUSE) {
+            pe_daemon_paused_note(sb->id, true); /* its next use resumes it */
+            pe_daemon_touch(d, sb->id);
+            return;
+        }
+        snprintf(reason, sizeof(reason), "stopped at %s while pocketenv serve was not running",
+                 sb->backend);
+        set_status(s, sb, PE_STORE_STOPPED, reason);
+        return;
+    }
+    if (st.state != PE_PSTATE_RUNNING)
+        return;
+    pe_daemon_touch(d, sb->id); /* adopted: the idle clock restarts */
+    remote_kill_leftovers(d, s, sb);
+    pe_daemon_services_start(d, s, sb);
+    pe_log_info("event=adopt sandbox=%s backend=%s", sb->id, sb->backend);
+}
+
+static void remote_reconcile_work(pe_daemon_job *job, pe_store *s)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(job->in, i, v)
+    {
+        pe_store_sandbox sb;
+        pe_err err;
+
+        pe_err_clear(&err);
+        if (pe_store_sandbox_get(s, json_string_value(v), &sb, &err) < 0)
+            continue; /* deleted meanwhile */
+        if (sb.status == PE_STORE_INITIALIZING)
+            remote_interrupted(job->d, s, &sb);
+        else if (sb.status == PE_STORE_RUNNING)
+            remote_adopt(job->d, s, &sb);
+        pe_store_sandbox_clear(&sb);
+    }
+}
+
+void pe_daemon_reconcile_remote(pe_daemon *d)
+{
+    json_t *ids = remote_at_start;
+    pe_daemon_job *job;
+
+    remote_at_start = NULL;
+    if (ids == NULL || json_array_size(ids) == 0 || d->sx.n_remotes == 0 ||
+        strncmp(d->store_url, "postgres", 8) == 0) {
+        json_decref(ids);
+        return;
+    }
+    job = pe_daemon_job_new(d, NULL, NULL, remote_reconcile_work);
+    job->in = ids;
+    job->kind = PE_JOB_LIFECYCLE; /* provider calls, services started */
+    job->background = true;
+    pe_daemon_job_submit(job);
 }
 
 /* ---- the tick ---- */
@@ -591,6 +758,8 @@ int pe_daemon_housekeeping_start(pe_daemon *d, pe_err *err)
 
 void pe_daemon_housekeeping_free(void)
 {
+    json_decref(remote_at_start); /* a start that never served */
+    remote_at_start = NULL;
     pe_daemon_paused_free();
     pthread_mutex_lock(&activity_lock);
     activity_free();

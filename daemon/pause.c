@@ -23,6 +23,7 @@
 #include "core/util.h"
 #include "daemon.h"
 #include "pause.h"
+#include "sandbox-services.h"
 
 struct paused {
     char *id;
@@ -132,6 +133,10 @@ static int remote(pe_daemon *d, const char *id, bool pause, pe_err *err)
         return 0;
     }
     r = pause ? pe_sandbox_pause(&d->sx, s, &sb, err) : pe_sandbox_resume(&d->sx, s, &sb, err);
+    if (r == 0 && !pause) {
+        note(id, false, NULL); /* running: what starts now must not see it paused */
+        pe_daemon_services_revive(d, s, &sb);
+    }
     pe_store_sandbox_clear(&sb);
     return r < 0 ? -1 : 1;
 }

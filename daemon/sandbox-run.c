@@ -77,20 +77,25 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
 
 /* ---- runtime ---- */
 
-/* A remote fork (forkSandbox's row, no provider id yet): made at its
- * provider from its snapshot, in the background like a local one's first
- * start. */
-static int remote_fork_create(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
+/* A remote row with no provider id yet: a fork (forkSandbox's row, made
+ * from its snapshot), or a create that a restart of the daemon interrupted
+ * (housekeeping.c deleted what it had half made): made at its provider now,
+ * in the background like a local one's first start. A plain base of ours
+ * is the provider's default image, as createSandbox's. */
+static int remote_create_later(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
 {
     cleanup_free char *rid = NULL;
     pe_store *s = pe_daemon_store(d, err);
 
     if (s == NULL)
         return -1;
-    if (sb->base == NULL || strncmp(sb->base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) != 0)
+    if (sb->base && strncmp(sb->base, PE_SNAPSHOT_BASE, strlen(PE_SNAPSHOT_BASE)) == 0)
+        return pe_daemon_snapshot_remote_create(d, s, sb, &rid, err);
+    if (sb->status != PE_STORE_INITIALIZING || sb->base == NULL)
         return pe_err_set(err, PE_ESTATE, 0, "sandbox %s was never made at %s", sb->name,
                           sb->backend);
-    return pe_daemon_snapshot_remote_create(d, s, sb, &rid, err);
+    return pe_sandbox_create_remote(&d->sx, s, sb, pe_daemon_base_plain(sb->base) ? NULL : sb->base,
+                                    &rid, err);
 }
 
 int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pidfd, pe_err *err)
@@ -99,8 +104,8 @@ int pe_daemon_sandbox_run(pe_daemon *d, const pe_store_sandbox *sb, int *init_pi
     pe_runtime_init init;
     int r;
 
-    if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL) /* a fork: made from its snapshot */
-        return remote_fork_create(d, sb, err);
+    if (pe_sandbox_is_remote(sb) && sb->provider_id == NULL) /* not made there yet */
+        return remote_create_later(d, sb, err);
     if (pe_sandbox_is_remote(sb)) { /* its provider starts it (lib/sandbox) */
         pe_store *s;
         pe_err e;

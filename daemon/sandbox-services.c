@@ -42,3 +42,27 @@ void pe_daemon_services_start(pe_daemon *d, pe_store *s, const pe_store_sandbox 
     }
     pe_store_service_list_free(list, n);
 }
+
+void pe_daemon_services_revive(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
+{
+    pe_store_service *list = NULL;
+    size_t n = 0;
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (pe_store_service_list(s, sb->id, 1000, 0, &list, &n, NULL, &err) < 0) {
+        pe_log_warn("sandbox %s: services not started again: %s", sb->id, err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        /* a live unit (its process kept through the pause) is left alone:
+         * pe_daemon_unit_start does nothing to it */
+        if (list[i].status == PE_STORE_RUNNING &&
+            pe_daemon_service_unit_start(d, &list[i], &err) < 0) {
+            pe_log_warn("sandbox %s: service %s not started again: %s", sb->id, list[i].name,
+                        err.msg);
+            pe_err_clear(&err);
+        }
+    }
+    pe_store_service_list_free(list, n);
+}

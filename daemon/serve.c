@@ -584,6 +584,7 @@ static int serve(pe_daemon *d, const struct serve_args *a, pe_err *err)
     }
     json_array_foreach(resume, i, v) pe_daemon_sandbox_resume(d, NULL, json_string_value(v));
     json_decref(resume);
+    pe_daemon_reconcile_remote(d);
     pe_daemon_limits_log(d);
     pe_daemon_providers_log(&d->providers);
     pe_log_info("event=listening addr=%s:%u data=%s store=%s node=%s", cfg.host,

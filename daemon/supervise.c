@@ -49,6 +49,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "pause.h"
 #include "sandbox-env.h"
 #include "supervise.h"
 
@@ -381,6 +382,17 @@ static bool start_and_wait(unit *u, int *code)
         bool ran;
         if (r < 0)
             return false;
+        if (r > 0 && pe_daemon_paused(u->sandbox_id)) {
+            /* paused where it runs (a provider whose pause keeps no
+             * processes ended it): no restart now, its resume starts it
+             * again (pe_daemon_services_revive) */
+            pe_store_sandbox_clear(&sb);
+            pthread_mutex_lock(&mu);
+            u->state = PE_STORE_STOPPED;
+            note(u, "[pocketenv] the sandbox is paused: started again at its resume\n");
+            pthread_mutex_unlock(&mu);
+            return false;
+        }
         if (r > 0) {
             ran = start_remote(u, s, &sb, code);
             pe_store_sandbox_clear(&sb);

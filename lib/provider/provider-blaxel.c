@@ -201,7 +201,7 @@ static int bl_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         *id = NULL;
         return -1;
     }
-    return pe__provider_create_settle(p, id, "DEPLOYED", bl_probe, NULL, err);
+    return pe__provider_create_settle(p, spec, id, "DEPLOYED", bl_probe, NULL, err);
 }
 
 /* No stop or start on Blaxel: an idle sandbox goes to standby by itself,
@@ -747,7 +747,7 @@ static int bl_create_from(pe_provider *p, const pe_provider_spec *spec, char **i
         *id = NULL;
         return -1;
     }
-    return pe__provider_create_settle(p, id, "DEPLOYED", bl_probe, NULL, err);
+    return pe__provider_create_settle(p, spec, id, "DEPLOYED", bl_probe, NULL, err);
 }
 
 static int bl_snapshot_restore(pe_provider *p, const char *id, const char *snap_id, pe_err *err)

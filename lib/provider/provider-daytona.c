@@ -130,7 +130,7 @@ static int dt_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(sb);
-    return pe__provider_create_settle(p, id, "started", dt_probe, (void *)"started", err);
+    return pe__provider_create_settle(p, spec, id, "started", dt_probe, (void *)"started", err);
 }
 
 static int dt_action(pe_provider *p, const char *id, const char *action, const char *want,
@@ -157,6 +157,14 @@ static int dt_stop(pe_provider *p, const char *id, pe_err *err)
     return dt_action(p, id, "stop", "stopped", err);
 }
 
+/* Daytona's pause keeps memory and processes (reference 4.2: POST
+ * /sandbox/{id}/pause, state "paused"; its docs' memory persistence), and
+ * its start resumes a paused sandbox as it starts a stopped one. */
+static int dt_pause(pe_provider *p, const char *id, pe_err *err)
+{
+    return dt_action(p, id, "pause", "paused", err);
+}
+
 static int dt_status(pe_provider *p, const char *id, pe_provider_status *st, pe_err *err)
 {
     static const struct {
@@ -164,7 +172,8 @@ static int dt_status(pe_provider *p, const char *id, pe_provider_status *st, pe_
         int state;
     } map[] = {{"started", PE_PSTATE_RUNNING},   {"stopped", PE_PSTATE_STOPPED},
                {"creating", PE_PSTATE_CREATING}, {"starting", PE_PSTATE_CREATING},
-               {"paused", PE_PSTATE_PAUSED},     {"error", PE_PSTATE_ERROR},
+               {"paused", PE_PSTATE_PAUSED},     {"pausing", PE_PSTATE_PAUSED},
+               {"resuming", PE_PSTATE_CREATING}, {"error", PE_PSTATE_ERROR},
                {"build_failed", PE_PSTATE_ERROR}};
     json_t *sb = NULL;
 
@@ -672,7 +681,7 @@ const pe_provider_ops pe__provider_daytona = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
     .caps = PE_CAP_STOP | PE_CAP_PTY | PE_CAP_FILE_LIST | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW |
-            PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_BASE,
+            PE_CAP_SNAPSHOT | PE_CAP_SNAPSHOT_BASE | PE_CAP_PAUSE,
     .open = dt_open,
     .create = dt_create,
     .start = dt_start,
@@ -685,6 +694,8 @@ const pe_provider_ops pe__provider_daytona = {
     .file_list = dt_file_list,
     .file_remove = dt_file_remove,
     .preview = dt_preview,
+    .pause = dt_pause,
+    .resume = dt_start,
     .snapshot_create = dt_snapshot_create,
     .snapshot_delete = dt_snapshot_delete,
 };

@@ -120,7 +120,7 @@ static int e2_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(sb);
-    return pe__provider_create_settle(p, id, "running", e2_probe_running, NULL, err);
+    return pe__provider_create_settle(p, spec, id, "running", e2_probe_running, NULL, err);
 }
 
 static int e2_stop(pe_provider *p, const char *id, pe_err *err)

@@ -174,7 +174,7 @@ static int hx_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(v);
-    if (pe__provider_create_settle(p, id, "running", hx_probe, (void *)"running", err) < 0)
+    if (pe__provider_create_settle(p, spec, id, "running", hx_probe, (void *)"running", err) < 0)
         return -1;
     if (spec->env == NULL || spec->env[0] == NULL)
         return 0;

@@ -520,11 +520,13 @@ int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__prob
     }
 }
 
-int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
-                               void *ud, pe_err *err)
+int pe__provider_create_settle(pe_provider *p, const pe_provider_spec *spec, char **id,
+                               const char *want, pe__probe_fn probe, void *ud, pe_err *err)
 {
     pe_err ignored;
 
+    if (spec->made)
+        spec->made(spec->made_ud, *id);
     if (pe__provider_poll(p, *id, want, probe, ud, err) == 0)
         return 0;
     p->ops->remove(p, *id, &ignored);

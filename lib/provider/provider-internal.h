@@ -100,11 +100,12 @@ typedef int (*pe__probe_fn)(pe_provider *p, const char *id, void *ud, pe_err *er
 int pe__provider_poll(pe_provider *p, const char *id, const char *want, pe__probe_fn probe,
                       void *ud, pe_err *err);
 
-/* The end of a create: wait for `want`; if that fails, remove what the
- * provider made (never leave a half-made sandbox behind), free *id and
- * prefix the error with "create a sandbox". */
-int pe__provider_create_settle(pe_provider *p, char **id, const char *want, pe__probe_fn probe,
-                               void *ud, pe_err *err);
+/* The end of a create, once the provider answered with *id: tell the
+ * caller the id (spec->made), then wait for `want`; if that fails, remove
+ * what the provider made (never leave a half-made sandbox behind), free
+ * *id and prefix the error with "create a sandbox". */
+int pe__provider_create_settle(pe_provider *p, const pe_provider_spec *spec, char **id,
+                               const char *want, pe__probe_fn probe, void *ud, pe_err *err);
 
 /* A malloc'd "%s%s" URL from the provider's base and a path built from
  * fmt; %E in fmt is not supported: escape parts with pe__url_escape. */

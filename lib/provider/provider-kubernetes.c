@@ -643,7 +643,7 @@ static int k8_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
         return -1;
     }
     *id = sid;
-    return pe__provider_create_settle(p, id, "running", probe_running, NULL, err);
+    return pe__provider_create_settle(p, spec, id, "running", probe_running, NULL, err);
 }
 
 static int probe_gone(pe_provider *p, const char *id, void *ud, pe_err *err)

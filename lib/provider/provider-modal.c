@@ -734,7 +734,7 @@ static int md_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(rs->sandbox_id);
     protobuf_c_message_free_unpacked(MSG(rs), NULL);
-    return pe__provider_create_settle(p, id, "running", md_probe_running, NULL, err);
+    return pe__provider_create_settle(p, spec, id, "running", md_probe_running, NULL, err);
 }
 
 static int md_status(pe_provider *p, const char *id, pe_provider_status *st, pe_err *err)

@@ -8,7 +8,10 @@
  * ran out: asked again). stdin (text: Runloop's send_std_in takes a
  * string) and kill are calls of their own on the stream's side thread.
  *
- * Stop is suspend, start resume (the disk stays); remove is shutdown (a
+ * Stop is suspend, start resume (the disk stays); pause is suspend too,
+ * which keeps the disk but not memory (Runloop has nothing that keeps
+ * processes): the daemon resumes a paused devbox on its next use, and its
+ * services start again then. Remove is shutdown (a
  * shut down devbox stays listed: status on it answers ENOENT). Files are
  * upload_file/download_file; there is no listing call (so no tar), and
  * removal runs `rm`. No PTY (Runloop's PTY tunnel speaks a WebSocket whose
@@ -130,7 +133,7 @@ static int rl_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     }
     *id = pe_xstrdup(sid);
     json_decref(v);
-    return pe__provider_create_settle(p, id, "running", rl_probe, (void *)"running", err);
+    return pe__provider_create_settle(p, spec, id, "running", rl_probe, (void *)"running", err);
 }
 
 static int rl_action(pe_provider *p, const char *id, const char *action, const char *want,
@@ -528,7 +531,7 @@ static int rl_preview(pe_provider *p, const char *id, uint16_t port, pe_provider
 const pe_provider_ops pe__provider_runloop = {
     .name = NAME,
     .takes = PE_TAKES_IMAGE | PE_TAKES_CPU | PE_TAKES_MEMORY | PE_TAKES_DISK,
-    .caps = PE_CAP_STOP | PE_CAP_STDIN | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW,
+    .caps = PE_CAP_STOP | PE_CAP_STDIN | PE_CAP_FILE_REMOVE | PE_CAP_PREVIEW | PE_CAP_PAUSE,
     .open = rl_open,
     .create = rl_create,
     .start = rl_start,
@@ -540,4 +543,6 @@ const pe_provider_ops pe__provider_runloop = {
     .file_write = rl_file_write,
     .file_remove = pe__provider_remove_by_exec,
     .preview = rl_preview,
+    .pause = rl_stop,
+    .resume = rl_start,
 };

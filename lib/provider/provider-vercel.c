@@ -142,7 +142,7 @@ static int vc_create(pe_provider *p, const pe_provider_spec *spec, char **id, pe
     *id = pe_xstrdup(sid);
     json_decref(v);
     /* remove is v1's stop: a half-made sandbox is not left running */
-    return pe__provider_create_settle(p, id, "running", vc_probe, (void *)"running", err);
+    return pe__provider_create_settle(p, spec, id, "running", vc_probe, (void *)"running", err);
 }
 
 static int vc_remove(pe_provider *p, const char *id, pe_err *err)

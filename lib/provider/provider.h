@@ -43,10 +43,12 @@ enum pe_provider_cap {
     PE_CAP_FILE_REMOVE = 1u << 4, /* file_remove */
     PE_CAP_TAR = 1u << 5,         /* tar_in / tar_out */
     PE_CAP_PREVIEW = 1u << 6,     /* preview (any port, or the one it routes) */
-    PE_CAP_PAUSE = 1u << 7,       /* pause / resume (memory kept) */
-    PE_CAP_SNAPSHOT = 1u << 8,    /* snapshot_create / snapshot_delete */
-    PE_CAP_VOLUMES = 1u << 9,     /* volumes mounted at create */
-    PE_CAP_SERVICES = 1u << 10,   /* supervised services */
+    /* pause / resume: no compute until the next use resumes it; memory
+     * kept on E2B and Daytona, only the disk on Runloop (its suspend) */
+    PE_CAP_PAUSE = 1u << 7,
+    PE_CAP_SNAPSHOT = 1u << 8,  /* snapshot_create / snapshot_delete */
+    PE_CAP_VOLUMES = 1u << 9,   /* volumes mounted at create */
+    PE_CAP_SERVICES = 1u << 10, /* supervised services */
     /* A new sandbox from a snapshot (spec.snapshot), so a fork: the
      * snapshot outlives its sandbox. Sprites' checkpoints cannot. */
     PE_CAP_SNAPSHOT_BASE = 1u << 11,
@@ -121,6 +123,12 @@ typedef struct pe_provider_spec {
     int64_t memory_bytes, cpu_millis, disk_bytes; /* 0: provider default */
     const uint16_t *ports;                        /* ports to route (Vercel must know them now) */
     size_t n_ports;
+    /* Called (on the create's thread) with the provider's id as soon as
+     * the provider answered the create, before create waits for it to
+     * run: so that a caller killed during that wait has written down what
+     * may be left there. NULL: not told. */
+    void (*made)(void *ud, const char *id);
+    void *made_ud;
 } pe_provider_spec;
 
 /* A volume: a directory of the caller's mounted at path (PE_CAP_VOLUMES). */

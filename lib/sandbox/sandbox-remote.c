@@ -1096,10 +1096,33 @@ int pe_sandbox_create_remote(pe_sandboxes *sx, pe_store *s, const pe_store_sandb
     return pe_sandbox_create_remote_from(sx, s, sb, image, NULL, remote_id, err);
 }
 
+/* spec.made of a create: the row says where its sandbox is while the
+ * provider is still making it, so that a daemon killed meanwhile finds it
+ * at its next start (the daemon's reconciliation). */
+typedef struct made_at {
+    pe_store *s;
+    const pe_store_sandbox *sb;
+    bool recorded;
+} made_at;
+
+static void record_made(void *ud, const char *id)
+{
+    made_at *m = ud;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_store_sandbox_set_provider(m->s, m->sb->id, m->sb->provider, id, &e) < 0)
+        pe_log_warn("sandbox %s: %s sandbox %s not recorded while it is made: %s", m->sb->id,
+                    m->sb->backend, id, e.msg);
+    else
+        m->recorded = true;
+}
+
 int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                                   const char *image, const char *snapshot, char **remote_id,
                                   pe_err *err)
 {
+    made_at made = {.s = s, .sb = sb};
     const pe_sandbox_remote *op = pe_sandboxes_remote(sx, sb->backend);
     pe_provider *p = NULL;
     pe_provider_spec spec = {0};
@@ -1120,6 +1143,8 @@ int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_
     }
     spec.env = env;
     spec.snapshot = snapshot;
+    spec.made = record_made;
+    spec.made_ud = &made;
     r = pe_provider_create(p, &spec, &id, err);
     pe_sandbox_env_free(env);
     if (r == 0 && (pe__sandbox_place_files(sx, s, sb, p, id, err) < 0 ||
@@ -1130,6 +1155,10 @@ int pe_sandbox_create_remote_from(pe_sandboxes *sx, pe_store *s, const pe_store_
         if (pe_provider_remove(p, id, &e2) < 0)
             pe_log_warn("sandbox %s: remove after a failed create: %s", sb->id, e2.msg);
         r = -1;
+    }
+    if (r < 0 && made.recorded) { /* removed there (the adapter's or ours): nothing is */
+        pe_err_clear(&e2);
+        pe_store_sandbox_set_provider(s, sb->id, sb->provider, NULL, &e2);
     }
     if (r == 0) {
         pe_log_info("event=remote_create sandbox=%s backend=%s from_snapshot=%s", sb->id,

@@ -404,6 +404,20 @@ int pe_sandbox_resume(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
     return r;
 }
 
+int pe_sandbox_status(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                      pe_provider_status *st, pe_err *err)
+{
+    pe_provider *p = NULL;
+    int r;
+
+    memset(st, 0, sizeof(*st));
+    if (pe_sandbox_provider_get(sx, s, sb, &p, err) < 0)
+        return -1;
+    r = pe_provider_status_get(p, pe_sandbox_remote_id(sb), st, err);
+    pe_sandbox_provider_release(sx, p);
+    return r;
+}
+
 int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
     pe_provider *p = NULL;

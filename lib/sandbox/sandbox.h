@@ -323,6 +323,10 @@ int pe_sandbox_stop(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, p
  * "not supported by P: pause"), and resume it. */
 int pe_sandbox_pause(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 int pe_sandbox_resume(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
+/* Its state where it runs, in the provider's words (PE_ENOENT: the
+ * provider has no such sandbox). */
+int pe_sandbox_status(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
+                      pe_provider_status *st, pe_err *err);
 /* Remove it where it runs (a running one is killed first). */
 int pe_sandbox_remove(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb, pe_err *err);
 

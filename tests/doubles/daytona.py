@@ -20,8 +20,11 @@ A sandbox's snapshot (`POST /sandbox/{id}/snapshot {name}`) keeps a copy of
 its files, is listed under `/snapshots/{id or name}` ("pending" for one poll,
 then "active"), can be deleted there, and a create naming it as `snapshot`
 starts with those files.
+Pause (`POST /sandbox/{id}/pause`: `pausing` for one poll, then `paused`;
+its files, sessions and processes kept, as Daytona keeps memory) and start
+of a paused sandbox (`starting`, then `started`: Daytona's start resumes).
 Not implemented: image snapshots (`POST /snapshots`), volumes,
-archive/pause/resize/backup/fork,
+archive/resize/backup/fork,
 labels/auto-stop endpoints, signed preview URLs, ssh-access, git, LSP,
 computer-use, find/search/replace/move/permissions.
 Toolbox calls on a sandbox that is not started answer 409 (the real
@@ -66,6 +69,7 @@ class DaytonaDouble(Double):
         r.add_get("/api/sandbox/{sid}", self.get, name="get")
         r.add_post("/api/sandbox/{sid}/start", self.start_sb, name="start")
         r.add_post("/api/sandbox/{sid}/stop", self.stop_sb, name="stop")
+        r.add_post("/api/sandbox/{sid}/pause", self.pause_sb, name="pause")
         r.add_delete("/api/sandbox/{sid}", self.delete, name="delete")
         r.add_get("/api/sandbox/{sid}/ports/{port:\\d+}/preview-url", self.preview_link, name="preview-url")
         r.add_post("/api/sandbox/{sid}/snapshot", self.snapshot_sb, name="snapshot")
@@ -118,7 +122,8 @@ class DaytonaDouble(Double):
 
     def advance(self, sb):
         """One poll moves a transition one step: what a wait loop sees."""
-        steps = {"creating": "starting", "starting": "started", "stopping": "stopped"}
+        steps = {"creating": "starting", "starting": "started", "stopping": "stopped",
+                 "pausing": "paused"}
         if sb.state in steps:
             sb.state = steps[sb.state]
             sb.updated_at = time.time()
@@ -180,7 +185,7 @@ class DaytonaDouble(Double):
 
     async def start_sb(self, request):
         sb = self.find(request)
-        if sb.state in ("stopped", "stopping"):
+        if sb.state in ("stopped", "stopping", "paused", "pausing"):
             sb.state, sb.desired = "starting", "started"
             sb.preview_token = secrets.token_hex(12)  # rotates on restart
         return web.json_response(self.dto(sb))
@@ -191,6 +196,15 @@ class DaytonaDouble(Double):
             sb.state, sb.desired = "stopping", "stopped"
             for p in sb.ptys.values():
                 p["active"] = False
+        return web.json_response(self.dto(sb))
+
+    async def pause_sb(self, request):
+        sb = self.find(request)
+        if sb.state in ("paused", "pausing"):
+            return web.json_response(self.dto(sb))
+        if sb.state != "started":
+            return self.error(request, 400, None, f"Sandbox {sb.id} is not started (state: {sb.state})")
+        sb.state, sb.desired = "pausing", "paused"
         return web.json_response(self.dto(sb))
 
     async def delete(self, request):

@@ -6,7 +6,8 @@ create moves it to `running`), get, list, `create_and_await_running`,
 `wait_for_status` (a long poll: answers at once when the devbox is in one
 of the statuses, else holds briefly, moves it one state on and answers 408
 with `x-should-retry: true`, as the service does after ~25 s), suspend
-(`suspending` once, then `suspended`), resume (`resuming` once, then
+(`suspending` once, then `suspended`; running executions end with 143,
+as the disk is all a suspend keeps), resume (`resuming` once, then
 `running`), shutdown (status `shutdown` with `shutdown_reason
 api_shutdown`; the devbox stays listed, as on the service). Exec:
 `execute` (waits up to `optimistic_timeout` seconds, then answers the
@@ -183,6 +184,10 @@ class RunloopDouble(Double):
         if sb.status != "running":
             return self.error(request, 400, "invalid_state", f"devbox {sb.id} is {sb.status}")
         self.set_status(sb, "suspending")
+        # a suspend keeps the disk, not the processes: running executions end
+        for x in sb.executions.values():
+            if x.task and not x.task.done():
+                x.task.cancel()
         return web.json_response(self.view(sb))
 
     async def resume(self, request):

@@ -168,6 +168,39 @@ def test_daytona_sdk_lifecycle():
         assert len(d.seen("get", "GET")) >= 6
 
 
+DAYTONA_PAUSE = """
+import { Daytona } from '@daytonaio/sdk';
+const dt = new Daytona({ apiKey: process.env.DOUBLE_KEY, apiUrl: process.env.DOUBLE_URL + '/api', target: 'us' });
+const sb = await dt.create();
+await sb.fs.uploadFile(Buffer.from('kept'), '/tmp/k');
+// the SDK has no pause of its own (0.164): the documented call, as the adapter sends it
+const r = await fetch(process.env.DOUBLE_URL + '/api/sandbox/' + sb.id + '/pause',
+                      { method: 'POST', headers: { Authorization: 'Bearer ' + process.env.DOUBLE_KEY } });
+const out = { pauseStatus: r.status, pauseState: (await r.json()).state };
+await (await dt.get(sb.id)).refreshData();
+out.paused = (await dt.get(sb.id)).state;
+try { await sb.fs.downloadFile('/tmp/k'); out.readPaused = 'read'; }
+catch (e) { out.readPaused = e.statusCode; }
+await sb.start();  // Daytona's start resumes a paused sandbox
+out.resumed = sb.state;
+out.read = (await sb.fs.downloadFile('/tmp/k')).toString();
+await sb.delete();
+console.log(JSON.stringify(out));
+process.exit(0);
+"""
+
+
+def test_daytona_sdk_resumes_a_paused_sandbox():
+    """The double's pause as the adapter calls it (POST /sandbox/{id}/pause;
+    the SDK has no pause call), seen by the SDK as "paused" with its toolbox
+    refused; the SDK's own start() resumes it, files kept."""
+    with start("daytona") as d:
+        got = run_node("daytona", d, code=DAYTONA_PAUSE)
+        assert got == {"pauseStatus": 200, "pauseState": "pausing", "paused": "paused",
+                       "readPaused": 409, "resumed": "started", "read": "kept"}
+        assert ("POST", "pause", 200) in routes(d) and ("POST", "start", 200) in routes(d)
+
+
 def test_vercel_sdk_lifecycle():
     with start("vercel") as d:
         got = run_node("vercel", d, "vercel.mjs")

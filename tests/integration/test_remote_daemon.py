@@ -12,15 +12,18 @@ test checks both our answer and what reached the provider.
 """
 import json
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from conftest import wait_for
-from test_daemon import serving
+from conftest import BIN, wait_for
+from test_daemon import free_port, serving
 from test_resources import ResDaemon, banner_key
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -548,7 +551,7 @@ def test_remote_snapshot_stays_where_it_is_kept(env):
     wait_for(lambda: not env.doubles["daytona"].snapshots, 20, "the snapshot to go")
 
 
-@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("daytona", "pause"),
+@pytest.mark.parametrize("p,action", [("daytona", "stop"), ("e2b", "stop"), ("hopx", "pause"),
                                       ("daytona", "snapshot-then-stop")])
 def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     """A remote sandbox idle past its policy's timeout is stopped through
@@ -580,25 +583,57 @@ def test_idle_policy_stops_a_remote_sandbox(env, p, action):
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
-def test_idle_policy_pauses_a_remote_sandbox_that_can(env):
-    """E2B pauses with memory kept: the idle policy's pause pauses it there
-    (the row stays RUNNING, paused), and the next exec resumes it and says
-    so; Daytona, without pause, comes to a stop saying why (above)."""
-    d, dbl = env, env.doubles["e2b"]
-    st, sb = create(d, "e2b", "idle-e2b-pause", idlePolicy={"action": "pause", "timeout": 1})
+# The double's word for a paused sandbox and for one running again.
+PAUSED = {"e2b": ("paused", "running"), "daytona": ("paused", "started"),
+          "runloop": ("suspended", "running")}
+
+
+@pytest.mark.parametrize("p", sorted(PAUSED))
+def test_idle_policy_pauses_a_remote_sandbox_that_can(env, p):
+    """E2B and Daytona pause with memory kept, Runloop suspends (its disk
+    kept): the idle policy's pause pauses it there (the row stays RUNNING,
+    paused), and the next exec resumes it and says so; Hopx, without pause,
+    comes to a stop saying why (above)."""
+    d, dbl = env, env.doubles[p]
+    paused, running = PAUSED[p]
+    st, sb = create(d, p, f"idle-{p}-pause", idlePolicy={"action": "pause", "timeout": 1})
     assert st == 200, sb
     rid = sb["remoteId"]
     assert d.sh(sb["id"], "echo -n kept > /tmp/k")["exitCode"] == 0  # served: activity
-    wait_for(lambda: state(dbl, rid) == "paused", 30, "the idle pause at e2b")
+    if p == "runloop":  # its suspend ends processes: a service starts again at the resume
+        st, o = d.call(SV + "addService", {"sandboxId": sb["id"]}, body={"service": {
+            "name": "web", "command": "echo up-rl; sleep 60"}})
+        assert st == 200, o
+
+        def runs():
+            return [e for e in list(dbl.sandboxes[rid].execs) if "up-rl" in json.dumps(e)]
+        wait_for(runs, 10, "the service on runloop")
+    n = len(runs()) if p == "runloop" else 0
+    wait_for(lambda: state(dbl, rid) == paused, 30, f"the idle pause at {p}")
     wait_for(lambda: d.sandbox("getSandbox", sb["id"])[1]["sandbox"].get("paused") is True, 10,
              "the row to say paused")
+    if p == "runloop":  # ended with the suspend, and not restarted while paused
+        wait_for(lambda: services(d, sb["id"])["web"]["status"] == "STOPPED", 10,
+                 "the service to end with the suspend")
+        assert "paused" in d.call(SV + "getServiceLogs", {"serviceId": o["service"]["id"]})[1]["logs"]
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got["status"] == "RUNNING", got
     assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept"  # resumed by the exec
-    assert state(dbl, rid) == "running"
+    assert state(dbl, rid) == running
     got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
     assert got.get("resumedBy") == "exec" and not got.get("paused"), got
+    if p == "runloop":  # its process ended with the suspend: a new one runs
+        wait_for(lambda: len(runs()) > n, 10, "the service started again")
+        assert services(d, sb["id"])["web"]["status"] == "RUNNING"
     assert d.sandbox("putIdlePolicy", sb["id"], {"action": "stop", "timeout": 3600})[0] == 200
+    # our E2B API's pause reaches the provider's too
+    from test_e2b import e2b_key
+    req = urllib.request.Request(f"{d.url}/sandboxes/{sb['id']}/pause", data=b"", method="POST",
+                                 headers={"X-API-Key": e2b_key(d.token)})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 204
+    assert state(dbl, rid) == paused
+    assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept" and state(dbl, rid) == running
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
@@ -1347,3 +1382,112 @@ def test_e2b_sdk_on_a_remote_sandbox(env):
             assert e.code == 501 and b"not supported by daytona: stdin" in e.read()
     finally:
         assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
+def test_a_daemon_restart_settles_remote_creates_and_supervises_remote_services_again(env, tmp_path):
+    """kill -9 while a Daytona create waits for its sandbox to run (the
+    double holds its polls): at the restart the row, INITIALIZING with the
+    provider's id already written down, is settled: the half-made sandbox is
+    deleted there and the create is made again (RUNNING). An E2B sandbox's
+    service, whose exec stream died with the daemon, runs again under the
+    new daemon and its logs go on. Its own daemon (it is killed), on the
+    module's doubles."""
+    dt, e2 = env.doubles["daytona"], env.doubles["e2b"]
+    data, tok = str(tmp_path / "data"), str(tmp_path / "token.json")
+    port = free_port()
+    procs = []
+
+    def start_daemon():
+        d = ResDaemon(data, port, tok)
+        d.log_path = str(tmp_path / f"daemon-{len(procs)}.log")
+        log = open(d.log_path, "w")
+        d.proc = subprocess.Popen(
+            [BIN, "serve", "--listen", d.url[len("http://"):], "--data", data, "--token-file", tok,
+             "--rate-limit", "0", "--provider-config", str(env.tmp / "providers.json")],
+            stderr=log)
+        procs.append((d.proc, log))
+        wait_for(lambda: d.healthy() or d.proc.poll() is not None, 15, "/healthz")
+        assert d.proc.poll() is None, d.log_text()
+        with open(tok) as f:
+            d.token = json.load(f)["token"]
+        d.public_key = banner_key(d)
+        d.doubles = env.doubles
+        return d
+
+    def runs(rid, word):
+        return [e for e in list(e2.sandboxes[rid].execs) if word in json.dumps(e)]
+
+    def rows(d):
+        st, o = d.call("io.pocketenv.actor.getActorSandboxes", {"did": "owner.local", "limit": 100})
+        return o["sandboxes"] if st == 200 else []
+
+    def create_dies(d):
+        try:
+            create(d, "daytona", "rs-mid")
+        except OSError:  # the daemon was killed under it
+            pass
+
+    try:
+        d = start_daemon()
+        st, sb = create(d, "e2b", "rs-svc")
+        assert st == 200, sb
+        sid, erid = sb["id"], sb["remoteId"]
+        st, o = d.call(SV + "addService", {"sandboxId": sid}, body={"service": {
+            "name": "web", "command": "echo up-again; sleep 60"}})
+        assert st == 200, o
+        svc = o["service"]["id"]
+        wait_for(lambda: runs(erid, "up-again"), 10, "the service on e2b")
+        # three more, changed at their providers while no daemon runs
+        behind = {}
+        for p, name in (("hopx", "rs-hx"), ("e2b", "rs-gone"), ("daytona", "rs-dstop")):
+            st, o = create(d, p, name)
+            assert st == 200, o
+            behind[name] = o
+        # a create whose sandbox never comes up before the kill
+        before = set(dt.sandboxes)
+        dt.fault("get", hang=True)
+        threading.Thread(target=create_dies, args=(d,), daemon=True).start()
+        mid = wait_for(lambda: [s for s in rows(d) if s["name"] == "rs-mid" and s.get("remoteId")],
+                       15, "the provider's id on the row")[0]
+        assert mid["status"] == "INITIALIZING" and mid["remoteId"] in dt.sandboxes
+        half = mid["remoteId"]
+        n = len(runs(erid, "up-again"))
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+        dt.clear_faults()
+        env.doubles["hopx"].sandboxes[behind["rs-hx"]["remoteId"]].status = "paused"
+        del e2.sandboxes[behind["rs-gone"]["remoteId"]]
+        dt.sandboxes[behind["rs-dstop"]["remoteId"]].state = "stopped"
+
+        d = start_daemon()
+        got = d.wait_status(mid["id"], ["RUNNING", "FAILED"], timeout=30)
+        assert got["status"] == "RUNNING", got
+        assert got["remoteId"] != half and got["remoteId"] in dt.sandboxes
+        assert half not in dt.sandboxes, "the half-made sandbox was left at daytona"
+        assert set(dt.sandboxes) - before == {got["remoteId"]}
+        assert d.sh(mid["id"], "echo made")["stdout"] == "made\n"
+        # the service runs again, and its new output is in its logs
+        wait_for(lambda: len(runs(erid, "up-again")) > n, 15, "the service started again")
+        wait_for(lambda: services(d, sid)["web"]["status"] == "RUNNING", 10, "RUNNING")
+        wait_for(lambda: "up-again" in d.call(SV + "getServiceLogs", {"serviceId": svc})[1]["logs"],
+                 10, "the service's logs under the new daemon")
+        # the others are what their providers say: hopx cannot pause (its
+        # pause is our stop), e2b lost it, daytona's resumes on next use
+        got = d.wait_status(behind["rs-hx"]["id"], ["STOPPED"])
+        assert got["statusReason"] == "stopped at hopx while pocketenv serve was not running"
+        got = d.wait_status(behind["rs-gone"]["id"], ["FAILED"])
+        assert got["statusReason"] == f"e2b has no sandbox {behind['rs-gone']['remoteId']} any more"
+        dstop = behind["rs-dstop"]["id"]
+        wait_for(lambda: d.sandbox("getSandbox", dstop)[1]["sandbox"].get("paused"), 10,
+                 "the stopped daytona sandbox to be paused")
+        assert d.sh(dstop, "echo back")["stdout"] == "back\n"
+        assert d.sandbox("getSandbox", dstop)[1]["sandbox"]["resumedBy"] == "exec"
+        for x in [sid, mid["id"]] + [v["id"] for v in behind.values()]:
+            assert d.sandbox("deleteSandbox", x)[0] == 200
+    finally:
+        dt.clear_faults()
+        for p, log in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                assert p.wait(30) == 0
+            log.close()
