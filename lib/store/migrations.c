@@ -388,20 +388,13 @@ static const char *const pg_only[PE_ARRAY_LEN(migrations)] = {
 };
 
 const char *const pe__store_sandbox_children[] = {
-    "variables",
-    "secrets",
-    "files",
-    "sandbox_volumes",
-    "services",
-    "sandbox_ports",
-    "ssh_keys",
-    "tailscale_keys",
-    "backups",
-    "provider_credentials",
-    "preview_hosts",
-    "idle_policies",
-    "e2b_sandboxes",
-    NULL,
+    "variables",     "secrets",
+    "files",         "sandbox_volumes",
+    "services",      "sandbox_ports",
+    "ssh_keys",      "tailscale_keys",
+    "backups",       "provider_credentials",
+    "preview_hosts", "idle_policies",
+    "e2b_sandboxes", NULL,
 };
 
 const char *const *pe__store_migrations(size_t *n)
