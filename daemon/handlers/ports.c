@@ -318,7 +318,7 @@ static int start_vscode(pe_daemon_job *job, const pe_store_sandbox *sb)
     struct pollfd pfd;
     int code = 0;
 
-    if (pe_runtime_exec_start(&job->d->rt, sb->id, &opts, &p, &job->err) < 0) {
+    if (pe_sandbox_proc_start(&job->d->sx, sb->id, &opts, &p, &job->err) < 0) {
         if (job->err.errnum == ENOENT)
             return no_code_server(&job->err);
         return pe_err_prefix(&job->err, "start code-server");
