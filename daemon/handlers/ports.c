@@ -351,6 +351,12 @@ static void vscode_work(pe_daemon_job *job, pe_store *s)
     if (sb.status != PE_STORE_RUNNING) {
         pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is not running", sb.name);
         pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (pe_sandbox_is_remote(&sb)) {
+        /* code-server is started as a process of this host's runtime and
+         * reached at the sandbox's address here; a provider's sandbox has
+         * neither (not "not running": it runs) */
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: exposeVscode", sb.backend);
+        pe_daemon_job_fail(job, &job->err, NULL);
     } else if (pe_daemon_sandbox_address(job->d, sb.id, &addr, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else if (!listening(addr, VSCODE_PORT) && start_vscode(job, &sb) < 0) {
