@@ -57,7 +57,6 @@
 #include "supervise.h"
 
 #define PAGE 500
-#define STOP_TIMEOUT 10.0
 
 /* ---- activity: last use of each sandbox, in memory ---- */
 
@@ -225,7 +224,7 @@ static json_t *runtime_states(pe_daemon *d, pe_err *err)
     json_t *list, *map, *v;
     size_t i;
 
-    if (pe_runtime_list(&d->rt, &text, err) < 0)
+    if (pe_sandboxes_local_list(&d->sx, &text, err) < 0)
         return NULL;
     list = json_loads(text, 0, NULL);
     free(text);
@@ -273,7 +272,7 @@ static bool up_now(pe_daemon *d, json_t *states, const char *id)
     if (up(states, id))
         return true;
     pe_err_clear(&err);
-    if (pe_runtime_inspect(&d->rt, id, &text, &err) < 0)
+    if (pe_sandbox_inspect(&d->sx, id, &text, &err) < 0)
         return false;
     info = json_loads(text, 0, NULL);
     free(text);
@@ -283,7 +282,7 @@ static bool up_now(pe_daemon *d, json_t *states, const char *id)
 }
 
 /* The runtime's word on why a sandbox's init is gone, when it was the
- * memory limit (pe_runtime_list's "error"; malloc'd), else NULL. */
+ * memory limit (the runtime's list's "error"; malloc'd), else NULL. */
 static char *oom_reason(json_t *states, const char *id)
 {
     const char *e = json_string_value(json_object_get(json_object_get(states, id), "error"));
@@ -358,7 +357,7 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         pe_log_warn("idle snapshot %s: %s", sb->id, err.msg);
     pe_err_clear(&err);
     pe_daemon_unit_stop_sandbox(sb->id); /* its services first, as stopSandbox does */
-    if (pe_runtime_stop(&d->rt, sb->id, STOP_TIMEOUT, &err) < 0 && err.code != PE_ESTATE) {
+    if (pe_sandbox_stop(&d->sx, s, sb, &err) < 0 && err.code != PE_ESTATE) {
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;
     }
@@ -519,7 +518,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
             if (strncmp(name, "sbx_", 4) != 0)
                 continue;
             pe_err_clear(&rerr);
-            if (pe_runtime_remove(&d->rt, name, &rerr) < 0)
+            if (pe_sandboxes_local_remove(&d->sx, name, &rerr) < 0)
                 pe_log_warn("reconcile: remove orphan %s: %s", name, rerr.msg);
             else
                 pe_log_info("event=reconcile sandbox=%s orphan=removed", name);

@@ -1738,7 +1738,7 @@ int pe_daemon_sandbox_address(pe_daemon *d, const char *id, char **addr, pe_err 
     const char *status, *a;
 
     *addr = NULL;
-    if (pe_runtime_inspect(&d->rt, id, &text, err) < 0)
+    if (pe_sandbox_inspect(&d->sx, id, &text, err) < 0)
         return err->code == PE_ENOENT ? pe_err_set(err, PE_ESTATE, 0, "sandbox is not running")
                                       : -1;
     info = json_loads(text, 0, NULL);

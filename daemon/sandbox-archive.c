@@ -14,7 +14,7 @@
  *    sandbox's range like the sandbox's own processes;
  *  - stopped sandbox: the helper unshares a user namespace that we map
  *    onto the sandbox's id range (as the runtime maps the sandbox's own),
- *    and chroots into the writable layer's upper/ (pe_runtime_layer_dir).
+ *    and chroots into the writable layer's upper/ (pe_sandbox_layer_dir).
  *    Same powers, same ids. We hold the sandbox's runtime lock meanwhile,
  *    so a start waits until the layer is done with.
  * Its fds are renumbered to 3..7 and everything else is closed before the
@@ -86,7 +86,7 @@ static int read_state(pe_daemon *d, const char *id, struct box *b, pid_t *pid_ou
     uint64_t start;
     pid_t pid;
 
-    if (pe_runtime_inspect(&d->rt, id, &text, err) < 0)
+    if (pe_sandbox_inspect(&d->sx, id, &text, err) < 0)
         return pe_err_set(err, PE_ESTATE, 0, "the sandbox has no files (never made, or gone)");
     info = json_loads(text, 0, NULL);
     free(text);
@@ -138,7 +138,7 @@ static int box_open(pe_daemon *d, const char *id, struct box *b, pe_err *err)
     {
         cleanup_free char *layer = NULL;
         cleanup_free char *upper = NULL;
-        if (pe_runtime_layer_dir(&d->rt, id, &layer, err) == 0)
+        if (pe_sandbox_layer_dir(&d->sx, id, &layer, err) == 0)
             upper = pe_xasprintf("%s/upper", layer);
         b->target = upper ? open(upper, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
     }

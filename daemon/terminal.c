@@ -2,7 +2,7 @@
  *
  * Owns: the session table, each session's shell process, PTY, scrollback
  * ring and viewers. Threading: loop thread only; the one blocking step,
- * starting the shell inside the sandbox (pe_runtime_exec_start forks into
+ * starting the shell inside the sandbox (pe_sandbox_proc_start forks into
  * its namespaces), runs as a worker job whose done callback brings the
  * session to RUNNING. The PTY master and the shell's pidfd are then watched
  * by the loop; the PTY is non-blocking, so reads and writes never stall it.
@@ -682,7 +682,7 @@ static void start_work(void *ud)
     r = pe_daemon_wake(j->d, j->sandbox_id, "terminal", &j->err);
     j->resumed = r > 0;
     j->ok =
-        r >= 0 && pe_runtime_exec_start(&j->d->rt, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
+        r >= 0 && pe_sandbox_proc_start(&j->d->sx, j->sandbox_id, &opts, &j->proc, &j->err) == 0;
     for (char **e = env; *e; e++) {
         memset(*e, 0, strlen(*e)); /* secrets */
         free(*e);

@@ -61,7 +61,7 @@ static void denials_work(pe_daemon_job *job, pe_store *s)
 
     if (!pe_daemon_job_sandbox(job, s, job->id, &sb))
         return;
-    if (pe_runtime_egress_denials(&job->d->rt, sb.id, (size_t)limit, &list, &job->err) < 0)
+    if (pe_sandbox_egress_denials(&job->d->sx, &sb, (size_t)limit, &list, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     else
         job->out = json_pack("{s:o}", "denials", list);

@@ -318,7 +318,7 @@ static int start_vscode(pe_daemon_job *job, const pe_store_sandbox *sb)
     struct pollfd pfd;
     int code = 0;
 
-    if (pe_runtime_exec_start(&job->d->rt, sb->id, &opts, &p, &job->err) < 0) {
+    if (pe_sandbox_proc_start(&job->d->sx, sb->id, &opts, &p, &job->err) < 0) {
         if (job->err.errnum == ENOENT)
             return no_code_server(&job->err);
         return pe_err_prefix(&job->err, "start code-server");
@@ -350,6 +350,12 @@ static void vscode_work(pe_daemon_job *job, pe_store *s)
         return;
     if (sb.status != PE_STORE_RUNNING) {
         pe_err_set(&job->err, PE_ESTATE, 0, "sandbox %s is not running", sb.name);
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (pe_sandbox_is_remote(&sb)) {
+        /* code-server is started as a process of this host's runtime and
+         * reached at the sandbox's address here; a provider's sandbox has
+         * neither (not "not running": it runs) */
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: exposeVscode", sb.backend);
         pe_daemon_job_fail(job, &job->err, NULL);
     } else if (pe_daemon_sandbox_address(job->d, sb.id, &addr, &job->err) < 0) {
         pe_daemon_job_fail(job, &job->err, NULL);

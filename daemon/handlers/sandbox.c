@@ -819,7 +819,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
         pe_daemon_job_fail(job, &job->err, NULL);
     pe_provider_proc_close(&p);
     if (code == 128 + SIGKILL && why == RAN &&
-        pe_runtime_oom_kills(&job->d->rt, sb.id, &kills1, &limit, NULL) == 0 && kills0 >= 0 &&
+        pe_sandbox_oom_kills(&job->d->sx, &sb, &kills1, &limit, NULL) == 0 && kills0 >= 0 &&
         kills1 > kills0) {
         /* on a line of its own, after what the command said */
         bool nl = errb.len > 0 && !errb.cut && errb.data[errb.len - 1] != '\n';

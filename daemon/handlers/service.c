@@ -439,7 +439,7 @@ static void adopt_one(pe_daemon_job *job, const pe_store_sandbox *sb)
     int killed;
 
     if (sb->status != PE_STORE_RUNNING || !pe_daemon_is_mine(job->d, sb) ||
-        pe_runtime_inspect(&job->d->rt, sb->id, &text, &job->err) < 0) {
+        pe_sandbox_inspect(&job->d->sx, sb->id, &text, &job->err) < 0) {
         pe_err_clear(&job->err);
         return;
     }

@@ -35,7 +35,7 @@ static char *ckpt_reason; /* kept for the daemon's life */
 
 static void ckpt_probe(void)
 {
-    ckpt_host = pe_runtime_checkpoint_probe(&ckpt_reason) == 1;
+    ckpt_host = pe_sandboxes_checkpoint_probe(&ckpt_reason) == 1;
     pe_log_info("event=checkpoint_probe host_supported=%d reason=\"%s\"", ckpt_host, ckpt_reason);
 }
 

@@ -350,4 +350,52 @@ int pe_sandbox_exec(pe_sandboxes *sx, pe_store *s, const pe_store_sandbox *sb,
                     const pe_provider_exec_opts *o, size_t max_output, pe_provider_exec_result *res,
                     pe_err *err);
 
+/* ---- a sandbox of this host (sandbox-host.c) ----
+ *
+ * What only the local runtime has of a sandbox, for the daemon's
+ * terminals, preview proxy, cp, backups and housekeeping, which ask here
+ * rather than the runtime. Given a record, a remote sandbox is PE_ENOTCAP
+ * "not supported by P: WHAT" (its provider keeps nothing of the kind we
+ * can read); given an id, it is the runtime's name of a local sandbox (a
+ * remote sandbox's id is none: PE_ENOENT, as for an unknown one). */
+
+/* The runtime's JSON text (malloc'd) of sandbox_id: status, pid,
+ * startTime, idBase, network.address, ... (pe_runtime_inspect). */
+int pe_sandbox_inspect(pe_sandboxes *sx, const char *sandbox_id, char **json_out, pe_err *err);
+
+/* The directory of sandbox_id's writable layer (upper/, work/; malloc'd):
+ * read it only while the sandbox is stopped and its lock held. */
+int pe_sandbox_layer_dir(pe_sandboxes *sx, const char *sandbox_id, char **dir, pe_err *err);
+
+/* Start o's process in local sandbox_id as a pe_proc the caller's loop
+ * watches itself (its pidfd, its PTY), for the local terminal and
+ * code-server; a remote sandbox's processes start with
+ * pe_sandbox_exec_start. */
+int pe_sandbox_proc_start(pe_sandboxes *sx, const char *sandbox_id, const pe_proc_opts *o,
+                          pe_proc *proc, pe_err *err);
+
+/* The OOM kills counted in sb's memory cgroup since it started (-1:
+ * unknown) and its memory limit in bytes (0: none); err may be NULL. */
+int pe_sandbox_oom_kills(pe_sandboxes *sx, const pe_store_sandbox *sb, int64_t *kills,
+                         int64_t *limit, pe_err *err);
+
+/* The last limit connections our egress proxy refused for sb, newest
+ * first (*list: a JSON array, the caller's reference). */
+int pe_sandbox_egress_denials(pe_sandboxes *sx, const pe_store_sandbox *sb, size_t limit,
+                              json_t **list, pe_err *err);
+
+/* Every sandbox of this host's runtime, rows or not, as the runtime's
+ * JSON array text (malloc'd): what housekeeping reconciles the store
+ * with. */
+int pe_sandboxes_local_list(pe_sandboxes *sx, char **json_out, pe_err *err);
+
+/* Remove the runtime's sandbox name, which has no row (an orphan a
+ * crash left): there is no record to route by. */
+int pe_sandboxes_local_remove(pe_sandboxes *sx, const char *name, pe_err *err);
+
+/* Could this host checkpoint memory (pe_runtime_checkpoint_probe: 1, or 0
+ * with *reason; slow, call once)? A remote provider's snapshots are its
+ * own business (pe_sandbox_snapshot_create). */
+int pe_sandboxes_checkpoint_probe(char **reason);
+
 #endif

@@ -343,7 +343,8 @@ def test_provider_down_leaves_nothing_and_a_retry_works(env, p):
 
 def test_capability_the_provider_lacks_is_501(env):
     """Vercel (v1) cannot start a stopped sandbox: 501 naming provider and
-    capability, and the sandbox stays as it was."""
+    capability, and the sandbox stays as it was. Nor has it egress denials
+    of ours, nor our code-server."""
     d = env
     st, sb = create(d, "vercel", "vc-nostart")
     assert st == 200, sb
@@ -353,6 +354,15 @@ def test_capability_the_provider_lacks_is_501(env):
     assert st == 501 and o["error"] == "NotSupported", o
     assert o["message"] == "not supported by vercel: start", o
     assert d.sandbox("getSandbox", sb["id"])[1]["sandbox"]["status"] == "STOPPED"
+    # our egress proxy never sees a provider's traffic: no empty list that
+    # would read as "nothing was refused"
+    st, o = d.call(SB + "getNetworkDenials", {"id": sb["id"]})
+    assert st == 501 and o["message"] == "not supported by vercel: egress denials", o
+    st, o = create(d, "vercel", "vc-novscode")  # a running one: not "not running"
+    assert st == 200, o
+    st, out = d.sandbox("exposeVscode", o["id"])
+    assert st == 501 and out["message"] == "not supported by vercel: exposeVscode", out
+    assert d.sandbox("deleteSandbox", o["id"])[0] == 200
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
