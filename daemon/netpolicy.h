@@ -10,6 +10,12 @@
 
 #include "daemon.h"
 
+/* Why a remote sandbox takes no egress policy (createSandbox's
+ * networkPolicy, putNetworkPolicy: 501): its traffic never passes here. */
+#define PE_DAEMON_NETPOLICY_REMOTE_WHY                                                             \
+    "egress policy (its traffic leaves from the provider's network, which this daemon does not "   \
+    "filter)"
+
 /* A started sandbox's DNS forwarder when it has a policy. */
 void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
 /* createSandbox's networkPolicy: checked (and normalized in place) by the

@@ -46,7 +46,13 @@ static void put_work(pe_daemon_job *job, pe_store *s)
         return;
     if (json_is_null(policy))
         policy = NULL;
-    if (pe_daemon_netpolicy_put(job->d, &sb, policy, &job->err) < 0)
+    if (pe_sandbox_is_remote(&sb) && policy != NULL) {
+        /* accepted, it would read as enforced: nothing here sees the
+         * provider's traffic (a reset to the default is harmless) */
+        pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: %s", sb.backend,
+                   PE_DAEMON_NETPOLICY_REMOTE_WHY);
+        pe_daemon_job_fail(job, &job->err, NULL);
+    } else if (pe_daemon_netpolicy_put(job->d, &sb, policy, &job->err) < 0)
         pe_daemon_job_fail(job, &job->err, NULL);
     else
         job->out = view(policy ? json_incref(policy) : NULL);

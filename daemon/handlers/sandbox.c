@@ -155,6 +155,13 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     if (pe_sandbox_is_remote(sb)) {
         if (!remote_base(job, sb->base, sb->backend))
             return false;
+        if (!json_is_null(json_object_get(in, "networkPolicy")) &&
+            json_object_get(in, "networkPolicy")) {
+            pe_err_set(&job->err, PE_ENOTCAP, 0, "not supported by %s: %s", sb->backend,
+                       PE_DAEMON_NETPOLICY_REMOTE_WHY);
+            pe_daemon_job_fail(job, &job->err, NULL);
+            return false;
+        }
     } else if (pe_daemon_base_check(job->d, sb->base, &job->err) < 0) {
         /* A base we cannot run is refused now, not accepted and then FAILED. */
         pe_daemon_job_fail(job, &job->err,

@@ -344,7 +344,7 @@ def test_provider_down_leaves_nothing_and_a_retry_works(env, p):
 def test_capability_the_provider_lacks_is_501(env):
     """Vercel (v1) cannot start a stopped sandbox: 501 naming provider and
     capability, and the sandbox stays as it was. Nor has it egress denials
-    of ours, nor our code-server."""
+    or an egress policy of ours, nor our code-server."""
     d = env
     st, sb = create(d, "vercel", "vc-nostart")
     assert st == 200, sb
@@ -358,6 +358,15 @@ def test_capability_the_provider_lacks_is_501(env):
     # would read as "nothing was refused"
     st, o = d.call(SB + "getNetworkDenials", {"id": sb["id"]})
     assert st == 501 and o["message"] == "not supported by vercel: egress denials", o
+    # nor an egress policy: accepted, it would read as enforced
+    deny = {"mode": "allowlist", "allowDomains": ["example.com"]}
+    st, o = d.call(SB + "putNetworkPolicy", {"id": sb["id"]}, body={"policy": deny})
+    assert st == 501 and o["message"].startswith("not supported by vercel: egress policy"), o
+    assert d.call(SB + "getNetworkPolicy", {"id": sb["id"]})[1]["isDefault"] is True
+    before = names(d)
+    st, o = create(d, "vercel", "vc-policy", networkPolicy=deny)
+    assert st == 501 and o["message"].startswith("not supported by vercel: egress policy"), o
+    assert names(d) == before  # nothing half-made
     st, o = create(d, "vercel", "vc-novscode")  # a running one: not "not running"
     assert st == 200, o
     st, out = d.sandbox("exposeVscode", o["id"])
