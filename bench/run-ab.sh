@@ -17,7 +17,8 @@
 # and waits until both pools are full. With -o N, per round one altbench
 # run (N rounds) of each build's one-shot `pocketenv run -- /bin/true` beside
 # bwrap on the same rootfs, interleaved (the ratio is to bwrap; the daemons
-# stay idle meanwhile), then the CPU each run took (bench/cpu-per-run.py). Prints one line per run;
+# stay idle meanwhile), then the CPU each run took (bench/cpu-per-run.py, with
+# --perf where perf is installed). Prints one line per run;
 # nothing is asserted. An EXIT trap stops both daemons and removes their
 # sandboxes and the directory.
 set -euo pipefail
@@ -34,7 +35,7 @@ while [ $# -gt 0 ]; do
     -P) POOL=$2; shift 2 ;;
     -C) CREATE_ROUNDS=$2; shift 2 ;;
     -o) ONESHOT_ROUNDS=$2; shift 2 ;;
-    *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$BASE" ] || die "-b BASE_BIN_DIR is required"
@@ -182,6 +183,7 @@ if [ "$CREATE_ROUNDS" -gt 0 ]; then
 fi
 if [ "$ONESHOT_ROUNDS" -gt 0 ]; then
     command -v bwrap >/dev/null || die "bwrap is missing"
+    HAVE_PERF=$(command -v perf || true)
     echo
     rootfs=data-new/images/busybox/rootfs
     cat >variants-run <<EOF
@@ -193,6 +195,7 @@ EOF
         echo "#### one-shot round $r (load $(cut -d' ' -f1 /proc/loadavg))"
         bin/altbench -r "$ONESHOT_ROUNDS" -w 10 -b bwrap -f variants-run
         echo
-        "$REPO_DIR/bench/cpu-per-run.py" -r "$ONESHOT_ROUNDS" -b bwrap -f variants-run
+        # perf stat counts bwrap's unreaped inner processes too (wait4 misses them)
+        "$REPO_DIR/bench/cpu-per-run.py" ${HAVE_PERF:+--perf} -r "$ONESHOT_ROUNDS" -b bwrap -f variants-run
     done
 fi

@@ -251,7 +251,12 @@ int main(int argc, char **argv)
             int none_left = reap(main_pid, &main_status, &main_done);
             if (!persist && main_done) {
                 send_msg(PE_SYNC_EXIT, 0, main_status);
-                kill(-1, SIGKILL);
+                /* kill(-1) walks every process on the host, not just this
+                 * namespace's (0.2 ms of CPU per run on a busy host): skip
+                 * it when nothing is left. Either way our exit ends the pid
+                 * namespace, and the kernel SIGKILLs whatever is in it. */
+                if (!none_left)
+                    kill(-1, SIGKILL);
                 return status_to_code(main_status);
             }
             if (persist && stopping && none_left)

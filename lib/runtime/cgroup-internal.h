@@ -49,6 +49,10 @@ struct pe_cgroup {
     /* v1: controllers (1 << PE__CG_*) whose hierarchies setup leaves out
      * (pe_cgroup_create_lean); memory, the main one, is never left out */
     unsigned skip;
+    /* v1: every dir made by this setup (no crash's leftover): each knob is
+     * still at the kernel's default, unlimited, so set_limits writes only
+     * the limits asked for; cleared once the limits are set */
+    bool fresh;
 };
 
 struct pe__cgroup_ops {

@@ -89,6 +89,11 @@ static int v1_setup(pe_cgroup *cg, bool create, bool *existed, pe_err *err)
         if (i == PE__CG_MEMORY)
             *existed = !made;
     }
+    /* fresh only if no hierarchy's dir was there before (a leftover in
+     * any of them may carry a limit of its own) */
+    cg->fresh = create;
+    for (size_t j = 0; j < cg->ndirs; j++)
+        cg->fresh = cg->fresh && created[j];
     return 0;
 rollback:
     /* Remove only what this call made; a leftover is not ours to drop here. */
@@ -160,8 +165,13 @@ static int set_pids(pe_cgroup *cg, int64_t max, pe_err *err)
 
 static int v1_set_limits(pe_cgroup *cg, const pe_cgroup_limits *lim, pe_err *err)
 {
-    if (set_memory(cg, lim->memory_bytes, err) < 0 || set_cpu(cg, lim->cpu_millis, err) < 0 ||
-        set_pids(cg, lim->pids_max, err) < 0)
+    /* On a fresh cgroup "unlimited" is already there: the pids default alone
+     * would otherwise cost three memory and two cpu knob writes per start. */
+    if (!(cg->fresh && lim->memory_bytes == 0) && set_memory(cg, lim->memory_bytes, err) < 0)
+        return -1;
+    if (!(cg->fresh && lim->cpu_millis == 0) && set_cpu(cg, lim->cpu_millis, err) < 0)
+        return -1;
+    if (set_pids(cg, lim->pids_max, err) < 0)
         return -1;
     return 0;
 }

@@ -603,6 +603,7 @@ static int create(const char *key, const pe_cgroup_limits *limits, unsigned skip
     if ((existed || limits->memory_bytes || limits->cpu_millis || limits->pids_max) &&
         cg->ops->set_limits(cg, limits, err) < 0)
         goto fail;
+    cg->fresh = false;
     *out = cg;
     return 0;
 fail:

@@ -307,6 +307,15 @@ static int add_rules(scmp_filter_ctx ctx, pe_err *err)
 
     if (rc < 0)
         return pe_err_set(err, PE_ESYS, -rc, "seccomp bad-arch action");
+    /* A binary tree on the syscall number rather than a list of rules in
+     * a row: the kernel, when it loads the filter, runs it once for every
+     * syscall number of each ABI to build its cache of always-allowed
+     * calls, under the sighand lock (~0.1 ms per start with the list), and
+     * every syscall in the sandbox then takes a few comparisons instead of
+     * up to one per rule. Same rules, same verdicts. */
+    rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
+    if (rc < 0)
+        return pe_err_set(err, PE_ESYS, -rc, "seccomp filter optimization");
     if (add_deny_always(ctx, err) < 0 || add_namespace_rules(ctx, err) < 0 ||
         add_ioctl_rules(ctx, err) < 0 || add_socket_rules(ctx, err) < 0)
         return -1;

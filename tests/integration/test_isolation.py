@@ -159,7 +159,9 @@ def test_network_is_loopback_only(pe):
     t.start()
     p = pe.sh(f"cat /proc/net/dev | tail -n +3 | cut -d: -f1 | tr -d ' ';"
               f"nc -w 1 127.0.0.1 {port} </dev/null; echo host=$?;"
-              "(nc -l -p 9000 > /tmp/got &);"
+              # the listener's stdin stays open: busybox nc -l, its stdin at
+              # EOF, may close the connection before it reads the ping
+              "(tail -f /dev/null | nc -l -p 9000 > /tmp/got &);"
               "for i in $(seq 100); do echo ping | nc 127.0.0.1 9000 && break; usleep 20000; done;"
               "for i in $(seq 100); do [ -s /tmp/got ] && break; usleep 20000; done; cat /tmp/got")
     srv.close()

@@ -48,6 +48,30 @@ def test_user_option(pe):
     assert p.stdout.split() == ["1000", "1001"]
 
 
+def _sleeps(arg):
+    """Host pids of `sleep ARG` processes, wherever they run."""
+    found = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                if f.read().split(b"\0")[:2] == [b"sleep", arg.encode()]:
+                    found.append(int(d))
+        except (OSError, ValueError):
+            pass
+    return found
+
+
+def test_background_children_end_with_the_command(pe):
+    """What the command left running in the background (a daemonized child,
+    a forgotten job) ends with it: `run` returns with the command's status
+    and nothing of the sandbox stays on the host. (pocketenv-init kills what
+    is left only when something is: this is that case.)"""
+    arg = str(700000 + os.getpid() % 100000)
+    p = pe.sh(f"sleep {arg} & (setsid sleep {arg} &) ; echo started; exit 5", timeout=30)
+    assert (p.returncode, p.stdout) == (5, "started\n"), p.stderr
+    wait_for(lambda: not _sleeps(arg), timeout=10, what="background sleeps gone")
+
+
 def test_missing_command_is_127(pe):
     p = pe.run("run", "--image", pe.image, "--", "/no/such/cmd")
     assert p.returncode == 127

@@ -780,6 +780,47 @@ TEST_CASE(create_reuses_leftover)
     guarded(body_leftover);
 }
 
+/* A new cgroup gets only the limits asked for written (the kernel's
+ * defaults are unlimited), but a leftover, even one that a crash in the
+ * middle of a destroy left in one hierarchy only, gets every knob written:
+ * its old memory and CPU limits must not reach the next sandbox of that
+ * name. */
+static void body_leftover_limits(void)
+{
+    pe_cgroup *old, *cg;
+    cleanup_free char *mem = NULL, *quota = NULL, *quota2 = NULL;
+
+    if (!is_v1())
+        TEST_SKIP("v1 only: a v2 cgroup has one directory");
+    old = must_create(0, 64 << 20, 500, 10);
+    pe_cgroup_free(old); /* "crash": nothing destroyed */
+    cg = must_create(0, 0, 0, 50);
+    mem = read_knob(pe_cgroup_controller_path(cg, "memory"), "memory.limit_in_bytes");
+    ASSERT(strtoll(mem, NULL, 10) > (INT64_C(1) << 62));
+    quota = read_knob(pe_cgroup_controller_path(cg, "cpu"), "cpu.cfs_quota_us");
+    ASSERT_EQ_STR(quota, "-1");
+
+    /* the memory dir gone, the cpu dir with its quota still there */
+    old = cg;
+    cg = NULL;
+    {
+        pe_err err;
+        pe_cgroup_limits lim = {0, 500, 50};
+        ASSERT_EQ_INT(pe_cgroup_set_limits(old, &lim, &err), 0);
+    }
+    ASSERT_EQ_INT(rmdir(pe_cgroup_controller_path(old, "memory")), 0);
+    pe_cgroup_free(old);
+    cg = must_create(0, 0, 0, 50);
+    quota2 = read_knob(pe_cgroup_controller_path(cg, "cpu"), "cpu.cfs_quota_us");
+    ASSERT_EQ_STR(quota2, "-1");
+    must_destroy(cg);
+}
+
+TEST_CASE(create_rewrites_leftover_limits)
+{
+    guarded(body_leftover_limits);
+}
+
 /* ---- v2 on a private cgroup2 mount --------------------------------------- */
 
 /* A cgroup2 mount of our own, in a private mount namespace, on a tmpfs over
@@ -839,5 +880,5 @@ int main(void)
     return RUN_TESTS(invalid_key, create_limits_readback, attach_child, oom_kill, pids_limit,
                      create_lean, cpu_quota_throttles, freeze_thaw, kill_all_frozen,
                      destroy_removes_and_is_idempotent, list_keys, create_reuses_leftover,
-                     v2_degrades_without_controllers);
+                     create_rewrites_leftover_limits, v2_degrades_without_controllers);
 }
