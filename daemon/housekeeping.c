@@ -362,7 +362,7 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;
     }
-    pe_daemon_paused_note(sb->id, false);
+    pe_daemon_paused_note(s, sb, false);
     snprintf(reason, sizeof(reason), "%s after %llds without activity",
              strcmp(action, PE_IDLE_STOP) == 0 ? "stopped" : "snapshot taken and stopped",
              (long long)timeout);
@@ -480,7 +480,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
                     remote_idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
                 continue;
             }
-            pe_daemon_paused_note(sb->id, is_up && frozen(states, sb->id));
+            pe_daemon_paused_note(s, sb, is_up && frozen(states, sb->id));
             json_object_del(states, sb->id); /* seen: not an orphan */
             if (sb->status == PE_STORE_INITIALIZING && at_start) {
                 json_array_append_new(resume, json_string(sb->id));
@@ -649,7 +649,7 @@ static void remote_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
     }
     if (st.state == PE_PSTATE_STOPPED || st.state == PE_PSTATE_PAUSED) {
         if (pe_sandbox_caps(&d->sx, sb) & PE_CAP_PAUSE) {
-            pe_daemon_paused_note(sb->id, true); /* its next use resumes it */
+            pe_daemon_paused_note(s, sb, true); /* its next use resumes it */
             pe_daemon_touch(d, sb->id);
             return;
         }

@@ -610,7 +610,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
         if ((pe_sandbox_stop(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
-        pe_daemon_paused_note(sb.id, false); /* the runtime thaws before it stops */
+        pe_daemon_paused_note(s, &sb, false); /* the runtime thaws before it stops */
     }
     pe_store_sandbox_clear(&sb);
 }

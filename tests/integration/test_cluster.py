@@ -759,6 +759,52 @@ def test_a_revocation_reaches_every_node_at_once(cluster):
     assert f"event=tokens_revoked_elsewhere did={did}" in cluster.nodes[1].log_text()
 
 
+def pause_view(d, sid):
+    """What d says of sid's pause: getSandbox's (paused, resumedBy), the
+    same from getActorSandboxes, and E2B's list state."""
+    from test_e2b import e2b_key
+    st, o = d.sandbox("getSandbox", sid)
+    assert st == 200, o
+    got = (o["sandbox"].get("paused", False), o["sandbox"].get("resumedBy"))
+    listed = [(s.get("paused", False), s.get("resumedBy")) for s in sandboxes(d)
+              if s["id"] == sid]
+    st, o = e2b_raw(d, "GET", "/v2/sandboxes?state=running,paused", e2b_key(d.token))
+    assert st == 200, o
+    state = [s["state"] for s in o if s["sandboxID"] == sid]
+    return got, listed, state
+
+
+def test_a_pause_on_c_is_seen_through_every_node(cluster, on_c):
+    """c freezes its sandbox (E2B's pause, made on c): a and b, which answer
+    getSandbox, getActorSandboxes and E2B's list from the store, say paused at
+    once (the row's change, heard; their tick is 10 s), though their read
+    caches had it running. An exec through a is relayed to c, which thaws
+    it first: every node then says what resumed it."""
+    from test_e2b import e2b_key
+    sid = on_c["id"]
+    for d in (cluster.a, cluster.b):
+        kept(d, sid)  # a running answer in the read cache
+        assert pause_view(d, sid)[0][0] is False
+    st, o = e2b_raw(cluster.c, "POST", f"/sandboxes/{sid}/pause", e2b_key(cluster.c.token))
+    assert st == 204, (st, o)
+    try:
+        for d in (cluster.a, cluster.b):
+            wait_for(lambda: pause_view(d, sid)[0][0] is True, 1, f"{d.url} to say paused")
+            got, listed, state = pause_view(d, sid)
+            assert listed == [(True, got[1])] and state == ["paused"], (d.url, listed, state)
+        st, o = cluster.a.sandbox("exec", sid, {"command": "echo awake"})
+        assert st == 200 and o["stdout"] == "awake\n", o
+        for d in (cluster.a, cluster.b):
+            wait_for(lambda: pause_view(d, sid)[0] == (False, "exec"), 1,
+                     f"{d.url} to say resumed by exec")
+            got, listed, state = pause_view(d, sid)
+            assert listed == [(False, "exec")] and state == ["running"], (d.url, listed, state)
+            st, o = d.sandbox("getSandbox", sid)
+            assert st == 200 and o["sandbox"]["resumedAt"], o
+    finally:  # running again whatever failed above
+        assert cluster.c.sandbox("exec", sid, {"command": "true"})[0] == 200
+
+
 def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
     report its sandboxes down well before its lease would lapse; a restart
@@ -952,6 +998,7 @@ def test_e2b_control_plane_through_another_node(cluster, on_c):
     assert out["info"]["metadata"] == {"placed": "yes"} and out["info"]["state"] == "running", out
     assert 80 <= out["info"]["endInS"] <= 95, out  # the timeout c armed, seen through a
     assert out["paused"] == "paused" and out["stateAfter"] == "running", out
+    assert out["listedPaused"] == ["paused"], out  # a's list, from the store
     assert out["resumed"] == "placed\n" and out["byMeta"] == [sid], out
     assert out["kill"] is True and out["killedAgain"] is False, out
     assert not where(cluster, sid)
