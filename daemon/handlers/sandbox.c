@@ -169,6 +169,7 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     sb->readme = json_string_value(json_object_get(in, "readme"));
     sb->topics = *topics;
     sb->provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
+    sb->node = job->d->node;        /* and supervises it, if remote (the same) */
     sb->status = PE_STORE_INITIALIZING;
     sb->keep_alive = json_is_true(json_object_get(in, "keepAlive"));
     /* The sizes it runs with, checked by the handler already. */

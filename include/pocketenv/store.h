@@ -149,6 +149,11 @@ void pe_store_sandbox_clear(pe_store_sandbox *sb);
 /* Record that sandbox id is (not) paused; resumed_by non-NULL also records
  * what resumed it and when (resumed_at, unix ms), NULL keeps the last.
  * PE_ENOENT if there is no such row. */
+/* Make node the supervisor of sandbox id if it has none: 1 if id's is
+ * node now (this call's or an earlier one's), 0 if another node's, -1
+ * (PE_ENOENT: no such row). One statement: two nodes claiming at once get
+ * one winner. */
+int pe_store_sandbox_claim_node(pe_store *s, const char *id, const char *node, pe_err *err);
 int pe_store_sandbox_set_paused(pe_store *s, const char *id, bool paused, const char *resumed_by,
                                 int64_t resumed_at, pe_err *err);
 void pe_store_sandbox_list_free(pe_store_sandbox *list, size_t n);

@@ -559,6 +559,28 @@ static int update_changed_one(pe_store *s, const char *what, const char *id, con
     return 0;
 }
 
+int pe_store_sandbox_claim_node(pe_store *s, const char *id, const char *node, pe_err *err)
+{
+    pe__sql_res r = {0};
+    int ret;
+
+    if (node == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "claim %s: node is required", id);
+    if (pe__store_query(s, "UPDATE sandboxes SET node = $2 WHERE id = $1 AND node IS NULL",
+                        (pe__sql_arg[]){SQL_TEXT(id), SQL_TEXT(node)}, 2, &r, err) < 0)
+        return pe_err_prefix(err, "claim %s", id);
+    pe__sql_res_clear(&r);
+    if (pe__store_query(s, "SELECT node FROM sandboxes WHERE id = $1",
+                        (pe__sql_arg[]){SQL_TEXT(id)}, 1, &r, err) < 0)
+        return pe_err_prefix(err, "claim %s", id);
+    if (r.nrows == 0)
+        ret = pe_err_set(err, PE_ENOENT, 0, "claim: sandbox %s not found", id);
+    else
+        ret = pe__sql_cell(&r, 0, 0) && strcmp(pe__sql_cell(&r, 0, 0), node) == 0;
+    pe__sql_res_clear(&r);
+    return ret;
+}
+
 int pe_store_sandbox_set_paused(pe_store *s, const char *id, bool paused, const char *resumed_by,
                                 int64_t resumed_at, pe_err *err)
 {

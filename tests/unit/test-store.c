@@ -818,6 +818,16 @@ BOTH(status)
     ASSERT_EQ_INT(pe_store_sandbox_set_paused(s, "sbx_none", true, NULL, 0, &err), -1);
     ASSERT_EQ_INT(err.code, PE_ENOENT);
 
+    /* A remote sandbox's supervisor: the first node to claim it, once. */
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-a", &err), 1);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-b", &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-a", &err), 1);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_STR(sb.node, "node-a");
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, "sbx_none", "node-a", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
     ASSERT_EQ_INT(pe_store_sandbox_set_status(s, id, 42, NULL, -1, &err), -1);
     ASSERT_EQ_INT(err.code, PE_EINVAL);
     pe_store_close(s);
