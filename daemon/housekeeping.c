@@ -361,7 +361,7 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         pe_log_warn("idle stop %s: %s", sb->id, err.msg);
         return;
     }
-    pe_daemon_paused_note(sb->id, false);
+    pe_daemon_paused_note(s, sb, false);
     snprintf(reason, sizeof(reason), "%s after %llds without activity",
              strcmp(action, PE_IDLE_STOP) == 0 ? "stopped" : "snapshot taken and stopped",
              (long long)timeout);
@@ -439,6 +439,27 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
  * job's. */
 static json_t *remote_at_start;
 
+/* Does this node supervise remote sandbox sb (its services at start, its
+ * idle policy, the settling of its row at start)? One node does: the one
+ * that made it (sb->node), or for a row without one (made before nodes
+ * recorded it) the first node to claim it. A down node's stay its own
+ * until it is back (docs/cluster.md). */
+static bool supervised_here(pe_daemon *d, pe_store *s, pe_store_sandbox *sb)
+{
+    pe_err err;
+    int r;
+
+    if (sb->node)
+        return strcmp(sb->node, d->node) == 0;
+    pe_err_clear(&err);
+    r = pe_store_sandbox_claim_node(s, sb->id, d->node, &err);
+    if (r < 0 && err.code != PE_ENOENT)
+        pe_log_warn("claim %s: %s", sb->id, err.msg);
+    if (r == 1)
+        sb->node = pe_xstrdup(d->node);
+    return r == 1;
+}
+
 /* One pass over this node's rows. resume (start only) collects the ids of
  * INITIALIZING rows, whose creates must be run again. */
 static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, pe_err *err)
@@ -472,6 +493,8 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
 
             if (!pe_daemon_is_mine(d, sb)) {
                 json_object_del(states, sb->id); /* seen: not an orphan */
+                if (!pe_sandbox_is_remote(sb) || !supervised_here(d, s, sb))
+                    continue; /* another node's */
                 if (at_start && pe_sandbox_is_remote(sb) &&
                     (sb->status == PE_STORE_INITIALIZING || sb->status == PE_STORE_RUNNING))
                     json_array_append_new(remote_at_start, json_string(sb->id));
@@ -479,7 +502,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
                     remote_idle_act(d, s, sb, policy_of(pols, npols, sb->id), now);
                 continue;
             }
-            pe_daemon_paused_note(sb->id, is_up && frozen(states, sb->id));
+            pe_daemon_paused_note(s, sb, is_up && frozen(states, sb->id));
             json_object_del(states, sb->id); /* seen: not an orphan */
             if (sb->status == PE_STORE_INITIALIZING && at_start) {
                 json_array_append_new(resume, json_string(sb->id));
@@ -573,9 +596,9 @@ int pe_daemon_reconcile(pe_daemon *d, json_t *resume, pe_err *err)
  * the provider's create (files, SSH keys) may not have run, and a fork's
  * or a create's row promised a whole sandbox; making it again is the one
  * path known to give one, and deleting the half-made one first leaves
- * nothing behind there. A remote row names no node, so only a daemon
- * alone on its store (SQLite) does this: on a shared PostgreSQL store
- * another daemon may be making or serving that sandbox right now. */
+ * nothing behind there. Only the row's node does this (supervised_here):
+ * on a shared PostgreSQL store another node may be making or serving one
+ * of its own remote sandboxes right now. */
 
 /* One-shot in the sandbox: end what an earlier daemon's units left
  * running there (their output streams died with it), found by the marker
@@ -648,7 +671,7 @@ static void remote_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb)
     }
     if (st.state == PE_PSTATE_STOPPED || st.state == PE_PSTATE_PAUSED) {
         if (pe_sandbox_caps(&d->sx, sb) & PE_CAP_PAUSE) {
-            pe_daemon_paused_note(sb->id, true); /* its next use resumes it */
+            pe_daemon_paused_note(s, sb, true); /* its next use resumes it */
             pe_daemon_touch(d, sb->id);
             return;
         }
@@ -692,8 +715,9 @@ void pe_daemon_reconcile_remote(pe_daemon *d)
     pe_daemon_job *job;
 
     remote_at_start = NULL;
-    if (ids == NULL || json_array_size(ids) == 0 || d->sx.n_remotes == 0 ||
-        strncmp(d->store_url, "postgres", 8) == 0) {
+    /* how many of this node's remote rows it settles (tests wait for it) */
+    pe_log_info("event=reconcile_remote sandboxes=%zu", ids ? json_array_size(ids) : 0);
+    if (ids == NULL || json_array_size(ids) == 0 || d->sx.n_remotes == 0) {
         json_decref(ids);
         return;
     }

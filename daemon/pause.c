@@ -14,7 +14,11 @@
  * A remote sandbox is paused and resumed by its provider, where its
  * adapter declares the pause capability (E2B's pause keeps memory); the
  * copy here is then the only one the daemon has (its pause is this
- * daemon's doing: the idle policy's). */
+ * daemon's doing: the idle policy's).
+ *
+ * The store's row keeps a copy too (paused, resumed_by, resumed_at:
+ * written when this copy changes), for the other nodes of a cluster: a
+ * view of a sandbox this daemon has no entry for shows the row's. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,7 +55,8 @@ static struct paused *find(const char *id, bool add)
     return &tab[tab_n++];
 }
 
-static void note(const char *id, bool paused, const char *by)
+/* Update the copy; true if it changed (*at: the resume's time, if by). */
+static bool note(const char *id, bool paused, const char *by, int64_t *at)
 {
     struct paused *p;
     bool changed = false;
@@ -65,11 +70,38 @@ static void note(const char *id, bool paused, const char *by)
             free(p->by);
             p->by = pe_xstrdup(by);
             p->at = pe_store_now_ms();
+            if (at)
+                *at = p->at;
         }
     }
     pthread_mutex_unlock(&lock);
     if (changed) /* getSandbox's cached answers show paused and resumedBy */
         pe_store_write_gen_bump();
+    return changed;
+}
+
+/* The store's copy, which the other nodes of a cluster show (their read
+ * caches hear the row's change): failing, this node's answers stay right,
+ * the others' stale until the next change, so it is only logged. */
+static void record(pe_store *s, const char *id, bool paused, const char *by, int64_t at)
+{
+    pe_err err;
+
+    pe_err_clear(&err);
+    if (s && pe_store_sandbox_set_paused(s, id, paused, by, at, &err) < 0 && err.code != PE_ENOENT)
+        pe_log_warn("record pause of %s: %s", id, err.msg);
+}
+
+/* note, and the store's copy when it changed. */
+static void note_and_record(pe_daemon *d, const char *id, bool paused, const char *by)
+{
+    int64_t at = 0;
+    pe_err err;
+
+    if (!note(id, paused, by, &at))
+        return;
+    pe_err_clear(&err);
+    record(pe_daemon_store(d, &err), id, paused, by, at);
 }
 
 bool pe_daemon_paused(const char *id)
@@ -84,9 +116,12 @@ bool pe_daemon_paused(const char *id)
     return r;
 }
 
-void pe_daemon_paused_note(const char *id, bool paused)
+void pe_daemon_paused_note(pe_store *s, const pe_store_sandbox *sb, bool paused)
 {
-    note(id, paused, NULL);
+    /* The row may say otherwise even when the copy did not change: a
+     * restart forgot the copy of a sandbox no longer frozen. */
+    if (note(sb->id, paused, NULL, NULL) || (sb->paused != 0) != paused)
+        record(s, sb->id, paused, NULL, 0);
 }
 
 void pe_daemon_paused_forget(const char *id)
@@ -103,17 +138,29 @@ void pe_daemon_paused_forget(const char *id)
     pthread_mutex_unlock(&lock);
 }
 
-void pe_daemon_paused_view(const char *id, json_t *view)
+void pe_daemon_paused_view(const pe_store_sandbox *sb, json_t *view)
 {
     struct paused *p;
+    bool paused = sb->paused != 0;
+    const char *by = sb->resumed_by;
+    int64_t at = sb->resumed_at;
 
+    /* This node's copy, where it has one, is the truth (the row may lag it
+     * by a write); another node's sandbox has only the row. */
     pthread_mutex_lock(&lock);
-    p = find(id, false);
-    if (p && p->paused)
+    p = find(sb->id, false);
+    if (p) {
+        paused = p->paused;
+        if (p->by) {
+            by = p->by;
+            at = p->at;
+        }
+    }
+    if (paused)
         json_object_set_new(view, "paused", json_true());
-    if (p && p->by) {
-        pe_daemon_set_str(view, "resumedBy", p->by);
-        pe_daemon_set_time(view, "resumedAt", p->at);
+    if (by) {
+        pe_daemon_set_str(view, "resumedBy", by);
+        pe_daemon_set_time(view, "resumedAt", at);
     }
     pthread_mutex_unlock(&lock);
 }
@@ -134,7 +181,7 @@ static int remote(pe_daemon *d, const char *id, bool pause, pe_err *err)
     }
     r = pause ? pe_sandbox_pause(&d->sx, s, &sb, err) : pe_sandbox_resume(&d->sx, s, &sb, err);
     if (r == 0 && !pause) {
-        note(id, false, NULL); /* running: what starts now must not see it paused */
+        note_and_record(d, id, false, NULL); /* running: what starts now must not see it paused */
         pe_daemon_services_revive(d, s, &sb);
     }
     pe_store_sandbox_clear(&sb);
@@ -147,7 +194,7 @@ int pe_daemon_pause(pe_daemon *d, const char *id, const char *why, pe_err *err)
 
     if (r < 0 || (r == 0 && pe_runtime_pause(&d->rt, id, err) < 0))
         return -1;
-    note(id, true, NULL);
+    note_and_record(d, id, true, NULL);
     pe_log_info("event=pause sandbox=%s reason=\"%s\"", id, why);
     return 0;
 }
@@ -162,10 +209,10 @@ int pe_daemon_resume(pe_daemon *d, const char *id, const char *by, pe_err *err)
         if (err->code != PE_ESTATE)
             return -1;
         /* Not paused (any more): another request woke it first. */
-        note(id, false, NULL);
+        note_and_record(d, id, false, NULL);
         return 0;
     }
-    note(id, false, by);
+    note_and_record(d, id, false, by);
     /* Its idle clock starts over: frozen for hours, it must not be paused
      * or stopped again by the next pass before whatever woke it is served. */
     pe_daemon_touch(d, id);

@@ -28,12 +28,15 @@ int pe_daemon_wake(pe_daemon *d, const char *id, const char *by, pe_err *err);
 
 /* Is id paused, as far as the daemon knows? Any thread. */
 bool pe_daemon_paused(const char *id);
-/* The runtime's word (housekeeping): id is or is not paused. */
-void pe_daemon_paused_note(const char *id, bool paused);
+/* The runtime's word (housekeeping, a stop): sb is or is not paused;
+ * sb's row in s is set to match when it says otherwise. Worker thread. */
+void pe_daemon_paused_note(pe_store *s, const pe_store_sandbox *sb, bool paused);
 /* Sandbox id is gone. */
 void pe_daemon_paused_forget(const char *id);
-/* Our extension of a sandbox's view: "paused", "resumedBy", "resumedAt". */
-void pe_daemon_paused_view(const char *id, json_t *view);
+/* Our extension of a sandbox's view: "paused", "resumedBy", "resumedAt",
+ * from this daemon's copy if it has one for sb, else from sb's row (a
+ * sandbox of another node of the cluster). */
+void pe_daemon_paused_view(const pe_store_sandbox *sb, json_t *view);
 void pe_daemon_paused_free(void);
 
 #endif

@@ -71,7 +71,7 @@ json_t *pe_daemon_sandbox_view(const pe_store_sandbox *sb)
     json_object_set_new(o, "keepAlive", json_boolean(sb->keep_alive));
     pe_daemon_set_time(o, "createdAt", sb->created_at);
     pe_daemon_set_time(o, "startedAt", sb->started_at);
-    pe_daemon_paused_view(sb->id, o);
+    pe_daemon_paused_view(sb, o);
     return o;
 }
 

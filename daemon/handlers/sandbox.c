@@ -176,6 +176,7 @@ static bool plan_sandbox(pe_daemon_job *job, const json_t *in, pe_store_sandbox 
     sb->readme = json_string_value(json_object_get(in, "readme"));
     sb->topics = *topics;
     sb->provider_id = job->d->node; /* which daemon runs it: housekeeping.c */
+    sb->node = job->d->node;        /* and supervises it, if remote (the same) */
     sb->status = PE_STORE_INITIALIZING;
     sb->keep_alive = json_is_true(json_object_get(in, "keepAlive"));
     /* The sizes it runs with, checked by the handler already. */
@@ -617,7 +618,7 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
         if ((pe_sandbox_stop(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ESTATE) ||
             pe_store_sandbox_set_status(s, sb.id, PE_STORE_STOPPED, NULL, -1, &job->err) < 0)
             pe_daemon_job_fail(job, &job->err, NULL);
-        pe_daemon_paused_note(sb.id, false); /* the runtime thaws before it stops */
+        pe_daemon_paused_note(s, &sb, false); /* the runtime thaws before it stops */
     }
     pe_store_sandbox_clear(&sb);
 }

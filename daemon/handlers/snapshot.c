@@ -277,6 +277,7 @@ static int insert_forks(pe_daemon_job *job, pe_store *s, const pe_store_sandbox 
         sb.base = base;
         /* a remote fork is made by its provider (run_work): no node */
         sb.provider_id = pe_sandbox_is_remote(src) ? NULL : job->d->node;
+        sb.node = job->d->node; /* supervises it, if remote (housekeeping.c) */
         sb.status = PE_STORE_INITIALIZING;
         sb.status_reason = NULL;
         sb.repo = NULL;

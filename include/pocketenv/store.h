@@ -131,9 +131,31 @@ typedef struct pe_store_sandbox {
     int64_t created_at;
     int64_t updated_at;
     int64_t started_at; /* last move to RUNNING; 0 = never */
+    /* What its node knows of a pause (daemon/pause.c keeps the fast copy;
+     * other nodes of a cluster read these): frozen now, and what last
+     * resumed it (NULL: nothing yet), when (unix ms). Not written by
+     * insert: pe_store_sandbox_set_paused. */
+    int paused;
+    const char *resumed_by;
+    int64_t resumed_at;
+    /* The node that supervises a remote sandbox (its services, idle policy
+     * and reconciliation at start; docs/cluster.md); NULL: any (rows from
+     * before clusters, or a local sandbox, whose node is provider_id). */
+    const char *node;
 } pe_store_sandbox;
 
 void pe_store_sandbox_clear(pe_store_sandbox *sb);
+
+/* Record that sandbox id is (not) paused; resumed_by non-NULL also records
+ * what resumed it and when (resumed_at, unix ms), NULL keeps the last.
+ * PE_ENOENT if there is no such row. */
+/* Make node the supervisor of sandbox id if it has none: 1 if id's is
+ * node now (this call's or an earlier one's), 0 if another node's, -1
+ * (PE_ENOENT: no such row). One statement: two nodes claiming at once get
+ * one winner. */
+int pe_store_sandbox_claim_node(pe_store *s, const char *id, const char *node, pe_err *err);
+int pe_store_sandbox_set_paused(pe_store *s, const char *id, bool paused, const char *resumed_by,
+                                int64_t resumed_at, pe_err *err);
 void pe_store_sandbox_list_free(pe_store_sandbox *list, size_t n);
 
 /* Insert sb (id and owner_did required, owner must exist: PE_ENOENT if not).

@@ -337,6 +337,16 @@ static const char *const migrations[] = {
     "  end_ms BIGINT NOT NULL DEFAULT 0,"
     "  updated_at BIGINT NOT NULL"
     ");",
+    /* 14: what a sandbox's node knows that the other nodes of a cluster
+     * must show too (issue 22): it is paused (frozen), what last resumed
+     * it and when (daemon/pause.c); and the node that supervises a remote
+     * sandbox (its services, idle policy and reconciliation at start; a
+     * local sandbox's node is provider_id). The sandboxes trigger of 12
+     * notifies their changes as any other. */
+    "ALTER TABLE sandboxes ADD COLUMN paused INTEGER NOT NULL DEFAULT 0 CHECK (paused IN (0, 1));"
+    "ALTER TABLE sandboxes ADD COLUMN resumed_by TEXT;"
+    "ALTER TABLE sandboxes ADD COLUMN resumed_at BIGINT;"
+    "ALTER TABLE sandboxes ADD COLUMN node TEXT;",
 };
 
 /* What PostgreSQL runs after the shared migration of the same version

@@ -313,10 +313,10 @@ int pe_store_status_parse(const char *name)
 void pe_store_sandbox_clear(pe_store_sandbox *sb)
 {
     const char **strs[] = {
-        &sb->id,     &sb->owner_did, &sb->name,        &sb->display_name,  &sb->description,
-        &sb->base,   &sb->provider,  &sb->provider_id, &sb->status_reason, &sb->repo,
-        &sb->topics, &sb->logo,      &sb->readme,      &sb->uri,           &sb->public_key,
-        &sb->backend};
+        &sb->id,      &sb->owner_did,  &sb->name,        &sb->display_name,  &sb->description,
+        &sb->base,    &sb->provider,   &sb->provider_id, &sb->status_reason, &sb->repo,
+        &sb->topics,  &sb->logo,       &sb->readme,      &sb->uri,           &sb->public_key,
+        &sb->backend, &sb->resumed_by, &sb->node};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(strs); i++)
         free((char *)*strs[i]);
@@ -333,7 +333,9 @@ void pe_store_sandbox_list_free(pe_store_sandbox *list, size_t n)
 #define SANDBOX_COLS                                                                               \
     "id, owner_did, name, display_name, description, base, provider, provider_id, status, "        \
     "status_reason, repo, topics, logo, readme, uri, public_key, vcpus, memory, disk, "            \
-    "keep_alive, idle_timeout, installs, created_at, updated_at, started_at, backend"
+    "keep_alive, idle_timeout, installs, created_at, updated_at, started_at, backend, node"
+/* and what insert does not write (pe_store_sandbox_set_paused does) */
+#define SANDBOX_SELECT "SELECT " SANDBOX_COLS ", paused, resumed_by, resumed_at"
 
 static void row_to_sandbox(const pe__sql_res *r, size_t row, pe_store_sandbox *sb)
 {
@@ -359,6 +361,10 @@ static void row_to_sandbox(const pe__sql_res *r, size_t row, pe_store_sandbox *s
             *nums[i] = pe__sql_int(r, row, col);
     }
     sb->backend = pe__sql_dup(r, row, col++);
+    sb->node = pe__sql_dup(r, row, col++);
+    sb->paused = pe__sql_int(r, row, col++) != 0;
+    sb->resumed_by = pe__sql_dup(r, row, col++);
+    sb->resumed_at = pe__sql_int(r, row, col++);
 }
 
 static int check_sandbox_input(const pe_store_sandbox *sb, pe_err *err)
@@ -385,7 +391,7 @@ int pe_store_sandbox_insert(pe_store *s, const pe_store_sandbox *sb, pe_err *err
             s,
             "INSERT INTO sandboxes (" SANDBOX_COLS ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
             "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, "
-            "$26)",
+            "$26, $27)",
             (pe__sql_arg[]){SQL_TEXT(sb->id),
                             SQL_TEXT(sb->owner_did),
                             SQL_TEXT(sb->name),
@@ -411,8 +417,9 @@ int pe_store_sandbox_insert(pe_store *s, const pe_store_sandbox *sb, pe_err *err
                             SQL_INT(created),
                             SQL_INT(sb->updated_at ? sb->updated_at : created),
                             SQL_INT_OR_NULL(sb->started_at),
-                            SQL_TEXT(sb->backend ? sb->backend : "local")},
-            26, NULL, err) < 0) {
+                            SQL_TEXT(sb->backend ? sb->backend : "local"),
+                            SQL_TEXT(sb->node)},
+            27, NULL, err) < 0) {
         if (err && err->code == PE_EEXIST)
             return pe_err_set(err, PE_EEXIST, 0, "sandbox name %s is already taken", sb->name);
         if (err && err->code == PE_ENOENT)
@@ -442,16 +449,15 @@ static int get_one_sandbox(pe_store *s, const char *sql, const pe__sql_arg *args
 
 int pe_store_sandbox_get(pe_store *s, const char *id, pe_store_sandbox *out, pe_err *err)
 {
-    return get_one_sandbox(s, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1",
+    return get_one_sandbox(s, SANDBOX_SELECT " FROM sandboxes WHERE id = $1",
                            (pe__sql_arg[]){SQL_TEXT(id)}, 1, id, out, err);
 }
 
 int pe_store_sandbox_get_by_name(pe_store *s, const char *owner_did, const char *name,
                                  pe_store_sandbox *out, pe_err *err)
 {
-    return get_one_sandbox(
-        s, "SELECT " SANDBOX_COLS " FROM sandboxes WHERE owner_did = $1 AND name = $2",
-        (pe__sql_arg[]){SQL_TEXT(owner_did), SQL_TEXT(name)}, 2, name, out, err);
+    return get_one_sandbox(s, SANDBOX_SELECT " FROM sandboxes WHERE owner_did = $1 AND name = $2",
+                           (pe__sql_arg[]){SQL_TEXT(owner_did), SQL_TEXT(name)}, 2, name, out, err);
 }
 
 #define SANDBOX_LIST_MAX 1000
@@ -479,10 +485,11 @@ int pe_store_sandbox_list(pe_store *s, const char *owner_did, int64_t limit, int
         pe__sql_res_clear(&r);
     }
     if (pe__store_query(s,
-                        owner_did ? "SELECT " SANDBOX_COLS " FROM sandboxes WHERE owner_did = $3 "
-                                    "ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
-                                  : "SELECT " SANDBOX_COLS " FROM sandboxes "
-                                    "ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
+                        owner_did
+                            ? SANDBOX_SELECT " FROM sandboxes WHERE owner_did = $3 "
+                                             "ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2"
+                            : SANDBOX_SELECT " FROM sandboxes "
+                                             "ORDER BY created_at DESC, id DESC LIMIT $1 OFFSET $2",
                         args, nargs, &r, err) < 0)
         return pe_err_prefix(err, "list sandboxes");
     list = pe_xcalloc(r.nrows ? r.nrows : 1, sizeof(*list));
@@ -550,6 +557,41 @@ static int update_changed_one(pe_store *s, const char *what, const char *id, con
     if (changes == 0)
         return pe_err_set(err, PE_ENOENT, 0, "%s: sandbox %s not found", what, id);
     return 0;
+}
+
+int pe_store_sandbox_claim_node(pe_store *s, const char *id, const char *node, pe_err *err)
+{
+    pe__sql_res r = {0};
+    int ret;
+
+    if (node == NULL)
+        return pe_err_set(err, PE_EINVAL, 0, "claim %s: node is required", id);
+    if (pe__store_query(s, "UPDATE sandboxes SET node = $2 WHERE id = $1 AND node IS NULL",
+                        (pe__sql_arg[]){SQL_TEXT(id), SQL_TEXT(node)}, 2, &r, err) < 0)
+        return pe_err_prefix(err, "claim %s", id);
+    pe__sql_res_clear(&r);
+    if (pe__store_query(s, "SELECT node FROM sandboxes WHERE id = $1",
+                        (pe__sql_arg[]){SQL_TEXT(id)}, 1, &r, err) < 0)
+        return pe_err_prefix(err, "claim %s", id);
+    if (r.nrows == 0)
+        ret = pe_err_set(err, PE_ENOENT, 0, "claim: sandbox %s not found", id);
+    else
+        ret = pe__sql_cell(&r, 0, 0) && strcmp(pe__sql_cell(&r, 0, 0), node) == 0;
+    pe__sql_res_clear(&r);
+    return ret;
+}
+
+int pe_store_sandbox_set_paused(pe_store *s, const char *id, bool paused, const char *resumed_by,
+                                int64_t resumed_at, pe_err *err)
+{
+    /* Not updated_at: the row's status stays RUNNING, as its description. */
+    return update_changed_one(
+        s, "set paused of", id,
+        "UPDATE sandboxes SET paused = $2, resumed_by = COALESCE($3, resumed_by), "
+        "resumed_at = CASE WHEN $5 = 1 THEN $4 ELSE resumed_at END WHERE id = $1",
+        (pe__sql_arg[]){SQL_TEXT(id), SQL_INT(paused ? 1 : 0), SQL_TEXT(resumed_by),
+                        SQL_INT(resumed_at), SQL_INT(resumed_by ? 1 : 0)},
+        5, err);
 }
 
 int pe_store_sandbox_set_provider(pe_store *s, const char *id, const char *provider,

@@ -435,6 +435,9 @@ async function placedDrive() {
     endInS: Math.round((new Date(info.endAt).getTime() - before) / 1000) }
   await sbx.pause()
   out.paused = (await Sandbox.getInfo(sbx.sandboxId)).state
+  // the list is any node's, from the store: c recorded the pause there
+  out.listedPaused = (await Sandbox.list({ query: { metadata: { placed: 'yes' } } }).nextItems())
+    .map((s) => s.state)
   const again = await Sandbox.connect(sbx.sandboxId)
   out.stateAfter = (await again.getInfo()).state
   out.resumed = (await again.commands.run('cat /tmp/placed')).stdout

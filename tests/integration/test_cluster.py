@@ -18,7 +18,10 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
+import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -36,6 +39,9 @@ from test_resources import banner_key, seal
 from test_snapshots_api import BTRFS_WAIT_S, snapshot_layers
 from wsclient import SSE, WS
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from tests.doubles import start as start_double  # noqa: E402
+
 LEASE = 2.0
 TAG = f"{os.getpid() % 10000}"
 SUBNET = f"10.231.{os.getpid() % 250}"
@@ -47,7 +53,7 @@ def ip(*args, check=True):
 
 
 class Node:
-    def __init__(self, name, index, top, store, key_file):
+    def __init__(self, name, index, top, store, key_file, providers):
         self.name = name
         self.ns = f"pe-cl-{name}-{TAG}"
         self.addr = f"{SUBNET}.{index}"
@@ -56,6 +62,7 @@ class Node:
         os.makedirs(os.path.dirname(self.data))
         self.store = store
         self.key_file = key_file
+        self.providers = providers
         self.d = Daemon(self.data, 8789, os.path.join(top, name, "token.json"))
         self.d.url = f"http://{self.addr}:8789"
         self.log_path = os.path.join(top, name, "daemon.log")
@@ -70,7 +77,8 @@ class Node:
             ["nsenter", f"--net=/run/netns/{self.ns}", BIN, "serve", "--listen", f"{self.addr}:8789",
              "--data", self.data, "--token-file", self.d.token_file, "--rate-limit", "0",
              "--sandbox-net", "nat", "--store", self.store, "--cluster-key-file",
-             self.key_file, "--node-name", self.name, "--node-lease", str(LEASE)],
+             self.key_file, "--node-name", self.name, "--node-lease", str(LEASE),
+             "--provider-config", self.providers],
             stderr=self.log)
         wait_for(lambda: self.d.healthy() or self.d.proc.poll() is not None, 20, "/healthz")
         assert self.d.proc.poll() is None, self.log_text()
@@ -129,10 +137,50 @@ def drop_network(names):
     ip("netns", "del", HUB, check=False)
 
 
+class Relay:
+    """A TCP relay from this namespace's end of the nodes' network to a
+    double on loopback (doubles listen on 127.0.0.1 only; each node's
+    loopback is its own namespace's)."""
+
+    def __init__(self, to_port):
+        self.to = to_port
+        self.sock = socket.create_server((f"{SUBNET}.254", 0))
+        self.url = f"http://{SUBNET}.254:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.to))
+            for x, y in ((c, u), (u, c)):
+                threading.Thread(target=self.pipe, args=(x, y), daemon=True).start()
+
+    @staticmethod
+    def pipe(x, y):
+        try:
+            while data := x.recv(65536):
+                y.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for z in (x, y):
+                try:
+                    z.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
 class Cluster:
-    def __init__(self, nodes, key):
+    def __init__(self, nodes, key, hopx=None):
         self.nodes = nodes
         self.key = key
+        self.hopx = hopx
         self.a, self.b, self.c = (n.d for n in nodes)
 
     def mint(self, to_node, did, what, ms=None, from_node="test"):
@@ -161,21 +209,33 @@ def cluster(pg, tmp_path_factory):  # noqa: F811 (the fixture imported above)
     drop_network(names)
     make_network(names)
     nodes = []
+    # A remote provider, Hopx's double, reached through a relay: the
+    # sandboxes it makes are supervised by one node (docs/cluster.md)
+    hopx = start_double("hopx")
+    relay = Relay(int(hopx.url.rsplit(":", 1)[1]))
+    hopx.url = relay.url  # its agent's address, as the double tells it
+    providers = os.path.join(top, "providers.json")
+    with open(providers, "w") as f:
+        json.dump({"hopx": {"url": relay.url, "key": hopx.key, "timeoutMs": 3000,
+                            "createTimeoutMs": 8000}}, f)
+    os.chmod(providers, 0o600)
     try:
         for i, name in enumerate(names, 1):
-            nodes.append(Node(name, i, top, store, key_file))
+            nodes.append(Node(name, i, top, store, key_file, providers))
         nodes[0].start()
         # One service: every node has a's keys (tokens, sealing, owner).
         for n in nodes[1:]:
             shutil.copytree(os.path.join(nodes[0].data, "keys"), os.path.join(n.data, "keys"))
             n.start()
-        yield Cluster(nodes, key.strip())
+        yield Cluster(nodes, key.strip(), hopx)
     finally:
         for n in nodes:
             if n.d.proc and n.d.proc.poll() is None:
                 for sb in sandboxes(n.d):
                     n.d.sandbox("deleteSandbox", sb["id"])
         codes = {n.name: n.stop() for n in nodes if n.d.proc and n.d.proc.poll() is None}
+        relay.close()
+        hopx.stop()
         drop_network(names)
         # A clean stop (and, under ASan, no leak or error at exit).
         assert all(rc == 0 for rc in codes.values()), codes
@@ -759,6 +819,89 @@ def test_a_revocation_reaches_every_node_at_once(cluster):
     assert f"event=tokens_revoked_elsewhere did={did}" in cluster.nodes[1].log_text()
 
 
+def pause_view(d, sid):
+    """What d says of sid's pause: getSandbox's (paused, resumedBy), the
+    same from getActorSandboxes, and E2B's list state."""
+    from test_e2b import e2b_key
+    st, o = d.sandbox("getSandbox", sid)
+    assert st == 200, o
+    got = (o["sandbox"].get("paused", False), o["sandbox"].get("resumedBy"))
+    listed = [(s.get("paused", False), s.get("resumedBy")) for s in sandboxes(d)
+              if s["id"] == sid]
+    st, o = e2b_raw(d, "GET", "/v2/sandboxes?state=running,paused", e2b_key(d.token))
+    assert st == 200, o
+    state = [s["state"] for s in o if s["sandboxID"] == sid]
+    return got, listed, state
+
+
+def test_a_pause_on_c_is_seen_through_every_node(cluster, on_c):
+    """c freezes its sandbox (E2B's pause, made on c): a and b, which answer
+    getSandbox, getActorSandboxes and E2B's list from the store, say paused at
+    once (the row's change, heard; their tick is 10 s), though their read
+    caches had it running. An exec through a is relayed to c, which thaws
+    it first: every node then says what resumed it."""
+    from test_e2b import e2b_key
+    sid = on_c["id"]
+    for d in (cluster.a, cluster.b):
+        kept(d, sid)  # a running answer in the read cache
+        assert pause_view(d, sid)[0][0] is False
+    st, o = e2b_raw(cluster.c, "POST", f"/sandboxes/{sid}/pause", e2b_key(cluster.c.token))
+    assert st == 204, (st, o)
+    try:
+        for d in (cluster.a, cluster.b):
+            wait_for(lambda: pause_view(d, sid)[0][0] is True, 1, f"{d.url} to say paused")
+            got, listed, state = pause_view(d, sid)
+            assert listed == [(True, got[1])] and state == ["paused"], (d.url, listed, state)
+        st, o = cluster.a.sandbox("exec", sid, {"command": "echo awake"})
+        assert st == 200 and o["stdout"] == "awake\n", o
+        for d in (cluster.a, cluster.b):
+            wait_for(lambda: pause_view(d, sid)[0] == (False, "exec"), 1,
+                     f"{d.url} to say resumed by exec")
+            got, listed, state = pause_view(d, sid)
+            assert listed == [(False, "exec")] and state == ["running"], (d.url, listed, state)
+            st, o = d.sandbox("getSandbox", sid)
+            assert st == 200 and o["sandbox"]["resumedAt"], o
+    finally:  # running again whatever failed above
+        assert cluster.c.sandbox("exec", sid, {"command": "true"})[0] == 200
+
+
+def test_a_remote_sandbox_is_supervised_by_the_node_that_made_it(cluster):
+    """A Hopx sandbox made through a (b and c drained) is a's to supervise:
+    its row names a. Changed at Hopx (paused there) while the nodes run,
+    a restart of b leaves its row alone (b settles no remote row of
+    another node, though the store is shared); a restart of a settles it
+    at once (STOPPED, saying so), seen through b."""
+    a, b = cluster.nodes[0], cluster.nodes[1]
+    drain(cluster.a, "b")
+    drain(cluster.a, "c")
+    try:
+        st, sb = cluster.a.call("io.pocketenv.sandbox.createSandbox", body={
+            "base": "busybox", "name": "remote-on-a", "provider": "hopx"}, timeout=60)
+    finally:
+        drain(cluster.a, "b", False)
+        drain(cluster.a, "c", False)
+    assert st == 200, sb
+    sid = sb["id"]
+    try:
+        got = cluster.b.wait_status(sid, ["RUNNING"], timeout=30)
+        cluster.hopx.sandboxes[got["remoteId"]].status = "paused"
+
+        def restarted(n):
+            mark = len(n.log_text())
+            assert n.stop() == 0
+            n.start()
+            return wait_for(lambda: [ln for ln in n.log_text()[mark:].splitlines()
+                                     if "event=reconcile_remote" in ln], 15,
+                            f"{n.name}'s remote rows at start")[0]
+        assert "sandboxes=0" in restarted(b), b.log_text()[-2000:]
+        assert cluster.b.sandbox("getSandbox", sid)[1]["sandbox"]["status"] == "RUNNING"
+        assert "sandboxes=1" in restarted(a), a.log_text()[-2000:]
+        got = cluster.b.wait_status(sid, ["STOPPED"], timeout=15)
+        assert "hopx" in got["statusReason"], got
+    finally:
+        cluster.a.sandbox("deleteSandbox", sid)
+
+
 def test_a_node_stopped_cleanly_is_down_at_once(cluster, on_c):
     """SIGTERM: c ends its lease as it stops (and NOTIFYs), so the others
     report its sandboxes down well before its lease would lapse; a restart
@@ -952,6 +1095,7 @@ def test_e2b_control_plane_through_another_node(cluster, on_c):
     assert out["info"]["metadata"] == {"placed": "yes"} and out["info"]["state"] == "running", out
     assert 80 <= out["info"]["endInS"] <= 95, out  # the timeout c armed, seen through a
     assert out["paused"] == "paused" and out["stateAfter"] == "running", out
+    assert out["listedPaused"] == ["paused"], out  # a's list, from the store
     assert out["resumed"] == "placed\n" and out["byMeta"] == [sid], out
     assert out["kill"] is True and out["killedAgain"] is False, out
     assert not where(cluster, sid)

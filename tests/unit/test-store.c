@@ -329,6 +329,11 @@ BOTH(migration_provider_names)
     exec_ok(s, "DROP TABLE snapshot_deletions", NULL, 0);        /* migration 9's */
     exec_ok(s, "ALTER TABLE volumes DROP COLUMN node", NULL, 0); /* migration 11's */
     exec_ok(s, "DROP TABLE e2b_sandboxes", NULL, 0);             /* migration 13's */
+    /* migration 14's */
+    exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN paused", NULL, 0);
+    exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN resumed_by", NULL, 0);
+    exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN resumed_at", NULL, 0);
+    exec_ok(s, "ALTER TABLE sandboxes DROP COLUMN node", NULL, 0);
     exec_ok(s, "DELETE FROM schema_migrations WHERE version >= 4", NULL, 0);
     pe_store_close(s);
 
@@ -792,7 +797,36 @@ BOTH(status)
     ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
     ASSERT_EQ_INT(sb.keep_alive, 1);
     ASSERT_EQ_INT(sb.status, PE_STORE_STOPPED);
+    ASSERT_EQ_INT(sb.paused, 0);
+    ASSERT(sb.resumed_by == NULL);
     pe_store_sandbox_clear(&sb);
+
+    /* A pause, then a resume saying by what: another node's view of it. */
+    ASSERT_EQ_INT(pe_store_sandbox_set_paused(s, id, true, NULL, 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.paused, 1);
+    ASSERT(sb.resumed_by == NULL);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_set_paused(s, id, false, "exec", 1234, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_set_paused(s, id, true, NULL, 0, &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_INT(sb.paused, 1);
+    ASSERT_EQ_STR(sb.resumed_by, "exec"); /* kept by a pause */
+    ASSERT_EQ_INT(sb.resumed_at, 1234);
+    ASSERT_EQ_INT(sb.status, PE_STORE_STOPPED);
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_set_paused(s, "sbx_none", true, NULL, 0, &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
+
+    /* A remote sandbox's supervisor: the first node to claim it, once. */
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-a", &err), 1);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-b", &err), 0);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, id, "node-a", &err), 1);
+    ASSERT_EQ_INT(pe_store_sandbox_get(s, id, &sb, &err), 0);
+    ASSERT_EQ_STR(sb.node, "node-a");
+    pe_store_sandbox_clear(&sb);
+    ASSERT_EQ_INT(pe_store_sandbox_claim_node(s, "sbx_none", "node-a", &err), -1);
+    ASSERT_EQ_INT(err.code, PE_ENOENT);
 
     ASSERT_EQ_INT(pe_store_sandbox_set_status(s, id, 42, NULL, -1, &err), -1);
     ASSERT_EQ_INT(err.code, PE_EINVAL);
