@@ -227,6 +227,16 @@ int pe_daemon_wake(pe_daemon *d, const char *id, const char *by, pe_err *err)
     return pe_daemon_resume(d, id, by, err);
 }
 
+int pe_daemon_wake_row(pe_daemon *d, const pe_store_sandbox *sb, const char *by, pe_err *err)
+{
+    /* A remote sandbox that another node of the store paused: its row
+     * says so, this daemon's memory does not (the provider is the same
+     * from every node). */
+    if (!pe_daemon_paused(sb->id) && !(sb->paused && pe_sandbox_is_remote(sb)))
+        return 0;
+    return pe_daemon_resume(d, sb->id, by, err);
+}
+
 void pe_daemon_paused_free(void)
 {
     pthread_mutex_lock(&lock);

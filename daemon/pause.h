@@ -25,6 +25,9 @@ int pe_daemon_resume(pe_daemon *d, const char *id, const char *by, pe_err *err);
 /* pe_daemon_resume when the daemon knows id to be paused, else 0 at once:
  * for request paths, before they run anything in the sandbox. */
 int pe_daemon_wake(pe_daemon *d, const char *id, const char *by, pe_err *err);
+/* pe_daemon_wake for sb, a row just read: also wakes a remote sandbox
+ * whose row says another node paused it. Worker thread. */
+int pe_daemon_wake_row(pe_daemon *d, const pe_store_sandbox *sb, const char *by, pe_err *err);
 
 /* Is id paused, as far as the daemon knows? Any thread. */
 bool pe_daemon_paused(const char *id);

@@ -932,7 +932,14 @@ static void check_work(pe_daemon_job *job, pe_store *s)
     if (!ok)
         refuse(p, other_user);
     else if ((r = provider_sandbox(job, s, &row, &sb)) != 0) {
-        if (r > 0 && provider_target(job, s, p, &sb) == 0) {
+        int woke = 0;
+
+        /* paused at its provider (by this node or another): resumed for
+         * the request, as a local one is thawed */
+        if (r > 0 && (woke = pe_daemon_wake_row(job->d, &sb, "preview", &err)) < 0) {
+            verdict(p, 502, "SandboxNotRunning", err.msg);
+        } else if (r > 0 && provider_target(job, s, p, &sb) == 0) {
+            p->resumed = woke > 0;
             pe_daemon_touch(job->d, row.sandbox_id);
             p->sandbox_id = pe_xstrdup(row.sandbox_id);
             pe_daemon_hold(job->d, p->sandbox_id); /* released by preq_free */

@@ -642,6 +642,7 @@ static bool start_remote(struct start_job *j)
                                .rows = (unsigned short)j->rows};
     pe_store *st = pe_daemon_store(j->d, &j->err);
     pe_store_sandbox sb;
+    int r;
 
     if (st == NULL || pe_store_sandbox_get(st, j->sandbox_id, &sb, &j->err) < 0)
         return false; /* the local start says what is wrong */
@@ -651,7 +652,10 @@ static bool start_remote(struct start_job *j)
     }
     j->remote = true;
     pe_err_clear(&j->err);
-    j->ok = pe_sandbox_exec_start(&j->d->sx, st, &sb, &o, &j->rproc, &j->err) == 0;
+    /* paused there (by this node or another): resumed for the shell */
+    r = pe_daemon_wake_row(j->d, &sb, "terminal", &j->err);
+    j->resumed = r > 0;
+    j->ok = r >= 0 && pe_sandbox_exec_start(&j->d->sx, st, &sb, &o, &j->rproc, &j->err) == 0;
     pe_store_sandbox_clear(&sb);
     return true;
 }

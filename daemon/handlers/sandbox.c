@@ -807,7 +807,7 @@ static void exec_work(pe_daemon_job *job, pe_store *s)
     }
     pe_daemon_hold(job->d, sb.id);
     /* A paused sandbox thaws for the command (a frozen one would hang it). */
-    resumed = pe_daemon_wake(job->d, sb.id, "exec", &job->err);
+    resumed = pe_daemon_wake_row(job->d, &sb, "exec", &job->err);
     if (resumed < 0) {
         pe_daemon_release(job->d, sb.id);
         pe_daemon_job_fail(job, &job->err, NULL);

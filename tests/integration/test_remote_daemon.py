@@ -653,6 +653,21 @@ def test_idle_policy_pauses_a_remote_sandbox_that_can(env, p):
         assert r.status == 204
     assert state(dbl, rid) == paused
     assert d.sh(sb["id"], "cat /tmp/k")["stdout"] == "kept" and state(dbl, rid) == running
+    if p != "runloop":  # a terminal resumes it too, and says so (runloop's PTY: not ours)
+        from wsclient import WS
+        with urllib.request.urlopen(req, timeout=30) as r:
+            assert r.status == 204
+        assert state(dbl, rid) == paused
+        port = int(d.url.rsplit(":", 1)[1])
+        ws = WS(port, f"/tty/{sb['id']}/ws?sessionId=wake&token={d.token}")
+        assert ws.status == 101, ws.head
+        ws.read_until("resumed it")
+        assert state(dbl, rid) == running
+        ws.send("exit\n")
+        ws.wait_close()
+        ws.close()
+        got = d.sandbox("getSandbox", sb["id"])[1]["sandbox"]
+        assert got.get("resumedBy") == "terminal" and not got.get("paused"), got
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
