@@ -18,11 +18,9 @@ Needs: postgresql, iproute2, util-linux (nsenter). Uses 10.232.N.0/24.
 """
 import argparse
 import base64
-import glob
 import http.client
 import json
 import os
-import pwd
 import random
 import secrets
 import shutil
@@ -35,6 +33,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from wsclient import WS  # noqa: E402 (the tests' standard-library client)
+from pgserver import start_pg  # noqa: E402 (bench/, the script's own folder)
 BIN = os.path.join(os.environ.get("PE_BUILD", os.path.join(ROOT, "build")), "pocketenv")
 TAG = str(os.getpid() % 10000)
 SUBNET = f"10.232.{os.getpid() % 250}"
@@ -43,22 +42,6 @@ HUB = f"pe-bc-hub-{TAG}"
 
 def run(*argv, check=True):
     return subprocess.run(list(argv), capture_output=True, text=True, check=check)
-
-
-def start_pg(top):
-    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    user = pwd.getpwnam("postgres")
-    data = os.path.join(top, "pg")
-    os.mkdir(data, 0o700)
-    os.chown(data, user.pw_uid, user.pw_gid)
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    run(*as_pg, f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust")
-    with open(os.path.join(data, "postgresql.conf"), "a") as f:
-        f.write(f"listen_addresses = ''\nunix_socket_directories = '{data}'\nfsync = off\n")
-    run(*as_pg, f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(data, "log"), "-w", "start")
-    run(*as_pg, f"{bindir}/createdb", "-h", data, "-U", "postgres", "bench")
-    stop = [*as_pg, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]
-    return f"postgresql:///bench?host={data}&user=postgres", stop
 
 
 def net_up(names):
@@ -148,7 +131,8 @@ def main():
     os.chmod(top, 0o755)  # the postgres user reaches its directory in it
     procs, stop_pg = [], None
     try:
-        store, stop_pg = start_pg(top)
+        urls, stop_pg = start_pg(top, ["bench"])
+        store = urls["bench"]
         key_file = os.path.join(top, "cluster.key")
         with open(key_file, "wb") as f:
             f.write(base64.b64encode(secrets.token_bytes(48)))

@@ -13,11 +13,9 @@ and the load average. Asserts no number.
     bench/run-pg-read.py [-k ROUNDS] [-d SECONDS] [--base BUILD_DIR]   (root, after ninja -C build)
 """
 import argparse
-import glob
 import http.client
 import json
 import os
-import pwd
 import random
 import re
 import shutil
@@ -25,29 +23,14 @@ import subprocess
 import tempfile
 import time
 
+from pgserver import start_pg
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEW = os.path.join(os.environ.get("PE_BUILD", os.path.join(ROOT, "build")), "pocketenv")
 
 
 def run(*argv):
     return subprocess.run(list(argv), capture_output=True, text=True, check=True)
-
-
-def start_pg(top, names):
-    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    user = pwd.getpwnam("postgres")
-    data = os.path.join(top, "pg")
-    os.mkdir(data, 0o700)
-    os.chown(data, user.pw_uid, user.pw_gid)
-    as_pg = ["runuser", "-u", "postgres", "--"]
-    run(*as_pg, f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust")
-    with open(os.path.join(data, "postgresql.conf"), "a") as f:
-        f.write(f"listen_addresses = ''\nunix_socket_directories = '{data}'\nfsync = off\n")
-    run(*as_pg, f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(data, "log"), "-w", "start")
-    for n in names:
-        run(*as_pg, f"{bindir}/createdb", "-h", data, "-U", "postgres", n)
-    stop = [*as_pg, f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"]
-    return {n: f"postgresql:///{n}?host={data}&user=postgres" for n in names}, stop
 
 
 def call(port, token, nsid, params="", body=None):

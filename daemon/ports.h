@@ -16,6 +16,9 @@ int pe_daemon_register_proxy(pe_daemon *d, pe_err *err);
  * (pe_store_preview_tag): http://<port>-<name>-<tag>.localhost:<daemon
  * port>/, the name left out where it is not a host label on its own. */
 char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port);
+/* A new private preview's secret: 32 hex digits from the kernel's CSPRNG
+ * (the caller frees it). */
+char *pe_daemon_preview_secret(void);
 
 /* The first label of a Host-form preview, "<port>-[<name>-]<tag>" (len
  * bytes): its port, tag and name part (NULL if absent), malloc'd. */

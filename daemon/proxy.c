@@ -68,6 +68,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -1777,6 +1778,18 @@ static bool name_fits_host(const char *name)
               *c == '-'))
             return false;
     return true;
+}
+
+char *pe_daemon_preview_secret(void)
+{
+    unsigned char raw[16];
+    char *hex = pe_xmalloc(sizeof(raw) * 2 + 1);
+
+    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
+        abort(); /* the kernel's CSPRNG does not fail for 16 bytes */
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return hex;
 }
 
 char *pe_daemon_preview_url(pe_daemon *d, const char *name, const char *tag, int port)

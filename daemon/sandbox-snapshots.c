@@ -23,7 +23,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "core/log.h"
@@ -253,19 +252,6 @@ static char *definition_of(pe_store *s, const char *sandbox_id, pe_err *err)
     return text;
 }
 
-/* 32 hex digits from the kernel's CSPRNG: a private preview's secret. */
-static char *preview_secret(void)
-{
-    unsigned char raw[16];
-    char *hex = pe_xmalloc(sizeof(raw) * 2 + 1);
-
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
-        abort(); /* the kernel's CSPRNG does not fail for 16 bytes */
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    return hex;
-}
-
 /* The services and exposed ports a snapshot carries, onto new sandbox sb:
  * a service or port sb has already (its create's) is kept. Exposed ports
  * get sb's own preview URL and a fresh secret: the source's link does not
@@ -309,7 +295,7 @@ static int apply_services_and_ports(pe_daemon *d, pe_store *s, const pe_store_sa
     json_array_foreach(json_object_get(o, "ports"), i, e)
     {
         int port = (int)json_integer_value(json_object_get(e, "port"));
-        cleanup_free char *pid = pe_store_new_id("port_"), *secret = preview_secret();
+        cleanup_free char *pid = pe_store_new_id("port_"), *secret = pe_daemon_preview_secret();
         cleanup_free char *url = NULL;
         pe_store_port row = {.id = pid,
                              .sandbox_id = sb->id,

@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -75,24 +74,13 @@ static bool lookup(pe_daemon_job *job, pe_store *s, bool running, pe_store_sandb
     return false;
 }
 
-static char *new_secret(void)
-{
-    unsigned char raw[16];
-    char *hex = pe_xmalloc(sizeof(raw) * 2 + 1);
-
-    if (getrandom(raw, sizeof(raw), 0) != (ssize_t)sizeof(raw))
-        abort(); /* the kernel's CSPRNG does not fail for 16 bytes */
-    for (size_t i = 0; i < sizeof(raw); i++)
-        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
-    return hex;
-}
-
 /* Insert the row for port; the reply is {previewUrl, shareUrl?, ...}. An
  * existing row is PE_EEXIST unless reuse (exposeVscode: answer it). */
 static int add_port(pe_daemon_job *job, pe_store *s, const pe_store_sandbox *sb, int port,
                     const char *desc, bool pub, bool reuse)
 {
-    cleanup_free char *id = pe_store_new_id("port_"), *secret = new_secret(), *tag = NULL;
+    cleanup_free char *id = pe_store_new_id("port_"), *secret = pe_daemon_preview_secret(),
+                      *tag = NULL;
     cleanup_free char *url = NULL;
     pe_store_port p = {.id = id,
                        .sandbox_id = sb->id,
