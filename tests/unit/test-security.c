@@ -511,21 +511,27 @@ TEST_CASE(caps_apply_with_ambient)
     ASSERT_EQ_INT(c.amb, DEFAULT_CAPS);
 }
 
+/* After an apply of the default mask: exactly the default capabilities in
+ * the effective, permitted and bounding sets, none ambient. */
+static void assert_default_caps_dropped(void)
+{
+    struct capsets c = read_capsets();
+
+    ASSERT_EQ_INT(c.eff, DEFAULT_CAPS);
+    ASSERT_EQ_INT(c.prm, DEFAULT_CAPS);
+    ASSERT_EQ_INT(c.bnd, DEFAULT_CAPS);
+    ASSERT_EQ_INT(c.amb, 0);
+}
+
 TEST_CASE(caps_apply_without_ambient)
 {
-    struct capsets c;
-
     require_root_with_default_caps();
     /* Start with a full ambient set, to see it cleared. */
     ASSERT_EQ_INT(pe_caps_apply(pe_caps_default_mask(), 1), 0);
     ASSERT_EQ_INT(read_capsets().amb, DEFAULT_CAPS);
     /* Bits the kernel does not know are ignored. */
     ASSERT_EQ_INT(pe_caps_apply(pe_caps_default_mask() | (1ULL << 63), 0), 0);
-    c = read_capsets();
-    ASSERT_EQ_INT(c.eff, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.prm, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.bnd, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.amb, 0);
+    assert_default_caps_dropped();
     /* Dropped capabilities cannot come back. */
     ASSERT_EQ_INT(pe_caps_apply(DEFAULT_CAPS | (1ULL << CAP_SYS_ADMIN), 0), -EPERM);
 }
@@ -535,16 +541,10 @@ TEST_CASE(caps_apply_without_ambient)
  * the same sets result. */
 TEST_CASE(caps_apply_prepared)
 {
-    struct capsets c;
-
     require_root_with_default_caps();
     pe_caps_prepare();
     ASSERT_EQ_INT(pe_caps_apply(pe_caps_default_mask() | (1ULL << 63), 0), 0);
-    c = read_capsets();
-    ASSERT_EQ_INT(c.eff, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.prm, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.bnd, DEFAULT_CAPS);
-    ASSERT_EQ_INT(c.amb, 0);
+    assert_default_caps_dropped();
     /* a second drop of what is gone is no error; nothing comes back */
     ASSERT_EQ_INT(pe_caps_apply(pe_caps_default_mask(), 0), 0);
     ASSERT_EQ_INT(read_capsets().bnd, DEFAULT_CAPS);
