@@ -134,6 +134,19 @@ memcg_sum_kb() {
     echo $((sum / 1024))
 }
 
+# Objects in use in the kernel's kmalloc-1k cache: where each memory
+# cgroup's per-shrinker table goes (bench/README.md, 5,000 sandboxes).
+kmalloc1k() {
+    awk '$1 == "kmalloc-1k" { print $2 }' /proc/slabinfo
+}
+
+# Superblocks a sandbox's mounts use that the host's do not: what its
+# mounts add to the kernel's shrinker count. $1: its init's pid.
+own_superblocks() {
+    comm -23 <(awk '{ print $3 }' "/proc/$1/mountinfo" | sort -u) \
+        <(awk '{ print $3 }' /proc/self/mountinfo | sort -u) | wc -l
+}
+
 # Memory cgroups the kernel still counts, removed-but-dying ones included.
 memcg_count() {
     awk '$1 == "memory" { print $3 }' /proc/cgroups
@@ -194,6 +207,7 @@ declare -A before after gone
 others_before=$(high_uid_procs)
 settle_and_snapshot before
 memcgs_before=$(memcg_count)
+k1k_before=$(kmalloc1k)
 echo "- before: MemAvailable $((before[MemAvailable] / 1024)) MiB, $SETTLE_NOTE"
 
 t_create=0 t_start=0
@@ -221,6 +235,9 @@ procs=$(our_procs | awk '$3 !~ /^Z/' | wc -l)
 settle_and_snapshot after
 echo "- after starting: MemAvailable $((after[MemAvailable] / 1024)) MiB, $SETTLE_NOTE"
 memcgs_after=$(memcg_count)
+k1k_after=$(kmalloc1k)
+first_pid=$(awk '$4 == "running" { print $2; exit }' "$SBX_FILE")
+sbs=$(own_superblocks "$first_pid" 2>/dev/null || echo "?")
 memcg=$(memcg_sum_kb memory.usage_in_bytes)
 kmem=$(memcg_sum_kb memory.kmem.usage_in_bytes)
 disk=$(du -sk "$DATA/sandboxes" | cut -f1)
@@ -251,6 +268,9 @@ printf '| Slab + KernelStack + PageTables + Percpu + Shmem (less noisy than MemA
     "$(echo "$kest / 1024 / $N" | bc -l)"
 printf '| charged to the sandboxes'"'"' memory cgroups (of which kmem) | %.3f (%.3f) MiB per sandbox |\n' \
     "$(echo "$memcg / 1024 / $N" | bc -l)" "$(echo "$kmem / 1024 / $N" | bc -l)"
+printf '| kmalloc-1k objects (memory cgroups'"'"' shrinker tables) | %+d total, %.0f per sandbox |\n' \
+    "$((k1k_after - k1k_before))" "$(echo "($k1k_after - $k1k_before) / $N" | bc -l)"
+echo "| superblocks of a sandbox's own (not the host's) | $sbs |"
 printf '| data dir (sandboxes/) on disk | %.1f KiB per sandbox |\n' "$(echo "$disk / $N" | bc -l)"
 
 # ---- teardown and leftovers ---------------------------------------------

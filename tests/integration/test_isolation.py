@@ -49,6 +49,18 @@ def test_proc_masked_and_read_only(pe):
     assert lines[0] == "0" and lines[1] == "0"
     assert "sysrq=0" not in p.stdout
     assert "sysctl=0" not in p.stdout
+    # The host's /proc/acpi and /proc/driver are behind an empty read-only
+    # directory that sandbox root can neither write, remount nor lift.
+    masked = [d for d in ("acpi", "driver") if os.path.isdir(f"/proc/{d}")]
+    script = "".join(f"ls -A /proc/{d} | wc -l; touch /proc/{d}/x; echo w=$?;"
+                     f"mount -o remount,rw /proc/{d}; echo r=$?; umount /proc/{d}; echo u=$?;"
+                     f"umount -l /proc/{d}; echo l=$?; ls -A /proc/{d} | wc -l;" for d in masked)
+    p = pe.sh(script)
+    out = p.stdout.split()
+    assert len(out) == 6 * len(masked), p.stdout + p.stderr
+    for i, d in enumerate(masked):
+        assert out[6 * i] == "0" and out[6 * i + 5] == "0", (d, p.stdout)
+        assert not {"w=0", "r=0", "u=0", "l=0"} & set(out[6 * i:6 * i + 5]), (d, p.stdout)
 
 
 def test_sys_read_only(pe):
@@ -65,6 +77,14 @@ def test_minimal_dev(pe):
     assert not any(n.startswith(("sd", "vd", "nvme", "mem", "kmsg", "loop")) for n in names)
     p = pe.sh("echo x > /dev/null && head -c 4 /dev/zero | wc -c && head -c 8 /dev/urandom | wc -c")
     assert p.stdout.split() == ["4", "8"]
+    # /dev/shm: a sticky directory every user can write to; /dev takes no
+    # device nodes and runs nothing.
+    p = pe.sh("stat -c %a /dev/shm; id -u; echo s > /dev/shm/n && cat /dev/shm/n;"
+              "grep ' /dev ' /proc/self/mountinfo", "-u", "1000")
+    lines = p.stdout.splitlines()
+    assert lines[:3] == ["1777", "1000", "s"], p.stdout + p.stderr
+    opts = lines[3].split()[5].split(",")
+    assert {"nodev", "noexec", "nosuid"} <= set(opts), lines[3]
 
 
 def test_user_namespace_maps_root_to_unprivileged_ids(pe):

@@ -114,6 +114,9 @@ def test_disk_limit_on_writable_layer(pe):
     p = pe.sh("dd if=/dev/zero of=/big bs=1M count=20 2>&1; echo rc=$?", "--disk", "4m")
     assert "rc=1" in p.stdout
     assert "No space left" in p.stdout
+    # /dev/shm is bounded by the same size.
+    p = pe.sh("dd if=/dev/zero of=/dev/shm/big bs=1M count=20 2>&1; echo rc=$?", "--disk", "4m")
+    assert "rc=1" in p.stdout and "No space left" in p.stdout, p.stdout
 
 
 def test_tty_mode(pe):
