@@ -739,6 +739,12 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
     if (nfds != PE_FD_BINDS + (int)ctx->n_binds + (int)ctx->n_lowers - 1)
         die(EINVAL, "expected %zu mounts from the runtime, got %d",
             ctx->n_binds + ctx->n_lowers + 1, nfds);
+    /* Into the sandbox's cgroups first, before the cgroup namespace is
+     * made (it is rooted where we are then) and before anything is
+     * charged; the files were opened by the runtime (spawn.c). */
+    for (int i = 0; i < ctx->n_cgroup_fds; i++)
+        if (write(ctx->cgroup_fds[i], "0", 1) != 1)
+            DIE_SYS("join the sandbox's cgroup");
     if (ctx->userns)
         become_root_in_userns();
     if (drop_groups() < 0)

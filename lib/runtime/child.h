@@ -38,6 +38,8 @@ struct pe_child_ctx {
     int init_fd;
     char *const *init_argv;
     char *const *envp;
+    const int *cgroup_fds; /* the sandbox's cgroups, to join by writing "0" */
+    int n_cgroup_fds;
 };
 
 /* For `exec`: the first child enters the sandbox and clones the process. */
@@ -56,7 +58,7 @@ struct pe_exec_ctx {
     char *const *argv;
     char *const *envp;
     int init_fd;           /* sealed memfd of pocketenv-init: the waiter */
-    const int *cgroup_fds; /* the sandbox's cgroup.procs, open for writing */
+    const int *cgroup_fds; /* the sandbox's cgroups, to join by writing "0" */
     int n_cgroup_fds;
     void *process_stack; /* top of the process's stack until it execs */
 };

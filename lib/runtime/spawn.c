@@ -558,6 +558,38 @@ static long init_clone(struct pe_child_ctx *ctx, bool userns, struct init_stack 
 }
 #endif
 
+/* The files a process joins the sandbox's cgroups through by writing "0"
+ * into each: a v1 hierarchy's `tasks`, else `cgroup.procs`. Moving a whole
+ * thread group (cgroup.procs, or a pid other than the writer's) takes the
+ * kernel's global cgroup_threadgroup_rwsem for writing, which waits for an
+ * RCU grace period unless a writer came within the last one (or the host
+ * runs cgroup2 with favordynmods): ~12 ms on this host for every exec or
+ * start that came alone, 0 back to back (bench/README.md). The writer
+ * moving itself by `tasks` skips that lock, and a process cloned for it has
+ * one thread, so it is all that moves; what it starts inherits the cgroups. */
+static int open_cgroup_join(pe_cgroup *cg, int *fds, int max, pe_err *err)
+{
+    int n = 0;
+
+    for (size_t i = 0; cg != NULL && i < cg->ndirs && n < max; i++) {
+        cleanup_free char *path = pe_xasprintf("%s/tasks", cg->dirs[i]);
+
+        fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+        if (fds[n] < 0 && errno == ENOENT) {
+            free(path);
+            path = pe_xasprintf("%s/cgroup.procs", cg->dirs[i]);
+            fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+        }
+        if (fds[n] < 0) {
+            pe_err_sys(err, "open %s", path);
+            close_fds(fds, n);
+            return -1;
+        }
+        n++;
+    }
+    return n;
+}
+
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
 {
     const pe_sandbox_cfg *cfg = req->cfg;
@@ -573,6 +605,8 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     struct init_stack stack = {NULL, 0, false};
     sigset_t old_mask;
     long pid = -1;
+    int cg_fds[PE__CGROUP_MAX_DIRS];
+    int n_cg = 0;
 
     memset(res, 0, sizeof(*res));
     res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
@@ -619,6 +653,11 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     ctx.init_fd = req->init_fd;
     ctx.init_argv = req->argv;
     ctx.envp = req->envp;
+    n_cg = open_cgroup_join(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);
+    if (n_cg < 0)
+        goto fail;
+    ctx.cgroup_fds = cg_fds;
+    ctx.n_cgroup_fds = n_cg;
 
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) < 0) {
         pe_err_sys(err, "socketpair");
@@ -662,8 +701,6 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     }
     if (raise_nofile((pid_t)pid, (uint64_t)cfg->nofile_hard, err) < 0)
         goto kill;
-    if (req->cg != NULL && pe_cgroup_attach(req->cg, (pid_t)pid, err) < 0)
-        goto kill;
     if (req->net != NULL && pe__net_attach(req->net, (pid_t)pid, err) < 0)
         goto kill;
     if (req->net != NULL && req->egress != NULL &&
@@ -680,6 +717,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     /* STARTED comes from pocketenv-init: the child has exec'd, out of
      * our memory. */
     init_stack_free(&stack, &old_mask);
+    close_fds(cg_fds, n_cg);
     res->pid = (pid_t)pid;
     res->pidfd = pe_steal_fd(&pidfd);
     res->start_time = pe__proc_start_time((pid_t)pid);
@@ -698,6 +736,7 @@ kill:
 fail:
     init_stack_free(&stack, &old_mask);
     close_fds(fds, nfds);
+    close_fds(cg_fds, n_cg);
     if (sp[0] >= 0)
         close(sp[0]);
     if (sp[1] >= 0)
@@ -735,25 +774,6 @@ static int exec_stacks_new(struct exec_stacks *st, void **helper_top, void **pro
     *helper_top = st->base + page + EXEC_STACK;
     *process_top = st->base + st->len;
     return 0;
-}
-
-/* The sandbox's cgroup.procs files, for the helper to join by writing 0. */
-static int open_cgroup_procs(pe_cgroup *cg, int *fds, int max, pe_err *err)
-{
-    int n = 0;
-
-    for (size_t i = 0; cg != NULL && i < cg->ndirs && n < max; i++) {
-        cleanup_free char *path = pe_xasprintf("%s/cgroup.procs", cg->dirs[i]);
-
-        fds[n] = open(path, O_WRONLY | O_CLOEXEC);
-        if (fds[n] < 0) {
-            pe_err_sys(err, "open %s", path);
-            close_fds(fds, n);
-            return -1;
-        }
-        n++;
-    }
-    return n;
 }
 
 /* exec into a running sandbox without copying the caller: the helper is
@@ -802,7 +822,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     ctx.envp = req->envp;
     ctx.init_fd = req->init_fd;
     memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
-    n_cg = open_cgroup_procs(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);
+    n_cg = open_cgroup_join(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);
     if (n_cg < 0)
         return -1;
     ctx.cgroup_fds = cg_fds;
