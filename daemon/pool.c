@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -74,6 +75,7 @@ struct pe_daemon_pool {
     struct pool_base b[PE_POOL_BASES_MAX];
     int64_t min_mib;
     pe_sandbox_cfg sizes; /* the limits pooled sandboxes run with */
+    bool niced;           /* the filler runs at nice 19 */
 };
 
 /* ---- configuration ---- */
@@ -211,6 +213,19 @@ static void ahead_of_claim(pe_daemon *d, pe_daemon_pooled *pd)
         pe_log_warn("pool: %s: ssh key not placed ahead: %s", pd->id, e.msg);
 }
 
+/* The filler runs at the lowest priority (filler()); the init it just
+ * started inherited that and gets the default back before any claim. */
+static int init_nice_0(pe_daemon *d, const char *id, pe_err *err)
+{
+    pe_runtime_init init;
+
+    if (pe_runtime_init_of(&d->rt, id, &init, err) < 0)
+        return -1;
+    if (init.running && setpriority(PRIO_PROCESS, (id_t)init.pid, 0) < 0)
+        return pe_err_sys(err, "set the priority of %s's init", id);
+    return 0;
+}
+
 /* Create and start one sandbox of base as a create without options would. */
 static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
 {
@@ -231,6 +246,10 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     r = pe_runtime_create(&d->rt, &cfg, err);
     pe_sandbox_cfg_clear(&cfg);
     if (r == 0 && pe_runtime_start(&d->rt, id, err) < 0) {
+        remove_one(d, id);
+        r = -1;
+    }
+    if (r == 0 && p->niced && init_nice_0(d, id, err) < 0) {
         remove_one(d, id);
         r = -1;
     }
@@ -335,6 +354,12 @@ static void *filler(void *arg)
 {
     pe_daemon_pool *p = arg;
 
+    /* Nice 19 for this thread only (and what it clones until the init
+     * gets 0 back): a refill is background work, and on a small host it
+     * would otherwise take a CPU from the create and the first exec it
+     * follows (bench/README.md). Only where the init's priority can be
+     * raised again, i.e. with CAP_SYS_NICE. */
+    p->niced = geteuid() == 0 && setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 19) == 0;
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
         int64_t avail = mem_available_mib();

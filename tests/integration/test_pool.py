@@ -177,6 +177,12 @@ def test_claimed_sandbox_keeps_full_isolation(pooled):
     assert mem.startswith("/pocketenv/pocketenv-"), groups  # its own, not the daemon's
     with open(f"/proc/{os.getpid()}/cgroup") as f:
         assert mem not in f.read()
+    # The filler runs at nice 19; what it started runs at the default
+    # priority once claimed: the init, and what is exec'd.
+    with open(f"/proc/{pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[16] == "0"
+    out = exec_sh(d, sb["id"], "cut -d' ' -f19 /proc/self/stat")
+    assert out["stdout"] == "0\n", out
     assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
 
 
