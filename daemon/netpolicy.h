@@ -22,6 +22,9 @@ void pe_daemon_netpolicy_started(pe_daemon *d, const pe_store_sandbox *sb);
  * handler, kept for sandbox id by the create, handed to the runtime once
  * it made the sandbox and before it first runs. */
 int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err);
+/* The egress policy a create of base gets when it names none (its
+ * template's), parsed as create_check leaves a create's; NULL: none. */
+json_t *pe_daemon_netpolicy_default(const char *base);
 int pe_daemon_netpolicy_create_store(pe_daemon *d, const char *id, const json_t *in, pe_err *err);
 int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err);
 /* getNetworkPolicy's: sandbox id's policy in *policy (a reference;

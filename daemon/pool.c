@@ -10,10 +10,11 @@
  *
  * What a pooled sandbox is started with is what every create gets
  * without asking: the base, the daemon's network mode, the default
- * sizes, no volumes. A create asking for anything a running sandbox
- * cannot take (other sizes, a network policy, another backend) starts
- * its own. Variables and secrets need nothing here: every exec reads
- * them from the store (lib/sandbox).
+ * sizes, its template's egress policy if it has one, no volumes. A
+ * create asking for anything a running sandbox cannot take (other sizes,
+ * another network policy, another backend) starts its own. Variables and
+ * secrets need nothing here: every exec reads them from the store
+ * (lib/sandbox).
  *
  * Memory: pooled sandboxes are real sandboxes and cost the host what an
  * idle one costs (bench/README.md: ~0.5 MiB). The filler adds one only
@@ -34,6 +35,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "pocketenv/egress.h"
 #include "pool.h"
 #include "providers.h"
 #include "resource-limits.h"
@@ -233,6 +235,7 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     pe_daemon_pooled *pd;
     char *id = pe_store_new_id("sbx_");
     pe_sandbox_cfg cfg;
+    json_t *policy;
     int r;
 
     pe_sandbox_cfg_init(&cfg);
@@ -245,10 +248,14 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     cfg.pids_max = p->sizes.pids_max;
     r = pe_runtime_create(&d->rt, &cfg, err);
     pe_sandbox_cfg_clear(&cfg);
-    if (r == 0 && pe_runtime_start(&d->rt, id, err) < 0) {
+    /* The template's egress policy before it first runs, as a create's. */
+    policy = pe_daemon_netpolicy_default(base);
+    if (r == 0 && ((policy != NULL && pe_runtime_egress_put(&d->rt, id, policy, NULL, err) < 0) ||
+                   pe_runtime_start(&d->rt, id, err) < 0)) {
         remove_one(d, id);
         r = -1;
     }
+    json_decref(policy);
     if (r == 0 && p->niced && init_nice_0(d, id, err) < 0) {
         remove_one(d, id);
         r = -1;
@@ -465,6 +472,18 @@ static bool same_sizes(pe_daemon_pool *p, const pe_store_sandbox *sizes)
     return same;
 }
 
+/* Is policy (a create's, parsed; JSON null: the open network) what base's
+ * pooled sandboxes run with: its template's own (make_one), else none? */
+static bool default_policy(const char *base, const json_t *policy)
+{
+    json_t *def = pe_daemon_netpolicy_default(base);
+    bool open = policy == NULL || json_is_null(policy);
+    bool same = def != NULL ? !open && json_equal(def, policy) : open;
+
+    json_decref(def);
+    return same;
+}
+
 pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes)
 {
     pe_daemon_pool *p = d->pool;
@@ -473,7 +492,7 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
     pe_daemon_pooled *pd = NULL;
     bool running;
 
-    if (p == NULL || base == NULL || (policy && !json_is_null(policy)) ||
+    if (p == NULL || base == NULL || !default_policy(base, policy) ||
         (sizes->backend && strcmp(sizes->backend, PE_BACKEND_LOCAL) != 0) || !same_sizes(p, sizes))
         return NULL;
     pthread_mutex_lock(&p->mu);

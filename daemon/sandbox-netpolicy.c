@@ -714,6 +714,15 @@ static json_t *pending_read(pe_daemon *d, const char *id)
     return p;
 }
 
+json_t *pe_daemon_netpolicy_default(const char *base)
+{
+    json_t *raw = pe_template_egress_default(base);
+    json_t *p = raw != NULL ? pe_egress_policy_parse(raw, NULL) : NULL;
+
+    json_decref(raw);
+    return p;
+}
+
 int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err)
 {
     json_t *v = json_object_get(in, "networkPolicy"), *p;
@@ -721,7 +730,7 @@ int pe_daemon_netpolicy_create_check(json_t *in, pe_err *err)
     /* None named: the template's default, if it has one (an explicit null
      * keeps the open network). */
     if (v == NULL &&
-        (p = pe_template_egress_default(json_string_value(json_object_get(in, "base")))) != NULL)
+        (p = pe_daemon_netpolicy_default(json_string_value(json_object_get(in, "base")))) != NULL)
         json_object_set_new(in, "networkPolicy", v = p);
     if (v == NULL || json_is_null(v))
         return 0;

@@ -135,6 +135,37 @@ def test_claude_code_runs_against_the_double(tdaemon, double):
     assert asked[-1]["headers"].get("anthropic-version"), asked[-1]["headers"]
 
 
+REACH_DOUBLE = ("node -e \"require('http').get('" + DOUBLE_URL + "/', r => console.log('status', "
+                "r.statusCode)).on('error', e => console.log('error', e.code))"
+                ".setTimeout(3000, function () { console.log('timeout'); this.destroy(); })\"")
+
+
+@pytest.mark.slow
+def test_pooled_agent_sandbox_runs_with_its_templates_policy(tmp_path_factory, template_images,
+                                                               double):
+    """--pool claude-code=1: a create naming no policy is served from the
+    pool (answered RUNNING) and has the template's egress policy, which
+    holds (the double, an address outside it, is not reached); a create
+    asking for the open network starts its own and reaches it."""
+    from test_pool import pool_metrics
+    with serving(tmp_path_factory.mktemp("tpool"), extra=["--pool", "claude-code=1"],
+                 env={"POCKETENV_IMAGES": template_images}) as d:
+        st, sb = d.call(SB + "createSandbox", body={"base": "claude-code", "networkPolicy": None})
+        assert st == 200 and sb["status"] == "INITIALIZING", sb  # not the pool's
+        got = d.wait_status(sb["id"], ["RUNNING", "FAILED"], timeout=BUILD_TIMEOUT)
+        assert got["status"] == "RUNNING", got
+        assert "status 404" in run(d, sb["id"], REACH_DOUBLE)["stdout"]
+        wait_for(lambda: pool_metrics(d, "claude-code").get("ready") == 1, 60,
+                 "the claude-code pool to fill")
+        st, sb = d.call(SB + "createSandbox", body={"base": "claude-code"})
+        assert st == 200 and sb["status"] == "RUNNING", sb  # the pool's
+        assert pool_metrics(d, "claude-code")["claimed"] == 1
+        st, pol = d.call(SB + "getNetworkPolicy", {"id": sb["id"]})
+        assert st == 200 and pol["policy"]["allowDomains"][0] == "api.anthropic.com", pol
+        out = run(d, sb["id"], REACH_DOUBLE)["stdout"]
+        assert "status" not in out and ("error" in out or "timeout" in out), out
+
+
 @pytest.mark.slow
 def test_secret_and_variable_put_later_reach_the_agent(tdaemon, double):
     """The key and base URL put after the create (secret put / env put, as
