@@ -22,6 +22,7 @@ Prints one JSON line. Measures and prints; it never judges.
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -140,8 +141,11 @@ def bwrap(rootfs, n, conc):
                     return
                 state["sent"] += 1
             r, w = os.pipe()
+            # Its own process group: bwrap's pid-1 process and the sleeper
+            # stay in it, and killpg takes them all (killing bwrap alone left
+            # half of them running, holding the caller's output pipe).
             p = subprocess.Popen(argv + ["--info-fd", str(w), "/bin/sleep", "1000"], pass_fds=(w,),
-                                 stdin=subprocess.DEVNULL)
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
             os.close(w)
             info = os.read(r, 4096).decode()  # one write, once the child runs
             os.close(r)
@@ -158,7 +162,10 @@ def bwrap(rootfs, n, conc):
         t.join()
     wall = time.monotonic() - t0
     for p in state["procs"]:
-        p.kill()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     for p in state["procs"]:
         p.wait()
     print(json.dumps({"n": n, "failures": len(state["fail"]), "wall_s": wall, "per_s": n / wall}))

@@ -130,7 +130,7 @@ IMAGES=${POCKETENV_IMAGES:-$TMPD/data-plain/images}
 BASES=(busybox)
 [ -z "$TEMPLATE" ] || BASES+=("$TEMPLATE")
 pool_spec=$(IFS=,; echo "${BASES[*]/%/=$POOL}")
-cgroups_before=$(ls -d /sys/fs/cgroup/*/pocketenv/pocketenv-* 2>/dev/null | wc -l)
+cgroups_before=$( (ls -d /sys/fs/cgroup/*/pocketenv/pocketenv-* 2>/dev/null || true) | wc -l)
 start_daemon plain
 start_daemon pool --pool "$pool_spec"
 
@@ -207,7 +207,7 @@ for ((i = 0; i < 50; i++)); do # exited inits may stay zombies a moment
     [ "$left_procs" -eq 0 ] && break
     sleep 0.2
 done
-cgroups_after=$(ls -d /sys/fs/cgroup/*/pocketenv/pocketenv-* 2>/dev/null | wc -l)
+cgroups_after=$( (ls -d /sys/fs/cgroup/*/pocketenv/pocketenv-* 2>/dev/null || true) | wc -l)
 echo "Leftovers after both daemons stopped (SIGTERM):"
 echo "- sandboxes in their data dirs: $left_sbx"
 echo "- id range claims of their data dirs ($IDMAP_DIR): $left_claims"
