@@ -4,7 +4,7 @@
 # start a sandbox of ROOTFS (plus ARGS, e.g. a template layer bound over
 # its parent's root) with bubblewrap (all namespaces, /bin/sleep as its
 # pid 1), run /bin/true in it with nsenter -a as soon as bwrap reports the
-# child's pid (on --info-fd, read through a FIFO: no polling), then kill it.
+# child's pid (on --info-fd, read through a FIFO), then kill it.
 # Timed from outside, like the API variants.
 set -eu
 dir=$(mktemp -d)
@@ -19,6 +19,12 @@ bw=$!
 read -r -d '}' info <"$dir/info" || true
 pid=$(echo "$info" | sed -n 's/.*"child-pid": *\([0-9]*\).*/\1/p')
 [ -n "$pid" ] || exit 1
-nsenter -a -t "$pid" /bin/true
+# bwrap reports the pid before the child has moved into its new root: an
+# nsenter that early finds no /bin/true. Retried, as the API variant
+# retries its exec.
+for ((i = 0; i < 200; i++)); do
+    ! nsenter -a -t "$pid" /bin/true 2>/dev/null || break
+done
+[ "$i" -lt 200 ] || exit 1
 { kill -9 "$bw" && wait "$bw"; } 2>/dev/null || true
 bw=
