@@ -754,22 +754,6 @@ int pe_daemon_netpolicy_create_store(pe_daemon *d, const char *id, const json_t 
     return r;
 }
 
-/* Does sandbox id hold policy already? A pooled sandbox of a template
- * started with the template's (pool.c), which is what a create naming
- * none hands over: putting it again would rebuild its tables for nothing. */
-static bool runs_with(pe_daemon *d, const char *id, const json_t *policy)
-{
-    json_t *cur = NULL;
-    pe_err e;
-    bool same;
-
-    pe_err_clear(&e);
-    same =
-        pe_runtime_egress_get(&d->rt, id, &cur, &e) == 0 && cur != NULL && json_equal(cur, policy);
-    json_decref(cur);
-    return same;
-}
-
 int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, pe_err *err)
 {
     json_t *p;
@@ -777,9 +761,7 @@ int pe_daemon_netpolicy_before_start(pe_daemon *d, const pe_store_sandbox *sb, p
 
     pthread_mutex_lock(&pending_mu);
     p = pending_read(d, sb->id);
-    if (p != NULL && !runs_with(d, sb->id, p))
-        r = pe_runtime_egress_put(&d->rt, sb->id, p, NULL, err);
-    if (p != NULL && r == 0)
+    if (p != NULL && (r = pe_runtime_egress_put(&d->rt, sb->id, p, NULL, err)) == 0)
         r = pending_write(d, sb->id, NULL, err);
     pthread_mutex_unlock(&pending_mu);
     json_decref(p);

@@ -312,8 +312,10 @@ static void create_work(pe_daemon_job *job, pe_store *s)
                            job->err.code == PE_XRPC_EFORBIDDEN ? PE_DAEMON_QUOTA_ERROR : NULL);
         return;
     }
+    /* A pooled sandbox already runs with the policy asked for (pool.c
+     * takes no create with another), which its runtime state keeps. */
     if (pe_daemon_create_resources_store(s, id, in, &job->err) < 0 ||
-        pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0 ||
+        (!pooled && pe_daemon_netpolicy_create_store(job->d, id, in, &job->err) < 0) ||
         (cred && pe_store_cred_put(s, id, job->did, sb.backend, cred, cred_shown, &job->err) < 0) ||
         pe_daemon_idle_create_store(s, id, in, &job->err) < 0) {
         pe_store_sandbox_delete(s, id, NULL); /* all or nothing */
