@@ -177,6 +177,22 @@ static void remember(fwd *f, const char *name, uint32_t addr, uint32_t ttl)
     pthread_mutex_unlock(&fwd_mu);
 }
 
+/* Is answer record i of msg an A record (class IN)? Its address (host
+ * order) and TTL then in *addr and *ttl. */
+static bool answer_a(ns_msg *msg, int i, uint32_t *addr, uint32_t *ttl)
+{
+    ns_rr rr;
+    uint32_t v;
+
+    if (ns_parserr(msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
+        ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
+        return false;
+    memcpy(&v, ns_rr_rdata(rr), 4);
+    *addr = ntohl(v);
+    *ttl = ns_rr_ttl(rr);
+    return true;
+}
+
 /* Add the answer's A records (outside denyCidrs) to the sandbox's set. */
 static void learn(fwd *f, const json_t *policy, const char *name, const unsigned char *a, size_t n)
 {
@@ -187,19 +203,9 @@ static void learn(fwd *f, const json_t *policy, const char *name, const unsigned
 
     if (ns_initparse(a, (int)n, &msg) < 0)
         return;
-    for (int i = 0; i < ns_msg_count(msg, ns_s_an) && k < MAX_ADDRS; i++) {
-        ns_rr rr;
-        uint32_t v;
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
-            ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
-            continue;
-        memcpy(&v, ns_rr_rdata(rr), 4);
-        v = ntohl(v);
-        if (pe_egress_addr_denied(policy, v))
-            continue;
-        addrs[k] = v;
-        ttls[k++] = ns_rr_ttl(rr);
-    }
+    for (int i = 0; i < ns_msg_count(msg, ns_s_an) && k < MAX_ADDRS; i++)
+        if (answer_a(&msg, i, &addrs[k], &ttls[k]) && !pe_egress_addr_denied(policy, addrs[k]))
+            k++;
     if (pe_egress_allow_addrs(f->netns, addrs, ttls, k, &err) < 0) {
         pe_log_warn("sandbox %s: egress: %s", f->id, err.msg);
         return;
@@ -429,18 +435,13 @@ bool pe_daemon_egress_resolves(pe_runtime *rt, const char *id, const json_t *pol
         return false;
     pthread_mutex_lock(&fwd_mu);
     for (int i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
-        ns_rr rr;
-        uint32_t v;
-        if (ns_parserr(&msg, ns_s_an, i, &rr) < 0 || ns_rr_type(rr) != ns_t_a ||
-            ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) != 4)
-            continue;
-        memcpy(&v, ns_rr_rdata(rr), 4);
-        if (ntohl(v) != addr)
+        uint32_t v, ttl;
+        if (!answer_a(&msg, i, &v, &ttl) || v != addr)
             continue;
         found = true;
         for (fwd *f = fwd_list; f; f = f->next)
             if (strcmp(f->id, id) == 0)
-                remember_locked(f, name, addr, ns_rr_ttl(rr));
+                remember_locked(f, name, addr, ttl);
     }
     pthread_mutex_unlock(&fwd_mu);
     return found;
