@@ -26,7 +26,7 @@ struct pe_child_ctx {
     uint32_t net_addr, net_gateway; /* network order; 0: no eth0 (--net none) */
     int net_prefix;
     const char *workdir;
-    int64_t disk_bytes;                /* tmpfs upper size, 0 = default */
+    int64_t disk_bytes;                /* staging tmpfs size, 0 = default */
     uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE set just before exec */
     size_t n_binds;
     char *const *bind_dests;

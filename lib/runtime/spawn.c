@@ -638,7 +638,9 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
         ctx.net_prefix = req->net->prefix;
     }
     ctx.workdir = req->workdir;
-    ctx.disk_bytes = req->disk_dir ? 0 : cfg->disk_bytes;
+    /* The staging tmpfs holds the writable layer of a sandbox without a
+     * disk dir, and /dev (with /dev/shm) of every sandbox: its size. */
+    ctx.disk_bytes = cfg->disk_bytes;
     ctx.nofile_soft = (uint64_t)cfg->nofile_soft;
     ctx.nofile_hard = (uint64_t)cfg->nofile_hard;
     ctx.n_binds = cfg->n_binds;

@@ -316,6 +316,16 @@ def test_disk_limit_holds_for_persistent_sandbox(pe, userns):
     assert probe_count(p.stdout, "fill-bytes") == (16, "0"), p.stdout + p.stderr
 
 
+def test_dev_shm_is_bounded_by_the_disk_size(pe):
+    """/dev/shm is a directory of the sandbox's staging tmpfs, which has
+    the sandbox's disk size (16 MiB here): a persistent sandbox cannot
+    fill more of it, as it could not of a /dev/shm of its own size."""
+    pe.create("shm", "--net", "none", "--disk", "16m")
+    pe.start("shm")
+    n, e = fill(pe, "shm", "fill-bytes", "/dev/shm/big", "100")
+    assert e == "ENOSPC" and n <= 16, (n, e)
+
+
 def test_disk_numbers_whatever_other_layers_exist(pe, tmp_path):
     """inspect's disk limit is this sandbox's, however many other layers
     (other data directories' sandboxes, made before it) the host-wide
