@@ -72,6 +72,10 @@ struct pe_http_server {
     struct MHD_Daemon *mhd;
     pe_ev_io *io;
     pe_ev_timer *timer;
+    uint64_t timer_due_ns; /* when the timer is armed to fire (monotonic), 0: not armed */
+    int kick_fd;           /* eventfd: "run MHD soon" (pe__http_kick) */
+    pe_ev_io *kick_io;
+    bool kicked; /* kick_fd holds a count not yet read */
     pe_http_config cfg;
     char *host, *banner, *banner_html;
     unsigned port;

@@ -56,6 +56,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -190,18 +191,39 @@ void pe__http_set_error(struct conn *c, int code, const char *name, const char *
 
 /* ---- running MHD from the loop ------------------------------------------ */
 
+/* MHD's timeout is the earliest connection's idle deadline, moved by every
+ * byte: re-arming the timerfd after each run would reprogram the CPU's
+ * timer every time, which in a VM is an exit to the hypervisor. So the
+ * timer is set only to fire earlier than it would; firing too early costs
+ * one MHD_run that finds nothing due and arms it again. */
 static void arm_timer(pe_http_server *s)
 {
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    uint64_t ns = 0;
+    uint64_t ns, due;
 
-    if (MHD_get_timeout(s->mhd, &ms) == MHD_YES)
-        ns = ms ? (uint64_t)ms * 1000000ull : 1; /* 0 would disarm the timerfd */
-    pe_ev_timer_set(s->timer, ns, 0, NULL);
+    if (MHD_get_timeout(s->mhd, &ms) != MHD_YES)
+        return; /* nothing due: a timer still armed fires once, harmlessly */
+    ns = ms ? (uint64_t)ms * 1000000ull : 1; /* 0 would disarm the timerfd */
+    due = pe_monotonic_ns() + ns;
+    if (s->timer_due_ns != 0 && s->timer_due_ns <= due)
+        return;
+    if (pe_ev_timer_set(s->timer, ns, 0, NULL) == 0)
+        s->timer_due_ns = due;
+}
+
+/* MHD wants to run again at once: it acts on a resumed connection only in
+ * the run after the one that saw the resume. */
+static bool mhd_due_now(pe_http_server *s)
+{
+    MHD_UNSIGNED_LONG_LONG ms = 1;
+
+    return MHD_get_timeout(s->mhd, &ms) == MHD_YES && ms == 0;
 }
 
 static void run_mhd(pe_http_server *s)
 {
+    int again = 0;
+
     if (s->in_mhd) {
         s->need_run = true;
         return;
@@ -211,19 +233,30 @@ static void run_mhd(pe_http_server *s)
         s->in_mhd = true;
         MHD_run(s->mhd);
         s->in_mhd = false;
-    } while (s->need_run);
+        /* a couple of runs here save a timer interrupt each; more go
+         * through the timer, so that nothing can spin the loop */
+    } while (s->need_run || (again++ < 2 && mhd_due_now(s)));
     arm_timer(s);
 }
 
 /* Have MHD run soon from the loop, not on the caller's stack: an answer or
  * a stream write must never call back into its caller (on_close, on_drain)
- * before it returns. The MHD timer doubles as the kick. */
+ * before it returns. An eventfd, not the timer: a 1 ns timer costs a timer
+ * interrupt (and in a VM two exits) per answer. */
 void pe__http_kick(pe_http_server *s)
 {
-    if (s->in_mhd)
+    uint64_t one = 1;
+
+    if (s->in_mhd) {
         s->need_run = true;
-    else
-        pe_ev_timer_set(s->timer, 1, 0, NULL);
+        return;
+    }
+    if (s->kicked)
+        return;
+    if (write(s->kick_fd, &one, sizeof(one)) == sizeof(one))
+        s->kicked = true;
+    else /* cannot happen with a count this small: keep the old way */
+        pe_ev_timer_set(s->timer, 1, 0, NULL), s->timer_due_ns = 1;
 }
 
 static void on_mhd_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
@@ -231,9 +264,23 @@ static void on_mhd_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
     run_mhd(ud);
 }
 
+static void on_kick(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    pe_http_server *s = ud;
+    uint64_t n;
+
+    if (read(fd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        return;
+    s->kicked = false;
+    run_mhd(s);
+}
+
 static void on_mhd_timer(pe_ev_timer *t, void *ud)
 {
-    run_mhd(ud);
+    pe_http_server *s = ud;
+
+    s->timer_due_ns = 0;
+    run_mhd(s);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -1234,6 +1281,12 @@ static int start_mhd(pe_http_server *s, pe_err *err)
     s->timer = pe_ev_timer_start(s->loop, 0, 0, on_mhd_timer, s, err);
     if (s->timer == NULL)
         return -1;
+    s->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->kick_fd < 0)
+        return pe_err_sys(err, "eventfd");
+    s->kick_io = pe_ev_io_start(s->loop, s->kick_fd, EPOLLIN, on_kick, s, err);
+    if (s->kick_io == NULL)
+        return -1;
     arm_timer(s);
     return 0;
 }
@@ -1244,6 +1297,7 @@ pe_http_server *pe_http_server_new(pe_ev_loop *loop, const pe_http_config *cfg, 
     size_t n = 1;
 
     s->loop = loop;
+    s->kick_fd = -1;
     s->cfg = *cfg;
     s->host = pe_xstrdup(cfg->host ? cfg->host : "127.0.0.1");
     s->cfg.host = s->host;
@@ -1340,6 +1394,9 @@ void pe_http_server_free(pe_http_server *s)
     }
     pe_ev_io_stop(s->io);
     pe_ev_timer_stop(s->timer);
+    pe_ev_io_stop(s->kick_io);
+    if (s->kick_fd >= 0)
+        close(s->kick_fd);
     for (size_t i = 0; i < s->rate_nbuckets; i++) {
         while (s->rate_tab[i]) {
             struct rate_entry *e = s->rate_tab[i];
