@@ -398,7 +398,7 @@ static void loadavg(char *buf, size_t size)
 
 typedef struct options {
     unsigned long rounds, warmup;
-    double poll_ms;
+    double poll_ms, gap_ms;
     const char *base, *sandbox, *baseline, *raw, *file;
     uint64_t seed;
 } options;
@@ -406,12 +406,14 @@ typedef struct options {
 static void usage(FILE *f)
 {
     fputs(
-        "usage: daemonbench -p PORT -T TOKEN_FILE create [-r N] [-w N] [-i MS] [-B BASE] [-f FILE]"
-        " [-o CSV]\n"
+        "usage: daemonbench -p PORT -T TOKEN_FILE create [-r N] [-w N] [-i MS] [-g MS] [-B BASE]"
+        " [-f FILE] [-o CSV]\n"
         "       daemonbench -p PORT -T TOKEN_FILE exec -s ID [-r N] [-w N] [-f FILE] [-b VAR]"
         " [-o CSV]\n"
         "  -r N     measured rounds (create: 50, exec: 400); -w N warm-up rounds (5, 20)\n"
         "  -i MS    create: wait between exec/getSandbox retries (0.5)\n"
+        "  -g MS    create: wait after each sample's delete, untimed, so that its teardown and\n"
+        "           the pool's refill are over before the next create (0)\n"
         "  -B BASE  create: the image to create from (busybox)\n"
         "  -s ID    exec: the running sandbox (id or name)\n"
         "  -f FILE  more variants, one per line: \"[label] CMD ARGS [&& CMD ARGS]... [;; "
@@ -629,6 +631,8 @@ static sample create_once(client *c, const options *o, int kind)
     if (a.status != 200)
         die("deleteSandbox %s: HTTP %d: %s", id, a.status, a.body);
     free(id);
+    if (o->gap_ms > 0)
+        sleep_ms(o->gap_ms);
     return s;
 }
 
@@ -795,7 +799,7 @@ static void run(client *c, options *o, bool create)
            create ? "create" : "exec", n, o->rounds, o->warmup, (unsigned long long)o->seed, l0, l1,
            c->connects);
     if (create)
-        printf("; retry interval %.2f ms", o->poll_ms);
+        printf("; retry interval %.2f ms; %.0f ms after each delete", o->poll_ms, o->gap_ms);
     printf("\n\n");
     print_table(o, v, n, create);
     if (o->raw)
@@ -824,7 +828,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (a[1] == '\0' || a[2] != '\0' || strchr("pTrwiBsfbo", a[1]) == NULL)
+        if (a[1] == '\0' || a[2] != '\0' || strchr("pTrwigBsfbo", a[1]) == NULL)
             die("unknown option %s (see -h)", a);
         if (v == NULL)
             die("%s needs an argument", a);
@@ -846,6 +850,9 @@ int main(int argc, char **argv)
             break;
         case 'i':
             o.poll_ms = parse_ms("-i", v);
+            break;
+        case 'g':
+            o.gap_ms = parse_ms("-g", v);
             break;
         case 'B':
             o.base = v;
