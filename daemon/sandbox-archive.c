@@ -115,7 +115,7 @@ static int box_open(pe_daemon *d, const char *id, struct box *b, pe_err *err)
     if (!b->running) {
         /* The runtime's own lock: a start waits until the writable layer
          * is done with. Read the state again under it. */
-        cleanup_free char *lock = pe_xasprintf("%s/sandboxes/%s/lock", d->rt.data_dir, id);
+        cleanup_free char *lock = pe_xasprintf("%s/sandboxes/%s", d->rt.data_dir, id);
         b->lock = pe__lock_file(lock, LOCK_EX, err);
         if (b->lock < 0 || read_state(d, id, b, &pid, &start, err) < 0) {
             box_close(b);

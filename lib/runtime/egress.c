@@ -907,7 +907,6 @@ int pe_runtime_egress_get(pe_runtime *rt, const char *name, json_t **out, pe_err
 static int open_locked_state(pe_runtime *rt, const char *name, pe_state *st, char **dir,
                              pe_err *err)
 {
-    cleanup_free char *lockp = NULL;
     int lock;
 
     if (!pe_name_valid(name))
@@ -915,8 +914,7 @@ static int open_locked_state(pe_runtime *rt, const char *name, pe_state *st, cha
     *dir = dir_of(rt, name);
     if (access(*dir, F_OK) < 0)
         return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
-    lockp = pe_xasprintf("%s/lock", *dir);
-    lock = pe__lock_file(lockp, LOCK_EX, err);
+    lock = pe__lock_file(*dir, LOCK_EX, err);
     if (lock < 0)
         return -1;
     if (pe__state_load(*dir, st, err) < 0) {

@@ -15,10 +15,12 @@
  * the owner ("sandbox:NAME:ID", "run:KEY"). Release unlinks it, only for
  * the data directory that holds it. Slots start at a random point to keep
  * probing short. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +95,51 @@ void pe__idmap_release(const char *data_dir, uint32_t base)
     if (strncmp(text, data_dir, n) == 0 && text[n] == '\n')
         unlink(path);
     free(text);
+}
+
+/* Does claim text ("DATA_DIR\nOWNER\n") belong to data_dir, for an owner
+ * that begins with prefix and ends with suffix? */
+static bool claim_matches(const char *text, const char *data_dir, const char *prefix,
+                          const char *suffix)
+{
+    size_t n = strlen(data_dir), np = strlen(prefix), ns = strlen(suffix), len;
+    const char *owner;
+
+    if (strncmp(text, data_dir, n) != 0 || text[n] != '\n')
+        return false;
+    owner = text + n + 1;
+    len = strcspn(owner, "\n");
+    if (owner[len] != '\n' || owner[len + 1] != '\0' || len < np + ns)
+        return false;
+    return strncmp(owner, prefix, np) == 0 && strncmp(owner + len - ns, suffix, ns) == 0;
+}
+
+/* Release the ranges data_dir holds for an owner that begins with prefix
+ * and ends with suffix: for what died before it was done with its range (a
+ * create's staging dir, a one-shot run dir), which then needs no file of
+ * its own naming the range. Reads every claim: crash cleanup only. */
+void pe__idmap_release_owner(const char *data_dir, const char *prefix, const char *suffix)
+{
+    cleanup_free char *dir = pe__idmap_dir();
+    struct dirent *de;
+    DIR *d = opendir(dir);
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        cleanup_free char *path = NULL;
+        char *text = NULL;
+
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        path = pe_xasprintf("%s/%s", dir, de->d_name);
+        if (pe_fs_read_file(path, 8192, &text, NULL, NULL) < 0)
+            continue;
+        if (claim_matches(text, data_dir, prefix, suffix))
+            unlink(path);
+        free(text);
+    }
+    closedir(d);
 }
 
 /* A user namespace fd to idmap a mount with: it maps exactly one uid and

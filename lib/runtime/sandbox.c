@@ -2,9 +2,10 @@
  *
  * Layout of the data directory:
  *   images/<name>/         base images (lib/image)
- *   sandboxes/<name>/      state.json, lock, disk/{upper,work}
- *   run/<key>/             one-shot runs in progress: lock (held by the
- *                          running command), idbase
+ *   sandboxes/<name>/      state.json, disk/{upper,work} (locked: an
+ *                          flock on the directory itself)
+ *   run/<key>/             one-shot runs in progress (locked by the
+ *                          running command)
  * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
  * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
@@ -13,11 +14,18 @@
  * running, any -> removed. A sandbox whose init died on its own reads as
  * "stopped"; the next state change cleans up its cgroup.
  *
- * Crash safety: a one-shot run holds an flock on run/<key>/lock for its
- * whole life and its processes die with it (PR_SET_PDEATHSIG on init, whose
+ * Crash safety: a one-shot run holds an flock on run/<key> for its whole
+ * life and its processes die with it (PR_SET_PDEATHSIG on init, whose
  * death ends the pid namespace; mounts live only in that namespace). What
- * can remain after a SIGKILL (the run dir, an empty cgroup, the id range)
- * is found by pe_runtime_gc through the unlocked lock file. */
+ * can remain after a SIGKILL (the run dir, an empty cgroup, the id range,
+ * claimed as "run:<key>") is found by pe_runtime_gc through the unlocked
+ * directory.
+ *
+ * No lock or note files: on ext4 without a journal every new inode is
+ * checked against the recently deleted ones (about a minute back), so
+ * each file a create makes and a delete frees slows every later create;
+ * what gc needs is in the directory's name (the id, hence the layer) and
+ * in the id range's claim (its owner). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -452,12 +460,7 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     }
     if (cfg.userns) {
         cleanup_free char *owner = pe_xasprintf("run:%s", key);
-        cleanup_free char *bfile = pe_xasprintf("%s/idbase", dir);
-        char buf[16];
         if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
-            goto out;
-        snprintf(buf, sizeof(buf), "%u", base);
-        if (pe_fs_write_new(bfile, buf, strlen(buf), 0600, err) < 0)
             goto out;
     }
     pe__cfg_apply_defaults(&cfg);
@@ -557,7 +560,6 @@ static char *sandbox_dir(pe_runtime *rt, const char *name)
 static int open_locked(pe_runtime *rt, const char *name, pe_state *st, char **dir_out, pe_err *err)
 {
     cleanup_free char *dir = NULL;
-    cleanup_free char *lockp = NULL;
     struct stat sb;
     int lock;
 
@@ -566,8 +568,7 @@ static int open_locked(pe_runtime *rt, const char *name, pe_state *st, char **di
     dir = sandbox_dir(rt, name);
     if (stat(dir, &sb) < 0)
         return pe_err_set(err, PE_ENOENT, 0, "no such sandbox: %s", name);
-    lockp = pe_xasprintf("%s/lock", dir);
-    lock = pe__lock_file(lockp, LOCK_EX, err);
+    lock = pe__lock_file(dir, LOCK_EX, err);
     if (lock < 0)
         return -1;
     if (pe__state_load(dir, st, err) < 0) {
@@ -795,7 +796,6 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from
                      const char *id, uint32_t base, char **layer_out, pe_err *err)
 {
     cleanup_free char *disk = pe_xasprintf("%s/disk", stage);
-    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
     cleanup_free char *owner = NULL;
     char name[LAYER_PREFIX_LEN + 17];
 
@@ -816,8 +816,6 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from
     snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
     if (pe__layers_ready(true, err) < 0)
         return pe_err_prefix(err, "a disk limit needs the layers filesystem");
-    if (pe_fs_write_new(note, name, strlen(name), 0600, err) < 0)
-        return -1;
     owner = pe_xasprintf("%s\n%s\n%s\n", rt->data_dir, cfg->name, id);
     if ((from ? pe__layer_create_from(name, from, cfg->disk_bytes, base, owner, err)
               : pe__layer_create(name, cfg->disk_bytes, base, owner, err)) < 0)
@@ -873,17 +871,11 @@ int pe__sandbox_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *fr
         return -1;
     }
     if (cfg->userns) {
-        char num[16];
+        /* pe_runtime_gc finds it by this owner, should the create die
+         * before the rename */
         owner = pe_xasprintf("sandbox:%s:%s", cfg->name, id);
         if (pe__idmap_alloc(rt->data_dir, owner, &base, err) < 0)
             goto fail;
-        /* for pe_runtime_gc, should this create die before the rename */
-        snprintf(num, sizeof(num), "%u", base);
-        disk = pe_xasprintf("%s/idbase", stage);
-        if (pe_fs_write_new(disk, num, strlen(num), 0600, err) < 0)
-            goto fail;
-        free(disk);
-        disk = NULL;
     }
     if (make_disk(rt, cfg, from, stage, id, base, &st.layer, err) < 0)
         goto fail;
@@ -917,10 +909,6 @@ int pe__sandbox_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *fr
         else
             pe_err_sys(err, "rename %s", stage);
         goto fail;
-    }
-    for (int i = 0; i < 2; i++) {
-        cleanup_free char *note = pe_xasprintf("%s/%s", dir, i ? "layer" : "idbase");
-        unlink(note);
     }
     pe__state_clear(&st);
     pe_image_stack_clear(&stack);
@@ -1659,8 +1647,7 @@ static void gc_run_dirs(pe_runtime *rt)
         return;
     while ((de = readdir(d)) != NULL) {
         cleanup_free char *dir = NULL;
-        cleanup_free char *idfile = NULL;
-        char *text = NULL;
+        cleanup_free char *owner = NULL;
         int lock;
 
         if (strncmp(de->d_name, "run-", 4) != 0)
@@ -1671,33 +1658,31 @@ static void gc_run_dirs(pe_runtime *rt)
             continue; /* busy: a run in progress (or gone already) */
         pe_log_info("cleaning up after crashed run %s", de->d_name);
         pe_cgroup_destroy_key(de->d_name, NULL);
-        idfile = pe_xasprintf("%s/idbase", dir);
-        if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
-            pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
-            free(text);
-        }
+        owner = pe_xasprintf("run:%s", de->d_name);
+        pe__idmap_release_owner(rt->data_dir, owner, "");
         pe_fs_rm_rf(dir, NULL);
         close(lock);
     }
     closedir(d);
 }
 
-/* The layer a create that died had made, named in its staging dir. */
-static int gc_stage_layer(const char *stage)
+/* The layer a create that died may have made: its name is the staging
+ * dir's id under this data directory's prefix. Without the layers
+ * filesystem there is none to remove now (gc_layers takes it later). */
+static int gc_stage_layer(pe_runtime *rt, const char *id)
 {
-    cleanup_free char *note = pe_xasprintf("%s/layer", stage);
-    char *name = NULL;
+    char name[LAYER_PREFIX_LEN + 17];
     pe_err e2;
-    int r = 0;
 
-    if (pe_fs_read_file(note, 64, &name, NULL, NULL) < 0)
+    pe__layer_prefix(rt, name);
+    snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
+    if (!layer_name_ok(name) || !pe__layers_mounted())
         return 0;
-    if (layer_name_ok(name) && remove_layer(name, &e2) < 0) {
+    if (remove_layer(name, &e2) < 0) {
         pe_log_warn("%s", e2.msg);
-        r = -1;
+        return -1;
     }
-    free(name);
-    return r;
+    return 0;
 }
 
 struct gc_layers_ctx {
@@ -1777,9 +1762,8 @@ static void gc_removed(pe_runtime *rt)
         if (strncmp(de->d_name, ".rm-", 4) == 0) {
             /* Not while its remove still runs (it holds the lock). */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
-            cleanup_free char *lockp = pe_xasprintf("%s/lock", p);
             pe_err e2;
-            int lock = pe__lock_file(lockp, LOCK_EX | LOCK_NB, NULL);
+            int lock = pe__lock_file(p, LOCK_EX | LOCK_NB, NULL);
 
             if (lock == -2)
                 continue;
@@ -1791,20 +1775,16 @@ static void gc_removed(pe_runtime *rt)
         } else if (strncmp(de->d_name, ".new-", 5) == 0) {
             /* a create that died before its rename (pe_runtime_create) */
             cleanup_free char *p = pe_xasprintf("%s/%s", base, de->d_name);
-            cleanup_free char *idfile = pe_xasprintf("%s/idbase", p);
-            char *text = NULL;
+            cleanup_free char *id_owner = pe_xasprintf(":%s", de->d_name + 5);
             int lock = pe__lock_file(p, LOCK_EX | LOCK_NB, NULL);
 
             if (lock < 0)
                 continue; /* still being made */
-            if (gc_stage_layer(p) < 0) {
+            if (gc_stage_layer(rt, de->d_name + 5) < 0) {
                 close(lock);
-                continue; /* its layer stays: so does the note naming it */
+                continue; /* its layer stays: so does the staging dir naming it */
             }
-            if (pe_fs_read_file(idfile, 64, &text, NULL, NULL) == 0) {
-                pe__idmap_release(rt->data_dir, (uint32_t)strtoul(text, NULL, 10));
-                free(text);
-            }
+            pe__idmap_release_owner(rt->data_dir, "sandbox:", id_owner);
             pe_fs_rm_rf(p, NULL);
             close(lock);
         }

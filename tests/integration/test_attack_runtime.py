@@ -406,6 +406,25 @@ def test_gc_removes_layers_whose_sandbox_is_gone(pe):
     assert sorted(os.listdir(sb)) == ["keep"]
 
 
+def test_gc_finishes_a_create_that_died_before_its_rename(pe):
+    """A create killed after it claimed its id range and made its layer,
+    before the rename: only its staging dir (.new-<id>) is left, with no
+    note of either. gc releases both from the id alone (the fixture checks
+    that no claim or layer of this data directory is left), and nothing
+    of a sandbox that finished."""
+    from conftest import idmap_claims
+    pe.create("died", "--net", "none", "--disk", "8m")
+    pe.create("keep", "--net", "none", "--disk", "8m")
+    st = pe.inspect("died")
+    sb = os.path.join(pe.data, "sandboxes")
+    os.rename(os.path.join(sb, "died"), os.path.join(sb, ".new-" + st["id"]))
+    assert len(idmap_claims(pe.data)) == 2 and st["layer"] in layers_of(pe.data)
+    pe.run("runtime", "gc", check=True)
+    assert sorted(os.listdir(sb)) == ["keep"]
+    assert sorted(layers_of(pe.data)) == [pe.inspect("keep")["layer"]]
+    assert len(idmap_claims(pe.data)) == 1
+
+
 def test_disk_limit_without_layers_filesystem_fails_clearly(pe, tmp_path):
     """Where the layers filesystem cannot be made, --disk is an error, not a
     sandbox without a limit; without --disk all works."""
