@@ -2,6 +2,7 @@
  *
  *   daemonbench -p PORT -T TOKEN_FILE create [-r N] [-w N] [-i MS] [-B BASE] [-o CSV]
  *   daemonbench -p PORT -T TOKEN_FILE exec -s ID [-r N] [-w N] [-f FILE] [-b VAR] [-o CSV]
+ *   daemonbench -p PORT -T TOKEN_FILE rate [-r N] [-c CONNS] [-i MS] [-B BASE]
  *
  * Always 127.0.0.1: one HTTP/1.1 keep-alive connection over a raw socket
  * (TCP_NODELAY), one request at a time, timed with CLOCK_MONOTONIC around
@@ -22,6 +23,13 @@
  * as altbench: fork, exec, wait; exit status 0 required), all interleaved
  * and shuffled every round.
  *
+ * rate: the sustained create rate as bench/create-rate.py's "api" mode
+ * measures it (CONNS connections, each sending createSandbox and polling
+ * getSandbox every -i ms until RUNNING, until N were sent; the clock stops
+ * when the last one runs; then all are deleted, timed apart), with a
+ * client that costs the 2-CPU host a fraction of what the Python one did.
+ * Prints one JSON line.
+ *
  * Measures and prints; it never judges (STYLE.md rule 21). Any unexpected
  * answer aborts the run: a fast error must never pass for a fast call. */
 #include <arpa/inet.h>
@@ -29,6 +37,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -397,7 +406,7 @@ static void loadavg(char *buf, size_t size)
 /* ---- options ------------------------------------------------------------ */
 
 typedef struct options {
-    unsigned long rounds, warmup;
+    unsigned long rounds, warmup, conns;
     double poll_ms, gap_ms;
     const char *base, *sandbox, *baseline, *raw, *file;
     uint64_t seed;
@@ -410,8 +419,11 @@ static void usage(FILE *f)
         " [-f FILE] [-o CSV]\n"
         "       daemonbench -p PORT -T TOKEN_FILE exec -s ID [-r N] [-w N] [-f FILE] [-b VAR]"
         " [-o CSV]\n"
-        "  -r N     measured rounds (create: 50, exec: 400); -w N warm-up rounds (5, 20)\n"
-        "  -i MS    create: wait between exec/getSandbox retries (0.5)\n"
+        "       daemonbench -p PORT -T TOKEN_FILE rate [-r N] [-c CONNS] [-i MS] [-B BASE]\n"
+        "  -r N     measured rounds (create: 50, exec: 400; rate: creates, 1000); -w N warm-up\n"
+        "           rounds (5, 20)\n"
+        "  -c N     rate: connections, each with one create at a time (8)\n"
+        "  -i MS    create: wait between exec/getSandbox retries (0.5; rate: 2)\n"
         "  -g MS    create: wait after each sample's delete, untimed, so that its teardown and\n"
         "           the pool's refill are over before the next create (0)\n"
         "  -B BASE  create: the image to create from (busybox)\n"
@@ -806,12 +818,110 @@ static void run(client *c, options *o, bool create)
         write_raw(o, v, n);
 }
 
+/* ---- rate: sustained creates over several connections ------------------ */
+
+typedef struct rate_run {
+    const options *o;
+    const char *auth;
+    unsigned port;
+    pthread_mutex_t mu;
+    unsigned long next; /* creates sent, or deletes taken */
+    char **ids;
+    unsigned long running_at_once; /* answered RUNNING (from a pool) */
+    bool deleting;
+} rate_run;
+
+static void *rate_worker(void *arg)
+{
+    rate_run *r = arg;
+    client c = {.fd = -1, .port = r->port};
+    char path[512], body[256];
+    unsigned long i;
+    answer a;
+
+    snprintf(c.auth, sizeof(c.auth), "%s", r->auth);
+    client_connect(&c);
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        i = r->next < r->o->rounds ? r->next++ : r->o->rounds;
+        pthread_mutex_unlock(&r->mu);
+        if (i == r->o->rounds)
+            break;
+        if (r->deleting) {
+            snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.deleteSandbox?id=%s",
+                     r->ids[i]);
+            request(&c, "POST", path, "{}", &a);
+            if (a.status != 200)
+                die("deleteSandbox %s: HTTP %d: %s", r->ids[i], a.status, a.body);
+            continue;
+        }
+        snprintf(body, sizeof(body), "{\"base\":\"%s\"}", r->o->base);
+        request(&c, "POST", "/xrpc/io.pocketenv.sandbox.createSandbox", body, &a);
+        if (a.status != 200 || (r->ids[i] = json_str(a.body, "id")) == NULL)
+            die("createSandbox: HTTP %d: %s", a.status, a.body);
+        if (strstr(a.body, "\"status\":\"RUNNING\"")) {
+            pthread_mutex_lock(&r->mu);
+            r->running_at_once++;
+            pthread_mutex_unlock(&r->mu);
+            continue;
+        }
+        snprintf(path, sizeof(path), "/xrpc/io.pocketenv.sandbox.getSandbox?id=%s", r->ids[i]);
+        for (double t0 = now_ms();;) {
+            sleep_ms(r->o->poll_ms);
+            request(&c, "GET", path, NULL, &a);
+            if (is_running(&a))
+                break;
+            if (now_ms() - t0 > READY_TIMEOUT_MS)
+                die("sandbox %s not RUNNING after %.0f ms", r->ids[i], READY_TIMEOUT_MS);
+        }
+    }
+    close(c.fd);
+    free(c.buf);
+    return NULL;
+}
+
+static double rate_phase(rate_run *r, bool deleting)
+{
+    pthread_t *t = xrealloc(NULL, r->o->conns * sizeof(*t));
+    double t0 = now_ms();
+
+    r->next = 0;
+    r->deleting = deleting;
+    for (unsigned long k = 0; k < r->o->conns; k++)
+        if (pthread_create(&t[k], NULL, rate_worker, r) != 0)
+            die("pthread_create: %s", strerror(errno));
+    for (unsigned long k = 0; k < r->o->conns; k++)
+        pthread_join(t[k], NULL);
+    free(t);
+    return (now_ms() - t0) / 1000.0;
+}
+
+static void run_rate(const client *c, const options *o)
+{
+    rate_run r = {.o = o, .auth = c->auth, .port = c->port};
+    double wall, del;
+
+    pthread_mutex_init(&r.mu, NULL);
+    r.ids = xrealloc(NULL, o->rounds * sizeof(char *));
+    wall = rate_phase(&r, false);
+    del = rate_phase(&r, true);
+    printf("{\"n\": %lu, \"conns\": %lu, \"poll_ms\": %.2f, \"failures\": 0, "
+           "\"answered_running\": %lu, \"wall_s\": %.3f, \"per_s\": %.1f, "
+           "\"delete_per_s\": %.1f}\n",
+           o->rounds, o->conns, o->poll_ms, r.running_at_once, wall, (double)o->rounds / wall,
+           (double)o->rounds / del);
+    for (unsigned long i = 0; i < o->rounds; i++)
+        free(r.ids[i]);
+    free(r.ids);
+    pthread_mutex_destroy(&r.mu);
+}
+
 /* ---- main --------------------------------------------------------------- */
 
 int main(int argc, char **argv)
 {
     static client c = {.fd = -1};
-    options o = {.poll_ms = 0.5, .base = "busybox"};
+    options o = {.poll_ms = -1, .base = "busybox", .conns = 8};
     const char *mode = NULL, *token_file = NULL;
     bool rounds_set = false, warmup_set = false;
     struct timespec ts;
@@ -828,7 +938,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (a[1] == '\0' || a[2] != '\0' || strchr("pTrwigBsfbo", a[1]) == NULL)
+        if (a[1] == '\0' || a[2] != '\0' || strchr("pTrwigcBsfbo", a[1]) == NULL)
             die("unknown option %s (see -h)", a);
         if (v == NULL)
             die("%s needs an argument", a);
@@ -854,6 +964,9 @@ int main(int argc, char **argv)
         case 'g':
             o.gap_ms = parse_ms("-g", v);
             break;
+        case 'c':
+            o.conns = parse_ulong("-c", v, 1024);
+            break;
         case 'B':
             o.base = v;
             break;
@@ -878,7 +991,14 @@ int main(int argc, char **argv)
     read_token(&c, token_file);
     clock_gettime(CLOCK_REALTIME, &ts);
     o.seed = (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec;
-    if (strcmp(mode, "create") == 0) {
+    if (o.poll_ms < 0)
+        o.poll_ms = strcmp(mode, "rate") == 0 ? 2 : 0.5;
+    if (strcmp(mode, "rate") == 0) {
+        o.rounds = rounds_set ? o.rounds : 1000;
+        if (o.rounds == 0 || o.conns == 0)
+            die("rate needs at least one create and one connection");
+        run_rate(&c, &o);
+    } else if (strcmp(mode, "create") == 0) {
         o.rounds = rounds_set ? o.rounds : 50;
         o.warmup = warmup_set ? o.warmup : 5;
         if (o.rounds == 0)
@@ -891,7 +1011,7 @@ int main(int argc, char **argv)
             die("exec needs -s ID and at least one round");
         run(&c, &o, false);
     } else {
-        die("unknown mode %s: create or exec", mode);
+        die("unknown mode %s: create, exec or rate", mode);
     }
     return 0;
 }
