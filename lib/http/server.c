@@ -253,10 +253,12 @@ void pe__http_kick(pe_http_server *s)
     }
     if (s->kicked)
         return;
-    if (write(s->kick_fd, &one, sizeof(one)) == sizeof(one))
+    if (write(s->kick_fd, &one, sizeof(one)) == sizeof(one)) {
         s->kicked = true;
-    else /* cannot happen with a count this small: keep the old way */
-        pe_ev_timer_set(s->timer, 1, 0, NULL), s->timer_due_ns = 1;
+    } else if (pe_ev_timer_set(s->timer, 1, 0, NULL) == 0) {
+        /* cannot happen with a count this small: the timer as before */
+        s->timer_due_ns = pe_monotonic_ns();
+    }
 }
 
 static void on_mhd_io(pe_ev_io *io, int fd, uint32_t events, void *ud)
