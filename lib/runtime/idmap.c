@@ -80,19 +80,26 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
     return pe_err_set(err, PE_ESYS, ENOSPC, "no free user id range");
 }
 
+/* The owner's line of claim text ("DATA_DIR\nOWNER\n") if data_dir holds
+ * it, else NULL: a data directory never frees another's range. */
+static const char *claim_owner(const char *text, const char *data_dir)
+{
+    size_t n = strlen(data_dir);
+
+    return strncmp(text, data_dir, n) == 0 && text[n] == '\n' ? text + n + 1 : NULL;
+}
+
 void pe__idmap_release(const char *data_dir, uint32_t base)
 {
     cleanup_free char *path = NULL;
     char *text = NULL;
-    size_t n = strlen(data_dir);
 
     if (base < PE_IDMAP_FIRST)
         return;
     path = slot_path((base - PE_IDMAP_FIRST) / PE_IDMAP_SIZE);
     if (pe_fs_read_file(path, 8192, &text, NULL, NULL) < 0)
         return;
-    /* Never free another data directory's range (a stale release). */
-    if (strncmp(text, data_dir, n) == 0 && text[n] == '\n')
+    if (claim_owner(text, data_dir) != NULL) /* not after a stale release */
         unlink(path);
     free(text);
 }
@@ -102,12 +109,11 @@ void pe__idmap_release(const char *data_dir, uint32_t base)
 static bool claim_matches(const char *text, const char *data_dir, const char *prefix,
                           const char *suffix)
 {
-    size_t n = strlen(data_dir), np = strlen(prefix), ns = strlen(suffix), len;
-    const char *owner;
+    size_t np = strlen(prefix), ns = strlen(suffix), len;
+    const char *owner = claim_owner(text, data_dir);
 
-    if (strncmp(text, data_dir, n) != 0 || text[n] != '\n')
+    if (owner == NULL)
         return false;
-    owner = text + n + 1;
     len = strcspn(owner, "\n");
     if (owner[len] != '\n' || owner[len + 1] != '\0' || len < np + ns)
         return false;

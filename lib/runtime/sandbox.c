@@ -789,9 +789,16 @@ int pe_runtime_layer_dir(pe_runtime *rt, const char *name, char **out, pe_err *e
     return r;
 }
 
+/* The layer of sandbox (or staging dir) id: this data directory's prefix
+ * and the id, so that gc finds a dead create's layer from its dir's name. */
+static void layer_name_of(const pe_runtime *rt, const char *id, char name[LAYER_PREFIX_LEN + 17])
+{
+    pe__layer_prefix(rt, name);
+    snprintf(name + LAYER_PREFIX_LEN, 17, "%.16s", id);
+}
+
 /* create: the writable layer, with a limit on the layers filesystem or
- * without one in disk/. The layer's name is written to the staging dir
- * first, so gc can remove it should this create die half-way. */
+ * without one in disk/ (its name: layer_name_of). */
 static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from, const char *stage,
                      const char *id, uint32_t base, char **layer_out, pe_err *err)
 {
@@ -812,8 +819,7 @@ static int make_disk(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *from
         }
         return 0;
     }
-    pe__layer_prefix(rt, name);
-    snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
+    layer_name_of(rt, id, name);
     if (pe__layers_ready(true, err) < 0)
         return pe_err_prefix(err, "a disk limit needs the layers filesystem");
     owner = pe_xasprintf("%s\n%s\n%s\n", rt->data_dir, cfg->name, id);
@@ -1674,8 +1680,7 @@ static int gc_stage_layer(pe_runtime *rt, const char *id)
     char name[LAYER_PREFIX_LEN + 17];
     pe_err e2;
 
-    pe__layer_prefix(rt, name);
-    snprintf(name + LAYER_PREFIX_LEN, sizeof(name) - LAYER_PREFIX_LEN, "%.16s", id);
+    layer_name_of(rt, id, name);
     if (!layer_name_ok(name) || !pe__layers_mounted())
         return 0;
     if (remove_layer(name, &e2) < 0) {
