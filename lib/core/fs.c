@@ -82,17 +82,36 @@ int pe_fs_write_replace(const char *path, const void *data, size_t len, mode_t m
     return write_replace(path, data, len, mode, DUR_NONE, err);
 }
 
-int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+static int write_new(const char *path, const void *data, size_t len, mode_t mode, bool sync,
+                     pe_err *err)
 {
     cleanup_fd int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    ssize_t w;
+    const char *p = data;
 
     if (fd < 0)
         return pe_err_sys(err, "create %s", path);
-    w = write(fd, data, len);
-    if (w < 0 || (size_t)w != len)
-        return pe_err_sys(err, "write %s", path);
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return pe_err_sys(err, "write %s", path);
+        p += w;
+        len -= (size_t)w;
+    }
+    if (sync && fsync(fd) < 0)
+        return pe_err_sys(err, "fsync %s", path);
     return 0;
+}
+
+int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    return write_new(path, data, len, mode, false, err);
+}
+
+int pe_fs_write_new_synced(const char *path, const void *data, size_t len, mode_t mode, pe_err *err)
+{
+    return write_new(path, data, len, mode, true, err);
 }
 
 int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, pe_err *err)

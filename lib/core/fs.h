@@ -26,6 +26,13 @@ int pe_fs_write_replace(const char *path, const void *data, size_t len, mode_t m
 /* Create path (which must not exist) with data, without fsync: for
  * bookkeeping that only matters while this boot lasts. */
 int pe_fs_write_new(const char *path, const void *data, size_t len, mode_t mode, pe_err *err);
+/* The same, fsynced: the data and the new file's entry in its directory are
+ * on disk when it returns, on Linux's journaling filesystems (whose fsync
+ * commits the create with the data) and on ext4 without a journal (which
+ * syncs the parent of a new inode); the directory itself is not fsynced.
+ * For a file in a directory nobody else sees until it is renamed in. */
+int pe_fs_write_new_synced(const char *path, const void *data, size_t len, mode_t mode,
+                           pe_err *err);
 
 /* Read a whole file of at most max bytes into a NUL-terminated malloc'd
  * buffer. A larger file is an error (E2BIG), never truncated silently. */

@@ -194,12 +194,16 @@ typedef struct pe_state {
 } pe_state;
 
 int pe__state_load(const char *dir, pe_state *st, pe_err *err);
+/* Replace state.json durably (state.c says which change goes where). */
 int pe__state_save(const char *dir, const pe_state *st, pe_err *err);
-/* The state a start leaves (running, its pid, start time and lease): the
- * file's data is synced, the directory is not (pe_fs_write_whole), one
- * fsync fewer per start. After a crash of the host no init runs any more,
- * and the state before the start (complete, synced when it was written)
- * is as true as this one: reconcile reads both as not running. */
+/* The first state.json, in a staging directory nobody else reads until it
+ * is renamed in: written in place and fsynced, the directory not (a crash
+ * may lose the create, whose staging directory gc then removes, as the
+ * store may lose its row; never leave a sandbox without its state). */
+int pe__state_save_new(const char *dir, const pe_state *st, pe_err *err);
+/* The state a start leaves (running, its pid, start time and lease), and
+ * nothing else changed since the last durable save: run.json, no fsync. A
+ * crash of the host loses it, with the init it names. */
 int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err);
 void pe__state_clear(pe_state *st);
 json_t *pe__state_to_json(const pe_state *st);

@@ -9,10 +9,13 @@
  * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
  * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
  *
- * Lifecycle of a persistent sandbox (state persisted before the call
- * returns): created -> running <-> paused, running/paused -> stopped ->
- * running, any -> removed. A sandbox whose init died on its own reads as
- * "stopped"; the next state change cleans up its cgroup.
+ * Lifecycle of a persistent sandbox: created -> running <-> paused,
+ * running/paused -> stopped -> running, any -> removed. Every change is on
+ * disk before the call returns except a start's, which lasts only as long
+ * as the boot (state.c): after a crash of the host a sandbox reads as its
+ * last change before the start, never as running. A sandbox whose init
+ * died on its own reads as "stopped"; the next state change cleans up its
+ * cgroup.
  *
  * Crash safety: a one-shot run holds an flock on run/<key> for its whole
  * life and its processes die with it (PR_SET_PDEATHSIG on init, whose
@@ -907,7 +910,7 @@ int pe__sandbox_create(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *fr
     st.layers = layers_of_stack(&stack);
     st.id_base = base;
     st.created = unix_now();
-    if (pe__state_save(stage, &st, err) < 0)
+    if (pe__state_save_new(stage, &st, err) < 0)
         goto fail;
     if (renameat2(AT_FDCWD, stage, AT_FDCWD, dir, RENAME_NOREPLACE) < 0) {
         if (errno == EEXIST)

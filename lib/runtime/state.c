@@ -1,13 +1,30 @@
-/* Persistent sandbox state: DATA/sandboxes/<name>/state.json, written
- * atomically (tmp + fsync + rename), and the lock files that serialise
- * changes to one sandbox. Readers never need the lock: a state file is
- * always complete. */
+/* Persistent sandbox state: DATA/sandboxes/<name>/state.json, with
+ * run.json beside it while a start's state is newer.
+ *
+ * state.json holds what must survive the host: made once at create, in the
+ * sandbox's private staging directory (written and fsynced in place, then
+ * renamed in with the directory), and replaced atomically (tmp + fsync +
+ * rename + fsync of the directory) by every later change that must last: a
+ * stop, a pause, a new name or config.
+ *
+ * What a start adds (running, init's pid and start time, the network lease)
+ * lasts only as long as this boot: it goes to run.json, the whole state,
+ * replaced atomically without any fsync. run.json names the state.json it
+ * was written over (inode and mtime), and a load takes it only while that
+ * very file is still in place: a durable save replaces state.json and so
+ * outdates run.json at once (and then removes it), and a run.json that a
+ * crash of the host left behind, stale, empty or partial, is ignored. The
+ * state.json under it then reads as not running, which after a crash of
+ * the host is the truth.
+ *
+ * Readers never need the lock: each file is always complete. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -79,21 +96,11 @@ static void load_layers(json_t *arr, pe_state *st)
     }
 }
 
-int pe__state_load(const char *dir, pe_state *st, pe_err *err)
+/* Fill st from o, one of the two files (path, for errors). */
+static int state_from_json(json_t *o, const char *path, pe_state *st, pe_err *err)
 {
-    cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
-    cleanup_free char *text = NULL;
-    json_error_t jerr;
-    json_t *o;
     int r;
 
-    memset(st, 0, sizeof(*st));
-    pe_sandbox_cfg_init(&st->cfg);
-    if (pe_fs_read_file(path, STATE_MAX, &text, NULL, err) < 0)
-        return -1;
-    o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
-    if (o == NULL)
-        return pe_err_set(err, PE_ESYS, 0, "%s: %s (line %d)", path, jerr.text, jerr.line);
     st->id = dup_str(o, "id");
     st->status = dup_str(o, "status");
     st->rootfs = dup_str(o, "rootfs");
@@ -107,7 +114,6 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     st->started = json_integer_value(json_object_get(o, "started"));
     pe__net_lease_from_json(json_object_get(o, "network"), &st->net);
     r = pe__cfg_from_json(json_object_get(o, "config"), &st->cfg, err);
-    json_decref(o);
     if (r < 0 || st->id == NULL || st->status == NULL) {
         pe__state_clear(st);
         return r < 0 ? pe_err_prefix(err, "%s", path)
@@ -116,30 +122,127 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
     return 0;
 }
 
-static int state_write(const char *dir, const pe_state *st, bool durable, pe_err *err)
+/* dir/state.json's inode and mtime: the file a run.json is over. Not the
+ * ctime, which a chown or chmod of the data directory would change: the
+ * file is only ever replaced, never written again, so its mtime is the
+ * time of its one write. */
+static int state_stamp(const char *dir, char *out, size_t len)
 {
     cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
-    json_t *o = pe__state_to_json(st);
-    char *text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
+    struct stat sb;
+
+    if (stat(path, &sb) < 0)
+        return -1;
+    snprintf(out, len, "%llu:%lld.%09ld", (unsigned long long)sb.st_ino,
+             (long long)sb.st_mtim.tv_sec, (long)sb.st_mtim.tv_nsec);
+    return 0;
+}
+
+/* dir/run.json if it is over the state.json in place now, else NULL. It is
+ * read before state.json is looked at: a durable save racing with this
+ * load either has not replaced state.json yet (run.json is then the state
+ * before that save, complete) or has (the stamp no longer matches). */
+static json_t *load_run(const char *dir)
+{
+    cleanup_free char *path = pe_xasprintf("%s/run.json", dir);
+    cleanup_free char *text = NULL;
+    const char *of;
+    char stamp[64];
+    pe_err tmp;
+    json_t *o;
+
+    /* ENOENT: not started since the last durable save */
+    if (pe_fs_read_file(path, STATE_MAX, &text, NULL, &tmp) < 0)
+        return NULL;
+    o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+    of = json_string_value(json_object_get(o, "of"));
+    if (of == NULL || state_stamp(dir, stamp, sizeof(stamp)) < 0 || strcmp(of, stamp) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+int pe__state_load(const char *dir, pe_state *st, pe_err *err)
+{
+    cleanup_free char *path = NULL;
+    cleanup_free char *text = NULL;
+    json_error_t jerr;
+    json_t *o;
     int r;
 
+    memset(st, 0, sizeof(*st));
+    pe_sandbox_cfg_init(&st->cfg);
+    o = load_run(dir);
+    if (o != NULL) {
+        path = pe_xasprintf("%s/run.json", dir);
+        r = state_from_json(o, path, st, err);
+        json_decref(o);
+        return r;
+    }
+    path = pe_xasprintf("%s/state.json", dir);
+    if (pe_fs_read_file(path, STATE_MAX, &text, NULL, err) < 0)
+        return -1;
+    o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+    if (o == NULL)
+        return pe_err_set(err, PE_ESYS, 0, "%s: %s (line %d)", path, jerr.text, jerr.line);
+    r = state_from_json(o, path, st, err);
+    json_decref(o);
+    return r;
+}
+
+/* st as the text of one of the files; of: the stamp a run.json is over. */
+static char *state_text(const pe_state *st, const char *of, pe_err *err)
+{
+    json_t *o = pe__state_to_json(st);
+    char *text;
+
+    if (of != NULL)
+        json_object_set_new(o, "of", json_string(of));
+    text = json_dumps(o, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(o);
     if (text == NULL)
-        return pe_err_set(err, PE_ESYS, ENOMEM, "encode state");
-    r = durable ? pe_fs_write_atomic(path, text, strlen(text), 0600, err)
-                : pe_fs_write_whole(path, text, strlen(text), 0600, err);
-    free(text);
-    return r;
+        pe_err_set(err, PE_ESYS, ENOMEM, "encode state");
+    return text;
 }
 
 int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
 {
-    return state_write(dir, st, true, err);
+    cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
+    cleanup_free char *run = NULL;
+    cleanup_free char *text = state_text(st, NULL, err);
+
+    if (text == NULL || pe_fs_write_atomic(path, text, strlen(text), 0600, err) < 0)
+        return -1;
+    /* Outdated by the new state.json already; removed so that loads read
+     * one file again. */
+    run = pe_xasprintf("%s/run.json", dir);
+    unlink(run);
+    return 0;
+}
+
+int pe__state_save_new(const char *dir, const pe_state *st, pe_err *err)
+{
+    cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
+    cleanup_free char *text = state_text(st, NULL, err);
+
+    if (text == NULL)
+        return -1;
+    return pe_fs_write_new_synced(path, text, strlen(text), 0600, err);
 }
 
 int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err)
 {
-    return state_write(dir, st, false, err);
+    cleanup_free char *path = pe_xasprintf("%s/run.json", dir);
+    cleanup_free char *text = NULL;
+    char stamp[64];
+
+    if (state_stamp(dir, stamp, sizeof(stamp)) < 0)
+        return pe_err_sys(err, "stat %s/state.json", dir);
+    text = state_text(st, stamp, err);
+    if (text == NULL)
+        return -1;
+    return pe_fs_write_replace(path, text, strlen(text), 0600, err);
 }
 
 bool pe__state_alive(const pe_state *st)

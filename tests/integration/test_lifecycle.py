@@ -148,6 +148,60 @@ def test_state_survives_a_killed_sandbox(pe):
     assert pe.exec("box7", "true").returncode == 0
 
 
+def gone(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_crash_of_the_host_leaves_the_last_change_before_the_start(pe):
+    """A start's state (run.json) is not synced to disk, so a crash of the
+    host may leave it gone, empty, partial, or older than state.json. Each
+    reads as not running, loses nothing of the sandbox, and it starts again;
+    a stale one never makes a stopped sandbox read as running."""
+    pe.create("box9", "-e", "KEPT=yes")
+    d = os.path.join(pe.data, "sandboxes", "box9")
+    run = os.path.join(d, "run.json")
+    state = os.stat(os.path.join(d, "state.json"))
+    pe.start("box9")
+    pe.exec("box9", "/bin/sh", "-c", "echo data > /root/f", check=True)
+    # The start wrote run.json beside the create's state, not over it.
+    assert os.path.exists(run)
+    after = os.stat(os.path.join(d, "state.json"))
+    assert (after.st_ino, after.st_mtime_ns) == (state.st_ino, state.st_mtime_ns)
+
+    # Older than state.json: a stop replaced state.json, the crash lost the
+    # removal of run.json.
+    with open(run) as f:
+        stale = f.read()
+    pe.run("runtime", "stop", "box9", check=True)
+    assert not os.path.exists(run)
+    with open(run, "w") as f:
+        f.write(stale)
+    info = pe.inspect("box9")
+    assert info["status"] == "stopped" and info["pid"] == 0, info
+
+    for left in ["", stale[: len(stale) // 2], None]:
+        pe.start("box9")
+        init = pe.inspect("box9")["pid"]
+        # The crash: every process of the sandbox gone, run.json as the disk had it.
+        os.kill(init, 9)
+        wait_for(lambda: gone(init), 10, "init gone")
+        if left is None:
+            os.unlink(run)
+        else:
+            with open(run, "w") as f:
+                f.write(left)
+        info = pe.inspect("box9")
+        assert info["status"] == "stopped" and info["pid"] == 0, (repr(left), info)
+        pe.start("box9")
+        p = pe.exec("box9", "/bin/sh", "-c", "echo $KEPT; cat /root/f")
+        assert p.stdout.split() == ["yes", "data"], p.stdout + p.stderr
+        pe.run("runtime", "stop", "box9", check=True)
+
+
 def test_exec_with_tty(pe):
     pe.create("tty1")
     pe.start("tty1")
