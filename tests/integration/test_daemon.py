@@ -24,7 +24,8 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, cgroups_left, check_xrpc_answer, our_cgroups, sandbox_processes, wait_for
+from conftest import (BIN, LAYERS_DIR, cgroups_left, check_xrpc_answer, layers_of, our_cgroups,
+                      sandbox_processes, wait_for)
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
                    "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials",
@@ -178,6 +179,16 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
         wait_for(lambda: not set(sandbox_processes(data)) - before_procs, 10,
                  "sandbox processes to exit")
         assert cgroups_left(data, before_cgroups) == set()
+        # Snapshots outlive their sandboxes by design; the test's user removes
+        # them (they are on the host-wide layers filesystem, not in tmp), and
+        # then no layer of this data directory may be left.
+        for layer in layers_of(data):
+            with open(os.path.join(LAYERS_DIR, layer, "owner")) as f:
+                owner = f.read().split("\n")
+            if owner[1:2] == ["snapshot"]:
+                subprocess.run([BIN, "--data", data, "runtime", "snapshot-rm", owner[2]],
+                               capture_output=True, text=True, check=True, env=env)
+        assert layers_of(data) == []
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
                             capture_output=True, text=True, check=True, env=env)
         assert json.loads(ls.stdout) == []
