@@ -848,7 +848,9 @@ def test_records_created_updated_and_deleted_in_the_users_repository(pds, alice_
     from conftest import wait_for
     wait_for(lambda: repo_record(pds, did, rkey)[0] == 400, 60, "record deleted")
     assert rkey not in list_rkeys(pds, did)
-    assert "event=record-deleted sandbox=" + sb["id"] in d.log_text()
+    # The PDS has deleted it before the daemon has its answer and logs it.
+    wait_for(lambda: "event=record-deleted sandbox=" + sb["id"] in d.log_text(), 10,
+             "the deletion in the daemon's log")
 
 
 def test_a_local_owner_has_no_record(alice_daemon):
