@@ -23,6 +23,23 @@ enum durability {
     DUR_ALL,     /* the new complete file */
 };
 
+/* All of data to fd; -1 with errno on a failed write. */
+static int write_all(int fd, const void *data, size_t len)
+{
+    const char *p = data;
+
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -1;
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
 static int write_replace(const char *path, const void *data, size_t len, mode_t mode,
                          enum durability durable, pe_err *err)
 {
@@ -30,7 +47,6 @@ static int write_replace(const char *path, const void *data, size_t len, mode_t 
     cleanup_free char *dir = pe_xstrdup(path);
     cleanup_fd int fd = -1;
     cleanup_fd int dfd = -1;
-    const char *p = data;
     char *slash;
 
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
@@ -40,15 +56,8 @@ static int write_replace(const char *path, const void *data, size_t len, mode_t 
      * O_TRUNC; the file must never appear with looser bits than asked. */
     if (fchmod(fd, mode) < 0)
         goto fail;
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            goto fail;
-        p += w;
-        len -= (size_t)w;
-    }
+    if (write_all(fd, data, len) < 0)
+        goto fail;
     if (durable != DUR_NONE && fsync(fd) < 0)
         goto fail;
     if (rename(tmp, path) < 0)
@@ -86,19 +95,11 @@ static int write_new(const char *path, const void *data, size_t len, mode_t mode
                      pe_err *err)
 {
     cleanup_fd int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-    const char *p = data;
 
     if (fd < 0)
         return pe_err_sys(err, "create %s", path);
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return pe_err_sys(err, "write %s", path);
-        p += w;
-        len -= (size_t)w;
-    }
+    if (write_all(fd, data, len) < 0)
+        return pe_err_sys(err, "write %s", path);
     if (sync && fsync(fd) < 0)
         return pe_err_sys(err, "fsync %s", path);
     return 0;
