@@ -302,6 +302,9 @@ void pe_daemon_touch(pe_daemon *d, const char *id);
  * release: the idle stop never takes a sandbox that is in use. */
 void pe_daemon_hold(pe_daemon *d, const char *id);
 void pe_daemon_release(pe_daemon *d, const char *id);
+/* Sandbox id was deleted: drop its last use (at once, or when the last
+ * hold on it is released). */
+void pe_daemon_forget(pe_daemon *d, const char *id);
 
 int pe_daemon_serve_main(int argc, char **argv);
 int pe_daemon_token_main(int argc, char **argv);

@@ -33,6 +33,7 @@
  * sandboxes by status for /metrics. */
 #include <errno.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,24 +59,48 @@
 
 #define PAGE 500
 
-/* ---- activity: last use of each sandbox, in memory ---- */
+/* ---- activity: last use of each sandbox, in memory ----
+ *
+ * Keyed by sandbox id in a binary tree (libc's tsearch): an exec looks its
+ * sandbox up twice (hold, release), so the lookup must not grow with the
+ * sandboxes a daemon has seen. Deleted sandboxes leave: delete_work forgets
+ * its own at once, and each tick's pass drops the entries of rows no longer
+ * in the store (deleted by another path or node) that nobody holds. Before
+ * this, entries were never dropped and every exec scanned all of them:
+ * bench/README.md, "The activity table". */
 
 struct activity {
     char *id;
     int64_t ms;
-    unsigned busy; /* execs and terminals in progress: never idle */
+    unsigned busy;  /* execs and terminals in progress: never idle */
+    unsigned seen;  /* the last tick pass that found its row */
+    bool forgotten; /* its sandbox was deleted while busy: dropped on release */
 };
 
 static pthread_mutex_t activity_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct activity *activity;
-static size_t activity_n, activity_cap;
+static void *activity;        /* tree of struct activity * */
+static size_t activity_n;     /* entries in it, for /metrics */
+static unsigned activity_gen; /* the tick pass under way */
+
+static int activity_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct activity *)a)->id, ((const struct activity *)b)->id);
+}
 
 static struct activity *activity_find(const char *id)
 {
-    for (size_t i = 0; i < activity_n; i++)
-        if (strcmp(activity[i].id, id) == 0)
-            return &activity[i];
-    return NULL;
+    struct activity key = {.id = (char *)id};
+    struct activity **a = tfind(&key, &activity, activity_cmp);
+
+    return a ? *a : NULL;
+}
+
+static void activity_drop(struct activity *a)
+{
+    tdelete(a, &activity, activity_cmp);
+    activity_n--;
+    free(a->id);
+    free(a);
 }
 
 static void activity_update(const char *id, int busy_delta)
@@ -84,18 +109,22 @@ static void activity_update(const char *id, int busy_delta)
 
     pthread_mutex_lock(&activity_lock);
     a = activity_find(id);
+    if (a == NULL && busy_delta < 0) { /* forgotten and dropped: its sandbox is gone */
+        pthread_mutex_unlock(&activity_lock);
+        return;
+    }
     if (a == NULL) {
-        if (activity_n == activity_cap) {
-            activity_cap = activity_cap ? activity_cap * 2 : 64;
-            activity = pe_xrealloc(activity, activity_cap * sizeof(*activity));
-        }
-        a = &activity[activity_n++];
+        a = pe_xcalloc(1, sizeof(*a));
         a->id = pe_xstrdup(id);
-        a->busy = 0;
+        a->seen = activity_gen;
+        tsearch(a, &activity, activity_cmp);
+        activity_n++;
     }
     a->ms = pe_store_now_ms();
     if (busy_delta > 0 || a->busy > 0)
         a->busy += (unsigned)busy_delta;
+    if (a->busy == 0 && a->forgotten)
+        activity_drop(a);
     pthread_mutex_unlock(&activity_lock);
 }
 
@@ -127,26 +156,107 @@ static int64_t last_activity(const char *id)
     return ms;
 }
 
-static void forget(const char *id)
+/* Drop sandbox id's entry: stopped (its idle clock restarts with its next
+ * start), or deleted (deleted: also once the execs holding it end). */
+static void forget(const char *id, bool deleted)
 {
+    struct activity *a;
+
     pthread_mutex_lock(&activity_lock);
-    for (size_t i = 0; i < activity_n; i++) {
-        if (strcmp(activity[i].id, id) == 0 && activity[i].busy == 0) {
-            free(activity[i].id);
-            activity[i] = activity[--activity_n];
-            break;
-        }
-    }
+    a = activity_find(id);
+    if (a != NULL && a->busy == 0)
+        activity_drop(a);
+    else if (a != NULL && deleted)
+        a->forgotten = true;
     pthread_mutex_unlock(&activity_lock);
+}
+
+void pe_daemon_forget(pe_daemon *d, const char *id)
+{
+    forget(id, true);
+}
+
+/* The tick's pass found sandbox id's row. */
+static void activity_seen(const char *id)
+{
+    struct activity *a;
+
+    pthread_mutex_lock(&activity_lock);
+    a = activity_find(id);
+    if (a != NULL)
+        a->seen = activity_gen;
+    pthread_mutex_unlock(&activity_lock);
+}
+
+struct activity_sweep {
+    unsigned gen;
+    int64_t since; /* the pass's start: a newer entry's row may postdate its list */
+    char **ids;
+    size_t n, cap;
+};
+
+static void activity_collect(const void *node, VISIT v, void *ud)
+{
+    const struct activity *a = *(struct activity *const *)node;
+    struct activity_sweep *sw = ud;
+
+    if (v != postorder && v != leaf)
+        return;
+    if (a->seen == sw->gen || a->busy > 0 || a->ms >= sw->since)
+        return;
+    if (sw->n == sw->cap) {
+        sw->cap = sw->cap ? sw->cap * 2 : 64;
+        sw->ids = pe_xrealloc(sw->ids, sw->cap * sizeof(*sw->ids));
+    }
+    sw->ids[sw->n++] = pe_xstrdup(a->id);
+}
+
+/* After a pass over the store's rows that began at since: drop the entries
+ * of sandboxes whose rows it did not find and the store no longer has,
+ * unless held or used since. Asked one by one: the pass's pages (LIMIT,
+ * OFFSET) can miss a row while others are deleted, and a sandbox in use
+ * must keep its idle clock. */
+static void activity_sweep(pe_store *s, int64_t since)
+{
+    struct activity_sweep sw = {.since = since};
+
+    pthread_mutex_lock(&activity_lock);
+    sw.gen = activity_gen;
+    twalk_r(activity, activity_collect, &sw);
+    pthread_mutex_unlock(&activity_lock);
+    for (size_t i = 0; i < sw.n; i++) {
+        pe_store_sandbox sb;
+        pe_err err;
+        struct activity *a;
+
+        pe_err_clear(&err);
+        if (pe_store_sandbox_get(s, sw.ids[i], &sb, &err) == 0)
+            pe_store_sandbox_clear(&sb);
+        else if (err.code == PE_ENOENT) {
+            pthread_mutex_lock(&activity_lock);
+            a = activity_find(sw.ids[i]);
+            if (a != NULL && a->busy == 0 && a->ms < since)
+                activity_drop(a);
+            pthread_mutex_unlock(&activity_lock);
+        }
+        free(sw.ids[i]);
+    }
+    free(sw.ids);
+}
+
+static void free_activity(void *p)
+{
+    struct activity *a = p;
+
+    free(a->id);
+    free(a);
 }
 
 static void activity_free(void)
 {
-    for (size_t i = 0; i < activity_n; i++)
-        free(activity[i].id);
-    free(activity);
+    tdestroy(activity, free_activity);
     activity = NULL;
-    activity_n = activity_cap = 0;
+    activity_n = 0;
 }
 
 /* ---- counts for /metrics ---- */
@@ -159,11 +269,20 @@ static void on_metrics(FILE *out, void *ud)
 {
     int64_t c[PE_STORE_FAILED + 1];
     bool known;
+    size_t tracked;
 
     pthread_mutex_lock(&counts_lock);
     memcpy(c, counts, sizeof(c));
     known = counts_known;
     pthread_mutex_unlock(&counts_lock);
+    pthread_mutex_lock(&activity_lock);
+    tracked = activity_n;
+    pthread_mutex_unlock(&activity_lock);
+    fprintf(out,
+            "# HELP pocketenv_activity_tracked Sandboxes whose last use this daemon keeps in "
+            "memory for the idle policies.\n"
+            "# TYPE pocketenv_activity_tracked gauge\npocketenv_activity_tracked %zu\n",
+            tracked);
     pe_daemon_jobs_metrics(ud, out);
     pe_daemon_read_cache_metrics(out);
     pe_daemon_cluster_metrics(ud, out);
@@ -366,7 +485,7 @@ static void idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
              strcmp(action, PE_IDLE_STOP) == 0 ? "stopped" : "snapshot taken and stopped",
              (long long)timeout);
     set_status(s, sb, PE_STORE_STOPPED, reason);
-    forget(sb->id);
+    forget(sb->id, false);
 }
 
 /* A remote sandbox left idle: its provider pauses it where the adapter
@@ -430,7 +549,7 @@ static void remote_idle_act(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
                  strcmp(action, PE_IDLE_PAUSE) == 0 ? "pause" : "snapshot");
     pe_log_info("event=idle_stop sandbox=%s backend=%s action=%s", sb->id, sb->backend, action);
     set_status(s, sb, PE_STORE_STOPPED, reason);
-    forget(sb->id);
+    forget(sb->id, false);
 }
 
 /* The remote rows to settle at start (below), listed by the start's pass
@@ -473,6 +592,9 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
 
     if (states == NULL)
         return -1;
+    pthread_mutex_lock(&activity_lock);
+    activity_gen++;
+    pthread_mutex_unlock(&activity_lock);
     pe_err_clear(&perr);
     if (!at_start && pe_store_idle_list(s, &pols, &npols, &perr) < 0)
         pe_log_warn("tick: %s (idle policies: stop after the default)", perr.msg);
@@ -491,6 +613,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
                 sb->status == PE_STORE_RUNNING ? up_now(d, states, sb->id) : up(states, sb->id);
             cleanup_free char *oom = is_up ? NULL : oom_reason(states, sb->id);
 
+            activity_seen(sb->id);
             if (!pe_daemon_is_mine(d, sb)) {
                 json_object_del(states, sb->id); /* seen: not an orphan */
                 if (!pe_sandbox_is_remote(sb) || !supervised_here(d, s, sb))
@@ -549,6 +672,7 @@ static int sync_store(pe_daemon *d, pe_store *s, bool at_start, json_t *resume, 
     }
     json_decref(states);
     pe_store_idle_list_free(pols, npols);
+    activity_sweep(s, now);
     pthread_mutex_lock(&counts_lock);
     memcpy(counts, c, sizeof(c));
     counts_known = true;

@@ -633,6 +633,7 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
         return;
     pe_daemon_unit_forget_sandbox(sb.id); /* its services' processes and logs */
     pe_daemon_paused_forget(sb.id);
+    pe_daemon_forget(job->d, sb.id);
     /* Runtime first: a row must never vanish while its processes live. */
     if ((pe_sandbox_remove(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
         pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {

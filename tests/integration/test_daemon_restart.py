@@ -226,6 +226,50 @@ def test_metrics_count_sandboxes_by_status(served):
              "metrics to show 1 running, 1 stopped")
 
 
+def test_deleted_sandboxes_leave_the_daemons_memory(served):
+    # The daemon keeps each used sandbox's last use for the idle policies.
+    # A delete must take it away: before, every sandbox ever used stayed,
+    # and every exec scanned them all (bench/README.md).
+    s = served(["--sandbox-net", "none", "--tick", "0.2"])
+    d = s.start()
+
+    def tracked():
+        req = urllib.request.Request(d.url + "/metrics",
+                                     headers={"Authorization": f"Bearer {d.token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            text = r.read().decode()
+        return [int(l.split()[-1]) for l in text.splitlines()
+                if l.startswith("pocketenv_activity_tracked ")][0]
+    ids = []
+    for n in ("used-1", "used-2", "used-3"):
+        ids.append(create(d, n)["id"])
+        d.wait_status(ids[-1], ["RUNNING"])
+        assert d.sandbox("exec", ids[-1], {"command": "true"})[0] == 200
+    assert tracked() == 3
+    # Deleted through the API while an exec still holds it: gone once the
+    # exec ends (the delete ends it).
+    held = {}
+    t = threading.Thread(target=lambda: held.update(
+        out=d.sandbox("exec", ids[0], {"command": "touch /tmp/up; sleep 60"})))
+    t.start()
+    wait_for(lambda: d.sandbox("exec", ids[0], {"command": "test -e /tmp/up"})[1].get(
+        "exitCode") == 0, 15, "the long exec to start")
+    assert d.sandbox("deleteSandbox", ids[0])[0] == 200
+    t.join(30)
+    assert not t.is_alive()
+    assert d.sandbox("deleteSandbox", ids[1])[0] == 200
+    assert tracked() == 1
+    # A row deleted behind this daemon's back (as another daemon sharing
+    # the store does): the next tick's pass drops it.
+    import sqlite3
+    db = sqlite3.connect(os.path.join(s.data, "pocketenv.db"), timeout=30, isolation_level=None)
+    db.execute("DELETE FROM sandboxes WHERE id = ?", (ids[2],))
+    db.close()
+    subprocess.run([BIN, "--data", s.data, "runtime", "rm", ids[2]], check=True,
+                   capture_output=True)
+    wait_for(lambda: tracked() == 0, 10, "the tick to drop the deleted row's sandbox")
+
+
 def test_sd_notify_ready_and_stopping(served, tmp_path):
     path = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
