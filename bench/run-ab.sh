@@ -2,7 +2,7 @@
 # Two builds of the daemon side by side (issue 21): the same requests to
 # each, alternating, so that both see the same load of this shared host.
 #   bench/run-ab.sh -b BASE_BIN_DIR [-k ROUNDS] [-d WRK_SECONDS] [-c CONNS] [-e EXEC_ROUNDS]
-#                   [-P POOL] [-C CREATE_ROUNDS] [-o ONESHOT_ROUNDS]
+#                   [-P POOL] [-C CREATE_ROUNDS] [-N CHURN] [-o ONESHOT_ROUNDS]
 # (-d 0: no wrk runs)
 # BASE_BIN_DIR holds pocketenv, pocketenv-serve and pocketenv-init of the
 # build to compare with (e.g. copied from an earlier run-daemon.sh); the
@@ -13,7 +13,9 @@
 # daemonbench exec (N rounds) against each, next to `nsenter -a` into the
 # same sandbox's init (the ratio is to it); with -C N, daemonbench create
 # (N rounds: createSandbox -> first exec answered) against each, with the
-# daemon's CPU per create. -P N starts both daemons with --pool busybox=N
+# daemon's CPU per create; with -N M, each daemon first makes, execs in and
+# deletes M sandboxes through the API (untimed: a long-lived daemon's
+# history). -P N starts both daemons with --pool busybox=N
 # and waits until both pools are full. With -o N, per round one altbench
 # run (N rounds) of each build's one-shot `pocketenv run -- /bin/true` beside
 # bwrap on the same rootfs, interleaved (the ratio is to bwrap; the daemons
@@ -25,6 +27,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 
 BASE="" ROUNDS=3 WRK_SECONDS=5 CONNS=64 EXEC_ROUNDS=0 POOL=0 CREATE_ROUNDS=0 ONESHOT_ROUNDS=0
+CHURN=0
 while [ $# -gt 0 ]; do
     case $1 in
     -b) BASE=$(cd "$2" && pwd); shift 2 ;;
@@ -34,8 +37,9 @@ while [ $# -gt 0 ]; do
     -e) EXEC_ROUNDS=$2; shift 2 ;;
     -P) POOL=$2; shift 2 ;;
     -C) CREATE_ROUNDS=$2; shift 2 ;;
+    -N) CHURN=$2; shift 2 ;;
     -o) ONESHOT_ROUNDS=$2; shift 2 ;;
-    *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,24p' "$0" >&2; exit 2 ;;
     esac
 done
 [ -n "$BASE" ] || die "-b BASE_BIN_DIR is required"
@@ -157,6 +161,14 @@ if [ "$EXEC_ROUNDS" -gt 0 ]; then
 fi
 if [ "$CREATE_ROUNDS" -gt 0 ]; then
     echo
+    if [ "$CHURN" -gt 0 ]; then
+        for v in base new; do
+            echo "#### churn: $CHURN sandboxes made, exec'd in and deleted through $v's API"
+            # create's -r counts rounds of its two variants: two sandboxes each
+            bin/daemonbench -p "${PORTN[$v]}" -T "token-$v.json" create -r $(((CHURN + 1) / 2)) -w 0 \
+                -B busybox >/dev/null
+        done
+    fi
     for ((r = 1; r <= ROUNDS; r++)); do
         for v in $(printf '%s\n' base new | shuf); do
             [ "$POOL" -eq 0 ] || for ((i = 0; i < 1200; i++)); do pool_full "$v" && break; sleep 0.1; done
