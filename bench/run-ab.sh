@@ -79,7 +79,9 @@ POOL_ARGS=()
 for v in base new; do
     "$v/pocketenv" --data "data-$v" image build busybox >/dev/null
     : >"serve-$v.log" # read below before the daemon may have opened it
-    "$v/pocketenv" --data "data-$v" serve --listen 127.0.0.1:0 --token-file "token-$v.json" \
+    # each daemon with its own build's init: the exec protocol between them may differ
+    POCKETENV_INIT="$PWD/$v/pocketenv-init" \
+        "$v/pocketenv" --data "data-$v" serve --listen 127.0.0.1:0 --token-file "token-$v.json" \
         --rate-limit 0 --sandbox-net none --idle-timeout 0 "${POOL_ARGS[@]}" \
         2>"serve-$v.log" &
     PID[$v]=$!

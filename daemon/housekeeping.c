@@ -865,7 +865,6 @@ static void tick_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_backups_expire(job->d, s);
     pe_daemon_snapshots_expire(job->d, s);
     pe_daemon_copy_expire(job->d);
-    pe_proc_reap_lingering(); /* exec waiters that were still exiting */
 }
 
 /* The tick's worker read the store's revocations into auth: end what a

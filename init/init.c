@@ -6,20 +6,14 @@
  * static program stands in for it:
  *
  *   pocketenv-init --sync FD [--uid U --gid G] [--tty] [--persist] [-- CMD...]
- *   pocketenv-init --wait-child FD
  *
  * One-shot mode runs CMD as its child, forwards signals to it, reports
  * STARTED / EXEC_FAILED / EXIT {wait status} on the sync socket and exits
  * with CMD's status when CMD ends (taking the rest of the namespace with
- * it). Persistent mode runs nothing itself: it reaps whatever `exec` starts
- * and, on SIGTERM/SIGINT/SIGHUP, passes SIGTERM to every process in the
- * sandbox and exits once they are gone.
- *
- * --wait-child is the waiter of a process exec'd into a running sandbox
- * (runtime/spawn.c): the helper that started the process, in the
- * sandbox's namespaces, execs into it so that it holds none of its
- * caller's memory while it waits. It waits for its only child, sends EXIT
- * {wait status} on FD and ends the way the child did.
+ * it). Persistent mode runs nothing itself: it reaps the orphans of what
+ * `exec` starts (the processes themselves are their caller's children) and, on
+ * SIGTERM/SIGINT/SIGHUP, passes SIGTERM to every process in the sandbox and exits once they are
+ * gone.
  *
  * It is exec'd from a sealed memfd by the runtime after the sandbox is
  * fully set up (mounts, credentials, seccomp), so it can do nothing the
@@ -145,31 +139,6 @@ static int reap(pid_t main_pid, int *main_status, int *main_done)
     }
 }
 
-/* --wait-child: the helper ignored the terminal's signals before exec
- * (they are for the process, sent to it by pidfd) and kept only FD. */
-static int wait_child(int fd)
-{
-    struct rlimit nocore = {0, 0};
-    sigset_t one;
-    int status;
-
-    sync_fd = fd;
-    while (waitpid(-1, &status, 0) < 0)
-        if (errno != EINTR)
-            return 126;
-    send_msg(PE_SYNC_EXIT, 0, status);
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    /* Die of the same signal, without a core of this waiter. */
-    setrlimit(RLIMIT_CORE, &nocore);
-    signal(WTERMSIG(status), SIG_DFL);
-    sigemptyset(&one);
-    sigaddset(&one, WTERMSIG(status));
-    sigprocmask(SIG_UNBLOCK, &one, NULL);
-    kill(getpid(), WTERMSIG(status));
-    return 128 + WTERMSIG(status);
-}
-
 int main(int argc, char **argv)
 {
     static const int forwarded[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
@@ -182,8 +151,6 @@ int main(int argc, char **argv)
 
     /* Exec'd from a memfd, our comm would be the fd number. */
     prctl(PR_SET_NAME, "pocketenv-init", 0, 0, 0);
-    if (argc == 3 && strcmp(argv[1], "--wait-child") == 0)
-        return wait_child((int)parse_num(argv[2]));
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--sync") == 0 && i + 1 < argc)
             sync_fd = (int)parse_num(argv[++i]);

@@ -105,14 +105,14 @@ typedef struct pe_proc_opts {
 /* A process started in a sandbox by pe_runtime_exec_start, for callers
  * with an event loop of their own (the daemon). */
 typedef struct pe_proc {
-    pid_t pid;        /* our child; it exits with the process's status */
+    pid_t pid;        /* the process, our child: pe_proc_wait reaps it */
     int pidfd;        /* of pid: readable once the process has ended */
-    int signal_pidfd; /* of the process itself: where signals go */
+    int signal_pidfd; /* where signals go when >= 0, else pidfd */
     int stdin_fd;     /* our ends of its pipes when capture, else -1 */
     int stdout_fd;
     int stderr_fd;
     int pty_fd;    /* PTY master when tty, else -1 */
-    int status_fd; /* readable once the process has ended, before pidfd is */
+    int status_fd; /* readable once the process has ended: a second pidfd */
     /* pe_runtime_oom_kills as the process started (kills -1: unknown), for
      * telling later whether a SIGKILL was the OOM killer's */
     int64_t oom_kills, oom_limit;
@@ -179,13 +179,9 @@ int pe_runtime_exec(pe_runtime *rt, const char *name, const pe_proc_opts *proc, 
  * signal forwarding, no timeout: the caller owns all of that). */
 int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *proc, pe_proc *out,
                           pe_err *err);
-/* Wait (blocking) for p to end; *exit_code as a shell reports it. Returns
- * as soon as the process has ended: our waiter, pid, may still be exiting,
- * and is then reaped later (pe_proc_reap_lingering). */
+/* Wait (blocking) for p to end and reap it; *exit_code as a shell reports
+ * it. Once per p. */
 int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err);
-/* Reap the waiters pe_proc_wait left exiting (a long-running caller calls
- * this now and then). */
-void pe_proc_reap_lingering(void);
 int pe_proc_signal(pe_proc *p, int sig);
 /* The host pid of p's process (0 if it cannot be told): started in its own
  * session, it is also the id of its process group. */

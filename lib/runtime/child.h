@@ -57,15 +57,14 @@ struct pe_exec_ctx {
     uint64_t caps;
     char *const *argv;
     char *const *envp;
-    int init_fd;           /* sealed memfd of pocketenv-init: the waiter */
     const int *cgroup_fds; /* the sandbox's cgroups, to join by writing "0" */
     int n_cgroup_fds;
     void *process_stack; /* top of the process's stack until it execs */
 };
 
 /* The helper of an exec (clone fn, CLONE_VM|CLONE_VFORK from spawn.c):
- * joins the sandbox's cgroup and namespaces, starts the process, sends
- * its pid and pidfd, then execs pocketenv-init --wait-child. */
+ * joins the sandbox's cgroup and namespaces, starts the process as its
+ * caller's child (CLONE_PARENT), sends its pid and exits. */
 int pe__exec_helper_main(void *arg);
 
 #endif

@@ -80,11 +80,11 @@ typedef struct pe_exec_req {
     long uid, gid;
     uint64_t nofile_soft, nofile_hard; /* RLIMIT_NOFILE of the process */
     int stdio[3];                      /* the process's 0,1,2 when not tty; -1 = the caller's */
-    int init_fd;                       /* pe__init_memfd: the process's waiter */
 } pe_exec_req;
 
 /* Start argv inside a running sandbox. On success res->pid/pidfd is the
- * process (a child of the caller), res->pty_master its PTY when tty. */
+ * process (a child of the caller, which reaps it), res->sync_fd another
+ * pidfd of it, res->pty_master its PTY when tty. */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
 
 /* A sandbox never gets a terminal of the host: with one, it can make it

@@ -1304,9 +1304,7 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
     memcpy(req.stdio, stdio, sizeof(req.stdio));
-    req.init_fd = pe__init_memfd(rt->init_path, err);
-    if (req.init_fd >= 0)
-        ret = pe__spawn_exec(&req, sp, err);
+    ret = pe__spawn_exec(&req, sp, err);
 out:
     if (ret < 0)
         pe_err_prefix(err, "exec in sandbox %s", name);
@@ -1399,52 +1397,14 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     return 0;
 }
 
-/* Waiters that had told a process's status but not yet exited when
- * pe_proc_wait returned: reaped by the next pe_proc_wait or
- * pe_proc_reap_lingering (the daemon's tick). */
-static pthread_mutex_t lingering_lock = PTHREAD_MUTEX_INITIALIZER;
-static pid_t lingering[64];
-static size_t n_lingering;
-
-static void reap_lingering(pid_t add)
-{
-    pthread_mutex_lock(&lingering_lock);
-    for (size_t i = 0; i < n_lingering;) {
-        if (waitpid(lingering[i], NULL, WNOHANG) != 0)
-            lingering[i] = lingering[--n_lingering];
-        else
-            i++;
-    }
-    if (add > 0 && waitpid(add, NULL, WNOHANG) == 0) {
-        if (n_lingering == PE_ARRAY_LEN(lingering)) /* never, but bounded: wait */
-            waitpid(add, NULL, 0);
-        else
-            lingering[n_lingering++] = add;
-    }
-    pthread_mutex_unlock(&lingering_lock);
-}
-
-void pe_proc_reap_lingering(void)
-{
-    reap_lingering(0);
-}
-
+/* The process is our child (pe__spawn_exec): its status is ours to reap. */
 int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err)
 {
-    pe_sync_msg m;
-    int status, nfds = 0;
+    int status;
 
-    if (p->status_fd >= 0 && pe__sync_recv(p->status_fd, &m, NULL, 0, &nfds) > 0 &&
-        m.type == PE_SYNC_EXIT) {
-        status = m.value;
-        reap_lingering(p->pid);
-    } else {
-        /* the waiter died without telling (killed): its own status */
-        while (waitpid(p->pid, &status, 0) < 0)
-            if (errno != EINTR)
-                return pe_err_sys(err, "wait for process %d", (int)p->pid);
-        reap_lingering(0);
-    }
+    while (waitpid(p->pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return pe_err_sys(err, "wait for process %d", (int)p->pid);
     if (WIFEXITED(status))
         *exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status))

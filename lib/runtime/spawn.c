@@ -9,8 +9,8 @@
  *
  * pe__spawn_exec: clone a helper in our own memory (CLONE_VM|CLONE_VFORK,
  * no copy of the caller), which joins the sandbox's cgroup, setns(pidfd)s
- * into it, starts the process the same way and then execs pocketenv-init
- * --wait-child: the process's waiter, our child, which reports its status.
+ * into it and starts the process the same way, as our child
+ * (CLONE_PARENT), then exits: we reap the process ourselves.
  *
  * pe__wait_process: one poll loop for the caller's terminal, the PTY, the
  * process's pidfd, forwarded signals and the timeout.
@@ -781,11 +781,14 @@ static int exec_stacks_new(struct exec_stacks *st, void **helper_top, void **pro
 /* exec into a running sandbox without copying the caller: the helper is
  * cloned with CLONE_VM|CLONE_VFORK (this thread waits, as for vfork),
  * joins the sandbox's cgroup and namespaces, starts the process the same
- * way (it returns once the process has exec'd), sends us the pid and a
- * pidfd, and execs pocketenv-init --wait-child from the sealed memfd: the
- * waiter that reports the process's status. When clone returns, neither
- * runs in our memory any more. Before this, the helper was a fork of the
- * caller (for the daemon: a copy of its whole address space per exec). */
+ * way as our child (CLONE_PARENT; it returns once the process has exec'd
+ * or died), sends us its pid and exits. When clone returns, neither runs
+ * in our memory any more. The process's status is ours to reap (waitpid):
+ * no waiter stands between it and us. Before, the helper exec'd
+ * pocketenv-init --wait-child to wait for the process as its parent and
+ * report its status, an exec and a process per exec (bench/README.md,
+ * "The exec's waiter"); before that, the helper was a fork of the caller
+ * (for the daemon: a copy of its whole address space per exec). */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
 {
     const struct sock_fprog *prog = NULL;
@@ -795,6 +798,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     void *helper_top = NULL;
     sigset_t all, old;
     pid_t helper = -1, target = -1;
+    bool failed = false; /* err says why */
     int status;
 
     memset(res, 0, sizeof(*res));
@@ -822,7 +826,6 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     pe_caps_prepare();
     ctx.argv = req->argv;
     ctx.envp = req->envp;
-    ctx.init_fd = req->init_fd;
     memcpy(ctx.stdio, req->stdio, sizeof(ctx.stdio));
     n_cg = open_cgroup_join(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);
     if (n_cg < 0)
@@ -848,7 +851,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     }
 #if defined(__SANITIZE_ADDRESS__)
     /* The helper's frames poisoned shadow of these stacks, in our memory;
-     * it exec'd without unwinding them. */
+     * they exited without unwinding them. */
     __asan_unpoison_memory_region(stacks.base, stacks.len);
 #endif
     munmap(stacks.base, stacks.len);
@@ -857,54 +860,63 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     n_cg = 0;
     close(sp[1]);
     sp[1] = -1;
+    /* The helper has exited (or, killed, ended): every message is in the
+     * socket. Read them all, so that a process that said why it could not
+     * exec is still reaped. */
     for (;;) {
         pe_sync_msg m;
         int fds[1], nfds = 0;
         int r = pe__sync_recv(sp[0], &m, fds, 1, &nfds);
 
-        if (r < 0) {
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && !failed) {
+            failed = true;
             pe_err_sys(err, "exec: read from sandbox");
-            goto kill;
         }
-        if (r == 0)
-            break; /* the waiter died before it could say */
-        if (m.type == PE_SYNC_PID && nfds == 1) {
-            /* last: the waiter vforks, so the process has exec'd (or
-             * said why not, before this) */
-            target = (pid_t)m.value;
-            res->signal_pidfd = fds[0];
+        if (r <= 0)
             break;
-        } else if (m.type == PE_SYNC_PTY && nfds == 1) {
+        if (m.type == PE_SYNC_PID) {
+            target = (pid_t)m.value; /* last */
+        } else if (m.type == PE_SYNC_PTY && nfds == 1 && res->pty_master < 0) {
             res->pty_master = fds[0];
-        } else if (m.type == PE_SYNC_ERROR) {
+            nfds = 0;
+        } else if (m.type == PE_SYNC_ERROR && !failed) {
+            failed = true;
             pe_err_set(err, PE_ESYS, m.errnum, "exec: %s", m.text);
-            goto kill;
-        } else if (m.type == PE_SYNC_EXEC_FAILED) {
+        } else if (m.type == PE_SYNC_EXEC_FAILED && !failed) {
+            failed = true;
             pe_err_set(err, PE_ENOEXEC, m.errnum, "exec %s", m.text);
-            goto kill;
         }
+        if (nfds == 1)
+            close(fds[0]);
     }
-    if (target <= 0) {
+    while (waitpid(helper, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!failed && target <= 0) {
+        failed = true;
         pe_err_set(err, PE_ESYS, 0, "exec: the sandbox did not start the process");
-        goto kill;
     }
-    /* We wait for the helper (our child), which mirrors the process's exit;
-     * signals go straight to the process. */
-    res->pid = helper;
-    res->pidfd = (int)syscall(SYS_pidfd_open, helper, 0);
-    if (res->pidfd < 0) {
+    if (failed)
+        goto kill;
+    res->pid = target;
+    res->pidfd = (int)syscall(SYS_pidfd_open, target, 0);
+    /* Readable once the process has ended, as pidfd is: for callers that
+     * watch the end apart from the pidfd they signal by. */
+    if (res->pidfd >= 0)
+        res->sync_fd = fcntl(res->pidfd, F_DUPFD_CLOEXEC, 0);
+    if (res->pidfd < 0 || res->sync_fd < 0) {
         pe_err_sys(err, "pidfd_open");
         goto kill;
     }
-    res->sync_fd = sp[0]; /* the EXIT {wait status} comes here */
+    close(sp[0]);
     return 0;
 
 kill:
-    if (target > 0)
+    if (target > 0) { /* our child, unreaped: its pid is still its own */
         kill(target, SIGKILL);
-    if (helper > 0) {
-        kill(helper, SIGKILL);
-        waitpid(helper, &status, 0);
+        while (waitpid(target, &status, 0) < 0 && errno == EINTR)
+            ;
     }
 fail:
     if (stacks.base != NULL)
@@ -912,9 +924,9 @@ fail:
     close_fds(cg_fds, n_cg);
     if (res->pidfd >= 0)
         close(res->pidfd);
-    if (res->signal_pidfd >= 0)
-        close(res->signal_pidfd);
-    res->pidfd = res->signal_pidfd = -1;
+    if (res->sync_fd >= 0)
+        close(res->sync_fd);
+    res->pidfd = res->sync_fd = -1;
     if (res->pty_master >= 0)
         close(res->pty_master);
     res->pty_master = -1;

@@ -25,6 +25,18 @@ def test_pids_limit_stops_fork_bomb(pe):
     assert "Resource temporarily unavailable" in p.stdout
 
 
+def test_an_exec_counts_against_the_pids_limit_as_its_own_processes_only(pe):
+    # The sandbox's init is one task of the limit; an exec adds its command
+    # and what that starts, nothing of the runtime's (no waiter process).
+    pe.create("few", "--pids", "8")
+    pe.start("few")
+    try:
+        p = pe.exec("few", "pe-escape-probe", "fork-until-fail", "100")
+        assert p.stdout.split()[:2] == ["fork-until-fail", "6"], p.stdout + p.stderr
+    finally:
+        pe.run("runtime", "rm", "few")
+
+
 def test_shell_fork_bomb_host_stays_responsive(pe):
     bomb = subprocess.Popen(pe.cmd("run", "--image", pe.image, "--pids", "64", "--timeout", "3",
                                    "--", "/bin/sh", "-c", "b(){ b|b& }; b; while :; do wait; done"),
