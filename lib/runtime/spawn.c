@@ -860,25 +860,32 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     n_cg = 0;
     close(sp[1]);
     sp[1] = -1;
-    /* The helper has exited (or, killed, ended): every message is in the
-     * socket. Read them all, so that a process that said why it could not
-     * exec is still reaped. */
+    /* The helper has exited (vfork: clone returns once it let go of our
+     * memory, after its last send), so every message it and the process
+     * will ever send is in the socket: read them without waiting, all of
+     * them, so that a process that said why it could not exec is still
+     * reaped. EOF could be late: a copy of sp[1] may live on in a process
+     * another thread was cloning meanwhile, until that one execs. */
+    if (fcntl(sp[0], F_SETFL, O_NONBLOCK) < 0) {
+        failed = true;
+        pe_err_sys(err, "exec: sync socket");
+    }
     for (;;) {
         pe_sync_msg m;
         int fds[1], nfds = 0;
         int r = pe__sync_recv(sp[0], &m, fds, 1, &nfds);
 
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && !failed) {
+        if (r < 0 && errno != EAGAIN && !failed) {
             failed = true;
             pe_err_sys(err, "exec: read from sandbox");
         }
         if (r <= 0)
             break;
         if (m.type == PE_SYNC_PID) {
-            target = (pid_t)m.value; /* last */
-        } else if (m.type == PE_SYNC_PTY && nfds == 1 && res->pty_master < 0) {
+            target = (pid_t)m.value; /* the helper's last */
+            break;
+        }
+        if (m.type == PE_SYNC_PTY && nfds == 1 && res->pty_master < 0) {
             res->pty_master = fds[0];
             nfds = 0;
         } else if (m.type == PE_SYNC_ERROR && !failed) {

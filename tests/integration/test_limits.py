@@ -30,10 +30,31 @@ def test_an_exec_counts_against_the_pids_limit_as_its_own_processes_only(pe):
     # and what that starts, nothing of the runtime's (no waiter process).
     pe.create("few", "--pids", "8")
     pe.start("few")
+    info = pe.inspect("few")
+    assert pe.exec("few", "mkfifo", "-m", "666", "/tmp/go").returncode == 0
+    fifo = f"/proc/{info['pid']}/root/tmp/go"
+    current = (glob.glob(f"/sys/fs/cgroup/pids/pocketenv/pocketenv-{info['id']}/pids.current") +
+               glob.glob(f"/sys/fs/cgroup/pocketenv/pocketenv-{info['id']}/pids.current"))
+    assert current
+
+    def tasks():
+        with open(current[0]) as f:
+            return int(f.read())
+    # The shell waits on the FIFO (read is a builtin: no process of its own).
+    ex = subprocess.Popen(pe.cmd("runtime", "exec", "few", "--", "/bin/sh", "-c",
+                                 "read x < /tmp/go; exec pe-escape-probe fork-until-fail 100"),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        p = pe.exec("few", "pe-escape-probe", "fork-until-fail", "100")
-        assert p.stdout.split()[:2] == ["fork-until-fail", "6"], p.stdout + p.stderr
+        wait_for(lambda: tasks() == 2, 10, "init and the shell to be the sandbox's only tasks")
+        with open(fifo, "w") as f:
+            f.write("go\n")
+        out, err = ex.communicate(timeout=30)
+        # 8 - init - the probe itself
+        assert out.split()[:2] == ["fork-until-fail", "6"], out + err
     finally:
+        if ex.poll() is None:
+            ex.kill()
+            ex.wait(10)
         pe.run("runtime", "rm", "few")
 
 
