@@ -698,7 +698,7 @@ static void collect(pe_provider_proc *p, double timeout, int stop_fd, outbuf *ou
     fcntl(out->fd, F_SETFL, O_NONBLOCK);
     fcntl(errb->fd, F_SETFL, O_NONBLOCK);
     for (;;) {
-        /* status_fd: the process has ended (its waiter may still be exiting) */
+        /* status_fd: the process has ended (a pidfd of it) */
         struct pollfd fds[4] = {
             {p->status_fd, POLLIN, 0},
             {out->fd, POLLIN, 0},

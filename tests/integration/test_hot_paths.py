@@ -6,9 +6,10 @@ answer to another. Every check reads a sandbox twice before a write, so the
 second read is a cache hit (the /metrics counter says so), then reads it
 back once, right after the write was answered: that read must show it.
 
-Exec: the process is started without a copy of the daemon (its waiter is
-pocketenv-init, not a fork of the daemon) and is as isolated as ever: the
-sandbox's namespaces and cgroup, seccomp, no new privileges.
+Exec: the process is started without a copy of the daemon (a helper in the
+daemon's memory starts it as the daemon's child and exits) and is as
+isolated as ever: the sandbox's namespaces and cgroup, seccomp, no new
+privileges.
 
 One daemon for the module (test_daemon's `serving`).
 """
