@@ -537,23 +537,6 @@ static int download(pe_api *a, const char *uuid, const char *dest, bool contents
     return r;
 }
 
-/* 0 once len bytes of buf are written to fd, else -1 (errno). */
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* "cp - NAME:DIR": a tar (plain or compressed) read from standard input,
  * sent as it is; the daemon checks it like any upload. */
 static int upload_stdin(pe_api *a, const cp_opts *o, char **uuid, pe_err *err)
@@ -572,7 +555,7 @@ static int upload_stdin(pe_api *a, const cp_opts *o, char **uuid, pe_err *err)
     while (r == 0 && (n = read(STDIN_FILENO, buf, sizeof(buf))) != 0) {
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 || write_all(fd, buf, (size_t)n) < 0)
+        if (n < 0 || pe_fs_write_all(fd, buf, (size_t)n) < 0)
             r = -1;
         sent += n > 0 ? n : 0;
         pe_progress_show(&prog, sent, 0);
@@ -619,7 +602,7 @@ static int download_stdout(pe_api *a, const char *uuid, const cp_opts *o, pe_err
         archive_read_next_header(in, &e) != ARCHIVE_OK)
         r = pe_err_set(&local, PE_EINVAL, 0, "receive: %s", archive_error_string(in));
     while (r == 0 && (rc = archive_read_data_block(in, &buf, &len, &off)) == ARCHIVE_OK)
-        if (write_all(STDOUT_FILENO, buf, len) < 0)
+        if (pe_fs_write_all(STDOUT_FILENO, buf, len) < 0)
             r = pe_err_sys(&local, "write to standard output");
     if (r == 0 && rc != ARCHIVE_EOF)
         r = pe_err_set(&local, PE_EINVAL, 0, "receive: %s", archive_error_string(in));

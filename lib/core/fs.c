@@ -23,8 +23,7 @@ enum durability {
     DUR_ALL,     /* the new complete file */
 };
 
-/* All of data to fd; -1 with errno on a failed write. */
-static int write_all(int fd, const void *data, size_t len)
+int pe_fs_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
 
@@ -56,7 +55,7 @@ static int write_replace(const char *path, const void *data, size_t len, mode_t 
      * O_TRUNC; the file must never appear with looser bits than asked. */
     if (fchmod(fd, mode) < 0)
         goto fail;
-    if (write_all(fd, data, len) < 0)
+    if (pe_fs_write_all(fd, data, len) < 0)
         goto fail;
     if (durable != DUR_NONE && fsync(fd) < 0)
         goto fail;
@@ -98,7 +97,7 @@ static int write_new(const char *path, const void *data, size_t len, mode_t mode
 
     if (fd < 0)
         return pe_err_sys(err, "create %s", path);
-    if (write_all(fd, data, len) < 0)
+    if (pe_fs_write_all(fd, data, len) < 0)
         return pe_err_sys(err, "write %s", path);
     if (sync && fsync(fd) < 0)
         return pe_err_sys(err, "fsync %s", path);

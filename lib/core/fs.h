@@ -36,6 +36,9 @@ int pe_fs_write_new_synced(const char *path, const void *data, size_t len, mode_
 
 /* Read a whole file of at most max bytes into a NUL-terminated malloc'd
  * buffer. A larger file is an error (E2BIG), never truncated silently. */
+/* All of data to fd, through short writes and EINTR; -1 with errno on a
+ * failed write (EAGAIN on a non-blocking fd included). */
+int pe_fs_write_all(int fd, const void *data, size_t len);
 int pe_fs_read_file(const char *path, size_t max, char **out, size_t *out_len, pe_err *err);
 
 /* mkdir -p with mode for the directories it creates. */

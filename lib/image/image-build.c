@@ -74,22 +74,6 @@ static int mkdir_parents_at(int dfd, const char *path, pe_err *err)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* Create a small file at dfd/path, never through a symlink. An existing
  * entry (even a symlink) is left as it is. */
 static int write_file_at(int dfd, const char *path, const char *content, mode_t mode, pe_err *err)
@@ -101,7 +85,7 @@ static int write_file_at(int dfd, const char *path, const char *content, mode_t 
         return 0;
     if (fd < 0)
         return pe_err_sys(err, "create %s", path);
-    if (write_all(fd, content, strlen(content)) < 0 || fchmod(fd, mode) < 0)
+    if (pe_fs_write_all(fd, content, strlen(content)) < 0 || fchmod(fd, mode) < 0)
         return pe_err_sys(err, "write %s", path);
     if (geteuid() == 0 && fchown(fd, 0, 0) < 0)
         return pe_err_sys(err, "chown %s", path);
@@ -255,7 +239,7 @@ static int copy_busybox(int src, int rootfd, pe_err *err)
             return pe_err_sys(err, "read " BUSYBOX_PATH);
         if (r == 0)
             break;
-        if (write_all(dst, buf, (size_t)r) < 0)
+        if (pe_fs_write_all(dst, buf, (size_t)r) < 0)
             return pe_err_sys(err, "write bin/busybox");
     }
     if (fchmod(dst, 0755) < 0)

@@ -25,22 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/util.h"
 #include "runtime/internal.h"
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
 
 int pe__stdio_guard(int stdio[3], int relay[3], bool own[3], pe_err *err)
 {
@@ -109,7 +96,7 @@ static int pump_out(int from, int to)
     for (int n = 0; n < PUMP_MAX_READS; n++) {
         ssize_t r = read(from, buf, sizeof(buf));
         if (r > 0) {
-            if (write_all(to, buf, (size_t)r) < 0)
+            if (pe_fs_write_all(to, buf, (size_t)r) < 0)
                 return 0;
             continue;
         }
@@ -141,7 +128,7 @@ static int pump_pty(int master)
     for (int n = 0; n < PUMP_MAX_READS; n++) {
         ssize_t r = read(master, buf, sizeof(buf));
         if (r > 0) {
-            if (write_all(STDOUT_FILENO, buf, (size_t)r) < 0)
+            if (pe_fs_write_all(STDOUT_FILENO, buf, (size_t)r) < 0)
                 return 0;
             continue;
         }
