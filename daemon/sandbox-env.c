@@ -43,6 +43,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "sandbox-env.h"
@@ -258,20 +259,6 @@ static bool pseudo_fs(int dirfd)
     return false;
 }
 
-static int write_all(int fd, const unsigned char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, data, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -1;
-        data += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 /* tmp + rename inside parent; name is the final component. */
 static int replace_file(const struct init_root *ir, int parent, const char *name,
                         const unsigned char *data, size_t len, mode_t want, bool sync, pe_err *err)
@@ -305,7 +292,7 @@ static int replace_file(const struct init_root *ir, int parent, const char *name
      * with its fsuid: the file is then the sandbox root's. */
     if ((uid != ir->uid || gid != ir->uid) && fchown(fd, uid, gid) < 0)
         mode &= 0700;
-    if (write_all(fd, data, len) < 0 || fchmod(fd, mode) < 0 || (sync && fsync(fd) < 0) ||
+    if (pe_fs_write_all(fd, data, len) < 0 || fchmod(fd, mode) < 0 || (sync && fsync(fd) < 0) ||
         renameat(parent, tmp, parent, name) < 0) {
         e = errno;
         close(fd);

@@ -39,6 +39,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include "core/fs.h"
 #include "core/util.h"
 #include "pocketenv/runtime.h"
 #include "provider-internal.h"
@@ -527,20 +528,6 @@ static int open_parent(int root, const char *path, const char **base, pe_err *er
     return fd >= 0 ? fd : path_error(err, errno, "open directory", dir);
 }
 
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int lc_file_write(pe_provider *p, const char *id, const char *path, const void *data,
                          size_t len, unsigned mode, pe_err *err)
 {
@@ -573,7 +560,7 @@ static int lc_file_write(pe_provider *p, const char *id, const char *path, const
         path_error(err, errno, "write", path);
         goto out;
     }
-    if (write_all(fd, data, len) < 0 || fchmod(fd, (mode_t)(mode ? mode : 0644) & 0777) < 0 ||
+    if (pe_fs_write_all(fd, data, len) < 0 || fchmod(fd, (mode_t)(mode ? mode : 0644) & 0777) < 0 ||
         renameat(dir, tmp, dir, base) < 0) {
         int e = errno;
         unlinkat(dir, tmp, 0);
