@@ -134,6 +134,7 @@ struct pe_daemon_job {
     bool claimed; /* a create that took a warm sandbox from the pool (pool.h) */
     /* job.c's */
     bool started;
+    uint64_t queued_ns, ran_ns; /* submitted; work started (0: not yet) */
     struct pe_daemon_lane *lane;
     pe_daemon_job *next_waiting;
 };

@@ -324,6 +324,7 @@ static void job_work(void *ud)
     pe_daemon_job *job = ud;
     pe_store *s;
 
+    job->ran_ns = pe_monotonic_ns();
     pe_err_clear(&job->err);
     s = pe_daemon_store(job->d, &job->err);
     if (s == NULL) {
@@ -350,12 +351,30 @@ static void err_make_text(pe_err *e)
     e->msg[n] = '\0';
 }
 
+/* A lifecycle job (create, start, stop, delete) this slow is logged with
+ * where its time went, its lane or its work: every client waits on these,
+ * most with a timeout of their own (30 s for our tests' and SDKs'). */
+#define SLOW_LIFECYCLE_MS 2000
+
+static void log_if_slow(const pe_daemon_job *job)
+{
+    uint64_t now = pe_monotonic_ns(), ran = job->ran_ns ? job->ran_ns : now;
+    long long waited = (long long)((ran - job->queued_ns) / 1000000u);
+    long long worked = (long long)((now - ran) / 1000000u);
+
+    if (job->kind == PE_JOB_LIFECYCLE && job->queued_ns && waited + worked >= SLOW_LIFECYCLE_MS)
+        pe_log_info("slow lifecycle job for %s: waited %lld ms for a thread, ran %lld ms%s",
+                    job->id ? job->id : "(new sandbox)", waited, worked,
+                    job->failed ? " and failed" : "");
+}
+
 /* The job is over (done, or never started): answer, chain, free. */
 static void job_finish(pe_daemon_job *job)
 {
     pe_daemon *d = job->d;
     struct pe_daemon_lane *l = job->lane;
 
+    log_if_slow(job);
     if (l && job->started) {
         l->running--;
         d->long_running--;
@@ -413,6 +432,7 @@ int pe_daemon_job_submit_why(pe_daemon_job *job, pe_err *why)
     int r;
 
     pe_err_clear(&err);
+    job->queued_ns = pe_monotonic_ns();
     if (d->draining) {
         r = pe_err_set(&err, PE_XRPC_EBUSY, 0, "the daemon is shutting down");
     } else if (job->kind == PE_JOB_SHORT) {

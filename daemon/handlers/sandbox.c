@@ -628,6 +628,8 @@ static void stop_work(pe_daemon_job *job, pe_store *s)
 static void delete_work(pe_daemon_job *job, pe_store *s)
 {
     pe_store_sandbox sb;
+    int64_t t0, t1;
+    bool removed;
 
     if (!lookup(job, s, &sb))
         return;
@@ -635,8 +637,16 @@ static void delete_work(pe_daemon_job *job, pe_store *s)
     pe_daemon_paused_forget(sb.id);
     pe_daemon_forget(job->d, sb.id);
     /* Runtime first: a row must never vanish while its processes live. */
-    if ((pe_sandbox_remove(&job->d->sx, s, &sb, &job->err) < 0 && job->err.code != PE_ENOENT) ||
-        pe_store_sandbox_delete(s, sb.id, &job->err) < 0) {
+    t0 = pe_monotonic_ms();
+    removed = pe_sandbox_remove(&job->d->sx, s, &sb, &job->err) == 0 || job->err.code == PE_ENOENT;
+    t1 = pe_monotonic_ms();
+    if (removed)
+        removed = pe_store_sandbox_delete(s, sb.id, &job->err) == 0;
+    /* Which part, when a delete stalls (job.c logs the whole job). */
+    if (pe_monotonic_ms() - t0 >= 2000)
+        pe_log_info("delete sandbox %s: %lld ms removing it, %lld ms deleting its row", sb.id,
+                    (long long)(t1 - t0), (long long)(pe_monotonic_ms() - t1));
+    if (!removed) {
         pe_daemon_job_fail(job, &job->err, NULL);
     } else {
         pe_daemon_record_forget(job->d, s, sb.id); /* upstream leaves it behind */

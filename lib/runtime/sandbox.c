@@ -1197,6 +1197,20 @@ static int remove_layer(const char *name, pe_err *err)
     return pe__layer_remove(name, err);
 }
 
+/* A removal step this slow is logged by name: a delete's caller waits for
+ * all of them, and which one stalls (under another process's I/O, say) is
+ * otherwise invisible. *t: the step's start, moved on to now. */
+#define SLOW_STEP_MS 1000
+
+static void step_took(const char *what, const char *step, int64_t *t)
+{
+    int64_t now = pe_monotonic_ms();
+
+    if (now - *t >= SLOW_STEP_MS)
+        pe_log_warn("remove sandbox %s: %s took %lld ms", what, step, (long long)(now - *t));
+    *t = now;
+}
+
 /* Finish removing a sandbox whose directory is already renamed to
  * sandboxes/.rm-*: its writable layer first, while the state file still
  * says what to release; then the rest, then its id range (last, so the
@@ -1208,14 +1222,21 @@ static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
     cleanup_free char *disk = pe_xasprintf("%s/disk", gone);
     pe_state st;
     bool have_state = pe__state_load(gone, &st, NULL) == 0;
+    int64_t t = pe_monotonic_ms();
     int r = 0;
 
-    if (have_state && st.layer != NULL && layer_name_ok(st.layer))
+    if (have_state && st.layer != NULL && layer_name_ok(st.layer)) {
         r = remove_layer(st.layer, err);
-    if (r == 0)
+        step_took(gone, "its writable layer", &t);
+    }
+    if (r == 0) {
         r = pe_fs_rm_rf(disk, err);
-    if (r == 0)
+        step_took(gone, "its disk directory", &t);
+    }
+    if (r == 0) {
         r = pe_fs_rm_rf(gone, err);
+        step_took(gone, "its directory", &t);
+    }
     if (r == 0 && have_state && st.id_base)
         pe__idmap_release(rt->data_dir, st.id_base);
     if (have_state)
@@ -1228,15 +1249,22 @@ int pe_runtime_remove(pe_runtime *rt, const char *name, pe_err *err)
     cleanup_free char *dir = NULL;
     cleanup_free char *gone = NULL;
     pe_state st;
+    int64_t t = pe_monotonic_ms();
     int lock, ret = -1;
 
     lock = open_locked(rt, name, &st, &dir, err);
+    step_took(name, "its lock", &t);
     if (lock < 0)
         return -1;
     reconcile(dir, &st);
-    if (is_up(&st) && stop_locked(&st, 0, err) < 0)
-        goto out;
+    if (is_up(&st)) {
+        int r = stop_locked(&st, 0, err);
+        step_took(name, "stopping it", &t);
+        if (r < 0)
+            goto out;
+    }
     pe_cgroup_destroy_key(st.id, NULL);
+    step_took(name, "its cgroup", &t);
     /* Rename first so the name is free at once and a crash mid-removal
      * leaves a directory that gc finishes, not a half sandbox. */
     gone = pe_xasprintf("%s/sandboxes/.rm-%s-%s", rt->data_dir, name, st.id);

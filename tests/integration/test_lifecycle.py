@@ -1,8 +1,10 @@
 """Persistent sandboxes: create, start, exec, stop, pause, resume, rm."""
+import fcntl
 import json
 import os
 import subprocess
 import threading
+import time
 
 from conftest import run_on_pty, sandbox_processes, wait_for
 
@@ -219,3 +221,30 @@ def test_many_short_execs_all_succeed(pe):
     pe.start("fast")
     codes = [pe.exec("fast", "/bin/sh", "-c", f"exit {i % 7}").returncode for i in range(150)]
     assert codes == [i % 7 for i in range(150)]
+
+
+def test_a_slow_removal_step_is_named_in_the_log(pe):
+    """A removal that stalls says which step it stalled in (its caller, an
+    API delete with a client timeout, sees only the total). Here the step is
+    the sandbox's lock, held by another process for over a second."""
+    pe.create("slowrm")
+    pe.start("slowrm")
+    fd = os.open(os.path.join(pe.data, "sandboxes", "slowrm"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        rm = subprocess.Popen(pe.cmd("runtime", "rm", "slowrm"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+
+        def rm_waits():
+            with open("/proc/locks") as f:
+                return any("->" in line and line.split()[5] == str(rm.pid) for line in f)
+        wait_for(rm_waits, what="rm to wait for the sandbox's lock")
+        since = time.monotonic()
+        wait_for(lambda: time.monotonic() - since > 1.2, what="the lock held past 1 s")
+        assert rm.poll() is None
+    finally:
+        os.close(fd)
+    _, err = rm.communicate(timeout=30)
+    assert rm.returncode == 0, err
+    assert "remove sandbox slowrm: its lock took" in err, err
+    assert pe.ls() == []
