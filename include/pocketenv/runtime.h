@@ -105,14 +105,16 @@ typedef struct pe_proc_opts {
 /* A process started in a sandbox by pe_runtime_exec_start, for callers
  * with an event loop of their own (the daemon). */
 typedef struct pe_proc {
-    pid_t pid;        /* the process, our child: pe_proc_wait reaps it */
+    pid_t pid;        /* the process: pe_proc_wait reaps it, or has init's report of it */
     int pidfd;        /* of pid: readable once the process has ended */
     int signal_pidfd; /* where signals go when >= 0, else pidfd */
     int stdin_fd;     /* our ends of its pipes when capture, else -1 */
     int stdout_fd;
     int stderr_fd;
-    int pty_fd;    /* PTY master when tty, else -1 */
-    int status_fd; /* readable once the process has ended: a second pidfd */
+    int pty_fd;      /* PTY master when tty, else -1 */
+    int status_fd;   /* readable once the process has ended: a second pidfd, or
+                        (init_reaps) where the sandbox's init reports its end */
+    bool init_reaps; /* the sandbox's init started it (and reaps it) */
     /* pe_runtime_oom_kills as the process started (kills -1: unknown), for
      * telling later whether a SIGKILL was the OOM killer's */
     int64_t oom_kills, oom_limit;

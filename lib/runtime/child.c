@@ -44,6 +44,7 @@
 
 #include "runtime/child.h"
 #include "runtime/internal.h"
+#include "runtime/proc-common.h"
 #include "runtime/security.h"
 #include "runtime/sync.h"
 
@@ -730,7 +731,7 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
 {
     pe_sync_msg m;
     int fds[PE_SYNC_MAX_FDS];
-    int nfds = 0, stage, merged, r, init_fd, sync_fd;
+    int nfds = 0, stage, merged, r, init_fd, sync_fd, spawn_fd;
 
     g_sync_fd = ctx->sync_fd;
     r = pe__sync_recv(ctx->sync_fd, &m, fds, (int)(sizeof(fds) / sizeof(fds[0])), &nfds);
@@ -776,16 +777,20 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
             if (ctx->stdio[i] >= 0 && dup2(ctx->stdio[i], i) < 0)
                 DIE_SYS("dup2 stdio");
     }
-    /* init finds the sync socket at fd 3; nothing else crosses exec. */
+    /* init finds the sync socket at fd 3 and the spawn socket, if any, at
+     * fd 4; nothing else crosses exec. */
     init_fd = fcntl(ctx->init_fd, F_DUPFD_CLOEXEC, 10);
     sync_fd = fcntl(ctx->sync_fd, F_DUPFD_CLOEXEC, 10);
-    if (init_fd < 0 || sync_fd < 0)
+    spawn_fd = ctx->spawn_fd >= 0 ? fcntl(ctx->spawn_fd, F_DUPFD_CLOEXEC, 10) : -1;
+    if (init_fd < 0 || sync_fd < 0 || (ctx->spawn_fd >= 0 && spawn_fd < 0))
         DIE_SYS("dup");
     g_sync_fd = sync_fd;
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
         DIE_SYS("close_range");
     if (dup2(sync_fd, 3) < 0)
         DIE_SYS("dup2 sync fd");
+    if (spawn_fd >= 0 && dup2(spawn_fd, 4) < 0)
+        DIE_SYS("dup2 spawn fd");
     set_nofile(ctx->nofile_soft, ctx->nofile_hard);
     lock_down(ctx->seccomp, ctx->caps, -1, -1);
     syscall(SYS_execveat, init_fd, "", ctx->init_argv, ctx->envp, AT_EMPTY_PATH);
@@ -799,60 +804,6 @@ _Noreturn void pe__child_main(const struct pe_child_ctx *ctx)
  * child of posix_spawn. They change nothing outside their own stack and
  * this thread's TLS, allocate nothing and make system calls directly
  * where glibc would act on the whole process (set*id, setgroups). */
-
-/* execvp with the PATH of the process's environment, not the caller's
- * (glibc's execvpe reads the caller's): the same search, EACCES kept over
- * later misses, a file without #! run by /bin/sh. Returns with errno. */
-static void exec_path(char *const *argv, char *const *envp)
-{
-    const char *file = argv[0], *path = "/bin:/usr/bin";
-    size_t flen = strlen(file), argc = 0;
-    bool denied = false;
-
-    if (strchr(file, '/')) {
-        execve(file, argv, envp);
-        path = NULL;
-    }
-    for (size_t i = 0; path && envp[i]; i++)
-        if (strncmp(envp[i], "PATH=", 5) == 0)
-            path = envp[i] + 5;
-    while (argv[argc])
-        argc++;
-    for (const char *p = path; p != NULL;) {
-        const char *end = strchr(p, ':');
-        size_t dlen = end ? (size_t)(end - p) : strlen(p);
-        char buf[4096];
-
-        if (dlen + 1 + flen < sizeof(buf)) {
-            memcpy(buf, p, dlen);
-            buf[dlen] = '/';
-            memcpy(buf + dlen + 1, file, flen + 1);
-            execve(dlen ? buf : file, argv, envp);
-            if (errno == ENOEXEC) {
-                char *sh[1024]; /* 8 KiB of a 128 KiB stack */
-
-                if (argc + 2 > sizeof(sh) / sizeof(sh[0])) {
-                    errno = E2BIG;
-                    return;
-                }
-                sh[0] = (char *)"/bin/sh";
-                sh[1] = dlen ? buf : (char *)file;
-                for (size_t i = 1; i <= argc; i++)
-                    sh[i + 1] = argv[i];
-                execve(sh[0], sh, envp);
-                return;
-            }
-            if (errno == EACCES)
-                denied = true;
-            else if (errno != ENOENT && errno != ENOTDIR && errno != ESTALE && errno != ENODEV &&
-                     errno != ETIMEDOUT)
-                return;
-        }
-        p = end ? end + 1 : NULL;
-    }
-    if (denied)
-        errno = EACCES;
-}
 
 static int exec_process_main(void *arg)
 {
@@ -875,7 +826,7 @@ static int exec_process_main(void *arg)
         DIE_SYS("close_range");
     set_nofile(ctx->nofile_soft, ctx->nofile_hard);
     lock_down(ctx->seccomp, ctx->caps, ctx->uid, ctx->gid);
-    exec_path(ctx->argv, ctx->envp);
+    pe__exec_path(ctx->argv, ctx->envp);
     pe__sync_send(g_sync_fd, PE_SYNC_EXEC_FAILED, errno, 0, ctx->argv[0], NULL, 0);
     _exit(127);
 }

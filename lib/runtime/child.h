@@ -36,6 +36,7 @@ struct pe_child_ctx {
     int stdio[3];
     struct winsize winsize; /* of the PTY when tty; 0x0: leave unset */
     int init_fd;
+    int spawn_fd; /* persistent: the spawn socket, init's fd 4 (-1: none) */
     char *const *init_argv;
     char *const *envp;
     const int *cgroup_fds; /* the sandbox's cgroups, to join by writing "0" */

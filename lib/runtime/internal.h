@@ -49,6 +49,7 @@ typedef struct pe_spawn_req {
     long uid, gid;           /* -1: stay sandbox root */
     int stdio[3];            /* fds for 0,1,2 of init; -1 = inherit */
     int init_fd;             /* sealed memfd of pocketenv-init */
+    int spawn_fd;            /* persist: listening spawn socket for init (-1: none) */
     const pe_net_lease *net; /* --net nat: attached between clone and GO */
     const json_t *egress;    /* with net: egress policy, in force before GO */
 } pe_spawn_req;
@@ -64,6 +65,7 @@ typedef struct pe_spawn_res {
      * stdout and stderr; -1 where the process has the caller's fd. */
     int relay[3];
     uint64_t start_time;
+    bool init_reaps; /* started by the sandbox's init: its status comes on sync_fd */
 } pe_spawn_res;
 
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err);
@@ -86,6 +88,21 @@ typedef struct pe_exec_req {
  * process (a child of the caller, which reaps it), res->sync_fd another
  * pidfd of it, res->pty_master its PTY when tty. */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
+
+/* The spawner (spawn-init.c, sync.h). pe__spawn_listen: the listening
+ * spawn socket of the sandbox in dir, for its init (-1, err). */
+int pe__spawn_listen(const char *dir, pe_err *err);
+void pe__spawn_unlink(const char *dir);
+/* pe__spawn_exec's work done by the init of the running sandbox in dir:
+ * 0 with res as pe__spawn_exec's except that init reaps the process
+ * (res->init_reaps; res->sync_fd is where its status arrives); 1 if init
+ * cannot (no spawn socket, or declined: nothing was started, take
+ * pe__spawn_exec); -1 with err if the process could not be started. */
+int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
+/* The wait status of a process pe__spawn_exec started (init_status_fd -1:
+ * our child, reaped here) or the sandbox's init did (read from its
+ * status fd). -1 with errno on a failed wait. */
+int pe__spawn_reap(pid_t pid, int init_status_fd, int *status);
 
 /* A sandbox never gets a terminal of the host: with one, it can make it
  * its controlling terminal (TIOCSCTTY) when nobody's session has it, and
@@ -169,8 +186,7 @@ int pe__layer_set_readonly(const char *name, pe_err *err);
 int pe__layer_limit(const char *name, int64_t bytes, pe_err *err);
 
 /* ---- PTY ---- */
-int pe__pty_open_master(void);     /* async-signal-safe; -errno */
-int pe__pty_open_peer(int master); /* async-signal-safe; -errno */
+#include "runtime/proc-common.h" /* pe__pty_open_master, pe__pty_open_peer */
 
 #endif
 

@@ -312,7 +312,8 @@ static void limits_of(const pe_sandbox_cfg *cfg, pe_cgroup_limits *l)
     l->pids_max = cfg->pids_max > 0 ? cfg->pids_max : PE_DEFAULT_PIDS;
 }
 
-/* argv for pocketenv-init; the sync socket is always fd 3 there. */
+/* argv for pocketenv-init; the sync socket is always fd 3 there, and a
+ * persistent sandbox's spawn socket fd 4. */
 static char **init_argv(bool persist, bool tty, long uid, long gid, char *const *cmd)
 {
     size_t n = 0, k = 0;
@@ -334,8 +335,11 @@ static char **init_argv(bool persist, bool tty, long uid, long gid, char *const 
     }
     if (tty)
         v[k++] = pe_xstrdup("--tty");
-    if (persist)
+    if (persist) {
         v[k++] = pe_xstrdup("--persist");
+        v[k++] = pe_xstrdup("--spawn");
+        v[k++] = pe_xstrdup("4");
+    }
     v[k++] = pe_xstrdup("--");
     for (char *const *c = cmd; c && *c; c++)
         v[k++] = pe_xstrdup(*c);
@@ -497,6 +501,7 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
     req.gid = gid;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = -1;
     req.init_fd = init_fd;
+    req.spawn_fd = -1;
     if (proc->out_fd > 2 && !proc->tty) {
         devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (devnull < 0) {
@@ -974,6 +979,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     const char *const *lowers = st->layers ? (const char *const *)st->layers : one;
     size_t n_lowers = 0;
     int init_fd, ret = -1;
+    cleanup_fd int spawn_fd = -1;
 
     for (n_lowers = 0; st->layers && st->layers[n_lowers]; n_lowers++)
         ;
@@ -1004,6 +1010,12 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
         net_cfg_free(&xcfg, &ncfg);
         goto out_binds;
     }
+    spawn_fd = pe__spawn_listen(dir, err);
+    if (spawn_fd < 0) {
+        pe_cgroup_destroy(cg, NULL);
+        pe__net_release(&lease);
+        goto out;
+    }
     envp = build_env(&st->cfg, x ? x->env : NULL, false, st->cfg.uid);
     argv = init_argv(true, false, -1, -1, NULL);
     memset(&req, 0, sizeof(req));
@@ -1023,7 +1035,9 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     req.uid = req.gid = -1;
     req.stdio[0] = req.stdio[1] = req.stdio[2] = devnull;
     req.init_fd = init_fd;
+    req.spawn_fd = spawn_fd;
     if (pe__spawn_sandbox(&req, &sp, err) < 0) {
+        pe__spawn_unlink(dir);
         pe_cgroup_destroy(cg, NULL);
         pe__net_release(&lease);
         goto out;
@@ -1133,8 +1147,10 @@ int pe_runtime_stop(pe_runtime *rt, const char *name, double timeout, pe_err *er
     reconcile(dir, &st);
     if (is_up(&st))
         ret = stop_locked(&st, timeout, err);
-    if (ret == 0)
+    if (ret == 0) {
+        pe__spawn_unlink(dir);
         ret = pe__state_save(dir, &st, err);
+    }
     if (ret < 0)
         pe_err_prefix(err, "stop sandbox %s", name);
     pe__state_clear(&st);
@@ -1307,22 +1323,17 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
         pe_err_set(err, PE_ESTATE, 0, "sandbox %s is %s", name, st.status);
         goto out;
     }
-    pidfd = open_pidfd(&st, err);
-    if (pidfd < 0 || pe_cgroup_open(st.id, &cg, err) < 0)
-        goto out;
-    /* The process runs unlocked: exec may take hours; stop/rm must not wait. */
-    close(lock);
-    lock = -1;
-    if (oom != NULL)
+    if (oom != NULL) {
+        if (pe_cgroup_open(st.id, &cg, err) < 0)
+            goto out;
         oom_count_of(&st, cg, &oom[0], &oom[1]);
+    }
     envp = build_env(&st.cfg, proc->env, proc->tty, proc->has_user ? proc->uid : st.cfg.uid);
     pe__cfg_apply_defaults(&st.cfg);
     memset(&req, 0, sizeof(req));
     req.nofile_soft = (uint64_t)st.cfg.nofile_soft;
     req.nofile_hard = (uint64_t)st.cfg.nofile_hard;
-    req.target_pidfd = pidfd;
     req.userns = st.cfg.userns;
-    req.cg = cg;
     req.argv = proc->argv;
     req.envp = envp;
     req.workdir = proc->workdir ? proc->workdir : (st.cfg.workdir ? st.cfg.workdir : "/");
@@ -1332,6 +1343,19 @@ static int exec_spawn_fds(pe_runtime *rt, const char *name, const pe_proc_opts *
     req.uid = proc->has_user ? (long)proc->uid : (long)st.cfg.uid;
     req.gid = proc->has_user ? (long)proc->gid : (long)st.cfg.gid;
     memcpy(req.stdio, stdio, sizeof(req.stdio));
+    /* The sandbox's init starts it, if it can (spawn-init.c); the lock
+     * goes first either way: exec may take hours, stop/rm must not wait. */
+    close(lock);
+    lock = -1;
+    ret = pe__spawn_via_init(dir, &req, sp, err);
+    if (ret != 1)
+        goto out;
+    ret = -1;
+    pidfd = open_pidfd(&st, err);
+    if (pidfd < 0 || (cg == NULL && pe_cgroup_open(st.id, &cg, err) < 0))
+        goto out;
+    req.target_pidfd = pidfd;
+    req.cg = cg;
     ret = pe__spawn_exec(&req, sp, err);
 out:
     if (ret < 0)
@@ -1417,6 +1441,7 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     out->signal_pidfd = sp.signal_pidfd;
     out->pty_fd = sp.pty_master;
     out->status_fd = sp.sync_fd;
+    out->init_reaps = sp.init_reaps;
     out->stdin_fd = pipes[0][1];
     out->stdout_fd = pipes[1][0];
     out->stderr_fd = pipes[2][0];
@@ -1425,14 +1450,14 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     return 0;
 }
 
-/* The process is our child (pe__spawn_exec): its status is ours to reap. */
+/* The process is our child (pe__spawn_exec), or the sandbox's init's,
+ * which reports its status (pe__spawn_via_init). */
 int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err)
 {
     int status;
 
-    while (waitpid(p->pid, &status, 0) < 0)
-        if (errno != EINTR)
-            return pe_err_sys(err, "wait for process %d", (int)p->pid);
+    if (pe__spawn_reap(p->pid, p->init_reaps ? p->status_fd : -1, &status) < 0)
+        return pe_err_sys(err, "wait for process %d", (int)p->pid);
     if (WIFEXITED(status))
         *exit_code = WEXITSTATUS(status);
     else if (WIFSIGNALED(status))

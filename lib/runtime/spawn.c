@@ -653,6 +653,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     if (req->tty)
         caller_winsize(&ctx.winsize);
     ctx.init_fd = req->init_fd;
+    ctx.spawn_fd = req->persist ? req->spawn_fd : -1;
     ctx.init_argv = req->argv;
     ctx.envp = req->envp;
     n_cg = open_cgroup_join(req->cg, cg_fds, PE__CGROUP_MAX_DIRS, err);

@@ -268,7 +268,7 @@ static int wait_step(struct waiter *w, double deadline, pe_proc_result *res, int
         on_input(w, to_stdin, !to_stdin);
     }
     if (p[0].revents & POLLIN) {
-        if (waitpid(sp->pid, status, 0) < 0)
+        if (pe__spawn_reap(sp->pid, sp->init_reaps ? sp->sync_fd : -1, status) < 0)
             return pe_err_sys(err, "wait for process");
         return 1;
     }

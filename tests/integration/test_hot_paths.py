@@ -176,10 +176,11 @@ def test_exec_runs_without_a_copy_of_the_daemon_and_fully_isolated(daemon):
         me = proc_status(pid)
         assert me["Seccomp"].strip() == "2" and me["NoNewPrivs"].strip() == "1", me
         assert proc_status(init)["CapBnd"] == me["CapBnd"]
-        # No waiter and no copy of the daemon: the shell is the daemon's own
-        # child (the helper that started it has exited), and every process
-        # in the sandbox is a few hundred KiB, not the daemon's megabytes.
-        assert int(me["PPid"]) == daemon.proc.pid
+        # No helper, no waiter and no copy of the daemon: the sandbox's init
+        # started the shell (its spawner, lib/runtime/spawn-init.c), and
+        # every process in the sandbox is a few hundred KiB, not the
+        # daemon's megabytes.
+        assert int(me["PPid"]) == init
         assert int(proc_status(daemon.proc.pid)["VmRSS"].split()[0]) > 4096
         in_sandbox = []
         for d in os.listdir("/proc"):
@@ -217,14 +218,22 @@ def test_init_holds_nothing_of_the_daemon(daemon):
     assert st == 200, sb
     daemon.wait_status("hot-init", ["RUNNING"])
     st, out = daemon.sandbox("exec", sb["id"], {
-        "command": "cat /proc/1/maps; echo ==; ls /proc/1/fd; echo ==;"
+        "command": "cat /proc/1/maps; echo ==; cd /proc/1/fd && for f in *; do"
+                   " echo $f $(readlink $f); done; echo ==;"
                    " grep -E '^(Name|VmRSS)' /proc/1/status"})
     assert st == 200 and out["exitCode"] == 0, out
     maps, fds, status = out["stdout"].split("==\n")
     files = {line.split()[5] for line in maps.splitlines() if len(line.split()) > 5}
     assert files and all(f.startswith("/memfd:pocketenv-init") or f.startswith("[")
                          for f in files), maps
-    assert sorted(int(fd) for fd in fds.split()) == [0, 1, 2, 3], fds
+    # stdio on /dev/null; the sync socket (3), the spawn socket (4), its
+    # signalfd (5) and this exec's connection; for a moment after the
+    # spawn, this exec's own stdio pipes. Nothing the daemon had open.
+    fd = dict(line.split(" ", 1) for line in fds.splitlines())
+    assert [fd[k] for k in ("0", "1", "2")] == ["/dev/null"] * 3, fds
+    assert fd["3"].startswith("socket:") and fd["4"].startswith("socket:"), fds
+    assert fd["5"] == "anon_inode:[signalfd]", fds
+    assert all(v.startswith(("socket:", "pipe:")) for k, v in fd.items() if int(k) > 5), fds
     assert "pocketenv-init" in status, status
     rss_kib = int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
     assert rss_kib < 2048, status

@@ -1,0 +1,372 @@
+/* The runtime's side of the spawner (sync.h): a persistent sandbox's init
+ * starts exec'd processes, so that an exec costs no cgroup joins, no
+ * setns, no seccomp filter of its own and no helper (bench/README.md, "A
+ * spawner in init"). pe__spawn_exec remains for what init declines and
+ * for sandboxes started before it had a spawn socket.
+ *
+ * The socket: DATA/sandboxes/<name>/spawn.sock, bound and listened on by
+ * the runtime before the sandbox is cloned (init gets the fd), mode 0600
+ * from before the bind, so that only host root can connect; nothing in the
+ * sandbox can name a host path. A sandbox's root that took over its init
+ * (ptrace) gets requests for processes in that same sandbox and nothing
+ * else: every answer is checked, and all of it is bounded by a deadline. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/util.h"
+#include "runtime/internal.h"
+#include "runtime/sync.h"
+
+#define SPAWN_SOCK "spawn.sock"
+#define ANSWER_MS 10000 /* from the request to STARTED */
+
+/* dir/spawn.sock as an address; through /proc/self/fd/N when the path is
+ * longer than sun_path holds (*dfd, closed by the caller, is N). */
+static int sock_addr(const char *dir, struct sockaddr_un *a, int *dfd)
+{
+    int n;
+
+    *dfd = -1;
+    memset(a, 0, sizeof(*a));
+    a->sun_family = AF_UNIX;
+    n = snprintf(a->sun_path, sizeof(a->sun_path), "%s/%s", dir, SPAWN_SOCK);
+    if (n > 0 && (size_t)n < sizeof(a->sun_path))
+        return 0;
+    *dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (*dfd < 0)
+        return -1;
+    snprintf(a->sun_path, sizeof(a->sun_path), "/proc/self/fd/%d/%s", *dfd, SPAWN_SOCK);
+    return 0;
+}
+
+int pe__spawn_listen(const char *dir, pe_err *err)
+{
+    struct sockaddr_un a;
+    cleanup_fd int dfd = -1;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return pe_err_sys(err, "spawn socket");
+    /* The mode a bind gives the socket's file is the socket's own (less
+     * the umask): 0600 before the name exists, so there is no moment in
+     * which another user could connect. */
+    if (fchmod(fd, 0600) < 0 || sock_addr(dir, &a, &dfd) < 0) {
+        pe_err_sys(err, "spawn socket in %s", dir);
+        close(fd);
+        return -1;
+    }
+    unlink(a.sun_path); /* a stopped sandbox's, or one left by a crash */
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0) {
+        pe_err_sys(err, "spawn socket %s/%s", dir, SPAWN_SOCK);
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void pe__spawn_unlink(const char *dir)
+{
+    struct sockaddr_un a;
+    cleanup_fd int dfd = -1;
+
+    if (sock_addr(dir, &a, &dfd) == 0)
+        unlink(a.sun_path);
+}
+
+/* One message of init's or the process's, with its fd and the sender's
+ * pid as we see it, if it sent them. 1, 0 at EOF, -1 on error. */
+static int recv_msg(int fd, pe_sync_msg *m, int *fd_out, pid_t *pid)
+{
+    union {
+        char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    struct msghdr mh;
+    ssize_t r;
+
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    mh.msg_control = ctl.buf;
+    mh.msg_controllen = sizeof(ctl.buf);
+    *fd_out = -1;
+    do
+        r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return (int)r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SCM_RIGHTS) {
+            size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            for (size_t i = 0; i < n; i++) {
+                int got;
+                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+                if (*fd_out < 0)
+                    *fd_out = got;
+                else
+                    close(got);
+            }
+        } else if (c->cmsg_type == SCM_CREDENTIALS && pid != NULL) {
+            struct ucred uc;
+            memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+            *pid = uc.pid;
+        }
+    }
+    if ((size_t)r != sizeof(*m) || (mh.msg_flags & MSG_CTRUNC)) {
+        if (*fd_out >= 0)
+            close(*fd_out);
+        *fd_out = -1;
+        errno = EPROTO;
+        return -1;
+    }
+    m->text[sizeof(m->text) - 1] = '\0';
+    return 1;
+}
+
+static size_t strv_len(char *const *v, size_t *bytes)
+{
+    size_t n = 0;
+
+    for (; v && v[n]; n++)
+        *bytes += strlen(v[n]) + 1;
+    return n;
+}
+
+static char *put_strv(char *p, char *const *v)
+{
+    for (; v && *v; v++) {
+        size_t n = strlen(*v) + 1;
+        memcpy(p, *v, n);
+        p += n;
+    }
+    return p;
+}
+
+/* The request, or NULL if it is larger than init takes. */
+static char *build_request(const pe_exec_req *req, size_t *len)
+{
+    size_t bytes = strlen(req->workdir) + 1, argc, envc;
+    pe_spawn_hdr h;
+    char *buf, *p;
+
+    argc = strv_len(req->argv, &bytes);
+    envc = strv_len(req->envp, &bytes);
+    if (bytes > PE_SPAWN_STRINGS_MAX)
+        return NULL;
+    memset(&h, 0, sizeof(h));
+    h.version = PE_SPAWN_VERSION;
+    h.flags = req->tty ? PE_SPAWN_TTY : 0;
+    h.uid = req->uid;
+    h.gid = req->gid;
+    h.nofile_soft = req->nofile_soft;
+    h.nofile_hard = req->nofile_hard;
+    h.tty_cols = req->tty_cols;
+    h.tty_rows = req->tty_rows;
+    h.argc = (uint32_t)argc;
+    h.envc = (uint32_t)envc;
+    h.len = (uint32_t)bytes;
+    buf = pe_xmalloc(sizeof(h) + bytes);
+    memcpy(buf, &h, sizeof(h));
+    p = put_strv(buf + sizeof(h), req->argv);
+    p = put_strv(p, req->envp);
+    memcpy(p, req->workdir, strlen(req->workdir) + 1);
+    *len = sizeof(h) + bytes;
+    return buf;
+}
+
+static int send_request(int s, const char *buf, size_t len, const int *fds, int nfds)
+{
+    union {
+        char b[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr align;
+    } ctl;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    struct msghdr mh;
+    ssize_t r;
+
+    memset(&mh, 0, sizeof(mh));
+    mh.msg_iov = &iov;
+    mh.msg_iovlen = 1;
+    if (nfds > 0) {
+        struct cmsghdr *c;
+        memset(&ctl, 0, sizeof(ctl));
+        mh.msg_control = ctl.b;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    do
+        r = sendmsg(s, &mh, MSG_NOSIGNAL);
+    while (r < 0 && errno == EINTR);
+    return r == (ssize_t)len ? 0 : -1;
+}
+
+/* Connected to dir's spawner, with our credentials asked for; -1 when the
+ * sandbox has none (started by an older build) or it does not answer. */
+static int connect_spawner(const char *dir)
+{
+    struct sockaddr_un a;
+    cleanup_fd int dfd = -1;
+    int one = 1, s;
+
+    if (sock_addr(dir, &a, &dfd) < 0)
+        return -1;
+    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return -1;
+    if (setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
+        connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(s);
+        return -1;
+    }
+    return s;
+}
+
+int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
+{
+    cleanup_free char *buf = NULL;
+    int64_t deadline = pe_monotonic_ms() + ANSWER_MS;
+    int fds[3], nfds = 0, s = -1;
+    pid_t pid = 0;
+    bool failed = false, started = false;
+    size_t len = 0;
+
+    memset(res, 0, sizeof(*res));
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->relay[0] = res->relay[1] = res->relay[2] = -1;
+    buf = build_request(req, &len);
+    if (buf == NULL)
+        return 1;
+    /* The process's 0, 1, 2: where the request leaves one to the caller,
+     * the caller's own (as a helper's process inherits it). */
+    for (int i = 0; !req->tty && i < 3; i++) {
+        fds[nfds] = req->stdio[i] >= 0 ? req->stdio[i] : i;
+        if (fcntl(fds[nfds], F_GETFD) < 0)
+            return 1;
+        nfds++;
+    }
+    s = connect_spawner(dir);
+    if (s < 0)
+        return 1;
+    if (send_request(s, buf, len, fds, nfds) < 0) {
+        close(s);
+        return 1;
+    }
+    while (!started) {
+        struct pollfd p = {.fd = s, .events = POLLIN};
+        int64_t left = deadline - pe_monotonic_ms();
+        pe_sync_msg m;
+        int fd = -1, r;
+
+        r = left > 0 ? poll(&p, 1, (int)left) : 0;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0) {
+            if (!failed)
+                pe_err_set(err, PE_ESYS, ETIMEDOUT,
+                           "exec: the sandbox's init did not start the process in %d ms",
+                           ANSWER_MS);
+            failed = true;
+            break;
+        }
+        r = r < 0 ? -1 : recv_msg(s, &m, &fd, &pid);
+        if (r <= 0) {
+            if (!failed)
+                pe_err_set(err, PE_ESYS, r < 0 ? errno : EPIPE,
+                           "exec: the sandbox's init went away (is the sandbox stopping?)");
+            failed = true;
+            break;
+        }
+        if (m.type == PE_SYNC_DECLINED && !failed && res->pidfd < 0) {
+            close(s);
+            return 1;
+        } else if (m.type == PE_SYNC_PID && fd >= 0 && res->pidfd < 0 && pid > 0) {
+            res->pidfd = pe_steal_fd(&fd);
+            res->pid = pid;
+        } else if (m.type == PE_SYNC_PTY && fd >= 0 && res->pty_master < 0 && req->tty) {
+            res->pty_master = pe_steal_fd(&fd);
+        } else if (m.type == PE_SYNC_ERROR && !failed) {
+            failed = true;
+            pe_err_set(err, PE_ESYS, m.errnum, "exec: %s", m.text);
+        } else if (m.type == PE_SYNC_EXEC_FAILED && !failed) {
+            failed = true;
+            pe_err_set(err, PE_ENOEXEC, m.errnum, "exec %s", m.text);
+        } else if (m.type == PE_SYNC_STARTED) {
+            started = true;
+        } else if (!failed) {
+            failed = true;
+            pe_err_set(err, PE_ESYS, EPROTO, "exec: the sandbox's init answered out of turn");
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (!failed && res->pidfd < 0) {
+        failed = true;
+        pe_err_set(err, PE_ESYS, EPROTO, "exec: the sandbox's init named no process");
+    }
+    if (failed) {
+        /* Whatever it is, it does not run on: init reaps it. */
+        if (res->pidfd >= 0)
+            syscall(SYS_pidfd_send_signal, res->pidfd, SIGKILL, NULL, 0);
+        if (res->pidfd >= 0)
+            close(res->pidfd);
+        if (res->pty_master >= 0)
+            close(res->pty_master);
+        res->pidfd = res->pty_master = -1;
+        close(s);
+        return -1;
+    }
+    /* EXIT {wait status} arrives here when init has reaped it. */
+    res->sync_fd = s;
+    res->init_reaps = true;
+    return 0;
+}
+
+int pe__spawn_reap(pid_t pid, int init_status_fd, int *status)
+{
+    if (init_status_fd < 0) {
+        while (waitpid(pid, status, 0) < 0)
+            if (errno != EINTR)
+                return -1;
+        return 0;
+    }
+    for (;;) {
+        pe_sync_msg m;
+        int fd, r = recv_msg(init_status_fd, &m, &fd, NULL);
+
+        if (fd >= 0)
+            close(fd);
+        if (r < 0 && errno == EAGAIN) {
+            struct pollfd p = {.fd = init_status_fd, .events = POLLIN};
+            poll(&p, 1, -1);
+            continue;
+        }
+        if (r <= 0) {
+            /* init is gone, and with it everything in its namespace: the
+             * kernel killed the process, if it still ran. */
+            *status = SIGKILL;
+            return 0;
+        }
+        if (m.type == PE_SYNC_EXIT) {
+            *status = m.value;
+            return 0;
+        }
+    }
+}

@@ -1,0 +1,197 @@
+"""A persistent sandbox's init starts exec'd processes for the runtime
+(lib/runtime/spawn-init.c, init/init.c, sync.h): who can ask it, what it does
+with a request it cannot honour, and the path for a sandbox without one."""
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from conftest import BIN, wait_for
+from test_daemon import serving
+
+MSG = struct.Struct("=iii244s")  # pe_sync_msg
+HDR = struct.Struct("=IIqqQQHHIII")  # pe_spawn_hdr: 56 bytes, no padding
+DECLINED = 8
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory):
+    with serving(tmp_path_factory.mktemp("spawner")) as d:
+        yield d
+
+
+def box(d, name):
+    st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox", "name": name})
+    assert st == 200, sb
+    d.wait_status(name, ["RUNNING"])
+    return sb["id"]
+
+
+def sock_path(d, sid):
+    return os.path.join(d.data, "sandboxes", sid, "spawn.sock")
+
+
+def init_pid(d, sid):
+    p = subprocess.run([BIN, "--data", d.data, "runtime", "inspect", sid],
+                       capture_output=True, text=True, check=True)
+    return json.loads(p.stdout)["pid"]
+
+
+def ppid_of_exec(d, sid):
+    """The parent of an exec'd shell as the sandbox sees it: 1 when its init
+    started it, 0 when the parent is outside (the daemon, helper path)."""
+    st, out = d.sandbox("exec", sid, {"command": "exec cat /proc/self/status"})
+    assert st == 200 and out["exitCode"] == 0, out
+    return int(next(line.split()[1] for line in out["stdout"].splitlines()
+                    if line.startswith("PPid:")))
+
+
+def exec_ok(d, sid):
+    st, out = d.sandbox("exec", sid, {"command": "echo ok; exit 5"})
+    assert st == 200 and out == {"stdout": "ok\n", "stderr": "", "exitCode": 5}, out
+
+
+def test_only_host_root_can_reach_the_spawner(daemon):
+    sid = box(daemon, "sp-perm")
+    path = sock_path(daemon, sid)
+    st = os.stat(path)
+    assert (st.st_mode & 0o7777, st.st_uid) == (0o600, 0)
+    # Another host user cannot connect, even though the directories on the
+    # way are searchable.
+    probe = ("import socket,sys\n"
+             "s=socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n"
+             "try:\n s.connect(sys.argv[1])\nexcept PermissionError:\n print('refused')\n"
+             "else:\n print('connected')\n")
+    p = subprocess.run([sys.executable, "-c", probe, path], capture_output=True, text=True,
+                       user=65534, group=65534, extra_groups=[], timeout=30)
+    assert p.stdout.strip() == "refused", p.stderr
+    # Inside the sandbox no path leads to it: the sandbox's root sees its own
+    # tree, and init's listening fd cannot be opened through /proc.
+    st_, out = daemon.sandbox("exec", sid, {
+        "command": "ls /spawn.sock 2>&1; cat /proc/1/fd/4 2>&1; echo end"})
+    assert st_ == 200 and "end" in out["stdout"], out
+    assert "No such device or address" in out["stdout"] or "No such" in out["stdout"], out
+    exec_ok(daemon, sid)
+
+
+def request(argv=("true",), env=(), workdir="/", fds=3, version=1, flags=0, nofile=(0, 0),
+            len_delta=0, strings=None):
+    body = strings if strings is not None else \
+        b"".join(s.encode() + b"\0" for s in (*argv, *env, workdir))
+    hdr = HDR.pack(version, flags, -1, -1, nofile[0], nofile[1], 0, 0, len(argv), len(env),
+                   len(body) + len_delta)
+    return hdr + body, fds
+
+
+def answer(s):
+    msg, _, _, _ = s.recvmsg(MSG.size, socket.CMSG_SPACE(64))
+    return MSG.unpack(msg)[0] if len(msg) == MSG.size else None
+
+
+def ask(path, data, nfds):
+    """Send one request as host root; the first answer's type (None: the
+    connection closed without one)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(20)
+    s.connect(path)
+    null = os.open("/dev/null", os.O_RDWR)
+    try:
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i" * nfds, *[null] * nfds))] \
+            if nfds else []
+        s.sendmsg([data], anc)
+        return answer(s)
+    finally:
+        os.close(null)
+        s.close()
+
+
+def test_requests_init_cannot_honour_are_declined_and_init_keeps_serving(daemon):
+    sid = box(daemon, "sp-bad")
+    path = sock_path(daemon, sid)
+    cases = {
+        "too short": (b"\x01\x00", 3),
+        "another version": request(version=99),
+        "length that lies": request(len_delta=5),
+        "no argv": request(argv=()),
+        "strings without their NUL": request(strings=b"true"),
+        "no stdio": request(fds=0),
+        "open-files limit above init's": request(nofile=(1 << 40, 1 << 40)),
+        "soft limit above hard": request(nofile=(100, 10)),
+    }
+    for what, (data, nfds) in cases.items():
+        assert ask(path, data, nfds) == DECLINED, what
+        exec_ok(daemon, sid)
+    # A client that connects and sends nothing holds init up for at most its
+    # receive timeout (2 s); the exec behind it goes through, and the silent
+    # client is declined.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    s.settimeout(20)
+    s.connect(path)
+    try:
+        exec_ok(daemon, sid)
+        assert answer(s) == DECLINED
+    finally:
+        s.close()
+    # Through it all, every exec still came from init's spawner.
+    assert ppid_of_exec(daemon, sid) == 1
+
+
+def test_a_sandbox_without_a_spawner_still_execs(daemon):
+    """A sandbox started by an older build has no spawn socket: exec takes
+    the helper path, and its process is the daemon's child."""
+    sid = box(daemon, "sp-old")
+    os.unlink(sock_path(daemon, sid))
+    exec_ok(daemon, sid)
+    # Outside the sandbox's pid namespace, the parent shows as 0.
+    assert ppid_of_exec(daemon, sid) == 0
+    st, out = daemon.sandbox("exec", sid, {"command": "nosuchcmd"})
+    assert st == 200 and out["exitCode"] == 127, out
+    # Stopped and started again, the sandbox has its spawner back.
+    assert daemon.sandbox("stopSandbox", sid)[0] == 200
+    assert not os.path.exists(sock_path(daemon, sid))
+    assert daemon.sandbox("startSandbox", sid)[0] == 200
+    daemon.wait_status("sp-old", ["RUNNING"])
+    assert os.path.exists(sock_path(daemon, sid))
+    assert ppid_of_exec(daemon, sid) == 1
+    exec_ok(daemon, sid)
+
+
+def test_execs_started_by_init_report_their_end(daemon):
+    sid = box(daemon, "sp-end")
+    for cmd, code in (("exit 0", 0), ("exit 42", 42), ("kill -TERM $$", 143),
+                      ("kill -9 $$", 137), ("/nonexistent/cmd", 127)):
+        st, out = daemon.sandbox("exec", sid, {"command": cmd})
+        assert st == 200 and out["exitCode"] == code, (cmd, out)
+    # A process still running when the sandbox stops ends with it: a stop
+    # asks (SIGTERM, which init passes on and then reports), a delete kills
+    # init first, and with it the report (then the end is SIGKILL's).
+    for how, code in (("stopSandbox", 143), ("deleteSandbox", 137)):
+        if how == "deleteSandbox":
+            assert daemon.sandbox("startSandbox", sid)[0] == 200
+            daemon.wait_status("sp-end", ["RUNNING"])
+        init = init_pid(daemon, sid)
+        result = {}
+        call = threading.Thread(target=lambda: result.update(
+            answer=daemon.sandbox("exec", sid, {"command": "echo up; exec sleep 600"})))
+        call.start()
+
+        def sleeping():
+            for d in os.listdir("/proc"):
+                try:
+                    with open(f"/proc/{d}/cmdline", "rb") as f:
+                        if f.read() == b"sleep\x00600\x00" and os.readlink(
+                                f"/proc/{d}/ns/pid") == os.readlink(f"/proc/{init}/ns/pid"):
+                            return True
+                except OSError:
+                    pass
+            return False
+        wait_for(sleeping, 30, "the exec'd sleep")
+        assert daemon.sandbox(how, sid)[0] == 200
+        call.join(timeout=60)
+        st, out = result["answer"]
+        assert st == 200 and out["stdout"] == "up\n" and out["exitCode"] == code, (how, out)
