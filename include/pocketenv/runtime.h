@@ -112,9 +112,9 @@ typedef struct pe_proc {
     int stdout_fd;
     int stderr_fd;
     int pty_fd;      /* PTY master when tty, else -1 */
-    int status_fd;   /* readable once the process has ended: a second pidfd, or
-                        (init_reaps) where the sandbox's init reports its end */
-    bool init_reaps; /* the sandbox's init started it (and reaps it) */
+    int status_fd;   /* readable once the process has ended: a second pidfd */
+    bool init_reaps; /* the sandbox's init started it, reaps it and reports */
+    int init_fd;     /* its end on this fd (only when init_reaps) */
     /* pe_runtime_oom_kills as the process started (kills -1: unknown), for
      * telling later whether a SIGKILL was the OOM killer's */
     int64_t oom_kills, oom_limit;

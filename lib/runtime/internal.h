@@ -65,7 +65,7 @@ typedef struct pe_spawn_res {
      * stdout and stderr; -1 where the process has the caller's fd. */
     int relay[3];
     uint64_t start_time;
-    bool init_reaps; /* started by the sandbox's init: its status comes on sync_fd */
+    int init_conn; /* started by the sandbox's init: where it reports the end; else -1 */
 } pe_spawn_res;
 
 int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err);
@@ -95,14 +95,15 @@ int pe__spawn_listen(const char *dir, pe_err *err);
 void pe__spawn_unlink(const char *dir);
 /* pe__spawn_exec's work done by the init of the running sandbox in dir:
  * 0 with res as pe__spawn_exec's except that init reaps the process
- * (res->init_reaps; res->sync_fd is where its status arrives); 1 if init
+ * (res->init_conn is where it reports its status); 1 if init
  * cannot (no spawn socket, or declined: nothing was started, take
  * pe__spawn_exec); -1 with err if the process could not be started. */
 int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
 /* The wait status of a process pe__spawn_exec started (init_status_fd -1:
- * our child, reaped here) or the sandbox's init did (read from its
- * status fd). -1 with errno on a failed wait. */
-int pe__spawn_reap(pid_t pid, int init_status_fd, int *status);
+ * our child, reaped here) or the sandbox's init did (read from its status
+ * fd, waiting at most 5 s once pidfd says it has ended; an init that does
+ * not say gives 255). -1 with errno on a failed wait. */
+int pe__spawn_reap(pid_t pid, int pidfd, int init_status_fd, int *status);
 
 /* A sandbox never gets a terminal of the host: with one, it can make it
  * its controlling terminal (TIOCSCTTY) when nobody's session has it, and

@@ -1441,7 +1441,8 @@ int pe_runtime_exec_start(pe_runtime *rt, const char *name, const pe_proc_opts *
     out->signal_pidfd = sp.signal_pidfd;
     out->pty_fd = sp.pty_master;
     out->status_fd = sp.sync_fd;
-    out->init_reaps = sp.init_reaps;
+    out->init_reaps = sp.init_conn >= 0;
+    out->init_fd = sp.init_conn;
     out->stdin_fd = pipes[0][1];
     out->stdout_fd = pipes[1][0];
     out->stderr_fd = pipes[2][0];
@@ -1456,7 +1457,7 @@ int pe_proc_wait(pe_proc *p, int *exit_code, pe_err *err)
 {
     int status;
 
-    if (pe__spawn_reap(p->pid, p->init_reaps ? p->status_fd : -1, &status) < 0)
+    if (pe__spawn_reap(p->pid, p->pidfd, p->init_reaps ? p->init_fd : -1, &status) < 0)
         return pe_err_sys(err, "wait for process %d", (int)p->pid);
     if (WIFEXITED(status))
         *exit_code = WEXITSTATUS(status);
@@ -1511,6 +1512,9 @@ void pe_proc_close(pe_proc *p)
             close(*fds[i]);
         *fds[i] = -1;
     }
+    if (p->init_reaps && p->init_fd >= 0) /* a zero-filled pe_proc has no init_fd */
+        close(p->init_fd);
+    p->init_fd = -1;
 }
 
 /* ---- listing ---- */

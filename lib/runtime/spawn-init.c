@@ -19,17 +19,26 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "core/util.h"
 #include "runtime/internal.h"
 #include "runtime/sync.h"
 
 #define SPAWN_SOCK "spawn.sock"
 #define ANSWER_MS 10000 /* from the request to STARTED */
+#define EXIT_MS 5000    /* from the process's end to init's report of it */
+#ifndef PID_FS_MAGIC
+#define PID_FS_MAGIC 0x50494446 /* Linux 6.9: pidfds live on pidfs */
+#endif
+#ifndef ANON_INODE_FS_MAGIC
+#define ANON_INODE_FS_MAGIC 0x09041934
+#endif
 
 /* dir/spawn.sock as an address; through /proc/self/fd/N when the path is
  * longer than sun_path holds (*dfd, closed by the caller, is N). */
@@ -135,6 +144,31 @@ static int recv_msg(int fd, pe_sync_msg *m, int *fd_out, pid_t *pid)
     }
     m->text[sizeof(m->text) - 1] = '\0';
     return 1;
+}
+
+/* fd is a pidfd: what the process sent as its own must be one (it is
+ * what we signal and watch); one of any process it can name is of one in
+ * its sandbox. Before pidfs (6.9) a pidfd is an anonymous inode whose
+ * fdinfo has a Pid line. */
+static bool is_pidfd(int fd)
+{
+    struct statfs sf;
+    char path[64], buf[512];
+    cleanup_fd int info = -1;
+    ssize_t n;
+
+    if (fstatfs(fd, &sf) < 0)
+        return false;
+    if ((unsigned long)sf.f_type == PID_FS_MAGIC)
+        return true;
+    if ((unsigned long)sf.f_type != ANON_INODE_FS_MAGIC)
+        return false;
+    snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+    info = open(path, O_RDONLY | O_CLOEXEC);
+    if (info < 0 || (n = read(info, buf, sizeof(buf) - 1)) <= 0)
+        return false;
+    buf[n] = '\0';
+    return strstr(buf, "\nPid:") != NULL;
 }
 
 static size_t strv_len(char *const *v, size_t *bytes)
@@ -249,7 +283,7 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
     size_t len = 0;
 
     memset(res, 0, sizeof(*res));
-    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = res->init_conn = -1;
     res->relay[0] = res->relay[1] = res->relay[2] = -1;
     buf = build_request(req, &len);
     if (buf == NULL)
@@ -297,7 +331,7 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
         if (m.type == PE_SYNC_DECLINED && !failed && res->pidfd < 0) {
             close(s);
             return 1;
-        } else if (m.type == PE_SYNC_PID && fd >= 0 && res->pidfd < 0 && pid > 0) {
+        } else if (m.type == PE_SYNC_PID && fd >= 0 && res->pidfd < 0 && pid > 0 && is_pidfd(fd)) {
             res->pidfd = pe_steal_fd(&fd);
             res->pid = pid;
         } else if (m.type == PE_SYNC_PTY && fd >= 0 && res->pty_master < 0 && req->tty) {
@@ -333,14 +367,28 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
         close(s);
         return -1;
     }
+    /* Readable once the process has ended, as pe__spawn_exec's: a second
+     * pidfd, not init's word (which may never come: pe__spawn_reap). */
+    res->sync_fd = fcntl(res->pidfd, F_DUPFD_CLOEXEC, 0);
+    if (res->sync_fd < 0) {
+        pe_err_sys(err, "exec: dup pidfd");
+        syscall(SYS_pidfd_send_signal, res->pidfd, SIGKILL, NULL, 0);
+        close(res->pidfd);
+        if (res->pty_master >= 0)
+            close(res->pty_master);
+        res->pidfd = res->pty_master = -1;
+        close(s);
+        return -1;
+    }
     /* EXIT {wait status} arrives here when init has reaped it. */
-    res->sync_fd = s;
-    res->init_reaps = true;
+    res->init_conn = s;
     return 0;
 }
 
-int pe__spawn_reap(pid_t pid, int init_status_fd, int *status)
+int pe__spawn_reap(pid_t pid, int pidfd, int init_status_fd, int *status)
 {
+    int64_t deadline = -1; /* set once the process has ended */
+
     if (init_status_fd < 0) {
         while (waitpid(pid, status, 0) < 0)
             if (errno != EINTR)
@@ -348,25 +396,43 @@ int pe__spawn_reap(pid_t pid, int init_status_fd, int *status)
         return 0;
     }
     for (;;) {
+        struct pollfd p[2] = {{init_status_fd, POLLIN, 0}, {pidfd, POLLIN, 0}};
+        int ms = deadline < 0 ? -1 : (int)(deadline - pe_monotonic_ms());
         pe_sync_msg m;
-        int fd, r = recv_msg(init_status_fd, &m, &fd, NULL);
+        int fd, r;
 
-        if (fd >= 0)
-            close(fd);
-        if (r < 0 && errno == EAGAIN) {
-            struct pollfd p = {.fd = init_status_fd, .events = POLLIN};
-            poll(&p, 1, -1);
+        r = poll(p, pidfd >= 0 && deadline < 0 ? 2 : 1, ms < 0 && deadline >= 0 ? 0 : ms);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (deadline >= 0 && pe_monotonic_ms() >= deadline)
+                break;
+            if (p[1].revents) /* ended: init reaps it at once */
+                deadline = pe_monotonic_ms() + EXIT_MS;
             continue;
         }
-        if (r <= 0) {
+        r = recv_msg(init_status_fd, &m, &fd, NULL);
+        if (fd >= 0)
+            close(fd);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (r == 0) {
             /* init is gone, and with it everything in its namespace: the
              * kernel killed the process, if it still ran. */
             *status = SIGKILL;
             return 0;
         }
-        if (m.type == PE_SYNC_EXIT) {
+        if (r > 0 && m.type == PE_SYNC_EXIT) {
             *status = m.value;
             return 0;
         }
+        break; /* after STARTED, init sends EXIT and nothing else */
     }
+    /* An init that does not say (it never fails to on its own: the
+     * sandbox's root may have taken it over) leaves the status unknown. */
+    pe_log_warn("process %d: its sandbox's init did not report how it ended", (int)pid);
+    *status = 255 << 8;
+    return 0;
 }

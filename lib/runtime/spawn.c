@@ -609,7 +609,7 @@ int pe__spawn_sandbox(const pe_spawn_req *req, pe_spawn_res *res, pe_err *err)
     int n_cg = 0;
 
     memset(res, 0, sizeof(*res));
-    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = res->init_conn = -1;
     res->relay[0] = res->relay[1] = res->relay[2] = -1;
     if (cfg->n_binds > PE_MAX_BINDS)
         return pe_err_set(err, PE_EINVAL, 0, "at most %d volumes", PE_MAX_BINDS);
@@ -803,7 +803,7 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
     int status;
 
     memset(res, 0, sizeof(*res));
-    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = -1;
+    res->pidfd = res->signal_pidfd = res->sync_fd = res->pty_master = res->init_conn = -1;
     res->relay[0] = res->relay[1] = res->relay[2] = -1;
     if (pe_seccomp_default_prog(&prog, err) < 0)
         return -1;

@@ -268,7 +268,7 @@ static int wait_step(struct waiter *w, double deadline, pe_proc_result *res, int
         on_input(w, to_stdin, !to_stdin);
     }
     if (p[0].revents & POLLIN) {
-        if (pe__spawn_reap(sp->pid, sp->init_reaps ? sp->sync_fd : -1, status) < 0)
+        if (pe__spawn_reap(sp->pid, sp->pidfd, sp->init_conn, status) < 0)
             return pe_err_sys(err, "wait for process");
         return 1;
     }
@@ -334,6 +334,7 @@ out:
     close_fd(&sp->pidfd);
     close_fd(&sp->signal_pidfd);
     close_fd(&sp->sync_fd);
+    close_fd(&sp->init_conn);
     for (int i = 0; i < 3; i++)
         close_fd(&sp->relay[i]);
     return ret;

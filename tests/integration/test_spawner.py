@@ -8,6 +8,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -195,3 +196,100 @@ def test_execs_started_by_init_report_their_end(daemon):
         call.join(timeout=60)
         st, out = result["answer"]
         assert st == 200 and out["stdout"] == "up\n" and out["exitCode"] == code, (how, out)
+
+
+class FakeSpawner:
+    """Stands where a sandbox's spawn socket is, as a sandbox's root that
+    took over its init could: answers each request with behave(conn, fds)."""
+
+    def __init__(self, path, behave):
+        self.path = path
+        self.behave = behave
+        os.rename(path, path + ".real")
+        self.lsock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.lsock.bind(path)
+        self.lsock.listen(4)
+        self.conns = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            conn, _ = self.lsock.accept()
+        except OSError:
+            return
+        self.conns.append(conn)
+        _, anc, _, _ = conn.recvmsg(1 << 17, socket.CMSG_SPACE(3 * 4))
+        fds = [fd for lvl, typ, data in anc if typ == socket.SCM_RIGHTS
+               for fd in struct.unpack(f"{len(data) // 4}i", data)]
+        self.behave(conn, fds)
+
+    def close(self):
+        self.lsock.close()
+        for c in self.conns:
+            c.close()
+        self.thread.join(timeout=10)
+        os.unlink(self.path)
+        os.rename(self.path + ".real", self.path)
+
+
+def send(conn, type_, fd=None, pid=None):
+    anc = []
+    if fd is not None:
+        anc.append((socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd)))
+    if pid is not None:
+        anc.append((socket.SOL_SOCKET, socket.SCM_CREDENTIALS,
+                    struct.pack("iII", pid, os.getuid(), os.getgid())))
+    conn.sendmsg([MSG.pack(type_, 0, 0, b"")], anc)
+
+
+PID, STARTED = 7, 4
+
+
+def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
+    """What the daemon takes from a spawner is checked and bounded: what is
+    sent as the process's pidfd must be one, and a spawner that never
+    reports the end of a process that has ended holds the exec for 5 s at
+    most (exit code 255, logged), not forever."""
+    sid = box(daemon, "sp-liar")
+    path = sock_path(daemon, sid)
+
+    def not_a_pidfd(conn, fds):
+        r, w = os.pipe()
+        send(conn, PID, fd=r, pid=os.getpid())
+        send(conn, STARTED)
+        os.close(r)
+        os.close(w)
+    fake = FakeSpawner(path, not_a_pidfd)
+    try:
+        st, out = daemon.sandbox("exec", sid, {"command": "true"})
+        assert st == 500 and set(out) == {"error", "message"}, (st, out)
+    finally:
+        fake.close()
+    with open(daemon.log_path) as f:
+        assert "the sandbox's init answered out of turn" in f.read()
+    exec_ok(daemon, sid)
+
+    def never_says(conn, fds):
+        # A real process, given the exec's stdio; then silence.
+        p = subprocess.Popen(["/bin/sh", "-c", "echo from-fake; exit 3"], stdin=fds[0],
+                             stdout=fds[1], stderr=fds[2])
+        for fd in fds:
+            os.close(fd)
+        send(conn, PID, fd=os.pidfd_open(p.pid), pid=p.pid)
+        send(conn, STARTED)
+        p.wait()
+    fake = FakeSpawner(path, never_says)
+    try:
+        t0 = time.monotonic()
+        st, out = daemon.sandbox("exec", sid, {"command": "true"})
+        took = time.monotonic() - t0
+        assert st == 200 and out == {"stdout": "from-fake\n", "stderr": "", "exitCode": 255}, out
+        assert 4 < took < 25, took
+        # Meanwhile and after, the daemon answers.
+        assert daemon.sandbox("getSandbox", sid)[0] == 200
+    finally:
+        fake.close()
+    with open(daemon.log_path) as f:
+        assert "its sandbox's init did not report how it ended" in f.read()
+    exec_ok(daemon, sid)
