@@ -143,24 +143,6 @@ static int status_to_code(int status)
     return 255;
 }
 
-/* Reap every exited child; returns 1 once no child is left. Sets *main_status
- * when main_pid is among them. */
-static int reap(pid_t main_pid, int *main_status, int *main_done)
-{
-    for (;;) {
-        int status;
-        pid_t p = waitpid(-1, &status, WNOHANG);
-        if (p == 0)
-            return 0;
-        if (p < 0)
-            return errno == ECHILD;
-        if (p == main_pid) {
-            *main_status = status;
-            *main_done = 1;
-        }
-    }
-}
-
 /* ---- the spawner (sync.h): processes started for the runtime ----
  *
  * What the runtime's exec helper does for a process (join the sandbox's
@@ -381,6 +363,26 @@ static void kid_done(pid_t pid, int status)
     }
 }
 
+/* Reap every exited child; returns 1 once no child is left. Sets
+ * *main_status when main_pid (one-shot) is among them; tells whoever asked
+ * for a spawned one how it ended (kid_done). */
+static int reap(pid_t main_pid, int *main_status, int *main_done)
+{
+    for (;;) {
+        int status;
+        pid_t p = waitpid(-1, &status, WNOHANG);
+        if (p == 0)
+            return 0;
+        if (p < 0)
+            return errno == ECHILD;
+        if (p == main_pid) {
+            *main_status = status;
+            *main_done = 1;
+        }
+        kid_done(p, status);
+    }
+}
+
 /* One connection to the spawn socket: read its request, start the
  * process. The runtime sends the request as soon as it has connected; a
  * stalled peer costs at most the receive timeout. */
@@ -470,20 +472,6 @@ out:
         close(conn);
 }
 
-/* Reap every exited child; 1 once none is left. */
-static int reap_all(void)
-{
-    for (;;) {
-        int status;
-        pid_t p = waitpid(-1, &status, WNOHANG);
-        if (p == 0)
-            return 0;
-        if (p < 0)
-            return errno == ECHILD;
-        kid_done(p, status);
-    }
-}
-
 /* Persistent mode: reap, spawn on request, stop on SIGTERM/INT/HUP. */
 static int persist_loop(const sigset_t *mask, int lfd)
 {
@@ -513,7 +501,7 @@ static int persist_loop(const sigset_t *mask, int lfd)
             }
         }
         /* SIGCHLD may have been merged with another: always reap. */
-        if (reap_all() && stopping)
+        if (reap(-1, NULL, NULL) && stopping)
             return 0;
         if (lfd >= 0 && (pf[1].revents & POLLIN))
             serve_one(lfd);

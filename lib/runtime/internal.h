@@ -89,6 +89,9 @@ typedef struct pe_exec_req {
  * pidfd of it, res->pty_master its PTY when tty. */
 int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err);
 
+/* sendmsg of len bytes of buf with nfds fds (SCM_RIGHTS); -1 unless whole. */
+int pe__send_fds(int fd, const void *buf, size_t len, const int *fds, int nfds);
+
 /* The spawner (spawn-init.c, sync.h). pe__spawn_listen: the listening
  * spawn socket of the sandbox in dir, for its init (-1, err). */
 int pe__spawn_listen(const char *dir, pe_err *err);
@@ -141,6 +144,10 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
 /* Receive one message; *fds gets up to max_fds passed fds (count in
  * *nfds). Returns 1 on a message, 0 on EOF, -1 on error. */
 int pe__sync_recv(int fd, struct pe_sync_msg *m, int *fds, int max_fds, int *nfds);
+/* An exec's ERROR or EXEC_FAILED message as err; false for any other. */
+bool pe__exec_failure(const struct pe_sync_msg *m, pe_err *err);
+/* The same, and the sender's pid as we see it if it sent SCM_CREDENTIALS. */
+int pe__sync_recv_from(int fd, struct pe_sync_msg *m, int *fds, int max_fds, int *nfds, pid_t *pid);
 
 /* ---- id ranges for user namespaces ---- */
 int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_err *err);

@@ -93,57 +93,15 @@ void pe__spawn_unlink(const char *dir)
         unlink(a.sun_path);
 }
 
-/* One message of init's or the process's, with its fd and the sender's
- * pid as we see it, if it sent them. 1, 0 at EOF, -1 on error. */
+/* One message of init's or the process's, with its fd (-1: none) and the
+ * sender's pid as we see it, if it sent them. 1, 0 at EOF, -1 on error. */
 static int recv_msg(int fd, pe_sync_msg *m, int *fd_out, pid_t *pid)
 {
-    union {
-        char buf[CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(struct ucred))];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
-    struct msghdr mh;
-    ssize_t r;
+    int n = 0, r = pe__sync_recv_from(fd, m, fd_out, 1, &n, pid);
 
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctl.buf;
-    mh.msg_controllen = sizeof(ctl.buf);
-    *fd_out = -1;
-    do
-        r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
-    if (r <= 0)
-        return (int)r;
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level != SOL_SOCKET)
-            continue;
-        if (c->cmsg_type == SCM_RIGHTS) {
-            size_t n = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (size_t i = 0; i < n; i++) {
-                int got;
-                memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
-                if (*fd_out < 0)
-                    *fd_out = got;
-                else
-                    close(got);
-            }
-        } else if (c->cmsg_type == SCM_CREDENTIALS && pid != NULL) {
-            struct ucred uc;
-            memcpy(&uc, CMSG_DATA(c), sizeof(uc));
-            *pid = uc.pid;
-        }
-    }
-    if ((size_t)r != sizeof(*m) || (mh.msg_flags & MSG_CTRUNC)) {
-        if (*fd_out >= 0)
-            close(*fd_out);
+    if (n == 0)
         *fd_out = -1;
-        errno = EPROTO;
-        return -1;
-    }
-    m->text[sizeof(m->text) - 1] = '\0';
-    return 1;
+    return r;
 }
 
 /* fd is a pidfd: what the process sent as its own must be one (it is
@@ -222,36 +180,6 @@ static char *build_request(const pe_exec_req *req, size_t *len)
     return buf;
 }
 
-static int send_request(int s, const char *buf, size_t len, const int *fds, int nfds)
-{
-    union {
-        char b[CMSG_SPACE(3 * sizeof(int))];
-        struct cmsghdr align;
-    } ctl;
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    struct msghdr mh;
-    ssize_t r;
-
-    memset(&mh, 0, sizeof(mh));
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    if (nfds > 0) {
-        struct cmsghdr *c;
-        memset(&ctl, 0, sizeof(ctl));
-        mh.msg_control = ctl.b;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-        c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
-        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
-    }
-    do
-        r = sendmsg(s, &mh, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    return r == (ssize_t)len ? 0 : -1;
-}
-
 /* Connected to dir's spawner, with our credentials asked for; -1 when the
  * sandbox has none (started by an older build) or it does not answer. */
 static int connect_spawner(const char *dir)
@@ -299,7 +227,7 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
     s = connect_spawner(dir);
     if (s < 0)
         return 1;
-    if (send_request(s, buf, len, fds, nfds) < 0) {
+    if (pe__send_fds(s, buf, len, fds, nfds) < 0) {
         close(s);
         return 1;
     }
@@ -336,12 +264,9 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
             res->pid = pid;
         } else if (m.type == PE_SYNC_PTY && fd >= 0 && res->pty_master < 0 && req->tty) {
             res->pty_master = pe_steal_fd(&fd);
-        } else if (m.type == PE_SYNC_ERROR && !failed) {
-            failed = true;
-            pe_err_set(err, PE_ESYS, m.errnum, "exec: %s", m.text);
-        } else if (m.type == PE_SYNC_EXEC_FAILED && !failed) {
-            failed = true;
-            pe_err_set(err, PE_ENOEXEC, m.errnum, "exec %s", m.text);
+        } else if (m.type == PE_SYNC_ERROR || m.type == PE_SYNC_EXEC_FAILED) {
+            if (!failed)
+                failed = pe__exec_failure(&m, err);
         } else if (m.type == PE_SYNC_STARTED) {
             started = true;
         } else if (!failed) {
@@ -355,25 +280,18 @@ int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *re
         failed = true;
         pe_err_set(err, PE_ESYS, EPROTO, "exec: the sandbox's init named no process");
     }
-    if (failed) {
-        /* Whatever it is, it does not run on: init reaps it. */
-        if (res->pidfd >= 0)
-            syscall(SYS_pidfd_send_signal, res->pidfd, SIGKILL, NULL, 0);
-        if (res->pidfd >= 0)
-            close(res->pidfd);
-        if (res->pty_master >= 0)
-            close(res->pty_master);
-        res->pidfd = res->pty_master = -1;
-        close(s);
-        return -1;
-    }
     /* Readable once the process has ended, as pe__spawn_exec's: a second
      * pidfd, not init's word (which may never come: pe__spawn_reap). */
-    res->sync_fd = fcntl(res->pidfd, F_DUPFD_CLOEXEC, 0);
-    if (res->sync_fd < 0) {
+    if (!failed && (res->sync_fd = fcntl(res->pidfd, F_DUPFD_CLOEXEC, 0)) < 0) {
+        failed = true;
         pe_err_sys(err, "exec: dup pidfd");
-        syscall(SYS_pidfd_send_signal, res->pidfd, SIGKILL, NULL, 0);
-        close(res->pidfd);
+    }
+    if (failed) {
+        /* Whatever it is, it does not run on: init reaps it. */
+        if (res->pidfd >= 0) {
+            syscall(SYS_pidfd_send_signal, res->pidfd, SIGKILL, NULL, 0);
+            close(res->pidfd);
+        }
         if (res->pty_master >= 0)
             close(res->pty_master);
         res->pidfd = res->pty_master = -1;

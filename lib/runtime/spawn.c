@@ -55,11 +55,9 @@
 #include "runtime/security.h"
 #include "runtime/sync.h"
 
-int pe__sync_send(int fd, int type, int errnum, int value, const char *text, const int *fds,
-                  int nfds)
+int pe__send_fds(int fd, const void *buf, size_t len, const int *fds, int nfds)
 {
-    pe_sync_msg m;
-    struct iovec iov;
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     struct msghdr mh;
     union {
         char buf[CMSG_SPACE(sizeof(int) * PE_SYNC_MAX_FDS)];
@@ -69,18 +67,6 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
 
     if (nfds < 0 || nfds > PE_SYNC_MAX_FDS)
         return -1;
-    memset(&m, 0, sizeof(m));
-    m.type = type;
-    m.errnum = errnum;
-    m.value = value;
-    if (text != NULL) {
-        size_t n = strlen(text);
-        if (n >= sizeof(m.text))
-            n = sizeof(m.text) - 1;
-        memcpy(m.text, text, n);
-    }
-    iov.iov_base = &m;
-    iov.iov_len = sizeof(m);
     memset(&mh, 0, sizeof(mh));
     mh.msg_iov = &iov;
     mh.msg_iovlen = 1;
@@ -98,13 +84,31 @@ int pe__sync_send(int fd, int type, int errnum, int value, const char *text, con
     do
         r = sendmsg(fd, &mh, MSG_NOSIGNAL);
     while (r < 0 && errno == EINTR);
-    return r < 0 ? -1 : 0;
+    return r == (ssize_t)len ? 0 : -1;
 }
 
-int pe__sync_recv(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds)
+int pe__sync_send(int fd, int type, int errnum, int value, const char *text, const int *fds,
+                  int nfds)
+{
+    pe_sync_msg m;
+
+    memset(&m, 0, sizeof(m));
+    m.type = type;
+    m.errnum = errnum;
+    m.value = value;
+    if (text != NULL) {
+        size_t n = strlen(text);
+        if (n >= sizeof(m.text))
+            n = sizeof(m.text) - 1;
+        memcpy(m.text, text, n);
+    }
+    return pe__send_fds(fd, &m, sizeof(m), fds, nfds);
+}
+
+int pe__sync_recv_from(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds, pid_t *pid)
 {
     union {
-        char buf[CMSG_SPACE(sizeof(int) * PE_SYNC_MAX_FDS)];
+        char buf[CMSG_SPACE(sizeof(int) * PE_SYNC_MAX_FDS) + CMSG_SPACE(sizeof(struct ucred))];
         struct cmsghdr align;
     } ctl;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
@@ -120,29 +124,52 @@ int pe__sync_recv(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds)
     do
         r = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
     while (r < 0 && errno == EINTR);
-    if (r < 0)
-        return -1;
-    if (r == 0)
-        return 0;
-    if ((size_t)r != sizeof(*m)) {
+    if (r <= 0)
+        return (int)r;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
+        if (c->cmsg_level != SOL_SOCKET)
+            continue;
+        if (c->cmsg_type == SCM_CREDENTIALS && pid != NULL) {
+            struct ucred uc;
+            memcpy(&uc, CMSG_DATA(c), sizeof(uc));
+            *pid = uc.pid;
+        }
+        if (c->cmsg_type != SCM_RIGHTS)
+            continue;
+        for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            if (fds != NULL && *nfds < max_fds)
+                fds[(*nfds)++] = got;
+            else
+                close(got);
+        }
+    }
+    if ((size_t)r != sizeof(*m) || (mh.msg_flags & MSG_CTRUNC)) {
+        for (int i = 0; i < *nfds; i++)
+            close(fds[i]);
+        *nfds = 0;
         errno = EPROTO;
         return -1;
     }
     m->text[sizeof(m->text) - 1] = '\0';
-    for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
-        int n, *p;
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
-            continue;
-        n = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        p = (int *)CMSG_DATA(c);
-        for (int i = 0; i < n; i++) {
-            if (fds != NULL && *nfds < max_fds)
-                fds[(*nfds)++] = p[i];
-            else
-                close(p[i]);
-        }
-    }
     return 1;
+}
+
+bool pe__exec_failure(const pe_sync_msg *m, pe_err *err)
+{
+    if (m->type == PE_SYNC_ERROR)
+        pe_err_set(err, PE_ESYS, m->errnum, "exec: %s", m->text);
+    else if (m->type == PE_SYNC_EXEC_FAILED)
+        pe_err_set(err, PE_ENOEXEC, m->errnum, "exec %s", m->text);
+    else
+        return false;
+    return true;
+}
+
+int pe__sync_recv(int fd, pe_sync_msg *m, int *fds, int max_fds, int *nfds)
+{
+    return pe__sync_recv_from(fd, m, fds, max_fds, nfds, NULL);
 }
 
 uint64_t pe__proc_start_time(pid_t pid)
@@ -889,12 +916,8 @@ int pe__spawn_exec(const pe_exec_req *req, pe_spawn_res *res, pe_err *err)
         if (m.type == PE_SYNC_PTY && nfds == 1 && res->pty_master < 0) {
             res->pty_master = fds[0];
             nfds = 0;
-        } else if (m.type == PE_SYNC_ERROR && !failed) {
+        } else if (!failed && pe__exec_failure(&m, err)) {
             failed = true;
-            pe_err_set(err, PE_ESYS, m.errnum, "exec: %s", m.text);
-        } else if (m.type == PE_SYNC_EXEC_FAILED && !failed) {
-            failed = true;
-            pe_err_set(err, PE_ENOEXEC, m.errnum, "exec %s", m.text);
         }
         if (nfds == 1)
             close(fds[0]);
