@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN, wait_for
+from conftest import BIN, Pocketenv, wait_for
 from test_daemon import serving
 
 MSG = struct.Struct("=iii244s")  # pe_sync_msg
@@ -293,3 +293,21 @@ def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
     with open(daemon.log_path) as f:
         assert "its sandbox's init did not report how it ended" in f.read()
     exec_ok(daemon, sid)
+
+
+def test_a_data_directory_too_long_for_a_socket_address(tmp_path, image_dir):
+    """A socket's address holds 107 bytes; a data directory may be longer.
+    The spawn socket is then bound and reached through /proc/self/fd, and
+    the spawner serves as it does anywhere else."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    data = str(deep / "data")
+    p = Pocketenv(data, image_dir)
+    p.create("long")
+    try:
+        p.start("long")
+        path = os.path.join(data, "sandboxes", "long", "spawn.sock")
+        assert len(path) > 108 and os.path.exists(path)
+        r = p.exec("long", "/bin/sh", "-c", "exec grep PPid /proc/self/status")
+        assert r.returncode == 0 and r.stdout.split() == ["PPid:", "1"], r
+    finally:
+        p.run("runtime", "rm", "long", check=True)
