@@ -158,8 +158,15 @@ struct kid {
     int conn; /* where its EXIT goes */
 };
 
-static struct kid *kids;
-static size_t n_kids, cap_kids;
+/* No malloc in init: it would add musl's allocator to a binary copied at
+ * every sandbox start. Static tables instead, in pages that cost nothing
+ * until touched: the running processes init reports on (past KIDS_MAX at
+ * once, requests are declined and take the runtime's other path), and the
+ * argv and envp pointers of one request (a string is at least its NUL). */
+#define KIDS_MAX 65536
+static struct kid kids[KIDS_MAX];
+static size_t n_kids;
+static char *strv[PE_SPAWN_STRINGS_MAX + 2];
 
 struct spawn {
     const pe_spawn_hdr *h;
@@ -221,12 +228,10 @@ static int send_on(int fd, int type, int errnum, int value, const char *text, in
     return sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 ? -1 : 0;
 }
 
+/* The runtime words the error (what, then errnum's text). */
 _Noreturn static void child_fail(int conn, int errnum, const char *what)
 {
-    char text[200];
-
-    snprintf(text, sizeof(text), "%s: %s", what, strerror(errnum));
-    send_on(conn, PE_SYNC_ERROR, errnum, 0, text, -1, 0);
+    send_on(conn, PE_SYNC_ERROR, errnum, 0, what, -1, 0);
     _exit(126);
 }
 
@@ -335,16 +340,6 @@ static int take_strings(char **p, const char *end, char **out, uint32_t n)
 
 static void kid_add(pid_t pid, int conn)
 {
-    if (n_kids == cap_kids) {
-        size_t cap = cap_kids ? 2 * cap_kids : 16;
-        struct kid *k = realloc(kids, cap * sizeof(*k));
-        if (k == NULL) { /* its EXIT is lost; the process runs anyway */
-            close(conn);
-            return;
-        }
-        kids = k;
-        cap_kids = cap;
-    }
     kids[n_kids].pid = pid;
     kids[n_kids].conn = conn;
     n_kids++;
@@ -400,7 +395,7 @@ static void serve_one(int lfd)
     struct spawn sp;
     struct rlimit ours;
     const pe_spawn_hdr *h = (const pe_spawn_hdr *)buf;
-    char **argv = NULL, **envp = NULL, *p, *end;
+    char **argv = strv, **envp, *p, *end;
     int conn, nfds = 0;
     ssize_t n;
     pid_t pid;
@@ -430,19 +425,18 @@ static void serve_one(int lfd)
      * the runtime then takes that path. */
     if (n < (ssize_t)sizeof(*h) || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) ||
         h->version != PE_SPAWN_VERSION || h->len != (size_t)n - sizeof(*h) || h->argc == 0 ||
-        h->argc > h->len || h->envc > h->len ||
+        h->argc > h->len || h->envc > h->len - h->argc || n_kids == KIDS_MAX ||
         ((h->flags & PE_SPAWN_TTY) ? nfds != 0 : nfds != 3) ||
         getrlimit(RLIMIT_NOFILE, &ours) < 0 || h->nofile_hard > ours.rlim_max ||
         h->nofile_soft > h->nofile_hard) {
         send_on(conn, PE_SYNC_DECLINED, 0, 0, NULL, -1, 0);
         goto out;
     }
-    argv = malloc((h->argc + 1) * sizeof(char *));
-    envp = malloc((h->envc + 1) * sizeof(char *));
+    envp = strv + h->argc + 1;
     p = buf + sizeof(*h);
     end = buf + n;
-    if (argv == NULL || envp == NULL || !take_strings(&p, end, argv, h->argc) ||
-        !take_strings(&p, end, envp, h->envc) || memchr(p, '\0', (size_t)(end - p)) == NULL) {
+    if (!take_strings(&p, end, argv, h->argc) || !take_strings(&p, end, envp, h->envc) ||
+        memchr(p, '\0', (size_t)(end - p)) == NULL) {
         send_on(conn, PE_SYNC_DECLINED, 0, 0, NULL, -1, 0);
         goto out;
     }
@@ -454,9 +448,7 @@ static void serve_one(int lfd)
     pid = clone(spawn_child, child_stack + sizeof(child_stack), CLONE_VM | CLONE_VFORK | SIGCHLD,
                 &sp);
     if (pid < 0) {
-        char text[120];
-        snprintf(text, sizeof(text), "start the process: %s", strerror(errno));
-        send_on(conn, PE_SYNC_ERROR, errno, 0, text, -1, 0);
+        send_on(conn, PE_SYNC_ERROR, errno, 0, "start the process", -1, 0);
         goto out;
     }
     /* It has exec'd or died: whatever it sent is queued before this. */
@@ -466,8 +458,6 @@ static void serve_one(int lfd)
 out:
     for (int i = 0; i < nfds; i++)
         close(sp.fds[i]);
-    free(argv);
-    free(envp);
     if (conn >= 0)
         close(conn);
 }
