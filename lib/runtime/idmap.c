@@ -9,12 +9,17 @@
  * It is on disk, not under /run: the files of a stopped sandbox stay owned
  * by its range across reboots.
  *
- * A range is claimed by creating <dir>/<slot> with O_EXCL, which makes
+ * A range is claimed by creating <dir>/<slot> exclusively, which makes
  * allocation race-free between concurrent commands without a global lock.
  * The file says who holds it: the data directory on the first line, then
- * the owner ("sandbox:NAME:ID", "run:KEY"). Release unlinks it, only for
- * the data directory that holds it. Slots start at a random point to keep
- * probing short. */
+ * the owner ("sandbox:NAME:ID", "run:KEY"). It appears with that text in
+ * it: written to an unnamed file (O_TMPFILE) that is then linked in
+ * (linkat, which fails if the slot is taken). Created empty and written
+ * after, a claim whose maker was killed in between stayed empty, owned by
+ * no data directory, for ever; gc removes such claims left by older
+ * builds (pe__idmap_gc_empty). Release unlinks it, only for the data
+ * directory that holds it. Slots start at a random point to keep probing
+ * short. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -51,29 +58,44 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 {
     cleanup_free char *dir = pe__idmap_dir();
     cleanup_free char *text = pe_xasprintf("%s\n%s\n", data_dir, owner);
+    cleanup_fd int tmp = -1;
+    char self[64];
     uint32_t start = 0;
 
     if (pe_fs_mkdir_p(dir, 0700, err) < 0)
         return -1;
     if (getrandom(&start, sizeof(start), 0) != (ssize_t)sizeof(start))
         start = (uint32_t)getpid();
+    /* The claim's text, in a file with no name yet. */
+    tmp = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (tmp >= 0 && pe_fs_write_all(tmp, text, strlen(text)) < 0)
+        return pe_err_sys(err, "claim id range in %s", dir);
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", tmp);
     for (uint32_t i = 0; i < PE_IDMAP_SLOTS; i++) {
         uint32_t slot = (start + i) % PE_IDMAP_SLOTS;
         char path[4096];
         int fd;
 
         snprintf(path, sizeof(path), "%s/%u", dir, slot);
-        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0 && errno == EEXIST)
-            continue;
-        if (fd < 0)
-            return pe_err_sys(err, "claim id range %s", path);
-        if (write(fd, text, strlen(text)) < 0) {
+        if (tmp >= 0) {
+            if (linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) < 0) {
+                if (errno == EEXIST)
+                    continue;
+                return pe_err_sys(err, "claim id range %s", path);
+            }
+        } else { /* a filesystem without O_TMPFILE: create, then write */
+            fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd < 0 && errno == EEXIST)
+                continue;
+            if (fd < 0)
+                return pe_err_sys(err, "claim id range %s", path);
+            if (pe_fs_write_all(fd, text, strlen(text)) < 0) {
+                close(fd);
+                unlink(path);
+                return pe_err_sys(err, "claim id range %s", path);
+            }
             close(fd);
-            unlink(path);
-            return pe_err_sys(err, "claim id range %s", path);
         }
-        close(fd);
         *base = PE_IDMAP_FIRST + slot * PE_IDMAP_SIZE;
         return 0;
     }
@@ -144,6 +166,31 @@ void pe__idmap_release_owner(const char *data_dir, const char *prefix, const cha
         if (claim_matches(text, data_dir, prefix, suffix))
             unlink(path);
         free(text);
+    }
+    closedir(d);
+}
+
+/* An empty claim older than this is dead: a claim made by this build is
+ * never empty, one made empty and then written stays so for microseconds. */
+#define EMPTY_CLAIM_DEAD_S 60
+
+void pe__idmap_gc_empty(void)
+{
+    cleanup_free char *dir = pe__idmap_dir();
+    struct dirent *de;
+    DIR *d = opendir(dir);
+    time_t now = time(NULL);
+
+    if (d == NULL)
+        return;
+    while ((de = readdir(d)) != NULL) {
+        struct stat st;
+
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            st.st_size == 0 && now - st.st_mtime > EMPTY_CLAIM_DEAD_S)
+            unlinkat(dirfd(d), de->d_name, 0);
     }
     closedir(d);
 }

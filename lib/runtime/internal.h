@@ -155,6 +155,8 @@ int pe__idmap_alloc(const char *data_dir, const char *owner, uint32_t *base, pe_
 char *pe__idmap_dir(void);
 void pe__idmap_release(const char *data_dir, uint32_t base);
 void pe__idmap_release_owner(const char *data_dir, const char *prefix, const char *suffix);
+/* Remove claims left empty by a maker killed mid-claim (older builds). */
+void pe__idmap_gc_empty(void);
 /* A user namespace (fd) mapping only disk_uid -> kuid and disk_gid -> kgid,
  * for MOUNT_ATTR_IDMAP: -1 with err on failure. */
 int pe__idmap_userns_single(uint32_t disk_uid, uint32_t disk_gid, uint32_t kuid, uint32_t kgid,

@@ -1821,6 +1821,7 @@ int pe_runtime_gc(pe_runtime *rt, pe_err *err)
 {
     gc_run_dirs(rt);
     gc_removed(rt);
+    pe__idmap_gc_empty();
     gc_layers(rt);
     pe__net_gc();
     return pe_image_gc(rt->data_dir, err);

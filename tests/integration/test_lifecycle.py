@@ -6,7 +6,7 @@ import subprocess
 import threading
 import time
 
-from conftest import run_on_pty, sandbox_processes, wait_for
+from conftest import IDMAP_DIR, idmap_claims, run_on_pty, sandbox_processes, wait_for
 
 
 def test_full_lifecycle_and_persistence(pe):
@@ -248,3 +248,28 @@ def test_a_slow_removal_step_is_named_in_the_log(pe):
     assert rm.returncode == 0, err
     assert "remove sandbox slowrm: its lock took" in err, err
     assert pe.ls() == []
+
+
+def test_an_id_range_claim_is_never_left_empty(pe):
+    """A claim appears with its owner in it (linked in whole), so a maker
+    killed mid-claim leaves nothing. Empty claims that older builds left
+    that way are dead ranges: gc removes them once they are a minute old,
+    never a fresh one."""
+    pe.create("claimed")
+    [slot] = idmap_claims(pe.data)
+    with open(os.path.join(IDMAP_DIR, slot)) as f:
+        assert f.read().splitlines()[1].startswith("sandbox:claimed:")
+    taken = set(os.listdir(IDMAP_DIR))
+    free = [str(n) for n in range(60000, 60100) if str(n) not in taken][:2]
+    old, fresh = (os.path.join(IDMAP_DIR, n) for n in free)
+    try:
+        for path in (old, fresh):
+            open(path, "x").close()
+        os.utime(old, (time.time() - 120, time.time() - 120))
+        pe.run("runtime", "gc", check=True)
+        assert not os.path.exists(old) and os.path.exists(fresh)
+        assert idmap_claims(pe.data) == [slot]  # a live claim is untouched
+    finally:
+        for path in (old, fresh):
+            if os.path.exists(path):
+                os.unlink(path)

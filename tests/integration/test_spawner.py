@@ -224,6 +224,12 @@ class FakeSpawner:
                for fd in struct.unpack(f"{len(data) // 4}i", data)]
         self.behave(conn, fds)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def close(self):
         self.lsock.close()
         for c in self.conns:
@@ -246,6 +252,11 @@ def send(conn, type_, fd=None, pid=None):
 PID, STARTED = 7, 4
 
 
+def logged(d, text):
+    with open(d.log_path) as f:
+        return text in f.read()
+
+
 def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
     """What the daemon takes from a spawner is checked and bounded: what is
     sent as the process's pidfd must be one, and a spawner that never
@@ -260,14 +271,10 @@ def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
         send(conn, STARTED)
         os.close(r)
         os.close(w)
-    fake = FakeSpawner(path, not_a_pidfd)
-    try:
+    with FakeSpawner(path, not_a_pidfd):
         st, out = daemon.sandbox("exec", sid, {"command": "true"})
         assert st == 500 and set(out) == {"error", "message"}, (st, out)
-    finally:
-        fake.close()
-    with open(daemon.log_path) as f:
-        assert "the sandbox's init answered out of turn" in f.read()
+    assert logged(daemon, "the sandbox's init answered out of turn")
     exec_ok(daemon, sid)
 
     def never_says(conn, fds):
@@ -279,19 +286,14 @@ def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
         send(conn, PID, fd=os.pidfd_open(p.pid), pid=p.pid)
         send(conn, STARTED)
         p.wait()
-    fake = FakeSpawner(path, never_says)
-    try:
+    with FakeSpawner(path, never_says):
         t0 = time.monotonic()
         st, out = daemon.sandbox("exec", sid, {"command": "true"})
         took = time.monotonic() - t0
         assert st == 200 and out == {"stdout": "from-fake\n", "stderr": "", "exitCode": 255}, out
         assert 4 < took < 25, took
-        # Meanwhile and after, the daemon answers.
-        assert daemon.sandbox("getSandbox", sid)[0] == 200
-    finally:
-        fake.close()
-    with open(daemon.log_path) as f:
-        assert "its sandbox's init did not report how it ended" in f.read()
+        assert daemon.sandbox("getSandbox", sid)[0] == 200  # the daemon answers meanwhile
+    assert logged(daemon, "its sandbox's init did not report how it ended")
     exec_ok(daemon, sid)
 
 
