@@ -366,22 +366,6 @@ static int add_service(pe_store *s, const pe_store_sandbox *sb, const pe_templat
     return 0;
 }
 
-/* An image.json of that name: what getSandboxes lists. */
-static bool image_listed(pe_daemon *d, const char *name)
-{
-    pe_image_info *imgs = NULL;
-    size_t n = 0;
-    bool found;
-
-    if (pe_image_list(d->rt.data_dir, &imgs, &n, NULL) < 0)
-        return pe_image_exists(d->rt.data_dir, name);
-    found = false;
-    for (size_t k = 0; k < n && !found; k++)
-        found = strcmp(imgs[k].name, name) == 0;
-    pe_image_info_free(imgs, n);
-    return found;
-}
-
 int pe_daemon_template_prepare(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb, pe_err *err)
 {
     const pe_template *t = offered(sb->base);
@@ -394,7 +378,7 @@ int pe_daemon_template_prepare(pe_daemon *d, pe_store *s, const pe_store_sandbox
     /* An image of that name (built, or imported by the operator) is
      * used as it is, even a broken one; the runtime checks the layers
      * under it. */
-    if (!image_listed(d, t->name)) {
+    if (!pe_image_listed(d->rt.data_dir, t->name)) { /* what getSandboxes lists */
         pthread_mutex_init(&note.mu, NULL);
         note_progress(&note, t->name, "waiting for its turn to build", 0, -1);
         r = pe_template_build(&d->rt, t->name, &o, err);

@@ -734,18 +734,33 @@ int pe_image_list(const char *data_dir, pe_image_info **out, size_t *n, pe_err *
     return 0;
 }
 
+static void info_clear(pe_image_info *info)
+{
+    free(info->name);
+    free(info->source);
+    free(info->parent);
+    for (char **e = info->env; e && *e; e++)
+        free(*e);
+    free(info->env);
+}
+
+bool pe_image_listed(const char *data_dir, const char *name)
+{
+    cleanup_free char *images = images_path(data_dir);
+    pe_image_info info;
+
+    if (!pe_name_valid(name) || read_info(images, name, &info, NULL) < 0)
+        return false;
+    info_clear(&info);
+    return true;
+}
+
 void pe_image_info_free(pe_image_info *v, size_t n)
 {
     if (v == NULL)
         return;
-    for (size_t i = 0; i < n; i++) {
-        free(v[i].name);
-        free(v[i].source);
-        free(v[i].parent);
-        for (char **e = v[i].env; e && *e; e++)
-            free(*e);
-        free(v[i].env);
-    }
+    for (size_t i = 0; i < n; i++)
+        info_clear(&v[i]);
     free(v);
 }
 

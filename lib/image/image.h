@@ -105,6 +105,10 @@ int pe_image_resolve(const char *data_dir, const char *image, char **rootfs_out,
  * word is an image only when it names one. Never builds anything. */
 bool pe_image_known(const char *data_dir, const char *word);
 
+/* True if pe_image_list would list image name: its image.json reads
+ * whole. One file read, for a caller that needs just that one. */
+bool pe_image_listed(const char *data_dir, const char *name);
+
 /* List images; *out is a malloc'd array of *n entries. */
 int pe_image_list(const char *data_dir, pe_image_info **out, size_t *n, pe_err *err);
 void pe_image_info_free(pe_image_info *v, size_t n);

@@ -319,6 +319,11 @@ TEST_CASE(list_sorted_with_metadata)
     ASSERT(v[0].created > 1700000000);
     ASSERT_CONTAINS(v[0].source, "busybox");
     pe_image_info_free(v, n);
+    /* one by name, as the list has it (a template's create asks so) */
+    ASSERT(pe_image_listed(data, "a1"));
+    ASSERT(!pe_image_listed(data, "broken"));
+    ASSERT(!pe_image_listed(data, "missing"));
+    ASSERT(!pe_image_listed(data, "../images/a1"));
 }
 
 TEST_CASE(build_twice_is_eexist)
