@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -47,6 +48,7 @@
 
 #define RETRY_S 5.0     /* after a failed fill of a base */
 #define PRESSURE_S 0.25 /* how often MemAvailable is read while idle */
+#define WARM_MS 5000    /* a pooled sandbox's warm-up exec, at most */
 /* After a claim, the refill waits this long since the base's last claim
  * while at least half its pool is ready: a refill clones a sandbox's
  * first process from the daemon (copy-on-write faults and TLB flushes
@@ -228,6 +230,34 @@ static int init_nice_0(pe_daemon *d, const char *id, pe_err *err)
     return 0;
 }
 
+/* One `sh -c true` through the sandbox's init before a claim can take it
+ * (bench/README.md, "The first exec of a claim"): a claim's first exec
+ * otherwise pays for init's first request (the pages of its spawner),
+ * the overlay's first lookups of the shell and its libraries and the new
+ * memory cgroup's first charges. Its output goes to pipes nobody reads; it
+ * gets WARM_MS (less if the daemon stops), then SIGKILL. It changes nothing a user can see: an
+ * image without /bin/sh, or a failure, only skips it. */
+static void warm_up(pe_daemon *d, const char *id)
+{
+    char *argv[] = {(char *)"/bin/sh", (char *)"-c", (char *)"true", NULL};
+    pe_proc_opts o = {.argv = argv, .capture = true};
+    struct pollfd pf[2];
+    pe_proc proc;
+    int code = -1;
+    pe_err e;
+
+    pe_err_clear(&e);
+    if (pe_runtime_exec_start(&d->rt, id, &o, &proc, &e) < 0)
+        return;
+    pf[0] = (struct pollfd){proc.status_fd, POLLIN, 0};
+    pf[1] = (struct pollfd){d->stop_fd, POLLIN, 0}; /* the daemon stops: not a moment longer */
+    if (poll(pf, 2, WARM_MS) < 1 || !(pf[0].revents & POLLIN))
+        pe_proc_signal(&proc, SIGKILL);
+    if (pe_proc_wait(&proc, &code, &e) < 0 || code != 0)
+        pe_log_info("pool: %s: the warm-up exec ended %d", id, code);
+    pe_proc_close(&proc);
+}
+
 /* Create and start one sandbox of base as a create without options would. */
 static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *err)
 {
@@ -236,6 +266,7 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     char *id = pe_store_new_id("sbx_");
     pe_sandbox_cfg cfg;
     json_t *policy;
+    bool running;
     int r;
 
     pe_sandbox_cfg_init(&cfg);
@@ -256,6 +287,8 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
         r = -1;
     }
     json_decref(policy);
+    if (r == 0)
+        warm_up(d, id); /* before init_nice_0: at the filler's priority */
     if (r == 0 && p->niced && init_nice_0(d, id, err) < 0) {
         remove_one(d, id);
         r = -1;
@@ -266,7 +299,7 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
     }
     pd = pe_xcalloc(1, sizeof(*pd));
     pd->id = id;
-    pd->pidfd = -1;
+    pd->pidfd = init_pidfd(d, id, &running); /* a take then only polls it */
     ahead_of_claim(d, pd);
     return pd;
 }
@@ -484,6 +517,14 @@ static bool default_policy(const char *base, const json_t *policy)
     return same;
 }
 
+/* Has the process of pidfd exited? (its pidfd turns readable) */
+static bool exited(int pidfd)
+{
+    struct pollfd pf = {pidfd, POLLIN, 0};
+
+    return poll(&pf, 1, 0) == 1;
+}
+
 pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_store_sandbox *sizes)
 {
     pe_daemon_pool *p = d->pool;
@@ -510,22 +551,18 @@ pe_daemon_pooled *pe_daemon_pool_take(pe_daemon *d, const json_t *in, const pe_s
     if (pd == NULL)
         return NULL;
     /* One that died in the pool (killed by hand, the OOM killer) is not
-     * handed out: the create starts its own. */
-    pd->pidfd = init_pidfd(d, pd->id, &running); /* kept for the adopt */
+     * handed out: the create starts its own. The pidfd, opened as it was
+     * made, is kept for the adopt. */
+    if (pd->pidfd >= 0)
+        running = !exited(pd->pidfd);
+    else
+        pd->pidfd = init_pidfd(d, pd->id, &running);
     if (!running) {
         pe_log_warn("pool: %s is not running any more: removed", pd->id);
         pe_daemon_pool_discard(d, pd);
         return NULL;
     }
     return pd;
-}
-
-/* Has the process of pidfd exited? (its pidfd turns readable) */
-static bool exited(int pidfd)
-{
-    struct pollfd pf = {pidfd, POLLIN, 0};
-
-    return poll(&pf, 1, 0) == 1;
 }
 
 int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,

@@ -29,7 +29,7 @@ typedef struct pe_daemon_pooled {
     char *id;
     char *name;
     pe_daemon_ssh_ahead ssh; /* pub NULL: none placed */
-    int pidfd;               /* its init's, from the take on (-1: none) */
+    int pidfd;               /* its init's (-1: none) */
 } pe_daemon_pooled;
 
 void pe_daemon_pooled_free(pe_daemon_pooled *p);

@@ -7,9 +7,13 @@ pressure is played with POCKETENV_POOL_MEMINFO, a file in /proc/meminfo's
 format the daemon reads instead. One daemon serves the module; the
 restart and the disabled pool get their own.
 """
+import io
 import json
 import os
+import signal
 import subprocess
+import tarfile
+import time
 import urllib.request
 
 import pytest
@@ -224,6 +228,28 @@ def test_a_pooled_sandbox_never_carries_one_users_data_to_another(pooled):
         assert d.sandbox("deleteSandbox", b["id"], token=bob)[0] == 200
 
 
+def test_a_pooled_sandbox_that_died_is_never_handed_out(pooled):
+    """A pooled sandbox whose init was killed (by hand, the OOM killer)
+    while it waited: the next creates never get it; it is removed, and
+    every create answers a sandbox that runs."""
+    d = pooled
+    wait_full(d)
+    p = subprocess.run([BIN, "--data", d.data, "runtime", "ls", "--json"],
+                       capture_output=True, text=True, check=True)
+    victim = json.loads(p.stdout)[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{victim['pid']}/status") or
+             "zombie" in open(f"/proc/{victim['pid']}/status").read(), 10, "the init to die")
+    for _ in range(2):
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "busybox"})
+        assert st == 200 and sb["id"] != victim["name"], sb
+        d.wait_status(sb["id"], ["RUNNING"])
+        assert exec_sh(d, sb["id"], "echo alive")["stdout"] == "alive\n"
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+    assert f"pool: {victim['name']} is not running any more: removed" in d.log_text()
+    wait_for(lambda: victim["name"] not in runtime_names(d.data), 10, "the dead one removed")
+
+
 def test_pool_shrinks_under_memory_pressure_and_grows_back(pooled):
     d = pooled
     before = wait_full(d)
@@ -288,3 +314,45 @@ def test_restart_removes_the_pool_and_adopts_no_pooled_sandbox(served):
     assert set(s.runtime_names()) == {mine["id"]}
     d = s.start()
     assert d.sandbox("deleteSandbox", mine["id"])[0] == 200
+
+
+HANGING_SH = """#!/bin/busybox sh
+# busybox's shell, but for the pool's warm-up (`sh -c true`): that hangs
+if [ "$1" = -c ] && [ "$2" = true ]; then exec /bin/busybox sleep 424242; fi
+exec /bin/busybox sh "$@"
+"""
+
+
+def test_a_warm_up_that_hangs_is_killed_and_the_pool_still_fills(tmp_path):
+    """Each pooled sandbox runs `sh -c true` once before a claim can take
+    it (it warms the claim's first exec). An image whose shell hangs there
+    still gets its pool: the warm-up is killed after its 5 s and logged,
+    the sandbox is claimed and works, and nothing of the warm-up is left
+    running in it. A daemon stopped during a warm-up stops at once."""
+    data = tmp_path / "data"
+    subprocess.run([BIN, "--data", str(data), "image", "build", "busybox"], check=True,
+                   capture_output=True)
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        body = HANGING_SH.encode()
+        info = tarfile.TarInfo("bin/sh")
+        info.size, info.mode = len(body), 0o755
+        tar.addfile(info, io.BytesIO(body))
+    subprocess.run([BIN, "--data", str(data), "image", "import", "hang", str(layer),
+                    "--parent", "busybox"], check=True, capture_output=True)
+    with serving(tmp_path, extra=["--sandbox-net", "none", "--pool", "hang=1"]) as d:
+        wait_for(lambda: pool_metrics(d, "hang").get("ready") == 1, 30, "the pool to fill")
+        assert "warm-up exec ended 137" in d.log_text()
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "hang"})
+        assert st == 200 and sb["status"] == "RUNNING", sb
+        out = exec_sh(d, sb["id"], "echo hello; ps -o args")["stdout"]
+        assert out.startswith("hello\n") and "sleep 424242" not in out, out
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+        # the refill's warm-up hangs now: the stop does not wait it out
+        wait_for(lambda: "sleep 424242" in subprocess.run(
+            ["ps", "-eo", "args"], capture_output=True, text=True).stdout, 10,
+            "the refill's warm-up")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        d.proc.wait(timeout=30)
+        assert time.monotonic() - t0 < 4, "the stop waited for the warm-up"
