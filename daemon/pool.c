@@ -24,10 +24,10 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -285,6 +285,16 @@ static pe_daemon_pooled *make_one(pe_daemon_pool *p, const char *base, pe_err *e
                    pe_runtime_start(&d->rt, id, err) < 0)) {
         remove_one(d, id);
         r = -1;
+    }
+    /* Its resolver and egress proxy, as a start's (a claim does not): their
+     * threads get the default priority, not the filler's. */
+    if (r == 0 && policy != NULL) {
+        pid_t self = (pid_t)syscall(SYS_gettid);
+        if (p->niced)
+            setpriority(PRIO_PROCESS, (id_t)self, 0);
+        pe_daemon_netpolicy_started(d, &(pe_store_sandbox){.id = id});
+        if (p->niced)
+            setpriority(PRIO_PROCESS, (id_t)self, 19);
     }
     json_decref(policy);
     if (r == 0)
@@ -591,7 +601,7 @@ int pe_daemon_pool_adopt(pe_daemon *d, pe_store *s, const pe_store_sandbox *sb,
         return pe_err_set(err, PE_ESTATE, 0, "pooled sandbox %s is not running", sb->id);
     if (pe_daemon_sandbox_place_files(d, sb) > 0)
         ssh = NULL;
-    pe_daemon_sandbox_started_with(d, sb, ssh); /* keys, tailscale, services */
+    pe_daemon_sandbox_started_with(d, sb, ssh); /* keys, tailscale, services (not the policy) */
     return pe_daemon_template_ready(d, s, sb, err);
 }
 

@@ -344,6 +344,7 @@ static void place_tailscale(pe_daemon *d, pe_store *s, const pe_store_sandbox *s
 
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb)
 {
+    pe_daemon_netpolicy_started(d, sb);
     pe_daemon_sandbox_started_with(d, sb, NULL);
 }
 
@@ -359,7 +360,6 @@ void pe_daemon_sandbox_started_with(pe_daemon *d, const pe_store_sandbox *sb,
         pe_log_warn("sandbox %s: keys and services not started: %s", sb->id, err.msg);
         return;
     }
-    pe_daemon_netpolicy_started(d, sb);
     place_ssh(d, s, sb, ssh);
     place_tailscale(d, s, sb);
     pe_daemon_services_start(d, s, sb);

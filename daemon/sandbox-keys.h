@@ -37,15 +37,17 @@ void pe_daemon_tailscale_up_later(pe_daemon *d, const pe_store_sandbox *sb, cons
  * other (teardown, before the runtime and keys are freed). */
 void pe_daemon_tailscale_quiesce(void);
 
-/* What follows a sandbox's start, after its files are placed: its SSH key
- * pair (a default one generated if it has none), Tailscale if it has an
- * auth key and the image has tailscale, and its services. Failures are
- * logged, never fatal to the start. */
+/* What follows a sandbox's start, after its files are placed: its egress
+ * policy's resolver (pe_daemon_netpolicy_started), its SSH key pair (a
+ * default one generated if it has none), Tailscale if it has an auth key
+ * and the image has tailscale, and its services. Failures are logged,
+ * never fatal to the start. */
 void pe_daemon_sandbox_started(pe_daemon *d, const pe_store_sandbox *sb);
-/* The same for sb whose default pair ssh (NULL: none) is installed in it
- * already: when sb has no stored pair, ssh is stored as its pair and not
- * written again; a stored pair is installed as always. ssh must have been
- * made for sb's id and name (its comment). */
+/* The same but the resolver, for a pooled sb (the filler started that
+ * ahead), whose default pair ssh (NULL: none) is installed in it already:
+ * when sb has no stored pair, ssh is stored as its pair and not written
+ * again; a stored pair is installed as always. ssh must have been made for
+ * sb's id and name (its comment). */
 void pe_daemon_sandbox_started_with(pe_daemon *d, const pe_store_sandbox *sb,
                                     const pe_daemon_ssh_ahead *ssh);
 

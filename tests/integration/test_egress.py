@@ -986,6 +986,37 @@ def test_an_agent_template_gets_its_default_policy_at_create(daemon, internet):
         shutil.rmtree(os.path.join(images, "claude-code"))
 
 
+def test_a_pooled_agent_sandbox_resolves_through_its_policy_from_the_claim(tmp_path, internet):
+    """--pool claude-code=1: the filler starts a pooled sandbox's resolver
+    and egress proxy ahead (a claim does not). The claimed sandbox's first
+    exec already resolves an allowed name and reaches it, a name outside
+    the allowlist does not resolve, and an address none resolved to is
+    refused. The resolver's threads run at the default priority, not the
+    filler's nice 19."""
+    from test_pool import pool_metrics
+    data = tmp_path / "data"
+    subprocess.run([BIN, "--data", str(data), "image", "build", "busybox"], check=True,
+                   capture_output=True)
+    images = data / "images"
+    shutil.copytree(images / "busybox", images / "claude-code", symlinks=True)
+    with open(internet, "a") as f:
+        f.write(f"registry.npmjs.org {DNS}\n")
+    with serving(tmp_path, extra=["--pool", "claude-code=1"],
+                 env={"POCKETENV_DNS_UPSTREAM": f"{DNS}:53"}) as d:
+        wait_for(lambda: pool_metrics(d, "claude-code").get("ready") == 1, 30, "the pool to fill")
+        st, sb = d.call("io.pocketenv.sandbox.createSandbox", body={"base": "claude-code"})
+        assert st == 200 and sb["status"] == "RUNNING", sb  # the pool's
+        reaches(d, sb["id"], fetch("registry.npmjs.org"), [DNS])
+        out = run(d, sb["id"], "nslookup allowed.test 2>&1; echo rc=$?")
+        assert "rc=0" not in out and DNS not in out, out
+        assert run(d, sb["id"], fetch(OTHER)).split() == []
+        niced = [t for t in os.listdir(f"/proc/{d.proc.pid}/task")
+                 if int(open(f"/proc/{d.proc.pid}/task/{t}/stat").read()
+                        .rsplit(")", 1)[1].split()[16]) != 0]
+        assert len(niced) <= 1, niced  # the filler alone (nice 19 where it may)
+        assert d.sandbox("deleteSandbox", sb["id"])[0] == 200
+
+
 def test_kernel_refusals_are_in_the_denial_log(daemon, box):
     """What only the table sees (a connection by address to a port the
     proxy does not take, IPv6) is in the owner's denial log too (NFLOG in
