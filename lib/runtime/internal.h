@@ -234,6 +234,15 @@ int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err);
 void pe__state_clear(pe_state *st);
 json_t *pe__state_to_json(const pe_state *st);
 
+/* Where a sandbox's files that last only this boot go (state.c). */
+#define PE_RUN_DIR "/run/pocketenv/sandboxes"
+/* PE_RUN_DIR/<dev>-<ino>.<ext> for the sandbox directory dir, made and
+ * mounted at the first call; NULL when dir is gone or PE_RUN_DIR cannot
+ * be had (the caller then keeps the file in dir, as builds before did). */
+char *pe__run_file(const char *dir, const char *ext);
+/* Remove dir's run.json and spawn socket, wherever they are. */
+void pe__run_files_remove(const char *dir);
+
 /* True if the state's init process is the one alive now (pid + start time). */
 bool pe__state_alive(const pe_state *st);
 

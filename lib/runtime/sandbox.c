@@ -6,8 +6,10 @@
  *                          flock on the directory itself)
  *   run/<key>/             one-shot runs in progress (locked by the
  *                          running command)
- * and, host-wide, /run/pocketenv/net/ for network leases (net.c) and
- * /var/lib/pocketenv/idmap/<slot> for user id range claims (idmap.c).
+ * and, host-wide, /run/pocketenv/net/ for network leases (net.c),
+ * /run/pocketenv/sandboxes/ for a running sandbox's run.json and spawn
+ * socket (state.c) and /var/lib/pocketenv/idmap/<slot> for user id range
+ * claims (idmap.c).
  *
  * Lifecycle of a persistent sandbox: created -> running <-> paused,
  * running/paused -> stopped -> running, any -> removed. Every change is on
@@ -1250,6 +1252,8 @@ static int finish_removal(pe_runtime *rt, const char *gone, pe_err *err)
         step_took(gone, "its disk directory", &t);
     }
     if (r == 0) {
+        /* Named by the directory's inode: while it is still there. */
+        pe__run_files_remove(gone);
         r = pe_fs_rm_rf(gone, err);
         step_took(gone, "its directory", &t);
     }

@@ -4,7 +4,9 @@
  * spawner in init"). pe__spawn_exec remains for what init declines and
  * for sandboxes started before it had a spawn socket.
  *
- * The socket: DATA/sandboxes/<name>/spawn.sock, bound and listened on by
+ * The socket: PE_RUN_DIR/<dev>-<ino>.sock (state.c; DATA/sandboxes/<name>/
+ * spawn.sock where that cannot be had, and for sandboxes started by builds
+ * before it), bound and listened on by
  * the runtime before the sandbox is cloned (init gets the fd), mode 0600
  * from before the bind, so that only host root can connect; nothing in the
  * sandbox can name a host path. A sandbox's root that took over its init
@@ -40,27 +42,42 @@
 #define ANON_INODE_FS_MAGIC 0x09041934
 #endif
 
-/* dir/spawn.sock as an address; through /proc/self/fd/N when the path is
- * longer than sun_path holds (*dfd, closed by the caller, is N). */
-static int sock_addr(const char *dir, struct sockaddr_un *a, int *dfd)
+/* path as an address; through /proc/self/fd/N of its directory when it
+ * is longer than sun_path holds (*dfd, closed by the caller, is N). */
+static int sock_addr(const char *path, struct sockaddr_un *a, int *dfd)
 {
+    cleanup_free char *dir = NULL;
+    const char *base = strrchr(path, '/');
     int n;
 
     *dfd = -1;
     memset(a, 0, sizeof(*a));
     a->sun_family = AF_UNIX;
-    n = snprintf(a->sun_path, sizeof(a->sun_path), "%s/%s", dir, SPAWN_SOCK);
+    n = snprintf(a->sun_path, sizeof(a->sun_path), "%s", path);
     if (n > 0 && (size_t)n < sizeof(a->sun_path))
         return 0;
+    if (base == NULL)
+        return -1;
+    dir = pe_xasprintf("%.*s", (int)(base - path), path);
     *dfd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (*dfd < 0)
         return -1;
-    snprintf(a->sun_path, sizeof(a->sun_path), "/proc/self/fd/%d/%s", *dfd, SPAWN_SOCK);
-    return 0;
+    n = snprintf(a->sun_path, sizeof(a->sun_path), "/proc/self/fd/%d%s", *dfd, base);
+    return n > 0 && (size_t)n < sizeof(a->sun_path) ? 0 : -1;
+}
+
+/* The spawn socket's path for the sandbox in dir: in the run directory,
+ * or (old, 1) in dir itself. */
+static char *sock_path(const char *dir, int old)
+{
+    char *p = old ? NULL : pe__run_file(dir, "sock");
+
+    return p != NULL ? p : pe_xasprintf("%s/%s", dir, SPAWN_SOCK);
 }
 
 int pe__spawn_listen(const char *dir, pe_err *err)
 {
+    cleanup_free char *path = sock_path(dir, 0);
     struct sockaddr_un a;
     cleanup_fd int dfd = -1;
     int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -70,14 +87,14 @@ int pe__spawn_listen(const char *dir, pe_err *err)
     /* The mode a bind gives the socket's file is the socket's own (less
      * the umask): 0600 before the name exists, so there is no moment in
      * which another user could connect. */
-    if (fchmod(fd, 0600) < 0 || sock_addr(dir, &a, &dfd) < 0) {
-        pe_err_sys(err, "spawn socket in %s", dir);
+    if (fchmod(fd, 0600) < 0 || sock_addr(path, &a, &dfd) < 0) {
+        pe_err_sys(err, "spawn socket %s", path);
         close(fd);
         return -1;
     }
     unlink(a.sun_path); /* a stopped sandbox's, or one left by a crash */
     if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 64) < 0) {
-        pe_err_sys(err, "spawn socket %s/%s", dir, SPAWN_SOCK);
+        pe_err_sys(err, "spawn socket %s", path);
         close(fd);
         return -1;
     }
@@ -86,11 +103,14 @@ int pe__spawn_listen(const char *dir, pe_err *err)
 
 void pe__spawn_unlink(const char *dir)
 {
-    struct sockaddr_un a;
-    cleanup_fd int dfd = -1;
+    for (int old = 0; old < 2; old++) {
+        cleanup_free char *path = sock_path(dir, old);
+        struct sockaddr_un a;
+        cleanup_fd int dfd = -1;
 
-    if (sock_addr(dir, &a, &dfd) == 0)
-        unlink(a.sun_path);
+        if (sock_addr(path, &a, &dfd) == 0)
+            unlink(a.sun_path);
+    }
 }
 
 /* One message of init's or the process's, with its fd (-1: none) and the
@@ -184,21 +204,29 @@ static char *build_request(const pe_exec_req *req, size_t *len)
  * sandbox has none (started by an older build) or it does not answer. */
 static int connect_spawner(const char *dir)
 {
-    struct sockaddr_un a;
-    cleanup_fd int dfd = -1;
-    int one = 1, s;
+    int one = 1;
 
-    if (sock_addr(dir, &a, &dfd) < 0)
-        return -1;
-    s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -1;
-    if (setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) < 0 ||
-        connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+    for (int old = 0; old < 2; old++) {
+        cleanup_free char *path = sock_path(dir, old);
+        struct sockaddr_un a;
+        cleanup_fd int dfd = -1;
+        int s, e;
+
+        if (sock_addr(path, &a, &dfd) < 0)
+            continue;
+        s = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return -1;
+        if (setsockopt(s, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)) == 0 &&
+            connect(s, (struct sockaddr *)&a, sizeof(a)) == 0)
+            return s;
+        e = errno;
         close(s);
-        return -1;
+        /* Only a socket that is not there sends us to the old place. */
+        if (e != ENOENT)
+            return -1;
     }
-    return s;
+    return -1;
 }
 
 int pe__spawn_via_init(const char *dir, const pe_exec_req *req, pe_spawn_res *res, pe_err *err)

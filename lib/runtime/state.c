@@ -1,5 +1,5 @@
 /* Persistent sandbox state: DATA/sandboxes/<name>/state.json, with
- * run.json beside it while a start's state is newer.
+ * run.json while a start's state is newer.
  *
  * state.json holds what must survive the host: made once at create, in the
  * sandbox's private staging directory (written and fsynced in place, then
@@ -17,14 +17,25 @@
  * state.json under it then reads as not running, which after a crash of
  * the host is the truth.
  *
+ * run.json and the spawn socket live in PE_RUN_DIR, a tmpfs (as runc keeps
+ * its state in /run/runc), named by the sandbox directory's device and
+ * inode, which a rename keeps: a new inode there costs nothing of the data
+ * directory's filesystem (on ext4 without a journal, every new inode scans
+ * the recently deleted ones). Where PE_RUN_DIR cannot be had, and for
+ * sandboxes started by builds before it, they are in the sandbox's
+ * directory: loads look there second.
+ *
  * Readers never need the lock: each file is always complete. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -32,6 +43,76 @@
 #include "runtime/internal.h"
 
 #define STATE_MAX (1024 * 1024)
+#ifndef TMPFS_MAGIC
+#define TMPFS_MAGIC 0x01021994
+#endif
+#ifndef RAMFS_MAGIC
+#define RAMFS_MAGIC 0x858458f6
+#endif
+
+static bool run_dir_ok;
+static pthread_once_t run_dir_once = PTHREAD_ONCE_INIT;
+
+static bool on_tmpfs(const char *path)
+{
+    struct statfs sf;
+
+    return statfs(path, &sf) == 0 &&
+           ((unsigned long)sf.f_type == TMPFS_MAGIC || (unsigned long)sf.f_type == RAMFS_MAGIC);
+}
+
+/* PE_RUN_DIR made, root's alone, and on tmpfs: where /run is not one (this
+ * host's is on ext4), a tmpfs of its own is mounted there once per boot,
+ * under a lock so that two processes never stack two. Never unmounted: it
+ * holds the state of every running sandbox of every data directory. */
+static void run_dir_setup(void)
+{
+    struct stat sb;
+    int lock;
+
+    mkdir("/run", 0755);
+    mkdir("/run/pocketenv", 0700);
+    mkdir(PE_RUN_DIR, 0700);
+    if (lstat(PE_RUN_DIR, &sb) < 0 || !S_ISDIR(sb.st_mode) || sb.st_uid != geteuid())
+        return;
+    if (!on_tmpfs(PE_RUN_DIR)) {
+        lock = open(PE_RUN_DIR ".lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (lock < 0 || flock(lock, LOCK_EX) < 0) {
+            if (lock >= 0)
+                close(lock);
+            return;
+        }
+        if (!on_tmpfs(PE_RUN_DIR))
+            mount("pocketenv-run", PE_RUN_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                  "mode=0700");
+        close(lock);
+        /* Without the right to mount (a container), the directory as it is. */
+    }
+    run_dir_ok = lstat(PE_RUN_DIR, &sb) == 0 && S_ISDIR(sb.st_mode) && sb.st_uid == geteuid() &&
+                 (sb.st_mode & 077) == 0;
+}
+
+char *pe__run_file(const char *dir, const char *ext)
+{
+    struct stat sb;
+
+    pthread_once(&run_dir_once, run_dir_setup);
+    if (!run_dir_ok || stat(dir, &sb) < 0)
+        return NULL;
+    return pe_xasprintf("%s/%llx-%llu.%s", PE_RUN_DIR, (unsigned long long)sb.st_dev,
+                        (unsigned long long)sb.st_ino, ext);
+}
+
+void pe__run_files_remove(const char *dir)
+{
+    cleanup_free char *run = pe__run_file(dir, "json");
+    cleanup_free char *old = pe_xasprintf("%s/run.json", dir);
+
+    if (run != NULL)
+        unlink(run);
+    unlink(old);
+    pe__spawn_unlink(dir);
+}
 
 void pe__state_clear(pe_state *st)
 {
@@ -138,28 +219,37 @@ static int state_stamp(const char *dir, char *out, size_t len)
     return 0;
 }
 
-/* dir/run.json if it is over the state.json in place now, else NULL. It is
- * read before state.json is looked at: a durable save racing with this
- * load either has not replaced state.json yet (run.json is then the state
- * before that save, complete) or has (the stamp no longer matches). */
-static json_t *load_run(const char *dir)
+/* The run.json of dir if it is over the state.json in place now, else
+ * NULL; *path_out: the file read. It is read before state.json is looked
+ * at: a durable save racing with this load either has not replaced
+ * state.json yet (run.json is then the state before that save, complete)
+ * or has (the stamp no longer matches). */
+static json_t *load_run(const char *dir, char **path_out)
 {
-    cleanup_free char *path = pe_xasprintf("%s/run.json", dir);
+    char *paths[2] = {pe__run_file(dir, "json"), pe_xasprintf("%s/run.json", dir)};
     cleanup_free char *text = NULL;
     const char *of;
     char stamp[64];
     pe_err tmp;
-    json_t *o;
+    json_t *o = NULL;
+    int i;
 
-    /* ENOENT: not started since the last durable save */
-    if (pe_fs_read_file(path, STATE_MAX, &text, NULL, &tmp) < 0)
-        return NULL;
-    o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
-    of = json_string_value(json_object_get(o, "of"));
-    if (of == NULL || state_stamp(dir, stamp, sizeof(stamp)) < 0 || strcmp(of, stamp) != 0) {
-        json_decref(o);
-        return NULL;
+    /* ENOENT at both: not started since the last durable save */
+    for (i = 0; i < 2 && text == NULL; i++)
+        if (paths[i] != NULL && pe_fs_read_file(paths[i], STATE_MAX, &text, NULL, &tmp) < 0)
+            text = NULL;
+    if (text != NULL) {
+        o = json_loads(text, JSON_REJECT_DUPLICATES, NULL);
+        of = json_string_value(json_object_get(o, "of"));
+        if (of == NULL || state_stamp(dir, stamp, sizeof(stamp)) < 0 || strcmp(of, stamp) != 0) {
+            json_decref(o);
+            o = NULL;
+        }
     }
+    *path_out = o != NULL ? paths[i - 1] : NULL;
+    for (int k = 0; k < 2; k++)
+        if (paths[k] != *path_out)
+            free(paths[k]);
     return o;
 }
 
@@ -173,9 +263,8 @@ int pe__state_load(const char *dir, pe_state *st, pe_err *err)
 
     memset(st, 0, sizeof(*st));
     pe_sandbox_cfg_init(&st->cfg);
-    o = load_run(dir);
+    o = load_run(dir, &path);
     if (o != NULL) {
-        path = pe_xasprintf("%s/run.json", dir);
         r = state_from_json(o, path, st, err);
         json_decref(o);
         return r;
@@ -209,15 +298,17 @@ static char *state_text(const pe_state *st, const char *of, pe_err *err)
 int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
 {
     cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
-    cleanup_free char *run = NULL;
+    cleanup_free char *run = pe__run_file(dir, "json");
+    cleanup_free char *old = pe_xasprintf("%s/run.json", dir);
     cleanup_free char *text = state_text(st, NULL, err);
 
     if (text == NULL || pe_fs_write_atomic(path, text, strlen(text), 0600, err) < 0)
         return -1;
     /* Outdated by the new state.json already; removed so that loads read
      * one file again. */
-    run = pe_xasprintf("%s/run.json", dir);
-    unlink(run);
+    if (run != NULL)
+        unlink(run);
+    unlink(old);
     return 0;
 }
 
@@ -233,7 +324,8 @@ int pe__state_save_new(const char *dir, const pe_state *st, pe_err *err)
 
 int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err)
 {
-    cleanup_free char *path = pe_xasprintf("%s/run.json", dir);
+    char *run = pe__run_file(dir, "json");
+    cleanup_free char *path = run != NULL ? run : pe_xasprintf("%s/run.json", dir);
     cleanup_free char *text = NULL;
     char stamp[64];
 

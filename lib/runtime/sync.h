@@ -33,8 +33,8 @@ typedef struct pe_sync_msg {
 
 /* The spawner: a persistent sandbox's init starts processes for the
  * runtime (docs/design/runtime.md, "Exec"). It listens on a socket the
- * runtime bound at DATA/sandboxes/<name>/spawn.sock (root's alone, 0600)
- * before the sandbox was cloned; nothing inside the sandbox can name it.
+ * runtime bound in its run directory (state.c; root's alone, 0600) before
+ * the sandbox was cloned; nothing inside the sandbox can name it.
  * On each connection, one request:
  *   runtime -> init: pe_spawn_hdr, then argc + envc + 1 NUL-terminated
  *     strings (argv, envp, the working directory), with SCM_RIGHTS the

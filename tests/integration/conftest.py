@@ -27,6 +27,7 @@ HELPERS = ["pe-try-syscall", "pe-escape-probe"]
 CGROUP_ROOT = "/sys/fs/cgroup"
 ID_FIRST = 0x10000000
 NET_STATE = "/run/pocketenv/net"
+RUN_DIR = "/run/pocketenv/sandboxes"
 
 
 LEXICONS = [os.path.join(ROOT, "..", "shared", "lexicons"), os.path.join(ROOT, "lexicons")]
@@ -137,6 +138,14 @@ class Pocketenv:
 
     def ls(self):
         return json.loads(self.run("runtime", "ls", "--json", check=True).stdout)
+
+
+def run_file(sandbox_dir, ext):
+    """Where the runtime keeps what lasts only this boot of the sandbox in
+    sandbox_dir: its run.json ("json") or its spawn socket ("sock"), named
+    by the directory's device and inode (lib/runtime/state.c)."""
+    st = os.stat(sandbox_dir)
+    return os.path.join(RUN_DIR, f"{st.st_dev:x}-{st.st_ino}.{ext}")
 
 
 def our_cgroups():

@@ -6,7 +6,8 @@ import subprocess
 import threading
 import time
 
-from conftest import IDMAP_DIR, idmap_claims, run_on_pty, sandbox_processes, wait_for
+from conftest import (IDMAP_DIR, RUN_DIR, idmap_claims, run_file, run_on_pty, sandbox_processes,
+                      wait_for)
 
 
 def test_full_lifecycle_and_persistence(pe):
@@ -165,14 +166,19 @@ def test_a_crash_of_the_host_leaves_the_last_change_before_the_start(pe):
     a stale one never makes a stopped sandbox read as running."""
     pe.create("box9", "-e", "KEPT=yes")
     d = os.path.join(pe.data, "sandboxes", "box9")
-    run = os.path.join(d, "run.json")
+    run = run_file(d, "json")
     state = os.stat(os.path.join(d, "state.json"))
     pe.start("box9")
     pe.exec("box9", "/bin/sh", "-c", "echo data > /root/f", check=True)
-    # The start wrote run.json beside the create's state, not over it.
-    assert os.path.exists(run)
+    # The start wrote run.json apart from the create's state, not over it:
+    # on a tmpfs, root's alone, which a crash of the host empties.
+    assert os.path.exists(run) and not os.path.exists(os.path.join(d, "run.json"))
     after = os.stat(os.path.join(d, "state.json"))
     assert (after.st_ino, after.st_mtime_ns) == (state.st_ino, state.st_mtime_ns)
+    fs = subprocess.run(["stat", "-f", "-c", "%T", RUN_DIR], capture_output=True, text=True)
+    assert fs.stdout.strip() in ("tmpfs", "ramfs"), fs
+    mode = os.stat(RUN_DIR)
+    assert (mode.st_mode & 0o777, mode.st_uid) == (0o700, 0)
 
     # Older than state.json: a stop replaced state.json, the crash lost the
     # removal of run.json.
@@ -202,6 +208,12 @@ def test_a_crash_of_the_host_leaves_the_last_change_before_the_start(pe):
         p = pe.exec("box9", "/bin/sh", "-c", "echo $KEPT; cat /root/f")
         assert p.stdout.split() == ["yes", "data"], p.stdout + p.stderr
         pe.run("runtime", "stop", "box9", check=True)
+    # Removed, the sandbox leaves nothing in the run directory.
+    pe.start("box9")
+    sock = run_file(d, "sock")
+    assert os.path.exists(run) and os.path.exists(sock)
+    pe.run("runtime", "rm", "box9", check=True)
+    assert not os.path.exists(run) and not os.path.exists(sock)
 
 
 def test_exec_with_tty(pe):

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import BIN, Pocketenv, wait_for
+from conftest import BIN, Pocketenv, run_file, wait_for
 from test_daemon import serving
 
 MSG = struct.Struct("=iii244s")  # pe_sync_msg
@@ -34,7 +34,7 @@ def box(d, name):
 
 
 def sock_path(d, sid):
-    return os.path.join(d.data, "sandboxes", sid, "spawn.sock")
+    return run_file(os.path.join(d.data, "sandboxes", sid), "sock")
 
 
 def init_pid(d, sid):
@@ -299,17 +299,46 @@ def test_a_spawner_that_lies_cannot_hang_or_mislead_the_daemon(daemon):
 
 def test_a_data_directory_too_long_for_a_socket_address(tmp_path, image_dir):
     """A socket's address holds 107 bytes; a data directory may be longer.
-    The spawn socket is then bound and reached through /proc/self/fd, and
-    the spawner serves as it does anywhere else."""
+    The spawn socket is in the run directory, whose names are short, and
+    the spawner serves there as it does for any sandbox. A sandbox a build
+    before started has its run.json and spawn socket in its own directory,
+    at such a long path too: it still reads as running and its execs still
+    go through its init (the socket reached through /proc/self/fd)."""
     deep = tmp_path / ("d" * 60) / ("e" * 60)
     data = str(deep / "data")
     p = Pocketenv(data, image_dir)
     p.create("long")
+    d = os.path.join(data, "sandboxes", "long")
+    legacy = os.path.join(d, "spawn.sock")
+    mounted = False
     try:
         p.start("long")
-        path = os.path.join(data, "sandboxes", "long", "spawn.sock")
-        assert len(path) > 108 and os.path.exists(path)
+        sock, run = run_file(d, "sock"), run_file(d, "json")
+        assert len(legacy) > 108 and len(sock) < 108 and os.path.exists(sock)
+        r = p.exec("long", "/bin/sh", "-c", "exec grep PPid /proc/self/status")
+        assert r.returncode == 0 and r.stdout.split() == ["PPid:", "1"], r
+        pid = json.loads(p.run("runtime", "inspect", "long", check=True).stdout)["pid"]
+
+        # As the build before left it: both files in the sandbox's directory
+        # (a socket cannot be moved to another filesystem; bound over a file
+        # there, it is the same socket of the same init).
+        with open(legacy, "w"):
+            pass
+        subprocess.run(["mount", "--bind", sock, legacy], check=True)
+        mounted = True
+        os.rename(sock, sock + ".aside")
+        with open(run) as f:
+            text = f.read()
+        with open(os.path.join(d, "run.json"), "w") as f:
+            f.write(text)
+        os.unlink(run)
+        info = json.loads(p.run("runtime", "inspect", "long", check=True).stdout)
+        assert (info["status"], info["pid"]) == ("running", pid), info
         r = p.exec("long", "/bin/sh", "-c", "exec grep PPid /proc/self/status")
         assert r.returncode == 0 and r.stdout.split() == ["PPid:", "1"], r
     finally:
+        if mounted:
+            subprocess.run(["umount", legacy], check=True)
+            os.rename(sock + ".aside", sock)
         p.run("runtime", "rm", "long", check=True)
+    assert not os.path.exists(sock) and not os.path.exists(run)
