@@ -240,7 +240,8 @@ json_t *pe__state_to_json(const pe_state *st);
  * mounted at the first call; NULL when dir is gone or PE_RUN_DIR cannot
  * be had (the caller then keeps the file in dir, as builds before did). */
 char *pe__run_file(const char *dir, const char *ext);
-/* Remove dir's run.json and spawn socket, wherever they are. */
+/* Remove dir's run.json, spawn socket, resolv.conf and hosts from the run
+ * directory, and run.json and the socket from dir (builds before). */
 void pe__run_files_remove(const char *dir);
 
 /* True if the state's init process is the one alive now (pid + start time). */

@@ -604,19 +604,18 @@ static void resolv_conf(char *out, size_t cap)
                  "# so none is set: mount your own with -v FILE:/etc/resolv.conf:ro.\n");
 }
 
-int pe__net_write_etc(const char *dir, const char *hostname, const pe_net_lease *l, pe_err *err)
+int pe__net_write_etc(const char *resolv, const char *hosts, const char *hostname,
+                      const pe_net_lease *l, pe_err *err)
 {
     char text[4096], a[16];
-    cleanup_free char *rpath = pe_xasprintf("%s/resolv.conf", dir);
-    cleanup_free char *hpath = pe_xasprintf("%s/hosts", dir);
     int n;
 
     /* made again at every start: no fsync */
     resolv_conf(text, sizeof(text));
-    if (pe_fs_write_replace(rpath, text, strlen(text), 0644, err) < 0)
+    if (pe_fs_write_replace(resolv, text, strlen(text), 0644, err) < 0)
         return -1;
     n = snprintf(text, sizeof(text),
                  "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n%s\t%s\n",
                  pe__net_ntoa(l->addr, a), hostname);
-    return pe_fs_write_replace(hpath, text, (size_t)n, 0644, err);
+    return pe_fs_write_replace(hosts, text, (size_t)n, 0644, err);
 }

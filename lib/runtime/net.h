@@ -51,8 +51,9 @@ int pe__net_attach(const pe_net_lease *l, pid_t pid, pe_err *err);
 void pe__net_release(pe_net_lease *l);
 /* Release leases whose owner is gone and unreferenced pe-* links. */
 void pe__net_gc(void);
-/* Write resolv.conf and hosts for the sandbox into dir. */
-int pe__net_write_etc(const char *dir, const char *hostname, const pe_net_lease *l, pe_err *err);
+/* Write the sandbox's resolv.conf and hosts, to the paths given. */
+int pe__net_write_etc(const char *resolv, const char *hosts, const char *hostname,
+                      const pe_net_lease *l, pe_err *err);
 
 json_t *pe__net_lease_to_json(const pe_net_lease *l);
 void pe__net_lease_from_json(json_t *o, pe_net_lease *l);

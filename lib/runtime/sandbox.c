@@ -351,34 +351,48 @@ static char **init_argv(bool persist, bool tty, long uid, long gid, char *const 
 /* ---- networking ---- */
 
 /* --net nat: lease an address (and host ports) for sandbox `key`, and
- * write resolv.conf and hosts into dir, bound read-only over the image's.
- * *out is cfg with those two binds appended; free it with net_cfg_free. */
+ * write resolv.conf and hosts, bound read-only over the image's: into dir
+ * for a one-shot run (whose directory goes with it), into the run
+ * directory for a persistent sandbox (state.c: they last as long as its
+ * start does). *out is cfg with those two binds appended; free it with
+ * net_cfg_free. */
 static int net_prepare(pe_runtime *rt, const pe_sandbox_cfg *cfg, const char *dir, const char *key,
-                       pe_net_lease *l, pe_sandbox_cfg *out, pe_err *err)
+                       bool persist, pe_net_lease *l, pe_sandbox_cfg *out, pe_err *err)
 {
     static const char *const files[] = {"resolv.conf", "hosts"};
+    char *paths[2] = {NULL, NULL};
     size_t n = cfg->n_binds;
 
     *out = *cfg;
     memset(l, 0, sizeof(*l));
     if (cfg->net != PE_NET_NAT)
         return 0;
+    for (size_t i = 0; i < 2; i++) {
+        paths[i] = persist ? pe__run_file(dir, files[i]) : NULL;
+        if (paths[i] == NULL)
+            paths[i] = pe_xasprintf("%s/%s", dir, files[i]);
+    }
     if (pe__net_acquire(cfg, rt->data_dir, key, l, err) < 0)
-        return -1;
-    if (pe__net_write_etc(dir, cfg->hostname ? cfg->hostname : "sandbox", l, err) < 0) {
+        goto fail;
+    if (pe__net_write_etc(paths[0], paths[1], cfg->hostname ? cfg->hostname : "sandbox", l, err) <
+        0) {
         pe__net_release(l);
-        return -1;
+        goto fail;
     }
     out->binds = pe_xcalloc(n + 2, sizeof(pe_bind));
     if (n > 0)
         memcpy(out->binds, cfg->binds, n * sizeof(pe_bind));
     for (size_t i = 0; i < 2; i++) {
-        out->binds[n + i].host = pe_xasprintf("%s/%s", dir, files[i]);
+        out->binds[n + i].host = paths[i];
         out->binds[n + i].dest = pe_xasprintf("/etc/%s", files[i]);
         out->binds[n + i].ro = true;
     }
     out->n_binds = n + 2;
     return 0;
+fail:
+    free(paths[0]);
+    free(paths[1]);
+    return -1;
 }
 
 static void net_cfg_free(const pe_sandbox_cfg *cfg, pe_sandbox_cfg *out)
@@ -481,7 +495,7 @@ static int run_oneshot(pe_runtime *rt, const pe_sandbox_cfg *cfg_in, const pe_pr
         goto out;
     if (cfg.hostname == NULL)
         cfg.hostname = (char *)"sandbox";
-    if (net_prepare(rt, &cfg, dir, key + 4, &lease, &ncfg, err) < 0)
+    if (net_prepare(rt, &cfg, dir, key + 4, false, &lease, &ncfg, err) < 0)
         goto out;
     envp = build_env(&cfg, proc->env, proc->tty, proc->has_user ? proc->uid : 0);
     argv = init_argv(false, proc->tty, uid, gid, proc->argv);
@@ -1005,7 +1019,7 @@ static int start_locked(pe_runtime *rt, const char *dir, pe_state *st, const pe_
     limits_of(&st->cfg, &lim);
     if (with_extra_binds(&st->cfg, x, &xcfg, err) < 0)
         return -1;
-    if (net_prepare(rt, &xcfg, dir, st->id, &lease, &ncfg, err) < 0)
+    if (net_prepare(rt, &xcfg, dir, st->id, true, &lease, &ncfg, err) < 0)
         goto out_binds;
     if (pe_cgroup_create(st->id, &lim, &cg, err) < 0) {
         pe__net_release(&lease);

@@ -17,13 +17,14 @@
  * state.json under it then reads as not running, which after a crash of
  * the host is the truth.
  *
- * run.json and the spawn socket live in PE_RUN_DIR, a tmpfs (as runc keeps
+ * run.json, the spawn socket and (--net nat) the resolv.conf and hosts a
+ * start binds into the sandbox live in PE_RUN_DIR, a tmpfs (as runc keeps
  * its state in /run/runc), named by the sandbox directory's device and
  * inode, which a rename keeps: a new inode there costs nothing of the data
  * directory's filesystem (on ext4 without a journal, every new inode scans
  * the recently deleted ones). Where PE_RUN_DIR cannot be had, and for
  * sandboxes started by builds before it, they are in the sandbox's
- * directory: loads look there second.
+ * directory: loads and execs look there second.
  *
  * Readers never need the lock: each file is always complete. */
 #include <errno.h>
@@ -105,11 +106,14 @@ char *pe__run_file(const char *dir, const char *ext)
 
 void pe__run_files_remove(const char *dir)
 {
-    cleanup_free char *run = pe__run_file(dir, "json");
+    static const char *const exts[] = {"json", "resolv.conf", "hosts"};
     cleanup_free char *old = pe_xasprintf("%s/run.json", dir);
 
-    if (run != NULL)
-        unlink(run);
+    for (size_t i = 0; i < PE_ARRAY_LEN(exts); i++) {
+        cleanup_free char *path = pe__run_file(dir, exts[i]);
+        if (path != NULL)
+            unlink(path);
+    }
     unlink(old);
     pe__spawn_unlink(dir);
 }

@@ -15,8 +15,8 @@ import urllib.request
 
 import pytest
 
-from conftest import (kill_tree, net_leases, nft_elements, our_veths, unaccounted_network,
-                      wait_for)
+from conftest import (kill_tree, net_leases, nft_elements, our_veths, run_file,
+                      unaccounted_network, wait_for)
 
 UP_HOST = "10.123.0.1"  # host side of the test veth
 UP_NS = "10.123.0.2"    # the upstream namespace
@@ -202,6 +202,15 @@ def test_etc_files_and_hostname(pe):
     assert f"{addr}\tnamed" in p.stdout
     assert "rc=0" not in p.stdout  # read-only bind
     assert "pocketenv" in p.stdout
+    # Both are bound from the run directory's tmpfs, made again at each
+    # start; the removal takes them.
+    d = os.path.join(pe.data, "sandboxes", "named")
+    made = [run_file(d, ext) for ext in ("resolv.conf", "hosts")]
+    with open(made[1]) as f:
+        assert f"{addr}\tnamed" in f.read()
+    assert not os.path.exists(os.path.join(d, "hosts"))
+    pe.run("runtime", "rm", "named", check=True)
+    assert not any(os.path.exists(f) for f in made)
 
 
 def test_rm_leaves_nothing(pe):
