@@ -148,6 +148,24 @@ def run_file(sandbox_dir, ext):
     return os.path.join(RUN_DIR, f"{st.st_dev:x}-{st.st_ino}.{ext}")
 
 
+def run_files(data):
+    """The files the run directory holds now for data directory data's
+    sandboxes (their run.json, spawn socket, resolv.conf, hosts)."""
+    sbdir = os.path.join(data, "sandboxes")
+    prefixes = set()
+    for name in os.listdir(sbdir) if os.path.isdir(sbdir) else []:
+        try:
+            st = os.stat(os.path.join(sbdir, name))
+        except OSError:
+            continue
+        prefixes.add(f"{st.st_dev:x}-{st.st_ino}")
+    try:
+        names = os.listdir(RUN_DIR)
+    except OSError:
+        return []
+    return [os.path.join(RUN_DIR, n) for n in names if n.split(".", 1)[0] in prefixes]
+
+
 def our_cgroups():
     """Cgroups the runtime made (skipping the cgroup unit tests' own)."""
     found = []
@@ -431,6 +449,7 @@ def pe(tmp_path, image_dir):
     before_cgroups = set(our_cgroups())
     yield p
     sandbox_processes(data)  # remembers its sandboxes' keys before they go
+    boot_files = run_files(data)
     # Remove what the test left, then check that nothing leaked.
     if os.path.isdir(os.path.join(data, "sandboxes")):
         for sb in p.ls():
@@ -450,6 +469,7 @@ def pe(tmp_path, image_dir):
     assert not os.path.isdir(run_dir) or os.listdir(run_dir) == []
     assert idmap_claims(data) == []
     assert layers_of(data) == []
+    assert [f for f in boot_files if os.path.exists(f)] == []
 
 
 def run_on_pty(cmd, rows=24, cols=80, timeout=20):

@@ -25,7 +25,7 @@ import urllib.request
 import pytest
 
 from conftest import (BIN, LAYERS_DIR, cgroups_left, check_xrpc_answer, layers_of, our_cgroups,
-                      sandbox_processes, wait_for)
+                      run_files, sandbox_processes, wait_for)
 
 SANDBOX_METHODS = ["getSandbox", "startSandbox", "stopSandbox", "deleteSandbox", "exec",
                    "getNetworkPolicy", "putNetworkPolicy", "getNetworkDenials",
@@ -165,6 +165,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
         yield d
     finally:
         sandbox_processes(data)  # remembers its sandboxes' keys before they go
+        boot_files = run_files(data)
         if d.proc.poll() is None and d.token:
             for tok in [d.token] + list(getattr(d, "others", [])):
                 st, o = d.call("io.pocketenv.actor.getActorSandboxes",
@@ -192,6 +193,7 @@ def serving(tmp, cls=Daemon, extra=(), check_leaks=True, env=None):
         ls = subprocess.run([BIN, "--data", data, "runtime", "ls", "--json"],
                             capture_output=True, text=True, check=True, env=env)
         assert json.loads(ls.stdout) == []
+        assert [f for f in boot_files if os.path.exists(f)] == []
 
 
 @pytest.fixture(scope="module")
