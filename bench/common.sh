@@ -55,6 +55,13 @@ bench_init() {
     cd "$TMPD" || exit 1
 }
 
+# Files in the runtime's tmpfs run directory (a running sandbox's run.json,
+# spawn socket, resolv.conf and hosts; docs/design/runtime.md): every
+# sandbox of the host, so compare before and after a run.
+run_dir_files() {
+    (ls -A /run/pocketenv/sandboxes 2>/dev/null || true) | wc -l
+}
+
 remove_tmpd() {
     cd /
     # Never recurse into a mount that is still there (an image or an

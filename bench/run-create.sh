@@ -131,6 +131,7 @@ BASES=(busybox)
 [ -z "$TEMPLATE" ] || BASES+=("$TEMPLATE")
 pool_spec=$(IFS=,; echo "${BASES[*]/%/=$POOL}")
 cgroups_before=$( (ls -d /sys/fs/cgroup/*/pocketenv/pocketenv-* 2>/dev/null || true) | wc -l)
+run_files_before=$(run_dir_files)
 start_daemon plain
 start_daemon pool --pool "$pool_spec"
 
@@ -213,5 +214,6 @@ echo "- sandboxes in their data dirs: $left_sbx"
 echo "- id range claims of their data dirs ($IDMAP_DIR): $left_claims"
 echo "- processes of their sandboxes (pocketenv-init of this run): $left_procs"
 echo "- mounts below the run's directory: $(grep -c " ${TMPD}[/ ]" /proc/self/mountinfo || true)"
+echo "- files in the run directory (/run/pocketenv/sandboxes) before / after (other engineers' sandboxes count too): $run_files_before / $(run_dir_files)"
 echo "- pocketenv cgroup dirs on the host before / after (other engineers' sandboxes count too):" \
     "$cgroups_before / $cgroups_after"

@@ -205,6 +205,7 @@ echo
 
 declare -A before after gone
 others_before=$(high_uid_procs)
+run_files_before=$(run_dir_files)
 settle_and_snapshot before
 memcgs_before=$(memcg_count)
 k1k_before=$(kmalloc1k)
@@ -320,5 +321,6 @@ echo "- sandboxes in the data dir: $left_sbx"
 echo "- processes in their uid ranges: $left_live running, $left_zombie zombie(s) not yet reaped"
 echo "- their cgroups (/sys/fs/cgroup/*/pocketenv/pocketenv-<id>): $left_cg"
 echo "- mounts below the run's temporary directory: $left_mounts"
+echo "- files in the run directory (/run/pocketenv/sandboxes) before / after (other users' sandboxes count too): $run_files_before / $(run_dir_files)"
 echo "- host-wide, for context (other users' sandboxes count too): live processes with uid >= 0x10000000:" \
     "$others_before before, $others_after after; pocketenv-* cgroup dirs not named pocketenv-test*: $foreign_cg"
