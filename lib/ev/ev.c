@@ -2,9 +2,12 @@
  * the worker pool (and pe_ev_post) write to when a completion is ready.
  *
  * Every watcher is a struct with a common head registered in epoll with
- * its address as data.ptr. Stopping removes it from epoll at once but only
- * marks it dead; dead watchers are freed at the end of the dispatch round,
- * because the round's event array may still point at them.
+ * its address as data.ptr. Stopping removes it from epoll and from the
+ * list of live watchers at once and marks it dead; dead watchers are freed
+ * at the end of the dispatch round, because the round's event array may
+ * still point at them. The end of a round touches the dead ones only: a
+ * daemon holds a watcher per running sandbox (its init's pidfd), and a walk
+ * of them all at every round cost each request more as sandboxes grew.
  *
  * Pools: the loop's own (pe_ev_submit) and any made with pe_ev_pool_new.
  * Each has a bounded FIFO of pending items (its mutex + condvar) and
@@ -38,7 +41,9 @@ struct watcher {
     int fd;
     bool dead;
     pe_ev_loop *loop;
-    struct watcher *next; /* all watchers, for free */
+    /* live: the loop's watchers (pprev: the pointer to this one); dead: the
+     * loop's dead list, to be freed at the end of the round */
+    struct watcher *next, **pprev;
 };
 
 struct pe_ev_io {
@@ -89,10 +94,11 @@ struct pe_ev_pool {
 struct pe_ev_loop {
     int epfd;
     bool stop;
-    struct watcher *watchers;
-    struct watcher wake; /* eventfd: completions and pe_ev_stop */
-    pe_ev_pool *pool;    /* its own (pe_ev_submit) */
-    pe_ev_pool *pools;   /* every pool, its own included (loop thread) */
+    struct watcher *watchers; /* live */
+    struct watcher *dead;     /* stopped this round */
+    struct watcher wake;      /* eventfd: completions and pe_ev_stop */
+    pe_ev_pool *pool;         /* its own (pe_ev_submit) */
+    pe_ev_pool *pools;        /* every pool, its own included (loop thread) */
 
     pthread_mutex_t mu; /* guards everything below */
     struct work *done_head, *done_tail;
@@ -118,6 +124,9 @@ static int watch(pe_ev_loop *loop, struct watcher *w, int kind, int fd, uint32_t
         return pe_err_sys(err, "epoll_ctl add fd %d", fd);
     if (w != &loop->wake) {
         w->next = loop->watchers;
+        if (w->next)
+            w->next->pprev = &w->next;
+        w->pprev = &loop->watchers;
         loop->watchers = w;
     }
     return 0;
@@ -129,6 +138,11 @@ static void unwatch(struct watcher *w)
         return;
     epoll_ctl(w->loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     w->dead = true;
+    *w->pprev = w->next;
+    if (w->next)
+        w->next->pprev = w->pprev;
+    w->next = w->loop->dead;
+    w->loop->dead = w;
 }
 
 pe_ev_loop *pe_ev_loop_new(unsigned workers, unsigned max_queued, pe_err *err)
@@ -179,16 +193,11 @@ static void free_watcher(struct watcher *w)
 
 static void reap_dead(pe_ev_loop *loop)
 {
-    struct watcher **pp = &loop->watchers;
+    struct watcher *w;
 
-    while (*pp) {
-        struct watcher *w = *pp;
-        if (w->dead) {
-            *pp = w->next;
-            free_watcher(w);
-        } else {
-            pp = &w->next;
-        }
+    while ((w = loop->dead)) {
+        loop->dead = w->next;
+        free_watcher(w);
     }
 }
 
@@ -624,10 +633,10 @@ void pe_ev_loop_free(pe_ev_loop *loop)
     }
     while ((w = loop->watchers)) {
         loop->watchers = w->next;
-        if (!w->dead)
-            epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
         free_watcher(w);
     }
+    reap_dead(loop);
     close(loop->wake.fd);
     close(loop->epfd);
     pthread_mutex_destroy(&loop->mu);

@@ -45,6 +45,70 @@ TEST_CASE(io_watcher)
     close(p[1]);
 }
 
+/* Eight watchers, all readable in the same round. The first to run stops
+ * three others that have not run yet, with their events possibly already
+ * in the round's array: those must never run. The rest run once each; a
+ * watcher started after the stops runs too; two that never fire are still
+ * live at pe_ev_loop_free, which frees them (ASan: no leak, no double free). */
+#define N_ANY 8
+static pe_ev_io *any_io[N_ANY];
+static int any_fired[N_ANY], any_stopped[N_ANY], any_runs;
+static pe_ev_loop *any_loop;
+
+static void on_any(pe_ev_io *io, int fd, uint32_t events, void *ud)
+{
+    long i = (long)ud;
+    char c;
+
+    (void)events;
+    ASSERT_EQ_INT(read(fd, &c, 1), 1);
+    any_fired[i]++;
+    any_runs++;
+    if (any_runs == 1)
+        for (int k = 0, n = 0; k < N_ANY && n < 3; k++)
+            if (k != i) {
+                pe_ev_io_stop(any_io[k]);
+                any_stopped[k] = 1;
+                n++;
+            }
+    pe_ev_io_stop(io);
+    if (any_runs >= N_ANY - 3) /* the first round's, then the late one */
+        pe_ev_stop(any_loop);
+}
+
+TEST_CASE(watchers_stopped_in_any_order)
+{
+    int p[N_ANY + 3][2];
+
+    any_loop = new_loop();
+    for (long i = 0; i < N_ANY + 3; i++) {
+        ASSERT_EQ_INT(pipe(p[i]), 0);
+        if (i < N_ANY) {
+            any_io[i] = pe_ev_io_start(any_loop, p[i][0], EPOLLIN, on_any, (void *)i, NULL);
+            ASSERT(any_io[i] != NULL);
+            ASSERT_EQ_INT(write(p[i][1], "x", 1), 1);
+        }
+    }
+    /* two that never fire, one between the others and one after */
+    ASSERT(pe_ev_io_start(any_loop, p[N_ANY][0], EPOLLIN, on_any, (void *)0L, NULL) != NULL);
+    ASSERT_EQ_INT(pe_ev_run(any_loop, NULL), 0);
+    ASSERT_EQ_INT(any_runs, N_ANY - 3);
+    for (int k = 0; k < N_ANY; k++)
+        ASSERT_EQ_INT(any_fired[k], any_stopped[k] ? 0 : 1);
+    /* The list is whole after the stops: a new watcher still fires. */
+    ASSERT(pe_ev_io_start(any_loop, p[N_ANY + 1][0], EPOLLIN, on_any, (void *)0L, NULL) != NULL);
+    ASSERT(pe_ev_io_start(any_loop, p[N_ANY + 2][0], EPOLLIN, on_any, (void *)1L, NULL) != NULL);
+    any_fired[0] = 0;
+    ASSERT_EQ_INT(write(p[N_ANY + 1][1], "x", 1), 1);
+    ASSERT_EQ_INT(pe_ev_run(any_loop, NULL), 0);
+    ASSERT_EQ_INT(any_fired[0], 1);
+    pe_ev_loop_free(any_loop);
+    for (int i = 0; i < N_ANY + 3; i++) {
+        close(p[i][0]);
+        close(p[i][1]);
+    }
+}
+
 static void on_tick(pe_ev_timer *t, void *ud)
 {
     if (++count == 3) {
@@ -269,7 +333,7 @@ TEST_CASE(post_from_other_thread)
 
 int main(void)
 {
-    return RUN_TESTS(io_watcher, repeating_timer, signal_watcher,
+    return RUN_TESTS(io_watcher, watchers_stopped_in_any_order, repeating_timer, signal_watcher,
                      worker_pool_completions_run_on_loop, worker_queue_is_bounded,
                      pool_grows_beside_a_blocked_loop_pool, pool_idle_threads_exit,
                      post_from_other_thread);
