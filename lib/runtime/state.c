@@ -104,17 +104,34 @@ char *pe__run_file(const char *dir, const char *ext)
                         (unsigned long long)sb.st_ino, ext);
 }
 
+/* dir's run.json: in the run directory, or (old, 1) in dir itself, as
+ * builds before kept it and as it is kept where the run directory cannot
+ * be had. */
+static char *run_json_path(const char *dir, int old)
+{
+    char *p = old ? NULL : pe__run_file(dir, "json");
+
+    return p != NULL ? p : pe_xasprintf("%s/run.json", dir);
+}
+
+static void unlink_run_json(const char *dir)
+{
+    for (int old = 0; old < 2; old++) {
+        cleanup_free char *path = run_json_path(dir, old);
+        unlink(path);
+    }
+}
+
 void pe__run_files_remove(const char *dir)
 {
-    static const char *const exts[] = {"json", "resolv.conf", "hosts"};
-    cleanup_free char *old = pe_xasprintf("%s/run.json", dir);
+    static const char *const exts[] = {"resolv.conf", "hosts"};
 
     for (size_t i = 0; i < PE_ARRAY_LEN(exts); i++) {
         cleanup_free char *path = pe__run_file(dir, exts[i]);
         if (path != NULL)
             unlink(path);
     }
-    unlink(old);
+    unlink_run_json(dir);
     pe__spawn_unlink(dir);
 }
 
@@ -230,7 +247,7 @@ static int state_stamp(const char *dir, char *out, size_t len)
  * or has (the stamp no longer matches). */
 static json_t *load_run(const char *dir, char **path_out)
 {
-    char *paths[2] = {pe__run_file(dir, "json"), pe_xasprintf("%s/run.json", dir)};
+    char *paths[2] = {run_json_path(dir, 0), run_json_path(dir, 1)};
     cleanup_free char *text = NULL;
     const char *of;
     char stamp[64];
@@ -302,17 +319,13 @@ static char *state_text(const pe_state *st, const char *of, pe_err *err)
 int pe__state_save(const char *dir, const pe_state *st, pe_err *err)
 {
     cleanup_free char *path = pe_xasprintf("%s/state.json", dir);
-    cleanup_free char *run = pe__run_file(dir, "json");
-    cleanup_free char *old = pe_xasprintf("%s/run.json", dir);
     cleanup_free char *text = state_text(st, NULL, err);
 
     if (text == NULL || pe_fs_write_atomic(path, text, strlen(text), 0600, err) < 0)
         return -1;
     /* Outdated by the new state.json already; removed so that loads read
      * one file again. */
-    if (run != NULL)
-        unlink(run);
-    unlink(old);
+    unlink_run_json(dir);
     return 0;
 }
 
@@ -328,8 +341,7 @@ int pe__state_save_new(const char *dir, const pe_state *st, pe_err *err)
 
 int pe__state_save_started(const char *dir, const pe_state *st, pe_err *err)
 {
-    char *run = pe__run_file(dir, "json");
-    cleanup_free char *path = run != NULL ? run : pe_xasprintf("%s/run.json", dir);
+    cleanup_free char *path = run_json_path(dir, 0);
     cleanup_free char *text = NULL;
     char stamp[64];
 
