@@ -125,6 +125,18 @@ cgroup2_opts() {
     awk '$9 == "cgroup2" { print $5 ": " $6 "," $11; exit }' /proc/self/mountinfo
 }
 
+# The CPU, the hypervisor under this machine and the Meltdown mitigation:
+# figures taken on different machines differ by several times for these
+# (bench/README.md, "Another machine"), so every report names them.
+cpu_info() {
+    local model hv pti
+    model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+    hv=$(dmesg 2>/dev/null | sed -n 's/.*Hypervisor detected: //p' | head -1)
+    [ -n "$hv" ] || { grep -qw hypervisor /proc/cpuinfo && hv="yes (kind unknown)" || hv=none; }
+    pti=$(cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null || echo unknown)
+    echo "${model:-unknown}; hypervisor: $hv; meltdown: $pti"
+}
+
 machine_info() {
     local head dirty="" src
     head=$(git -C "$REPO_DIR" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -136,6 +148,7 @@ machine_info() {
     [ -z "${BENCH_REV:-}" ] || src=$BENCH_REV
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
     echo "- nproc: $(nproc); kernel: $(uname -r); MemTotal: $(awk '/^MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)"
+    echo "- CPU: $(cpu_info)"
     echo "- cgroups: $(cgroup_mode); cgroup2 mount: $(cgroup2_opts)"
     echo "- rcu_expedited: $(cat $RCU_FILE); load avg: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "- pocketenv: $BUILD/pocketenv at $src, sha256 $(sha256sum "$PE" | cut -c1-12), copied to bin/"
