@@ -6,6 +6,9 @@
   create-rate.py keep PORT TOKEN_FILE N CONC BASE IDS   as api, but keep them: ids to IDS
   create-rate.py delete PORT TOKEN_FILE CONC IDS       delete the sandboxes listed in IDS
 
+keep also prints the rate in each tenth of the run (per_s_by_tenth), which
+shows whether creates slow down as the sandboxes alive grow.
+
 api: CONC threads, each with one keep-alive HTTP/1.1 connection to
 127.0.0.1:PORT, send createSandbox until N were sent, and poll getSandbox
 (every 2 ms) until each is RUNNING; the clock stops when the last one runs.
@@ -34,7 +37,7 @@ def api(port, token_file, n, conc, base, keep_to=None):
         token = json.load(f)["token"]
     head = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     lock = threading.Lock()
-    state = {"sent": 0, "ids": [], "fail": [], "claimed_now": 0}
+    state = {"sent": 0, "ids": [], "fail": [], "claimed_now": 0, "running_at": []}
 
     def call(c, method, path, body=None):
         c.request(method, path, body=json.dumps(body) if body is not None else None, headers=head)
@@ -67,6 +70,9 @@ def api(port, token_file, n, conc, base, keep_to=None):
                 time.sleep(0.002)
                 st, o = call(c, "GET", f"/xrpc/io.pocketenv.sandbox.getSandbox?id={sb['id']}")
                 status = o["sandbox"]["status"] if st == 200 else f"HTTP {st}"
+            if status == "RUNNING":
+                with lock:
+                    state["running_at"].append(time.monotonic())
         c.close()
 
     t0 = time.monotonic()
@@ -82,9 +88,21 @@ def api(port, token_file, n, conc, base, keep_to=None):
         with open(keep_to, "w") as f:
             f.write("".join(i + "\n" for i in ids))
         print(json.dumps({"n": n, "failures": len(state["fail"]),
-                          "first_failures": state["fail"][:5], "wall_s": wall, "per_s": n / wall}))
+                          "first_failures": state["fail"][:5], "wall_s": wall, "per_s": n / wall,
+                          "per_s_by_tenth": by_tenth(t0, sorted(state["running_at"]))}))
         return
     delete(port, token_file, conc, ids, n, state, wall)
+
+
+def by_tenth(t0, times):
+    """Sandboxes running per second in each tenth of the run, by the order
+    they came up: whether creates slow down as more sandboxes are alive."""
+    out, prev, k = [], t0, len(times) // 10
+    for i in range(10 if k else 0):
+        end = times[(i + 1) * k - 1]
+        out.append(round(k / (end - prev), 1) if end > prev else None)
+        prev = end
+    return out
 
 
 def delete(port, token_file, conc, ids, n=0, state=None, wall=0.0):
